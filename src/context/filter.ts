@@ -1,0 +1,148 @@
+/**
+ * The metadata filter language shared by `VectorIndex` and `KeywordIndex`: a small subset of the MongoDB-style
+ * operators that Pinecone accepts, so a filter means the same on every backend.
+ *
+ * @module
+ */
+import { ValidationError } from '../core/errors.js';
+
+/** Fields of `VectorMetadata` that a filter may name. */
+export const FILTERABLE_FIELDS = [
+  'type',
+  'characters',
+  'locations',
+  'themes',
+  'importance',
+  'timestamp',
+  'sourceId',
+  'sceneIndex',
+  'chapterId',
+  'chunk',
+] as const;
+export type FilterableField = (typeof FILTERABLE_FIELDS)[number];
+
+type Scalar = string | number | boolean;
+
+/** Conditions on one field. On array fields (`characters`, `locations`, `themes`) a condition holds when any element matches. */
+export interface FieldCondition {
+  $eq?: Scalar;
+  $ne?: Scalar;
+  $in?: Scalar[];
+  $nin?: Scalar[];
+  $gt?: number;
+  $gte?: number;
+  $lt?: number;
+  $lte?: number;
+}
+
+/**
+ * A metadata filter: field conditions (a bare value means `$eq`), combined with `$and` / `$or`.
+ *
+ * @example
+ * ```ts
+ * const filter: MetadataFilter = { type: 'scene', characters: { $in: ['mira'] }, importance: { $gte: 0.5 } };
+ * ```
+ */
+export type MetadataFilter = {
+  [K in FilterableField]?: Scalar | FieldCondition;
+} & {
+  $and?: MetadataFilter[];
+  $or?: MetadataFilter[];
+};
+
+const OPERATORS = new Set(['$eq', '$ne', '$in', '$nin', '$gt', '$gte', '$lt', '$lte']);
+const FIELDS = new Set<string>(FILTERABLE_FIELDS);
+
+/**
+ * Checks a filter's shape: known fields, known operators, values of the right kind.
+ * Throws `ValidationError` naming the first problem.
+ */
+export function validateFilter(filter: unknown, path = 'filter'): asserts filter is MetadataFilter {
+  if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
+    throw new ValidationError(`${path} must be an object`, { problems: [{ path, message: 'must be an object' }] });
+  }
+  for (const [key, value] of Object.entries(filter)) {
+    const at = `${path}.${key}`;
+    if (key === '$and' || key === '$or') {
+      if (!Array.isArray(value)) fail(at, 'must be an array of filters');
+      value.forEach((part: unknown, index: number) => {
+        validateFilter(part, `${at}.${index}`);
+      });
+      continue;
+    }
+    if (!FIELDS.has(key)) fail(at, `unknown field "${key}"; filterable fields are ${FILTERABLE_FIELDS.join(', ')}`);
+    if (isScalar(value)) continue;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      fail(at, 'must be a string, number, boolean or an operator object');
+    }
+    for (const [operator, operand] of Object.entries(value)) {
+      const opAt = `${at}.${operator}`;
+      if (!OPERATORS.has(operator)) fail(opAt, `unknown operator "${operator}"`);
+      if (operator === '$in' || operator === '$nin') {
+        if (!Array.isArray(operand) || !operand.every(isScalar)) fail(opAt, 'must be an array of scalars');
+      } else if (operator === '$eq' || operator === '$ne') {
+        if (!isScalar(operand)) fail(opAt, 'must be a string, number or boolean');
+      } else if (typeof operand !== 'number' || !Number.isFinite(operand)) {
+        fail(opAt, 'must be a finite number');
+      }
+    }
+  }
+}
+
+function fail(path: string, message: string): never {
+  throw new ValidationError(`Invalid metadata filter at ${path}: ${message}`, { problems: [{ path, message }] });
+}
+
+function isScalar(value: unknown): value is Scalar {
+  return (
+    typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))
+  );
+}
+
+function conditionHolds(actual: unknown, condition: Scalar | FieldCondition): boolean {
+  if (Array.isArray(actual)) {
+    const cond = isScalar(condition) ? { $eq: condition } : condition;
+    // Negative operators on arrays mean "no element matches", as in Pinecone.
+    if (cond.$ne !== undefined || cond.$nin !== undefined) {
+      const { $ne, $nin, ...positive } = cond;
+      const excluded = actual.some((item) => item === $ne || ($nin?.includes(item as Scalar) ?? false));
+      if (excluded) return false;
+      return Object.keys(positive).length === 0 || actual.some((item) => conditionHolds(item, positive));
+    }
+    return actual.some((item) => conditionHolds(item, cond));
+  }
+  if (isScalar(condition)) return actual === condition;
+  if (condition.$eq !== undefined && actual !== condition.$eq) return false;
+  if (condition.$ne !== undefined && actual === condition.$ne) return false;
+  if (condition.$in !== undefined && !condition.$in.includes(actual as Scalar)) return false;
+  if (condition.$nin?.includes(actual as Scalar)) return false;
+  const numeric = typeof actual === 'number';
+  if (condition.$gt !== undefined && !(numeric && actual > condition.$gt)) return false;
+  if (condition.$gte !== undefined && !(numeric && actual >= condition.$gte)) return false;
+  if (condition.$lt !== undefined && !(numeric && actual < condition.$lt)) return false;
+  if (condition.$lte !== undefined && !(numeric && actual <= condition.$lte)) return false;
+  return true;
+}
+
+/** Whether `metadata` satisfies `filter`. A missing field satisfies only negative conditions. */
+export function matchesFilter(metadata: Readonly<Record<string, unknown>>, filter: MetadataFilter | undefined): boolean {
+  if (!filter) return true;
+  for (const [key, value] of Object.entries(filter)) {
+    if (value === undefined) continue;
+    if (key === '$and') {
+      if (!(value as MetadataFilter[]).every((part) => matchesFilter(metadata, part))) return false;
+    } else if (key === '$or') {
+      if (!(value as MetadataFilter[]).some((part) => matchesFilter(metadata, part))) return false;
+    } else {
+      const actual = metadata[key];
+      if (actual === undefined) {
+        const cond = value as FieldCondition;
+        const onlyNegative = !isScalar(value) && Object.keys(cond).every((op) => op === '$ne' || op === '$nin');
+        if (!onlyNegative) return false;
+        continue;
+      }
+      if (!conditionHolds(actual, value as Scalar | FieldCondition)) return false;
+    }
+  }
+  return true;
+}

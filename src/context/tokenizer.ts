@@ -1,0 +1,14 @@
+/**
+ * The `Tokenizer` port: how many tokens a text costs in a model's context window.
+ *
+ * @module
+ */
+
+/** Counts tokens. `exact` says whether counts match the model's own or are a conservative estimate. */
+export interface Tokenizer {
+  readonly specificationVersion: 'v1';
+  readonly provider: string;
+  readonly exact: boolean;
+  /** Tokens of `text`. Estimators round up so that a budget computed with them is never exceeded. */
+  count(text: string): number;
+}

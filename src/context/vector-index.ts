@@ -1,0 +1,71 @@
+/**
+ * The `VectorIndex` port: similarity search over embeddings, partitioned by story.
+ *
+ * @module
+ */
+import type { VectorMetadata, VectorRecordInput } from '../state/schema.js';
+import type { MetadataFilter } from './filter.js';
+
+/** What a vector index can do. */
+export interface VectorIndexCapabilities {
+  /** Most records accepted by one `upsert` call; larger inputs are split by the caller or the adapter. */
+  maxUpsertBatch: number;
+  /** Largest `topK` accepted. */
+  maxTopK: number;
+  /** `delete({ filter })` is supported. */
+  deleteByFilter: boolean;
+  /** Reads see writes at once (false for Pinecone, which is eventually consistent). */
+  readAfterWrite: boolean;
+  /** Data survives a restart. */
+  durable: boolean;
+}
+
+/** One search hit. `score` is cosine similarity in [-1, 1], higher is closer. */
+export interface VectorMatch {
+  id: string;
+  score: number;
+  metadata: VectorMetadata;
+  values?: Float32Array;
+}
+
+/** A similarity query. */
+export interface VectorQuery {
+  vector: Float32Array;
+  topK: number;
+  filter?: MetadataFilter;
+  includeValues?: boolean;
+  signal?: AbortSignal;
+}
+
+/** What to delete: given ids, or every record matching a filter. */
+export type VectorDeletion = { ids: string[] } | { filter: MetadataFilter };
+
+/** Counts for monitoring the vector space. */
+export interface VectorIndexStats {
+  count: number;
+  dimensions: number;
+}
+
+/**
+ * Cosine-similarity search over records of one fixed dimension, one partition (namespace) per story.
+ * Records are validated on upsert: wrong dimensions or non-finite values give a `ValidationError` and store nothing.
+ */
+export interface VectorIndex {
+  readonly specificationVersion: 'v1';
+  readonly provider: string;
+  readonly dimensions: number;
+  readonly capabilities: VectorIndexCapabilities;
+  /** Inserts or replaces records by id. All-or-nothing on validation. */
+  upsert(storyId: string, records: VectorRecordInput[], options?: { signal?: AbortSignal }): Promise<void>;
+  /** The `topK` closest records, best first; ties broken by id. */
+  query(storyId: string, query: VectorQuery): Promise<VectorMatch[]>;
+  /** The records with these ids that exist, in the order asked. */
+  fetch(storyId: string, ids: string[], options?: { signal?: AbortSignal }): Promise<VectorMatch[]>;
+  /** Deletes by ids or by filter; returns how many were deleted when the backend knows, else -1. */
+  delete(storyId: string, deletion: VectorDeletion, options?: { signal?: AbortSignal }): Promise<number>;
+  /** Counts for one story. */
+  stats(storyId: string, options?: { signal?: AbortSignal }): Promise<VectorIndexStats>;
+  /** Drops every record of a story. */
+  deleteStory(storyId: string): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,223 @@
+/**
+ * Typed errors shared by every module of storyloom.
+ *
+ * Every error carries a stable `code`, says whether retrying can help (`isRetryable`) and keeps its `cause`.
+ * `isInstance()` checks a `Symbol.for` marker instead of `instanceof`, so it still works when two copies of
+ * storyloom are installed side by side (a Lambda layer and a bundled copy, say).
+ *
+ * @module
+ */
+
+const MARKER = Symbol.for('storyloom.error');
+
+/** A problem found while checking a proposed state change; see `applyDelta`. */
+export interface IssueLike {
+  code: string;
+  severity: 'error' | 'warning';
+  path: string;
+  message: string;
+}
+
+/** Options shared by every storyloom error. */
+export interface StoryloomErrorOptions {
+  cause?: unknown;
+  isRetryable?: boolean;
+}
+
+/**
+ * Base class of every error storyloom throws on purpose.
+ *
+ * @example
+ * ```ts
+ * import { StoryloomError } from 'storyloom';
+ * try { await store.load('missing') } catch (error) {
+ *   if (StoryloomError.isInstance(error)) console.log(error.code);
+ * }
+ * ```
+ */
+export class StoryloomError extends Error {
+  private readonly [MARKER] = true;
+  /** A stable machine-readable code such as `CONFLICT` or `NOT_FOUND`. */
+  readonly code: string;
+  /** True when the same call may succeed if made again later. */
+  readonly isRetryable: boolean;
+
+  constructor(code: string, message: string, options: StoryloomErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'StoryloomError';
+    this.code = code;
+    this.isRetryable = options.isRetryable ?? false;
+  }
+
+  /** True for any storyloom error, from this or any other installed copy of the package. */
+  static isInstance(error: unknown): error is StoryloomError {
+    return typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[MARKER] === true;
+  }
+}
+
+function hasName(error: unknown, name: string): boolean {
+  return StoryloomError.isInstance(error) && error.name === name;
+}
+
+/** A write lost a race: the stored version is not the one the caller expected, or the record already exists. */
+export class ConflictError extends StoryloomError {
+  readonly expectedVersion: number | undefined;
+  readonly actualVersion: number | undefined;
+  constructor(
+    message: string,
+    options: StoryloomErrorOptions & { expectedVersion?: number; actualVersion?: number } = {},
+  ) {
+    super('CONFLICT', message, { isRetryable: true, ...options });
+    this.name = 'ConflictError';
+    this.expectedVersion = options.expectedVersion;
+    this.actualVersion = options.actualVersion;
+  }
+  static override isInstance(error: unknown): error is ConflictError {
+    return hasName(error, 'ConflictError');
+  }
+}
+
+/** The story, scene or record asked for does not exist. */
+export class NotFoundError extends StoryloomError {
+  constructor(message: string, options: StoryloomErrorOptions = {}) {
+    super('NOT_FOUND', message, options);
+    this.name = 'NotFoundError';
+  }
+  static override isInstance(error: unknown): error is NotFoundError {
+    return hasName(error, 'NotFoundError');
+  }
+}
+
+/** One reason an input was rejected: where, and what was wrong. */
+export interface ValidationProblem {
+  path: string;
+  message: string;
+}
+
+/** An input does not match its schema or an option is invalid. `problems` lists every reason. */
+export class ValidationError extends StoryloomError {
+  readonly problems: ValidationProblem[];
+  constructor(message: string, options: StoryloomErrorOptions & { problems?: ValidationProblem[] } = {}) {
+    super('VALIDATION', message, options);
+    this.name = 'ValidationError';
+    this.problems = options.problems ?? [];
+  }
+  static override isInstance(error: unknown): error is ValidationError {
+    return hasName(error, 'ValidationError');
+  }
+}
+
+/** A proposed scene breaks the story's continuity (a dead character speaks, a resolved thread advances, ...). */
+export class ContinuityError extends StoryloomError {
+  readonly issues: IssueLike[];
+  constructor(message: string, options: StoryloomErrorOptions & { issues: IssueLike[] }) {
+    super('CONTINUITY', message, options);
+    this.name = 'ContinuityError';
+    this.issues = options.issues;
+  }
+  static override isInstance(error: unknown): error is ContinuityError {
+    return hasName(error, 'ContinuityError');
+  }
+}
+
+/** A remote provider (Anthropic, AWS, Pinecone, ...) failed. `status` is the HTTP status when there was one. */
+export class ProviderError extends StoryloomError {
+  readonly provider: string;
+  readonly status: number | undefined;
+  /** Milliseconds the provider asked us to wait before retrying, when it said. */
+  readonly retryAfterMs: number | undefined;
+  constructor(
+    message: string,
+    options: StoryloomErrorOptions & { provider: string; status?: number; retryAfterMs?: number; code?: string },
+  ) {
+    super(options.code ?? 'PROVIDER', message, {
+      cause: options.cause,
+      isRetryable: options.isRetryable ?? isRetryableStatus(options.status),
+    });
+    this.name = 'ProviderError';
+    this.provider = options.provider;
+    this.status = options.status;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+  static override isInstance(error: unknown): error is ProviderError {
+    return hasName(error, 'ProviderError');
+  }
+}
+
+/** HTTP statuses that a retry can cure: timeouts, lock conflicts, rate limits and server errors (529 included). */
+export function isRetryableStatus(status: number | undefined): boolean {
+  if (status === undefined) return false;
+  return status === 408 || status === 409 || status === 429 || status >= 500;
+}
+
+/** A provider refused to produce content because a safety filter matched. Retrying the same input will not help. */
+export class ContentFilteredError extends StoryloomError {
+  readonly provider: string;
+  constructor(message: string, options: StoryloomErrorOptions & { provider: string }) {
+    super('CONTENT_FILTERED', message, { cause: options.cause, isRetryable: false });
+    this.name = 'ContentFilteredError';
+    this.provider = options.provider;
+  }
+  static override isInstance(error: unknown): error is ContentFilteredError {
+    return hasName(error, 'ContentFilteredError');
+  }
+}
+
+/** Every attempt of a retried call failed. `errors` holds each attempt's error, oldest first. */
+export class RetryError extends StoryloomError {
+  readonly errors: unknown[];
+  readonly attempts: number;
+  constructor(message: string, options: { errors: unknown[]; reason: 'maxRetriesExceeded' | 'errorNotRetryable' }) {
+    super('RETRY_EXHAUSTED', message, { cause: options.errors.at(-1), isRetryable: false });
+    this.name = 'RetryError';
+    this.errors = options.errors;
+    this.attempts = options.errors.length;
+  }
+  static override isInstance(error: unknown): error is RetryError {
+    return hasName(error, 'RetryError');
+  }
+}
+
+/** An optional package that a subpath entry needs is not installed. The message says what to install. */
+export class MissingDependencyError extends StoryloomError {
+  readonly packageName: string;
+  constructor(packageName: string, feature: string, options: StoryloomErrorOptions = {}) {
+    super(
+      'MISSING_DEPENDENCY',
+      `${feature} needs the optional package "${packageName}". Install it with: npm install ${packageName}`,
+      options,
+    );
+    this.name = 'MissingDependencyError';
+    this.packageName = packageName;
+  }
+  static override isInstance(error: unknown): error is MissingDependencyError {
+    return hasName(error, 'MissingDependencyError');
+  }
+}
+
+/** The operation was cancelled through its `AbortSignal`. */
+export class AbortedError extends StoryloomError {
+  constructor(message = 'The operation was aborted', options: StoryloomErrorOptions = {}) {
+    super('ABORTED', message, options);
+    this.name = 'AbortedError';
+  }
+  static override isInstance(error: unknown): error is AbortedError {
+    return hasName(error, 'AbortedError');
+  }
+}
+
+/** Throws an `AbortedError` (carrying the signal's reason) when the signal has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
+}
+
+/** Turns zod-style issues into validation problems with dotted paths. */
+export function toProblems(
+  issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>,
+  prefix = '',
+): ValidationProblem[] {
+  return issues.map((issue) => ({
+    path: [prefix, ...issue.path.map((part) => String(part))].filter(Boolean).join('.') || '(root)',
+    message: issue.message,
+  }));
+}

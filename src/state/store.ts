@@ -1,0 +1,165 @@
+/**
+ * The `StoryStateStore` port: where a story's state, scenes, influences and publication log live.
+ *
+ * @module
+ */
+import type { Scene, StoryState, UserInfluence, UserInfluenceInput } from './schema.js';
+
+/** What a store can and cannot do; conformance suites skip, with this as the reason, what a backend lacks. */
+export interface StoryStateStoreCapabilities {
+  /** Version-conditional commits hold across processes sharing the backend (not only within one process). */
+  multiProcess: boolean;
+  /** State survives a restart of the process. */
+  durable: boolean;
+}
+
+/** The arguments of `commitScene`. */
+export interface CommitSceneInput {
+  /** The version the caller read; the commit fails with `ConflictError` if the stored version differs. */
+  expectedVersion: number;
+  scene: Scene;
+  /** The state after the scene; its `version` must be `expectedVersion + 1`. */
+  nextState: StoryState;
+  /** Pending influences the scene applied; they become `applied`. */
+  consumedInfluenceIds: string[];
+  /** Pending influences the scene turned down, each with its reason; they become `rejected`. */
+  rejectedInfluences?: Array<{ id: string; reason: string }>;
+}
+
+/** The outcome of `commitScene`. */
+export interface CommitResult {
+  scene: Scene;
+  state: StoryState;
+  /** False when this scene id was already committed and the original commit is returned instead. */
+  created: boolean;
+}
+
+/** Paging of `listScenes`. */
+export interface ListScenesOptions {
+  /** Only scenes of this chapter. */
+  chapterId?: string;
+  /** `asc` (oldest first, the default) or `desc`. */
+  order?: 'asc' | 'desc';
+  /** Page size, 1..1000. Default 100. */
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+/** One page of results. `nextCursor` is absent on the last page. */
+export interface Page<T> {
+  items: T[];
+  nextCursor?: string;
+}
+
+/** The outcome of a publication step for one scene and target. */
+export const PUBLICATION_STATUSES = ['done', 'failed', 'skipped'] as const;
+export type PublicationStatus = (typeof PUBLICATION_STATUSES)[number];
+
+/** One line of the publication log (the outbox): what happened to a scene's step for one target. */
+export interface PublicationEntry {
+  storyId: string;
+  sceneId: string;
+  /** The step or publisher, e.g. `index`, `cache`, `image`, `publish:s3`, `broadcast`. */
+  target: string;
+  status: PublicationStatus;
+  /** What the step produced: urls, post ids, keys. Kept small (under 16 KB as JSON). */
+  result: Record<string, unknown>;
+  recordedAt: string;
+}
+
+/** The outcome of `recordPublication`: the first write for a scene and target wins. */
+export interface RecordPublicationResult {
+  recorded: boolean;
+  entry: PublicationEntry;
+}
+
+/** The outcome of `enqueueInfluence`. */
+export interface EnqueueResult {
+  /** False when an influence with this id was already stored (for this story): nothing was changed. */
+  inserted: boolean;
+  influence: UserInfluence;
+}
+
+/** The outcome of `importStory`. */
+export interface ImportResult {
+  storyId: string;
+  scenes: number;
+  influences: number;
+  publications: number;
+}
+
+/**
+ * Persistence of stories. Every method is safe to call concurrently; `commitScene` is the one place where a story
+ * moves forward, atomically and at most once per version.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStateStore } from 'storyloom';
+ * const store = createMemoryStateStore();
+ * const state = await store.load('my-story');
+ * ```
+ */
+export interface StoryStateStore {
+  readonly specificationVersion: 'v1';
+  readonly provider: string;
+  readonly capabilities: StoryStateStoreCapabilities;
+
+  /** Stores a new story at its initial state. `ConflictError` if the story exists. */
+  create(state: StoryState): Promise<StoryState>;
+
+  /** The current state with `userInfluenceQueue` filled with its pending influences. `NotFoundError` if absent. */
+  load(storyId: string): Promise<StoryState>;
+
+  /** Whether the story exists. */
+  exists(storyId: string): Promise<boolean>;
+
+  /**
+   * Writes a scene, the next state and the influence outcomes in one atomic, version-conditional step.
+   * A stale `expectedVersion` gives `ConflictError`; committing an already committed scene id returns the original
+   * commit with `created: false` and writes nothing.
+   */
+  commitScene(storyId: string, input: CommitSceneInput): Promise<CommitResult>;
+
+  /** A page of scenes, by chapter if asked, oldest or newest first. */
+  listScenes(storyId: string, options?: ListScenesOptions): Promise<Page<Scene>>;
+
+  /** A scene by id, or null. */
+  getScene(storyId: string, sceneId: string): Promise<Scene | null>;
+
+  /** The state as it stood right after `version` was committed (version 0 is the initial state), or null. */
+  getStateAt(storyId: string, version: number): Promise<StoryState | null>;
+
+  /** Stores an influence as pending unless one with its id exists; idempotent by id. `NotFoundError` for no story. */
+  enqueueInfluence(influence: UserInfluenceInput): Promise<EnqueueResult>;
+
+  /** Pending influences, oldest first (by `receivedAt`, then id). */
+  pendingInfluences(storyId: string, options?: { limit?: number }): Promise<UserInfluence[]>;
+
+  /** An influence by id in any status, or null. */
+  getInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null>;
+
+  /** Records the outcome of a step for a scene and target. The first `done` or `skipped` write wins; a `failed` entry may be replaced. */
+  recordPublication(entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string }): Promise<RecordPublicationResult>;
+
+  /** Every log entry of a scene. */
+  listPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]>;
+
+  /** The targets among `targets` that have no `done` or `skipped` entry for the scene, in the given order. */
+  unfinishedPublications(storyId: string, sceneId: string, targets: readonly string[]): Promise<string[]>;
+
+  /**
+   * A new story `newStoryId` that shares history up to and including scene `atSceneIndex` and then goes its own way.
+   * Pending influences and the publication log stay with the original.
+   */
+  fork(storyId: string, atSceneIndex: number, newStoryId: string): Promise<StoryState>;
+
+  /** The whole story as JSON lines, portable between backends. */
+  exportStory(storyId: string): AsyncIterable<string>;
+
+  /** Loads an exported story. `ConflictError` if it exists here; `ValidationError` names the first bad line. */
+  importStory(lines: AsyncIterable<string> | Iterable<string>): Promise<ImportResult>;
+
+  /** Releases connections and file handles. */
+  close(): Promise<void>;
+}
