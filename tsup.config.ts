@@ -7,6 +7,7 @@ import { defineConfig } from 'tsup';
 export const entries = {
   index: 'src/index.ts',
   'testing/index': 'src/testing/index.ts',
+  'testing/arbitraries': 'src/testing/arbitraries.ts',
 } as const;
 
 export default defineConfig({

@@ -21,7 +21,8 @@ export const FILTERABLE_FIELDS = [
 ] as const;
 export type FilterableField = (typeof FILTERABLE_FIELDS)[number];
 
-type Scalar = string | number | boolean;
+/** A value a filter can compare with. */
+export type Scalar = string | number | boolean;
 
 /** Conditions on one field. On array fields (`characters`, `locations`, `themes`) a condition holds when any element matches. */
 export interface FieldCondition {
@@ -50,6 +51,10 @@ export type MetadataFilter = {
   $or?: MetadataFilter[];
 };
 
+/** How deep `$and` / `$or` may nest, and how many branches each may hold. */
+const MAX_FILTER_DEPTH = 8;
+const MAX_FILTER_BRANCHES = 100;
+
 const OPERATORS = new Set(['$eq', '$ne', '$in', '$nin', '$gt', '$gte', '$lt', '$lte']);
 const FIELDS = new Set<string>(FILTERABLE_FIELDS);
 
@@ -57,16 +62,20 @@ const FIELDS = new Set<string>(FILTERABLE_FIELDS);
  * Checks a filter's shape: known fields, known operators, values of the right kind.
  * Throws `ValidationError` naming the first problem.
  */
-export function validateFilter(filter: unknown, path = 'filter'): asserts filter is MetadataFilter {
+export function validateFilter(filter: unknown, path = 'filter', depth = 0): asserts filter is MetadataFilter {
   if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
     throw new ValidationError(`${path} must be an object`, { problems: [{ path, message: 'must be an object' }] });
   }
+  if (depth > MAX_FILTER_DEPTH) fail(path, `filters nest at most ${MAX_FILTER_DEPTH} levels deep`);
   for (const [key, value] of Object.entries(filter)) {
     const at = `${path}.${key}`;
+    // An absent optional parameter (`{ type: options.type }`) means "no condition", as in matchesFilter.
+    if (value === undefined) continue;
     if (key === '$and' || key === '$or') {
-      if (!Array.isArray(value)) fail(at, 'must be an array of filters');
+      if (!Array.isArray(value) || value.length === 0) fail(at, 'must be a non-empty array of filters');
+      if (value.length > MAX_FILTER_BRANCHES) fail(at, `must hold at most ${MAX_FILTER_BRANCHES} filters`);
       value.forEach((part: unknown, index: number) => {
-        validateFilter(part, `${at}.${index}`);
+        validateFilter(part, `${at}.${index}`, depth + 1);
       });
       continue;
     }
@@ -80,6 +89,7 @@ export function validateFilter(filter: unknown, path = 'filter'): asserts filter
       if (!OPERATORS.has(operator)) fail(opAt, `unknown operator "${operator}"`);
       if (operator === '$in' || operator === '$nin') {
         if (!Array.isArray(operand) || !operand.every(isScalar)) fail(opAt, 'must be an array of scalars');
+        if (operand.length > 1_000) fail(opAt, 'must hold at most 1000 values');
       } else if (operator === '$eq' || operator === '$ne') {
         if (!isScalar(operand)) fail(opAt, 'must be a string, number or boolean');
       } else if (typeof operand !== 'number' || !Number.isFinite(operand)) {
@@ -101,15 +111,20 @@ function isScalar(value: unknown): value is Scalar {
 
 function conditionHolds(actual: unknown, condition: Scalar | FieldCondition): boolean {
   if (Array.isArray(actual)) {
-    const cond = isScalar(condition) ? { $eq: condition } : condition;
-    // Negative operators on arrays mean "no element matches", as in Pinecone.
-    if (cond.$ne !== undefined || cond.$nin !== undefined) {
-      const { $ne, $nin, ...positive } = cond;
-      const excluded = actual.some((item) => item === $ne || ($nin?.includes(item as Scalar) ?? false));
-      if (excluded) return false;
-      return Object.keys(positive).length === 0 || actual.some((item) => conditionHolds(item, positive));
+    const cond: FieldCondition = isScalar(condition) ? { $eq: condition } : condition;
+    // On array fields each operator is checked on its own, as Pinecone does: positive ones need some element to
+    // match, negative ones need no element to match.
+    for (const [operator, operand] of Object.entries(cond)) {
+      if (operand === undefined) continue;
+      if (operator === '$ne') {
+        if (actual.includes(operand)) return false;
+      } else if (operator === '$nin') {
+        if (actual.some((item) => (operand as Scalar[]).includes(item as Scalar))) return false;
+      } else if (!actual.some((item) => conditionHolds(item, { [operator]: operand }))) {
+        return false;
+      }
     }
-    return actual.some((item) => conditionHolds(item, cond));
+    return true;
   }
   if (isScalar(condition)) return actual === condition;
   if (condition.$eq !== undefined && actual !== condition.$eq) return false;
@@ -125,7 +140,10 @@ function conditionHolds(actual: unknown, condition: Scalar | FieldCondition): bo
 }
 
 /** Whether `metadata` satisfies `filter`. A missing field satisfies only negative conditions. */
-export function matchesFilter(metadata: Readonly<Record<string, unknown>>, filter: MetadataFilter | undefined): boolean {
+export function matchesFilter(
+  metadata: Readonly<Record<string, unknown>>,
+  filter: MetadataFilter | undefined,
+): boolean {
   if (!filter) return true;
   for (const [key, value] of Object.entries(filter)) {
     if (value === undefined) continue;

@@ -22,6 +22,8 @@ export interface KeywordMatch {
 
 /** What a keyword index can do. */
 export interface KeywordIndexCapabilities {
+  /** Largest `topK` accepted. */
+  maxTopK: number;
   deleteByFilter: boolean;
   durable: boolean;
 }
@@ -39,7 +41,11 @@ export interface KeywordIndex {
     query: { text: string; topK: number; filter?: MetadataFilter; signal?: AbortSignal },
   ): Promise<KeywordMatch[]>;
   /** Deletes by ids or by filter; returns how many were deleted. */
-  delete(storyId: string, deletion: { ids: string[] } | { filter: MetadataFilter }): Promise<number>;
+  delete(
+    storyId: string,
+    deletion: { ids: string[] } | { filter: MetadataFilter },
+    options?: { signal?: AbortSignal },
+  ): Promise<number>;
   /** Number of documents of a story. */
   count(storyId: string): Promise<number>;
   deleteStory(storyId: string): Promise<void>;

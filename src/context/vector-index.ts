@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { VectorMetadata, VectorRecordInput } from '../state/schema.js';
+import type { VectorMetadata, VectorRecord, VectorRecordInput } from '../state/schema.js';
 import type { MetadataFilter } from './filter.js';
 
 /** What a vector index can do. */
@@ -59,8 +59,8 @@ export interface VectorIndex {
   upsert(storyId: string, records: VectorRecordInput[], options?: { signal?: AbortSignal }): Promise<void>;
   /** The `topK` closest records, best first; ties broken by id. */
   query(storyId: string, query: VectorQuery): Promise<VectorMatch[]>;
-  /** The records with these ids that exist, in the order asked. */
-  fetch(storyId: string, ids: string[], options?: { signal?: AbortSignal }): Promise<VectorMatch[]>;
+  /** The records with these ids that exist, in the order asked, with their values as stored. */
+  fetch(storyId: string, ids: string[], options?: { signal?: AbortSignal }): Promise<VectorRecord[]>;
   /** Deletes by ids or by filter; returns how many were deleted when the backend knows, else -1. */
   delete(storyId: string, deletion: VectorDeletion, options?: { signal?: AbortSignal }): Promise<number>;
   /** Counts for one story. */

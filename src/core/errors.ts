@@ -36,6 +36,7 @@ export interface StoryloomErrorOptions {
  * ```
  */
 export class StoryloomError extends Error {
+  // biome-ignore lint/correctness/noUnusedPrivateClassMembers: read by isInstance() through the Symbol.for key, which also matches other installed copies
   private readonly [MARKER] = true;
   /** A stable machine-readable code such as `CONFLICT` or `NOT_FOUND`. */
   readonly code: string;
@@ -67,7 +68,7 @@ export class ConflictError extends StoryloomError {
     message: string,
     options: StoryloomErrorOptions & { expectedVersion?: number; actualVersion?: number } = {},
   ) {
-    super('CONFLICT', message, { isRetryable: true, ...options });
+    super('CONFLICT', message, { cause: options.cause, isRetryable: options.isRetryable ?? true });
     this.name = 'ConflictError';
     this.expectedVersion = options.expectedVersion;
     this.actualVersion = options.actualVersion;
@@ -163,15 +164,23 @@ export class ContentFilteredError extends StoryloomError {
   }
 }
 
+/**
+ * Why a retried call gave up: every allowed attempt failed, a later attempt failed in a way retrying cannot cure, or
+ * the provider asked to wait longer than `maxRetryAfterMs`.
+ */
+export type RetryGiveUpReason = 'maxRetriesExceeded' | 'errorNotRetryable' | 'retryAfterTooLong';
+
 /** Every attempt of a retried call failed. `errors` holds each attempt's error, oldest first. */
 export class RetryError extends StoryloomError {
   readonly errors: unknown[];
   readonly attempts: number;
-  constructor(message: string, options: { errors: unknown[]; reason: 'maxRetriesExceeded' | 'errorNotRetryable' }) {
+  readonly reason: RetryGiveUpReason;
+  constructor(message: string, options: { errors: unknown[]; reason: RetryGiveUpReason }) {
     super('RETRY_EXHAUSTED', message, { cause: options.errors.at(-1), isRetryable: false });
     this.name = 'RetryError';
     this.errors = options.errors;
     this.attempts = options.errors.length;
+    this.reason = options.reason;
   }
   static override isInstance(error: unknown): error is RetryError {
     return hasName(error, 'RetryError');
@@ -192,6 +201,17 @@ export class MissingDependencyError extends StoryloomError {
   }
   static override isInstance(error: unknown): error is MissingDependencyError {
     return hasName(error, 'MissingDependencyError');
+  }
+}
+
+/** The adapter was closed with `close()`; it accepts no further calls. */
+export class ClosedError extends StoryloomError {
+  constructor(message: string, options: StoryloomErrorOptions = {}) {
+    super('CLOSED', message, options);
+    this.name = 'ClosedError';
+  }
+  static override isInstance(error: unknown): error is ClosedError {
+    return hasName(error, 'ClosedError');
   }
 }
 

@@ -34,16 +34,24 @@ export interface RetryOptions {
 export function retryAfterFromError(error: unknown, now: number): number | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const record = error as { retryAfterMs?: unknown; headers?: unknown };
-  if (typeof record.retryAfterMs === 'number' && Number.isFinite(record.retryAfterMs)) return record.retryAfterMs;
+  if (typeof record.retryAfterMs === 'number' && Number.isFinite(record.retryAfterMs) && record.retryAfterMs >= 0) {
+    return record.retryAfterMs;
+  }
   const headers = record.headers;
   const read = (name: string): string | undefined => {
     if (!headers || typeof headers !== 'object') return undefined;
     if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined;
-    const value = (headers as Record<string, unknown>)[name];
-    return typeof value === 'string' ? value : undefined;
+    // Header names are case-insensitive; plain records come as `Retry-After` as often as `retry-after`.
+    const entry = Object.entries(headers).find(([key]) => key.toLowerCase() === name);
+    const value = Array.isArray(entry?.[1]) ? entry[1][0] : entry?.[1];
+    return typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
   };
   return parseRetryAfter(read('retry-after-ms'), read('retry-after'), now);
 }
+
+// Every HTTP-date form (IMF-fixdate, RFC 850, asctime) starts with a day name. Checking for it keeps `Date.parse`,
+// which reads almost anything (`"-1"` is a date in 2001), from turning a malformed value into "retry now".
+const HTTP_DATE = /^\s*[A-Za-z]{3}/;
 
 /**
  * Parses `retry-after-ms` (milliseconds) or `retry-after` (seconds, or an HTTP date) into milliseconds to wait.
@@ -61,7 +69,7 @@ export function parseRetryAfter(
   if (retryAfter !== undefined) {
     const seconds = Number.parseFloat(retryAfter);
     if (Number.isFinite(seconds) && seconds >= 0 && /^\s*[\d.]+\s*$/.test(retryAfter)) return seconds * 1000;
-    const date = Date.parse(retryAfter);
+    const date = HTTP_DATE.test(retryAfter) ? Date.parse(retryAfter) : Number.NaN;
     if (Number.isFinite(date)) return Math.max(0, date - now);
   }
   return undefined;
@@ -124,10 +132,10 @@ export async function withRetry<T>(
       }
       const requested = retryAfterFromError(error, clock.now());
       if (requested !== undefined && requested > maxRetryAfter) {
-        throw new RetryError(`The provider asked to wait ${Math.round(requested)} ms, more than allowed`, {
-          errors,
-          reason: 'maxRetriesExceeded',
-        });
+        throw new RetryError(
+          `The provider asked to wait ${Math.round(requested)} ms, more than the ${maxRetryAfter} ms allowed`,
+          { errors, reason: 'retryAfterTooLong' },
+        );
       }
       const delayMs = requested ?? backoffDelay(attempt + 1, options);
       options.onRetry?.({ attempt: attempt + 1, delayMs, error });

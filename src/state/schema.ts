@@ -52,22 +52,52 @@ const tag = z.string().trim().min(1).max(LIMITS.nameLength);
 /** A JSON value small enough to keep in the world state. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
-const jsonValue: z.ZodType<JsonValue> = z.lazy(() =>
-  z.union([
-    z.string().max(LIMITS.worldStateValueChars),
-    z.number().refine(Number.isFinite, 'must be a finite number'),
-    z.boolean(),
-    z.null(),
-    z.array(jsonValue).max(100),
-    z.record(z.string().max(LIMITS.nameLength), jsonValue),
-  ]),
-);
+/** How deep a world-state value may nest. Checked without recursion, so hostile input cannot overflow the stack. */
+const MAX_JSON_DEPTH = 16;
 
-/** A world-state value: any JSON whose serialized form stays under `LIMITS.worldStateValueChars`. */
-export const WorldValueSchema = jsonValue.refine(
-  (value) => JSON.stringify(value).length <= LIMITS.worldStateValueChars,
-  `must serialize to at most ${LIMITS.worldStateValueChars} characters`,
-);
+function isPlainRecord(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/** Why `value` is not a bounded JSON value, or undefined when it is. Iterative on purpose. */
+function jsonValueProblem(value: unknown): string | undefined {
+  const stack: Array<{ value: unknown; depth: number }> = [{ value, depth: 0 }];
+  let nodes = 0;
+  while (stack.length > 0) {
+    const { value: item, depth } = stack.pop()!;
+    if (++nodes > 10_000) return 'has too many elements';
+    if (depth > MAX_JSON_DEPTH) return `nests deeper than ${MAX_JSON_DEPTH} levels`;
+    if (item === null || typeof item === 'boolean' || typeof item === 'string') continue;
+    if (typeof item === 'number') {
+      if (!Number.isFinite(item)) return 'holds a number that is not finite';
+      continue;
+    }
+    if (Array.isArray(item)) {
+      if (item.length > 100) return 'holds an array of more than 100 items';
+      for (const child of item) stack.push({ value: child, depth: depth + 1 });
+      continue;
+    }
+    if (typeof item === 'object' && isPlainRecord(item)) {
+      for (const [key, child] of Object.entries(item)) {
+        // `__proto__` as an own key is inert data here; the reducer refuses it (UNSAFE_KEY) before it reaches a state.
+        if (key.length > LIMITS.nameLength) return `has a key longer than ${LIMITS.nameLength} characters`;
+        stack.push({ value: child, depth: depth + 1 });
+      }
+      continue;
+    }
+    return 'holds a value that is not JSON';
+  }
+  const size = JSON.stringify(value).length;
+  if (size > LIMITS.worldStateValueChars) return `must serialize to at most ${LIMITS.worldStateValueChars} characters`;
+  return undefined;
+}
+
+/** A world-state value: JSON at most 16 levels deep whose serialized form stays under `LIMITS.worldStateValueChars`. */
+export const WorldValueSchema = z.custom<JsonValue>().superRefine((value, context) => {
+  const problem = jsonValueProblem(value);
+  if (problem) context.addIssue({ code: 'custom', message: `must be a bounded JSON value: it ${problem}` });
+});
 
 /** How one character regards another. `affinity` runs from -1 (hatred) to 1 (devotion). */
 export const RelationshipSchema = z.object({
@@ -88,8 +118,17 @@ export const CharacterRoleSchema = z.enum(['main', 'supporting', 'minor']);
 export type CharacterRole = z.infer<typeof CharacterRoleSchema>;
 
 /** A trait name mapped to a strength from 0 to 1 (courage: 0.8). */
+const traitName = z
+  .string()
+  .min(1)
+  .max(40)
+  .regex(/^\S(.*\S)?$/, 'must not start or end with white space');
+const traitNumbers = z
+  .record(traitName, z.number())
+  .refine((traits) => Object.keys(traits).length <= LIMITS.traits, `at most ${LIMITS.traits} traits`);
+
 export const TraitsSchema = z
-  .record(z.string().trim().min(1).max(40), unit)
+  .record(traitName, unit)
   .refine((traits) => Object.keys(traits).length <= LIMITS.traits, `at most ${LIMITS.traits} traits`);
 
 /** One character of the story, keyed by its id in `StoryState.characters`. */
@@ -103,7 +142,10 @@ export const CharacterStateSchema = z.object({
   traits: TraitsSchema.default({}),
   relationships: z
     .record(IdSchema, RelationshipSchema)
-    .refine((value) => Object.keys(value).length <= LIMITS.relationships, `at most ${LIMITS.relationships} relationships`)
+    .refine(
+      (value) => Object.keys(value).length <= LIMITS.relationships,
+      `at most ${LIMITS.relationships} relationships`,
+    )
     .default({}),
   arcProgress: unit.default(0),
   introducedIn: IdSchema.nullable().default(null),
@@ -189,29 +231,50 @@ export const StoryBibleSchema = z.object({
 export type StoryBible = z.infer<typeof StoryBibleSchema>;
 
 /** The whole state of a story at one version. */
-export const StoryStateSchema = z.object({
-  storyId: IdSchema,
-  /** Monotonic version, one more after every committed scene; the basis of optimistic concurrency. */
-  version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  chapterId: IdSchema,
-  chapterIndex: z.number().int().min(0).max(1_000_000),
-  /** The id of the last committed scene, or null before the first. */
-  sceneId: IdSchema.nullable(),
-  sceneCount: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  bible: StoryBibleSchema,
-  characters: z
-    .record(IdSchema, CharacterStateSchema)
-    .refine((value) => Object.keys(value).length <= LIMITS.characters, `at most ${LIMITS.characters} characters`),
-  worldState: z
-    .record(z.string().min(1).max(LIMITS.nameLength), WorldValueSchema)
-    .refine((value) => Object.keys(value).length <= LIMITS.worldStateKeys, `at most ${LIMITS.worldStateKeys} keys`),
-  plotThreads: z.array(PlotThreadSchema).max(LIMITS.plotThreads),
-  /** The pending influences: a read view filled by `StoryStateStore.load`; influences are stored on their own. */
-  userInfluenceQueue: z.array(UserInfluenceSchema).max(LIMITS.influenceQueue).default([]),
-  createdAt: isoDate,
-  updatedAt: isoDate,
-});
+export const StoryStateSchema = z
+  .object({
+    storyId: IdSchema,
+    /** Monotonic version, one more after every committed scene; the basis of optimistic concurrency. */
+    version: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    chapterId: IdSchema,
+    chapterIndex: z.number().int().min(0).max(1_000_000),
+    /** The id of the last committed scene, or null before the first. */
+    sceneId: IdSchema.nullable(),
+    sceneCount: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    bible: StoryBibleSchema,
+    characters: z
+      .record(IdSchema, CharacterStateSchema)
+      .refine((value) => Object.keys(value).length <= LIMITS.characters, `at most ${LIMITS.characters} characters`),
+    worldState: z
+      .record(z.string().min(1).max(LIMITS.nameLength), WorldValueSchema)
+      .refine((value) => Object.keys(value).length <= LIMITS.worldStateKeys, `at most ${LIMITS.worldStateKeys} keys`),
+    plotThreads: z.array(PlotThreadSchema).max(LIMITS.plotThreads),
+    /** The pending influences: a read view filled by `StoryStateStore.load`; influences are stored on their own. */
+    userInfluenceQueue: z.array(UserInfluenceSchema).max(LIMITS.influenceQueue).default([]),
+    createdAt: isoDate,
+    updatedAt: isoDate,
+  })
+  .superRefine((state, context) => {
+    for (const [key, character] of Object.entries(state.characters)) {
+      if (character.id !== key) {
+        context.addIssue({ code: 'custom', path: ['characters', key, 'id'], message: `must equal its key "${key}"` });
+      }
+    }
+    const threadIds = new Set<string>();
+    state.plotThreads.forEach((thread, index) => {
+      if (threadIds.has(thread.id)) {
+        context.addIssue({
+          code: 'custom',
+          path: ['plotThreads', index, 'id'],
+          message: `duplicate thread id "${thread.id}"`,
+        });
+      }
+      threadIds.add(thread.id);
+    });
+  });
 export type StoryState = z.infer<typeof StoryStateSchema>;
+/** The input form of a story state: defaults may be left out. */
+export type StoryStateInput = z.input<typeof StoryStateSchema>;
 
 /** One episode of the story, as committed. */
 export const SceneSchema = z.object({
@@ -263,7 +326,7 @@ export const CharacterIntroductionSchema = z.object({
   description: z.string().max(LIMITS.description).default(''),
   role: CharacterRoleSchema.default('supporting'),
   status: CharacterStatusSchema.default('active'),
-  traits: z.record(z.string().trim().min(1).max(40), z.number()).default({}),
+  traits: traitNumbers.default({}),
   relationships: entries(RelationshipChangeSchema),
   knowledge: z.array(shortText).max(LIMITS.knowledge).default([]),
   appearance: z.string().max(LIMITS.shortText).default(''),
@@ -276,9 +339,9 @@ export const CharacterUpdateSchema = z.object({
   description: z.string().max(LIMITS.description).optional(),
   aliasesAdded: z.array(name).max(LIMITS.aliases).default([]),
   /** Absolute trait values, 0..1. */
-  traits: z.record(z.string().trim().min(1).max(40), z.number()).default({}),
+  traits: traitNumbers.default({}),
   /** Relative trait changes; results are clamped to 0..1 with a warning. */
-  traitChanges: z.record(z.string().trim().min(1).max(40), z.number()).default({}),
+  traitChanges: traitNumbers.default({}),
   relationships: entries(RelationshipChangeSchema),
   arcProgress: z.number().optional(),
   knowledgeAdded: z.array(shortText).max(LIMITS.knowledge).default([]),
@@ -368,10 +431,12 @@ export type VectorMetadataInput = z.input<typeof VectorMetadataSchema>;
 /** An embedding with its metadata. `values` length must equal the index's dimensions; no NaN or infinities. */
 export const VectorRecordSchema = z.object({
   id: IdSchema,
-  values: z.instanceof(Float32Array).refine(
-    (values) => values.length > 0 && values.length <= LIMITS.vectorDimensions && values.every(Number.isFinite),
-    `must hold 1..${LIMITS.vectorDimensions} finite numbers`,
-  ),
+  values: z
+    .custom<Float32Array>((value) => value instanceof Float32Array, 'must be a Float32Array')
+    .refine(
+      (values) => values.length > 0 && values.length <= LIMITS.vectorDimensions && values.every(Number.isFinite),
+      `must hold 1..${LIMITS.vectorDimensions} finite numbers`,
+    ),
   metadata: VectorMetadataSchema,
 });
 export type VectorRecord = z.infer<typeof VectorRecordSchema>;

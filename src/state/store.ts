@@ -140,7 +140,9 @@ export interface StoryStateStore {
   getInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null>;
 
   /** Records the outcome of a step for a scene and target. The first `done` or `skipped` write wins; a `failed` entry may be replaced. */
-  recordPublication(entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string }): Promise<RecordPublicationResult>;
+  recordPublication(
+    entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string },
+  ): Promise<RecordPublicationResult>;
 
   /** Every log entry of a scene. */
   listPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]>;

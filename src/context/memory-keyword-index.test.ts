@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { StoryloomError, ValidationError } from '../core/errors.js';
+import { runKeywordIndexSuite } from '../testing/keyword-index-suite.js';
+import type { KeywordDocument } from './keyword-index.js';
+import { createMemoryKeywordIndex } from './memory-keyword-index.js';
+
+runKeywordIndexSuite({ describe, it }, { name: 'memory', create: () => createMemoryKeywordIndex() });
+
+function doc(id: string, text: string, storyId = 's1'): KeywordDocument {
+  return { id, text, metadata: { storyId, type: 'scene', timestamp: 1, sourceId: id } };
+}
+
+/** Lucene's BM25 for one term, written out independently of the index. */
+function bm25(tf: number, docLength: number, averageLength: number, n: number, total: number, k1 = 1.2, b = 0.75) {
+  const idf = Math.log(1 + (total - n + 0.5) / (n + 0.5));
+  return (idf * tf * (k1 + 1)) / (tf + k1 * (1 - b + (b * docLength) / averageLength));
+}
+
+describe('createMemoryKeywordIndex', () => {
+  it('scores with Lucene BM25 exactly', async () => {
+    const index = createMemoryKeywordIndex();
+    // Terms after analysis: [wolf, howl, wolf] (3), [wolf, moon] (2), [river, bend, stone, moss] (4). Average 3.
+    await index.upsert('s1', [
+      doc('a', 'The wolf howled, a wolf.'),
+      doc('b', 'Wolf moon'),
+      doc('c', 'river bend stone moss'),
+    ]);
+    const matches = await index.query('s1', { text: 'wolf howling', topK: 10 });
+    const wolfA = bm25(2, 3, 3, 2, 3);
+    const howlA = bm25(1, 3, 3, 1, 3);
+    const wolfB = bm25(1, 2, 3, 2, 3);
+    expect(matches.map((match) => match.id)).toEqual(['a', 'b']);
+    expect(matches[0]!.score).toBeCloseTo(wolfA + howlA, 12);
+    expect(matches[1]!.score).toBeCloseTo(wolfB, 12);
+  });
+
+  it('uses its k1 and b options', async () => {
+    const index = createMemoryKeywordIndex({ k1: 2, b: 0 });
+    await index.upsert('s1', [doc('a', 'wolf wolf wolf'), doc('b', 'river'), doc('c', 'stone')]);
+    const [match] = await index.query('s1', { text: 'wolf', topK: 1 });
+    expect(match!.score).toBeCloseTo(bm25(3, 3, 5 / 3, 1, 3, 2, 0), 12);
+  });
+
+  it('keeps document counts and lengths right through replacements and deletes', async () => {
+    const index = createMemoryKeywordIndex();
+    await index.upsert('s1', [doc('a', 'wolf wolf wolf wolf wolf wolf'), doc('b', 'wolf river')]);
+    await index.upsert('s1', [doc('a', 'stone moss'), doc('c', 'bend')]);
+    await index.delete('s1', { ids: ['c'] });
+    // Left: a = [stone, moss], b = [wolf, river]: N = 2, average length 2; "a" no longer holds "wolf".
+    const matches = await index.query('s1', { text: 'wolf', topK: 10 });
+    expect(matches.map((match) => match.id)).toEqual(['b']);
+    expect(matches[0]!.score).toBeCloseTo(bm25(1, 2, 2, 1, 2), 12);
+  });
+
+  it('weighs a term asked twice twice', async () => {
+    const index = createMemoryKeywordIndex();
+    await index.upsert('s1', [doc('a', 'wolf'), doc('b', 'moon'), doc('c', 'river')]);
+    const [once] = await index.query('s1', { text: 'wolf', topK: 1 });
+    const [twice] = await index.query('s1', { text: 'wolf WOLF', topK: 1 });
+    expect(twice!.score).toBeCloseTo(2 * once!.score, 12);
+  });
+
+  it('keeps the last of two documents with the same id in one batch', async () => {
+    const index = createMemoryKeywordIndex();
+    await index.upsert('s1', [doc('a', 'wolf'), doc('a', 'moon')]);
+    expect(await index.count('s1')).toBe(1);
+    expect(await index.query('s1', { text: 'wolf', topK: 1 })).toEqual([]);
+    expect((await index.query('s1', { text: 'moon', topK: 1 })).map((match) => match.id)).toEqual(['a']);
+  });
+
+  it('says which document was wrong and why', async () => {
+    const index = createMemoryKeywordIndex();
+    const bad = { ...doc('bad', 'text'), metadata: { ...doc('bad', 'text').metadata, type: 'poem' } };
+    const error = await index
+      .upsert('s1', [doc('good', 'text'), bad as KeywordDocument])
+      .catch((caught: unknown) => caught);
+    expect(ValidationError.isInstance(error)).toBe(true);
+    expect((error as ValidationError).problems[0]?.path).toBe('documents.1 (id "bad").metadata.type');
+    expect(await index.count('s1')).toBe(0);
+  });
+
+  it('validates its options', () => {
+    expect(() => createMemoryKeywordIndex({ k1: -1 })).toThrow(ValidationError);
+    expect(() => createMemoryKeywordIndex({ b: 1.5 })).toThrow(ValidationError);
+    expect(() => createMemoryKeywordIndex({ k1: Number.NaN })).toThrow(ValidationError);
+  });
+
+  it('refuses an empty deletion filter, which would drop the whole story', async () => {
+    const index = createMemoryKeywordIndex();
+    await index.upsert('s1', [doc('a', 'wolf')]);
+    await expect(index.delete('s1', { filter: {} })).rejects.toThrow(/deleteStory/);
+    expect(await index.count('s1')).toBe(1);
+  });
+
+  it('refuses every call once closed', async () => {
+    const index = createMemoryKeywordIndex();
+    await index.close();
+    const error = await index.count('s1').catch((caught: unknown) => caught);
+    expect(StoryloomError.isInstance(error) && error.code).toBe('CLOSED');
+  });
+});

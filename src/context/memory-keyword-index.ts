@@ -1,0 +1,334 @@
+/**
+ * The in-process `KeywordIndex`: an inverted index per story ranked with BM25. No network, no native module.
+ *
+ * @module
+ */
+import { z } from 'zod';
+import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
+import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema } from '../state/schema.js';
+import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
+import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
+import { analyze } from './text-analysis.js';
+import { TopKHeap } from './top-k.js';
+
+/**
+ * Options of `createMemoryKeywordIndex`: the two BM25 constants.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryKeywordIndex, type MemoryKeywordIndexOptions } from 'storyloom';
+ * // Less length normalisation: long scenes are not penalised as much.
+ * const options: MemoryKeywordIndexOptions = { k1: 1.2, b: 0.5 };
+ * const index = createMemoryKeywordIndex(options);
+ * ```
+ */
+export interface MemoryKeywordIndexOptions {
+  /** Term-frequency saturation: how much a repeated term keeps adding. Default 1.2 (Lucene's). */
+  k1?: number;
+  /** Length normalisation from 0 (none) to 1 (full). Default 0.75 (Lucene's). */
+  b?: number;
+}
+
+const OptionsSchema = z.object({
+  k1: z.number().min(0).max(10).default(1.2),
+  b: z.number().min(0).max(1).default(0.75),
+});
+
+/** The largest `topK` accepted, the same as the memory vector index's. */
+const MAX_TOP_K = 10_000;
+
+const CAPABILITIES: KeywordIndexCapabilities = Object.freeze({
+  maxTopK: MAX_TOP_K,
+  deleteByFilter: true,
+  durable: false,
+});
+
+/**
+ * Creates an in-memory BM25 keyword index.
+ *
+ * Texts go through `analyze` (accent folding, lowercasing, English stop words, Porter stemming), so "Dragons"
+ * finds "dragon" and "cafe" finds "Café". Scores use Lucene's BM25: idf `ln(1 + (N - n + 0.5) / (n + 0.5))` over
+ * the story's documents, term frequency saturated by `k1`, length normalised by `b` against the story's average
+ * document length.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryKeywordIndex } from 'storyloom';
+ *
+ * const index = createMemoryKeywordIndex();
+ * await index.upsert('story-1', [
+ *   {
+ *     id: 'scene-1',
+ *     text: 'Mira followed the dragon into the flooded archive.',
+ *     metadata: { storyId: 'story-1', type: 'scene', timestamp: Date.now(), sourceId: 'scene-1' },
+ *   },
+ * ]);
+ * const matches = await index.query('story-1', { text: 'dragons', topK: 5 });
+ * ```
+ */
+export function createMemoryKeywordIndex(options: MemoryKeywordIndexOptions = {}): KeywordIndex {
+  const parsed = OptionsSchema.safeParse(options ?? {});
+  if (!parsed.success) {
+    const problems = toProblems(parsed.error.issues, 'options');
+    throw new ValidationError(`Invalid memory keyword index options: ${describeProblems(problems)}`, { problems });
+  }
+  const { k1, b } = parsed.data;
+  const partitions = new Map<string, KeywordPartition>();
+  let closed = false;
+
+  const open = (operation: string): void => {
+    if (closed) throw new ClosedError(`Cannot ${operation}: the memory keyword index is closed`);
+  };
+
+  return {
+    specificationVersion: 'v1',
+    provider: 'memory',
+    capabilities: CAPABILITIES,
+
+    async upsert(storyId, documents, upsertOptions) {
+      open('upsert');
+      checkStoryId(storyId);
+      throwIfAborted(upsertOptions?.signal);
+      // Analysis happens during validation, so the partition is only touched once every document is known good.
+      const prepared = prepareDocuments(storyId, documents);
+      if (prepared.length === 0) return;
+      let partition = partitions.get(storyId);
+      if (!partition) {
+        partition = new KeywordPartition();
+        partitions.set(storyId, partition);
+      }
+      for (const document of prepared) partition.put(document);
+    },
+
+    async query(storyId, query) {
+      open('query');
+      checkStoryId(storyId);
+      if (typeof query !== 'object' || query === null) throw invalid('query', 'must be an object with text and topK');
+      throwIfAborted(query.signal);
+      if (typeof query.text !== 'string' || query.text.length > LIMITS.sceneText) {
+        throw invalid('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
+      }
+      const { topK } = query;
+      if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
+        throw invalid('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
+      }
+      if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
+      const partition = partitions.get(storyId);
+      if (!partition) return [];
+      return partition.search(analyze(query.text), topK, query.filter, k1, b);
+    },
+
+    async delete(storyId, deletion) {
+      open('delete');
+      checkStoryId(storyId);
+      const target = checkDeletion(deletion);
+      const partition = partitions.get(storyId);
+      if (!partition) return 0;
+      let deleted = 0;
+      if ('ids' in target) {
+        for (const id of new Set(target.ids)) if (partition.remove(id)) deleted++;
+      } else {
+        const doomed: string[] = [];
+        for (const [id, document] of partition.documents) {
+          if (matchesFilter(document.metadata, target.filter)) doomed.push(id);
+        }
+        for (const id of doomed) if (partition.remove(id)) deleted++;
+      }
+      if (partition.documents.size === 0) partitions.delete(storyId);
+      return deleted;
+    },
+
+    async count(storyId) {
+      open('count');
+      checkStoryId(storyId);
+      return partitions.get(storyId)?.documents.size ?? 0;
+    },
+
+    async deleteStory(storyId) {
+      open('delete a story');
+      checkStoryId(storyId);
+      partitions.delete(storyId);
+    },
+
+    async close() {
+      closed = true;
+      partitions.clear();
+    },
+  };
+}
+
+/** A document that passed validation, with its terms counted. */
+interface PreparedDocument {
+  id: string;
+  length: number;
+  termFrequencies: Map<string, number>;
+  metadata: VectorMetadata;
+}
+
+/** The inverted index of one story. */
+class KeywordPartition {
+  readonly documents = new Map<string, PreparedDocument>();
+  /** term → (document id → term frequency). */
+  private readonly postings = new Map<string, Map<string, number>>();
+  private totalLength = 0;
+
+  put(document: PreparedDocument): void {
+    // Replacing must take the old terms out, or a document would still match words it no longer contains.
+    this.remove(document.id);
+    this.documents.set(document.id, document);
+    this.totalLength += document.length;
+    for (const [term, frequency] of document.termFrequencies) {
+      let posting = this.postings.get(term);
+      if (!posting) {
+        posting = new Map();
+        this.postings.set(term, posting);
+      }
+      posting.set(document.id, frequency);
+    }
+  }
+
+  remove(id: string): boolean {
+    const document = this.documents.get(id);
+    if (!document) return false;
+    for (const term of document.termFrequencies.keys()) {
+      const posting = this.postings.get(term);
+      if (!posting) continue;
+      posting.delete(id);
+      if (posting.size === 0) this.postings.delete(term);
+    }
+    this.documents.delete(id);
+    this.totalLength -= document.length;
+    return true;
+  }
+
+  search(terms: string[], topK: number, filter: MetadataFilter | undefined, k1: number, b: number): KeywordMatch[] {
+    if (terms.length === 0) return [];
+    const documentCount = this.documents.size;
+    const averageLength = this.totalLength / documentCount;
+    // A term asked twice weighs twice, as in Lucene and FTS5 where each occurrence is its own clause.
+    const queryFrequencies = new Map<string, number>();
+    for (const term of terms) queryFrequencies.set(term, (queryFrequencies.get(term) ?? 0) + 1);
+
+    const scores = new Map<string, number>();
+    const admitted = new Map<string, boolean>();
+    for (const [term, queryFrequency] of queryFrequencies) {
+      const posting = this.postings.get(term);
+      if (!posting) continue;
+      const idf = Math.log(1 + (documentCount - posting.size + 0.5) / (posting.size + 0.5));
+      for (const [id, frequency] of posting) {
+        const document = this.documents.get(id)!;
+        if (filter !== undefined) {
+          let passes = admitted.get(id);
+          if (passes === undefined) {
+            passes = matchesFilter(document.metadata, filter);
+            admitted.set(id, passes);
+          }
+          if (!passes) continue;
+        }
+        const norm = averageLength > 0 ? 1 - b + (b * document.length) / averageLength : 1;
+        const termScore = (idf * frequency * (k1 + 1)) / (frequency + k1 * norm);
+        scores.set(id, (scores.get(id) ?? 0) + queryFrequency * termScore);
+      }
+    }
+
+    const best = new TopKHeap<VectorMetadata>(Math.min(topK, scores.size));
+    for (const [id, score] of scores) best.offer(score, id, this.documents.get(id)!.metadata);
+    return best.takeSorted().map((entry) => ({ id: entry.id, score: entry.score, metadata: copyMetadata(entry.item) }));
+  }
+}
+
+function copyMetadata(metadata: VectorMetadata): VectorMetadata {
+  return {
+    ...metadata,
+    themes: [...metadata.themes],
+    characters: [...metadata.characters],
+    locations: [...metadata.locations],
+  };
+}
+
+function describeProblems(problems: readonly ValidationProblem[]): string {
+  const first = problems[0];
+  if (!first) return 'invalid input';
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
+  return `${first.path}: ${first.message}${more}`;
+}
+
+function invalid(path: string, message: string): ValidationError {
+  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
+}
+
+function checkStoryId(storyId: unknown): asserts storyId is string {
+  const result = IdSchema.safeParse(storyId);
+  if (!result.success) {
+    const problems = toProblems(result.error.issues, 'storyId');
+    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
+      problems,
+    });
+  }
+}
+
+function checkDeletion(deletion: unknown): { ids: string[] } | { filter: MetadataFilter } {
+  if (typeof deletion !== 'object' || deletion === null) throw invalid('deletion', 'must be { ids } or { filter }');
+  if ('ids' in deletion) {
+    const { ids } = deletion;
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
+      throw invalid('deletion.ids', 'must be an array of strings');
+    }
+    return { ids };
+  }
+  if ('filter' in deletion) {
+    validateFilter(deletion.filter, 'deletion.filter');
+    // An empty filter matches every document: dropping a whole story must take deleteStory, not a typo.
+    if (Object.keys(deletion.filter).length === 0) {
+      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
+    }
+    return { filter: deletion.filter };
+  }
+  throw invalid('deletion', 'must be { ids } or { filter }');
+}
+
+function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
+  if (!Array.isArray(documents)) throw invalid('documents', 'must be an array of documents');
+  const problems: ValidationProblem[] = [];
+  const prepared: PreparedDocument[] = [];
+  documents.forEach((document: unknown, index: number) => {
+    const before = problems.length;
+    if (typeof document !== 'object' || document === null) {
+      problems.push({ path: `documents.${index}`, message: 'must be an object with id, text and metadata' });
+      return;
+    }
+    const { id, text, metadata } = document as Record<string, unknown>;
+    const at = typeof id === 'string' ? `documents.${index} (id ${JSON.stringify(id)})` : `documents.${index}`;
+    const idResult = IdSchema.safeParse(id);
+    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
+    if (typeof text !== 'string' || text.length > LIMITS.sceneText) {
+      problems.push({ path: `${at}.text`, message: `must be a string of at most ${LIMITS.sceneText} characters` });
+    }
+    const metadataResult = VectorMetadataSchema.safeParse(metadata);
+    if (!metadataResult.success) {
+      problems.push(...toProblems(metadataResult.error.issues, `${at}.metadata`));
+    } else if (metadataResult.data.storyId !== storyId) {
+      problems.push({
+        path: `${at}.metadata.storyId`,
+        message: `is ${JSON.stringify(metadataResult.data.storyId)} but the document is upserted into story ${JSON.stringify(storyId)}`,
+      });
+    }
+    if (problems.length > before || !metadataResult.success) return;
+    const terms = analyze(text as string);
+    const termFrequencies = new Map<string, number>();
+    for (const term of terms) termFrequencies.set(term, (termFrequencies.get(term) ?? 0) + 1);
+    prepared.push({
+      id: id as string,
+      length: terms.length,
+      termFrequencies,
+      metadata: copyMetadata(metadataResult.data),
+    });
+  });
+  if (problems.length > 0) {
+    throw new ValidationError(
+      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
+      { problems },
+    );
+  }
+  return prepared;
+}

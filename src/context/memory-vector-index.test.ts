@@ -1,0 +1,187 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { StoryloomError, ValidationError } from '../core/errors.js';
+import type { VectorRecordInput } from '../state/schema.js';
+import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
+import { createMemoryVectorIndex } from './memory-vector-index.js';
+import { TopKHeap } from './top-k.js';
+
+runVectorIndexSuite({ describe, it }, { name: 'memory', create: () => createMemoryVectorIndex({ dimensions: 8 }) });
+
+const byScoreThenId = (a: { score: number; id: string }, b: { score: number; id: string }) =>
+  b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+function record(id: string, values: number[], storyId = 's1'): VectorRecordInput {
+  return {
+    id,
+    values: Float32Array.from(values),
+    metadata: { storyId, type: 'scene', timestamp: 1, sourceId: id },
+  };
+}
+
+function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let dot = 0;
+  let normA = 0;
+  let normB = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    normA += a[i]! * a[i]!;
+    normB += b[i]! * b[i]!;
+  }
+  return dot / Math.sqrt(normA * normB);
+}
+
+describe('TopKHeap', () => {
+  it('keeps the same entries, in the same order, as a full sort', () => {
+    fc.assert(
+      fc.property(
+        // Few distinct scores and ids so that ties, and ties on both score and id, are common.
+        fc.array(fc.record({ score: fc.integer({ min: -3, max: 3 }), id: fc.stringMatching(/^[a-e]{1,2}$/) }), {
+          maxLength: 60,
+        }),
+        fc.integer({ min: 0, max: 70 }),
+        (candidates, k) => {
+          const heap = new TopKHeap<number>(k);
+          candidates.forEach((candidate, position) => {
+            heap.offer(candidate.score, candidate.id, position);
+          });
+          const kept = heap.takeSorted().map(({ score, id }) => ({ score, id }));
+          const expected = [...candidates]
+            .sort(byScoreThenId)
+            .slice(0, k)
+            .map(({ score, id }) => ({ score, id }));
+          expect(kept).toEqual(expected);
+          expect(heap.size).toBe(0);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('createMemoryVectorIndex', () => {
+  it('answers like a brute-force full sort after any sequence of upserts and deletes', async () => {
+    const operation = fc.oneof(
+      fc.record({
+        kind: fc.constant('upsert' as const),
+        id: fc.integer({ min: 0, max: 25 }),
+        // Small integers make equal scores (ties) frequent; the all-zero vector is avoided below.
+        values: fc.array(fc.integer({ min: -2, max: 2 }), { minLength: 3, maxLength: 3 }),
+      }),
+      fc.record({ kind: fc.constant('delete' as const), id: fc.integer({ min: 0, max: 25 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(operation, { maxLength: 80 }),
+        fc.array(fc.integer({ min: -2, max: 2 }), { minLength: 3, maxLength: 3 }),
+        fc.integer({ min: 1, max: 30 }),
+        async (operations, queryValues, topK) => {
+          fc.pre(queryValues.some((value) => value !== 0));
+          // Capacity 1 makes the partition grow, shrink and swap slots all the time.
+          const index = createMemoryVectorIndex({ dimensions: 3, initialCapacity: 1 });
+          const model = new Map<string, number[]>();
+          for (const op of operations) {
+            const id = `id-${String(op.id).padStart(2, '0')}`;
+            if (op.kind === 'upsert') {
+              if (op.values.every((value) => value === 0)) continue;
+              await index.upsert('s1', [record(id, op.values)]);
+              model.set(id, op.values);
+            } else {
+              expect(await index.delete('s1', { ids: [id] })).toBe(model.delete(id) ? 1 : 0);
+            }
+          }
+          const reference = new Map([...model].map(([id, values]) => [id, cosine(values, queryValues)]));
+          const expected = [...reference]
+            .map(([id, score]) => ({ id, score }))
+            .sort(byScoreThenId)
+            .slice(0, topK);
+          const matches = await index.query('s1', { vector: Float32Array.from(queryValues), topK });
+          expect(matches).toHaveLength(expected.length);
+          expect(new Set(matches.map((match) => match.id)).size).toBe(matches.length);
+          matches.forEach((match, rank) => {
+            // Each hit carries its true score, and that score belongs at this rank. Two different vectors with
+            // mathematically equal scores may round apart by an ulp, so order is checked to 1e-6 here, and exact
+            // ties (as the index computed them) must come in id order.
+            expect(match.score).toBeCloseTo(reference.get(match.id)!, 6);
+            expect(match.score).toBeCloseTo(expected[rank]!.score, 6);
+            const previous = matches[rank - 1];
+            if (previous) {
+              expect(previous.score > match.score || (previous.score === match.score && previous.id < match.id)).toBe(
+                true,
+              );
+            }
+          });
+          expect((await index.stats('s1')).count).toBe(model.size);
+          const fetched = await index.fetch('s1', [...model.keys()]);
+          expect(fetched.map((match) => Array.from(match.values ?? []))).toEqual([...model.values()]);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('validates its options', () => {
+    for (const options of [
+      { dimensions: 0 },
+      { dimensions: 1.5 },
+      { dimensions: 8_193 },
+      { dimensions: 8, initialCapacity: 0 },
+    ]) {
+      expect(() => createMemoryVectorIndex(options), JSON.stringify(options)).toThrow(ValidationError);
+    }
+    expect(() => createMemoryVectorIndex(undefined as unknown as { dimensions: number })).toThrow(/dimensions/);
+    expect(createMemoryVectorIndex({ dimensions: 8_192 }).dimensions).toBe(8_192);
+  });
+
+  it('says which record was wrong, where and why, listing every problem', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 3 });
+    const good = record('good', [1, 0, 0]);
+    const nan = record('has-nan', [1, Number.NaN, 0]);
+    const otherStory = record('elsewhere', [1, 0, 0], 's2');
+    const error = await index.upsert('s1', [good, nan, otherStory]).catch((caught: unknown) => caught);
+    expect(ValidationError.isInstance(error)).toBe(true);
+    const { message, problems } = error as ValidationError;
+    expect(message).toContain('records.1 (id "has-nan").values.1');
+    expect(message).toContain('and 1 more problem');
+    expect(problems).toEqual([
+      { path: 'records.1 (id "has-nan").values.1', message: 'must be a finite number, got NaN' },
+      {
+        path: 'records.2 (id "elsewhere").metadata.storyId',
+        message: 'is "s2" but the record is upserted into story "s1"',
+      },
+    ]);
+    expect((await index.stats('s1')).count).toBe(0);
+  });
+
+  it('rejects a plain array of numbers as values and an invalid story id', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 2 });
+    const plain = { ...record('a', [1, 0]), values: [1, 0] as unknown as Float32Array<ArrayBuffer> };
+    await expect(index.upsert('s1', [plain])).rejects.toThrow(/must be a Float32Array/);
+    await expect(index.stats('not a story id')).rejects.toSatisfy(ValidationError.isInstance);
+  });
+
+  it('refuses an empty deletion filter, which would drop the whole story', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 2 });
+    await index.upsert('s1', [record('a', [1, 0])]);
+    await expect(index.delete('s1', { filter: {} })).rejects.toThrow(/deleteStory/);
+    await expect(index.delete('s1', {} as { ids: string[] })).rejects.toSatisfy(ValidationError.isInstance);
+    expect((await index.stats('s1')).count).toBe(1);
+  });
+
+  it('fetches records with their values exactly as stored', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 2 });
+    await index.upsert('s1', [record('a', [3, 4])]);
+    const [fetched] = await index.fetch('s1', ['a']);
+    expect(fetched).not.toHaveProperty('score');
+    expect(Array.from(fetched?.values ?? [])).toEqual([3, 4]);
+  });
+
+  it('refuses every call once closed', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 2 });
+    await index.upsert('s1', [record('a', [1, 0])]);
+    await index.close();
+    const error = await index.stats('s1').catch((caught: unknown) => caught);
+    expect(StoryloomError.isInstance(error) && error.code).toBe('CLOSED');
+    await expect(index.query('s1', { vector: Float32Array.from([1, 0]), topK: 1 })).rejects.toThrow(/closed/);
+  });
+});

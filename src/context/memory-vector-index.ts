@@ -1,0 +1,435 @@
+/**
+ * The in-process `VectorIndex`: exact cosine search over contiguous `Float32Array` storage, one partition per story.
+ * No network, no native module; the default when nothing else is configured, and the reference the conformance
+ * suite was written against.
+ *
+ * @module
+ */
+
+import { z } from 'zod';
+import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
+import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
+import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
+import { TopKHeap } from './top-k.js';
+import type {
+  VectorDeletion,
+  VectorIndex,
+  VectorIndexCapabilities,
+  VectorIndexStats,
+  VectorMatch,
+} from './vector-index.js';
+
+/**
+ * Options of `createMemoryVectorIndex`.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryVectorIndex, type MemoryVectorIndexOptions } from 'storyloom';
+ * const options: MemoryVectorIndexOptions = { dimensions: 1536, initialCapacity: 1_024 };
+ * const index = createMemoryVectorIndex(options);
+ * ```
+ */
+export interface MemoryVectorIndexOptions {
+  /** Length of every vector, 1..8192; the same setting as the embedder's. */
+  dimensions: number;
+  /** Records each story partition has room for before its storage first doubles. Default 64. */
+  initialCapacity?: number;
+}
+
+const OptionsSchema = z.object({
+  dimensions: z.number().int().min(1).max(LIMITS.vectorDimensions),
+  initialCapacity: z.number().int().min(1).max(1_000_000).default(64),
+});
+
+/** The largest `topK` accepted: the same bound as Pinecone, so code tested here runs there. */
+const MAX_TOP_K = 10_000;
+
+const CAPABILITIES: VectorIndexCapabilities = Object.freeze({
+  maxUpsertBatch: Number.MAX_SAFE_INTEGER,
+  maxTopK: MAX_TOP_K,
+  deleteByFilter: true,
+  readAfterWrite: true,
+  durable: false,
+});
+
+/**
+ * Creates an in-memory vector index.
+ *
+ * Each story's vectors sit in one contiguous `Float32Array` that doubles as it grows; a delete moves the last record
+ * into the freed slot. Each record's inverse norm is computed once at upsert, so a query is one dot product and one
+ * multiplication per candidate, with the stored values kept exactly as given (`fetch` returns them unchanged).
+ * Filters are evaluated on the stored metadata before scoring, and the best `topK` are kept in a bounded heap
+ * instead of sorting every score.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryVectorIndex } from 'storyloom';
+ *
+ * const index = createMemoryVectorIndex({ dimensions: 3 });
+ * await index.upsert('story-1', [
+ *   {
+ *     id: 'scene-1',
+ *     values: new Float32Array([0.1, 0.9, 0]),
+ *     metadata: { storyId: 'story-1', type: 'scene', timestamp: Date.now(), sourceId: 'scene-1' },
+ *   },
+ * ]);
+ * const matches = await index.query('story-1', { vector: new Float32Array([0, 1, 0]), topK: 5 });
+ * ```
+ */
+export function createMemoryVectorIndex(options: MemoryVectorIndexOptions): VectorIndex {
+  const parsed = OptionsSchema.safeParse(options ?? {});
+  if (!parsed.success) {
+    const problems = toProblems(parsed.error.issues, 'options');
+    throw new ValidationError(`Invalid memory vector index options: ${describeProblems(problems)}`, { problems });
+  }
+  const { dimensions, initialCapacity } = parsed.data;
+  const partitions = new Map<string, Partition>();
+  let closed = false;
+
+  const open = (operation: string): void => {
+    if (closed) throw new ClosedError(`Cannot ${operation}: the memory vector index is closed`);
+  };
+
+  return {
+    specificationVersion: 'v1',
+    provider: 'memory',
+    dimensions,
+    capabilities: CAPABILITIES,
+
+    async upsert(storyId, records, upsertOptions) {
+      open('upsert');
+      checkStoryId(storyId);
+      throwIfAborted(upsertOptions?.signal);
+      // Everything is checked before anything is written: a bad record anywhere leaves the index untouched.
+      const prepared = prepareRecords(storyId, records, dimensions);
+      if (prepared.length === 0) return;
+      let partition = partitions.get(storyId);
+      if (!partition) {
+        partition = new Partition(dimensions, initialCapacity);
+        partitions.set(storyId, partition);
+      }
+      for (const record of prepared) partition.put(record);
+    },
+
+    async query(storyId, query) {
+      open('query');
+      checkStoryId(storyId);
+      if (typeof query !== 'object' || query === null) {
+        throw invalid('query', 'must be an object with vector and topK');
+      }
+      throwIfAborted(query.signal);
+      const unit = unitQueryVector(query.vector, dimensions);
+      checkTopK(query.topK);
+      if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
+      const partition = partitions.get(storyId);
+      if (!partition) return [];
+      return partition.search(unit, query.topK, query.filter, query.includeValues === true);
+    },
+
+    async fetch(storyId, ids, fetchOptions) {
+      open('fetch');
+      checkStoryId(storyId);
+      checkIdList(ids, 'ids');
+      throwIfAborted(fetchOptions?.signal);
+      const partition = partitions.get(storyId);
+      if (!partition) return [];
+      const records: VectorRecord[] = [];
+      for (const id of ids) {
+        const slot = partition.slotOf.get(id);
+        if (slot !== undefined) records.push(partition.record(slot));
+      }
+      return records;
+    },
+
+    async delete(storyId, deletion, deleteOptions) {
+      open('delete');
+      checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
+      const target = checkDeletion(deletion);
+      const partition = partitions.get(storyId);
+      if (!partition) return 0;
+      let deleted = 0;
+      if ('ids' in target) {
+        for (const id of new Set(target.ids)) if (partition.remove(id)) deleted++;
+      } else {
+        // Collected first: removing moves records between slots, which would skip some during a single pass.
+        const doomed: string[] = [];
+        for (let slot = 0; slot < partition.size; slot++) {
+          if (matchesFilter(partition.metadata[slot]!, target.filter)) doomed.push(partition.ids[slot]!);
+        }
+        for (const id of doomed) if (partition.remove(id)) deleted++;
+      }
+      if (partition.size === 0) partitions.delete(storyId);
+      return deleted;
+    },
+
+    async stats(storyId, statsOptions): Promise<VectorIndexStats> {
+      open('read stats');
+      checkStoryId(storyId);
+      throwIfAborted(statsOptions?.signal);
+      return { count: partitions.get(storyId)?.size ?? 0, dimensions };
+    },
+
+    async deleteStory(storyId) {
+      open('delete a story');
+      checkStoryId(storyId);
+      partitions.delete(storyId);
+    },
+
+    async close() {
+      closed = true;
+      partitions.clear();
+    },
+  };
+}
+
+/** A record that passed validation, ready to be copied into a partition. */
+interface PreparedRecord {
+  id: string;
+  values: Float32Array;
+  inverseNorm: number;
+  metadata: VectorMetadata;
+}
+
+/** The vectors of one story. Slots `0..size-1` are live; `slotOf` and `ids` map between ids and slots. */
+class Partition {
+  values: Float32Array;
+  inverseNorms: Float64Array;
+  readonly ids: string[] = [];
+  readonly metadata: VectorMetadata[] = [];
+  readonly slotOf = new Map<string, number>();
+  size = 0;
+  private readonly minimumCapacity: number;
+
+  constructor(
+    private readonly dimensions: number,
+    capacity: number,
+  ) {
+    this.minimumCapacity = capacity;
+    this.values = new Float32Array(capacity * dimensions);
+    this.inverseNorms = new Float64Array(capacity);
+  }
+
+  get capacity(): number {
+    return this.inverseNorms.length;
+  }
+
+  put(record: PreparedRecord): void {
+    let slot = this.slotOf.get(record.id);
+    if (slot === undefined) {
+      if (this.size === this.capacity) this.resize(this.capacity * 2);
+      slot = this.size++;
+      this.slotOf.set(record.id, slot);
+      this.ids[slot] = record.id;
+    }
+    this.values.set(record.values, slot * this.dimensions);
+    this.inverseNorms[slot] = record.inverseNorm;
+    this.metadata[slot] = record.metadata;
+  }
+
+  remove(id: string): boolean {
+    const slot = this.slotOf.get(id);
+    if (slot === undefined) return false;
+    const last = this.size - 1;
+    if (slot !== last) {
+      const d = this.dimensions;
+      this.values.copyWithin(slot * d, last * d, last * d + d);
+      this.inverseNorms[slot] = this.inverseNorms[last]!;
+      const movedId = this.ids[last]!;
+      this.ids[slot] = movedId;
+      this.metadata[slot] = this.metadata[last]!;
+      this.slotOf.set(movedId, slot);
+    }
+    this.ids.pop();
+    this.metadata.pop();
+    this.slotOf.delete(id);
+    this.size = last;
+    // Pruning old vectors should give memory back; shrinking at a quarter keeps grow/shrink from thrashing.
+    if (this.capacity > this.minimumCapacity && this.size <= this.capacity / 4) {
+      this.resize(Math.max(this.minimumCapacity, this.capacity / 2));
+    }
+    return true;
+  }
+
+  search(unit: Float64Array, topK: number, filter: MetadataFilter | undefined, includeValues: boolean): VectorMatch[] {
+    const best = new TopKHeap<number>(Math.min(topK, this.size));
+    const d = this.dimensions;
+    const values = this.values;
+    for (let slot = 0; slot < this.size; slot++) {
+      if (filter !== undefined && !matchesFilter(this.metadata[slot]!, filter)) continue;
+      const base = slot * d;
+      let dot = 0;
+      for (let i = 0; i < d; i++) dot += unit[i]! * values[base + i]!;
+      // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
+      const score = Math.max(-1, Math.min(1, dot * this.inverseNorms[slot]!));
+      best.offer(score, this.ids[slot]!, slot);
+    }
+    return best.takeSorted().map((entry) => this.match(entry.item, entry.score, includeValues));
+  }
+
+  record(slot: number): VectorRecord {
+    return {
+      id: this.ids[slot]!,
+      values: this.values.slice(slot * this.dimensions, (slot + 1) * this.dimensions),
+      metadata: copyMetadata(this.metadata[slot]!),
+    };
+  }
+
+  match(slot: number, score: number, includeValues: boolean): VectorMatch {
+    const match: VectorMatch = { id: this.ids[slot]!, score, metadata: copyMetadata(this.metadata[slot]!) };
+    if (includeValues) {
+      match.values = this.values.slice(slot * this.dimensions, (slot + 1) * this.dimensions);
+    }
+    return match;
+  }
+
+  private resize(capacity: number): void {
+    const values = new Float32Array(capacity * this.dimensions);
+    values.set(this.values.subarray(0, this.size * this.dimensions));
+    const inverseNorms = new Float64Array(capacity);
+    inverseNorms.set(this.inverseNorms.subarray(0, this.size));
+    this.values = values;
+    this.inverseNorms = inverseNorms;
+  }
+}
+
+function copyMetadata(metadata: VectorMetadata): VectorMetadata {
+  return {
+    ...metadata,
+    themes: [...metadata.themes],
+    characters: [...metadata.characters],
+    locations: [...metadata.locations],
+  };
+}
+
+function describeProblems(problems: readonly ValidationProblem[]): string {
+  const first = problems[0];
+  if (!first) return 'invalid input';
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
+  return `${first.path}: ${first.message}${more}`;
+}
+
+function invalid(path: string, message: string): ValidationError {
+  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
+}
+
+function checkStoryId(storyId: unknown): asserts storyId is string {
+  const result = IdSchema.safeParse(storyId);
+  if (!result.success) {
+    const problems = toProblems(result.error.issues, 'storyId');
+    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
+      problems,
+    });
+  }
+}
+
+function checkIdList(ids: unknown, path: string): asserts ids is string[] {
+  if (!Array.isArray(ids)) throw invalid(path, 'must be an array of ids');
+  ids.forEach((id, index) => {
+    if (typeof id !== 'string') throw invalid(`${path}.${index}`, 'must be a string');
+  });
+}
+
+function checkTopK(topK: unknown): void {
+  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
+    throw invalid('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
+  }
+}
+
+function checkDeletion(deletion: unknown): VectorDeletion {
+  if (typeof deletion !== 'object' || deletion === null) {
+    throw invalid('deletion', 'must be { ids } or { filter }');
+  }
+  if ('ids' in deletion) {
+    checkIdList(deletion.ids, 'deletion.ids');
+    return { ids: deletion.ids };
+  }
+  if ('filter' in deletion) {
+    validateFilter(deletion.filter, 'deletion.filter');
+    // An empty filter matches every record: deleting a whole story by accident must take deleteStory, not a typo.
+    if (Object.keys(deletion.filter).length === 0) {
+      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
+    }
+    return { filter: deletion.filter };
+  }
+  throw invalid('deletion', 'must be { ids } or { filter }');
+}
+
+/** Checks a vector and returns its squared length; problems go to `problems` under `path`. */
+function inspectVector(values: unknown, dimensions: number, path: string, problems: ValidationProblem[]): number {
+  if (!(values instanceof Float32Array)) {
+    problems.push({ path, message: 'must be a Float32Array' });
+    return 0;
+  }
+  if (values.length !== dimensions) {
+    problems.push({ path, message: `has ${values.length} dimensions; this index holds ${dimensions}` });
+    return 0;
+  }
+  let squared = 0;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]!;
+    if (!Number.isFinite(value)) {
+      problems.push({ path: `${path}.${i}`, message: `must be a finite number, got ${value}` });
+      return 0;
+    }
+    squared += value * value;
+  }
+  if (squared === 0) problems.push({ path, message: 'is the zero vector, which has no direction to compare' });
+  return squared;
+}
+
+function unitQueryVector(vector: unknown, dimensions: number): Float64Array {
+  const problems: ValidationProblem[] = [];
+  const squared = inspectVector(vector, dimensions, 'query.vector', problems);
+  if (problems.length > 0) {
+    throw new ValidationError(`Invalid query vector: ${describeProblems(problems)}`, { problems });
+  }
+  const values = vector as Float32Array;
+  const inverse = 1 / Math.sqrt(squared);
+  const unit = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) unit[i] = values[i]! * inverse;
+  return unit;
+}
+
+function prepareRecords(storyId: string, records: unknown, dimensions: number): PreparedRecord[] {
+  if (!Array.isArray(records)) throw invalid('records', 'must be an array of records');
+  const problems: ValidationProblem[] = [];
+  const prepared: PreparedRecord[] = [];
+  records.forEach((record: unknown, index: number) => {
+    const before = problems.length;
+    if (typeof record !== 'object' || record === null) {
+      problems.push({ path: `records.${index}`, message: 'must be an object with id, values and metadata' });
+      return;
+    }
+    const { id, values, metadata } = record as Record<string, unknown>;
+    // The path names both the position and the id, so a failed batch of a thousand points at its culprit.
+    const at = typeof id === 'string' ? `records.${index} (id ${JSON.stringify(id)})` : `records.${index}`;
+    const idResult = IdSchema.safeParse(id);
+    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
+    const squared = inspectVector(values, dimensions, `${at}.values`, problems);
+    const metadataResult = VectorMetadataSchema.safeParse(metadata);
+    if (!metadataResult.success) {
+      problems.push(...toProblems(metadataResult.error.issues, `${at}.metadata`));
+    } else if (metadataResult.data.storyId !== storyId) {
+      problems.push({
+        path: `${at}.metadata.storyId`,
+        message: `is ${JSON.stringify(metadataResult.data.storyId)} but the record is upserted into story ${JSON.stringify(storyId)}`,
+      });
+    }
+    if (problems.length > before || !metadataResult.success) return;
+    prepared.push({
+      id: id as string,
+      // Not copied here: the partition copies it into its own buffer within this same synchronous upsert.
+      values: values as Float32Array,
+      inverseNorm: 1 / Math.sqrt(squared),
+      metadata: copyMetadata(metadataResult.data),
+    });
+  });
+  if (problems.length > 0) {
+    throw new ValidationError(
+      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
+      { problems },
+    );
+  }
+  return prepared;
+}

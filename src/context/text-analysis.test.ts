@@ -1,0 +1,200 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { analyze, foldText, MAX_TERM_LENGTH, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
+
+describe('foldText', () => {
+  it('lowercases and folds accents, ligatures, width variants and letters NFKD leaves alone', () => {
+    expect(foldText('Ångström Café')).toBe('angstrom cafe');
+    expect(foldText('ﬁre ＡＢＣ １２３')).toBe('fire abc 123');
+    expect(foldText('Straße Æsir Œuvre Øresund Łódź Đakovo Þórr')).toBe(
+      'strasse aesir oeuvre oresund lodz dakovo thorr',
+    );
+    expect(foldText('İstanbul ΣΟΦΊΑ')).toBe('istanbul σοφια');
+  });
+
+  it('leaves plain lowercase ASCII unchanged', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^[a-z0-9 .,;!?-]*$/), (text) => {
+        expect(foldText(text)).toBe(text);
+      }),
+    );
+  });
+});
+
+describe('tokenizeWords', () => {
+  it('splits on anything but letters and digits, keeping stop words and word forms', () => {
+    expect(tokenizeWords('The dragons—3 of them—slept; (quietly).')).toEqual([
+      'the',
+      'dragons',
+      '3',
+      'of',
+      'them',
+      'slept',
+      'quietly',
+    ]);
+  });
+
+  it('drops a possessive and joins contractions, with straight or curly apostrophes', () => {
+    expect(tokenizeWords("Mira's café, don’t! O'Brien")).toEqual(['mira', 'cafe', 'dont', 'obrien']);
+    expect(tokenizeWords('Mira’s')).toEqual(tokenizeWords("Mira's"));
+    expect(tokenizeWords("'quoted' rock 'n' roll")).toEqual(['quoted', 'rock', 'n', 'roll']);
+  });
+
+  it('keeps words of any script whole, with the marks that change their meaning', () => {
+    expect(tokenizeWords('Дракон спит. 龍が眠る。 التنين')).toEqual(['дракон', 'спит', '龍が眠る', 'التنين']);
+    expect(tokenizeWords('ड्रैगन सो रहा है')).toEqual(['ड्रैगन', 'सो', 'रहा', 'है']);
+    expect(tokenizeWords('용이 잔다')).toEqual(['용이', '잔다']);
+    expect(tokenizeWords('ΟΔΟΣ')).toEqual(tokenizeWords('οδοσ'));
+  });
+
+  it('drops tokens longer than MAX_TERM_LENGTH', () => {
+    const long = 'x'.repeat(MAX_TERM_LENGTH + 1);
+    expect(tokenizeWords(`keep ${long} this`)).toEqual(['keep', 'this']);
+    expect(tokenizeWords('y'.repeat(MAX_TERM_LENGTH))).toHaveLength(1);
+  });
+
+  it('returns only non-empty folded words, whatever the input', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 80 }), (text) => {
+        for (const word of tokenizeWords(text)) {
+          expect(word.length).toBeGreaterThan(0);
+          expect(word.length).toBeLessThanOrEqual(MAX_TERM_LENGTH);
+          expect(word).toBe(foldText(word));
+          expect(word).toMatch(/^[\p{L}\p{N}\p{M}]+$/u);
+        }
+      }),
+    );
+  });
+});
+
+describe('stem', () => {
+  // From Porter's published sample vocabulary and its output.
+  const vocabulary: Record<string, string> = {
+    caresses: 'caress',
+    ponies: 'poni',
+    ties: 'ti',
+    caress: 'caress',
+    cats: 'cat',
+    feed: 'feed',
+    agreed: 'agre',
+    plastered: 'plaster',
+    bled: 'bled',
+    motoring: 'motor',
+    sing: 'sing',
+    conflated: 'conflat',
+    troubled: 'troubl',
+    sized: 'size',
+    hopping: 'hop',
+    tanned: 'tan',
+    falling: 'fall',
+    hissing: 'hiss',
+    fizzed: 'fizz',
+    failing: 'fail',
+    filing: 'file',
+    happy: 'happi',
+    sky: 'sky',
+    relational: 'relat',
+    conditional: 'condit',
+    rational: 'ration',
+    valenci: 'valenc',
+    digitizer: 'digit',
+    conformabli: 'conform',
+    radicalli: 'radic',
+    differentli: 'differ',
+    vileli: 'vile',
+    analogousli: 'analog',
+    vietnamization: 'vietnam',
+    predication: 'predic',
+    operator: 'oper',
+    feudalism: 'feudal',
+    decisiveness: 'decis',
+    hopefulness: 'hope',
+    callousness: 'callous',
+    formaliti: 'formal',
+    sensitiviti: 'sensit',
+    sensibiliti: 'sensibl',
+    triplicate: 'triplic',
+    formative: 'form',
+    formalize: 'formal',
+    electriciti: 'electr',
+    electrical: 'electr',
+    hopeful: 'hope',
+    goodness: 'good',
+    revival: 'reviv',
+    allowance: 'allow',
+    inference: 'infer',
+    airliner: 'airlin',
+    gyroscopic: 'gyroscop',
+    adjustable: 'adjust',
+    defensible: 'defens',
+    irritant: 'irrit',
+    replacement: 'replac',
+    adjustment: 'adjust',
+    dependent: 'depend',
+    adoption: 'adopt',
+    homologou: 'homolog',
+    communism: 'commun',
+    activate: 'activ',
+    angulariti: 'angular',
+    homologous: 'homolog',
+    effective: 'effect',
+    bowdlerize: 'bowdler',
+    probate: 'probat',
+    rate: 'rate',
+    cease: 'ceas',
+    controll: 'control',
+    roll: 'roll',
+    generalizations: 'gener',
+    oscillators: 'oscil',
+    archaeology: 'archaeolog',
+  };
+
+  it.each(Object.entries(vocabulary))('%s → %s', (word, expected) => {
+    expect(stem(word)).toBe(expected);
+  });
+
+  it('gives singular and plural, and verb forms, the same stem', () => {
+    expect(stem('dragons')).toBe(stem('dragon'));
+    expect(new Set(['walk', 'walks', 'walked', 'walking'].map(stem))).toEqual(new Set(['walk']));
+  });
+
+  it('leaves short words, digits and non-English letters as they are', () => {
+    expect(stem('is')).toBe('is');
+    expect(stem('1980s')).toBe('1980s');
+    expect(stem('драконы')).toBe('драконы');
+  });
+
+  it('never lengthens a word by more than one letter and is stable on its output for plain words', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^[a-z]{1,15}$/), (word) => {
+        const stemmed = stem(word);
+        expect(stemmed.length).toBeGreaterThan(0);
+        // Step 1b can add an "e" (hoping → hope); nothing else adds letters.
+        expect(stemmed.length).toBeLessThanOrEqual(word.length + 1);
+      }),
+    );
+  });
+});
+
+describe('analyze', () => {
+  it('folds, drops stop words and stems', () => {
+    expect(analyze('The Dragons were sleeping in the Château')).toEqual(['dragon', 'sleep', 'chateau']);
+  });
+
+  it('returns nothing for stop words and punctuation alone', () => {
+    expect(analyze("The and of it's, isn't it? ...")).toEqual([]);
+    expect(analyze('')).toEqual([]);
+  });
+
+  it('keeps negations, which change what a passage says', () => {
+    expect(analyze('not guilty, never, no way')).toEqual(['not', 'guilti', 'never', 'no', 'wai']);
+  });
+
+  it('lists its stop words in folded form, so tokenizeWords output can be looked up', () => {
+    for (const word of STOP_WORDS) expect(tokenizeWords(word)).toEqual([word]);
+  });
+
+  it('gives the same terms for a query in another case or accent style', () => {
+    expect(analyze('CAFÉS Naïve')).toEqual(analyze('cafes naive'));
+  });
+});

@@ -1,0 +1,110 @@
+/**
+ * Top-k selection without a full sort.
+ *
+ * @module
+ */
+
+/**
+ * The `k` best of a stream of scored candidates, kept in a binary min-heap whose root is the worst kept entry, so
+ * each candidate costs O(log k) and memory stays O(k). "Better" means a higher score, then a smaller id (compared by
+ * UTF-16 code units, the same on every machine).
+ *
+ * Shared by the memory vector and keyword indexes and by retrieval fusion.
+ *
+ * @example
+ * ```ts
+ * const best = new TopKHeap<string>(2);
+ * best.offer(0.5, 'b', 'payload-b');
+ * best.offer(0.9, 'a', 'payload-a');
+ * best.offer(0.1, 'c', 'payload-c');
+ * best.takeSorted(); // entries a, then b
+ * ```
+ */
+export class TopKHeap<T> {
+  private readonly scores: number[] = [];
+  private readonly ids: string[] = [];
+  private readonly items: T[] = [];
+
+  constructor(private readonly k: number) {}
+
+  /** Number of entries kept so far. */
+  get size(): number {
+    return this.scores.length;
+  }
+
+  /** Considers a candidate; it is kept when it is among the `k` best seen so far. */
+  offer(score: number, id: string, item: T): void {
+    if (this.k <= 0) return;
+    if (this.scores.length < this.k) {
+      this.scores.push(score);
+      this.ids.push(id);
+      this.items.push(item);
+      this.siftUp(this.scores.length - 1);
+      return;
+    }
+    if (!isWorse(this.scores[0]!, this.ids[0]!, score, id)) return;
+    this.scores[0] = score;
+    this.ids[0] = id;
+    this.items[0] = item;
+    this.siftDown(0);
+  }
+
+  /** The kept entries, best first. Empties the heap. */
+  takeSorted(): Array<{ score: number; id: string; item: T }> {
+    const out = new Array<{ score: number; id: string; item: T }>(this.scores.length);
+    for (let position = this.scores.length - 1; position >= 0; position--) {
+      out[position] = { score: this.scores[0]!, id: this.ids[0]!, item: this.items[0]! };
+      const lastScore = this.scores.pop()!;
+      const lastId = this.ids.pop()!;
+      const lastItem = this.items.pop()!;
+      if (this.scores.length > 0) {
+        this.scores[0] = lastScore;
+        this.ids[0] = lastId;
+        this.items[0] = lastItem;
+        this.siftDown(0);
+      }
+    }
+    return out;
+  }
+
+  private worse(a: number, b: number): boolean {
+    return isWorse(this.scores[a]!, this.ids[a]!, this.scores[b]!, this.ids[b]!);
+  }
+
+  private swap(a: number, b: number): void {
+    [this.scores[a], this.scores[b]] = [this.scores[b]!, this.scores[a]!];
+    [this.ids[a], this.ids[b]] = [this.ids[b]!, this.ids[a]!];
+    [this.items[a], this.items[b]] = [this.items[b]!, this.items[a]!];
+  }
+
+  private siftUp(index: number): void {
+    let child = index;
+    while (child > 0) {
+      const parent = (child - 1) >> 1;
+      if (!this.worse(child, parent)) return;
+      this.swap(child, parent);
+      child = parent;
+    }
+  }
+
+  private siftDown(index: number): void {
+    const length = this.scores.length;
+    let parent = index;
+    for (;;) {
+      const left = 2 * parent + 1;
+      const right = left + 1;
+      let worst = parent;
+      if (left < length && this.worse(left, worst)) worst = left;
+      if (right < length && this.worse(right, worst)) worst = right;
+      if (worst === parent) return;
+      this.swap(parent, worst);
+      parent = worst;
+    }
+  }
+}
+
+/** Whether (scoreA, idA) ranks below (scoreB, idB): a lower score, or the same score and a larger id. */
+/** True when (scoreA, idA) ranks below (scoreB, idB): a lower score, or an equal score and a larger id. */
+export function isWorse(scoreA: number, idA: string, scoreB: number, idB: string): boolean {
+  return scoreA < scoreB || (scoreA === scoreB && idA > idB);
+}

@@ -1,0 +1,46 @@
+/**
+ * storyloom: narrative primitives for autonomous, serialized AI stories.
+ *
+ * The root entry holds the domain model, the ports, the pure reducer, the memory adapters and the shared kernel
+ * (errors, clock, retry). It imports no cloud SDK and no native module: those live behind their own subpaths.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStateStore, StoryStateSchema } from 'storyloom';
+ * ```
+ *
+ * @module storyloom
+ */
+
+export * from './chain/influence-source.js';
+export * from './chain/memory.js';
+export * from './context/cache-driver.js';
+export * from './context/embedder.js';
+export * from './context/filter.js';
+export * from './context/keyword-index.js';
+export { createMemoryCacheDriver, type MemoryCacheDriverOptions } from './context/memory-cache.js';
+export { createMemoryKeywordIndex, type MemoryKeywordIndexOptions } from './context/memory-keyword-index.js';
+export { createMemoryVectorIndex, type MemoryVectorIndexOptions } from './context/memory-vector-index.js';
+export * from './context/summarizer.js';
+export * from './context/tokenizer.js';
+export * from './context/vector-index.js';
+export * from './core/clock.js';
+export * from './core/errors.js';
+export * from './core/retry.js';
+export * from './generation/image-generator.js';
+export * from './generation/scene-generator.js';
+export * from './publishing/memory.js';
+export * from './publishing/publisher.js';
+export {
+  BaseStateStore,
+  type BaseStateStoreOptions,
+  EXPORT_FORMAT,
+  EXPORT_FORMAT_VERSION,
+  type PreparedCommit,
+  type SceneQuery,
+  type StoryBundle,
+} from './state/base-store.js';
+export { createMemoryStateStore, type MemoryStateStoreOptions } from './state/memory.js';
+export * from './state/reducer.js';
+export * from './state/schema.js';
+export * from './state/store.js';

@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
+import { runPublisherSuite } from '../testing/publisher-suite.js';
+import { createMemoryPublisher } from './memory.js';
+
+runPublisherSuite(
+  { describe, it },
+  {
+    name: 'memory',
+    create: () => {
+      const publisher = createMemoryPublisher();
+      return {
+        publisher,
+        published: async (storyId, sceneId) =>
+          [...publisher.publications.values()]
+            .filter((p) => p.scene.storyId === storyId && p.scene.id === sceneId)
+            .map((p) => p.key),
+      };
+    },
+  },
+);
+
+describe('createMemoryPublisher', () => {
+  it('counts repeated requests for one scene without storing it twice', async () => {
+    const publisher = createMemoryPublisher({ target: 'preview' });
+    const state = makeStoryState('tale');
+    const scene = makeNextScene(state);
+    const episode = { story: makeNextState(state, scene), scene };
+    await publisher.publish(episode);
+    await publisher.publish(episode);
+    expect(publisher.publications.size).toBe(1);
+    expect([...publisher.publications.values()][0]!.requests).toBe(2);
+    expect(publisher.target).toBe('preview');
+  });
+});

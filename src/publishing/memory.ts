@@ -1,0 +1,65 @@
+/**
+ * The in-memory `Publisher`: keeps what it publishes in process, for tests and for wiring checks.
+ *
+ * @module
+ */
+import { throwIfAborted } from '../core/errors.js';
+import type { Scene } from '../state/schema.js';
+import type { Episode, Publisher, PublisherCapabilities, PublishResult } from './publisher.js';
+
+/** One scene as the memory publisher holds it. */
+export interface MemoryPublication {
+  key: string;
+  scene: Scene;
+  imageBytes: number;
+  /** How many times `publish` was asked for this scene (the publication itself exists once). */
+  requests: number;
+}
+
+/** A `Publisher` that records publications in memory; `publications` exposes them to tests. */
+export interface MemoryPublisher extends Publisher {
+  readonly publications: ReadonlyMap<string, MemoryPublication>;
+}
+
+/** Options of `createMemoryPublisher`. */
+export interface MemoryPublisherOptions {
+  /** The target name in the publication log. Default `memory`. */
+  target?: string;
+}
+
+/**
+ * A publisher that keeps each scene once, under a deterministic key, in memory.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryPublisher } from 'storyloom';
+ * const publisher = createMemoryPublisher({ target: 'preview' });
+ * ```
+ */
+export function createMemoryPublisher(options: MemoryPublisherOptions = {}): MemoryPublisher {
+  const target = options.target ?? 'memory';
+  const publications = new Map<string, MemoryPublication>();
+  const capabilities: PublisherCapabilities = { idempotent: true };
+  return {
+    specificationVersion: 'v1',
+    provider: 'memory',
+    target,
+    capabilities,
+    publications,
+    async publish(episode: Episode, publishOptions = {}): Promise<PublishResult> {
+      throwIfAborted(publishOptions.signal);
+      const key = `${episode.scene.storyId}/scenes/${String(episode.scene.index).padStart(6, '0')}-${episode.scene.id}`;
+      const existing = publications.get(key);
+      if (existing) existing.requests++;
+      else {
+        publications.set(key, {
+          key,
+          scene: structuredClone(episode.scene),
+          imageBytes: episode.image?.data.byteLength ?? 0,
+          requests: 1,
+        });
+      }
+      return { target, url: `memory://${key}`, ids: [key] };
+    },
+  };
+}

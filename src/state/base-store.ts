@@ -1,0 +1,538 @@
+/**
+ * The logic every `StoryStateStore` shares, written once over a handful of backend primitives, in the manner of
+ * Powertools' idempotency persistence layers: the base class validates, orders and exports; a backend only stores.
+ *
+ * @module
+ */
+import { type Clock, isoNow, systemClock } from '../core/clock.js';
+import { ConflictError, NotFoundError, toProblems, ValidationError } from '../core/errors.js';
+import {
+  IdSchema,
+  type Scene,
+  SceneSchema,
+  type StoryState,
+  StoryStateSchema,
+  type UserInfluence,
+  type UserInfluenceInput,
+  UserInfluenceSchema,
+} from './schema.js';
+import type {
+  CommitResult,
+  CommitSceneInput,
+  EnqueueResult,
+  ImportResult,
+  ListScenesOptions,
+  Page,
+  PublicationEntry,
+  PublicationStatus,
+  RecordPublicationResult,
+  StoryStateStore,
+  StoryStateStoreCapabilities,
+} from './store.js';
+import { PUBLICATION_STATUSES } from './store.js';
+
+/** Everything a story is made of, as written by `create`, `fork` and `importStory`. */
+export interface StoryBundle {
+  state: StoryState;
+  /** State snapshots by version, the current one included. */
+  snapshots: StoryState[];
+  scenes: Scene[];
+  influences: UserInfluence[];
+  publications: PublicationEntry[];
+}
+
+/** A commit after validation, ready for the backend's one atomic write. */
+export interface PreparedCommit {
+  expectedVersion: number;
+  scene: Scene;
+  /** The next state with an empty influence queue (influences are stored on their own). */
+  nextState: StoryState;
+  /** Influences to flip from pending to applied or rejected, with their final form. */
+  resolvedInfluences: UserInfluence[];
+}
+
+/** Normalised paging arguments for `readScenes`. */
+export interface SceneQuery {
+  chapterId?: string;
+  order: 'asc' | 'desc';
+  limit: number;
+  /** Exclusive bound on scene index: after it in `asc`, before it in `desc`. */
+  afterIndex?: number;
+}
+
+/** The first line of an export: what format follows. */
+export const EXPORT_FORMAT = 'storyloom-export';
+/** Bump when the export format changes incompatibly; importers refuse newer versions. */
+export const EXPORT_FORMAT_VERSION = 1;
+
+const MAX_PAGE = 1_000;
+const MAX_PUBLICATION_RESULT_CHARS = 16_000;
+
+/** Options common to every store. */
+export interface BaseStateStoreOptions {
+  /** Source of `recordedAt` timestamps. Default: the system clock. */
+  clock?: Clock;
+}
+
+/**
+ * Base class of storyloom's state stores. Subclasses implement the protected primitives; each must be atomic on its
+ * own (`writeCommit` and `insertStory` above all), and the base class does everything else.
+ */
+export abstract class BaseStateStore implements StoryStateStore {
+  readonly specificationVersion = 'v1' as const;
+  abstract readonly provider: string;
+  abstract readonly capabilities: StoryStateStoreCapabilities;
+  protected readonly clock: Clock;
+
+  constructor(options: BaseStateStoreOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+  }
+
+  /** The stored state without its influence queue, or null. */
+  protected abstract readState(storyId: string): Promise<StoryState | null>;
+  /** Writes a whole new story atomically; `ConflictError` if it exists. */
+  protected abstract insertStory(bundle: StoryBundle): Promise<void>;
+  /**
+   * The one atomic, version-conditional write. Must, in one step: return the original commit if `scene.id` exists
+   * (`created: false`); else throw `ConflictError` if the stored version is not `expectedVersion`, or if any
+   * influence to resolve is no longer pending; else store scene, state, snapshot and influence outcomes.
+   */
+  protected abstract writeCommit(storyId: string, commit: PreparedCommit): Promise<CommitResult>;
+  protected abstract readScenes(storyId: string, query: SceneQuery): Promise<Scene[]>;
+  protected abstract readScene(storyId: string, sceneId: string): Promise<Scene | null>;
+  protected abstract readSnapshot(storyId: string, version: number): Promise<StoryState | null>;
+  /** Inserts the influence unless its id exists; returns the stored one and whether it was inserted. */
+  protected abstract insertInfluence(influence: UserInfluence): Promise<EnqueueResult>;
+  /** Pending influences ordered by `receivedAt`, then id. */
+  protected abstract readPendingInfluences(storyId: string, limit: number): Promise<UserInfluence[]>;
+  protected abstract readInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null>;
+  /** Every influence of a story in any status (for export). */
+  protected abstract readAllInfluences(storyId: string): Promise<UserInfluence[]>;
+  /** Writes the entry unless a `done`/`skipped` one exists for the scene and target (a `failed` one is replaced). */
+  protected abstract writePublication(entry: PublicationEntry): Promise<RecordPublicationResult>;
+  protected abstract readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]>;
+  /** Every publication entry of a story (for export). */
+  protected abstract readAllPublications(storyId: string): Promise<PublicationEntry[]>;
+  abstract close(): Promise<void>;
+
+  async create(state: StoryState): Promise<StoryState> {
+    const parsed = parseOrThrow(StoryStateSchema, state, 'state');
+    const stored = { ...parsed, userInfluenceQueue: [] };
+    await this.insertStory({ state: stored, snapshots: [stored], scenes: [], influences: [], publications: [] });
+    return stored;
+  }
+
+  async load(storyId: string): Promise<StoryState> {
+    const state = await this.readState(checkId(storyId, 'storyId'));
+    if (!state) throw new NotFoundError(`Story "${storyId}" does not exist`);
+    const queue = await this.readPendingInfluences(storyId, 1_000);
+    return { ...state, userInfluenceQueue: queue };
+  }
+
+  async exists(storyId: string): Promise<boolean> {
+    return (await this.readState(checkId(storyId, 'storyId'))) !== null;
+  }
+
+  async commitScene(storyId: string, input: CommitSceneInput): Promise<CommitResult> {
+    checkId(storyId, 'storyId');
+    const scene = parseOrThrow(SceneSchema, input.scene, 'scene');
+    const nextState = parseOrThrow(StoryStateSchema, input.nextState, 'nextState');
+    const problems: Array<{ path: string; message: string }> = [];
+    if (!Number.isSafeInteger(input.expectedVersion) || input.expectedVersion < 0) {
+      problems.push({ path: 'expectedVersion', message: 'must be a non-negative integer' });
+    }
+    if (scene.storyId !== storyId) problems.push({ path: 'scene.storyId', message: `must be "${storyId}"` });
+    if (nextState.storyId !== storyId) problems.push({ path: 'nextState.storyId', message: `must be "${storyId}"` });
+    if (nextState.version !== input.expectedVersion + 1) {
+      problems.push({
+        path: 'nextState.version',
+        message: `must be expectedVersion + 1 (${input.expectedVersion + 1})`,
+      });
+    }
+    if (scene.stateVersion !== nextState.version) {
+      problems.push({ path: 'scene.stateVersion', message: 'must equal nextState.version' });
+    }
+    if (nextState.sceneId !== scene.id) problems.push({ path: 'nextState.sceneId', message: 'must be the scene id' });
+    const rejected = input.rejectedInfluences ?? [];
+    const consumed = input.consumedInfluenceIds ?? [];
+    const outcomeIds = [...consumed, ...rejected.map((r) => r.id)];
+    if (new Set(outcomeIds).size !== outcomeIds.length) {
+      problems.push({ path: 'consumedInfluenceIds', message: 'an influence may be resolved once per commit' });
+    }
+    if (problems.length > 0) {
+      throw new ValidationError(`Invalid commit for story "${storyId}": ${problems[0]!.path} ${problems[0]!.message}`, {
+        problems,
+      });
+    }
+    const resolvedInfluences: UserInfluence[] = [];
+    for (const id of consumed) {
+      const influence = await this.readInfluence(storyId, id);
+      if (!influence) throw new ValidationError(`Influence "${id}" does not exist in story "${storyId}"`);
+      resolvedInfluences.push({ ...influence, status: 'applied', resolvedIn: scene.id, reason: null });
+    }
+    for (const { id, reason } of rejected) {
+      const influence = await this.readInfluence(storyId, id);
+      if (!influence) throw new ValidationError(`Influence "${id}" does not exist in story "${storyId}"`);
+      resolvedInfluences.push({ ...influence, status: 'rejected', resolvedIn: scene.id, reason: reason.slice(0, 500) });
+    }
+    return this.writeCommit(storyId, {
+      expectedVersion: input.expectedVersion,
+      scene,
+      nextState: { ...nextState, userInfluenceQueue: [] },
+      resolvedInfluences,
+    });
+  }
+
+  async listScenes(storyId: string, options: ListScenesOptions = {}): Promise<Page<Scene>> {
+    checkId(storyId, 'storyId');
+    const limit = options.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_PAGE}`);
+    }
+    const order = options.order ?? 'asc';
+    if (order !== 'asc' && order !== 'desc') throw new ValidationError('order must be "asc" or "desc"');
+    const afterIndex = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
+    const query: SceneQuery = { order, limit: limit + 1 };
+    if (options.chapterId !== undefined) query.chapterId = checkId(options.chapterId, 'chapterId');
+    if (afterIndex !== undefined) query.afterIndex = afterIndex;
+    const rows = await this.readScenes(storyId, query);
+    const items = rows.slice(0, limit);
+    const page: Page<Scene> = { items };
+    if (rows.length > limit) page.nextCursor = encodeCursor(items.at(-1)!.index);
+    return page;
+  }
+
+  async getScene(storyId: string, sceneId: string): Promise<Scene | null> {
+    return this.readScene(checkId(storyId, 'storyId'), checkId(sceneId, 'sceneId'));
+  }
+
+  async getStateAt(storyId: string, version: number): Promise<StoryState | null> {
+    if (!Number.isSafeInteger(version) || version < 0)
+      throw new ValidationError('version must be a non-negative integer');
+    return this.readSnapshot(checkId(storyId, 'storyId'), version);
+  }
+
+  async enqueueInfluence(influence: UserInfluenceInput): Promise<EnqueueResult> {
+    const parsed = parseOrThrow(UserInfluenceSchema, influence, 'influence');
+    if (!(await this.readState(parsed.storyId))) {
+      throw new NotFoundError(`Story "${parsed.storyId}" does not exist`);
+    }
+    // Whatever status the caller sent, a new influence starts pending: only a commit resolves it.
+    // Times are kept in UTC so that every backend orders the queue the same way.
+    const receivedAt = new Date(parsed.receivedAt).toISOString();
+    return this.insertInfluence({ ...parsed, receivedAt, status: 'pending', reason: null, resolvedIn: null });
+  }
+
+  async pendingInfluences(storyId: string, options: { limit?: number } = {}): Promise<UserInfluence[]> {
+    const limit = options.limit ?? 1_000;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+      throw new ValidationError('limit must be an integer from 1 to 10000');
+    }
+    return this.readPendingInfluences(checkId(storyId, 'storyId'), limit);
+  }
+
+  async getInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null> {
+    return this.readInfluence(checkId(storyId, 'storyId'), checkId(influenceId, 'influenceId'));
+  }
+
+  async recordPublication(
+    entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string },
+  ): Promise<RecordPublicationResult> {
+    checkId(entry.storyId, 'storyId');
+    checkId(entry.sceneId, 'sceneId');
+    if (typeof entry.target !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/.test(entry.target)) {
+      throw new ValidationError('target must be 1-128 characters of letters, digits and "._:/-"');
+    }
+    if (!PUBLICATION_STATUSES.includes(entry.status as PublicationStatus)) {
+      throw new ValidationError(`status must be one of ${PUBLICATION_STATUSES.join(', ')}`);
+    }
+    let serialized: string;
+    try {
+      serialized = JSON.stringify(entry.result ?? {});
+    } catch (cause) {
+      throw new ValidationError('result must be JSON-serializable', { cause });
+    }
+    if (serialized.length > MAX_PUBLICATION_RESULT_CHARS) {
+      throw new ValidationError(`result must serialize to at most ${MAX_PUBLICATION_RESULT_CHARS} characters`);
+    }
+    return this.writePublication({
+      storyId: entry.storyId,
+      sceneId: entry.sceneId,
+      target: entry.target,
+      status: entry.status,
+      result: JSON.parse(serialized) as Record<string, unknown>,
+      recordedAt: entry.recordedAt ?? isoNow(this.clock),
+    });
+  }
+
+  async listPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
+    return this.readPublications(checkId(storyId, 'storyId'), checkId(sceneId, 'sceneId'));
+  }
+
+  async unfinishedPublications(storyId: string, sceneId: string, targets: readonly string[]): Promise<string[]> {
+    const finished = new Set(
+      (await this.listPublications(storyId, sceneId))
+        .filter((entry) => entry.status === 'done' || entry.status === 'skipped')
+        .map((entry) => entry.target),
+    );
+    return targets.filter((target) => !finished.has(target));
+  }
+
+  async fork(storyId: string, atSceneIndex: number, newStoryId: string): Promise<StoryState> {
+    checkId(storyId, 'storyId');
+    checkId(newStoryId, 'newStoryId');
+    if (!Number.isSafeInteger(atSceneIndex) || atSceneIndex < 0) {
+      throw new ValidationError('atSceneIndex must be a non-negative integer');
+    }
+    const current = await this.readState(storyId);
+    if (!current) throw new NotFoundError(`Story "${storyId}" does not exist`);
+    if (atSceneIndex >= current.sceneCount) {
+      throw new ValidationError(
+        `Story "${storyId}" has ${current.sceneCount} scenes; cannot fork at index ${atSceneIndex}`,
+      );
+    }
+    const scenes: Scene[] = [];
+    for await (const scene of this.allScenes(storyId)) {
+      if (scene.index > atSceneIndex) break;
+      scenes.push({ ...scene, storyId: newStoryId });
+    }
+    const last = scenes.at(-1);
+    if (!last || last.index !== atSceneIndex)
+      throw new NotFoundError(`Scene ${atSceneIndex} of "${storyId}" is missing`);
+    const snapshots: StoryState[] = [];
+    for (let version = 0; version <= last.stateVersion; version++) {
+      const snapshot = await this.readSnapshot(storyId, version);
+      if (snapshot) snapshots.push({ ...snapshot, storyId: newStoryId, userInfluenceQueue: [] });
+    }
+    const state = snapshots.at(-1);
+    if (!state || state.version !== last.stateVersion) {
+      throw new NotFoundError(`The state after scene ${atSceneIndex} of "${storyId}" is missing`);
+    }
+    await this.insertStory({ state, snapshots, scenes, influences: [], publications: [] });
+    return state;
+  }
+
+  async *exportStory(storyId: string): AsyncIterable<string> {
+    checkId(storyId, 'storyId');
+    const state = await this.readState(storyId);
+    if (!state) throw new NotFoundError(`Story "${storyId}" does not exist`);
+    const counts = { snapshots: 0, scenes: 0, influences: 0, publications: 0 };
+    yield JSON.stringify({ kind: EXPORT_FORMAT, formatVersion: EXPORT_FORMAT_VERSION, storyId });
+    yield JSON.stringify({ kind: 'state', state });
+    for (let version = 0; version <= state.version; version++) {
+      const snapshot = await this.readSnapshot(storyId, version);
+      if (!snapshot) continue;
+      counts.snapshots++;
+      yield JSON.stringify({ kind: 'snapshot', state: snapshot });
+    }
+    for await (const scene of this.allScenes(storyId)) {
+      counts.scenes++;
+      yield JSON.stringify({ kind: 'scene', scene });
+    }
+    for (const influence of await this.readAllInfluences(storyId)) {
+      counts.influences++;
+      yield JSON.stringify({ kind: 'influence', influence });
+    }
+    for (const entry of await this.readAllPublications(storyId)) {
+      counts.publications++;
+      yield JSON.stringify({ kind: 'publication', entry });
+    }
+    yield JSON.stringify({ kind: 'end', counts });
+  }
+
+  async importStory(lines: AsyncIterable<string> | Iterable<string>): Promise<ImportResult> {
+    const bundle = await parseExport(lines);
+    await this.insertStory(bundle);
+    return {
+      storyId: bundle.state.storyId,
+      scenes: bundle.scenes.length,
+      influences: bundle.influences.length,
+      publications: bundle.publications.length,
+    };
+  }
+
+  private async *allScenes(storyId: string): AsyncIterable<Scene> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listScenes(
+        storyId,
+        cursor === undefined ? { limit: MAX_PAGE } : { limit: MAX_PAGE, cursor },
+      );
+      yield* page.items;
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+  }
+}
+
+/** Parses and checks a whole export before anything is written, so a bad file writes nothing. */
+async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Promise<StoryBundle> {
+  let lineNumber = 0;
+  let storyId: string | undefined;
+  let state: StoryState | undefined;
+  let ended = false;
+  const bundle: Omit<StoryBundle, 'state'> = { snapshots: [], scenes: [], influences: [], publications: [] };
+  const fail = (message: string, cause?: unknown): never => {
+    throw new ValidationError(`Import line ${lineNumber}: ${message}`, {
+      cause,
+      problems: [{ path: `line ${lineNumber}`, message }],
+    });
+  };
+  for await (const raw of lines) {
+    lineNumber++;
+    const text = raw.trim();
+    if (text === '') continue;
+    if (ended) fail('data after the end marker');
+    let record: { kind?: unknown; [key: string]: unknown };
+    try {
+      record = JSON.parse(text);
+    } catch (cause) {
+      return fail('not valid JSON', cause);
+    }
+    if (typeof record !== 'object' || record === null) fail('expected a JSON object');
+    if (storyId === undefined) {
+      if (record.kind !== EXPORT_FORMAT) fail(`expected a "${EXPORT_FORMAT}" header`);
+      if (record.formatVersion !== EXPORT_FORMAT_VERSION) {
+        fail(
+          `format version ${String(record.formatVersion)} is not supported (this version reads ${EXPORT_FORMAT_VERSION})`,
+        );
+      }
+      storyId = checkId(record.storyId, 'storyId');
+      continue;
+    }
+    const sameStory = (found: string) => {
+      if (found !== storyId) fail(`belongs to story "${found}", not "${storyId}"`);
+    };
+    switch (record.kind) {
+      case 'state': {
+        state = parseLine(StoryStateSchema, record.state, fail);
+        sameStory(state.storyId);
+        break;
+      }
+      case 'snapshot': {
+        const snapshot = parseLine(StoryStateSchema, record.state, fail);
+        sameStory(snapshot.storyId);
+        bundle.snapshots.push(snapshot);
+        break;
+      }
+      case 'scene': {
+        const scene = parseLine(SceneSchema, record.scene, fail);
+        sameStory(scene.storyId);
+        bundle.scenes.push(scene);
+        break;
+      }
+      case 'influence': {
+        const influence = parseLine(UserInfluenceSchema, record.influence, fail);
+        sameStory(influence.storyId);
+        bundle.influences.push(influence);
+        break;
+      }
+      case 'publication': {
+        const entry = parsePublication(record.entry, fail);
+        sameStory(entry.storyId);
+        bundle.publications.push(entry);
+        break;
+      }
+      case 'end': {
+        const counts = record.counts as Record<string, unknown> | undefined;
+        const expected = {
+          snapshots: bundle.snapshots.length,
+          scenes: bundle.scenes.length,
+          influences: bundle.influences.length,
+          publications: bundle.publications.length,
+        };
+        for (const [key, value] of Object.entries(expected)) {
+          if (counts?.[key] !== value)
+            fail(`the end marker counts ${String(counts?.[key])} ${key}, the file has ${value}`);
+        }
+        ended = true;
+        break;
+      }
+      default:
+        fail(`unknown record kind ${JSON.stringify(record.kind)}`);
+    }
+  }
+  if (storyId === undefined) throw new ValidationError('Import is empty: expected a storyloom export');
+  if (!state) throw new ValidationError('Import has no "state" record');
+  if (!ended) throw new ValidationError('Import is truncated: the end marker is missing');
+  const scenes = bundle.scenes.sort((a, b) => a.index - b.index);
+  scenes.forEach((scene, index) => {
+    if (scene.index !== index) throw new ValidationError(`Import is missing scene ${index}`);
+  });
+  if (scenes.length !== state.sceneCount) {
+    throw new ValidationError(`Import has ${scenes.length} scenes but the state counts ${state.sceneCount}`);
+  }
+  return { state: { ...state, userInfluenceQueue: [] }, ...bundle, scenes };
+}
+
+function parseLine<T>(
+  schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: unknown[] } } },
+  value: unknown,
+  fail: (message: string) => never,
+): T {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const problems = toProblems(result.error.issues as Parameters<typeof toProblems>[0]);
+    return fail(problems.map((p) => `${p.path}: ${p.message}`).join('; '));
+  }
+  return result.data;
+}
+
+function parsePublication(value: unknown, fail: (message: string) => never): PublicationEntry {
+  const entry = value as Partial<PublicationEntry> | undefined;
+  if (
+    !entry ||
+    !IdSchema.safeParse(entry.storyId).success ||
+    !IdSchema.safeParse(entry.sceneId).success ||
+    typeof entry.target !== 'string' ||
+    !PUBLICATION_STATUSES.includes(entry.status as PublicationStatus) ||
+    typeof entry.result !== 'object' ||
+    entry.result === null ||
+    typeof entry.recordedAt !== 'string'
+  ) {
+    return fail('invalid publication entry');
+  }
+  return entry as PublicationEntry;
+}
+
+/** Validates with a zod schema, throwing a `ValidationError` that lists every problem under `label`. */
+export function parseOrThrow<T>(
+  schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: unknown[] } } },
+  value: unknown,
+  label: string,
+): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const problems = toProblems(result.error.issues as Parameters<typeof toProblems>[0], label);
+  throw new ValidationError(`Invalid ${label}: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`, {
+    problems,
+  });
+}
+
+/** Checks an identifier and returns it. */
+export function checkId(value: unknown, label: string): string {
+  const result = IdSchema.safeParse(value);
+  if (!result.success) {
+    throw new ValidationError(`${label} must be 1-128 characters of letters, digits and "._:-"`, {
+      problems: [{ path: label, message: result.error.issues[0]?.message ?? 'invalid id' }],
+    });
+  }
+  return result.data;
+}
+
+function encodeCursor(index: number): string {
+  return `i${index}`;
+}
+
+function decodeCursor(cursor: string): number {
+  const match = /^i(\d{1,16})$/.exec(cursor);
+  if (!match) throw new ValidationError('cursor is not one returned by listScenes');
+  return Number(match[1]);
+}
+
+/** Throws the `ConflictError` of a stale commit. */
+export function staleVersion(storyId: string, expected: number, actual: number): ConflictError {
+  return new ConflictError(`Story "${storyId}" is at version ${actual}, not ${expected}`, {
+    expectedVersion: expected,
+    actualVersion: actual,
+  });
+}

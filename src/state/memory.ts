@@ -1,0 +1,203 @@
+/**
+ * The in-memory `StoryStateStore`: the default for tests and short-lived processes. Data lives as long as the
+ * process; every value is copied in and out so callers can never alias stored state.
+ *
+ * @module
+ */
+import { ConflictError } from '../core/errors.js';
+import {
+  BaseStateStore,
+  type BaseStateStoreOptions,
+  type PreparedCommit,
+  type SceneQuery,
+  type StoryBundle,
+  staleVersion,
+} from './base-store.js';
+import type { Scene, StoryState, UserInfluence } from './schema.js';
+import type {
+  CommitResult,
+  EnqueueResult,
+  PublicationEntry,
+  RecordPublicationResult,
+  StoryStateStoreCapabilities,
+} from './store.js';
+
+interface StoredStory {
+  state: StoryState;
+  snapshots: Map<number, StoryState>;
+  /** Scenes by index: a scene's index is its position. */
+  scenes: Scene[];
+  sceneIds: Map<string, number>;
+  influences: Map<string, UserInfluence>;
+  publications: Map<string, PublicationEntry>;
+}
+
+const copy = <T>(value: T): T => structuredClone(value);
+
+class MemoryStateStore extends BaseStateStore {
+  readonly provider = 'memory';
+  readonly capabilities: StoryStateStoreCapabilities = { multiProcess: false, durable: false };
+  private readonly stories = new Map<string, StoredStory>();
+
+  protected async readState(storyId: string): Promise<StoryState | null> {
+    const story = this.stories.get(storyId);
+    return story ? copy(story.state) : null;
+  }
+
+  protected async insertStory(bundle: StoryBundle): Promise<void> {
+    const storyId = bundle.state.storyId;
+    if (this.stories.has(storyId)) throw new ConflictError(`Story "${storyId}" already exists`);
+    const scenes = bundle.scenes.map(copy);
+    this.stories.set(storyId, {
+      state: copy(bundle.state),
+      snapshots: new Map(bundle.snapshots.map((snapshot) => [snapshot.version, copy(snapshot)])),
+      scenes,
+      sceneIds: new Map(scenes.map((scene) => [scene.id, scene.index])),
+      influences: new Map(bundle.influences.map((influence) => [influence.id, copy(influence)])),
+      publications: new Map(bundle.publications.map((entry) => [publicationKey(entry), copy(entry)])),
+    });
+  }
+
+  // No await between the checks and the writes: in one process this is atomic.
+  protected async writeCommit(storyId: string, commit: PreparedCommit): Promise<CommitResult> {
+    const story = this.required(storyId);
+    const existing = story.sceneIds.get(commit.scene.id);
+    if (existing !== undefined) {
+      const scene = story.scenes[existing]!;
+      return { scene: copy(scene), state: copy(story.snapshots.get(scene.stateVersion)!), created: false };
+    }
+    if (story.state.version !== commit.expectedVersion) {
+      throw staleVersion(storyId, commit.expectedVersion, story.state.version);
+    }
+    for (const influence of commit.resolvedInfluences) {
+      if (story.influences.get(influence.id)?.status !== 'pending') {
+        throw new ConflictError(`Influence "${influence.id}" is no longer pending`);
+      }
+    }
+    const scene = copy(commit.scene);
+    const state = copy(commit.nextState);
+    story.scenes[scene.index] = scene;
+    story.sceneIds.set(scene.id, scene.index);
+    story.state = state;
+    story.snapshots.set(state.version, copy(state));
+    for (const influence of commit.resolvedInfluences) story.influences.set(influence.id, copy(influence));
+    return { scene: copy(scene), state: copy(state), created: true };
+  }
+
+  protected async readScenes(storyId: string, query: SceneQuery): Promise<Scene[]> {
+    const story = this.stories.get(storyId);
+    if (!story) return [];
+    const out: Scene[] = [];
+    const { afterIndex } = query;
+    if (query.order === 'asc') {
+      for (
+        let i = afterIndex === undefined ? 0 : afterIndex + 1;
+        i < story.scenes.length && out.length < query.limit;
+        i++
+      ) {
+        const scene = story.scenes[i];
+        if (scene && (query.chapterId === undefined || scene.chapterId === query.chapterId)) out.push(copy(scene));
+      }
+    } else {
+      const start =
+        afterIndex === undefined ? story.scenes.length - 1 : Math.min(afterIndex - 1, story.scenes.length - 1);
+      for (let i = start; i >= 0 && out.length < query.limit; i--) {
+        const scene = story.scenes[i];
+        if (scene && (query.chapterId === undefined || scene.chapterId === query.chapterId)) out.push(copy(scene));
+      }
+    }
+    return out;
+  }
+
+  protected async readScene(storyId: string, sceneId: string): Promise<Scene | null> {
+    const story = this.stories.get(storyId);
+    const index = story?.sceneIds.get(sceneId);
+    return story && index !== undefined ? copy(story.scenes[index]!) : null;
+  }
+
+  protected async readSnapshot(storyId: string, version: number): Promise<StoryState | null> {
+    const snapshot = this.stories.get(storyId)?.snapshots.get(version);
+    return snapshot ? copy(snapshot) : null;
+  }
+
+  protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
+    const story = this.required(influence.storyId);
+    const existing = story.influences.get(influence.id);
+    if (existing) return { inserted: false, influence: copy(existing) };
+    story.influences.set(influence.id, copy(influence));
+    return { inserted: true, influence: copy(influence) };
+  }
+
+  protected async readPendingInfluences(storyId: string, limit: number): Promise<UserInfluence[]> {
+    const story = this.stories.get(storyId);
+    if (!story) return [];
+    return [...story.influences.values()]
+      .filter((influence) => influence.status === 'pending')
+      .sort(compareInfluences)
+      .slice(0, limit)
+      .map(copy);
+  }
+
+  protected async readInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null> {
+    const influence = this.stories.get(storyId)?.influences.get(influenceId);
+    return influence ? copy(influence) : null;
+  }
+
+  protected async readAllInfluences(storyId: string): Promise<UserInfluence[]> {
+    return [...(this.stories.get(storyId)?.influences.values() ?? [])].sort(compareInfluences).map(copy);
+  }
+
+  protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
+    const story = this.required(entry.storyId);
+    const key = publicationKey(entry);
+    const existing = story.publications.get(key);
+    if (existing && existing.status !== 'failed') return { recorded: false, entry: copy(existing) };
+    story.publications.set(key, copy(entry));
+    return { recorded: true, entry: copy(entry) };
+  }
+
+  protected async readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
+    return [...(this.stories.get(storyId)?.publications.values() ?? [])]
+      .filter((entry) => entry.sceneId === sceneId)
+      .sort((a, b) => (a.target < b.target ? -1 : a.target > b.target ? 1 : 0))
+      .map(copy);
+  }
+
+  protected async readAllPublications(storyId: string): Promise<PublicationEntry[]> {
+    return [...(this.stories.get(storyId)?.publications.values() ?? [])].map(copy);
+  }
+
+  async close(): Promise<void> {}
+
+  private required(storyId: string): StoredStory {
+    const story = this.stories.get(storyId);
+    if (!story) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`);
+    return story;
+  }
+}
+
+function publicationKey(entry: Pick<PublicationEntry, 'sceneId' | 'target'>): string {
+  return `${entry.sceneId}\u0000${entry.target}`;
+}
+
+/** Orders influences by arrival, then id, the same on every backend. */
+export function compareInfluences(a: UserInfluence, b: UserInfluence): number {
+  if (a.receivedAt !== b.receivedAt) return a.receivedAt < b.receivedAt ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** Options of `createMemoryStateStore`. */
+export type MemoryStateStoreOptions = BaseStateStoreOptions;
+
+/**
+ * A `StoryStateStore` held in process memory.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStateStore } from 'storyloom';
+ * const store = createMemoryStateStore();
+ * ```
+ */
+export function createMemoryStateStore(options: MemoryStateStoreOptions = {}): BaseStateStore {
+  return new MemoryStateStore(options);
+}

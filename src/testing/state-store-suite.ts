@@ -1,0 +1,710 @@
+/**
+ * The conformance suite of the `StoryStateStore` port. Every state store, built in or third-party, runs it.
+ *
+ * @module
+ */
+import assert from 'node:assert/strict';
+import { ConflictError, NotFoundError, ValidationError } from '../core/errors.js';
+import type { StoryState } from '../state/schema.js';
+import type { StoryStateStore } from '../state/store.js';
+import { fixtureTime, makeInfluence, makeNextScene, makeNextState, makeStoryState } from './fixtures.js';
+import { registerSuite, type SuiteCase, type SuiteOptions, type SuiteTestApi } from './suite.js';
+
+async function rejectsWith(promise: Promise<unknown>, check: (error: unknown) => boolean, label: string) {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(check(error), `expected ${label}, got ${String(error)}`);
+    return error;
+  }
+  assert.fail(`expected ${label}, but the call succeeded`);
+}
+
+/** Commits `count` plain scenes in a row and returns the final state. */
+async function commitScenes(
+  store: StoryStateStore,
+  state: StoryState,
+  count: number,
+  chapterEvery = 0,
+): Promise<StoryState> {
+  let current = state;
+  for (let i = 0; i < count; i++) {
+    const scene = makeNextScene(current);
+    const closesChapter = chapterEvery > 0 && (current.sceneCount + 1) % chapterEvery === 0;
+    const next = makeNextState(
+      current,
+      scene,
+      closesChapter
+        ? {
+            chapterIndex: current.chapterIndex + 1,
+            chapterId: `chapter-${String(current.chapterIndex + 2).padStart(4, '0')}`,
+          }
+        : {},
+    );
+    const result = await store.commitScene(current.storyId, {
+      expectedVersion: current.version,
+      scene,
+      nextState: next,
+      consumedInfluenceIds: [],
+    });
+    current = result.state;
+  }
+  return current;
+}
+
+async function collect(lines: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const line of lines) out.push(line);
+  return out;
+}
+
+/** The cases of the `StoryStateStore` suite, exported so tools can list them. */
+export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
+  {
+    name: 'create then load returns the initial state with an empty queue',
+    async run(store) {
+      const state = makeStoryState('s1');
+      await store.create(state);
+      const loaded = await store.load('s1');
+      assert.deepEqual(loaded, state);
+      assert.equal(await store.exists('s1'), true);
+      assert.equal(await store.exists('nope'), false);
+    },
+  },
+  {
+    name: 'creating an existing story is a ConflictError and keeps the original',
+    async run(store) {
+      await store.create(makeStoryState('s1'));
+      await rejectsWith(
+        store.create(makeStoryState('s1', { worldState: { season: 'winter' } })),
+        ConflictError.isInstance,
+        'ConflictError',
+      );
+      assert.deepEqual((await store.load('s1')).worldState, { season: 'autumn' });
+    },
+  },
+  {
+    name: 'loading a missing story is a NotFoundError',
+    async run(store) {
+      await rejectsWith(store.load('missing'), NotFoundError.isInstance, 'NotFoundError');
+    },
+  },
+  {
+    name: 'invalid input is a ValidationError: bad state, bad ids',
+    async run(store) {
+      await rejectsWith(
+        store.create({ ...makeStoryState('s1'), version: -1 }),
+        ValidationError.isInstance,
+        'ValidationError for a negative version',
+      );
+      await rejectsWith(store.load('../etc/passwd'), ValidationError.isInstance, 'ValidationError for a path-like id');
+      await rejectsWith(store.getScene('s1', ''), ValidationError.isInstance, 'ValidationError for an empty id');
+      assert.equal(await store.exists('s1'), false);
+    },
+  },
+  {
+    name: 'commitScene writes scene and state and bumps the version',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const scene = makeNextScene(state);
+      const result = await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      });
+      assert.equal(result.created, true);
+      assert.deepEqual(result.scene, scene);
+      assert.equal(result.state.version, 1);
+      const loaded = await store.load('s1');
+      assert.equal(loaded.version, 1);
+      assert.equal(loaded.sceneId, scene.id);
+      assert.deepEqual(await store.getScene('s1', scene.id), scene);
+      assert.equal(await store.getScene('s1', 'nope'), null);
+    },
+  },
+  {
+    name: 'a stale expectedVersion is a ConflictError and writes nothing',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const after = await commitScenes(store, state, 1);
+      const stale = makeNextScene(state, { id: 'stale-scene' });
+      const error = await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 0,
+          scene: stale,
+          nextState: makeNextState(state, stale),
+          consumedInfluenceIds: [],
+        }),
+        ConflictError.isInstance,
+        'ConflictError',
+      );
+      assert.equal((error as ConflictError).actualVersion, 1);
+      assert.equal(await store.getScene('s1', 'stale-scene'), null);
+      assert.deepEqual(await store.load('s1'), after);
+    },
+  },
+  {
+    name: 'committing the same scene id again returns the original commit and writes nothing',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const scene = makeNextScene(state);
+      const first = await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      });
+      const altered = { ...scene, text: 'A different text for the same scene id.' };
+      const again = await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene: altered,
+        nextState: makeNextState(state, altered),
+        consumedInfluenceIds: [],
+      });
+      assert.equal(again.created, false);
+      assert.deepEqual(again.scene, first.scene);
+      assert.deepEqual(again.state, first.state);
+      const page = await store.listScenes('s1');
+      assert.equal(page.items.length, 1);
+      assert.equal(page.items[0]!.text, scene.text);
+      assert.equal((await store.load('s1')).version, 1);
+    },
+  },
+  {
+    name: 'twenty concurrent commits on one version: exactly one wins, the rest get ConflictError',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const attempts = Array.from({ length: 20 }, (_, i) => {
+        const scene = makeNextScene(state, { id: `racer-${i}`, text: `Racer ${i} wrote this.` });
+        return store.commitScene('s1', {
+          expectedVersion: 0,
+          scene,
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        });
+      });
+      const results = await Promise.allSettled(attempts);
+      const won = results.filter((r) => r.status === 'fulfilled');
+      const lost = results.filter((r) => r.status === 'rejected');
+      assert.equal(won.length, 1, 'exactly one commit wins');
+      for (const loss of lost) assert.ok(ConflictError.isInstance((loss as PromiseRejectedResult).reason));
+      const loaded = await store.load('s1');
+      assert.equal(loaded.version, 1);
+      assert.equal((await store.listScenes('s1')).items.length, 1);
+    },
+  },
+  {
+    name: 'twenty concurrent commits of one scene id: one is created, all return it',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const scene = makeNextScene(state);
+      const results = await Promise.allSettled(
+        Array.from({ length: 20 }, () =>
+          store.commitScene('s1', {
+            expectedVersion: 0,
+            scene,
+            nextState: makeNextState(state, scene),
+            consumedInfluenceIds: [],
+          }),
+        ),
+      );
+      const fulfilled = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      // A backend may answer a loser with ConflictError when it cannot tell the race apart; none may create twice.
+      for (const r of results) if (r.status === 'rejected') assert.ok(ConflictError.isInstance(r.reason));
+      assert.equal(fulfilled.filter((r) => r.created).length, 1);
+      for (const r of fulfilled) assert.equal(r.scene.id, scene.id);
+      assert.equal((await store.listScenes('s1')).items.length, 1);
+    },
+  },
+  {
+    name: 'a commit resolves influences: applied and rejected leave the pending queue',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-b'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-c'));
+      const loaded = await store.load('s1');
+      assert.deepEqual(
+        loaded.userInfluenceQueue.map((i) => i.id),
+        ['inf-a', 'inf-b', 'inf-c'],
+      );
+      const scene = makeNextScene(state, { influencesApplied: ['inf-a'] });
+      await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: ['inf-a'],
+        rejectedInfluences: [{ id: 'inf-b', reason: 'off-topic' }],
+      });
+      const a = await store.getInfluence('s1', 'inf-a');
+      const b = await store.getInfluence('s1', 'inf-b');
+      assert.equal(a?.status, 'applied');
+      assert.equal(a?.resolvedIn, scene.id);
+      assert.equal(b?.status, 'rejected');
+      assert.equal(b?.reason, 'off-topic');
+      assert.deepEqual(
+        (await store.pendingInfluences('s1')).map((i) => i.id),
+        ['inf-c'],
+      );
+      assert.deepEqual(
+        (await store.load('s1')).userInfluenceQueue.map((i) => i.id),
+        ['inf-c'],
+      );
+    },
+  },
+  {
+    name: 'a commit that consumes a non-pending influence fails whole and writes nothing',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-b'));
+      const first = makeNextScene(state);
+      const afterFirst = (
+        await store.commitScene('s1', {
+          expectedVersion: 0,
+          scene: first,
+          nextState: makeNextState(state, first),
+          consumedInfluenceIds: ['inf-a'],
+        })
+      ).state;
+      const second = makeNextScene(afterFirst);
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 1,
+          scene: second,
+          nextState: makeNextState(afterFirst, second),
+          consumedInfluenceIds: ['inf-b', 'inf-a'],
+        }),
+        (e) => ConflictError.isInstance(e) || ValidationError.isInstance(e),
+        'ConflictError or ValidationError',
+      );
+      assert.equal((await store.load('s1')).version, 1);
+      assert.equal(await store.getScene('s1', second.id), null);
+      assert.equal((await store.getInfluence('s1', 'inf-b'))?.status, 'pending');
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 1,
+          scene: second,
+          nextState: makeNextState(afterFirst, second),
+          consumedInfluenceIds: ['never-enqueued'],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for an unknown influence',
+      );
+      assert.equal((await store.load('s1')).version, 1);
+    },
+  },
+  {
+    name: 'an inconsistent commit is a ValidationError',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const scene = makeNextScene(state);
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 0,
+          scene,
+          nextState: { ...makeNextState(state, scene), version: 5 },
+          consumedInfluenceIds: [],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for a version jump',
+      );
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 0,
+          scene: { ...scene, storyId: 'other' },
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for a scene of another story',
+      );
+      assert.equal((await store.load('s1')).version, 0);
+    },
+  },
+  {
+    name: 'listScenes pages in both orders and by chapter',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await commitScenes(store, state, 7, 3);
+      const all = await store.listScenes('s1', { limit: 1000 });
+      assert.deepEqual(
+        all.items.map((s) => s.index),
+        [0, 1, 2, 3, 4, 5, 6],
+      );
+      assert.equal(all.nextCursor, undefined);
+      const collected: number[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.listScenes('s1', cursor ? { limit: 3, cursor } : { limit: 3 });
+        assert.ok(page.items.length <= 3);
+        collected.push(...page.items.map((s) => s.index));
+        cursor = page.nextCursor;
+      } while (cursor);
+      assert.deepEqual(collected, [0, 1, 2, 3, 4, 5, 6]);
+      const desc: number[] = [];
+      cursor = undefined;
+      do {
+        const page = await store.listScenes(
+          's1',
+          cursor ? { limit: 2, order: 'desc', cursor } : { limit: 2, order: 'desc' },
+        );
+        desc.push(...page.items.map((s) => s.index));
+        cursor = page.nextCursor;
+      } while (cursor);
+      assert.deepEqual(desc, [6, 5, 4, 3, 2, 1, 0]);
+      const second = await store.listScenes('s1', { chapterId: 'chapter-0002' });
+      assert.deepEqual(
+        second.items.map((s) => s.index),
+        [3, 4, 5],
+      );
+      const secondDesc = await store.listScenes('s1', { chapterId: 'chapter-0002', order: 'desc', limit: 2 });
+      assert.deepEqual(
+        secondDesc.items.map((s) => s.index),
+        [5, 4],
+      );
+      assert.ok(secondDesc.nextCursor);
+      assert.deepEqual((await store.listScenes('missing')).items, []);
+      await rejectsWith(
+        store.listScenes('s1', { limit: 0 }),
+        ValidationError.isInstance,
+        'ValidationError for limit 0',
+      );
+      await rejectsWith(
+        store.listScenes('s1', { cursor: 'garbage' }),
+        ValidationError.isInstance,
+        'ValidationError for a forged cursor',
+      );
+    },
+  },
+  {
+    name: 'getStateAt returns the state as it stood after each version',
+    async run(store) {
+      const initial = await store.create(makeStoryState('s1'));
+      const final = await commitScenes(store, initial, 3);
+      assert.deepEqual(await store.getStateAt('s1', 0), initial);
+      assert.equal((await store.getStateAt('s1', 2))?.version, 2);
+      assert.deepEqual(await store.getStateAt('s1', 3), final);
+      assert.equal(await store.getStateAt('s1', 4), null);
+    },
+  },
+  {
+    name: 'enqueueInfluence is idempotent by id and starts every influence pending',
+    async run(store) {
+      await store.create(makeStoryState('s1'));
+      const first = await store.enqueueInfluence(makeInfluence('s1', 'tx-1', { text: 'first' }));
+      const second = await store.enqueueInfluence(makeInfluence('s1', 'tx-1', { text: 'second' }));
+      assert.equal(first.inserted, true);
+      assert.equal(second.inserted, false);
+      assert.equal(second.influence.text, 'first');
+      const forged = await store.enqueueInfluence(makeInfluence('s1', 'tx-2', { status: 'applied' }));
+      assert.equal(forged.influence.status, 'pending');
+      assert.equal((await store.pendingInfluences('s1')).length, 2);
+      await rejectsWith(
+        store.enqueueInfluence(makeInfluence('missing', 'tx-3')),
+        NotFoundError.isInstance,
+        'NotFoundError for an unknown story',
+      );
+      await rejectsWith(
+        store.enqueueInfluence({ ...makeInfluence('s1', 'tx-4'), text: 'x'.repeat(5_000) }),
+        ValidationError.isInstance,
+        'ValidationError for an oversized text',
+      );
+    },
+  },
+  {
+    name: 'pending influences come oldest first, then by id',
+    async run(store) {
+      await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'b', { receivedAt: fixtureTime(5) }));
+      await store.enqueueInfluence(makeInfluence('s1', 'c', { receivedAt: fixtureTime(1) }));
+      await store.enqueueInfluence(makeInfluence('s1', 'a', { receivedAt: fixtureTime(5) }));
+      assert.deepEqual(
+        (await store.pendingInfluences('s1')).map((i) => i.id),
+        ['c', 'a', 'b'],
+      );
+      assert.deepEqual(
+        (await store.pendingInfluences('s1', { limit: 1 })).map((i) => i.id),
+        ['c'],
+      );
+    },
+  },
+  {
+    name: 'fifty concurrent enqueues of one id insert exactly once',
+    async run(store) {
+      await store.create(makeStoryState('s1'));
+      const results = await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          store.enqueueInfluence(makeInfluence('s1', 'same-tx', { text: `copy ${i}` })),
+        ),
+      );
+      assert.equal(results.filter((r) => r.inserted).length, 1);
+      assert.equal((await store.pendingInfluences('s1')).length, 1);
+    },
+  },
+  {
+    name: 'influences enqueued while scenes commit are neither lost nor applied twice',
+    async run(store) {
+      let state = await store.create(makeStoryState('s1'));
+      const ids = Array.from({ length: 120 }, (_, i) => `inf-${String(i).padStart(3, '0')}`);
+      const applied = new Set<string>();
+      const enqueueing = Promise.all(
+        ids.map((id, i) => store.enqueueInfluence(makeInfluence('s1', id, { receivedAt: fixtureTime(i) }))),
+      );
+      for (let round = 0; round < 6; round++) {
+        const pending = await store.pendingInfluences('s1', { limit: 10 });
+        const scene = makeNextScene(state, { influencesApplied: pending.map((p) => p.id) });
+        state = (
+          await store.commitScene('s1', {
+            expectedVersion: state.version,
+            scene,
+            nextState: makeNextState(state, scene),
+            consumedInfluenceIds: pending.map((p) => p.id),
+          })
+        ).state;
+        for (const p of pending) {
+          assert.equal(applied.has(p.id), false, `${p.id} applied twice`);
+          applied.add(p.id);
+        }
+      }
+      await enqueueing;
+      const pending = new Set((await store.pendingInfluences('s1')).map((i) => i.id));
+      for (const id of ids) {
+        const stored = await store.getInfluence('s1', id);
+        assert.ok(stored, `${id} was lost`);
+        assert.equal(stored.status === 'applied', applied.has(id), `${id} status disagrees with the commits`);
+        assert.equal(stored.status === 'pending', pending.has(id));
+      }
+    },
+  },
+  {
+    name: 'the publication log keeps the first finished write per scene and target',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const final = await commitScenes(store, state, 1);
+      const sceneId = final.sceneId!;
+      const failed = await store.recordPublication({
+        storyId: 's1',
+        sceneId,
+        target: 'publish:site',
+        status: 'failed',
+        result: { error: 'disk full' },
+      });
+      assert.equal(failed.recorded, true);
+      assert.deepEqual(await store.unfinishedPublications('s1', sceneId, ['index', 'publish:site']), [
+        'index',
+        'publish:site',
+      ]);
+      const done = await store.recordPublication({
+        storyId: 's1',
+        sceneId,
+        target: 'publish:site',
+        status: 'done',
+        result: { url: 'https://example.org/1' },
+      });
+      assert.equal(done.recorded, true);
+      const late = await store.recordPublication({
+        storyId: 's1',
+        sceneId,
+        target: 'publish:site',
+        status: 'done',
+        result: { url: 'https://example.org/duplicate' },
+      });
+      assert.equal(late.recorded, false);
+      assert.deepEqual(late.entry.result, { url: 'https://example.org/1' });
+      const afterFail = await store.recordPublication({
+        storyId: 's1',
+        sceneId,
+        target: 'publish:site',
+        status: 'failed',
+        result: {},
+      });
+      assert.equal(afterFail.recorded, false);
+      await store.recordPublication({ storyId: 's1', sceneId, target: 'index', status: 'skipped', result: {} });
+      assert.deepEqual(await store.unfinishedPublications('s1', sceneId, ['index', 'publish:site', 'broadcast']), [
+        'broadcast',
+      ]);
+      const entries = await store.listPublications('s1', sceneId);
+      assert.deepEqual(entries.map((e) => e.target).sort(), ['index', 'publish:site']);
+      await rejectsWith(
+        store.recordPublication({ storyId: 's1', sceneId, target: 'bad target!', status: 'done', result: {} }),
+        ValidationError.isInstance,
+        'ValidationError for a bad target',
+      );
+    },
+  },
+  {
+    name: 'concurrent finished writes of one publication: exactly one is recorded',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const sceneId = (await commitScenes(store, state, 1)).sceneId!;
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          store.recordPublication({
+            storyId: 's1',
+            sceneId,
+            target: 'twitter',
+            status: 'done',
+            result: { postId: `p${i}` },
+          }),
+        ),
+      );
+      assert.equal(results.filter((r) => r.recorded).length, 1);
+      const winner = results.find((r) => r.recorded)!.entry.result;
+      for (const r of results) assert.deepEqual(r.entry.result, winner);
+    },
+  },
+  {
+    name: 'fork shares history up to a scene and then diverges',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const final = await commitScenes(store, state, 5);
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      const forked = await store.fork('s1', 2, 'branch');
+      assert.equal(forked.storyId, 'branch');
+      assert.equal(forked.version, 3);
+      assert.equal(forked.sceneCount, 3);
+      const original = await store.getStateAt('s1', 3);
+      assert.deepEqual({ ...forked, storyId: 's1' }, original);
+      const scenes = (await store.listScenes('branch')).items;
+      assert.deepEqual(
+        scenes.map((s) => [s.index, s.storyId]),
+        [
+          [0, 'branch'],
+          [1, 'branch'],
+          [2, 'branch'],
+        ],
+      );
+      assert.deepEqual(await store.pendingInfluences('branch'), []);
+      const diverged = await commitScenes(store, forked, 1);
+      assert.equal(diverged.version, 4);
+      const originalNow = await store.load('s1');
+      assert.deepEqual({ ...originalNow, userInfluenceQueue: [] }, final);
+      assert.deepEqual(
+        originalNow.userInfluenceQueue.map((i) => i.id),
+        ['inf-a'],
+      );
+      await rejectsWith(
+        store.fork('s1', 1, 'branch'),
+        ConflictError.isInstance,
+        'ConflictError for an existing target',
+      );
+      await rejectsWith(store.fork('s1', 9, 'other'), ValidationError.isInstance, 'ValidationError past the end');
+      await rejectsWith(store.fork('missing', 0, 'other'), NotFoundError.isInstance, 'NotFoundError');
+    },
+  },
+  {
+    name: 'export then import into an empty store reproduces the story exactly',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-b'));
+      let current = await commitScenes(store, state, 2, 2);
+      const scene = makeNextScene(current, { influencesApplied: ['inf-a'] });
+      current = (
+        await store.commitScene('s1', {
+          expectedVersion: current.version,
+          scene,
+          nextState: makeNextState(current, scene),
+          consumedInfluenceIds: ['inf-a'],
+        })
+      ).state;
+      await store.recordPublication({
+        storyId: 's1',
+        sceneId: scene.id,
+        target: 'site',
+        status: 'done',
+        result: { n: 1 },
+      });
+      const lines = await collect(store.exportStory('s1'));
+      const target = await create();
+      const summary = await target.importStory(lines);
+      assert.deepEqual(summary, { storyId: 's1', scenes: 3, influences: 2, publications: 1 });
+      assert.deepEqual(await target.load('s1'), await store.load('s1'));
+      assert.deepEqual(await target.listScenes('s1'), await store.listScenes('s1'));
+      assert.deepEqual(await target.getStateAt('s1', 1), await store.getStateAt('s1', 1));
+      assert.deepEqual(await target.getInfluence('s1', 'inf-a'), await store.getInfluence('s1', 'inf-a'));
+      assert.deepEqual(await target.listPublications('s1', scene.id), await store.listPublications('s1', scene.id));
+      assert.deepEqual(await collect(target.exportStory('s1')), lines);
+      await rejectsWith(target.importStory(lines), ConflictError.isInstance, 'ConflictError for an existing story');
+    },
+  },
+  {
+    name: 'a truncated or tampered export is rejected with its line and writes nothing',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await commitScenes(store, state, 3);
+      const lines = await collect(store.exportStory('s1'));
+      const target = await create();
+      await rejectsWith(
+        target.importStory(lines.slice(0, -1)),
+        ValidationError.isInstance,
+        'ValidationError (truncated)',
+      );
+      const tampered = lines.map((line) => {
+        const record = JSON.parse(line);
+        if (record.kind === 'scene' && record.scene.index === 1) record.scene.importance = 7;
+        return JSON.stringify(record);
+      });
+      const error = await rejectsWith(
+        target.importStory(tampered),
+        ValidationError.isInstance,
+        'ValidationError (tampered)',
+      );
+      assert.match((error as Error).message, /line \d+/);
+      await rejectsWith(target.importStory(['not json']), ValidationError.isInstance, 'ValidationError (not JSON)');
+      await rejectsWith(
+        target.importStory(lines.filter((line) => !line.includes('"index":1,'))),
+        ValidationError.isInstance,
+        'ValidationError (a scene missing)',
+      );
+      assert.equal(await target.exists('s1'), false);
+    },
+  },
+  {
+    name: 'returned values are copies: mutating them does not change the store',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      state.worldState.season = 'mutated';
+      const loaded = await store.load('s1');
+      loaded.characters.mira!.name = 'Mutated';
+      loaded.plotThreads.push({ ...loaded.plotThreads[0]!, id: 'extra' });
+      const again = await store.load('s1');
+      assert.equal(again.worldState.season, 'autumn');
+      assert.equal(again.characters.mira!.name, 'Mira Vale');
+      assert.equal(again.plotThreads.length, 1);
+    },
+  },
+  {
+    name: 'stories are isolated from each other',
+    async run(store) {
+      const a = await store.create(makeStoryState('a'));
+      await store.create(makeStoryState('b'));
+      await commitScenes(store, a, 2);
+      await store.enqueueInfluence(makeInfluence('a', 'tx'));
+      assert.equal((await store.load('b')).version, 0);
+      assert.deepEqual((await store.listScenes('b')).items, []);
+      assert.deepEqual(await store.pendingInfluences('b'), []);
+      assert.equal((await store.enqueueInfluence(makeInfluence('b', 'tx'))).inserted, true);
+    },
+  },
+];
+
+/**
+ * Runs the `StoryStateStore` conformance suite against an adapter. Returns the number of cases.
+ *
+ * @example
+ * ```ts
+ * import { describe, it } from 'vitest';
+ * import { createMemoryStateStore } from 'storyloom';
+ * import { runStoryStateStoreSuite } from 'storyloom/testing';
+ * runStoryStateStoreSuite({ describe, it }, { name: 'memory', create: () => createMemoryStateStore() });
+ * ```
+ */
+export function runStoryStateStoreSuite(api: SuiteTestApi, options: SuiteOptions<StoryStateStore>): number {
+  return registerSuite(api, 'StoryStateStore conformance', storyStateStoreCases, {
+    destroy: (store) => store.close(),
+    ...options,
+  });
+}

@@ -1,0 +1,190 @@
+/**
+ * The published shape of the package: the `exports` map of package.json, the tsup entries and the typedoc entry
+ * points describe the same entry points; every file the map names is built; each entry point stays within its size
+ * budget. Reads `dist/`, which the test command (`npm test`) builds before vitest runs.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import ts from 'typescript';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { entries } from '../../tsup.config.js';
+
+const repositoryRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * Budget per entry point, in gzip bytes of its ESM file plus every chunk it imports. A consumer's bundle grows by at
+ * most this much (before tree-shaking) when it imports the entry. Raise a budget only on purpose, in the same change
+ * that needs it.
+ */
+const SIZE_BUDGETS_GZIP_BYTES: Readonly<Record<string, number>> = {
+  '.': 60 * 1024,
+  './testing': 60 * 1024,
+  './testing/arbitraries': 40 * 1024,
+};
+
+type ConditionalTarget = { types: string; default: string };
+type ExportTarget = string | { import?: ConditionalTarget; require?: ConditionalTarget };
+
+interface Manifest {
+  main?: string;
+  module?: string;
+  types?: string;
+  files?: string[];
+  sideEffects?: boolean;
+  exports: Record<string, ExportTarget>;
+  dependencies?: Record<string, string>;
+  devDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+  peerDependenciesMeta?: Record<string, { optional?: boolean }>;
+}
+
+const manifest = JSON.parse(readFileSync(path.join(repositoryRoot, 'package.json'), 'utf8')) as Manifest;
+
+/** `index` → `.`, `testing/index` → `./testing`. */
+function subpathOf(entryName: string): string {
+  return entryName === 'index' ? '.' : `./${entryName.replace(/\/index$/, '')}`;
+}
+
+/** What the exports map must say for a tsup entry: ESM with `.d.ts`, CJS with `.d.cts`, types first. */
+function expectedTarget(entryName: string) {
+  return {
+    import: { types: `./dist/${entryName}.d.ts`, default: `./dist/${entryName}.js` },
+    require: { types: `./dist/${entryName}.d.cts`, default: `./dist/${entryName}.cjs` },
+  };
+}
+
+const entryPointSubpaths = Object.keys(manifest.exports).filter((subpath) => subpath !== './package.json');
+
+/** Every relative file `file` imports, transitively, including itself (paths relative to the repository). */
+function localImportClosure(file: string): string[] {
+  const seen = new Set<string>();
+  const visit = (current: string): void => {
+    if (seen.has(current)) return;
+    seen.add(current);
+    const source = readFileSync(path.join(repositoryRoot, current), 'utf8');
+    for (const { fileName } of ts.preProcessFile(source, true, true).importedFiles) {
+      if (fileName.startsWith('.')) visit(path.posix.join(path.posix.dirname(current), fileName));
+    }
+  };
+  visit(file);
+  return [...seen];
+}
+
+describe('the exports map', () => {
+  it('has one entry point per tsup entry, and no other', () => {
+    const fromTsup = Object.keys(entries).map(subpathOf).sort();
+    expect(entryPointSubpaths.slice().sort()).toEqual(fromTsup);
+    expect(manifest.exports['./package.json']).toBe('./package.json');
+  });
+
+  it.each(Object.keys(entries))('maps tsup entry "%s" to its ESM, CJS, .d.ts and .d.cts files', (entryName) => {
+    const target = manifest.exports[subpathOf(entryName)];
+    expect(target).toEqual(expectedTarget(entryName));
+    // Resolution takes the first matching condition: `types` must come before `default` in each branch.
+    for (const condition of ['import', 'require'] as const) {
+      const branch = (target as Record<string, ConditionalTarget>)[condition]!;
+      expect(Object.keys(branch)).toEqual(['types', 'default']);
+    }
+  });
+
+  it('points the legacy main, module and types fields at the root entry', () => {
+    const root = expectedTarget('index');
+    expect(manifest.main).toBe(root.require.default);
+    expect(manifest.module).toBe(root.import.default);
+    expect([root.import.types, root.require.types]).toContain(manifest.types);
+  });
+
+  it('publishes dist and declares itself free of side effects', () => {
+    expect(manifest.files).toContain('dist');
+    expect(manifest.sideEffects).toBe(false);
+  });
+
+  it('documents exactly the tsup entries with typedoc', () => {
+    const typedoc = JSON.parse(readFileSync(path.join(repositoryRoot, 'typedoc.json'), 'utf8')) as {
+      entryPoints: string[];
+    };
+    const normalise = (file: string) => path.posix.normalize(file);
+    expect(typedoc.entryPoints.map(normalise).sort()).toEqual(Object.values(entries).map(normalise).sort());
+  });
+
+  it('keeps every optional peer dependency installed for the repository at a version inside its peer range', () => {
+    for (const [name, meta] of Object.entries(manifest.peerDependenciesMeta ?? {})) {
+      expect(
+        manifest.peerDependencies?.[name],
+        `${name} is in peerDependenciesMeta but not peerDependencies`,
+      ).toBeDefined();
+      expect(meta.optional, `${name} should be an optional peer`).toBe(true);
+    }
+    for (const name of Object.keys(manifest.peerDependencies ?? {})) {
+      expect(manifest.peerDependenciesMeta?.[name]?.optional, `peer ${name} must be marked optional`).toBe(true);
+      expect(manifest.devDependencies?.[name], `peer ${name} must also be a devDependency`).toBeDefined();
+      expect(manifest.dependencies?.[name], `${name} cannot be both a dependency and a peer`).toBeUndefined();
+      const installed = JSON.parse(
+        readFileSync(path.join(repositoryRoot, 'node_modules', name, 'package.json'), 'utf8'),
+      ) as { version: string };
+      expect(
+        satisfiesCaretOrExact(installed.version, manifest.peerDependencies![name]!),
+        `${name}@${installed.version}`,
+      ).toBe(true);
+    }
+  });
+});
+
+/** Enough of semver for the ranges this package uses: an exact version, or `^x.y.z`. */
+function satisfiesCaretOrExact(version: string, range: string): boolean {
+  const parse = (text: string) => text.split('.').map((part) => Number.parseInt(part, 10));
+  if (!range.startsWith('^')) return version === range;
+  const [major, minor, patch] = parse(version) as [number, number, number];
+  const [floorMajor, floorMinor, floorPatch] = parse(range.slice(1)) as [number, number, number];
+  if (major !== floorMajor) return false;
+  return minor > floorMinor || (minor === floorMinor && patch >= floorPatch);
+}
+
+describe('the built package (dist/)', () => {
+  beforeAll(() => {
+    if (!existsSync(path.join(repositoryRoot, 'dist'))) {
+      throw new Error('dist/ is missing: run `npm run build` first (`npm test` builds before running vitest)');
+    }
+  });
+
+  it('contains every file the exports map names', () => {
+    const named = [manifest.main, manifest.module, manifest.types];
+    for (const subpath of entryPointSubpaths) {
+      const target = manifest.exports[subpath]!;
+      if (typeof target === 'string') named.push(target);
+      else for (const branch of [target.import, target.require]) named.push(branch?.types, branch?.default);
+    }
+    const missing = named.filter((file) => file === undefined || !existsSync(path.join(repositoryRoot, file)));
+    expect(missing).toEqual([]);
+  });
+
+  it('keeps each entry point within its gzip size budget', () => {
+    expect(Object.keys(SIZE_BUDGETS_GZIP_BYTES).sort(), 'every entry point needs a budget').toEqual(
+      entryPointSubpaths.slice().sort(),
+    );
+    const rows: string[] = [];
+    const overBudget: string[] = [];
+    for (const subpath of entryPointSubpaths) {
+      const target = manifest.exports[subpath] as { import: ConditionalTarget };
+      const files = localImportClosure(path.posix.normalize(target.import.default));
+      const raw = files.reduce((total, file) => total + readFileSync(path.join(repositoryRoot, file)).length, 0);
+      const gzip = files.reduce(
+        (total, file) => total + gzipSync(readFileSync(path.join(repositoryRoot, file))).length,
+        0,
+      );
+      const budget = SIZE_BUDGETS_GZIP_BYTES[subpath]!;
+      rows.push(
+        `${subpath.padEnd(12)} ${kilobytes(gzip).padStart(9)} gzip  ${kilobytes(raw).padStart(9)} raw  budget ${kilobytes(budget)}  (${files.length} file(s): ${files.join(', ')})`,
+      );
+      if (gzip > budget) overBudget.push(`${subpath}: ${kilobytes(gzip)} gzip > budget ${kilobytes(budget)}`);
+    }
+    console.info(`entry point sizes (ESM + imported chunks):\n${rows.join('\n')}`);
+    expect(overBudget).toEqual([]);
+  });
+});
+
+function kilobytes(bytes: number): string {
+  return `${(bytes / 1024).toFixed(1)} KB`;
+}
