@@ -241,3 +241,78 @@ export function toProblems(
     message: issue.message,
   }));
 }
+
+/** What went wrong with a storage file; see `StorageError.reason`. */
+export type StorageFailure =
+  /** The path cannot be opened: a missing folder, a directory, no permission. */
+  | 'cannotOpen'
+  /** The file exists but is not a database of this kind (random bytes, a text file, another application's file). */
+  | 'notADatabase'
+  /** The file is a database but damaged: truncated, or failing its integrity check. */
+  | 'corrupt'
+  /** A write was attempted on a store opened read-only, or on a file the process may not write. */
+  | 'readOnly'
+  /** Another process held the write lock for longer than the configured wait. Retrying may help. */
+  | 'busy'
+  /** Any other failure of the storage engine (disk full, I/O error). */
+  | 'io';
+
+/**
+ * A durable store (a SQLite file, say) could not be opened, read or written. `reason` says which; `path` names the
+ * file. Nothing stored is damaged by the failed call: the store refuses instead of repairing or overwriting.
+ *
+ * @example
+ * ```ts
+ * import { StorageError } from 'storyloom';
+ * import { createSqliteStateStore } from 'storyloom/sqlite';
+ * try {
+ *   createSqliteStateStore({ path: 'notes.txt' });
+ * } catch (error) {
+ *   if (StorageError.isInstance(error) && error.reason === 'notADatabase') console.error(error.message);
+ * }
+ * ```
+ */
+export class StorageError extends StoryloomError {
+  readonly reason: StorageFailure;
+  readonly path: string | undefined;
+  constructor(message: string, options: StoryloomErrorOptions & { reason: StorageFailure; path?: string }) {
+    super('STORAGE', message, { cause: options.cause, isRetryable: options.isRetryable ?? options.reason === 'busy' });
+    this.name = 'StorageError';
+    this.reason = options.reason;
+    this.path = options.path;
+  }
+  static override isInstance(error: unknown): error is StorageError {
+    return hasName(error, 'StorageError');
+  }
+}
+
+/**
+ * A storage file was written by a newer version of storyloom (its schema version is above the one this version
+ * knows). The file is left untouched: upgrade storyloom to open it.
+ *
+ * @example
+ * ```ts
+ * import { SchemaVersionError } from 'storyloom';
+ * try { openStore() } catch (error) {
+ *   if (SchemaVersionError.isInstance(error)) console.error(`file schema ${error.fileVersion} > ${error.supportedVersion}`);
+ * }
+ * ```
+ */
+export class SchemaVersionError extends StoryloomError {
+  readonly fileVersion: number;
+  readonly supportedVersion: number;
+  readonly path: string | undefined;
+  constructor(
+    message: string,
+    options: StoryloomErrorOptions & { fileVersion: number; supportedVersion: number; path?: string },
+  ) {
+    super('SCHEMA_VERSION', message, { cause: options.cause, isRetryable: false });
+    this.name = 'SchemaVersionError';
+    this.fileVersion = options.fileVersion;
+    this.supportedVersion = options.supportedVersion;
+    this.path = options.path;
+  }
+  static override isInstance(error: unknown): error is SchemaVersionError {
+    return hasName(error, 'SchemaVersionError');
+  }
+}

@@ -1,0 +1,494 @@
+/**
+ * One SQLite file shared by storyloom's embedded adapters: opening, pragmas, the schema version and its forward
+ * migrations, error mapping, online backup and restore. The state store, the vector index and the keyword index of
+ * `storyloom/sqlite` all run on a `SqliteDatabase` from here, so one file can hold a whole story.
+ *
+ * better-sqlite3 is loaded lazily, through this file only, so nothing else in the package needs the native module.
+ *
+ * @module
+ */
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type BetterSqlite3 from 'better-sqlite3';
+import {
+  MissingDependencyError,
+  SchemaVersionError,
+  StorageError,
+  type StorageFailure,
+  ValidationError,
+} from '../core/errors.js';
+
+/** The native handle; never part of the public API, so no published `.d.ts` names better-sqlite3's types. */
+export type NativeDatabase = BetterSqlite3.Database;
+/** A prepared statement taking any parameters (the filter translation decides how many). */
+export type NativeStatement = BetterSqlite3.Statement<unknown[], unknown>;
+
+/**
+ * The schema version this build writes and the highest it can read. Each step of `MIGRATIONS` moves a file one
+ * version forward; a file with a higher version was written by a newer storyloom and is refused untouched.
+ */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+/** Marks a file as storyloom's (`PRAGMA application_id`, "SLOM"), so another application's database is refused. */
+const APPLICATION_ID = 0x534c4f4d;
+
+/** The 16 bytes every SQLite 3 database file starts with. */
+const SQLITE_HEADER = Buffer.from('SQLite format 3\u0000', 'latin1');
+
+/**
+ * Forward migrations: entry `i` takes a file from version `i` to `i + 1`. Never edit a released entry; append one.
+ * Version 1 holds everything a story needs: state, snapshots, scenes, influences, the publication log, vectors
+ * and the keyword index.
+ */
+const MIGRATIONS: ReadonlyArray<string> = [
+  `
+  CREATE TABLE stories (
+    story_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL
+  ) STRICT;
+  CREATE TABLE snapshots (
+    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (story_id, version)
+  ) STRICT;
+  CREATE TABLE scenes (
+    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+    scene_id TEXT NOT NULL,
+    scene_index INTEGER NOT NULL,
+    chapter_id TEXT NOT NULL,
+    scene TEXT NOT NULL,
+    PRIMARY KEY (story_id, scene_id),
+    UNIQUE (story_id, scene_index)
+  ) STRICT;
+  CREATE INDEX scenes_by_chapter ON scenes (story_id, chapter_id, scene_index);
+  CREATE TABLE influences (
+    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+    influence_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    influence TEXT NOT NULL,
+    PRIMARY KEY (story_id, influence_id)
+  ) STRICT;
+  CREATE INDEX influences_pending ON influences (story_id, status, received_at, influence_id);
+  CREATE TABLE publications (
+    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+    scene_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (story_id, scene_id, target)
+  ) STRICT;
+
+  -- Vector and keyword metadata columns carry no type on purpose: with no affinity SQLite never converts a bound
+  -- value (5 stays a number, '5' stays text), so filters compare exactly as matchesFilter does in JavaScript.
+  CREATE TABLE vector_indexes (
+    name TEXT PRIMARY KEY,
+    dimensions INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE vectors (
+    index_name TEXT NOT NULL,
+    story_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    metadata TEXT NOT NULL,
+    type, importance, timestamp, source_id, scene_index, chapter_id, chunk, characters, locations, themes,
+    UNIQUE (index_name, story_id, id)
+  );
+  CREATE TABLE keyword_documents (
+    index_name TEXT NOT NULL,
+    story_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    type, importance, timestamp, source_id, scene_index, chapter_id, chunk, characters, locations, themes,
+    UNIQUE (index_name, story_id, id)
+  );
+  -- The analysed terms (see text-analysis.ts) of each keyword document, rowid = keyword_documents.rowid.
+  CREATE VIRTUAL TABLE keyword_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
+  `,
+];
+
+/**
+ * Options of `openSqliteDatabase`.
+ *
+ * @example
+ * ```ts
+ * import { openSqliteDatabase, type SqliteDatabaseOptions } from 'storyloom/sqlite';
+ * const options: SqliteDatabaseOptions = { path: 'story.db', busyTimeoutMs: 10_000 };
+ * const database = openSqliteDatabase(options);
+ * ```
+ */
+export interface SqliteDatabaseOptions {
+  /** The database file, created when absent; `:memory:` for a private in-memory database. */
+  path: string;
+  /** Open without writing: every write fails with `StorageError` (`readOnly`), and the file is never migrated. */
+  readonly?: boolean;
+  /** Refuse to create the file when it does not exist (`StorageError`, `cannotOpen`). Default false. */
+  fileMustExist?: boolean;
+  /** How long a write waits for another process's write lock before failing with `busy`. Default 10,000 ms. */
+  busyTimeoutMs?: number;
+  /**
+   * Run `PRAGMA quick_check` when the file is opened, so a damaged file is refused at once instead of failing halfway
+   * through some later read. It reads the whole file (about a second per gigabyte). Default true.
+   */
+  checkOnOpen?: boolean;
+}
+
+/**
+ * An open storyloom SQLite file. Hand it to several adapters (`{ database }`) to keep state, vectors and keywords
+ * in one file; an adapter given a database never closes it, its owner does.
+ *
+ * @example
+ * ```ts
+ * import { createSqliteKeywordIndex, createSqliteStateStore, createSqliteVectorIndex, openSqliteDatabase } from 'storyloom/sqlite';
+ *
+ * const database = openSqliteDatabase({ path: 'my-story.db' });
+ * const store = createSqliteStateStore({ database });
+ * const vectors = createSqliteVectorIndex({ database, dimensions: 1536 });
+ * const keywords = createSqliteKeywordIndex({ database });
+ * // ... and when the process is done:
+ * database.close();
+ * ```
+ */
+export interface SqliteDatabase {
+  /** The file path as given. */
+  readonly path: string;
+  /** The schema version of the file (after migrations: `SQLITE_SCHEMA_VERSION`). */
+  readonly schemaVersion: number;
+  readonly readonly: boolean;
+  /** Whether `close()` has been called. */
+  readonly closed: boolean;
+  /**
+   * Copies the database, consistently and while it stays in use, to `toPath` (SQLite's online backup). The copy is
+   * a complete, standalone file; open it with `openSqliteDatabase` or restore it with `restoreSqliteBackup`.
+   */
+  backup(toPath: string): Promise<void>;
+  /** `PRAGMA integrity_check`: `['ok']` for a sound file, else the problems SQLite found. */
+  integrityCheck(): string[];
+  /** Closes the file. Adapters built on it fail with `ClosedError` afterwards. Safe to call twice. */
+  close(): void;
+}
+
+interface DatabaseInternals {
+  native: NativeDatabase;
+  vectorExtensionLoaded: boolean;
+}
+
+const internals = new WeakMap<SqliteDatabase, DatabaseInternals>();
+
+/** The native handle of a database opened here. Not exported from the entry. */
+export function nativeOf(database: SqliteDatabase): NativeDatabase {
+  const found = internals.get(database);
+  if (!found) throw new TypeError('database must come from openSqliteDatabase');
+  return found.native;
+}
+
+// Resolved from this file, so the user's installed copy is found. The CommonJS build has `__filename`; the ESM build
+// has `import.meta.url`. A bare `require` would not do: the ESM bundle replaces it with a stub that throws. The
+// native module is only loaded when a SQLite adapter is first created, so importing `storyloom/sqlite` never fails.
+const requireOptional: NodeRequire = createRequire(typeof __filename === 'string' ? __filename : import.meta.url);
+
+function loadOptional<T>(packageName: string, feature: string): T {
+  try {
+    return requireOptional(packageName) as T;
+  } catch (cause) {
+    const code = (cause as { code?: string }).code;
+    if (code === 'MODULE_NOT_FOUND' || code === 'ERR_MODULE_NOT_FOUND') {
+      throw new MissingDependencyError(packageName, feature, { cause });
+    }
+    // Installed but unloadable (built for another Node ABI, say): say so rather than "not installed".
+    throw new MissingDependencyError(packageName, `${feature} (the installed copy failed to load: ${String(cause)})`, {
+      cause,
+    });
+  }
+}
+
+/** Loads sqlite-vec into the connection once; the vector index needs its distance functions. */
+export function ensureVectorExtension(database: SqliteDatabase): void {
+  const found = internals.get(database);
+  if (!found) throw new TypeError('database must come from openSqliteDatabase');
+  if (found.vectorExtensionLoaded) return;
+  const sqliteVec = loadOptional<{ load(db: NativeDatabase): void }>('sqlite-vec', 'The SQLite vector index');
+  try {
+    sqliteVec.load(found.native);
+  } catch (cause) {
+    throw new MissingDependencyError('sqlite-vec', 'The SQLite vector index (its extension failed to load)', { cause });
+  }
+  found.vectorExtensionLoaded = true;
+}
+
+/**
+ * Opens (creating when absent) a storyloom SQLite file: checks it is a SQLite database, refuses one written by a
+ * newer schema, applies forward migrations, and sets WAL mode with `synchronous = FULL`.
+ *
+ * Why FULL and not NORMAL: in WAL mode NORMAL survives a process crash but may lose the last commits on power loss.
+ * A story commits one scene per episode, so the extra fsync per commit costs nothing noticeable and a committed
+ * scene is never lost.
+ *
+ * Throws `StorageError` (`cannotOpen`, `notADatabase`, `corrupt`, `readOnly`), `SchemaVersionError`, or
+ * `MissingDependencyError` when better-sqlite3 is not installed. A refused file is never written.
+ *
+ * @example
+ * ```ts
+ * import { openSqliteDatabase } from 'storyloom/sqlite';
+ * const database = openSqliteDatabase({ path: 'my-story.db' });
+ * await database.backup('my-story.backup.db');
+ * database.close();
+ * ```
+ */
+export function openSqliteDatabase(options: SqliteDatabaseOptions): SqliteDatabase {
+  if (typeof options !== 'object' || options === null || typeof options.path !== 'string' || options.path === '') {
+    throw new ValidationError('openSqliteDatabase needs { path }: a file path, or ":memory:"', {
+      problems: [{ path: 'options.path', message: 'must be a non-empty string' }],
+    });
+  }
+  const { path } = options;
+  const readonly = options.readonly === true;
+  const inMemory = path === ':memory:';
+  if (!inMemory) checkFileBeforeOpening(path);
+  const Database = loadOptional<typeof BetterSqlite3>('better-sqlite3', 'The SQLite adapters of storyloom');
+  let native: NativeDatabase;
+  try {
+    native = new Database(path, {
+      readonly,
+      fileMustExist: options.fileMustExist === true || readonly,
+      timeout: options.busyTimeoutMs ?? 10_000,
+    });
+  } catch (cause) {
+    const mapped = toStorageError(cause, path, `Cannot open the SQLite file "${path}"`);
+    if (StorageError.isInstance(mapped)) throw mapped;
+    // better-sqlite3 reports a missing folder or a missing file (fileMustExist) as a plain TypeError.
+    throw new StorageError(`Cannot open the SQLite file "${path}": ${(cause as Error).message}`, {
+      reason: 'cannotOpen',
+      path,
+      cause,
+    });
+  }
+  try {
+    // Reads only, up to the migration: a refused file must come out byte for byte as it went in.
+    const fileVersion = readVersion(native, path);
+    if (fileVersion > SQLITE_SCHEMA_VERSION) {
+      throw new SchemaVersionError(
+        `"${path}" has schema version ${fileVersion}, written by a newer storyloom; this version reads up to ${SQLITE_SCHEMA_VERSION}. Upgrade storyloom to open it; the file was not changed.`,
+        { fileVersion, supportedVersion: SQLITE_SCHEMA_VERSION, path },
+      );
+    }
+    if (options.checkOnOpen !== false && !inMemory) {
+      const problems = runIntegrityCheck(native, 'quick_check');
+      if (problems[0] !== 'ok') {
+        throw new StorageError(`"${path}" is a damaged SQLite file: ${problems.slice(0, 3).join('; ')}`, {
+          reason: 'corrupt',
+          path,
+        });
+      }
+    }
+    if (fileVersion < SQLITE_SCHEMA_VERSION && readonly) {
+      throw new StorageError(
+        `"${path}" has schema version ${fileVersion} and needs migrating to ${SQLITE_SCHEMA_VERSION}, which a read-only open cannot do`,
+        { reason: 'readOnly', path },
+      );
+    }
+    if (!readonly) {
+      native.pragma('journal_mode = WAL');
+      native.pragma('synchronous = FULL');
+    }
+    native.pragma('foreign_keys = ON');
+    if (fileVersion < SQLITE_SCHEMA_VERSION) migrate(native, path);
+  } catch (error) {
+    native.close();
+    if (SchemaVersionError.isInstance(error) || StorageError.isInstance(error)) throw error;
+    throw toStorageError(error, path, `Cannot open the SQLite file "${path}"`);
+  }
+
+  const database: SqliteDatabase = {
+    path,
+    schemaVersion: SQLITE_SCHEMA_VERSION,
+    readonly,
+    get closed() {
+      return !native.open;
+    },
+    async backup(toPath: string) {
+      if (typeof toPath !== 'string' || toPath === '' || toPath === ':memory:') {
+        throw new ValidationError('backup needs a file path', {
+          problems: [{ path: 'toPath', message: 'must be a file path' }],
+        });
+      }
+      try {
+        await native.backup(toPath);
+      } catch (cause) {
+        throw toStorageError(cause, toPath, `Backup of "${path}" to "${toPath}" failed`);
+      }
+    },
+    integrityCheck() {
+      return runIntegrityCheck(native, 'integrity_check');
+    },
+    close() {
+      if (native.open) native.close();
+    },
+  };
+  internals.set(database, { native, vectorExtensionLoaded: false });
+  return database;
+}
+
+/**
+ * Restores a backup made with `backup()`: checks that `fromPath` is a sound storyloom file this version can read,
+ * then copies it to `toPath` with SQLite's backup API (never a plain file copy, which could tear a file in use).
+ * `toPath` must not exist, so a restore never overwrites a story by mistake.
+ *
+ * @example
+ * ```ts
+ * import { createSqliteStateStore, restoreSqliteBackup } from 'storyloom/sqlite';
+ * await restoreSqliteBackup('backups/my-story-monday.db', 'my-story-restored.db');
+ * const store = createSqliteStateStore({ path: 'my-story-restored.db' });
+ * ```
+ */
+export async function restoreSqliteBackup(fromPath: string, toPath: string): Promise<void> {
+  if (existsSync(toPath)) {
+    throw new StorageError(`Cannot restore to "${toPath}": the file exists; restore to a new path`, {
+      reason: 'cannotOpen',
+      path: toPath,
+    });
+  }
+  const source = openSqliteDatabase({ path: fromPath, readonly: true, checkOnOpen: false });
+  try {
+    const problems = source.integrityCheck();
+    if (problems[0] !== 'ok') {
+      throw new StorageError(`The backup "${fromPath}" is damaged: ${problems.slice(0, 3).join('; ')}`, {
+        reason: 'corrupt',
+        path: fromPath,
+      });
+    }
+    await source.backup(toPath);
+  } finally {
+    source.close();
+  }
+  // Opening the copy puts it in WAL mode, like every file this module writes.
+  openSqliteDatabase({ path: toPath, fileMustExist: true }).close();
+}
+
+/**
+ * Refuses, before SQLite touches it, a path that is a directory or a non-empty file that does not start with the
+ * SQLite header: SQLite would only notice on the first read, and a text file must never be turned into a database.
+ */
+function checkFileBeforeOpening(path: string): void {
+  let size: number;
+  try {
+    const stats = statSync(path);
+    if (stats.isDirectory()) {
+      throw new StorageError(`Cannot open "${path}": it is a directory, not a SQLite file`, {
+        reason: 'cannotOpen',
+        path,
+      });
+    }
+    size = stats.size;
+  } catch (error) {
+    if (StorageError.isInstance(error)) throw error;
+    if ((error as { code?: string }).code === 'ENOENT') return; // created by SQLite, if its folder exists
+    throw toStorageError(error, path, `Cannot open "${path}"`);
+  }
+  if (size === 0) return; // an empty file is a valid, empty SQLite database
+  const header = Buffer.alloc(SQLITE_HEADER.length);
+  let read = 0;
+  try {
+    const descriptor = openSync(path, 'r');
+    try {
+      read = readSync(descriptor, header, 0, header.length, 0);
+    } finally {
+      closeSync(descriptor);
+    }
+  } catch (error) {
+    throw toStorageError(error, path, `Cannot read "${path}"`);
+  }
+  if (read < header.length || !header.equals(SQLITE_HEADER)) {
+    throw new StorageError(`"${path}" is not a SQLite database (it does not start with the SQLite header)`, {
+      reason: 'notADatabase',
+      path,
+    });
+  }
+}
+
+function readVersion(native: NativeDatabase, path: string): number {
+  const version = native.pragma('user_version', { simple: true }) as number;
+  const applicationId = native.pragma('application_id', { simple: true }) as number;
+  if (applicationId !== 0 && applicationId !== APPLICATION_ID) {
+    throw new StorageError(`"${path}" is another application's SQLite database (application_id ${applicationId})`, {
+      reason: 'notADatabase',
+      path,
+    });
+  }
+  if (version === 0) {
+    // A brand-new file has no tables; one that has tables but no storyloom version belongs to someone else.
+    const tables = native.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE type = 'table'").get() as {
+      n: number;
+    };
+    if (tables.n > 0) {
+      throw new StorageError(`"${path}" is a SQLite database but not a storyloom one (it has tables but no version)`, {
+        reason: 'notADatabase',
+        path,
+      });
+    }
+  }
+  return version;
+}
+
+function migrate(native: NativeDatabase, path: string): void {
+  // IMMEDIATE: two processes opening a new file at once must not both run the migration; the second waits, then
+  // sees the version the first wrote and has nothing left to do.
+  native
+    .transaction(() => {
+      let version = native.pragma('user_version', { simple: true }) as number;
+      if (version > SQLITE_SCHEMA_VERSION) {
+        throw new SchemaVersionError(
+          `"${path}" was upgraded to schema version ${version} by a newer storyloom while opening`,
+          { fileVersion: version, supportedVersion: SQLITE_SCHEMA_VERSION, path },
+        );
+      }
+      for (; version < SQLITE_SCHEMA_VERSION; version++) native.exec(MIGRATIONS[version]!);
+      native.pragma(`application_id = ${APPLICATION_ID}`);
+      native.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
+    })
+    .immediate();
+}
+
+function runIntegrityCheck(native: NativeDatabase, pragma: 'quick_check' | 'integrity_check'): string[] {
+  const rows = native.pragma(pragma) as Array<Record<string, string>>;
+  return rows.map((row) => Object.values(row)[0] ?? '');
+}
+
+/** SQLite result codes (primary, the low byte of an extended code) and what they mean for a caller. */
+const FAILURES: Readonly<Record<string, StorageFailure>> = {
+  SQLITE_CANTOPEN: 'cannotOpen',
+  SQLITE_PERM: 'cannotOpen',
+  SQLITE_AUTH: 'cannotOpen',
+  SQLITE_NOTADB: 'notADatabase',
+  SQLITE_CORRUPT: 'corrupt',
+  SQLITE_READONLY: 'readOnly',
+  SQLITE_BUSY: 'busy',
+  SQLITE_LOCKED: 'busy',
+  EACCES: 'cannotOpen',
+  EPERM: 'cannotOpen',
+  ENOENT: 'cannotOpen',
+  EISDIR: 'cannotOpen',
+  ENOTDIR: 'cannotOpen',
+};
+
+/** Maps a better-sqlite3 or file-system error to a `StorageError`, or returns the error when it is neither. */
+export function toStorageError(error: unknown, path: string, context: string): Error {
+  if (StorageError.isInstance(error) || SchemaVersionError.isInstance(error)) return error;
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code !== 'string') return error instanceof Error ? error : new Error(String(error));
+  const primary = code.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code;
+  const reason = FAILURES[primary] ?? (code.startsWith('SQLITE_') ? 'io' : undefined);
+  if (reason === undefined) return error as Error;
+  const detail = (error as Error).message;
+  const hint: Record<StorageFailure, string> = {
+    cannotOpen: 'check that the folder exists and the process may read and write it',
+    notADatabase: 'the file is not a SQLite database',
+    corrupt: 'the file is damaged; restore it from a backup',
+    readOnly: 'the file or the store is read-only',
+    busy: 'another process holds the write lock; retry',
+    io: 'the storage engine failed',
+  };
+  return new StorageError(`${context}: ${detail} (${hint[reason]})`, { reason, path, cause: error });
+}

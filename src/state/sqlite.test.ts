@@ -1,0 +1,255 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createSqliteKeywordIndex } from '../context/sqlite-keyword-index.js';
+import { createSqliteVectorIndex } from '../context/sqlite-vector-index.js';
+import { SchemaVersionError, StorageError, ValidationError } from '../core/errors.js';
+import { makeInfluence, makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
+import { runStoryStateStoreSuite } from '../testing/state-store-suite.js';
+import { createSqliteStateStore } from './sqlite.js';
+import { nativeOf, openSqliteDatabase, restoreSqliteBackup, SQLITE_SCHEMA_VERSION } from './sqlite-database.js';
+
+const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-state-'));
+afterAll(() => rmSync(folder, { recursive: true, force: true }));
+let files = 0;
+const freshPath = (label = 'file') => path.join(folder, `${label}-${++files}.db`);
+
+runStoryStateStoreSuite(
+  { describe, it },
+  {
+    name: 'sqlite-file',
+    create: () => createSqliteStateStore({ path: freshPath('suite') }),
+    destroy: (s) => s.close(),
+  },
+);
+runStoryStateStoreSuite(
+  { describe, it },
+  { name: 'sqlite-memory', create: () => createSqliteStateStore({ path: ':memory:' }), destroy: (s) => s.close() },
+);
+
+// "Run the conformance suite on the copy": every case gets its own restore of one backup of an empty, migrated
+// store, so the suite exercises files that went through backup and restore.
+const emptyBackup = freshPath('empty-backup');
+{
+  const source = createSqliteStateStore({ path: freshPath('empty-source') });
+  await source.backup(emptyBackup);
+  await source.close();
+}
+runStoryStateStoreSuite(
+  { describe, it },
+  {
+    name: 'sqlite-restored-backup',
+    create: async () => {
+      const restored = freshPath('restored');
+      await restoreSqliteBackup(emptyBackup, restored);
+      return createSqliteStateStore({ path: restored, fileMustExist: true });
+    },
+    destroy: (s) => s.close(),
+  },
+);
+
+async function populatedStore(file: string) {
+  const store = createSqliteStateStore({ path: file });
+  let state = await store.create(makeStoryState('saga'));
+  await store.enqueueInfluence(makeInfluence('saga', 'vote-1'));
+  await store.enqueueInfluence(makeInfluence('saga', 'vote-2'));
+  for (let i = 0; i < 3; i++) {
+    const scene = makeNextScene(state);
+    const consumed = i === 0 ? ['vote-1'] : [];
+    ({ state } = await store.commitScene('saga', {
+      expectedVersion: state.version,
+      scene,
+      nextState: makeNextState(state, scene),
+      consumedInfluenceIds: consumed,
+    }));
+    await store.recordPublication({
+      storyId: 'saga',
+      sceneId: scene.id,
+      target: 'publish:site',
+      status: 'done',
+      result: {},
+    });
+  }
+  return store;
+}
+
+async function exportLines(store: { exportStory(id: string): AsyncIterable<string> }, storyId: string) {
+  const lines: string[] = [];
+  for await (const line of store.exportStory(storyId)) lines.push(line);
+  return lines;
+}
+
+describe('createSqliteStateStore: files', () => {
+  it('keeps a story across reopening the file', async () => {
+    const file = freshPath();
+    const store = await populatedStore(file);
+    const before = await exportLines(store, 'saga');
+    await store.close();
+    const reopened = createSqliteStateStore({ path: file });
+    expect(await exportLines(reopened, 'saga')).toEqual(before);
+    expect((await reopened.load('saga')).version).toBe(3);
+    await reopened.close();
+  });
+
+  it('backs up online and restores a populated story line for line', async () => {
+    const file = freshPath();
+    const store = await populatedStore(file);
+    const backup = freshPath('backup');
+    await store.backup(backup);
+    const expected = await exportLines(store, 'saga');
+    // Writes after the backup are not in it.
+    await store.enqueueInfluence(makeInfluence('saga', 'late-vote'));
+    await store.close();
+    const restoredPath = freshPath('restored');
+    await restoreSqliteBackup(backup, restoredPath);
+    const restored = createSqliteStateStore({ path: restoredPath });
+    expect(await exportLines(restored, 'saga')).toEqual(expected);
+    expect(await restored.getInfluence('saga', 'late-vote')).toBeNull();
+    expect(restored.database.integrityCheck()).toEqual(['ok']);
+    await restored.close();
+    await expect(restoreSqliteBackup(backup, restoredPath)).rejects.toSatisfy(
+      (error) => StorageError.isInstance(error) && /exists/.test(error.message),
+    );
+  });
+
+  it('one file holds a whole story: state, scenes, influences, vectors and keywords', async () => {
+    const file = freshPath('whole');
+    const database = openSqliteDatabase({ path: file });
+    const store = createSqliteStateStore({ database });
+    const vectors = createSqliteVectorIndex({ database, dimensions: 4 });
+    const keywords = createSqliteKeywordIndex({ database });
+    const state = await store.create(makeStoryState('saga'));
+    const scene = makeNextScene(state);
+    await store.commitScene('saga', {
+      expectedVersion: 0,
+      scene,
+      nextState: makeNextState(state, scene),
+      consumedInfluenceIds: [],
+    });
+    const metadata = { storyId: 'saga', type: 'scene' as const, timestamp: 1, sourceId: scene.id };
+    await vectors.upsert('saga', [{ id: scene.id, values: new Float32Array([1, 0, 0, 0]), metadata }]);
+    await keywords.upsert('saga', [{ id: scene.id, text: scene.text, metadata }]);
+    // Closing the adapters leaves the shared file open for the others; its owner closes it.
+    await store.close();
+    await vectors.close();
+    expect(database.closed).toBe(false);
+    database.close();
+
+    const reopened = openSqliteDatabase({ path: file });
+    expect((await createSqliteStateStore({ database: reopened }).load('saga')).sceneCount).toBe(1);
+    const [match] = await createSqliteVectorIndex({ database: reopened, dimensions: 4 }).query('saga', {
+      vector: new Float32Array([1, 0, 0, 0]),
+      topK: 1,
+    });
+    expect(match?.id).toBe(scene.id);
+    expect(
+      (await createSqliteKeywordIndex({ database: reopened }).query('saga', { text: 'lamp', topK: 1 }))[0]?.id,
+    ).toBe(scene.id);
+    reopened.close();
+  });
+
+  it('writes the schema version into the file and runs in WAL mode', () => {
+    const file = freshPath();
+    const database = openSqliteDatabase({ path: file });
+    const native = nativeOf(database);
+    expect(native.pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    expect(native.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(native.pragma('synchronous', { simple: true })).toBe(2); // FULL
+    database.close();
+  });
+});
+
+describe('createSqliteStateStore: refused files are never written', () => {
+  const refuse = (file: string, check: (error: unknown) => boolean) => {
+    const before = readFileSync(file);
+    let thrown: unknown;
+    try {
+      createSqliteStateStore({ path: file });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown, 'the store should refuse the file').toBeDefined();
+    expect(check(thrown), String(thrown)).toBe(true);
+    expect(readFileSync(file).equals(before), 'the file is unchanged').toBe(true);
+    return thrown as Error;
+  };
+
+  it('a text file is not a database', () => {
+    const file = freshPath();
+    writeFileSync(file, 'Chapter one. It was a dark and stormy night.\n'.repeat(200));
+    const error = refuse(file, (e) => StorageError.isInstance(e) && e.reason === 'notADatabase');
+    expect(error.message).toContain('not a SQLite database');
+  });
+
+  it('random bytes are not a database', () => {
+    const file = freshPath();
+    writeFileSync(file, Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 7919 + 13) % 256)));
+    refuse(file, (e) => StorageError.isInstance(e) && e.reason === 'notADatabase');
+  });
+
+  it('a truncated SQLite file is corrupt', async () => {
+    const file = freshPath();
+    const store = await populatedStore(file);
+    await store.close();
+    truncateSync(file, Math.floor(statSync(file).size / 2));
+    refuse(file, (e) => StorageError.isInstance(e) && e.reason === 'corrupt');
+  });
+
+  it('a file from a newer schema is a SchemaVersionError', () => {
+    const file = freshPath();
+    openSqliteDatabase({ path: file }).close();
+    const database = openSqliteDatabase({ path: file });
+    nativeOf(database).pragma(`user_version = ${SQLITE_SCHEMA_VERSION + 1}`);
+    database.close();
+    const error = refuse(file, SchemaVersionError.isInstance) as SchemaVersionError;
+    expect(error.fileVersion).toBe(SQLITE_SCHEMA_VERSION + 1);
+    expect(error.message).toContain('newer storyloom');
+  });
+
+  it("another application's SQLite database is refused", () => {
+    const file = freshPath();
+    const database = openSqliteDatabase({ path: file });
+    nativeOf(database).pragma('application_id = 42');
+    database.close();
+    refuse(file, (e) => StorageError.isInstance(e) && e.reason === 'notADatabase');
+  });
+
+  it('a directory, or a path in a missing folder, cannot be opened', () => {
+    expect(() => createSqliteStateStore({ path: folder })).toThrow(
+      expect.objectContaining({ name: 'StorageError', reason: 'cannotOpen' }),
+    );
+    expect(() => createSqliteStateStore({ path: path.join(folder, 'missing', 'story.db') })).toThrow(
+      expect.objectContaining({ name: 'StorageError', reason: 'cannotOpen' }),
+    );
+    expect(() => createSqliteStateStore({ path: freshPath(), fileMustExist: true })).toThrow(
+      expect.objectContaining({ name: 'StorageError', reason: 'cannotOpen' }),
+    );
+  });
+
+  // Tests run as root, where chmod 0444 does not stop writes; a read-only open is the honest way to get a
+  // read-only file here. SQLite then refuses every write, whoever the process runs as.
+  it('a read-only store reads, refuses writes with StorageError(readOnly), and changes nothing', async () => {
+    const file = freshPath();
+    const store = await populatedStore(file);
+    const expected = await exportLines(store, 'saga');
+    await store.close();
+    const readOnly = createSqliteStateStore({ path: file, readonly: true });
+    expect(await exportLines(readOnly, 'saga')).toEqual(expected);
+    await expect(readOnly.enqueueInfluence(makeInfluence('saga', 'vote-9'))).rejects.toSatisfy(
+      (error) => StorageError.isInstance(error) && error.reason === 'readOnly',
+    );
+    await expect(readOnly.create(makeStoryState('other'))).rejects.toSatisfy(
+      (error) => StorageError.isInstance(error) && error.reason === 'readOnly',
+    );
+    await readOnly.close();
+    const again = createSqliteStateStore({ path: file });
+    expect(await exportLines(again, 'saga')).toEqual(expected);
+    await again.close();
+  });
+
+  it('bad options are a ValidationError', () => {
+    expect(() => createSqliteStateStore({ path: '' })).toThrow(ValidationError);
+    expect(() => createSqliteStateStore(null as never)).toThrow(ValidationError);
+  });
+});
