@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { AbortedError, ValidationError } from '../core/errors.js';
+import { createExtractiveSummarizer } from './extractive-summarizer.js';
+
+const chapter = [
+  'The lamp failed at midnight. Mira climbed the tower with a lantern and found the wick burned to nothing. ' +
+    'Outside, the gulls circled the island as it drifted north.',
+  'Tobin searched the cellar for spare wicks. He found a crate of letters addressed to the first keeper instead. ' +
+    'The letters spoke of the island drifting north every night.',
+  'By dawn the lamp burned again. Mira read the letters by its light and learned that the first keeper had steered ' +
+    'the island on purpose. Old Gull said nothing, which was his way.',
+];
+
+const wordCount = (text: string) => text.split(/\s+/).filter(Boolean).length;
+
+describe('createExtractiveSummarizer', () => {
+  const summarizer = createExtractiveSummarizer();
+
+  it('keeps whole sentences of the input, in their original order, within maxWords', async () => {
+    const summary = await summarizer.summarize(chapter, { maxWords: 40 });
+    expect(wordCount(summary)).toBeLessThanOrEqual(40);
+    expect(wordCount(summary)).toBeGreaterThan(10);
+    const all = chapter.join(' ');
+    const sentences = summary.split(/(?<=[.!?])\s+/);
+    let cursor = -1;
+    for (const sentence of sentences) {
+      const position = all.indexOf(sentence);
+      expect(position, sentence).toBeGreaterThan(cursor);
+      cursor = position;
+    }
+  });
+
+  it('prefers sentences central to the texts over incidental ones', async () => {
+    const summary = await summarizer.summarize(chapter, { maxWords: 25 });
+    expect(summary).toMatch(/lamp|letters|island/i);
+    expect(summary).not.toContain('which was his way');
+  });
+
+  it('boosts sentences that share the focus terms', async () => {
+    const withFocus = await summarizer.summarize(chapter, { maxWords: 20, focus: 'Old Gull' });
+    expect(withFocus).toContain('Old Gull');
+    const without = await summarizer.summarize(chapter, { maxWords: 20 });
+    expect(without).not.toContain('Old Gull');
+  });
+
+  it('skips sentences that repeat one already chosen', async () => {
+    const repeated = ['The lamp must never go dark.', 'The lamp must never go dark!', 'Mira trimmed the wick at dusk.'];
+    const summary = await summarizer.summarize(repeated, { maxWords: 50 });
+    expect(summary.match(/never go dark/g)).toHaveLength(1);
+    expect(summary).toContain('Mira trimmed the wick');
+  });
+
+  it('cuts the best sentence when not even one fits', async () => {
+    const summary = await summarizer.summarize(chapter, { maxWords: 3 });
+    expect(summary.endsWith('…')).toBe(true);
+    expect(wordCount(summary)).toBeLessThanOrEqual(3);
+  });
+
+  it('is deterministic', async () => {
+    const first = await summarizer.summarize(chapter, { maxWords: 30, focus: 'Tobin' });
+    const second = await createExtractiveSummarizer().summarize(chapter, { maxWords: 30, focus: 'Tobin' });
+    expect(second).toBe(first);
+  });
+
+  it('returns an empty summary for empty input', async () => {
+    expect(await summarizer.summarize([], { maxWords: 10 })).toBe('');
+    expect(await summarizer.summarize(['   ', ''], { maxWords: 10 })).toBe('');
+  });
+
+  it('refuses a maxWords that is not a positive integer and honours aborts', async () => {
+    await expect(summarizer.summarize(chapter, { maxWords: 0 })).rejects.toThrow(ValidationError);
+    await expect(summarizer.summarize(chapter, { maxWords: 1.5 })).rejects.toThrow(ValidationError);
+    const controller = new AbortController();
+    controller.abort();
+    await expect(summarizer.summarize(chapter, { maxWords: 10, signal: controller.signal })).rejects.toThrow(
+      AbortedError,
+    );
+  });
+});

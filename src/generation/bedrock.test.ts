@@ -1,0 +1,499 @@
+/**
+ * The Bedrock adapters against the local Bedrock stand-in, through the real `@aws-sdk/client-bedrock-runtime`
+ * client over HTTP/1.1.
+ */
+import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { embedInBatches } from '../context/embedder.js';
+import { AbortedError, ContentFilteredError, ProviderError, RetryError, ValidationError } from '../core/errors.js';
+import { type BedrockStandIn, startBedrockStandIn } from '../testing/bedrock-server.js';
+import { makeStoryState } from '../testing/fixtures.js';
+import { ManualClock } from '../testing/manual-clock.js';
+import { createBedrockEmbedder, createBedrockImageGenerator, createBedrockSceneGenerator } from './bedrock.js';
+import type { ImageRequest } from './image-generator.js';
+import { seedFromSceneId } from './image-prompt.js';
+import type { SceneRequest } from './scene-generator.js';
+
+let standIn: BedrockStandIn;
+
+beforeAll(async () => {
+  standIn = await startBedrockStandIn();
+});
+afterAll(async () => {
+  await standIn.close();
+});
+beforeEach(() => {
+  standIn.reset();
+});
+
+/** How every test reaches the stand-in: fake credentials, HTTP/1.1, and no backoff delays. */
+function connection() {
+  return {
+    region: 'us-east-1',
+    clientConfig: {
+      endpoint: standIn.url,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      requestHandler: new NodeHttpHandler(),
+    },
+    retry: { initialDelayMs: 0, maxDelayMs: 0 },
+  };
+}
+
+/**
+ * Resolves `pending` while waking every retry wait on `clock` as soon as one is asked for: the HTTP round trips run
+ * for real, the backoff does not.
+ */
+async function withManualTime<T>(clock: ManualClock, pending: Promise<T>): Promise<T> {
+  let settled = false;
+  pending.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  while (!settled) {
+    if (clock.pendingSleeps > 0) await clock.runAll();
+    else await new Promise((resolve) => setImmediate(resolve));
+  }
+  return pending;
+}
+
+function cosine(a: Float32Array, b: Float32Array): number {
+  let dot = 0;
+  let normA = 0;
+  let normB = 0;
+  for (let index = 0; index < a.length; index++) {
+    dot += a[index]! * b[index]!;
+    normA += a[index]! * a[index]!;
+    normB += b[index]! * b[index]!;
+  }
+  return dot / Math.sqrt(normA * normB);
+}
+
+describe('createBedrockEmbedder: construction', () => {
+  it('rejects a Titan V2 dimension the model cannot produce', () => {
+    expect(() => createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', dimensions: 1536 })).toThrow(
+      ValidationError,
+    );
+  });
+
+  it('accepts each dimension Titan V2 and Cohere v4 document, and only 1536 for Titan G1', () => {
+    for (const dimensions of [256, 512, 1024]) {
+      expect(createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', dimensions }).dimensions).toBe(dimensions);
+    }
+    for (const dimensions of [256, 512, 1024, 1536]) {
+      expect(createBedrockEmbedder({ model: 'cohere.embed-v4:0', dimensions }).dimensions).toBe(dimensions);
+    }
+    expect(createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1' }).dimensions).toBe(1536);
+    expect(() => createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', dimensions: 1024 })).toThrow(
+      ValidationError,
+    );
+    expect(() => createBedrockEmbedder({ model: 'cohere.embed-v4:0', dimensions: 768 })).toThrow(ValidationError);
+  });
+
+  it('rejects, at construction, an embedder whose dimension does not match the index', () => {
+    let caught: unknown;
+    try {
+      // Titan V2's default is 1024; the reference Pinecone index is 1536.
+      createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', expectedDimensions: 1536 });
+    } catch (error) {
+      caught = error;
+    }
+    expect(ValidationError.isInstance(caught)).toBe(true);
+    const problems = (caught as ValidationError).problems;
+    expect(problems.map((problem) => problem.path)).toEqual(['expectedDimensions']);
+    expect(problems[0]!.message).toContain('cannot produce 1536');
+    expect(
+      createBedrockEmbedder({ model: 'cohere.embed-v4:0', dimensions: 1536, expectedDimensions: 1536 }).dimensions,
+    ).toBe(1536);
+  });
+
+  it('lists every problem of the options at once', () => {
+    let caught: unknown;
+    try {
+      createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', dimensions: 512, concurrency: 0, truncate: 'LEFT' });
+    } catch (error) {
+      caught = error;
+    }
+    expect((caught as ValidationError).problems.map((problem) => problem.path)).toEqual([
+      'dimensions',
+      'concurrency',
+      'truncate',
+    ]);
+  });
+
+  it('declares what one embed() call accepts', () => {
+    expect(createBedrockEmbedder({ model: 'cohere.embed-v4:0' }).maxBatchSize).toBe(96);
+    expect(createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1' }).maxBatchSize).toBe(128);
+  });
+});
+
+describe('createBedrockEmbedder: round trips', () => {
+  it('Titan G1 returns one 1536-dimension vector per text, equal texts giving equal vectors', async () => {
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', ...connection() });
+    const [a, b, c] = await embedder.embed(['the lighthouse keeper', 'a storm at sea', 'the lighthouse keeper']);
+    expect(a).toBeInstanceOf(Float32Array);
+    expect(a!.length).toBe(1536);
+    expect(Array.from(c!)).toEqual(Array.from(a!));
+    expect(cosine(a!, b!)).toBeLessThan(0.9);
+    expect(standIn.requests.map((request) => request.body)).toEqual([
+      { inputText: 'the lighthouse keeper' },
+      { inputText: 'a storm at sea' },
+      { inputText: 'the lighthouse keeper' },
+    ]);
+  });
+
+  it('Titan V2 sends the configured dimensions and gets vectors of that size', async () => {
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', dimensions: 512, ...connection() });
+    const [vector] = await embedder.embed(['Mara climbs the stairs']);
+    expect(vector!.length).toBe(512);
+    expect(standIn.requests[0]!.modelId).toBe('amazon.titan-embed-text-v2:0');
+    expect(standIn.requests[0]!.body).toEqual({
+      inputText: 'Mara climbs the stairs',
+      dimensions: 512,
+      normalize: true,
+    });
+  });
+
+  it('Cohere v4 embeds documents and queries with their own input types and output_dimension', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', dimensions: 1024, ...connection() });
+    const [document] = await embedder.embed(['the lamp went dark'], { inputType: 'document' });
+    const [query] = await embedder.embed(['the lamp went dark'], { inputType: 'query' });
+    const [defaulted] = await embedder.embed(['the lamp went dark']);
+    expect(document!.length).toBe(1024);
+    expect(Array.from(query!)).not.toEqual(Array.from(document!));
+    expect(Array.from(defaulted!)).toEqual(Array.from(document!));
+    expect(standIn.requests.map((request) => request.body)).toEqual([
+      {
+        texts: ['the lamp went dark'],
+        input_type: 'search_document',
+        embedding_types: ['float'],
+        output_dimension: 1024,
+      },
+      { texts: ['the lamp went dark'], input_type: 'search_query', embedding_types: ['float'], output_dimension: 1024 },
+      {
+        texts: ['the lamp went dark'],
+        input_type: 'search_document',
+        embedding_types: ['float'],
+        output_dimension: 1024,
+      },
+    ]);
+  });
+
+  it('Cohere v4 splits 200 texts into calls of 96, 96 and 8, in order', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    const texts = Array.from({ length: 200 }, (_, index) => `scene number ${index}`);
+    const vectors = await embedInBatches(embedder, texts, { inputType: 'query' });
+    expect(vectors).toHaveLength(200);
+    const bodies = standIn.requests.map((request) => request.body as { texts: string[]; input_type: string });
+    expect(bodies.map((body) => body.texts.length)).toEqual([96, 96, 8]);
+    expect(bodies.every((body) => body.input_type === 'search_query')).toBe(true);
+    expect(bodies[2]!.texts[7]).toBe('scene number 199');
+    // The 150th vector is the one of the 150th text: embedding it alone gives the same values.
+    const [alone] = await embedder.embed(['scene number 150'], { inputType: 'query' });
+    expect(Array.from(vectors[150]!)).toEqual(Array.from(alone!));
+  });
+
+  it('rejects more texts than maxBatchSize, and empty texts, before any call', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    await expect(embedder.embed(Array.from({ length: 97 }, () => 'x'))).rejects.toThrow(ValidationError);
+    await expect(embedder.embed(['fine', '  '])).rejects.toThrow(/texts\.1 must be a non-empty string/);
+    expect(standIn.requests).toHaveLength(0);
+    expect(await embedder.embed([])).toEqual([]);
+  });
+});
+
+describe('createBedrockEmbedder: Titan fan-out', () => {
+  it('keeps at most `concurrency` calls in flight and returns vectors in input order', async () => {
+    const slow = await startBedrockStandIn({ latencyMs: 15 });
+    try {
+      const embedder = createBedrockEmbedder({
+        model: 'amazon.titan-embed-text-v1',
+        concurrency: 3,
+        ...connection(),
+        clientConfig: { ...connection().clientConfig, endpoint: slow.url },
+      });
+      const texts = Array.from({ length: 12 }, (_, index) => `text ${index}`);
+      const vectors = await embedder.embed(texts);
+      expect(slow.requests).toHaveLength(12);
+      expect(slow.maxInFlight).toBe(3);
+      const [eleventh] = await embedder.embed(['text 11']);
+      expect(Array.from(vectors[11]!)).toEqual(Array.from(eleventh!));
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('stops launching calls after a failure that is not retryable', async () => {
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', concurrency: 1, ...connection() });
+    standIn.scheduleErrors(['validation']);
+    await expect(embedder.embed(['a', 'b', 'c', 'd'])).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && error.status === 400 && !error.isRetryable,
+    );
+    expect(standIn.requests).toHaveLength(1);
+  });
+});
+
+describe('createBedrockEmbedder: failures', () => {
+  it('retries throttling, model-not-ready and server errors, then succeeds, waiting on the injected clock', async () => {
+    const clock = new ManualClock();
+    const embedder = createBedrockEmbedder({
+      model: 'cohere.embed-v4:0',
+      ...connection(),
+      retry: { maxRetries: 4, clock, random: () => 0 },
+    });
+    standIn.scheduleErrors(['throttling', 'model-not-ready', 'unavailable', 'internal']);
+    const [vector] = await withManualTime(clock, embedder.embed(['the tide turns']));
+    expect(vector!.length).toBe(1536);
+    expect(standIn.requests.map((request) => request.status)).toEqual([429, 429, 503, 500, 200]);
+    expect(clock.sleeps).toEqual([500, 1000, 2000, 4000]);
+  });
+
+  it('honours retry-after from a throttled answer', async () => {
+    const clock = new ManualClock();
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', ...connection(), retry: { clock } });
+    standIn.scheduleErrors([{ fault: 'throttling', retryAfterSeconds: 3 }]);
+    await withManualTime(clock, embedder.embed(['x']));
+    expect(clock.sleeps).toEqual([3000]);
+  });
+
+  it('gives up with a RetryError holding every attempt once retries run out', async () => {
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+    standIn.scheduleErrors(['throttling', 'throttling', 'throttling']);
+    const error = await embedder.embed(['x']).catch((caught: unknown) => caught);
+    expect(RetryError.isInstance(error)).toBe(true);
+    const retryError = error as RetryError;
+    expect(retryError.attempts).toBe(3);
+    expect(retryError.errors.every((attempt) => ProviderError.isInstance(attempt) && attempt.status === 429)).toBe(
+      true,
+    );
+    expect((retryError.errors[0] as ProviderError).message).toContain('ThrottlingException');
+  });
+
+  it('does not retry a ValidationException', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    standIn.scheduleErrors(['validation']);
+    await expect(embedder.embed(['x'])).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && error.status === 400,
+    );
+    expect(standIn.requests).toHaveLength(1);
+  });
+
+  it('turns a body that is not JSON into a ProviderError', async () => {
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', ...connection() });
+    standIn.scheduleErrors(['malformed-json']);
+    await expect(embedder.embed(['x'])).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && /not JSON/.test(error.message),
+    );
+  });
+
+  it('turns a vector of the wrong length into a ProviderError', async () => {
+    // The stand-in answers the dimension it is asked for: rewriting the body on its way out makes it answer 256
+    // values to an embedder that expects 1536.
+    const client = new BedrockRuntimeClient({ ...connection().clientConfig, region: 'us-east-1', maxAttempts: 1 });
+    const realSend = client.send.bind(client);
+    const embedder = createBedrockEmbedder({
+      model: 'cohere.embed-v4:0',
+      client: {
+        send: (command: { input: { body: string } }, options?: unknown) => {
+          const body = JSON.parse(command.input.body) as Record<string, unknown>;
+          command.input.body = JSON.stringify({ ...body, output_dimension: 256 });
+          return realSend(command as never, options as never);
+        },
+      } as unknown as BedrockRuntimeClient,
+    });
+    await expect(embedder.embed(['x'])).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && /256 values, expected 1536/.test(error.message),
+    );
+  });
+
+  it('honours an abort: the call rejects with AbortedError and nothing more is sent', async () => {
+    const slow = await startBedrockStandIn({ latencyMs: 200 });
+    try {
+      const embedder = createBedrockEmbedder({
+        model: 'amazon.titan-embed-text-v1',
+        concurrency: 1,
+        ...connection(),
+        clientConfig: { ...connection().clientConfig, endpoint: slow.url },
+      });
+      const controller = new AbortController();
+      const pending = embedder.embed(['a', 'b', 'c'], { signal: controller.signal });
+      while (slow.requests.length === 0) await new Promise((resolve) => setImmediate(resolve));
+      controller.abort();
+      await expect(pending).rejects.toSatisfy((error) => AbortedError.isInstance(error));
+      expect(slow.requests).toHaveLength(1);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('rejects at once when the signal has already fired', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    await expect(embedder.embed(['x'], { signal: AbortSignal.abort() })).rejects.toThrow(AbortedError);
+    expect(standIn.requests).toHaveLength(0);
+  });
+});
+
+describe('createBedrockImageGenerator', () => {
+  const request: ImageRequest = {
+    storyId: 'lighthouse',
+    sceneId: 'scene-0042',
+    prompt: 'Mara opens the lighthouse door to a storm',
+    style: 'muted watercolour, ink outlines',
+    characters: [
+      { id: 'mara', name: 'Mara', appearance: 'tall, red scarf, salt-white hair' },
+      { id: 'tomas', name: 'Tomas', appearance: 'stooped old keeper, oilskin coat' },
+    ],
+    seed: seedFromSceneId('scene-0042'),
+    aspectRatio: '3:2',
+  };
+
+  it.each([
+    'stability.sd3-5-large-v1:0',
+    'stability.stable-image-core-v1:1',
+    'stability.stable-image-ultra-v1:1',
+  ] as const)('%s draws a PNG with the style guide, the appearances and the scene seed', async (model) => {
+    const generator = createBedrockImageGenerator({ model, negativePrompt: 'text, watermark', ...connection() });
+    const image = await generator.generate(request);
+    expect(image.mediaType).toBe('image/png');
+    expect(Array.from(image.data.slice(0, 4))).toEqual([0x89, 0x50, 0x4e, 0x47]);
+    expect({ width: image.width, height: image.height }).toEqual({ width: 8, height: 8 });
+    expect(image.seed).toBe(request.seed);
+    expect(image.modelId).toBe(model);
+    const sent = standIn.requests[0]!;
+    expect(sent.modelId).toBe(model);
+    const body = sent.body as Record<string, unknown>;
+    expect(body).toMatchObject({
+      negative_prompt: 'text, watermark',
+      aspect_ratio: '3:2',
+      seed: seedFromSceneId('scene-0042'),
+      output_format: 'png',
+    });
+    expect(String(body.prompt)).toMatch(/^Style: muted watercolour, ink outlines\./);
+    expect(String(body.prompt)).toContain('Mara opens the lighthouse door to a storm');
+    expect(String(body.prompt)).toContain('Mara: tall, red scarf, salt-white hair');
+    expect(String(body.prompt)).toContain('Tomas: stooped old keeper, oilskin coat');
+  });
+
+  it('draws the same picture for the same scene, and a different one for another scene', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    const first = await generator.generate(request);
+    const again = await generator.generate(request);
+    const other = await generator.generate({ ...request, sceneId: 'scene-0043', seed: seedFromSceneId('scene-0043') });
+    expect(Buffer.from(again.data).equals(Buffer.from(first.data))).toBe(true);
+    expect(Buffer.from(other.data).equals(Buffer.from(first.data))).toBe(false);
+  });
+
+  it('uses the generator style guide when the request carries none', async () => {
+    const generator = createBedrockImageGenerator({
+      model: 'stability.stable-image-ultra-v1:1',
+      style: 'woodcut print, two colours',
+      ...connection(),
+    });
+    await generator.generate({ ...request, style: undefined });
+    expect(String((standIn.requests[0]!.body as { prompt: string }).prompt)).toMatch(/^Style: woodcut print/);
+  });
+
+  it('throws ContentFilteredError for a filtered result, after exactly one request', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.sd3-5-large-v1:0', ...connection() });
+    standIn.scheduleErrors(['filtered']);
+    const error = await generator.generate(request).catch((caught: unknown) => caught);
+    expect(ContentFilteredError.isInstance(error)).toBe(true);
+    expect((error as ContentFilteredError).message).toContain('Filter reason: prompt');
+    expect((error as ContentFilteredError).isRetryable).toBe(false);
+    expect(standIn.requests).toHaveLength(1);
+  });
+
+  it('throws ContentFilteredError itself, not a RetryError, when the filter answers a retried call', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.sd3-5-large-v1:0', ...connection() });
+    standIn.scheduleErrors(['throttling', 'filtered']);
+    const error = await generator.generate(request).catch((caught: unknown) => caught);
+    expect(ContentFilteredError.isInstance(error)).toBe(true);
+    expect(standIn.requests).toHaveLength(2);
+  });
+
+  it('retries throttling, then draws', async () => {
+    const clock = new ManualClock();
+    const generator = createBedrockImageGenerator({
+      model: 'stability.stable-image-ultra-v1:1',
+      ...connection(),
+      retry: { clock },
+    });
+    standIn.scheduleErrors(['throttling', 'model-timeout']);
+    const image = await withManualTime(clock, generator.generate(request));
+    expect(image.mediaType).toBe('image/png');
+    expect(standIn.requests.map((sent) => sent.status)).toEqual([429, 408, 200]);
+  });
+
+  it('turns bytes that are no image into a ProviderError', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    standIn.scheduleErrors(['garbage-image']);
+    await expect(generator.generate(request)).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && /neither a PNG nor a JPEG/.test(error.message),
+    );
+  });
+
+  it('rejects a seed outside Stability’s range and bad options before any call', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    await expect(generator.generate({ ...request, seed: 4_294_967_295 })).rejects.toThrow(ValidationError);
+    await expect(generator.generate({ ...request, seed: 1.5 })).rejects.toThrow(ValidationError);
+    expect(standIn.requests).toHaveLength(0);
+    expect(() =>
+      createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', aspectRatio: '7:3' as never }),
+    ).toThrow(ValidationError);
+    expect(() => createBedrockImageGenerator({ model: 'stability.sdxl' as never })).toThrow(ValidationError);
+  });
+
+  it('honours an abort', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    await expect(generator.generate(request, { signal: AbortSignal.abort() })).rejects.toThrow(AbortedError);
+    expect(standIn.requests).toHaveLength(0);
+  });
+});
+
+describe('createBedrockSceneGenerator', () => {
+  const model = 'us.anthropic.claude-sonnet-4-5-20250929-v1:0';
+
+  it('rejects an ARN model id at construction', () => {
+    expect(() =>
+      createBedrockSceneGenerator({
+        model: 'arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-sonnet-20240229-v1:0',
+      }),
+    ).toThrow(/ARN/);
+  });
+
+  it('sends the Messages request to InvokeModel of the model, signed, through the real AnthropicBedrock client', async () => {
+    const generator = createBedrockSceneGenerator({
+      model,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      baseURL: standIn.url,
+      stream: false,
+    });
+    const state = makeStoryState('lighthouse');
+    const request: SceneRequest = {
+      storyId: state.storyId,
+      sceneId: 'scene-0001',
+      sceneIndex: 0,
+      chapterId: state.chapterId,
+      state,
+      prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
+      influences: [],
+      seed: 1,
+    };
+    // The stand-in serves no Claude model: it answers 404 ResourceNotFoundException, which is not retried.
+    const error = await generator.generate(request).catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error)).toBe(true);
+    expect((error as ProviderError).status).toBe(404);
+    expect((error as ProviderError).provider).toBe('amazon-bedrock');
+    expect(standIn.requests).toHaveLength(1);
+    const sent = standIn.requests[0]!;
+    expect(sent.modelId).toBe(model);
+    expect(sent.body).toMatchObject({ anthropic_version: expect.any(String), max_tokens: 16_000 });
+    expect(sent.body).not.toHaveProperty('model');
+    expect(String(sent.headers.authorization)).toMatch(/^AWS4-HMAC-SHA256 Credential=test\//);
+  });
+});

@@ -1,0 +1,774 @@
+/**
+ * Amazon Bedrock adapters: text embeddings (Titan Text Embeddings G1 and V2, Cohere Embed v4) implementing the
+ * `Embedder` port, and Stability image models (SD3.5 Large, Stable Image Core, Stable Image Ultra) implementing the
+ * `ImageGenerator` port; and Claude on Bedrock as a `SceneGenerator`.
+ *
+ * `@aws-sdk/client-bedrock-runtime` (embeddings, images) and `@anthropic-ai/bedrock-sdk` (Claude) are optional peer
+ * dependencies, loaded on the first call; when one is missing that call fails with a `MissingDependencyError` that
+ * names the package to install.
+ *
+ * Every `InvokeModel` call goes through storyloom's one retry policy (`withRetry`): throttling
+ * (`ThrottlingException`, `ModelNotReadyException`, 429), timeouts and server errors (`ServiceUnavailableException`,
+ * `InternalServerException`, `ModelTimeoutException`, 5xx) are retried with backoff; the SDK client this module
+ * builds makes one attempt per call (`maxAttempts: 1`), so retries are not multiplied. Aborts are honoured: the
+ * signal is passed to the SDK and to the retry loop.
+ *
+ * @module
+ */
+import type {
+  BedrockRuntimeClient,
+  BedrockRuntimeClientConfig,
+  InvokeModelCommandOutput,
+} from '@aws-sdk/client-bedrock-runtime';
+import type { Embedder, EmbeddingInputType } from '../context/embedder.js';
+import {
+  AbortedError,
+  ContentFilteredError,
+  MissingDependencyError,
+  ProviderError,
+  StoryloomError,
+  throwIfAborted,
+  ValidationError,
+  type ValidationProblem,
+} from '../core/errors.js';
+import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js';
+import {
+  type ClaudeClient,
+  type ClaudeMessageStream,
+  type ClaudeSceneGeneratorOptions,
+  createClaudeSceneGenerator,
+} from './claude-scene-generator.js';
+import type { GeneratedImage, ImageGenerator, ImageRequest } from './image-generator.js';
+import { composeImagePrompt, MAX_IMAGE_PROMPT_LENGTH, MAX_IMAGE_SEED } from './image-prompt.js';
+import type { SceneGenerator } from './scene-generator.js';
+
+const SDK_PACKAGE = '@aws-sdk/client-bedrock-runtime';
+const PROVIDER = 'amazon-bedrock';
+
+type BedrockSdk = typeof import('@aws-sdk/client-bedrock-runtime');
+
+let sdkPromise: Promise<BedrockSdk> | undefined;
+
+/** Loads the optional SDK once; a missing package becomes a `MissingDependencyError` naming it. */
+function loadBedrockSdk(feature: string): Promise<BedrockSdk> {
+  sdkPromise ??= import('@aws-sdk/client-bedrock-runtime').catch((error: unknown) => {
+    sdkPromise = undefined;
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new MissingDependencyError(SDK_PACKAGE, feature, { cause: error });
+    }
+    throw error;
+  });
+  return sdkPromise;
+}
+
+/** How to reach Bedrock: an injected client, or the settings to build one. Shared by every factory here. */
+export interface BedrockConnectionOptions {
+  /**
+   * A ready client. Build it with `maxAttempts: 1` so storyloom's retry policy is the only one. When absent, a
+   * client is built from `region` and `clientConfig`.
+   */
+  client?: BedrockRuntimeClient;
+  /** AWS region, e.g. `us-east-1`. Default: the SDK's own resolution (`AWS_REGION`, profile, ...). */
+  region?: string;
+  /**
+   * Extra settings for the client this module builds (`endpoint`, `credentials`, `requestHandler`, ...).
+   * `maxAttempts` is always 1.
+   */
+  clientConfig?: BedrockRuntimeClientConfig;
+  /** Retry policy knobs (`maxRetries`, delays, `clock`, ...). The signal comes from each call. */
+  retry?: Omit<RetryOptions, 'signal'>;
+}
+
+/** One connection per adapter: the client is built lazily, on the first call, from the loaded SDK. */
+function connect(options: BedrockConnectionOptions, feature: string) {
+  let resolved: Promise<{ sdk: BedrockSdk; client: BedrockRuntimeClient }> | undefined;
+  const resolve = () => {
+    resolved ??= loadBedrockSdk(feature).then((sdk) => ({
+      sdk,
+      client:
+        options.client ??
+        new sdk.BedrockRuntimeClient({
+          ...options.clientConfig,
+          ...(options.region === undefined ? {} : { region: options.region }),
+          maxAttempts: 1,
+        }),
+    }));
+    resolved.catch(() => {
+      resolved = undefined;
+    });
+    return resolved;
+  };
+
+  /** Invokes `modelId` with a JSON body once (no retries) and returns the parsed JSON answer. */
+  return async function invokeJson(modelId: string, body: unknown, signal: AbortSignal | undefined): Promise<unknown> {
+    const { sdk, client } = await resolve();
+    throwIfAborted(signal);
+    let output: InvokeModelCommandOutput;
+    try {
+      output = await client.send(
+        new sdk.InvokeModelCommand({
+          modelId,
+          contentType: 'application/json',
+          accept: 'application/json',
+          body: JSON.stringify(body),
+        }),
+        { abortSignal: signal },
+      );
+    } catch (error) {
+      throw toStoryloomError(error, modelId, signal);
+    }
+    const text = new TextDecoder().decode(output.body);
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (error) {
+      throw new ProviderError(`Bedrock ${modelId} answered with a body that is not JSON: ${preview(text)}`, {
+        provider: PROVIDER,
+        status: 200,
+        cause: error,
+        isRetryable: false,
+      });
+    }
+  };
+}
+
+/** Error names of the Bedrock runtime that a later attempt can cure. */
+const RETRYABLE_ERROR_NAMES = new Set([
+  'ThrottlingException',
+  'ModelNotReadyException',
+  'ServiceUnavailableException',
+  'InternalServerException',
+  'ModelTimeoutException',
+  'TimeoutError',
+]);
+/** Socket errors worth another attempt: the request may never have reached the service. */
+const RETRYABLE_NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN']);
+
+/** Maps an SDK failure to a typed storyloom error: `AbortedError` on abort, else a `ProviderError`. */
+function toStoryloomError(error: unknown, modelId: string, signal: AbortSignal | undefined): StoryloomError {
+  if (StoryloomError.isInstance(error)) return error;
+  const record = (typeof error === 'object' && error !== null ? error : {}) as {
+    name?: string;
+    message?: string;
+    code?: string;
+    $metadata?: { httpStatusCode?: number };
+    $response?: { headers?: Record<string, string | undefined> };
+  };
+  if (signal?.aborted || record.name === 'AbortError') return new AbortedError(undefined, { cause: error });
+  const status = record.$metadata?.httpStatusCode;
+  const name = record.name ?? 'Error';
+  const headers = record.$response?.headers ?? {};
+  const retryAfterMs = parseRetryAfter(headers['retry-after-ms'], headers['retry-after'], Date.now());
+  const isRetryable =
+    RETRYABLE_ERROR_NAMES.has(name) ||
+    (record.code !== undefined && RETRYABLE_NETWORK_CODES.has(record.code)) ||
+    status === 429 ||
+    (status !== undefined && status >= 500);
+  return new ProviderError(`Bedrock ${modelId} failed: ${name}: ${record.message ?? String(error)}`, {
+    provider: PROVIDER,
+    status,
+    retryAfterMs,
+    isRetryable,
+    cause: error,
+  });
+}
+
+function preview(text: string): string {
+  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
+}
+
+function invalidResponse(modelId: string, message: string): ProviderError {
+  return new ProviderError(`Bedrock ${modelId} returned an invalid response: ${message}`, {
+    provider: PROVIDER,
+    status: 200,
+    isRetryable: false,
+  });
+}
+
+function rejectOptions(what: string, problems: ValidationProblem[]): void {
+  if (problems.length === 0) return;
+  throw new ValidationError(`${what}: ${problems.map((problem) => `${problem.path} ${problem.message}`).join('; ')}`, {
+    problems,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Embeddings
+
+/** Embedding models on Bedrock this adapter speaks to. */
+export type BedrockEmbeddingModel = 'amazon.titan-embed-text-v1' | 'amazon.titan-embed-text-v2:0' | 'cohere.embed-v4:0';
+
+interface EmbeddingModelSpec {
+  /** Output sizes the model can produce; the first is its default. */
+  dimensions: readonly number[];
+  /** Texts one `embed()` call accepts (Titan: fanned out one text per `InvokeModel` call). */
+  maxBatchSize: number;
+}
+
+const EMBEDDING_MODELS: Readonly<Record<BedrockEmbeddingModel, EmbeddingModelSpec>> = {
+  'amazon.titan-embed-text-v1': { dimensions: [1536], maxBatchSize: 128 },
+  'amazon.titan-embed-text-v2:0': { dimensions: [1024, 512, 256], maxBatchSize: 128 },
+  'cohere.embed-v4:0': { dimensions: [1536, 1024, 512, 256], maxBatchSize: 96 },
+};
+
+/** Options of `createBedrockEmbedder`. */
+export interface BedrockEmbedderOptions extends BedrockConnectionOptions {
+  model: BedrockEmbeddingModel;
+  /**
+   * Vector size. Titan G1: 1536 only; Titan V2: 256, 512 or 1024 (default 1024); Cohere Embed v4: 256, 512, 1024
+   * or 1536 (default 1536).
+   */
+  dimensions?: number;
+  /**
+   * The dimension of the vector index these embeddings go to. A model that cannot produce it is rejected at
+   * construction, before anything is written to the index.
+   */
+  expectedDimensions?: number;
+  /** Titan only: `InvokeModel` calls in flight at once during one `embed()`, 1..64. Default 4. */
+  concurrency?: number;
+  /** Titan V2 only: ask for unit-length vectors. Default true. */
+  normalize?: boolean;
+  /** Cohere only: what the service does with a text longer than the model's limit. Default: the service's (`NONE`, an error). */
+  truncate?: 'NONE' | 'LEFT' | 'RIGHT';
+}
+
+/** The `Embedder` `createBedrockEmbedder` returns, with the settings it resolved. */
+export interface BedrockEmbedder extends Embedder {
+  readonly modelId: BedrockEmbeddingModel;
+  /** Titan: `InvokeModel` calls in flight at once; Cohere: 1 (one call per `embed()`). */
+  readonly concurrency: number;
+}
+
+/**
+ * Creates an `Embedder` backed by an embedding model on Amazon Bedrock.
+ *
+ * - **Titan G1** (`amazon.titan-embed-text-v1`, 1536 dimensions) and **Titan V2** (`amazon.titan-embed-text-v2:0`,
+ *   256/512/1024) embed one text per `InvokeModel` call. `maxBatchSize` reports what one `embed()` accepts (128), not
+ *   the API's one-text limit: `embed()` fans the texts out with at most `concurrency` calls in flight and stops
+ *   launching new ones after the first failure. The input type has no effect on Titan.
+ * - **Cohere Embed v4** (`cohere.embed-v4:0`, 256/512/1024/1536) embeds up to 96 texts per call; `inputType`
+ *   `document` becomes `search_document` and `query` becomes `search_query`.
+ *
+ * Options are checked at construction (`ValidationError` listing every problem), including a `dimensions` the
+ * model cannot produce and a mismatch with `expectedDimensions`, the dimension of the index. Answers are checked
+ * too: a vector of the wrong length or with a non-finite value is a `ProviderError`. Empty texts are rejected
+ * (`ValidationError`) before any call, as the service would reject them.
+ *
+ * @example
+ * ```ts
+ * import { embedInBatches } from 'storyloom';
+ * import { createBedrockEmbedder } from 'storyloom/bedrock';
+ *
+ * const embedder = createBedrockEmbedder({
+ *   model: 'cohere.embed-v4:0',
+ *   dimensions: 1536,
+ *   expectedDimensions: 1536, // the Pinecone index's dimension
+ *   region: 'us-east-1',
+ * });
+ * const vectors = await embedInBatches(embedder, sceneTexts, { inputType: 'document' });
+ * ```
+ */
+export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockEmbedder {
+  const problems: ValidationProblem[] = [];
+  const spec = EMBEDDING_MODELS[options.model] as EmbeddingModelSpec | undefined;
+  if (!spec) {
+    problems.push({ path: 'model', message: `must be one of ${Object.keys(EMBEDDING_MODELS).join(', ')}` });
+    rejectOptions('Invalid Bedrock embedder options', problems);
+  }
+  const model = spec as EmbeddingModelSpec;
+  const dimensions = options.dimensions ?? model.dimensions[0]!;
+  if (!model.dimensions.includes(dimensions)) {
+    problems.push({
+      path: 'dimensions',
+      message: `${options.model} produces ${model.dimensions.join(', ')} dimensions, not ${dimensions}`,
+    });
+  }
+  if (options.expectedDimensions !== undefined && options.expectedDimensions !== dimensions) {
+    problems.push({
+      path: 'expectedDimensions',
+      message: `the index expects ${options.expectedDimensions} dimensions but the embedder produces ${dimensions}${
+        model.dimensions.includes(options.expectedDimensions)
+          ? ` (set dimensions: ${options.expectedDimensions})`
+          : ` and ${options.model} cannot produce ${options.expectedDimensions}`
+      }`,
+    });
+  }
+  const isCohere = options.model === 'cohere.embed-v4:0';
+  const concurrency = isCohere ? 1 : (options.concurrency ?? 4);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    problems.push({ path: 'concurrency', message: `must be an integer in 1..64, got ${options.concurrency}` });
+  }
+  if (options.normalize !== undefined && options.model !== 'amazon.titan-embed-text-v2:0') {
+    problems.push({ path: 'normalize', message: 'is a Titan V2 setting' });
+  }
+  if (options.truncate !== undefined && !isCohere) problems.push({ path: 'truncate', message: 'is a Cohere setting' });
+  rejectOptions('Invalid Bedrock embedder options', problems);
+
+  const modelId = options.model;
+  const invokeJson = connect(options, `The Bedrock embedder (${modelId})`);
+  const retry = (signal: AbortSignal | undefined) => ({ ...options.retry, signal });
+
+  const readVector = (values: unknown, where: string): Float32Array => {
+    if (!Array.isArray(values)) throw invalidResponse(modelId, `${where} is not an array`);
+    if (values.length !== dimensions) {
+      throw invalidResponse(modelId, `${where} has ${values.length} values, expected ${dimensions}`);
+    }
+    const vector = new Float32Array(dimensions);
+    for (let index = 0; index < dimensions; index++) {
+      const value = values[index];
+      if (typeof value !== 'number' || !Number.isFinite(value)) {
+        throw invalidResponse(modelId, `${where}[${index}] is ${String(value)}, not a finite number`);
+      }
+      vector[index] = value;
+    }
+    return vector;
+  };
+
+  const embedTitan = async (text: string, signal: AbortSignal | undefined): Promise<Float32Array> => {
+    const body =
+      modelId === 'amazon.titan-embed-text-v2:0'
+        ? { inputText: text, dimensions, normalize: options.normalize ?? true }
+        : { inputText: text };
+    const answer = await withRetry(async (_attempt, attemptSignal) => {
+      const json = (await invokeJson(modelId, body, attemptSignal)) as { embedding?: unknown } | null;
+      return readVector(json?.embedding, 'embedding');
+    }, retry(signal));
+    return answer;
+  };
+
+  const embedCohere = async (
+    texts: readonly string[],
+    inputType: EmbeddingInputType,
+    signal: AbortSignal | undefined,
+  ): Promise<Float32Array[]> => {
+    const body = {
+      texts,
+      input_type: inputType === 'query' ? 'search_query' : 'search_document',
+      embedding_types: ['float'],
+      output_dimension: dimensions,
+      ...(options.truncate === undefined ? {} : { truncate: options.truncate }),
+    };
+    return withRetry(async (_attempt, attemptSignal) => {
+      const json = (await invokeJson(modelId, body, attemptSignal)) as { embeddings?: unknown } | null;
+      // `embedding_types` asks for `{ float: [[...]] }`; a bare list is the older `embeddings_floats` shape.
+      const embeddings = json?.embeddings;
+      const list = Array.isArray(embeddings) ? embeddings : (embeddings as { float?: unknown } | undefined)?.float;
+      if (!Array.isArray(list)) throw invalidResponse(modelId, 'embeddings.float is missing');
+      if (list.length !== texts.length) {
+        throw invalidResponse(modelId, `${list.length} embeddings for ${texts.length} texts`);
+      }
+      return list.map((values, index) => readVector(values, `embeddings.float[${index}]`));
+    }, retry(signal));
+  };
+
+  return {
+    specificationVersion: 'v1',
+    provider: PROVIDER,
+    modelId,
+    dimensions,
+    maxBatchSize: model.maxBatchSize,
+    concurrency,
+    async embed(texts, callOptions = {}) {
+      const signal = callOptions.signal;
+      throwIfAborted(signal);
+      const inputProblems: ValidationProblem[] = [];
+      if (texts.length > model.maxBatchSize) {
+        inputProblems.push({
+          path: 'texts',
+          message: `has ${texts.length} texts; at most ${model.maxBatchSize} per call (use embedInBatches)`,
+        });
+      }
+      texts.forEach((text, index) => {
+        if (typeof text !== 'string' || text.trim().length === 0) {
+          inputProblems.push({ path: `texts.${index}`, message: 'must be a non-empty string' });
+        }
+      });
+      rejectOptions(`Cannot embed with ${modelId}`, inputProblems);
+      if (texts.length === 0) return [];
+      if (isCohere) return embedCohere(texts, callOptions.inputType ?? 'document', signal);
+      return mapWithConcurrency(texts, concurrency, signal, (text, itemSignal) => embedTitan(text, itemSignal));
+    },
+  };
+}
+
+/**
+ * Runs `task` over `items` with at most `limit` in flight, keeping order. After the first failure no new task
+ * starts and the ones in flight are aborted; that first failure is what the caller sees.
+ */
+async function mapWithConcurrency<T, R>(
+  items: readonly T[],
+  limit: number,
+  signal: AbortSignal | undefined,
+  task: (item: T, signal: AbortSignal) => Promise<R>,
+): Promise<R[]> {
+  const controller = new AbortController();
+  const forward = () => controller.abort(signal?.reason);
+  if (signal?.aborted) forward();
+  signal?.addEventListener('abort', forward, { once: true });
+  const results = new Array<R>(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (failure === undefined && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await task(items[index]!, controller.signal);
+      } catch (error) {
+        if (failure === undefined) {
+          failure = { error };
+          controller.abort(error);
+        }
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  } finally {
+    signal?.removeEventListener('abort', forward);
+  }
+  if (failure !== undefined) throw failure.error;
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Images
+
+/** Stability image models on Bedrock this adapter speaks to. */
+export type BedrockImageModel =
+  | 'stability.sd3-5-large-v1:0'
+  | 'stability.stable-image-core-v1:1'
+  | 'stability.stable-image-ultra-v1:1';
+
+const IMAGE_MODELS: readonly BedrockImageModel[] = [
+  'stability.sd3-5-large-v1:0',
+  'stability.stable-image-core-v1:1',
+  'stability.stable-image-ultra-v1:1',
+];
+
+/** Aspect ratios the Stability models on Bedrock accept. */
+export type StabilityAspectRatio = '16:9' | '1:1' | '21:9' | '2:3' | '3:2' | '4:5' | '5:4' | '9:16' | '9:21';
+
+const ASPECT_RATIOS: readonly StabilityAspectRatio[] = [
+  '16:9',
+  '1:1',
+  '21:9',
+  '2:3',
+  '3:2',
+  '4:5',
+  '5:4',
+  '9:16',
+  '9:21',
+];
+
+/** Options of `createBedrockImageGenerator`. */
+export interface BedrockImageGeneratorOptions extends BedrockConnectionOptions {
+  model: BedrockImageModel;
+  /** Encoding asked of the model. Default `png`. */
+  outputFormat?: 'png' | 'jpeg';
+  /** What to keep out of every picture; a request's own `negativePrompt` wins. At most 10,000 characters. */
+  negativePrompt?: string;
+  /** Frame of every picture; a request's own `aspectRatio` wins. Default `16:9`. */
+  aspectRatio?: StabilityAspectRatio;
+  /** The story's style guide, used when a request carries no `style`. */
+  style?: string;
+}
+
+/**
+ * Creates an `ImageGenerator` backed by a Stability model on Amazon Bedrock: SD3.5 Large
+ * (`stability.sd3-5-large-v1:0`), Stable Image Core (`stability.stable-image-core-v1:1`) or Stable Image Ultra
+ * (`stability.stable-image-ultra-v1:1`).
+ *
+ * Pictures stay consistent across episodes: the prompt is composed by `composeImagePrompt` (the story's style guide
+ * first, then the scene, then the appearance of each character in it), and the request's `seed` (derive it with
+ * `seedFromSceneId`) is sent as is, so a retried episode draws the same picture. A non-null finish reason (a safety
+ * filter) is a `ContentFilteredError`, thrown at once and never retried with the same prompt. The returned bytes are
+ * checked to be a PNG or JPEG (`ProviderError` otherwise); `mediaType` says which one arrived.
+ *
+ * @example
+ * ```ts
+ * import { seedFromSceneId } from 'storyloom';
+ * import { createBedrockImageGenerator } from 'storyloom/bedrock';
+ *
+ * const illustrator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', region: 'us-west-2' });
+ * const image = await illustrator.generate({
+ *   storyId: 'lighthouse',
+ *   sceneId: 'scene-0042',
+ *   prompt: 'Mara opens the lighthouse door to a storm',
+ *   style: 'muted watercolour, ink outlines',
+ *   characters: [{ id: 'mara', name: 'Mara', appearance: 'tall, red scarf, salt-white hair' }],
+ *   seed: seedFromSceneId('scene-0042'),
+ * });
+ * ```
+ */
+export function createBedrockImageGenerator(options: BedrockImageGeneratorOptions): ImageGenerator {
+  const problems: ValidationProblem[] = [];
+  if (!IMAGE_MODELS.includes(options.model)) {
+    problems.push({ path: 'model', message: `must be one of ${IMAGE_MODELS.join(', ')}` });
+  }
+  const outputFormat = options.outputFormat ?? 'png';
+  if (outputFormat !== 'png' && outputFormat !== 'jpeg') {
+    problems.push({ path: 'outputFormat', message: 'must be "png" or "jpeg"' });
+  }
+  if (options.aspectRatio !== undefined && !ASPECT_RATIOS.includes(options.aspectRatio)) {
+    problems.push({ path: 'aspectRatio', message: `must be one of ${ASPECT_RATIOS.join(', ')}` });
+  }
+  if (options.negativePrompt !== undefined && options.negativePrompt.length > MAX_IMAGE_PROMPT_LENGTH) {
+    problems.push({ path: 'negativePrompt', message: `must be at most ${MAX_IMAGE_PROMPT_LENGTH} characters` });
+  }
+  rejectOptions('Invalid Bedrock image generator options', problems);
+
+  const modelId = options.model;
+  const invokeJson = connect(options, `The Bedrock image generator (${modelId})`);
+
+  return {
+    specificationVersion: 'v1',
+    provider: PROVIDER,
+    modelId,
+    async generate(request: ImageRequest, callOptions = {}): Promise<GeneratedImage> {
+      const signal = callOptions.signal;
+      throwIfAborted(signal);
+      const requestProblems: ValidationProblem[] = [];
+      if (!Number.isInteger(request.seed) || request.seed < 0 || request.seed > MAX_IMAGE_SEED) {
+        requestProblems.push({ path: 'seed', message: `must be an integer in 0..${MAX_IMAGE_SEED}` });
+      }
+      const prompt = composeImagePrompt({
+        request,
+        ...(options.style === undefined ? {} : { bible: { style: options.style } }),
+      });
+      if (prompt.length === 0) requestProblems.push({ path: 'prompt', message: 'must not be empty' });
+      const negativePrompt = request.negativePrompt ?? options.negativePrompt;
+      if (negativePrompt !== undefined && negativePrompt.length > MAX_IMAGE_PROMPT_LENGTH) {
+        requestProblems.push({
+          path: 'negativePrompt',
+          message: `must be at most ${MAX_IMAGE_PROMPT_LENGTH} characters`,
+        });
+      }
+      rejectOptions(`Cannot draw scene ${request.sceneId}`, requestProblems);
+
+      const body = {
+        prompt,
+        ...(negativePrompt ? { negative_prompt: negativePrompt } : {}),
+        aspect_ratio: request.aspectRatio ?? options.aspectRatio ?? '16:9',
+        seed: request.seed,
+        output_format: outputFormat,
+      };
+      // A filtered answer is a result, not a failure, inside the retry loop: thrown from there after a throttled
+      // first attempt it would come out wrapped in a RetryError instead of as itself.
+      const outcome = await withRetry(
+        async (_attempt, attemptSignal) => {
+          const json = (await invokeJson(modelId, body, attemptSignal)) as StabilityResponse | null;
+          return readStabilityResponse(modelId, json);
+        },
+        { ...options.retry, signal },
+      );
+      if (outcome.kind === 'filtered') {
+        throw new ContentFilteredError(
+          `Bedrock ${modelId} filtered the picture of scene ${request.sceneId}: ${outcome.reason}`,
+          { provider: PROVIDER },
+        );
+      }
+      return {
+        data: outcome.data,
+        mediaType: outcome.mediaType,
+        seed: outcome.seed ?? request.seed,
+        modelId,
+        ...(outcome.width === undefined ? {} : { width: outcome.width, height: outcome.height }),
+      };
+    },
+  };
+}
+
+interface StabilityResponse {
+  images?: unknown;
+  seeds?: unknown;
+  finish_reasons?: unknown;
+}
+
+type StabilityOutcome =
+  | { kind: 'filtered'; reason: string }
+  | {
+      kind: 'image';
+      data: Uint8Array;
+      mediaType: 'image/png' | 'image/jpeg';
+      seed: number | undefined;
+      width?: number;
+      height?: number;
+    };
+
+function readStabilityResponse(modelId: string, json: StabilityResponse | null): StabilityOutcome {
+  if (json === null || typeof json !== 'object') throw invalidResponse(modelId, 'the body is not an object');
+  const reasons = Array.isArray(json.finish_reasons) ? json.finish_reasons : [];
+  const reason = reasons.find((entry) => entry !== null && entry !== undefined);
+  if (reason !== undefined) return { kind: 'filtered', reason: String(reason) };
+  const images = Array.isArray(json.images) ? json.images : [];
+  const encoded = images[0];
+  if (typeof encoded !== 'string' || encoded.length === 0) throw invalidResponse(modelId, 'images[0] is missing');
+  const bytes = Buffer.from(encoded, 'base64');
+  const data = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const seeds = Array.isArray(json.seeds) ? json.seeds : [];
+  const seed = typeof seeds[0] === 'number' && Number.isInteger(seeds[0]) ? seeds[0] : undefined;
+  const png = pngSize(data);
+  if (png) return { kind: 'image', data, mediaType: 'image/png', seed, ...png };
+  if (isJpeg(data)) return { kind: 'image', data, mediaType: 'image/jpeg', seed, ...jpegSize(data) };
+  throw invalidResponse(modelId, `images[0] is neither a PNG nor a JPEG (${data.length} bytes)`);
+}
+
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** Width and height of a PNG (from its IHDR chunk), or undefined when `data` is not a PNG. */
+function pngSize(data: Uint8Array): { width: number; height: number } | undefined {
+  if (data.length < 24 || PNG_SIGNATURE.some((byte, index) => data[index] !== byte)) return undefined;
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (String.fromCharCode(data[12]!, data[13]!, data[14]!, data[15]!) !== 'IHDR') return undefined;
+  const width = view.getUint32(16);
+  const height = view.getUint32(20);
+  return width > 0 && height > 0 ? { width, height } : undefined;
+}
+
+function isJpeg(data: Uint8Array): boolean {
+  return data.length > 4 && data[0] === 0xff && data[1] === 0xd8 && data[2] === 0xff;
+}
+
+/** Width and height from a JPEG's start-of-frame marker, when one is found. */
+function jpegSize(data: Uint8Array): { width?: number; height?: number } {
+  let offset = 2;
+  while (offset + 9 < data.length) {
+    if (data[offset] !== 0xff) return {};
+    const marker = data[offset + 1]!;
+    const length = (data[offset + 2]! << 8) | data[offset + 3]!;
+    const isStartOfFrame = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+    if (isStartOfFrame) {
+      return {
+        height: (data[offset + 5]! << 8) | data[offset + 6]!,
+        width: (data[offset + 7]! << 8) | data[offset + 8]!,
+      };
+    }
+    offset += 2 + length;
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Claude on Bedrock
+
+const CLAUDE_SDK_PACKAGE = '@anthropic-ai/bedrock-sdk';
+
+type ClaudeBedrockSdk = { default: new (options: Record<string, unknown>) => unknown };
+
+let claudeSdkPromise: Promise<ClaudeBedrockSdk> | undefined;
+
+function loadClaudeBedrockSdk(): Promise<ClaudeBedrockSdk> {
+  claudeSdkPromise ??= import('@anthropic-ai/bedrock-sdk').then(
+    (module) => module as unknown as ClaudeBedrockSdk,
+    (error: unknown) => {
+      claudeSdkPromise = undefined;
+      throw new MissingDependencyError(CLAUDE_SDK_PACKAGE, 'createBedrockSceneGenerator', { cause: error });
+    },
+  );
+  return claudeSdkPromise;
+}
+
+/** Options of `createBedrockSceneGenerator`: where Bedrock is, plus every option of the Claude scene generator. */
+export interface BedrockSceneGeneratorOptions extends Omit<ClaudeSceneGeneratorOptions, 'client' | 'provider'> {
+  /**
+   * A Bedrock model or inference-profile id, e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0`. ARNs are
+   * rejected: `@anthropic-ai/bedrock-sdk` 1.x does not accept ARN-form model ids.
+   */
+  model: string;
+  /** AWS region. Default: the SDK's (`AWS_REGION`). */
+  region?: string;
+  /** Static AWS credentials. Default: the AWS credential provider chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Another endpoint than the regional one (a VPC endpoint, a local stand-in). */
+  baseURL?: string;
+  /** An `AnthropicBedrock` client (or anything with its `messages` shape); the connection options are then ignored. */
+  client?: ClaudeClient;
+}
+
+/**
+ * A `SceneGenerator` on Claude through Amazon Bedrock: the same core as `storyloom/anthropic` (structured output,
+ * repair turns, prompt caching, priced usage, storyloom's retry policy) over an `AnthropicBedrock` client created
+ * on first use with its own retries off. Bedrock has no token-counting endpoint, so the client offers no
+ * `countTokens`.
+ *
+ * @example
+ * ```ts
+ * import { createBedrockSceneGenerator } from 'storyloom/bedrock';
+ *
+ * const generator = createBedrockSceneGenerator({
+ *   region: 'us-east-1',
+ *   model: 'us.anthropic.claude-sonnet-4-5-20250929-v1:0',
+ * });
+ * const { scene, delta, usage } = await generator.generate(request);
+ * ```
+ */
+export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOptions): SceneGenerator {
+  const problems: ValidationProblem[] = [];
+  if (typeof options?.model === 'string' && options.model.startsWith('arn:')) {
+    problems.push({
+      path: 'model',
+      message:
+        'is an ARN; @anthropic-ai/bedrock-sdk 1.x needs a model or inference-profile id such as us.anthropic.claude-sonnet-4-5-20250929-v1:0',
+    });
+  }
+  if (options?.credentials && (!options.credentials.accessKeyId || !options.credentials.secretAccessKey)) {
+    problems.push({ path: 'credentials', message: 'needs both accessKeyId and secretAccessKey' });
+  }
+  rejectOptions('Invalid Bedrock scene generator options', problems);
+  const { region, credentials, baseURL, client, ...rest } = options;
+  return createClaudeSceneGenerator({
+    ...rest,
+    client: client ?? lazyClaudeBedrockClient({ region, credentials, baseURL }),
+    provider: PROVIDER,
+  });
+}
+
+/** Creates the `AnthropicBedrock` client once, on first use, with the SDK's retries off. No `countTokens`. */
+function lazyClaudeBedrockClient(
+  options: Pick<BedrockSceneGeneratorOptions, 'region' | 'credentials' | 'baseURL'>,
+): ClaudeClient {
+  let created: Promise<ClaudeClient> | undefined;
+  const get = (): Promise<ClaudeClient> => {
+    created ??= loadClaudeBedrockSdk().then((sdk) => {
+      const settings: Record<string, unknown> = { maxRetries: 0 };
+      if (options.region !== undefined) settings.awsRegion = options.region;
+      if (options.baseURL !== undefined) settings.baseURL = options.baseURL;
+      if (options.credentials) {
+        settings.awsAccessKey = options.credentials.accessKeyId;
+        settings.awsSecretKey = options.credentials.secretAccessKey;
+        if (options.credentials.sessionToken !== undefined) settings.awsSessionToken = options.credentials.sessionToken;
+        // Sign with the keys given, not with a bearer token that happens to sit in the environment.
+        settings.apiKey = null;
+      }
+      return new sdk.default(settings) as ClaudeClient;
+    });
+    created.catch(() => {
+      created = undefined;
+    });
+    return created;
+  };
+  return {
+    messages: {
+      create: async (params, requestOptions) => (await get()).messages.create(params, requestOptions),
+      stream: (params, requestOptions) =>
+        deferredStream(get().then((client) => client.messages.stream(params, requestOptions))),
+    },
+  };
+}
+
+/** A stream whose client is still loading: listeners attach once it exists, before any event can arrive. */
+function deferredStream(pending: Promise<ClaudeMessageStream>): ClaudeMessageStream {
+  // Settled here so a failed load never becomes an unhandled rejection; finalMessage() reports it.
+  pending.catch(() => undefined);
+  const stream: ClaudeMessageStream = {
+    on(event, listener) {
+      void pending.then(
+        (inner) => inner.on(event, listener),
+        () => undefined,
+      );
+      return stream;
+    },
+    finalMessage: () => pending.then((inner) => inner.finalMessage()),
+  };
+  return stream;
+}

@@ -1,0 +1,133 @@
+/**
+ * Vendor-neutral helpers that keep a story's pictures consistent from episode to episode: one prompt layout (the
+ * story's style guide first, then the scene, then how each character on stage looks) and one seed per scene.
+ *
+ * @module
+ */
+import type { CharacterState, StoryBible } from '../state/schema.js';
+import type { ImageRequest } from './image-generator.js';
+
+/**
+ * The longest prompt Stability models on Bedrock accept (SD3.5 Large, Stable Image Core and Ultra all document
+ * 10,000 characters); the default bound of `composeImagePrompt`.
+ */
+export const MAX_IMAGE_PROMPT_LENGTH = 10_000;
+
+/** The largest seed Stability models accept: seeds range over 0..4,294,967,294. */
+export const MAX_IMAGE_SEED = 4_294_967_294;
+
+/** Longest style guide kept at the head of a prompt, so a verbose guide cannot crowd out the scene itself. */
+const MAX_STYLE_LENGTH = 1_500;
+/** Longest description kept per character. */
+const MAX_APPEARANCE_LENGTH = 500;
+
+/** What `composeImagePrompt` needs: the request, and optionally the story state to fill in what it leaves out. */
+export interface ComposeImagePromptInput {
+  /** The scene to draw. Its `style` and per-character `appearance`, when given, win over the bible and state. */
+  request: Pick<ImageRequest, 'prompt' | 'style' | 'characters'>;
+  /** The story bible; its `style` is the guide used when the request carries none. */
+  bible?: Pick<StoryBible, 'style'>;
+  /**
+   * The story's characters (as in `StoryState.characters`, or a list). Used to look up the appearance of each
+   * character the request names; characters not named by the request are not drawn and not described.
+   */
+  characters?:
+    | Readonly<Record<string, Pick<CharacterState, 'id' | 'name' | 'appearance'>>>
+    | ReadonlyArray<Pick<CharacterState, 'id' | 'name' | 'appearance'>>;
+  /** Upper bound of the result, in characters. Default `MAX_IMAGE_PROMPT_LENGTH`. */
+  maxLength?: number;
+}
+
+/**
+ * Builds the text prompt of a scene picture: `Style: <guide>.` first, byte-identical from episode to episode, then
+ * the scene's prompt, then `Characters: <name>: <appearance>; ...` for each character in the scene that has a
+ * description. The result never exceeds `maxLength`: the style guide is capped, the scene prompt is cut at a word
+ * boundary when needed, and character descriptions that do not fit are left out whole, never cut mid-sentence.
+ *
+ * @example
+ * ```ts
+ * import { composeImagePrompt } from 'storyloom';
+ *
+ * const prompt = composeImagePrompt({
+ *   request: { prompt: 'Mara opens the lighthouse door', characters: [{ id: 'mara', name: 'Mara' }] },
+ *   bible: { style: 'muted watercolour, ink outlines' },
+ *   characters: { mara: { id: 'mara', name: 'Mara', appearance: 'tall, red scarf, salt-white hair' } },
+ * });
+ * // "Style: muted watercolour, ink outlines. Mara opens the lighthouse door. Characters: Mara: tall, red scarf, ..."
+ * ```
+ */
+export function composeImagePrompt(input: ComposeImagePromptInput): string {
+  const maxLength = Math.max(1, Math.floor(input.maxLength ?? MAX_IMAGE_PROMPT_LENGTH));
+  const style = clip(collapse(input.request.style || input.bible?.style || ''), MAX_STYLE_LENGTH);
+  const scene = collapse(input.request.prompt);
+
+  const known = new Map<string, { name: string; appearance: string }>();
+  const list = Array.isArray(input.characters)
+    ? input.characters
+    : Object.values((input.characters ?? {}) as Record<string, Pick<CharacterState, 'id' | 'name' | 'appearance'>>);
+  for (const character of list) known.set(character.id, character);
+
+  const descriptions: string[] = [];
+  const seen = new Set<string>();
+  for (const character of input.request.characters ?? []) {
+    if (seen.has(character.id)) continue;
+    seen.add(character.id);
+    const appearance = collapse(character.appearance || known.get(character.id)?.appearance || '');
+    if (!appearance) continue;
+    const name = collapse(character.name || known.get(character.id)?.name || character.id);
+    descriptions.push(`${name}: ${clip(appearance, MAX_APPEARANCE_LENGTH)}`);
+  }
+
+  const head = style ? `Style: ${withPeriod(style)} ` : '';
+  let text = head;
+  // The scene is the point of the picture: it gets what is left after the style guide, cut at a word if need be.
+  text += clip(withPeriod(scene), Math.max(0, maxLength - head.length));
+  let characters = '';
+  for (const description of descriptions) {
+    const next = characters ? `${characters}; ${description}` : ` Characters: ${description}`;
+    if (text.length + next.length + 1 > maxLength) break;
+    characters = next;
+  }
+  if (characters) text += `${characters}.`;
+  return clip(text.trim(), maxLength);
+}
+
+/**
+ * A deterministic seed for a scene's picture: a 32-bit FNV-1a hash of the scene id, folded into Stability's seed
+ * range 0..4,294,967,294. The same scene always gets the same seed, so a retried or resumed episode draws the same
+ * picture.
+ *
+ * @example
+ * ```ts
+ * import { seedFromSceneId } from 'storyloom';
+ * seedFromSceneId('scene-0042') === seedFromSceneId('scene-0042'); // true
+ * ```
+ */
+export function seedFromSceneId(sceneId: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(sceneId)) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  // 4,294,967,295 (2^32 - 1) is the one 32-bit value outside the range; fold it onto 0.
+  return hash % (MAX_IMAGE_SEED + 1);
+}
+
+function collapse(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+function withPeriod(text: string): string {
+  return text === '' || /[.!?]$/.test(text) ? text : `${text}.`;
+}
+
+/** Cuts `text` to at most `max` characters, at the last space when one is near enough, without splitting a pair. */
+function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let cut = text.slice(0, max);
+  const space = cut.lastIndexOf(' ');
+  if (space > max * 0.6) cut = cut.slice(0, space);
+  // Never leave half of a surrogate pair at the end.
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1);
+  return cut.trimEnd();
+}

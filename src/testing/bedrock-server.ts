@@ -1,0 +1,482 @@
+/**
+ * A local stand-in for the Amazon Bedrock runtime's `InvokeModel` call, so tests run the real
+ * `@aws-sdk/client-bedrock-runtime` client over the real protocol, offline and without credentials. It serves the
+ * embedding models Titan G1, Titan V2 and Cohere Embed v4 and the Stability models SD3.5 Large, Stable Image Core
+ * and Ultra; it validates request bodies as the service does and answers with AWS-style errors on demand.
+ *
+ * Built on `node:http` alone: this module imports no SDK.
+ *
+ * @module
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { deflateSync } from 'node:zlib';
+
+/** Model ids the stand-in serves. */
+export const BEDROCK_STAND_IN_MODELS = [
+  'amazon.titan-embed-text-v1',
+  'amazon.titan-embed-text-v2:0',
+  'cohere.embed-v4:0',
+  'stability.sd3-5-large-v1:0',
+  'stability.stable-image-core-v1:1',
+  'stability.stable-image-ultra-v1:1',
+] as const;
+
+/**
+ * A failure the stand-in answers with instead of serving a request:
+ *
+ * - `throttling`: 429 `ThrottlingException`; `model-not-ready`: 429 `ModelNotReadyException`;
+ * - `validation`: 400 `ValidationException`; `model-timeout`: 408 `ModelTimeoutException`;
+ * - `internal`: 500 `InternalServerException`; `unavailable`: 503 `ServiceUnavailableException`;
+ * - `malformed-json`: 200 with a body that is not JSON;
+ * - `filtered`: (image models) 200 with `finish_reasons: ["Filter reason: prompt"]` and no image;
+ * - `garbage-image`: (image models) 200 with base64 bytes that are no image.
+ */
+export type BedrockStandInFault =
+  | 'throttling'
+  | 'model-not-ready'
+  | 'validation'
+  | 'model-timeout'
+  | 'internal'
+  | 'unavailable'
+  | 'malformed-json'
+  | 'filtered'
+  | 'garbage-image';
+
+/** A scheduled fault, optionally for one model only, optionally with a `retry-after` header (seconds). */
+export type BedrockStandInFaultSpec =
+  | BedrockStandInFault
+  | { fault: BedrockStandInFault; modelId?: string; retryAfterSeconds?: number };
+
+/** One request the stand-in received, in arrival order. */
+export interface BedrockStandInRequest {
+  modelId: string;
+  /** The parsed JSON body, or undefined when it did not parse. */
+  body: unknown;
+  headers: Record<string, string | string[] | undefined>;
+  /** The fault answered, when one was scheduled for this request. */
+  fault?: BedrockStandInFault;
+  /** The HTTP status sent back. */
+  status?: number;
+}
+
+/** Options of `startBedrockStandIn`. */
+export interface BedrockStandInOptions {
+  /** Port to listen on; 0 (the default) picks a free one. Always bound to 127.0.0.1. */
+  port?: number;
+  /**
+   * Milliseconds each answer is held back, so concurrent calls overlap and `maxInFlight` means something. Default 0.
+   * This is server latency, not a test sleeping.
+   */
+  latencyMs?: number;
+}
+
+/** A running stand-in. */
+export interface BedrockStandIn {
+  /** Base URL to pass as the client's `endpoint`, e.g. `http://127.0.0.1:53211`. */
+  readonly url: string;
+  /** Every request received, oldest first. */
+  readonly requests: BedrockStandInRequest[];
+  /** Requests being served right now. */
+  readonly inFlight: number;
+  /** The most requests ever served at once. */
+  readonly maxInFlight: number;
+  /** Queues faults; each one answers the next matching request, in order. */
+  scheduleErrors(faults: readonly BedrockStandInFaultSpec[]): void;
+  /** Forgets recorded requests, the in-flight high-water mark and pending faults. */
+  reset(): void;
+  /** Stops listening and closes open connections. */
+  close(): Promise<void>;
+}
+
+const ERRORS: Record<
+  Exclude<BedrockStandInFault, 'malformed-json' | 'filtered' | 'garbage-image'>,
+  { status: number; type: string; message: string }
+> = {
+  throttling: {
+    status: 429,
+    type: 'ThrottlingException',
+    message: 'Too many requests, please wait before trying again.',
+  },
+  'model-not-ready': { status: 429, type: 'ModelNotReadyException', message: 'Model is not ready to serve requests.' },
+  validation: {
+    status: 400,
+    type: 'ValidationException',
+    message: 'Malformed input request, please reformat your input and try again.',
+  },
+  'model-timeout': {
+    status: 408,
+    type: 'ModelTimeoutException',
+    message: 'Model has timed out in processing the request.',
+  },
+  internal: { status: 500, type: 'InternalServerException', message: 'The server encountered an internal error.' },
+  unavailable: {
+    status: 503,
+    type: 'ServiceUnavailableException',
+    message: 'The service is unavailable. Please try again.',
+  },
+};
+
+const STABILITY_ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
+const MAX_SEED = 4_294_967_294;
+const MAX_PROMPT = 10_000;
+
+class RequestProblem extends Error {}
+
+/**
+ * Starts a Bedrock runtime stand-in on 127.0.0.1. Point the real client at it with `endpoint: standIn.url`, fake
+ * credentials, and an HTTP/1.1 handler (the client defaults to HTTP/2).
+ *
+ * @example
+ * ```ts
+ * import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
+ * import { NodeHttpHandler } from '@smithy/node-http-handler';
+ * import { startBedrockStandIn } from 'storyloom/testing';
+ *
+ * const standIn = await startBedrockStandIn();
+ * const client = new BedrockRuntimeClient({
+ *   region: 'us-east-1',
+ *   endpoint: standIn.url,
+ *   credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+ *   requestHandler: new NodeHttpHandler(),
+ *   maxAttempts: 1,
+ * });
+ * standIn.scheduleErrors(['throttling']); // the next call gets a 429 ThrottlingException
+ * // ... run the code under test ...
+ * await standIn.close();
+ * ```
+ */
+export async function startBedrockStandIn(options: BedrockStandInOptions = {}): Promise<BedrockStandIn> {
+  const requests: BedrockStandInRequest[] = [];
+  let faults: Array<{ fault: BedrockStandInFault; modelId?: string; retryAfterSeconds?: number }> = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const latencyMs = options.latencyMs ?? 0;
+
+  const takeFault = (modelId: string) => {
+    const index = faults.findIndex((entry) => entry.modelId === undefined || entry.modelId === modelId);
+    return index < 0 ? undefined : faults.splice(index, 1)[0];
+  };
+
+  const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    const raw = await readBody(request);
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    const match = /^\/model\/([^/]+)\/invoke$/.exec(url.pathname);
+    if (request.method !== 'POST' || !match) {
+      sendError(response, 404, 'UnknownOperationException', `No route for ${request.method} ${url.pathname}`);
+      return;
+    }
+    const modelId = decodeURIComponent(match[1]!);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      body = undefined;
+    }
+    const record: BedrockStandInRequest = { modelId, body, headers: { ...request.headers } };
+    requests.push(record);
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    try {
+      if (latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, latencyMs));
+      const answer = serve(modelId, body, takeFault(modelId), record);
+      record.status = answer.status;
+      response.writeHead(answer.status, answer.headers);
+      response.end(answer.body);
+    } finally {
+      inFlight--;
+    }
+  };
+
+  const server = createServer((request, response) => {
+    handle(request, response).catch((error: unknown) => {
+      if (!response.headersSent) sendError(response, 500, 'InternalServerException', String(error));
+      else response.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    get inFlight() {
+      return inFlight;
+    },
+    get maxInFlight() {
+      return maxInFlight;
+    },
+    scheduleErrors(specs) {
+      for (const spec of specs) faults.push(typeof spec === 'string' ? { fault: spec } : { ...spec });
+    },
+    reset() {
+      requests.length = 0;
+      faults = [];
+      maxInFlight = inFlight;
+    },
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.closeAllConnections();
+        server.close((error) => (error ? reject(error) : resolve()));
+      }),
+  };
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+function serve(
+  modelId: string,
+  body: unknown,
+  fault: { fault: BedrockStandInFault; retryAfterSeconds?: number } | undefined,
+  record: BedrockStandInRequest,
+): Answer {
+  if (fault) record.fault = fault.fault;
+  if (fault && fault.fault in ERRORS) {
+    const spec = ERRORS[fault.fault as keyof typeof ERRORS];
+    return errorAnswer(spec.status, spec.type, spec.message, fault.retryAfterSeconds);
+  }
+  if (fault?.fault === 'malformed-json') {
+    return { status: 200, headers: { 'content-type': 'application/json' }, body: '{"embedding": [0.1, 0.2,' };
+  }
+  if (!(BEDROCK_STAND_IN_MODELS as readonly string[]).includes(modelId)) {
+    return errorAnswer(404, 'ResourceNotFoundException', `Model ${modelId} is not served by this stand-in.`);
+  }
+  if (body === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) {
+    return errorAnswer(400, 'ValidationException', 'Malformed input request: the body must be a JSON object.');
+  }
+  try {
+    const payload = modelId.startsWith('stability.')
+      ? stabilityResponse(modelId, body as Record<string, unknown>, fault?.fault)
+      : modelId.startsWith('cohere.')
+        ? cohereResponse(modelId, body as Record<string, unknown>)
+        : titanResponse(modelId, body as Record<string, unknown>);
+    return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) };
+  } catch (error) {
+    if (error instanceof RequestProblem) return errorAnswer(400, 'ValidationException', error.message);
+    throw error;
+  }
+}
+
+function titanResponse(modelId: string, body: Record<string, unknown>): unknown {
+  const isV2 = modelId === 'amazon.titan-embed-text-v2:0';
+  const allowed = isV2 ? ['inputText', 'dimensions', 'normalize', 'embeddingTypes'] : ['inputText'];
+  const extra = Object.keys(body).filter((key) => !allowed.includes(key));
+  if (extra.length > 0)
+    throw new RequestProblem(`Malformed input request: extraneous key [${extra[0]}] is not permitted`);
+  const text = body.inputText;
+  if (typeof text !== 'string' || text.length === 0) {
+    throw new RequestProblem('Malformed input request: expected minLength: 1, actual: 0, please reformat your input');
+  }
+  if (text.length > 50_000)
+    throw new RequestProblem('Malformed input request: inputText is longer than 50000 characters');
+  let dimensions = 1536;
+  if (isV2) {
+    dimensions = body.dimensions === undefined ? 1024 : (body.dimensions as number);
+    if (![256, 512, 1024].includes(dimensions)) {
+      throw new RequestProblem(
+        `Malformed input request: dimensions must be one of 256, 512, 1024, got ${String(body.dimensions)}`,
+      );
+    }
+    if (body.normalize !== undefined && typeof body.normalize !== 'boolean') {
+      throw new RequestProblem('Malformed input request: normalize must be a boolean');
+    }
+  }
+  const embedding = Array.from(pseudoEmbedding(text, dimensions, 'titan'));
+  const tokens = Math.max(1, Math.ceil(text.length / 4));
+  return isV2
+    ? { embedding, inputTextTokenCount: tokens, embeddingsByType: { float: embedding } }
+    : { embedding, inputTextTokenCount: tokens };
+}
+
+function cohereResponse(_modelId: string, body: Record<string, unknown>): unknown {
+  const inputTypes = ['search_document', 'search_query', 'classification', 'clustering'];
+  if (typeof body.input_type !== 'string' || !inputTypes.includes(body.input_type)) {
+    throw new RequestProblem(`Malformed input request: input_type must be one of ${inputTypes.join(', ')}`);
+  }
+  const texts = body.texts;
+  if (!Array.isArray(texts) || texts.length === 0)
+    throw new RequestProblem('Malformed input request: texts must be a non-empty array');
+  if (texts.length > 96)
+    throw new RequestProblem(`Malformed input request: texts has ${texts.length} items, at most 96 are allowed`);
+  if (texts.some((text) => typeof text !== 'string' || text.length === 0)) {
+    throw new RequestProblem('Malformed input request: every text must be a non-empty string');
+  }
+  const dimensions = body.output_dimension === undefined ? 1536 : (body.output_dimension as number);
+  if (![256, 512, 1024, 1536].includes(dimensions)) {
+    throw new RequestProblem(`Malformed input request: output_dimension must be one of 256, 512, 1024, 1536`);
+  }
+  const types = body.embedding_types === undefined ? ['float'] : body.embedding_types;
+  if (!Array.isArray(types) || !types.includes('float')) {
+    throw new RequestProblem('This stand-in serves only embedding_types ["float"]');
+  }
+  const vectors = (texts as string[]).map((text) =>
+    Array.from(pseudoEmbedding(text, dimensions, `cohere:${body.input_type as string}`)),
+  );
+  return {
+    id: `stand-in-${requestCounter++}`,
+    embeddings: { float: vectors },
+    response_type: 'embeddings_by_type',
+    texts,
+  };
+}
+
+let requestCounter = 0;
+
+function stabilityResponse(
+  modelId: string,
+  body: Record<string, unknown>,
+  fault: BedrockStandInFault | undefined,
+): unknown {
+  if (typeof body.prompt !== 'string' || body.prompt.trim().length === 0) {
+    throw new RequestProblem('Malformed input request: prompt must be a non-empty string');
+  }
+  if (body.prompt.length > MAX_PROMPT)
+    throw new RequestProblem(`Malformed input request: prompt is longer than ${MAX_PROMPT} characters`);
+  if (
+    body.negative_prompt !== undefined &&
+    (typeof body.negative_prompt !== 'string' || body.negative_prompt.length > MAX_PROMPT)
+  ) {
+    throw new RequestProblem(
+      `Malformed input request: negative_prompt must be a string of at most ${MAX_PROMPT} characters`,
+    );
+  }
+  if (body.aspect_ratio !== undefined && !STABILITY_ASPECT_RATIOS.includes(body.aspect_ratio as string)) {
+    throw new RequestProblem(
+      `Malformed input request: aspect_ratio must be one of ${STABILITY_ASPECT_RATIOS.join(', ')}`,
+    );
+  }
+  const seed = body.seed === undefined ? 0 : body.seed;
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
+    throw new RequestProblem(`Malformed input request: seed must be an integer in 0..${MAX_SEED}`);
+  }
+  if (body.output_format !== undefined && !['png', 'jpeg', 'webp'].includes(body.output_format as string)) {
+    throw new RequestProblem('Malformed input request: output_format must be one of png, jpeg, webp');
+  }
+  if (modelId === 'stability.sd3-5-large-v1:0' && body.mode !== undefined && body.mode !== 'text-to-image') {
+    throw new RequestProblem('This stand-in serves only mode "text-to-image"');
+  }
+  if (fault === 'filtered') return { seeds: [seed], finish_reasons: ['Filter reason: prompt'], images: [] };
+  const image =
+    fault === 'garbage-image' ? Buffer.from('this is not an image at all', 'utf8') : tinyPng(seed, body.prompt);
+  return { seeds: [seed], finish_reasons: [null], images: [image.toString('base64')] };
+}
+
+/**
+ * A deterministic unit vector for `text`: each word adds a signed unit to a hashed dimension (so texts sharing words
+ * point the same way), and `salt` (the model and input type) perturbs it, so a query and a document of the same
+ * text differ slightly, as they do with Cohere's input types.
+ */
+function pseudoEmbedding(text: string, dimensions: number, salt: string): Float32Array {
+  const vector = new Float32Array(dimensions);
+  const words = text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [text];
+  for (const word of words) {
+    const hash = fnv1a(word);
+    vector[hash % dimensions]! += hash & 0x80000000 ? -1 : 1;
+  }
+  let state = fnv1a(`${salt}|${text}`) || 1;
+  for (let index = 0; index < dimensions; index++) {
+    // xorshift32: a small deterministic noise so no two different texts share a vector.
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    vector[index]! += ((state >>> 0) / 0xffffffff - 0.5) * 0.1;
+  }
+  let norm = 0;
+  for (const value of vector) norm += value * value;
+  norm = Math.sqrt(norm) || 1;
+  for (let index = 0; index < dimensions; index++) vector[index]! /= norm;
+  return vector;
+}
+
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(text, 'utf8')) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash >>> 0;
+}
+
+/** An 8×8 RGB PNG whose colours follow the seed (and the prompt), so equal seeds give equal bytes. */
+function tinyPng(seed: number, prompt: string): Buffer {
+  const size = 8;
+  const tint = fnv1a(prompt);
+  const raw = Buffer.alloc(size * (1 + size * 3));
+  for (let y = 0; y < size; y++) {
+    const row = y * (1 + size * 3);
+    raw[row] = 0; // filter type: none
+    for (let x = 0; x < size; x++) {
+      const offset = row + 1 + x * 3;
+      raw[offset] = (seed + x * 31) & 0xff;
+      raw[offset + 1] = ((seed >>> 8) + y * 29) & 0xff;
+      raw[offset + 2] = ((seed >>> 16) ^ tint ^ (x * y)) & 0xff;
+    }
+  }
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(size, 0);
+  header.writeUInt32BE(size, 4);
+  header[8] = 8; // bit depth
+  header[9] = 2; // colour type: truecolour
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', header),
+    pngChunk('IDAT', deflateSync(raw)),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(data.length, 0);
+  const typed = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(typed), 0);
+  return Buffer.concat([length, typed, crc]);
+}
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+function crc32(data: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (const byte of data) crc = CRC_TABLE[(crc ^ byte) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+function errorAnswer(status: number, type: string, message: string, retryAfterSeconds?: number): Answer {
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/`,
+  };
+  if (retryAfterSeconds !== undefined) headers['retry-after'] = String(retryAfterSeconds);
+  return { status, headers, body: JSON.stringify({ message }) };
+}
+
+function sendError(response: ServerResponse, status: number, type: string, message: string): void {
+  const answer = errorAnswer(status, type, message);
+  response.writeHead(answer.status, answer.headers);
+  response.end(answer.body);
+}
+
+function readBody(request: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => resolve(Buffer.concat(chunks)));
+    request.on('error', reject);
+  });
+}
