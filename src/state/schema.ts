@@ -401,8 +401,11 @@ export const StateDeltaSchema = z.object({
 export type StateDelta = z.infer<typeof StateDeltaSchema>;
 export type StateDeltaInput = z.input<typeof StateDeltaSchema>;
 
-/** What an indexed vector stands for. `summary` is a chapter summary or the story synopsis. */
-export const VectorRecordTypeSchema = z.enum(['scene', 'character', 'plotThread', 'summary']);
+/**
+ * What an indexed vector stands for. `summary` is a chapter summary or the story synopsis; `meta` is bookkeeping
+ * (the index fingerprint) that retrieval never returns.
+ */
+export const VectorRecordTypeSchema = z.enum(['scene', 'character', 'plotThread', 'summary', 'meta']);
 export type VectorRecordType = z.infer<typeof VectorRecordTypeSchema>;
 
 /** Metadata of an indexed vector: the reference schema plus `storyId` and where it came from. */

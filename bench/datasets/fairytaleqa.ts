@@ -1,0 +1,153 @@
+/**
+ * FairytaleQA loader: `<story>-story.csv` (columns `section,text`; a section may span several rows, which are
+ * joined) and `<story>-questions.csv` (`cor_section` like `3` or `5, 6`, `attribute1` as the category). Accepts a
+ * single file of either kind (its partner is looked up beside it or in the sibling `section-stories` / `questions`
+ * folder) or a folder searched recursively.
+ *
+ * @module
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { safeId } from './locomo.js';
+import type { BenchCorpus, BenchDataset, BenchQuestion } from './types.js';
+
+const STORY_SUFFIX = '-story.csv';
+const QUESTIONS_SUFFIX = '-questions.csv';
+
+/** Parses RFC 4180 CSV: quoted fields may hold commas, doubled quotes and newlines. */
+export function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  const input = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  for (let i = 0; i < input.length; i++) {
+    const ch = input[i]!;
+    if (quoted) {
+      if (ch === '"') {
+        if (input[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else quoted = false;
+      } else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ',') {
+      row.push(field);
+      field = '';
+    } else if (ch === '\n' || ch === '\r') {
+      if (ch === '\r' && input[i + 1] === '\n') i++;
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+    } else field += ch;
+  }
+  if (field.length > 0 || row.length > 0) {
+    row.push(field);
+    rows.push(row);
+  }
+  return rows.filter((cells) => cells.some((cell) => cell.trim().length > 0));
+}
+
+function records(text: string): Array<Record<string, string>> {
+  const [header, ...rows] = parseCsv(text);
+  if (!header) return [];
+  const names = header.map((name) => name.trim());
+  return rows.map((cells) => Object.fromEntries(names.map((name, index) => [name, cells[index] ?? ''])));
+}
+
+/** Section numbers from `cor_section`: `"5, 6"` → `['S5', 'S6']`; unparsable text is kept (a miss). */
+export function parseSections(raw: string): string[] {
+  const parts = raw
+    .split(/[,;\s]+/)
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0);
+  return [...new Set(parts.map((part) => (/^\d+$/.test(part) ? `S${Number(part)}` : `missing:${part}`)))];
+}
+
+function walk(folder: string, out: string[]): void {
+  for (const name of readdirSync(folder).sort()) {
+    const path = join(folder, name);
+    if (statSync(path).isDirectory()) walk(path, out);
+    else if (name.endsWith('.csv')) out.push(path);
+  }
+}
+
+/** Finds the story/questions pairs under a path (file or folder). */
+export function findFairytalePairs(path: string): Array<{ story: string; storyFile: string; questionsFile: string }> {
+  const files: string[] = [];
+  if (statSync(path).isDirectory()) walk(path, files);
+  else files.push(path);
+  const stories = new Map<string, string>();
+  const questions = new Map<string, string>();
+  for (const file of files) {
+    const name = basename(file);
+    if (name.endsWith(STORY_SUFFIX)) stories.set(name.slice(0, -STORY_SUFFIX.length), file);
+    else if (name.endsWith(QUESTIONS_SUFFIX)) questions.set(name.slice(0, -QUESTIONS_SUFFIX.length), file);
+  }
+  // A lone file: look for its partner beside it, or in the sibling folder of the published layout.
+  for (const [story, file] of [...questions]) {
+    if (stories.has(story)) continue;
+    const partner = partnerOf(file, `${story}${STORY_SUFFIX}`, 'questions', 'section-stories');
+    if (partner) stories.set(story, partner);
+  }
+  for (const [story, file] of [...stories]) {
+    if (questions.has(story)) continue;
+    const partner = partnerOf(file, `${story}${QUESTIONS_SUFFIX}`, 'section-stories', 'questions');
+    if (partner) questions.set(story, partner);
+  }
+  const pairs: Array<{ story: string; storyFile: string; questionsFile: string }> = [];
+  for (const [story, storyFile] of [...stories].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const questionsFile = questions.get(story);
+    if (questionsFile) pairs.push({ story, storyFile, questionsFile });
+  }
+  return pairs;
+}
+
+function partnerOf(file: string, name: string, from: string, to: string): string | undefined {
+  const folder = dirname(file);
+  const candidates = [join(folder, name), join(dirname(dirname(folder)), to, basename(folder), name)];
+  if (basename(folder) === from) candidates.push(join(dirname(folder), to, name));
+  return candidates.find((candidate) => existsSync(candidate));
+}
+
+/** Loads FairytaleQA stories (sections as units) and their questions. */
+export function loadFairytaleQa(path: string): BenchDataset {
+  const corpora: BenchCorpus[] = [];
+  const questions: BenchQuestion[] = [];
+  let skipped = 0;
+  for (const pair of findFairytalePairs(path)) {
+    const corpusId = safeId(pair.story);
+    const sections = new Map<number, string[]>();
+    let current: number | undefined;
+    for (const row of records(readFileSync(pair.storyFile, 'utf8'))) {
+      const number = Number.parseInt(row.section ?? '', 10);
+      if (Number.isFinite(number)) current = number;
+      if (current === undefined) continue;
+      const texts = sections.get(current) ?? [];
+      texts.push((row.text ?? '').trim());
+      sections.set(current, texts);
+    }
+    const ordered = [...sections.entries()].sort(([a], [b]) => a - b);
+    const texts = ordered.map(([, parts]) => parts.join('\n'));
+    corpora.push({
+      id: corpusId,
+      units: ordered.map(([number], index) => ({
+        id: `S${number}`,
+        text: texts[index]!,
+        before: texts.slice(0, index),
+        after: texts.slice(index + 1),
+      })),
+    });
+    for (const row of records(readFileSync(pair.questionsFile, 'utf8'))) {
+      const gold = parseSections(row.cor_section ?? '');
+      const question = (row.question ?? '').trim();
+      if (gold.length === 0 || question.length === 0) {
+        skipped++;
+        continue;
+      }
+      questions.push({ corpusId, question, gold, category: (row.attribute1 ?? '').trim() || 'none' });
+    }
+  }
+  return { dataset: 'fairytaleqa', unit: 'section', corpora, questions, skipped };
+}

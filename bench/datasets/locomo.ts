@@ -1,0 +1,148 @@
+/**
+ * LoCoMo loader: a JSON list of conversations, each with `conversation.session_<n>` turn lists (`dia_id` like
+ * `D3:12`), `session_<n>_date_time` and `qa` entries whose `evidence` names turn ids.
+ *
+ * @module
+ */
+import { readFileSync } from 'node:fs';
+import type { BenchCorpus, BenchDataset, BenchQuestion, BenchUnit } from './types.js';
+
+interface LocomoTurn {
+  speaker?: string;
+  dia_id?: string;
+  text?: string;
+  blip_caption?: string;
+}
+
+interface LocomoConversation {
+  sample_id?: string;
+  conversation: Record<string, unknown>;
+  qa?: Array<{ question?: string; evidence?: unknown; category?: unknown }>;
+}
+
+/**
+ * Cleans one raw evidence entry into turn ids: `"D8:6; D9:17"` → `D8:6`, `D9:17`; `"D:11:26"` → `D11:26`;
+ * `"D30:05"` → `D30:5`. Anything that does not parse is kept as it is (it will not match a turn, so it counts as a
+ * miss, never silently dropped).
+ */
+export function cleanEvidence(raw: unknown): string[] {
+  if (typeof raw !== 'string') return [String(raw)];
+  const parts = raw
+    .split(/[;,]/)
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0);
+  if (parts.length === 0) return [raw];
+  return parts.map((part) => {
+    const match = /^D\s*:?\s*(\d+)\s*:\s*(\d+)$/i.exec(part);
+    return match ? `D${Number(match[1])}:${Number(match[2])}` : part;
+  });
+}
+
+/** The session number of a turn id (`D3:12` → 3), or undefined. */
+export function sessionOf(turnId: string): number | undefined {
+  const match = /^D(\d+):\d+$/.exec(turnId);
+  return match ? Number(match[1]) : undefined;
+}
+
+function sessionsOf(
+  conversation: Record<string, unknown>,
+): Array<{ number: number; date: string; turns: LocomoTurn[] }> {
+  const sessions: Array<{ number: number; date: string; turns: LocomoTurn[] }> = [];
+  for (const [key, value] of Object.entries(conversation)) {
+    const match = /^session_(\d+)$/.exec(key);
+    if (!match || !Array.isArray(value)) continue;
+    const number = Number(match[1]);
+    const date = conversation[`session_${number}_date_time`];
+    sessions.push({ number, date: typeof date === 'string' ? date : '', turns: value as LocomoTurn[] });
+  }
+  return sessions.sort((a, b) => a.number - b.number);
+}
+
+/** A turn's text with its shared image described, as the dialogue participants saw it. */
+function turnText(turn: LocomoTurn): string {
+  const text = turn.text ?? '';
+  return turn.blip_caption ? `${text} [shares ${turn.blip_caption}]` : text;
+}
+
+const neighbour = (turn: LocomoTurn) => `${turn.speaker ?? ''}: ${turnText(turn)}`;
+
+/** Reads LoCoMo conversations, optionally only those at `select` positions (0-based). */
+export function readLocomo(path: string, select?: readonly number[]): LocomoConversation[] {
+  const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+  const list = (Array.isArray(parsed) ? parsed : [parsed]) as LocomoConversation[];
+  return select ? list.filter((_, index) => select.includes(index)) : list;
+}
+
+/** The conversations as turn-level and session-level datasets. */
+export function loadLocomo(conversations: readonly LocomoConversation[]): {
+  turns: BenchDataset;
+  sessions: BenchDataset;
+} {
+  const turnCorpora: BenchCorpus[] = [];
+  const sessionCorpora: BenchCorpus[] = [];
+  const turnQuestions: BenchQuestion[] = [];
+  const sessionQuestions: BenchQuestion[] = [];
+  let skipped = 0;
+  conversations.forEach((conversation, position) => {
+    const corpusId = safeId(conversation.sample_id ?? `conversation-${position}`);
+    const sessions = sessionsOf(conversation.conversation);
+    const turnUnits: BenchUnit[] = [];
+    const sessionUnits: BenchUnit[] = [];
+    for (const session of sessions) {
+      const texts = session.turns.map(turnText);
+      session.turns.forEach((turn, index) => {
+        if (!turn.dia_id) return;
+        turnUnits.push({
+          id: turn.dia_id,
+          group: `S${session.number}`,
+          text: texts[index]!,
+          labels: [turn.speaker ?? '', session.date],
+          before: session.turns.slice(0, index).map((other) => neighbour(other)),
+          after: session.turns.slice(index + 1).map((other) => neighbour(other)),
+        });
+      });
+      sessionUnits.push({
+        id: `S${session.number}`,
+        text: session.turns.map((turn) => `${turn.speaker ?? ''}: ${turnText(turn)}`).join('\n'),
+        labels: [session.date],
+      });
+    }
+    turnCorpora.push({ id: corpusId, units: turnUnits });
+    sessionCorpora.push({ id: corpusId, units: sessionUnits });
+    const turnIds = new Set(turnUnits.map((unit) => unit.id));
+    for (const qa of conversation.qa ?? []) {
+      const raw = Array.isArray(qa.evidence) ? qa.evidence : [];
+      const evidence = [...new Set(raw.flatMap(cleanEvidence))];
+      if (evidence.length === 0 || typeof qa.question !== 'string') {
+        skipped++;
+        continue;
+      }
+      const category = String(qa.category ?? 'none');
+      turnQuestions.push({ corpusId, question: qa.question, gold: evidence, category });
+      // A turn that does not exist stays in the gold list under its own (unmatchable) name: a miss, not dropped.
+      const sessionGold = new Set<string>();
+      for (const id of evidence) {
+        const session = sessionOf(id);
+        sessionGold.add(turnIds.has(id) && session !== undefined ? `S${session}` : `missing:${id}`);
+      }
+      sessionQuestions.push({ corpusId, question: qa.question, gold: [...sessionGold], category });
+    }
+  });
+  return {
+    turns: { dataset: 'locomo', unit: 'turn', corpora: turnCorpora, questions: turnQuestions, skipped },
+    sessions: {
+      dataset: 'locomo',
+      unit: 'session',
+      corpora: sessionCorpora,
+      members: turnCorpora,
+      questions: sessionQuestions,
+      skipped,
+    },
+  };
+}
+
+/** A storage-safe id: letters, digits and `._:-`, at most 128 characters. */
+export function safeId(raw: string): string {
+  const cleaned = raw.replace(/[^A-Za-z0-9._:-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  return (cleaned || 'corpus').slice(0, 128);
+}

@@ -1,0 +1,339 @@
+/**
+ * Retrieval-quality benchmark: recall@k of dense-only, BM25-only, fused, fused + group evidence, fused + scoring
+ * (as shipped) and group ranking (`retrieveGroups`) on LoCoMo (turns and sessions as units; sessions also ranked as
+ * groups of their turns) and FairytaleQA (sections), through the real memory `VectorIndex` and `KeywordIndex`
+ * adapters, the hashing embedder and the hybrid retriever. Measurements and what they led to: `docs/retrieval.md`.
+ *
+ *   npm run bench:retrieval -- --file ../shared/bench-data/locomo/locomo-dev.json --format locomo --json
+ *   npm run bench:retrieval -- --file ../shared/bench-data/fairytaleqa/data-by-train-split --format fairytaleqa
+ *
+ * Tuning split: `--select 0-2` (LoCoMo) and FairytaleQA `train`; held-out: `--select 3-4` and `val`.
+ *
+ * Options: `--k 5,10` (every unit), `--select 0,1,2` (LoCoMo conversations by position), `--methods bm25,fused`,
+ * `--out` (also write
+ * `bench/results/retrieval-<dataset>.json`), `--retriever '<json>'` and `--compose '<json>'` (override the retriever
+ * and index-text options), `--dimensions N`.
+ *
+ * Benchmark data has no notion of story time or importance: every unit gets importance 0.5 and no "now" is given,
+ * so recency is neutral (1 for all). "fused+scoring" therefore measures the scoring stage and MMR as shipped, with
+ * those two signals constant.
+ *
+ * @module
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { type Embedder, embedInBatches } from '../src/context/embedder.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import type { KeywordIndex } from '../src/context/keyword-index.js';
+import { createMemoryKeywordIndex, type MemoryKeywordIndexOptions } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import {
+  type ComposeIndexTextOptions,
+  composeIndexText,
+  createHybridRetriever,
+  type HybridRetrieverOptions,
+} from '../src/context/retrieval.js';
+import type { VectorIndex } from '../src/context/vector-index.js';
+import { loadFairytaleQa } from './datasets/fairytaleqa.js';
+import { loadLocomo, readLocomo } from './datasets/locomo.js';
+import type { BenchCorpus, BenchDataset, BenchUnit } from './datasets/types.js';
+
+/**
+ * The methods compared. `fused`: dense + BM25 fusion only. `fused+groups`: plus the group-evidence boost (units
+ * that name a group only). `fused+scoring`: the retriever as shipped (scoring, grouping, MMR). `groups`: the
+ * dataset's units ranked as groups of its finer member units with `retrieveGroups` (LoCoMo sessions from turns).
+ */
+export const METHODS = ['dense', 'bm25', 'fused', 'fused+groups', 'fused+scoring', 'groups'] as const;
+export type Method = (typeof METHODS)[number];
+
+/** One row of the results. */
+export interface RecallResult {
+  method: string;
+  unit: BenchDataset['unit'];
+  k: number;
+  recall: number;
+  byCategory: Record<string, number>;
+  questions: number;
+}
+
+/** What a benchmark run is configured with. */
+export interface BenchConfig {
+  ks: readonly number[];
+  methods?: readonly Method[];
+  embedder?: Embedder;
+  retriever?: HybridRetrieverOptions;
+  compose?: ComposeIndexTextOptions;
+  /** BM25 constants of the memory keyword index. */
+  bm25?: MemoryKeywordIndexOptions;
+}
+
+/** Retriever options for the plain "fused" method: fusion only, no recency, importance, exact boost or MMR. */
+function fusedOnly(options: HybridRetrieverOptions = {}, grouped = false): HybridRetrieverOptions {
+  return {
+    ...options,
+    scoring: { ...options.scoring, relevance: 1, recency: 0, importance: 0, exact: 0 },
+    grouping: grouped ? { ...options.grouping } : { ...options.grouping, weight: 0 },
+    mmr: { ...options.mmr, lambda: 1 },
+  };
+}
+
+/** Indexes one corpus's units, composed as `unit` units, into fresh memory indexes. */
+async function indexCorpus(
+  corpus: BenchCorpus,
+  unit: BenchDataset['unit'],
+  embedder: Embedder,
+  config: BenchConfig,
+): Promise<{ vectors: VectorIndex; keywords: KeywordIndex }> {
+  const vectors = createMemoryVectorIndex({ dimensions: embedder.dimensions, initialCapacity: corpus.units.length });
+  const keywords = createMemoryKeywordIndex(config.bm25);
+  const texts = corpus.units.map((item) => composeIndexText(item, config.compose ?? COMPOSE_BY_UNIT[unit]));
+  const values = await embedInBatches(embedder, texts, { inputType: 'document' });
+  const metadata = (item: BenchUnit, index: number) => ({
+    storyId: corpus.id,
+    type: 'scene' as const,
+    timestamp: 0,
+    sourceId: item.id,
+    sceneIndex: index,
+    importance: 0.5,
+    text: texts[index]!.slice(0, 2_000),
+    ...(item.group ? { chapterId: item.group } : {}),
+  });
+  await vectors.upsert(
+    corpus.id,
+    corpus.units.map((item, index) => ({ id: item.id, values: values[index]!, metadata: metadata(item, index) })),
+  );
+  await keywords.upsert(
+    corpus.id,
+    corpus.units.map((item, index) => ({ id: item.id, text: texts[index]!, metadata: metadata(item, index) })),
+  );
+  return { vectors, keywords };
+}
+
+/** Share of a question's gold ids found among the retrieved ids. */
+export function recallOf(gold: readonly string[], retrieved: readonly string[]): number {
+  if (gold.length === 0) return 0;
+  const found = new Set(retrieved);
+  let hits = 0;
+  for (const id of gold) if (found.has(id)) hits++;
+  return hits / gold.length;
+}
+
+/** Runs every method at every k over one dataset; recall is the mean over questions of each question's recall. */
+export async function runRetrievalBenchmark(dataset: BenchDataset, config: BenchConfig): Promise<RecallResult[]> {
+  const embedder = config.embedder ?? createHashingEmbedder();
+  const methods = config.methods ?? METHODS;
+  const ks = [...config.ks].sort((a, b) => a - b);
+  const maxK = ks[ks.length - 1] ?? 10;
+  // sums[method][k] → { total, count, categories }
+  const sums = new Map<string, { total: number; count: number; categories: Map<string, [number, number]> }>();
+  const add = (method: string, k: number, category: string, recall: number) => {
+    const key = `${method}\u0000${k}`;
+    let sum = sums.get(key);
+    if (!sum) {
+      sum = { total: 0, count: 0, categories: new Map() };
+      sums.set(key, sum);
+    }
+    sum.total += recall;
+    sum.count++;
+    const byCategory = sum.categories.get(category) ?? [0, 0];
+    byCategory[0] += recall;
+    byCategory[1]++;
+    sum.categories.set(category, byCategory);
+  };
+
+  const byCorpus = new Map<string, BenchDataset['questions']>();
+  for (const question of dataset.questions) {
+    const list = byCorpus.get(question.corpusId) ?? [];
+    list.push(question);
+    byCorpus.set(question.corpusId, list);
+  }
+
+  for (const corpus of dataset.corpora) {
+    const questions = byCorpus.get(corpus.id);
+    if (!questions || questions.length === 0 || corpus.units.length === 0) continue;
+    const { vectors, keywords } = await indexCorpus(corpus, dataset.unit, embedder, config);
+    const fused = createHybridRetriever({ vectors, keywords, embedder, options: fusedOnly(config.retriever) });
+    const grouped = createHybridRetriever({ vectors, keywords, embedder, options: fusedOnly(config.retriever, true) });
+    const scored = createHybridRetriever({ vectors, keywords, embedder, options: config.retriever });
+    const grouping = corpus.units.some((item) => item.group !== undefined);
+    const memberCorpus = methods.includes('groups')
+      ? dataset.members?.find((candidate) => candidate.id === corpus.id)
+      : undefined;
+    const members = memberCorpus ? await indexCorpus(memberCorpus, 'turn', embedder, config) : undefined;
+    const ofMembers = members
+      ? createHybridRetriever({ ...members, embedder, options: fusedOnly(config.retriever, true) })
+      : undefined;
+
+    for (const question of questions) {
+      const needsVector = methods.includes('dense');
+      const [queryVector] = needsVector ? await embedder.embed([question.question], { inputType: 'query' }) : [];
+      for (const method of methods) {
+        if (method === 'fused+groups' && !grouping) continue;
+        if (method === 'groups') {
+          if (!ofMembers) continue;
+          const { groups } = await ofMembers.retrieveGroups(corpus.id, { query: question.question, k: maxK });
+          const ids = groups.map((group) => group.key);
+          for (const k of ks) add(method, k, question.category, recallOf(question.gold, ids.slice(0, k)));
+        } else if (method !== 'fused+scoring') {
+          let ids: string[];
+          if (method === 'dense') {
+            ids = (await vectors.query(corpus.id, { vector: queryVector!, topK: maxK })).map((match) => match.id);
+          } else if (method === 'bm25') {
+            ids = (await keywords.query(corpus.id, { text: question.question, topK: maxK })).map((match) => match.id);
+          } else {
+            const retriever = method === 'fused' ? fused : grouped;
+            ids = (await retriever.retrieve(corpus.id, { query: question.question, k: maxK })).candidates.map(
+              (c) => c.id,
+            );
+          }
+          for (const k of ks) add(method, k, question.category, recallOf(question.gold, ids.slice(0, k)));
+        } else {
+          // MMR's choice depends on k, so each k is its own retrieval.
+          for (const k of ks) {
+            const result = await scored.retrieve(corpus.id, { query: question.question, k });
+            add(
+              method,
+              k,
+              question.category,
+              recallOf(
+                question.gold,
+                result.candidates.map((c) => c.id),
+              ),
+            );
+          }
+        }
+      }
+    }
+    if (members) {
+      await members.vectors.close();
+      await members.keywords.close();
+    }
+    await vectors.close();
+    await keywords.close();
+  }
+
+  const results: RecallResult[] = [];
+  for (const method of methods) {
+    for (const k of ks) {
+      const sum = sums.get(`${method}\u0000${k}`);
+      if (!sum) continue;
+      const byCategory: Record<string, number> = {};
+      for (const [category, [total, count]] of [...sum.categories].sort(([a], [b]) => (a < b ? -1 : 1))) {
+        byCategory[category] = round(total / count);
+      }
+      results.push({
+        method,
+        unit: dataset.unit,
+        k,
+        recall: round(sum.total / sum.count),
+        byCategory,
+        questions: sum.count,
+      });
+    }
+  }
+  return results;
+}
+
+function round(value: number): number {
+  return Math.round(value * 10_000) / 10_000;
+}
+
+/** Default k per unit: the bars of the project (turn@10, session@5, section@1) plus one neighbour. */
+const DEFAULT_KS: Record<BenchDataset['unit'], number[]> = { turn: [10], session: [5], section: [1] };
+
+/**
+ * Index-text options per unit kind. Dialogue turns are fragments and borrow their neighbours (the library default);
+ * story sections are self-contained and are indexed alone: on the FairytaleQA train split, borrowing neighbours for
+ * short sections cost 7 points of recall@1.
+ */
+export const COMPOSE_BY_UNIT: Record<BenchDataset['unit'], ComposeIndexTextOptions> = {
+  turn: {},
+  session: {},
+  section: { minCharacters: 0 },
+};
+
+/** Loads the datasets a `--file` / `--format` pair names. */
+export function loadDatasets(file: string, format: string, select?: number[]): BenchDataset[] {
+  if (format === 'locomo') {
+    const { turns, sessions } = loadLocomo(readLocomo(file, select));
+    return [turns, sessions];
+  }
+  if (format === 'fairytaleqa') return [loadFairytaleQa(file)];
+  throw new Error(`--format must be locomo or fairytaleqa, got ${JSON.stringify(format)}`);
+}
+
+function parseList(raw: string | undefined): number[] | undefined {
+  if (!raw) return undefined;
+  const list: number[] = [];
+  for (const part of raw.split(',')) {
+    const range = /^(\d+)-(\d+)$/.exec(part.trim());
+    if (range) for (let n = Number(range[1]); n <= Number(range[2]); n++) list.push(n);
+    else if (/^\d+$/.test(part.trim())) list.push(Number(part.trim()));
+    else throw new Error(`Not a number or range: ${JSON.stringify(part)}`);
+  }
+  return list;
+}
+
+function markdown(dataset: string, results: RecallResult[]): string {
+  const categories = [...new Set(results.flatMap((row) => Object.keys(row.byCategory)))].sort();
+  const header = `| method | unit | k | recall | ${categories.map((c) => `cat ${c}`).join(' | ')} |`;
+  const rule = `|${' --- |'.repeat(4 + categories.length)}`;
+  const rows = results.map(
+    (row) =>
+      `| ${row.method} | ${row.unit} | ${row.k} | ${row.recall.toFixed(4)} | ${categories
+        .map((c) => (row.byCategory[c] === undefined ? '' : row.byCategory[c]!.toFixed(3)))
+        .join(' | ')} |`,
+  );
+  return [`### ${dataset}`, '', header, rule, ...rows].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      file: { type: 'string' },
+      format: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      k: { type: 'string' },
+      select: { type: 'string' },
+      out: { type: 'boolean', default: false },
+      retriever: { type: 'string' },
+      compose: { type: 'string' },
+      dimensions: { type: 'string' },
+      methods: { type: 'string' },
+    },
+  });
+  if (!values.file || !values.format) {
+    throw new Error('Usage: bench:retrieval -- --file PATH --format locomo|fairytaleqa [--json] [--k 5,10] [--out]');
+  }
+  const ks = parseList(values.k);
+  const embedder = createHashingEmbedder(values.dimensions ? { dimensions: Number(values.dimensions) } : {});
+  const retriever = values.retriever ? (JSON.parse(values.retriever) as HybridRetrieverOptions) : undefined;
+  const compose = values.compose ? (JSON.parse(values.compose) as ComposeIndexTextOptions) : undefined;
+  const methods = values.methods ? (values.methods.split(',') as Method[]) : undefined;
+  const datasets = loadDatasets(values.file, values.format, parseList(values.select));
+  const results: RecallResult[] = [];
+  for (const dataset of datasets) {
+    const config: BenchConfig = { ks: ks ?? DEFAULT_KS[dataset.unit], embedder };
+    if (retriever) config.retriever = retriever;
+    if (compose) config.compose = compose;
+    if (methods) config.methods = methods;
+    results.push(...(await runRetrievalBenchmark(dataset, config)));
+  }
+  const name = datasets[0]?.dataset ?? values.format;
+  const report = { dataset: name, embedder: embedder.modelId, results };
+  if (values.out) {
+    const folder = join(dirname(fileURLToPath(import.meta.url)), 'results');
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, `retrieval-${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  }
+  console.log(values.json ? JSON.stringify(report) : markdown(name, results));
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((error: unknown) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,296 @@
+import { describe, expect, it } from 'vitest';
+import type { VectorMetadataInput } from '../state/schema.js';
+import type { Embedder } from './embedder.js';
+import { createHashingEmbedder } from './hashing-embedder.js';
+import { createMemoryKeywordIndex } from './memory-keyword-index.js';
+import { createMemoryVectorIndex } from './memory-vector-index.js';
+import {
+  composeIndexText,
+  createHybridRetriever,
+  findNamedEntities,
+  type HybridRetrieverOptions,
+  reciprocalRankFusion,
+} from './retrieval.js';
+
+const STORY = 'story-1';
+
+interface Doc {
+  id: string;
+  text: string;
+  metadata?: Partial<VectorMetadataInput>;
+}
+
+async function setup(
+  docs: Doc[],
+  options?: HybridRetrieverOptions,
+  embedder: Embedder = createHashingEmbedder({ dimensions: 256 }),
+) {
+  const vectors = createMemoryVectorIndex({ dimensions: embedder.dimensions });
+  const keywords = createMemoryKeywordIndex();
+  const values = await embedder.embed(docs.map((doc) => doc.text));
+  const metadata = (doc: Doc): VectorMetadataInput => ({
+    storyId: STORY,
+    type: 'scene',
+    timestamp: 0,
+    sourceId: doc.id,
+    ...doc.metadata,
+  });
+  await vectors.upsert(
+    STORY,
+    docs.map((doc, i) => ({ id: doc.id, values: values[i]!, metadata: metadata(doc) })),
+  );
+  await keywords.upsert(
+    STORY,
+    docs.map((doc) => ({ id: doc.id, text: doc.text, metadata: metadata(doc) })),
+  );
+  return createHybridRetriever({ vectors, keywords, embedder, options });
+}
+
+describe('reciprocalRankFusion', () => {
+  it('sums weight / (k + rank) over the rankings a candidate appears in', () => {
+    expect(
+      reciprocalRankFusion(
+        [
+          { rank: 1, weight: 1 },
+          { rank: 3, weight: 1 },
+        ],
+        60,
+      ),
+    ).toBeCloseTo(1 / 61 + 1 / 63);
+    expect(
+      reciprocalRankFusion(
+        [
+          { rank: 2, weight: 0.5 },
+          { rank: undefined, weight: 1 },
+        ],
+        10,
+      ),
+    ).toBeCloseTo(0.5 / 12);
+    expect(reciprocalRankFusion([], 60)).toBe(0);
+  });
+});
+
+describe('createHybridRetriever', () => {
+  const docs: Doc[] = [
+    { id: 'key', text: 'Mira hid the silver key beneath the loose floorboard of the archive.' },
+    { id: 'storm', text: 'A storm wrecked three fishing boats in the harbour at dawn.' },
+    { id: 'market', text: 'Tomas sold apples and pears at the crowded winter market.' },
+    { id: 'dragon', text: 'The old dragon slept coiled around the lighthouse.' },
+  ];
+
+  it('fuses both rankings with rrf: a candidate ranked by both sources scores the sum of its reciprocal ranks', async () => {
+    const retriever = await setup(docs, { fusion: { method: 'rrf', rrfK: 60, denseWeight: 1, lexicalWeight: 1 } });
+    const { candidates } = await retriever.retrieve(STORY, { query: 'silver key archive', k: 2 });
+    const top = candidates[0]!;
+    expect(top.id).toBe('key');
+    expect(top.signals.dense?.rank).toBe(1);
+    expect(top.signals.lexical?.rank).toBe(1);
+    expect(top.signals.fused).toBeCloseTo(2 / 61);
+    expect(top.signals.relevance).toBe(1);
+  });
+
+  it('fuses with combsum: min-max normalised scores, weighted', async () => {
+    const retriever = await setup(docs, {
+      fusion: { method: 'combsum', denseWeight: 0.5, lexicalWeight: 1 },
+      mmr: { lambda: 1 },
+    });
+    const { candidates } = await retriever.retrieve(STORY, { query: 'silver key archive', k: 4 });
+    // The best of both rankings gets the full weight of each.
+    expect(candidates[0]!.signals.fused).toBeCloseTo(1.5);
+    for (const candidate of candidates) {
+      expect(candidate.signals.fused).toBeGreaterThanOrEqual(0);
+      expect(candidate.signals.fused).toBeLessThanOrEqual(1.5 + 1e-9);
+    }
+  });
+
+  it('lets importance and recency reorder otherwise equal candidates', async () => {
+    const twins: Doc[] = [
+      { id: 'old', text: 'The lantern went out in the tower.', metadata: { sceneIndex: 1, importance: 0.5 } },
+      { id: 'new', text: 'The lantern went out in the tower.', metadata: { sceneIndex: 40, importance: 0.5 } },
+      { id: 'vital', text: 'The lantern went out in the tower.', metadata: { sceneIndex: 1, importance: 1 } },
+    ];
+    const options: HybridRetrieverOptions = { mmr: { lambda: 1 }, scoring: { recency: 1, importance: 0 } };
+    const byRecency = await (await setup(twins, options)).retrieve(STORY, {
+      query: 'lantern tower',
+      k: 3,
+      now: { sceneIndex: 41 },
+    });
+    expect(byRecency.candidates[0]!.id).toBe('new');
+    expect(byRecency.candidates[0]!.signals.recency).toBeGreaterThan(byRecency.candidates[1]!.signals.recency);
+
+    const byImportance = await (
+      await setup(twins, { mmr: { lambda: 1 }, scoring: { recency: 0, importance: 1 } })
+    ).retrieve(STORY, { query: 'lantern tower', k: 3 });
+    expect(byImportance.candidates[0]!.id).toBe('vital');
+    // Without "now", recency is neutral.
+    expect(byImportance.candidates.every((c) => c.signals.recency === 1)).toBe(true);
+  });
+
+  it('drops a near-duplicate with MMR and says why', async () => {
+    const withCopy: Doc[] = [
+      { id: 'a', text: 'Mira hid the silver key beneath the loose floorboard of the archive.' },
+      { id: 'a-copy', text: 'Mira hid the silver key beneath the loose floorboard of the archive!' },
+      { id: 'b', text: 'Tomas lost a silver coin somewhere in the archive.' },
+      ...docs.slice(1),
+    ];
+    const query = { query: 'where is the silver key of the archive', k: 2 };
+    const plain = await (await setup(withCopy, { mmr: { lambda: 1 } })).retrieve(STORY, query);
+    expect(plain.candidates.map((c) => c.id).sort()).toEqual(['a', 'a-copy']);
+    const diverse = await (await setup(withCopy, { mmr: { lambda: 0.5 } })).retrieve(STORY, query);
+    const chosen = diverse.candidates.map((c) => c.id);
+    expect(chosen[0]).toBe(plain.candidates[0]!.id);
+    expect(chosen).not.toContain(plain.candidates[1]!.id);
+    expect(diverse.dropped).toHaveLength(1);
+    expect(diverse.dropped[0]).toMatchObject({
+      id: plain.candidates[1]!.id,
+      reason: 'near-duplicate',
+      similarTo: plain.candidates[0]!.id,
+    });
+    expect(diverse.dropped[0]!.similarity).toBeGreaterThan(0.9);
+  });
+
+  it('boosts exact matches, fetching them when neither search found them', async () => {
+    const tagged: Doc[] = [
+      ...docs,
+      { id: 'tomas-scene', text: 'He counted coins by candlelight.', metadata: { characters: ['tomas'] } },
+    ];
+    const retriever = await setup(tagged, { mmr: { lambda: 1 } });
+    const byCharacter = await retriever.retrieve(STORY, {
+      query: 'silver key',
+      k: 2,
+      exact: { characters: ['tomas'] },
+    });
+    expect(byCharacter.candidates.map((c) => c.id)).toContain('tomas-scene');
+    expect(byCharacter.candidates.find((c) => c.id === 'tomas-scene')!.signals.exact).toBe(true);
+    const byId = await retriever.retrieve(STORY, { query: 'silver key', k: 2, exact: { ids: ['dragon'] } });
+    expect(byId.candidates.map((c) => c.id)).toEqual(['key', 'dragon']);
+  });
+
+  it('lifts a unit whose chapter is about the query above an equally matching stray one', async () => {
+    // 'harbour-3' and 'stray' match the query equally; only 'harbour-3' sits in a chapter full of harbour scenes.
+    const chaptered: Doc[] = [
+      { id: 'harbour-1', text: 'The harbour master counted the fishing boats.', metadata: { chapterId: 'ch-1' } },
+      { id: 'harbour-2', text: 'Nets dried on the harbour wall near the boats.', metadata: { chapterId: 'ch-1' } },
+      { id: 'harbour-3', text: 'A lantern swung above the quay.', metadata: { chapterId: 'ch-1' } },
+      { id: 'stray', text: 'A lantern swung above the door.', metadata: { chapterId: 'ch-2' } },
+      { id: 'forest', text: 'Wolves howled in the pine forest.', metadata: { chapterId: 'ch-2' } },
+    ];
+    const query = { query: 'lantern by the harbour boats', k: 5 };
+    const plain = await (await setup(chaptered, { mmr: { lambda: 1 }, grouping: { weight: 0 } })).retrieve(
+      STORY,
+      query,
+    );
+    const plainOrder = plain.candidates.map((c) => c.id);
+    expect(plain.candidates.every((c) => c.signals.group === undefined)).toBe(true);
+    const retriever = await setup(chaptered, { mmr: { lambda: 1 }, grouping: { weight: 1, members: 2 } });
+    const grouped = await retriever.retrieve(STORY, query);
+    const order = grouped.candidates.map((c) => c.id);
+    expect(order.indexOf('harbour-3')).toBeLessThan(order.indexOf('stray'));
+    expect(order.indexOf('harbour-3')).toBeLessThanOrEqual(plainOrder.indexOf('harbour-3'));
+    const byId = new Map(grouped.candidates.map((c) => [c.id, c]));
+    expect(byId.get('harbour-3')!.signals.group).toBe(1);
+    expect(byId.get('stray')!.signals.group).toBeLessThan(1);
+    expect(byId.get('harbour-3')!.signals.final).toBeCloseTo(
+      byId.get('harbour-3')!.signals.relevance + 0.15 + 0.075 + 1,
+    );
+
+    const { groups } = await retriever.retrieveGroups(STORY, query);
+    expect(groups.map((group) => group.key)).toEqual(['ch-1', 'ch-2']);
+    expect(groups[0]!.members.map((member) => member.id)).toHaveLength(2);
+    // A group's score is the sum of its best members' relevances.
+    const relevances = groups[0]!.members.map((member) => member.signals.relevance);
+    expect(groups[0]!.score).toBeCloseTo(relevances[0]! + relevances[1]!);
+    expect(relevances[0]).toBeGreaterThanOrEqual(relevances[1]!);
+    expect((await retriever.retrieveGroups(STORY, { ...query, k: 1 })).groups).toHaveLength(1);
+  });
+
+  it('expands the lexical query with the terms of its best hits when lexical feedback is on', async () => {
+    // Only 'cellar' says "wine" and "barrel"; "key" alone ranks it below nothing, but the best "key" hits talk of
+    // the cellar, so feedback brings in the cellar's words.
+    const withText = (id: string, text: string): Doc => ({ id, text, metadata: { text } });
+    const corpus: Doc[] = [
+      withText('k1', 'The brass key opened the cellar door below the inn.'),
+      withText('k2', 'She turned the key of the cellar and smelled the damp.'),
+      withText('cellar', 'In the cellar, barrels of wine lined the cold walls.'),
+      withText('sea', 'Gulls circled over the grey sea all morning.'),
+      withText('hill', 'Sheep grazed on the green hill beyond the mill.'),
+    ];
+    const options = (documents: number): HybridRetrieverOptions => ({
+      mmr: { lambda: 1 },
+      fusion: { denseWeight: 0 },
+      lexicalFeedback: { documents, terms: 3, queryWeight: 1 },
+    });
+    const plain = await (await setup(corpus, options(0))).retrieve(STORY, { query: 'key', k: 5 });
+    expect(plain.candidates.find((c) => c.id === 'cellar')?.signals.lexical).toBeUndefined();
+    const expanded = await (await setup(corpus, options(2))).retrieve(STORY, { query: 'key', k: 5 });
+    const cellar = expanded.candidates.find((c) => c.id === 'cellar');
+    expect(cellar?.signals.lexical?.rank).toBeLessThanOrEqual(3);
+    expect(expanded.candidates.find((c) => c.id === 'sea')?.signals.lexical).toBeUndefined();
+  });
+
+  it('reports per-stage timings', async () => {
+    const { timings } = await (await setup(docs)).retrieve(STORY, { query: 'dragon', k: 2 });
+    for (const stage of ['embed', 'vector', 'lexical', 'fuse', 'score', 'mmr', 'total'] as const) {
+      expect(timings[stage]).toBeGreaterThanOrEqual(0);
+    }
+    expect(timings.total).toBeGreaterThanOrEqual(timings.embed);
+  });
+
+  it('honours an aborted signal and validates the request', async () => {
+    const retriever = await setup(docs);
+    const controller = new AbortController();
+    controller.abort();
+    await expect(retriever.retrieve(STORY, { query: 'dragon', k: 2, signal: controller.signal })).rejects.toMatchObject(
+      {
+        name: 'AbortedError',
+      },
+    );
+    await expect(retriever.retrieve(STORY, { query: 'dragon', k: 0 })).rejects.toMatchObject({
+      name: 'ValidationError',
+    });
+  });
+
+  it('refuses an embedder whose dimensions differ from the index', () => {
+    expect(() =>
+      createHybridRetriever({
+        vectors: createMemoryVectorIndex({ dimensions: 8 }),
+        keywords: createMemoryKeywordIndex(),
+        embedder: createHashingEmbedder({ dimensions: 16 }),
+      }),
+    ).toThrow(/dimensions|vector index/);
+  });
+});
+
+describe('composeIndexText', () => {
+  it('lets a short unit borrow its nearest neighbours, and a long one none', () => {
+    const unit = {
+      text: 'Yes, last week!',
+      labels: ['Mira'],
+      before: ['far before', 'Did you go?'],
+      after: ['Great.'],
+    };
+    expect(composeIndexText(unit, { minCharacters: 40, maxNeighbours: 2 })).toBe(
+      'Did you go?\nMira: Yes, last week!\nGreat.',
+    );
+    expect(composeIndexText(unit, { minCharacters: 0 })).toBe('Mira: Yes, last week!');
+    expect(composeIndexText(unit, { minCharacters: 1_000, maxNeighbours: 1 })).toBe(
+      'Did you go?\nMira: Yes, last week!\nGreat.',
+    );
+    expect(composeIndexText(unit, { labels: false, minCharacters: 0 })).toBe('Yes, last week!');
+  });
+});
+
+describe('findNamedEntities', () => {
+  it('matches whole names and aliases, folded, never inside other words', () => {
+    const entities = [
+      { id: 'mira', names: ['Mira', 'the Archivist'] },
+      { id: 'tom', names: ['Tom'] },
+      { id: 'harbour', names: ['Old Harbour'] },
+    ];
+    expect(findNamedEntities("What did the archivist see at the old harbour? Mira's key?", entities)).toEqual([
+      'mira',
+      'harbour',
+    ]);
+    expect(findNamedEntities('Tomas and the tomato', entities)).toEqual([]);
+  });
+});

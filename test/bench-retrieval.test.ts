@@ -1,0 +1,116 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadFairytaleQa, parseCsv, parseSections } from '../bench/datasets/fairytaleqa.js';
+import { cleanEvidence, loadLocomo, readLocomo } from '../bench/datasets/locomo.js';
+import { loadDatasets, recallOf, runRetrievalBenchmark } from '../bench/retrieval.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+
+const folder = mkdtempSync(join(tmpdir(), 'bench-retrieval-'));
+afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+const conversation = {
+  sample_id: 'conv-x',
+  conversation: {
+    speaker_a: 'Ana',
+    speaker_b: 'Ben',
+    session_1_date_time: '1:00 pm on 1 May, 2023',
+    session_1: [
+      { speaker: 'Ana', dia_id: 'D1:1', text: 'I adopted a grey kitten called Pebble.' },
+      {
+        speaker: 'Ben',
+        dia_id: 'D1:2',
+        text: 'Lovely! I am training for a marathon.',
+        blip_caption: 'a photo of shoes',
+      },
+    ],
+    session_2_date_time: '2:00 pm on 9 May, 2023',
+    session_2: [{ speaker: 'Ana', dia_id: 'D2:1', text: 'Pebble broke a vase yesterday.' }],
+  },
+  qa: [
+    { question: 'What is the kitten called?', evidence: ['D1:1; D2:1'], category: 4 },
+    { question: 'What is Ben training for?', evidence: ['D:1:2'], category: 1 },
+    { question: 'What broke?', evidence: ['D2:01'], category: 2 },
+    { question: 'Ghost evidence?', evidence: ['D9:9', 'D'], category: 3 },
+    { question: 'No evidence at all', evidence: [], category: 5 },
+  ],
+};
+const locomoFile = join(folder, 'locomo.json');
+writeFileSync(locomoFile, JSON.stringify([conversation]));
+
+const stories = join(folder, 'fairytale', 'section-stories', 'train');
+const questions = join(folder, 'fairytale', 'questions', 'train');
+mkdirSync(stories, { recursive: true });
+mkdirSync(questions, { recursive: true });
+writeFileSync(
+  join(stories, 'tiny-story.csv'),
+  'section,text\n1,"The miller had a daughter who spun straw, ""they said"",\ninto gold."\n2,A little man came at night.\n3,He guessed the name Rumpel.\n',
+);
+writeFileSync(
+  join(questions, 'tiny-questions.csv'),
+  'question_id,local-or-sum,cor_section,attribute1,attribute2,question\n1,local,1,character,,Who spun straw into gold?\n2,summary,"2, 3",action,,What did the little man do?\n',
+);
+
+describe('LoCoMo loader', () => {
+  it('cleans dirty evidence strings', () => {
+    expect(cleanEvidence('D8:6; D9:17')).toEqual(['D8:6', 'D9:17']);
+    expect(cleanEvidence('D:11:26')).toEqual(['D11:26']);
+    expect(cleanEvidence('D30:05')).toEqual(['D30:5']);
+    expect(cleanEvidence('D')).toEqual(['D']);
+  });
+
+  it('keeps evidence for missing turns as misses and skips questions without evidence', async () => {
+    const { turns, sessions } = loadLocomo(readLocomo(locomoFile));
+    expect(turns.corpora[0]!.units.map((unit) => unit.id)).toEqual(['D1:1', 'D1:2', 'D2:1']);
+    expect(turns.corpora[0]!.units[1]!.text).toContain('a photo of shoes');
+    expect(turns.skipped).toBe(1);
+    expect(turns.questions.map((q) => q.gold)).toEqual([['D1:1', 'D2:1'], ['D1:2'], ['D2:1'], ['D9:9', 'D']]);
+    expect(sessions.questions.map((q) => q.gold)).toEqual([
+      ['S1', 'S2'],
+      ['S1'],
+      ['S2'],
+      ['missing:D9:9', 'missing:D'],
+    ]);
+    const [turnResult] = await runRetrievalBenchmark(turns, {
+      ks: [3],
+      methods: ['dense'],
+      embedder: createHashingEmbedder({ dimensions: 64 }),
+    });
+    // Dense returns all three units at k = 3: everything that exists is found; the ghost question scores 0, not dropped.
+    expect(turnResult).toMatchObject({ method: 'dense', unit: 'turn', k: 3, questions: 4, recall: 0.75 });
+    expect(turnResult!.byCategory['3']).toBe(0);
+  });
+});
+
+describe('FairytaleQA loader', () => {
+  it('parses quoted CSV fields and section lists', () => {
+    expect(parseCsv('a,b\n1,"x, ""y""\nz"\n')).toEqual([
+      ['a', 'b'],
+      ['1', 'x, "y"\nz'],
+    ]);
+    expect(parseSections('5, 6')).toEqual(['S5', 'S6']);
+    expect(parseSections('3')).toEqual(['S3']);
+  });
+
+  it('loads a folder, or one file with its partner found in the sibling folder', () => {
+    const fromFolder = loadFairytaleQa(join(folder, 'fairytale'));
+    expect(fromFolder.corpora).toHaveLength(1);
+    expect(fromFolder.corpora[0]!.units.map((unit) => unit.id)).toEqual(['S1', 'S2', 'S3']);
+    expect(fromFolder.corpora[0]!.units[0]!.text).toContain('spun straw, "they said",\ninto gold.');
+    expect(fromFolder.questions.map((q) => [q.gold, q.category])).toEqual([
+      [['S1'], 'character'],
+      [['S2', 'S3'], 'action'],
+    ]);
+    const fromFile = loadFairytaleQa(join(questions, 'tiny-questions.csv'));
+    expect(fromFile.questions).toHaveLength(2);
+    expect(loadDatasets(join(stories, 'tiny-story.csv'), 'fairytaleqa')[0]!.corpora).toHaveLength(1);
+  });
+});
+
+describe('recallOf', () => {
+  it('is the share of gold ids retrieved', () => {
+    expect(recallOf(['a', 'b'], ['b', 'c'])).toBe(0.5);
+    expect(recallOf(['a'], [])).toBe(0);
+  });
+});
