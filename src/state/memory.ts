@@ -29,7 +29,8 @@ interface StoredStory {
   scenes: Scene[];
   sceneIds: Map<string, number>;
   influences: Map<string, UserInfluence>;
-  publications: Map<string, PublicationEntry>;
+  /** The publication log by scene, then target. */
+  publications: Map<string, Map<string, PublicationEntry>>;
 }
 
 const copy = <T>(value: T): T => structuredClone(value);
@@ -54,7 +55,7 @@ class MemoryStateStore extends BaseStateStore {
       scenes,
       sceneIds: new Map(scenes.map((scene) => [scene.id, scene.index])),
       influences: new Map(bundle.influences.map((influence) => [influence.id, copy(influence)])),
-      publications: new Map(bundle.publications.map((entry) => [publicationKey(entry), copy(entry)])),
+      publications: groupPublications(bundle.publications),
     });
   }
 
@@ -149,22 +150,26 @@ class MemoryStateStore extends BaseStateStore {
 
   protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
     const story = this.required(entry.storyId);
-    const key = publicationKey(entry);
-    const existing = story.publications.get(key);
+    let byTarget = story.publications.get(entry.sceneId);
+    if (!byTarget) {
+      byTarget = new Map();
+      story.publications.set(entry.sceneId, byTarget);
+    }
+    const existing = byTarget.get(entry.target);
     if (existing && existing.status !== 'failed') return { recorded: false, entry: copy(existing) };
-    story.publications.set(key, copy(entry));
+    byTarget.set(entry.target, copy(entry));
     return { recorded: true, entry: copy(entry) };
   }
 
   protected async readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
-    return [...(this.stories.get(storyId)?.publications.values() ?? [])]
-      .filter((entry) => entry.sceneId === sceneId)
+    return [...(this.stories.get(storyId)?.publications.get(sceneId)?.values() ?? [])]
       .sort((a, b) => (a.target < b.target ? -1 : a.target > b.target ? 1 : 0))
       .map(copy);
   }
 
   protected async readAllPublications(storyId: string): Promise<PublicationEntry[]> {
-    return [...(this.stories.get(storyId)?.publications.values() ?? [])].map(copy);
+    const byScene = this.stories.get(storyId)?.publications.values() ?? [];
+    return [...byScene].flatMap((byTarget) => [...byTarget.values()].map(copy));
   }
 
   async close(): Promise<void> {}
@@ -176,8 +181,14 @@ class MemoryStateStore extends BaseStateStore {
   }
 }
 
-function publicationKey(entry: Pick<PublicationEntry, 'sceneId' | 'target'>): string {
-  return `${entry.sceneId}\u0000${entry.target}`;
+function groupPublications(entries: readonly PublicationEntry[]): Map<string, Map<string, PublicationEntry>> {
+  const grouped = new Map<string, Map<string, PublicationEntry>>();
+  for (const entry of entries) {
+    const byTarget = grouped.get(entry.sceneId) ?? new Map<string, PublicationEntry>();
+    byTarget.set(entry.target, copy(entry));
+    grouped.set(entry.sceneId, byTarget);
+  }
+  return grouped;
 }
 
 /** Orders influences by arrival, then id, the same on every backend. */

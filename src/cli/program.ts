@@ -1,0 +1,556 @@
+/**
+ * The `storyloom` command: init, run, context, influence add, status, export, import, fork and demo.
+ *
+ * Every failure a user can cause (a bad argument, a missing file, a missing credential) ends in one line on stderr
+ * that says what to do, and a non-zero exit code.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { SingleBar } from 'cli-progress';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { isoNow, systemClock } from '../core/clock.js';
+import { StoryloomError, ValidationError } from '../core/errors.js';
+import type { EngineEvent } from '../engine/events.js';
+import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
+import { IdSchema, StoryBibleSchema, StoryStateSchema, type UserInfluenceInput } from '../state/schema.js';
+import { CommandError, type GeneratorChoice, type OpenProject, openProject, projectPaths } from './project.js';
+
+/** Where the command writes, and what it reads from its environment; injectable for tests. */
+export interface CommandIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+}
+
+const DEFAULT_DATA = 'storyloom-data';
+
+function positiveInteger(name: string, max: number) {
+  return (value: string): number => {
+    const parsed = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < 1 || parsed > max) {
+      throw new InvalidArgumentError(`${name} must be a whole number from 1 to ${max}`);
+    }
+    return parsed;
+  };
+}
+
+function nonNegativeInteger(name: string) {
+  return (value: string): number => {
+    const parsed = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) {
+      throw new InvalidArgumentError(`${name} must be a whole number (0 or more)`);
+    }
+    return parsed;
+  };
+}
+
+function storyIdArgument(value: string): string {
+  if (!IdSchema.safeParse(value).success) {
+    throw new InvalidArgumentError(
+      'must be 1-128 letters, digits, ".", "_", ":" or "-", starting with a letter or digit',
+    );
+  }
+  return value;
+}
+
+/** Builds the command. `run` parses argv and returns the exit code instead of exiting. */
+export function createProgram(io: CommandIo): { run(argv: readonly string[]): Promise<number> } {
+  const print = (line = '') => io.stdout.write(`${line}\n`);
+  const dataOption = () =>
+    new Option('-d, --data <folder>', 'the project folder').default(io.env.STORYLOOM_DATA ?? DEFAULT_DATA);
+  const storyOption = () =>
+    new Option('-s, --story <id>', 'the story (default: the project’s story)').argParser(storyIdArgument);
+
+  const withProject = async <T>(data: string, work: (project: OpenProject) => Promise<T>): Promise<T> => {
+    const project = await openProject(path.resolve(io.cwd, data));
+    try {
+      return await work(project);
+    } finally {
+      project.close();
+    }
+  };
+
+  const program = new Command('storyloom')
+    .description('Autonomous, serialized stories: write, remember, steer and publish, one scene at a time.')
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+    })
+    .exitOverride()
+    .showSuggestionAfterError(true);
+
+  program
+    .command('init')
+    .description('create a project with a new story from a built-in template or a bible file')
+    .addOption(dataOption())
+    .addOption(
+      new Option('-t, --template <name>', 'a built-in template')
+        .choices(Object.keys(storyTemplates))
+        .default(defaultStoryTemplate.name),
+    )
+    .option('-b, --bible <file>', 'a JSON file with a story bible, or a whole initial story state')
+    .addOption(storyOption())
+    .action(async (options: { data: string; template: string; bible?: string; story?: string }) => {
+      const storyId =
+        options.story ?? (options.bible ? path.basename(options.bible, path.extname(options.bible)) : options.template);
+      if (!IdSchema.safeParse(storyId).success) {
+        throw new CommandError(`"${storyId}" is not a usable story id: pass --story <id>`);
+      }
+      const state = options.bible
+        ? stateFromBibleFile(path.resolve(io.cwd, options.bible), storyId)
+        : createStoryFromTemplate(options.template, storyId, systemClock);
+      const project = await openProject(path.resolve(io.cwd, options.data), {
+        formatVersion: 1,
+        storyId,
+        dimensions: 1536,
+      });
+      try {
+        await project.store.create(state);
+        print(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
+        print(`Next: storyloom run --episodes 3 --data ${options.data}`);
+      } finally {
+        project.close();
+      }
+    });
+
+  program
+    .command('run')
+    .description('write the next episodes (offline by default)')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .option('-n, --episodes <count>', 'how many episodes', positiveInteger('--episodes', 10_000), 1)
+    .addOption(
+      new Option('-g, --generator <name>', 'who writes the scenes')
+        .choices(['procedural', 'anthropic', 'bedrock'])
+        .default('procedural'),
+    )
+    .option('-m, --model <id>', 'the model id for --generator anthropic|bedrock')
+    .option('--no-images', 'do not draw a picture per scene')
+    .option('--seed <number>', 'seed of the offline narrator', nonNegativeInteger('--seed'), 1)
+    .action(
+      async (options: {
+        data: string;
+        story?: string;
+        episodes: number;
+        generator: GeneratorChoice;
+        model?: string;
+        images: boolean;
+        seed: number;
+      }) => {
+        await withProject(options.data, async (project) => {
+          const storyId = options.story ?? project.project.storyId;
+          await requireStory(project, storyId);
+          const bar = io.stderr.isTTY
+            ? new SingleBar({ format: 'episodes [{bar}] {value}/{total} {step}', stream: io.stderr, hideCursor: true })
+            : undefined;
+          let step = '';
+          const engine = await project.createEngine(storyId, {
+            generator: options.generator,
+            ...(options.model ? { model: options.model } : {}),
+            images: options.images,
+            seed: options.seed,
+            env: io.env,
+            onEvent: (event: EngineEvent) => {
+              if (event.type === 'step.start') {
+                step = event.step;
+                bar?.update({ step });
+              }
+            },
+          });
+          bar?.start(options.episodes, 0, { step });
+          try {
+            // A run may first finish the unfinished steps of the last scene (after a crash or a fork): that is not a new
+            // episode, so the loop counts only runs that wrote a scene.
+            for (let written = 0; written < options.episodes; ) {
+              const result = await engine.runEpisode(storyId);
+              if (!result.complete) {
+                const failed = result.failures.map((failure) => failure.step).join(', ');
+                throw new CommandError(
+                  `scene ${result.scene.index + 1} was written but ${failed} failed: run again to finish`,
+                );
+              }
+              if (!bar) print(`[${result.scene.index + 1}] ${result.scene.title} (${result.outcome})`);
+              if (result.outcome === 'resumed') continue;
+              written++;
+              bar?.increment({ step: 'done' });
+            }
+          } finally {
+            bar?.stop();
+          }
+          const state = await project.store.load(storyId);
+          print(
+            `${state.sceneCount} scenes, ${state.chapterId}. Site: ${path.join(project.paths.siteOf(storyId), 'index.html')}`,
+          );
+        });
+      },
+    );
+
+  program
+    .command('context')
+    .description('show the prompt the next scene would get, with its trace and token counts')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .option('-q, --query <text>', 'what the next scene is about', '')
+    .option('-k, --k <count>', 'similar scenes to retrieve', positiveInteger('--k', 100), 5)
+    .option('--budget <tokens>', 'token budget of the prompt', positiveInteger('--budget', 2_000_000), 8_000)
+    .option('--pov <characterId>', 'only what this character witnessed or knows')
+    .option('--json', 'print the whole bundle as JSON')
+    .action(
+      async (options: {
+        data: string;
+        story?: string;
+        query: string;
+        k: number;
+        budget: number;
+        pov?: string;
+        json?: boolean;
+      }) => {
+        await withProject(options.data, async (project) => {
+          const storyId = options.story ?? project.project.storyId;
+          await requireStory(project, storyId);
+          const bundle = await project.context.getRelevantContext(storyId, options.query, {
+            k: options.k,
+            tokenBudget: options.budget,
+            ...(options.pov ? { povCharacterId: options.pov } : {}),
+          });
+          if (options.json) {
+            print(JSON.stringify(bundle, null, 2));
+            return;
+          }
+          print('──── stable prefix (cached across the chapter) ────');
+          io.stdout.write(bundle.prompt.stable);
+          print('──── dynamic part ────');
+          io.stdout.write(bundle.prompt.dynamic);
+          print('──── trace ────');
+          for (const item of bundle.trace.included) {
+            print(`+ ${item.part.padEnd(7)} ${item.id} [${item.detail}, ${item.tokens} tokens] ${item.reason}`);
+          }
+          for (const item of bundle.trace.omitted) print(`- ${item.part.padEnd(7)} ${item.id}: ${item.reason}`);
+          const t = bundle.tokens;
+          print(`tokens: ${t.total} of ${t.budget} (stable ${t.stable}, dynamic ${t.dynamic})`);
+          print(
+            `time: ${bundle.trace.timings.total.toFixed(1)} ms (retrieval ${bundle.trace.timings.retrieval.total.toFixed(1)} ms)`,
+          );
+        });
+      },
+    );
+
+  const influence = program.command('influence').description('audience influence');
+  influence
+    .command('add')
+    .description('queue an audience influence for the next episode')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .addOption(
+      new Option('--kind <kind>', 'vote, suggestion or tip').choices(['vote', 'suggestion', 'tip']).default('vote'),
+    )
+    .option('-c, --choice <text>', 'the choice voted for')
+    .option('-t, --text <text>', 'free text', '')
+    .option('-a, --author <name>', 'who asks', 'cli')
+    .option(
+      '-w, --weight <number>',
+      'weight (a tip’s amount)',
+      (value) => {
+        const parsed = Number(value);
+        if (!Number.isFinite(parsed) || parsed < 0)
+          throw new InvalidArgumentError('--weight must be a number of 0 or more');
+        return parsed;
+      },
+      1,
+    )
+    .option('--id <id>', 'idempotency key (default: derived from the content and time)')
+    .action(
+      async (options: {
+        data: string;
+        story?: string;
+        kind: 'vote' | 'suggestion' | 'tip';
+        choice?: string;
+        text: string;
+        author: string;
+        weight: number;
+        id?: string;
+      }) => {
+        if (options.kind === 'vote' && !options.choice) throw new CommandError('a vote needs --choice <text>');
+        if (options.kind === 'suggestion' && !options.text) throw new CommandError('a suggestion needs --text <text>');
+        await withProject(options.data, async (project) => {
+          const storyId = options.story ?? project.project.storyId;
+          await requireStory(project, storyId);
+          const receivedAt = isoNow(systemClock);
+          const id =
+            options.id ??
+            `cli-${createHash('sha256')
+              .update(`${receivedAt}|${options.author}|${options.choice ?? ''}|${options.text}`)
+              .digest('hex')
+              .slice(0, 24)}`;
+          const input: UserInfluenceInput = {
+            id,
+            storyId,
+            source: 'cli',
+            author: options.author,
+            kind: options.kind,
+            choice: options.choice ?? null,
+            text: options.text,
+            weight: options.weight,
+            receivedAt,
+          };
+          const result = await project.store.enqueueInfluence(input);
+          print(result.inserted ? `Queued ${options.kind} ${id}` : `Already queued: ${id} (nothing changed)`);
+        });
+      },
+    );
+
+  program
+    .command('status')
+    .description('where the story stands')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .option('--json', 'print JSON')
+    .action(async (options: { data: string; story?: string; json?: boolean }) => {
+      await withProject(options.data, async (project) => {
+        const storyId = options.story ?? project.project.storyId;
+        await requireStory(project, storyId);
+        const state = await project.store.load(storyId);
+        const last = state.sceneId ? await project.store.getScene(storyId, state.sceneId) : null;
+        const engine = await project.createEngine(storyId, { images: true });
+        const unfinished = last ? await project.store.unfinishedPublications(storyId, last.id, engine.steps) : [];
+        const summary = {
+          storyId,
+          title: state.bible.title,
+          version: state.version,
+          scenes: state.sceneCount,
+          chapter: state.chapterId,
+          characters: Object.values(state.characters).map((c) => `${c.name} (${c.status})`),
+          openThreads: state.plotThreads.filter((t) => t.status !== 'resolved').map((t) => t.title),
+          pendingInfluences: state.userInfluenceQueue.length,
+          lastScene: last ? { index: last.index, title: last.title, summary: last.summary } : null,
+          unfinishedSteps: unfinished,
+          site: path.join(project.paths.siteOf(storyId), 'index.html'),
+        };
+        if (options.json) {
+          print(JSON.stringify(summary, null, 2));
+          return;
+        }
+        print(
+          `${summary.title} (${storyId}): ${summary.scenes} scenes, ${summary.chapter}, version ${summary.version}`,
+        );
+        print(`Characters: ${summary.characters.join(', ')}`);
+        print(`Open threads: ${summary.openThreads.join('; ') || 'none'}`);
+        print(`Pending influences: ${summary.pendingInfluences}`);
+        if (summary.lastScene) print(`Last scene: [${summary.lastScene.index + 1}] ${summary.lastScene.title}`);
+        if (unfinished.length > 0)
+          print(`Unfinished steps of the last scene: ${unfinished.join(', ')} (run again to finish)`);
+        print(`Site: ${summary.site}`);
+      });
+    });
+
+  program
+    .command('export')
+    .description('write the story as JSON lines (to stdout, or --out)')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .option('-o, --out <file>', 'the file to write')
+    .action(async (options: { data: string; story?: string; out?: string }) => {
+      await withProject(options.data, async (project) => {
+        const storyId = options.story ?? project.project.storyId;
+        await requireStory(project, storyId);
+        const lines = Readable.from(
+          (async function* () {
+            for await (const line of project.store.exportStory(storyId)) yield `${line}\n`;
+          })(),
+        );
+        if (options.out) {
+          await pipeline(lines, createWriteStream(path.resolve(io.cwd, options.out)));
+          io.stderr.write(`Exported ${storyId} to ${options.out}\n`);
+        } else {
+          for await (const chunk of lines) io.stdout.write(chunk as string);
+        }
+      });
+    });
+
+  program
+    .command('import')
+    .description('load a story exported with "storyloom export"')
+    .argument('<file>', 'the JSON lines file')
+    .addOption(dataOption())
+    .action(async (file: string, options: { data: string }) => {
+      const source = path.resolve(io.cwd, file);
+      if (!existsSync(source)) throw new CommandError(`${file} does not exist`);
+      const paths = projectPaths(path.resolve(io.cwd, options.data));
+      // Opened where it is read: a stream created before another await may flow and end unread.
+      const lines = () => createInterface({ input: createReadStream(source), crlfDelay: Number.POSITIVE_INFINITY });
+      if (!existsSync(paths.config)) {
+        const first = await firstLine(source);
+        const storyId = (JSON.parse(first) as { storyId?: string }).storyId;
+        if (!storyId) throw new CommandError(`${file} is not a storyloom export`);
+        const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
+        try {
+          const result = await project.store.importStory(lines());
+          await project.context.reindex(result.storyId);
+          await project.publishAll(result.storyId);
+          print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
+        } finally {
+          project.close();
+        }
+        return;
+      }
+      await withProject(options.data, async (project) => {
+        const result = await project.store.importStory(lines());
+        await project.context.reindex(result.storyId);
+        await project.publishAll(result.storyId);
+        print(`Imported ${result.storyId}: ${result.scenes} scenes`);
+      });
+    });
+
+  program
+    .command('fork')
+    .description('branch the story at a scene into a new story')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .requiredOption(
+      '--at <scene>',
+      'the last shared scene (1-based, as "status" shows it)',
+      positiveInteger('--at', Number.MAX_SAFE_INTEGER),
+    )
+    .requiredOption('--as <newId>', 'the id of the new story', storyIdArgument)
+    .action(async (options: { data: string; story?: string; at: number; as: string }) => {
+      await withProject(options.data, async (project) => {
+        const storyId = options.story ?? project.project.storyId;
+        await requireStory(project, storyId);
+        const forked = await project.store.fork(storyId, options.at - 1, options.as);
+        await project.context.reindex(options.as);
+        await project.publishAll(options.as);
+        print(`Forked ${storyId} after scene ${options.at} into ${options.as} (${forked.sceneCount} scenes)`);
+        print(`Continue it with: storyloom run --story ${options.as} --data ${options.data}`);
+      });
+    });
+
+  program
+    .command('demo')
+    .description('create a story on the embedded default, write 12 episodes offline and build the site')
+    .addOption(new Option('-d, --data <folder>', 'the project folder').default('storyloom-demo'))
+    .option('-n, --episodes <count>', 'how many episodes', positiveInteger('--episodes', 1_000), 12)
+    .action(async (options: { data: string; episodes: number }) => {
+      const started = Date.now();
+      const root = path.resolve(io.cwd, options.data);
+      if (!existsSync(path.join(root, 'storyloom.json'))) {
+        await program.parseAsync(['init', '--data', options.data], { from: 'user' });
+      } else {
+        print(`Using the existing demo project in ${root}`);
+      }
+      await program.parseAsync(['run', '--data', options.data, '--episodes', String(options.episodes)], {
+        from: 'user',
+      });
+      const storyId = JSON.parse(readFileSync(path.join(root, 'storyloom.json'), 'utf8')).storyId as string;
+      const site = path.join(projectPaths(root).siteOf(storyId), 'index.html');
+      print('');
+      print(`Done in ${((Date.now() - started) / 1000).toFixed(1)} s. Open the site: file://${site}`);
+      print(`See the prompt of the next scene: npm run storyloom -- context --data ${options.data}`);
+    });
+
+  return {
+    async run(argv) {
+      try {
+        await program.parseAsync([...argv], { from: 'user' });
+        return 0;
+      } catch (error) {
+        return reportError(error, io);
+      }
+    },
+  };
+}
+
+async function requireStory(project: OpenProject, storyId: string): Promise<void> {
+  if (!(await project.store.exists(storyId))) {
+    throw new CommandError(
+      `there is no story "${storyId}" in ${project.paths.root}: check --story, or run "storyloom status"`,
+    );
+  }
+}
+
+async function firstLine(file: string): Promise<string> {
+  const reader = createInterface({ input: createReadStream(file), crlfDelay: Number.POSITIVE_INFINITY });
+  for await (const line of reader) {
+    if (line.trim()) {
+      reader.close();
+      return line;
+    }
+  }
+  throw new CommandError(`${file} is empty`);
+}
+
+/** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
+function stateFromBibleFile(file: string, storyId: string) {
+  if (!existsSync(file)) throw new CommandError(`${file} does not exist: pass a JSON file with a story bible`);
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (cause) {
+    throw new CommandError(`${file} is not valid JSON`, { cause });
+  }
+  const now = isoNow(systemClock);
+  const bibleInput = (raw.bible ?? raw) as unknown;
+  const bible = StoryBibleSchema.safeParse(bibleInput);
+  if (!bible.success) {
+    const issue = bible.error.issues[0];
+    throw new CommandError(
+      `${file}: the bible's ${issue?.path.join('.') || 'content'} ${issue?.message ?? 'is invalid'}`,
+    );
+  }
+  const state = StoryStateSchema.safeParse({
+    storyId,
+    version: 0,
+    chapterId: 'chapter-0001',
+    chapterIndex: 0,
+    sceneId: null,
+    sceneCount: 0,
+    bible: bible.data,
+    characters: raw.characters ?? {},
+    worldState: raw.worldState ?? {},
+    plotThreads: raw.plotThreads ?? [],
+    userInfluenceQueue: [],
+    createdAt: now,
+    updatedAt: now,
+  });
+  if (!state.success) {
+    const issue = state.error.issues[0];
+    throw new CommandError(`${file}: ${issue?.path.join('.') || 'the story'} ${issue?.message ?? 'is invalid'}`);
+  }
+  return state.data;
+}
+
+function reportError(error: unknown, io: CommandIo): number {
+  if (error instanceof CommanderError) {
+    // Commander has already printed its message (usage errors, --help, --version).
+    if (
+      error.code === 'commander.helpDisplayed' ||
+      error.code === 'commander.version' ||
+      error.code === 'commander.help'
+    ) {
+      return 0;
+    }
+    return error.exitCode === 0 ? 0 : 2;
+  }
+  const line = (text: string) => io.stderr.write(`storyloom: ${text.replace(/\s*\n\s*/g, ' ')}\n`);
+  if (CommandError.isInstance(error) && error instanceof CommandError) {
+    line(error.message);
+    return error.exitCode;
+  }
+  if (ValidationError.isInstance(error)) {
+    line(error.message);
+    return 1;
+  }
+  if (StoryloomError.isInstance(error)) {
+    line(`${error.message} [${error.code}]`);
+    return 1;
+  }
+  line(`unexpected failure: ${error instanceof Error ? error.message : String(error)}`);
+  if (io.env.STORYLOOM_DEBUG) io.stderr.write(`${error instanceof Error ? error.stack : ''}\n`);
+  return 70;
+}

@@ -1,0 +1,276 @@
+/**
+ * A storyloom project on disk, and the system the command assembles from it: one SQLite file for state, vectors
+ * and keywords, a static site folder, and a small JSON file naming the story.
+ *
+ * The command reaches optional packages (`storyloom/sqlite`, `storyloom/anthropic`, `storyloom/bedrock`) through
+ * the package's own public subpaths, exactly as a user's code would, so they load only when a command needs them.
+ *
+ * @module
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { ContextCache } from '../context/context-cache.js';
+import { ContextManager } from '../context/context-manager.js';
+import { createHashingEmbedder } from '../context/hashing-embedder.js';
+import { createMemoryCacheDriver } from '../context/memory-cache.js';
+import { type Clock, systemClock } from '../core/clock.js';
+import { MissingDependencyError, StoryloomError, ValidationError } from '../core/errors.js';
+import { createStoryEngine, type StoryEngine } from '../engine/engine.js';
+import type { EngineEvent } from '../engine/events.js';
+import type { ImageGenerator } from '../generation/image-generator.js';
+import { seedFromSceneId } from '../generation/image-prompt.js';
+import { createProceduralIllustrator } from '../generation/procedural-illustrator.js';
+import { createProceduralNarrator } from '../generation/procedural-narrator.js';
+import type { SceneGenerator } from '../generation/scene-generator.js';
+import { createFilesystemPublisher } from '../publishing/filesystem.js';
+import type { StoryStateStore } from '../state/store.js';
+
+/** The file that marks a folder as a storyloom project. */
+export const PROJECT_FILE = 'storyloom.json';
+const DATABASE_FILE = 'story.db';
+const SITE_FOLDER = 'site';
+
+const ProjectFileSchema = z.object({
+  formatVersion: z.literal(1),
+  storyId: z.string().min(1),
+  dimensions: z.number().int().min(1).max(8192),
+});
+export type ProjectFile = z.infer<typeof ProjectFileSchema>;
+
+/** A user-facing failure of the command: one line that says what is wrong and what to do. */
+export class CommandError extends StoryloomError {
+  readonly exitCode: number;
+  constructor(message: string, options: { exitCode?: number; cause?: unknown } = {}) {
+    super('COMMAND', message, { cause: options.cause });
+    this.name = 'CommandError';
+    this.exitCode = options.exitCode ?? 1;
+  }
+}
+
+/** Where a project lives. */
+export interface ProjectPaths {
+  root: string;
+  config: string;
+  database: string;
+  /** The folder of all sites: one sub-folder per story (a fork gets its own). */
+  sites: string;
+  /** The site folder of one story. */
+  siteOf(storyId: string): string;
+}
+
+/** The paths of the project in `directory`. */
+export function projectPaths(directory: string): ProjectPaths {
+  const root = path.resolve(directory);
+  return {
+    root,
+    config: path.join(root, PROJECT_FILE),
+    database: path.join(root, DATABASE_FILE),
+    sites: path.join(root, SITE_FOLDER),
+    siteOf: (storyId) => path.join(root, SITE_FOLDER, storyId),
+  };
+}
+
+/** Reads the project file, or says how to create one. */
+export function readProjectFile(paths: ProjectPaths): ProjectFile {
+  if (!existsSync(paths.config)) {
+    throw new CommandError(
+      `no storyloom project in ${paths.root}: run "storyloom init" there first, or pass --data <folder>`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(paths.config, 'utf8'));
+  } catch (cause) {
+    throw new CommandError(`${paths.config} is not valid JSON: fix or delete it`, { cause });
+  }
+  const parsed = ProjectFileSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new CommandError(`${paths.config} is not a storyloom project file (${parsed.error.issues[0]?.message})`);
+  }
+  return parsed.data;
+}
+
+/** Writes the project file, creating the folder. */
+export function writeProjectFile(paths: ProjectPaths, project: ProjectFile): void {
+  mkdirSync(paths.root, { recursive: true });
+  writeFileSync(paths.config, `${JSON.stringify(project, null, 2)}\n`);
+}
+
+type SqliteModule = typeof import('storyloom/sqlite');
+
+/** Loads `storyloom/sqlite`, turning a missing native package into a one-line instruction. */
+export async function loadSqlite(): Promise<SqliteModule> {
+  try {
+    return await import('storyloom/sqlite');
+  } catch (error) {
+    throw explainMissing(error, 'better-sqlite3 sqlite-vec', 'the embedded SQLite store');
+  }
+}
+
+function explainMissing(error: unknown, packages: string, what: string): unknown {
+  if (MissingDependencyError.isInstance(error)) {
+    return new CommandError(`${what} needs optional packages: run "npm install ${packages}"`, { cause: error });
+  }
+  const code = (error as { code?: string } | null)?.code;
+  if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+    return new CommandError(`${what} needs optional packages: run "npm install ${packages}"`, { cause: error });
+  }
+  return error;
+}
+
+/** Which scene generator `run` uses. */
+export type GeneratorChoice = 'procedural' | 'anthropic' | 'bedrock';
+
+/** Options that shape the assembled system. */
+export interface AssembleOptions {
+  generator?: GeneratorChoice;
+  model?: string;
+  images?: boolean;
+  seed?: number;
+  env?: NodeJS.ProcessEnv;
+  clock?: Clock;
+  onEvent?: (event: EngineEvent) => void;
+}
+
+/** An opened project: the store, the context layer, and (on demand) the engine. */
+export interface OpenProject {
+  paths: ProjectPaths;
+  project: ProjectFile;
+  store: StoryStateStore;
+  context: ContextManager;
+  /** The engine of one story: its publisher writes that story's own site folder. */
+  createEngine(storyId: string, options?: AssembleOptions): Promise<StoryEngine>;
+  /** Publishes every scene of a story to its site (after a fork or an import): idempotent per scene. */
+  publishAll(storyId: string): Promise<number>;
+  close(): void;
+}
+
+/** Opens the project in `directory` (which must exist unless `create` is given the initial project file). */
+export async function openProject(directory: string, create?: ProjectFile): Promise<OpenProject> {
+  const paths = projectPaths(directory);
+  if (create) {
+    if (existsSync(paths.config)) {
+      throw new CommandError(`${paths.root} already holds a storyloom project: use another --data folder`);
+    }
+  }
+  const project = create ?? readProjectFile(paths);
+  const sqlite = await loadSqlite();
+  mkdirSync(paths.root, { recursive: true });
+  let database: ReturnType<SqliteModule['openSqliteDatabase']>;
+  try {
+    database = sqlite.openSqliteDatabase({ path: paths.database });
+  } catch (cause) {
+    throw new CommandError(`cannot open ${paths.database}: ${(cause as Error).message}`, { cause });
+  }
+  const store = sqlite.createSqliteStateStore({ database });
+  const vectors = sqlite.createSqliteVectorIndex({ database, dimensions: project.dimensions });
+  const keywords = sqlite.createSqliteKeywordIndex({ database });
+  const embedder = createHashingEmbedder({ dimensions: project.dimensions });
+  const cache = new ContextCache({ driver: createMemoryCacheDriver(), store });
+  const context = new ContextManager({ store, vectors, keywords, embedder, cache });
+  if (create) writeProjectFile(paths, project);
+  return {
+    paths,
+    project,
+    store,
+    context,
+    async publishAll(storyId) {
+      const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
+      const illustrator = createProceduralIllustrator({ format: 'png' });
+      let published = 0;
+      let cursor: string | undefined;
+      do {
+        const page = await store.listScenes(storyId, cursor ? { limit: 100, cursor } : { limit: 100 });
+        for (const scene of page.items) {
+          const story = await store.getStateAt(storyId, scene.stateVersion);
+          if (!story) continue;
+          const image = await illustrator.generate({
+            storyId,
+            sceneId: scene.id,
+            prompt: scene.imagePrompt,
+            seed: seedFromSceneId(scene.id),
+            title: scene.title,
+            mood: scene.mood,
+            themes: scene.themes,
+            characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
+          });
+          await publisher.publish({
+            story,
+            scene,
+            image: { data: image.data, mediaType: image.mediaType, alt: scene.imagePrompt || scene.title },
+          });
+          published++;
+        }
+        cursor = page.nextCursor;
+      } while (cursor);
+      return published;
+    },
+    async createEngine(storyId, options = {}) {
+      const generator = await chooseGenerator(options);
+      const images: ImageGenerator | undefined =
+        options.images === false ? undefined : createProceduralIllustrator({ format: 'png' });
+      const publisher = createFilesystemPublisher({
+        directory: paths.siteOf(storyId),
+        clock: options.clock ?? systemClock,
+      });
+      return createStoryEngine({
+        store,
+        context,
+        generator,
+        ...(images ? { images } : {}),
+        publishers: [publisher],
+        clock: options.clock ?? systemClock,
+        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+      });
+    },
+    close() {
+      database.close();
+    },
+  };
+}
+
+async function chooseGenerator(options: AssembleOptions): Promise<SceneGenerator> {
+  const env = options.env ?? process.env;
+  const choice = options.generator ?? 'procedural';
+  if (choice === 'procedural') return createProceduralNarrator({ seed: options.seed ?? 1 });
+  if (choice === 'anthropic') {
+    const apiKey = env.ANTHROPIC_API_KEY;
+    if (!apiKey) {
+      throw new CommandError(
+        '--generator anthropic needs an API key: set ANTHROPIC_API_KEY (or run without --generator)',
+      );
+    }
+    let module: typeof import('storyloom/anthropic');
+    try {
+      module = await import('storyloom/anthropic');
+    } catch (error) {
+      throw explainMissing(error, '@anthropic-ai/sdk', 'the Anthropic generator');
+    }
+    return module.createAnthropicSceneGenerator({
+      apiKey,
+      model: options.model ?? env.STORYLOOM_MODEL ?? 'claude-sonnet-4-5',
+      ...(env.ANTHROPIC_BASE_URL ? { baseURL: env.ANTHROPIC_BASE_URL } : {}),
+    });
+  }
+  if (choice === 'bedrock') {
+    const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+    if (!region) throw new CommandError('--generator bedrock needs a region: set AWS_REGION');
+    if (!env.AWS_ACCESS_KEY_ID && !env.AWS_PROFILE && !env.AWS_WEB_IDENTITY_TOKEN_FILE) {
+      throw new CommandError(
+        '--generator bedrock needs AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
+      );
+    }
+    let module: typeof import('storyloom/bedrock');
+    try {
+      module = await import('storyloom/bedrock');
+    } catch (error) {
+      throw explainMissing(error, '@anthropic-ai/bedrock-sdk @aws-sdk/client-bedrock-runtime', 'the Bedrock generator');
+    }
+    return module.createBedrockSceneGenerator({
+      region,
+      model: options.model ?? env.STORYLOOM_MODEL ?? 'anthropic.claude-sonnet-4-5-20250929-v1:0',
+    });
+  }
+  throw new ValidationError(`unknown generator "${String(choice)}"`);
+}

@@ -1,0 +1,1013 @@
+/**
+ * `StoryEngine`: the episode pipeline of storyloom.
+ *
+ * pull influences → load → (resume the last scene's unfinished steps) → resolve influences → context → generate →
+ * continuity → **commit** → index → cache → image → publish to every publisher.
+ *
+ * Everything before the commit is free to run twice. The commit happens at most once per story version, because
+ * the scene id is a function of the story and the version (and of the idempotency key, when there is one): two runs
+ * at the same version write the same scene id and the store keeps the first. Every step after the commit is
+ * recorded in the store's publication log, so a run that crashed there is finished by the next run, which resumes
+ * exactly the steps that have no `done` or `skipped` entry.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import type { InfluenceSource } from '../chain/influence-source.js';
+import { type Clock, isoNow, systemClock } from '../core/clock.js';
+import {
+  AbortedError,
+  ConflictError,
+  ContentFilteredError,
+  NotFoundError,
+  StoryloomError,
+  throwIfAborted,
+  ValidationError,
+} from '../core/errors.js';
+import { type RetryOptions, withRetry } from '../core/retry.js';
+import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
+import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
+import type { EpisodeImage, Publisher } from '../publishing/publisher.js';
+import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
+import { type Scene, SceneSchema, type StateDelta, type StoryState } from '../state/schema.js';
+import type { PublicationEntry, StoryStateStore } from '../state/store.js';
+import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
+import { EpisodeIncompleteError, type StepFailure } from './episode-errors.js';
+import { type EngineEvent, type EngineLogger, type EngineStep, type StepStatus, silentLogger } from './events.js';
+import {
+  type InfluenceOutcome,
+  type InfluencePolicy,
+  type InfluenceResolution,
+  resolveInfluences,
+  settleInfluences,
+} from './influence-resolution.js';
+
+/** Options of `createStoryEngine`. Only `store` and `generator` are required. */
+export interface StoryEngineOptions {
+  store: StoryStateStore;
+  generator: SceneGenerator;
+  /** The context layer (a `ContextManager`, or anything that fits `EpisodeContext`). Default: `createStateOnlyContext({ store })`. */
+  context?: EpisodeContext;
+  /** Draws a picture per scene. Without it there is no `image` step. */
+  images?: ImageGenerator;
+  /** Where scenes go; each is a `publish:<target>` step. Targets must be unique. */
+  publishers?: readonly Publisher[];
+  /** Where audience influence comes from; pulled at the start of every run. */
+  influenceSources?: readonly InfluenceSource[];
+  /** Time for scene timestamps, event timings and retry waits. Default: the system clock. */
+  clock?: Clock;
+  logger?: EngineLogger;
+  /** Called before and after every step. An exception thrown here is logged, never allowed to break an episode. */
+  onEvent?: (event: EngineEvent) => void;
+  /** How votes are weighed. */
+  influencePolicy?: InfluencePolicy;
+  /** Retries of each step's calls (`withRetry`): only retryable errors are retried. */
+  retry?: Omit<RetryOptions, 'signal' | 'clock' | 'onRetry'>;
+  /** Passed to `getRelevantContext`. */
+  retrieval?: { k?: number; tokenBudget?: number };
+  /** How often a run that lost the commit to another reloads and tries again. Default 3. */
+  maxConflictRetries?: number;
+  /** Aspect ratio of scene pictures. Default `16:9`. */
+  imageAspectRatio?: ImageRequest['aspectRatio'];
+}
+
+/** Options of one `runEpisode`. */
+export interface RunEpisodeOptions {
+  /** Stops the run between steps (never in the middle of the commit). */
+  signal?: AbortSignal;
+  /**
+   * Makes the run idempotent: a second run with the same key returns the scene the first produced (finishing its
+   * unfinished steps) instead of writing another. For a scheduler that delivers at least once, use the story and
+   * the scheduled time (EventBridge's execution id changes per attempt).
+   */
+  idempotencyKey?: string;
+}
+
+/** What happened to one step in this run. `already` means the log had it finished before this run. */
+export interface StepReport {
+  step: EngineStep;
+  sceneId: string;
+  status: StepStatus | 'already';
+  durationMs: number;
+  /** What was recorded in the publication log. */
+  result?: Record<string, unknown>;
+  error?: unknown;
+}
+
+/**
+ * The outcome of `runEpisode`.
+ *
+ * - `created`: this run committed `scene`.
+ * - `resumed`: this run wrote nothing new; it finished the unfinished steps of `scene`, the last committed scene.
+ * - `existing`: another run (concurrent, or earlier with the same idempotency key) committed `scene`; this run
+ *   returns it, finishing its steps only when it was found through the idempotency key.
+ */
+export interface EpisodeResult {
+  storyId: string;
+  outcome: 'created' | 'resumed' | 'existing';
+  scene: Scene;
+  /** Post-commit steps handled by this run (including those of an earlier scene it resumed first). */
+  steps: StepReport[];
+  /** True when every post-commit step of `scene` is `done` or `skipped` in the publication log. */
+  complete: boolean;
+  /** Steps that failed or were blocked in this run. */
+  failures: StepFailure[];
+  /** How the influences this scene took ended (for `created`). */
+  influences?: { applied: string[]; rejected: Array<{ id: string; reason: string }>; ignored: string[] };
+  /** Continuity warnings of the committed delta (for `created`). */
+  warnings: ContinuityIssue[];
+  usage?: Usage;
+  idempotencyKey?: string;
+}
+
+/**
+ * The episode pipeline. See `createStoryEngine`.
+ *
+ * @example
+ * ```ts
+ * import { createStoryEngine, type StoryEngine } from 'storyloom';
+ * const engine: StoryEngine = createStoryEngine({ store, generator });
+ * const result = await engine.runEpisode('lighthouse');
+ * ```
+ */
+export interface StoryEngine {
+  /** The post-commit steps, in order: the publication log targets a scene must have to be complete. */
+  readonly steps: readonly EngineStep[];
+  /** Runs (or finishes) one episode of `storyId`. */
+  runEpisode(storyId: string, options?: RunEpisodeOptions): Promise<EpisodeResult>;
+}
+
+/**
+ * Throws `EpisodeIncompleteError` when a result has unfinished steps, so a scheduled handler fails and is retried.
+ *
+ * @example
+ * ```ts
+ * import { assertEpisodeComplete } from 'storyloom';
+ * assertEpisodeComplete(await engine.runEpisode('lighthouse', { idempotencyKey: `lighthouse@${event.time}` }));
+ * ```
+ */
+export function assertEpisodeComplete(result: EpisodeResult): EpisodeResult {
+  if (!result.complete) {
+    throw new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures);
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Deterministic ids and seeds.
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * The id of the scene that makes `version` of a story. Runs at the same version (and with the same idempotency key)
+ * agree on it, which is what collapses concurrent and retried runs onto one scene. A keyed run's id carries the
+ * key's hash, so finding that scene proves that this key wrote it.
+ *
+ * @example
+ * ```ts
+ * import { episodeSceneId } from 'storyloom';
+ * episodeSceneId('lighthouse', 1); // "scene-000001-…"
+ * ```
+ */
+export function episodeSceneId(storyId: string, version: number, idempotencyKey?: string): string {
+  const keyPart = idempotencyKey === undefined ? 'unkeyed' : `key:${idempotencyKey}`;
+  return `scene-${String(version).padStart(6, '0')}-${sha256(`${storyId}\n${version}\n${keyPart}`).slice(0, 12)}`;
+}
+
+/**
+ * Where the publication log keeps what an idempotency key did: a pseudo scene id that no real scene can have
+ * (real ones start with `scene-`).
+ */
+export function idempotencyRecordId(storyId: string, idempotencyKey: string): string {
+  return `run-${sha256(`${storyId}\n${idempotencyKey}`).slice(0, 32)}`;
+}
+
+/** A 32-bit seed from text, so a retried generation or picture comes out the same. */
+export function seedFrom(...parts: string[]): number {
+  return Number.parseInt(sha256(parts.join('\n')).slice(0, 8), 16) >>> 0;
+}
+
+const MAX_IDEMPOTENCY_KEY = 1_000;
+const MAX_ERROR_TEXT = 1_000;
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Creates the episode pipeline over a store, a generator and whatever else is given.
+ *
+ * Guarantees, with any `StoryStateStore` whose `commitScene` is atomic:
+ * - at most one scene per story version; concurrent and retried runs collapse onto it;
+ * - each post-commit step runs until the log records it `done` or `skipped`; a crashed run's steps are finished by
+ *   the next run (publishers must tolerate a repeat of an unlogged publish, as the `Publisher` port requires);
+ * - every influence a scene took ends `applied` or `rejected` with a reason, in the commit itself.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryPublisher, createMemoryStateStore, createProceduralNarrator, createStoryEngine } from 'storyloom';
+ *
+ * const store = createMemoryStateStore();
+ * const engine = createStoryEngine({
+ *   store,
+ *   generator: createProceduralNarrator({ seed: 1 }),
+ *   publishers: [createMemoryPublisher({ target: 'site' })],
+ *   influencePolicy: { maxWeightPerAuthor: 10, quadratic: true },
+ *   onEvent: (event) => console.log(event.type, 'step' in event ? event.step : ''),
+ * });
+ * const result = await engine.runEpisode('lighthouse', { idempotencyKey: 'lighthouse@2026-01-01T00:00Z' });
+ * console.log(result.outcome, result.scene.title, result.complete);
+ * ```
+ */
+export function createStoryEngine(options: StoryEngineOptions): StoryEngine {
+  return new Engine(options);
+}
+
+interface RunContext {
+  storyId: string;
+  signal: AbortSignal | undefined;
+  key: string | undefined;
+  steps: StepReport[];
+  failures: StepFailure[];
+}
+
+class Engine implements StoryEngine {
+  readonly steps: readonly EngineStep[];
+  private readonly store: StoryStateStore;
+  private readonly generator: SceneGenerator;
+  private readonly context: EpisodeContext;
+  private readonly images: ImageGenerator | undefined;
+  private readonly publishers: readonly Publisher[];
+  private readonly sources: readonly InfluenceSource[];
+  private readonly clock: Clock;
+  private readonly logger: EngineLogger;
+  private readonly onEvent: ((event: EngineEvent) => void) | undefined;
+  private readonly options: StoryEngineOptions;
+  /** Runs in flight in this process, by story and key: a second caller joins the first instead of racing it. */
+  private readonly inFlight = new Map<string, Promise<EpisodeResult>>();
+  /** The last scene per story whose every step this engine saw logged `done` or `skipped`. */
+  private readonly completed = new Map<string, string>();
+
+  constructor(options: StoryEngineOptions) {
+    const problems: Array<{ path: string; message: string }> = [];
+    if (!options || typeof options !== 'object') throw new ValidationError('createStoryEngine needs an options object');
+    if (!options.store || typeof options.store.commitScene !== 'function') {
+      problems.push({ path: 'store', message: 'must be a StoryStateStore' });
+    }
+    if (!options.generator || typeof options.generator.generate !== 'function') {
+      problems.push({ path: 'generator', message: 'must be a SceneGenerator' });
+    }
+    const targets = new Set<string>();
+    for (const [index, publisher] of (options.publishers ?? []).entries()) {
+      if (!publisher || typeof publisher.publish !== 'function') {
+        problems.push({ path: `publishers.${index}`, message: 'must be a Publisher' });
+      } else if (targets.has(publisher.target)) {
+        problems.push({ path: `publishers.${index}.target`, message: `duplicate target "${publisher.target}"` });
+      } else if (!/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,118}$/.test(publisher.target)) {
+        problems.push({ path: `publishers.${index}.target`, message: 'must be 1-119 letters, digits or "._:/-"' });
+      } else targets.add(publisher.target);
+    }
+    const conflicts = options.maxConflictRetries ?? 3;
+    if (!Number.isInteger(conflicts) || conflicts < 0 || conflicts > 100) {
+      problems.push({ path: 'maxConflictRetries', message: 'must be an integer from 0 to 100' });
+    }
+    if (problems.length > 0) {
+      throw new ValidationError(`Invalid story engine options: ${problems[0]!.path} ${problems[0]!.message}`, {
+        problems,
+      });
+    }
+    this.options = options;
+    this.store = options.store;
+    this.generator = options.generator;
+    this.context = options.context ?? createStateOnlyContext({ store: options.store });
+    this.images = options.images;
+    this.publishers = options.publishers ?? [];
+    this.sources = options.influenceSources ?? [];
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? silentLogger;
+    this.onEvent = options.onEvent;
+    const steps: EngineStep[] = ['index'];
+    if (this.context.refreshCache) steps.push('cache');
+    if (this.images) steps.push('image');
+    for (const publisher of this.publishers) steps.push(`publish:${publisher.target}`);
+    this.steps = steps;
+  }
+
+  runEpisode(storyId: string, runOptions: RunEpisodeOptions = {}): Promise<EpisodeResult> {
+    const key = runOptions.idempotencyKey;
+    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY)) {
+      return Promise.reject(
+        new ValidationError(`idempotencyKey must be a string of 1 to ${MAX_IDEMPOTENCY_KEY} characters`, {
+          problems: [{ path: 'idempotencyKey', message: 'invalid' }],
+        }),
+      );
+    }
+    // In one process, concurrent calls for the same story and key share one run: the store would collapse them
+    // onto one scene anyway, and sharing spares the generator the duplicate calls.
+    const flightKey = `${storyId}\u0000${key ?? ''}`;
+    const running = this.inFlight.get(flightKey);
+    if (running) return running;
+    const run = this.run({ storyId, signal: runOptions.signal, key, steps: [], failures: [] }).finally(() => {
+      this.inFlight.delete(flightKey);
+    });
+    this.inFlight.set(flightKey, run);
+    return run;
+  }
+
+  private async run(run: RunContext): Promise<EpisodeResult> {
+    const started = this.clock.now();
+    const { storyId } = run;
+    this.emit({
+      type: 'episode.start',
+      storyId,
+      at: started,
+      ...(run.key === undefined ? {} : { idempotencyKey: run.key }),
+    });
+    try {
+      throwIfAborted(run.signal);
+      await this.pullInfluences(run);
+      const maxConflicts = this.options.maxConflictRetries ?? 3;
+      for (let attempt = 0; ; attempt++) {
+        throwIfAborted(run.signal);
+        const state = await this.timed(run, 'load', undefined, () => this.store.load(storyId));
+        if (run.key !== undefined) {
+          const found = await this.findKeyedScene(storyId, run.key);
+          if (found) return await this.finishFound(run, found, state, started);
+        }
+        // Resume first: the last committed scene's unfinished steps come before any new scene, so that readers
+        // see episodes published in order and a crashed run is completed rather than followed by a new one.
+        // A scene whose steps this engine saw finish needs no log read: a `done` entry is never undone. This keeps
+        // the steady-state cost of an episode independent of how long the publication log has grown.
+        if (state.sceneId !== null && this.completed.get(storyId) !== state.sceneId) {
+          const last = await this.store.getScene(storyId, state.sceneId);
+          if (!last) throw new NotFoundError(`Scene "${state.sceneId}" of story "${storyId}" is missing`);
+          const log = await this.store.listPublications(storyId, last.id);
+          const unfinished = unfinishedSteps(this.steps, log);
+          if (unfinished.length > 0) {
+            await this.runPostSteps(run, last, state, unfinished, log, true);
+            const complete = run.failures.length === 0;
+            // Without a key this run's episode *is* the unfinished one. With a key, the keyed scene is written only
+            // once the one before it is finished, so that episodes go out in order.
+            if (run.key === undefined || !complete) return this.finish(run, 'resumed', last, complete, started);
+          }
+        }
+        try {
+          return await this.writeScene(run, state, started);
+        } catch (error) {
+          if (!ConflictError.isInstance(error) || attempt >= maxConflicts) throw error;
+          this.emit({ type: 'conflict', storyId, at: this.clock.now(), expectedVersion: state.version, attempt });
+          this.logger.info('story moved during the episode; reloading', { storyId, expectedVersion: state.version });
+          if (run.key === undefined) {
+            // Another run committed first. An unkeyed run wanted "the next episode", and that is it; its writer
+            // is finishing its steps (or the next run will), so this run only reports it.
+            const latest = await this.store.load(storyId);
+            if (latest.version > state.version && latest.sceneId !== null) {
+              const scene = await this.store.getScene(storyId, latest.sceneId);
+              if (scene) return this.finish(run, 'existing', scene, await this.isComplete(scene), started);
+            }
+          }
+          // A keyed run still owes its own scene: go round again at the new version.
+        }
+      }
+    } catch (error) {
+      this.emit({
+        type: 'episode.error',
+        storyId,
+        at: this.clock.now(),
+        error,
+        durationMs: this.clock.now() - started,
+      });
+      this.logger.error('episode failed', { storyId, error: describeError(error) });
+      throw error;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Before the commit.
+
+  private async pullInfluences(run: RunContext): Promise<void> {
+    if (this.sources.length === 0) return;
+    await this.timed(run, 'influences', undefined, async () => {
+      let stored = 0;
+      for (const source of this.sources) {
+        let items: Awaited<ReturnType<InfluenceSource['pull']>>;
+        try {
+          items = await withRetry(
+            (_attempt, signal) => source.pull(run.storyId, signal ? { signal } : {}),
+            this.retryOptions(run, 'influences'),
+          );
+        } catch (error) {
+          if (AbortedError.isInstance(error)) throw error;
+          // A source outage must not stop the story: its influences count in a later episode.
+          this.warn(run.storyId, `influence source "${source.provider}" failed; continuing without it`, {
+            error: describeError(error),
+          });
+          continue;
+        }
+        const handled: string[] = [];
+        for (const item of items) {
+          if (item?.storyId !== run.storyId) continue;
+          try {
+            await this.store.enqueueInfluence(item);
+            handled.push(item.id);
+            stored++;
+          } catch (error) {
+            if (!ValidationError.isInstance(error)) throw error;
+            // A malformed influence will never become valid; acknowledging it stops it coming back forever.
+            this.warn(run.storyId, 'an influence was refused as invalid', { id: item.id, error: describeError(error) });
+            handled.push(item.id);
+          }
+        }
+        // Only after storing: a crash before this line re-delivers, and storage deduplicates by id.
+        if (handled.length > 0) {
+          try {
+            await source.acknowledge(run.storyId, handled);
+          } catch (error) {
+            this.warn(run.storyId, `influence source "${source.provider}" failed to acknowledge`, {
+              error: describeError(error),
+            });
+          }
+        }
+      }
+      return { stored };
+    });
+  }
+
+  private async writeScene(run: RunContext, state: StoryState, started: number): Promise<EpisodeResult> {
+    const { storyId, signal } = run;
+    const version = state.version + 1;
+    const sceneId = episodeSceneId(storyId, version, run.key);
+    if (run.key !== undefined) {
+      // The claim is written *before* the commit and names the scene this key will commit at this version. After
+      // a crash anywhere later, the lookup finds the claim and checks whether that scene exists; because a keyed
+      // scene id carries the key's hash, its existence proves this key wrote it. One claim per version, never
+      // overwritten, so a stale concurrent run cannot erase the claim of one that committed.
+      await this.store.recordPublication({
+        storyId,
+        sceneId: idempotencyRecordId(storyId, run.key),
+        target: `claim:${version}`,
+        status: 'done',
+        result: { sceneId, version },
+      });
+    }
+    const resolution = await this.timed(run, 'resolve', sceneId, async () =>
+      resolveInfluences(takenInfluences(state, this.store), this.options.influencePolicy),
+    );
+    throwIfAborted(signal);
+    const query = buildEpisodeQuery(state, resolution);
+    const context = await this.timed(run, 'context', sceneId, () =>
+      withRetry(
+        (_attempt, retrySignal) =>
+          this.context.getRelevantContext(storyId, query, {
+            ...this.options.retrieval,
+            state,
+            influences: resolution.influences,
+            ...(retrySignal ? { signal: retrySignal } : {}),
+          }),
+        this.retryOptions(run, 'context'),
+      ),
+    );
+    throwIfAborted(signal);
+    const request: SceneRequest = {
+      storyId,
+      sceneId,
+      sceneIndex: state.sceneCount,
+      chapterId: state.chapterId,
+      state,
+      prompt: context.prompt,
+      influences: resolution.influences,
+      seed: seedFrom('scene', storyId, sceneId),
+    };
+    const generated = await this.timed(run, 'generate', sceneId, () =>
+      withRetry(
+        (_attempt, retrySignal) => this.generator.generate(request, retrySignal ? { signal: retrySignal } : {}),
+        this.retryOptions(run, 'generate'),
+      ),
+    );
+    throwIfAborted(signal);
+    const { scene, nextState, outcome, warnings } = await this.timed(run, 'continuity', sceneId, async () =>
+      this.check(run, state, sceneId, resolution, generated.scene, generated.delta),
+    );
+    // The last chance to stop: from here the commit either happens entirely or not at all.
+    throwIfAborted(signal);
+    const commit = await this.timed(run, 'commit', sceneId, () =>
+      this.store.commitScene(storyId, {
+        expectedVersion: state.version,
+        scene,
+        nextState,
+        consumedInfluenceIds: outcome.applied,
+        rejectedInfluences: outcome.rejected,
+      }),
+    );
+    if (!commit.created) {
+      // A concurrent run with the same scene id (same version, same key) committed first; it runs the steps.
+      return this.finish(run, 'existing', commit.scene, await this.isComplete(commit.scene), started);
+    }
+    if (run.key !== undefined) await this.confirmKey(storyId, run.key, commit.scene.id);
+    await this.runPostSteps(run, commit.scene, commit.state, this.steps, [], false);
+    const result = this.finish(run, 'created', commit.scene, run.failures.length === 0, started);
+    result.influences = outcome;
+    result.warnings = warnings;
+    result.usage = generated.usage;
+    return result;
+  }
+
+  /** Reconciles influences, builds the scene and applies the delta. Throws `ContinuityError`; commits nothing. */
+  private check(
+    run: RunContext,
+    state: StoryState,
+    sceneId: string,
+    resolution: InfluenceResolution,
+    draft: SceneDraft,
+    proposed: StateDelta,
+  ): { scene: Scene; nextState: StoryState; outcome: InfluenceOutcome; warnings: ContinuityIssue[] } {
+    const outcome = settleInfluences(resolution, proposed);
+    if (outcome.ignored.length > 0) {
+      this.warn(run.storyId, 'the narrator named influences this scene did not take; they were left out', {
+        sceneId,
+        ids: outcome.ignored,
+      });
+    }
+    const delta: StateDelta = { ...proposed, influencesApplied: outcome.applied, influencesRejected: outcome.rejected };
+    const sceneInput = {
+      ...draft,
+      id: sceneId,
+      storyId: run.storyId,
+      chapterId: state.chapterId,
+      index: state.sceneCount,
+      createdAt: isoNow(this.clock),
+      stateVersion: state.version + 1,
+      influencesApplied: outcome.applied,
+    };
+    const { state: nextState, warnings } = assertContinuity(applyDelta(state, delta, sceneInput));
+    if (warnings.length > 0) {
+      this.emit({ type: 'continuity.warning', storyId: run.storyId, at: this.clock.now(), sceneId, issues: warnings });
+      this.logger.warn('continuity warnings', { storyId: run.storyId, sceneId, codes: warnings.map((w) => w.code) });
+    }
+    return { scene: SceneSchema.parse(sceneInput), nextState, outcome, warnings };
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Idempotency keys: the record lives in the publication log under `run-<hash>` (see `idempotencyRecordId`).
+
+  private async findKeyedScene(storyId: string, key: string): Promise<Scene | null> {
+    const entries = await this.store.listPublications(storyId, idempotencyRecordId(storyId, key));
+    const confirmed = entries.find((entry) => entry.target === 'scene' && entry.status === 'done');
+    const candidates = confirmed
+      ? [confirmed]
+      : entries
+          .filter((entry) => entry.target.startsWith('claim:'))
+          .sort((a, b) => Number(a.target.slice(6)) - Number(b.target.slice(6)));
+    for (const entry of candidates) {
+      const sceneId = entry.result.sceneId;
+      if (typeof sceneId !== 'string') continue;
+      const scene = await this.store.getScene(storyId, sceneId);
+      if (scene) {
+        // The crash window between the commit and the confirmation closes here.
+        if (!confirmed) await this.confirmKey(storyId, key, scene.id);
+        return scene;
+      }
+    }
+    return null;
+  }
+
+  private async confirmKey(storyId: string, key: string, sceneId: string): Promise<void> {
+    await this.store.recordPublication({
+      storyId,
+      sceneId: idempotencyRecordId(storyId, key),
+      target: 'scene',
+      status: 'done',
+      result: { sceneId },
+    });
+  }
+
+  private async finishFound(
+    run: RunContext,
+    scene: Scene,
+    current: StoryState,
+    started: number,
+  ): Promise<EpisodeResult> {
+    const log = await this.store.listPublications(run.storyId, scene.id);
+    const unfinished = unfinishedSteps(this.steps, log);
+    if (unfinished.length > 0) {
+      const state =
+        scene.id === current.sceneId
+          ? current
+          : ((await this.store.getStateAt(run.storyId, scene.stateVersion)) ?? current);
+      await this.runPostSteps(run, scene, state, unfinished, log, true);
+    }
+    return this.finish(run, 'existing', scene, run.failures.length === 0, started);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // After the commit: every step is recorded in the publication log.
+
+  private async runPostSteps(
+    run: RunContext,
+    scene: Scene,
+    state: StoryState,
+    steps: readonly EngineStep[],
+    log: readonly PublicationEntry[],
+    resumed: boolean,
+  ): Promise<void> {
+    // Publishers see the state the scene produced, never the pending queue of whatever run finishes the steps.
+    const story: StoryState = { ...state, userInfluenceQueue: [] };
+    let image: EpisodeImage | undefined;
+    let imageStatus: 'pending' | 'ready' | 'none' | 'failed' = 'pending';
+    const imageEntry = log.find((entry) => entry.target === 'image');
+    if (imageEntry?.status === 'skipped') imageStatus = 'none';
+    for (const step of steps) {
+      throwIfAborted(run.signal);
+      if (step === 'index') {
+        await this.postStep(run, step, scene, resumed, async (signal) => {
+          await this.context.indexScene(scene, { state: story, ...(signal ? { signal } : {}) });
+          return { status: 'done', result: {} };
+        });
+      } else if (step === 'cache') {
+        await this.postStep(run, step, scene, resumed, async () => {
+          try {
+            await this.context.refreshCache?.(run.storyId, story);
+            return { status: 'done', result: {} };
+          } catch (error) {
+            // The cache only saves time; an outage is recorded and never holds the episode back.
+            this.warn(run.storyId, 'the context cache could not be refreshed', {
+              sceneId: scene.id,
+              error: describeError(error),
+            });
+            return { status: 'skipped', result: { reason: `cache refresh failed: ${describeError(error)}` } };
+          }
+        });
+      } else if (step === 'image') {
+        const outcome = await this.postStep(run, step, scene, resumed, async (signal) => {
+          try {
+            const drawn = await this.drawImage(scene, story, signal);
+            image = drawn.image;
+            return { status: 'done', result: drawn.meta };
+          } catch (error) {
+            if (!ContentFilteredError.isInstance(error) && !isFilteredRetryError(error)) throw error;
+            // A filtered prompt fails the same way every time: publish without a picture rather than never.
+            return { status: 'skipped', result: { reason: 'content filtered', error: describeError(error) } };
+          }
+        });
+        imageStatus = outcome === 'done' ? (image ? 'ready' : 'pending') : outcome === 'skipped' ? 'none' : 'failed';
+      } else {
+        const target = step.slice('publish:'.length);
+        const publisher = this.publishers.find((candidate) => candidate.target === target);
+        if (!publisher) continue;
+        if (this.images && imageStatus === 'failed') {
+          // The picture is part of the episode: publishing waits for it rather than going out without it.
+          this.block(run, step, scene, 'image');
+          continue;
+        }
+        if (this.images && imageStatus === 'pending' && imageEntry?.status === 'done') {
+          try {
+            image = await this.restoreImage(run, scene, story, imageEntry);
+            imageStatus = 'ready';
+          } catch (error) {
+            if (AbortedError.isInstance(error)) throw error;
+            imageStatus = 'failed';
+            this.warn(run.storyId, 'the scene picture could not be drawn again for publishing', {
+              sceneId: scene.id,
+              error: describeError(error),
+            });
+            this.block(run, step, scene, 'image');
+            continue;
+          }
+        }
+        await this.postStep(run, step, scene, resumed, async (signal) => {
+          const published = await publisher.publish(
+            { story, scene, ...(image ? { image } : {}) },
+            signal ? { signal } : {},
+          );
+          return {
+            status: 'done',
+            result: {
+              provider: publisher.provider,
+              ...(published.url === undefined ? {} : { url: published.url }),
+              ids: published.ids.slice(0, 100),
+            },
+          };
+        });
+      }
+    }
+  }
+
+  /** Runs one post-commit step with retries and records its outcome. Returns the recorded status. */
+  private async postStep(
+    run: RunContext,
+    step: EngineStep,
+    scene: Scene,
+    resumed: boolean,
+    execute: (
+      signal: AbortSignal | undefined,
+    ) => Promise<{ status: 'done' | 'skipped'; result: Record<string, unknown> }>,
+  ): Promise<StepStatus> {
+    const started = this.clock.now();
+    this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, sceneId: scene.id, resumed });
+    let status: StepStatus;
+    let result: Record<string, unknown>;
+    let failure: unknown;
+    try {
+      ({ status, result } = await withRetry((_attempt, signal) => execute(signal), this.retryOptions(run, step)));
+    } catch (error) {
+      // An abort leaves the step unrecorded, so that the next run does it; it is not a failure of the step.
+      if (AbortedError.isInstance(error)) throw error;
+      status = 'failed';
+      failure = error;
+      result = { error: describeError(error), ...(StoryloomError.isInstance(error) ? { code: error.code } : {}) };
+    }
+    await this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result });
+    const durationMs = this.clock.now() - started;
+    const report: StepReport = { step, sceneId: scene.id, status, durationMs, result };
+    if (failure !== undefined) {
+      report.error = failure;
+      run.failures.push({ step, sceneId: scene.id, status: 'failed', error: failure });
+      this.logger.error('episode step failed', {
+        storyId: run.storyId,
+        sceneId: scene.id,
+        step,
+        error: describeError(failure),
+      });
+    }
+    run.steps.push(report);
+    this.emit({
+      type: 'step.end',
+      storyId: run.storyId,
+      at: this.clock.now(),
+      step,
+      sceneId: scene.id,
+      status,
+      durationMs,
+      result,
+      ...(failure === undefined ? {} : { error: failure }),
+    });
+    return status;
+  }
+
+  private block(run: RunContext, step: EngineStep, scene: Scene, blockedBy: EngineStep): void {
+    const error = new StoryloomError('STEP_BLOCKED', `Step "${step}" waits for step "${blockedBy}"`, {
+      isRetryable: true,
+    });
+    run.failures.push({ step, sceneId: scene.id, status: 'blocked', error });
+    run.steps.push({ step, sceneId: scene.id, status: 'blocked', durationMs: 0, error });
+    this.emit({
+      type: 'step.end',
+      storyId: run.storyId,
+      at: this.clock.now(),
+      step,
+      sceneId: scene.id,
+      status: 'blocked',
+      durationMs: 0,
+      error,
+    });
+  }
+
+  private imageRequest(scene: Scene, story: StoryState): ImageRequest {
+    return {
+      storyId: scene.storyId,
+      sceneId: scene.id,
+      prompt: scene.imagePrompt || scene.summary || scene.title,
+      ...(story.bible.style ? { style: story.bible.style } : {}),
+      // Stability accepts seeds up to 4294967294; 31 bits suit every provider.
+      seed: seedFrom('image', scene.storyId, scene.id) & 0x7fffffff,
+      aspectRatio: this.options.imageAspectRatio ?? '16:9',
+      title: scene.title,
+      mood: scene.mood,
+      themes: scene.themes,
+      characters: scene.characters.map((id) => {
+        const character = story.characters[id];
+        return {
+          id,
+          name: character?.name ?? id,
+          ...(character?.appearance ? { appearance: character.appearance } : {}),
+        };
+      }),
+    };
+  }
+
+  private async drawImage(
+    scene: Scene,
+    story: StoryState,
+    signal: AbortSignal | undefined,
+  ): Promise<{ image: EpisodeImage; meta: Record<string, unknown> }> {
+    const request = this.imageRequest(scene, story);
+    const drawn = await this.images!.generate(request, signal ? { signal } : {});
+    const image: EpisodeImage = { data: drawn.data, mediaType: drawn.mediaType, alt: altText(scene) };
+    return {
+      image,
+      meta: {
+        mediaType: drawn.mediaType,
+        bytes: drawn.data.byteLength,
+        sha256: createHash('sha256').update(drawn.data).digest('hex'),
+        seed: request.seed,
+        modelId: drawn.modelId,
+        ...(drawn.width === undefined ? {} : { width: drawn.width }),
+        ...(drawn.height === undefined ? {} : { height: drawn.height }),
+      },
+    };
+  }
+
+  /**
+   * The picture of a scene whose `image` step finished in an earlier run. The log keeps its hash, not its bytes
+   * (the log is for small records); generators are deterministic by seed, so it is drawn again with the same
+   * request and checked against the hash. A mismatch (a generator that ignores seeds) is reported and the new
+   * picture used: publishing a different picture beats never publishing.
+   */
+  private async restoreImage(
+    run: RunContext,
+    scene: Scene,
+    story: StoryState,
+    entry: PublicationEntry,
+  ): Promise<EpisodeImage> {
+    const { image, meta } = await withRetry(
+      (_attempt, signal) => this.drawImage(scene, story, signal),
+      this.retryOptions(run, 'image'),
+    );
+    if (meta.sha256 !== entry.result.sha256) {
+      this.warn(run.storyId, 'the picture drawn again differs from the one logged; the image generator ignores seeds', {
+        sceneId: scene.id,
+        logged: entry.result.sha256,
+        drawn: meta.sha256,
+      });
+    }
+    return image;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  private async isComplete(scene: Scene): Promise<boolean> {
+    const log = await this.store.listPublications(scene.storyId, scene.id);
+    return unfinishedSteps(this.steps, log).length === 0;
+  }
+
+  private finish(
+    run: RunContext,
+    outcome: EpisodeResult['outcome'],
+    scene: Scene,
+    complete: boolean,
+    started: number,
+  ): EpisodeResult {
+    if (complete) this.completed.set(run.storyId, scene.id);
+    const durationMs = this.clock.now() - started;
+    this.emit({
+      type: 'episode.end',
+      storyId: run.storyId,
+      at: this.clock.now(),
+      sceneId: scene.id,
+      outcome,
+      complete,
+      durationMs,
+    });
+    this.logger.info('episode finished', { storyId: run.storyId, sceneId: scene.id, outcome, complete, durationMs });
+    return {
+      storyId: run.storyId,
+      outcome,
+      scene,
+      steps: run.steps,
+      complete,
+      failures: run.failures,
+      warnings: [],
+      ...(run.key === undefined ? {} : { idempotencyKey: run.key }),
+    };
+  }
+
+  /** Times a step before the commit (nothing is recorded in the log for those). */
+  private async timed<T>(
+    run: RunContext,
+    step: EngineStep,
+    sceneId: string | undefined,
+    operation: () => Promise<T>,
+  ): Promise<T> {
+    const started = this.clock.now();
+    const where = sceneId === undefined ? {} : { sceneId };
+    this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, ...where });
+    try {
+      const value = await operation();
+      this.emit({
+        type: 'step.end',
+        storyId: run.storyId,
+        at: this.clock.now(),
+        step,
+        ...where,
+        status: 'done',
+        durationMs: this.clock.now() - started,
+      });
+      return value;
+    } catch (error) {
+      this.emit({
+        type: 'step.end',
+        storyId: run.storyId,
+        at: this.clock.now(),
+        step,
+        ...where,
+        status: 'failed',
+        durationMs: this.clock.now() - started,
+        error,
+      });
+      throw error;
+    }
+  }
+
+  private retryOptions(run: RunContext, step: EngineStep): RetryOptions {
+    return {
+      ...this.options.retry,
+      clock: this.clock,
+      ...(run.signal ? { signal: run.signal } : {}),
+      onRetry: ({ attempt, delayMs, error }) => {
+        this.emit({ type: 'step.retry', storyId: run.storyId, at: this.clock.now(), step, attempt, delayMs, error });
+        this.logger.warn('retrying episode step', {
+          storyId: run.storyId,
+          step,
+          attempt,
+          delayMs,
+          error: describeError(error),
+        });
+      },
+    };
+  }
+
+  private warn(storyId: string, message: string, details: Record<string, unknown>): void {
+    this.emit({ type: 'warning', storyId, at: this.clock.now(), message, details });
+    this.logger.warn(message, { storyId, ...details });
+  }
+
+  private emit(event: EngineEvent): void {
+    if (!this.onEvent) return;
+    try {
+      this.onEvent(event);
+    } catch (error) {
+      // A broken progress bar or metrics sink must not lose an episode.
+      this.logger.warn('onEvent listener threw', { type: event.type, error: describeError(error) });
+    }
+  }
+}
+
+/**
+ * The pending influences one scene takes: the oldest first, at most as many as the store can resolve in one commit
+ * (a store may declare `limits.maxInfluencesPerCommit`, as DynamoDB's does: 90). The rest stay pending for the next
+ * scene; taking them all would make every commit fail once the queue outgrows that limit, stalling the story.
+ */
+function takenInfluences(state: StoryState, store: StoryStateStore): StoryState['userInfluenceQueue'] {
+  const declared = (store as { limits?: { maxInfluencesPerCommit?: unknown } }).limits?.maxInfluencesPerCommit;
+  const queue = state.userInfluenceQueue;
+  if (typeof declared !== 'number' || !Number.isInteger(declared) || declared < 1 || queue.length <= declared) {
+    return queue;
+  }
+  const byArrival = [...queue].sort((a, b) =>
+    a.receivedAt !== b.receivedAt ? (a.receivedAt < b.receivedAt ? -1 : 1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
+  );
+  return byArrival.slice(0, declared);
+}
+
+/** The steps among `steps` that the log has not finished (`done` or `skipped`), in order. */
+function unfinishedSteps(steps: readonly EngineStep[], log: readonly PublicationEntry[]): EngineStep[] {
+  const finished = new Set(
+    log.filter((entry) => entry.status === 'done' || entry.status === 'skipped').map((entry) => entry.target),
+  );
+  return steps.filter((step) => !finished.has(step));
+}
+
+/**
+ * The retrieval query of an episode: the main characters on stage, the most important open threads and what the
+ * audience voted for. Built from the state alone, so it costs the same at scene 10 and at scene 10,000.
+ *
+ * @example
+ * ```ts
+ * import { buildEpisodeQuery, resolveInfluences } from 'storyloom';
+ * const query = buildEpisodeQuery(state, resolveInfluences(state.userInfluenceQueue));
+ * ```
+ */
+export function buildEpisodeQuery(state: StoryState, resolution: Pick<InfluenceResolution, 'winner'>): string {
+  const characters = Object.values(state.characters)
+    .filter((character) => character.status === 'active' && character.role === 'main')
+    .sort((a, b) => (a.id < b.id ? -1 : 1))
+    .slice(0, 4)
+    .map((character) => character.name);
+  const threads = state.plotThreads
+    .filter((thread) => thread.status !== 'resolved')
+    .sort((a, b) => b.importance - a.importance || (a.id < b.id ? -1 : 1))
+    .slice(0, 3)
+    .map((thread) => thread.title);
+  const parts = [
+    characters.length > 0 ? `Characters: ${characters.join(', ')}` : '',
+    threads.length > 0 ? `Threads: ${threads.join('; ')}` : '',
+    resolution.winner ? `Audience choice: ${resolution.winner.label}` : '',
+  ].filter(Boolean);
+  return parts.length > 0 ? parts.join('. ') : state.bible.premise;
+}
+
+function altText(scene: Scene): string {
+  const text = scene.imagePrompt || scene.title;
+  return text.length <= 300 ? text : `${text.slice(0, 299)}…`;
+}
+
+function isFilteredRetryError(error: unknown): boolean {
+  return (
+    StoryloomError.isInstance(error) && error.code === 'RETRY_EXHAUSTED' && ContentFilteredError.isInstance(error.cause)
+  );
+}
+
+function describeError(error: unknown): string {
+  const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return text.length <= MAX_ERROR_TEXT ? text : `${text.slice(0, MAX_ERROR_TEXT - 1)}…`;
+}

@@ -1,0 +1,764 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DOMParser, type Element as XmlElement } from '@xmldom/xmldom';
+import { parse } from 'parse5';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConflictError, StorageError, ValidationError } from '../core/errors.js';
+import { chapterIdFor, type Scene, type StoryState } from '../state/schema.js';
+import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
+import { ManualClock } from '../testing/manual-clock.js';
+import { runPublisherSuite } from '../testing/publisher-suite.js';
+import { createFilesystemPublisher, readSitePublication } from './filesystem.js';
+import type { Episode } from './publisher.js';
+
+const folders: string[] = [];
+async function tempFolder(): Promise<string> {
+  const folder = await mkdtemp(path.join(os.tmpdir(), 'storyloom-site-'));
+  folders.push(folder);
+  return folder;
+}
+afterEach(async () => {
+  for (const folder of folders.splice(0)) await rm(folder, { recursive: true, force: true });
+});
+
+runPublisherSuite(
+  { describe, it },
+  {
+    name: 'filesystem',
+    create: async () => {
+      const directory = await tempFolder();
+      return {
+        publisher: createFilesystemPublisher({ directory }),
+        published: (storyId, sceneId) => readSitePublication(directory, storyId, sceneId),
+      };
+    },
+  },
+);
+
+const PNG = Uint8Array.from(
+  Buffer.from(
+    'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==',
+    'base64',
+  ),
+);
+const SVG = new TextEncoder().encode(
+  '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="9"><rect width="16" height="9" fill="#246"/></svg>',
+);
+
+/** `count` consecutive episodes of one story; a new chapter every `chapterLength` scenes. */
+function makeEpisodes(
+  count: number,
+  options: {
+    storyId?: string;
+    chapterLength?: number;
+    story?: Partial<StoryState>;
+    scene?: (index: number) => Partial<Scene>;
+  } = {},
+): Episode[] {
+  const chapterLength = options.chapterLength ?? 1_000;
+  let state = makeStoryState(options.storyId ?? 'tale', options.story ?? {});
+  const episodes: Episode[] = [];
+  for (let index = 0; index < count; index++) {
+    const chapterIndex = Math.floor(index / chapterLength);
+    state = { ...state, chapterIndex, chapterId: chapterIdFor(chapterIndex) };
+    const scene = makeNextScene(state, { title: `Night ${index + 1}`, ...options.scene?.(index) });
+    const next = makeNextState(state, scene);
+    episodes.push({ story: next, scene });
+    state = next;
+  }
+  return episodes;
+}
+
+/** Every file under `folder` (temporary files included), by relative path. */
+async function snapshot(folder: string): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  const walk = async (relative: string) => {
+    for (const entry of await readdir(path.join(folder, relative), { withFileTypes: true })) {
+      const child = relative ? `${relative}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) await walk(child);
+      else files.set(child, await readFile(path.join(folder, child)));
+    }
+  };
+  await walk('');
+  return files;
+}
+
+const slug = (scene: Scene) => `${String(scene.index).padStart(6, '0')}-${scene.id.replaceAll(':', '~')}`;
+const read = (folder: string, relative: string) => readFile(path.join(folder, relative), 'utf8');
+
+// A small parse5 tree walker: enough to read elements, attributes and text.
+interface HtmlNode {
+  nodeName: string;
+  attrs?: Array<{ name: string; value: string }>;
+  childNodes?: HtmlNode[];
+  value?: string;
+}
+function parseHtml(html: string): { root: HtmlNode; errors: string[] } {
+  const errors: string[] = [];
+  const root = parse(html, { onParseError: (error) => errors.push(error.code) }) as unknown as HtmlNode;
+  return { root, errors };
+}
+function elements(node: HtmlNode, name?: string): HtmlNode[] {
+  const found: HtmlNode[] = [];
+  const visit = (current: HtmlNode) => {
+    if (current.attrs && (name === undefined || current.nodeName === name)) found.push(current);
+    for (const child of current.childNodes ?? []) visit(child);
+  };
+  visit(node);
+  return found;
+}
+function textOf(node: HtmlNode): string {
+  if (node.nodeName === '#text') return node.value ?? '';
+  return (node.childNodes ?? []).map(textOf).join('');
+}
+function attribute(node: HtmlNode, name: string): string | undefined {
+  return node.attrs?.find((attr) => attr.name === name)?.value;
+}
+function byClass(node: HtmlNode, className: string): HtmlNode[] {
+  return elements(node).filter((element) => (attribute(element, 'class') ?? '').split(' ').includes(className));
+}
+
+function parseXml(xml: string) {
+  const problems: string[] = [];
+  const document = new DOMParser({
+    onError: (level, message) => {
+      if (level !== 'warning') problems.push(message);
+    },
+  }).parseFromString(xml, 'application/xml');
+  return { document, problems };
+}
+const ATOM = 'http://www.w3.org/2005/Atom';
+function atomChildren(parent: XmlElement, name: string): XmlElement[] {
+  return Array.from(parent.childNodes).filter(
+    (node): node is XmlElement =>
+      node.nodeType === 1 && (node as XmlElement).localName === name && (node as XmlElement).namespaceURI === ATOM,
+  );
+}
+
+describe('createFilesystemPublisher: options', () => {
+  it('rejects invalid options with a ValidationError naming every problem', () => {
+    let caught: unknown;
+    try {
+      createFilesystemPublisher({ directory: ' ', baseUrl: 'not a url', target: 'bad target', feedEntries: 0 });
+    } catch (error) {
+      caught = error;
+    }
+    expect(ValidationError.isInstance(caught)).toBe(true);
+    expect((caught as ValidationError).problems.map((problem) => problem.path).sort()).toEqual([
+      'baseUrl',
+      'directory',
+      'feedEntries',
+      'target',
+    ]);
+  });
+
+  it('declares its provider, target and idempotency', async () => {
+    const publisher = createFilesystemPublisher({ directory: await tempFolder(), target: 'website' });
+    expect(publisher.provider).toBe('filesystem');
+    expect(publisher.target).toBe('website');
+    expect(publisher.capabilities.idempotent).toBe(true);
+  });
+
+  it('rejects an invalid episode and an unknown image type with a ValidationError', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const [episode] = makeEpisodes(1);
+    await expect(publisher.publish({ ...episode!, scene: { ...episode!.scene, id: '../escape' } })).rejects.toSatisfy(
+      (error) => ValidationError.isInstance(error),
+    );
+    await expect(
+      publisher.publish({ ...episode!, image: { data: PNG, mediaType: 'image/tiff', alt: '' } }),
+    ).rejects.toSatisfy((error) => ValidationError.isInstance(error));
+    expect(await readdir(directory)).toEqual([]);
+  });
+});
+
+describe('createFilesystemPublisher: results', () => {
+  it('returns the relative paths it wrote and the public URL of the page', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory, baseUrl: 'https://stories.example.com/tale' });
+    const [episode] = makeEpisodes(1);
+    const result = await publisher.publish({ ...episode!, image: { data: PNG, mediaType: 'image/png', alt: 'sea' } });
+    const name = slug(episode!.scene);
+    expect(result).toEqual({
+      target: 'site',
+      url: `https://stories.example.com/tale/scenes/${name}.html`,
+      ids: [`images/${name}.png`, `scenes/${name}.html`, `scenes/${name}.json`],
+    });
+    expect(await readSitePublication(directory, 'tale', episode!.scene.id)).toEqual(result.ids);
+    expect(await readSitePublication(directory, 'other-story', episode!.scene.id)).toEqual([]);
+    const json = JSON.parse(await read(directory, `scenes/${name}.json`));
+    expect(json).toEqual(episode!.scene);
+  });
+
+  it('returns a file URL without a base URL, and maps ":" in ids to a portable file name', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const [episode] = makeEpisodes(1, { scene: () => ({ id: 'tale:s0' }) });
+    const result = await publisher.publish(episode!);
+    expect(result.url).toMatch(/^file:\/\/.*\/scenes\/000000-tale(~|%7E)s0\.html$/);
+    expect(await readSitePublication(directory, 'tale', 'tale:s0')).toEqual([
+      'scenes/000000-tale~s0.html',
+      'scenes/000000-tale~s0.json',
+    ]);
+  });
+
+  it('reports a folder it cannot write as a StorageError', async () => {
+    const file = path.join(await tempFolder(), 'not-a-folder');
+    await writeFile(file, 'plain file');
+    const publisher = createFilesystemPublisher({ directory: file });
+    await expect(publisher.publish(makeEpisodes(1)[0]!)).rejects.toSatisfy((error) => StorageError.isInstance(error));
+  });
+
+  it('refuses to mix two stories in one folder', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    await publisher.publish(makeEpisodes(1, { storyId: 'first' })[0]!);
+    await expect(publisher.publish(makeEpisodes(1, { storyId: 'second' })[0]!)).rejects.toSatisfy(
+      (error) => ConflictError.isInstance(error) && !(error as ConflictError).isRetryable,
+    );
+  });
+});
+
+describe('createFilesystemPublisher: idempotency and crash safety', () => {
+  it('publishing the same scenes again leaves every file byte-identical', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    for (const episode of episodes) await publisher.publish(episode);
+    const before = await snapshot(directory);
+    expect([...before.keys()].sort()).toEqual(
+      [
+        'characters.html',
+        'episodes.json',
+        'feed.atom',
+        'index.html',
+        'style.css',
+        'threads.html',
+        ...episodes.flatMap((episode) => [`scenes/${slug(episode.scene)}.html`, `scenes/${slug(episode.scene)}.json`]),
+      ].sort(),
+    );
+    // The second scene again, then the first with its older story state: nothing changes, nothing rolls back.
+    await publisher.publish(episodes[1]!);
+    await publisher.publish(episodes[0]!);
+    // A second publisher instance (another run of the process) writes the same bytes.
+    await createFilesystemPublisher({ directory }).publish(episodes[2]!);
+    expect(await snapshot(directory)).toEqual(before);
+  });
+
+  it('keeps the roster of the newest state when an older scene is published again', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(2);
+    const renamed = {
+      ...episodes[1]!,
+      story: {
+        ...episodes[1]!.story,
+        characters: {
+          ...episodes[1]!.story.characters,
+          gull: { ...episodes[1]!.story.characters.gull!, name: 'Captain Gull' },
+        },
+      },
+    };
+    await publisher.publish(renamed);
+    await publisher.publish(episodes[0]!);
+    expect(await read(directory, 'characters.html')).toContain('Captain Gull');
+  });
+
+  it('never lets a concurrent publish of an older state overwrite a newer roster', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    const newest = episodes[2]!;
+    const renamed = {
+      ...newest,
+      story: {
+        ...newest.story,
+        characters: { ...newest.story.characters, gull: { ...newest.story.characters.gull!, name: 'Captain Gull' } },
+      },
+    };
+    // Without serialization both read the empty manifest and the older publish, finishing last, would win.
+    await Promise.all([publisher.publish(renamed), publisher.publish(episodes[0]!), publisher.publish(episodes[1]!)]);
+    expect(await read(directory, 'characters.html')).toContain('Captain Gull');
+    expect(JSON.parse(await read(directory, 'episodes.json')).story.version).toBe(newest.story.version);
+  });
+
+  it('serializes concurrent publishes of the same and different scenes', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const other = createFilesystemPublisher({ directory: `${directory}${path.sep}.` });
+    const episodes = makeEpisodes(12);
+    await Promise.all([
+      ...episodes.map((episode, index) => (index % 2 ? publisher : other).publish(episode)),
+      ...episodes.slice(0, 4).map((episode) => publisher.publish(episode)),
+    ]);
+    const manifest = JSON.parse(await read(directory, 'episodes.json'));
+    expect(manifest.episodes.map((entry: { index: number }) => entry.index)).toEqual([...Array(12).keys()]);
+    for (const [index, episode] of episodes.entries()) {
+      const { root } = parseHtml(await read(directory, `scenes/${slug(episode.scene)}.html`));
+      const rels = elements(root, 'a').map((a) => [attribute(a, 'rel'), attribute(a, 'href')]);
+      if (index > 0) expect(rels).toContainEqual(['prev', `${slug(episodes[index - 1]!.scene)}.html`]);
+      if (index < 11) expect(rels).toContainEqual(['next', `${slug(episodes[index + 1]!.scene)}.html`]);
+    }
+    expect((await snapshot(directory)).keys()).not.toContain(expect.stringMatching(/\.tmp$/));
+  });
+
+  it('removes temporary files left by a dead writer and keeps those of a live one until they are stale', async () => {
+    const directory = await tempFolder();
+    const clock = new ManualClock(Date.now());
+    const publisher = createFilesystemPublisher({ directory, clock, staleTempFileMs: 60_000 });
+    const [first, second] = makeEpisodes(2);
+    await publisher.publish(first!);
+    const dead = '.index.html.999999999.0a1b2c.tmp';
+    const deadScene = `scenes/.${slug(second!.scene)}.json.999999999.0a1b2d.tmp`;
+    const live = `.feed.atom.${process.ppid}.0a1b2e.tmp`;
+    for (const file of [dead, deadScene, live]) await writeFile(path.join(directory, file), '<html><bo');
+    await publisher.publish(second!);
+    let names = [...(await snapshot(directory)).keys()];
+    expect(names).not.toContain(dead);
+    expect(names).not.toContain(deadScene);
+    expect(names).toContain(live);
+    // A stray temporary file is never listed as a publication.
+    expect(await readSitePublication(directory, 'tale', second!.scene.id)).toEqual([
+      `scenes/${slug(second!.scene)}.html`,
+      `scenes/${slug(second!.scene)}.json`,
+    ]);
+    const { mtimeMs } = await stat(path.join(directory, live));
+    clock.advance(mtimeMs - clock.now() + 60_001);
+    await publisher.publish(second!);
+    names = [...(await snapshot(directory)).keys()];
+    expect(names).not.toContain(live);
+  });
+
+  it('folds back a scene a crash left out of the manifest, and rebuilds a damaged manifest', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    await publisher.publish(episodes[0]!);
+    // A crash after the scene JSON was renamed into place, before the manifest was: only the JSON exists.
+    await writeFile(
+      path.join(directory, `scenes/${slug(episodes[1]!.scene)}.json`),
+      `${JSON.stringify(episodes[1]!.scene)}\n`,
+    );
+    await publisher.publish(episodes[2]!);
+    const manifest = JSON.parse(await read(directory, 'episodes.json'));
+    expect(manifest.episodes.map((entry: { sceneId: string }) => entry.sceneId)).toEqual(
+      episodes.map((episode) => episode.scene.id),
+    );
+    expect(await read(directory, 'index.html')).toContain(`scenes/${slug(episodes[1]!.scene)}.html`);
+
+    const complete = await snapshot(directory);
+    await writeFile(path.join(directory, 'episodes.json'), '{"format": "storyloom-site/1", "episo');
+    await rm(path.join(directory, 'index.html'));
+    await publisher.publish(episodes[1]!);
+    await publisher.publish(episodes[2]!);
+    const repaired = await snapshot(directory);
+    for (const file of ['index.html', 'feed.atom', 'threads.html']) {
+      expect(repaired.get(file)?.toString()).toBe(complete.get(file)?.toString());
+    }
+    expect(JSON.parse(repaired.get('episodes.json')!.toString()).episodes).toHaveLength(3);
+  });
+});
+
+describe('createFilesystemPublisher: navigation and ordering', () => {
+  it('links each page to its neighbours, whatever order the scenes arrive in', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const [a, b, c] = makeEpisodes(3);
+    const navOf = async (episode: Episode) => {
+      const { root } = parseHtml(await read(directory, `scenes/${slug(episode.scene)}.html`));
+      return Object.fromEntries(
+        elements(root, 'a')
+          .filter((link) => attribute(link, 'rel'))
+          .map((link) => [attribute(link, 'rel'), attribute(link, 'href')]),
+      );
+    };
+    await publisher.publish(a!);
+    expect(await navOf(a!)).toEqual({});
+    await publisher.publish(c!);
+    expect(await navOf(a!)).toEqual({ next: `${slug(c!.scene)}.html` });
+    await publisher.publish(b!);
+    expect(await navOf(a!)).toEqual({ next: `${slug(b!.scene)}.html` });
+    expect(await navOf(b!)).toEqual({ prev: `${slug(a!.scene)}.html`, next: `${slug(c!.scene)}.html` });
+    expect(await navOf(c!)).toEqual({ prev: `${slug(b!.scene)}.html` });
+  });
+
+  it('keeps the manifest in story order and lists the index newest first, grouped by chapter', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(5, { chapterLength: 3 });
+    for (const index of [3, 0, 4, 1, 2]) await publisher.publish(episodes[index]!);
+    const manifest = JSON.parse(await read(directory, 'episodes.json'));
+    expect(manifest.episodes.map((entry: { index: number }) => entry.index)).toEqual([0, 1, 2, 3, 4]);
+    const { root, errors } = parseHtml(await read(directory, 'index.html'));
+    expect(errors).toEqual([]);
+    const chapters = elements(root, 'section').filter((section) => attribute(section, 'class') === 'chapter');
+    expect(chapters.map((section) => attribute(section, 'id'))).toEqual(['chapter-2', 'chapter-1']);
+    const titles = chapters.map((section) => elements(section, 'h3').map((h3) => textOf(h3)));
+    expect(titles).toEqual([
+      ['Night 5', 'Night 4'],
+      ['Night 3', 'Night 2', 'Night 1'],
+    ]);
+    const sceneTwo = parseHtml(await read(directory, `scenes/${slug(episodes[3]!.scene)}.html`)).root;
+    expect(textOf(byClass(sceneTwo, 'eyebrow')[0]!)).toContain('Chapter 2 · Episode 4');
+  });
+});
+
+describe('createFilesystemPublisher: pictures', () => {
+  it('stores each picture under the extension of its media type and shows it on the pages', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(4);
+    const images = [
+      { data: PNG, mediaType: 'image/png', extension: 'png' },
+      { data: SVG, mediaType: 'image/svg+xml', extension: 'svg' },
+      { data: Uint8Array.of(0xff, 0xd8, 0xff, 0xd9), mediaType: 'image/jpeg', extension: 'jpg' },
+      { data: Uint8Array.of(0x52, 0x49, 0x46, 0x46), mediaType: 'image/webp', extension: 'webp' },
+    ];
+    for (const [index, image] of images.entries()) {
+      await publisher.publish({ ...episodes[index]!, image: { ...image, alt: `Picture ${index}` } });
+    }
+    for (const [index, image] of images.entries()) {
+      const name = `images/${slug(episodes[index]!.scene)}.${image.extension}`;
+      expect(new Uint8Array(await readFile(path.join(directory, name)))).toEqual(image.data);
+      const { root } = parseHtml(await read(directory, `scenes/${slug(episodes[index]!.scene)}.html`));
+      const [img] = elements(root, 'img');
+      expect(attribute(img!, 'src')).toBe(`../${name}`);
+      expect(attribute(img!, 'alt')).toBe(`Picture ${index}`);
+    }
+    const index = await read(directory, 'index.html');
+    for (const [position, image] of images.entries()) {
+      expect(index).toContain(`src="images/${slug(episodes[position]!.scene)}.${image.extension}"`);
+    }
+  });
+
+  it('keeps one picture per scene, and keeps it when a retry comes without it', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const [episode] = makeEpisodes(1);
+    await publisher.publish({ ...episode!, image: { data: PNG, mediaType: 'image/png', alt: 'first' } });
+    await publisher.publish({ ...episode!, image: { data: SVG, mediaType: 'image/svg+xml', alt: 'second' } });
+    const name = slug(episode!.scene);
+    expect(await readdir(path.join(directory, 'images'))).toEqual([`${name}.svg`]);
+    const retry = await publisher.publish(episode!);
+    expect(retry.ids).toContain(`images/${name}.svg`);
+    expect(await read(directory, `scenes/${name}.html`)).toContain('alt="second"');
+  });
+
+  it('refuses an SVG that could run a script or load a resource', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const [episode] = makeEpisodes(1);
+    for (const svg of [
+      '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+      '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
+      '<svg xmlns="http://www.w3.org/2000/svg"><image href="https://tracker.example/x.png"/></svg>',
+    ]) {
+      const image = { data: new TextEncoder().encode(svg), mediaType: 'image/svg+xml', alt: '' };
+      await expect(publisher.publish({ ...episode!, image })).rejects.toSatisfy((error) =>
+        ValidationError.isInstance(error),
+      );
+    }
+    expect(await readSitePublication(directory, 'tale', episode!.scene.id)).toEqual([]);
+  });
+});
+
+describe('createFilesystemPublisher: escaping', () => {
+  const LONG_WORD = 'a'.repeat(5_000);
+  const hostile = {
+    title: '</title><script>alert(1)</script>',
+    text: `He said "onmouseover=alert(1)" and ]]></text><evil/> & left.\u0000\u0007\n\n\u202eesrever ${LONG_WORD}\n<img src=x onerror=alert(2)>`,
+    summary: "'><script src=//evil.example/x.js></script>",
+    name: '<img src=x onerror=alert(3)>',
+    theme: '"><script>alert(4)</script>',
+  };
+
+  async function hostileSite() {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory, baseUrl: 'https://example.com/s' });
+    const base = makeStoryState('tale');
+    const episodes = makeEpisodes(2, {
+      story: {
+        bible: { ...base.bible, title: '<script>document.title</script>', premise: hostile.summary },
+        characters: {
+          ...base.characters,
+          mira: {
+            ...base.characters.mira!,
+            name: hostile.name,
+            aliases: ['</bdi><script>x</script>'],
+            description: hostile.summary,
+            traits: { '<script>': 0.5 },
+            relationships: {
+              tobin: { kind: '"><svg onload=alert(5)>', affinity: -0.4, trust: 0.9, note: hostile.title, since: null },
+            },
+          },
+        },
+        plotThreads: [
+          { ...base.plotThreads[0]!, title: hostile.title, summary: hostile.summary, setups: [hostile.theme] },
+        ],
+      },
+      scene: () => ({
+        title: hostile.title,
+        text: hostile.text,
+        summary: hostile.summary,
+        themes: [hostile.theme],
+        locations: ['<iframe src="javascript:alert(6)">'],
+        mood: '</p><script>',
+      }),
+    });
+    await publisher.publish({
+      ...episodes[0]!,
+      image: { data: PNG, mediaType: 'image/png', alt: '" onload="alert(7)' },
+    });
+    await publisher.publish(episodes[1]!);
+    return { directory, episodes };
+  }
+
+  it('writes no script, no event handler and no foreign URL into any file', async () => {
+    const { directory } = await hostileSite();
+    const files = await snapshot(directory);
+    for (const [name, bytes] of files) {
+      if (name.endsWith('.png')) continue;
+      const text = bytes.toString('utf8');
+      expect(text, name).not.toMatch(/<script/i);
+      expect(text, name).not.toMatch(/<(svg|iframe|evil)[\s/>]/i);
+      if (!name.endsWith('.html')) {
+        expect(text, name).not.toMatch(/<img[\s/>]/i);
+        continue;
+      }
+      const { root, errors } = parseHtml(text);
+      expect(errors, name).toEqual([]);
+      const injected = elements(root).filter((element) =>
+        ['script', 'iframe', 'svg', 'evil'].includes(element.nodeName),
+      );
+      expect(injected, name).toEqual([]);
+      for (const element of elements(root)) {
+        for (const attr of element.attrs ?? []) {
+          expect(attr.name, `${name} <${element.nodeName}>`).not.toMatch(/^on/);
+          // The one absolute URL is the empty icon, so browsers do not ask the server for /favicon.ico.
+          const isEmptyIcon = element.nodeName === 'link' && attr.value === 'data:,';
+          if ((attr.name === 'href' || attr.name === 'src') && !isEmptyIcon) {
+            expect(attr.value, name).toMatch(/^(#|\.\.\/|[a-z0-9]|[A-Za-z0-9~._-]+\.(html|atom|css|json))/);
+            expect(attr.value, name).not.toMatch(/^[a-z]+:|^\/\//i);
+          }
+        }
+      }
+    }
+  });
+
+  it('keeps hostile text readable: it round-trips through an HTML parser, minus control characters', async () => {
+    const { directory, episodes } = await hostileSite();
+    const scene = episodes[0]!.scene;
+    const { root } = parseHtml(await read(directory, `scenes/${slug(scene)}.html`));
+    expect(textOf(elements(root, 'h1')[0]!)).toBe(hostile.title);
+    expect(textOf(elements(root, 'title')[0]!)).toBe(`${hostile.title} · <script>document.title</script>`);
+    const prose = textOf(byClass(root, 'prose')[0]!);
+    expect(prose).toContain('He said "onmouseover=alert(1)" and ]]></text><evil/> & left.');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test checks that control characters are gone
+    expect(prose).not.toMatch(/[\u0000\u0007]/);
+    expect(prose).toContain(`\u202eesrever ${LONG_WORD}`);
+    expect(prose).toContain('<img src=x onerror=alert(2)>');
+    expect(attribute(elements(root, 'img')[0]!, 'alt')).toBe('" onload="alert(7)');
+    const facts = textOf(byClass(root, 'scene-facts')[0]!);
+    expect(facts).toContain(hostile.name);
+    expect(facts).toContain(hostile.theme);
+    expect(facts).toContain('</p><script>');
+
+    const roster = parseHtml(await read(directory, 'characters.html')).root;
+    expect(elements(roster, 'h2').map(textOf)).toContain(hostile.name);
+    expect(textOf(roster)).toContain('"><svg onload=alert(5)>');
+    const threads = parseHtml(await read(directory, 'threads.html')).root;
+    expect(elements(threads, 'h2').map(textOf)).toContain(hostile.title);
+
+    // The JSON is the scene itself, as JSON.stringify wrote it.
+    expect(JSON.parse(await read(directory, `scenes/${slug(scene)}.json`))).toEqual(scene);
+    expect(await read(directory, `scenes/${slug(scene)}.json`)).toContain('\\u0000');
+  });
+
+  it('writes a well-formed Atom feed whose text round-trips', async () => {
+    const { directory } = await hostileSite();
+    const { document, problems } = parseXml(await read(directory, 'feed.atom'));
+    expect(problems).toEqual([]);
+    const feed = document.documentElement!;
+    expect(atomChildren(feed, 'title')[0]!.textContent).toBe('<script>document.title</script>');
+    const entryTitles = atomChildren(feed, 'entry').map((entry) => atomChildren(entry, 'title')[0]!.textContent);
+    expect(entryTitles).toEqual([hostile.title, hostile.title]);
+  });
+});
+
+describe('createFilesystemPublisher: Atom feed', () => {
+  it('has the required Atom 1.0 elements, stable ids and updated times from the scenes', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory, baseUrl: 'https://example.com/tale/', feedEntries: 3 });
+    const episodes = makeEpisodes(5);
+    for (const episode of episodes) await publisher.publish(episode);
+    const { document, problems } = parseXml(await read(directory, 'feed.atom'));
+    expect(problems).toEqual([]);
+    const feed = document.documentElement!;
+    expect(feed.localName).toBe('feed');
+    expect(feed.namespaceURI).toBe(ATOM);
+    expect(feed.getAttribute('xml:base')).toBe('https://example.com/tale/');
+    expect(atomChildren(feed, 'id')[0]!.textContent).toBe('urn:storyloom:story:tale');
+    expect(atomChildren(feed, 'title')[0]!.textContent).toBe('The Lighthouse Keepers');
+    expect(atomChildren(atomChildren(feed, 'author')[0]!, 'name')[0]!.textContent).toBeTruthy();
+    expect(atomChildren(feed, 'updated')[0]!.textContent).toBe(new Date(episodes[4]!.scene.createdAt).toISOString());
+    const self = atomChildren(feed, 'link').find((link) => link.getAttribute('rel') === 'self');
+    expect(self?.getAttribute('href')).toBe('feed.atom');
+    const entries = atomChildren(feed, 'entry');
+    expect(entries).toHaveLength(3);
+    for (const [position, entry] of entries.entries()) {
+      const scene = episodes[4 - position]!.scene;
+      expect(atomChildren(entry, 'id')[0]!.textContent).toBe(`urn:storyloom:scene:tale:${scene.id}`);
+      expect(atomChildren(entry, 'title')[0]!.textContent).toBe(scene.title);
+      expect(atomChildren(entry, 'updated')[0]!.textContent).toBe(new Date(scene.createdAt).toISOString());
+      const link = atomChildren(entry, 'link')[0]!;
+      expect(link.getAttribute('rel')).toBe('alternate');
+      expect(new URL(link.getAttribute('href')!, 'https://example.com/tale/').href).toBe(
+        `https://example.com/tale/scenes/${slug(scene)}.html`,
+      );
+      expect(atomChildren(entry, 'summary')[0]!.textContent).toBe(scene.summary);
+    }
+  });
+});
+
+describe('createFilesystemPublisher: story pages', () => {
+  it('shows the roster with roles, statuses, traits and relationships', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const base = makeStoryState('tale');
+    const [episode] = makeEpisodes(1, {
+      story: {
+        characters: {
+          ...base.characters,
+          mira: {
+            ...base.characters.mira!,
+            description: 'Keeper of the lamp.',
+            traits: { courage: 0.7, doubt: 0.2 },
+            relationships: {
+              tobin: { kind: 'friend', affinity: 0.6, trust: 0.8, note: 'since childhood', since: null },
+              gull: { kind: 'rival', affinity: -0.5, trust: 0.1, since: null },
+            },
+          },
+          gull: { ...base.characters.gull!, status: 'dead' },
+        },
+      },
+    });
+    await publisher.publish(episode!);
+    const { root, errors } = parseHtml(await read(directory, 'characters.html'));
+    expect(errors).toEqual([]);
+    const cards = byClass(root, 'character');
+    expect(cards.map((card) => attribute(card, 'id'))).toEqual(['character-mira', 'character-tobin', 'character-gull']);
+    const mira = cards[0]!;
+    expect(textOf(mira)).toContain('Keeper of the lamp.');
+    expect(textOf(byClass(mira, 'traits')[0]!).replace(/\s+/g, ' ')).toBe('courage0.70doubt0.20');
+    const fills = byClass(byClass(mira, 'traits')[0]!, 'fill').map((fill) => attribute(fill, 'class'));
+    expect(fills).toEqual(['fill w-70', 'fill w-20']);
+    const rows = elements(byClass(mira, 'relationships')[0]!, 'tr').slice(1);
+    expect(rows.map((row) => elements(row, 'td').map((cell) => textOf(cell)))).toEqual([
+      ['Old Gull', 'rival', '-0.50', '0.10'],
+      ['Tobin Marshsince childhood', 'friend', '0.60', '0.80'],
+    ]);
+    expect(attribute(elements(rows[1]!, 'a')[0]!, 'href')).toBe('#character-tobin');
+    expect(textOf(cards[2]!)).toContain('dead');
+    // The scene page links each present character to the roster.
+    const page = parseHtml(await read(directory, `scenes/${slug(episode!.scene)}.html`)).root;
+    const castLinks = elements(page, 'a').filter((a) => attribute(a, 'href')?.startsWith('../characters.html#'));
+    expect(castLinks.map((a) => [attribute(a, 'href'), textOf(a)])).toEqual([
+      ['../characters.html#character-mira', 'Mira Vale'],
+      ['../characters.html#character-tobin', 'Tobin Marsh'],
+    ]);
+  });
+
+  it('shows plot threads by status with links to the scenes that opened, advanced and resolved them', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(4);
+    const [s0, s1, s2, s3] = episodes.map((episode) => episode.scene);
+    const last = episodes[3]!;
+    const story = {
+      ...last.story,
+      plotThreads: [
+        {
+          ...last.story.plotThreads[0]!,
+          status: 'resolved' as const,
+          openedIn: s0!.id,
+          lastAdvancedIn: s2!.id,
+          resolvedIn: s2!.id,
+        },
+        {
+          id: 'ghost',
+          title: 'The ghost light',
+          summary: '',
+          status: 'advancing' as const,
+          importance: 0.6,
+          characters: [],
+          openedIn: s1!.id,
+          lastAdvancedIn: s3!.id,
+          resolvedIn: null,
+          setups: ['Who lit it?'],
+        },
+      ],
+    };
+    for (const episode of episodes.slice(0, 3)) await publisher.publish(episode);
+    await publisher.publish({ ...last, story });
+    const { root, errors } = parseHtml(await read(directory, 'threads.html'));
+    expect(errors).toEqual([]);
+    const threads = byClass(root, 'thread');
+    expect(threads.map((thread) => attribute(thread, 'id'))).toEqual(['thread-ghost', 'thread-drift']);
+    const linksOf = (thread: HtmlNode) => elements(thread, 'a').map((a) => attribute(a, 'href'));
+    expect(linksOf(threads[0]!)).toEqual([`scenes/${slug(s1!)}.html`, `scenes/${slug(s3!)}.html`]);
+    expect(linksOf(threads[1]!)).toEqual([
+      `scenes/${slug(s0!)}.html`,
+      `scenes/${slug(s2!)}.html`,
+      `scenes/${slug(s2!)}.html`,
+    ]);
+    // The resolved thread spans episodes 1 to 3 of 4; the advancing one runs from episode 2 to the latest.
+    expect(attribute(byClass(threads[1]!, 'span')[0]!, 'class')).toBe('span l-0 w-76');
+    expect(attribute(byClass(threads[0]!, 'span')[0]!, 'class')).toBe('span l-26 w-74');
+    expect(textOf(threads[0]!)).toContain('Who lit it?');
+  });
+});
+
+describe('createFilesystemPublisher: a long story', () => {
+  it('renders a 50-scene site whose pages all parse and link up', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(50, { chapterLength: 8 });
+    for (const [index, episode] of episodes.entries()) {
+      await publisher.publish(
+        index % 3 ? episode : { ...episode, image: { data: PNG, mediaType: 'image/png', alt: '' } },
+      );
+    }
+    const files = await snapshot(directory);
+    const pages = [...files.keys()].filter((name) => name.endsWith('.html'));
+    expect(pages).toHaveLength(53);
+    for (const page of pages) expect(parseHtml(files.get(page)!.toString()).errors, page).toEqual([]);
+    const index = parseHtml(files.get('index.html')!.toString()).root;
+    expect(byClass(index, 'card')).toHaveLength(50);
+    expect(byClass(index, 'chapter')).toHaveLength(7);
+    expect(elements(index, 'img')).toHaveLength(17);
+    // Every relative link of every page points at a file that exists.
+    for (const page of pages) {
+      for (const link of elements(parseHtml(files.get(page)!.toString()).root)) {
+        const target = attribute(link, 'href') ?? attribute(link, 'src');
+        if (!target || target.startsWith('#') || target === 'data:,') continue;
+        const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(page), target.split('#')[0]!));
+        expect(files.has(resolved), `${page} → ${target}`).toBe(true);
+      }
+    }
+    const feed = parseXml(files.get('feed.atom')!.toString());
+    expect(feed.problems).toEqual([]);
+    expect(atomChildren(feed.document.documentElement!, 'entry')).toHaveLength(50);
+  });
+});
+
+describe('readSitePublication', () => {
+  it('lists nothing for a folder that does not exist or an id that is not an id', async () => {
+    const directory = path.join(await tempFolder(), 'missing');
+    expect(await readSitePublication(directory, 'tale', 'tale-s0')).toEqual([]);
+    await mkdir(path.join(directory, 'scenes'), { recursive: true });
+    await writeFile(path.join(directory, 'scenes', '000000-..json'), '{}');
+    expect(await readSitePublication(directory, 'tale', '..')).toEqual([]);
+  });
+});

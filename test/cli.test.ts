@@ -1,0 +1,177 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createProgram } from '../src/cli/program.js';
+
+const folders: string[] = [];
+afterEach(() => {
+  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
+});
+
+function workspace(): string {
+  const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-cli-'));
+  folders.push(folder);
+  return folder;
+}
+
+function sink() {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      chunks.push(String(chunk));
+      callback();
+    },
+  });
+  return { stream, text: () => chunks.join('') };
+}
+
+async function storyloom(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const stdout = sink();
+  const stderr = sink();
+  const code = await createProgram({ stdout: stdout.stream, stderr: stderr.stream, env, cwd }).run(args);
+  return { code, stdout: stdout.text(), stderr: stderr.text() };
+}
+
+describe('the storyloom command', () => {
+  it('inits a story, runs episodes, builds the site and reports status', async () => {
+    const cwd = workspace();
+    const init = await storyloom(cwd, ['init', '--data', 'proj', '--template', 'lighthouse-keepers']);
+    expect(init.code).toBe(0);
+    expect(init.stdout).toContain('Created "The Lighthouse Keepers"');
+    const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '3']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/\[1\] .+ \(created\)/);
+    expect(run.stdout).toMatch(/3 scenes/);
+    expect(existsSync(path.join(cwd, 'proj', 'site', 'lighthouse-keepers', 'index.html'))).toBe(true);
+    const status = await storyloom(cwd, ['status', '--data', 'proj', '--json']);
+    const parsed = JSON.parse(status.stdout);
+    expect(parsed).toMatchObject({ storyId: 'lighthouse-keepers', scenes: 3, version: 3, unfinishedSteps: [] });
+  });
+
+  it('takes an audience vote into the next episode', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    const add = await storyloom(cwd, [
+      'influence',
+      'add',
+      '--data',
+      'proj',
+      '--choice',
+      'search the cellar',
+      '--id',
+      'vote-1',
+    ]);
+    expect(add.stdout).toContain('Queued vote vote-1');
+    const again = await storyloom(cwd, [
+      'influence',
+      'add',
+      '--data',
+      'proj',
+      '--choice',
+      'search the cellar',
+      '--id',
+      'vote-1',
+    ]);
+    expect(again.stdout).toContain('Already queued');
+    await storyloom(cwd, ['run', '--data', 'proj', '--no-images']);
+    const exported = await storyloom(cwd, ['export', '--data', 'proj']);
+    const influence = exported.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line))
+      .find((record) => record.kind === 'influence');
+    expect(influence.influence).toMatchObject({ id: 'vote-1', status: 'applied' });
+  });
+
+  it('prints the assembled context with its trace and token counts', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '2', '--no-images']);
+    const context = await storyloom(cwd, ['context', '--data', 'proj', '--query', 'the lamp', '--budget', '3000']);
+    expect(context.code).toBe(0);
+    expect(context.stdout).toContain('stable prefix');
+    expect(context.stdout).toMatch(/tokens: \d+ of 3000 \(stable \d+, dynamic \d+\)/);
+    const json = await storyloom(cwd, ['context', '--data', 'proj', '--json']);
+    expect(JSON.parse(json.stdout).tokens.budget).toBe(8000);
+  });
+
+  it('exports, imports into a new project, and forks', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'a']);
+    await storyloom(cwd, ['run', '--data', 'a', '--episodes', '3', '--no-images']);
+    expect((await storyloom(cwd, ['export', '--data', 'a', '--out', 'story.jsonl'])).code).toBe(0);
+    const imported = await storyloom(cwd, ['import', 'story.jsonl', '--data', 'b']);
+    expect(imported.code).toBe(0);
+    expect(imported.stdout).toContain('3 scenes');
+    const status = JSON.parse((await storyloom(cwd, ['status', '--data', 'b', '--json'])).stdout);
+    expect(status.scenes).toBe(3);
+    const fork = await storyloom(cwd, ['fork', '--data', 'a', '--at', '2', '--as', 'branch']);
+    expect(fork.code).toBe(0);
+    const branch = JSON.parse((await storyloom(cwd, ['status', '--data', 'a', '--story', 'branch', '--json'])).stdout);
+    expect(branch.scenes).toBe(2);
+    const continued = await storyloom(cwd, ['run', '--data', 'a', '--story', 'branch', '--no-images']);
+    expect(continued.code).toBe(0);
+    const original = JSON.parse((await storyloom(cwd, ['status', '--data', 'a', '--json'])).stdout);
+    expect(original.scenes).toBe(3);
+    // The branch has its own site, holding the shared history and its own new scene.
+    const branchSite = JSON.parse(readFileSync(path.join(cwd, 'a', 'site', 'branch', 'episodes.json'), 'utf8'));
+    expect(JSON.stringify(branchSite)).toContain('"index":2');
+    expect(existsSync(path.join(cwd, 'b', 'site', 'lighthouse-keepers', 'index.html'))).toBe(true);
+  });
+
+  it('creates a story from a bible file', async () => {
+    const cwd = workspace();
+    writeFileSync(
+      path.join(cwd, 'moon.json'),
+      JSON.stringify({
+        bible: { title: 'Moon Market', premise: 'A night market on the moon.', genre: 'fantasy', tone: 'gentle' },
+        characters: { ada: { id: 'ada', name: 'Ada', role: 'main' } },
+      }),
+    );
+    const init = await storyloom(cwd, ['init', '--data', 'proj', '--bible', 'moon.json']);
+    expect(init.code).toBe(0);
+    expect(JSON.parse(readFileSync(path.join(cwd, 'proj', 'storyloom.json'), 'utf8')).storyId).toBe('moon');
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--no-images'])).code).toBe(0);
+  });
+
+  it.each([
+    [['run', '--data', 'missing'], 1, /no storyloom project in .*run "storyloom init"/],
+    [['run', '--data', 'proj', '--episodes', 'abc'], 2, /--episodes must be a whole number/],
+    [['run', '--data', 'proj', '--generator', 'anthropic'], 1, /set ANTHROPIC_API_KEY/],
+    [['run', '--data', 'proj', '--generator', 'bedrock'], 1, /set AWS_REGION/],
+    [['run', '--data', 'proj', '--generator', 'gpt'], 2, /Allowed choices are procedural, anthropic, bedrock/],
+    [['init', '--data', 'proj'], 1, /already holds a storyloom project/],
+    [['init', '--data', 'other', '--bible', 'nope.json'], 1, /nope\.json does not exist/],
+    [['import', 'nope.jsonl', '--data', 'proj'], 1, /nope\.jsonl does not exist/],
+    [['fork', '--data', 'proj', '--at', '9', '--as', 'b'], 1, /cannot fork/],
+    [['fork', '--data', 'proj', '--at', '1', '--as', '../evil'], 2, /must be 1-128 letters/],
+    [['status', '--data', 'proj', '--story', 'ghost'], 1, /there is no story "ghost"/],
+    [['influence', 'add', '--data', 'proj'], 1, /a vote needs --choice/],
+    [['bogus'], 2, /unknown command 'bogus'/],
+  ])('fails clearly on %j', async (args, exitCode, message) => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    const result = await storyloom(cwd, args);
+    expect(result.code).toBe(exitCode);
+    expect(result.stderr).toMatch(message);
+    // One line, no stack trace.
+    expect(
+      result.stderr
+        .trim()
+        .split('\n')
+        .filter((line) => !line.startsWith('(Did you mean')),
+    ).toHaveLength(1);
+  });
+
+  it('refuses a corrupt project file with a one-line error', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    writeFileSync(path.join(cwd, 'proj', 'storyloom.json'), '{ not json');
+    const result = await storyloom(cwd, ['status', '--data', 'proj']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/storyloom\.json is not valid JSON/);
+  });
+});
