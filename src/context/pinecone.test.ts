@@ -1,0 +1,262 @@
+import { Pinecone } from '@pinecone-database/pinecone';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ProviderError, RetryError, ValidationError } from '../core/errors.js';
+import type { VectorRecordInput } from '../state/schema.js';
+import { ManualClock } from '../testing/manual-clock.js';
+import { type PineconeStandIn, startPineconeStandIn } from '../testing/pinecone-server.js';
+import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
+import {
+  createPineconeIndex,
+  cutBatches,
+  type PineconeQuery,
+  type PineconeRecordInput,
+  toPineconeFilter,
+  toPineconeMetadata,
+} from './pinecone.js';
+
+const DIMENSIONS = 8;
+let standIn: PineconeStandIn;
+
+beforeAll(async () => {
+  standIn = await startPineconeStandIn({ dimension: DIMENSIONS });
+});
+afterAll(() => standIn.close());
+
+/** The real SDK pointed at the stand-in, as STACK describes; its own retries off, ours on with no real waiting. */
+function realClientIndex(options: { namespacePrefix?: string } = {}) {
+  const index = new Pinecone({ apiKey: 'local-key', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+  return createPineconeIndex({
+    index,
+    dimensions: DIMENSIONS,
+    retry: { initialDelayMs: 1, maxDelayMs: 5 },
+    ...options,
+  });
+}
+
+describe('createPineconeIndex', () => {
+  const counted = runVectorIndexSuite({ describe, it }, { name: 'pinecone-stand-in', create: () => realClientIndex() });
+
+  it('runs every case of the suite', () => {
+    expect(counted).toBeGreaterThanOrEqual(30);
+  });
+});
+
+function record(storyId: string, id: string, extra: Partial<VectorRecordInput['metadata']> = {}, seed = 1) {
+  const values = Float32Array.from({ length: DIMENSIONS }, (_, i) => Math.sin(seed * (i + 1)) + 0.01);
+  return { id, values, metadata: { storyId, type: 'scene' as const, timestamp: 1, sourceId: id, ...extra } };
+}
+
+describe('Pinecone adapter specifics', () => {
+  it('keeps one namespace per story, under the prefix', async () => {
+    const index = realClientIndex({ namespacePrefix: 'tenant-a-' });
+    await index.upsert('ns-story', [record('ns-story', 'a')]);
+    expect(standIn.namespaces()['tenant-a-ns-story']).toBe(1);
+    const upsert = standIn.requests.findLast((request) => request.path === '/vectors/upsert');
+    expect(upsert?.headers['x-pinecone-api-version']).toMatch(/^\d{4}-\d{2}$/);
+    expect(upsert?.headers['api-key']).toBe('local-key');
+  });
+
+  it('cuts upserts by bytes as well as by count', async () => {
+    const index = createPineconeIndex({
+      index: new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url }),
+      dimensions: DIMENSIONS,
+      maxRequestBytes: 20_000,
+    });
+    const before = standIn.requests.length;
+    const records = Array.from({ length: 40 }, (_, i) =>
+      record('bytes-story', `r${i}`, { text: 'x'.repeat(1_500) }, i + 1),
+    );
+    await index.upsert('bytes-story', records);
+    const upserts = standIn.requests.slice(before).filter((request) => request.path === '/vectors/upsert');
+    expect(upserts.length).toBeGreaterThan(2);
+    for (const request of upserts) expect(request.bodyBytes).toBeLessThanOrEqual(20_000);
+    expect(standIn.namespaces()['bytes-story']).toBe(40);
+    // And by count alone: 2,500 small records are three requests.
+    expect(
+      cutBatches(
+        Array.from({ length: 2_500 }, (_, i) => ({ id: `${i}` })),
+        1_000,
+        2_000_000,
+      ).map((b) => b.length),
+    ).toEqual([1_000, 1_000, 500]);
+  });
+
+  it('keeps metadata within 40 KB by shortening text, and drops what Pinecone cannot hold', () => {
+    const metadata = {
+      storyId: 's',
+      type: 'scene' as const,
+      timestamp: 1,
+      themes: [],
+      characters: ['mira'],
+      locations: [],
+      importance: 0.5,
+      sourceId: 's1',
+      chunk: 0,
+      chapterId: undefined,
+      text: '龍'.repeat(20_000),
+    };
+    const mapped = toPineconeMetadata(metadata, {}, 40_960);
+    expect(Buffer.byteLength(JSON.stringify(mapped))).toBeLessThanOrEqual(40_960);
+    expect((mapped.text as string).length).toBeGreaterThan(13_000);
+    expect(mapped).not.toHaveProperty('themes');
+    expect(mapped).not.toHaveProperty('chapterId');
+    expect(mapped.characters).toEqual(['mira']);
+  });
+
+  it('translates the filter language to Pinecone operators', () => {
+    const table: Array<[Parameters<typeof toPineconeFilter>[0], unknown]> = [
+      [{ type: 'scene' }, { type: { $eq: 'scene' } }],
+      [{ characters: { $in: ['mira'] } }, { characters: { $in: ['mira'] } }],
+      [
+        { importance: { $gte: 0.2, $lt: 0.8 } },
+        { $and: [{ importance: { $gte: 0.2 } }, { importance: { $lt: 0.8 } }] },
+      ],
+      [
+        { type: 'scene', chapterId: undefined, $or: [{ characters: 'mira' }, { timestamp: { $lte: 5 } }] },
+        {
+          $and: [{ type: { $eq: 'scene' } }, { $or: [{ characters: { $eq: 'mira' } }, { timestamp: { $lte: 5 } }] }],
+        },
+      ],
+      [{ characters: { $nin: ['oren'] } }, { characters: { $nin: ['oren'] } }],
+    ];
+    for (const [ours, theirs] of table) expect(toPineconeFilter(ours)).toEqual(theirs);
+  });
+
+  it('retries a 429 and a 500 with the one retry policy, waiting on the injected clock', async () => {
+    const clock = new ManualClock();
+    const index = createPineconeIndex({
+      index: new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url }),
+      dimensions: DIMENSIONS,
+      clock,
+      retry: { maxRetries: 3, jitter: 0 },
+    });
+    standIn.scheduleErrors([
+      { status: 429, path: '/vectors/upsert' },
+      { status: 500, path: '/vectors/upsert' },
+    ]);
+    let done = false;
+    const pending = index.upsert('retry-story', [record('retry-story', 'a')]).finally(() => {
+      done = true;
+    });
+    // Each wait resolves when the manual clock moves; the requests themselves need the event loop to turn.
+    while (!done) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await clock.advance(10_000);
+    }
+    await pending;
+    expect(clock.sleeps).toEqual([500, 1_000]);
+    expect(standIn.namespaces()['retry-story']).toBe(1);
+  });
+
+  it('gives up with a RetryError holding the 429s, and reports a 400 at once as not retryable', async () => {
+    const index = createPineconeIndex({
+      index: new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url }),
+      dimensions: DIMENSIONS,
+      retry: { maxRetries: 1, initialDelayMs: 1 },
+    });
+    standIn.scheduleErrors([
+      { status: 429, path: '/query' },
+      { status: 429, path: '/query' },
+    ]);
+    const error = await index
+      .query('anything', { vector: record('x', 'a').values, topK: 1 })
+      .catch((caught: unknown) => caught);
+    expect(RetryError.isInstance(error)).toBe(true);
+    const last = (error as RetryError).errors.at(-1);
+    expect(ProviderError.isInstance(last) && last.status).toBe(429);
+  });
+
+  it('stand-in: rejects what Pinecone rejects, with a 400', async () => {
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+    const ok = { id: 'ok', values: Array.from({ length: DIMENSIONS }, () => 0.5) };
+    const rejections: Array<[string, () => Promise<unknown>]> = [
+      ['wrong dimension', () => sdk.upsert({ records: [{ id: 'a', values: [1, 2] }], namespace: 'r' })],
+      [
+        '1,001 records',
+        () => sdk.upsert({ records: Array.from({ length: 1_001 }, (_, i) => ({ ...ok, id: `${i}` })), namespace: 'r' }),
+      ],
+      [
+        'metadata over 40 KB',
+        () => sdk.upsert({ records: [{ ...ok, metadata: { text: 'x'.repeat(41_000) } }], namespace: 'r' }),
+      ],
+      [
+        'a nested metadata object',
+        () => sdk.upsert({ records: [{ ...ok, metadata: { nested: { a: 1 } as never } }], namespace: 'r' }),
+      ],
+      [
+        'a list of numbers',
+        () => sdk.upsert({ records: [{ ...ok, metadata: { list: [1, 2] as never } }], namespace: 'r' }),
+      ],
+      ['topK over 10,000', () => sdk.query({ vector: ok.values, topK: 10_001, namespace: 'r' })],
+      [
+        'an unknown operator',
+        () => sdk.query({ vector: ok.values, topK: 1, namespace: 'r', filter: { a: { $regex: 'x' } } }),
+      ],
+      [
+        'sparse values on a cosine index',
+        () => sdk.upsert({ records: [{ ...ok, sparseValues: { indices: [1], values: [1] } }], namespace: 'r' }),
+      ],
+      [
+        'a body over 2 MB',
+        () =>
+          sdk.upsert({
+            records: Array.from({ length: 900 }, (_, i) => ({
+              ...ok,
+              id: `${i}`,
+              metadata: { text: 'y'.repeat(3_000) },
+            })),
+            namespace: 'r',
+          }),
+      ],
+    ];
+    for (const [label, attempt] of rejections) {
+      const error = await attempt().then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error, label).toBeInstanceOf(Error);
+      expect((error as Error).name, label).toBe('PineconeBadRequestError');
+    }
+    expect(standIn.namespaces().r).toBeUndefined();
+  });
+
+  it('hybrid: on a dotproduct index, sparse values add to the cosine of the dense part', async () => {
+    const hybridStandIn = await startPineconeStandIn({ dimension: DIMENSIONS, metric: 'dotproduct' });
+    try {
+      const index = createPineconeIndex({
+        index: new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'hybrid', host: hybridStandIn.url }),
+        dimensions: DIMENSIONS,
+        metric: 'dotproduct',
+      });
+      const dense = record('h', 'same', {}, 3);
+      const hybridRecords: PineconeRecordInput[] = [
+        { ...dense, values: dense.values.map((value) => value * 40), sparseValues: { indices: [7], values: [1] } },
+        { ...record('h', 'other', {}, 3), sparseValues: { indices: [9], values: [1] } },
+      ];
+      await index.upsert('h', hybridRecords);
+      const [fetched] = await index.fetch('h', ['same']);
+      expect(fetched!.values[0]).toBeCloseTo(dense.values[0]! * 40, 3);
+      const plain = await index.query('h', { vector: dense.values, topK: 2 });
+      expect(plain.map((match) => match.score.toFixed(4))).toEqual(['1.0000', '1.0000']);
+      const hybrid = await index.query('h', {
+        vector: dense.values,
+        topK: 2,
+        sparseVector: { indices: [7], values: [0.5] },
+      } as PineconeQuery);
+      expect(hybrid[0]!.id).toBe('same');
+      expect(hybrid[0]!.score).toBeCloseTo(1.5, 4);
+      await expect(
+        createPineconeIndex({
+          index: new Pinecone({ apiKey: 'k' }).index({ name: 'x', host: standIn.url }),
+          dimensions: DIMENSIONS,
+        }).query('h', {
+          vector: dense.values,
+          topK: 1,
+          sparseVector: { indices: [1], values: [1] },
+        } as PineconeQuery),
+      ).rejects.toThrow(ValidationError);
+    } finally {
+      await hybridStandIn.close();
+    }
+  });
+});

@@ -1,0 +1,668 @@
+/**
+ * The Pinecone `VectorIndex`, on `@pinecone-database/pinecone` 8: one namespace per story, upserts cut into batches
+ * by record count and by request bytes, metadata mapped within Pinecone's rules, the port's filter language
+ * translated to Pinecone's operators, and every call retried with storyloom's one retry policy.
+ *
+ * The SDK is imported on first use, so a missing package surfaces as a `MissingDependencyError` that says what to
+ * install instead of a module-resolution crash at import time.
+ *
+ * @module
+ */
+import type { Index, RecordMetadata } from '@pinecone-database/pinecone';
+import type { Clock } from '../core/clock.js';
+import {
+  ClosedError,
+  MissingDependencyError,
+  ProviderError,
+  StoryloomError,
+  throwIfAborted,
+  toProblems,
+  ValidationError,
+  type ValidationProblem,
+} from '../core/errors.js';
+import { type RetryOptions, withRetry } from '../core/retry.js';
+import { IdSchema, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
+import { type FieldCondition, type MetadataFilter, type Scalar, validateFilter } from './filter.js';
+import type { VectorDeletion, VectorIndex, VectorIndexCapabilities, VectorMatch, VectorQuery } from './vector-index.js';
+
+/** Sparse values of a record or query, for hybrid search on a `dotproduct` index. */
+export interface SparseValues {
+  indices: number[];
+  values: number[];
+}
+
+/**
+ * Options of `createPineconeIndex`. Give `index` (a client you built), or `host` (the index host from the Pinecone
+ * console, or a local stand-in's URL) with `apiKey`, or `indexName` with `apiKey` (the SDK looks the host up).
+ *
+ * @example
+ * ```ts
+ * import { createPineconeIndex, type PineconeIndexOptions } from 'storyloom/pinecone';
+ * const options: PineconeIndexOptions = {
+ *   host: 'stories-abc123.svc.aped-4627-b74a.pinecone.io',
+ *   apiKey: process.env.PINECONE_API_KEY,
+ *   dimensions: 1536,
+ *   namespacePrefix: 'prod-',
+ * };
+ * const index = createPineconeIndex(options);
+ * ```
+ */
+export interface PineconeIndexOptions {
+  /**
+   * A data-plane client, `new Pinecone({ apiKey, maxRetries: 0 }).index({ name, host })`. Create its `Pinecone` with
+   * `maxRetries: 0`: this adapter retries with storyloom's policy and the SDK's own retries would multiply it.
+   */
+  index?: Index<RecordMetadata>;
+  /** The index host; with `apiKey`. */
+  host?: string;
+  /** The index name; with `apiKey`, and `host` when known (saves a control-plane call). */
+  indexName?: string;
+  /** Pinecone API key. Default `process.env.PINECONE_API_KEY`. */
+  apiKey?: string;
+  /** Length of every vector; must equal the index's dimension and the embedder's. */
+  dimensions: number;
+  /** Prepended to the story id to name its namespace. Default none. */
+  namespacePrefix?: string;
+  /**
+   * The index's metric. Default `cosine`. With `dotproduct` the adapter stores unit vectors (and each record's norm in
+   * metadata, to give `fetch` the values back as given), so dense scores are still cosine similarities, and accepts
+   * sparse values for hybrid search: `sparseValues` on upserted records and `sparseVector` on queries (see
+   * `PineconeRecordInput`, `PineconeQuery`). A hybrid score is the cosine plus the sparse dot product.
+   */
+  metric?: 'cosine' | 'dotproduct';
+  /** The retry policy of every call (429 and 5xx are retried). Default 2 retries from 0.5 s. */
+  retry?: Omit<RetryOptions, 'signal' | 'clock'>;
+  /** Time source of retry waits; tests pass a `ManualClock`. */
+  clock?: Clock;
+  /** Most bytes of one upsert request. Default 2,000,000 (Pinecone's limit is 2 MB). */
+  maxRequestBytes?: number;
+}
+
+/** An upserted record with optional sparse values (`dotproduct` indexes only). */
+export type PineconeRecordInput = Parameters<VectorIndex['upsert']>[1][number] & { sparseValues?: SparseValues };
+
+/** A query with an optional sparse part (`dotproduct` indexes only). */
+export type PineconeQuery = VectorQuery & { sparseVector?: SparseValues };
+
+/** Pinecone's limits. */
+export const PINECONE_LIMITS = Object.freeze({
+  maxUpsertRecords: 1_000,
+  maxRequestBytes: 2_000_000,
+  maxMetadataBytes: 40_960,
+  maxTopK: 10_000,
+  /** Ids per fetch: they travel in the URL, which servers cap at a few kilobytes. */
+  maxFetchIds: 100,
+  maxDeleteIds: 1_000,
+});
+
+/** Metadata key of a record's original norm on a `dotproduct` index. */
+const NORM_KEY = 'sl_norm';
+
+type PineconeModule = typeof import('@pinecone-database/pinecone');
+let sdkLoading: Promise<PineconeModule> | undefined;
+
+function loadPinecone(): Promise<PineconeModule> {
+  sdkLoading ??= import('@pinecone-database/pinecone').catch((error: unknown) => {
+    sdkLoading = undefined;
+    throw new MissingDependencyError('@pinecone-database/pinecone', 'storyloom/pinecone', { cause: error });
+  });
+  return sdkLoading;
+}
+
+/**
+ * Creates a `VectorIndex` on a Pinecone index, with a namespace per story (`namespacePrefix + storyId`).
+ *
+ * Records are validated whole before anything is sent (a bad record fails the call and stores nothing); a batch
+ * larger than 1,000 records or 2 MB is sent as several requests, so a failure in a later request can leave the earlier
+ * ones written, and upserting the same records again repairs it. Pinecone is eventually consistent: a read right
+ * after a write may not see it (`capabilities.readAfterWrite` is false). `delete` returns -1 (Pinecone does not say
+ * how many it deleted).
+ *
+ * @example
+ * ```ts
+ * import { createPineconeIndex } from 'storyloom/pinecone';
+ *
+ * const index = createPineconeIndex({ indexName: 'stories', apiKey: process.env.PINECONE_API_KEY, dimensions: 1536 });
+ * const matches = await index.query('lighthouse', {
+ *   vector: new Float32Array(1536).fill(0.01),
+ *   topK: 8,
+ *   filter: { type: 'scene', characters: { $in: ['mira'] } },
+ * });
+ * ```
+ */
+export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex {
+  const settings = checkOptions(options);
+  const { dimensions, namespacePrefix, metric, maxRequestBytes } = settings;
+  let clientLoading: Promise<Index<RecordMetadata>> | undefined = options.index
+    ? Promise.resolve(options.index)
+    : undefined;
+  let closed = false;
+
+  const client = (): Promise<Index<RecordMetadata>> => {
+    clientLoading ??= loadPinecone().then((sdk) => {
+      const apiKey = options.apiKey ?? process.env.PINECONE_API_KEY ?? '';
+      const pinecone = new sdk.Pinecone({ apiKey, maxRetries: 0 });
+      return pinecone.index({ name: options.indexName ?? '', host: options.host } as never) as Index<RecordMetadata>;
+    });
+    clientLoading.catch(() => {
+      clientLoading = undefined;
+    });
+    return clientLoading;
+  };
+
+  const open = (operation: string): void => {
+    if (closed) throw new ClosedError(`Cannot ${operation}: the Pinecone index is closed`);
+  };
+
+  /** One Pinecone call under the retry policy; failures become `ProviderError`s with their status. */
+  const call = <T>(operation: string, signal: AbortSignal | undefined, run: (index: Index) => Promise<T>) =>
+    withRetry(
+      async () => {
+        const index = await client();
+        try {
+          return await run(index);
+        } catch (error) {
+          throw toProviderError(operation, error);
+        }
+      },
+      { ...options.retry, signal, ...(options.clock ? { clock: options.clock } : {}) },
+    );
+
+  const namespaceOf = (storyId: string) => namespacePrefix + storyId;
+
+  return {
+    specificationVersion: 'v1',
+    provider: 'pinecone',
+    dimensions,
+    capabilities: {
+      maxUpsertBatch: PINECONE_LIMITS.maxUpsertRecords,
+      maxTopK: PINECONE_LIMITS.maxTopK,
+      deleteByFilter: true,
+      readAfterWrite: false,
+      durable: true,
+    } satisfies VectorIndexCapabilities,
+
+    async upsert(storyId, records, upsertOptions) {
+      open('upsert');
+      checkStoryId(storyId);
+      throwIfAborted(upsertOptions?.signal);
+      const prepared = prepareRecords(storyId, records, dimensions, metric);
+      const namespace = namespaceOf(storyId);
+      for (const batch of cutBatches(prepared, PINECONE_LIMITS.maxUpsertRecords, maxRequestBytes)) {
+        throwIfAborted(upsertOptions?.signal);
+        await call('upsert', upsertOptions?.signal, (index) => index.upsert({ records: batch, namespace }));
+      }
+    },
+
+    async query(storyId, query: PineconeQuery) {
+      open('query');
+      checkStoryId(storyId);
+      if (typeof query !== 'object' || query === null) throw invalid('query', 'must be an object with vector and topK');
+      throwIfAborted(query.signal);
+      const norm = checkVector(query.vector, dimensions, 'query.vector');
+      checkTopK(query.topK);
+      if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
+      const sparseVector =
+        query.sparseVector === undefined ? undefined : checkSparse(query.sparseVector, metric, 'query.sparseVector');
+      const filter = query.filter === undefined ? undefined : toPineconeFilter(query.filter);
+      const vector = Array.from(query.vector, (value) => (metric === 'dotproduct' ? value / norm : value));
+      const response = await call('query', query.signal, (index) =>
+        index.query({
+          vector,
+          topK: query.topK,
+          namespace: namespaceOf(storyId),
+          includeMetadata: true,
+          includeValues: query.includeValues === true,
+          ...(filter ? { filter } : {}),
+          ...(sparseVector ? { sparseVector } : {}),
+        }),
+      );
+      const matches: VectorMatch[] = (response.matches ?? []).map((match) => {
+        const metadata = (match.metadata ?? {}) as Record<string, unknown>;
+        const raw = match.score ?? 0;
+        const result: VectorMatch = {
+          id: match.id,
+          // A hybrid score is not a cosine; a dense one is clamped, as float32 rounding can step past ±1.
+          score: sparseVector ? raw : Math.max(-1, Math.min(1, raw)),
+          metadata: fromPineconeMetadata(metadata),
+        };
+        if (query.includeValues === true && match.values) result.values = restoreValues(match.values, metadata);
+        return result;
+      });
+      // Pinecone does not promise an order among equal scores; the port does.
+      return matches.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    },
+
+    async fetch(storyId, ids, fetchOptions) {
+      open('fetch');
+      checkStoryId(storyId);
+      checkIdList(ids, 'ids');
+      throwIfAborted(fetchOptions?.signal);
+      const unique = [...new Set(ids)];
+      const found = new Map<string, VectorRecord>();
+      for (let start = 0; start < unique.length; start += PINECONE_LIMITS.maxFetchIds) {
+        const batch = unique.slice(start, start + PINECONE_LIMITS.maxFetchIds);
+        const response = await call('fetch', fetchOptions?.signal, (index) =>
+          index.fetch({ ids: batch, namespace: namespaceOf(storyId) }),
+        );
+        for (const [id, record] of Object.entries(response.records ?? {})) {
+          const metadata = (record.metadata ?? {}) as Record<string, unknown>;
+          found.set(id, {
+            id,
+            values: restoreValues(record.values ?? [], metadata),
+            metadata: fromPineconeMetadata(metadata),
+          });
+        }
+      }
+      return ids.flatMap((id) => {
+        const record = found.get(id);
+        if (!record) return [];
+        // The same id asked twice gets two independent copies.
+        return [{ ...record, values: Float32Array.from(record.values), metadata: copyMetadata(record.metadata) }];
+      });
+    },
+
+    async delete(storyId, deletion, deleteOptions) {
+      open('delete');
+      checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
+      const target = checkDeletion(deletion);
+      const namespace = namespaceOf(storyId);
+      if ('ids' in target) {
+        const unique = [...new Set(target.ids)];
+        for (let start = 0; start < unique.length; start += PINECONE_LIMITS.maxDeleteIds) {
+          const batch = unique.slice(start, start + PINECONE_LIMITS.maxDeleteIds);
+          await ignoreMissingNamespace(
+            call('delete', deleteOptions?.signal, (index) => index.deleteMany({ ids: batch, namespace })),
+          );
+        }
+      } else {
+        const filter = toPineconeFilter(target.filter);
+        await ignoreMissingNamespace(
+          call('delete', deleteOptions?.signal, (index) => index.deleteMany({ filter, namespace })),
+        );
+      }
+      return -1;
+    },
+
+    async stats(storyId, statsOptions) {
+      open('read stats');
+      checkStoryId(storyId);
+      throwIfAborted(statsOptions?.signal);
+      const description = await call('describeIndexStats', statsOptions?.signal, (index) => index.describeIndexStats());
+      return { count: description.namespaces?.[namespaceOf(storyId)]?.recordCount ?? 0, dimensions };
+    },
+
+    async deleteStory(storyId) {
+      open('delete a story');
+      checkStoryId(storyId);
+      const namespace = namespaceOf(storyId);
+      await ignoreMissingNamespace(call('deleteAll', undefined, (index) => index.deleteAll({ namespace })));
+    },
+
+    async close() {
+      closed = true;
+    },
+  };
+}
+
+/** A namespace with no records does not exist for Pinecone: deleting from it is a 404 that means "nothing to do". */
+async function ignoreMissingNamespace(pending: Promise<unknown>): Promise<void> {
+  try {
+    await pending;
+  } catch (error) {
+    if (ProviderError.isInstance(error) && error.status === 404) return;
+    throw error;
+  }
+}
+
+const STATUS_BY_ERROR_NAME: Readonly<Record<string, number>> = {
+  PineconeBadRequestError: 400,
+  PineconeAuthorizationError: 401,
+  PineconeNotFoundError: 404,
+  PineconeMethodNotAllowedError: 405,
+  PineconeConflictError: 409,
+  PineconeUnprocessableEntityError: 422,
+  PineconeInternalServerError: 500,
+  PineconeNotImplementedError: 501,
+  PineconeUnavailableError: 503,
+};
+
+/** Maps an SDK error to a `ProviderError` with the HTTP status (429 and 5xx retryable, network failures too). */
+export function toProviderError(operation: string, error: unknown): StoryloomError {
+  if (StoryloomError.isInstance(error)) return error;
+  const name = error instanceof Error ? error.name : '';
+  const message = error instanceof Error ? error.message : String(error);
+  const parsed = /(?:status(?: code)?:?|HTTP status)\s*(\d{3})/i.exec(message);
+  const status = STATUS_BY_ERROR_NAME[name] ?? (parsed ? Number(parsed[1]) : undefined);
+  const network = name === 'PineconeConnectionError' || name === 'PineconeTimeoutError';
+  return new ProviderError(`Pinecone ${operation} failed: ${message}`, {
+    provider: 'pinecone',
+    status,
+    cause: error,
+    ...(status === undefined ? { isRetryable: network || name === 'PineconeMaxRetriesExceededError' } : {}),
+  });
+}
+
+/** A record ready to send, with its estimated JSON size. */
+interface PreparedRecord {
+  id: string;
+  values: number[];
+  metadata: Record<string, string | number | boolean | string[]>;
+  sparseValues?: SparseValues;
+}
+
+/**
+ * Splits records into requests of at most `maxRecords` records and `maxBytes` bytes of JSON. A single record over
+ * `maxBytes` cannot be sent at all and is a `ValidationError`.
+ */
+export function cutBatches<T extends { id: string }>(
+  records: readonly T[],
+  maxRecords: number,
+  maxBytes: number,
+): T[][] {
+  // The envelope around the list: {"vectors":[...],"namespace":"..."} with a namespace of up to 256 bytes.
+  const envelope = 300;
+  const batches: T[][] = [];
+  let current: T[] = [];
+  let bytes = envelope;
+  for (const record of records) {
+    const size = Buffer.byteLength(JSON.stringify(record), 'utf8') + 1;
+    if (size + envelope > maxBytes) {
+      throw invalid(
+        `records (id ${JSON.stringify(record.id)})`,
+        `takes ${size} bytes as JSON; a request holds at most ${maxBytes}`,
+      );
+    }
+    if (current.length > 0 && (current.length >= maxRecords || bytes + size > maxBytes)) {
+      batches.push(current);
+      current = [];
+      bytes = envelope;
+    }
+    current.push(record);
+    bytes += size;
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
+}
+
+/**
+ * Our metadata in Pinecone's terms: only strings, numbers, booleans and lists of strings; no undefined and no empty
+ * list (they read back as their defaults); `text` shortened so the whole stays within `maxBytes` (40 KB).
+ */
+export function toPineconeMetadata(
+  metadata: VectorMetadata,
+  extra: Record<string, number> = {},
+  maxBytes: number = PINECONE_LIMITS.maxMetadataBytes,
+): Record<string, string | number | boolean | string[]> {
+  const out: Record<string, string | number | boolean | string[]> = {};
+  for (const [key, value] of Object.entries(metadata)) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) {
+      if (value.length > 0) out[key] = [...value];
+    } else out[key] = value as string | number;
+  }
+  Object.assign(out, extra);
+  let size = Buffer.byteLength(JSON.stringify(out), 'utf8');
+  if (size > maxBytes && typeof out.text === 'string') {
+    const codePoints = [...out.text];
+    const sizeWith = (keep: number) => {
+      out.text = codePoints.slice(0, keep).join('');
+      return Buffer.byteLength(JSON.stringify(out), 'utf8');
+    };
+    // The longest prefix of the text (in code points, never splitting one) that fits.
+    let low = 0;
+    let high = codePoints.length;
+    while (low < high) {
+      const middle = Math.ceil((low + high) / 2);
+      if (sizeWith(middle) <= maxBytes) low = middle;
+      else high = middle - 1;
+    }
+    size = sizeWith(low);
+  }
+  if (size > maxBytes) {
+    throw invalid('metadata', `takes ${size} bytes as JSON even without its text; Pinecone allows ${maxBytes}`);
+  }
+  return out;
+}
+
+function fromPineconeMetadata(metadata: Record<string, unknown>): VectorMetadata {
+  const { [NORM_KEY]: _norm, ...rest } = metadata;
+  const parsed = VectorMetadataSchema.safeParse(rest);
+  if (!parsed.success) {
+    throw new ProviderError('Pinecone returned metadata that is not storyloom metadata (a foreign record?)', {
+      provider: 'pinecone',
+      isRetryable: false,
+      cause: parsed.error,
+    });
+  }
+  return parsed.data;
+}
+
+function restoreValues(values: readonly number[], metadata: Record<string, unknown>): Float32Array {
+  const norm = metadata[NORM_KEY];
+  return typeof norm === 'number' ? Float32Array.from(values, (value) => value * norm) : Float32Array.from(values);
+}
+
+/**
+ * Our filter in Pinecone's operators. Each field condition with several operators becomes an `$and` of one-operator
+ * conditions, and conditions of several fields an `$and`: on list fields every operator is then checked on its own
+ * (positive ones by any element, negative ones by none), which is the port's meaning.
+ */
+export function toPineconeFilter(filter: MetadataFilter): Record<string, unknown> {
+  const parts: Array<Record<string, unknown>> = [];
+  for (const [key, value] of Object.entries(filter)) {
+    if (value === undefined) continue;
+    if (key === '$and' || key === '$or') {
+      parts.push({ [key]: (value as MetadataFilter[]).map(toPineconeFilter) });
+      continue;
+    }
+    if (typeof value !== 'object' || value === null) {
+      parts.push({ [key]: { $eq: value as Scalar } });
+      continue;
+    }
+    for (const [operator, operand] of Object.entries(value as FieldCondition)) {
+      if (operand !== undefined) parts.push({ [key]: { [operator]: operand } });
+    }
+  }
+  if (parts.length === 1) return parts[0]!;
+  // An empty filter matches everything; Pinecone reads `{}` the same way.
+  return parts.length === 0 ? {} : { $and: parts };
+}
+
+interface CheckedOptions {
+  dimensions: number;
+  namespacePrefix: string;
+  metric: 'cosine' | 'dotproduct';
+  maxRequestBytes: number;
+}
+
+function checkOptions(options: PineconeIndexOptions): CheckedOptions {
+  const problems: ValidationProblem[] = [];
+  if (typeof options !== 'object' || options === null) throw invalid('options', 'must be an object');
+  const { dimensions } = options;
+  if (typeof dimensions !== 'number' || !Number.isInteger(dimensions) || dimensions < 1 || dimensions > 20_000) {
+    problems.push({ path: 'options.dimensions', message: 'must be an integer from 1 to 20000' });
+  }
+  if (options.index === undefined && options.host === undefined && options.indexName === undefined) {
+    problems.push({ path: 'options', message: 'give index, host or indexName' });
+  }
+  const namespacePrefix = options.namespacePrefix ?? '';
+  if (typeof namespacePrefix !== 'string' || namespacePrefix.length > 100) {
+    problems.push({ path: 'options.namespacePrefix', message: 'must be a string of at most 100 characters' });
+  }
+  const metric = options.metric ?? 'cosine';
+  if (metric !== 'cosine' && metric !== 'dotproduct') {
+    problems.push({ path: 'options.metric', message: "must be 'cosine' or 'dotproduct'" });
+  }
+  const maxRequestBytes = options.maxRequestBytes ?? PINECONE_LIMITS.maxRequestBytes;
+  if (!Number.isInteger(maxRequestBytes) || maxRequestBytes < 1_024 || maxRequestBytes > 2 * 1024 * 1024) {
+    problems.push({ path: 'options.maxRequestBytes', message: 'must be an integer from 1024 to 2 MB' });
+  }
+  if (problems.length > 0) {
+    throw new ValidationError(`Invalid Pinecone index options: ${problems[0]!.path}: ${problems[0]!.message}`, {
+      problems,
+    });
+  }
+  return { dimensions, namespacePrefix, metric, maxRequestBytes };
+}
+
+function invalid(path: string, message: string): ValidationError {
+  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
+}
+
+function describeProblems(problems: readonly ValidationProblem[]): string {
+  const first = problems[0];
+  if (!first) return 'invalid input';
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+  return `${first.path}: ${first.message}${more}`;
+}
+
+function checkStoryId(storyId: unknown): asserts storyId is string {
+  const result = IdSchema.safeParse(storyId);
+  if (!result.success) {
+    const problems = toProblems(result.error.issues, 'storyId');
+    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
+      problems,
+    });
+  }
+}
+
+function checkIdList(ids: unknown, path: string): asserts ids is string[] {
+  if (!Array.isArray(ids)) throw invalid(path, 'must be an array of ids');
+  ids.forEach((id, index) => {
+    if (typeof id !== 'string') throw invalid(`${path}.${index}`, 'must be a string');
+  });
+}
+
+function checkTopK(topK: unknown): void {
+  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > PINECONE_LIMITS.maxTopK) {
+    throw invalid('query.topK', `must be an integer from 1 to ${PINECONE_LIMITS.maxTopK}, got ${String(topK)}`);
+  }
+}
+
+function checkDeletion(deletion: unknown): VectorDeletion {
+  if (typeof deletion !== 'object' || deletion === null) throw invalid('deletion', 'must be { ids } or { filter }');
+  if ('ids' in deletion) {
+    checkIdList(deletion.ids, 'deletion.ids');
+    return { ids: deletion.ids };
+  }
+  if ('filter' in deletion) {
+    validateFilter(deletion.filter, 'deletion.filter');
+    if (Object.values(deletion.filter).every((value) => value === undefined)) {
+      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
+    }
+    return { filter: deletion.filter };
+  }
+  throw invalid('deletion', 'must be { ids } or { filter }');
+}
+
+/** Checks a vector; returns its length. */
+function checkVector(values: unknown, dimensions: number, path: string, problems?: ValidationProblem[]): number {
+  const report = (at: string, message: string): number => {
+    if (problems) {
+      problems.push({ path: at, message });
+      return 0;
+    }
+    throw new ValidationError(`Invalid vector: ${at}: ${message}`, { problems: [{ path: at, message }] });
+  };
+  if (!(values instanceof Float32Array)) return report(path, 'must be a Float32Array');
+  if (values.length !== dimensions) {
+    return report(path, `has ${values.length} dimensions; this index holds ${dimensions}`);
+  }
+  let squared = 0;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]!;
+    if (!Number.isFinite(value)) return report(`${path}.${i}`, `must be a finite number, got ${value}`);
+    squared += value * value;
+  }
+  if (squared === 0) return report(path, 'is the zero vector, which has no direction to compare');
+  return Math.sqrt(squared);
+}
+
+function checkSparse(sparse: unknown, metric: string, path: string): SparseValues {
+  if (metric !== 'dotproduct') throw invalid(path, "sparse values need an index with metric 'dotproduct'");
+  const { indices, values } = (sparse ?? {}) as Partial<SparseValues>;
+  if (
+    !Array.isArray(indices) ||
+    !Array.isArray(values) ||
+    indices.length !== values.length ||
+    !indices.every((index) => Number.isInteger(index) && index >= 0 && index < 2 ** 32) ||
+    !values.every((value) => typeof value === 'number' && Number.isFinite(value)) ||
+    new Set(indices).size !== indices.length
+  ) {
+    throw invalid(path, 'must be { indices, values } of equal length: distinct unsigned integers and finite numbers');
+  }
+  return { indices: [...indices], values: [...values] };
+}
+
+function copyMetadata(metadata: VectorMetadata): VectorMetadata {
+  return {
+    ...metadata,
+    themes: [...metadata.themes],
+    characters: [...metadata.characters],
+    locations: [...metadata.locations],
+  };
+}
+
+function prepareRecords(
+  storyId: string,
+  records: unknown,
+  dimensions: number,
+  metric: 'cosine' | 'dotproduct',
+): PreparedRecord[] {
+  if (!Array.isArray(records)) throw invalid('records', 'must be an array of records');
+  const problems: ValidationProblem[] = [];
+  const prepared: PreparedRecord[] = [];
+  records.forEach((record: unknown, position: number) => {
+    const before = problems.length;
+    if (typeof record !== 'object' || record === null) {
+      problems.push({ path: `records.${position}`, message: 'must be an object with id, values and metadata' });
+      return;
+    }
+    const { id, values, metadata, sparseValues } = record as Record<string, unknown>;
+    const at = typeof id === 'string' ? `records.${position} (id ${JSON.stringify(id)})` : `records.${position}`;
+    const idResult = IdSchema.safeParse(id);
+    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
+    const norm = checkVector(values, dimensions, `${at}.values`, problems);
+    const parsed = VectorMetadataSchema.safeParse(metadata);
+    if (!parsed.success) problems.push(...toProblems(parsed.error.issues, `${at}.metadata`));
+    else if (parsed.data.storyId !== storyId) {
+      problems.push({
+        path: `${at}.metadata.storyId`,
+        message: `is ${JSON.stringify(parsed.data.storyId)} but the record is upserted into story ${JSON.stringify(storyId)}`,
+      });
+    }
+    let sparse: SparseValues | undefined;
+    if (sparseValues !== undefined) {
+      try {
+        sparse = checkSparse(sparseValues, metric, `${at}.sparseValues`);
+      } catch (error) {
+        problems.push(...(error as ValidationError).problems);
+      }
+    }
+    if (problems.length > before || !parsed.success) return;
+    const unit = metric === 'dotproduct';
+    let mapped: PreparedRecord['metadata'];
+    try {
+      mapped = toPineconeMetadata(parsed.data, unit ? { [NORM_KEY]: norm } : {});
+    } catch (error) {
+      problems.push({ path: `${at}.metadata`, message: (error as Error).message });
+      return;
+    }
+    prepared.push({
+      id: id as string,
+      // Copied now: the caller may reuse its buffer as soon as upsert returns.
+      values: Array.from(values as Float32Array, (value) => (unit ? value / norm : value)),
+      metadata: mapped,
+      ...(sparse ? { sparseValues: sparse } : {}),
+    });
+  });
+  if (problems.length > 0) {
+    throw new ValidationError(
+      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
+      { problems },
+    );
+  }
+  return prepared;
+}

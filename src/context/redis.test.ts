@@ -1,0 +1,117 @@
+import { randomUUID } from 'node:crypto';
+import { createConnection } from 'node:net';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ProviderError, ValidationError } from '../core/errors.js';
+import { runCacheDriverSuite } from '../testing/cache-driver-suite.js';
+import { clusterSlot, createRedisCacheDriver, escapeGlob } from './redis.js';
+
+const REDIS_URL = 'redis://127.0.0.1:6379';
+
+/** Whether something answers on the Redis port; CI starts Redis, so there a miss is a failure, not a skip. */
+async function redisReachable(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port: 6379 });
+    socket.setTimeout(500);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+const reachable = await redisReachable();
+if (!reachable && process.env.CI) throw new Error('Redis is not reachable on 127.0.0.1:6379; .ci/run should start it');
+if (!reachable) console.info('[redis] skipped: nothing answers on 127.0.0.1:6379 (start redis-server to run)');
+const describeRedis = reachable ? describe : describe.skip;
+
+describeRedis('createRedisCacheDriver against a real Redis', () => {
+  const counted = runCacheDriverSuite(
+    { describe, it },
+    {
+      name: 'redis',
+      create: () => createRedisCacheDriver({ url: REDIS_URL, keyPrefix: `sl-test-${randomUUID().slice(0, 8)}:` }),
+      destroy: (driver) => driver.close(),
+      // Redis's clock cannot be moved: wait for real, with the suite's short TTLs.
+      advanceTime: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    },
+  );
+
+  it('runs every case of the suite', () => {
+    expect(counted).toBe(15);
+  });
+
+  describe('adapter specifics', () => {
+    const raw = new Redis(REDIS_URL, { lazyConnect: true });
+    afterAll(() => raw.quit());
+
+    it('writes keys under keyPrefix, with a PX ttl and NX semantics visible to other clients', async () => {
+      const prefix = `sl-test-${randomUUID().slice(0, 8)}:`;
+      const driver = createRedisCacheDriver({ url: REDIS_URL, keyPrefix: prefix });
+      try {
+        await driver.set('story:{s1}:frequent:v1', 'value', { ttlMs: 60_000 });
+        expect(await raw.get(`${prefix}story:{s1}:frequent:v1`)).toBe('value');
+        const pttl = await raw.pttl(`${prefix}story:{s1}:frequent:v1`);
+        expect(pttl).toBeGreaterThan(50_000);
+        expect(pttl).toBeLessThanOrEqual(60_000);
+        await raw.set(`${prefix}lock`, 'other process');
+        expect(await driver.setIfAbsent('lock', 'mine')).toBe(false);
+        expect(await driver.get('lock')).toBe('other process');
+      } finally {
+        await driver.close();
+      }
+    });
+
+    it('deletePrefix stays inside its keyPrefix', async () => {
+      const mine = `sl-test-${randomUUID().slice(0, 8)}:`;
+      const theirs = `sl-test-${randomUUID().slice(0, 8)}:`;
+      const driver = createRedisCacheDriver({ url: REDIS_URL, keyPrefix: mine });
+      try {
+        await raw.set(`${theirs}story:{s1}:a`, 'kept');
+        await driver.set('story:{s1}:a', 'gone');
+        expect(await driver.deletePrefix('story:')).toBe(1);
+        expect(await raw.get(`${theirs}story:{s1}:a`)).toBe('kept');
+      } finally {
+        await raw.del(`${theirs}story:{s1}:a`);
+        await driver.close();
+      }
+    });
+
+    it('a call fails fast with a retryable ProviderError when nothing listens', async () => {
+      const driver = createRedisCacheDriver({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 300 });
+      const started = Date.now();
+      const error = await driver.get('a').catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error)).toBe(true);
+      expect((error as ProviderError).isRetryable).toBe(true);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      await driver.close();
+    });
+  });
+});
+
+describe('createRedisCacheDriver without a server', () => {
+  it('validates its options', () => {
+    expect(() => createRedisCacheDriver({})).toThrow(ValidationError);
+    expect(() => createRedisCacheDriver({ url: 'http://x' })).toThrow(/redis:\/\//);
+    expect(() => createRedisCacheDriver({ url: REDIS_URL, cluster: { nodes: [] } })).toThrow(/exactly one/);
+    expect(() => createRedisCacheDriver({ url: REDIS_URL, commandTimeoutMs: 0 })).toThrow(/commandTimeoutMs/);
+  });
+
+  it('computes the cluster slot of the hash tag only, as Redis does', () => {
+    // Reference values from CLUSTER KEYSLOT.
+    expect(clusterSlot('foo')).toBe(12182);
+    expect(clusterSlot('123456789')).toBe(12739);
+    expect(clusterSlot('storyloom:story:{s1}:frequent:v1')).toBe(clusterSlot('s1'));
+    expect(clusterSlot('x:{s1}:a')).toBe(clusterSlot('y:{s1}:b'));
+    expect(clusterSlot('a{}b')).not.toBe(clusterSlot(''));
+  });
+
+  it('escapes every glob character of SCAN MATCH', () => {
+    expect(escapeGlob('p[1]*?\\:^')).toBe('p\\[1\\]\\*\\?\\\\:\\^');
+  });
+});

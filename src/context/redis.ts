@@ -1,0 +1,388 @@
+/**
+ * The Redis `CacheDriver` (ElastiCache, ElastiCache Serverless, any Redis 6+), on `ioredis`.
+ *
+ * Standalone and Cluster. Keys are written as given (after `keyPrefix`): callers put a `{storyId}` hash tag in them
+ * (`ContextCache` does: `storyloom:story:{id}:frequent:v3`), so every key of one story sits in one cluster slot and
+ * multi-key commands work; `getMany` and `delete` across slots are split into one command per slot.
+ *
+ * The SDK is imported on first use, so a missing `ioredis` surfaces as a `MissingDependencyError` that says what to
+ * install instead of a module-resolution crash at import time.
+ *
+ * @module
+ */
+import type { ConnectionOptions } from 'node:tls';
+import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import { ClosedError, MissingDependencyError, ProviderError, StoryloomError, ValidationError } from '../core/errors.js';
+import type { CacheDriver, CacheDriverCapabilities, CacheSetOptions } from './cache-driver.js';
+
+/** A connected `ioredis` client: a standalone `Redis` or a `Cluster`. */
+export type RedisClient = Redis | Cluster;
+
+/**
+ * Options of `createRedisCacheDriver`. Give exactly one of `client`, `url` or `cluster`.
+ *
+ * @example
+ * ```ts
+ * import { createRedisCacheDriver, type RedisCacheDriverOptions } from 'storyloom/redis';
+ * // ElastiCache Serverless: always TLS, always the cluster protocol.
+ * const options: RedisCacheDriverOptions = {
+ *   cluster: { nodes: [{ host: 'my-cache-abc123.serverless.use1.cache.amazonaws.com', port: 6379 }] },
+ *   tls: true,
+ * };
+ * const cache = createRedisCacheDriver(options);
+ * ```
+ */
+export interface RedisCacheDriverOptions {
+  /**
+   * An `ioredis` client you created and own. The driver does not change its options and `close()` leaves it open.
+   * Give it a `commandTimeout` and a bounded `maxRetriesPerRequest` so calls fail fast during an outage; the driver
+   * still bounds each call by `commandTimeoutMs`.
+   */
+  client?: RedisClient;
+  /** `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. */
+  url?: string;
+  /**
+   * Redis Cluster (ElastiCache cluster mode, ElastiCache Serverless): the seed nodes and any `ioredis` cluster
+   * options. With `tls`, the driver sets `dnsLookup` to pass host names through unresolved (the TLS certificate names
+   * the host, not its addresses) and `redisOptions.tls`.
+   */
+  cluster?: { nodes: ClusterNode[]; options?: ClusterOptions };
+  /** Connect with TLS: `true`, or Node `tls` options (a private CA, `servername`, ...). Implied by `rediss://`. */
+  tls?: boolean | ConnectionOptions;
+  /** Prepended to every key; `deletePrefix` searches under it too. Default none. */
+  keyPrefix?: string;
+  /** Longest wait for one command before it fails with a retryable `ProviderError`. Default 1000 ms. */
+  commandTimeoutMs?: number;
+  /** Extra `ioredis` options for the standalone client created from `url` (ignored with `client`/`cluster`). */
+  redisOptions?: RedisOptions;
+}
+
+const CAPABILITIES: CacheDriverCapabilities = Object.freeze({ shared: true, atomicSetIfAbsent: true });
+
+/** Keys deleted per UNLINK and asked per SCAN step: big enough to be quick, small enough not to block Redis. */
+const BATCH = 500;
+
+type IoRedisModule = typeof import('ioredis');
+let sdkLoading: Promise<IoRedisModule> | undefined;
+
+function loadIoRedis(): Promise<IoRedisModule> {
+  sdkLoading ??= import('ioredis').catch((error: unknown) => {
+    sdkLoading = undefined;
+    throw new MissingDependencyError('ioredis', 'storyloom/redis', { cause: error });
+  });
+  return sdkLoading;
+}
+
+/**
+ * Creates a `CacheDriver` on Redis.
+ *
+ * Every call is bounded by `commandTimeoutMs`, and clients created here use `ioredis`'s `commandTimeout`, one retry
+ * per request and a capped reconnect backoff: while Redis is down, calls fail within the timeout (callers such as
+ * `ContextCache` then bypass the cache) and the client reconnects by itself once Redis is back.
+ *
+ * `set` is `SET [PX]`, `setIfAbsent` is `SET NX [PX]` (atomic across processes), `getMany` is `MGET` per cluster
+ * slot, `delete` is `UNLINK` per slot, and `deletePrefix` walks `SCAN MATCH` (glob characters in the prefix escaped)
+ * on every master and `UNLINK`s what it finds.
+ *
+ * @example
+ * ```ts
+ * import { ContextCache, createMemoryStateStore } from 'storyloom';
+ * import { createRedisCacheDriver } from 'storyloom/redis';
+ *
+ * const driver = createRedisCacheDriver({ url: process.env.REDIS_URL, keyPrefix: 'prod:' });
+ * const cache = new ContextCache({ driver, store: createMemoryStateStore() });
+ * ```
+ */
+export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheDriver {
+  const settings = checkOptions(options);
+  const { keyPrefix, commandTimeoutMs } = settings;
+  const ownsClient = options.client === undefined;
+  let clientLoading: Promise<RedisClient> | undefined = options.client ? Promise.resolve(options.client) : undefined;
+  let closed = false;
+
+  const client = (): Promise<RedisClient> => {
+    clientLoading ??= loadIoRedis().then((sdk) => createClient(sdk, options, commandTimeoutMs));
+    return clientLoading;
+  };
+
+  const open = (operation: string): void => {
+    if (closed) throw new ClosedError(`Cannot ${operation}: the Redis cache driver is closed`);
+  };
+
+  /** Runs one Redis call within the timeout, mapping failures to retryable `ProviderError`s. */
+  const run = async <T>(operation: string, call: (redis: RedisClient) => Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new ProviderError(`Redis ${operation} timed out after ${commandTimeoutMs} ms`, {
+              provider: 'redis',
+              code: 'TIMEOUT',
+              isRetryable: true,
+            }),
+          ),
+        commandTimeoutMs,
+      );
+      timer.unref?.();
+    });
+    try {
+      return await Promise.race([client().then(call), timeout]);
+    } catch (error) {
+      if (StoryloomError.isInstance(error)) throw error;
+      throw new ProviderError(`Redis ${operation} failed: ${error instanceof Error ? error.message : String(error)}`, {
+        provider: 'redis',
+        isRetryable: true,
+        cause: error,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const full = (key: string) => keyPrefix + key;
+
+  return {
+    specificationVersion: 'v1',
+    provider: 'redis',
+    capabilities: CAPABILITIES,
+
+    async get(key) {
+      open('get');
+      checkKey(key, 'key');
+      return run('GET', (redis) => redis.get(full(key)));
+    },
+
+    async getMany(keys) {
+      open('getMany');
+      checkKeys(keys);
+      if (keys.length === 0) return [];
+      return run('MGET', async (redis) => {
+        const groups = isCluster(redis) ? groupBySlot(keys) : [keys.map((_, index) => index)];
+        const values: Array<string | null> = new Array(keys.length).fill(null);
+        await Promise.all(
+          groups.map(async (positions) => {
+            const found = await redis.mget(positions.map((position) => full(keys[position]!)));
+            positions.forEach((position, i) => {
+              values[position] = found[i] ?? null;
+            });
+          }),
+        );
+        return values;
+      });
+    },
+
+    async set(key, value, setOptions) {
+      open('set');
+      const ttl = checkWrite(key, value, setOptions);
+      await run('SET', (redis) => (ttl === 0 ? redis.set(full(key), value) : redis.set(full(key), value, 'PX', ttl)));
+    },
+
+    async setIfAbsent(key, value, setOptions) {
+      open('setIfAbsent');
+      const ttl = checkWrite(key, value, setOptions);
+      const reply = await run('SET NX', (redis) =>
+        ttl === 0 ? redis.set(full(key), value, 'NX') : redis.set(full(key), value, 'PX', ttl, 'NX'),
+      );
+      return reply === 'OK';
+    },
+
+    async delete(keys) {
+      open('delete');
+      checkKeys(keys);
+      const unique = [...new Set(keys)];
+      if (unique.length === 0) return 0;
+      return run('UNLINK', (redis) => unlink(redis, unique.map(full)));
+    },
+
+    async deletePrefix(prefix) {
+      open('deletePrefix');
+      checkKey(prefix, 'prefix');
+      const pattern = `${escapeGlob(full(prefix))}*`;
+      // A walk of a large keyspace takes longer than one command: each SCAN and UNLINK gets its own timeout.
+      const redis = await run('connect', async (connected) => connected);
+      const nodes = isCluster(redis) ? redis.nodes('master') : [redis];
+      let deleted = 0;
+      for (const node of nodes) {
+        let cursor = '0';
+        do {
+          const [next, found] = await run('SCAN', () => node.scan(cursor, 'MATCH', pattern, 'COUNT', BATCH));
+          cursor = next;
+          for (let start = 0; start < found.length; start += BATCH) {
+            const batch = found.slice(start, start + BATCH);
+            deleted += await run('UNLINK', () => unlink(redis, batch));
+          }
+        } while (cursor !== '0');
+      }
+      return deleted;
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (!ownsClient || clientLoading === undefined) return;
+      const redis = await clientLoading.catch(() => undefined);
+      if (!redis) return;
+      try {
+        await Promise.race([redis.quit(), new Promise((resolve) => setTimeout(resolve, commandTimeoutMs).unref())]);
+      } catch {
+        // Quitting a client whose server is gone fails; the socket is dropped below either way.
+      }
+      redis.disconnect();
+    },
+  };
+}
+
+function createClient(sdk: IoRedisModule, options: RedisCacheDriverOptions, commandTimeoutMs: number): RedisClient {
+  const tls = options.tls === true ? {} : options.tls || undefined;
+  // Fail fast while Redis is away, reconnect by itself when it is back: a cache outage must not stall episodes.
+  const resilience = {
+    commandTimeout: commandTimeoutMs,
+    maxRetriesPerRequest: 1,
+    connectTimeout: Math.max(commandTimeoutMs, 2_000),
+  } satisfies RedisOptions;
+  const retryStrategy = (times: number) => Math.min(50 * 2 ** times, 2_000);
+  let client: RedisClient;
+  if (options.cluster) {
+    const clusterOptions: ClusterOptions = {
+      clusterRetryStrategy: retryStrategy,
+      ...options.cluster.options,
+      redisOptions: { ...resilience, ...(tls ? { tls } : {}), ...options.cluster.options?.redisOptions },
+    };
+    // ElastiCache's TLS certificates name the configuration endpoint: resolving it to an IP would fail verification.
+    if (tls && clusterOptions.dnsLookup === undefined) {
+      clusterOptions.dnsLookup = (address, callback) => callback(null, address);
+    }
+    client = new sdk.Cluster(options.cluster.nodes, clusterOptions);
+  } else {
+    const redisOptions: RedisOptions = {
+      ...resilience,
+      retryStrategy,
+      ...(tls ? { tls } : {}),
+      ...options.redisOptions,
+    };
+    client = options.url === undefined ? new sdk.Redis(redisOptions) : new sdk.Redis(options.url, redisOptions);
+  }
+  // Without a listener ioredis prints every failed reconnect; failures reach callers through their commands.
+  client.on('error', () => {});
+  return client;
+}
+
+function isCluster(client: RedisClient): client is Cluster {
+  return (client as Cluster).isCluster === true;
+}
+
+/** UNLINK in one command per cluster slot; returns how many keys existed. */
+async function unlink(redis: RedisClient, keys: readonly string[]): Promise<number> {
+  if (keys.length === 0) return 0;
+  if (!isCluster(redis)) return redis.unlink(...keys);
+  const counts = await Promise.all(
+    groupBySlot(keys).map((positions) => redis.unlink(...positions.map((position) => keys[position]!))),
+  );
+  return counts.reduce((total, count) => total + count, 0);
+}
+
+/** Positions of `keys` grouped by cluster slot, in first-seen order. */
+function groupBySlot(keys: readonly string[]): number[][] {
+  const groups = new Map<number, number[]>();
+  keys.forEach((key, position) => {
+    const slot = clusterSlot(key);
+    const group = groups.get(slot);
+    if (group) group.push(position);
+    else groups.set(slot, [position]);
+  });
+  return [...groups.values()];
+}
+
+/** The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key when it has none. */
+export function clusterSlot(key: string): number {
+  const bytes = Buffer.from(key, 'utf8');
+  let start = 0;
+  let end = bytes.length;
+  const open = bytes.indexOf(0x7b); // {
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1); // }
+    // An empty tag (`{}`) does not count: the whole key is hashed, as Redis does.
+    if (close !== -1 && close > open + 1) {
+      start = open + 1;
+      end = close;
+    }
+  }
+  let crc = 0;
+  for (let i = start; i < end; i++) {
+    crc ^= bytes[i]! << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+/** Escapes the characters SCAN MATCH reads as a pattern, so a prefix matches only itself. */
+export function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\^]/g, (character) => `\\${character}`);
+}
+
+interface CheckedOptions {
+  keyPrefix: string;
+  commandTimeoutMs: number;
+}
+
+function checkOptions(options: RedisCacheDriverOptions): CheckedOptions {
+  const problems: Array<{ path: string; message: string }> = [];
+  if (typeof options !== 'object' || options === null) {
+    throw new ValidationError('Invalid Redis cache options: must be an object', {
+      problems: [{ path: 'options', message: 'must be an object' }],
+    });
+  }
+  const given = (['client', 'url', 'cluster'] as const).filter((name) => options[name] !== undefined);
+  if (given.length !== 1) {
+    problems.push({
+      path: 'options',
+      message: `give exactly one of client, url or cluster${given.length > 1 ? ` (got ${given.join(', ')})` : ''}`,
+    });
+  }
+  if (options.url !== undefined && (typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url))) {
+    problems.push({ path: 'options.url', message: 'must start with redis:// or rediss://' });
+  }
+  if (options.cluster !== undefined && (!Array.isArray(options.cluster.nodes) || options.cluster.nodes.length === 0)) {
+    problems.push({ path: 'options.cluster.nodes', message: 'must list at least one seed node' });
+  }
+  const keyPrefix = options.keyPrefix ?? '';
+  if (typeof keyPrefix !== 'string') problems.push({ path: 'options.keyPrefix', message: 'must be a string' });
+  const commandTimeoutMs = options.commandTimeoutMs ?? 1_000;
+  if (typeof commandTimeoutMs !== 'number' || !Number.isFinite(commandTimeoutMs) || commandTimeoutMs <= 0) {
+    problems.push({ path: 'options.commandTimeoutMs', message: 'must be a positive number of milliseconds' });
+  }
+  if (problems.length > 0) {
+    const first = problems[0]!;
+    throw new ValidationError(`Invalid Redis cache options: ${first.path}: ${first.message}`, { problems });
+  }
+  return { keyPrefix, commandTimeoutMs };
+}
+
+function invalid(path: string, message: string): ValidationError {
+  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
+}
+
+function checkKey(key: unknown, path: string): asserts key is string {
+  // An empty prefix would empty a shared Redis of every story's entries.
+  if (typeof key !== 'string' || key.length === 0) throw invalid(path, 'must be a non-empty string');
+}
+
+function checkKeys(keys: unknown): asserts keys is string[] {
+  if (!Array.isArray(keys)) throw invalid('keys', 'must be an array of strings');
+  keys.forEach((key, index) => {
+    checkKey(key, `keys.${index}`);
+  });
+}
+
+function checkWrite(key: unknown, value: unknown, options: CacheSetOptions | undefined): number {
+  checkKey(key, 'key');
+  if (typeof value !== 'string') throw invalid('value', 'must be a string; callers serialize');
+  const ttlMs = options?.ttlMs;
+  if (ttlMs === undefined) return 0;
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
+    throw invalid('options.ttlMs', `must be a positive number of milliseconds, got ${String(ttlMs)}`);
+  }
+  // PX takes whole milliseconds; rounding up never expires an entry early.
+  return Math.ceil(ttlMs);
+}

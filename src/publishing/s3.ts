@@ -1,0 +1,371 @@
+/**
+ * S3 publishing and content storage, on `@aws-sdk/client-s3`: an idempotent `Publisher` that writes each scene's
+ * JSON and picture once under deterministic keys plus a story index, and a `ContentStore` for large scene text.
+ *
+ * The SDK is imported on first use, so a missing package surfaces as a `MissingDependencyError` that says what to
+ * install instead of a module-resolution crash at import time.
+ *
+ * @module
+ */
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import {
+  MissingDependencyError,
+  ProviderError,
+  StoryloomError,
+  throwIfAborted,
+  ValidationError,
+} from '../core/errors.js';
+import { type RetryOptions, withRetry } from '../core/retry.js';
+import type { ContentStore } from '../state/content-store.js';
+import type { Episode, Publisher, PublishResult } from './publisher.js';
+
+type S3Module = typeof import('@aws-sdk/client-s3');
+let sdkLoading: Promise<S3Module> | undefined;
+
+function loadS3(): Promise<S3Module> {
+  sdkLoading ??= import('@aws-sdk/client-s3').catch((error: unknown) => {
+    sdkLoading = undefined;
+    throw new MissingDependencyError('@aws-sdk/client-s3', 'storyloom/s3', { cause: error });
+  });
+  return sdkLoading;
+}
+
+/** Where the S3 client comes from: one you built, or settings to build one. */
+export interface S3ConnectionOptions {
+  /** A client you built. Set `requestChecksumCalculation: 'WHEN_REQUIRED'` on it when talking to an S3 look-alike. */
+  client?: S3Client;
+  /** Region of the bucket. Default the SDK's (`AWS_REGION`). */
+  region?: string;
+  /** Another endpoint (MinIO, s3rver, LocalStack). */
+  endpoint?: string;
+  /** Path-style URLs (`endpoint/bucket/key`), which most look-alikes need. */
+  forcePathStyle?: boolean;
+  /** The retry policy of every call (throttling and 5xx are retried). */
+  retry?: Omit<RetryOptions, 'signal'>;
+}
+
+/**
+ * Options of `createS3Publisher`.
+ *
+ * @example
+ * ```ts
+ * import { createS3Publisher, type S3PublisherOptions } from 'storyloom/s3';
+ * const options: S3PublisherOptions = { bucket: 'my-stories', prefix: 'site/', publicBaseUrl: 'https://cdn.example.com' };
+ * const publisher = createS3Publisher(options);
+ * ```
+ */
+export interface S3PublisherOptions extends S3ConnectionOptions {
+  bucket: string;
+  /** Prepended to every key, e.g. `site/`. Default none. */
+  prefix?: string;
+  /** Base of public URLs (a CloudFront domain); without it results carry `s3://bucket/key`. */
+  publicBaseUrl?: string;
+  /** `Cache-Control` of scenes and images (never rewritten) and of the story index (rewritten on every publish). */
+  cacheControl?: { immutable?: string; index?: string };
+  /** The publication log's name for this publisher. Default `s3`. */
+  target?: string;
+}
+
+const DEFAULT_CACHE_CONTROL = {
+  immutable: 'public, max-age=31536000, immutable',
+  index: 'public, max-age=60, must-revalidate',
+};
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+const IMAGE_EXTENSIONS: Readonly<Record<string, string>> = {
+  'image/png': 'png',
+  'image/jpeg': 'jpg',
+  'image/webp': 'webp',
+  'image/gif': 'gif',
+  'image/svg+xml': 'svg',
+};
+
+/** The keys a scene is published under, without the prefix. */
+export function s3SceneKeys(storyId: string, sceneIndex: number, sceneId: string, imageMediaType?: string) {
+  const slug = `${String(sceneIndex).padStart(6, '0')}-${sceneId}`;
+  const extension = imageMediaType === undefined ? undefined : (IMAGE_EXTENSIONS[imageMediaType] ?? 'bin');
+  return {
+    scene: `${storyId}/scenes/${slug}.json`,
+    image: extension === undefined ? undefined : `${storyId}/images/${slug}.${extension}`,
+    index: `${storyId}/index.json`,
+  };
+}
+
+/** A lazily created client with retried, typed calls. */
+function connection(options: S3ConnectionOptions) {
+  let clientLoading: Promise<{ sdk: S3Module; client: S3Client }> | undefined;
+  const connect = () => {
+    clientLoading ??= loadS3().then((sdk) => {
+      const config: S3ClientConfig = {
+        ...(options.region ? { region: options.region } : {}),
+        ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+        ...(options.forcePathStyle ? { forcePathStyle: true } : {}),
+        // Checksums only where S3 requires them: look-alikes store streamed, checksummed bodies corrupted.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        // One retry policy: storyloom's.
+        maxAttempts: 1,
+      };
+      return { sdk, client: options.client ?? new sdk.S3Client(config) };
+    });
+    return clientLoading;
+  };
+  const send = <T>(operation: string, signal: AbortSignal | undefined, build: (sdk: S3Module) => unknown): Promise<T> =>
+    withRetry(
+      async () => {
+        const { sdk, client } = await connect();
+        try {
+          return (await client.send(build(sdk) as never, { abortSignal: signal })) as T;
+        } catch (error) {
+          throw toProviderError(operation, error);
+        }
+      },
+      { ...options.retry, signal },
+    );
+  return { send };
+}
+
+/** Maps an AWS SDK error to a `ProviderError` with its HTTP status (throttling and 5xx retryable). */
+function toProviderError(operation: string, error: unknown): StoryloomError {
+  if (StoryloomError.isInstance(error)) return error;
+  const failure = error as {
+    name?: string;
+    message?: string;
+    $metadata?: { httpStatusCode?: number };
+    $retryable?: unknown;
+  };
+  const status = failure.$metadata?.httpStatusCode;
+  const throttled = failure.$retryable !== undefined || /Throttl|SlowDown|RequestTimeout/.test(failure.name ?? '');
+  return new ProviderError(`S3 ${operation} failed: ${failure.name ?? 'Error'}: ${failure.message ?? String(error)}`, {
+    provider: 's3',
+    status,
+    cause: error,
+    ...(throttled ? { isRetryable: true } : status === undefined ? { isRetryable: true } : {}),
+  });
+}
+
+/**
+ * Creates an idempotent S3 `Publisher`.
+ *
+ * Each scene is written once, under keys that depend only on the story, the scene index and the scene id:
+ * `<prefix><storyId>/scenes/<index, 6 digits>-<sceneId>.json` and, with a picture, `…/images/<same>.<ext>`. Those
+ * writes are create-only: a `HeadObject` first (some S3 look-alikes ignore conditional puts) and then `PutObject` with
+ * `IfNoneMatch: '*'`, where a 412 means another run got there first, which is success. The story index
+ * `<prefix><storyId>/index.json` is rewritten on every publish from the scenes present in the bucket. Scene JSON is
+ * data: hostile text is stored verbatim, for the site to escape where it renders it.
+ *
+ * @example
+ * ```ts
+ * import { createS3Publisher } from 'storyloom/s3';
+ *
+ * const publisher = createS3Publisher({ bucket: 'my-stories', region: 'us-east-1', publicBaseUrl: 'https://cdn.example.com' });
+ * const result = await publisher.publish(episode); // { target: 's3', url: 'https://cdn.example.com/…', ids: [...] }
+ * ```
+ */
+export function createS3Publisher(options: S3PublisherOptions): Publisher {
+  checkBucket(options);
+  const prefix = options.prefix ?? '';
+  const cacheControl = { ...DEFAULT_CACHE_CONTROL, ...options.cacheControl };
+  const target = options.target ?? 's3';
+  const publicBaseUrl = options.publicBaseUrl?.replace(/\/+$/, '');
+  const { send } = connection(options);
+  const urlOf = (key: string) => (publicBaseUrl ? `${publicBaseUrl}/${key}` : `s3://${options.bucket}/${key}`);
+
+  /** Writes `body` under `key` unless something is there already. */
+  const putOnce = async (
+    key: string,
+    body: Uint8Array | string,
+    contentType: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> => {
+    try {
+      await send('HeadObject', signal, (sdk) => new sdk.HeadObjectCommand({ Bucket: options.bucket, Key: key }));
+      return;
+    } catch (error) {
+      if (!(ProviderError.isInstance(error) && error.status === 404)) throw error;
+    }
+    try {
+      await send(
+        'PutObject',
+        signal,
+        (sdk) =>
+          new sdk.PutObjectCommand({
+            Bucket: options.bucket,
+            Key: key,
+            Body: body,
+            ContentType: contentType,
+            CacheControl: cacheControl.immutable,
+            IfNoneMatch: '*',
+          }),
+      );
+    } catch (error) {
+      // 412: created by another run between our check and our put. 409: a concurrent conditional put is in flight.
+      if (ProviderError.isInstance(error) && error.status === 412) return;
+      throw error;
+    }
+  };
+
+  const writeIndex = async (episode: Episode, signal: AbortSignal | undefined): Promise<void> => {
+    const { story } = episode;
+    const storyId = episode.scene.storyId;
+    const scenesPrefix = `${prefix}${storyId}/scenes/`;
+    const scenes: Array<{ index: number; id: string; key: string; url: string }> = [];
+    let continuationToken: string | undefined;
+    do {
+      const page = await send<{ Contents?: Array<{ Key?: string }>; NextContinuationToken?: string }>(
+        'ListObjectsV2',
+        signal,
+        (sdk) =>
+          new sdk.ListObjectsV2Command({
+            Bucket: options.bucket,
+            Prefix: scenesPrefix,
+            ContinuationToken: continuationToken,
+          }),
+      );
+      for (const { Key } of page.Contents ?? []) {
+        const match = Key ? /^(\d{6})-(.+)\.json$/.exec(Key.slice(scenesPrefix.length)) : null;
+        if (match && Key) scenes.push({ index: Number(match[1]), id: match[2]!, key: Key, url: urlOf(Key) });
+      }
+      continuationToken = page.NextContinuationToken;
+    } while (continuationToken);
+    scenes.sort((a, b) => a.index - b.index || (a.id < b.id ? -1 : 1));
+    const index = {
+      storyId,
+      title: story.bible.title,
+      premise: story.bible.premise,
+      version: story.version,
+      updatedAt: story.updatedAt,
+      sceneCount: scenes.length,
+      scenes,
+    };
+    await send(
+      'PutObject',
+      signal,
+      (sdk) =>
+        new sdk.PutObjectCommand({
+          Bucket: options.bucket,
+          Key: `${prefix}${s3SceneKeys(storyId, 0, 'x').index}`,
+          Body: `${JSON.stringify(index, null, 2)}\n`,
+          ContentType: JSON_TYPE,
+          CacheControl: cacheControl.index,
+        }),
+    );
+  };
+
+  return {
+    specificationVersion: 'v1',
+    provider: 's3',
+    target,
+    capabilities: { idempotent: true },
+
+    async publish(episode, publishOptions): Promise<PublishResult> {
+      const signal = publishOptions?.signal;
+      throwIfAborted(signal);
+      const { scene, image } = episode;
+      const keys = s3SceneKeys(scene.storyId, scene.index, scene.id, image?.mediaType);
+      const sceneKey = prefix + keys.scene;
+      const imageKey = keys.image === undefined ? undefined : prefix + keys.image;
+      // The picture first: once the scene JSON exists, readers may follow its link to the picture.
+      if (image && imageKey) await putOnce(imageKey, image.data, image.mediaType, signal);
+      throwIfAborted(signal);
+      const document = {
+        storyId: scene.storyId,
+        scene,
+        image:
+          image && imageKey
+            ? { key: imageKey, url: urlOf(imageKey), alt: image.alt, mediaType: image.mediaType }
+            : null,
+      };
+      await putOnce(sceneKey, `${JSON.stringify(document, null, 2)}\n`, JSON_TYPE, signal);
+      throwIfAborted(signal);
+      await writeIndex(episode, signal);
+      return { target, url: urlOf(sceneKey), ids: imageKey ? [sceneKey, imageKey] : [sceneKey] };
+    },
+  };
+}
+
+/** Options of `createS3ContentStore`. */
+export interface S3ContentStoreOptions extends S3ConnectionOptions {
+  bucket: string;
+  /** Prepended to every key, e.g. `content/`. Default none. */
+  prefix?: string;
+}
+
+/** A `ContentStore` on S3; `put` also takes the object's Content-Type. */
+export interface S3ContentStore extends ContentStore {
+  put(key: string, bytes: Uint8Array, contentType?: string): Promise<void>;
+}
+
+/**
+ * Creates a `ContentStore` on S3: large scene text and other blobs kept outside the state store's item limits.
+ * `put` replaces what was under the key; `get` returns null for a missing key.
+ *
+ * @example
+ * ```ts
+ * import { createS3ContentStore } from 'storyloom/s3';
+ *
+ * const content = createS3ContentStore({ bucket: 'my-stories', prefix: 'content/' });
+ * await content.put('lighthouse/scene-12.txt', new TextEncoder().encode('The lamp turned.'), 'text/plain; charset=utf-8');
+ * const bytes = await content.get('lighthouse/scene-12.txt');
+ * ```
+ */
+export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentStore {
+  checkBucket(options);
+  const prefix = options.prefix ?? '';
+  const { send } = connection(options);
+  const checkKey = (key: unknown): string => {
+    if (typeof key !== 'string' || key.length === 0 || key.length > 900) {
+      throw new ValidationError('key must be a non-empty string of at most 900 characters', {
+        problems: [{ path: 'key', message: 'must be a non-empty string of at most 900 characters' }],
+      });
+    }
+    return prefix + key;
+  };
+  return {
+    async put(key, bytes, contentType = 'application/octet-stream') {
+      const fullKey = checkKey(key);
+      if (!(bytes instanceof Uint8Array)) {
+        throw new ValidationError('bytes must be a Uint8Array', {
+          problems: [{ path: 'bytes', message: 'must be a Uint8Array' }],
+        });
+      }
+      await send(
+        'PutObject',
+        undefined,
+        (sdk) =>
+          new sdk.PutObjectCommand({ Bucket: options.bucket, Key: fullKey, Body: bytes, ContentType: contentType }),
+      );
+    },
+    async get(key) {
+      const fullKey = checkKey(key);
+      try {
+        const object = await send<{ Body?: { transformToByteArray(): Promise<Uint8Array> } }>(
+          'GetObject',
+          undefined,
+          (sdk) => new sdk.GetObjectCommand({ Bucket: options.bucket, Key: fullKey }),
+        );
+        return object.Body ? await object.Body.transformToByteArray() : new Uint8Array(0);
+      } catch (error) {
+        if (ProviderError.isInstance(error) && error.status === 404) return null;
+        throw error;
+      }
+    },
+  };
+}
+
+function checkBucket(options: { bucket?: unknown; prefix?: unknown }): void {
+  const problems: Array<{ path: string; message: string }> = [];
+  if (typeof options?.bucket !== 'string' || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(options.bucket)) {
+    problems.push({
+      path: 'options.bucket',
+      message: 'must be an S3 bucket name (3-63 lowercase letters, digits, . and -)',
+    });
+  }
+  if (options?.prefix !== undefined && typeof options.prefix !== 'string') {
+    problems.push({ path: 'options.prefix', message: 'must be a string' });
+  }
+  if (problems.length > 0) {
+    throw new ValidationError(`Invalid S3 options: ${problems[0]!.path}: ${problems[0]!.message}`, { problems });
+  }
+}

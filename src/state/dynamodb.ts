@@ -1,0 +1,1091 @@
+/**
+ * The DynamoDB `StoryStateStore`: every story in one table (single-table design), each commit one
+ * `TransactWriteItems` conditioned on the story's version.
+ *
+ * Item layout (partition `pk = STORY#<storyId>`, sort key `sk`):
+ *
+ * | sk | holds |
+ * |---|---|
+ * | `STATE` | the current `version` (the state itself is the snapshot of that version); `importing` while an import runs |
+ * | `SNAP#<version, 16 digits>` | a state snapshot, gzip-compressed JSON |
+ * | `SCENE#<index, 16 digits>` | a scene, gzip-compressed JSON; `lsi1sk = CHAPTER#<chapterId>#<index>` |
+ * | `SCENEID#<sceneId>` | pointer to the scene's index: makes a scene id unique per story and `getScene` by id cheap |
+ * | `INF#<influenceId>` | an influence (JSON); while pending, `lsi1sk = PENDING#<receivedAt>#<id>` |
+ * | `PUB#<sceneId>#<target>` | a publication-log entry (JSON) |
+ * | `PART#<sk>#<n>` | a slice of a compressed body too large for one item (when no content store is configured) |
+ *
+ * One sparse local secondary index, `lsi1` (`pk`, `lsi1sk`), serves two queries with strongly consistent reads: the
+ * pending-influence queue in order, and a chapter's scenes in order with full pages.
+ *
+ * @module
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import {
+  ConflictError,
+  MissingDependencyError,
+  ProviderError,
+  RetryError,
+  StoryloomError,
+  ValidationError,
+} from '../core/errors.js';
+import { type RetryOptions, withRetry } from '../core/retry.js';
+import {
+  BaseStateStore,
+  type BaseStateStoreOptions,
+  type PreparedCommit,
+  type SceneQuery,
+  type StoryBundle,
+  staleVersion,
+} from './base-store.js';
+import type { ContentStore } from './content-store.js';
+import { compareInfluences } from './memory.js';
+import type { Scene, StoryState, UserInfluence } from './schema.js';
+import type {
+  CommitResult,
+  EnqueueResult,
+  PublicationEntry,
+  RecordPublicationResult,
+  StoryStateStoreCapabilities,
+} from './store.js';
+
+const PROVIDER = 'dynamodb';
+const CLIENT_PACKAGE = '@aws-sdk/client-dynamodb';
+const DOCUMENT_PACKAGE = '@aws-sdk/lib-dynamodb';
+
+/**
+ * The limits of the DynamoDB store, fixed by DynamoDB's own: 100 actions and 4 MB per transaction, 400 KB per item.
+ *
+ * `maxInfluencesPerCommit`: a commit resolving more influences than this is refused with `ValidationError` (the
+ * transaction cannot be split without losing atomicity); resolve the rest in the next scene.
+ */
+export const DYNAMODB_STORE_LIMITS = {
+  /** Influences one commit may apply or reject. */
+  maxInfluencesPerCommit: 90,
+  /** Actions in one `TransactWriteItems`. */
+  maxTransactionActions: 100,
+  /** Bytes one transaction may carry, kept under DynamoDB's 4 MB with room for keys and names. */
+  maxTransactionBytes: 4_000_000,
+  /** Default largest compressed body kept inside its item; larger ones go to the content store or are split. */
+  itemBodyBytes: 350 * 1024,
+} as const;
+
+const STATE_SK = 'STATE';
+const INDEX_NAME = 'lsi1';
+const PAD = 16;
+const MAX_PADDED = '9'.repeat(PAD);
+const BATCH_WRITE_SIZE = 25;
+const DEFAULT_IMPORT_LEASE_MS = 15 * 60_000;
+
+const pad = (value: number) => String(value).padStart(PAD, '0');
+const storyKey = (storyId: string) => `STORY#${storyId}`;
+const snapshotKey = (version: number) => `SNAP#${pad(version)}`;
+const sceneKey = (index: number) => `SCENE#${pad(index)}`;
+const sceneIdKey = (sceneId: string) => `SCENEID#${sceneId}`;
+const chapterKey = (chapterId: string, index: string) => `CHAPTER#${chapterId}#${index}`;
+const influenceKey = (influenceId: string) => `INF#${influenceId}`;
+const pendingKey = (influence: UserInfluence) => `PENDING#${influence.receivedAt}#${influence.id}`;
+const publicationKey = (sceneId: string, target: string) => `PUB#${sceneId}#${target}`;
+const partKey = (sk: string, part: number) => `PART#${sk}#${String(part).padStart(4, '0')}`;
+
+/**
+ * The table `createDynamoStateStore` expects, as the input of `CreateTableCommand`: key `pk`/`sk` (strings), one
+ * local secondary index `lsi1` on `lsi1sk` (keys only: a query fetches the rest from the table), on-demand billing.
+ * Local, not global, so that the pending-influence queue is read with strong consistency; the price is DynamoDB's
+ * 10 GB limit per story (item collection), far above a story's size when long bodies go to a content store.
+ *
+ * @example
+ * ```ts
+ * import { storyTableDefinition } from 'storyloom/dynamodb';
+ * // In a CDK stack (aws-cdk-lib/aws-dynamodb):
+ * // const table = new Table(this, 'Stories', { partitionKey: { name: 'pk', type: AttributeType.STRING },
+ * //   sortKey: { name: 'sk', type: AttributeType.STRING }, billingMode: BillingMode.PAY_PER_REQUEST });
+ * // table.addLocalSecondaryIndex({ indexName: 'lsi1', sortKey: { name: 'lsi1sk', type: AttributeType.STRING },
+ * //   projectionType: ProjectionType.KEYS_ONLY });
+ * const input = storyTableDefinition('stories'); // or: new CreateTableCommand(input)
+ * ```
+ */
+export function storyTableDefinition(tableName: string) {
+  return {
+    TableName: tableName,
+    AttributeDefinitions: [
+      { AttributeName: 'pk', AttributeType: 'S' as const },
+      { AttributeName: 'sk', AttributeType: 'S' as const },
+      { AttributeName: 'lsi1sk', AttributeType: 'S' as const },
+    ],
+    KeySchema: [
+      { AttributeName: 'pk', KeyType: 'HASH' as const },
+      { AttributeName: 'sk', KeyType: 'RANGE' as const },
+    ],
+    LocalSecondaryIndexes: [
+      {
+        IndexName: INDEX_NAME,
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' as const },
+          { AttributeName: 'lsi1sk', KeyType: 'RANGE' as const },
+        ],
+        Projection: { ProjectionType: 'KEYS_ONLY' as const },
+      },
+    ],
+    BillingMode: 'PAY_PER_REQUEST' as const,
+  };
+}
+
+type ClientSdk = typeof import('@aws-sdk/client-dynamodb');
+type DocumentSdk = typeof import('@aws-sdk/lib-dynamodb');
+interface Sdk {
+  client: ClientSdk;
+  document: DocumentSdk;
+}
+
+let sdkPromise: Promise<Sdk> | undefined;
+
+/** Loads the optional SDK packages once; a missing one becomes a `MissingDependencyError` naming it. */
+function loadSdk(feature: string): Promise<Sdk> {
+  const load = <T>(name: string, importer: () => Promise<T>) =>
+    importer().catch((error: unknown) => {
+      const code = (error as { code?: unknown } | null)?.code;
+      if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+        throw new MissingDependencyError(name, feature, { cause: error });
+      }
+      throw error;
+    });
+  sdkPromise ??= Promise.all([
+    load(CLIENT_PACKAGE, () => import('@aws-sdk/client-dynamodb')),
+    load(DOCUMENT_PACKAGE, () => import('@aws-sdk/lib-dynamodb')),
+  ]).then(
+    ([client, document]) => ({ client, document }),
+    (error: unknown) => {
+      sdkPromise = undefined;
+      throw error;
+    },
+  );
+  return sdkPromise;
+}
+
+/**
+ * Creates the story table if it does not exist (an existing table is left as it is) and waits until it is ACTIVE.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+ * import { createStoryTable } from 'storyloom/dynamodb';
+ * await createStoryTable(new DynamoDBClient({}), 'stories');
+ * ```
+ */
+export async function createStoryTable(
+  client: DynamoDBClient | DynamoDBDocumentClient,
+  tableName: string,
+  options: { maxWaitSeconds?: number } = {},
+): Promise<void> {
+  const sdk = await loadSdk('createStoryTable');
+  const raw = client as DynamoDBClient;
+  try {
+    await raw.send(new sdk.client.CreateTableCommand(storyTableDefinition(tableName)));
+  } catch (error) {
+    if (errorName(error) !== 'ResourceInUseException') throw toProviderError(error, `CreateTable ${tableName}`);
+  }
+  const waited = await sdk.client.waitUntilTableExists(
+    { client: raw, maxWaitTime: options.maxWaitSeconds ?? 300, minDelay: 1, maxDelay: 5 },
+    { TableName: tableName },
+  );
+  if (waited.state !== 'SUCCESS') {
+    throw new ProviderError(`Table "${tableName}" did not become ACTIVE (${waited.state})`, {
+      provider: PROVIDER,
+      isRetryable: true,
+    });
+  }
+}
+
+/**
+ * Options of `createDynamoStateStore`.
+ *
+ * @example
+ * ```ts
+ * import type { DynamoStateStoreOptions } from 'storyloom/dynamodb';
+ * const options: DynamoStateStoreOptions = { tableName: 'stories', region: 'eu-west-1' };
+ * ```
+ */
+export interface DynamoStateStoreOptions extends BaseStateStoreOptions {
+  /** The table, shaped as `storyTableDefinition` describes. */
+  tableName: string;
+  /**
+   * A ready client (plain or document). Build it with `maxAttempts: 1` so storyloom's retry policy is the only one.
+   * When absent, one is built from `region` and `endpoint` (and closed by `close()`).
+   */
+  client?: DynamoDBClient | DynamoDBDocumentClient;
+  /** Region of the client built when `client` is absent. */
+  region?: string;
+  /** Endpoint of the client built when `client` is absent, e.g. `http://127.0.0.1:8000` for DynamoDB Local. */
+  endpoint?: string;
+  /**
+   * Where bodies (scenes, state snapshots) larger than `itemBodyBytes` after compression go. Without one they are
+   * split into `PART#` items written in the same transaction, which bounds a commit to DynamoDB's 4 MB.
+   */
+  contentStore?: ContentStore;
+  /** Prefix of content-store keys. Default `storyloom/`. */
+  contentKeyPrefix?: string;
+  /** Largest compressed body kept inside its item, 1 KB..350 KB. Default 350 KB. */
+  itemBodyBytes?: number;
+  /** How long an unfinished import blocks its story id before another import or create may take over. Default 15 min. */
+  importLeaseMs?: number;
+  /** The retry policy for throttling and server errors (storyloom's `withRetry`; the client's own is off). */
+  retry?: Omit<RetryOptions, 'clock' | 'shouldRetry' | 'signal'>;
+}
+
+/** A `StoryStateStore` on DynamoDB. */
+export interface DynamoStateStore extends BaseStateStore {
+  readonly tableName: string;
+  /** What one commit may carry; see `DYNAMODB_STORE_LIMITS`. */
+  readonly limits: typeof DYNAMODB_STORE_LIMITS;
+}
+
+type Item = Record<string, unknown>;
+type Key = { pk: string; sk: string };
+
+/** How a compressed body is kept: inline, in `PART#` items, or in the content store. */
+interface EncodedBody {
+  attributes: Item;
+  parts: Item[];
+  /** Bytes the body adds to a transaction. */
+  bytes: number;
+}
+
+interface Context {
+  sdk: Sdk;
+  send: <T>(command: unknown) => Promise<T>;
+}
+
+class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
+  readonly provider = PROVIDER;
+  readonly capabilities: StoryStateStoreCapabilities = { multiProcess: true, durable: true };
+  readonly limits = DYNAMODB_STORE_LIMITS;
+  readonly tableName: string;
+  private readonly options: DynamoStateStoreOptions;
+  private readonly bodyLimit: number;
+  private readonly importLeaseMs: number;
+  private context: Promise<Context> | undefined;
+  private ownedClient: { destroy(): void } | undefined;
+
+  constructor(options: DynamoStateStoreOptions) {
+    super(options);
+    this.options = options;
+    this.tableName = options.tableName;
+    this.bodyLimit = options.itemBodyBytes ?? DYNAMODB_STORE_LIMITS.itemBodyBytes;
+    this.importLeaseMs = options.importLeaseMs ?? DEFAULT_IMPORT_LEASE_MS;
+  }
+
+  // ---- state ------------------------------------------------------------------------------------------------------
+
+  protected async readState(storyId: string): Promise<StoryState | null> {
+    const header = await this.get(storyKey(storyId), STATE_SK);
+    // A story whose import has not finished does not exist yet.
+    if (!header || header.importing === true) return null;
+    const snapshot = await this.get(storyKey(storyId), snapshotKey(Number(header.version)));
+    if (!snapshot) {
+      throw new ProviderError(`Story "${storyId}" is at version ${header.version} but its snapshot is missing`, {
+        provider: PROVIDER,
+        code: 'CORRUPT',
+      });
+    }
+    return this.decodeBody<StoryState>(snapshot);
+  }
+
+  protected async readSnapshot(storyId: string, version: number): Promise<StoryState | null> {
+    const item = await this.get(storyKey(storyId), snapshotKey(version));
+    return item ? this.decodeBody<StoryState>(item) : null;
+  }
+
+  // ---- commit -----------------------------------------------------------------------------------------------------
+
+  protected async writeCommit(storyId: string, commit: PreparedCommit): Promise<CommitResult> {
+    const { scene, nextState, expectedVersion, resolvedInfluences } = commit;
+    if (resolvedInfluences.length > DYNAMODB_STORE_LIMITS.maxInfluencesPerCommit) {
+      throw new ValidationError(
+        `A DynamoDB commit resolves at most ${DYNAMODB_STORE_LIMITS.maxInfluencesPerCommit} influences (got ${resolvedInfluences.length}); resolve the rest in the next scene`,
+        { problems: [{ path: 'consumedInfluenceIds', message: 'too many influences for one transaction' }] },
+      );
+    }
+    const { send, sdk } = await this.ready();
+    const pk = storyKey(storyId);
+    const sceneItem = await this.sceneItems(scene);
+    const snapshot = await this.encodeBody(storyId, snapshotKey(nextState.version), nextState);
+    const table = this.tableName;
+    const actions: Item[] = [
+      {
+        Update: {
+          TableName: table,
+          Key: { pk, sk: STATE_SK },
+          UpdateExpression: 'SET #version = :next',
+          ConditionExpression: '#version = :expected AND attribute_not_exists(#importing)',
+          ExpressionAttributeNames: { '#version': 'version', '#importing': 'importing' },
+          ExpressionAttributeValues: { ':next': nextState.version, ':expected': expectedVersion },
+        },
+      },
+      { Put: { TableName: table, Item: sceneItem.pointer, ConditionExpression: 'attribute_not_exists(sk)' } },
+      { Put: { TableName: table, Item: sceneItem.scene, ConditionExpression: 'attribute_not_exists(sk)' } },
+      {
+        Put: {
+          TableName: table,
+          Item: { pk, sk: snapshotKey(nextState.version), version: nextState.version, ...snapshot.attributes },
+          ConditionExpression: 'attribute_not_exists(sk)',
+        },
+      },
+      ...[...sceneItem.parts, ...snapshot.parts].map((Item) => ({ Put: { TableName: table, Item } })),
+    ];
+    const firstInfluence = actions.length;
+    for (const influence of resolvedInfluences) {
+      actions.push({
+        Update: {
+          TableName: table,
+          Key: { pk, sk: influenceKey(influence.id) },
+          UpdateExpression: 'SET #status = :status, #doc = :doc REMOVE #lsi1sk',
+          ConditionExpression: '#status = :pending',
+          ExpressionAttributeNames: { '#status': 'status', '#doc': 'doc', '#lsi1sk': 'lsi1sk' },
+          ExpressionAttributeValues: {
+            ':status': influence.status,
+            ':doc': JSON.stringify(influence),
+            ':pending': 'pending',
+          },
+        },
+      });
+    }
+    const bytes = sceneItem.bytes + snapshot.bytes + estimateBytes(actions.slice(firstInfluence));
+    if (
+      actions.length > DYNAMODB_STORE_LIMITS.maxTransactionActions ||
+      bytes > DYNAMODB_STORE_LIMITS.maxTransactionBytes
+    ) {
+      throw new ValidationError(
+        `The commit of scene "${scene.id}" needs ${actions.length} actions and about ${bytes} bytes, beyond one DynamoDB transaction (${DYNAMODB_STORE_LIMITS.maxTransactionActions} actions, 4 MB); configure a contentStore for large scenes and states`,
+        { problems: [{ path: 'scene', message: 'too large for one DynamoDB transaction without a contentStore' }] },
+      );
+    }
+    try {
+      // One token for every attempt: if an attempt committed but its answer was lost, the retry succeeds as a no-op.
+      await send(
+        new sdk.document.TransactWriteCommand({
+          TransactItems: actions as never,
+          ClientRequestToken: randomUUID(),
+        }),
+      );
+      return { scene: structuredClone(scene), state: structuredClone(nextState), created: true };
+    } catch (error) {
+      if (errorName(error) !== 'TransactionCanceledException') throw error;
+      const reasons = cancellationCodes(error);
+      const failed = (index: number) => reasons[index] === 'ConditionalCheckFailed';
+      if (!reasons.includes('ConditionalCheckFailed')) {
+        // Only transaction conflicts with a concurrent writer: the race is lost, the caller reloads and retries.
+        throw new ConflictError(`A concurrent write to story "${storyId}" interfered with the commit`, {
+          cause: error,
+        });
+      }
+      // The scene id may have been committed by this very call's earlier attempt, or by a racer: return it.
+      const original = await this.committedScene(storyId, scene.id);
+      if (original) return { ...original, created: false };
+      if (failed(0)) {
+        const header = await this.get(pk, STATE_SK);
+        if (!header || header.importing === true) {
+          throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`, { cause: error });
+        }
+        throw staleVersion(storyId, expectedVersion, Number(header.version));
+      }
+      const stale = resolvedInfluences.find((_, k) => failed(firstInfluence + k));
+      if (stale) throw new ConflictError(`Influence "${stale.id}" is no longer pending`, { cause: error });
+      if (failed(2)) {
+        throw new ConflictError(`Story "${storyId}" already holds another scene at index ${scene.index}`, {
+          cause: error,
+        });
+      }
+      throw new ConflictError(`The commit of scene "${scene.id}" lost a race`, { cause: error });
+    }
+  }
+
+  /** The commit that wrote `sceneId`, read back: its scene and the state right after it. */
+  private async committedScene(storyId: string, sceneId: string): Promise<Omit<CommitResult, 'created'> | null> {
+    const scene = await this.readScene(storyId, sceneId);
+    if (!scene) return null;
+    const state = await this.readSnapshot(storyId, scene.stateVersion);
+    return state ? { scene, state } : null;
+  }
+
+  // ---- scenes -----------------------------------------------------------------------------------------------------
+
+  private async sceneItems(scene: Scene) {
+    const pk = storyKey(scene.storyId);
+    const sk = sceneKey(scene.index);
+    const body = await this.encodeBody(scene.storyId, sk, scene);
+    return {
+      pointer: { pk, sk: sceneIdKey(scene.id), sceneIndex: scene.index, stateVersion: scene.stateVersion },
+      scene: {
+        pk,
+        sk,
+        sceneId: scene.id,
+        sceneIndex: scene.index,
+        chapterId: scene.chapterId,
+        lsi1sk: chapterKey(scene.chapterId, pad(scene.index)),
+        ...body.attributes,
+      },
+      parts: body.parts,
+      bytes: body.bytes + 600,
+    };
+  }
+
+  protected async readScenes(storyId: string, query: SceneQuery): Promise<Scene[]> {
+    const ascending = query.order === 'asc';
+    const low = ascending && query.afterIndex !== undefined ? query.afterIndex + 1 : 0;
+    const high = !ascending && query.afterIndex !== undefined ? query.afterIndex - 1 : Number.MAX_SAFE_INTEGER;
+    if (high < low) return [];
+    const lowKey = pad(low);
+    const highKey = high === Number.MAX_SAFE_INTEGER ? MAX_PADDED : pad(high);
+    const byChapter = query.chapterId !== undefined;
+    const items = await this.query(
+      {
+        ...(byChapter ? { IndexName: INDEX_NAME, Select: 'ALL_ATTRIBUTES' } : {}),
+        KeyConditionExpression: `pk = :pk AND ${byChapter ? 'lsi1sk' : 'sk'} BETWEEN :low AND :high`,
+        ExpressionAttributeValues: {
+          ':pk': storyKey(storyId),
+          ':low': byChapter ? chapterKey(query.chapterId!, lowKey) : `SCENE#${lowKey}`,
+          ':high': byChapter ? chapterKey(query.chapterId!, highKey) : `SCENE#${highKey}`,
+        },
+        ScanIndexForward: ascending,
+      },
+      query.limit,
+    );
+    return Promise.all(items.map((item) => this.decodeBody<Scene>(item)));
+  }
+
+  protected async readScene(storyId: string, sceneId: string): Promise<Scene | null> {
+    const pointer = await this.get(storyKey(storyId), sceneIdKey(sceneId));
+    if (!pointer) return null;
+    const item = await this.get(storyKey(storyId), sceneKey(Number(pointer.sceneIndex)));
+    return item ? this.decodeBody<Scene>(item) : null;
+  }
+
+  // ---- influences -------------------------------------------------------------------------------------------------
+
+  private influenceItem(influence: UserInfluence): Item {
+    return {
+      pk: storyKey(influence.storyId),
+      sk: influenceKey(influence.id),
+      status: influence.status,
+      doc: JSON.stringify(influence),
+      ...(influence.status === 'pending' ? { lsi1sk: pendingKey(influence) } : {}),
+    };
+  }
+
+  protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
+    const { send, sdk } = await this.ready();
+    try {
+      await send(
+        new sdk.document.PutCommand({
+          TableName: this.tableName,
+          Item: this.influenceItem(influence),
+          ConditionExpression: 'attribute_not_exists(sk)',
+        }),
+      );
+      return { inserted: true, influence: structuredClone(influence) };
+    } catch (error) {
+      if (errorName(error) !== 'ConditionalCheckFailedException') throw error;
+      const existing = await this.readInfluence(influence.storyId, influence.id);
+      if (!existing) throw new ConflictError(`Influence "${influence.id}" vanished while being enqueued`);
+      return { inserted: false, influence: existing };
+    }
+  }
+
+  protected async readPendingInfluences(storyId: string, limit: number): Promise<UserInfluence[]> {
+    const items = await this.query(
+      {
+        IndexName: INDEX_NAME,
+        Select: 'ALL_ATTRIBUTES',
+        KeyConditionExpression: 'pk = :pk AND begins_with(lsi1sk, :prefix)',
+        ExpressionAttributeValues: { ':pk': storyKey(storyId), ':prefix': 'PENDING#' },
+      },
+      limit,
+    );
+    return items.map((item) => JSON.parse(String(item.doc)) as UserInfluence);
+  }
+
+  protected async readInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null> {
+    const item = await this.get(storyKey(storyId), influenceKey(influenceId));
+    return item ? (JSON.parse(String(item.doc)) as UserInfluence) : null;
+  }
+
+  protected async readAllInfluences(storyId: string): Promise<UserInfluence[]> {
+    const items = await this.queryPrefix(storyId, 'INF#');
+    return items.map((item) => JSON.parse(String(item.doc)) as UserInfluence).sort(compareInfluences);
+  }
+
+  // ---- publication log --------------------------------------------------------------------------------------------
+
+  private publicationItem(entry: PublicationEntry): Item {
+    return {
+      pk: storyKey(entry.storyId),
+      sk: publicationKey(entry.sceneId, entry.target),
+      status: entry.status,
+      doc: JSON.stringify(entry),
+    };
+  }
+
+  protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
+    const { send, sdk } = await this.ready();
+    try {
+      await send(
+        new sdk.document.PutCommand({
+          TableName: this.tableName,
+          Item: this.publicationItem(entry),
+          ConditionExpression: 'attribute_not_exists(sk) OR #status = :failed',
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: { ':failed': 'failed' },
+        }),
+      );
+      return { recorded: true, entry: structuredClone(entry) };
+    } catch (error) {
+      if (errorName(error) !== 'ConditionalCheckFailedException') throw error;
+      const existing = await this.get(storyKey(entry.storyId), publicationKey(entry.sceneId, entry.target));
+      if (!existing) throw new ConflictError(`Publication "${entry.sceneId}/${entry.target}" changed while written`);
+      return { recorded: false, entry: JSON.parse(String(existing.doc)) as PublicationEntry };
+    }
+  }
+
+  protected async readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
+    const items = await this.queryPrefix(storyId, `PUB#${sceneId}#`);
+    return items.map((item) => JSON.parse(String(item.doc)) as PublicationEntry);
+  }
+
+  protected async readAllPublications(storyId: string): Promise<PublicationEntry[]> {
+    const items = await this.queryPrefix(storyId, 'PUB#');
+    return items.map((item) => JSON.parse(String(item.doc)) as PublicationEntry);
+  }
+
+  // ---- create, fork, import ---------------------------------------------------------------------------------------
+
+  /**
+   * Writes a whole story. When it fits one transaction (a `create`, a small fork or import) it is one
+   * `TransactWriteItems` and atomic. A larger story cannot be: the `STATE` item is first written with
+   * `importing: true` (so the story stays invisible and a second writer gets `ConflictError`), the rest goes in
+   * batches, and the marker is cleared last. A failed import removes what it wrote; one cut short by a crash is
+   * taken over, and its leftovers deleted, by the next create or import of that id once `importLeaseMs` has passed.
+   */
+  protected async insertStory(bundle: StoryBundle): Promise<void> {
+    const storyId = bundle.state.storyId;
+    const pk = storyKey(storyId);
+    const { items, bytes } = await this.storyItems(bundle);
+    const finalState = { pk, sk: STATE_SK, version: bundle.state.version };
+    const existing = await this.get(pk, STATE_SK);
+    if (existing) {
+      const startedAt = Number(existing.importStartedAt);
+      if (existing.importing !== true) throw new ConflictError(`Story "${storyId}" already exists`);
+      if (this.clock.now() - startedAt < this.importLeaseMs) {
+        throw new ConflictError(
+          `Story "${storyId}" is being imported (started ${new Date(startedAt).toISOString()}); an unfinished import is taken over after ${this.importLeaseMs} ms`,
+        );
+      }
+      const token = await this.takeOverImport(storyId, String(existing.importToken));
+      return this.importInBatches(storyId, items, finalState, token);
+    }
+    const { send, sdk } = await this.ready();
+    if (
+      items.length + 1 <= DYNAMODB_STORE_LIMITS.maxTransactionActions &&
+      bytes <= DYNAMODB_STORE_LIMITS.maxTransactionBytes
+    ) {
+      try {
+        await send(
+          new sdk.document.TransactWriteCommand({
+            TransactItems: [
+              {
+                Put: { TableName: this.tableName, Item: finalState, ConditionExpression: 'attribute_not_exists(pk)' },
+              },
+              ...items.map((Item) => ({ Put: { TableName: this.tableName, Item } })),
+            ] as never,
+            ClientRequestToken: randomUUID(),
+          }),
+        );
+        return;
+      } catch (error) {
+        if (
+          errorName(error) === 'TransactionCanceledException' &&
+          cancellationCodes(error)[0] === 'ConditionalCheckFailed'
+        ) {
+          throw new ConflictError(`Story "${storyId}" already exists`, { cause: error });
+        }
+        if (errorName(error) === 'TransactionCanceledException') {
+          throw new ConflictError(`A concurrent write to story "${storyId}" interfered with its creation`, {
+            cause: error,
+          });
+        }
+        throw error;
+      }
+    }
+    const token = randomUUID();
+    try {
+      await send(
+        new sdk.document.PutCommand({
+          TableName: this.tableName,
+          Item: { ...finalState, importing: true, importToken: token, importStartedAt: this.clock.now() },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (error) {
+      if (errorName(error) === 'ConditionalCheckFailedException') {
+        throw new ConflictError(`Story "${storyId}" already exists`, { cause: error });
+      }
+      throw error;
+    }
+    return this.importInBatches(storyId, items, finalState, token);
+  }
+
+  private async importInBatches(storyId: string, items: Item[], finalState: Item, token: string): Promise<void> {
+    const { send, sdk } = await this.ready();
+    try {
+      await this.batchWrite(items.map((Item) => ({ PutRequest: { Item } })));
+      await send(
+        new sdk.document.UpdateCommand({
+          TableName: this.tableName,
+          Key: { pk: finalState.pk, sk: STATE_SK },
+          UpdateExpression: 'SET #version = :version REMOVE #importing, #token, #startedAt',
+          ConditionExpression: '#token = :token',
+          ExpressionAttributeNames: {
+            '#version': 'version',
+            '#importing': 'importing',
+            '#token': 'importToken',
+            '#startedAt': 'importStartedAt',
+          },
+          ExpressionAttributeValues: { ':version': finalState.version, ':token': token },
+        }),
+      );
+    } catch (error) {
+      // Best effort: remove what this import wrote so the id is free at once. If this fails too (the process is
+      // going down, the network is gone), the lease lets a later import take over.
+      await this.removeStoryItems(storyId, token).catch(() => undefined);
+      if (errorName(error) === 'ConditionalCheckFailedException') {
+        throw new ConflictError(`The import of story "${storyId}" was taken over by another writer`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+
+  /** Claims a stale import's marker for a new import, then deletes everything the stale one wrote. */
+  private async takeOverImport(storyId: string, staleToken: string): Promise<string> {
+    const { send, sdk } = await this.ready();
+    const token = randomUUID();
+    try {
+      await send(
+        new sdk.document.UpdateCommand({
+          TableName: this.tableName,
+          Key: { pk: storyKey(storyId), sk: STATE_SK },
+          UpdateExpression: 'SET #token = :token, #startedAt = :now',
+          ConditionExpression: '#token = :stale AND #importing = :true',
+          ExpressionAttributeNames: {
+            '#token': 'importToken',
+            '#startedAt': 'importStartedAt',
+            '#importing': 'importing',
+          },
+          ExpressionAttributeValues: { ':token': token, ':now': this.clock.now(), ':stale': staleToken, ':true': true },
+        }),
+      );
+    } catch (error) {
+      if (errorName(error) === 'ConditionalCheckFailedException') {
+        throw new ConflictError(`Another writer took over the unfinished import of story "${storyId}"`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const keys = await this.queryPrefix(storyId, '', 'pk, sk');
+    await this.batchWrite(
+      keys.filter((key) => key.sk !== STATE_SK).map((key) => ({ DeleteRequest: { Key: { pk: key.pk, sk: key.sk } } })),
+    );
+    return token;
+  }
+
+  /** Deletes every item of an importing story, the marker last (only while `token` still holds it). */
+  private async removeStoryItems(storyId: string, token: string): Promise<void> {
+    const { send, sdk } = await this.ready();
+    const keys = await this.queryPrefix(storyId, '', 'pk, sk');
+    await this.batchWrite(
+      keys.filter((key) => key.sk !== STATE_SK).map((key) => ({ DeleteRequest: { Key: { pk: key.pk, sk: key.sk } } })),
+    );
+    await send(
+      new sdk.document.DeleteCommand({
+        TableName: this.tableName,
+        Key: { pk: storyKey(storyId), sk: STATE_SK },
+        ConditionExpression: '#token = :token',
+        ExpressionAttributeNames: { '#token': 'importToken' },
+        ExpressionAttributeValues: { ':token': token },
+      }),
+    );
+  }
+
+  /** Every item of a story but its `STATE` item, and their estimated size. */
+  private async storyItems(bundle: StoryBundle): Promise<{ items: Item[]; bytes: number }> {
+    const storyId = bundle.state.storyId;
+    const pk = storyKey(storyId);
+    const items: Item[] = [];
+    let bytes = 0;
+    // The current state is the snapshot of its version: the state record wins over a snapshot of that version.
+    const snapshots = new Map(bundle.snapshots.map((snapshot) => [snapshot.version, snapshot]));
+    snapshots.set(bundle.state.version, bundle.state);
+    for (const snapshot of snapshots.values()) {
+      const body = await this.encodeBody(storyId, snapshotKey(snapshot.version), snapshot);
+      items.push(
+        { pk, sk: snapshotKey(snapshot.version), version: snapshot.version, ...body.attributes },
+        ...body.parts,
+      );
+      bytes += body.bytes + 200;
+    }
+    for (const scene of bundle.scenes) {
+      const scenes = await this.sceneItems(scene);
+      items.push(scenes.pointer, scenes.scene, ...scenes.parts);
+      bytes += scenes.bytes;
+    }
+    const small = [
+      ...bundle.influences.map((i) => this.influenceItem(i)),
+      ...bundle.publications.map((e) => this.publicationItem(e)),
+    ];
+    items.push(...small);
+    bytes += estimateBytes(small);
+    return { items, bytes };
+  }
+
+  // ---- bodies -----------------------------------------------------------------------------------------------------
+
+  /** Compresses `value`; keeps it inline when small, else in the content store, else split into `PART#` items. */
+  private async encodeBody(storyId: string, sk: string, value: unknown): Promise<EncodedBody> {
+    const bytes = gzipSync(JSON.stringify(value));
+    if (bytes.length <= this.bodyLimit) return { attributes: { body: bytes }, parts: [], bytes: bytes.length };
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const { contentStore } = this.options;
+    if (contentStore) {
+      // Content-addressed: two writers of one key always write the same bytes, so a losing racer harms nothing.
+      const key = `${this.options.contentKeyPrefix ?? 'storyloom/'}${storyId}/${sk}/${sha256}.json.gz`;
+      try {
+        await contentStore.put(key, bytes);
+      } catch (error) {
+        throw toProviderError(error, `content store put ${key}`);
+      }
+      return { attributes: { bodyKey: key, bodySha256: sha256 }, parts: [], bytes: key.length + 200 };
+    }
+    const pk = storyKey(storyId);
+    const parts: Item[] = [];
+    for (let offset = 0, part = 0; offset < bytes.length; offset += this.bodyLimit, part++) {
+      parts.push({ pk, sk: partKey(sk, part), chunk: bytes.subarray(offset, offset + this.bodyLimit) });
+    }
+    return {
+      attributes: { bodyParts: parts.length, bodySha256: sha256 },
+      parts,
+      bytes: bytes.length + parts.length * 200,
+    };
+  }
+
+  private async decodeBody<T>(item: Item): Promise<T> {
+    let bytes: Uint8Array;
+    if (item.body instanceof Uint8Array) {
+      bytes = item.body;
+    } else if (typeof item.bodyKey === 'string') {
+      const { contentStore } = this.options;
+      if (!contentStore) {
+        throw new ValidationError(
+          `Item ${String(item.sk)} keeps its body in a content store ("${item.bodyKey}"), but none is configured`,
+        );
+      }
+      let stored: Uint8Array | null;
+      try {
+        stored = await contentStore.get(item.bodyKey);
+      } catch (error) {
+        throw toProviderError(error, `content store get ${item.bodyKey}`);
+      }
+      if (!stored) {
+        throw new ProviderError(`Content "${item.bodyKey}" of item ${String(item.sk)} is missing`, {
+          provider: PROVIDER,
+          code: 'CORRUPT',
+        });
+      }
+      bytes = stored;
+    } else if (typeof item.bodyParts === 'number') {
+      const parts = await this.queryPrefix(String(item.pk).slice('STORY#'.length), `PART#${String(item.sk)}#`);
+      if (parts.length !== item.bodyParts) {
+        throw new ProviderError(`Item ${String(item.sk)} has ${parts.length} of ${item.bodyParts} parts`, {
+          provider: PROVIDER,
+          code: 'CORRUPT',
+        });
+      }
+      bytes = Buffer.concat(parts.map((part) => part.chunk as Uint8Array));
+    } else {
+      throw new ProviderError(`Item ${String(item.sk)} has no body`, { provider: PROVIDER, code: 'CORRUPT' });
+    }
+    if (typeof item.bodySha256 === 'string' && createHash('sha256').update(bytes).digest('hex') !== item.bodySha256) {
+      throw new ProviderError(`The body of item ${String(item.sk)} does not match its checksum`, {
+        provider: PROVIDER,
+        code: 'CORRUPT',
+      });
+    }
+    return JSON.parse(gunzipSync(bytes).toString('utf8')) as T;
+  }
+
+  // ---- DynamoDB calls ---------------------------------------------------------------------------------------------
+
+  private ready(): Promise<Context> {
+    this.context ??= this.connect().catch((error: unknown) => {
+      this.context = undefined;
+      throw error;
+    });
+    return this.context;
+  }
+
+  private async connect(): Promise<Context> {
+    const sdk = await loadSdk('createDynamoStateStore');
+    let client = this.options.client;
+    if (!client) {
+      const created = new sdk.client.DynamoDBClient({
+        maxAttempts: 1,
+        ...(this.options.region ? { region: this.options.region } : {}),
+        ...(this.options.endpoint ? { endpoint: this.options.endpoint } : {}),
+      });
+      this.ownedClient = created;
+      client = created;
+    }
+    const isDocument = (client as { config?: { translateConfig?: unknown } }).config?.translateConfig !== undefined;
+    const document = isDocument
+      ? (client as DynamoDBDocumentClient)
+      : sdk.document.DynamoDBDocumentClient.from(client as DynamoDBClient, {
+          marshallOptions: { removeUndefinedValues: true },
+        });
+    const retry = this.options.retry ?? {};
+    const send = async <T>(command: unknown): Promise<T> => {
+      try {
+        return (await withRetry(() => document.send(command as never) as Promise<T>, {
+          ...retry,
+          clock: this.clock,
+          shouldRetry: isRetryableAwsError,
+        })) as T;
+      } catch (error) {
+        // Conditional failures are answers, not faults: hand them to the caller as they came.
+        const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
+        const name = errorName(last);
+        if (name === 'ConditionalCheckFailedException' || name === 'TransactionCanceledException') throw last;
+        if (StoryloomError.isInstance(error)) throw error;
+        throw toProviderError(error, commandName(command));
+      }
+    };
+    return { sdk, send };
+  }
+
+  private async get(pk: string, sk: string): Promise<Item | null> {
+    const { send, sdk } = await this.ready();
+    const output = await send<{ Item?: Item }>(
+      new sdk.document.GetCommand({ TableName: this.tableName, Key: { pk, sk } satisfies Key, ConsistentRead: true }),
+    );
+    return output.Item ?? null;
+  }
+
+  /** Pages through a query until `limit` items or the end. */
+  private async query(input: Item, limit = Number.POSITIVE_INFINITY): Promise<Item[]> {
+    const { send, sdk } = await this.ready();
+    const items: Item[] = [];
+    let start: Item | undefined;
+    do {
+      const remaining = limit - items.length;
+      const output = await send<{ Items?: Item[]; LastEvaluatedKey?: Item }>(
+        new sdk.document.QueryCommand({
+          TableName: this.tableName,
+          ConsistentRead: true,
+          ...input,
+          ...(Number.isFinite(remaining) ? { Limit: Math.min(remaining, 1_000) } : {}),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        } as never),
+      );
+      items.push(...(output.Items ?? []));
+      start = output.LastEvaluatedKey;
+    } while (start && items.length < limit);
+    return items;
+  }
+
+  /** Every item of a story whose sort key starts with `prefix`, in sort-key order. */
+  private queryPrefix(storyId: string, prefix: string, projection?: string): Promise<Item[]> {
+    return this.query({
+      KeyConditionExpression: prefix === '' ? 'pk = :pk' : 'pk = :pk AND begins_with(sk, :prefix)',
+      ExpressionAttributeValues: { ':pk': storyKey(storyId), ...(prefix === '' ? {} : { ':prefix': prefix }) },
+      ...(projection ? { ProjectionExpression: projection } : {}),
+    });
+  }
+
+  /** Writes requests 25 at a time, retrying what DynamoDB leaves unprocessed (with the store's retry policy). */
+  private async batchWrite(requests: Item[]): Promise<void> {
+    const { send, sdk } = await this.ready();
+    for (let offset = 0; offset < requests.length; offset += BATCH_WRITE_SIZE) {
+      let pending = requests.slice(offset, offset + BATCH_WRITE_SIZE);
+      await withRetry(
+        async () => {
+          const output = await send<{ UnprocessedItems?: Record<string, Item[]> }>(
+            new sdk.document.BatchWriteCommand({ RequestItems: { [this.tableName]: pending } } as never),
+          );
+          const unprocessed = output.UnprocessedItems?.[this.tableName] ?? [];
+          if (unprocessed.length > 0) {
+            pending = unprocessed;
+            throw new ProviderError(`${unprocessed.length} batch writes were left unprocessed`, {
+              provider: PROVIDER,
+              isRetryable: true,
+            });
+          }
+        },
+        { maxRetries: 8, ...this.options.retry, clock: this.clock },
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    this.ownedClient?.destroy();
+    this.ownedClient = undefined;
+    this.context = undefined;
+  }
+}
+
+// ---- errors ---------------------------------------------------------------------------------------------------------
+
+function errorName(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { name } = error as { name?: unknown };
+  return typeof name === 'string' ? name : undefined;
+}
+
+function cancellationCodes(error: unknown): Array<string | undefined> {
+  const reasons = (error as { CancellationReasons?: Array<{ Code?: string }> }).CancellationReasons ?? [];
+  return reasons.map((reason) => reason?.Code);
+}
+
+const RETRYABLE_ERRORS = new Set([
+  'ProvisionedThroughputExceededException',
+  'ThrottlingException',
+  'RequestLimitExceeded',
+  'InternalServerError',
+  'ServiceUnavailable',
+  'TransactionInProgressException',
+  'TransactionConflictException',
+  'TimeoutError',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+]);
+const RETRYABLE_CANCELLATIONS = new Set(['ThrottlingError', 'ProvisionedThroughputExceeded', 'TransactionConflict']);
+
+/** Throttling, server errors, dropped connections and transaction conflicts are worth another attempt. */
+function isRetryableAwsError(error: unknown): boolean {
+  if (StoryloomError.isInstance(error)) return error.isRetryable;
+  const name = errorName(error);
+  if (name === 'TransactionCanceledException') {
+    const codes = cancellationCodes(error);
+    return !codes.includes('ConditionalCheckFailed') && codes.some((code) => code && RETRYABLE_CANCELLATIONS.has(code));
+  }
+  if (name === 'ConditionalCheckFailedException') return false;
+  const code = (error as { code?: unknown } | null)?.code;
+  if ((name && RETRYABLE_ERRORS.has(name)) || (typeof code === 'string' && RETRYABLE_ERRORS.has(code))) return true;
+  const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+  return typeof status === 'number' && status >= 500;
+}
+
+function toProviderError(error: unknown, operation: string): ProviderError {
+  if (ProviderError.isInstance(error)) return error;
+  const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+  const name = errorName(error) ?? 'Error';
+  const message = error instanceof Error ? error.message : String(error);
+  return new ProviderError(`DynamoDB ${operation} failed: ${name}: ${message}`, {
+    provider: PROVIDER,
+    cause: error,
+    isRetryable: isRetryableAwsError(error),
+    ...(status === undefined ? {} : { status }),
+  });
+}
+
+function commandName(command: unknown): string {
+  return (command as { constructor?: { name?: string } })?.constructor?.name?.replace(/Command$/, '') ?? 'call';
+}
+
+/** A generous estimate of what items add to a request: JSON size plus binary lengths. */
+function estimateBytes(items: unknown[]): number {
+  let bytes = 0;
+  for (const item of items) {
+    bytes += JSON.stringify(item, (_key, value) => (value instanceof Uint8Array ? value.length : value)).length + 100;
+  }
+  return bytes;
+}
+
+function checkOptions(options: DynamoStateStoreOptions): void {
+  const problems: Array<{ path: string; message: string }> = [];
+  if (typeof options !== 'object' || options === null) {
+    throw new ValidationError('createDynamoStateStore needs { tableName }', {
+      problems: [{ path: 'options', message: 'must be an object with tableName' }],
+    });
+  }
+  if (typeof options.tableName !== 'string' || !/^[A-Za-z0-9_.-]{3,255}$/.test(options.tableName)) {
+    problems.push({ path: 'tableName', message: 'must be 3-255 characters of letters, digits and "_.-"' });
+  }
+  if (options.client !== undefined && typeof (options.client as { send?: unknown }).send !== 'function') {
+    problems.push({ path: 'client', message: 'must be a DynamoDBClient or DynamoDBDocumentClient' });
+  }
+  const limit = options.itemBodyBytes;
+  if (
+    limit !== undefined &&
+    (!Number.isInteger(limit) || limit < 1024 || limit > DYNAMODB_STORE_LIMITS.itemBodyBytes)
+  ) {
+    problems.push({
+      path: 'itemBodyBytes',
+      message: `must be an integer from 1024 to ${DYNAMODB_STORE_LIMITS.itemBodyBytes}`,
+    });
+  }
+  const lease = options.importLeaseMs;
+  if (lease !== undefined && (!Number.isFinite(lease) || lease < 0)) {
+    problems.push({ path: 'importLeaseMs', message: 'must be a non-negative number of milliseconds' });
+  }
+  const content = options.contentStore;
+  if (content !== undefined && (typeof content?.put !== 'function' || typeof content?.get !== 'function')) {
+    problems.push({ path: 'contentStore', message: 'must have put(key, bytes) and get(key)' });
+  }
+  if (problems.length > 0) {
+    throw new ValidationError(
+      `Invalid DynamoDB store options: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`,
+      {
+        problems,
+      },
+    );
+  }
+}
+
+/**
+ * Creates a `StoryStateStore` on a DynamoDB table (create it with `createStoryTable`, or from
+ * `storyTableDefinition` in your infrastructure code).
+ *
+ * - A commit is one `TransactWriteItems`: the `STATE` update conditioned on the expected version, the scene, its
+ *   id pointer and the snapshot (each create-only), and one update per resolved influence conditioned on `pending`.
+ *   The cancellation reasons tell a replayed scene (returned with `created: false`) from a stale version or a
+ *   no-longer-pending influence (`ConflictError`). A commit resolves at most 90 influences (`ValidationError` above).
+ * - Bodies are gzip-compressed JSON. One above `itemBodyBytes` goes to `contentStore` when given, else is split into
+ *   parts written in the same transaction: no scene is refused for its length. Without a content store a commit is
+ *   bounded by DynamoDB's 4 MB per transaction (`ValidationError` beyond).
+ * - `create`, and `fork`/`importStory` of a story that fits one transaction, are atomic; a larger import is written
+ *   in batches behind an `importing` marker that keeps the story invisible until it is complete.
+ * - Retries: storyloom's `withRetry` handles throttling, server errors and transaction conflicts; a client built here
+ *   has `maxAttempts: 1` so the SDK does not retry as well. Reads are strongly consistent.
+ *
+ * The AWS SDK packages are optional peers, loaded on first use: without them the first call fails with
+ * `MissingDependencyError` (`npm install @aws-sdk/client-dynamodb @aws-sdk/lib-dynamodb`).
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+ * import { createDynamoStateStore, createStoryTable } from 'storyloom/dynamodb';
+ *
+ * const client = new DynamoDBClient({ region: 'eu-west-1', maxAttempts: 1 });
+ * await createStoryTable(client, 'stories');
+ * const store = createDynamoStateStore({ tableName: 'stories', client });
+ * const state = await store.load('my-story');
+ * ```
+ */
+export function createDynamoStateStore(options: DynamoStateStoreOptions): DynamoStateStore {
+  checkOptions(options);
+  return new DynamoStateStoreImpl(options);
+}
