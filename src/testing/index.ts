@@ -11,11 +11,14 @@
  * @module storyloom/testing
  */
 
+export * from './anthropic-server.js';
+export * from './bedrock-server.js';
 export * from './cache-driver-suite.js';
 export * from './fixtures.js';
 export * from './keyword-index-suite.js';
 export * from './manual-clock.js';
 export * from './mock-generators.js';
+export * from './pinecone-server.js';
 export * from './publisher-suite.js';
 export * from './state-store-suite.js';
 export * from './suite.js';

@@ -110,9 +110,13 @@ function folderOf(file: string): string {
   return parts.length === 2 ? ENTRY_FOLDER : parts[1]!;
 }
 
+/** `sqlite.ts` and the files of the same backend named `sqlite-*.ts` (`sqlite-vector-index.ts`) are vendor files. */
 function vendorOf(file: string): string | undefined {
+  // Stand-in servers in src/testing are named after the service they imitate, but they speak its protocol over
+  // node:http and import no SDK; the package rule below (testing imports runtime dependencies only) keeps them so.
+  if (file.startsWith('src/testing/')) return undefined;
   const name = path.posix.basename(file).replace(/\.(m|c)?tsx?$/, '');
-  return VENDORS.includes(name) ? name : undefined;
+  return VENDORS.find((vendor) => name === vendor || name.startsWith(`${vendor}-`));
 }
 
 /** `index` → `.`, `testing/index` → `testing`, `sqlite` → `sqlite`. */
@@ -162,6 +166,13 @@ function findViolations(files: ReadonlyMap<string, string>, rules: Rules): strin
           violations.push(
             `${file} imports the vendor adapter ${target}: only the "storyloom/${targetVendor}" entry may import it`,
           );
+        }
+      } else if (folder === 'cli' && /^storyloom(\/|$)/.test(specifier)) {
+        // The command loads optional subpaths (`storyloom/sqlite`, ...) through the package's own public exports,
+        // as a user's code would, so a missing optional peer fails only the command that needs it.
+        const entryName = specifier === 'storyloom' ? 'index' : specifier.slice('storyloom/'.length);
+        if (!(entryName in rules.entries) && !(`${entryName}/index` in rules.entries)) {
+          violations.push(`${file} imports "${specifier}": no such subpath in the exports map`);
         }
       } else if (!isBuiltin(specifier)) {
         const name = packageNameOf(specifier);
@@ -284,6 +295,11 @@ describe('layering (DESIGN.md import rules)', () => {
       ['src/state/sqlite.ts', "import Database from 'better-sqlite3';\nimport { s } from './schema.js';"],
       ['src/context/cache.ts', "import { r } from './redis.js';\nimport type { T } from '../index.js';"],
       ['src/context/redis.ts', "import Redis from 'ioredis';\nimport { s } from '../state/sqlite.js';"],
+      [
+        'src/context/sqlite-index.ts',
+        "import Database from 'better-sqlite3';\nimport { s } from '../state/sqlite.js';",
+      ],
+      ['src/context/search.ts', "import { i } from './sqlite-index.js';"],
       ['src/publishing/publisher.ts', "import type { Q } from '../chain/queue.js';\nimport 'left-pad';"],
       ['src/chain/queue.ts', "type Ctx = import('../context/cache.js').Cache;\nimport fc from 'fast-check';"],
       ['src/extras/helper.ts', "export const help = require('./missing.js');"],
@@ -302,6 +318,7 @@ describe('layering (DESIGN.md import rules)', () => {
         'src/context/cache.ts imports the entry file src/index.ts: import the module it re-exports instead',
         'src/context/cache.ts imports the vendor adapter src/context/redis.ts: only the "storyloom/redis" entry may import it',
         'src/context/redis.ts imports the vendor adapter src/state/sqlite.ts: only the "storyloom/sqlite" entry may import it',
+        'src/context/search.ts imports the vendor adapter src/context/sqlite-index.ts: only the "storyloom/sqlite" entry may import it',
         'src/core/errors.ts imports src/state/schema.ts: "core" may import only its own folder',
         'src/extras/helper.ts: cannot resolve "./missing.js"',
         'src/extras/helper.ts: folder "src/extras" has no place in the layering of DESIGN.md',
