@@ -948,9 +948,9 @@ class Engine implements StoryEngine {
  * scene; taking them all would make every commit fail once the queue outgrows that limit, stalling the story.
  */
 function takenInfluences(state: StoryState, store: StoryStateStore): StoryState['userInfluenceQueue'] {
-  const declared = (store as { limits?: { maxInfluencesPerCommit?: unknown } }).limits?.maxInfluencesPerCommit;
+  const declared = store.capabilities.maxInfluencesPerCommit;
   const queue = state.userInfluenceQueue;
-  if (typeof declared !== 'number' || !Number.isInteger(declared) || declared < 1 || queue.length <= declared) {
+  if (declared === undefined || !Number.isInteger(declared) || declared < 1 || queue.length <= declared) {
     return queue;
   }
   const byArrival = [...queue].sort((a, b) =>

@@ -260,7 +260,11 @@ interface Context {
 
 class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   readonly provider = PROVIDER;
-  readonly capabilities: StoryStateStoreCapabilities = { multiProcess: true, durable: true };
+  readonly capabilities: StoryStateStoreCapabilities = {
+    multiProcess: true,
+    durable: true,
+    maxInfluencesPerCommit: DYNAMODB_STORE_LIMITS.maxInfluencesPerCommit,
+  };
   readonly limits = DYNAMODB_STORE_LIMITS;
   readonly tableName: string;
   private readonly options: DynamoStateStoreOptions;

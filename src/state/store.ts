@@ -11,6 +11,11 @@ export interface StoryStateStoreCapabilities {
   multiProcess: boolean;
   /** State survives a restart of the process. */
   durable: boolean;
+  /**
+   * Most influences one `commitScene` may resolve (a transaction limit, as DynamoDB's 100 actions). Absent means no
+   * limit beyond `LIMITS.influencesPerScene`; the engine takes at most this many pending influences per scene.
+   */
+  maxInfluencesPerCommit?: number;
 }
 
 /** The arguments of `commitScene`. */
