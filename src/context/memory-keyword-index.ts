@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema } from '../state/schema.js';
+import { compileFilter } from './compiled-filter.js';
 import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
@@ -165,38 +166,96 @@ interface PreparedDocument {
   metadata: VectorMetadata;
 }
 
+/** A stored document and the number of its slot in the partition's per-slot arrays. */
+interface StoredDocument extends PreparedDocument {
+  slot: number;
+}
+
+/**
+ * The documents that contain one term, as parallel arrays of slot numbers and term frequencies, with each
+ * document's position for removal. Scoring walks these arrays and the partition's per-slot arrays only, never a
+ * map or a document object: a common term's list holds a large share of the story, and chasing a pointer per entry
+ * cost more than the arithmetic.
+ */
+class Posting {
+  readonly slots: number[] = [];
+  readonly frequencies: number[] = [];
+  private readonly positions = new Map<string, number>();
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  add(id: string, slot: number, frequency: number): void {
+    this.positions.set(id, this.slots.length);
+    this.slots.push(slot);
+    this.frequencies.push(frequency);
+  }
+
+  remove(id: string, idOfSlot: (slot: number) => string): void {
+    const position = this.positions.get(id);
+    if (position === undefined) return;
+    const last = this.slots.length - 1;
+    if (position !== last) {
+      const moved = this.slots[last]!;
+      this.slots[position] = moved;
+      this.frequencies[position] = this.frequencies[last]!;
+      this.positions.set(idOfSlot(moved), position);
+    }
+    this.slots.pop();
+    this.frequencies.pop();
+    this.positions.delete(id);
+  }
+}
+
 /** The inverted index of one story. */
 class KeywordPartition {
-  readonly documents = new Map<string, PreparedDocument>();
-  /** term → (document id → term frequency). */
-  private readonly postings = new Map<string, Map<string, number>>();
+  readonly documents = new Map<string, StoredDocument>();
+  /** term → the documents that contain it. */
+  private readonly postings = new Map<string, Posting>();
   private totalLength = 0;
+  /** The document in each slot (undefined when free); slots of removed documents are reused first. */
+  private readonly bySlot: Array<StoredDocument | undefined> = [];
+  private readonly freeSlots: number[] = [];
+  /** Per-slot document length, and the scratch of one search: the score so far, valid while `stamps[slot]` is its stamp. */
+  private lengths = new Float64Array(64);
+  private scores = new Float64Array(64);
+  private stamps = new Uint32Array(64);
+  private searches = 0;
 
-  put(document: PreparedDocument): void {
+  put(prepared: PreparedDocument): void {
     // Replacing must take the old terms out, or a document would still match words it no longer contains.
-    this.remove(document.id);
+    this.remove(prepared.id);
+    const slot = this.freeSlots.pop() ?? this.bySlot.length;
+    if (slot >= this.lengths.length) this.grow(this.lengths.length * 2);
+    const document: StoredDocument = { ...prepared, slot };
+    this.bySlot[slot] = document;
+    this.lengths[slot] = document.length;
     this.documents.set(document.id, document);
     this.totalLength += document.length;
     for (const [term, frequency] of document.termFrequencies) {
       let posting = this.postings.get(term);
       if (!posting) {
-        posting = new Map();
+        posting = new Posting();
         this.postings.set(term, posting);
       }
-      posting.set(document.id, frequency);
+      posting.add(document.id, slot, frequency);
     }
   }
 
   remove(id: string): boolean {
     const document = this.documents.get(id);
     if (!document) return false;
+    const idOfSlot = (slot: number) => this.bySlot[slot]!.id;
     for (const term of document.termFrequencies.keys()) {
       const posting = this.postings.get(term);
       if (!posting) continue;
-      posting.delete(id);
+      posting.remove(id, idOfSlot);
       if (posting.size === 0) this.postings.delete(term);
     }
     this.documents.delete(id);
+    this.bySlot[document.slot] = undefined;
+    this.freeSlots.push(document.slot);
     this.totalLength -= document.length;
     return true;
   }
@@ -209,31 +268,62 @@ class KeywordPartition {
     const queryFrequencies = new Map<string, number>();
     for (const term of terms) queryFrequencies.set(term, (queryFrequencies.get(term) ?? 0) + 1);
 
-    const scores = new Map<string, number>();
-    const admitted = new Map<string, boolean>();
+    // Scores are summed in per-slot arrays stamped with this search rather than in a map keyed by id.
+    if (this.searches === 0xffffffff) {
+      this.stamps.fill(0);
+      this.searches = 0;
+    }
+    const stamp = ++this.searches;
+    const { scores, stamps, lengths } = this;
+    const touched: number[] = [];
     for (const [term, queryFrequency] of queryFrequencies) {
       const posting = this.postings.get(term);
       if (!posting) continue;
       const idf = Math.log(1 + (documentCount - posting.size + 0.5) / (posting.size + 0.5));
-      for (const [id, frequency] of posting) {
-        const document = this.documents.get(id)!;
-        if (filter !== undefined) {
-          let passes = admitted.get(id);
-          if (passes === undefined) {
-            passes = matchesFilter(document.metadata, filter);
-            admitted.set(id, passes);
-          }
-          if (!passes) continue;
-        }
-        const norm = averageLength > 0 ? 1 - b + (b * document.length) / averageLength : 1;
+      const { slots, frequencies } = posting;
+      for (let at = 0; at < slots.length; at++) {
+        const slot = slots[at]!;
+        const frequency = frequencies[at]!;
+        const norm = averageLength > 0 ? 1 - b + (b * lengths[slot]!) / averageLength : 1;
         const termScore = (idf * frequency * (k1 + 1)) / (frequency + k1 * norm);
-        scores.set(id, (scores.get(id) ?? 0) + queryFrequency * termScore);
+        if (stamps[slot] !== stamp) {
+          stamps[slot] = stamp;
+          scores[slot] = 0;
+          touched.push(slot);
+        }
+        scores[slot]! += queryFrequency * termScore;
       }
     }
 
-    const best = new TopKHeap<VectorMetadata>(Math.min(topK, scores.size));
-    for (const [id, score] of scores) best.offer(score, id, this.documents.get(id)!.metadata);
-    return best.takeSorted().map((entry) => ({ id: entry.id, score: entry.score, metadata: copyMetadata(entry.item) }));
+    // BM25 statistics are over the whole story whatever the filter, so a document's score does not depend on it:
+    // the filter only decides membership, and is checked only for documents good enough to enter the top k.
+    const best = new TopKHeap<StoredDocument>(Math.min(topK, touched.length));
+    const passes = filter === undefined ? undefined : compileFilter(filter);
+    const bySlot = this.bySlot;
+    let threshold = best.threshold;
+    for (let at = 0; at < touched.length; at++) {
+      const slot = touched[at]!;
+      const score = scores[slot]!;
+      if (score < threshold) continue;
+      const document = bySlot[slot]!;
+      if (!best.accepts(score, document.id)) continue;
+      if (passes !== undefined && !passes(document.metadata)) continue;
+      best.offer(score, document.id, document);
+      threshold = best.threshold;
+    }
+    return best
+      .takeSorted()
+      .map((entry) => ({ id: entry.id, score: entry.score, metadata: copyMetadata(entry.item.metadata) }));
+  }
+
+  private grow(capacity: number): void {
+    const lengths = new Float64Array(capacity);
+    lengths.set(this.lengths);
+    this.lengths = lengths;
+    this.scores = new Float64Array(capacity);
+    // Stamps restart with the new array: no slot can carry a stale stamp of a later search.
+    this.stamps = new Uint32Array(capacity);
+    this.searches = 0;
   }
 }
 

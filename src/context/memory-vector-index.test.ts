@@ -42,7 +42,17 @@ describe('TopKHeap', () => {
         fc.integer({ min: 0, max: 70 }),
         (candidates, k) => {
           const heap = new TopKHeap<number>(k);
+          const offered: Array<{ score: number; id: string; position: number }> = [];
           candidates.forEach((candidate, position) => {
+            // The shortcuts the indexes take before offering (threshold, accepts) must agree with what offer keeps:
+            // a candidate is kept exactly when it ranks among the k best offered so far.
+            offered.push({ ...candidate, position });
+            const keeps = [...offered]
+              .sort(byScoreThenId)
+              .slice(0, k)
+              .some((entry) => entry.position === position);
+            expect(heap.accepts(candidate.score, candidate.id)).toBe(keeps);
+            if (candidate.score < heap.threshold) expect(keeps).toBe(false);
             heap.offer(candidate.score, candidate.id, position);
           });
           const kept = heap.takeSorted().map(({ score, id }) => ({ score, id }));
@@ -183,5 +193,90 @@ describe('createMemoryVectorIndex', () => {
     const error = await index.stats('s1').catch((caught: unknown) => caught);
     expect(StoryloomError.isInstance(error) && error.code).toBe('CLOSED');
     await expect(index.query('s1', { vector: Float32Array.from([1, 0]), topK: 1 })).rejects.toThrow(/closed/);
+  });
+});
+
+describe('createMemoryVectorIndex: dimension-major scoring', () => {
+  /** The per-record dot product the index must reproduce bit for bit, sparse query or dense. */
+  function referenceScores(records: ReadonlyArray<{ id: string; values: number[] }>, query: number[]) {
+    let querySquared = 0;
+    for (const value of query) querySquared += Math.fround(value) * Math.fround(value);
+    const inverseQuery = 1 / Math.sqrt(querySquared);
+    const unit = query.map((value) => Math.fround(value) * inverseQuery);
+    return records.map(({ id, values }) => {
+      const stored = Float32Array.from(values);
+      let squared = 0;
+      for (const value of stored) squared += value * value;
+      let dot = 0;
+      for (let i = 0; i < stored.length; i++) dot += unit[i]! * stored[i]!;
+      return { id, score: Math.max(-1, Math.min(1, dot * (1 / Math.sqrt(squared)))) };
+    });
+  }
+
+  const dimensions = 24;
+  // Sparse vectors (mostly zeros, like the hashing embedder's) and dense ones, in the same index.
+  const coordinate = fc.oneof(
+    { weight: 3, arbitrary: fc.constant(0) },
+    { weight: 1, arbitrary: fc.double({ min: -1, max: 1, noNaN: true }) },
+  );
+  const sparse = fc.array(coordinate, { minLength: dimensions, maxLength: dimensions });
+  const dense = fc.array(fc.double({ min: -1, max: 1, noNaN: true }), {
+    minLength: dimensions,
+    maxLength: dimensions,
+  });
+  const vector = fc.oneof(sparse, dense).filter((values) => values.some((value) => Math.fround(value) !== 0));
+
+  it('gives sparse and dense queries exactly the scores and ranking of a per-record dot product', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(vector, { minLength: 1, maxLength: 40 }),
+        fc.array(vector, { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 1, max: 50 }),
+        async (vectors, queries, topK) => {
+          const index = createMemoryVectorIndex({ dimensions, initialCapacity: 1 });
+          const records = vectors.map((values, position) => ({ id: `r${String(position).padStart(2, '0')}`, values }));
+          await index.upsert(
+            's1',
+            records.map(({ id, values }) => record(id, values)),
+          );
+          for (const query of queries) {
+            const expected = referenceScores(records, query).sort(byScoreThenId).slice(0, topK);
+            const matches = await index.query('s1', { vector: Float32Array.from(query), topK });
+            expect(matches.map(({ id, score }) => ({ id, score }))).toEqual(expected);
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('never serves a stale score: a write or a changed query vector between two queries is seen', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 2 });
+    await index.upsert('s1', [record('a', [1, 0]), record('b', [0, 1])]);
+    const query = Float32Array.from([1, 0.1]);
+    expect((await index.query('s1', { vector: query, topK: 1 }))[0]?.id).toBe('a');
+    await index.upsert('s1', [record('a', [-1, 0])]);
+    expect((await index.query('s1', { vector: query, topK: 1 }))[0]?.id).toBe('b');
+    query[0] = -1;
+    query[1] = 0;
+    expect((await index.query('s1', { vector: query, topK: 1 }))[0]?.id).toBe('a');
+  });
+
+  it('checks the filter only on records good enough to be kept, with the same result as filtering first', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 2, initialCapacity: 1 });
+    const ids = Array.from({ length: 30 }, (_, position) => `r${String(position).padStart(2, '0')}`);
+    await index.upsert(
+      's1',
+      ids.map((id, position) => ({
+        ...record(id, [1, position / 10]),
+        metadata: { storyId: 's1', type: 'scene', timestamp: 1, sourceId: id, sceneIndex: position },
+      })),
+    );
+    const matches = await index.query('s1', {
+      vector: Float32Array.from([0, 1]),
+      topK: 5,
+      filter: { sceneIndex: { $lt: 20 } },
+    });
+    expect(matches.map((match) => match.id)).toEqual(['r19', 'r18', 'r17', 'r16', 'r15']);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * The in-process `VectorIndex`: exact cosine search over contiguous `Float32Array` storage, one partition per story.
+ * The in-process `VectorIndex`: exact cosine search over dimension-major `Float32Array` storage, one partition per story.
  * No network, no native module; the default when nothing else is configured, and the reference the conformance
  * suite was written against.
  *
@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
+import { compileFilter } from './compiled-filter.js';
 import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
 import { TopKHeap } from './top-k.js';
 import type {
@@ -55,11 +56,14 @@ const CAPABILITIES: VectorIndexCapabilities = Object.freeze({
 /**
  * Creates an in-memory vector index.
  *
- * Each story's vectors sit in one contiguous `Float32Array` that doubles as it grows; a delete moves the last record
- * into the freed slot. Each record's inverse norm is computed once at upsert, so a query is one dot product and one
- * multiplication per candidate, with the stored values kept exactly as given (`fetch` returns them unchanged).
- * Filters are evaluated on the stored metadata before scoring, and the best `topK` are kept in a bounded heap
- * instead of sorting every score.
+ * Each story's vectors sit twice in memory (8 bytes per dimension per record): row-major, for `fetch` and
+ * `includeValues`, and dimension-major (one column per dimension) for scoring; both double as they grow, and a delete
+ * moves the last record into the freed slot. A query scores every record one dimension at a
+ * time and skips the dimensions where the query is zero, so sparse queries (the hashing embedder's) cost a fraction
+ * of dense ones; results are the same exact cosine ranking either way. Each record's inverse norm is computed once
+ * at upsert, and the stored values are kept exactly as given (`fetch` returns them unchanged). The best `topK` are
+ * kept in a bounded heap instead of sorting every score, and the metadata filter is checked only for records that
+ * score well enough to enter it.
  *
  * @example
  * ```ts
@@ -118,12 +122,12 @@ export function createMemoryVectorIndex(options: MemoryVectorIndexOptions): Vect
         throw invalid('query', 'must be an object with vector and topK');
       }
       throwIfAborted(query.signal);
-      const unit = unitQueryVector(query.vector, dimensions);
+      const inverseQueryNorm = checkQueryVector(query.vector, dimensions);
       checkTopK(query.topK);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const partition = partitions.get(storyId);
       if (!partition) return [];
-      return partition.search(unit, query.topK, query.filter, query.includeValues === true);
+      return partition.search(query.vector, inverseQueryNorm, query.topK, query.filter, query.includeValues === true);
     },
 
     async fetch(storyId, ids, fetchOptions) {
@@ -191,22 +195,42 @@ interface PreparedRecord {
   metadata: VectorMetadata;
 }
 
-/** The vectors of one story. Slots `0..size-1` are live; `slotOf` and `ids` map between ids and slots. */
+/**
+ * The vectors of one story, stored twice: row-major in `rows` (record `j` at `rows[j * dimensions ...]`), which
+ * `fetch` and `includeValues` copy from, and dimension-major in `columns` (coordinate `i` of record `j` at
+ * `columns[i * capacity + j]`), which queries score from. Slots `0..size-1` are live; `slotOf` and `ids` map between
+ * ids and slots.
+ *
+ * Why dimension-major: a query then scores every record at once, one dimension at a time, as a contiguous
+ * `scores[j] += q[i] * column_i[j]` loop that JITs to tight machine code, and a dimension where the query is zero is
+ * skipped outright. Text embedders such as the hashing embedder produce sparse queries (about 50 to 150 non-zero
+ * coordinates of 1536 for a one-line query), so a query costs `nnz(q) × N` instead of `D × N`: about ten times less
+ * work. The sums run over dimensions in ascending order, exactly as a row-major dot product would, so the scores
+ * are bit-for-bit those of a plain per-record dot product, sparse or dense query alike.
+ */
 class Partition {
-  values: Float32Array;
+  rows: Float32Array;
+  columns: Float32Array;
   inverseNorms: Float64Array;
   readonly ids: string[] = [];
   readonly metadata: VectorMetadata[] = [];
   readonly slotOf = new Map<string, number>();
   size = 0;
   private readonly minimumCapacity: number;
+  /** Scratch buffer of one score per slot, reused across queries so a query allocates nothing of size N. */
+  private scores = new Float64Array(0);
+  /** Bumped by every write; `scores` holds the scores of `scoredQuery` while `scoredGeneration` equals it. */
+  private generation = 0;
+  private scoredGeneration = -1;
+  private scoredQuery: Float32Array | undefined;
 
   constructor(
     private readonly dimensions: number,
     capacity: number,
   ) {
     this.minimumCapacity = capacity;
-    this.values = new Float32Array(capacity * dimensions);
+    this.rows = new Float32Array(capacity * dimensions);
+    this.columns = new Float32Array(capacity * dimensions);
     this.inverseNorms = new Float64Array(capacity);
   }
 
@@ -222,9 +246,13 @@ class Partition {
       this.slotOf.set(record.id, slot);
       this.ids[slot] = record.id;
     }
-    this.values.set(record.values, slot * this.dimensions);
+    const { columns, capacity } = this;
+    const values = record.values;
+    this.rows.set(values, slot * this.dimensions);
+    for (let i = 0, at = slot; i < this.dimensions; i++, at += capacity) columns[at] = values[i]!;
     this.inverseNorms[slot] = record.inverseNorm;
     this.metadata[slot] = record.metadata;
+    this.generation++;
   }
 
   remove(id: string): boolean {
@@ -232,8 +260,11 @@ class Partition {
     if (slot === undefined) return false;
     const last = this.size - 1;
     if (slot !== last) {
-      const d = this.dimensions;
-      this.values.copyWithin(slot * d, last * d, last * d + d);
+      const { columns, capacity, dimensions } = this;
+      this.rows.copyWithin(slot * dimensions, last * dimensions, last * dimensions + dimensions);
+      for (let base = 0, end = this.dimensions * capacity; base < end; base += capacity) {
+        columns[base + slot] = columns[base + last]!;
+      }
       this.inverseNorms[slot] = this.inverseNorms[last]!;
       const movedId = this.ids[last]!;
       this.ids[slot] = movedId;
@@ -244,6 +275,7 @@ class Partition {
     this.metadata.pop();
     this.slotOf.delete(id);
     this.size = last;
+    this.generation++;
     // Pruning old vectors should give memory back; shrinking at a quarter keeps grow/shrink from thrashing.
     if (this.capacity > this.minimumCapacity && this.size <= this.capacity / 4) {
       this.resize(Math.max(this.minimumCapacity, this.capacity / 2));
@@ -251,46 +283,126 @@ class Partition {
     return true;
   }
 
-  search(unit: Float64Array, topK: number, filter: MetadataFilter | undefined, includeValues: boolean): VectorMatch[] {
-    const best = new TopKHeap<number>(Math.min(topK, this.size));
-    const d = this.dimensions;
-    const values = this.values;
-    for (let slot = 0; slot < this.size; slot++) {
-      if (filter !== undefined && !matchesFilter(this.metadata[slot]!, filter)) continue;
-      const base = slot * d;
-      let dot = 0;
-      for (let i = 0; i < d; i++) dot += unit[i]! * values[base + i]!;
+  search(
+    query: Float32Array,
+    inverseQueryNorm: number,
+    topK: number,
+    filter: MetadataFilter | undefined,
+    includeValues: boolean,
+  ): VectorMatch[] {
+    const size = this.size;
+    const scores = this.scoreAll(query, inverseQueryNorm);
+    const inverseNorms = this.inverseNorms;
+    const ids = this.ids;
+    const best = new TopKHeap<number>(Math.min(topK, size));
+    const passes = filter === undefined ? undefined : compileFilter(filter);
+    let threshold = best.threshold;
+    for (let slot = 0; slot < size; slot++) {
       // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
-      const score = Math.max(-1, Math.min(1, dot * this.inverseNorms[slot]!));
-      best.offer(score, this.ids[slot]!, slot);
+      const score = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
+      // Cheapest test first: once the heap is full, most records score below its worst and are never looked at
+      // again. The filter, the expensive part, runs only for records good enough to be kept; the result is the same
+      // as filtering first.
+      if (score < threshold) continue;
+      const id = ids[slot]!;
+      if (!best.accepts(score, id)) continue;
+      if (passes !== undefined && !passes(this.metadata[slot]!)) continue;
+      best.offer(score, id, slot);
+      threshold = best.threshold;
     }
     return best.takeSorted().map((entry) => this.match(entry.item, entry.score, includeValues));
   }
 
+  /**
+   * Un-normalised-by-record scores (`dot(q/|q|, v)`) of every live slot. Two queries in a row with the same vector
+   * and no write between them (retrieval's main search and its exact-match search) share one computation.
+   */
+  private scoreAll(query: Float32Array, inverseQueryNorm: number): Float64Array {
+    const { size, capacity, dimensions, columns } = this;
+    if (this.scores.length < capacity) this.scores = new Float64Array(capacity);
+    const scores = this.scores;
+    if (this.scoredGeneration === this.generation && sameValues(this.scoredQuery, query)) return scores;
+    scores.fill(0, 0, size);
+    // The query's non-zero dimensions, ascending, with their weights in the unit query.
+    const dims: number[] = [];
+    const weights: number[] = [];
+    for (let i = 0; i < dimensions; i++) {
+      const raw = query[i]!;
+      if (raw === 0) continue;
+      dims.push(i * capacity);
+      weights.push(raw * inverseQueryNorm);
+    }
+    // Four dimensions per pass over the scores: a quarter of the loads and stores of `scores`. Each score still
+    // receives its terms one at a time in ascending dimension order, so the sums are unchanged to the last bit.
+    let next = 0;
+    for (; next + 4 <= dims.length; next += 4) {
+      const a = dims[next]!;
+      const b = dims[next + 1]!;
+      const c = dims[next + 2]!;
+      const d = dims[next + 3]!;
+      const wa = weights[next]!;
+      const wb = weights[next + 1]!;
+      const wc = weights[next + 2]!;
+      const wd = weights[next + 3]!;
+      for (let slot = 0; slot < size; slot++) {
+        let sum = scores[slot]!;
+        sum += wa * columns[a + slot]!;
+        sum += wb * columns[b + slot]!;
+        sum += wc * columns[c + slot]!;
+        sum += wd * columns[d + slot]!;
+        scores[slot] = sum;
+      }
+    }
+    for (; next < dims.length; next++) {
+      const base = dims[next]!;
+      const weight = weights[next]!;
+      for (let slot = 0; slot < size; slot++) scores[slot]! += weight * columns[base + slot]!;
+    }
+    this.scoredGeneration = this.generation;
+    this.scoredQuery = Float32Array.from(query);
+    return scores;
+  }
+
+  /**
+   * The stored values of a slot. Copied from the row-major copy: gathering 1536 values from the columns touches
+   * 1536 memory pages, and retrieval asks for the values of a couple of hundred matches per query.
+   */
+  values(slot: number): Float32Array {
+    return this.rows.slice(slot * this.dimensions, (slot + 1) * this.dimensions);
+  }
+
   record(slot: number): VectorRecord {
-    return {
-      id: this.ids[slot]!,
-      values: this.values.slice(slot * this.dimensions, (slot + 1) * this.dimensions),
-      metadata: copyMetadata(this.metadata[slot]!),
-    };
+    return { id: this.ids[slot]!, values: this.values(slot), metadata: copyMetadata(this.metadata[slot]!) };
   }
 
   match(slot: number, score: number, includeValues: boolean): VectorMatch {
     const match: VectorMatch = { id: this.ids[slot]!, score, metadata: copyMetadata(this.metadata[slot]!) };
-    if (includeValues) {
-      match.values = this.values.slice(slot * this.dimensions, (slot + 1) * this.dimensions);
-    }
+    if (includeValues) match.values = this.values(slot);
     return match;
   }
 
   private resize(capacity: number): void {
-    const values = new Float32Array(capacity * this.dimensions);
-    values.set(this.values.subarray(0, this.size * this.dimensions));
+    const rows = new Float32Array(capacity * this.dimensions);
+    rows.set(this.rows.subarray(0, this.size * this.dimensions));
+    this.rows = rows;
+    const columns = new Float32Array(capacity * this.dimensions);
+    const old = this.capacity;
+    for (let i = 0; i < this.dimensions; i++) {
+      columns.set(this.columns.subarray(i * old, i * old + this.size), i * capacity);
+    }
     const inverseNorms = new Float64Array(capacity);
     inverseNorms.set(this.inverseNorms.subarray(0, this.size));
-    this.values = values;
+    this.columns = columns;
     this.inverseNorms = inverseNorms;
+    if (this.scores.length > capacity) this.scores = new Float64Array(0);
+    this.generation++;
   }
+}
+
+function sameValues(a: Float32Array | undefined, b: Float32Array): boolean {
+  if (a === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
 }
 
 function copyMetadata(metadata: VectorMetadata): VectorMetadata {
@@ -378,17 +490,14 @@ function inspectVector(values: unknown, dimensions: number, path: string, proble
   return squared;
 }
 
-function unitQueryVector(vector: unknown, dimensions: number): Float64Array {
+/** Checks a query vector and returns the inverse of its length. */
+function checkQueryVector(vector: unknown, dimensions: number): number {
   const problems: ValidationProblem[] = [];
   const squared = inspectVector(vector, dimensions, 'query.vector', problems);
   if (problems.length > 0) {
     throw new ValidationError(`Invalid query vector: ${describeProblems(problems)}`, { problems });
   }
-  const values = vector as Float32Array;
-  const inverse = 1 / Math.sqrt(squared);
-  const unit = new Float64Array(values.length);
-  for (let i = 0; i < values.length; i++) unit[i] = values[i]! * inverse;
-  return unit;
+  return 1 / Math.sqrt(squared);
 }
 
 function prepareRecords(storyId: string, records: unknown, dimensions: number): PreparedRecord[] {

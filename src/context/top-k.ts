@@ -32,6 +32,25 @@ export class TopKHeap<T> {
     return this.scores.length;
   }
 
+  /**
+   * A score below which `offer` keeps nothing: the worst kept score once the heap is full, `-Infinity` before. A
+   * candidate scoring below it can be skipped without looking at its id.
+   */
+  get threshold(): number {
+    if (this.k <= 0) return Number.POSITIVE_INFINITY;
+    return this.scores.length < this.k ? Number.NEGATIVE_INFINITY : this.scores[0]!;
+  }
+
+  /**
+   * Whether `offer(score, id, …)` would keep a candidate. Lets a caller skip expensive work (a metadata filter, say)
+   * for candidates that could not make the cut anyway; after the heap fills, that is almost every candidate.
+   */
+  accepts(score: number, id: string): boolean {
+    if (this.k <= 0) return false;
+    if (this.scores.length < this.k) return true;
+    return isWorse(this.scores[0]!, this.ids[0]!, score, id);
+  }
+
   /** Considers a candidate; it is kept when it is among the `k` best seen so far. */
   offer(score: number, id: string, item: T): void {
     if (this.k <= 0) return;
@@ -72,9 +91,17 @@ export class TopKHeap<T> {
   }
 
   private swap(a: number, b: number): void {
-    [this.scores[a], this.scores[b]] = [this.scores[b]!, this.scores[a]!];
-    [this.ids[a], this.ids[b]] = [this.ids[b]!, this.ids[a]!];
-    [this.items[a], this.items[b]] = [this.items[b]!, this.items[a]!];
+    // Plain temporaries: destructuring swaps allocate when the JIT does not see through them, and this is hot.
+    const { scores, ids, items } = this;
+    const score = scores[a]!;
+    scores[a] = scores[b]!;
+    scores[b] = score;
+    const id = ids[a]!;
+    ids[a] = ids[b]!;
+    ids[b] = id;
+    const item = items[a]!;
+    items[a] = items[b]!;
+    items[b] = item;
   }
 
   private siftUp(index: number): void {
@@ -103,7 +130,6 @@ export class TopKHeap<T> {
   }
 }
 
-/** Whether (scoreA, idA) ranks below (scoreB, idB): a lower score, or the same score and a larger id. */
 /** True when (scoreA, idA) ranks below (scoreB, idB): a lower score, or an equal score and a larger id. */
 export function isWorse(scoreA: number, idA: string, scoreB: number, idB: string): boolean {
   return scoreA < scoreB || (scoreA === scoreB && idA > idB);
