@@ -169,8 +169,14 @@ export interface ContextManagerOptions {
   retrieval?: HybridRetrieverOptions;
   /** Default token budget of a prompt. Default 8000. */
   defaultTokenBudget?: number;
-  /** Share of the budget the stable prefix may take at most. Default 0.75. */
+  /** Share of the budget the chapter-constant part of the stable prefix may take at most. Default 0.6. */
   stableShare?: number;
+  /**
+   * Share of the budget for the chapter journal: one entry per scene of the current chapter (what happened, what
+   * changed), appended after the chapter-constant part and never rewritten, so each episode's whole stable part is a
+   * byte-identical prefix of the next episode's prompt. Entries past this share go to the dynamic part. Default 0.2.
+   */
+  journalShare?: number;
   /**
    * The dynamic part may take at most this many tokens per stable token (but always at least `minDynamicTokens`),
    * so that most input tokens are in the cacheable prefix. Default 0.25 (at least 80 % stable).
@@ -221,6 +227,8 @@ export class ContextManager {
   private readonly retriever: HybridRetriever;
   private readonly defaultTokenBudget: number;
   private readonly stableShare: number;
+  private readonly journalShare: number;
+  private readonly journalEntries = new Map<string, string>();
   private readonly dynamicRatio: number;
   private readonly minDynamicTokens: number;
   private readonly earlierScenes: number;
@@ -250,9 +258,10 @@ export class ContextManager {
       ...(options.retrieval ? { options: options.retrieval } : {}),
     });
     this.defaultTokenBudget = checkInteger(options.defaultTokenBudget ?? 8_000, 'defaultTokenBudget', 256, 2_000_000);
-    this.stableShare = options.stableShare ?? 0.75;
-    if (!(this.stableShare > 0 && this.stableShare < 1)) {
-      throw new ValidationError('stableShare must be between 0 and 1 (exclusive)');
+    this.stableShare = options.stableShare ?? 0.6;
+    this.journalShare = options.journalShare ?? 0.2;
+    if (!(this.stableShare > 0 && this.journalShare >= 0 && this.stableShare + this.journalShare < 1)) {
+      throw new ValidationError('stableShare and journalShare must be positive and add up to less than 1');
     }
     this.dynamicRatio = options.dynamicRatio ?? 0.25;
     if (!(this.dynamicRatio > 0)) throw new ValidationError('dynamicRatio must be greater than 0');
@@ -309,6 +318,9 @@ export class ContextManager {
       timed(() => (state.sceneId ? this.store.getScene(storyId, state.sceneId) : Promise.resolve(null))),
     ]);
     throwIfAborted(options.signal);
+    const journal = await this.chapterJournal(state, stable.chapterStart, pov, Math.floor(budget * this.journalShare));
+    const stableText = journal.text ? `${stable.text}${journal.text}` : stable.text;
+    const stableTokens = this.tokenizer.count(stableText);
 
     const assembleStart = performance.now();
     const influences = (options.influences ?? state.userInfluenceQueue.map(toAudienceInput)).map((influence) => ({
@@ -317,6 +329,7 @@ export class ContextManager {
     const dynamicItems = this.dynamicItems(
       state,
       stable.chapterStart,
+      journal.sceneIds,
       frequent,
       retrieved.scenes,
       previous,
@@ -326,8 +339,8 @@ export class ContextManager {
     );
     // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode.
     const dynamicBudget = Math.min(
-      budget - stable.tokens,
-      Math.max(this.minDynamicTokens, Math.floor(stable.tokens * this.dynamicRatio)),
+      budget - stableTokens,
+      Math.max(this.minDynamicTokens, Math.floor(stableTokens * this.dynamicRatio)),
     );
     const dynamic = packItems(dynamicItems, dynamicBudget, this.tokenizer);
     const assembleTime = performance.now() - assembleStart;
@@ -341,11 +354,12 @@ export class ContextManager {
       coreState,
       cachedContext: frequent,
       influences,
-      prompt: { stable: stable.text, dynamic: dynamic.text },
-      tokens: { budget, stable: stable.tokens, dynamic: dynamic.tokens, total: stable.tokens + dynamic.tokens },
+      prompt: { stable: stableText, dynamic: dynamic.text },
+      tokens: { budget, stable: stableTokens, dynamic: dynamic.tokens, total: stableTokens + dynamic.tokens },
       trace: {
         included: [
           ...stable.items.map((item) => ({ ...item, part: 'stable' as const })),
+          ...journal.included.map((item) => ({ ...item, part: 'stable' as const })),
           ...dynamic.included.map((item) => ({ ...item, part: 'dynamic' as const })),
         ],
         omitted: [
@@ -762,6 +776,61 @@ export class ContextManager {
     return { ...result, chapterStart };
   }
 
+  /**
+   * The chapter journal: one entry per scene of the current chapter, oldest first, each rendered once and cached,
+   * taken while they fit `budget`. Appending only ever adds bytes at the end, so the stable part of one episode is a
+   * prefix of the next one's prompt, which is what prompt caching reads.
+   */
+  private async chapterJournal(state: StoryState, chapterStart: StoryState, pov: string | undefined, budget: number) {
+    const empty = { text: '', sceneIds: new Set<string>(), included: [] as PackedItem[] };
+    if (state.sceneCount === chapterStart.sceneCount || budget <= 0) return empty;
+    const scenes = (await this.scenesOfChapter(state.storyId, state.chapterId)).filter(
+      (scene) => scene.index >= chapterStart.sceneCount && (!pov || scene.characters.includes(pov)),
+    );
+    const header = '\n# This chapter so far\n';
+    let text = '';
+    let used = this.tokenizer.count(header);
+    const sceneIds = new Set<string>();
+    const included: PackedItem[] = [];
+    for (const scene of scenes) {
+      const entry = await this.journalEntry(state, scene, pov);
+      const tokens = this.tokenizer.count(entry) + 1;
+      if (used + tokens > budget) break;
+      text += `${entry}\n`;
+      used += tokens;
+      sceneIds.add(scene.id);
+      included.push({
+        id: `journal:${scene.id}`,
+        section: 'journal',
+        detail: 'full',
+        tokens,
+        reason: 'a scene of this chapter',
+      });
+    }
+    return text ? { text: `${header}${text}`, sceneIds, included } : empty;
+  }
+
+  private async journalEntry(state: StoryState, scene: Scene, pov: string | undefined): Promise<string> {
+    const key = `${scene.storyId}\u0000${scene.id}\u0000${pov ?? ''}`;
+    const cached = this.journalEntries.get(key);
+    if (cached !== undefined) return cached;
+    const [before, after] = await Promise.all([
+      this.store.getStateAt(scene.storyId, scene.stateVersion - 1),
+      this.store.getStateAt(scene.storyId, scene.stateVersion),
+    ]);
+    const changes = before && after ? changesSince(before, after, pov).map((line) => line.variants[0]!) : [];
+    const names = scene.characters.map((id) => (after ?? state).characters[id]?.name ?? id).join(', ');
+    const entry = [
+      `[${scene.index}] ${scene.title}: ${scene.summary || firstSentence(scene.text)}`,
+      names ? `  Present: ${names}.` : '',
+      ...changes.slice(0, 12).map((line) => `  ${line.slice(0, 300)}`),
+    ]
+      .filter(Boolean)
+      .join('\n');
+    remember(this.journalEntries, key, entry, 4_096);
+    return entry;
+  }
+
   /** The last `earlierScenes` scenes before index `end`, oldest first. */
   private async scenesBefore(state: StoryState, end: number) {
     if (this.earlierScenes === 0 || end === 0) return [];
@@ -786,6 +855,7 @@ export class ContextManager {
   private dynamicItems(
     state: StoryState,
     chapterStart: StoryState,
+    inJournal: ReadonlySet<string>,
     frequent: FrequentContext,
     similar: readonly SimilarScene[],
     previous: Scene | null,
@@ -825,7 +895,7 @@ export class ContextManager {
     }
     if (previous) {
       const words = previous.text.split(/\s+/).filter(Boolean);
-      const tail = words.slice(-80).join(' ');
+      const tail = words.slice(-60).join(' ');
       items.push({
         id: `previous:${previous.id}`,
         section: '# Where we left off',
@@ -838,19 +908,13 @@ export class ContextManager {
         reason: 'the end of the previous scene',
       });
     }
-    for (const line of changesSince(chapterStart, state, pov)) {
-      items.push({
-        id: line.id,
-        section: '# Since the chapter began',
-        priority: 80,
-        variants: line.variants,
-        reason: 'state change within the chapter',
-      });
-    }
-    // Scenes before the chapter start are in the stable prefix already.
+    // Scenes before the chapter start and those in the chapter journal are in the stable prefix already.
     const recent = frequent.recent_scenes.filter(
       (scene) =>
-        scene.index >= chapterStart.sceneCount && scene.id !== previous?.id && (!pov || scene.characters.includes(pov)),
+        scene.index >= chapterStart.sceneCount &&
+        !inJournal.has(scene.id) &&
+        scene.id !== previous?.id &&
+        (!pov || scene.characters.includes(pov)),
     );
     recent.forEach((scene, position) => {
       items.push({
