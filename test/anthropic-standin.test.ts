@@ -102,3 +102,42 @@ describe('the Anthropic stand-in', () => {
     expect(error).toBeInstanceOf(Anthropic.BadRequestError);
   });
 });
+
+describe('the Anthropic stand-in prompt cache', () => {
+  it('reads an earlier cached prefix at a block boundary before the breakpoint, as the API does', async () => {
+    const clock = new ManualClock();
+    const cacheStandIn = await startAnthropicStandIn({
+      clock,
+      cache: { ttlMs: 300_000, minPrefixTokens: 100 },
+      respond: () => 'ok',
+    });
+    try {
+      const client = new Anthropic({ apiKey: 'test', baseURL: cacheStandIn.url, maxRetries: 0 });
+      const block = (text: string, marked = false) => ({
+        type: 'text' as const,
+        text,
+        ...(marked ? { cache_control: { type: 'ephemeral' as const } } : {}),
+      });
+      const base = 'chapter constant part. '.repeat(60);
+      const first = await client.messages.create({
+        model: 'claude-sonnet-4-6',
+        max_tokens: 100,
+        system: [block(base, true), block('entry one. '.repeat(20), true)],
+        messages: [{ role: 'user', content: 'episode 2' }],
+      });
+      expect(first.usage.cache_read_input_tokens).toBe(0);
+      const second = await client.messages.create({
+        model: 'claude-sonnet-4-6',
+        max_tokens: 100,
+        system: [block(base, true), block('entry one. '.repeat(20)), block('entry two. '.repeat(20), true)],
+        messages: [{ role: 'user', content: 'episode 3' }],
+      });
+      // The whole previous prefix (base + entry one) is read, though its end carries no breakpoint this time.
+      const written = first.usage.cache_creation_input_tokens ?? 0;
+      expect(second.usage.cache_read_input_tokens).toBe(written);
+      expect(second.usage.cache_creation_input_tokens).toBeGreaterThan(0);
+    } finally {
+      await cacheStandIn.close();
+    }
+  });
+});

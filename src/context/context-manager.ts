@@ -120,8 +120,12 @@ export interface ContextBundle {
   coreState: Omit<StoryState, 'userInfluenceQueue'>;
   cachedContext: FrequentContext;
   influences: AudienceInput[];
-  /** The laid-out prompt: `stable` is byte-identical across the episodes of a chapter. */
-  prompt: { stable: string; dynamic: string };
+  /**
+   * The laid-out prompt. `stable` is a byte-identical prefix of the next episode's prompt within a chapter;
+   * `stableBlocks` is the same text cut at cacheable boundaries (the chapter-constant part, then one block per
+   * journal entry).
+   */
+  prompt: { stable: string; dynamic: string; stableBlocks: string[] };
   tokens: { budget: number; stable: number; dynamic: number; total: number };
   trace: ContextTrace;
 }
@@ -354,7 +358,7 @@ export class ContextManager {
       coreState,
       cachedContext: frequent,
       influences,
-      prompt: { stable: stableText, dynamic: dynamic.text },
+      prompt: { stable: stableText, dynamic: dynamic.text, stableBlocks: [stable.text, ...journal.blocks] },
       tokens: { budget, stable: stableTokens, dynamic: dynamic.tokens, total: stableTokens + dynamic.tokens },
       trace: {
         included: [
@@ -782,13 +786,13 @@ export class ContextManager {
    * prefix of the next one's prompt, which is what prompt caching reads.
    */
   private async chapterJournal(state: StoryState, chapterStart: StoryState, pov: string | undefined, budget: number) {
-    const empty = { text: '', sceneIds: new Set<string>(), included: [] as PackedItem[] };
+    const empty = { text: '', blocks: [] as string[], sceneIds: new Set<string>(), included: [] as PackedItem[] };
     if (state.sceneCount === chapterStart.sceneCount || budget <= 0) return empty;
     const scenes = (await this.scenesOfChapter(state.storyId, state.chapterId)).filter(
       (scene) => scene.index >= chapterStart.sceneCount && (!pov || scene.characters.includes(pov)),
     );
     const header = '\n# This chapter so far\n';
-    let text = '';
+    const blocks: string[] = [];
     let used = this.tokenizer.count(header);
     const sceneIds = new Set<string>();
     const included: PackedItem[] = [];
@@ -796,7 +800,7 @@ export class ContextManager {
       const entry = await this.journalEntry(state, scene, pov);
       const tokens = this.tokenizer.count(entry) + 1;
       if (used + tokens > budget) break;
-      text += `${entry}\n`;
+      blocks.push(blocks.length === 0 ? `${header}${entry}\n` : `${entry}\n`);
       used += tokens;
       sceneIds.add(scene.id);
       included.push({
@@ -807,7 +811,7 @@ export class ContextManager {
         reason: 'a scene of this chapter',
       });
     }
-    return text ? { text: `${header}${text}`, sceneIds, included } : empty;
+    return blocks.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included } : empty;
   }
 
   private async journalEntry(state: StoryState, scene: Scene, pov: string | undefined): Promise<string> {

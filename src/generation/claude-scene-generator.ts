@@ -315,10 +315,7 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
   const params: ClaudeMessageParams = {
     model: options.model,
     max_tokens: options.maxTokens,
-    system: [
-      { type: 'text', text: instructions },
-      { type: 'text', text: request.prompt.stable, cache_control: cacheControl },
-    ],
+    system: [{ type: 'text', text: instructions }, ...stableSystemBlocks(request.prompt, cacheControl)],
     messages: [
       { role: 'user', content: [{ type: 'text', text: request.prompt.dynamic + audienceBlock(request) + task }] },
     ],
@@ -328,6 +325,23 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
   }
   if (options.thinking) params.thinking = options.thinking;
   return params;
+}
+
+/**
+ * The stable part as system blocks: one breakpoint after the chapter-constant part and one at the end, with the
+ * chapter journal's entries as blocks between them, so the next episode reads the previous one's prefix from the
+ * cache at a block boundary (the API looks back about 20 blocks from a breakpoint).
+ */
+function stableSystemBlocks(prompt: SceneRequest['prompt'], cacheControl: { type: string; ttl?: string }) {
+  const blocks = prompt.stableBlocks?.filter((block) => block.length > 0);
+  if (!blocks || blocks.length < 2 || blocks.join('') !== prompt.stable) {
+    return [{ type: 'text' as const, text: prompt.stable, cache_control: cacheControl }];
+  }
+  return blocks.map((text, index) =>
+    index === 0 || index === blocks.length - 1
+      ? { type: 'text' as const, text, cache_control: cacheControl }
+      : { type: 'text' as const, text },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

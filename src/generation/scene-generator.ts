@@ -10,6 +10,12 @@ import { LIMITS, SceneSchema, type StateDelta, StateDeltaSchema, type StoryState
 export interface ScenePrompt {
   /** Instructions, story bible, world rules, main characters: byte-identical across episodes of a chapter. */
   stable: string;
+  /**
+   * `stable` cut into cacheable blocks (their concatenation equals `stable`): the chapter-constant part, then one
+   * block per chapter-journal entry. A generator with prompt caching sends them as separate blocks, so the next
+   * episode finds the previous one's cached prefix at a block boundary.
+   */
+  stableBlocks?: string[];
   /** Retrieved memories, recent scenes, audience influence and the task for this scene. */
   dynamic: string;
 }

@@ -80,6 +80,9 @@ const estimateTokens = (text: string): number => Math.ceil(text.length / 4);
 
 type Block = Record<string, unknown>;
 
+/** How many block boundaries before a breakpoint the cache looks at for an earlier hit (about 20 on the real API). */
+const LOOKBACK_BLOCKS = 20;
+
 function withoutCacheControl(block: unknown): unknown {
   if (typeof block !== 'object' || block === null || Array.isArray(block)) return block;
   const { cache_control: _ignored, ...rest } = block as Block;
@@ -257,30 +260,36 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
     const total = blocks.reduce((sum, block) => sum + block.tokens, 0);
     const model = String(body.model);
     const now = clock.now();
-    const breakpoints: Array<{ hash: string; tokens: number }> = [];
+    const through: number[] = [];
     let running = 0;
-    blocks.forEach((block, index) => {
+    for (const block of blocks) {
       running += block.tokens;
-      if (block.marked)
-        breakpoints.push({ hash: hashOf([model, blocks.slice(0, index + 1).map((b) => b.key)]), tokens: running });
-    });
+      through.push(running);
+    }
+    const hashThrough = (index: number) => hashOf([model, blocks.slice(0, index + 1).map((b) => b.key)]);
+    const marked = blocks.flatMap((block, index) => (block.marked ? [index] : []));
+    // Like the real API: from each breakpoint, the longest earlier prefix still cached is read, checking every block
+    // boundary up to 20 blocks back; writes happen only at breakpoints.
     let read = 0;
-    let readIndex = -1;
-    for (let index = breakpoints.length - 1; index >= 0; index--) {
-      const entry = breakpoints[index]!;
-      const expiry = cache.get(entry.hash);
-      if (expiry !== undefined && expiry > now && entry.tokens >= minPrefixTokens) {
-        read = entry.tokens;
-        readIndex = index;
-        cache.set(entry.hash, now + ttlMs);
-        break;
+    let readBoundary = -1;
+    search: for (let position = marked.length - 1; position >= 0; position--) {
+      const breakpoint = marked[position]!;
+      for (let index = breakpoint; index >= Math.max(0, breakpoint - LOOKBACK_BLOCKS + 1); index--) {
+        const hash = hashThrough(index);
+        const expiry = cache.get(hash);
+        if (expiry !== undefined && expiry > now && through[index]! >= minPrefixTokens) {
+          read = through[index]!;
+          readBoundary = index;
+          cache.set(hash, now + ttlMs);
+          break search;
+        }
       }
     }
     let written = read;
-    for (const entry of breakpoints.slice(readIndex + 1)) {
-      if (entry.tokens < minPrefixTokens) continue;
-      cache.set(entry.hash, now + ttlMs);
-      written = entry.tokens;
+    for (const breakpoint of marked) {
+      if (breakpoint <= readBoundary || through[breakpoint]! < minPrefixTokens) continue;
+      cache.set(hashThrough(breakpoint), now + ttlMs);
+      written = through[breakpoint]!;
     }
     const write = written - read;
     return { input_tokens: total - read - write, cache_read_input_tokens: read, cache_creation_input_tokens: write };
