@@ -8,6 +8,7 @@ import { ClosedError, throwIfAborted, toProblems, ValidationError, type Validati
 import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
+import { checkDeletion, checkStoryId, copyMetadata, describeProblems, invalidArgument } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
 import { TopKHeap } from './top-k.js';
@@ -104,14 +105,15 @@ export function createMemoryKeywordIndex(options: MemoryKeywordIndexOptions = {}
     async query(storyId, query) {
       open('query');
       checkStoryId(storyId);
-      if (typeof query !== 'object' || query === null) throw invalid('query', 'must be an object with text and topK');
+      if (typeof query !== 'object' || query === null)
+        throw invalidArgument('query', 'must be an object with text and topK');
       throwIfAborted(query.signal);
       if (typeof query.text !== 'string' || query.text.length > LIMITS.sceneText) {
-        throw invalid('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
+        throw invalidArgument('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
       }
       const { topK } = query;
       if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
-        throw invalid('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
+        throw invalidArgument('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
       }
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const partition = partitions.get(storyId);
@@ -327,58 +329,8 @@ class KeywordPartition {
   }
 }
 
-function copyMetadata(metadata: VectorMetadata): VectorMetadata {
-  return {
-    ...metadata,
-    themes: [...metadata.themes],
-    characters: [...metadata.characters],
-    locations: [...metadata.locations],
-  };
-}
-
-function describeProblems(problems: readonly ValidationProblem[]): string {
-  const first = problems[0];
-  if (!first) return 'invalid input';
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
-  return `${first.path}: ${first.message}${more}`;
-}
-
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function checkStoryId(storyId: unknown): asserts storyId is string {
-  const result = IdSchema.safeParse(storyId);
-  if (!result.success) {
-    const problems = toProblems(result.error.issues, 'storyId');
-    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
-      problems,
-    });
-  }
-}
-
-function checkDeletion(deletion: unknown): { ids: string[] } | { filter: MetadataFilter } {
-  if (typeof deletion !== 'object' || deletion === null) throw invalid('deletion', 'must be { ids } or { filter }');
-  if ('ids' in deletion) {
-    const { ids } = deletion;
-    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
-      throw invalid('deletion.ids', 'must be an array of strings');
-    }
-    return { ids };
-  }
-  if ('filter' in deletion) {
-    validateFilter(deletion.filter, 'deletion.filter');
-    // An empty filter matches every document: dropping a whole story must take deleteStory, not a typo.
-    if (Object.keys(deletion.filter).length === 0) {
-      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
-    }
-    return { filter: deletion.filter };
-  }
-  throw invalid('deletion', 'must be { ids } or { filter }');
-}
-
 function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
-  if (!Array.isArray(documents)) throw invalid('documents', 'must be an array of documents');
+  if (!Array.isArray(documents)) throw invalidArgument('documents', 'must be an array of documents');
   const problems: ValidationProblem[] = [];
   const prepared: PreparedDocument[] = [];
   documents.forEach((document: unknown, index: number) => {

@@ -11,14 +11,17 @@ import { ClosedError, throwIfAborted, toProblems, ValidationError, type Validati
 import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
+import {
+  checkDeletion,
+  checkIdList,
+  checkStoryId,
+  checkTopK,
+  copyMetadata,
+  describeProblems,
+  invalidArgument,
+} from './index-arguments.js';
 import { TopKHeap } from './top-k.js';
-import type {
-  VectorDeletion,
-  VectorIndex,
-  VectorIndexCapabilities,
-  VectorIndexStats,
-  VectorMatch,
-} from './vector-index.js';
+import type { VectorIndex, VectorIndexCapabilities, VectorIndexStats, VectorMatch } from './vector-index.js';
 
 /**
  * Options of `createMemoryVectorIndex`.
@@ -119,11 +122,11 @@ export function createMemoryVectorIndex(options: MemoryVectorIndexOptions): Vect
       open('query');
       checkStoryId(storyId);
       if (typeof query !== 'object' || query === null) {
-        throw invalid('query', 'must be an object with vector and topK');
+        throw invalidArgument('query', 'must be an object with vector and topK');
       }
       throwIfAborted(query.signal);
       const inverseQueryNorm = checkQueryVector(query.vector, dimensions);
-      checkTopK(query.topK);
+      checkTopK(query.topK, MAX_TOP_K);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const partition = partitions.get(storyId);
       if (!partition) return [];
@@ -405,68 +408,6 @@ function sameValues(a: Float32Array | undefined, b: Float32Array): boolean {
   return true;
 }
 
-function copyMetadata(metadata: VectorMetadata): VectorMetadata {
-  return {
-    ...metadata,
-    themes: [...metadata.themes],
-    characters: [...metadata.characters],
-    locations: [...metadata.locations],
-  };
-}
-
-function describeProblems(problems: readonly ValidationProblem[]): string {
-  const first = problems[0];
-  if (!first) return 'invalid input';
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
-  return `${first.path}: ${first.message}${more}`;
-}
-
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function checkStoryId(storyId: unknown): asserts storyId is string {
-  const result = IdSchema.safeParse(storyId);
-  if (!result.success) {
-    const problems = toProblems(result.error.issues, 'storyId');
-    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
-      problems,
-    });
-  }
-}
-
-function checkIdList(ids: unknown, path: string): asserts ids is string[] {
-  if (!Array.isArray(ids)) throw invalid(path, 'must be an array of ids');
-  ids.forEach((id, index) => {
-    if (typeof id !== 'string') throw invalid(`${path}.${index}`, 'must be a string');
-  });
-}
-
-function checkTopK(topK: unknown): void {
-  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
-    throw invalid('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
-  }
-}
-
-function checkDeletion(deletion: unknown): VectorDeletion {
-  if (typeof deletion !== 'object' || deletion === null) {
-    throw invalid('deletion', 'must be { ids } or { filter }');
-  }
-  if ('ids' in deletion) {
-    checkIdList(deletion.ids, 'deletion.ids');
-    return { ids: deletion.ids };
-  }
-  if ('filter' in deletion) {
-    validateFilter(deletion.filter, 'deletion.filter');
-    // An empty filter matches every record: deleting a whole story by accident must take deleteStory, not a typo.
-    if (Object.keys(deletion.filter).length === 0) {
-      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
-    }
-    return { filter: deletion.filter };
-  }
-  throw invalid('deletion', 'must be { ids } or { filter }');
-}
-
 /** Checks a vector and returns its squared length; problems go to `problems` under `path`. */
 function inspectVector(values: unknown, dimensions: number, path: string, problems: ValidationProblem[]): number {
   if (!(values instanceof Float32Array)) {
@@ -501,7 +442,7 @@ function checkQueryVector(vector: unknown, dimensions: number): number {
 }
 
 function prepareRecords(storyId: string, records: unknown, dimensions: number): PreparedRecord[] {
-  if (!Array.isArray(records)) throw invalid('records', 'must be an array of records');
+  if (!Array.isArray(records)) throw invalidArgument('records', 'must be an array of records');
   const problems: ValidationProblem[] = [];
   const prepared: PreparedRecord[] = [];
   records.forEach((record: unknown, index: number) => {

@@ -23,7 +23,16 @@ import {
 import { type RetryOptions, withRetry } from '../core/retry.js';
 import { IdSchema, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
 import { type FieldCondition, type MetadataFilter, type Scalar, validateFilter } from './filter.js';
-import type { VectorDeletion, VectorIndex, VectorIndexCapabilities, VectorMatch, VectorQuery } from './vector-index.js';
+import {
+  checkDeletion,
+  checkIdList,
+  checkStoryId,
+  checkTopK,
+  copyMetadata,
+  describeProblems,
+  invalidArgument,
+} from './index-arguments.js';
+import type { VectorIndex, VectorIndexCapabilities, VectorMatch, VectorQuery } from './vector-index.js';
 
 /** Sparse values of a record or query, for hybrid search on a `dotproduct` index. */
 export interface SparseValues {
@@ -197,10 +206,11 @@ export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex 
     async query(storyId, query: PineconeQuery) {
       open('query');
       checkStoryId(storyId);
-      if (typeof query !== 'object' || query === null) throw invalid('query', 'must be an object with vector and topK');
+      if (typeof query !== 'object' || query === null)
+        throw invalidArgument('query', 'must be an object with vector and topK');
       throwIfAborted(query.signal);
       const norm = checkVector(query.vector, dimensions, 'query.vector');
-      checkTopK(query.topK);
+      checkTopK(query.topK, PINECONE_LIMITS.maxTopK);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const sparseVector =
         query.sparseVector === undefined ? undefined : checkSparse(query.sparseVector, metric, 'query.sparseVector');
@@ -369,7 +379,7 @@ export function cutBatches<T extends { id: string }>(
   for (const record of records) {
     const size = Buffer.byteLength(JSON.stringify(record), 'utf8') + 1;
     if (size + envelope > maxBytes) {
-      throw invalid(
+      throw invalidArgument(
         `records (id ${JSON.stringify(record.id)})`,
         `takes ${size} bytes as JSON; a request holds at most ${maxBytes}`,
       );
@@ -421,7 +431,7 @@ export function toPineconeMetadata(
     size = sizeWith(low);
   }
   if (size > maxBytes) {
-    throw invalid('metadata', `takes ${size} bytes as JSON even without its text; Pinecone allows ${maxBytes}`);
+    throw invalidArgument('metadata', `takes ${size} bytes as JSON even without its text; Pinecone allows ${maxBytes}`);
   }
   return out;
 }
@@ -479,7 +489,7 @@ interface CheckedOptions {
 
 function checkOptions(options: PineconeIndexOptions): CheckedOptions {
   const problems: ValidationProblem[] = [];
-  if (typeof options !== 'object' || options === null) throw invalid('options', 'must be an object');
+  if (typeof options !== 'object' || options === null) throw invalidArgument('options', 'must be an object');
   const { dimensions } = options;
   if (typeof dimensions !== 'number' || !Number.isInteger(dimensions) || dimensions < 1 || dimensions > 20_000) {
     problems.push({ path: 'options.dimensions', message: 'must be an integer from 1 to 20000' });
@@ -507,56 +517,6 @@ function checkOptions(options: PineconeIndexOptions): CheckedOptions {
   return { dimensions, namespacePrefix, metric, maxRequestBytes };
 }
 
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function describeProblems(problems: readonly ValidationProblem[]): string {
-  const first = problems[0];
-  if (!first) return 'invalid input';
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
-  return `${first.path}: ${first.message}${more}`;
-}
-
-function checkStoryId(storyId: unknown): asserts storyId is string {
-  const result = IdSchema.safeParse(storyId);
-  if (!result.success) {
-    const problems = toProblems(result.error.issues, 'storyId');
-    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
-      problems,
-    });
-  }
-}
-
-function checkIdList(ids: unknown, path: string): asserts ids is string[] {
-  if (!Array.isArray(ids)) throw invalid(path, 'must be an array of ids');
-  ids.forEach((id, index) => {
-    if (typeof id !== 'string') throw invalid(`${path}.${index}`, 'must be a string');
-  });
-}
-
-function checkTopK(topK: unknown): void {
-  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > PINECONE_LIMITS.maxTopK) {
-    throw invalid('query.topK', `must be an integer from 1 to ${PINECONE_LIMITS.maxTopK}, got ${String(topK)}`);
-  }
-}
-
-function checkDeletion(deletion: unknown): VectorDeletion {
-  if (typeof deletion !== 'object' || deletion === null) throw invalid('deletion', 'must be { ids } or { filter }');
-  if ('ids' in deletion) {
-    checkIdList(deletion.ids, 'deletion.ids');
-    return { ids: deletion.ids };
-  }
-  if ('filter' in deletion) {
-    validateFilter(deletion.filter, 'deletion.filter');
-    if (Object.values(deletion.filter).every((value) => value === undefined)) {
-      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
-    }
-    return { filter: deletion.filter };
-  }
-  throw invalid('deletion', 'must be { ids } or { filter }');
-}
-
 /** Checks a vector; returns its length. */
 function checkVector(values: unknown, dimensions: number, path: string, problems?: ValidationProblem[]): number {
   const report = (at: string, message: string): number => {
@@ -581,7 +541,7 @@ function checkVector(values: unknown, dimensions: number, path: string, problems
 }
 
 function checkSparse(sparse: unknown, metric: string, path: string): SparseValues {
-  if (metric !== 'dotproduct') throw invalid(path, "sparse values need an index with metric 'dotproduct'");
+  if (metric !== 'dotproduct') throw invalidArgument(path, "sparse values need an index with metric 'dotproduct'");
   const { indices, values } = (sparse ?? {}) as Partial<SparseValues>;
   if (
     !Array.isArray(indices) ||
@@ -591,18 +551,12 @@ function checkSparse(sparse: unknown, metric: string, path: string): SparseValue
     !values.every((value) => typeof value === 'number' && Number.isFinite(value)) ||
     new Set(indices).size !== indices.length
   ) {
-    throw invalid(path, 'must be { indices, values } of equal length: distinct unsigned integers and finite numbers');
+    throw invalidArgument(
+      path,
+      'must be { indices, values } of equal length: distinct unsigned integers and finite numbers',
+    );
   }
   return { indices: [...indices], values: [...values] };
-}
-
-function copyMetadata(metadata: VectorMetadata): VectorMetadata {
-  return {
-    ...metadata,
-    themes: [...metadata.themes],
-    characters: [...metadata.characters],
-    locations: [...metadata.locations],
-  };
 }
 
 function prepareRecords(
@@ -611,7 +565,7 @@ function prepareRecords(
   dimensions: number,
   metric: 'cosine' | 'dotproduct',
 ): PreparedRecord[] {
-  if (!Array.isArray(records)) throw invalid('records', 'must be an array of records');
+  if (!Array.isArray(records)) throw invalidArgument('records', 'must be an array of records');
   const problems: ValidationProblem[] = [];
   const prepared: PreparedRecord[] = [];
   records.forEach((record: unknown, position: number) => {

@@ -15,7 +15,8 @@ import {
   type SqliteDatabaseOptions,
   toStorageError,
 } from '../state/sqlite-database.js';
-import { type MetadataFilter, validateFilter } from './filter.js';
+import { validateFilter } from './filter.js';
+import { checkDeletion, checkStoryId, describeProblems, invalidArgument } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
 import { analyze } from './text-analysis.js';
@@ -78,10 +79,11 @@ interface PreparedDocument {
  */
 export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): KeywordIndex {
   if (typeof options !== 'object' || options === null) {
-    throw invalid('options', 'must be { path } or { database }');
+    throw invalidArgument('options', 'must be { path } or { database }');
   }
   const name = options.name ?? 'default';
-  if (!IdSchema.safeParse(name).success) throw invalid('options.name', 'must be an id: letters, digits and "._:-"');
+  if (!IdSchema.safeParse(name).success)
+    throw invalidArgument('options.name', 'must be an id: letters, digits and "._:-"');
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
   const db = nativeOf(database);
@@ -164,14 +166,15 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     async query(storyId, query) {
       open('query');
       checkStoryId(storyId);
-      if (typeof query !== 'object' || query === null) throw invalid('query', 'must be an object with text and topK');
+      if (typeof query !== 'object' || query === null)
+        throw invalidArgument('query', 'must be an object with text and topK');
       throwIfAborted(query.signal);
       if (typeof query.text !== 'string' || query.text.length > LIMITS.sceneText) {
-        throw invalid('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
+        throw invalidArgument('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
       }
       const { topK } = query;
       if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
-        throw invalid('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
+        throw invalidArgument('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
       }
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const terms = analyze(query.text);
@@ -246,49 +249,8 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
   };
 }
 
-function describeProblems(problems: readonly ValidationProblem[]): string {
-  const first = problems[0];
-  if (!first) return 'invalid input';
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
-  return `${first.path}: ${first.message}${more}`;
-}
-
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function checkStoryId(storyId: unknown): asserts storyId is string {
-  const result = IdSchema.safeParse(storyId);
-  if (!result.success) {
-    const problems = toProblems(result.error.issues, 'storyId');
-    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
-      problems,
-    });
-  }
-}
-
-function checkDeletion(deletion: unknown): { ids: string[] } | { filter: MetadataFilter } {
-  if (typeof deletion !== 'object' || deletion === null) throw invalid('deletion', 'must be { ids } or { filter }');
-  if ('ids' in deletion) {
-    const { ids } = deletion as { ids: unknown };
-    if (!Array.isArray(ids)) throw invalid('deletion.ids', 'must be an array of ids');
-    ids.forEach((id, index) => {
-      if (typeof id !== 'string') throw invalid(`deletion.ids.${index}`, 'must be a string');
-    });
-    return { ids };
-  }
-  if ('filter' in deletion) {
-    validateFilter(deletion.filter, 'deletion.filter');
-    if (Object.keys(deletion.filter as MetadataFilter).length === 0) {
-      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
-    }
-    return { filter: deletion.filter as MetadataFilter };
-  }
-  throw invalid('deletion', 'must be { ids } or { filter }');
-}
-
 function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
-  if (!Array.isArray(documents)) throw invalid('documents', 'must be an array of documents');
+  if (!Array.isArray(documents)) throw invalidArgument('documents', 'must be an array of documents');
   const problems: ValidationProblem[] = [];
   const prepared: PreparedDocument[] = [];
   documents.forEach((document: unknown, index: number) => {
