@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ValidationError } from '../core/errors.js';
+import { StorageError, ValidationError } from '../core/errors.js';
 import type { VectorRecordInput } from '../state/schema.js';
+import { nativeOf, openSqliteDatabase, SQLITE_SCHEMA_VERSION } from '../state/sqlite-database.js';
 import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
 import { type FilterableField, type MetadataFilter, matchesFilter } from './filter.js';
-import { createSqliteVectorIndex } from './sqlite-vector-index.js';
+import { createSqliteVectorIndex, sqliteVectorMirrorState } from './sqlite-vector-index.js';
 
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-vectors-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
@@ -24,6 +25,15 @@ runVectorIndexSuite(
 runVectorIndexSuite(
   { describe, it },
   {
+    name: 'sqlite-file-without-mirror',
+    create: () =>
+      createSqliteVectorIndex({ path: path.join(folder, `suite-${++files}.db`), dimensions: 8, mirror: false }),
+    destroy: (index) => index.close(),
+  },
+);
+runVectorIndexSuite(
+  { describe, it },
+  {
     name: 'sqlite-memory',
     create: () => createSqliteVectorIndex({ path: ':memory:', dimensions: 8 }),
     destroy: (index) => index.close(),
@@ -31,8 +41,11 @@ runVectorIndexSuite(
 );
 
 describe('createSqliteVectorIndex', () => {
-  it('filters in SQL exactly as matchesFilter does in JavaScript', async () => {
-    const index = createSqliteVectorIndex({ path: ':memory:', dimensions: 2 });
+  it.each([
+    ['in SQL', false],
+    ['in the mirror', true],
+  ])('filters %s exactly as matchesFilter does in JavaScript', async (_where, mirror) => {
+    const index = createSqliteVectorIndex({ path: ':memory:', dimensions: 2, mirror });
     const scalar = fc.oneof(
       fc.constantFrom('scene', 'character', 'mira', 'oren', 'c1', '5'),
       fc.constantFrom(0, 0.5, 1, 5, 1_000),
@@ -132,5 +145,156 @@ describe('createSqliteVectorIndex', () => {
     const [stored] = await again.fetch('s', ['a']);
     expect(Array.from(stored!.values)).toEqual([1, 2, 3]);
     await again.close();
+  });
+});
+
+function record(id: string, values: number[], storyId = 's'): VectorRecordInput {
+  return {
+    id,
+    values: new Float32Array(values),
+    metadata: { storyId, type: 'scene', timestamp: 1, sourceId: id },
+  };
+}
+
+const ids = (matches: Array<{ id: string }>) => matches.map((match) => match.id);
+
+describe('the in-memory mirror of createSqliteVectorIndex', () => {
+  it('sees at the next query what another connection to the file wrote, deleted or dropped', async () => {
+    const file = path.join(folder, 'two-connections.db');
+    const first = openSqliteDatabase({ path: file });
+    const second = openSqliteDatabase({ path: file });
+    const reader = createSqliteVectorIndex({ database: first, dimensions: 2 });
+    const writer = createSqliteVectorIndex({ database: second, dimensions: 2 });
+    const query = { vector: new Float32Array([1, 0]), topK: 3 };
+    await reader.upsert('s', [record('far', [0, 1])]);
+    expect(ids(await reader.query('s', query))).toEqual(['far']);
+    expect(sqliteVectorMirrorState(reader)).toEqual({ stories: ['s'], loads: 1 });
+
+    await writer.upsert('s', [record('near', [1, 0.1])]);
+    expect(ids(await reader.query('s', query))).toEqual(['near', 'far']);
+    expect((await reader.fetch('s', ['near'])).map((found) => found.id)).toEqual(['near']);
+    await writer.delete('s', { ids: ['far'] });
+    expect(ids(await reader.query('s', query))).toEqual(['near']);
+    expect(await reader.stats('s')).toEqual({ count: 1, dimensions: 2 });
+    await writer.deleteStory('s');
+    expect(await reader.query('s', query)).toEqual([]);
+    expect(await reader.fetch('s', ['near'])).toEqual([]);
+    // A write to another story leaves this story's mirror alone: the counter is read, nothing is reloaded.
+    await reader.upsert('s', [record('again', [1, 1])]);
+    const loads = sqliteVectorMirrorState(reader)!.loads;
+    await writer.upsert('other', [record('elsewhere', [1, 0], 'other')]);
+    expect(ids(await reader.query('s', query))).toEqual(['again']);
+    expect(sqliteVectorMirrorState(reader)!.loads).toBe(loads);
+    await reader.close();
+    await writer.close();
+    first.close();
+    second.close();
+  });
+
+  it('sees what another index on the same connection wrote', async () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    const reader = createSqliteVectorIndex({ database, dimensions: 2 });
+    const writer = createSqliteVectorIndex({ database, dimensions: 2 });
+    const query = { vector: new Float32Array([1, 0]), topK: 3 };
+    await reader.upsert('s', [record('far', [0, 1])]);
+    expect(ids(await reader.query('s', query))).toEqual(['far']);
+    await writer.upsert('s', [record('near', [1, 0])]);
+    expect(ids(await reader.query('s', query))).toEqual(['near', 'far']);
+    await reader.close();
+    await writer.close();
+    database.close();
+  });
+
+  it('leaves the mirror as it was when the SQL write fails', async () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    const index = createSqliteVectorIndex({ database, dimensions: 2 });
+    const query = { vector: new Float32Array([1, 0]), topK: 3 };
+    await index.upsert('s', [record('a', [1, 0.5]), record('b', [0, 1])]);
+    expect(ids(await index.query('s', query))).toEqual(['a', 'b']);
+    const native = nativeOf(database);
+    native.exec(`CREATE TEMP TRIGGER refuse_insert BEFORE INSERT ON vectors BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+      CREATE TEMP TRIGGER refuse_delete BEFORE DELETE ON vectors BEGIN SELECT RAISE(ABORT, 'disk full'); END;`);
+    await expect(index.upsert('s', [record('c', [1, 0])])).rejects.toThrow(/disk full/);
+    await expect(index.delete('s', { ids: ['a'] })).rejects.toThrow(/disk full/);
+    await expect(index.delete('s', { filter: { type: 'scene' } })).rejects.toThrow(/disk full/);
+    await expect(index.deleteStory('s')).rejects.toThrow(/disk full/);
+    native.exec('DROP TRIGGER refuse_insert; DROP TRIGGER refuse_delete;');
+    expect(ids(await index.query('s', query))).toEqual(['a', 'b']);
+    expect(await index.stats('s')).toEqual({ count: 2, dimensions: 2 });
+    // Served from the mirror it loaded first, not rebuilt after the failures.
+    expect(sqliteVectorMirrorState(index)).toEqual({ stories: ['s'], loads: 1 });
+    await index.close();
+    database.close();
+  });
+
+  it('applies its own writes to the loaded mirror without reloading it, and deleteStory empties it', async () => {
+    const index = createSqliteVectorIndex({ path: ':memory:', dimensions: 2 });
+    const query = { vector: new Float32Array([1, 0]), topK: 5 };
+    await index.upsert('s', [record('a', [1, 0.5]), record('b', [0, 1])]);
+    expect(ids(await index.query('s', query))).toEqual(['a', 'b']);
+    await index.upsert('s', [record('c', [1, 0])]);
+    expect(await index.delete('s', { ids: ['b', 'missing'] })).toBe(1);
+    expect(ids(await index.query('s', query))).toEqual(['c', 'a']);
+    await index.deleteStory('s');
+    expect(await index.query('s', query)).toEqual([]);
+    expect(await index.stats('s')).toEqual({ count: 0, dimensions: 2 });
+    await index.upsert('s', [record('d', [0, 1])]);
+    expect(ids(await index.query('s', query))).toEqual(['d']);
+    expect(sqliteVectorMirrorState(index)).toEqual({ stories: ['s'], loads: 1 });
+    await index.close();
+  });
+
+  it('is absent with mirror: false, and answers the same', async () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    const mirrored = createSqliteVectorIndex({ database, dimensions: 2 });
+    const direct = createSqliteVectorIndex({ database, dimensions: 2, mirror: false });
+    await direct.upsert('s', [record('a', [1, 0.5]), record('b', [0, 1]), record('c', [-1, 0.2])]);
+    const query = { vector: new Float32Array([1, 0.1]), topK: 3, includeValues: true };
+    const fromMirror = await mirrored.query('s', query);
+    const fromSql = await direct.query('s', query);
+    expect(ids(fromMirror)).toEqual(ids(fromSql));
+    fromMirror.forEach((match, i) => {
+      expect(match.score).toBeCloseTo(fromSql[i]!.score, 6);
+      expect(Array.from(match.values!)).toEqual(Array.from(fromSql[i]!.values!));
+    });
+    expect(sqliteVectorMirrorState(direct)).toBeUndefined();
+    await mirrored.close();
+    await direct.close();
+    database.close();
+  });
+
+  it('opens a file of schema version 1 and keeps its vectors', async () => {
+    const file = path.join(folder, 'version-1.db');
+    const before = createSqliteVectorIndex({ path: file, dimensions: 2, mirror: false });
+    await before.upsert('s', [record('a', [1, 0]), record('b', [0, 1])]);
+    await before.close();
+    // What version 1 wrote: everything but the counters.
+    const old = openSqliteDatabase({ path: file });
+    nativeOf(old).exec('DROP TABLE vector_index_versions; PRAGMA user_version = 1;');
+    old.close();
+
+    const database = openSqliteDatabase({ path: file });
+    expect(database.schemaVersion).toBe(SQLITE_SCHEMA_VERSION);
+    expect(nativeOf(database).pragma('user_version', { simple: true })).toBe(2);
+    const index = createSqliteVectorIndex({ database, dimensions: 2 });
+    const query = { vector: new Float32Array([1, 0.1]), topK: 5 };
+    expect(ids(await index.query('s', query))).toEqual(['a', 'b']);
+    const other = openSqliteDatabase({ path: file });
+    await createSqliteVectorIndex({ database: other, dimensions: 2 }).upsert('s', [record('c', [1, 0.1])]);
+    other.close();
+    expect(ids(await index.query('s', query))).toEqual(['c', 'a', 'b']);
+    await index.close();
+    database.close();
+  });
+
+  it('maps a failed load to a StorageError', async () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    const index = createSqliteVectorIndex({ database, dimensions: 2 });
+    nativeOf(database).exec('DROP TABLE vector_index_versions');
+    await expect(index.query('s', { vector: new Float32Array([1, 0]), topK: 1 })).rejects.toSatisfy(
+      (error) => StorageError.isInstance(error) && /query failed/.test(error.message),
+    );
+    await index.close();
+    database.close();
   });
 });

@@ -1,7 +1,9 @@
 /**
- * The SQLite `VectorIndex`: exact cosine search with sqlite-vec's `vec_distance_cosine`, in the same file as the
- * story's state. Records live in a regular table partitioned by (index name, story); metadata filters become SQL
- * on the metadata columns, so only the matching rows are scored.
+ * The SQLite `VectorIndex`: records in the same file as the story's state, in a regular table partitioned by
+ * (index name, story). By default queries are answered from an in-memory mirror of each story (the memory index's
+ * layout), kept in step by write-through and checked against a per-story write counter, so a query costs what the
+ * memory index costs while SQLite stays the durable source of truth. Without the mirror, queries run inside SQLite:
+ * sqlite-vec's `vec_distance_cosine` over the rows that pass the filter, which becomes SQL on the metadata columns.
  *
  * @module
  */
@@ -18,9 +20,18 @@ import {
   type SqliteDatabaseOptions,
   toStorageError,
 } from '../state/sqlite-database.js';
-import { type MetadataFilter, validateFilter } from './filter.js';
+import { validateFilter } from './filter.js';
+import {
+  checkDeletion,
+  checkIdList,
+  checkStoryId,
+  checkTopK,
+  describeProblems,
+  invalidArgument,
+} from './index-arguments.js';
+import { createMemoryVectorIndex } from './memory-vector-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
-import type { VectorDeletion, VectorIndex, VectorIndexCapabilities, VectorMatch } from './vector-index.js';
+import type { VectorIndex, VectorIndexCapabilities, VectorMatch } from './vector-index.js';
 
 /**
  * Options of `createSqliteVectorIndex`: `dimensions`, and a file (`path`) or an open `database`.
@@ -37,6 +48,13 @@ export type SqliteVectorIndexOptions = {
   dimensions: number;
   /** Several indexes (of different dimensions, say) can share a file under different names. Default `default`. */
   name?: string;
+  /**
+   * Answer `query` (and `fetch`, `stats`) from an in-memory copy of each story, loaded on the story's first query.
+   * Default true. The copy costs about 8 bytes × dimensions × records (a 10,000-record story of 1536 dimensions:
+   * about 123 MB; up to twice that while it grows), so turn it off on small-memory hosts; queries then scan the
+   * rows inside SQLite, several times slower.
+   */
+  mirror?: boolean;
 } & (
   | ({ path: string; database?: undefined } & Omit<SqliteDatabaseOptions, 'path'>)
   | { database: SqliteDatabase; path?: undefined }
@@ -45,6 +63,7 @@ export type SqliteVectorIndexOptions = {
 const OptionsSchema = z.object({
   dimensions: z.number().int().min(1).max(LIMITS.vectorDimensions),
   name: IdSchema.default('default'),
+  mirror: z.boolean().default(true),
 });
 
 const MAX_TOP_K = 10_000;
@@ -65,12 +84,55 @@ interface PreparedRecord {
 }
 
 /**
+ * One story's records held in memory, valid for `version` of the story's counter in `vector_index_versions`.
+ * `seenDataVersion` and `seenLocalWrites` are the connection's `PRAGMA data_version` and this process's write count
+ * on the connection when the version was last confirmed: while neither moved, nothing can have changed the story and
+ * the counter need not be read again.
+ */
+interface Mirror {
+  index: VectorIndex;
+  version: number;
+  seenDataVersion: number;
+  seenLocalWrites: number;
+}
+
+/** What a test can see of an index's mirrors: the stories held in memory and how many loads from SQLite ran. */
+export interface SqliteVectorMirrorState {
+  stories: string[];
+  loads: number;
+}
+
+const mirrorStates = new WeakMap<VectorIndex, () => SqliteVectorMirrorState>();
+
+/**
+ * The mirror state of an index made by `createSqliteVectorIndex`, for tests; not exported from the package entry.
+ * Undefined for other indexes and for one created with `mirror: false`.
+ */
+export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorState | undefined {
+  return mirrorStates.get(index)?.();
+}
+
+/**
+ * Writes made through each connection by this process: `PRAGMA data_version` only moves for other connections' commits,
+ * so two indexes sharing one connection (or one `database` given to two adapters) tell each other through this.
+ */
+const localWriteCounts = new WeakMap<NativeDatabase, { writes: number }>();
+
+/**
  * Creates a vector index in a SQLite file (better-sqlite3 + sqlite-vec).
  *
- * Search is exact: every record of the story that passes the filter is scored with `vec_distance_cosine` inside
- * SQLite and the best `topK` come back ordered by score, then id. Scores are cosine similarities computed in
- * float32 (within 1e-6 of the float64 values of the memory index). Upserts, deletes and `deleteStory` are each one
- * transaction. Pass `{ database }` to keep vectors in the same file as the state store.
+ * Search is exact: every record of the story that passes the filter is scored and the best `topK` come back ordered
+ * by score, then id. Upserts, deletes and `deleteStory` are each one transaction. Pass `{ database }` to keep vectors
+ * in the same file as the state store.
+ *
+ * With `mirror` (the default) a story's first query loads its rows into an in-memory index (about 250 ms for 10,000
+ * records of 1536 dimensions), and later queries are answered there at the memory index's speed, scores in float64.
+ * Each write commits to SQLite first and only then updates the loaded copy, so a failed write leaves both unchanged.
+ * Every write also bumps the story's counter in `vector_index_versions`; before answering, a query compares it with
+ * the copy's (one indexed read, skipped while `PRAGMA data_version` shows no other connection committed), so writes
+ * from other processes or connections are seen at the next query, at the price of one reload of that story. `fetch`
+ * and `stats` use the copy when it is loaded and current. With `mirror: false` every query scans the rows inside
+ * SQLite with sqlite-vec's `vec_distance_cosine` (float32 scores, within 1e-6 of the float64 ones).
  *
  * Throws `ValidationError` for bad options, or when the file already holds this index `name` with other
  * dimensions; `MissingDependencyError` when better-sqlite3 or sqlite-vec is not installed.
@@ -100,7 +162,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     const problems = toProblems(parsed.error.issues, 'options');
     throw new ValidationError(`Invalid SQLite vector index options: ${describeProblems(problems)}`, { problems });
   }
-  const { dimensions, name } = parsed.data;
+  const { dimensions, name, mirror: mirrorEnabled } = parsed.data;
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
   try {
@@ -126,7 +188,25 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     deleteId: db.prepare('DELETE FROM vectors WHERE index_name = ? AND story_id = ? AND id = ?'),
     count: db.prepare('SELECT count(*) AS n FROM vectors WHERE index_name = ? AND story_id = ?'),
     deleteStory: db.prepare('DELETE FROM vectors WHERE index_name = ? AND story_id = ?'),
+    // Every write transaction bumps its story's counter; the row is never deleted, so the counter never repeats.
+    bumpVersion: db
+      .prepare(
+        `INSERT INTO vector_index_versions (name, story_id, version) VALUES (?, ?, 1)
+         ON CONFLICT (name, story_id) DO UPDATE SET version = version + 1 RETURNING version`,
+      )
+      .pluck(),
+    version: db.prepare('SELECT version FROM vector_index_versions WHERE name = ? AND story_id = ?').pluck(),
+    dataVersion: db.prepare('PRAGMA data_version').pluck(),
+    load: db.prepare('SELECT id, embedding, metadata FROM vectors WHERE index_name = ? AND story_id = ?'),
   };
+  let localWrites = localWriteCounts.get(db);
+  if (!localWrites) {
+    localWrites = { writes: 0 };
+    localWriteCounts.set(db, localWrites);
+  }
+  const connectionWrites = localWrites;
+  const mirrors = new Map<string, Mirror>();
+  let loads = 0;
   // Query statements depend on the filter's shape; the few shapes an application uses are prepared once each.
   const queryStatements = new Map<string, NativeStatement>();
   const deleteStatements = new Map<string, NativeStatement>();
@@ -144,6 +224,13 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   const open = (operation: string): void => {
     if (closed || database.closed) throw new ClosedError(`Cannot ${operation}: the SQLite vector index is closed`);
   };
+  const guardAsync = async <T>(body: () => Promise<T>, operation: string): Promise<T> => {
+    try {
+      return await body();
+    } catch (error) {
+      throw toStorageError(error, database.path, `SQLite vector index ${operation} failed`);
+    }
+  };
   const guard = <T>(body: () => T, operation: string): T => {
     try {
       return body();
@@ -152,7 +239,74 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     }
   };
 
-  return {
+  /** The story's mirror when it is loaded and still matches SQLite, else undefined (a stale one is dropped). */
+  const currentMirror = (storyId: string): Mirror | undefined => {
+    const mirror = mirrors.get(storyId);
+    if (!mirror) return undefined;
+    const dataVersion = statements.dataVersion.get() as number;
+    if (dataVersion === mirror.seenDataVersion && connectionWrites.writes === mirror.seenLocalWrites) return mirror;
+    const version = (statements.version.get(name, storyId) as number | undefined) ?? 0;
+    if (version !== mirror.version) {
+      mirrors.delete(storyId);
+      return undefined;
+    }
+    mirror.seenDataVersion = dataVersion;
+    mirror.seenLocalWrites = connectionWrites.writes;
+    return mirror;
+  };
+
+  /** The story's mirror, loaded from SQLite when absent or stale: the rows and the counter from one snapshot. */
+  const loadedMirror = async (storyId: string): Promise<Mirror> => {
+    const current = currentMirror(storyId);
+    if (current) return current;
+    const seenDataVersion = statements.dataVersion.get() as number;
+    const seenLocalWrites = connectionWrites.writes;
+    const { version, records } = db.transaction(() => {
+      const version = (statements.version.get(name, storyId) as number | undefined) ?? 0;
+      const rows = statements.load.all(name, storyId) as Array<{ id: string; embedding: Buffer; metadata: string }>;
+      return {
+        version,
+        records: rows.map((row) => ({
+          id: row.id,
+          values: viewOfBlob(row.embedding),
+          metadata: JSON.parse(row.metadata) as VectorMetadata,
+        })),
+      };
+    })();
+    const memory = createMemoryVectorIndex({ dimensions, initialCapacity: Math.min(1_000_000, records.length || 1) });
+    if (records.length > 0) await memory.upsert(storyId, records);
+    loads++;
+    const mirror: Mirror = { index: memory, version, seenDataVersion, seenLocalWrites };
+    // A write through this index while the load was awaited would have found no mirror to update: keep the newer.
+    const raced = mirrors.get(storyId);
+    if (raced && raced.version >= version) return raced;
+    mirrors.set(storyId, mirror);
+    return mirror;
+  };
+
+  /**
+   * After a write transaction committed and took the story's counter to `version`: applies the same change to the
+   * loaded mirror when it was exactly one write behind, and drops it when some other connection wrote in between.
+   */
+  const writeThrough = (storyId: string, version: number, apply: (index: VectorIndex) => Promise<unknown>): void => {
+    connectionWrites.writes++;
+    const mirror = mirrors.get(storyId);
+    if (!mirror) return;
+    if (mirror.version !== version - 1) {
+      mirrors.delete(storyId);
+      return;
+    }
+    mirror.version = version;
+    // The memory index does its work synchronously inside the call, so the mirror is updated before this returns;
+    // a rejection would mean it disagrees with what SQLite accepted, and then it is safer rebuilt from SQLite.
+    apply(mirror.index).catch(() => {
+      if (mirrors.get(storyId) === mirror) mirrors.delete(storyId);
+    });
+    // Own commits do not move data_version; only the counter this write itself bumped is new.
+    mirror.seenLocalWrites = connectionWrites.writes;
+  };
+
+  const index: VectorIndex = {
     specificationVersion: 'v1',
     provider: 'sqlite',
     dimensions,
@@ -164,7 +318,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       throwIfAborted(upsertOptions?.signal);
       const prepared = prepareRecords(storyId, records, dimensions);
       if (prepared.length === 0) return;
-      guard(
+      const version = guard(
         () =>
           db.transaction(() => {
             for (const record of prepared) {
@@ -177,19 +331,31 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
                 ...metadataColumns(record.metadata),
               );
             }
+            return statements.bumpVersion.get(name, storyId) as number;
           })(),
         'upsert',
+      );
+      writeThrough(storyId, version, (memory) =>
+        memory.upsert(
+          storyId,
+          prepared.map((record) => ({ id: record.id, values: viewOfBlob(record.blob), metadata: record.metadata })),
+        ),
       );
     },
 
     async query(storyId, query) {
       open('query');
       checkStoryId(storyId);
-      if (typeof query !== 'object' || query === null) throw invalid('query', 'must be an object with vector and topK');
+      if (typeof query !== 'object' || query === null)
+        throw invalidArgument('query', 'must be an object with vector and topK');
       throwIfAborted(query.signal);
       checkQueryVector(query.vector, dimensions);
-      checkTopK(query.topK);
+      checkTopK(query.topK, MAX_TOP_K);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
+      if (mirrorEnabled) {
+        const mirror = await guardAsync(() => loadedMirror(storyId), 'query');
+        return mirror.index.query(storyId, query);
+      }
       const condition = filterToSql(query.filter, 'v');
       const includeValues = query.includeValues === true;
       const sql = `SELECT v.id, v.metadata, ${includeValues ? 'v.embedding' : 'NULL AS embedding'},
@@ -218,6 +384,8 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       checkStoryId(storyId);
       checkIdList(ids, 'ids');
       throwIfAborted(fetchOptions?.signal);
+      const mirror = mirrorEnabled ? guard(() => currentMirror(storyId), 'fetch') : undefined;
+      if (mirror) return mirror.index.fetch(storyId, ids);
       const records: VectorRecord[] = [];
       guard(() => {
         for (const id of ids) {
@@ -233,24 +401,40 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       checkStoryId(storyId);
       throwIfAborted(deleteOptions?.signal);
       const target = checkDeletion(deletion);
-      return guard(() => {
-        if ('ids' in target) {
-          return db.transaction(() => {
-            let deleted = 0;
-            for (const id of new Set(target.ids)) deleted += statements.deleteId.run(name, storyId, id).changes;
-            return deleted;
-          })();
-        }
-        const condition = filterToSql(target.filter, 'v');
-        const sql = `DELETE FROM vectors AS v WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql}`;
-        return cached(deleteStatements, sql).run(name, storyId, ...condition.params).changes;
-      }, 'delete');
+      const condition = 'ids' in target ? undefined : filterToSql(target.filter, 'v');
+      const { deletedIds, version } = guard(
+        () =>
+          db.transaction(() => {
+            const deletedIds: string[] = [];
+            if (condition === undefined) {
+              for (const id of new Set((target as { ids: string[] }).ids)) {
+                if (statements.deleteId.run(name, storyId, id).changes > 0) deletedIds.push(id);
+              }
+            } else {
+              // The ids SQLite deleted, so the mirror drops exactly those rows.
+              const sql = `DELETE FROM vectors AS v WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql} RETURNING id`;
+              const rows = cached(deleteStatements, sql).all(name, storyId, ...condition.params) as Array<{
+                id: string;
+              }>;
+              for (const row of rows) deletedIds.push(row.id);
+            }
+            // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
+            const version = deletedIds.length > 0 ? (statements.bumpVersion.get(name, storyId) as number) : undefined;
+            return { deletedIds, version };
+          })(),
+        'delete',
+      );
+      if (version !== undefined)
+        writeThrough(storyId, version, (memory) => memory.delete(storyId, { ids: deletedIds }));
+      return deletedIds.length;
     },
 
     async stats(storyId, statsOptions) {
       open('read stats');
       checkStoryId(storyId);
       throwIfAborted(statsOptions?.signal);
+      const mirror = mirrorEnabled ? guard(() => currentMirror(storyId), 'stats') : undefined;
+      if (mirror) return mirror.index.stats(storyId);
       const row = guard(() => statements.count.get(name, storyId), 'stats') as { n: number };
       return { count: row.n, dimensions };
     },
@@ -258,15 +442,27 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     async deleteStory(storyId) {
       open('delete a story');
       checkStoryId(storyId);
-      guard(() => statements.deleteStory.run(name, storyId), 'deleteStory');
+      const version = guard(
+        () =>
+          db.transaction(() => {
+            statements.deleteStory.run(name, storyId);
+            return statements.bumpVersion.get(name, storyId) as number;
+          })(),
+        'deleteStory',
+      );
+      writeThrough(storyId, version, (memory) => memory.deleteStory(storyId));
     },
 
     async close() {
       if (closed) return;
       closed = true;
+      for (const mirror of mirrors.values()) void mirror.index.close();
+      mirrors.clear();
       if (ownsDatabase) database.close();
     },
   };
+  if (mirrorEnabled) mirrorStates.set(index, () => ({ stories: [...mirrors.keys()], loads }));
+  return index;
 }
 
 /** Records the index's dimensions in the file, or checks them against what the file already says. */
@@ -291,61 +487,19 @@ function toBlob(values: Float32Array): Buffer {
   return Buffer.from(Float32Array.from(values).buffer);
 }
 
+/** The floats of a blob without copying them, for the mirror, which copies them into its own storage at once. */
+function viewOfBlob(blob: Buffer): Float32Array {
+  // SQLite hands out blobs at arbitrary offsets; a Float32Array view needs four-byte alignment.
+  return blob.byteOffset % 4 === 0
+    ? new Float32Array(blob.buffer, blob.byteOffset, blob.byteLength / 4)
+    : fromBlob(blob);
+}
+
 function fromBlob(blob: Buffer): Float32Array {
   // A fresh, aligned buffer: returned values are the caller's to mutate.
   const values = new Float32Array(blob.byteLength / 4);
   new Uint8Array(values.buffer).set(blob);
   return values;
-}
-
-function describeProblems(problems: readonly ValidationProblem[]): string {
-  const first = problems[0];
-  if (!first) return 'invalid input';
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
-  return `${first.path}: ${first.message}${more}`;
-}
-
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function checkStoryId(storyId: unknown): asserts storyId is string {
-  const result = IdSchema.safeParse(storyId);
-  if (!result.success) {
-    const problems = toProblems(result.error.issues, 'storyId');
-    throw new ValidationError(`Invalid story id ${JSON.stringify(storyId)}: ${describeProblems(problems)}`, {
-      problems,
-    });
-  }
-}
-
-function checkIdList(ids: unknown, path: string): asserts ids is string[] {
-  if (!Array.isArray(ids)) throw invalid(path, 'must be an array of ids');
-  ids.forEach((id, index) => {
-    if (typeof id !== 'string') throw invalid(`${path}.${index}`, 'must be a string');
-  });
-}
-
-function checkTopK(topK: unknown): void {
-  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
-    throw invalid('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
-  }
-}
-
-function checkDeletion(deletion: unknown): VectorDeletion {
-  if (typeof deletion !== 'object' || deletion === null) throw invalid('deletion', 'must be { ids } or { filter }');
-  if ('ids' in deletion) {
-    checkIdList(deletion.ids, 'deletion.ids');
-    return { ids: deletion.ids };
-  }
-  if ('filter' in deletion) {
-    validateFilter(deletion.filter, 'deletion.filter');
-    if (Object.keys(deletion.filter as MetadataFilter).length === 0) {
-      throw invalid('deletion.filter', 'must name at least one condition; use deleteStory to drop a whole story');
-    }
-    return { filter: deletion.filter as MetadataFilter };
-  }
-  throw invalid('deletion', 'must be { ids } or { filter }');
 }
 
 /** Checks a vector; problems go to `problems` under `path`. */
@@ -378,7 +532,7 @@ function checkQueryVector(vector: unknown, dimensions: number): void {
 }
 
 function prepareRecords(storyId: string, records: unknown, dimensions: number): PreparedRecord[] {
-  if (!Array.isArray(records)) throw invalid('records', 'must be an array of records');
+  if (!Array.isArray(records)) throw invalidArgument('records', 'must be an array of records');
   const problems: ValidationProblem[] = [];
   const prepared: PreparedRecord[] = [];
   records.forEach((record: unknown, index: number) => {

@@ -27,7 +27,7 @@ export type NativeStatement = BetterSqlite3.Statement<unknown[], unknown>;
  * The schema version this build writes and the highest it can read. Each step of `MIGRATIONS` moves a file one
  * version forward; a file with a higher version was written by a newer storyloom and is refused untouched.
  */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 /** Marks a file as storyloom's (`PRAGMA application_id`, "SLOM"), so another application's database is refused. */
 const APPLICATION_ID = 0x534c4f4d;
@@ -38,7 +38,7 @@ const SQLITE_HEADER = Buffer.from('SQLite format 3\u0000', 'latin1');
 /**
  * Forward migrations: entry `i` takes a file from version `i` to `i + 1`. Never edit a released entry; append one.
  * Version 1 holds everything a story needs: state, snapshots, scenes, influences, the publication log, vectors
- * and the keyword index.
+ * and the keyword index; version 2 adds the per-partition write counters of the vector index's in-memory mirror.
  */
 const MIGRATIONS: ReadonlyArray<string> = [
   `
@@ -106,6 +106,17 @@ const MIGRATIONS: ReadonlyArray<string> = [
   );
   -- The analysed terms (see text-analysis.ts) of each keyword document, rowid = keyword_documents.rowid.
   CREATE VIRTUAL TABLE keyword_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
+  `,
+  // Version 2: a counter per vector index partition, bumped by every write to it, so a process holding the partition
+  // in memory can tell with one indexed read whether another connection changed it. Additive: a version-1 file keeps
+  // all its rows, and a missing counter reads as 0.
+  `
+  CREATE TABLE vector_index_versions (
+    name TEXT NOT NULL,
+    story_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, story_id)
+  ) STRICT, WITHOUT ROWID;
   `,
 ];
 
