@@ -52,7 +52,14 @@ const generator = createClaudeSceneGenerator({
 const engine = createStoryEngine({ store, context, generator, clock });
 await store.create(createStoryFromTemplate('lighthouse-keepers', 'bench', clock));
 
-const rows: Array<{ episode: number; input: number; cacheWrite: number; cacheRead: number; output: number; cost: number }> = [];
+const rows: Array<{
+  episode: number;
+  input: number;
+  cacheWrite: number;
+  cacheRead: number;
+  output: number;
+  cost: number;
+}> = [];
 for (let episode = 1; episode <= EPISODES; episode++) {
   const result = await engine.runEpisode('bench');
   const usage = result.usage;
