@@ -7,17 +7,20 @@
  */
 
 import { z } from 'zod';
-import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
-import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
+import { ClosedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
+import { LIMITS, type VectorMetadata, type VectorRecord } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
 import {
   checkDeletion,
   checkIdList,
+  checkQueryVector,
   checkStoryId,
   checkTopK,
+  checkUpsertBatch,
   copyMetadata,
   describeProblems,
+  inspectVector,
   invalidArgument,
 } from './index-arguments.js';
 import { TopKHeap } from './top-k.js';
@@ -125,7 +128,7 @@ export function createMemoryVectorIndex(options: MemoryVectorIndexOptions): Vect
         throw invalidArgument('query', 'must be an object with vector and topK');
       }
       throwIfAborted(query.signal);
-      const inverseQueryNorm = checkQueryVector(query.vector, dimensions);
+      const inverseQueryNorm = 1 / Math.sqrt(checkQueryVector(query.vector, dimensions));
       checkTopK(query.topK, MAX_TOP_K);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const partition = partitions.get(storyId);
@@ -408,78 +411,17 @@ function sameValues(a: Float32Array | undefined, b: Float32Array): boolean {
   return true;
 }
 
-/** Checks a vector and returns its squared length; problems go to `problems` under `path`. */
-function inspectVector(values: unknown, dimensions: number, path: string, problems: ValidationProblem[]): number {
-  if (!(values instanceof Float32Array)) {
-    problems.push({ path, message: 'must be a Float32Array' });
-    return 0;
-  }
-  if (values.length !== dimensions) {
-    problems.push({ path, message: `has ${values.length} dimensions; this index holds ${dimensions}` });
-    return 0;
-  }
-  let squared = 0;
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]!;
-    if (!Number.isFinite(value)) {
-      problems.push({ path: `${path}.${i}`, message: `must be a finite number, got ${value}` });
-      return 0;
-    }
-    squared += value * value;
-  }
-  if (squared === 0) problems.push({ path, message: 'is the zero vector, which has no direction to compare' });
-  return squared;
-}
-
-/** Checks a query vector and returns the inverse of its length. */
-function checkQueryVector(vector: unknown, dimensions: number): number {
-  const problems: ValidationProblem[] = [];
-  const squared = inspectVector(vector, dimensions, 'query.vector', problems);
-  if (problems.length > 0) {
-    throw new ValidationError(`Invalid query vector: ${describeProblems(problems)}`, { problems });
-  }
-  return 1 / Math.sqrt(squared);
-}
-
 function prepareRecords(storyId: string, records: unknown, dimensions: number): PreparedRecord[] {
-  if (!Array.isArray(records)) throw invalidArgument('records', 'must be an array of records');
-  const problems: ValidationProblem[] = [];
-  const prepared: PreparedRecord[] = [];
-  records.forEach((record: unknown, index: number) => {
-    const before = problems.length;
-    if (typeof record !== 'object' || record === null) {
-      problems.push({ path: `records.${index}`, message: 'must be an object with id, values and metadata' });
-      return;
-    }
-    const { id, values, metadata } = record as Record<string, unknown>;
-    // The path names both the position and the id, so a failed batch of a thousand points at its culprit.
-    const at = typeof id === 'string' ? `records.${index} (id ${JSON.stringify(id)})` : `records.${index}`;
-    const idResult = IdSchema.safeParse(id);
-    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
-    const squared = inspectVector(values, dimensions, `${at}.values`, problems);
-    const metadataResult = VectorMetadataSchema.safeParse(metadata);
-    if (!metadataResult.success) {
-      problems.push(...toProblems(metadataResult.error.issues, `${at}.metadata`));
-    } else if (metadataResult.data.storyId !== storyId) {
-      problems.push({
-        path: `${at}.metadata.storyId`,
-        message: `is ${JSON.stringify(metadataResult.data.storyId)} but the record is upserted into story ${JSON.stringify(storyId)}`,
-      });
-    }
-    if (problems.length > before || !metadataResult.success) return;
-    prepared.push({
-      id: id as string,
+  return checkUpsertBatch(storyId, records, {
+    label: 'records',
+    fields: 'id, values and metadata',
+    inspectBody: (item, at, problems) => inspectVector(item.values, dimensions, `${at}.values`, problems),
+    build: ({ id, item, metadata }, squared) => ({
+      id,
       // Not copied here: the partition copies it into its own buffer within this same synchronous upsert.
-      values: values as Float32Array,
+      values: item.values as Float32Array,
       inverseNorm: 1 / Math.sqrt(squared),
-      metadata: copyMetadata(metadataResult.data),
-    });
+      metadata: copyMetadata(metadata),
+    }),
   });
-  if (problems.length > 0) {
-    throw new ValidationError(
-      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
-      { problems },
-    );
-  }
-  return prepared;
 }

@@ -16,20 +16,21 @@ import {
   ProviderError,
   StoryloomError,
   throwIfAborted,
-  toProblems,
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
-import { IdSchema, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
+import { type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
 import { type FieldCondition, type MetadataFilter, type Scalar, validateFilter } from './filter.js';
 import {
   checkDeletion,
   checkIdList,
+  checkQueryVector,
   checkStoryId,
   checkTopK,
+  checkUpsertBatch,
   copyMetadata,
-  describeProblems,
+  inspectVector,
   invalidArgument,
 } from './index-arguments.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorMatch, VectorQuery } from './vector-index.js';
@@ -209,7 +210,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex 
       if (typeof query !== 'object' || query === null)
         throw invalidArgument('query', 'must be an object with vector and topK');
       throwIfAborted(query.signal);
-      const norm = checkVector(query.vector, dimensions, 'query.vector');
+      const norm = Math.sqrt(checkQueryVector(query.vector, dimensions));
       checkTopK(query.topK, PINECONE_LIMITS.maxTopK);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const sparseVector =
@@ -517,29 +518,6 @@ function checkOptions(options: PineconeIndexOptions): CheckedOptions {
   return { dimensions, namespacePrefix, metric, maxRequestBytes };
 }
 
-/** Checks a vector; returns its length. */
-function checkVector(values: unknown, dimensions: number, path: string, problems?: ValidationProblem[]): number {
-  const report = (at: string, message: string): number => {
-    if (problems) {
-      problems.push({ path: at, message });
-      return 0;
-    }
-    throw new ValidationError(`Invalid vector: ${at}: ${message}`, { problems: [{ path: at, message }] });
-  };
-  if (!(values instanceof Float32Array)) return report(path, 'must be a Float32Array');
-  if (values.length !== dimensions) {
-    return report(path, `has ${values.length} dimensions; this index holds ${dimensions}`);
-  }
-  let squared = 0;
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]!;
-    if (!Number.isFinite(value)) return report(`${path}.${i}`, `must be a finite number, got ${value}`);
-    squared += value * value;
-  }
-  if (squared === 0) return report(path, 'is the zero vector, which has no direction to compare');
-  return Math.sqrt(squared);
-}
-
 function checkSparse(sparse: unknown, metric: string, path: string): SparseValues {
   if (metric !== 'dotproduct') throw invalidArgument(path, "sparse values need an index with metric 'dotproduct'");
   const { indices, values } = (sparse ?? {}) as Partial<SparseValues>;
@@ -565,58 +543,37 @@ function prepareRecords(
   dimensions: number,
   metric: 'cosine' | 'dotproduct',
 ): PreparedRecord[] {
-  if (!Array.isArray(records)) throw invalidArgument('records', 'must be an array of records');
-  const problems: ValidationProblem[] = [];
-  const prepared: PreparedRecord[] = [];
-  records.forEach((record: unknown, position: number) => {
-    const before = problems.length;
-    if (typeof record !== 'object' || record === null) {
-      problems.push({ path: `records.${position}`, message: 'must be an object with id, values and metadata' });
-      return;
-    }
-    const { id, values, metadata, sparseValues } = record as Record<string, unknown>;
-    const at = typeof id === 'string' ? `records.${position} (id ${JSON.stringify(id)})` : `records.${position}`;
-    const idResult = IdSchema.safeParse(id);
-    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
-    const norm = checkVector(values, dimensions, `${at}.values`, problems);
-    const parsed = VectorMetadataSchema.safeParse(metadata);
-    if (!parsed.success) problems.push(...toProblems(parsed.error.issues, `${at}.metadata`));
-    else if (parsed.data.storyId !== storyId) {
-      problems.push({
-        path: `${at}.metadata.storyId`,
-        message: `is ${JSON.stringify(parsed.data.storyId)} but the record is upserted into story ${JSON.stringify(storyId)}`,
-      });
-    }
-    let sparse: SparseValues | undefined;
-    if (sparseValues !== undefined) {
-      try {
-        sparse = checkSparse(sparseValues, metric, `${at}.sparseValues`);
-      } catch (error) {
-        problems.push(...(error as ValidationError).problems);
+  const unit = metric === 'dotproduct';
+  return checkUpsertBatch(storyId, records, {
+    label: 'records',
+    fields: 'id, values and metadata',
+    inspectBody: (item, at, problems) => {
+      const norm = Math.sqrt(inspectVector(item.values, dimensions, `${at}.values`, problems));
+      let sparse: SparseValues | undefined;
+      if (item.sparseValues !== undefined) {
+        try {
+          sparse = checkSparse(item.sparseValues, metric, `${at}.sparseValues`);
+        } catch (error) {
+          problems.push(...(error as ValidationError).problems);
+        }
       }
-    }
-    if (problems.length > before || !parsed.success) return;
-    const unit = metric === 'dotproduct';
-    let mapped: PreparedRecord['metadata'];
-    try {
-      mapped = toPineconeMetadata(parsed.data, unit ? { [NORM_KEY]: norm } : {});
-    } catch (error) {
-      problems.push({ path: `${at}.metadata`, message: (error as Error).message });
-      return;
-    }
-    prepared.push({
-      id: id as string,
-      // Copied now: the caller may reuse its buffer as soon as upsert returns.
-      values: Array.from(values as Float32Array, (value) => (unit ? value / norm : value)),
-      metadata: mapped,
-      ...(sparse ? { sparseValues: sparse } : {}),
-    });
+      return { norm, sparse };
+    },
+    build: ({ id, item, at, metadata }, { norm, sparse }, problems) => {
+      let mapped: PreparedRecord['metadata'];
+      try {
+        mapped = toPineconeMetadata(metadata, unit ? { [NORM_KEY]: norm } : {});
+      } catch (error) {
+        problems.push({ path: `${at}.metadata`, message: (error as Error).message });
+        return undefined;
+      }
+      return {
+        id,
+        // Copied now: the caller may reuse its buffer as soon as upsert returns.
+        values: Array.from(item.values as Float32Array, (value) => (unit ? value / norm : value)),
+        metadata: mapped,
+        ...(sparse ? { sparseValues: sparse } : {}),
+      };
+    },
   });
-  if (problems.length > 0) {
-    throw new ValidationError(
-      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
-      { problems },
-    );
-  }
-  return prepared;
 }

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
-import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema } from '../state/schema.js';
+import { ClosedError, throwIfAborted } from '../core/errors.js';
+import { IdSchema, LIMITS, type VectorMetadata } from '../state/schema.js';
 import {
   type NativeStatement,
   nativeOf,
@@ -16,7 +16,13 @@ import {
   toStorageError,
 } from '../state/sqlite-database.js';
 import { validateFilter } from './filter.js';
-import { checkDeletion, checkStoryId, describeProblems, invalidArgument } from './index-arguments.js';
+import {
+  checkDeletion,
+  checkStoryId,
+  checkUpsertBatch,
+  inspectDocumentText,
+  invalidArgument,
+} from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
 import { analyze } from './text-analysis.js';
@@ -250,39 +256,10 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
 }
 
 function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
-  if (!Array.isArray(documents)) throw invalidArgument('documents', 'must be an array of documents');
-  const problems: ValidationProblem[] = [];
-  const prepared: PreparedDocument[] = [];
-  documents.forEach((document: unknown, index: number) => {
-    const before = problems.length;
-    if (typeof document !== 'object' || document === null) {
-      problems.push({ path: `documents.${index}`, message: 'must be an object with id, text and metadata' });
-      return;
-    }
-    const { id, text, metadata } = document as Record<string, unknown>;
-    const at = typeof id === 'string' ? `documents.${index} (id ${JSON.stringify(id)})` : `documents.${index}`;
-    const idResult = IdSchema.safeParse(id);
-    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
-    if (typeof text !== 'string' || text.length > LIMITS.sceneText) {
-      problems.push({ path: `${at}.text`, message: `must be a string of at most ${LIMITS.sceneText} characters` });
-    }
-    const metadataResult = VectorMetadataSchema.safeParse(metadata);
-    if (!metadataResult.success) {
-      problems.push(...toProblems(metadataResult.error.issues, `${at}.metadata`));
-    } else if (metadataResult.data.storyId !== storyId) {
-      problems.push({
-        path: `${at}.metadata.storyId`,
-        message: `is ${JSON.stringify(metadataResult.data.storyId)} but the document is upserted into story ${JSON.stringify(storyId)}`,
-      });
-    }
-    if (problems.length > before || !metadataResult.success) return;
-    prepared.push({ id: id as string, terms: analyze(text as string).join(' '), metadata: metadataResult.data });
+  return checkUpsertBatch(storyId, documents, {
+    label: 'documents',
+    fields: 'id, text and metadata',
+    inspectBody: inspectDocumentText,
+    build: ({ id, item, metadata }) => ({ id, terms: analyze(item.text as string).join(' '), metadata }),
   });
-  if (problems.length > 0) {
-    throw new ValidationError(
-      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
-      { problems },
-    );
-  }
-  return prepared;
 }

@@ -8,8 +8,8 @@
  * @module
  */
 import { z } from 'zod';
-import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
-import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
+import { ClosedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
+import { IdSchema, LIMITS, type VectorMetadata, type VectorRecord } from '../state/schema.js';
 import {
   ensureVectorExtension,
   type NativeDatabase,
@@ -24,9 +24,12 @@ import { validateFilter } from './filter.js';
 import {
   checkDeletion,
   checkIdList,
+  checkQueryVector,
   checkStoryId,
   checkTopK,
+  checkUpsertBatch,
   describeProblems,
+  inspectVector,
   invalidArgument,
 } from './index-arguments.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
@@ -502,67 +505,11 @@ function fromBlob(blob: Buffer): Float32Array {
   return values;
 }
 
-/** Checks a vector; problems go to `problems` under `path`. */
-function inspectVector(values: unknown, dimensions: number, path: string, problems: ValidationProblem[]): void {
-  if (!(values instanceof Float32Array)) {
-    problems.push({ path, message: 'must be a Float32Array' });
-    return;
-  }
-  if (values.length !== dimensions) {
-    problems.push({ path, message: `has ${values.length} dimensions; this index holds ${dimensions}` });
-    return;
-  }
-  let squared = 0;
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]!;
-    if (!Number.isFinite(value)) {
-      problems.push({ path: `${path}.${i}`, message: `must be a finite number, got ${value}` });
-      return;
-    }
-    squared += value * value;
-  }
-  if (squared === 0) problems.push({ path, message: 'is the zero vector, which has no direction to compare' });
-}
-
-function checkQueryVector(vector: unknown, dimensions: number): void {
-  const problems: ValidationProblem[] = [];
-  inspectVector(vector, dimensions, 'query.vector', problems);
-  if (problems.length > 0)
-    throw new ValidationError(`Invalid query vector: ${describeProblems(problems)}`, { problems });
-}
-
 function prepareRecords(storyId: string, records: unknown, dimensions: number): PreparedRecord[] {
-  if (!Array.isArray(records)) throw invalidArgument('records', 'must be an array of records');
-  const problems: ValidationProblem[] = [];
-  const prepared: PreparedRecord[] = [];
-  records.forEach((record: unknown, index: number) => {
-    const before = problems.length;
-    if (typeof record !== 'object' || record === null) {
-      problems.push({ path: `records.${index}`, message: 'must be an object with id, values and metadata' });
-      return;
-    }
-    const { id, values, metadata } = record as Record<string, unknown>;
-    const at = typeof id === 'string' ? `records.${index} (id ${JSON.stringify(id)})` : `records.${index}`;
-    const idResult = IdSchema.safeParse(id);
-    if (!idResult.success) problems.push(...toProblems(idResult.error.issues, `${at}.id`));
-    inspectVector(values, dimensions, `${at}.values`, problems);
-    const metadataResult = VectorMetadataSchema.safeParse(metadata);
-    if (!metadataResult.success) {
-      problems.push(...toProblems(metadataResult.error.issues, `${at}.metadata`));
-    } else if (metadataResult.data.storyId !== storyId) {
-      problems.push({
-        path: `${at}.metadata.storyId`,
-        message: `is ${JSON.stringify(metadataResult.data.storyId)} but the record is upserted into story ${JSON.stringify(storyId)}`,
-      });
-    }
-    if (problems.length > before || !metadataResult.success) return;
-    prepared.push({ id: id as string, blob: toBlob(values as Float32Array), metadata: metadataResult.data });
+  return checkUpsertBatch(storyId, records, {
+    label: 'records',
+    fields: 'id, values and metadata',
+    inspectBody: (item, at, problems) => inspectVector(item.values, dimensions, `${at}.values`, problems),
+    build: ({ id, item, metadata }) => ({ id, blob: toBlob(item.values as Float32Array), metadata }),
   });
-  if (problems.length > 0) {
-    throw new ValidationError(
-      `Nothing was upserted into story ${JSON.stringify(storyId)}: ${describeProblems(problems)}`,
-      { problems },
-    );
-  }
-  return prepared;
 }
