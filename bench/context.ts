@@ -21,6 +21,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 import { ContextCache } from '../src/context/context-cache.js';
 import { type ContextBundle, ContextManager, chunkWords } from '../src/context/context-manager.js';
 import { embedInBatches } from '../src/context/embedder.js';
@@ -186,8 +187,7 @@ async function buildBackend(
   const [written] = await parts.vectors.fetch(STORY, [units[0]!.id]);
   if (!written) throw new Error('indexScene wrote no unit for scene 0');
   const sameValues = written.values.every((value, i) => value === vectors[0]![i]);
-  const sameMetadata =
-    JSON.stringify(written.metadata) === JSON.stringify(VectorMetadataSchema.parse(units[0]!.metadata));
+  const sameMetadata = isDeepStrictEqual(written.metadata, VectorMetadataSchema.parse(units[0]!.metadata));
   if (!sameValues || !sameMetadata) throw new Error('the bench composes scene units differently from indexScene');
   for (let start = 1; start < units.length; start += BATCH) {
     const end = Math.min(units.length, start + BATCH);

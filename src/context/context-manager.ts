@@ -241,6 +241,12 @@ export class ContextManager {
   private readonly fingerprint: string;
   private readonly verified = new Map<string, Promise<void>>();
   private readonly chapterStarts = new Map<string, StoryState>();
+  /**
+   * The last stable text counted per story, with its token count. Consecutive calls within an episode (and within
+   * a chapter, until the journal grows) repeat the same prefix of tens of thousands of characters; comparing it with
+   * the last one is a memory compare, counting it again is a pass of the tokenizer (speed, bench:context).
+   */
+  private readonly stableCounts = new Map<string, { text: string; tokens: number }>();
   private readonly stablePrefixes = new Map<
     string,
     { text: string; tokens: number; items: PackedItem[]; omitted: OmittedItem[] }
@@ -324,7 +330,7 @@ export class ContextManager {
     throwIfAborted(options.signal);
     const journal = await this.chapterJournal(state, stable.chapterStart, pov, Math.floor(budget * this.journalShare));
     const stableText = journal.text ? `${stable.text}${journal.text}` : stable.text;
-    const stableTokens = this.tokenizer.count(stableText);
+    const stableTokens = this.countStable(storyId, stableText);
 
     const assembleStart = performance.now();
     const influences = (options.influences ?? state.userInfluenceQueue.map(toAudienceInput)).map((influence) => ({
@@ -369,7 +375,6 @@ export class ContextManager {
         omitted: [
           ...stable.omitted.map((item) => ({ ...item, part: 'stable' as const })),
           ...dynamic.omitted.map((item) => ({ ...item, part: 'dynamic' as const })),
-          ...retrieved.excluded.map((item) => ({ ...item, part: 'dynamic' as const })),
         ],
         droppedByDiversity: retrieved.dropped,
         exact: { characters: exact.characters, threads: exact.threads, locations: exact.locations },
@@ -660,6 +665,14 @@ export class ContextManager {
     return { characters, threads, locations, ids: [...sceneIds] };
   }
 
+  private countStable(storyId: string, text: string): number {
+    const last = this.stableCounts.get(storyId);
+    if (last && last.text === text) return last.tokens;
+    const tokens = this.tokenizer.count(text);
+    remember(this.stableCounts, storyId, { text, tokens }, 256);
+    return tokens;
+  }
+
   private async retrieveScenes(
     state: StoryState,
     query: string,
@@ -667,16 +680,11 @@ export class ContextManager {
     exact: { characters: string[]; threads: string[]; locations: string[]; ids: string[] },
     pov: string | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<{
-    scenes: SimilarScene[];
-    dropped: ContextTrace['droppedByDiversity'];
-    excluded: OmittedItem[];
-    timings: RetrievalTimings;
-  }> {
+  ): Promise<{ scenes: SimilarScene[]; dropped: ContextTrace['droppedByDiversity']; timings: RetrievalTimings }> {
     const empty: RetrievalTimings = { embed: 0, vector: 0, lexical: 0, fuse: 0, score: 0, mmr: 0, total: 0 };
     // The most recent scenes are shown in order in the dynamic part; retrieval looks further back.
     const horizon = state.sceneCount - this.recentScenes;
-    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], excluded: [], timings: empty };
+    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], timings: empty };
     const filter: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
     if (pov) filter.characters = { $in: [pov] };
     const exactMatches: ExactMatches = {};
@@ -685,49 +693,30 @@ export class ContextManager {
     if (exact.locations.length > 0) exactMatches.locations = exact.locations;
     const result = await this.retriever.retrieve(state.storyId, {
       query,
-      // Several chunks of one scene may match: ask for more and keep each scene's best chunk.
-      k: Math.min(k * 3, 300),
+      // Several chunks of one scene may match: the retriever keeps each scene's best chunk, so k counts scenes.
+      k,
+      distinct: 'sourceId',
       filter,
       exact: exactMatches,
       now: { sceneIndex: state.sceneCount, timestamp: Date.parse(state.updatedAt) },
       ...(signal ? { signal } : {}),
     });
-    const scenes: SimilarScene[] = [];
-    const excluded: OmittedItem[] = [];
-    const seen = new Set<string>();
-    for (const candidate of result.candidates) {
-      const sceneId = candidate.metadata.sourceId;
-      if (seen.has(sceneId)) continue;
-      // The exact-id lookups bypass the search filter: enforce recency and point of view here too.
-      const index = candidate.metadata.sceneIndex ?? 0;
-      if (index >= horizon || (pov && !candidate.metadata.characters.includes(pov))) {
-        excluded.push({
-          id: `scene:${sceneId}`,
-          section: 'memories',
-          reason: pov ? 'not witnessed or too recent' : 'recent',
-        });
-        continue;
-      }
-      seen.add(sceneId);
-      if (scenes.length >= k) {
-        excluded.push({ id: `scene:${sceneId}`, section: 'memories', reason: `ranked below the top ${k}` });
-        continue;
-      }
+    // The filter holds for every candidate (exact ids included) and each scene comes once: its best chunk.
+    const scenes = result.candidates.map((candidate): SimilarScene => {
       const [title, ...rest] = candidate.metadata.text.split('\n');
-      scenes.push({
-        sceneId,
-        index,
+      return {
+        sceneId: candidate.metadata.sourceId,
+        index: candidate.metadata.sceneIndex ?? 0,
         chapterId: candidate.metadata.chapterId,
         title: title ?? '',
         excerpt: rest.join('\n'),
         score: candidate.score,
         signals: candidate.signals,
-      });
-    }
+      };
+    });
     return {
       scenes,
       dropped: result.dropped.map(({ id, similarTo, similarity }) => ({ id, similarTo, similarity })),
-      excluded,
       timings: result.timings,
     };
   }

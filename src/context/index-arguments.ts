@@ -72,14 +72,28 @@ export function checkDeletion(deletion: unknown): { ids: string[] } | { filter: 
   throw invalidArgument('deletion', 'must be { ids } or { filter }');
 }
 
-/** A copy of metadata whose arrays the caller may change without touching the index. */
+/**
+ * A copy of metadata whose arrays the caller may change without touching the index. Field by field rather than a
+ * spread (speed, bench:context): every copy then has one of four hidden classes, which keeps the filter predicates'
+ * property reads monomorphic, and a query copies a couple of hundred of these. Parsed metadata holds no other keys
+ * (the schema strips them).
+ */
 export function copyMetadata(metadata: VectorMetadata): VectorMetadata {
-  return {
-    ...metadata,
-    themes: [...metadata.themes],
-    characters: [...metadata.characters],
-    locations: [...metadata.locations],
+  const copy: VectorMetadata = {
+    storyId: metadata.storyId,
+    type: metadata.type,
+    timestamp: metadata.timestamp,
+    themes: metadata.themes.slice(),
+    characters: metadata.characters.slice(),
+    locations: metadata.locations.slice(),
+    importance: metadata.importance,
+    sourceId: metadata.sourceId,
+    chunk: metadata.chunk,
+    text: metadata.text,
   };
+  if (metadata.sceneIndex !== undefined) copy.sceneIndex = metadata.sceneIndex;
+  if (metadata.chapterId !== undefined) copy.chapterId = metadata.chapterId;
+  return copy;
 }
 
 /** Checks a vector and returns its squared length; a problem goes to `problems` under `path`, and 0 is returned. */

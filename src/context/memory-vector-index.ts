@@ -304,11 +304,13 @@ class Partition {
     const passes = filter === undefined ? undefined : compileFilter(filter);
     let threshold = best.threshold;
     for (let slot = 0; slot < size; slot++) {
-      // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
-      const score = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
+      const raw = scores[slot]! * inverseNorms[slot]!;
       // Cheapest test first: once the heap is full, most records score below its worst and are never looked at
       // again. The filter, the expensive part, runs only for records good enough to be kept; the result is the same
-      // as filtering first.
+      // as filtering first. Above a threshold of -1, a raw score below it stays below it once clamped.
+      if (raw < threshold && threshold > -1) continue;
+      // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
+      const score = Math.max(-1, Math.min(1, raw));
       if (score < threshold) continue;
       const id = ids[slot]!;
       if (!best.accepts(score, id)) continue;

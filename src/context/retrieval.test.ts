@@ -166,6 +166,40 @@ describe('createHybridRetriever', () => {
     expect(byId.candidates.map((c) => c.id)).toEqual(['key', 'dragon']);
   });
 
+  it('holds exact ids to the request filter, like every other source', async () => {
+    const dated: Doc[] = docs.map((doc, index) => ({ ...doc, metadata: { sceneIndex: index } }));
+    const retriever = await setup(dated, { mmr: { lambda: 1 } });
+    // 'dragon' is scene 3: outside the horizon, so naming its id must not bring it back.
+    const result = await retriever.retrieve(STORY, {
+      query: 'silver key',
+      k: 3,
+      filter: { sceneIndex: { $lt: 3 } },
+      exact: { ids: ['dragon', 'market'] },
+    });
+    const ids = result.candidates.map((c) => c.id);
+    expect(ids).not.toContain('dragon');
+    expect(ids).toContain('market');
+    expect(result.candidates.find((c) => c.id === 'market')!.signals.exact).toBe(true);
+  });
+
+  it("keeps one candidate per source with distinct: 'sourceId', so k counts sources", async () => {
+    const chunked: Doc[] = [
+      { id: 'key:0', text: 'Mira hid the silver key in the archive.', metadata: { sourceId: 'key', chunk: 0 } },
+      { id: 'key:1', text: 'The silver key glinted; Mira kept the key.', metadata: { sourceId: 'key', chunk: 1 } },
+      { id: 'vault', text: 'Tomas forged a silver key for the vault.', metadata: { sourceId: 'vault' } },
+      ...docs.slice(1),
+    ];
+    const retriever = await setup(chunked, { mmr: { lambda: 1 } });
+    const every = await retriever.retrieve(STORY, { query: 'silver key', k: 2 });
+    expect(every.candidates.map((c) => c.metadata.sourceId)).toEqual(['key', 'key']);
+    const distinct = await retriever.retrieve(STORY, { query: 'silver key', k: 2, distinct: 'sourceId' });
+    expect(distinct.candidates.map((c) => c.metadata.sourceId)).toEqual(['key', 'vault']);
+    expect(distinct.candidates[0]!.id).toBe(every.candidates[0]!.id);
+    await expect(
+      retriever.retrieve(STORY, { query: 'silver key', k: 2, distinct: 'chapterId' as 'sourceId' }),
+    ).rejects.toMatchObject({ name: 'ValidationError' });
+  });
+
   it('lifts a unit whose chapter is about the query above an equally matching stray one', async () => {
     // 'harbour-3' and 'stray' match the query equally; only 'harbour-3' sits in a chapter full of harbour scenes.
     const chaptered: Doc[] = [

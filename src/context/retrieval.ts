@@ -11,6 +11,7 @@
 import { z } from 'zod';
 import { throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import type { VectorMetadata } from '../state/schema.js';
+import { compileFilter } from './compiled-filter.js';
 import type { Embedder } from './embedder.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
 import type { KeywordIndex } from './keyword-index.js';
@@ -130,6 +131,11 @@ export interface RetrievalQuery {
   exact?: ExactMatches;
   /** "Now" for recency: the current scene index and/or time. Without it recency is neutral (1 for every candidate). */
   now?: { sceneIndex?: number; timestamp?: number };
+  /**
+   * `'sourceId'`: at most one candidate per source (a long scene's best chunk), chosen before diversity, so `k`
+   * counts distinct scenes. Default: every chunk competes on its own.
+   */
+  distinct?: 'sourceId';
   signal?: AbortSignal;
 }
 
@@ -449,7 +455,10 @@ export function createHybridRetriever(config: {
       candidate.exact = true;
       if (match.values && !candidate.values) candidate.values = match.values;
     }
+    // Ids named outright still obey the request's filter (recency horizon, point of view), like every other source.
+    const passes = filter === undefined ? undefined : compileFilter(filter);
     for (const record of exactById) {
+      if (passes !== undefined && !passes(record.metadata)) continue;
       const candidate = entry(record.id, record.metadata);
       candidate.exact = true;
       if (!candidate.values) candidate.values = record.values;
@@ -467,8 +476,10 @@ export function createHybridRetriever(config: {
   return {
     async retrieve(storyId, request) {
       const { k, signal } = request;
-      const { scored, timings, started } = await rank(storyId, request, grouping.weight > 0);
+      const ranked = await rank(storyId, request, grouping.weight > 0);
+      const { timings, started } = ranked;
       const mark = performance.now();
+      const scored = request.distinct === 'sourceId' ? bestPerSource(ranked.scored) : ranked.scored;
       let chosen: RetrievedCandidate[];
       let dropped: DroppedCandidate[] = [];
       if (options.mmr.lambda >= 1 || scored.length <= k) {
@@ -501,6 +512,18 @@ export function createHybridRetriever(config: {
       return { groups, timings };
     },
   };
+}
+
+/** The first (best) candidate of each `metadata.sourceId`, in order. */
+function bestPerSource(scored: readonly ScoredEntry[]): ScoredEntry[] {
+  const seen = new Set<string>();
+  const kept: ScoredEntry[] = [];
+  for (const candidate of scored) {
+    if (seen.has(candidate.metadata.sourceId)) continue;
+    seen.add(candidate.metadata.sourceId);
+    kept.push(candidate);
+  }
+  return kept;
 }
 
 /** Groups of candidates by the grouping field, with their evidence, best first. */
@@ -888,6 +911,9 @@ function checkRequest(request: RetrievalQuery): void {
     throw problem('query.k', `must be an integer from 1 to 10000, got ${String(request.k)}`);
   }
   if (request.filter !== undefined) validateFilter(request.filter, 'query.filter');
+  if (request.distinct !== undefined && request.distinct !== 'sourceId') {
+    throw problem('query.distinct', `must be 'sourceId' when given, got ${String(request.distinct)}`);
+  }
 }
 
 /** A unit of text to index (a scene, a dialogue turn, a section) with what surrounds it. */

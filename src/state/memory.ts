@@ -28,12 +28,27 @@ interface StoredStory {
   /** Scenes by index: a scene's index is its position. */
   scenes: Scene[];
   sceneIds: Map<string, number>;
+  /** The scene indexes of each chapter, ascending: listing a chapter never scans the whole story. */
+  chapters: Map<string, number[]>;
   influences: Map<string, UserInfluence>;
   /** The publication log by scene, then target. */
   publications: Map<string, Map<string, PublicationEntry>>;
 }
 
 const copy = <T>(value: T): T => structuredClone(value);
+
+function chaptersOf(scenes: readonly Scene[]): Map<string, number[]> {
+  const chapters = new Map<string, number[]>();
+  for (const scene of [...scenes].sort((a, b) => a.index - b.index)) addToChapter(chapters, scene);
+  return chapters;
+}
+
+/** Scenes are committed in index order, so appending keeps each chapter's list ascending. */
+function addToChapter(chapters: Map<string, number[]>, scene: Scene): void {
+  const indexes = chapters.get(scene.chapterId);
+  if (indexes) indexes.push(scene.index);
+  else chapters.set(scene.chapterId, [scene.index]);
+}
 
 class MemoryStateStore extends BaseStateStore {
   readonly provider = 'memory';
@@ -54,6 +69,7 @@ class MemoryStateStore extends BaseStateStore {
       snapshots: new Map(bundle.snapshots.map((snapshot) => [snapshot.version, copy(snapshot)])),
       scenes,
       sceneIds: new Map(scenes.map((scene) => [scene.id, scene.index])),
+      chapters: chaptersOf(scenes),
       influences: new Map(bundle.influences.map((influence) => [influence.id, copy(influence)])),
       publications: groupPublications(bundle.publications),
     });
@@ -79,6 +95,7 @@ class MemoryStateStore extends BaseStateStore {
     const state = copy(commit.nextState);
     story.scenes[scene.index] = scene;
     story.sceneIds.set(scene.id, scene.index);
+    addToChapter(story.chapters, scene);
     story.state = state;
     story.snapshots.set(state.version, copy(state));
     for (const influence of commit.resolvedInfluences) story.influences.set(influence.id, copy(influence));
@@ -88,23 +105,40 @@ class MemoryStateStore extends BaseStateStore {
   protected async readScenes(storyId: string, query: SceneQuery): Promise<Scene[]> {
     const story = this.stories.get(storyId);
     if (!story) return [];
-    const out: Scene[] = [];
+    // The positions to walk, ascending: the chapter's scenes, or every index.
+    const positions = query.chapterId === undefined ? undefined : (story.chapters.get(query.chapterId) ?? []);
+    const count = positions ? positions.length : story.scenes.length;
+    const indexAt = (at: number) => (positions ? positions[at]! : at);
+    // First position whose scene index is above `afterIndex` (asc) or at or above it (desc).
     const { afterIndex } = query;
+    const boundary = (limit: number) => {
+      let low = 0;
+      let high = count;
+      while (low < high) {
+        const middle = (low + high) >>> 1;
+        if (indexAt(middle) < limit) low = middle + 1;
+        else high = middle;
+      }
+      return low;
+    };
+    const out: Scene[] = [];
     if (query.order === 'asc') {
       for (
-        let i = afterIndex === undefined ? 0 : afterIndex + 1;
-        i < story.scenes.length && out.length < query.limit;
-        i++
+        let at = afterIndex === undefined ? 0 : boundary(afterIndex + 1);
+        at < count && out.length < query.limit;
+        at++
       ) {
-        const scene = story.scenes[i];
-        if (scene && (query.chapterId === undefined || scene.chapterId === query.chapterId)) out.push(copy(scene));
+        const scene = story.scenes[indexAt(at)];
+        if (scene) out.push(copy(scene));
       }
     } else {
-      const start =
-        afterIndex === undefined ? story.scenes.length - 1 : Math.min(afterIndex - 1, story.scenes.length - 1);
-      for (let i = start; i >= 0 && out.length < query.limit; i--) {
-        const scene = story.scenes[i];
-        if (scene && (query.chapterId === undefined || scene.chapterId === query.chapterId)) out.push(copy(scene));
+      for (
+        let at = (afterIndex === undefined ? count : boundary(afterIndex)) - 1;
+        at >= 0 && out.length < query.limit;
+        at--
+      ) {
+        const scene = story.scenes[indexAt(at)];
+        if (scene) out.push(copy(scene));
       }
     }
     return out;

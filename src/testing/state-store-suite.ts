@@ -365,6 +365,32 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         [5, 4],
       );
       assert.ok(secondDesc.nextCursor);
+      const secondDescRest = await store.listScenes('s1', {
+        chapterId: 'chapter-0002',
+        order: 'desc',
+        limit: 2,
+        cursor: secondDesc.nextCursor,
+      });
+      assert.deepEqual(
+        secondDescRest.items.map((s) => s.index),
+        [3],
+      );
+      assert.equal(secondDescRest.nextCursor, undefined);
+      const secondAsc = await store.listScenes('s1', { chapterId: 'chapter-0002', limit: 2 });
+      assert.deepEqual(
+        secondAsc.items.map((s) => s.index),
+        [3, 4],
+      );
+      const secondAscRest = await store.listScenes('s1', {
+        chapterId: 'chapter-0002',
+        limit: 2,
+        cursor: secondAsc.nextCursor!,
+      });
+      assert.deepEqual(
+        secondAscRest.items.map((s) => s.index),
+        [5],
+      );
+      assert.equal(secondAscRest.nextCursor, undefined);
       assert.deepEqual((await store.listScenes('missing')).items, []);
       await rejectsWith(
         store.listScenes('s1', { limit: 0 }),
