@@ -1,7 +1,10 @@
 /**
- * The SQLite `KeywordIndex`: FTS5 ranked with `bm25()`, in the same file as the story's state. Documents and queries
- * go through the same `analyze` as the memory index (accent folding, stop words, Porter stemming) and FTS5 only
- * splits the result on spaces, so both indexes agree on what a term is.
+ * The SQLite `KeywordIndex`: documents and their analysed terms (an FTS5 table) in the same file as the story's state.
+ * Documents and queries go through the same `analyze` as the memory index (accent folding, stop words, Porter
+ * stemming) and FTS5 only splits the result on spaces, so both indexes agree on what a term is. By default queries are
+ * answered from an in-memory mirror of each story, the memory index's BM25 partition loaded from the stored terms and
+ * kept in step like the vector index's mirror (write-through, a per-story write counter), so the embedded default
+ * ranks and scores exactly like the memory index. Without the mirror, queries run FTS5 `MATCH` ranked by `bm25()`.
  *
  * @module
  */
@@ -24,7 +27,9 @@ import {
   invalidArgument,
 } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
+import { type AnalysedKeywordPartition, createAnalysedKeywordPartition } from './memory-keyword-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
+import { createSqliteMirrors, type SqliteMirrorState } from './sqlite-mirror.js';
 import { analyze } from './text-analysis.js';
 
 /**
@@ -40,6 +45,13 @@ import { analyze } from './text-analysis.js';
 export type SqliteKeywordIndexOptions = {
   /** Several keyword indexes can share a file under different names. Default `default`. */
   name?: string;
+  /**
+   * Answer `query` (and `count`) from an in-memory copy of each story, loaded on the story's first query, ranked
+   * exactly like `createMemoryKeywordIndex`. Default true. The copy holds every document's metadata and term counts,
+   * about 6 KB per 200-word document (a 10,000-document story: about 55 MB); turn it off on small-memory hosts, and
+   * queries then run FTS5 `bm25()` inside SQLite, about ten times slower and with whole-file statistics.
+   */
+  mirror?: boolean;
 } & (
   | ({ path: string; database?: undefined } & Omit<SqliteDatabaseOptions, 'path'>)
   | { database: SqliteDatabase; path?: undefined }
@@ -55,18 +67,42 @@ const CAPABILITIES: KeywordIndexCapabilities = Object.freeze({
 
 interface PreparedDocument {
   id: string;
-  terms: string;
+  /** `analyze`'s output: FTS5 stores it joined by spaces, the mirror takes it as it is. */
+  terms: string[];
+  /** What SQLite stores, so the mirror holds the same metadata whether written through or loaded. */
+  metadataJson: string;
   metadata: VectorMetadata;
 }
 
+const mirrorStates = new WeakMap<KeywordIndex, () => SqliteMirrorState>();
+
 /**
- * Creates a BM25 keyword index on SQLite FTS5.
+ * The mirror state of an index made by `createSqliteKeywordIndex`, for tests; not exported from the package entry.
+ * Undefined for other indexes and for one created with `mirror: false`.
+ */
+export function sqliteKeywordMirrorState(index: KeywordIndex): SqliteMirrorState | undefined {
+  return mirrorStates.get(index)?.();
+}
+
+/**
+ * Creates a BM25 keyword index in a SQLite file (better-sqlite3, FTS5).
  *
- * Scores are FTS5's `bm25()` (k1 = 1.2, b = 0.75) turned round so that higher is better. Unlike the memory index,
- * FTS5 keeps one set of statistics (document count, average length, term counts) for its whole table, so the idf
- * of a term counts the documents of every story and index name in the file. With one story per file, the usual
- * case, the two agree on rankings; scores differ in scale (FTS5's idf is `ln((N - n + 0.5) / (n + 0.5))`, floored
- * at a tiny positive value for terms in more than half the documents, where Lucene's adds 1 inside the logarithm).
+ * Upserts, deletes and `deleteStory` are each one transaction. With `mirror` (the default) a story's first query
+ * loads its documents' stored terms into an in-memory BM25 partition, the memory index's own (about 0.6 s for 10,000
+ * documents of 200 words), and later queries are answered there. Scores are then exactly `createMemoryKeywordIndex`'s:
+ * Lucene's idf `ln(1 + (N - n + 0.5) / (n + 0.5))` over the story's documents, k1 = 1.2, b = 0.75, so the embedded
+ * default ranks as the memory backend does. Each write commits to SQLite first and only then updates the loaded copy,
+ * so a failed write leaves both unchanged. Every write also bumps the story's counter in `keyword_index_versions`;
+ * before answering, a query compares it with the copy's (one indexed read, skipped while `PRAGMA data_version` shows no
+ * other connection committed), so writes from other processes or connections are seen at the next query, at the price
+ * of one reload of that story. `count` uses the copy when it is loaded and current.
+ *
+ * With `mirror: false` scores are FTS5's `bm25()` (k1 = 1.2, b = 0.75) turned round so that higher is better. FTS5
+ * keeps one set of statistics (document count, average length, term counts) for its whole table, so the idf of a
+ * term counts the documents of every story and index name in the file. With one story per file, the usual case,
+ * rankings mostly agree with the mirror's; scores differ in scale (FTS5's idf is `ln((N - n + 0.5) / (n + 0.5))`,
+ * floored at a tiny positive value for terms in more than half the documents, where Lucene's adds 1 inside the
+ * logarithm).
  *
  * @example
  * ```ts
@@ -90,6 +126,8 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
   const name = options.name ?? 'default';
   if (!IdSchema.safeParse(name).success)
     throw invalidArgument('options.name', 'must be an id: letters, digits and "._:-"');
+  const mirrorEnabled = options.mirror ?? true;
+  if (typeof mirrorEnabled !== 'boolean') throw invalidArgument('options.mirror', 'must be a boolean');
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
   const db = nativeOf(database);
@@ -103,8 +141,24 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     insertTerms: db.prepare('INSERT INTO keyword_terms (rowid, terms) VALUES (?, ?)'),
     deleteTerms: db.prepare('DELETE FROM keyword_terms WHERE rowid = ?'),
     count: db.prepare('SELECT count(*) AS n FROM keyword_documents WHERE index_name = ? AND story_id = ?'),
-    storyRows: db.prepare('SELECT rowid FROM keyword_documents WHERE index_name = ? AND story_id = ?'),
+    storyRows: db.prepare('SELECT rowid, id FROM keyword_documents WHERE index_name = ? AND story_id = ?'),
+    load: db.prepare(
+      `SELECT d.id, d.metadata, t.terms FROM keyword_documents AS d JOIN keyword_terms AS t ON t.rowid = d.rowid
+       WHERE d.index_name = ? AND d.story_id = ?`,
+    ),
   };
+  // Every write transaction bumps its story's counter, with or without a mirror here: other connections may hold one.
+  const mirrors = createSqliteMirrors({
+    db,
+    table: 'keyword_index_versions',
+    name,
+    read: (storyId) => statements.load.all(name, storyId) as Array<{ id: string; metadata: string; terms: string }>,
+    build: (_storyId, rows): AnalysedKeywordPartition => {
+      const partition = createAnalysedKeywordPartition();
+      for (const row of rows) partition.put(row.id, splitTerms(row.terms), JSON.parse(row.metadata));
+      return partition;
+    },
+  });
   const statementCache = new Map<string, NativeStatement>();
   const cached = (sql: string) => {
     let statement = statementCache.get(sql);
@@ -117,12 +171,11 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
   };
 
   /** Removes documents by rowid from both tables; the caller holds the transaction. */
-  const removeRows = (rowids: readonly number[]): number => {
+  const removeRows = (rowids: readonly number[]): void => {
     for (const rowid of rowids) {
       statements.deleteTerms.run(rowid);
       statements.deleteDocument.run(rowid);
     }
-    return rowids.length;
   };
 
   let closed = false;
@@ -136,8 +189,15 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       throw toStorageError(error, database.path, `SQLite keyword index ${operation} failed`);
     }
   };
+  const guardAsync = async <T>(body: () => Promise<T>, operation: string): Promise<T> => {
+    try {
+      return await body();
+    } catch (error) {
+      throw toStorageError(error, database.path, `SQLite keyword index ${operation} failed`);
+    }
+  };
 
-  return {
+  const index: KeywordIndex = {
     specificationVersion: 'v1',
     provider: 'sqlite',
     capabilities: CAPABILITIES,
@@ -148,7 +208,7 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       throwIfAborted(upsertOptions?.signal);
       const prepared = prepareDocuments(storyId, documents);
       if (prepared.length === 0) return;
-      guard(
+      const version = guard(
         () =>
           db.transaction(() => {
             for (const document of prepared) {
@@ -159,14 +219,20 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
                 name,
                 storyId,
                 document.id,
-                JSON.stringify(document.metadata),
+                document.metadataJson,
                 ...metadataColumns(document.metadata),
               );
-              statements.insertTerms.run(lastInsertRowid, document.terms);
+              statements.insertTerms.run(lastInsertRowid, document.terms.join(' '));
             }
+            return mirrors.bumpVersion(storyId);
           })(),
         'upsert',
       );
+      mirrors.writeThrough(storyId, version, (partition) => {
+        for (const document of prepared) {
+          partition.put(document.id, document.terms, JSON.parse(document.metadataJson));
+        }
+      });
     },
 
     async query(storyId, query) {
@@ -185,6 +251,10 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const terms = analyze(query.text);
       if (terms.length === 0) return [];
+      if (mirrorEnabled) {
+        const partition = await guardAsync(() => mirrors.load(storyId), 'query');
+        return partition.search(terms, topK, query.filter);
+      }
       // Each analysed term is letters and digits only; quoting makes FTS5 read it as a term, never as an operator
       // (a story may well mention "NEAR" or "NOT").
       const match = terms.map((term) => `"${term}"`).join(' OR ');
@@ -207,52 +277,75 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       checkStoryId(storyId);
       throwIfAborted(deleteOptions?.signal);
       const target = checkDeletion(deletion);
-      return guard(
+      const { deleted, version } = guard(
         () =>
           db.transaction(() => {
+            let deleted: Array<{ rowid: number; id: string }>;
             if ('ids' in target) {
-              const rowids: number[] = [];
+              deleted = [];
               for (const id of new Set(target.ids)) {
                 const row = statements.find.get(name, storyId, id) as { rowid: number } | undefined;
-                if (row) rowids.push(row.rowid);
+                if (row) deleted.push({ rowid: row.rowid, id });
               }
-              return removeRows(rowids);
+            } else {
+              const condition = filterToSql(target.filter, 'd');
+              deleted = cached(
+                `SELECT d.rowid, d.id FROM keyword_documents AS d WHERE d.index_name = ? AND d.story_id = ? AND ${condition.sql}`,
+              ).all(name, storyId, ...condition.params) as Array<{ rowid: number; id: string }>;
             }
-            const condition = filterToSql(target.filter, 'd');
-            const rows = cached(
-              `SELECT d.rowid FROM keyword_documents AS d WHERE d.index_name = ? AND d.story_id = ? AND ${condition.sql}`,
-            ).all(name, storyId, ...condition.params) as Array<{ rowid: number }>;
-            return removeRows(rows.map((row) => row.rowid));
+            removeRows(deleted.map((row) => row.rowid));
+            // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
+            return { deleted, version: deleted.length > 0 ? mirrors.bumpVersion(storyId) : undefined };
           })(),
         'delete',
       );
+      if (version !== undefined) {
+        mirrors.writeThrough(storyId, version, (partition) => {
+          for (const row of deleted) partition.remove(row.id);
+        });
+      }
+      return deleted.length;
     },
 
     async count(storyId) {
       open('count');
       checkStoryId(storyId);
+      const mirror = mirrorEnabled ? guard(() => mirrors.current(storyId), 'count') : undefined;
+      if (mirror) return mirror.size;
       return (guard(() => statements.count.get(name, storyId), 'count') as { n: number }).n;
     },
 
     async deleteStory(storyId) {
       open('delete a story');
       checkStoryId(storyId);
-      guard(
+      const { rows, version } = guard(
         () =>
           db.transaction(() => {
-            const rows = statements.storyRows.all(name, storyId) as Array<{ rowid: number }>;
+            const rows = statements.storyRows.all(name, storyId) as Array<{ rowid: number; id: string }>;
             removeRows(rows.map((row) => row.rowid));
+            return { rows, version: mirrors.bumpVersion(storyId) };
           })(),
         'deleteStory',
       );
+      mirrors.writeThrough(storyId, version, (partition) => {
+        for (const row of rows) partition.remove(row.id);
+      });
     },
 
     async close() {
       if (closed) return;
       closed = true;
+      mirrors.clear();
       if (ownsDatabase) database.close();
     },
   };
+  if (mirrorEnabled) mirrorStates.set(index, mirrors.state);
+  return index;
+}
+
+/** The stored terms string back as `analyze`'s output; a text with no terms is stored as the empty string. */
+function splitTerms(terms: string): string[] {
+  return terms === '' ? [] : terms.split(' ');
 }
 
 function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
@@ -260,6 +353,11 @@ function prepareDocuments(storyId: string, documents: unknown): PreparedDocument
     label: 'documents',
     fields: 'id, text and metadata',
     inspectBody: inspectDocumentText,
-    build: ({ id, item, metadata }) => ({ id, terms: analyze(item.text as string).join(' '), metadata }),
+    build: ({ id, item, metadata }) => ({
+      id,
+      terms: analyze(item.text as string),
+      metadataJson: JSON.stringify(metadata),
+      metadata,
+    }),
   });
 }

@@ -270,12 +270,12 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     await before.close();
     // What version 1 wrote: everything but the counters.
     const old = openSqliteDatabase({ path: file });
-    nativeOf(old).exec('DROP TABLE vector_index_versions; PRAGMA user_version = 1;');
+    nativeOf(old).exec('DROP TABLE vector_index_versions; DROP TABLE keyword_index_versions; PRAGMA user_version = 1;');
     old.close();
 
     const database = openSqliteDatabase({ path: file });
     expect(database.schemaVersion).toBe(SQLITE_SCHEMA_VERSION);
-    expect(nativeOf(database).pragma('user_version', { simple: true })).toBe(2);
+    expect(nativeOf(database).pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
     const index = createSqliteVectorIndex({ database, dimensions: 2 });
     const query = { vector: new Float32Array([1, 0.1]), topK: 5 };
     expect(ids(await index.query('s', query))).toEqual(['a', 'b']);

@@ -34,6 +34,7 @@ import {
 } from './index-arguments.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
+import { createSqliteMirrors, type SqliteMirrorState } from './sqlite-mirror.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorMatch } from './vector-index.js';
 
 /**
@@ -86,24 +87,8 @@ interface PreparedRecord {
   metadata: VectorMetadata;
 }
 
-/**
- * One story's records held in memory, valid for `version` of the story's counter in `vector_index_versions`.
- * `seenDataVersion` and `seenLocalWrites` are the connection's `PRAGMA data_version` and this process's write count
- * on the connection when the version was last confirmed: while neither moved, nothing can have changed the story and
- * the counter need not be read again.
- */
-interface Mirror {
-  index: VectorIndex;
-  version: number;
-  seenDataVersion: number;
-  seenLocalWrites: number;
-}
-
 /** What a test can see of an index's mirrors: the stories held in memory and how many loads from SQLite ran. */
-export interface SqliteVectorMirrorState {
-  stories: string[];
-  loads: number;
-}
+export type SqliteVectorMirrorState = SqliteMirrorState;
 
 const mirrorStates = new WeakMap<VectorIndex, () => SqliteVectorMirrorState>();
 
@@ -114,12 +99,6 @@ const mirrorStates = new WeakMap<VectorIndex, () => SqliteVectorMirrorState>();
 export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorState | undefined {
   return mirrorStates.get(index)?.();
 }
-
-/**
- * Writes made through each connection by this process: `PRAGMA data_version` only moves for other connections' commits,
- * so two indexes sharing one connection (or one `database` given to two adapters) tell each other through this.
- */
-const localWriteCounts = new WeakMap<NativeDatabase, { writes: number }>();
 
 /**
  * Creates a vector index in a SQLite file (better-sqlite3 + sqlite-vec).
@@ -191,25 +170,25 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     deleteId: db.prepare('DELETE FROM vectors WHERE index_name = ? AND story_id = ? AND id = ?'),
     count: db.prepare('SELECT count(*) AS n FROM vectors WHERE index_name = ? AND story_id = ?'),
     deleteStory: db.prepare('DELETE FROM vectors WHERE index_name = ? AND story_id = ?'),
-    // Every write transaction bumps its story's counter; the row is never deleted, so the counter never repeats.
-    bumpVersion: db
-      .prepare(
-        `INSERT INTO vector_index_versions (name, story_id, version) VALUES (?, ?, 1)
-         ON CONFLICT (name, story_id) DO UPDATE SET version = version + 1 RETURNING version`,
-      )
-      .pluck(),
-    version: db.prepare('SELECT version FROM vector_index_versions WHERE name = ? AND story_id = ?').pluck(),
-    dataVersion: db.prepare('PRAGMA data_version').pluck(),
     load: db.prepare('SELECT id, embedding, metadata FROM vectors WHERE index_name = ? AND story_id = ?'),
   };
-  let localWrites = localWriteCounts.get(db);
-  if (!localWrites) {
-    localWrites = { writes: 0 };
-    localWriteCounts.set(db, localWrites);
-  }
-  const connectionWrites = localWrites;
-  const mirrors = new Map<string, Mirror>();
-  let loads = 0;
+  // Every write transaction bumps its story's counter, with or without a mirror here: other connections may hold one.
+  const mirrors = createSqliteMirrors({
+    db,
+    table: 'vector_index_versions',
+    name,
+    read: (storyId) =>
+      (statements.load.all(name, storyId) as Array<{ id: string; embedding: Buffer; metadata: string }>).map((row) => ({
+        id: row.id,
+        values: viewOfBlob(row.embedding),
+        metadata: JSON.parse(row.metadata) as VectorMetadata,
+      })),
+    build: async (storyId, records) => {
+      const memory = createMemoryVectorIndex({ dimensions, initialCapacity: Math.min(1_000_000, records.length || 1) });
+      if (records.length > 0) await memory.upsert(storyId, records);
+      return memory;
+    },
+  });
   // Query statements depend on the filter's shape; the few shapes an application uses are prepared once each.
   const queryStatements = new Map<string, NativeStatement>();
   const deleteStatements = new Map<string, NativeStatement>();
@@ -242,73 +221,6 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     }
   };
 
-  /** The story's mirror when it is loaded and still matches SQLite, else undefined (a stale one is dropped). */
-  const currentMirror = (storyId: string): Mirror | undefined => {
-    const mirror = mirrors.get(storyId);
-    if (!mirror) return undefined;
-    const dataVersion = statements.dataVersion.get() as number;
-    if (dataVersion === mirror.seenDataVersion && connectionWrites.writes === mirror.seenLocalWrites) return mirror;
-    const version = (statements.version.get(name, storyId) as number | undefined) ?? 0;
-    if (version !== mirror.version) {
-      mirrors.delete(storyId);
-      return undefined;
-    }
-    mirror.seenDataVersion = dataVersion;
-    mirror.seenLocalWrites = connectionWrites.writes;
-    return mirror;
-  };
-
-  /** The story's mirror, loaded from SQLite when absent or stale: the rows and the counter from one snapshot. */
-  const loadedMirror = async (storyId: string): Promise<Mirror> => {
-    const current = currentMirror(storyId);
-    if (current) return current;
-    const seenDataVersion = statements.dataVersion.get() as number;
-    const seenLocalWrites = connectionWrites.writes;
-    const { version, records } = db.transaction(() => {
-      const version = (statements.version.get(name, storyId) as number | undefined) ?? 0;
-      const rows = statements.load.all(name, storyId) as Array<{ id: string; embedding: Buffer; metadata: string }>;
-      return {
-        version,
-        records: rows.map((row) => ({
-          id: row.id,
-          values: viewOfBlob(row.embedding),
-          metadata: JSON.parse(row.metadata) as VectorMetadata,
-        })),
-      };
-    })();
-    const memory = createMemoryVectorIndex({ dimensions, initialCapacity: Math.min(1_000_000, records.length || 1) });
-    if (records.length > 0) await memory.upsert(storyId, records);
-    loads++;
-    const mirror: Mirror = { index: memory, version, seenDataVersion, seenLocalWrites };
-    // A write through this index while the load was awaited would have found no mirror to update: keep the newer.
-    const raced = mirrors.get(storyId);
-    if (raced && raced.version >= version) return raced;
-    mirrors.set(storyId, mirror);
-    return mirror;
-  };
-
-  /**
-   * After a write transaction committed and took the story's counter to `version`: applies the same change to the
-   * loaded mirror when it was exactly one write behind, and drops it when some other connection wrote in between.
-   */
-  const writeThrough = (storyId: string, version: number, apply: (index: VectorIndex) => Promise<unknown>): void => {
-    connectionWrites.writes++;
-    const mirror = mirrors.get(storyId);
-    if (!mirror) return;
-    if (mirror.version !== version - 1) {
-      mirrors.delete(storyId);
-      return;
-    }
-    mirror.version = version;
-    // The memory index does its work synchronously inside the call, so the mirror is updated before this returns;
-    // a rejection would mean it disagrees with what SQLite accepted, and then it is safer rebuilt from SQLite.
-    apply(mirror.index).catch(() => {
-      if (mirrors.get(storyId) === mirror) mirrors.delete(storyId);
-    });
-    // Own commits do not move data_version; only the counter this write itself bumped is new.
-    mirror.seenLocalWrites = connectionWrites.writes;
-  };
-
   const index: VectorIndex = {
     specificationVersion: 'v1',
     provider: 'sqlite',
@@ -334,11 +246,11 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
                 ...metadataColumns(record.metadata),
               );
             }
-            return statements.bumpVersion.get(name, storyId) as number;
+            return mirrors.bumpVersion(storyId);
           })(),
         'upsert',
       );
-      writeThrough(storyId, version, (memory) =>
+      mirrors.writeThrough(storyId, version, (memory) =>
         memory.upsert(
           storyId,
           prepared.map((record) => ({ id: record.id, values: viewOfBlob(record.blob), metadata: record.metadata })),
@@ -356,8 +268,8 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       checkTopK(query.topK, MAX_TOP_K);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       if (mirrorEnabled) {
-        const mirror = await guardAsync(() => loadedMirror(storyId), 'query');
-        return mirror.index.query(storyId, query);
+        const mirror = await guardAsync(() => mirrors.load(storyId), 'query');
+        return mirror.query(storyId, query);
       }
       const condition = filterToSql(query.filter, 'v');
       const includeValues = query.includeValues === true;
@@ -387,8 +299,8 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       checkStoryId(storyId);
       checkIdList(ids, 'ids');
       throwIfAborted(fetchOptions?.signal);
-      const mirror = mirrorEnabled ? guard(() => currentMirror(storyId), 'fetch') : undefined;
-      if (mirror) return mirror.index.fetch(storyId, ids);
+      const mirror = mirrorEnabled ? guard(() => mirrors.current(storyId), 'fetch') : undefined;
+      if (mirror) return mirror.fetch(storyId, ids);
       const records: VectorRecord[] = [];
       guard(() => {
         for (const id of ids) {
@@ -422,13 +334,13 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
               for (const row of rows) deletedIds.push(row.id);
             }
             // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
-            const version = deletedIds.length > 0 ? (statements.bumpVersion.get(name, storyId) as number) : undefined;
+            const version = deletedIds.length > 0 ? mirrors.bumpVersion(storyId) : undefined;
             return { deletedIds, version };
           })(),
         'delete',
       );
       if (version !== undefined)
-        writeThrough(storyId, version, (memory) => memory.delete(storyId, { ids: deletedIds }));
+        mirrors.writeThrough(storyId, version, (memory) => memory.delete(storyId, { ids: deletedIds }));
       return deletedIds.length;
     },
 
@@ -436,8 +348,8 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       open('read stats');
       checkStoryId(storyId);
       throwIfAborted(statsOptions?.signal);
-      const mirror = mirrorEnabled ? guard(() => currentMirror(storyId), 'stats') : undefined;
-      if (mirror) return mirror.index.stats(storyId);
+      const mirror = mirrorEnabled ? guard(() => mirrors.current(storyId), 'stats') : undefined;
+      if (mirror) return mirror.stats(storyId);
       const row = guard(() => statements.count.get(name, storyId), 'stats') as { n: number };
       return { count: row.n, dimensions };
     },
@@ -449,22 +361,21 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
         () =>
           db.transaction(() => {
             statements.deleteStory.run(name, storyId);
-            return statements.bumpVersion.get(name, storyId) as number;
+            return mirrors.bumpVersion(storyId);
           })(),
         'deleteStory',
       );
-      writeThrough(storyId, version, (memory) => memory.deleteStory(storyId));
+      mirrors.writeThrough(storyId, version, (memory) => memory.deleteStory(storyId));
     },
 
     async close() {
       if (closed) return;
       closed = true;
-      for (const mirror of mirrors.values()) void mirror.index.close();
       mirrors.clear();
       if (ownsDatabase) database.close();
     },
   };
-  if (mirrorEnabled) mirrorStates.set(index, () => ({ stories: [...mirrors.keys()], loads }));
+  if (mirrorEnabled) mirrorStates.set(index, mirrors.state);
   return index;
 }
 

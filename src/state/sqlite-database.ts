@@ -27,7 +27,7 @@ export type NativeStatement = BetterSqlite3.Statement<unknown[], unknown>;
  * The schema version this build writes and the highest it can read. Each step of `MIGRATIONS` moves a file one
  * version forward; a file with a higher version was written by a newer storyloom and is refused untouched.
  */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 /** Marks a file as storyloom's (`PRAGMA application_id`, "SLOM"), so another application's database is refused. */
 const APPLICATION_ID = 0x534c4f4d;
@@ -38,7 +38,8 @@ const SQLITE_HEADER = Buffer.from('SQLite format 3\u0000', 'latin1');
 /**
  * Forward migrations: entry `i` takes a file from version `i` to `i + 1`. Never edit a released entry; append one.
  * Version 1 holds everything a story needs: state, snapshots, scenes, influences, the publication log, vectors
- * and the keyword index; version 2 adds the per-partition write counters of the vector index's in-memory mirror.
+ * and the keyword index; version 2 adds the per-partition write counters of the vector index's in-memory mirror,
+ * version 3 the same counters for the keyword index's.
  */
 const MIGRATIONS: ReadonlyArray<string> = [
   `
@@ -112,6 +113,15 @@ const MIGRATIONS: ReadonlyArray<string> = [
   // all its rows, and a missing counter reads as 0.
   `
   CREATE TABLE vector_index_versions (
+    name TEXT NOT NULL,
+    story_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, story_id)
+  ) STRICT, WITHOUT ROWID;
+  `,
+  // Version 3: the same counters for the keyword index's in-memory mirror. Additive, like version 2.
+  `
+  CREATE TABLE keyword_index_versions (
     name TEXT NOT NULL,
     story_id TEXT NOT NULL,
     version INTEGER NOT NULL,

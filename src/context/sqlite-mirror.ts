@@ -1,0 +1,170 @@
+/**
+ * The bookkeeping shared by the in-memory mirrors of the SQLite vector and keyword indexes: which stories are held in
+ * memory, and whether each still matches the file. Every write transaction of an index bumps its story's counter in a
+ * `*_index_versions` table; a mirror remembers the counter it was loaded at. A query reads the counter only when
+ * `PRAGMA data_version` (other connections' commits) or this process's write count on the connection (its own commits,
+ * which do not move data_version) moved since the mirror was last confirmed. Own writes are applied to the loaded
+ * mirror after they commit; anything else makes the next query reload the story from SQLite.
+ *
+ * @module
+ */
+import type { NativeDatabase } from '../state/sqlite-database.js';
+
+/** The counter tables, one per kind of index (see the schema migrations in `sqlite-database.ts`). */
+export type MirrorVersionTable = 'vector_index_versions' | 'keyword_index_versions';
+
+/** What a test can see of an index's mirrors: the stories held in memory and how many loads from SQLite ran. */
+export interface SqliteMirrorState {
+  stories: string[];
+  loads: number;
+}
+
+/**
+ * Writes made through each connection by this process: `PRAGMA data_version` only moves for other connections' commits,
+ * so indexes sharing one connection (two indexes on one `database`, or a vector and a keyword index in the same file)
+ * tell each other through this. One count for every kind of index, since all of them write through the connection.
+ */
+const localWriteCounts = new WeakMap<NativeDatabase, { writes: number }>();
+
+/** Options of `createSqliteMirrors`. */
+export interface SqliteMirrorsOptions<Content, Rows> {
+  db: NativeDatabase;
+  /** The table holding the per-(index name, story) counters of this kind of index. */
+  table: MirrorVersionTable;
+  /** The index name, the first half of the counter's key. */
+  name: string;
+  /** Reads a story's rows; runs inside the transaction that reads the counter, so both come from one snapshot. */
+  read: (storyId: string) => Rows;
+  /** Builds the in-memory copy from what `read` returned, outside the transaction. */
+  build: (storyId: string, rows: Rows) => Content | Promise<Content>;
+}
+
+/** The mirrors of one index object, keyed by story. */
+export interface SqliteMirrors<Content> {
+  /** Bumps the story's counter and returns its new value; call inside the write transaction. */
+  bumpVersion(storyId: string): number;
+  /** The story's copy when it is loaded and still matches SQLite, else undefined (a stale one is dropped). */
+  current(storyId: string): Content | undefined;
+  /** The story's copy, loaded from SQLite when absent or stale. */
+  load(storyId: string): Promise<Content>;
+  /**
+   * After a write transaction committed and took the story's counter to `version`: applies the same change to the
+   * loaded copy when it was exactly one write behind, and drops it when some other connection wrote in between.
+   * `apply` must not throw for a change SQLite accepted; if it does (or its promise rejects), the copy is dropped and
+   * rebuilt from SQLite at the next query, the safe side.
+   */
+  writeThrough(storyId: string, version: number, apply: (content: Content) => unknown): void;
+  /** Forgets every copy (on close). */
+  clear(): void;
+  /** For tests. */
+  state(): SqliteMirrorState;
+}
+
+/**
+ * One story's copy, valid for `version` of the story's counter. `seenDataVersion` and `seenLocalWrites` are the
+ * connection's `PRAGMA data_version` and this process's write count on the connection when the version was last
+ * confirmed: while neither moved, nothing can have changed the story and the counter need not be read again.
+ */
+interface Mirror<Content> {
+  content: Content;
+  version: number;
+  seenDataVersion: number;
+  seenLocalWrites: number;
+}
+
+/** Creates the mirror bookkeeping of one index object; prepares its statements on `db`. */
+export function createSqliteMirrors<Content, Rows>(
+  options: SqliteMirrorsOptions<Content, Rows>,
+): SqliteMirrors<Content> {
+  const { db, table, name, read, build } = options;
+  const statements = {
+    // The row is never deleted, so a story's counter never repeats, even across deleteStory.
+    bumpVersion: db
+      .prepare(
+        `INSERT INTO ${table} (name, story_id, version) VALUES (?, ?, 1)
+         ON CONFLICT (name, story_id) DO UPDATE SET version = version + 1 RETURNING version`,
+      )
+      .pluck(),
+    version: db.prepare(`SELECT version FROM ${table} WHERE name = ? AND story_id = ?`).pluck(),
+    dataVersion: db.prepare('PRAGMA data_version').pluck(),
+  };
+  let connectionWrites = localWriteCounts.get(db);
+  if (!connectionWrites) {
+    connectionWrites = { writes: 0 };
+    localWriteCounts.set(db, connectionWrites);
+  }
+  const localWrites = connectionWrites;
+  const mirrors = new Map<string, Mirror<Content>>();
+  let loads = 0;
+
+  const currentMirror = (storyId: string): Mirror<Content> | undefined => {
+    const mirror = mirrors.get(storyId);
+    if (!mirror) return undefined;
+    const dataVersion = statements.dataVersion.get() as number;
+    if (dataVersion === mirror.seenDataVersion && localWrites.writes === mirror.seenLocalWrites) return mirror;
+    const version = (statements.version.get(name, storyId) as number | undefined) ?? 0;
+    if (version !== mirror.version) {
+      mirrors.delete(storyId);
+      return undefined;
+    }
+    mirror.seenDataVersion = dataVersion;
+    mirror.seenLocalWrites = localWrites.writes;
+    return mirror;
+  };
+
+  const drop = (storyId: string, mirror: Mirror<Content>): void => {
+    if (mirrors.get(storyId) === mirror) mirrors.delete(storyId);
+  };
+
+  return {
+    bumpVersion: (storyId) => statements.bumpVersion.get(name, storyId) as number,
+
+    current: (storyId) => currentMirror(storyId)?.content,
+
+    async load(storyId) {
+      const current = currentMirror(storyId);
+      if (current) return current.content;
+      const seenDataVersion = statements.dataVersion.get() as number;
+      const seenLocalWrites = localWrites.writes;
+      const { version, rows } = db.transaction(() => ({
+        version: (statements.version.get(name, storyId) as number | undefined) ?? 0,
+        rows: read(storyId),
+      }))();
+      const content = await build(storyId, rows);
+      loads++;
+      const mirror: Mirror<Content> = { content, version, seenDataVersion, seenLocalWrites };
+      // A write through this index while the build was awaited would have found no mirror to update: keep the newer.
+      const raced = mirrors.get(storyId);
+      if (raced && raced.version >= version) return raced.content;
+      mirrors.set(storyId, mirror);
+      return content;
+    },
+
+    writeThrough(storyId, version, apply) {
+      localWrites.writes++;
+      const mirror = mirrors.get(storyId);
+      if (!mirror) return;
+      if (mirror.version !== version - 1) {
+        mirrors.delete(storyId);
+        return;
+      }
+      mirror.version = version;
+      // Own commits do not move data_version; only the counter this write itself bumped is new.
+      mirror.seenLocalWrites = localWrites.writes;
+      // Both copies (the memory indexes) do their work synchronously inside the call, so the copy is updated before
+      // this returns; a failure would mean it disagrees with what SQLite accepted, and then it is rebuilt from SQLite.
+      let applied: unknown;
+      try {
+        applied = apply(mirror.content);
+      } catch {
+        drop(storyId, mirror);
+        return;
+      }
+      if (applied instanceof Promise) applied.catch(() => drop(storyId, mirror));
+    },
+
+    clear: () => mirrors.clear(),
+
+    state: () => ({ stories: [...mirrors.keys()], loads }),
+  };
+}
