@@ -52,6 +52,42 @@ describe('createMemoryKeywordIndex', () => {
     expect(matches[0]!.score).toBeCloseTo(bm25(1, 2, 2, 1, 2), 12);
   });
 
+  it('re-reads document lengths after a write that leaves the count and the average unchanged', async () => {
+    const index = createMemoryKeywordIndex();
+    await index.upsert('s1', [doc('a', 'wolf river'), doc('b', 'wolf river stone moss')]);
+    const before = await index.query('s1', { text: 'wolf', topK: 2 });
+    expect(before.map((match) => match.id)).toEqual(['a', 'b']);
+    // Same two lengths, swapped: N and the average length do not move, the shorter document now is "b".
+    await index.upsert('s1', [doc('a', 'wolf river stone moss'), doc('b', 'wolf river')]);
+    const after = await index.query('s1', { text: 'wolf', topK: 2 });
+    expect(after.map((match) => match.id)).toEqual(['b', 'a']);
+    expect(after[0]!.score).toBeCloseTo(bm25(1, 2, 3, 2, 2), 12);
+  });
+
+  it('answers filtered queries like the unfiltered ranking filtered, whether the filter passes few or most', async () => {
+    const index = createMemoryKeywordIndex();
+    const words = ['wolf', 'river', 'stone', 'moss', 'bend', 'lantern', 'harbour'];
+    // Deterministic variety: each document mixes a few words, repeated differently, so scores spread and tie.
+    const documents = Array.from({ length: 120 }, (_, at) => {
+      const text = words.filter((_, w) => (at * (w + 3)) % (w + 2) !== 0 || w === at % words.length).join(' ');
+      const base = doc(`d-${String(at).padStart(3, '0')}`, `${text} ${words[at % 5]}`);
+      return { ...base, metadata: { ...base.metadata, sceneIndex: at } };
+    });
+    await index.upsert('s1', documents);
+    const everything = await index.query('s1', { text: 'wolf lantern harbour', topK: 1_000 });
+    for (const horizon of [3, 20, 60, 115, 200]) {
+      for (const topK of [1, 5, 30]) {
+        const filtered = await index.query('s1', {
+          text: 'wolf lantern harbour',
+          topK,
+          filter: { sceneIndex: { $lt: horizon } },
+        });
+        const expected = everything.filter((match) => match.metadata.sceneIndex! < horizon).slice(0, topK);
+        expect(filtered, `horizon ${horizon}, topK ${topK}`).toEqual(expected);
+      }
+    }
+  });
+
   it('weighs a term asked twice twice', async () => {
     const index = createMemoryKeywordIndex();
     await index.upsert('s1', [doc('a', 'wolf'), doc('b', 'moon'), doc('c', 'river')]);

@@ -19,7 +19,7 @@ import {
 } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
-import { TopKHeap } from './top-k.js';
+import { probeSize, TopKHeap, takePassing } from './top-k.js';
 
 /**
  * Options of `createMemoryKeywordIndex`: the two BM25 constants.
@@ -232,6 +232,12 @@ class KeywordPartition {
   private scores = new Float64Array(64);
   private stamps = new Uint32Array(64);
   private searches = 0;
+  /**
+   * `k1 · (1 − b + b · length / averageLength)` per slot, the document-length part of BM25, kept between searches
+   * while no write changed the lengths (speed, bench:context: one division less per posting visited).
+   */
+  private lengthNorms = new Float64Array(64);
+  private lengthNormsKey = '';
 
   put(prepared: PreparedDocument): void {
     // Replacing must take the old terms out, or a document would still match words it no longer contains.
@@ -241,6 +247,7 @@ class KeywordPartition {
     const document: StoredDocument = { ...prepared, slot };
     this.bySlot[slot] = document;
     this.lengths[slot] = document.length;
+    this.lengthNormsKey = '';
     this.documents.set(document.id, document);
     this.totalLength += document.length;
     for (const [term, frequency] of document.termFrequencies) {
@@ -256,6 +263,7 @@ class KeywordPartition {
   remove(id: string): boolean {
     const document = this.documents.get(id);
     if (!document) return false;
+    this.lengthNormsKey = '';
     const idOfSlot = (slot: number) => this.bySlot[slot]!.id;
     for (const term of document.termFrequencies.keys()) {
       const posting = this.postings.get(term);
@@ -284,7 +292,8 @@ class KeywordPartition {
       this.searches = 0;
     }
     const stamp = ++this.searches;
-    const { scores, stamps, lengths } = this;
+    const { scores, stamps } = this;
+    const lengthNorms = this.lengthNormsFor(k1, b, averageLength);
     const touched: number[] = [];
     for (const [term, queryFrequency] of queryFrequencies) {
       const posting = this.postings.get(term);
@@ -294,8 +303,7 @@ class KeywordPartition {
       for (let at = 0; at < slots.length; at++) {
         const slot = slots[at]!;
         const frequency = frequencies[at]!;
-        const norm = averageLength > 0 ? 1 - b + (b * lengths[slot]!) / averageLength : 1;
-        const termScore = (idf * frequency * (k1 + 1)) / (frequency + k1 * norm);
+        const termScore = (idf * frequency * (k1 + 1)) / (frequency + lengthNorms[slot]!);
         if (stamps[slot] !== stamp) {
           stamps[slot] = stamp;
           scores[slot] = 0;
@@ -306,10 +314,33 @@ class KeywordPartition {
     }
 
     // BM25 statistics are over the whole story whatever the filter, so a document's score does not depend on it:
-    // the filter only decides membership, and is checked only for documents good enough to enter the top k.
+    // the filter only decides membership. The best few are ranked without reading metadata and filtered best first;
+    // a selective filter that leaves fewer than topK among them gets the filtered pass. Same result either way.
+    const toMatch = (entry: { score: number; id: string; item: StoredDocument }): KeywordMatch => ({
+      id: entry.id,
+      score: entry.score,
+      metadata: copyMetadata(entry.item.metadata),
+    });
+    if (filter === undefined) return this.best(touched, topK, undefined).map(toMatch);
+    const passes = compileFilter(filter);
+    const passesDocument = (document: StoredDocument) => passes(document.metadata);
+    const probed = takePassing(
+      this.best(touched, probeSize(topK, touched.length), undefined),
+      topK,
+      touched.length,
+      passesDocument,
+    );
+    return (probed ?? this.best(touched, topK, passesDocument)).map(toMatch);
+  }
+
+  /** The `topK` best of the touched slots (scores of the current search) that pass, best first. */
+  private best(
+    touched: readonly number[],
+    topK: number,
+    passes: ((document: StoredDocument) => boolean) | undefined,
+  ): Array<{ score: number; id: string; item: StoredDocument }> {
+    const { scores, bySlot } = this;
     const best = new TopKHeap<StoredDocument>(Math.min(topK, touched.length));
-    const passes = filter === undefined ? undefined : compileFilter(filter);
-    const bySlot = this.bySlot;
     let threshold = best.threshold;
     for (let at = 0; at < touched.length; at++) {
       const slot = touched[at]!;
@@ -317,13 +348,24 @@ class KeywordPartition {
       if (score < threshold) continue;
       const document = bySlot[slot]!;
       if (!best.accepts(score, document.id)) continue;
-      if (passes !== undefined && !passes(document.metadata)) continue;
+      if (passes !== undefined && !passes(document)) continue;
       best.offer(score, document.id, document);
       threshold = best.threshold;
     }
-    return best
-      .takeSorted()
-      .map((entry) => ({ id: entry.id, score: entry.score, metadata: copyMetadata(entry.item.metadata) }));
+    return best.takeSorted();
+  }
+
+  private lengthNormsFor(k1: number, b: number, averageLength: number): Float64Array {
+    // Every write clears the key; within one state only the constants could differ.
+    const key = `${k1}:${b}:${averageLength}:${this.bySlot.length}`;
+    if (key === this.lengthNormsKey && this.lengthNorms.length === this.lengths.length) return this.lengthNorms;
+    if (this.lengthNorms.length !== this.lengths.length) this.lengthNorms = new Float64Array(this.lengths.length);
+    const { lengths, lengthNorms } = this;
+    for (let slot = 0; slot < this.bySlot.length; slot++) {
+      lengthNorms[slot] = k1 * (averageLength > 0 ? 1 - b + (b * lengths[slot]!) / averageLength : 1);
+    }
+    this.lengthNormsKey = key;
+    return lengthNorms;
   }
 
   private grow(capacity: number): void {
@@ -337,16 +379,48 @@ class KeywordPartition {
   }
 }
 
+/**
+ * One story's BM25 partition filled with terms that were analysed already: the SQLite keyword index's in-memory
+ * mirror, loaded from the terms it stores. Internal: not exported from the package.
+ */
+export interface AnalysedKeywordPartition {
+  /** Number of documents held. */
+  readonly size: number;
+  /**
+   * Adds or replaces a document. `terms` are `analyze`'s output, used as they are: Porter stemming is not idempotent,
+   * so analysing them again would change them. `metadata` is kept by reference; results return copies of it.
+   */
+  put(id: string, terms: readonly string[], metadata: VectorMetadata): void;
+  remove(id: string): boolean;
+  /** Ranks exactly as `createMemoryKeywordIndex()` (default k1 and b) does: `queryTerms` are `analyze(query.text)`. */
+  search(queryTerms: string[], topK: number, filter: MetadataFilter | undefined): KeywordMatch[];
+}
+
+/** Creates an empty `AnalysedKeywordPartition`. Internal: for `createSqliteKeywordIndex` only. */
+export function createAnalysedKeywordPartition(): AnalysedKeywordPartition {
+  const { k1, b } = OptionsSchema.parse({});
+  const partition = new KeywordPartition();
+  return {
+    get size() {
+      return partition.documents.size;
+    },
+    put: (id, terms, metadata) => partition.put(countTerms(id, terms, metadata)),
+    remove: (id) => partition.remove(id),
+    search: (queryTerms, topK, filter) => partition.search(queryTerms, topK, filter, k1, b),
+  };
+}
+
+function countTerms(id: string, terms: readonly string[], metadata: VectorMetadata): PreparedDocument {
+  const termFrequencies = new Map<string, number>();
+  for (const term of terms) termFrequencies.set(term, (termFrequencies.get(term) ?? 0) + 1);
+  return { id, length: terms.length, termFrequencies, metadata };
+}
+
 function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
   return checkUpsertBatch(storyId, documents, {
     label: 'documents',
     fields: 'id, text and metadata',
     inspectBody: inspectDocumentText,
-    build: ({ id, item, metadata }) => {
-      const terms = analyze(item.text as string);
-      const termFrequencies = new Map<string, number>();
-      for (const term of terms) termFrequencies.set(term, (termFrequencies.get(term) ?? 0) + 1);
-      return { id, length: terms.length, termFrequencies, metadata: copyMetadata(metadata) };
-    },
+    build: ({ id, item, metadata }) => countTerms(id, analyze(item.text as string), copyMetadata(metadata)),
   });
 }

@@ -4,7 +4,7 @@ import { StoryloomError, ValidationError } from '../core/errors.js';
 import type { VectorRecordInput } from '../state/schema.js';
 import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
-import { TopKHeap } from './top-k.js';
+import { probeSize, TopKHeap, takePassing } from './top-k.js';
 
 runVectorIndexSuite({ describe, it }, { name: 'memory', create: () => createMemoryVectorIndex({ dimensions: 8 }) });
 
@@ -62,6 +62,31 @@ describe('TopKHeap', () => {
             .map(({ score, id }) => ({ score, id }));
           expect(kept).toEqual(expected);
           expect(heap.size).toBe(0);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+  it('takePassing keeps the k best that pass, or says the ranking was too short to know', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ score: fc.integer({ min: -3, max: 3 }), pass: fc.boolean() }), { maxLength: 60 }),
+        fc.integer({ min: 0, max: 20 }),
+        fc.integer({ min: 0, max: 70 }),
+        (candidates, k, probe) => {
+          const all = candidates
+            .map((candidate, position) => ({ score: candidate.score, id: `c${position}`, item: candidate.pass }))
+            .sort(byScoreThenId);
+          const expected = all.filter((entry) => entry.item).slice(0, k);
+          const ranked = all.slice(0, probe);
+          const kept = takePassing(ranked, k, all.length, (pass) => pass);
+          if (kept === undefined) {
+            // Undefined only when the probe really was too short: fewer than k passed in it, and some were unranked.
+            expect(ranked.filter((entry) => entry.item).length).toBeLessThan(k);
+            expect(ranked.length).toBeLessThan(all.length);
+          } else {
+            expect(kept).toEqual(expected);
+          }
         },
       ),
       { numRuns: 500 },
@@ -127,6 +152,52 @@ describe('createMemoryVectorIndex', () => {
         },
       ),
       { numRuns: 200 },
+    );
+  });
+
+  it('answers filtered queries like a brute-force filter and sort, whether the filter passes few or most', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        // More records than the probe ranks first (topK and half again, plus 16), so both paths run.
+        fc.array(fc.array(fc.integer({ min: -2, max: 2 }), { minLength: 3, maxLength: 3 }), {
+          minLength: 50,
+          maxLength: 90,
+        }),
+        fc.array(fc.integer({ min: -2, max: 2 }), { minLength: 3, maxLength: 3 }),
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 0, max: 100 }),
+        fc.boolean(),
+        async (vectors, queryValues, topK, horizon, below) => {
+          const usable = vectors.filter((values) => values.some((value) => value !== 0));
+          fc.pre(queryValues.some((value) => value !== 0) && usable.length > 0);
+          const index = createMemoryVectorIndex({ dimensions: 3 });
+          const records = usable.map((values, at) => {
+            const base = record(`id-${String(at).padStart(2, '0')}`, values);
+            return { ...base, metadata: { ...base.metadata, sceneIndex: at } };
+          });
+          await index.upsert('s1', records);
+          // $lt of a small horizon passes few records (the filtered scan), of a large one most (the probe).
+          const filter = { sceneIndex: below ? { $lt: horizon } : { $gte: horizon } };
+          const expected = records
+            .filter((item) => (below ? item.metadata.sceneIndex < horizon : item.metadata.sceneIndex >= horizon))
+            .map((item) => ({ id: item.id, score: cosine(Array.from(item.values), queryValues) }))
+            .sort(byScoreThenId)
+            .slice(0, topK);
+          const matches = await index.query('s1', { vector: Float32Array.from(queryValues), topK, filter });
+          // Equal cosines may round an ulp apart, so ties at the cut are compared by score, not by id.
+          expect(matches).toHaveLength(expected.length);
+          expect(new Set(matches.map((match) => match.id)).size).toBe(matches.length);
+          const passing = new Set(expected.map((item) => item.id));
+          for (const [rank, match] of matches.entries()) {
+            expect(match.score).toBeCloseTo(expected[rank]!.score, 6);
+            const at = Number(match.id.slice(3));
+            expect(below ? at < horizon : at >= horizon).toBe(true);
+            if (!passing.has(match.id)) expect(match.score).toBeCloseTo(expected.at(-1)!.score, 6);
+          }
+          expect(probeSize(topK, records.length)).toBeLessThanOrEqual(records.length);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 

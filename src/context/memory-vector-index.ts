@@ -23,7 +23,7 @@ import {
   inspectVector,
   invalidArgument,
 } from './index-arguments.js';
-import { TopKHeap } from './top-k.js';
+import { probeSize, TopKHeap, takePassing } from './top-k.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorIndexStats, VectorMatch } from './vector-index.js';
 
 /**
@@ -296,12 +296,27 @@ class Partition {
     filter: MetadataFilter | undefined,
     includeValues: boolean,
   ): VectorMatch[] {
-    const size = this.size;
     const scores = this.scoreAll(query, inverseQueryNorm);
+    const toMatch = (entry: { score: number; item: number }) => this.match(entry.item, entry.score, includeValues);
+    if (filter === undefined) return this.best(scores, topK, undefined).map(toMatch);
+    const passes = compileFilter(filter);
+    const passesSlot = (slot: number) => passes(this.metadata[slot]!);
+    // Rank the best few without reading metadata, then filter those best first; a selective filter that leaves
+    // fewer than topK among them gets the filtered scan. Same result either way.
+    const probed = takePassing(this.best(scores, probeSize(topK, this.size), undefined), topK, this.size, passesSlot);
+    return (probed ?? this.best(scores, topK, passesSlot)).map(toMatch);
+  }
+
+  /** The `topK` best live slots that pass `passes` (all when undefined), best first. */
+  private best(
+    scores: Float64Array,
+    topK: number,
+    passes: ((slot: number) => boolean) | undefined,
+  ): Array<{ score: number; id: string; item: number }> {
+    const size = this.size;
     const inverseNorms = this.inverseNorms;
     const ids = this.ids;
     const best = new TopKHeap<number>(Math.min(topK, size));
-    const passes = filter === undefined ? undefined : compileFilter(filter);
     let threshold = best.threshold;
     for (let slot = 0; slot < size; slot++) {
       const raw = scores[slot]! * inverseNorms[slot]!;
@@ -314,11 +329,11 @@ class Partition {
       if (score < threshold) continue;
       const id = ids[slot]!;
       if (!best.accepts(score, id)) continue;
-      if (passes !== undefined && !passes(this.metadata[slot]!)) continue;
+      if (passes !== undefined && !passes(slot)) continue;
       best.offer(score, id, slot);
       threshold = best.threshold;
     }
-    return best.takeSorted().map((entry) => this.match(entry.item, entry.score, includeValues));
+    return best.takeSorted();
   }
 
   /**

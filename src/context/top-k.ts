@@ -134,3 +134,39 @@ export class TopKHeap<T> {
 export function isWorse(scoreA: number, idA: string, scoreB: number, idB: string): boolean {
   return scoreA < scoreB || (scoreA === scoreB && idA > idB);
 }
+
+/**
+ * The first `k` entries of `ranked` (best first) whose item passes, when that is the answer: when `k` of them pass,
+ * or when `ranked` holds all `total` candidates. Otherwise `undefined`: the caller must search again with the
+ * filter. Any candidate missing from `ranked` ranks below every entry in it, so it cannot displace one that passed.
+ *
+ * This lets the memory indexes rank first without reading metadata and filter only the best few: the usual filters
+ * (a recency horizon, a record type) pass nearly everything, and a filter check costs more than a heap step.
+ *
+ * @example
+ * ```ts
+ * const ranked = [{ score: 0.9, id: 'a', item: 1 }, { score: 0.8, id: 'b', item: 2 }, { score: 0.1, id: 'c', item: 3 }];
+ * takePassing(ranked, 1, 5, (item) => item > 1); // [{ score: 0.8, id: 'b', item: 2 }]
+ * takePassing(ranked, 2, 5, (item) => item > 2); // undefined: only one passed, and two candidates were never ranked
+ * ```
+ */
+export function takePassing<T>(
+  ranked: ReadonlyArray<{ score: number; id: string; item: T }>,
+  k: number,
+  total: number,
+  passes: (item: T) => boolean,
+): Array<{ score: number; id: string; item: T }> | undefined {
+  const kept: Array<{ score: number; id: string; item: T }> = [];
+  if (k <= 0) return kept;
+  for (const entry of ranked) {
+    if (!passes(entry.item)) continue;
+    kept.push(entry);
+    if (kept.length === k) return kept;
+  }
+  return ranked.length >= total ? kept : undefined;
+}
+
+/** How many candidates to rank before filtering, for `takePassing`: `k` and half again, plus a few. */
+export function probeSize(k: number, total: number): number {
+  return Math.min(total, k + (k >> 1) + 16);
+}
