@@ -129,9 +129,15 @@ function compileArrayCondition(condition: FieldCondition): (actual: readonly unk
       checks.push((actual) => !actual.some((item) => excluded.includes(item as Scalar)));
     } else {
       const single: FieldCondition = { [operator]: operand };
-      checks.push((actual) => actual.some((item) => scalarHolds(item, single)));
+      // Compiled once, not interpreted per element (speed: a character filter tests every scene's cast).
+      const holds = singleScalarCheck(single) ?? ((item: unknown) => scalarHolds(item, single));
+      checks.push((actual) => {
+        for (let at = 0; at < actual.length; at++) if (holds(actual[at])) return true;
+        return false;
+      });
     }
   }
+  if (checks.length === 1) return checks[0]!;
   return (actual) => {
     for (const check of checks) if (!check(actual)) return false;
     return true;

@@ -166,6 +166,39 @@ describe('createHybridRetriever', () => {
     expect(byId.candidates.map((c) => c.id)).toEqual(['key', 'dragon']);
   });
 
+  it('marks every candidate that satisfies the exact match as exact, whichever search found it', async () => {
+    // Vectors chosen by hand: the four "near" scenes are the closest to the query, "lexical" is orthogonal to it and
+    // only the keyword search finds it. All five are Tomas's, so all five are exact matches.
+    const vectorOf = (text: string): number[] => {
+      if (text === 'silver key') return [1, 0, 0, 0];
+      if (text.startsWith('silver key')) return [0, 1, 0, 0];
+      const near = /near (\d)/.exec(text);
+      return near ? [1, Number(near[1]) / 10, 0, 0] : [0, 0, 1, 0];
+    };
+    const embedder: Embedder = {
+      specificationVersion: 'v1',
+      provider: 'test',
+      modelId: 'by-hand',
+      dimensions: 4,
+      maxBatchSize: 100,
+      embed: async (texts) => texts.map((text) => Float32Array.from(vectorOf(text))),
+    };
+    const cast: Doc[] = [
+      { id: 'lexical', text: 'silver key, silver key', metadata: { characters: ['tomas'] } },
+      ...[1, 2, 3, 4].map((n) => ({ id: `near-${n}`, text: `near ${n} gate`, metadata: { characters: ['tomas'] } })),
+      { id: 'other', text: 'a silver key of Mira', metadata: { characters: ['mira'] } },
+    ];
+    // Pool of four: the exact search returns the four near scenes, and "lexical" comes only from the keyword search.
+    const retriever = await setup(cast, { candidates: 4, grouping: { weight: 0 }, mmr: { lambda: 1 } }, embedder);
+    const result = await retriever.retrieve(STORY, { query: 'silver key', k: 6, exact: { characters: ['tomas'] } });
+    const ids = result.candidates.map((candidate) => candidate.id);
+    expect(ids).toContain('lexical');
+    expect(ids).toContain('other');
+    for (const candidate of result.candidates) {
+      expect(candidate.signals.exact, candidate.id).toBe(candidate.metadata.characters.includes('tomas'));
+    }
+  });
+
   it('holds exact ids to the request filter, like every other source', async () => {
     const dated: Doc[] = docs.map((doc, index) => ({ ...doc, metadata: { sceneIndex: index } }));
     const retriever = await setup(dated, { mmr: { lambda: 1 } });

@@ -385,7 +385,8 @@ export function createHybridRetriever(config: {
       exactFilter
         ? vectors.query(storyId, {
             vector: queryVector,
-            topK: poolSize,
+            // Brings in the best exact matches the searches missed; the pool's own exact matches are marked below.
+            topK: Math.min(poolSize, basePool),
             filter: filter ? { $and: [filter, exactFilter] } : exactFilter,
             includeValues: false,
             signal,
@@ -463,7 +464,10 @@ export function createHybridRetriever(config: {
       candidate.exact = true;
       if (!candidate.values) candidate.values = record.values;
     }
-    for (const candidate of pool.values()) if (exactIds.has(candidate.id)) candidate.exact = true;
+    const isExact = exactFilter ? compileFilter(exactFilter) : undefined;
+    for (const candidate of pool.values()) {
+      if (exactIds.has(candidate.id) || (isExact !== undefined && isExact(candidate.metadata))) candidate.exact = true;
+    }
     fuse([...pool.values()], denseMatches, lexicalMatches, options.fusion);
     timings.fuse = performance.now() - mark;
 
