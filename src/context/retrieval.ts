@@ -466,7 +466,7 @@ export function createHybridRetriever(config: {
     }
     const isExact = exactFilter ? compileFilter(exactFilter) : undefined;
     for (const candidate of pool.values()) {
-      if (exactIds.has(candidate.id) || (isExact !== undefined && isExact(candidate.metadata))) candidate.exact = true;
+      if (exactIds.has(candidate.id) || isExact?.(candidate.metadata)) candidate.exact = true;
     }
     fuse([...pool.values()], denseMatches, lexicalMatches, options.fusion);
     timings.fuse = performance.now() - mark;
