@@ -75,6 +75,9 @@ describe('createMemoryKeywordIndex', () => {
     });
     await index.upsert('s1', documents);
     const everything = await index.query('s1', { text: 'wolf lantern harbour', topK: 1_000 });
+    for (const topK of [1, 7, 29]) {
+      expect(await index.query('s1', { text: 'wolf lantern harbour', topK })).toEqual(everything.slice(0, topK));
+    }
     for (const horizon of [3, 20, 60, 115, 200]) {
       for (const topK of [1, 5, 30]) {
         const filtered = await index.query('s1', {

@@ -19,7 +19,7 @@ import {
 } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
-import { probeSize, TopKHeap, takePassing } from './top-k.js';
+import { kthLargest, probeSize, TopKHeap, takePassing } from './top-k.js';
 
 /**
  * Options of `createMemoryKeywordIndex`: the two BM25 constants.
@@ -238,6 +238,8 @@ class KeywordPartition {
    */
   private lengthNorms = new Float64Array(64);
   private lengthNormsKey = '';
+  /** Scratch for selecting the k-th best score of a search. */
+  private selection = new Float64Array(0);
 
   put(prepared: PreparedDocument): void {
     // Replacing must take the old terms out, or a document would still match words it no longer contains.
@@ -342,6 +344,14 @@ class KeywordPartition {
     const { scores, bySlot } = this;
     const best = new TopKHeap<StoredDocument>(Math.min(topK, touched.length));
     let threshold = best.threshold;
+    if (passes === undefined && touched.length > 4 * topK && topK > 0) {
+      // Common words touch most of the story: find the k-th best score first (linear), so that the heap sees only
+      // the candidates at or above it instead of every one that beat its worst so far. Same result.
+      if (this.selection.length < touched.length) this.selection = new Float64Array(this.scores.length);
+      const selection = this.selection;
+      for (let at = 0; at < touched.length; at++) selection[at] = scores[touched[at]!]!;
+      threshold = kthLargest(selection, touched.length, topK);
+    }
     for (let at = 0; at < touched.length; at++) {
       const slot = touched[at]!;
       const score = scores[slot]!;
@@ -350,7 +360,7 @@ class KeywordPartition {
       if (!best.accepts(score, document.id)) continue;
       if (passes !== undefined && !passes(document)) continue;
       best.offer(score, document.id, document);
-      threshold = best.threshold;
+      threshold = Math.max(threshold, best.threshold);
     }
     return best.takeSorted();
   }

@@ -4,7 +4,7 @@ import { StoryloomError, ValidationError } from '../core/errors.js';
 import type { VectorRecordInput } from '../state/schema.js';
 import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
-import { probeSize, TopKHeap, takePassing } from './top-k.js';
+import { kthLargest, probeSize, TopKHeap, takePassing } from './top-k.js';
 
 runVectorIndexSuite({ describe, it }, { name: 'memory', create: () => createMemoryVectorIndex({ dimensions: 8 }) });
 
@@ -67,6 +67,22 @@ describe('TopKHeap', () => {
       { numRuns: 500 },
     );
   });
+  it('kthLargest finds the k-th largest value, ties and all', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: -5, max: 5 }), { minLength: 1, maxLength: 80 }),
+        fc.nat(),
+        (values, pick) => {
+          const k = 1 + (pick % values.length);
+          const sorted = [...values].sort((a, b) => b - a);
+          expect(kthLargest(Float64Array.from(values), values.length, k)).toBe(sorted[k - 1]);
+        },
+      ),
+      { numRuns: 1_000 },
+    );
+    expect(() => kthLargest(new Float64Array(3), 3, 4)).toThrow(RangeError);
+  });
+
   it('takePassing keeps the k best that pass, or says the ranking was too short to know', () => {
     fc.assert(
       fc.property(
