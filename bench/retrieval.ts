@@ -31,6 +31,7 @@ import { createMemoryKeywordIndex, type MemoryKeywordIndexOptions } from '../src
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import {
   type ComposeIndexTextOptions,
+  composeEmbeddingText,
   composeIndexText,
   createHybridRetriever,
   type HybridRetrieverOptions,
@@ -88,8 +89,14 @@ async function indexCorpus(
 ): Promise<{ vectors: VectorIndex; keywords: KeywordIndex }> {
   const vectors = createMemoryVectorIndex({ dimensions: embedder.dimensions, initialCapacity: corpus.units.length });
   const keywords = createMemoryKeywordIndex(config.bm25);
-  const texts = corpus.units.map((item) => composeIndexText(item, config.compose ?? COMPOSE_BY_UNIT[unit]));
-  const values = await embedInBatches(embedder, texts, { inputType: 'document' });
+  const compose = config.compose ?? COMPOSE_BY_UNIT[unit];
+  const texts = corpus.units.map((item) => composeIndexText(item, compose));
+  // As the context manager does: the keyword index holds the neighbour-padded text, the vector index the unit alone.
+  const values = await embedInBatches(
+    embedder,
+    corpus.units.map((item) => composeEmbeddingText(item, compose)),
+    { inputType: 'document' },
+  );
   const metadata = (item: BenchUnit, index: number) => ({
     storyId: corpus.id,
     type: 'scene' as const,

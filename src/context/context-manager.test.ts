@@ -341,6 +341,37 @@ describe('ContextManager memory upkeep', () => {
     expect(stats.sampled).toBe(12);
   });
 
+  it('embeds a short scene alone, while its keyword text borrows the scene before it', async () => {
+    const embedded: string[] = [];
+    const keywordTexts = new Map<string, string>();
+    const embedder = createHashingEmbedder({ dimensions: DIMENSIONS });
+    const keywords = createMemoryKeywordIndex();
+    const { scenes } = await buildStory(2, {
+      embedder: {
+        ...embedder,
+        embed: (texts, options) => {
+          embedded.push(...texts);
+          return embedder.embed(texts, options);
+        },
+      },
+      keywords: {
+        ...keywords,
+        upsert: (storyId, documents, options) => {
+          for (const document of documents) keywordTexts.set(document.id, document.text);
+          return keywords.upsert(storyId, documents, options);
+        },
+      },
+    });
+    const second = [...keywordTexts].find(([, text]) => text.includes(`${scenes[1]!.title},`));
+    expect(second?.[1]).toContain(EVENTS[0]!);
+    const secondEmbedded = embedded.filter((text) => text.includes(`${scenes[1]!.title},`));
+    expect(secondEmbedded.length).toBeGreaterThan(0);
+    for (const text of secondEmbedded) {
+      expect(text).toContain(EVENTS[1]!);
+      expect(text).not.toContain(EVENTS[0]!);
+    }
+  });
+
   it('indexing the same scene twice changes nothing', async () => {
     const { manager, scenes, state } = await buildStory(4);
     const before = await manager.stats('tale');

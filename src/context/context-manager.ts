@@ -35,6 +35,7 @@ import {
   stablePrefixItems,
 } from './prompt-layout.js';
 import {
+  composeEmbeddingText,
   composeIndexText,
   createHybridRetriever,
   type DroppedCandidate,
@@ -42,6 +43,7 @@ import {
   findNamedEntities,
   type HybridRetriever,
   type HybridRetrieverOptions,
+  type IndexableUnit,
   type RetrievalSignals,
   type RetrievalTimings,
 } from './retrieval.js';
@@ -49,8 +51,11 @@ import type { Summarizer } from './summarizer.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex } from './vector-index.js';
 
-/** Bump when what is indexed for a unit changes: a stored fingerprint that differs triggers a reindex. */
-const INDEX_LAYOUT_VERSION = 1;
+/**
+ * Bump when what is indexed for a unit changes: a stored fingerprint that differs triggers a reindex. 2: scene chunks
+ * are embedded without the neighbours their keyword text borrows (`composeEmbeddingText`).
+ */
+const INDEX_LAYOUT_VERSION = 2;
 const FINGERPRINT_ID = 'meta-fingerprint';
 const SYNOPSIS_ID = 'summary-synopsis';
 
@@ -681,7 +686,16 @@ export class ContextManager {
     pov: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<{ scenes: SimilarScene[]; dropped: ContextTrace['droppedByDiversity']; timings: RetrievalTimings }> {
-    const empty: RetrievalTimings = { embed: 0, vector: 0, lexical: 0, fuse: 0, score: 0, mmr: 0, total: 0 };
+    const empty: RetrievalTimings = {
+      embed: 0,
+      vector: 0,
+      lexical: 0,
+      fuse: 0,
+      proximity: 0,
+      score: 0,
+      mmr: 0,
+      total: 0,
+    };
     // The most recent scenes are shown in order in the dynamic part; retrieval looks further back.
     const horizon = state.sceneCount - this.recentScenes;
     if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], timings: empty };
@@ -938,29 +952,33 @@ export class ContextManager {
     const chunks = chunkWords(scene.text, this.chunkWords);
     const names = scene.characters.map((id) => state.characters[id]?.name ?? id);
     const labels = [scene.title, ...names, ...scene.locations];
-    return chunks.map((chunk, index) => ({
-      id: chunkId(scene.id, index),
-      text: composeIndexText({
+    return chunks.map((chunk, index) => {
+      const unit: IndexableUnit = {
         text: index === 0 && scene.summary ? `${scene.summary}\n${chunk}` : chunk,
         labels,
         before: index > 0 ? [chunks[index - 1]!] : previous ? [previous.summary || firstSentence(previous.text)] : [],
         after: index + 1 < chunks.length ? [chunks[index + 1]!] : [],
-      }),
-      metadata: {
-        storyId: scene.storyId,
-        type: 'scene',
-        timestamp: Date.parse(scene.createdAt),
-        themes: scene.themes,
-        characters: scene.characters,
-        locations: scene.locations,
-        importance: scene.importance,
-        sourceId: scene.id,
-        sceneIndex: scene.index,
-        chapterId: scene.chapterId,
-        chunk: index,
-        text: `${scene.title}\n${scene.summary ? `${scene.summary}\n` : ''}${chunk}`.slice(0, LIMITS.metadataText),
-      },
-    }));
+      };
+      return {
+        id: chunkId(scene.id, index),
+        text: composeIndexText(unit),
+        embeddingText: composeEmbeddingText(unit),
+        metadata: {
+          storyId: scene.storyId,
+          type: 'scene',
+          timestamp: Date.parse(scene.createdAt),
+          themes: scene.themes,
+          characters: scene.characters,
+          locations: scene.locations,
+          importance: scene.importance,
+          sourceId: scene.id,
+          sceneIndex: scene.index,
+          chapterId: scene.chapterId,
+          chunk: index,
+          text: `${scene.title}\n${scene.summary ? `${scene.summary}\n` : ''}${chunk}`.slice(0, LIMITS.metadataText),
+        },
+      };
+    });
   }
 
   private characterUnit(storyId: string, character: StoryState['characters'][string], scene: Scene | null): Unit {
@@ -1024,7 +1042,7 @@ export class ContextManager {
     if (units.length === 0) return 0;
     const vectors = await embedInBatches(
       this.embedder,
-      units.map((unit) => unit.text),
+      units.map((unit) => unit.embeddingText ?? unit.text),
       { inputType: 'document', ...(signal ? { signal } : {}) },
     );
     const records: VectorRecordInput[] = units.map((unit, index) => ({
@@ -1160,7 +1178,10 @@ export class ContextManager {
 
 interface Unit {
   id: string;
+  /** What the keyword index holds. */
   text: string;
+  /** What the vector index embeds, when not `text` (a scene chunk without the neighbours it borrows). */
+  embeddingText?: string;
   metadata: VectorMetadataInput;
 }
 

@@ -5,6 +5,7 @@ import { createHashingEmbedder } from './hashing-embedder.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
 import {
+  composeEmbeddingText,
   composeIndexText,
   createHybridRetriever,
   findNamedEntities,
@@ -295,9 +296,65 @@ describe('createHybridRetriever', () => {
     expect(expanded.candidates.find((c) => c.id === 'sea')?.signals.lexical).toBeUndefined();
   });
 
+  it('ranks the unit that holds the query terms close together above one that holds them far apart', async () => {
+    // Same words, same length, so BM25 cannot tell 'far' from 'near'; only 'near' says "red stone".
+    const withText = (id: string, text: string): Doc => ({ id, text, metadata: { text } });
+    const corpus: Doc[] = [
+      withText(
+        'far',
+        'The red kite circled high over the valley, the river, the mill, the old wooden bridge and the stone.',
+      ),
+      withText(
+        'near',
+        'The kite circled high over the valley, the river, the mill, the old wooden bridge and the red stone.',
+      ),
+      withText('sea', 'Gulls circled over the grey sea all morning.'),
+    ];
+    // Dense weight 0: the hashing embedder's word-pair features would favour 'near' on their own.
+    const options = (weight: number): HybridRetrieverOptions => ({
+      mmr: { lambda: 1 },
+      fusion: { denseWeight: 0 },
+      proximity: { weight },
+    });
+    const query = { query: 'the red stone', k: 3 };
+    const plain = await (await setup(corpus, options(0))).retrieve(STORY, query);
+    expect(plain.candidates[0]!.signals.lexical!.score).toBeCloseTo(plain.candidates[1]!.signals.lexical!.score);
+    expect(plain.candidates.map((c) => c.id).slice(0, 2)).toEqual(['far', 'near']); // tie broken by id
+    expect(plain.candidates.every((c) => c.signals.proximity === undefined)).toBe(true);
+    expect(plain.timings.proximity).toBe(0);
+
+    const near = await (await setup(corpus, options(0.2))).retrieve(STORY, query);
+    expect(near.candidates.map((c) => c.id).slice(0, 2)).toEqual(['near', 'far']);
+    const byId = new Map(near.candidates.map((c) => [c.id, c]));
+    expect(byId.get('near')!.signals.proximity).toBe(1);
+    expect(byId.get('far')!.signals.proximity).toBe(0);
+    // The boost is weight × the best fused score, added to the fused score.
+    expect(byId.get('near')!.signals.fused).toBeCloseTo(byId.get('far')!.signals.fused * 1.2);
+
+    // One query term: no pair to be near, nothing changes.
+    const single = await (await setup(corpus, options(0.2))).retrieve(STORY, { query: 'stone', k: 3 });
+    expect(single.candidates.every((c) => c.signals.proximity === undefined)).toBe(true);
+  });
+
+  it('is on by default', async () => {
+    const withText = (id: string, text: string): Doc => ({ id, text, metadata: { text } });
+    const corpus: Doc[] = [
+      withText(
+        'far',
+        'The red kite circled high over the valley, the river, the mill, the old wooden bridge and the stone.',
+      ),
+      withText(
+        'near',
+        'The kite circled high over the valley, the river, the mill, the old wooden bridge and the red stone.',
+      ),
+    ];
+    const { candidates } = await (await setup(corpus)).retrieve(STORY, { query: 'the red stone', k: 2 });
+    expect(candidates.find((c) => c.id === 'near')!.signals.proximity).toBe(1);
+  });
+
   it('reports per-stage timings', async () => {
     const { timings } = await (await setup(docs)).retrieve(STORY, { query: 'dragon', k: 2 });
-    for (const stage of ['embed', 'vector', 'lexical', 'fuse', 'score', 'mmr', 'total'] as const) {
+    for (const stage of ['embed', 'vector', 'lexical', 'fuse', 'proximity', 'score', 'mmr', 'total'] as const) {
       expect(timings[stage]).toBeGreaterThanOrEqual(0);
     }
     expect(timings.total).toBeGreaterThanOrEqual(timings.embed);
@@ -344,6 +401,15 @@ describe('composeIndexText', () => {
       'Did you go?\nMira: Yes, last week!\nGreat.',
     );
     expect(composeIndexText(unit, { labels: false, minCharacters: 0 })).toBe('Yes, last week!');
+  });
+});
+
+describe('composeEmbeddingText', () => {
+  it('keeps the labels and the unit own text, never its neighbours, however short the unit', () => {
+    const unit = { text: 'Yes, last week!', labels: ['Mira'], before: ['Did you go?'], after: ['Great.'] };
+    expect(composeIndexText(unit)).toBe('Did you go?\nMira: Yes, last week!\nGreat.');
+    expect(composeEmbeddingText(unit)).toBe('Mira: Yes, last week!');
+    expect(composeEmbeddingText(unit, { minCharacters: 1_000, labels: false })).toBe('Yes, last week!');
   });
 });
 
