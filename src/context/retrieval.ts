@@ -15,7 +15,7 @@ import { compileFilter } from './compiled-filter.js';
 import type { Embedder } from './embedder.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
 import type { KeywordIndex } from './keyword-index.js';
-import { proximityScores, TermSequenceCache } from './term-proximity.js';
+import { proximityScores } from './term-proximity.js';
 import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 import type { VectorIndex } from './vector-index.js';
 
@@ -110,10 +110,15 @@ export interface HybridRetrieverOptions {
   proximity?: {
     /** Weight of the proximity evidence, relative to the best fused score. Default 0.2. */
     weight?: number;
-    /** How many of the best fused candidates are re-scored. Default 30. */
+    /** How many of the best fused candidates are re-scored. Default 20. */
     candidates?: number;
     /** Largest distance (in non-stop-word positions) at which two query terms count as near. Default 8. */
     window?: number;
+    /**
+     * How much of each candidate's text is read, from its start: it bounds the cost on long scenes. Default 1,200
+     * characters (`metadata.text` holds up to 2,000).
+     */
+    characters?: number;
   };
   /** Maximal marginal relevance over the candidates' vectors. */
   mmr?: {
@@ -259,7 +264,7 @@ export const DEFAULT_RETRIEVAL_OPTIONS = Object.freeze({
   feedback: Object.freeze({ documents: 0, weight: 0.5 }),
   lexicalFeedback: Object.freeze({ documents: 0, terms: 10, queryWeight: 2 }),
   grouping: Object.freeze({ field: 'chapterId' as GroupField, weight: 0.3, members: 3 }),
-  proximity: Object.freeze({ weight: 0.2, candidates: 30, window: 8 }),
+  proximity: Object.freeze({ weight: 0.2, candidates: 20, window: 8, characters: 1_200 }),
   mmr: Object.freeze({ lambda: 0.95 }),
 });
 
@@ -310,6 +315,7 @@ const OptionsSchema = z.object({
       weight: weight.default(DEFAULT_RETRIEVAL_OPTIONS.proximity.weight),
       candidates: z.number().int().min(1).max(10_000).default(DEFAULT_RETRIEVAL_OPTIONS.proximity.candidates),
       window: z.number().int().min(1).max(1_000).default(DEFAULT_RETRIEVAL_OPTIONS.proximity.window),
+      characters: z.number().int().min(1).max(100_000).default(DEFAULT_RETRIEVAL_OPTIONS.proximity.characters),
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.proximity }),
   mmr: z
@@ -373,8 +379,8 @@ export function createHybridRetriever(config: {
   const options = parsed.data;
 
   const grouping = options.grouping;
-  // Analysed candidate texts, kept between queries so the proximity stage does not re-tokenise the same scenes.
-  const termSequences = new TermSequenceCache();
+  // The Porter stems of the words the proximity stage has met, kept between queries.
+  const stems = new Map<string, string>();
 
   /** Searches, fuses and scores: every candidate, best first. */
   const rank = async (
@@ -513,7 +519,7 @@ export function createHybridRetriever(config: {
 
     if (options.proximity.weight > 0) {
       mark = performance.now();
-      addProximityEvidence(storyId, [...pool.values()], query, options.proximity, termSequences);
+      addProximityEvidence([...pool.values()], query, options.proximity, stems);
       timings.proximity = performance.now() - mark;
     }
 
@@ -654,11 +660,10 @@ function fuse(
  * whatever the fusion method's scale.
  */
 function addProximityEvidence(
-  storyId: string,
   pool: PoolEntry[],
   query: string,
-  proximity: { weight: number; candidates: number; window: number },
-  cache: TermSequenceCache,
+  proximity: { weight: number; candidates: number; window: number; characters: number },
+  stems: Map<string, string>,
 ): void {
   const terms = analyze(query);
   if (new Set(terms).size < 2 || pool.length === 0) return;
@@ -671,9 +676,9 @@ function addProximityEvidence(
   if (top <= 0) return;
   const scores = proximityScores(
     terms,
-    best.map((candidate) => ({ key: `${storyId}\u0000${candidate.id}`, text: candidate.metadata.text })),
-    cache,
+    best.map((candidate) => candidate.metadata.text.slice(0, proximity.characters)),
     proximity.window,
+    stems,
   );
   best.forEach((candidate, index) => {
     const score = scores[index] ?? 0;

@@ -1,14 +1,9 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { proximityScores, TermSequenceCache } from './term-proximity.js';
-import { analyze } from './text-analysis.js';
+import { proximityScores, termPositions } from './term-proximity.js';
+import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 
-const score = (query: string, texts: string[], window = 8, cache = new TermSequenceCache()) =>
-  proximityScores(
-    analyze(query),
-    texts.map((text, index) => ({ key: String(index), text })),
-    cache,
-    window,
-  );
+const score = (query: string, texts: string[], window = 8) => proximityScores(analyze(query), texts, window);
 
 describe('proximityScores', () => {
   it('gives the text with the query terms closest together 1, and decays with the squared distance', () => {
@@ -22,11 +17,13 @@ describe('proximityScores', () => {
     expect(far).toBe(0);
   });
 
-  it('matches stems and skips stop words when it counts the distance', () => {
-    // "stones" stems to "stone"; "of the" are stop words, so "red" and "stones" are adjacent.
-    const [stemmed, other] = score('red stone', ['A heap of red of the stones.', 'A stone, near a red door.']);
+  it('matches stems, never a stop word, and counts distance in non-stop words', () => {
+    // "stones" stems to "stone"; "of the" are stop words, so "red" and "stones" are adjacent. "his" is a stop word
+    // even though it stems to "hi".
+    const [stemmed, other] = score('red stone', ['A heap of red of the stones.', 'A stone near a red door.']);
     expect(stemmed).toBe(1);
     expect(other).toBeCloseTo(1 / 4);
+    expect(score('hi stone', ['his stone', 'hi stone'])).toEqual([0, 1]);
   });
 
   it('weighs pairs by how rare their terms are among the texts', () => {
@@ -48,24 +45,68 @@ describe('proximityScores', () => {
     expect(score('dragon castle', ['red stone', 'stone'])).toEqual([0, 0]);
     expect(score('red stone', [])).toEqual([]);
   });
+});
 
-  it('re-analyses a cached text when it changes under the same key', () => {
-    const cache = new TermSequenceCache();
-    expect(score('red stone', ['the red stone', 'a stone'], 8, cache)).toEqual([1, 0]);
-    expect(score('red stone', ['the red hill, far from any stone at all', 'a red stone'], 2, cache)).toEqual([0, 1]);
-  });
+describe('termPositions', () => {
+  /** The definition: positions among the non-stop words of `tokenizeWords`, of the words that stem to a term. */
+  const reference = (text: string, terms: string[]) => {
+    const positions: number[][] = terms.map(() => []);
+    tokenizeWords(text)
+      .filter((word) => !STOP_WORDS.has(word))
+      .forEach((word, position) => {
+        const slot = terms.indexOf(stem(word));
+        if (slot >= 0) positions[slot]!.push(position);
+      });
+    return positions;
+  };
+  const plain = [
+    ...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789',
+    ...' \n\t.,;:!?-()"\'',
+    '\u2019',
+    '\u2018',
+    '\u201C',
+    '\u201D',
+    '\u2013',
+    '\u2014',
+    '\u2026',
+    '\u00A0',
+  ];
+  const other = ['\u02BC', 'é', 'É', 'ß', 'İ', 'ﬁ', 'が', 'Σ'];
+  const words = [
+    'the',
+    'red',
+    'stones',
+    'stone',
+    'running',
+    'runs',
+    'his',
+    'hi',
+    'café',
+    "dragon's",
+    'dont',
+    'is',
+    "don't",
+    'couldnt',
+    'of',
+  ];
 
-  it('stays bounded: the oldest texts are forgotten, and analysis starts over when the vocabulary is full', () => {
-    const cache = new TermSequenceCache(2, 5);
-    cache.sequence('a', 'red stone');
-    cache.sequence('b', 'blue stone');
-    cache.sequence('c', 'green stone');
-    // 'a' was forgotten; re-analysing it still gives the same terms.
-    expect(Array.from(cache.sequence('a', 'red stone'))).toHaveLength(2);
-    cache.sequence('d', 'one two three four five six seven');
-    cache.sequence('e', 'red stone');
-    expect(cache.termId('seven')).toBe(-1);
-    expect(cache.termId('red')).toBeGreaterThanOrEqual(0);
-    expect(score('red stone', ['red stone'], 8, cache)).toEqual([1]);
+  it('finds what the keyword index would count, on plain English text and on any other', () => {
+    const property = (alphabet: string[]) =>
+      fc.property(
+        fc.array(fc.oneof(fc.constantFrom(...alphabet), fc.constantFrom(...words.map((word) => ` ${word}`))), {
+          maxLength: 60,
+        }),
+        fc.uniqueArray(fc.constantFrom(...words), { minLength: 1, maxLength: 4 }),
+        (pieces, queryWords) => {
+          const text = pieces.join('');
+          const terms = [...new Set(analyze(queryWords.join(' ')))];
+          expect(termPositions(text, terms, new Map())).toEqual(reference(text, terms));
+        },
+      );
+    fc.assert(property(plain), { numRuns: 2_000 });
+    fc.assert(property([...plain, ...other]), { numRuns: 1_000 });
+    expect(
+      termPositions("The dragon’s cave, the Dragon's CAVE; a café.", ['dragon', 'cave', 'cafe'], new Map()),
+    ).toEqual([[0, 2], [1, 3], [4]]);
   });
 });

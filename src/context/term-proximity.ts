@@ -9,132 +9,179 @@
  *
  * @module
  */
-import { STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
+import { MAX_TERM_LENGTH, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 
 /**
- * Analysed texts kept between queries, and the words already stemmed. Texts are stored as term ids (positions
- * among the text's non-stop words) so a query only compares small integers. Bounded: the oldest analysed texts are
- * forgotten first, and the vocabulary starts over when it grows past its bound.
+ * Where each query term occurs in `text`, as positions among its non-stop words, one ascending list per entry of
+ * `terms` (stemmed query terms, as `analyze` gives them). A word occurs as a term when it is not a
+ * stop word and its Porter stem is the term, exactly as the keyword index would count it.
+ *
+ * Only words that can stem to a query term are stemmed. Porter's stemmer rewrites the end of a word only, never
+ * lengthens it, and leaves all but at most the last two letters of the stem as they were in the word ("sensibility"
+ * → "sensibl", "happy" → "happi"), and the first two of a stem of three letters or more ("says" → "sai"; only a
+ * two-letter stem can change its second, "ays" → "ai"). A word that does not start with that much of a term, or is
+ * shorter than it, cannot stem to it and is never stemmed. `stems` memoises the stemmer across calls.
  */
-export class TermSequenceCache {
-  private readonly sequences = new Map<string, { text: string; terms: Int32Array }>();
-  private vocabulary = new Map<string, number>();
-  private stems = new Map<string, string>();
-
-  /**
-   * @param maxTexts Most analysed texts kept.
-   * @param maxTerms Most distinct terms (and stemmed words) kept before both maps start over.
-   */
-  constructor(
-    private readonly maxTexts = 4_096,
-    private readonly maxTerms = 200_000,
-  ) {}
-
-  /** The id of a term, or -1 when no cached text holds it (a term no text holds cannot match). */
-  termId(term: string): number {
-    return this.vocabulary.get(term) ?? -1;
-  }
-
-  /** The term ids of `text` in order, stop words left out; analysed once per `key` and text. */
-  sequence(key: string, text: string): Int32Array {
-    const cached = this.sequences.get(key);
-    if (cached !== undefined && cached.text === text) {
-      // Re-inserted so the Map's insertion order is least-recently-used first.
-      this.sequences.delete(key);
-      this.sequences.set(key, cached);
-      return cached.terms;
+export function termPositions(text: string, terms: readonly string[], stems: Map<string, string>): number[][] {
+  const positions: number[][] = terms.map(() => []);
+  if (terms.length === 0) return positions;
+  const prefixes = terms.map((term) => term.slice(0, term.length >= 3 ? Math.max(2, term.length - 2) : 1));
+  const firstLetters = terms.map((term) => term.charCodeAt(0));
+  const lengths = terms.map((term) => term.length);
+  const wanted = (source: string, start: number, length: number): boolean => {
+    const first = source.charCodeAt(start);
+    for (let slot = 0; slot < firstLetters.length; slot++) {
+      if (first === firstLetters[slot] && length >= lengths[slot]! && source.startsWith(prefixes[slot]!, start)) {
+        return true;
+      }
     }
-    if (this.vocabulary.size > this.maxTerms || this.stems.size > this.maxTerms) {
-      // Ids are only meaningful with their vocabulary: forget every sequence with it.
-      this.vocabulary = new Map();
-      this.stems = new Map();
-      this.sequences.clear();
+    return false;
+  };
+  const match = (word: string, position: number): void => {
+    let stemmed = stems.get(word);
+    if (stemmed === undefined) {
+      stemmed = stem(word);
+      if (stems.size >= MAX_MEMOISED_STEMS) stems.clear();
+      stems.set(word, stemmed);
     }
-    const words = tokenizeWords(text);
-    const terms = new Int32Array(words.length);
-    let length = 0;
-    for (const word of words) {
+    const slot = terms.indexOf(stemmed);
+    if (slot >= 0) positions[slot]!.push(position);
+  };
+
+  if (NOT_PLAIN_TEXT.test(text)) {
+    let position = 0;
+    for (const word of tokenizeWords(text)) {
       if (STOP_WORDS.has(word)) continue;
-      let term = this.stems.get(word);
-      if (term === undefined) {
-        term = stem(word);
-        this.stems.set(word, term);
-      }
-      let id = this.vocabulary.get(term);
-      if (id === undefined) {
-        id = this.vocabulary.size;
-        this.vocabulary.set(term, id);
-      }
-      terms[length++] = id;
+      if (wanted(word, 0, word.length)) match(word, position);
+      position++;
     }
-    const sequence = terms.slice(0, length);
-    this.sequences.delete(key);
-    this.sequences.set(key, { text, terms: sequence });
-    if (this.sequences.size > this.maxTexts) {
-      const oldest = this.sequences.keys().next().value;
-      if (oldest !== undefined) this.sequences.delete(oldest);
-    }
-    return sequence;
+    return positions;
   }
+
+  // Plain text: the words of `tokenizeWords` (runs of letters and digits, an apostrophe kept only between two of
+  // them, then a possessive 's dropped and other apostrophes removed), found by a hand-written scan that makes no
+  // string for a word unless it may be a query term, and tells stop words by a hash of their letters. On
+  // scene-sized text the regular expression and the string per word of `tokenizeWords` cost several times more.
+  const lower = text.toLowerCase();
+  const length = lower.length;
+  let position = 0;
+  let at = 0;
+  while (at < length) {
+    let code = lower.charCodeAt(at);
+    if (!((code >= 97 && code <= 122) || (code >= 48 && code <= 57))) {
+      at++;
+      continue;
+    }
+    const start = at;
+    let hash = 0;
+    let apostrophe = false;
+    for (;;) {
+      while (at < length) {
+        code = lower.charCodeAt(at);
+        if (!((code >= 97 && code <= 122) || (code >= 48 && code <= 57))) break;
+        hash = (Math.imul(hash, 31) + code) | 0;
+        at++;
+      }
+      if (at + 1 < length && isApostrophe(lower.charCodeAt(at)) && isAlphanumeric(lower.charCodeAt(at + 1))) {
+        apostrophe = true;
+        at++;
+        continue;
+      }
+      break;
+    }
+    if (apostrophe) {
+      const word = lower.slice(start, at).replace(POSSESSIVE, '').replace(APOSTROPHES, '');
+      if (word.length === 0 || word.length > MAX_TERM_LENGTH || STOP_WORDS.has(word)) continue;
+      if (wanted(word, 0, word.length)) match(word, position);
+      position++;
+      continue;
+    }
+    const size = at - start;
+    if (size > MAX_TERM_LENGTH || isStopWordAt(lower, start, size, hash)) continue;
+    if (wanted(lower, start, size)) match(lower.slice(start, at), position);
+    position++;
+  }
+  return positions;
+}
+
+const MAX_MEMOISED_STEMS = 100_000;
+
+// ASCII plus the punctuation that typeset English adds (curly quotes, dashes, ellipsis, no-break space): none of it
+// is a letter, a digit or a mark, and folding changes no word of such text, so lowercasing is all it needs.
+const NOT_PLAIN_TEXT = /[^\p{ASCII}\u00A0\u2013\u2014\u2018-\u201F\u2026]/u;
+const APOSTROPHES = /['\u2019\u02BC]/g;
+const POSSESSIVE = /['\u2019\u02BC]s$/;
+
+const isAlphanumeric = (code: number) => (code >= 97 && code <= 122) || (code >= 48 && code <= 57);
+const isApostrophe = (code: number) => code === 39 || code === 0x2019 || code === 0x02bc;
+
+/** The hash the plain-text scan computes over a word's letters and digits. */
+function letterHash(word: string): number {
+  let hash = 0;
+  for (let at = 0; at < word.length; at++) hash = (Math.imul(hash, 31) + word.charCodeAt(at)) | 0;
+  return hash;
+}
+
+/** Stop words (those without an apostrophe: the folded list has none) by the hash of their letters. */
+const STOP_WORDS_BY_HASH = new Map<number, string[]>();
+for (const word of STOP_WORDS) {
+  const hash = letterHash(word);
+  const list = STOP_WORDS_BY_HASH.get(hash);
+  if (list) list.push(word);
+  else STOP_WORDS_BY_HASH.set(hash, [word]);
+}
+
+/** Whether `source[start, start + length)` is a stop word, its letters' hash given; checked in place. */
+function isStopWordAt(source: string, start: number, length: number, hash: number): boolean {
+  const list = STOP_WORDS_BY_HASH.get(hash);
+  if (list === undefined) return false;
+  for (const word of list) if (word.length === length && source.startsWith(word, start)) return true;
+  return false;
 }
 
 /**
  * Proximity scores of several texts for one query, each in [0, 1] (the best text gets 1, a text with no two query
- * terms within `window` positions gets 0).
+ * terms within `window` non-stop words gets 0).
  *
  * For every pair of distinct query terms that a text holds, the closest pair of occurrences at distance `d` (in
- * non-stop-word positions) adds `w(a) · w(b) / d²` when `d ≤ window`, as in BM25TP. A term's weight `w` is its
- * rarity among the texts scored, `ln(1 + texts / texts holding it)`: a term every candidate shares says little
- * about which one is closer to the question. Queries with fewer than two distinct terms give all zeros.
+ * non-stop words) adds `w(a) · w(b) / d²` when `d ≤ window`, as in BM25TP. A term's weight `w` is its rarity among the texts
+ * scored, `ln(1 + texts / texts holding it)`: a term every candidate shares says little about which one is closer
+ * to the question. Queries with fewer than two distinct terms give all zeros.
  *
  * @example
  * ```ts
  * import { analyze } from 'storyloom';
- * import { proximityScores, TermSequenceCache } from './term-proximity.js';
- * const cache = new TermSequenceCache();
- * const texts = [
- *   { key: 'a', text: 'The key was hidden under the red stone.' },
- *   { key: 'b', text: 'She lost the key. Much later, far away, she found a red stone.' },
- * ];
- * proximityScores(analyze('key under the stone'), texts, cache, 8); // [1, 0.04...]
+ * import { proximityScores } from './term-proximity.js';
+ * proximityScores(
+ *   analyze('key under the stone'),
+ *   ['The key was hidden under the red stone.', 'She lost the key. Far away, much later, she found a stone.'],
+ *   4,
+ * ); // [1, 0]: 3 words apart in the first, 6 in the second
  * ```
  */
 export function proximityScores(
   queryTerms: readonly string[],
-  texts: ReadonlyArray<{ key: string; text: string }>,
-  cache: TermSequenceCache,
+  texts: readonly string[],
   window: number,
+  stems: Map<string, string> = new Map(),
 ): number[] {
   const scores = new Array<number>(texts.length).fill(0);
-  const distinct = [...new Set(queryTerms)];
-  if (distinct.length < 2 || texts.length === 0) return scores;
-  const sequences = texts.map(({ key, text }) => cache.sequence(key, text));
-  // Looked up after the texts are analysed, so a query term first seen in one of them has its id.
-  const ids = distinct.map((term) => cache.termId(term)).filter((id) => id >= 0);
-  if (ids.length < 2) return scores;
-  const slotOf = new Map(ids.map((id, slot) => [id, slot]));
-
-  // positions[text][slot]: where each query term occurs in each text.
-  const positions = sequences.map((terms) => {
-    const found: number[][] = ids.map(() => []);
-    for (let at = 0; at < terms.length; at++) {
-      const slot = slotOf.get(terms[at]!);
-      if (slot !== undefined) found[slot]!.push(at);
-    }
-    return found;
+  const terms = [...new Set(queryTerms)];
+  if (terms.length < 2 || texts.length === 0) return scores;
+  const positions = texts.map((text) => termPositions(text, terms, stems));
+  const weights = terms.map((_, slot) => {
+    let holding = 0;
+    for (const found of positions) if (found[slot]!.length > 0) holding++;
+    return holding > 0 ? Math.log(1 + texts.length / holding) : 0;
   });
-  const holding = ids.map((_, slot) =>
-    positions.reduce((count, found) => count + (found[slot]!.length > 0 ? 1 : 0), 0),
-  );
-  const weights = holding.map((count) => (count > 0 ? Math.log(1 + texts.length / count) : 0));
 
   let best = 0;
   positions.forEach((found, index) => {
     let score = 0;
-    for (let a = 0; a < ids.length; a++) {
+    for (let a = 0; a < terms.length; a++) {
       const first = found[a]!;
       if (first.length === 0) continue;
-      for (let b = a + 1; b < ids.length; b++) {
+      for (let b = a + 1; b < terms.length; b++) {
         const second = found[b]!;
         if (second.length === 0) continue;
         const distance = closestDistance(first, second);
