@@ -2,7 +2,7 @@
  * Cost of the term-proximity stage (`HybridRetrieverOptions.proximity`) per query over a 200-candidate pool, with
  * texts the size of the context manager's scene chunks (about 300 words, `metadata.text` up to 2,000 characters):
  * what the retriever does, from analysing the query to the scores of the re-scored candidates (defaults: the best
- * `max(2k, 10)`, so 10 at getRelevantContext's k = 5 and 20 at k = 10, their first 1,200 characters). Nothing is cached
+ * `max(3k, 10)`, so 15 at getRelevantContext's k = 5 and 30 at k = 10, their first 1,200 characters). Nothing is cached
  * between queries but the stems of words already met, so there is no cold or warm text.
  *
  *   npx tsx bench/proximity-cost.ts [path to a FairytaleQA split]
@@ -63,7 +63,8 @@ console.log(`${texts.length} texts, median ${percentile(lengths, 0.5)} character
 run(30); // JIT warm-up
 for (const [rescored, characters] of [
   [10, 1_200],
-  [20, 1_200],
+  [15, 1_200],
+  [30, 1_200],
   [20, 2_000],
   [30, 2_000],
   [200, 1_200],

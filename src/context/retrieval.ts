@@ -111,8 +111,8 @@ export interface HybridRetrieverOptions {
     /** Weight of the proximity evidence, relative to the best fused score. Default 0.2. */
     weight?: number;
     /**
-     * How many of the best fused candidates are re-scored. Default `max(2·k, 10)`: enough to reorder what could
-     * enter the top k, few enough to stay cheap (measured on LoCoMo turns: 20 re-scored at k = 10 gain as much as 30).
+     * How many of the best fused candidates are re-scored. Default `max(3·k, 10)`, as many as MMR chooses from:
+     * enough to reorder what could enter the top k, few enough to stay cheap.
      */
     candidates?: number;
     /** Largest distance (in non-stop-word positions) at which two query terms count as near. Default 8. */
@@ -525,7 +525,7 @@ export function createHybridRetriever(config: {
       addProximityEvidence(
         [...pool.values()],
         query,
-        { ...options.proximity, candidates: options.proximity.candidates ?? Math.max(2 * k, 10) },
+        { ...options.proximity, candidates: options.proximity.candidates ?? Math.max(3 * k, 10) },
         stems,
       );
       timings.proximity = performance.now() - mark;

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { proximityScores, termPositions } from './term-proximity.js';
+import { nearPositions, proximityScores, termPositions } from './term-proximity.js';
 import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 
 const score = (query: string, texts: string[], window = 8) => proximityScores(analyze(query), texts, window);
@@ -108,5 +108,42 @@ describe('termPositions', () => {
     expect(
       termPositions("The dragon’s cave, the Dragon's CAVE; a café.", ['dragon', 'cave', 'cafe'], new Map()),
     ).toEqual([[0, 2], [1, 3], [4]]);
+  });
+});
+
+describe('nearPositions', () => {
+  const closest = (positions: number[][], window: number) =>
+    positions.map((first) =>
+      positions.map((second) => {
+        let best = Number.POSITIVE_INFINITY;
+        for (const a of first) for (const b of second) if (a !== b) best = Math.min(best, Math.abs(a - b));
+        return best <= window ? best : Number.POSITIVE_INFINITY;
+      }),
+    );
+  const pieces = [
+    ...' .,;:!?-()"\'\u2019\u2026\n',
+    ...['the', 'red', 'stones', 'stone', 'running', 'runs', 'his', 'hi', "dragon's", 'dont', "don't", 'is', 'of'],
+    ...['a', 'and', 'sea', 'far', 'o\u2019brien', 'redstone', 'ared', 'xred'],
+    'x'.repeat(70),
+  ];
+
+  it('gives the same distances as termPositions up to the window, and says "farther" beyond it', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(...pieces), { maxLength: 80 }),
+        fc.uniqueArray(fc.constantFrom('red', 'stone', 'run', 'hi', 'dragon', 'sea', 'brien', 'obrien'), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        fc.integer({ min: 1, max: 10 }),
+        (parts, terms, window) => {
+          const text = parts.join(' ');
+          expect(closest(nearPositions(text, terms, new Map(), window), window)).toEqual(
+            closest(termPositions(text, terms, new Map()), window),
+          );
+        },
+      ),
+      { numRuns: 3_000 },
+    );
   });
 });
