@@ -62,13 +62,23 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
   const byPriority = [...items].sort((a, b) => b.priority - a.priority || order.get(a)! - order.get(b)!);
   const chosen = new Map<PromptItem, number>();
   const omitted: OmittedItem[] = [];
+  // Each variant is counted once, however often it is weighed (speed: this runs on every getRelevantContext).
+  const counts = new Map<string, number>();
+  const countOf = (text: string): number => {
+    let tokens = counts.get(text);
+    if (tokens === undefined) {
+      tokens = tokenizer.count(text);
+      counts.set(text, tokens);
+    }
+    return tokens;
+  };
   let used = 0;
   for (const item of byPriority) {
     let placed = false;
     for (let level = 0; level < item.variants.length && level < LEVELS.length; level++) {
       const text = item.variants[level]!;
       if (text.length === 0) continue;
-      const cost = tokenizer.count(text) + 1;
+      const cost = countOf(text) + 1;
       if (used + cost <= budget) {
         chosen.set(item, level);
         used += cost;
@@ -87,13 +97,15 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
     }
   }
   let render = renderChosen(items, chosen);
+  let renderTokens = tokenizer.count(render);
   // A tokenizer that is not additive (joins can cost extra) may push the whole over: drop from the lowest priority.
-  while (tokenizer.count(render) > budget) {
+  while (renderTokens > budget) {
     const victim = [...chosen.keys()].sort((a, b) => a.priority - b.priority || order.get(b)! - order.get(a)!)[0];
     if (!victim || victim.required) break;
     chosen.delete(victim);
     omitted.push({ id: victim.id, section: victim.section, reason: 'token budget' });
     render = renderChosen(items, chosen);
+    renderTokens = tokenizer.count(render);
   }
   const included = items
     .filter((item) => chosen.has(item))
@@ -103,11 +115,11 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
         id: item.id,
         section: item.section,
         detail: LEVELS[level]!,
-        tokens: tokenizer.count(item.variants[level]!),
+        tokens: countOf(item.variants[level]!),
         reason: item.reason,
       };
     });
-  return { text: render, tokens: tokenizer.count(render), included, omitted };
+  return { text: render, tokens: renderTokens, included, omitted };
 }
 
 function renderChosen(items: readonly PromptItem[], chosen: ReadonlyMap<PromptItem, number>): string {
