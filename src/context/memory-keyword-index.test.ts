@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { StoryloomError, ValidationError } from '../core/errors.js';
 import { runKeywordIndexSuite } from '../testing/keyword-index-suite.js';
@@ -89,6 +90,48 @@ describe('createMemoryKeywordIndex', () => {
         expect(filtered, `horizon ${horizon}, topK ${topK}`).toEqual(expected);
       }
     }
+  });
+
+  it('after any sequence of upserts and deletes, ranks exactly as an index built from what is left', async () => {
+    const words = ['wolf', 'river', 'stone', 'moss', 'bend', 'lantern'];
+    const operation = fc.oneof(
+      fc.record({
+        kind: fc.constant('upsert' as const),
+        id: fc.integer({ min: 0, max: 12 }),
+        text: fc.array(fc.constantFrom(...words), { minLength: 1, maxLength: 6 }).map((list) => list.join(' ')),
+      }),
+      fc.record({ kind: fc.constant('delete' as const), id: fc.integer({ min: 0, max: 12 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(operation, { maxLength: 60 }), async (operations) => {
+        const index = createMemoryKeywordIndex();
+        const model = new Map<string, string>();
+        for (const op of operations) {
+          const id = `d-${String(op.id).padStart(2, '0')}`;
+          if (op.kind === 'upsert') {
+            await index.upsert('s1', [doc(id, op.text)]);
+            model.set(id, op.text);
+          } else {
+            expect(await index.delete('s1', { ids: [id] })).toBe(model.delete(id) ? 1 : 0);
+          }
+        }
+        const rebuilt = createMemoryKeywordIndex();
+        if (model.size > 0)
+          await rebuilt.upsert(
+            's1',
+            [...model].map(([id, text]) => doc(id, text)),
+          );
+        for (const query of ['wolf', 'river moss', 'lantern bend stone wolf']) {
+          const matches = await index.query('s1', { text: query, topK: 20 });
+          const expected = await rebuilt.query('s1', { text: query, topK: 20 });
+          expect(matches.map((match) => match.id)).toEqual(expected.map((match) => match.id));
+          matches.forEach((match, at) => {
+            expect(match.score).toBeCloseTo(expected[at]!.score, 12);
+          });
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it('weighs a term asked twice twice', async () => {

@@ -190,31 +190,42 @@ interface StoredDocument extends PreparedDocument {
 class Posting {
   readonly slots: number[] = [];
   readonly frequencies: number[] = [];
-  private readonly positions = new Map<string, number>();
+  /**
+   * Slot → position in `slots`, built on the first removal only (speed: loading a story adds about a hundred
+   * postings per document, and a map entry per posting made loads several times slower; most postings never lose a
+   * document).
+   */
+  private positions: Map<number, number> | undefined;
 
   get size(): number {
     return this.slots.length;
   }
 
-  add(id: string, slot: number, frequency: number): void {
-    this.positions.set(id, this.slots.length);
+  add(slot: number, frequency: number): void {
+    this.positions?.set(slot, this.slots.length);
     this.slots.push(slot);
     this.frequencies.push(frequency);
   }
 
-  remove(id: string, idOfSlot: (slot: number) => string): void {
-    const position = this.positions.get(id);
+  remove(slot: number): void {
+    let positions = this.positions;
+    if (positions === undefined) {
+      positions = new Map();
+      for (let at = 0; at < this.slots.length; at++) positions.set(this.slots[at]!, at);
+      this.positions = positions;
+    }
+    const position = positions.get(slot);
     if (position === undefined) return;
     const last = this.slots.length - 1;
     if (position !== last) {
       const moved = this.slots[last]!;
       this.slots[position] = moved;
       this.frequencies[position] = this.frequencies[last]!;
-      this.positions.set(idOfSlot(moved), position);
+      positions.set(moved, position);
     }
     this.slots.pop();
     this.frequencies.pop();
-    this.positions.delete(id);
+    positions.delete(slot);
   }
 }
 
@@ -258,7 +269,7 @@ class KeywordPartition {
         posting = new Posting();
         this.postings.set(term, posting);
       }
-      posting.add(document.id, slot, frequency);
+      posting.add(slot, frequency);
     }
   }
 
@@ -266,11 +277,10 @@ class KeywordPartition {
     const document = this.documents.get(id);
     if (!document) return false;
     this.lengthNormsKey = '';
-    const idOfSlot = (slot: number) => this.bySlot[slot]!.id;
     for (const term of document.termFrequencies.keys()) {
       const posting = this.postings.get(term);
       if (!posting) continue;
-      posting.remove(id, idOfSlot);
+      posting.remove(document.slot);
       if (posting.size === 0) this.postings.delete(term);
     }
     this.documents.delete(id);

@@ -88,7 +88,7 @@ export function sqliteKeywordMirrorState(index: KeywordIndex): SqliteMirrorState
  * Creates a BM25 keyword index in a SQLite file (better-sqlite3, FTS5).
  *
  * Upserts, deletes and `deleteStory` are each one transaction. With `mirror` (the default) a story's first query
- * loads its documents' stored terms into an in-memory BM25 partition, the memory index's own (about 0.6 s for 10,000
+ * loads its documents' stored terms into an in-memory BM25 partition, the memory index's own (about 0.25 s for 10,000
  * documents of 200 words), and later queries are answered there. Scores are then exactly `createMemoryKeywordIndex`'s:
  * Lucene's idf `ln(1 + (N - n + 0.5) / (n + 0.5))` over the story's documents, k1 = 1.2, b = 0.75, so the embedded
  * default ranks as the memory backend does. Each write commits to SQLite first and only then updates the loaded copy,
