@@ -200,6 +200,65 @@ describe('createHybridRetriever', () => {
     }
   });
 
+  it('skips the extra exact search when the vector search already returned enough exact matches', async () => {
+    const embedder = createHashingEmbedder({ dimensions: 256 });
+    const cast: Doc[] = Array.from({ length: 12 }, (_, at) => ({
+      id: `scene-${at}`,
+      text: `${at % 2 === 0 ? 'Tomas' : 'Mira'} walked to the harbour with the silver key, day ${at}`,
+      metadata: { characters: [at % 2 === 0 ? 'tomas' : 'mira', ...(at === 11 ? ['iris'] : [])] },
+    }));
+    const vectors = createMemoryVectorIndex({ dimensions: 256 });
+    const keywords = createMemoryKeywordIndex();
+    const values = await embedder.embed(cast.map((doc) => doc.text));
+    const metadata = (doc: Doc, at: number) => ({
+      storyId: STORY,
+      type: 'scene' as const,
+      timestamp: 0,
+      sourceId: doc.id,
+      sceneIndex: at,
+      ...doc.metadata,
+    });
+    await vectors.upsert(
+      STORY,
+      cast.map((doc, at) => ({ id: doc.id, values: values[at]!, metadata: metadata(doc, at) })),
+    );
+    await keywords.upsert(
+      STORY,
+      cast.map((doc, at) => ({ id: doc.id, text: doc.text, metadata: metadata(doc, at) })),
+    );
+    const queries: unknown[] = [];
+    const counted = {
+      ...vectors,
+      query: (storyId: string, query: Parameters<typeof vectors.query>[1]) => {
+        queries.push(query.filter);
+        return vectors.query(storyId, query);
+      },
+    };
+    const retriever = createHybridRetriever({
+      vectors: counted,
+      keywords,
+      embedder,
+      options: { candidates: 4, grouping: { weight: 0 }, mmr: { lambda: 1 } },
+    });
+    const everyone = await retriever.retrieve(STORY, {
+      query: 'silver key harbour',
+      k: 3,
+      exact: { characters: ['tomas', 'mira'] },
+    });
+    // Every scene is Tomas's or Mira's: the vector search's four are all exact matches, so no second search runs.
+    expect(queries).toHaveLength(1);
+    expect(everyone.candidates.every((candidate) => candidate.signals.exact)).toBe(true);
+    queries.length = 0;
+    const rare = await retriever.retrieve(STORY, {
+      query: 'silver key harbour',
+      k: 3,
+      exact: { characters: ['iris'] },
+    });
+    // Only one scene has Iris: the extra search runs, and brings her scene in.
+    expect(queries).toHaveLength(2);
+    expect(rare.candidates.map((candidate) => candidate.id)).toContain('scene-11');
+  });
+
   it('holds exact ids to the request filter, like every other source', async () => {
     const dated: Doc[] = docs.map((doc, index) => ({ ...doc, metadata: { sceneIndex: index } }));
     const retriever = await setup(dated, { mmr: { lambda: 1 } });

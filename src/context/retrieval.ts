@@ -423,7 +423,8 @@ export function createHybridRetriever(config: {
       }
     };
     const exactFilter = exact ? exactMetadataFilter(exact) : undefined;
-    let [denseMatches, lexicalMatches, exactMatches, exactById] = await Promise.all([
+    const isExact = exactFilter ? compileFilter(exactFilter) : undefined;
+    let [denseMatches, lexicalMatches, exactById] = await Promise.all([
       timed(
         'vector',
         // Speed (bench:context): no values here. Only the MMR pool and the feedback seeds need them, and both fetch
@@ -431,18 +432,29 @@ export function createHybridRetriever(config: {
         vectors.query(storyId, { vector: queryVector, topK: poolSize, filter, includeValues: false, signal }),
       ),
       timed('lexical', keywords.query(storyId, { text: query, topK: poolSize, filter, signal })),
-      exactFilter
-        ? vectors.query(storyId, {
-            vector: queryVector,
-            // Brings in the best exact matches the searches missed; the pool's own exact matches are marked below.
-            topK: Math.min(poolSize, basePool),
-            filter: filter ? { $and: [filter, exactFilter] } : exactFilter,
-            includeValues: false,
-            signal,
-          })
-        : Promise.resolve([]),
       exact?.ids && exact.ids.length > 0 ? vectors.fetch(storyId, exact.ids, { signal }) : Promise.resolve([]),
     ]);
+    throwIfAborted(signal);
+    // The extra search brings in the best exact matches by vector that the two searches missed (the pool's own are
+    // marked below). It returns the `exactTopK` best exact matches by the same vector under the same filter, so when
+    // the vector search's own results already hold that many, they are its answer and it would add nothing: it is
+    // skipped, saving a second scan of the story (or a network round trip) in the usual case, a query that names a
+    // character the story is full of.
+    const exactTopK = Math.min(poolSize, basePool);
+    let exactMatches: typeof denseMatches = [];
+    if (exactFilter && isExact) {
+      let found = 0;
+      for (const match of denseMatches) if (isExact(match.metadata)) found++;
+      if (found < exactTopK) {
+        exactMatches = await vectors.query(storyId, {
+          vector: queryVector,
+          topK: exactTopK,
+          filter: filter ? { $and: [filter, exactFilter] } : exactFilter,
+          includeValues: false,
+          signal,
+        });
+      }
+    }
     throwIfAborted(signal);
 
     if (options.lexicalFeedback.documents > 0 && lexicalMatches.length > 0) {
@@ -513,7 +525,6 @@ export function createHybridRetriever(config: {
       candidate.exact = true;
       if (!candidate.values) candidate.values = record.values;
     }
-    const isExact = exactFilter ? compileFilter(exactFilter) : undefined;
     for (const candidate of pool.values()) {
       if (exactIds.has(candidate.id) || isExact?.(candidate.metadata)) candidate.exact = true;
     }
