@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
+import { throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema } from '../state/schema.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
 
@@ -45,6 +45,27 @@ export function checkTopK(topK: unknown, max: number): void {
   if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > max) {
     throw invalidArgument('query.topK', `must be an integer from 1 to ${max}, got ${String(topK)}`);
   }
+}
+
+/**
+ * Checks a keyword query (`{ text, topK, filter?, signal? }`) the way every keyword index does: an object, not
+ * aborted, text of at most `LIMITS.sceneText` characters, `topK` from 1 to `maxTopK`, a valid filter.
+ */
+export function checkKeywordQuery(query: unknown, maxTopK: number): void {
+  if (typeof query !== 'object' || query === null)
+    throw invalidArgument('query', 'must be an object with text and topK');
+  const { text, topK, filter, signal } = query as {
+    text?: unknown;
+    topK?: unknown;
+    filter?: unknown;
+    signal?: AbortSignal;
+  };
+  throwIfAborted(signal);
+  if (typeof text !== 'string' || text.length > LIMITS.sceneText) {
+    throw invalidArgument('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
+  }
+  checkTopK(topK, maxTopK);
+  if (filter !== undefined) validateFilter(filter, 'query.filter');
 }
 
 /**

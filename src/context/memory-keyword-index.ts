@@ -5,17 +5,17 @@
  */
 import { z } from 'zod';
 import { ClosedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
-import { LIMITS, type VectorMetadata } from '../state/schema.js';
+import type { VectorMetadata } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
-import { type MetadataFilter, matchesFilter, validateFilter } from './filter.js';
+import { type MetadataFilter, matchesFilter } from './filter.js';
 import {
   checkDeletion,
+  checkKeywordQuery,
   checkStoryId,
   checkUpsertBatch,
   copyMetadata,
   describeProblems,
   inspectDocumentText,
-  invalidArgument,
 } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
@@ -113,17 +113,8 @@ export function createMemoryKeywordIndex(options: MemoryKeywordIndexOptions = {}
     async query(storyId, query) {
       open('query');
       checkStoryId(storyId);
-      if (typeof query !== 'object' || query === null)
-        throw invalidArgument('query', 'must be an object with text and topK');
-      throwIfAborted(query.signal);
-      if (typeof query.text !== 'string' || query.text.length > LIMITS.sceneText) {
-        throw invalidArgument('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
-      }
+      checkKeywordQuery(query, MAX_TOP_K);
       const { topK } = query;
-      if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
-        throw invalidArgument('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
-      }
-      if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const partition = partitions.get(storyId);
       if (!partition) return [];
       return partition.search(analyze(query.text), topK, query.filter, k1, b);

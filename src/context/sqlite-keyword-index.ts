@@ -9,7 +9,7 @@
  * @module
  */
 import { ClosedError, throwIfAborted } from '../core/errors.js';
-import { IdSchema, LIMITS, type VectorMetadata } from '../state/schema.js';
+import { IdSchema, type VectorMetadata } from '../state/schema.js';
 import {
   type NativeStatement,
   nativeOf,
@@ -18,9 +18,9 @@ import {
   type SqliteDatabaseOptions,
   toStorageError,
 } from '../state/sqlite-database.js';
-import { validateFilter } from './filter.js';
 import {
   checkDeletion,
+  checkKeywordQuery,
   checkStoryId,
   checkUpsertBatch,
   inspectDocumentText,
@@ -238,17 +238,8 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     async query(storyId, query) {
       open('query');
       checkStoryId(storyId);
-      if (typeof query !== 'object' || query === null)
-        throw invalidArgument('query', 'must be an object with text and topK');
-      throwIfAborted(query.signal);
-      if (typeof query.text !== 'string' || query.text.length > LIMITS.sceneText) {
-        throw invalidArgument('query.text', `must be a string of at most ${LIMITS.sceneText} characters`);
-      }
+      checkKeywordQuery(query, MAX_TOP_K);
       const { topK } = query;
-      if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
-        throw invalidArgument('query.topK', `must be an integer from 1 to ${MAX_TOP_K}, got ${String(topK)}`);
-      }
-      if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const terms = analyze(query.text);
       if (terms.length === 0) return [];
       if (mirrorEnabled) {
