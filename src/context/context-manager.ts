@@ -44,6 +44,7 @@ import {
   type HybridRetriever,
   type HybridRetrieverOptions,
   type IndexableUnit,
+  noTimings,
   type RetrievalSignals,
   type RetrievalTimings,
 } from './retrieval.js';
@@ -686,19 +687,9 @@ export class ContextManager {
     pov: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<{ scenes: SimilarScene[]; dropped: ContextTrace['droppedByDiversity']; timings: RetrievalTimings }> {
-    const empty: RetrievalTimings = {
-      embed: 0,
-      vector: 0,
-      lexical: 0,
-      fuse: 0,
-      proximity: 0,
-      score: 0,
-      mmr: 0,
-      total: 0,
-    };
     // The most recent scenes are shown in order in the dynamic part; retrieval looks further back.
     const horizon = state.sceneCount - this.recentScenes;
-    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], timings: empty };
+    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], timings: noTimings() };
     const filter: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
     if (pov) filter.characters = { $in: [pov] };
     const exactMatches: ExactMatches = {};

@@ -19,7 +19,7 @@ import {
 } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
-import { kthLargest, probeSize, TopKHeap, takePassing } from './top-k.js';
+import { bestPassing, kthLargest, TopKHeap } from './top-k.js';
 
 /**
  * Options of `createMemoryKeywordIndex`: the two BM25 constants.
@@ -327,13 +327,7 @@ class KeywordPartition {
     if (filter === undefined) return this.best(touched, topK, undefined).map(toMatch);
     const passes = compileFilter(filter);
     const passesDocument = (document: StoredDocument) => passes(document.metadata);
-    const probed = takePassing(
-      this.best(touched, probeSize(topK, touched.length), undefined),
-      topK,
-      touched.length,
-      passesDocument,
-    );
-    return (probed ?? this.best(touched, topK, passesDocument)).map(toMatch);
+    return bestPassing((k, passes) => this.best(touched, k, passes), topK, touched.length, passesDocument).map(toMatch);
   }
 
   /** The `topK` best of the touched slots (scores of the current search) that pass, best first. */

@@ -17,6 +17,7 @@ import { type MetadataFilter, validateFilter } from './filter.js';
 import type { KeywordIndex } from './keyword-index.js';
 import { proximityScores } from './term-proximity.js';
 import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
+import { insertBounded } from './top-k.js';
 import type { VectorIndex } from './vector-index.js';
 
 /** How dense and lexical rankings are combined. */
@@ -220,6 +221,11 @@ export interface RetrievalTimings {
   total: number;
 }
 
+/** Timings of a retrieval that has not run any stage yet: every stage at 0. */
+export function noTimings(): RetrievalTimings {
+  return { embed: 0, vector: 0, lexical: 0, fuse: 0, proximity: 0, score: 0, mmr: 0, total: 0 };
+}
+
 /** What `retrieve` returns: the chosen candidates best first, those MMR dropped, and the time per stage. */
 export interface RetrievalResult {
   candidates: RetrievedCandidate[];
@@ -397,16 +403,7 @@ export function createHybridRetriever(config: {
     throwIfAborted(signal);
     const basePool = options.candidates ?? Math.max(4 * k, 40);
     const poolSize = grouped ? (grouping.candidates ?? Math.max(basePool, 200)) : basePool;
-    const timings: RetrievalTimings = {
-      embed: 0,
-      vector: 0,
-      lexical: 0,
-      fuse: 0,
-      proximity: 0,
-      score: 0,
-      mmr: 0,
-      total: 0,
-    };
+    const timings = noTimings();
 
     let mark = performance.now();
     const [queryVector] = await embedder.embed([query], { inputType: 'query', signal });
@@ -528,13 +525,14 @@ export function createHybridRetriever(config: {
     for (const candidate of pool.values()) {
       if (exactIds.has(candidate.id) || isExact?.(candidate.metadata)) candidate.exact = true;
     }
-    fuse([...pool.values()], denseMatches, lexicalMatches, options.fusion);
+    const entries = [...pool.values()];
+    fuse(entries, denseMatches, lexicalMatches, options.fusion);
     timings.fuse = performance.now() - mark;
 
     if (options.proximity.weight > 0) {
       mark = performance.now();
       addProximityEvidence(
-        [...pool.values()],
+        entries,
         query,
         { ...options.proximity, candidates: options.proximity.candidates ?? Math.max(3 * k, 10) },
         stems,
@@ -543,7 +541,7 @@ export function createHybridRetriever(config: {
     }
 
     mark = performance.now();
-    const scored = scoreCandidates([...pool.values()], options.scoring, now, grouped ? grouping : undefined);
+    const scored = scoreCandidates(entries, options.scoring, now, grouped ? grouping : undefined);
     timings.score = performance.now() - mark;
     return { scored, timings, started };
   };
@@ -619,14 +617,7 @@ function rankGroups(
       group = { key, score: 0, members: [] };
       groups.set(key, group);
     }
-    const members = group.members;
-    if (members.length === limit && byRelevance(candidate, members[limit - 1]!) >= 0) continue;
-    let at = members.length === limit ? limit - 1 : members.length;
-    while (at > 0 && byRelevance(candidate, members[at - 1]!) < 0) {
-      members[at] = members[at - 1]!;
-      at--;
-    }
-    members[at] = candidate;
+    insertBounded(group.members, candidate, limit, comesBefore);
   }
   // Summed best first, as a sorted pass would have added them.
   for (const group of groups.values()) for (const member of group.members) group.score += member.relevance;
@@ -636,6 +627,8 @@ function rankGroups(
 function byRelevance(a: ScoredEntry, b: ScoredEntry): number {
   return b.relevance - a.relevance || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
+
+const comesBefore = (a: ScoredEntry, b: ScoredEntry): boolean => byRelevance(a, b) < 0;
 
 interface PoolEntry {
   id: string;
@@ -700,14 +693,7 @@ function addProximityEvidence(
   const best: PoolEntry[] = [];
   const before = (a: PoolEntry, b: PoolEntry) => a.fused > b.fused || (a.fused === b.fused && a.id < b.id);
   for (const candidate of pool) {
-    if (candidate.metadata.text.length === 0) continue;
-    if (best.length === proximity.candidates && !before(candidate, best[best.length - 1]!)) continue;
-    let at = best.length === proximity.candidates ? best.length - 1 : best.length;
-    while (at > 0 && before(candidate, best[at - 1]!)) {
-      best[at] = best[at - 1]!;
-      at--;
-    }
-    best[at] = candidate;
+    if (candidate.metadata.text.length > 0) insertBounded(best, candidate, proximity.candidates, before);
   }
   const top = best[0]?.fused ?? 0;
   if (top <= 0) return;

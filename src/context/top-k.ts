@@ -214,3 +214,57 @@ export function kthLargest(values: Float64Array, length: number, k: number): num
   }
   return values[target]!;
 }
+
+/** A ranking pass: the `k` best candidates that pass `passes` (every one when it is undefined), best first. */
+export type Ranker<T> = (
+  k: number,
+  passes: ((item: T) => boolean) | undefined,
+) => Array<{ score: number; id: string; item: T }>;
+
+/**
+ * The `k` best of `total` candidates that pass `passes`: ranks the best `probeSize(k, total)` without the filter and
+ * filters them best first (`takePassing`); only when too few of them pass does it rank again with the filter. Same
+ * result as one filtered ranking, with the filter run on a few candidates instead of every one that could be kept.
+ *
+ * @example
+ * ```ts
+ * const items = [5, 3, 9, 1];
+ * const rank: Ranker<number> = (k, passes) => {
+ *   const heap = new TopKHeap<number>(k);
+ *   items.forEach((item, at) => { if (!passes || passes(item)) heap.offer(item, `i${at}`, item); });
+ *   return heap.takeSorted();
+ * };
+ * bestPassing(rank, 1, items.length, (item) => item < 9); // [{ score: 5, id: 'i0', item: 5 }]
+ * ```
+ */
+export function bestPassing<T>(
+  rank: Ranker<T>,
+  k: number,
+  total: number,
+  passes: (item: T) => boolean,
+): Array<{ score: number; id: string; item: T }> {
+  return takePassing(rank(probeSize(k, total), undefined), k, total, passes) ?? rank(k, passes);
+}
+
+/**
+ * Inserts `item` into `list`, which is kept ordered by `before` and at most `limit` long: when it is full, an item
+ * that does not come before its last entry is left out, and otherwise the last entry drops out. One step of an
+ * insertion sort, for keeping the few best of many without sorting them all.
+ *
+ * @example
+ * ```ts
+ * const best: number[] = [];
+ * for (const value of [4, 9, 1, 7]) insertBounded(best, value, 2, (a, b) => a > b);
+ * best; // [9, 7]
+ * ```
+ */
+export function insertBounded<T>(list: T[], item: T, limit: number, before: (a: T, b: T) => boolean): void {
+  if (limit <= 0) return;
+  if (list.length >= limit && !before(item, list[limit - 1]!)) return;
+  let at = list.length >= limit ? limit - 1 : list.length;
+  while (at > 0 && before(item, list[at - 1]!)) {
+    list[at] = list[at - 1]!;
+    at--;
+  }
+  list[at] = item;
+}
