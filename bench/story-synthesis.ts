@@ -3,6 +3,8 @@
  * length and vocabulary, so a 100,000-scene story can be built in seconds and is the same on every run. Scene `i`
  * depends only on `i` (and the seed), so a 1,000-scene story is the first 1,000 scenes of the 100,000-scene one.
  */
+
+import { seededRandom } from '../src/core/seeded-random.js';
 import { chapterIdFor, type Scene, SceneSchema, type StoryState, StoryStateSchema } from '../src/state/schema.js';
 
 export const SCENES_PER_CHAPTER = 24;
@@ -139,18 +141,6 @@ const TITLES = [
   'The Smugglers Bargain',
   'Glass and Thorn',
 ];
-
-/** mulberry32: a small seeded generator. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const pick = <T>(random: () => number, items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
 

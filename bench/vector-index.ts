@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { createSqliteVectorIndex } from '../src/context/sqlite-vector-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
+import { seededRandom } from '../src/core/seeded-random.js';
 import type { VectorRecordInput } from '../src/state/schema.js';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 10_000);
@@ -17,17 +18,6 @@ const DIMENSIONS = 1536;
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 200);
 const BATCH = 500;
 const STORY = 'bench';
-
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const random = seededRandom(1536);
 const vector = () => {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { seededRandom } from '../src/core/seeded-random.js';
 import type { Scene, StoryState, UserInfluence } from '../src/state/schema.js';
 import { createSqliteStateStore } from '../src/state/sqlite.js';
 import { openSqliteDatabase } from '../src/state/sqlite-database.js';
@@ -22,18 +23,6 @@ const KILLS = 25;
 /** The loop stops early past this, so a slow CI machine still finishes; at least MIN_KILLS must happen. */
 const TIME_BUDGET_MS = 90_000;
 const MIN_KILLS = 10;
-
-/** mulberry32, seeded: the kill moments differ from kill to kill but are the same on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /** Runs the committing child and kills it `delayMs` after it reports it has opened the file. */
 function runAndKill(file: string, delayMs: number): Promise<void> {

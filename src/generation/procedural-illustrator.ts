@@ -12,6 +12,7 @@
  */
 import { deflateSync } from 'node:zlib';
 import { throwIfAborted, ValidationError } from '../core/errors.js';
+import { seededRandom } from '../core/seeded-random.js';
 import type { GeneratedImage, ImageGenerator, ImageRequest } from './image-generator.js';
 
 /**
@@ -240,18 +241,6 @@ function hashString(text: string): number {
   return hash >>> 0;
 }
 
-/** mulberry32, seeded from the request: the same request always draws the same picture. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function rgb(hex: string): Rgb {
   const value = Number.parseInt(hex.slice(1), 16);
   return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
@@ -281,7 +270,7 @@ function compose(request: ImageRequest, width: number, height: number): Picture 
     characters.map((character) => `${character.id}:${character.name}`).join('|'),
     request.prompt,
   ].join('\u0000');
-  const next = random(hashString(key));
+  const next = seededRandom(hashString(key));
   const mood = (request.mood ?? '').trim().toLowerCase();
   const paletteNames = Object.keys(PALETTES);
   const palette =

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { MetadataFilter } from '../context/filter.js';
 import type { VectorIndex } from '../context/vector-index.js';
 import { AbortedError, ValidationError } from '../core/errors.js';
+import { seededRandom } from '../core/seeded-random.js';
 import type { VectorMetadataInput, VectorRecordInput } from '../state/schema.js';
 import { registerSuite, type SuiteCase, type SuiteOptions, type SuiteTestApi } from './suite.js';
 
@@ -19,18 +20,6 @@ const SCORE_TOLERANCE = 1e-4;
 /** A story id no other case, run or process uses, so cases sharing a real backend never see each other's data. */
 function uniqueStoryId(label: string): string {
   return `${label}-${randomUUID().slice(0, 8)}`;
-}
-
-/** mulberry32: a small seeded generator, so "random" data is the same on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 function randomVector(random: () => number, dimensions: number): Float32Array<ArrayBuffer> {
