@@ -130,6 +130,15 @@ export class TopKHeap<T> {
   }
 }
 
+/**
+ * Sort order of ranked entries, best first: a higher score, then a smaller id. The order `TopKHeap.takeSorted`
+ * returns, for callers that pick their few candidates by `kthLargest` and sort just those.
+ */
+export function byRank(a: { score: number; id: string }, b: { score: number; id: string }): number {
+  if (a.score !== b.score) return a.score > b.score ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
 /** True when (scoreA, idA) ranks below (scoreB, idB): a lower score, or an equal score and a larger id. */
 export function isWorse(scoreA: number, idA: string, scoreB: number, idB: string): boolean {
   return scoreA < scoreB || (scoreA === scoreB && idA > idB);
