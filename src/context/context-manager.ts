@@ -257,6 +257,12 @@ export class ContextManager {
     string,
     { text: string; tokens: number; items: PackedItem[]; omitted: OmittedItem[] }
   >();
+  /**
+   * Whole journals by story, state version, chapter start, point of view and budget. A state version fixes the
+   * chapter's scenes (committed scenes never change), so repeated calls at one version (a re-asked episode, readers'
+   * questions between episodes) skip listing and filtering the chapter's scenes. Read-only for callers.
+   */
+  private readonly journals = new Map<string, ChapterJournal>();
   private readonly locations = new Map<string, Set<string>>();
 
   constructor(options: ContextManagerOptions) {
@@ -475,6 +481,7 @@ export class ContextManager {
     report({ phase: 'clear', done: 0, total: 1 });
     await Promise.all([this.vectors.deleteStory(storyId), this.keywords.deleteStory(storyId)]);
     this.stablePrefixes.clear();
+    this.journals.clear();
     report({ phase: 'clear', done: 1, total: 1 });
     let records = 0;
     let previous: Scene | null = null;
@@ -779,9 +786,17 @@ export class ContextManager {
    * taken while they fit `budget`. Appending only ever adds bytes at the end, so the stable part of one episode is a
    * prefix of the next one's prompt, which is what prompt caching reads.
    */
-  private async chapterJournal(state: StoryState, chapterStart: StoryState, pov: string | undefined, budget: number) {
+  private async chapterJournal(
+    state: StoryState,
+    chapterStart: StoryState,
+    pov: string | undefined,
+    budget: number,
+  ): Promise<ChapterJournal> {
     const empty = { text: '', blocks: [] as string[], sceneIds: new Set<string>(), included: [] as PackedItem[] };
     if (state.sceneCount === chapterStart.sceneCount || budget <= 0) return empty;
+    const key = [state.storyId, state.version, chapterStart.version, pov ?? '', budget].join('\u0000');
+    const cached = this.journals.get(key);
+    if (cached) return cached;
     const scenes = (await this.scenesOfChapter(state.storyId, state.chapterId)).filter(
       (scene) => scene.index >= chapterStart.sceneCount && (!pov || scene.characters.includes(pov)),
     );
@@ -805,7 +820,9 @@ export class ContextManager {
         reason: 'a scene of this chapter',
       });
     }
-    return blocks.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included } : empty;
+    const journal = blocks.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included } : empty;
+    remember(this.journals, key, journal, 64);
+    return journal;
   }
 
   private async journalEntry(state: StoryState, scene: Scene, pov: string | undefined): Promise<string> {
@@ -1317,6 +1334,14 @@ function checkInteger(value: number, name: string, min: number, max: number): nu
     });
   }
   return value;
+}
+
+/** The chapter journal of one call: its text, its blocks, the scenes it holds and what it included. */
+interface ChapterJournal {
+  text: string;
+  blocks: string[];
+  sceneIds: Set<string>;
+  included: PackedItem[];
 }
 
 function remember<V>(map: Map<string, V>, key: string, value: V, limit: number): void {
