@@ -259,6 +259,59 @@ describe('createHybridRetriever', () => {
     expect(rare.candidates.map((candidate) => candidate.id)).toContain('scene-11');
   });
 
+  it('asks each source for a grouping pool of 20 per requested result (at least the plain pool), or as configured', async () => {
+    const embedder = createHashingEmbedder({ dimensions: 64 });
+    const vectors = createMemoryVectorIndex({ dimensions: 64 });
+    const keywords = createMemoryKeywordIndex();
+    const asked: Array<[string, number]> = [];
+    const spied = (options?: HybridRetrieverOptions) =>
+      createHybridRetriever({
+        vectors: {
+          ...vectors,
+          query: (storyId, query) => {
+            asked.push(['vector', query.topK]);
+            return vectors.query(storyId, query);
+          },
+        },
+        keywords: {
+          ...keywords,
+          query: (storyId, query) => {
+            asked.push(['lexical', query.topK]);
+            return keywords.query(storyId, query);
+          },
+        },
+        embedder,
+        options,
+      });
+    const poolsFor = async (k: number, options?: HybridRetrieverOptions) => {
+      asked.length = 0;
+      await spied(options).retrieve(STORY, { query: 'the lamp', k });
+      return asked.sort();
+    };
+    expect(await poolsFor(10)).toEqual([
+      ['lexical', 200],
+      ['vector', 200],
+    ]);
+    expect(await poolsFor(5)).toEqual([
+      ['lexical', 100],
+      ['vector', 100],
+    ]);
+    // Never below the plain pool, max(4k, 40).
+    expect(await poolsFor(1)).toEqual([
+      ['lexical', 40],
+      ['vector', 40],
+    ]);
+    expect(await poolsFor(5, { grouping: { candidates: 200 } })).toEqual([
+      ['lexical', 200],
+      ['vector', 200],
+    ]);
+    // Without grouping, the plain pool.
+    expect(await poolsFor(5, { grouping: { weight: 0 } })).toEqual([
+      ['lexical', 40],
+      ['vector', 40],
+    ]);
+  });
+
   it('holds exact ids to the request filter, like every other source', async () => {
     const dated: Doc[] = docs.map((doc, index) => ({ ...doc, metadata: { sceneIndex: index } }));
     const retriever = await setup(dated, { mmr: { lambda: 1 } });
