@@ -103,6 +103,17 @@ describe('ContextManager.getRelevantContext', () => {
     expect(entry?.reason).toMatch(/retrieved: score/);
     expect(bundle.prompt.dynamic).toContain('brass key');
     expect(bundle.trace.exact.characters).toContain('tobin');
+    // What was left out says so too: the next best scenes, each once, with their scores.
+    const below = bundle.trace.omitted.filter((item) => item.reason === 'ranked below the top 3');
+    expect(below.length).toBeGreaterThan(0);
+    expect(below.length).toBeLessThanOrEqual(3);
+    const chosen = new Set(bundle.similarScenes.map((scene) => `scene:${scene.sceneId}`));
+    expect(new Set(below.map((item) => item.id)).size).toBe(below.length);
+    for (const item of below) {
+      expect(chosen.has(item.id)).toBe(false);
+      expect(item.section).toBe('memories');
+      expect(item.score).toBeGreaterThan(0);
+    }
   });
 
   it('leaves the most recent scenes to the recent-scenes section instead of retrieving them', async () => {

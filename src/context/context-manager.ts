@@ -387,6 +387,7 @@ export class ContextManager {
         omitted: [
           ...stable.omitted.map((item) => ({ ...item, part: 'stable' as const })),
           ...dynamic.omitted.map((item) => ({ ...item, part: 'dynamic' as const })),
+          ...retrieved.belowTopK.map((item) => ({ ...item, part: 'dynamic' as const })),
         ],
         droppedByDiversity: retrieved.dropped,
         exact: { characters: exact.characters, threads: exact.threads, locations: exact.locations },
@@ -693,10 +694,15 @@ export class ContextManager {
     exact: { characters: string[]; threads: string[]; locations: string[]; ids: string[] },
     pov: string | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<{ scenes: SimilarScene[]; dropped: ContextTrace['droppedByDiversity']; timings: RetrievalTimings }> {
+  ): Promise<{
+    scenes: SimilarScene[];
+    dropped: ContextTrace['droppedByDiversity'];
+    belowTopK: OmittedItem[];
+    timings: RetrievalTimings;
+  }> {
     // The most recent scenes are shown in order in the dynamic part; retrieval looks further back.
     const horizon = state.sceneCount - this.recentScenes;
-    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], timings: noTimings() };
+    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], belowTopK: [], timings: noTimings() };
     const filter: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
     if (pov) filter.characters = { $in: [pov] };
     const exactMatches: ExactMatches = {};
@@ -729,6 +735,12 @@ export class ContextManager {
     return {
       scenes,
       dropped: result.dropped.map(({ id, similarTo, similarity }) => ({ id, similarTo, similarity })),
+      belowTopK: result.runnersUp.map((candidate) => ({
+        id: `scene:${candidate.metadata.sourceId}`,
+        section: 'memories',
+        reason: `ranked below the top ${k}`,
+        score: candidate.score,
+      })),
       timings: result.timings,
     };
   }

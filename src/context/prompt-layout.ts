@@ -41,6 +41,8 @@ export interface OmittedItem {
   id: string;
   section: string;
   reason: string;
+  /** For a retrieved memory left out: its final retrieval score. */
+  score?: number;
 }
 
 /** The result of packing items into a budget. */

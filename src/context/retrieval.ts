@@ -228,10 +228,18 @@ export function noTimings(): RetrievalTimings {
   return { embed: 0, vector: 0, lexical: 0, fuse: 0, proximity: 0, score: 0, mmr: 0, total: 0 };
 }
 
-/** What `retrieve` returns: the chosen candidates best first, those MMR dropped, and the time per stage. */
+/**
+ * What `retrieve` returns: the chosen candidates best first, those MMR dropped, the next best that were not chosen,
+ * and the time per stage.
+ */
 export interface RetrievalResult {
   candidates: RetrievedCandidate[];
   dropped: DroppedCandidate[];
+  /**
+   * The best `k` candidates after the chosen ones that were neither chosen nor dropped as near-duplicates, best
+   * first: what a trace shows as "ranked below the top k" (with `distinct`, one per source).
+   */
+  runnersUp: RetrievedCandidate[];
   timings: RetrievalTimings;
 }
 
@@ -571,9 +579,15 @@ export function createHybridRetriever(config: {
         throwIfAborted(signal);
         ({ chosen, dropped } = maximalMarginalRelevance(mmrPool, k, options.mmr.lambda));
       }
+      const passedOver = new Set([...chosen, ...dropped].map((candidate) => candidate.id));
+      const runnersUp: RetrievedCandidate[] = [];
+      for (const candidate of scored) {
+        if (runnersUp.length >= k) break;
+        if (!passedOver.has(candidate.id)) runnersUp.push(toCandidate(candidate));
+      }
       timings.mmr = performance.now() - mark;
       timings.total = performance.now() - started;
-      return { candidates: chosen, dropped, timings };
+      return { candidates: chosen, dropped, runnersUp, timings };
     },
 
     async retrieveGroups(storyId, request) {
