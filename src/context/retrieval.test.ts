@@ -472,6 +472,59 @@ describe('createHybridRetriever', () => {
     expect(timings.total).toBeGreaterThanOrEqual(timings.embed);
   });
 
+  it('charges each concurrent lookup with its own work, in-process or remote', async () => {
+    const embedder = createHashingEmbedder({ dimensions: 64 });
+    const vectors = createMemoryVectorIndex({ dimensions: 64 });
+    const keywords = createMemoryKeywordIndex();
+    await vectors.upsert(STORY, [
+      {
+        id: 'a',
+        values: (await embedder.embed(['a dragon']))[0]!,
+        metadata: { storyId: STORY, type: 'scene', timestamp: 0, sourceId: 'a' },
+      },
+    ]);
+    await keywords.upsert(STORY, [
+      { id: 'a', text: 'a dragon', metadata: { storyId: STORY, type: 'scene', timestamp: 0, sourceId: 'a' } },
+    ]);
+    // Synchronous work inside the call, as an in-process index does it; or a wait after it returns, as a remote one.
+    const busy = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until) {
+        // spin
+      }
+    };
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const timingsWith = async (slow: 'vector' | 'lexical', how: 'busy' | 'remote') => {
+      const delay = async () => (how === 'busy' ? busy(40) : await sleep(40));
+      const retriever = createHybridRetriever({
+        vectors: {
+          ...vectors,
+          query: async (storyId, query) => {
+            if (slow === 'vector') await delay();
+            return vectors.query(storyId, query);
+          },
+        },
+        keywords: {
+          ...keywords,
+          query: async (storyId, query) => {
+            if (slow === 'lexical') await delay();
+            return keywords.query(storyId, query);
+          },
+        },
+        embedder,
+      });
+      return (await retriever.retrieve(STORY, { query: 'dragon', k: 1 })).timings;
+    };
+    for (const how of ['busy', 'remote'] as const) {
+      const slowVector = await timingsWith('vector', how);
+      expect(slowVector.vector).toBeGreaterThanOrEqual(39);
+      expect(slowVector.lexical).toBeLessThan(slowVector.vector);
+      const slowLexical = await timingsWith('lexical', how);
+      expect(slowLexical.lexical).toBeGreaterThanOrEqual(39);
+      expect(slowLexical.vector).toBeLessThan(slowLexical.lexical);
+    }
+  });
+
   it('honours an aborted signal and validates the request', async () => {
     const retriever = await setup(docs);
     const controller = new AbortController();

@@ -421,26 +421,33 @@ export function createHybridRetriever(config: {
     throwIfAborted(signal);
     if (!queryVector) throw new ValidationError('The embedder returned no vector for the query');
 
-    const timed = async <T>(stage: 'vector' | 'lexical', work: Promise<T>): Promise<T> => {
+    // The lookups run concurrently. An in-process index does its work synchronously when called (it returns a
+    // settled promise), a remote one waits on the network after the call returns; so a stage's time is the time of
+    // its own call plus how long its promise took to settle once every lookup had been started. Timing from the call
+    // to the settle alone would charge each lookup with the synchronous work of those started after it.
+    const launch = <T>(stage: 'vector' | 'lexical' | undefined, start: () => Promise<T>) => {
       const begin = performance.now();
-      try {
-        return await work;
-      } finally {
-        timings[stage] = performance.now() - begin;
-      }
+      const promise = start();
+      const own = performance.now() - begin;
+      return { stage, promise, own };
     };
     const exactFilter = exact ? exactMetadataFilter(exact) : undefined;
     const isExact = exactFilter ? compileFilter(exactFilter) : undefined;
-    let [denseMatches, lexicalMatches, exactById] = await Promise.all([
-      timed(
-        'vector',
-        // Speed (bench:context): no values here. Only the MMR pool and the feedback seeds need them, and both fetch
-        // what is missing; copying the values of every one of `poolSize` matches cost more than the search.
-        vectors.query(storyId, { vector: queryVector, topK: poolSize, filter, includeValues: false, signal }),
-      ),
-      timed('lexical', keywords.query(storyId, { text: query, topK: poolSize, filter, signal })),
+    const dense = launch('vector', () =>
+      // Speed (bench:context): no values here. Only the MMR pool and the feedback seeds need them, and both fetch
+      // what is missing; copying the values of every one of `poolSize` matches cost more than the search.
+      vectors.query(storyId, { vector: queryVector, topK: poolSize, filter, includeValues: false, signal }),
+    );
+    const lexical = launch('lexical', () => keywords.query(storyId, { text: query, topK: poolSize, filter, signal }));
+    const byId = launch(undefined, () =>
       exact?.ids && exact.ids.length > 0 ? vectors.fetch(storyId, exact.ids, { signal }) : Promise.resolve([]),
-    ]);
+    );
+    const launched = performance.now();
+    const settle = <T>(lookup: { stage: 'vector' | 'lexical' | undefined; promise: Promise<T>; own: number }) =>
+      lookup.promise.finally(() => {
+        if (lookup.stage) timings[lookup.stage] = lookup.own + (performance.now() - launched);
+      });
+    let [denseMatches, lexicalMatches, exactById] = await Promise.all([settle(dense), settle(lexical), settle(byId)]);
     throwIfAborted(signal);
     // The extra search brings in the best exact matches by vector that the two searches missed (the pool's own are
     // marked below). It returns the `exactTopK` best exact matches by the same vector under the same filter, so when
