@@ -105,6 +105,11 @@ export interface ContextTrace {
   droppedByDiversity: Array<Pick<DroppedCandidate, 'id' | 'similarTo' | 'similarity'>>;
   /** What the query named: character ids, thread ids, locations. */
   exact: { characters: string[]; threads: string[]; locations: string[] };
+  /**
+   * Milliseconds. `cache` (the frequent context) and `chapterStart` (the stable prefix) run concurrently with
+   * `retrieval`: each is the wall time from its start until its result was ready, waits included, so they overlap
+   * it and the stages do not add up to `total`.
+   */
   timings: {
     total: number;
     load: number;

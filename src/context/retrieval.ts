@@ -211,6 +211,11 @@ export interface DroppedCandidate extends RetrievedCandidate {
 }
 
 /** Milliseconds spent in each stage. `vector` and `lexical` run concurrently, so they overlap. */
+/**
+ * Milliseconds per step of one retrieval. `vector` and `lexical` run concurrently: each is its own call plus how
+ * long its result took to arrive once both had been started (for in-process indexes, the call is the work). `mmr`
+ * includes fetching the vectors of lexical-only candidates.
+ */
 export interface RetrievalTimings {
   embed: number;
   vector: number;
