@@ -4,7 +4,9 @@
  * sqlite-vec KNN over the same vectors, in the same run. Peak memory per size.
  *
  * Run with `npm run bench:context` (`BENCH_SIZES=1000,10000` to choose sizes, `BENCH_QUERIES=220`,
- * `BENCH_SQLITE=0` to skip the SQLite backend). Each size runs in its own child process so its peak RSS is its own.
+ * `BENCH_SQLITE=0` to skip the SQLite backend, `BENCH_TRIALS=3` to set the trials per size). Each size runs in its own
+ * child processes (three trials up to 10,000 scenes, one above), so its peak RSS is its own and each row is the
+ * median trial's.
  * Writes `bench/results/context.json` and `bench/results/context.md`. Not part of `npm test`: tests never depend on
  * speed.
  *
@@ -60,8 +62,17 @@ const SIZES = (process.env.BENCH_SIZES ?? '1000,10000,100000').split(',').map(Nu
 const QUERIES = Number(process.env.BENCH_QUERIES ?? 220);
 const WARMUP = 20;
 const K = 5;
-/** What getRelevantContext asks the vector index for at k = 5: `max(4 · 3k, 40)` candidates (see retrieval.ts). */
+/**
+ * topK of the raw searches compared side by side (ours, LangChain, sqlite-vec). getRelevantContext itself asks each
+ * index for its grouping pool, `max(4k, 40, 20k)` = 100 at k = 5 (retrieval.ts).
+ */
 const POOL = 60;
+/**
+ * Each size runs this many times, each in a fresh process; every reported figure is the median trial's (per
+ * backend and per peer), so a burst of other load on the machine during one trial does not decide a row. Default 3
+ * up to 10,000 scenes and 1 above (a 100,000-scene trial takes minutes).
+ */
+const TRIALS = process.env.BENCH_TRIALS ? Number(process.env.BENCH_TRIALS) : undefined;
 const BATCH = 1_000;
 
 interface Percentiles {
@@ -85,6 +96,8 @@ interface BackendResult {
 
 interface SizeResult {
   scenes: number;
+  /** How many trials ran, and each trial's p50s: the rows above are the median trial of each. */
+  trials?: { count: number; p50s: Record<string, number[]> };
   vectors: number;
   embedSeconds: number;
   backends: BackendResult[];
@@ -460,6 +473,39 @@ async function runSize(size: number): Promise<SizeResult> {
   };
 }
 
+/**
+ * One result from several trials of a size: each backend's row, LangChain's and sqlite-vec's figures come from the
+ * trial whose p50 is the median of theirs (so a row stays internally consistent), and every trial's p50 is kept.
+ */
+function medianTrial(trials: SizeResult[]): SizeResult {
+  const median = <T>(items: T[], p50: (item: T) => number): T =>
+    [...items].sort((a, b) => p50(a) - p50(b))[Math.floor((items.length - 1) / 2)]!;
+  const first = trials[0]!;
+  const p50s: Record<string, number[]> = {};
+  const backends = first.backends.map((backend) => {
+    const rows = trials.map((trial) => trial.backends.find((row) => row.backend === backend.backend)!);
+    p50s[backend.backend] = rows.map((row) => row.getRelevantContext.p50);
+    return median(rows, (row) => row.getRelevantContext.p50);
+  });
+  const peer = <T extends { p50: number } | null>(pick: (trial: SizeResult) => T, name: string): T => {
+    const values = trials.map(pick);
+    if (values.some((value) => value === null)) return values[0]!;
+    p50s[name] = values.map((value) => value!.p50);
+    return median(values, (value) => value!.p50);
+  };
+  return {
+    ...first,
+    backends,
+    langchain: peer((trial) => trial.langchain, 'langchain'),
+    sqliteVec: peer((trial) => trial.sqliteVec, 'sqliteVec'),
+    sqliteVecScan: peer((trial) => trial.sqliteVecScan, 'sqliteVecScan'),
+    peakRssMb: Math.max(...trials.map((trial) => trial.peakRssMb)),
+    loadAverage: Math.max(...trials.map((trial) => trial.loadAverage)),
+    measuredAt: trials.at(-1)!.measuredAt,
+    trials: { count: trials.length, p50s },
+  };
+}
+
 function ratio(peer: number | undefined, ours: number): string {
   return peer === undefined ? 'n/a' : `${(peer / ours).toFixed(1)}×`;
 }
@@ -468,7 +514,7 @@ function markdown(results: SizeResult[]): string {
   const lines = [
     '# getRelevantContext speed',
     '',
-    `Hashing embedder, ${DIMENSIONS} dimensions, k = ${K}. ${QUERIES} getRelevantContext calls after ${WARMUP} warm-up per size (60 for SQLite at 100,000). The raw searches (ours, LangChain MemoryVectorStore.similaritySearchVectorWithScore, sqlite-vec) run the same query vectors with topK ${POOL} and the same "older than the 5 recent scenes" filter (${QUERIES} queries; 60 at 100,000). Ratios are peer p50 ÷ our getRelevantContext p50. Node ${process.version}, ${availableParallelism()} cores shared with other work: see the load average per size below; wall times include waiting for a core, CPU is this process's own time.`,
+    `Hashing embedder, ${DIMENSIONS} dimensions, k = ${K}. ${QUERIES} getRelevantContext calls after ${WARMUP} warm-up per size and trial (60 for SQLite at 100,000). The raw searches (ours, LangChain MemoryVectorStore.similaritySearchVectorWithScore, sqlite-vec) run the same query vectors with topK ${POOL} and the same "older than the 5 recent scenes" filter (${QUERIES} queries; 60 at 100,000). Ratios are peer p50 ÷ our getRelevantContext p50. Node ${process.version}, ${availableParallelism()} cores shared with other work: see the load average per size below; wall times include waiting for a core, CPU is this process's own time.`,
     '',
     '| scenes | backend | getRelevantContext p50 / p99 (ms) | CPU p50 (ms) | its vector search p50 (ms) | LangChain MemoryVectorStore p50 / p99 (ms) | sqlite-vec vec0 KNN p50 (ms) | sqlite-vec scan p50 (ms) | LangChain ÷ ours | vec0 ÷ ours | build (s) | peak RSS (MB) |',
     '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
@@ -480,6 +526,21 @@ function markdown(results: SizeResult[]): string {
         `| ${result.scenes.toLocaleString('en')} | ${backend.backend} | ${ours.p50} / ${ours.p99} | ${backend.getRelevantContextCpu.p50} | ${backend.vectorQuery.p50} | ${result.langchain ? `${result.langchain.p50} / ${result.langchain.p99}` : 'n/a'} | ${result.sqliteVec?.p50 ?? 'n/a'} | ${result.sqliteVecScan?.p50 ?? 'n/a'} | ${ratio(result.langchain?.p50, ours.p50)} | ${ratio(result.sqliteVec?.p50, ours.p50)} | ${backend.buildSeconds} | ${result.peakRssMb} |`,
       );
     }
+  }
+  lines.push(
+    '',
+    'Each size ran in several fresh processes (trials); each row is the median trial of that backend or peer. p50 of every trial, ms:',
+    '',
+  );
+  for (const result of results) {
+    const trials = result.trials;
+    if (!trials) continue;
+    const list = Object.entries(trials.p50s)
+      .map(([name, values]) => `${name} ${values.join(' / ')}`)
+      .join('; ');
+    lines.push(
+      `- ${result.scenes.toLocaleString('en')} scenes, ${trials.count} trial${trials.count === 1 ? '' : 's'}: ${list}`,
+    );
   }
   lines.push('', '## Where the time goes (p50 per stage, ms, memory backend)', '');
   const stageNames = Object.keys(results[0]?.backends[0]?.stages ?? {});
@@ -525,13 +586,18 @@ async function main(): Promise<void> {
   const results: SizeResult[] = [];
   try {
     for (const size of SIZES) {
-      const out = path.join(scratch, `${size}.json`);
-      const run = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
-        env: { ...process.env, BENCH_CONTEXT_CHILD: String(size), BENCH_CONTEXT_OUT: out },
-        stdio: ['ignore', 'inherit', 'inherit'],
-      });
-      if (run.status !== 0) throw new Error(`the ${size}-scene run failed (exit ${run.status})`);
-      results.push(JSON.parse(readFileSync(out, 'utf8')) as SizeResult);
+      const trials: SizeResult[] = [];
+      const count = TRIALS ?? (size <= 10_000 ? 3 : 1);
+      for (let trial = 0; trial < count; trial++) {
+        const out = path.join(scratch, `${size}-${trial}.json`);
+        const run = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
+          env: { ...process.env, BENCH_CONTEXT_CHILD: String(size), BENCH_CONTEXT_OUT: out },
+          stdio: ['ignore', 'inherit', 'inherit'],
+        });
+        if (run.status !== 0) throw new Error(`the ${size}-scene run failed (exit ${run.status})`);
+        trials.push(JSON.parse(readFileSync(out, 'utf8')) as SizeResult);
+      }
+      results.push(medianTrial(trials));
     }
   } finally {
     rmSync(scratch, { recursive: true, force: true });
