@@ -111,6 +111,22 @@ describe('TopKHeap', () => {
 });
 
 describe('createMemoryVectorIndex', () => {
+  it('keeps the last of the same id in one batch, in what it returns and in what it scores', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 3, initialCapacity: 4 });
+    // 130 records: the columns are written in blocks of 64, and the two versions of "dup" fall in different blocks.
+    const records = Array.from({ length: 130 }, (_, at) => record(`r${at}`, [0.1, 0.2, 1]));
+    records[5] = record('dup', [1, 0, 0]);
+    records[100] = record('dup', [0, 1, 0]);
+    await index.upsert('s1', records);
+    const [fetched] = await index.fetch('s1', ['dup']);
+    expect([...fetched!.values]).toEqual([0, 1, 0]);
+    const [best] = await index.query('s1', { vector: Float32Array.from([0, 1, 0]), topK: 1 });
+    expect(best).toMatchObject({ id: 'dup', score: 1 });
+    const [other] = await index.query('s1', { vector: Float32Array.from([1, 0, 0]), topK: 1 });
+    expect(other!.id).not.toBe('dup');
+    expect((await index.stats('s1')).count).toBe(129);
+  });
+
   it('answers like a brute-force full sort after any sequence of upserts and deletes', async () => {
     const operation = fc.oneof(
       fc.record({
