@@ -38,13 +38,7 @@ export function termPositions(text: string, terms: readonly string[], stems: Map
     return false;
   };
   const match = (word: string, position: number): void => {
-    let stemmed = stems.get(word);
-    if (stemmed === undefined) {
-      stemmed = stem(word);
-      if (stems.size >= MAX_MEMOISED_STEMS) stems.clear();
-      stems.set(word, stemmed);
-    }
-    const slot = terms.indexOf(stemmed);
+    const slot = terms.indexOf(memoisedStem(stems, word));
     if (slot >= 0) positions[slot]!.push(position);
   };
 
@@ -127,13 +121,7 @@ export function nearPositions(
     let word = lower.slice(start, end);
     if (apostrophe) word = word.replace(POSSESSIVE, '').replace(APOSTROPHES, '');
     if (word.length === 0 || word.length > MAX_TERM_LENGTH || STOP_WORDS.has(word)) return end;
-    let stemmed = stems.get(word);
-    if (stemmed === undefined) {
-      stemmed = stem(word);
-      if (stems.size >= MAX_MEMOISED_STEMS) stems.clear();
-      stems.set(word, stemmed);
-    }
-    const slot = terms.indexOf(stemmed);
+    const slot = terms.indexOf(memoisedStem(stems, word));
     if (slot >= 0 && !seen.has(start)) {
       seen.add(start);
       occurrences.push({ start, end, slot });
@@ -232,6 +220,17 @@ function countContentWords(source: string, from: number, to: number, limit: numb
 }
 
 const MAX_MEMOISED_STEMS = 100_000;
+
+/** `stem(word)`, remembered in `stems` (cleared when it grows past `MAX_MEMOISED_STEMS`). */
+function memoisedStem(stems: Map<string, string>, word: string): string {
+  let stemmed = stems.get(word);
+  if (stemmed === undefined) {
+    stemmed = stem(word);
+    if (stems.size >= MAX_MEMOISED_STEMS) stems.clear();
+    stems.set(word, stemmed);
+  }
+  return stemmed;
+}
 
 // ASCII plus the punctuation that typeset English adds (curly quotes, dashes, ellipsis, no-break space): none of it
 // is a letter, a digit or a mark, and folding changes no word of such text, so lowercasing is all it needs.

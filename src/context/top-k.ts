@@ -135,8 +135,8 @@ export class TopKHeap<T> {
  * returns, for callers that pick their few candidates by `kthLargest` and sort just those.
  */
 export function byRank(a: { score: number; id: string }, b: { score: number; id: string }): number {
-  if (a.score !== b.score) return a.score > b.score ? -1 : 1;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  if (isWorse(b.score, b.id, a.score, a.id)) return -1;
+  return isWorse(a.score, a.id, b.score, b.id) ? 1 : 0;
 }
 
 /** True when (scoreA, idA) ranks below (scoreB, idB): a lower score, or an equal score and a larger id. */
