@@ -210,7 +210,6 @@ export interface DroppedCandidate extends RetrievedCandidate {
   similarity: number;
 }
 
-/** Milliseconds spent in each stage. `vector` and `lexical` run concurrently, so they overlap. */
 /**
  * Milliseconds per step of one retrieval. `vector` and `lexical` run concurrently: each is its own call plus how
  * long its result took to arrive once both had been started (for in-process indexes, the call is the work). `mmr`
