@@ -73,6 +73,9 @@ const POOL = 60;
  * up to 10,000 scenes and 1 above (a 100,000-scene trial takes minutes).
  */
 const TRIALS = process.env.BENCH_TRIALS ? Number(process.env.BENCH_TRIALS) : undefined;
+if (TRIALS !== undefined && (!Number.isInteger(TRIALS) || TRIALS < 1)) {
+  throw new Error(`BENCH_TRIALS must be a positive integer, got ${JSON.stringify(process.env.BENCH_TRIALS)}`);
+}
 const BATCH = 1_000;
 
 interface Percentiles {
@@ -188,18 +191,22 @@ async function buildCorpus(size: number): Promise<Corpus> {
   return { scenes, state, units, vectors, queries, queryVectors };
 }
 
+/** The context manager every measured backend runs: the hashing embedder and an in-process cache. */
+function contextManager(parts: { store: StoryStateStore; vectors: VectorIndex; keywords: KeywordIndex }) {
+  return new ContextManager({
+    ...parts,
+    embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+    cache: new ContextCache({ driver: createMemoryCacheDriver(), store: parts.store }),
+  });
+}
+
 async function buildBackend(
   corpus: Corpus,
   parts: { store: StoryStateStore; vectors: VectorIndex; keywords: KeywordIndex },
 ): Promise<ContextManager> {
   const { scenes, state, units, vectors } = corpus;
   await parts.store.importStory(synthesizeExport(STORY, scenes.length));
-  const embedder = createHashingEmbedder({ dimensions: DIMENSIONS });
-  const manager = new ContextManager({
-    ...parts,
-    embedder,
-    cache: new ContextCache({ driver: createMemoryCacheDriver(), store: parts.store }),
-  });
+  const manager = contextManager(parts);
   // Scene 0 through the real path: it writes the fingerprint and is the reference for the bulk units.
   await manager.indexScene(scenes[0]!, { state });
   const [written] = await parts.vectors.fetch(STORY, [units[0]!.id]);
@@ -463,11 +470,7 @@ async function runSize(size: number): Promise<SizeResult> {
         // A cold start: new connections to the same file, empty mirrors, one call.
         const cold = await sqliteParts(directory);
         if (cold) {
-          const manager = new ContextManager({
-            ...cold,
-            embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
-            cache: new ContextCache({ driver: createMemoryCacheDriver(), store: cold.store }),
-          });
+          const manager = contextManager(cold);
           gc();
           const profiler = process.env.BENCH_PROFILE ? await startProfile() : undefined;
           const begin = performance.now();
