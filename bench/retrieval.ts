@@ -80,8 +80,8 @@ function fusedOnly(options: HybridRetrieverOptions = {}, grouped = false): Hybri
   };
 }
 
-/** Indexes one corpus's units, composed as `unit` units, into fresh memory indexes. */
-async function indexCorpus(
+/** Indexes one corpus's units, composed as `unit` units, into fresh memory indexes (as the context manager does). */
+export async function indexCorpus(
   corpus: BenchCorpus,
   unit: BenchDataset['unit'],
   embedder: Embedder,
