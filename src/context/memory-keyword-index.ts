@@ -159,17 +159,24 @@ export function createMemoryKeywordIndex(options: MemoryKeywordIndexOptions = {}
   };
 }
 
-/** A document that passed validation, with its terms counted. */
+/** A document that passed validation: its analysed terms, every occurrence in order. */
 interface PreparedDocument {
   id: string;
-  length: number;
-  termFrequencies: Map<string, number>;
+  terms: readonly string[];
   metadata: VectorMetadata;
 }
 
-/** A stored document and the number of its slot in the partition's per-slot arrays. */
-interface StoredDocument extends PreparedDocument {
+/**
+ * A stored document: the number of its slot in the partition's per-slot arrays, and the postings that list it (for
+ * removal). It keeps no term map of its own: a story of 10,000 scenes held 10,000 maps of a hundred-odd entries and
+ * their own copies of every term string, most of what garbage collection walked while a SQLite mirror loaded.
+ */
+interface StoredDocument {
+  id: string;
+  length: number;
+  metadata: VectorMetadata;
   slot: number;
+  postings: Posting[];
 }
 
 /**
@@ -179,6 +186,10 @@ interface StoredDocument extends PreparedDocument {
  * cost more than the arithmetic.
  */
 class Posting {
+  constructor(
+    /** The term, as the partition's postings map holds it. */
+    readonly term: string,
+  ) {}
   readonly slots: number[] = [];
   readonly frequencies: number[] = [];
   /**
@@ -200,10 +211,18 @@ class Posting {
     return this.slots.length;
   }
 
-  add(slot: number, frequency: number): void {
+  /** Counts one occurrence of the term in the document at `slot`; true when that document was not listed yet. */
+  count(slot: number): boolean {
+    const last = this.slots.length - 1;
+    // A document's occurrences are counted together (put), so it can only be the last one listed.
+    if (last >= 0 && this.slots[last] === slot) {
+      this.frequencies[last]!++;
+      return false;
+    }
     this.positions?.set(slot, this.slots.length);
     this.slots.push(slot);
-    this.frequencies.push(frequency);
+    this.frequencies.push(1);
+    return true;
   }
 
   remove(slot: number): void {
@@ -260,31 +279,33 @@ class KeywordPartition {
     this.remove(prepared.id);
     const slot = this.freeSlots.pop() ?? this.bySlot.length;
     if (slot >= this.lengths.length) this.grow(this.lengths.length * 2);
-    const document: StoredDocument = { ...prepared, slot };
-    this.bySlot[slot] = document;
-    this.lengths[slot] = document.length;
-    this.writes++;
-    this.documents.set(document.id, document);
-    this.totalLength += document.length;
-    for (const [term, frequency] of document.termFrequencies) {
+    // Occurrences are counted straight into the postings (one map lookup each), not into a map per document first.
+    const postings: Posting[] = [];
+    for (const term of prepared.terms) {
       let posting = this.postings.get(term);
       if (!posting) {
-        posting = new Posting();
+        posting = new Posting(term);
         this.postings.set(term, posting);
       }
-      posting.add(slot, frequency);
+      if (posting.count(slot)) postings.push(posting);
     }
+    const { id, metadata } = prepared;
+    const length = prepared.terms.length;
+    const document: StoredDocument = { id, length, metadata, slot, postings };
+    this.bySlot[slot] = document;
+    this.lengths[slot] = length;
+    this.writes++;
+    this.documents.set(id, document);
+    this.totalLength += length;
   }
 
   remove(id: string): boolean {
     const document = this.documents.get(id);
     if (!document) return false;
     this.writes++;
-    for (const term of document.termFrequencies.keys()) {
-      const posting = this.postings.get(term);
-      if (!posting) continue;
+    for (const posting of document.postings) {
       posting.remove(document.slot);
-      if (posting.size === 0) this.postings.delete(term);
+      if (posting.size === 0) this.postings.delete(posting.term);
     }
     this.documents.delete(id);
     this.bySlot[document.slot] = undefined;
@@ -450,16 +471,10 @@ export function createAnalysedKeywordPartition(): AnalysedKeywordPartition {
     get size() {
       return partition.documents.size;
     },
-    put: (id, terms, metadata) => partition.put(countTerms(id, terms, metadata)),
+    put: (id, terms, metadata) => partition.put({ id, terms, metadata }),
     remove: (id) => partition.remove(id),
     search: (queryTerms, topK, filter) => partition.search(queryTerms, topK, filter, k1, b),
   };
-}
-
-function countTerms(id: string, terms: readonly string[], metadata: VectorMetadata): PreparedDocument {
-  const termFrequencies = new Map<string, number>();
-  for (const term of terms) termFrequencies.set(term, (termFrequencies.get(term) ?? 0) + 1);
-  return { id, length: terms.length, termFrequencies, metadata };
 }
 
 function prepareDocuments(storyId: string, documents: unknown): PreparedDocument[] {
@@ -467,6 +482,6 @@ function prepareDocuments(storyId: string, documents: unknown): PreparedDocument
     label: 'documents',
     fields: 'id, text and metadata',
     inspectBody: inspectDocumentText,
-    build: ({ id, item, metadata }) => countTerms(id, analyze(item.text as string), copyMetadata(metadata)),
+    build: ({ id, item, metadata }) => ({ id, terms: analyze(item.text as string), metadata: copyMetadata(metadata) }),
   });
 }

@@ -7,7 +7,7 @@
  */
 
 import { z } from 'zod';
-import { ClosedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
+import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { LIMITS, type VectorMetadata, type VectorRecord } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import { createDenseColumns, type DenseColumns } from './dense-columns.js';
@@ -94,7 +94,42 @@ export function createMemoryVectorIndex(options: MemoryVectorIndexOptions): Vect
     throw new ValidationError(`Invalid memory vector index options: ${describeProblems(problems)}`, { problems });
   }
   const { dimensions, initialCapacity } = parsed.data;
-  const partitions = new Map<string, Partition>();
+  return memoryVectorIndexOver(dimensions, initialCapacity, new Map());
+}
+
+/**
+ * Internal, for the SQLite vector index's mirror: a memory index holding one story, filled record by record with
+ * records that a durable store validated when they were written. `add` skips `upsert`'s schema checks of ids and
+ * metadata, most of the cost of loading a large story, and still refuses a vector of the wrong length or without a
+ * finite, non-zero norm (which only a damaged file could hold). Not exported from the package entry.
+ */
+export function createValidatedVectorLoad(
+  dimensions: number,
+  storyId: string,
+  expected: number,
+): { index: VectorIndex; add(id: string, values: Float32Array, metadata: VectorMetadata): void } {
+  const capacity = Math.max(1, Math.min(1_000_000, expected));
+  const partition = new Partition(dimensions, capacity);
+  const partitions = new Map<string, Partition>([[storyId, partition]]);
+  return {
+    index: memoryVectorIndexOver(dimensions, capacity, partitions),
+    add(id, values, metadata) {
+      const problems: ValidationProblem[] = [];
+      const squared = inspectVector(values, dimensions, `stored record ${JSON.stringify(id)}`, problems);
+      if (problems.length > 0) {
+        throw new ValidationError(`A stored vector cannot be loaded: ${describeProblems(problems)}`, { problems });
+      }
+      // Copied into the partition's own storage by put; the metadata copy gives every slot the same object shape.
+      partition.put({ id, values, inverseNorm: 1 / Math.sqrt(squared), metadata: copyMetadata(metadata) });
+    },
+  };
+}
+
+function memoryVectorIndexOver(
+  dimensions: number,
+  initialCapacity: number,
+  partitions: Map<string, Partition>,
+): VectorIndex {
   let closed = false;
 
   const open = (operation: string): void => {

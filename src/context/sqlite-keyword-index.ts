@@ -48,7 +48,7 @@ export type SqliteKeywordIndexOptions = {
   /**
    * Answer `query` (and `count`) from an in-memory copy of each story, loaded on the story's first query, ranked
    * exactly like `createMemoryKeywordIndex`. Default true. The copy holds every document's metadata and term counts,
-   * about 6 KB per 200-word document (a 10,000-document story: about 55 MB); turn it off on small-memory hosts, and
+   * about 4.5 KB per 200-word document (a 10,000-document story: about 45 MB); turn it off on small-memory hosts, and
    * queries then run FTS5 `bm25()` inside SQLite, about ten times slower and with whole-file statistics.
    */
   mirror?: boolean;
@@ -64,6 +64,13 @@ const CAPABILITIES: KeywordIndexCapabilities = Object.freeze({
   deleteByFilter: true,
   durable: true,
 });
+
+/** A row of the load statement: a document's id, its metadata as stored, and its analysed terms joined by spaces. */
+interface LoadedRow {
+  id: string;
+  metadata: string;
+  terms: string;
+}
 
 interface PreparedDocument {
   id: string;
@@ -152,12 +159,15 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     db,
     table: 'keyword_index_versions',
     name,
-    read: (storyId) => statements.load.all(name, storyId) as Array<{ id: string; metadata: string; terms: string }>,
-    build: (_storyId, rows): AnalysedKeywordPartition => {
+    // Rows go straight into the copy as they are read: no array of every row and its parsed metadata at once.
+    read: (storyId): AnalysedKeywordPartition => {
       const partition = createAnalysedKeywordPartition();
-      for (const row of rows) partition.put(row.id, splitTerms(row.terms), JSON.parse(row.metadata));
+      for (const row of statements.load.iterate(name, storyId) as Iterable<LoadedRow>) {
+        partition.put(row.id, splitTerms(row.terms), JSON.parse(row.metadata));
+      }
       return partition;
     },
+    build: (_storyId, partition) => partition,
   });
   const statementCache = new Map<string, NativeStatement>();
   const cached = (sql: string) => {

@@ -287,6 +287,36 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     database.close();
   });
 
+  it.each([
+    ['a vector of the wrong length', 'embedding', Buffer.alloc(4)],
+    ['a vector holding NaN', 'embedding', Buffer.from(new Float32Array([Number.NaN, 1]).buffer)],
+    ['the zero vector', 'embedding', Buffer.from(new Float32Array([0, 0]).buffer)],
+    ['metadata that is not JSON', 'metadata', '{"storyId": "s", '],
+  ])(
+    'refuses to load a story holding %s, naming the record, and loads it once it is deleted',
+    async (_what, column, value) => {
+      const database = openSqliteDatabase({ path: ':memory:' });
+      const writer = createSqliteVectorIndex({ database, dimensions: 2 });
+      await writer.upsert('s', [record('a', [1, 0]), record('b', [0, 1]), record('c', [1, 1])]);
+      nativeOf(database).prepare(`UPDATE vectors SET ${column} = ? WHERE id = 'b'`).run(value);
+      // A fresh index object loads the story from the file (the writer's mirror never saw the damage).
+      const reader = createSqliteVectorIndex({ database, dimensions: 2 });
+      const query = { vector: new Float32Array([0, 1]), topK: 3 };
+      await expect(reader.query('s', query)).rejects.toSatisfy(
+        (error) =>
+          StorageError.isInstance(error) &&
+          error.reason === 'corrupt' &&
+          error.message.includes('damaged vector record "b" in story "s"'),
+      );
+      expect(sqliteVectorMirrorState(reader)).toEqual({ stories: [], loads: 0 });
+      await reader.delete('s', { ids: ['b'] });
+      expect(ids(await reader.query('s', query))).toEqual(['c', 'a']);
+      await writer.close();
+      await reader.close();
+      database.close();
+    },
+  );
+
   it('maps a failed load to a StorageError', async () => {
     const database = openSqliteDatabase({ path: ':memory:' });
     const index = createSqliteVectorIndex({ database, dimensions: 2 });
