@@ -3,7 +3,8 @@
  * DynamoDB Local and Redis while 1,000 influences are enqueued concurrently (some ids sent twice). Afterwards the
  * store must hold exactly one scene per version, scene indexes 0..N-1 without gaps or repeats, exactly N `created`
  * outcomes across the processes, and every influence exactly once: applied or rejected by exactly one committed
- * scene, or still pending. The figures go to the console and to `bench/results/load-dynamodb-redis.json`.
+ * scene, or still pending. The figures go to the console, and to `bench/results/load-dynamodb-redis.json` with
+ * `npm run bench:load` (`RECORD_LOAD_RESULTS=1`), so a plain test run leaves the committed figures alone.
  *
  * Each child (`test/fixtures/load-engine-child.ts`) uses a `ContextManager` over in-memory indexes of its own, a
  * `ContextCache` on Redis under this run's key prefix, the procedural narrator and a recording publisher.
@@ -471,8 +472,10 @@ describe.skipIf(skipReason !== undefined)(
       };
       console.info(`[load-dynamodb-redis] ${JSON.stringify(figures, null, 2)}`);
       if (errors.length > 0) console.info(`[load-dynamodb-redis] run errors: ${JSON.stringify(errors, null, 2)}`);
-      mkdirSync(fileURLToPath(new URL('../bench/results/', import.meta.url)), { recursive: true });
-      writeFileSync(RESULTS, `${JSON.stringify(figures, null, 2)}\n`);
+      if (process.env.RECORD_LOAD_RESULTS === '1') {
+        mkdirSync(fileURLToPath(new URL('../bench/results/', import.meta.url)), { recursive: true });
+        writeFileSync(RESULTS, `${JSON.stringify(figures, null, 2)}\n`);
+      }
 
       // Runs may fail (and be retried by the next run) without breaking anything above, but none should here.
       expect(errors).toEqual([]);
