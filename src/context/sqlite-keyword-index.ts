@@ -167,7 +167,6 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       }
       return partition;
     },
-    build: (_storyId, partition) => partition,
   });
   const statementCache = new Map<string, NativeStatement>();
   const cached = (sql: string) => {
@@ -195,13 +194,6 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
   const guard = <T>(body: () => T, operation: string): T => {
     try {
       return body();
-    } catch (error) {
-      throw toStorageError(error, database.path, `SQLite keyword index ${operation} failed`);
-    }
-  };
-  const guardAsync = async <T>(body: () => Promise<T>, operation: string): Promise<T> => {
-    try {
-      return await body();
     } catch (error) {
       throw toStorageError(error, database.path, `SQLite keyword index ${operation} failed`);
     }
@@ -253,7 +245,7 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       const terms = analyze(query.text);
       if (terms.length === 0) return [];
       if (mirrorEnabled) {
-        const partition = await guardAsync(() => mirrors.load(storyId), 'query');
+        const partition = guard(() => mirrors.load(storyId), 'query');
         return partition.search(terms, topK, query.filter);
       }
       // Each analysed term is letters and digits only; quoting makes FTS5 read it as a term, never as an operator

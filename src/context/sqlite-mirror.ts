@@ -27,16 +27,19 @@ export interface SqliteMirrorState {
 const localWriteCounts = new WeakMap<NativeDatabase, { writes: number }>();
 
 /** Options of `createSqliteMirrors`. */
-export interface SqliteMirrorsOptions<Content, Rows> {
+export interface SqliteMirrorsOptions<Content> {
   db: NativeDatabase;
   /** The table holding the per-(index name, story) counters of this kind of index. */
   table: MirrorVersionTable;
   /** The index name, the first half of the counter's key. */
   name: string;
-  /** Reads a story's rows; runs inside the transaction that reads the counter, so both come from one snapshot. */
-  read: (storyId: string) => Rows;
-  /** Builds the in-memory copy from what `read` returned, outside the transaction. */
-  build: (storyId: string, rows: Rows) => Content | Promise<Content>;
+  /**
+   * Builds a story's in-memory copy from its rows, synchronously, inside the transaction that reads the counter, so
+   * both come from one snapshot and no write of this process can come in between. Rows are best streamed into the
+   * copy as they are read (`statement.iterate`): an array of every row first costs memory and time on large stories.
+   * A read transaction does not block writers in WAL mode.
+   */
+  read: (storyId: string) => Content;
 }
 
 /** The mirrors of one index object, keyed by story. */
@@ -46,7 +49,7 @@ export interface SqliteMirrors<Content> {
   /** The story's copy when it is loaded and still matches SQLite, else undefined (a stale one is dropped). */
   current(storyId: string): Content | undefined;
   /** The story's copy, loaded from SQLite when absent or stale. */
-  load(storyId: string): Promise<Content>;
+  load(storyId: string): Content;
   /**
    * After a write transaction committed and took the story's counter to `version`: applies the same change to the
    * loaded copy when it was exactly one write behind, and drops it when some other connection wrote in between.
@@ -73,10 +76,8 @@ interface Mirror<Content> {
 }
 
 /** Creates the mirror bookkeeping of one index object; prepares its statements on `db`. */
-export function createSqliteMirrors<Content, Rows>(
-  options: SqliteMirrorsOptions<Content, Rows>,
-): SqliteMirrors<Content> {
-  const { db, table, name, read, build } = options;
+export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Content>): SqliteMirrors<Content> {
+  const { db, table, name, read } = options;
   const statements = {
     // The row is never deleted, so a story's counter never repeats, even across deleteStory.
     bumpVersion: db
@@ -121,22 +122,17 @@ export function createSqliteMirrors<Content, Rows>(
 
     current: (storyId) => currentMirror(storyId)?.content,
 
-    async load(storyId) {
+    load(storyId) {
       const current = currentMirror(storyId);
       if (current) return current.content;
       const seenDataVersion = statements.dataVersion.get() as number;
       const seenLocalWrites = localWrites.writes;
-      const { version, rows } = db.transaction(() => ({
+      const { version, content } = db.transaction(() => ({
         version: (statements.version.get(name, storyId) as number | undefined) ?? 0,
-        rows: read(storyId),
+        content: read(storyId),
       }))();
-      const content = await build(storyId, rows);
       loads++;
-      const mirror: Mirror<Content> = { content, version, seenDataVersion, seenLocalWrites };
-      // A write through this index while the build was awaited would have found no mirror to update: keep the newer.
-      const raced = mirrors.get(storyId);
-      if (raced && raced.version >= version) return raced.content;
-      mirrors.set(storyId, mirror);
+      mirrors.set(storyId, { content, version, seenDataVersion, seenLocalWrites });
       return content;
     },
 

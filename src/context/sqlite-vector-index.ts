@@ -205,7 +205,6 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       }
       return load.index;
     },
-    build: (_storyId, index) => index,
   });
   // Query statements depend on the filter's shape; the few shapes an application uses are prepared once each.
   const queryStatements = new Map<string, NativeStatement>();
@@ -223,13 +222,6 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   let closed = false;
   const open = (operation: string): void => {
     if (closed || database.closed) throw new ClosedError(`Cannot ${operation}: the SQLite vector index is closed`);
-  };
-  const guardAsync = async <T>(body: () => Promise<T>, operation: string): Promise<T> => {
-    try {
-      return await body();
-    } catch (error) {
-      throw toStorageError(error, database.path, `SQLite vector index ${operation} failed`);
-    }
   };
   const guard = <T>(body: () => T, operation: string): T => {
     try {
@@ -286,7 +278,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       checkTopK(query.topK, MAX_TOP_K);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       if (mirrorEnabled) {
-        const mirror = await guardAsync(() => mirrors.load(storyId), 'query');
+        const mirror = guard(() => mirrors.load(storyId), 'query');
         return mirror.query(storyId, query);
       }
       const condition = filterToSql(query.filter, 'v');
