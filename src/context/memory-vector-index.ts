@@ -244,8 +244,8 @@ interface PreparedRecord {
  * kernel from 1,024 records). Slots `0..size-1` are live; `slotOf` and `ids` map between ids and slots.
  *
  * Why dimension-major: a query then scores every record at once, one dimension at a time, as a contiguous
- * `scores[j] += q[i] * column_i[j]` loop that compiles to tight machine code, and a dimension where the query is zero is
- * skipped outright. Text embedders such as the hashing embedder produce sparse queries (about 50 to 150 non-zero
+ * `scores[j] += q[i] * column_i[j]` loop that compiles to tight machine code, and a dimension where the query is zero
+ * is skipped outright. Text embedders such as the hashing embedder produce sparse queries (about 50 to 150 non-zero
  * coordinates of 1536 for a one-line query), so a query costs `nnz(q) × N` instead of `D × N`: about ten times less
  * work. The sums run over dimensions in ascending order, exactly as a row-major dot product would, so the scores
  * are bit-for-bit those of a plain per-record dot product, sparse or dense query alike.

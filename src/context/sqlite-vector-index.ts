@@ -116,7 +116,8 @@ export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorS
  *
  * With `mirror` (the default) a story's first query loads its rows into an in-memory index (about 0.3 s for 10,000
  * records of 1536 dimensions; rows were validated when written, so a load only checks each vector's length and norm
- * and refuses a damaged record with `StorageError` `corrupt`), and later queries are answered there at the memory index's speed, scores in float64.
+ * and refuses a damaged record with `StorageError` `corrupt`), and later queries are answered there at the memory
+ * index's speed, scores in float64.
  * Each write commits to SQLite first and only then updates the loaded copy, so a failed write leaves both unchanged.
  * Every write also bumps the story's counter in `vector_index_versions`; before answering, a query compares it with
  * the copy's (one indexed read, skipped while `PRAGMA data_version` shows no other connection committed), so writes
