@@ -81,6 +81,32 @@ describe('LoCoMo loader', () => {
     expect(turnResult).toMatchObject({ method: 'dense', unit: 'turn', k: 3, questions: 4, recall: 0.75 });
     expect(turnResult!.byCategory['3']).toBe(0);
   });
+  it('reads every LoCoMo file under a folder, passing over other JSON and keeping repeated sample ids apart', () => {
+    const locomoFolder = join(folder, 'locomo-folder');
+    mkdirSync(join(locomoFolder, 'more'), { recursive: true });
+    writeFileSync(join(locomoFolder, 'a.json'), JSON.stringify([conversation]));
+    writeFileSync(join(locomoFolder, 'more', 'b.json'), JSON.stringify(conversation));
+    writeFileSync(join(locomoFolder, 'notes.json'), JSON.stringify({ note: 'not a conversation' }));
+    writeFileSync(join(locomoFolder, 'readme.txt'), 'not json');
+    expect(readLocomo(locomoFolder)).toHaveLength(2);
+    const [turns, sessions] = loadDatasets(locomoFolder, 'locomo');
+    expect(turns!.corpora.map((corpus) => corpus.id)).toEqual(['conv-x', 'conv-x-1']);
+    expect(turns!.questions.filter((q) => q.corpusId === 'conv-x-1')).toHaveLength(4);
+    expect(sessions!.corpora).toHaveLength(2);
+    expect(readLocomo(locomoFolder, [1])).toHaveLength(1);
+  });
+
+  it('names the file when a LoCoMo path is not LoCoMo', () => {
+    const broken = join(folder, 'broken.json');
+    writeFileSync(broken, '[{"conversation": {}');
+    expect(() => readLocomo(broken)).toThrow(/broken\.json is not valid JSON/);
+    const other = join(folder, 'other.json');
+    writeFileSync(other, JSON.stringify([conversation, { qa: [] }]));
+    expect(() => readLocomo(other)).toThrow(/other\.json: entry 1 is not a LoCoMo conversation/);
+    const empty = join(folder, 'empty-folder');
+    mkdirSync(empty);
+    expect(() => readLocomo(empty)).toThrow(/No LoCoMo conversations found/);
+  });
 });
 
 describe('FairytaleQA loader', () => {

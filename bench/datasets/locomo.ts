@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import type { BenchCorpus, BenchDataset, BenchQuestion, BenchUnit } from './types.js';
 
 interface LocomoTurn {
@@ -66,10 +67,48 @@ function turnText(turn: LocomoTurn): string {
 
 const neighbour = (turn: LocomoTurn) => `${turn.speaker ?? ''}: ${turnText(turn)}`;
 
-/** Reads LoCoMo conversations, optionally only those at `select` positions (0-based). */
+/** An object with a `conversation` object: what a LoCoMo entry must be (anything else is not LoCoMo). */
+function isConversation(value: unknown): value is LocomoConversation {
+  if (typeof value !== 'object' || value === null) return false;
+  const { conversation } = value as { conversation?: unknown };
+  return typeof conversation === 'object' && conversation !== null && !Array.isArray(conversation);
+}
+
+function jsonFilesUnder(folder: string, out: string[] = []): string[] {
+  for (const name of readdirSync(folder).sort()) {
+    const path = join(folder, name);
+    if (statSync(path).isDirectory()) jsonFilesUnder(path, out);
+    else if (name.toLowerCase().endsWith('.json')) out.push(path);
+  }
+  return out;
+}
+
+/**
+ * Reads LoCoMo conversations from one JSON file (a list of conversations, or one) or from every `.json` file under a
+ * folder, in path order; `select` keeps only the conversations at those positions (0-based, counted across files).
+ * In a folder, JSON files that hold no conversation are passed over; a file that does not parse, or a path that holds
+ * no conversation at all, is an error naming it.
+ */
 export function readLocomo(path: string, select?: readonly number[]): LocomoConversation[] {
-  const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
-  const list = (Array.isArray(parsed) ? parsed : [parsed]) as LocomoConversation[];
+  const folder = statSync(path).isDirectory();
+  const files = folder ? jsonFilesUnder(path) : [path];
+  const list: LocomoConversation[] = [];
+  for (const file of files) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (error) {
+      throw new Error(`${file} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    const entries = Array.isArray(parsed) ? parsed : [parsed];
+    const conversations = entries.filter(isConversation);
+    if (!folder && conversations.length < entries.length) {
+      const bad = entries.findIndex((entry) => !isConversation(entry));
+      throw new Error(`${file}: entry ${bad} is not a LoCoMo conversation (an object with a "conversation" object)`);
+    }
+    list.push(...conversations);
+  }
+  if (list.length === 0) throw new Error(`No LoCoMo conversations found in ${path}`);
   return select ? list.filter((_, index) => select.includes(index)) : list;
 }
 
@@ -83,8 +122,12 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
   const turnQuestions: BenchQuestion[] = [];
   const sessionQuestions: BenchQuestion[] = [];
   let skipped = 0;
+  const usedIds = new Set<string>();
   conversations.forEach((conversation, position) => {
-    const corpusId = safeId(conversation.sample_id ?? `conversation-${position}`);
+    // Two files may reuse a sample id; each conversation is its own corpus, so a repeat gets its position appended.
+    let corpusId = safeId(conversation.sample_id ?? `conversation-${position}`);
+    if (usedIds.has(corpusId)) corpusId = safeId(`${corpusId}-${position}`);
+    usedIds.add(corpusId);
     const sessions = sessionsOf(conversation.conversation);
     const turnUnits: BenchUnit[] = [];
     const sessionUnits: BenchUnit[] = [];
