@@ -101,14 +101,20 @@ export abstract class BaseStateStore implements StoryStateStore {
   protected abstract readScenes(storyId: string, query: SceneQuery): Promise<Scene[]>;
   protected abstract readScene(storyId: string, sceneId: string): Promise<Scene | null>;
   protected abstract readSnapshot(storyId: string, version: number): Promise<StoryState | null>;
-  /** Inserts the influence unless its id exists; returns the stored one and whether it was inserted. */
+  /**
+   * Inserts the influence unless its id exists; returns the stored one and whether it was inserted. In the same
+   * atomic step, `NotFoundError` if the story does not exist (an import still running counts as not existing).
+   */
   protected abstract insertInfluence(influence: UserInfluence): Promise<EnqueueResult>;
   /** Pending influences ordered by `receivedAt`, then id. */
   protected abstract readPendingInfluences(storyId: string, limit: number): Promise<UserInfluence[]>;
   protected abstract readInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null>;
   /** Every influence of a story in any status (for export). */
   protected abstract readAllInfluences(storyId: string): Promise<UserInfluence[]>;
-  /** Writes the entry unless a `done`/`skipped` one exists for the scene and target (a `failed` one is replaced). */
+  /**
+   * Writes the entry unless a `done`/`skipped` one exists for the scene and target (a `failed` one is replaced); in
+   * the same atomic step, `NotFoundError` if the story does not exist.
+   */
   protected abstract writePublication(entry: PublicationEntry): Promise<RecordPublicationResult>;
   protected abstract readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]>;
   /** Every publication entry of a story (for export). */
@@ -214,9 +220,6 @@ export abstract class BaseStateStore implements StoryStateStore {
 
   async enqueueInfluence(influence: UserInfluenceInput): Promise<EnqueueResult> {
     const parsed = parseOrThrow(UserInfluenceSchema, influence, 'influence');
-    if (!(await this.readState(parsed.storyId))) {
-      throw new NotFoundError(`Story "${parsed.storyId}" does not exist`);
-    }
     // Whatever status the caller sent, a new influence starts pending: only a commit resolves it.
     // Times are kept in UTC so that every backend orders the queue the same way.
     const receivedAt = new Date(parsed.receivedAt).toISOString();

@@ -259,6 +259,36 @@ if (local.skipReason !== undefined) {
       expect((await store.pendingInfluences('queue')).map((i) => i.id)).toEqual(['z', 'a', 'b']);
     }, 60_000);
 
+    it('an influence or a publication is one transaction that checks the story, without reading its state', async () => {
+      const counting = makeClient();
+      const commands: string[] = [];
+      counting.middlewareStack.add(
+        (next, context) => async (args) => {
+          commands.push(String(context.commandName));
+          return next(args);
+        },
+        { step: 'initialize', name: 'countCommands' },
+      );
+      const store = createDynamoStateStore({ client: counting, tableName: await freshTable() });
+      const state = await commitScenes(store, await store.create(makeStoryState('cheap')), 1);
+      commands.length = 0;
+      expect((await store.enqueueInfluence(makeInfluence('cheap', 'tx-1'))).inserted).toBe(true);
+      expect(commands).toEqual(['TransactWriteItemsCommand']);
+      commands.length = 0;
+      const entry = { storyId: 'cheap', sceneId: state.sceneId!, target: 'site', status: 'done' as const, result: {} };
+      expect((await store.recordPublication(entry)).recorded).toBe(true);
+      expect(commands).toEqual(['TransactWriteItemsCommand']);
+      // A repeat reads back the stored item; still no read of the state.
+      commands.length = 0;
+      expect((await store.enqueueInfluence(makeInfluence('cheap', 'tx-1', { text: 'again' }))).inserted).toBe(false);
+      expect(commands).toEqual(['TransactWriteItemsCommand', 'GetItemCommand']);
+      await expect(store.enqueueInfluence(makeInfluence('nobody', 'tx-2'))).rejects.toSatisfy(NotFoundError.isInstance);
+      await expect(store.recordPublication({ ...entry, storyId: 'nobody' })).rejects.toSatisfy(
+        NotFoundError.isInstance,
+      );
+      counting.destroy();
+    }, 60_000);
+
     it('an import cut short leaves no visible story, and a later import takes over once the lease has passed', async () => {
       const source = createMemoryStateStore();
       const initial = await source.create(makeStoryState('crash'));
@@ -288,6 +318,9 @@ if (local.skipReason !== undefined) {
       expect(await store.exists('crash')).toBe(false);
       await expect(store.load('crash')).rejects.toSatisfy(NotFoundError.isInstance);
       await expect(store.enqueueInfluence(makeInfluence('crash', 'x'))).rejects.toSatisfy(NotFoundError.isInstance);
+      await expect(
+        store.recordPublication({ storyId: 'crash', sceneId: 'scene-x', target: 'site', status: 'done', result: {} }),
+      ).rejects.toSatisfy(NotFoundError.isInstance);
       // Within the lease the unfinished import still holds the id.
       await expect(store.importStory(lines)).rejects.toSatisfy(ConflictError.isInstance);
       await clock.advance(60_000);

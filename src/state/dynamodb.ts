@@ -17,6 +17,15 @@
  * One sparse local secondary index, `lsi1` (`pk`, `lsi1sk`), serves two queries with strongly consistent reads: the
  * pending-influence queue in order, and a chapter's scenes in order with full pages.
  *
+ * An influence or a publication-log entry is written in a two-action `TransactWriteItems`: a `ConditionCheck` that
+ * the `STATE` item exists without `importing`, and the conditional put. A story that is missing or still importing
+ * gets no orphan items, and the check reads nothing (the state itself may be hundreds of kilobytes).
+ *
+ * A story too large for one transaction is imported in batches behind the `importing` marker: `load` and `exists`
+ * see no story until the marker is cleared, but the history reads (`listScenes`, `getScene`, `getStateAt`) do not
+ * read the marker, so while such an import runs they may return what it has written so far. Checking it would cost
+ * every history read a second round trip, for a window only an operator's import opens.
+ *
  * @module
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -26,6 +35,7 @@ import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import {
   ConflictError,
   MissingDependencyError,
+  NotFoundError,
   ProviderError,
   RetryError,
   StoryloomError,
@@ -480,21 +490,67 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   }
 
   protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
+    const existing = await this.putUnderStory(
+      influence.storyId,
+      {
+        TableName: this.tableName,
+        Item: this.influenceItem(influence),
+        ConditionExpression: 'attribute_not_exists(sk)',
+      },
+      () => this.readInfluence(influence.storyId, influence.id),
+      `influence "${influence.id}"`,
+    );
+    return existing
+      ? { inserted: false, influence: existing }
+      : { inserted: true, influence: structuredClone(influence) };
+  }
+
+  /**
+   * One `TransactWriteItems`: a `ConditionCheck` that the story exists and is not being imported, and a conditional
+   * `Put`. Returns null when the item was written, or what `readExisting` finds when the put's own condition failed.
+   * The story check costs no read of the state itself (which may be large), and a story that is missing or still
+   * importing is a `NotFoundError` rather than an orphan item.
+   */
+  private async putUnderStory<T>(
+    storyId: string,
+    put: Item,
+    readExisting: () => Promise<T | null>,
+    what: string,
+  ): Promise<T | null> {
     const { send, sdk } = await this.ready();
     try {
+      // One token for every attempt: if an attempt went through but its answer was lost, the retry is a no-op.
       await send(
-        new sdk.document.PutCommand({
-          TableName: this.tableName,
-          Item: this.influenceItem(influence),
-          ConditionExpression: 'attribute_not_exists(sk)',
+        new sdk.document.TransactWriteCommand({
+          TransactItems: [
+            {
+              ConditionCheck: {
+                TableName: this.tableName,
+                Key: { pk: storyKey(storyId), sk: STATE_SK },
+                ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(#importing)',
+                ExpressionAttributeNames: { '#importing': 'importing' },
+              },
+            },
+            { Put: put },
+          ] as never,
+          ClientRequestToken: randomUUID(),
         }),
       );
-      return { inserted: true, influence: structuredClone(influence) };
+      return null;
     } catch (error) {
-      if (errorName(error) !== 'ConditionalCheckFailedException') throw error;
-      const existing = await this.readInfluence(influence.storyId, influence.id);
-      if (!existing) throw new ConflictError(`Influence "${influence.id}" vanished while being enqueued`);
-      return { inserted: false, influence: existing };
+      if (errorName(error) !== 'TransactionCanceledException') throw error;
+      const [story, item] = cancellationCodes(error);
+      if (story === 'ConditionalCheckFailed') {
+        throw new NotFoundError(`Story "${storyId}" does not exist`, { cause: error });
+      }
+      if (item !== 'ConditionalCheckFailed') {
+        throw new ConflictError(`A concurrent write to story "${storyId}" interfered with writing ${what}`, {
+          cause: error,
+        });
+      }
+      const existing = await readExisting();
+      if (!existing) throw new ConflictError(`The stored ${what} changed while being written`, { cause: error });
+      return existing;
     }
   }
 
@@ -533,24 +589,22 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   }
 
   protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
-    const { send, sdk } = await this.ready();
-    try {
-      await send(
-        new sdk.document.PutCommand({
-          TableName: this.tableName,
-          Item: this.publicationItem(entry),
-          ConditionExpression: 'attribute_not_exists(sk) OR #status = :failed',
-          ExpressionAttributeNames: { '#status': 'status' },
-          ExpressionAttributeValues: { ':failed': 'failed' },
-        }),
-      );
-      return { recorded: true, entry: structuredClone(entry) };
-    } catch (error) {
-      if (errorName(error) !== 'ConditionalCheckFailedException') throw error;
-      const existing = await this.get(storyKey(entry.storyId), publicationKey(entry.sceneId, entry.target));
-      if (!existing) throw new ConflictError(`Publication "${entry.sceneId}/${entry.target}" changed while written`);
-      return { recorded: false, entry: JSON.parse(String(existing.doc)) as PublicationEntry };
-    }
+    const existing = await this.putUnderStory(
+      entry.storyId,
+      {
+        TableName: this.tableName,
+        Item: this.publicationItem(entry),
+        ConditionExpression: 'attribute_not_exists(sk) OR #status = :failed',
+        ExpressionAttributeNames: { '#status': 'status' },
+        ExpressionAttributeValues: { ':failed': 'failed' },
+      },
+      async () => {
+        const item = await this.get(storyKey(entry.storyId), publicationKey(entry.sceneId, entry.target));
+        return item ? (JSON.parse(String(item.doc)) as PublicationEntry) : null;
+      },
+      `publication "${entry.sceneId}/${entry.target}"`,
+    );
+    return existing ? { recorded: false, entry: existing } : { recorded: true, entry: structuredClone(entry) };
   }
 
   protected async readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ConflictError } from '../core/errors.js';
+import { ConflictError, NotFoundError } from '../core/errors.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
@@ -156,7 +156,7 @@ class MemoryStateStore extends BaseStateStore {
   }
 
   protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
-    const story = this.required(influence.storyId);
+    const story = this.known(influence.storyId);
     const existing = story.influences.get(influence.id);
     if (existing) return { inserted: false, influence: copy(existing) };
     story.influences.set(influence.id, copy(influence));
@@ -183,7 +183,7 @@ class MemoryStateStore extends BaseStateStore {
   }
 
   protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
-    const story = this.required(entry.storyId);
+    const story = this.known(entry.storyId);
     let byTarget = story.publications.get(entry.sceneId);
     if (!byTarget) {
       byTarget = new Map();
@@ -207,6 +207,13 @@ class MemoryStateStore extends BaseStateStore {
   }
 
   async close(): Promise<void> {}
+
+  /** The story an influence or a publication is written to: an unknown id is the caller's mistake. */
+  private known(storyId: string): StoredStory {
+    const story = this.stories.get(storyId);
+    if (!story) throw new NotFoundError(`Story "${storyId}" does not exist`);
+    return story;
+  }
 
   private required(storyId: string): StoredStory {
     const story = this.stories.get(storyId);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ClosedError, ConflictError, ValidationError } from '../core/errors.js';
+import { ClosedError, ConflictError, NotFoundError, ValidationError } from '../core/errors.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
@@ -171,9 +171,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
   protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
     const s = this.statements;
     return this.write(() => {
-      if (!s.readVersion.get(influence.storyId)) {
-        throw new ConflictError(`Story "${influence.storyId}" does not exist (deleted while in use?)`);
-      }
+      if (!s.readVersion.get(influence.storyId)) throw new NotFoundError(`Story "${influence.storyId}" does not exist`);
       const result = s.insertInfluenceIfAbsent.run(
         influence.storyId,
         influence.id,
@@ -207,9 +205,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
   protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
     const s = this.statements;
     return this.write(() => {
-      if (!s.readVersion.get(entry.storyId)) {
-        throw new ConflictError(`Story "${entry.storyId}" does not exist (deleted while in use?)`);
-      }
+      if (!s.readVersion.get(entry.storyId)) throw new NotFoundError(`Story "${entry.storyId}" does not exist`);
       const existing = s.readPublication.get(entry.storyId, entry.sceneId, entry.target) as
         | { status: string; entry: string }
         | undefined;

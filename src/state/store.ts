@@ -144,7 +144,10 @@ export interface StoryStateStore {
   /** An influence by id in any status, or null. */
   getInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null>;
 
-  /** Records the outcome of a step for a scene and target. The first `done` or `skipped` write wins; a `failed` entry may be replaced. */
+  /**
+   * Records the outcome of a step for a scene and target. The first `done` or `skipped` write wins; a `failed` entry
+   * may be replaced. `NotFoundError` for no story.
+   */
   recordPublication(
     entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string },
   ): Promise<RecordPublicationResult>;

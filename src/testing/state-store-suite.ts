@@ -558,6 +558,13 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         ValidationError.isInstance,
         'ValidationError for a bad target',
       );
+      // A publication of a story that does not exist is refused, not written as an orphan entry.
+      await rejectsWith(
+        store.recordPublication({ storyId: 'missing', sceneId, target: 'publish:site', status: 'done', result: {} }),
+        NotFoundError.isInstance,
+        'NotFoundError for an unknown story',
+      );
+      assert.deepEqual(await store.listPublications('missing', sceneId), []);
     },
   },
   {
