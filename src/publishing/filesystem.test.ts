@@ -140,7 +140,13 @@ describe('createFilesystemPublisher: options', () => {
   it('rejects invalid options with a ValidationError naming every problem', () => {
     let caught: unknown;
     try {
-      createFilesystemPublisher({ directory: ' ', baseUrl: 'not a url', target: 'bad target', feedEntries: 0 });
+      createFilesystemPublisher({
+        directory: ' ',
+        baseUrl: 'not a url',
+        target: 'bad target',
+        feedEntries: 0,
+        indexChapters: 1.5,
+      });
     } catch (error) {
       caught = error;
     }
@@ -149,6 +155,7 @@ describe('createFilesystemPublisher: options', () => {
       'baseUrl',
       'directory',
       'feedEntries',
+      'indexChapters',
       'target',
     ]);
   });
@@ -230,6 +237,7 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     const before = await snapshot(directory);
     expect([...before.keys()].sort()).toEqual(
       [
+        'chapters/1.html',
         'characters.html',
         'episodes.json',
         'feed.atom',
@@ -732,12 +740,46 @@ describe('createFilesystemPublisher: a long story', () => {
     }
     const files = await snapshot(directory);
     const pages = [...files.keys()].filter((name) => name.endsWith('.html'));
-    expect(pages).toHaveLength(53);
+    // 50 scene pages, 7 chapter pages (8 scenes each, the last 2), the index, characters and threads.
+    expect(pages).toHaveLength(60);
     for (const page of pages) expect(parseHtml(files.get(page)!.toString()).errors, page).toEqual([]);
+    // The index shows the newest 3 chapters episode by episode (scenes 32 to 49) and lists chapters 4 to 1.
     const index = parseHtml(files.get('index.html')!.toString()).root;
-    expect(byClass(index, 'card')).toHaveLength(50);
-    expect(byClass(index, 'chapter')).toHaveLength(7);
-    expect(elements(index, 'img')).toHaveLength(17);
+    expect(byClass(index, 'card')).toHaveLength(18);
+    expect(byClass(index, 'chapter').map((section) => attribute(section, 'id'))).toEqual([
+      'chapter-7',
+      'chapter-6',
+      'chapter-5',
+    ]);
+    expect(elements(index, 'img')).toHaveLength([33, 36, 39, 42, 45, 48].length);
+    const archive = byClass(index, 'chapter-list')[0]!;
+    expect(elements(archive, 'li').map((item) => attribute(item, 'id'))).toEqual([
+      'chapter-4',
+      'chapter-3',
+      'chapter-2',
+      'chapter-1',
+    ]);
+    expect(elements(archive, 'a').map((link) => attribute(link, 'href'))).toEqual([
+      'chapters/4.html',
+      'chapters/3.html',
+      'chapters/2.html',
+      'chapters/1.html',
+    ]);
+    // Each chapter page lists its own episodes in reading order; together they list every episode once.
+    const listed: string[] = [];
+    for (let chapter = 1; chapter <= 7; chapter++) {
+      const page = parseHtml(files.get(`chapters/${chapter}.html`)!.toString()).root;
+      const titles = byClass(page, 'card').map((card) => textOf(elements(card, 'h3')[0]!));
+      const first = (chapter - 1) * 8;
+      expect(titles).toEqual(
+        Array.from({ length: Math.min(8, 50 - first) }, (_, offset) => `Night ${first + offset + 1}`),
+      );
+      listed.push(...titles);
+    }
+    expect(new Set(listed).size).toBe(50);
+    // A scene page's chapter link goes to its chapter page.
+    const scene = parseHtml(files.get(`scenes/${slug(episodes[10]!.scene)}.html`)!.toString()).root;
+    expect(attribute(elements(byClass(scene, 'eyebrow')[0]!, 'a')[0]!, 'href')).toBe('../chapters/2.html');
     // Every relative link of every page points at a file that exists.
     for (const page of pages) {
       for (const link of elements(parseHtml(files.get(page)!.toString()).root)) {
@@ -750,6 +792,45 @@ describe('createFilesystemPublisher: a long story', () => {
     const feed = parseXml(files.get('feed.atom')!.toString());
     expect(feed.problems).toEqual([]);
     expect(atomChildren(feed.document.documentElement!, 'entry')).toHaveLength(50);
+  });
+});
+
+describe('createFilesystemPublisher: chapters', () => {
+  it('shows as many chapters on the index as asked, and renumbers the chapter pages when a chapter arrives late', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory, indexChapters: 1 });
+    const episodes = makeEpisodes(6, { chapterLength: 2 });
+    // Chapter 2 (scenes 2 and 3) arrives last: until then the third chapter is numbered 2, then it becomes 3.
+    for (const index of [0, 1, 4, 5]) await publisher.publish(episodes[index]!);
+    let files = await snapshot(directory);
+    expect([...files.keys()].filter((name) => name.startsWith('chapters/')).sort()).toEqual([
+      'chapters/1.html',
+      'chapters/2.html',
+    ]);
+    const titlesOf = (html: string) =>
+      byClass(parseHtml(html).root, 'card').map((card) => textOf(elements(card, 'h3')[0]!));
+    expect(titlesOf(files.get('chapters/2.html')!.toString())).toEqual(['Night 5', 'Night 6']);
+    for (const index of [2, 3]) await publisher.publish(episodes[index]!);
+    files = await snapshot(directory);
+    expect(titlesOf(files.get('chapters/2.html')!.toString())).toEqual(['Night 3', 'Night 4']);
+    expect(titlesOf(files.get('chapters/3.html')!.toString())).toEqual(['Night 5', 'Night 6']);
+    const index = parseHtml(files.get('index.html')!.toString()).root;
+    expect(byClass(index, 'chapter').map((section) => attribute(section, 'id'))).toEqual(['chapter-3']);
+    expect(titlesOf(files.get('index.html')!.toString())).toEqual(['Night 6', 'Night 5']);
+    expect(elements(byClass(index, 'chapter-list')[0]!, 'li').map((item) => attribute(item, 'id'))).toEqual([
+      'chapter-2',
+      'chapter-1',
+    ]);
+    // The chapter pages link to each other in order.
+    const middle = parseHtml(files.get('chapters/2.html')!.toString()).root;
+    expect(
+      elements(middle, 'a')
+        .filter((link) => attribute(link, 'rel') !== undefined)
+        .map((link) => [attribute(link, 'rel'), attribute(link, 'href')]),
+    ).toEqual([
+      ['prev', '1.html'],
+      ['next', '3.html'],
+    ]);
   });
 });
 

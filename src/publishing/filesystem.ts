@@ -78,6 +78,12 @@ export interface FilesystemPublisherOptions {
   language?: string;
   /** How many of the newest scenes the Atom feed lists. Default 50. */
   feedEntries?: number;
+  /**
+   * How many of the newest chapters `index.html` shows episode by episode; earlier chapters are listed there with a
+   * link to their own page (`chapters/<number>.html`), so the index stays small however long the story runs.
+   * Default 3.
+   */
+  indexChapters?: number;
   /** A temporary file older than this is stale even when its writer may still run (a writer on another host). */
   staleTempFileMs?: number;
   /** Compared with file times to find stale temporary files. Default: the system clock. */
@@ -132,6 +138,7 @@ type Manifest = z.infer<typeof ManifestSchema>;
 
 const MANIFEST_FILE = 'episodes.json';
 const SCENES = 'scenes';
+const CHAPTERS = 'chapters';
 const IMAGES = 'images';
 const TEMP_SUFFIX = '.tmp';
 /** `.<file name>.<pid>.<random hex>.tmp`: the writer's pid tells whether the file is abandoned. */
@@ -464,6 +471,76 @@ function sceneHref(episode: ManifestEpisode, root: '' | '../'): string {
   return `${root}${SCENES}/${slugOfEpisode(episode)}.html`;
 }
 
+function chapterHref(chapter: number, root: '' | '../'): string {
+  return `${root}${CHAPTERS}/${chapter}.html`;
+}
+
+function episodeCount(count: number): string {
+  return `${count} ${count === 1 ? 'episode' : 'episodes'}`;
+}
+
+/** An episode as a card of the index and the chapter pages. */
+function episodeCard(episode: ManifestEpisode, root: '' | '../'): string {
+  const thumb = imagePath(episode, root);
+  const visual = thumb
+    ? `<img src="${esc(thumb)}" alt="" loading="lazy">`
+    : `<span class="thumb-placeholder">${episode.index + 1}</span>`;
+  return `<li class="card">
+<a class="thumb" href="${sceneHref(episode, root)}" tabindex="-1" aria-hidden="true">${visual}</a>
+<div class="card-body">
+<p class="eyebrow">${episodeLabel(episode)} · <time datetime="${esc(isoTime(episode.createdAt))}">${displayDate(episode.createdAt)}</time></p>
+<h3><a href="${sceneHref(episode, root)}" dir="auto">${esc(episode.title)}</a></h3>
+<p class="excerpt" dir="auto">${esc(episode.excerpt)}</p>
+</div>
+</li>`;
+}
+
+/** The chapters with their episodes (oldest first), newest chapter first. */
+function chaptersOf(site: SiteContext): Array<{ chapterId: string; number: number; episodes: ManifestEpisode[] }> {
+  const byChapter = new Map<string, ManifestEpisode[]>();
+  for (const episode of site.episodes) {
+    const list = byChapter.get(episode.chapterId) ?? [];
+    list.push(episode);
+    byChapter.set(episode.chapterId, list);
+  }
+  return [...site.chapterNumbers.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([chapterId, number]) => ({ chapterId, number, episodes: byChapter.get(chapterId) ?? [] }));
+}
+
+/** `chapters/<number>.html`: one chapter's episodes in reading order, with the chapters before and after it. */
+function renderChapterPage(site: SiteContext, chapter: { number: number; episodes: ManifestEpisode[] }): string {
+  const total = site.chapterNumbers.size;
+  const { number, episodes } = chapter;
+  const link = (target: number, rel: 'prev' | 'next') => {
+    const label = rel === 'prev' ? '← Previous chapter' : 'Next chapter →';
+    if (target < 1 || target > total) {
+      return `<span class="episode-link ${rel} disabled" aria-hidden="true">${label}</span>`;
+    }
+    return `<a class="episode-link ${rel}" rel="${rel}" href="${target}.html"><span class="hint">${label}</span><span class="link-title">Chapter ${target}</span></a>`;
+  };
+  const first = episodes[0];
+  const body = `<section class="chapter-page" aria-labelledby="chapter-title">
+<p class="eyebrow">Chapter ${number} of ${total} · ${episodeCount(episodes.length)}${first ? ` · from <time datetime="${esc(isoTime(first.createdAt))}">${displayDate(first.createdAt)}</time>` : ''}</p>
+<h1 id="chapter-title">Chapter ${number}</h1>
+<ol class="cards">
+${episodes.map((episode) => episodeCard(episode, '../')).join('\n')}
+</ol>
+</section>
+<nav class="episode-nav" aria-label="Chapters">
+${link(number - 1, 'prev')}
+<a class="episode-link all" href="../index.html">All episodes</a>
+${link(number + 1, 'next')}
+</nav>`;
+  return layout(site, {
+    title: `Chapter ${number} · ${site.siteTitle}`,
+    description: first ? `Chapter ${number}: ${first.excerpt}` : `Chapter ${number}`,
+    root: '../',
+    section: 'episodes',
+    body,
+  });
+}
+
 function chips(label: string, values: readonly string[]): string {
   if (values.length === 0) return '';
   return `<div class="fact"><h3>${label}</h3><ul class="chips">${values
@@ -502,7 +579,7 @@ function renderScenePage(site: SiteContext, scene: Scene, episode: ManifestEpiso
   };
   const body = `<article class="scene">
 <header class="scene-header">
-<p class="eyebrow"><a href="../index.html#chapter-${chapter}">Chapter ${chapter}</a> · ${episodeLabel(episode)} · <time datetime="${esc(isoTime(scene.createdAt))}">${displayDate(scene.createdAt)}</time></p>
+<p class="eyebrow"><a href="${chapterHref(chapter, '../')}">Chapter ${chapter}</a> · ${episodeLabel(episode)} · <time datetime="${esc(isoTime(scene.createdAt))}">${displayDate(scene.createdAt)}</time></p>
 <h1 dir="auto">${esc(scene.title)}</h1>
 ${scene.summary.trim() ? `<p class="lede" dir="auto">${esc(scene.summary)}</p>` : ''}
 </header>
@@ -529,36 +606,42 @@ ${navLink(next, 'next')}
   });
 }
 
-function renderIndex(site: SiteContext): string {
+function renderIndex(site: SiteContext, indexChapters: number): string {
   const { story } = site.manifest;
   const first = site.episodes[0];
   const latest = site.episodes.at(-1);
-  const chapters = [...site.chapterNumbers.entries()].sort((a, b) => b[1] - a[1]);
-  const card = (episode: ManifestEpisode) => {
-    const thumb = imagePath(episode, '');
-    const visual = thumb
-      ? `<img src="${esc(thumb)}" alt="" loading="lazy">`
-      : `<span class="thumb-placeholder">${episode.index + 1}</span>`;
-    return `<li class="card">
-<a class="thumb" href="${sceneHref(episode, '')}" tabindex="-1" aria-hidden="true">${visual}</a>
-<div class="card-body">
-<p class="eyebrow">${episodeLabel(episode)} · <time datetime="${esc(isoTime(episode.createdAt))}">${displayDate(episode.createdAt)}</time></p>
-<h3><a href="${sceneHref(episode, '')}" dir="auto">${esc(episode.title)}</a></h3>
-<p class="excerpt" dir="auto">${esc(episode.excerpt)}</p>
-</div>
-</li>`;
-  };
-  const sections = chapters
-    .map(([chapterId, number]) => {
-      const inChapter = site.episodes.filter((episode) => episode.chapterId === chapterId).reverse();
+  const chapters = chaptersOf(site);
+  const shown = chapters.slice(0, indexChapters);
+  const earlier = chapters.slice(indexChapters);
+  const sections = shown
+    .map(({ number, episodes }) => {
+      const newestFirst = [...episodes].reverse();
       return `<section class="chapter" id="chapter-${number}" aria-labelledby="chapter-${number}-title">
-<h2 id="chapter-${number}-title">Chapter ${number} <span class="count">${inChapter.length} ${inChapter.length === 1 ? 'episode' : 'episodes'}</span></h2>
+<h2 id="chapter-${number}-title"><a href="${chapterHref(number, '')}">Chapter ${number}</a> <span class="count">${episodeCount(episodes.length)}</span></h2>
 <ol class="cards">
-${inChapter.map(card).join('\n')}
+${newestFirst.map((episode) => episodeCard(episode, '')).join('\n')}
 </ol>
 </section>`;
     })
     .join('\n');
+  // Earlier chapters as one line each; each keeps its `#chapter-<n>` anchor, which older scene pages link to.
+  const archive =
+    earlier.length === 0
+      ? ''
+      : `<section class="chapter-archive" aria-labelledby="earlier-chapters">
+<h2 id="earlier-chapters">Earlier chapters</h2>
+<ol class="chapter-list">
+${earlier
+  .map(({ number, episodes }) => {
+    const opening = episodes[0];
+    const from = opening
+      ? ` · from <time datetime="${esc(isoTime(opening.createdAt))}">${displayDate(opening.createdAt)}</time> · <span dir="auto">${esc(opening.title)}</span>`
+      : '';
+    return `<li id="chapter-${number}"><a href="${chapterHref(number, '')}">Chapter ${number}</a> <span class="count">${episodeCount(episodes.length)}${from}</span></li>`;
+  })
+  .join('\n')}
+</ol>
+</section>`;
   const actions =
     first && latest
       ? `<p class="actions"><a class="button primary" href="${sceneHref(latest, '')}">Read the latest episode</a> <a class="button" href="${sceneHref(first, '')}">Start from the beginning</a></p>`
@@ -569,7 +652,7 @@ ${inChapter.map(card).join('\n')}
 <p class="lede" dir="auto">${esc(story.premise)}</p>
 ${actions}
 </section>
-${sections}`;
+${sections}${archive ? `\n${archive}` : ''}`;
   return layout(site, {
     title: site.siteTitle,
     description: excerptOf(story.premise, 200),
@@ -839,7 +922,16 @@ h1 { font-size: clamp(2rem, 1.4rem + 2.6vw, 3.1rem); margin: 0.2rem 0 0.8rem; le
 .button.primary { background: var(--accent); border-color: var(--accent); color: var(--surface); }
 .chapter { margin-bottom: 2.75rem; }
 .chapter h2 { font-size: 1.6rem; margin: 0 0 1rem; display: flex; align-items: baseline; gap: 0.75rem; }
+.chapter h2 a { color: inherit; text-decoration: none; }
+.chapter h2 a:hover { color: var(--accent); }
 .count { font: 0.85rem var(--sans); color: var(--muted); }
+.chapter-archive { margin-bottom: 2.75rem; }
+.chapter-archive h2 { font-size: 1.6rem; margin: 0 0 1rem; }
+.chapter-list { list-style: none; margin: 0; padding: 0; border-top: 1px solid var(--line); }
+.chapter-list li { padding: 0.7rem 0; border-bottom: 1px solid var(--line); display: flex; flex-wrap: wrap; align-items: baseline; gap: 0.75rem; }
+.chapter-list a { font: 600 1.1rem var(--serif); color: var(--text); text-decoration: none; }
+.chapter-list a:hover { color: var(--accent); }
+.chapter-page h1 { margin-bottom: 1.5rem; }
 .cards { list-style: none; margin: 0; padding: 0; display: grid; grid-template-columns: repeat(auto-fill, minmax(17rem, 1fr)); gap: 1.25rem; }
 .card { background: var(--surface); border: 1px solid var(--line); border-radius: 14px; overflow: hidden; box-shadow: var(--shadow); display: flex; flex-direction: column; }
 .thumb { display: block; aspect-ratio: 16 / 9; background: var(--accent-soft); overflow: hidden; }
@@ -983,6 +1075,12 @@ function validateOptions(options: FilesystemPublisherOptions): ValidationProblem
     problems.push({ path: 'feedEntries', message: 'must be an integer from 1 to 10000' });
   }
   if (
+    options.indexChapters !== undefined &&
+    !(Number.isInteger(options.indexChapters) && options.indexChapters >= 1 && options.indexChapters <= 10_000)
+  ) {
+    problems.push({ path: 'indexChapters', message: 'must be an integer from 1 to 10000' });
+  }
+  if (
     options.staleTempFileMs !== undefined &&
     !(Number.isFinite(options.staleTempFileMs) && options.staleTempFileMs >= 0)
   ) {
@@ -1068,7 +1166,8 @@ function existingImage(imageNames: readonly string[], slug: string): ImageExtens
 }
 
 /**
- * A publisher that writes a static reader site into `directory`: `index.html` (episodes by chapter, newest first),
+ * A publisher that writes a static reader site into `directory`: `index.html` (the newest chapters episode by
+ * episode, newest first, and a list of the earlier ones), `chapters/<number>.html` per chapter,
  * `scenes/<index>-<scene id>.html` and `.json` per scene, `images/` for pictures, `characters.html`,
  * `threads.html`, `feed.atom`, `style.css` and the `episodes.json` manifest. Publishing is idempotent per scene,
  * crash-safe and escapes all model and audience text. One folder holds one story.
@@ -1092,6 +1191,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   const target = options.target ?? 'site';
   const language = options.language ?? 'en';
   const feedEntries = options.feedEntries ?? 50;
+  const indexChapters = options.indexChapters ?? 3;
   const clock = options.clock ?? systemClock;
   const staleMs = options.staleTempFileMs ?? 10 * 60_000;
   const baseUrl = options.baseUrl
@@ -1104,6 +1204,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   const capabilities: PublisherCapabilities = { idempotent: true };
   const scenesFolder = path.join(directory, SCENES);
   const imagesFolder = path.join(directory, IMAGES);
+  const chaptersFolder = path.join(directory, CHAPTERS);
 
   async function loadManifest(storyId: string): Promise<Manifest | undefined> {
     const parsed = ManifestSchema.safeParse(await readJson(path.join(directory, MANIFEST_FILE)));
@@ -1146,7 +1247,10 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     const slug = slugOf(scene.index, scene.id);
     await mkdir(scenesFolder, { recursive: true });
     await mkdir(imagesFolder, { recursive: true });
-    for (const folder of [directory, scenesFolder, imagesFolder]) await removeStaleTempFiles(folder, clock, staleMs);
+    await mkdir(chaptersFolder, { recursive: true });
+    for (const folder of [directory, scenesFolder, imagesFolder, chaptersFolder]) {
+      await removeStaleTempFiles(folder, clock, staleMs);
+    }
 
     const previousManifest = await loadManifest(scene.storyId);
     const manifest: Manifest = previousManifest ?? {
@@ -1209,7 +1313,18 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
 
     await writeFileAtomic(path.join(directory, 'style.css'), renderStyle());
     await writeFileAtomic(path.join(directory, MANIFEST_FILE), toJson(manifest));
-    await writeFileAtomic(path.join(directory, 'index.html'), renderIndex(site));
+    await writeFileAtomic(path.join(directory, 'index.html'), renderIndex(site, indexChapters));
+    // Every chapter page is rendered, but only the changed ones are written: a scene published out of order can
+    // renumber the chapters after it.
+    for (const chapter of chaptersOf(site)) {
+      await writeFileAtomic(path.join(chaptersFolder, `${chapter.number}.html`), renderChapterPage(site, chapter));
+    }
+    // A chapter page past the last chapter (the manifest lost a scene it no longer has a file for) would mislead.
+    for (const name of await readdir(chaptersFolder)) {
+      const match = /^(\d+)\.html$/.exec(name);
+      if (match && Number(match[1]) > site.chapterNumbers.size)
+        await rm(path.join(chaptersFolder, name), { force: true });
+    }
     await writeFileAtomic(path.join(directory, 'characters.html'), renderCharacters(site));
     await writeFileAtomic(path.join(directory, 'threads.html'), renderThreads(site));
     await writeFileAtomic(path.join(directory, 'feed.atom'), renderFeed(site, baseUrl, feedEntries));
