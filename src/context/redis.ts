@@ -99,11 +99,26 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
   const ownsClient = options.client === undefined;
   let clientLoading: Promise<RedisClient> | undefined = options.client ? Promise.resolve(options.client) : undefined;
   let closed = false;
+  // Why the connection is down, while it is: a command that fails for want of a connection says why (a certificate
+  // the CA does not vouch for, a refused port) instead of only "max retries reached" or "timed out".
+  let connectionError: Error | undefined;
 
   const client = (): Promise<RedisClient> => {
-    clientLoading ??= loadIoRedis().then((sdk) => createClient(sdk, options, commandTimeoutMs));
+    clientLoading ??= loadIoRedis().then((sdk) => {
+      const created = createClient(sdk, options, commandTimeoutMs);
+      if (ownsClient) {
+        created.on('error', (error: unknown) => {
+          connectionError = error instanceof Error ? error : new Error(String(error));
+        });
+        created.on('ready', () => {
+          connectionError = undefined;
+        });
+      }
+      return created;
+    });
     return clientLoading;
   };
+  const why = () => (connectionError ? ` (connection: ${connectionError.message})` : '');
 
   const open = (operation: string): void => {
     if (closed) throw new ClosedError(`Cannot ${operation}: the Redis cache driver is closed`);
@@ -116,7 +131,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       timer = setTimeout(
         () =>
           reject(
-            new ProviderError(`Redis ${operation} timed out after ${commandTimeoutMs} ms`, {
+            new ProviderError(`Redis ${operation} timed out after ${commandTimeoutMs} ms${why()}`, {
               provider: 'redis',
               code: 'TIMEOUT',
               isRetryable: true,
@@ -130,7 +145,8 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       return await Promise.race([client().then(call), timeout]);
     } catch (error) {
       if (StoryloomError.isInstance(error)) throw error;
-      throw new ProviderError(`Redis ${operation} failed: ${error instanceof Error ? error.message : String(error)}`, {
+      const message = error instanceof Error ? error.message : String(error);
+      throw new ProviderError(`Redis ${operation} failed: ${message}${why()}`, {
         provider: 'redis',
         isRetryable: true,
         cause: error,
@@ -158,11 +174,13 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       checkKeys(keys);
       if (keys.length === 0) return [];
       return run('MGET', async (redis) => {
-        const groups = isCluster(redis) ? groupBySlot(keys) : [keys.map((_, index) => index)];
+        // The slot is the sent key's, prefix included: a prefix can move a key without a hash tag to another slot.
+        const sent = keys.map(full);
+        const groups = isCluster(redis) ? groupBySlot(sent) : [sent.map((_, index) => index)];
         const values: Array<string | null> = new Array(keys.length).fill(null);
         await Promise.all(
           groups.map(async (positions) => {
-            const found = await redis.mget(positions.map((position) => full(keys[position]!)));
+            const found = await redis.mget(positions.map((position) => sent[position]!));
             positions.forEach((position, i) => {
               values[position] = found[i] ?? null;
             });

@@ -1,0 +1,170 @@
+/**
+ * The Redis cache driver against a live Redis Cluster and over TLS, the shapes of ElastiCache cluster mode and
+ * ElastiCache Serverless (TLS and the cluster protocol together). The servers are started for this file from the
+ * machine's `redis-server` (see `test/support/redis-local.ts`).
+ */
+import { randomUUID } from 'node:crypto';
+import { Cluster } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startLocalRedis } from '../../test/support/redis-local.js';
+import { ProviderError } from '../core/errors.js';
+import { createMemoryStateStore } from '../state/memory.js';
+import { runCacheDriverSuite } from '../testing/cache-driver-suite.js';
+import { makeStoryState } from '../testing/fixtures.js';
+import { ContextCache } from './context-cache.js';
+import { clusterSlot, createRedisCacheDriver } from './redis.js';
+
+const wait = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const prefixOf = () => `sl-test-${randomUUID().slice(0, 8)}:`;
+
+const cluster = await startLocalRedis({ cluster: true });
+const tls = await startLocalRedis({ tls: true });
+const tlsCluster = await startLocalRedis({ cluster: true, tls: true });
+afterAll(() => Promise.all([cluster.stop(), tls.stop(), tlsCluster.stop()]));
+
+describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver against a 3-master Redis Cluster', () => {
+  const nodes = cluster.nodes!;
+  const counted = runCacheDriverSuite(
+    { describe, it },
+    {
+      name: 'redis-cluster',
+      create: () => createRedisCacheDriver({ cluster: { nodes }, keyPrefix: prefixOf() }),
+      destroy: (driver) => driver.close(),
+      advanceTime: wait,
+    },
+  );
+
+  it('runs every case of the suite', () => {
+    expect(counted).toBe(15);
+  });
+
+  it('getMany groups keys by the slot of the key it sends, prefix included', async () => {
+    const keyPrefix = 'app:';
+    // Two keys in one slot without the prefix but in two slots with it: grouping by the bare key would send one
+    // MGET across two slots, which a cluster refuses (CROSSSLOT).
+    const first = 'k0';
+    let second = '';
+    for (let n = 1; n < 1_000_000 && !second; n++) {
+      const candidate = `k${n}`;
+      if (
+        clusterSlot(candidate) === clusterSlot(first) &&
+        clusterSlot(keyPrefix + candidate) !== clusterSlot(keyPrefix + first)
+      ) {
+        second = candidate;
+      }
+    }
+    expect(second).not.toBe('');
+    const driver = createRedisCacheDriver({ cluster: { nodes }, keyPrefix });
+    try {
+      await driver.set(first, 'one', { ttlMs: 60_000 });
+      await driver.set(second, 'two', { ttlMs: 60_000 });
+      expect(await driver.getMany([first, 'absent', second])).toEqual(['one', null, 'two']);
+      expect(await driver.delete([first, second])).toBe(2);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('deletePrefix walks every master: keys without a hash tag spread over the whole cluster', async () => {
+    const keyPrefix = prefixOf();
+    const driver = createRedisCacheDriver({ cluster: { nodes }, keyPrefix });
+    const raw = new Cluster(nodes);
+    try {
+      const keys = Array.from({ length: 60 }, (_, i) => `spread:${i}`);
+      for (const key of keys) await driver.set(key, key);
+      // The keys really are on more than one master.
+      const owners = new Set<string>();
+      for (const key of keys) {
+        const slot = clusterSlot(keyPrefix + key);
+        const shards = (await raw.cluster('SLOTS')) as unknown as Array<[number, number, [string, number]]>;
+        const shard = shards.find(([low, high]) => slot >= low && slot <= high)!;
+        owners.add(String(shard[2][1]));
+      }
+      expect(owners.size).toBe(3);
+      await driver.set('other:1', 'kept');
+      expect(await driver.deletePrefix('spread:')).toBe(60);
+      expect((await driver.getMany(keys)).every((value) => value === null)).toBe(true);
+      expect(await driver.get('other:1')).toBe('kept');
+    } finally {
+      await driver.close();
+      raw.disconnect();
+    }
+  });
+
+  it('ContextCache keeps one story in one slot and serves, invalidates and rebuilds it on the cluster', async () => {
+    const store = createMemoryStateStore();
+    await store.create(makeStoryState('harbour'));
+    const driver = createRedisCacheDriver({ cluster: { nodes }, keyPrefix: prefixOf() });
+    const cache = new ContextCache({ driver, store });
+    try {
+      const built = await cache.cacheFrequentContext('harbour');
+      expect(await cache.getFrequentContext('harbour')).toEqual(built);
+      expect(cache.stats()).toMatchObject({ hits: 1 });
+      await cache.invalidate('harbour');
+      expect(await cache.getFrequentContext('harbour')).toEqual(built);
+      expect(cache.stats()).toMatchObject({ errors: 0, computed: 2 });
+    } finally {
+      await driver.close();
+    }
+  });
+});
+
+describe.skipIf(tls.skipReason !== undefined)('createRedisCacheDriver over TLS', () => {
+  const port = () => tls.nodes![0]!.port;
+  const counted = runCacheDriverSuite(
+    { describe, it },
+    {
+      name: 'redis-tls',
+      create: () =>
+        createRedisCacheDriver({ url: `rediss://localhost:${port()}`, tls: { ca: tls.ca! }, keyPrefix: prefixOf() }),
+      destroy: (driver) => driver.close(),
+      advanceTime: wait,
+    },
+  );
+
+  it('runs every case of the suite', () => {
+    expect(counted).toBe(15);
+  });
+
+  it('refuses a server its CA does not vouch for, and says why', async () => {
+    const driver = createRedisCacheDriver({ url: `rediss://localhost:${port()}`, commandTimeoutMs: 500 });
+    try {
+      const error = await driver.get('a').catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error)).toBe(true);
+      expect((error as ProviderError).message).toMatch(/certificate/i);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('refuses a plain connection to the TLS port rather than hanging', async () => {
+    const driver = createRedisCacheDriver({ url: `redis://localhost:${port()}`, commandTimeoutMs: 500 });
+    try {
+      const error = await driver.get('a').catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error)).toBe(true);
+    } finally {
+      await driver.close();
+    }
+  });
+});
+
+describe.skipIf(tlsCluster.skipReason !== undefined)('createRedisCacheDriver over TLS to a cluster', () => {
+  const counted = runCacheDriverSuite(
+    { describe, it },
+    {
+      name: 'redis-tls-cluster',
+      create: () =>
+        createRedisCacheDriver({
+          cluster: { nodes: tlsCluster.nodes! },
+          tls: { ca: tlsCluster.ca! },
+          keyPrefix: prefixOf(),
+        }),
+      destroy: (driver) => driver.close(),
+      advanceTime: wait,
+    },
+  );
+
+  it('runs every case of the suite', () => {
+    expect(counted).toBe(15);
+  });
+});
