@@ -799,7 +799,7 @@ describe('createFilesystemPublisher: chapters', () => {
   it('shows as many chapters on the index as asked, and renumbers the chapter pages when a chapter arrives late', async () => {
     const directory = await tempFolder();
     const publisher = createFilesystemPublisher({ directory, indexChapters: 1 });
-    const episodes = makeEpisodes(6, { chapterLength: 2 });
+    const episodes = makeEpisodes(8, { chapterLength: 2 });
     // Chapter 2 (scenes 2 and 3) arrives last: until then the third chapter is numbered 2, then it becomes 3.
     for (const index of [0, 1, 4, 5]) await publisher.publish(episodes[index]!);
     let files = await snapshot(directory);
@@ -831,6 +831,24 @@ describe('createFilesystemPublisher: chapters', () => {
       ['prev', '1.html'],
       ['next', '3.html'],
     ]);
+    // A new chapter touches only the chapter before it (its "next" link); a scene in the newest chapter only that
+    // chapter's page. Nothing site-wide is on a chapter page, so a long story does not rewrite them all each time.
+    const chapterPages = (all: Map<string, Buffer>) =>
+      new Map(
+        [...all].filter(([name]) => name.startsWith('chapters/')).map(([name, bytes]) => [name, bytes.toString()]),
+      );
+    const before = chapterPages(files);
+    await publisher.publish(episodes[6]!);
+    const afterNewChapter = chapterPages(await snapshot(directory));
+    expect([...afterNewChapter.keys()].filter((name) => afterNewChapter.get(name) !== before.get(name))).toEqual([
+      'chapters/3.html',
+      'chapters/4.html',
+    ]);
+    await publisher.publish(episodes[7]!);
+    const afterSameChapter = chapterPages(await snapshot(directory));
+    expect(
+      [...afterSameChapter.keys()].filter((name) => afterSameChapter.get(name) !== afterNewChapter.get(name)),
+    ).toEqual(['chapters/4.html']);
   });
 });
 

@@ -411,18 +411,22 @@ function episodeLabel(episode: ManifestEpisode): string {
 const CONTENT_SECURITY_POLICY =
   "default-src 'none'; img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'";
 
-type Section = 'episodes' | 'characters' | 'threads' | 'scene';
+type Section = 'episodes' | 'characters' | 'threads' | 'scene' | 'chapter';
 
 function layout(
   site: SiteContext,
   options: { title: string; description: string; root: '' | '../'; section: Section; body: string; head?: string },
 ): string {
   const { root } = options;
-  const current = (section: Section) => (options.section === section ? ' aria-current="page"' : '');
+  const current = (section: Section) =>
+    options.section === section || (section === 'episodes' && options.section === 'chapter')
+      ? ' aria-current="page"'
+      : '';
   const count = site.episodes.length;
-  // A scene page holds nothing about the whole site (a count, say): it is only rewritten with its neighbours.
+  // A scene or chapter page holds nothing about the whole site (a count, say): it is only rewritten when its own
+  // episodes or neighbours change, not on every publish.
   const footer =
-    options.section === 'scene'
+    options.section === 'scene' || options.section === 'chapter'
       ? `<bdi>${esc(site.siteTitle)}</bdi>`
       : `${count} ${count === 1 ? 'episode' : 'episodes'}`;
   return `<!doctype html>
@@ -521,7 +525,7 @@ function renderChapterPage(site: SiteContext, chapter: { number: number; episode
   };
   const first = episodes[0];
   const body = `<section class="chapter-page" aria-labelledby="chapter-title">
-<p class="eyebrow">Chapter ${number} of ${total} · ${episodeCount(episodes.length)}${first ? ` · from <time datetime="${esc(isoTime(first.createdAt))}">${displayDate(first.createdAt)}</time>` : ''}</p>
+<p class="eyebrow">Chapter ${number} · ${episodeCount(episodes.length)}${first ? ` · from <time datetime="${esc(isoTime(first.createdAt))}">${displayDate(first.createdAt)}</time>` : ''}</p>
 <h1 id="chapter-title">Chapter ${number}</h1>
 <ol class="cards">
 ${episodes.map((episode) => episodeCard(episode, '../')).join('\n')}
@@ -536,7 +540,7 @@ ${link(number + 1, 'next')}
     title: `Chapter ${number} · ${site.siteTitle}`,
     description: first ? `Chapter ${number}: ${first.excerpt}` : `Chapter ${number}`,
     root: '../',
-    section: 'episodes',
+    section: 'chapter',
     body,
   });
 }

@@ -19,7 +19,7 @@
  *
  * An influence or a publication-log entry is written in a two-action `TransactWriteItems`: a `ConditionCheck` that
  * the `STATE` item exists without `importing`, and the conditional put. A story that is missing or still importing
- * gets no orphan items, and the check reads nothing (the state itself may be hundreds of kilobytes).
+ * gets no orphan items, and the check fetches no state (the snapshot may be hundreds of kilobytes).
  *
  * A story too large for one transaction is imported in batches behind the `importing` marker: `load` and `exists`
  * see no story until the marker is cleared, but the history reads (`listScenes`, `getScene`, `getStateAt`) do not
@@ -508,8 +508,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   /**
    * One `TransactWriteItems`: a `ConditionCheck` that the story exists and is not being imported, and a conditional
    * `Put`. Returns null when the item was written, or what `readExisting` finds when the put's own condition failed.
-   * The story check costs no read of the state itself (which may be large), and a story that is missing or still
-   * importing is a `NotFoundError` rather than an orphan item.
+   * The story check fetches no state (the snapshot may be large), and a story that is missing or still importing is
+   * a `NotFoundError` rather than an orphan item.
    */
   private async putUnderStory<T>(
     storyId: string,
