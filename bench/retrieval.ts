@@ -40,6 +40,7 @@ import type { VectorIndex } from '../src/context/vector-index.js';
 import { loadFairytaleQa } from './datasets/fairytaleqa.js';
 import { loadLocomo, readLocomo } from './datasets/locomo.js';
 import type { BenchCorpus, BenchDataset, BenchUnit } from './datasets/types.js';
+import { embedderFromSpec, withEmbeddingCache } from './embedders.js';
 
 /**
  * The methods compared. `fused`: dense + BM25 fusion only. `fused+groups`: plus the group-evidence boost (units
@@ -309,13 +310,23 @@ async function main(): Promise<void> {
       compose: { type: 'string' },
       dimensions: { type: 'string' },
       methods: { type: 'string' },
+      embedder: { type: 'string', default: 'hashing' },
+      'embedding-cache': { type: 'string' },
     },
   });
   if (!values.file || !values.format) {
-    throw new Error('Usage: bench:retrieval -- --file PATH --format locomo|fairytaleqa [--json] [--k 5,10] [--out]');
+    throw new Error(
+      'Usage: bench:retrieval -- --file PATH --format locomo|fairytaleqa [--json] [--k 5,10] [--out] [--embedder hashing|bedrock:<model>] [--embedding-cache FILE]',
+    );
   }
   const ks = parseList(values.k);
-  const embedder = createHashingEmbedder(values.dimensions ? { dimensions: Number(values.dimensions) } : {});
+  const base = embedderFromSpec(values.embedder, values.dimensions ? { dimensions: Number(values.dimensions) } : {});
+  // A model is paid per text: every text is embedded once (in memory, or across runs in the --embedding-cache file).
+  const cache =
+    values['embedding-cache'] !== undefined || values.embedder !== 'hashing'
+      ? withEmbeddingCache(base, values['embedding-cache'] ?? ':memory:')
+      : undefined;
+  const embedder = cache ?? base;
   const retriever = values.retriever ? (JSON.parse(values.retriever) as HybridRetrieverOptions) : undefined;
   const compose = values.compose ? (JSON.parse(values.compose) as ComposeIndexTextOptions) : undefined;
   const methods = values.methods ? (values.methods.split(',') as Method[]) : undefined;
@@ -328,12 +339,15 @@ async function main(): Promise<void> {
     if (methods) config.methods = methods;
     results.push(...(await runRetrievalBenchmark(dataset, config)));
   }
+  cache?.close();
   const name = datasets[0]?.dataset ?? values.format;
   const report = { dataset: name, embedder: embedder.modelId, results };
   if (values.out) {
     const folder = join(dirname(fileURLToPath(import.meta.url)), 'results');
     mkdirSync(folder, { recursive: true });
-    writeFileSync(join(folder, `retrieval-${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
+    // The hashing embedder's results are the committed ones; another model's go beside them, named for it.
+    const suffix = values.embedder === 'hashing' ? '' : `-${embedder.modelId.replace(/[^A-Za-z0-9.-]+/g, '_')}`;
+    writeFileSync(join(folder, `retrieval-${name}${suffix}.json`), `${JSON.stringify(report, null, 2)}\n`);
   }
   console.log(values.json ? JSON.stringify(report) : markdown(name, results));
 }

@@ -1,11 +1,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadFairytaleQa, parseCsv, parseSections } from '../bench/datasets/fairytaleqa.js';
 import { cleanEvidence, loadLocomo, readLocomo } from '../bench/datasets/locomo.js';
+import { embedderFromSpec, withEmbeddingCache } from '../bench/embedders.js';
 import { loadDatasets, recallOf, runRetrievalBenchmark } from '../bench/retrieval.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { startBedrockStandIn } from '../src/testing/bedrock-server.js';
 
 const folder = mkdtempSync(join(tmpdir(), 'bench-retrieval-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
@@ -138,5 +141,61 @@ describe('recallOf', () => {
   it('is the share of gold ids retrieved', () => {
     expect(recallOf(['a', 'b'], ['b', 'c'])).toBe(0.5);
     expect(recallOf(['a'], [])).toBe(0);
+  });
+});
+
+describe('bench:retrieval with a model-backed embedder', () => {
+  it('names the embedders it knows and refuses others', () => {
+    expect(embedderFromSpec('hashing', { dimensions: 64 }).dimensions).toBe(64);
+    expect(embedderFromSpec('bedrock:amazon.titan-embed-text-v2:0', { dimensions: 256 }).modelId).toBe(
+      'amazon.titan-embed-text-v2:0',
+    );
+    expect(() => embedderFromSpec('openai:text-embedding-3-small')).toThrow(/--embedder must be/);
+    expect(() => embedderFromSpec('bedrock:no-such-model')).toThrow(/model must be one of/);
+  });
+
+  it('runs on a Bedrock model (the stand-in here), embedding each text once across runs with the cache file', async () => {
+    const standIn = await startBedrockStandIn();
+    try {
+      const bedrock = {
+        region: 'us-east-1',
+        clientConfig: {
+          endpoint: standIn.url,
+          credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+          requestHandler: new NodeHttpHandler(),
+        },
+      };
+      const cacheFile = join(folder, 'embeddings.sqlite');
+      const { turns } = loadLocomo(readLocomo(locomoFile));
+      const run = async () => {
+        const embedder = withEmbeddingCache(
+          embedderFromSpec('bedrock:amazon.titan-embed-text-v2:0', { dimensions: 256, bedrock }),
+          cacheFile,
+        );
+        try {
+          const results = await runRetrievalBenchmark(turns, { ks: [2], embedder });
+          return { results, embedded: embedder.embedded };
+        } finally {
+          embedder.close();
+        }
+      };
+      const first = await run();
+      // 3 turns and 4 questions, each embedded once although every method of every question asks for its vector.
+      expect(first.embedded).toBe(7);
+      expect(standIn.requests).toHaveLength(7);
+      expect(first.results.map((row) => row.method)).toEqual([
+        'dense',
+        'bm25',
+        'fused',
+        'fused+groups',
+        'fused+scoring',
+      ]);
+      const second = await run();
+      expect(second.embedded).toBe(0);
+      expect(standIn.requests).toHaveLength(7);
+      expect(second.results).toEqual(first.results);
+    } finally {
+      await standIn.close();
+    }
   });
 });
