@@ -533,7 +533,7 @@ ${episodes.map((episode) => episodeCard(episode, '../')).join('\n')}
 </section>
 <nav class="episode-nav" aria-label="Chapters">
 ${link(number - 1, 'prev')}
-<a class="episode-link all" href="../index.html">All episodes</a>
+<a class="episode-link all" href="../index.html">All chapters</a>
 ${link(number + 1, 'next')}
 </nav>`;
   return layout(site, {
