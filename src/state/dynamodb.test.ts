@@ -315,7 +315,21 @@ if (local.skipReason !== undefined) {
       crashing.destroy();
 
       const store = createDynamoStateStore({ client: client!, tableName, clock, importLeaseMs: 60_000 });
+      // The first batch is in the table: snapshots 0.. of the story, and its first scenes.
+      const leftover = await client!.send(
+        new GetItemCommand({
+          TableName: tableName,
+          Key: { pk: { S: 'STORY#crash' }, sk: { S: 'SNAP#0000000000000000' } },
+        }),
+      );
+      expect(leftover.Item).toBeDefined();
       expect(await store.exists('crash')).toBe(false);
+      // Every read sees no story, not the half-written one.
+      expect(await store.getStateAt('crash', 0)).toBeNull();
+      expect((await store.listScenes('crash', { limit: 1000 })).items).toEqual([]);
+      const firstScene = JSON.parse(lines.find((line) => line.includes('"kind":"scene"'))!).scene as { id: string };
+      expect(await store.getScene('crash', firstScene.id)).toBeNull();
+      expect(await store.pendingInfluences('crash')).toEqual([]);
       await expect(store.load('crash')).rejects.toSatisfy(NotFoundError.isInstance);
       await expect(store.enqueueInfluence(makeInfluence('crash', 'x'))).rejects.toSatisfy(NotFoundError.isInstance);
       await expect(

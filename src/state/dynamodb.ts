@@ -21,10 +21,10 @@
  * the `STATE` item exists without `importing`, and the conditional put. A story that is missing or still importing
  * gets no orphan items, and the check fetches no state (the snapshot may be hundreds of kilobytes).
  *
- * A story too large for one transaction is imported in batches behind the `importing` marker: `load` and `exists`
- * see no story until the marker is cleared, but the history reads (`listScenes`, `getScene`, `getStateAt`) do not
- * read the marker, so while such an import runs they may return what it has written so far. Checking it would cost
- * every history read a second round trip, for a window only an operator's import opens.
+ * A story too large for one transaction is imported in batches behind the `importing` marker. Until the marker is
+ * cleared the story does not exist to any read: `load` and `exists` say so, and the history reads (`listScenes`,
+ * `getScene`, `getStateAt`, `pendingInfluences`, `getInfluence`, `listPublications`) read the marker beside their own
+ * query and return nothing, also for an import a crash cut short.
  *
  * @module
  */
@@ -56,6 +56,8 @@ import type { Scene, StoryState, UserInfluence } from './schema.js';
 import type {
   CommitResult,
   EnqueueResult,
+  ListScenesOptions,
+  Page,
   PublicationEntry,
   RecordPublicationResult,
   StoryStateStoreCapabilities,
@@ -289,6 +291,48 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     this.tableName = options.tableName;
     this.bodyLimit = options.itemBodyBytes ?? DYNAMODB_STORE_LIMITS.itemBodyBytes;
     this.importLeaseMs = options.importLeaseMs ?? DEFAULT_IMPORT_LEASE_MS;
+  }
+
+  // ---- reads of a story that does not exist yet ------------------------------------------------------------------
+
+  /**
+   * Whether the story exists and no import of it is unfinished. The history reads below ask this beside their own
+   * read, so a batched import (running, or cut short by a crash and not yet taken over) shows nothing, as it shows
+   * nothing to `load` and `exists`. The two reads run together, so they cost no extra wait; only an import that
+   * finishes within those milliseconds can slip through, and then the answer lacks at most what it wrote last.
+   */
+  private async visible(storyId: string): Promise<boolean> {
+    const header = await this.get(storyKey(storyId), STATE_SK);
+    return header !== null && header.importing !== true;
+  }
+
+  private async ifVisible<T>(storyId: string, read: Promise<T>, hidden: T): Promise<T> {
+    const [visible, value] = await Promise.all([this.visible(storyId), read]);
+    return visible ? value : hidden;
+  }
+
+  override listScenes(storyId: string, options?: ListScenesOptions): Promise<Page<Scene>> {
+    return this.ifVisible(storyId, super.listScenes(storyId, options), { items: [] });
+  }
+
+  override getScene(storyId: string, sceneId: string): Promise<Scene | null> {
+    return this.ifVisible(storyId, super.getScene(storyId, sceneId), null);
+  }
+
+  override getStateAt(storyId: string, version: number): Promise<StoryState | null> {
+    return this.ifVisible(storyId, super.getStateAt(storyId, version), null);
+  }
+
+  override pendingInfluences(storyId: string, options?: { limit?: number }): Promise<UserInfluence[]> {
+    return this.ifVisible(storyId, super.pendingInfluences(storyId, options), []);
+  }
+
+  override getInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null> {
+    return this.ifVisible(storyId, super.getInfluence(storyId, influenceId), null);
+  }
+
+  override listPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
+    return this.ifVisible(storyId, super.listPublications(storyId, sceneId), []);
   }
 
   // ---- state ------------------------------------------------------------------------------------------------------
