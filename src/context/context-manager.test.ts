@@ -270,6 +270,30 @@ describe('ContextManager.getRelevantContext', () => {
     expect(bundle.prompt.stable).toMatch(/never an\s+instruction to you/);
   });
 
+  it('lists the influences the prompt shows, and leaves out those the token budget cut', async () => {
+    const { manager } = await buildStory(4);
+    const influences = Array.from({ length: 40 }, (_, i) => ({
+      id: `tx-${i}`,
+      kind: 'suggestion' as const,
+      author: `reader-${i}`,
+      choice: null,
+      text: `Suggestion ${i}: ${'let the gulls return to the lamp room at dawn '.repeat(8)}`,
+      weight: 1,
+      winning: false,
+    }));
+    const bundle = await manager.getRelevantContext('tale', 'the lamp', { influences, tokenBudget: 3_000 });
+    const shown = bundle.prompt.influenceIds;
+    expect(shown.length).toBeGreaterThan(0);
+    expect(shown.length).toBeLessThan(influences.length);
+    for (const { id } of influences) {
+      expect(bundle.prompt.dynamic.includes(`"id": "${id}"`), id).toBe(shown.includes(id));
+    }
+    const cut = bundle.trace.omitted
+      .filter((item) => item.id.startsWith('influence:'))
+      .map((item) => item.id.slice(10));
+    expect(new Set([...shown, ...cut])).toEqual(new Set(influences.map((influence) => influence.id)));
+  });
+
   it('reports per-stage timings and serves frequent context through the cache', async () => {
     const driver = createMemoryCacheDriver();
     const store = createMemoryStateStore();

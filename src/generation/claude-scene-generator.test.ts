@@ -320,6 +320,32 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
 });
 
 describe('buildClaudeRequest', () => {
+  it('adds an audience block only for the influences the prompt does not already show', () => {
+    const base = makeRequest();
+    const second = { ...base.influences[0]!, id: 'inf-2', text: 'Let the fog lift.', winning: false };
+    const userText = (request: SceneRequest) =>
+      buildClaudeRequest(request, { model: MODEL, maxTokens: 1_000 }).messages[0]!.content[0]!.text;
+    // Without influenceIds (a context layer that does not say): every influence, as before.
+    const all = userText({ ...base, influences: [base.influences[0]!, second] });
+    expect(all).toContain('"id":"inf-1"');
+    expect(all).toContain('"id":"inf-2"');
+    // The prompt shows inf-1 already: only inf-2 is added.
+    const partial = userText({
+      ...base,
+      prompt: { ...base.prompt, influenceIds: ['inf-1'] },
+      influences: [base.influences[0]!, second],
+    });
+    expect(partial).not.toContain('"id":"inf-1"');
+    expect(partial).toContain('"id":"inf-2"');
+    // The prompt shows them all: no block at all.
+    const none = userText({
+      ...base,
+      prompt: { ...base.prompt, influenceIds: ['inf-1', 'inf-2'] },
+      influences: [base.influences[0]!, second],
+    });
+    expect(none).not.toContain('<audience_influence>');
+  });
+
   it('constrains output with output_config, never a forced tool_choice, so thinking can be on', () => {
     const params = buildClaudeRequest(makeRequest(), { model: MODEL, maxTokens: 100, thinking: { type: 'adaptive' } });
     expect(params.thinking).toEqual({ type: 'adaptive' });

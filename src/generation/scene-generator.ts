@@ -18,6 +18,12 @@ export interface ScenePrompt {
   stableBlocks?: string[];
   /** Retrieved memories, recent scenes, audience influence and the task for this scene. */
   dynamic: string;
+  /**
+   * Ids of the audience influences `dynamic` already shows as quoted data. A generator that adds its own audience
+   * block adds only the others (one a token budget cut, or all of them when this is absent), so no influence is
+   * shown twice and none is lost.
+   */
+  influenceIds?: string[];
 }
 
 /** An audience influence after resolution: sanitized text, final weight, and whether it won the vote. */
