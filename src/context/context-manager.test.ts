@@ -270,6 +270,35 @@ describe('ContextManager.getRelevantContext', () => {
     expect(bundle.prompt.stable).toMatch(/never an\s+instruction to you/);
   });
 
+  it("keeps 80 % of the input stable from a chapter's second episode, even while the story is small", async () => {
+    // Five scenes, four to a chapter: the latest call is the second episode of chapter 2.
+    const { manager } = await buildStory(5, { chapterLength: 4 });
+    // Plenty of audience input, more than either budget holds.
+    const influences = Array.from({ length: 12 }, (_, i) => ({
+      id: `tx-${i}`,
+      kind: 'suggestion' as const,
+      author: `reader-${i}`,
+      choice: null,
+      text: `Suggestion ${i}: ${'let the keepers follow the lights on the water tonight '.repeat(4)}`,
+      weight: 1,
+      winning: false,
+    }));
+    const second = await manager.getRelevantContext('tale', 'the lamp and the gulls', { influences });
+    // The regime where the dynamic part's 600-token floor used to win over the ratio.
+    expect(second.tokens.stable * 0.25).toBeLessThan(600);
+    expect(second.tokens.dynamic).toBeGreaterThan(0);
+    expect(second.tokens.stable / second.tokens.total).toBeGreaterThanOrEqual(0.8);
+    // A chapter's first episode (four scenes: chapter 2 has none yet) may use the floor.
+    const { manager: fresh } = await buildStory(4, { chapterLength: 4 });
+    const first = await fresh.getRelevantContext('tale', 'the lamp and the gulls', { influences });
+    expect(first.tokens.dynamic).toBeGreaterThan(Math.floor(first.tokens.stable * 0.25));
+    expect(first.tokens.dynamic).toBeLessThanOrEqual(600);
+    // The task is required: a long one goes past the ratio rather than failing.
+    const focus = 'Follow the keeper down to the flooded cellar where the old bell waits. '.repeat(20);
+    const long = await manager.getRelevantContext('tale', focus);
+    expect(long.prompt.dynamic).toContain(focus.trim());
+  });
+
   it('lists the influences the prompt shows, and leaves out those the token budget cut', async () => {
     const { manager } = await buildStory(4);
     const influences = Array.from({ length: 40 }, (_, i) => ({

@@ -60,6 +60,13 @@ const INDEX_LAYOUT_VERSION = 2;
 const FINGERPRINT_ID = 'meta-fingerprint';
 const SYNOPSIS_ID = 'summary-synopsis';
 
+/** Tokens the required items take at their lowest detail, with the separator `packItems` counts for each. */
+function requiredTokens(items: readonly PromptItem[], tokenizer: Tokenizer): number {
+  let total = 0;
+  for (const item of items) if (item.required) total += tokenizer.count(item.variants.at(-1) ?? '') + 1;
+  return total;
+}
+
 /** Id prefix of an audience influence's item in the packed prompt and its trace. */
 const INFLUENCE_ITEM = 'influence:';
 
@@ -202,11 +209,12 @@ export interface ContextManagerOptions {
    */
   journalShare?: number;
   /**
-   * The dynamic part may take at most this many tokens per stable token (but always at least `minDynamicTokens`),
-   * so that most input tokens are in the cacheable prefix. Default 0.25 (at least 80 % stable).
+   * The dynamic part may take at most this many tokens per stable token, so that most input tokens are in the
+   * cacheable prefix. Default 0.25: from the second episode of a chapter on, at least 80 % of the input is stable
+   * (unless the required task alone is larger). A chapter's first episode may go up to `minDynamicTokens`.
    */
   dynamicRatio?: number;
-  /** The dynamic part's floor, whatever the ratio. Default 600. */
+  /** The dynamic part's floor in a chapter's first episode, whatever the ratio. Default 600. */
   minDynamicTokens?: number;
   /** Scenes before the chapter start kept, at summary detail, in the stable prefix. Default 24. */
   earlierScenes?: number;
@@ -373,10 +381,15 @@ export class ContextManager {
       query,
       pov,
     );
-    // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode.
+    // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode. From a chapter's
+    // second episode on, the prefix is what the prompt cache serves, and the ratio holds however small the story still
+    // is (only what is required, the task, may go past it). The floor gives a chapter's first episode, whose prefix
+    // is new to the cache anyway, room to work.
+    const firstOfChapter = state.sceneCount === stable.chapterStart.sceneCount;
+    const floor = firstOfChapter ? this.minDynamicTokens : requiredTokens(dynamicItems, this.tokenizer);
     const dynamicBudget = Math.min(
       budget - stableTokens,
-      Math.max(this.minDynamicTokens, Math.floor(stableTokens * this.dynamicRatio)),
+      Math.max(floor, Math.floor(stableTokens * this.dynamicRatio)),
     );
     const dynamic = packItems(dynamicItems, dynamicBudget, this.tokenizer);
     const assembleTime = performance.now() - assembleStart;
