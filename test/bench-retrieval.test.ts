@@ -61,6 +61,7 @@ describe('LoCoMo loader', () => {
     expect(cleanEvidence('D:11:26')).toEqual(['D11:26']);
     expect(cleanEvidence('D30:05')).toEqual(['D30:5']);
     expect(cleanEvidence('D')).toEqual(['D']);
+    expect(cleanEvidence(['D1:2', 'D1:3; D2:1'])).toEqual(['D1:2', 'D1:3', 'D2:1']);
   });
 
   it('keeps evidence for missing turns as misses and skips questions without evidence', async () => {

@@ -23,10 +23,11 @@ interface LocomoConversation {
 
 /**
  * Cleans one raw evidence entry into turn ids: `"D8:6; D9:17"` → `D8:6`, `D9:17`; `"D:11:26"` → `D11:26`;
- * `"D30:05"` → `D30:5`. Anything that does not parse is kept as it is (it will not match a turn, so it counts as a
- * miss, never silently dropped).
+ * `"D30:05"` → `D30:5`; a nested list is flattened. Anything that does not parse is kept as it is (it will not
+ * match a turn, so it counts as a miss, never silently dropped).
  */
 export function cleanEvidence(raw: unknown): string[] {
+  if (Array.isArray(raw)) return raw.flatMap(cleanEvidence);
   if (typeof raw !== 'string') return [String(raw)];
   const parts = raw
     .split(/[;,]/)
