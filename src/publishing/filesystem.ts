@@ -422,13 +422,12 @@ function layout(
     options.section === section || (section === 'episodes' && options.section === 'chapter')
       ? ' aria-current="page"'
       : '';
-  const count = site.episodes.length;
   // A scene or chapter page holds nothing about the whole site (a count, say): it is only rewritten when its own
   // episodes or neighbours change, not on every publish.
   const footer =
     options.section === 'scene' || options.section === 'chapter'
       ? `<bdi>${esc(site.siteTitle)}</bdi>`
-      : `${count} ${count === 1 ? 'episode' : 'episodes'}`;
+      : episodeCount(site.episodes.length);
   return `<!doctype html>
 <html lang="${esc(site.language)}">
 <head>

@@ -296,19 +296,21 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   // ---- reads of a story that does not exist yet ------------------------------------------------------------------
 
   /**
-   * Whether the story exists and no import of it is unfinished. The history reads below ask this beside their own
-   * read, so a batched import (running, or cut short by a crash and not yet taken over) shows nothing, as it shows
-   * nothing to `load` and `exists`. The two reads run together, so they cost no extra wait; only an import that
-   * finishes within those milliseconds can slip through, and then the answer lacks at most what it wrote last.
+   * `read`'s answer when the story exists and no import of it is unfinished, else `hidden`. The history reads below
+   * ask for the `STATE` item beside their own read, so a batched import (running, or cut short by a crash and not
+   * yet taken over) shows nothing, as it shows nothing to `load` and `exists`. The two reads run together, so they
+   * cost no extra wait; only an import that finishes within those milliseconds can slip through, and then the
+   * answer lacks at most what it wrote last.
    */
-  private async visible(storyId: string): Promise<boolean> {
-    const header = await this.get(storyKey(storyId), STATE_SK);
-    return header !== null && header.importing !== true;
+  private async ifVisible<T>(storyId: string, read: Promise<T>, hidden: T): Promise<T> {
+    const [header, value] = await Promise.all([this.liveHeader(storyId), read]);
+    return header ? value : hidden;
   }
 
-  private async ifVisible<T>(storyId: string, read: Promise<T>, hidden: T): Promise<T> {
-    const [visible, value] = await Promise.all([this.visible(storyId), read]);
-    return visible ? value : hidden;
+  /** The story's `STATE` item, or null when there is no story or its import has not finished (no story yet). */
+  private async liveHeader(storyId: string): Promise<Item | null> {
+    const header = await this.get(storyKey(storyId), STATE_SK);
+    return header && header.importing !== true ? header : null;
   }
 
   override listScenes(storyId: string, options?: ListScenesOptions): Promise<Page<Scene>> {
@@ -338,9 +340,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   // ---- state ------------------------------------------------------------------------------------------------------
 
   protected async readState(storyId: string): Promise<StoryState | null> {
-    const header = await this.get(storyKey(storyId), STATE_SK);
-    // A story whose import has not finished does not exist yet.
-    if (!header || header.importing === true) return null;
+    const header = await this.liveHeader(storyId);
+    if (!header) return null;
     const snapshot = await this.get(storyKey(storyId), snapshotKey(Number(header.version)));
     if (!snapshot) {
       throw new ProviderError(`Story "${storyId}" is at version ${header.version} but its snapshot is missing`, {
@@ -443,8 +444,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       const original = await this.committedScene(storyId, scene.id);
       if (original) return { ...original, created: false };
       if (failed(0)) {
-        const header = await this.get(pk, STATE_SK);
-        if (!header || header.importing === true) {
+        const header = await this.liveHeader(storyId);
+        if (!header) {
           throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`, { cause: error });
         }
         throw staleVersion(storyId, expectedVersion, Number(header.version));
