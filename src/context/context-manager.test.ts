@@ -37,6 +37,19 @@ interface Built {
   options: ContextManagerOptions;
 }
 
+/** `count` pending suggestions from different readers, `tx-0`, `tx-1`, ..., each saying `text`. */
+function suggestions(count: number, text: string) {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `tx-${i}`,
+    kind: 'suggestion' as const,
+    author: `reader-${i}`,
+    choice: null,
+    text: `Suggestion ${i}: ${text}`,
+    weight: 1,
+    winning: false,
+  }));
+}
+
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
 async function buildStory(
   count: number,
@@ -274,15 +287,7 @@ describe('ContextManager.getRelevantContext', () => {
     // Five scenes, four to a chapter: the latest call is the second episode of chapter 2.
     const { manager } = await buildStory(5, { chapterLength: 4 });
     // Plenty of audience input, more than either budget holds.
-    const influences = Array.from({ length: 12 }, (_, i) => ({
-      id: `tx-${i}`,
-      kind: 'suggestion' as const,
-      author: `reader-${i}`,
-      choice: null,
-      text: `Suggestion ${i}: ${'let the keepers follow the lights on the water tonight '.repeat(4)}`,
-      weight: 1,
-      winning: false,
-    }));
+    const influences = suggestions(12, 'let the keepers follow the lights on the water tonight '.repeat(4));
     const second = await manager.getRelevantContext('tale', 'the lamp and the gulls', { influences });
     // The regime where the dynamic part's 600-token floor used to win over the ratio.
     expect(second.tokens.stable * 0.25).toBeLessThan(600);
@@ -301,15 +306,7 @@ describe('ContextManager.getRelevantContext', () => {
 
   it('lists the influences the prompt shows, and leaves out those the token budget cut', async () => {
     const { manager } = await buildStory(4);
-    const influences = Array.from({ length: 40 }, (_, i) => ({
-      id: `tx-${i}`,
-      kind: 'suggestion' as const,
-      author: `reader-${i}`,
-      choice: null,
-      text: `Suggestion ${i}: ${'let the gulls return to the lamp room at dawn '.repeat(8)}`,
-      weight: 1,
-      winning: false,
-    }));
+    const influences = suggestions(40, 'let the gulls return to the lamp room at dawn '.repeat(8));
     const bundle = await manager.getRelevantContext('tale', 'the lamp', { influences, tokenBudget: 3_000 });
     const shown = bundle.prompt.influenceIds;
     expect(shown.length).toBeGreaterThan(0);
