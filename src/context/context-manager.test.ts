@@ -400,6 +400,25 @@ describe('ContextManager memory upkeep', () => {
     expect(stats.norms.max).toBeLessThan(1.01);
     expect(stats.nearDuplicateRate).toBeGreaterThanOrEqual(0);
     expect(stats.sampled).toBe(12);
+    expect(stats.countsExact).toBe(true);
+  });
+
+  it('counts every scene vector even where one query cannot list them all (maxTopK)', async () => {
+    const memory = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+    const capped = (maxTopK: number) => ({ ...memory, capabilities: { ...memory.capabilities, maxTopK } });
+    const { options } = await buildStory(12);
+    const rebuilt = new ContextManager({ ...options, vectors: memory });
+    await rebuilt.reindex('tale'); // scene chunks, characters, threads, summaries and the fingerprint, into `memory`
+    const exact = await rebuilt.stats('tale');
+    expect(exact.byType.scene).toBe(12);
+    const listedFive = await new ContextManager({ ...options, vectors: capped(5) }).stats('tale');
+    expect(listedFive.byType).toEqual(exact.byType);
+    expect(listedFive.total).toBe(exact.total);
+    expect(listedFive.countsExact).toBe(true);
+    // With room for one record per query, the characters fill theirs too: the counts are then bounds, and say so.
+    const listedOne = await new ContextManager({ ...options, vectors: capped(1) }).stats('tale');
+    expect(listedOne.countsExact).toBe(false);
+    expect(listedOne.byType.character).toBe(1);
   });
 
   it('embeds a short scene alone, while its keyword text borrows the scene before it', async () => {

@@ -178,6 +178,12 @@ export interface VectorSpaceStats {
   total: number;
   dimensions: number;
   byType: Record<string, number>;
+  /**
+   * False when a type other than scenes has more records than one query lists (`maxTopK`): its count, and so the
+   * scene count derived from the total, is then a bound, not exact.
+   */
+  countsExact: boolean;
+  /** Over the records listed per type (at most `maxTopK` of each). */
   norms: { min: number; mean: number; max: number };
   /** Share of sampled scene vectors whose nearest other vector has cosine ≥ 0.95. */
   nearDuplicateRate: number;
@@ -596,7 +602,12 @@ export class ContextManager {
     return { chapters, deleted };
   }
 
-  /** Counts by type, the norm distribution and the near-duplicate rate of a story's vectors. */
+  /**
+   * Counts by type, the norm distribution and the near-duplicate rate of a story's vectors. Each type is listed by
+   * one filtered query, which returns at most the index's `maxTopK` records (10,000 on every backend). Scene chunks
+   * are the one type that outgrows that in a long story, so they are counted as the total less the other types;
+   * `countsExact` is false only when another type fills a whole query too. Norms are over the listed records.
+   */
   async stats(storyId: string, options: { sample?: number; signal?: AbortSignal } = {}): Promise<VectorSpaceStats> {
     const sampleSize = checkInteger(options.sample ?? 100, 'sample', 1, 1_000);
     const { count, dimensions } = await this.vectors.stats(storyId);
@@ -607,15 +618,24 @@ export class ContextManager {
     let max = 0;
     let sum = 0;
     let seen = 0;
+    let others = 0;
+    let countsExact = true;
     const sceneVectors: Float32Array[] = [];
     const topK = Math.max(1, Math.min(count, this.vectors.capabilities.maxTopK));
-    for (const type of ['scene', 'character', 'plotThread', 'summary', 'meta'] as const) {
+    // Scenes last: their count is what the other types leave of the total.
+    for (const type of ['character', 'plotThread', 'summary', 'meta', 'scene'] as const) {
       throwIfAborted(options.signal);
       const matches =
         count === 0
           ? []
           : await this.vectors.query(storyId, { vector: probe, topK, filter: { type }, includeValues: true });
-      byType[type] = matches.length;
+      const full = count > 0 && matches.length === topK && topK < count;
+      if (type === 'scene') byType[type] = full ? Math.max(matches.length, count - others) : matches.length;
+      else {
+        byType[type] = matches.length;
+        others += matches.length;
+        if (full) countsExact = false;
+      }
       for (const match of matches) {
         if (!match.values) continue;
         const norm = Math.hypot(...match.values);
@@ -636,6 +656,7 @@ export class ContextManager {
       total: count,
       dimensions,
       byType,
+      countsExact,
       norms: { min: seen > 0 ? min : 0, mean: seen > 0 ? sum / seen : 0, max },
       nearDuplicateRate: sceneVectors.length > 0 ? duplicates / sceneVectors.length : 0,
       sampled: sceneVectors.length,
