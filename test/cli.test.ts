@@ -98,6 +98,65 @@ describe('the storyloom command', () => {
     expect(JSON.parse(json.stdout).tokens.budget).toBe(8000);
   });
 
+  it('shows, prunes and rebuilds the story’s memory', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '14', '--no-images']);
+    const statsOf = async () => {
+      const result = await storyloom(cwd, ['memory', 'stats', '--data', 'proj', '--json']);
+      expect(result.code).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    const before = await statsOf();
+    expect(before).toMatchObject({ storyId: 'lighthouse-keepers', dimensions: 1536, countsExact: true });
+    expect(before.byType.scene).toBeGreaterThanOrEqual(14);
+    expect(before.byType.summary).toBeGreaterThanOrEqual(2); // closed chapters and the synopsis
+    const text = await storyloom(cwd, ['memory', 'stats', '--data', 'proj']);
+    expect(text.stdout).toContain(`${before.total} vectors of 1536 dimensions`);
+
+    const prune = await storyloom(cwd, [
+      'memory',
+      'prune',
+      '--data',
+      'proj',
+      '--min-age',
+      '0',
+      '--max-importance',
+      '1',
+    ]);
+    expect(prune.code).toBe(0);
+    const deleted = Number(/Pruned (\d+) scene vectors/.exec(prune.stdout)?.[1]);
+    expect(deleted).toBeGreaterThan(0);
+    const pruned = await statsOf();
+    expect(pruned.byType.scene).toBe(before.byType.scene - deleted);
+    expect(pruned.keywordDocuments).toBe(before.keywordDocuments - deleted);
+    expect(pruned.byType.summary).toBe(before.byType.summary); // what covers them stays
+    const again = await storyloom(cwd, [
+      'memory',
+      'prune',
+      '--data',
+      'proj',
+      '--min-age',
+      '0',
+      '--max-importance',
+      '1',
+    ]);
+    expect(again.stdout).toContain('Nothing to prune');
+    expect((await storyloom(cwd, ['context', '--data', 'proj', '--query', 'the lamp'])).code).toBe(0);
+
+    const reindex = await storyloom(cwd, ['memory', 'reindex', '--data', 'proj']);
+    expect(reindex.code).toBe(0);
+    expect(reindex.stdout).toContain('Reindexed lighthouse-keepers: 14 scenes');
+    expect((await statsOf()).byType).toEqual(before.byType);
+
+    const bad = await storyloom(cwd, ['memory', 'prune', '--data', 'proj', '--max-importance', '1.5']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('must be a number from 0 to 1');
+    const missing = await storyloom(cwd, ['memory', 'stats', '--data', 'proj', '--story', 'nope']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('there is no story "nope"');
+  });
+
   it('exports, imports into a new project, and forks', async () => {
     const cwd = workspace();
     await storyloom(cwd, ['init', '--data', 'a']);

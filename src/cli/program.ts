@@ -1,5 +1,6 @@
 /**
- * The `storyloom` command: init, run, context, influence add, status, export, import, fork and demo.
+ * The `storyloom` command: init, run, context, memory (stats, prune, reindex), influence add, status, export,
+ * import, fork and demo.
  *
  * Every failure a user can cause (a bad argument, a missing file, a missing credential) ends in one line on stderr
  * that says what to do, and a non-zero exit code.
@@ -49,6 +50,14 @@ function nonNegativeInteger(name: string) {
     }
     return parsed;
   };
+}
+
+function unitInterval(value: string): number {
+  const parsed = Number(value);
+  if (value.trim() === '' || !Number.isFinite(parsed) || parsed < 0 || parsed > 1) {
+    throw new InvalidArgumentError('must be a number from 0 to 1');
+  }
+  return parsed;
 }
 
 function storyIdArgument(value: string): string {
@@ -241,6 +250,91 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         });
       },
     );
+
+  const memory = program.command('memory').description("the story's memory: vector space, pruning, rebuilding");
+  memory
+    .command('stats')
+    .description('counts by type, vector norms and the near-duplicate rate of the story’s memory')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .option('--json', 'print JSON')
+    .action(async (options: { data: string; story?: string; json?: boolean }) => {
+      await withProject(options.data, async (project) => {
+        const storyId = options.story ?? project.project.storyId;
+        await requireStory(project, storyId);
+        const stats = await project.context.stats(storyId);
+        const keywords = await project.keywords.count(storyId);
+        if (options.json) {
+          print(JSON.stringify({ storyId, ...stats, keywordDocuments: keywords }, null, 2));
+          return;
+        }
+        const types = Object.entries(stats.byType)
+          .filter(([, count]) => count > 0)
+          .map(([type, count]) => `${count} ${type}`)
+          .join(', ');
+        print(`${storyId}: ${stats.total} vectors of ${stats.dimensions} dimensions (${types || 'none'})`);
+        print(`Keyword documents: ${keywords}`);
+        if (!stats.countsExact) print('Counts by type are lower bounds: a type has more records than one query lists.');
+        const n = stats.norms;
+        print(`Norms: min ${n.min.toFixed(3)}, mean ${n.mean.toFixed(3)}, max ${n.max.toFixed(3)}`);
+        print(
+          `Near-duplicate scenes (cosine ≥ 0.95): ${(stats.nearDuplicateRate * 100).toFixed(1)} % of ${stats.sampled} sampled`,
+        );
+        print(`Index built with: ${stats.fingerprint ?? 'unknown (no fingerprint yet)'}`);
+      });
+    });
+  memory
+    .command('prune')
+    .description('drop old, unimportant scene memories that a chapter summary already covers')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .option('--min-age <scenes>', 'only scenes at least this many scenes old', nonNegativeInteger('--min-age'), 200)
+    .option('--max-importance <value>', 'only scenes less important than this (0 to 1)', unitInterval, 0.35)
+    .action(async (options: { data: string; story?: string; minAge: number; maxImportance: number }) => {
+      await withProject(options.data, async (project) => {
+        const storyId = options.story ?? project.project.storyId;
+        await requireStory(project, storyId);
+        const result = await project.context.prune(storyId, {
+          minAgeScenes: options.minAge,
+          maxImportance: options.maxImportance,
+        });
+        print(
+          result.deleted === 0
+            ? 'Nothing to prune: no summarized chapter that old holds scenes that unimportant.'
+            : `Pruned ${result.deleted} scene vectors from ${result.chapters.length} summarized chapters (${result.chapters.join(', ')})`,
+        );
+      });
+    });
+  memory
+    .command('reindex')
+    .description('rebuild the story’s memory from its scenes (pruned memories come back)')
+    .addOption(dataOption())
+    .addOption(storyOption())
+    .action(async (options: { data: string; story?: string }) => {
+      await withProject(options.data, async (project) => {
+        const storyId = options.story ?? project.project.storyId;
+        await requireStory(project, storyId);
+        const bar = io.stderr.isTTY
+          ? new SingleBar({ format: 'reindex [{bar}] {value}/{total} {phase}', stream: io.stderr, hideCursor: true })
+          : undefined;
+        let started = false;
+        try {
+          const result = await project.context.reindex(storyId, {
+            onProgress: ({ phase, done, total }) => {
+              if (!bar) return;
+              if (!started) bar.start(total, done, { phase });
+              started = true;
+              bar.setTotal(total);
+              bar.update(done, { phase });
+            },
+          });
+          bar?.stop();
+          print(`Reindexed ${storyId}: ${result.scenes} scenes into ${result.records} records`);
+        } finally {
+          bar?.stop();
+        }
+      });
+    });
 
   const influence = program.command('influence').description('audience influence');
   influence

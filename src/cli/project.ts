@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { ContextCache } from '../context/context-cache.js';
 import { ContextManager } from '../context/context-manager.js';
 import { createHashingEmbedder } from '../context/hashing-embedder.js';
+import type { KeywordIndex } from '../context/keyword-index.js';
 import { createMemoryCacheDriver } from '../context/memory-cache.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { MissingDependencyError, StoryloomError, ValidationError } from '../core/errors.js';
@@ -139,6 +140,8 @@ export interface OpenProject {
   project: ProjectFile;
   store: StoryStateStore;
   context: ContextManager;
+  /** The keyword index the context manager searches (for counts). */
+  keywords: KeywordIndex;
   /** The engine of one story: its publisher writes that story's own site folder. */
   createEngine(storyId: string, options?: AssembleOptions): Promise<StoryEngine>;
   /** Publishes every scene of a story to its site (after a fork or an import): idempotent per scene. */
@@ -175,6 +178,7 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     project,
     store,
     context,
+    keywords,
     async publishAll(storyId) {
       const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
       const illustrator = createProceduralIllustrator({ format: 'png' });
