@@ -15,6 +15,7 @@ import { compileFilter } from './compiled-filter.js';
 import type { Embedder } from './embedder.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
 import type { KeywordIndex } from './keyword-index.js';
+import { selectByMmr } from './mmr.js';
 import { proximityScores } from './term-proximity.js';
 import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 import { insertBounded } from './top-k.js';
@@ -951,71 +952,19 @@ function maximalMarginalRelevance(
   k: number,
   lambda: number,
 ): { chosen: RetrievedCandidate[]; dropped: DroppedCandidate[] } {
-  const top = pool[0]?.final ?? 0;
-  // Scores are scaled to [0, 1] so λ trades them against cosine similarities on the same scale.
-  const scale = top > 0 ? 1 / top : 0;
-  const remaining = pool.map((candidate, index) => ({ candidate, index, maxSimilarity: 0, closest: '' }));
-  // Speed (bench:context): each candidate's squared norm is computed once, not once per pair; same sums in the same
-  // order as a plain cosine, so every similarity is bit-for-bit unchanged.
-  const squaredNorms = new Map<Float32Array, number>();
-  const squaredNorm = (values: Float32Array): number => {
-    let squared = squaredNorms.get(values);
-    if (squared === undefined) {
-      squared = 0;
-      for (let i = 0; i < values.length; i++) squared += values[i]! * values[i]!;
-      squaredNorms.set(values, squared);
-    }
-    return squared;
-  };
-  const chosen: RetrievedCandidate[] = [];
-  const chosenEntries: ScoredEntry[] = [];
-  while (chosen.length < k && remaining.length > 0) {
-    let bestAt = 0;
-    let bestScore = Number.NEGATIVE_INFINITY;
-    remaining.forEach((item, at) => {
-      const value = lambda * item.candidate.final * scale - (1 - lambda) * item.maxSimilarity;
-      if (value > bestScore) {
-        bestScore = value;
-        bestAt = at;
-      }
-    });
-    const [picked] = remaining.splice(bestAt, 1);
-    if (!picked) break;
-    const candidate = toCandidate(picked.candidate);
-    candidate.signals.mmr = bestScore;
-    chosen.push(candidate);
-    chosenEntries.push(picked.candidate);
-    for (const item of remaining) {
-      const similarity = cosineWithNorms(item.candidate.values, picked.candidate.values, squaredNorm);
-      if (similarity > item.maxSimilarity || item.closest === '') {
-        item.maxSimilarity = Math.max(item.maxSimilarity, similarity);
-        if (similarity >= item.maxSimilarity) item.closest = picked.candidate.id;
-      }
-    }
-  }
-  const dropped: DroppedCandidate[] = remaining
-    .filter((item) => item.index < k)
-    .map((item) => ({
-      ...toCandidate(item.candidate),
-      reason: 'near-duplicate' as const,
-      similarTo: item.closest,
-      similarity: item.maxSimilarity,
-    }));
+  const selection = selectByMmr(pool, k, lambda);
+  const chosen = selection.chosen.map(({ index, mmr }) => {
+    const candidate = toCandidate(pool[index]!);
+    candidate.signals.mmr = mmr;
+    return candidate;
+  });
+  const dropped = selection.dropped.map(({ index, similarTo, similarity }) => ({
+    ...toCandidate(pool[index]!),
+    reason: 'near-duplicate' as const,
+    similarTo,
+    similarity,
+  }));
   return { chosen, dropped };
-}
-
-/** Cosine similarity (0 for a missing or mismatched vector), with the squared norms supplied by the caller. */
-function cosineWithNorms(
-  a: Float32Array | undefined,
-  b: Float32Array | undefined,
-  squaredNorm: (values: Float32Array) => number,
-): number {
-  if (!a || !b || a.length !== b.length) return 0;
-  let dot = 0;
-  for (let i = 0; i < a.length; i++) dot += a[i]! * b[i]!;
-  const normA = squaredNorm(a);
-  const normB = squaredNorm(b);
-  return normA > 0 && normB > 0 ? dot / Math.sqrt(normA * normB) : 0;
 }
 
 function toCandidate(entry: ScoredEntry): RetrievedCandidate {
