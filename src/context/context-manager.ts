@@ -49,6 +49,7 @@ import {
   type RetrievalTimings,
 } from './retrieval.js';
 import type { Summarizer } from './summarizer.js';
+import { clipWords, lastWords } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex } from './vector-index.js';
 
@@ -976,8 +977,7 @@ export class ContextManager {
       });
     }
     if (previous) {
-      const words = previous.text.split(/\s+/).filter(Boolean);
-      const tail = words.slice(-60).join(' ');
+      const tail = lastWords(previous.text, 60);
       items.push({
         id: `previous:${previous.id}`,
         section: '# Where we left off',
@@ -1387,11 +1387,6 @@ function nonZero(values: Float32Array): Float32Array {
   const fallback = new Float32Array(values.length);
   fallback[values.length - 1] = 1;
   return fallback;
-}
-
-function clipWords(text: string, words: number): string {
-  const parts = text.split(/\s+/).filter(Boolean);
-  return parts.length <= words ? parts.join(' ') : `${parts.slice(0, words).join(' ')} …`;
 }
 
 function checkInteger(value: number, name: string, min: number, max: number): number {

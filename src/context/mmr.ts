@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { descending } from './top-k.js';
 
 /** What MMR needs of a candidate: its id, its score before diversity, its vector (if any). */
 export interface MmrEntry {
@@ -69,7 +70,7 @@ export function selectByMmr(pool: readonly MmrEntry[], k: number, lambda: number
   };
   while (chosen.length < k && remaining.length > 0) {
     const bounds = remaining.map((item, at) => ({ at, bound: mmrValue(item) }));
-    bounds.sort((a, b) => b.bound - a.bound || a.at - b.at);
+    bounds.sort((a, b) => descending(a.bound, b.bound) || a.at - b.at);
     let bestAt = 0;
     let bestValue = Number.NEGATIVE_INFINITY;
     let evaluated = false;

@@ -18,7 +18,7 @@ import type { KeywordIndex } from './keyword-index.js';
 import { selectByMmr } from './mmr.js';
 import { proximityScores } from './term-proximity.js';
 import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
-import { insertBounded } from './top-k.js';
+import { descending, insertBounded } from './top-k.js';
 import type { VectorIndex } from './vector-index.js';
 
 /** How dense and lexical rankings are combined. */
@@ -649,11 +649,13 @@ function rankGroups(
   }
   // Summed best first, as a sorted pass would have added them.
   for (const group of groups.values()) for (const member of group.members) group.score += member.relevance;
-  return [...groups.values()].sort((a, b) => b.score - a.score || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return [...groups.values()].sort(
+    (a, b) => descending(a.score, b.score) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
+  );
 }
 
 function byRelevance(a: ScoredEntry, b: ScoredEntry): number {
-  return b.relevance - a.relevance || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  return descending(a.relevance, b.relevance) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
 const comesBefore = (a: ScoredEntry, b: ScoredEntry): boolean => byRelevance(a, b) < 0;
@@ -761,7 +763,9 @@ function firstFusion(
   });
   const entries = [...pool.values()];
   fuse(entries, dense, lexical, fusion);
-  return entries.sort((a, b) => b.fused - a.fused || (a.id < b.id ? -1 : 1)).map((candidate) => candidate.id);
+  return entries
+    .sort((a, b) => descending(a.fused, b.fused) || (a.id < b.id ? -1 : 1))
+    .map((candidate) => candidate.id);
 }
 
 /**
@@ -926,7 +930,9 @@ function scoreCandidates(
       }
     }
   }
-  return (pool as ScoredEntry[]).sort((a, b) => b.final - a.final || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return (pool as ScoredEntry[]).sort(
+    (a, b) => descending(a.final, b.final) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+  );
 }
 
 /**

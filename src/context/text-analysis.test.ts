@@ -1,6 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { analyze, foldText, MAX_TERM_LENGTH, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
+import {
+  analyze,
+  clipWords,
+  foldText,
+  isSpace,
+  lastWords,
+  MAX_TERM_LENGTH,
+  STOP_WORDS,
+  stem,
+  tokenizeWords,
+} from './text-analysis.js';
 
 describe('foldText', () => {
   it('lowercases and folds accents, ligatures, width variants and letters NFKD leaves alone', () => {
@@ -196,5 +206,33 @@ describe('analyze', () => {
 
   it('gives the same terms for a query in another case or accent style', () => {
     expect(analyze('CAFÉS Naïve')).toEqual(analyze('cafes naive'));
+  });
+});
+
+describe('clipWords and lastWords', () => {
+  // The split-based versions they replace, which read the whole text.
+  const words = (text: string) => text.split(/\s+/).filter(Boolean);
+  const clipReference = (text: string, n: number) =>
+    words(text).length <= n ? words(text).join(' ') : `${words(text).slice(0, n).join(' ')} …`;
+  const lastReference = (text: string, n: number) => words(text).slice(-n).join(' ');
+  const spaced = fc.string({
+    unit: fc.constantFrom('a', 'b', 'é', '😀', ' ', '  ', '\n', '\t', '\u00a0', '\u2003', '\u3000', '\ufeff', '.'),
+    maxLength: 60,
+  });
+
+  it('give what splitting on whitespace gives', () => {
+    fc.assert(
+      fc.property(spaced, fc.integer({ min: 1, max: 12 }), (text, n) => {
+        expect(clipWords(text, n)).toBe(clipReference(text, n));
+        expect(lastWords(text, n)).toBe(lastReference(text, n));
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('reads whitespace exactly as \\s does, on every UTF-16 code unit', () => {
+    for (let code = 0; code <= 0xffff; code++) {
+      expect(isSpace(code), `U+${code.toString(16)}`).toBe(/\s/.test(String.fromCharCode(code)));
+    }
   });
 });

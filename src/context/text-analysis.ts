@@ -406,3 +406,53 @@ const STEP4_SUFFIXES: Readonly<Record<string, readonly string[]>> = {
   v: ['ive'],
   z: ['ize'],
 };
+
+/**
+ * The first `words` whitespace-separated words of `text`, joined by single spaces, with " …" when there were more.
+ * Reads only as far as it keeps (speed, bench:context: excerpts run to 2,000 characters).
+ */
+export function clipWords(text: string, words: number): string {
+  const parts: string[] = [];
+  const length = text.length;
+  let at = 0;
+  for (;;) {
+    while (at < length && isSpace(text.charCodeAt(at))) at++;
+    if (at === length) return parts.join(' ');
+    if (parts.length === words) return `${parts.join(' ')} …`;
+    const start = at;
+    while (at < length && !isSpace(text.charCodeAt(at))) at++;
+    parts.push(text.slice(start, at));
+  }
+}
+
+/** The last `words` (at least 1) whitespace-separated words of `text`, joined by single spaces. Reads from the end. */
+export function lastWords(text: string, words: number): string {
+  const parts: string[] = [];
+  let end = text.length;
+  while (parts.length < words) {
+    while (end > 0 && isSpace(text.charCodeAt(end - 1))) end--;
+    if (end === 0) break;
+    let start = end;
+    while (start > 0 && !isSpace(text.charCodeAt(start - 1))) start--;
+    parts.push(text.slice(start, end));
+    end = start;
+  }
+  return parts.reverse().join(' ');
+}
+
+/** Whether a UTF-16 code unit is whitespace as `\s` reads it (a test holds the two to agree on every code unit). */
+export function isSpace(code: number): boolean {
+  if (code <= 32) return code === 32 || (code >= 9 && code <= 13);
+  if (code < 160) return false;
+  return (
+    code === 160 ||
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000 ||
+    code === 0xfeff
+  );
+}
