@@ -281,7 +281,7 @@ export class ContextManager {
    * a chapter, until the journal grows) repeat the same prefix of tens of thousands of characters; comparing it with
    * the last one is a memory compare, counting it again is a pass of the tokenizer (speed, bench:context).
    */
-  private readonly stableCounts = new Map<string, { text: string; tokens: number }>();
+  private readonly stableCounts = new Map<string, { parts: readonly string[]; tokens: number }>();
   private readonly stablePrefixes = new Map<
     string,
     { text: string; tokens: number; items: PackedItem[]; omitted: OmittedItem[] }
@@ -371,7 +371,7 @@ export class ContextManager {
     throwIfAborted(options.signal);
     const journal = await this.chapterJournal(state, stable.chapterStart, pov, Math.floor(budget * this.journalShare));
     const stableText = journal.text ? `${stable.text}${journal.text}` : stable.text;
-    const stableTokens = this.countStable(storyId, stableText);
+    const stableTokens = this.countStable(storyId, stableText, [stable.text, journal.text]);
 
     const assembleStart = performance.now();
     const influences = (options.influences ?? state.userInfluenceQueue.map(toAudienceInput)).map((influence) => ({
@@ -735,11 +735,18 @@ export class ContextManager {
     return { characters, threads, locations, ids: [...sceneIds] };
   }
 
-  private countStable(storyId: string, text: string): number {
+  /**
+   * The token count of the stable prefix, remembered per story: consecutive calls of a chapter get the same prefix.
+   * Compared by its parts, the cached prefix and journal strings, which are the same objects call after call: the
+   * concatenation is a new string each time, and comparing it would flatten (copy) it first.
+   */
+  private countStable(storyId: string, text: string, parts: readonly string[]): number {
     const last = this.stableCounts.get(storyId);
-    if (last && last.text === text) return last.tokens;
+    if (last && last.parts.length === parts.length && last.parts.every((part, i) => part === parts[i])) {
+      return last.tokens;
+    }
     const tokens = this.tokenizer.count(text);
-    remember(this.stableCounts, storyId, { text, tokens }, 256);
+    remember(this.stableCounts, storyId, { parts, tokens }, 256);
     return tokens;
   }
 

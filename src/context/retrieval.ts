@@ -1121,7 +1121,7 @@ export function findNamedEntities(
   const found: string[] = [];
   for (const entity of entities) {
     for (const name of entity.names) {
-      const phrase = tokenizeWords(name).join(' ');
+      const phrase = phraseOf(name);
       if (phrase.length > 0 && words.includes(` ${phrase} `)) {
         found.push(entity.id);
         break;
@@ -1130,3 +1130,18 @@ export function findNamedEntities(
   }
   return found;
 }
+
+/**
+ * A name's words as `findNamedEntities` matches them, remembered: every call matches the query against every
+ * character, thread and known location (up to 2,000) of the story, whose names rarely change.
+ */
+function phraseOf(name: string): string {
+  let phrase = PHRASES.get(name);
+  if (phrase === undefined) {
+    phrase = tokenizeWords(name).join(' ');
+    if (PHRASES.size >= 20_000) PHRASES.clear();
+    PHRASES.set(name, phrase);
+  }
+  return phrase;
+}
+const PHRASES = new Map<string, string>();
