@@ -4,8 +4,8 @@
  * sqlite-vec KNN over the same vectors, in the same run. Peak memory per size.
  *
  * Run with `npm run bench:context` (`BENCH_SIZES=1000,10000` to choose sizes, `BENCH_QUERIES=220`,
- * `BENCH_SQLITE=0` to skip the SQLite backend, `BENCH_TRIALS=3` to set the trials per size). Each size runs in its own
- * child processes (three trials up to 10,000 scenes, one above), so its peak RSS is its own and each row is the
+ * `BENCH_SQLITE=0` to skip the SQLite backend, `BENCH_TRIALS=5` to set the trials per size). Each size runs in its own
+ * child processes (five trials up to 10,000 scenes, one above), so its peak RSS is its own and each row is the
  * median trial's.
  * Writes `bench/results/context.json` and `bench/results/context.md`. Not part of `npm test`: tests never depend on
  * speed.
@@ -69,8 +69,9 @@ const K = 5;
 const POOL = 60;
 /**
  * Each size runs this many times, each in a fresh process; every reported figure is the median trial's (per
- * backend and per peer), so a burst of other load on the machine during one trial does not decide a row. Default 3
- * up to 10,000 scenes and 1 above (a 100,000-scene trial takes minutes).
+ * backend and per peer), so a burst of other load on the machine during one trial does not decide a row. Default 5
+ * up to 10,000 scenes (on two shared cores, single trials of the same code ranged from 2.6 to 4.2 ms at 10,000
+ * scenes) and 1 above (a 100,000-scene trial takes minutes).
  */
 const TRIALS = process.env.BENCH_TRIALS ? Number(process.env.BENCH_TRIALS) : undefined;
 if (TRIALS !== undefined && (!Number.isInteger(TRIALS) || TRIALS < 1)) {
@@ -616,7 +617,7 @@ async function main(): Promise<void> {
   try {
     for (const size of SIZES) {
       const trials: SizeResult[] = [];
-      const count = TRIALS ?? (size <= 10_000 ? 3 : 1);
+      const count = TRIALS ?? (size <= 10_000 ? 5 : 1);
       for (let trial = 0; trial < count; trial++) {
         const out = path.join(scratch, `${size}-${trial}.json`);
         const run = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
