@@ -86,6 +86,17 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     }
   };
 
+  /** Opens the project and checks that the story (`--story`, or the project's own) is in it. */
+  const withStory = <T>(
+    options: { data: string; story?: string },
+    work: (project: OpenProject, storyId: string) => Promise<T>,
+  ): Promise<T> =>
+    withProject(options.data, async (project) => {
+      const storyId = options.story ?? project.project.storyId;
+      await requireStory(project, storyId);
+      return work(project, storyId);
+    });
+
   const program = new Command('storyloom')
     .description('Autonomous, serialized stories: write, remember, steer and publish, one scene at a time.')
     .configureOutput({
@@ -153,9 +164,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         images: boolean;
         seed: number;
       }) => {
-        await withProject(options.data, async (project) => {
-          const storyId = options.story ?? project.project.storyId;
-          await requireStory(project, storyId);
+        await withStory(options, async (project, storyId) => {
           const bar = io.stderr.isTTY
             ? new SingleBar({ format: 'episodes [{bar}] {value}/{total} {step}', stream: io.stderr, hideCursor: true })
             : undefined;
@@ -221,9 +230,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         pov?: string;
         json?: boolean;
       }) => {
-        await withProject(options.data, async (project) => {
-          const storyId = options.story ?? project.project.storyId;
-          await requireStory(project, storyId);
+        await withStory(options, async (project, storyId) => {
           const bundle = await project.context.getRelevantContext(storyId, options.query, {
             k: options.k,
             tokenBudget: options.budget,
@@ -259,9 +266,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addOption(storyOption())
     .option('--json', 'print JSON')
     .action(async (options: { data: string; story?: string; json?: boolean }) => {
-      await withProject(options.data, async (project) => {
-        const storyId = options.story ?? project.project.storyId;
-        await requireStory(project, storyId);
+      await withStory(options, async (project, storyId) => {
         const stats = await project.context.stats(storyId);
         const keywords = await project.keywords.count(storyId);
         if (options.json) {
@@ -291,9 +296,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .option('--min-age <scenes>', 'only scenes at least this many scenes old', nonNegativeInteger('--min-age'), 200)
     .option('--max-importance <value>', 'only scenes less important than this (0 to 1)', unitInterval, 0.35)
     .action(async (options: { data: string; story?: string; minAge: number; maxImportance: number }) => {
-      await withProject(options.data, async (project) => {
-        const storyId = options.story ?? project.project.storyId;
-        await requireStory(project, storyId);
+      await withStory(options, async (project, storyId) => {
         const result = await project.context.prune(storyId, {
           minAgeScenes: options.minAge,
           maxImportance: options.maxImportance,
@@ -311,9 +314,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addOption(dataOption())
     .addOption(storyOption())
     .action(async (options: { data: string; story?: string }) => {
-      await withProject(options.data, async (project) => {
-        const storyId = options.story ?? project.project.storyId;
-        await requireStory(project, storyId);
+      await withStory(options, async (project, storyId) => {
         const bar = io.stderr.isTTY
           ? new SingleBar({ format: 'reindex [{bar}] {value}/{total} {phase}', stream: io.stderr, hideCursor: true })
           : undefined;
@@ -373,9 +374,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       }) => {
         if (options.kind === 'vote' && !options.choice) throw new CommandError('a vote needs --choice <text>');
         if (options.kind === 'suggestion' && !options.text) throw new CommandError('a suggestion needs --text <text>');
-        await withProject(options.data, async (project) => {
-          const storyId = options.story ?? project.project.storyId;
-          await requireStory(project, storyId);
+        await withStory(options, async (project, storyId) => {
           const receivedAt = isoNow(systemClock);
           const id =
             options.id ??
@@ -407,9 +406,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addOption(storyOption())
     .option('--json', 'print JSON')
     .action(async (options: { data: string; story?: string; json?: boolean }) => {
-      await withProject(options.data, async (project) => {
-        const storyId = options.story ?? project.project.storyId;
-        await requireStory(project, storyId);
+      await withStory(options, async (project, storyId) => {
         const state = await project.store.load(storyId);
         const last = state.sceneId ? await project.store.getScene(storyId, state.sceneId) : null;
         const engine = await project.createEngine(storyId, { images: true });
@@ -451,9 +448,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addOption(storyOption())
     .option('-o, --out <file>', 'the file to write')
     .action(async (options: { data: string; story?: string; out?: string }) => {
-      await withProject(options.data, async (project) => {
-        const storyId = options.story ?? project.project.storyId;
-        await requireStory(project, storyId);
+      await withStory(options, async (project, storyId) => {
         const lines = Readable.from(
           (async function* () {
             for await (const line of project.store.exportStory(storyId)) yield `${line}\n`;
@@ -514,9 +509,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     )
     .requiredOption('--as <newId>', 'the id of the new story', storyIdArgument)
     .action(async (options: { data: string; story?: string; at: number; as: string }) => {
-      await withProject(options.data, async (project) => {
-        const storyId = options.story ?? project.project.storyId;
-        await requireStory(project, storyId);
+      await withStory(options, async (project, storyId) => {
         const forked = await project.store.fork(storyId, options.at - 1, options.as);
         await project.context.reindex(options.as);
         await project.publishAll(options.as);
