@@ -391,6 +391,31 @@ describe('ContextManager memory upkeep', () => {
     expect(kept.has(scenes[11]!.id)).toBe(true); // current chapter, no summary
   });
 
+  it('recalls a pruned chapter through its summary once the stable prefix no longer shows it', async () => {
+    const { options } = await buildStory(12, { chapterLength: 2 });
+    // Six closed chapters; the prefix summarises the newest two, so chapters 1 to 4 are left to retrieval.
+    const manager = new ContextManager({ ...options, summaryChapters: 2 });
+    const pruned = await manager.prune('tale', { minAgeScenes: 0, maxImportance: 1 });
+    expect(pruned.chapters).toContain('chapter-0001');
+    const query = 'Mira polished the great lens while gulls wheeled';
+    const bundle = await manager.getRelevantContext('tale', query, { k: 3, tokenBudget: 8_000 });
+    const recalled = bundle.similarScenes.find((memory) => memory.kind === 'chapterSummary');
+    expect(recalled).toMatchObject({ sceneId: 'chapter-0001', chapterId: 'chapter-0001' });
+    expect(recalled?.excerpt).toContain('polished the great lens');
+    expect(bundle.prompt.dynamic).toContain('[chapter-0001, summary]');
+    expect(bundle.prompt.stable).not.toMatch(/chapter-0001: /); // not in the prefix's window
+    for (const memory of bundle.similarScenes.filter((m) => m.kind === 'chapterSummary')) {
+      // Only chapters older than the window: its own summaries are in the prefix already.
+      expect(['chapter-0001', 'chapter-0002', 'chapter-0003', 'chapter-0004']).toContain(memory.sceneId);
+    }
+    // A point of view gets scenes only; the default window (50 chapters) shows every summary in the prefix instead.
+    const pov = await manager.getRelevantContext('tale', query, { k: 3, povCharacterId: 'mira' });
+    expect(pov.similarScenes.every((memory) => memory.kind === 'scene')).toBe(true);
+    const wide = await new ContextManager(options).getRelevantContext('tale', query, { k: 3 });
+    expect(wide.similarScenes.every((memory) => memory.kind === 'scene')).toBe(true);
+    expect(wide.prompt.stable).toMatch(/chapter-0001: /);
+  });
+
   it('describes the vector space: counts by type, norms, near-duplicates', async () => {
     const { manager } = await buildStory(12);
     const stats = await manager.stats('tale');

@@ -99,6 +99,11 @@ export interface RelevantContextOptions {
 
 /** A retrieved scene with the reasons it was chosen. */
 export interface SimilarScene {
+  /**
+   * `'scene'`: a scene's best chunk. `'chapterSummary'`: the summary of a chapter older than those the stable prefix
+   * summarises; `sceneId` is then the chapter's id and `index` its last scene's.
+   */
+  kind: 'scene' | 'chapterSummary';
   sceneId: string;
   index: number;
   chapterId: string | undefined;
@@ -229,6 +234,12 @@ export interface ContextManagerOptions {
   chunkWords?: number;
   /** Recent scenes shown in order in the dynamic part (and left out of retrieval). Default 5. */
   recentScenes?: number;
+  /**
+   * Closed chapters, newest first, whose summaries the stable prefix shows. Default 50. The summaries of older
+   * chapters compete with scenes in retrieval (as `kind: 'chapterSummary'` memories), so history that `prune` took
+   * out of the scene index is still recalled, at chapter detail, when a query is about it.
+   */
+  summaryChapters?: number;
 }
 
 /**
@@ -273,6 +284,9 @@ export class ContextManager {
   private readonly earlierScenes: number;
   private readonly chunkWords: number;
   private readonly recentScenes: number;
+  private readonly summaryChapters: number;
+  /** Per story and chapter start: the scene index below which chapter summaries are left to retrieval. */
+  private readonly summaryHorizons = new Map<string, Promise<number>>();
   private readonly fingerprint: string;
   private readonly verified = new Map<string, Promise<void>>();
   private readonly chapterStarts = new Map<string, StoryState>();
@@ -320,6 +334,7 @@ export class ContextManager {
     this.earlierScenes = checkInteger(options.earlierScenes ?? 24, 'earlierScenes', 0, 500);
     this.chunkWords = checkInteger(options.chunkWords ?? 300, 'chunkWords', 20, 5_000);
     this.recentScenes = checkInteger(options.recentScenes ?? 5, 'recentScenes', 0, 50);
+    this.summaryChapters = checkInteger(options.summaryChapters ?? 50, 'summaryChapters', 0, 10_000);
     this.fingerprint = JSON.stringify({
       embedder: `${this.embedder.provider}:${this.embedder.modelId}`,
       dimensions: this.embedder.dimensions,
@@ -766,8 +781,14 @@ export class ContextManager {
     // The most recent scenes are shown in order in the dynamic part; retrieval looks further back.
     const horizon = state.sceneCount - this.recentScenes;
     if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], belowTopK: [], timings: noTimings() };
-    const filter: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
-    if (pov) filter.characters = { $in: [pov] };
+    const scenesOnly: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
+    let filter = scenesOnly;
+    // A chapter summary tells of what its scenes' characters did together, so a point of view gets scenes only.
+    if (pov) scenesOnly.characters = { $in: [pov] };
+    else {
+      const older = await this.summaryHorizon(state);
+      if (older > 0) filter = { $or: [scenesOnly, { type: 'summary', sceneIndex: { $lt: older } }] };
+    }
     const exactMatches: ExactMatches = {};
     if (exact.ids.length > 0) exactMatches.ids = exact.ids;
     if (exact.characters.length > 0) exactMatches.characters = exact.characters;
@@ -784,8 +805,21 @@ export class ContextManager {
     });
     // The filter holds for every candidate (exact ids included) and each scene comes once: its best chunk.
     const scenes = result.candidates.map((candidate): SimilarScene => {
+      if (candidate.metadata.type === 'summary') {
+        return {
+          kind: 'chapterSummary',
+          sceneId: candidate.metadata.sourceId,
+          index: candidate.metadata.sceneIndex ?? 0,
+          chapterId: candidate.metadata.chapterId,
+          title: `Summary of ${candidate.metadata.sourceId}`,
+          excerpt: candidate.metadata.text,
+          score: candidate.score,
+          signals: candidate.signals,
+        };
+      }
       const [title, ...rest] = candidate.metadata.text.split('\n');
       return {
+        kind: 'scene',
         sceneId: candidate.metadata.sourceId,
         index: candidate.metadata.sceneIndex ?? 0,
         chapterId: candidate.metadata.chapterId,
@@ -799,13 +833,37 @@ export class ContextManager {
       scenes,
       dropped: result.dropped.map(({ id, similarTo, similarity }) => ({ id, similarTo, similarity })),
       belowTopK: result.runnersUp.map((candidate) => ({
-        id: `scene:${candidate.metadata.sourceId}`,
+        id: `${candidate.metadata.type === 'summary' ? 'summary' : 'scene'}:${candidate.metadata.sourceId}`,
         section: 'memories',
         reason: `ranked below the top ${k}`,
         score: candidate.score,
       })),
       timings: result.timings,
     };
+  }
+
+  /**
+   * The scene index below which chapter summaries are older than the stable prefix's window, and so left to
+   * retrieval: the last scene index of the oldest summary in the window (its chapter's and every newer one's are at
+   * or above it). 0 when the window reaches back to the first chapter or holds no summary. Once per chapter start.
+   */
+  private async summaryHorizon(state: StoryState): Promise<number> {
+    const chapterStart = await this.chapterStartState(state);
+    const closed = chapterStart.chapterIndex;
+    const first = closed - this.summaryChapters;
+    if (first <= 0) return 0;
+    const key = `${state.storyId}\u0000${chapterStart.version}`;
+    let horizon = this.summaryHorizons.get(key);
+    if (!horizon) {
+      const ids = Array.from({ length: closed - first }, (_, offset) => summaryId(chapterIdFor(first + offset)));
+      horizon = this.vectors.fetch(state.storyId, ids).then((records) => {
+        const indexes = records.flatMap((record) => record.metadata.sceneIndex ?? []);
+        return indexes.length > 0 ? Math.min(...indexes) : 0;
+      });
+      remember(this.summaryHorizons, key, horizon, 256);
+      horizon.catch(() => this.summaryHorizons.delete(key));
+    }
+    return horizon;
   }
 
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
@@ -833,7 +891,7 @@ export class ContextManager {
     const cached = this.stablePrefixes.get(key);
     if (cached) return { ...cached, chapterStart };
     const closed = chapterStart.chapterIndex;
-    const first = Math.max(0, closed - 50);
+    const first = Math.max(0, closed - this.summaryChapters);
     const ids = Array.from({ length: closed - first }, (_, offset) => summaryId(chapterIdFor(first + offset)));
     const records = await this.vectors.fetch(state.storyId, [...ids, SYNOPSIS_ID]);
     const byId = new Map(records.map((record) => [record.id, record.metadata.text]));
@@ -1015,6 +1073,20 @@ export class ContextManager {
       });
     });
     similar.forEach((scene, rank) => {
+      if (scene.kind === 'chapterSummary') {
+        items.push({
+          id: `summary:${scene.sceneId}`,
+          section: '# Memories that may matter',
+          priority: 60 - rank,
+          variants: [
+            `[${scene.sceneId}, summary] ${clipWords(scene.excerpt, 90)}`,
+            `[${scene.sceneId}, summary] ${firstSentence(scene.excerpt)}`,
+            `[${scene.sceneId}, summary]`,
+          ],
+          reason: `retrieved chapter summary: score ${scene.score.toFixed(3)} (relevance ${scene.signals.relevance.toFixed(2)})`,
+        });
+        return;
+      }
       items.push({
         id: `scene:${scene.sceneId}`,
         section: '# Memories that may matter',
