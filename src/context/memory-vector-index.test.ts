@@ -83,6 +83,44 @@ describe('TopKHeap', () => {
     expect(() => kthLargest(new Float64Array(3), 3, 4)).toThrow(RangeError);
   });
 
+  it('kthLargest narrows long ranges by a sample and still finds the k-th largest, whatever the data', () => {
+    // Long enough for the sampled path; values from few levels (many ties, a sample that can miss the top) to many,
+    // sorted and reversed runs, and k from 1 to past the sampled path's reach.
+    const shaped = fc.tuple(
+      fc.integer({ min: 2_048, max: 12_000 }),
+      fc.constantFrom(2, 7, 1_000, 1e9),
+      fc.constantFrom('random', 'ascending', 'descending', 'one-spike'),
+      fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    );
+    fc.assert(
+      fc.property(shaped, fc.nat(), ([length, levels, order, seed], pick) => {
+        let state = seed;
+        const next = () => {
+          state = (Math.imul(state, 48_271) + 11) % 2_147_483_647;
+          return state / 2_147_483_647;
+        };
+        const values = Array.from({ length }, () => Math.floor(next() * levels) / levels - 0.5);
+        if (order === 'ascending') values.sort((a, b) => a - b);
+        if (order === 'descending') values.sort((a, b) => b - a);
+        if (order === 'one-spike') values[Math.floor(next() * length)] = 2;
+        const k = 1 + (pick % (pick % 3 === 0 ? length : Math.ceil(length / 16)));
+        const sorted = [...values].sort((a, b) => b - a);
+        const scratch = Float64Array.from(values);
+        expect(kthLargest(scratch, length, k)).toBe(sorted[k - 1]);
+        // It only reorders: the same values are still there.
+        expect([...scratch].sort((a, b) => b - a)).toEqual(sorted);
+      }),
+      { numRuns: 300 },
+    );
+    // A sample that lands on the only high values (every 32nd of 8,192) leaves too few above its estimate for k = 400:
+    // the whole range decides.
+    const adversarial = new Float64Array(8_192);
+    for (let i = 0; i < 256; i++) adversarial[i * 32] = 1;
+    for (let i = 0; i < 8_192; i++) if (i % 32 !== 0) adversarial[i] = 0.5 - i / 1e6;
+    const expected = [...adversarial].sort((a, b) => b - a)[399];
+    expect(kthLargest(adversarial, 8_192, 400)).toBe(expected);
+  });
+
   it('takePassing keeps the k best that pass, or says the ranking was too short to know', () => {
     fc.assert(
       fc.property(

@@ -364,9 +364,10 @@ class Partition {
       const { cosines, selection } = this;
       for (let slot = 0; slot < size; slot++) {
         // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
-        cosines[slot] = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
+        const cosine = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
+        cosines[slot] = cosine;
+        selection[slot] = cosine;
       }
-      selection.set(cosines.subarray(0, size));
       const threshold = kthLargest(selection, size, topK);
       const picked: Array<{ score: number; id: string; item: number }> = [];
       for (let slot = 0; slot < size; slot++) {

@@ -207,6 +207,35 @@ export function probeSize(k: number, total: number): number {
  */
 export function kthLargest(values: Float64Array, length: number, k: number): number {
   if (k < 1 || k > length) throw new RangeError(`k must be within 1..${length}, got ${k}`);
+  if (length >= SAMPLE_FROM && k * 16 <= length) {
+    // Speed (bench:context, 10,000 cosines for k about 166): estimate a value a little below the k-th largest from
+    // an evenly spaced sample, move every value at or above it to the front in one pass, and select among those
+    // only. Whenever at least k values are there, the k-th largest is the k-th largest among them; an unlucky
+    // sample falls through to the whole range, which still holds every value.
+    const step = length / SAMPLE_SIZE;
+    for (let i = 0; i < SAMPLE_SIZE; i++) sample[i] = values[Math.floor(i * step)]!;
+    const rank = Math.min(SAMPLE_SIZE, Math.ceil((2 * k * SAMPLE_SIZE) / length) + 4);
+    const estimate = quickselect(sample, SAMPLE_SIZE, rank);
+    let count = 0;
+    for (let i = 0; i < length; i++) {
+      const value = values[i]!;
+      if (value >= estimate) {
+        values[i] = values[count]!;
+        values[count++] = value;
+      }
+    }
+    if (count >= k) return quickselect(values, count, k);
+  }
+  return quickselect(values, length, k);
+}
+
+/** From this many values on, `kthLargest` narrows the range with a sample first. */
+const SAMPLE_FROM = 2_048;
+const SAMPLE_SIZE = 256;
+const sample = new Float64Array(SAMPLE_SIZE);
+
+/** The `k`-th largest of `values[0..length)` by quickselect (`1 ≤ k ≤ length`), reordering them. */
+function quickselect(values: Float64Array, length: number, k: number): number {
   // Selects the element of ascending rank `length - k` in [low, high].
   const target = length - k;
   let low = 0;
