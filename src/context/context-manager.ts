@@ -51,7 +51,7 @@ import {
 import type { Summarizer } from './summarizer.js';
 import { clipWords, lastWords } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
-import type { VectorIndex } from './vector-index.js';
+import type { VectorIndex, VectorMatch } from './vector-index.js';
 
 /**
  * Bump when what is indexed for a unit changes: a stored fingerprint that differs triggers a reindex. 2: scene chunks
@@ -189,7 +189,7 @@ export interface VectorSpaceStats {
    * scene count derived from the total, is then a bound, not exact.
    */
   countsExact: boolean;
-  /** Over the records listed per type (at most `maxTopK` of each). */
+  /** Over the records listed with their values (see `ContextManager.stats`). */
   norms: { min: number; mean: number; max: number };
   /** Share of sampled scene vectors whose nearest other vector has cosine ≥ 0.95. */
   nearDuplicateRate: number;
@@ -620,9 +620,11 @@ export class ContextManager {
 
   /**
    * Counts by type, the norm distribution and the near-duplicate rate of a story's vectors. Each type is listed by
-   * one filtered query, which returns at most the index's `maxTopK` records (10,000 on every backend). Scene chunks
-   * are the one type that outgrows that in a long story, so they are counted as the total less the other types;
-   * `countsExact` is false only when another type fills a whole query too. Norms are over the listed records.
+   * one filtered query, which returns at most the index's `maxTopK` records (10,000 on every backend), and, where the
+   * backend caps a query's response (`maxQueryResultBytes`, Pinecone's 4 MB), as many as fit. Scene chunks are the
+   * one type that outgrows that in a long story, so they are counted as the total less the other types;
+   * `countsExact` is false only when another type fills a whole listing too. Norms are over the records listed with
+   * their values: all of them where responses are not capped, else as many as fit in one response per type.
    */
   async stats(storyId: string, options: { sample?: number; signal?: AbortSignal } = {}): Promise<VectorSpaceStats> {
     const sampleSize = checkInteger(options.sample ?? 100, 'sample', 1, 1_000);
@@ -637,22 +639,46 @@ export class ContextManager {
     let others = 0;
     let countsExact = true;
     const sceneVectors: Float32Array[] = [];
-    const topK = Math.max(1, Math.min(count, this.vectors.capabilities.maxTopK));
+    const { maxTopK, maxQueryResultBytes } = this.vectors.capabilities;
+    // How many records one response can carry: metadata (text included) at most ~12 KB as JSON, values ~24 bytes
+    // each. Without a cap, one listing per type carries everything with its values.
+    const fitting = (bytes: number) =>
+      maxQueryResultBytes === undefined
+        ? Number.MAX_SAFE_INTEGER
+        : Math.max(1, Math.floor(maxQueryResultBytes / bytes));
+    const countTopK = Math.max(1, Math.min(count, maxTopK, fitting(RECORD_METADATA_BYTES)));
+    const valuesTopK = Math.max(1, Math.min(count, maxTopK, fitting(RECORD_METADATA_BYTES + 24 * dimensions)));
     // Scenes last: their count is what the other types leave of the total.
     for (const type of ['character', 'plotThread', 'summary', 'meta', 'scene'] as const) {
       throwIfAborted(options.signal);
-      const matches =
-        count === 0
-          ? []
-          : await this.vectors.query(storyId, { vector: probe, topK, filter: { type }, includeValues: true });
-      const full = count > 0 && matches.length === topK && topK < count;
-      if (type === 'scene') byType[type] = full ? Math.max(matches.length, count - others) : matches.length;
+      let listed = 0;
+      let withValues: VectorMatch[] = [];
+      if (count > 0) {
+        const oneListing = valuesTopK >= countTopK;
+        const matches = await this.vectors.query(storyId, {
+          vector: probe,
+          topK: countTopK,
+          filter: { type },
+          includeValues: oneListing,
+        });
+        listed = matches.length;
+        withValues = oneListing
+          ? matches
+          : await this.vectors.query(storyId, {
+              vector: probe,
+              topK: valuesTopK,
+              filter: { type },
+              includeValues: true,
+            });
+      }
+      const full = count > 0 && listed === countTopK && countTopK < count;
+      if (type === 'scene') byType[type] = full ? Math.max(listed, count - others) : listed;
       else {
-        byType[type] = matches.length;
-        others += matches.length;
+        byType[type] = listed;
+        others += listed;
         if (full) countsExact = false;
       }
-      for (const match of matches) {
+      for (const match of withValues) {
         if (!match.values) continue;
         const norm = Math.hypot(...match.values);
         min = Math.min(min, norm);
@@ -1448,6 +1474,9 @@ export function chunkWords(text: string, size: number): string[] {
 function chunkId(sceneId: string, chunk: number): string {
   return prefixedId('scene-', sceneId, `-c${chunk}`);
 }
+
+/** A bound on one record's metadata as JSON (text up to `LIMITS.metadataText` characters, tags, ids). */
+const RECORD_METADATA_BYTES = 12 * 1024;
 
 function summaryId(chapterId: string): string {
   return prefixedId('summary-', chapterId);

@@ -1,10 +1,14 @@
 import { Pinecone } from '@pinecone-database/pinecone';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProviderError, RetryError, ValidationError } from '../core/errors.js';
+import { createMemoryStateStore } from '../state/memory.js';
 import type { VectorRecordInput } from '../state/schema.js';
 import { ManualClock } from '../testing/manual-clock.js';
 import { type PineconeStandIn, startPineconeStandIn } from '../testing/pinecone-server.js';
 import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
+import { ContextManager } from './context-manager.js';
+import { createHashingEmbedder } from './hashing-embedder.js';
+import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import {
   createPineconeIndex,
   cutBatches,
@@ -258,5 +262,53 @@ describe('Pinecone adapter specifics', () => {
     } finally {
       await hybridStandIn.close();
     }
+  });
+});
+
+describe('Pinecone query response cap', () => {
+  const WIDE = 1536;
+  let wide: PineconeStandIn;
+  beforeAll(async () => {
+    wide = await startPineconeStandIn({ dimension: WIDE });
+  });
+  afterAll(() => wide.close());
+
+  it('stats lists a story past the 4 MB a response may hold, where one listing with values is refused', async () => {
+    const index = createPineconeIndex({
+      index: new Pinecone({ apiKey: 'local-key', maxRetries: 0 }).index({ name: 'local', host: wide.url }),
+      dimensions: WIDE,
+      retry: { initialDelayMs: 1, maxDelayMs: 5 },
+    });
+    const story = 'long-story';
+    const vector = (seed: number) => Float32Array.from({ length: WIDE }, (_, i) => Math.sin(seed * 7.3 + i * 0.37));
+    const text = 'The keeper climbed the stair and counted the storms she had outlasted. '.repeat(3);
+    const records = [
+      ...Array.from({ length: 400 }, (_, i) => ({
+        id: `scene-s${i}-c0`,
+        values: vector(i + 1),
+        metadata: { storyId: story, type: 'scene' as const, timestamp: i, sourceId: `s${i}`, sceneIndex: i, text },
+      })),
+      ...['mira', 'tobin', 'gull'].map((id, i) => ({
+        id: `character-${id}`,
+        values: vector(1_000 + i),
+        metadata: { storyId: story, type: 'character' as const, timestamp: 0, sourceId: id, text: id },
+      })),
+    ];
+    await index.upsert(story, records);
+    // 400 values of 1536 dimensions in one response pass 4 MB: Pinecone (and the stand-in) refuse it.
+    await expect(
+      index.query(story, { vector: vector(1), topK: 400, filter: { type: 'scene' }, includeValues: true }),
+    ).rejects.toThrow(/exceeds the limit/);
+    const manager = new ContextManager({
+      store: createMemoryStateStore(),
+      vectors: index,
+      keywords: createMemoryKeywordIndex(),
+      embedder: createHashingEmbedder({ dimensions: WIDE }),
+    });
+    const stats = await manager.stats(story, { sample: 20 });
+    expect(stats.byType).toMatchObject({ scene: 400, character: 3, plotThread: 0, summary: 0 });
+    expect(stats.countsExact).toBe(true);
+    expect(stats.sampled).toBe(20);
+    expect(stats.norms.min).toBeGreaterThan(0);
   });
 });

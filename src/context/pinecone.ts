@@ -100,6 +100,8 @@ export const PINECONE_LIMITS = Object.freeze({
   maxRequestBytes: 2_000_000,
   maxMetadataBytes: 40_960,
   maxTopK: 10_000,
+  /** A query's response, values and metadata included. */
+  maxQueryResultBytes: 4 * 1024 * 1024,
   /** Ids per fetch: they travel in the URL, which servers cap at a few kilobytes. */
   maxFetchIds: 100,
   maxDeleteIds: 1_000,
@@ -187,6 +189,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex 
     capabilities: {
       maxUpsertBatch: PINECONE_LIMITS.maxUpsertRecords,
       maxTopK: PINECONE_LIMITS.maxTopK,
+      maxQueryResultBytes: PINECONE_LIMITS.maxQueryResultBytes,
       deleteByFilter: true,
       readAfterWrite: false,
       durable: true,

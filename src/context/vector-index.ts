@@ -18,6 +18,11 @@ export interface VectorIndexCapabilities {
   readAfterWrite: boolean;
   /** Data survives a restart. */
   durable: boolean;
+  /**
+   * Largest response one query may return, in bytes, where the backend caps it (Pinecone: 4 MB): a caller listing
+   * many records, with their values or metadata, asks for few enough to stay under it. Absent: no cap.
+   */
+  maxQueryResultBytes?: number;
 }
 
 /** One search hit. `score` is cosine similarity in [-1, 1], higher is closer. */

@@ -22,6 +22,8 @@ export interface PineconeStandInLimits {
   maxTopK: number;
   /** Ids per fetch or delete. Default 1,000. */
   maxIdsPerRequest: number;
+  /** Bytes of one query's response, values and metadata included. Default 4 MB. */
+  maxQueryResponseBytes: number;
 }
 
 /** Options of `startPineconeStandIn`. */
@@ -84,6 +86,7 @@ const DEFAULT_LIMITS: PineconeStandInLimits = {
   maxMetadataBytes: 40 * 1024,
   maxTopK: 10_000,
   maxIdsPerRequest: 1_000,
+  maxQueryResponseBytes: 4 * 1024 * 1024,
 };
 
 /** gRPC-style status codes Pinecone's data plane puts in its error bodies. */
@@ -167,7 +170,7 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
         scored.push({ record, score: score(vector, sparse, record) });
       }
       scored.sort((a, b) => b.score - a.score || (a.record.id < b.record.id ? -1 : 1));
-      return {
+      const result = {
         matches: scored.slice(0, topK).map(({ record, score: value }) => ({
           id: record.id,
           score: Math.fround(value),
@@ -178,6 +181,14 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
         namespace: namespace(body.namespace),
         usage: { readUnits: Math.max(1, Math.ceil((records?.size ?? 0) / 1_000)) },
       };
+      // Pinecone refuses a query whose result passes its size limit, rather than cutting it short.
+      const size = Buffer.byteLength(JSON.stringify(result));
+      if (size > limits.maxQueryResponseBytes) {
+        throw bad(
+          `Query result size ${size} bytes exceeds the limit of ${limits.maxQueryResponseBytes} bytes: lower top_k, or leave out values or metadata`,
+        );
+      }
+      return result;
     },
 
     'GET /vectors/fetch': (_body, query) => {
