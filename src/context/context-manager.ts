@@ -16,6 +16,7 @@ import {
   type Scene,
   type StoryState,
   type VectorMetadataInput,
+  type VectorRecord,
   type VectorRecordInput,
 } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
@@ -285,8 +286,8 @@ export class ContextManager {
   private readonly chunkWords: number;
   private readonly recentScenes: number;
   private readonly summaryChapters: number;
-  /** Per story and chapter start: the scene index below which chapter summaries are left to retrieval. */
-  private readonly summaryHorizons = new Map<string, Promise<number>>();
+  /** Per story and chapter start: the stored summaries of the chapters the stable prefix shows. */
+  private readonly windowSummaryRecords = new Map<string, Promise<VectorRecord[]>>();
   private readonly fingerprint: string;
   private readonly verified = new Map<string, Promise<void>>();
   private readonly chapterStarts = new Map<string, StoryState>();
@@ -386,7 +387,7 @@ export class ContextManager {
     throwIfAborted(options.signal);
     const journal = await this.chapterJournal(state, stable.chapterStart, pov, Math.floor(budget * this.journalShare));
     const stableText = journal.text ? `${stable.text}${journal.text}` : stable.text;
-    const stableTokens = this.countStable(storyId, stableText, [stable.text, journal.text]);
+    const stableTokens = this.countStable(storyId, [stable.text, journal.text]);
 
     const assembleStart = performance.now();
     const influences = (options.influences ?? state.userInfluenceQueue.map(toAudienceInput)).map((influence) => ({
@@ -538,6 +539,7 @@ export class ContextManager {
     report({ phase: 'clear', done: 0, total: 1 });
     await Promise.all([this.vectors.deleteStory(storyId), this.keywords.deleteStory(storyId)]);
     this.stablePrefixes.clear();
+    this.windowSummaryRecords.clear();
     this.journals.clear();
     report({ phase: 'clear', done: 1, total: 1 });
     let records = 0;
@@ -781,12 +783,12 @@ export class ContextManager {
    * Compared by its parts, the cached prefix and journal strings, which are the same objects call after call: the
    * concatenation is a new string each time, and comparing it would flatten (copy) it first.
    */
-  private countStable(storyId: string, text: string, parts: readonly string[]): number {
+  private countStable(storyId: string, parts: readonly string[]): number {
     const last = this.stableCounts.get(storyId);
     if (last && last.parts.length === parts.length && last.parts.every((part, i) => part === parts[i])) {
       return last.tokens;
     }
-    const tokens = this.tokenizer.count(text);
+    const tokens = this.tokenizer.count(parts.join(''));
     remember(this.stableCounts, storyId, { parts, tokens }, 256);
     return tokens;
   }
@@ -871,25 +873,33 @@ export class ContextManager {
   /**
    * The scene index below which chapter summaries are older than the stable prefix's window, and so left to
    * retrieval: the last scene index of the oldest summary in the window (its chapter's and every newer one's are at
-   * or above it). 0 when the window reaches back to the first chapter or holds no summary. Once per chapter start.
+   * or above it). 0 when the window reaches back to the first chapter or holds no summary.
    */
   private async summaryHorizon(state: StoryState): Promise<number> {
     const chapterStart = await this.chapterStartState(state);
-    const closed = chapterStart.chapterIndex;
-    const first = closed - this.summaryChapters;
-    if (first <= 0) return 0;
-    const key = `${state.storyId}\u0000${chapterStart.version}`;
-    let horizon = this.summaryHorizons.get(key);
-    if (!horizon) {
+    if (chapterStart.chapterIndex - this.summaryChapters <= 0) return 0;
+    const records = await this.windowSummaries(state.storyId, chapterStart);
+    const indexes = records.flatMap((record) => record.metadata.sceneIndex ?? []);
+    return indexes.length > 0 ? Math.min(...indexes) : 0;
+  }
+
+  /**
+   * The stored summaries of the chapters the stable prefix shows: the newest `summaryChapters` closed before the
+   * chapter start, oldest first, missing ones left out. Read once per chapter start for the prefix (whatever its
+   * budget and point of view) and for the retrieval horizon alike, and again after a summary is written.
+   */
+  private windowSummaries(storyId: string, chapterStart: StoryState): Promise<VectorRecord[]> {
+    const key = `${storyId}\u0000${chapterStart.version}`;
+    let records = this.windowSummaryRecords.get(key);
+    if (!records) {
+      const closed = chapterStart.chapterIndex;
+      const first = Math.max(0, closed - this.summaryChapters);
       const ids = Array.from({ length: closed - first }, (_, offset) => summaryId(chapterIdFor(first + offset)));
-      horizon = this.vectors.fetch(state.storyId, ids).then((records) => {
-        const indexes = records.flatMap((record) => record.metadata.sceneIndex ?? []);
-        return indexes.length > 0 ? Math.min(...indexes) : 0;
-      });
-      remember(this.summaryHorizons, key, horizon, 256);
-      horizon.catch(() => this.summaryHorizons.delete(key));
+      records = ids.length > 0 ? this.vectors.fetch(storyId, ids) : Promise.resolve([]);
+      remember(this.windowSummaryRecords, key, records, 256);
+      records.catch(() => this.windowSummaryRecords.delete(key));
     }
-    return horizon;
+    return records;
   }
 
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
@@ -916,16 +926,14 @@ export class ContextManager {
     const key = `${state.storyId}\u0000${chapterStart.version}\u0000${budget}\u0000${pov ?? ''}`;
     const cached = this.stablePrefixes.get(key);
     if (cached) return { ...cached, chapterStart };
-    const closed = chapterStart.chapterIndex;
-    const first = Math.max(0, closed - this.summaryChapters);
-    const ids = Array.from({ length: closed - first }, (_, offset) => summaryId(chapterIdFor(first + offset)));
-    const records = await this.vectors.fetch(state.storyId, [...ids, SYNOPSIS_ID]);
-    const byId = new Map(records.map((record) => [record.id, record.metadata.text]));
-    const chapterSummaries = ids.flatMap((id) => {
-      const summary = byId.get(id);
-      return summary ? [{ chapterId: id.slice('summary-'.length), summary }] : [];
-    });
-    const synopsis = byId.get(SYNOPSIS_ID);
+    const [window, [synopsisRecord]] = await Promise.all([
+      this.windowSummaries(state.storyId, chapterStart),
+      this.vectors.fetch(state.storyId, [SYNOPSIS_ID]),
+    ]);
+    const chapterSummaries = window.flatMap((record) =>
+      record.metadata.text ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }] : [],
+    );
+    const synopsis = synopsisRecord?.metadata.text;
     const earlierScenes = await this.scenesBefore(state, chapterStart.sceneCount);
     const items = stablePrefixItems({
       chapterStart,
@@ -1240,7 +1248,10 @@ export class ContextManager {
       metadata: unit.metadata,
     }));
     await this.keywords.upsert(storyId, documents, signal ? { signal } : {});
-    if (invalidate && units.some((unit) => unit.metadata.type === 'summary')) this.stablePrefixes.clear();
+    if (invalidate && units.some((unit) => unit.metadata.type === 'summary')) {
+      this.stablePrefixes.clear();
+      this.windowSummaryRecords.clear();
+    }
     return units.length;
   }
 
