@@ -132,7 +132,10 @@ describe('the storyloom command', () => {
     const reindex = await storyloom(cwd, ['memory', 'reindex', '--data', 'proj']);
     expect(reindex.code).toBe(0);
     expect(reindex.stdout).toContain('Reindexed lighthouse-keepers: 14 scenes');
-    expect((await statsOf()).byType).toEqual(before.byType);
+    expect(reindex.stdout).toContain(`(${deleted} pruned scene memories left out)`);
+    // What prune dropped stays out; the one new record is what remembers it.
+    expect(pruned.byType.meta).toBe(before.byType.meta + 1);
+    expect((await statsOf()).byType).toEqual(pruned.byType);
 
     const bad = await storyloom(cwd, ['memory', 'prune', '--data', 'proj', '--max-importance', '1.5']);
     expect(bad.code).toBe(2);

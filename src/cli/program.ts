@@ -310,7 +310,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     });
   memory
     .command('reindex')
-    .description('rebuild the story’s memory from its scenes (pruned memories come back)')
+    .description('rebuild the story’s memory from its scenes (what prune dropped stays out)')
     .addOption(dataOption())
     .addOption(storyOption())
     .action(async (options: { data: string; story?: string }) => {
@@ -330,7 +330,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             },
           });
           bar?.stop();
-          print(`Reindexed ${storyId}: ${result.scenes} scenes into ${result.records} records`);
+          print(
+            `Reindexed ${storyId}: ${result.scenes} scenes into ${result.records} records` +
+              (result.pruned > 0 ? ` (${result.pruned} pruned scene memories left out)` : ''),
+          );
         } finally {
           bar?.stop();
         }

@@ -50,11 +50,10 @@ function suggestions(count: number, text: string) {
   }));
 }
 
+type StoryOverrides = Partial<ContextManagerOptions> & { chapterLength?: number; absentMira?: number[] };
+
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
-async function buildStory(
-  count: number,
-  overrides: Partial<ContextManagerOptions> & { chapterLength?: number; absentMira?: number[] } = {},
-): Promise<Built> {
+async function buildStory(count: number, overrides: StoryOverrides = {}): Promise<Built> {
   const store = overrides.store ?? createMemoryStateStore();
   const options: ContextManagerOptions = {
     store,
@@ -65,13 +64,20 @@ async function buildStory(
     recentScenes: overrides.recentScenes ?? 3,
   };
   const manager = new ContextManager(options);
-  let state = await store.create(
+  const state = await store.create(
     makeStoryState('tale', {
       bible: { ...makeStoryState('tale').bible, chapterLength: overrides.chapterLength ?? 4 },
     }),
   );
-  const scenes: Scene[] = [];
-  for (let i = 0; i < count; i++) {
+  return appendScenes({ store, manager, state, scenes: [], options }, count, overrides);
+}
+
+/** Writes `count` more scenes into a built story (scene `i` of the story tells event `i`), and indexes them. */
+async function appendScenes(built: Built, count: number, overrides: StoryOverrides = {}): Promise<Built> {
+  const { store, manager } = built;
+  let { state } = built;
+  const scenes = [...built.scenes];
+  for (let i = scenes.length; i < built.scenes.length + count; i++) {
     const event = EVENTS[i % EVENTS.length]!;
     const characters = overrides.absentMira?.includes(i) ? ['tobin', 'gull'] : ['mira', 'tobin'];
     const scene = makeNextScene(state, {
@@ -103,7 +109,7 @@ async function buildStory(
     await manager.indexScene(scene, { state });
     scenes.push(scene);
   }
-  return { store, manager, state: await store.load('tale'), scenes, options };
+  return { ...built, state: await store.load('tale'), scenes };
 }
 
 describe('ContextManager.getRelevantContext', () => {
@@ -389,6 +395,66 @@ describe('ContextManager memory upkeep', () => {
     expect(kept.has(scenes[0]!.id)).toBe(false); // old and unimportant, covered by chapter 1's summary
     expect(kept.has(scenes[6]!.id)).toBe(true); // chapter 2 ends too recently
     expect(kept.has(scenes[11]!.id)).toBe(true); // current chapter, no summary
+  });
+
+  it('keeps what prune dropped out of a rebuilt index, and drops nothing more', async () => {
+    // Two chapters of four; prune with a horizon of 4 drops chapter 1's unimportant scenes only.
+    const built = await buildStory(8, { chapterLength: 4 });
+    const result = await built.manager.prune('tale', { minAgeScenes: 4, maxImportance: 0.5 });
+    expect(result.chapters).toEqual(['chapter-0001']);
+    // Four more scenes: chapter 2 is now as old as chapter 1 was, but nobody pruned it.
+    const { manager, scenes, options } = await appendScenes(built, 4, { chapterLength: 4 });
+    const indexed = async () => {
+      const records = await options.vectors.fetch(
+        'tale',
+        scenes.map((scene) => `scene-${scene.id}-c0`),
+      );
+      const found = await options.keywords.query('tale', {
+        text: 'Mira Tobin sea lamp',
+        topK: 100,
+        filter: { type: 'scene' },
+      });
+      return {
+        vectors: records.map((record) => record.metadata.sceneIndex).sort((a, b) => a! - b!),
+        keywords: found.map((hit) => hit.metadata.sceneIndex).sort((a, b) => a! - b!),
+      };
+    };
+    const before = await indexed();
+    expect(before.vectors).toEqual([1, 4, 5, 6, 7, 8, 9, 10, 11]);
+
+    await manager.reindex('tale');
+    expect(await indexed()).toEqual(before);
+
+    // The rebuild an embedder change starts by itself keeps them out too, and so does a second one.
+    let fingerprint = (await manager.stats('tale')).fingerprint;
+    for (const seed of [99, 7]) {
+      const changed = new ContextManager({
+        ...options,
+        embedder: createHashingEmbedder({ dimensions: DIMENSIONS, seed }),
+      });
+      const bundle = await changed.getRelevantContext('tale', 'Mira polished the great lens while gulls wheeled', {
+        k: 3,
+      });
+      const rebuilt = (await changed.stats('tale')).fingerprint;
+      expect(rebuilt).not.toBe(fingerprint);
+      fingerprint = rebuilt;
+      expect(bundle.similarScenes.map((memory) => memory.sceneId)).not.toContain(scenes[0]!.id);
+      expect(await indexed()).toEqual(before);
+    }
+  });
+
+  it('remembers every prune: a later, narrower one does not undo an earlier, wider one', async () => {
+    const { manager, options } = await buildStory(12, { chapterLength: 4 });
+    await manager.prune('tale', { minAgeScenes: 0, maxImportance: 0.3 }); // chapters 1 to 3, importance 0.2
+    await manager.prune('tale', { minAgeScenes: 8, maxImportance: 1 }); // chapter 1, important scene included
+    const count = async () => (await manager.stats('tale')).byType.scene;
+    expect(await count()).toBe(0);
+    await manager.reindex('tale');
+    expect(await count()).toBe(0);
+    expect(
+      (await options.keywords.query('tale', { text: 'Mira Tobin sea lamp', topK: 100, filter: { type: 'scene' } }))
+        .length,
+    ).toBe(0);
   });
 
   it('recalls a pruned chapter through its summary once the stable prefix no longer shows it', async () => {

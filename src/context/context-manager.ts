@@ -61,6 +61,44 @@ import type { VectorIndex, VectorMatch } from './vector-index.js';
 const INDEX_LAYOUT_VERSION = 2;
 const FINGERPRINT_ID = 'meta-fingerprint';
 const SYNOPSIS_ID = 'summary-synopsis';
+/** The meta record that remembers what `prune` dropped, so that `reindex` does not bring it back. */
+const PRUNED_ID = 'meta-pruned';
+/** Most prune marks kept (see `mergePruneMarks`). */
+const MAX_PRUNE_MARKS = 20;
+
+/**
+ * What one `prune` dropped: the scene memories (below `maxImportance`) of the summarised chapters whose last scene
+ * comes before scene index `before`. An absolute bound, so a later `reindex` drops exactly these and nothing that
+ * has aged since.
+ */
+interface PruneMark {
+  before: number;
+  maxImportance: number;
+}
+
+/** Adds `mark` to `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance). */
+function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMark[] {
+  const all = [...marks, mark];
+  const kept = all.filter(
+    (candidate, index) =>
+      !all.some(
+        (other, otherIndex) =>
+          otherIndex !== index &&
+          other.before >= candidate.before &&
+          other.maxImportance >= candidate.maxImportance &&
+          (other.before > candidate.before || other.maxImportance > candidate.maxImportance || otherIndex > index),
+      ),
+  );
+  kept.sort((a, b) => a.before - b.before);
+  // Past the cap (many prunes with ever lower importances), the marks with the lowest bounds are forgotten: a
+  // reindex then keeps a few memories that prune dropped, and never drops one that prune kept.
+  return kept.slice(Math.max(0, kept.length - MAX_PRUNE_MARKS));
+}
+
+/** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
+function prunedBy(marks: readonly PruneMark[], lastIndex: number, importance: number): boolean {
+  return marks.some((mark) => lastIndex < mark.before && importance < mark.maxImportance);
+}
 
 /** Tokens the required items take at their lowest detail, with the separator `packItems` counts for each. */
 function requiredTokens(items: readonly PromptItem[], tokenizer: Tokenizer): number {
@@ -528,16 +566,21 @@ export class ContextManager {
 
   /**
    * Rebuilds a story's indexes from the store: scenes, characters, threads, chapter summaries and the synopsis.
-   * Runs by itself when the embedder's model or dimensions differ from the stored fingerprint.
+   * Runs by itself when the embedder's model or dimensions differ from the stored fingerprint. Scene memories that
+   * `prune` dropped stay out (`pruned` counts them): each prune records what it dropped, as a bound on scene index
+   * and importance, and the rebuild applies the same bounds, so nothing that has aged since is dropped with them.
    */
   async reindex(
     storyId: string,
     options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void } = {},
-  ): Promise<{ scenes: number; records: number }> {
+  ): Promise<{ scenes: number; records: number; pruned: number }> {
     const report = options.onProgress ?? (() => {});
     const state = await this.store.load(storyId);
+    const marks = await this.pruneMarks(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
     await Promise.all([this.vectors.deleteStory(storyId), this.keywords.deleteStory(storyId)]);
+    // Written back at once, so a rebuild cut short after this point still knows them.
+    if (marks.length > 0) await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), options.signal);
     this.stablePrefixes.clear();
     this.windowSummaryRecords.clear();
     this.journals.clear();
@@ -546,15 +589,35 @@ export class ContextManager {
     let previous: Scene | null = null;
     let done = 0;
     let cursor: string | undefined;
+    // What prune dropped stays dropped. Whether a chapter was pruned depends on its last scene, so a chapter's units
+    // wait until the chapter ends, unless it already reaches past every mark's bound.
+    const bound = Math.max(0, ...marks.map((mark) => mark.before));
+    let chapter: { id: string; lastIndex: number; units: Unit[] } | undefined;
+    let pruned = 0;
+    const release = (out: Unit[]) => {
+      if (!chapter) return;
+      const { lastIndex } = chapter;
+      for (const unit of chapter.units) {
+        if (prunedBy(marks, lastIndex, unit.metadata.importance ?? Number.POSITIVE_INFINITY)) pruned++;
+        else out.push(unit);
+      }
+      chapter.units = [];
+    };
     do {
       throwIfAborted(options.signal);
       const page = await this.store.listScenes(storyId, cursor ? { limit: 200, cursor } : { limit: 200 });
-      const units = page.items.flatMap((scene) => {
-        const sceneUnits = this.sceneUnits(scene, state, previous);
+      const units: Unit[] = [];
+      for (const scene of page.items) {
+        if (chapter && chapter.id !== scene.chapterId) release(units);
+        if (!chapter || chapter.id !== scene.chapterId)
+          chapter = { id: scene.chapterId, lastIndex: scene.index, units: [] };
+        chapter.lastIndex = scene.index;
+        chapter.units.push(...this.sceneUnits(scene, state, previous));
+        if (scene.index >= bound) release(units);
         previous = scene;
         this.learnLocations(storyId, scene.locations);
-        return sceneUnits;
-      });
+      }
+      if (!page.nextCursor) release(units);
       records += await this.writeUnits(storyId, units, options.signal, false);
       done += page.items.length;
       report({ phase: 'scenes', done, total: state.sceneCount });
@@ -588,12 +651,13 @@ export class ContextManager {
     await this.writeFingerprint(storyId, options.signal);
     this.verified.set(storyId, Promise.resolve());
     report({ phase: 'done', done: 1, total: 1 });
-    return { scenes: state.sceneCount, records };
+    return { scenes: state.sceneCount, records, pruned };
   }
 
   /**
    * Drops the vectors and keyword entries of old, unimportant scenes, but only in chapters a stored summary covers,
-   * so old history is represented at lower detail rather than forgotten. Returns what was dropped.
+   * so old history is represented at lower detail rather than forgotten. Returns what was dropped. What it drops
+   * stays dropped through a later `reindex` (a `meta` record keeps the bounds).
    */
   async prune(storyId: string, policy: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
     const minAge = checkInteger(policy.minAgeScenes ?? 200, 'minAgeScenes', 0, Number.MAX_SAFE_INTEGER);
@@ -604,13 +668,22 @@ export class ContextManager {
       storyId,
       Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
     );
+    // Summaries cover every chapter that ends before `covered`; the chapter still being written has none.
+    let covered = 0;
+    for (const summary of summaries) covered = Math.max(covered, (summary.metadata.sceneIndex ?? -1) + 1);
+    const before = Math.min(horizon, covered);
+    if (before > 0) {
+      // Recorded first: should the deletions below be cut short, a reindex still leaves out what they would drop.
+      const marks = mergePruneMarks(await this.pruneMarks(storyId), { before, maxImportance });
+      await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), policy.signal);
+    }
     const chapters: string[] = [];
     let deleted = 0;
     for (const summary of summaries) {
       throwIfAborted(policy.signal);
       const chapterId = summary.metadata.chapterId;
       const lastIndex = summary.metadata.sceneIndex ?? Number.MAX_SAFE_INTEGER;
-      if (!chapterId || lastIndex >= horizon) continue;
+      if (!chapterId || lastIndex >= before) continue;
       const filter: MetadataFilter = { type: 'scene', chapterId, importance: { $lt: maxImportance } };
       const removedVectors = await this.deleteMatching(filter, storyId);
       await this.keywords.delete(storyId, { filter });
@@ -731,24 +804,53 @@ export class ContextManager {
 
   private async writeFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
     const [values] = await this.embedder.embed([this.fingerprint], { inputType: 'document', signal });
+    await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, values);
+  }
+
+  /** Stores a `meta` record: `text` in its metadata, under a fixed vector unless `values` are given. */
+  private async writeMeta(
+    storyId: string,
+    id: string,
+    sourceId: string,
+    text: string,
+    signal: AbortSignal | undefined,
+    values?: Float32Array,
+  ): Promise<void> {
+    let vector = values;
+    if (!vector) {
+      vector = new Float32Array(this.embedder.dimensions);
+      vector[0] = 1;
+    }
     await this.vectors.upsert(
       storyId,
       [
         {
-          id: FINGERPRINT_ID,
-          values: nonZero(values!),
-          metadata: {
-            storyId,
-            type: 'meta',
-            timestamp: 0,
-            sourceId: 'fingerprint',
-            importance: 0,
-            text: this.fingerprint,
-          },
+          id,
+          values: nonZero(vector),
+          metadata: { storyId, type: 'meta', timestamp: 0, sourceId, importance: 0, text },
         },
       ],
-      { signal },
+      signal ? { signal } : {},
     );
+  }
+
+  /** The story's prune marks; none when it was never pruned (or the record is unreadable, as after a crash). */
+  private async pruneMarks(storyId: string): Promise<PruneMark[]> {
+    const [record] = await this.vectors.fetch(storyId, [PRUNED_ID]);
+    if (!record?.metadata.text) return [];
+    try {
+      const parsed: unknown = JSON.parse(record.metadata.text);
+      if (!Array.isArray(parsed)) return [];
+      return parsed.filter(
+        (mark): mark is PruneMark =>
+          typeof mark === 'object' &&
+          mark !== null &&
+          Number.isFinite(mark.before) &&
+          Number.isFinite(mark.maxImportance),
+      );
+    } catch {
+      return [];
+    }
   }
 
   private exactMatches(state: StoryState, query: string) {
