@@ -41,6 +41,7 @@ import { loadFairytaleQa } from './datasets/fairytaleqa.js';
 import { loadLocomo, readLocomo } from './datasets/locomo.js';
 import type { BenchCorpus, BenchDataset, BenchUnit } from './datasets/types.js';
 import { embedderFromSpec, withEmbeddingCache } from './embedders.js';
+import { LANGCHAIN_METHODS, langChainRetrievers } from './peers/langchain.js';
 
 /**
  * The methods compared. `fused`: dense + BM25 fusion only. `fused+groups`: plus the group-evidence boost (units
@@ -69,6 +70,8 @@ export interface BenchConfig {
   compose?: ComposeIndexTextOptions;
   /** BM25 constants of the memory keyword index. */
   bm25?: MemoryKeywordIndexOptions;
+  /** Also measure the peers' retrievers (`LANGCHAIN_METHODS`) on the same units, embedder and questions. */
+  peers?: boolean;
 }
 
 /** Retriever options for the plain "fused" method: fusion only, no recency, importance, exact boost or MMR. */
@@ -174,7 +177,22 @@ export async function runRetrievalBenchmark(dataset: BenchDataset, config: Bench
       ? createHybridRetriever({ ...members, embedder, options: fusedOnly(config.retriever, true) })
       : undefined;
 
+    const peers = config.peers
+      ? await langChainRetrievers(
+          corpus,
+          corpus.units.map((item) => composeEmbeddingText(item, config.compose ?? COMPOSE_BY_UNIT[dataset.unit])),
+          embedder,
+          maxK,
+        )
+      : undefined;
+
     for (const question of questions) {
+      if (peers) {
+        for (const method of LANGCHAIN_METHODS) {
+          const ids = await peers.search(method, question.question);
+          for (const k of ks) add(method, k, question.category, recallOf(question.gold, ids.slice(0, k)));
+        }
+      }
       const needsVector = methods.includes('dense');
       const [queryVector] = needsVector ? await embedder.embed([question.question], { inputType: 'query' }) : [];
       for (const method of methods) {
@@ -223,7 +241,7 @@ export async function runRetrievalBenchmark(dataset: BenchDataset, config: Bench
   }
 
   const results: RecallResult[] = [];
-  for (const method of methods) {
+  for (const method of [...methods, ...(config.peers ? LANGCHAIN_METHODS : [])]) {
     for (const k of ks) {
       const sum = sums.get(`${method}\u0000${k}`);
       if (!sum) continue;
@@ -312,11 +330,12 @@ async function main(): Promise<void> {
       methods: { type: 'string' },
       embedder: { type: 'string', default: 'hashing' },
       'embedding-cache': { type: 'string' },
+      peers: { type: 'boolean', default: false },
     },
   });
   if (!values.file || !values.format) {
     throw new Error(
-      'Usage: bench:retrieval -- --file PATH --format locomo|fairytaleqa [--json] [--k 5,10] [--out] [--embedder hashing|bedrock:<model>] [--embedding-cache FILE]',
+      'Usage: bench:retrieval -- --file PATH --format locomo|fairytaleqa [--json] [--k 5,10] [--out] [--embedder hashing|bedrock:<model>] [--embedding-cache FILE] [--peers]',
     );
   }
   const ks = parseList(values.k);
@@ -337,6 +356,7 @@ async function main(): Promise<void> {
     if (retriever) config.retriever = retriever;
     if (compose) config.compose = compose;
     if (methods) config.methods = methods;
+    if (values.peers) config.peers = true;
     results.push(...(await runRetrievalBenchmark(dataset, config)));
   }
   cache?.close();

@@ -1,11 +1,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Document } from '@langchain/core/documents';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadFairytaleQa, parseCsv, parseSections } from '../bench/datasets/fairytaleqa.js';
 import { cleanEvidence, loadLocomo, readLocomo } from '../bench/datasets/locomo.js';
 import { embedderFromSpec, withEmbeddingCache } from '../bench/embedders.js';
+import { LANGCHAIN_METHODS } from '../bench/peers/langchain.js';
+import { BM25Retriever } from '../bench/peers/langchain-bm25.js';
 import { loadDatasets, recallOf, runRetrievalBenchmark } from '../bench/retrieval.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { startBedrockStandIn } from '../src/testing/bedrock-server.js';
@@ -135,6 +138,35 @@ describe('FairytaleQA loader', () => {
     const fromFile = loadFairytaleQa(join(questions, 'tiny-questions.csv'));
     expect(fromFile.questions).toHaveLength(2);
     expect(loadDatasets(join(stories, 'tiny-story.csv'), 'fairytaleqa')[0]!.corpora).toHaveLength(1);
+  });
+});
+
+describe('bench:retrieval --peers', () => {
+  it('adds LangChain rows measured on the same units and vectors', async () => {
+    const { turns } = loadLocomo(readLocomo(locomoFile));
+    const results = await runRetrievalBenchmark(turns, {
+      ks: [1, 3],
+      methods: ['dense', 'bm25'],
+      embedder: createHashingEmbedder({ dimensions: 64 }),
+      peers: true,
+    });
+    const row = (method: string, k: number) => results.find((r) => r.method === method && r.k === k);
+    for (const method of LANGCHAIN_METHODS) expect(row(method, 1)).toMatchObject({ unit: 'turn', questions: 4 });
+    // The same vectors give the same ranking: LangChain's vector store agrees with storyloom's dense search.
+    expect(row('langchain-vector', 1)!.recall).toBe(row('dense', 1)!.recall);
+    expect(row('langchain-vector', 3)!.recall).toBe(0.75); // all three units: only the ghost question misses
+  });
+
+  it('keeps LangChain BM25Retriever as it is: lower-cased query terms counted as case-sensitive substrings', async () => {
+    const documents = ['Pebble broke a vase.', 'pebble? no, a stone.', 'A kitten called Pebble.'].map(
+      (text, id) => new Document({ pageContent: text, metadata: { id } }),
+    );
+    const retriever = BM25Retriever.fromDocuments(documents, { k: 3 });
+    const ids = async (query: string) => (await retriever.invoke(query)).map((document) => document.metadata.id);
+    // "Pebble?" becomes "pebble?", found only where that exact, lower-case text stands.
+    expect((await ids('Pebble?'))[0]).toBe(1);
+    // "kitten" is a term of one document only.
+    expect((await ids('kitten'))[0]).toBe(2);
   });
 });
 
