@@ -145,6 +145,25 @@ describe('the storyloom command', () => {
     expect(missing.stderr).toContain('there is no story "nope"');
   });
 
+  it('prunes as chapters close when the project file asks for it', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    const file = path.join(cwd, 'proj', 'storyloom.json');
+    const project = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...project, autoPrune: { minAgeScenes: 0, maxImportance: 1 } }));
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '14', '--no-images'])).code).toBe(0);
+    const stats = JSON.parse((await storyloom(cwd, ['memory', 'stats', '--data', 'proj', '--json'])).stdout);
+    expect(stats.byType.summary).toBeGreaterThanOrEqual(2); // closed chapters and the synopsis
+    expect(stats.byType.meta).toBe(2); // the fingerprint and the prune record
+    expect(stats.byType.scene).toBeGreaterThan(0); // the open chapter
+    expect(stats.byType.scene).toBeLessThan(14);
+
+    writeFileSync(file, JSON.stringify({ ...project, autoPrune: { maxImportance: 3 } }));
+    const refused = await storyloom(cwd, ['status', '--data', 'proj']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('not a storyloom project file');
+  });
+
   it('exports, imports into a new project, and forks', async () => {
     const cwd = workspace();
     await storyloom(cwd, ['init', '--data', 'a']);

@@ -36,6 +36,14 @@ const ProjectFileSchema = z.object({
   formatVersion: z.literal(1),
   storyId: z.string().min(1),
   dimensions: z.number().int().min(1).max(8192),
+  /** Prune old, unimportant scene memories each time a chapter closes (`ContextManagerOptions.autoPrune`). */
+  autoPrune: z
+    .object({
+      minAgeScenes: z.number().int().min(0).optional(),
+      maxImportance: z.number().min(0).max(1).optional(),
+    })
+    .strict()
+    .optional(),
 });
 export type ProjectFile = z.infer<typeof ProjectFileSchema>;
 
@@ -171,7 +179,14 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
   const keywords = sqlite.createSqliteKeywordIndex({ database });
   const embedder = createHashingEmbedder({ dimensions: project.dimensions });
   const cache = new ContextCache({ driver: createMemoryCacheDriver(), store });
-  const context = new ContextManager({ store, vectors, keywords, embedder, cache });
+  const context = new ContextManager({
+    store,
+    vectors,
+    keywords,
+    embedder,
+    cache,
+    ...(project.autoPrune ? { autoPrune: project.autoPrune } : {}),
+  });
   if (create) writeProjectFile(paths, project);
   return {
     paths,

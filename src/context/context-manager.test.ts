@@ -61,6 +61,7 @@ async function buildStory(count: number, overrides: StoryOverrides = {}): Promis
     keywords: overrides.keywords ?? createMemoryKeywordIndex(),
     embedder: overrides.embedder ?? createHashingEmbedder({ dimensions: DIMENSIONS }),
     ...(overrides.cache ? { cache: overrides.cache } : {}),
+    ...(overrides.autoPrune ? { autoPrune: overrides.autoPrune } : {}),
     recentScenes: overrides.recentScenes ?? 3,
   };
   const manager = new ContextManager(options);
@@ -441,6 +442,30 @@ describe('ContextManager memory upkeep', () => {
       expect(bundle.similarScenes.map((memory) => memory.sceneId)).not.toContain(scenes[0]!.id);
       expect(await indexed()).toEqual(before);
     }
+  });
+
+  it('prunes by itself as chapters close, with autoPrune', async () => {
+    const autoPrune = { minAgeScenes: 4, maxImportance: 0.5 };
+    const { manager, scenes, options } = await buildStory(12, { chapterLength: 4, autoPrune });
+    const indexed = async () =>
+      (
+        await options.vectors.fetch(
+          'tale',
+          scenes.map((scene) => `scene-${scene.id}-c0`),
+        )
+      )
+        .map((record) => record.metadata.sceneIndex)
+        .sort((a, b) => a! - b!);
+    // Chapter 1 was pruned when chapter 2 closed (scene 7), chapter 2 when chapter 3 closed (scene 11); the
+    // important scene 1 and the newest chapter stay.
+    expect(await indexed()).toEqual([1, 8, 9, 10, 11]);
+    expect((await manager.stats('tale')).byType.summary).toBe(4); // what covers them: three chapters and the synopsis
+    await manager.reindex('tale');
+    expect(await indexed()).toEqual([1, 8, 9, 10, 11]);
+    // Without the option nothing is pruned.
+    const plain = await buildStory(12, { chapterLength: 4 });
+    expect((await plain.manager.stats('tale')).byType.scene).toBe(12);
+    expect(() => new ContextManager({ ...options, autoPrune: { maxImportance: 2 } })).toThrow(/maxImportance/);
   });
 
   it('remembers every prune: a later, narrower one does not undo an earlier, wider one', async () => {

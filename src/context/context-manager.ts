@@ -95,6 +95,18 @@ function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMar
   return kept.slice(Math.max(0, kept.length - MAX_PRUNE_MARKS));
 }
 
+/** A prune policy with its defaults filled in; a `ValidationError` for values out of range. */
+function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImportance: number } {
+  const maxImportance = policy.maxImportance ?? 0.35;
+  if (!(maxImportance >= 0 && maxImportance <= 1)) {
+    throw new ValidationError(`maxImportance must be a number from 0 to 1, got ${maxImportance}`);
+  }
+  return {
+    minAgeScenes: checkInteger(policy.minAgeScenes ?? 200, 'minAgeScenes', 0, Number.MAX_SAFE_INTEGER),
+    maxImportance,
+  };
+}
+
 /** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
 function prunedBy(marks: readonly PruneMark[], lastIndex: number, importance: number): boolean {
   return marks.some((mark) => lastIndex < mark.before && importance < mark.maxImportance);
@@ -279,6 +291,12 @@ export interface ContextManagerOptions {
    * out of the scene index is still recalled, at chapter detail, when a query is about it.
    */
   summaryChapters?: number;
+  /**
+   * Automatic pruning: each time `indexScene` closes a chapter (after writing its summary), `prune` runs with this
+   * policy, so a long-running story keeps old history at summary detail without a separate job. Off by default;
+   * `{}` prunes with `prune`'s defaults (scenes 200 or more old, importance below 0.35).
+   */
+  autoPrune?: Omit<PrunePolicy, 'signal'>;
 }
 
 /**
@@ -324,6 +342,7 @@ export class ContextManager {
   private readonly chunkWords: number;
   private readonly recentScenes: number;
   private readonly summaryChapters: number;
+  private readonly autoPrune: { minAgeScenes: number; maxImportance: number } | undefined;
   /** Per story and chapter start: the stored summaries of the chapters the stable prefix shows. */
   private readonly windowSummaryRecords = new Map<string, Promise<VectorRecord[]>>();
   private readonly fingerprint: string;
@@ -374,6 +393,7 @@ export class ContextManager {
     this.chunkWords = checkInteger(options.chunkWords ?? 300, 'chunkWords', 20, 5_000);
     this.recentScenes = checkInteger(options.recentScenes ?? 5, 'recentScenes', 0, 50);
     this.summaryChapters = checkInteger(options.summaryChapters ?? 50, 'summaryChapters', 0, 10_000);
+    if (options.autoPrune) this.autoPrune = checkPrunePolicy(options.autoPrune);
     this.fingerprint = JSON.stringify({
       embedder: `${this.embedder.provider}:${this.embedder.modelId}`,
       dimensions: this.embedder.dimensions,
@@ -527,6 +547,7 @@ export class ContextManager {
     this.learnLocations(scene.storyId, scene.locations);
     if (state.chapterId !== scene.chapterId && state.sceneCount === scene.index + 1) {
       await this.summarizeChapter(scene.storyId, scene.chapterId, { signal: options.signal });
+      if (this.autoPrune) await this.prune(scene.storyId, { ...this.autoPrune, signal: options.signal });
     }
   }
 
@@ -660,8 +681,7 @@ export class ContextManager {
    * stays dropped through a later `reindex` (a `meta` record keeps the bounds).
    */
   async prune(storyId: string, policy: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
-    const minAge = checkInteger(policy.minAgeScenes ?? 200, 'minAgeScenes', 0, Number.MAX_SAFE_INTEGER);
-    const maxImportance = policy.maxImportance ?? 0.35;
+    const { minAgeScenes: minAge, maxImportance } = checkPrunePolicy(policy);
     const state = await this.store.load(storyId);
     const horizon = state.sceneCount - minAge;
     const summaries = await this.vectors.fetch(
