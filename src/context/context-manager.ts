@@ -854,7 +854,7 @@ export class ContextManager {
     );
   }
 
-  /** The story's prune marks; none when it was never pruned (or the record is unreadable, as after a crash). */
+  /** The story's prune marks: none when it was never pruned, or when the record does not parse (a rebuild then keeps more). */
   private async pruneMarks(storyId: string): Promise<PruneMark[]> {
     const [record] = await this.vectors.fetch(storyId, [PRUNED_ID]);
     if (!record?.metadata.text) return [];
