@@ -38,7 +38,14 @@ export interface KeywordIndex {
   /** The `topK` best documents for `text`; an empty or stop-word-only query returns []. */
   query(
     storyId: string,
-    query: { text: string; topK: number; filter?: MetadataFilter; signal?: AbortSignal },
+    query: {
+      text: string;
+      topK: number;
+      filter?: MetadataFilter;
+      /** As `VectorQuery.sharedMetadata`: the caller will not modify the matches' metadata, so it need not be copied. */
+      sharedMetadata?: boolean;
+      signal?: AbortSignal;
+    },
   ): Promise<KeywordMatch[]>;
   /** Deletes by ids or by filter; returns how many were deleted. */
   delete(

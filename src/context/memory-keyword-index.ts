@@ -117,7 +117,7 @@ export function createMemoryKeywordIndex(options: MemoryKeywordIndexOptions = {}
       const { topK } = query;
       const partition = partitions.get(storyId);
       if (!partition) return [];
-      return partition.search(analyze(query.text), topK, query.filter, k1, b);
+      return partition.search(analyze(query.text), topK, query.filter, k1, b, query.sharedMetadata === true);
     },
 
     async delete(storyId, deletion) {
@@ -314,7 +314,14 @@ class KeywordPartition {
     return true;
   }
 
-  search(terms: string[], topK: number, filter: MetadataFilter | undefined, k1: number, b: number): KeywordMatch[] {
+  search(
+    terms: string[],
+    topK: number,
+    filter: MetadataFilter | undefined,
+    k1: number,
+    b: number,
+    sharedMetadata: boolean,
+  ): KeywordMatch[] {
     if (terms.length === 0) return [];
     const documentCount = this.documents.size;
     const averageLength = this.totalLength / documentCount;
@@ -369,7 +376,9 @@ class KeywordPartition {
     const toMatch = (entry: { score: number; id: string; item: StoredDocument }): KeywordMatch => ({
       id: entry.id,
       score: entry.score,
-      metadata: copyMetadata(entry.item.metadata),
+      // Stored metadata is only ever replaced, never changed in place: sharing it is safe for a caller that keeps
+      // its promise not to modify it.
+      metadata: sharedMetadata ? entry.item.metadata : copyMetadata(entry.item.metadata),
     });
     if (filter === undefined) return this.best(touched, touchedCount, topK, undefined).map(toMatch);
     const passes = compileFilter(filter);
@@ -455,12 +464,18 @@ export interface AnalysedKeywordPartition {
   readonly size: number;
   /**
    * Adds or replaces a document. `terms` are `analyze`'s output, used as they are: Porter stemming is not idempotent,
-   * so analysing them again would change them. `metadata` is kept by reference; results return copies of it.
+   * so analysing them again would change them. `metadata` is kept by reference; results return copies of it
+   * unless `sharedMetadata` is asked for.
    */
   put(id: string, terms: readonly string[], metadata: VectorMetadata): void;
   remove(id: string): boolean;
   /** Ranks exactly as `createMemoryKeywordIndex()` (default k1 and b) does: `queryTerms` are `analyze(query.text)`. */
-  search(queryTerms: string[], topK: number, filter: MetadataFilter | undefined): KeywordMatch[];
+  search(
+    queryTerms: string[],
+    topK: number,
+    filter: MetadataFilter | undefined,
+    sharedMetadata?: boolean,
+  ): KeywordMatch[];
 }
 
 /** Creates an empty `AnalysedKeywordPartition`. Internal: for `createSqliteKeywordIndex` only. */
@@ -473,7 +488,8 @@ export function createAnalysedKeywordPartition(): AnalysedKeywordPartition {
     },
     put: (id, terms, metadata) => partition.put({ id, terms, metadata }),
     remove: (id) => partition.remove(id),
-    search: (queryTerms, topK, filter) => partition.search(queryTerms, topK, filter, k1, b),
+    search: (queryTerms, topK, filter, sharedMetadata = false) =>
+      partition.search(queryTerms, topK, filter, k1, b, sharedMetadata),
   };
 }
 

@@ -169,7 +169,14 @@ function memoryVectorIndexOver(
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const partition = partitions.get(storyId);
       if (!partition) return [];
-      return partition.search(query.vector, inverseQueryNorm, query.topK, query.filter, query.includeValues === true);
+      return partition.search(
+        query.vector,
+        inverseQueryNorm,
+        query.topK,
+        query.filter,
+        query.includeValues === true,
+        query.sharedMetadata === true,
+      );
     },
 
     async fetch(storyId, ids, fetchOptions) {
@@ -334,9 +341,11 @@ class Partition {
     topK: number,
     filter: MetadataFilter | undefined,
     includeValues: boolean,
+    sharedMetadata: boolean,
   ): VectorMatch[] {
     const scores = this.scoreAll(query, inverseQueryNorm);
-    const toMatch = (entry: { score: number; item: number }) => this.match(entry.item, entry.score, includeValues);
+    const toMatch = (entry: { score: number; item: number }) =>
+      this.match(entry.item, entry.score, includeValues, sharedMetadata);
     if (filter === undefined) return this.best(scores, topK, undefined).map(toMatch);
     const passes = compileFilter(filter);
     const passesSlot = (slot: number) => passes(this.metadata[slot]!);
@@ -432,8 +441,11 @@ class Partition {
     return { id: this.ids[slot]!, values: this.values(slot), metadata: copyMetadata(this.metadata[slot]!) };
   }
 
-  match(slot: number, score: number, includeValues: boolean): VectorMatch {
-    const match: VectorMatch = { id: this.ids[slot]!, score, metadata: copyMetadata(this.metadata[slot]!) };
+  match(slot: number, score: number, includeValues: boolean, sharedMetadata = false): VectorMatch {
+    // Stored metadata objects are only ever replaced, never changed in place, so sharing one is safe for a caller
+    // that keeps its promise not to modify it.
+    const metadata = sharedMetadata ? this.metadata[slot]! : copyMetadata(this.metadata[slot]!);
+    const match: VectorMatch = { id: this.ids[slot]!, score, metadata };
     if (includeValues) match.values = this.values(slot);
     return match;
   }

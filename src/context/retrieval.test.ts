@@ -72,6 +72,35 @@ describe('reciprocalRankFusion', () => {
 });
 
 describe('createHybridRetriever', () => {
+  it('hands out metadata of its own: changing a result changes nothing in the indexes', async () => {
+    // The retriever reads the in-process indexes' own metadata objects (`sharedMetadata`) and copies only what it
+    // returns; a result that shared them would let a caller rewrite the index.
+    const retriever = await setup([
+      {
+        id: 'key',
+        text: 'Mira hid the silver key.',
+        metadata: { characters: ['mira'], themes: ['secrets'], chapterId: 'chapter-0001' },
+      },
+      {
+        id: 'storm',
+        text: 'A storm wrecked the boats.',
+        metadata: { characters: ['tomas'], chapterId: 'chapter-0002' },
+      },
+    ]);
+    const query = { query: 'the silver key Mira hid', k: 2 };
+    const first = await retriever.retrieve(STORY, query);
+    const key = first.candidates.find((candidate) => candidate.id === 'key')!;
+    key.metadata.characters.push('ghost');
+    key.metadata.themes.length = 0;
+    key.metadata.importance = 0;
+    const groups = await retriever.retrieveGroups(STORY, { ...query, k: 1 });
+    expect(groups.groups[0]?.members[0]?.id).toBe('key');
+    groups.groups[0]!.members[0]!.metadata.locations.push('nowhere');
+    const again = (await retriever.retrieve(STORY, query)).candidates.find((candidate) => candidate.id === 'key')!;
+    expect(again.metadata).toMatchObject({ characters: ['mira'], themes: ['secrets'], locations: [], importance: 0.5 });
+    expect(again.signals.exact).toBe(false);
+  });
+
   const docs: Doc[] = [
     { id: 'key', text: 'Mira hid the silver key beneath the loose floorboard of the archive.' },
     { id: 'storm', text: 'A storm wrecked three fishing boats in the harbour at dawn.' },

@@ -14,6 +14,7 @@ import type { VectorMetadata } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import type { Embedder } from './embedder.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
+import { copyMetadata } from './index-arguments.js';
 import type { KeywordIndex } from './keyword-index.js';
 import { selectByMmr } from './mmr.js';
 import { proximityScores } from './term-proximity.js';
@@ -441,9 +442,18 @@ export function createHybridRetriever(config: {
     const dense = launch('vector', () =>
       // Speed (bench:context): no values here. Only the MMR pool and the feedback seeds need them, and both fetch
       // what is missing; copying the values of every one of `poolSize` matches cost more than the search.
-      vectors.query(storyId, { vector: queryVector, topK: poolSize, filter, includeValues: false, signal }),
+      vectors.query(storyId, {
+        vector: queryVector,
+        topK: poolSize,
+        filter,
+        includeValues: false,
+        sharedMetadata: true,
+        signal,
+      }),
     );
-    const lexical = launch('lexical', () => keywords.query(storyId, { text: query, topK: poolSize, filter, signal }));
+    const lexical = launch('lexical', () =>
+      keywords.query(storyId, { text: query, topK: poolSize, filter, sharedMetadata: true, signal }),
+    );
     const byId = launch(undefined, () =>
       exact?.ids && exact.ids.length > 0 ? vectors.fetch(storyId, exact.ids, { signal }) : Promise.resolve([]),
     );
@@ -470,6 +480,7 @@ export function createHybridRetriever(config: {
           topK: exactTopK,
           filter: filter ? { $and: [filter, exactFilter] } : exactFilter,
           includeValues: false,
+          sharedMetadata: true,
           signal,
         });
       }
@@ -480,7 +491,13 @@ export function createHybridRetriever(config: {
       const expanded = expandQuery(query, lexicalMatches, options.lexicalFeedback);
       if (expanded !== undefined) {
         const begin = performance.now();
-        lexicalMatches = await keywords.query(storyId, { text: expanded, topK: poolSize, filter, signal });
+        lexicalMatches = await keywords.query(storyId, {
+          text: expanded,
+          topK: poolSize,
+          filter,
+          sharedMetadata: true,
+          signal,
+        });
         timings.lexical += performance.now() - begin;
         throwIfAborted(signal);
       }
@@ -505,6 +522,7 @@ export function createHybridRetriever(config: {
           topK: poolSize,
           filter,
           includeValues: true,
+          sharedMetadata: true,
           signal,
         });
         timings.vector += performance.now() - begin;
@@ -986,7 +1004,9 @@ function toCandidate(entry: ScoredEntry): RetrievedCandidate {
   if (entry.proximity !== undefined) signals.proximity = entry.proximity;
   if (entry.dense) signals.dense = { ...entry.dense };
   if (entry.lexical) signals.lexical = { ...entry.lexical };
-  return { id: entry.id, metadata: entry.metadata, score: entry.final, signals };
+  // The pool holds the indexes' own metadata objects (queried with `sharedMetadata`); what leaves the retriever is a
+  // copy, the caller's to keep or change.
+  return { id: entry.id, metadata: copyMetadata(entry.metadata), score: entry.final, signals };
 }
 
 function exactMetadataFilter(exact: ExactMatches): MetadataFilter | undefined {

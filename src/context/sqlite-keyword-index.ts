@@ -246,7 +246,7 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       if (terms.length === 0) return [];
       if (mirrorEnabled) {
         const partition = guard(() => mirrors.load(storyId), 'query');
-        return partition.search(terms, topK, query.filter);
+        return partition.search(terms, topK, query.filter, query.sharedMetadata === true);
       }
       // Each analysed term is letters and digits only; quoting makes FTS5 read it as a term, never as an operator
       // (a story may well mention "NEAR" or "NOT").

@@ -39,6 +39,13 @@ export interface VectorQuery {
   topK: number;
   filter?: MetadataFilter;
   includeValues?: boolean;
+  /**
+   * The caller promises not to modify the matches' metadata, so an index may return the metadata objects it holds
+   * instead of copies. The in-process indexes then skip a copy per match (the retriever reads a couple of hundred
+   * matches per query and keeps a few); an index whose matches are new objects anyway ignores it. Default false:
+   * returned metadata is the caller's own.
+   */
+  sharedMetadata?: boolean;
   signal?: AbortSignal;
 }
 

@@ -311,6 +311,20 @@ export const keywordIndexCases: ReadonlyArray<SuiteCase<KeywordIndex>> = [
     },
   },
   {
+    name: 'sharedMetadata changes nothing a caller can see but mutation: the same matches, filter included',
+    async run(index) {
+      const storyId = uniqueStoryId('shared-metadata');
+      await index.upsert(storyId, filterFixture(storyId));
+      for (const filter of [undefined, { characters: { $in: ['mira'] } }]) {
+        const query = { text: 'lantern', topK: 10, ...(filter ? { filter } : {}) };
+        const copied = await index.query(storyId, query);
+        const shared = await index.query(storyId, { ...query, sharedMetadata: true });
+        assert.equal(copied.length, filter ? 2 : 4);
+        assert.deepEqual(shared, copied);
+      }
+    },
+  },
+  {
     name: 'delete by ids removes those documents and says how many',
     async run(index) {
       const storyId = uniqueStoryId('delete-ids');

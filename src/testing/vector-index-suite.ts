@@ -728,6 +728,37 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
     },
   },
   {
+    name: 'sharedMetadata changes nothing a caller can see but mutation: the same matches, filter included',
+    async run(index) {
+      const storyId = uniqueStoryId('shared-metadata');
+      const random = seededRandom(59);
+      const records = Array.from({ length: 6 }, (_, i) =>
+        makeRecord(storyId, `s${i}`, randomVector(random, index.dimensions), {
+          characters: i % 2 === 0 ? ['mira'] : ['oren'],
+          themes: ['tide'],
+          importance: i / 10,
+          sceneIndex: i,
+          chapterId: 'chapter-0001',
+          text: `scene ${i}`,
+        }),
+      );
+      await index.upsert(storyId, records);
+      const vector = randomVector(random, index.dimensions);
+      for (const filter of [undefined, { characters: { $in: ['mira'] } }]) {
+        const query = { vector, topK: 6, includeValues: true, ...(filter ? { filter } : {}) };
+        await eventually(index, async () => {
+          const copied = await index.query(storyId, query);
+          const shared = await index.query(storyId, { ...query, sharedMetadata: true });
+          assert.equal(copied.length, filter ? 3 : 6);
+          assert.deepEqual(
+            shared.map((match) => [match.id, match.metadata, Array.from(match.values ?? [])]),
+            copied.map((match) => [match.id, match.metadata, Array.from(match.values ?? [])]),
+          );
+        });
+      }
+    },
+  },
+  {
     name: 'includeValues decides whether query matches carry their values',
     async run(index) {
       const storyId = uniqueStoryId('include-values');
