@@ -535,7 +535,7 @@ export function createHybridRetriever(config: {
     const entry = (id: string, metadata: VectorMetadata): PoolEntry => {
       let found = pool.get(id);
       if (!found) {
-        found = { id, metadata, exact: false, fused: 0 };
+        found = newPoolEntry(id, metadata);
         pool.set(id, found);
       }
       return found;
@@ -681,17 +681,40 @@ const comesBefore = (a: ScoredEntry, b: ScoredEntry): boolean => byRelevance(a, 
 interface PoolEntry {
   id: string;
   metadata: VectorMetadata;
-  dense?: SourceSignal;
-  lexical?: SourceSignal;
+  dense: SourceSignal | undefined;
+  lexical: SourceSignal | undefined;
   exact: boolean;
   fused: number;
-  values?: Float32Array | undefined;
-  relevance?: number;
-  recency?: number;
-  importance?: number;
-  group?: number;
-  proximity?: number;
-  final?: number;
+  values: Float32Array | undefined;
+  relevance: number | undefined;
+  recency: number | undefined;
+  importance: number | undefined;
+  group: number | undefined;
+  proximity: number | undefined;
+  final: number | undefined;
+}
+
+/**
+ * A pool entry with every field present from the start: the stages fill them in later, and an object whose fields
+ * are all declared up front keeps one shape and its fields inline, instead of growing a property store for each
+ * candidate of every query.
+ */
+function newPoolEntry(id: string, metadata: VectorMetadata): PoolEntry {
+  return {
+    id,
+    metadata,
+    dense: undefined,
+    lexical: undefined,
+    exact: false,
+    fused: 0,
+    values: undefined,
+    relevance: undefined,
+    recency: undefined,
+    importance: undefined,
+    group: undefined,
+    proximity: undefined,
+    final: undefined,
+  };
 }
 
 type ScoredEntry = PoolEntry & { relevance: number; recency: number; importance: number; final: number };
@@ -768,7 +791,7 @@ function firstFusion(
   const entry = (id: string, metadata: VectorMetadata): PoolEntry => {
     let found = pool.get(id);
     if (!found) {
-      found = { id, metadata, exact: false, fused: 0 };
+      found = newPoolEntry(id, metadata);
       pool.set(id, found);
     }
     return found;
