@@ -629,9 +629,10 @@ export class ContextManager {
       const page = await this.store.listScenes(storyId, cursor ? { limit: 200, cursor } : { limit: 200 });
       const units: Unit[] = [];
       for (const scene of page.items) {
-        if (chapter && chapter.id !== scene.chapterId) release(units);
-        if (!chapter || chapter.id !== scene.chapterId)
+        if (chapter?.id !== scene.chapterId) {
+          release(units);
           chapter = { id: scene.chapterId, lastIndex: scene.index, units: [] };
+        }
         chapter.lastIndex = scene.index;
         chapter.units.push(...this.sceneUnits(scene, state, previous));
         if (scene.index >= bound) release(units);
@@ -724,8 +725,7 @@ export class ContextManager {
   async stats(storyId: string, options: { sample?: number; signal?: AbortSignal } = {}): Promise<VectorSpaceStats> {
     const sampleSize = checkInteger(options.sample ?? 100, 'sample', 1, 1_000);
     const { count, dimensions } = await this.vectors.stats(storyId);
-    const probe = new Float32Array(dimensions);
-    probe[0] = 1;
+    const probe = firstAxis(dimensions);
     const byType: Record<string, number> = {};
     let min = Number.POSITIVE_INFINITY;
     let max = 0;
@@ -836,17 +836,12 @@ export class ContextManager {
     signal: AbortSignal | undefined,
     values?: Float32Array,
   ): Promise<void> {
-    let vector = values;
-    if (!vector) {
-      vector = new Float32Array(this.embedder.dimensions);
-      vector[0] = 1;
-    }
     await this.vectors.upsert(
       storyId,
       [
         {
           id,
-          values: nonZero(vector),
+          values: values ? nonZero(values) : firstAxis(this.embedder.dimensions),
           metadata: { storyId, type: 'meta', timestamp: 0, sourceId, importance: 0, text },
         },
       ],
@@ -1467,8 +1462,7 @@ export class ContextManager {
     }
     const { count, dimensions } = await this.vectors.stats(storyId);
     if (count === 0) return 0;
-    const probe = new Float32Array(dimensions);
-    probe[0] = 1;
+    const probe = firstAxis(dimensions);
     const matches = await this.vectors.query(storyId, {
       vector: probe,
       topK: Math.min(count, this.vectors.capabilities.maxTopK),
@@ -1620,6 +1614,13 @@ function prefixedId(prefix: string, id: string, suffix = ''): string {
   const plain = `${prefix}${id}${suffix}`;
   if (plain.length <= LIMITS.idLength) return plain;
   return `${prefix}${createHash('sha256').update(id).digest('hex').slice(0, 40)}${suffix}`;
+}
+
+/** The unit vector along the first axis: a probe that lists records by filter, or the vector of a meta record. */
+function firstAxis(dimensions: number): Float32Array {
+  const vector = new Float32Array(dimensions);
+  vector[0] = 1;
+  return vector;
 }
 
 function nonZero(values: Float32Array): Float32Array {
