@@ -482,6 +482,72 @@ describe('ContextManager memory upkeep', () => {
     ).toBe(0);
   });
 
+  it('indexes the cast and threads the story was created with at its first scene', async () => {
+    // Old Gull and the "drift" thread come with the story; no scene of this one names either.
+    const { options, state } = await buildStory(2);
+    const ids = [
+      ...Object.keys(state.characters).map((id) => `character-${id}`),
+      ...state.plotThreads.map((t) => `thread-${t.id}`),
+    ];
+    expect(ids).toContain('character-gull');
+    expect(ids).toContain('thread-drift');
+    expect((await options.vectors.fetch('tale', ids)).map((record) => record.id).sort()).toEqual([...ids].sort());
+    const hits = await options.keywords.query('tale', { text: 'Old Gull', topK: 5, filter: { type: 'character' } });
+    expect(hits.map((hit) => hit.id)).toContain('character-gull');
+  });
+
+  it('finishes a rebuild cut short at any write on the next check, and what was pruned stays out', async () => {
+    for (const pruned of [false, true]) {
+      const built = await buildStory(8, { chapterLength: 4 });
+      if (pruned) await built.manager.prune('tale', { minAgeScenes: 4, maxImportance: 0.5 });
+      const { options, scenes } = built;
+      const snapshot = async () => {
+        const stats = await new ContextManager(options).stats('tale');
+        const hits = await options.keywords.query('tale', { text: 'Mira Tobin sea lamp', topK: 100 });
+        return { byType: stats.byType, keywords: hits.map((hit) => hit.id).sort() };
+      };
+      const before = await snapshot();
+      expect(before.byType.scene).toBe(pruned ? 5 : 8);
+      let completed = false;
+      // The process dies at the `cut`-th write of the rebuild (to either index): every point is tried in turn.
+      for (let cut = 1; !completed; cut++) {
+        let writes = 0;
+        // Each write counts; the `cut`-th one throws before it reaches the index.
+        const counted =
+          <A extends unknown[], R>(write: (...args: A) => Promise<R>) =>
+          (...args: A) => {
+            if (++writes === cut) throw new Error(`killed at write ${cut}`);
+            return write(...args);
+          };
+        const vectors = {
+          ...options.vectors,
+          upsert: counted(options.vectors.upsert),
+          delete: counted(options.vectors.delete),
+          deleteStory: counted(options.vectors.deleteStory),
+        };
+        const keywords = {
+          ...options.keywords,
+          upsert: counted(options.keywords.upsert),
+          delete: counted(options.keywords.delete),
+          deleteStory: counted(options.keywords.deleteStory),
+        };
+        const dying = new ContextManager({ ...options, vectors, keywords });
+        completed = await dying.reindex('tale').then(
+          () => true,
+          (error: Error) => {
+            expect(error.message).toBe(`killed at write ${cut}`);
+            return false;
+          },
+        );
+        // The next process: its first retrieval finds the index as the rebuild would have left it.
+        const next = new ContextManager(options);
+        const bundle = await next.getRelevantContext('tale', EVENTS[4]!, { k: 3 });
+        expect(bundle.similarScenes[0]?.sceneId, `cut at write ${cut}`).toBe(scenes[4]!.id);
+        expect(await snapshot(), `cut at write ${cut}`).toEqual(before);
+      }
+    }
+  });
+
   it('recalls a pruned chapter through its summary once the stable prefix no longer shows it', async () => {
     const { options } = await buildStory(12, { chapterLength: 2 });
     // Six closed chapters; the prefix summarises the newest two, so chapters 1 to 4 are left to retrieval.

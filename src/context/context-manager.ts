@@ -526,11 +526,14 @@ export class ContextManager {
    */
   async indexScene(scene: Scene, options: { state?: StoryState; signal?: AbortSignal } = {}): Promise<void> {
     const state = options.state ?? (await this.store.load(scene.storyId));
-    await this.ensureFingerprint(scene.storyId, options.signal);
+    await this.ensureFingerprint(scene.storyId, options.signal, scene.id);
     const previous = scene.index > 0 ? await this.previousScene(scene) : null;
     const units = this.sceneUnits(scene, state, previous);
+    // The first scene also brings in the cast and threads the story was created with, which no scene may name yet.
+    const first = scene.index === 0;
     for (const character of Object.values(state.characters)) {
       if (
+        first ||
         scene.characters.includes(character.id) ||
         character.introducedIn === scene.id ||
         character.lastAppearance === scene.id
@@ -539,7 +542,7 @@ export class ContextManager {
       }
     }
     for (const thread of state.plotThreads) {
-      if ([thread.openedIn, thread.lastAdvancedIn, thread.resolvedIn].includes(scene.id)) {
+      if (first || [thread.openedIn, thread.lastAdvancedIn, thread.resolvedIn].includes(scene.id)) {
         units.push(this.threadUnit(scene.storyId, thread, state, scene));
       }
     }
@@ -599,9 +602,7 @@ export class ContextManager {
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
-    await Promise.all([this.vectors.deleteStory(storyId), this.keywords.deleteStory(storyId)]);
-    // Written back at once, so a rebuild cut short after this point still knows them.
-    if (marks.length > 0) await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), options.signal);
+    await this.clearForRebuild(storyId, marks, options.signal);
     this.stablePrefixes.clear();
     this.windowSummaryRecords.clear();
     this.journals.clear();
@@ -803,7 +804,8 @@ export class ContextManager {
 
   // ---------------------------------------------------------------------------------------------------------------
 
-  private async ensureFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
+  /** `indexing`: the scene being indexed, which an empty index is not expected to hold yet. */
+  private async ensureFingerprint(storyId: string, signal: AbortSignal | undefined, indexing?: string): Promise<void> {
     let check = this.verified.get(storyId);
     if (!check) {
       check = (async () => {
@@ -811,10 +813,12 @@ export class ContextManager {
         if (stored?.metadata.text === this.fingerprint) return;
         const { count } = await this.vectors.stats(storyId);
         const keywordCount = await this.keywords.count(storyId);
-        // An empty index needs no rebuild, only the fingerprint; anything else was built differently.
-        if (count === 0 && keywordCount === 0) await this.writeFingerprint(storyId, signal);
-        else if (await this.store.exists(storyId)) await this.reindex(storyId, { signal });
-        else await this.writeFingerprint(storyId, signal);
+        // An index that is empty while the story has scenes was cleared by a rebuild cut short (or lost): rebuild it.
+        // An empty index of a story without scenes needs only the fingerprint; anything else was built differently.
+        const holdsRecords = count > 0 || keywordCount > 0;
+        if (holdsRecords ? await this.store.exists(storyId) : await this.hasScenes(storyId, indexing)) {
+          await this.reindex(storyId, { signal });
+        } else await this.writeFingerprint(storyId, signal);
       })();
       this.verified.set(storyId, check);
       check.catch(() => this.verified.delete(storyId));
@@ -847,6 +851,31 @@ export class ContextManager {
       ],
       signal ? { signal } : {},
     );
+  }
+
+  /** Whether the store holds a scene of the story other than `except`. */
+  private async hasScenes(storyId: string, except?: string): Promise<boolean> {
+    if (!(await this.store.exists(storyId))) return false;
+    const { items } = await this.store.listScenes(storyId, { limit: 2 });
+    return items.some((scene) => scene.id !== except);
+  }
+
+  /**
+   * Empties a story's indexes for a rebuild. The fingerprint goes first, so a rebuild cut short anywhere after it is
+   * started again by the next check; the prune record stays (a backend that cannot delete by filter gets it written
+   * back at once), so such a restart still leaves out what was pruned.
+   */
+  private async clearForRebuild(storyId: string, marks: PruneMark[], signal: AbortSignal | undefined): Promise<void> {
+    await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signal ? { signal } : {});
+    const keepMarks = marks.length > 0 && this.vectors.capabilities.deleteByFilter;
+    await Promise.all([
+      keepMarks
+        ? this.vectors.delete(storyId, { filter: { type: { $ne: 'meta' } } }, signal ? { signal } : {})
+        : this.vectors.deleteStory(storyId),
+      this.keywords.deleteStory(storyId),
+    ]);
+    if (marks.length > 0 && !keepMarks)
+      await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), signal);
   }
 
   /** The story's prune marks: none when it was never pruned, or when the record does not parse (a rebuild then keeps more). */
