@@ -216,10 +216,11 @@ async function buildBackend(
   parts: { store: StoryStateStore; vectors: VectorIndex; keywords: KeywordIndex },
 ): Promise<ContextManager> {
   const { scenes, state, units, vectors } = corpus;
-  await parts.store.importStory(synthesizeExport(STORY, scenes.length));
   const manager = contextManager(parts);
-  // Scene 0 through the real path: it writes the fingerprint and is the reference for the bulk units.
+  // Scene 0 through the real path: it writes the fingerprint and is the reference for the bulk units. It goes in
+  // before the story does: an empty index of a story with scenes in the store is a lost one, and would be rebuilt.
   await manager.indexScene(scenes[0]!, { state });
+  await parts.store.importStory(synthesizeExport(STORY, scenes.length));
   const [written] = await parts.vectors.fetch(STORY, [units[0]!.id]);
   if (!written) throw new Error('indexScene wrote no unit for scene 0');
   const sameValues = written.values.every((value, i) => value === vectors[0]![i]);
