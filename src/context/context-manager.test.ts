@@ -496,6 +496,28 @@ describe('ContextManager memory upkeep', () => {
     expect(hits.map((hit) => hit.id)).toContain('character-gull');
   });
 
+  it('a rebuild includes a scene another process committed and indexed while it ran, with the chapter it closed', async () => {
+    const built = await buildStory(7, { chapterLength: 4 }); // chapter 2 holds scenes 4 to 6
+    let other: Promise<Built> | undefined;
+    const vectors = {
+      ...built.options.vectors,
+      // Just before the rebuild clears the index, another process commits scene 7, which closes chapter 2, and
+      // indexes it (its summary included); the clear then drops all of that.
+      delete: async (...args: Parameters<typeof built.options.vectors.delete>) => {
+        other ??= appendScenes(built, 1, { chapterLength: 4 });
+        await other;
+        return built.options.vectors.delete(...args);
+      },
+    };
+    const manager = new ContextManager({ ...built.options, vectors });
+    const result = await manager.reindex('tale');
+    expect(other).toBeDefined();
+    expect(result.scenes).toBe(8);
+    const [summary] = await built.options.vectors.fetch('tale', ['summary-chapter-0002']);
+    expect(summary?.metadata).toMatchObject({ type: 'summary', chapterId: 'chapter-0002', sceneIndex: 7 });
+    expect((await manager.stats('tale')).byType).toMatchObject({ scene: 8, summary: 3 });
+  });
+
   it('finishes a rebuild cut short at any write on the next check, and what was pruned stays out', async () => {
     for (const pruned of [false, true]) {
       const built = await buildStory(8, { chapterLength: 4 });

@@ -646,7 +646,10 @@ export class ContextManager {
       report({ phase: 'scenes', done, total: state.sceneCount });
       cursor = page.nextCursor;
     } while (cursor);
-    const characters = Object.values(state.characters);
+    // Read again: a scene committed (and indexed, then cleared) while the rebuild ran may have closed a chapter or
+    // changed the cast, and the scenes just read include it.
+    const latest = await this.store.load(storyId);
+    const characters = Object.values(latest.characters);
     records += await this.writeUnits(
       storyId,
       characters.map((character) => this.characterUnit(storyId, character, null)),
@@ -656,25 +659,25 @@ export class ContextManager {
     report({ phase: 'characters', done: characters.length, total: characters.length });
     records += await this.writeUnits(
       storyId,
-      state.plotThreads.map((thread) => this.threadUnit(storyId, thread, state, null)),
+      latest.plotThreads.map((thread) => this.threadUnit(storyId, thread, latest, null)),
       options.signal,
       false,
     );
-    report({ phase: 'threads', done: state.plotThreads.length, total: state.plotThreads.length });
-    for (let chapter = 0; chapter < state.chapterIndex; chapter++) {
+    report({ phase: 'threads', done: latest.plotThreads.length, total: latest.plotThreads.length });
+    for (let chapter = 0; chapter < latest.chapterIndex; chapter++) {
       throwIfAborted(options.signal);
       const chapterId = chapterIdFor(chapter);
       if ((await this.scenesOfChapter(storyId, chapterId)).length > 0) {
         await this.writeChapterSummary(storyId, chapterId, options.signal);
         records++;
       }
-      report({ phase: 'summaries', done: chapter + 1, total: state.chapterIndex });
+      report({ phase: 'summaries', done: chapter + 1, total: latest.chapterIndex });
     }
     await this.updateSynopsis(storyId, options.signal);
     await this.writeFingerprint(storyId, options.signal);
     this.verified.set(storyId, Promise.resolve());
     report({ phase: 'done', done: 1, total: 1 });
-    return { scenes: state.sceneCount, records, pruned };
+    return { scenes: done, records, pruned };
   }
 
   /**
