@@ -124,6 +124,14 @@ describe('ContextCache', () => {
     expect((await cache.getFrequentContext('tale')).version).toBe(1);
     await driver.set(cache.keyFor('tale', 1), JSON.stringify({ storyId: 'other', version: 1 }));
     expect((await cache.getFrequentContext('tale')).storyId).toBe('tale');
+    // The right story and version, another shape (a foreign writer, or a release that shapes it differently).
+    for (const entry of [null, { storyId: 'tale', version: 1, world_rules: [] }]) {
+      await driver.set(cache.keyFor('tale', 1), JSON.stringify(entry));
+      const context = await cache.getFrequentContext('tale');
+      expect(context.main_characters.map((character) => character.id)).toEqual(['mira', 'tobin']);
+      expect(context.recent_scenes).toHaveLength(1);
+    }
     expect(cache.stats().hits).toBe(0);
+    expect(cache.keyFor('tale', 1)).toMatch(/:frequent:f\d+:v1$/);
   });
 });

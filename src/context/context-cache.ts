@@ -8,6 +8,19 @@ import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import type { CacheDriver } from './cache-driver.js';
 
+/** The shape of `FrequentContext` entries, in their keys: bump it when the shape changes. */
+const FORMAT = 1;
+
+/** Whether an entry's lists are lists (items are what this format writes; only a foreign writer could break them). */
+function hasLists(entry: FrequentContext): boolean {
+  return (
+    Array.isArray(entry.main_characters) &&
+    Array.isArray(entry.active_plots) &&
+    Array.isArray(entry.world_rules) &&
+    Array.isArray(entry.recent_scenes)
+  );
+}
+
 /** A character as the frequent context shows it. */
 export interface CachedCharacter {
   id: string;
@@ -107,9 +120,12 @@ export class ContextCache {
     this.onError = options.onError;
   }
 
-  /** The cache key of a story version. The `{id}` hash tag keeps a story's keys in one Redis Cluster slot. */
+  /**
+   * The cache key of a story version. The `{id}` hash tag keeps a story's keys in one Redis Cluster slot; the format
+   * tag keeps a release that shapes `FrequentContext` differently from reading another's entries in a shared cache.
+   */
   keyFor(storyId: string, version: number): string {
-    return `${this.prefix}:story:{${storyId}}:frequent:v${version}`;
+    return `${this.prefix}:story:{${storyId}}:frequent:f${FORMAT}:v${version}`;
   }
 
   /** Counters since construction. */
@@ -176,8 +192,8 @@ export class ContextCache {
     if (raw === null) return null;
     try {
       const parsed = JSON.parse(raw) as FrequentContext;
-      // The key names the version, but a shared cache may hold anything: trust only a matching entry.
-      if (parsed.storyId === state.storyId && parsed.version === state.version) return parsed;
+      // The key names the version, but a shared cache may hold anything: trust only a matching, well-formed entry.
+      if (parsed?.storyId === state.storyId && parsed.version === state.version && hasLists(parsed)) return parsed;
     } catch {
       // A corrupt entry is a miss; the next write replaces it.
     }
