@@ -267,6 +267,16 @@ describe('ContextManager.getRelevantContext', () => {
     const absent = new Set([1, 2, 5].map((index) => scenes[index]!.id));
     for (const similar of bundle.similarScenes) expect(absent.has(similar.sceneId)).toBe(false);
     expect(bundle.prompt.dynamic).not.toContain('Tobin found a brass key');
+    // Nor anywhere else in the prompt: chapter 1's summary and the synopsis tell scene 1 too, so they stay out.
+    for (const index of [1, 2, 5]) {
+      expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain(EVENTS[index]!.slice(0, -1));
+    }
+    expect(bundle.trace.omitted).toContainEqual(
+      expect.objectContaining({ id: 'summary:chapter-0001', reason: 'not witnessed as such by mira' }),
+    );
+    // Without a point of view they are there.
+    const omniscient = await manager.getRelevantContext('tale', 'the brass key hidden in the lantern room', { k: 5 });
+    expect(omniscient.prompt.stable).toContain('Tobin found a brass key');
     expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain('the key opens the sunken bell');
     await expect(manager.getRelevantContext('tale', 'x', { povCharacterId: 'nobody' })).rejects.toMatchObject({
       code: 'VALIDATION',

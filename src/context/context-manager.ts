@@ -139,7 +139,11 @@ export interface RelevantContextOptions {
   k?: number;
   /** The most tokens the prompt (stable + dynamic) may take. Default: the manager's `defaultTokenBudget`. */
   tokenBudget?: number;
-  /** Only what this character witnessed or knows. */
+  /**
+   * Only what this character witnessed or knows: scenes it is in (retrieved, earlier and in the chapter journal),
+   * its own knowledge and no one else's; chapter summaries and the synopsis, which tell everything, are left out
+   * (the trace lists them as not witnessed).
+   */
   povCharacterId?: string;
   signal?: AbortSignal;
   /** The state when already loaded (saves a read; must be the current state of the story). */
@@ -1084,15 +1088,27 @@ export class ContextManager {
     );
     const synopsis = synopsisRecord?.metadata.text;
     const earlierScenes = await this.scenesBefore(state, chapterStart.sceneCount);
+    // Chapter summaries and the synopsis tell all that happened, witnessed or not: a point of view leaves them out
+    // (its earlier scenes and chapter journal are its own, and retrieval finds the scenes it witnessed).
+    const unwitnessed: OmittedItem[] = pov
+      ? [...(synopsis ? ['synopsis'] : []), ...chapterSummaries.map((summary) => `summary:${summary.chapterId}`)].map(
+          (id) => ({ id, section: '# The story so far', reason: `not witnessed as such by ${pov}` }),
+        )
+      : [];
     const items = stablePrefixItems({
       chapterStart,
-      chapterSummaries,
+      chapterSummaries: pov ? [] : chapterSummaries,
       earlierScenes,
-      ...(synopsis ? { synopsis } : {}),
+      ...(synopsis && !pov ? { synopsis } : {}),
       ...(pov ? { povCharacterId: pov } : {}),
     });
     const packed = packItems(items, Math.floor(budget * this.stableShare), this.tokenizer);
-    const result = { text: packed.text, tokens: packed.tokens, items: packed.included, omitted: packed.omitted };
+    const result = {
+      text: packed.text,
+      tokens: packed.tokens,
+      items: packed.included,
+      omitted: [...packed.omitted, ...unwitnessed],
+    };
     remember(this.stablePrefixes, key, result, 64);
     return { ...result, chapterStart };
   }
