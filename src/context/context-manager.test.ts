@@ -250,7 +250,7 @@ describe('ContextManager.getRelevantContext', () => {
   });
 
   it('with a point of view, retrieves only scenes that character witnessed and hides others’ knowledge', async () => {
-    const { manager, scenes, store } = await buildStory(12, { absentMira: [1, 2, 5] });
+    const { manager, scenes, store } = await buildStory(12, { absentMira: [1, 2, 5, 11] });
     const state = await store.load('tale');
     const withSecret = {
       ...state,
@@ -264,11 +264,11 @@ describe('ContextManager.getRelevantContext', () => {
       state: withSecret,
       k: 5,
     });
-    const absent = new Set([1, 2, 5].map((index) => scenes[index]!.id));
+    const absent = new Set([1, 2, 5, 11].map((index) => scenes[index]!.id));
     for (const similar of bundle.similarScenes) expect(absent.has(similar.sceneId)).toBe(false);
     expect(bundle.prompt.dynamic).not.toContain('Tobin found a brass key');
     // Nor anywhere else in the prompt: chapter 1's summary and the synopsis tell scene 1 too, so they stay out.
-    for (const index of [1, 2, 5]) {
+    for (const index of [1, 2, 5, 11]) {
       expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain(EVENTS[index]!.slice(0, -1));
     }
     expect(bundle.trace.omitted).toContainEqual(

@@ -140,9 +140,9 @@ export interface RelevantContextOptions {
   /** The most tokens the prompt (stable + dynamic) may take. Default: the manager's `defaultTokenBudget`. */
   tokenBudget?: number;
   /**
-   * Only what this character witnessed or knows: scenes it is in (retrieved, earlier and in the chapter journal),
-   * its own knowledge and no one else's; chapter summaries and the synopsis, which tell everything, are left out
-   * (the trace lists them as not witnessed).
+   * Only what this character witnessed or knows: scenes it is in (retrieved, earlier, in the chapter journal, and
+   * the previous scene's ending only when it was there), its own knowledge and no one else's; chapter summaries and
+   * the synopsis, which tell everything, are left out (the trace lists them as not witnessed).
    */
   povCharacterId?: string;
   signal?: AbortSignal;
@@ -1240,7 +1240,8 @@ export class ContextManager {
         });
       });
     }
-    if (previous) {
+    // Under a point of view, where the story left off is told only if the character was there.
+    if (previous && (!pov || previous.characters.includes(pov))) {
       const tail = lastWords(previous.text, 60);
       items.push({
         id: `previous:${previous.id}`,
