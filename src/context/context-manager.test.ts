@@ -271,8 +271,10 @@ describe('ContextManager.getRelevantContext', () => {
     for (const index of [1, 2, 5, 11]) {
       expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain(EVENTS[index]!.slice(0, -1));
     }
+    // Older chapters are told as she saw them: the summaries of her scenes.
+    expect(bundle.prompt.stable).toContain(`chapter-0001 (as mira saw it): ${EVENTS[0]} ${EVENTS[3]}`);
     expect(bundle.trace.omitted).toContainEqual(
-      expect.objectContaining({ id: 'summary:chapter-0001', reason: 'not witnessed as such by mira' }),
+      expect.objectContaining({ id: 'synopsis', reason: 'tells what mira did not witness' }),
     );
     // Without a point of view they are there.
     const omniscient = await manager.getRelevantContext('tale', 'the brass key hidden in the lantern room', { k: 5 });

@@ -61,6 +61,8 @@ import type { VectorIndex, VectorMatch } from './vector-index.js';
 const INDEX_LAYOUT_VERSION = 2;
 const FINGERPRINT_ID = 'meta-fingerprint';
 const SYNOPSIS_ID = 'summary-synopsis';
+/** The most words of a chapter told from a point of view (about a chapter summary's length). */
+const WITNESSED_CHAPTER_WORDS = 150;
 /** The meta record that remembers what `prune` dropped, so that `reindex` does not bring it back. */
 const PRUNED_ID = 'meta-pruned';
 /** Most prune marks kept (see `mergePruneMarks`). */
@@ -141,8 +143,9 @@ export interface RelevantContextOptions {
   tokenBudget?: number;
   /**
    * Only what this character witnessed or knows: scenes it is in (retrieved, earlier, in the chapter journal, and
-   * the previous scene's ending only when it was there), its own knowledge and no one else's; chapter summaries and
-   * the synopsis, which tell everything, are left out (the trace lists them as not witnessed).
+   * the previous scene's ending only when it was there), its own knowledge and no one else's. Chapter summaries and
+   * the synopsis tell everything, so older chapters are told by the summaries of the scenes it was in instead, and
+   * the synopsis is left out (the trace says why).
    */
   povCharacterId?: string;
   signal?: AbortSignal;
@@ -1055,6 +1058,31 @@ export class ContextManager {
     return records;
   }
 
+  /**
+   * The chapters of the stable prefix's window as `pov` saw them: for each, the summaries of the scenes the
+   * character was in, oldest first (chapters without one left out). Read once per chapter start and point of view
+   * (the prefix is cached), from the store, so pruning the index takes nothing from it.
+   */
+  private async witnessedChapters(
+    storyId: string,
+    chapterStart: StoryState,
+    pov: string,
+  ): Promise<Array<{ chapterId: string; summary: string }>> {
+    const closed = chapterStart.chapterIndex;
+    const first = Math.max(0, closed - this.summaryChapters);
+    const chapters = await Promise.all(
+      Array.from({ length: closed - first }, async (_, offset) => {
+        const chapterId = chapterIdFor(first + offset);
+        const witnessed = (await this.scenesOfChapter(storyId, chapterId)).filter((scene) =>
+          scene.characters.includes(pov),
+        );
+        const summary = witnessed.map((scene) => scene.summary || firstSentence(scene.text)).join(' ');
+        return witnessed.length > 0 ? [{ chapterId, summary: clipWords(summary, WITNESSED_CHAPTER_WORDS) }] : [];
+      }),
+    );
+    return chapters.flat();
+  }
+
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
     if (this.cache) return this.cache.getFrequentContext(state.storyId, { state });
     const page = await this.store.listScenes(state.storyId, { order: 'desc', limit: Math.max(1, this.recentScenes) });
@@ -1083,21 +1111,24 @@ export class ContextManager {
       this.windowSummaries(state.storyId, chapterStart),
       this.vectors.fetch(state.storyId, [SYNOPSIS_ID]),
     ]);
-    const chapterSummaries = window.flatMap((record) =>
-      record.metadata.text ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }] : [],
-    );
     const synopsis = synopsisRecord?.metadata.text;
+    // Chapter summaries and the synopsis tell all that happened, witnessed or not. A point of view gets, for each
+    // chapter of the window, the summaries of the scenes its character was in instead, and no synopsis.
+    const chapterSummaries = pov
+      ? await this.witnessedChapters(state.storyId, chapterStart, pov)
+      : window.flatMap((record) =>
+          record.metadata.text
+            ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }]
+            : [],
+        );
     const earlierScenes = await this.scenesBefore(state, chapterStart.sceneCount);
-    // Chapter summaries and the synopsis tell all that happened, witnessed or not: a point of view leaves them out
-    // (its earlier scenes and chapter journal are its own, and retrieval finds the scenes it witnessed).
-    const unwitnessed: OmittedItem[] = pov
-      ? [...(synopsis ? ['synopsis'] : []), ...chapterSummaries.map((summary) => `summary:${summary.chapterId}`)].map(
-          (id) => ({ id, section: '# The story so far', reason: `not witnessed as such by ${pov}` }),
-        )
-      : [];
+    const unwitnessed: OmittedItem[] =
+      pov && synopsis
+        ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
+        : [];
     const items = stablePrefixItems({
       chapterStart,
-      chapterSummaries: pov ? [] : chapterSummaries,
+      chapterSummaries,
       earlierScenes,
       ...(synopsis && !pov ? { synopsis } : {}),
       ...(pov ? { povCharacterId: pov } : {}),

@@ -162,7 +162,10 @@ Rules of the output:
 export interface StablePrefixInput {
   /** The state at the start of the current chapter (or the current state for a chapter with no scene yet). */
   chapterStart: StoryState;
-  /** Summaries of closed chapters, oldest first. */
+  /**
+   * Summaries of closed chapters, oldest first. With `povCharacterId`, what that character witnessed of each (the
+   * items then say so).
+   */
   chapterSummaries: ReadonlyArray<{ chapterId: string; summary: string }>;
   /** A synopsis of the whole story so far, if one exists. */
   synopsis?: string;
@@ -257,6 +260,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       reason: 'a scene of the near past, before this chapter',
     });
   });
+  const seenBy = input.povCharacterId ? ` (as ${input.povCharacterId} saw it)` : '';
   input.chapterSummaries.forEach(({ chapterId, summary }, index) => {
     const age = input.chapterSummaries.length - index;
     items.push({
@@ -264,8 +268,10 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       section: '# The story so far',
       // Recent chapters matter more; older ones survive as one line when space is short.
       priority: 65 - Math.min(age, 30),
-      variants: [`${chapterId}: ${summary}`, `${chapterId}: ${firstSentence(summary)}`],
-      reason: `summary of ${chapterId}`,
+      variants: [`${chapterId}${seenBy}: ${summary}`, `${chapterId}${seenBy}: ${firstSentence(summary)}`],
+      reason: input.povCharacterId
+        ? `what ${input.povCharacterId} witnessed of ${chapterId}`
+        : `summary of ${chapterId}`,
     });
   });
   return items;
