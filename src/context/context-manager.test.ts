@@ -250,7 +250,7 @@ describe('ContextManager.getRelevantContext', () => {
   });
 
   it('with a point of view, retrieves only scenes that character witnessed and hides others’ knowledge', async () => {
-    const { manager, scenes, store } = await buildStory(12, { absentMira: [1, 2, 5, 11] });
+    const { manager, scenes, store, options } = await buildStory(12, { absentMira: [1, 2, 5, 11] });
     const state = await store.load('tale');
     const withSecret = {
       ...state,
@@ -271,8 +271,19 @@ describe('ContextManager.getRelevantContext', () => {
     for (const index of [1, 2, 5, 11]) {
       expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain(EVENTS[index]!.slice(0, -1));
     }
-    // Older chapters are told as she saw them: the summaries of her scenes.
-    expect(bundle.prompt.stable).toContain(`chapter-0001 (as mira saw it): ${EVENTS[0]} ${EVENTS[3]}`);
+    // Older chapters are told as she saw them: the summaries of her scenes, less those shown as earlier scenes (by
+    // default every one of hers in so short a story; here the last two scenes, less scene 11, which she missed).
+    const narrow = new ContextManager({ ...options, earlierScenes: 2 });
+    const told = await narrow.getRelevantContext('tale', 'the brass key hidden in the lantern room', {
+      povCharacterId: 'mira',
+      state: withSecret,
+      k: 5,
+    });
+    expect(told.prompt.stable).toContain(`[10] Night 11: ${EVENTS[10]}\n`);
+    expect(told.prompt.stable).toContain(`chapter-0001 (as mira saw it): ${EVENTS[0]} ${EVENTS[3]}\n`);
+    expect(told.prompt.stable).toContain(`chapter-0002 (as mira saw it): ${EVENTS[4]} ${EVENTS[6]} ${EVENTS[7]}\n`);
+    expect(told.prompt.stable).toContain(`chapter-0003 (as mira saw it): ${EVENTS[8]} ${EVENTS[9]}\n`);
+    for (const index of [1, 2, 5, 11]) expect(told.prompt.stable).not.toContain(EVENTS[index]!.slice(0, -1));
     expect(bundle.trace.omitted).toContainEqual(
       expect.objectContaining({ id: 'synopsis', reason: 'tells what mira did not witness' }),
     );

@@ -1060,21 +1060,23 @@ export class ContextManager {
 
   /**
    * The chapters of the stable prefix's window as `pov` saw them: for each, the summaries of the scenes the
-   * character was in, oldest first (chapters without one left out). Read once per chapter start and point of view
-   * (the prefix is cached), from the store, so pruning the index takes nothing from it.
+   * character was in, oldest first, less the `shown` ones (the prefix's earlier scenes), chapters left with none
+   * left out. Read once per chapter start and point of view (the prefix is cached), from the store, so pruning the
+   * index takes nothing from it.
    */
   private async witnessedChapters(
     storyId: string,
     chapterStart: StoryState,
     pov: string,
+    shown: ReadonlySet<string>,
   ): Promise<Array<{ chapterId: string; summary: string }>> {
     const closed = chapterStart.chapterIndex;
     const first = Math.max(0, closed - this.summaryChapters);
     const chapters = await Promise.all(
       Array.from({ length: closed - first }, async (_, offset) => {
         const chapterId = chapterIdFor(first + offset);
-        const witnessed = (await this.scenesOfChapter(storyId, chapterId)).filter((scene) =>
-          scene.characters.includes(pov),
+        const witnessed = (await this.scenesOfChapter(storyId, chapterId)).filter(
+          (scene) => scene.characters.includes(pov) && !shown.has(scene.id),
         );
         const summary = witnessed.map((scene) => scene.summary || firstSentence(scene.text)).join(' ');
         return witnessed.length > 0 ? [{ chapterId, summary: clipWords(summary, WITNESSED_CHAPTER_WORDS) }] : [];
@@ -1114,14 +1116,14 @@ export class ContextManager {
     const synopsis = synopsisRecord?.metadata.text;
     // Chapter summaries and the synopsis tell all that happened, witnessed or not. A point of view gets, for each
     // chapter of the window, the summaries of the scenes its character was in instead, and no synopsis.
+    const earlierScenes = await this.scenesBefore(state, chapterStart.sceneCount);
     const chapterSummaries = pov
-      ? await this.witnessedChapters(state.storyId, chapterStart, pov)
+      ? await this.witnessedChapters(state.storyId, chapterStart, pov, new Set(earlierScenes.map((scene) => scene.id)))
       : window.flatMap((record) =>
           record.metadata.text
             ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }]
             : [],
         );
-    const earlierScenes = await this.scenesBefore(state, chapterStart.sceneCount);
     const unwitnessed: OmittedItem[] =
       pov && synopsis
         ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
