@@ -215,23 +215,30 @@ describe('ContextManager.getRelevantContext', () => {
     const { manager } = await buildStory(10);
     const tokenizer = createEstimatingTokenizer();
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 256, max: 6_000 }), fc.integer({ min: 1, max: 8 }), async (budget, k) => {
-        try {
-          const bundle = await manager.getRelevantContext('tale', 'Tobin and the brass key in the storm', {
-            tokenBudget: budget,
-            k,
-          });
-          expect(bundle.tokens.total).toBeLessThanOrEqual(budget);
-          expect(tokenizer.count(bundle.prompt.stable) + tokenizer.count(bundle.prompt.dynamic)).toBeLessThanOrEqual(
-            budget,
-          );
-          if (bundle.trace.omitted.length === 0) expect(bundle.similarScenes.length).toBeLessThanOrEqual(k);
-        } catch (error) {
-          expect((error as { code?: string }).code).toBe('VALIDATION');
-          expect(String(error)).toMatch(/token budget/i);
-        }
-      }),
-      { numRuns: 60, seed: 7 },
+      fc.asyncProperty(
+        fc.integer({ min: 256, max: 6_000 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 0, max: 900 }),
+        async (budget, k, focusWords) => {
+          try {
+            // A long focus makes the required task large: it must fit with its section heading, or be refused.
+            const query = `Tobin and the brass key in the storm ${'lamp '.repeat(focusWords)}`.trim();
+            const bundle = await manager.getRelevantContext('tale', query, {
+              tokenBudget: budget,
+              k,
+            });
+            expect(bundle.tokens.total).toBeLessThanOrEqual(budget);
+            expect(tokenizer.count(bundle.prompt.stable) + tokenizer.count(bundle.prompt.dynamic)).toBeLessThanOrEqual(
+              budget,
+            );
+            if (bundle.trace.omitted.length === 0) expect(bundle.similarScenes.length).toBeLessThanOrEqual(k);
+          } catch (error) {
+            expect((error as { code?: string }).code).toBe('VALIDATION');
+            expect(String(error)).toMatch(/token budget/i);
+          }
+        },
+      ),
+      { numRuns: 150, seed: 7 },
     );
   });
 

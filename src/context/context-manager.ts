@@ -33,6 +33,7 @@ import {
   type PromptItem,
   packItems,
   quoteAudienceText,
+  requiredTokens,
   stablePrefixItems,
 } from './prompt-layout.js';
 import {
@@ -112,13 +113,6 @@ function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImpor
 /** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
 function prunedBy(marks: readonly PruneMark[], lastIndex: number, importance: number): boolean {
   return marks.some((mark) => lastIndex < mark.before && importance < mark.maxImportance);
-}
-
-/** Tokens the required items take at their lowest detail, with the separator `packItems` counts for each. */
-function requiredTokens(items: readonly PromptItem[], tokenizer: Tokenizer): number {
-  let total = 0;
-  for (const item of items) if (item.required) total += tokenizer.count(item.variants.at(-1) ?? '') + 1;
-  return total;
 }
 
 /** Id prefix of an audience influence's item in the packed prompt and its trace. */

@@ -75,14 +75,17 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
     return tokens;
   };
   let used = 0;
+  const opened = new Set<string>();
+  const sectionCost = (section: string) => sectionOverhead(section, opened, countOf);
   for (const item of byPriority) {
     let placed = false;
     for (let level = 0; level < item.variants.length && level < LEVELS.length; level++) {
       const text = item.variants[level]!;
       if (text.length === 0) continue;
-      const cost = countOf(text) + 1;
+      const cost = countOf(text) + 1 + sectionCost(item.section);
       if (used + cost <= budget) {
         chosen.set(item, level);
+        opened.add(item.section);
         used += cost;
         placed = true;
         break;
@@ -91,7 +94,7 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
     if (!placed) {
       if (item.required) {
         throw new ValidationError(
-          `The token budget of ${budget} is too small: "${item.id}" needs at least ${tokenizer.count(item.variants.at(-1) ?? '')} tokens more`,
+          `The token budget of ${budget} is too small: "${item.id}" needs ${countOf(item.variants.at(-1) ?? '') + 1 + sectionCost(item.section)} tokens and ${budget - used} are left`,
           { problems: [{ path: 'tokenBudget', message: `too small for the required item ${item.id}` }] },
         );
       }
@@ -100,10 +103,18 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
   }
   let render = renderChosen(items, chosen);
   let renderTokens = tokenizer.count(render);
-  // A tokenizer that is not additive (joins can cost extra) may push the whole over: drop from the lowest priority.
+  // A tokenizer that is not additive (joins can cost extra) may push the whole over: drop from the lowest priority,
+  // required items never; when only they are left and still too many, the budget is too small for them.
   while (renderTokens > budget) {
-    const victim = [...chosen.keys()].sort((a, b) => a.priority - b.priority || order.get(b)! - order.get(a)!)[0];
-    if (!victim || victim.required) break;
+    const victim = [...chosen.keys()]
+      .filter((item) => !item.required)
+      .sort((a, b) => a.priority - b.priority || order.get(b)! - order.get(a)!)[0];
+    if (!victim) {
+      throw new ValidationError(
+        `The token budget of ${budget} is too small: the required items alone take ${renderTokens} tokens`,
+        { problems: [{ path: 'tokenBudget', message: 'too small for the required items' }] },
+      );
+    }
     chosen.delete(victim);
     omitted.push({ id: victim.id, section: victim.section, reason: 'token budget' });
     render = renderChosen(items, chosen);
@@ -122,6 +133,28 @@ export function packItems(items: readonly PromptItem[], budget: number, tokenize
       };
     });
   return { text: render, tokens: renderTokens, included, omitted };
+}
+
+/**
+ * What the render adds around a section's items, paid by the first item placed in it: its heading line and the
+ * blank line before it.
+ */
+function sectionOverhead(section: string, opened: ReadonlySet<string>, count: (text: string) => number): number {
+  if (opened.has(section)) return 0;
+  return section.startsWith('#') ? count(section) + 2 : 1;
+}
+
+/** The tokens `packItems` needs for the required items at their least detail, their sections' headings included. */
+export function requiredTokens(items: readonly PromptItem[], tokenizer: Tokenizer): number {
+  const opened = new Set<string>();
+  const count = (text: string) => tokenizer.count(text);
+  let total = 0;
+  for (const item of items) {
+    if (!item.required) continue;
+    total += count(item.variants.at(-1) ?? '') + 1 + sectionOverhead(item.section, opened, count);
+    opened.add(item.section);
+  }
+  return total;
 }
 
 function renderChosen(items: readonly PromptItem[], chosen: ReadonlyMap<PromptItem, number>): string {

@@ -1,0 +1,94 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { createEstimatingTokenizer } from './estimating-tokenizer.js';
+import { type PromptItem, packItems } from './prompt-layout.js';
+
+const SECTIONS = ['instructions', '# Task', '# Memories that may matter', '# Recent scenes', '# Audience input'];
+
+/** Items of a few sections, in any order, with one to three variants of any length, some of them required. */
+const itemsArbitrary = fc
+  .array(
+    fc.record({
+      section: fc.constantFrom(...SECTIONS),
+      priority: fc.integer({ min: 0, max: 100 }),
+      words: fc.array(fc.integer({ min: 0, max: 400 }), { minLength: 1, maxLength: 3 }),
+      required: fc.boolean(),
+    }),
+    { minLength: 1, maxLength: 14 },
+  )
+  .map((specs) =>
+    specs.map(
+      (spec, index): PromptItem => ({
+        id: `item:${index}`,
+        section: spec.section,
+        priority: spec.priority,
+        // Each variant shorter than the one before it, as the layout's are.
+        variants: [...spec.words]
+          .sort((a, b) => b - a)
+          .map((count, level) => `${'word '.repeat(count)}item ${index} level ${level}`.trim()),
+        reason: 'test',
+        required: spec.required && index % 3 === 0,
+      }),
+    ),
+  );
+
+describe('packItems', () => {
+  it('never renders more tokens than the budget, or refuses with a typed error', () => {
+    // Sections add a heading line and a blank line to the render; the packer must count them, and when the
+    // required items alone do not fit it must say so rather than return more than it was given.
+    for (const charsPerToken of [1, 3.5, 8]) {
+      const tokenizer = createEstimatingTokenizer({ charsPerToken });
+      fc.assert(
+        fc.property(itemsArbitrary, fc.integer({ min: 1, max: 3_000 }), (items, budget) => {
+          try {
+            const packed = packItems(items, budget, tokenizer);
+            expect(packed.tokens).toBe(tokenizer.count(packed.text));
+            expect(packed.tokens).toBeLessThanOrEqual(budget);
+            // Every item is either in or reported out, once.
+            const ids = [...packed.included.map((item) => item.id), ...packed.omitted.map((item) => item.id)];
+            expect(ids.sort()).toEqual(items.map((item) => item.id).sort());
+            for (const item of items.filter((candidate) => candidate.required)) {
+              expect(packed.included.map((included) => included.id)).toContain(item.id);
+            }
+          } catch (error) {
+            expect((error as { code?: string }).code).toBe('VALIDATION');
+            expect(String(error)).toMatch(/token budget of \d+ is too small/);
+          }
+        }),
+        { numRuns: 400, seed: 11 },
+      );
+    }
+  });
+
+  it('keeps the sections in first-seen order and lowers detail before dropping', () => {
+    const tokenizer = createEstimatingTokenizer();
+    const items: PromptItem[] = [
+      {
+        id: 'task',
+        section: '# Task',
+        priority: 100,
+        variants: ['Write the next scene.'],
+        reason: 'r',
+        required: true,
+      },
+      {
+        id: 'memory',
+        section: '# Memories',
+        priority: 50,
+        variants: [`${'long '.repeat(200)}memory`, 'short memory'],
+        reason: 'r',
+      },
+    ];
+    const roomy = packItems(items, 1_000, tokenizer);
+    expect(roomy.text.indexOf('# Task')).toBeLessThan(roomy.text.indexOf('# Memories'));
+    expect(roomy.included.map((item) => item.detail)).toEqual(['full', 'full']);
+    const tight = packItems(items, 24, tokenizer);
+    expect(tight.included.map((item) => [item.id, item.detail])).toEqual([
+      ['task', 'full'],
+      ['memory', 'summary'],
+    ]);
+    const tighter = packItems(items, 16, tokenizer);
+    expect(tighter.included.map((item) => item.id)).toEqual(['task']);
+    expect(tighter.omitted).toEqual([{ id: 'memory', section: '# Memories', reason: 'token budget' }]);
+  });
+});
