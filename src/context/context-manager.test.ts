@@ -405,6 +405,39 @@ describe('ContextManager memory upkeep', () => {
     expect(after.byType.scene).toBe(before.byType.scene);
   });
 
+  it("shares an automatic rebuild between callers: one caller's abort stops only its own wait", async () => {
+    const built = await buildStory(6);
+    const base = createHashingEmbedder({ dimensions: DIMENSIONS, seed: 99 });
+    // The rebuild's document embeddings wait at a gate, so both callers are waiting on it when one aborts.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let rebuilding = false;
+    const embedder = {
+      ...base,
+      embed: async (texts: string[], options?: Parameters<typeof base.embed>[1]) => {
+        if (options?.inputType === 'document') {
+          rebuilding = true;
+          await gate;
+        }
+        return base.embed(texts, options);
+      },
+    };
+    const changed = new ContextManager({ ...built.options, embedder });
+    const controller = new AbortController();
+    const aborting = changed.getRelevantContext('tale', 'the brass key', { signal: controller.signal });
+    const patient = changed.getRelevantContext('tale', 'the brass key');
+    while (!rebuilding) await new Promise((resolve) => setTimeout(resolve, 1));
+    controller.abort();
+    // The aborted caller is released at once, while the rebuild is still held at the gate.
+    await expect(aborting).rejects.toMatchObject({ code: 'ABORTED' });
+    release();
+    const bundle = await patient;
+    expect(bundle.similarScenes[0]?.sceneId).toBe(built.scenes[1]!.id);
+    expect((await changed.stats('tale')).byType.scene).toBe(6);
+  });
+
   it('summarizes closed chapters and keeps a synopsis', async () => {
     const { manager } = await buildStory(8, { chapterLength: 4 });
     const stats = await manager.stats('tale');

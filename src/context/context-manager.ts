@@ -8,7 +8,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { throwIfAborted, ValidationError } from '../core/errors.js';
+import { AbortedError, throwIfAborted, ValidationError } from '../core/errors.js';
 import {
   chapterIdFor,
   LIMITS,
@@ -810,6 +810,7 @@ export class ContextManager {
 
   /** `indexing`: the scene being indexed, which an empty index is not expected to hold yet. */
   private async ensureFingerprint(storyId: string, signal: AbortSignal | undefined, indexing?: string): Promise<void> {
+    throwIfAborted(signal);
     let check = this.verified.get(storyId);
     if (!check) {
       check = (async () => {
@@ -821,13 +822,15 @@ export class ContextManager {
         // An empty index of a story without scenes needs only the fingerprint; anything else was built differently.
         const holdsRecords = count > 0 || keywordCount > 0;
         if (holdsRecords ? await this.store.exists(storyId) : await this.hasScenes(storyId, indexing)) {
-          await this.reindex(storyId, { signal });
-        } else await this.writeFingerprint(storyId, signal);
+          await this.reindex(storyId);
+        } else await this.writeFingerprint(storyId, undefined);
       })();
       this.verified.set(storyId, check);
       check.catch(() => this.verified.delete(storyId));
     }
-    await check;
+    // The check and a rebuild it starts are shared by every caller meanwhile, so they run under no caller's signal;
+    // each caller stops waiting when its own signal fires.
+    await waitUnlessAborted(check, signal);
   }
 
   private async writeFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
@@ -1557,6 +1560,26 @@ export class ContextManager {
     }
     for (const location of locations) if (known.size < 2_000) known.add(location);
   }
+}
+
+/** `promise`, or an `AbortedError` as soon as `signal` fires: for waiting on work shared with other callers. */
+function waitUnlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new AbortedError(undefined, { cause: signal.reason }));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortedError(undefined, { cause: signal.reason }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 interface Unit {
