@@ -298,9 +298,13 @@ describe('ContextManager.getRelevantContext', () => {
     const omniscient = await manager.getRelevantContext('tale', 'the brass key hidden in the lantern room', { k: 5 });
     expect(omniscient.prompt.stable).toContain('Tobin found a brass key');
     expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain('the key opens the sunken bell');
-    await expect(manager.getRelevantContext('tale', 'x', { povCharacterId: 'nobody' })).rejects.toMatchObject({
-      code: 'VALIDATION',
-    });
+    // Unknown ids, those of Object.prototype's members included, are refused.
+    for (const povCharacterId of ['nobody', 'constructor', 'toString', '__proto__']) {
+      await expect(manager.getRelevantContext('tale', 'x', { povCharacterId })).rejects.toMatchObject({
+        code: 'VALIDATION',
+      });
+      await expect(manager.indexCharacter('tale', povCharacterId)).rejects.toMatchObject({ code: 'VALIDATION' });
+    }
   });
 
   it('quotes hostile audience text as data that cannot break out of its line', async () => {

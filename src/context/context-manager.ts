@@ -424,7 +424,8 @@ export class ContextManager {
     const loadTime = performance.now() - loadStart;
     if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
     const pov = options.povCharacterId;
-    if (pov !== undefined && !state.characters[pov]) {
+    // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
+    if (pov !== undefined && !Object.hasOwn(state.characters, pov)) {
       throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`);
     }
     const fingerprintStart = performance.now();
@@ -566,7 +567,7 @@ export class ContextManager {
   /** Indexes (or re-indexes) one character as it stands in the state. */
   async indexCharacter(storyId: string, characterId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     const state = await this.store.load(storyId);
-    const character = state.characters[characterId];
+    const character = Object.hasOwn(state.characters, characterId) ? state.characters[characterId] : undefined;
     if (!character) throw new ValidationError(`"${characterId}" is not a character of "${storyId}"`);
     await this.writeUnits(storyId, [this.characterUnit(storyId, character, null)], options.signal);
   }
