@@ -35,6 +35,7 @@ import {
   quoteAudienceText,
   requiredTokens,
   stablePrefixItems,
+  threadKnownTo,
 } from './prompt-layout.js';
 import {
   composeEmbeddingText,
@@ -137,9 +138,10 @@ export interface RelevantContextOptions {
   tokenBudget?: number;
   /**
    * Only what this character witnessed or knows: scenes it is in (retrieved, earlier, in the chapter journal, and
-   * the previous scene's ending only when it was there), its own knowledge and no one else's. Chapter summaries and
-   * the synopsis tell everything, so older chapters are told by the summaries of the scenes it was in instead, and
-   * the synopsis is left out (the trace says why).
+   * the previous scene's ending only when it was there), its own knowledge and no one else's, and the summary and
+   * setups only of plot threads it is in. Chapter summaries and the synopsis tell everything, so older chapters are
+   * told by the summaries of the scenes it was in instead, and the synopsis is left out (the trace says why). It
+   * scopes `similarScenes` and `prompt`; `coreState` and `cachedContext` stay the whole story's.
    */
   povCharacterId?: string;
   signal?: AbortSignal;
@@ -195,8 +197,12 @@ export interface ContextBundle {
   version: number;
   query: string;
   similarScenes: SimilarScene[];
-  /** The current state without its influence queue. */
+  /**
+   * The current state without its influence queue: the whole story, for the caller's own use. A point of view
+   * scopes `similarScenes` and `prompt`, not this.
+   */
   coreState: Omit<StoryState, 'userInfluenceQueue'>;
+  /** The frequent context of this version, as `ContextCache` serves it: like `coreState`, not scoped by a point of view. */
   cachedContext: FrequentContext;
   influences: AudienceInput[];
   /**
@@ -1655,10 +1661,11 @@ function changesSince(
     const before = start.plotThreads.find((candidate) => candidate.id === thread.id);
     if (!before || before.status !== thread.status || before.summary !== thread.summary) {
       const what = before ? `${before.status} → ${thread.status}` : `opened (${thread.status})`;
+      const summary = threadKnownTo(thread, pov) && thread.summary ? ` ${thread.summary}` : '';
       lines.push({
         id: `thread-change:${thread.id}`,
         variants: [
-          `- Thread "${thread.title}" (${thread.id}): ${what}. ${thread.summary}`,
+          `- Thread "${thread.title}" (${thread.id}): ${what}.${summary}`,
           `- Thread "${thread.title}": ${what}`,
         ],
       });

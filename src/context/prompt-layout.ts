@@ -267,7 +267,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       id: `thread:${thread.id}`,
       section: `# Plot threads at the start of ${state.chapterId}`,
       priority: thread.status === 'resolved' ? 30 : 50 + Math.round(thread.importance * 30),
-      variants: threadVariants(thread, state),
+      variants: threadVariants(thread, state, input.povCharacterId),
       reason: `${thread.status} thread, importance ${thread.importance}`,
     });
   }
@@ -358,18 +358,29 @@ export function characterVariants(character: CharacterState, state: StoryState, 
   return [full, summary, line];
 }
 
-function threadVariants(thread: PlotThread, state: StoryState): string[] {
+/**
+ * Whether a point of view may read a thread's summary and setups: they tell what happened in its scenes, so only a
+ * character the thread involves does. Every point of view sees a thread's title, status and cast.
+ */
+export function threadKnownTo(thread: PlotThread, povCharacterId: string | undefined): boolean {
+  return povCharacterId === undefined || thread.characters.includes(povCharacterId);
+}
+
+function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: string): string[] {
   const names = thread.characters.map((id) => state.characters[id]?.name ?? id).join(', ');
   const head = `- [${thread.status}] ${thread.title} (id: ${thread.id}, importance ${thread.importance.toFixed(2)})`;
+  const known = threadKnownTo(thread, povCharacterId);
   const full = [
     head,
-    thread.summary ? `  ${thread.summary}` : '',
+    known && thread.summary ? `  ${thread.summary}` : '',
     names ? `  Involves: ${names}` : '',
-    thread.setups.length > 0 ? `  Unpaid setups: ${thread.setups.join(' | ')}` : '',
+    known && thread.setups.length > 0 ? `  Unpaid setups: ${thread.setups.join(' | ')}` : '',
   ]
     .filter(Boolean)
     .join('\n');
-  const summary = [head, thread.summary ? `  ${firstSentence(thread.summary)}` : ''].filter(Boolean).join('\n');
+  const summary = [head, known && thread.summary ? `  ${firstSentence(thread.summary)}` : '']
+    .filter(Boolean)
+    .join('\n');
   return [full, summary, head];
 }
 
