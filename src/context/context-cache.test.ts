@@ -116,6 +116,30 @@ describe('ContextCache', () => {
     await expect(cache.invalidate('tale')).resolves.toBeUndefined();
   });
 
+  it('holds only the scenes of the version asked for, not those committed after it', async () => {
+    // A state loaded just before another writer commits (or an older one asked for): its recent scenes are its own
+    // (listed oldest first).
+    const { store } = await storyWithScenes(3);
+    const v3 = await store.load('tale');
+    let state = v3;
+    for (let i = 0; i < 4; i++) {
+      const scene = makeNextScene(state);
+      state = (
+        await store.commitScene('tale', {
+          expectedVersion: state.version,
+          scene,
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        })
+      ).state;
+    }
+    const cache = new ContextCache({ driver: createMemoryCacheDriver(), store, recentScenes: 2 });
+    const old = await cache.getFrequentContext('tale', { state: v3 });
+    expect(old.recent_scenes.map((scene) => scene.index)).toEqual([1, 2]);
+    const now = await cache.getFrequentContext('tale');
+    expect(now.recent_scenes.map((scene) => scene.index)).toEqual([5, 6]);
+  });
+
   it('treats a corrupt or foreign entry as a miss', async () => {
     const { store } = await storyWithScenes(1);
     const driver = createMemoryCacheDriver();

@@ -20,7 +20,7 @@ import {
   type VectorRecordInput,
 } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
-import { type ContextCache, type FrequentContext, frequentContextOf } from './context-cache.js';
+import { type ContextCache, type FrequentContext, frequentContextOf, recentScenesOf } from './context-cache.js';
 import { type Embedder, embedInBatches } from './embedder.js';
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
 import { createExtractiveSummarizer } from './extractive-summarizer.js';
@@ -1091,8 +1091,7 @@ export class ContextManager {
 
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
     if (this.cache) return this.cache.getFrequentContext(state.storyId, { state });
-    const page = await this.store.listScenes(state.storyId, { order: 'desc', limit: Math.max(1, this.recentScenes) });
-    return frequentContextOf(state, page.items);
+    return frequentContextOf(state, await recentScenesOf(this.store, state, Math.max(1, this.recentScenes)));
   }
 
   private async chapterStartState(state: StoryState): Promise<StoryState> {
