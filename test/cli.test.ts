@@ -154,7 +154,7 @@ describe('the storyloom command', () => {
     expect((await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '14', '--no-images'])).code).toBe(0);
     const stats = JSON.parse((await storyloom(cwd, ['memory', 'stats', '--data', 'proj', '--json'])).stdout);
     expect(stats.byType.summary).toBeGreaterThanOrEqual(2); // closed chapters and the synopsis
-    expect(stats.byType.meta).toBe(2); // the fingerprint and the prune record
+    expect(stats.byType.meta).toBe(3); // the fingerprint, the known locations and the prune record
     expect(stats.byType.scene).toBeGreaterThan(0); // the open chapter
     expect(stats.byType.scene).toBeLessThan(14);
 

@@ -727,11 +727,86 @@ describe('ContextManager memory upkeep', () => {
     expect(wide.prompt.stable).toMatch(/chapter-0001: /);
   });
 
+  it('knows the locations scenes named in every process: a cold one, and after a rebuild', async () => {
+    const built = await buildStory(6);
+    // Another process, which read the known locations before the next two scenes named new ones.
+    const other = new ContextManager(built.options);
+    await other.getRelevantContext('tale', 'x');
+    let state = built.state;
+    for (const locations of [['drowned-archive'], ['the lighthouse']]) {
+      const scene = makeNextScene(state, { locations });
+      state = (
+        await built.store.commitScene('tale', {
+          expectedVersion: state.version,
+          scene,
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        })
+      ).state;
+      await built.manager.indexScene(scene, { state });
+    }
+    const query = 'Mira goes back down to the drowned-archive';
+    const warm = await built.manager.getRelevantContext('tale', query);
+    expect(warm.trace.exact.locations).toEqual(['drowned-archive']);
+    // A new process (a cold Lambda, the next CLI run) over the same indexes.
+    const cold = await new ContextManager(built.options).getRelevantContext('tale', query);
+    expect(cold.trace.exact.locations).toEqual(['drowned-archive']);
+    // The other process indexes a scene: what this one learned meanwhile is merged, not overwritten, by its write.
+    const scene = makeNextScene(state, { locations: ['the salt caves'] });
+    state = (
+      await built.store.commitScene('tale', {
+        expectedVersion: state.version,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      })
+    ).state;
+    await other.indexScene(scene, { state });
+    const merged = await new ContextManager(built.options).getRelevantContext(
+      'tale',
+      'the salt caves and the drowned-archive',
+    );
+    expect([...merged.trace.exact.locations].sort()).toEqual(['drowned-archive', 'the salt caves']);
+    // A rebuild learns them again from the scenes.
+    await new ContextManager(built.options).reindex('tale');
+    const rebuilt = await new ContextManager(built.options).getRelevantContext('tale', query);
+    expect(rebuilt.trace.exact.locations).toEqual(['drowned-archive']);
+  });
+
+  it('keeps the most recently named locations when they outgrow their record', async () => {
+    const built = await buildStory(1);
+    let state = built.state;
+    // Four scenes of 64 locations each: more than the record's 2,000 characters hold.
+    for (let batch = 0; batch < 4; batch++) {
+      const locations = Array.from({ length: 64 }, (_, i) => `place-${batch}-${String(i).padStart(2, '0')}`);
+      const scene = makeNextScene(state, { locations });
+      state = (
+        await built.store.commitScene('tale', {
+          expectedVersion: state.version,
+          scene,
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        })
+      ).state;
+      await built.manager.indexScene(scene, { state });
+    }
+    const [record] = await built.options.vectors.fetch('tale', ['meta-locations']);
+    const stored = JSON.parse(record!.metadata.text!) as string[];
+    expect(record!.metadata.text!.length).toBeLessThanOrEqual(2_000);
+    expect(stored.slice(-64)).toEqual(Array.from({ length: 64 }, (_, i) => `place-3-${String(i).padStart(2, '0')}`));
+    expect(stored).not.toContain('place-0-00');
+    const cold = await new ContextManager(built.options).getRelevantContext(
+      'tale',
+      'back to place-3-07 and place-0-00',
+    );
+    expect(cold.trace.exact.locations).toEqual(['place-3-07']);
+  });
+
   it('describes the vector space: counts by type, norms, near-duplicates', async () => {
     const { manager } = await buildStory(12);
     const stats = await manager.stats('tale');
     expect(stats.byType.scene).toBe(12);
-    expect(stats.byType.meta).toBe(1);
+    expect(stats.byType.meta).toBe(2); // the fingerprint and the known locations
     expect(stats.norms.min).toBeGreaterThan(0.99);
     expect(stats.norms.max).toBeLessThan(1.01);
     expect(stats.nearDuplicateRate).toBeGreaterThanOrEqual(0);

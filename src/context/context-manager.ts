@@ -63,6 +63,8 @@ import type { VectorIndex, VectorMatch } from './vector-index.js';
 const INDEX_LAYOUT_VERSION = 2;
 const FINGERPRINT_ID = 'meta-fingerprint';
 const SYNOPSIS_ID = 'summary-synopsis';
+/** The `meta` record of the locations scenes have named, so a process that did not index them still knows them. */
+const LOCATIONS_ID = 'meta-locations';
 /** The most words of a chapter told from a point of view (about a chapter summary's length). */
 const WITNESSED_CHAPTER_WORDS = 150;
 /** The meta record that remembers what `prune` dropped, so that `reindex` does not bring it back. */
@@ -371,7 +373,8 @@ export class ContextManager {
    * questions between episodes) skip listing and filtering the chapter's scenes. Read-only for callers.
    */
   private readonly journals = new Map<string, ChapterJournal>();
-  private readonly locations = new Map<string, Set<string>>();
+  /** Per story, the locations scenes have named, least recently named first, as many as the meta record holds. */
+  private readonly locations = new Map<string, string[]>();
 
   constructor(options: ContextManagerOptions) {
     this.store = options.store;
@@ -555,7 +558,7 @@ export class ContextManager {
       }
     }
     await this.writeUnits(scene.storyId, units, options.signal);
-    this.learnLocations(scene.storyId, scene.locations);
+    if (this.learnLocations(scene.storyId, scene.locations)) await this.saveLocations(scene.storyId, options.signal);
     if (state.chapterId !== scene.chapterId && state.sceneCount === scene.index + 1) {
       await this.summarizeChapter(scene.storyId, scene.chapterId, { signal: options.signal });
       if (this.autoPrune) await this.prune(scene.storyId, { ...this.autoPrune, signal: options.signal });
@@ -682,6 +685,7 @@ export class ContextManager {
       report({ phase: 'summaries', done: chapter + 1, total: latest.chapterIndex });
     }
     await this.updateSynopsis(storyId, options.signal);
+    await this.saveLocations(storyId, options.signal);
     await this.writeFingerprint(storyId, options.signal);
     this.verified.set(storyId, Promise.resolve());
     report({ phase: 'done', done: 1, total: 1 });
@@ -821,8 +825,12 @@ export class ContextManager {
     let check = this.verified.get(storyId);
     if (!check) {
       check = (async () => {
-        const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
-        if (stored?.metadata.text === this.fingerprint) return;
+        const records = await this.vectors.fetch(storyId, [FINGERPRINT_ID, LOCATIONS_ID]);
+        const stored = records.find((record) => record.id === FINGERPRINT_ID);
+        if (stored?.metadata.text === this.fingerprint) {
+          this.learnLocations(storyId, parseLocations(records.find((record) => record.id === LOCATIONS_ID)));
+          return;
+        }
         const { count } = await this.vectors.stats(storyId);
         const keywordCount = await this.keywords.count(storyId);
         // An index that is empty while the story has scenes was cleared by a rebuild cut short (or lost): rebuild it.
@@ -923,7 +931,7 @@ export class ContextManager {
       query,
       state.plotThreads.map((thread) => ({ id: thread.id, names: [thread.title] })),
     );
-    const known = [...(this.locations.get(state.storyId) ?? [])];
+    const known = this.locations.get(state.storyId) ?? [];
     const locations = findNamedEntities(
       query,
       known.map((location) => ({ id: location, names: [location] })),
@@ -1558,13 +1566,47 @@ export class ContextManager {
     return matches.length;
   }
 
-  private learnLocations(storyId: string, locations: readonly string[]): void {
-    let known = this.locations.get(storyId);
-    if (!known) {
-      known = new Set();
-      this.locations.set(storyId, known);
+  /**
+   * Adds the locations a scene names, as the most recently named, and drops the least recently named beyond what the
+   * meta record holds. Returns whether a location was new (the record is then worth writing).
+   */
+  private learnLocations(storyId: string, locations: readonly string[]): boolean {
+    const known = this.locations.get(storyId) ?? [];
+    let added = false;
+    for (const location of locations) {
+      const at = known.indexOf(location);
+      if (at >= 0) known.splice(at, 1);
+      else added = true;
+      known.push(location);
     }
-    for (const location of locations) if (known.size < 2_000) known.add(location);
+    let size = JSON.stringify(known).length;
+    while (size > LIMITS.metadataText && known.length > 0) size -= JSON.stringify(known.shift()!).length + 1;
+    this.locations.set(storyId, known);
+    return added;
+  }
+
+  /**
+   * Writes the known locations to their meta record, merged first with the record as stored: another process may
+   * have added some since this one read it.
+   */
+  private async saveLocations(storyId: string, signal: AbortSignal | undefined): Promise<void> {
+    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
+    const mine = this.locations.get(storyId) ?? [];
+    this.locations.set(storyId, []);
+    this.learnLocations(storyId, [...parseLocations(record).filter((location) => !mine.includes(location)), ...mine]);
+    const known = this.locations.get(storyId)!;
+    if (known.length > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', JSON.stringify(known), signal);
+  }
+}
+
+/** The locations a `meta-locations` record holds; none when it is missing or does not parse. */
+function parseLocations(record: VectorRecord | undefined): string[] {
+  if (!record?.metadata.text) return [];
+  try {
+    const parsed: unknown = JSON.parse(record.metadata.text);
+    return Array.isArray(parsed) ? parsed.filter((location): location is string => typeof location === 'string') : [];
+  } catch {
+    return [];
   }
 }
 
