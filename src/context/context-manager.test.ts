@@ -203,6 +203,44 @@ describe('ContextManager.getRelevantContext', () => {
     expect(nextChapter.prompt.stable).toContain('Synopsis:');
   });
 
+  it('keeps the prefix byte-identical late in a chapter longer than a page of scenes', async () => {
+    // A first chapter of 30 scenes, then a long one (chapterLength may be up to 1,000). Each call is a new process,
+    // so no in-process cache hides a change; the earlier scenes sit behind more than 1,000 newer ones by the end.
+    const store = createMemoryStateStore();
+    const options: ContextManagerOptions = {
+      store,
+      vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
+      keywords: createMemoryKeywordIndex(),
+      embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+    };
+    let state = await store.create(
+      makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength: 1_000 } }),
+    );
+    const commit = async (count: number) => {
+      for (let i = 0; i < count; i++) {
+        const scene = makeNextScene(state);
+        const closes = state.sceneCount === 29;
+        const next = makeNextState(state, scene, closes ? { chapterIndex: 1, chapterId: chapterIdFor(1) } : {});
+        state = (
+          await store.commitScene('tale', {
+            expectedVersion: state.version,
+            scene,
+            nextState: next,
+            consumedInfluenceIds: [],
+          })
+        ).state;
+      }
+    };
+    const prefix = async () =>
+      (await new ContextManager(options).getRelevantContext('tale', 'the lamp', { tokenBudget: 30_000 })).prompt
+        .stableBlocks[0]!;
+    await commit(990);
+    const early = await prefix();
+    expect(early).toContain('[29] Night 30'); // the last scene before the chapter, among the earlier scenes
+    await commit(30);
+    expect(await prefix()).toBe(early);
+  });
+
   it('puts most input tokens in the stable prefix from the second episode of a chapter', async () => {
     const { manager } = await buildStory(6, { chapterLength: 50 });
     const bundle = await manager.getRelevantContext('tale', 'Mira and the lens', { k: 5, tokenBudget: 6_000 });

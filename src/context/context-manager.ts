@@ -1225,22 +1225,28 @@ export class ContextManager {
   /** The last `earlierScenes` scenes before index `end`, oldest first. */
   private async scenesBefore(state: StoryState, end: number) {
     if (this.earlierScenes === 0 || end === 0) return [];
+    // Newest first, past the chapter's own scenes: one page unless the chapter is longer than a page holds.
     const inChapter = state.sceneCount - end;
-    const page = await this.store.listScenes(state.storyId, {
-      order: 'desc',
-      limit: Math.min(1_000, this.earlierScenes + inChapter),
-    });
-    return page.items
-      .filter((scene) => scene.index < end)
-      .slice(0, this.earlierScenes)
-      .reverse()
-      .map((scene) => ({
-        id: scene.id,
-        index: scene.index,
-        title: scene.title,
-        summary: scene.summary || firstSentence(scene.text),
-        characters: scene.characters,
-      }));
+    const earlier: Scene[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.store.listScenes(state.storyId, {
+        order: 'desc',
+        limit: Math.min(1_000, this.earlierScenes + inChapter),
+        ...(cursor ? { cursor } : {}),
+      });
+      for (const scene of page.items) {
+        if (scene.index < end && earlier.length < this.earlierScenes) earlier.push(scene);
+      }
+      cursor = page.nextCursor;
+    } while (cursor && earlier.length < this.earlierScenes);
+    return earlier.reverse().map((scene) => ({
+      id: scene.id,
+      index: scene.index,
+      title: scene.title,
+      summary: scene.summary || firstSentence(scene.text),
+      characters: scene.characters,
+    }));
   }
 
   private dynamicItems(
