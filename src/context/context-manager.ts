@@ -8,7 +8,8 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { AbortedError, throwIfAborted, ValidationError } from '../core/errors.js';
+import { z } from 'zod';
+import { AbortedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import {
   chapterIdFor,
   LIMITS,
@@ -131,6 +132,19 @@ export interface AudienceInput {
   weight: number;
   winning?: boolean;
 }
+
+/** What `options.influences` must hold: the fields the prompt shows (others are ignored). */
+const AudienceInputsSchema = z.array(
+  z.looseObject({
+    id: z.string().min(1),
+    kind: z.string(),
+    author: z.string(),
+    choice: z.string().nullable(),
+    text: z.string(),
+    weight: z.number().finite(),
+    winning: z.boolean().optional(),
+  }),
+);
 
 /** Options of one `getRelevantContext` call. */
 export interface RelevantContextOptions {
@@ -426,6 +440,13 @@ export class ContextManager {
     const budget = checkInteger(options.tokenBudget ?? this.defaultTokenBudget, 'tokenBudget', 256, 2_000_000);
     if (typeof query !== 'string' || query.length > LIMITS.description * 4) {
       throw new ValidationError(`query must be a string of at most ${LIMITS.description * 4} characters`);
+    }
+    if (options.influences !== undefined) {
+      const parsed = AudienceInputsSchema.safeParse(options.influences);
+      if (!parsed.success) {
+        const problems = toProblems(parsed.error.issues, 'influences');
+        throw new ValidationError(`Invalid influences: ${problems[0]!.path}: ${problems[0]!.message}`, { problems });
+      }
     }
     throwIfAborted(options.signal);
     const loadStart = performance.now();
