@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createMemoryStateStore } from '../state/memory.js';
+import type { StoryState } from '../state/schema.js';
+import type { StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import type { CacheDriver } from './cache-driver.js';
 import { ContextCache } from './context-cache.js';
@@ -7,7 +9,12 @@ import { createMemoryCacheDriver } from './memory-cache.js';
 
 async function storyWithScenes(count: number) {
   const store = createMemoryStateStore();
-  let state = await store.create(makeStoryState('tale'));
+  const state = await commitScenes(store, await store.create(makeStoryState('tale')), count);
+  return { store, state };
+}
+
+/** Commits `count` more scenes after `state`; returns the last state. */
+async function commitScenes(store: StoryStateStore, state: StoryState, count: number): Promise<StoryState> {
   for (let i = 0; i < count; i++) {
     const scene = makeNextScene(state);
     state = (
@@ -19,7 +26,7 @@ async function storyWithScenes(count: number) {
       })
     ).state;
   }
-  return { store, state };
+  return state;
 }
 
 function failingDriver(): CacheDriver & { calls: number } {
@@ -121,18 +128,7 @@ describe('ContextCache', () => {
     // (listed oldest first).
     const { store } = await storyWithScenes(3);
     const v3 = await store.load('tale');
-    let state = v3;
-    for (let i = 0; i < 4; i++) {
-      const scene = makeNextScene(state);
-      state = (
-        await store.commitScene('tale', {
-          expectedVersion: state.version,
-          scene,
-          nextState: makeNextState(state, scene),
-          consumedInfluenceIds: [],
-        })
-      ).state;
-    }
+    await commitScenes(store, v3, 4);
     const cache = new ContextCache({ driver: createMemoryCacheDriver(), store, recentScenes: 2 });
     const old = await cache.getFrequentContext('tale', { state: v3 });
     expect(old.recent_scenes.map((scene) => scene.index)).toEqual([1, 2]);

@@ -50,6 +50,27 @@ function suggestions(count: number, text: string) {
   }));
 }
 
+/** Commits one more scene of `state` (indexed by `manager` when given); returns the new state and the scene. */
+async function commitNext(
+  store: StoryStateStore,
+  state: StoryState,
+  scene: Partial<Scene> = {},
+  next: Partial<StoryState> = {},
+  manager?: ContextManager,
+): Promise<{ state: StoryState; scene: Scene }> {
+  const made = makeNextScene(state, scene);
+  const committed = (
+    await store.commitScene(state.storyId, {
+      expectedVersion: state.version,
+      scene: made,
+      nextState: makeNextState(state, made, next),
+      consumedInfluenceIds: [],
+    })
+  ).state;
+  if (manager) await manager.indexScene(made, { state: committed });
+  return { state: committed, scene: made };
+}
+
 type StoryOverrides = Partial<ContextManagerOptions> & { chapterLength?: number; absentMira?: number[] };
 
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
@@ -218,17 +239,8 @@ describe('ContextManager.getRelevantContext', () => {
     );
     const commit = async (count: number) => {
       for (let i = 0; i < count; i++) {
-        const scene = makeNextScene(state);
         const closes = state.sceneCount === 29;
-        const next = makeNextState(state, scene, closes ? { chapterIndex: 1, chapterId: chapterIdFor(1) } : {});
-        state = (
-          await store.commitScene('tale', {
-            expectedVersion: state.version,
-            scene,
-            nextState: next,
-            consumedInfluenceIds: [],
-          })
-        ).state;
+        ({ state } = await commitNext(store, state, {}, closes ? { chapterIndex: 1, chapterId: chapterIdFor(1) } : {}));
       }
     };
     const prefix = async () =>
@@ -362,17 +374,9 @@ describe('ContextManager.getRelevantContext', () => {
       characters: string[],
       change: (state: StoryState, sceneId: string) => Partial<StoryState>,
     ) => {
-      const scene = makeNextScene(state, { characters, summary: characters.length === 1 ? `${secret}.` : 'A watch.' });
-      const next = makeNextState(state, scene, change(state, scene.id));
-      state = (
-        await store.commitScene('tale', {
-          expectedVersion: state.version,
-          scene,
-          nextState: next,
-          consumedInfluenceIds: [],
-        })
-      ).state;
-      await manager.indexScene(scene, { state });
+      const scene = { characters, summary: characters.length === 1 ? `${secret}.` : 'A watch.' };
+      // The change depends on the new scene's id, which makeNextScene derives from the state: `tale-s<index>`.
+      ({ state } = await commitNext(store, state, scene, change(state, `tale-s${state.sceneCount}`), manager));
     };
     const keyThread = (sceneId: string) => ({
       id: 'key',
@@ -785,16 +789,7 @@ describe('ContextManager memory upkeep', () => {
     await other.getRelevantContext('tale', 'x');
     let state = built.state;
     for (const locations of [['drowned-archive'], ['the lighthouse']]) {
-      const scene = makeNextScene(state, { locations });
-      state = (
-        await built.store.commitScene('tale', {
-          expectedVersion: state.version,
-          scene,
-          nextState: makeNextState(state, scene),
-          consumedInfluenceIds: [],
-        })
-      ).state;
-      await built.manager.indexScene(scene, { state });
+      ({ state } = await commitNext(built.store, state, { locations }, {}, built.manager));
     }
     const query = 'Mira goes back down to the drowned-archive';
     const warm = await built.manager.getRelevantContext('tale', query);
@@ -803,16 +798,7 @@ describe('ContextManager memory upkeep', () => {
     const cold = await new ContextManager(built.options).getRelevantContext('tale', query);
     expect(cold.trace.exact.locations).toEqual(['drowned-archive']);
     // The other process indexes a scene: what this one learned meanwhile is merged, not overwritten, by its write.
-    const scene = makeNextScene(state, { locations: ['the salt caves'] });
-    state = (
-      await built.store.commitScene('tale', {
-        expectedVersion: state.version,
-        scene,
-        nextState: makeNextState(state, scene),
-        consumedInfluenceIds: [],
-      })
-    ).state;
-    await other.indexScene(scene, { state });
+    ({ state } = await commitNext(built.store, state, { locations: ['the salt caves'] }, {}, other));
     const merged = await new ContextManager(built.options).getRelevantContext(
       'tale',
       'the salt caves and the drowned-archive',
@@ -830,16 +816,7 @@ describe('ContextManager memory upkeep', () => {
     // Four scenes of 64 locations each: more than the record's 2,000 characters hold.
     for (let batch = 0; batch < 4; batch++) {
       const locations = Array.from({ length: 64 }, (_, i) => `place-${batch}-${String(i).padStart(2, '0')}`);
-      const scene = makeNextScene(state, { locations });
-      state = (
-        await built.store.commitScene('tale', {
-          expectedVersion: state.version,
-          scene,
-          nextState: makeNextState(state, scene),
-          consumedInfluenceIds: [],
-        })
-      ).state;
-      await built.manager.indexScene(scene, { state });
+      ({ state } = await commitNext(built.store, state, { locations }, {}, built.manager));
     }
     const [record] = await built.options.vectors.fetch('tale', ['meta-locations']);
     const stored = JSON.parse(record!.metadata.text!) as string[];
