@@ -375,6 +375,28 @@ describe('createHybridRetriever', () => {
     ).rejects.toMatchObject({ name: 'ValidationError' });
   });
 
+  it("widens the pool until k sources are in when long sources' chunks fill it", async () => {
+    // Two long scenes of 60 matching chunks each fill the default pool (100 at k = 5) before four short ones.
+    const chunks: Doc[] = ['long-a', 'long-b'].flatMap((source) =>
+      Array.from({ length: 60 }, (_, i) => ({
+        id: `${source}:${String(i).padStart(2, '0')}`,
+        text: `the dragon dragon circled the harbour, part ${i}`,
+        metadata: { sourceId: source, chunk: i },
+      })),
+    );
+    const short: Doc[] = Array.from({ length: 4 }, (_, i) => ({
+      id: `short-${i}`,
+      text: `a dragon flew over tower ${i} in the evening rain`,
+    }));
+    const retriever = await setup([...chunks, ...short]);
+    const { candidates } = await retriever.retrieve(STORY, { query: 'dragon', k: 5, distinct: 'sourceId' });
+    expect(candidates).toHaveLength(5);
+    expect(new Set(candidates.map((c) => c.metadata.sourceId)).size).toBe(5);
+    // Fewer sources than k in the whole story: all of them, and no endless widening.
+    const few = await retriever.retrieve(STORY, { query: 'dragon', k: 10, distinct: 'sourceId' });
+    expect(new Set(few.candidates.map((c) => c.metadata.sourceId)).size).toBe(6);
+  });
+
   it('lifts a unit whose chapter is about the query above an equally matching stray one', async () => {
     // 'harbour-3' and 'stray' match the query equally; only 'harbour-3' sits in a chapter full of harbour scenes.
     const chaptered: Doc[] = [
@@ -566,6 +588,13 @@ describe('createHybridRetriever', () => {
     await expect(retriever.retrieve(STORY, { query: 'dragon', k: 0 })).rejects.toMatchObject({
       name: 'ValidationError',
     });
+    // A request that is not one, and a "now" that would make every recency (and so every score) NaN.
+    await expect(retriever.retrieve(STORY, undefined as never)).rejects.toMatchObject({ name: 'ValidationError' });
+    for (const now of [{ sceneIndex: Number.NaN }, { timestamp: Number.POSITIVE_INFINITY }, { sceneIndex: -1 }]) {
+      await expect(retriever.retrieve(STORY, { query: 'dragon', k: 2, now })).rejects.toMatchObject({
+        name: 'ValidationError',
+      });
+    }
   });
 
   it('refuses an embedder whose dimensions differ from the index', () => {

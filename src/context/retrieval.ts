@@ -412,13 +412,14 @@ export function createHybridRetriever(config: {
     storyId: string,
     request: RetrievalQuery,
     grouped: boolean,
-  ): Promise<{ scored: ScoredEntry[]; timings: RetrievalTimings; started: number }> => {
+    widened?: number,
+  ): Promise<{ scored: ScoredEntry[]; timings: RetrievalTimings; started: number; pool: number; full: boolean }> => {
     const started = performance.now();
     checkRequest(request);
     const { query, k, filter, exact, now, signal } = request;
     throwIfAborted(signal);
     const basePool = options.candidates ?? Math.max(4 * k, 40);
-    const poolSize = grouped ? (grouping.candidates ?? Math.max(basePool, 20 * k)) : basePool;
+    const poolSize = widened ?? (grouped ? (grouping.candidates ?? Math.max(basePool, 20 * k)) : basePool);
     const timings = noTimings();
 
     let mark = performance.now();
@@ -583,16 +584,27 @@ export function createHybridRetriever(config: {
     mark = performance.now();
     const scored = scoreCandidates(entries, options.scoring, now, grouped ? grouping : undefined);
     timings.score = performance.now() - mark;
-    return { scored, timings, started };
+    // Either search filled the pool: there may be more matches beyond it.
+    const full = denseMatches.length >= poolSize || lexicalMatches.length >= poolSize;
+    return { scored, timings, started, pool: poolSize, full };
   };
 
   return {
     async retrieve(storyId, request) {
+      const grouped = grouping.weight > 0;
+      let ranked = await rank(storyId, request, grouped); // checks the request first
       const { k, signal } = request;
-      const ranked = await rank(storyId, request, grouping.weight > 0);
-      const { timings, started } = ranked;
+      const { started } = ranked;
+      let scored = request.distinct === 'sourceId' ? bestPerSource(ranked.scored) : ranked.scored;
+      // Long sources (a long scene's many chunks) can fill the pool with few sources: widen it until k distinct
+      // sources are in, or the searches hold no more.
+      const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
+      while (request.distinct === 'sourceId' && scored.length < k && ranked.full && ranked.pool < maxPool) {
+        ranked = await rank(storyId, request, grouped, Math.min(maxPool, ranked.pool * 4));
+        scored = bestPerSource(ranked.scored);
+      }
+      const { timings } = ranked;
       const mark = performance.now();
-      const scored = request.distinct === 'sourceId' ? bestPerSource(ranked.scored) : ranked.scored;
       let chosen: RetrievedCandidate[];
       let dropped: DroppedCandidate[] = [];
       if (options.mmr.lambda >= 1 || scored.length <= k) {
@@ -1052,6 +1064,16 @@ function checkRequest(request: RetrievalQuery): void {
   if (request.filter !== undefined) validateFilter(request.filter, 'query.filter');
   if (request.distinct !== undefined && request.distinct !== 'sourceId') {
     throw problem('query.distinct', `must be 'sourceId' when given, got ${String(request.distinct)}`);
+  }
+  if (request.now !== undefined) {
+    if (typeof request.now !== 'object' || request.now === null) throw problem('query.now', 'must be an object');
+    for (const field of ['sceneIndex', 'timestamp'] as const) {
+      const value = request.now[field];
+      // Recency decays with the distance from now: a NaN here made every score NaN and the order arbitrary.
+      if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value < 0)) {
+        throw problem(`query.now.${field}`, `must be a finite number of 0 or more, got ${String(value)}`);
+      }
+    }
   }
 }
 
