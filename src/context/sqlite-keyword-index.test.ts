@@ -336,6 +336,37 @@ describe('the in-memory mirror of createSqliteKeywordIndex', () => {
     database.close();
   });
 
+  it.each([
+    ['metadata that is not JSON', '{"storyId": "s", '],
+    ['metadata of another shape', '{"storyId": "s", "type": "scene", "timestamp": 1, "text": ["not", "text"]}'],
+  ])('refuses a story holding %s, naming the record, with or without the mirror', async (_what, metadata) => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    const writer = createSqliteKeywordIndex({ database });
+    const meta = (id: string) => ({ storyId: 's', type: 'scene' as const, timestamp: 1, sourceId: id });
+    await writer.upsert('s', [
+      { id: 'a', text: 'the lantern', metadata: meta('a') },
+      { id: 'b', text: 'the lantern room', metadata: meta('b') },
+    ]);
+    nativeOf(database).prepare(`UPDATE keyword_documents SET metadata = ? WHERE id = 'b'`).run(metadata);
+    // Fresh index objects read the file (the writer's mirror never saw the damage): a load, and an FTS5 query.
+    for (const mirror of [true, false]) {
+      const reader = createSqliteKeywordIndex({ database, mirror });
+      await expect(reader.query('s', { text: 'lantern', topK: 5 })).rejects.toSatisfy(
+        (error) =>
+          StorageError.isInstance(error) &&
+          error.reason === 'corrupt' &&
+          error.message.includes('damaged keyword record "b" in story "s"'),
+      );
+      await reader.close();
+    }
+    await writer.delete('s', { ids: ['b'] });
+    const reader = createSqliteKeywordIndex({ database });
+    expect((await reader.query('s', { text: 'lantern', topK: 5 })).map((match) => match.id)).toEqual(['a']);
+    await writer.close();
+    await reader.close();
+    database.close();
+  });
+
   it('maps a failed load to a StorageError', async () => {
     const database = openSqliteDatabase({ path: ':memory:' });
     const index = createSqliteKeywordIndex({ database });

@@ -29,7 +29,7 @@ import {
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { type AnalysedKeywordPartition, createAnalysedKeywordPartition } from './memory-keyword-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
-import { createSqliteMirrors, type SqliteMirrorState } from './sqlite-mirror.js';
+import { createSqliteMirrors, parseStoredMetadata, type SqliteMirrorState } from './sqlite-mirror.js';
 import { analyze } from './text-analysis.js';
 
 /**
@@ -163,7 +163,8 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     read: (storyId): AnalysedKeywordPartition => {
       const partition = createAnalysedKeywordPartition();
       for (const row of statements.load.iterate(name, storyId) as Iterable<LoadedRow>) {
-        partition.put(row.id, splitTerms(row.terms), JSON.parse(row.metadata));
+        const where = { path: database.path, kind: 'keyword' as const, id: row.id, storyId };
+        partition.put(row.id, splitTerms(row.terms), parseStoredMetadata(row.metadata, where));
       }
       return partition;
     },
@@ -262,7 +263,13 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
         rank: number;
       }>;
       // FTS5's bm25() is negated so that ORDER BY ascends; the port wants higher-is-better.
-      return rows.map((row): KeywordMatch => ({ id: row.id, score: -row.rank, metadata: JSON.parse(row.metadata) }));
+      return rows.map(
+        (row): KeywordMatch => ({
+          id: row.id,
+          score: -row.rank,
+          metadata: parseStoredMetadata(row.metadata, { path: database.path, kind: 'keyword', id: row.id, storyId }),
+        }),
+      );
     },
 
     async delete(storyId, deletion, deleteOptions) {

@@ -8,6 +8,8 @@
  *
  * @module
  */
+import { StorageError } from '../core/errors.js';
+import type { VectorMetadata } from '../state/schema.js';
 import type { NativeDatabase } from '../state/sqlite-database.js';
 
 /** The counter tables, one per kind of index (see the schema migrations in `sqlite-database.ts`). */
@@ -163,4 +165,59 @@ export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Conte
 
     state: () => ({ stories: [...mirrors.keys()], loads }),
   };
+}
+
+/**
+ * The metadata of a stored row of the SQLite vector or keyword index, parsed and checked for the fields every reader
+ * relies on, or a `StorageError` `corrupt` that names the row and says what to do. Rows were fully validated when
+ * written; this catches a file damaged since (by hand, by a crash of the disk, by another program), on every path
+ * that reads rows (mirror loads, fetches and queries without the mirror), instead of a `SyntaxError` or a
+ * `TypeError` later.
+ */
+export function parseStoredMetadata(
+  json: string,
+  row: { path: string; kind: 'vector' | 'keyword'; id: string; storyId: string },
+): VectorMetadata {
+  let problem: string | undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+    problem = metadataProblem(parsed);
+  } catch (error) {
+    problem = (error as Error).message;
+  }
+  if (problem !== undefined) throw corruptRow(row, `its metadata ${problem}`);
+  return parsed as VectorMetadata;
+}
+
+/** A `StorageError` `corrupt` for a damaged row of an index. */
+export function corruptRow(
+  row: { path: string; kind: 'vector' | 'keyword'; id: string; storyId: string },
+  what: string,
+  cause?: unknown,
+): StorageError {
+  return new StorageError(
+    `"${row.path}" holds a damaged ${row.kind} record ${JSON.stringify(row.id)} in story ${JSON.stringify(row.storyId)}: ${what} (restore the file from a backup, or delete the record and index it again)`,
+    { reason: 'corrupt', path: row.path, ...(cause === undefined ? {} : { cause }) },
+  );
+}
+
+/** What is wrong with parsed metadata for the fields readers use, or undefined when nothing is. */
+function metadataProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'is not an object';
+  const metadata = value as Record<string, unknown>;
+  if (typeof metadata.storyId !== 'string') return 'has no storyId';
+  if (typeof metadata.type !== 'string') return 'has no type';
+  if (typeof metadata.timestamp !== 'number') return 'has no timestamp';
+  for (const field of ['sourceId', 'chapterId', 'text'] as const) {
+    if (metadata[field] !== undefined && typeof metadata[field] !== 'string') return `has a ${field} that is not text`;
+  }
+  for (const field of ['importance', 'sceneIndex', 'chunk'] as const) {
+    if (metadata[field] !== undefined && typeof metadata[field] !== 'number')
+      return `has a ${field} that is not a number`;
+  }
+  for (const field of ['characters', 'locations', 'themes'] as const) {
+    if (metadata[field] !== undefined && !Array.isArray(metadata[field])) return `has ${field} that are not a list`;
+  }
+  return undefined;
 }

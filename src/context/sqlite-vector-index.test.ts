@@ -292,6 +292,7 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     ['a vector holding NaN', 'embedding', Buffer.from(new Float32Array([Number.NaN, 1]).buffer)],
     ['the zero vector', 'embedding', Buffer.from(new Float32Array([0, 0]).buffer)],
     ['metadata that is not JSON', 'metadata', '{"storyId": "s", '],
+    ['metadata of another shape', 'metadata', '{"storyId": "s", "type": "scene", "timestamp": 1, "text": 7}'],
   ])(
     'refuses to load a story holding %s, naming the record, and loads it once it is deleted',
     async (_what, column, value) => {
@@ -302,12 +303,19 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
       // A fresh index object loads the story from the file (the writer's mirror never saw the damage).
       const reader = createSqliteVectorIndex({ database, dimensions: 2 });
       const query = { vector: new Float32Array([0, 1]), topK: 3 };
-      await expect(reader.query('s', query)).rejects.toSatisfy(
-        (error) =>
-          StorageError.isInstance(error) &&
-          error.reason === 'corrupt' &&
-          error.message.includes('damaged vector record "b" in story "s"'),
-      );
+      const damaged = (error: unknown) =>
+        StorageError.isInstance(error) &&
+        error.reason === 'corrupt' &&
+        error.message.includes('damaged vector record "b" in story "s"');
+      // Every path that reads the row says so: a fetch before the story is loaded, the load, and a query without
+      // the mirror (except for vectors sqlite-vec scores itself: it reads only the metadata of what it returns).
+      await expect(reader.fetch('s', ['b'])).rejects.toSatisfy(damaged);
+      await expect(reader.query('s', query)).rejects.toSatisfy(damaged);
+      if (column === 'metadata') {
+        const direct = createSqliteVectorIndex({ database, dimensions: 2, mirror: false });
+        await expect(direct.query('s', query)).rejects.toSatisfy(damaged);
+        await expect(direct.fetch('s', ['b'])).rejects.toSatisfy(damaged);
+      }
       expect(sqliteVectorMirrorState(reader)).toEqual({ stories: [], loads: 0 });
       await reader.delete('s', { ids: ['b'] });
       expect(ids(await reader.query('s', query))).toEqual(['c', 'a']);

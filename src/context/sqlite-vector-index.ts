@@ -8,7 +8,7 @@
  * @module
  */
 import { z } from 'zod';
-import { ClosedError, StorageError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
+import { ClosedError, throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { IdSchema, LIMITS, type VectorMetadata, type VectorRecord } from '../state/schema.js';
 import {
   ensureVectorExtension,
@@ -34,7 +34,7 @@ import {
 } from './index-arguments.js';
 import { createValidatedVectorLoad } from './memory-vector-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
-import { createSqliteMirrors, type SqliteMirrorState } from './sqlite-mirror.js';
+import { corruptRow, createSqliteMirrors, parseStoredMetadata, type SqliteMirrorState } from './sqlite-mirror.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorMatch } from './vector-index.js';
 
 /**
@@ -192,16 +192,13 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       const { n } = statements.count.get(name, storyId) as { n: number };
       const load = createValidatedVectorLoad(dimensions, storyId, n);
       for (const row of statements.load.iterate(name, storyId) as Iterable<LoadedRow>) {
+        const where = { path: database.path, kind: 'vector' as const, id: row.id, storyId };
+        const values = viewOfBlob(checkedBlob(row.embedding, dimensions, where));
+        const metadata = parseStoredMetadata(row.metadata, where);
         try {
-          if (row.embedding.byteLength !== dimensions * 4) {
-            throw new Error(`its vector is ${row.embedding.byteLength} bytes, not ${dimensions * 4}`);
-          }
-          load.add(row.id, viewOfBlob(row.embedding), JSON.parse(row.metadata) as VectorMetadata);
+          load.add(row.id, values, metadata);
         } catch (cause) {
-          throw new StorageError(
-            `"${database.path}" holds a damaged vector record ${JSON.stringify(row.id)} in story ${JSON.stringify(storyId)}: ${(cause as Error).message} (restore the file from a backup, or delete the record and index it again)`,
-            { reason: 'corrupt', path: database.path, cause },
-          );
+          throw corruptRow(where, (cause as Error).message, cause);
         }
       }
       return load.index;
@@ -294,13 +291,14 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
         'query',
       ) as Array<{ id: string; metadata: string; embedding: Buffer | null; distance: number }>;
       return rows.map((row): VectorMatch => {
+        const where = { path: database.path, kind: 'vector' as const, id: row.id, storyId };
         // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
         const match: VectorMatch = {
           id: row.id,
           score: Math.max(-1, Math.min(1, 1 - row.distance)),
-          metadata: JSON.parse(row.metadata),
+          metadata: parseStoredMetadata(row.metadata, where),
         };
-        if (row.embedding) match.values = fromBlob(row.embedding);
+        if (row.embedding) match.values = storedValues(row.embedding, dimensions, where);
         return match;
       });
     },
@@ -316,7 +314,13 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       guard(() => {
         for (const id of ids) {
           const row = statements.fetch.get(name, storyId, id) as { embedding: Buffer; metadata: string } | undefined;
-          if (row) records.push({ id, values: fromBlob(row.embedding), metadata: JSON.parse(row.metadata) });
+          if (!row) continue;
+          const where = { path: database.path, kind: 'vector' as const, id, storyId };
+          records.push({
+            id,
+            values: storedValues(row.embedding, dimensions, where),
+            metadata: parseStoredMetadata(row.metadata, where),
+          });
         }
       }, 'fetch');
       return records;
@@ -418,6 +422,23 @@ function viewOfBlob(blob: Buffer): Float32Array {
   return blob.byteOffset % 4 === 0
     ? new Float32Array(blob.buffer, blob.byteOffset, blob.byteLength / 4)
     : fromBlob(blob);
+}
+
+/** `blob` when it holds a vector of `dimensions` floats; else a `StorageError` `corrupt` naming the row. */
+function checkedBlob(blob: Buffer, dimensions: number, row: Parameters<typeof corruptRow>[0]): Buffer {
+  if (blob.byteLength !== dimensions * 4) {
+    throw corruptRow(row, `its vector is ${blob.byteLength} bytes, not ${dimensions * 4}`);
+  }
+  return blob;
+}
+
+/** The vector of a stored row, a copy the caller may keep, checked as the mirror's load checks it. */
+function storedValues(blob: Buffer, dimensions: number, row: Parameters<typeof corruptRow>[0]): Float32Array {
+  const values = fromBlob(checkedBlob(blob, dimensions, row));
+  const problems: ValidationProblem[] = [];
+  inspectVector(values, dimensions, 'its vector', problems);
+  if (problems.length > 0) throw corruptRow(row, describeProblems(problems));
+  return values;
 }
 
 function fromBlob(blob: Buffer): Float32Array {
