@@ -206,6 +206,7 @@ describe('the storyloom command', () => {
   it.each([
     [['run', '--data', 'missing'], 1, /no storyloom project in .*run "storyloom init"/],
     [['run', '--data', 'proj', '--episodes', 'abc'], 2, /--episodes must be a whole number/],
+    [['context', '--data', 'proj', '--budget', '100'], 2, /--budget must be a whole number from 256 to 2000000/],
     [['run', '--data', 'proj', '--generator', 'anthropic'], 1, /set ANTHROPIC_API_KEY/],
     [['run', '--data', 'proj', '--generator', 'bedrock'], 1, /set AWS_REGION/],
     [['run', '--data', 'proj', '--generator', 'gpt'], 2, /Allowed choices are procedural, anthropic, bedrock/],

@@ -32,11 +32,11 @@ export interface CommandIo {
 
 const DEFAULT_DATA = 'storyloom-data';
 
-function positiveInteger(name: string, max: number) {
+function positiveInteger(name: string, max: number, min = 1) {
   return (value: string): number => {
     const parsed = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < 1 || parsed > max) {
-      throw new InvalidArgumentError(`${name} must be a whole number from 1 to ${max}`);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+      throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
     }
     return parsed;
   };
@@ -217,7 +217,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addOption(storyOption())
     .option('-q, --query <text>', 'what the next scene is about', '')
     .option('-k, --k <count>', 'similar scenes to retrieve', positiveInteger('--k', 100), 5)
-    .option('--budget <tokens>', 'token budget of the prompt', positiveInteger('--budget', 2_000_000), 8_000)
+    .option('--budget <tokens>', 'token budget of the prompt', positiveInteger('--budget', 2_000_000, 256), 8_000)
     .option('--pov <characterId>', 'only what this character witnessed or knows')
     .option('--json', 'print the whole bundle as JSON')
     .action(
