@@ -105,7 +105,8 @@ export class ContextCache {
   private readonly driver: CacheDriver;
   private readonly store: StoryStateStore;
   private readonly ttlMs: number;
-  private readonly recentScenes: number;
+  /** How many recent scenes an entry holds (`recentScenes`, default 5). */
+  readonly recentScenes: number;
   private readonly prefix: string;
   private readonly onError: ((error: unknown, operation: 'get' | 'set') => void) | undefined;
   private readonly inFlight = new Map<string, Promise<FrequentContext>>();

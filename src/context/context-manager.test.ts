@@ -497,6 +497,29 @@ describe('ContextManager.getRelevantContext', () => {
     expect(timings.retrieval.total).toBeGreaterThanOrEqual(0);
   });
 
+  it('lays out the same prompt with a cache as without one, and refuses a cache that keeps too few recent scenes', async () => {
+    // Retrieval leaves out the newest `recentScenes`, so the recent section must hold them all, cache or not.
+    const plain = await buildStory(12, { recentScenes: 8, chapterLength: 40 });
+    const store = plain.store;
+    const cached = new ContextManager({
+      ...plain.options,
+      recentScenes: 8,
+      cache: new ContextCache({ driver: createMemoryCacheDriver(), store, recentScenes: 10 }),
+    });
+    const without = await plain.manager.getRelevantContext('tale', 'the brass key', { tokenBudget: 20_000 });
+    const withCache = await cached.getRelevantContext('tale', 'the brass key', { tokenBudget: 20_000 });
+    expect(withCache.prompt.dynamic).toBe(without.prompt.dynamic);
+    expect(withCache.prompt.stable).toBe(without.prompt.stable);
+    expect(
+      () =>
+        new ContextManager({
+          ...plain.options,
+          recentScenes: 8,
+          cache: new ContextCache({ driver: createMemoryCacheDriver(), store }),
+        }),
+    ).toThrow(/keeps 5 recent scenes and this manager shows 8/);
+  });
+
   it('honours an aborted signal', async () => {
     const { manager } = await buildStory(3);
     const controller = new AbortController();
@@ -808,6 +831,33 @@ describe('ContextManager memory upkeep', () => {
     await new ContextManager(built.options).reindex('tale');
     const rebuilt = await new ContextManager(built.options).getRelevantContext('tale', query);
     expect(rebuilt.trace.exact.locations).toEqual(['drowned-archive']);
+  });
+
+  it('saves a learned location on the retry of an index step whose save failed', async () => {
+    const built = await buildStory(2);
+    // The write of the locations record fails once, as a network error would; the engine retries the index step.
+    let failures = 1;
+    const vectors = {
+      ...built.options.vectors,
+      upsert: async (...args: Parameters<typeof built.options.vectors.upsert>) => {
+        if (args[1].some((record) => record.id === 'meta-locations') && failures-- > 0) throw new Error('timeout');
+        return built.options.vectors.upsert(...args);
+      },
+    };
+    const manager = new ContextManager({ ...built.options, vectors });
+    const scene = makeNextScene(built.state, { locations: ['the salt market'] });
+    const state = (
+      await built.store.commitScene('tale', {
+        expectedVersion: built.state.version,
+        scene,
+        nextState: makeNextState(built.state, scene),
+        consumedInfluenceIds: [],
+      })
+    ).state;
+    await expect(manager.indexScene(scene, { state })).rejects.toThrow('timeout');
+    await manager.indexScene(scene, { state });
+    const cold = await new ContextManager(built.options).getRelevantContext('tale', 'back to the salt market');
+    expect(cold.trace.exact.locations).toEqual(['the salt market']);
   });
 
   it('keeps the most recently named locations when they outgrow their record', async () => {

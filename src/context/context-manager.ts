@@ -389,6 +389,8 @@ export class ContextManager {
   private readonly journals = new Map<string, ChapterJournal>();
   /** Per story, the locations scenes have named, least recently named first, as many as the meta record holds. */
   private readonly locations = new Map<string, string[]>();
+  /** Stories whose learned locations this process has not yet saved. */
+  private readonly unsavedLocations = new Set<string>();
 
   constructor(options: ContextManagerOptions) {
     this.store = options.store;
@@ -416,6 +418,14 @@ export class ContextManager {
     this.earlierScenes = checkInteger(options.earlierScenes ?? 24, 'earlierScenes', 0, 500);
     this.chunkWords = checkInteger(options.chunkWords ?? 300, 'chunkWords', 20, 5_000);
     this.recentScenes = checkInteger(options.recentScenes ?? 5, 'recentScenes', 0, 50);
+    // The recent scenes come from the cache when there is one, and retrieval leaves out the newest `recentScenes`:
+    // a cache that keeps fewer would drop the ones between from the prompt altogether.
+    if (this.cache && this.cache.recentScenes < this.recentScenes) {
+      throw new ValidationError(
+        `The ContextCache keeps ${this.cache.recentScenes} recent scenes and this manager shows ${this.recentScenes}: create the cache with recentScenes: ${this.recentScenes} or more`,
+        { problems: [{ path: 'cache', message: `must keep at least ${this.recentScenes} recent scenes` }] },
+      );
+    }
     this.summaryChapters = checkInteger(options.summaryChapters ?? 50, 'summaryChapters', 0, 10_000);
     if (options.autoPrune) this.autoPrune = checkPrunePolicy(options.autoPrune);
     this.fingerprint = JSON.stringify({
@@ -579,7 +589,12 @@ export class ContextManager {
       }
     }
     await this.writeUnits(scene.storyId, units, options.signal);
-    if (this.learnLocations(scene.storyId, scene.locations)) await this.saveLocations(scene.storyId, options.signal);
+    // Saved when a location is new, and again while an earlier save of this process has not gone through (a failed
+    // index step is retried, and by then the location is no longer new to this process).
+    if (this.learnLocations(scene.storyId, scene.locations) || this.unsavedLocations.has(scene.storyId)) {
+      this.unsavedLocations.add(scene.storyId);
+      await this.saveLocations(scene.storyId, options.signal);
+    }
     if (state.chapterId !== scene.chapterId && state.sceneCount === scene.index + 1) {
       await this.summarizeChapter(scene.storyId, scene.chapterId, { signal: options.signal });
       if (this.autoPrune) await this.prune(scene.storyId, { ...this.autoPrune, signal: options.signal });
@@ -1327,13 +1342,16 @@ export class ContextManager {
       });
     }
     // Scenes before the chapter start and those in the chapter journal are in the stable prefix already.
-    const recent = frequent.recent_scenes.filter(
-      (scene) =>
-        scene.index >= chapterStart.sceneCount &&
-        !inJournal.has(scene.id) &&
-        scene.id !== previous?.id &&
-        (!pov || scene.characters.includes(pov)),
-    );
+    // A cache may keep more recent scenes than this manager shows; retrieval already covers the older ones.
+    const recent = frequent.recent_scenes
+      .slice(-this.recentScenes || frequent.recent_scenes.length)
+      .filter(
+        (scene) =>
+          scene.index >= chapterStart.sceneCount &&
+          !inJournal.has(scene.id) &&
+          scene.id !== previous?.id &&
+          (!pov || scene.characters.includes(pov)),
+      );
     recent.forEach((scene, position) => {
       items.push({
         id: `recent:${scene.id}`,
@@ -1623,6 +1641,7 @@ export class ContextManager {
     this.learnLocations(storyId, [...parseLocations(record).filter((location) => !mine.includes(location)), ...mine]);
     const known = this.locations.get(storyId)!;
     if (known.length > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', JSON.stringify(known), signal);
+    this.unsavedLocations.delete(storyId);
   }
 }
 
