@@ -389,6 +389,8 @@ export class ContextManager {
   private readonly journals = new Map<string, ChapterJournal>();
   /** Per story, the locations scenes have named, least recently named first, as many as the meta record holds. */
   private readonly locations = new Map<string, string[]>();
+  /** Whether the vector index counts what a delete by filter removed; learnt from the first one. */
+  private deleteCounts: boolean | undefined;
   /** Stories whose learned locations this process has not yet saved. */
   private readonly unsavedLocations = new Set<string>();
 
@@ -1593,22 +1595,37 @@ export class ContextManager {
     return before?.sceneId ? this.store.getScene(scene.storyId, before.sceneId) : null;
   }
 
+  /**
+   * Deletes the vectors matching `filter` and returns how many. A backend that counts what a delete by filter removed
+   * answers in one call; one that cannot (Pinecone) is asked first what matches, since afterwards nothing does.
+   * Which kind the backend is, the first delete tells.
+   */
   private async deleteMatching(filter: MetadataFilter, storyId: string): Promise<number> {
-    if (this.vectors.capabilities.deleteByFilter) {
+    const { deleteByFilter } = this.vectors.capabilities;
+    if (deleteByFilter && this.deleteCounts) {
       const deleted = await this.vectors.delete(storyId, { filter });
       if (deleted >= 0) return deleted;
     }
+    const listed = await this.matchingIds(filter, storyId);
+    if (deleteByFilter) {
+      const deleted = await this.vectors.delete(storyId, { filter });
+      this.deleteCounts = deleted >= 0;
+      return deleted >= 0 ? deleted : listed.length;
+    }
+    if (listed.length > 0) await this.vectors.delete(storyId, { ids: listed });
+    return listed.length;
+  }
+
+  /** The ids of the story's vectors that match `filter` (as many as one query returns). */
+  private async matchingIds(filter: MetadataFilter, storyId: string): Promise<string[]> {
     const { count, dimensions } = await this.vectors.stats(storyId);
-    if (count === 0) return 0;
-    const probe = firstAxis(dimensions);
+    if (count === 0) return [];
     const matches = await this.vectors.query(storyId, {
-      vector: probe,
+      vector: firstAxis(dimensions),
       topK: Math.min(count, this.vectors.capabilities.maxTopK),
       filter,
     });
-    if (matches.length === 0) return 0;
-    await this.vectors.delete(storyId, { ids: matches.map((match) => match.id) });
-    return matches.length;
+    return matches.map((match) => match.id);
   }
 
   /**

@@ -1,0 +1,122 @@
+/**
+ * The context manager over the real Pinecone client talking to the local stand-in, against the same story over the
+ * memory index: retrieval, prompt, prune, stats, reindex and the meta records must not depend on the backend.
+ */
+import { Pinecone } from '@pinecone-database/pinecone';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ContextManager } from '../src/context/context-manager.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { createPineconeIndex } from '../src/context/pinecone.js';
+import type { VectorIndex } from '../src/context/vector-index.js';
+import { createStoryEngine } from '../src/engine/engine.js';
+import { createMemoryStateStore } from '../src/state/memory.js';
+import { makeStoryState } from '../src/testing/fixtures.js';
+import { ManualClock } from '../src/testing/manual-clock.js';
+import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
+import { type PineconeStandIn, startPineconeStandIn } from '../src/testing/pinecone-server.js';
+
+const DIM = 64;
+let standIn: PineconeStandIn;
+beforeAll(async () => {
+  standIn = await startPineconeStandIn({ dimension: DIM });
+});
+afterAll(() => standIn.close());
+
+const PLACES = ['Salt Market', 'the Drowned Archive', 'Gull Rock', 'the lamp room', 'the north pier'];
+
+function generator() {
+  return createMockSceneGenerator({
+    respond: (request) => {
+      const i = request.sceneIndex;
+      const place = PLACES[i % PLACES.length]!;
+      return {
+        scene: {
+          title: `Night ${i + 1}`,
+          text: `Night ${i + 1}. Mira and Tobin went to ${place}. ${i % 3 === 0 ? 'They found a brass key.' : 'The sea was calm.'} Word ${'alpha beta gamma delta'.split(' ')[i % 4]}.`,
+          summary: `Night ${i + 1} at ${place}.`,
+          characters: i % 2 === 0 ? ['mira', 'tobin'] : ['mira'],
+          locations: [place],
+          themes: ['duty'],
+          importance: i % 3 === 0 ? 0.9 : 0.2,
+        },
+        delta: { chapterClosed: (i + 1) % 4 === 0 ? { summary: `Chapter ending at ${i + 1}.` } : null },
+      };
+    },
+  });
+}
+
+async function build(storyId: string, vectors: VectorIndex, episodes = 16) {
+  const clock = new ManualClock();
+  const store = createMemoryStateStore({ clock });
+  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
+  const keywords = createMemoryKeywordIndex();
+  const embedder = createHashingEmbedder({ dimensions: DIM });
+  const context = new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2, summaryChapters: 1 });
+  const engine = createStoryEngine({ store, context, generator: generator(), clock });
+  for (let e = 0; e < episodes; e++) {
+    const result = await engine.runEpisode(storyId);
+    expect(result.complete).toBe(true);
+  }
+  return { store, context, vectors, keywords };
+}
+
+function pinecone() {
+  const index = new Pinecone({ apiKey: 'local-key', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+  return createPineconeIndex({ index, dimensions: DIM, retry: { initialDelayMs: 1, maxDelayMs: 5 } });
+}
+
+const strip = (scenes: Array<{ sceneId: string; kind: string; score: number }>) =>
+  scenes.map((s) => `${s.kind}:${s.sceneId}:${s.score.toFixed(4)}`);
+
+describe('ContextManager over Pinecone (the local stand-in) and over the memory index, end to end', () => {
+  it('the same story gives the same similarScenes', async () => {
+    const memory = await build('pc-same', createMemoryVectorIndex({ dimensions: DIM }));
+    const remote = await build('pc-same', pinecone());
+    for (const query of ['Mira at Salt Market', 'brass key', 'Tobin Gull Rock', 'the Drowned Archive']) {
+      const a = await memory.context.getRelevantContext('pc-same', query, { k: 5 });
+      const b = await remote.context.getRelevantContext('pc-same', query, { k: 5 });
+      expect(strip(b.similarScenes)).toEqual(strip(a.similarScenes));
+      expect(b.prompt.stable).toEqual(a.prompt.stable);
+      expect(b.prompt.dynamic).toEqual(a.prompt.dynamic);
+    }
+  });
+
+  it('prune reports what it dropped through Pinecone as through the memory index', async () => {
+    // Pinecone does not say how many records a delete by filter removed: the manager asks first what matches.
+    const memory = await build('pc-prune', createMemoryVectorIndex({ dimensions: DIM }));
+    const remote = await build('pc-prune', pinecone());
+    const a = await memory.context.prune('pc-prune', { minAgeScenes: 4, maxImportance: 0.5 });
+    const b = await remote.context.prune('pc-prune', { minAgeScenes: 4, maxImportance: 0.5 });
+    expect(a.deleted).toBeGreaterThan(0);
+    expect(b).toEqual(a);
+  });
+
+  it('stats, reindex and meta records agree after a prune', async () => {
+    const memory = await build('pc-stats', createMemoryVectorIndex({ dimensions: DIM }));
+    const remote = await build('pc-stats', pinecone());
+    await memory.context.prune('pc-stats', { minAgeScenes: 4, maxImportance: 0.5 });
+    await remote.context.prune('pc-stats', { minAgeScenes: 4, maxImportance: 0.5 });
+    const sa = await memory.context.stats('pc-stats');
+    const sb = await remote.context.stats('pc-stats');
+    expect(sb.byType).toEqual(sa.byType);
+    expect(sb.total).toEqual(sa.total);
+    const ra = await memory.context.reindex('pc-stats');
+    const rb = await remote.context.reindex('pc-stats');
+    expect(rb).toEqual(ra);
+    const sa2 = await memory.context.stats('pc-stats');
+    const sb2 = await remote.context.stats('pc-stats');
+    expect(sb2.byType).toEqual(sa2.byType);
+    expect(sa2.byType).toEqual(sa.byType);
+    const ids = ['meta-fingerprint', 'meta-pruned', 'meta-locations'];
+    const ma = (await memory.vectors.fetch('pc-stats', ids)).map((r) => [r.id, r.metadata.text]);
+    const mb = (await remote.vectors.fetch('pc-stats', ids)).map((r) => [r.id, r.metadata.text]);
+    expect(mb).toEqual(ma);
+    for (const query of ['Mira at Salt Market', 'brass key']) {
+      const a = await memory.context.getRelevantContext('pc-stats', query, { k: 5 });
+      const b = await remote.context.getRelevantContext('pc-stats', query, { k: 5 });
+      expect(strip(b.similarScenes)).toEqual(strip(a.similarScenes));
+    }
+  });
+});
