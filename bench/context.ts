@@ -240,8 +240,9 @@ async function buildBackend(
   }
   for (const id of Object.keys(state.characters)) await manager.indexCharacter(STORY, id);
   for (const thread of state.plotThreads) await manager.indexPlotThread(STORY, thread.id);
-  // The stable prefix shows the last chapter summaries and the synopsis; summarise the last few closed chapters.
-  for (let chapter = Math.max(0, state.chapterIndex - 5); chapter < state.chapterIndex; chapter++) {
+  // The stable prefix shows the summaries of the last 50 closed chapters (`summaryChapters`) and the synopsis, as a
+  // story indexed scene by scene holds them (a prefix that misses one is made again on every call until it appears).
+  for (let chapter = Math.max(0, state.chapterIndex - 50); chapter < state.chapterIndex; chapter++) {
     await manager.summarizeChapter(STORY, chapterIdFor(chapter));
   }
   return manager;

@@ -520,6 +520,21 @@ describe('ContextManager.getRelevantContext', () => {
     ).toThrow(/keeps 5 recent scenes and this manager shows 8/);
   });
 
+  it('shows a closed chapter summary written by another process after this one first laid out the chapter', async () => {
+    // A reader process asks between the writer's commit of a chapter's last scene and that scene's index step.
+    const built = await buildStory(3, { chapterLength: 4 });
+    const closing = await commitNext(built.store, built.state, {}, { chapterIndex: 1, chapterId: chapterIdFor(1) });
+    const reader = new ContextManager(built.options);
+    const early = await reader.getRelevantContext('tale', 'the lamp');
+    expect(early.prompt.stable).not.toContain('# The story so far');
+    await built.manager.indexScene(closing.scene, { state: closing.state }); // writes the summary and the synopsis
+    await commitNext(built.store, closing.state, {}, {}, built.manager);
+    const later = await reader.getRelevantContext('tale', 'the lamp');
+    const fresh = await new ContextManager(built.options).getRelevantContext('tale', 'the lamp');
+    expect(fresh.prompt.stable).toMatch(/chapter-0001: /);
+    expect(later.prompt.stable).toBe(fresh.prompt.stable);
+  });
+
   it('honours an aborted signal', async () => {
     const { manager } = await buildStory(3);
     const controller = new AbortController();

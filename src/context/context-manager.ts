@@ -1103,7 +1103,14 @@ export class ContextManager {
       const ids = Array.from({ length: closed - first }, (_, offset) => summaryId(chapterIdFor(first + offset)));
       records = ids.length > 0 ? this.vectors.fetch(storyId, ids) : Promise.resolve([]);
       remember(this.windowSummaryRecords, key, records, 256);
-      records.catch(() => this.windowSummaryRecords.delete(key));
+      // Kept only once every summary is there: one still missing may be written at any moment, by another process
+      // (its index step is still to run) or by an eventually consistent index.
+      records.then(
+        (found) => {
+          if (found.length < ids.length) this.windowSummaryRecords.delete(key);
+        },
+        () => this.windowSummaryRecords.delete(key),
+      );
     }
     return records;
   }
@@ -1191,7 +1198,12 @@ export class ContextManager {
       items: packed.included,
       omitted: [...packed.omitted, ...unwitnessed],
     };
-    remember(this.stablePrefixes, key, result, 64);
+    // Likewise the prefix: one made before a closed chapter's summary (or the synopsis) was written is made again.
+    const closed = chapterStart.chapterIndex;
+    const complete =
+      pov !== undefined ||
+      (window.length === Math.min(closed, this.summaryChapters) && (closed === 0 || synopsis !== undefined));
+    if (complete) remember(this.stablePrefixes, key, result, 64);
     return { ...result, chapterStart };
   }
 
