@@ -174,28 +174,28 @@ export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Conte
  * that reads rows (mirror loads, fetches and queries without the mirror), instead of a `SyntaxError` or a
  * `TypeError` later.
  */
-export function parseStoredMetadata(
-  json: string,
-  row: { path: string; kind: 'vector' | 'keyword'; id: string; storyId: string },
-): VectorMetadata {
-  let problem: string | undefined;
+export function parseStoredMetadata(json: string, row: StoredRow): VectorMetadata {
   let parsed: unknown;
   try {
     parsed = JSON.parse(json);
-    problem = metadataProblem(parsed);
   } catch (error) {
-    problem = (error as Error).message;
+    throw corruptRow(row, `its metadata is not JSON (${(error as Error).message})`, error);
   }
+  const problem = metadataProblem(parsed);
   if (problem !== undefined) throw corruptRow(row, `its metadata ${problem}`);
   return parsed as VectorMetadata;
 }
 
+/** Where a stored row of an index is: for the message of a `StorageError` `corrupt`. */
+export interface StoredRow {
+  path: string;
+  kind: 'vector' | 'keyword';
+  id: string;
+  storyId: string;
+}
+
 /** A `StorageError` `corrupt` for a damaged row of an index. */
-export function corruptRow(
-  row: { path: string; kind: 'vector' | 'keyword'; id: string; storyId: string },
-  what: string,
-  cause?: unknown,
-): StorageError {
+export function corruptRow(row: StoredRow, what: string, cause?: unknown): StorageError {
   return new StorageError(
     `"${row.path}" holds a damaged ${row.kind} record ${JSON.stringify(row.id)} in story ${JSON.stringify(row.storyId)}: ${what} (restore the file from a backup, or delete the record and index it again)`,
     { reason: 'corrupt', path: row.path, ...(cause === undefined ? {} : { cause }) },

@@ -34,7 +34,13 @@ import {
 } from './index-arguments.js';
 import { createValidatedVectorLoad } from './memory-vector-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
-import { corruptRow, createSqliteMirrors, parseStoredMetadata, type SqliteMirrorState } from './sqlite-mirror.js';
+import {
+  corruptRow,
+  createSqliteMirrors,
+  parseStoredMetadata,
+  type SqliteMirrorState,
+  type StoredRow,
+} from './sqlite-mirror.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorMatch } from './vector-index.js';
 
 /**
@@ -425,7 +431,7 @@ function viewOfBlob(blob: Buffer): Float32Array {
 }
 
 /** `blob` when it holds a vector of `dimensions` floats; else a `StorageError` `corrupt` naming the row. */
-function checkedBlob(blob: Buffer, dimensions: number, row: Parameters<typeof corruptRow>[0]): Buffer {
+function checkedBlob(blob: Buffer, dimensions: number, row: StoredRow): Buffer {
   if (blob.byteLength !== dimensions * 4) {
     throw corruptRow(row, `its vector is ${blob.byteLength} bytes, not ${dimensions * 4}`);
   }
@@ -433,7 +439,7 @@ function checkedBlob(blob: Buffer, dimensions: number, row: Parameters<typeof co
 }
 
 /** The vector of a stored row, a copy the caller may keep, checked as the mirror's load checks it. */
-function storedValues(blob: Buffer, dimensions: number, row: Parameters<typeof corruptRow>[0]): Float32Array {
+function storedValues(blob: Buffer, dimensions: number, row: StoredRow): Float32Array {
   const values = fromBlob(checkedBlob(blob, dimensions, row));
   const problems: ValidationProblem[] = [];
   inspectVector(values, dimensions, 'its vector', problems);
