@@ -7,10 +7,12 @@ import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixture
 import { ContextCache } from './context-cache.js';
 import { ContextManager, type ContextManagerOptions, chunkWords } from './context-manager.js';
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
+import { createExtractiveSummarizer } from './extractive-summarizer.js';
 import { createHashingEmbedder } from './hashing-embedder.js';
 import { createMemoryCacheDriver } from './memory-cache.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
+import type { Summarizer } from './summarizer.js';
 
 const DIMENSIONS = 256;
 
@@ -83,6 +85,7 @@ async function buildStory(count: number, overrides: StoryOverrides = {}): Promis
     embedder: overrides.embedder ?? createHashingEmbedder({ dimensions: DIMENSIONS }),
     ...(overrides.cache ? { cache: overrides.cache } : {}),
     ...(overrides.autoPrune ? { autoPrune: overrides.autoPrune } : {}),
+    ...(overrides.summarizer ? { summarizer: overrides.summarizer } : {}),
     recentScenes: overrides.recentScenes ?? 3,
   };
   const manager = new ContextManager(options);
@@ -535,6 +538,34 @@ describe('ContextManager.getRelevantContext', () => {
     expect(later.prompt.stable).toBe(fresh.prompt.stable);
   });
 
+  it('keeps no prefix laid out between another process writing a chapter summary and the synopsis', async () => {
+    // The reader asks while the writer makes the synopsis, its chapter summary already written: the reader must not
+    // keep that prefix, with the previous chapter's synopsis, for the rest of the chapter.
+    let during: (() => Promise<unknown>) | undefined;
+    const extractive = createExtractiveSummarizer();
+    const summarizer: Summarizer = {
+      specificationVersion: 'v1',
+      provider: 'test',
+      async summarize(texts, options) {
+        if (options.maxWords === 200 && during) {
+          const hook = during;
+          during = undefined;
+          await hook();
+        }
+        return extractive.summarize(texts, options);
+      },
+    };
+    const built = await buildStory(7, { chapterLength: 4, summarizer });
+    const reader = new ContextManager(built.options);
+    const closing = await commitNext(built.store, built.state, {}, { chapterIndex: 2, chapterId: chapterIdFor(2) });
+    during = () => reader.getRelevantContext('tale', 'the lamp');
+    await built.manager.indexScene(closing.scene, { state: closing.state });
+    expect(during).toBeUndefined(); // the reader did ask in between
+    const warm = await reader.getRelevantContext('tale', 'the lamp');
+    const cold = await new ContextManager(built.options).getRelevantContext('tale', 'the lamp');
+    expect(warm.prompt.stable).toBe(cold.prompt.stable);
+  });
+
   it('honours an aborted signal', async () => {
     const { manager } = await buildStory(3);
     const controller = new AbortController();
@@ -837,6 +868,9 @@ describe('ContextManager memory upkeep', () => {
     expect(cold.trace.exact.locations).toEqual(['drowned-archive']);
     // The other process indexes a scene: what this one learned meanwhile is merged, not overwritten, by its write.
     ({ state } = await commitNext(built.store, state, { locations: ['the salt caves'] }, {}, other));
+    // And this warm process learns the other's location once the story has moved on.
+    const learned = await built.manager.getRelevantContext('tale', 'back to the salt caves');
+    expect(learned.trace.exact.locations).toEqual(['the salt caves']);
     const merged = await new ContextManager(built.options).getRelevantContext(
       'tale',
       'the salt caves and the drowned-archive',

@@ -391,6 +391,8 @@ export class ContextManager {
   private readonly locations = new Map<string, string[]>();
   /** Whether the vector index counts what a delete by filter removed; learnt from the first one. */
   private deleteCounts: boolean | undefined;
+  /** The state version at which each story's known locations were last read from their record. */
+  private readonly locationsReadAt = new Map<string, number>();
   /** Stories whose learned locations this process has not yet saved. */
   private readonly unsavedLocations = new Set<string>();
 
@@ -472,6 +474,7 @@ export class ContextManager {
     }
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
+    await this.refreshLocations(storyId, state.version);
     const fingerprintTime = performance.now() - fingerprintStart;
 
     const exact = this.exactMatches(state, query);
@@ -863,12 +866,8 @@ export class ContextManager {
     let check = this.verified.get(storyId);
     if (!check) {
       check = (async () => {
-        const records = await this.vectors.fetch(storyId, [FINGERPRINT_ID, LOCATIONS_ID]);
-        const stored = records.find((record) => record.id === FINGERPRINT_ID);
-        if (stored?.metadata.text === this.fingerprint) {
-          this.learnLocations(storyId, parseLocations(records.find((record) => record.id === LOCATIONS_ID)));
-          return;
-        }
+        const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
+        if (stored?.metadata.text === this.fingerprint) return;
         const { count } = await this.vectors.stats(storyId);
         const keywordCount = await this.keywords.count(storyId);
         // An index that is empty while the story has scenes was cleared by a rebuild cut short (or lost): rebuild it.
@@ -916,8 +915,14 @@ export class ContextManager {
   /** Whether the store holds a scene of the story other than `except`. */
   private async hasScenes(storyId: string, except?: string): Promise<boolean> {
     if (!(await this.store.exists(storyId))) return false;
-    const { items } = await this.store.listScenes(storyId, { limit: 2 });
-    return items.some((scene) => scene.id !== except);
+    // A page may come back short, even empty, with more behind it (a DynamoDB query does): follow the cursor.
+    let cursor: string | undefined;
+    do {
+      const page = await this.store.listScenes(storyId, cursor ? { limit: 2, cursor } : { limit: 2 });
+      if (page.items.some((scene) => scene.id !== except)) return true;
+      cursor = page.nextCursor;
+    } while (cursor);
+    return false;
   }
 
   /**
@@ -1151,8 +1156,18 @@ export class ContextManager {
     const key = `${state.storyId}\u0000${state.chapterId}`;
     const cached = this.chapterStarts.get(key);
     if (cached) return cached;
-    const first = await this.store.listScenes(state.storyId, { chapterId: state.chapterId, limit: 1 });
-    const scene = first.items[0];
+    // The chapter's first scene; a page may come back empty with more behind it, so the cursor is followed.
+    let scene: Scene | undefined;
+    let cursor: string | undefined;
+    do {
+      const page = await this.store.listScenes(state.storyId, {
+        chapterId: state.chapterId,
+        limit: 1,
+        ...(cursor ? { cursor } : {}),
+      });
+      scene = page.items[0];
+      cursor = page.nextCursor;
+    } while (!scene && cursor);
     const start = scene ? ((await this.store.getStateAt(state.storyId, scene.stateVersion - 1)) ?? state) : state;
     const snapshot = { ...start, userInfluenceQueue: [] };
     // Only cache once the chapter has a scene: before that, the "start" is whatever the current state is.
@@ -1200,9 +1215,10 @@ export class ContextManager {
     };
     // Likewise the prefix: one made before a closed chapter's summary (or the synopsis) was written is made again.
     const closed = chapterStart.chapterIndex;
+    const synopsisCurrent = (synopsisRecord?.metadata.sceneIndex ?? -1) >= chapterStart.sceneCount - 1;
     const complete =
       pov !== undefined ||
-      (window.length === Math.min(closed, this.summaryChapters) && (closed === 0 || synopsis !== undefined));
+      (window.length === Math.min(closed, this.summaryChapters) && (closed === 0 || (synopsis && synopsisCurrent)));
     if (complete) remember(this.stablePrefixes, key, result, 64);
     return { ...result, chapterStart };
   }
@@ -1657,6 +1673,17 @@ export class ContextManager {
     while (size > LIMITS.metadataText && known.length > 0) size -= JSON.stringify(known.shift()!).length + 1;
     this.locations.set(storyId, known);
     return added;
+  }
+
+  /**
+   * Reads the known locations again when the story has moved on since this process last read them: another process
+   * may have indexed scenes that named new ones. Once per state version, so a call at the same version reads nothing.
+   */
+  private async refreshLocations(storyId: string, version: number): Promise<void> {
+    if ((this.locationsReadAt.get(storyId) ?? -1) >= version) return;
+    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
+    this.learnLocations(storyId, parseLocations(record));
+    remember(this.locationsReadAt, storyId, version, 4_096);
   }
 
   /**
