@@ -7,6 +7,7 @@
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import type { CacheDriver } from './cache-driver.js';
+import { newestScenesBefore } from './scene-listing.js';
 
 /** The shape of `FrequentContext` entries, in their keys: bump it when the shape changes. */
 const FORMAT = 1;
@@ -216,31 +217,10 @@ export class ContextCache {
 
   private async compute(state: StoryState): Promise<FrequentContext> {
     this.counters.computed++;
-    return frequentContextOf(state, await recentScenesOf(this.store, state, this.recentScenes));
+    // The state's own recent scenes, never ones committed after it (a state loaded just before another writer's commit).
+    const recent = await newestScenesBefore(this.store, state.storyId, state.sceneCount, this.recentScenes);
+    return frequentContextOf(state, recent);
   }
-}
-
-/**
- * The `count` newest scenes of `state` (newest first): those it counts, not any committed after it, which a state
- * loaded just before another writer's commit, or an older one asked for on purpose, would otherwise show.
- */
-export async function recentScenesOf(store: StoryStateStore, state: StoryState, count: number): Promise<Scene[]> {
-  const scenes: Scene[] = [];
-  if (count <= 0) return scenes;
-  let cursor: string | undefined;
-  do {
-    // The first page, the newest `count`, is the answer unless scenes were committed after `state`.
-    const page = await store.listScenes(state.storyId, {
-      order: 'desc',
-      limit: cursor ? Math.max(count, 100) : count,
-      ...(cursor ? { cursor } : {}),
-    });
-    for (const scene of page.items) {
-      if (scene.index < state.sceneCount && scenes.length < count) scenes.push(scene);
-    }
-    cursor = page.nextCursor;
-  } while (cursor && scenes.length < count);
-  return scenes;
 }
 
 /** The frequent context of a state and its most recent scenes (newest first), as `ContextCache` stores it. */

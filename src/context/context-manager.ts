@@ -21,7 +21,7 @@ import {
   type VectorRecordInput,
 } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
-import { type ContextCache, type FrequentContext, frequentContextOf, recentScenesOf } from './context-cache.js';
+import { type ContextCache, type FrequentContext, frequentContextOf } from './context-cache.js';
 import { type Embedder, embedInBatches } from './embedder.js';
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
 import { createExtractiveSummarizer } from './extractive-summarizer.js';
@@ -52,6 +52,7 @@ import {
   type RetrievalSignals,
   type RetrievalTimings,
 } from './retrieval.js';
+import { eachScene, newestScenesBefore } from './scene-listing.js';
 import type { Summarizer } from './summarizer.js';
 import { clipWords, lastWords } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -915,13 +916,7 @@ export class ContextManager {
   /** Whether the store holds a scene of the story other than `except`. */
   private async hasScenes(storyId: string, except?: string): Promise<boolean> {
     if (!(await this.store.exists(storyId))) return false;
-    // A page may come back short, even empty, with more behind it (a DynamoDB query does): follow the cursor.
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.listScenes(storyId, cursor ? { limit: 2, cursor } : { limit: 2 });
-      if (page.items.some((scene) => scene.id !== except)) return true;
-      cursor = page.nextCursor;
-    } while (cursor);
+    for await (const scene of eachScene(this.store, storyId, { limit: 2 })) if (scene.id !== except) return true;
     return false;
   }
 
@@ -1149,25 +1144,19 @@ export class ContextManager {
 
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
     if (this.cache) return this.cache.getFrequentContext(state.storyId, { state });
-    return frequentContextOf(state, await recentScenesOf(this.store, state, Math.max(1, this.recentScenes)));
+    const count = Math.max(1, this.recentScenes);
+    return frequentContextOf(state, await newestScenesBefore(this.store, state.storyId, state.sceneCount, count));
   }
 
   private async chapterStartState(state: StoryState): Promise<StoryState> {
     const key = `${state.storyId}\u0000${state.chapterId}`;
     const cached = this.chapterStarts.get(key);
     if (cached) return cached;
-    // The chapter's first scene; a page may come back empty with more behind it, so the cursor is followed.
     let scene: Scene | undefined;
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.listScenes(state.storyId, {
-        chapterId: state.chapterId,
-        limit: 1,
-        ...(cursor ? { cursor } : {}),
-      });
-      scene = page.items[0];
-      cursor = page.nextCursor;
-    } while (!scene && cursor);
+    for await (const first of eachScene(this.store, state.storyId, { chapterId: state.chapterId, limit: 1 })) {
+      scene = first;
+      break;
+    }
     const start = scene ? ((await this.store.getStateAt(state.storyId, scene.stateVersion - 1)) ?? state) : state;
     const snapshot = { ...start, userInfluenceQueue: [] };
     // Only cache once the chapter has a scene: before that, the "start" is whatever the current state is.
@@ -1291,21 +1280,14 @@ export class ContextManager {
   /** The last `earlierScenes` scenes before index `end`, oldest first. */
   private async scenesBefore(state: StoryState, end: number) {
     if (this.earlierScenes === 0 || end === 0) return [];
-    // Newest first, past the chapter's own scenes: one page unless the chapter is longer than a page holds.
-    const inChapter = state.sceneCount - end;
-    const earlier: Scene[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.listScenes(state.storyId, {
-        order: 'desc',
-        limit: Math.min(1_000, this.earlierScenes + inChapter),
-        ...(cursor ? { cursor } : {}),
-      });
-      for (const scene of page.items) {
-        if (scene.index < end && earlier.length < this.earlierScenes) earlier.push(scene);
-      }
-      cursor = page.nextCursor;
-    } while (cursor && earlier.length < this.earlierScenes);
+    // Read past the chapter's own scenes: one page unless the chapter is longer than a page holds.
+    const earlier = await newestScenesBefore(
+      this.store,
+      state.storyId,
+      end,
+      this.earlierScenes,
+      state.sceneCount - end,
+    );
     return earlier.reverse().map((scene) => ({
       id: scene.id,
       index: scene.index,
@@ -1605,15 +1587,7 @@ export class ContextManager {
 
   private async scenesOfChapter(storyId: string, chapterId: string): Promise<Scene[]> {
     const scenes: Scene[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.listScenes(
-        storyId,
-        cursor ? { chapterId, limit: 500, cursor } : { chapterId, limit: 500 },
-      );
-      scenes.push(...page.items);
-      cursor = page.nextCursor;
-    } while (cursor);
+    for await (const scene of eachScene(this.store, storyId, { chapterId, limit: 500 })) scenes.push(scene);
     return scenes;
   }
 
