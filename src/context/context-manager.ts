@@ -1098,9 +1098,7 @@ export class ContextManager {
     const key = `${storyId}\u0000${chapterStart.version}`;
     let records = this.windowSummaryRecords.get(key);
     if (!records) {
-      const closed = chapterStart.chapterIndex;
-      const first = Math.max(0, closed - this.summaryChapters);
-      const ids = Array.from({ length: closed - first }, (_, offset) => summaryId(chapterIdFor(first + offset)));
+      const ids = this.windowChapters(chapterStart).map(summaryId);
       records = ids.length > 0 ? this.vectors.fetch(storyId, ids) : Promise.resolve([]);
       remember(this.windowSummaryRecords, key, records, 256);
       // Kept only once every summary is there: one still missing may be written at any moment, by another process
@@ -1115,6 +1113,13 @@ export class ContextManager {
     return records;
   }
 
+  /** The chapters the stable prefix shows at `chapterStart`: the newest `summaryChapters` closed before it. */
+  private windowChapters(chapterStart: StoryState): string[] {
+    const closed = chapterStart.chapterIndex;
+    const first = Math.max(0, closed - this.summaryChapters);
+    return Array.from({ length: closed - first }, (_, offset) => chapterIdFor(first + offset));
+  }
+
   /**
    * The chapters of the stable prefix's window as `pov` saw them: for each, the summaries of the scenes the
    * character was in, oldest first, less the `shown` ones (the prefix's earlier scenes), chapters left with none
@@ -1127,11 +1132,8 @@ export class ContextManager {
     pov: string,
     shown: ReadonlySet<string>,
   ): Promise<Array<{ chapterId: string; summary: string }>> {
-    const closed = chapterStart.chapterIndex;
-    const first = Math.max(0, closed - this.summaryChapters);
     const chapters = await Promise.all(
-      Array.from({ length: closed - first }, async (_, offset) => {
-        const chapterId = chapterIdFor(first + offset);
+      this.windowChapters(chapterStart).map(async (chapterId) => {
         const witnessed = (await this.scenesOfChapter(storyId, chapterId)).filter(
           (scene) => scene.characters.includes(pov) && !shown.has(scene.id),
         );
@@ -1203,11 +1205,11 @@ export class ContextManager {
       omitted: [...packed.omitted, ...unwitnessed],
     };
     // Likewise the prefix: one made before a closed chapter's summary (or the synopsis) was written is made again.
-    const closed = chapterStart.chapterIndex;
     const synopsisCurrent = (synopsisRecord?.metadata.sceneIndex ?? -1) >= chapterStart.sceneCount - 1;
     const complete =
       pov !== undefined ||
-      (window.length === Math.min(closed, this.summaryChapters) && (closed === 0 || (synopsis && synopsisCurrent)));
+      (window.length === this.windowChapters(chapterStart).length &&
+        (chapterStart.chapterIndex === 0 || (synopsis && synopsisCurrent)));
     if (complete) remember(this.stablePrefixes, key, result, 64);
     return { ...result, chapterStart };
   }
@@ -1667,8 +1669,9 @@ export class ContextManager {
   private async saveLocations(storyId: string, signal: AbortSignal | undefined): Promise<void> {
     const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
     const mine = this.locations.get(storyId) ?? [];
+    // Relearnt from nothing, stored first: this process's own come last, as the most recently named.
     this.locations.set(storyId, []);
-    this.learnLocations(storyId, [...parseLocations(record).filter((location) => !mine.includes(location)), ...mine]);
+    this.learnLocations(storyId, [...parseLocations(record), ...mine]);
     const known = this.locations.get(storyId)!;
     if (known.length > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', JSON.stringify(known), signal);
     this.unsavedLocations.delete(storyId);
