@@ -75,6 +75,21 @@ async function commitNext(
 
 type StoryOverrides = Partial<ContextManagerOptions> & { chapterLength?: number; absentMira?: number[] };
 
+/** An empty story `tale` with chapters of `chapterLength` scenes, and the manager's options over the memory indexes. */
+async function newStory(chapterLength: number) {
+  const store = createMemoryStateStore();
+  const options: ContextManagerOptions = {
+    store,
+    vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
+    keywords: createMemoryKeywordIndex(),
+    embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+  };
+  const state = await store.create(
+    makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength } }),
+  );
+  return { store, options, state };
+}
+
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
 async function buildStory(count: number, overrides: StoryOverrides = {}): Promise<Built> {
   const store = overrides.store ?? createMemoryStateStore();
@@ -230,16 +245,8 @@ describe('ContextManager.getRelevantContext', () => {
   it('keeps the prefix byte-identical late in a chapter longer than a page of scenes', async () => {
     // A first chapter of 30 scenes, then a long one (chapterLength may be up to 1,000). Each call is a new process,
     // so no in-process cache hides a change; the earlier scenes sit behind more than 1,000 newer ones by the end.
-    const store = createMemoryStateStore();
-    const options: ContextManagerOptions = {
-      store,
-      vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
-      keywords: createMemoryKeywordIndex(),
-      embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
-    };
-    let state = await store.create(
-      makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength: 1_000 } }),
-    );
+    const { store, options, ...story } = await newStory(1_000);
+    let { state } = story;
     const commit = async (count: number) => {
       for (let i = 0; i < count; i++) {
         const closes = state.sceneCount === 29;
@@ -363,16 +370,9 @@ describe('ContextManager.getRelevantContext', () => {
   it('with a point of view, shows a thread it is not in by title and status only, in the prefix and the journal', async () => {
     // Scene 1 is Tobin's alone: he hides a key, and the generator opens a thread whose summary and setup retell it.
     const secret = 'Tobin hid the brass key inside the lantern room wall';
-    const store = createMemoryStateStore();
-    const manager = new ContextManager({
-      store,
-      vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
-      keywords: createMemoryKeywordIndex(),
-      embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
-    });
-    let state = await store.create(
-      makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength: 4 } }),
-    );
+    const { store, options, ...story } = await newStory(4);
+    const manager = new ContextManager(options);
+    let { state } = story;
     const commit = async (
       characters: string[],
       change: (state: StoryState, sceneId: string) => Partial<StoryState>,
