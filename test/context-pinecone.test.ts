@@ -5,6 +5,7 @@
 import { Pinecone } from '@pinecone-database/pinecone';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContextManager } from '../src/context/context-manager.js';
+import type { Embedder } from '../src/context/embedder.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
@@ -81,6 +82,52 @@ describe('ContextManager over Pinecone (the local stand-in) and over the memory 
       expect(b.prompt.stable).toEqual(a.prompt.stable);
       expect(b.prompt.dynamic).toEqual(a.prompt.dynamic);
     }
+  });
+
+  it('a new process over Pinecone with the in-process keyword index fills the keyword side, and embeds nothing', async () => {
+    // The Lambda layout: vectors that outlive the process, a keyword index that does not. The fingerprint matches,
+    // so nothing is rebuilt; the keyword side must still come back, or retrieval runs on vectors alone.
+    const warm = await build('pc-cold', pinecone());
+    await warm.context.prune('pc-cold', { minAgeScenes: 4, maxImportance: 0.5 });
+    const hashing = createHashingEmbedder({ dimensions: DIM });
+    const documentsEmbedded: string[] = [];
+    const embedder: Embedder = {
+      ...hashing,
+      embed: (texts, options) => {
+        if (options?.inputType !== 'query') documentsEmbedded.push(...texts);
+        return hashing.embed(texts, options);
+      },
+    };
+    const keywords = createMemoryKeywordIndex();
+    const cold = new ContextManager({
+      store: warm.store,
+      vectors: pinecone(),
+      keywords,
+      embedder,
+      recentScenes: 2,
+      summaryChapters: 1,
+    });
+    for (const query of [
+      'Mira at Salt Market',
+      'brass key',
+      'Tobin Gull Rock',
+      'Chapter ending',
+      'the Drowned Archive',
+    ]) {
+      const a = await warm.context.getRelevantContext('pc-cold', query, { k: 5 });
+      const b = await cold.getRelevantContext('pc-cold', query, { k: 5 });
+      expect(strip(b.similarScenes)).toEqual(strip(a.similarScenes));
+      expect(b.prompt.dynamic).toEqual(a.prompt.dynamic);
+      // The keyword sides hold the same documents: every match and BM25 score agrees, pruned scenes included.
+      const words = `${query} Night sea calm key alpha beta gamma delta`;
+      const lexicalA = await warm.keywords.query('pc-cold', { text: words, topK: 1_000 });
+      const lexicalB = await keywords.query('pc-cold', { text: words, topK: 1_000 });
+      expect(lexicalB.map((m) => [m.id, m.score.toFixed(6), m.metadata])).toEqual(
+        lexicalA.map((m) => [m.id, m.score.toFixed(6), m.metadata]),
+      );
+    }
+    expect(await keywords.count('pc-cold')).toBe(await warm.keywords.count('pc-cold'));
+    expect(documentsEmbedded).toEqual([]);
   });
 
   it('prune reports what it dropped through Pinecone as through the memory index', async () => {

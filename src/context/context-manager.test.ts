@@ -9,6 +9,7 @@ import { ContextManager, type ContextManagerOptions, chunkWords } from './contex
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
 import { createExtractiveSummarizer } from './extractive-summarizer.js';
 import { createHashingEmbedder } from './hashing-embedder.js';
+import type { KeywordIndex } from './keyword-index.js';
 import { createMemoryCacheDriver } from './memory-cache.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
@@ -880,6 +881,41 @@ describe('ContextManager memory upkeep', () => {
     await new ContextManager(built.options).reindex('tale');
     const rebuilt = await new ContextManager(built.options).getRelevantContext('tale', query);
     expect(rebuilt.trace.exact.locations).toEqual(['drowned-archive']);
+  });
+
+  it('fills an empty in-process keyword side from the store when the vectors outlive the process, after a failed fill too', async () => {
+    const built = await buildStory(10);
+    await built.manager.prune('tale', { minAgeScenes: 4, maxImportance: 0.5 });
+    // A new process: the same vectors (and fingerprint), a keyword index of its own that is empty, and whose second
+    // write fails once.
+    const fresh = createMemoryKeywordIndex();
+    let upserts = 0;
+    const keywords = new Proxy(fresh, {
+      get(target, property) {
+        if (property === 'upsert') {
+          return (...args: Parameters<KeywordIndex['upsert']>) => {
+            upserts++;
+            if (upserts === 2) return Promise.reject(new Error('keyword outage'));
+            return target.upsert(...args);
+          };
+        }
+        const value = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const cold = new ContextManager({ ...built.options, keywords });
+    await expect(cold.getRelevantContext('tale', 'the brass key')).rejects.toThrow('keyword outage');
+    for (const query of ['the brass key in the lantern room', 'Old Gull sang', 'Mira and the logbook']) {
+      const a = await built.manager.getRelevantContext('tale', query, { k: 4 });
+      const b = await cold.getRelevantContext('tale', query, { k: 4 });
+      expect(b.similarScenes.map((scene) => [scene.sceneId, scene.score])).toEqual(
+        a.similarScenes.map((scene) => [scene.sceneId, scene.score]),
+      );
+      const lexical = async (index: KeywordIndex) =>
+        (await index.query('tale', { text: `${query} night sea lamp`, topK: 500 })).map((m) => [m.id, m.score]);
+      expect(await lexical(fresh)).toEqual(await lexical(built.options.keywords));
+    }
+    expect(await fresh.count('tale')).toBe(await built.options.keywords.count('tale'));
   });
 
   it('saves a learned location on the retry of an index step whose save failed', async () => {

@@ -661,44 +661,14 @@ export class ContextManager {
     this.journals.clear();
     report({ phase: 'clear', done: 1, total: 1 });
     let records = 0;
-    let previous: Scene | null = null;
     let done = 0;
-    let cursor: string | undefined;
-    // What prune dropped stays dropped. Whether a chapter was pruned depends on its last scene, so a chapter's units
-    // wait until the chapter ends, unless it already reaches past every mark's bound.
-    const bound = Math.max(0, ...marks.map((mark) => mark.before));
-    let chapter: { id: string; lastIndex: number; units: Unit[] } | undefined;
     let pruned = 0;
-    const release = (out: Unit[]) => {
-      if (!chapter) return;
-      const { lastIndex } = chapter;
-      for (const unit of chapter.units) {
-        if (prunedBy(marks, lastIndex, unit.metadata.importance ?? Number.POSITIVE_INFINITY)) pruned++;
-        else out.push(unit);
-      }
-      chapter.units = [];
-    };
-    do {
-      throwIfAborted(options.signal);
-      const page = await this.store.listScenes(storyId, cursor ? { limit: 200, cursor } : { limit: 200 });
-      const units: Unit[] = [];
-      for (const scene of page.items) {
-        if (chapter?.id !== scene.chapterId) {
-          release(units);
-          chapter = { id: scene.chapterId, lastIndex: scene.index, units: [] };
-        }
-        chapter.lastIndex = scene.index;
-        chapter.units.push(...this.sceneUnits(scene, state, previous));
-        if (scene.index >= bound) release(units);
-        previous = scene;
-        this.learnLocations(storyId, scene.locations);
-      }
-      if (!page.nextCursor) release(units);
-      records += await this.writeUnits(storyId, units, options.signal, false);
-      done += page.items.length;
+    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, options.signal)) {
+      records += await this.writeUnits(storyId, page.units, options.signal, false);
+      done += page.scenes;
+      pruned += page.pruned;
       report({ phase: 'scenes', done, total: state.sceneCount });
-      cursor = page.nextCursor;
-    } while (cursor);
+    }
     // Read again: a scene committed (and indexed, then cleared) while the rebuild ran may have closed a chapter or
     // changed the cast, and the scenes just read include it.
     const latest = await this.store.load(storyId);
@@ -732,6 +702,53 @@ export class ContextManager {
     this.verified.set(storyId, Promise.resolve());
     report({ phase: 'done', done: 1, total: 1 });
     return { scenes: done, records, pruned };
+  }
+
+  /**
+   * The units of a story's scenes as a rebuild writes them, a page of scenes at a time, less what prune dropped
+   * (`marks`). Whether a chapter was pruned depends on its last scene, so a chapter's units wait until the chapter
+   * ends, unless it already reaches past every mark's bound. Learns the locations the scenes name.
+   */
+  private async *rebuiltSceneUnits(
+    storyId: string,
+    state: StoryState,
+    marks: readonly PruneMark[],
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<{ units: Unit[]; scenes: number; pruned: number }> {
+    const bound = Math.max(0, ...marks.map((mark) => mark.before));
+    let previous: Scene | null = null;
+    let chapter: { id: string; lastIndex: number; units: Unit[] } | undefined;
+    let pruned = 0;
+    const release = (out: Unit[]) => {
+      if (!chapter) return;
+      const { lastIndex } = chapter;
+      for (const unit of chapter.units) {
+        if (prunedBy(marks, lastIndex, unit.metadata.importance ?? Number.POSITIVE_INFINITY)) pruned++;
+        else out.push(unit);
+      }
+      chapter.units = [];
+    };
+    let cursor: string | undefined;
+    do {
+      throwIfAborted(signal);
+      const page = await this.store.listScenes(storyId, cursor ? { limit: 200, cursor } : { limit: 200 });
+      const units: Unit[] = [];
+      const prunedBefore = pruned;
+      for (const scene of page.items) {
+        if (chapter?.id !== scene.chapterId) {
+          release(units);
+          chapter = { id: scene.chapterId, lastIndex: scene.index, units: [] };
+        }
+        chapter.lastIndex = scene.index;
+        chapter.units.push(...this.sceneUnits(scene, state, previous));
+        if (scene.index >= bound) release(units);
+        previous = scene;
+        this.learnLocations(storyId, scene.locations);
+      }
+      if (!page.nextCursor) release(units);
+      yield { units, scenes: page.items.length, pruned: pruned - prunedBefore };
+      cursor = page.nextCursor;
+    } while (cursor);
   }
 
   /**
@@ -868,7 +885,22 @@ export class ContextManager {
     if (!check) {
       check = (async () => {
         const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
-        if (stored?.metadata.text === this.fingerprint) return;
+        if (stored?.metadata.text === this.fingerprint) {
+          // A durable vector index (Pinecone) beside an in-process keyword index: a new process finds the vectors
+          // and an empty keyword side, which would leave retrieval to the vectors alone.
+          if (
+            !this.keywords.capabilities.durable &&
+            (await this.keywords.count(storyId)) === 0 &&
+            (await this.hasScenes(storyId, indexing))
+          ) {
+            // A fill cut short is undone, so the next check finds the keyword side empty and fills it again.
+            await this.rebuildKeywords(storyId).catch(async (error: unknown) => {
+              await this.keywords.deleteStory(storyId).catch(() => {});
+              throw error;
+            });
+          }
+          return;
+        }
         const { count } = await this.vectors.stats(storyId);
         const keywordCount = await this.keywords.count(storyId);
         // An index that is empty while the story has scenes was cleared by a rebuild cut short (or lost): rebuild it.
@@ -884,6 +916,46 @@ export class ContextManager {
     // The check and a rebuild it starts are shared by every caller meanwhile, so they run under no caller's signal;
     // each caller stops waiting when its own signal fires.
     await waitUnlessAborted(check, signal);
+  }
+
+  /**
+   * Fills the keyword index of a story from the store and the vector index, leaving the vectors alone: scenes as a
+   * rebuild writes them (less what prune dropped), characters and threads as they now stand, and the chapter
+   * summaries and synopsis as the vector index keeps them (made again, each would cost a summarizer call).
+   */
+  private async rebuildKeywords(storyId: string): Promise<void> {
+    const state = await this.store.load(storyId);
+    const marks = await this.pruneMarks(storyId);
+    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, undefined)) {
+      await this.keywords.upsert(storyId, page.units.map(keywordDocument));
+    }
+    const latest = await this.store.load(storyId);
+    const units = [
+      ...Object.values(latest.characters).map((character) => this.characterUnit(storyId, character, null)),
+      ...latest.plotThreads.map((thread) => this.threadUnit(storyId, thread, latest, null)),
+    ];
+    const chapters = Array.from({ length: latest.chapterIndex }, (_, chapter) => chapterIdFor(chapter));
+    const stored = new Map(
+      (
+        await this.vectors.fetch(storyId, [...units.map((unit) => unit.id), ...chapters.map(summaryId), SYNOPSIS_ID])
+      ).map((record) => [record.id, record]),
+    );
+    const documents: KeywordDocument[] = units.map((unit) => ({
+      ...keywordDocument(unit),
+      // As the vector side has it (the scene that last touched it), so both sides return the same metadata.
+      metadata: stored.get(unit.id)?.metadata ?? unit.metadata,
+    }));
+    for (const chapterId of chapters) {
+      const record = stored.get(summaryId(chapterId));
+      if (record?.metadata.text) {
+        documents.push({ id: record.id, text: `${chapterId}: ${record.metadata.text}`, metadata: record.metadata });
+      }
+    }
+    const synopsis = stored.get(SYNOPSIS_ID);
+    if (synopsis?.metadata.text) {
+      documents.push({ id: SYNOPSIS_ID, text: synopsis.metadata.text, metadata: synopsis.metadata });
+    }
+    await this.keywords.upsert(storyId, documents);
   }
 
   private async writeFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
@@ -1511,12 +1583,7 @@ export class ContextManager {
     for (let start = 0; start < records.length; start += batch) {
       await this.vectors.upsert(storyId, records.slice(start, start + batch), signal ? { signal } : {});
     }
-    const documents: KeywordDocument[] = units.map((unit) => ({
-      id: unit.id,
-      text: unit.text,
-      metadata: unit.metadata,
-    }));
-    await this.keywords.upsert(storyId, documents, signal ? { signal } : {});
+    await this.keywords.upsert(storyId, units.map(keywordDocument), signal ? { signal } : {});
     if (invalidate && units.some((unit) => unit.metadata.type === 'summary')) {
       this.stablePrefixes.clear();
       this.windowSummaryRecords.clear();
@@ -1716,6 +1783,10 @@ interface Unit {
   /** What the vector index embeds, when not `text` (a scene chunk without the neighbours it borrows). */
   embeddingText?: string;
   metadata: VectorMetadataInput;
+}
+
+function keywordDocument(unit: Unit): KeywordDocument {
+  return { id: unit.id, text: unit.text, metadata: unit.metadata };
 }
 
 function toAudienceInput(influence: StoryState['userInfluenceQueue'][number]): AudienceInput {
