@@ -1,7 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createMemoryStateStore } from '../state/memory.js';
-import { chapterIdFor, type Scene, type StoryState } from '../state/schema.js';
+import {
+  type CharacterState,
+  CharacterStateSchema,
+  chapterIdFor,
+  type Scene,
+  type StoryState,
+} from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { ContextCache } from './context-cache.js';
@@ -416,6 +422,116 @@ describe('ContextManager.getRelevantContext', () => {
       expect(told.prompt.stable).toContain(`Thread "The hidden key" (key): open → advancing. ${secret}.`);
       expect(told.prompt.stable).toContain('Unpaid setups: the key opens the sunken bell');
     }
+  });
+
+  it('with a point of view, shows others as last seen together, those never met by name alone, and keeps the dead from acting', async () => {
+    // Mira (the point of view) is in scenes 0 and 3 only. Between them, without her: Tobin loses a hand and turns on
+    // Old Gull, Wren is introduced, and Old Gull dies. She knows Old Gull by a relationship, and has never met Wren.
+    const { store, options, state: created } = await newStory(4);
+    const manager = new ContextManager(options);
+    const mira = created.characters.mira!;
+    let state = (
+      await store.commitScene('tale', {
+        expectedVersion: created.version,
+        scene: makeNextScene(created, { characters: ['mira', 'tobin'] }),
+        nextState: makeNextState(created, makeNextScene(created, { characters: ['mira', 'tobin'] }), {
+          characters: {
+            ...created.characters,
+            mira: { ...mira, relationships: { gull: { kind: 'mentor', affinity: 0.6, trust: 0.7, since: null } } },
+          },
+        }),
+        consumedInfluenceIds: [],
+      })
+    ).state;
+    await manager.indexScene((await store.getScene('tale', state.sceneId!))!, { state });
+    const change = (id: string, patch: Partial<CharacterState>) => (before: StoryState) => ({
+      characters: { ...before.characters, [id]: { ...before.characters[id]!, ...patch } },
+    });
+    const commit = async (characters: string[], next: (before: StoryState) => Partial<StoryState>) => {
+      ({ state } = await commitNext(store, state, { characters }, next(state), manager));
+    };
+    const tobin = state.characters.tobin!;
+    await commit(['tobin', 'gull', 'wren'], (before) => ({
+      characters: {
+        ...before.characters,
+        tobin: {
+          ...tobin,
+          description: 'He lost his left hand to the bell rope.',
+          relationships: { gull: { kind: 'rival', affinity: -0.8, trust: 0.1, since: null } },
+        },
+        wren: CharacterStateSchema.parse({
+          id: 'wren',
+          name: 'Wren Hollis',
+          role: 'minor',
+          description: 'A smuggler who knows the bell tunnels.',
+        }),
+      },
+    }));
+    await commit(['tobin', 'gull'], change('gull', { status: 'dead' }));
+    await commit(['mira'], () => ({ chapterIndex: 1, chapterId: chapterIdFor(1) }));
+    // Chapter 2: Mira and Tobin together, while Wren, elsewhere, changes.
+    await commit(
+      ['mira', 'tobin'],
+      change('wren', { status: 'absent', description: 'Wren has taken the harbour master’s keys.' }),
+    );
+
+    const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    const prompt = seen.prompt.stable + seen.prompt.dynamic;
+    // Tobin as she last saw him (scene 0); Old Gull by her relationship alone; Wren by name and role.
+    expect(seen.prompt.stable).toContain('## Tobin Marsh (id: tobin) — main, active');
+    expect(seen.prompt.stable).toContain('- Old Gull (id: gull), supporting: known to mira, not met in a scene so far');
+    expect(seen.prompt.stable).toContain('- Wren Hollis (id: wren), minor: mira has not met them');
+    expect(seen.prompt.stable).toContain('## Mira Vale (id: mira) — main, active');
+    expect(seen.prompt.stable).toContain('Old Gull: mentor (affinity 0.60');
+    for (const secret of ['left hand', 'rival', 'smuggler', 'harbour master', 'gull — supporting, dead', 'now dead']) {
+      expect(prompt).not.toContain(secret);
+    }
+    // Her not knowing does not let the dead act.
+    expect(seen.prompt.dynamic).toContain(
+      "These characters cannot appear or act in it (the story's continuity; Mira Vale does not know why): Old Gull (gull).",
+    );
+    expect(seen.trace.included).toContainEqual(
+      expect.objectContaining({ id: 'character:wren', reason: 'minor character, not met by mira: name and role only' }),
+    );
+    expect(seen.trace.included).toContainEqual(
+      expect.objectContaining({ id: 'character:tobin', reason: 'main character, as mira last saw them' }),
+    );
+
+    // Tobin was there: he sees his own sheet, Wren whole, and Old Gull dead, so nothing needs saying.
+    const his = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'tobin' });
+    expect(his.prompt.stable).toContain('He lost his left hand to the bell rope.');
+    expect(his.prompt.stable).toContain('A smuggler who knows the bell tunnels.');
+    expect(his.prompt.stable).toContain('## Old Gull (id: gull) — supporting, dead');
+    expect(his.prompt.dynamic).not.toContain('cannot appear or act');
+    // Wren's change in chapter 2 happened away from both of them: neither journal tells it; the narrator's does.
+    expect(his.prompt.stable).not.toContain('Wren Hollis: now absent');
+    expect(prompt).not.toContain('Wren Hollis: now absent');
+    const all = await manager.getRelevantContext('tale', 'the lamp at night');
+    expect(all.prompt.stable).toContain('He lost his left hand to the bell rope.');
+    expect(all.prompt.stable).toContain('## Old Gull (id: gull) — supporting, dead');
+    expect(all.prompt.stable).toContain('- Wren Hollis: now absent');
+
+    // A new process reads the same from the store, and so does one that placed everyone at an earlier chapter.
+    const cold = await new ContextManager(options).getRelevantContext('tale', 'the lamp at night', {
+      povCharacterId: 'mira',
+    });
+    expect(cold.prompt.stable).toBe(seen.prompt.stable);
+    expect(cold.prompt.dynamic).toBe(seen.prompt.dynamic);
+
+    // Chapter 3: she has met Wren, and seen Tobin since his loss. This process reads only the scenes since its last
+    // look; a new one reads back through the story; both tell the same.
+    await commit(['mira', 'wren'], () => ({}));
+    await commit(['mira'], () => ({ chapterIndex: 2, chapterId: chapterIdFor(2) }));
+    await commit(['mira', 'tobin'], () => ({}));
+    const later = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    expect(later.prompt.stable).toContain('## Wren Hollis (id: wren) — minor, absent');
+    expect(later.prompt.stable).toContain('He lost his left hand to the bell rope.');
+    expect(later.prompt.stable).not.toContain('rival');
+    expect(later.prompt.dynamic).toContain('cannot appear or act in it');
+    const coldLater = await new ContextManager(options).getRelevantContext('tale', 'the lamp at night', {
+      povCharacterId: 'mira',
+    });
+    expect(coldLater.prompt.stable).toBe(later.prompt.stable);
   });
 
   it('quotes hostile audience text as data that cannot break out of its line', async () => {

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { AbortedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import {
+  type CharacterState,
   chapterIdFor,
   LIMITS,
   type PlotThread,
@@ -82,6 +83,12 @@ const MAX_PRUNE_MARKS = 20;
 interface PruneMark {
   before: number;
   maxImportance: number;
+}
+
+/** A scene two characters were both in: its index, and the version of the state it left. */
+interface SharedScene {
+  index: number;
+  stateVersion: number;
 }
 
 /** Adds `mark` to `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance). */
@@ -157,8 +164,12 @@ export interface RelevantContextOptions {
    * Only what this character witnessed or knows: scenes it is in (retrieved, earlier, in the chapter journal, and
    * the previous scene's ending only when it was there), its own knowledge and no one else's, and the summary and
    * setups only of plot threads it is in. Chapter summaries and the synopsis tell everything, so older chapters are
-   * told by the summaries of the scenes it was in instead, and the synopsis is left out (the trace says why). It
-   * scopes `similarScenes` and `prompt`; `coreState` and `cachedContext` stay the whole story's.
+   * told by the summaries of the scenes it was in instead, and the synopsis is left out (the trace says why).
+   * Another character's sheet is shown as it was at the last scene the two shared, with its tie to this character
+   * alone; one known only by a relationship, or never met, by name, id and role. A death it did not witness stays
+   * unknown to it, and the task says that character cannot appear. The journal tells changes only to characters
+   * present in each scene. It scopes `similarScenes` and `prompt`; `coreState` and `cachedContext` stay the whole
+   * story's.
    */
   povCharacterId?: string;
   signal?: AbortSignal;
@@ -380,8 +391,20 @@ export class ContextManager {
   private readonly stableCounts = new Map<string, { parts: readonly string[]; tokens: number }>();
   private readonly stablePrefixes = new Map<
     string,
-    { text: string; tokens: number; items: PackedItem[]; omitted: OmittedItem[] }
+    {
+      text: string;
+      tokens: number;
+      items: PackedItem[];
+      omitted: OmittedItem[];
+      /** Under a point of view: the others as it knows them (see `acquaintances`). */
+      acquaintances?: ReadonlyMap<string, CharacterState | null>;
+    }
   >();
+  /**
+   * Per story and point of view, from the newest complete scan: for each other character, the last scene before
+   * `before` that the two were in together. A later chapter start reads only the scenes since.
+   */
+  private readonly sharedScenes = new Map<string, { before: number; last: Map<string, SharedScene> }>();
   /**
    * Whole journals by story, state version, chapter start, point of view and budget. A state version fixes the
    * chapter's scenes (committed scenes never change), so repeated calls at one version (a re-asked episode, readers'
@@ -509,6 +532,7 @@ export class ContextManager {
       influences,
       query,
       pov,
+      pov && stable.acquaintances ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, pov) : [],
     );
     // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode. From a chapter's
     // second episode on, the prefix is what the prompt cache serves, and the ratio holds however small the story still
@@ -1216,6 +1240,55 @@ export class ContextManager {
     return chapters.flat();
   }
 
+  /**
+   * The other characters `pov` knows at `chapterStart`, each as it was at the last scene before the chapter that the
+   * two shared (the state that scene left), or `null` for one `pov` has a relationship with but never shared a scene
+   * with. Reads the scenes newest first, back to the last ones it read for this point of view, or, in a new process,
+   * until every character is placed (the whole story when one was never met).
+   */
+  private async acquaintances(chapterStart: StoryState, pov: string): Promise<Map<string, CharacterState | null>> {
+    const { storyId } = chapterStart;
+    const before = chapterStart.sceneCount;
+    const key = `${storyId}\u0000${pov}`;
+    const earlier = this.sharedScenes.get(key);
+    const base = earlier && earlier.before <= before ? earlier : undefined;
+    const floor = base?.before ?? 0;
+    const cast = Object.keys(chapterStart.characters).filter((id) => id !== pov);
+    const last = new Map<string, SharedScene>();
+    let complete = true;
+    if (before > floor) {
+      for await (const scene of eachScene(this.store, storyId, { order: 'desc', limit: 200 })) {
+        if (scene.index >= before) continue;
+        if (scene.index < floor) break;
+        if (!scene.characters.includes(pov)) continue;
+        for (const id of scene.characters) {
+          if (id !== pov && !last.has(id)) last.set(id, { index: scene.index, stateVersion: scene.stateVersion });
+        }
+        if (!base && scene.index > 0 && cast.every((id) => last.has(id))) {
+          complete = false;
+          break;
+        }
+      }
+    }
+    if (base) for (const [id, shared] of base.last) if (!last.has(id)) last.set(id, shared);
+    if (complete && (!earlier || earlier.before <= before)) remember(this.sharedScenes, key, { before, last }, 256);
+    const versions = [...new Set(cast.flatMap((id) => (last.has(id) ? [last.get(id)!.stateVersion] : [])))];
+    const states = new Map(
+      await Promise.all(
+        versions.map(async (version) => [version, await this.store.getStateAt(storyId, version)] as const),
+      ),
+    );
+    const known = new Map<string, CharacterState | null>();
+    const relationships = chapterStart.characters[pov]?.relationships ?? {};
+    for (const id of cast) {
+      const shared = last.get(id);
+      const then = shared ? states.get(shared.stateVersion)?.characters[id] : undefined;
+      if (then) known.set(id, then);
+      else if (shared || Object.hasOwn(relationships, id)) known.set(id, null);
+    }
+    return known;
+  }
+
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
     if (this.cache) return this.cache.getFrequentContext(state.storyId, { state });
     const count = Math.max(1, this.recentScenes);
@@ -1262,12 +1335,14 @@ export class ContextManager {
       pov && synopsis
         ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
         : [];
+    const acquaintances = pov ? await this.acquaintances(chapterStart, pov) : undefined;
     const items = stablePrefixItems({
       chapterStart,
       chapterSummaries,
       earlierScenes,
       ...(synopsis && !pov ? { synopsis } : {}),
       ...(pov ? { povCharacterId: pov } : {}),
+      ...(acquaintances ? { acquaintances } : {}),
     });
     const packed = packItems(items, Math.floor(budget * this.stableShare), this.tokenizer);
     const result = {
@@ -1275,6 +1350,7 @@ export class ContextManager {
       tokens: packed.tokens,
       items: packed.included,
       omitted: [...packed.omitted, ...unwitnessed],
+      ...(acquaintances ? { acquaintances } : {}),
     };
     // Likewise the prefix: one made before a closed chapter's summary (or the synopsis) was written is made again.
     const synopsisCurrent = (synopsisRecord?.metadata.sceneIndex ?? -1) >= chapterStart.sceneCount - 1;
@@ -1338,7 +1414,8 @@ export class ContextManager {
       this.store.getStateAt(scene.storyId, scene.stateVersion - 1),
       this.store.getStateAt(scene.storyId, scene.stateVersion),
     ]);
-    const changes = before && after ? changesSince(before, after, pov).map((line) => line.variants[0]!) : [];
+    const present = new Set(scene.characters);
+    const changes = before && after ? changesSince(before, after, pov, present).map((line) => line.variants[0]!) : [];
     const names = scene.characters.map((id) => (after ?? state).characters[id]?.name ?? id).join(', ');
     const entry = [
       `[${scene.index}] ${scene.title}: ${scene.summary || firstSentence(scene.text)}`,
@@ -1381,6 +1458,7 @@ export class ContextManager {
     influences: readonly AudienceInput[],
     query: string,
     pov: string | undefined,
+    deathsUnknownToPov: readonly string[],
   ): PromptItem[] {
     const items: PromptItem[] = [];
     const povName = pov ? state.characters[pov]?.name : undefined;
@@ -1392,6 +1470,10 @@ export class ContextManager {
         [
           `Write scene ${state.sceneCount + 1} (index ${state.sceneCount}) of ${state.chapterId}.`,
           povName ? `Tell it from the point of view of ${povName} (${pov}): only what they witness or know.` : '',
+          // The story's continuity still holds where the point of view does not know it: the dead do not act.
+          deathsUnknownToPov.length > 0
+            ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${deathsUnknownToPov.join(', ')}.`
+            : '',
           query.trim() ? `Focus: ${query.trim()}` : '',
         ]
           .filter(Boolean)
@@ -1785,6 +1867,23 @@ interface Unit {
   metadata: VectorMetadataInput;
 }
 
+/**
+ * The characters of the chapter start who are dead now while the point of view's prompt shows them otherwise (as
+ * last seen alive, or not met), as "Name (id)".
+ */
+function deathsNotShown(
+  state: StoryState,
+  chapterStart: StoryState,
+  acquaintances: ReadonlyMap<string, CharacterState | null>,
+  pov: string,
+): string[] {
+  return Object.keys(chapterStart.characters).flatMap((id) => {
+    const now = state.characters[id];
+    if (id === pov || now?.status !== 'dead' || acquaintances.get(id)?.status === 'dead') return [];
+    return [`${now.name} (${id})`];
+  });
+}
+
 function keywordDocument(unit: Unit): KeywordDocument {
   return { id: unit.id, text: unit.text, metadata: unit.metadata };
 }
@@ -1800,15 +1899,20 @@ function toAudienceInput(influence: StoryState['userInfluenceQueue'][number]): A
   };
 }
 
-/** What changed between the chapter start and now, one line per change (the stable prefix shows the start). */
+/**
+ * What changed between `start` and `now`, one line per change. Under a point of view, changes to characters only
+ * where the point of view could see them: the characters `present` in the scene (and itself).
+ */
 function changesSince(
   start: StoryState,
   now: StoryState,
   pov: string | undefined,
+  present?: ReadonlySet<string>,
 ): Array<{ id: string; variants: string[] }> {
   if (start.version === now.version) return [];
   const lines: Array<{ id: string; variants: string[] }> = [];
   for (const character of Object.values(now.characters)) {
+    if (pov !== undefined && present && character.id !== pov && !present.has(character.id)) continue;
     const before = start.characters[character.id];
     if (!before) {
       const facts = [character.description, character.appearance].filter(Boolean).join(' ');

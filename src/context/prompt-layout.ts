@@ -206,6 +206,13 @@ export interface StablePrefixInput {
   earlierScenes?: ReadonlyArray<{ id: string; index: number; title: string; summary: string; characters: string[] }>;
   /** Limit what character sheets reveal to this character's point of view. */
   povCharacterId?: string;
+  /**
+   * With `povCharacterId`: the other characters that character knows, each as it was at the last scene the two
+   * shared, with its relationships to the point of view alone (`null`: known to the point of view by a relationship,
+   * but never met in a scene so far). A character not in it is shown by name, id and role alone, as not met; without
+   * it, every sheet is shown as at the chapter start.
+   */
+  acquaintances?: ReadonlyMap<string, CharacterState | null>;
 }
 
 /** The items of the stable prefix: instructions, bible, world rules, characters and threads as of the chapter start. */
@@ -251,15 +258,35 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
     });
   });
   const characters = Object.values(state.characters).sort(compareCharacters);
+  const pov = input.povCharacterId;
+  const acquaintances = pov === undefined ? undefined : input.acquaintances;
+  // Of another's ties, the point of view sees the one to itself: how the others stand among themselves is theirs.
+  const visible = pov !== undefined ? new Set([pov]) : undefined;
   for (const character of characters) {
     const rank = character.role === 'main' ? 85 : character.role === 'supporting' ? 60 : 40;
-    items.push({
+    const item = {
       id: `character:${character.id}`,
       section: `# Characters at the start of ${state.chapterId}`,
       priority: character.status === 'dead' ? rank - 20 : rank,
-      variants: characterVariants(character, state, input.povCharacterId),
+      variants: characterVariants(character, state, pov),
       reason: `${character.role} character`,
-    });
+    };
+    if (acquaintances && pov !== undefined && character.id !== pov) {
+      const known = acquaintances.get(character.id);
+      const who = `- ${character.name} (id: ${character.id}), ${character.role}`;
+      if (known) {
+        item.priority = known.status === 'dead' ? rank - 20 : rank;
+        item.variants = characterVariants(known, state, pov, visible);
+        item.reason = `${character.role} character, as ${pov} last saw them`;
+      } else if (known === null) {
+        item.variants = [`${who}: known to ${pov}, not met in a scene so far`];
+        item.reason = `${character.role} character, known to ${pov} by name`;
+      } else {
+        item.variants = [`${who}: ${pov} has not met them`];
+        item.reason = `${character.role} character, not met by ${pov}: name and role only`;
+      }
+    }
+    items.push(item);
   }
   const threads = [...state.plotThreads].sort(compareThreads);
   for (const thread of threads) {
@@ -320,14 +347,23 @@ function compareThreads(a: PlotThread, b: PlotThread): number {
   return resolved(a) - resolved(b) || b.importance - a.importance || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
-/** A character sheet at three levels of detail. Other characters' private knowledge is hidden from a POV prompt. */
-export function characterVariants(character: CharacterState, state: StoryState, povCharacterId?: string): string[] {
+/**
+ * A character sheet at three levels of detail. Other characters' private knowledge is hidden from a POV prompt;
+ * `visible`, when given, limits the relationships shown to those with these characters.
+ */
+export function characterVariants(
+  character: CharacterState,
+  state: StoryState,
+  povCharacterId?: string,
+  visible?: ReadonlySet<string>,
+): string[] {
   const head = `## ${character.name} (id: ${character.id}) — ${character.role}, ${character.status}`;
   const traits = Object.entries(character.traits)
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([name, value]) => `${name} ${value.toFixed(2)}`)
     .join(', ');
   const relationships = Object.entries(character.relationships)
+    .filter(([target]) => !visible || visible.has(target))
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([target, relation]) => {
       const name = state.characters[target]?.name ?? target;
