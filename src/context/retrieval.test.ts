@@ -388,8 +388,19 @@ describe('createHybridRetriever', () => {
       id: `short-${i}`,
       text: `a dragon flew over tower ${i} in the evening rain`,
     }));
-    const retriever = await setup([...chunks, ...short]);
+    // The query is embedded once, however often the pool widens (a remote embedder is a paid call).
+    const hashing = createHashingEmbedder({ dimensions: 256 });
+    const queries: string[] = [];
+    const embedder: Embedder = {
+      ...hashing,
+      embed: (texts, options) => {
+        if (options?.inputType === 'query') queries.push(...texts);
+        return hashing.embed(texts, options);
+      },
+    };
+    const retriever = await setup([...chunks, ...short], undefined, embedder);
     const { candidates } = await retriever.retrieve(STORY, { query: 'dragon', k: 5, distinct: 'sourceId' });
+    expect(queries).toEqual(['dragon']);
     expect(candidates).toHaveLength(5);
     expect(new Set(candidates.map((c) => c.metadata.sourceId)).size).toBe(5);
     // Fewer sources than k in the whole story: all of them, and no endless widening.

@@ -412,19 +412,29 @@ export function createHybridRetriever(config: {
     storyId: string,
     request: RetrievalQuery,
     grouped: boolean,
-    widened?: number,
-  ): Promise<{ scored: ScoredEntry[]; timings: RetrievalTimings; started: number; pool: number; full: boolean }> => {
+    widened?: { pool: number; queryVector: Float32Array; embedTime: number },
+  ): Promise<{
+    scored: ScoredEntry[];
+    timings: RetrievalTimings;
+    started: number;
+    pool: number;
+    full: boolean;
+    queryVector: Float32Array;
+  }> => {
     const started = performance.now();
     checkRequest(request);
     const { query, k, filter, exact, now, signal } = request;
     throwIfAborted(signal);
     const basePool = options.candidates ?? Math.max(4 * k, 40);
-    const poolSize = widened ?? (grouped ? (grouping.candidates ?? Math.max(basePool, 20 * k)) : basePool);
+    const poolSize = widened?.pool ?? (grouped ? (grouping.candidates ?? Math.max(basePool, 20 * k)) : basePool);
     const timings = noTimings();
 
     let mark = performance.now();
-    const [queryVector] = await embedder.embed([query], { inputType: 'query', signal });
-    timings.embed = performance.now() - mark;
+    // A widened search reuses the query's vector: a remote embedder would otherwise be asked again.
+    const [queryVector] = widened
+      ? [widened.queryVector]
+      : await embedder.embed([query], { inputType: 'query', signal });
+    timings.embed = widened ? widened.embedTime : performance.now() - mark;
     throwIfAborted(signal);
     if (!queryVector) throw new ValidationError('The embedder returned no vector for the query');
 
@@ -586,7 +596,7 @@ export function createHybridRetriever(config: {
     timings.score = performance.now() - mark;
     // Either search filled the pool: there may be more matches beyond it.
     const full = denseMatches.length >= poolSize || lexicalMatches.length >= poolSize;
-    return { scored, timings, started, pool: poolSize, full };
+    return { scored, timings, started, pool: poolSize, full, queryVector };
   };
 
   return {
@@ -600,7 +610,11 @@ export function createHybridRetriever(config: {
       // sources are in, or the searches hold no more.
       const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
       while (request.distinct === 'sourceId' && scored.length < k && ranked.full && ranked.pool < maxPool) {
-        ranked = await rank(storyId, request, grouped, Math.min(maxPool, ranked.pool * 4));
+        ranked = await rank(storyId, request, grouped, {
+          pool: Math.min(maxPool, ranked.pool * 4),
+          queryVector: ranked.queryVector,
+          embedTime: ranked.timings.embed,
+        });
         scored = bestPerSource(ranked.scored);
       }
       const { timings } = ranked;
