@@ -608,6 +608,22 @@ describe('createHybridRetriever', () => {
     }
   });
 
+  it('refuses a misspelt option instead of leaving it at its default', () => {
+    const parts = {
+      vectors: createMemoryVectorIndex({ dimensions: 16 }),
+      keywords: createMemoryKeywordIndex(),
+      embedder: createHashingEmbedder({ dimensions: 16 }),
+    };
+    for (const options of [{ fusion: { methd: 'rrf' } }, { mmr: { lamda: 0.5 } }, { candidate: 50 }]) {
+      expect(() => createHybridRetriever({ ...parts, options: options as never })).toThrow(
+        expect.objectContaining({ name: 'ValidationError' }),
+      );
+    }
+    expect(() =>
+      createHybridRetriever({ ...parts, options: { fusion: { method: 'rrf' }, mmr: { lambda: 0.5 } } }),
+    ).not.toThrow();
+  });
+
   it('refuses an embedder whose dimensions differ from the index', () => {
     expect(() =>
       createHybridRetriever({

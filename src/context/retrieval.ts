@@ -294,10 +294,11 @@ export const DEFAULT_RETRIEVAL_OPTIONS = Object.freeze({
 });
 
 const weight = z.number().min(0).max(1_000);
-const OptionsSchema = z.object({
+// Strict: a misspelt option (`methd`, `denseWieght`) is refused rather than silently left at its default.
+const OptionsSchema = z.strictObject({
   candidates: z.number().int().min(1).max(10_000).optional(),
   fusion: z
-    .object({
+    .strictObject({
       method: z.enum(['rrf', 'combsum']).default(DEFAULT_RETRIEVAL_OPTIONS.fusion.method),
       rrfK: z.number().min(0).max(10_000).default(DEFAULT_RETRIEVAL_OPTIONS.fusion.rrfK),
       denseWeight: weight.default(DEFAULT_RETRIEVAL_OPTIONS.fusion.denseWeight),
@@ -305,7 +306,7 @@ const OptionsSchema = z.object({
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.fusion }),
   scoring: z
-    .object({
+    .strictObject({
       relevance: weight.default(DEFAULT_RETRIEVAL_OPTIONS.scoring.relevance),
       recency: weight.default(DEFAULT_RETRIEVAL_OPTIONS.scoring.recency),
       importance: weight.default(DEFAULT_RETRIEVAL_OPTIONS.scoring.importance),
@@ -315,20 +316,20 @@ const OptionsSchema = z.object({
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.scoring }),
   feedback: z
-    .object({
+    .strictObject({
       documents: z.number().int().min(0).max(100).default(DEFAULT_RETRIEVAL_OPTIONS.feedback.documents),
       weight: z.number().min(0).max(100).default(DEFAULT_RETRIEVAL_OPTIONS.feedback.weight),
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.feedback }),
   lexicalFeedback: z
-    .object({
+    .strictObject({
       documents: z.number().int().min(0).max(100).default(DEFAULT_RETRIEVAL_OPTIONS.lexicalFeedback.documents),
       terms: z.number().int().min(1).max(100).default(DEFAULT_RETRIEVAL_OPTIONS.lexicalFeedback.terms),
       queryWeight: z.number().int().min(1).max(10).default(DEFAULT_RETRIEVAL_OPTIONS.lexicalFeedback.queryWeight),
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.lexicalFeedback }),
   grouping: z
-    .object({
+    .strictObject({
       field: z.enum(['chapterId', 'sourceId']).default(DEFAULT_RETRIEVAL_OPTIONS.grouping.field),
       weight: weight.default(DEFAULT_RETRIEVAL_OPTIONS.grouping.weight),
       members: z.number().int().min(1).max(1_000).default(DEFAULT_RETRIEVAL_OPTIONS.grouping.members),
@@ -336,7 +337,7 @@ const OptionsSchema = z.object({
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.grouping }),
   proximity: z
-    .object({
+    .strictObject({
       weight: weight.default(DEFAULT_RETRIEVAL_OPTIONS.proximity.weight),
       candidates: z.number().int().min(1).max(10_000).optional(),
       window: z.number().int().min(1).max(1_000).default(DEFAULT_RETRIEVAL_OPTIONS.proximity.window),
@@ -344,7 +345,7 @@ const OptionsSchema = z.object({
     })
     .default({ ...DEFAULT_RETRIEVAL_OPTIONS.proximity }),
   mmr: z
-    .object({
+    .strictObject({
       lambda: z.number().min(0).max(1).default(DEFAULT_RETRIEVAL_OPTIONS.mmr.lambda),
       pool: z.number().int().min(1).max(10_000).optional(),
     })
