@@ -691,6 +691,18 @@ describe('ContextManager.getRelevantContext', () => {
       code: 'ABORTED',
     });
   });
+
+  it('takes null options as none, and refuses options that are not an object', async () => {
+    const { manager } = await buildStory(3);
+    const none = await manager.getRelevantContext('tale', 'the lamp');
+    const fromNull = await manager.getRelevantContext('tale', 'the lamp', null as never);
+    expect(fromNull.prompt).toEqual(none.prompt);
+    for (const options of [5, 'k=3', [1]]) {
+      await expect(manager.getRelevantContext('tale', 'the lamp', options as never)).rejects.toMatchObject({
+        code: 'VALIDATION',
+      });
+    }
+  });
 });
 
 describe('ContextManager memory upkeep', () => {

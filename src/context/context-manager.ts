@@ -468,12 +468,15 @@ export class ContextManager {
    * The context for the next scene of `storyId`, focused by `query` (what the scene is about: focus characters,
    * the thread to advance, the audience's choice).
    */
-  async getRelevantContext(
-    storyId: string,
-    query: string,
-    options: RelevantContextOptions = {},
-  ): Promise<ContextBundle> {
+  async getRelevantContext(storyId: string, query: string, given: RelevantContextOptions = {}): Promise<ContextBundle> {
     const started = performance.now();
+    // `null` is "no options", as JavaScript callers often write it; anything else that is not an object is refused.
+    const options: RelevantContextOptions = given ?? {};
+    if (typeof options !== 'object' || Array.isArray(options)) {
+      throw new ValidationError('options must be an object', {
+        problems: [{ path: 'options', message: 'must be an object' }],
+      });
+    }
     const k = checkInteger(options.k ?? 5, 'k', 1, 100);
     const budget = checkInteger(options.tokenBudget ?? this.defaultTokenBudget, 'tokenBudget', 256, 2_000_000);
     if (typeof query !== 'string' || query.length > LIMITS.description * 4) {
