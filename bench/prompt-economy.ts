@@ -8,7 +8,7 @@
  * Every few episodes a reader votes, so audience input shows up as it would.
  *
  * Run with `npm run bench:prompt` (`BENCH_EPISODES=200`; `BENCH_TEMPLATE=glasshouse-ship` and `BENCH_SEED=3` for
- * another story). Writes `bench/results/prompt-economy.json` and `bench/results/prompt-economy.md` for the default
+ * another story; `BENCH_POV=<character id>` for every prompt from that character's point of view). Writes `bench/results/prompt-economy.json` and `bench/results/prompt-economy.md` for the default
  * story only. Not part of `npm test`.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,8 @@ const EPISODES = Number(process.env.BENCH_EPISODES ?? 200);
 const TEMPLATE = process.env.BENCH_TEMPLATE ?? defaultStoryTemplate.name;
 const SEED = Number(process.env.BENCH_SEED ?? 7);
 /** Only the default story's run is the published result. */
-const DEFAULT_RUN = TEMPLATE === defaultStoryTemplate.name && SEED === 7 && EPISODES === 200;
+const POV = process.env.BENCH_POV || undefined;
+const DEFAULT_RUN = TEMPLATE === defaultStoryTemplate.name && SEED === 7 && EPISODES === 200 && POV === undefined;
 const STORY = 'economy';
 const EPOCH = Date.UTC(2026, 0, 1);
 const BAR = 0.8;
@@ -90,6 +91,7 @@ async function main(): Promise<void> {
     const bundle = await context.getRelevantContext(STORY, buildEpisodeQuery(state, resolution), {
       state,
       influences: resolution.influences,
+      ...(POV ? { povCharacterId: POV } : {}),
     });
     if (state.chapterId !== previousChapter) {
       previousChapter = state.chapterId;
