@@ -13,7 +13,8 @@ import { createPineconeIndex } from '../src/context/pinecone.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
+import { chapterIdFor } from '../src/state/schema.js';
+import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
 import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
 import { type PineconeStandIn, startPineconeStandIn } from '../src/testing/pinecone-server.js';
@@ -60,7 +61,7 @@ async function build(storyId: string, vectors: VectorIndex, episodes = 16) {
     const result = await engine.runEpisode(storyId);
     expect(result.complete).toBe(true);
   }
-  return { store, context, vectors, keywords };
+  return { store, context, vectors, keywords, engine };
 }
 
 function pinecone() {
@@ -128,6 +129,113 @@ describe('ContextManager over Pinecone (the local stand-in) and over the memory 
     }
     expect(await keywords.count('pc-cold')).toBe(await warm.keywords.count('pc-cold'));
     expect(documentsEmbedded).toEqual([]);
+  });
+
+  it('a long-lived process keeps its own keyword side up with scenes, summaries and prunes other processes write', async () => {
+    // The episode Lambda writes the story; a reader-facing server over the same store and Pinecone index, with an
+    // in-process keyword index, answers in between. Its keyword side must match a new process's at every point.
+    const lambda = await build('pc-keep', pinecone(), 8);
+    const embedder = createHashingEmbedder({ dimensions: DIM });
+    const open = () => {
+      const keywords = createMemoryKeywordIndex();
+      const options = { store: lambda.store, vectors: pinecone(), keywords, embedder, recentScenes: 2 };
+      return { keywords, context: new ContextManager({ ...options, summaryChapters: 1 }) };
+    };
+    const server = open();
+    const words = 'Night Mira Tobin Salt Market Drowned Archive Gull Rock lamp room north pier brass key sea calm';
+    const agree = async (label: string) => {
+      const cold = open();
+      for (const query of ['Mira at Salt Market', 'brass key', 'Chapter ending', 'the north pier']) {
+        const a = await cold.context.getRelevantContext('pc-keep', query, { k: 5 });
+        const b = await server.context.getRelevantContext('pc-keep', query, { k: 5 });
+        expect(strip(b.similarScenes), label).toEqual(strip(a.similarScenes));
+      }
+      const lexical = async (keywords: typeof server.keywords) =>
+        (await keywords.query('pc-keep', { text: words, topK: 1_000 })).map((m) => [
+          m.id,
+          m.score.toFixed(6),
+          m.metadata,
+        ]);
+      expect(await lexical(server.keywords), label).toEqual(await lexical(cold.keywords));
+    };
+    await agree('after the fill');
+    // Six more episodes, one of which closes a chapter (its summary and the synopsis come with its index step).
+    for (let episode = 0; episode < 6; episode++)
+      expect((await lambda.engine.runEpisode('pc-keep')).complete).toBe(true);
+    await agree('after six more episodes');
+    // A prune elsewhere: what it dropped leaves this side too.
+    expect((await lambda.context.prune('pc-keep', { minAgeScenes: 4, maxImportance: 0.5 })).deleted).toBeGreaterThan(0);
+    expect((await lambda.engine.runEpisode('pc-keep')).complete).toBe(true);
+    await agree('after a prune and an episode');
+    // The server looks between the commit of a chapter's last scene and the index step that writes its summary.
+    let state = await lambda.store.load('pc-keep');
+    while ((state.sceneCount + 1) % 4 !== 0) {
+      expect((await lambda.engine.runEpisode('pc-keep')).complete).toBe(true);
+      state = await lambda.store.load('pc-keep');
+    }
+    const scene = makeNextScene(state, { summary: 'The keepers close the chapter at the north pier.' });
+    const next = makeNextState(state, scene, {
+      chapterIndex: state.chapterIndex + 1,
+      chapterId: chapterIdFor(state.chapterIndex + 1),
+    });
+    state = (
+      await lambda.store.commitScene('pc-keep', {
+        expectedVersion: state.version,
+        scene,
+        nextState: next,
+        consumedInfluenceIds: [],
+      })
+    ).state;
+    await server.context.getRelevantContext('pc-keep', 'the north pier');
+    await lambda.context.indexScene(scene, { state });
+    await agree('after the summary it waited for');
+  });
+
+  it('a keeping-up cut short is undone: the next call fills the keyword side again and agrees with a new process', async () => {
+    const lambda = await build('pc-keep-fail', pinecone(), 8);
+    const embedder = createHashingEmbedder({ dimensions: DIM });
+    const fresh = createMemoryKeywordIndex();
+    // Armed, the second write from then on fails: the first has gone in, so the side is half done.
+    let armed = 0;
+    const keywords = new Proxy(fresh, {
+      get(target, property) {
+        if (property === 'upsert') {
+          return (...args: Parameters<typeof fresh.upsert>) => {
+            if (armed > 0 && ++armed === 3) {
+              armed = 0;
+              return Promise.reject(new Error('keyword outage'));
+            }
+            return target.upsert(...args);
+          };
+        }
+        const value = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const options = { store: lambda.store, embedder, recentScenes: 2, summaryChapters: 1 };
+    const server = new ContextManager({ ...options, vectors: pinecone(), keywords });
+    await server.getRelevantContext('pc-keep-fail', 'the lamp');
+    for (let episode = 0; episode < 3; episode++) {
+      expect((await lambda.engine.runEpisode('pc-keep-fail')).complete).toBe(true);
+    }
+    // A prune elsewhere: the server's next call empties its side and fills it again, and that fill fails half-way.
+    expect(
+      (await lambda.context.prune('pc-keep-fail', { minAgeScenes: 4, maxImportance: 0.5 })).deleted,
+    ).toBeGreaterThan(0);
+    expect((await lambda.engine.runEpisode('pc-keep-fail')).complete).toBe(true);
+    armed = 1;
+    await expect(server.getRelevantContext('pc-keep-fail', 'brass key')).rejects.toThrow('keyword outage');
+    const cold = createMemoryKeywordIndex();
+    const other = new ContextManager({ ...options, vectors: pinecone(), keywords: cold });
+    for (const query of ['brass key', 'Mira at Salt Market', 'the north pier']) {
+      const a = await other.getRelevantContext('pc-keep-fail', query, { k: 5 });
+      const b = await server.getRelevantContext('pc-keep-fail', query, { k: 5 });
+      expect(strip(b.similarScenes)).toEqual(strip(a.similarScenes));
+    }
+    const words = 'Night Mira Tobin Salt Market Drowned Archive Gull Rock lamp room north pier brass key sea calm';
+    const lexical = async (index: typeof fresh) =>
+      (await index.query('pc-keep-fail', { text: words, topK: 1_000 })).map((m) => [m.id, m.score.toFixed(6)]);
+    expect(await lexical(fresh)).toEqual(await lexical(cold));
   });
 
   it('prune reports what it dropped through Pinecone as through the memory index', async () => {

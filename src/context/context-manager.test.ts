@@ -477,9 +477,10 @@ describe('ContextManager.getRelevantContext', () => {
 
     const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     const prompt = seen.prompt.stable + seen.prompt.dynamic;
-    // Tobin as she last saw him (scene 0); Old Gull by her relationship alone; Wren by name and role.
+    // Tobin as she last saw him (scene 0); Old Gull, whom she knows without having shared a scene, as the story
+    // began; Wren by name and role.
     expect(seen.prompt.stable).toContain('## Tobin Marsh (id: tobin) — main, active');
-    expect(seen.prompt.stable).toContain('- Old Gull (id: gull), supporting: known to mira, not met in a scene so far');
+    expect(seen.prompt.stable).toContain('## Old Gull (id: gull) — supporting, active');
     expect(seen.prompt.stable).toContain('- Wren Hollis (id: wren), minor: mira has not met them');
     expect(seen.prompt.stable).toContain('## Mira Vale (id: mira) — main, active');
     expect(seen.prompt.stable).toContain('Old Gull: mentor (affinity 0.60');
@@ -494,7 +495,13 @@ describe('ContextManager.getRelevantContext', () => {
       expect.objectContaining({ id: 'character:wren', reason: 'minor character, not met by mira: name and role only' }),
     );
     expect(seen.trace.included).toContainEqual(
-      expect.objectContaining({ id: 'character:tobin', reason: 'main character, as mira last saw them' }),
+      expect.objectContaining({ id: 'character:tobin', reason: 'main character, as mira last saw them (scene 0)' }),
+    );
+    expect(seen.trace.included).toContainEqual(
+      expect.objectContaining({
+        id: 'character:gull',
+        reason: 'supporting character, as mira knew them when the story began',
+      }),
     );
 
     // Tobin was there: he sees his own sheet, Wren whole, and Old Gull dead, so nothing needs saying.
@@ -1044,6 +1051,32 @@ describe('ContextManager memory upkeep', () => {
       expect(await lexical(fresh)).toEqual(await lexical(built.options.keywords));
     }
     expect(await fresh.count('tale')).toBe(await built.options.keywords.count('tale'));
+  });
+
+  it('fills the keyword side in a process whose first write was indexCharacter, indexPlotThread or summarizeChapter', async () => {
+    const built = await buildStory(12);
+    const query = 'Old Gull sang a sea shanty';
+    const reference = await new ContextManager({
+      ...built.options,
+      keywords: createMemoryKeywordIndex(),
+    }).getRelevantContext('tale', query, { k: 4 });
+    expect(reference.similarScenes[0]!.signals.lexical).toBeDefined();
+    const first = [
+      (manager: ContextManager) => manager.indexCharacter('tale', 'gull'),
+      (manager: ContextManager) => manager.indexPlotThread('tale', 'drift'),
+      (manager: ContextManager) => manager.summarizeChapter('tale', chapterIdFor(0)),
+    ];
+    for (const write of first) {
+      // Each wrote its one record into an empty keyword side, which then no longer looked empty to the first check.
+      const keywords = createMemoryKeywordIndex();
+      const manager = new ContextManager({ ...built.options, keywords });
+      await write(manager);
+      const bundle = await manager.getRelevantContext('tale', query, { k: 4 });
+      expect(bundle.similarScenes.map((scene) => [scene.sceneId, scene.score])).toEqual(
+        reference.similarScenes.map((scene) => [scene.sceneId, scene.score]),
+      );
+      expect(await keywords.count('tale')).toBe(await built.options.keywords.count('tale'));
+    }
   });
 
   it('saves a learned location on the retry of an index step whose save failed', async () => {

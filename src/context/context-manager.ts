@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { AbortedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import {
-  type CharacterState,
+  type CharacterStatus,
   chapterIdFor,
   LIMITS,
   type PlotThread,
@@ -29,6 +29,7 @@ import { createExtractiveSummarizer } from './extractive-summarizer.js';
 import type { MetadataFilter } from './filter.js';
 import type { KeywordDocument, KeywordIndex } from './keyword-index.js';
 import {
+  type Acquaintance,
   firstSentence,
   type OmittedItem,
   type PackedItem,
@@ -83,6 +84,28 @@ const MAX_PRUNE_MARKS = 20;
 interface PruneMark {
   before: number;
   maxImportance: number;
+}
+
+/** How far a process's own keyword side reaches (see `ContextManager.keepKeywordsUp`). */
+interface KeywordHorizon {
+  /** It holds the story's first `scenes` scenes. */
+  scenes: number;
+  /** The prune record it applied, as JSON. */
+  marks: string;
+  awaited: KeywordAwaited;
+}
+
+/** Summaries a keyword side waits for: another process writes them in its index step, after the commit. */
+interface KeywordAwaited {
+  /** Closed chapters whose summary was not stored yet. */
+  chapters: string[];
+  /** The scene index the synopsis must reach, when the stored one is older; null when it is current. */
+  synopsisFrom: number | null;
+  /**
+   * The newest scene read from the store, until its units are in the vector index: then its index step has run, and
+   * the characters and threads it touched are read again (with the metadata that step gave them).
+   */
+  scene: string | null;
 }
 
 /** A scene two characters were both in: its index, and the version of the state it left. */
@@ -166,10 +189,10 @@ export interface RelevantContextOptions {
    * setups only of plot threads it is in. Chapter summaries and the synopsis tell everything, so older chapters are
    * told by the summaries of the scenes it was in instead, and the synopsis is left out (the trace says why).
    * Another character's sheet is shown as it was at the last scene the two shared, with its tie to this character
-   * alone; one known only by a relationship, or never met, by name, id and role. A death it did not witness stays
-   * unknown to it, and the task says that character cannot appear. The journal tells changes only to characters
-   * present in each scene. It scopes `similarScenes` and `prompt`; `coreState` and `cachedContext` stay the whole
-   * story's.
+   * alone; one known by a relationship but never met in a scene, as the story began; one never met by name, id and
+   * role. A death it has not seen stays unknown to it, and the task says that character cannot appear. The journal
+   * tells changes only to characters present in each scene. It scopes `similarScenes` and `prompt`; `coreState` and
+   * `cachedContext` stay the whole story's.
    */
   povCharacterId?: string;
   signal?: AbortSignal;
@@ -370,7 +393,7 @@ export class ContextManager {
   private readonly defaultTokenBudget: number;
   private readonly stableShare: number;
   private readonly journalShare: number;
-  private readonly journalEntries = new Map<string, string>();
+  private readonly journalEntries = new Map<string, JournalEntry>();
   private readonly dynamicRatio: number;
   private readonly minDynamicTokens: number;
   private readonly earlierScenes: number;
@@ -397,7 +420,7 @@ export class ContextManager {
       items: PackedItem[];
       omitted: OmittedItem[];
       /** Under a point of view: the others as it knows them (see `acquaintances`). */
-      acquaintances?: ReadonlyMap<string, CharacterState | null>;
+      acquaintances?: ReadonlyMap<string, Acquaintance>;
     }
   >();
   /**
@@ -417,6 +440,12 @@ export class ContextManager {
   private deleteCounts: boolean | undefined;
   /** The state version at which each story's known locations were last read from their record. */
   private readonly locationsReadAt = new Map<string, number>();
+  /**
+   * Per story, how far this process's own keyword side reaches (`ownKeywordSide`): the number of scenes it holds,
+   * and the prune record it applied.
+   */
+  private readonly keywordHorizons = new Map<string, KeywordHorizon>();
+  private readonly keywordCatchUps = new Map<string, Promise<void>>();
   /** Stories whose learned locations this process has not yet saved. */
   private readonly unsavedLocations = new Set<string>();
 
@@ -501,6 +530,7 @@ export class ContextManager {
     }
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
+    await this.keepKeywordsUp(state, options.signal);
     await this.refreshLocations(storyId, state.version);
     const fingerprintTime = performance.now() - fingerprintStart;
 
@@ -535,7 +565,9 @@ export class ContextManager {
       influences,
       query,
       pov,
-      pov && stable.acquaintances ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, pov) : [],
+      pov && stable.acquaintances
+        ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, journal.seen, pov)
+        : [],
     );
     // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode. From a chapter's
     // second episode on, the prefix is what the prompt cache serves, and the ratio holds however small the story still
@@ -622,6 +654,9 @@ export class ContextManager {
       }
     }
     await this.writeUnits(scene.storyId, units, options.signal);
+    const horizon = this.keywordHorizons.get(scene.storyId);
+    if (horizon?.scenes === scene.index) horizon.scenes++;
+    if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
     // Saved when a location is new, and again while an earlier save of this process has not gone through (a failed
     // index step is retried, and by then the location is no longer new to this process).
     if (this.learnLocations(scene.storyId, scene.locations) || this.unsavedLocations.has(scene.storyId)) {
@@ -647,6 +682,7 @@ export class ContextManager {
     const state = await this.store.load(storyId);
     const character = Object.hasOwn(state.characters, characterId) ? state.characters[characterId] : undefined;
     if (!character) throw new ValidationError(`"${characterId}" is not a character of "${storyId}"`);
+    await this.ensureFingerprint(storyId, options.signal);
     await this.writeUnits(storyId, [this.characterUnit(storyId, character, null)], options.signal);
   }
 
@@ -655,6 +691,7 @@ export class ContextManager {
     const state = await this.store.load(storyId);
     const thread = state.plotThreads.find((candidate) => candidate.id === threadId);
     if (!thread) throw new ValidationError(`"${threadId}" is not a plot thread of "${storyId}"`);
+    await this.ensureFingerprint(storyId, options.signal);
     await this.writeUnits(storyId, [this.threadUnit(storyId, thread, state, null)], options.signal);
   }
 
@@ -663,6 +700,7 @@ export class ContextManager {
    * refreshes the story synopsis. Returns the summary.
    */
   async summarizeChapter(storyId: string, chapterId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
+    await this.ensureFingerprint(storyId, options.signal);
     const summary = await this.writeChapterSummary(storyId, chapterId, options.signal);
     await this.updateSynopsis(storyId, options.signal);
     return summary;
@@ -681,6 +719,7 @@ export class ContextManager {
     const report = options.onProgress ?? (() => {});
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId);
+    this.keywordHorizons.delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
     await this.clearForRebuild(storyId, marks, options.signal);
     this.stablePrefixes.clear();
@@ -726,6 +765,7 @@ export class ContextManager {
     await this.updateSynopsis(storyId, options.signal);
     await this.saveLocations(storyId, options.signal);
     await this.writeFingerprint(storyId, options.signal);
+    this.trackKeywords(storyId, done, marks);
     this.verified.set(storyId, Promise.resolve());
     report({ phase: 'done', done: 1, total: 1 });
     return { scenes: done, records, pruned };
@@ -741,7 +781,7 @@ export class ContextManager {
     state: StoryState,
     marks: readonly PruneMark[],
     signal: AbortSignal | undefined,
-  ): AsyncGenerator<{ units: Unit[]; scenes: number; pruned: number }> {
+  ): AsyncGenerator<{ units: Unit[]; scenes: number; pruned: number; last: string | undefined }> {
     const bound = Math.max(0, ...marks.map((mark) => mark.before));
     let previous: Scene | null = null;
     let chapter: { id: string; lastIndex: number; units: Unit[] } | undefined;
@@ -773,7 +813,7 @@ export class ContextManager {
         this.learnLocations(storyId, scene.locations);
       }
       if (!page.nextCursor) release(units);
-      yield { units, scenes: page.items.length, pruned: pruned - prunedBefore };
+      yield { units, scenes: page.items.length, pruned: pruned - prunedBefore, last: page.items.at(-1)?.id };
       cursor = page.nextCursor;
     } while (cursor);
   }
@@ -935,7 +975,11 @@ export class ContextManager {
         const holdsRecords = count > 0 || keywordCount > 0;
         if (holdsRecords ? await this.store.exists(storyId) : await this.hasScenes(storyId, indexing)) {
           await this.reindex(storyId);
-        } else await this.writeFingerprint(storyId, undefined);
+        } else {
+          await this.writeFingerprint(storyId, undefined);
+          // A story without scenes: this process's keyword side holds all of it, so far.
+          if (!holdsRecords) this.trackKeywords(storyId, 0, []);
+        }
       })();
       this.verified.set(storyId, check);
       check.catch(() => this.verified.delete(storyId));
@@ -951,17 +995,41 @@ export class ContextManager {
    * summaries and synopsis as the vector index keeps them (made again, each would cost a summarizer call).
    */
   private async rebuildKeywords(storyId: string): Promise<void> {
+    this.keywordHorizons.delete(storyId);
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId);
+    let scenes = 0;
+    let last: string | undefined;
     for await (const page of this.rebuiltSceneUnits(storyId, state, marks, undefined)) {
       await this.keywords.upsert(storyId, page.units.map(keywordDocument));
+      scenes += page.scenes;
+      last = page.last ?? last;
     }
     const latest = await this.store.load(storyId);
-    const units = [
-      ...Object.values(latest.characters).map((character) => this.characterUnit(storyId, character, null)),
-      ...latest.plotThreads.map((thread) => this.threadUnit(storyId, thread, latest, null)),
-    ];
     const chapters = Array.from({ length: latest.chapterIndex }, (_, chapter) => chapterIdFor(chapter));
+    const awaited = await this.upsertKeywordRecords(storyId, latest, chapters);
+    // Only the newest closed chapter's summary can still be on its way (another process's index step); an older one
+    // missing stays missing until a reindex.
+    const newest = latest.chapterIndex > 0 ? chapterIdFor(latest.chapterIndex - 1) : undefined;
+    awaited.chapters = awaited.chapters.filter((chapterId) => chapterId === newest);
+    awaited.scene = last ?? null;
+    this.trackKeywords(storyId, scenes, marks, awaited);
+  }
+
+  /**
+   * Characters and threads as `state` has them (with the vector side's metadata), and the summaries of `chapters`
+   * and the synopsis as the vector index keeps them (made again, each would cost a summarizer call), into the
+   * keyword index.
+   */
+  private async upsertKeywordRecords(
+    storyId: string,
+    state: StoryState,
+    chapters: readonly string[],
+  ): Promise<KeywordAwaited> {
+    const units = [
+      ...Object.values(state.characters).map((character) => this.characterUnit(storyId, character, null)),
+      ...state.plotThreads.map((thread) => this.threadUnit(storyId, thread, state, null)),
+    ];
     const stored = new Map(
       (
         await this.vectors.fetch(storyId, [...units.map((unit) => unit.id), ...chapters.map(summaryId), SYNOPSIS_ID])
@@ -972,17 +1040,156 @@ export class ContextManager {
       // As the vector side has it (the scene that last touched it), so both sides return the same metadata.
       metadata: stored.get(unit.id)?.metadata ?? unit.metadata,
     }));
+    const summaries = this.summaryDocuments(stored, chapters);
+    documents.push(...summaries.documents);
+    await this.keywords.upsert(storyId, documents);
+    return summaries.awaited;
+  }
+
+  /**
+   * The keyword documents of the stored summaries of `chapters` and of the synopsis, and what is still to come: the
+   * chapters without a summary yet, and the scene the synopsis must reach (another process writes them in its index
+   * step, after the commit that made them due).
+   */
+  private summaryDocuments(
+    stored: ReadonlyMap<string, VectorRecord>,
+    chapters: readonly string[],
+  ): { documents: KeywordDocument[]; awaited: KeywordAwaited } {
+    const documents: KeywordDocument[] = [];
+    const missing: string[] = [];
+    let synopsisFrom = -1;
     for (const chapterId of chapters) {
       const record = stored.get(summaryId(chapterId));
       if (record?.metadata.text) {
         documents.push({ id: record.id, text: `${chapterId}: ${record.metadata.text}`, metadata: record.metadata });
-      }
+        synopsisFrom = Math.max(synopsisFrom, record.metadata.sceneIndex ?? -1);
+      } else missing.push(chapterId);
     }
     const synopsis = stored.get(SYNOPSIS_ID);
     if (synopsis?.metadata.text) {
       documents.push({ id: SYNOPSIS_ID, text: synopsis.metadata.text, metadata: synopsis.metadata });
     }
+    const synopsisCurrent = (synopsis?.metadata.sceneIndex ?? -1) >= synopsisFrom;
+    return {
+      documents,
+      awaited: { chapters: missing, synopsisFrom: synopsisCurrent ? null : synopsisFrom, scene: null },
+    };
+  }
+
+  /**
+   * Adds the awaited summaries and synopsis that have been written since, and reads the characters and threads
+   * again once the awaited scene's index step has run; keeps waiting for the rest.
+   */
+  private async collectAwaited(state: StoryState, horizon: KeywordHorizon): Promise<void> {
+    const { storyId } = state;
+    const { chapters, synopsisFrom, scene } = horizon.awaited;
+    const sceneUnit = scene ? chunkId(scene, 0) : undefined;
+    const stored = new Map(
+      (
+        await this.vectors.fetch(storyId, [...chapters.map(summaryId), SYNOPSIS_ID, ...(sceneUnit ? [sceneUnit] : [])])
+      ).map((record) => [record.id, record]),
+    );
+    const { documents, awaited } = this.summaryDocuments(stored, chapters);
     await this.keywords.upsert(storyId, documents);
+    const indexed = sceneUnit !== undefined && stored.has(sceneUnit);
+    if (indexed) await this.upsertKeywordRecords(storyId, state, []);
+    const reach = Math.max(
+      synopsisFrom ?? -1,
+      ...documents
+        .filter((document) => document.id !== SYNOPSIS_ID)
+        .map((document) => document.metadata.sceneIndex ?? -1),
+    );
+    const synopsisAt = stored.get(SYNOPSIS_ID)?.metadata.sceneIndex ?? -1;
+    horizon.awaited = {
+      chapters: awaited.chapters,
+      synopsisFrom: synopsisAt >= reach ? null : reach,
+      scene: indexed ? null : scene,
+    };
+  }
+
+  /**
+   * Whether this process keeps its own keyword side beside vectors that other processes write too: a durable
+   * vector index (Pinecone) with an in-process keyword index. Such a side is filled once and then kept up with the
+   * story (`keepKeywordsUp`).
+   */
+  private get ownKeywordSide(): boolean {
+    return this.vectors.capabilities.durable && !this.keywords.capabilities.durable;
+  }
+
+  /** Notes that this process's keyword side holds a story's first `scenes` scenes, pruned by `marks`. */
+  private trackKeywords(
+    storyId: string,
+    scenes: number,
+    marks: readonly PruneMark[],
+    awaited: KeywordAwaited = { chapters: [], synopsisFrom: null, scene: null },
+  ): void {
+    if (this.ownKeywordSide) this.keywordHorizons.set(storyId, { scenes, marks: JSON.stringify(marks), awaited });
+  }
+
+  /**
+   * Brings this process's own keyword side up to `state`: the scenes other processes committed (and indexed in the
+   * shared vector index) since it last looked, the characters and threads as they now stand, the summaries of the
+   * chapters those scenes closed and the synopsis. A prune made elsewhere meanwhile refills the side, so what it
+   * dropped leaves here too. Shared by concurrent callers; each stops waiting at its own signal.
+   */
+  private async keepKeywordsUp(state: StoryState, signal: AbortSignal | undefined): Promise<void> {
+    const { storyId } = state;
+    const horizon = this.keywordHorizons.get(storyId);
+    if (!horizon) return;
+    const { awaited } = horizon;
+    const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
+    if (state.sceneCount <= horizon.scenes && !awaiting) return;
+    let pending = this.keywordCatchUps.get(storyId);
+    if (!pending) {
+      pending = this.catchUpKeywords(state, horizon).catch(async (error: unknown) => {
+        // Nothing half-done is kept: the next call fills the side again from the start.
+        this.keywordHorizons.delete(storyId);
+        await this.keywords.deleteStory(storyId).catch(() => {});
+        this.verified.delete(storyId);
+        throw error;
+      });
+      const settled = pending.finally(() => this.keywordCatchUps.delete(storyId));
+      settled.catch(() => {});
+      this.keywordCatchUps.set(storyId, settled);
+    }
+    await waitUnlessAborted(pending, signal);
+  }
+
+  private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon): Promise<void> {
+    const { storyId } = state;
+    if (state.sceneCount <= horizon.scenes) {
+      await this.collectAwaited(state, horizon);
+      return;
+    }
+    const marks = await this.pruneMarks(storyId);
+    if (JSON.stringify(marks) !== horizon.marks) {
+      await this.keywords.deleteStory(storyId);
+      await this.rebuildKeywords(storyId);
+      return;
+    }
+    const from = horizon.scenes;
+    // One scene more than the new ones: the scene before the first, whose summary its keyword text borrows.
+    const scenes = (
+      await newestScenesBefore(this.store, storyId, state.sceneCount, state.sceneCount - from + 1)
+    ).reverse();
+    const units: Unit[] = [];
+    const chapters = new Set<string>();
+    let previous: Scene | null = null;
+    for (const scene of scenes) {
+      if (scene.index >= from - 1) chapters.add(scene.chapterId);
+      if (scene.index >= from) units.push(...this.sceneUnits(scene, state, previous));
+      previous = scene;
+    }
+    await this.keywords.upsert(storyId, units.map(keywordDocument));
+    const closed = [...new Set([...horizon.awaited.chapters, ...chapters])].filter((id) => id !== state.chapterId);
+    const awaited = await this.upsertKeywordRecords(storyId, state, closed);
+    const reached = (scenes.at(-1)?.index ?? from - 1) + 1;
+    // indexScene in this process may have moved it on meanwhile: never move it back.
+    const current = this.keywordHorizons.get(storyId);
+    if (current) {
+      current.scenes = Math.max(current.scenes, reached);
+      current.awaited = { ...awaited, scene: scenes.at(-1)?.id ?? null };
+    }
   }
 
   private async writeFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
@@ -1244,12 +1451,12 @@ export class ContextManager {
   }
 
   /**
-   * The other characters `pov` knows at `chapterStart`, each as it was at the last scene before the chapter that the
-   * two shared (the state that scene left), or `null` for one `pov` has a relationship with but never shared a scene
-   * with. Reads the scenes newest first, back to the last ones it read for this point of view, or, in a new process,
-   * until every character is placed (the whole story when one was never met).
+   * The other characters `pov` knows at `chapterStart`: those it shared a scene with before the chapter, each as the
+   * last such scene left it, and those it has a relationship with but never shared a scene with, as the story began.
+   * Reads the scenes newest first, back to the last ones it read for this point of view, or, in a new process, until
+   * every character is placed (the whole story when one was never met).
    */
-  private async acquaintances(chapterStart: StoryState, pov: string): Promise<Map<string, CharacterState | null>> {
+  private async acquaintances(chapterStart: StoryState, pov: string): Promise<Map<string, Acquaintance>> {
     const { storyId } = chapterStart;
     const before = chapterStart.sceneCount;
     const key = `${storyId}\u0000${pov}`;
@@ -1275,21 +1482,36 @@ export class ContextManager {
     }
     if (base) for (const [id, shared] of base.last) if (!last.has(id)) last.set(id, shared);
     if (complete && (!earlier || earlier.before <= before)) remember(this.sharedScenes, key, { before, last }, 256);
-    const versions = [...new Set(cast.flatMap((id) => (last.has(id) ? [last.get(id)!.stateVersion] : [])))];
-    const states = new Map(
-      await Promise.all(
-        versions.map(async (version) => [version, await this.store.getStateAt(storyId, version)] as const),
-      ),
-    );
-    const known = new Map<string, CharacterState | null>();
     const relationships = chapterStart.characters[pov]?.relationships ?? {};
+    const byName = cast.filter((id) => !last.has(id) && Object.hasOwn(relationships, id));
+    const versions = [...new Set(cast.flatMap((id) => (last.has(id) ? [last.get(id)!.stateVersion] : [])))];
+    const [states, beginning] = await Promise.all([
+      Promise.all(versions.map(async (version) => [version, await this.store.getStateAt(storyId, version)] as const)),
+      byName.length > 0 ? this.initialState(chapterStart) : undefined,
+    ]);
+    const stateAt = new Map(states);
+    const known = new Map<string, Acquaintance>();
     for (const id of cast) {
       const shared = last.get(id);
-      const then = shared ? states.get(shared.stateVersion)?.characters[id] : undefined;
-      if (then) known.set(id, then);
-      else if (shared || Object.hasOwn(relationships, id)) known.set(id, null);
+      if (shared) {
+        known.set(id, {
+          sheet: stateAt.get(shared.stateVersion)?.characters[id] ?? null,
+          lastSharedScene: shared.index,
+        });
+      } else if (byName.includes(id)) {
+        known.set(id, { sheet: beginning?.characters[id] ?? null, lastSharedScene: null });
+      }
     }
     return known;
+  }
+
+  /** The state a story began with: the one its first scene was written against (or `chapterStart`, before any). */
+  private async initialState(chapterStart: StoryState): Promise<StoryState | null> {
+    if (chapterStart.sceneCount === 0) return chapterStart;
+    for await (const first of eachScene(this.store, chapterStart.storyId, { limit: 1 })) {
+      return this.store.getStateAt(chapterStart.storyId, first.stateVersion - 1);
+    }
+    return null;
   }
 
   private async frequentContext(state: StoryState): Promise<FrequentContext> {
@@ -1376,7 +1598,7 @@ export class ContextManager {
     pov: string | undefined,
     budget: number,
   ): Promise<ChapterJournal> {
-    const empty = { text: '', blocks: [] as string[], sceneIds: new Set<string>(), included: [] as PackedItem[] };
+    const empty: ChapterJournal = { text: '', blocks: [], sceneIds: new Set(), included: [], seen: new Map() };
     if (state.sceneCount === chapterStart.sceneCount || budget <= 0) return empty;
     const key = [state.storyId, state.version, chapterStart.version, pov ?? '', budget].join('\u0000');
     const cached = this.journals.get(key);
@@ -1389,13 +1611,15 @@ export class ContextManager {
     let used = this.tokenizer.count(header);
     const sceneIds = new Set<string>();
     const included: PackedItem[] = [];
+    const seen = new Map<string, CharacterStatus>();
     for (const scene of scenes) {
       const entry = await this.journalEntry(state, scene, pov);
-      const tokens = this.tokenizer.count(entry) + 1;
+      const tokens = this.tokenizer.count(entry.text) + 1;
       if (used + tokens > budget) break;
-      blocks.push(blocks.length === 0 ? `${header}${entry}\n` : `${entry}\n`);
+      blocks.push(blocks.length === 0 ? `${header}${entry.text}\n` : `${entry.text}\n`);
       used += tokens;
       sceneIds.add(scene.id);
+      for (const [id, status] of entry.statuses) seen.set(id, status);
       included.push({
         id: `journal:${scene.id}`,
         section: 'journal',
@@ -1404,12 +1628,13 @@ export class ContextManager {
         reason: 'a scene of this chapter',
       });
     }
-    const journal = blocks.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included } : empty;
+    const journal = blocks.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included, seen } : empty;
     remember(this.journals, key, journal, 64);
     return journal;
   }
 
-  private async journalEntry(state: StoryState, scene: Scene, pov: string | undefined): Promise<string> {
+  /** A scene's journal entry, and the status each character present was left in (as the entry lets one see it). */
+  private async journalEntry(state: StoryState, scene: Scene, pov: string | undefined): Promise<JournalEntry> {
     const key = `${scene.storyId}\u0000${scene.id}\u0000${pov ?? ''}`;
     const cached = this.journalEntries.get(key);
     if (cached !== undefined) return cached;
@@ -1419,14 +1644,22 @@ export class ContextManager {
     ]);
     const present = new Set(scene.characters);
     const changes = before && after ? changesSince(before, after, pov, present).map((line) => line.variants[0]!) : [];
-    const names = scene.characters.map((id) => (after ?? state).characters[id]?.name ?? id).join(', ');
-    const entry = [
+    // With their ids: the narrator refers to characters by id, and one met in this chapter has no sheet yet.
+    const names = scene.characters.map((id) => `${(after ?? state).characters[id]?.name ?? id} (${id})`).join(', ');
+    const text = [
       `[${scene.index}] ${scene.title}: ${scene.summary || firstSentence(scene.text)}`,
       names ? `  Present: ${names}.` : '',
       ...changes.slice(0, 12).map((line) => `  ${line.slice(0, 300)}`),
     ]
       .filter(Boolean)
       .join('\n');
+    const statuses = after
+      ? scene.characters.flatMap((id) => {
+          const status = after.characters[id]?.status;
+          return status ? [[id, status] as const] : [];
+        })
+      : [];
+    const entry = { text, statuses };
     remember(this.journalEntries, key, entry, 4_096);
     return entry;
   }
@@ -1871,19 +2104,22 @@ interface Unit {
 }
 
 /**
- * The characters of the chapter start who are dead now while the point of view's prompt shows them otherwise (as
- * last seen alive, or not met), as "Name (id)".
+ * The characters the point of view's prompt names (the chapter start's cast, and those present in its journal) who
+ * are dead now while the prompt last shows them otherwise (alive when last seen, or not met), as "Name (id)".
  */
 function deathsNotShown(
   state: StoryState,
   chapterStart: StoryState,
-  acquaintances: ReadonlyMap<string, CharacterState | null>,
+  acquaintances: ReadonlyMap<string, Acquaintance>,
+  journalSeen: ReadonlyMap<string, CharacterStatus>,
   pov: string,
 ): string[] {
-  return Object.keys(chapterStart.characters).flatMap((id) => {
+  const named = new Set([...Object.keys(chapterStart.characters), ...journalSeen.keys()]);
+  return [...named].flatMap((id) => {
     const now = state.characters[id];
-    if (id === pov || now?.status !== 'dead' || acquaintances.get(id)?.status === 'dead') return [];
-    return [`${now.name} (${id})`];
+    if (id === pov || now?.status !== 'dead') return [];
+    const shown = journalSeen.get(id) ?? acquaintances.get(id)?.sheet?.status;
+    return shown === 'dead' ? [] : [`${now.name} (${id})`];
   });
 }
 
@@ -2051,6 +2287,14 @@ interface ChapterJournal {
   blocks: string[];
   sceneIds: Set<string>;
   included: PackedItem[];
+  /** The status each character was left in by the last scene of the journal it was present in. */
+  seen: Map<string, CharacterStatus>;
+}
+
+/** One scene's journal entry, and the status each character present was left in. */
+interface JournalEntry {
+  text: string;
+  statuses: ReadonlyArray<readonly [string, CharacterStatus]>;
 }
 
 function remember<V>(map: Map<string, V>, key: string, value: V, limit: number): void {

@@ -207,12 +207,22 @@ export interface StablePrefixInput {
   /** Limit what character sheets reveal to this character's point of view. */
   povCharacterId?: string;
   /**
-   * With `povCharacterId`: the other characters that character knows, each as it was at the last scene the two
-   * shared, with its relationships to the point of view alone (`null`: known to the point of view by a relationship,
-   * but never met in a scene so far). A character not in it is shown by name, id and role alone, as not met; without
-   * it, every sheet is shown as at the chapter start.
+   * With `povCharacterId`: the other characters that character knows. A character not in it is shown by name, id and
+   * role alone, as not met; without it, every sheet is shown as at the chapter start.
    */
-  acquaintances?: ReadonlyMap<string, CharacterState | null>;
+  acquaintances?: ReadonlyMap<string, Acquaintance>;
+}
+
+/** What a point of view knows of another character. */
+export interface Acquaintance {
+  /**
+   * The sheet it knows, shown with the character's tie to the point of view alone: as the character was at the last
+   * scene the two shared, or, for one known by a relationship and never met, as the story began. `null` when there is
+   * none to show (the state of that scene is not stored, or the character came into the story later).
+   */
+  sheet: CharacterState | null;
+  /** The index of the last scene the two shared before the chapter, or `null` when they never shared one. */
+  lastSharedScene: number | null;
 }
 
 /** The items of the stable prefix: instructions, bible, world rules, characters and threads as of the chapter start. */
@@ -274,11 +284,18 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
     if (acquaintances && pov !== undefined && character.id !== pov) {
       const known = acquaintances.get(character.id);
       const who = `- ${character.name} (id: ${character.id}), ${character.role}`;
-      if (known) {
-        item.priority = known.status === 'dead' ? rank - 20 : rank;
-        item.variants = characterVariants(known, state, pov, visible);
-        item.reason = `${character.role} character, as ${pov} last saw them`;
-      } else if (known === null) {
+      const met = known?.lastSharedScene ?? null;
+      if (known?.sheet) {
+        item.priority = known.sheet.status === 'dead' ? rank - 20 : rank;
+        item.variants = characterVariants(known.sheet, state, pov, visible);
+        item.reason =
+          met === null
+            ? `${character.role} character, as ${pov} knew them when the story began`
+            : `${character.role} character, as ${pov} last saw them (scene ${met})`;
+      } else if (known && met !== null) {
+        item.variants = [`${who}: last with ${pov} in scene ${met}`];
+        item.reason = `${character.role} character, met by ${pov}; their sheet as of that scene is not stored`;
+      } else if (known) {
         item.variants = [`${who}: known to ${pov}, not met in a scene so far`];
         item.reason = `${character.role} character, known to ${pov} by name`;
       } else {

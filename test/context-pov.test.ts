@@ -1,0 +1,158 @@
+/**
+ * A point of view in the current chapter: characters met, introduced or lost since the chapter began, and a story
+ * whose stored states have a gap. The chapter-start sheets are covered in src/context/context-manager.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { createMemoryStateStore } from '../src/state/memory.js';
+import {
+  type CharacterState,
+  CharacterStateSchema,
+  chapterIdFor,
+  type Scene,
+  type StoryState,
+} from '../src/state/schema.js';
+import type { StoryStateStore } from '../src/state/store.js';
+import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
+
+const DIMENSIONS = 256;
+
+function optionsFor(store: StoryStateStore): ContextManagerOptions {
+  return {
+    store,
+    vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
+    keywords: createMemoryKeywordIndex(),
+    embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+  };
+}
+
+async function newStory() {
+  const store = createMemoryStateStore();
+  const state = await store.create(
+    makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength: 4 } }),
+  );
+  const options = optionsFor(store);
+  return { store, state, options, manager: new ContextManager(options) };
+}
+
+/** Commits one more scene with `characters` present and the state changed by `next`, indexed by `manager`. */
+async function commit(
+  store: StoryStateStore,
+  manager: ContextManager,
+  state: StoryState,
+  characters: string[],
+  next: (before: StoryState) => Partial<StoryState> = () => ({}),
+): Promise<{ state: StoryState; scene: Scene }> {
+  const scene = makeNextScene(state, { characters });
+  const committed = (
+    await store.commitScene('tale', {
+      expectedVersion: state.version,
+      scene,
+      nextState: makeNextState(state, scene, next(state)),
+      consumedInfluenceIds: [],
+    })
+  ).state;
+  await manager.indexScene(scene, { state: committed });
+  return { state: committed, scene };
+}
+
+const change = (id: string, patch: Partial<CharacterState>) => (before: StoryState) => ({
+  characters: { ...before.characters, [id]: { ...before.characters[id]!, ...patch } },
+});
+
+const WREN = CharacterStateSchema.parse({
+  id: 'wren',
+  name: 'Wren Hollis',
+  role: 'minor',
+  description: 'A smuggler who knows the bell tunnels.',
+});
+
+const introduceWren = (before: StoryState) => ({ characters: { ...before.characters, wren: WREN } });
+
+describe('ContextManager: a point of view within the current chapter', () => {
+  it('keeps a character met in this chapter, who then died away from the point of view, from acting', async () => {
+    const { store, manager, state: created } = await newStory();
+    // Chapter 0, the current chapter: Mira meets Wren (introduced in that scene); then, without Mira, Wren dies.
+    let { state } = await commit(store, manager, created, ['mira', 'wren'], introduceWren);
+    ({ state } = await commit(store, manager, state, ['tobin', 'wren'], change('wren', { status: 'dead' })));
+
+    // The narrator's own prompt says Wren is dead.
+    const all = await manager.getRelevantContext('tale', 'the lamp at night');
+    expect(all.prompt.stable).toContain('- Wren Hollis: now dead');
+
+    const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    // Mira's prompt shows Wren alive (the journal's "New:" line of the scene they shared) ...
+    expect(seen.prompt.stable).toContain('- New: Wren Hollis (id: wren), minor, active.');
+    // ... so, as for Old Gull in the commit's own test, the task must keep the dead from acting.
+    expect(seen.prompt.dynamic).toContain('cannot appear or act in it');
+    expect(seen.prompt.dynamic).toContain('Wren Hollis (wren)');
+  });
+
+  it('does not tell the narrator the point of view does not know of a death it witnessed in this chapter', async () => {
+    const { store, manager, state: created } = await newStory();
+    // Chapter 0: Mira and Old Gull together; the chapter closes.
+    let { state } = await commit(store, manager, created, ['mira', 'gull']);
+    ({ state } = await commit(store, manager, state, ['mira', 'tobin'], () => ({
+      chapterIndex: 1,
+      chapterId: chapterIdFor(1),
+    })));
+    // Chapter 1: Old Gull dies in front of Mira.
+    ({ state } = await commit(store, manager, state, ['mira', 'gull'], change('gull', { status: 'dead' })));
+
+    const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    // Her journal tells the death, in a scene she was in.
+    expect(seen.prompt.stable).toContain('Present: Mira Vale (mira), Old Gull (gull).\n  - Old Gull: now dead');
+    // The task must not say she does not know why Old Gull cannot appear.
+    expect(seen.prompt.dynamic).not.toContain('Mira Vale does not know why');
+  });
+
+  it('gives the narrator the id of a character the point of view met in this chapter', async () => {
+    const { store, manager, state: created } = await newStory();
+    // Chapter 0: Wren is introduced away from Mira, then the two share a scene.
+    let { state } = await commit(store, manager, created, ['tobin', 'wren'], introduceWren);
+    ({ state } = await commit(store, manager, state, ['mira', 'wren']));
+
+    const all = await manager.getRelevantContext('tale', 'the lamp at night');
+    expect(all.prompt.stable).toContain('(id: wren)');
+    const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    const prompt = seen.prompt.stable + seen.prompt.dynamic;
+    // Mira's journal names Wren as present with her, with the id the narrator refers to Wren by ("Refer to
+    // characters by their ids"); Wren has no sheet in her prompt, having come into the story in this chapter.
+    expect(prompt).toContain('Present: Mira Vale (mira), Wren Hollis (wren).');
+    expect(prompt).not.toContain('smuggler');
+  });
+
+  it('does not say the point of view never met a character whose snapshot of their last shared scene is missing', async () => {
+    // A story imported from an export that lacks one snapshot (exportStory skips missing ones; importStory accepts).
+    const { store, manager, state: created } = await newStory();
+    let { state } = await commit(store, manager, created, ['mira', 'tobin']);
+    const shared = state.version;
+    ({ state } = await commit(store, manager, state, ['mira'], () => ({
+      chapterIndex: 1,
+      chapterId: chapterIdFor(1),
+    })));
+    ({ state } = await commit(store, manager, state, ['mira']));
+    const lines: string[] = [];
+    for await (const line of store.exportStory('tale')) lines.push(line);
+    const kept = lines.filter((line) => {
+      const record = JSON.parse(line);
+      return !(record.kind === 'snapshot' && record.state.version === shared);
+    });
+    const end = JSON.parse(kept.pop()!);
+    end.counts.snapshots -= 1;
+    kept.push(JSON.stringify(end));
+    const imported = createMemoryStateStore();
+    await imported.importStory(kept);
+    expect(await imported.getStateAt('tale', shared)).toBeNull();
+
+    const cold = new ContextManager(optionsFor(imported));
+    const seen = await cold.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    // Scene 0 has Mira and Tobin together: the prompt must not tell the narrator they never met.
+    expect(seen.prompt.stable).toContain('Mira and Tobin keep watch, night 1.');
+    expect(seen.prompt.stable).not.toContain('not met in a scene so far');
+    expect(seen.prompt.stable).toContain('- Tobin Marsh (id: tobin), main: last with mira in scene 0');
+  });
+});
