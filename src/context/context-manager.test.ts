@@ -699,6 +699,20 @@ describe('ContextManager.getRelevantContext', () => {
     });
   });
 
+  it('refuses misspelt options and prune policies instead of running on defaults', async () => {
+    const { options, store } = await newStory(4);
+    expect(() => new ContextManager({ ...options, recentScene: 2 } as never)).toThrow(
+      expect.objectContaining({ code: 'VALIDATION', message: 'Unknown ContextManager option: recentScene' }),
+    );
+    expect(() => new ContextManager({ ...options, autoPrune: { minAge: 10 } } as never)).toThrow(
+      expect.objectContaining({ code: 'VALIDATION', message: 'Unknown prune policy option: minAge' }),
+    );
+    const manager = new ContextManager({ ...options, recentScenes: 2, autoPrune: { minAgeScenes: 10 } });
+    expect(await store.exists('tale')).toBe(true);
+    await expect(manager.prune('tale', { minAge: 10 } as never)).rejects.toMatchObject({ code: 'VALIDATION' });
+    await expect(manager.prune('tale', { minAgeScenes: 10 })).resolves.toEqual({ chapters: [], deleted: 0 });
+  });
+
   it('takes null options as none, and refuses options that are not an object', async () => {
     const { manager } = await buildStory(3);
     const none = await manager.getRelevantContext('tale', 'the lamp');

@@ -86,6 +86,28 @@ interface PruneMark {
   maxImportance: number;
 }
 
+/** Every option `ContextManager` takes: the compiler keeps it in step with `ContextManagerOptions`. */
+const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
+  store: true,
+  vectors: true,
+  keywords: true,
+  embedder: true,
+  cache: true,
+  tokenizer: true,
+  summarizer: true,
+  retrieval: true,
+  defaultTokenBudget: true,
+  stableShare: true,
+  journalShare: true,
+  dynamicRatio: true,
+  minDynamicTokens: true,
+  earlierScenes: true,
+  chunkWords: true,
+  recentScenes: true,
+  summaryChapters: true,
+  autoPrune: true,
+};
+
 /** How far a process's own keyword side reaches (see `ContextManager.keepKeywordsUp`). */
 interface KeywordHorizon {
   /** It holds the story's first `scenes` scenes. */
@@ -135,6 +157,13 @@ function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMar
 
 /** A prune policy with its defaults filled in; a `ValidationError` for values out of range. */
 function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImportance: number } {
+  // A misspelt bound (`minAge`) would prune with the default instead, and what prune drops stays dropped.
+  const unknown = Object.keys(policy ?? {}).filter((key) => !['minAgeScenes', 'maxImportance', 'signal'].includes(key));
+  if (unknown.length > 0) {
+    throw new ValidationError(`Unknown prune policy option${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`, {
+      problems: unknown.map((key) => ({ path: key, message: 'is not a prune policy option' })),
+    });
+  }
   const maxImportance = policy.maxImportance ?? 0.35;
   if (!(maxImportance >= 0 && maxImportance <= 1)) {
     throw new ValidationError(`maxImportance must be a number from 0 to 1, got ${maxImportance}`);
@@ -450,6 +479,16 @@ export class ContextManager {
   private readonly unsavedLocations = new Set<string>();
 
   constructor(options: ContextManagerOptions) {
+    // A misspelt option (`recentScene`, `autoprune`) would otherwise be left at its default without a word.
+    const unknown = Object.keys(options ?? {}).filter((key) => !Object.hasOwn(OPTION_KEYS, key));
+    if (unknown.length > 0) {
+      throw new ValidationError(
+        `Unknown ContextManager option${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`,
+        {
+          problems: unknown.map((key) => ({ path: key, message: 'is not an option of ContextManager' })),
+        },
+      );
+    }
     this.store = options.store;
     this.vectors = options.vectors;
     this.keywords = options.keywords;
