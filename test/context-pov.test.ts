@@ -155,4 +155,74 @@ describe('ContextManager: a point of view within the current chapter', () => {
     expect(seen.prompt.stable).not.toContain('not met in a scene so far');
     expect(seen.prompt.stable).toContain('- Tobin Marsh (id: tobin), main: last with mira in scene 0');
   });
+
+  it('a death in a journal scene whose previous snapshot is missing is neither shown nor kept from acting', async () => {
+    const { store, manager, state: created } = await newStory();
+    // Chapter 0: Mira and Old Gull together (alive); the chapter closes.
+    let { state } = await commit(store, manager, created, ['mira', 'gull']);
+    ({ state } = await commit(store, manager, state, ['mira', 'tobin'], () => ({
+      chapterIndex: 1,
+      chapterId: chapterIdFor(1),
+    })));
+    // Chapter 1: Mira and Tobin; then Old Gull dies in a scene Mira is in.
+    ({ state } = await commit(store, manager, state, ['mira', 'tobin']));
+    const gap = state.version;
+    ({ state } = await commit(store, manager, state, ['mira', 'gull'], change('gull', { status: 'dead' })));
+    // The story comes back from an export lacking one snapshot (as in test/context-pov.test.ts): the state before
+    // the death scene.
+    const lines: string[] = [];
+    for await (const line of store.exportStory('tale')) lines.push(line);
+    const kept = lines.filter((line) => {
+      const record = JSON.parse(line);
+      return !(record.kind === 'snapshot' && record.state.version === gap);
+    });
+    const end = JSON.parse(kept.pop()!);
+    end.counts.snapshots -= 1;
+    kept.push(JSON.stringify(end));
+    const imported = createMemoryStateStore();
+    await imported.importStory(kept);
+    expect(await imported.getStateAt('tale', gap)).toBeNull();
+
+    const cold = new ContextManager(optionsFor(imported));
+    const seen = await cold.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    const prompt = `${seen.prompt.stable}\n${seen.prompt.dynamic}`;
+    // Old Gull is dead now.
+    expect((await imported.load('tale')).characters.gull!.status).toBe('dead');
+    // Mira's prompt does not show it anywhere: the sheet is as of scene 0 (active) and the journal entry of the
+    // death scene has no change lines (its "before" state is missing) ...
+    expect(seen.prompt.stable).toContain('Old Gull (id: gull) — supporting, active');
+    expect(prompt).not.toMatch(/Old Gull: now dead|Old Gull \(id: gull\) — supporting, dead/);
+    // ... so either the prompt tells the death, or the task keeps Old Gull from acting, as for any death the prompt
+    // does not show (the reducer flags a dead character acting).
+    expect(prompt).toMatch(/Old Gull: now dead|cannot appear or act in it[^\n]*Old Gull \(gull\)/);
+  });
+
+  it("the journal's change lines keep another character's ties to third parties, as the sheets do", async () => {
+    const { store, manager, state: created } = await newStory();
+    // Chapter 0: Mira and Tobin; in that scene Tobin becomes Old Gull's rival (Old Gull is not there).
+    let { state } = await commit(store, manager, created, ['mira', 'tobin'], (before) => ({
+      characters: {
+        ...before.characters,
+        tobin: {
+          ...before.characters.tobin!,
+          relationships: { gull: { kind: 'secret rival', affinity: -0.7, trust: 0.1, since: null } },
+        },
+      },
+    }));
+    ({ state } = await commit(store, manager, state, ['mira']));
+    const now = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    // Close the chapter: in the next chapter Tobin's sheet, as that same scene left it, hides the tie ("how the
+    // others stand among themselves is theirs").
+    ({ state } = await commit(store, manager, state, ['mira'], () => ({
+      chapterIndex: 1,
+      chapterId: chapterIdFor(1),
+    })));
+    ({ state } = await commit(store, manager, state, ['mira']));
+    const later = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    expect(later.prompt.stable).toContain('## Tobin Marsh (id: tobin)');
+    expect(later.prompt.stable).not.toContain('secret rival');
+    // The journal of the chapter the scene is in must not tell it either: Mira has never even met Old Gull.
+    expect(now.prompt.stable).toContain('Old Gull (id: gull), supporting: mira has not met them');
+    expect(now.prompt.stable).not.toContain('secret rival');
+  });
 });

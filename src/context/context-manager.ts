@@ -558,6 +558,14 @@ export class ContextManager {
       }
     }
     throwIfAborted(options.signal);
+    // A process with its own keyword side checks each call whether a prune made elsewhere changed what it must hold;
+    // the read runs beside the state's.
+    const marksNow = this.keywordHorizons.has(storyId)
+      ? this.pruneMarks(storyId).then(
+          (marks) => JSON.stringify(marks),
+          () => undefined,
+        )
+      : undefined;
     const loadStart = performance.now();
     const state = options.state ?? (await this.store.load(storyId));
     const loadTime = performance.now() - loadStart;
@@ -569,7 +577,7 @@ export class ContextManager {
     }
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
-    await this.keepKeywordsUp(state, options.signal);
+    await this.keepKeywordsUp(state, options.signal, await marksNow);
     await this.refreshLocations(storyId, state.version);
     const fingerprintTime = performance.now() - fingerprintStart;
 
@@ -874,10 +882,13 @@ export class ContextManager {
     let covered = 0;
     for (const summary of summaries) covered = Math.max(covered, (summary.metadata.sceneIndex ?? -1) + 1);
     const before = Math.min(horizon, covered);
+    let recorded: { previous: string; marks: string } | undefined;
     if (before > 0) {
       // Recorded first: should the deletions below be cut short, a reindex still leaves out what they would drop.
-      const marks = mergePruneMarks(await this.pruneMarks(storyId), { before, maxImportance });
+      const previous = await this.pruneMarks(storyId);
+      const marks = mergePruneMarks(previous, { before, maxImportance });
       await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), policy.signal);
+      recorded = { previous: JSON.stringify(previous), marks: JSON.stringify(marks) };
     }
     const chapters: string[] = [];
     let deleted = 0;
@@ -892,6 +903,10 @@ export class ContextManager {
       if (removedVectors > 0) chapters.push(chapterId);
       deleted += removedVectors;
     }
+    // This process's own keyword side has just dropped the same: it need not be filled again for this prune (unless
+    // it still lacked an earlier one made elsewhere).
+    const own = this.keywordHorizons.get(storyId);
+    if (recorded && own?.marks === recorded.previous) own.marks = recorded.marks;
     return { chapters, deleted };
   }
 
@@ -994,17 +1009,17 @@ export class ContextManager {
         if (stored?.metadata.text === this.fingerprint) {
           // A durable vector index (Pinecone) beside an in-process keyword index: a new process finds the vectors
           // and an empty keyword side, which would leave retrieval to the vectors alone.
-          if (
-            !this.keywords.capabilities.durable &&
-            (await this.keywords.count(storyId)) === 0 &&
-            (await this.hasScenes(storyId, indexing))
-          ) {
-            // A fill cut short is undone, so the next check finds the keyword side empty and fills it again.
-            await this.rebuildKeywords(storyId).catch(async (error: unknown) => {
-              await this.keywords.deleteStory(storyId).catch(() => {});
-              throw error;
-            });
+          if (this.keywords.capabilities.durable || (await this.keywords.count(storyId)) > 0) return;
+          if (!(await this.hasScenes(storyId, indexing))) {
+            // Nothing to fill yet, but scenes will come, from other processes too: keep up with them from here.
+            this.trackKeywords(storyId, 0, await this.pruneMarks(storyId));
+            return;
           }
+          // A fill cut short is undone, so the next check finds the keyword side empty and fills it again.
+          await this.rebuildKeywords(storyId).catch(async (error: unknown) => {
+            await this.keywords.deleteStory(storyId).catch(() => {});
+            throw error;
+          });
           return;
         }
         const { count } = await this.vectors.stats(storyId);
@@ -1171,13 +1186,18 @@ export class ContextManager {
    * chapters those scenes closed and the synopsis. A prune made elsewhere meanwhile refills the side, so what it
    * dropped leaves here too. Shared by concurrent callers; each stops waiting at its own signal.
    */
-  private async keepKeywordsUp(state: StoryState, signal: AbortSignal | undefined): Promise<void> {
+  private async keepKeywordsUp(
+    state: StoryState,
+    signal: AbortSignal | undefined,
+    marksNow: string | undefined,
+  ): Promise<void> {
     const { storyId } = state;
     const horizon = this.keywordHorizons.get(storyId);
     if (!horizon) return;
     const { awaited } = horizon;
     const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
-    if (state.sceneCount <= horizon.scenes && !awaiting) return;
+    const pruned = marksNow !== undefined && marksNow !== horizon.marks;
+    if (state.sceneCount <= horizon.scenes && !awaiting && !pruned) return;
     let pending = this.keywordCatchUps.get(storyId);
     if (!pending) {
       pending = this.catchUpKeywords(state, horizon).catch(async (error: unknown) => {
@@ -1196,14 +1216,14 @@ export class ContextManager {
 
   private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon): Promise<void> {
     const { storyId } = state;
-    if (state.sceneCount <= horizon.scenes) {
-      await this.collectAwaited(state, horizon);
-      return;
-    }
     const marks = await this.pruneMarks(storyId);
     if (JSON.stringify(marks) !== horizon.marks) {
       await this.keywords.deleteStory(storyId);
       await this.rebuildKeywords(storyId);
+      return;
+    }
+    if (state.sceneCount <= horizon.scenes) {
+      await this.collectAwaited(state, horizon);
       return;
     }
     const from = horizon.scenes;
@@ -1692,12 +1712,14 @@ export class ContextManager {
     ]
       .filter(Boolean)
       .join('\n');
-    const statuses = after
-      ? scene.characters.flatMap((id) => {
-          const status = after.characters[id]?.status;
-          return status ? [[id, status] as const] : [];
-        })
-      : [];
+    // Only where the entry can tell a change: without the state before the scene it shows none.
+    const statuses =
+      before && after
+        ? scene.characters.flatMap((id) => {
+            const status = after.characters[id]?.status;
+            return status ? [[id, status] as const] : [];
+          })
+        : [];
     const entry = { text, statuses };
     remember(this.journalEntries, key, entry, 4_096);
     return entry;
@@ -2209,6 +2231,8 @@ function changesSince(
       if (before.traits[trait] !== value) changes.push(`${trait} ${value.toFixed(2)}`);
     }
     for (const [target, relation] of Object.entries(character.relationships)) {
+      // Of another's ties, a point of view sees the one to itself, as in the character sheets.
+      if (pov !== undefined && character.id !== pov && target !== pov) continue;
       const old = before.relationships[target];
       if (!old || old.kind !== relation.kind || old.affinity !== relation.affinity) {
         const name = now.characters[target]?.name ?? target;

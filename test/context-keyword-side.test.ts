@@ -1,0 +1,244 @@
+/**
+ * A process with durable vectors and an in-process keyword index keeps a keyword side of its own: filled at its
+ * first call, kept up with other processes' scenes and prunes. Here one memory vector index, reporting itself
+ * durable, stands in for Pinecone and is shared by every "process"; test/context-pinecone.test.ts runs the same over
+ * the Pinecone stand-in.
+ */
+import { describe, expect, it } from 'vitest';
+import { ContextManager } from '../src/context/context-manager.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import type { VectorIndex } from '../src/context/vector-index.js';
+import { createStoryEngine } from '../src/engine/engine.js';
+import { createMemoryStateStore } from '../src/state/memory.js';
+import type { StoryStateStore } from '../src/state/store.js';
+import { makeStoryState } from '../src/testing/fixtures.js';
+import { ManualClock } from '../src/testing/manual-clock.js';
+import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
+
+const DIM = 64;
+const PLACES = ['Salt Market', 'the Drowned Archive', 'Gull Rock', 'the lamp room', 'the north pier'];
+
+function generator() {
+  return createMockSceneGenerator({
+    respond: (request) => {
+      const i = request.sceneIndex;
+      const place = PLACES[i % PLACES.length]!;
+      return {
+        scene: {
+          title: `Night ${i + 1}`,
+          text: `Night ${i + 1}. Mira and Tobin went to ${place}. ${i % 3 === 0 ? 'They found a brass key.' : 'The sea was calm.'} Word ${'alpha beta gamma delta'.split(' ')[i % 4]}.`,
+          summary: `Night ${i + 1} at ${place}.`,
+          characters: i % 2 === 0 ? ['mira', 'tobin'] : ['mira'],
+          locations: [place],
+          themes: ['duty'],
+          importance: i % 3 === 0 ? 0.9 : 0.2,
+        },
+        delta: { chapterClosed: (i + 1) % 4 === 0 ? { summary: `Chapter ending at ${i + 1}.` } : null },
+      };
+    },
+  });
+}
+
+/** A memory vector index that says it outlives the process, as Pinecone does: shared by every "process" here. */
+function durable(): VectorIndex {
+  const inner = createMemoryVectorIndex({ dimensions: DIM });
+  return new Proxy(inner, {
+    get(target, property) {
+      if (property === 'capabilities') return { ...target.capabilities, durable: true };
+      const value = Reflect.get(target, property);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+const embedder = createHashingEmbedder({ dimensions: DIM });
+const words =
+  'Night Mira Tobin Salt Market Drowned Archive Gull Rock lamp room north pier brass key sea calm alpha beta gamma delta';
+
+function processOver(store: StoryStateStore, vectors: VectorIndex) {
+  const keywords = createMemoryKeywordIndex();
+  const context = new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2, summaryChapters: 1 });
+  return { keywords, context };
+}
+
+async function setup(storyId: string) {
+  const clock = new ManualClock();
+  const store = createMemoryStateStore({ clock });
+  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
+  const vectors = durable();
+  const lambda = processOver(store, vectors);
+  const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+  return { store, vectors, lambda, engine };
+}
+
+const lexical = async (keywords: ReturnType<typeof createMemoryKeywordIndex>, storyId: string) =>
+  (await keywords.query(storyId, { text: words, topK: 1_000 })).map((m) => [m.id, m.score.toFixed(6)]);
+
+describe('ContextManager: the keyword side of a process whose vectors outlive it', () => {
+  it('a server whose first call comes after the fingerprint was written but before the first scene keeps up', async () => {
+    const storyId = 'audit-first-empty';
+    const { store, vectors, lambda, engine } = await setup(storyId);
+    // The episode Lambda starts the story's first episode: its getRelevantContext writes the fingerprint.
+    await lambda.context.getRelevantContext(storyId, 'the beginning');
+    // A reader-facing server looks at the story before its first scene is committed.
+    const server = processOver(store, vectors);
+    await server.context.getRelevantContext(storyId, 'the beginning');
+    for (let e = 0; e < 6; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const cold = processOver(store, vectors);
+    for (const query of ['brass key', 'Mira at Salt Market', 'the north pier']) {
+      const a = await cold.context.getRelevantContext(storyId, query, { k: 5 });
+      const b = await server.context.getRelevantContext(storyId, query, { k: 5 });
+      const label = `${query}: keyword documents ${await server.keywords.count(storyId)} here, ${await cold.keywords.count(storyId)} in a new process`;
+      expect(
+        b.similarScenes.map((s) => s.sceneId),
+        label,
+      ).toEqual(a.similarScenes.map((s) => s.sceneId));
+    }
+    expect(await server.keywords.count(storyId)).toBe(await cold.keywords.count(storyId));
+    expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
+  });
+
+  it("a prune made elsewhere with no scene after it leaves this process's keyword side too", async () => {
+    const storyId = 'audit-prune-idle';
+    const { store, vectors, lambda, engine } = await setup(storyId);
+    for (let e = 0; e < 12; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const server = processOver(store, vectors);
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    // The CLI (or an operator) prunes; no episode runs after it (a finished story, or between two scheduled episodes).
+    expect((await lambda.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 })).deleted).toBeGreaterThan(0);
+    const cold = processOver(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the lamp');
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    for (const query of [
+      'brass key',
+      'Mira at Salt Market',
+      'the north pier',
+      'sea calm gamma',
+      'Night 2 the Drowned Archive',
+    ]) {
+      const a = await cold.context.getRelevantContext(storyId, query, { k: 5 });
+      const b = await server.context.getRelevantContext(storyId, query, { k: 5 });
+      expect(
+        b.similarScenes.map((s) => s.sceneId),
+        query,
+      ).toEqual(a.similarScenes.map((s) => s.sceneId));
+    }
+    expect(await server.keywords.count(storyId)).toBe(await cold.keywords.count(storyId));
+    expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
+  });
+
+  it('an autoPrune in the index step of a scene the server already caught up with leaves its keyword side too', async () => {
+    const storyId = 'audit-autoprune';
+    const clock = new ManualClock();
+    const store = createMemoryStateStore({ clock });
+    await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
+    const vectors = durable();
+    const lambdaKeywords = createMemoryKeywordIndex();
+    const policy = { minAgeScenes: 4, maxImportance: 0.5 };
+    const lambda = new ContextManager({
+      store,
+      vectors,
+      keywords: lambdaKeywords,
+      embedder,
+      recentScenes: 2,
+      summaryChapters: 1,
+      autoPrune: policy,
+    });
+    const engine = createStoryEngine({ store, context: lambda, generator: generator(), clock });
+    for (let e = 0; e < 7; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const server = processOver(store, vectors);
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    // The next episode closes chapter 1 (scene index 7); the server answers a reader between its commit and its index
+    // step, the index step then writes the summary and prunes (autoPrune).
+    const before = await store.load(storyId);
+    expect((before.sceneCount + 1) % 4).toBe(0);
+    const stepsSeen: string[] = [];
+    const pausing = new Proxy(lambda, {
+      get(target, property) {
+        if (property === 'indexScene') {
+          return async (...args: Parameters<typeof lambda.indexScene>) => {
+            stepsSeen.push('index');
+            await server.context.getRelevantContext(storyId, 'the lamp');
+            return target.indexScene(...args);
+          };
+        }
+        const value = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const engine2 = createStoryEngine({ store, context: pausing, generator: generator(), clock });
+    expect((await engine2.runEpisode(storyId)).complete).toBe(true);
+    expect(stepsSeen).toEqual(['index']);
+    expect((await vectors.fetch(storyId, ['meta-pruned'])).length).toBe(1);
+    // The server's next calls, before the next episode.
+    const cold = processOver(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the lamp');
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    for (const query of [
+      'brass key',
+      'Mira at Salt Market',
+      'the north pier',
+      'sea calm gamma',
+      'Night 2 the Drowned Archive',
+    ]) {
+      const a = await cold.context.getRelevantContext(storyId, query, { k: 5 });
+      const b = await server.context.getRelevantContext(storyId, query, { k: 5 });
+      expect(
+        b.similarScenes.map((s) => s.sceneId),
+        query,
+      ).toEqual(a.similarScenes.map((s) => s.sceneId));
+    }
+    expect(await server.keywords.count(storyId)).toBe(await cold.keywords.count(storyId));
+  });
+
+  it('a process does not refill its whole keyword side after its own prune', async () => {
+    // Two warm episode Lambda instances take turns (a schedule's invocations land on either), both with autoPrune.
+    const storyId = 'audit-own-prune';
+    const clock = new ManualClock();
+    const store = createMemoryStateStore({ clock });
+    await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
+    const vectors = durable();
+    const policy = { minAgeScenes: 4, maxImportance: 0.5 };
+    const instance = () => {
+      const fills = { count: 0 };
+      // Counts the full listings of the story (the fill's loop: no chapter, no order, pages of 200, no cursor).
+      const counting = new Proxy(store, {
+        get(target, property) {
+          if (property === 'listScenes') {
+            return (id: string, options: Parameters<typeof store.listScenes>[1]) => {
+              if (options && options.limit === 200 && !options.cursor && !options.order && !options.chapterId)
+                fills.count++;
+              return target.listScenes(id, options);
+            };
+          }
+          const value = Reflect.get(target, property);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      const context = new ContextManager({
+        store: counting,
+        vectors,
+        keywords: createMemoryKeywordIndex(),
+        embedder,
+        recentScenes: 2,
+        summaryChapters: 1,
+        autoPrune: policy,
+      });
+      return { fills, engine: createStoryEngine({ store, context, generator: generator(), clock }) };
+    };
+    const a = instance();
+    const b = instance();
+    // A writes the first 7 scenes (B fills at its first call later), then A closes chapter 1 (scene 7) and prunes.
+    for (let e = 0; e < 8; e++) expect((await a.engine.runEpisode(storyId)).complete).toBe(true);
+    expect((await vectors.fetch(storyId, ['meta-pruned'])).length).toBe(1);
+    // B runs the next episode: it fills once (a prune made elsewhere) ...
+    expect((await b.engine.runEpisode(storyId)).complete).toBe(true);
+    // ... and A the one after: its side already left out what its own prune dropped.
+    const before = a.fills.count;
+    expect((await a.engine.runEpisode(storyId)).complete).toBe(true);
+    expect(a.fills.count - before).toBe(0);
+  });
+});
