@@ -5,12 +5,13 @@
  * the Pinecone stand-in.
  */
 import { describe, expect, it } from 'vitest';
-import { ContextManager } from '../src/context/context-manager.js';
+import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
+import type { EpisodeContext } from '../src/engine/episode-context.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import type { StoryStateStore } from '../src/state/store.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
@@ -240,5 +241,132 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     const before = a.fills.count;
     expect((await a.engine.runEpisode(storyId)).complete).toBe(true);
     expect(a.fills.count - before).toBe(0);
+  });
+});
+
+function processWith(store: StoryStateStore, vectors: VectorIndex, extra: Partial<ContextManagerOptions> = {}) {
+  const keywords = createMemoryKeywordIndex();
+  const context = new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2, ...extra });
+  return { keywords, context };
+}
+
+const sortedIds = async (keywords: ReturnType<typeof createMemoryKeywordIndex>, storyId: string) =>
+  (await keywords.query(storyId, { text: words, topK: 1_000 })).map((m) => m.id).sort();
+
+async function lagSetup(storyId: string) {
+  const clock = new ManualClock();
+  const store = createMemoryStateStore({ clock });
+  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
+  return { clock, store, vectors: durable() };
+}
+
+describe('ContextManager: a prune made while the keyword side lags', () => {
+  it('an explicit prune by a process that has not caught up leaves its keyword side as a new process has it', async () => {
+    const storyId = 'lag-prune';
+    const { clock, store, vectors } = await lagSetup(storyId);
+    const lambda = processWith(store, vectors);
+    const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+    for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const server = processWith(store, vectors);
+    await server.context.getRelevantContext(storyId, 'the brass key');
+    for (let e = 0; e < 8; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    // A maintenance call on the server, before its next read of the story.
+    const pruned = await server.context.prune(storyId, { minAgeScenes: 0, maxImportance: 0.5 });
+    expect(pruned.deleted).toBeGreaterThan(0);
+    await server.context.getRelevantContext(storyId, 'the brass key');
+    const cold = processWith(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    // What a reader sees: a pruned scene comes back in this process's memories, not in a new process's.
+    const ids = async (c: ContextManager) =>
+      (await c.getRelevantContext(storyId, 'Night 3 at Gull Rock, the sea was calm', { k: 8 })).similarScenes.map(
+        (scene) => scene.sceneId,
+      );
+    expect(await ids(server.context)).toEqual(await ids(cold.context));
+    expect(await sortedIds(server.keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
+  });
+
+  it("an autoPrune in a resumed index step (another process crashed after its commit) leaves this side as a new process's", async () => {
+    const storyId = 'lag-autoprune';
+    const { clock, store, vectors } = await lagSetup(storyId);
+    const autoPrune = { minAgeScenes: 0, maxImportance: 0.5 };
+    const a = processWith(store, vectors, { autoPrune });
+    let crash = false;
+    const crashing: EpisodeContext = {
+      getRelevantContext: a.context.getRelevantContext.bind(a.context),
+      indexScene: async (
+        scene: Parameters<EpisodeContext['indexScene']>[0],
+        options: Parameters<EpisodeContext['indexScene']>[1],
+      ) => {
+        if (crash && scene.index === 3) throw new Error('the Lambda was killed');
+        return a.context.indexScene(scene, options);
+      },
+    };
+    const engineA = createStoryEngine({ store, context: crashing, generator: generator(), clock });
+    const s = processWith(store, vectors, { autoPrune });
+    const engineS = createStoryEngine({ store, context: s.context, generator: generator(), clock });
+    for (let e = 0; e < 2; e++) expect((await engineS.runEpisode(storyId)).complete).toBe(true);
+    crash = true;
+    for (let e = 0; e < 2; e++) await engineA.runEpisode(storyId); // scene 3 (closes chapter 0) is not indexed
+    // S's next run first finishes scene 3's steps (index: summary, then autoPrune), then writes scene 8.
+    const resumed = await engineS.runEpisode(storyId);
+    expect(resumed.outcome).toBe('resumed');
+    expect(resumed.complete).toBe(true);
+    const result = await engineS.runEpisode(storyId);
+    expect(result.outcome).toBe('created');
+    const cold = processWith(store, vectors, { autoPrune });
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    await s.context.getRelevantContext(storyId, 'the brass key');
+    expect(await sortedIds(s.keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
+  });
+});
+
+describe('ContextManager: a keyword index shared by several managers of one process', () => {
+  it('a catch-up that fails in one manager is redone by another manager over the same keyword index', async () => {
+    const storyId = 'shared-failure';
+    const { clock, store, vectors } = await lagSetup(storyId);
+    const lambda = processWith(store, vectors);
+    const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+    for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const keywords = createMemoryKeywordIndex();
+    let failing = false;
+    const flaky = new Proxy(keywords, {
+      get(target, property) {
+        if (property === 'upsert' && failing) return () => Promise.reject(new Error('keyword outage'));
+        const value = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    // Two managers of one process over the same (module-level) keyword index, both past their first check.
+    const first = new ContextManager({ store, vectors, keywords: flaky, embedder, recentScenes: 2 });
+    const second = new ContextManager({ store, vectors, keywords: flaky, embedder, recentScenes: 2 });
+    await first.getRelevantContext(storyId, 'the brass key');
+    await second.getRelevantContext(storyId, 'the brass key');
+    for (let e = 0; e < 6; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    failing = true;
+    await expect(first.getRelevantContext(storyId, 'the brass key')).rejects.toThrow('keyword outage');
+    failing = false;
+    // The failure undid the shared side: the other manager fills it again.
+    await second.getRelevantContext(storyId, 'the brass key');
+    const cold = processWith(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    expect(await sortedIds(keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
+  });
+
+  it('a manager made per invocation over a module-level in-process keyword index keeps up with other processes', async () => {
+    const storyId = 'per-invocation';
+    const { clock, store, vectors } = await lagSetup(storyId);
+    const lambda = processWith(store, vectors);
+    const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+    for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    // A reader-facing handler: indexes at module scope, a ContextManager per request.
+    const keywords = createMemoryKeywordIndex();
+    const handle = (query: string) =>
+      new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2 }).getRelevantContext(storyId, query);
+    await handle('the brass key');
+    for (let e = 0; e < 6; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    await handle('the brass key');
+    const cold = processWith(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    expect(await sortedIds(keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
   });
 });

@@ -713,6 +713,14 @@ describe('ContextManager.getRelevantContext', () => {
     await expect(manager.prune('tale', { minAgeScenes: 10 })).resolves.toEqual({ chapters: [], deleted: 0 });
   });
 
+  it('refuses a misspelt getRelevantContext option instead of laying out the whole story', async () => {
+    const { manager } = await buildStory(3);
+    // A JavaScript caller (or options spread in from elsewhere) with one letter wrong.
+    await expect(
+      manager.getRelevantContext('tale', 'the lamp', { povCharacterID: 'mira' } as never),
+    ).rejects.toMatchObject({ code: 'VALIDATION', message: 'Unknown getRelevantContext option: povCharacterID' });
+  });
+
   it('takes null options as none, and refuses options that are not an object', async () => {
     const { manager } = await buildStory(3);
     const none = await manager.getRelevantContext('tale', 'the lamp');

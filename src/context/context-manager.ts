@@ -86,6 +86,16 @@ interface PruneMark {
   maxImportance: number;
 }
 
+/** Every option `getRelevantContext` takes: the compiler keeps it in step with `RelevantContextOptions`. */
+const CALL_OPTION_KEYS: Record<keyof RelevantContextOptions, true> = {
+  k: true,
+  tokenBudget: true,
+  povCharacterId: true,
+  signal: true,
+  state: true,
+  influences: true,
+};
+
 /** Every option `ContextManager` takes: the compiler keeps it in step with `ContextManagerOptions`. */
 const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
   store: true,
@@ -107,6 +117,21 @@ const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
   summaryChapters: true,
   autoPrune: true,
 };
+
+/** Per keyword index: how far each story's side reaches, and the catch-up under way (see `keepKeywordsUp`). */
+const KEYWORD_SIDES = new WeakMap<
+  KeywordIndex,
+  { horizons: Map<string, KeywordHorizon>; catchUps: Map<string, Promise<void>> }
+>();
+
+function keywordSides(index: KeywordIndex) {
+  let sides = KEYWORD_SIDES.get(index);
+  if (!sides) {
+    sides = { horizons: new Map(), catchUps: new Map() };
+    KEYWORD_SIDES.set(index, sides);
+  }
+  return sides;
+}
 
 /** How far a process's own keyword side reaches (see `ContextManager.keepKeywordsUp`). */
 interface KeywordHorizon {
@@ -264,6 +289,11 @@ export interface ContextTrace {
     total: number;
     load: number;
     fingerprint: number;
+    /**
+     * Keeping this process's own keyword side up with the story (a durable vector index beside an in-process
+     * keyword index): the prune record's read, and a catch-up when the story moved on; 0 otherwise.
+     */
+    keywords: number;
     cache: number;
     chapterStart: number;
     retrieval: RetrievalTimings;
@@ -473,8 +503,7 @@ export class ContextManager {
    * Per story, how far this process's own keyword side reaches (`ownKeywordSide`): the number of scenes it holds,
    * and the prune record it applied.
    */
-  private readonly keywordHorizons = new Map<string, KeywordHorizon>();
-  private readonly keywordCatchUps = new Map<string, Promise<void>>();
+
   /** Stories whose learned locations this process has not yet saved. */
   private readonly unsavedLocations = new Set<string>();
 
@@ -545,6 +574,19 @@ export class ContextManager {
         problems: [{ path: 'options', message: 'must be an object' }],
       });
     }
+    // A misspelt option (`povCharacterID`) would lay out the whole story for what was meant as a point of view.
+    const unknown = Object.keys(options).filter((key) => !Object.hasOwn(CALL_OPTION_KEYS, key));
+    if (unknown.length > 0) {
+      throw new ValidationError(
+        `Unknown getRelevantContext option${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`,
+        {
+          problems: unknown.map((key) => ({
+            path: `options.${key}`,
+            message: 'is not an option of getRelevantContext',
+          })),
+        },
+      );
+    }
     const k = checkInteger(options.k ?? 5, 'k', 1, 100);
     const budget = checkInteger(options.tokenBudget ?? this.defaultTokenBudget, 'tokenBudget', 256, 2_000_000);
     if (typeof query !== 'string' || query.length > LIMITS.description * 4) {
@@ -560,7 +602,7 @@ export class ContextManager {
     throwIfAborted(options.signal);
     // A process with its own keyword side checks each call whether a prune made elsewhere changed what it must hold;
     // the read runs beside the state's.
-    const marksNow = this.keywordHorizons.has(storyId)
+    const marksNow = this.horizonsOf().has(storyId)
       ? this.pruneMarks(storyId).then(
           (marks) => JSON.stringify(marks),
           () => undefined,
@@ -577,9 +619,11 @@ export class ContextManager {
     }
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
+    const keywordsStart = performance.now();
     await this.keepKeywordsUp(state, options.signal, await marksNow);
+    const keywordsTime = performance.now() - keywordsStart;
     await this.refreshLocations(storyId, state.version);
-    const fingerprintTime = performance.now() - fingerprintStart;
+    const fingerprintTime = performance.now() - fingerprintStart - keywordsTime;
 
     const exact = this.exactMatches(state, query);
     const timed = async <T>(work: () => Promise<T>): Promise<[T, number]> => {
@@ -664,6 +708,7 @@ export class ContextManager {
           total: performance.now() - started,
           load: loadTime,
           fingerprint: fingerprintTime,
+          keywords: keywordsTime,
           cache: cacheTime,
           chapterStart: chapterTime,
           retrieval: retrieved.timings,
@@ -701,7 +746,7 @@ export class ContextManager {
       }
     }
     await this.writeUnits(scene.storyId, units, options.signal);
-    const horizon = this.keywordHorizons.get(scene.storyId);
+    const horizon = this.horizonsOf().get(scene.storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
     // Saved when a location is new, and again while an earlier save of this process has not gone through (a failed
@@ -766,7 +811,7 @@ export class ContextManager {
     const report = options.onProgress ?? (() => {});
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId);
-    this.keywordHorizons.delete(storyId);
+    this.horizonsOf().delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
     await this.clearForRebuild(storyId, marks, options.signal);
     this.stablePrefixes.clear();
@@ -905,8 +950,9 @@ export class ContextManager {
     }
     // This process's own keyword side has just dropped the same: it need not be filled again for this prune (unless
     // it still lacked an earlier one made elsewhere).
-    const own = this.keywordHorizons.get(storyId);
-    if (recorded && own?.marks === recorded.previous) own.marks = recorded.marks;
+    // (Only a side that holds every scene so far: the scenes it has yet to add would come in unpruned.)
+    const own = this.horizonsOf().get(storyId);
+    if (recorded && own?.marks === recorded.previous && own.scenes >= state.sceneCount) own.marks = recorded.marks;
     return { chapters, deleted };
   }
 
@@ -1009,7 +1055,13 @@ export class ContextManager {
         if (stored?.metadata.text === this.fingerprint) {
           // A durable vector index (Pinecone) beside an in-process keyword index: a new process finds the vectors
           // and an empty keyword side, which would leave retrieval to the vectors alone.
-          if (this.keywords.capabilities.durable || (await this.keywords.count(storyId)) > 0) return;
+          if (this.keywords.capabilities.durable) return;
+          if ((await this.keywords.count(storyId)) > 0) {
+            // Filled by someone who did not say how far (no horizon): a side of unknown reach is filled again.
+            if (this.ownKeywordSide && !this.horizonsOf().has(storyId)) {
+              await this.keywords.deleteStory(storyId);
+            } else return;
+          }
           if (!(await this.hasScenes(storyId, indexing))) {
             // Nothing to fill yet, but scenes will come, from other processes too: keep up with them from here.
             this.trackKeywords(storyId, 0, await this.pruneMarks(storyId));
@@ -1049,7 +1101,7 @@ export class ContextManager {
    * summaries and synopsis as the vector index keeps them (made again, each would cost a summarizer call).
    */
   private async rebuildKeywords(storyId: string): Promise<void> {
-    this.keywordHorizons.delete(storyId);
+    this.horizonsOf().delete(storyId);
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId);
     let scenes = 0;
@@ -1162,6 +1214,19 @@ export class ContextManager {
   }
 
   /**
+   * How far the keyword index's sides reach, per story. Kept with the keyword index, not the manager: a Lambda may
+   * build its indexes once per container and a manager per invocation, and each manager must know what the earlier
+   * ones filled.
+   */
+  private horizonsOf(): Map<string, KeywordHorizon> {
+    return keywordSides(this.keywords).horizons;
+  }
+
+  private catchUpsOf(): Map<string, Promise<void>> {
+    return keywordSides(this.keywords).catchUps;
+  }
+
+  /**
    * Whether this process keeps its own keyword side beside vectors that other processes write too: a durable
    * vector index (Pinecone) with an in-process keyword index. Such a side is filled once and then kept up with the
    * story (`keepKeywordsUp`).
@@ -1177,7 +1242,7 @@ export class ContextManager {
     marks: readonly PruneMark[],
     awaited: KeywordAwaited = { chapters: [], synopsisFrom: null, scene: null },
   ): void {
-    if (this.ownKeywordSide) this.keywordHorizons.set(storyId, { scenes, marks: JSON.stringify(marks), awaited });
+    if (this.ownKeywordSide) this.horizonsOf().set(storyId, { scenes, marks: JSON.stringify(marks), awaited });
   }
 
   /**
@@ -1192,26 +1257,37 @@ export class ContextManager {
     marksNow: string | undefined,
   ): Promise<void> {
     const { storyId } = state;
-    const horizon = this.keywordHorizons.get(storyId);
-    if (!horizon) return;
-    const { awaited } = horizon;
-    const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
-    const pruned = marksNow !== undefined && marksNow !== horizon.marks;
-    if (state.sceneCount <= horizon.scenes && !awaiting && !pruned) return;
-    let pending = this.keywordCatchUps.get(storyId);
+    if (!this.ownKeywordSide) return;
+    const horizon = this.horizonsOf().get(storyId);
+    if (horizon) {
+      const { awaited } = horizon;
+      const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
+      const pruned = marksNow !== undefined && marksNow !== horizon.marks;
+      if (state.sceneCount <= horizon.scenes && !awaiting && !pruned) return;
+    }
+    let pending = this.catchUpsOf().get(storyId);
     if (!pending) {
-      pending = this.catchUpKeywords(state, horizon).catch(async (error: unknown) => {
+      // Without a horizon the side was undone after a failure (by this manager or another over the same index):
+      // it is filled again from the start.
+      const work = horizon ? this.catchUpKeywords(state, horizon) : this.refillKeywords(storyId);
+      pending = work.catch(async (error: unknown) => {
         // Nothing half-done is kept: the next call fills the side again from the start.
-        this.keywordHorizons.delete(storyId);
+        this.horizonsOf().delete(storyId);
         await this.keywords.deleteStory(storyId).catch(() => {});
         this.verified.delete(storyId);
         throw error;
       });
-      const settled = pending.finally(() => this.keywordCatchUps.delete(storyId));
+      const settled = pending.finally(() => this.catchUpsOf().delete(storyId));
       settled.catch(() => {});
-      this.keywordCatchUps.set(storyId, settled);
+      this.catchUpsOf().set(storyId, settled);
     }
     await waitUnlessAborted(pending, signal);
+  }
+
+  private async refillKeywords(storyId: string): Promise<void> {
+    await this.keywords.deleteStory(storyId);
+    if (await this.hasScenes(storyId)) await this.rebuildKeywords(storyId);
+    else this.trackKeywords(storyId, 0, await this.pruneMarks(storyId));
   }
 
   private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon): Promise<void> {
@@ -1233,18 +1309,27 @@ export class ContextManager {
     ).reverse();
     const units: Unit[] = [];
     const chapters = new Set<string>();
+    const lastOfChapter = new Map<string, number>();
     let previous: Scene | null = null;
     for (const scene of scenes) {
       if (scene.index >= from - 1) chapters.add(scene.chapterId);
+      lastOfChapter.set(scene.chapterId, scene.index);
       if (scene.index >= from) units.push(...this.sceneUnits(scene, state, previous));
       previous = scene;
     }
-    await this.keywords.upsert(storyId, units.map(keywordDocument));
+    // What the prune record drops stays out here too, as in a fill (a closed chapter's last scene decides).
+    const kept = units.filter((unit) => {
+      const chapterId = unit.metadata.chapterId;
+      if (!chapterId || chapterId === state.chapterId) return true;
+      const last = lastOfChapter.get(chapterId) ?? Number.MAX_SAFE_INTEGER;
+      return !prunedBy(marks, last, unit.metadata.importance ?? Number.POSITIVE_INFINITY);
+    });
+    await this.keywords.upsert(storyId, kept.map(keywordDocument));
     const closed = [...new Set([...horizon.awaited.chapters, ...chapters])].filter((id) => id !== state.chapterId);
     const awaited = await this.upsertKeywordRecords(storyId, state, closed);
     const reached = (scenes.at(-1)?.index ?? from - 1) + 1;
     // indexScene in this process may have moved it on meanwhile: never move it back.
-    const current = this.keywordHorizons.get(storyId);
+    const current = this.horizonsOf().get(storyId);
     if (current) {
       current.scenes = Math.max(current.scenes, reached);
       current.awaited = { ...awaited, scene: scenes.at(-1)?.id ?? null };

@@ -63,8 +63,11 @@ export interface StoryEngineOptions {
   influencePolicy?: InfluencePolicy;
   /** Retries of each step's calls (`withRetry`): only retryable errors are retried. */
   retry?: Omit<RetryOptions, 'signal' | 'clock' | 'onRetry'>;
-  /** Passed to `getRelevantContext`. */
-  retrieval?: { k?: number; tokenBudget?: number };
+  /**
+   * Passed to `getRelevantContext`: how many memories, the token budget, and a point of view (`povCharacterId`: every
+   * scene is written from what that character witnessed or knows; a context layer without points of view ignores it).
+   */
+  retrieval?: { k?: number; tokenBudget?: number; povCharacterId?: string };
   /** How often a run that lost the commit to another reloads and tries again. Default 3. */
   maxConflictRetries?: number;
   /** Aspect ratio of scene pictures. Default `16:9`. */

@@ -14,6 +14,8 @@ import { sanitizeAudienceText } from './sanitize.js';
 export interface EpisodeContextOptions {
   k?: number;
   tokenBudget?: number;
+  /** Write from this character's point of view; a context layer without points of view may ignore it. */
+  povCharacterId?: string;
   signal?: AbortSignal;
   /** The current state, already loaded by the engine. */
   state?: StoryState;

@@ -1,0 +1,172 @@
+/**
+ * The engine driving episodes with a ContextManager under a point of view (`retrieval.povCharacterId`): prompts
+ * are the same in a long-lived process and in a new process per episode, through crashes between commit and index
+ * step, and the Claude request's system blocks stay a byte-identical prefix within each chapter.
+ */
+import { describe, expect, it } from 'vitest';
+import { ContextManager } from '../src/context/context-manager.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import type { VectorIndex } from '../src/context/vector-index.js';
+import { createStoryEngine, type StoryEngineOptions } from '../src/engine/engine.js';
+import { buildClaudeRequest } from '../src/generation/claude-scene-generator.js';
+import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
+import type { SceneGenerator, SceneRequest } from '../src/generation/scene-generator.js';
+import { createStoryFromTemplate } from '../src/generation/story-templates.js';
+import { createMemoryStateStore } from '../src/state/memory.js';
+import type { StoryStateStore } from '../src/state/store.js';
+import { ManualClock } from '../src/testing/manual-clock.js';
+
+const DIM = 128;
+const STORY = 'pov-tale';
+const POV = 'mira';
+const EPISODES = 14;
+
+function recording(inner: SceneGenerator, prompts: SceneRequest[]): SceneGenerator {
+  return {
+    ...inner,
+    generate: (request, options) => {
+      prompts.push(structuredClone(request));
+      return inner.generate(request, options);
+    },
+  };
+}
+
+async function world(vectorsDurable = false) {
+  const clock = new ManualClock();
+  const store = createMemoryStateStore({ clock });
+  const state = createStoryFromTemplate('lighthouse-keepers', STORY, clock);
+  await store.create({ ...state, bible: { ...state.bible, chapterLength: 5 } });
+  const inner = createMemoryVectorIndex({ dimensions: DIM });
+  const vectors: VectorIndex = vectorsDurable
+    ? new Proxy(inner, {
+        get(target, property) {
+          if (property === 'capabilities') return { ...target.capabilities, durable: true };
+          const value = Reflect.get(target, property);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      })
+    : inner;
+  const keywords = createMemoryKeywordIndex();
+  return { clock, store, vectors, keywords };
+}
+
+function manager(store: StoryStateStore, vectors: VectorIndex, keywords = createMemoryKeywordIndex()) {
+  return new ContextManager({ store, vectors, keywords, embedder: createHashingEmbedder({ dimensions: DIM }) });
+}
+
+function engineOver(
+  parts: { clock: ManualClock; store: StoryStateStore },
+  context: StoryEngineOptions['context'],
+  prompts: SceneRequest[],
+) {
+  return createStoryEngine({
+    store: parts.store,
+    context,
+    generator: recording(createProceduralNarrator({ seed: 3 }), prompts),
+    clock: parts.clock,
+    retrieval: { povCharacterId: POV },
+  });
+}
+
+describe('StoryEngine under a point of view', () => {
+  it('a long-lived process and a new process per episode give the same prompts', async () => {
+    const a = await world();
+    const aPrompts: SceneRequest[] = [];
+    const aEngine = engineOver(a, manager(a.store, a.vectors, a.keywords), aPrompts);
+    for (let i = 0; i < EPISODES; i++) expect((await aEngine.runEpisode(STORY)).complete).toBe(true);
+
+    const b = await world();
+    const bPrompts: SceneRequest[] = [];
+    for (let i = 0; i < EPISODES; i++) {
+      // A new process each episode (a Lambda's cold start), over the same store and indexes.
+      const bEngine = engineOver(b, manager(b.store, b.vectors, b.keywords), bPrompts);
+      expect((await bEngine.runEpisode(STORY)).complete).toBe(true);
+    }
+    expect(bPrompts.length).toBe(aPrompts.length);
+    for (let i = 0; i < aPrompts.length; i++) {
+      expect(bPrompts[i]!.prompt.stable, `episode ${i + 1} stable`).toBe(aPrompts[i]!.prompt.stable);
+      expect(bPrompts[i]!.prompt.dynamic, `episode ${i + 1} dynamic`).toBe(aPrompts[i]!.prompt.dynamic);
+    }
+    // The prompt really is under the point of view.
+    expect(aPrompts.at(-1)!.prompt.dynamic).toContain(`(${POV}): only what they witness or know`);
+  });
+
+  it("stable blocks are a byte-identical prefix across a chapter's episodes, also in the Claude request", async () => {
+    const a = await world();
+    const prompts: SceneRequest[] = [];
+    const engine = engineOver(a, manager(a.store, a.vectors, a.keywords), prompts);
+    for (let i = 0; i < EPISODES; i++) expect((await engine.runEpisode(STORY)).complete).toBe(true);
+    let checked = 0;
+    for (let i = 1; i < prompts.length; i++) {
+      const before = prompts[i - 1]!;
+      const now = prompts[i]!;
+      if (before.chapterId !== now.chapterId) continue;
+      expect(now.prompt.stable.startsWith(before.prompt.stable), `episode ${i + 1}`).toBe(true);
+      const blocksBefore = before.prompt.stableBlocks ?? [];
+      const blocksNow = now.prompt.stableBlocks ?? [];
+      expect(blocksNow.slice(0, blocksBefore.length), `episode ${i + 1} blocks`).toEqual(blocksBefore);
+      const system = (r: SceneRequest) =>
+        (buildClaudeRequest(r, { model: 'm', maxTokens: 100 }).system as Array<{ text: string }>).map((b) => b.text);
+      const sBefore = system(before);
+      expect(system(now).slice(0, sBefore.length), `episode ${i + 1} system`).toEqual(sBefore);
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(5);
+  });
+
+  it('a crash between commit and index step, then a resumed run, gives the same next prompts', async () => {
+    const a = await world();
+    const aPrompts: SceneRequest[] = [];
+    const aEngine = engineOver(a, manager(a.store, a.vectors, a.keywords), aPrompts);
+    for (let i = 0; i < EPISODES; i++) expect((await aEngine.runEpisode(STORY)).complete).toBe(true);
+
+    const b = await world();
+    const bPrompts: SceneRequest[] = [];
+    let failIndex = true;
+    for (let i = 0; i < EPISODES; ) {
+      const context = manager(b.store, b.vectors, b.keywords);
+      const crashing = {
+        getRelevantContext: context.getRelevantContext.bind(context),
+        refreshCache: context.refreshCache.bind(context),
+        indexScene: async (...args: Parameters<ContextManager['indexScene']>) => {
+          // The process dies after the commit of scenes 4 (closes chapter 0) and 7, before their index step.
+          if (failIndex && (args[0].index === 4 || args[0].index === 7)) {
+            failIndex = false;
+            throw new Error('killed');
+          }
+          failIndex = true;
+          return context.indexScene(...args);
+        },
+      };
+      const engine = engineOver(b, crashing, bPrompts);
+      const result = await engine.runEpisode(STORY, {});
+      if (result.outcome !== 'resumed') i++;
+    }
+    expect(bPrompts.length).toBe(aPrompts.length);
+    for (let i = 0; i < aPrompts.length; i++) {
+      expect(bPrompts[i]!.prompt.stable, `episode ${i + 1} stable`).toBe(aPrompts[i]!.prompt.stable);
+      expect(bPrompts[i]!.prompt.dynamic, `episode ${i + 1} dynamic`).toBe(aPrompts[i]!.prompt.dynamic);
+    }
+  });
+
+  it('a process with durable vectors and its own keyword side gives the prompts a single process gives', async () => {
+    const a = await world(true);
+    const aPrompts: SceneRequest[] = [];
+    const aEngine = engineOver(a, manager(a.store, a.vectors, a.keywords), aPrompts);
+    for (let i = 0; i < EPISODES; i++) expect((await aEngine.runEpisode(STORY)).complete).toBe(true);
+
+    const b = await world(true);
+    const bPrompts: SceneRequest[] = [];
+    for (let i = 0; i < EPISODES; i++) {
+      // A new Lambda each episode: the vectors outlive it, its keyword index does not.
+      const bEngine = engineOver(b, manager(b.store, b.vectors), bPrompts);
+      expect((await bEngine.runEpisode(STORY)).complete).toBe(true);
+    }
+    for (let i = 0; i < aPrompts.length; i++) {
+      expect(bPrompts[i]!.prompt.stable, `episode ${i + 1} stable`).toBe(aPrompts[i]!.prompt.stable);
+      expect(bPrompts[i]!.prompt.dynamic, `episode ${i + 1} dynamic`).toBe(aPrompts[i]!.prompt.dynamic);
+    }
+  });
+});
