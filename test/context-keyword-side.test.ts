@@ -58,9 +58,18 @@ const embedder = createHashingEmbedder({ dimensions: DIM });
 const words =
   'Night Mira Tobin Salt Market Drowned Archive Gull Rock lamp room north pier brass key sea calm alpha beta gamma delta';
 
-function processOver(store: StoryStateStore, vectors: VectorIndex) {
+/** A process of its own: the shared store and vectors, an in-process keyword index. */
+function processOver(store: StoryStateStore, vectors: VectorIndex, extra: Partial<ContextManagerOptions> = {}) {
   const keywords = createMemoryKeywordIndex();
-  const context = new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2, summaryChapters: 1 });
+  const context = new ContextManager({
+    store,
+    vectors,
+    keywords,
+    embedder,
+    recentScenes: 2,
+    summaryChapters: 1,
+    ...extra,
+  });
   return { keywords, context };
 }
 
@@ -71,7 +80,7 @@ async function setup(storyId: string) {
   const vectors = durable();
   const lambda = processOver(store, vectors);
   const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
-  return { store, vectors, lambda, engine };
+  return { clock, store, vectors, lambda, engine };
 }
 
 const lexical = async (keywords: ReturnType<typeof createMemoryKeywordIndex>, storyId: string) =>
@@ -244,37 +253,22 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
   });
 });
 
-function processWith(store: StoryStateStore, vectors: VectorIndex, extra: Partial<ContextManagerOptions> = {}) {
-  const keywords = createMemoryKeywordIndex();
-  const context = new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2, ...extra });
-  return { keywords, context };
-}
-
 const sortedIds = async (keywords: ReturnType<typeof createMemoryKeywordIndex>, storyId: string) =>
   (await keywords.query(storyId, { text: words, topK: 1_000 })).map((m) => m.id).sort();
-
-async function lagSetup(storyId: string) {
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-  return { clock, store, vectors: durable() };
-}
 
 describe('ContextManager: a prune made while the keyword side lags', () => {
   it('an explicit prune by a process that has not caught up leaves its keyword side as a new process has it', async () => {
     const storyId = 'lag-prune';
-    const { clock, store, vectors } = await lagSetup(storyId);
-    const lambda = processWith(store, vectors);
-    const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+    const { store, vectors, engine } = await setup(storyId);
     for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
-    const server = processWith(store, vectors);
+    const server = processOver(store, vectors);
     await server.context.getRelevantContext(storyId, 'the brass key');
     for (let e = 0; e < 8; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     // A maintenance call on the server, before its next read of the story.
     const pruned = await server.context.prune(storyId, { minAgeScenes: 0, maxImportance: 0.5 });
     expect(pruned.deleted).toBeGreaterThan(0);
     await server.context.getRelevantContext(storyId, 'the brass key');
-    const cold = processWith(store, vectors);
+    const cold = processOver(store, vectors);
     await cold.context.getRelevantContext(storyId, 'the brass key');
     // What a reader sees: a pruned scene comes back in this process's memories, not in a new process's.
     const ids = async (c: ContextManager) =>
@@ -287,9 +281,9 @@ describe('ContextManager: a prune made while the keyword side lags', () => {
 
   it("an autoPrune in a resumed index step (another process crashed after its commit) leaves this side as a new process's", async () => {
     const storyId = 'lag-autoprune';
-    const { clock, store, vectors } = await lagSetup(storyId);
+    const { clock, store, vectors } = await setup(storyId);
     const autoPrune = { minAgeScenes: 0, maxImportance: 0.5 };
-    const a = processWith(store, vectors, { autoPrune });
+    const a = processOver(store, vectors, { autoPrune });
     let crash = false;
     const crashing: EpisodeContext = {
       getRelevantContext: a.context.getRelevantContext.bind(a.context),
@@ -302,7 +296,7 @@ describe('ContextManager: a prune made while the keyword side lags', () => {
       },
     };
     const engineA = createStoryEngine({ store, context: crashing, generator: generator(), clock });
-    const s = processWith(store, vectors, { autoPrune });
+    const s = processOver(store, vectors, { autoPrune });
     const engineS = createStoryEngine({ store, context: s.context, generator: generator(), clock });
     for (let e = 0; e < 2; e++) expect((await engineS.runEpisode(storyId)).complete).toBe(true);
     crash = true;
@@ -313,7 +307,7 @@ describe('ContextManager: a prune made while the keyword side lags', () => {
     expect(resumed.complete).toBe(true);
     const result = await engineS.runEpisode(storyId);
     expect(result.outcome).toBe('created');
-    const cold = processWith(store, vectors, { autoPrune });
+    const cold = processOver(store, vectors, { autoPrune });
     await cold.context.getRelevantContext(storyId, 'the brass key');
     await s.context.getRelevantContext(storyId, 'the brass key');
     expect(await sortedIds(s.keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
@@ -323,9 +317,7 @@ describe('ContextManager: a prune made while the keyword side lags', () => {
 describe('ContextManager: a keyword index shared by several managers of one process', () => {
   it('a catch-up that fails in one manager is redone by another manager over the same keyword index', async () => {
     const storyId = 'shared-failure';
-    const { clock, store, vectors } = await lagSetup(storyId);
-    const lambda = processWith(store, vectors);
-    const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+    const { store, vectors, engine } = await setup(storyId);
     for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     const keywords = createMemoryKeywordIndex();
     let failing = false;
@@ -347,16 +339,14 @@ describe('ContextManager: a keyword index shared by several managers of one proc
     failing = false;
     // The failure undid the shared side: the other manager fills it again.
     await second.getRelevantContext(storyId, 'the brass key');
-    const cold = processWith(store, vectors);
+    const cold = processOver(store, vectors);
     await cold.context.getRelevantContext(storyId, 'the brass key');
     expect(await sortedIds(keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
   });
 
   it('a manager made per invocation over a module-level in-process keyword index keeps up with other processes', async () => {
     const storyId = 'per-invocation';
-    const { clock, store, vectors } = await lagSetup(storyId);
-    const lambda = processWith(store, vectors);
-    const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+    const { store, vectors, engine } = await setup(storyId);
     for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     // A reader-facing handler: indexes at module scope, a ContextManager per request.
     const keywords = createMemoryKeywordIndex();
@@ -365,7 +355,7 @@ describe('ContextManager: a keyword index shared by several managers of one proc
     await handle('the brass key');
     for (let e = 0; e < 6; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     await handle('the brass key');
-    const cold = processWith(store, vectors);
+    const cold = processOver(store, vectors);
     await cold.context.getRelevantContext(storyId, 'the brass key');
     expect(await sortedIds(keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
   });

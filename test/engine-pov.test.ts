@@ -70,12 +70,18 @@ function engineOver(
   });
 }
 
+/** The prompts of EPISODES episodes written by one long-lived process. */
+async function oneProcess(durable = false): Promise<SceneRequest[]> {
+  const a = await world(durable);
+  const prompts: SceneRequest[] = [];
+  const engine = engineOver(a, manager(a.store, a.vectors, a.keywords), prompts);
+  for (let i = 0; i < EPISODES; i++) expect((await engine.runEpisode(STORY)).complete).toBe(true);
+  return prompts;
+}
+
 describe('StoryEngine under a point of view', () => {
   it('a long-lived process and a new process per episode give the same prompts', async () => {
-    const a = await world();
-    const aPrompts: SceneRequest[] = [];
-    const aEngine = engineOver(a, manager(a.store, a.vectors, a.keywords), aPrompts);
-    for (let i = 0; i < EPISODES; i++) expect((await aEngine.runEpisode(STORY)).complete).toBe(true);
+    const aPrompts = await oneProcess();
 
     const b = await world();
     const bPrompts: SceneRequest[] = [];
@@ -117,10 +123,7 @@ describe('StoryEngine under a point of view', () => {
   });
 
   it('a crash between commit and index step, then a resumed run, gives the same next prompts', async () => {
-    const a = await world();
-    const aPrompts: SceneRequest[] = [];
-    const aEngine = engineOver(a, manager(a.store, a.vectors, a.keywords), aPrompts);
-    for (let i = 0; i < EPISODES; i++) expect((await aEngine.runEpisode(STORY)).complete).toBe(true);
+    const aPrompts = await oneProcess();
 
     const b = await world();
     const bPrompts: SceneRequest[] = [];
@@ -152,10 +155,7 @@ describe('StoryEngine under a point of view', () => {
   });
 
   it('a process with durable vectors and its own keyword side gives the prompts a single process gives', async () => {
-    const a = await world(true);
-    const aPrompts: SceneRequest[] = [];
-    const aEngine = engineOver(a, manager(a.store, a.vectors, a.keywords), aPrompts);
-    for (let i = 0; i < EPISODES; i++) expect((await aEngine.runEpisode(STORY)).complete).toBe(true);
+    const aPrompts = await oneProcess(true);
 
     const b = await world(true);
     const bPrompts: SceneRequest[] = [];
