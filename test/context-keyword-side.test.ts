@@ -5,81 +5,34 @@
  * the Pinecone stand-in.
  */
 import { describe, expect, it } from 'vitest';
-import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
-import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
-import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
-import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import type { EpisodeContext } from '../src/engine/episode-context.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
-import type { StoryStateStore } from '../src/state/store.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
-import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
+import {
+  durableMemoryVectors,
+  NIGHT_WATCH_DIMENSIONS,
+  nightWatchEmbedder,
+  nightWatchGenerator,
+  processOver,
+} from './fixtures/night-watch.js';
 
-const DIM = 64;
-const PLACES = ['Salt Market', 'the Drowned Archive', 'Gull Rock', 'the lamp room', 'the north pier'];
+const DIM = NIGHT_WATCH_DIMENSIONS;
 
-function generator() {
-  return createMockSceneGenerator({
-    respond: (request) => {
-      const i = request.sceneIndex;
-      const place = PLACES[i % PLACES.length]!;
-      return {
-        scene: {
-          title: `Night ${i + 1}`,
-          text: `Night ${i + 1}. Mira and Tobin went to ${place}. ${i % 3 === 0 ? 'They found a brass key.' : 'The sea was calm.'} Word ${'alpha beta gamma delta'.split(' ')[i % 4]}.`,
-          summary: `Night ${i + 1} at ${place}.`,
-          characters: i % 2 === 0 ? ['mira', 'tobin'] : ['mira'],
-          locations: [place],
-          themes: ['duty'],
-          importance: i % 3 === 0 ? 0.9 : 0.2,
-        },
-        delta: { chapterClosed: (i + 1) % 4 === 0 ? { summary: `Chapter ending at ${i + 1}.` } : null },
-      };
-    },
-  });
-}
-
-/** A memory vector index that says it outlives the process, as Pinecone does: shared by every "process" here. */
-function durable(): VectorIndex {
-  const inner = createMemoryVectorIndex({ dimensions: DIM });
-  return new Proxy(inner, {
-    get(target, property) {
-      if (property === 'capabilities') return { ...target.capabilities, durable: true };
-      const value = Reflect.get(target, property);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-}
-
-const embedder = createHashingEmbedder({ dimensions: DIM });
+const embedder = nightWatchEmbedder;
 const words =
   'Night Mira Tobin Salt Market Drowned Archive Gull Rock lamp room north pier brass key sea calm alpha beta gamma delta';
-
-/** A process of its own: the shared store and vectors, an in-process keyword index. */
-function processOver(store: StoryStateStore, vectors: VectorIndex, extra: Partial<ContextManagerOptions> = {}) {
-  const keywords = createMemoryKeywordIndex();
-  const context = new ContextManager({
-    store,
-    vectors,
-    keywords,
-    embedder,
-    recentScenes: 2,
-    summaryChapters: 1,
-    ...extra,
-  });
-  return { keywords, context };
-}
 
 async function setup(storyId: string) {
   const clock = new ManualClock();
   const store = createMemoryStateStore({ clock });
   await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-  const vectors = durable();
+  const vectors = durableMemoryVectors(DIM);
   const lambda = processOver(store, vectors);
-  const engine = createStoryEngine({ store, context: lambda.context, generator: generator(), clock });
+  const engine = createStoryEngine({ store, context: lambda.context, generator: nightWatchGenerator(), clock });
   return { clock, store, vectors, lambda, engine };
 }
 
@@ -144,7 +97,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     const clock = new ManualClock();
     const store = createMemoryStateStore({ clock });
     await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-    const vectors = durable();
+    const vectors = durableMemoryVectors(DIM);
     const lambdaKeywords = createMemoryKeywordIndex();
     const policy = { minAgeScenes: 4, maxImportance: 0.5 };
     const lambda = new ContextManager({
@@ -156,7 +109,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
       summaryChapters: 1,
       autoPrune: policy,
     });
-    const engine = createStoryEngine({ store, context: lambda, generator: generator(), clock });
+    const engine = createStoryEngine({ store, context: lambda, generator: nightWatchGenerator(), clock });
     for (let e = 0; e < 7; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     const server = processOver(store, vectors);
     await server.context.getRelevantContext(storyId, 'the lamp');
@@ -178,7 +131,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
         return typeof value === 'function' ? value.bind(target) : value;
       },
     });
-    const engine2 = createStoryEngine({ store, context: pausing, generator: generator(), clock });
+    const engine2 = createStoryEngine({ store, context: pausing, generator: nightWatchGenerator(), clock });
     expect((await engine2.runEpisode(storyId)).complete).toBe(true);
     expect(stepsSeen).toEqual(['index']);
     expect((await vectors.fetch(storyId, ['meta-pruned'])).length).toBe(1);
@@ -210,7 +163,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     const clock = new ManualClock();
     const store = createMemoryStateStore({ clock });
     await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-    const vectors = durable();
+    const vectors = durableMemoryVectors(DIM);
     const policy = { minAgeScenes: 4, maxImportance: 0.5 };
     const instance = () => {
       const fills = { count: 0 };
@@ -237,7 +190,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
         summaryChapters: 1,
         autoPrune: policy,
       });
-      return { fills, engine: createStoryEngine({ store, context, generator: generator(), clock }) };
+      return { fills, engine: createStoryEngine({ store, context, generator: nightWatchGenerator(), clock }) };
     };
     const a = instance();
     const b = instance();
@@ -295,9 +248,9 @@ describe('ContextManager: a prune made while the keyword side lags', () => {
         return a.context.indexScene(scene, options);
       },
     };
-    const engineA = createStoryEngine({ store, context: crashing, generator: generator(), clock });
+    const engineA = createStoryEngine({ store, context: crashing, generator: nightWatchGenerator(), clock });
     const s = processOver(store, vectors, { autoPrune });
-    const engineS = createStoryEngine({ store, context: s.context, generator: generator(), clock });
+    const engineS = createStoryEngine({ store, context: s.context, generator: nightWatchGenerator(), clock });
     for (let e = 0; e < 2; e++) expect((await engineS.runEpisode(storyId)).complete).toBe(true);
     crash = true;
     for (let e = 0; e < 2; e++) await engineA.runEpisode(storyId); // scene 3 (closes chapter 0) is not indexed

@@ -16,8 +16,8 @@ import { createMemoryStateStore } from '../src/state/memory.js';
 import { chapterIdFor } from '../src/state/schema.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
-import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
 import { type PineconeStandIn, startPineconeStandIn } from '../src/testing/pinecone-server.js';
+import { nightWatchGenerator } from './fixtures/night-watch.js';
 
 const DIM = 64;
 let standIn: PineconeStandIn;
@@ -26,29 +26,6 @@ beforeAll(async () => {
 });
 afterAll(() => standIn.close());
 
-const PLACES = ['Salt Market', 'the Drowned Archive', 'Gull Rock', 'the lamp room', 'the north pier'];
-
-function generator() {
-  return createMockSceneGenerator({
-    respond: (request) => {
-      const i = request.sceneIndex;
-      const place = PLACES[i % PLACES.length]!;
-      return {
-        scene: {
-          title: `Night ${i + 1}`,
-          text: `Night ${i + 1}. Mira and Tobin went to ${place}. ${i % 3 === 0 ? 'They found a brass key.' : 'The sea was calm.'} Word ${'alpha beta gamma delta'.split(' ')[i % 4]}.`,
-          summary: `Night ${i + 1} at ${place}.`,
-          characters: i % 2 === 0 ? ['mira', 'tobin'] : ['mira'],
-          locations: [place],
-          themes: ['duty'],
-          importance: i % 3 === 0 ? 0.9 : 0.2,
-        },
-        delta: { chapterClosed: (i + 1) % 4 === 0 ? { summary: `Chapter ending at ${i + 1}.` } : null },
-      };
-    },
-  });
-}
-
 async function build(storyId: string, vectors: VectorIndex, episodes = 16) {
   const clock = new ManualClock();
   const store = createMemoryStateStore({ clock });
@@ -56,7 +33,7 @@ async function build(storyId: string, vectors: VectorIndex, episodes = 16) {
   const keywords = createMemoryKeywordIndex();
   const embedder = createHashingEmbedder({ dimensions: DIM });
   const context = new ContextManager({ store, vectors, keywords, embedder, recentScenes: 2, summaryChapters: 1 });
-  const engine = createStoryEngine({ store, context, generator: generator(), clock });
+  const engine = createStoryEngine({ store, context, generator: nightWatchGenerator(), clock });
   for (let e = 0; e < episodes; e++) {
     const result = await engine.runEpisode(storyId);
     expect(result.complete).toBe(true);

@@ -504,6 +504,8 @@ export class ContextManager {
    * and the prune record it applied.
    */
 
+  /** Per story, the locations the `meta-locations` record held when this process last read or wrote it. */
+  private readonly storedLocations = new Map<string, Set<string>>();
   /** Stories whose learned locations this process has not yet saved. */
   private readonly unsavedLocations = new Set<string>();
 
@@ -749,9 +751,12 @@ export class ContextManager {
     const horizon = this.horizonsOf().get(scene.storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
-    // Saved when a location is new, and again while an earlier save of this process has not gone through (a failed
-    // index step is retried, and by then the location is no longer new to this process).
-    if (this.learnLocations(scene.storyId, scene.locations) || this.unsavedLocations.has(scene.storyId)) {
+    // Saved when a location is new, or not in the record as this process last read or wrote it (it may have learnt
+    // one from the store before this scene's index step ran: a fill, a catch-up), and again while an earlier save of
+    // this process has not gone through (a failed index step is retried).
+    const stored = this.storedLocations.get(scene.storyId);
+    const unsaved = scene.locations.some((location) => !stored?.has(location));
+    if (this.learnLocations(scene.storyId, scene.locations) || unsaved || this.unsavedLocations.has(scene.storyId)) {
       this.unsavedLocations.add(scene.storyId);
       await this.saveLocations(scene.storyId, options.signal);
     }
@@ -1064,7 +1069,7 @@ export class ContextManager {
           }
           if (!(await this.hasScenes(storyId, indexing))) {
             // Nothing to fill yet, but scenes will come, from other processes too: keep up with them from here.
-            this.trackKeywords(storyId, 0, await this.pruneMarks(storyId));
+            await this.startKeywordSide(storyId, await this.pruneMarks(storyId));
             return;
           }
           // A fill cut short is undone, so the next check finds the keyword side empty and fills it again.
@@ -1084,7 +1089,7 @@ export class ContextManager {
         } else {
           await this.writeFingerprint(storyId, undefined);
           // A story without scenes: this process's keyword side holds all of it, so far.
-          if (!holdsRecords) this.trackKeywords(storyId, 0, []);
+          if (!holdsRecords) await this.startKeywordSide(storyId, []);
         }
       })();
       this.verified.set(storyId, check);
@@ -1287,7 +1292,17 @@ export class ContextManager {
   private async refillKeywords(storyId: string): Promise<void> {
     await this.keywords.deleteStory(storyId);
     if (await this.hasScenes(storyId)) await this.rebuildKeywords(storyId);
-    else this.trackKeywords(storyId, 0, await this.pruneMarks(storyId));
+    else await this.startKeywordSide(storyId, await this.pruneMarks(storyId));
+  }
+
+  /**
+   * Starts this process's own keyword side of a story without scenes: its cast and threads, as a fill would hold
+   * them (a reindex writes them before any scene; the first scene's index step does otherwise).
+   */
+  private async startKeywordSide(storyId: string, marks: readonly PruneMark[]): Promise<void> {
+    if (!this.ownKeywordSide) return;
+    await this.upsertKeywordRecords(storyId, await this.store.load(storyId), []);
+    this.trackKeywords(storyId, 0, marks);
   }
 
   private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon): Promise<void> {
@@ -1314,7 +1329,10 @@ export class ContextManager {
     for (const scene of scenes) {
       if (scene.index >= from - 1) chapters.add(scene.chapterId);
       lastOfChapter.set(scene.chapterId, scene.index);
-      if (scene.index >= from) units.push(...this.sceneUnits(scene, state, previous));
+      if (scene.index >= from) {
+        units.push(...this.sceneUnits(scene, state, previous));
+        this.learnLocations(storyId, scene.locations);
+      }
       previous = scene;
     }
     // What the prune record drops stays out here too, as in a fill (a closed chapter's last scene decides).
@@ -2189,7 +2207,9 @@ export class ContextManager {
   private async refreshLocations(storyId: string, version: number): Promise<void> {
     if ((this.locationsReadAt.get(storyId) ?? -1) >= version) return;
     const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
-    this.learnLocations(storyId, parseLocations(record));
+    const stored = parseLocations(record);
+    this.learnLocations(storyId, stored);
+    remember(this.storedLocations, storyId, new Set(stored), 4_096);
     remember(this.locationsReadAt, storyId, version, 4_096);
   }
 
@@ -2205,6 +2225,7 @@ export class ContextManager {
     this.learnLocations(storyId, [...parseLocations(record), ...mine]);
     const known = this.locations.get(storyId)!;
     if (known.length > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', JSON.stringify(known), signal);
+    remember(this.storedLocations, storyId, new Set(known), 4_096);
     this.unsavedLocations.delete(storyId);
   }
 }
