@@ -1128,6 +1128,28 @@ describe('ContextManager memory upkeep', () => {
     expect(cold.trace.exact.locations).toEqual(['the salt market']);
   });
 
+  it('reads a locations record of plain names, as written before the scene indexes were kept', async () => {
+    const built = await buildStory(3);
+    const axis = new Float32Array(DIMENSIONS);
+    axis[0] = 1;
+    await built.options.vectors.upsert('tale', [
+      {
+        id: 'meta-locations',
+        values: axis,
+        metadata: {
+          storyId: 'tale',
+          type: 'meta',
+          timestamp: 0,
+          sourceId: 'locations',
+          importance: 0,
+          text: '["the old mill"]',
+        },
+      },
+    ]);
+    const cold = await new ContextManager(built.options).getRelevantContext('tale', 'back to the old mill');
+    expect(cold.trace.exact.locations).toEqual(['the old mill']);
+  });
+
   it('keeps the most recently named locations when they outgrow their record', async () => {
     const built = await buildStory(1);
     let state = built.state;
@@ -1137,7 +1159,8 @@ describe('ContextManager memory upkeep', () => {
       ({ state } = await commitNext(built.store, state, { locations }, {}, built.manager));
     }
     const [record] = await built.options.vectors.fetch('tale', ['meta-locations']);
-    const stored = JSON.parse(record!.metadata.text!) as string[];
+    // [name, index of the last scene that named it] pairs, least recently named first.
+    const stored = (JSON.parse(record!.metadata.text!) as Array<[string, number]>).map(([name]) => name);
     expect(record!.metadata.text!.length).toBeLessThanOrEqual(2_000);
     expect(stored.slice(-64)).toEqual(Array.from({ length: 64 }, (_, i) => `place-3-${String(i).padStart(2, '0')}`));
     expect(stored).not.toContain('place-0-00');

@@ -121,13 +121,18 @@ const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
 /** Per keyword index: how far each story's side reaches, and the catch-up under way (see `keepKeywordsUp`). */
 const KEYWORD_SIDES = new WeakMap<
   KeywordIndex,
-  { horizons: Map<string, KeywordHorizon>; catchUps: Map<string, Promise<void>> }
+  {
+    horizons: Map<string, KeywordHorizon>;
+    catchUps: Map<string, Promise<void>>;
+    /** Per story, the prune record (JSON) a prune over this keyword index is writing and applying right now. */
+    ownPrunes: Map<string, string>;
+  }
 >();
 
 function keywordSides(index: KeywordIndex) {
   let sides = KEYWORD_SIDES.get(index);
   if (!sides) {
-    sides = { horizons: new Map(), catchUps: new Map() };
+    sides = { horizons: new Map(), catchUps: new Map(), ownPrunes: new Map() };
     KEYWORD_SIDES.set(index, sides);
   }
   return sides;
@@ -493,8 +498,11 @@ export class ContextManager {
    * questions between episodes) skip listing and filtering the chapter's scenes. Read-only for callers.
    */
   private readonly journals = new Map<string, ChapterJournal>();
-  /** Per story, the locations scenes have named, least recently named first, as many as the meta record holds. */
-  private readonly locations = new Map<string, string[]>();
+  /**
+   * Per story, the locations scenes have named, each with the index of the last scene that named it: the most
+   * recently named, as many as the meta record holds.
+   */
+  private readonly locations = new Map<string, Map<string, number>>();
   /** Whether the vector index counts what a delete by filter removed; learnt from the first one. */
   private deleteCounts: boolean | undefined;
   /** The state version at which each story's known locations were last read from their record. */
@@ -504,8 +512,8 @@ export class ContextManager {
    * and the prune record it applied.
    */
 
-  /** Per story, the locations the `meta-locations` record held when this process last read or wrote it. */
-  private readonly storedLocations = new Map<string, Set<string>>();
+  /** Per story, the `meta-locations` record as this process last read or wrote it. */
+  private readonly storedLocations = new Map<string, ReadonlyMap<string, number>>();
   /** Stories whose learned locations this process has not yet saved. */
   private readonly unsavedLocations = new Set<string>();
 
@@ -751,12 +759,16 @@ export class ContextManager {
     const horizon = this.horizonsOf().get(scene.storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
-    // Saved when a location is new, or not in the record as this process last read or wrote it (it may have learnt
-    // one from the store before this scene's index step ran: a fill, a catch-up), and again while an earlier save of
-    // this process has not gone through (a failed index step is retried).
+    // Saved when the record, as this process last read or wrote it, lacks one of the scene's locations or names it
+    // as last seen earlier (it keeps the most recently named), and again while an earlier save of this process has
+    // not gone through (a failed index step is retried).
+    this.learnLocations(scene.storyId, scene.locations, scene.index);
+    const known = this.locations.get(scene.storyId);
     const stored = this.storedLocations.get(scene.storyId);
-    const unsaved = scene.locations.some((location) => !stored?.has(location));
-    if (this.learnLocations(scene.storyId, scene.locations) || unsaved || this.unsavedLocations.has(scene.storyId)) {
+    const unsaved = scene.locations.some(
+      (location) => known?.has(location) && (stored?.get(location) ?? -1) < known.get(location)!,
+    );
+    if (unsaved || this.unsavedLocations.has(scene.storyId)) {
       this.unsavedLocations.add(scene.storyId);
       await this.saveLocations(scene.storyId, options.signal);
     }
@@ -907,7 +919,7 @@ export class ContextManager {
         chapter.units.push(...this.sceneUnits(scene, state, previous));
         if (scene.index >= bound) release(units);
         previous = scene;
-        this.learnLocations(storyId, scene.locations);
+        this.learnLocations(storyId, scene.locations, scene.index);
       }
       if (!page.nextCursor) release(units);
       yield { units, scenes: page.items.length, pruned: pruned - prunedBefore, last: page.items.at(-1)?.id };
@@ -933,17 +945,37 @@ export class ContextManager {
     for (const summary of summaries) covered = Math.max(covered, (summary.metadata.sceneIndex ?? -1) + 1);
     const before = Math.min(horizon, covered);
     let recorded: { previous: string; marks: string } | undefined;
+    const { ownPrunes } = keywordSides(this.keywords);
     if (before > 0) {
       // Recorded first: should the deletions below be cut short, a reindex still leaves out what they would drop.
       const previous = await this.pruneMarks(storyId);
       const marks = mergePruneMarks(previous, { before, maxImportance });
-      await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), policy.signal);
       recorded = { previous: JSON.stringify(previous), marks: JSON.stringify(marks) };
+      // A call meanwhile must not take this prune for one made elsewhere (and refill the whole side for it).
+      ownPrunes.set(storyId, recorded.marks);
+      await this.writeMeta(storyId, PRUNED_ID, 'pruned', recorded.marks, policy.signal);
     }
+    try {
+      return await this.dropPruned(storyId, summaries, before, maxImportance, policy.signal, recorded, state);
+    } finally {
+      if (recorded && ownPrunes.get(storyId) === recorded.marks) ownPrunes.delete(storyId);
+    }
+  }
+
+  /** Deletes the scene memories of the summarized chapters ending before `before`, below `maxImportance`. */
+  private async dropPruned(
+    storyId: string,
+    summaries: readonly VectorRecord[],
+    before: number,
+    maxImportance: number,
+    signal: AbortSignal | undefined,
+    recorded: { previous: string; marks: string } | undefined,
+    state: StoryState,
+  ): Promise<{ chapters: string[]; deleted: number }> {
     const chapters: string[] = [];
     let deleted = 0;
     for (const summary of summaries) {
-      throwIfAborted(policy.signal);
+      throwIfAborted(signal);
       const chapterId = summary.metadata.chapterId;
       const lastIndex = summary.metadata.sceneIndex ?? Number.MAX_SAFE_INTEGER;
       if (!chapterId || lastIndex >= before) continue;
@@ -953,9 +985,8 @@ export class ContextManager {
       if (removedVectors > 0) chapters.push(chapterId);
       deleted += removedVectors;
     }
-    // This process's own keyword side has just dropped the same: it need not be filled again for this prune (unless
-    // it still lacked an earlier one made elsewhere).
-    // (Only a side that holds every scene so far: the scenes it has yet to add would come in unpruned.)
+    // This process's own keyword side has just dropped the same, so this prune needs no refill of it, unless it still
+    // lacked an earlier prune made elsewhere, or scenes it has yet to add (those would come in unpruned).
     const own = this.horizonsOf().get(storyId);
     if (recorded && own?.marks === recorded.previous && own.scenes >= state.sceneCount) own.marks = recorded.marks;
     return { chapters, deleted };
@@ -1267,7 +1298,8 @@ export class ContextManager {
     if (horizon) {
       const { awaited } = horizon;
       const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
-      const pruned = marksNow !== undefined && marksNow !== horizon.marks;
+      const ownPrune = keywordSides(this.keywords).ownPrunes.get(storyId);
+      const pruned = marksNow !== undefined && marksNow !== horizon.marks && marksNow !== ownPrune;
       if (state.sceneCount <= horizon.scenes && !awaiting && !pruned) return;
     }
     let pending = this.catchUpsOf().get(storyId);
@@ -1308,7 +1340,9 @@ export class ContextManager {
   private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon): Promise<void> {
     const { storyId } = state;
     const marks = await this.pruneMarks(storyId);
-    if (JSON.stringify(marks) !== horizon.marks) {
+    const marksText = JSON.stringify(marks);
+    // A prune under way in this process drops from this side as it goes: only one made elsewhere needs a refill.
+    if (marksText !== horizon.marks && marksText !== keywordSides(this.keywords).ownPrunes.get(storyId)) {
       await this.keywords.deleteStory(storyId);
       await this.rebuildKeywords(storyId);
       return;
@@ -1331,7 +1365,7 @@ export class ContextManager {
       lastOfChapter.set(scene.chapterId, scene.index);
       if (scene.index >= from) {
         units.push(...this.sceneUnits(scene, state, previous));
-        this.learnLocations(storyId, scene.locations);
+        this.learnLocations(storyId, scene.locations, scene.index);
       }
       previous = scene;
     }
@@ -1437,7 +1471,7 @@ export class ContextManager {
       query,
       state.plotThreads.map((thread) => ({ id: thread.id, names: [thread.title] })),
     );
-    const known = this.locations.get(state.storyId) ?? [];
+    const known = [...(this.locations.get(state.storyId)?.keys() ?? [])];
     const locations = findNamedEntities(
       query,
       known.map((location) => ({ id: location, names: [location] })),
@@ -2182,22 +2216,22 @@ export class ContextManager {
   }
 
   /**
-   * Adds the locations a scene names, as the most recently named, and drops the least recently named beyond what the
-   * meta record holds. Returns whether a location was new (the record is then worth writing).
+   * Adds locations as named by scene `index` (a later naming wins over an earlier one), and drops the least recently
+   * named beyond what the meta record holds.
    */
-  private learnLocations(storyId: string, locations: readonly string[]): boolean {
-    const known = this.locations.get(storyId) ?? [];
-    let added = false;
-    for (const location of locations) {
-      const at = known.indexOf(location);
-      if (at >= 0) known.splice(at, 1);
-      else added = true;
-      known.push(location);
+  private learnLocations(storyId: string, locations: Iterable<string>, index: number): void {
+    this.mergeLocations(
+      storyId,
+      Array.from(locations, (location) => [location, index] as const),
+    );
+  }
+
+  private mergeLocations(storyId: string, entries: Iterable<readonly [string, number]>): void {
+    const known = new Map(this.locations.get(storyId));
+    for (const [location, index] of entries) {
+      if ((known.get(location) ?? Number.NEGATIVE_INFINITY) < index) known.set(location, index);
     }
-    let size = JSON.stringify(known).length;
-    while (size > LIMITS.metadataText && known.length > 0) size -= JSON.stringify(known.shift()!).length + 1;
-    this.locations.set(storyId, known);
-    return added;
+    this.locations.set(storyId, capLocations(known));
   }
 
   /**
@@ -2208,8 +2242,8 @@ export class ContextManager {
     if ((this.locationsReadAt.get(storyId) ?? -1) >= version) return;
     const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
     const stored = parseLocations(record);
-    this.learnLocations(storyId, stored);
-    remember(this.storedLocations, storyId, new Set(stored), 4_096);
+    this.mergeLocations(storyId, stored);
+    remember(this.storedLocations, storyId, stored, 4_096);
     remember(this.locationsReadAt, storyId, version, 4_096);
   }
 
@@ -2219,25 +2253,56 @@ export class ContextManager {
    */
   private async saveLocations(storyId: string, signal: AbortSignal | undefined): Promise<void> {
     const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
-    const mine = this.locations.get(storyId) ?? [];
-    // Relearnt from nothing, stored first: this process's own come last, as the most recently named.
-    this.locations.set(storyId, []);
-    this.learnLocations(storyId, [...parseLocations(record), ...mine]);
+    this.mergeLocations(storyId, parseLocations(record));
     const known = this.locations.get(storyId)!;
-    if (known.length > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', JSON.stringify(known), signal);
-    remember(this.storedLocations, storyId, new Set(known), 4_096);
+    if (known.size > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', locationsText(known), signal);
+    remember(this.storedLocations, storyId, new Map(known), 4_096);
     this.unsavedLocations.delete(storyId);
   }
 }
 
-/** The locations a `meta-locations` record holds; none when it is missing or does not parse. */
-function parseLocations(record: VectorRecord | undefined): string[] {
-  if (!record?.metadata.text) return [];
+/** The record's text: `[name, scene index]` pairs, least recently named first. */
+function locationsText(known: ReadonlyMap<string, number>): string {
+  return JSON.stringify(orderedLocations(known));
+}
+
+function orderedLocations(known: ReadonlyMap<string, number>): Array<[string, number]> {
+  return [...known].sort(([a, i], [b, j]) => i - j || (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** The most recently named locations that the record's text holds; ties keep names in order. */
+function capLocations(known: ReadonlyMap<string, number>): Map<string, number> {
+  const ordered = orderedLocations(known);
+  let size = JSON.stringify(ordered).length;
+  let first = 0;
+  while (size > LIMITS.metadataText && first < ordered.length) size -= JSON.stringify(ordered[first++]).length + 1;
+  return new Map(ordered.slice(first));
+}
+
+/**
+ * The locations a `meta-locations` record holds, with the last scene that named each; none when it is missing or does
+ * not parse. A record of plain names (written before the scene indexes were kept) counts them as named before any scene.
+ */
+function parseLocations(record: VectorRecord | undefined): Map<string, number> {
+  const locations = new Map<string, number>();
+  if (!record?.metadata.text) return locations;
   try {
     const parsed: unknown = JSON.parse(record.metadata.text);
-    return Array.isArray(parsed) ? parsed.filter((location): location is string => typeof location === 'string') : [];
+    if (!Array.isArray(parsed)) return locations;
+    for (const entry of parsed) {
+      if (typeof entry === 'string') locations.set(entry, -1);
+      else if (
+        Array.isArray(entry) &&
+        typeof entry[0] === 'string' &&
+        typeof entry[1] === 'number' &&
+        Number.isFinite(entry[1])
+      ) {
+        locations.set(entry[0], Math.max(entry[1], locations.get(entry[0]) ?? Number.NEGATIVE_INFINITY));
+      }
+    }
+    return locations;
   } catch {
-    return [];
+    return locations;
   }
 }
 
