@@ -711,6 +711,9 @@ describe('ContextManager.getRelevantContext', () => {
     expect(await store.exists('tale')).toBe(true);
     await expect(manager.prune('tale', { minAge: 10 } as never)).rejects.toMatchObject({ code: 'VALIDATION' });
     await expect(manager.prune('tale', { minAgeScenes: 10 })).resolves.toEqual({ chapters: [], deleted: 0 });
+    // null is the default policy; a policy that is not an object is refused.
+    await expect(manager.prune('tale', null as never)).resolves.toEqual({ chapters: [], deleted: 0 });
+    await expect(manager.prune('tale', 200 as never)).rejects.toMatchObject({ code: 'VALIDATION' });
   });
 
   it('refuses a misspelt getRelevantContext option instead of laying out the whole story', async () => {

@@ -187,6 +187,11 @@ function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMar
 
 /** A prune policy with its defaults filled in; a `ValidationError` for values out of range. */
 function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImportance: number } {
+  if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) {
+    throw new ValidationError('A prune policy must be an object', {
+      problems: [{ path: 'policy', message: 'must be an object' }],
+    });
+  }
   // A misspelt bound (`minAge`) would prune with the default instead, and what prune drops stays dropped.
   const unknown = Object.keys(policy ?? {}).filter((key) => !['minAgeScenes', 'maxImportance', 'signal'].includes(key));
   if (unknown.length > 0) {
@@ -932,7 +937,9 @@ export class ContextManager {
    * so old history is represented at lower detail rather than forgotten. Returns what was dropped. What it drops
    * stays dropped through a later `reindex` (a `meta` record keeps the bounds).
    */
-  async prune(storyId: string, policy: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
+  async prune(storyId: string, given: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
+    // `null` is the default policy, as for getRelevantContext's options.
+    const policy: PrunePolicy = given ?? {};
     const { minAgeScenes: minAge, maxImportance } = checkPrunePolicy(policy);
     const state = await this.store.load(storyId);
     const horizon = state.sceneCount - minAge;
