@@ -124,8 +124,8 @@ const KEYWORD_SIDES = new WeakMap<
   {
     horizons: Map<string, KeywordHorizon>;
     catchUps: Map<string, Promise<void>>;
-    /** Per story, the prune record (JSON) a prune over this keyword index is writing and applying right now. */
-    ownPrunes: Map<string, string>;
+    /** Per story, the prune over this keyword index that is writing and applying its record right now. */
+    ownPrunes: Map<string, OwnPrune>;
   }
 >();
 
@@ -136,6 +136,25 @@ function keywordSides(index: KeywordIndex) {
     KEYWORD_SIDES.set(index, sides);
   }
   return sides;
+}
+
+/** A prune under way: the prune record before and after it (JSON), and the keyword side it found. */
+interface OwnPrune {
+  previous: string;
+  marks: string;
+  horizon: KeywordHorizon | undefined;
+}
+
+/** Per vector index and story, the prunes of this process, run one at a time (see `ContextManager.prune`). */
+const PRUNE_QUEUES = new WeakMap<VectorIndex, Map<string, Promise<void>>>();
+
+function pruneQueue(index: VectorIndex): Map<string, Promise<void>> {
+  let queue = PRUNE_QUEUES.get(index);
+  if (!queue) {
+    queue = new Map();
+    PRUNE_QUEUES.set(index, queue);
+  }
+  return queue;
 }
 
 /** How far a process's own keyword side reaches (see `ContextManager.keepKeywordsUp`). */
@@ -940,6 +959,23 @@ export class ContextManager {
   async prune(storyId: string, given: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
     // `null` is the default policy, as for getRelevantContext's options.
     const policy: PrunePolicy = given ?? {};
+    checkPrunePolicy(policy);
+    // One at a time per story in this process: each merges its bound into the record the previous one wrote, so
+    // none is lost (two at once would read the same record, and the later write would drop the earlier bound).
+    const queue = pruneQueue(this.vectors);
+    const run = (queue.get(storyId) ?? Promise.resolve()).then(() => this.pruneNow(storyId, policy));
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    queue.set(storyId, settled);
+    settled.then(() => {
+      if (queue.get(storyId) === settled) queue.delete(storyId);
+    });
+    return run;
+  }
+
+  private async pruneNow(storyId: string, policy: PrunePolicy): Promise<{ chapters: string[]; deleted: number }> {
     const { minAgeScenes: minAge, maxImportance } = checkPrunePolicy(policy);
     const state = await this.store.load(storyId);
     const horizon = state.sceneCount - minAge;
@@ -951,21 +987,26 @@ export class ContextManager {
     let covered = 0;
     for (const summary of summaries) covered = Math.max(covered, (summary.metadata.sceneIndex ?? -1) + 1);
     const before = Math.min(horizon, covered);
-    let recorded: { previous: string; marks: string } | undefined;
+    let recorded: OwnPrune | undefined;
     const { ownPrunes } = keywordSides(this.keywords);
-    if (before > 0) {
-      // Recorded first: should the deletions below be cut short, a reindex still leaves out what they would drop.
-      const previous = await this.pruneMarks(storyId);
-      const marks = mergePruneMarks(previous, { before, maxImportance });
-      recorded = { previous: JSON.stringify(previous), marks: JSON.stringify(marks) };
-      // A call meanwhile must not take this prune for one made elsewhere (and refill the whole side for it).
-      ownPrunes.set(storyId, recorded.marks);
-      await this.writeMeta(storyId, PRUNED_ID, 'pruned', recorded.marks, policy.signal);
-    }
     try {
+      if (before > 0) {
+        // Recorded first: should the deletions below be cut short, a reindex still leaves out what they would drop.
+        const previous = await this.pruneMarks(storyId);
+        const marks = mergePruneMarks(previous, { before, maxImportance });
+        // A call meanwhile must not take this prune for one made elsewhere (and refill the whole side for it), as
+        // long as the side it finds is the one this prune drops from (a fill under way makes a new one).
+        recorded = {
+          previous: JSON.stringify(previous),
+          marks: JSON.stringify(marks),
+          horizon: this.horizonsOf().get(storyId),
+        };
+        ownPrunes.set(storyId, recorded);
+        await this.writeMeta(storyId, PRUNED_ID, 'pruned', recorded.marks, policy.signal);
+      }
       return await this.dropPruned(storyId, summaries, before, maxImportance, policy.signal, recorded, state);
     } finally {
-      if (recorded && ownPrunes.get(storyId) === recorded.marks) ownPrunes.delete(storyId);
+      if (recorded && ownPrunes.get(storyId) === recorded) ownPrunes.delete(storyId);
     }
   }
 
@@ -976,7 +1017,7 @@ export class ContextManager {
     before: number,
     maxImportance: number,
     signal: AbortSignal | undefined,
-    recorded: { previous: string; marks: string } | undefined,
+    recorded: OwnPrune | undefined,
     state: StoryState,
   ): Promise<{ chapters: string[]; deleted: number }> {
     const chapters: string[] = [];
@@ -995,7 +1036,15 @@ export class ContextManager {
     // This process's own keyword side has just dropped the same, so this prune needs no refill of it, unless it still
     // lacked an earlier prune made elsewhere, or scenes it has yet to add (those would come in unpruned).
     const own = this.horizonsOf().get(storyId);
-    if (recorded && own?.marks === recorded.previous && own.scenes >= state.sceneCount) own.marks = recorded.marks;
+    if (
+      recorded &&
+      own &&
+      own === recorded.horizon &&
+      own.marks === recorded.previous &&
+      own.scenes >= state.sceneCount
+    ) {
+      own.marks = recorded.marks;
+    }
     return { chapters, deleted };
   }
 
@@ -1269,6 +1318,12 @@ export class ContextManager {
     return keywordSides(this.keywords).catchUps;
   }
 
+  /** Whether `marks` are those of a prune under way over this keyword index, dropping from `horizon`'s side. */
+  private isOwnPrune(storyId: string, marks: string, horizon: KeywordHorizon): boolean {
+    const own = keywordSides(this.keywords).ownPrunes.get(storyId);
+    return own !== undefined && own.marks === marks && own.horizon === horizon;
+  }
+
   /**
    * Whether this process keeps its own keyword side beside vectors that other processes write too: a durable
    * vector index (Pinecone) with an in-process keyword index. Such a side is filled once and then kept up with the
@@ -1305,8 +1360,8 @@ export class ContextManager {
     if (horizon) {
       const { awaited } = horizon;
       const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
-      const ownPrune = keywordSides(this.keywords).ownPrunes.get(storyId);
-      const pruned = marksNow !== undefined && marksNow !== horizon.marks && marksNow !== ownPrune;
+      const pruned =
+        marksNow !== undefined && marksNow !== horizon.marks && !this.isOwnPrune(storyId, marksNow, horizon);
       if (state.sceneCount <= horizon.scenes && !awaiting && !pruned) return;
     }
     let pending = this.catchUpsOf().get(storyId);
@@ -1349,7 +1404,7 @@ export class ContextManager {
     const marks = await this.pruneMarks(storyId);
     const marksText = JSON.stringify(marks);
     // A prune under way in this process drops from this side as it goes: only one made elsewhere needs a refill.
-    if (marksText !== horizon.marks && marksText !== keywordSides(this.keywords).ownPrunes.get(storyId)) {
+    if (marksText !== horizon.marks && !this.isOwnPrune(storyId, marksText, horizon)) {
       await this.keywords.deleteStory(storyId);
       await this.rebuildKeywords(storyId);
       return;
@@ -2296,8 +2351,9 @@ function parseLocations(record: VectorRecord | undefined): Map<string, number> {
   try {
     const parsed: unknown = JSON.parse(record.metadata.text);
     if (!Array.isArray(parsed)) return locations;
-    for (const entry of parsed) {
-      if (typeof entry === 'string') locations.set(entry, -1);
+    // Plain names are in the old record's order, least recently named first: numbered below any scene, in that order.
+    for (const [position, entry] of parsed.entries()) {
+      if (typeof entry === 'string') locations.set(entry, position - parsed.length);
       else if (
         Array.isArray(entry) &&
         typeof entry[0] === 'string' &&
