@@ -3,50 +3,21 @@
  * upgraded; a reindex and incremental indexing write the same record; re-indexing an older scene changes nothing.
  */
 import { describe, expect, it } from 'vitest';
-import type { KeywordIndex } from '../src/context/keyword-index.js';
-import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
-import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
-import { durableMemoryVectors, NIGHT_WATCH_DIMENSIONS, processOver } from './fixtures/night-watch.js';
+import {
+  durableMemoryKeywords,
+  durableMemoryVectors,
+  NIGHT_WATCH_DIMENSIONS,
+  placesGenerator,
+  processOver,
+} from './fixtures/night-watch.js';
 
 const long = (tag: string) =>
   `${tag} Ward by the Long Stair beside the Salt Warehouses near the Ferry Steps of the Old Quay and Rope Walk`;
-
-function placesGenerator(places: (i: number) => string[]) {
-  return createMockSceneGenerator({
-    respond: async (request) => {
-      const i = request.sceneIndex;
-      const named = places(i);
-      return {
-        scene: {
-          title: `Night ${i + 1}`,
-          text: `Night ${i + 1}. Mira walked to ${named.join(' and ')}. The sea was calm.`,
-          summary: `Night ${i + 1} at ${named[0]}.`,
-          characters: ['mira'],
-          locations: [...named],
-          themes: ['duty'],
-          importance: 0.5,
-        },
-        delta: {},
-      };
-    },
-  });
-}
-
-function durableKeywords(): KeywordIndex {
-  const inner = createMemoryKeywordIndex();
-  return new Proxy(inner, {
-    get(target, property) {
-      if (property === 'capabilities') return { ...target.capabilities, durable: true };
-      const value = Reflect.get(target, property);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-}
 
 async function recordText(vectors: VectorIndex, storyId: string) {
   const [r] = await vectors.fetch(storyId, ['meta-locations']);
@@ -75,7 +46,7 @@ describe('ContextManager: the meta-locations record', () => {
     expect(text.length).toBeLessThanOrEqual(2_000);
     const [meta] = await vectors.fetch(storyId, ['meta-locations']);
     await vectors.upsert(storyId, [{ ...meta!, metadata: { ...meta!.metadata, text } }]);
-    const reader = processOver(store, vectors, {}, durableKeywords());
+    const reader = processOver(store, vectors, {}, durableMemoryKeywords());
     const recent = names.at(-1)!;
     const middle = await reader.context.getRelevantContext(storyId, `back to ${names[5]}`);
     expect(middle.trace.exact.locations, 'a place from the middle of the record').toEqual([names[5]]);

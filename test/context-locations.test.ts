@@ -4,7 +4,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ContextManager } from '../src/context/context-manager.js';
-import type { KeywordIndex } from '../src/context/keyword-index.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
@@ -12,11 +11,12 @@ import { createStoryEngine } from '../src/engine/engine.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
-import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
 import {
+  durableMemoryKeywords,
   durableMemoryVectors,
   NIGHT_WATCH_DIMENSIONS,
   nightWatchEmbedder,
+  placesGenerator,
   processOver,
 } from './fixtures/night-watch.js';
 
@@ -25,39 +25,6 @@ const ward = (i: number) =>
   `Harbor Ward ${i} by the Long Stair beside the Salt Warehouses near the Ferry Steps of the Old Quay`;
 
 /** A generator whose scene `i` names `places[i]` (a function: worked out when the scene is written). */
-function placesGenerator(places: readonly (readonly string[] | (() => Promise<string[]>))[]) {
-  return createMockSceneGenerator({
-    respond: async (request) => {
-      const i = request.sceneIndex;
-      const entry = places[i] ?? ['Nowhere'];
-      const named = typeof entry === 'function' ? await entry() : entry;
-      return {
-        scene: {
-          title: `Night ${i + 1}`,
-          text: `Night ${i + 1}. Mira walked to ${named.join(' and ')}. The sea was calm.`,
-          summary: `Night ${i + 1} at ${named[0]}.`,
-          characters: ['mira'],
-          locations: [...named],
-          themes: ['duty'],
-          importance: 0.5,
-        },
-        delta: {},
-      };
-    },
-  });
-}
-
-/** A keyword index that says it outlives the process (a process with no keyword side of its own). */
-function durableKeywords(): KeywordIndex {
-  const inner = createMemoryKeywordIndex();
-  return new Proxy(inner, {
-    get(target, property) {
-      if (property === 'capabilities') return { ...target.capabilities, durable: true };
-      const value = Reflect.get(target, property);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-}
 
 async function storedLocations(vectors: VectorIndex, storyId: string): Promise<string[]> {
   const [record] = await vectors.fetch(storyId, ['meta-locations']);
@@ -87,7 +54,15 @@ describe("ContextManager: the known locations at the record's cap", () => {
       embedder: nightWatchEmbedder,
       recentScenes: 2,
     });
-    const engine = createStoryEngine({ store, context, generator: placesGenerator(places), clock });
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: placesGenerator((i) => {
+        const entry = places[i] ?? ['Nowhere'];
+        return typeof entry === 'function' ? entry() : entry;
+      }),
+      clock,
+    });
     for (let e = 0; e < places.length; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
 
     const record = await storedLocations(vectors, storyId);
@@ -134,12 +109,20 @@ describe("ContextManager: the known locations at the record's cap", () => {
       });
     }
     const writer = processOver(store, vectors);
-    const engine = createStoryEngine({ store, context: writer.context, generator: placesGenerator(places), clock });
+    const engine = createStoryEngine({
+      store,
+      context: writer.context,
+      generator: placesGenerator((i) => {
+        const entry = places[i] ?? ['Nowhere'];
+        return typeof entry === 'function' ? entry() : entry;
+      }),
+      clock,
+    });
     for (let e = 0; e < places.length; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
 
     const named = ['Gull Rock', ...shorts, ...Array.from({ length: 21 }, (_, i) => ward(i))];
     const own = processOver(store, vectors); // durable vectors + a fresh in-process keyword index: fills its side
-    const without = processOver(store, vectors, {}, durableKeywords()); // reads the record alone
+    const without = processOver(store, vectors, {}, durableMemoryKeywords()); // reads the record alone
     const recognised = async (context: ContextManager) => {
       const out: string[] = [];
       for (const place of named) {
