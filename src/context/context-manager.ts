@@ -96,6 +96,21 @@ const CALL_OPTION_KEYS: Record<keyof RelevantContextOptions, true> = {
   influences: true,
 };
 
+/** Every key of a prune policy: the compiler keeps it in step with `PrunePolicy`. */
+const PRUNE_POLICY_KEYS: Record<keyof PrunePolicy, true> = { minAgeScenes: true, maxImportance: true, signal: true };
+
+/**
+ * A `ValidationError` naming every key of `value` that `known` does not hold (`noun`: what each key should have
+ * been, `problem`: what each one is not): a misspelt option is refused rather than left at its default.
+ */
+function refuseUnknownKeys(value: object, known: object, noun: string, problem: string, pathPrefix = ''): void {
+  const unknown = Object.keys(value).filter((key) => !Object.hasOwn(known, key));
+  if (unknown.length === 0) return;
+  throw new ValidationError(`Unknown ${noun}${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`, {
+    problems: unknown.map((key) => ({ path: `${pathPrefix}${key}`, message: problem })),
+  });
+}
+
 /** Every option `ContextManager` takes: the compiler keeps it in step with `ContextManagerOptions`. */
 const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
   store: true,
@@ -130,12 +145,17 @@ const KEYWORD_SIDES = new WeakMap<
 >();
 
 function keywordSides(index: KeywordIndex) {
-  let sides = KEYWORD_SIDES.get(index);
-  if (!sides) {
-    sides = { horizons: new Map(), catchUps: new Map(), ownPrunes: new Map() };
-    KEYWORD_SIDES.set(index, sides);
+  return entryOf(KEYWORD_SIDES, index, () => ({ horizons: new Map(), catchUps: new Map(), ownPrunes: new Map() }));
+}
+
+/** The entry of `key` in a per-index registry, created on first use. */
+function entryOf<K extends object, V>(registry: WeakMap<K, V>, key: K, create: () => V): V {
+  let entry = registry.get(key);
+  if (entry === undefined) {
+    entry = create();
+    registry.set(key, entry);
   }
-  return sides;
+  return entry;
 }
 
 /** A prune under way: the prune record before and after it (JSON), and the keyword side it found. */
@@ -149,12 +169,7 @@ interface OwnPrune {
 const PRUNE_QUEUES = new WeakMap<VectorIndex, Map<string, Promise<void>>>();
 
 function pruneQueue(index: VectorIndex): Map<string, Promise<void>> {
-  let queue = PRUNE_QUEUES.get(index);
-  if (!queue) {
-    queue = new Map();
-    PRUNE_QUEUES.set(index, queue);
-  }
-  return queue;
+  return entryOf(PRUNE_QUEUES, index, () => new Map());
 }
 
 /** How far a process's own keyword side reaches (see `ContextManager.keepKeywordsUp`). */
@@ -212,12 +227,7 @@ function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImpor
     });
   }
   // A misspelt bound (`minAge`) would prune with the default instead, and what prune drops stays dropped.
-  const unknown = Object.keys(policy ?? {}).filter((key) => !['minAgeScenes', 'maxImportance', 'signal'].includes(key));
-  if (unknown.length > 0) {
-    throw new ValidationError(`Unknown prune policy option${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`, {
-      problems: unknown.map((key) => ({ path: key, message: 'is not a prune policy option' })),
-    });
-  }
+  refuseUnknownKeys(policy, PRUNE_POLICY_KEYS, 'prune policy option', 'is not a prune policy option');
   const maxImportance = policy.maxImportance ?? 0.35;
   if (!(maxImportance >= 0 && maxImportance <= 1)) {
     throw new ValidationError(`maxImportance must be a number from 0 to 1, got ${maxImportance}`);
@@ -531,11 +541,6 @@ export class ContextManager {
   private deleteCounts: boolean | undefined;
   /** The state version at which each story's known locations were last read from their record. */
   private readonly locationsReadAt = new Map<string, number>();
-  /**
-   * Per story, how far this process's own keyword side reaches (`ownKeywordSide`): the number of scenes it holds,
-   * and the prune record it applied.
-   */
-
   /** Per story, the `meta-locations` record as this process last read or wrote it. */
   private readonly storedLocations = new Map<string, ReadonlyMap<string, number>>();
   /** Stories whose learned locations this process has not yet saved. */
@@ -543,15 +548,7 @@ export class ContextManager {
 
   constructor(options: ContextManagerOptions) {
     // A misspelt option (`recentScene`, `autoprune`) would otherwise be left at its default without a word.
-    const unknown = Object.keys(options ?? {}).filter((key) => !Object.hasOwn(OPTION_KEYS, key));
-    if (unknown.length > 0) {
-      throw new ValidationError(
-        `Unknown ContextManager option${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`,
-        {
-          problems: unknown.map((key) => ({ path: key, message: 'is not an option of ContextManager' })),
-        },
-      );
-    }
+    refuseUnknownKeys(options ?? {}, OPTION_KEYS, 'ContextManager option', 'is not an option of ContextManager');
     this.store = options.store;
     this.vectors = options.vectors;
     this.keywords = options.keywords;
@@ -609,18 +606,13 @@ export class ContextManager {
       });
     }
     // A misspelt option (`povCharacterID`) would lay out the whole story for what was meant as a point of view.
-    const unknown = Object.keys(options).filter((key) => !Object.hasOwn(CALL_OPTION_KEYS, key));
-    if (unknown.length > 0) {
-      throw new ValidationError(
-        `Unknown getRelevantContext option${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`,
-        {
-          problems: unknown.map((key) => ({
-            path: `options.${key}`,
-            message: 'is not an option of getRelevantContext',
-          })),
-        },
-      );
-    }
+    refuseUnknownKeys(
+      options,
+      CALL_OPTION_KEYS,
+      'getRelevantContext option',
+      'is not an option of getRelevantContext',
+      'options.',
+    );
     const k = checkInteger(options.k ?? 5, 'k', 1, 100);
     const budget = checkInteger(options.tokenBudget ?? this.defaultTokenBudget, 'tokenBudget', 256, 2_000_000);
     if (typeof query !== 'string' || query.length > LIMITS.description * 4) {
@@ -959,11 +951,11 @@ export class ContextManager {
   async prune(storyId: string, given: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
     // `null` is the default policy, as for getRelevantContext's options.
     const policy: PrunePolicy = given ?? {};
-    checkPrunePolicy(policy);
+    const checked = checkPrunePolicy(policy);
     // One at a time per story in this process: each merges its bound into the record the previous one wrote, so
     // none is lost (two at once would read the same record, and the later write would drop the earlier bound).
     const queue = pruneQueue(this.vectors);
-    const run = (queue.get(storyId) ?? Promise.resolve()).then(() => this.pruneNow(storyId, policy));
+    const run = (queue.get(storyId) ?? Promise.resolve()).then(() => this.pruneNow(storyId, checked, policy.signal));
     const settled = run.then(
       () => {},
       () => {},
@@ -975,8 +967,11 @@ export class ContextManager {
     return run;
   }
 
-  private async pruneNow(storyId: string, policy: PrunePolicy): Promise<{ chapters: string[]; deleted: number }> {
-    const { minAgeScenes: minAge, maxImportance } = checkPrunePolicy(policy);
+  private async pruneNow(
+    storyId: string,
+    { minAgeScenes: minAge, maxImportance }: { minAgeScenes: number; maxImportance: number },
+    signal: AbortSignal | undefined,
+  ): Promise<{ chapters: string[]; deleted: number }> {
     const state = await this.store.load(storyId);
     const horizon = state.sceneCount - minAge;
     const summaries = await this.vectors.fetch(
@@ -1002,9 +997,9 @@ export class ContextManager {
           horizon: this.horizonsOf().get(storyId),
         };
         ownPrunes.set(storyId, recorded);
-        await this.writeMeta(storyId, PRUNED_ID, 'pruned', recorded.marks, policy.signal);
+        await this.writeMeta(storyId, PRUNED_ID, 'pruned', recorded.marks, signal);
       }
-      return await this.dropPruned(storyId, summaries, before, maxImportance, policy.signal, recorded, state);
+      return await this.dropPruned(storyId, summaries, before, maxImportance, signal, recorded, state);
     } finally {
       if (recorded && ownPrunes.get(storyId) === recorded) ownPrunes.delete(storyId);
     }
@@ -1161,7 +1156,7 @@ export class ContextManager {
           }
           // A fill cut short is undone, so the next check finds the keyword side empty and fills it again.
           await this.rebuildKeywords(storyId).catch(async (error: unknown) => {
-            await this.keywords.deleteStory(storyId).catch(() => {});
+            await this.undoKeywordSide(storyId);
             throw error;
           });
           return;
@@ -1371,8 +1366,7 @@ export class ContextManager {
       const work = horizon ? this.catchUpKeywords(state, horizon) : this.refillKeywords(storyId);
       pending = work.catch(async (error: unknown) => {
         // Nothing half-done is kept: the next call fills the side again from the start.
-        this.horizonsOf().delete(storyId);
-        await this.keywords.deleteStory(storyId).catch(() => {});
+        await this.undoKeywordSide(storyId);
         this.verified.delete(storyId);
         throw error;
       });
@@ -1381,6 +1375,12 @@ export class ContextManager {
       this.catchUpsOf().set(storyId, settled);
     }
     await waitUnlessAborted(pending, signal);
+  }
+
+  /** Empties a story's keyword side and forgets how far it reached, so the next call fills it from the start. */
+  private async undoKeywordSide(storyId: string): Promise<void> {
+    this.horizonsOf().delete(storyId);
+    await this.keywords.deleteStory(storyId).catch(() => {});
   }
 
   private async refillKeywords(storyId: string): Promise<void> {
