@@ -39,6 +39,7 @@ import {
   requiredTokens,
   stablePrefixItems,
   threadKnownTo,
+  tieKnownTo,
 } from './prompt-layout.js';
 import {
   composeEmbeddingText,
@@ -2465,8 +2466,8 @@ function changesSince(
       if (before.traits[trait] !== value) changes.push(`${trait} ${value.toFixed(2)}`);
     }
     for (const [target, relation] of Object.entries(character.relationships)) {
-      // Of another's ties, a point of view sees the one to itself, as in the character sheets.
-      if (pov !== undefined && character.id !== pov && target !== pov) continue;
+      // As in the character sheets: a point of view sees another's tie to itself alone.
+      if (!tieKnownTo(character.id, target, pov)) continue;
       const old = before.relationships[target];
       if (!old || old.kind !== relation.kind || old.affinity !== relation.affinity) {
         const name = now.characters[target]?.name ?? target;

@@ -270,8 +270,6 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
   const characters = Object.values(state.characters).sort(compareCharacters);
   const pov = input.povCharacterId;
   const acquaintances = pov === undefined ? undefined : input.acquaintances;
-  // Of another's ties, the point of view sees the one to itself: how the others stand among themselves is theirs.
-  const visible = pov !== undefined ? new Set([pov]) : undefined;
   for (const character of characters) {
     const rank = character.role === 'main' ? 85 : character.role === 'supporting' ? 60 : 40;
     const item = {
@@ -287,7 +285,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       const met = known?.lastSharedScene ?? null;
       if (known?.sheet) {
         item.priority = known.sheet.status === 'dead' ? rank - 20 : rank;
-        item.variants = characterVariants(known.sheet, state, pov, visible);
+        item.variants = characterVariants(known.sheet, state, pov, true);
         item.reason =
           met === null
             ? `${character.role} character, as ${pov} knew them when the story began`
@@ -366,13 +364,13 @@ function compareThreads(a: PlotThread, b: PlotThread): number {
 
 /**
  * A character sheet at three levels of detail. Other characters' private knowledge is hidden from a POV prompt;
- * `visible`, when given, limits the relationships shown to those with these characters.
+ * `tiesKnownOnly` limits the relationships shown to those the point of view knows of (`tieKnownTo`).
  */
 export function characterVariants(
   character: CharacterState,
   state: StoryState,
   povCharacterId?: string,
-  visible?: ReadonlySet<string>,
+  tiesKnownOnly = false,
 ): string[] {
   const head = `## ${character.name} (id: ${character.id}) — ${character.role}, ${character.status}`;
   const traits = Object.entries(character.traits)
@@ -380,7 +378,7 @@ export function characterVariants(
     .map(([name, value]) => `${name} ${value.toFixed(2)}`)
     .join(', ');
   const relationships = Object.entries(character.relationships)
-    .filter(([target]) => !visible || visible.has(target))
+    .filter(([target]) => !tiesKnownOnly || tieKnownTo(character.id, target, povCharacterId))
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([target, relation]) => {
       const name = state.characters[target]?.name ?? target;
@@ -409,6 +407,14 @@ export function characterVariants(
     .join('\n');
   const line = `- ${character.name} (${character.id}), ${character.role}, ${character.status}`;
   return [full, summary, line];
+}
+
+/**
+ * Whether a point of view knows of one character's tie to another: of another's ties it sees the one to itself;
+ * how the others stand among themselves is theirs.
+ */
+export function tieKnownTo(ownerId: string, targetId: string, povCharacterId: string | undefined): boolean {
+  return povCharacterId === undefined || ownerId === povCharacterId || targetId === povCharacterId;
 }
 
 /**
