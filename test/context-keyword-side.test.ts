@@ -36,6 +36,25 @@ async function setup(storyId: string) {
   return { clock, store, vectors, lambda, engine };
 }
 
+const QUERIES = ['brass key', 'Mira at Salt Market', 'the north pier', 'sea calm gamma', 'Night 2 the Drowned Archive'];
+
+/** The server's similar scenes for each query are a new process's. */
+async function expectSameMemories(
+  server: ContextManager,
+  fresh: ContextManager,
+  storyId: string,
+  queries: readonly string[],
+): Promise<void> {
+  for (const query of queries) {
+    const a = await fresh.getRelevantContext(storyId, query, { k: 5 });
+    const b = await server.getRelevantContext(storyId, query, { k: 5 });
+    expect(
+      b.similarScenes.map((scene) => scene.sceneId),
+      query,
+    ).toEqual(a.similarScenes.map((scene) => scene.sceneId));
+  }
+}
+
 const lexical = async (keywords: ReturnType<typeof createMemoryKeywordIndex>, storyId: string) =>
   (await keywords.query(storyId, { text: words, topK: 1_000 })).map((m) => [m.id, m.score.toFixed(6)]);
 
@@ -50,15 +69,11 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     await server.context.getRelevantContext(storyId, 'the beginning');
     for (let e = 0; e < 6; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     const cold = processOver(store, vectors);
-    for (const query of ['brass key', 'Mira at Salt Market', 'the north pier']) {
-      const a = await cold.context.getRelevantContext(storyId, query, { k: 5 });
-      const b = await server.context.getRelevantContext(storyId, query, { k: 5 });
-      const label = `${query}: keyword documents ${await server.keywords.count(storyId)} here, ${await cold.keywords.count(storyId)} in a new process`;
-      expect(
-        b.similarScenes.map((s) => s.sceneId),
-        label,
-      ).toEqual(a.similarScenes.map((s) => s.sceneId));
-    }
+    await expectSameMemories(server.context, cold.context, storyId, [
+      'brass key',
+      'Mira at Salt Market',
+      'the north pier',
+    ]);
     expect(await server.keywords.count(storyId)).toBe(await cold.keywords.count(storyId));
     expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
   });
@@ -74,20 +89,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     const cold = processOver(store, vectors);
     await cold.context.getRelevantContext(storyId, 'the lamp');
     await server.context.getRelevantContext(storyId, 'the lamp');
-    for (const query of [
-      'brass key',
-      'Mira at Salt Market',
-      'the north pier',
-      'sea calm gamma',
-      'Night 2 the Drowned Archive',
-    ]) {
-      const a = await cold.context.getRelevantContext(storyId, query, { k: 5 });
-      const b = await server.context.getRelevantContext(storyId, query, { k: 5 });
-      expect(
-        b.similarScenes.map((s) => s.sceneId),
-        query,
-      ).toEqual(a.similarScenes.map((s) => s.sceneId));
-    }
+    await expectSameMemories(server.context, cold.context, storyId, QUERIES);
     expect(await server.keywords.count(storyId)).toBe(await cold.keywords.count(storyId));
     expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
   });
@@ -98,17 +100,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     const store = createMemoryStateStore({ clock });
     await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
     const vectors = durableMemoryVectors(DIM);
-    const lambdaKeywords = createMemoryKeywordIndex();
-    const policy = { minAgeScenes: 4, maxImportance: 0.5 };
-    const lambda = new ContextManager({
-      store,
-      vectors,
-      keywords: lambdaKeywords,
-      embedder,
-      recentScenes: 2,
-      summaryChapters: 1,
-      autoPrune: policy,
-    });
+    const lambda = processOver(store, vectors, { autoPrune: { minAgeScenes: 4, maxImportance: 0.5 } }).context;
     const engine = createStoryEngine({ store, context: lambda, generator: nightWatchGenerator(), clock });
     for (let e = 0; e < 7; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     const server = processOver(store, vectors);
@@ -140,20 +132,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     await cold.context.getRelevantContext(storyId, 'the lamp');
     await server.context.getRelevantContext(storyId, 'the lamp');
     await server.context.getRelevantContext(storyId, 'the lamp');
-    for (const query of [
-      'brass key',
-      'Mira at Salt Market',
-      'the north pier',
-      'sea calm gamma',
-      'Night 2 the Drowned Archive',
-    ]) {
-      const a = await cold.context.getRelevantContext(storyId, query, { k: 5 });
-      const b = await server.context.getRelevantContext(storyId, query, { k: 5 });
-      expect(
-        b.similarScenes.map((s) => s.sceneId),
-        query,
-      ).toEqual(a.similarScenes.map((s) => s.sceneId));
-    }
+    await expectSameMemories(server.context, cold.context, storyId, QUERIES);
     expect(await server.keywords.count(storyId)).toBe(await cold.keywords.count(storyId));
   });
 

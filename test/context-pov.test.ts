@@ -59,6 +59,25 @@ async function commit(
   return { state: committed, scene };
 }
 
+/**
+ * The story imported into a new store from its export less the state snapshot of `version`: `exportStory` skips a
+ * missing snapshot and `importStory` accepts such an export.
+ */
+async function importedWithout(store: StoryStateStore, version: number): Promise<StoryStateStore> {
+  const lines: string[] = [];
+  for await (const line of store.exportStory('tale')) lines.push(line);
+  const kept = lines.filter((line) => {
+    const record = JSON.parse(line);
+    return !(record.kind === 'snapshot' && record.state.version === version);
+  });
+  const end = JSON.parse(kept.pop()!);
+  end.counts.snapshots -= 1;
+  kept.push(JSON.stringify(end));
+  const imported = createMemoryStateStore();
+  await imported.importStory(kept);
+  return imported;
+}
+
 const change = (id: string, patch: Partial<CharacterState>) => (before: StoryState) => ({
   characters: { ...before.characters, [id]: { ...before.characters[id]!, ...patch } },
 });
@@ -135,17 +154,7 @@ describe('ContextManager: a point of view within the current chapter', () => {
       chapterId: chapterIdFor(1),
     })));
     ({ state } = await commit(store, manager, state, ['mira']));
-    const lines: string[] = [];
-    for await (const line of store.exportStory('tale')) lines.push(line);
-    const kept = lines.filter((line) => {
-      const record = JSON.parse(line);
-      return !(record.kind === 'snapshot' && record.state.version === shared);
-    });
-    const end = JSON.parse(kept.pop()!);
-    end.counts.snapshots -= 1;
-    kept.push(JSON.stringify(end));
-    const imported = createMemoryStateStore();
-    await imported.importStory(kept);
+    const imported = await importedWithout(store, shared);
     expect(await imported.getStateAt('tale', shared)).toBeNull();
 
     const cold = new ContextManager(optionsFor(imported));
@@ -168,19 +177,8 @@ describe('ContextManager: a point of view within the current chapter', () => {
     ({ state } = await commit(store, manager, state, ['mira', 'tobin']));
     const gap = state.version;
     ({ state } = await commit(store, manager, state, ['mira', 'gull'], change('gull', { status: 'dead' })));
-    // The story comes back from an export lacking one snapshot (as in test/context-pov.test.ts): the state before
-    // the death scene.
-    const lines: string[] = [];
-    for await (const line of store.exportStory('tale')) lines.push(line);
-    const kept = lines.filter((line) => {
-      const record = JSON.parse(line);
-      return !(record.kind === 'snapshot' && record.state.version === gap);
-    });
-    const end = JSON.parse(kept.pop()!);
-    end.counts.snapshots -= 1;
-    kept.push(JSON.stringify(end));
-    const imported = createMemoryStateStore();
-    await imported.importStory(kept);
+    // The story comes back from an export lacking one snapshot: the state before the death scene.
+    const imported = await importedWithout(store, gap);
     expect(await imported.getStateAt('tale', gap)).toBeNull();
 
     const cold = new ContextManager(optionsFor(imported));
