@@ -18,20 +18,17 @@ import type { KeywordIndex } from '../src/context/keyword-index.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createStoryEngine, type StoryEngine } from '../src/engine/engine.js';
 import type { EpisodeContext } from '../src/engine/episode-context.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { ManualClock } from '../src/testing/manual-clock.js';
 import {
-  durableMemoryVectors,
   NIGHT_WATCH_DIMENSIONS,
   nightWatchEmbedder,
   nightWatchGenerator,
+  nightWatchStory,
   processOver,
 } from './fixtures/night-watch.js';
 
-const DIM = NIGHT_WATCH_DIMENSIONS;
+const _DIM = NIGHT_WATCH_DIMENSIONS;
 
-const embedder = nightWatchEmbedder;
+const _embedder = nightWatchEmbedder;
 
 /**
  * Every word the generator, the fixture story (characters, thread) and the chapter summaries use, plus the scene
@@ -125,10 +122,7 @@ let runs = 0;
 
 async function world(setup: Setup) {
   const storyId = `keyword-side-${++runs}`;
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-  const vectors = durableMemoryVectors(DIM);
+  const { clock, store, vectors } = await nightWatchStory(storyId);
   const checks = { count: 0 };
   let midStepFailure: unknown;
 

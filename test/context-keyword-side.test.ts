@@ -9,28 +9,24 @@ import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import type { EpisodeContext } from '../src/engine/episode-context.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { ManualClock } from '../src/testing/manual-clock.js';
 import {
-  durableMemoryVectors,
+  countingFills,
   NIGHT_WATCH_DIMENSIONS,
   nightWatchEmbedder,
   nightWatchGenerator,
+  nightWatchStory,
   processOver,
+  withMembers,
 } from './fixtures/night-watch.js';
 
-const DIM = NIGHT_WATCH_DIMENSIONS;
+const _DIM = NIGHT_WATCH_DIMENSIONS;
 
 const embedder = nightWatchEmbedder;
 const words =
   'Night Mira Tobin Salt Market Drowned Archive Gull Rock lamp room north pier brass key sea calm alpha beta gamma delta';
 
 async function setup(storyId: string) {
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-  const vectors = durableMemoryVectors(DIM);
+  const { clock, store, vectors } = await nightWatchStory(storyId);
   const lambda = processOver(store, vectors);
   const engine = createStoryEngine({ store, context: lambda.context, generator: nightWatchGenerator(), clock });
   return { clock, store, vectors, lambda, engine };
@@ -96,10 +92,7 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
 
   it('an autoPrune in the index step of a scene the server already caught up with leaves its keyword side too', async () => {
     const storyId = 'audit-autoprune';
-    const clock = new ManualClock();
-    const store = createMemoryStateStore({ clock });
-    await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-    const vectors = durableMemoryVectors(DIM);
+    const { clock, store, vectors } = await nightWatchStory(storyId);
     const lambda = processOver(store, vectors, { autoPrune: { minAgeScenes: 4, maxImportance: 0.5 } }).context;
     const engine = createStoryEngine({ store, context: lambda, generator: nightWatchGenerator(), clock });
     for (let e = 0; e < 7; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
@@ -110,17 +103,11 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     const before = await store.load(storyId);
     expect((before.sceneCount + 1) % 4).toBe(0);
     const stepsSeen: string[] = [];
-    const pausing = new Proxy(lambda, {
-      get(target, property) {
-        if (property === 'indexScene') {
-          return async (...args: Parameters<typeof lambda.indexScene>) => {
-            stepsSeen.push('index');
-            await server.context.getRelevantContext(storyId, 'the lamp');
-            return target.indexScene(...args);
-          };
-        }
-        const value = Reflect.get(target, property);
-        return typeof value === 'function' ? value.bind(target) : value;
+    const pausing = withMembers(lambda, {
+      indexScene: async (...args: Parameters<typeof lambda.indexScene>) => {
+        stepsSeen.push('index');
+        await server.context.getRelevantContext(storyId, 'the lamp');
+        return lambda.indexScene(...args);
       },
     });
     const engine2 = createStoryEngine({ store, context: pausing, generator: nightWatchGenerator(), clock });
@@ -139,29 +126,12 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
   it('a process does not refill its whole keyword side after its own prune', async () => {
     // Two warm episode Lambda instances take turns (a schedule's invocations land on either), both with autoPrune.
     const storyId = 'audit-own-prune';
-    const clock = new ManualClock();
-    const store = createMemoryStateStore({ clock });
-    await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-    const vectors = durableMemoryVectors(DIM);
+    const { clock, store, vectors } = await nightWatchStory(storyId);
     const policy = { minAgeScenes: 4, maxImportance: 0.5 };
     const instance = () => {
-      const fills = { count: 0 };
-      // Counts the full listings of the story (the fill's loop: no chapter, no order, pages of 200, no cursor).
-      const counting = new Proxy(store, {
-        get(target, property) {
-          if (property === 'listScenes') {
-            return (id: string, options: Parameters<typeof store.listScenes>[1]) => {
-              if (options && options.limit === 200 && !options.cursor && !options.order && !options.chapterId)
-                fills.count++;
-              return target.listScenes(id, options);
-            };
-          }
-          const value = Reflect.get(target, property);
-          return typeof value === 'function' ? value.bind(target) : value;
-        },
-      });
+      const counting = countingFills(store);
       const context = new ContextManager({
-        store: counting,
+        store: counting.store,
         vectors,
         keywords: createMemoryKeywordIndex(),
         embedder,
@@ -169,7 +139,10 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
         summaryChapters: 1,
         autoPrune: policy,
       });
-      return { fills, engine: createStoryEngine({ store, context, generator: nightWatchGenerator(), clock }) };
+      return {
+        fills: counting.fills,
+        engine: createStoryEngine({ store, context, generator: nightWatchGenerator(), clock }),
+      };
     };
     const a = instance();
     const b = instance();
@@ -179,9 +152,9 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     // B runs the next episode: it fills once (a prune made elsewhere) ...
     expect((await b.engine.runEpisode(storyId)).complete).toBe(true);
     // ... and A the one after: its side already left out what its own prune dropped.
-    const before = a.fills.count;
+    const before = a.fills();
     expect((await a.engine.runEpisode(storyId)).complete).toBe(true);
-    expect(a.fills.count - before).toBe(0);
+    expect(a.fills() - before).toBe(0);
   });
 });
 
@@ -253,12 +226,9 @@ describe('ContextManager: a keyword index shared by several managers of one proc
     for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     const keywords = createMemoryKeywordIndex();
     let failing = false;
-    const flaky = new Proxy(keywords, {
-      get(target, property) {
-        if (property === 'upsert' && failing) return () => Promise.reject(new Error('keyword outage'));
-        const value = Reflect.get(target, property);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
+    const flaky = withMembers(keywords, {
+      upsert: (...args: Parameters<typeof keywords.upsert>) =>
+        failing ? Promise.reject(new Error('keyword outage')) : keywords.upsert(...args),
     });
     // Two managers of one process over the same (module-level) keyword index, both past their first check.
     const first = new ContextManager({ store, vectors, keywords: flaky, embedder, recentScenes: 2 });

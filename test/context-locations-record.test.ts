@@ -5,16 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { ManualClock } from '../src/testing/manual-clock.js';
-import {
-  durableMemoryKeywords,
-  durableMemoryVectors,
-  NIGHT_WATCH_DIMENSIONS,
-  placesGenerator,
-  processOver,
-} from './fixtures/night-watch.js';
+import { durableMemoryKeywords, nightWatchStory, placesGenerator, processOver } from './fixtures/night-watch.js';
 
 const long = (tag: string) =>
   `${tag} Ward by the Long Stair beside the Salt Warehouses near the Ferry Steps of the Old Quay and Rope Walk`;
@@ -25,10 +16,7 @@ async function recordText(vectors: VectorIndex, storyId: string) {
 }
 
 async function setup(storyId: string, places: (i: number) => string[], episodes: number) {
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 100 } }));
-  const vectors = durableMemoryVectors(NIGHT_WATCH_DIMENSIONS);
+  const { clock, store, vectors } = await nightWatchStory(storyId, 100);
   const writer = processOver(store, vectors);
   const engine = createStoryEngine({ store, context: writer.context, generator: placesGenerator(places), clock });
   for (let e = 0; e < episodes; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);

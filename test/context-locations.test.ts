@@ -13,9 +13,9 @@ import { makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
 import {
   durableMemoryKeywords,
-  durableMemoryVectors,
   NIGHT_WATCH_DIMENSIONS,
   nightWatchEmbedder,
+  nightWatchStory,
   placesGenerator,
   processOver,
 } from './fixtures/night-watch.js';
@@ -89,12 +89,9 @@ describe("ContextManager: the known locations at the record's cap", () => {
 
   it('a process with its own keyword side and one without recognise the same locations', async () => {
     const storyId = 'audit-loc-sides';
-    const clock = new ManualClock();
-    const store = createMemoryStateStore({ clock });
-    await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 100 } }));
+    const { clock, store, vectors } = await nightWatchStory(storyId, 100);
     // Gull Rock first, then long wards up to the cap; Gull Rock again (no write: the record has it); new places
     // push it out (it is first in the record) and then push out long wards, until the record has room to spare.
-    const vectors = durableMemoryVectors(NIGHT_WATCH_DIMENSIONS);
     const places: (string[] | (() => Promise<string[]>))[] = [['Gull Rock']];
     for (let i = 1; i <= 19; i++) places.push([ward(i)]);
     places.push(['Gull Rock'], [ward(20)]);

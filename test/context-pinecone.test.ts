@@ -17,7 +17,7 @@ import { chapterIdFor } from '../src/state/schema.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
 import { type PineconeStandIn, startPineconeStandIn } from '../src/testing/pinecone-server.js';
-import { nightWatchGenerator } from './fixtures/night-watch.js';
+import { nightWatchGenerator, withMembers } from './fixtures/night-watch.js';
 
 const DIM = 64;
 let standIn: PineconeStandIn;
@@ -174,19 +174,13 @@ describe('ContextManager over Pinecone (the local stand-in) and over the memory 
     const fresh = createMemoryKeywordIndex();
     // Armed, the second write from then on fails: the first has gone in, so the side is half done.
     let armed = 0;
-    const keywords = new Proxy(fresh, {
-      get(target, property) {
-        if (property === 'upsert') {
-          return (...args: Parameters<typeof fresh.upsert>) => {
-            if (armed > 0 && ++armed === 3) {
-              armed = 0;
-              return Promise.reject(new Error('keyword outage'));
-            }
-            return target.upsert(...args);
-          };
+    const keywords = withMembers(fresh, {
+      upsert: (...args: Parameters<typeof fresh.upsert>) => {
+        if (armed > 0 && ++armed === 3) {
+          armed = 0;
+          return Promise.reject(new Error('keyword outage'));
         }
-        const value = Reflect.get(target, property);
-        return typeof value === 'function' ? value.bind(target) : value;
+        return fresh.upsert(...args);
       },
     });
     const options = { store: lambda.store, embedder, recentScenes: 2, summaryChapters: 1 };

@@ -8,36 +8,15 @@ import type { KeywordIndex } from '../src/context/keyword-index.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
 import type { StoryStateStore } from '../src/state/store.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { ManualClock } from '../src/testing/manual-clock.js';
-import {
-  durableMemoryVectors,
-  NIGHT_WATCH_DIMENSIONS,
-  nightWatchGenerator,
-  processOver,
-} from './fixtures/night-watch.js';
+import { nightWatchGenerator, nightWatchStory, processOver, withMembers } from './fixtures/night-watch.js';
 
 async function written(storyId: string, episodes = 12) {
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-  const durable = durableMemoryVectors(NIGHT_WATCH_DIMENSIONS);
+  const { clock, store, vectors: durable } = await nightWatchStory(storyId);
   const lambda = processOver(store, durable);
   const engine = createStoryEngine({ store, context: lambda.context, generator: nightWatchGenerator(), clock });
   for (let e = 0; e < episodes; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
   return { store, durable };
-}
-
-function proxy<T extends object>(target: T, overrides: Partial<Record<keyof T, unknown>>): T {
-  return new Proxy(target, {
-    get(t, property) {
-      if (Object.hasOwn(overrides, property)) return overrides[property as keyof T];
-      const value = Reflect.get(t, property);
-      return typeof value === 'function' ? value.bind(t) : value;
-    },
-  });
 }
 
 async function sameAsNewProcess(storyId: string, store: StoryStateStore, vectors: VectorIndex, keywords: KeywordIndex) {
@@ -55,7 +34,7 @@ describe('ContextManager: prunes of this process and its own keyword side', () =
     const storyId = 'prune-write-throws';
     const { store, durable } = await written(storyId);
     let failNext = false;
-    const vectors = proxy(durable, {
+    const vectors = withMembers(durable, {
       upsert: async (id: string, records: { id: string }[], options?: object) => {
         await durable.upsert(id, records as never, options as never);
         // A timeout / connection reset after the backend applied the write (or the caller's signal fired then).
@@ -78,7 +57,7 @@ describe('ContextManager: prunes of this process and its own keyword side', () =
     const { store, durable } = await written(storyId);
     const controller = new AbortController();
     let deletes = 0;
-    const vectors = proxy(durable, {
+    const vectors = withMembers(durable, {
       delete: async (...args: unknown[]) => {
         const out = await (durable.delete as (...a: unknown[]) => unknown)(...args);
         if (++deletes === 1) controller.abort();
@@ -118,7 +97,7 @@ describe('ContextManager: prunes of this process and its own keyword side', () =
     const deletedGate = new Promise<void>((r) => (keywordDeleted = r));
     let readerDone: () => void = () => {};
     const readerGate = new Promise<void>((r) => (readerDone = r));
-    const gatedStore = proxy(store, {
+    const gatedStore = withMembers(store, {
       listScenes: async (id: string, options: Parameters<StoryStateStore['listScenes']>[1]) => {
         if (fillListed && options?.limit === 200 && !options.cursor && !options.order && !options.chapterId) {
           const f = fillListed;
@@ -130,7 +109,7 @@ describe('ContextManager: prunes of this process and its own keyword side', () =
       },
     }) as StoryStateStore;
     const inner = createMemoryKeywordIndex();
-    const keywords = proxy(inner, {
+    const keywords = withMembers(inner, {
       delete: async (...args: unknown[]) => {
         const out = await (inner.delete as (...a: unknown[]) => unknown)(...args);
         keywordDeleted();

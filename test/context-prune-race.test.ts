@@ -6,24 +6,18 @@
 import { describe, expect, it } from 'vitest';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
-import type { StoryStateStore } from '../src/state/store.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { ManualClock } from '../src/testing/manual-clock.js';
 import {
-  durableMemoryVectors,
-  NIGHT_WATCH_DIMENSIONS,
+  countingFills,
   nightWatchGenerator,
+  nightWatchStory,
   processOver,
+  withMembers,
 } from './fixtures/night-watch.js';
 
 describe('ContextManager: its own prune and a concurrent call', () => {
   it("a call during this process's own prune does not refill the whole keyword side", async () => {
     const storyId = 'audit-prune-race';
-    const clock = new ManualClock();
-    const store = createMemoryStateStore({ clock });
-    await store.create(makeStoryState(storyId, { bible: { ...makeStoryState().bible, chapterLength: 4 } }));
-    const durable = durableMemoryVectors(NIGHT_WATCH_DIMENSIONS);
+    const { clock, store, vectors: durable } = await nightWatchStory(storyId);
     // The prune's deletions (one request per summarized chapter on Pinecone) wait until the reader's call, made
     // right after the prune record is written, has finished: the call lands in the middle of the prune.
     let onPruneRecord: (() => void) | undefined;
@@ -31,43 +25,22 @@ describe('ContextManager: its own prune and a concurrent call', () => {
     const gate = new Promise<void>((resolve) => {
       readerDone = resolve;
     });
-    const vectors = new Proxy(durable, {
-      get(target, property) {
-        if (property === 'upsert') {
-          return async (id: string, records: { id: string }[], options?: object) => {
-            await target.upsert(id, records as never, options as never);
-            if (records.some((record) => record.id === 'meta-pruned')) onPruneRecord?.();
-          };
-        }
-        if (property === 'delete') {
-          return async (...args: unknown[]) => {
-            await gate;
-            return (target.delete as (...a: unknown[]) => unknown)(...args);
-          };
-        }
-        const value = Reflect.get(target, property);
-        return typeof value === 'function' ? value.bind(target) : value;
+    const vectors = withMembers(durable, {
+      upsert: async (...args: Parameters<VectorIndex['upsert']>) => {
+        await durable.upsert(...args);
+        if (args[1].some((record) => record.id === 'meta-pruned')) onPruneRecord?.();
       },
-    }) as VectorIndex;
-    // Counts the fill's full listings of the story (pages of 200 from the start, in no particular order).
-    let fills = 0;
-    const counting = new Proxy(store, {
-      get(target, property) {
-        if (property === 'listScenes') {
-          return (id: string, options: Parameters<StoryStateStore['listScenes']>[1]) => {
-            if (options && options.limit === 200 && !options.cursor && !options.order && !options.chapterId) fills++;
-            return target.listScenes(id, options);
-          };
-        }
-        const value = Reflect.get(target, property);
-        return typeof value === 'function' ? value.bind(target) : value;
+      delete: async (...args: Parameters<VectorIndex['delete']>) => {
+        await gate;
+        return durable.delete(...args);
       },
-    }) as StoryStateStore;
-    const server = processOver(counting, vectors);
+    });
+    const counting = countingFills(store);
+    const server = processOver(counting.store, vectors);
     const engine = createStoryEngine({ store, context: server.context, generator: nightWatchGenerator(), clock });
     for (let e = 0; e < 12; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
     await server.context.getRelevantContext(storyId, 'the lamp');
-    const fillsBefore = fills;
+    const fillsBefore = counting.fills();
 
     let reader: Promise<unknown> | undefined;
     onPruneRecord = () => {
@@ -79,7 +52,9 @@ describe('ContextManager: its own prune and a concurrent call', () => {
     expect(reader).toBeDefined();
     await reader;
     await server.context.getRelevantContext(storyId, 'the lamp');
-    expect(fills - fillsBefore, "full refills of the keyword side caused by the process's own prune").toBe(0);
+    expect(counting.fills() - fillsBefore, "full refills of the keyword side caused by the process's own prune").toBe(
+      0,
+    );
 
     // Whatever happened, the side must end as a new process's.
     const cold = processOver(store, vectors);

@@ -17,6 +17,7 @@ import { createStoryFromTemplate } from '../src/generation/story-templates.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import type { StoryStateStore } from '../src/state/store.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
+import { durableMemoryVectors } from './fixtures/night-watch.js';
 
 const DIM = 128;
 const STORY = 'pov-tale';
@@ -38,16 +39,9 @@ async function world(vectorsDurable = false) {
   const store = createMemoryStateStore({ clock });
   const state = createStoryFromTemplate('lighthouse-keepers', STORY, clock);
   await store.create({ ...state, bible: { ...state.bible, chapterLength: 5 } });
-  const inner = createMemoryVectorIndex({ dimensions: DIM });
   const vectors: VectorIndex = vectorsDurable
-    ? new Proxy(inner, {
-        get(target, property) {
-          if (property === 'capabilities') return { ...target.capabilities, durable: true };
-          const value = Reflect.get(target, property);
-          return typeof value === 'function' ? value.bind(target) : value;
-        },
-      })
-    : inner;
+    ? durableMemoryVectors(DIM)
+    : createMemoryVectorIndex({ dimensions: DIM });
   const keywords = createMemoryKeywordIndex();
   return { clock, store, vectors, keywords };
 }
