@@ -78,6 +78,9 @@ async function importedWithout(store: StoryStateStore, version: number): Promise
   return imported;
 }
 
+/** The state change of a scene that closes the chapter: the story moves on to chapter `index`. */
+const closeChapter = (index: number) => () => ({ chapterIndex: index, chapterId: chapterIdFor(index) });
+
 const change = (id: string, patch: Partial<CharacterState>) => (before: StoryState) => ({
   characters: { ...before.characters, [id]: { ...before.characters[id]!, ...patch } },
 });
@@ -114,10 +117,7 @@ describe('ContextManager: a point of view within the current chapter', () => {
     const { store, manager, state: created } = await newStory();
     // Chapter 0: Mira and Old Gull together; the chapter closes.
     let { state } = await commit(store, manager, created, ['mira', 'gull']);
-    ({ state } = await commit(store, manager, state, ['mira', 'tobin'], () => ({
-      chapterIndex: 1,
-      chapterId: chapterIdFor(1),
-    })));
+    ({ state } = await commit(store, manager, state, ['mira', 'tobin'], closeChapter(1)));
     // Chapter 1: Old Gull dies in front of Mira.
     ({ state } = await commit(store, manager, state, ['mira', 'gull'], change('gull', { status: 'dead' })));
 
@@ -149,10 +149,7 @@ describe('ContextManager: a point of view within the current chapter', () => {
     const { store, manager, state: created } = await newStory();
     let { state } = await commit(store, manager, created, ['mira', 'tobin']);
     const shared = state.version;
-    ({ state } = await commit(store, manager, state, ['mira'], () => ({
-      chapterIndex: 1,
-      chapterId: chapterIdFor(1),
-    })));
+    ({ state } = await commit(store, manager, state, ['mira'], closeChapter(1)));
     ({ state } = await commit(store, manager, state, ['mira']));
     const imported = await importedWithout(store, shared);
     expect(await imported.getStateAt('tale', shared)).toBeNull();
@@ -169,10 +166,7 @@ describe('ContextManager: a point of view within the current chapter', () => {
     const { store, manager, state: created } = await newStory();
     // Chapter 0: Mira and Old Gull together (alive); the chapter closes.
     let { state } = await commit(store, manager, created, ['mira', 'gull']);
-    ({ state } = await commit(store, manager, state, ['mira', 'tobin'], () => ({
-      chapterIndex: 1,
-      chapterId: chapterIdFor(1),
-    })));
+    ({ state } = await commit(store, manager, state, ['mira', 'tobin'], closeChapter(1)));
     // Chapter 1: Mira and Tobin; then Old Gull dies in a scene Mira is in.
     ({ state } = await commit(store, manager, state, ['mira', 'tobin']));
     const gap = state.version;
@@ -211,10 +205,7 @@ describe('ContextManager: a point of view within the current chapter', () => {
     const now = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     // Close the chapter: in the next chapter Tobin's sheet, as that same scene left it, hides the tie ("how the
     // others stand among themselves is theirs").
-    ({ state } = await commit(store, manager, state, ['mira'], () => ({
-      chapterIndex: 1,
-      chapterId: chapterIdFor(1),
-    })));
+    ({ state } = await commit(store, manager, state, ['mira'], closeChapter(1)));
     ({ state } = await commit(store, manager, state, ['mira']));
     const later = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     expect(later.prompt.stable).toContain('## Tobin Marsh (id: tobin)');
