@@ -41,7 +41,7 @@ import { loadFairytaleQa } from './datasets/fairytaleqa.js';
 import { loadLocomo, readLocomo } from './datasets/locomo.js';
 import type { BenchCorpus, BenchDataset, BenchUnit } from './datasets/types.js';
 import { embedderFromSpec, withEmbeddingCache } from './embedders.js';
-import { LANGCHAIN_METHODS, langChainRetrievers } from './peers/langchain.js';
+import { LANGCHAIN_METHODS, type LangChainMethod, langChainRetrievers } from './peers/langchain.js';
 
 /**
  * The methods compared. `fused`: dense + BM25 fusion only. `fused+groups`: plus the group-evidence boost (units
@@ -70,8 +70,11 @@ export interface BenchConfig {
   compose?: ComposeIndexTextOptions;
   /** BM25 constants of the memory keyword index. */
   bm25?: MemoryKeywordIndexOptions;
-  /** Also measure the peers' retrievers (`LANGCHAIN_METHODS`) on the same units, embedder and questions. */
-  peers?: boolean;
+  /**
+   * Also measure the peers' retrievers on the same units, embedder and questions: `true` for all of
+   * `LANGCHAIN_METHODS`, or those named.
+   */
+  peers?: boolean | readonly LangChainMethod[];
 }
 
 /** Retriever options for the plain "fused" method: fusion only, no recency, importance, exact boost or MMR. */
@@ -131,11 +134,18 @@ export function recallOf(gold: readonly string[], retrieved: readonly string[]):
   return hits / gold.length;
 }
 
-/** Runs every method at every k over one dataset; recall is the mean over questions of each question's recall. */
+/**
+ * Runs every method at every k over one dataset; recall is the mean over questions of each question's recall. The
+ * questions of a corpus with no units (a LoCoMo conversation without sessions) are misses for every method that
+ * measures the dataset: nothing can be found there, and dropping them would raise recall.
+ */
 export async function runRetrievalBenchmark(dataset: BenchDataset, config: BenchConfig): Promise<RecallResult[]> {
   const embedder = config.embedder ?? createHashingEmbedder();
   const methods = config.methods ?? METHODS;
-  const ks = [...config.ks].sort((a, b) => a - b);
+  const unknown = methods.filter((method) => !(METHODS as readonly string[]).includes(method));
+  if (unknown.length > 0) throw new Error(`Unknown method ${unknown.join(', ')}: methods are ${METHODS.join(', ')}`);
+  const peerMethods = config.peers === true ? LANGCHAIN_METHODS : config.peers || [];
+  const ks = [...new Set(config.ks)].sort((a, b) => a - b);
   const maxK = ks[ks.length - 1] ?? 10;
   // sums[method][k] → { total, count, categories }
   const sums = new Map<string, { total: number; count: number; categories: Map<string, [number, number]> }>();
@@ -161,9 +171,23 @@ export async function runRetrievalBenchmark(dataset: BenchDataset, config: Bench
     byCorpus.set(question.corpusId, list);
   }
 
+  // Whether the dataset has rows for these two methods at all: an empty corpus's misses go only into rows that exist.
+  const datasetGrouped = dataset.corpora.some((corpus) => corpus.units.some((item) => item.group !== undefined));
+  const datasetMembers = dataset.members !== undefined && dataset.members.length > 0;
+
   for (const corpus of dataset.corpora) {
     const questions = byCorpus.get(corpus.id);
-    if (!questions || questions.length === 0 || corpus.units.length === 0) continue;
+    if (!questions || questions.length === 0) continue;
+    if (corpus.units.length === 0) {
+      for (const question of questions) {
+        for (const method of [...methods, ...peerMethods]) {
+          if (method === 'fused+groups' && !datasetGrouped) continue;
+          if (method === 'groups' && !datasetMembers) continue;
+          for (const k of ks) add(method, k, question.category, 0);
+        }
+      }
+      continue;
+    }
     const { vectors, keywords } = await indexCorpus(corpus, dataset.unit, embedder, config);
     const fused = createHybridRetriever({ vectors, keywords, embedder, options: fusedOnly(config.retriever) });
     const grouped = createHybridRetriever({ vectors, keywords, embedder, options: fusedOnly(config.retriever, true) });
@@ -177,18 +201,19 @@ export async function runRetrievalBenchmark(dataset: BenchDataset, config: Bench
       ? createHybridRetriever({ ...members, embedder, options: fusedOnly(config.retriever, true) })
       : undefined;
 
-    const peers = config.peers
-      ? await langChainRetrievers(
-          corpus,
-          corpus.units.map((item) => composeEmbeddingText(item, config.compose ?? COMPOSE_BY_UNIT[dataset.unit])),
-          embedder,
-          maxK,
-        )
-      : undefined;
+    const peers =
+      peerMethods.length > 0
+        ? await langChainRetrievers(
+            corpus,
+            corpus.units.map((item) => composeEmbeddingText(item, config.compose ?? COMPOSE_BY_UNIT[dataset.unit])),
+            embedder,
+            maxK,
+          )
+        : undefined;
 
     for (const question of questions) {
       if (peers) {
-        for (const method of LANGCHAIN_METHODS) {
+        for (const method of peerMethods) {
           const ids = await peers.search(method, question.question);
           for (const k of ks) add(method, k, question.category, recallOf(question.gold, ids.slice(0, k)));
         }
@@ -241,7 +266,7 @@ export async function runRetrievalBenchmark(dataset: BenchDataset, config: Bench
   }
 
   const results: RecallResult[] = [];
-  for (const method of [...methods, ...(config.peers ? LANGCHAIN_METHODS : [])]) {
+  for (const method of [...methods, ...peerMethods]) {
     for (const k of ks) {
       const sum = sums.get(`${method}\u0000${k}`);
       if (!sum) continue;
@@ -290,16 +315,61 @@ export function loadDatasets(file: string, format: string, select?: number[]): B
   throw new Error(`--format must be locomo or fairytaleqa, got ${JSON.stringify(format)}`);
 }
 
-function parseList(raw: string | undefined): number[] | undefined {
-  if (!raw) return undefined;
+/**
+ * The numbers an `option` names (`5,10`, `0-2`), in order, each once; undefined when the option is not given. An
+ * entry that is not a number or an ascending range, or a list that names nothing, is an error naming the option:
+ * it would otherwise measure nothing, or something other than what was asked for.
+ */
+function parseList(option: string, raw: string | undefined): number[] | undefined {
+  if (raw === undefined) return undefined;
   const list: number[] = [];
-  for (const part of raw.split(',')) {
-    const range = /^(\d+)-(\d+)$/.exec(part.trim());
-    if (range) for (let n = Number(range[1]); n <= Number(range[2]); n++) list.push(n);
-    else if (/^\d+$/.test(part.trim())) list.push(Number(part.trim()));
-    else throw new Error(`Not a number or range: ${JSON.stringify(part)}`);
+  for (const part of raw.split(',').map((entry) => entry.trim())) {
+    const range = /^(\d+)-(\d+)$/.exec(part);
+    if (range) {
+      const [from, to] = [Number(range[1]), Number(range[2])];
+      if (from > to) throw new Error(`${option}: the range ${part} runs backwards (write ${to}-${from})`);
+      for (let n = from; n <= to; n++) list.push(n);
+    } else if (/^\d+$/.test(part)) list.push(Number(part));
+    else throw new Error(`${option} takes numbers and ranges like 5,10 or 0-2, got ${JSON.stringify(part)}`);
   }
-  return list;
+  return [...new Set(list)];
+}
+
+/** The largest k the retriever and the indexes answer (`retrieve()`'s `k`, the indexes' `topK`). */
+const MAX_K = 10_000;
+
+/** `--k`: every k a whole number from 1 to `MAX_K`, which the retriever would otherwise refuse in its own words. */
+function parseKs(raw: string | undefined): number[] | undefined {
+  const ks = parseList('--k', raw);
+  const bad = ks?.filter((k) => !Number.isInteger(k) || k < 1 || k > MAX_K) ?? [];
+  if (bad.length > 0) throw new Error(`--k must be whole numbers from 1 to ${MAX_K}, got ${bad.join(',')}`);
+  return ks;
+}
+
+/**
+ * `--methods`: the benchmark's own methods, to which `--peers` adds the LangChain ones. Naming LangChain methods
+ * keeps only those peer rows; naming none keeps them all. An unknown name is an error listing the valid ones.
+ */
+function parseMethods(
+  raw: string | undefined,
+  peers: boolean,
+): { methods?: Method[]; peers?: true | LangChainMethod[] } {
+  const allPeers = peers ? { peers: true as const } : {};
+  if (raw === undefined) return allPeers;
+  const valid: readonly string[] = [...METHODS, ...(peers ? LANGCHAIN_METHODS : [])];
+  const names = [...new Set(raw.split(',').map((name) => name.trim()))];
+  const unknown = names.filter((name) => !valid.includes(name));
+  if (unknown.length > 0) {
+    const hint = peers ? '' : ` (with --peers also ${LANGCHAIN_METHODS.join(', ')})`;
+    throw new Error(
+      `--methods: unknown ${unknown.map((name) => JSON.stringify(name)).join(', ')}; valid: ${valid.join(', ')}${hint}`,
+    );
+  }
+  const methods = names.filter((name): name is Method => (METHODS as readonly string[]).includes(name));
+  const peerMethods = names.filter((name): name is LangChainMethod =>
+    (LANGCHAIN_METHODS as readonly string[]).includes(name),
+  );
+  return { methods, ...(peerMethods.length > 0 ? { peers: peerMethods } : allPeers) };
 }
 
 function markdown(dataset: string, results: RecallResult[]): string {
@@ -338,7 +408,9 @@ async function main(): Promise<void> {
       'Usage: bench:retrieval -- --file PATH --format locomo|fairytaleqa [--json] [--k 5,10] [--out] [--embedder hashing|bedrock:<model>] [--embedding-cache FILE] [--peers]',
     );
   }
-  const ks = parseList(values.k);
+  const ks = parseKs(values.k);
+  const select = parseList('--select', values.select);
+  const chosen = parseMethods(values.methods, values.peers);
   const base = embedderFromSpec(values.embedder, values.dimensions ? { dimensions: Number(values.dimensions) } : {});
   // A model is paid per text: every text is embedded once (in memory, or across runs in the --embedding-cache file).
   const cache =
@@ -348,15 +420,14 @@ async function main(): Promise<void> {
   const embedder = cache ?? base;
   const retriever = values.retriever ? (JSON.parse(values.retriever) as HybridRetrieverOptions) : undefined;
   const compose = values.compose ? (JSON.parse(values.compose) as ComposeIndexTextOptions) : undefined;
-  const methods = values.methods ? (values.methods.split(',') as Method[]) : undefined;
-  const datasets = loadDatasets(values.file, values.format, parseList(values.select));
+  const datasets = loadDatasets(values.file, values.format, select);
   const results: RecallResult[] = [];
   for (const dataset of datasets) {
     const config: BenchConfig = { ks: ks ?? DEFAULT_KS[dataset.unit], embedder };
     if (retriever) config.retriever = retriever;
     if (compose) config.compose = compose;
-    if (methods) config.methods = methods;
-    if (values.peers) config.peers = true;
+    if (chosen.methods) config.methods = chosen.methods;
+    if (chosen.peers) config.peers = chosen.peers;
     results.push(...(await runRetrievalBenchmark(dataset, config)));
   }
   cache?.close();

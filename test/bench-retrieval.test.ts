@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Document } from '@langchain/core/documents';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,8 +15,32 @@ import { loadDatasets, recallOf, runRetrievalBenchmark } from '../bench/retrieva
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { startBedrockStandIn } from '../src/testing/bedrock-server.js';
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const folder = mkdtempSync(join(tmpdir(), 'bench-retrieval-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+/** Runs `npm run bench:retrieval -- ...args` as a user would (through tsx, without npm's own output). */
+function benchRetrieval(...args: string[]) {
+  const tsx = join(ROOT, 'node_modules', '.bin', 'tsx');
+  const run = spawnSync(tsx, ['bench/retrieval.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+}
+
+/** The one-line message a refused `bench:retrieval` run prints on stderr, after checking it exited 1 with no output. */
+function refusal(...args: string[]): string {
+  const run = benchRetrieval(...args);
+  expect(run.status, run.stderr).toBe(1);
+  expect(run.stdout).toBe('');
+  const lines = run.stderr.trim().split('\n');
+  expect(lines, 'one line, no stack trace').toHaveLength(1);
+  return lines[0]!;
+}
+
+function writeJson(name: string, value: unknown): string {
+  const file = join(folder, name);
+  writeFileSync(file, JSON.stringify(value));
+  return file;
+}
 
 const conversation = {
   sample_id: 'conv-x',
@@ -114,6 +140,58 @@ describe('LoCoMo loader', () => {
     mkdirSync(empty);
     expect(() => readLocomo(empty)).toThrow(/No LoCoMo conversations found/);
   });
+
+  it('reads evidence given as one string, and refuses a file with no usable question', () => {
+    const file = writeJson('string-evidence.json', [
+      {
+        ...conversation,
+        qa: [
+          { question: 'What is the kitten called?', evidence: 'D1:1', category: 4 },
+          { question: 'What broke?', evidence: 'D2:01; D1:1', category: 2 },
+        ],
+      },
+    ]);
+    const { turns, sessions } = loadLocomo(readLocomo(file));
+    expect(turns.questions.map((q) => q.gold)).toEqual([['D1:1'], ['D2:1', 'D1:1']]);
+    expect(sessions.questions.map((q) => q.gold)).toEqual([['S1'], ['S2', 'S1']]);
+    expect(turns.skipped).toBe(0);
+    const unusable = writeJson('no-usable-question.json', [
+      { ...conversation, qa: [{ question: 'No evidence at all', evidence: [], category: 5 }] },
+    ]);
+    expect(() => loadLocomo(readLocomo(unusable))).toThrow(/No usable LoCoMo question .*evidence/);
+  });
+
+  it('counts the questions of a conversation without sessions as misses, not leaving them out', async () => {
+    const keyOnly = {
+      sample_id: 'key',
+      conversation: {
+        session_1_date_time: '1:00 pm on 1 May, 2023',
+        session_1: [
+          { speaker: 'Ana', dia_id: 'D1:1', text: 'The key is under the mat by the blue door.' },
+          { speaker: 'Ben', dia_id: 'D1:2', text: 'Thanks, I will fetch it after the marathon.' },
+        ],
+      },
+      qa: [{ question: 'Where is the key?', evidence: ['D1:1'], category: 1 }],
+    };
+    const file = writeJson('no-sessions.json', [
+      {
+        sample_id: 'empty',
+        conversation: { speaker_a: 'Ana', speaker_b: 'Ben' },
+        qa: [{ question: 'Where is the key?', evidence: ['D1:1'], category: 2 }],
+      },
+      keyOnly,
+    ]);
+    const { turns, sessions } = loadLocomo(readLocomo(file));
+    const embedder = createHashingEmbedder({ dimensions: 64 });
+    const [turnRow] = await runRetrievalBenchmark(turns, { ks: [1], methods: ['bm25'], embedder });
+    // BM25 finds the key's turn in the conversation that has it; the other question can only miss.
+    expect(turnRow).toMatchObject({ unit: 'turn', questions: 2, recall: 0.5, byCategory: { 1: 1, 2: 0 } });
+    const sessionRows = await runRetrievalBenchmark(sessions, { ks: [1], methods: ['bm25', 'groups'], embedder });
+    expect(sessionRows.map((row) => [row.method, row.questions, row.recall])).toEqual([
+      ['bm25', 2, 0.5],
+      ['groups', 2, 0.5],
+    ]);
+  });
 });
 
 describe('FairytaleQA loader', () => {
@@ -124,6 +202,38 @@ describe('FairytaleQA loader', () => {
     ]);
     expect(parseSections('5, 6')).toEqual(['S5', 'S6']);
     expect(parseSections('3')).toEqual(['S3']);
+  });
+
+  it('refuses a CSV with an unterminated quote, naming the file and the line the quote opened on', () => {
+    expect(() => parseCsv('a,b\r\n1,"x\r\n2,y\r\n', 'x.csv')).toThrow(
+      'x.csv: unterminated quoted field starting at line 2',
+    );
+    const bad = join(folder, 'fairytale-bad');
+    mkdirSync(join(bad, 'section-stories', 'train'), { recursive: true });
+    mkdirSync(join(bad, 'questions', 'train'), { recursive: true });
+    writeFileSync(join(bad, 'section-stories', 'train', 'tiny-story.csv'), 'section,text\n1,The miller.\n2,A man.\n');
+    const questionsFile = join(bad, 'questions', 'train', 'tiny-questions.csv');
+    // Row 2 opens a quote it never closes: read as it stands, row 3 would vanish into its question text.
+    writeFileSync(
+      questionsFile,
+      'question_id,local-or-sum,cor_section,attribute1,attribute2,question\n' +
+        '1,local,1,character,,"Who said ""spin, spin""?"\n' +
+        '2,local,1,action,,"Why did he come?\n' +
+        '3,local,2,action,,Who came?\n',
+    );
+    expect(refusal('--file', bad, '--format', 'fairytaleqa', '--json', '--k', '1')).toBe(
+      `${questionsFile}: unterminated quoted field starting at line 3`,
+    );
+  });
+
+  it('refuses a path with no story/questions pair', () => {
+    const empty = join(folder, 'fairytale-empty');
+    mkdirSync(empty);
+    expect(refusal('--file', empty, '--format', 'fairytaleqa', '--json')).toBe(
+      `No FairytaleQA story/questions pairs found in ${empty}`,
+    );
+    // A LoCoMo file read as FairytaleQA holds no pair either.
+    expect(() => loadFairytaleQa(locomoFile)).toThrow(`No FairytaleQA story/questions pairs found in ${locomoFile}`);
   });
 
   it('loads a folder, or one file with its partner found in the sibling folder', () => {
@@ -230,5 +340,51 @@ describe('bench:retrieval with a model-backed embedder', () => {
     } finally {
       await standIn.close();
     }
+  });
+});
+
+describe('bench:retrieval options', () => {
+  it('refuses --select positions past the last conversation, naming them and how many there are', () => {
+    expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--select', '0,9,12')).toBe(
+      `--select 9,12 names no conversation: ${locomoFile} holds 1 conversation (positions 0-0)`,
+    );
+  });
+
+  it('refuses a reversed --k range and an empty --k list, naming --k', () => {
+    expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--k', '10-5')).toMatch(
+      /^--k: the range 10-5 runs backwards/,
+    );
+    expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--k', '')).toMatch(/^--k takes numbers/);
+  });
+
+  it('refuses --k 0 and --k 20000, naming --k', () => {
+    for (const k of ['0', '20000']) {
+      expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--k', k)).toBe(
+        `--k must be whole numbers from 1 to 10000, got ${k}`,
+      );
+    }
+  });
+
+  it('refuses an unknown --methods name, listing the valid ones; LangChain methods only with --peers', () => {
+    const misspelt = refusal('--file', locomoFile, '--format', 'locomo', '--json', '--methods', 'dense,fused+scorng');
+    expect(misspelt).toMatch(
+      /^--methods: unknown "fused\+scorng"; valid: dense, bm25, fused, fused\+groups, fused\+scoring/,
+    );
+    expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--methods', 'bm25,langchain-bm25')).toMatch(
+      /^--methods: unknown "langchain-bm25".*with --peers also langchain-vector, langchain-bm25/,
+    );
+    const run = benchRetrieval(
+      '--file',
+      locomoFile,
+      ...['--format', 'locomo', '--json', '--k', '1', '--methods', 'bm25,langchain-bm25', '--peers'],
+    );
+    expect(run.status, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as { results: Array<{ method: string; unit: string }> };
+    expect(report.results.map((row) => `${row.unit} ${row.method}`)).toEqual([
+      'turn bm25',
+      'turn langchain-bm25',
+      'session bm25',
+      'session langchain-bm25',
+    ]);
   });
 });

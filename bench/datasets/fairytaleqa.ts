@@ -14,15 +14,22 @@ import type { BenchCorpus, BenchDataset, BenchQuestion } from './types.js';
 const STORY_SUFFIX = '-story.csv';
 const QUESTIONS_SUFFIX = '-questions.csv';
 
-/** Parses RFC 4180 CSV: quoted fields may hold commas, doubled quotes and newlines. */
-export function parseCsv(text: string): string[][] {
+/**
+ * Parses RFC 4180 CSV: quoted fields may hold commas, doubled quotes and newlines. A quote left open to the end of
+ * the text is an error naming `source` and the line it opened on: read as it stands, it would swallow every row after
+ * it into one field, and those rows' questions would never be asked.
+ */
+export function parseCsv(text: string, source = 'CSV'): string[][] {
   const rows: string[][] = [];
   let row: string[] = [];
   let field = '';
   let quoted = false;
+  let line = 1;
+  let quoteLine = 0;
   const input = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   for (let i = 0; i < input.length; i++) {
     const ch = input[i]!;
+    if (ch === '\n' || (ch === '\r' && input[i + 1] !== '\n')) line++;
     if (quoted) {
       if (ch === '"') {
         if (input[i + 1] === '"') {
@@ -30,18 +37,24 @@ export function parseCsv(text: string): string[][] {
           i++;
         } else quoted = false;
       } else field += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ',') {
+    } else if (ch === '"') {
+      quoted = true;
+      quoteLine = line;
+    } else if (ch === ',') {
       row.push(field);
       field = '';
     } else if (ch === '\n' || ch === '\r') {
-      if (ch === '\r' && input[i + 1] === '\n') i++;
+      if (ch === '\r' && input[i + 1] === '\n') {
+        i++;
+        line++;
+      }
       row.push(field);
       rows.push(row);
       row = [];
       field = '';
     } else field += ch;
   }
+  if (quoted) throw new Error(`${source}: unterminated quoted field starting at line ${quoteLine}`);
   if (field.length > 0 || row.length > 0) {
     row.push(field);
     rows.push(row);
@@ -49,8 +62,8 @@ export function parseCsv(text: string): string[][] {
   return rows.filter((cells) => cells.some((cell) => cell.trim().length > 0));
 }
 
-function records(text: string): Array<Record<string, string>> {
-  const [header, ...rows] = parseCsv(text);
+function records(file: string): Array<Record<string, string>> {
+  const [header, ...rows] = parseCsv(readFileSync(file, 'utf8'), file);
   if (!header) return [];
   const names = header.map((name) => name.trim());
   return rows.map((cells) => Object.fromEntries(names.map((name, index) => [name, cells[index] ?? ''])));
@@ -111,16 +124,21 @@ function partnerOf(file: string, name: string, from: string, to: string): string
   return candidates.find((candidate) => existsSync(candidate));
 }
 
-/** Loads FairytaleQA stories (sections as units) and their questions. */
+/**
+ * Loads FairytaleQA stories (sections as units) and their questions. A path with no story/questions pair, or whose
+ * pairs hold no question with a section to find, is an error naming it: there would be nothing to measure.
+ */
 export function loadFairytaleQa(path: string): BenchDataset {
   const corpora: BenchCorpus[] = [];
   const questions: BenchQuestion[] = [];
   let skipped = 0;
-  for (const pair of findFairytalePairs(path)) {
+  const pairs = findFairytalePairs(path);
+  if (pairs.length === 0) throw new Error(`No FairytaleQA story/questions pairs found in ${path}`);
+  for (const pair of pairs) {
     const corpusId = safeId(pair.story);
     const sections = new Map<number, string[]>();
     let current: number | undefined;
-    for (const row of records(readFileSync(pair.storyFile, 'utf8'))) {
+    for (const row of records(pair.storyFile)) {
       const number = Number.parseInt(row.section ?? '', 10);
       if (Number.isFinite(number)) current = number;
       if (current === undefined) continue;
@@ -139,7 +157,7 @@ export function loadFairytaleQa(path: string): BenchDataset {
         after: texts.slice(index + 1),
       })),
     });
-    for (const row of records(readFileSync(pair.questionsFile, 'utf8'))) {
+    for (const row of records(pair.questionsFile)) {
       const gold = parseSections(row.cor_section ?? '');
       const question = (row.question ?? '').trim();
       if (gold.length === 0 || question.length === 0) {
@@ -148,6 +166,9 @@ export function loadFairytaleQa(path: string): BenchDataset {
       }
       questions.push({ corpusId, question, gold, category: (row.attribute1 ?? '').trim() || 'none' });
     }
+  }
+  if (questions.length === 0) {
+    throw new Error(`No usable FairytaleQA question in ${path} (${skipped} without a question or a cor_section)`);
   }
   return { dataset: 'fairytaleqa', unit: 'section', corpora, questions, skipped };
 }

@@ -88,7 +88,7 @@ function jsonFilesUnder(folder: string, out: string[] = []): string[] {
  * Reads LoCoMo conversations from one JSON file (a list of conversations, or one) or from every `.json` file under a
  * folder, in path order; `select` keeps only the conversations at those positions (0-based, counted across files).
  * In a folder, JSON files that hold no conversation are passed over; a file that does not parse, or a path that holds
- * no conversation at all, is an error naming it.
+ * no conversation at all, is an error naming it, and so is a `select` position past the last conversation.
  */
 export function readLocomo(path: string, select?: readonly number[]): LocomoConversation[] {
   const folder = statSync(path).isDirectory();
@@ -110,10 +110,23 @@ export function readLocomo(path: string, select?: readonly number[]): LocomoConv
     list.push(...conversations);
   }
   if (list.length === 0) throw new Error(`No LoCoMo conversations found in ${path}`);
-  return select ? list.filter((_, index) => select.includes(index)) : list;
+  if (!select) return list;
+  // A position past the end would quietly measure fewer conversations than asked for (or none at all).
+  const missing = select.filter((index) => index >= list.length);
+  if (missing.length > 0) {
+    const holds = list.length === 1 ? '1 conversation' : `${list.length} conversations`;
+    throw new Error(
+      `--select ${missing.join(',')} names no conversation: ${path} holds ${holds} (positions 0-${list.length - 1})`,
+    );
+  }
+  return list.filter((_, index) => select.includes(index));
 }
 
-/** The conversations as turn-level and session-level datasets. */
+/**
+ * The conversations as turn-level and session-level datasets. A conversation without sessions keeps its questions
+ * (an empty corpus: they are misses, as any evidence naming a missing turn is). No question with evidence at all is
+ * an error: there would be nothing to measure.
+ */
 export function loadLocomo(conversations: readonly LocomoConversation[]): {
   turns: BenchDataset;
   sessions: BenchDataset;
@@ -155,8 +168,9 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
     sessionCorpora.push({ id: corpusId, units: sessionUnits });
     const turnIds = new Set(turnUnits.map((unit) => unit.id));
     for (const qa of conversation.qa ?? []) {
-      const raw = Array.isArray(qa.evidence) ? qa.evidence : [];
-      const evidence = [...new Set(raw.flatMap(cleanEvidence))];
+      // Evidence may be a list or one string ("D1:1; D2:3"): cleanEvidence reads both.
+      const evidence =
+        qa.evidence === undefined || qa.evidence === null ? [] : [...new Set(cleanEvidence(qa.evidence))];
       if (evidence.length === 0 || typeof qa.question !== 'string') {
         skipped++;
         continue;
@@ -172,6 +186,9 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
       sessionQuestions.push({ corpusId, question: qa.question, gold: [...sessionGold], category });
     }
   });
+  if (turnQuestions.length === 0) {
+    throw new Error(`No usable LoCoMo question (${skipped} without a question or evidence naming turns like "D1:3")`);
+  }
   return {
     turns: { dataset: 'locomo', unit: 'turn', corpora: turnCorpora, questions: turnQuestions, skipped },
     sessions: {
