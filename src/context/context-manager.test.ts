@@ -1,5 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import {
+  commitNextScene as commitNext,
+  KEEPER_DIMENSIONS as DIMENSIONS,
+  KEEPER_EVENTS as EVENTS,
+  newKeepersStory,
+} from '../../test/fixtures/keepers.js';
 import { createMemoryStateStore } from '../state/memory.js';
 import {
   type CharacterState,
@@ -20,23 +26,6 @@ import { createMemoryCacheDriver } from './memory-cache.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
 import type { Summarizer } from './summarizer.js';
-
-const DIMENSIONS = 256;
-
-const EVENTS = [
-  'Mira polished the great lens while gulls wheeled over the rocks.',
-  'Tobin found a brass key hidden inside the lantern room wall and told no one.',
-  'A storm tore the fishing nets; Old Gull mended them by candlelight.',
-  'Mira read the logbook of the first keeper and learned the island once sank.',
-  'Tobin and Mira argued about the drifting compass needle at dawn.',
-  'The supply boat failed to come; they rationed the last tin of peaches.',
-  'Old Gull sang a sea shanty about a drowned bell under the harbour.',
-  'Mira climbed to the gallery and saw a second lighthouse on the horizon.',
-  'Tobin dreamed of a choir of whales beneath the keel of the island.',
-  'The lamp flickered and both keepers raced up the spiral stair.',
-  'A letter arrived sealed with green wax, addressed to a keeper long dead.',
-  'Mira mapped the coastline as it shifted north in the night.',
-];
 
 interface Built {
   store: StoryStateStore;
@@ -59,43 +48,9 @@ function suggestions(count: number, text: string) {
   }));
 }
 
-/** Commits one more scene of `state` (indexed by `manager` when given); returns the new state and the scene. */
-async function commitNext(
-  store: StoryStateStore,
-  state: StoryState,
-  scene: Partial<Scene> = {},
-  next: Partial<StoryState> = {},
-  manager?: ContextManager,
-): Promise<{ state: StoryState; scene: Scene }> {
-  const made = makeNextScene(state, scene);
-  const committed = (
-    await store.commitScene(state.storyId, {
-      expectedVersion: state.version,
-      scene: made,
-      nextState: makeNextState(state, made, next),
-      consumedInfluenceIds: [],
-    })
-  ).state;
-  if (manager) await manager.indexScene(made, { state: committed });
-  return { state: committed, scene: made };
-}
-
 type StoryOverrides = Partial<ContextManagerOptions> & { chapterLength?: number; absentMira?: number[] };
 
-/** An empty story `tale` with chapters of `chapterLength` scenes, and the manager's options over the memory indexes. */
-async function newStory(chapterLength: number) {
-  const store = createMemoryStateStore();
-  const options: ContextManagerOptions = {
-    store,
-    vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
-    keywords: createMemoryKeywordIndex(),
-    embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
-  };
-  const state = await store.create(
-    makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength } }),
-  );
-  return { store, options, state };
-}
+const newStory = (chapterLength: number) => newKeepersStory(chapterLength);
 
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
 async function buildStory(count: number, overrides: StoryOverrides = {}): Promise<Built> {
@@ -1250,5 +1205,36 @@ describe('chunkWords', () => {
     expect(chunks.length).toBeGreaterThan(4);
     for (const chunk of chunks) expect(chunk.split(/\s+/).length).toBeLessThanOrEqual(56);
     expect(chunks.join(' ')).toBe(text);
+  });
+
+  it('keeps every character, and bounds every chunk in words and characters, whatever the text', () => {
+    const size = 20;
+    const pieces = fc.constantFrom(
+      'word',
+      'Mira',
+      '灯台の光',
+      '李明去了哪里。',
+      'ภาษาไทย',
+      '\n',
+      '\n\n',
+      '. ',
+      '！',
+      ' ',
+      'x'.repeat(90),
+    );
+    fc.assert(
+      fc.property(fc.array(pieces, { minLength: 1, maxLength: 400 }), (parts) => {
+        const text = parts.join('');
+        fc.pre(text.trim().length > 0);
+        const chunks = chunkWords(text, size);
+        // Only whitespace moves: the characters, in order, are the text's.
+        expect(chunks.join('').replace(/\s+/g, '')).toBe(text.replace(/\s+/g, ''));
+        for (const chunk of chunks) {
+          expect(chunk.trim().length).toBeGreaterThan(0);
+          expect(chunk.length).toBeLessThanOrEqual(12 * size);
+        }
+      }),
+      { seed: 20_261_126, numRuns: 300 },
+    );
   });
 });

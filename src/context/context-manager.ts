@@ -9,7 +9,14 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { AbortedError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
+import {
+  AbortedError,
+  ConflictError,
+  ProviderError,
+  throwIfAborted,
+  toProblems,
+  ValidationError,
+} from '../core/errors.js';
 import {
   type CharacterStatus,
   chapterIdFor,
@@ -57,15 +64,17 @@ import {
 } from './retrieval.js';
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import type { Summarizer } from './summarizer.js';
-import { clipWords, lastWords } from './text-analysis.js';
+import { clipText, clipWords, isSpace, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
 
 /**
  * Bump when what is indexed for a unit changes: a stored fingerprint that differs triggers a reindex. 2: scene chunks
- * are embedded without the neighbours their keyword text borrows (`composeEmbeddingText`).
+ * are embedded without the neighbours their keyword text borrows (`composeEmbeddingText`). 3: text in scripts written
+ * without spaces (Chinese, Japanese, Thai, ...) is read as pairs of characters, and chunked by its own sentence ends;
+ * a sentence too long for one chunk is split.
  */
-const INDEX_LAYOUT_VERSION = 2;
+const INDEX_LAYOUT_VERSION = 3;
 const FINGERPRINT_ID = 'meta-fingerprint';
 const SYNOPSIS_ID = 'summary-synopsis';
 /** The `meta` record of the locations scenes have named, so a process that did not index them still knows them. */
@@ -398,8 +407,12 @@ export interface VectorSpaceStats {
    */
   countsExact: boolean;
   /** Over the records listed with their values (see `ContextManager.stats`). */
+  /** Norms of the listed vectors; the manager's own `meta` records (under fixed vectors) are left out. */
   norms: { min: number; mean: number; max: number };
-  /** Share of sampled scene vectors whose nearest other vector has cosine ≥ 0.95. */
+  /**
+   * Share of sampled scene vectors whose nearest other scene vector has cosine ≥ 0.95. The sample is spread evenly
+   * over the listed scene vectors in story order.
+   */
   nearDuplicateRate: number;
   sampled: number;
   fingerprint: string | null;
@@ -510,7 +523,10 @@ export class ContextManager {
    * a chapter, until the journal grows) repeat the same prefix of tens of thousands of characters; comparing it with
    * the last one is a memory compare, counting it again is a pass of the tokenizer (speed, bench:context).
    */
-  private readonly stableCounts = new Map<string, { parts: readonly string[]; tokens: number }>();
+  private readonly stableCounts = new Map<
+    string,
+    { parts: readonly string[]; tokens: number; revision: number | undefined }
+  >();
   private readonly stablePrefixes = new Map<
     string,
     {
@@ -636,7 +652,8 @@ export class ContextManager {
         )
       : undefined;
     const loadStart = performance.now();
-    const state = options.state ?? (await this.store.load(storyId));
+    // A slow store (a read stuck on the network) must not outlast the caller's abort.
+    const state = options.state ?? (await waitUnlessAborted(this.store.load(storyId), options.signal));
     const loadTime = performance.now() - loadStart;
     if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
     const pov = options.povCharacterId;
@@ -658,14 +675,19 @@ export class ContextManager {
       const value = await work();
       return [value, performance.now() - start];
     };
-    const [[frequent, cacheTime], [stable, chapterTime], [retrieved], [previous]] = await Promise.all([
-      timed(() => this.frequentContext(state)),
-      timed(() => this.stablePrefix(state, budget, pov)),
-      timed(() => this.retrieveScenes(state, query, k, exact, pov, options.signal)),
-      timed(() => (state.sceneId ? this.store.getScene(storyId, state.sceneId) : Promise.resolve(null))),
-    ]);
-    throwIfAborted(options.signal);
-    const journal = await this.chapterJournal(state, stable.chapterStart, pov, Math.floor(budget * this.journalShare));
+    const [[frequent, cacheTime], [stable, chapterTime], [retrieved], [previous]] = await waitUnlessAborted(
+      Promise.all([
+        timed(() => this.frequentContext(state)),
+        timed(() => this.stablePrefix(state, budget, pov)),
+        timed(() => this.retrieveScenes(state, query, k, exact, pov, options.signal)),
+        timed(() => (state.sceneId ? this.store.getScene(storyId, state.sceneId) : Promise.resolve(null))),
+      ]),
+      options.signal,
+    );
+    const journal = await waitUnlessAborted(
+      this.chapterJournal(state, stable.chapterStart, pov, Math.floor(budget * this.journalShare)),
+      options.signal,
+    );
     const stableText = journal.text ? `${stable.text}${journal.text}` : stable.text;
     const stableTokens = this.countStable(storyId, [stable.text, journal.text]);
 
@@ -677,6 +699,7 @@ export class ContextManager {
       state,
       stable.chapterStart,
       journal.sceneIds,
+      journal.left,
       frequent,
       retrieved.scenes,
       previous,
@@ -697,7 +720,11 @@ export class ContextManager {
       budget - stableTokens,
       Math.max(floor, Math.floor(stableTokens * this.dynamicRatio)),
     );
-    const dynamic = packItems(dynamicItems, dynamicBudget, this.tokenizer);
+    const dynamic = inTermsOfBudget(
+      budget,
+      `the dynamic part (${dynamicBudget} tokens beside the prefix's ${stableTokens})`,
+      () => packItems(dynamicItems, dynamicBudget, this.tokenizer),
+    );
     const assembleTime = performance.now() - assembleStart;
 
     const { userInfluenceQueue: _queue, ...coreState } = state;
@@ -753,6 +780,7 @@ export class ContextManager {
   async indexScene(scene: Scene, options: { state?: StoryState; signal?: AbortSignal } = {}): Promise<void> {
     const state = options.state ?? (await this.store.load(scene.storyId));
     await this.ensureFingerprint(scene.storyId, options.signal, scene.id);
+    await this.confirmFingerprint(scene.storyId);
     const previous = scene.index > 0 ? await this.previousScene(scene) : null;
     const units = this.sceneUnits(scene, state, previous);
     // The first scene also brings in the cast and threads the story was created with, which no scene may name yet.
@@ -809,6 +837,7 @@ export class ContextManager {
     const character = Object.hasOwn(state.characters, characterId) ? state.characters[characterId] : undefined;
     if (!character) throw new ValidationError(`"${characterId}" is not a character of "${storyId}"`);
     await this.ensureFingerprint(storyId, options.signal);
+    await this.confirmFingerprint(storyId);
     await this.writeUnits(storyId, [this.characterUnit(storyId, character, null)], options.signal);
   }
 
@@ -818,6 +847,7 @@ export class ContextManager {
     const thread = state.plotThreads.find((candidate) => candidate.id === threadId);
     if (!thread) throw new ValidationError(`"${threadId}" is not a plot thread of "${storyId}"`);
     await this.ensureFingerprint(storyId, options.signal);
+    await this.confirmFingerprint(storyId);
     await this.writeUnits(storyId, [this.threadUnit(storyId, thread, state, null)], options.signal);
   }
 
@@ -827,6 +857,7 @@ export class ContextManager {
    */
   async summarizeChapter(storyId: string, chapterId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
     await this.ensureFingerprint(storyId, options.signal);
+    await this.confirmFingerprint(storyId);
     const summary = await this.writeChapterSummary(storyId, chapterId, options.signal);
     await this.updateSynopsis(storyId, options.signal);
     return summary;
@@ -842,9 +873,26 @@ export class ContextManager {
     storyId: string,
     options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void } = {},
   ): Promise<{ scenes: number; records: number; pruned: number }> {
+    try {
+      return await this.rebuild(storyId, options);
+    } catch (error) {
+      // A rebuild cut short (aborted, an embedder failing half-way) leaves the fingerprint deleted: the next call of
+      // this manager checks again and finishes it, as a new process would, instead of serving the half-built index.
+      this.verified.delete(storyId);
+      throw error;
+    }
+  }
+
+  private async rebuild(
+    storyId: string,
+    options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void },
+  ): Promise<{ scenes: number; records: number; pruned: number }> {
     const report = options.onProgress ?? (() => {});
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId);
+    // The embedder is tried before anything is cleared: one that answers with the wrong dimensions or NaN would
+    // otherwise leave the story with no memory at all, and every later call would clear it again.
+    const fingerprintValues = await this.embedFingerprint(options.signal);
     this.horizonsOf().delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
     await this.clearForRebuild(storyId, marks, options.signal);
@@ -890,7 +938,7 @@ export class ContextManager {
     }
     await this.updateSynopsis(storyId, options.signal);
     await this.saveLocations(storyId, options.signal);
-    await this.writeFingerprint(storyId, options.signal);
+    await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, options.signal, fingerprintValues);
     this.trackKeywords(storyId, done, marks);
     this.verified.set(storyId, Promise.resolve());
     report({ phase: 'done', done: 1, total: 1 });
@@ -1050,7 +1098,8 @@ export class ContextManager {
    * backend caps a query's response (`maxQueryResultBytes`, Pinecone's 4 MB), as many as fit. Scene chunks are the
    * one type that outgrows that in a long story, so they are counted as the total less the other types;
    * `countsExact` is false only when another type fills a whole listing too. Norms are over the records listed with
-   * their values: all of them where responses are not capped, else as many as fit in one response per type.
+   * their values (meta records aside): all of them where responses are not capped, else as many as fit in one
+   * response per type.
    */
   async stats(storyId: string, options: { sample?: number; signal?: AbortSignal } = {}): Promise<VectorSpaceStats> {
     const sampleSize = checkInteger(options.sample ?? 100, 'sample', 1, 1_000);
@@ -1064,6 +1113,7 @@ export class ContextManager {
     let others = 0;
     let countsExact = true;
     const sceneVectors: Float32Array[] = [];
+    const sceneMatches: VectorMatch[] = [];
     const { maxTopK, maxQueryResultBytes } = this.vectors.capabilities;
     // How many records one response can carry: metadata (text included) at most ~12 KB as JSON, values ~24 bytes
     // each. Without a cap, one listing per type carries everything with its values.
@@ -1103,6 +1153,9 @@ export class ContextManager {
         others += listed;
         if (full) countsExact = false;
       }
+      // Meta records (the fingerprint, the prune and location records) are the manager's own bookkeeping, under
+      // fixed vectors: they say nothing of the embedder's space.
+      if (type === 'meta') continue;
       for (const match of withValues) {
         if (!match.values) continue;
         const norm = Math.hypot(...match.values);
@@ -1110,8 +1163,17 @@ export class ContextManager {
         max = Math.max(max, norm);
         sum += norm;
         seen++;
-        if (type === 'scene' && sceneVectors.length < sampleSize) sceneVectors.push(match.values);
+        if (type === 'scene') sceneMatches.push(match);
       }
+    }
+    // The near-duplicate sample is spread evenly over the story's order, not the first of a listing ranked by one
+    // axis (those cluster: near-duplicates rank next to each other).
+    sceneMatches.sort(
+      (a, b) => (a.metadata.sceneIndex ?? 0) - (b.metadata.sceneIndex ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    );
+    const sampled = Math.min(sampleSize, sceneMatches.length);
+    for (let i = 0; i < sampled; i++) {
+      sceneVectors.push(sceneMatches[Math.floor((i * sceneMatches.length) / sampled)]!.values!);
     }
     let duplicates = 0;
     for (const vector of sceneVectors) {
@@ -1134,6 +1196,24 @@ export class ContextManager {
   // ---------------------------------------------------------------------------------------------------------------
 
   /** `indexing`: the scene being indexed, which an empty index is not expected to hold yet. */
+  /**
+   * Before a write: the stored fingerprint is still this manager's. Another process may have rebuilt the story for
+   * another embedder since this one checked (a deploy that changed the model, with old containers still running);
+   * vectors of the old model written into the new index could not be found by its queries, so the write is refused
+   * with a `ConflictError` rather than made, and rather than rebuilding back (two deployments would take turns).
+   * A missing fingerprint (a rebuild under way elsewhere) does not stop the write.
+   */
+  private async confirmFingerprint(storyId: string): Promise<void> {
+    const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
+    if (!stored || stored.metadata.text === this.fingerprint) return;
+    // The check stays cached: checking again would rebuild the story back for this manager's embedder.
+    throw new ConflictError(
+      `The indexes of "${storyId}" were rebuilt for another embedder (${stored.metadata.text}); this manager embeds ` +
+        `with ${this.fingerprint}. Run it with the embedder the indexes were built for, or reindex deliberately.`,
+      { isRetryable: false },
+    );
+  }
+
   private async ensureFingerprint(storyId: string, signal: AbortSignal | undefined, indexing?: string): Promise<void> {
     throwIfAborted(signal);
     let check = this.verified.get(storyId);
@@ -1452,8 +1532,14 @@ export class ContextManager {
   }
 
   private async writeFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
-    const [values] = await this.embedder.embed([this.fingerprint], { inputType: 'document', signal });
+    const values = await this.embedFingerprint(signal);
     await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, values);
+  }
+
+  /** The fingerprint record's vector: the fingerprint embedded, checked like every other embedding. */
+  private async embedFingerprint(signal: AbortSignal | undefined): Promise<Float32Array> {
+    const [values] = await embedInBatches(this.embedder, [this.fingerprint], { inputType: 'document', signal });
+    return values!;
   }
 
   /** Stores a `meta` record: `text` in its metadata, under a fixed vector unless `values` are given. */
@@ -1556,11 +1642,17 @@ export class ContextManager {
    */
   private countStable(storyId: string, parts: readonly string[]): number {
     const last = this.stableCounts.get(storyId);
-    if (last && last.parts.length === parts.length && last.parts.every((part, i) => part === parts[i])) {
+    const { revision } = this.tokenizer;
+    if (
+      last &&
+      last.revision === revision &&
+      last.parts.length === parts.length &&
+      last.parts.every((part, i) => part === parts[i])
+    ) {
       return last.tokens;
     }
     const tokens = this.tokenizer.count(parts.join(''));
-    remember(this.stableCounts, storyId, { parts, tokens }, 256);
+    remember(this.stableCounts, storyId, { parts, tokens, revision }, 256);
     return tokens;
   }
 
@@ -1828,7 +1920,10 @@ export class ContextManager {
       ...(pov ? { povCharacterId: pov } : {}),
       ...(acquaintances ? { acquaintances } : {}),
     });
-    const packed = packItems(items, Math.floor(budget * this.stableShare), this.tokenizer);
+    const share = Math.floor(budget * this.stableShare);
+    const packed = inTermsOfBudget(budget, `the stable prefix (stableShare × tokenBudget = ${share} tokens)`, () =>
+      packItems(items, share, this.tokenizer),
+    );
     const result = {
       text: packed.text,
       tokens: packed.tokens,
@@ -1857,8 +1952,15 @@ export class ContextManager {
     pov: string | undefined,
     budget: number,
   ): Promise<ChapterJournal> {
-    const empty: ChapterJournal = { text: '', blocks: [], sceneIds: new Set(), included: [], seen: new Map() };
-    if (state.sceneCount === chapterStart.sceneCount || budget <= 0) return empty;
+    const empty: ChapterJournal = {
+      text: '',
+      blocks: [],
+      sceneIds: new Set(),
+      included: [],
+      seen: new Map(),
+      left: [],
+    };
+    if (state.sceneCount === chapterStart.sceneCount) return empty;
     const key = [state.storyId, state.version, chapterStart.version, pov ?? '', budget].join('\u0000');
     const cached = this.journals.get(key);
     if (cached) return cached;
@@ -1871,10 +1973,19 @@ export class ContextManager {
     const sceneIds = new Set<string>();
     const included: PackedItem[] = [];
     const seen = new Map<string, CharacterStatus>();
+    const left: ChapterLine[] = [];
     for (const scene of scenes) {
+      // Past the share, the rest of the chapter goes to the dynamic part: the journal is the prefix, and stays one.
+      if (left.length > 0) {
+        left.push(chapterLine(scene));
+        continue;
+      }
       const entry = await this.journalEntry(state, scene, pov);
       const tokens = this.tokenizer.count(entry.text) + 1;
-      if (used + tokens > budget) break;
+      if (used + tokens > budget) {
+        left.push(chapterLine(scene));
+        continue;
+      }
       blocks.push(blocks.length === 0 ? `${header}${entry.text}\n` : `${entry.text}\n`);
       used += tokens;
       sceneIds.add(scene.id);
@@ -1887,7 +1998,8 @@ export class ContextManager {
         reason: 'a scene of this chapter',
       });
     }
-    const journal = blocks.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included, seen } : empty;
+    const journal =
+      blocks.length > 0 || left.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included, seen, left } : empty;
     remember(this.journals, key, journal, 64);
     return journal;
   }
@@ -1949,6 +2061,7 @@ export class ContextManager {
     state: StoryState,
     chapterStart: StoryState,
     inJournal: ReadonlySet<string>,
+    pastJournal: readonly ChapterLine[],
     frequent: FrequentContext,
     similar: readonly SimilarScene[],
     previous: Scene | null,
@@ -2017,15 +2130,23 @@ export class ContextManager {
           scene.id !== previous?.id &&
           (!pov || scene.characters.includes(pov)),
       );
-    recent.forEach((scene, position) => {
-      items.push({
-        id: `recent:${scene.id}`,
-        section: '# Recent scenes',
-        priority: 70 + (position / Math.max(1, recent.length)) * 5,
-        variants: [`[${scene.index}] ${scene.title}: ${scene.summary}`, `[${scene.index}] ${scene.title}`],
-        reason: 'recent scene',
+    // The chapter's scenes that neither the journal (past its share) nor the recent scenes show, nor retrieval
+    // brought in: a line each below the recent scenes, so what is cut is traced, not silently lost.
+    const shown = new Set([...recent.map((scene) => scene.id), previous?.id, ...similar.map((scene) => scene.sceneId)]);
+    const middle = pastJournal.filter((scene) => !shown.has(scene.id));
+    // A line each, newer ones above older ones in priority: 62-67 below the recent scenes' 70-75.
+    const lines = (scenes: readonly ChapterLine[], id: string, section: string, base: number, reason: string) =>
+      scenes.forEach((scene, position) => {
+        items.push({
+          id: `${id}:${scene.id}`,
+          section,
+          priority: base + (position / Math.max(1, scenes.length)) * 5,
+          variants: [`[${scene.index}] ${scene.title}: ${scene.summary}`, `[${scene.index}] ${scene.title}`],
+          reason,
+        });
       });
-    });
+    lines(middle, 'chapter', '# Earlier in this chapter', 62, 'a scene of this chapter past the journal');
+    lines(recent, 'recent', '# Recent scenes', 70, 'recent scene');
     similar.forEach((scene, rank) => {
       if (scene.kind === 'chapterSummary') {
         items.push({
@@ -2083,7 +2204,7 @@ export class ContextManager {
           sceneIndex: scene.index,
           chapterId: scene.chapterId,
           chunk: index,
-          text: `${scene.title}\n${scene.summary ? `${scene.summary}\n` : ''}${chunk}`.slice(0, LIMITS.metadataText),
+          text: clipText(`${scene.title}\n${scene.summary ? `${scene.summary}\n` : ''}${chunk}`, LIMITS.metadataText),
         },
       };
     });
@@ -2110,7 +2231,7 @@ export class ContextManager {
         importance: character.role === 'main' ? 0.9 : character.role === 'supporting' ? 0.6 : 0.3,
         sourceId: character.id,
         ...(scene ? { sceneIndex: scene.index, chapterId: scene.chapterId } : {}),
-        text: text.slice(0, LIMITS.metadataText),
+        text: clipText(text, LIMITS.metadataText),
       },
     };
   }
@@ -2135,7 +2256,7 @@ export class ContextManager {
         importance: thread.importance,
         sourceId: thread.id,
         ...(scene ? { sceneIndex: scene.index, chapterId: scene.chapterId } : {}),
-        text: text.slice(0, LIMITS.metadataText),
+        text: clipText(text, LIMITS.metadataText),
       },
     };
   }
@@ -2176,7 +2297,10 @@ export class ContextManager {
     const ids = Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter)));
     const summaries = (await this.vectors.fetch(storyId, ids)).map((record) => record.metadata.text).filter(Boolean);
     if (summaries.length === 0) return;
-    const synopsis = await this.summarizer.summarize(summaries, { maxWords: 200, ...(signal ? { signal } : {}) });
+    const synopsis = this.checkSummary(
+      await this.summarizer.summarize(summaries, { maxWords: 200, ...(signal ? { signal } : {}) }),
+      'the synopsis',
+    );
     await this.writeUnits(
       storyId,
       [
@@ -2190,7 +2314,7 @@ export class ContextManager {
             importance: 1,
             sourceId: 'synopsis',
             sceneIndex: Math.max(0, state.sceneCount - 1),
-            text: synopsis.slice(0, LIMITS.metadataText),
+            text: clipText(synopsis, LIMITS.metadataText),
           },
         },
       ],
@@ -2201,9 +2325,12 @@ export class ContextManager {
   private async writeChapterSummary(storyId: string, chapterId: string, signal: AbortSignal | undefined) {
     const scenes = await this.scenesOfChapter(storyId, chapterId);
     if (scenes.length === 0) throw new ValidationError(`Chapter "${chapterId}" of "${storyId}" has no scenes`);
-    const summary = await this.summarizer.summarize(
-      scenes.map((scene) => `${scene.title}. ${scene.summary || firstSentence(scene.text)}`),
-      { maxWords: 120, ...(signal ? { signal } : {}) },
+    const summary = this.checkSummary(
+      await this.summarizer.summarize(
+        scenes.map((scene) => `${scene.title}. ${scene.summary || firstSentence(scene.text)}`),
+        { maxWords: 120, ...(signal ? { signal } : {}) },
+      ),
+      `the summary of ${chapterId}`,
     );
     const last = scenes.at(-1)!;
     const distinct = (values: string[]) => [...new Set(values)].slice(0, LIMITS.sceneTags);
@@ -2224,13 +2351,39 @@ export class ContextManager {
             sourceId: chapterId,
             sceneIndex: last.index,
             chapterId,
-            text: summary.slice(0, LIMITS.metadataText),
+            text: clipText(summary, LIMITS.metadataText),
           },
         },
       ],
       signal,
     );
     return summary;
+  }
+
+  /**
+   * A summary as the summarizer returned it, checked before anything is written: text that says something, clipped
+   * to what a memory's stored text holds. An empty one would count as covering its chapter, and `prune` would then
+   * drop the chapter's scenes with nothing left to tell of them; one longer than the keyword index takes would be
+   * written to the vector index alone.
+   */
+  private checkSummary(summary: unknown, what: string): string {
+    const { provider } = this.summarizer;
+    if (typeof summary !== 'string') {
+      throw new ProviderError(`The summarizer ${provider} returned ${typeof summary} for ${what}, not text`, {
+        provider,
+        code: 'INVALID_SUMMARY',
+      });
+    }
+    const trimmed = summary.trim();
+    if (trimmed === '') {
+      // A model may answer empty once and not the next time: the index step is retried.
+      throw new ProviderError(`The summarizer ${provider} returned an empty text for ${what}`, {
+        provider,
+        code: 'INVALID_SUMMARY',
+        isRetryable: true,
+      });
+    }
+    return clipText(trimmed, LIMITS.metadataText);
   }
 
   private async scenesOfChapter(storyId: string, chapterId: string): Promise<Scene[]> {
@@ -2517,24 +2670,105 @@ function changesSince(
   return lines;
 }
 
-/** Splits text into chunks of about `size` words, at paragraph or sentence ends where possible. */
+/**
+ * Splits text into chunks of about `size` words, at paragraph or sentence ends where possible. A sentence too long
+ * for one chunk (verse without full stops, a scene with no break at all) is split at line ends, then between words,
+ * then between characters. Text in scripts written without spaces (Chinese, Japanese, Thai, ...) counts a word per two
+ * characters, ends its sentences at 。！？ without a space after them, and is joined without one; no chunk holds
+ * more than `12 × size` characters.
+ */
 export function chunkWords(text: string, size: number): string[] {
-  const sentences = text.split(/(?<=[.!?…]["”’)]?)\s+|\n{2,}/).filter((part) => part.trim().length > 0);
+  const maxCharacters = size * 12;
+  const sentences = text
+    .split(/(?<=[.!?…]["”’)]?)\s+|(?<=[。！？][」』”’）]?)|\n{2,}/)
+    .filter((part) => part.trim().length > 0)
+    .flatMap((sentence) => splitSentence(sentence.trim(), size, maxCharacters));
   const chunks: string[] = [];
-  let current: string[] = [];
+  let current = '';
   let count = 0;
   for (const sentence of sentences) {
-    const words = sentence.split(/\s+/).filter(Boolean).length;
-    if (count > 0 && count + words > size) {
-      chunks.push(current.join(' '));
-      current = [];
+    const words = textWeight(sentence);
+    if (count > 0 && (count + words > size || current.length + 1 + sentence.length > maxCharacters)) {
+      chunks.push(current);
+      current = '';
       count = 0;
     }
-    current.push(sentence.trim());
+    current = current === '' ? sentence : `${current}${CLOSED_WITHOUT_SPACE.test(current) ? '' : ' '}${sentence}`;
     count += words;
   }
-  if (current.length > 0) chunks.push(current.join(' '));
+  if (current !== '') chunks.push(current);
   return chunks.length > 0 ? chunks : [text];
+}
+
+/** Characters of the scripts written without spaces between words. */
+const SPACELESS = new RegExp(SPACELESS_SCRIPT.source, 'gu');
+/** A sentence that ends in such a script (or its punctuation) is followed by the next without a space. */
+const CLOSED_WITHOUT_SPACE = new RegExp(`(?:${SPACELESS_SCRIPT.source}|[。！？」』）])$`, 'u');
+
+/** Words of `text` as `chunkWords` counts them: whitespace-separated, plus one per two characters of a spaceless script. */
+function textWeight(text: string): number {
+  let words = 0;
+  let inWord = false;
+  for (let i = 0; i < text.length; i++) {
+    const space = isSpace(text.charCodeAt(i));
+    if (!space && !inWord) words++;
+    inWord = !space;
+  }
+  const spaceless = text.match(SPACELESS)?.length ?? 0;
+  return words + Math.ceil(spaceless / 2);
+}
+
+/** `sentence` as it is when it fits one chunk, else in pieces that do: split at line ends, then words, then characters. */
+function splitSentence(sentence: string, size: number, maxCharacters: number): string[] {
+  if (sentence.length <= maxCharacters && textWeight(sentence) <= size) return [sentence];
+  // Atoms with the separator that goes before each: lines, a line too long in words, a word too long in characters.
+  const atoms: Array<{ text: string; before: string }> = [];
+  for (const line of sentence.split(/\s*\n\s*/)) {
+    if (line === '') continue;
+    if (line.length <= maxCharacters && textWeight(line) <= size) {
+      atoms.push({ text: line, before: '\n' });
+      continue;
+    }
+    let first = true;
+    for (const word of line.split(/\s+/)) {
+      if (word === '') continue;
+      const pieces = splitCharacters(word, SPACELESS_SCRIPT.test(word) ? size * 2 : maxCharacters);
+      pieces.forEach((piece, index) => {
+        atoms.push({ text: piece, before: index > 0 ? '' : first ? '\n' : ' ' });
+      });
+      first = false;
+    }
+  }
+  const pieces: string[] = [];
+  let current = '';
+  let count = 0;
+  for (const atom of atoms) {
+    const words = textWeight(atom.text);
+    if (
+      current !== '' &&
+      (count + words > size || current.length + atom.before.length + atom.text.length > maxCharacters)
+    ) {
+      pieces.push(current);
+      current = '';
+      count = 0;
+    }
+    current = current === '' ? atom.text : `${current}${atom.before}${atom.text}`;
+    count += words;
+  }
+  if (current !== '') pieces.push(current);
+  return pieces;
+}
+
+/** `word` in pieces of at most `length` UTF-16 code units, never between the halves of a surrogate pair. */
+function splitCharacters(word: string, length: number): string[] {
+  const pieces: string[] = [];
+  let at = 0;
+  while (at < word.length) {
+    const piece = clipText(word.slice(at), length);
+    pieces.push(piece);
+    at += piece.length;
+  }
+  return pieces;
 }
 
 function chunkId(sceneId: string, chunk: number): string {
@@ -2587,12 +2821,42 @@ interface ChapterJournal {
   included: PackedItem[];
   /** The status each character was left in by the last scene of the journal it was present in. */
   seen: Map<string, CharacterStatus>;
+  /** The chapter's scenes past the journal's share, oldest first: the dynamic part lists them (or traces them out). */
+  left: ChapterLine[];
+}
+
+/** A scene of the chapter as a line: its index, title and summary. */
+interface ChapterLine {
+  id: string;
+  index: number;
+  title: string;
+  summary: string;
 }
 
 /** One scene's journal entry, and the status each character present was left in. */
 interface JournalEntry {
   text: string;
   statuses: ReadonlyArray<readonly [string, CharacterStatus]>;
+}
+
+/**
+ * `pack()`, with a refusal for too small a budget said in terms of the caller's `tokenBudget`: the layout packs each
+ * part into its own share, whose size the caller never gave.
+ */
+function inTermsOfBudget<T>(budget: number, part: string, pack: () => T): T {
+  try {
+    return pack();
+  } catch (error) {
+    if (!ValidationError.isInstance(error) || error.problems[0]?.path !== 'tokenBudget') throw error;
+    throw new ValidationError(`tokenBudget ${budget} is too small for this story: ${part}: ${error.message}`, {
+      problems: [{ path: 'tokenBudget', message: `${budget} is too small for ${part}` }],
+      cause: error,
+    });
+  }
+}
+
+function chapterLine(scene: Scene): ChapterLine {
+  return { id: scene.id, index: scene.index, title: scene.title, summary: scene.summary || firstSentence(scene.text) };
 }
 
 function remember<V>(map: Map<string, V>, key: string, value: V, limit: number): void {

@@ -99,8 +99,9 @@ export function createHashingEmbedder(options: HashingEmbedderOptions = {}): Emb
   }
   const config = parsed.data;
   const { dimensions, wordWeight, bigramWeight, characterNgrams, seed, maxBatchSize } = config;
+  // v2: text in scripts written without spaces is read as pairs of characters (`tokenizeWords`).
   const modelId =
-    `hashing-v1:fnv1a-fmix32:d${dimensions}:s${seed}:w${wordWeight}:b${bigramWeight}` +
+    `hashing-v2:fnv1a-fmix32:d${dimensions}:s${seed}:w${wordWeight}:b${bigramWeight}` +
     `:c${characterNgrams.min}-${characterNgrams.max}x${characterNgrams.weight}`;
 
   const embedOne = (text: string): Float32Array => {

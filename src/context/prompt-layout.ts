@@ -6,6 +6,7 @@
  */
 import { ValidationError } from '../core/errors.js';
 import type { CharacterState, PlotThread, StoryState } from '../state/schema.js';
+import { clipText } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /** One piece of the prompt, with its text at decreasing levels of detail. */
@@ -445,9 +446,10 @@ function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: 
 
 /** The first sentence of a text (or its first 200 characters). */
 export function firstSentence(text: string): string {
-  const match = /^[\s\S]{1,300}?[.!?](?=\s|$)/.exec(text.trim());
-  const sentence = match ? match[0] : text.trim().slice(0, 200);
-  return sentence.length > 0 ? sentence : text.slice(0, 200);
+  // Chinese and Japanese end a sentence with 。！？ and no space after it.
+  const match = /^[\s\S]{1,300}?(?:[.!?](?=\s|$)|[。！？])/.exec(text.trim());
+  const sentence = match ? match[0] : clipText(text.trim(), 200);
+  return sentence.length > 0 ? sentence : clipText(text, 200);
 }
 
 /**

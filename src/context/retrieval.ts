@@ -12,13 +12,13 @@ import { z } from 'zod';
 import { throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import type { VectorMetadata } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
-import type { Embedder } from './embedder.js';
+import { checkEmbeddings, type Embedder } from './embedder.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
 import { copyMetadata } from './index-arguments.js';
 import type { KeywordIndex } from './keyword-index.js';
 import { selectByMmr } from './mmr.js';
 import { proximityScores } from './term-proximity.js';
-import { analyze, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
+import { analyze, foldText, SPACELESS_SCRIPT, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 import { descending, insertBounded } from './top-k.js';
 import type { VectorIndex } from './vector-index.js';
 
@@ -426,15 +426,21 @@ export function createHybridRetriever(config: {
     checkRequest(request);
     const { query, k, filter, exact, now, signal } = request;
     throwIfAborted(signal);
-    const basePool = options.candidates ?? Math.max(4 * k, 40);
-    const poolSize = widened?.pool ?? (grouped ? (grouping.candidates ?? Math.max(basePool, 20 * k)) : basePool);
+    // The pool never asks an index for more than it answers (10,000 on every backend): a large k (or `candidates`)
+    // otherwise became the index's own topK error.
+    const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
+    const basePool = Math.min(maxPool, options.candidates ?? Math.max(4 * k, 40));
+    const poolSize = Math.min(
+      maxPool,
+      widened?.pool ?? (grouped ? (grouping.candidates ?? Math.max(basePool, 20 * k)) : basePool),
+    );
     const timings = noTimings();
 
     let mark = performance.now();
     // A widened search reuses the query's vector: a remote embedder would otherwise be asked again.
     const [queryVector] = widened
       ? [widened.queryVector]
-      : await embedder.embed([query], { inputType: 'query', signal });
+      : checkEmbeddings(embedder, 1, await embedder.embed([query], { inputType: 'query', signal }));
     timings.embed = widened ? widened.embedTime : performance.now() - mark;
     throwIfAborted(signal);
     if (!queryVector) throw new ValidationError('The embedder returned no vector for the query');
@@ -1198,14 +1204,23 @@ export function findNamedEntities(
   entities: ReadonlyArray<{ id: string; names: readonly string[] }>,
 ): string[] {
   const words = ` ${tokenizeWords(query).join(' ')} `;
+  let folded: string | undefined;
   const found: string[] = [];
   for (const entity of entities) {
     for (const name of entity.names) {
-      const phrase = phraseOf(name);
-      if (phrase.length > 0 && words.includes(` ${phrase} `)) {
-        found.push(entity.id);
-        break;
+      const { phrase, literal } = phraseOf(name);
+      if (phrase.length === 0 || !words.includes(` ${phrase} `)) {
+        // A one-character name in a script written without spaces ("明") is not one of the query's character pairs.
+        if (!(literal !== undefined && phrase === literal && SPACELESS_SCRIPT.test(phrase))) continue;
+        folded ??= foldText(query);
+        if (!folded.includes(literal)) continue;
+      } else if (literal !== undefined) {
+        // Its symbols tell it apart ("C++" is not "C"): they must be in the query too.
+        folded ??= foldText(query);
+        if (!folded.includes(literal)) continue;
       }
+      found.push(entity.id);
+      break;
     }
   }
   return found;
@@ -1213,15 +1228,25 @@ export function findNamedEntities(
 
 /**
  * A name's words as `findNamedEntities` matches them, remembered: every call matches the query against every
- * character, thread and known location (up to 2,000) of the story, whose names rarely change.
+ * character, thread and known location (up to 2,000) of the story, whose names rarely change. `literal` is the
+ * folded name itself where its words alone would not tell it apart: a name with symbols the words leave out ("C++",
+ * "AT&T"), and a one-character name in a script written without spaces.
  */
-function phraseOf(name: string): string {
-  let phrase = PHRASES.get(name);
-  if (phrase === undefined) {
-    phrase = tokenizeWords(name).join(' ');
+function phraseOf(name: string): { phrase: string; literal: string | undefined } {
+  let entry = PHRASES.get(name);
+  if (entry === undefined) {
+    const phrase = tokenizeWords(name).join(' ');
+    const foldedName = foldText(name).trim();
+    const literal =
+      SYMBOLS.test(foldedName) || (phrase.length > 0 && !phrase.includes(' ') && [...phrase].length === 1)
+        ? foldedName
+        : undefined;
+    entry = { phrase, literal };
     if (PHRASES.size >= 20_000) PHRASES.clear();
-    PHRASES.set(name, phrase);
+    PHRASES.set(name, entry);
   }
-  return phrase;
+  return entry;
 }
-const PHRASES = new Map<string, string>();
+const PHRASES = new Map<string, { phrase: string; literal: string | undefined }>();
+/** Characters a name may hold that its words leave out and that tell it apart: not spaces, apostrophes, dots, hyphens. */
+const SYMBOLS = /[^\p{L}\p{N}\p{M}\s'\u2019\u02BC.\-\u2010\u2011,]/u;

@@ -51,10 +51,24 @@ describe('tokenizeWords', () => {
   });
 
   it('keeps words of any script whole, with the marks that change their meaning', () => {
-    expect(tokenizeWords('Дракон спит. 龍が眠る。 التنين')).toEqual(['дракон', 'спит', '龍が眠る', 'التنين']);
+    expect(tokenizeWords('Дракон спит. التنين')).toEqual(['дракон', 'спит', 'التنين']);
     expect(tokenizeWords('ड्रैगन सो रहा है')).toEqual(['ड्रैगन', 'सो', 'रहा', 'है']);
     expect(tokenizeWords('용이 잔다')).toEqual(['용이', '잔다']);
     expect(tokenizeWords('ΟΔΟΣ')).toEqual(tokenizeWords('οδοσ'));
+  });
+
+  it('reads scripts written without spaces as overlapping pairs of characters', () => {
+    // A whole run was one "word": a Chinese or Japanese sentence matched only itself, and a run over
+    // MAX_TERM_LENGTH characters was dropped, so nothing in it could be searched for.
+    expect(tokenizeWords('龍が眠る。')).toEqual(['龍が', 'が眠', '眠る']);
+    expect(tokenizeWords('李明去了哪里？')).toEqual(['李明', '明去', '去了', '了哪', '哪里']);
+    expect(tokenizeWords('明')).toEqual(['明']);
+    // Other scripts inside the run stay words; a Thai vowel sign stays with its consonant.
+    expect(tokenizeWords('Mira は iPhoneを持つ')).toEqual(['mira', 'は', 'iphone', 'を持', '持つ']);
+    expect(tokenizeWords('น้ำ')).toEqual([foldText('น้ำ')]);
+    expect(tokenizeWords('灯'.repeat(MAX_TERM_LENGTH + 10))).toHaveLength(MAX_TERM_LENGTH + 9);
+    // Full-width forms fold first, so ＭＩＲＡ is mira.
+    expect(tokenizeWords('ＭＩＲＡ')).toEqual(['mira']);
   });
 
   it('drops tokens longer than MAX_TERM_LENGTH', () => {

@@ -81,12 +81,49 @@ export function foldText(text: string): string {
  */
 export function tokenizeWords(text: string): string[] {
   const words: string[] = [];
-  for (const match of foldText(text).matchAll(WORD)) {
+  const folded = foldText(text);
+  // One test per text: words are looked at one by one only in text that holds such a script.
+  const spaceless = SPACELESS_SCRIPT.test(folded);
+  for (const match of folded.matchAll(WORD)) {
     let word = match[0];
+    if (spaceless && SPACELESS_SCRIPT.test(word)) {
+      pushSpacelessWords(word, words);
+      continue;
+    }
     if (HAS_APOSTROPHE.test(word)) word = word.replace(POSSESSIVE, '').replace(APOSTROPHES, '');
     if (word.length > 0 && word.length <= MAX_TERM_LENGTH) words.push(word);
   }
   return words;
+}
+
+/**
+ * Characters of the scripts written without spaces between words: Han, Hiragana, Katakana, Thai, Lao, Khmer,
+ * Myanmar. A run of them has no word boundaries to split at, so it is read as overlapping pairs of characters (the
+ * way Lucene's CJK analyzer reads it): `李明去了` → `李明 明去 去了`, and a name of two characters or more is a
+ * phrase of those pairs. A run of one character is that character.
+ */
+export const SPACELESS_SCRIPT =
+  /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Thai}\p{Script=Lao}\p{Script=Khmer}\p{Script=Myanmar}]/u;
+/** A run of spaceless-script characters (with their marks), or a run of anything else. */
+const SPACELESS_RUNS = new RegExp(
+  `(?:${SPACELESS_SCRIPT.source}\\p{M}*)+|(?:(?!${SPACELESS_SCRIPT.source})[\\s\\S])+`,
+  'gu',
+);
+/** One character of such a run with the marks that follow it (a Thai vowel sign belongs to its consonant). */
+const SPACELESS_CHARACTER = /[\s\S]\p{M}*/gu;
+
+/** The words of a `WORD` match that holds spaceless-script characters: pairs of those, other runs as words. */
+function pushSpacelessWords(word: string, words: string[]): void {
+  for (const [run] of word.matchAll(SPACELESS_RUNS)) {
+    if (!SPACELESS_SCRIPT.test(run)) {
+      const plain = run.replace(APOSTROPHES, '');
+      if (plain.length > 0 && plain.length <= MAX_TERM_LENGTH) words.push(plain);
+      continue;
+    }
+    const characters = run.match(SPACELESS_CHARACTER) ?? [];
+    if (characters.length === 1) words.push(characters[0]!);
+    for (let i = 1; i < characters.length; i++) words.push(`${characters[i - 1]}${characters[i]}`);
+  }
 }
 
 /**
@@ -409,35 +446,82 @@ const STEP4_SUFFIXES: Readonly<Record<string, readonly string[]>> = {
 
 /**
  * The first `words` whitespace-separated words of `text`, joined by single spaces, with " …" when there were more.
- * Reads only as far as it keeps (speed, bench:context: excerpts run to 2,000 characters).
+ * In a script written without spaces, two characters count as a word. Reads only as far as it keeps (speed,
+ * bench:context: excerpts run to 2,000 characters).
  */
 export function clipWords(text: string, words: number): string {
   const parts: string[] = [];
+  let count = 0;
   const length = text.length;
   let at = 0;
   for (;;) {
     while (at < length && isSpace(text.charCodeAt(at))) at++;
     if (at === length) return parts.join(' ');
-    if (parts.length === words) return `${parts.join(' ')} …`;
+    if (count >= words) return `${parts.join(' ')} …`;
     const start = at;
     while (at < length && !isSpace(text.charCodeAt(at))) at++;
-    parts.push(text.slice(start, at));
+    const word = text.slice(start, at);
+    const weight = spacelessWeight(word);
+    if (weight > 1 && count + weight > words) {
+      // Cut inside the word: as many characters as the words left allow.
+      const characters = Array.from(word);
+      parts.push(characters.slice(0, (words - count) * 2).join(''));
+      return `${parts.join(' ')} …`;
+    }
+    parts.push(word);
+    count += Math.max(1, weight);
   }
 }
 
-/** The last `words` (at least 1) whitespace-separated words of `text`, joined by single spaces. Reads from the end. */
+/** The last `words` (at least 1) whitespace-separated words of `text`, joined by single spaces. Reads from the end. In
+ * a script written without spaces, two characters count as a word. */
 export function lastWords(text: string, words: number): string {
   const parts: string[] = [];
+  let count = 0;
   let end = text.length;
-  while (parts.length < words) {
+  while (count < words) {
     while (end > 0 && isSpace(text.charCodeAt(end - 1))) end--;
     if (end === 0) break;
     let start = end;
     while (start > 0 && !isSpace(text.charCodeAt(start - 1))) start--;
-    parts.push(text.slice(start, end));
+    const word = text.slice(start, end);
+    const weight = spacelessWeight(word);
+    if (weight > 1 && count + weight > Math.max(words, 1)) {
+      const characters = Array.from(word);
+      parts.push(characters.slice(characters.length - (Math.max(words, 1) - count) * 2).join(''));
+      break;
+    }
+    parts.push(word);
+    count += Math.max(1, weight);
     end = start;
   }
   return parts.reverse().join(' ');
+}
+
+/**
+ * How many words a whitespace-free `word` counts as: 1, or half its characters (rounded up) when it holds a script
+ * written without spaces. Plain text is told by its first code units, without a regular expression.
+ */
+function spacelessWeight(word: string): number {
+  let wide = false;
+  for (let i = 0; i < word.length; i++) {
+    if (word.charCodeAt(i) >= 0x0e00) {
+      wide = true;
+      break;
+    }
+  }
+  if (!wide || !SPACELESS_SCRIPT.test(word)) return 1;
+  return Math.ceil(Array.from(word).length / 2);
+}
+
+/**
+ * `text` cut to at most `max` UTF-16 code units, never between the two halves of a surrogate pair (an emoji at the
+ * cut would otherwise leave half a character in stored text and prompts).
+ */
+export function clipText(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }
 
 /** Whether a UTF-16 code unit is whitespace as `\s` reads it (a test holds the two to agree on every code unit). */

@@ -163,10 +163,15 @@ export function createClaudeTokenCounter(options: ClaudeTokenCounterOptions): Cl
   const provider = options.provider ?? 'anthropic';
   const clock = options.clock ?? systemClock;
   const exactCounts = new Map<string, number>();
+  let revision = 0;
   return {
     specificationVersion: 'v1',
     provider,
     exact: false,
+    // Each exact count learned may change what `count` answers for that text.
+    get revision() {
+      return revision;
+    },
     count(text) {
       const known = exactCounts.get(text);
       if (known !== undefined) return known;
@@ -191,6 +196,7 @@ export function createClaudeTokenCounter(options: ClaudeTokenCounterOptions): Cl
       );
       if (exactCounts.size >= cacheSize) exactCounts.delete(exactCounts.keys().next().value as string);
       exactCounts.set(text, result.input_tokens);
+      revision++;
       return result.input_tokens;
     },
   };

@@ -25,8 +25,9 @@ const SIZE_BUDGETS_GZIP_BYTES: Readonly<Record<string, number>> = {
   '.': 136 * 1024,
   './testing': 60 * 1024,
   './testing/arbitraries': 40 * 1024,
-  // State store, vector and keyword indexes, migrations; better-sqlite3 and sqlite-vec stay external.
-  './sqlite': 40 * 1024,
+  // State store, vector and keyword indexes, migrations; better-sqlite3 and sqlite-vec stay external. Raised from
+  // 40 KB for the keyword analysis of scripts written without spaces (text-analysis.ts), which the indexes share.
+  './sqlite': 42 * 1024,
   './anthropic': 30 * 1024,
   // Embedders, Stability images and the Claude-on-Bedrock wrapper (with the Claude core); the SDKs stay external.
   './bedrock': 40 * 1024,

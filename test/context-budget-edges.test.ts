@@ -1,0 +1,138 @@
+/**
+ * The token budget and prompt layout of `ContextManager.getRelevantContext` at their edges: a chapter longer than the
+ * journal's share, text without spaces, a tokenizer whose counts change, the smallest budgets.
+ */
+import { describe, expect, it } from 'vitest';
+import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import type { ClaudeClient } from '../src/generation/claude-scene-generator.js';
+import { createClaudeTokenCounter } from '../src/generation/claude-summarizer.js';
+import { createMemoryStateStore } from '../src/state/memory.js';
+import type { Scene, StoryState } from '../src/state/schema.js';
+import { makeStoryState } from '../src/testing/fixtures.js';
+import { commitNextScene } from './fixtures/keepers.js';
+
+/** The fixture story `tale` (one long chapter unless said otherwise), over the memory adapters. */
+async function story(extra: Partial<ContextManagerOptions> = {}, overrides: Partial<StoryState> = {}) {
+  const store = createMemoryStateStore();
+  const options: ContextManagerOptions = {
+    store,
+    vectors: createMemoryVectorIndex({ dimensions: 64 }),
+    keywords: createMemoryKeywordIndex(),
+    embedder: createHashingEmbedder({ dimensions: 64 }),
+    ...extra,
+  };
+  const base = makeStoryState('tale');
+  const state = await store.create(
+    makeStoryState('tale', { ...overrides, bible: { ...base.bible, chapterLength: 100, ...overrides.bible } }),
+  );
+  return { store, options, manager: new ContextManager(options), state };
+}
+
+describe('token budget and prompt layout', () => {
+  it("lists (or traces as cut) every scene of the chapter past the journal's share", async () => {
+    // `journalShare` is documented as "Entries past this share go to the dynamic part"; the trace promises to say
+    // what was left out and why. A chapter of 30 scenes at a 2,000-token budget: the journal holds the first few,
+    // the recent-scenes section the last few, and the ones between are neither shown nor reported.
+    let { store, manager, state } = await story();
+    const scenes: Scene[] = [];
+    for (let i = 0; i < 30; i++) {
+      const committed = await commitNextScene(
+        store,
+        state,
+        {
+          summary: `Marker${i}: the keepers found a strange shell on the beach and argued about it.`,
+        },
+        {},
+        manager,
+      );
+      state = committed.state;
+      scenes.push(committed.scene);
+    }
+    const bundle = await manager.getRelevantContext('tale', 'the strange shell', { tokenBudget: 2_000 });
+    const prompt = `${bundle.prompt.stable}${bundle.prompt.dynamic}`;
+    const traced = new Set([...bundle.trace.included, ...bundle.trace.omitted].map((item) => item.id.split(':')[1]));
+    const vanished = scenes
+      .filter((scene) => !prompt.includes(`Marker${scene.index}:`) && !traced.has(scene.id))
+      .map((scene) => scene.id);
+    expect(vanished).toEqual([]);
+  });
+
+  it('keeps the "where we left off" tail of a Chinese or Japanese scene short, so the full variant fits', async () => {
+    // `lastWords(previous.text, 60)` splits on whitespace: Japanese or Chinese prose has none, so the "last 60 words"
+    // are the whole scene and the full variant never fits; the narrator gets the one-line summary instead of the
+    // scene's ending, where an English scene twice as long keeps it.
+    const detailOf = async (text: string) => {
+      let { store, manager, state } = await story();
+      ({ state } = await commitNextScene(store, state, {}, {}, manager));
+      ({ state } = await commitNextScene(store, state, { text, summary: 'The island drifts.' }, {}, manager));
+      const bundle = await manager.getRelevantContext('tale', 'the lamp');
+      return bundle.trace.included.find((item) => item.id.startsWith('previous:'))?.detail;
+    };
+    const english = `${'Mira watched the night sea and felt the island drift north again. '.repeat(60)}At last the lamp went dark.`;
+    const japanese = `${'灯台守のミラは夜の海を見つめ、島がまた北へ流れていくのを感じた。'.repeat(60)}最後に灯が消えた。`;
+    expect(english.length).toBeGreaterThan(japanese.length);
+    expect(await detailOf(english)).toBe('full');
+    expect(await detailOf(japanese)).toBe('full');
+  });
+
+  it("counts the stable prefix again once the tokenizer's count of it changes (a warmed Claude counter)", async () => {
+    // createClaudeTokenCounter's documented use: warm `countTokensExact` with the stable prefix so that `count`
+    // returns the exact figure. ContextManager memoizes the prefix's count per story (countStable) and keeps the old
+    // estimate, so `tokens.stable` no longer matches what the tokenizer counts for `prompt.stable`. Here the exact
+    // count (one token per character, as for CJK text) is above the ⌈chars / 3⌉ fallback, and the bundle claims to
+    // fit the budget while the tokenizer it was given counts the prompt over it.
+    const client = {
+      messages: {
+        create: () => Promise.reject(new Error('not used')),
+        stream: () => {
+          throw new Error('not used');
+        },
+        countTokens: async (params: { messages: Array<{ content: unknown }> }) => ({
+          input_tokens: String(params.messages[0]!.content).length,
+        }),
+      },
+    } as unknown as ClaudeClient;
+    const tokenizer = createClaudeTokenCounter({ client, model: 'claude-sonnet-4-6' });
+    const description = '灯台の光は決して消えてはならない。島は毎晩北へ一マイル流れる。'.repeat(60);
+    const base = makeStoryState('tale');
+    const characters = Object.fromEntries(
+      ['mira', 'tobin', 'wren', 'ash', 'lark'].map((id) => [
+        id,
+        { ...base.characters.mira!, id, name: `Keeper ${id}`, role: 'main' as const, description },
+      ]),
+    );
+    const { manager } = await story({ tokenizer }, { characters });
+    const budget = 8_000;
+    const first = await manager.getRelevantContext('tale', 'the lamp', { tokenBudget: budget });
+    await tokenizer.countTokensExact(first.prompt.stable);
+    expect(tokenizer.count(first.prompt.stable)).toBeGreaterThan(budget); // what the warmed counter now says
+    let second: Awaited<ReturnType<ContextManager['getRelevantContext']>>;
+    try {
+      second = await manager.getRelevantContext('tale', 'the lamp', { tokenBudget: budget });
+    } catch (error) {
+      // Refusing a prompt its tokenizer counts over the budget is fine.
+      expect((error as { code?: string }).code).toBe('VALIDATION');
+      return;
+    }
+    expect(second.tokens.stable).toBe(tokenizer.count(second.prompt.stable));
+    expect(tokenizer.count(second.prompt.stable) + tokenizer.count(second.prompt.dynamic)).toBeLessThanOrEqual(budget);
+  });
+
+  it('refuses too small a tokenBudget in terms of the budget the caller gave', async () => {
+    // checkInteger accepts 256..2,000,000, but the stable prefix gets only floor(budget * stableShare) and its required
+    // narrator instructions alone take 377 tokens: every budget below ~630 fails on the smallest story, with a message
+    // about "the token budget of 153" (or 300, 360, ...) that the caller never passed.
+    const { manager } = await story();
+    let message = '';
+    try {
+      await manager.getRelevantContext('tale', 'the lamp', { tokenBudget: 256 });
+    } catch (error) {
+      message = String(error);
+    }
+    // Either the minimum works, or the refusal speaks of the budget the caller gave.
+    if (message) expect(message).toMatch(/\b256\b/);
+  });
+});
