@@ -128,6 +128,28 @@ describe('ContextManager: a point of view within the current chapter', () => {
     expect(seen.prompt.dynamic).not.toContain('Mira Vale does not know why');
   });
 
+  it('traces the scenes the point of view was not in as left out, before the chapter and in it', async () => {
+    const { store, manager, state: created } = await newStory();
+    // Chapter 0: one scene with Mira, one without; then chapter 1: one with her, one without.
+    let { state, scene: before } = await commit(store, manager, created, ['tobin']);
+    ({ state } = await commit(store, manager, state, ['mira']));
+    ({ state } = await commit(store, manager, state, ['mira', 'tobin']));
+    ({ state } = await commit(store, manager, state, ['mira'], closeChapter(1)));
+    let away: Scene;
+    ({ state } = await commit(store, manager, state, ['mira']));
+    ({ state, scene: away } = await commit(store, manager, state, ['tobin']));
+    ({ state } = await commit(store, manager, state, ['mira']));
+
+    const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
+    const omitted = seen.trace.omitted.filter((item) => item.reason === 'mira was not there');
+    expect(omitted.map((item) => item.id).sort()).toEqual([`earlier:${before.id}`, `journal:${away.id}`].sort());
+    // Neither is in the prompt, and the narrator's own prompt (no point of view) traces nothing as unwitnessed.
+    expect(seen.trace.included.map((item) => item.id)).not.toContain(`journal:${away.id}`);
+    const all = await manager.getRelevantContext('tale', 'the lamp at night');
+    expect(all.trace.omitted.filter((item) => item.reason.endsWith('was not there'))).toEqual([]);
+    expect(all.trace.included.map((item) => item.id)).toContain(`journal:${away.id}`);
+  });
+
   it('gives the narrator the id of a character the point of view met in this chapter', async () => {
     const { store, manager, state: created } = await newStory();
     // Chapter 0: Wren is introduced away from Mira, then the two share a scene.

@@ -753,6 +753,7 @@ export class ContextManager {
         ],
         omitted: [
           ...stable.omitted.map((item) => ({ ...item, part: 'stable' as const })),
+          ...journal.unwitnessed.map((item) => ({ ...item, part: 'stable' as const })),
           ...dynamic.omitted.map((item) => ({ ...item, part: 'dynamic' as const })),
           ...retrieved.belowTopK.map((item) => ({ ...item, part: 'dynamic' as const })),
         ],
@@ -1907,10 +1908,20 @@ export class ContextManager {
             ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }]
             : [],
         );
-    const unwitnessed: OmittedItem[] =
-      pov && synopsis
-        ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
-        : [];
+    const unwitnessed: OmittedItem[] = pov
+      ? [
+          ...(synopsis
+            ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
+            : []),
+          ...earlierScenes
+            .filter((scene) => !scene.characters.includes(pov))
+            .map((scene) => ({
+              id: `earlier:${scene.id}`,
+              section: '# Earlier scenes',
+              reason: `${pov} was not there`,
+            })),
+        ]
+      : [];
     const acquaintances = pov ? await this.acquaintances(chapterStart, pov) : undefined;
     const items = stablePrefixItems({
       chapterStart,
@@ -1959,14 +1970,19 @@ export class ContextManager {
       included: [],
       seen: new Map(),
       left: [],
+      unwitnessed: [],
     };
     if (state.sceneCount === chapterStart.sceneCount) return empty;
     const key = [state.storyId, state.version, chapterStart.version, pov ?? '', budget].join('\u0000');
     const cached = this.journals.get(key);
     if (cached) return cached;
-    const scenes = (await this.scenesOfChapter(state.storyId, state.chapterId)).filter(
-      (scene) => scene.index >= chapterStart.sceneCount && (!pov || scene.characters.includes(pov)),
+    const chapter = (await this.scenesOfChapter(state.storyId, state.chapterId)).filter(
+      (scene) => scene.index >= chapterStart.sceneCount,
     );
+    const scenes = chapter.filter((scene) => !pov || scene.characters.includes(pov));
+    const unwitnessed: OmittedItem[] = chapter
+      .filter((scene) => pov && !scene.characters.includes(pov))
+      .map((scene) => ({ id: `journal:${scene.id}`, section: 'journal', reason: `${pov} was not there` }));
     const header = '\n# This chapter so far\n';
     const blocks: string[] = [];
     let used = this.tokenizer.count(header);
@@ -1999,7 +2015,9 @@ export class ContextManager {
       });
     }
     const journal =
-      blocks.length > 0 || left.length > 0 ? { text: blocks.join(''), blocks, sceneIds, included, seen, left } : empty;
+      blocks.length > 0 || left.length > 0
+        ? { text: blocks.join(''), blocks, sceneIds, included, seen, left, unwitnessed }
+        : { ...empty, unwitnessed };
     remember(this.journals, key, journal, 64);
     return journal;
   }
@@ -2823,6 +2841,8 @@ interface ChapterJournal {
   seen: Map<string, CharacterStatus>;
   /** The chapter's scenes past the journal's share, oldest first: the dynamic part lists them (or traces them out). */
   left: ChapterLine[];
+  /** The chapter's scenes a point of view was not in, for the trace. */
+  unwitnessed: OmittedItem[];
 }
 
 /** A scene of the chapter as a line: its index, title and summary. */
