@@ -152,6 +152,6 @@ describe('ContextCache', () => {
       expect(context.recent_scenes).toHaveLength(1);
     }
     expect(cache.stats().hits).toBe(0);
-    expect(cache.keyFor('tale', 1)).toMatch(/:frequent:f\d+:v1$/);
+    expect(cache.keyFor('tale', 1)).toMatch(/:frequent:f\d+:r5:v1$/);
   });
 });

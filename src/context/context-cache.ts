@@ -4,21 +4,61 @@
  *
  * @module
  */
+import { ProviderError, ValidationError } from '../core/errors.js';
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import type { CacheDriver } from './cache-driver.js';
 import { newestScenesBefore } from './scene-listing.js';
 
-/** The shape of `FrequentContext` entries, in their keys: bump it when the shape changes. */
-const FORMAT = 1;
+/** The shape of `FrequentContext` entries, in their keys: bump it when the shape changes. 2: `updatedAt`. */
+const FORMAT = 2;
 
-/** Whether an entry's lists are lists (items are what this format writes; only a foreign writer could break them). */
-function hasLists(entry: FrequentContext): boolean {
+const isString = (value: unknown): value is string => typeof value === 'string';
+const isStrings = (value: unknown): value is string[] => Array.isArray(value) && value.every(isString);
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
+
+/**
+ * Whether an entry is shaped as this format writes it, down to the fields the prompt reads: a shared cache may hold
+ * anything, and one item of another shape would fail the retrieval that reads it instead of being a miss.
+ */
+function wellFormed(entry: FrequentContext): boolean {
   return (
     Array.isArray(entry.main_characters) &&
+    entry.main_characters.every(
+      (character) =>
+        isObject(character) &&
+        isString(character.id) &&
+        isString(character.name) &&
+        isStrings(character.aliases) &&
+        isString(character.role) &&
+        isString(character.status) &&
+        isString(character.description) &&
+        isObject(character.traits),
+    ) &&
     Array.isArray(entry.active_plots) &&
-    Array.isArray(entry.world_rules) &&
-    Array.isArray(entry.recent_scenes)
+    entry.active_plots.every(
+      (plot) =>
+        isObject(plot) &&
+        isString(plot.id) &&
+        isString(plot.title) &&
+        isString(plot.summary) &&
+        isString(plot.status) &&
+        isStrings(plot.characters) &&
+        isStrings(plot.setups),
+    ) &&
+    isStrings(entry.world_rules) &&
+    Array.isArray(entry.recent_scenes) &&
+    entry.recent_scenes.every(
+      (scene) =>
+        isObject(scene) &&
+        isString(scene.id) &&
+        Number.isInteger(scene.index) &&
+        isString(scene.chapterId) &&
+        isString(scene.title) &&
+        isString(scene.summary) &&
+        isStrings(scene.characters) &&
+        isStrings(scene.locations),
+    )
   );
 }
 
@@ -61,6 +101,11 @@ export interface CachedScene {
 export interface FrequentContext {
   storyId: string;
   version: number;
+  /**
+   * When the state it was made from was committed (`StoryState.updatedAt`). With the version it tells one timeline
+   * from another: a story restored from a backup, or imported again, reaches the same versions with other states.
+   */
+  updatedAt: string;
   main_characters: CachedCharacter[];
   active_plots: CachedPlot[];
   world_rules: string[];
@@ -87,6 +132,11 @@ export interface ContextCacheOptions {
   recentScenes?: number;
   /** Key prefix. Default `storyloom`. */
   prefix?: string;
+  /**
+   * Most milliseconds one driver call may take before it counts as failed and is bypassed. Default 1,000: a driver
+   * whose call never returns must not hang a retrieval (the Redis driver bounds its own calls as well).
+   */
+  timeoutMs?: number;
   /** Called when the cache fails and is bypassed. */
   onError?: (error: unknown, operation: 'get' | 'set') => void;
 }
@@ -109,6 +159,7 @@ export class ContextCache {
   /** How many recent scenes an entry holds (`recentScenes`, default 5). */
   readonly recentScenes: number;
   private readonly prefix: string;
+  private readonly timeoutMs: number;
   private readonly onError: ((error: unknown, operation: 'get' | 'set') => void) | undefined;
   private readonly inFlight = new Map<string, Promise<FrequentContext>>();
   private readonly counters: ContextCacheStats = { hits: 0, misses: 0, errors: 0, computed: 0 };
@@ -119,7 +170,28 @@ export class ContextCache {
     this.ttlMs = options.ttlMs ?? 60 * 60 * 1000;
     this.recentScenes = options.recentScenes ?? 5;
     this.prefix = options.prefix ?? 'storyloom';
+    this.timeoutMs = options.timeoutMs ?? 1_000;
     this.onError = options.onError;
+    // Checked here: a ttlMs of 0 made every write fail in the driver, and the cache was bypassed without a word.
+    const problems = [
+      ...(Number.isInteger(this.ttlMs) && this.ttlMs > 0
+        ? []
+        : [{ path: 'ttlMs', message: 'must be a positive integer' }]),
+      ...(Number.isInteger(this.recentScenes) && this.recentScenes >= 0 && this.recentScenes <= 100
+        ? []
+        : [{ path: 'recentScenes', message: 'must be an integer from 0 to 100' }]),
+      ...(typeof this.prefix === 'string' && this.prefix.length > 0 && !/[{}]/.test(this.prefix)
+        ? []
+        : [{ path: 'prefix', message: 'must be a non-empty string without braces' }]),
+      ...(Number.isFinite(this.timeoutMs) && this.timeoutMs > 0
+        ? []
+        : [{ path: 'timeoutMs', message: 'must be a positive number' }]),
+    ];
+    if (problems.length > 0) {
+      throw new ValidationError(`Invalid ContextCache options: ${problems[0]!.path} ${problems[0]!.message}`, {
+        problems,
+      });
+    }
   }
 
   /**
@@ -127,7 +199,8 @@ export class ContextCache {
    * tag keeps a release that shapes `FrequentContext` differently from reading another's entries in a shared cache.
    */
   keyFor(storyId: string, version: number): string {
-    return `${this.prefix}:story:{${storyId}}:frequent:f${FORMAT}:v${version}`;
+    // The recent-scene count is in the key: caches of another count share a driver without serving each other.
+    return `${this.prefix}:story:{${storyId}}:frequent:f${FORMAT}:r${this.recentScenes}:v${version}`;
   }
 
   /** Counters since construction. */
@@ -186,7 +259,7 @@ export class ContextCache {
   private async read(key: string, state: StoryState): Promise<FrequentContext | null> {
     let raw: string | null;
     try {
-      raw = await this.driver.get(key);
+      raw = await this.bounded(this.driver.get(key), 'get');
     } catch (error) {
       this.failed(error, 'get');
       return null;
@@ -194,8 +267,16 @@ export class ContextCache {
     if (raw === null) return null;
     try {
       const parsed = JSON.parse(raw) as FrequentContext;
-      // The key names the version, but a shared cache may hold anything: trust only a matching, well-formed entry.
-      if (parsed?.storyId === state.storyId && parsed.version === state.version && hasLists(parsed)) return parsed;
+      // The key names the version, but a shared cache may hold anything: trust only a matching, well-formed entry of
+      // this very state (the version alone repeats in a story restored from a backup).
+      if (
+        parsed?.storyId === state.storyId &&
+        parsed.version === state.version &&
+        parsed.updatedAt === state.updatedAt &&
+        wellFormed(parsed)
+      ) {
+        return parsed;
+      }
     } catch {
       // A corrupt entry is a miss; the next write replaces it.
     }
@@ -204,10 +285,30 @@ export class ContextCache {
 
   private async write(key: string, context: FrequentContext): Promise<void> {
     try {
-      await this.driver.set(key, JSON.stringify(context), { ttlMs: this.ttlMs });
+      await this.bounded(this.driver.set(key, JSON.stringify(context), { ttlMs: this.ttlMs }), 'set');
     } catch (error) {
       this.failed(error, 'set');
     }
+  }
+
+  /** `call`, or a `ProviderError` once it has taken `timeoutMs` (the call is left to settle on its own). */
+  private bounded<T>(call: Promise<T>, operation: 'get' | 'set'): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new ProviderError(`The cache's ${operation} took more than ${this.timeoutMs} ms`, {
+              provider: 'cache',
+              isRetryable: true,
+            }),
+          ),
+        this.timeoutMs,
+      );
+      timer.unref?.();
+    });
+    call.catch(() => {});
+    return Promise.race([call, timeout]).finally(() => clearTimeout(timer));
   }
 
   private failed(error: unknown, operation: 'get' | 'set'): void {
@@ -232,6 +333,7 @@ export function frequentContextOf(state: StoryState, recentScenesNewestFirst: re
   return {
     storyId: state.storyId,
     version: state.version,
+    updatedAt: state.updatedAt,
     main_characters: chosen
       .sort((a, b) => (a.id < b.id ? -1 : 1))
       .map((character) => ({

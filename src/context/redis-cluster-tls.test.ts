@@ -107,6 +107,38 @@ describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver agains
       await driver.close();
     }
   });
+
+  it('reaches every master of a cluster from a fresh driver given one seed node', async () => {
+    const keyPrefix = prefixOf();
+    const writer = createRedisCacheDriver({ cluster: { nodes }, keyPrefix });
+    const raw = new Cluster(nodes);
+    try {
+      const keys = Array.from({ length: 60 }, (_, i) => `spread:${i}`);
+      for (const key of keys) await writer.set(key, key, { ttlMs: 120_000 });
+      // The keys are on every master.
+      const shards = (await raw.cluster('SLOTS')) as unknown as Array<[number, number, [string, number]]>;
+      const owners = new Set(
+        keys.map((key) => {
+          const slot = clusterSlot(keyPrefix + key);
+          return shards.find(([low, high]) => slot >= low && slot <= high)![2][1];
+        }),
+      );
+      expect(owners.size).toBe(3);
+
+      // A new process (a cold Lambda) configured the ElastiCache way: one seed, the configuration endpoint.
+      const fresh = createRedisCacheDriver({ cluster: { nodes: [nodes[0]!] }, keyPrefix });
+      try {
+        expect(await fresh.deletePrefix('spread:')).toBe(60);
+      } finally {
+        await fresh.close();
+      }
+      expect((await writer.getMany(keys)).filter((value) => value !== null)).toEqual([]);
+    } finally {
+      await writer.deletePrefix('spread:').catch(() => 0);
+      await writer.close();
+      raw.disconnect();
+    }
+  });
 });
 
 describe.skipIf(tls.skipReason !== undefined)('createRedisCacheDriver over TLS', () => {

@@ -3,7 +3,10 @@ import { createConnection } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProviderError, ValidationError } from '../core/errors.js';
+import { createMemoryStateStore } from '../state/memory.js';
 import { runCacheDriverSuite } from '../testing/cache-driver-suite.js';
+import { makeStoryState } from '../testing/fixtures.js';
+import { ContextCache } from './context-cache.js';
 import { clusterSlot, createRedisCacheDriver, escapeGlob } from './redis.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -90,6 +93,29 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
       expect((error as ProviderError).isRetryable).toBe(true);
       expect(Date.now() - started).toBeLessThan(2_000);
       await driver.close();
+    });
+
+    it('deletes through an injected client that has its own ioredis keyPrefix', async () => {
+      const appPrefix = `sl-test-${randomUUID().slice(0, 8)}:`;
+      // A client the application owns and shares, namespaced the usual ioredis way.
+      const client = new Redis(REDIS_URL, { keyPrefix: appPrefix, maxRetriesPerRequest: 1 });
+      const raw = new Redis(REDIS_URL);
+      const driver = createRedisCacheDriver({ client });
+      const store = createMemoryStateStore();
+      await store.create(makeStoryState('tale'));
+      const cache = new ContextCache({ driver, store });
+      try {
+        await cache.cacheFrequentContext('tale');
+        expect(await raw.exists(appPrefix + cache.keyFor('tale', 0))).toBe(1);
+        await cache.invalidate('tale');
+        expect(cache.stats().errors).toBe(0);
+        expect(await raw.exists(appPrefix + cache.keyFor('tale', 0))).toBe(0);
+      } finally {
+        await raw.del(appPrefix + cache.keyFor('tale', 0));
+        await driver.close();
+        client.disconnect();
+        raw.disconnect();
+      }
     });
   });
 });

@@ -216,9 +216,14 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
     async deletePrefix(prefix) {
       open('deletePrefix');
       checkKey(prefix, 'prefix');
-      const pattern = `${escapeGlob(full(prefix))}*`;
       // A walk of a large keyspace takes longer than one command: each SCAN and UNLINK gets its own timeout.
       const redis = await run('connect', async (connected) => connected);
+      // ioredis adds a client's own `keyPrefix` to keys but not to SCAN patterns, and SCAN returns keys with it: the
+      // pattern gets it added, the keys found get it taken off before UNLINK adds it again.
+      const clientPrefix = clientKeyPrefix(redis);
+      const pattern = `${escapeGlob(clientPrefix + full(prefix))}*`;
+      // Until a cluster client has learned the cluster's layout it knows only its seed nodes: a command first.
+      if (isCluster(redis) && redis.status !== 'ready') await run('PING', (cluster) => cluster.ping());
       const nodes = isCluster(redis) ? redis.nodes('master') : [redis];
       let deleted = 0;
       for (const node of nodes) {
@@ -227,7 +232,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
           const [next, found] = await run('SCAN', () => node.scan(cursor, 'MATCH', pattern, 'COUNT', BATCH));
           cursor = next;
           for (let start = 0; start < found.length; start += BATCH) {
-            const batch = found.slice(start, start + BATCH);
+            const batch = found.slice(start, start + BATCH).map((key) => key.slice(clientPrefix.length));
             deleted += await run('UNLINK', () => unlink(redis, batch));
           }
         } while (cursor !== '0');
@@ -284,6 +289,13 @@ function createClient(sdk: IoRedisModule, options: RedisCacheDriverOptions, comm
   // Without a listener ioredis prints every failed reconnect; failures reach callers through their commands.
   client.on('error', () => {});
   return client;
+}
+
+/** The `keyPrefix` an injected ioredis client adds to every key itself ('' for none). */
+function clientKeyPrefix(client: RedisClient): string {
+  const options = client.options as { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } };
+  const prefix = isCluster(client) ? (options.keyPrefix ?? options.redisOptions?.keyPrefix) : options.keyPrefix;
+  return typeof prefix === 'string' ? prefix : '';
 }
 
 function isCluster(client: RedisClient): client is Cluster {
