@@ -104,7 +104,12 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       writeErr: (text) => io.stderr.write(text),
     })
     .exitOverride()
-    .showSuggestionAfterError(true);
+    .showSuggestionAfterError(true)
+    .addHelpText(
+      'after',
+      '\nExit status: 0 done; 1 the data or the story refused it (one line on stderr says why); 2 a usage error;\n' +
+        '70 an unexpected failure (STORYLOOM_DEBUG=1 prints its stack).',
+    );
 
   program
     .command('init')
@@ -166,7 +171,12 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       }) => {
         await withStory(options, async (project, storyId) => {
           const bar = io.stderr.isTTY
-            ? new SingleBar({ format: 'episodes [{bar}] {value}/{total} {step}', stream: io.stderr, hideCursor: true })
+            ? new SingleBar({
+                format: 'episodes [{bar}] {value}/{total} {step}',
+                stream: io.stderr,
+                hideCursor: false,
+                linewrap: true,
+              })
             : undefined;
           let step = '';
           const engine = await project.createEngine(storyId, {
@@ -316,7 +326,12 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .action(async (options: { data: string; story?: string }) => {
       await withStory(options, async (project, storyId) => {
         const bar = io.stderr.isTTY
-          ? new SingleBar({ format: 'reindex [{bar}] {value}/{total} {phase}', stream: io.stderr, hideCursor: true })
+          ? new SingleBar({
+              format: 'reindex [{bar}] {value}/{total} {phase}',
+              stream: io.stderr,
+              hideCursor: false,
+              linewrap: true,
+            })
           : undefined;
         let started = false;
         try {
@@ -617,12 +632,9 @@ function stateFromBibleFile(file: string, storyId: string) {
 
 function reportError(error: unknown, io: CommandIo): number {
   if (error instanceof CommanderError) {
-    // Commander has already printed its message (usage errors, --help, --version).
-    if (
-      error.code === 'commander.helpDisplayed' ||
-      error.code === 'commander.version' ||
-      error.code === 'commander.help'
-    ) {
+    // Commander has already printed its message (usage errors, --help, --version). Help shown because a subcommand
+    // is missing ("storyloom memory") is a usage error: commander gives it exit code 1, and it becomes 2 here.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') {
       return 0;
     }
     return error.exitCode === 0 ? 0 : 2;

@@ -213,22 +213,24 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       if (prepared.length === 0) return;
       const version = guard(
         () =>
-          db.transaction(() => {
-            for (const document of prepared) {
-              // Replacing takes the old terms out, or the document would still match words it no longer holds.
-              const existing = statements.find.get(name, storyId, document.id) as { rowid: number } | undefined;
-              if (existing) removeRows([existing.rowid]);
-              const { lastInsertRowid } = statements.insert.run(
-                name,
-                storyId,
-                document.id,
-                document.metadataJson,
-                ...metadataColumns(document.metadata),
-              );
-              statements.insertTerms.run(lastInsertRowid, document.terms.join(' '));
-            }
-            return mirrors.bumpVersion(storyId);
-          })(),
+          db
+            .transaction(() => {
+              for (const document of prepared) {
+                // Replacing takes the old terms out, or the document would still match words it no longer holds.
+                const existing = statements.find.get(name, storyId, document.id) as { rowid: number } | undefined;
+                if (existing) removeRows([existing.rowid]);
+                const { lastInsertRowid } = statements.insert.run(
+                  name,
+                  storyId,
+                  document.id,
+                  document.metadataJson,
+                  ...metadataColumns(document.metadata),
+                );
+                statements.insertTerms.run(lastInsertRowid, document.terms.join(' '));
+              }
+              return mirrors.bumpVersion(storyId);
+            })
+            .immediate(),
         'upsert',
       );
       mirrors.writeThrough(storyId, version, (partition) => {
@@ -279,24 +281,26 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       const target = checkDeletion(deletion);
       const { deleted, version } = guard(
         () =>
-          db.transaction(() => {
-            let deleted: Array<{ rowid: number; id: string }>;
-            if ('ids' in target) {
-              deleted = [];
-              for (const id of new Set(target.ids)) {
-                const row = statements.find.get(name, storyId, id) as { rowid: number } | undefined;
-                if (row) deleted.push({ rowid: row.rowid, id });
+          db
+            .transaction(() => {
+              let deleted: Array<{ rowid: number; id: string }>;
+              if ('ids' in target) {
+                deleted = [];
+                for (const id of new Set(target.ids)) {
+                  const row = statements.find.get(name, storyId, id) as { rowid: number } | undefined;
+                  if (row) deleted.push({ rowid: row.rowid, id });
+                }
+              } else {
+                const condition = filterToSql(target.filter, 'd');
+                deleted = cached(
+                  `SELECT d.rowid, d.id FROM keyword_documents AS d WHERE d.index_name = ? AND d.story_id = ? AND ${condition.sql}`,
+                ).all(name, storyId, ...condition.params) as Array<{ rowid: number; id: string }>;
               }
-            } else {
-              const condition = filterToSql(target.filter, 'd');
-              deleted = cached(
-                `SELECT d.rowid, d.id FROM keyword_documents AS d WHERE d.index_name = ? AND d.story_id = ? AND ${condition.sql}`,
-              ).all(name, storyId, ...condition.params) as Array<{ rowid: number; id: string }>;
-            }
-            removeRows(deleted.map((row) => row.rowid));
-            // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
-            return { deleted, version: deleted.length > 0 ? mirrors.bumpVersion(storyId) : undefined };
-          })(),
+              removeRows(deleted.map((row) => row.rowid));
+              // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
+              return { deleted, version: deleted.length > 0 ? mirrors.bumpVersion(storyId) : undefined };
+            })
+            .immediate(),
         'delete',
       );
       if (version !== undefined) {
@@ -320,11 +324,13 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       checkStoryId(storyId);
       const { rows, version } = guard(
         () =>
-          db.transaction(() => {
-            const rows = statements.storyRows.all(name, storyId) as Array<{ rowid: number; id: string }>;
-            removeRows(rows.map((row) => row.rowid));
-            return { rows, version: mirrors.bumpVersion(storyId) };
-          })(),
+          db
+            .transaction(() => {
+              const rows = statements.storyRows.all(name, storyId) as Array<{ rowid: number; id: string }>;
+              removeRows(rows.map((row) => row.rowid));
+              return { rows, version: mirrors.bumpVersion(storyId) };
+            })
+            .immediate(),
         'deleteStory',
       );
       mirrors.writeThrough(storyId, version, (partition) => {

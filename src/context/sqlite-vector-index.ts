@@ -249,19 +249,21 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       if (prepared.length === 0) return;
       const version = guard(
         () =>
-          db.transaction(() => {
-            for (const record of prepared) {
-              statements.upsert.run(
-                name,
-                storyId,
-                record.id,
-                record.blob,
-                JSON.stringify(record.metadata),
-                ...metadataColumns(record.metadata),
-              );
-            }
-            return mirrors.bumpVersion(storyId);
-          })(),
+          db
+            .transaction(() => {
+              for (const record of prepared) {
+                statements.upsert.run(
+                  name,
+                  storyId,
+                  record.id,
+                  record.blob,
+                  JSON.stringify(record.metadata),
+                  ...metadataColumns(record.metadata),
+                );
+              }
+              return mirrors.bumpVersion(storyId);
+            })
+            .immediate(),
         'upsert',
       );
       mirrors.writeThrough(storyId, version, (memory) =>
@@ -340,24 +342,26 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       const condition = 'ids' in target ? undefined : filterToSql(target.filter, 'v');
       const { deletedIds, version } = guard(
         () =>
-          db.transaction(() => {
-            const deletedIds: string[] = [];
-            if (condition === undefined) {
-              for (const id of new Set((target as { ids: string[] }).ids)) {
-                if (statements.deleteId.run(name, storyId, id).changes > 0) deletedIds.push(id);
+          db
+            .transaction(() => {
+              const deletedIds: string[] = [];
+              if (condition === undefined) {
+                for (const id of new Set((target as { ids: string[] }).ids)) {
+                  if (statements.deleteId.run(name, storyId, id).changes > 0) deletedIds.push(id);
+                }
+              } else {
+                // The ids SQLite deleted, so the mirror drops exactly those rows.
+                const sql = `DELETE FROM vectors AS v WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql} RETURNING id`;
+                const rows = cached(deleteStatements, sql).all(name, storyId, ...condition.params) as Array<{
+                  id: string;
+                }>;
+                for (const row of rows) deletedIds.push(row.id);
               }
-            } else {
-              // The ids SQLite deleted, so the mirror drops exactly those rows.
-              const sql = `DELETE FROM vectors AS v WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql} RETURNING id`;
-              const rows = cached(deleteStatements, sql).all(name, storyId, ...condition.params) as Array<{
-                id: string;
-              }>;
-              for (const row of rows) deletedIds.push(row.id);
-            }
-            // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
-            const version = deletedIds.length > 0 ? mirrors.bumpVersion(storyId) : undefined;
-            return { deletedIds, version };
-          })(),
+              // Nothing deleted, nothing changed: the counter stays, and so does every process's mirror.
+              const version = deletedIds.length > 0 ? mirrors.bumpVersion(storyId) : undefined;
+              return { deletedIds, version };
+            })
+            .immediate(),
         'delete',
       );
       if (version !== undefined)
@@ -380,10 +384,12 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       checkStoryId(storyId);
       const version = guard(
         () =>
-          db.transaction(() => {
-            statements.deleteStory.run(name, storyId);
-            return mirrors.bumpVersion(storyId);
-          })(),
+          db
+            .transaction(() => {
+              statements.deleteStory.run(name, storyId);
+              return mirrors.bumpVersion(storyId);
+            })
+            .immediate(),
         'deleteStory',
       );
       mirrors.writeThrough(storyId, version, (memory) => memory.deleteStory(storyId));

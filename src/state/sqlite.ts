@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ClosedError, ConflictError, NotFoundError, ValidationError } from '../core/errors.js';
+import { ClosedError, ConflictError, NotFoundError, StorageError, ValidationError } from '../core/errors.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
@@ -56,7 +56,49 @@ export interface SqliteStateStore extends BaseStateStore {
   backup(toPath: string): Promise<void>;
 }
 
-const parse = <T>(json: string): T => JSON.parse(json) as T;
+/** Which stored records `parse` reads, and what a sound one holds at least (what readers take for granted). */
+const SHAPES = {
+  state: (value: Record<string, unknown>) =>
+    typeof value.storyId === 'string' &&
+    Number.isInteger(value.version) &&
+    typeof value.characters === 'object' &&
+    value.characters !== null &&
+    Array.isArray(value.plotThreads) &&
+    typeof value.bible === 'object' &&
+    value.bible !== null,
+  scene: (value: Record<string, unknown>) =>
+    typeof value.id === 'string' &&
+    Number.isInteger(value.index) &&
+    typeof value.text === 'string' &&
+    Array.isArray(value.characters),
+  influence: (value: Record<string, unknown>) => typeof value.id === 'string' && typeof value.storyId === 'string',
+  publication: (value: Record<string, unknown>) => typeof value.target === 'string',
+} as const;
+
+/**
+ * A stored record, parsed; a `StorageError` `corrupt` when its JSON does not parse or lacks what readers rely on (a
+ * damaged row was a TypeError deep in a reader, or the wrong state).
+ */
+function parseRecord<T>(json: string, kind: keyof typeof SHAPES, path: string): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch (cause) {
+    throw damaged(kind, path, 'its JSON does not parse', cause);
+  }
+  if (typeof value !== 'object' || value === null || !SHAPES[kind](value as Record<string, unknown>)) {
+    throw damaged(kind, path, 'it lacks fields every record of its kind has');
+  }
+  return value as T;
+}
+
+function damaged(kind: string, path: string, what: string, cause?: unknown): StorageError {
+  return new StorageError(`"${path}" holds a damaged ${kind} record: ${what} (restore the file from a backup)`, {
+    reason: 'corrupt',
+    path,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
 
 class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
   readonly provider = 'sqlite';
@@ -86,7 +128,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
 
   protected async readState(storyId: string): Promise<StoryState | null> {
     const row = this.run(() => this.statements.readState.get(storyId)) as { state: string } | undefined;
-    return row ? parse(row.state) : null;
+    return row ? this.parse<StoryState>(row.state, 'state') : null;
   }
 
   protected async insertStory(bundle: StoryBundle): Promise<void> {
@@ -117,9 +159,9 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     return this.write(() => {
       const existing = s.readScene.get(storyId, commit.scene.id) as { scene: string } | undefined;
       if (existing) {
-        const scene = parse<Scene>(existing.scene);
+        const scene = this.parse<Scene>(existing.scene, 'scene');
         const snapshot = s.readSnapshot.get(storyId, scene.stateVersion) as { state: string } | undefined;
-        return { scene, state: parse<StoryState>(snapshot!.state), created: false };
+        return { scene, state: this.parse<StoryState>(snapshot!.state, 'state'), created: false };
       }
       const current = s.readVersion.get(storyId) as { version: number } | undefined;
       if (!current) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`);
@@ -155,17 +197,17 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     const args =
       query.chapterId === undefined ? [storyId, bound, query.limit] : [storyId, query.chapterId, bound, query.limit];
     const rows = this.run(() => statement.all(...args)) as Array<{ scene: string }>;
-    return rows.map((row) => parse<Scene>(row.scene));
+    return rows.map((row) => this.parse<Scene>(row.scene, 'scene'));
   }
 
   protected async readScene(storyId: string, sceneId: string): Promise<Scene | null> {
     const row = this.run(() => this.statements.readScene.get(storyId, sceneId)) as { scene: string } | undefined;
-    return row ? parse(row.scene) : null;
+    return row ? this.parse<Scene>(row.scene, 'scene') : null;
   }
 
   protected async readSnapshot(storyId: string, version: number): Promise<StoryState | null> {
     const row = this.run(() => this.statements.readSnapshot.get(storyId, version)) as { state: string } | undefined;
-    return row ? parse(row.state) : null;
+    return row ? this.parse<StoryState>(row.state, 'state') : null;
   }
 
   protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
@@ -181,25 +223,25 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       );
       if (result.changes === 1) return { inserted: true, influence: structuredClone(influence) };
       const stored = s.readInfluence.get(influence.storyId, influence.id) as { influence: string };
-      return { inserted: false, influence: parse<UserInfluence>(stored.influence) };
+      return { inserted: false, influence: this.parse<UserInfluence>(stored.influence, 'influence') };
     });
   }
 
   protected async readPendingInfluences(storyId: string, limit: number): Promise<UserInfluence[]> {
     const rows = this.run(() => this.statements.pendingInfluences.all(storyId, limit)) as Array<{ influence: string }>;
-    return rows.map((row) => parse<UserInfluence>(row.influence));
+    return rows.map((row) => this.parse<UserInfluence>(row.influence, 'influence'));
   }
 
   protected async readInfluence(storyId: string, influenceId: string): Promise<UserInfluence | null> {
     const row = this.run(() => this.statements.readInfluence.get(storyId, influenceId)) as
       | { influence: string }
       | undefined;
-    return row ? parse(row.influence) : null;
+    return row ? this.parse<UserInfluence>(row.influence, 'influence') : null;
   }
 
   protected async readAllInfluences(storyId: string): Promise<UserInfluence[]> {
     const rows = this.run(() => this.statements.allInfluences.all(storyId)) as Array<{ influence: string }>;
-    return rows.map((row) => parse<UserInfluence>(row.influence));
+    return rows.map((row) => this.parse<UserInfluence>(row.influence, 'influence'));
   }
 
   protected async writePublication(entry: PublicationEntry): Promise<RecordPublicationResult> {
@@ -210,7 +252,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
         | { status: string; entry: string }
         | undefined;
       if (existing && existing.status !== 'failed') {
-        return { recorded: false, entry: parse<PublicationEntry>(existing.entry) };
+        return { recorded: false, entry: this.parse<PublicationEntry>(existing.entry, 'publication') };
       }
       // An UPDATE, not a REPLACE: the entry keeps its rowid and so its place in the log's order.
       if (existing)
@@ -222,12 +264,12 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
 
   protected async readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
     const rows = this.run(() => this.statements.scenePublications.all(storyId, sceneId)) as Array<{ entry: string }>;
-    return rows.map((row) => parse<PublicationEntry>(row.entry));
+    return rows.map((row) => this.parse<PublicationEntry>(row.entry, 'publication'));
   }
 
   protected async readAllPublications(storyId: string): Promise<PublicationEntry[]> {
     const rows = this.run(() => this.statements.allPublications.all(storyId)) as Array<{ entry: string }>;
-    return rows.map((row) => parse<PublicationEntry>(row.entry));
+    return rows.map((row) => this.parse<PublicationEntry>(row.entry, 'publication'));
   }
 
   async close(): Promise<void> {
@@ -236,6 +278,10 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
 
   private open(operation: string): void {
     if (this.database.closed) throw new ClosedError(`Cannot ${operation}: the SQLite state store is closed`);
+  }
+
+  private parse<T>(json: string, kind: keyof typeof SHAPES): T {
+    return parseRecord<T>(json, kind, this.database.path);
   }
 
   /** Runs a read, mapping SQLite failures to typed errors. */

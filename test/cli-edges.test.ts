@@ -1,0 +1,208 @@
+/**
+ * The `storyloom` command's context and memory commands at their edges, run as a user runs them: a pipe that closes,
+ * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createProgram } from '../src/cli/program.js';
+
+const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
+const cliEntry = path.join(repositoryRoot, 'src/cli/index.ts');
+
+const folders: string[] = [];
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
+});
+
+function workspace(): string {
+  const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-audit-cli-'));
+  folders.push(folder);
+  return folder;
+}
+
+function sink() {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      chunks.push(String(chunk));
+      callback();
+    },
+  });
+  return { stream, text: () => chunks.join('') };
+}
+
+/** The command in this process, as test/cli.test.ts drives it. */
+async function storyloom(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const stdout = sink();
+  const stderr = sink();
+  const code = await createProgram({ stdout: stdout.stream, stderr: stderr.stream, env, cwd }).run(args);
+  return { code, stdout: stdout.text(), stderr: stderr.text() };
+}
+
+/** The command as a real process (`npm run storyloom -- ...` is `tsx src/cli/index.ts ...`). */
+function startCli(args: string[], cwd = repositoryRoot) {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+/** A project with a small story, written offline. */
+async function storyWith(episodes: number): Promise<{ cwd: string; data: string }> {
+  const cwd = workspace();
+  expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+  const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', String(episodes), '--no-images']);
+  expect(run.code).toBe(0);
+  return { cwd, data: path.join(cwd, 'proj') };
+}
+
+describe('storyloom context and memory commands as a user runs them', () => {
+  it('a missing subcommand ("storyloom memory", or no command at all) is a usage error, exit 2', async () => {
+    const { cwd } = await storyWith(1);
+    // A script that builds the subcommand from a variable and gets it empty must not be told "success".
+    const memory = await storyloom(cwd, ['memory']);
+    expect(memory.stdout).toBe('');
+    expect(memory.stderr).toContain('Usage: storyloom memory');
+    expect(memory.code).not.toBe(0);
+    const bare = await storyloom(cwd, []);
+    expect(bare.code).not.toBe(0);
+  });
+
+  it('"storyloom context | head" exits quietly when the reader closes early', async () => {
+    const { data } = await storyWith(2);
+    // The reader goes away before the prompt is printed, as `| head -1` does after its first line.
+    const shell = spawnSync(
+      'sh',
+      [
+        '-c',
+        `"${process.execPath}" --import tsx "${cliEntry}" context --data "${data}" --query "the lamp" | head -c 0`,
+      ],
+      { cwd: repositoryRoot, encoding: 'utf8' },
+    );
+    expect(shell.stderr).not.toMatch(/EPIPE|Unhandled 'error' event|\n\s+at /);
+    expect(shell.stderr).toBe('');
+  });
+
+  it('"memory reindex" and "context" wait for the write lock while another command writes', async () => {
+    const { cwd, data } = await storyWith(3);
+    // Another process writes to the same file, as `storyloom run` does between its scenes: short write transactions.
+    const writerScript = `
+      const Database = require('better-sqlite3');
+      const db = new Database(process.argv[1], { timeout: 10000 });
+      const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+      const touch = db.prepare('UPDATE stories SET version = version');
+      process.stdout.write('ready\\n');
+      for (;;) { db.transaction(() => { touch.run(); sleep(3); }).immediate(); sleep(2); }
+    `;
+    const writer = spawn(process.execPath, ['-e', writerScript, path.join(data, 'story.db')], {
+      cwd: repositoryRoot,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(writer);
+    await new Promise<void>((resolve) => writer.stdout!.once('data', () => resolve()));
+    const failures: string[] = [];
+    for (let attempt = 0; attempt < 6; attempt++) {
+      const reindex = await storyloom(cwd, ['memory', 'reindex', '--data', 'proj']);
+      if (reindex.code !== 0) failures.push(`reindex: ${reindex.stderr.trim()}`);
+      const context = await storyloom(cwd, ['context', '--data', 'proj', '--query', 'the lamp', '--json']);
+      if (context.code !== 0) failures.push(`context: ${context.stderr.trim()}`);
+    }
+    writer.kill('SIGKILL');
+    // The file's busy timeout is 10 s: a write lock held for 3 ms at a time must be waited for, not reported.
+    expect(failures).toEqual([]);
+  }, 120_000);
+
+  it('"memory reindex" runs alongside "storyloom run" on the same folder', async () => {
+    const { data } = await storyWith(20);
+    const run = startCli(['run', '--data', data, '--episodes', '10000', '--no-images']);
+    // Wait until the run is writing scenes.
+    await new Promise<void>((resolve) => run.child.stdout!.once('data', () => resolve()));
+    const failures: string[] = [];
+    for (let attempt = 0; attempt < 25 && failures.length === 0; attempt++) {
+      const reindex = await storyloom(data, ['memory', 'reindex', '--data', '.']);
+      if (reindex.code !== 0) failures.push(reindex.stderr.trim());
+    }
+    run.child.kill('SIGTERM');
+    await run.done;
+    expect(failures).toEqual([]);
+  }, 120_000);
+
+  // `script` (util-linux) gives the command a terminal; without it the case cannot run.
+  const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
+  it.skipIf(!hasScript)(
+    'Ctrl-C during "memory reindex" on a terminal leaves the cursor shown and line wrapping on',
+    async () => {
+      const { data } = await storyWith(30);
+      // `script` gives the command a terminal, so it draws its progress bar; "\x03" on that terminal is Ctrl-C.
+      const command = `"${process.execPath}" --import tsx "${cliEntry}" memory reindex --data "${data}"`;
+      const child = spawn('script', ['-qfec', command, '/dev/null'], {
+        cwd: repositoryRoot,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      let screen = '';
+      let interrupted = false;
+      child.stdout!.on('data', (chunk: Buffer) => {
+        screen += chunk.toString('latin1');
+        if (!interrupted && screen.includes('reindex [')) {
+          interrupted = true;
+          child.stdin!.write('\x03');
+        }
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', (exitCode) => resolve(exitCode)));
+      expect(interrupted).toBe(true);
+      expect(code).toBe(130); // Ctrl-C stopped it (128 + SIGINT), as a user expects
+      const count = (sequence: string) => screen.split(sequence).length - 1;
+      // Whatever the bar turned off, it turned on again: the cursor (?25l / ?25h) and line wrapping (?7l / ?7h).
+      expect(count('\x1b[?25h')).toBeGreaterThanOrEqual(count('\x1b[?25l'));
+      expect(count('\x1b[?7h')).toBeGreaterThanOrEqual(count('\x1b[?7l'));
+    },
+    120_000,
+  );
+
+  it.each([
+    ['memory reindex', "UPDATE scenes SET scene = '{' WHERE scene_index = 1"],
+    ['memory reindex', "UPDATE scenes SET scene = '{}' WHERE scene_index = 1"],
+    ['context', "UPDATE stories SET state = '{'"],
+    ['memory prune', "UPDATE stories SET state = '{'"],
+  ])('a damaged row in story.db makes "%s" say the file is damaged, exit 1 (%s)', async (command, damage) => {
+    const { cwd, data } = await storyWith(3);
+    const database = new Database(path.join(data, 'story.db'));
+    database.exec(damage);
+    database.close();
+    const result = await storyloom(cwd, [...command.split(' '), '--data', 'proj']);
+    expect(result.stderr).not.toContain('unexpected failure');
+    // Like a damaged vector record: says the file is damaged and what to do.
+    expect(result.stderr).toMatch(/damaged|corrupt/i);
+    expect(result.code).toBe(1);
+  });
+
+  it('--help documents the exit status (0, 1, 2, 70)', async () => {
+    const cwd = workspace();
+    const help = await storyloom(cwd, ['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/exit (status|code)/i);
+  });
+});
