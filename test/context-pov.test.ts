@@ -135,10 +135,10 @@ describe('ContextManager: a point of view within the current chapter', () => {
     ({ state } = await commit(store, manager, state, ['mira']));
     ({ state } = await commit(store, manager, state, ['mira', 'tobin']));
     ({ state } = await commit(store, manager, state, ['mira'], closeChapter(1)));
-    let away: Scene;
     ({ state } = await commit(store, manager, state, ['mira']));
-    ({ state, scene: away } = await commit(store, manager, state, ['tobin']));
-    ({ state } = await commit(store, manager, state, ['mira']));
+    const awayFromMira = await commit(store, manager, state, ['tobin']);
+    const away = awayFromMira.scene;
+    ({ state } = await commit(store, manager, awayFromMira.state, ['mira']));
 
     const seen = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     const omitted = seen.trace.omitted.filter((item) => item.reason === 'mira was not there');
