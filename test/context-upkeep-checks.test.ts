@@ -311,4 +311,30 @@ describe('fingerprint across processes', () => {
     await processA.getRelevantContext('tale', 'the whale');
     expect((await processB.stats('tale')).fingerprint).toBe(fingerprint);
   });
+
+  it('with autoReindex off, a process of another embedder is refused instead of rebuilding, until reindex is run', async () => {
+    const story = await build(6);
+    const before = await story.manager.stats('tale');
+    const other = createHashingEmbedder({ dimensions: DIMENSIONS, seed: 7 });
+    // A cold process of the other code during a deploy: its first call finds the story built for another embedder.
+    const cold = new ContextManager({ ...story.options, embedder: other, autoReindex: false });
+    for (const call of [
+      () => cold.getRelevantContext('tale', 'the brass key'),
+      () => cold.indexScene(story.scenes.at(-1)!, { state: story.state }),
+    ]) {
+      const error = await failureOf(call());
+      expect(error).toMatchObject({ code: 'CONFLICT', isRetryable: false });
+      expect(String(error)).toContain('autoReindex is off');
+    }
+    // Nothing was rebuilt: the story still answers the embedder it was built for.
+    expect(await story.manager.stats('tale')).toEqual(before);
+    // A deliberate reindex rebuilds it, and the process then serves it.
+    await cold.reindex('tale');
+    expect((await cold.stats('tale')).fingerprint).toContain(other.modelId);
+    expect((await cold.getRelevantContext('tale', 'the brass key')).similarScenes.length).toBeGreaterThan(0);
+    // An option that is not a boolean is refused rather than read as on.
+    expect(() => new ContextManager({ ...story.options, autoReindex: 'no' as unknown as boolean })).toThrow(
+      /autoReindex must be true or false/,
+    );
+  });
 });

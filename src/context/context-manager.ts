@@ -141,6 +141,7 @@ const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
   recentScenes: true,
   summaryChapters: true,
   autoPrune: true,
+  autoReindex: true,
 };
 
 /** Per keyword index: how far each story's side reaches, and the catch-up under way (see `keepKeywordsUp`). */
@@ -467,6 +468,14 @@ export interface ContextManagerOptions {
    * `{}` prunes with `prune`'s defaults (scenes 200 or more old, importance below 0.35).
    */
   autoPrune?: Omit<PrunePolicy, 'signal'>;
+  /**
+   * Whether a story whose indexes were built for another embedder (another model, dimensions, `chunkWords` or index
+   * layout), or whose rebuild was cut short, is rebuilt by the first call that finds it. Default true. With false, that
+   * call is refused with a `ConflictError` instead, and the story is rebuilt only by `reindex`: for a deployment
+   * where old and new code run side by side for a while (a rolling deploy, Lambda versions), whose processes would
+   * otherwise each rebuild the story for their own embedder in turn.
+   */
+  autoReindex?: boolean;
 }
 
 /**
@@ -513,6 +522,7 @@ export class ContextManager {
   private readonly recentScenes: number;
   private readonly summaryChapters: number;
   private readonly autoPrune: { minAgeScenes: number; maxImportance: number } | undefined;
+  private readonly autoReindex: boolean;
   /** Per story and chapter start: the stored summaries of the chapters the stable prefix shows. */
   private readonly windowSummaryRecords = new Map<string, Promise<VectorRecord[]>>();
   private readonly fingerprint: string;
@@ -601,6 +611,12 @@ export class ContextManager {
     }
     this.summaryChapters = checkInteger(options.summaryChapters ?? 50, 'summaryChapters', 0, 10_000);
     if (options.autoPrune) this.autoPrune = checkPrunePolicy(options.autoPrune);
+    if (options.autoReindex !== undefined && typeof options.autoReindex !== 'boolean') {
+      throw new ValidationError('autoReindex must be true or false', {
+        problems: [{ path: 'autoReindex', message: 'must be a boolean' }],
+      });
+    }
+    this.autoReindex = options.autoReindex ?? true;
     this.fingerprint = JSON.stringify({
       embedder: `${this.embedder.provider}:${this.embedder.modelId}`,
       dimensions: this.embedder.dimensions,
@@ -1249,6 +1265,12 @@ export class ContextManager {
         // An empty index of a story without scenes needs only the fingerprint; anything else was built differently.
         const holdsRecords = count > 0 || keywordCount > 0;
         if (holdsRecords ? await this.store.exists(storyId) : await this.hasScenes(storyId, indexing)) {
+          if (!this.autoReindex) {
+            throw new ConflictError(
+              `The indexes of "${storyId}" ${stored ? `were built for ${stored.metadata.text}` : 'hold no fingerprint (a rebuild was cut short, or they were built before fingerprints)'}; this manager embeds with ${this.fingerprint} and autoReindex is off: run reindex("${storyId}") (storyloom memory reindex) with the embedder the story should use.`,
+              { isRetryable: false },
+            );
+          }
           await this.reindex(storyId);
         } else {
           await this.writeFingerprint(storyId, undefined);
