@@ -357,7 +357,9 @@ class Engine implements StoryEngine {
         try {
           return await this.writeScene(run, state, started);
         } catch (error) {
-          if (!ConflictError.isInstance(error) || attempt >= maxConflicts) throw error;
+          // A conflict a retry cannot cure (the story's indexes built for another embedder, with autoReindex off) is
+          // not a lost commit race: reloading and writing again would only report races that never happened.
+          if (!ConflictError.isInstance(error) || !error.isRetryable || attempt >= maxConflicts) throw error;
           this.emit({ type: 'conflict', storyId, at: this.clock.now(), expectedVersion: state.version, attempt });
           this.logger.info('story moved during the episode; reloading', { storyId, expectedVersion: state.version });
           if (run.key === undefined) {
