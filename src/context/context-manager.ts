@@ -64,7 +64,7 @@ import {
 } from './retrieval.js';
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import type { Summarizer } from './summarizer.js';
-import { clipText, clipWords, isSpace, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
+import { clipText, clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
 
@@ -796,8 +796,7 @@ export class ContextManager {
    */
   async indexScene(scene: Scene, options: { state?: StoryState; signal?: AbortSignal } = {}): Promise<void> {
     const state = options.state ?? (await this.store.load(scene.storyId));
-    await this.ensureFingerprint(scene.storyId, options.signal, scene.id);
-    await this.confirmFingerprint(scene.storyId);
+    await this.ensureWritable(scene.storyId, options.signal, scene.id);
     const previous = scene.index > 0 ? await this.previousScene(scene) : null;
     const units = this.sceneUnits(scene, state, previous);
     // The first scene also brings in the cast and threads the story was created with, which no scene may name yet.
@@ -853,8 +852,7 @@ export class ContextManager {
     const state = await this.store.load(storyId);
     const character = Object.hasOwn(state.characters, characterId) ? state.characters[characterId] : undefined;
     if (!character) throw new ValidationError(`"${characterId}" is not a character of "${storyId}"`);
-    await this.ensureFingerprint(storyId, options.signal);
-    await this.confirmFingerprint(storyId);
+    await this.ensureWritable(storyId, options.signal);
     await this.writeUnits(storyId, [this.characterUnit(storyId, character, null)], options.signal);
   }
 
@@ -863,8 +861,7 @@ export class ContextManager {
     const state = await this.store.load(storyId);
     const thread = state.plotThreads.find((candidate) => candidate.id === threadId);
     if (!thread) throw new ValidationError(`"${threadId}" is not a plot thread of "${storyId}"`);
-    await this.ensureFingerprint(storyId, options.signal);
-    await this.confirmFingerprint(storyId);
+    await this.ensureWritable(storyId, options.signal);
     await this.writeUnits(storyId, [this.threadUnit(storyId, thread, state, null)], options.signal);
   }
 
@@ -873,8 +870,7 @@ export class ContextManager {
    * refreshes the story synopsis. Returns the summary.
    */
   async summarizeChapter(storyId: string, chapterId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
-    await this.ensureFingerprint(storyId, options.signal);
-    await this.confirmFingerprint(storyId);
+    await this.ensureWritable(storyId, options.signal);
     const summary = await this.writeChapterSummary(storyId, chapterId, options.signal);
     await this.updateSynopsis(storyId, options.signal);
     return summary;
@@ -1212,14 +1208,18 @@ export class ContextManager {
 
   // ---------------------------------------------------------------------------------------------------------------
 
-  /** `indexing`: the scene being indexed, which an empty index is not expected to hold yet. */
   /**
-   * Before a write: the stored fingerprint is still this manager's. Another process may have rebuilt the story for
+   * `ensureFingerprint`, then, before a write, that the stored fingerprint is still this manager's. Another process may have rebuilt the story for
    * another embedder since this one checked (a deploy that changed the model, with old containers still running);
    * vectors of the old model written into the new index could not be found by its queries, so the write is refused
    * with a `ConflictError` rather than made, and rather than rebuilding back (two deployments would take turns).
    * A missing fingerprint (a rebuild under way elsewhere) does not stop the write.
    */
+  private async ensureWritable(storyId: string, signal: AbortSignal | undefined, indexing?: string): Promise<void> {
+    // A check made by this call has just read the fingerprint: only one made earlier is read again.
+    if (await this.ensureFingerprint(storyId, signal, indexing)) await this.confirmFingerprint(storyId);
+  }
+
   private async confirmFingerprint(storyId: string): Promise<void> {
     const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
     if (!stored || stored.metadata.text === this.fingerprint) return;
@@ -1231,9 +1231,19 @@ export class ContextManager {
     );
   }
 
-  private async ensureFingerprint(storyId: string, signal: AbortSignal | undefined, indexing?: string): Promise<void> {
+  /**
+   * The story's indexes are this embedder's, rebuilt first if they are not (with `autoReindex`). `indexing`: the scene
+   * being indexed, which an empty index is not expected to hold yet. Returns whether the check was one made earlier
+   * (by another call), rather than by this one.
+   */
+  private async ensureFingerprint(
+    storyId: string,
+    signal: AbortSignal | undefined,
+    indexing?: string,
+  ): Promise<boolean> {
     throwIfAborted(signal);
     let check = this.verified.get(storyId);
+    const earlier = check !== undefined;
     if (!check) {
       check = (async () => {
         const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
@@ -1284,6 +1294,7 @@ export class ContextManager {
     // The check and a rebuild it starts are shared by every caller meanwhile, so they run under no caller's signal;
     // each caller stops waiting when its own signal fires.
     await waitUnlessAborted(check, signal);
+    return earlier;
   }
 
   /**
@@ -2727,7 +2738,7 @@ export function chunkWords(text: string, size: number): string[] {
   let current = '';
   let count = 0;
   for (const sentence of sentences) {
-    const words = textWeight(sentence);
+    const words = countWords(sentence);
     if (count > 0 && (count + words > size || current.length + 1 + sentence.length > maxCharacters)) {
       chunks.push(current);
       current = '';
@@ -2740,32 +2751,17 @@ export function chunkWords(text: string, size: number): string[] {
   return chunks.length > 0 ? chunks : [text];
 }
 
-/** Characters of the scripts written without spaces between words. */
-const SPACELESS = new RegExp(SPACELESS_SCRIPT.source, 'gu');
-/** A sentence that ends in such a script (or its punctuation) is followed by the next without a space. */
+/** A sentence that ends in a script written without spaces (or its punctuation) is followed by the next without one. */
 const CLOSED_WITHOUT_SPACE = new RegExp(`(?:${SPACELESS_SCRIPT.source}|[。！？」』）])$`, 'u');
-
-/** Words of `text` as `chunkWords` counts them: whitespace-separated, plus one per two characters of a spaceless script. */
-function textWeight(text: string): number {
-  let words = 0;
-  let inWord = false;
-  for (let i = 0; i < text.length; i++) {
-    const space = isSpace(text.charCodeAt(i));
-    if (!space && !inWord) words++;
-    inWord = !space;
-  }
-  const spaceless = text.match(SPACELESS)?.length ?? 0;
-  return words + Math.ceil(spaceless / 2);
-}
 
 /** `sentence` as it is when it fits one chunk, else in pieces that do: split at line ends, then words, then characters. */
 function splitSentence(sentence: string, size: number, maxCharacters: number): string[] {
-  if (sentence.length <= maxCharacters && textWeight(sentence) <= size) return [sentence];
+  if (sentence.length <= maxCharacters && countWords(sentence) <= size) return [sentence];
   // Atoms with the separator that goes before each: lines, a line too long in words, a word too long in characters.
   const atoms: Array<{ text: string; before: string }> = [];
   for (const line of sentence.split(/\s*\n\s*/)) {
     if (line === '') continue;
-    if (line.length <= maxCharacters && textWeight(line) <= size) {
+    if (line.length <= maxCharacters && countWords(line) <= size) {
       atoms.push({ text: line, before: '\n' });
       continue;
     }
@@ -2783,7 +2779,7 @@ function splitSentence(sentence: string, size: number, maxCharacters: number): s
   let current = '';
   let count = 0;
   for (const atom of atoms) {
-    const words = textWeight(atom.text);
+    const words = countWords(atom.text);
     if (
       current !== '' &&
       (count + words > size || current.length + atom.before.length + atom.text.length > maxCharacters)

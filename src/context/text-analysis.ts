@@ -499,6 +499,23 @@ export function lastWords(text: string, words: number): string {
 }
 
 /**
+ * Words of `text` as `clipWords` and `lastWords` count them: whitespace-separated, and in a script written without
+ * spaces two characters to a word.
+ */
+export function countWords(text: string): number {
+  let words = 0;
+  const length = text.length;
+  let at = 0;
+  for (;;) {
+    while (at < length && isSpace(text.charCodeAt(at))) at++;
+    if (at === length) return words;
+    const start = at;
+    while (at < length && !isSpace(text.charCodeAt(at))) at++;
+    words += spacelessWeight(text.slice(start, at));
+  }
+}
+
+/**
  * How many words a whitespace-free `word` counts as: 1, or half its characters (rounded up) when it holds a script
  * written without spaces. Plain text is told by its first code units, without a regular expression.
  */
