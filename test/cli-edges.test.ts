@@ -3,50 +3,22 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createProgram } from '../src/cli/program.js';
+import { storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
 const cliEntry = path.join(repositoryRoot, 'src/cli/index.ts');
 
-const folders: string[] = [];
+const workspace = temporaryFolders('storyloom-cli-edges-');
 const children: ChildProcess[] = [];
 afterEach(() => {
-  for (const child of children.splice(0))
+  for (const child of children.splice(0)) {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
+  }
 });
-
-function workspace(): string {
-  const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-audit-cli-'));
-  folders.push(folder);
-  return folder;
-}
-
-function sink() {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      chunks.push(String(chunk));
-      callback();
-    },
-  });
-  return { stream, text: () => chunks.join('') };
-}
-
-/** The command in this process, as test/cli.test.ts drives it. */
-async function storyloom(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await createProgram({ stdout: stdout.stream, stderr: stderr.stream, env, cwd }).run(args);
-  return { code, stdout: stdout.text(), stderr: stderr.text() };
-}
 
 /** The command as a real process (`npm run storyloom -- ...` is `tsx src/cli/index.ts ...`). */
 function startCli(args: string[], cwd = repositoryRoot) {

@@ -1,38 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
-import { createProgram } from '../src/cli/program.js';
+import { describe, expect, it } from 'vitest';
+import { storyloom, temporaryFolders } from './fixtures/cli.js';
 
-const folders: string[] = [];
-afterEach(() => {
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
-});
-
-function workspace(): string {
-  const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-cli-'));
-  folders.push(folder);
-  return folder;
-}
-
-function sink() {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      chunks.push(String(chunk));
-      callback();
-    },
-  });
-  return { stream, text: () => chunks.join('') };
-}
-
-async function storyloom(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await createProgram({ stdout: stdout.stream, stderr: stderr.stream, env, cwd }).run(args);
-  return { code, stdout: stdout.text(), stderr: stderr.text() };
-}
+const workspace = temporaryFolders('storyloom-cli-');
 
 describe('the storyloom command', () => {
   it('inits a story, runs episodes, builds the site and reports status', async () => {

@@ -15,35 +15,11 @@ import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { ValidationError } from '../src/core/errors.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
-import type { StoryState } from '../src/state/schema.js';
 import { createSqliteStateStore } from '../src/state/sqlite.js';
 import { restoreSqliteBackup } from '../src/state/sqlite-database.js';
 import type { StoryStateStore } from '../src/state/store.js';
-import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
-
-async function commitScenes(
-  store: StoryStateStore,
-  state: StoryState,
-  count: number,
-  title: (index: number) => string = (index) => `Night ${index + 1}`,
-  createdAt?: (index: number) => string,
-): Promise<StoryState> {
-  for (let i = 0; i < count; i++) {
-    const scene = makeNextScene(state, {
-      title: title(state.sceneCount),
-      ...(createdAt ? { createdAt: createdAt(state.sceneCount) } : {}),
-    });
-    state = (
-      await store.commitScene(state.storyId, {
-        expectedVersion: state.version,
-        scene,
-        nextState: makeNextState(state, scene),
-        consumedInfluenceIds: [],
-      })
-    ).state;
-  }
-  return state;
-}
+import { makeStoryState } from '../src/testing/fixtures.js';
+import { commitScenes } from './fixtures/keepers.js';
 
 function managerWith(store: StoryStateStore, cache: ContextCache): ContextManager {
   const dimensions = 64;
@@ -83,7 +59,7 @@ describe('ContextCache on a shared cache', () => {
       const v1 = await commitScenes(live, await live.create(makeStoryState('tale')), 1);
       await live.backup(path.join(folder, 'backup.db'));
       // The timeline that will be lost: two more scenes, cached as the engine does after each commit.
-      await commitScenes(live, v1, 2, (index) => `Lost night ${index + 1}`);
+      await commitScenes(live, v1, 2, (index) => ({ title: `Lost night ${index + 1}` }));
       const liveCache = new ContextCache({ driver, store: live });
       await liveCache.cacheFrequentContext('tale');
       await live.close();
@@ -94,13 +70,10 @@ describe('ContextCache on a shared cache', () => {
       const restored = createSqliteStateStore({ path: path.join(folder, 'restored.db') });
       try {
         // Committed after the restore, so at a later time than the lost timeline's scenes of the same versions.
-        const after = await commitScenes(
-          restored,
-          await restored.load('tale'),
-          2,
-          (index) => `New night ${index + 1}`,
-          (index) => new Date(Date.UTC(2030, 0, 1, 0, index)).toISOString(),
-        );
+        const after = await commitScenes(restored, await restored.load('tale'), 2, (index) => ({
+          title: `New night ${index + 1}`,
+          createdAt: new Date(Date.UTC(2030, 0, 1, 0, index)).toISOString(),
+        }));
         const cache = new ContextCache({ driver, store: restored });
         const frequent = await cache.getFrequentContext('tale');
         expect(frequent.version).toBe(after.version);

@@ -11,18 +11,11 @@ import { ConflictError } from '../src/core/errors.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import type { EpisodeContext } from '../src/engine/episode-context.js';
 import type { EngineEvent } from '../src/engine/events.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
-import { ManualClock } from '../src/testing/manual-clock.js';
-import { createScriptedGenerator, initialState, STORY_ID } from './fixtures/engine-world.js';
+import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
 
 const DIM = 64;
 
-async function newStore() {
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(initialState());
-  return { store, clock };
-}
+const newStore = newWorldStore;
 
 describe('engine: a context that refuses the story', () => {
   it('stops at a conflict a retry cannot cure (indexes built for another embedder, autoReindex off): no commit race is reported and the context step runs once', async () => {

@@ -10,23 +10,17 @@ import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
 import type { EngineEvent } from '../src/engine/events.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
 import { createMemoryPublisher } from '../src/publishing/memory.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
 import { createMockImageGenerator, createMockSceneGenerator } from '../src/testing/mock-generators.js';
 import {
   createScriptedGenerator,
   createSeededImages,
   influencesFor,
-  initialState,
+  newWorldStore,
   STORY_ID,
 } from './fixtures/engine-world.js';
 
-async function newStore() {
-  const clock = new ManualClock();
-  const store = createMemoryStateStore({ clock });
-  await store.create(initialState());
-  return { store, clock };
-}
+const newStore = newWorldStore;
 
 describe('StoryEngine: a 30-episode story', () => {
   it('writes contiguous scenes, resolves every influence with a reason and completes the publication log', async () => {

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { commitScenes } from '../../test/fixtures/keepers.js';
 import { createMemoryStateStore } from '../state/memory.js';
-import type { StoryState } from '../state/schema.js';
-import type { StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import type { CacheDriver } from './cache-driver.js';
 import { ContextCache } from './context-cache.js';
@@ -11,22 +10,6 @@ async function storyWithScenes(count: number) {
   const store = createMemoryStateStore();
   const state = await commitScenes(store, await store.create(makeStoryState('tale')), count);
   return { store, state };
-}
-
-/** Commits `count` more scenes after `state`; returns the last state. */
-async function commitScenes(store: StoryStateStore, state: StoryState, count: number): Promise<StoryState> {
-  for (let i = 0; i < count; i++) {
-    const scene = makeNextScene(state);
-    state = (
-      await store.commitScene('tale', {
-        expectedVersion: state.version,
-        scene,
-        nextState: makeNextState(state, scene),
-        consumedInfluenceIds: [],
-      })
-    ).state;
-  }
-  return state;
 }
 
 function failingDriver(): CacheDriver & { calls: number } {

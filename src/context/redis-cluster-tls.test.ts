@@ -11,11 +11,30 @@ import { ProviderError } from '../core/errors.js';
 import { createMemoryStateStore } from '../state/memory.js';
 import { runCacheDriverSuite } from '../testing/cache-driver-suite.js';
 import { makeStoryState } from '../testing/fixtures.js';
+import type { CacheDriver } from './cache-driver.js';
 import { ContextCache } from './context-cache.js';
 import { clusterSlot, createRedisCacheDriver } from './redis.js';
 
 const wait = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const prefixOf = () => `sl-test-${randomUUID().slice(0, 8)}:`;
+
+/**
+ * Writes 60 keys `spread:0`... with no hash tag through `driver` and checks that they landed on all three masters
+ * (read through `raw`); returns them.
+ */
+async function spreadOverMasters(driver: CacheDriver, raw: Cluster, keyPrefix: string): Promise<string[]> {
+  const keys = Array.from({ length: 60 }, (_, i) => `spread:${i}`);
+  for (const key of keys) await driver.set(key, key);
+  const shards = (await raw.cluster('SLOTS')) as unknown as Array<[number, number, [string, number]]>;
+  const owners = new Set(
+    keys.map((key) => {
+      const slot = clusterSlot(keyPrefix + key);
+      return shards.find(([low, high]) => slot >= low && slot <= high)![2][1];
+    }),
+  );
+  expect(owners.size).toBe(3);
+  return keys;
+}
 
 const cluster = await startLocalRedis({ cluster: true });
 const tls = await startLocalRedis({ tls: true });
@@ -70,17 +89,7 @@ describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver agains
     const driver = createRedisCacheDriver({ cluster: { nodes }, keyPrefix });
     const raw = new Cluster(nodes);
     try {
-      const keys = Array.from({ length: 60 }, (_, i) => `spread:${i}`);
-      for (const key of keys) await driver.set(key, key);
-      // The keys really are on more than one master.
-      const owners = new Set<string>();
-      for (const key of keys) {
-        const slot = clusterSlot(keyPrefix + key);
-        const shards = (await raw.cluster('SLOTS')) as unknown as Array<[number, number, [string, number]]>;
-        const shard = shards.find(([low, high]) => slot >= low && slot <= high)!;
-        owners.add(String(shard[2][1]));
-      }
-      expect(owners.size).toBe(3);
+      const keys = await spreadOverMasters(driver, raw, keyPrefix);
       await driver.set('other:1', 'kept');
       expect(await driver.deletePrefix('spread:')).toBe(60);
       expect((await driver.getMany(keys)).every((value) => value === null)).toBe(true);
@@ -113,17 +122,7 @@ describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver agains
     const writer = createRedisCacheDriver({ cluster: { nodes }, keyPrefix });
     const raw = new Cluster(nodes);
     try {
-      const keys = Array.from({ length: 60 }, (_, i) => `spread:${i}`);
-      for (const key of keys) await writer.set(key, key, { ttlMs: 120_000 });
-      // The keys are on every master.
-      const shards = (await raw.cluster('SLOTS')) as unknown as Array<[number, number, [string, number]]>;
-      const owners = new Set(
-        keys.map((key) => {
-          const slot = clusterSlot(keyPrefix + key);
-          return shards.find(([low, high]) => slot >= low && slot <= high)![2][1];
-        }),
-      );
-      expect(owners.size).toBe(3);
+      const keys = await spreadOverMasters(writer, raw, keyPrefix);
 
       // A new process (a cold Lambda) configured the ElastiCache way: one seed, the configuration endpoint.
       const fresh = createRedisCacheDriver({ cluster: { nodes: [nodes[0]!] }, keyPrefix });
