@@ -63,6 +63,7 @@ import {
   type RetrievalTimings,
 } from './retrieval.js';
 import { eachScene, newestScenesBefore } from './scene-listing.js';
+import { SharedWork } from './shared-work.js';
 import type { Summarizer } from './summarizer.js';
 import { clipText, clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -149,7 +150,7 @@ const KEYWORD_SIDES = new WeakMap<
   KeywordIndex,
   {
     horizons: Map<string, KeywordHorizon>;
-    catchUps: Map<string, Promise<void>>;
+    catchUps: Map<string, SharedWork<void>>;
     /** Per story, the prune over this keyword index that is writing and applying its record right now. */
     ownPrunes: Map<string, OwnPrune>;
   }
@@ -526,7 +527,8 @@ export class ContextManager {
   /** Per story and chapter start: the stored summaries of the chapters the stable prefix shows. */
   private readonly windowSummaryRecords = new Map<string, Promise<VectorRecord[]>>();
   private readonly fingerprint: string;
-  private readonly verified = new Map<string, Promise<void>>();
+  /** Per story, the fingerprint check (with any rebuild it started): done, or under way and shared. */
+  private readonly verified = new Map<string, SharedWork<void>>();
   private readonly chapterStarts = new Map<string, StoryState>();
   /**
    * The last stable text counted per story, with its token count. Consecutive calls within an episode (and within
@@ -662,7 +664,7 @@ export class ContextManager {
     // A process with its own keyword side checks each call whether a prune made elsewhere changed what it must hold;
     // the read runs beside the state's.
     const marksNow = this.horizonsOf().has(storyId)
-      ? this.pruneMarks(storyId).then(
+      ? this.pruneMarks(storyId, options.signal).then(
           (marks) => JSON.stringify(marks),
           () => undefined,
         )
@@ -680,9 +682,9 @@ export class ContextManager {
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
     const keywordsStart = performance.now();
-    await this.keepKeywordsUp(state, options.signal, await marksNow);
+    await this.keepKeywordsUp(state, options.signal, marksNow && (await waitUnlessAborted(marksNow, options.signal)));
     const keywordsTime = performance.now() - keywordsStart;
-    await this.refreshLocations(storyId, state.version);
+    await waitUnlessAborted(this.refreshLocations(storyId, state.version, options.signal), options.signal);
     const fingerprintTime = performance.now() - fingerprintStart - keywordsTime;
 
     const exact = this.exactMatches(state, query);
@@ -891,7 +893,8 @@ export class ContextManager {
     } catch (error) {
       // A rebuild cut short (aborted, an embedder failing half-way) leaves the fingerprint deleted: the next call of
       // this manager checks again and finishes it, as a new process would, instead of serving the half-built index.
-      this.verified.delete(storyId);
+      // A check under way (this rebuild's own, or one started since an abandoned one) forgets itself when it fails.
+      if (this.verified.get(storyId)?.settled) this.verified.delete(storyId);
       throw error;
     }
   }
@@ -902,7 +905,7 @@ export class ContextManager {
   ): Promise<{ scenes: number; records: number; pruned: number }> {
     const report = options.onProgress ?? (() => {});
     const state = await this.store.load(storyId);
-    const marks = await this.pruneMarks(storyId);
+    const marks = await this.pruneMarks(storyId, options.signal);
     // The embedder is tried before anything is cleared: one that answers with the wrong dimensions or NaN would
     // otherwise leave the story with no memory at all, and every later call would clear it again.
     const fingerprintValues = await this.embedFingerprint(options.signal);
@@ -953,7 +956,7 @@ export class ContextManager {
     await this.saveLocations(storyId, options.signal);
     await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, options.signal, fingerprintValues);
     this.trackKeywords(storyId, done, marks);
-    this.verified.set(storyId, Promise.resolve());
+    this.verified.set(storyId, SharedWork.done());
     report({ phase: 'done', done: 1, total: 1 });
     return { scenes: done, records, pruned };
   }
@@ -1245,8 +1248,11 @@ export class ContextManager {
     let check = this.verified.get(storyId);
     const earlier = check !== undefined;
     if (!check) {
-      check = (async () => {
-        const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
+      const forget = () => {
+        if (this.verified.get(storyId) === shared) this.verified.delete(storyId);
+      };
+      const shared: SharedWork<void> = new SharedWork(async (signal) => {
+        const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID], { signal });
         if (stored?.metadata.text === this.fingerprint) {
           // A durable vector index (Pinecone) beside an in-process keyword index: a new process finds the vectors
           // and an empty keyword side, which would leave retrieval to the vectors alone.
@@ -1259,17 +1265,17 @@ export class ContextManager {
           }
           if (!(await this.hasScenes(storyId, indexing))) {
             // Nothing to fill yet, but scenes will come, from other processes too: keep up with them from here.
-            await this.startKeywordSide(storyId, await this.pruneMarks(storyId));
+            await this.startKeywordSide(storyId, await this.pruneMarks(storyId, signal), signal);
             return;
           }
           // A fill cut short is undone, so the next check finds the keyword side empty and fills it again.
-          await this.rebuildKeywords(storyId).catch(async (error: unknown) => {
+          await this.rebuildKeywords(storyId, signal).catch(async (error: unknown) => {
             await this.undoKeywordSide(storyId);
             throw error;
           });
           return;
         }
-        const { count } = await this.vectors.stats(storyId);
+        const { count } = await this.vectors.stats(storyId, { signal });
         const keywordCount = await this.keywords.count(storyId);
         // An index that is empty while the story has scenes was cleared by a rebuild cut short (or lost): rebuild it.
         // An empty index of a story without scenes needs only the fingerprint; anything else was built differently.
@@ -1281,19 +1287,21 @@ export class ContextManager {
               { isRetryable: false },
             );
           }
-          await this.reindex(storyId);
+          await this.reindex(storyId, { signal });
         } else {
-          await this.writeFingerprint(storyId, undefined);
+          await this.writeFingerprint(storyId, signal);
           // A story without scenes: this process's keyword side holds all of it, so far.
-          if (!holdsRecords) await this.startKeywordSide(storyId, []);
+          if (!holdsRecords) await this.startKeywordSide(storyId, [], signal);
         }
-      })();
-      this.verified.set(storyId, check);
-      check.catch(() => this.verified.delete(storyId));
+      }, forget);
+      check = shared;
+      this.verified.set(storyId, shared);
+      shared.promise.catch(forget);
     }
     // The check and a rebuild it starts are shared by every caller meanwhile, so they run under no caller's signal;
-    // each caller stops waiting when its own signal fires.
-    await waitUnlessAborted(check, signal);
+    // each caller stops waiting when its own signal fires, and when all have, the check is abandoned and forgotten
+    // (one that hangs must not hold up every later call).
+    await check.wait(signal);
     return earlier;
   }
 
@@ -1302,20 +1310,21 @@ export class ContextManager {
    * rebuild writes them (less what prune dropped), characters and threads as they now stand, and the chapter
    * summaries and synopsis as the vector index keeps them (made again, each would cost a summarizer call).
    */
-  private async rebuildKeywords(storyId: string): Promise<void> {
+  private async rebuildKeywords(storyId: string, signal: AbortSignal | undefined): Promise<void> {
     this.horizonsOf().delete(storyId);
     const state = await this.store.load(storyId);
-    const marks = await this.pruneMarks(storyId);
+    const marks = await this.pruneMarks(storyId, signal);
     let scenes = 0;
     let last: string | undefined;
-    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, undefined)) {
-      await this.keywords.upsert(storyId, page.units.map(keywordDocument));
+    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
+      await this.keywords.upsert(storyId, page.units.map(keywordDocument), signal ? { signal } : {});
       scenes += page.scenes;
       last = page.last ?? last;
     }
+    throwIfAborted(signal);
     const latest = await this.store.load(storyId);
     const chapters = Array.from({ length: latest.chapterIndex }, (_, chapter) => chapterIdFor(chapter));
-    const awaited = await this.upsertKeywordRecords(storyId, latest, chapters);
+    const awaited = await this.upsertKeywordRecords(storyId, latest, chapters, signal);
     // Only the newest closed chapter's summary can still be on its way (another process's index step); an older one
     // missing stays missing until a reindex.
     const newest = latest.chapterIndex > 0 ? chapterIdFor(latest.chapterIndex - 1) : undefined;
@@ -1333,6 +1342,7 @@ export class ContextManager {
     storyId: string,
     state: StoryState,
     chapters: readonly string[],
+    signal: AbortSignal | undefined,
   ): Promise<KeywordAwaited> {
     const units = [
       ...Object.values(state.characters).map((character) => this.characterUnit(storyId, character, null)),
@@ -1340,7 +1350,11 @@ export class ContextManager {
     ];
     const stored = new Map(
       (
-        await this.vectors.fetch(storyId, [...units.map((unit) => unit.id), ...chapters.map(summaryId), SYNOPSIS_ID])
+        await this.vectors.fetch(
+          storyId,
+          [...units.map((unit) => unit.id), ...chapters.map(summaryId), SYNOPSIS_ID],
+          signal ? { signal } : {},
+        )
       ).map((record) => [record.id, record]),
     );
     const documents: KeywordDocument[] = units.map((unit) => ({
@@ -1350,7 +1364,7 @@ export class ContextManager {
     }));
     const summaries = this.summaryDocuments(stored, chapters);
     documents.push(...summaries.documents);
-    await this.keywords.upsert(storyId, documents);
+    await this.keywords.upsert(storyId, documents, signal ? { signal } : {});
     return summaries.awaited;
   }
 
@@ -1388,19 +1402,27 @@ export class ContextManager {
    * Adds the awaited summaries and synopsis that have been written since, and reads the characters and threads
    * again once the awaited scene's index step has run; keeps waiting for the rest.
    */
-  private async collectAwaited(state: StoryState, horizon: KeywordHorizon): Promise<void> {
+  private async collectAwaited(
+    state: StoryState,
+    horizon: KeywordHorizon,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const { storyId } = state;
     const { chapters, synopsisFrom, scene } = horizon.awaited;
     const sceneUnit = scene ? chunkId(scene, 0) : undefined;
     const stored = new Map(
       (
-        await this.vectors.fetch(storyId, [...chapters.map(summaryId), SYNOPSIS_ID, ...(sceneUnit ? [sceneUnit] : [])])
+        await this.vectors.fetch(
+          storyId,
+          [...chapters.map(summaryId), SYNOPSIS_ID, ...(sceneUnit ? [sceneUnit] : [])],
+          signal ? { signal } : {},
+        )
       ).map((record) => [record.id, record]),
     );
     const { documents, awaited } = this.summaryDocuments(stored, chapters);
-    await this.keywords.upsert(storyId, documents);
+    await this.keywords.upsert(storyId, documents, signal ? { signal } : {});
     const indexed = sceneUnit !== undefined && stored.has(sceneUnit);
-    if (indexed) await this.upsertKeywordRecords(storyId, state, []);
+    if (indexed) await this.upsertKeywordRecords(storyId, state, [], signal);
     const reach = Math.max(
       synopsisFrom ?? -1,
       ...documents
@@ -1424,7 +1446,7 @@ export class ContextManager {
     return keywordSides(this.keywords).horizons;
   }
 
-  private catchUpsOf(): Map<string, Promise<void>> {
+  private catchUpsOf(): Map<string, SharedWork<void>> {
     return keywordSides(this.keywords).catchUps;
   }
 
@@ -1476,20 +1498,28 @@ export class ContextManager {
     }
     let pending = this.catchUpsOf().get(storyId);
     if (!pending) {
-      // Without a horizon the side was undone after a failure (by this manager or another over the same index):
-      // it is filled again from the start.
-      const work = horizon ? this.catchUpKeywords(state, horizon) : this.refillKeywords(storyId);
-      pending = work.catch(async (error: unknown) => {
-        // Nothing half-done is kept: the next call fills the side again from the start.
-        await this.undoKeywordSide(storyId);
-        this.verified.delete(storyId);
-        throw error;
-      });
-      const settled = pending.finally(() => this.catchUpsOf().delete(storyId));
-      settled.catch(() => {});
-      this.catchUpsOf().set(storyId, settled);
+      const catchUps = this.catchUpsOf();
+      const forget = () => {
+        if (catchUps.get(storyId) === shared) catchUps.delete(storyId);
+      };
+      const shared: SharedWork<void> = new SharedWork(async (signal) => {
+        try {
+          // Without a horizon the side was undone after a failure (by this manager or another over the same index):
+          // it is filled again from the start.
+          await (horizon ? this.catchUpKeywords(state, horizon, signal) : this.refillKeywords(storyId, signal));
+        } catch (error) {
+          // Nothing half-done is kept (an abandoned catch-up included): the next call fills the side again.
+          await this.undoKeywordSide(storyId);
+          this.verified.delete(storyId);
+          throw error;
+        }
+      }, forget);
+      shared.promise.then(forget, forget);
+      catchUps.set(storyId, shared);
+      pending = shared;
     }
-    await waitUnlessAborted(pending, signal);
+    // Shared like the fingerprint check: abandoned when every caller has stopped waiting.
+    await pending.wait(signal);
   }
 
   /** Empties a story's keyword side and forgets how far it reached, so the next call fills it from the start. */
@@ -1498,34 +1528,38 @@ export class ContextManager {
     await this.keywords.deleteStory(storyId).catch(() => {});
   }
 
-  private async refillKeywords(storyId: string): Promise<void> {
+  private async refillKeywords(storyId: string, signal: AbortSignal): Promise<void> {
     await this.keywords.deleteStory(storyId);
-    if (await this.hasScenes(storyId)) await this.rebuildKeywords(storyId);
-    else await this.startKeywordSide(storyId, await this.pruneMarks(storyId));
+    if (await this.hasScenes(storyId)) await this.rebuildKeywords(storyId, signal);
+    else await this.startKeywordSide(storyId, await this.pruneMarks(storyId, signal), signal);
   }
 
   /**
    * Starts this process's own keyword side of a story without scenes: its cast and threads, as a fill would hold
    * them (a reindex writes them before any scene; the first scene's index step does otherwise).
    */
-  private async startKeywordSide(storyId: string, marks: readonly PruneMark[]): Promise<void> {
+  private async startKeywordSide(
+    storyId: string,
+    marks: readonly PruneMark[],
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     if (!this.ownKeywordSide) return;
-    await this.upsertKeywordRecords(storyId, await this.store.load(storyId), []);
+    await this.upsertKeywordRecords(storyId, await this.store.load(storyId), [], signal);
     this.trackKeywords(storyId, 0, marks);
   }
 
-  private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon): Promise<void> {
+  private async catchUpKeywords(state: StoryState, horizon: KeywordHorizon, signal: AbortSignal): Promise<void> {
     const { storyId } = state;
-    const marks = await this.pruneMarks(storyId);
+    const marks = await this.pruneMarks(storyId, signal);
     const marksText = JSON.stringify(marks);
     // A prune under way in this process drops from this side as it goes: only one made elsewhere needs a refill.
     if (marksText !== horizon.marks && !this.isOwnPrune(storyId, marksText, horizon)) {
       await this.keywords.deleteStory(storyId);
-      await this.rebuildKeywords(storyId);
+      await this.rebuildKeywords(storyId, signal);
       return;
     }
     if (state.sceneCount <= horizon.scenes) {
-      await this.collectAwaited(state, horizon);
+      await this.collectAwaited(state, horizon, signal);
       return;
     }
     const from = horizon.scenes;
@@ -1553,9 +1587,9 @@ export class ContextManager {
       const last = lastOfChapter.get(chapterId) ?? Number.MAX_SAFE_INTEGER;
       return !prunedBy(marks, last, unit.metadata.importance ?? Number.POSITIVE_INFINITY);
     });
-    await this.keywords.upsert(storyId, kept.map(keywordDocument));
+    await this.keywords.upsert(storyId, kept.map(keywordDocument), { signal });
     const closed = [...new Set([...horizon.awaited.chapters, ...chapters])].filter((id) => id !== state.chapterId);
-    const awaited = await this.upsertKeywordRecords(storyId, state, closed);
+    const awaited = await this.upsertKeywordRecords(storyId, state, closed, signal);
     const reached = (scenes.at(-1)?.index ?? from - 1) + 1;
     // indexScene in this process may have moved it on meanwhile: never move it back.
     const current = this.horizonsOf().get(storyId);
@@ -1624,8 +1658,8 @@ export class ContextManager {
   }
 
   /** The story's prune marks: none when it was never pruned, or when the record does not parse (a rebuild then keeps more). */
-  private async pruneMarks(storyId: string): Promise<PruneMark[]> {
-    const [record] = await this.vectors.fetch(storyId, [PRUNED_ID]);
+  private async pruneMarks(storyId: string, signal?: AbortSignal): Promise<PruneMark[]> {
+    const [record] = await this.vectors.fetch(storyId, [PRUNED_ID], signal ? { signal } : {});
     if (!record?.metadata.text) return [];
     try {
       const parsed: unknown = JSON.parse(record.metadata.text);
@@ -2505,9 +2539,9 @@ export class ContextManager {
    * Reads the known locations again when the story has moved on since this process last read them: another process
    * may have indexed scenes that named new ones. Once per state version, so a call at the same version reads nothing.
    */
-  private async refreshLocations(storyId: string, version: number): Promise<void> {
+  private async refreshLocations(storyId: string, version: number, signal: AbortSignal | undefined): Promise<void> {
     if ((this.locationsReadAt.get(storyId) ?? -1) >= version) return;
-    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
+    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signal ? { signal } : {});
     const stored = parseLocations(record);
     this.mergeLocations(storyId, stored);
     remember(this.storedLocations, storyId, stored, 4_096);
@@ -2519,7 +2553,7 @@ export class ContextManager {
    * have added some since this one read it.
    */
   private async saveLocations(storyId: string, signal: AbortSignal | undefined): Promise<void> {
-    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID]);
+    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signal ? { signal } : {});
     this.mergeLocations(storyId, parseLocations(record));
     const known = this.locations.get(storyId)!;
     if (known.size > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', locationsText(known), signal);
