@@ -2,8 +2,10 @@
  * A local stand-in for one Pinecone index's data plane, on `node:http`: the calls `@pinecone-database/pinecone`
  * makes for upsert, query, fetch, delete and index stats, with Pinecone's semantics (exact search, namespaces,
  * metadata filters) and limits (1,000 records and 2 MB per upsert, 40 KB of metadata per record, metadata values
- * only strings, numbers, booleans and lists of strings, `topK` ≤ 10,000), answering invalid requests with HTTP 400
- * and a Pinecone-shaped error body. Errors such as 429 can be scheduled to test retries. Imports no SDK.
+ * only strings, numbers, booleans and lists of strings, `$in` / `$nin` lists of strings and numbers only, `topK` ≤
+ * 10,000, at most 1,000 sparse values per record, no all-zero dense vector on a cosine index), answering invalid
+ * requests with HTTP 400 and a Pinecone-shaped error body. Errors such as 429 can be scheduled to test retries.
+ * Imports no SDK.
  *
  * @module
  */
@@ -20,6 +22,8 @@ export interface PineconeStandInLimits {
   maxMetadataBytes: number;
   /** Largest `topK`. Default 10,000. */
   maxTopK: number;
+  /** Entries of one sparse vector. Default 1,000. */
+  maxSparseValues: number;
   /** Ids per fetch or delete. Default 1,000. */
   maxIdsPerRequest: number;
   /** Bytes of one query's response, values and metadata included. Default 4 MB. */
@@ -58,6 +62,8 @@ export interface PineconeScheduledError {
   path?: string;
   /** Sent as `retry-after`, in seconds. */
   retryAfterSeconds?: number;
+  /** Sent as `retry-after` as it is (an HTTP date, say); wins over `retryAfterSeconds`. */
+  retryAfter?: string;
 }
 
 /** A running stand-in. */
@@ -85,6 +91,7 @@ const DEFAULT_LIMITS: PineconeStandInLimits = {
   maxRequestBytes: 2 * 1024 * 1024,
   maxMetadataBytes: 40 * 1024,
   maxTopK: 10_000,
+  maxSparseValues: 1_000,
   maxIdsPerRequest: 1_000,
   maxQueryResponseBytes: 4 * 1024 * 1024,
 };
@@ -266,6 +273,9 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       throw bad(`${path}.indices must be unsigned 32-bit integers`);
     }
     if (new Set(indices).size !== indices.length) throw bad(`${path}.indices must not repeat`);
+    if (indices.length > limits.maxSparseValues) {
+      throw bad(`Sparse vector size ${indices.length} exceeds the maximum size of ${limits.maxSparseValues}`);
+    }
     if (!values.every((value) => typeof value === 'number' && Number.isFinite(value))) {
       throw bad(`${path}.values must hold finite numbers only`);
     }
@@ -278,6 +288,10 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       throw bad('Every vector needs an id of 1 to 512 characters');
     }
     const record: StoredRecord = { id, values: checkDense(values, `vector ${id} values`) };
+    // A cosine index cannot compare a vector without direction; Pinecone refuses it on write.
+    if (metric === 'cosine' && record.values.every((value) => value === 0)) {
+      throw bad('Dense vectors must contain at least one non-zero value');
+    }
     if (sparseValues !== undefined) record.sparseValues = checkSparse(sparseValues, `vector ${id} sparseValues`);
     if (metadata !== undefined) record.metadata = checkMetadata(id, metadata);
     return record;
@@ -367,8 +381,9 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
     const due = scheduled.findIndex((error) => error.path === undefined || error.path === url.pathname);
     if (due !== -1) {
       const [error] = scheduled.splice(due, 1);
-      const headers: Record<string, string> =
-        error!.retryAfterSeconds === undefined ? {} : { 'retry-after': String(error!.retryAfterSeconds) };
+      const retryAfter =
+        error!.retryAfter ?? (error!.retryAfterSeconds === undefined ? undefined : String(error!.retryAfterSeconds));
+      const headers: Record<string, string> = retryAfter === undefined ? {} : { 'retry-after': retryAfter };
       if (error!.status === 429) {
         return sendError(
           429,
@@ -459,7 +474,10 @@ function checkFilter(filter: unknown, path: string): Filter {
     for (const [operator, operand] of Object.entries(value)) {
       if (!OPERATORS.has(operator)) throw bad(`Invalid filter operator ${operator} at ${path}.${key}`);
       if (operator === '$in' || operator === '$nin') {
-        if (!Array.isArray(operand) || !operand.every(isScalar)) throw bad(`${operator} needs a list of values`);
+        // Booleans are for $eq and $ne only.
+        if (!Array.isArray(operand) || !operand.every((item) => isScalar(item) && typeof item !== 'boolean')) {
+          throw bad(`${operator} needs a list of strings or numbers`);
+        }
       } else if (operator === '$exists') {
         if (typeof operand !== 'boolean') throw bad('$exists needs a boolean');
       } else if (operator === '$eq' || operator === '$ne') {
