@@ -3,14 +3,21 @@
  * by record count and by request bytes, metadata mapped within Pinecone's rules, the port's filter language
  * translated to Pinecone's operators, and every call retried with storyloom's one retry policy.
  *
+ * Every request runs under a timeout and the caller's `AbortSignal`. Both reach the socket through the `fetchApi`
+ * the SDK accepts: the adapter hands its client a fetch that reads the current attempt's signal from an
+ * `AsyncLocalStorage` (one client serves concurrent calls, so the signal cannot be a closure), and that keeps the
+ * status and `retry-after` of a failed response, which the SDK's errors drop.
+ *
  * The SDK is imported on first use, so a missing package surfaces as a `MissingDependencyError` that says what to
  * install instead of a module-resolution crash at import time.
  *
  * @module
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Index, RecordMetadata } from '@pinecone-database/pinecone';
-import type { Clock } from '../core/clock.js';
+import { type Clock, systemClock } from '../core/clock.js';
 import {
+  AbortedError,
   ClosedError,
   MissingDependencyError,
   ProviderError,
@@ -19,7 +26,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
-import { type RetryOptions, withRetry } from '../core/retry.js';
+import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js';
 import { type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
 import { type FieldCondition, type MetadataFilter, type Scalar, validateFilter } from './filter.js';
 import {
@@ -42,8 +49,13 @@ export interface SparseValues {
 }
 
 /**
- * Options of `createPineconeIndex`. Give `index` (a client you built), or `host` (the index host from the Pinecone
- * console, or a local stand-in's URL) with `apiKey`, or `indexName` with `apiKey` (the SDK looks the host up).
+ * Options of `createPineconeIndex`. Give `host` (the index host from the Pinecone console, or a local stand-in's URL)
+ * with `apiKey`, or `indexName` with `apiKey` (the SDK looks the host up), or `index` (a client you built).
+ *
+ * Each request is bounded by `timeoutMs` and by the call's `signal`: either one closes the connection at once. A
+ * timed-out request is a retryable `ProviderError` (code `TIMEOUT`) and goes through the retry policy like a 503; an
+ * abort rejects with `AbortedError` and is not retried. A 429 or 5xx answer's `retry-after` sets the wait before the
+ * next attempt.
  *
  * @example
  * ```ts
@@ -53,21 +65,38 @@ export interface SparseValues {
  *   apiKey: process.env.PINECONE_API_KEY,
  *   dimensions: 1536,
  *   namespacePrefix: 'prod-',
+ *   timeoutMs: 10_000,
  * };
  * const index = createPineconeIndex(options);
+ * const controller = new AbortController();
+ * await index.deleteStory('story-1', { signal: controller.signal });
  * ```
  */
 export interface PineconeIndexOptions {
   /**
-   * A data-plane client, `new Pinecone({ apiKey, maxRetries: 0 }).index({ name, host })`. Create its `Pinecone` with
-   * `maxRetries: 0`: this adapter retries with storyloom's policy and the SDK's own retries would multiply it.
+   * A data-plane client you built. Create its `Pinecone` with `maxRetries: 0` (this adapter retries with storyloom's
+   * policy and the SDK's own retries would multiply it) and with `fetchApi: createPineconeFetch()`: without it the
+   * adapter cannot reach the connection, so a timed-out or aborted call still returns on time but its request runs
+   * on in the background, and `retry-after` is not seen.
+   *
+   * @example
+   * ```ts
+   * import { Pinecone } from '@pinecone-database/pinecone';
+   * import { createPineconeFetch, createPineconeIndex } from 'storyloom/pinecone';
+   *
+   * const pinecone = new Pinecone({ apiKey: 'key', maxRetries: 0, fetchApi: createPineconeFetch() });
+   * const index = createPineconeIndex({ index: pinecone.index({ name: 'stories' }), dimensions: 1536 });
+   * ```
    */
   index?: Index<RecordMetadata>;
   /** The index host; with `apiKey`. */
   host?: string;
   /** The index name; with `apiKey`, and `host` when known (saves a control-plane call). */
   indexName?: string;
-  /** Pinecone API key. Default `process.env.PINECONE_API_KEY`. */
+  /**
+   * Pinecone API key, needed unless `index` is given. Default `process.env.PINECONE_API_KEY`, read when the index is
+   * created: with neither, `createPineconeIndex` throws a `ValidationError`.
+   */
   apiKey?: string;
   /** Length of every vector; must equal the index's dimension and the embedder's. */
   dimensions: number;
@@ -80,12 +109,42 @@ export interface PineconeIndexOptions {
    * `PineconeRecordInput`, `PineconeQuery`). A hybrid score is the cosine plus the sparse dot product.
    */
   metric?: 'cosine' | 'dotproduct';
-  /** The retry policy of every call (429 and 5xx are retried). Default 2 retries from 0.5 s. */
+  /**
+   * The retry policy of every call (429, 5xx, timeouts and dropped connections are retried). Default 2 retries from
+   * 0.5 s; a provider's `retry-after` wins over the backoff.
+   */
   retry?: Omit<RetryOptions, 'signal' | 'clock'>;
-  /** Time source of retry waits; tests pass a `ManualClock`. */
+  /** Time source of retry waits; tests pass a `ManualClock`. `timeoutMs` is measured in real time regardless. */
   clock?: Clock;
   /** Most bytes of one upsert request. Default 2,000,000 (Pinecone's limit is 2 MB). */
   maxRequestBytes?: number;
+  /**
+   * Longest wait for one HTTP request (one attempt: the retry policy may make more), in ms, from 1 to 2,147,483,647.
+   * Default 30,000. The request is then cancelled and retried as a retryable `ProviderError` with code `TIMEOUT`.
+   *
+   * @example
+   * ```ts
+   * import { createPineconeIndex } from 'storyloom/pinecone';
+   * const index = createPineconeIndex({ indexName: 'stories', dimensions: 1536, timeoutMs: 5_000 });
+   * ```
+   */
+  timeoutMs?: number;
+  /** The `fetch` under the client the adapter builds (not used with `index`). Default the global `fetch`. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * The Pinecone `VectorIndex`. `deleteStory` takes a `signal` as the other calls do.
+ *
+ * @example
+ * ```ts
+ * import { createPineconeIndex, type PineconeVectorIndex } from 'storyloom/pinecone';
+ * const index: PineconeVectorIndex = createPineconeIndex({ indexName: 'stories', dimensions: 1536 });
+ * await index.deleteStory('story-1', { signal: AbortSignal.timeout(10_000) });
+ * ```
+ */
+export interface PineconeVectorIndex extends VectorIndex {
+  deleteStory(storyId: string, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 /** An upserted record with optional sparse values (`dotproduct` indexes only). */
@@ -107,6 +166,11 @@ export const PINECONE_LIMITS = Object.freeze({
   maxDeleteIds: 1_000,
 });
 
+/** Default of `timeoutMs`: ample for a query or a 2 MB upsert, short enough that a hung host does not hold a Lambda. */
+const DEFAULT_TIMEOUT_MS = 30_000;
+/** `setTimeout`'s upper bound: a longer delay fires at once. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
 /** Metadata key of a record's original norm on a `dotproduct` index. */
 const NORM_KEY = 'sl_norm';
 
@@ -121,6 +185,63 @@ function loadPinecone(): Promise<PineconeModule> {
   return sdkLoading;
 }
 
+/** One attempt of one call, as the fetch under the SDK sees it. */
+interface Exchange {
+  /** Fires on the caller's abort and on the attempt's timeout. */
+  signal: AbortSignal;
+  /** The last response that was not a success, when the last request got one. */
+  failure?: { status: number; retryAfter: string | undefined; retryAfterMs: string | undefined };
+}
+
+/** The attempt a request belongs to: the SDK's client is shared by concurrent calls, so it is found by context. */
+const exchanges = new AsyncLocalStorage<Exchange>();
+
+/**
+ * A `fetch` for `new Pinecone({ fetchApi })` that lets `createPineconeIndex` cancel a request (on its timeout or the
+ * caller's abort) and read a failed response's status and `retry-after`, which the SDK's errors do not carry. The
+ * adapter gives one to the clients it builds; pass one when you build the client yourself. Outside a call of the
+ * adapter it is `base` unchanged.
+ *
+ * @param base The fetch that sends the requests. Default the global `fetch`, looked up at each request.
+ *
+ * @example
+ * ```ts
+ * import { Pinecone } from '@pinecone-database/pinecone';
+ * import { createPineconeFetch, createPineconeIndex } from 'storyloom/pinecone';
+ *
+ * const pinecone = new Pinecone({ apiKey: process.env.PINECONE_API_KEY!, maxRetries: 0, fetchApi: createPineconeFetch() });
+ * const index = createPineconeIndex({ index: pinecone.index({ name: 'stories' }), dimensions: 1536, timeoutMs: 5_000 });
+ * ```
+ */
+export function createPineconeFetch(base?: typeof fetch): typeof fetch {
+  return async (input, init) => {
+    const send = base ?? globalThis.fetch;
+    const exchange = exchanges.getStore();
+    if (!exchange) return send(input, init);
+    exchange.failure = undefined;
+    const signal = init?.signal ? AbortSignal.any([init.signal, exchange.signal]) : exchange.signal;
+    const response = await send(input, { ...init, signal });
+    if (!response.ok) {
+      exchange.failure = {
+        status: response.status,
+        retryAfter: response.headers.get('retry-after') ?? undefined,
+        retryAfterMs: response.headers.get('retry-after-ms') ?? undefined,
+      };
+    }
+    return response;
+  };
+}
+
+/** Settles as `pending` does, or rejects as soon as `signal` fires (a client without our fetch cannot be cut off). */
+function untilAborted<T>(signal: AbortSignal, pending: Promise<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /**
  * Creates a `VectorIndex` on a Pinecone index, with a namespace per story (`namespacePrefix + storyId`).
  *
@@ -128,7 +249,8 @@ function loadPinecone(): Promise<PineconeModule> {
  * larger than 1,000 records or 2 MB is sent as several requests, so a failure in a later request can leave the earlier
  * ones written, and upserting the same records again repairs it. Pinecone is eventually consistent: a read right
  * after a write may not see it (`capabilities.readAfterWrite` is false). `delete` returns -1 (Pinecone does not say
- * how many it deleted).
+ * how many it deleted). Every call takes a `signal`; each request is bounded by `timeoutMs` (see
+ * `PineconeIndexOptions`).
  *
  * @example
  * ```ts
@@ -139,12 +261,14 @@ function loadPinecone(): Promise<PineconeModule> {
  *   vector: new Float32Array(1536).fill(0.01),
  *   topK: 8,
  *   filter: { type: 'scene', characters: { $in: ['mira'] } },
+ *   signal: AbortSignal.timeout(5_000),
  * });
  * ```
  */
-export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex {
+export function createPineconeIndex(options: PineconeIndexOptions): PineconeVectorIndex {
   const settings = checkOptions(options);
-  const { dimensions, namespacePrefix, metric, maxRequestBytes } = settings;
+  const { dimensions, namespacePrefix, metric, maxRequestBytes, timeoutMs } = settings;
+  const clock = options.clock ?? systemClock;
   let clientLoading: Promise<Index<RecordMetadata>> | undefined = options.index
     ? Promise.resolve(options.index)
     : undefined;
@@ -152,8 +276,11 @@ export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex 
 
   const client = (): Promise<Index<RecordMetadata>> => {
     clientLoading ??= loadPinecone().then((sdk) => {
-      const apiKey = options.apiKey ?? process.env.PINECONE_API_KEY ?? '';
-      const pinecone = new sdk.Pinecone({ apiKey, maxRetries: 0 });
+      const pinecone = new sdk.Pinecone({
+        apiKey: settings.apiKey,
+        maxRetries: 0,
+        fetchApi: createPineconeFetch(options.fetch),
+      });
       return pinecone.index({ name: options.indexName ?? '', host: options.host } as never) as Index<RecordMetadata>;
     });
     clientLoading.catch(() => {
@@ -166,19 +293,63 @@ export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex 
     if (closed) throw new ClosedError(`Cannot ${operation}: the Pinecone index is closed`);
   };
 
-  /** One Pinecone call under the retry policy; failures become `ProviderError`s with their status. */
-  const call = <T>(operation: string, signal: AbortSignal | undefined, run: (index: Index) => Promise<T>) =>
-    withRetry(
-      async () => {
-        const index = await client();
-        try {
-          return await run(index);
-        } catch (error) {
-          throw toProviderError(operation, error);
-        }
-      },
-      { ...options.retry, signal, ...(options.clock ? { clock: options.clock } : {}) },
-    );
+  /** One request, bounded by the timeout and the caller's signal; failures become typed errors. */
+  const attempt = async <T>(
+    operation: string,
+    signal: AbortSignal | undefined,
+    run: (index: Index<RecordMetadata>) => Promise<T>,
+  ): Promise<T> => {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(new Error(`Pinecone ${operation} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const forwardAbort = () => controller.abort(signal?.reason);
+    if (signal?.aborted) forwardAbort();
+    else signal?.addEventListener('abort', forwardAbort, { once: true });
+    const exchange: Exchange = { signal: controller.signal };
+    try {
+      return await untilAborted(
+        controller.signal,
+        exchanges.run(exchange, async () => run(await client())),
+      );
+    } catch (error) {
+      if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
+      if (timedOut) {
+        throw new ProviderError(`Pinecone ${operation} timed out after ${timeoutMs} ms`, {
+          provider: 'pinecone',
+          code: 'TIMEOUT',
+          isRetryable: true,
+          cause: error,
+        });
+      }
+      const failure = exchange.failure;
+      throw toProviderError(
+        operation,
+        error,
+        failure && {
+          status: failure.status,
+          retryAfterMs: parseRetryAfter(failure.retryAfterMs, failure.retryAfter, clock.now()),
+        },
+      );
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', forwardAbort);
+    }
+  };
+
+  /** One Pinecone call under the retry policy. */
+  const call = <T>(
+    operation: string,
+    signal: AbortSignal | undefined,
+    run: (index: Index<RecordMetadata>) => Promise<T>,
+  ): Promise<T> =>
+    withRetry(() => attempt(operation, signal, run), {
+      ...options.retry,
+      signal,
+      ...(options.clock ? { clock: options.clock } : {}),
+    });
 
   const namespaceOf = (storyId: string) => namespacePrefix + storyId;
 
@@ -307,11 +478,12 @@ export function createPineconeIndex(options: PineconeIndexOptions): VectorIndex 
       return { count: description.namespaces?.[namespaceOf(storyId)]?.recordCount ?? 0, dimensions };
     },
 
-    async deleteStory(storyId) {
+    async deleteStory(storyId, deleteOptions?: { signal?: AbortSignal }) {
       open('delete a story');
       checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
       const namespace = namespaceOf(storyId);
-      await ignoreMissingNamespace(call('deleteAll', undefined, (index) => index.deleteAll({ namespace })));
+      await ignoreMissingNamespace(call('deleteAll', deleteOptions?.signal, (index) => index.deleteAll({ namespace })));
     },
 
     async close() {
@@ -342,20 +514,42 @@ const STATUS_BY_ERROR_NAME: Readonly<Record<string, number>> = {
   PineconeUnavailableError: 503,
 };
 
-/** Maps an SDK error to a `ProviderError` with the HTTP status (429 and 5xx retryable, network failures too). */
-export function toProviderError(operation: string, error: unknown): StoryloomError {
+/** What the fetch under the SDK saw of a failed response: its status and the wait it asked for. */
+export interface PineconeFailedResponse {
+  status: number;
+  /** From `retry-after` (seconds or an HTTP date) or `retry-after-ms`. */
+  retryAfterMs?: number | undefined;
+}
+
+/**
+ * Maps an SDK error to a typed error: a `ProviderError` with the HTTP status (429 and 5xx retryable, network failures
+ * too) and the wait a 429 or 503 asked for, when `response` says; a `ValidationError` for the SDK's configuration and
+ * argument errors, which no retry cures.
+ */
+export function toProviderError(operation: string, error: unknown, response?: PineconeFailedResponse): StoryloomError {
   if (StoryloomError.isInstance(error)) return error;
   const name = error instanceof Error ? error.name : '';
   const message = error instanceof Error ? error.message : String(error);
+  if (name === 'PineconeConfigurationError' || name === 'PineconeArgumentError') {
+    return new ValidationError(`Pinecone ${operation}: ${message}`, {
+      cause: error,
+      problems: [{ path: name === 'PineconeConfigurationError' ? 'options' : operation, message }],
+    });
+  }
   const parsed = /(?:status(?: code)?:?|HTTP status)\s*(\d{3})/i.exec(message);
-  const status = STATUS_BY_ERROR_NAME[name] ?? (parsed ? Number(parsed[1]) : undefined);
+  // The response itself is the surest source: with maxRetries 0 the SDK turns a 5xx into an error without a status.
+  const status = response?.status ?? STATUS_BY_ERROR_NAME[name] ?? (parsed ? Number(parsed[1]) : undefined);
   const network = name === 'PineconeConnectionError' || name === 'PineconeTimeoutError';
-  return new ProviderError(`Pinecone ${operation} failed: ${message}`, {
-    provider: 'pinecone',
-    status,
-    cause: error,
-    ...(status === undefined ? { isRetryable: network || name === 'PineconeMaxRetriesExceededError' } : {}),
-  });
+  return new ProviderError(
+    `Pinecone ${operation} failed${status === undefined ? '' : ` (HTTP ${status})`}: ${message}`,
+    {
+      provider: 'pinecone',
+      status,
+      cause: error,
+      ...(response?.retryAfterMs === undefined ? {} : { retryAfterMs: response.retryAfterMs }),
+      ...(status === undefined ? { isRetryable: network || name === 'PineconeMaxRetriesExceededError' } : {}),
+    },
+  );
 }
 
 /** A record ready to send, with its estimated JSON size. */
@@ -489,6 +683,9 @@ interface CheckedOptions {
   namespacePrefix: string;
   metric: 'cosine' | 'dotproduct';
   maxRequestBytes: number;
+  timeoutMs: number;
+  /** The key of the client the adapter builds; empty with `index`. */
+  apiKey: string;
 }
 
 function checkOptions(options: PineconeIndexOptions): CheckedOptions {
@@ -513,12 +710,37 @@ function checkOptions(options: PineconeIndexOptions): CheckedOptions {
   if (!Number.isInteger(maxRequestBytes) || maxRequestBytes < 1_024 || maxRequestBytes > 2 * 1024 * 1024) {
     problems.push({ path: 'options.maxRequestBytes', message: 'must be an integer from 1024 to 2 MB' });
   }
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS) {
+    problems.push({
+      path: 'options.timeoutMs',
+      message: `must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`,
+    });
+  }
+  if (options.fetch !== undefined && typeof options.fetch !== 'function') {
+    problems.push({ path: 'options.fetch', message: 'must be a fetch function' });
+  }
+  // Checked now, not at the first call: a deployment missing its key fails where it is configured, with a message
+  // that says what to set, instead of with the SDK's configuration error from deep inside a request.
+  let apiKey = '';
+  if (options.index === undefined) {
+    const given = options.apiKey ?? process.env.PINECONE_API_KEY;
+    if (options.apiKey !== undefined && typeof options.apiKey !== 'string') {
+      problems.push({ path: 'options.apiKey', message: 'must be a string' });
+    } else if (given === undefined || given.trim() === '') {
+      problems.push({
+        path: 'options.apiKey',
+        message:
+          'is missing: pass apiKey, or set the PINECONE_API_KEY environment variable (or pass a client as index)',
+      });
+    } else apiKey = given;
+  }
   if (problems.length > 0) {
     throw new ValidationError(`Invalid Pinecone index options: ${problems[0]!.path}: ${problems[0]!.message}`, {
       problems,
     });
   }
-  return { dimensions, namespacePrefix, metric, maxRequestBytes };
+  return { dimensions, namespacePrefix, metric, maxRequestBytes, timeoutMs, apiKey };
 }
 
 function checkSparse(sparse: unknown, metric: string, path: string): SparseValues {
