@@ -1,13 +1,21 @@
 /**
  * The Pinecone adapter at its edges, over the real `@pinecone-database/pinecone` client: a host that never answers
- * (timeouts and aborts must close the connection), a 429 or 503 that asks for a wait, a missing API key, and an
- * all-zero dense vector, which Pinecone refuses.
+ * (timeouts and aborts must close the connection), a 429 or 503 that asks for a wait, a missing API key, a long
+ * namespace near the 2 MB request limit, and what Pinecone refuses that the port's own checks let through (booleans
+ * in `$in`, sparse vectors over 1,000 values, all-zero dense vectors).
  */
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Errors, Pinecone } from '@pinecone-database/pinecone';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPineconeFetch, createPineconeIndex, toProviderError } from '../src/context/pinecone.js';
+import {
+  createPineconeFetch,
+  createPineconeIndex,
+  cutBatches,
+  type PineconeRecordInput,
+  type PineconeVectorIndex,
+  toProviderError,
+} from '../src/context/pinecone.js';
 import { AbortedError, ProviderError, RetryError, ValidationError } from '../src/core/errors.js';
 import { MANUAL_CLOCK_START, ManualClock } from '../src/testing/manual-clock.js';
 import { type PineconeStandIn, startPineconeStandIn } from '../src/testing/pinecone-server.js';
@@ -275,6 +283,74 @@ describe('Pinecone over the stand-in', () => {
     expect(mapped.isRetryable).toBe(false);
   });
 
+  it('keeps each upsert within maxRequestBytes when the namespace is long', async () => {
+    // A namespace of 430 bytes as JSON: a prefix in a script of three bytes a character, and a story id of 128.
+    const namespacePrefix = '物語'.repeat(50);
+    const storyId = `s${'x'.repeat(127)}`;
+    const records = Array.from({ length: 30 }, (_, i) => record(storyId, `r${String(i).padStart(2, '0')}`));
+    // Learn one record's size from what the client sends: two bodies differ by one record and its comma.
+    const probeIndex = createPineconeIndex({ host: standIn.url, apiKey: 'k', dimensions: DIMENSIONS });
+    const before = standIn.requests.length;
+    await probeIndex.upsert(storyId, records.slice(0, 1));
+    await probeIndex.upsert(storyId, records.slice(0, 2));
+    const [one, two] = standIn.requests.slice(before).map((request) => request.bodyBytes);
+    const perRecord = two! - one!;
+    // A limit that a fixed 300-byte allowance for the body around the records fills exactly with 10 records.
+    const limit = 300 + 10 * perRecord;
+    const tight = await startPineconeStandIn({ dimension: DIMENSIONS, limits: { maxRequestBytes: limit } });
+    try {
+      const index = createPineconeIndex({
+        host: tight.url,
+        apiKey: 'k',
+        dimensions: DIMENSIONS,
+        namespacePrefix,
+        maxRequestBytes: limit,
+        retry: { maxRetries: 0 },
+      });
+      await index.upsert(storyId, records);
+      const upserts = tight.requests.filter((request) => request.path === '/vectors/upsert');
+      expect(upserts.every((request) => request.status === 200 && request.bodyBytes <= limit)).toBe(true);
+      expect(upserts.length).toBeGreaterThan(3);
+      expect(tight.namespaces()[namespacePrefix + storyId]).toBe(30);
+    } finally {
+      await tight.close();
+    }
+    // The same rule, exactly: the body the SDK sends for each batch fits.
+    const namespace = namespacePrefix + storyId;
+    const items = Array.from({ length: 50 }, (_, i) => ({ id: `r${String(i).padStart(2, '0')}`, pad: 'p'.repeat(90) }));
+    const itemBytes = JSON.stringify(items[0]).length + 1;
+    for (const maxBytes of [300 + 7 * itemBytes, 2_000 + 3 * itemBytes]) {
+      for (const batch of cutBatches(items, 1_000, maxBytes, namespace)) {
+        expect(Buffer.byteLength(JSON.stringify({ vectors: batch, namespace }))).toBeLessThanOrEqual(maxBytes);
+      }
+    }
+  });
+
+  it('refuses booleans in $in and $nin before sending, as Pinecone would refuse them', async () => {
+    const index = createPineconeIndex({ host: standIn.url, apiKey: 'k', dimensions: DIMENSIONS });
+    await index.upsert('flags', [record('flags', 'a')]);
+    const before = standIn.requests.length;
+    const query = index.query('flags', {
+      vector: record('flags', 'a').values,
+      topK: 1,
+      filter: { $or: [{ type: 'scene' }, { chapterId: { $in: ['c1', true] } }] },
+    });
+    await expect(query).rejects.toThrow(ValidationError);
+    await expect(query).rejects.toThrow(/query\.filter\.\$or\.1\.chapterId\.\$in/);
+    await expect(index.delete('flags', { filter: { sourceId: { $nin: [false] } } })).rejects.toThrow(ValidationError);
+    expect(standIn.requests.length).toBe(before);
+    // $eq keeps its booleans.
+    await expect(
+      index.query('flags', { vector: record('flags', 'a').values, topK: 1, filter: { sourceId: { $ne: true } } }),
+    ).resolves.toHaveLength(1);
+    // And the stand-in answers a boolean list as Pinecone does, with a 400.
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+    const direct = await sdk
+      .query({ vector: [...record('flags', 'a').values], topK: 1, namespace: 'flags', filter: { a: { $in: [true] } } })
+      .catch((caught: unknown) => caught);
+    expect((direct as Error).name).toBe('PineconeBadRequestError');
+  });
+
   it('refuses an all-zero dense vector: the stand-in with 400 as Pinecone does, the adapter before sending', async () => {
     const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
     const direct = await sdk
@@ -289,5 +365,41 @@ describe('Pinecone over the stand-in', () => {
     const zero = { ...record('zeros', 'zero'), values: new Float32Array(DIMENSIONS) };
     await expect(index.upsert('zeros', [zero])).rejects.toThrow(ValidationError);
     expect(standIn.requests.length).toBe(before);
+  });
+});
+
+describe('Pinecone hybrid limits', () => {
+  let hybrid: PineconeStandIn;
+  let index: PineconeVectorIndex;
+  beforeAll(async () => {
+    hybrid = await startPineconeStandIn({ dimension: DIMENSIONS, metric: 'dotproduct' });
+    index = createPineconeIndex({ host: hybrid.url, apiKey: 'k', dimensions: DIMENSIONS, metric: 'dotproduct' });
+  });
+  afterAll(() => hybrid.close());
+
+  const sparse = (count: number) => ({
+    indices: Array.from({ length: count }, (_, i) => i * 3),
+    values: Array.from({ length: count }, () => 0.1),
+  });
+
+  it('accepts 1,000 sparse values and refuses 1,001 before sending, on records and on queries', async () => {
+    const at = (count: number): PineconeRecordInput => ({
+      ...record('sparse', `s${count}`),
+      sparseValues: sparse(count),
+    });
+    await index.upsert('sparse', [at(1_000)]);
+    const before = hybrid.requests.length;
+    await expect(index.upsert('sparse', [at(1_001)])).rejects.toThrow(/1001 non-zero values/);
+    await expect(
+      index.query('sparse', { vector: record('sparse', 'q').values, topK: 1, sparseVector: sparse(1_001) } as never),
+    ).rejects.toThrow(ValidationError);
+    expect(hybrid.requests.length).toBe(before);
+    expect(hybrid.namespaces().sparse).toBe(1);
+    // The stand-in refuses what Pinecone refuses.
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'hybrid', host: hybrid.url });
+    const direct = await sdk
+      .upsert({ records: [{ id: 'big', values: [...record('x', 'big').values], sparseValues: sparse(1_001) }] })
+      .catch((caught: unknown) => caught);
+    expect((direct as Error).name).toBe('PineconeBadRequestError');
   });
 });

@@ -164,6 +164,8 @@ export const PINECONE_LIMITS = Object.freeze({
   /** Ids per fetch: they travel in the URL, which servers cap at a few kilobytes. */
   maxFetchIds: 100,
   maxDeleteIds: 1_000,
+  /** Non-zero entries of one sparse vector on a hybrid (`dotproduct`) index. */
+  maxSparseValues: 1_000,
 });
 
 /** Default of `timeoutMs`: ample for a query or a 2 MB upsert, short enough that a hung host does not hold a Lambda. */
@@ -372,7 +374,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
       throwIfAborted(upsertOptions?.signal);
       const prepared = prepareRecords(storyId, records, dimensions, metric);
       const namespace = namespaceOf(storyId);
-      for (const batch of cutBatches(prepared, PINECONE_LIMITS.maxUpsertRecords, maxRequestBytes)) {
+      for (const batch of cutBatches(prepared, PINECONE_LIMITS.maxUpsertRecords, maxRequestBytes, namespace)) {
         throwIfAborted(upsertOptions?.signal);
         await call('upsert', upsertOptions?.signal, (index) => index.upsert({ records: batch, namespace }));
       }
@@ -389,7 +391,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       const sparseVector =
         query.sparseVector === undefined ? undefined : checkSparse(query.sparseVector, metric, 'query.sparseVector');
-      const filter = query.filter === undefined ? undefined : toPineconeFilter(query.filter);
+      const filter = query.filter === undefined ? undefined : toPineconeFilter(query.filter, 'query.filter');
       const vector = Array.from(query.vector, (value) => (metric === 'dotproduct' ? value / norm : value));
       const response = await call('query', query.signal, (index) =>
         index.query({
@@ -462,7 +464,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
           );
         }
       } else {
-        const filter = toPineconeFilter(target.filter);
+        const filter = toPineconeFilter(target.filter, 'deletion.filter');
         await ignoreMissingNamespace(
           call('delete', deleteOptions?.signal, (index) => index.deleteMany({ filter, namespace })),
         );
@@ -561,16 +563,18 @@ interface PreparedRecord {
 }
 
 /**
- * Splits records into requests of at most `maxRecords` records and `maxBytes` bytes of JSON. A single record over
- * `maxBytes` cannot be sent at all and is a `ValidationError`.
+ * Splits records into requests of at most `maxRecords` records and `maxBytes` bytes of JSON, counting the body around
+ * them, `{"vectors":[...],"namespace":"..."}`, with the namespace they go to. A single record over `maxBytes` cannot
+ * be sent at all and is a `ValidationError`.
  */
 export function cutBatches<T extends { id: string }>(
   records: readonly T[],
   maxRecords: number,
   maxBytes: number,
+  namespace = '',
 ): T[][] {
-  // The envelope around the list: {"vectors":[...],"namespace":"..."} with a namespace of up to 256 bytes.
-  const envelope = 300;
+  // The body without records; each record then adds its JSON and a comma (one too many, which errs on the safe side).
+  const envelope = Buffer.byteLength(JSON.stringify({ vectors: [], namespace }), 'utf8');
   const batches: T[][] = [];
   let current: T[] = [];
   let bytes = envelope;
@@ -579,7 +583,7 @@ export function cutBatches<T extends { id: string }>(
     if (size + envelope > maxBytes) {
       throw invalidArgument(
         `records (id ${JSON.stringify(record.id)})`,
-        `takes ${size} bytes as JSON; a request holds at most ${maxBytes}`,
+        `takes ${size} bytes as JSON; a request to namespace ${JSON.stringify(namespace)} holds at most ${maxBytes - envelope}`,
       );
     }
     if (current.length > 0 && (current.length >= maxRecords || bytes + size > maxBytes)) {
@@ -656,13 +660,18 @@ function restoreValues(values: readonly number[], metadata: Record<string, unkno
  * Our filter in Pinecone's operators. Each field condition with several operators becomes an `$and` of one-operator
  * conditions, and conditions of several fields an `$and`: on list fields every operator is then checked on its own
  * (positive ones by any element, negative ones by none), which is the port's meaning.
+ *
+ * Pinecone's `$in` and `$nin` take strings and numbers only: a boolean in their list is a `ValidationError` here
+ * rather than a 400 from Pinecone (`$eq` and `$ne` take booleans).
  */
-export function toPineconeFilter(filter: MetadataFilter): Record<string, unknown> {
+export function toPineconeFilter(filter: MetadataFilter, path = 'filter'): Record<string, unknown> {
   const parts: Array<Record<string, unknown>> = [];
   for (const [key, value] of Object.entries(filter)) {
     if (value === undefined) continue;
     if (key === '$and' || key === '$or') {
-      parts.push({ [key]: (value as MetadataFilter[]).map(toPineconeFilter) });
+      parts.push({
+        [key]: (value as MetadataFilter[]).map((part, index) => toPineconeFilter(part, `${path}.${key}.${index}`)),
+      });
       continue;
     }
     if (typeof value !== 'object' || value === null) {
@@ -670,7 +679,17 @@ export function toPineconeFilter(filter: MetadataFilter): Record<string, unknown
       continue;
     }
     for (const [operator, operand] of Object.entries(value as FieldCondition)) {
-      if (operand !== undefined) parts.push({ [key]: { [operator]: operand } });
+      if (operand === undefined) continue;
+      if (
+        (operator === '$in' || operator === '$nin') &&
+        (operand as Scalar[]).some((item) => typeof item === 'boolean')
+      ) {
+        throw invalidArgument(
+          `${path}.${key}.${operator}`,
+          `Pinecone compares ${operator} with strings and numbers only; use $eq or $ne for a boolean`,
+        );
+      }
+      parts.push({ [key]: { [operator]: operand } });
     }
   }
   if (parts.length === 1) return parts[0]!;
@@ -757,6 +776,12 @@ function checkSparse(sparse: unknown, metric: string, path: string): SparseValue
     throw invalidArgument(
       path,
       'must be { indices, values } of equal length: distinct unsigned integers and finite numbers',
+    );
+  }
+  if (indices.length > PINECONE_LIMITS.maxSparseValues) {
+    throw invalidArgument(
+      path,
+      `has ${indices.length} non-zero values; Pinecone accepts at most ${PINECONE_LIMITS.maxSparseValues}`,
     );
   }
   return { indices: [...indices], values: [...values] };
