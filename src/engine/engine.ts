@@ -20,6 +20,8 @@ import {
   ConflictError,
   ContentFilteredError,
   NotFoundError,
+  ProviderError,
+  RetryError,
   StoryloomError,
   throwIfAborted,
   ValidationError,
@@ -32,7 +34,7 @@ import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/red
 import { type Scene, SceneSchema, type StateDelta, type StoryState } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
 import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
-import { EpisodeIncompleteError, type StepFailure } from './episode-errors.js';
+import { EpisodeIncompleteError, isRetryableStepFailure, type StepFailure } from './episode-errors.js';
 import { type EngineEvent, type EngineLogger, type EngineStep, type StepStatus, silentLogger } from './events.js';
 import {
   type InfluenceOutcome,
@@ -70,6 +72,15 @@ export interface StoryEngineOptions {
   retrieval?: { k?: number; tokenBudget?: number; povCharacterId?: string };
   /** How often a run that lost the commit to another reloads and tries again. Default 3. */
   maxConflictRetries?: number;
+  /**
+   * The longest one attempt of a step may take, in ms: pulling influences, retrieving context, generating, and each
+   * step after the commit (index, cache, image, each publisher). An attempt that takes longer is told to stop
+   * through its signal, and fails with a retryable `TIMEOUT` error, so a call that never answers cannot hold a
+   * long-running process's episodes forever. Default 900000 (15 minutes, Lambda's own ceiling); `Infinity` turns it
+   * off. A context step that must first rebuild a large story's indexes (after an embedder change) can take long:
+   * run `reindex` ahead of such a deploy, or raise this. Timed on the system's timers, not `clock`.
+   */
+  stepTimeoutMs?: number;
   /** Aspect ratio of scene pictures. Default `16:9`. */
   imageAspectRatio?: ImageRequest['aspectRatio'];
 }
@@ -194,6 +205,7 @@ export function seedFrom(...parts: string[]): number {
 
 const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
+const DEFAULT_STEP_TIMEOUT_MS = 900_000;
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -273,6 +285,10 @@ class Engine implements StoryEngine {
     const conflicts = options.maxConflictRetries ?? 3;
     if (!Number.isInteger(conflicts) || conflicts < 0 || conflicts > 100) {
       problems.push({ path: 'maxConflictRetries', message: 'must be an integer from 0 to 100' });
+    }
+    const timeout = options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
+    if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout <= 0) {
+      problems.push({ path: 'stepTimeoutMs', message: 'must be a positive number of milliseconds (or Infinity)' });
     }
     if (problems.length > 0) {
       throw new ValidationError(`Invalid story engine options: ${problems[0]!.path} ${problems[0]!.message}`, {
@@ -397,10 +413,7 @@ class Engine implements StoryEngine {
       for (const source of this.sources) {
         let items: Awaited<ReturnType<InfluenceSource['pull']>>;
         try {
-          items = await withRetry(
-            (_attempt, signal) => source.pull(run.storyId, signal ? { signal } : {}),
-            this.retryOptions(run, 'influences'),
-          );
+          items = await this.attempts(run, 'influences', (signal) => source.pull(run.storyId, { signal }));
         } catch (error) {
           if (AbortedError.isInstance(error)) throw error;
           // A source outage must not stop the story: its influences count in a later episode.
@@ -461,15 +474,13 @@ class Engine implements StoryEngine {
     throwIfAborted(signal);
     const query = buildEpisodeQuery(state, resolution);
     const context = await this.timed(run, 'context', sceneId, () =>
-      withRetry(
-        (_attempt, retrySignal) =>
-          this.context.getRelevantContext(storyId, query, {
-            ...this.options.retrieval,
-            state,
-            influences: resolution.influences,
-            ...(retrySignal ? { signal: retrySignal } : {}),
-          }),
-        this.retryOptions(run, 'context'),
+      this.attempts(run, 'context', (attemptSignal) =>
+        this.context.getRelevantContext(storyId, query, {
+          ...this.options.retrieval,
+          state,
+          influences: resolution.influences,
+          signal: attemptSignal,
+        }),
       ),
     );
     throwIfAborted(signal);
@@ -484,10 +495,7 @@ class Engine implements StoryEngine {
       seed: seedFrom('scene', storyId, sceneId),
     };
     const generated = await this.timed(run, 'generate', sceneId, () =>
-      withRetry(
-        (_attempt, retrySignal) => this.generator.generate(request, retrySignal ? { signal: retrySignal } : {}),
-        this.retryOptions(run, 'generate'),
-      ),
+      this.attempts(run, 'generate', (attemptSignal) => this.generator.generate(request, { signal: attemptSignal })),
     );
     throwIfAborted(signal);
     const { scene, nextState, outcome, warnings } = await this.timed(run, 'continuity', sceneId, async () =>
@@ -713,13 +721,13 @@ class Engine implements StoryEngine {
     let result: Record<string, unknown>;
     let failure: unknown;
     try {
-      ({ status, result } = await withRetry((_attempt, signal) => execute(signal), this.retryOptions(run, step)));
+      ({ status, result } = await this.attempts(run, step, execute));
     } catch (error) {
       // An abort leaves the step unrecorded, so that the next run does it; it is not a failure of the step.
       if (AbortedError.isInstance(error)) throw error;
       status = 'failed';
       failure = error;
-      result = { error: describeError(error), ...(StoryloomError.isInstance(error) ? { code: error.code } : {}) };
+      result = failureRecord(error);
     }
     await this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result });
     const durationMs = this.clock.now() - started;
@@ -727,12 +735,7 @@ class Engine implements StoryEngine {
     if (failure !== undefined) {
       report.error = failure;
       run.failures.push({ step, sceneId: scene.id, status: 'failed', error: failure });
-      this.logger.error('episode step failed', {
-        storyId: run.storyId,
-        sceneId: scene.id,
-        step,
-        error: describeError(failure),
-      });
+      this.logger.error('episode step failed', { storyId: run.storyId, sceneId: scene.id, step, ...result });
     }
     run.steps.push(report);
     this.emit({
@@ -824,10 +827,7 @@ class Engine implements StoryEngine {
     story: StoryState,
     entry: PublicationEntry,
   ): Promise<EpisodeImage> {
-    const { image, meta } = await withRetry(
-      (_attempt, signal) => this.drawImage(scene, story, signal),
-      this.retryOptions(run, 'image'),
-    );
+    const { image, meta } = await this.attempts(run, 'image', (signal) => this.drawImage(scene, story, signal));
     if (meta.sha256 !== entry.result.sha256) {
       this.warn(run.storyId, 'the picture drawn again differs from the one logged; the image generator ignores seeds', {
         sceneId: scene.id,
@@ -911,6 +911,44 @@ class Engine implements StoryEngine {
       });
       throw error;
     }
+  }
+
+  /**
+   * Runs a step's call with the retry policy, each attempt within `stepTimeoutMs`. The attempt's signal fires when the
+   * run is aborted or the attempt has run out of time; a call that ignores it is left behind, and the attempt fails
+   * with a retryable `TIMEOUT` error all the same.
+   */
+  private attempts<T>(run: RunContext, step: EngineStep, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const limit = this.options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
+    return withRetry(
+      async (_attempt, runSignal) => {
+        const timer = new AbortController();
+        const signal = runSignal ? AbortSignal.any([runSignal, timer.signal]) : timer.signal;
+        const timedOut = new StoryloomError('TIMEOUT', `Step "${step}" took longer than ${limit} ms`, {
+          isRetryable: true,
+        });
+        let handle: ReturnType<typeof setTimeout> | undefined;
+        const expiry = new Promise<never>((_, reject) => {
+          if (!Number.isFinite(limit)) return;
+          handle = setTimeout(() => {
+            timer.abort(timedOut);
+            reject(timedOut);
+          }, limit);
+          // A pending timeout must not keep a finished process alive.
+          handle.unref?.();
+        });
+        try {
+          return await Promise.race([call(signal), expiry]);
+        } catch (error) {
+          // The call stopped because its time ran out (as an abort, say): that is a timeout, not the run's abort.
+          if (timer.signal.aborted && !runSignal?.aborted) throw timedOut;
+          throw error;
+        } finally {
+          clearTimeout(handle);
+        }
+      },
+      this.retryOptions(run, step),
+    );
   }
 
   private retryOptions(run: RunContext, step: EngineStep): RetryOptions {
@@ -1010,6 +1048,23 @@ function isFilteredRetryError(error: unknown): boolean {
   return (
     StoryloomError.isInstance(error) && error.code === 'RETRY_EXHAUSTED' && ContentFilteredError.isInstance(error.cause)
   );
+}
+
+/**
+ * What the publication log and the logs keep of a failed step: the error's text, and the code (with the provider
+ * and HTTP status) of what failed, which for retries that ran out is the last attempt's error, not `RETRY_EXHAUSTED`.
+ */
+function failureRecord(error: unknown): Record<string, unknown> {
+  const cause = RetryError.isInstance(error) ? error.cause : error;
+  return {
+    error: describeError(error),
+    ...(StoryloomError.isInstance(cause) ? { code: cause.code } : {}),
+    ...(ProviderError.isInstance(cause)
+      ? { provider: cause.provider, ...(cause.status === undefined ? {} : { status: cause.status }) }
+      : {}),
+    ...(RetryError.isInstance(error) ? { attempts: error.attempts } : {}),
+    retryable: isRetryableStepFailure(error),
+  };
 }
 
 function describeError(error: unknown): string {

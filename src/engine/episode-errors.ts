@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { StoryloomError } from '../core/errors.js';
+import { RetryError, StoryloomError } from '../core/errors.js';
 import type { EngineStep, StepStatus } from './events.js';
 
 /** A post-commit step that did not finish, as reported in an `EpisodeResult`. */
@@ -16,9 +16,26 @@ export interface StepFailure {
 }
 
 /**
+ * Whether a step's failure may pass if the step runs again later: a storyloom error that says so, or retries that ran
+ * out on such errors (or were asked to wait longer than allowed). A step that failed in a way no retry cures (a
+ * refused request, a content filter, an error storyloom does not know) fails the same way next time.
+ *
+ * @example
+ * ```ts
+ * import { isRetryableStepFailure } from 'storyloom';
+ * for (const failure of result.failures) if (!isRetryableStepFailure(failure.error)) alertOperator(failure);
+ * ```
+ */
+export function isRetryableStepFailure(error: unknown): boolean {
+  if (RetryError.isInstance(error)) return error.reason !== 'errorNotRetryable';
+  return StoryloomError.isInstance(error) && error.isRetryable;
+}
+
+/**
  * The scene is committed (it will never be written again) but some steps after the commit failed or were blocked.
- * Retryable: the next `runEpisode` resumes exactly those steps. Throw it from a scheduled handler to have the
- * scheduler retry.
+ * The next `runEpisode` resumes exactly those steps. Throw it from a scheduled handler to have the scheduler retry.
+ * `isRetryable` is false when a step failed in a way a later run cannot cure (`isRetryableStepFailure`): retrying
+ * the episode then would only fail again, paying for the steps before it each time; someone must look.
  *
  * @example
  * ```ts
@@ -36,7 +53,8 @@ export class EpisodeIncompleteError extends StoryloomError {
     const steps = failures.map((failure) => `${failure.step} (${failure.status})`).join(', ');
     super('EPISODE_INCOMPLETE', `Scene "${sceneId}" of story "${storyId}" is committed but unfinished: ${steps}`, {
       cause: options.cause ?? failures.find((failure) => failure.error !== undefined)?.error,
-      isRetryable: true,
+      // Blocked steps wait for a failed one: whether the episode can finish later is for the failed ones to say.
+      isRetryable: failures.every((failure) => failure.status === 'blocked' || isRetryableStepFailure(failure.error)),
     });
     this.name = 'EpisodeIncompleteError';
     this.storyId = storyId;

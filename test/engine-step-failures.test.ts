@@ -1,0 +1,210 @@
+/**
+ * How the engine bounds and reports a step that fails: each attempt has a time limit (a call that never answers
+ * cannot hold a process's episodes forever, nor a context manager's shared check), the publication log names what
+ * failed rather than "retries ran out", and an unfinished episode says whether running it again can help.
+ */
+import { describe, expect, it } from 'vitest';
+import { ContextManager } from '../src/context/context-manager.js';
+import type { Embedder } from '../src/context/embedder.js';
+import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { ProviderError, type StoryloomError, ValidationError } from '../src/core/errors.js';
+import { assertEpisodeComplete, createStoryEngine } from '../src/engine/engine.js';
+import { createStateOnlyContext, type EpisodeContext } from '../src/engine/episode-context.js';
+import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
+import type { EngineEvent } from '../src/engine/events.js';
+import { createMemoryPublisher } from '../src/publishing/memory.js';
+import type { Publisher } from '../src/publishing/publisher.js';
+import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
+
+/** Retries without waiting, so that the manual clock never has to be moved. */
+const NO_WAIT = { initialDelayMs: 0 };
+
+/** A call that never settles, whatever its signal says, as a stuck client's may. */
+const never = <T>(): Promise<T> => new Promise<T>(() => {});
+
+/** A publisher that fails every attempt with `error` (target `feed`). */
+function failingPublisher(error: () => unknown): Publisher & { attempts: number } {
+  const inner = createMemoryPublisher({ target: 'feed' });
+  const publisher = {
+    ...inner,
+    attempts: 0,
+    publish: async () => {
+      publisher.attempts++;
+      throw error();
+    },
+  };
+  return publisher;
+}
+
+describe('engine: a step that never answers', () => {
+  it('has its attempt stopped at stepTimeoutMs and retried: the run goes on', async () => {
+    const { store, clock } = await newWorldStore();
+    const inner = createStateOnlyContext({ store });
+    const signals: AbortSignal[] = [];
+    const context: EpisodeContext = {
+      ...inner,
+      getRelevantContext: (storyId, query, options = {}) => {
+        signals.push(options.signal!);
+        return signals.length === 1 ? never() : inner.getRelevantContext(storyId, query, options);
+      },
+    };
+    const events: EngineEvent[] = [];
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: createScriptedGenerator(),
+      clock,
+      stepTimeoutMs: 50,
+      retry: NO_WAIT,
+      onEvent: (event) => events.push(event),
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.outcome).toBe('created');
+    // The first attempt was told its time was up, through its signal.
+    expect(signals[0]!.aborted).toBe(true);
+    expect(signals[0]!.reason).toMatchObject({ code: 'TIMEOUT', isRetryable: true });
+    const retries = events.filter((event) => event.type === 'step.retry');
+    expect(retries.map((event) => [event.step, (event as { error: StoryloomError }).error.code])).toEqual([
+      ['context', 'TIMEOUT'],
+    ]);
+  });
+
+  it('frees a context manager whose shared check hangs on the embedder: the next attempt checks afresh', async () => {
+    const { store, clock } = await newWorldStore();
+    const hashing = createHashingEmbedder({ dimensions: 64 });
+    let embedCalls = 0;
+    const embedder: Embedder = {
+      specificationVersion: 'v1',
+      provider: hashing.provider,
+      modelId: hashing.modelId,
+      dimensions: hashing.dimensions,
+      maxBatchSize: hashing.maxBatchSize,
+      // The first call (the fingerprint's, in the check every call shares) never answers.
+      embed: (texts, options) => (embedCalls++ === 0 ? never() : hashing.embed(texts, options)),
+    };
+    const context = new ContextManager({
+      store,
+      vectors: createMemoryVectorIndex({ dimensions: 64 }),
+      keywords: createMemoryKeywordIndex(),
+      embedder,
+    });
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: createScriptedGenerator(),
+      clock,
+      stepTimeoutMs: 50,
+      retry: NO_WAIT,
+    });
+    const first = await engine.runEpisode(STORY_ID);
+    expect(first.complete).toBe(true);
+    const second = await engine.runEpisode(STORY_ID);
+    expect(second.complete).toBe(true);
+    // Both scenes reached the index the freed check let through.
+    const stats = await context.stats(STORY_ID);
+    expect(stats.byType.scene).toBeGreaterThanOrEqual(2);
+  });
+
+  it('records a step after the commit that timed out as failed, retryable, with code TIMEOUT', async () => {
+    const { store, clock } = await newWorldStore();
+    const inner = createStateOnlyContext({ store });
+    const context: EpisodeContext = { ...inner, indexScene: () => never() };
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: createScriptedGenerator(),
+      clock,
+      stepTimeoutMs: 30,
+      retry: { ...NO_WAIT, maxRetries: 1 },
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.complete).toBe(false);
+    const [entry] = (await store.listPublications(STORY_ID, result.scene.id)).filter((e) => e.target === 'index');
+    expect(entry).toMatchObject({ status: 'failed', result: { code: 'TIMEOUT', attempts: 2, retryable: true } });
+    const error = (() => {
+      try {
+        assertEpisodeComplete(result);
+      } catch (thrown) {
+        return thrown;
+      }
+    })();
+    expect(EpisodeIncompleteError.isInstance(error) && error.isRetryable).toBe(true);
+  });
+
+  it('refuses a time limit that is not a positive number', async () => {
+    const { store } = await newWorldStore();
+    for (const stepTimeoutMs of [0, -5, Number.NaN, '100' as unknown as number]) {
+      expect(() => createStoryEngine({ store, generator: createScriptedGenerator(), stepTimeoutMs })).toThrow(
+        ValidationError,
+      );
+    }
+    expect(() =>
+      createStoryEngine({ store, generator: createScriptedGenerator(), stepTimeoutMs: Number.POSITIVE_INFINITY }),
+    ).not.toThrow();
+  });
+});
+
+describe('engine: an unfinished episode', () => {
+  it('says retries will not help when a step failed in a way no retry cures; the log keeps the cause', async () => {
+    const { store, clock } = await newWorldStore();
+    const publisher = failingPublisher(
+      () => new ProviderError('the post was refused', { provider: 'feedhost', status: 403 }),
+    );
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      retry: NO_WAIT,
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    const [entry] = (await store.listPublications(STORY_ID, result.scene.id)).filter(
+      (e) => e.target === 'publish:feed',
+    );
+    expect(entry).toMatchObject({
+      status: 'failed',
+      result: { code: 'PROVIDER', provider: 'feedhost', status: 403, retryable: false },
+    });
+    expect(publisher.attempts).toBe(1);
+    const error = new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures);
+    expect(error.isRetryable).toBe(false);
+  });
+
+  it('stays retryable when retries ran out on an outage, and the log names the outage, not RETRY_EXHAUSTED', async () => {
+    const { store, clock } = await newWorldStore();
+    const publisher = failingPublisher(() => new ProviderError('unavailable', { provider: 'feedhost', status: 503 }));
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      retry: NO_WAIT,
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    const [entry] = (await store.listPublications(STORY_ID, result.scene.id)).filter(
+      (e) => e.target === 'publish:feed',
+    );
+    expect(entry).toMatchObject({
+      status: 'failed',
+      result: { code: 'PROVIDER', provider: 'feedhost', status: 503, attempts: 3, retryable: true },
+    });
+    expect(new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures).isRetryable).toBe(true);
+  });
+
+  it('is not retryable when a step threw an error storyloom does not know (a bug, not an outage)', async () => {
+    const { store, clock } = await newWorldStore();
+    const publisher = failingPublisher(() => new TypeError("Cannot read properties of undefined (reading 'id')"));
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      retry: NO_WAIT,
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.failures.map((failure) => failure.step)).toEqual(['publish:feed']);
+    expect(new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures).isRetryable).toBe(false);
+  });
+});
