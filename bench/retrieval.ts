@@ -320,7 +320,11 @@ export function loadDatasets(file: string, format: string, select?: number[]): B
  * entry that is not a number or an ascending range, or a list that names nothing, is an error naming the option:
  * it would otherwise measure nothing, or something other than what was asked for.
  */
-function parseList(option: string, raw: string | undefined): number[] | undefined {
+/**
+ * A list of numbers and ranges (`5,10`, `0-2`). A range reaching past `limit` is refused before it is spelled out,
+ * so `--k 1-999999999999` is one line of error rather than an exhausted heap.
+ */
+function parseList(option: string, raw: string | undefined, limit: number): number[] | undefined {
   if (raw === undefined) return undefined;
   const list: number[] = [];
   for (const part of raw.split(',').map((entry) => entry.trim())) {
@@ -328,6 +332,7 @@ function parseList(option: string, raw: string | undefined): number[] | undefine
     if (range) {
       const [from, to] = [Number(range[1]), Number(range[2])];
       if (from > to) throw new Error(`${option}: the range ${part} runs backwards (write ${to}-${from})`);
+      if (to > limit) throw new Error(`${option}: the range ${part} reaches past ${limit}`);
       for (let n = from; n <= to; n++) list.push(n);
     } else if (/^\d+$/.test(part)) list.push(Number(part));
     else throw new Error(`${option} takes numbers and ranges like 5,10 or 0-2, got ${JSON.stringify(part)}`);
@@ -337,10 +342,12 @@ function parseList(option: string, raw: string | undefined): number[] | undefine
 
 /** The largest k the retriever and the indexes answer (`retrieve()`'s `k`, the indexes' `topK`). */
 const MAX_K = 10_000;
+/** The largest conversation or story number `--select` takes. */
+const MAX_SELECT = 1_000_000;
 
 /** `--k`: every k a whole number from 1 to `MAX_K`, which the retriever would otherwise refuse in its own words. */
 function parseKs(raw: string | undefined): number[] | undefined {
-  const ks = parseList('--k', raw);
+  const ks = parseList('--k', raw, MAX_K);
   const bad = ks?.filter((k) => !Number.isInteger(k) || k < 1 || k > MAX_K) ?? [];
   if (bad.length > 0) throw new Error(`--k must be whole numbers from 1 to ${MAX_K}, got ${bad.join(',')}`);
   return ks;
@@ -409,7 +416,7 @@ async function main(): Promise<void> {
     );
   }
   const ks = parseKs(values.k);
-  const select = parseList('--select', values.select);
+  const select = parseList('--select', values.select, MAX_SELECT);
   const chosen = parseMethods(values.methods, values.peers);
   const base = embedderFromSpec(values.embedder, values.dimensions ? { dimensions: Number(values.dimensions) } : {});
   // A model is paid per text: every text is embedded once (in memory, or across runs in the --embedding-cache file).

@@ -357,6 +357,15 @@ describe('bench:retrieval options', () => {
     expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--k', '')).toMatch(/^--k takes numbers/);
   });
 
+  it('refuses a --k or --select range reaching past its limit before spelling it out', () => {
+    expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--k', '1-999999999999')).toBe(
+      '--k: the range 1-999999999999 reaches past 10000',
+    );
+    expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--select', '0-99999999999')).toBe(
+      '--select: the range 0-99999999999 reaches past 1000000',
+    );
+  });
+
   it('refuses --k 0 and --k 20000, naming --k', () => {
     for (const k of ['0', '20000']) {
       expect(refusal('--file', locomoFile, '--format', 'locomo', '--json', '--k', k)).toBe(
