@@ -44,6 +44,7 @@ import {
   packItems,
   quoteAudienceText,
   requiredTokens,
+  sceneWitnessedBy,
   stablePrefixItems,
   threadKnownTo,
   tieKnownTo,
@@ -1860,7 +1861,7 @@ export class ContextManager {
     const chapters = await Promise.all(
       this.windowChapters(chapterStart).map(async (chapterId) => {
         const witnessed = (await this.scenesOfChapter(storyId, chapterId)).filter(
-          (scene) => scene.characters.includes(pov) && !shown.has(scene.id),
+          (scene) => sceneWitnessedBy(scene, pov) && !shown.has(scene.id),
         );
         const summary = witnessed.map((scene) => scene.summary || firstSentence(scene.text)).join(' ');
         return witnessed.length > 0 ? [{ chapterId, summary: clipWords(summary, WITNESSED_CHAPTER_WORDS) }] : [];
@@ -1889,7 +1890,7 @@ export class ContextManager {
       for await (const scene of eachScene(this.store, storyId, { order: 'desc', limit: 200 })) {
         if (scene.index >= before) continue;
         if (scene.index < floor) break;
-        if (!scene.characters.includes(pov)) continue;
+        if (!sceneWitnessedBy(scene, pov)) continue;
         for (const id of scene.characters) {
           if (id !== pov && !last.has(id)) last.set(id, { index: scene.index, stateVersion: scene.stateVersion });
         }
@@ -1981,7 +1982,7 @@ export class ContextManager {
             ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
             : []),
           ...earlierScenes
-            .filter((scene) => !scene.characters.includes(pov))
+            .filter((scene) => !sceneWitnessedBy(scene, pov))
             .map((scene) => ({
               id: `earlier:${scene.id}`,
               section: '# Earlier scenes',
@@ -2046,9 +2047,9 @@ export class ContextManager {
     const chapter = (await this.scenesOfChapter(state.storyId, state.chapterId)).filter(
       (scene) => scene.index >= chapterStart.sceneCount,
     );
-    const scenes = chapter.filter((scene) => !pov || scene.characters.includes(pov));
+    const scenes = chapter.filter((scene) => sceneWitnessedBy(scene, pov));
     const unwitnessed: OmittedItem[] = chapter
-      .filter((scene) => pov && !scene.characters.includes(pov))
+      .filter((scene) => !sceneWitnessedBy(scene, pov))
       .map((scene) => ({ id: `journal:${scene.id}`, section: 'journal', reason: `${pov} was not there` }));
     const header = '\n# This chapter so far\n';
     const blocks: string[] = [];
@@ -2190,7 +2191,7 @@ export class ContextManager {
       });
     }
     // Under a point of view, where the story left off is told only if the character was there.
-    if (previous && (!pov || previous.characters.includes(pov))) {
+    if (previous && sceneWitnessedBy(previous, pov)) {
       const tail = lastWords(previous.text, 60);
       items.push({
         id: `previous:${previous.id}`,
@@ -2213,7 +2214,7 @@ export class ContextManager {
           scene.index >= chapterStart.sceneCount &&
           !inJournal.has(scene.id) &&
           scene.id !== previous?.id &&
-          (!pov || scene.characters.includes(pov)),
+          sceneWitnessedBy(scene, pov),
       );
     // The chapter's scenes that neither the journal (past its share) nor the recent scenes show, nor retrieval
     // brought in: a line each below the recent scenes, so what is cut is traced, not silently lost.

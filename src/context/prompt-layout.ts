@@ -323,9 +323,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       reason: 'story synopsis: older history at low detail',
     });
   }
-  const earlier = (input.earlierScenes ?? []).filter(
-    (scene) => input.povCharacterId === undefined || scene.characters.includes(input.povCharacterId),
-  );
+  const earlier = (input.earlierScenes ?? []).filter((scene) => sceneWitnessedBy(scene, input.povCharacterId));
   earlier.forEach((scene, position) => {
     items.push({
       id: `earlier:${scene.id}`,
@@ -416,6 +414,18 @@ export function characterVariants(
  */
 export function tieKnownTo(ownerId: string, targetId: string, povCharacterId: string | undefined): boolean {
   return povCharacterId === undefined || ownerId === povCharacterId || targetId === povCharacterId;
+}
+
+/**
+ * Whether a point of view witnessed a scene: its character was in it. Without a point of view, every scene counts.
+ * The one rule behind every scene a point of view is shown or denied (earlier scenes, the chapter journal, the
+ * previous and recent scenes, the chapters it saw, the characters it met).
+ */
+export function sceneWitnessedBy(
+  scene: { readonly characters: readonly string[] },
+  povCharacterId: string | undefined,
+): boolean {
+  return povCharacterId === undefined || scene.characters.includes(povCharacterId);
 }
 
 /**
