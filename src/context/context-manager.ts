@@ -1651,8 +1651,8 @@ export class ContextManager {
     await Promise.all([
       keepMarks
         ? this.vectors.delete(storyId, { filter: { type: { $ne: 'meta' } } }, signal ? { signal } : {})
-        : this.vectors.deleteStory(storyId),
-      this.keywords.deleteStory(storyId),
+        : this.vectors.deleteStory(storyId, signal ? { signal } : {}),
+      this.keywords.deleteStory(storyId, signal ? { signal } : {}),
     ]);
     if (marks.length > 0 && !keepMarks)
       await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), signal);

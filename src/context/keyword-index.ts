@@ -55,6 +55,7 @@ export interface KeywordIndex {
   ): Promise<number>;
   /** Number of documents of a story. */
   count(storyId: string): Promise<number>;
-  deleteStory(storyId: string): Promise<void>;
+  /** Drops every document of a story. An aborted `signal` rejects with `AbortedError` and drops nothing. */
+  deleteStory(storyId: string, options?: { signal?: AbortSignal }): Promise<void>;
   close(): Promise<void>;
 }

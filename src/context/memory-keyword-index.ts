@@ -146,9 +146,10 @@ export function createMemoryKeywordIndex(options: MemoryKeywordIndexOptions = {}
       return partitions.get(storyId)?.documents.size ?? 0;
     },
 
-    async deleteStory(storyId) {
+    async deleteStory(storyId, deleteOptions) {
       open('delete a story');
       checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
       partitions.delete(storyId);
     },
 

@@ -223,9 +223,10 @@ function memoryVectorIndexOver(
       return { count: partitions.get(storyId)?.size ?? 0, dimensions };
     },
 
-    async deleteStory(storyId) {
+    async deleteStory(storyId, deleteOptions) {
       open('delete a story');
       checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
       partitions.delete(storyId);
     },
 

@@ -319,9 +319,10 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       return (guard(() => statements.count.get(name, storyId), 'count') as { n: number }).n;
     },
 
-    async deleteStory(storyId) {
+    async deleteStory(storyId, deleteOptions) {
       open('delete a story');
       checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
       const { rows, version } = guard(
         () =>
           db

@@ -379,9 +379,10 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       return { count: row.n, dimensions };
     },
 
-    async deleteStory(storyId) {
+    async deleteStory(storyId, deleteOptions) {
       open('delete a story');
       checkStoryId(storyId);
+      throwIfAborted(deleteOptions?.signal);
       const version = guard(
         () =>
           db

@@ -77,7 +77,7 @@ export interface VectorIndex {
   delete(storyId: string, deletion: VectorDeletion, options?: { signal?: AbortSignal }): Promise<number>;
   /** Counts for one story. */
   stats(storyId: string, options?: { signal?: AbortSignal }): Promise<VectorIndexStats>;
-  /** Drops every record of a story. */
-  deleteStory(storyId: string): Promise<void>;
+  /** Drops every record of a story. An aborted `signal` rejects with `AbortedError` and drops nothing. */
+  deleteStory(storyId: string, options?: { signal?: AbortSignal }): Promise<void>;
   close(): Promise<void>;
 }

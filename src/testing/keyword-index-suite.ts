@@ -447,6 +447,13 @@ export const keywordIndexCases: ReadonlyArray<SuiteCase<KeywordIndex>> = [
         'AbortedError from query',
       );
       assert.equal(await index.count(storyId), 0);
+      await index.upsert(storyId, [makeDocument(storyId, 'kept', 'The moth stayed.')]);
+      await rejectsWith(
+        index.deleteStory(storyId, { signal }),
+        AbortedError.isInstance,
+        'AbortedError from deleteStory',
+      );
+      assert.equal(await index.count(storyId), 1, 'an aborted deleteStory drops nothing');
     },
   },
 ];

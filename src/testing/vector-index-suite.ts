@@ -841,6 +841,13 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         'AbortedError from query',
       );
       assert.equal(await count(index, storyId), 0);
+      await index.upsert(storyId, [makeRecord(storyId, 'kept', vector)]);
+      await rejectsWith(
+        index.deleteStory(storyId, { signal }),
+        AbortedError.isInstance,
+        'AbortedError from deleteStory',
+      );
+      assert.equal(await count(index, storyId), 1, 'an aborted deleteStory drops nothing');
     },
   },
 ];
