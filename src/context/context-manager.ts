@@ -694,11 +694,12 @@ export class ContextManager {
       const value = await work();
       return [value, performance.now() - start];
     };
+    const stablePrefix = this.stablePrefix(state, budget, pov);
     const [[frequent, cacheTime], [stable, chapterTime], [retrieved], [previous]] = await waitUnlessAborted(
       Promise.all([
         timed(() => this.frequentContext(state)),
-        timed(() => this.stablePrefix(state, budget, pov)),
-        timed(() => this.retrieveScenes(state, query, k, exact, pov, options.signal)),
+        timed(() => stablePrefix),
+        timed(() => this.retrieveScenes(state, query, k, exact, pov, options.signal, stablePrefix)),
         timed(() => (state.sceneId ? this.store.getScene(storyId, state.sceneId) : Promise.resolve(null))),
       ]),
       options.signal,
@@ -1732,6 +1733,7 @@ export class ContextManager {
     exact: { characters: string[]; threads: string[]; locations: string[]; ids: string[] },
     pov: string | undefined,
     signal: AbortSignal | undefined,
+    stablePrefix: Promise<{ omitted: readonly OmittedItem[] }>,
   ): Promise<{
     scenes: SimilarScene[];
     dropped: ContextTrace['droppedByDiversity'];
@@ -1746,8 +1748,18 @@ export class ContextManager {
     // A chapter summary tells of what its scenes' characters did together, so a point of view gets scenes only.
     if (pov) scenesOnly.characters = { $in: [pov] };
     else {
-      const older = await this.summaryHorizon(state);
-      if (older > 0) filter = { $or: [scenesOnly, { type: 'summary', sceneIndex: { $lt: older } }] };
+      // Summaries older than the prefix's window are left to retrieval, and so are those of the window that the
+      // packed prefix had no room for: the scenes of a pruned chapter live on only in its summary, which must stay
+      // reachable one way or the other.
+      const [older, { omitted }] = await Promise.all([this.summaryHorizon(state), stablePrefix]);
+      const left = omitted.flatMap((item) =>
+        item.id.startsWith('summary:') ? [item.id.slice('summary:'.length)] : [],
+      );
+      const summaries: MetadataFilter[] = [
+        ...(older > 0 ? [{ type: 'summary', sceneIndex: { $lt: older } } satisfies MetadataFilter] : []),
+        ...(left.length > 0 ? [{ type: 'summary', chapterId: { $in: left } } satisfies MetadataFilter] : []),
+      ];
+      if (summaries.length > 0) filter = { $or: [scenesOnly, ...summaries] };
     }
     const exactMatches: ExactMatches = {};
     if (exact.ids.length > 0) exactMatches.ids = exact.ids;
