@@ -51,6 +51,14 @@ async function storyWith(episodes: number): Promise<{ cwd: string; data: string 
 }
 
 describe('storyloom context and memory commands as a user runs them', () => {
+  it("memory prune with its default importance drops the offline narrator's quiet scenes once they are summarized", async () => {
+    // Chapters of the default story are 8 scenes: 40 episodes close four, each with quiet scenes (importance 0.35).
+    const { cwd, data } = await storyWith(40);
+    const pruned = await storyloom(cwd, ['memory', 'prune', '--data', data, '--min-age', '0']);
+    expect(pruned.code).toBe(0);
+    expect(pruned.stdout).toMatch(/^Pruned [1-9]\d* scene vectors from [1-9]\d* summarized chapters/);
+  });
+
   it('a missing subcommand ("storyloom memory", or no command at all) is a usage error, exit 2', async () => {
     const { cwd } = await storyWith(1);
     // A script that builds the subcommand from a variable and gets it empty must not be told "success".

@@ -304,7 +304,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addOption(dataOption())
     .addOption(storyOption())
     .option('--min-age <scenes>', 'only scenes at least this many scenes old', nonNegativeInteger('--min-age'), 200)
-    .option('--max-importance <value>', 'only scenes less important than this (0 to 1)', unitInterval, 0.35)
+    .option('--max-importance <value>', 'only scenes less important than this (0 to 1)', unitInterval, 0.4)
     .action(async (options: { data: string; story?: string; minAge: number; maxImportance: number }) => {
       await withStory(options, async (project, storyId) => {
         const result = await project.context.prune(storyId, {

@@ -241,7 +241,7 @@ function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImpor
   }
   // A misspelt bound (`minAge`) would prune with the default instead, and what prune drops stays dropped.
   refuseUnknownKeys(policy, PRUNE_POLICY_KEYS, 'prune policy option', 'is not a prune policy option');
-  const maxImportance = policy.maxImportance ?? 0.35;
+  const maxImportance = policy.maxImportance ?? 0.4;
   if (!(maxImportance >= 0 && maxImportance <= 1)) {
     throw new ValidationError(`maxImportance must be a number from 0 to 1, got ${maxImportance}`);
   }
@@ -394,7 +394,7 @@ export interface ReindexProgress {
 export interface PrunePolicy {
   /** Only scenes at least this many scenes old. Default 200. */
   minAgeScenes?: number;
-  /** Only scenes whose importance is below this. Default 0.35. */
+  /** Only scenes whose importance is below this. Default 0.4 (the offline narrator rates its quiet scenes 0.35). */
   maxImportance?: number;
   signal?: AbortSignal;
 }
@@ -467,7 +467,7 @@ export interface ContextManagerOptions {
   /**
    * Automatic pruning: each time `indexScene` closes a chapter (after writing its summary), `prune` runs with this
    * policy, so a long-running story keeps old history at summary detail without a separate job. Off by default;
-   * `{}` prunes with `prune`'s defaults (scenes 200 or more old, importance below 0.35).
+   * `{}` prunes with `prune`'s defaults (scenes 200 or more old, importance below 0.4).
    */
   autoPrune?: Omit<PrunePolicy, 'signal'>;
   /**
