@@ -3,6 +3,7 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -49,6 +50,32 @@ async function storyWith(episodes: number): Promise<{ cwd: string; data: string 
   expect(run.code).toBe(0);
   return { cwd, data: path.join(cwd, 'proj') };
 }
+
+describe('storyloom fork and import as a user runs them', () => {
+  it('a fresh fork and a fresh import are complete: status shows no unfinished steps and run writes a new scene', async () => {
+    const { cwd, data } = await storyWith(3);
+    expect((await storyloom(cwd, ['fork', '--data', data, '--at', '2', '--as', 'branch'])).code).toBe(0);
+    const exported = await storyloom(cwd, ['export', '--data', data]);
+    expect(exported.code).toBe(0);
+    const file = path.join(cwd, 'story.jsonl');
+    writeFileSync(file, exported.stdout);
+    const copy = path.join(cwd, 'copy');
+    expect((await storyloom(cwd, ['import', file, '--data', copy])).code).toBe(0);
+
+    for (const [folder, story] of [
+      [data, 'branch'],
+      [copy, undefined],
+    ] as const) {
+      const storyArgs = story ? ['--story', story] : [];
+      const status = await storyloom(cwd, ['status', '--data', folder, ...storyArgs, '--json']);
+      expect(JSON.parse(status.stdout).unfinishedSteps, `status of ${story ?? 'the import'}`).toEqual([]);
+      const run = await storyloom(cwd, ['run', '--data', folder, ...storyArgs, '--episodes', '1']);
+      expect(run.code).toBe(0);
+      // Nothing was left to finish: the run wrote its scene at once.
+      expect(run.stdout).not.toMatch(/\(resumed\)/);
+    }
+  });
+});
 
 describe('storyloom context and memory commands as a user runs them', () => {
   it("memory prune with its default importance drops the offline narrator's quiet scenes once they are summarized", async () => {

@@ -501,6 +501,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           const result = await project.store.importStory(lines());
           await project.context.reindex(result.storyId);
           await project.publishAll(result.storyId);
+          await recordStepsDone(project, result.storyId, 'import');
           print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
         } finally {
           project.close();
@@ -511,6 +512,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         const result = await project.store.importStory(lines());
         await project.context.reindex(result.storyId);
         await project.publishAll(result.storyId);
+        await recordStepsDone(project, result.storyId, 'import');
         print(`Imported ${result.storyId}: ${result.scenes} scenes`);
       });
     });
@@ -531,6 +533,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         const forked = await project.store.fork(storyId, options.at - 1, options.as);
         await project.context.reindex(options.as);
         await project.publishAll(options.as);
+        await recordStepsDone(project, options.as, 'fork');
         print(`Forked ${storyId} after scene ${options.at} into ${options.as} (${forked.sceneCount} scenes)`);
         print(`Continue it with: storyloom run --story ${options.as} --data ${options.data}`);
       });
@@ -569,6 +572,20 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       }
     },
   };
+}
+
+/**
+ * Records the last scene's steps as done once a command has done their work itself (`reindex` indexed every scene,
+ * `publishAll` drew and published each one; the cache is the process's own). Otherwise `status` shows a fresh fork
+ * or import unfinished, and its first `run` does that work again before it writes a new scene.
+ */
+async function recordStepsDone(project: OpenProject, storyId: string, by: 'fork' | 'import'): Promise<void> {
+  const state = await project.store.load(storyId);
+  if (state.sceneId === null) return;
+  const engine = await project.createEngine(storyId, { images: true });
+  for (const target of engine.steps) {
+    await project.store.recordPublication({ storyId, sceneId: state.sceneId, target, status: 'done', result: { by } });
+  }
 }
 
 async function requireStory(project: OpenProject, storyId: string): Promise<void> {
