@@ -185,6 +185,22 @@ function pruneQueue(index: VectorIndex): Map<string, Promise<void>> {
   return entryOf(PRUNE_QUEUES, index, () => new Map());
 }
 
+/**
+ * Per vector and keyword index and story, the chapters this process has pruned from both, each with the highest importance bound its
+ * deletions were carried out under (the prune record is written before the deletions, so it cannot tell a finished
+ * prune from one cut short). A later prune passes over them: with `autoPrune` a prune runs at every chapter close,
+ * and going over every old chapter again (three calls per chapter on Pinecone) made each one cost more than the last.
+ */
+const PRUNED_CHAPTERS = new WeakMap<VectorIndex, WeakMap<KeywordIndex, Map<string, Map<string, number>>>>();
+
+function prunedChapters(vectors: VectorIndex, keywords: KeywordIndex): Map<string, Map<string, number>> {
+  return entryOf(
+    entryOf(PRUNED_CHAPTERS, vectors, () => new WeakMap()),
+    keywords,
+    () => new Map(),
+  );
+}
+
 /** How far a process's own keyword side reaches (see `ContextManager.keepKeywordsUp`). */
 interface KeywordHorizon {
   /** It holds the story's first `scenes` scenes. */
@@ -1084,16 +1100,21 @@ export class ContextManager {
   ): Promise<{ chapters: string[]; deleted: number }> {
     const chapters: string[] = [];
     let deleted = 0;
+    const registry = prunedChapters(this.vectors, this.keywords);
+    const done = registry.get(storyId) ?? new Map<string, number>();
     for (const summary of summaries) {
       throwIfAborted(signal);
       const chapterId = summary.metadata.chapterId;
       const lastIndex = summary.metadata.sceneIndex ?? Number.MAX_SAFE_INTEGER;
       if (!chapterId || lastIndex >= before) continue;
+      if ((done.get(chapterId) ?? -1) >= maxImportance) continue;
       const filter: MetadataFilter = { type: 'scene', chapterId, importance: { $lt: maxImportance } };
       const removedVectors = await this.deleteMatching(filter, storyId);
       await this.keywords.delete(storyId, { filter });
       if (removedVectors > 0) chapters.push(chapterId);
       deleted += removedVectors;
+      done.set(chapterId, maxImportance);
+      if (registry.get(storyId) !== done) remember(registry, storyId, done, 4_096);
     }
     // This process's own keyword side has just dropped the same, so this prune needs no refill of it, unless it still
     // lacked an earlier prune made elsewhere, or scenes it has yet to add (those would come in unpruned).
@@ -1647,6 +1668,8 @@ export class ContextManager {
    * back at once), so such a restart still leaves out what was pruned.
    */
   private async clearForRebuild(storyId: string, marks: PruneMark[], signal: AbortSignal | undefined): Promise<void> {
+    // What this process pruned is known again only from the prune record, which the rebuild applies.
+    prunedChapters(this.vectors, this.keywords).delete(storyId);
     await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signal ? { signal } : {});
     const keepMarks = marks.length > 0 && this.vectors.capabilities.deleteByFilter;
     await Promise.all([
