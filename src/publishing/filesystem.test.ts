@@ -87,6 +87,19 @@ async function snapshot(folder: string): Promise<Map<string, Buffer>> {
 const slug = (scene: Scene) => `${String(scene.index).padStart(6, '0')}-${scene.id.replaceAll(':', '~')}`;
 const read = (folder: string, relative: string) => readFile(path.join(folder, relative), 'utf8');
 
+/** The episodes the site's catalog lists, chapter by chapter: `episodes.json` names them, each has its own file. */
+async function listedEpisodes(folder: string): Promise<Array<{ sceneId: string; index: number; chapterId: string }>> {
+  const catalog = JSON.parse(await read(folder, 'episodes.json'));
+  const listed = [];
+  for (const chapter of catalog.chapters as Array<{ chapterId: string; count: number }>) {
+    const file = JSON.parse(await read(folder, `episodes/${chapter.chapterId.replaceAll(':', '~')}.json`));
+    expect(file.episodes).toHaveLength(chapter.count);
+    listed.push(...file.episodes);
+  }
+  expect(listed).toHaveLength(catalog.episodeCount);
+  return listed;
+}
+
 // A small parse5 tree walker: enough to read elements, attributes and text.
 interface HtmlNode {
   nodeName: string;
@@ -240,8 +253,10 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
         'chapters/1.html',
         'characters.html',
         'episodes.json',
+        'episodes/chapter-0001.json',
         'feed.atom',
         'index.html',
+        'story.json',
         'style.css',
         'threads.html',
         ...episodes.flatMap((episode) => [`scenes/${slug(episode.scene)}.html`, `scenes/${slug(episode.scene)}.json`]),
@@ -289,7 +304,7 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     // Without serialization both read the empty manifest and the older publish, finishing last, would win.
     await Promise.all([publisher.publish(renamed), publisher.publish(episodes[0]!), publisher.publish(episodes[1]!)]);
     expect(await read(directory, 'characters.html')).toContain('Captain Gull');
-    expect(JSON.parse(await read(directory, 'episodes.json')).story.version).toBe(newest.story.version);
+    expect(JSON.parse(await read(directory, 'story.json')).story.version).toBe(newest.story.version);
   });
 
   it('serializes concurrent publishes of the same and different scenes', async () => {
@@ -301,8 +316,7 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
       ...episodes.map((episode, index) => (index % 2 ? publisher : other).publish(episode)),
       ...episodes.slice(0, 4).map((episode) => publisher.publish(episode)),
     ]);
-    const manifest = JSON.parse(await read(directory, 'episodes.json'));
-    expect(manifest.episodes.map((entry: { index: number }) => entry.index)).toEqual([...Array(12).keys()]);
+    expect((await listedEpisodes(directory)).map((entry) => entry.index)).toEqual([...Array(12).keys()]);
     for (const [index, episode] of episodes.entries()) {
       const { root } = parseHtml(await read(directory, `scenes/${slug(episode.scene)}.html`));
       const rels = elements(root, 'a').map((a) => [attribute(a, 'rel'), attribute(a, 'href')]);
@@ -322,10 +336,14 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     const deadScene = `scenes/.${slug(second!.scene)}.json.999999999.0a1b2d.tmp`;
     const live = `.feed.atom.${process.ppid}.0a1b2e.tmp`;
     for (const file of [dead, deadScene, live]) await writeFile(path.join(directory, file), '<html><bo');
+    // A writer that dies mid-publish also leaves the marker of its publish, which makes the next one look everywhere.
+    const deadMarker = '.publishing.999999999.0a1b2f';
+    await writeFile(path.join(directory, deadMarker), JSON.stringify({ sceneId: second!.scene.id, index: 1 }));
     await publisher.publish(second!);
     let names = [...(await snapshot(directory)).keys()];
     expect(names).not.toContain(dead);
     expect(names).not.toContain(deadScene);
+    expect(names).not.toContain(deadMarker);
     expect(names).toContain(live);
     // A stray temporary file is never listed as a publication.
     expect(await readSitePublication(directory, 'tale', second!.scene.id)).toEqual([
@@ -344,17 +362,29 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     const publisher = createFilesystemPublisher({ directory });
     const episodes = makeEpisodes(3);
     await publisher.publish(episodes[0]!);
-    // A crash after the scene JSON was renamed into place, before the manifest was: only the JSON exists.
+    // A crash after the scene JSON was renamed into place, before the catalog was: the JSON exists, and so does the
+    // marker the dead publish left (a crash at every write is tried in filesystem-crash.test.ts).
     await writeFile(
       path.join(directory, `scenes/${slug(episodes[1]!.scene)}.json`),
       `${JSON.stringify(episodes[1]!.scene)}\n`,
     );
+    await writeFile(
+      path.join(directory, '.publishing.999999999.0a1b2c'),
+      JSON.stringify({ sceneId: episodes[1]!.scene.id, index: 1 }),
+    );
     await publisher.publish(episodes[2]!);
-    const manifest = JSON.parse(await read(directory, 'episodes.json'));
-    expect(manifest.episodes.map((entry: { sceneId: string }) => entry.sceneId)).toEqual(
+    expect((await listedEpisodes(directory)).map((entry) => entry.sceneId)).toEqual(
       episodes.map((episode) => episode.scene.id),
     );
     expect(await read(directory, 'index.html')).toContain(`scenes/${slug(episodes[1]!.scene)}.html`);
+    // The repair also wrote the page the dead publish never got to, and took its marker away.
+    const { root } = parseHtml(await read(directory, `scenes/${slug(episodes[1]!.scene)}.html`));
+    expect(
+      elements(root, 'a')
+        .map((link) => attribute(link, 'rel'))
+        .filter(Boolean),
+    ).toEqual(['prev', 'next']);
+    expect((await readdir(directory)).filter((name) => name.startsWith('.'))).toEqual([]);
 
     const complete = await snapshot(directory);
     await writeFile(path.join(directory, 'episodes.json'), '{"format": "storyloom-site/1", "episo');
@@ -365,7 +395,164 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     for (const file of ['index.html', 'feed.atom', 'threads.html']) {
       expect(repaired.get(file)?.toString()).toBe(complete.get(file)?.toString());
     }
-    expect(JSON.parse(repaired.get('episodes.json')!.toString()).episodes).toHaveLength(3);
+    expect(await listedEpisodes(directory)).toHaveLength(3);
+  });
+});
+
+describe('createFilesystemPublisher: the catalog', () => {
+  /** The order of a seeded shuffle: deterministic, and different for each seed. */
+  function shuffled<T>(items: readonly T[], seed: number): T[] {
+    const result = [...items];
+    let state = seed;
+    for (let index = result.length - 1; index > 0; index--) {
+      state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+      const other = state % (index + 1);
+      [result[index], result[other]] = [result[other]!, result[index]!];
+    }
+    return result;
+  }
+
+  it('leaves the same bytes whatever order the scenes arrive in, retried or in one batch', async () => {
+    const episodes = makeEpisodes(14, { chapterLength: 3 }).map((episode, index) =>
+      index % 4 === 1 ? { ...episode, image: { data: PNG, mediaType: 'image/png', alt: `Picture ${index}` } } : episode,
+    );
+    const inOrder = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory: inOrder });
+    for (const episode of episodes) await publisher.publish(episode);
+    const expected = await snapshot(inOrder);
+    for (const seed of [1, 2, 3]) {
+      // Out of order, chapters arriving late, and some scenes published twice (a retry, a second process).
+      const arrivals = shuffled([...episodes, ...episodes.filter((_, index) => index % 5 === seed)], seed);
+      const directory = await tempFolder();
+      const shuffledPublisher = createFilesystemPublisher({ directory });
+      for (const episode of arrivals) await shuffledPublisher.publish(episode);
+      expect(await snapshot(directory), `order ${arrivals.map((episode) => episode.scene.index)}`).toEqual(expected);
+    }
+    const batched = await tempFolder();
+    const results = await createFilesystemPublisher({ directory: batched }).publishMany(
+      (async function* () {
+        yield* episodes.slice(0, 9);
+      })(),
+    );
+    await createFilesystemPublisher({ directory: batched }).publishMany(shuffled(episodes.slice(7), 4));
+    expect(await snapshot(batched)).toEqual(expected);
+    // A batch returns for each scene what publishing it alone returns.
+    const alone = await createFilesystemPublisher({ directory: batched }).publish(episodes[1]!);
+    expect(results[1]).toEqual(alone);
+  });
+
+  it('redoes the chapter link of every scene page when a chapter arrives late and renumbers those after it', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(6, { chapterLength: 2 });
+    for (const index of [0, 1, 4, 5]) await publisher.publish(episodes[index]!);
+    const chapterLinkOf = async (episode: Episode) => {
+      const { root } = parseHtml(await read(directory, `scenes/${slug(episode.scene)}.html`));
+      return attribute(elements(byClass(root, 'eyebrow')[0]!, 'a')[0]!, 'href');
+    };
+    expect(await chapterLinkOf(episodes[5]!)).toBe('../chapters/2.html');
+    await publisher.publish(episodes[2]!);
+    expect(await chapterLinkOf(episodes[4]!)).toBe('../chapters/3.html');
+    expect(await chapterLinkOf(episodes[5]!)).toBe('../chapters/3.html');
+  });
+
+  it('repairs the site after a publish from another process overlapped this one', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(4);
+    await publisher.publish(episodes[0]!);
+    const catalogFiles = ['episodes.json', 'episodes/chapter-0001.json', 'story.json'];
+    const asAnotherProcessSawThem = new Map(
+      await Promise.all(catalogFiles.map(async (file) => [file, await read(directory, file)] as const)),
+    );
+    // Another process (alive: this one's parent) is publishing scene 3: its marker is there, and its scene JSON.
+    const otherMarker = `.publishing.${process.ppid}.0a1b2c`;
+    await writeFile(path.join(directory, otherMarker), JSON.stringify({ sceneId: episodes[2]!.scene.id, index: 2 }));
+    await writeFile(
+      path.join(directory, `scenes/${slug(episodes[2]!.scene)}.json`),
+      `${JSON.stringify(episodes[2]!.scene, null, 2)}\n`,
+    );
+    await publisher.publish(episodes[1]!);
+    // Still in progress, the other publish may yet write what it read before this one: the next publish must repair.
+    const left = (await readdir(directory)).filter((name) => name.startsWith('.'));
+    expect(left).toContain(otherMarker);
+    expect(left.some((name) => /^\.needs-repair\.[0-9a-f]+$/.test(name))).toBe(true);
+    // It does: it writes the catalog as it saw it (without scene 2), and ends.
+    for (const [file, text] of asAnotherProcessSawThem) await writeFile(path.join(directory, file), text);
+    await rm(path.join(directory, otherMarker));
+    await publisher.publish(episodes[3]!);
+    expect((await listedEpisodes(directory)).map((entry) => entry.index)).toEqual([0, 1, 2, 3]);
+    expect((await readdir(directory)).filter((name) => name.startsWith('.'))).toEqual([]);
+    const reference = await tempFolder();
+    const uninterrupted = createFilesystemPublisher({ directory: reference });
+    for (const episode of episodes) await uninterrupted.publish(episode);
+    expect(await snapshot(directory)).toEqual(await snapshot(reference));
+  });
+
+  it('repairs a chapter file that disagrees with the catalog', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(5, { chapterLength: 2 });
+    for (const episode of episodes.slice(0, 4)) await publisher.publish(episode);
+    await writeFile(path.join(directory, 'episodes/chapter-0002.json'), '{"format": "storyloom-site/2", "epis');
+    await writeFile(path.join(directory, 'episodes/chapter-0009.json'), '{}');
+    await publisher.publish(episodes[4]!);
+    expect((await listedEpisodes(directory)).map((entry) => entry.index)).toEqual([0, 1, 2, 3, 4]);
+    const reference = await tempFolder();
+    const uninterrupted = createFilesystemPublisher({ directory: reference });
+    for (const episode of episodes) await uninterrupted.publish(episode);
+    expect(await snapshot(directory)).toEqual(await snapshot(reference));
+  });
+
+  it('carries a site of the earlier single-manifest format over', async () => {
+    const episodes = makeEpisodes(4, { chapterLength: 2 });
+    const reference = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory: reference });
+    for (const episode of episodes) await publisher.publish(episode);
+    const expected = await snapshot(reference);
+
+    const directory = await tempFolder();
+    const migrating = createFilesystemPublisher({ directory });
+    for (const episode of episodes.slice(0, 3)) await migrating.publish(episode);
+    // What storyloom wrote before: one episodes.json with the story and every episode, and no catalog files.
+    const story = episodes[2]!.story;
+    const manifest = {
+      format: 'storyloom-site/1',
+      storyId: 'tale',
+      story: {
+        version: story.version,
+        title: story.bible.title,
+        premise: story.bible.premise,
+        genre: story.bible.genre,
+        tone: story.bible.tone,
+        characters: story.characters,
+        plotThreads: story.plotThreads,
+      },
+      episodes: await listedEpisodes(directory),
+    };
+    await rm(path.join(directory, 'episodes'), { recursive: true });
+    await rm(path.join(directory, 'story.json'));
+    await writeFile(path.join(directory, 'episodes.json'), JSON.stringify(manifest, null, 2));
+    await migrating.publish(episodes[3]!);
+    expect(await snapshot(directory)).toEqual(expected);
+  });
+
+  it('links the roster and the timeline to an earlier scene a new state names for the first time', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(4);
+    for (const episode of episodes.slice(0, 3)) await publisher.publish(episode);
+    const last = episodes[3]!;
+    const story = {
+      ...last.story,
+      plotThreads: [{ ...last.story.plotThreads[0]!, openedIn: episodes[1]!.scene.id, lastAdvancedIn: null }],
+    };
+    await publisher.publish({ ...last, story });
+    const { root } = parseHtml(await read(directory, 'threads.html'));
+    expect(elements(byClass(root, 'thread')[0]!, 'a').map((link) => attribute(link, 'href'))).toEqual([
+      `scenes/${slug(episodes[1]!.scene)}.html`,
+    ]);
+    expect(attribute(byClass(root, 'span')[0]!, 'class')).toBe('span l-26 w-74');
   });
 });
 
@@ -397,8 +584,7 @@ describe('createFilesystemPublisher: navigation and ordering', () => {
     const publisher = createFilesystemPublisher({ directory });
     const episodes = makeEpisodes(5, { chapterLength: 3 });
     for (const index of [3, 0, 4, 1, 2]) await publisher.publish(episodes[index]!);
-    const manifest = JSON.parse(await read(directory, 'episodes.json'));
-    expect(manifest.episodes.map((entry: { index: number }) => entry.index)).toEqual([0, 1, 2, 3, 4]);
+    expect((await listedEpisodes(directory)).map((entry) => entry.index)).toEqual([0, 1, 2, 3, 4]);
     const { root, errors } = parseHtml(await read(directory, 'index.html'));
     expect(errors).toEqual([]);
     const chapters = elements(root, 'section').filter((section) => attribute(section, 'class') === 'chapter');

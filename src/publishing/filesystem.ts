@@ -8,24 +8,40 @@
  * - **Idempotent per scene.** Every path is derived from the scene's index and id; every byte is derived from the
  *   scene, the story state and the options (dates come from `scene.createdAt`, never the wall clock), so publishing
  *   the same scene twice leaves byte-identical files. A file whose content is unchanged is not rewritten.
- * - **Derived, self-healing manifest.** `episodes.json` lists the published scenes; the story pages are regenerated
- *   from it on every publish. A scene JSON file the manifest does not know (a crash between the two writes, another
- *   process) is folded back in on the next publish, so re-publishing after a crash fixes everything.
+ * - **The same work at every length.** The catalog is split: `episodes.json` names the chapters (one line each)
+ *   and the scenes the roster and the timeline link to, `episodes/<chapter id>.json` lists one chapter's episodes,
+ *   and `story.json` holds the story state the roster and the timeline show. A publish reads the catalog and the few
+ *   chapters it shows (the scene's, its neighbours', the index's and the feed's), and writes the scene's files, its
+ *   chapter, the pages of the scene and its neighbours, its chapter page and the site-wide pages; never the whole
+ *   story. The site-wide files are known by their hashes in the catalog, so they are never read back. What still
+ *   grows is one line per chapter (in the catalog, as on the index), and the roster and the timeline, which show the
+ *   story's whole cast and every thread. No folder is listed but the site's top level. `publishMany` writes the
+ *   site-wide pages once for a whole batch (an imported or forked story).
+ * - **Self-healing catalog.** The catalog is derived data. A publish first leaves a marker file
+ *   (`.publishing.<pid>.<random>`) and removes it once everything is written; it lists a scene in its chapter's file
+ *   only once the scene's page and its neighbours' pages are written. A marker left behind (a crash), a catalog that
+ *   is missing, damaged or disagrees with a chapter file, or a publish that overlapped another process's (it leaves
+ *   a `.needs-repair.<random>` file) turns the next publish into a repair: it reads every chapter file, folds back
+ *   (with their pages) the scene JSON files no chapter lists, rewrites every chapter and site-wide page, and removes
+ *   pages and files no chapter has, so re-publishing after a crash fixes everything.
  * - **Crash-safe writes.** Each file is written to a temporary file beside it and renamed into place, so a reader or a
- *   crash never sees half a file. Temporary files left by a dead writer are removed on the next publish.
+ *   crash never sees half a file. Temporary files left by a dead writer are removed on the next publish (the whole
+ *   site's during the repair its marker asks for).
  * - **Serialized per directory.** Publishes into one directory run one at a time within a process (a lock keyed by
- *   the resolved directory, shared by every copy of storyloom loaded in the process).
+ *   the resolved directory, shared by every copy of storyloom loaded in the process). Publishes from two processes
+ *   may overlap: the markers show it, and the next publish repairs what one may have overwritten of the other.
  * - **No injection.** Model and audience text only ever reaches a page through `escapeMarkup` (HTML and XML text and
  *   attributes), URLs are built only from validated ids, no script is emitted, and every page carries a
  *   Content-Security-Policy that forbids scripts anyway. SVG pictures with scripts or external references are refused.
  *
- * Navigation: each scene page holds static previous/next links. When a scene is published, the pages of its
- * neighbours are regenerated too, so the previous scene's "next" link appears as soon as the next scene exists. Static
+ * Navigation: each scene page holds static previous/next links and its chapter's number. When a scene is published,
+ * the pages of its neighbours are regenerated too, so the previous scene's "next" link appears as soon as the next
+ * scene exists; a chapter that arrives late has the pages of the chapters it renumbers regenerated. Static
  * links work without JavaScript, in feed readers and from `file://`, where fetching `episodes.json` would be blocked.
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -90,6 +106,9 @@ export interface FilesystemPublisherOptions {
   clock?: Clock;
 }
 
+/** A character as the roster shows it: what a character knows and looks like is on no page. */
+const RosterCharacterSchema = CharacterStateSchema.omit({ knowledge: true, appearance: true });
+
 /** The story-level data kept in `episodes.json`: what the roster and the timeline are built from. */
 const StorySnapshotSchema = z.object({
   version: z.number().int().min(0),
@@ -97,7 +116,7 @@ const StorySnapshotSchema = z.object({
   premise: z.string(),
   genre: z.string(),
   tone: z.string(),
-  characters: z.record(IdSchema, CharacterStateSchema),
+  characters: z.record(IdSchema, RosterCharacterSchema),
   plotThreads: z.array(PlotThreadSchema),
 });
 type StorySnapshot = z.infer<typeof StorySnapshotSchema>;
@@ -127,27 +146,91 @@ const ManifestEpisodeSchema = z.object({
 });
 type ManifestEpisode = z.infer<typeof ManifestEpisodeSchema>;
 
-const MANIFEST_FORMAT = 'storyloom-site/1';
-const ManifestSchema = z.object({
-  format: z.literal(MANIFEST_FORMAT),
+/** A scene as the catalog names it: enough to link to it. */
+const EpisodeLinkSchema = ManifestEpisodeSchema.pick({ sceneId: true, index: true, title: true });
+type EpisodeLink = z.infer<typeof EpisodeLinkSchema>;
+/** A chapter's first episode: linked to, and dated on the index. */
+const EpisodeRefSchema = ManifestEpisodeSchema.pick({ sceneId: true, index: true, title: true, createdAt: true });
+type EpisodeRef = z.infer<typeof EpisodeRefSchema>;
+
+/** One chapter as the catalog names it; its episodes are in its own file. */
+const ChapterSummarySchema = z.object({
+  chapterId: IdSchema,
+  count: z.number().int().min(1),
+  opening: EpisodeRefSchema,
+  closing: EpisodeLinkSchema,
+});
+type ChapterSummary = z.infer<typeof ChapterSummarySchema>;
+
+/** Where a scene the roster or the timeline names is published (`position` in story order), or null while it is not. */
+const SceneLinkSchema = z.object({ index: z.number().int().min(0), position: z.number().int().min(0) }).nullable();
+type SceneLink = z.infer<typeof SceneLinkSchema>;
+
+const CATALOG_FORMAT = 'storyloom-site/2';
+/**
+ * `episodes.json`: the chapters in reading order, and the scenes the roster and the timeline link to. The story
+ * state they show is in `story.json`, at `storyVersion`.
+ */
+const CatalogSchema = z.object({
+  format: z.literal(CATALOG_FORMAT),
+  storyId: IdSchema,
+  storyVersion: z.number().int().min(0),
+  episodeCount: z.number().int().min(0),
+  /**
+   * The SHA-256 of each site-wide file as last written (`index.html`, `story.json`, ...): these change with almost
+   * every publish, so they are written without being read back first, and one that has not changed is left alone.
+   */
+  fileHashes: z.record(z.string(), z.string()),
+  chapters: z.array(ChapterSummarySchema),
+  links: z.record(IdSchema, SceneLinkSchema),
+});
+type Catalog = z.infer<typeof CatalogSchema>;
+
+/**
+ * `story.json`: the newest story state the site has seen, as the roster and the timeline show it. Read only when an
+ * older state is published again (it must not roll the roster back): a publish of the newest state has it in hand.
+ */
+const StoryFileSchema = z.object({
+  format: z.literal(CATALOG_FORMAT),
   storyId: IdSchema,
   story: StorySnapshotSchema,
+});
+
+/** `episodes/<chapter id>.json`: one chapter's episodes in story order. */
+const ChapterFileSchema = z.object({
+  format: z.literal(CATALOG_FORMAT),
+  storyId: IdSchema,
+  chapterId: IdSchema,
+  episodes: z.array(ManifestEpisodeSchema).min(1),
+});
+
+/** The single manifest of earlier versions, read once to carry its entries over. */
+const LegacyManifestSchema = z.object({
+  format: z.literal('storyloom-site/1'),
+  storyId: IdSchema,
+  story: StorySnapshotSchema.extend({ characters: z.record(IdSchema, CharacterStateSchema) }),
   episodes: z.array(ManifestEpisodeSchema),
 });
-type Manifest = z.infer<typeof ManifestSchema>;
 
 const MANIFEST_FILE = 'episodes.json';
+const STORY_FILE = 'story.json';
+const EPISODES = 'episodes';
 const SCENES = 'scenes';
 const CHAPTERS = 'chapters';
 const IMAGES = 'images';
 const TEMP_SUFFIX = '.tmp';
 /** `.<file name>.<pid>.<random hex>.tmp`: the writer's pid tells whether the file is abandoned. */
 const TEMP_PATTERN = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/;
+/** `.publishing.<pid>.<random hex>`: a publish in progress, or one that died before it finished. */
+const MARKER_PATTERN = /^\.publishing\.(\d+)\.[0-9a-f]+$/;
+/** `.needs-repair.<random hex>`: left by a publish that may have overlapped another process's, or failed half-way. */
+const REPAIR_REQUEST_PATTERN = /^\.needs-repair\.[0-9a-f]+$/;
 const SCENE_FILE_PATTERN = /^(\d+)-(.+)\.(json|html|png|svg|jpg|webp)$/;
 
 /** State shared by every copy of storyloom in the process, so two copies never write one folder at once. */
 interface SharedState {
   locks: Map<string, Promise<void>>;
+  /** Temporary files being written and markers of publishes in progress in this process. */
   inFlightTempFiles: Set<string>;
 }
 const SHARED_KEY = Symbol.for('storyloom.filesystemPublisher');
@@ -251,12 +334,22 @@ function storageError(error: unknown, file: string): StoryloomError {
 
 /**
  * Writes `data` to `file` through a temporary file and a rename, so the file is always either old or new, never
- * half-written. Leaves a file that already holds exactly `data` alone. Returns whether it wrote.
+ * half-written. Leaves a file that already holds exactly `data` alone, unless the caller knows it differs. Returns
+ * whether it wrote.
  */
-async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<boolean> {
+async function writeFileAtomic(file: string, data: string | Uint8Array, knownToDiffer = false): Promise<boolean> {
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data);
-  const existing = await readFile(file).catch(() => undefined);
-  if (existing?.equals(bytes)) return false;
+  // A file of another size cannot hold the same bytes: only one of the same size is read back to compare.
+  const size = knownToDiffer
+    ? undefined
+    : await stat(file).then(
+        (info) => info.size,
+        () => undefined,
+      );
+  if (size === bytes.byteLength) {
+    const existing = await readFile(file).catch(() => undefined);
+    if (existing?.equals(bytes)) return false;
+  }
   const temp = path.join(
     path.dirname(file),
     `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`,
@@ -289,22 +382,38 @@ function isProcessAlive(pid: number): boolean {
   }
 }
 
-/** Removes the temporary files of writers that died before renaming them. */
-async function removeStaleTempFiles(folder: string, clock: Clock, staleMs: number): Promise<void> {
-  const names = await readdir(folder).catch(() => [] as string[]);
+/**
+ * Whether the temporary file or publish marker `name` in `folder`, written by process `pid`, is abandoned: this
+ * process is not writing it and its writer is gone, or it is older than `staleMs` (a writer on another host).
+ */
+async function isAbandoned(folder: string, name: string, pid: number, clock: Clock, staleMs: number): Promise<boolean> {
+  const file = path.join(folder, name);
+  if (shared.inFlightTempFiles.has(file)) return false;
+  if (pid === process.pid || !isProcessAlive(pid)) return true;
+  const info = await stat(file).catch(() => undefined);
+  return info !== undefined && clock.now() - info.mtimeMs > staleMs;
+}
+
+/** Removes, among the entries `names` of `folder`, the temporary files of writers that died before renaming them. */
+async function removeStaleTempFiles(
+  folder: string,
+  names: readonly string[],
+  clock: Clock,
+  staleMs: number,
+): Promise<void> {
   for (const name of names) {
     const match = TEMP_PATTERN.exec(name);
-    if (!match) continue;
-    const file = path.join(folder, name);
-    if (shared.inFlightTempFiles.has(file)) continue;
-    const pid = Number(match[1]);
-    let stale = pid === process.pid || !isProcessAlive(pid);
-    if (!stale) {
-      const info = await stat(file).catch(() => undefined);
-      stale = info !== undefined && clock.now() - info.mtimeMs > staleMs;
+    if (match && (await isAbandoned(folder, name, Number(match[1]), clock, staleMs))) {
+      await rm(path.join(folder, name), { force: true }).catch(() => undefined);
     }
-    if (stale) await rm(file, { force: true }).catch(() => undefined);
   }
+}
+
+/** The entries of `folder` (none when it is missing), its abandoned temporary files removed. */
+async function listFolder(folder: string, clock: Clock, staleMs: number): Promise<string[]> {
+  const names = await readdir(folder).catch(() => [] as string[]);
+  await removeStaleTempFiles(folder, names, clock, staleMs);
+  return names.filter((name) => !TEMP_PATTERN.test(name));
 }
 
 async function readJson(file: string): Promise<unknown> {
@@ -327,8 +436,9 @@ const JSON_UNSAFE: Readonly<Record<string, string>> = {
  * `JSON.stringify`, with `<`, `>`, `&` and the JavaScript line separators written as escapes: the same data to
  * `JSON.parse`, but safe to embed in HTML and never mistaken for markup by a browser sniffing a mislabelled file.
  */
-function toJson(value: unknown): string {
-  return `${JSON.stringify(value, null, 2).replace(/[<>&\u2028\u2029]/g, (character) => JSON_UNSAFE[character]!)}\n`;
+function toJson(value: unknown, layout: 'indented' | 'compact' = 'indented'): string {
+  const json = layout === 'compact' ? JSON.stringify(value) : JSON.stringify(value, null, 2);
+  return `${json.replace(/[<>&\u2028\u2029]/g, (character) => JSON_UNSAFE[character]!)}\n`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -368,40 +478,293 @@ function twoDecimals(value: number): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Site model: the manifest in the order readers see it.
+// Site model: what the pages need of the whole site, read from the catalog and a few chapter files.
 
-interface SiteContext {
-  manifest: Manifest;
-  siteTitle: string;
-  language: string;
-  /** Episodes in story order, oldest first. */
-  episodes: ManifestEpisode[];
-  /** sceneId → position in `episodes`. */
-  positions: Map<string, number>;
-  /** chapterId → 1-based chapter number, by first appearance. */
-  chapterNumbers: Map<string, number>;
+/** Story order: by index, then by id. */
+function compareEpisodes(a: { index: number; sceneId: string }, b: { index: number; sceneId: string }): number {
+  return a.index - b.index || (a.sceneId < b.sceneId ? -1 : a.sceneId > b.sceneId ? 1 : 0);
 }
 
-function siteContext(manifest: Manifest, siteTitle: string | undefined, language: string): SiteContext {
-  const episodes = [...manifest.episodes].sort(
-    (a, b) => a.index - b.index || (a.sceneId < b.sceneId ? -1 : a.sceneId > b.sceneId ? 1 : 0),
-  );
-  const positions = new Map(episodes.map((episode, position) => [episode.sceneId, position]));
-  const chapterNumbers = new Map<string, number>();
-  for (const episode of episodes) {
-    if (!chapterNumbers.has(episode.chapterId)) chapterNumbers.set(episode.chapterId, chapterNumbers.size + 1);
-  }
+function summaryOf(chapterId: string, episodes: readonly ManifestEpisode[]): ChapterSummary {
+  const [first, last] = [episodes[0]!, episodes.at(-1)!];
   return {
-    manifest,
-    siteTitle: siteTitle ?? manifest.story.title,
-    language,
-    episodes,
-    positions,
-    chapterNumbers,
+    chapterId,
+    count: episodes.length,
+    opening: { sceneId: first.sceneId, index: first.index, title: first.title, createdAt: first.createdAt },
+    closing: { sceneId: last.sceneId, index: last.index, title: last.title },
   };
 }
 
-function episodeLabel(episode: ManifestEpisode): string {
+/** The scenes the roster and the timeline link to. */
+function linkedScenes(story: StorySnapshot): string[] {
+  const ids = new Set<string>();
+  for (const character of Object.values(story.characters)) {
+    for (const id of [character.introducedIn, character.lastAppearance]) if (id !== null) ids.add(id);
+  }
+  for (const thread of story.plotThreads) {
+    for (const id of [thread.openedIn, thread.lastAdvancedIn, thread.resolvedIn]) if (id !== null) ids.add(id);
+  }
+  return [...ids].sort();
+}
+
+/** The catalog of a site whose every chapter is known. */
+function catalogOf(storyId: string, story: StorySnapshot, chapters: ReadonlyMap<string, ManifestEpisode[]>): Catalog {
+  const all = [...chapters.values()].flat().sort(compareEpisodes);
+  const positions = new Map(all.map((episode, position) => [episode.sceneId, { index: episode.index, position }]));
+  return {
+    format: CATALOG_FORMAT,
+    storyId,
+    storyVersion: story.version,
+    episodeCount: all.length,
+    fileHashes: {},
+    chapters: [...chapters]
+      .map(([chapterId, episodes]) => summaryOf(chapterId, episodes))
+      .sort((a, b) => compareEpisodes(a.opening, b.opening)),
+    links: Object.fromEntries(linkedScenes(story).map((id) => [id, positions.get(id) ?? null])),
+  };
+}
+
+/** Whether the numbers of a catalog agree with each other; one that does not is repaired. */
+function isCoherent(catalog: Catalog): boolean {
+  const ids = new Set(catalog.chapters.map((chapter) => chapter.chapterId));
+  const total = catalog.chapters.reduce((sum, chapter) => sum + chapter.count, 0);
+  const ordered = catalog.chapters.every(
+    (chapter, position) =>
+      compareEpisodes(chapter.opening, chapter.closing) <= 0 &&
+      (position === 0 || compareEpisodes(catalog.chapters[position - 1]!.opening, chapter.opening) < 0),
+  );
+  const linksFit = Object.values(catalog.links).every((link) => link === null || link.position < total);
+  return ids.size === catalog.chapters.length && total === catalog.episodeCount && ordered && linksFit;
+}
+
+/** Raised while a publish is planned when a chapter file disagrees with the catalog: the publish becomes a repair. */
+class SiteOutOfStep extends Error {
+  constructor(what: string) {
+    super(`${what} disagrees with the catalog`);
+    this.name = 'SiteOutOfStep';
+  }
+}
+
+/** What the pages need to know about the whole site. */
+interface SiteView {
+  storyId: string;
+  story: StorySnapshot;
+  siteTitle: string;
+  language: string;
+  episodeCount: number;
+  chapterCount: number;
+  /** The first and the newest episode in story order. */
+  first: EpisodeLink | undefined;
+  latest: EpisodeLink | undefined;
+  /** Where the scenes the roster and the timeline name are published. */
+  links: Readonly<Record<string, SceneLink>>;
+}
+
+/**
+ * The catalog and the chapter files read so far. Everything a page needs of the rest of the story comes from the
+ * catalog (chapter counts, first and last episodes, linked scenes), so a publish reads the few chapters it shows.
+ * Chapters whose scenes interleave in story order (an unusual story) are read as needed, which stays correct.
+ */
+class SiteModel {
+  /** The chapters whose file must be written. */
+  readonly changedChapters = new Set<string>();
+  /** Whether `story` is newer than `story.json`. */
+  storyChanged = false;
+  private readonly episodes = new Map<string, ManifestEpisode[]>();
+
+  constructor(
+    readonly catalog: Catalog,
+    /** The story as `story.json` holds it, read only when an older state is published. */
+    private story: StorySnapshot | (() => Promise<StorySnapshot | undefined>),
+    private readonly readChapter: (chapterId: string) => Promise<ManifestEpisode[] | undefined>,
+    /** Every chapter, when the whole site was read (a repair). */
+    readonly complete?: ReadonlyMap<string, ManifestEpisode[]>,
+  ) {
+    for (const [chapterId, episodes] of complete ?? []) this.episodes.set(chapterId, episodes);
+  }
+
+  /** The 1-based number of a chapter, by its first episode; 0 for a chapter the site does not hold. */
+  numberOf(chapterId: string): number {
+    return this.catalog.chapters.findIndex((chapter) => chapter.chapterId === chapterId) + 1;
+  }
+
+  /** A chapter's episodes in story order, read from its file once. */
+  async episodesOf(chapterId: string): Promise<readonly ManifestEpisode[]> {
+    const cached = this.episodes.get(chapterId);
+    if (cached) return cached;
+    const summary = this.catalog.chapters.find((chapter) => chapter.chapterId === chapterId);
+    if (!summary) return [];
+    const episodes = await this.readChapter(chapterId);
+    if (
+      !episodes ||
+      episodes.length !== summary.count ||
+      compareEpisodes(episodes[0]!, summary.opening) !== 0 ||
+      compareEpisodes(episodes.at(-1)!, summary.closing) !== 0
+    ) {
+      throw new SiteOutOfStep(chapterId);
+    }
+    this.episodes.set(chapterId, episodes);
+    return episodes;
+  }
+
+  async episodeOf(chapterId: string, sceneId: string): Promise<ManifestEpisode | undefined> {
+    return (await this.episodesOf(chapterId)).find((episode) => episode.sceneId === sceneId);
+  }
+
+  /** How many episodes come before `key` in story order. */
+  async positionOf(key: { index: number; sceneId: string }): Promise<number> {
+    let position = 0;
+    for (const chapter of this.catalog.chapters) {
+      if (compareEpisodes(chapter.closing, key) < 0) position += chapter.count;
+      else if (compareEpisodes(chapter.opening, key) < 0) {
+        position += (await this.episodesOf(chapter.chapterId)).filter(
+          (episode) => compareEpisodes(episode, key) < 0,
+        ).length;
+      }
+    }
+    return position;
+  }
+
+  /** The episode just before or just after `key` in story order, and its chapter. */
+  async neighbour(
+    key: { index: number; sceneId: string },
+    side: 'previous' | 'next',
+  ): Promise<{ chapterId: string; episode: EpisodeLink } | undefined> {
+    const sign = side === 'previous' ? 1 : -1;
+    let best: { chapterId: string; episode: EpisodeLink } | undefined;
+    for (const chapter of this.catalog.chapters) {
+      const [near, far] = side === 'previous' ? [chapter.closing, chapter.opening] : [chapter.opening, chapter.closing];
+      // A chapter wholly on the other side of `key` holds no candidate.
+      if (sign * compareEpisodes(far, key) >= 0) continue;
+      const candidate =
+        sign * compareEpisodes(near, key) < 0
+          ? near
+          : (await this.episodesOf(chapter.chapterId))
+              .filter((episode) => sign * compareEpisodes(episode, key) < 0)
+              .sort((a, b) => sign * compareEpisodes(b, a))[0];
+      if (candidate && (!best || sign * compareEpisodes(candidate, best.episode) > 0)) {
+        best = { chapterId: chapter.chapterId, episode: candidate };
+      }
+    }
+    return best;
+  }
+
+  /** The newest `count` episodes, newest first, read from the newest chapters only. */
+  async newest(count: number): Promise<ManifestEpisode[]> {
+    const newestFirst = (a: ManifestEpisode, b: ManifestEpisode) => compareEpisodes(b, a);
+    let collected: ManifestEpisode[] = [];
+    for (const chapter of [...this.catalog.chapters].sort((a, b) => compareEpisodes(b.closing, a.closing))) {
+      if (collected.length >= count) {
+        collected = collected.sort(newestFirst).slice(0, count);
+        if (compareEpisodes(chapter.closing, collected.at(-1)!) < 0) break;
+      }
+      collected.push(...(await this.episodesOf(chapter.chapterId)));
+    }
+    return collected.sort(newestFirst).slice(0, count);
+  }
+
+  /**
+   * Takes the story's characters and threads from `story` unless the site already shows a newer state (a retried
+   * publish of an earlier scene never rolls the roster back), and finds where the scenes they name are published.
+   * `locate` gives the index of scenes this site published that the previous state did not name (rare: a state
+   * names the scene it comes with, or scenes the previous one did); `currentSceneId` is left to `add`.
+   */
+  async updateStory(
+    story: StorySnapshot,
+    currentSceneId: string,
+    locate: (sceneIds: string[]) => Promise<Map<string, number>>,
+  ): Promise<void> {
+    if (story.version < this.catalog.storyVersion) {
+      if (typeof this.story === 'function') this.story = (await this.story()) ?? this.story;
+      if (typeof this.story === 'function') throw new SiteOutOfStep(STORY_FILE);
+      return;
+    }
+    const previous = this.catalog.links;
+    const links: Record<string, SceneLink> = {};
+    const missing: string[] = [];
+    for (const id of linkedScenes(story)) {
+      if (Object.hasOwn(previous, id)) links[id] = previous[id]!;
+      else if (id === currentSceneId || this.catalog.episodeCount === 0) links[id] = null;
+      else missing.push(id);
+    }
+    if (missing.length > 0) {
+      const found = this.complete ? this.locateRead(missing) : await locate(missing);
+      for (const id of missing) {
+        const index = found.get(id);
+        links[id] = index === undefined ? null : { index, position: await this.positionOf({ index, sceneId: id }) };
+      }
+    }
+    this.story = story;
+    this.storyChanged = true;
+    this.catalog.storyVersion = story.version;
+    this.catalog.links = links;
+  }
+
+  private locateRead(sceneIds: readonly string[]): Map<string, number> {
+    const wanted = new Set(sceneIds);
+    const found = new Map<string, number>();
+    for (const episodes of this.episodes.values()) {
+      for (const episode of episodes) if (wanted.has(episode.sceneId)) found.set(episode.sceneId, episode.index);
+    }
+    return found;
+  }
+
+  /** Adds or replaces the episode of a scene. Returns whether the site did not hold the scene before. */
+  async add(entry: ManifestEpisode): Promise<boolean> {
+    const { chapterId } = entry;
+    const episodes = [...(await this.episodesOf(chapterId))];
+    const existing = episodes.findIndex((episode) => episode.sceneId === entry.sceneId);
+    if (existing >= 0) episodes[existing] = entry;
+    else episodes.push(entry);
+    episodes.sort(compareEpisodes);
+    this.episodes.set(chapterId, episodes);
+    this.changedChapters.add(chapterId);
+    const { catalog } = this;
+    catalog.chapters = [
+      ...catalog.chapters.filter((chapter) => chapter.chapterId !== chapterId),
+      summaryOf(chapterId, episodes),
+    ].sort((a, b) => compareEpisodes(a.opening, b.opening));
+    const added = existing < 0;
+    if (added) {
+      catalog.episodeCount += 1;
+      // Every linked scene after the new one moves one place on.
+      for (const [id, link] of Object.entries(catalog.links)) {
+        if (link && compareEpisodes({ index: link.index, sceneId: id }, entry) > 0) link.position += 1;
+      }
+    }
+    if (Object.hasOwn(catalog.links, entry.sceneId)) {
+      catalog.links[entry.sceneId] = { index: entry.index, position: await this.positionOf(entry) };
+    }
+    return added;
+  }
+
+  /** The story the pages show: after `updateStory`, the newest the site has seen. */
+  storySnapshot(): StorySnapshot {
+    if (typeof this.story === 'function') throw new SiteOutOfStep(STORY_FILE);
+    return this.story;
+  }
+
+  view(siteTitle: string | undefined, language: string): SiteView {
+    const { catalog } = this;
+    const story = this.storySnapshot();
+    const latest = catalog.chapters
+      .map((chapter) => chapter.closing)
+      .reduce<EpisodeLink | undefined>((max, ref) => (!max || compareEpisodes(ref, max) > 0 ? ref : max), undefined);
+    return {
+      storyId: catalog.storyId,
+      story,
+      siteTitle: siteTitle ?? story.title,
+      language,
+      episodeCount: catalog.episodeCount,
+      chapterCount: catalog.chapters.length,
+      first: catalog.chapters[0]?.opening,
+      latest,
+      links: catalog.links,
+    };
+  }
+}
+
+function episodeLabel(episode: { index: number }): string {
   return `Episode ${episode.index + 1}`;
 }
 
@@ -414,7 +777,7 @@ const CONTENT_SECURITY_POLICY =
 type Section = 'episodes' | 'characters' | 'threads' | 'scene' | 'chapter';
 
 function layout(
-  site: SiteContext,
+  site: SiteView,
   options: { title: string; description: string; root: '' | '../'; section: Section; body: string; head?: string },
 ): string {
   const { root } = options;
@@ -427,7 +790,7 @@ function layout(
   const footer =
     options.section === 'scene' || options.section === 'chapter'
       ? `<bdi>${esc(site.siteTitle)}</bdi>`
-      : episodeCount(site.episodes.length);
+      : episodeCount(site.episodeCount);
   return `<!doctype html>
 <html lang="${esc(site.language)}">
 <head>
@@ -470,7 +833,7 @@ function imagePath(episode: ManifestEpisode, root: '' | '../'): string | undefin
   return episode.image ? `${root}${IMAGES}/${slugOfEpisode(episode)}.${episode.image.extension}` : undefined;
 }
 
-function sceneHref(episode: ManifestEpisode, root: '' | '../'): string {
+function sceneHref(episode: { index: number; sceneId: string }, root: '' | '../'): string {
   return `${root}${SCENES}/${slugOfEpisode(episode)}.html`;
 }
 
@@ -498,22 +861,9 @@ function episodeCard(episode: ManifestEpisode, root: '' | '../'): string {
 </li>`;
 }
 
-/** The chapters with their episodes (oldest first), newest chapter first. */
-function chaptersOf(site: SiteContext): Array<{ chapterId: string; number: number; episodes: ManifestEpisode[] }> {
-  const byChapter = new Map<string, ManifestEpisode[]>();
-  for (const episode of site.episodes) {
-    const list = byChapter.get(episode.chapterId) ?? [];
-    list.push(episode);
-    byChapter.set(episode.chapterId, list);
-  }
-  return [...site.chapterNumbers.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .map(([chapterId, number]) => ({ chapterId, number, episodes: byChapter.get(chapterId) ?? [] }));
-}
-
 /** `chapters/<number>.html`: one chapter's episodes in reading order, with the chapters before and after it. */
-function renderChapterPage(site: SiteContext, chapter: { number: number; episodes: ManifestEpisode[] }): string {
-  const total = site.chapterNumbers.size;
+function renderChapterPage(site: SiteView, chapter: { number: number; episodes: readonly ManifestEpisode[] }): string {
+  const total = site.chapterCount;
   const { number, episodes } = chapter;
   const link = (target: number, rel: 'prev' | 'next') => {
     const label = rel === 'prev' ? '← Previous chapter' : 'Next chapter →';
@@ -560,11 +910,14 @@ function paragraphsOf(text: string): string {
     .join('\n');
 }
 
-function renderScenePage(site: SiteContext, scene: Scene, episode: ManifestEpisode): string {
-  const position = site.positions.get(scene.id) ?? 0;
-  const previous = site.episodes[position - 1];
-  const next = site.episodes[position + 1];
-  const chapter = site.chapterNumbers.get(episode.chapterId) ?? 1;
+/** `scenes/<slug>.html`, with links to the episodes before and after it in story order. */
+function renderScenePage(
+  site: SiteView,
+  scene: Scene,
+  episode: ManifestEpisode,
+  neighbours: { chapter: number; previous: EpisodeLink | undefined; next: EpisodeLink | undefined },
+): string {
+  const { chapter, previous, next } = neighbours;
   const picture = imagePath(episode, '../');
   const cast = episode.cast.length
     ? `<div class="fact"><h3>Characters</h3><ul class="chips">${episode.cast
@@ -575,7 +928,7 @@ function renderScenePage(site: SiteContext, scene: Scene, episode: ManifestEpiso
         .join('')}</ul></div>`
     : '';
   const mood = scene.mood.trim() ? `<div class="fact"><h3>Mood</h3><p dir="auto">${esc(scene.mood)}</p></div>` : '';
-  const navLink = (target: ManifestEpisode | undefined, rel: 'prev' | 'next') => {
+  const navLink = (target: EpisodeLink | undefined, rel: 'prev' | 'next') => {
     const label = rel === 'prev' ? '← Previous' : 'Next →';
     if (!target) return `<span class="episode-link ${rel} disabled" aria-hidden="true">${label}</span>`;
     return `<a class="episode-link ${rel}" rel="${rel}" href="${esc(slugOfEpisode(target))}.html"><span class="hint">${label}</span><span class="link-title" dir="auto">${esc(target.title)}</span></a>`;
@@ -609,13 +962,16 @@ ${navLink(next, 'next')}
   });
 }
 
-function renderIndex(site: SiteContext, indexChapters: number): string {
-  const { story } = site.manifest;
-  const first = site.episodes[0];
-  const latest = site.episodes.at(-1);
-  const chapters = chaptersOf(site);
-  const shown = chapters.slice(0, indexChapters);
-  const earlier = chapters.slice(indexChapters);
+/**
+ * `index.html`: the newest chapters (`shown`, newest first, with their episodes) episode by episode, and the
+ * `earlier` ones (newest first) one line each.
+ */
+function renderIndex(
+  site: SiteView,
+  shown: ReadonlyArray<{ number: number; episodes: readonly ManifestEpisode[] }>,
+  earlier: ReadonlyArray<{ number: number; count: number; opening: EpisodeRef }>,
+): string {
+  const { story, first, latest } = site;
   const sections = shown
     .map(({ number, episodes }) => {
       const newestFirst = [...episodes].reverse();
@@ -635,12 +991,9 @@ ${newestFirst.map((episode) => episodeCard(episode, '')).join('\n')}
 <h2 id="earlier-chapters">Earlier chapters</h2>
 <ol class="chapter-list">
 ${earlier
-  .map(({ number, episodes }) => {
-    const opening = episodes[0];
-    const from = opening
-      ? ` · from <time datetime="${esc(isoTime(opening.createdAt))}">${displayDate(opening.createdAt)}</time> · <span dir="auto">${esc(opening.title)}</span>`
-      : '';
-    return `<li id="chapter-${number}"><a href="${chapterHref(number, '')}">Chapter ${number}</a> <span class="count">${episodeCount(episodes.length)}${from}</span></li>`;
+  .map(({ number, count, opening }) => {
+    const from = ` · from <time datetime="${esc(isoTime(opening.createdAt))}">${displayDate(opening.createdAt)}</time> · <span dir="auto">${esc(opening.title)}</span>`;
+    return `<li id="chapter-${number}"><a href="${chapterHref(number, '')}">Chapter ${number}</a> <span class="count">${episodeCount(count)}${from}</span></li>`;
   })
   .join('\n')}
 </ol>
@@ -665,12 +1018,11 @@ ${sections}${archive ? `\n${archive}` : ''}`;
   });
 }
 
-function sceneLink(site: SiteContext, sceneId: string | null, root: '' | '../'): string | undefined {
+function sceneLink(site: SiteView, sceneId: string | null, root: '' | '../'): string | undefined {
   if (sceneId === null) return undefined;
-  const position = site.positions.get(sceneId);
-  const episode = position === undefined ? undefined : site.episodes[position];
-  if (!episode) return `<span class="muted">${esc(sceneId)}</span>`;
-  return `<a href="${sceneHref(episode, root)}">${episodeLabel(episode)}</a>`;
+  const link = Object.hasOwn(site.links, sceneId) ? site.links[sceneId] : null;
+  if (!link) return `<span class="muted">${esc(sceneId)}</span>`;
+  return `<a href="${sceneHref({ index: link.index, sceneId }, root)}">${episodeLabel(link)}</a>`;
 }
 
 function bar(fraction: number, label: string): string {
@@ -685,8 +1037,8 @@ function affinityBar(affinity: number): string {
 
 const ROLE_ORDER = { main: 0, supporting: 1, minor: 2 } as const;
 
-function renderCharacters(site: SiteContext): string {
-  const { characters } = site.manifest.story;
+function renderCharacters(site: SiteView): string {
+  const { characters } = site.story;
   const list = Object.values(characters).sort(
     (a, b) => ROLE_ORDER[a.role] - ROLE_ORDER[b.role] || a.name.localeCompare(b.name, 'en') || (a.id < b.id ? -1 : 1),
   );
@@ -735,14 +1087,14 @@ ${seen.length ? `<p class="muted small">${seen.join('; ')}.</p>` : ''}
     .join('\n');
   const body = `<section class="page-intro">
 <h1>Characters</h1>
-<p class="lede">Who is who in <cite dir="auto">${esc(site.manifest.story.title)}</cite>, as of ${site.episodes.length ? episodeLabel(site.episodes.at(-1)!).toLowerCase() : 'the start'}.</p>
+<p class="lede">Who is who in <cite dir="auto">${esc(site.story.title)}</cite>, as of ${site.latest ? episodeLabel(site.latest).toLowerCase() : 'the start'}.</p>
 </section>
 <div class="roster">
 ${cards || '<p class="muted">No characters yet.</p>'}
 </div>`;
   return layout(site, {
     title: `Characters · ${site.siteTitle}`,
-    description: `The characters of ${site.manifest.story.title}.`,
+    description: `The characters of ${site.story.title}.`,
     root: '',
     section: 'characters',
     body,
@@ -751,11 +1103,11 @@ ${cards || '<p class="muted">No characters yet.</p>'}
 
 const STATUS_ORDER = { advancing: 0, open: 1, dormant: 2, resolved: 3 } as const;
 
-function renderThreads(site: SiteContext): string {
-  const count = Math.max(1, site.episodes.length);
+function renderThreads(site: SiteView): string {
+  const count = Math.max(1, site.episodeCount);
   const positionOf = (sceneId: string | null) =>
-    sceneId === null ? undefined : (site.positions.get(sceneId) as number | undefined);
-  const threads = [...site.manifest.story.plotThreads].sort(
+    sceneId !== null && Object.hasOwn(site.links, sceneId) ? site.links[sceneId]?.position : undefined;
+  const threads = [...site.story.plotThreads].sort(
     (a, b) =>
       STATUS_ORDER[a.status] - STATUS_ORDER[b.status] ||
       b.importance - a.importance ||
@@ -794,8 +1146,7 @@ ${setups}
 </li>`;
     })
     .join('\n');
-  const first = site.episodes[0];
-  const last = site.episodes.at(-1);
+  const { first, latest: last } = site;
   const axis =
     first && last
       ? `<div class="axis" aria-hidden="true"><span>${episodeLabel(first)}</span><span>${episodeLabel(last)}</span></div>`
@@ -810,16 +1161,15 @@ ${rows || '<li class="muted">No plot threads yet.</li>'}
 </ol>`;
   return layout(site, {
     title: `Plot threads · ${site.siteTitle}`,
-    description: `The plot threads of ${site.manifest.story.title}.`,
+    description: `The plot threads of ${site.story.title}.`,
     root: '',
     section: 'threads',
     body,
   });
 }
 
-function renderFeed(site: SiteContext, baseUrl: string | undefined, entries: number): string {
-  const { manifest } = site;
-  const newest = [...site.episodes].reverse().slice(0, entries);
+/** `feed.atom`, of the `newest` episodes (newest first). */
+function renderFeed(site: SiteView, newest: readonly ManifestEpisode[], baseUrl: string | undefined): string {
   // The newest scene's time, not the wall clock: regenerating the feed does not change it.
   const updated =
     newest
@@ -831,7 +1181,7 @@ function renderFeed(site: SiteContext, baseUrl: string | undefined, entries: num
     .map((episode) => {
       const time = isoTime(episode.createdAt);
       return `  <entry>
-    <id>urn:storyloom:scene:${esc(manifest.storyId)}:${esc(episode.sceneId)}</id>
+    <id>urn:storyloom:scene:${esc(site.storyId)}:${esc(episode.sceneId)}</id>
     <title type="text">${esc(episode.title)}</title>
     <updated>${time}</updated>
     <published>${time}</published>
@@ -842,9 +1192,9 @@ function renderFeed(site: SiteContext, baseUrl: string | undefined, entries: num
     .join('\n');
   return `<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"${base}>
-  <id>urn:storyloom:story:${esc(manifest.storyId)}</id>
+  <id>urn:storyloom:story:${esc(site.storyId)}</id>
   <title type="text">${esc(site.siteTitle)}</title>
-  <subtitle type="text">${esc(manifest.story.premise)}</subtitle>
+  <subtitle type="text">${esc(site.story.premise)}</subtitle>
   <updated>${updated}</updated>
   <author><name>${esc(site.siteTitle)}</name></author>
   <link rel="self" type="application/atom+xml" href="feed.atom"/>
@@ -1041,6 +1391,25 @@ details summary { cursor: pointer; color: var(--muted); font-size: 0.9rem; }
 export interface FilesystemPublisher extends Publisher {
   /** The resolved folder the site is written to. */
   readonly directory: string;
+  /**
+   * Publishes many scenes of one story, leaving the site exactly as `publish` would one after the other, but writes
+   * each scene's files as it comes and the pages of the whole site (index, chapters, roster, timeline, feed) once at
+   * the end: building the site of an imported or forked story costs the same per scene however long it is. Episodes
+   * are taken one at a time, so an async iterable need not hold every picture in memory. Returns what `publish`
+   * would have returned for each. Should it fail half-way, the next publish repairs the site.
+   *
+   * @example
+   * ```ts
+   * import { createFilesystemPublisher } from 'storyloom';
+   * const publisher = createFilesystemPublisher({ directory: 'site' });
+   * const results = await publisher.publishMany(episodes);
+   * console.log(`${results.length} scenes published`);
+   * ```
+   */
+  publishMany(
+    episodes: Iterable<Episode> | AsyncIterable<Episode>,
+    options?: { signal?: AbortSignal },
+  ): Promise<PublishResult[]>;
 }
 
 function validateOptions(options: FilesystemPublisherOptions): ValidationProblem[] {
@@ -1134,6 +1503,13 @@ function validateEpisode(episode: Episode): ValidEpisode {
   return { story: story.data, scene: scene.data, image };
 }
 
+/** The characters as the roster shows them. */
+function rosterOf(characters: StoryState['characters']): StorySnapshot['characters'] {
+  return Object.fromEntries(
+    Object.entries(characters).map(([id, { knowledge: _knowledge, appearance: _appearance, ...shown }]) => [id, shown]),
+  );
+}
+
 function snapshotOf(story: StoryState): StorySnapshot {
   return {
     version: story.version,
@@ -1141,7 +1517,7 @@ function snapshotOf(story: StoryState): StorySnapshot {
     premise: story.bible.premise,
     genre: story.bible.genre,
     tone: story.bible.tone,
-    characters: story.characters,
+    characters: rosterOf(story.characters),
     plotThreads: story.plotThreads,
   };
 }
@@ -1169,11 +1545,34 @@ function existingImage(imageNames: readonly string[], slug: string): ImageExtens
 }
 
 /**
+ * The marker of a publish in progress: the scene it writes, so a repair after a crash can redo its pages. A batch
+ * writes `null`: its scenes are new to the catalog until its end, so a repair folds them back and redoes their pages.
+ */
+const MarkerSchema = z.object({ sceneId: IdSchema, index: z.number().int().min(0) });
+
+/** What a repair found: every chapter read, the scene files folded back, the chapter pages and files on disk. */
+interface WholeSite {
+  model: SiteModel;
+  folded: ManifestEpisode[];
+  chapterPageNames: string[];
+  chapterFileNames: string[];
+}
+
+/** The files one publish writes, in order, and the files it removes, as paths relative to the site folder. */
+interface PublishPlan {
+  files: Map<string, string | Uint8Array>;
+  remove: string[];
+  /** Files known to differ from what is on disk: written without being read back. */
+  knownChanged: ReadonlySet<string>;
+}
+
+/**
  * A publisher that writes a static reader site into `directory`: `index.html` (the newest chapters episode by
  * episode, newest first, and a list of the earlier ones), `chapters/<number>.html` per chapter,
  * `scenes/<index>-<scene id>.html` and `.json` per scene, `images/` for pictures, `characters.html`,
- * `threads.html`, `feed.atom`, `style.css` and the `episodes.json` manifest. Publishing is idempotent per scene,
- * crash-safe and escapes all model and audience text. One folder holds one story.
+ * `threads.html`, `feed.atom`, `style.css`, and the catalog (`episodes.json` with `episodes/<chapter id>.json`).
+ * Publishing is idempotent per scene, crash-safe, escapes all model and audience text, and costs the same however
+ * long the story is. One folder holds one story.
  *
  * @example
  * ```ts
@@ -1208,36 +1607,52 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   const scenesFolder = path.join(directory, SCENES);
   const imagesFolder = path.join(directory, IMAGES);
   const chaptersFolder = path.join(directory, CHAPTERS);
+  const episodesFolder = path.join(directory, EPISODES);
+  const chapterFileOf = (chapterId: string) => `${EPISODES}/${fileIdOf(chapterId)}.json`;
 
-  async function loadManifest(storyId: string): Promise<Manifest | undefined> {
-    const parsed = ManifestSchema.safeParse(await readJson(path.join(directory, MANIFEST_FILE)));
-    // An unreadable manifest is rebuilt from the scene files below; it is derived data.
-    if (!parsed.success) return undefined;
-    if (parsed.data.storyId !== storyId) {
+  /** The catalog when it is readable, or the manifest of an earlier version to carry over. */
+  async function loadCatalog(
+    storyId: string,
+  ): Promise<{ catalog?: Catalog; text?: string; legacy?: z.infer<typeof LegacyManifestSchema> }> {
+    const text = await readFile(path.join(directory, MANIFEST_FILE), 'utf8').catch(() => undefined);
+    let raw: unknown;
+    try {
+      raw = text === undefined ? undefined : JSON.parse(text);
+    } catch {
+      raw = undefined;
+    }
+    const catalog = CatalogSchema.safeParse(raw);
+    const legacy = catalog.success ? undefined : LegacyManifestSchema.safeParse(raw);
+    const owner = catalog.success ? catalog.data.storyId : legacy?.success ? legacy.data.storyId : storyId;
+    if (owner !== storyId) {
       throw new ConflictError(
-        `The folder already holds the site of story "${parsed.data.storyId}"; publish story "${storyId}" into another folder`,
+        `The folder already holds the site of story "${owner}"; publish story "${storyId}" into another folder`,
         { isRetryable: false },
       );
     }
-    return parsed.data;
+    // An unreadable catalog is rebuilt from the chapter and scene files; it is derived data.
+    return {
+      ...(catalog.success ? { catalog: catalog.data, text } : {}),
+      ...(legacy?.success ? { legacy: legacy.data } : {}),
+    };
   }
 
-  /** Adds the scene files the manifest does not list: left by a crash between writes, or by another process. */
-  async function reconcile(manifest: Manifest, imageNames: readonly string[]): Promise<void> {
-    const known = new Set(manifest.episodes.map(slugOfEpisode));
-    const names = await readdir(scenesFolder).catch(() => [] as string[]);
-    for (const name of names.sort()) {
-      const match = SCENE_FILE_PATTERN.exec(name);
-      if (match?.[3] !== 'json' || known.has(`${match[1]}-${match[2]}`)) continue;
-      const scene = SceneSchema.safeParse(await readJson(path.join(scenesFolder, name)));
-      if (!scene.success || scene.data.storyId !== manifest.storyId) continue;
-      const slug = slugOf(scene.data.index, scene.data.id);
-      if (`${slug}.json` !== name) continue;
-      const extension = existingImage(imageNames, slug);
-      const image = extension ? { extension, alt: scene.data.imagePrompt || scene.data.title } : null;
-      manifest.episodes.push(entryOf(scene.data, manifest.story.characters, image));
-      known.add(slug);
-    }
+  async function readChapter(storyId: string, chapterId: string): Promise<ManifestEpisode[] | undefined> {
+    const parsed = ChapterFileSchema.safeParse(await readJson(path.join(directory, chapterFileOf(chapterId))));
+    if (!parsed.success || parsed.data.storyId !== storyId || parsed.data.chapterId !== chapterId) return undefined;
+    const { episodes } = parsed.data;
+    const ordered = episodes.every(
+      (episode, position) =>
+        episode.chapterId === chapterId && (position === 0 || compareEpisodes(episodes[position - 1]!, episode) < 0),
+    );
+    return ordered ? episodes : undefined;
+  }
+
+  /** The story `story.json` holds, if it is readable and of `storyId` (and of `version`, when given). */
+  async function readStoryFile(storyId: string, version?: number): Promise<StorySnapshot | undefined> {
+    const parsed = StoryFileSchema.safeParse(await readJson(path.join(directory, STORY_FILE)));
+    if (!parsed.success || parsed.data.storyId !== storyId) return undefined;
+    return version === undefined || parsed.data.story.version === version ? parsed.data.story : undefined;
   }
 
   async function readScene(episode: ManifestEpisode): Promise<Scene | undefined> {
@@ -1245,94 +1660,450 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     return parsed.success && parsed.data.id === episode.sceneId ? parsed.data : undefined;
   }
 
-  async function publishLocked(episode: ValidEpisode): Promise<PublishResult> {
-    const { scene, story, image } = episode;
-    const slug = slugOf(scene.index, scene.id);
-    await mkdir(scenesFolder, { recursive: true });
-    await mkdir(imagesFolder, { recursive: true });
-    await mkdir(chaptersFolder, { recursive: true });
-    for (const folder of [directory, scenesFolder, imagesFolder, chaptersFolder]) {
-      await removeStaleTempFiles(folder, clock, staleMs);
+  /** The indexes of published scenes, found by their file names: only for scenes a new state names first. */
+  async function locatePublished(sceneIds: string[]): Promise<Map<string, number>> {
+    const wanted = new Map(sceneIds.map((id) => [fileIdOf(id), id]));
+    const found = new Map<string, number>();
+    for (const name of await readdir(scenesFolder).catch(() => [] as string[])) {
+      const match = SCENE_FILE_PATTERN.exec(name);
+      const id = match?.[3] === 'json' ? wanted.get(match[2]!) : undefined;
+      if (id !== undefined) found.set(id, Number(match![1]));
     }
+    return found;
+  }
 
-    const previousManifest = await loadManifest(scene.storyId);
-    const manifest: Manifest = previousManifest ?? {
-      format: MANIFEST_FORMAT,
-      storyId: scene.storyId,
-      story: snapshotOf(story),
-      episodes: [],
+  /** The picture already on disk for `slug`, if any. */
+  async function pictureOnDisk(slug: string): Promise<ImageExtension | undefined> {
+    for (const extension of IMAGE_EXTENSIONS) {
+      const found = await stat(path.join(imagesFolder, `${slug}.${extension}`)).then(
+        () => true,
+        () => false,
+      );
+      if (found) return extension;
+    }
+    return undefined;
+  }
+
+  /**
+   * Reads the whole site for a repair: every chapter file, the entries of an earlier version's manifest, and every
+   * scene JSON file none of them lists (left by a crash between writes, or by another process), folded back in.
+   * Removes the abandoned temporary files of every folder on the way.
+   */
+  async function readWholeSite(
+    storyId: string,
+    story: StorySnapshot,
+    legacy: z.infer<typeof LegacyManifestSchema> | undefined,
+  ): Promise<WholeSite> {
+    const sceneNames = await listFolder(scenesFolder, clock, staleMs);
+    const imageNames = await listFolder(imagesFolder, clock, staleMs);
+    const chapterPageNames = await listFolder(chaptersFolder, clock, staleMs);
+    const chapterFileNames = await listFolder(episodesFolder, clock, staleMs);
+    const chapters = new Map<string, ManifestEpisode[]>();
+    const knownScenes = new Set<string>();
+    const knownSlugs = new Set<string>();
+    const keep = (episode: ManifestEpisode): boolean => {
+      if (knownScenes.has(episode.sceneId)) return false;
+      knownScenes.add(episode.sceneId);
+      knownSlugs.add(slugOfEpisode(episode));
+      chapters.set(episode.chapterId, [...(chapters.get(episode.chapterId) ?? []), episode]);
+      return true;
     };
-    // An older state (a retried publish of an earlier scene) never rolls the roster back.
-    if (story.version >= manifest.story.version) manifest.story = snapshotOf(story);
+    for (const name of [...chapterFileNames].sort()) {
+      if (!name.endsWith('.json')) continue;
+      const parsed = ChapterFileSchema.safeParse(await readJson(path.join(episodesFolder, name)));
+      if (!parsed.success || parsed.data.storyId !== storyId) continue;
+      if (`${EPISODES}/${name}` !== chapterFileOf(parsed.data.chapterId)) continue;
+      for (const episode of parsed.data.episodes) if (episode.chapterId === parsed.data.chapterId) keep(episode);
+    }
+    for (const episode of legacy?.episodes ?? []) keep(episode);
+    const folded: ManifestEpisode[] = [];
+    for (const name of [...sceneNames].sort()) {
+      const match = SCENE_FILE_PATTERN.exec(name);
+      if (match?.[3] !== 'json' || knownSlugs.has(`${match[1]}-${match[2]}`)) continue;
+      const scene = SceneSchema.safeParse(await readJson(path.join(scenesFolder, name)));
+      if (!scene.success || scene.data.storyId !== storyId) continue;
+      const slug = slugOf(scene.data.index, scene.data.id);
+      if (`${slug}.json` !== name) continue;
+      const extension = existingImage(imageNames, slug);
+      const image = extension ? { extension, alt: scene.data.imagePrompt || scene.data.title } : null;
+      const entry = entryOf(scene.data, story.characters, image);
+      if (keep(entry)) folded.push(entry);
+    }
+    for (const episodes of chapters.values()) episodes.sort(compareEpisodes);
+    const catalog = catalogOf(storyId, story, chapters);
+    const model = new SiteModel(catalog, story, (chapterId) => readChapter(storyId, chapterId), chapters);
+    return { model, folded, chapterPageNames, chapterFileNames };
+  }
 
-    const written: string[] = [];
-    const sceneJson = `${SCENES}/${slug}.json`;
-    await writeFileAtomic(path.join(directory, sceneJson), toJson(scene));
-    written.push(sceneJson);
+  /** The site as one publish (or batch) sees it: the model, and what a repair found. */
+  interface OpenSite {
+    model: SiteModel;
+    /** The catalog file as this publish read it, if it was valid: the new one is compared with it, not read again. */
+    catalogText: string | undefined;
+    /** The chapters in reading order before this publish: a chapter whose number changes has its pages redone. */
+    previousOrder: readonly string[];
+    repair?: { whole: WholeSite; crashed: ReadonlyArray<{ sceneId: string }> };
+  }
 
-    let imageNames = await readdir(imagesFolder).catch(() => [] as string[]);
-    let imageEntry: ManifestEpisode['image'] = null;
-    const previousEntry = manifest.episodes.find((entry) => entry.sceneId === scene.id);
+  /** The site read cheaply from its catalog, or as a whole when it needs a repair (`leftBehind` given). */
+  async function openSite(
+    storyId: string,
+    loaded: Awaited<ReturnType<typeof loadCatalog>>,
+    story: StorySnapshot,
+    leftBehind: readonly string[] | undefined,
+  ): Promise<OpenSite> {
+    const { catalog } = loaded;
+    const previousOrder = (catalog?.chapters ?? []).map((chapter) => chapter.chapterId);
+    if (catalog && leftBehind === undefined) {
+      // A copy: should a file disagree, the repair starts again from the catalog as it was read.
+      const model = new SiteModel(
+        structuredClone(catalog),
+        () => readStoryFile(storyId, catalog.storyVersion),
+        (chapterId) => readChapter(storyId, chapterId),
+      );
+      return { model, catalogText: loaded.text, previousOrder };
+    }
+    const legacy = loaded.legacy?.story;
+    const stored = (await readStoryFile(storyId)) ?? (legacy && { ...legacy, characters: rosterOf(legacy.characters) });
+    const whole = await readWholeSite(
+      storyId,
+      stored && stored.version > story.version ? stored : story,
+      loaded.legacy,
+    );
+    const crashed = await scenesOfMarkers(leftBehind ?? []);
+    return { model: whole.model, catalogText: loaded.text, previousOrder, repair: { whole, crashed } };
+  }
+
+  /** Writes a scene's JSON and picture: the first files of its publish, from which a repair can rebuild the rest. */
+  async function writeSceneFiles(episode: ValidEpisode): Promise<void> {
+    const { scene, image } = episode;
+    const slug = slugOf(scene.index, scene.id);
+    await writeFileAtomic(path.join(scenesFolder, `${slug}.json`), toJson(scene));
     if (image) {
-      const imageFile = `${IMAGES}/${slug}.${image.extension}`;
-      await writeFileAtomic(path.join(directory, imageFile), image.data);
+      await writeFileAtomic(path.join(imagesFolder, `${slug}.${image.extension}`), image.data);
       // One picture per scene: a picture of another type from an earlier publish goes.
       for (const extension of IMAGE_EXTENSIONS) {
-        if (extension !== image.extension && imageNames.includes(`${slug}.${extension}`)) {
-          await rm(path.join(imagesFolder, `${slug}.${extension}`), { force: true });
-        }
+        if (extension !== image.extension) await rm(path.join(imagesFolder, `${slug}.${extension}`), { force: true });
       }
-      imageNames = await readdir(imagesFolder).catch(() => [] as string[]);
-      imageEntry = { extension: image.extension, alt: image.alt };
-    } else {
-      // A retry without the picture keeps the one an earlier publish wrote.
-      const extension = existingImage(imageNames, slug);
-      if (extension) imageEntry = { extension, alt: previousEntry?.image?.alt ?? (scene.imagePrompt || scene.title) };
     }
-    if (imageEntry) written.push(`${IMAGES}/${slug}.${imageEntry.extension}`);
+  }
 
-    const entry = entryOf(scene, story.characters, imageEntry);
-    manifest.episodes = manifest.episodes.filter((existing) => existing.sceneId !== scene.id);
-    manifest.episodes.push(entry);
-    await reconcile(manifest, imageNames);
-    manifest.episodes.sort((a, b) => a.index - b.index || (a.sceneId < b.sceneId ? -1 : 1));
+  /** Takes a published scene into the model: its story state, then its episode. Returns the episode. */
+  async function absorb(model: SiteModel, episode: ValidEpisode): Promise<ManifestEpisode> {
+    const { scene, story, image } = episode;
+    await model.updateStory(snapshotOf(story), scene.id, locatePublished);
+    let picture: ManifestEpisode['image'] = null;
+    if (image) picture = { extension: image.extension, alt: image.alt };
+    else {
+      // A retry without the picture keeps the one an earlier publish wrote.
+      const extension = await pictureOnDisk(slugOf(scene.index, scene.id));
+      const previous = extension && (await model.episodeOf(scene.chapterId, scene.id));
+      if (extension) picture = { extension, alt: previous?.image?.alt ?? (scene.imagePrompt || scene.title) };
+    }
+    const entry = entryOf(scene, story.characters, picture);
+    await model.add(entry);
+    return entry;
+  }
 
-    const site = siteContext(manifest, options.siteTitle, language);
-    const scenePage = `${SCENES}/${slug}.html`;
-    await writeFileAtomic(path.join(directory, scenePage), renderScenePage(site, scene, entry));
-    written.push(scenePage);
+  /**
+   * Everything a publish writes once its scenes are in the model, computed before anything is written: the changed
+   * chapter files, `story.json` and the catalog, the pages of the `published` scenes and their neighbours, the
+   * chapter pages whose content or number changed, and the pages of the whole site. A repair also rewrites every
+   * chapter page, redoes the pages of folded-back scenes and of scenes a crashed publish was writing, and removes
+   * pages and files no chapter has. `inHand` holds scenes not to read back.
+   */
+  async function planPages(
+    site: OpenSite,
+    published: readonly ManifestEpisode[],
+    inHand: ReadonlyMap<string, Scene>,
+  ): Promise<PublishPlan> {
+    const { model, previousOrder, repair } = site;
+    const storyId = model.catalog.storyId;
+    const order = model.catalog.chapters.map((chapter) => chapter.chapterId);
+    const view = model.view(options.siteTitle, language);
+    const files = new Map<string, string | Uint8Array>();
 
-    // The neighbours' previous/next links change when a scene appears between or beside them.
-    const position = site.positions.get(scene.id)!;
-    for (const neighbour of [site.episodes[position - 1], site.episodes[position + 1]]) {
-      if (!neighbour) continue;
-      const neighbourScene = await readScene(neighbour);
-      if (!neighbourScene) continue;
-      await writeFileAtomic(
-        path.join(scenesFolder, `${slugOfEpisode(neighbour)}.html`),
-        renderScenePage(site, neighbourScene, neighbour),
+    // Scene pages: the published scenes' and their neighbours' (their previous/next links change when a scene
+    // appears between or beside them), and every page of a chapter whose number changed (a chapter arrived late),
+    // since each shows it.
+    const renumbered = order.filter((chapterId, position) => {
+      const before = previousOrder.indexOf(chapterId);
+      return before >= 0 && before !== position;
+    });
+    const scenePages = new Map<string, ManifestEpisode>();
+    const withNeighbours = async (around: ManifestEpisode) => {
+      scenePages.set(around.sceneId, around);
+      for (const side of ['previous', 'next'] as const) {
+        const neighbour = await model.neighbour(around, side);
+        const found = neighbour && (await model.episodeOf(neighbour.chapterId, neighbour.episode.sceneId));
+        if (found) scenePages.set(found.sceneId, found);
+      }
+    };
+    for (const entry of published) await withNeighbours(entry);
+    for (const chapterId of renumbered) {
+      for (const renumberedEpisode of await model.episodesOf(chapterId)) {
+        scenePages.set(renumberedEpisode.sceneId, renumberedEpisode);
+      }
+    }
+    if (repair) {
+      const crashed = new Set(repair.crashed.map((marked) => marked.sceneId));
+      for (const folded of repair.whole.folded) await withNeighbours(folded);
+      for (const chapterId of order) {
+        for (const held of await model.episodesOf(chapterId)) if (crashed.has(held.sceneId)) await withNeighbours(held);
+      }
+    }
+    for (const pageEpisode of scenePages.values()) {
+      const pageScene = inHand.get(pageEpisode.sceneId) ?? (await readScene(pageEpisode));
+      if (!pageScene) continue;
+      const previous = await model.neighbour(pageEpisode, 'previous');
+      const next = await model.neighbour(pageEpisode, 'next');
+      files.set(
+        `${SCENES}/${slugOfEpisode(pageEpisode)}.html`,
+        renderScenePage(view, pageScene, pageEpisode, {
+          chapter: model.numberOf(pageEpisode.chapterId),
+          previous: previous?.episode,
+          next: next?.episode,
+        }),
       );
     }
 
-    await writeFileAtomic(path.join(directory, 'style.css'), renderStyle());
-    await writeFileAtomic(path.join(directory, MANIFEST_FILE), toJson(manifest));
-    await writeFileAtomic(path.join(directory, 'index.html'), renderIndex(site, indexChapters));
-    // Every chapter page is rendered, but only the changed ones are written: a scene published out of order can
-    // renumber the chapters after it.
-    for (const chapter of chaptersOf(site)) {
-      await writeFileAtomic(path.join(chaptersFolder, `${chapter.number}.html`), renderChapterPage(site, chapter));
+    // Chapter files after the scene pages: a scene a chapter file lists has its page, and its neighbours theirs, so a
+    // publish that dies before the end leaves either that, or scene JSON files the repair folds back.
+    for (const chapterId of repair ? order : model.changedChapters) {
+      const episodes = await model.episodesOf(chapterId);
+      files.set(chapterFileOf(chapterId), toJson({ format: CATALOG_FORMAT, storyId, chapterId, episodes }, 'compact'));
     }
-    // A chapter page past the last chapter (the manifest lost a scene it no longer has a file for) would mislead.
-    for (const name of await readdir(chaptersFolder)) {
-      const match = /^(\d+)\.html$/.exec(name);
-      if (match && Number(match[1]) > site.chapterNumbers.size)
-        await rm(path.join(chaptersFolder, name), { force: true });
-    }
-    await writeFileAtomic(path.join(directory, 'characters.html'), renderCharacters(site));
-    await writeFileAtomic(path.join(directory, 'threads.html'), renderThreads(site));
-    await writeFileAtomic(path.join(directory, 'feed.atom'), renderFeed(site, baseUrl, feedEntries));
 
-    return { target, url: publicUrl(scenePage), ids: written.sort() };
+    // Chapter pages: the changed and renumbered ones, and the one that was last when a chapter is added (its "next"
+    // link appears). Nothing site-wide is on a chapter page, so the others are left alone.
+    const lastBefore = previousOrder.at(-1);
+    const chapterPages = repair
+      ? order
+      : new Set([
+          ...model.changedChapters,
+          ...renumbered,
+          ...(lastBefore !== undefined && order.length !== previousOrder.length ? [lastBefore] : []),
+        ]);
+    for (const chapterId of chapterPages) {
+      const number = model.numberOf(chapterId);
+      if (number === 0) continue;
+      files.set(
+        `${CHAPTERS}/${number}.html`,
+        renderChapterPage(view, { number, episodes: await model.episodesOf(chapterId) }),
+      );
+    }
+
+    const numbered = model.catalog.chapters.map((chapter, position) => ({ ...chapter, number: position + 1 }));
+    const split = Math.max(0, numbered.length - indexChapters);
+    const shown: Array<{ number: number; episodes: readonly ManifestEpisode[] }> = [];
+    for (const chapter of numbered.slice(split).reverse()) {
+      shown.push({ number: chapter.number, episodes: await model.episodesOf(chapter.chapterId) });
+    }
+    const siteWide = new Map<string, string>([
+      ['style.css', renderStyle()],
+      ['index.html', renderIndex(view, shown, numbered.slice(0, split).reverse())],
+      ['characters.html', renderCharacters(view)],
+      ['threads.html', renderThreads(view)],
+      ['feed.atom', renderFeed(view, await model.newest(feedEntries), baseUrl)],
+    ]);
+    if (repair || model.storyChanged) {
+      const storyFile = { format: CATALOG_FORMAT, storyId, story: model.storySnapshot() };
+      siteWide.set(STORY_FILE, toJson(storyFile, 'compact'));
+    }
+    // Known by their hashes: a changed file is written without being read back, an unchanged one left alone (if it
+    // is still there). A repair trusts no hash and compares.
+    const hashes = model.catalog.fileHashes;
+    const written = new Set<string>();
+    for (const [relative, content] of siteWide) {
+      const bytes = Buffer.from(content, 'utf8');
+      const hash = createHash('sha256').update(bytes).digest('hex');
+      const unchanged =
+        !repair &&
+        hashes[relative] === hash &&
+        (await stat(path.join(directory, relative)).then(
+          (info) => info.size === bytes.byteLength,
+          () => false,
+        ));
+      if (!unchanged) {
+        files.set(relative, bytes);
+        if (!repair && Object.hasOwn(hashes, relative)) written.add(relative);
+      }
+      hashes[relative] = hash;
+    }
+    // Last: the catalog names the files above as written.
+    const catalogText = toJson(model.catalog, 'compact');
+    if (catalogText !== site.catalogText) {
+      files.set(MANIFEST_FILE, catalogText);
+      if (site.catalogText !== undefined) written.add(MANIFEST_FILE);
+    }
+
+    const remove: string[] = [];
+    if (repair) {
+      // A chapter page past the last chapter, or the file of a chapter the site no longer has, would mislead.
+      for (const name of repair.whole.chapterPageNames) {
+        const match = /^(\d+)\.html$/.exec(name);
+        if (match && Number(match[1]) > order.length) remove.push(`${CHAPTERS}/${name}`);
+      }
+      const chapterFiles = new Set(order.map(chapterFileOf));
+      for (const name of repair.whole.chapterFileNames) {
+        if (!chapterFiles.has(`${EPISODES}/${name}`)) remove.push(`${EPISODES}/${name}`);
+      }
+    }
+    return { files, remove, knownChanged: written };
+  }
+
+  /** The scenes that the publishes which left `markers` behind were writing (a batch names none). */
+  async function scenesOfMarkers(markers: readonly string[]): Promise<Array<{ sceneId: string; index: number }>> {
+    const scenes: Array<{ sceneId: string; index: number }> = [];
+    for (const name of markers) {
+      const parsed = MarkerSchema.safeParse(await readJson(path.join(directory, name)));
+      if (parsed.success) scenes.push(parsed.data);
+    }
+    return scenes;
+  }
+
+  /**
+   * Publishes `episodes` with the marker in place: each scene's files as it comes, then the pages once. Should a
+   * chapter file turn out to disagree with the catalog, the site is read as a whole and the scenes taken in again.
+   */
+  async function publishMarked(
+    storyId: string,
+    episodes: AsyncIterable<ValidEpisode>,
+    loaded: Awaited<ReturnType<typeof loadCatalog>>,
+    leftBehind: readonly string[] | undefined,
+  ): Promise<{ results: PublishResult[]; repaired: boolean }> {
+    const results: PublishResult[] = [];
+    const published: ManifestEpisode[] = [];
+    const inHand = new Map<string, Scene>();
+    let newest: StorySnapshot | undefined;
+    let site: OpenSite | undefined;
+    const repairInstead = async () => {
+      site = await openSite(storyId, loaded, newest!, leftBehind ?? []);
+      await site.model.updateStory(newest!, '', locatePublished);
+      for (const entry of published) await site.model.add(entry);
+    };
+    for await (const episode of episodes) {
+      const { scene } = episode;
+      if (scene.storyId !== storyId) {
+        throw new ValidationError(
+          `Cannot publish scenes of two stories together: "${storyId}" and "${scene.storyId}"`,
+          {
+            problems: [{ path: 'scene.storyId', message: `must be "${storyId}"` }],
+          },
+        );
+      }
+      await writeSceneFiles(episode);
+      const snapshot = snapshotOf(episode.story);
+      if (!newest || snapshot.version >= newest.version) newest = snapshot;
+      site ??= await openSite(storyId, loaded, snapshot, leftBehind);
+      let entry: ManifestEpisode;
+      try {
+        entry = await absorb(site.model, episode);
+      } catch (error) {
+        if (!(error instanceof SiteOutOfStep) || site.repair) throw error;
+        await repairInstead();
+        entry = await absorb(site!.model, episode);
+      }
+      published.push(entry);
+      // A single scene is kept to render its page; a batch's scenes are read back, so it holds none in memory.
+      if (results.length === 0) inHand.set(scene.id, scene);
+      else inHand.clear();
+      const slug = slugOf(scene.index, scene.id);
+      const ids = [`${SCENES}/${slug}.json`, `${SCENES}/${slug}.html`];
+      if (entry.image) ids.push(`${IMAGES}/${slug}.${entry.image.extension}`);
+      results.push({ target, url: publicUrl(`${SCENES}/${slug}.html`), ids: ids.sort() });
+    }
+    if (!site) return { results, repaired: false };
+    let plan: PublishPlan;
+    try {
+      plan = await planPages(site, published, inHand);
+    } catch (error) {
+      if (!(error instanceof SiteOutOfStep) || site.repair) throw error;
+      await repairInstead();
+      plan = await planPages(site!, published, inHand);
+    }
+    for (const [relative, content] of plan.files) {
+      await writeFileAtomic(path.join(directory, relative), content, plan.knownChanged.has(relative));
+    }
+    for (const relative of plan.remove) await rm(path.join(directory, relative), { force: true });
+    return { results, repaired: site.repair !== undefined };
+  }
+
+  /** Leaves a request for the next publish to repair the site. */
+  async function requestRepair(): Promise<void> {
+    const handle = await open(path.join(directory, `.needs-repair.${randomBytes(6).toString('hex')}`), 'wx');
+    await handle.close();
+  }
+
+  /** Publishes `episodes` (of story `storyId`) under the directory lock, between a marker's creation and removal. */
+  async function publishLocked(
+    storyId: string,
+    episodes: AsyncIterable<ValidEpisode>,
+    markerContent: z.infer<typeof MarkerSchema> | null,
+  ): Promise<PublishResult[]> {
+    for (const folder of [scenesFolder, imagesFolder, chaptersFolder, episodesFolder]) {
+      await mkdir(folder, { recursive: true });
+    }
+    // The top level is small whatever the story's length: the only folder a publish lists, unless it repairs.
+    const topLevel = await listFolder(directory, clock, staleMs);
+    const leftBehind = topLevel.filter((name) => MARKER_PATTERN.test(name));
+    const requests = topLevel.filter((name) => REPAIR_REQUEST_PATTERN.test(name));
+    // Written before anything is read, so a publish that overlaps this one in another process sees it.
+    const marker = path.join(directory, `.publishing.${process.pid}.${randomBytes(6).toString('hex')}`);
+    shared.inFlightTempFiles.add(marker);
+    let started = false;
+    let keepMarker = false;
+    try {
+      const handle = await open(marker, 'wx');
+      try {
+        await handle.writeFile(toJson(markerContent));
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      const loaded = await loadCatalog(storyId);
+      started = true;
+      const repair = leftBehind.length > 0 || requests.length > 0 || !loaded.catalog || !isCoherent(loaded.catalog);
+      const { results, repaired } = await publishMarked(storyId, episodes, loaded, repair ? leftBehind : undefined);
+      if (repaired) {
+        for (const name of requests) await rm(path.join(directory, name), { force: true });
+        for (const name of leftBehind) {
+          const pid = Number(MARKER_PATTERN.exec(name)![1]);
+          if (await isAbandoned(directory, name, pid, clock, staleMs)) {
+            await rm(path.join(directory, name), { force: true });
+          }
+        }
+      }
+      // Another publish in progress now overlapped this one: either may have overwritten what the other wrote of
+      // the catalog, so the next publish repairs.
+      const others = (await readdir(directory)).filter(
+        (name) => MARKER_PATTERN.test(name) && path.join(directory, name) !== marker,
+      );
+      if (others.length > 0) await requestRepair();
+      return results;
+    } catch (error) {
+      if (started) {
+        // Half a publish is repaired by the next one; the marker itself asks for that if no request can be left.
+        await requestRepair().catch(() => {
+          keepMarker = true;
+        });
+      }
+      throw error;
+    } finally {
+      if (!keepMarker) await rm(marker, { force: true }).catch(() => undefined);
+      shared.inFlightTempFiles.delete(marker);
+    }
+  }
+
+  /** Runs `task` under the directory lock, reporting file-system failures as `StorageError`. */
+  function locked<T>(task: () => Promise<T>): Promise<T> {
+    return withDirectoryLock(directory, async () => {
+      try {
+        return await task();
+      } catch (error) {
+        throw isSystemError(error) ? storageError(error, directory) : error;
+      }
+    });
   }
 
   return {
@@ -1344,13 +2115,36 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     async publish(episode: Episode, publishOptions = {}): Promise<PublishResult> {
       throwIfAborted(publishOptions.signal);
       const valid = validateEpisode(episode);
-      return withDirectoryLock(directory, async () => {
+      return locked(async () => {
         throwIfAborted(publishOptions.signal);
-        try {
-          return await publishLocked(valid);
-        } catch (error) {
-          throw isSystemError(error) ? storageError(error, directory) : error;
-        }
+        const single = (async function* () {
+          yield valid;
+        })();
+        const [result] = await publishLocked(valid.scene.storyId, single, {
+          sceneId: valid.scene.id,
+          index: valid.scene.index,
+        });
+        return result!;
+      });
+    },
+    async publishMany(episodes, publishOptions = {}): Promise<PublishResult[]> {
+      throwIfAborted(publishOptions.signal);
+      const iterator = (
+        Symbol.asyncIterator in episodes ? episodes[Symbol.asyncIterator]() : episodes[Symbol.iterator]()
+      ) as AsyncIterator<Episode> | Iterator<Episode>;
+      const first = await iterator.next();
+      if (first.done) return [];
+      const firstValid = validateEpisode(first.value);
+      return locked(async () => {
+        throwIfAborted(publishOptions.signal);
+        const all = (async function* () {
+          yield firstValid;
+          for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+            throwIfAborted(publishOptions.signal);
+            yield validateEpisode(next.value);
+          }
+        })();
+        return publishLocked(firstValid.scene.storyId, all, null);
       });
     },
   };

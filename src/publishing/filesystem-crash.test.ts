@@ -1,0 +1,185 @@
+/**
+ * A publish that dies at any point is repaired by the next one. The process's death is played in-process: from the
+ * chosen change to the folder on (a file opened for writing, renamed or removed), every file-system call fails, so
+ * the dying publish cannot clean up after itself, exactly as a killed process could not.
+ */
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { chapterIdFor, type Scene } from '../state/schema.js';
+import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
+import { createFilesystemPublisher } from './filesystem.js';
+import type { Episode } from './publisher.js';
+
+/** Counts the changes publishes make to the disk; dies at change number `dieAt`. */
+const death = vi.hoisted(() => ({ changes: 0, dieAt: Number.POSITIVE_INFINITY, dead: false }));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:fs/promises')>();
+  const deadly = <F extends (...args: never[]) => Promise<unknown>>(
+    call: F,
+    changes: (...args: Parameters<F>) => boolean,
+  ) =>
+    (async (...args: Parameters<F>) => {
+      if (!death.dead && changes(...args)) {
+        death.changes += 1;
+        if (death.changes >= death.dieAt) death.dead = true;
+      }
+      if (death.dead) throw new Error('the process is dead');
+      return call(...args);
+    }) as unknown as F;
+  const always = () => true;
+  const never = () => false;
+  const overrides = {
+    open: deadly(actual.open, (_file, flags) => typeof flags === 'string' && flags.includes('w')),
+    rename: deadly(actual.rename, always),
+    rm: deadly(actual.rm, always),
+    mkdir: deadly(actual.mkdir, never),
+    readFile: deadly(actual.readFile, never),
+    readdir: deadly(actual.readdir, never),
+    stat: deadly(actual.stat, never),
+  };
+  return { ...actual, ...overrides, default: { ...actual, ...overrides } };
+});
+
+function revive(dieAt = Number.POSITIVE_INFINITY): void {
+  Object.assign(death, { changes: 0, dieAt, dead: false });
+}
+
+const folders: string[] = [];
+afterEach(async () => {
+  revive();
+  for (const folder of folders.splice(0)) await rm(folder, { recursive: true, force: true });
+});
+async function tempFolder(): Promise<string> {
+  const folder = await mkdtemp(path.join(os.tmpdir(), 'storyloom-site-crash-'));
+  folders.push(folder);
+  return folder;
+}
+
+const SVG = new TextEncoder().encode(
+  '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="9"><rect width="16" height="9" fill="#246"/></svg>',
+);
+
+/** `count` episodes in chapters of two, each with a picture described by its title. */
+function makeEpisodes(count: number): Episode[] {
+  let state = makeStoryState('tale');
+  const episodes: Episode[] = [];
+  for (let index = 0; index < count; index++) {
+    const chapterIndex = Math.floor(index / 2);
+    state = { ...state, chapterIndex, chapterId: chapterIdFor(chapterIndex) };
+    const scene = makeNextScene(state, { title: `Night ${index + 1}` });
+    state = makeNextState(state, scene);
+    episodes.push({ story: state, scene, image: { data: SVG, mediaType: 'image/svg+xml', alt: scene.title } });
+  }
+  return episodes;
+}
+
+/** Every file under `folder`, hidden ones included, by relative path. */
+async function snapshot(folder: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const entry of await readdir(folder, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    files.set(path.relative(folder, file), await readFile(file, 'utf8'));
+  }
+  return new Map([...files].sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+const sites = new Map<string, Map<string, string>>();
+
+/** The site of publishing `episodes` one by one, uninterrupted. */
+async function siteOf(episodes: readonly Episode[]): Promise<Map<string, string>> {
+  const key = episodes.map((episode) => `${episode.scene.id}${episode.image ? '+' : ''}`).join(',');
+  const known = sites.get(key);
+  if (known) return known;
+  const site = await publishedSite(episodes);
+  sites.set(key, site);
+  return site;
+}
+
+async function publishedSite(episodes: readonly Episode[]): Promise<Map<string, string>> {
+  const directory = await tempFolder();
+  const publisher = createFilesystemPublisher({ directory });
+  for (const episode of episodes) await publisher.publish(episode);
+  return snapshot(directory);
+}
+
+const slug = (scene: Scene) => `${String(scene.index).padStart(6, '0')}-${scene.id}`;
+
+/**
+ * The episodes as far as a dead publish got to write them: a scene whose JSON never landed is not on the site, and
+ * one whose picture never landed is there without it (the JSON is written first, then the picture).
+ */
+async function asLanded(directory: string, dying: readonly Episode[]): Promise<Episode[]> {
+  const scenes = new Set(await readdir(path.join(directory, 'scenes')));
+  const images = new Set(await readdir(path.join(directory, 'images')));
+  return dying
+    .filter((episode) => scenes.has(`${slug(episode.scene)}.json`))
+    .map((episode) => (images.has(`${slug(episode.scene)}.svg`) ? episode : { ...episode, image: undefined }));
+}
+
+describe('createFilesystemPublisher: a publish that dies part-way', () => {
+  const episodes = makeEpisodes(6);
+  // Scene 5 opens chapter 3 (its publish also changes chapter 2's page); scene 6 is the next publish.
+  const [before, dying, next] = [episodes.slice(0, 4), episodes[4]!, episodes[5]!];
+
+  it('is repaired by the next publish, whatever change it died at', async () => {
+    const complete = await siteOf(episodes);
+    revive();
+    const probe = createFilesystemPublisher({ directory: await tempFolder() });
+    for (const episode of before) await probe.publish(episode);
+    death.changes = 0;
+    await probe.publish(dying);
+    const changes = death.changes;
+    expect(changes).toBeGreaterThan(10);
+
+    for (let dieAt = 1; dieAt <= changes; dieAt++) {
+      const directory = await tempFolder();
+      const publisher = createFilesystemPublisher({ directory });
+      for (const episode of before) await publisher.publish(episode);
+      revive(dieAt);
+      // Dying at the very last change (the marker's removal), the publish had done its work and may report it.
+      await publisher.publish(dying).catch(() => undefined);
+      expect(death.dead, `died at change ${dieAt}`).toBe(true);
+      revive();
+      // The next scene's publish repairs the site: the dying scene is on it as if published, once its JSON landed.
+      const landed = await asLanded(directory, [dying]);
+      await publisher.publish(next);
+      expect(await snapshot(directory), `dying at change ${dieAt}, then publishing the next scene`).toEqual(
+        await siteOf([...before, ...landed, next]),
+      );
+      // The engine publishes the dying scene again: the site is the one an uninterrupted run writes.
+      await publisher.publish(dying);
+      expect(await snapshot(directory), `dying at change ${dieAt}, then publishing it again`).toEqual(complete);
+    }
+  });
+
+  it('is repaired when it was a batch, whatever change it died at', async () => {
+    const complete = await siteOf(episodes);
+    revive();
+    const probe = createFilesystemPublisher({ directory: await tempFolder() });
+    await probe.publishMany(episodes.slice(0, 2));
+    death.changes = 0;
+    await probe.publishMany(episodes.slice(2, 5));
+    const changes = death.changes;
+
+    for (let dieAt = 1; dieAt <= changes; dieAt++) {
+      const directory = await tempFolder();
+      const publisher = createFilesystemPublisher({ directory });
+      await publisher.publishMany(episodes.slice(0, 2));
+      revive(dieAt);
+      await publisher.publishMany(episodes.slice(2, 5)).catch(() => undefined);
+      expect(death.dead, `died at change ${dieAt}`).toBe(true);
+      revive();
+      const landed = await asLanded(directory, episodes.slice(2, 5));
+      await publisher.publish(next);
+      // Every scene whose JSON landed is on the site, with its page and its neighbours' links.
+      expect(await snapshot(directory), `dying at change ${dieAt}`).toEqual(
+        await siteOf([...episodes.slice(0, 2), ...landed, next]),
+      );
+      await publisher.publishMany(episodes.slice(2, 5));
+      expect(await snapshot(directory), `dying at change ${dieAt}, then the batch again`).toEqual(complete);
+    }
+  });
+});
