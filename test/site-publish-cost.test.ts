@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { openProject } from '../src/cli/project.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import { seedFromSceneId } from '../src/generation/image-prompt.js';
 import { createProceduralIllustrator } from '../src/generation/procedural-illustrator.js';
@@ -194,5 +195,28 @@ describe('the filesystem site: the cost of one more episode', () => {
     // The roster, the timeline and story.json show the story's state: a larger cast makes them larger (as it makes
     // the state the store writes each episode larger). Everything else a publish writes is the same at any length.
     expect((late.writeBytes - late.stateBytes) / (early.writeBytes - early.stateBytes), told).toBeLessThan(1.5);
+  });
+
+  it('publishAll (import, fork) does linear work: twice the scenes cost about twice as much', {
+    timeout: 120_000,
+  }, async () => {
+    const { exported } = await offlineEpisodes(60);
+    const project = await openProject(temporaryFolder(), { formatVersion: 1, storyId: 'keepers', dimensions: 64 });
+    let half: Cost;
+    let full: Cost;
+    try {
+      await project.store.importStory(exported);
+      // A fork that shares the first 30 scenes: the same story at half the length.
+      await project.store.fork('keepers', 29, 'half');
+      half = await counted(() => project.publishAll('half'));
+      full = await counted(() => project.publishAll('keepers'));
+    } finally {
+      project.close();
+    }
+    const told = `30 scenes: ${JSON.stringify(half)}; 60 scenes: ${JSON.stringify(full)}`;
+    // Quadratic work would be four times as much.
+    expect(full.readBytes / half.readBytes, told).toBeLessThan(2.5);
+    expect(full.writeBytes / half.writeBytes, told).toBeLessThan(2.5);
+    expect(full.listed / Math.max(1, half.listed), told).toBeLessThan(2.5);
   });
 });

@@ -25,6 +25,7 @@ import { createProceduralIllustrator } from '../generation/procedural-illustrato
 import { createProceduralNarrator } from '../generation/procedural-narrator.js';
 import type { SceneGenerator } from '../generation/scene-generator.js';
 import { createFilesystemPublisher } from '../publishing/filesystem.js';
+import type { Episode } from '../publishing/publisher.js';
 import type { StoryStateStore } from '../state/store.js';
 
 /** The file that marks a folder as a storyloom project. */
@@ -197,33 +198,34 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     async publishAll(storyId) {
       const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
       const illustrator = createProceduralIllustrator({ format: 'png' });
-      let published = 0;
-      let cursor: string | undefined;
-      do {
-        const page = await store.listScenes(storyId, cursor ? { limit: 100, cursor } : { limit: 100 });
-        for (const scene of page.items) {
-          const story = await store.getStateAt(storyId, scene.stateVersion);
-          if (!story) continue;
-          const image = await illustrator.generate({
-            storyId,
-            sceneId: scene.id,
-            prompt: scene.imagePrompt,
-            seed: seedFromSceneId(scene.id),
-            title: scene.title,
-            mood: scene.mood,
-            themes: scene.themes,
-            characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
-          });
-          await publisher.publish({
-            story,
-            scene,
-            image: { data: image.data, mediaType: image.mediaType, alt: scene.imagePrompt || scene.title },
-          });
-          published++;
-        }
-        cursor = page.nextCursor;
-      } while (cursor);
-      return published;
+      async function* episodes(): AsyncGenerator<Episode> {
+        let cursor: string | undefined;
+        do {
+          const page = await store.listScenes(storyId, cursor ? { limit: 100, cursor } : { limit: 100 });
+          for (const scene of page.items) {
+            const story = await store.getStateAt(storyId, scene.stateVersion);
+            if (!story) continue;
+            const image = await illustrator.generate({
+              storyId,
+              sceneId: scene.id,
+              prompt: scene.imagePrompt,
+              seed: seedFromSceneId(scene.id),
+              title: scene.title,
+              mood: scene.mood,
+              themes: scene.themes,
+              characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
+            });
+            yield {
+              story,
+              scene,
+              image: { data: image.data, mediaType: image.mediaType, alt: scene.imagePrompt || scene.title },
+            };
+          }
+          cursor = page.nextCursor;
+        } while (cursor);
+      }
+      // One batch: the pages of the whole site are written once, not once per scene.
+      return (await publisher.publishMany(episodes())).length;
     },
     async createEngine(storyId, options = {}) {
       const generator = await chooseGenerator(options);
