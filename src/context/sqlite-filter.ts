@@ -112,11 +112,19 @@ function bindable(values: readonly Scalar[]): Array<string | number> {
   return values.filter((value): value is string | number => typeof value !== 'boolean');
 }
 
+/**
+ * `expression IN list`, the list bound as one JSON array: one placeholder per value would pass SQLite's limit on
+ * variables with a few long lists (40 lists of 1,000 values do), and one statement shape serves every length.
+ * `json_each` gives back each value with its type (text stays text, so `1` never equals `'1'`) and no affinity, so
+ * the comparison is the same as with bound values: JavaScript prints a number as the shortest digits that read back
+ * as the same double. The one exception, an integer beyond 2^53 (printed as padded digits, which SQLite reads as an
+ * exact 64-bit integer), can equal no stored value either way: metadata numbers are safe integers or fractions.
+ */
 function inList(expression: string, values: readonly Scalar[], params: Array<string | number>): string {
   const kept = bindable(values);
   if (kept.length === 0) return FALSE;
-  params.push(...kept);
-  return `${expression} IN (${kept.map(() => '?').join(', ')})`;
+  params.push(JSON.stringify(kept));
+  return `${expression} IN (SELECT value FROM json_each(?))`;
 }
 
 function equals(expression: string, value: Scalar, params: Array<string | number>): string {
