@@ -1,5 +1,6 @@
 /**
- * Edges shared by the SQLite vector and keyword indexes: filters too large to bind one value per SQL variable. Each is checked against the memory index where it has an answer.
+ * Edges shared by the SQLite vector and keyword indexes: a closed database, and filters too large to bind one value
+ * per SQL variable. Each is checked against the memory index where it has an answer.
  */
 import { describe, expect, it } from 'vitest';
 import type { MetadataFilter } from '../src/context/filter.js';
@@ -7,6 +8,8 @@ import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { createSqliteKeywordIndex } from '../src/context/sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from '../src/context/sqlite-vector-index.js';
+import { ClosedError } from '../src/core/errors.js';
+import { openSqliteDatabase } from '../src/state/sqlite-database.js';
 
 const metadata = (id: string, extra: Record<string, unknown> = {}) => ({
   storyId: 's',
@@ -24,6 +27,24 @@ function manyValues(field: 'sourceId' | 'characters', last: string, operator: '$
     })),
   };
 }
+
+describe('creating a SQLite index on a closed database', () => {
+  it('gives ClosedError, not "npm install sqlite-vec" or a TypeError', () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    database.close();
+    expect(() => createSqliteVectorIndex({ database, dimensions: 2 })).toThrow(ClosedError);
+    expect(() => createSqliteKeywordIndex({ database })).toThrow(ClosedError);
+  });
+
+  it('gives ClosedError too when the database already served indexes before it was closed', async () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    await createSqliteVectorIndex({ database, dimensions: 2 }).close();
+    await createSqliteKeywordIndex({ database }).close();
+    database.close();
+    expect(() => createSqliteVectorIndex({ database, dimensions: 2 })).toThrow(ClosedError);
+    expect(() => createSqliteKeywordIndex({ database })).toThrow(ClosedError);
+  });
+});
 
 describe('filters holding more values than SQLite has variables', () => {
   it.each([true, false])('delete by such a filter, as the memory index does (mirror: %s)', async (mirror) => {

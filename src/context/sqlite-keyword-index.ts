@@ -137,6 +137,7 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
   if (typeof mirrorEnabled !== 'boolean') throw invalidArgument('options.mirror', 'must be a boolean');
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
+  // ClosedError for a closed database.
   const db = nativeOf(database);
   const statements = {
     find: db.prepare('SELECT rowid FROM keyword_documents WHERE index_name = ? AND story_id = ? AND id = ?'),

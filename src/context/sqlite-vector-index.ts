@@ -163,6 +163,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
   try {
+    // First: it refuses a closed database with ClosedError, before any talk of a missing package.
     ensureVectorExtension(database);
     registerIndex(nativeOf(database), name, dimensions, database.path);
   } catch (error) {

@@ -11,6 +11,7 @@ import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type BetterSqlite3 from 'better-sqlite3';
 import {
+  ClosedError,
   MissingDependencyError,
   SchemaVersionError,
   StorageError,
@@ -198,11 +199,20 @@ interface DatabaseInternals {
 
 const internals = new WeakMap<SqliteDatabase, DatabaseInternals>();
 
-/** The native handle of a database opened here. Not exported from the entry. */
-export function nativeOf(database: SqliteDatabase): NativeDatabase {
+/**
+ * The internals of a database opened here. A closed one is refused with `ClosedError` at once: an adapter created on
+ * it would otherwise fail with better-sqlite3's bare TypeError, or, loading sqlite-vec, as a missing package.
+ */
+function internalsOf(database: SqliteDatabase): DatabaseInternals {
   const found = internals.get(database);
   if (!found) throw new TypeError('database must come from openSqliteDatabase');
-  return found.native;
+  if (!found.native.open) throw new ClosedError(`The SQLite database "${database.path}" is closed`);
+  return found;
+}
+
+/** The native handle of an open database opened here (else `ClosedError`). Not exported from the entry. */
+export function nativeOf(database: SqliteDatabase): NativeDatabase {
+  return internalsOf(database).native;
 }
 
 // Resolved from this file, so the user's installed copy is found. The CommonJS build has `__filename`; the ESM build
@@ -227,8 +237,7 @@ function loadOptional<T>(packageName: string, feature: string): T {
 
 /** Loads sqlite-vec into the connection once; the vector index needs its distance functions. */
 export function ensureVectorExtension(database: SqliteDatabase): void {
-  const found = internals.get(database);
-  if (!found) throw new TypeError('database must come from openSqliteDatabase');
+  const found = internalsOf(database);
   if (found.vectorExtensionLoaded) return;
   const sqliteVec = loadOptional<{ load(db: NativeDatabase): void }>('sqlite-vec', 'The SQLite vector index');
   try {
