@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { StorageError, ValidationError } from '../core/errors.js';
@@ -145,6 +146,64 @@ describe('createSqliteVectorIndex', () => {
     const [stored] = await again.fetch('s', ['a']);
     expect(Array.from(stored!.values)).toEqual([1, 2, 3]);
     await again.close();
+  });
+});
+
+describe('opening createSqliteVectorIndex', () => {
+  it('reports a write lock held by another connection as a retryable StorageError busy, not a raw SqliteError', () => {
+    const file = path.join(folder, 'locked.db');
+    openSqliteDatabase({ path: file }).close();
+    const other = new Database(file);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      // Registering a new index name must write, and the lock outlasts busyTimeoutMs.
+      let caught: unknown;
+      try {
+        createSqliteVectorIndex({ path: file, dimensions: 2, busyTimeoutMs: 50 });
+      } catch (error) {
+        caught = error;
+      }
+      expect(StorageError.isInstance(caught) && caught.reason).toBe('busy');
+      expect((caught as StorageError).isRetryable).toBe(true);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+  });
+
+  it('opens an index the file already holds without waiting for the write lock', async () => {
+    const file = path.join(folder, 'locked-existing.db');
+    const before = createSqliteVectorIndex({ path: file, dimensions: 2 });
+    await before.upsert('s', [record('a', [1, 0])]);
+    await before.close();
+    const other = new Database(file);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      const index = createSqliteVectorIndex({ path: file, dimensions: 2, busyTimeoutMs: 50 });
+      expect(ids(await index.query('s', { vector: new Float32Array([1, 0]), topK: 1 }))).toEqual(['a']);
+      await index.close();
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+  });
+
+  it('on a read-only database opens an index the file holds, and refuses a new name with StorageError readOnly', async () => {
+    const file = path.join(folder, 'read-only.db');
+    const before = createSqliteVectorIndex({ path: file, dimensions: 2 });
+    await before.upsert('s', [record('a', [1, 0])]);
+    await before.close();
+    const database = openSqliteDatabase({ path: file, readonly: true });
+    try {
+      const index = createSqliteVectorIndex({ database, dimensions: 2 });
+      expect(ids(await index.query('s', { vector: new Float32Array([1, 0]), topK: 1 }))).toEqual(['a']);
+      await index.close();
+      expect(() => createSqliteVectorIndex({ database, dimensions: 2, name: 'other' })).toThrow(
+        expect.objectContaining({ name: 'StorageError', reason: 'readOnly' }),
+      );
+    } finally {
+      database.close();
+    }
   });
 });
 

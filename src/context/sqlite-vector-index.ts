@@ -12,7 +12,6 @@ import { ClosedError, throwIfAborted, toProblems, ValidationError, type Validati
 import { IdSchema, LIMITS, type VectorMetadata, type VectorRecord } from '../state/schema.js';
 import {
   ensureVectorExtension,
-  type NativeDatabase,
   type NativeStatement,
   nativeOf,
   openSqliteDatabase,
@@ -131,8 +130,11 @@ export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorS
  * and `stats` use the copy when it is loaded and current. With `mirror: false` every query scans the rows inside
  * SQLite with sqlite-vec's `vec_distance_cosine` (float32 scores, within 1e-6 of the float64 ones).
  *
+ * Opening an index whose name the file already holds only reads; registering a new name takes the write lock once.
  * Throws `ValidationError` for bad options, or when the file already holds this index `name` with other
- * dimensions; `MissingDependencyError` when better-sqlite3 or sqlite-vec is not installed.
+ * dimensions; `StorageError` `busy` (retryable) when another process holds the write lock past `busyTimeoutMs` while
+ * a new name is registered, `readOnly` when a new name would have to be registered in a read-only database;
+ * `ClosedError` for a closed `database`; `MissingDependencyError` when better-sqlite3 or sqlite-vec is not installed.
  *
  * @example
  * ```ts
@@ -165,10 +167,10 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   try {
     // First: it refuses a closed database with ClosedError, before any talk of a missing package.
     ensureVectorExtension(database);
-    registerIndex(nativeOf(database), name, dimensions, database.path);
+    registerIndex(database, name, dimensions);
   } catch (error) {
     if (ownsDatabase) database.close();
-    throw error;
+    throw toStorageError(error, database.path, `Cannot open the SQLite vector index "${name}"`);
   }
   const db = nativeOf(database);
   const columns = METADATA_COLUMN_NAMES;
@@ -408,21 +410,28 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   return index;
 }
 
-/** Records the index's dimensions in the file, or checks them against what the file already says. */
-function registerIndex(db: NativeDatabase, name: string, dimensions: number, path: string): void {
-  db.transaction(() => {
-    const row = db.prepare('SELECT dimensions FROM vector_indexes WHERE name = ?').get(name) as
-      | { dimensions: number }
-      | undefined;
-    if (row === undefined) {
-      db.prepare('INSERT INTO vector_indexes (name, dimensions) VALUES (?, ?)').run(name, dimensions);
-    } else if (row.dimensions !== dimensions) {
-      throw new ValidationError(
-        `The vector index "${name}" in "${path}" holds ${row.dimensions}-dimension vectors, not ${dimensions}; open it with dimensions: ${row.dimensions} or use another name`,
-        { problems: [{ path: 'options.dimensions', message: `must be ${row.dimensions} for the index "${name}"` }] },
-      );
-    }
-  }).immediate();
+/**
+ * Records the index's dimensions in the file, or checks them against what the file already says. It reads first:
+ * opening an index the file already holds needs no write lock, so it neither waits behind another process's write
+ * nor fails on a read-only database. Only a new name is written, by one statement (its own write transaction, which
+ * waits up to the busy timeout); SQLITE_BUSY and SQLITE_READONLY are mapped to `StorageError` by the caller.
+ */
+function registerIndex(database: SqliteDatabase, name: string, dimensions: number): void {
+  const db = nativeOf(database);
+  const { path } = database;
+  const select = db.prepare('SELECT dimensions FROM vector_indexes WHERE name = ?').pluck();
+  let stored = select.get(name) as number | undefined;
+  if (stored === undefined) {
+    // OR IGNORE, and read again: another process may have registered the name since the first read.
+    db.prepare('INSERT OR IGNORE INTO vector_indexes (name, dimensions) VALUES (?, ?)').run(name, dimensions);
+    stored = select.get(name) as number;
+  }
+  if (stored !== dimensions) {
+    throw new ValidationError(
+      `The vector index "${name}" in "${path}" holds ${stored}-dimension vectors, not ${dimensions}; open it with dimensions: ${stored} or use another name`,
+      { problems: [{ path: 'options.dimensions', message: `must be ${stored} for the index "${name}"` }] },
+    );
+  }
 }
 
 function toBlob(values: Float32Array): Buffer {
