@@ -9,6 +9,7 @@ import type { VectorRecordInput } from '../state/schema.js';
 import { nativeOf, openSqliteDatabase, SQLITE_SCHEMA_VERSION } from '../state/sqlite-database.js';
 import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
 import { type FilterableField, type MetadataFilter, matchesFilter } from './filter.js';
+import { createMemoryVectorIndex } from './memory-vector-index.js';
 import { createSqliteVectorIndex, sqliteVectorMirrorState } from './sqlite-vector-index.js';
 
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-vectors-'));
@@ -320,6 +321,42 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     await mirrored.close();
     await direct.close();
     database.close();
+  });
+
+  it('scores vectors of very small or very large length like the memory index without the mirror', async () => {
+    // sqlite-vec squares in float32, which underflows (tiny) or overflows (huge): left to it, the distance is NaN or
+    // infinite, sorts first and scores 1. Every vector here is finite and non-zero, so upsert accepts it.
+    const records = [
+      record('good', [1, 0]),
+      record('huge', [-1e25, 1e25]),
+      record('tiny', [1e-25, -1e-25]),
+      record('small', [3e-21, 1e-21]),
+      record('large', [1e18, 3e18]),
+    ];
+    const memory = createMemoryVectorIndex({ dimensions: 2 });
+    const sqlite = createSqliteVectorIndex({ path: ':memory:', dimensions: 2, mirror: false });
+    await memory.upsert('s', records);
+    await sqlite.upsert('s', records);
+    const reference = await memory.query('s', { vector: new Float32Array([1, 0]), topK: 5 });
+    const scoreOf = (id: string) => reference.find((match) => match.id === id)!.score;
+    expect(scoreOf('good')).toBeCloseTo(1, 6);
+    expect(scoreOf('tiny')).toBeCloseTo(Math.SQRT1_2, 6);
+    expect(scoreOf('huge')).toBeCloseTo(-Math.SQRT1_2, 6);
+    // A huge or tiny query too: its length must not matter either.
+    for (const vector of [
+      [1, 0],
+      [1e-30, 2e-30],
+      [-3e30, 1e30],
+    ]) {
+      const query = { vector: new Float32Array(vector), topK: 5 };
+      const expected = await memory.query('s', query);
+      const actual = await sqlite.query('s', query);
+      expect(ids(actual), `query ${vector}`).toEqual(ids(expected));
+      actual.forEach((match, i) => {
+        expect(match.score, `${match.id} for query ${vector}`).toBeCloseTo(expected[i]!.score, 6);
+      });
+    }
+    await sqlite.close();
   });
 
   it('opens a file of schema version 1 and keeps its vectors', async () => {

@@ -3,7 +3,8 @@
  * (index name, story). By default queries are answered from an in-memory mirror of each story (the memory index's
  * layout), kept in step by write-through and checked against a per-story write counter, so a query costs what the
  * memory index costs while SQLite stays the durable source of truth. Without the mirror, queries run inside SQLite:
- * sqlite-vec's `vec_distance_cosine` over the rows that pass the filter, which becomes SQL on the metadata columns.
+ * sqlite-vec's `vec_distance_cosine` over the rows that pass the filter, which becomes SQL on the metadata columns
+ * (and a float64 cosine for the rare vectors too long or too short for float32 arithmetic).
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { ClosedError, throwIfAborted, toProblems, ValidationError, type Validati
 import { IdSchema, LIMITS, type VectorMetadata, type VectorRecord } from '../state/schema.js';
 import {
   ensureVectorExtension,
+  type NativeDatabase,
   type NativeStatement,
   nativeOf,
   openSqliteDatabase,
@@ -128,7 +130,9 @@ export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorS
  * the copy's (one indexed read, skipped while `PRAGMA data_version` shows no other connection committed), so writes
  * from other processes or connections are seen at the next query, at the price of one reload of that story. `fetch`
  * and `stats` use the copy when it is loaded and current. With `mirror: false` every query scans the rows inside
- * SQLite with sqlite-vec's `vec_distance_cosine` (float32 scores, within 1e-6 of the float64 ones).
+ * SQLite with sqlite-vec's `vec_distance_cosine` (float32 scores, within 1e-6 of the float64 ones); a stored vector
+ * whose length is below 1e-15 or above 1e15, where float32 squares would underflow or overflow, is scored in float64
+ * instead, so the ranking stays exact at every magnitude the memory index accepts.
  *
  * Opening an index whose name the file already holds only reads; registering a new name takes the write lock once.
  * Throws `ValidationError` for bad options, or when the file already holds this index `name` with other
@@ -167,6 +171,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   try {
     // First: it refuses a closed database with ClosedError, before any talk of a missing package.
     ensureVectorExtension(database);
+    registerCosineFunction(nativeOf(database));
     registerIndex(database, name, dimensions);
   } catch (error) {
     if (ownsDatabase) database.close();
@@ -174,6 +179,8 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
   }
   const db = nativeOf(database);
   const columns = METADATA_COLUMN_NAMES;
+  // The zero vector: a distance to it is a vector's length.
+  const origin = Buffer.alloc(dimensions * 4);
   const statements = {
     upsert: db.prepare(
       `INSERT INTO vectors (index_name, story_id, id, embedding, metadata, ${columns})
@@ -283,7 +290,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       if (typeof query !== 'object' || query === null)
         throw invalidArgument('query', 'must be an object with vector and topK');
       throwIfAborted(query.signal);
-      checkQueryVector(query.vector, dimensions);
+      const squared = checkQueryVector(query.vector, dimensions);
       checkTopK(query.topK, MAX_TOP_K);
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       if (mirrorEnabled) {
@@ -292,17 +299,33 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       }
       const condition = filterToSql(query.filter, 'v');
       const includeValues = query.includeValues === true;
+      // float32 squares of a vector longer than about 1e19 overflow and of one shorter than about 1e-19 underflow
+      // (to a NaN or infinite distance, or a wrong one): such rows, told apart by their length (a distance to the
+      // origin) outside 1e-15..1e15, where the squared length stays far from float32's overflow (3.4e38) and its
+      // subnormal range (1.2e-38), are scored in float64. The query is scaled to length 1 first, so its own length
+      // never matters.
       const sql = `SELECT v.id, v.metadata, ${includeValues ? 'v.embedding' : 'NULL AS embedding'},
-          vec_distance_cosine(v.embedding, ?) AS distance
+          CASE WHEN vec_distance_l2(v.embedding, ?) BETWEEN 1e-15 AND 1e15 THEN vec_distance_cosine(v.embedding, ?) ELSE ${COSINE_DISTANCE_FUNCTION}(v.embedding, ?) END AS distance
         FROM vectors AS v
         WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql}
-        ORDER BY distance, v.id LIMIT ?`;
+        ORDER BY distance IS NULL, distance, v.id LIMIT ?`;
       const rows = guard(
-        () => cached(queryStatements, sql).all(toBlob(query.vector), name, storyId, ...condition.params, query.topK),
+        () =>
+          cached(queryStatements, sql).all(
+            origin,
+            unitBlob(query.vector, squared),
+            toBlob(query.vector),
+            name,
+            storyId,
+            ...condition.params,
+            query.topK,
+          ),
         'query',
-      ) as Array<{ id: string; metadata: string; embedding: Buffer | null; distance: number }>;
+      ) as Array<{ id: string; metadata: string; embedding: Buffer | null; distance: number | null }>;
       return rows.map((row): VectorMatch => {
         const where = { path: database.path, kind: 'vector' as const, id: row.id, storyId };
+        // No distance: the stored vector has no finite, non-zero length, which only a damaged file can hold.
+        if (row.distance === null) throw corruptRow(where, 'its vector has no finite, non-zero length');
         // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
         const match: VectorMatch = {
           id: row.id,
@@ -432,6 +455,51 @@ function registerIndex(database: SqliteDatabase, name: string, dimensions: numbe
       { problems: [{ path: 'options.dimensions', message: `must be ${stored} for the index "${name}"` }] },
     );
   }
+}
+
+/** The SQL function giving the float64 cosine distance of the rows outside float32's safe lengths. */
+const COSINE_DISTANCE_FUNCTION = 'storyloom_cosine_distance';
+
+const connectionsWithCosine = new WeakSet<NativeDatabase>();
+
+/**
+ * Registers `COSINE_DISTANCE_FUNCTION` on the connection, once: better-sqlite3 refuses to define a function while the
+ * connection is iterating a query, which an index created inside a loop over another's rows would otherwise hit.
+ */
+function registerCosineFunction(db: NativeDatabase): void {
+  if (connectionsWithCosine.has(db)) return;
+  // Called with a blob, or JSON text (vec_distance_l2, evaluated first on the same row, refuses anything else); text,
+  // which only a damaged row holds, has no byteLength and scores null.
+  db.function(COSINE_DISTANCE_FUNCTION, { deterministic: true }, cosineDistance as (...values: unknown[]) => unknown);
+  connectionsWithCosine.add(db);
+}
+
+/**
+ * `1 - cosine` of two float32 blobs, summed in float64 as the memory index does, so any finite non-zero float32
+ * vector has a length; null (sorted last, reported as damage) when either has none or their sizes differ.
+ */
+function cosineDistance(stored: Buffer, query: Buffer): number | null {
+  // The query blob always holds the index's dimensions.
+  if (stored.byteLength !== query.byteLength) return null;
+  const a = fromBlob(stored);
+  const b = fromBlob(query);
+  let dot = 0;
+  let aSquared = 0;
+  let bSquared = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    aSquared += a[i]! * a[i]!;
+    bSquared += b[i]! * b[i]!;
+  }
+  const cosine = dot / (Math.sqrt(aSquared) * Math.sqrt(bSquared));
+  // Clamped into [-1, 1] with the float32 scores, when the row becomes a match.
+  return Number.isFinite(cosine) ? 1 - cosine : null;
+}
+
+/** The query scaled to length 1 (in float64, then stored as float32), so sqlite-vec never squares a huge or tiny one. */
+function unitBlob(values: Float32Array, squared: number): Buffer {
+  const inverse = 1 / Math.sqrt(squared);
+  return Buffer.from(Float32Array.from(values, (value) => value * inverse).buffer);
 }
 
 function toBlob(values: Float32Array): Buffer {
