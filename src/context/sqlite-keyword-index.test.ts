@@ -8,7 +8,7 @@ import { runKeywordIndexSuite } from '../testing/keyword-index-suite.js';
 import type { MetadataFilter } from './filter.js';
 import type { KeywordDocument, KeywordIndex, KeywordMatch } from './keyword-index.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
-import { createSqliteKeywordIndex, sqliteKeywordMirrorState } from './sqlite-keyword-index.js';
+import { createSqliteKeywordIndex, MAX_FTS_QUERY_TERMS, sqliteKeywordMirrorState } from './sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from './sqlite-vector-index.js';
 
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-keywords-'));
@@ -91,6 +91,60 @@ describe('createSqliteKeywordIndex', () => {
     expect(() => createSqliteKeywordIndex({ path: ':memory:', mirror: 'yes' as unknown as boolean })).toThrow(
       ValidationError,
     );
+  });
+});
+
+describe('createSqliteKeywordIndex without the mirror (FTS5)', () => {
+  it('answers a long query of repeated words at once, a term weighing as often as it is asked', async () => {
+    // 1,200 occurrences on each side: one FTS5 phrase per query occurrence took seconds, blocking the process.
+    const documents = [document('long', 'the dragon '.repeat(1_200)), document('other', 'a quiet harbor')];
+    const memory = createMemoryKeywordIndex();
+    const sqlite = createSqliteKeywordIndex({ path: ':memory:', mirror: false });
+    await memory.upsert('s', documents);
+    await sqlite.upsert('s', documents);
+    const text = 'dragon '.repeat(1_200);
+    expect(ids(await memory.query('s', { text, topK: 5 }))).toEqual(['long']);
+    const started = performance.now();
+    const matches = await sqlite.query('s', { text, topK: 5 });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(ids(matches)).toEqual(['long']);
+    const [once] = await sqlite.query('s', { text: 'dragon', topK: 1 });
+    expect(matches[0]!.score).toBeCloseTo(1_200 * once!.score, 6);
+    await sqlite.close();
+  });
+
+  it('weighs a term asked n times n times, as the memory index does', async () => {
+    const sqlite = createSqliteKeywordIndex({ path: ':memory:', mirror: false });
+    await sqlite.upsert(
+      's',
+      TEXTS.map((text, i) => document(`d${i}`, text)),
+    );
+    const scoresOf = async (text: string) =>
+      new Map((await sqlite.query('s', { text, topK: 10 })).map((match) => [match.id, match.score]));
+    const [harbor, lantern, dragon] = await Promise.all(['harbor', 'lantern', 'dragon'].map(scoresOf));
+    // Counts of 3, 1 and 2: each document scores 3 × its harbor score + its lantern score + 2 × its dragon score.
+    const mixed = await sqlite.query('s', { text: 'harbor lantern dragon harbor dragon harbor', topK: 10 });
+    const expected = new Map<string, number>();
+    for (const [weight, scores] of [
+      [3, harbor],
+      [1, lantern],
+      [2, dragon],
+    ] as const) {
+      for (const [id, score] of scores!) expected.set(id, (expected.get(id) ?? 0) + weight * score);
+    }
+    expect(mixed.map((match) => match.id).sort()).toEqual([...expected.keys()].sort());
+    for (const match of mixed) expect(match.score, match.id).toBeCloseTo(expected.get(match.id)!, 9);
+    for (let i = 1; i < mixed.length; i++) expect(mixed[i - 1]!.score).toBeGreaterThanOrEqual(mixed[i]!.score);
+    await sqlite.close();
+  });
+
+  it(`searches the first ${MAX_FTS_QUERY_TERMS} distinct terms of a query`, async () => {
+    const sqlite = createSqliteKeywordIndex({ path: ':memory:', mirror: false });
+    const fillers = Array.from({ length: MAX_FTS_QUERY_TERMS - 1 }, (_, i) => `filler${i}`);
+    await sqlite.upsert('s', [document('last', 'lantern'), document('past', 'harbor')]);
+    const text = [...fillers, 'lantern', ...fillers, 'harbor'].join(' ');
+    expect(ids(await sqlite.query('s', { text, topK: 5 }))).toEqual(['last']);
+    await sqlite.close();
   });
 });
 

@@ -59,6 +59,14 @@ export type SqliteKeywordIndexOptions = {
 
 const MAX_TOP_K = 10_000;
 
+/**
+ * How many distinct terms of a query reach FTS5 without the mirror; later ones are left out. FTS5's work on a row grows
+ * with the number of phrases times the row's hits on them, so a long query must not become an unbounded `OR`. 256
+ * distinct terms is a page of prose, far more than a retrieval query holds. For tests; not exported from the package
+ * entry (the factory's documentation states the limit).
+ */
+export const MAX_FTS_QUERY_TERMS = 256;
+
 const CAPABILITIES: KeywordIndexCapabilities = Object.freeze({
   maxTopK: MAX_TOP_K,
   deleteByFilter: true,
@@ -109,7 +117,8 @@ export function sqliteKeywordMirrorState(index: KeywordIndex): SqliteMirrorState
  * term counts the documents of every story and index name in the file. With one story per file, the usual case,
  * rankings mostly agree with the mirror's; scores differ in scale (FTS5's idf is `ln((N - n + 0.5) / (n + 0.5))`,
  * floored at a tiny positive value for terms in more than half the documents, where Lucene's adds 1 inside the
- * logarithm).
+ * logarithm). A term asked twice weighs twice, as with the mirror; only the first `MAX_FTS_QUERY_TERMS` (256) distinct
+ * terms of a query are searched.
  *
  * @example
  * ```ts
@@ -252,15 +261,19 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
         const partition = guard(() => mirrors.load(storyId), 'query');
         return partition.search(terms, topK, query.filter, query.sharedMetadata === true);
       }
-      // Each analysed term is letters and digits only; quoting makes FTS5 read it as a term, never as an operator
-      // (a story may well mention "NEAR" or "NOT").
-      const match = terms.map((term) => `"${term}"`).join(' OR ');
+      const matches = weightedMatches(terms);
       const condition = filterToSql(query.filter, 'd');
-      const sql = `SELECT d.id, d.metadata, bm25(keyword_terms) AS rank
-        FROM keyword_terms JOIN keyword_documents AS d ON d.rowid = keyword_terms.rowid
-        WHERE keyword_terms MATCH ? AND d.index_name = ? AND d.story_id = ? AND ${condition.sql}
-        ORDER BY rank, d.id LIMIT ?`;
-      const rows = guard(() => cached(sql).all(match, name, storyId, ...condition.params, topK), 'query') as Array<{
+      // One expression (the usual query, each term once) is flattened by SQLite into a plain join, as fast as a direct
+      // MATCH; several are summed per document. A compound subquery is never flattened into the aggregate, which FTS5
+      // would refuse: bm25() must run where its MATCH is.
+      const single = matches.length === 1;
+      const sql = `SELECT d.id, d.metadata, ${single ? 'm.rank' : 'sum(m.rank) AS rank'} FROM (${matches
+        .map(() => 'SELECT rowid, ? * bm25(keyword_terms) AS rank FROM keyword_terms WHERE keyword_terms MATCH ?')
+        .join(' UNION ALL ')}) AS m JOIN keyword_documents AS d ON d.rowid = m.rowid
+        WHERE d.index_name = ? AND d.story_id = ? AND ${condition.sql}
+        ${single ? '' : 'GROUP BY d.rowid'} ORDER BY rank, d.id LIMIT ?`;
+      const params = matches.flatMap(({ weight, match }) => [weight, match]);
+      const rows = guard(() => cached(sql).all(...params, name, storyId, ...condition.params, topK), 'query') as Array<{
         id: string;
         metadata: string;
         rank: number;
@@ -349,6 +362,35 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
   };
   if (mirrorEnabled) mirrorStates.set(index, mirrors.state);
   return index;
+}
+
+/**
+ * The FTS5 `MATCH` expressions of a query's analysed terms, each with the weight of its `bm25()`. A term asked n times
+ * must weigh n times, as in the memory index, and FTS5's `bm25()` sums one contribution per phrase, but n copies of a
+ * phrase cost FTS5 about n² times the work on every row that holds it (seconds for a word repeated a thousand times).
+ * So each distinct term goes once into the expression of weight 2^k for every bit k set in its count: the weighted sum
+ * of those expressions' `bm25()` is the sum over terms of count × contribution, with at most 17 expressions. Terms
+ * past the first `MAX_FTS_QUERY_TERMS` distinct ones are left out.
+ */
+function weightedMatches(terms: readonly string[]): Array<{ weight: number; match: string }> {
+  const counts = new Map<string, number>();
+  for (const term of terms) {
+    const count = counts.get(term);
+    if (count !== undefined) counts.set(term, count + 1);
+    else if (counts.size < MAX_FTS_QUERY_TERMS) counts.set(term, 1);
+  }
+  const byWeight = new Map<number, string[]>();
+  for (const [term, count] of counts) {
+    for (let weight = 1; weight <= count; weight *= 2) {
+      if ((count & weight) === 0) continue;
+      const group = byWeight.get(weight);
+      if (group) group.push(term);
+      else byWeight.set(weight, [term]);
+    }
+  }
+  // Each analysed term is letters and digits only; quoting makes FTS5 read it as a term, never as an operator (a
+  // story may well mention "NEAR" or "NOT").
+  return [...byWeight].map(([weight, group]) => ({ weight, match: group.map((term) => `"${term}"`).join(' OR ') }));
 }
 
 /** The stored terms string back as `analyze`'s output; a text with no terms is stored as the empty string. */
