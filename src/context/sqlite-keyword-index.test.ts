@@ -92,6 +92,12 @@ describe('createSqliteKeywordIndex', () => {
       ValidationError,
     );
   });
+
+  it('rejects a maxMirroredStories that is not a whole number of at least 1', () => {
+    for (const maxMirroredStories of [0, 1.5, Number.NaN]) {
+      expect(() => createSqliteKeywordIndex({ path: ':memory:', maxMirroredStories })).toThrow(ValidationError);
+    }
+  });
 });
 
 describe('createSqliteKeywordIndex without the mirror (FTS5)', () => {
@@ -236,8 +242,10 @@ describe('the in-memory mirror of createSqliteKeywordIndex', () => {
     await writer.deleteStory('s');
     expect(await reader.query('s', query)).toEqual([]);
     expect(await reader.count('s')).toBe(0);
-    // A write to another story leaves this story's mirror alone: the counter is read, nothing is reloaded.
+    // A write to another story leaves this story's mirror alone: the counter is read, nothing is reloaded. (The
+    // story was empty when last read, and an empty story is not held: the first query after this write loads it.)
     await reader.upsert('s', [document('again', 'Lantern again.')]);
+    expect(ids(await reader.query('s', query))).toEqual(['again']);
     const loads = sqliteKeywordMirrorState(reader)!.loads;
     await writer.upsert('other', [document('elsewhere', 'A lantern elsewhere.', {}, 'other')]);
     expect(ids(await reader.query('s', query))).toEqual(['again']);
@@ -388,6 +396,23 @@ describe('the in-memory mirror of createSqliteKeywordIndex', () => {
     expect(ids(await index.query('s', query))).toEqual(['c', 'b', 'a']);
     await index.close();
     database.close();
+  });
+
+  it('holds at most maxMirroredStories stories and none without documents, and reloads a dropped one fresh', async () => {
+    const file = path.join(folder, 'bounded-mirrors.db');
+    const reader = createSqliteKeywordIndex({ path: file, maxMirroredStories: 2 });
+    const writer = createSqliteKeywordIndex({ path: file });
+    const query = { text: 'lantern', topK: 5 };
+    for (const story of ['a', 'b', 'c']) await writer.upsert(story, [document(`${story}1`, 'A lantern.', {}, story)]);
+    for (const story of ['a', 'b', 'c']) expect(ids(await reader.query(story, query))).toEqual([`${story}1`]);
+    // a, queried first, was dropped for c.
+    expect(sqliteKeywordMirrorState(reader)!.stories.sort()).toEqual(['b', 'c']);
+    for (let story = 0; story < 100; story++) expect(await reader.query(`empty-${story}`, query)).toEqual([]);
+    expect(sqliteKeywordMirrorState(reader)!.stories.sort()).toEqual(['b', 'c']);
+    await writer.upsert('a', [document('a2', 'Lantern, lantern.', {}, 'a')]);
+    expect(ids(await reader.query('a', query))).toEqual(['a2', 'a1']);
+    await reader.close();
+    await writer.close();
   });
 
   it.each([

@@ -29,7 +29,12 @@ import {
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { type AnalysedKeywordPartition, createAnalysedKeywordPartition } from './memory-keyword-index.js';
 import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-filter.js';
-import { createSqliteMirrors, parseStoredMetadata, type SqliteMirrorState } from './sqlite-mirror.js';
+import {
+  createSqliteMirrors,
+  DEFAULT_MAX_MIRRORED_STORIES,
+  parseStoredMetadata,
+  type SqliteMirrorState,
+} from './sqlite-mirror.js';
 import { analyze } from './text-analysis.js';
 
 /**
@@ -52,6 +57,11 @@ export type SqliteKeywordIndexOptions = {
    * queries then run FTS5 `bm25()` inside SQLite, about ten times slower and with whole-file statistics.
    */
   mirror?: boolean;
+  /**
+   * How many stories' copies the mirror holds at most: past it, the least recently queried story's copy is dropped
+   * (and loaded again from the file if it is queried again). A story with no documents is never held. Default 256.
+   */
+  maxMirroredStories?: number;
 } & (
   | ({ path: string; database?: undefined } & Omit<SqliteDatabaseOptions, 'path'>)
   | { database: SqliteDatabase; path?: undefined }
@@ -144,6 +154,10 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     throw invalidArgument('options.name', 'must be an id: letters, digits and "._:-"');
   const mirrorEnabled = options.mirror ?? true;
   if (typeof mirrorEnabled !== 'boolean') throw invalidArgument('options.mirror', 'must be a boolean');
+  const maxMirroredStories = options.maxMirroredStories ?? DEFAULT_MAX_MIRRORED_STORIES;
+  if (!Number.isSafeInteger(maxMirroredStories) || maxMirroredStories < 1) {
+    throw invalidArgument('options.maxMirroredStories', 'must be an integer of at least 1');
+  }
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
   // ClosedError for a closed database.
@@ -169,14 +183,15 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     db,
     table: 'keyword_index_versions',
     name,
+    maxStories: maxMirroredStories,
     // Rows go straight into the copy as they are read: no array of every row and its parsed metadata at once.
-    read: (storyId): AnalysedKeywordPartition => {
+    read: (storyId): AnalysedKeywordPartition | undefined => {
       const partition = createAnalysedKeywordPartition();
       for (const row of statements.load.iterate(name, storyId) as Iterable<LoadedRow>) {
         const where = { path: database.path, kind: 'keyword' as const, id: row.id, storyId };
         partition.put(row.id, splitTerms(row.terms), parseStoredMetadata(row.metadata, where));
       }
-      return partition;
+      return partition.size > 0 ? partition : undefined;
     },
   });
   const statementCache = new Map<string, NativeStatement>();
@@ -259,7 +274,7 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
       if (terms.length === 0) return [];
       if (mirrorEnabled) {
         const partition = guard(() => mirrors.load(storyId), 'query');
-        return partition.search(terms, topK, query.filter, query.sharedMetadata === true);
+        return partition?.search(terms, topK, query.filter, query.sharedMetadata === true) ?? [];
       }
       const matches = weightedMatches(terms);
       const condition = filterToSql(query.filter, 'd');

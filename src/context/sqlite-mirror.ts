@@ -4,10 +4,13 @@
  * `*_index_versions` table; a mirror remembers the counter it was loaded at. A query reads the counter only when
  * `PRAGMA data_version` (other connections' commits) or this process's write count on the connection (its own commits,
  * which do not move data_version) moved since the mirror was last confirmed. Own writes are applied to the loaded
- * mirror after they commit; anything else makes the next query reload the story from SQLite.
+ * mirror after they commit; anything else makes the next query reload the story from SQLite. At most `maxStories`
+ * copies are held, the least recently used dropped first, and a story with no rows is never held: a process that
+ * touches many stories keeps only those it uses, and a dropped story is simply loaded again from the file.
  *
  * @module
  */
+import { LRUCache } from 'lru-cache';
 import { StorageError } from '../core/errors.js';
 import type { VectorMetadata } from '../state/schema.js';
 import type { NativeDatabase } from '../state/sqlite-database.js';
@@ -28,6 +31,9 @@ export interface SqliteMirrorState {
  */
 const localWriteCounts = new WeakMap<NativeDatabase, { writes: number }>();
 
+/** How many stories' copies an index holds when its options do not say. */
+export const DEFAULT_MAX_MIRRORED_STORIES = 256;
+
 /** Options of `createSqliteMirrors`. */
 export interface SqliteMirrorsOptions<Content> {
   db: NativeDatabase;
@@ -35,13 +41,16 @@ export interface SqliteMirrorsOptions<Content> {
   table: MirrorVersionTable;
   /** The index name, the first half of the counter's key. */
   name: string;
+  /** How many stories' copies to hold at most; the least recently used is dropped first. */
+  maxStories: number;
   /**
    * Builds a story's in-memory copy from its rows, synchronously, inside the transaction that reads the counter, so
-   * both come from one snapshot and no write of this process can come in between. Rows are best streamed into the
-   * copy as they are read (`statement.iterate`): an array of every row first costs memory and time on large stories.
-   * A read transaction does not block writers in WAL mode.
+   * both come from one snapshot and no write of this process can come in between; undefined when the story has no
+   * rows, which is not worth holding. Rows are best streamed into the copy as they are read (`statement.iterate`): an
+   * array of every row first costs memory and time on large stories. A read transaction does not block writers in
+   * WAL mode.
    */
-  read: (storyId: string) => Content;
+  read: (storyId: string) => Content | undefined;
 }
 
 /** The mirrors of one index object, keyed by story. */
@@ -50,8 +59,8 @@ export interface SqliteMirrors<Content> {
   bumpVersion(storyId: string): number;
   /** The story's copy when it is loaded and still matches SQLite, else undefined (a stale one is dropped). */
   current(storyId: string): Content | undefined;
-  /** The story's copy, loaded from SQLite when absent or stale. */
-  load(storyId: string): Content;
+  /** The story's copy, loaded from SQLite when absent or stale; undefined when the story has no rows. */
+  load(storyId: string): Content | undefined;
   /**
    * After a write transaction committed and took the story's counter to `version`: applies the same change to the
    * loaded copy when it was exactly one write behind, and drops it when some other connection wrote in between.
@@ -79,7 +88,7 @@ interface Mirror<Content> {
 
 /** Creates the mirror bookkeeping of one index object; prepares its statements on `db`. */
 export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Content>): SqliteMirrors<Content> {
-  const { db, table, name, read } = options;
+  const { db, table, name, read, maxStories } = options;
   const statements = {
     // The row is never deleted, so a story's counter never repeats, even across deleteStory.
     bumpVersion: db
@@ -97,7 +106,8 @@ export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Conte
     localWriteCounts.set(db, connectionWrites);
   }
   const localWrites = connectionWrites;
-  const mirrors = new Map<string, Mirror<Content>>();
+  // `get` counts as a use; `peek` (for bookkeeping that is not a query) does not.
+  const mirrors = new LRUCache<string, Mirror<Content>>({ max: maxStories });
   let loads = 0;
 
   const currentMirror = (storyId: string): Mirror<Content> | undefined => {
@@ -116,7 +126,7 @@ export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Conte
   };
 
   const drop = (storyId: string, mirror: Mirror<Content>): void => {
-    if (mirrors.get(storyId) === mirror) mirrors.delete(storyId);
+    if (mirrors.peek(storyId) === mirror) mirrors.delete(storyId);
   };
 
   return {
@@ -134,13 +144,13 @@ export function createSqliteMirrors<Content>(options: SqliteMirrorsOptions<Conte
         content: read(storyId),
       }))();
       loads++;
-      mirrors.set(storyId, { content, version, seenDataVersion, seenLocalWrites });
+      if (content !== undefined) mirrors.set(storyId, { content, version, seenDataVersion, seenLocalWrites });
       return content;
     },
 
     writeThrough(storyId, version, apply) {
       localWrites.writes++;
-      const mirror = mirrors.get(storyId);
+      const mirror = mirrors.peek(storyId);
       if (!mirror) return;
       if (mirror.version !== version - 1) {
         mirrors.delete(storyId);

@@ -239,8 +239,10 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     await writer.deleteStory('s');
     expect(await reader.query('s', query)).toEqual([]);
     expect(await reader.fetch('s', ['near'])).toEqual([]);
-    // A write to another story leaves this story's mirror alone: the counter is read, nothing is reloaded.
+    // A write to another story leaves this story's mirror alone: the counter is read, nothing is reloaded. (The
+    // story was empty when last read, and an empty story is not held: the first query after this write loads it.)
     await reader.upsert('s', [record('again', [1, 1])]);
+    expect(ids(await reader.query('s', query))).toEqual(['again']);
     const loads = sqliteVectorMirrorState(reader)!.loads;
     await writer.upsert('other', [record('elsewhere', [1, 0], 'other')]);
     expect(ids(await reader.query('s', query))).toEqual(['again']);
@@ -321,6 +323,25 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     await mirrored.close();
     await direct.close();
     database.close();
+  });
+
+  it('holds at most maxMirroredStories stories and none without records, and reloads a dropped one fresh', async () => {
+    const file = path.join(folder, 'bounded-mirrors.db');
+    const reader = createSqliteVectorIndex({ path: file, dimensions: 2, maxMirroredStories: 2 });
+    const writer = createSqliteVectorIndex({ path: file, dimensions: 2 });
+    const query = { vector: new Float32Array([1, 0]), topK: 5 };
+    for (const story of ['a', 'b', 'c']) await writer.upsert(story, [record(`${story}1`, [1, 0.5], story)]);
+    for (const story of ['a', 'b', 'c']) expect(ids(await reader.query(story, query))).toEqual([`${story}1`]);
+    // a, queried first, was dropped for c.
+    expect(sqliteVectorMirrorState(reader)!.stories.sort()).toEqual(['b', 'c']);
+    // Stories with no records are answered, and never held.
+    for (let story = 0; story < 100; story++) expect(await reader.query(`empty-${story}`, query)).toEqual([]);
+    expect(sqliteVectorMirrorState(reader)!.stories.sort()).toEqual(['b', 'c']);
+    // What was written to a dropped story while it was out is there when it is queried again.
+    await writer.upsert('a', [record('a2', [1, 0], 'a')]);
+    expect(ids(await reader.query('a', query))).toEqual(['a2', 'a1']);
+    await reader.close();
+    await writer.close();
   });
 
   it('scores vectors of very small or very large length like the memory index without the mirror', async () => {

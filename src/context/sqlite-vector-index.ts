@@ -38,6 +38,7 @@ import { filterToSql, METADATA_COLUMN_NAMES, metadataColumns } from './sqlite-fi
 import {
   corruptRow,
   createSqliteMirrors,
+  DEFAULT_MAX_MIRRORED_STORIES,
   parseStoredMetadata,
   type SqliteMirrorState,
   type StoredRow,
@@ -66,6 +67,11 @@ export type SqliteVectorIndexOptions = {
    * rows inside SQLite, several times slower.
    */
   mirror?: boolean;
+  /**
+   * How many stories' copies the mirror holds at most: past it, the least recently queried story's copy is dropped
+   * (and loaded again from the file if it is queried again). A story with no records is never held. Default 256.
+   */
+  maxMirroredStories?: number;
 } & (
   | ({ path: string; database?: undefined } & Omit<SqliteDatabaseOptions, 'path'>)
   | { database: SqliteDatabase; path?: undefined }
@@ -75,6 +81,7 @@ const OptionsSchema = z.object({
   dimensions: z.number().int().min(1).max(LIMITS.vectorDimensions),
   name: IdSchema.default('default'),
   mirror: z.boolean().default(true),
+  maxMirroredStories: z.number().int().min(1).default(DEFAULT_MAX_MIRRORED_STORIES),
 });
 
 const MAX_TOP_K = 10_000;
@@ -165,7 +172,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     const problems = toProblems(parsed.error.issues, 'options');
     throw new ValidationError(`Invalid SQLite vector index options: ${describeProblems(problems)}`, { problems });
   }
-  const { dimensions, name, mirror: mirrorEnabled } = parsed.data;
+  const { dimensions, name, mirror: mirrorEnabled, maxMirroredStories } = parsed.data;
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? openSqliteDatabase(options as SqliteDatabaseOptions);
   try {
@@ -202,10 +209,12 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     db,
     table: 'vector_index_versions',
     name,
+    maxStories: maxMirroredStories,
     // Rows go straight into the copy as they are read (no array of every row and its parsed metadata at once), and
     // without upsert's schema checks: they were checked when they were written.
     read: (storyId) => {
       const { n } = statements.count.get(name, storyId) as { n: number };
+      if (n === 0) return undefined;
       const load = createValidatedVectorLoad(dimensions, storyId, n);
       for (const row of statements.load.iterate(name, storyId) as Iterable<LoadedRow>) {
         const where = { path: database.path, kind: 'vector' as const, id: row.id, storyId };
@@ -295,7 +304,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       if (query.filter !== undefined) validateFilter(query.filter, 'query.filter');
       if (mirrorEnabled) {
         const mirror = guard(() => mirrors.load(storyId), 'query');
-        return mirror.query(storyId, query);
+        return mirror === undefined ? [] : mirror.query(storyId, query);
       }
       const condition = filterToSql(query.filter, 'v');
       const includeValues = query.includeValues === true;
