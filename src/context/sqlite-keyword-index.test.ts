@@ -101,6 +101,21 @@ describe('createSqliteKeywordIndex', () => {
 });
 
 describe('createSqliteKeywordIndex without the mirror (FTS5)', () => {
+  it('matches words with combining marks (Devanagari, Arabic, Thai) as whole terms, like the memory index', async () => {
+    const documents = [document('hindi', 'किताब'), document('arabic', 'كِتَاب'), document('thai', 'กินข้าว')];
+    const memory = createMemoryKeywordIndex();
+    const sqlite = createSqliteKeywordIndex({ path: ':memory:', mirror: false });
+    await memory.upsert('s', documents);
+    await sqlite.upsert('s', documents);
+    // A lone consonant is no word of these texts; the words themselves are found.
+    for (const text of ['क', 'ك', 'ت', 'ก', 'किताब', 'كِتَاب', 'กินข้าว']) {
+      const expected = ids(await memory.query('s', { text, topK: 5 }));
+      expect({ text, ids: ids(await sqlite.query('s', { text, topK: 5 })) }).toEqual({ text, ids: expected });
+    }
+    expect(ids(await sqlite.query('s', { text: 'किताब', topK: 5 }))).toEqual(['hindi']);
+    await sqlite.close();
+  });
+
   it('answers a long query of repeated words at once, a term weighing as often as it is asked', async () => {
     // 1,200 occurrences on each side: one FTS5 phrase per query occurrence took seconds, blocking the process.
     const documents = [document('long', 'the dragon '.repeat(1_200)), document('other', 'a quiet harbor')];
@@ -394,6 +409,43 @@ describe('the in-memory mirror of createSqliteKeywordIndex', () => {
     await createSqliteKeywordIndex({ database: other }).upsert('s', [document('c', 'Harbor, harbor lantern.')]);
     other.close();
     expect(ids(await index.query('s', query))).toEqual(['c', 'b', 'a']);
+    await index.close();
+    database.close();
+  });
+
+  it('opens a file of schema version 3 and rebuilds its terms, which combining marks no longer split', async () => {
+    const file = path.join(folder, 'version-3.db');
+    const before = createSqliteKeywordIndex({ path: file, mirror: false });
+    await before.upsert('s', [document('hindi', 'किताब'), document('lantern', 'A harbor lantern.')]);
+    await before.close();
+    // What version 3 wrote: the terms table tokenized by unicode61 with its default categories.
+    const old = openSqliteDatabase({ path: file });
+    nativeOf(old).exec(`
+      CREATE VIRTUAL TABLE keyword_terms_v3 USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
+      INSERT INTO keyword_terms_v3 (rowid, terms) SELECT rowid, terms FROM keyword_terms;
+      DROP TABLE keyword_terms;
+      ALTER TABLE keyword_terms_v3 RENAME TO keyword_terms;
+      PRAGMA user_version = 3;`);
+    const consonantMatches = () =>
+      nativeOf(old).prepare(`SELECT count(*) FROM keyword_terms WHERE keyword_terms MATCH '"क"'`).pluck().get();
+    expect(consonantMatches()).toBe(1);
+    old.close();
+
+    const database = openSqliteDatabase({ path: file });
+    expect(nativeOf(database).pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    for (const mirror of [false, true]) {
+      const index = createSqliteKeywordIndex({ database, mirror });
+      expect(await index.query('s', { text: 'क', topK: 5 }), `mirror: ${mirror}`).toEqual([]);
+      expect(ids(await index.query('s', { text: 'किताब', topK: 5 })), `mirror: ${mirror}`).toEqual(['hindi']);
+      expect(ids(await index.query('s', { text: 'lanterns', topK: 5 })), `mirror: ${mirror}`).toEqual(['lantern']);
+      expect(await index.count('s')).toBe(2);
+      await index.close();
+    }
+    // Writes after the migration replace and remove terms as before.
+    const index = createSqliteKeywordIndex({ database, mirror: false });
+    await index.upsert('s', [document('lantern', 'A harbor at night.')]);
+    expect(await index.query('s', { text: 'lantern', topK: 5 })).toEqual([]);
+    expect(ids(await index.query('s', { text: 'harbor', topK: 5 }))).toEqual(['lantern']);
     await index.close();
     database.close();
   });

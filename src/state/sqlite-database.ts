@@ -28,7 +28,7 @@ export type NativeStatement = BetterSqlite3.Statement<unknown[], unknown>;
  * The schema version this build writes and the highest it can read. Each step of `MIGRATIONS` moves a file one
  * version forward; a file with a higher version was written by a newer storyloom and is refused untouched.
  */
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 
 /** Marks a file as storyloom's (`PRAGMA application_id`, "SLOM"), so another application's database is refused. */
 const APPLICATION_ID = 0x534c4f4d;
@@ -40,7 +40,14 @@ const SQLITE_HEADER = Buffer.from('SQLite format 3\u0000', 'latin1');
  * Forward migrations: entry `i` takes a file from version `i` to `i + 1`. Never edit a released entry; append one.
  * Version 1 holds everything a story needs: state, snapshots, scenes, influences, the publication log, vectors
  * and the keyword index; version 2 adds the per-partition write counters of the vector index's in-memory mirror,
- * version 3 the same counters for the keyword index's.
+ * version 3 the same counters for the keyword index's, version 4 rebuilds the keyword terms with a tokenizer that
+ * keeps combining marks inside words.
+ *
+ * Why version 4: the stored terms are `analyze`'s output (letters, digits and marks) joined by spaces, so FTS5 must
+ * split them at the spaces alone. unicode61 by default also splits at combining marks (category M: Devanagari, Arabic
+ * and Thai vowel signs), so a lone consonant matched every word holding it; with marks (and private-use characters) as
+ * token characters it no longer does. The table is rebuilt from its own stored terms, rowids kept; nothing else
+ * changes. (This note sits here rather than beside the entry: comments inside the array are shipped in the bundle.)
  */
 const MIGRATIONS: ReadonlyArray<string> = [
   `
@@ -128,6 +135,13 @@ const MIGRATIONS: ReadonlyArray<string> = [
     version INTEGER NOT NULL,
     PRIMARY KEY (name, story_id)
   ) STRICT, WITHOUT ROWID;
+  `,
+  // Version 4: see above.
+  `
+  ALTER TABLE keyword_terms RENAME TO keyword_terms_v3;
+  CREATE VIRTUAL TABLE keyword_terms USING fts5(terms, tokenize = "unicode61 remove_diacritics 0 categories 'L* N* Co M*'");
+  INSERT INTO keyword_terms (rowid, terms) SELECT rowid, terms FROM keyword_terms_v3;
+  DROP TABLE keyword_terms_v3;
   `,
 ];
 
