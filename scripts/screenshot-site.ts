@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { seedFromSceneId } from '../src/generation/image-prompt.js';
+import { sceneIllustrationRequest } from '../src/generation/image-prompt.js';
 import { createProceduralIllustrator } from '../src/generation/procedural-illustrator.js';
 import { createFilesystemPublisher } from '../src/publishing/filesystem.js';
 import { chapterIdFor, type StoryState } from '../src/state/schema.js';
@@ -340,16 +340,7 @@ async function buildSite(directory: string): Promise<string[]> {
       createdAt: new Date(Date.UTC(2026, 0, 5 + index * 2, 21)).toISOString(),
     });
     state = makeNextState(state, scene, storyAfter(base, sceneIds.slice(0, index + 1)));
-    const image = await illustrator.generate({
-      storyId: scene.storyId,
-      sceneId: scene.id,
-      prompt: scene.imagePrompt,
-      seed: seedFromSceneId(scene.id),
-      title: scene.title,
-      mood: scene.mood,
-      themes: scene.themes,
-      characters: scene.characters.map((id) => ({ id, name: state.characters[id]?.name ?? id })),
-    });
+    const image = await illustrator.generate(sceneIllustrationRequest(scene, state));
     const result = await publisher.publish({
       story: state,
       scene,

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { openProject } from '../src/cli/project.js';
 import { createStoryEngine } from '../src/engine/engine.js';
-import { seedFromSceneId } from '../src/generation/image-prompt.js';
+import { sceneIllustrationRequest } from '../src/generation/image-prompt.js';
 import { createProceduralIllustrator } from '../src/generation/procedural-illustrator.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
 import { createStoryFromTemplate } from '../src/generation/story-templates.js';
@@ -113,16 +113,7 @@ async function offlineEpisodes(count: number): Promise<{ episodes: Episode[]; ex
   const episodes: Episode[] = [];
   for (const scene of (await store.listScenes(storyId, { limit: count })).items) {
     const story = (await store.getStateAt(storyId, scene.stateVersion))!;
-    const image = await illustrator.generate({
-      storyId,
-      sceneId: scene.id,
-      prompt: scene.imagePrompt,
-      seed: seedFromSceneId(scene.id),
-      title: scene.title,
-      mood: scene.mood,
-      themes: scene.themes,
-      characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
-    });
+    const image = await illustrator.generate(sceneIllustrationRequest(scene, story));
     episodes.push({ story, scene, image: { data: image.data, mediaType: image.mediaType, alt: scene.title } });
   }
   const exported: string[] = [];

@@ -15,12 +15,13 @@ import { ContextManager } from '../context/context-manager.js';
 import { createHashingEmbedder } from '../context/hashing-embedder.js';
 import type { KeywordIndex } from '../context/keyword-index.js';
 import { createMemoryCacheDriver } from '../context/memory-cache.js';
+import { eachScene } from '../context/scene-listing.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { MissingDependencyError, StoryloomError, ValidationError } from '../core/errors.js';
 import { createStoryEngine, type StoryEngine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
 import type { ImageGenerator } from '../generation/image-generator.js';
-import { seedFromSceneId } from '../generation/image-prompt.js';
+import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import { createProceduralIllustrator } from '../generation/procedural-illustrator.js';
 import { createProceduralNarrator } from '../generation/procedural-narrator.js';
 import type { SceneGenerator } from '../generation/scene-generator.js';
@@ -199,30 +200,16 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
       const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
       const illustrator = createProceduralIllustrator({ format: 'png' });
       async function* episodes(): AsyncGenerator<Episode> {
-        let cursor: string | undefined;
-        do {
-          const page = await store.listScenes(storyId, cursor ? { limit: 100, cursor } : { limit: 100 });
-          for (const scene of page.items) {
-            const story = await store.getStateAt(storyId, scene.stateVersion);
-            if (!story) continue;
-            const image = await illustrator.generate({
-              storyId,
-              sceneId: scene.id,
-              prompt: scene.imagePrompt,
-              seed: seedFromSceneId(scene.id),
-              title: scene.title,
-              mood: scene.mood,
-              themes: scene.themes,
-              characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
-            });
-            yield {
-              story,
-              scene,
-              image: { data: image.data, mediaType: image.mediaType, alt: scene.imagePrompt || scene.title },
-            };
-          }
-          cursor = page.nextCursor;
-        } while (cursor);
+        for await (const scene of eachScene(store, storyId, { limit: 100 })) {
+          const story = await store.getStateAt(storyId, scene.stateVersion);
+          if (!story) continue;
+          const image = await illustrator.generate(sceneIllustrationRequest(scene, story));
+          yield {
+            story,
+            scene,
+            image: { data: image.data, mediaType: image.mediaType, alt: scene.imagePrompt || scene.title },
+          };
+        }
       }
       // One batch: the pages of the whole site are written once, not once per scene.
       return (await publisher.publishMany(episodes())).length;

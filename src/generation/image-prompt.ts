@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { CharacterState, StoryBible } from '../state/schema.js';
+import type { CharacterState, Scene, StoryBible, StoryState } from '../state/schema.js';
 import type { ImageRequest } from './image-generator.js';
 
 /**
@@ -130,4 +130,28 @@ function clip(text: string, max: number): string {
   // Never leave half of a surrogate pair at the end.
   if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1);
   return cut.trimEnd();
+}
+
+/**
+ * The picture request of a stored scene, with the names its cast had in `story` (the state the scene left) and the
+ * seed `seedFromSceneId` gives it: what a site built from stored scenes (the command's import and fork) draws.
+ *
+ * @example
+ * ```ts
+ * import { createProceduralIllustrator, sceneIllustrationRequest } from 'storyloom';
+ * const story = (await store.getStateAt(scene.storyId, scene.stateVersion))!;
+ * const image = await createProceduralIllustrator().generate(sceneIllustrationRequest(scene, story));
+ * ```
+ */
+export function sceneIllustrationRequest(scene: Scene, story: StoryState): ImageRequest {
+  return {
+    storyId: scene.storyId,
+    sceneId: scene.id,
+    prompt: scene.imagePrompt,
+    seed: seedFromSceneId(scene.id),
+    title: scene.title,
+    mood: scene.mood,
+    themes: scene.themes,
+    characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
+  };
 }
