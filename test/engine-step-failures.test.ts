@@ -146,65 +146,55 @@ describe('engine: a step that never answers', () => {
   });
 });
 
+/**
+ * One episode whose only publisher fails every attempt with `error`: its result, the publisher's log entry, how often
+ * the publisher was tried, and the `EpisodeIncompleteError` a scheduled handler would throw.
+ */
+async function episodeFailingWith(error: () => unknown) {
+  const { store, clock } = await newWorldStore();
+  const publisher = failingPublisher(error);
+  const engine = createStoryEngine({
+    store,
+    generator: createScriptedGenerator(),
+    publishers: [publisher],
+    clock,
+    retry: NO_WAIT,
+  });
+  const result = await engine.runEpisode(STORY_ID);
+  const [entry] = (await store.listPublications(STORY_ID, result.scene.id)).filter((e) => e.target === 'publish:feed');
+  const incomplete = new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures);
+  return { result, entry, attempts: publisher.attempts, incomplete };
+}
+
 describe('engine: an unfinished episode', () => {
   it('says retries will not help when a step failed in a way no retry cures; the log keeps the cause', async () => {
-    const { store, clock } = await newWorldStore();
-    const publisher = failingPublisher(
+    const { entry, attempts, incomplete } = await episodeFailingWith(
       () => new ProviderError('the post was refused', { provider: 'feedhost', status: 403 }),
-    );
-    const engine = createStoryEngine({
-      store,
-      generator: createScriptedGenerator(),
-      publishers: [publisher],
-      clock,
-      retry: NO_WAIT,
-    });
-    const result = await engine.runEpisode(STORY_ID);
-    const [entry] = (await store.listPublications(STORY_ID, result.scene.id)).filter(
-      (e) => e.target === 'publish:feed',
     );
     expect(entry).toMatchObject({
       status: 'failed',
       result: { code: 'PROVIDER', provider: 'feedhost', status: 403, retryable: false },
     });
-    expect(publisher.attempts).toBe(1);
-    const error = new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures);
-    expect(error.isRetryable).toBe(false);
+    expect(attempts).toBe(1);
+    expect(incomplete.isRetryable).toBe(false);
   });
 
   it('stays retryable when retries ran out on an outage, and the log names the outage, not RETRY_EXHAUSTED', async () => {
-    const { store, clock } = await newWorldStore();
-    const publisher = failingPublisher(() => new ProviderError('unavailable', { provider: 'feedhost', status: 503 }));
-    const engine = createStoryEngine({
-      store,
-      generator: createScriptedGenerator(),
-      publishers: [publisher],
-      clock,
-      retry: NO_WAIT,
-    });
-    const result = await engine.runEpisode(STORY_ID);
-    const [entry] = (await store.listPublications(STORY_ID, result.scene.id)).filter(
-      (e) => e.target === 'publish:feed',
+    const { entry, incomplete } = await episodeFailingWith(
+      () => new ProviderError('unavailable', { provider: 'feedhost', status: 503 }),
     );
     expect(entry).toMatchObject({
       status: 'failed',
       result: { code: 'PROVIDER', provider: 'feedhost', status: 503, attempts: 3, retryable: true },
     });
-    expect(new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures).isRetryable).toBe(true);
+    expect(incomplete.isRetryable).toBe(true);
   });
 
   it('is not retryable when a step threw an error storyloom does not know (a bug, not an outage)', async () => {
-    const { store, clock } = await newWorldStore();
-    const publisher = failingPublisher(() => new TypeError("Cannot read properties of undefined (reading 'id')"));
-    const engine = createStoryEngine({
-      store,
-      generator: createScriptedGenerator(),
-      publishers: [publisher],
-      clock,
-      retry: NO_WAIT,
-    });
-    const result = await engine.runEpisode(STORY_ID);
+    const { result, incomplete } = await episodeFailingWith(
+      () => new TypeError("Cannot read properties of undefined (reading 'id')"),
+    );
     expect(result.failures.map((failure) => failure.step)).toEqual(['publish:feed']);
-    expect(new EpisodeIncompleteError(result.storyId, result.scene.id, result.failures).isRetryable).toBe(false);
+    expect(incomplete.isRetryable).toBe(false);
   });
 });

@@ -1101,7 +1101,11 @@ export class ContextManager {
     const chapters: string[] = [];
     let deleted = 0;
     const registry = prunedChapters(this.vectors, this.keywords);
-    const done = registry.get(storyId) ?? new Map<string, number>();
+    let done = registry.get(storyId);
+    if (!done) {
+      done = new Map();
+      remember(registry, storyId, done, 4_096);
+    }
     for (const summary of summaries) {
       throwIfAborted(signal);
       const chapterId = summary.metadata.chapterId;
@@ -1114,7 +1118,6 @@ export class ContextManager {
       if (removedVectors > 0) chapters.push(chapterId);
       deleted += removedVectors;
       done.set(chapterId, maxImportance);
-      if (registry.get(storyId) !== done) remember(registry, storyId, done, 4_096);
     }
     // This process's own keyword side has just dropped the same, so this prune needs no refill of it, unless it still
     // lacked an earlier prune made elsewhere, or scenes it has yet to add (those would come in unpruned).
@@ -1778,10 +1781,9 @@ export class ContextManager {
       const left = omitted.flatMap((item) =>
         item.id.startsWith('summary:') ? [item.id.slice('summary:'.length)] : [],
       );
-      const summaries: MetadataFilter[] = [
-        ...(older > 0 ? [{ type: 'summary', sceneIndex: { $lt: older } } satisfies MetadataFilter] : []),
-        ...(left.length > 0 ? [{ type: 'summary', chapterId: { $in: left } } satisfies MetadataFilter] : []),
-      ];
+      const summaries: MetadataFilter[] = [];
+      if (older > 0) summaries.push({ type: 'summary', sceneIndex: { $lt: older } });
+      if (left.length > 0) summaries.push({ type: 'summary', chapterId: { $in: left } });
       if (summaries.length > 0) filter = { $or: [scenesOnly, ...summaries] };
     }
     const exactMatches: ExactMatches = {};
