@@ -1,6 +1,8 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createSqliteKeywordIndex } from '../context/sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from '../context/sqlite-vector-index.js';
@@ -157,6 +159,116 @@ describe('createSqliteStateStore: files', () => {
     expect(native.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(native.pragma('synchronous', { simple: true })).toBe(2); // FULL
     database.close();
+  });
+});
+
+describe('createSqliteStateStore: snapshots', () => {
+  /** A state whose JSON is large and repetitive, like a long story's (a big cast with relationships and knowledge). */
+  const bigState = (storyId: string) => {
+    const state = makeStoryState(storyId);
+    const base = Object.values(state.characters)[0]!;
+    for (let i = 0; i < 40; i++) {
+      state.characters[`extra-${i}`] = {
+        ...base,
+        id: `extra-${i}`,
+        name: `Extra Keeper ${i}`,
+        knowledge: Array.from({ length: 20 }, (_, j) => `The keeper ${i} knows fact ${j} about the drifting island.`),
+      };
+    }
+    return state;
+  };
+  const rawSnapshots = (file: string) => {
+    const native = new Database(file, { readonly: true });
+    try {
+      return native.prepare('SELECT version, state_gzip FROM snapshots ORDER BY version').all() as Array<{
+        version: number;
+        state_gzip: Buffer;
+      }>;
+    } finally {
+      native.close();
+    }
+  };
+
+  it('keeps every snapshot gzip-compressed, a fraction of its JSON, and reads it back whole', async () => {
+    const file = freshPath('compressed');
+    const store = createSqliteStateStore({ path: file });
+    let state = await store.create(bigState('saga'));
+    const states = [state];
+    for (let i = 0; i < 3; i++) {
+      const scene = makeNextScene(state);
+      ({ state } = await store.commitScene('saga', {
+        expectedVersion: state.version,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      }));
+      states.push(state);
+    }
+    for (const expected of states) expect(await store.getStateAt('saga', expected.version)).toEqual(expected);
+    await store.close();
+    const rows = rawSnapshots(file);
+    expect(rows.map((row) => row.version)).toEqual(states.map((s) => s.version));
+    for (const [i, row] of rows.entries()) {
+      expect([...row.state_gzip.subarray(0, 2)]).toEqual([0x1f, 0x8b]); // the gzip magic
+      expect(JSON.parse(gunzipSync(row.state_gzip).toString('utf8'))).toEqual(states[i]);
+      expect(row.state_gzip.length).toBeLessThan(JSON.stringify(states[i]).length / 4);
+    }
+  });
+
+  it('migrates a version-4 file: its plain-JSON snapshots are compressed and read as before', async () => {
+    const file = freshPath('version-4');
+    const store = await populatedStore(file);
+    const before = await exportLines(store, 'saga');
+    const { version } = await store.load('saga');
+    const versions = Array.from({ length: version + 1 }, (_, i) => i);
+    const states = (await Promise.all(versions.map((v) => store.getStateAt('saga', v)))).filter((s) => s !== null);
+    expect(states).toHaveLength(4);
+    await store.close();
+    // What version 4 wrote: each snapshot as plain JSON text.
+    const old = new Database(file);
+    const rows = old.prepare('SELECT story_id, version, state_gzip FROM snapshots').all() as Array<{
+      story_id: string;
+      version: number;
+      state_gzip: Buffer;
+    }>;
+    old.exec(`
+      DROP TABLE snapshots;
+      CREATE TABLE snapshots (
+        story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (story_id, version)
+      ) STRICT;
+      PRAGMA user_version = 4;`);
+    const insert = old.prepare('INSERT INTO snapshots (story_id, version, state) VALUES (?, ?, ?)');
+    for (const row of rows) insert.run(row.story_id, row.version, gunzipSync(row.state_gzip).toString('utf8'));
+    old.close();
+
+    const reopened = createSqliteStateStore({ path: file });
+    expect(nativeOf(reopened.database).pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    expect(await exportLines(reopened, 'saga')).toEqual(before);
+    for (const expected of states) expect(await reopened.getStateAt('saga', expected.version)).toEqual(expected);
+    // The migrated table still belongs to its story: deleting the story takes its snapshots.
+    const native = nativeOf(reopened.database);
+    expect(native.prepare('SELECT count(*) FROM snapshots').pluck().get()).toBe(4);
+    native.prepare("DELETE FROM stories WHERE story_id = 'saga'").run();
+    expect(native.prepare('SELECT count(*) FROM snapshots').pluck().get()).toBe(0);
+    await reopened.close();
+  });
+
+  it('a damaged compressed snapshot is a StorageError (corrupt), not a crash', async () => {
+    const file = freshPath('damaged-snapshot');
+    const store = await populatedStore(file);
+    await store.close();
+    const native = new Database(file);
+    native.prepare('UPDATE snapshots SET state_gzip = ? WHERE version = 2').run(Buffer.from('not gzip at all'));
+    native.close();
+    const reopened = createSqliteStateStore({ path: file });
+    const error = await reopened.getStateAt('saga', 2).catch((e: unknown) => e);
+    expect(StorageError.isInstance(error) && error.reason === 'corrupt', String(error)).toBe(true);
+    expect(String(error)).toContain('damaged state record');
+    expect((await reopened.getStateAt('saga', 3))?.version).toBe(3);
+    await reopened.close();
   });
 });
 

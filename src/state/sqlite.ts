@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { ClosedError, ConflictError, NotFoundError, StorageError, ValidationError } from '../core/errors.js';
 import {
   BaseStateStore,
@@ -92,6 +93,11 @@ function parseRecord<T>(json: string, kind: keyof typeof SHAPES, path: string): 
   return value as T;
 }
 
+/** A row of `snapshots`: the state as gzip-compressed JSON. */
+interface SnapshotRow {
+  state_gzip: Uint8Array;
+}
+
 function damaged(kind: string, path: string, what: string, cause?: unknown): StorageError {
   return new StorageError(`"${path}" holds a damaged ${kind} record: ${what} (restore the file from a backup)`, {
     reason: 'corrupt',
@@ -138,7 +144,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       if (s.readState.get(storyId)) throw new ConflictError(`Story "${storyId}" already exists`);
       s.insertStory.run(storyId, bundle.state.version, JSON.stringify(bundle.state));
       for (const snapshot of bundle.snapshots)
-        s.insertSnapshot.run(storyId, snapshot.version, JSON.stringify(snapshot));
+        s.insertSnapshot.run(storyId, snapshot.version, gzipSync(JSON.stringify(snapshot)));
       for (const scene of bundle.scenes) {
         s.insertScene.run(storyId, scene.id, scene.index, scene.chapterId, JSON.stringify(scene));
       }
@@ -160,8 +166,8 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       const existing = s.readScene.get(storyId, commit.scene.id) as { scene: string } | undefined;
       if (existing) {
         const scene = this.parse<Scene>(existing.scene, 'scene');
-        const snapshot = s.readSnapshot.get(storyId, scene.stateVersion) as { state: string } | undefined;
-        return { scene, state: this.parse<StoryState>(snapshot!.state, 'state'), created: false };
+        const snapshot = s.readSnapshot.get(storyId, scene.stateVersion) as SnapshotRow | undefined;
+        return { scene, state: this.snapshot(snapshot!), created: false };
       }
       const current = s.readVersion.get(storyId) as { version: number } | undefined;
       if (!current) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`);
@@ -175,7 +181,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       const { scene, nextState } = commit;
       s.insertScene.run(storyId, scene.id, scene.index, scene.chapterId, JSON.stringify(scene));
       s.updateState.run(nextState.version, JSON.stringify(nextState), storyId);
-      s.insertSnapshot.run(storyId, nextState.version, JSON.stringify(nextState));
+      s.insertSnapshot.run(storyId, nextState.version, gzipSync(JSON.stringify(nextState)));
       for (const influence of commit.resolvedInfluences) {
         s.updateInfluence.run(influence.status, JSON.stringify(influence), storyId, influence.id);
       }
@@ -206,8 +212,8 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
   }
 
   protected async readSnapshot(storyId: string, version: number): Promise<StoryState | null> {
-    const row = this.run(() => this.statements.readSnapshot.get(storyId, version)) as { state: string } | undefined;
-    return row ? this.parse<StoryState>(row.state, 'state') : null;
+    const row = this.run(() => this.statements.readSnapshot.get(storyId, version)) as SnapshotRow | undefined;
+    return row ? this.snapshot(row) : null;
   }
 
   protected async insertInfluence(influence: UserInfluence): Promise<EnqueueResult> {
@@ -284,6 +290,17 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     return parseRecord<T>(json, kind, this.database.path);
   }
 
+  /** A stored snapshot: gzip-compressed JSON (schema version 5). */
+  private snapshot(row: SnapshotRow): StoryState {
+    let json: string;
+    try {
+      json = gunzipSync(row.state_gzip).toString('utf8');
+    } catch (cause) {
+      throw damaged('state', this.database.path, 'its compressed snapshot does not inflate', cause);
+    }
+    return this.parse<StoryState>(json, 'state');
+  }
+
   /** Runs a read, mapping SQLite failures to typed errors. */
   private run<T>(body: () => T): T {
     this.open('read');
@@ -312,8 +329,8 @@ function prepareStatements(db: NativeDatabase) {
     readVersion: p('SELECT version FROM stories WHERE story_id = ?'),
     insertStory: p('INSERT INTO stories (story_id, version, state) VALUES (?, ?, ?)'),
     updateState: p('UPDATE stories SET version = ?, state = ? WHERE story_id = ?'),
-    insertSnapshot: p('INSERT INTO snapshots (story_id, version, state) VALUES (?, ?, ?)'),
-    readSnapshot: p('SELECT state FROM snapshots WHERE story_id = ? AND version = ?'),
+    insertSnapshot: p('INSERT INTO snapshots (story_id, version, state_gzip) VALUES (?, ?, ?)'),
+    readSnapshot: p('SELECT state_gzip FROM snapshots WHERE story_id = ? AND version = ?'),
     insertScene: p('INSERT INTO scenes (story_id, scene_id, scene_index, chapter_id, scene) VALUES (?, ?, ?, ?, ?)'),
     readScene: p('SELECT scene FROM scenes WHERE story_id = ? AND scene_id = ?'),
     scenesAsc: p('SELECT scene FROM scenes WHERE story_id = ? AND scene_index > ? ORDER BY scene_index LIMIT ?'),

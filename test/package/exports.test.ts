@@ -28,8 +28,9 @@ const SIZE_BUDGETS_GZIP_BYTES: Readonly<Record<string, number>> = {
   './testing': 60 * 1024,
   './testing/arbitraries': 40 * 1024,
   // State store, vector and keyword indexes, migrations; better-sqlite3 and sqlite-vec stay external. Raised from
-  // 40 KB for the keyword analysis of scripts written without spaces (text-analysis.ts), which the indexes share.
-  './sqlite': 42 * 1024,
+  // 40 KB for the keyword analysis of scripts written without spaces (text-analysis.ts), which the indexes share;
+  // from 42 KB for schema version 5 (gzip-compressed snapshots and their migration, about 0.2 KB).
+  './sqlite': 43 * 1024,
   './anthropic': 30 * 1024,
   // Embedders, Stability images and the Claude-on-Bedrock wrapper (with the Claude core); the SDKs stay external.
   './bedrock': 40 * 1024,
