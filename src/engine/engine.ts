@@ -28,6 +28,7 @@ import {
 } from '../core/errors.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
+import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
 import type { EpisodeImage, Publisher } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
@@ -81,7 +82,7 @@ export interface StoryEngineOptions {
    * run `reindex` ahead of such a deploy, or raise this. Timed on the system's timers, not `clock`.
    */
   stepTimeoutMs?: number;
-  /** Aspect ratio of scene pictures. Default `16:9`. */
+  /** Aspect ratio of scene pictures (`sceneIllustrationRequest` builds each picture's request). Default `16:9`. */
   imageAspectRatio?: ImageRequest['aspectRatio'];
 }
 
@@ -198,7 +199,7 @@ export function idempotencyRecordId(storyId: string, idempotencyKey: string): st
   return `run-${sha256(`${storyId}\n${idempotencyKey}`).slice(0, 32)}`;
 }
 
-/** A 32-bit seed from text, so a retried generation or picture comes out the same. */
+/** A 32-bit seed from text, so a retried scene generation comes out the same (a picture's is `seedFromSceneId`). */
 export function seedFrom(...parts: string[]): number {
   return Number.parseInt(sha256(parts.join('\n')).slice(0, 8), 16) >>> 0;
 }
@@ -770,35 +771,12 @@ class Engine implements StoryEngine {
     });
   }
 
-  private imageRequest(scene: Scene, story: StoryState): ImageRequest {
-    return {
-      storyId: scene.storyId,
-      sceneId: scene.id,
-      prompt: scene.imagePrompt || scene.summary || scene.title,
-      ...(story.bible.style ? { style: story.bible.style } : {}),
-      // Stability accepts seeds up to 4294967294; 31 bits suit every provider.
-      seed: seedFrom('image', scene.storyId, scene.id) & 0x7fffffff,
-      aspectRatio: this.options.imageAspectRatio ?? '16:9',
-      title: scene.title,
-      mood: scene.mood,
-      themes: scene.themes,
-      characters: scene.characters.map((id) => {
-        const character = story.characters[id];
-        return {
-          id,
-          name: character?.name ?? id,
-          ...(character?.appearance ? { appearance: character.appearance } : {}),
-        };
-      }),
-    };
-  }
-
   private async drawImage(
     scene: Scene,
     story: StoryState,
     signal: AbortSignal | undefined,
   ): Promise<{ image: EpisodeImage; meta: Record<string, unknown> }> {
-    const request = this.imageRequest(scene, story);
+    const request = sceneIllustrationRequest(scene, story, { aspectRatio: this.options.imageAspectRatio });
     const drawn = await this.images!.generate(request, signal ? { signal } : {});
     const image: EpisodeImage = { data: drawn.data, mediaType: drawn.mediaType, alt: altText(scene) };
     return {

@@ -1,6 +1,7 @@
 /**
  * Vendor-neutral helpers that keep a story's pictures consistent from episode to episode: one prompt layout (the
- * story's style guide first, then the scene, then how each character on stage looks) and one seed per scene.
+ * story's style guide first, then the scene, then how each character on stage looks), one seed per scene, and the one
+ * picture request of a scene that the engine and a site rebuilt from stored scenes both use.
  *
  * @module
  */
@@ -94,8 +95,8 @@ export function composeImagePrompt(input: ComposeImagePromptInput): string {
 
 /**
  * A deterministic seed for a scene's picture: a 32-bit FNV-1a hash of the scene id, folded into Stability's seed
- * range 0..4,294,967,294. The same scene always gets the same seed, so a retried or resumed episode draws the same
- * picture.
+ * range 0..4,294,967,294. The same scene always gets the same seed, so a retried or resumed episode, a fork (whose
+ * scenes keep their ids) and an imported copy draw the same picture. `sceneIllustrationRequest` uses it.
  *
  * @example
  * ```ts
@@ -132,9 +133,19 @@ function clip(text: string, max: number): string {
   return cut.trimEnd();
 }
 
+/** Options of `sceneIllustrationRequest`. */
+export interface SceneIllustrationOptions {
+  /** Frame of the picture. Default `16:9` (the engine's `imageAspectRatio`). */
+  aspectRatio?: ImageRequest['aspectRatio'];
+}
+
 /**
- * The picture request of a stored scene, with the names its cast had in `story` (the state the scene left) and the
- * seed `seedFromSceneId` gives it: what a site built from stored scenes (the command's import and fork) draws.
+ * The one picture request of a scene: what the engine asks its `ImageGenerator` for when it runs an episode, and
+ * what a site rebuilt from stored scenes (the command's import and fork) asks for, so both draw the same picture.
+ * `story` is the state the scene left (`getStateAt(scene.storyId, scene.stateVersion)`): its bible's `style` and
+ * the names and appearance of the scene's cast. The prompt is the scene's `imagePrompt`, or its summary, or its
+ * title; the seed is `seedFromSceneId(scene.id)`, so a retried or resumed episode and a fork (whose scenes keep
+ * their ids) get the same picture as the original.
  *
  * @example
  * ```ts
@@ -143,15 +154,28 @@ function clip(text: string, max: number): string {
  * const image = await createProceduralIllustrator().generate(sceneIllustrationRequest(scene, story));
  * ```
  */
-export function sceneIllustrationRequest(scene: Scene, story: StoryState): ImageRequest {
+export function sceneIllustrationRequest(
+  scene: Scene,
+  story: StoryState,
+  options: SceneIllustrationOptions = {},
+): ImageRequest {
   return {
     storyId: scene.storyId,
     sceneId: scene.id,
-    prompt: scene.imagePrompt,
+    prompt: scene.imagePrompt || scene.summary || scene.title,
+    ...(story.bible.style ? { style: story.bible.style } : {}),
     seed: seedFromSceneId(scene.id),
+    aspectRatio: options.aspectRatio ?? '16:9',
     title: scene.title,
     mood: scene.mood,
     themes: scene.themes,
-    characters: scene.characters.map((id) => ({ id, name: story.characters[id]?.name ?? id })),
+    characters: scene.characters.map((id) => {
+      const character = story.characters[id];
+      return {
+        id,
+        name: character?.name ?? id,
+        ...(character?.appearance ? { appearance: character.appearance } : {}),
+      };
+    }),
   };
 }
