@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { storyloom, temporaryFolders } from './fixtures/cli.js';
@@ -20,6 +20,31 @@ describe('the storyloom command', () => {
     const status = await storyloom(cwd, ['status', '--data', 'proj', '--json']);
     const parsed = JSON.parse(status.stdout);
     expect(parsed).toMatchObject({ storyId: 'lighthouse-keepers', scenes: 3, version: 3, unfinishedSteps: [] });
+  });
+
+  it('a story run with --no-images owes no picture: status says it was skipped, and the next run writes a new scene', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '2', '--no-images'])).code).toBe(0);
+    const status = await storyloom(cwd, ['status', '--data', 'proj', '--json']);
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      scenes: 2,
+      unfinishedSteps: [],
+      skippedSteps: [{ step: 'image', reason: 'run with --no-images' }],
+    });
+    const text = await storyloom(cwd, ['status', '--data', 'proj']);
+    expect(text.stdout).not.toContain('Unfinished');
+    expect(text.stdout).toContain('Skipped steps of the last scene: image (run with --no-images)');
+
+    // With pictures again: no going back to draw the last scene's (its episode is out without one), only a new scene.
+    const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '1']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toMatch(/\(resumed\)/);
+    expect(run.stdout).toMatch(/\[3\] .+ \(created\)/);
+    const images = readdirSync(path.join(cwd, 'proj', 'site', 'lighthouse-keepers', 'images'));
+    expect(images).toEqual([expect.stringMatching(/^000002-scene-000003-.+\.png$/)]);
+    const after = JSON.parse((await storyloom(cwd, ['status', '--data', 'proj', '--json'])).stdout);
+    expect(after).toMatchObject({ scenes: 3, unfinishedSteps: [], skippedSteps: [] });
   });
 
   it('takes an audience vote into the next episode', async () => {

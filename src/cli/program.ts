@@ -17,7 +17,7 @@ import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
 import { StoryloomError, ValidationError } from '../core/errors.js';
-import type { EngineEvent } from '../engine/events.js';
+import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
 import { IdSchema, StoryBibleSchema, StoryStateSchema, type UserInfluenceInput } from '../state/schema.js';
 import { CommandError, type GeneratorChoice, type OpenProject, openProject, projectPaths } from './project.js';
@@ -157,7 +157,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         .default('procedural'),
     )
     .option('-m, --model <id>', 'the model id for --generator anthropic|bedrock')
-    .option('--no-images', 'do not draw a picture per scene')
+    .option('--no-images', 'publish the scenes this run writes without a picture (later runs do not draw one)')
     .option('--seed <number>', 'seed of the offline narrator', nonNegativeInteger('--seed'), 1)
     .action(
       async (options: {
@@ -429,6 +429,14 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         const last = state.sceneId ? await project.store.getScene(storyId, state.sceneId) : null;
         const engine = await project.createEngine(storyId, { images: true });
         const unfinished = last ? await project.store.unfinishedPublications(storyId, last.id, engine.steps) : [];
+        // Skipped by choice (a run with --no-images) or by necessity (a filtered picture, a cache outage): finished,
+        // but the episode went out without it.
+        const skipped = (last ? await project.store.listPublications(storyId, last.id) : [])
+          .filter((entry) => entry.status === 'skipped' && engine.steps.includes(entry.target as EngineStep))
+          .map((entry) => ({
+            step: entry.target,
+            reason: typeof entry.result.reason === 'string' ? entry.result.reason : '',
+          }));
         const summary = {
           storyId,
           title: state.bible.title,
@@ -440,6 +448,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           pendingInfluences: state.userInfluenceQueue.length,
           lastScene: last ? { index: last.index, title: last.title, summary: last.summary } : null,
           unfinishedSteps: unfinished,
+          skippedSteps: skipped,
           site: path.join(project.paths.siteOf(storyId), 'index.html'),
         };
         if (options.json) {
@@ -455,6 +464,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         if (summary.lastScene) print(`Last scene: [${summary.lastScene.index + 1}] ${summary.lastScene.title}`);
         if (unfinished.length > 0)
           print(`Unfinished steps of the last scene: ${unfinished.join(', ')} (run again to finish)`);
+        if (skipped.length > 0) {
+          const steps = skipped.map(({ step, reason }) => (reason ? `${step} (${reason})` : step));
+          print(`Skipped steps of the last scene: ${steps.join(', ')}`);
+        }
         print(`Site: ${summary.site}`);
       });
     });
