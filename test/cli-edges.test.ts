@@ -3,9 +3,10 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { storyloom, temporaryFolders } from './fixtures/cli.js';
@@ -74,6 +75,79 @@ describe('storyloom fork and import as a user runs them', () => {
       // Nothing was left to finish: the run wrote its scene at once.
       expect(run.stdout).not.toMatch(/\(resumed\)/);
     }
+  });
+});
+
+describe('storyloom export and import files', () => {
+  it('exports gzip-compressed to a .gz name, and imports it as it imports plain JSON lines', async () => {
+    const { cwd, data } = await storyWith(6);
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl'])).code).toBe(0);
+    const exported = await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl.gz']);
+    expect(exported.code).toBe(0);
+    const plain = readFileSync(path.join(cwd, 'story.jsonl'));
+    const compressed = readFileSync(path.join(cwd, 'story.jsonl.gz'));
+    expect([...compressed.subarray(0, 2)]).toEqual([0x1f, 0x8b]);
+    expect(gunzipSync(compressed).equals(plain)).toBe(true);
+    expect(compressed.length).toBeLessThan(plain.length / 3);
+
+    const imported = await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'copy']);
+    expect(imported.stderr).toBe('');
+    expect(imported.code).toBe(0);
+    expect(imported.stdout).toContain('6 scenes');
+    // What came in is what went out: the copy exports the same story, scene for scene and state for state.
+    const again = await storyloom(cwd, ['export', '--data', 'copy']);
+    const records = (text: string) =>
+      text
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line))
+        .filter((record) => record.kind === 'scene' || record.kind === 'snapshot');
+    expect(records(again.stdout)).toEqual(records(plain.toString('utf8')));
+  });
+
+  it('a truncated or damaged .gz export is refused with a one-line reason, exit 1', async () => {
+    const { cwd, data } = await storyWith(2);
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl.gz'])).code).toBe(0);
+    const whole = readFileSync(path.join(cwd, 'story.jsonl.gz'));
+    writeFileSync(path.join(cwd, 'cut.gz'), whole.subarray(0, Math.floor(whole.length / 2)));
+    // Every line inflates, but the checksum at the end does not match them.
+    const damaged = Buffer.from(whole);
+    damaged.writeUInt32LE(~damaged.readUInt32LE(damaged.length - 8) >>> 0, damaged.length - 8);
+    writeFileSync(path.join(cwd, 'damaged.gz'), damaged);
+    for (const file of ['cut.gz', 'damaged.gz']) {
+      const imported = await storyloom(cwd, ['import', file, '--data', `into-${file}`]);
+      expect(imported.stderr, file).toMatch(/damaged or truncated gzip/);
+      expect(imported.stderr, file).not.toContain('unexpected failure');
+      expect(imported.code, file).toBe(1);
+      // Nothing of it was imported.
+      const status = await storyloom(cwd, ['status', '--data', `into-${file}`, '--json']);
+      expect(status.code, file).not.toBe(0);
+    }
+    expect((await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'into-cut.gz'])).code).toBe(0);
+    // A file that is not an export at all, compressed or not, is told so.
+    writeFileSync(path.join(cwd, 'notes.txt'), 'hello world\n');
+    writeFileSync(path.join(cwd, 'notes.txt.gz'), gzipSync('hello world\n'));
+    for (const file of ['notes.txt', 'notes.txt.gz']) {
+      const imported = await storyloom(cwd, ['import', file, '--data', 'elsewhere']);
+      expect(imported.stderr, file).toContain(`${file} is not a storyloom export`);
+      expect(imported.code, file).toBe(1);
+    }
+  });
+
+  it('an export that fails part-way leaves no file, and an earlier export under the name untouched', async () => {
+    const { cwd, data } = await storyWith(3);
+    const target = path.join(cwd, 'story.jsonl');
+    writeFileSync(target, 'an earlier export\n');
+    const database = new Database(path.join(data, 'story.db'));
+    database.exec("UPDATE scenes SET scene = '{' WHERE scene_index = 2");
+    database.close();
+    for (const out of ['story.jsonl', 'fresh.jsonl.gz']) {
+      const exported = await storyloom(cwd, ['export', '--data', data, '--out', out]);
+      expect(exported.code, out).toBe(1);
+      expect(exported.stderr, out).toMatch(/damaged/);
+    }
+    expect(readFileSync(target, 'utf8')).toBe('an earlier export\n');
+    expect(readdirSync(cwd).sort()).toEqual(['proj', 'story.jsonl']);
   });
 });
 

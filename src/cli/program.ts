@@ -8,11 +8,22 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+} from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip, createGzip } from 'node:zlib';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
@@ -474,10 +485,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
 
   program
     .command('export')
-    .description('write the story as JSON lines (to stdout, or --out)')
+    .description('write the story as JSON lines (to stdout, or --out; gzip-compressed when the file ends in .gz)')
     .addOption(dataOption())
     .addOption(storyOption())
-    .option('-o, --out <file>', 'the file to write')
+    .option('-o, --out <file>', 'the file to write (a name ending in .gz is written gzip-compressed)')
     .action(async (options: { data: string; story?: string; out?: string }) => {
       await withStory(options, async (project, storyId) => {
         const lines = Readable.from(
@@ -486,7 +497,18 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           })(),
         );
         if (options.out) {
-          await pipeline(lines, createWriteStream(path.resolve(io.cwd, options.out)));
+          // Written beside the target and renamed into place once whole: an export cut short (a full disk, Ctrl-C)
+          // never leaves a truncated file under the name, nor replaces an earlier export with one.
+          const target = path.resolve(io.cwd, options.out);
+          const partial = `${target}.partial-${process.pid}`;
+          try {
+            if (target.endsWith('.gz')) await pipeline(lines, createGzip(), createWriteStream(partial));
+            else await pipeline(lines, createWriteStream(partial));
+            renameSync(partial, target);
+          } catch (error) {
+            rmSync(partial, { force: true });
+            throw error;
+          }
           io.stderr.write(`Exported ${storyId} to ${options.out}\n`);
         } else {
           for await (const chunk of lines) io.stdout.write(chunk as string);
@@ -497,18 +519,23 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
   program
     .command('import')
     .description('load a story exported with "storyloom export"')
-    .argument('<file>', 'the JSON lines file')
+    .argument('<file>', 'the JSON lines file, or the same gzip-compressed')
     .addOption(dataOption())
     .action(async (file: string, options: { data: string }) => {
       const source = path.resolve(io.cwd, file);
       if (!existsSync(source)) throw new CommandError(`${file} does not exist`);
       const paths = projectPaths(path.resolve(io.cwd, options.data));
       // Opened where it is read: a stream created before another await may flow and end unread.
-      const lines = () => createInterface({ input: createReadStream(source), crlfDelay: Number.POSITIVE_INFINITY });
+      const lines = () => exportFileLines(source, file);
       if (!existsSync(paths.config)) {
-        const first = await firstLine(source);
-        const storyId = (JSON.parse(first) as { storyId?: string }).storyId;
-        if (!storyId) throw new CommandError(`${file} is not a storyloom export`);
+        const first = await firstLine(source, file);
+        let storyId: unknown;
+        try {
+          storyId = (JSON.parse(first) as { storyId?: unknown } | null)?.storyId;
+        } catch {
+          // Not JSON: refused below like JSON that is not an export.
+        }
+        if (typeof storyId !== 'string' || storyId === '') throw new CommandError(`${file} is not a storyloom export`);
         const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
         try {
           const result = await project.store.importStory(lines());
@@ -609,15 +636,54 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
   }
 }
 
-async function firstLine(file: string): Promise<string> {
-  const reader = createInterface({ input: createReadStream(file), crlfDelay: Number.POSITIVE_INFINITY });
+async function firstLine(file: string, name = file): Promise<string> {
+  const reader = exportFileLines(file, name);
   for await (const line of reader) {
     if (line.trim()) {
       reader.close();
       return line;
     }
   }
-  throw new CommandError(`${file} is empty`);
+  throw new CommandError(`${name} is empty`);
+}
+
+/**
+ * The lines of an export file, inflated when it is gzip-compressed (told by its first two bytes, whatever its name).
+ * A damaged or truncated compressed file fails the reading with a `CommandError` naming it.
+ */
+function exportFileLines(file: string, name: string): AsyncIterable<string> & { close(): void } {
+  const head = Buffer.alloc(2);
+  const descriptor = openSync(file, 'r');
+  try {
+    readSync(descriptor, head, 0, 2, 0);
+  } finally {
+    closeSync(descriptor);
+  }
+  const source = createReadStream(file);
+  let input: NodeJS.ReadableStream = source;
+  if (head[0] === 0x1f && head[1] === 0x8b) {
+    const gunzip = createGunzip();
+    source.on('error', (error) => gunzip.destroy(error));
+    gunzip.on('error', (error) => source.destroy(error));
+    input = source.pipe(gunzip);
+  }
+  const reader = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+  return {
+    close: () => reader.close(),
+    async *[Symbol.asyncIterator]() {
+      try {
+        yield* reader;
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (typeof code === 'string' && code.startsWith('Z_')) {
+          throw new CommandError(`${name} is a damaged or truncated gzip file (${(error as Error).message})`, {
+            cause: error,
+          });
+        }
+        throw error;
+      }
+    },
+  };
 }
 
 /** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
