@@ -608,7 +608,26 @@ describe('applyDelta: one issue per code', () => {
     expectIssue(result, 'INFLUENCE_MISMATCH', 'error', 'delta.influencesApplied.0');
   });
 
-  it('LIMIT_EXCEEDED for knowledge, characters, threads and world state', () => {
+  it('KNOWLEDGE_FORGOTTEN: a full sheet drops its oldest facts for new ones instead of refusing the scene', () => {
+    const state = baseState();
+    const facts = Array.from({ length: LIMITS.knowledge }, (_, i) => `fact ${i}`);
+    const full = StoryStateSchema.parse({
+      ...state,
+      characters: { ...state.characters, mara: { ...state.characters.mara, knowledge: facts } },
+    });
+    const result = applyDelta(
+      full,
+      { characterUpdates: [{ id: 'mara', knowledgeAdded: ['fact 5', 'the lamp was lit from below', 'Oren lied'] }] },
+      sceneFor(full),
+    );
+    expectIssue(result, 'KNOWLEDGE_FORGOTTEN', 'warning', 'delta.characterUpdates.0.knowledgeAdded');
+    const next = expectOk(result);
+    // "fact 5" was known already; the two new facts push out the two oldest.
+    expect(next.characters.mara!.knowledge).toEqual([...facts.slice(2), 'the lamp was lit from below', 'Oren lied']);
+    expect(StoryStateSchema.safeParse(next).success).toBe(true);
+  });
+
+  it('LIMIT_EXCEEDED for characters, threads and world state', () => {
     const state = baseState();
     const full = StoryStateSchema.parse({
       ...state,
@@ -617,7 +636,6 @@ describe('applyDelta: one issue per code', () => {
         ...Object.fromEntries(
           Array.from({ length: LIMITS.characters - 3 }, (_, i) => [`extra-${i}`, { id: `extra-${i}`, name: 'Extra' }]),
         ),
-        mara: { ...state.characters.mara, knowledge: Array.from({ length: LIMITS.knowledge }, (_, i) => `fact ${i}`) },
       },
       plotThreads: [
         ...state.plotThreads,
@@ -629,13 +647,11 @@ describe('applyDelta: one issue per code', () => {
       full,
       {
         charactersIntroduced: [{ id: 'one-too-many', name: 'Extra' }],
-        characterUpdates: [{ id: 'mara', knowledgeAdded: ['one fact too many'] }],
         threadsOpened: [{ id: 'thread-too-many', title: 'More' }],
         worldStateSet: { 'key-new': true },
       },
       sceneFor(full),
     );
-    expectIssue(result, 'LIMIT_EXCEEDED', 'error', 'delta.characterUpdates.0.knowledgeAdded');
     expectIssue(result, 'LIMIT_EXCEEDED', 'error', 'delta.charactersIntroduced');
     expectIssue(result, 'LIMIT_EXCEEDED', 'error', 'delta.threadsOpened');
     expectIssue(result, 'LIMIT_EXCEEDED', 'error', 'delta.worldStateSet');
@@ -688,6 +704,7 @@ describe('applyDelta: one issue per code', () => {
       'VALUE_OUT_OF_RANGE',
       'VALUE_CLAMPED',
       'ARC_REGRESSION',
+      'KNOWLEDGE_FORGOTTEN',
       'CHAPTER_CLOSED_WITH_OPEN_THREADS',
       'INFLUENCE_NOT_PENDING',
       'INFLUENCE_CONFLICT',

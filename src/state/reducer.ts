@@ -64,6 +64,7 @@ export const CONTINUITY_ISSUE_CODES = [
   'VALUE_OUT_OF_RANGE',
   'VALUE_CLAMPED',
   'ARC_REGRESSION',
+  'KNOWLEDGE_FORGOTTEN',
   'CHAPTER_CLOSED_WITH_OPEN_THREADS',
   'INFLUENCE_NOT_PENDING',
   'INFLUENCE_CONFLICT',
@@ -161,6 +162,9 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  *   and paying off an unknown setup is an `UNKNOWN_SETUP` warning. Resolving appends `Resolution: ...` to the
  *   summary, or replaces the summary with the resolution (warning `SUMMARY_REPLACED`) when both would not fit;
  *   resolving a thread with setups still unpaid is a `SETUPS_UNPAID` warning. Resolving also sets `lastAdvancedIn`.
+ * - A character's sheet keeps at most `LIMITS.knowledge` (200) facts: when new ones would pass that, the oldest are
+ *   dropped (`KNOWLEDGE_FORGOTTEN` warning), so a story that runs for years never stalls on a full sheet. What was
+ *   dropped is still told in the scenes, which retrieval finds.
  * - `worldStateSet` is applied before `worldStateUnset`, so a key in both ends up absent. A `__proto__` key in
  *   `worldStateSet` (at any depth) or in `traits` / `traitChanges` is rejected (`UNSAFE_KEY`): zod would otherwise
  *   drop it silently. Keys that name other `Object.prototype` members (`constructor`, `toString`) are ordinary keys.
@@ -704,10 +708,12 @@ function updateCharacters(context: Context, delta: StateDelta): void {
 
     next.knowledge = appendUnique(current.knowledge, update.knowledgeAdded);
     if (next.knowledge.length > LIMITS.knowledge) {
-      issues.error(
-        'LIMIT_EXCEEDED',
+      const forgotten = next.knowledge.length - LIMITS.knowledge;
+      next.knowledge = next.knowledge.slice(forgotten);
+      issues.warn(
+        'KNOWLEDGE_FORGOTTEN',
         `${path}.knowledgeAdded`,
-        `Character ${quote(update.id)} would know ${next.knowledge.length} facts; at most ${LIMITS.knowledge} are allowed`,
+        `Character ${quote(update.id)} knows at most ${LIMITS.knowledge} facts: the ${forgotten} oldest are dropped from the sheet`,
       );
     }
     context.characters.set(update.id, next);
