@@ -2,7 +2,7 @@
  * One picture per scene, wherever it is drawn: the engine running an episode and a site rebuilt from the stored
  * scenes (the command's import and fork) ask for the same picture, so a rebuilt site shows what readers first saw.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createStoryEngine } from '../src/engine/engine.js';
@@ -20,7 +20,29 @@ const workspace = temporaryFolders('storyloom-scene-pictures-');
 /** The picture files of a story's site, by file name. */
 function pictures(site: string): Map<string, Buffer> {
   const folder = path.join(site, 'images');
+  if (!existsSync(folder)) return new Map();
   return new Map(readdirSync(folder).map((name) => [name, readFileSync(path.join(folder, name))]));
+}
+
+/** The alt text of the picture on each scene page of a story's site, by page name (`null`: the page has none). */
+function sceneAlts(site: string): Map<string, string | null> {
+  const folder = path.join(site, 'scenes');
+  const pages = readdirSync(folder).filter((name) => name.endsWith('.html'));
+  return new Map(
+    pages.map((name) => {
+      const page = readFileSync(path.join(folder, name), 'utf8');
+      const alt = /<figure class="scene-picture"><img src="[^"]*" alt="([^"]*)">/.exec(page)?.[1];
+      return [name, alt ?? null];
+    }),
+  );
+}
+
+/** What `status --json` says of a story's last scene's steps. */
+async function lastSceneSteps(cwd: string, data: string, storyId: string) {
+  const status = await storyloom(cwd, ['status', '--data', data, '--story', storyId, '--json']);
+  expect(status.code, status.stderr).toBe(0);
+  const { unfinishedSteps, skippedSteps } = JSON.parse(status.stdout);
+  return { unfinishedSteps, skippedSteps };
 }
 
 describe('the picture of a scene', () => {
@@ -78,5 +100,85 @@ describe('the picture of a scene', () => {
     const forked = pictures(path.join(cwd, 'a', 'site', 'branch'));
     expect(forked.size).toBe(2);
     for (const [name, data] of forked) expect(original.get(name)?.equals(data), `forked ${name}`).toBe(true);
+  });
+
+  it('of an imported or forked story is left out where the original episode went out without one', async () => {
+    const cwd = workspace();
+    const skipped = [{ step: 'image', reason: 'run with --no-images' }];
+    expect((await storyloom(cwd, ['init', '--data', 'a'])).code).toBe(0);
+    // Scene 1 with a picture, scenes 2 and 3 without, scene 4 with one again.
+    expect((await storyloom(cwd, ['run', '--data', 'a', '--episodes', '1'])).code).toBe(0);
+    expect((await storyloom(cwd, ['run', '--data', 'a', '--episodes', '2', '--no-images'])).code).toBe(0);
+    expect((await storyloom(cwd, ['export', '--data', 'a', '--out', 'three.jsonl'])).code).toBe(0);
+    expect((await storyloom(cwd, ['run', '--data', 'a', '--episodes', '1'])).code).toBe(0);
+    const original = pictures(path.join(cwd, 'a', 'site', 'lighthouse-keepers'));
+    expect([...original.keys()].map((name) => name.slice(0, 6)).sort()).toEqual(['000000', '000003']);
+    const first = [...original.keys()].find((name) => name.startsWith('000000-'))!;
+
+    // The import's own log came with it: scenes 2 and 3 stay without pictures, and the last one is owed none.
+    expect((await storyloom(cwd, ['import', 'three.jsonl', '--data', 'b'])).code).toBe(0);
+    const imported = pictures(path.join(cwd, 'b', 'site', 'lighthouse-keepers'));
+    expect([...imported.keys()]).toEqual([first]);
+    expect(imported.get(first)!.equals(original.get(first)!)).toBe(true);
+    expect(await lastSceneSteps(cwd, 'b', 'lighthouse-keepers')).toEqual({
+      unfinishedSteps: [],
+      skippedSteps: skipped,
+    });
+
+    // A fork reads the original's log; its own log then says the same, so a fork of the fork leaves them out too.
+    expect((await storyloom(cwd, ['fork', '--data', 'a', '--at', '4', '--as', 'branch'])).code).toBe(0);
+    const forked = pictures(path.join(cwd, 'a', 'site', 'branch'));
+    expect([...forked.keys()].sort()).toEqual([...original.keys()].sort());
+    for (const [name, data] of forked) expect(original.get(name)!.equals(data), `forked ${name}`).toBe(true);
+    expect(await lastSceneSteps(cwd, 'a', 'branch')).toEqual({ unfinishedSteps: [], skippedSteps: [] });
+    expect((await storyloom(cwd, ['fork', '--data', 'a', '--story', 'branch', '--at', '3', '--as', 'twig'])).code).toBe(
+      0,
+    );
+    expect([...pictures(path.join(cwd, 'a', 'site', 'twig')).keys()]).toEqual([first]);
+    expect(await lastSceneSteps(cwd, 'a', 'twig')).toEqual({ unfinishedSteps: [], skippedSteps: skipped });
+    const pages = sceneAlts(path.join(cwd, 'a', 'site', 'twig'));
+    expect([...pages.values()].filter((alt) => alt === null)).toHaveLength(2);
+
+    // Pictures again: the twig's next run writes scene 4 with a picture, and draws no picture for scene 3.
+    const run = await storyloom(cwd, ['run', '--data', 'a', '--story', 'twig', '--episodes', '1']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).not.toMatch(/\(resumed\)/);
+    expect([...pictures(path.join(cwd, 'a', 'site', 'twig')).keys()].map((name) => name.slice(0, 6)).sort()).toEqual([
+      '000000',
+      '000003',
+    ]);
+  });
+
+  it('of an imported or forked story has the alt text the original episode gave it', async () => {
+    const cwd = workspace();
+    // A long style guide makes each scene's image prompt longer than the 300 characters alt text keeps.
+    const style = `muted watercolour, ${'ink outlines, salt-stained paper, grey sea light, '.repeat(9)}`.trim();
+    writeFileSync(
+      path.join(cwd, 'harbour.json'),
+      JSON.stringify({
+        bible: {
+          title: 'Harbour Lights',
+          premise: 'A harbour town keeps its lamps lit.',
+          genre: 'drama',
+          tone: 'quiet',
+          style,
+        },
+        characters: { ada: { id: 'ada', name: 'Ada', role: 'main', appearance: 'a tall harbourmaster in oilskins' } },
+      }),
+    );
+    expect((await storyloom(cwd, ['init', '--data', 'a', '--bible', 'harbour.json'])).code).toBe(0);
+    expect((await storyloom(cwd, ['run', '--data', 'a', '--episodes', '2'])).code).toBe(0);
+    expect((await storyloom(cwd, ['export', '--data', 'a', '--out', 'story.jsonl'])).code).toBe(0);
+    expect((await storyloom(cwd, ['import', 'story.jsonl', '--data', 'b'])).code).toBe(0);
+    expect((await storyloom(cwd, ['fork', '--data', 'a', '--at', '2', '--as', 'branch'])).code).toBe(0);
+
+    const original = sceneAlts(path.join(cwd, 'a', 'site', 'harbour'));
+    expect(original.size).toBe(2);
+    for (const alt of original.values()) {
+      expect(alt).toHaveLength(300);
+      expect(alt!.endsWith('…')).toBe(true);
+    }
+    expect(sceneAlts(path.join(cwd, 'b', 'site', 'harbour'))).toEqual(original);
+    expect(sceneAlts(path.join(cwd, 'a', 'site', 'branch'))).toEqual(original);
   });
 });

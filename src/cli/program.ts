@@ -572,7 +572,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       await withStory(options, async (project, storyId) => {
         const forked = await project.store.fork(storyId, options.at - 1, options.as);
         await project.context.reindex(options.as);
-        await project.publishAll(options.as);
+        await project.publishAll(options.as, { from: storyId });
         await recordStepsDone(project, options.as, 'fork');
         print(`Forked ${storyId} after scene ${options.at} into ${options.as} (${forked.sceneCount} scenes)`);
         print(`Continue it with: storyloom run --story ${options.as} --data ${options.data}`);
@@ -617,7 +617,8 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
 /**
  * Records the last scene's steps as done once a command has done their work itself (`reindex` indexed every scene,
  * `publishAll` drew and published each one; the cache is the process's own). Otherwise `status` shows a fresh fork
- * or import unfinished, and its first `run` does that work again before it writes a new scene.
+ * or import unfinished, and its first `run` does that work again before it writes a new scene. A picture the scene
+ * went out without stays skipped: `publishAll` logged it so, and the log keeps a step's first `done` or `skipped`.
  */
 async function recordStepsDone(project: OpenProject, storyId: string, by: 'fork' | 'import'): Promise<void> {
   const state = await project.store.load(storyId);

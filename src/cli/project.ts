@@ -21,7 +21,7 @@ import { MissingDependencyError, StoryloomError, ValidationError } from '../core
 import { createStoryEngine, type StoryEngine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
 import type { ImageGenerator } from '../generation/image-generator.js';
-import { sceneIllustrationRequest } from '../generation/image-prompt.js';
+import { sceneAltText, sceneIllustrationRequest } from '../generation/image-prompt.js';
 import { createProceduralIllustrator } from '../generation/procedural-illustrator.js';
 import { createProceduralNarrator } from '../generation/procedural-narrator.js';
 import type { SceneGenerator } from '../generation/scene-generator.js';
@@ -159,8 +159,14 @@ export interface OpenProject {
   keywords: KeywordIndex;
   /** The engine of one story: its publisher writes that story's own site folder. */
   createEngine(storyId: string, options?: AssembleOptions): Promise<StoryEngine>;
-  /** Publishes every scene of a story to its site (after a fork or an import): idempotent per scene. */
-  publishAll(storyId: string): Promise<number>;
+  /**
+   * Publishes every scene of a story to its site (after a fork or an import): idempotent per scene. Returns how many
+   * scenes it published. A scene whose `image` step the log of `from` records as skipped (a run with `--no-images`, a
+   * filtered prompt) goes out without a picture, as it first did, and the story's own log records that skip with
+   * the same reason. `from` is the story the scenes came from: the story itself by default (an import brings its
+   * log), the original for a fork (whose scenes keep their ids). A scene with no `image` entry gets its picture.
+   */
+  publishAll(storyId: string, options?: { from?: string }): Promise<number>;
   close(): void;
 }
 
@@ -201,19 +207,31 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     store,
     context,
     keywords,
-    async publishAll(storyId) {
+    async publishAll(storyId, options = {}) {
+      const from = options.from ?? storyId;
       const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
       const illustrator = createProceduralIllustrator({ format: 'png' });
       async function* episodes(): AsyncGenerator<Episode> {
         for await (const scene of eachScene(store, storyId, { limit: 100 })) {
           const story = await store.getStateAt(storyId, scene.stateVersion);
           if (!story) continue;
+          const skipped = (await store.listPublications(from, scene.id)).find(
+            (entry) => entry.target === 'image' && entry.status === 'skipped',
+          );
+          if (skipped) {
+            // Logged here, not only for the last scene: a fork of this story finds it as this fork found it.
+            await store.recordPublication({
+              storyId,
+              sceneId: scene.id,
+              target: 'image',
+              status: 'skipped',
+              result: skipped.result,
+            });
+            yield { story, scene };
+            continue;
+          }
           const image = await illustrator.generate(sceneIllustrationRequest(scene, story));
-          yield {
-            story,
-            scene,
-            image: { data: image.data, mediaType: image.mediaType, alt: scene.imagePrompt || scene.title },
-          };
+          yield { story, scene, image: { data: image.data, mediaType: image.mediaType, alt: sceneAltText(scene) } };
         }
       }
       // One batch: the pages of the whole site are written once, not once per scene.

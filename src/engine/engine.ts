@@ -28,7 +28,7 @@ import {
 } from '../core/errors.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
-import { sceneIllustrationRequest } from '../generation/image-prompt.js';
+import { sceneAltText, sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
 import type { EpisodeImage, Publisher } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
@@ -778,7 +778,7 @@ class Engine implements StoryEngine {
   ): Promise<{ image: EpisodeImage; meta: Record<string, unknown> }> {
     const request = sceneIllustrationRequest(scene, story, { aspectRatio: this.options.imageAspectRatio });
     const drawn = await this.images!.generate(request, signal ? { signal } : {});
-    const image: EpisodeImage = { data: drawn.data, mediaType: drawn.mediaType, alt: altText(scene) };
+    const image: EpisodeImage = { data: drawn.data, mediaType: drawn.mediaType, alt: sceneAltText(scene) };
     return {
       image,
       meta: {
@@ -1015,11 +1015,6 @@ export function buildEpisodeQuery(state: StoryState, resolution: Pick<InfluenceR
     resolution.winner ? `Audience choice: ${resolution.winner.label}` : '',
   ].filter(Boolean);
   return parts.length > 0 ? parts.join('. ') : state.bible.premise;
-}
-
-function altText(scene: Scene): string {
-  const text = scene.imagePrompt || scene.title;
-  return text.length <= 300 ? text : `${text.slice(0, 299)}…`;
 }
 
 function isFilteredRetryError(error: unknown): boolean {

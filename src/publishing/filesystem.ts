@@ -57,6 +57,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
+import { sceneAltText } from '../generation/image-prompt.js';
 import {
   CharacterStateSchema,
   IdSchema,
@@ -1787,7 +1788,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       const slug = slugOf(scene.data.index, scene.data.id);
       if (`${slug}.json` !== name) continue;
       const extension = existingImage(imageNames, slug);
-      const image = extension ? { extension, alt: scene.data.imagePrompt || scene.data.title } : null;
+      const image = extension ? { extension, alt: sceneAltText(scene.data) } : null;
       const entry = entryOf(scene.data, story.characters, image);
       if (keep(entry)) folded.push(entry);
     }
@@ -1860,7 +1861,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       // A retry without the picture keeps the one an earlier publish wrote.
       const extension = await pictureOnDisk(slugOf(scene.index, scene.id));
       const previous = extension && (await model.episodeOf(scene.chapterId, scene.id));
-      if (extension) picture = { extension, alt: previous?.image?.alt ?? (scene.imagePrompt || scene.title) };
+      if (extension) picture = { extension, alt: previous?.image?.alt ?? sceneAltText(scene) };
     }
     const entry = entryOf(scene, story.characters, picture);
     await model.add(entry);
