@@ -11,6 +11,16 @@ import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createSqliteKeywordIndex, MAX_FTS_QUERY_TERMS, sqliteKeywordMirrorState } from './sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from './sqlite-vector-index.js';
 
+/** Undoes schema version 5 (compressed snapshots), for a test that writes what an older version wrote. */
+const SNAPSHOTS_BEFORE_VERSION_5 = `
+  DROP TABLE snapshots;
+  CREATE TABLE snapshots (
+    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (story_id, version)
+  ) STRICT;`;
+
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-keywords-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
 let files = 0;
@@ -396,7 +406,7 @@ describe('the in-memory mirror of createSqliteKeywordIndex', () => {
     await before.close();
     // What version 2 wrote: everything but the keyword counters.
     const old = openSqliteDatabase({ path: file });
-    nativeOf(old).exec('DROP TABLE keyword_index_versions; PRAGMA user_version = 2;');
+    nativeOf(old).exec(`${SNAPSHOTS_BEFORE_VERSION_5} DROP TABLE keyword_index_versions; PRAGMA user_version = 2;`);
     old.close();
 
     const database = openSqliteDatabase({ path: file });
@@ -420,7 +430,7 @@ describe('the in-memory mirror of createSqliteKeywordIndex', () => {
     await before.close();
     // What version 3 wrote: the terms table tokenized by unicode61 with its default categories.
     const old = openSqliteDatabase({ path: file });
-    nativeOf(old).exec(`
+    nativeOf(old).exec(`${SNAPSHOTS_BEFORE_VERSION_5}
       CREATE VIRTUAL TABLE keyword_terms_v3 USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
       INSERT INTO keyword_terms_v3 (rowid, terms) SELECT rowid, terms FROM keyword_terms;
       DROP TABLE keyword_terms;

@@ -12,6 +12,16 @@ import { type FilterableField, type MetadataFilter, matchesFilter } from './filt
 import { createMemoryVectorIndex } from './memory-vector-index.js';
 import { createSqliteVectorIndex, sqliteVectorMirrorState } from './sqlite-vector-index.js';
 
+/** Undoes schema version 5 (compressed snapshots), for a test that writes what an older version wrote. */
+const SNAPSHOTS_BEFORE_VERSION_5 = `
+  DROP TABLE snapshots;
+  CREATE TABLE snapshots (
+    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (story_id, version)
+  ) STRICT;`;
+
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-vectors-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
 let files = 0;
@@ -387,7 +397,9 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
     await before.close();
     // What version 1 wrote: everything but the counters.
     const old = openSqliteDatabase({ path: file });
-    nativeOf(old).exec('DROP TABLE vector_index_versions; DROP TABLE keyword_index_versions; PRAGMA user_version = 1;');
+    nativeOf(old).exec(
+      `${SNAPSHOTS_BEFORE_VERSION_5} DROP TABLE vector_index_versions; DROP TABLE keyword_index_versions; PRAGMA user_version = 1;`,
+    );
     old.close();
 
     const database = openSqliteDatabase({ path: file });
