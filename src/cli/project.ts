@@ -21,12 +21,12 @@ import { MissingDependencyError, StoryloomError, ValidationError } from '../core
 import { createStoryEngine, type StoryEngine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
 import type { ImageGenerator } from '../generation/image-generator.js';
-import { sceneAltText, sceneIllustrationRequest } from '../generation/image-prompt.js';
+import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import { createProceduralIllustrator } from '../generation/procedural-illustrator.js';
 import { createProceduralNarrator } from '../generation/procedural-narrator.js';
 import type { SceneGenerator } from '../generation/scene-generator.js';
 import { createFilesystemPublisher } from '../publishing/filesystem.js';
-import type { Episode } from '../publishing/publisher.js';
+import { type Episode, sceneAltText } from '../publishing/publisher.js';
 import type { StoryStateStore } from '../state/store.js';
 
 /** The file that marks a folder as a storyloom project. */

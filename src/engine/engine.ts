@@ -28,9 +28,9 @@ import {
 } from '../core/errors.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
-import { sceneAltText, sceneIllustrationRequest } from '../generation/image-prompt.js';
+import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
-import type { EpisodeImage, Publisher } from '../publishing/publisher.js';
+import { type EpisodeImage, type Publisher, sceneAltText } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
 import { type Scene, SceneSchema, type StateDelta, type StoryState } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';

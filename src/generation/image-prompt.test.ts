@@ -1,11 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  composeImagePrompt,
-  MAX_IMAGE_PROMPT_LENGTH,
-  MAX_IMAGE_SEED,
-  sceneAltText,
-  seedFromSceneId,
-} from './image-prompt.js';
+import { composeImagePrompt, MAX_IMAGE_PROMPT_LENGTH, MAX_IMAGE_SEED, seedFromSceneId } from './image-prompt.js';
 
 const characters = {
   mara: { id: 'mara', name: 'Mara', appearance: 'tall, red scarf, salt-white hair' },
@@ -120,20 +114,5 @@ describe('seedFromSceneId', () => {
     // FNV-1a 32-bit of "" is its offset basis; of "a" is 0xe40c292c.
     expect(seedFromSceneId('')).toBe(0x811c9dc5);
     expect(seedFromSceneId('a')).toBe(0xe40c292c);
-  });
-});
-
-describe('sceneAltText', () => {
-  it('is the image prompt, or the title, cut to 300 characters with an ellipsis', () => {
-    expect(sceneAltText({ imagePrompt: 'Mara at the lamp', title: 'Dawn' })).toBe('Mara at the lamp');
-    expect(sceneAltText({ imagePrompt: '', title: 'Dawn' })).toBe('Dawn');
-    const long = sceneAltText({ imagePrompt: 'fog '.repeat(200), title: 'Dawn' });
-    expect(long).toHaveLength(300);
-    expect(long.endsWith('…')).toBe(true);
-  });
-
-  it('never ends in half of a surrogate pair', () => {
-    const alt = sceneAltText({ imagePrompt: `${'a'.repeat(298)}🌊🌊`, title: 'Dawn' });
-    expect(alt).toBe(`${'a'.repeat(298)}…`);
   });
 });

@@ -57,7 +57,6 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
-import { sceneAltText } from '../generation/image-prompt.js';
 import {
   CharacterStateSchema,
   IdSchema,
@@ -68,6 +67,7 @@ import {
   StoryStateSchema,
 } from '../state/schema.js';
 import type { Episode, EpisodeImage, Publisher, PublisherCapabilities, PublishResult } from './publisher.js';
+import { sceneAltText } from './publisher.js';
 
 /**
  * Options of `createFilesystemPublisher`.

@@ -14,6 +14,30 @@ export interface EpisodeImage {
   alt: string;
 }
 
+/** Longest alt text of a scene picture: an image prompt may run to 2,000 characters, too long for a reader to hear. */
+const MAX_ALT_TEXT = 300;
+
+/**
+ * The alt text of a scene's picture: the scene's `imagePrompt`, or its title, cut to 300 characters (ending in `…`).
+ * The engine gives it to its publishers with each picture, and a site rebuilt from stored scenes (the command's
+ * import and fork) gives the same, so a rebuilt page describes its picture as the original did.
+ *
+ * @example
+ * ```ts
+ * import { sceneAltText, sceneIllustrationRequest } from 'storyloom';
+ * const drawn = await images.generate(sceneIllustrationRequest(scene, story));
+ * const image = { data: drawn.data, mediaType: drawn.mediaType, alt: sceneAltText(scene) };
+ * ```
+ */
+export function sceneAltText(scene: Pick<Scene, 'imagePrompt' | 'title'>): string {
+  const text = scene.imagePrompt || scene.title;
+  if (text.length <= MAX_ALT_TEXT) return text;
+  let cut = text.slice(0, MAX_ALT_TEXT - 1);
+  // Never leave half of a surrogate pair before the ellipsis.
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1);
+  return `${cut}…`;
+}
+
 /** Everything a publisher needs to publish one scene. */
 export interface Episode {
   story: StoryState;
