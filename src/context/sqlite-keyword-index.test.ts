@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { SNAPSHOTS_BEFORE_VERSION_5 } from '../../test/fixtures/sqlite-versions.js';
 import { StorageError, ValidationError } from '../core/errors.js';
 import { nativeOf, openSqliteDatabase, SQLITE_SCHEMA_VERSION } from '../state/sqlite-database.js';
 import { runKeywordIndexSuite } from '../testing/keyword-index-suite.js';
@@ -10,16 +11,6 @@ import type { KeywordDocument, KeywordIndex, KeywordMatch } from './keyword-inde
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createSqliteKeywordIndex, MAX_FTS_QUERY_TERMS, sqliteKeywordMirrorState } from './sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from './sqlite-vector-index.js';
-
-/** Undoes schema version 5 (compressed snapshots), for a test that writes what an older version wrote. */
-const SNAPSHOTS_BEFORE_VERSION_5 = `
-  DROP TABLE snapshots;
-  CREATE TABLE snapshots (
-    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (story_id, version)
-  ) STRICT;`;
 
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-keywords-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));

@@ -4,6 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { SNAPSHOTS_BEFORE_VERSION_5 } from '../../test/fixtures/sqlite-versions.js';
 import { StorageError, ValidationError } from '../core/errors.js';
 import type { VectorRecordInput } from '../state/schema.js';
 import { nativeOf, openSqliteDatabase, SQLITE_SCHEMA_VERSION } from '../state/sqlite-database.js';
@@ -11,16 +12,6 @@ import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
 import { type FilterableField, type MetadataFilter, matchesFilter } from './filter.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
 import { createSqliteVectorIndex, sqliteVectorMirrorState } from './sqlite-vector-index.js';
-
-/** Undoes schema version 5 (compressed snapshots), for a test that writes what an older version wrote. */
-const SNAPSHOTS_BEFORE_VERSION_5 = `
-  DROP TABLE snapshots;
-  CREATE TABLE snapshots (
-    story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (story_id, version)
-  ) STRICT;`;
 
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-vectors-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
+import { SNAPSHOTS_BEFORE_VERSION_5 } from '../../test/fixtures/sqlite-versions.js';
 import { createSqliteKeywordIndex } from '../context/sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from '../context/sqlite-vector-index.js';
 import { SchemaVersionError, StorageError, ValidationError } from '../core/errors.js';
@@ -231,15 +232,7 @@ describe('createSqliteStateStore: snapshots', () => {
       version: number;
       state_gzip: Buffer;
     }>;
-    old.exec(`
-      DROP TABLE snapshots;
-      CREATE TABLE snapshots (
-        story_id TEXT NOT NULL REFERENCES stories(story_id) ON DELETE CASCADE,
-        version INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        PRIMARY KEY (story_id, version)
-      ) STRICT;
-      PRAGMA user_version = 4;`);
+    old.exec(`${SNAPSHOTS_BEFORE_VERSION_5} PRAGMA user_version = 4;`);
     const insert = old.prepare('INSERT INTO snapshots (story_id, version, state) VALUES (?, ?, ?)');
     for (const row of rows) insert.run(row.story_id, row.version, gunzipSync(row.state_gzip).toString('utf8'));
     old.close();
