@@ -3,12 +3,14 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { synthesizeExport } from '../bench/story-synthesis.js';
+import { openProject } from '../src/cli/project.js';
 import { storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
@@ -134,6 +136,71 @@ describe('storyloom export and import files', () => {
     }
   });
 
+  it('a .gz damaged anywhere is refused in one line before anything is read from it, never a crash', async () => {
+    const { cwd, data } = await storyWith(6);
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl.gz'])).code).toBe(0);
+    const whole = readFileSync(path.join(cwd, 'story.jsonl.gz'));
+    // A flipped byte in the middle inflates to garbage (or fails to inflate) long before the checksum at the end.
+    for (const tenth of [2, 5, 8]) {
+      const damaged = Buffer.from(whole);
+      const at = Math.floor((damaged.length * tenth) / 10);
+      damaged[at] = damaged[at]! ^ 0x55;
+      writeFileSync(path.join(cwd, `damaged-${tenth}.gz`), damaged);
+      const { done } = startCli([
+        'import',
+        path.join(cwd, `damaged-${tenth}.gz`),
+        '--data',
+        path.join(cwd, `into-${tenth}`),
+      ]);
+      const result = await done;
+      expect(result.stderr, `byte ${at}`).toMatch(/^storyloom: \S+damaged-\d+\.gz is a damaged or truncated gzip file/);
+      expect(result.stderr.trim().split('\n'), `byte ${at}`).toHaveLength(1);
+      expect(result.code, `byte ${at}`).toBe(1);
+    }
+  });
+
+  it('export --out into a missing folder or onto a folder is refused in one line naming it, exit 1', async () => {
+    const { cwd, data } = await storyWith(1);
+    mkdirSync(path.join(cwd, 'a-folder'));
+    for (const out of ['missing/story.jsonl.gz', 'a-folder']) {
+      const exported = await storyloom(cwd, ['export', '--data', data, '--out', out]);
+      expect(exported.stderr, out).toBe(
+        `storyloom: cannot write ${out}: ${out === 'a-folder' ? 'it is a folder; name a file' : 'its folder does not exist'}\n`,
+      );
+      expect(exported.code, out).toBe(1);
+    }
+  });
+
+  it('Ctrl-C during export --out leaves no partial file behind', async () => {
+    const cwd = workspace();
+    expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+    const project = await openProject(path.join(cwd, 'proj'));
+    try {
+      await project.store.importStory(synthesizeExport('big', 6000));
+    } finally {
+      project.close();
+    }
+    const { child, done } = startCli([
+      'export',
+      '--data',
+      path.join(cwd, 'proj'),
+      '--story',
+      'big',
+      '--out',
+      path.join(cwd, 'big.jsonl.gz'),
+    ]);
+    const partials = () => readdirSync(cwd).filter((name) => name.includes('.partial-'));
+    const deadline = Date.now() + 60_000;
+    while (partials().length === 0 && child.exitCode === null && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(partials(), 'the export was seen writing its partial file').toHaveLength(1);
+    child.kill('SIGINT');
+    const result = await done;
+    expect(result.signal).toBe('SIGINT');
+    expect(readdirSync(cwd).sort()).toEqual(['proj']);
+  }, 120_000);
+
   it('an export that fails part-way leaves no file, and an earlier export under the name untouched', async () => {
     const { cwd, data } = await storyWith(3);
     const target = path.join(cwd, 'story.jsonl');
@@ -147,7 +214,7 @@ describe('storyloom export and import files', () => {
       expect(exported.stderr, out).toMatch(/damaged/);
     }
     expect(readFileSync(target, 'utf8')).toBe('an earlier export\n');
-    expect(readdirSync(cwd).sort()).toEqual(['proj', 'story.jsonl']);
+    expect(readdirSync(cwd).sort(), 'no export and no partial file').toEqual(['proj', 'story.jsonl']);
   });
 });
 

@@ -18,10 +18,11 @@ import {
   readSync,
   renameSync,
   rmSync,
+  statSync,
 } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { SingleBar } from 'cli-progress';
@@ -500,14 +501,34 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           // Written beside the target and renamed into place once whole: an export cut short (a full disk, Ctrl-C)
           // never leaves a truncated file under the name, nor replaces an earlier export with one.
           const target = path.resolve(io.cwd, options.out);
+          const folder = path.dirname(target);
+          if (!existsSync(folder)) throw new CommandError(`cannot write ${options.out}: its folder does not exist`);
+          if (existsSync(target) && statSync(target).isDirectory()) {
+            throw new CommandError(`cannot write ${options.out}: it is a folder; name a file`);
+          }
           const partial = `${target}.partial-${process.pid}`;
+          // Ctrl-C or a kill: the partial file goes, then the signal does what it would have done.
+          const interrupted = (signal: NodeJS.Signals) => {
+            rmSync(partial, { force: true });
+            process.kill(process.pid, signal);
+          };
+          process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
           try {
-            if (target.endsWith('.gz')) await pipeline(lines, createGzip(), createWriteStream(partial));
-            else await pipeline(lines, createWriteStream(partial));
+            // Opened here, not by the stream: a stream opens its file later, and after a failure could create it
+            // again once it had been removed.
+            const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
+            if (/\.gz$/i.test(target)) await pipeline(lines, createGzip(), output);
+            else await pipeline(lines, output);
             renameSync(partial, target);
           } catch (error) {
             rmSync(partial, { force: true });
+            const code = (error as { code?: unknown } | null)?.code;
+            if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+              throw new CommandError(`cannot write ${options.out}: ${code}`, { cause: error });
+            }
             throw error;
+          } finally {
+            process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
           }
           io.stderr.write(`Exported ${storyId} to ${options.out}\n`);
         } else {
@@ -527,6 +548,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       const paths = projectPaths(path.resolve(io.cwd, options.data));
       // Opened where it is read: a stream created before another await may flow and end unread.
       const lines = () => exportFileLines(source, file);
+      await checkGzipFile(source, file);
       if (!existsSync(paths.config)) {
         const first = await firstLine(source, file);
         let storyId: unknown;
@@ -653,6 +675,37 @@ async function firstLine(file: string, name = file): Promise<string> {
  * A damaged or truncated compressed file fails the reading with a `CommandError` naming it.
  */
 function exportFileLines(file: string, name: string): AsyncIterable<string> & { close(): void } {
+  const source = createReadStream(file);
+  let input: Readable = source;
+  if (isGzipFile(file)) {
+    // pipeline hands a failure of the file or of the inflation to `input`, which the reader sees, and destroys
+    // every stream once the reader stops early: no error is left without a listener.
+    const inflated = new PassThrough();
+    pipeline(source, createGunzip(), inflated).catch(() => {});
+    input = inflated;
+  }
+  const reader = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+  const close = () => {
+    reader.close();
+    input.destroy();
+    source.destroy();
+  };
+  return {
+    close,
+    async *[Symbol.asyncIterator]() {
+      try {
+        yield* reader;
+      } catch (error) {
+        throw gzipFailure(error, name) ?? error;
+      } finally {
+        close();
+      }
+    },
+  };
+}
+
+/** Whether a file is gzip-compressed, by its first two bytes (whatever its name). */
+function isGzipFile(file: string): boolean {
   const head = Buffer.alloc(2);
   const descriptor = openSync(file, 'r');
   try {
@@ -660,31 +713,30 @@ function exportFileLines(file: string, name: string): AsyncIterable<string> & { 
   } finally {
     closeSync(descriptor);
   }
-  const source = createReadStream(file);
-  let input: NodeJS.ReadableStream = source;
-  if (head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
-    source.on('error', (error) => gunzip.destroy(error));
-    gunzip.on('error', (error) => source.destroy(error));
-    input = source.pipe(gunzip);
+  return head[0] === 0x1f && head[1] === 0x8b;
+}
+
+/**
+ * Inflates a whole gzip-compressed export once, so a damaged or truncated file is refused before a line of it is
+ * read: damage in the middle inflates to text that would otherwise fail as a bad line, and the checksum at the end
+ * is checked last.
+ */
+async function checkGzipFile(file: string, name: string): Promise<void> {
+  if (!isGzipFile(file)) return;
+  const discard = new Writable({ write: (_chunk, _encoding, done) => done() });
+  try {
+    await pipeline(createReadStream(file), createGunzip(), discard);
+  } catch (error) {
+    throw gzipFailure(error, name) ?? error;
   }
-  const reader = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
-  return {
-    close: () => reader.close(),
-    async *[Symbol.asyncIterator]() {
-      try {
-        yield* reader;
-      } catch (error) {
-        const code = (error as { code?: unknown }).code;
-        if (typeof code === 'string' && code.startsWith('Z_')) {
-          throw new CommandError(`${name} is a damaged or truncated gzip file (${(error as Error).message})`, {
-            cause: error,
-          });
-        }
-        throw error;
-      }
-    },
-  };
+}
+
+function gzipFailure(error: unknown, name: string): CommandError | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('Z_')) return undefined;
+  return new CommandError(`${name} is a damaged or truncated gzip file (${(error as Error).message})`, {
+    cause: error,
+  });
 }
 
 /** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
