@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { openProject } from '../src/cli/project.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import { sceneIllustrationRequest } from '../src/generation/image-prompt.js';
 import { createProceduralIllustrator } from '../src/generation/procedural-illustrator.js';
@@ -180,5 +181,44 @@ describe('the picture of a scene', () => {
     }
     expect(sceneAlts(path.join(cwd, 'b', 'site', 'harbour'))).toEqual(original);
     expect(sceneAlts(path.join(cwd, 'a', 'site', 'branch'))).toEqual(original);
+  });
+
+  it('a run --no-images stopped after its commit leaves that scene without a picture when the next run draws pictures', async () => {
+    const cwd = workspace();
+    expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+    const data = path.join(cwd, 'proj');
+
+    // What `storyloom run --no-images` builds, stopped once its scene is committed (as a kill or Ctrl-C there would).
+    const project = await openProject(data);
+    try {
+      const controller = new AbortController();
+      const engine = await project.createEngine('lighthouse-keepers', {
+        images: false,
+        onEvent: (event) => {
+          if (event.type === 'step.start' && event.step.startsWith('publish:')) controller.abort();
+        },
+      });
+      await expect(engine.runEpisode('lighthouse-keepers', { signal: controller.signal })).rejects.toThrow();
+      expect((await project.store.load('lighthouse-keepers')).sceneCount).toBe(1);
+    } finally {
+      project.close();
+    }
+
+    const status = await storyloom(cwd, ['status', '--data', 'proj', '--json']);
+    expect(JSON.parse(status.stdout).unfinishedSteps).not.toContain('image');
+    expect(JSON.parse(status.stdout).skippedSteps).toEqual([{ step: 'image', reason: 'run with --no-images' }]);
+
+    const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '1']);
+    expect(run.code, run.stderr).toBe(0);
+    // Only the scene this run wrote (the second, 000001-...) has a picture; the --no-images scene has none.
+    expect(
+      [
+        ...(existsSync(path.join(data, 'site', 'lighthouse-keepers', 'images'))
+          ? pictures(path.join(data, 'site', 'lighthouse-keepers')).keys()
+          : []),
+      ]
+        .sort()
+        .map((name) => name.slice(0, 6)),
+    ).toEqual(['000001']);
   });
 });

@@ -245,48 +245,19 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
         directory: paths.siteOf(storyId),
         clock: options.clock ?? systemClock,
       });
-      const engine = createStoryEngine({
+      return createStoryEngine({
         store,
         context,
         generator,
-        ...(images ? { images } : {}),
+        // A run without pictures logs each scene's picture as skipped: a later run with pictures does not draw it.
+        ...(images ? { images } : { imageSkipReason: 'run with --no-images' }),
         publishers: [publisher],
         clock: options.clock ?? systemClock,
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       });
-      return images ? engine : skippingImages(engine, store);
     },
     close() {
       database.close();
-    },
-  };
-}
-
-/** What the publication log says of a picture that a run without pictures did not draw. */
-const IMAGES_OFF_REASON = 'run with --no-images';
-
-/**
- * An engine without pictures that logs the `image` step of each scene it writes or finishes as skipped. An engine
- * without an image generator has no `image` step, so the log would otherwise hold nothing for it, and an engine with
- * one (the next run with pictures, or `status`) would find that step unfinished. The log keeps the first `done` or
- * `skipped` entry, so a picture already drawn stays recorded as drawn.
- */
-function skippingImages(engine: StoryEngine, store: StoryStateStore): StoryEngine {
-  return {
-    steps: engine.steps,
-    async runEpisode(storyId, runOptions) {
-      const result = await engine.runEpisode(storyId, runOptions);
-      // An `existing` scene was written by another run, which decides about its picture.
-      if (result.outcome !== 'existing') {
-        await store.recordPublication({
-          storyId,
-          sceneId: result.scene.id,
-          target: 'image',
-          status: 'skipped',
-          result: { reason: IMAGES_OFF_REASON },
-        });
-      }
-      return result;
     },
   };
 }

@@ -51,8 +51,15 @@ export interface StoryEngineOptions {
   generator: SceneGenerator;
   /** The context layer (a `ContextManager`, or anything that fits `EpisodeContext`). Default: `createStateOnlyContext({ store })`. */
   context?: EpisodeContext;
-  /** Draws a picture per scene. Without it there is no `image` step. */
+  /** Draws a picture per scene. Without it there is no `image` step (unless `imageSkipReason` is given). */
   images?: ImageGenerator;
+  /**
+   * Without `images`: the `image` step of each scene is logged as skipped with this reason before the scene is
+   * published (what `storyloom run --no-images` does), so an engine with pictures that finishes the scene's steps
+   * later publishes it without one instead of drawing it, and its `status` does not call that picture owed.
+   * Ignored with `images`.
+   */
+  imageSkipReason?: string;
   /** Where scenes go; each is a `publish:<target>` step. Targets must be unique. */
   publishers?: readonly Publisher[];
   /** Where audience influence comes from; pulled at the start of every run. */
@@ -308,7 +315,7 @@ class Engine implements StoryEngine {
     this.onEvent = options.onEvent;
     const steps: EngineStep[] = ['index'];
     if (this.context.refreshCache) steps.push('cache');
-    if (this.images) steps.push('image');
+    if (this.images || options.imageSkipReason !== undefined) steps.push('image');
     for (const publisher of this.publishers) steps.push(`publish:${publisher.target}`);
     this.steps = steps;
   }
@@ -653,6 +660,7 @@ class Engine implements StoryEngine {
         });
       } else if (step === 'image') {
         const outcome = await this.postStep(run, step, scene, resumed, async (signal) => {
+          if (!this.images) return { status: 'skipped', result: { reason: this.options.imageSkipReason } };
           try {
             const drawn = await this.drawImage(scene, story, signal);
             image = drawn.image;
