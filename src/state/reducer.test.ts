@@ -622,8 +622,19 @@ describe('applyDelta: one issue per code', () => {
     );
     expectIssue(result, 'KNOWLEDGE_FORGOTTEN', 'warning', 'delta.characterUpdates.0.knowledgeAdded');
     const next = expectOk(result);
-    // "fact 5" was known already; the two new facts push out the two oldest.
-    expect(next.characters.mara!.knowledge).toEqual([...facts.slice(2), 'the lamp was lit from below', 'Oren lied']);
+    // "fact 5", stated again, counts as new: the two new facts push out the two oldest of the others.
+    expect(next.characters.mara!.knowledge).toEqual([
+      ...facts.slice(2).filter((fact) => fact !== 'fact 5'),
+      'fact 5',
+      'the lamp was lit from below',
+      'Oren lied',
+    ]);
+    // A delta that states again the 100 oldest facts and adds 100 new ones forgets none of what it states.
+    const added = [...facts.slice(0, 100), ...Array.from({ length: 100 }, (_, i) => `new fact ${i}`)];
+    const restated = expectOk(
+      applyDelta(full, { characterUpdates: [{ id: 'mara', knowledgeAdded: added }] }, sceneFor(full)),
+    );
+    expect(restated.characters.mara!.knowledge).toEqual(added);
     expect(StoryStateSchema.safeParse(next).success).toBe(true);
   });
 

@@ -163,7 +163,8 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  *   summary, or replaces the summary with the resolution (warning `SUMMARY_REPLACED`) when both would not fit;
  *   resolving a thread with setups still unpaid is a `SETUPS_UNPAID` warning. Resolving also sets `lastAdvancedIn`.
  * - A character's sheet keeps at most `LIMITS.knowledge` (200) facts: when new ones would pass that, the oldest are
- *   dropped (`KNOWLEDGE_FORGOTTEN` warning), so a story that runs for years never stalls on a full sheet. What was
+ *   dropped (`KNOWLEDGE_FORGOTTEN` warning; a fact the delta states again counts as new), so a story that runs for
+ *   years never stalls on a full sheet. What was
  *   dropped is still told in the scenes, which retrieval finds.
  * - `worldStateSet` is applied before `worldStateUnset`, so a key in both ends up absent. A `__proto__` key in
  *   `worldStateSet` (at any depth) or in `traits` / `traitChanges` is rejected (`UNSAFE_KEY`): zod would otherwise
@@ -708,8 +709,14 @@ function updateCharacters(context: Context, delta: StateDelta): void {
 
     next.knowledge = appendUnique(current.knowledge, update.knowledgeAdded);
     if (next.knowledge.length > LIMITS.knowledge) {
-      const forgotten = next.knowledge.length - LIMITS.knowledge;
-      next.knowledge = next.knowledge.slice(forgotten);
+      // A fact this scene states again counts as new: the oldest of the others go.
+      const stated = new Set(update.knowledgeAdded);
+      const kept = [
+        ...current.knowledge.filter((fact) => !stated.has(fact)),
+        ...appendUnique([], update.knowledgeAdded),
+      ];
+      const forgotten = kept.length - LIMITS.knowledge;
+      next.knowledge = kept.slice(forgotten);
       issues.warn(
         'KNOWLEDGE_FORGOTTEN',
         `${path}.knowledgeAdded`,
