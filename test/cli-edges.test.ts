@@ -126,6 +126,9 @@ describe('storyloom export and import files', () => {
       expect(status.code, file).not.toBe(0);
     }
     expect((await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'into-cut.gz'])).code).toBe(0);
+    const folder = await storyloom(cwd, ['import', 'into-cut.gz', '--data', 'elsewhere']);
+    expect(folder.stderr).toBe('storyloom: into-cut.gz is a folder: name an export file\n');
+    expect(folder.code).toBe(1);
     // A file that is not an export at all, compressed or not, is told so.
     writeFileSync(path.join(cwd, 'notes.txt'), 'hello world\n');
     writeFileSync(path.join(cwd, 'notes.txt.gz'), gzipSync('hello world\n'));

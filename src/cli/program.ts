@@ -545,6 +545,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .action(async (file: string, options: { data: string }) => {
       const source = path.resolve(io.cwd, file);
       if (!existsSync(source)) throw new CommandError(`${file} does not exist`);
+      if (statSync(source).isDirectory()) throw new CommandError(`${file} is a folder: name an export file`);
       const paths = projectPaths(path.resolve(io.cwd, options.data));
       // Opened where it is read: a stream created before another await may flow and end unread.
       const lines = () => exportFileLines(source, file);
