@@ -8,6 +8,7 @@ import { AbortedError, ContinuityError, ProviderError } from '../src/core/errors
 import { assertEpisodeComplete, createStoryEngine, type EpisodeResult } from '../src/engine/engine.js';
 import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
 import type { EngineEvent } from '../src/engine/events.js';
+import { seedFromSceneId } from '../src/generation/image-prompt.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
 import { createMemoryPublisher } from '../src/publishing/memory.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
@@ -248,6 +249,48 @@ describe('StoryEngine: failures', () => {
     const second = await engine.runEpisode(STORY_ID);
     expect(second.complete).toBe(true);
     expect([...publisher.publications.values()][0]!.imageBytes).toBeGreaterThan(0);
+  });
+
+  it('a logged picture that cannot be drawn again the same says why: another seed, or a generator that ignores seeds', async () => {
+    for (const logged of ['another seed', 'the same seed'] as const) {
+      const { store, clock } = await newStore();
+      const publisher = createMemoryPublisher({ target: 'site' });
+      const seeded = createSeededImages();
+      let failImage = true;
+      const warnings: Array<{ message: string; fields: unknown }> = [];
+      const engine = createStoryEngine({
+        store,
+        generator: createScriptedGenerator(),
+        images: createMockImageGenerator({
+          respond: (request) => {
+            if (failImage) throw new ProviderError('down', { provider: 'test', status: 400 });
+            return seeded.generate(request);
+          },
+        }),
+        publishers: [publisher],
+        clock,
+        logger: { info() {}, warn: (message, fields) => warnings.push({ message, fields }), error() {} },
+      });
+      const first = await engine.runEpisode(STORY_ID);
+      expect(first.complete).toBe(false);
+      // The picture as an earlier run logged it, drawn from a request this engine no longer makes.
+      const seed = seedFromSceneId(first.scene.id);
+      await store.recordPublication({
+        storyId: STORY_ID,
+        sceneId: first.scene.id,
+        target: 'image',
+        status: 'done',
+        result: { sha256: 'f'.repeat(64), seed: logged === 'the same seed' ? seed : seed ^ 1 },
+      });
+      failImage = false;
+      expect((await engine.runEpisode(STORY_ID)).complete).toBe(true);
+      const reasons = warnings.map((warning) => warning.message).filter((message) => message.includes('drawn again'));
+      expect(reasons, logged).toEqual([
+        logged === 'the same seed'
+          ? 'the picture drawn again differs from the one logged: the image generator ignores seeds'
+          : 'the picture drawn again differs from the one logged: it was first drawn with another seed (by an older storyloom)',
+      ]);
+    }
   });
 
   it('retries a retryable generator error and honours the abort signal between steps', async () => {

@@ -815,7 +815,12 @@ class Engine implements StoryEngine {
   ): Promise<EpisodeImage> {
     const { image, meta } = await this.attempts(run, 'image', (signal) => this.drawImage(scene, story, signal));
     if (meta.sha256 !== entry.result.sha256) {
-      this.warn(run.storyId, 'the picture drawn again differs from the one logged; the image generator ignores seeds', {
+      // A picture logged with another seed was drawn from another request (an older storyloom seeded differently).
+      const why =
+        entry.result.seed === meta.seed
+          ? 'the image generator ignores seeds'
+          : 'it was first drawn with another seed (by an older storyloom)';
+      this.warn(run.storyId, `the picture drawn again differs from the one logged: ${why}`, {
         sceneId: scene.id,
         logged: entry.result.sha256,
         drawn: meta.sha256,
