@@ -1,25 +1,32 @@
 /**
- * Version-conditional commits across real processes: several `node` children open one SQLite file and race.
+ * Version-conditional commits across real processes: several `node` children open one SQLite file and race; and
+ * several opening one old file at once, which one of them migrates.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createSqliteStateStore } from '../src/state/sqlite.js';
+import { openSqliteDatabase, SQLITE_SCHEMA_VERSION } from '../src/state/sqlite-database.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
+import { writeVersion4Story } from './fixtures/sqlite-versions.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
 const worker = path.join(repositoryRoot, 'test/fixtures/sqlite-commit-worker.ts');
+const openWorker = path.join(repositoryRoot, 'test/fixtures/sqlite-open-worker.ts');
 const folder = mkdtempSync(path.join(tmpdir(), 'storyloom-sqlite-multiprocess-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
 
 const PROCESSES = 6;
 
 /** Starts a worker; `lines` resolves each stdout line as it comes. */
-function startWorker(args: string[]): { child: ChildProcess; next: () => Promise<string>; exited: Promise<number> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', worker, ...args], {
+function startWorker(
+  args: string[],
+  script = worker,
+): { child: ChildProcess; next: () => Promise<string>; exited: Promise<number> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
     cwd: repositoryRoot,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
@@ -102,4 +109,24 @@ describe('SQLite state store across processes', () => {
     expect(reports.reduce((sum, report) => sum + report.conflicts, 0)).toBeGreaterThan(0);
     await store.close();
   }, 120_000);
+
+  it('3 processes open one version-4 file at the same moment: all open it, and it comes out migrated and compacted', async () => {
+    const file = path.join(folder, 'version-4.db');
+    const states = await writeVersion4Story(file, 'shared', 20);
+    const before = statSync(file).size;
+    const workers = Array.from({ length: 3 }, () => startWorker([file, 'shared'], openWorker));
+    for (const { next } of workers) expect(JSON.parse(await next())).toBe('ready');
+    for (const { child } of workers) child.stdin!.write('go\n');
+    const reports = await Promise.all(workers.map(async ({ next }) => JSON.parse(await next())));
+    await Promise.all(workers.map(({ exited }) => exited));
+    expect(reports).toEqual(workers.map(() => ({ version: states.length - 1 })));
+    const after = statSync(file).size;
+    expect(after, `version 4: ${before} bytes, after the opens: ${after} bytes`).toBeLessThan(before / 2);
+    const database = openSqliteDatabase({ path: file });
+    expect(database.schemaVersion).toBe(SQLITE_SCHEMA_VERSION);
+    expect(database.integrityCheck()).toEqual(['ok']);
+    const store = createSqliteStateStore({ database });
+    for (const expected of states) expect(await store.getStateAt('shared', expected.version)).toEqual(expected);
+    database.close();
+  }, 60_000);
 });

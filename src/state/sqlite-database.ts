@@ -53,6 +53,9 @@ const SQLITE_HEADER = Buffer.from('SQLite format 3\u0000', 'latin1');
  * square of the episodes (about 7 MB of a 13 MB file at 200 episodes, 170 MB at 1,000); compressed they take about a
  * seventh. The table is rebuilt, each row compressed by `storyloom_gzip` (registered by `migrate`). (These notes sit
  * here rather than beside the entries: comments inside the array are shipped in the bundle.)
+ *
+ * A migration that leaves more than a quarter of the file's pages free (version 5 does, dropping the plain snapshots)
+ * is followed by one VACUUM, outside its transaction (VACUUM cannot run inside one): see `compactAfterMigration`.
  */
 const MIGRATIONS: ReadonlyArray<string> = [
   `
@@ -298,6 +301,15 @@ export function ensureVectorExtension(database: SqliteDatabase): void {
  * ```
  */
 export function openSqliteDatabase(options: SqliteDatabaseOptions): SqliteDatabase {
+  return openDatabase(options, false);
+}
+
+/**
+ * `openSqliteDatabase`, and for `restoreSqliteBackup` alone, `readsOlder`: a read-only open that accepts a file of an
+ * older schema version (version 1 and up) as it is, unmigrated, to be copied and then migrated in the copy. Such a
+ * handle must never reach an adapter, which expects the current tables.
+ */
+function openDatabase(options: SqliteDatabaseOptions, readsOlder: boolean): SqliteDatabase {
   if (typeof options !== 'object' || options === null || typeof options.path !== 'string' || options.path === '') {
     throw new ValidationError('openSqliteDatabase needs { path }: a file path, or ":memory:"', {
       problems: [{ path: 'options.path', message: 'must be a non-empty string' }],
@@ -343,7 +355,7 @@ export function openSqliteDatabase(options: SqliteDatabaseOptions): SqliteDataba
         });
       }
     }
-    if (fileVersion < SQLITE_SCHEMA_VERSION && readonly) {
+    if (fileVersion < SQLITE_SCHEMA_VERSION && readonly && !(readsOlder && fileVersion > 0)) {
       throw new StorageError(
         `"${path}" has schema version ${fileVersion} and needs migrating to ${SQLITE_SCHEMA_VERSION}, which a read-only open cannot do`,
         { reason: 'readOnly', path },
@@ -354,7 +366,9 @@ export function openSqliteDatabase(options: SqliteDatabaseOptions): SqliteDataba
       native.pragma('synchronous = FULL');
     }
     native.pragma('foreign_keys = ON');
-    if (fileVersion < SQLITE_SCHEMA_VERSION) migrate(native, path);
+    if (fileVersion < SQLITE_SCHEMA_VERSION && !readonly && migrate(native, path) && !inMemory) {
+      compactAfterMigration(native);
+    }
   } catch (error) {
     native.close();
     if (SchemaVersionError.isInstance(error) || StorageError.isInstance(error)) throw error;
@@ -394,7 +408,9 @@ export function openSqliteDatabase(options: SqliteDatabaseOptions): SqliteDataba
 /**
  * Restores a backup made with `backup()`: checks that `fromPath` is a sound storyloom file this version can read,
  * then copies it to `toPath` with SQLite's backup API (never a plain file copy, which could tear a file in use).
- * `toPath` must not exist, so a restore never overwrites a story by mistake.
+ * `toPath` must not exist, so a restore never overwrites a story by mistake. A backup written by an older storyloom
+ * is read as it is, never written, and the copy is migrated to the current schema version; one written by a newer
+ * storyloom is refused (`SchemaVersionError`), and so is a damaged one (`StorageError`, `corrupt`).
  *
  * @example
  * ```ts
@@ -410,7 +426,7 @@ export async function restoreSqliteBackup(fromPath: string, toPath: string): Pro
       path: toPath,
     });
   }
-  const source = openSqliteDatabase({ path: fromPath, readonly: true, checkOnOpen: false });
+  const source = openDatabase({ path: fromPath, readonly: true, checkOnOpen: false }, true);
   try {
     const problems = source.integrityCheck();
     if (problems[0] !== 'ok') {
@@ -423,7 +439,7 @@ export async function restoreSqliteBackup(fromPath: string, toPath: string): Pro
   } finally {
     source.close();
   }
-  // Opening the copy puts it in WAL mode, like every file this module writes.
+  // Opening the copy puts it in WAL mode, like every file this module writes, and migrates it.
   openSqliteDatabase({ path: toPath, fileMustExist: true }).close();
 }
 
@@ -492,11 +508,12 @@ function readVersion(native: NativeDatabase, path: string): number {
   return version;
 }
 
-function migrate(native: NativeDatabase, path: string): void {
+/** Applies the missing migrations; true when this connection applied any (another process may have come first). */
+function migrate(native: NativeDatabase, path: string): boolean {
   native.function('storyloom_gzip', { deterministic: true }, (text) => gzipSync(String(text)));
   // IMMEDIATE: two processes opening a new file at once must not both run the migration; the second waits, then
   // sees the version the first wrote and has nothing left to do.
-  native
+  return native
     .transaction(() => {
       let version = native.pragma('user_version', { simple: true }) as number;
       if (version > SQLITE_SCHEMA_VERSION) {
@@ -505,11 +522,32 @@ function migrate(native: NativeDatabase, path: string): void {
           { fileVersion: version, supportedVersion: SQLITE_SCHEMA_VERSION, path },
         );
       }
+      const migrated = version < SQLITE_SCHEMA_VERSION;
       for (; version < SQLITE_SCHEMA_VERSION; version++) native.exec(MIGRATIONS[version]!);
       native.pragma(`application_id = ${APPLICATION_ID}`);
       native.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
+      return migrated;
     })
     .immediate();
+}
+
+/**
+ * Compacts the file once after a migration that left more than a quarter of its pages free (version 5 frees the
+ * plain snapshots, most of a long story's file), so the upgrade does not leave the file larger than it was. Best
+ * effort: VACUUM needs the write lock, and when another process holds it past the busy timeout VACUUM fails
+ * (SQLITE_BUSY) and changes nothing; the file stays migrated and whole, and later writes reuse the free pages. The
+ * checkpoint moves the rewritten pages out of the WAL and truncates it, so the disk space comes back now rather than
+ * when the last connection closes (it waits for other processes' reads, at most the busy timeout, and never fails).
+ */
+function compactAfterMigration(native: NativeDatabase): void {
+  try {
+    const free = native.pragma('freelist_count', { simple: true }) as number;
+    if (free * 4 <= (native.pragma('page_count', { simple: true }) as number)) return;
+    native.exec('VACUUM');
+    native.pragma('wal_checkpoint(TRUNCATE)');
+  } catch {
+    // Not compacted this time; see above.
+  }
 }
 
 function runIntegrityCheck(native: NativeDatabase, pragma: 'quick_check' | 'integrity_check'): string[] {

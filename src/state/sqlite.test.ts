@@ -1,10 +1,19 @@
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { afterAll, describe, expect, it } from 'vitest';
-import { SNAPSHOTS_BEFORE_VERSION_5 } from '../../test/fixtures/sqlite-versions.js';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { largeStoryState, rewriteAsVersion4, writeVersion4Story } from '../../test/fixtures/sqlite-versions.js';
 import { createSqliteKeywordIndex } from '../context/sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from '../context/sqlite-vector-index.js';
 import { SchemaVersionError, StorageError, ValidationError } from '../core/errors.js';
@@ -116,6 +125,49 @@ describe('createSqliteStateStore: files', () => {
     );
   });
 
+  it('restores a backup from an older schema version: the backup stays byte for byte, the copy is migrated', async () => {
+    const store = await populatedStore(freshPath());
+    const backup = freshPath('version-4-backup');
+    await store.backup(backup);
+    const expected = await exportLines(store, 'saga');
+    const states = await Promise.all([0, 1, 2, 3].map((version) => store.getStateAt('saga', version)));
+    await store.close();
+    rewriteAsVersion4(backup);
+    const bytes = readFileSync(backup);
+
+    const restoredPath = freshPath('restored');
+    await restoreSqliteBackup(backup, restoredPath);
+    expect(readFileSync(backup).equals(bytes), 'the backup is unchanged').toBe(true);
+    const restored = createSqliteStateStore({ path: restoredPath, fileMustExist: true });
+    expect(nativeOf(restored.database).pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    expect(await exportLines(restored, 'saga')).toEqual(expected);
+    for (const state of states) expect(await restored.getStateAt('saga', state!.version)).toEqual(state);
+    await restored.close();
+
+    // Still refused, creating nothing: a backup from a newer storyloom, an older one that is damaged, and a file that
+    // is no database.
+    const newer = freshPath('newer-backup');
+    copyFileSync(restoredPath, newer);
+    const native = new Database(newer);
+    native.pragma(`user_version = ${SQLITE_SCHEMA_VERSION + 1}`);
+    native.close();
+    const damaged = freshPath('damaged-backup');
+    copyFileSync(backup, damaged);
+    truncateSync(damaged, Math.floor(bytes.length / 2));
+    const text = freshPath('text-backup');
+    writeFileSync(text, 'Chapter one.\n'.repeat(100));
+    const refusals: Array<[string, (error: unknown) => boolean]> = [
+      [newer, SchemaVersionError.isInstance],
+      [damaged, (error) => StorageError.isInstance(error) && error.reason === 'corrupt'],
+      [text, (error) => StorageError.isInstance(error) && error.reason === 'notADatabase'],
+    ];
+    for (const [from, check] of refusals) {
+      const to = freshPath('not-restored');
+      await expect(restoreSqliteBackup(from, to), from).rejects.toSatisfy(check);
+      expect(existsSync(to), to).toBe(false);
+    }
+  });
+
   it('one file holds a whole story: state, scenes, influences, vectors and keywords', async () => {
     const file = freshPath('whole');
     const database = openSqliteDatabase({ path: file });
@@ -164,20 +216,6 @@ describe('createSqliteStateStore: files', () => {
 });
 
 describe('createSqliteStateStore: snapshots', () => {
-  /** A state whose JSON is large and repetitive, like a long story's (a big cast with relationships and knowledge). */
-  const bigState = (storyId: string) => {
-    const state = makeStoryState(storyId);
-    const base = Object.values(state.characters)[0]!;
-    for (let i = 0; i < 40; i++) {
-      state.characters[`extra-${i}`] = {
-        ...base,
-        id: `extra-${i}`,
-        name: `Extra Keeper ${i}`,
-        knowledge: Array.from({ length: 20 }, (_, j) => `The keeper ${i} knows fact ${j} about the drifting island.`),
-      };
-    }
-    return state;
-  };
   const rawSnapshots = (file: string) => {
     const native = new Database(file, { readonly: true });
     try {
@@ -193,7 +231,7 @@ describe('createSqliteStateStore: snapshots', () => {
   it('keeps every snapshot gzip-compressed, a fraction of its JSON, and reads it back whole', async () => {
     const file = freshPath('compressed');
     const store = createSqliteStateStore({ path: file });
-    let state = await store.create(bigState('saga'));
+    let state = await store.create(largeStoryState('saga'));
     const states = [state];
     for (let i = 0; i < 3; i++) {
       const scene = makeNextScene(state);
@@ -225,17 +263,7 @@ describe('createSqliteStateStore: snapshots', () => {
     const states = (await Promise.all(versions.map((v) => store.getStateAt('saga', v)))).filter((s) => s !== null);
     expect(states).toHaveLength(4);
     await store.close();
-    // What version 4 wrote: each snapshot as plain JSON text.
-    const old = new Database(file);
-    const rows = old.prepare('SELECT story_id, version, state_gzip FROM snapshots').all() as Array<{
-      story_id: string;
-      version: number;
-      state_gzip: Buffer;
-    }>;
-    old.exec(`${SNAPSHOTS_BEFORE_VERSION_5} PRAGMA user_version = 4;`);
-    const insert = old.prepare('INSERT INTO snapshots (story_id, version, state) VALUES (?, ?, ?)');
-    for (const row of rows) insert.run(row.story_id, row.version, gunzipSync(row.state_gzip).toString('utf8'));
-    old.close();
+    rewriteAsVersion4(file);
 
     const reopened = createSqliteStateStore({ path: file });
     expect(nativeOf(reopened.database).pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
@@ -247,6 +275,87 @@ describe('createSqliteStateStore: snapshots', () => {
     native.prepare("DELETE FROM stories WHERE story_id = 'saga'").run();
     expect(native.prepare('SELECT count(*) FROM snapshots').pluck().get()).toBe(0);
     await reopened.close();
+  });
+
+  /**
+   * The outcome of each VACUUM run on any connection while `run` runs: 'done', or the error's code. `before` runs
+   * before each VACUUM and returns what to do after it.
+   */
+  const vacuumsDuring = async (run: () => unknown, before?: () => () => void) => {
+    const exec = Database.prototype.exec;
+    const outcomes: string[] = [];
+    const spy = vi.spyOn(Database.prototype, 'exec').mockImplementation(function (this: Database.Database, sql) {
+      if (sql !== 'VACUUM') return exec.call(this, sql);
+      const after = before?.();
+      try {
+        const result = exec.call(this, sql);
+        outcomes.push('done');
+        return result;
+      } catch (error) {
+        outcomes.push(String((error as { code?: string }).code));
+        throw error;
+      } finally {
+        after?.();
+      }
+    });
+    try {
+      await run();
+    } finally {
+      spy.mockRestore();
+    }
+    return outcomes;
+  };
+
+  it('migrating a version-4 file compacts it once: it comes out smaller than it went in, nothing lost', async () => {
+    const file = freshPath('compacted');
+    const states = await writeVersion4Story(file, 'saga', 20);
+    const before = statSync(file).size;
+    const vacuums = await vacuumsDuring(async () => {
+      const store = createSqliteStateStore({ path: file });
+      expect(nativeOf(store.database).pragma('freelist_count', { simple: true })).toBe(0);
+      for (const expected of states) expect(await store.getStateAt('saga', expected.version)).toEqual(expected);
+      expect(store.database.integrityCheck()).toEqual(['ok']);
+      await store.close();
+    });
+    expect(vacuums).toEqual(['done']);
+    const after = statSync(file).size;
+    expect(after, `version 4: ${before} bytes, migrated: ${after} bytes`).toBeLessThan(before / 2);
+    // A file that needs no migration, and a new one, open without a VACUUM.
+    const reopens = await vacuumsDuring(() => {
+      openSqliteDatabase({ path: file }).close();
+      openSqliteDatabase({ path: freshPath('new') }).close();
+    });
+    expect(reopens).toEqual([]);
+  });
+
+  it('a compaction that fails (another connection holds the write lock) leaves the file opened, migrated and whole', async () => {
+    const file = freshPath('not-compacted');
+    const states = await writeVersion4Story(file, 'saga', 10);
+    let database: ReturnType<typeof openSqliteDatabase> | undefined;
+    const vacuums = await vacuumsDuring(
+      () => {
+        database = openSqliteDatabase({ path: file, busyTimeoutMs: 50 });
+      },
+      () => {
+        const other = new Database(file);
+        other.exec('BEGIN IMMEDIATE');
+        return () => {
+          other.exec('ROLLBACK');
+          other.close();
+        };
+      },
+    );
+    expect(vacuums).toEqual(['SQLITE_BUSY']);
+    const native = nativeOf(database!);
+    expect(native.pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    // Not compacted: the old snapshots' pages are still free, for later writes to reuse.
+    expect(native.pragma('freelist_count', { simple: true })).toBeGreaterThan(0);
+    const store = createSqliteStateStore({ database: database! });
+    for (const expected of states) expect(await store.getStateAt('saga', expected.version)).toEqual(expected);
+    expect(database!.integrityCheck()).toEqual(['ok']);
+    database!.close();
+    // The next open finds nothing to migrate, so it does not try again.
+    expect(await vacuumsDuring(() => openSqliteDatabase({ path: file }).close())).toEqual([]);
   });
 
   it('a damaged compressed snapshot is a StorageError (corrupt), not a crash', async () => {
