@@ -82,11 +82,14 @@ export * from './publishing/publisher.js';
 export {
   BaseStateStore,
   type BaseStateStoreOptions,
+  type BundledSnapshot,
+  bundleSnapshot,
   EXPORT_FORMAT,
   EXPORT_FORMAT_VERSION,
   type PreparedCommit,
   type SceneQuery,
   type StoryBundle,
+  unbundleSnapshot,
 } from './state/base-store.js';
 export { createMemoryStateStore, type MemoryStateStoreOptions } from './state/memory.js';
 export * from './state/reducer.js';

@@ -830,14 +830,11 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     const items: Item[] = [];
     let bytes = 0;
     // The current state is the snapshot of its version: the state record wins over a snapshot of that version.
-    const snapshots = new Map(bundle.snapshots.map((snapshot) => [snapshot.version, snapshot]));
-    snapshots.set(bundle.state.version, bundle.state);
-    for (const snapshot of snapshots.values()) {
-      const body = await this.encodeBody(storyId, snapshotKey(snapshot.version), snapshot);
-      items.push(
-        { pk, sk: snapshotKey(snapshot.version), version: snapshot.version, ...body.attributes },
-        ...body.parts,
-      );
+    const snapshots = new Map(bundle.snapshots.map((snapshot) => [snapshot.version, snapshot.gzip]));
+    snapshots.set(bundle.state.version, gzipSync(JSON.stringify(bundle.state)));
+    for (const [version, compressed] of snapshots) {
+      const body = await this.encodeBody(storyId, snapshotKey(version), undefined, compressed);
+      items.push({ pk, sk: snapshotKey(version), version, ...body.attributes }, ...body.parts);
       bytes += body.bytes + 200;
     }
     for (const scene of bundle.scenes) {
@@ -856,9 +853,12 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   // ---- bodies -----------------------------------------------------------------------------------------------------
 
-  /** Compresses `value`; keeps it inline when small, else in the content store, else split into `PART#` items. */
-  private async encodeBody(storyId: string, sk: string, value: unknown): Promise<EncodedBody> {
-    const bytes = gzipSync(JSON.stringify(value));
+  /**
+   * Compresses `value` (or takes it `compressed` already); keeps it inline when small, else in the content store,
+   * else split into `PART#` items.
+   */
+  private async encodeBody(storyId: string, sk: string, value: unknown, compressed?: Uint8Array): Promise<EncodedBody> {
+    const bytes = compressed ?? gzipSync(JSON.stringify(value));
     if (bytes.length <= this.bodyLimit) return { attributes: { body: bytes }, parts: [], bytes: bytes.length };
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const { contentStore } = this.options;

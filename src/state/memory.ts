@@ -12,6 +12,7 @@ import {
   type SceneQuery,
   type StoryBundle,
   staleVersion,
+  unbundleSnapshot,
 } from './base-store.js';
 import type { Scene, StoryState, UserInfluence } from './schema.js';
 import type {
@@ -66,7 +67,7 @@ class MemoryStateStore extends BaseStateStore {
     const scenes = bundle.scenes.map(copy);
     this.stories.set(storyId, {
       state: copy(bundle.state),
-      snapshots: new Map(bundle.snapshots.map((snapshot) => [snapshot.version, copy(snapshot)])),
+      snapshots: new Map(bundle.snapshots.map((snapshot) => [snapshot.version, unbundleSnapshot(snapshot)])),
       scenes,
       sceneIds: new Map(scenes.map((scene) => [scene.id, scene.index])),
       chapters: chaptersOf(scenes),

@@ -143,8 +143,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     this.write(() => {
       if (s.readState.get(storyId)) throw new ConflictError(`Story "${storyId}" already exists`);
       s.insertStory.run(storyId, bundle.state.version, JSON.stringify(bundle.state));
-      for (const snapshot of bundle.snapshots)
-        s.insertSnapshot.run(storyId, snapshot.version, gzipSync(JSON.stringify(snapshot)));
+      for (const snapshot of bundle.snapshots) s.insertSnapshot.run(storyId, snapshot.version, snapshot.gzip);
       for (const scene of bundle.scenes) {
         s.insertScene.run(storyId, scene.id, scene.index, scene.chapterId, JSON.stringify(scene));
       }
