@@ -3,7 +3,7 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -121,10 +121,23 @@ describe('storyloom export and import files', () => {
       expect(imported.stderr, file).toMatch(/damaged or truncated gzip/);
       expect(imported.stderr, file).not.toContain('unexpected failure');
       expect(imported.code, file).toBe(1);
-      // Nothing of it was imported.
-      const status = await storyloom(cwd, ['status', '--data', `into-${file}`, '--json']);
-      expect(status.code, file).not.toBe(0);
+      // Nothing of it was imported, and the project the command began is gone.
+      expect(existsSync(path.join(cwd, `into-${file}`)), file).toBe(false);
     }
+    // A sound gzip whose export has no end (refused once the project is open) leaves no project either; a folder
+    // that was there before stays as it was.
+    const lines = gunzipSync(whole).toString('utf8').trim().split('\n');
+    writeFileSync(path.join(cwd, 'half.jsonl.gz'), gzipSync(`${lines.slice(0, -1).join('\n')}\n`));
+    mkdirSync(path.join(cwd, 'kept'));
+    writeFileSync(path.join(cwd, 'kept', 'notes.txt'), 'mine\n');
+    for (const folder of ['new-folder', 'kept']) {
+      const imported = await storyloom(cwd, ['import', 'half.jsonl.gz', '--data', folder]);
+      expect(imported.stderr, folder).toContain('truncated');
+      expect(imported.code, folder).toBe(1);
+    }
+    expect(existsSync(path.join(cwd, 'new-folder'))).toBe(false);
+    expect(readdirSync(path.join(cwd, 'kept'))).toEqual(['notes.txt']);
+    expect((await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'kept'])).code).toBe(0);
     expect((await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'into-cut.gz'])).code).toBe(0);
     const folder = await storyloom(cwd, ['import', 'into-cut.gz', '--data', 'elsewhere']);
     expect(folder.stderr).toBe('storyloom: into-cut.gz is a folder: name an export file\n');

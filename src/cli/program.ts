@@ -14,6 +14,7 @@ import {
   createWriteStream,
   existsSync,
   openSync,
+  readdirSync,
   readFileSync,
   readSync,
   renameSync,
@@ -32,7 +33,14 @@ import { StoryloomError, ValidationError } from '../core/errors.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
 import { IdSchema, StoryBibleSchema, StoryStateSchema, type UserInfluenceInput } from '../state/schema.js';
-import { CommandError, type GeneratorChoice, type OpenProject, openProject, projectPaths } from './project.js';
+import {
+  CommandError,
+  type GeneratorChoice,
+  type OpenProject,
+  openProject,
+  type ProjectPaths,
+  projectPaths,
+} from './project.js';
 
 /** Where the command writes, and what it reads from its environment; injectable for tests. */
 export interface CommandIo {
@@ -559,15 +567,20 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           // Not JSON: refused below like JSON that is not an export.
         }
         if (typeof storyId !== 'string' || storyId === '') throw new CommandError(`${file} is not a storyloom export`);
+        const folderExisted = existsSync(paths.root);
         const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
+        let imported = false;
         try {
           const result = await project.store.importStory(lines());
+          imported = true;
           await project.context.reindex(result.storyId);
           await project.publishAll(result.storyId);
           await recordStepsDone(project, result.storyId, 'import');
           print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
         } finally {
           project.close();
+          // A refused file leaves no project behind: the same command can be run again with a sound one.
+          if (!imported) removeNewProject(paths, folderExisted);
         }
         return;
       }
@@ -658,6 +671,14 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
       `there is no story "${storyId}" in ${project.paths.root}: check --story, or run "storyloom status"`,
     );
   }
+}
+
+/** Removes what opening a new project created (its file, its database), and its folder when this made it. */
+function removeNewProject(paths: ProjectPaths, folderExisted: boolean): void {
+  for (const file of [paths.config, paths.database, `${paths.database}-wal`, `${paths.database}-shm`]) {
+    rmSync(file, { force: true });
+  }
+  if (!folderExisted && readdirSync(paths.root).length === 0) rmSync(paths.root, { recursive: true });
 }
 
 async function firstLine(file: string, name = file): Promise<string> {
