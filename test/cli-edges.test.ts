@@ -137,6 +137,15 @@ describe('storyloom export and import files', () => {
     }
     expect(existsSync(path.join(cwd, 'new-folder'))).toBe(false);
     expect(readdirSync(path.join(cwd, 'kept'))).toEqual(['notes.txt']);
+    // A database left without its project file (stories in it) is never removed.
+    const orphan = path.join(cwd, 'orphan');
+    mkdirSync(orphan);
+    writeFileSync(path.join(orphan, 'story.db'), readFileSync(path.join(data, 'story.db')));
+    expect((await storyloom(cwd, ['import', 'half.jsonl.gz', '--data', 'orphan'])).code).toBe(1);
+    expect(readFileSync(path.join(orphan, 'story.db')).length).toBeGreaterThan(0);
+    expect(readdirSync(orphan).filter((name) => name !== 'story.db-wal' && name !== 'story.db-shm')).toEqual([
+      'story.db',
+    ]);
     expect((await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'kept'])).code).toBe(0);
     expect((await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'into-cut.gz'])).code).toBe(0);
     const folder = await storyloom(cwd, ['import', 'into-cut.gz', '--data', 'elsewhere']);

@@ -567,7 +567,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           // Not JSON: refused below like JSON that is not an export.
         }
         if (typeof storyId !== 'string' || storyId === '') throw new CommandError(`${file} is not a storyloom export`);
-        const folderExisted = existsSync(paths.root);
+        const existed = { folder: existsSync(paths.root), database: existsSync(paths.database) };
         const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
         let imported = false;
         try {
@@ -580,7 +580,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         } finally {
           project.close();
           // A refused file leaves no project behind: the same command can be run again with a sound one.
-          if (!imported) removeNewProject(paths, folderExisted);
+          if (!imported) removeNewProject(paths, existed);
         }
         return;
       }
@@ -673,12 +673,17 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
   }
 }
 
-/** Removes what opening a new project created (its file, its database), and its folder when this made it. */
-function removeNewProject(paths: ProjectPaths, folderExisted: boolean): void {
-  for (const file of [paths.config, paths.database, `${paths.database}-wal`, `${paths.database}-shm`]) {
-    rmSync(file, { force: true });
+/**
+ * Removes what opening a new project created: its file, its database unless one was there before (a project file
+ * lost beside its stories' database), and its folder when this made it and nothing else is in it.
+ */
+function removeNewProject(paths: ProjectPaths, existed: { folder: boolean; database: boolean }): void {
+  rmSync(paths.config, { force: true });
+  if (!existed.database) {
+    for (const file of [paths.database, `${paths.database}-wal`, `${paths.database}-shm`])
+      rmSync(file, { force: true });
   }
-  if (!folderExisted && readdirSync(paths.root).length === 0) rmSync(paths.root, { recursive: true });
+  if (!existed.folder && readdirSync(paths.root).length === 0) rmSync(paths.root, { recursive: true });
 }
 
 async function firstLine(file: string, name = file): Promise<string> {
