@@ -16,7 +16,7 @@ import {
   openSqliteDatabase,
   type SqliteDatabase,
   type SqliteDatabaseOptions,
-  toStorageError,
+  statementError,
 } from '../state/sqlite-database.js';
 import {
   checkDeletion,
@@ -221,7 +221,7 @@ export function createSqliteKeywordIndex(options: SqliteKeywordIndexOptions): Ke
     try {
       return body();
     } catch (error) {
-      throw toStorageError(error, database.path, `SQLite keyword index ${operation} failed`);
+      throw statementError(database, error, `SQLite keyword index ${operation} failed`);
     }
   };
 

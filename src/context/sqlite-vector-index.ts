@@ -19,6 +19,7 @@ import {
   openSqliteDatabase,
   type SqliteDatabase,
   type SqliteDatabaseOptions,
+  statementError,
   toStorageError,
 } from '../state/sqlite-database.js';
 import { validateFilter } from './filter.js';
@@ -250,7 +251,7 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
     try {
       return body();
     } catch (error) {
-      throw toStorageError(error, database.path, `SQLite vector index ${operation} failed`);
+      throw statementError(database, error, `SQLite vector index ${operation} failed`);
     }
   };
 

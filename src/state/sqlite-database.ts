@@ -572,6 +572,29 @@ const FAILURES: Readonly<Record<string, StorageFailure>> = {
   ENOTDIR: 'cannotOpen',
 };
 
+/**
+ * `toStorageError` for a statement on an open database, and a `SchemaVersionError` when it failed because a newer
+ * storyloom migrated the file while this connection had it open (its tables are no longer the ones this version
+ * knows: "no such table", "no such column"), so the process is told to upgrade rather than that storage failed.
+ */
+export function statementError(database: SqliteDatabase, error: unknown, context: string): Error {
+  if ((error as { code?: unknown } | null)?.code === 'SQLITE_ERROR' && !database.closed) {
+    let fileVersion = 0;
+    try {
+      fileVersion = nativeOf(database).pragma('user_version', { simple: true }) as number;
+    } catch {
+      // Unreadable: reported as the statement's own failure below.
+    }
+    if (fileVersion > SQLITE_SCHEMA_VERSION) {
+      return new SchemaVersionError(
+        `"${database.path}" was upgraded to schema version ${fileVersion} by a newer storyloom while this process had it open (this version reads up to ${SQLITE_SCHEMA_VERSION}); restart the process with the newer storyloom`,
+        { fileVersion, supportedVersion: SQLITE_SCHEMA_VERSION, path: database.path, cause: error },
+      );
+    }
+  }
+  return toStorageError(error, database.path, context);
+}
+
 /** Maps a better-sqlite3 or file-system error to a `StorageError`, or returns the error when it is neither. */
 export function toStorageError(error: unknown, path: string, context: string): Error {
   if (StorageError.isInstance(error) || SchemaVersionError.isInstance(error)) return error;

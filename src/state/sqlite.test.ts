@@ -374,6 +374,47 @@ describe('createSqliteStateStore: snapshots', () => {
   });
 });
 
+describe('a file upgraded by a newer storyloom while open', () => {
+  it('fails the next statement that meets the new tables with SchemaVersionError, in the store and both indexes', async () => {
+    const file = freshPath('upgraded-while-open');
+    const store = await populatedStore(file);
+    const vectors = createSqliteVectorIndex({ database: store.database, dimensions: 4, mirror: false });
+    const keywords = createSqliteKeywordIndex({ database: store.database, mirror: false });
+    const metadata = { storyId: 'saga', type: 'scene', timestamp: 0, sourceId: 'a', text: 'the lamp' } as const;
+    await vectors.upsert('saga', [{ id: 'a', values: new Float32Array([1, 0, 0, 0]), metadata }]);
+    await keywords.upsert('saga', [{ id: 'a', text: 'the lamp', metadata }]);
+    // What a newer version's migration might do, from another process.
+    const newer = new Database(file);
+    newer.exec(`
+      ALTER TABLE snapshots RENAME TO snapshots_next;
+      ALTER TABLE vectors RENAME TO vectors_next;
+      ALTER TABLE keyword_documents RENAME TO keyword_documents_next;
+      PRAGMA user_version = ${SQLITE_SCHEMA_VERSION + 1};`);
+    newer.close();
+    const upgraded = (error: unknown) =>
+      SchemaVersionError.isInstance(error) &&
+      error.fileVersion === SQLITE_SCHEMA_VERSION + 1 &&
+      error.message.includes('restart the process with the newer storyloom');
+    await expect(store.getStateAt('saga', 1)).rejects.toSatisfy(upgraded);
+    await expect(vectors.query('saga', { vector: new Float32Array([1, 0, 0, 0]), topK: 1 })).rejects.toSatisfy(
+      upgraded,
+    );
+    await expect(keywords.query('saga', { text: 'lamp', topK: 1 })).rejects.toSatisfy(upgraded);
+    await store.close();
+  });
+
+  it('a statement that fails for another reason is still a StorageError', async () => {
+    const file = freshPath('broken-while-open');
+    const store = await populatedStore(file);
+    const other = new Database(file);
+    other.exec('ALTER TABLE snapshots RENAME TO snapshots_gone;');
+    other.close();
+    const error = await store.getStateAt('saga', 1).catch((e: unknown) => e);
+    expect(StorageError.isInstance(error), String(error)).toBe(true);
+    await store.close();
+  });
+});
+
 describe('createSqliteStateStore: refused files are never written', () => {
   const refuse = (file: string, check: (error: unknown) => boolean) => {
     const before = readFileSync(file);

@@ -22,7 +22,7 @@ import {
   openSqliteDatabase,
   type SqliteDatabase,
   type SqliteDatabaseOptions,
-  toStorageError,
+  statementError,
 } from './sqlite-database.js';
 import type {
   CommitResult,
@@ -306,7 +306,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     try {
       return body();
     } catch (error) {
-      throw toStorageError(error, this.database.path, 'SQLite read failed');
+      throw statementError(this.database, error, 'SQLite read failed');
     }
   }
 
@@ -316,7 +316,7 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     try {
       return this.db.transaction(body).immediate();
     } catch (error) {
-      throw toStorageError(error, this.database.path, 'SQLite write failed');
+      throw statementError(this.database, error, 'SQLite write failed');
     }
   }
 }
