@@ -144,6 +144,22 @@ describe('engine: a step that never answers', () => {
       createStoryEngine({ store, generator: createScriptedGenerator(), stepTimeoutMs: Number.POSITIVE_INFINITY }),
     ).not.toThrow();
   });
+
+  it('refuses an imageSkipReason the publication log could not hold, before any episode', async () => {
+    const { store } = await newWorldStore();
+    for (const imageSkipReason of ['', '  ', 'x'.repeat(1_001), null, 7] as unknown as string[]) {
+      expect(() => createStoryEngine({ store, generator: createScriptedGenerator(), imageSkipReason })).toThrow(
+        ValidationError,
+      );
+    }
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      imageSkipReason: 'x'.repeat(1_000),
+    });
+    expect(engine.steps).toContain('image');
+    expect((await engine.runEpisode(STORY_ID)).complete).toBe(true);
+  });
 });
 
 /**

@@ -298,6 +298,13 @@ class Engine implements StoryEngine {
     if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout <= 0) {
       problems.push({ path: 'stepTimeoutMs', message: 'must be a positive number of milliseconds (or Infinity)' });
     }
+    const skipReason = options.imageSkipReason;
+    if (
+      skipReason !== undefined &&
+      (typeof skipReason !== 'string' || skipReason.trim() === '' || skipReason.length > MAX_ERROR_TEXT)
+    ) {
+      problems.push({ path: 'imageSkipReason', message: `must be a text of 1 to ${MAX_ERROR_TEXT} characters` });
+    }
     if (problems.length > 0) {
       throw new ValidationError(`Invalid story engine options: ${problems[0]!.path} ${problems[0]!.message}`, {
         problems,

@@ -54,7 +54,8 @@ export interface BundledSnapshot {
  * ```
  */
 export function bundleSnapshot(state: StoryState): BundledSnapshot {
-  return { version: state.version, gzip: gzipSync(JSON.stringify(state)) };
+  // Copied: zlib hands back a view of its 16 KB output buffer, which a small snapshot would keep whole.
+  return { version: state.version, gzip: Buffer.from(gzipSync(JSON.stringify(state))) };
 }
 
 /**
