@@ -14,7 +14,6 @@ import {
   createWriteStream,
   existsSync,
   openSync,
-  readdirSync,
   readFileSync,
   readSync,
   renameSync,
@@ -32,15 +31,9 @@ import { isoNow, systemClock } from '../core/clock.js';
 import { StoryloomError, ValidationError } from '../core/errors.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
+import { EXPORT_FORMAT } from '../state/base-store.js';
 import { IdSchema, StoryBibleSchema, StoryStateSchema, type UserInfluenceInput } from '../state/schema.js';
-import {
-  CommandError,
-  type GeneratorChoice,
-  type OpenProject,
-  openProject,
-  type ProjectPaths,
-  projectPaths,
-} from './project.js';
+import { CommandError, type GeneratorChoice, type OpenProject, openProject, projectPaths } from './project.js';
 
 /** Where the command writes, and what it reads from its environment; injectable for tests. */
 export interface CommandIo {
@@ -559,28 +552,17 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       const lines = () => exportFileLines(source, file);
       await checkGzipFile(source, file);
       if (!existsSync(paths.config)) {
-        const first = await firstLine(source, file);
-        let storyId: unknown;
-        try {
-          storyId = (JSON.parse(first) as { storyId?: unknown } | null)?.storyId;
-        } catch {
-          // Not JSON: refused below like JSON that is not an export.
-        }
-        if (typeof storyId !== 'string' || storyId === '') throw new CommandError(`${file} is not a storyloom export`);
-        const existed = { folder: existsSync(paths.root), database: existsSync(paths.database) };
+        // Read whole before a project is made for it: a truncated or foreign file leaves nothing behind.
+        const storyId = await checkExportShape(source, file);
         const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
-        let imported = false;
         try {
           const result = await project.store.importStory(lines());
-          imported = true;
           await project.context.reindex(result.storyId);
           await project.publishAll(result.storyId);
           await recordStepsDone(project, result.storyId, 'import');
           print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
         } finally {
           project.close();
-          // A refused file leaves no project behind: the same command can be run again with a sound one.
-          if (!imported) removeNewProject(paths, existed);
         }
         return;
       }
@@ -674,27 +656,57 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
 }
 
 /**
- * Removes what opening a new project created: its file, its database unless one was there before (a project file
- * lost beside its stories' database), and its folder when this made it and nothing else is in it.
+ * Reads a whole export before a new project is made for it, so a truncated or foreign file leaves nothing behind:
+ * its header first, its end marker last, and the counts the marker gives. Returns the story id. The import then
+ * checks every record in full; a file that passes this and fails that (a record the schema refuses) leaves the new
+ * project without a story, and the same command can be run again there with a sound file.
  */
-function removeNewProject(paths: ProjectPaths, existed: { folder: boolean; database: boolean }): void {
-  rmSync(paths.config, { force: true });
-  if (!existed.database) {
-    for (const file of [paths.database, `${paths.database}-wal`, `${paths.database}-shm`])
-      rmSync(file, { force: true });
-  }
-  if (!existed.folder && readdirSync(paths.root).length === 0) rmSync(paths.root, { recursive: true });
-}
-
-async function firstLine(file: string, name = file): Promise<string> {
-  const reader = exportFileLines(file, name);
-  for await (const line of reader) {
-    if (line.trim()) {
-      reader.close();
-      return line;
+async function checkExportShape(file: string, name: string): Promise<string> {
+  const kinds: Record<string, string> = {
+    snapshot: 'snapshots',
+    scene: 'scenes',
+    influence: 'influences',
+    publication: 'publications',
+  };
+  const counts: Record<string, number> = { snapshots: 0, scenes: 0, influences: 0, publications: 0 };
+  let storyId: string | undefined;
+  let end: Record<string, unknown> | undefined;
+  for await (const raw of exportFileLines(file, name)) {
+    const text = raw.trim();
+    if (text === '') continue;
+    let record: { kind?: unknown; storyId?: unknown; counts?: unknown } | null = null;
+    try {
+      record = JSON.parse(text);
+    } catch {
+      // Refused below.
+    }
+    if (storyId === undefined) {
+      if (record?.kind !== EXPORT_FORMAT || typeof record.storyId !== 'string' || record.storyId === '') {
+        throw new CommandError(`${name} is not a storyloom export`);
+      }
+      storyId = record.storyId;
+    } else if (end !== undefined || record === null) {
+      throw new CommandError(`${name} is damaged: ${record === null ? 'a line is not JSON' : 'data after its end'}`);
+    } else if (record.kind === 'end') {
+      end = (typeof record.counts === 'object' && record.counts !== null ? record.counts : {}) as Record<
+        string,
+        unknown
+      >;
+    } else {
+      const kind = kinds[String(record.kind)];
+      if (kind !== undefined) counts[kind]!++;
     }
   }
-  throw new CommandError(`${name} is empty`);
+  if (storyId === undefined) throw new CommandError(`${name} is empty`);
+  if (end === undefined) throw new CommandError(`${name} is truncated: its end marker is missing`);
+  for (const [kind, count] of Object.entries(counts)) {
+    if (end[kind] !== count) {
+      throw new CommandError(
+        `${name} is damaged: its end marker counts ${String(end[kind])} ${kind}, it holds ${count}`,
+      );
+    }
+  }
+  return storyId;
 }
 
 /**
