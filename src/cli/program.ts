@@ -170,7 +170,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         .default('procedural'),
     )
     .option('-m, --model <id>', 'the model id for --generator anthropic|bedrock')
-    .option('--no-images', 'publish the scenes this run writes without a picture (later runs do not draw one)')
+    .option(
+      '--no-images',
+      'publish without a picture the scenes this run writes or finishes (later runs do not draw one)',
+    )
     .option('--seed <number>', 'seed of the offline narrator', nonNegativeInteger('--seed'), 1)
     .action(
       async (options: {
