@@ -101,6 +101,8 @@ const influenceKey = (influenceId: string) => `INF#${influenceId}`;
 const pendingKey = (influence: UserInfluence) => `PENDING#${influence.receivedAt}#${influence.id}`;
 const publicationKey = (sceneId: string, target: string) => `PUB#${sceneId}#${target}`;
 const partKey = (sk: string, part: number) => `PART#${sk}#${String(part).padStart(4, '0')}`;
+/** A body as the table keeps it: gzip-compressed JSON (a `BundledSnapshot`'s bytes already are). */
+const compress = (value: unknown): Uint8Array => gzipSync(JSON.stringify(value));
 
 /**
  * The table `createDynamoStateStore` expects, as the input of `CreateTableCommand`: key `pk`/`sk` (strings), one
@@ -370,7 +372,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     const { send, sdk } = await this.ready();
     const pk = storyKey(storyId);
     const sceneItem = await this.sceneItems(scene);
-    const snapshot = await this.encodeBody(storyId, snapshotKey(nextState.version), nextState);
+    const snapshot = await this.encodeBody(storyId, snapshotKey(nextState.version), compress(nextState));
     const table = this.tableName;
     const actions: Item[] = [
       {
@@ -474,7 +476,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   private async sceneItems(scene: Scene) {
     const pk = storyKey(scene.storyId);
     const sk = sceneKey(scene.index);
-    const body = await this.encodeBody(scene.storyId, sk, scene);
+    const body = await this.encodeBody(scene.storyId, sk, compress(scene));
     return {
       pointer: { pk, sk: sceneIdKey(scene.id), sceneIndex: scene.index, stateVersion: scene.stateVersion },
       scene: {
@@ -831,9 +833,9 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     let bytes = 0;
     // The current state is the snapshot of its version: the state record wins over a snapshot of that version.
     const snapshots = new Map(bundle.snapshots.map((snapshot) => [snapshot.version, snapshot.gzip]));
-    snapshots.set(bundle.state.version, gzipSync(JSON.stringify(bundle.state)));
+    snapshots.set(bundle.state.version, compress(bundle.state));
     for (const [version, compressed] of snapshots) {
-      const body = await this.encodeBody(storyId, snapshotKey(version), undefined, compressed);
+      const body = await this.encodeBody(storyId, snapshotKey(version), compressed);
       items.push({ pk, sk: snapshotKey(version), version, ...body.attributes }, ...body.parts);
       bytes += body.bytes + 200;
     }
@@ -853,12 +855,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   // ---- bodies -----------------------------------------------------------------------------------------------------
 
-  /**
-   * Compresses `value` (or takes it `compressed` already); keeps it inline when small, else in the content store,
-   * else split into `PART#` items.
-   */
-  private async encodeBody(storyId: string, sk: string, value: unknown, compressed?: Uint8Array): Promise<EncodedBody> {
-    const bytes = compressed ?? gzipSync(JSON.stringify(value));
+  /** Keeps a compressed body (`compress`) inline when small, else in the content store, else split into `PART#` items. */
+  private async encodeBody(storyId: string, sk: string, bytes: Uint8Array): Promise<EncodedBody> {
     if (bytes.length <= this.bodyLimit) return { attributes: { body: bytes }, parts: [], bytes: bytes.length };
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const { contentStore } = this.options;
