@@ -1,7 +1,8 @@
 /**
  * Vendor-neutral helpers that keep a story's pictures consistent from episode to episode: one prompt layout (the
  * story's style guide first, then the scene, then how each character on stage looks), one seed per scene, and the one
- * picture request and alt text of a scene that the engine and a site rebuilt from stored scenes both use.
+ * picture request of a scene that the engine and a site rebuilt from stored scenes both use (its alt text is
+ * `sceneAltText`, beside `EpisodeImage`).
  *
  * @module
  */

@@ -164,8 +164,7 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  *   resolving a thread with setups still unpaid is a `SETUPS_UNPAID` warning. Resolving also sets `lastAdvancedIn`.
  * - A character's sheet keeps at most `LIMITS.knowledge` (200) facts: when new ones would pass that, the oldest are
  *   dropped (`KNOWLEDGE_FORGOTTEN` warning; a fact the delta states again counts as new), so a story that runs for
- *   years never stalls on a full sheet. What was
- *   dropped is still told in the scenes, which retrieval finds.
+ *   years never stalls on a full sheet. What was dropped is still told in the scenes, which retrieval finds.
  * - `worldStateSet` is applied before `worldStateUnset`, so a key in both ends up absent. A `__proto__` key in
  *   `worldStateSet` (at any depth) or in `traits` / `traitChanges` is rejected (`UNSAFE_KEY`): zod would otherwise
  *   drop it silently. Keys that name other `Object.prototype` members (`constructor`, `toString`) are ordinary keys.
