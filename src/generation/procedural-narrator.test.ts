@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../core/errors.js';
 import { applyDelta } from '../state/reducer.js';
-import { type StoryState, UserInfluenceSchema } from '../state/schema.js';
+import { LIMITS, type StoryState, UserInfluenceSchema } from '../state/schema.js';
 import { fixtureTime, makeInfluence, makeStoryState } from '../testing/fixtures.js';
 import { createProceduralNarrator, sanitizeInfluenceText } from './procedural-narrator.js';
 import {
@@ -206,6 +206,34 @@ describe('createProceduralNarrator', () => {
     const arcs = Object.values(state.characters).map((character) => character.arcProgress);
     expect(Math.max(...arcs)).toBeGreaterThan(0.3);
     expect(Object.values(state.characters).every((character) => character.knowledge.length <= 200)).toBe(true);
+  });
+
+  it('keeps opening threads in a story whose thread list is full: resolved ones are archived to make room', async () => {
+    const base = makeStoryState('full-threads');
+    const filler = Array.from({ length: LIMITS.plotThreads - base.plotThreads.length }, (_, i) => ({
+      ...base.plotThreads[0]!,
+      id: `old-${i}`,
+      title: `An old affair ${i}`,
+      status: 'resolved' as const,
+      resolvedIn: base.plotThreads[0]!.openedIn,
+    }));
+    let state: StoryState = { ...base, plotThreads: [...filler, ...base.plotThreads] };
+    const narrator = createProceduralNarrator();
+    let opened = 0;
+    let archived = 0;
+    for (let index = 0; index < 40; index++) {
+      const { output, result } = await step(narrator, state);
+      expect(result.issues.filter((issue) => issue.severity === 'error')).toEqual([]);
+      if (!result.ok) break;
+      opened += output.delta.threadsOpened.length;
+      archived += result.issues.filter((issue) => issue.code === 'THREADS_ARCHIVED').length;
+      state = result.state;
+      expect(state.plotThreads.length).toBeLessThanOrEqual(LIMITS.plotThreads);
+    }
+    expect(state.sceneCount).toBe(40);
+    expect(opened).toBeGreaterThan(0);
+    expect(archived).toBeGreaterThan(0);
+    expect(state.plotThreads.some((thread) => thread.id === 'old-0')).toBe(false);
   });
 
   it('takes the winning influence into the story as the characters’ decision and rejects the others with reasons', async () => {

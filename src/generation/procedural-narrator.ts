@@ -820,7 +820,8 @@ function narrate(request: SceneRequest, options: NarrateOptions): { scene: Scene
   // The beat, by the pacing of the chapter, unless the audience's decision steers it.
   const liveThreads = state.plotThreads.filter((thread) => thread.status !== 'resolved');
   const ready = liveThreads.filter((thread) => thread.status === 'advancing' && thread.setups.length <= 1);
-  const canOpen = liveThreads.length < 4 && state.plotThreads.length < LIMITS.plotThreads - 1;
+  // A full thread list is no bar: the reducer archives resolved threads to make room for a new one.
+  const canOpen = liveThreads.length < 4;
   const roomForCharacters = Object.keys(state.characters).length < LIMITS.characters - 1;
   const canIntroduce = roomForCharacters && active.length < options.maxActiveCharacters;
   let beat: Beat;

@@ -648,8 +648,9 @@ describe('applyDelta: one issue per code', () => {
           Array.from({ length: LIMITS.characters - 3 }, (_, i) => [`extra-${i}`, { id: `extra-${i}`, name: 'Extra' }]),
         ),
       },
+      // None resolved, so no thread can be archived to make room.
       plotThreads: [
-        ...state.plotThreads,
+        ...state.plotThreads.map((thread) => ({ ...thread, status: 'open', resolvedIn: null })),
         ...Array.from({ length: LIMITS.plotThreads - 3 }, (_, i) => ({ id: `thread-${i}`, title: 'Thread' })),
       ],
       worldState: Object.fromEntries(Array.from({ length: LIMITS.worldStateKeys }, (_, i) => [`key-${i}`, i])),
@@ -667,6 +668,72 @@ describe('applyDelta: one issue per code', () => {
     expectIssue(result, 'LIMIT_EXCEEDED', 'error', 'delta.threadsOpened');
     expectIssue(result, 'LIMIT_EXCEEDED', 'error', 'delta.worldStateSet');
     expect(result.state).toBe(full);
+  });
+
+  it('THREADS_ARCHIVED: a full thread list makes room by archiving the earliest resolved threads the delta leaves alone', () => {
+    const state = baseState();
+    const resolved = (id: string) => ({ id, title: `Thread ${id}`, status: 'resolved', resolvedIn: 'scene-0' });
+    const full = StoryStateSchema.parse({
+      ...state,
+      plotThreads: [
+        resolved('old-0'),
+        ...state.plotThreads,
+        resolved('old-1'),
+        resolved('old-2'),
+        ...Array.from({ length: LIMITS.plotThreads - state.plotThreads.length - 3 }, (_, i) => ({
+          id: `thread-${i}`,
+          title: 'Thread',
+        })),
+      ],
+    });
+    expect(full.plotThreads).toHaveLength(LIMITS.plotThreads);
+    const result = applyDelta(
+      full,
+      {
+        threadsOpened: [
+          { id: 'new-a', title: 'New A' },
+          { id: 'new-b', title: 'New B' },
+        ],
+      },
+      sceneFor(full),
+    );
+    expectIssue(result, 'THREADS_ARCHIVED', 'warning', 'delta.threadsOpened');
+    const next = expectOk(result);
+    const ids = next.plotThreads.map((thread) => thread.id);
+    expect(ids).toHaveLength(LIMITS.plotThreads);
+    // In list order (opening order), the first two resolved threads go: "old-0", then the base state's "debt".
+    expect(ids).not.toContain('old-0');
+    expect(ids).not.toContain('debt');
+    expect(ids).toContain('old-1');
+    expect(ids).toContain('old-2');
+    expect(ids.slice(-2)).toEqual(['new-a', 'new-b']);
+    expect(StoryStateSchema.safeParse(next).success).toBe(true);
+    // The archived thread is unknown from then on, and its id can be used again.
+    const scene = sceneFor(next);
+    expectIssue(
+      applyDelta(next, { threadsAdvanced: [{ id: 'old-0' }] }, scene),
+      'UNKNOWN_THREAD',
+      'error',
+      'delta.threadsAdvanced.0.id',
+    );
+
+    // A thread the delta resolves itself is not archived by the same delta; with no other resolved thread the
+    // delta is refused as before.
+    const onlyOne = StoryStateSchema.parse({
+      ...full,
+      plotThreads: full.plotThreads.map((thread) =>
+        thread.status === 'resolved' ? { ...thread, status: 'open', resolvedIn: null } : thread,
+      ),
+    });
+    const live = onlyOne.plotThreads[0]!.id;
+    const refused = applyDelta(
+      onlyOne,
+      { threadsResolved: [{ id: live }], threadsOpened: [{ id: 'new-a', title: 'New A' }] },
+      sceneFor(onlyOne),
+    );
+    expectIssue(refused, 'LIMIT_EXCEEDED', 'error', 'delta.threadsOpened');
+    expect(refused.issues.some((issue) => issue.code === 'THREADS_ARCHIVED')).toBe(false);
+    expect(refused.state).toBe(onlyOne);
   });
 
   it('INVALID_NEXT_STATE when the next state would break its schema in a way no other check covers', () => {
@@ -716,6 +783,7 @@ describe('applyDelta: one issue per code', () => {
       'VALUE_CLAMPED',
       'ARC_REGRESSION',
       'KNOWLEDGE_FORGOTTEN',
+      'THREADS_ARCHIVED',
       'CHAPTER_CLOSED_WITH_OPEN_THREADS',
       'INFLUENCE_NOT_PENDING',
       'INFLUENCE_CONFLICT',

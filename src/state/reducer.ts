@@ -30,8 +30,9 @@ import {
 
 /**
  * Every code `applyDelta` can report, in a stable order. Each code always comes with the same severity: the
- * warnings are `VALUE_CLAMPED`, `ARC_REGRESSION`, `CHAPTER_CLOSED_WITH_OPEN_THREADS`, `UNKNOWN_SETUP`,
- * `SETUPS_UNPAID`, `SUMMARY_REPLACED` and `DUPLICATE_INFLUENCE`; every other code is an error.
+ * warnings are `VALUE_CLAMPED`, `ARC_REGRESSION`, `KNOWLEDGE_FORGOTTEN`, `THREADS_ARCHIVED`,
+ * `CHAPTER_CLOSED_WITH_OPEN_THREADS`, `UNKNOWN_SETUP`, `SETUPS_UNPAID`, `SUMMARY_REPLACED` and
+ * `DUPLICATE_INFLUENCE`; every other code is an error.
  *
  * @example
  * ```ts
@@ -65,6 +66,7 @@ export const CONTINUITY_ISSUE_CODES = [
   'VALUE_CLAMPED',
   'ARC_REGRESSION',
   'KNOWLEDGE_FORGOTTEN',
+  'THREADS_ARCHIVED',
   'CHAPTER_CLOSED_WITH_OPEN_THREADS',
   'INFLUENCE_NOT_PENDING',
   'INFLUENCE_CONFLICT',
@@ -165,6 +167,11 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  * - A character's sheet keeps at most `LIMITS.knowledge` (200) facts: when new ones would pass that, the oldest are
  *   dropped (`KNOWLEDGE_FORGOTTEN` warning; a fact the delta states again counts as new), so a story that runs for
  *   years never stalls on a full sheet. What was dropped is still told in the scenes, which retrieval finds.
+ * - The same holds for plot threads: when the threads a delta opens would take the story past `LIMITS.plotThreads`
+ *   (500), the earliest-opened resolved threads that this delta does not touch leave the live state, as many as
+ *   needed (`THREADS_ARCHIVED` warning). Earlier snapshots, the scenes and the chapter summaries keep them. Only when
+ *   too few resolved threads are left is the delta refused (`LIMIT_EXCEEDED`). An archived thread is unknown from
+ *   then on: advancing it is `UNKNOWN_THREAD`, and its id may be used again.
  * - `worldStateSet` is applied before `worldStateUnset`, so a key in both ends up absent. A `__proto__` key in
  *   `worldStateSet` (at any depth) or in `traits` / `traitChanges` is rejected (`UNSAFE_KEY`): zod would otherwise
  *   drop it silently. Keys that name other `Object.prototype` members (`constructor`, `toString`) are ordinary keys.
@@ -493,7 +500,7 @@ function applyChanges(state: StoryState, delta: StateDelta, scene: Scene | undef
   introduceCharacters(context, delta);
   updateCharacters(context, delta);
   if (scene !== undefined) markPresentCharacters(context, scene);
-  const plotThreads = applyThreads(context, delta);
+  const plotThreads = archiveResolvedThreads(context, delta, applyThreads(context, delta));
   const worldState = applyWorldState(context, delta);
 
   let chapterIndex = state.chapterIndex;
@@ -525,7 +532,7 @@ function applyChanges(state: StoryState, delta: StateDelta, scene: Scene | undef
     issues.error(
       'LIMIT_EXCEEDED',
       'delta.threadsOpened',
-      `The story would have ${plotThreads.length} plot threads; at most ${LIMITS.plotThreads} are allowed`,
+      `The story would have ${plotThreads.length} plot threads; at most ${LIMITS.plotThreads} are allowed, and too few of them are resolved to make room (resolved ones are archived as needed)`,
     );
   }
 
@@ -994,6 +1001,31 @@ function applyThreads(context: Context, delta: StateDelta): PlotThread[] {
   });
 
   return threads;
+}
+
+/**
+ * Makes room for the threads a delta opens by archiving resolved threads, earliest opened first, that the delta
+ * itself does not touch. Returns the threads that stay; the count check after it reports what could not be made room.
+ */
+function archiveResolvedThreads(context: Context, delta: StateDelta, threads: PlotThread[]): PlotThread[] {
+  const excess = threads.length - LIMITS.plotThreads;
+  if (excess <= 0) return threads;
+  const touched = new Set(
+    [...delta.threadsOpened, ...delta.threadsAdvanced, ...delta.threadsResolved].map((thread) => thread.id),
+  );
+  const archived: string[] = [];
+  for (const thread of threads) {
+    if (archived.length === excess) break;
+    if (thread.status === 'resolved' && !touched.has(thread.id)) archived.push(thread.id);
+  }
+  if (archived.length < excess) return threads;
+  context.issues.warn(
+    'THREADS_ARCHIVED',
+    'delta.threadsOpened',
+    `The story keeps at most ${LIMITS.plotThreads} plot threads: ${archived.length === 1 ? 'resolved thread' : `${archived.length} resolved threads,`} ${quoteList(archived)}${archived.length === 1 ? ' leaves' : ', leave'} the live state (the scenes still tell them)`,
+  );
+  const gone = new Set(archived);
+  return threads.filter((thread) => !gone.has(thread.id));
 }
 
 function applyWorldState(context: Context, delta: StateDelta): Record<string, JsonValue> {
