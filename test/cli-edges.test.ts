@@ -3,7 +3,7 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -105,6 +105,41 @@ describe('storyloom export and import files', () => {
         .map((line) => JSON.parse(line))
         .filter((record) => record.kind === 'scene' || record.kind === 'snapshot');
     expect(records(again.stdout)).toEqual(records(plain.toString('utf8')));
+  });
+
+  it('an import whose site build fails says the story is in; the same import again finishes it', async () => {
+    const { cwd, data } = await storyWith(4);
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl.gz'])).code).toBe(0);
+    // A file where the sites folder goes: the story goes in, its site cannot be built.
+    const copy = path.join(cwd, 'copy');
+    mkdirSync(copy);
+    writeFileSync(path.join(copy, 'site'), 'not a folder');
+    const failed = await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'copy']);
+    expect(failed.stderr).toMatch(
+      /^storyloom: lighthouse-keepers is imported \(4 scenes\), but building its memory and site failed: .+\. Run the same import again to finish it\n$/,
+    );
+    expect(failed.code).not.toBe(0);
+    expect(existsSync(path.join(copy, 'story.db'))).toBe(true);
+
+    rmSync(path.join(copy, 'site'));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const again = await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'copy']);
+      expect(again.stderr).toBe('');
+      expect(again.stdout).toContain(
+        'lighthouse-keepers was imported before (4 scenes); its memory and site are built again',
+      );
+      expect(again.code).toBe(0);
+    }
+    const status = await storyloom(cwd, ['status', '--data', 'copy', '--json']);
+    expect(JSON.parse(status.stdout).unfinishedSteps).toEqual([]);
+    const site = path.join(copy, 'site', 'lighthouse-keepers');
+    expect(readdirSync(path.join(site, 'scenes')).filter((name) => name.endsWith('.html'))).toHaveLength(4);
+
+    // Once the copy has moved on, the file is an older state of it: refused as before.
+    expect((await storyloom(cwd, ['run', '--data', 'copy', '--episodes', '1', '--no-images'])).code).toBe(0);
+    const refused = await storyloom(cwd, ['import', 'story.jsonl.gz', '--data', 'copy']);
+    expect(refused.stderr).toContain('already exists');
+    expect(refused.code).toBe(1);
   });
 
   it('a truncated or damaged .gz export is refused with a one-line reason, exit 1', async () => {

@@ -24,15 +24,22 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { isDeepStrictEqual } from 'node:util';
 import { createGunzip, createGzip } from 'node:zlib';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
-import { StoryloomError, ValidationError } from '../core/errors.js';
+import { ConflictError, StoryloomError, ValidationError } from '../core/errors.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
 import { EXPORT_FORMAT } from '../state/base-store.js';
-import { IdSchema, StoryBibleSchema, StoryStateSchema, type UserInfluenceInput } from '../state/schema.js';
+import {
+  IdSchema,
+  StoryBibleSchema,
+  type StoryState,
+  StoryStateSchema,
+  type UserInfluenceInput,
+} from '../state/schema.js';
 import { CommandError, type GeneratorChoice, type OpenProject, openProject, projectPaths } from './project.js';
 
 /** Where the command writes, and what it reads from its environment; injectable for tests. */
@@ -559,10 +566,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         const storyId = await checkExportShape(source, file);
         const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
         try {
-          const result = await project.store.importStory(lines());
-          await project.context.reindex(result.storyId);
-          await project.publishAll(result.storyId);
-          await recordStepsDone(project, result.storyId, 'import');
+          const result = await importAndFinish(project, lines, source, file);
           print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
         } finally {
           project.close();
@@ -570,11 +574,12 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         return;
       }
       await withProject(options.data, async (project) => {
-        const result = await project.store.importStory(lines());
-        await project.context.reindex(result.storyId);
-        await project.publishAll(result.storyId);
-        await recordStepsDone(project, result.storyId, 'import');
-        print(`Imported ${result.storyId}: ${result.scenes} scenes`);
+        const result = await importAndFinish(project, lines, source, file);
+        print(
+          result.again
+            ? `${result.storyId} was imported before (${result.scenes} scenes); its memory and site are built again`
+            : `Imported ${result.storyId}: ${result.scenes} scenes`,
+        );
       });
     });
 
@@ -633,6 +638,75 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       }
     },
   };
+}
+
+/**
+ * Imports a story, then builds its memory and its site. The story is in once `importStory` returns; when a later step
+ * fails, the error says so, and running the same import again finds the same story (its newest state is the file's)
+ * and does those steps again instead of refusing it as a story that already exists.
+ */
+async function importAndFinish(
+  project: OpenProject,
+  lines: () => AsyncIterable<string>,
+  source: string,
+  file: string,
+): Promise<{ storyId: string; scenes: number; again: boolean }> {
+  let storyId: string;
+  let scenes: number;
+  let again = false;
+  try {
+    ({ storyId, scenes } = await project.store.importStory(lines()));
+  } catch (error) {
+    const same = ConflictError.isInstance(error) ? await importedBefore(project, source, file) : undefined;
+    if (!same) throw error;
+    ({ storyId, scenes } = same);
+    again = true;
+  }
+  try {
+    await project.context.reindex(storyId);
+    await project.publishAll(storyId);
+    await recordStepsDone(project, storyId, 'import');
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new CommandError(
+      `${storyId} is imported (${scenes} scenes), but building its memory and site failed: ${reason}. Run the same import again to finish it`,
+      { cause: error, exitCode: StoryloomError.isInstance(error) ? 1 : 70 },
+    );
+  }
+  return { storyId, scenes, again };
+}
+
+/** The story of an export when the project already holds it at the very state the file ends with. */
+async function importedBefore(
+  project: OpenProject,
+  source: string,
+  file: string,
+): Promise<{ storyId: string; scenes: number } | undefined> {
+  let exported: StoryState | undefined;
+  const reader = exportFileLines(source, file);
+  try {
+    for await (const raw of reader) {
+      const record = JSON.parse(raw) as { kind?: unknown; state?: unknown };
+      if (record.kind === 'state') {
+        const parsed = StoryStateSchema.safeParse(record.state);
+        exported = parsed.success ? parsed.data : undefined;
+        break;
+      }
+      if (record.kind !== EXPORT_FORMAT) break;
+    }
+  } catch {
+    return undefined;
+  } finally {
+    reader.close();
+  }
+  if (!exported || !(await project.store.exists(exported.storyId))) return undefined;
+  const stored = await project.store.load(exported.storyId);
+  const same =
+    stored.version === exported.version &&
+    stored.sceneId === exported.sceneId &&
+    stored.sceneCount === exported.sceneCount &&
+    isDeepStrictEqual(stored, exported);
+  return same ? { storyId: stored.storyId, scenes: stored.sceneCount } : undefined;
 }
 
 /**
