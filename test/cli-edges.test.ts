@@ -3,7 +3,7 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -76,6 +76,23 @@ describe('storyloom fork and import as a user runs them', () => {
       expect(run.code).toBe(0);
       // Nothing was left to finish: the run wrote its scene at once.
       expect(run.stdout).not.toMatch(/\(resumed\)/);
+    }
+  });
+});
+
+describe('storyloom project folders that cannot be made', () => {
+  it('a --data that is a file, lies under a file or is a dangling link is refused in one line, exit 1', async () => {
+    const cwd = workspace();
+    writeFileSync(path.join(cwd, 'a-file'), 'not a folder');
+    symlinkSync(path.join(cwd, 'nowhere', 'at-all'), path.join(cwd, 'dangling'));
+    for (const [data, reason] of [
+      ['a-file', 'a file is in the way: name a folder'],
+      ['a-file/sub', 'a file is in the way: name a folder'],
+      ['dangling', 'a link in its path points to a place that does not exist'],
+    ] as const) {
+      const init = await storyloom(cwd, ['init', '--data', data]);
+      expect(init.stderr, data).toBe(`storyloom: cannot make the project folder ${path.join(cwd, data)}: ${reason}\n`);
+      expect(init.code, data).toBe(1);
     }
   });
 });

@@ -102,9 +102,27 @@ export function readProjectFile(paths: ProjectPaths): ProjectFile {
   return parsed.data;
 }
 
+/** Creates the project folder (and its parents); a path that cannot be one is a one-line refusal. */
+function makeProjectFolder(root: string): void {
+  try {
+    mkdirSync(root, { recursive: true });
+  } catch (cause) {
+    const code = (cause as { code?: string } | null)?.code;
+    const reason =
+      code === 'EEXIST' || code === 'ENOTDIR'
+        ? 'a file is in the way: name a folder'
+        : code === 'ENOENT'
+          ? 'a link in its path points to a place that does not exist'
+          : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+            ? 'permission denied'
+            : (cause as Error).message;
+    throw new CommandError(`cannot make the project folder ${root}: ${reason}`, { cause });
+  }
+}
+
 /** Writes the project file, creating the folder. */
 export function writeProjectFile(paths: ProjectPaths, project: ProjectFile): void {
-  mkdirSync(paths.root, { recursive: true });
+  makeProjectFolder(paths.root);
   writeFileSync(paths.config, `${JSON.stringify(project, null, 2)}\n`);
 }
 
@@ -180,7 +198,7 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
   }
   const project = create ?? readProjectFile(paths);
   const sqlite = await loadSqlite();
-  mkdirSync(paths.root, { recursive: true });
+  makeProjectFolder(paths.root);
   let database: ReturnType<SqliteModule['openSqliteDatabase']>;
   try {
     database = sqlite.openSqliteDatabase({ path: paths.database });
