@@ -3,7 +3,18 @@
  * another command writing the same file, Ctrl-C on a terminal, a damaged row, a missing subcommand.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -234,6 +245,31 @@ describe('storyloom export and import files', () => {
       expect(result.stderr.trim().split('\n'), `byte ${at}`).toHaveLength(1);
       expect(result.code, `byte ${at}`).toBe(1);
     }
+  });
+
+  it('export --out writes through a link and keeps the permissions of the file it replaces', async () => {
+    const { cwd, data } = await storyWith(1);
+    mkdirSync(path.join(cwd, 'exports'));
+    const real = path.join(cwd, 'exports', 'story.jsonl.gz');
+    writeFileSync(real, 'an older export');
+    chmodSync(real, 0o640);
+    symlinkSync(real, path.join(cwd, 'latest.jsonl.gz'));
+    const exported = await storyloom(cwd, ['export', '--data', data, '--out', 'latest.jsonl.gz']);
+    expect(exported.code).toBe(0);
+    expect(lstatSync(path.join(cwd, 'latest.jsonl.gz')).isSymbolicLink()).toBe(true);
+    expect(gunzipSync(readFileSync(real)).toString('utf8')).toContain('"kind":"storyloom-export"');
+    expect(statSync(real).mode & 0o777).toBe(0o640);
+    expect(readdirSync(path.join(cwd, 'exports'))).toEqual(['story.jsonl.gz']);
+
+    // A link to a file not written yet gets it where it points; a link into a missing folder is refused.
+    symlinkSync(path.join(cwd, 'exports', 'next.jsonl'), path.join(cwd, 'next.jsonl'));
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'next.jsonl'])).code).toBe(0);
+    expect(readFileSync(path.join(cwd, 'exports', 'next.jsonl'), 'utf8')).toContain('"kind":"storyloom-export"');
+    expect(lstatSync(path.join(cwd, 'next.jsonl')).isSymbolicLink()).toBe(true);
+    symlinkSync(path.join(cwd, 'missing', 'x.jsonl'), path.join(cwd, 'nowhere.jsonl'));
+    const refused = await storyloom(cwd, ['export', '--data', data, '--out', 'nowhere.jsonl']);
+    expect(refused.stderr).toBe('storyloom: cannot write nowhere.jsonl: it is a link to a place that does not exist\n');
+    expect(refused.code).toBe(1);
   });
 
   it('export --out into a missing folder or onto a folder is refused in one line naming it, exit 1', async () => {

@@ -9,13 +9,17 @@
  */
 import { createHash } from 'node:crypto';
 import {
+  chmodSync,
   closeSync,
   createReadStream,
   createWriteStream,
   existsSync,
+  lstatSync,
   openSync,
   readFileSync,
+  readlinkSync,
   readSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -511,12 +515,9 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         if (options.out) {
           // Written beside the target and renamed into place once whole: an export cut short (a full disk, Ctrl-C)
           // never leaves a truncated file under the name, nor replaces an earlier export with one.
-          const target = path.resolve(io.cwd, options.out);
-          const folder = path.dirname(target);
-          if (!existsSync(folder)) throw new CommandError(`cannot write ${options.out}: its folder does not exist`);
-          if (existsSync(target) && statSync(target).isDirectory()) {
-            throw new CommandError(`cannot write ${options.out}: it is a folder; name a file`);
-          }
+          const target = exportTarget(path.resolve(io.cwd, options.out), options.out);
+          // An export written again keeps the permissions of the file it replaces.
+          const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
           const partial = `${target}.partial-${process.pid}`;
           // Ctrl-C or a kill: the partial file goes, then the signal does what it would have done.
           const interrupted = (signal: NodeJS.Signals) => {
@@ -528,6 +529,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             // Opened here, not by the stream: a stream opens its file later, and after a failure could create it
             // again once it had been removed.
             const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
+            if (mode !== undefined) chmodSync(partial, mode);
             if (/\.gz$/i.test(target)) await pipeline(lines, createGzip(), output);
             else await pipeline(lines, output);
             renameSync(partial, target);
@@ -638,6 +640,30 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       }
     },
   };
+}
+
+/**
+ * The file an export replaces: `target`, or where it links to (the link stays a link, and the file it names gets
+ * the export). A missing folder, a folder, or a link to nowhere is a one-line refusal.
+ */
+function exportTarget(target: string, name: string): string {
+  let resolved = target;
+  if (lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink()) {
+    try {
+      resolved = realpathSync(target);
+    } catch {
+      // A link to a file not written yet: the file is made where the link points, if that folder exists.
+      resolved = path.resolve(path.dirname(target), readlinkSync(target));
+      if (!existsSync(path.dirname(resolved))) {
+        throw new CommandError(`cannot write ${name}: it is a link to a place that does not exist`);
+      }
+    }
+  }
+  if (!existsSync(path.dirname(resolved))) throw new CommandError(`cannot write ${name}: its folder does not exist`);
+  if (existsSync(resolved) && statSync(resolved).isDirectory()) {
+    throw new CommandError(`cannot write ${name}: it is a folder; name a file`);
+  }
+  return resolved;
 }
 
 /**
