@@ -755,6 +755,31 @@ describe('ContextManager memory upkeep', () => {
     expect(bundle.prompt.stable).toMatch(/chapter-0001: /);
   });
 
+  it('tells a synopsis that is one chapter summary word for word once, and says why in the trace', async () => {
+    // One closed chapter: the extractive summarizer's synopsis of one summary is that summary.
+    const { manager } = await buildStory(6, { chapterLength: 4 });
+    const synopsis = (await manager.stats('tale')).byType.summary;
+    expect(synopsis).toBe(2); // chapter 1 and the synopsis
+    const bundle = await manager.getRelevantContext('tale', 'the lamp', { tokenBudget: 8_000 });
+    const summaryLine = bundle.prompt.stable.split('\n').find((line) => line.startsWith('chapter-0001: '));
+    expect(summaryLine).toBeDefined();
+    const told = summaryLine!.slice('chapter-0001: '.length);
+    expect(bundle.prompt.stable.split(told)).toHaveLength(2);
+    expect(bundle.prompt.stable).not.toMatch(/^Synopsis: /m);
+    expect(bundle.trace.omitted).toContainEqual(
+      expect.objectContaining({
+        id: 'synopsis',
+        part: 'stable',
+        reason: 'the same text as the summary of chapter-0001',
+      }),
+    );
+    // Two closed chapters: the synopsis says something of its own and is told.
+    const longer = await buildStory(10, { chapterLength: 4 });
+    const both = await longer.manager.getRelevantContext('tale', 'the lamp', { tokenBudget: 8_000 });
+    expect(both.prompt.stable).toMatch(/^Synopsis: /m);
+    expect(both.trace.omitted.some((item) => item.id === 'synopsis')).toBe(false);
+  });
+
   it('prunes only old, unimportant scenes of summarized chapters', async () => {
     const { manager, scenes, options } = await buildStory(12, { chapterLength: 4 });
     const result = await manager.prune('tale', { minAgeScenes: 5, maxImportance: 0.5 });

@@ -2027,12 +2027,22 @@ export class ContextManager {
             })),
         ]
       : [];
+    // With one summarized chapter (or a summarizer that returns its input whole) the synopsis is a chapter's summary
+    // word for word: told once.
+    const twin = synopsis && !pov ? chapterSummaries.find(({ summary }) => summary === synopsis) : undefined;
+    if (twin) {
+      unwitnessed.push({
+        id: 'synopsis',
+        section: '# The story so far',
+        reason: `the same text as the summary of ${twin.chapterId}`,
+      });
+    }
     const acquaintances = pov ? await this.acquaintances(chapterStart, pov) : undefined;
     const items = stablePrefixItems({
       chapterStart,
       chapterSummaries,
       earlierScenes,
-      ...(synopsis && !pov ? { synopsis } : {}),
+      ...(synopsis && !pov && !twin ? { synopsis } : {}),
       ...(pov ? { povCharacterId: pov } : {}),
       ...(acquaintances ? { acquaintances } : {}),
     });
