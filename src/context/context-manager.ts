@@ -2018,6 +2018,15 @@ export class ContextManager {
           ...(synopsis
             ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
             : []),
+          ...(Object.keys(chapterStart.worldState).length > 0
+            ? [
+                {
+                  id: 'world-state',
+                  section: `# World state at the start of ${chapterStart.chapterId}`,
+                  reason: `nothing says which of its facts ${pov} knows`,
+                },
+              ]
+            : []),
           ...earlierScenes
             .filter((scene) => !sceneWitnessedBy(scene, pov))
             .map((scene) => ({

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { makeStoryState } from '../testing/fixtures.js';
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
-import { type PromptItem, packItems } from './prompt-layout.js';
+import { type PromptItem, packItems, stablePrefixItems } from './prompt-layout.js';
 
 const SECTIONS = ['instructions', '# Task', '# Memories that may matter', '# Recent scenes', '# Audience input'];
 
@@ -90,5 +91,50 @@ describe('packItems', () => {
     const tighter = packItems(items, 16, tokenizer);
     expect(tighter.included.map((item) => item.id)).toEqual(['task']);
     expect(tighter.omitted).toEqual([{ id: 'memory', section: '# Memories', reason: 'token budget' }]);
+  });
+});
+
+describe('stablePrefixItems: the world state', () => {
+  const state = makeStoryState('world', {
+    worldState: {
+      weather: 'fog',
+      location: 'the lamp room',
+      'odd\nkey': 1,
+      ledger: 'x'.repeat(3_000),
+    },
+  });
+
+  it('tells the world state at the chapter start, keys sorted, long values cut, odd keys quoted', () => {
+    const items = stablePrefixItems({ chapterStart: state, chapterSummaries: [] });
+    const world = items.filter((item) => item.id.startsWith('world-state:'));
+    expect(world.map((item) => item.id)).toEqual([
+      'world-state:ledger',
+      'world-state:location',
+      'world-state:odd\nkey',
+      'world-state:weather',
+    ]);
+    expect(new Set(world.map((item) => item.section))).toEqual(
+      new Set([`# World state at the start of ${state.chapterId}`]),
+    );
+    expect(world[1]!.variants[0]).toBe('- location = "the lamp room"');
+    expect(world[2]!.variants[0]).toBe('- "odd\\nkey" = 1');
+    // Every variant is one line, and the long value is cut with an ellipsis, then told by its key alone.
+    for (const item of world) for (const variant of item.variants) expect(variant).not.toContain('\n');
+    expect(world[0]!.variants.map((variant) => variant.length)).toEqual([
+      '- ledger = '.length + 600,
+      '- ledger = '.length + 80,
+      '- ledger'.length,
+    ]);
+    expect(world[0]!.variants[0]!.endsWith('…')).toBe(true);
+    // In a tight budget detail is lowered before anything is dropped, and every item is accounted for.
+    const packed = packItems(world, 40, createEstimatingTokenizer());
+    expect(packed.tokens).toBeLessThanOrEqual(40);
+    expect(packed.included.some((item) => item.detail !== 'full')).toBe(true);
+    expect(packed.included.length + packed.omitted.length).toBe(world.length);
+  });
+
+  it('leaves the world state out for a point of view', () => {
+    const items = stablePrefixItems({ chapterStart: state, chapterSummaries: [], povCharacterId: 'mira' });
+    expect(items.some((item) => item.id.startsWith('world-state:'))).toBe(false);
   });
 });

@@ -226,7 +226,10 @@ export interface Acquaintance {
   lastSharedScene: number | null;
 }
 
-/** The items of the stable prefix: instructions, bible, world rules, characters and threads as of the chapter start. */
+/**
+ * The items of the stable prefix: instructions, bible, world rules, characters, threads and the world state as of the
+ * chapter start.
+ */
 export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
   const state = input.chapterStart;
   const bible = state.bible;
@@ -313,6 +316,21 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       variants: threadVariants(thread, state, input.povCharacterId),
       reason: `${thread.status} thread, importance ${thread.importance}`,
     });
+  }
+  // The world as it stood when the chapter began (the journal tells what changed since). Not for a point of view:
+  // nothing says which of these facts its character knows.
+  if (input.povCharacterId === undefined) {
+    for (const key of Object.keys(state.worldState).sort()) {
+      const name = /^[\p{L}\p{N}_.:/ -]{1,120}$/u.test(key) && key.trim() === key ? key : JSON.stringify(key);
+      const value = JSON.stringify(state.worldState[key]);
+      items.push({
+        id: `world-state:${key}`,
+        section: `# World state at the start of ${state.chapterId}`,
+        priority: 58,
+        variants: [`- ${name} = ${clipped(value, 600)}`, `- ${name} = ${clipped(value, 80)}`, `- ${name}`],
+        reason: 'world state at the chapter start',
+      });
+    }
   }
   if (input.synopsis) {
     items.push({
@@ -452,6 +470,11 @@ function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: 
     .filter(Boolean)
     .join('\n');
   return [full, summary, head];
+}
+
+/** `text`, or its first `max - 1` characters and an ellipsis. */
+function clipped(text: string, max: number): string {
+  return text.length <= max ? text : `${clipText(text, max - 1)}…`;
 }
 
 /** The first sentence of a text (or its first 200 characters). */

@@ -1038,7 +1038,7 @@ function applyWorldState(context: Context, delta: StateDelta): Record<string, Js
     context.issues.error(
       'LIMIT_EXCEEDED',
       'delta.worldStateSet',
-      `The world state would hold ${world.size} keys; at most ${LIMITS.worldStateKeys} are allowed`,
+      `The world state would hold ${world.size} keys; at most ${LIMITS.worldStateKeys} are allowed: unset keys no longer needed (worldStateUnset)`,
     );
   }
   return Object.fromEntries(world);
