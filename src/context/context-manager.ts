@@ -837,6 +837,8 @@ export class ContextManager {
       }
     }
     await this.writeUnits(scene.storyId, units, options.signal);
+    // Only a full thread list can have been made room in: elsewhere nothing is archived, and nothing is read.
+    if (state.plotThreads.length >= LIMITS.plotThreads) await this.forgetArchivedThreads(scene, state, options.signal);
     const horizon = this.horizonsOf().get(scene.storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
@@ -874,6 +876,25 @@ export class ContextManager {
     if (!character) throw new ValidationError(`"${characterId}" is not a character of "${storyId}"`);
     await this.ensureWritable(storyId, options.signal);
     await this.writeUnits(storyId, [this.characterUnit(storyId, character, null)], options.signal);
+  }
+
+  /**
+   * Drops the records of the threads the reducer archived with this scene (resolved ones, to make room at the thread
+   * cap), as a rebuild from the live state would leave them. The scenes that told them stay.
+   */
+  private async forgetArchivedThreads(scene: Scene, state: StoryState, signal: AbortSignal | undefined) {
+    const before = await this.store.getStateAt(scene.storyId, scene.stateVersion - 1);
+    if (!before) return;
+    const live = new Set(state.plotThreads.map((thread) => thread.id));
+    const ids = before.plotThreads
+      .filter((thread) => !live.has(thread.id))
+      .map((thread) => prefixedId('thread-', thread.id));
+    if (ids.length === 0) return;
+    const options = signal ? { signal } : {};
+    await Promise.all([
+      this.vectors.delete(scene.storyId, { ids }, options),
+      this.keywords.delete(scene.storyId, { ids }, options),
+    ]);
   }
 
   /** Indexes (or re-indexes) one plot thread as it stands in the state. */
