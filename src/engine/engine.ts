@@ -157,6 +157,20 @@ export interface StoryEngine {
   readonly steps: readonly EngineStep[];
   /** Runs (or finishes) one episode of `storyId`. */
   runEpisode(storyId: string, options?: RunEpisodeOptions): Promise<EpisodeResult>;
+  /**
+   * Settles a publish step left in doubt (`PUBLISH_IN_DOUBT`): a publisher that is not idempotent was called for the
+   * scene and no outcome was recorded (a crash, a timeout, an error that does not say nothing went out), so the engine
+   * will not call it again on its own. After checking the target: `published` records the step as done (with the
+   * `url` and `ids` found there, if given); `not-published` lets the next run call the publisher once more.
+   * `ValidationError` for an unknown target, or a step not in doubt.
+   */
+  resolvePublication(
+    storyId: string,
+    sceneId: string,
+    target: string,
+    outcome: 'published' | 'not-published',
+    found?: { url?: string; ids?: string[] },
+  ): Promise<void>;
 }
 
 /**
@@ -288,6 +302,12 @@ class Engine implements StoryEngine {
         problems.push({ path: `publishers.${index}.target`, message: `duplicate target "${publisher.target}"` });
       } else if (!/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,118}$/.test(publisher.target)) {
         problems.push({ path: `publishers.${index}.target`, message: 'must be 1-119 letters, digits or "._:/-"' });
+      } else if (publisher.capabilities?.idempotent === false && publisher.target.length > 100) {
+        // Its claims in the publication log carry the step name with a prefix and a number.
+        problems.push({
+          path: `publishers.${index}.target`,
+          message: 'of a publisher that is not idempotent must be at most 100 characters',
+        });
       } else targets.add(publisher.target);
     }
     const conflicts = options.maxConflictRetries ?? 3;
@@ -703,20 +723,46 @@ class Engine implements StoryEngine {
             continue;
           }
         }
-        await this.postStep(run, step, scene, resumed, async (signal) => {
-          const published = await publisher.publish(
-            { story, scene, ...(image ? { image } : {}) },
-            signal ? { signal } : {},
-          );
-          return {
+        const atMostOnce = publisher.capabilities?.idempotent === false;
+        let claim: Claim | undefined;
+        if (atMostOnce) {
+          claim = await this.claim(run.storyId, scene.id, step);
+          if (claim.finished) continue;
+        }
+        const outcome = await this.postStep(
+          run,
+          step,
+          scene,
+          resumed,
+          async (signal) => {
+            if (claim && !claim.claimed) throw inDoubt(step, scene.id, claim.since);
+            const published = await publisher.publish(
+              { story, scene, ...(image ? { image } : {}) },
+              signal ? { signal } : {},
+            );
+            return {
+              status: 'done',
+              result: {
+                provider: publisher.provider,
+                ...(published.url === undefined ? {} : { url: published.url }),
+                ids: published.ids.slice(0, 100),
+              },
+            };
+          },
+          atMostOnce,
+        );
+        // A publisher that is not idempotent says "nothing went out" with a retryable error: the next run may call
+        // it again. Anything else leaves the claim standing, and the step in doubt until someone settles it.
+        const failure = run.failures.at(-1);
+        if (claim?.claimed && outcome === 'failed' && failure?.step === step && isRetryableStepFailure(failure.error)) {
+          await this.store.recordPublication({
+            storyId: run.storyId,
+            sceneId: scene.id,
+            target: releaseTarget(step, claim.generation),
             status: 'done',
-            result: {
-              provider: publisher.provider,
-              ...(published.url === undefined ? {} : { url: published.url }),
-              ids: published.ids.slice(0, 100),
-            },
-          };
-        });
+            result: { reason: 'the publisher said nothing went out' },
+          });
+        }
       }
     }
   }
@@ -730,6 +776,7 @@ class Engine implements StoryEngine {
     execute: (
       signal: AbortSignal | undefined,
     ) => Promise<{ status: 'done' | 'skipped'; result: Record<string, unknown> }>,
+    atMostOnce = false,
   ): Promise<StepStatus> {
     const started = this.clock.now();
     this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, sceneId: scene.id, resumed });
@@ -737,7 +784,7 @@ class Engine implements StoryEngine {
     let result: Record<string, unknown>;
     let failure: unknown;
     try {
-      ({ status, result } = await this.attempts(run, step, execute));
+      ({ status, result } = await this.attempts(run, step, execute, atMostOnce));
     } catch (error) {
       // An abort leaves the step unrecorded, so that the next run does it; it is not a failure of the step.
       if (AbortedError.isInstance(error)) throw error;
@@ -766,6 +813,73 @@ class Engine implements StoryEngine {
       ...(failure === undefined ? {} : { error: failure }),
     });
     return status;
+  }
+
+  /**
+   * Claims a publish step of a publisher that is not idempotent before it is called: the first claim of the current
+   * generation wins (the log keeps the first `done` of a target), so of all the runs that reach the step, one calls
+   * the publisher. A claim found taken without the step's outcome is a step in doubt.
+   */
+  private async claim(storyId: string, sceneId: string, step: EngineStep): Promise<Claim> {
+    const log = await this.store.listPublications(storyId, sceneId);
+    const generation = log.filter((entry) => entry.target.startsWith(`release:${step}:`)).length;
+    const { recorded, entry } = await this.store.recordPublication({
+      storyId,
+      sceneId,
+      target: claimTarget(step, generation),
+      status: 'done',
+      result: { claimedAt: isoNow(this.clock) },
+    });
+    if (recorded) return { claimed: true, finished: false, generation, since: entry.recordedAt };
+    // Another run may have claimed it and finished since the log was read.
+    const finished = unfinishedSteps([step], await this.store.listPublications(storyId, sceneId)).length === 0;
+    return { claimed: false, finished, generation, since: entry.recordedAt };
+  }
+
+  async resolvePublication(
+    storyId: string,
+    sceneId: string,
+    target: string,
+    outcome: 'published' | 'not-published',
+    found: { url?: string; ids?: string[] } = {},
+  ): Promise<void> {
+    const publisher = this.publishers.find((candidate) => candidate.target === target);
+    const problem = (message: string) => new ValidationError(message, { problems: [{ path: 'target', message }] });
+    if (!publisher) throw problem(`the engine has no publisher "${target}"`);
+    if (outcome !== 'published' && outcome !== 'not-published') {
+      throw new ValidationError('outcome must be "published" or "not-published"', {
+        problems: [{ path: 'outcome', message: 'must be "published" or "not-published"' }],
+      });
+    }
+    const step: EngineStep = `publish:${target}`;
+    const log = await this.store.listPublications(storyId, sceneId);
+    if (unfinishedSteps([step], log).length === 0) throw problem(`${step} of scene "${sceneId}" is already finished`);
+    const generation = log.filter((entry) => entry.target.startsWith(`release:${step}:`)).length;
+    if (!log.some((entry) => entry.target === claimTarget(step, generation))) {
+      throw problem(`${step} of scene "${sceneId}" is not in doubt: the publisher was not called for it`);
+    }
+    if (outcome === 'published') {
+      await this.store.recordPublication({
+        storyId,
+        sceneId,
+        target: step,
+        status: 'done',
+        result: {
+          provider: publisher.provider,
+          settled: 'published',
+          ...(found.url === undefined ? {} : { url: String(found.url) }),
+          ids: (found.ids ?? []).slice(0, 100).map(String),
+        },
+      });
+    } else {
+      await this.store.recordPublication({
+        storyId,
+        sceneId,
+        target: releaseTarget(step, generation),
+        status: 'done',
+        result: { reason: 'settled: not published' },
+      });
+    }
   }
 
   private block(run: RunContext, step: EngineStep, scene: Scene, blockedBy: EngineStep): void {
@@ -916,15 +1030,26 @@ class Engine implements StoryEngine {
    * run is aborted or the attempt has run out of time; a call that ignores it is left behind, and the attempt fails
    * with a retryable `TIMEOUT` error all the same.
    */
-  private attempts<T>(run: RunContext, step: EngineStep, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Calls `call` with the retry policy, each attempt bounded by `stepTimeoutMs`. `atMostOnce`: an attempt that timed
+   * out may have done its work, so it is not retried (a publisher that is not idempotent).
+   */
+  private attempts<T>(
+    run: RunContext,
+    step: EngineStep,
+    call: (signal: AbortSignal) => Promise<T>,
+    atMostOnce = false,
+  ): Promise<T> {
     const limit = this.options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
     return withRetry(
       async (_attempt, runSignal) => {
         const timer = new AbortController();
         const signal = runSignal ? AbortSignal.any([runSignal, timer.signal]) : timer.signal;
-        const timedOut = new StoryloomError('TIMEOUT', `Step "${step}" took longer than ${limit} ms`, {
-          isRetryable: true,
-        });
+        const timedOut = new StoryloomError(
+          'TIMEOUT',
+          `Step "${step}" took longer than ${limit} ms${atMostOnce ? '; it may have published, so it is not tried again' : ''}`,
+          { isRetryable: !atMostOnce },
+        );
         let handle: ReturnType<typeof setTimeout> | undefined;
         const expiry = new Promise<never>((_, reject) => {
           if (!Number.isFinite(limit)) return;
@@ -1001,6 +1126,31 @@ function takenInfluences(state: StoryState, store: StoryStateStore): StoryState[
 }
 
 /** The steps among `steps` that the log has not finished (`done` or `skipped`), in order. */
+/** A publish step's claim, for a publisher that is not idempotent. */
+interface Claim {
+  /** This run holds the claim and may call the publisher. */
+  claimed: boolean;
+  /** Another run claimed the step and has finished it since. */
+  finished: boolean;
+  /** How many times the step was released (its publisher said nothing went out, or someone settled it so). */
+  generation: number;
+  /** When the claim was made. */
+  since: string;
+}
+
+const claimTarget = (step: EngineStep, generation: number) => `claim:${step}:${generation}`;
+const releaseTarget = (step: EngineStep, generation: number) => `release:${step}:${generation}`;
+
+/** The failure of a publish step that an earlier run started and never finished: it may or may not have gone out. */
+function inDoubt(step: EngineStep, sceneId: string, since: string): StoryloomError {
+  const target = step.slice('publish:'.length);
+  return new StoryloomError(
+    'PUBLISH_IN_DOUBT',
+    `${step} of scene "${sceneId}" was started at ${since} and never finished: it may or may not have gone out, and the publisher is not idempotent, so it is not called again. Check "${target}", then call resolvePublication(storyId, "${sceneId}", "${target}", "published" | "not-published")`,
+    { isRetryable: false },
+  );
+}
+
 function unfinishedSteps(steps: readonly EngineStep[], log: readonly PublicationEntry[]): EngineStep[] {
   const finished = new Set(
     log.filter((entry) => entry.status === 'done' || entry.status === 'skipped').map((entry) => entry.target),

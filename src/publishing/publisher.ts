@@ -56,13 +56,25 @@ export interface PublishResult {
 
 /** What a publisher can do. */
 export interface PublisherCapabilities {
-  /** Publishing the same scene twice leaves one publication (deterministic keys, create-only writes). */
+  /**
+   * Publishing the same scene twice leaves one publication (deterministic keys, create-only writes). When false (a
+   * post on a social network, say), the engine calls `publish` at most once per scene: see `Publisher`.
+   */
   idempotent: boolean;
 }
 
 /**
- * Publishes scenes to one target. `publish` must be safe to repeat for the same scene: the engine calls it again
- * after a crash when the log has no `done` entry.
+ * Publishes scenes to one target.
+ *
+ * An idempotent publisher's `publish` must be safe to repeat for the same scene: the engine calls it again after a
+ * crash or a failure, until the publication log has a `done` entry.
+ *
+ * A publisher that is not idempotent is called at most once per scene. The engine claims the step in the log first,
+ * so of all the runs that reach it (a retried Lambda beside the first, say) one calls it. Its failure with a retryable
+ * error means nothing went out: the engine retries with its policy, and once retries run out it releases the claim
+ * for a later run. Any other outcome without `done` (a crash, a step timeout, a non-retryable or unknown error) leaves
+ * the step in doubt: the engine does not call the publisher again, reports `PUBLISH_IN_DOUBT` (not retryable), and
+ * the story waits until `StoryEngine.resolvePublication` settles it as published or not.
  */
 export interface Publisher {
   readonly specificationVersion: 'v1';

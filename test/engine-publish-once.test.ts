@@ -1,0 +1,216 @@
+/**
+ * A publisher that is not idempotent (a post on a social network) is called at most once per scene: the engine claims
+ * the step in the publication log before calling it, a retryable failure ("nothing went out") releases the claim, and
+ * any other unfinished call leaves the step in doubt, reported and never repeated until someone settles it.
+ */
+import { describe, expect, it } from 'vitest';
+import { ProviderError, ValidationError } from '../src/core/errors.js';
+import { assertEpisodeComplete, createStoryEngine, type StoryEngine } from '../src/engine/engine.js';
+import { createStateOnlyContext } from '../src/engine/episode-context.js';
+import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
+import type { Episode, Publisher, PublishResult } from '../src/publishing/publisher.js';
+import type { StoryStateStore } from '../src/state/store.js';
+import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
+
+const NO_WAIT = { initialDelayMs: 0 };
+
+/** A post-once publisher (target `social`) that records every call; `behave` decides each call's outcome. */
+function socialPublisher(behave: (call: number, episode: Episode) => Promise<void> | void = () => {}) {
+  const calls: string[] = [];
+  const publisher: Publisher & { calls: string[] } = {
+    specificationVersion: 'v1',
+    provider: 'social',
+    target: 'social',
+    capabilities: { idempotent: false },
+    calls,
+    async publish(episode): Promise<PublishResult> {
+      calls.push(episode.scene.id);
+      await behave(calls.length, episode);
+      return { target: 'social', url: `https://social.example/${calls.length}`, ids: [`post-${calls.length}`] };
+    },
+  };
+  return publisher;
+}
+
+/** The store, with one `recordPublication` of `target` failing as a crash would stop the process there. */
+function crashingOnce(store: StoryStateStore, target: string): StoryStateStore {
+  let armed = true;
+  return new Proxy(store, {
+    get(object, property, receiver) {
+      if (property === 'recordPublication') {
+        return async (entry: Parameters<StoryStateStore['recordPublication']>[0]) => {
+          if (armed && entry.target === target && entry.status === 'done') {
+            armed = false;
+            throw new Error('the process died here');
+          }
+          return object.recordPublication(entry);
+        };
+      }
+      const value = Reflect.get(object, property, receiver);
+      return typeof value === 'function' ? value.bind(object) : value;
+    },
+  });
+}
+
+async function engineWith(publisher: Publisher, options: { store?: StoryStateStore; stepTimeoutMs?: number } = {}) {
+  const world = await newWorldStore();
+  const store = options.store ?? world.store;
+  if (options.store) await store.create((await world.store.load(STORY_ID)) as never).catch(() => {});
+  const engine = createStoryEngine({
+    store,
+    context: createStateOnlyContext({ store }),
+    generator: createScriptedGenerator(),
+    publishers: [publisher],
+    clock: world.clock,
+    retry: { ...NO_WAIT, maxRetries: 1 },
+    ...(options.stepTimeoutMs === undefined ? {} : { stepTimeoutMs: options.stepTimeoutMs }),
+  });
+  return { engine, store, world };
+}
+
+const inDoubt = (engine: StoryEngine) =>
+  engine.runEpisode(STORY_ID).then((result) => {
+    expect(result.complete).toBe(false);
+    expect(result.failures.map((failure) => [failure.step, (failure.error as { code?: string }).code])).toEqual([
+      ['publish:social', 'PUBLISH_IN_DOUBT'],
+    ]);
+    const error = (() => {
+      try {
+        assertEpisodeComplete(result);
+      } catch (caught) {
+        return caught;
+      }
+    })();
+    expect(EpisodeIncompleteError.isInstance(error)).toBe(true);
+    expect((error as EpisodeIncompleteError).isRetryable).toBe(false);
+    return result;
+  });
+
+describe('engine: a publisher that is not idempotent', () => {
+  it('is called once per scene, after its claim is in the log', async () => {
+    const publisher = socialPublisher();
+    const { engine, store } = await engineWith(publisher);
+    const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(publisher.calls).toHaveLength(2);
+    const log = await store.listPublications(STORY_ID, first.scene.id);
+    expect(log.map((entry) => entry.target).sort()).toEqual([...engine.steps, 'claim:publish:social:0'].sort());
+  });
+
+  it('is not called again after a crash between its post and the log: the step is in doubt until settled', async () => {
+    const publisher = socialPublisher();
+    const { store: plain } = await newWorldStore();
+    const { engine, store } = await engineWith(publisher, { store: crashingOnce(plain, 'publish:social') });
+    await expect(engine.runEpisode(STORY_ID)).rejects.toThrow('the process died here');
+    expect(publisher.calls).toHaveLength(1);
+    const doubted = await inDoubt(engine);
+    await inDoubt(engine);
+    // Twice in doubt, never called again: the post that went out is not made twice.
+    expect(publisher.calls).toHaveLength(1);
+    expect((doubted.failures[0]!.error as Error).message).toContain('resolvePublication');
+
+    await engine.resolvePublication(STORY_ID, doubted.scene.id, 'social', 'published', { ids: ['post-1'] });
+    const next = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(next.outcome).toBe('created');
+    expect(publisher.calls).toEqual([doubted.scene.id, next.scene.id]);
+    const settled = (await store.listPublications(STORY_ID, doubted.scene.id)).find(
+      (entry) => entry.target === 'publish:social',
+    );
+    expect(settled).toMatchObject({ status: 'done', result: { settled: 'published', ids: ['post-1'] } });
+  });
+
+  it('is called once more when the step is settled as not published', async () => {
+    // The first call fails in a way that does not say nothing went out.
+    const publisher = socialPublisher((call) => {
+      if (call === 1) throw new Error('connection reset');
+    });
+    const { engine } = await engineWith(publisher);
+    const failed = await engine.runEpisode(STORY_ID);
+    expect(failed.complete).toBe(false);
+    const doubted = await inDoubt(engine);
+    expect(publisher.calls).toHaveLength(1);
+    await engine.resolvePublication(STORY_ID, doubted.scene.id, 'social', 'not-published');
+    const resumed = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(resumed.outcome).toBe('resumed');
+    expect(publisher.calls).toEqual([doubted.scene.id, doubted.scene.id]);
+    // Settling a finished step is refused.
+    await expect(engine.resolvePublication(STORY_ID, doubted.scene.id, 'social', 'published')).rejects.toThrow(
+      ValidationError,
+    );
+  });
+
+  it('retries a failure that says nothing went out, and a later run calls it again once retries ran out', async () => {
+    const unavailable = () =>
+      new ProviderError('the service is down', { provider: 'social', status: 503, isRetryable: true });
+    const publisher = socialPublisher((call) => {
+      if (call <= 2) throw unavailable();
+    });
+    const { engine } = await engineWith(publisher);
+    const first = await engine.runEpisode(STORY_ID);
+    // One try and one retry, both refused before anything went out: the claim is released.
+    expect(first.complete).toBe(false);
+    expect(publisher.calls).toHaveLength(2);
+    const second = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(second.outcome).toBe('resumed');
+    expect(publisher.calls).toHaveLength(3);
+  });
+
+  it('is not retried after a step timeout: the call may have gone out', async () => {
+    const publisher = socialPublisher((call) => (call === 1 ? new Promise<void>(() => {}) : undefined));
+    const { engine } = await engineWith(publisher, { stepTimeoutMs: 30 });
+    const first = await engine.runEpisode(STORY_ID);
+    expect(first.failures.map((failure) => (failure.error as { code?: string }).code)).toEqual(['TIMEOUT']);
+    expect(publisher.calls).toHaveLength(1);
+    await inDoubt(engine);
+    expect(publisher.calls).toHaveLength(1);
+  });
+
+  it('is called by one of two runs that reach the step together', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const publisher = socialPublisher((call) => (call === 1 ? gate : undefined));
+    const { engine, store, world } = await engineWith(publisher);
+    // Another process's engine over the same store (an engine runs one episode of a story at a time).
+    const other = createStoryEngine({
+      store,
+      context: createStateOnlyContext({ store }),
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock: world.clock,
+      retry: NO_WAIT,
+    });
+    const first = engine.runEpisode(STORY_ID);
+    // The first run is inside the publisher; a second run finds the scene's publish step claimed.
+    while (publisher.calls.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    const second = await other.runEpisode(STORY_ID);
+    expect(second.outcome).toBe('resumed');
+    expect(second.failures.map((failure) => (failure.error as { code?: string }).code)).toEqual(['PUBLISH_IN_DOUBT']);
+    open();
+    assertEpisodeComplete(await first);
+    expect(publisher.calls).toHaveLength(1);
+    // Finished by the first run: the next one writes a new scene.
+    expect(assertEpisodeComplete(await engine.runEpisode(STORY_ID)).outcome).toBe('created');
+    expect(publisher.calls).toHaveLength(2);
+  });
+
+  it('settles only what is in doubt, for a publisher the engine has', async () => {
+    const publisher = socialPublisher();
+    const { engine } = await engineWith(publisher);
+    const done = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    await expect(engine.resolvePublication(STORY_ID, done.scene.id, 'nowhere', 'published')).rejects.toThrow(
+      'the engine has no publisher "nowhere"',
+    );
+    await expect(engine.resolvePublication(STORY_ID, done.scene.id, 'social', 'not-published')).rejects.toThrow(
+      'already finished',
+    );
+    expect(() =>
+      createStoryEngine({
+        store: {} as StoryStateStore,
+        generator: createScriptedGenerator(),
+        publishers: [{ ...publisher, target: 'x'.repeat(101) }],
+      }),
+    ).toThrow(ValidationError);
+  });
+});
