@@ -15,8 +15,9 @@
  *   chapter, the pages of the scene and its neighbours, its chapter page and the site-wide pages; never the whole
  *   story. The site-wide files are known by their hashes in the catalog, so they are never read back. What still
  *   grows is one line per chapter (in the catalog, as on the index), and the roster and the timeline, which show the
- *   story's whole cast and every thread. No folder is listed but the site's top level. `publishMany` writes the
- *   site-wide pages once for a whole batch (an imported or forked story).
+ *   story's whole cast and every thread (with the resolved threads the story archived at its thread cap, which
+ *   `story.json` keeps: a story at the cap has it read at each publish). No folder is listed but the site's top
+ *   level. `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
  * - **Self-healing catalog.** The catalog is derived data. A publish first leaves a marker file
  *   (`.publishing.<pid>.<random>`) and removes it once everything is written; it lists a scene in its chapter's file
  *   only once the scene's page and its neighbours' pages are written. A marker left behind (a crash), a catalog that
@@ -60,6 +61,7 @@ import {
 import {
   CharacterStateSchema,
   IdSchema,
+  LIMITS,
   PlotThreadSchema,
   type Scene,
   SceneSchema,
@@ -558,6 +560,18 @@ function summaryOf(chapterId: string, episodes: readonly ManifestEpisode[]): Cha
   };
 }
 
+/**
+ * `next`, with the resolved threads `previous` shows and `next` no longer has in front of its own: the reducer
+ * archives resolved threads at the thread cap, and the timeline stays the record of every thread the story had. A
+ * thread whose id a later thread took shows as the later one.
+ */
+function withArchivedThreads(previous: StorySnapshot | undefined, next: StorySnapshot): StorySnapshot {
+  if (!previous) return next;
+  const live = new Set(next.plotThreads.map((thread) => thread.id));
+  const archived = previous.plotThreads.filter((thread) => thread.status === 'resolved' && !live.has(thread.id));
+  return archived.length === 0 ? next : { ...next, plotThreads: [...archived, ...next.plotThreads] };
+}
+
 /** The scenes the roster and the timeline link to. */
 function linkedScenes(story: StorySnapshot): string[] {
   const ids = new Set<string>();
@@ -741,6 +755,10 @@ class SiteModel {
       if (typeof this.story === 'function') this.story = (await this.story()) ?? this.story;
       if (typeof this.story === 'function') throw new SiteOutOfStep(STORY_FILE);
       return;
+    }
+    if (story.plotThreads.length >= LIMITS.plotThreads) {
+      // At the thread cap the reducer archives resolved threads: the timeline keeps them.
+      story = withArchivedThreads(typeof this.story === 'function' ? await this.story() : this.story, story);
     }
     const previous = this.catalog.links;
     const links: Record<string, SceneLink> = {};
@@ -1830,7 +1848,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     const stored = (await readStoryFile(storyId)) ?? (legacy && { ...legacy, characters: rosterOf(legacy.characters) });
     const whole = await readWholeSite(
       storyId,
-      stored && stored.version > story.version ? stored : story,
+      stored && stored.version > story.version ? stored : withArchivedThreads(stored, story),
       loaded.legacy,
     );
     const crashed = await scenesOfMarkers(leftBehind ?? []);
