@@ -13,6 +13,8 @@ import type { StoryStateStore } from '../src/state/store.js';
 import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
 
 const NO_WAIT = { initialDelayMs: 0 };
+/** Longer than any claim holds (a day at most). */
+const A_DAY_AND_MORE = 25 * 60 * 60 * 1000;
 
 /** A post-once publisher (target `social`) that records every call; `behave` decides each call's outcome. */
 function socialPublisher(behave: (call: number, episode: Episode) => Promise<void> | void = () => {}) {
@@ -100,9 +102,18 @@ describe('engine: a publisher that is not idempotent', () => {
   it('is not called again after a crash between its post and the log: the step is in doubt until settled', async () => {
     const publisher = socialPublisher();
     const { store: plain } = await newWorldStore();
-    const { engine, store } = await engineWith(publisher, { store: crashingOnce(plain, 'publish:social') });
+    const { engine, store, world } = await engineWith(publisher, { store: crashingOnce(plain, 'publish:social') });
     await expect(engine.runEpisode(STORY_ID)).rejects.toThrow('the process died here');
     expect(publisher.calls).toHaveLength(1);
+    // While the dead run's claim holds, a run leaves the step to it (it may still be publishing), retryably.
+    const waiting = await engine.runEpisode(STORY_ID);
+    expect(waiting.failures.map((failure) => (failure.error as { code?: string }).code)).toEqual([
+      'PUBLISH_IN_PROGRESS',
+    ]);
+    await expect(engine.resolvePublication(STORY_ID, waiting.scene.id, 'social', 'not-published')).rejects.toThrow(
+      'may still be being published',
+    );
+    await world.clock.advance(A_DAY_AND_MORE);
     const doubted = await inDoubt(engine);
     await inDoubt(engine);
     // Twice in doubt, never called again: the post that went out is not made twice.
@@ -119,14 +130,30 @@ describe('engine: a publisher that is not idempotent', () => {
     expect(settled).toMatchObject({ status: 'done', result: { settled: 'published', ids: ['post-1'] } });
   });
 
+  it('settles a step whose claim still holds only with force, for a run known to have stopped', async () => {
+    const publisher = socialPublisher();
+    const { store: plain } = await newWorldStore();
+    const { engine } = await engineWith(publisher, { store: crashingOnce(plain, 'publish:social') });
+    await expect(engine.runEpisode(STORY_ID)).rejects.toThrow('the process died here');
+    const scene = (await plain.load(STORY_ID)).sceneId!;
+    await expect(engine.resolvePublication(STORY_ID, scene, 'social', 'published')).rejects.toThrow('force: true');
+    await engine.resolvePublication(STORY_ID, scene, 'social', 'published', {
+      force: true,
+      url: 'https://social.example/1',
+    });
+    expect(assertEpisodeComplete(await engine.runEpisode(STORY_ID)).outcome).toBe('created');
+    expect(publisher.calls).toHaveLength(2);
+  });
+
   it('is called once more when the step is settled as not published', async () => {
     // The first call fails in a way that does not say nothing went out.
     const publisher = socialPublisher((call) => {
       if (call === 1) throw new Error('connection reset');
     });
-    const { engine } = await engineWith(publisher);
+    const { engine, world } = await engineWith(publisher);
     const failed = await engine.runEpisode(STORY_ID);
     expect(failed.complete).toBe(false);
+    await world.clock.advance(A_DAY_AND_MORE);
     const doubted = await inDoubt(engine);
     expect(publisher.calls).toHaveLength(1);
     await engine.resolvePublication(STORY_ID, doubted.scene.id, 'social', 'not-published');
@@ -157,10 +184,11 @@ describe('engine: a publisher that is not idempotent', () => {
 
   it('is not retried after a step timeout: the call may have gone out', async () => {
     const publisher = socialPublisher((call) => (call === 1 ? new Promise<void>(() => {}) : undefined));
-    const { engine } = await engineWith(publisher, { stepTimeoutMs: 30 });
+    const { engine, world } = await engineWith(publisher, { stepTimeoutMs: 30 });
     const first = await engine.runEpisode(STORY_ID);
     expect(first.failures.map((failure) => (failure.error as { code?: string }).code)).toEqual(['TIMEOUT']);
     expect(publisher.calls).toHaveLength(1);
+    await world.clock.advance(A_DAY_AND_MORE);
     await inDoubt(engine);
     expect(publisher.calls).toHaveLength(1);
   });
@@ -186,7 +214,11 @@ describe('engine: a publisher that is not idempotent', () => {
     while (publisher.calls.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
     const second = await other.runEpisode(STORY_ID);
     expect(second.outcome).toBe('resumed');
-    expect(second.failures.map((failure) => (failure.error as { code?: string }).code)).toEqual(['PUBLISH_IN_DOUBT']);
+    // Within the first run's claim: in progress, retryable, for the next run to look at again.
+    expect(second.failures.map((failure) => (failure.error as { code?: string }).code)).toEqual([
+      'PUBLISH_IN_PROGRESS',
+    ]);
+    expect(second.failures[0]!.error).toMatchObject({ isRetryable: true });
     open();
     assertEpisodeComplete(await first);
     expect(publisher.calls).toHaveLength(1);
@@ -200,17 +232,146 @@ describe('engine: a publisher that is not idempotent', () => {
     const { engine } = await engineWith(publisher);
     const done = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
     await expect(engine.resolvePublication(STORY_ID, done.scene.id, 'nowhere', 'published')).rejects.toThrow(
-      'the engine has no publisher "nowhere"',
+      'names no publisher of this engine ("nowhere")',
     );
+    await expect(
+      engine.resolvePublication(STORY_ID, done.scene.id, 'social', 'published', { ids: 'post-1' as never }),
+    ).rejects.toThrow(ValidationError);
     await expect(engine.resolvePublication(STORY_ID, done.scene.id, 'social', 'not-published')).rejects.toThrow(
       'already finished',
     );
-    expect(() =>
-      createStoryEngine({
-        store: {} as StoryStateStore,
-        generator: createScriptedGenerator(),
-        publishers: [{ ...publisher, target: 'x'.repeat(101) }],
+    const { store } = await newWorldStore();
+    const engineFor = (target: string) =>
+      createStoryEngine({ store, generator: createScriptedGenerator(), publishers: [{ ...publisher, target }] });
+    expect(() => engineFor('x'.repeat(101))).toThrow('of a publisher that is not idempotent must be at most 100');
+    expect(engineFor('x'.repeat(100)).steps).toContain(`publish:${'x'.repeat(100)}`);
+  });
+});
+
+/** The store, calling `after` once the first write of a target starting with `prefix` is recorded; `lose`: that
+ * write's answer is then lost (it throws although the write went through). */
+function watchingWrites(store: StoryStateStore, prefix: string, after: () => void, lose = false): StoryStateStore {
+  let armed = true;
+  return new Proxy(store, {
+    get(object, property, receiver) {
+      if (property === 'recordPublication') {
+        return async (entry: Parameters<StoryStateStore['recordPublication']>[0]) => {
+          const result = await object.recordPublication(entry);
+          if (armed && entry.target.startsWith(prefix)) {
+            armed = false;
+            after();
+            if (lose) throw new Error('socket hang up (the write went through)');
+          }
+          return result;
+        };
+      }
+      const value = Reflect.get(object, property, receiver);
+      return typeof value === 'function' ? value.bind(object) : value;
+    },
+  });
+}
+
+describe('engine: a publisher that is not idempotent, at the edges', () => {
+  it('counts the releases of its own step only, when another target starts with its name', async () => {
+    const social = socialPublisher((call) => {
+      if (call === 1) throw new Error('connection reset after the request was sent');
+    });
+    const eu = {
+      ...socialPublisher((call) => {
+        if (call <= 2) throw new ProviderError('down', { provider: 'social', status: 503, isRetryable: true });
       }),
-    ).toThrow(ValidationError);
+      target: 'social:eu',
+    };
+    const { store, clock } = await newWorldStore();
+    const engine = createStoryEngine({
+      store,
+      context: createStateOnlyContext({ store }),
+      generator: createScriptedGenerator(),
+      publishers: [social, eu],
+      clock,
+      retry: { ...NO_WAIT, maxRetries: 1 },
+    });
+    const first = await engine.runEpisode(STORY_ID);
+    await clock.advance(A_DAY_AND_MORE);
+    const second = await engine.runEpisode(STORY_ID);
+    // "social:eu" said nothing went out and is called again; "social" may have posted and is not.
+    expect(social.calls).toEqual([first.scene.id]);
+    expect(eu.calls).toEqual([first.scene.id, first.scene.id, first.scene.id]);
+    expect(second.failures.map((failure) => [failure.step, (failure.error as { code?: string }).code])).toEqual([
+      ['publish:social', 'PUBLISH_IN_DOUBT'],
+    ]);
+  });
+
+  it('never calls it again after a timeout, whatever the retry policy says of timeouts', async () => {
+    const publisher = socialPublisher(() => new Promise<void>(() => {}));
+    const { store, clock } = await newWorldStore();
+    const engine = createStoryEngine({
+      store,
+      context: createStateOnlyContext({ store }),
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      stepTimeoutMs: 30,
+      retry: {
+        ...NO_WAIT,
+        maxRetries: 2,
+        // A policy that retries everything.
+        shouldRetry: () => true,
+      },
+    });
+    await engine.runEpisode(STORY_ID);
+    await clock.advance(A_DAY_AND_MORE);
+    await engine.runEpisode(STORY_ID);
+    expect(publisher.calls).toHaveLength(1);
+  });
+
+  it('leaves the step to the next run when the run is stopped before or between its calls', async () => {
+    // Stopped right after the claim is written: nothing was sent.
+    const quiet = socialPublisher();
+    const { store: plain, clock } = await newWorldStore();
+    const controller = new AbortController();
+    const store = watchingWrites(plain, 'claim:publish:social:', () => controller.abort());
+    const engine = createStoryEngine({
+      store,
+      context: createStateOnlyContext({ store }),
+      generator: createScriptedGenerator(),
+      publishers: [quiet],
+      clock,
+      retry: { ...NO_WAIT, maxRetries: 1 },
+    });
+    await expect(engine.runEpisode(STORY_ID, { signal: controller.signal })).rejects.toThrow();
+    expect(quiet.calls).toHaveLength(0);
+    assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(quiet.calls).toHaveLength(1);
+
+    // Stopped while waiting to retry a call that said nothing went out.
+    const stopping = new AbortController();
+    const refused = socialPublisher((call) => {
+      if (call === 1) {
+        stopping.abort();
+        throw new ProviderError('the service is down', { provider: 'social', status: 503, isRetryable: true });
+      }
+    });
+    const second = await engineWith(refused);
+    await expect(second.engine.runEpisode(STORY_ID, { signal: stopping.signal })).rejects.toThrow();
+    assertEpisodeComplete(await second.engine.runEpisode(STORY_ID));
+    expect(refused.calls).toHaveLength(2);
+  });
+
+  it('goes on as the claim holder when the answer to its claim write is lost', async () => {
+    const publisher = socialPublisher();
+    const { store: plain, clock } = await newWorldStore();
+    const store = watchingWrites(plain, 'claim:publish:social:', () => {}, true);
+    const engine = createStoryEngine({
+      store,
+      context: createStateOnlyContext({ store }),
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      retry: NO_WAIT,
+    });
+    const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    const second = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(publisher.calls).toEqual([first.scene.id, second.scene.id]);
   });
 });

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
@@ -30,7 +30,7 @@ import { type RetryOptions, withRetry } from '../core/retry.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
 import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
-import { type EpisodeImage, type Publisher, sceneAltText } from '../publishing/publisher.js';
+import { type EpisodeImage, type Publisher, type PublishResult, sceneAltText } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
 import { type Scene, SceneSchema, type StateDelta, type StoryState } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
@@ -162,14 +162,15 @@ export interface StoryEngine {
    * scene and no outcome was recorded (a crash, a timeout, an error that does not say nothing went out), so the engine
    * will not call it again on its own. After checking the target: `published` records the step as done (with the
    * `url` and `ids` found there, if given); `not-published` lets the next run call the publisher once more.
-   * `ValidationError` for an unknown target, or a step not in doubt.
+   * `ValidationError` for an unknown target, a step not in doubt, or one whose claim still holds (its run may still
+   * be publishing; `force: true` settles it all the same, for a run known to have stopped).
    */
   resolvePublication(
     storyId: string,
     sceneId: string,
     target: string,
     outcome: 'published' | 'not-published',
-    found?: { url?: string; ids?: string[] },
+    options?: { url?: string; ids?: string[]; force?: boolean },
   ): Promise<void>;
 }
 
@@ -723,47 +724,83 @@ class Engine implements StoryEngine {
             continue;
           }
         }
-        const atMostOnce = publisher.capabilities?.idempotent === false;
-        let claim: Claim | undefined;
-        if (atMostOnce) {
-          claim = await this.claim(run.storyId, scene.id, step);
-          if (claim.finished) continue;
+        const call = (signal: AbortSignal | undefined) =>
+          publisher.publish({ story, scene, ...(image ? { image } : {}) }, signal ? { signal } : {});
+        if (publisher.capabilities?.idempotent === false) {
+          await this.publishAtMostOnce(run, step, scene, resumed, publisher, call);
+          continue;
         }
-        const outcome = await this.postStep(
-          run,
-          step,
-          scene,
-          resumed,
-          async (signal) => {
-            if (claim && !claim.claimed) throw inDoubt(step, scene.id, claim.since);
-            const published = await publisher.publish(
-              { story, scene, ...(image ? { image } : {}) },
-              signal ? { signal } : {},
-            );
-            return {
-              status: 'done',
-              result: {
-                provider: publisher.provider,
-                ...(published.url === undefined ? {} : { url: published.url }),
-                ids: published.ids.slice(0, 100),
-              },
-            };
-          },
-          atMostOnce,
-        );
-        // A publisher that is not idempotent says "nothing went out" with a retryable error: the next run may call
-        // it again. Anything else leaves the claim standing, and the step in doubt until someone settles it.
-        const failure = run.failures.at(-1);
-        if (claim?.claimed && outcome === 'failed' && failure?.step === step && isRetryableStepFailure(failure.error)) {
-          await this.store.recordPublication({
-            storyId: run.storyId,
-            sceneId: scene.id,
-            target: releaseTarget(step, claim.generation),
-            status: 'done',
-            result: { reason: 'the publisher said nothing went out' },
-          });
-        }
+        await this.postStep(run, step, scene, resumed, async (signal) => ({
+          status: 'done',
+          result: publishedRecord(publisher, await call(signal)),
+        }));
       }
+    }
+  }
+
+  /**
+   * The publish step of a publisher that is not idempotent: claimed in the log first, so that of all the runs that
+   * reach it one calls the publisher, and called again by a later run only when every call so far failed saying
+   * nothing went out (a retryable error) or was never made. Otherwise the step stays in doubt until
+   * `resolvePublication` settles it.
+   */
+  private async publishAtMostOnce(
+    run: RunContext,
+    step: EngineStep,
+    scene: Scene,
+    resumed: boolean,
+    publisher: Publisher,
+    call: (signal: AbortSignal | undefined) => Promise<PublishResult>,
+  ): Promise<void> {
+    throwIfAborted(run.signal);
+    const claim = await this.claim(run.storyId, scene.id, step);
+    if (claim.finished) return;
+    // Set when the publisher is called, cleared when that call fails saying nothing went out (a retryable error that
+    // is not an abort): a call cut short by a timeout or an abort may have published.
+    let mayHavePublished = false;
+    const release = async () => {
+      if (!claim.claimed || mayHavePublished) return;
+      await this.store.recordPublication({
+        storyId: run.storyId,
+        sceneId: scene.id,
+        target: releaseTarget(step, claim.generation),
+        status: 'done',
+        result: { reason: 'nothing went out' },
+      });
+    };
+    try {
+      await this.postStep(
+        run,
+        step,
+        scene,
+        resumed,
+        async (signal) => {
+          if (!claim.claimed) {
+            throw claim.inProgress
+              ? publishInProgress(step, scene.id, claim)
+              : publishInDoubt(step, run.storyId, scene.id, claim.since);
+          }
+          mayHavePublished = true;
+          let published: PublishResult;
+          try {
+            published = await call(signal);
+          } catch (error) {
+            if (StoryloomError.isInstance(error) && error.isRetryable && !AbortedError.isInstance(error)) {
+              mayHavePublished = false;
+            }
+            throw error;
+          }
+          return { status: 'done', result: publishedRecord(publisher, published) };
+        },
+        true,
+        // Released before the failure is recorded: a crash between the two leaves the step in doubt, never lost.
+        async (status) => {
+          if (status === 'failed') await release();
+        },
+      );
+    } catch (error) {
+      if (AbortedError.isInstance(error)) await release().catch(() => {});
+      throw error;
     }
   }
 
@@ -777,6 +814,7 @@ class Engine implements StoryEngine {
       signal: AbortSignal | undefined,
     ) => Promise<{ status: 'done' | 'skipped'; result: Record<string, unknown> }>,
     atMostOnce = false,
+    beforeRecord?: (status: StepStatus) => Promise<void>,
   ): Promise<StepStatus> {
     const started = this.clock.now();
     this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, sceneId: scene.id, resumed });
@@ -792,6 +830,7 @@ class Engine implements StoryEngine {
       failure = error;
       result = failureRecord(error);
     }
+    await beforeRecord?.(status);
     await this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result });
     const durationMs = this.clock.now() - started;
     const report: StepReport = { step, sceneId: scene.id, status, durationMs, result };
@@ -818,22 +857,56 @@ class Engine implements StoryEngine {
   /**
    * Claims a publish step of a publisher that is not idempotent before it is called: the first claim of the current
    * generation wins (the log keeps the first `done` of a target), so of all the runs that reach the step, one calls
-   * the publisher. A claim found taken without the step's outcome is a step in doubt.
+   * the publisher. The claim holds for as long as its run may still be calling (`claimLeaseMs`); found taken after
+   * that without the step's outcome, the step is in doubt.
    */
   private async claim(storyId: string, sceneId: string, step: EngineStep): Promise<Claim> {
-    const log = await this.store.listPublications(storyId, sceneId);
-    const generation = log.filter((entry) => entry.target.startsWith(`release:${step}:`)).length;
-    const { recorded, entry } = await this.store.recordPublication({
-      storyId,
-      sceneId,
-      target: claimTarget(step, generation),
-      status: 'done',
-      result: { claimedAt: isoNow(this.clock) },
-    });
-    if (recorded) return { claimed: true, finished: false, generation, since: entry.recordedAt };
-    // Another run may have claimed it and finished since the log was read.
+    const generation = releasesOf(step, await this.store.listPublications(storyId, sceneId));
+    const target = claimTarget(step, generation);
+    const now = this.clock.now();
+    const nonce = randomUUID();
+    let entry: PublicationEntry;
+    let recorded: boolean;
+    try {
+      ({ recorded, entry } = await this.store.recordPublication({
+        storyId,
+        sceneId,
+        target,
+        status: 'done',
+        result: {
+          claimedAt: new Date(now).toISOString(),
+          leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
+          nonce,
+        },
+      }));
+    } catch (error) {
+      // The answer may be what was lost, not the write: the log says whose claim it is.
+      const found = (await this.store.listPublications(storyId, sceneId).catch(() => [])).find(
+        (candidate) => candidate.target === target,
+      );
+      if (!found) throw error;
+      entry = found;
+      recorded = found.result.nonce === nonce;
+    }
+    const leaseUntil = typeof entry.result.leaseUntil === 'string' ? entry.result.leaseUntil : entry.recordedAt;
+    if (recorded)
+      return { claimed: true, finished: false, inProgress: false, generation, since: entry.recordedAt, leaseUntil };
+    // Another run may have claimed it and finished since.
     const finished = unfinishedSteps([step], await this.store.listPublications(storyId, sceneId)).length === 0;
-    return { claimed: false, finished, generation, since: entry.recordedAt };
+    const inProgress = Date.parse(leaseUntil) > now;
+    return { claimed: false, finished, inProgress, generation, since: entry.recordedAt, leaseUntil };
+  }
+
+  /**
+   * How long a claim holds: as long as its run may still be calling the publisher (every attempt's time limit and the
+   * waits between them), at most a day.
+   */
+  private claimLeaseMs(): number {
+    const timeout = this.options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
+    const retry = this.options.retry ?? {};
+    const retries = retry.maxRetries ?? 2;
+    const wait = Math.max(retry.maxDelayMs ?? 8_000, retry.maxRetryAfterMs ?? 60_000);
+    return Math.min(timeout * (retries + 1) + wait * retries, MAX_CLAIM_LEASE_MS);
   }
 
   async resolvePublication(
@@ -841,22 +914,42 @@ class Engine implements StoryEngine {
     sceneId: string,
     target: string,
     outcome: 'published' | 'not-published',
-    found: { url?: string; ids?: string[] } = {},
+    options: { url?: string; ids?: string[]; force?: boolean } = {},
   ): Promise<void> {
+    const invalid = (path: string, message: string) =>
+      new ValidationError(`Cannot settle the publication: ${path} ${message}`, { problems: [{ path, message }] });
     const publisher = this.publishers.find((candidate) => candidate.target === target);
-    const problem = (message: string) => new ValidationError(message, { problems: [{ path: 'target', message }] });
-    if (!publisher) throw problem(`the engine has no publisher "${target}"`);
+    if (!publisher) throw invalid('target', `names no publisher of this engine ("${String(target)}")`);
     if (outcome !== 'published' && outcome !== 'not-published') {
-      throw new ValidationError('outcome must be "published" or "not-published"', {
-        problems: [{ path: 'outcome', message: 'must be "published" or "not-published"' }],
-      });
+      throw invalid('outcome', 'must be "published" or "not-published"');
+    }
+    if (typeof options !== 'object' || options === null) throw invalid('options', 'must be an object');
+    if (options.url !== undefined && typeof options.url !== 'string') throw invalid('options.url', 'must be a string');
+    if (
+      options.ids !== undefined &&
+      (!Array.isArray(options.ids) || !options.ids.every((id) => typeof id === 'string'))
+    ) {
+      throw invalid('options.ids', 'must be an array of strings');
     }
     const step: EngineStep = `publish:${target}`;
     const log = await this.store.listPublications(storyId, sceneId);
-    if (unfinishedSteps([step], log).length === 0) throw problem(`${step} of scene "${sceneId}" is already finished`);
-    const generation = log.filter((entry) => entry.target.startsWith(`release:${step}:`)).length;
-    if (!log.some((entry) => entry.target === claimTarget(step, generation))) {
-      throw problem(`${step} of scene "${sceneId}" is not in doubt: the publisher was not called for it`);
+    if (unfinishedSteps([step], log).length === 0) {
+      throw invalid('target', `"${target}": ${step} of scene "${sceneId}" is already finished`);
+    }
+    const generation = releasesOf(step, log);
+    const claim = log.find((entry) => entry.target === claimTarget(step, generation));
+    if (!claim) {
+      throw invalid(
+        'target',
+        `"${target}": ${step} of scene "${sceneId}" is not in doubt: the publisher has not been called for it${generation > 0 ? ' since it last said nothing went out' : ''}, and the next run calls it`,
+      );
+    }
+    const leaseUntil = typeof claim.result.leaseUntil === 'string' ? Date.parse(claim.result.leaseUntil) : 0;
+    if (leaseUntil > this.clock.now() && options.force !== true) {
+      throw invalid(
+        'target',
+        `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${String(claim.result.leaseUntil)}, or with force: true if that run is known to have stopped`,
+      );
     }
     if (outcome === 'published') {
       await this.store.recordPublication({
@@ -867,8 +960,8 @@ class Engine implements StoryEngine {
         result: {
           provider: publisher.provider,
           settled: 'published',
-          ...(found.url === undefined ? {} : { url: String(found.url) }),
-          ids: (found.ids ?? []).slice(0, 100).map(String),
+          ...(options.url === undefined ? {} : { url: options.url }),
+          ids: (options.ids ?? []).slice(0, 100),
         },
       });
     } else {
@@ -1028,11 +1121,8 @@ class Engine implements StoryEngine {
   /**
    * Runs a step's call with the retry policy, each attempt within `stepTimeoutMs`. The attempt's signal fires when the
    * run is aborted or the attempt has run out of time; a call that ignores it is left behind, and the attempt fails
-   * with a retryable `TIMEOUT` error all the same.
-   */
-  /**
-   * Calls `call` with the retry policy, each attempt bounded by `stepTimeoutMs`. `atMostOnce`: an attempt that timed
-   * out may have done its work, so it is not retried (a publisher that is not idempotent).
+   * with a `TIMEOUT` error all the same: retryable, unless `atMostOnce` (a publisher that is not idempotent, whose
+   * call may have published), which also never retries an error that is not retryable, whatever the policy says.
    */
   private attempts<T>(
     run: RunContext,
@@ -1070,13 +1160,25 @@ class Engine implements StoryEngine {
           clearTimeout(handle);
         }
       },
-      this.retryOptions(run, step),
+      this.retryOptions(run, step, atMostOnce),
     );
   }
 
-  private retryOptions(run: RunContext, step: EngineStep): RetryOptions {
+  private retryOptions(run: RunContext, step: EngineStep, atMostOnce = false): RetryOptions {
+    const shouldRetry = this.options.retry?.shouldRetry;
     return {
       ...this.options.retry,
+      // A call that may have done its work is never made again, whatever the policy says of its error.
+      ...(atMostOnce
+        ? {
+            // Another run's claim is not waited for here: the next run looks again.
+            shouldRetry: (error: unknown, attempt: number) =>
+              StoryloomError.isInstance(error) &&
+              error.isRetryable &&
+              error.code !== 'PUBLISH_IN_PROGRESS' &&
+              (shouldRetry?.(error, attempt) ?? true),
+          }
+        : {}),
       clock: this.clock,
       ...(run.signal ? { signal: run.signal } : {}),
       onRetry: ({ attempt, delayMs, error }) => {
@@ -1125,32 +1227,64 @@ function takenInfluences(state: StoryState, store: StoryStateStore): StoryState[
   return byArrival.slice(0, declared);
 }
 
-/** The steps among `steps` that the log has not finished (`done` or `skipped`), in order. */
 /** A publish step's claim, for a publisher that is not idempotent. */
 interface Claim {
   /** This run holds the claim and may call the publisher. */
   claimed: boolean;
   /** Another run claimed the step and has finished it since. */
   finished: boolean;
+  /** Another run holds the claim and may still be calling the publisher. */
+  inProgress: boolean;
   /** How many times the step was released (its publisher said nothing went out, or someone settled it so). */
   generation: number;
-  /** When the claim was made. */
+  /** When the claim was made, and until when it holds. */
   since: string;
+  leaseUntil: string;
 }
+
+/** Longest a claim holds: past it, a claim without an outcome is in doubt however long its run's policy allows. */
+const MAX_CLAIM_LEASE_MS = 24 * 60 * 60 * 1000;
 
 const claimTarget = (step: EngineStep, generation: number) => `claim:${step}:${generation}`;
 const releaseTarget = (step: EngineStep, generation: number) => `release:${step}:${generation}`;
 
+/** How many times a step was released: its release entries, counted by exact name from 0 (a target may hold `:`). */
+function releasesOf(step: EngineStep, log: readonly PublicationEntry[]): number {
+  const targets = new Set(log.map((entry) => entry.target));
+  let generation = 0;
+  while (targets.has(releaseTarget(step, generation))) generation++;
+  return generation;
+}
+
+/** What the log keeps of a publish: the provider, the url and the remote ids. */
+function publishedRecord(publisher: Publisher, published: PublishResult): Record<string, unknown> {
+  return {
+    provider: publisher.provider,
+    ...(published.url === undefined ? {} : { url: published.url }),
+    ids: published.ids.slice(0, 100),
+  };
+}
+
 /** The failure of a publish step that an earlier run started and never finished: it may or may not have gone out. */
-function inDoubt(step: EngineStep, sceneId: string, since: string): StoryloomError {
+function publishInDoubt(step: EngineStep, storyId: string, sceneId: string, since: string): StoryloomError {
   const target = step.slice('publish:'.length);
   return new StoryloomError(
     'PUBLISH_IN_DOUBT',
-    `${step} of scene "${sceneId}" was started at ${since} and never finished: it may or may not have gone out, and the publisher is not idempotent, so it is not called again. Check "${target}", then call resolvePublication(storyId, "${sceneId}", "${target}", "published" | "not-published")`,
+    `${step} of scene "${sceneId}" was started at ${since} and never finished: it may or may not have gone out, and the publisher is not idempotent, so it is not called again. Check "${target}", then call resolvePublication("${storyId}", "${sceneId}", "${target}", "published" or "not-published")`,
     { isRetryable: false },
   );
 }
 
+/** The failure of a run that found another run publishing the step: the next run looks again. */
+function publishInProgress(step: EngineStep, sceneId: string, claim: Claim): StoryloomError {
+  return new StoryloomError(
+    'PUBLISH_IN_PROGRESS',
+    `${step} of scene "${sceneId}" is being published by the run that claimed it at ${claim.since} (its claim holds until ${claim.leaseUntil}); this run leaves it to that one`,
+    { isRetryable: true },
+  );
+}
+
+/** The steps among `steps` that the log has not finished (`done` or `skipped`), in order. */
 function unfinishedSteps(steps: readonly EngineStep[], log: readonly PublicationEntry[]): EngineStep[] {
   const finished = new Set(
     log.filter((entry) => entry.status === 'done' || entry.status === 'skipped').map((entry) => entry.target),
