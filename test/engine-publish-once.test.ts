@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ProviderError, ValidationError } from '../src/core/errors.js';
+import type { RetryOptions } from '../src/core/retry.js';
 import { assertEpisodeComplete, createStoryEngine, type StoryEngine } from '../src/engine/engine.js';
 import { createStateOnlyContext } from '../src/engine/episode-context.js';
 import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
@@ -54,20 +55,28 @@ function crashingOnce(store: StoryStateStore, target: string): StoryStateStore {
   });
 }
 
-async function engineWith(publisher: Publisher, options: { store?: StoryStateStore; stepTimeoutMs?: number } = {}) {
+interface EngineSetup {
+  /** Wraps the world's store (the engine sees the wrapper; `plain` is the store itself). */
+  wrap?: (store: StoryStateStore) => StoryStateStore;
+  stepTimeoutMs?: number;
+  retry?: RetryOptions;
+}
+
+/** An engine over a fresh world store with `publishers`, retrying once without waiting unless told otherwise. */
+async function engineWith(publishers: Publisher | Publisher[], setup: EngineSetup = {}) {
   const world = await newWorldStore();
-  const store = options.store ?? world.store;
-  if (options.store) await store.create((await world.store.load(STORY_ID)) as never).catch(() => {});
-  const engine = createStoryEngine({
-    store,
-    context: createStateOnlyContext({ store }),
-    generator: createScriptedGenerator(),
-    publishers: [publisher],
-    clock: world.clock,
-    retry: { ...NO_WAIT, maxRetries: 1 },
-    ...(options.stepTimeoutMs === undefined ? {} : { stepTimeoutMs: options.stepTimeoutMs }),
-  });
-  return { engine, store, world };
+  const store = setup.wrap ? setup.wrap(world.store) : world.store;
+  const build = () =>
+    createStoryEngine({
+      store,
+      context: createStateOnlyContext({ store }),
+      generator: createScriptedGenerator(),
+      publishers: Array.isArray(publishers) ? publishers : [publishers],
+      clock: world.clock,
+      retry: setup.retry ?? { ...NO_WAIT, maxRetries: 1 },
+      ...(setup.stepTimeoutMs === undefined ? {} : { stepTimeoutMs: setup.stepTimeoutMs }),
+    });
+  return { engine: build(), store, plain: world.store, clock: world.clock, world, build };
 }
 
 const inDoubt = (engine: StoryEngine) =>
@@ -101,8 +110,9 @@ describe('engine: a publisher that is not idempotent', () => {
 
   it('is not called again after a crash between its post and the log: the step is in doubt until settled', async () => {
     const publisher = socialPublisher();
-    const { store: plain } = await newWorldStore();
-    const { engine, store, world } = await engineWith(publisher, { store: crashingOnce(plain, 'publish:social') });
+    const { engine, store, world } = await engineWith(publisher, {
+      wrap: (plain) => crashingOnce(plain, 'publish:social'),
+    });
     await expect(engine.runEpisode(STORY_ID)).rejects.toThrow('the process died here');
     expect(publisher.calls).toHaveLength(1);
     // While the dead run's claim holds, a run leaves the step to it (it may still be publishing), retryably.
@@ -132,8 +142,7 @@ describe('engine: a publisher that is not idempotent', () => {
 
   it('settles a step whose claim still holds only with force, for a run known to have stopped', async () => {
     const publisher = socialPublisher();
-    const { store: plain } = await newWorldStore();
-    const { engine } = await engineWith(publisher, { store: crashingOnce(plain, 'publish:social') });
+    const { engine, plain } = await engineWith(publisher, { wrap: (store) => crashingOnce(store, 'publish:social') });
     await expect(engine.runEpisode(STORY_ID)).rejects.toThrow('the process died here');
     const scene = (await plain.load(STORY_ID)).sceneId!;
     await expect(engine.resolvePublication(STORY_ID, scene, 'social', 'published')).rejects.toThrow('force: true');
@@ -199,16 +208,9 @@ describe('engine: a publisher that is not idempotent', () => {
       open = resolve;
     });
     const publisher = socialPublisher((call) => (call === 1 ? gate : undefined));
-    const { engine, store, world } = await engineWith(publisher);
+    const { engine, build } = await engineWith(publisher);
     // Another process's engine over the same store (an engine runs one episode of a story at a time).
-    const other = createStoryEngine({
-      store,
-      context: createStateOnlyContext({ store }),
-      generator: createScriptedGenerator(),
-      publishers: [publisher],
-      clock: world.clock,
-      retry: NO_WAIT,
-    });
+    const other = build();
     const first = engine.runEpisode(STORY_ID);
     // The first run is inside the publisher; a second run finds the scene's publish step claimed.
     while (publisher.calls.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
@@ -282,15 +284,7 @@ describe('engine: a publisher that is not idempotent, at the edges', () => {
       }),
       target: 'social:eu',
     };
-    const { store, clock } = await newWorldStore();
-    const engine = createStoryEngine({
-      store,
-      context: createStateOnlyContext({ store }),
-      generator: createScriptedGenerator(),
-      publishers: [social, eu],
-      clock,
-      retry: { ...NO_WAIT, maxRetries: 1 },
-    });
+    const { engine, clock } = await engineWith([social, eu]);
     const first = await engine.runEpisode(STORY_ID);
     await clock.advance(A_DAY_AND_MORE);
     const second = await engine.runEpisode(STORY_ID);
@@ -304,20 +298,10 @@ describe('engine: a publisher that is not idempotent, at the edges', () => {
 
   it('never calls it again after a timeout, whatever the retry policy says of timeouts', async () => {
     const publisher = socialPublisher(() => new Promise<void>(() => {}));
-    const { store, clock } = await newWorldStore();
-    const engine = createStoryEngine({
-      store,
-      context: createStateOnlyContext({ store }),
-      generator: createScriptedGenerator(),
-      publishers: [publisher],
-      clock,
+    // A policy that retries everything.
+    const { engine, clock } = await engineWith(publisher, {
       stepTimeoutMs: 30,
-      retry: {
-        ...NO_WAIT,
-        maxRetries: 2,
-        // A policy that retries everything.
-        shouldRetry: () => true,
-      },
+      retry: { ...NO_WAIT, maxRetries: 2, shouldRetry: () => true },
     });
     await engine.runEpisode(STORY_ID);
     await clock.advance(A_DAY_AND_MORE);
@@ -328,16 +312,9 @@ describe('engine: a publisher that is not idempotent, at the edges', () => {
   it('leaves the step to the next run when the run is stopped before or between its calls', async () => {
     // Stopped right after the claim is written: nothing was sent.
     const quiet = socialPublisher();
-    const { store: plain, clock } = await newWorldStore();
     const controller = new AbortController();
-    const store = watchingWrites(plain, 'claim:publish:social:', () => controller.abort());
-    const engine = createStoryEngine({
-      store,
-      context: createStateOnlyContext({ store }),
-      generator: createScriptedGenerator(),
-      publishers: [quiet],
-      clock,
-      retry: { ...NO_WAIT, maxRetries: 1 },
+    const { engine } = await engineWith(quiet, {
+      wrap: (store) => watchingWrites(store, 'claim:publish:social:', () => controller.abort()),
     });
     await expect(engine.runEpisode(STORY_ID, { signal: controller.signal })).rejects.toThrow();
     expect(quiet.calls).toHaveLength(0);
@@ -360,14 +337,8 @@ describe('engine: a publisher that is not idempotent, at the edges', () => {
 
   it('goes on as the claim holder when the answer to its claim write is lost', async () => {
     const publisher = socialPublisher();
-    const { store: plain, clock } = await newWorldStore();
-    const store = watchingWrites(plain, 'claim:publish:social:', () => {}, true);
-    const engine = createStoryEngine({
-      store,
-      context: createStateOnlyContext({ store }),
-      generator: createScriptedGenerator(),
-      publishers: [publisher],
-      clock,
+    const { engine } = await engineWith(publisher, {
+      wrap: (store) => watchingWrites(store, 'claim:publish:social:', () => {}, true),
       retry: NO_WAIT,
     });
     const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
