@@ -727,12 +727,7 @@ async function importedBefore(
   }
   if (!exported || !(await project.store.exists(exported.storyId))) return undefined;
   const stored = await project.store.load(exported.storyId);
-  const same =
-    stored.version === exported.version &&
-    stored.sceneId === exported.sceneId &&
-    stored.sceneCount === exported.sceneCount &&
-    isDeepStrictEqual(stored, exported);
-  return same ? { storyId: stored.storyId, scenes: stored.sceneCount } : undefined;
+  return isDeepStrictEqual(stored, exported) ? { storyId: stored.storyId, scenes: stored.sceneCount } : undefined;
 }
 
 /**

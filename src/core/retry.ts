@@ -30,6 +30,15 @@ export interface RetryOptions {
   onRetry?: (event: { attempt: number; delayMs: number; error: unknown }) => void;
 }
 
+/** The values `withRetry` uses for the options left out. */
+export const RETRY_DEFAULTS = {
+  maxRetries: 2,
+  initialDelayMs: 500,
+  maxDelayMs: 8_000,
+  jitter: 0.25,
+  maxRetryAfterMs: 60_000,
+} as const;
+
 /** Reads a wait request from an error: `retryAfterMs`, or `retry-after` / `retry-after-ms` headers. */
 export function retryAfterFromError(error: unknown, now: number): number | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
@@ -77,9 +86,9 @@ export function parseRetryAfter(
 
 /** The delay before retry number `attempt` (1-based), before any `retry-after`. */
 export function backoffDelay(attempt: number, options: RetryOptions = {}): number {
-  const initial = options.initialDelayMs ?? 500;
-  const max = options.maxDelayMs ?? 8000;
-  const jitter = options.jitter ?? 0.25;
+  const initial = options.initialDelayMs ?? RETRY_DEFAULTS.initialDelayMs;
+  const max = options.maxDelayMs ?? RETRY_DEFAULTS.maxDelayMs;
+  const jitter = options.jitter ?? RETRY_DEFAULTS.jitter;
   const random = options.random ?? Math.random;
   const base = Math.min(initial * 2 ** (attempt - 1), max);
   return base * (1 - jitter * random());
@@ -104,9 +113,9 @@ export async function withRetry<T>(
   options: RetryOptions = {},
 ): Promise<T> {
   const clock = options.clock ?? systemClock;
-  const maxRetries = options.maxRetries ?? 2;
+  const maxRetries = options.maxRetries ?? RETRY_DEFAULTS.maxRetries;
   const shouldRetry = options.shouldRetry ?? defaultShouldRetry;
-  const maxRetryAfter = options.maxRetryAfterMs ?? 60_000;
+  const maxRetryAfter = options.maxRetryAfterMs ?? RETRY_DEFAULTS.maxRetryAfterMs;
   const errors: unknown[] = [];
   for (let attempt = 0; ; attempt++) {
     throwIfAborted(options.signal);

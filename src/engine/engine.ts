@@ -26,7 +26,7 @@ import {
   throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
-import { type RetryOptions, withRetry } from '../core/retry.js';
+import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
 import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
@@ -888,7 +888,7 @@ class Engine implements StoryEngine {
       entry = found;
       recorded = found.result.nonce === nonce;
     }
-    const leaseUntil = typeof entry.result.leaseUntil === 'string' ? entry.result.leaseUntil : entry.recordedAt;
+    const leaseUntil = leaseUntilOf(entry);
     if (recorded)
       return { claimed: true, finished: false, inProgress: false, generation, since: entry.recordedAt, leaseUntil };
     // Another run may have claimed it and finished since.
@@ -904,8 +904,11 @@ class Engine implements StoryEngine {
   private claimLeaseMs(): number {
     const timeout = this.options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
     const retry = this.options.retry ?? {};
-    const retries = retry.maxRetries ?? 2;
-    const wait = Math.max(retry.maxDelayMs ?? 8_000, retry.maxRetryAfterMs ?? 60_000);
+    const retries = retry.maxRetries ?? RETRY_DEFAULTS.maxRetries;
+    const wait = Math.max(
+      retry.maxDelayMs ?? RETRY_DEFAULTS.maxDelayMs,
+      retry.maxRetryAfterMs ?? RETRY_DEFAULTS.maxRetryAfterMs,
+    );
     return Math.min(timeout * (retries + 1) + wait * retries, MAX_CLAIM_LEASE_MS);
   }
 
@@ -944,11 +947,11 @@ class Engine implements StoryEngine {
         `"${target}": ${step} of scene "${sceneId}" is not in doubt: the publisher has not been called for it${generation > 0 ? ' since it last said nothing went out' : ''}, and the next run calls it`,
       );
     }
-    const leaseUntil = typeof claim.result.leaseUntil === 'string' ? Date.parse(claim.result.leaseUntil) : 0;
-    if (leaseUntil > this.clock.now() && options.force !== true) {
+    const leaseUntil = leaseUntilOf(claim);
+    if (Date.parse(leaseUntil) > this.clock.now() && options.force !== true) {
       throw invalid(
         'target',
-        `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${String(claim.result.leaseUntil)}, or with force: true if that run is known to have stopped`,
+        `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${leaseUntil}, or with force: true if that run is known to have stopped`,
       );
     }
     if (outcome === 'published') {
@@ -1247,6 +1250,11 @@ const MAX_CLAIM_LEASE_MS = 24 * 60 * 60 * 1000;
 
 const claimTarget = (step: EngineStep, generation: number) => `claim:${step}:${generation}`;
 const releaseTarget = (step: EngineStep, generation: number) => `release:${step}:${generation}`;
+
+/** Until when a claim entry holds (a claim written without a lease held only as it was made). */
+function leaseUntilOf(claim: PublicationEntry): string {
+  return typeof claim.result.leaseUntil === 'string' ? claim.result.leaseUntil : claim.recordedAt;
+}
 
 /** How many times a step was released: its release entries, counted by exact name from 0 (a target may hold `:`). */
 function releasesOf(step: EngineStep, log: readonly PublicationEntry[]): number {
