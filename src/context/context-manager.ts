@@ -17,6 +17,7 @@ import {
   toProblems,
   ValidationError,
 } from '../core/errors.js';
+import { clipText } from '../core/text.js';
 import {
   type CharacterStatus,
   chapterIdFor,
@@ -66,7 +67,7 @@ import {
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import { SharedWork } from './shared-work.js';
 import type { Summarizer } from './summarizer.js';
-import { clipText, clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
+import { clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
 

@@ -5,8 +5,8 @@
  * @module
  */
 import { ValidationError } from '../core/errors.js';
+import { clipText, ellipsize } from '../core/text.js';
 import type { CharacterState, PlotThread, StoryState } from '../state/schema.js';
-import { clipText } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /** One piece of the prompt, with its text at decreasing levels of detail. */
@@ -327,7 +327,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
         id: `world-state:${key}`,
         section: `# World state at the start of ${state.chapterId}`,
         priority: 58,
-        variants: [`- ${name} = ${clipped(value, 600)}`, `- ${name} = ${clipped(value, 80)}`, `- ${name}`],
+        variants: [`- ${name} = ${ellipsize(value, 600)}`, `- ${name} = ${ellipsize(value, 80)}`, `- ${name}`],
         reason: 'world state at the chapter start',
       });
     }
@@ -470,11 +470,6 @@ function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: 
     .filter(Boolean)
     .join('\n');
   return [full, summary, head];
-}
-
-/** `text`, or its first `max - 1` characters and an ellipsis. */
-function clipped(text: string, max: number): string {
-  return text.length <= max ? text : `${clipText(text, max - 1)}…`;
 }
 
 /** The first sentence of a text (or its first 200 characters). */

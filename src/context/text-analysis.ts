@@ -531,16 +531,6 @@ function spacelessWeight(word: string): number {
   return Math.ceil(Array.from(word).length / 2);
 }
 
-/**
- * `text` cut to at most `max` UTF-16 code units, never between the two halves of a surrogate pair (an emoji at the
- * cut would otherwise leave half a character in stored text and prompts).
- */
-export function clipText(text: string, max: number): string {
-  if (text.length <= max) return text;
-  const last = text.charCodeAt(max - 1);
-  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
-}
-
 /** Whether a UTF-16 code unit is whitespace as `\s` reads it (a test holds the two to agree on every code unit). */
 export function isSpace(code: number): boolean {
   if (code <= 32) return code === 32 || (code >= 9 && code <= 13);

@@ -27,6 +27,7 @@ import {
   ValidationError,
 } from '../core/errors.js';
 import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
+import { ellipsize } from '../core/text.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
 import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
@@ -1354,5 +1355,5 @@ function failureRecord(error: unknown): Record<string, unknown> {
 
 function describeError(error: unknown): string {
   const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return text.length <= MAX_ERROR_TEXT ? text : `${text.slice(0, MAX_ERROR_TEXT - 1)}…`;
+  return ellipsize(text, MAX_ERROR_TEXT);
 }

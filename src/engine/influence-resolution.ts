@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { ellipsize } from '../core/text.js';
 import type { ResolvedInfluence } from '../generation/scene-generator.js';
 import type { StateDelta, UserInfluence } from '../state/schema.js';
 import { normalizeChoice, sanitizeAudienceText } from './sanitize.js';
@@ -266,5 +267,5 @@ function formatWeight(value: number): string {
 
 /** Reasons are stored with the influence, which allows 500 characters. */
 function clip(reason: string): string {
-  return reason.length <= 500 ? reason : `${reason.slice(0, 499)}…`;
+  return ellipsize(reason, 500);
 }

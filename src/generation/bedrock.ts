@@ -32,6 +32,7 @@ import {
   type ValidationProblem,
 } from '../core/errors.js';
 import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js';
+import { ellipsize } from '../core/text.js';
 import {
   type ClaudeClient,
   type ClaudeMessageStream,
@@ -174,7 +175,7 @@ function toStoryloomError(error: unknown, modelId: string, signal: AbortSignal |
 }
 
 function preview(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
+  return JSON.stringify(ellipsize(text, 81));
 }
 
 function invalidResponse(modelId: string, message: string): ProviderError {

@@ -13,6 +13,7 @@
  * @module
  */
 import { throwIfAborted, ValidationError } from '../core/errors.js';
+import { ellipsize } from '../core/text.js';
 import {
   type CharacterState,
   LIMITS,
@@ -743,7 +744,7 @@ function clampUnit(value: number, min = 0, max = 1): number {
 }
 
 function truncate(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1).trimEnd()}…`;
+  return ellipsize(text, max);
 }
 
 /** `It fits.` → `It fits, Mira.`: a line addressed to someone by name. */

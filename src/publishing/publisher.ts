@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { ellipsize } from '../core/text.js';
 import type { Scene, StoryState } from '../state/schema.js';
 
 /** An image that goes with a scene. */
@@ -31,11 +32,7 @@ const MAX_ALT_TEXT = 300;
  */
 export function sceneAltText(scene: Pick<Scene, 'imagePrompt' | 'title'>): string {
   const text = scene.imagePrompt || scene.title;
-  if (text.length <= MAX_ALT_TEXT) return text;
-  let cut = text.slice(0, MAX_ALT_TEXT - 1);
-  // Never leave half of a surrogate pair before the ellipsis.
-  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1);
-  return `${cut}…`;
+  return ellipsize(text, MAX_ALT_TEXT);
 }
 
 /** Everything a publisher needs to publish one scene. */
