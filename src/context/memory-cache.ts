@@ -8,6 +8,7 @@ import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { type Clock, systemClock } from '../core/clock.js';
 import { ClosedError, toProblems, ValidationError } from '../core/errors.js';
+import { checkCacheKey, checkCacheKeys, checkCacheWrite, invalidCacheValue } from './cache-arguments.js';
 import type { CacheDriver, CacheDriverCapabilities, CacheSetOptions } from './cache-driver.js';
 
 /**
@@ -93,12 +94,11 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
 
   /** Checks a write completely, before anything changes; returns the TTL to write with. */
   const checkWrite = (key: unknown, value: unknown, setOptions: CacheSetOptions | undefined): number => {
-    checkKey(key, 'key');
-    if (typeof value !== 'string') throw invalid('value', 'must be a string; callers serialize');
-    const ttl = checkTtl(setOptions);
-    if (maxBytes !== undefined && entrySize(value, key) > maxBytes) {
+    const ttl = checkCacheWrite(key, value, setOptions);
+    const size = entrySize(value as string, key as string);
+    if (maxBytes !== undefined && size > maxBytes) {
       // lru-cache would drop it silently; a setIfAbsent that answered true without storing would break a lock.
-      throw invalid('value', `takes ${entrySize(value, key)} bytes with its key; this cache holds at most ${maxBytes}`);
+      throw invalidCacheValue(`takes ${size} bytes with its key; this cache holds at most ${maxBytes}`);
     }
     return ttl;
   };
@@ -110,13 +110,13 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
 
     async get(key) {
       open('get');
-      checkKey(key, 'key');
+      checkCacheKey(key, 'key');
       return cache.get(key) ?? null;
     },
 
     async getMany(keys) {
       open('getMany');
-      checkKeys(keys);
+      checkCacheKeys(keys);
       return keys.map((key) => cache.get(key) ?? null);
     },
 
@@ -138,7 +138,7 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
 
     async delete(keys) {
       open('delete');
-      checkKeys(keys);
+      checkCacheKeys(keys);
       let deleted = 0;
       for (const key of new Set(keys)) {
         // An expired entry still sitting in the LRU list is not counted: for the caller it was already gone.
@@ -150,7 +150,7 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
 
     async deletePrefix(prefix) {
       open('deletePrefix');
-      checkKey(prefix, 'prefix');
+      checkCacheKey(prefix, 'prefix');
       // keys() yields live entries only; collected first because deleting while iterating skips entries.
       const doomed = [...cache.keys()].filter((key) => key.startsWith(prefix));
       for (const key of doomed) cache.delete(key);
@@ -162,31 +162,4 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
       cache.clear();
     },
   };
-}
-
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function checkKey(key: unknown, path: string): asserts key is string {
-  // An empty key or prefix is a bug upstream; an empty prefix would empty a shared Redis of every story's entries.
-  if (typeof key !== 'string' || key.length === 0) throw invalid(path, 'must be a non-empty string');
-}
-
-function checkKeys(keys: unknown): asserts keys is string[] {
-  if (!Array.isArray(keys)) throw invalid('keys', 'must be an array of strings');
-  keys.forEach((key, index) => {
-    checkKey(key, `keys.${index}`);
-  });
-}
-
-/** The TTL in whole milliseconds, or 0 for none. */
-function checkTtl(options: CacheSetOptions | undefined): number {
-  const ttlMs = options?.ttlMs;
-  if (ttlMs === undefined) return 0;
-  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
-    throw invalid('options.ttlMs', `must be a positive number of milliseconds, got ${String(ttlMs)}`);
-  }
-  // Redis PX takes whole milliseconds; rounding up never expires an entry early.
-  return Math.ceil(ttlMs);
 }

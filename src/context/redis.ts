@@ -13,6 +13,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { ClosedError, MissingDependencyError, ProviderError, StoryloomError, ValidationError } from '../core/errors.js';
+import { checkCacheKey, checkCacheKeys, checkCacheWrite } from './cache-arguments.js';
 import type { CacheDriver, CacheDriverCapabilities, CacheSetOptions } from './cache-driver.js';
 
 /** A connected `ioredis` client: a standalone `Redis` or a `Cluster`. */
@@ -165,13 +166,13 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
 
     async get(key) {
       open('get');
-      checkKey(key, 'key');
+      checkCacheKey(key, 'key');
       return run('GET', (redis) => redis.get(full(key)));
     },
 
     async getMany(keys) {
       open('getMany');
-      checkKeys(keys);
+      checkCacheKeys(keys);
       if (keys.length === 0) return [];
       return run('MGET', async (redis) => {
         // The slot is the sent key's, prefix included: a prefix can move a key without a hash tag to another slot.
@@ -192,13 +193,13 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
 
     async set(key, value, setOptions) {
       open('set');
-      const ttl = checkWrite(key, value, setOptions);
+      const ttl = checkCacheWrite(key, value, setOptions);
       await run('SET', (redis) => (ttl === 0 ? redis.set(full(key), value) : redis.set(full(key), value, 'PX', ttl)));
     },
 
     async setIfAbsent(key, value, setOptions) {
       open('setIfAbsent');
-      const ttl = checkWrite(key, value, setOptions);
+      const ttl = checkCacheWrite(key, value, setOptions);
       const reply = await run('SET NX', (redis) =>
         ttl === 0 ? redis.set(full(key), value, 'NX') : redis.set(full(key), value, 'PX', ttl, 'NX'),
       );
@@ -207,7 +208,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
 
     async delete(keys) {
       open('delete');
-      checkKeys(keys);
+      checkCacheKeys(keys);
       const unique = [...new Set(keys)];
       if (unique.length === 0) return 0;
       return run('UNLINK', (redis) => unlink(redis, unique.map(full)));
@@ -215,7 +216,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
 
     async deletePrefix(prefix) {
       open('deletePrefix');
-      checkKey(prefix, 'prefix');
+      checkCacheKey(prefix, 'prefix');
       // A walk of a large keyspace takes longer than one command: each SCAN and UNLINK gets its own timeout.
       const redis = await run('connect', async (connected) => connected);
       // ioredis adds a client's own `keyPrefix` to keys but not to SCAN patterns, and SCAN returns keys with it: the
@@ -387,32 +388,4 @@ function checkOptions(options: RedisCacheDriverOptions): CheckedOptions {
     throw new ValidationError(`Invalid Redis cache options: ${first.path}: ${first.message}`, { problems });
   }
   return { keyPrefix, commandTimeoutMs };
-}
-
-function invalid(path: string, message: string): ValidationError {
-  return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
-}
-
-function checkKey(key: unknown, path: string): asserts key is string {
-  // An empty prefix would empty a shared Redis of every story's entries.
-  if (typeof key !== 'string' || key.length === 0) throw invalid(path, 'must be a non-empty string');
-}
-
-function checkKeys(keys: unknown): asserts keys is string[] {
-  if (!Array.isArray(keys)) throw invalid('keys', 'must be an array of strings');
-  keys.forEach((key, index) => {
-    checkKey(key, `keys.${index}`);
-  });
-}
-
-function checkWrite(key: unknown, value: unknown, options: CacheSetOptions | undefined): number {
-  checkKey(key, 'key');
-  if (typeof value !== 'string') throw invalid('value', 'must be a string; callers serialize');
-  const ttlMs = options?.ttlMs;
-  if (ttlMs === undefined) return 0;
-  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
-    throw invalid('options.ttlMs', `must be a positive number of milliseconds, got ${String(ttlMs)}`);
-  }
-  // PX takes whole milliseconds; rounding up never expires an entry early.
-  return Math.ceil(ttlMs);
 }
