@@ -13,7 +13,6 @@ import type { Clock } from '../core/clock.js';
 import { MissingDependencyError, ValidationError } from '../core/errors.js';
 import {
   type ClaudeClient,
-  type ClaudeMessageStream,
   type ClaudeSceneGeneratorOptions,
   createClaudeSceneGenerator,
 } from './claude-scene-generator.js';
@@ -24,6 +23,7 @@ import {
   createClaudeSummarizer,
   createClaudeTokenCounter,
 } from './claude-summarizer.js';
+import { lazyClaudeClient } from './lazy-claude-client.js';
 import type { SceneGenerator } from './scene-generator.js';
 
 /** How to reach the Anthropic API. Give `client` to reuse a configured `Anthropic` instance instead. */
@@ -57,46 +57,18 @@ function loadSdk(): Promise<SdkModule> {
 /** Creates the `Anthropic` client once, on first use. SDK retries are off: storyloom's retry policy is the one. */
 function lazyClient(options: AnthropicConnectionOptions): ClaudeClient {
   if (options.client) return options.client;
-  let created: Promise<ClaudeClient> | undefined;
-  const get = (): Promise<ClaudeClient> => {
-    created ??= loadSdk().then((sdk) => {
+  return lazyClaudeClient(
+    async () => {
+      const sdk = await loadSdk();
       const settings: Record<string, unknown> = { maxRetries: 0 };
       if (options.apiKey !== undefined) settings.apiKey = options.apiKey;
       if (options.baseURL !== undefined) settings.baseURL = options.baseURL;
       if (options.timeout !== undefined) settings.timeout = options.timeout;
       if (options.defaultHeaders !== undefined) settings.defaultHeaders = options.defaultHeaders;
       return new sdk.default(settings) as ClaudeClient;
-    });
-    return created;
-  };
-  return {
-    messages: {
-      create: async (params, requestOptions) => (await get()).messages.create(params, requestOptions),
-      stream: (params, requestOptions) =>
-        deferredStream(get().then((client) => client.messages.stream(params, requestOptions))),
-      countTokens: async (params, requestOptions) => {
-        const client = await get();
-        return client.messages.countTokens!(params, requestOptions);
-      },
     },
-  };
-}
-
-/** A stream whose client is still loading: listeners attach once it exists, before any event can arrive. */
-function deferredStream(pending: Promise<ClaudeMessageStream>): ClaudeMessageStream {
-  // Settled here so a failed load never becomes an unhandled rejection; finalMessage() reports it.
-  pending.catch(() => undefined);
-  const stream: ClaudeMessageStream = {
-    on(event, listener) {
-      void pending.then(
-        (inner) => inner.on(event, listener),
-        () => undefined,
-      );
-      return stream;
-    },
-    finalMessage: () => pending.then((inner) => inner.finalMessage()),
-  };
-  return stream;
+    { countTokens: true },
+  );
 }
 
 /** Options of `createAnthropicSceneGenerator`: the connection, plus every option of the Claude scene generator. */

@@ -35,12 +35,12 @@ import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js'
 import { ellipsize } from '../core/text.js';
 import {
   type ClaudeClient,
-  type ClaudeMessageStream,
   type ClaudeSceneGeneratorOptions,
   createClaudeSceneGenerator,
 } from './claude-scene-generator.js';
 import type { GeneratedImage, ImageGenerator, ImageRequest } from './image-generator.js';
 import { composeImagePrompt, MAX_IMAGE_PROMPT_LENGTH, MAX_IMAGE_SEED } from './image-prompt.js';
+import { lazyClaudeClient } from './lazy-claude-client.js';
 import type { SceneGenerator } from './scene-generator.js';
 
 const SDK_PACKAGE = '@aws-sdk/client-bedrock-runtime';
@@ -728,9 +728,9 @@ export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOption
 function lazyClaudeBedrockClient(
   options: Pick<BedrockSceneGeneratorOptions, 'region' | 'credentials' | 'baseURL'>,
 ): ClaudeClient {
-  let created: Promise<ClaudeClient> | undefined;
-  const get = (): Promise<ClaudeClient> => {
-    created ??= loadClaudeBedrockSdk().then((sdk) => {
+  return lazyClaudeClient(
+    async () => {
+      const sdk = await loadClaudeBedrockSdk();
       const settings: Record<string, unknown> = { maxRetries: 0 };
       if (options.region !== undefined) settings.awsRegion = options.region;
       if (options.baseURL !== undefined) settings.baseURL = options.baseURL;
@@ -742,34 +742,7 @@ function lazyClaudeBedrockClient(
         settings.apiKey = null;
       }
       return new sdk.default(settings) as ClaudeClient;
-    });
-    created.catch(() => {
-      created = undefined;
-    });
-    return created;
-  };
-  return {
-    messages: {
-      create: async (params, requestOptions) => (await get()).messages.create(params, requestOptions),
-      stream: (params, requestOptions) =>
-        deferredStream(get().then((client) => client.messages.stream(params, requestOptions))),
     },
-  };
-}
-
-/** A stream whose client is still loading: listeners attach once it exists, before any event can arrive. */
-function deferredStream(pending: Promise<ClaudeMessageStream>): ClaudeMessageStream {
-  // Settled here so a failed load never becomes an unhandled rejection; finalMessage() reports it.
-  pending.catch(() => undefined);
-  const stream: ClaudeMessageStream = {
-    on(event, listener) {
-      void pending.then(
-        (inner) => inner.on(event, listener),
-        () => undefined,
-      );
-      return stream;
-    },
-    finalMessage: () => pending.then((inner) => inner.finalMessage()),
-  };
-  return stream;
+    { countTokens: false },
+  );
 }
