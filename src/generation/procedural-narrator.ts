@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { hashFeature } from '../context/hashing-embedder.js';
 import { throwIfAborted, ValidationError } from '../core/errors.js';
 import { ellipsize } from '../core/text.js';
 import {
@@ -108,21 +109,6 @@ export function createProceduralNarrator(options: ProceduralNarratorOptions = {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Randomness: a seeded PRNG, so the same request always tells the same scene.
-
-/** FNV-1a over UTF-16 code units, then a murmur finalizer so that close inputs give unrelated seeds. */
-function hashString(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let index = 0; index < text.length; index++) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  hash ^= hash >>> 16;
-  hash = Math.imul(hash, 0x85ebca6b);
-  hash ^= hash >>> 13;
-  hash = Math.imul(hash, 0xc2b2ae35);
-  hash ^= hash >>> 16;
-  return hash >>> 0;
-}
 
 /** mulberry32: tiny, fast and good enough for choosing words; not for anything secret. */
 class Dice {
@@ -768,7 +754,8 @@ function narrate(request: SceneRequest, options: NarrateOptions): { scene: Scene
   const { state } = request;
   usedTemplates = new Set<string>();
   const dice = new Dice(
-    hashString(`${request.storyId}\u0000${request.sceneId}\u0000${request.seed}\u0000${options.seed}`),
+    // hashFeature: FNV-1a with a murmur finalizer, so that close inputs give unrelated seeds.
+    hashFeature(`${request.storyId}\u0000${request.sceneId}\u0000${request.seed}\u0000${options.seed}`),
   );
   const setting = chooseSetting(state);
   const chapterLength = options.chapterLength ?? state.bible.chapterLength;
