@@ -14,7 +14,7 @@ import type { ConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { ClosedError, MissingDependencyError, ProviderError, StoryloomError, ValidationError } from '../core/errors.js';
 import { checkCacheKey, checkCacheKeys, checkCacheWrite } from './cache-arguments.js';
-import type { CacheDriver, CacheDriverCapabilities, CacheSetOptions } from './cache-driver.js';
+import type { CacheDriver, CacheDriverCapabilities } from './cache-driver.js';
 
 /** A connected `ioredis` client: a standalone `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
