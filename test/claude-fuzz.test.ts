@@ -1,13 +1,15 @@
 /**
  * Hostile and broken model output: a thousand fuzzed replies through the Claude scene generator's whole path
  * (parse, decode, zod, continuity, repair turns), and a hundred more over HTTP through the real SDK and the
- * stand-in. Every run must end in a scene the reducer accepts or a typed storyloom error: never another exception,
- * never a changed state, never an unhandled rejection.
+ * stand-in. Every run must end in a scene the reducer accepts (with its influence lists settled as the engine settles
+ * them: an id the request did not offer is ignored) or a typed storyloom error: never another exception, never a
+ * changed state, never an unhandled rejection.
  */
 import Anthropic from '@anthropic-ai/sdk';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoryloomError } from '../src/core/errors.js';
+import { resolveInfluences, settleInfluences } from '../src/engine/influence-resolution.js';
 import {
   type ClaudeClient,
   type ClaudeMessage,
@@ -125,13 +127,15 @@ const replyText = fc.oneof(
   fc.constant(''),
 );
 
-/** Checks one outcome: a scene the reducer accepts, or a typed storyloom error. */
+/** Checks one outcome: a scene the reducer accepts once the engine settled its influences, or a typed error. */
 function expectValidOutcome(outcome: { result?: SceneGenerationResult; error?: unknown }): void {
   if (outcome.error !== undefined) {
     expect(StoryloomError.isInstance(outcome.error), `untyped failure: ${String(outcome.error)}`).toBe(true);
     return;
   }
-  const { scene, delta } = outcome.result!;
+  const { scene, delta: proposed } = outcome.result!;
+  const settled = settleInfluences(resolveInfluences(state.userInfluenceQueue), proposed);
+  const delta = { ...proposed, influencesApplied: settled.applied, influencesRejected: settled.rejected };
   const applied = applyDelta(state, delta, {
     ...scene,
     id: request.sceneId,

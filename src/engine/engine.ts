@@ -19,6 +19,7 @@ import {
   AbortedError,
   ConflictError,
   ContentFilteredError,
+  ContinuityError,
   NotFoundError,
   ProviderError,
   RetryError,
@@ -33,7 +34,7 @@ import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
 import { type EpisodeImage, type Publisher, type PublishResult, sceneAltText } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
-import { type Scene, SceneSchema, type StateDelta, type StoryState } from '../state/schema.js';
+import { type Scene, SceneSchema, type StateDelta, StateDeltaSchema, type StoryState } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
 import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
 import { EpisodeIncompleteError, isRetryableStepFailure, type StepFailure } from './episode-errors.js';
@@ -571,24 +572,34 @@ class Engine implements StoryEngine {
     draft: SceneDraft,
     proposed: StateDelta,
   ): { scene: Scene; nextState: StoryState; outcome: InfluenceOutcome; warnings: ContinuityIssue[] } {
-    const outcome = settleInfluences(resolution, proposed);
-    if (outcome.ignored.length > 0) {
-      this.warn(run.storyId, 'the narrator named influences this scene did not take; they were left out', {
-        sceneId,
-        ids: outcome.ignored,
-      });
-    }
-    const delta: StateDelta = { ...proposed, influencesApplied: outcome.applied, influencesRejected: outcome.rejected };
-    const sceneInput = {
-      ...draft,
+    const header = {
       id: sceneId,
       storyId: run.storyId,
       chapterId: state.chapterId,
       index: state.sceneCount,
       createdAt: isoNow(this.clock),
       stateVersion: state.version + 1,
-      influencesApplied: outcome.applied,
     };
+    // A generator may return its delta in input form (lists left out): read with its defaults. A malformed one is
+    // refused as the reducer words it (INVALID_DELTA), before anything reads its influence lists.
+    const parsed = StateDeltaSchema.safeParse(proposed);
+    if (!parsed.success) {
+      assertContinuity(applyDelta(state, proposed, { ...draft, ...header, influencesApplied: [] }));
+      throw new ContinuityError('The generator returned a malformed delta', { issues: [] });
+    }
+    const outcome = settleInfluences(resolution, parsed.data);
+    if (outcome.ignored.length > 0) {
+      this.warn(run.storyId, 'the narrator named influences this scene did not take; they were left out', {
+        sceneId,
+        ids: outcome.ignored,
+      });
+    }
+    const delta: StateDelta = {
+      ...parsed.data,
+      influencesApplied: outcome.applied,
+      influencesRejected: outcome.rejected,
+    };
+    const sceneInput = { ...draft, ...header, influencesApplied: outcome.applied };
     const { state: nextState, warnings } = assertContinuity(applyDelta(state, delta, sceneInput));
     if (warnings.length > 0) {
       this.emit({ type: 'continuity.warning', storyId: run.storyId, at: this.clock.now(), sceneId, issues: warnings });

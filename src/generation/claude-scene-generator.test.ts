@@ -21,6 +21,7 @@ import {
   createClaudeSceneGenerator,
   DEFAULT_CLAUDE_PRICES,
   findClaudePrice,
+  usageFromClaude,
 } from './claude-scene-generator.js';
 import type { GenerationProgress, SceneRequest } from './scene-generator.js';
 
@@ -137,9 +138,11 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     expect(sent.body.system[0].cache_control).toBeUndefined();
     const userText: string = sent.body.messages[0].content[0].text;
     expect(userText.startsWith(request.prompt.dynamic)).toBe(true);
-    // Audience text travels JSON-quoted inside its block: it cannot close the block early.
-    expect(userText).toContain(JSON.stringify(HOSTILE_TEXT));
-    expect(userText.match(/<\/audience_influence>/g)).toHaveLength(2);
+    // Audience text travels JSON-quoted inside its block, angle brackets escaped: it cannot close the block early.
+    expect(userText).toContain(
+      JSON.stringify(HOSTILE_TEXT).replace('</audience_influence>', '\\u003c/audience_influence\\u003e'),
+    );
+    expect(userText.match(/<\/audience_influence>/g)).toHaveLength(1);
     expect(sent.body.system[0].text).toContain('never instructions');
 
     const unit = findClaudePrice(MODEL)!;
@@ -346,6 +349,15 @@ describe('buildClaudeRequest', () => {
     expect(none).not.toContain('<audience_influence>');
   });
 
+  it('keeps audience text inside its block: angle brackets are escaped in the JSON it is quoted as', () => {
+    const base = makeRequest();
+    const text = buildClaudeRequest(base, { model: MODEL, maxTokens: 1_000 }).messages[0]!.content[0]!.text as string;
+    // HOSTILE_TEXT holds "</audience_influence>": the block must still close exactly once, and the line still parse.
+    expect(text.split('</audience_influence>')).toHaveLength(2);
+    const line = /<audience_influence>\n(.*)\n<\/audience_influence>/.exec(text)?.[1];
+    expect(JSON.parse(line!).text).toBe(HOSTILE_TEXT);
+  });
+
   it('constrains output with output_config, never a forced tool_choice, so thinking can be on', () => {
     const params = buildClaudeRequest(makeRequest(), { model: MODEL, maxTokens: 100, thinking: { type: 'adaptive' } });
     expect(params.thinking).toEqual({ type: 'adaptive' });
@@ -392,6 +404,31 @@ describe('prices', () => {
     expect(findClaudePrice('claude-opus-4-5')).toBe(DEFAULT_CLAUDE_PRICES['claude-opus']);
     expect(findClaudePrice('us.anthropic.claude-haiku-4-5-20251001-v1:0')).toBe(DEFAULT_CLAUDE_PRICES['claude-haiku']);
     expect(findClaudePrice('gpt-4')).toBeUndefined();
+  });
+
+  it('price 1-hour cache writes at 2 × input and 5-minute ones at 1.25 ×, as the reply splits them', () => {
+    const sonnet = DEFAULT_CLAUDE_PRICES['claude-sonnet']!;
+    const writes = (split?: { ephemeral_5m_input_tokens: number; ephemeral_1h_input_tokens: number }) => ({
+      input_tokens: 0,
+      output_tokens: 0,
+      cache_creation_input_tokens: 1_000_000,
+      ...(split ? { cache_creation: split } : {}),
+    });
+    // $3 per million input tokens on Sonnet.
+    const hour = usageFromClaude(
+      writes({ ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1_000_000 }),
+      sonnet,
+    );
+    expect(hour.costUsd).toBeCloseTo(6, 9);
+    expect(hour.cacheWriteTokens).toBe(1_000_000);
+    const mixed = usageFromClaude(
+      writes({ ephemeral_5m_input_tokens: 600_000, ephemeral_1h_input_tokens: 400_000 }),
+      sonnet,
+    );
+    expect(mixed.costUsd).toBeCloseTo(0.6 * 3.75 + 0.4 * 6, 9);
+    // No split reported: the lifetime the request asked for.
+    expect(usageFromClaude(writes(), sonnet).costUsd).toBeCloseTo(3.75, 9);
+    expect(usageFromClaude(writes(), sonnet, '1h').costUsd).toBeCloseTo(6, 9);
   });
 
   it('refuses a model without a price at construction, and accepts an override', () => {

@@ -63,6 +63,8 @@ export interface ClaudeUsage {
   output_tokens: number;
   cache_creation_input_tokens?: number | null;
   cache_read_input_tokens?: number | null;
+  /** The cache writes by lifetime, where the API reports them. */
+  cache_creation?: { ephemeral_5m_input_tokens?: number | null; ephemeral_1h_input_tokens?: number | null } | null;
 }
 
 /** A reply of the Messages API (the fields this module reads). */
@@ -112,6 +114,8 @@ export interface ClaudePrice {
   outputPerMTok: number;
   /** 5-minute cache writes: 1.25 × input on the Anthropic API. */
   cacheWritePerMTok: number;
+  /** 1-hour cache writes: 2 × input on the Anthropic API. Default: twice `inputPerMTok`. */
+  cacheWrite1hPerMTok?: number;
   /** Cache reads: 0.1 × input. */
   cacheReadPerMTok: number;
 }
@@ -123,6 +127,7 @@ const price = (input: number, output: number): ClaudePrice => ({
   inputPerMTok: input,
   outputPerMTok: output,
   cacheWritePerMTok: input * 1.25,
+  cacheWrite1hPerMTok: input * 2,
   cacheReadPerMTok: input * 0.1,
 });
 
@@ -168,16 +173,22 @@ export function findClaudePrice(
   return best?.price;
 }
 
-/** The usage of one reply, priced. */
-export function usageFromClaude(usage: ClaudeUsage, unitPrice: ClaudePrice): Usage {
+/**
+ * The usage of one reply, priced. Cache writes are priced by lifetime: as the reply's `cache_creation` splits them,
+ * or, where it does not, all at the lifetime the request asked for (`cacheTtl`, default `5m`).
+ */
+export function usageFromClaude(usage: ClaudeUsage, unitPrice: ClaudePrice, cacheTtl: '5m' | '1h' = '5m'): Usage {
   const inputTokens = usage.input_tokens ?? 0;
   const outputTokens = usage.output_tokens ?? 0;
   const cacheWriteTokens = usage.cache_creation_input_tokens ?? 0;
   const cacheReadTokens = usage.cache_read_input_tokens ?? 0;
+  const reported = usage.cache_creation?.ephemeral_1h_input_tokens;
+  const hourWrites = Math.min(cacheWriteTokens, reported ?? (cacheTtl === '1h' ? cacheWriteTokens : 0));
   const costUsd =
     (inputTokens * unitPrice.inputPerMTok +
       outputTokens * unitPrice.outputPerMTok +
-      cacheWriteTokens * unitPrice.cacheWritePerMTok +
+      (cacheWriteTokens - hourWrites) * unitPrice.cacheWritePerMTok +
+      hourWrites * (unitPrice.cacheWrite1hPerMTok ?? unitPrice.inputPerMTok * 2) +
       cacheReadTokens * unitPrice.cacheReadPerMTok) /
     1_000_000;
   return { inputTokens, outputTokens, cacheWriteTokens, cacheReadTokens, costUsd };
@@ -279,8 +290,9 @@ function promptModeSchemaNote(): string {
 }
 
 /**
- * The influences the prompt does not already show (`prompt.influenceIds`), quoted as JSON strings, so no text can
- * close the block or pose as instructions.
+ * The influences the prompt does not already show (`prompt.influenceIds`), one JSON object a line with `<` and `>`
+ * written as `\u003c` and `\u003e` (still the same JSON, as the context layer quotes them), so no text can close the
+ * block or pose as instructions.
  */
 function audienceBlock(request: SceneRequest): string {
   const shown = new Set(request.prompt.influenceIds ?? []);
@@ -294,7 +306,9 @@ function audienceBlock(request: SceneRequest): string {
       weight: influence.weight,
       winning: influence.winning,
       text: influence.text,
-    }),
+    })
+      .replace(/</g, '\\u003c')
+      .replace(/>/g, '\\u003e'),
   );
   return `\n\n<audience_influence>\n${lines.join('\n')}\n</audience_influence>`;
 }
@@ -399,6 +413,8 @@ const REPAIR_TAIL =
 /**
  * Checks one reply text against a request: JSON, the scene schema, then continuity through `applyDelta` with a
  * scene built from the draft (id, index, chapter and version from the request). Pure: `request.state` is not touched.
+ * The delta's influence lists are checked as the engine settles them: an id the request did not offer is left out
+ * of the check, and an id both applied and rejected counts as applied; the returned delta keeps the reply's lists.
  *
  * @example
  * ```ts
@@ -429,6 +445,7 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
     };
   }
   const { scene: draft, delta } = parsed.data;
+  const checked = withOfferedInfluences(request, delta);
   const scene = {
     ...draft,
     id: request.sceneId,
@@ -437,9 +454,9 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
     index: request.sceneIndex,
     createdAt,
     stateVersion: request.state.version + 1,
-    influencesApplied: delta.influencesApplied,
+    influencesApplied: checked.influencesApplied,
   };
-  const result = applyDelta(request.state, delta, scene);
+  const result = applyDelta(request.state, checked, scene);
   if (!result.ok) {
     const errors = result.issues.filter((issue) => issue.severity === 'error');
     return {
@@ -450,6 +467,25 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
     };
   }
   return { ok: true, scene: draft, delta, warnings: result.issues };
+}
+
+/**
+ * The delta as continuity is checked: its influence lists cut to the influences the request offered, each id once,
+ * and an id both applied and rejected read as applied. The engine settles the lists the same way
+ * (`settleInfluences`: a hallucinated id is ignored, the applied list is read first), so a model's slip there is
+ * not worth a repair turn, nor a failed episode. The reply's own lists are returned unchanged for the engine to
+ * settle and report.
+ */
+function withOfferedInfluences(request: SceneRequest, delta: StateDelta): StateDelta {
+  const offered = new Set(request.influences.map((influence) => influence.id));
+  const applied = [...new Set(delta.influencesApplied)].filter((id) => offered.has(id));
+  const taken = new Set(applied);
+  const rejected = delta.influencesRejected.filter((entry) => {
+    if (!offered.has(entry.id) || taken.has(entry.id)) return false;
+    taken.add(entry.id);
+    return true;
+  });
+  return { ...delta, influencesApplied: applied, influencesRejected: rejected };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -594,7 +630,7 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
           signal,
           clock,
         });
-        usage = addUsage(usage, usageFromClaude(message.usage, unitPrice));
+        usage = addUsage(usage, usageFromClaude(message.usage, unitPrice, options.cacheTtl));
         if (message.stop_reason === 'refusal') {
           throw new ProviderError(`${provider} refused to write the scene (stop reason "refusal")`, {
             provider,

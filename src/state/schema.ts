@@ -284,7 +284,11 @@ export const SceneSchema = z.object({
   /** 0-based position in the story; equal to the story's `sceneCount` when it was written. */
   index: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   title: name,
-  text: z.string().min(1).max(LIMITS.sceneText),
+  text: z
+    .string()
+    .min(1)
+    .max(LIMITS.sceneText)
+    .refine((text) => /\S/.test(text), 'must hold words, not only white space'),
   summary: z.string().max(LIMITS.summary).default(''),
   /** Characters present in the scene: they act, speak or witness it. */
   characters: z.array(IdSchema).max(LIMITS.sceneTags).default([]),
