@@ -476,7 +476,7 @@ export function nextSceneArbitrary(state: StoryState, delta?: StateDelta): fc.Ar
     .record({
       id: idArbitrary.filter((id) => id !== state.sceneId),
       title: nameArbitrary,
-      text: fc.string({ minLength: 1, maxLength: 200 }),
+      text: fc.string({ minLength: 1, maxLength: 200 }).filter((text) => /\S/.test(text)),
       summary: shortTextArbitrary,
       characters: someOf(present, LIMITS.sceneTags),
       locations: fc.uniqueArray(nameArbitrary, { maxLength: 3 }),
