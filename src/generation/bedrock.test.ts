@@ -260,6 +260,15 @@ describe('createBedrockEmbedder: failures', () => {
     expect(clock.sleeps).toEqual([3000]);
   });
 
+  it('reads a retry-after given as a date on the clock of the retry policy', async () => {
+    const clock = new ManualClock();
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1', ...connection(), retry: { clock } });
+    const at = new Date(clock.now() + 5_000).toUTCString();
+    standIn.scheduleErrors([{ fault: 'throttling', retryAfter: at }]);
+    await withManualTime(clock, embedder.embed(['x']));
+    expect(clock.sleeps).toEqual([5_000]);
+  });
+
   it('gives up with a RetryError holding every attempt once retries run out', async () => {
     const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
     standIn.scheduleErrors(['throttling', 'throttling', 'throttling']);

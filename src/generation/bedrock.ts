@@ -21,6 +21,7 @@ import type {
   InvokeModelCommandOutput,
 } from '@aws-sdk/client-bedrock-runtime';
 import type { Embedder, EmbeddingInputType } from '../context/embedder.js';
+import { systemClock } from '../core/clock.js';
 import {
   AbortedError,
   ContentFilteredError,
@@ -117,7 +118,7 @@ function connect(options: BedrockConnectionOptions, feature: string) {
         { abortSignal: signal },
       );
     } catch (error) {
-      throw toStoryloomError(error, modelId, signal);
+      throw toStoryloomError(error, modelId, signal, (options.retry?.clock ?? systemClock).now());
     }
     const text = new TextDecoder().decode(output.body);
     try {
@@ -145,8 +146,16 @@ const RETRYABLE_ERROR_NAMES = new Set([
 /** Socket errors worth another attempt: the request may never have reached the service. */
 const RETRYABLE_NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN']);
 
-/** Maps an SDK failure to a typed storyloom error: `AbortedError` on abort, else a `ProviderError`. */
-function toStoryloomError(error: unknown, modelId: string, signal: AbortSignal | undefined): StoryloomError {
+/**
+ * Maps an SDK failure to a typed storyloom error: `AbortedError` on abort, else a `ProviderError`. `now` is the retry
+ * policy's clock, which reads a `retry-after` given as a date.
+ */
+function toStoryloomError(
+  error: unknown,
+  modelId: string,
+  signal: AbortSignal | undefined,
+  now: number,
+): StoryloomError {
   if (StoryloomError.isInstance(error)) return error;
   const record = (typeof error === 'object' && error !== null ? error : {}) as {
     name?: string;
@@ -159,7 +168,7 @@ function toStoryloomError(error: unknown, modelId: string, signal: AbortSignal |
   const status = record.$metadata?.httpStatusCode;
   const name = record.name ?? 'Error';
   const headers = record.$response?.headers ?? {};
-  const retryAfterMs = parseRetryAfter(headers['retry-after-ms'], headers['retry-after'], Date.now());
+  const retryAfterMs = parseRetryAfter(headers['retry-after-ms'], headers['retry-after'], now);
   const isRetryable =
     RETRYABLE_ERROR_NAMES.has(name) ||
     (record.code !== undefined && RETRYABLE_NETWORK_CODES.has(record.code)) ||

@@ -43,10 +43,13 @@ export type BedrockStandInFault =
   | 'filtered'
   | 'garbage-image';
 
-/** A scheduled fault, optionally for one model only, optionally with a `retry-after` header (seconds). */
+/**
+ * A scheduled fault, optionally for one model only, optionally with a `retry-after` header: in seconds
+ * (`retryAfterSeconds`), or as given (`retryAfter`, e.g. an HTTP date).
+ */
 export type BedrockStandInFaultSpec =
   | BedrockStandInFault
-  | { fault: BedrockStandInFault; modelId?: string; retryAfterSeconds?: number };
+  | { fault: BedrockStandInFault; modelId?: string; retryAfterSeconds?: number; retryAfter?: string };
 
 /** One request the stand-in received, in arrival order. */
 export interface BedrockStandInRequest {
@@ -148,7 +151,7 @@ class RequestProblem extends Error {}
  */
 export async function startBedrockStandIn(options: BedrockStandInOptions = {}): Promise<BedrockStandIn> {
   const requests: BedrockStandInRequest[] = [];
-  let faults: Array<{ fault: BedrockStandInFault; modelId?: string; retryAfterSeconds?: number }> = [];
+  let faults: Array<Exclude<BedrockStandInFaultSpec, BedrockStandInFault>> = [];
   let inFlight = 0;
   let maxInFlight = 0;
   const latencyMs = options.latencyMs ?? 0;
@@ -234,13 +237,13 @@ interface Answer {
 function serve(
   modelId: string,
   body: unknown,
-  fault: { fault: BedrockStandInFault; retryAfterSeconds?: number } | undefined,
+  fault: Exclude<BedrockStandInFaultSpec, BedrockStandInFault> | undefined,
   record: BedrockStandInRequest,
 ): Answer {
   if (fault) record.fault = fault.fault;
   if (fault && fault.fault in ERRORS) {
     const spec = ERRORS[fault.fault as keyof typeof ERRORS];
-    return errorAnswer(spec.status, spec.type, spec.message, fault.retryAfterSeconds);
+    return errorAnswer(spec.status, spec.type, spec.message, fault.retryAfter ?? fault.retryAfterSeconds);
   }
   if (fault?.fault === 'malformed-json') {
     return { status: 200, headers: { 'content-type': 'application/json' }, body: '{"embedding": [0.1, 0.2,' };
@@ -457,12 +460,12 @@ function crc32(data: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
-function errorAnswer(status: number, type: string, message: string, retryAfterSeconds?: number): Answer {
+function errorAnswer(status: number, type: string, message: string, retryAfter?: number | string): Answer {
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/`,
   };
-  if (retryAfterSeconds !== undefined) headers['retry-after'] = String(retryAfterSeconds);
+  if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
   return { status, headers, body: JSON.stringify({ message }) };
 }
 
