@@ -2,7 +2,8 @@
  * What the engine makes of a generator's reply: the Claude generator (through the real SDK against the Messages API
  * stand-in) leaves influence ids it was not offered to the engine, which settles them, instead of spending repair
  * turns on them; a scene of white space is repaired, never committed; a third-party generator's delta in input form
- * is read with its defaults, and a malformed one is a typed error.
+ * is read with its defaults, and a malformed one is a typed error; every model call's cost is reported, those of a
+ * generation that failed too.
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { ContinuityError, ValidationError } from '../src/core/errors.js';
 import { createStoryEngine } from '../src/engine/engine.js';
+import type { EngineEvent } from '../src/engine/events.js';
 import { createClaudeSceneGenerator } from '../src/generation/claude-scene-generator.js';
 import { emptyUsage, type SceneGenerator } from '../src/generation/scene-generator.js';
 import { createStoryFromTemplate } from '../src/generation/story-templates.js';
@@ -43,7 +45,7 @@ function claude(options: { maxRepairAttempts?: number } = {}): SceneGenerator {
 }
 
 /** A story with one pending suggestion `tx-1`, behind an engine on `generator`. */
-async function storyOn(generator: SceneGenerator) {
+async function storyOn(generator: SceneGenerator, onEvent?: (event: EngineEvent) => void) {
   const store = createMemoryStateStore();
   const context = new ContextManager({
     store,
@@ -64,7 +66,7 @@ async function storyOn(generator: SceneGenerator) {
     receivedAt: '2026-01-01T00:00:00.000Z',
     status: 'pending',
   });
-  return { store, engine: createStoryEngine({ store, context, generator }) };
+  return { store, engine: createStoryEngine({ store, context, generator, ...(onEvent ? { onEvent } : {}) }) };
 }
 
 describe('the Claude generator through the engine', () => {
@@ -93,6 +95,28 @@ describe('the Claude generator through the engine', () => {
     expect(standIn.requests.length - first).toBe(1);
     expect(result.influences?.applied).toEqual(['tx-1']);
     expect(result.influences?.rejected).toEqual([]);
+  });
+
+  it('reports what every call cost, those of a generation that failed too', async () => {
+    reshape = (reply) => {
+      reply.scene.text = ' ';
+    };
+    const spent: Array<Extract<EngineEvent, { type: 'generation.usage' }>> = [];
+    const { engine } = await storyOn(claude({ maxRepairAttempts: 1 }), (event) => {
+      if (event.type === 'generation.usage') spent.push(event);
+    });
+    await expect(engine.runEpisode('tale')).rejects.toThrow(ValidationError);
+    expect(spent.map((event) => event.attempt)).toEqual([1, 2]);
+    for (const event of spent) {
+      expect(event.usage.inputTokens).toBeGreaterThan(0);
+      expect(event.usage.costUsd).toBeGreaterThan(0);
+    }
+    // A generation that succeeds reports the same calls its result sums.
+    reshape = () => {};
+    spent.length = 0;
+    const result = await engine.runEpisode('tale');
+    expect(spent).toHaveLength(1);
+    expect(spent[0]!.usage).toEqual(result.usage);
   });
 
   it('never commits a scene whose text is only white space', async () => {

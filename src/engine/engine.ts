@@ -533,7 +533,17 @@ class Engine implements StoryEngine {
       seed: seedFrom('scene', storyId, sceneId),
     };
     const generated = await this.timed(run, 'generate', sceneId, () =>
-      this.attempts(run, 'generate', (attemptSignal) => this.generator.generate(request, { signal: attemptSignal })),
+      this.attempts(run, 'generate', (attemptSignal) =>
+        this.generator.generate(request, {
+          signal: attemptSignal,
+          // Every call's cost is reported as it is answered: a generation that fails still spent it.
+          onProgress: (progress) => {
+            if (progress.type !== 'usage') return;
+            const { attempt, usage } = progress;
+            this.emit({ type: 'generation.usage', storyId, at: this.clock.now(), sceneId, attempt, usage });
+          },
+        }),
+      ),
     );
     throwIfAborted(signal);
     const { scene, nextState, outcome, warnings } = await this.timed(run, 'continuity', sceneId, async () =>

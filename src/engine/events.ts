@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { Usage } from '../generation/scene-generator.js';
 import type { ContinuityIssue } from '../state/reducer.js';
 
 /** The steps before the commit. Free to run twice: nothing they do is visible until the commit. */
@@ -74,6 +75,8 @@ export type EngineEvent =
       error: unknown;
     }
   | { type: 'continuity.warning'; storyId: string; at: number; sceneId: string; issues: ContinuityIssue[] }
+  /** One model call of the generator answered, with what it cost; sent for calls of a failed generation too. */
+  | { type: 'generation.usage'; storyId: string; at: number; sceneId: string; attempt: number; usage: Usage }
   | { type: 'conflict'; storyId: string; at: number; expectedVersion: number; attempt: number }
   | { type: 'warning'; storyId: string; at: number; message: string; details?: Record<string, unknown> };
 

@@ -630,7 +630,9 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
           signal,
           clock,
         });
-        usage = addUsage(usage, usageFromClaude(message.usage, unitPrice, options.cacheTtl));
+        const spent = usageFromClaude(message.usage, unitPrice, options.cacheTtl);
+        usage = addUsage(usage, spent);
+        emit({ type: 'usage', attempt, usage: spent });
         if (message.stop_reason === 'refusal') {
           throw new ProviderError(`${provider} refused to write the scene (stop reason "refusal")`, {
             provider,

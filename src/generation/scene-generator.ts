@@ -89,11 +89,16 @@ export function emptyUsage(): Usage {
   return { inputTokens: 0, outputTokens: 0, cacheWriteTokens: 0, cacheReadTokens: 0, costUsd: 0 };
 }
 
-/** Progress of a generation, for progress bars (streamed characters, repair attempts). */
+/**
+ * Progress of a generation, for progress bars (streamed characters, repair attempts) and cost accounting: `usage`
+ * reports each model call as it is answered, so the cost of attempts that end in an error is known too (a result
+ * carries only the usage of a generation that succeeded).
+ */
 export type GenerationProgress =
   | { type: 'attempt'; attempt: number }
   | { type: 'text'; characters: number }
-  | { type: 'repair'; attempt: number; problems: string[] };
+  | { type: 'repair'; attempt: number; problems: string[] }
+  | { type: 'usage'; attempt: number; usage: Usage };
 
 /** What `generate` returns. */
 export interface SceneGenerationResult {
