@@ -134,8 +134,10 @@ export abstract class BaseStateStore implements StoryStateStore {
   protected abstract insertStory(bundle: StoryBundle): Promise<void>;
   /**
    * The one atomic, version-conditional write. Must, in one step: return the original commit if `scene.id` exists
-   * (`created: false`); else throw `ConflictError` if the stored version is not `expectedVersion`, or if any
-   * influence to resolve is no longer pending; else store scene, state, snapshot and influence outcomes.
+   * (`created: false`); else throw `ConflictError` if the stored version is not `expectedVersion`; else throw
+   * `ValidationError` (`misplacedScene`) if `scene.index` is not the stored `sceneCount` (so scenes stay numbered
+   * 0, 1, 2, ... without a gap or an overwrite); else `ConflictError` if any influence to resolve is no longer
+   * pending; else store scene, state, snapshot and influence outcomes.
    */
   protected abstract writeCommit(storyId: string, commit: PreparedCommit): Promise<CommitResult>;
   protected abstract readScenes(storyId: string, query: SceneQuery): Promise<Scene[]>;
@@ -157,12 +159,26 @@ export abstract class BaseStateStore implements StoryStateStore {
    */
   protected abstract writePublication(entry: PublicationEntry): Promise<RecordPublicationResult>;
   protected abstract readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]>;
-  /** Every publication entry of a story (for export). */
+  /**
+   * Every publication entry of a story (for export), ordered by scene id, then target (code-unit order): the log's
+   * key, so every backend exports the same lines whatever order the entries were written in.
+   */
   protected abstract readAllPublications(storyId: string): Promise<PublicationEntry[]>;
   abstract close(): Promise<void>;
 
   async create(state: StoryState): Promise<StoryState> {
     const parsed = parseOrThrow(StoryStateSchema, state, 'state');
+    // A story starts with no scene: a state that claims some would make the first commit leave a gap in the scene
+    // numbering, and the story's export would no longer import.
+    const problems: Array<{ path: string; message: string }> = [];
+    if (parsed.version !== 0) problems.push({ path: 'state.version', message: 'must be 0 for a new story' });
+    if (parsed.sceneCount !== 0) problems.push({ path: 'state.sceneCount', message: 'must be 0 for a new story' });
+    if (parsed.sceneId !== null) problems.push({ path: 'state.sceneId', message: 'must be null for a new story' });
+    if (problems.length > 0) {
+      throw new ValidationError(`Invalid state: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`, {
+        problems,
+      });
+    }
     const stored = { ...parsed, userInfluenceQueue: [] };
     await this.insertStory({
       state: stored,
@@ -205,6 +221,12 @@ export abstract class BaseStateStore implements StoryStateStore {
       problems.push({ path: 'scene.stateVersion', message: 'must equal nextState.version' });
     }
     if (nextState.sceneId !== scene.id) problems.push({ path: 'nextState.sceneId', message: 'must be the scene id' });
+    if (nextState.sceneCount !== scene.index + 1) {
+      problems.push({
+        path: 'nextState.sceneCount',
+        message: `must count the scene (scene.index + 1 = ${scene.index + 1})`,
+      });
+    }
     const rejected = input.rejectedInfluences ?? [];
     const consumed = input.consumedInfluenceIds ?? [];
     const outcomeIds = [...consumed, ...rejected.map((r) => r.id)];
@@ -267,8 +289,18 @@ export abstract class BaseStateStore implements StoryStateStore {
   async enqueueInfluence(influence: UserInfluenceInput): Promise<EnqueueResult> {
     const parsed = parseOrThrow(UserInfluenceSchema, influence, 'influence');
     // Whatever status the caller sent, a new influence starts pending: only a commit resolves it.
-    // Times are kept in UTC so that every backend orders the queue the same way.
+    // Times are kept in UTC so that every backend orders the queue the same way. A time near year 0 or 9999 can
+    // leave those years once moved to UTC, and `toISOString` then writes a signed six-digit year ("+010000-…") that
+    // sorts before every other time and that the schema (and so `importStory`) refuses.
     const receivedAt = new Date(parsed.receivedAt).toISOString();
+    if (!/^\d{4}-/.test(receivedAt)) {
+      throw new ValidationError(
+        `Invalid influence: receivedAt ${parsed.receivedAt} is outside years 0000-9999 in UTC`,
+        {
+          problems: [{ path: 'influence.receivedAt', message: 'must fall within years 0000-9999 in UTC' }],
+        },
+      );
+    }
     return this.insertInfluence({ ...parsed, receivedAt, status: 'pending', reason: null, resolvedIn: null });
   }
 
@@ -415,11 +447,16 @@ export abstract class BaseStateStore implements StoryStateStore {
   }
 }
 
-/** Parses and checks a whole export before anything is written, so a bad file writes nothing. */
+/**
+ * Parses and checks a whole export before anything is written, so a bad file writes nothing. Each key a story holds
+ * once (a snapshot's version, a scene's id and index, an influence's id, a log entry's scene and target) must appear
+ * once: a repeated one would overwrite the first on one backend and break the write on another.
+ */
 async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Promise<StoryBundle> {
   let lineNumber = 0;
   let storyId: string | undefined;
   let state: StoryState | undefined;
+  let stateLine = 0;
   let ended = false;
   const bundle: Omit<StoryBundle, 'state'> = { snapshots: [], scenes: [], influences: [], publications: [] };
   const fail = (message: string, cause?: unknown): never => {
@@ -427,6 +464,19 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
       cause,
       problems: [{ path: `line ${lineNumber}`, message }],
     });
+  };
+  /** The line where each key was first seen, by kind of key. */
+  const seen = {
+    snapshot: new Map<number, number>(),
+    sceneId: new Map<string, number>(),
+    sceneIndex: new Map<number, number>(),
+    influence: new Map<string, number>(),
+    publication: new Map<string, number>(),
+  };
+  const once = <K>(firstLines: Map<K, number>, key: K, what: string) => {
+    const first = firstLines.get(key);
+    if (first !== undefined) fail(`${what} is already on line ${first}`);
+    firstLines.set(key, lineNumber);
   };
   for await (const raw of lines) {
     lineNumber++;
@@ -455,31 +505,42 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
     };
     switch (record.kind) {
       case 'state': {
+        if (state) fail(`a second state record (the first is on line ${stateLine})`);
         state = parseLine(StoryStateSchema, record.state, fail);
         sameStory(state.storyId);
+        stateLine = lineNumber;
         break;
       }
       case 'snapshot': {
         const snapshot = parseLine(StoryStateSchema, record.state, fail);
         sameStory(snapshot.storyId);
+        once(seen.snapshot, snapshot.version, `the snapshot of version ${snapshot.version}`);
         bundle.snapshots.push(bundleSnapshot(snapshot));
         break;
       }
       case 'scene': {
         const scene = parseLine(SceneSchema, record.scene, fail);
         sameStory(scene.storyId);
+        once(seen.sceneId, scene.id, `scene id "${scene.id}"`);
+        once(seen.sceneIndex, scene.index, `scene index ${scene.index}`);
         bundle.scenes.push(scene);
         break;
       }
       case 'influence': {
         const influence = parseLine(UserInfluenceSchema, record.influence, fail);
         sameStory(influence.storyId);
+        once(seen.influence, influence.id, `influence "${influence.id}"`);
         bundle.influences.push(influence);
         break;
       }
       case 'publication': {
         const entry = parsePublication(record.entry, fail);
         sameStory(entry.storyId);
+        once(
+          seen.publication,
+          JSON.stringify([entry.sceneId, entry.target]),
+          `the publication of scene "${entry.sceneId}" to "${entry.target}"`,
+        );
         bundle.publications.push(entry);
         break;
       }
@@ -578,6 +639,18 @@ function decodeCursor(cursor: string): number {
   const match = /^i(\d{1,16})$/.exec(cursor);
   if (!match) throw new ValidationError('cursor is not one returned by listScenes');
   return Number(match[1]);
+}
+
+/**
+ * The `ValidationError` of a commit whose scene is not the story's next one: its index must be the `sceneCount` of
+ * the state it follows, so scenes stay numbered 0, 1, 2, ... with no gap (the story would no longer export and
+ * import) and no overwrite of a committed scene. Retrying cannot help, hence not a `ConflictError`.
+ */
+export function misplacedScene(storyId: string, index: number, sceneCount?: number): ValidationError {
+  const expected = sceneCount === undefined ? "the story's scene count" : String(sceneCount);
+  return new ValidationError(`Story "${storyId}" has its next scene at index ${expected}, not ${index}`, {
+    problems: [{ path: 'scene.index', message: `must be ${expected}, the index of the story's next scene` }],
+  });
 }
 
 /** Throws the `ConflictError` of a stale commit. */

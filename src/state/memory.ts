@@ -8,6 +8,7 @@ import { ConflictError, NotFoundError } from '../core/errors.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
+  misplacedScene,
   type PreparedCommit,
   type SceneQuery,
   type StoryBundle,
@@ -86,6 +87,10 @@ class MemoryStateStore extends BaseStateStore {
     }
     if (story.state.version !== commit.expectedVersion) {
       throw staleVersion(storyId, commit.expectedVersion, story.state.version);
+    }
+    // Scenes are stored by index: any other index would overwrite a committed scene or leave a gap.
+    if (commit.scene.index !== story.state.sceneCount) {
+      throw misplacedScene(storyId, commit.scene.index, story.state.sceneCount);
     }
     for (const influence of commit.resolvedInfluences) {
       if (story.influences.get(influence.id)?.status !== 'pending') {
@@ -198,13 +203,16 @@ class MemoryStateStore extends BaseStateStore {
 
   protected async readPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
     return [...(this.stories.get(storyId)?.publications.get(sceneId)?.values() ?? [])]
-      .sort((a, b) => (a.target < b.target ? -1 : a.target > b.target ? 1 : 0))
+      .sort((a, b) => compareText(a.target, b.target))
       .map(copy);
   }
 
   protected async readAllPublications(storyId: string): Promise<PublicationEntry[]> {
-    const byScene = this.stories.get(storyId)?.publications.values() ?? [];
-    return [...byScene].flatMap((byTarget) => [...byTarget.values()].map(copy));
+    const byScene = this.stories.get(storyId)?.publications ?? new Map<string, Map<string, PublicationEntry>>();
+    return [...byScene.keys()]
+      .sort(compareText)
+      .flatMap((sceneId) => [...byScene.get(sceneId)!.values()].sort((a, b) => compareText(a.target, b.target)))
+      .map(copy);
   }
 
   async close(): Promise<void> {}
@@ -233,10 +241,14 @@ function groupPublications(entries: readonly PublicationEntry[]): Map<string, Ma
   return grouped;
 }
 
+/** Code-unit order, as SQLite's BINARY collation and DynamoDB's sort keys order the ASCII ids and targets. */
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /** Orders influences by arrival, then id, the same on every backend. */
 export function compareInfluences(a: UserInfluence, b: UserInfluence): number {
-  if (a.receivedAt !== b.receivedAt) return a.receivedAt < b.receivedAt ? -1 : 1;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  return compareText(a.receivedAt, b.receivedAt) || compareText(a.id, b.id);
 }
 
 /** Options of `createMemoryStateStore`. */

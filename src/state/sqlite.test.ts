@@ -374,6 +374,41 @@ describe('createSqliteStateStore: snapshots', () => {
   });
 });
 
+describe('createSqliteStateStore: scenes that disagree with the state', () => {
+  it('a scene index already taken in the file is a ValidationError, not a storage failure, and writes nothing', async () => {
+    const store = createSqliteStateStore({ path: ':memory:' });
+    const state = await store.create(makeStoryState('s1'));
+    const first = makeNextScene(state);
+    const after = (
+      await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene: first,
+        nextState: makeNextState(state, first),
+        consumedInfluenceIds: [],
+      })
+    ).state;
+    // A file whose state no longer counts its scene (edited by hand, or written before scene indexes were checked).
+    nativeOf(store.database)
+      .prepare("UPDATE stories SET state = json_set(state, '$.sceneCount', 0) WHERE story_id = 's1'")
+      .run();
+    const recounted = { ...after, sceneCount: 0 };
+    const clash = makeNextScene(recounted, { id: 'clash' });
+    const error = await store
+      .commitScene('s1', {
+        expectedVersion: 1,
+        scene: clash,
+        nextState: makeNextState(recounted, clash),
+        consumedInfluenceIds: [],
+      })
+      .catch((e: unknown) => e);
+    expect(ValidationError.isInstance(error), String(error)).toBe(true);
+    expect(await store.getScene('s1', 'clash')).toBeNull();
+    expect(await store.getScene('s1', first.id)).toEqual(first);
+    expect((await store.load('s1')).version).toBe(1);
+    await store.close();
+  });
+});
+
 describe('a file upgraded by a newer storyloom while open', () => {
   it('fails the next statement that meets the new tables with SchemaVersionError, in the store and both indexes', async () => {
     const file = freshPath('upgraded-while-open');

@@ -10,6 +10,7 @@ import { ClosedError, ConflictError, NotFoundError, StorageError, ValidationErro
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
+  misplacedScene,
   type PreparedCommit,
   type SceneQuery,
   type StoryBundle,
@@ -150,7 +151,6 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       for (const influence of bundle.influences) {
         s.insertInfluence.run(storyId, influence.id, influence.status, influence.receivedAt, JSON.stringify(influence));
       }
-      // Inserted in the given order: the rowid keeps the log's order, which an export reproduces.
       for (const entry of bundle.publications) {
         s.insertPublication.run(storyId, entry.sceneId, entry.target, entry.status, JSON.stringify(entry));
       }
@@ -173,12 +173,25 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       if (current.version !== commit.expectedVersion) {
         throw staleVersion(storyId, commit.expectedVersion, current.version);
       }
+      // Scenes are numbered without a gap: the one before must be there (an index lookup, where reading the state's
+      // count would parse its JSON), and the insert below refuses an index already taken.
+      if (commit.scene.index > 0 && !s.hasSceneAt.get(storyId, commit.scene.index - 1)) {
+        throw misplacedScene(storyId, commit.scene.index);
+      }
       for (const influence of commit.resolvedInfluences) {
         const row = s.readInfluenceStatus.get(storyId, influence.id) as { status: string } | undefined;
         if (row?.status !== 'pending') throw new ConflictError(`Influence "${influence.id}" is no longer pending`);
       }
       const { scene, nextState } = commit;
-      s.insertScene.run(storyId, scene.id, scene.index, scene.chapterId, JSON.stringify(scene));
+      try {
+        s.insertScene.run(storyId, scene.id, scene.index, scene.chapterId, JSON.stringify(scene));
+      } catch (error) {
+        // The index is taken: a misplaced scene, as the check above says of a gap, not a storage failure.
+        if ((error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+          throw misplacedScene(storyId, scene.index);
+        }
+        throw error;
+      }
       s.updateState.run(nextState.version, JSON.stringify(nextState), storyId);
       s.insertSnapshot.run(storyId, nextState.version, gzipSync(JSON.stringify(nextState)));
       for (const influence of commit.resolvedInfluences) {
@@ -259,7 +272,6 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       if (existing && existing.status !== 'failed') {
         return { recorded: false, entry: this.parse<PublicationEntry>(existing.entry, 'publication') };
       }
-      // An UPDATE, not a REPLACE: the entry keeps its rowid and so its place in the log's order.
       if (existing)
         s.updatePublication.run(entry.status, JSON.stringify(entry), entry.storyId, entry.sceneId, entry.target);
       else s.insertPublication.run(entry.storyId, entry.sceneId, entry.target, entry.status, JSON.stringify(entry));
@@ -326,6 +338,7 @@ function prepareStatements(db: NativeDatabase) {
   return {
     readState: p('SELECT state FROM stories WHERE story_id = ?'),
     readVersion: p('SELECT version FROM stories WHERE story_id = ?'),
+    hasSceneAt: p('SELECT 1 FROM scenes WHERE story_id = ? AND scene_index = ?'),
     insertStory: p('INSERT INTO stories (story_id, version, state) VALUES (?, ?, ?)'),
     updateState: p('UPDATE stories SET version = ?, state = ? WHERE story_id = ?'),
     insertSnapshot: p('INSERT INTO snapshots (story_id, version, state_gzip) VALUES (?, ?, ?)'),
@@ -359,7 +372,7 @@ function prepareStatements(db: NativeDatabase) {
       'UPDATE publications SET status = ?, entry = ? WHERE story_id = ? AND scene_id = ? AND target = ?',
     ),
     scenePublications: p('SELECT entry FROM publications WHERE story_id = ? AND scene_id = ? ORDER BY target'),
-    allPublications: p('SELECT entry FROM publications WHERE story_id = ? ORDER BY rowid'),
+    allPublications: p('SELECT entry FROM publications WHERE story_id = ? ORDER BY scene_id, target'),
   };
 }
 

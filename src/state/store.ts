@@ -22,8 +22,12 @@ export interface StoryStateStoreCapabilities {
 export interface CommitSceneInput {
   /** The version the caller read; the commit fails with `ConflictError` if the stored version differs. */
   expectedVersion: number;
+  /** The story's next scene: its `index` must be the `sceneCount` of the state at `expectedVersion`. */
   scene: Scene;
-  /** The state after the scene; its `version` must be `expectedVersion + 1`. */
+  /**
+   * The state after the scene; its `version` must be `expectedVersion + 1`, its `sceneId` the scene's id and its
+   * `sceneCount` the scene's `index + 1`.
+   */
   nextState: StoryState;
   /** Pending influences the scene applied; they become `applied`. */
   consumedInfluenceIds: string[];
@@ -110,7 +114,10 @@ export interface StoryStateStore {
   readonly provider: string;
   readonly capabilities: StoryStateStoreCapabilities;
 
-  /** Stores a new story at its initial state. `ConflictError` if the story exists. */
+  /**
+   * Stores a new story at its initial state: version 0, no scene (`sceneCount` 0, `sceneId` null), else
+   * `ValidationError`. `ConflictError` if the story exists.
+   */
   create(state: StoryState): Promise<StoryState>;
 
   /** The current state with `userInfluenceQueue` filled with its pending influences. `NotFoundError` if absent. */
@@ -122,7 +129,9 @@ export interface StoryStateStore {
   /**
    * Writes a scene, the next state and the influence outcomes in one atomic, version-conditional step.
    * A stale `expectedVersion` gives `ConflictError`; committing an already committed scene id returns the original
-   * commit with `created: false` and writes nothing.
+   * commit with `created: false` and writes nothing. A scene that is not the story's next one (its index already
+   * taken, or past a gap) or a `nextState` that does not follow from it is a `ValidationError` and writes nothing:
+   * scenes stay numbered 0, 1, 2, ... so the story always exports and imports.
    */
   commitScene(storyId: string, input: CommitSceneInput): Promise<CommitResult>;
 
@@ -135,7 +144,10 @@ export interface StoryStateStore {
   /** The state as it stood right after `version` was committed (version 0 is the initial state), or null. */
   getStateAt(storyId: string, version: number): Promise<StoryState | null>;
 
-  /** Stores an influence as pending unless one with its id exists; idempotent by id. `NotFoundError` for no story. */
+  /**
+   * Stores an influence as pending unless one with its id exists; idempotent by id. `NotFoundError` for no story.
+   * `receivedAt` is kept in UTC; a time that leaves years 0000-9999 once in UTC is a `ValidationError`.
+   */
   enqueueInfluence(influence: UserInfluenceInput): Promise<EnqueueResult>;
 
   /** Pending influences, oldest first (by `receivedAt`, then id). */
@@ -164,10 +176,16 @@ export interface StoryStateStore {
    */
   fork(storyId: string, atSceneIndex: number, newStoryId: string): Promise<StoryState>;
 
-  /** The whole story as JSON lines, portable between backends. */
+  /**
+   * The whole story as JSON lines, portable between backends: the same story exports the same lines on every
+   * backend (the publication log by scene id, then target).
+   */
   exportStory(storyId: string): AsyncIterable<string>;
 
-  /** Loads an exported story. `ConflictError` if it exists here; `ValidationError` names the first bad line. */
+  /**
+   * Loads an exported story. `ConflictError` if it exists here; `ValidationError` names the first bad line (a
+   * repeated scene id or index, influence id, log entry or snapshot version is one). A refused export writes nothing.
+   */
   importStory(lines: AsyncIterable<string> | Iterable<string>): Promise<ImportResult>;
 
   /** Releases connections and file handles. */

@@ -97,6 +97,14 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         ValidationError.isInstance,
         'ValidationError for a negative version',
       );
+      // A new story has no scene yet: one that claims some would number its first scene past a gap.
+      for (const started of [{ version: 3 }, { sceneCount: 2 }, { sceneId: 's1-s0' }]) {
+        await rejectsWith(
+          store.create({ ...makeStoryState('s1'), ...started }),
+          ValidationError.isInstance,
+          `ValidationError for a story created at ${JSON.stringify(started)}`,
+        );
+      }
       await rejectsWith(store.load('../etc/passwd'), ValidationError.isInstance, 'ValidationError for a path-like id');
       await rejectsWith(store.getScene('s1', ''), ValidationError.isInstance, 'ValidationError for an empty id');
       assert.equal(await store.exists('s1'), false);
@@ -320,7 +328,56 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         ValidationError.isInstance,
         'ValidationError for a scene of another story',
       );
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 0,
+          scene,
+          nextState: makeNextState(state, scene, { sceneCount: 0 }),
+          consumedInfluenceIds: [],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for a next state that does not count the scene',
+      );
       assert.equal((await store.load('s1')).version, 0);
+    },
+  },
+  {
+    name: 'a scene that is not the next one is a ValidationError and writes nothing: an index taken, or a gap',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const after = await commitScenes(store, state, 1);
+      const original = await store.getScene('s1', 's1-s0');
+      for (const index of [0, 5]) {
+        const misplaced = makeNextScene(after, { id: `misplaced-${index}`, index });
+        await rejectsWith(
+          store.commitScene('s1', {
+            expectedVersion: after.version,
+            scene: misplaced,
+            nextState: makeNextState(after, misplaced, { sceneCount: index + 1 }),
+            consumedInfluenceIds: [],
+          }),
+          ValidationError.isInstance,
+          `ValidationError for a scene at index ${index} where the next is 1`,
+        );
+        assert.equal(await store.getScene('s1', misplaced.id), null);
+      }
+      assert.deepEqual(await store.getScene('s1', 's1-s0'), original);
+      assert.deepEqual(await store.load('s1'), after);
+      // A first scene past a gap, on a story with none.
+      const other = await store.create(makeStoryState('s2'));
+      const gap = makeNextScene(other, { index: 3 });
+      await rejectsWith(
+        store.commitScene('s2', {
+          expectedVersion: 0,
+          scene: gap,
+          nextState: makeNextState(other, gap, { sceneCount: 4 }),
+          consumedInfluenceIds: [],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for a first scene at index 3',
+      );
+      assert.equal((await store.load('s2')).version, 0);
+      assert.deepEqual((await store.listScenes('s2')).items, []);
     },
   },
   {
@@ -453,6 +510,29 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       assert.deepEqual(
         (await store.pendingInfluences('s1', { limit: 1 })).map((i) => i.id),
         ['c'],
+      );
+    },
+  },
+  {
+    name: 'an influence time outside years 0000-9999 once in UTC is a ValidationError, so the queue keeps its order',
+    async run(store) {
+      await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'early', { receivedAt: fixtureTime(0) }));
+      for (const receivedAt of ['9999-12-31T23:30:00-02:00', '0000-01-01T00:30:00+01:00']) {
+        await rejectsWith(
+          store.enqueueInfluence(makeInfluence('s1', 'out-of-range', { receivedAt })),
+          ValidationError.isInstance,
+          `ValidationError for receivedAt ${receivedAt}`,
+        );
+      }
+      // The last instant that stays in range is kept, in UTC, and last in the queue.
+      await store.enqueueInfluence(makeInfluence('s1', 'latest', { receivedAt: '9999-12-31T23:59:59-00:00' }));
+      assert.deepEqual(
+        (await store.pendingInfluences('s1')).map((i) => [i.id, i.receivedAt]),
+        [
+          ['early', fixtureTime(0)],
+          ['latest', '9999-12-31T23:59:59.000Z'],
+        ],
       );
     },
   },
@@ -661,6 +741,95 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       assert.deepEqual(await target.listPublications('s1', scene.id), await store.listPublications('s1', scene.id));
       assert.deepEqual(await collect(target.exportStory('s1')), lines);
       await rejectsWith(target.importStory(lines), ConflictError.isInstance, 'ConflictError for an existing story');
+    },
+  },
+  {
+    name: 'the export lists the publication log by scene id, then target, whatever order it was written in',
+    async run(store) {
+      await store.create(makeStoryState('s1'));
+      const written = [
+        ['s1-s2', 'publish:x'],
+        ['s1-s10', 'index'],
+        ['s1-s2', 'index'],
+        ['s1-s10', 'broadcast'],
+      ];
+      for (const [sceneId, target] of written) {
+        await store.recordPublication({
+          storyId: 's1',
+          sceneId: sceneId!,
+          target: target!,
+          status: 'done',
+          result: {},
+        });
+      }
+      const entries = (await collect(store.exportStory('s1')))
+        .map((line) => JSON.parse(line))
+        .filter((record) => record.kind === 'publication')
+        .map((record) => [record.entry.sceneId, record.entry.target]);
+      assert.deepEqual(entries, [
+        ['s1-s10', 'broadcast'],
+        ['s1-s10', 'index'],
+        ['s1-s2', 'index'],
+        ['s1-s2', 'publish:x'],
+      ]);
+    },
+  },
+  {
+    name: 'an export that repeats a key (scene id or index, influence, log entry, snapshot) is refused with its line and writes nothing',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      const after = await commitScenes(store, state, 2);
+      await store.recordPublication({
+        storyId: 's1',
+        sceneId: after.sceneId!,
+        target: 'site',
+        status: 'done',
+        result: {},
+      });
+      const lines = await collect(store.exportStory('s1'));
+      /** A line of the export, with the fields the edits below touch (each only on its own kind of line). */
+      type ExportRecord = {
+        kind: string;
+        scene: { id: string; index: number };
+        entry: { status: string };
+        counts: Record<string, number>;
+      };
+      const records: ExportRecord[] = lines.map((line) => JSON.parse(line));
+      /** The export with the first record of `kind` written twice, `edit`ed (the end marker counts it). */
+      const repeated = (kind: string, edit: (record: ExportRecord) => void = () => {}) => {
+        const copy = structuredClone(records);
+        const at = records.findIndex((record) => record.kind === kind);
+        const again = structuredClone(copy[at]!);
+        edit(again);
+        copy.splice(at + 1, 0, again);
+        const counted = {
+          snapshot: 'snapshots',
+          scene: 'scenes',
+          influence: 'influences',
+          publication: 'publications',
+        };
+        const key = counted[kind as keyof typeof counted];
+        if (key) copy.at(-1)!.counts[key]! += 1;
+        return copy.map((record) => JSON.stringify(record));
+      };
+      const target = await create();
+      for (const [label, edited] of [
+        ['scene id', repeated('scene', (record) => (record.scene.index = 2))],
+        ['scene index', repeated('scene', (record) => (record.scene.id = 'other'))],
+        ['influence id', repeated('influence')],
+        ['log entry (scene and target)', repeated('publication', (record) => (record.entry.status = 'failed'))],
+        ['snapshot version', repeated('snapshot')],
+        ['state record', repeated('state')],
+      ] as const) {
+        const error = await rejectsWith(
+          target.importStory(edited),
+          ValidationError.isInstance,
+          `ValidationError for a repeated ${label}`,
+        );
+        assert.match((error as Error).message, /line \d+/, `the error names the line of the repeated ${label}`);
+        assert.equal(await target.exists('s1'), false);
+      }
     },
   },
   {
