@@ -17,7 +17,7 @@ async function populate(store: StoryStateStore): Promise<void> {
       consumedInfluenceIds: i === 0 ? ['vote-a', 'vote-b'] : [],
       rejectedInfluences: i === 1 ? [{ id: 'tip-1', reason: 'off topic' }] : [],
     }));
-    // A failed step replaced later keeps its place in the log.
+    // A failed step replaced later is one entry of the log, exported in its key's place (scene id, then target).
     await store.recordPublication({
       storyId: 'saga',
       sceneId: scene.id,

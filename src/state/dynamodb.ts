@@ -12,10 +12,14 @@
  * | `SCENEID#<sceneId>` | pointer to the scene's index: makes a scene id unique per story and `getScene` by id cheap |
  * | `INF#<influenceId>` | an influence (JSON); while pending, `lsi1sk = PENDING#<receivedAt>#<id>` |
  * | `PUB#<sceneId>#<target>` | a publication-log entry (JSON) |
- * | `PART#<sk>#<n>` | a slice of a compressed body too large for one item (when no content store is configured) |
+ * | `PART#<sk>#<sha256>#<n>` | a slice of a compressed body too large for one item (when no content store is configured) |
  *
  * One sparse local secondary index, `lsi1` (`pk`, `lsi1sk`), serves two queries with strongly consistent reads: the
  * pending-influence queue in order, and a chapter's scenes in order with full pages.
+ *
+ * A body's `PART#` items are written before the commit's transaction, under keys named for the body's SHA-256 (as the
+ * content store's keys are), so they cost the transaction no action: a racer writing the same key writes the same
+ * bytes, and a commit that fails or is cut short leaves only parts that no item refers to.
  *
  * An influence or a publication-log entry is written in a two-action `TransactWriteItems`: a `ConditionCheck` that
  * the `STATE` item exists without `importing`, and the conditional put. A story that is missing or still importing
@@ -45,6 +49,7 @@ import { type RetryOptions, withRetry } from '../core/retry.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
+  misplacedScene,
   type PreparedCommit,
   type SceneQuery,
   type StoryBundle,
@@ -71,7 +76,10 @@ const DOCUMENT_PACKAGE = '@aws-sdk/lib-dynamodb';
  * The limits of the DynamoDB store, fixed by DynamoDB's own: 100 actions and 4 MB per transaction, 400 KB per item.
  *
  * `maxInfluencesPerCommit`: a commit resolving more influences than this is refused with `ValidationError` (the
- * transaction cannot be split without losing atomicity); resolve the rest in the next scene.
+ * transaction cannot be split without losing atomicity); resolve the rest in the next scene. It holds whatever the
+ * size of the scene and the state: a commit's other actions are at most five (state, scene, scene-id pointer,
+ * snapshot, a check of the previous scene), and the `PART#` items of a body split for its size are written before
+ * the transaction, not in it.
  */
 export const DYNAMODB_STORE_LIMITS = {
   /** Influences one commit may apply or reject. */
@@ -100,7 +108,9 @@ const chapterKey = (chapterId: string, index: string) => `CHAPTER#${chapterId}#$
 const influenceKey = (influenceId: string) => `INF#${influenceId}`;
 const pendingKey = (influence: UserInfluence) => `PENDING#${influence.receivedAt}#${influence.id}`;
 const publicationKey = (sceneId: string, target: string) => `PUB#${sceneId}#${target}`;
-const partKey = (sk: string, part: number) => `PART#${sk}#${String(part).padStart(4, '0')}`;
+/** Where the parts of one body begin: named for the body's bytes, so two different bodies never share a part. */
+const partsPrefix = (sk: string, sha256: string) => `PART#${sk}#${sha256}#`;
+const partKey = (prefix: string, part: number) => `${prefix}${String(part).padStart(4, '0')}`;
 /** A body as the table keeps it: gzip-compressed JSON (a `BundledSnapshot`'s bytes already are). */
 const compress = (value: unknown): Uint8Array => gzipSync(JSON.stringify(value));
 
@@ -236,7 +246,7 @@ export interface DynamoStateStoreOptions extends BaseStateStoreOptions {
   endpoint?: string;
   /**
    * Where bodies (scenes, state snapshots) larger than `itemBodyBytes` after compression go. Without one they are
-   * split into `PART#` items written in the same transaction, which bounds a commit to DynamoDB's 4 MB.
+   * split into `PART#` items of the table, written before the commit's transaction.
    */
   contentStore?: ContentStore;
   /** Prefix of content-store keys. Default `storyloom/`. */
@@ -263,8 +273,10 @@ type Key = { pk: string; sk: string };
 interface EncodedBody {
   attributes: Item;
   parts: Item[];
-  /** Bytes the body adds to a transaction. */
+  /** Bytes the body adds to its own item. */
   bytes: number;
+  /** Bytes of its `parts`. */
+  partBytes: number;
 }
 
 interface Context {
@@ -373,6 +385,19 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     const pk = storyKey(storyId);
     const sceneItem = await this.sceneItems(scene);
     const snapshot = await this.encodeBody(storyId, snapshotKey(nextState.version), compress(nextState));
+    const parts = [...sceneItem.parts, ...snapshot.parts];
+    if (parts.length > 0) {
+      // Parts go first, outside the transaction (their keys are named for their bytes, so this harms no racer);
+      // a commit already known to fail writes none, so a stale writer does not leave them behind.
+      const header = await this.liveHeader(storyId);
+      if (Number(header?.version) !== expectedVersion) {
+        const original = await this.committedScene(storyId, scene.id);
+        if (original) return { ...original, created: false };
+        if (!header) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`);
+        throw staleVersion(storyId, expectedVersion, Number(header.version));
+      }
+      await this.batchWrite(parts.map((Item) => ({ PutRequest: { Item } })));
+    }
     const table = this.tableName;
     const actions: Item[] = [
       {
@@ -394,8 +419,20 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
           ConditionExpression: 'attribute_not_exists(sk)',
         },
       },
-      ...[...sceneItem.parts, ...snapshot.parts].map((Item) => ({ Put: { TableName: table, Item } })),
     ];
+    // The scene's index must be the story's scene count: its own item must be new (action 2) and, past the first
+    // scene, the one before it must exist. Every commit keeps scenes numbered without a gap, so the two together
+    // say the index is the count, without reading the state.
+    const previousScene = actions.length;
+    if (scene.index > 0) {
+      actions.push({
+        ConditionCheck: {
+          TableName: table,
+          Key: { pk, sk: sceneKey(scene.index - 1) },
+          ConditionExpression: 'attribute_exists(sk)',
+        },
+      });
+    }
     const firstInfluence = actions.length;
     for (const influence of resolvedInfluences) {
       actions.push({
@@ -419,8 +456,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       bytes > DYNAMODB_STORE_LIMITS.maxTransactionBytes
     ) {
       throw new ValidationError(
-        `The commit of scene "${scene.id}" needs ${actions.length} actions and about ${bytes} bytes, beyond one DynamoDB transaction (${DYNAMODB_STORE_LIMITS.maxTransactionActions} actions, 4 MB); configure a contentStore for large scenes and states`,
-        { problems: [{ path: 'scene', message: 'too large for one DynamoDB transaction without a contentStore' }] },
+        `The commit of scene "${scene.id}" needs ${actions.length} actions and about ${bytes} bytes, beyond one DynamoDB transaction (${DYNAMODB_STORE_LIMITS.maxTransactionActions} actions, 4 MB)`,
+        { problems: [{ path: 'scene', message: 'too large for one DynamoDB transaction' }] },
       );
     }
     try {
@@ -452,13 +489,12 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         }
         throw staleVersion(storyId, expectedVersion, Number(header.version));
       }
+      if (failed(2) || (scene.index > 0 && failed(previousScene))) {
+        // At the expected version, so the state it follows is the snapshot of that version.
+        throw misplacedScene(storyId, scene.index, (await this.readSnapshot(storyId, expectedVersion))?.sceneCount);
+      }
       const stale = resolvedInfluences.find((_, k) => failed(firstInfluence + k));
       if (stale) throw new ConflictError(`Influence "${stale.id}" is no longer pending`, { cause: error });
-      if (failed(2)) {
-        throw new ConflictError(`Story "${storyId}" already holds another scene at index ${scene.index}`, {
-          cause: error,
-        });
-      }
       throw new ConflictError(`The commit of scene "${scene.id}" lost a race`, { cause: error });
     }
   }
@@ -490,6 +526,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       },
       parts: body.parts,
       bytes: body.bytes + 600,
+      partBytes: body.partBytes,
     };
   }
 
@@ -660,6 +697,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   }
 
   protected async readAllPublications(storyId: string): Promise<PublicationEntry[]> {
+    // Sort-key order is scene id, then target: the "#" between them sorts before every character ids and targets
+    // may hold, so a scene id that is a prefix of another still comes first.
     const items = await this.queryPrefix(storyId, 'PUB#');
     return items.map((item) => JSON.parse(String(item.doc)) as PublicationEntry);
   }
@@ -837,12 +876,12 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     for (const [version, compressed] of snapshots) {
       const body = await this.encodeBody(storyId, snapshotKey(version), compressed);
       items.push({ pk, sk: snapshotKey(version), version, ...body.attributes }, ...body.parts);
-      bytes += body.bytes + 200;
+      bytes += body.bytes + body.partBytes + 200;
     }
     for (const scene of bundle.scenes) {
       const scenes = await this.sceneItems(scene);
       items.push(scenes.pointer, scenes.scene, ...scenes.parts);
-      bytes += scenes.bytes;
+      bytes += scenes.bytes + scenes.partBytes;
     }
     const small = [
       ...bundle.influences.map((i) => this.influenceItem(i)),
@@ -857,7 +896,9 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   /** Keeps a compressed body (`compress`) inline when small, else in the content store, else split into `PART#` items. */
   private async encodeBody(storyId: string, sk: string, bytes: Uint8Array): Promise<EncodedBody> {
-    if (bytes.length <= this.bodyLimit) return { attributes: { body: bytes }, parts: [], bytes: bytes.length };
+    if (bytes.length <= this.bodyLimit) {
+      return { attributes: { body: bytes }, parts: [], bytes: bytes.length, partBytes: 0 };
+    }
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const { contentStore } = this.options;
     if (contentStore) {
@@ -868,17 +909,19 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       } catch (error) {
         throw toProviderError(error, `content store put ${key}`);
       }
-      return { attributes: { bodyKey: key, bodySha256: sha256 }, parts: [], bytes: key.length + 200 };
+      return { attributes: { bodyKey: key, bodySha256: sha256 }, parts: [], bytes: key.length + 200, partBytes: 0 };
     }
     const pk = storyKey(storyId);
+    const prefix = partsPrefix(sk, sha256);
     const parts: Item[] = [];
     for (let offset = 0, part = 0; offset < bytes.length; offset += this.bodyLimit, part++) {
-      parts.push({ pk, sk: partKey(sk, part), chunk: bytes.subarray(offset, offset + this.bodyLimit) });
+      parts.push({ pk, sk: partKey(prefix, part), chunk: bytes.subarray(offset, offset + this.bodyLimit) });
     }
     return {
-      attributes: { bodyParts: parts.length, bodySha256: sha256 },
+      attributes: { bodyParts: parts.length, bodyPartsPrefix: prefix, bodySha256: sha256 },
       parts,
-      bytes: bytes.length + parts.length * 200,
+      bytes: prefix.length + 200,
+      partBytes: bytes.length + parts.length * 200,
     };
   }
 
@@ -907,7 +950,13 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       }
       bytes = stored;
     } else if (typeof item.bodyParts === 'number') {
-      const parts = await this.queryPrefix(String(item.pk).slice('STORY#'.length), `PART#${String(item.sk)}#`);
+      // Items written before parts were named for their body keep them at `PART#<sk>#<n>`; that prefix also finds
+      // the parts of other bodies a failed commit left for the same key, which end in more than a number.
+      const prefix = typeof item.bodyPartsPrefix === 'string' ? item.bodyPartsPrefix : `PART#${String(item.sk)}#`;
+      const numberOf = (part: Item) => String(part.sk).slice(prefix.length);
+      const parts = (await this.queryPrefix(String(item.pk).slice('STORY#'.length), prefix))
+        .filter((part) => /^\d+$/.test(numberOf(part)))
+        .sort((a, b) => Number(numberOf(a)) - Number(numberOf(b)));
       if (parts.length !== item.bodyParts) {
         throw new ProviderError(`Item ${String(item.sk)} has ${parts.length} of ${item.bodyParts} parts`, {
           provider: PROVIDER,
@@ -1161,12 +1210,15 @@ function checkOptions(options: DynamoStateStoreOptions): void {
  * `storyTableDefinition` in your infrastructure code).
  *
  * - A commit is one `TransactWriteItems`: the `STATE` update conditioned on the expected version, the scene, its
- *   id pointer and the snapshot (each create-only), and one update per resolved influence conditioned on `pending`.
- *   The cancellation reasons tell a replayed scene (returned with `created: false`) from a stale version or a
- *   no-longer-pending influence (`ConflictError`). A commit resolves at most 90 influences (`ValidationError` above).
+ *   id pointer and the snapshot (each create-only), a check that the previous scene exists, and one update per
+ *   resolved influence conditioned on `pending`. The cancellation reasons tell a replayed scene (returned with
+ *   `created: false`) from a stale version or a no-longer-pending influence (`ConflictError`) and from a scene index
+ *   that is not the story's next (`ValidationError`). A commit resolves at most 90 influences (`ValidationError`
+ *   above).
  * - Bodies are gzip-compressed JSON. One above `itemBodyBytes` goes to `contentStore` when given, else is split into
- *   parts written in the same transaction: no scene is refused for its length. Without a content store a commit is
- *   bounded by DynamoDB's 4 MB per transaction (`ValidationError` beyond).
+ *   `PART#` items written just before the transaction, under keys named for the body's bytes: no scene or state is
+ *   refused for its length, and the parts cost the transaction no action. A commit that then fails (a racer won)
+ *   leaves its parts behind, unreferenced.
  * - `create`, and `fork`/`importStory` of a story that fits one transaction, are atomic; a larger import is written
  *   in batches behind an `importing` marker that keeps the story invisible until it is complete.
  * - Retries: storyloom's `withRetry` handles throttling, server errors and transaction conflicts; a client built here
