@@ -159,6 +159,7 @@ describe('createFilesystemPublisher: options', () => {
         target: 'bad target',
         feedEntries: 0,
         indexChapters: 1.5,
+        indexEpisodes: 0,
       });
     } catch (error) {
       caught = error;
@@ -169,6 +170,7 @@ describe('createFilesystemPublisher: options', () => {
       'directory',
       'feedEntries',
       'indexChapters',
+      'indexEpisodes',
       'target',
     ]);
   });
@@ -599,6 +601,28 @@ describe('createFilesystemPublisher: navigation and ordering', () => {
   });
 });
 
+describe('createFilesystemPublisher: names', () => {
+  it('names a cast member or a relationship target the story does not know by its id, even "constructor"', async () => {
+    const directory = await tempFolder();
+    const base = makeStoryState('tale');
+    const mira = base.characters.mira!;
+    const relationship = { kind: 'rival', affinity: -0.2, trust: 0.1, note: '', since: null };
+    const [episode] = makeEpisodes(1, {
+      story: { characters: { ...base.characters, mira: { ...mira, relationships: { constructor: relationship } } } },
+      scene: () => ({ characters: ['mira', 'constructor'] }),
+    });
+    await createFilesystemPublisher({ directory }).publish(episode!);
+    const chapter = JSON.parse(await read(directory, 'episodes/chapter-0001.json'));
+    expect(chapter.episodes[0].cast).toEqual([
+      { id: 'mira', name: mira.name },
+      { id: 'constructor', name: 'constructor' },
+    ]);
+    const roster = await read(directory, 'characters.html');
+    expect(roster).toContain('<td><span dir="auto">constructor</span></td>');
+    expect(roster).not.toContain('Object');
+  });
+});
+
 describe('createFilesystemPublisher: pictures', () => {
   it('stores each picture under the extension of its media type and shows it on the pages', async () => {
     const directory = await tempFolder();
@@ -644,12 +668,19 @@ describe('createFilesystemPublisher: pictures', () => {
     const directory = await tempFolder();
     const publisher = createFilesystemPublisher({ directory });
     const [episode] = makeEpisodes(1);
+    const ns = 'xmlns="http://www.w3.org/2000/svg"';
     for (const svg of [
-      '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
-      '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
-      '<svg xmlns="http://www.w3.org/2000/svg"><image href="https://tracker.example/x.png"/></svg>',
+      `<svg ${ns}><script>alert(1)</script></svg>`,
+      `<svg ${ns} onload="alert(1)"/>`,
+      `<svg ${ns}><image href="https://tracker.example/x.png"/></svg>`,
+      // What a scan of the text for "<script", "javascript:" or an external href does not see:
+      `<svg ${ns} xmlns:s="http://www.w3.org/2000/svg"><s:script>alert(1)</s:script></svg>`,
+      `<svg ${ns}><a href="&#106;avascript:alert(1)"><rect width="16" height="9"/></a></svg>`,
+      `<svg ${ns}><style>@import url(https://tracker.example/x.css);</style></svg>`,
+      Buffer.from(`\uFEFF<svg ${ns}><script>alert(1)</script></svg>`, 'utf16le'),
     ]) {
-      const image = { data: new TextEncoder().encode(svg), mediaType: 'image/svg+xml', alt: '' };
+      const data = typeof svg === 'string' ? new TextEncoder().encode(svg) : new Uint8Array(svg);
+      const image = { data, mediaType: 'image/svg+xml', alt: '' };
       await expect(publisher.publish({ ...episode!, image })).rejects.toSatisfy((error) =>
         ValidationError.isInstance(error),
       );
@@ -982,6 +1013,37 @@ describe('createFilesystemPublisher: a long story', () => {
 });
 
 describe('createFilesystemPublisher: chapters', () => {
+  it('shows the newest episodes of an open chapter on the index and links to the chapter page for the rest', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory, indexEpisodes: 3 });
+    const episodes = makeEpisodes(8);
+    await publisher.publishMany(episodes.slice(0, 3));
+    const titlesOf = (html: string) =>
+      byClass(parseHtml(html).root, 'card').map((card) => textOf(elements(card, 'h3')[0]!));
+    let index = await read(directory, 'index.html');
+    expect(titlesOf(index)).toEqual(['Night 3', 'Night 2', 'Night 1']);
+    expect(byClass(parseHtml(index).root, 'more')).toEqual([]);
+    for (const episode of episodes.slice(3)) await publisher.publish(episode);
+    index = await read(directory, 'index.html');
+    expect(titlesOf(index)).toEqual(['Night 8', 'Night 7', 'Night 6']);
+    const [more] = byClass(parseHtml(index).root, 'more');
+    expect(textOf(more!)).toBe('5 earlier episodes of Chapter 1');
+    expect(attribute(elements(more!, 'a')[0]!, 'href')).toBe('chapters/1.html');
+    // The chapter page still lists every episode of the chapter.
+    expect(titlesOf(await read(directory, 'chapters/1.html'))).toHaveLength(8);
+  });
+
+  it('keeps index.html the same size while a chapter that never closes grows', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(60);
+    await publisher.publishMany(episodes.slice(0, 30));
+    const at30 = (await stat(path.join(directory, 'index.html'))).size;
+    await publisher.publishMany(episodes.slice(30));
+    const at60 = (await stat(path.join(directory, 'index.html'))).size;
+    expect(Math.abs(at60 - at30)).toBeLessThan(200);
+  });
+
   it('shows as many chapters on the index as asked, and renumbers the chapter pages when a chapter arrives late', async () => {
     const directory = await tempFolder();
     const publisher = createFilesystemPublisher({ directory, indexChapters: 1 });

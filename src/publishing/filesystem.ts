@@ -14,7 +14,8 @@
  *   chapters it shows (the scene's, its neighbours', the index's and the feed's), and writes the scene's files, its
  *   chapter, the pages of the scene and its neighbours, its chapter page and the site-wide pages; never the whole
  *   story. The site-wide files are known by their hashes in the catalog, so they are never read back. What still
- *   grows is one line per chapter (in the catalog, as on the index), and the roster and the timeline, which show the
+ *   grows is one line per chapter (in the catalog, as on the index), a chapter's own file and page while it stays
+ *   open (the index shows its newest `indexEpisodes` only), and the roster and the timeline, which show the
  *   story's whole cast and every thread (with the resolved threads the story archived at its thread cap, which
  *   `story.json` keeps: a story at the cap has it read at each publish). No folder is listed but the site's top
  *   level. `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
@@ -54,7 +55,6 @@ import {
   type StorageFailure,
   StoryloomError,
   throwIfAborted,
-  toProblems,
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
@@ -66,10 +66,18 @@ import {
   type Scene,
   SceneSchema,
   type StoryState,
-  StoryStateSchema,
 } from '../state/schema.js';
-import type { Episode, EpisodeImage, Publisher, PublisherCapabilities, PublishResult } from './publisher.js';
-import { sceneAltText } from './publisher.js';
+import {
+  EPISODE_IMAGE_TYPES,
+  type Episode,
+  type EpisodeImageExtension,
+  type Publisher,
+  type PublisherCapabilities,
+  type PublishResult,
+  sceneAltText,
+  type ValidEpisode,
+  validateEpisode,
+} from './publisher.js';
 
 /**
  * Options of `createFilesystemPublisher`.
@@ -103,6 +111,11 @@ export interface FilesystemPublisherOptions {
    * Default 3.
    */
   indexChapters?: number;
+  /**
+   * How many of its newest episodes `index.html` shows of each of those chapters; the earlier ones are behind a link
+   * to the chapter's page, so the index stays small even while a chapter stays open. Default 20.
+   */
+  indexEpisodes?: number;
   /** A temporary file older than this is stale even when its writer may still run (a writer on another host). */
   staleTempFileMs?: number;
   /** Compared with file times to find stale temporary files. Default: the system clock. */
@@ -124,14 +137,8 @@ const StorySnapshotSchema = z.object({
 });
 type StorySnapshot = z.infer<typeof StorySnapshotSchema>;
 
-const IMAGE_TYPES = {
-  'image/png': 'png',
-  'image/svg+xml': 'svg',
-  'image/jpeg': 'jpg',
-  'image/webp': 'webp',
-} as const;
-type ImageExtension = (typeof IMAGE_TYPES)[keyof typeof IMAGE_TYPES];
-const IMAGE_EXTENSIONS: readonly ImageExtension[] = Object.values(IMAGE_TYPES);
+type ImageExtension = EpisodeImageExtension;
+const IMAGE_EXTENSIONS: readonly ImageExtension[] = Object.values(EPISODE_IMAGE_TYPES);
 
 /** One published scene as the manifest lists it: everything the story pages need without reading the scene. */
 const ManifestEpisodeSchema = z.object({
@@ -282,18 +289,6 @@ function escapeMarkup(text: string): string {
   return text.replace(FORBIDDEN_CHARACTERS, '').replace(/[&<>"']/g, (character) => MARKUP_ESCAPES[character]!);
 }
 const esc = escapeMarkup;
-
-/** An SVG that a browser opening it directly could run code from, or that loads other resources. */
-function unsafeSvgReason(svg: string): string | undefined {
-  const lower = svg.toLowerCase();
-  if (lower.includes('<script')) return 'contains a <script> element';
-  if (lower.includes('<foreignobject')) return 'contains a <foreignObject> element';
-  if (/\son[a-z]+\s*=/.test(lower)) return 'contains an event-handler attribute';
-  if (/javascript:|data:text\/html/.test(lower)) return 'contains a script URL';
-  if (/(?:href|src)\s*=\s*["']\s*(?:https?:)?\/\//.test(lower)) return 'references an external resource';
-  if (lower.includes('<!entity')) return 'declares entities';
-  return undefined;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Paths. Ids match IdSchema (letters, digits and `._:-`); `:` is not allowed in Windows file names, so it becomes `~`,
@@ -1044,23 +1039,30 @@ ${navLink(next, 'next')}
 }
 
 /**
- * `index.html`: the newest chapters (`shown`, newest first, with their episodes) episode by episode, and the
- * `earlier` ones (newest first) one line each.
+ * `index.html`: the newest chapters (`shown`, newest first, with their episodes) episode by episode, at most
+ * `perChapter` newest episodes each (a link to the chapter's page stands for the rest), and the `earlier` ones
+ * (newest first) one line each.
  */
 function renderIndex(
   site: SiteView,
   shown: ReadonlyArray<{ number: number; episodes: readonly ManifestEpisode[] }>,
   earlier: ReadonlyArray<{ number: number; count: number; opening: EpisodeRef }>,
+  perChapter: number,
 ): string {
   const { story, first, latest } = site;
   const sections = shown
     .map(({ number, episodes }) => {
-      const newestFirst = [...episodes].reverse();
+      const newestFirst = episodes.slice(-perChapter).reverse();
+      const rest = episodes.length - newestFirst.length;
+      const more =
+        rest === 0
+          ? ''
+          : `\n<p class="more"><a href="${chapterHref(number, '')}">${rest} earlier ${rest === 1 ? 'episode' : 'episodes'} of Chapter ${number}</a></p>`;
       return `<section class="chapter" id="chapter-${number}" aria-labelledby="chapter-${number}-title">
 <h2 id="chapter-${number}-title"><a href="${chapterHref(number, '')}">Chapter ${number}</a> <span class="count">${episodeCount(episodes.length)}</span></h2>
 <ol class="cards">
 ${newestFirst.map((episode) => episodeCard(episode, '')).join('\n')}
-</ol>
+</ol>${more}
 </section>`;
     })
     .join('\n');
@@ -1123,7 +1125,7 @@ function renderCharacters(site: SiteView): string {
   const list = Object.values(characters).sort(
     (a, b) => ROLE_ORDER[a.role] - ROLE_ORDER[b.role] || a.name.localeCompare(b.name, 'en') || (a.id < b.id ? -1 : 1),
   );
-  const nameOf = (id: string) => characters[id]?.name;
+  const nameOf = (id: string) => (Object.hasOwn(characters, id) ? characters[id]!.name : undefined);
   const cards = list
     .map((character) => {
       const traits = Object.entries(character.traits).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -1534,54 +1536,18 @@ function validateOptions(options: FilesystemPublisherOptions): ValidationProblem
     problems.push({ path: 'indexChapters', message: 'must be an integer from 1 to 10000' });
   }
   if (
+    options.indexEpisodes !== undefined &&
+    !(Number.isInteger(options.indexEpisodes) && options.indexEpisodes >= 1 && options.indexEpisodes <= 10_000)
+  ) {
+    problems.push({ path: 'indexEpisodes', message: 'must be an integer from 1 to 10000' });
+  }
+  if (
     options.staleTempFileMs !== undefined &&
     !(Number.isFinite(options.staleTempFileMs) && options.staleTempFileMs >= 0)
   ) {
     problems.push({ path: 'staleTempFileMs', message: 'must be a non-negative number of milliseconds' });
   }
   return problems;
-}
-
-interface ValidEpisode {
-  story: StoryState;
-  scene: Scene;
-  image: (EpisodeImage & { extension: ImageExtension }) | undefined;
-}
-
-function validateEpisode(episode: Episode): ValidEpisode {
-  const problems: ValidationProblem[] = [];
-  const scene = SceneSchema.safeParse(episode?.scene);
-  if (!scene.success) problems.push(...toProblems(scene.error.issues, 'scene'));
-  const story = StoryStateSchema.safeParse(episode?.story);
-  if (!story.success) problems.push(...toProblems(story.error.issues, 'story'));
-  if (scene.success && story.success && scene.data.storyId !== story.data.storyId) {
-    problems.push({ path: 'scene.storyId', message: `must equal story.storyId "${story.data.storyId}"` });
-  }
-  let image: ValidEpisode['image'];
-  if (episode?.image !== undefined) {
-    const { data, mediaType, alt } = episode.image;
-    const extension = IMAGE_TYPES[mediaType as keyof typeof IMAGE_TYPES] as ImageExtension | undefined;
-    if (!(data instanceof Uint8Array) || data.byteLength === 0) {
-      problems.push({ path: 'image.data', message: 'must be non-empty bytes' });
-    }
-    if (!extension) {
-      problems.push({ path: 'image.mediaType', message: `must be one of ${Object.keys(IMAGE_TYPES).join(', ')}` });
-    } else if (extension === 'svg' && data instanceof Uint8Array) {
-      const reason = unsafeSvgReason(Buffer.from(data).toString('utf8'));
-      if (reason) problems.push({ path: 'image.data', message: `the SVG ${reason}` });
-    }
-    if (typeof alt !== 'string') problems.push({ path: 'image.alt', message: 'must be a string' });
-    if (extension) image = { ...episode.image, extension };
-  }
-  if (problems.length > 0 || !scene.success || !story.success) {
-    throw new ValidationError(
-      `Cannot publish the episode: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`,
-      {
-        problems,
-      },
-    );
-  }
-  return { story: story.data, scene: scene.data, image };
 }
 
 /** The characters as the roster shows them. */
@@ -1615,7 +1581,7 @@ function entryOf(
     title: scene.title,
     excerpt: excerptOf(scene.summary.trim() || scene.text, 280),
     createdAt: scene.createdAt,
-    cast: scene.characters.map((id) => ({ id, name: characters[id]?.name ?? id })),
+    cast: scene.characters.map((id) => ({ id, name: Object.hasOwn(characters, id) ? characters[id]!.name : id })),
     image,
   };
 }
@@ -1675,6 +1641,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   const language = options.language ?? 'en';
   const feedEntries = options.feedEntries ?? 50;
   const indexChapters = options.indexChapters ?? 3;
+  const indexEpisodes = options.indexEpisodes ?? 20;
   const clock = options.clock ?? systemClock;
   const staleMs = options.staleTempFileMs ?? 10 * 60_000;
   const baseUrl = options.baseUrl
@@ -1982,7 +1949,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     }
     const siteWide = new Map<string, string>([
       ['style.css', renderStyle()],
-      ['index.html', renderIndex(view, shown, numbered.slice(0, split).reverse())],
+      ['index.html', renderIndex(view, shown, numbered.slice(0, split).reverse(), indexEpisodes)],
       ['characters.html', renderCharacters(view)],
       ['threads.html', renderThreads(view)],
       ['feed.atom', renderFeed(view, await model.newest(feedEntries), baseUrl)],

@@ -5,7 +5,13 @@
  */
 import { throwIfAborted } from '../core/errors.js';
 import type { Scene } from '../state/schema.js';
-import type { Episode, Publisher, PublisherCapabilities, PublishResult } from './publisher.js';
+import {
+  type Episode,
+  type Publisher,
+  type PublisherCapabilities,
+  type PublishResult,
+  validateEpisode,
+} from './publisher.js';
 
 /** One scene as the memory publisher holds it. */
 export interface MemoryPublication {
@@ -28,7 +34,8 @@ export interface MemoryPublisherOptions {
 }
 
 /**
- * A publisher that keeps each scene once, under a deterministic key, in memory.
+ * A publisher that keeps each scene once, under a deterministic key, in memory. It checks each episode as the other
+ * publishers do (`validateEpisode`), so a wiring check catches an episode they would refuse.
  *
  * @example
  * ```ts
@@ -48,14 +55,15 @@ export function createMemoryPublisher(options: MemoryPublisherOptions = {}): Mem
     publications,
     async publish(episode: Episode, publishOptions = {}): Promise<PublishResult> {
       throwIfAborted(publishOptions.signal);
-      const key = `${episode.scene.storyId}/scenes/${String(episode.scene.index).padStart(6, '0')}-${episode.scene.id}`;
+      const { scene, image } = validateEpisode(episode);
+      const key = `${scene.storyId}/scenes/${String(scene.index).padStart(6, '0')}-${scene.id}`;
       const existing = publications.get(key);
       if (existing) existing.requests++;
       else {
         publications.set(key, {
           key,
-          scene: structuredClone(episode.scene),
-          imageBytes: episode.image?.data.byteLength ?? 0,
+          scene,
+          imageBytes: image?.data.byteLength ?? 0,
           requests: 1,
         });
       }

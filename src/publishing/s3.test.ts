@@ -10,6 +10,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ValidationError } from '../core/errors.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { runPublisherSuite } from '../testing/publisher-suite.js';
 import { createS3ContentStore, createS3Publisher } from './s3.js';
@@ -70,6 +71,33 @@ async function readText(bucket: string, key: string): Promise<string> {
   return object.Body!.transformToString();
 }
 
+/**
+ * A client that hands every command to the real one, except that the first `PutObject` of `heldKey` waits until
+ * `release()`; `reached` resolves once that put is being held.
+ */
+function clientHoldingFirstPutOf(heldKey: string) {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let reachedResolve!: () => void;
+  const reached = new Promise<void>((resolve) => {
+    reachedResolve = resolve;
+  });
+  let held = false;
+  const wrapped = {
+    async send(command: { constructor: { name: string }; input: { Key?: string } }, options?: unknown) {
+      if (!held && command.constructor.name === 'PutObjectCommand' && command.input.Key === heldKey) {
+        held = true;
+        reachedResolve();
+        await gate;
+      }
+      return client.send(command as never, options as never);
+    },
+  } as unknown as S3Client;
+  return { client: wrapped, reached, release };
+}
+
 function episode(index = 0, sceneOverrides = {}) {
   let state = makeStoryState('tale');
   let scene = makeNextScene(state);
@@ -99,7 +127,7 @@ describe('createS3Publisher against s3rver', () => {
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(7);
+    expect(counted).toBe(9);
   });
 });
 
@@ -168,6 +196,101 @@ describe('S3 publisher specifics', () => {
     const stored = JSON.parse(await readText(bucket, 'tale/scenes/000000-tale-s0.json'));
     expect(stored.scene.title).toBe('<script>alert(1)</script>');
     expect(stored.scene.text).toBe(text);
+  });
+
+  it('refuses an episode of another story before any request, leaving that story alone', async () => {
+    const bucket = await freshBucket();
+    const publisher = createS3Publisher({ bucket, client });
+    const other = episode(0);
+    const otherStory = {
+      ...other,
+      story: { ...other.story, storyId: 'other' },
+      scene: { ...other.scene, storyId: 'other' },
+    };
+    await publisher.publish(otherStory);
+    const before = await readText(bucket, 'other/index.json');
+    const mine = episode(2);
+    const mixed = { story: mine.story, scene: { ...mine.scene, storyId: 'other' } };
+    await expect(publisher.publish(mixed)).rejects.toSatisfy((error) => ValidationError.isInstance(error));
+    const escaping = { ...mine, scene: { ...mine.scene, id: 'x/../../other/index' } };
+    await expect(publisher.publish(escaping)).rejects.toSatisfy((error) => ValidationError.isInstance(error));
+    expect(await readText(bucket, 'other/index.json')).toBe(before);
+    expect(await keysUnder(bucket, '')).toEqual(['other/index.json', 'other/scenes/000000-tale-s0.json']);
+  });
+
+  it('keeps every scene in the index when two publishes overlap', async () => {
+    const bucket = await freshBucket();
+    const held = clientHoldingFirstPutOf('tale/index.json');
+    const publisher = createS3Publisher({ bucket, client: held.client });
+    const slow = publisher.publish(episode(0));
+    await held.reached; // scene 0's index, listing scene 0 alone, is about to be written
+    await publisher.publish(episode(1));
+    held.release();
+    await slow;
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1']);
+  });
+
+  it('writes the index only if it is still the one read, and reads, lists and writes again when it is not', async () => {
+    const bucket = await freshBucket();
+    const conditions: Array<{ IfMatch?: string; IfNoneMatch?: string }> = [];
+    let competitor: Promise<unknown> | undefined;
+    // What S3 does: the first index write of scene 0 finds that scene 1's publish wrote the index since it was read.
+    const racing = {
+      async send(command: { constructor: { name: string }; input: Record<string, unknown> }, options?: unknown) {
+        const { input } = command;
+        if (command.constructor.name === 'PutObjectCommand' && input.Key === 'tale/index.json') {
+          conditions.push({ IfMatch: input.IfMatch as string, IfNoneMatch: input.IfNoneMatch as string });
+          if (!competitor && (input.IfMatch || input.IfNoneMatch)) {
+            competitor = createS3Publisher({ bucket, client }).publish(episode(1));
+            await competitor;
+            throw Object.assign(new Error('At least one of the pre-conditions you specified did not hold'), {
+              name: 'PreconditionFailed',
+              $metadata: { httpStatusCode: 412 },
+            });
+          }
+        }
+        return client.send(command as never, options as never);
+      },
+    } as unknown as S3Client;
+    await createS3Publisher({ bucket, client: racing }).publish(episode(0));
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1']);
+    expect(index.version).toBe(episode(1).story.version);
+    // The first write was create-only; after the 412 the index read back already listed both, so nothing more.
+    expect(conditions).toEqual([{ IfMatch: undefined, IfNoneMatch: '*' }]);
+  });
+
+  it('does not roll the index back to an older story when an earlier scene is published again', async () => {
+    const bucket = await freshBucket();
+    const publisher = createS3Publisher({ bucket, client });
+    const newer = {
+      ...episode(1),
+      story: { ...episode(1).story, bible: { ...episode(1).story.bible, title: 'Renamed' } },
+    };
+    await publisher.publish(episode(0));
+    await publisher.publish(newer);
+    await publisher.publish(episode(0)); // a retry of the earlier scene
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index).toMatchObject({ version: newer.story.version, title: 'Renamed', sceneCount: 2 });
+  });
+
+  it('does not rewrite an index that a repeated publish would leave the same', async () => {
+    const bucket = await freshBucket();
+    const publisher = createS3Publisher({ bucket, client });
+    await publisher.publish(episode(0));
+    const before = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'tale/index.json' }));
+    const puts: string[] = [];
+    const counting = {
+      send(command: { constructor: { name: string }; input: { Key?: string } }, options?: unknown) {
+        if (command.constructor.name === 'PutObjectCommand') puts.push(command.input.Key!);
+        return client.send(command as never, options as never);
+      },
+    } as unknown as S3Client;
+    await createS3Publisher({ bucket, client: counting }).publish(episode(0));
+    expect(puts).toEqual([]);
+    const after = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'tale/index.json' }));
+    expect(after.ETag).toBe(before.ETag);
   });
 
   it('validates the bucket name', () => {

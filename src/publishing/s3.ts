@@ -8,7 +8,9 @@
  * @module
  */
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import { z } from 'zod';
 import {
+  ConflictError,
   MissingDependencyError,
   ProviderError,
   StoryloomError,
@@ -17,7 +19,8 @@ import {
 } from '../core/errors.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
 import type { ContentStore } from '../state/content-store.js';
-import type { Episode, Publisher, PublishResult } from './publisher.js';
+import type { StoryState } from '../state/schema.js';
+import { EPISODE_IMAGE_TYPES, type Publisher, type PublishResult, validateEpisode } from './publisher.js';
 
 type S3Module = typeof import('@aws-sdk/client-s3');
 let sdkLoading: Promise<S3Module> | undefined;
@@ -73,18 +76,27 @@ const DEFAULT_CACHE_CONTROL = {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
-const IMAGE_EXTENSIONS: Readonly<Record<string, string>> = {
-  'image/png': 'png',
-  'image/jpeg': 'jpg',
-  'image/webp': 'webp',
-  'image/gif': 'gif',
-  'image/svg+xml': 'svg',
-};
+/** How many times a publish reads, lists and writes the story index before it gives up to a retry of the whole step. */
+const INDEX_ATTEMPTS = 10;
 
-/** The keys a scene is published under, without the prefix. */
+/** The part of a stored story index that a publish of an older story state keeps. */
+const StoredIndexSchema = z.object({
+  storyId: z.string(),
+  title: z.string(),
+  premise: z.string(),
+  version: z.number(),
+  updatedAt: z.string(),
+});
+
+/** The keys a scene is published under, without the prefix (a picture of a type publishers do not accept: `.bin`). */
 export function s3SceneKeys(storyId: string, sceneIndex: number, sceneId: string, imageMediaType?: string) {
   const slug = `${String(sceneIndex).padStart(6, '0')}-${sceneId}`;
-  const extension = imageMediaType === undefined ? undefined : (IMAGE_EXTENSIONS[imageMediaType] ?? 'bin');
+  const extension =
+    imageMediaType === undefined
+      ? undefined
+      : Object.hasOwn(EPISODE_IMAGE_TYPES, imageMediaType)
+        ? EPISODE_IMAGE_TYPES[imageMediaType as keyof typeof EPISODE_IMAGE_TYPES]
+        : 'bin';
   return {
     scene: `${storyId}/scenes/${slug}.json`,
     image: extension === undefined ? undefined : `${storyId}/images/${slug}.${extension}`,
@@ -152,8 +164,16 @@ function toProviderError(operation: string, error: unknown): StoryloomError {
  * `<prefix><storyId>/scenes/<index, 6 digits>-<sceneId>.json` and, with a picture, `…/images/<same>.<ext>`. Those
  * writes are create-only: a `HeadObject` first (some S3 look-alikes ignore conditional puts) and then `PutObject` with
  * `IfNoneMatch: '*'`, where a 412 means another run got there first, which is success. The story index
- * `<prefix><storyId>/index.json` is rewritten on every publish from the scenes present in the bucket. Scene JSON is
- * data: hostile text is stored verbatim, for the site to escape where it renders it.
+ * `<prefix><storyId>/index.json` is rewritten by every publish that changes it, from the scenes present in the bucket,
+ * and never rolls back to an older story state than the one it shows (a retried publish of an earlier scene keeps the
+ * newer title and version). Its write is conditional on the index read before the listing (`IfMatch` on its ETag,
+ * `IfNoneMatch: '*'` for the first), and a refused write is read, listed and tried again, so publishes that overlap
+ * never drop each other's scenes; after a write the scenes are listed once more and the index rewritten while the
+ * listing moved on, which keeps every scene listed even on a look-alike that ignores conditional writes (s3rver);
+ * there, overlapping publishes may still leave the older of two story versions. Needs `s3:ListBucket` (S3 answers a
+ * missing key with 403 without it). The episode is checked first (`validateEpisode`: ids, the scene's story, the
+ * picture's type and SVG safety), so no key is built from an unchecked id. Scene JSON is data: hostile text is stored
+ * verbatim, for the site to escape where it renders it.
  *
  * @example
  * ```ts
@@ -206,9 +226,8 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
     }
   };
 
-  const writeIndex = async (episode: Episode, signal: AbortSignal | undefined): Promise<void> => {
-    const { story } = episode;
-    const storyId = episode.scene.storyId;
+  /** The scenes of a story present in the bucket, in story order. */
+  const listScenes = async (storyId: string, signal: AbortSignal | undefined) => {
     const scenesPrefix = `${prefix}${storyId}/scenes/`;
     const scenes: Array<{ index: number; id: string; key: string; url: string }> = [];
     let continuationToken: string | undefined;
@@ -229,28 +248,78 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
       }
       continuationToken = page.NextContinuationToken;
     } while (continuationToken);
-    scenes.sort((a, b) => a.index - b.index || (a.id < b.id ? -1 : 1));
-    const index = {
-      storyId,
-      title: story.bible.title,
-      premise: story.bible.premise,
-      version: story.version,
-      updatedAt: story.updatedAt,
-      sceneCount: scenes.length,
-      scenes,
-    };
-    await send(
-      'PutObject',
-      signal,
-      (sdk) =>
-        new sdk.PutObjectCommand({
-          Bucket: options.bucket,
-          Key: `${prefix}${s3SceneKeys(storyId, 0, 'x').index}`,
-          Body: `${JSON.stringify(index, null, 2)}\n`,
-          ContentType: JSON_TYPE,
-          CacheControl: cacheControl.index,
-        }),
-    );
+    return scenes.sort((a, b) => a.index - b.index || (a.id < b.id ? -1 : 1));
+  };
+
+  /** The story index as stored (its ETag, its text and what a publish keeps of it), or undefined when there is none. */
+  const readIndex = async (key: string, storyId: string, signal: AbortSignal | undefined) => {
+    try {
+      const object = await send<{ ETag?: string; Body?: { transformToString(): Promise<string> } }>(
+        'GetObject',
+        signal,
+        (sdk) => new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }),
+      );
+      const text = (await object.Body?.transformToString()) ?? '';
+      let stored: z.infer<typeof StoredIndexSchema> | undefined;
+      try {
+        const parsed = StoredIndexSchema.safeParse(JSON.parse(text));
+        if (parsed.success && parsed.data.storyId === storyId) stored = parsed.data;
+      } catch {
+        // Not JSON: rewritten from this publish's story.
+      }
+      return { etag: object.ETag, text, stored };
+    } catch (error) {
+      if (ProviderError.isInstance(error) && error.status === 404) return undefined;
+      throw error;
+    }
+  };
+
+  const writeIndex = async (story: StoryState, signal: AbortSignal | undefined): Promise<void> => {
+    const { storyId } = story;
+    const key = `${prefix}${s3SceneKeys(storyId, 0, 'x').index}`;
+    let seen = await readIndex(key, storyId, signal);
+    for (let attempt = 1; ; attempt++) {
+      throwIfAborted(signal);
+      const scenes = await listScenes(storyId, signal);
+      // A retried publish of an earlier scene keeps the newer story the index already shows.
+      const newer = seen?.stored && seen.stored.version > story.version ? seen.stored : undefined;
+      const index = {
+        storyId,
+        title: newer ? newer.title : story.bible.title,
+        premise: newer ? newer.premise : story.bible.premise,
+        version: newer ? newer.version : story.version,
+        updatedAt: newer ? newer.updatedAt : story.updatedAt,
+        sceneCount: scenes.length,
+        scenes,
+      };
+      const body = `${JSON.stringify(index, null, 2)}\n`;
+      // Unchanged since it was read or written (after a write: no scene arrived since the listing), so it is done.
+      if (body === seen?.text) return;
+      if (attempt > INDEX_ATTEMPTS) {
+        throw new ConflictError(`S3 story index ${key} kept changing under ${INDEX_ATTEMPTS} writes; publish again`);
+      }
+      const condition = seen === undefined ? { IfNoneMatch: '*' } : seen.etag ? { IfMatch: seen.etag } : {};
+      try {
+        const written = await send<{ ETag?: string }>(
+          'PutObject',
+          signal,
+          (sdk) =>
+            new sdk.PutObjectCommand({
+              Bucket: options.bucket,
+              Key: key,
+              Body: body,
+              ContentType: JSON_TYPE,
+              CacheControl: cacheControl.index,
+              ...condition,
+            }),
+        );
+        seen = { etag: written.ETag, text: body, stored: index };
+      } catch (error) {
+        // 412: written by another publish since it was read; 409: a conditional write of it is in flight.
+        if (!(ProviderError.isInstance(error) && (error.status === 412 || error.status === 409))) throw error;
+        seen = await readIndex(key, storyId, signal);
+      }
+    }
   };
 
   return {
@@ -262,7 +331,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
     async publish(episode, publishOptions): Promise<PublishResult> {
       const signal = publishOptions?.signal;
       throwIfAborted(signal);
-      const { scene, image } = episode;
+      const { scene, story, image } = validateEpisode(episode);
       const keys = s3SceneKeys(scene.storyId, scene.index, scene.id, image?.mediaType);
       const sceneKey = prefix + keys.scene;
       const imageKey = keys.image === undefined ? undefined : prefix + keys.image;
@@ -279,7 +348,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
       };
       await putOnce(sceneKey, `${JSON.stringify(document, null, 2)}\n`, JSON_TYPE, signal);
       throwIfAborted(signal);
-      await writeIndex(episode, signal);
+      await writeIndex(story, signal);
       return { target, url: urlOf(sceneKey), ids: imageKey ? [sceneKey, imageKey] : [sceneKey] };
     },
   };

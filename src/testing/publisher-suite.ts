@@ -4,7 +4,7 @@
  * @module
  */
 import assert from 'node:assert/strict';
-import { AbortedError } from '../core/errors.js';
+import { AbortedError, ValidationError } from '../core/errors.js';
 import type { Publisher } from '../publishing/publisher.js';
 import type { Scene } from '../state/schema.js';
 import { makeNextScene, makeNextState, makeStoryState } from './fixtures.js';
@@ -110,6 +110,31 @@ export const publisherCases: ReadonlyArray<SuiteCase<PublisherHarness>> = [
       });
       await publisher.publish(episode);
       assert.ok((await published('pub-story', episode.scene.id)).length > 0);
+    },
+  },
+  {
+    name: 'an episode whose scene belongs to another story is refused with a ValidationError and publishes nothing',
+    async run({ publisher, published }) {
+      const episode = episodeAt(0);
+      const other = { ...episode, scene: { ...episode.scene, storyId: 'other-story' } };
+      await assert.rejects(publisher.publish(other), (error) => ValidationError.isInstance(error));
+      assert.deepEqual(await published('other-story', episode.scene.id), []);
+      assert.deepEqual(await published('pub-story', episode.scene.id), []);
+    },
+  },
+  {
+    name: 'a picture of an unknown type, or an SVG that could run a script, is refused and publishes nothing',
+    async run({ publisher, published }) {
+      const episode = episodeAt(0);
+      const svg =
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:s="http://www.w3.org/2000/svg"><s:script>alert(1)</s:script></svg>';
+      for (const image of [
+        { data: new TextEncoder().encode('<p>hi</p>'), mediaType: 'text/html', alt: '' },
+        { data: new TextEncoder().encode(svg), mediaType: 'image/svg+xml', alt: '' },
+      ]) {
+        await assert.rejects(publisher.publish({ ...episode, image }), (error) => ValidationError.isInstance(error));
+      }
+      assert.deepEqual(await published('pub-story', episode.scene.id), []);
     },
   },
   {
