@@ -24,6 +24,7 @@ import {
   rmSync,
   statSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -44,7 +45,18 @@ import {
   StoryStateSchema,
   type UserInfluenceInput,
 } from '../state/schema.js';
-import { CommandError, type GeneratorChoice, type OpenProject, openProject, projectPaths } from './project.js';
+import {
+  CommandError,
+  clearBuildPending,
+  type GeneratorChoice,
+  markBuildPending,
+  type OpenProject,
+  openProject,
+  type PendingBuild,
+  type ProjectPaths,
+  projectPaths,
+  readBuildPending,
+} from './project.js';
 
 /** Where the command writes, and what it reads from its environment; injectable for tests. */
 export interface CommandIo {
@@ -128,6 +140,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       writeErr: (text) => io.stderr.write(text),
     })
     .exitOverride()
+    .version(packageVersion(), '-V, --version', 'print the version')
     .showSuggestionAfterError(true)
     .addHelpText(
       'after',
@@ -163,7 +176,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       try {
         await project.store.create(state);
         print(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
-        print(`Next: storyloom run --episodes 3 --data ${options.data}`);
+        print(`Next: ${SELF} run --episodes 3 --data ${options.data}`);
       } finally {
         project.close();
       }
@@ -197,6 +210,11 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         seed: number;
       }) => {
         await withStory(options, async (project, storyId) => {
+          const pending = readBuildPending(project.paths, storyId);
+          if (pending) {
+            print(`Finishing the ${pending.kind} of ${storyId} first: its memory and site`);
+            await finishBuild(project, storyId, pending);
+          }
           const bar = io.stderr.isTTY
             ? new SingleBar({
                 format: 'episodes [{bar}] {value}/{total} {step}',
@@ -221,18 +239,22 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           });
           bar?.start(options.episodes, 0, { step });
           try {
-            // A run may first finish the unfinished steps of the last scene (after a crash or a fork): that is not a new
-            // episode, so the loop counts only runs that wrote a scene.
+            // A run may first finish the unfinished steps of the last scene (after a crash or a fork), or find that
+            // another run wrote the scene first ('existing': that run finishes its steps): neither is a new episode,
+            // so the loop counts only runs that wrote a scene.
             for (let written = 0; written < options.episodes; ) {
               const result = await engine.runEpisode(storyId);
-              if (!result.complete) {
+              if (result.failures.length > 0) {
                 const failed = result.failures.map((failure) => failure.step).join(', ');
                 throw new CommandError(
                   `scene ${result.scene.index + 1} was written but ${failed} failed: run again to finish`,
                 );
               }
-              if (!bar) print(`[${result.scene.index + 1}] ${result.scene.title} (${result.outcome})`);
-              if (result.outcome === 'resumed') continue;
+              if (!bar) {
+                const by = result.outcome === 'existing' ? 'written by another run' : result.outcome;
+                print(`[${result.scene.index + 1}] ${result.scene.title} (${by})`);
+              }
+              if (result.outcome !== 'created') continue;
               written++;
               bar?.increment({ step: 'done' });
             }
@@ -455,7 +477,13 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         const state = await project.store.load(storyId);
         const last = state.sceneId ? await project.store.getScene(storyId, state.sceneId) : null;
         const engine = await project.createEngine(storyId, { images: true });
-        const unfinished = last ? await project.store.unfinishedPublications(storyId, last.id, engine.steps) : [];
+        // An import or fork cut short brought the original's log, which says the steps are done: they are not.
+        const pending = readBuildPending(project.paths, storyId);
+        const unfinished = !last
+          ? []
+          : pending
+            ? [...engine.steps]
+            : await project.store.unfinishedPublications(storyId, last.id, engine.steps);
         // Skipped by choice (a run with --no-images) or by necessity (a filtered picture, a cache outage): finished,
         // but the episode went out without it.
         const skipped = (last ? await project.store.listPublications(storyId, last.id) : [])
@@ -475,6 +503,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           pendingInfluences: state.userInfluenceQueue.length,
           lastScene: last ? { index: last.index, title: last.title, summary: last.summary } : null,
           unfinishedSteps: unfinished,
+          unfinishedBuild: pending?.kind ?? null,
           skippedSteps: skipped,
           site: path.join(project.paths.siteOf(storyId), 'index.html'),
         };
@@ -489,7 +518,12 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         print(`Open threads: ${summary.openThreads.join('; ') || 'none'}`);
         print(`Pending influences: ${summary.pendingInfluences}`);
         if (summary.lastScene) print(`Last scene: [${summary.lastScene.index + 1}] ${summary.lastScene.title}`);
-        if (unfinished.length > 0)
+        if (pending) {
+          print(
+            `Unfinished ${pending.kind}: the memory and site of its scenes were not all built (run the same ${pending.kind} again, or "run", to finish)`,
+          );
+        }
+        if (unfinished.length > 0 && !pending)
           print(`Unfinished steps of the last scene: ${unfinished.join(', ')} (run again to finish)`);
         if (skipped.length > 0) {
           const steps = skipped.map(({ step, reason }) => (reason ? `${step} (${reason})` : step));
@@ -515,7 +549,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         if (options.out) {
           // Written beside the target and renamed into place once whole: an export cut short (a full disk, Ctrl-C)
           // never leaves a truncated file under the name, nor replaces an earlier export with one.
-          const target = exportTarget(path.resolve(io.cwd, options.out), options.out);
+          const target = exportTarget(path.resolve(io.cwd, options.out), options.out, project.paths);
           // An export written again keeps the permissions of the file it replaces.
           const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
           const partial = `${target}.partial-${process.pid}`;
@@ -598,12 +632,27 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .requiredOption('--as <newId>', 'the id of the new story', storyIdArgument)
     .action(async (options: { data: string; story?: string; at: number; as: string }) => {
       await withStory(options, async (project, storyId) => {
-        const forked = await project.store.fork(storyId, options.at - 1, options.as);
-        await project.context.reindex(options.as);
-        await project.publishAll(options.as, { from: storyId });
-        await recordStepsDone(project, options.as, 'fork');
+        const pending = readBuildPending(project.paths, options.as);
+        if (pending?.kind === 'fork' && pending.from === storyId && (await project.store.exists(options.as))) {
+          // The same fork, cut short after the new story went in: finish its memory and site.
+          await finishBuild(project, options.as, pending);
+          const state = await project.store.load(options.as);
+          print(`Finished the fork of ${storyId} into ${options.as} (${state.sceneCount} scenes)`);
+          print(`Continue it with: ${SELF} run --story ${options.as} --data ${options.data}`);
+          return;
+        }
+        const existed = await project.store.exists(options.as);
+        if (!existed) markBuildPending(project.paths, options.as, { kind: 'fork', from: storyId });
+        let forked: StoryState;
+        try {
+          forked = await project.store.fork(storyId, options.at - 1, options.as);
+        } catch (error) {
+          if (!existed && !(await project.store.exists(options.as))) clearBuildPending(project.paths, options.as);
+          throw error;
+        }
+        await finishBuild(project, options.as, { kind: 'fork', from: storyId });
         print(`Forked ${storyId} after scene ${options.at} into ${options.as} (${forked.sceneCount} scenes)`);
-        print(`Continue it with: storyloom run --story ${options.as} --data ${options.data}`);
+        print(`Continue it with: ${SELF} run --story ${options.as} --data ${options.data}`);
       });
     });
 
@@ -627,7 +676,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       const site = path.join(projectPaths(root).siteOf(storyId), 'index.html');
       print('');
       print(`Done in ${((Date.now() - started) / 1000).toFixed(1)} s. Open the site: file://${site}`);
-      print(`See the prompt of the next scene: npm run storyloom -- context --data ${options.data}`);
+      print(`See the prompt of the next scene: ${SELF} context --data ${options.data}`);
     });
 
   return {
@@ -644,9 +693,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
 
 /**
  * The file an export replaces: `target`, or where it links to (the link stays a link, and the file it names gets
- * the export). A missing folder, a folder, or a link to nowhere is a one-line refusal.
+ * the export). A missing folder, a folder, a link to nowhere, or a file of the project itself (its database and
+ * the database's journal files, its project file) is a one-line refusal.
  */
-function exportTarget(target: string, name: string): string {
+function exportTarget(target: string, name: string, project: ProjectPaths): string {
   let resolved = target;
   if (lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink()) {
     try {
@@ -662,6 +712,15 @@ function exportTarget(target: string, name: string): string {
   if (!existsSync(path.dirname(resolved))) throw new CommandError(`cannot write ${name}: its folder does not exist`);
   if (existsSync(resolved) && statSync(resolved).isDirectory()) {
     throw new CommandError(`cannot write ${name}: it is a folder; name a file`);
+  }
+  // Compared as the file system names them, so another spelling of the same path (a link to the project) is caught.
+  const real = path.join(realpathSync(path.dirname(resolved)), path.basename(resolved));
+  const root = realpathSync(project.root);
+  const own = [project.config, project.database, `${project.database}-wal`, `${project.database}-shm`].map((file) =>
+    path.join(root, path.relative(project.root, file)),
+  );
+  if (own.includes(real)) {
+    throw new CommandError(`cannot write ${name}: it is a file of the project itself; export somewhere else`);
   }
   return resolved;
 }
@@ -680,18 +739,23 @@ async function importAndFinish(
   let storyId: string;
   let scenes: number;
   let again = false;
+  // Recorded before the story goes in, so that a kill after it leaves the build pending for `status` and `run`.
+  const exported = await exportedStoryId(source, file);
+  const fresh = exported !== undefined && !(await project.store.exists(exported));
+  if (fresh) markBuildPending(project.paths, exported, { kind: 'import', from: exported });
   try {
     ({ storyId, scenes } = await project.store.importStory(lines()));
   } catch (error) {
     const same = ConflictError.isInstance(error) ? await importedBefore(project, source, file) : undefined;
-    if (!same) throw error;
+    if (!same) {
+      if (fresh && !(await project.store.exists(exported))) clearBuildPending(project.paths, exported);
+      throw error;
+    }
     ({ storyId, scenes } = same);
     again = true;
   }
   try {
-    await project.context.reindex(storyId);
-    await project.publishAll(storyId);
-    await recordStepsDone(project, storyId, 'import');
+    await finishBuild(project, storyId, { kind: 'import', from: storyId });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new CommandError(
@@ -700,6 +764,35 @@ async function importAndFinish(
     );
   }
   return { storyId, scenes, again };
+}
+
+/** The story id an export's first line names, or undefined when it is not a storyloom export (refused later). */
+async function exportedStoryId(source: string, file: string): Promise<string | undefined> {
+  const reader = exportFileLines(source, file);
+  try {
+    for await (const raw of reader) {
+      if (raw.trim() === '') continue;
+      const record = JSON.parse(raw) as { kind?: unknown; storyId?: unknown };
+      return record.kind === EXPORT_FORMAT && typeof record.storyId === 'string' ? record.storyId : undefined;
+    }
+  } catch {
+    // Not JSON or not readable: importStory says why.
+  } finally {
+    reader.close();
+  }
+  return undefined;
+}
+
+/**
+ * Builds the memory and the site of a story that an import or a fork wrote into the store, then records the last
+ * scene's steps as done and clears the pending-build record: every step is idempotent, so a build cut short is
+ * finished by doing it again.
+ */
+async function finishBuild(project: OpenProject, storyId: string, build: Omit<PendingBuild, 'startedAt'>) {
+  await project.context.reindex(storyId);
+  await project.publishAll(storyId, { from: build.from });
+  await recordStepsDone(project, storyId, build.kind);
+  clearBuildPending(project.paths, storyId);
 }
 
 /** The story of an export when the project already holds it at the very state the file ends with. */
@@ -727,14 +820,20 @@ async function importedBefore(
   }
   if (!exported || !(await project.store.exists(exported.storyId))) return undefined;
   const stored = await project.store.load(exported.storyId);
-  return isDeepStrictEqual(stored, exported) ? { storyId: stored.storyId, scenes: stored.sceneCount } : undefined;
+  // The stored state's queue is read from the pending influences; the exported state's is written empty (each
+  // influence is its own record), so the queue is left out of the comparison.
+  return isDeepStrictEqual({ ...stored, userInfluenceQueue: [] }, { ...exported, userInfluenceQueue: [] })
+    ? { storyId: stored.storyId, scenes: stored.sceneCount }
+    : undefined;
 }
 
 /**
  * Records the last scene's steps as done once a command has done their work itself (`reindex` indexed every scene,
  * `publishAll` drew and published each one; the cache is the process's own). Otherwise `status` shows a fresh fork
- * or import unfinished, and its first `run` does that work again before it writes a new scene. A picture the scene
- * went out without stays skipped: `publishAll` logged it so, and the log keeps a step's first `done` or `skipped`.
+ * unfinished, and its first `run` does that work again before it writes a new scene. (An import brings the
+ * original's log, which already says done: the pending-build record is what marks it unfinished until
+ * `finishBuild` ends.) A picture the scene went out without stays skipped: `publishAll` logged it so, and the log
+ * keeps a step's first `done` or `skipped`.
  */
 async function recordStepsDone(project: OpenProject, storyId: string, by: 'fork' | 'import'): Promise<void> {
   const state = await project.store.load(storyId);
@@ -877,14 +976,31 @@ function gzipFailure(error: unknown, name: string): CommandError | undefined {
 }
 
 /** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
+/**
+ * How a user runs this command again, for the hints it prints: `npx storyloom` where it is installed, and the
+ * repository's npm script where it runs from source (as `npm run demo` does), where there is no `storyloom` bin.
+ */
+const SELF = import.meta.url.endsWith('.ts') ? 'npm run storyloom --' : 'npx storyloom';
+
+/** The installed package's version, read through the package's own exports (`storyloom/package.json`). */
+function packageVersion(): string {
+  const manifest = createRequire(import.meta.url)('storyloom/package.json') as { version: string };
+  return manifest.version;
+}
+
 function stateFromBibleFile(file: string, storyId: string) {
   if (!existsSync(file)) throw new CommandError(`${file} does not exist: pass a JSON file with a story bible`);
-  let raw: Record<string, unknown>;
+  if (statSync(file).isDirectory()) throw new CommandError(`${file} is a folder: pass a JSON file with a story bible`);
+  let parsed: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
   } catch (cause) {
     throw new CommandError(`${file} is not valid JSON`, { cause });
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new CommandError(`${file} holds no story bible: it must be a JSON object`);
+  }
+  const raw = parsed as Record<string, unknown>;
   const now = isoNow(systemClock);
   const bibleInput = (raw.bible ?? raw) as unknown;
   const bible = StoryBibleSchema.safeParse(bibleInput);

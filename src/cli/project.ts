@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { ContextCache } from '../context/context-cache.js';
@@ -33,6 +33,7 @@ import type { StoryStateStore } from '../state/store.js';
 export const PROJECT_FILE = 'storyloom.json';
 const DATABASE_FILE = 'story.db';
 const SITE_FOLDER = 'site';
+const PENDING_FOLDER = 'pending';
 
 const ProjectFileSchema = z.object({
   formatVersion: z.literal(1),
@@ -68,6 +69,8 @@ export interface ProjectPaths {
   sites: string;
   /** The site folder of one story. */
   siteOf(storyId: string): string;
+  /** The record of a story's unfinished build (`markBuildPending`). */
+  pendingOf(storyId: string): string;
 }
 
 /** The paths of the project in `directory`. */
@@ -79,7 +82,50 @@ export function projectPaths(directory: string): ProjectPaths {
     database: path.join(root, DATABASE_FILE),
     sites: path.join(root, SITE_FOLDER),
     siteOf: (storyId) => path.join(root, SITE_FOLDER, storyId),
+    // Ids may hold ':', which some file systems refuse in a name.
+    pendingOf: (storyId) => path.join(root, PENDING_FOLDER, `${encodeURIComponent(storyId)}.json`),
   };
+}
+
+const PendingBuildSchema = z.object({
+  kind: z.enum(['import', 'fork']),
+  /** The story whose publication log says which pictures were skipped: the story itself (import), the original (fork). */
+  from: z.string().min(1),
+  startedAt: z.string(),
+});
+/**
+ * A story that went into the store but whose memory and site a command had not built yet when it stopped: an import
+ * or a fork is one store write followed by a rebuild of every scene's memory and pages, which a kill can cut short.
+ */
+export type PendingBuild = z.infer<typeof PendingBuildSchema>;
+
+/**
+ * Records, before a command writes a story into the store, that its build is pending; `clearBuildPending` removes the
+ * record once the build is done. A kill between the two leaves it, and `status` and `run` find it. Written to a
+ * temporary file and renamed, so a kill never leaves half a record.
+ */
+export function markBuildPending(paths: ProjectPaths, storyId: string, build: Omit<PendingBuild, 'startedAt'>): void {
+  const file = paths.pendingOf(storyId);
+  mkdirSync(path.dirname(file), { recursive: true });
+  const partial = `${file}.partial-${process.pid}`;
+  writeFileSync(partial, `${JSON.stringify({ ...build, startedAt: new Date().toISOString() })}\n`);
+  renameSync(partial, file);
+}
+
+/** The pending build of a story, if a command left one. A record that cannot be read counts as a pending import. */
+export function readBuildPending(paths: ProjectPaths, storyId: string): PendingBuild | undefined {
+  const file = paths.pendingOf(storyId);
+  if (!existsSync(file)) return undefined;
+  try {
+    return PendingBuildSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
+  } catch {
+    return { kind: 'import', from: storyId, startedAt: '' };
+  }
+}
+
+/** Removes a story's pending-build record (its build is done, or the story never went in). */
+export function clearBuildPending(paths: ProjectPaths, storyId: string): void {
+  rmSync(paths.pendingOf(storyId), { force: true });
 }
 
 /** Reads the project file, or says how to create one. */

@@ -1,0 +1,219 @@
+/**
+ * The command when it is cut short or meets another run: an import or a fork killed after its story went into the
+ * store (the state such a kill leaves is built here by the command's own first steps, stopped there), two runs on
+ * one project, and the small refusals that keep a slip from costing the project.
+ */
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
+import { markBuildPending, openProject, projectPaths } from '../src/cli/project.js';
+import type { SceneGenerator } from '../src/generation/scene-generator.js';
+import { makeNextScene, makeNextState } from '../src/testing/fixtures.js';
+import { storyloom, temporaryFolders } from './fixtures/cli.js';
+
+/**
+ * A hook the offline narrator calls once before it writes a scene: lets a test make "another `storyloom run`" commit
+ * between this run's load and its commit, where two real concurrent runs collide. Unset, the narrator is untouched.
+ */
+const beforeGenerate: { hook?: () => Promise<void> } = {};
+vi.mock('../src/generation/procedural-narrator.js', async (importOriginal) => {
+  const original = await importOriginal<typeof import('../src/generation/procedural-narrator.js')>();
+  return {
+    ...original,
+    createProceduralNarrator: (...args: Parameters<typeof original.createProceduralNarrator>): SceneGenerator => {
+      const narrator = original.createProceduralNarrator(...args);
+      return {
+        ...narrator,
+        generate: async (request, options) => {
+          const hook = beforeGenerate.hook;
+          beforeGenerate.hook = undefined;
+          if (hook) await hook();
+          return narrator.generate(request, options);
+        },
+      } as SceneGenerator;
+    },
+  };
+});
+
+const STORY = 'lighthouse-keepers';
+const workspace = temporaryFolders('storyloom-cli-interrupted-');
+
+/** A project `proj` in a fresh folder with `episodes` scenes written offline, without pictures (faster). */
+async function storyWith(episodes: number): Promise<{ cwd: string; data: string }> {
+  const cwd = workspace();
+  expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+  const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', String(episodes), '--no-images']);
+  expect(run.stderr).toBe('');
+  return { cwd, data: path.join(cwd, 'proj') };
+}
+
+/** The scene pages of a story's site. */
+function scenePages(data: string, storyId: string): string[] {
+  return readdirSync(path.join(data, 'site', storyId, 'scenes')).filter((name) => name.endsWith('.html'));
+}
+
+async function statusOf(cwd: string, data: string, storyId = STORY) {
+  const status = await storyloom(cwd, ['status', '--data', data, '--story', storyId, '--json']);
+  expect(status.stderr).toBe('');
+  return JSON.parse(status.stdout) as { scenes: number; unfinishedSteps: string[]; unfinishedBuild: string | null };
+}
+
+/** What `import story.jsonl --data copy` has done when a kill lands right after the story went into the store. */
+async function importCutShort(cwd: string): Promise<string> {
+  const data = path.join(cwd, 'copy');
+  const copy = await openProject(data, { formatVersion: 1, storyId: STORY, dimensions: 1536 });
+  try {
+    markBuildPending(copy.paths, STORY, { kind: 'import', from: STORY });
+    const lines = readFileSync(path.join(cwd, 'story.jsonl'), 'utf8').split('\n').filter(Boolean);
+    await copy.store.importStory(lines);
+  } finally {
+    copy.close();
+  }
+  return data;
+}
+
+describe('an import cut short after its story went in', () => {
+  it('shows as unfinished, and the next run builds its memory and site before it writes', async () => {
+    const { cwd } = await storyWith(4);
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    const copy = await importCutShort(cwd);
+    // The imported log says the last scene's steps were done (by the original): status must not believe it.
+    const before = await statusOf(cwd, copy);
+    expect(before.unfinishedBuild).toBe('import');
+    expect(before.unfinishedSteps).not.toEqual([]);
+    const text = await storyloom(cwd, ['status', '--data', copy]);
+    expect(text.stdout).toContain('Unfinished import');
+
+    const run = await storyloom(cwd, ['run', '--data', copy, '--episodes', '1', '--no-images']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`Finishing the import of ${STORY} first`);
+    expect(scenePages(copy, STORY)).toHaveLength(5);
+    expect(await statusOf(cwd, copy)).toMatchObject({ scenes: 5, unfinishedSteps: [], unfinishedBuild: null });
+    const memory = JSON.parse((await storyloom(cwd, ['memory', 'stats', '--data', copy, '--json'])).stdout);
+    expect(memory.byType.scene).toBeGreaterThanOrEqual(5);
+  });
+
+  it('is finished by the same import again, also when the story has a pending influence', async () => {
+    const { cwd } = await storyWith(2);
+    const vote = await storyloom(cwd, [
+      'influence',
+      'add',
+      '--data',
+      'proj',
+      '--choice',
+      'open the door',
+      '--id',
+      'v1',
+    ]);
+    expect(vote.code).toBe(0);
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    const copy = await importCutShort(cwd);
+    const again = await storyloom(cwd, ['import', 'story.jsonl', '--data', 'copy']);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(`${STORY} was imported before (2 scenes); its memory and site are built again`);
+    expect(scenePages(copy, STORY)).toHaveLength(2);
+    expect(await statusOf(cwd, copy)).toMatchObject({ unfinishedSteps: [], unfinishedBuild: null });
+  });
+
+  it('leaves no pending build when the file is refused before anything went in', async () => {
+    const { cwd } = await storyWith(1);
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    const lines = readFileSync(path.join(cwd, 'story.jsonl'), 'utf8').split('\n').filter(Boolean);
+    // A scene line the schema refuses, past the header: the store refuses the whole file.
+    const broken = [...lines];
+    const sceneAt = broken.findIndex((line) => line.includes('"kind":"scene"'));
+    broken[sceneAt] = broken[sceneAt]!.replace(/"index":\d+/, '"index":-1');
+    writeFileSync(path.join(cwd, 'broken.jsonl'), `${broken.join('\n')}\n`);
+    // Into an existing project (a new one would check the whole file before it is made).
+    const other = await storyloom(cwd, ['init', '--data', 'other', '--story', 'another']);
+    expect(other.code).toBe(0);
+    const refused = await storyloom(cwd, ['import', 'broken.jsonl', '--data', 'other']);
+    expect(refused.code).toBe(1);
+    const pending = projectPaths(path.join(cwd, 'other')).pendingOf(STORY);
+    expect(() => readFileSync(pending)).toThrow();
+  });
+});
+
+describe('a fork cut short after its story went in', () => {
+  it('is finished by the same fork again: every scene in its memory and site', async () => {
+    const { cwd, data } = await storyWith(3);
+    const project = await openProject(data);
+    try {
+      // What `fork --at 3 --as branch` has done when a kill lands right after the new story went in.
+      markBuildPending(project.paths, 'branch', { kind: 'fork', from: STORY });
+      await project.store.fork(STORY, 2, 'branch');
+    } finally {
+      project.close();
+    }
+    expect((await statusOf(cwd, data, 'branch')).unfinishedBuild).toBe('fork');
+    const again = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '3', '--as', 'branch']);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(`Finished the fork of ${STORY} into branch (3 scenes)`);
+    expect(scenePages(data, 'branch')).toHaveLength(3);
+    expect(await statusOf(cwd, data, 'branch')).toMatchObject({ unfinishedSteps: [], unfinishedBuild: null });
+    // A finished fork is not finished again: the id is taken.
+    const taken = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '3', '--as', 'branch']);
+    expect(taken.code).toBe(1);
+  });
+});
+
+describe('two runs on one project', () => {
+  it('a run that finds the next scene written by another run goes on, and counts only its own', async () => {
+    const { cwd, data } = await storyWith(1);
+    // Another `storyloom run` commits the next scene while this one writes its own, and is still on its steps.
+    beforeGenerate.hook = async () => {
+      const other = await openProject(data);
+      try {
+        const state = await other.store.load(STORY);
+        const scene = makeNextScene(state, { id: 'scene-by-the-other-run' });
+        await other.store.commitScene(STORY, {
+          expectedVersion: state.version,
+          scene,
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        });
+      } finally {
+        other.close();
+      }
+    };
+    const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '1', '--no-images']);
+    expect(beforeGenerate.hook, 'the other run committed during this one').toBeUndefined();
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    // Scene 1 and the other run's scene 2, then this run's own scene 3.
+    expect((await statusOf(cwd, data)).scenes).toBe(3);
+  });
+});
+
+describe('slips that cost nothing', () => {
+  it('an export onto the project’s own files is refused, and the project is untouched', async () => {
+    const { cwd } = await storyWith(1);
+    for (const own of ['story.db', 'story.db-wal', 'storyloom.json']) {
+      const refused = await storyloom(cwd, ['export', '--data', 'proj', '--out', path.join('proj', own)]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('a file of the project itself');
+    }
+    expect((await statusOf(cwd, 'proj')).scenes).toBe(1);
+  });
+
+  it('a bible file that holds no JSON object is refused in one line', async () => {
+    const cwd = workspace();
+    for (const content of ['null', '42', '"a bible"']) {
+      writeFileSync(path.join(cwd, 'bible.json'), `${content}\n`);
+      const init = await storyloom(cwd, ['init', '--data', 'proj', '--bible', 'bible.json']);
+      expect(init.code).toBe(1);
+      expect(init.stderr.trim().split('\n')).toHaveLength(1);
+      expect(init.stderr).toContain('must be a JSON object');
+    }
+  });
+
+  it('--version prints the package version', async () => {
+    const manifest = JSON.parse(readFileSync(path.join(import.meta.dirname, '..', 'package.json'), 'utf8'));
+    const version = await storyloom(workspace(), ['--version']);
+    expect(version.code).toBe(0);
+    expect(version.stdout.trim()).toBe(manifest.version);
+  });
+});
