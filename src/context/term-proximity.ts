@@ -277,7 +277,7 @@ function isStopWordAt(source: string, start: number, length: number, hash: numbe
  *
  * @example
  * ```ts
- * import { analyze } from 'storyloom';
+ * import { analyze } from './text-analysis.js';
  * import { proximityScores } from './term-proximity.js';
  * proximityScores(
  *   analyze('key under the stone'),

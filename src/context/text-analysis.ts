@@ -17,7 +17,7 @@
  *
  * @example
  * ```ts
- * import { MAX_TERM_LENGTH, tokenizeWords } from 'storyloom';
+ * import { MAX_TERM_LENGTH, tokenizeWords } from './text-analysis.js';
  * tokenizeWords('x'.repeat(MAX_TERM_LENGTH + 1)); // []
  * ```
  */
@@ -56,7 +56,7 @@ const UNFOLDED = /[ßæœøłđðþıς]/g;
  *
  * @example
  * ```ts
- * import { foldText } from 'storyloom';
+ * import { foldText } from './text-analysis.js';
  * foldText('Ångström Café'); // 'angstrom cafe'
  * ```
  */
@@ -75,7 +75,7 @@ export function foldText(text: string): string {
  *
  * @example
  * ```ts
- * import { tokenizeWords } from 'storyloom';
+ * import { tokenizeWords } from './text-analysis.js';
  * tokenizeWords("Mira's café, don’t!"); // ['mira', 'cafe', 'dont']
  * ```
  */
@@ -132,7 +132,7 @@ function pushSpacelessWords(word: string, words: string[]): void {
  *
  * @example
  * ```ts
- * import { analyze } from 'storyloom';
+ * import { analyze } from './text-analysis.js';
  * analyze('The Dragons were sleeping in the Château'); // ['dragon', 'sleep', 'chateau']
  * ```
  */
@@ -152,7 +152,7 @@ export function analyze(text: string): string[] {
  *
  * @example
  * ```ts
- * import { STOP_WORDS, tokenizeWords } from 'storyloom';
+ * import { STOP_WORDS, tokenizeWords } from './text-analysis.js';
  * tokenizeWords("Don't go there").filter((word) => !STOP_WORDS.has(word)); // ['go']
  * ```
  */
@@ -177,7 +177,7 @@ export const STOP_WORDS: ReadonlySet<string> = new Set(
  *
  * @example
  * ```ts
- * import { stem } from 'storyloom';
+ * import { stem } from './text-analysis.js';
  * stem('generalizations'); // 'gener'
  * ```
  */

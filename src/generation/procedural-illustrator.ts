@@ -724,7 +724,7 @@ const CRC_TABLE = (() => {
  *
  * @example
  * ```ts
- * import { crc32 } from 'storyloom';
+ * import { crc32 } from './procedural-illustrator.js';
  * crc32(new TextEncoder().encode('IEND')).toString(16); // 'ae426082'
  * ```
  */

@@ -180,7 +180,7 @@ export interface StoryStateArbitraryOptions {
  * ```ts
  * import fc from 'fast-check';
  * import { StoryStateSchema } from 'storyloom';
- * import { storyStateArbitrary } from 'storyloom/testing';
+ * import { storyStateArbitrary } from 'storyloom/testing/arbitraries';
  * fc.assert(fc.property(storyStateArbitrary(), (state) => StoryStateSchema.safeParse(state).success));
  * ```
  */
@@ -293,7 +293,7 @@ export interface StateDeltaArbitraryOptions {
  * ```ts
  * import fc from 'fast-check';
  * import { applyDelta } from 'storyloom';
- * import { nextSceneArbitrary, stateDeltaArbitrary, storyStateArbitrary } from 'storyloom/testing';
+ * import { nextSceneArbitrary, stateDeltaArbitrary, storyStateArbitrary } from 'storyloom/testing/arbitraries';
  * const step = storyStateArbitrary().chain((state) =>
  *   stateDeltaArbitrary(state).chain((delta) => nextSceneArbitrary(state, delta).map((scene) => ({ state, delta, scene }))),
  * );
@@ -462,7 +462,7 @@ function threadAdvanceArbitrary(
  * @example
  * ```ts
  * import fc from 'fast-check';
- * import { nextSceneArbitrary, storyStateArbitrary } from 'storyloom/testing';
+ * import { nextSceneArbitrary, storyStateArbitrary } from 'storyloom/testing/arbitraries';
  * const [state] = fc.sample(storyStateArbitrary(), { numRuns: 1, seed: 42 });
  * const [scene] = fc.sample(nextSceneArbitrary(state!), { numRuns: 1, seed: 42 });
  * ```
@@ -503,7 +503,7 @@ export function nextSceneArbitrary(state: StoryState, delta?: StateDelta): fc.Ar
  * ```ts
  * import fc from 'fast-check';
  * import { applyDelta } from 'storyloom';
- * import { storyStateArbitrary, storyStepArbitrary } from 'storyloom/testing';
+ * import { storyStateArbitrary, storyStepArbitrary } from 'storyloom/testing/arbitraries';
  * const withStep = storyStateArbitrary().chain((state) => storyStepArbitrary(state).map((step) => ({ state, ...step })));
  * fc.assert(fc.property(withStep, ({ state, delta, scene }) => applyDelta(state, delta, scene).ok));
  * ```
@@ -537,7 +537,7 @@ function mostlyKnownId(known: readonly string[]): fc.Arbitrary<string> {
  * ```ts
  * import fc from 'fast-check';
  * import { applyDelta } from 'storyloom';
- * import { plausibleDeltaArbitrary, plausibleSceneArbitrary } from 'storyloom/testing';
+ * import { plausibleDeltaArbitrary, plausibleSceneArbitrary } from 'storyloom/testing/arbitraries';
  * const step = plausibleDeltaArbitrary(state).chain((delta) =>
  *   plausibleSceneArbitrary(state, delta).map((scene) => ({ delta, scene })),
  * );
@@ -665,7 +665,7 @@ export function plausibleDeltaArbitrary(state: StoryState): fc.Arbitrary<StateDe
  * @example
  * ```ts
  * import fc from 'fast-check';
- * import { plausibleSceneArbitrary } from 'storyloom/testing';
+ * import { plausibleSceneArbitrary } from 'storyloom/testing/arbitraries';
  * const scenes = plausibleSceneArbitrary(state);
  * ```
  */
@@ -751,7 +751,7 @@ function getHostileValues(): unknown[] {
  * ```ts
  * import fc from 'fast-check';
  * import { applyDelta } from 'storyloom';
- * import { garbageArbitrary } from 'storyloom/testing';
+ * import { garbageArbitrary } from 'storyloom/testing/arbitraries';
  * fc.assert(fc.property(garbageArbitrary(), (garbage) => {
  *   applyDelta(state, garbage as never, scene); // must not throw
  * }));
@@ -866,7 +866,7 @@ function applyMutation(value: unknown, mutation: Mutation): unknown {
  * ```ts
  * import fc from 'fast-check';
  * import { applyDelta } from 'storyloom';
- * import { mutatedArbitrary, stateDeltaArbitrary } from 'storyloom/testing';
+ * import { mutatedArbitrary, stateDeltaArbitrary } from 'storyloom/testing/arbitraries';
  * fc.assert(fc.property(mutatedArbitrary(stateDeltaArbitrary(state)), (delta) => {
  *   applyDelta(state, delta as never, scene); // must not throw
  * }));
