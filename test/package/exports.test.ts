@@ -25,14 +25,17 @@ const SIZE_BUDGETS_GZIP_BYTES: Readonly<Record<string, number>> = {
   // filesystem site's per-chapter catalog with its crash repair (about 6 KB), the engine's per-attempt step timeout
   // and the context manager's abandonable shared work (about 3 KB together); from 146 KB for the engine's claims of
   // publishers that are not idempotent (at most once per scene, about 1.5 KB) and the world state and thread archive
-  // of the context layer and the site.
-  '.': 149 * 1024,
+  // of the context layer and the site; from 149 KB for the publishers' shared episode check with its strict SVG
+  // reader (about 1.9 KB: the SVG check had been a text scan that four tricks got past) and the store's checks of
+  // scene numbering and import keys.
+  '.': 153 * 1024,
   './testing': 60 * 1024,
   './testing/arbitraries': 40 * 1024,
   // State store, vector and keyword indexes, migrations; better-sqlite3 and sqlite-vec stay external. Raised from
   // 40 KB for the keyword analysis of scripts written without spaces (text-analysis.ts), which the indexes share;
-  // from 42 KB for schema version 5 (gzip-compressed snapshots and their migration, about 0.2 KB).
-  './sqlite': 43 * 1024,
+  // from 42 KB for schema version 5 (gzip-compressed snapshots and their migration, about 0.2 KB); from 43 KB for
+  // the store's checks of scene numbering, import keys and influence times (shared with every backend).
+  './sqlite': 44 * 1024,
   './anthropic': 30 * 1024,
   // Embedders, Stability images and the Claude-on-Bedrock wrapper (with the Claude core); the SDKs stay external.
   './bedrock': 40 * 1024,
