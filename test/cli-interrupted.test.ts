@@ -160,6 +160,27 @@ describe('a fork cut short after its story went in', () => {
   });
 });
 
+describe('an init cut short after its project file', () => {
+  it('is finished by the same init again, and a whole project is still refused', async () => {
+    const cwd = workspace();
+    // What `init --data proj` has done when a kill lands between the project file and the story.
+    (await openProject(path.join(cwd, 'proj'), { formatVersion: 1, storyId: STORY, dimensions: 1536 })).close();
+    const project = await openProject(path.join(cwd, 'proj'));
+    expect(await project.store.exists(STORY)).toBe(false);
+    project.close();
+    const again = await storyloom(cwd, ['init', '--data', 'proj']);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect((await statusOf(cwd, 'proj')).scenes).toBe(0);
+    const twice = await storyloom(cwd, ['init', '--data', 'proj']);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toContain('already holds a storyloom project');
+    // Another story id is not this project's unfinished init.
+    const other = await storyloom(cwd, ['init', '--data', 'proj', '--story', 'another']);
+    expect(other.code).toBe(1);
+  });
+});
+
 describe('two runs on one project', () => {
   it('a run that finds the next scene written by another run goes on, and counts only its own', async () => {
     const { cwd, data } = await storyWith(1);
@@ -197,6 +218,20 @@ describe('slips that cost nothing', () => {
       expect(refused.stderr).toContain('a file of the project itself');
     }
     expect((await statusOf(cwd, 'proj')).scenes).toBe(1);
+  });
+
+  it('an export removes what an export of the same file killed half-way left beside it', async () => {
+    const { cwd } = await storyWith(1);
+    // A pid no process can have: above the largest Linux allows (2^22 = 4194304) and macOS (99998).
+    const stale = path.join(cwd, 'story.jsonl.partial-4194999');
+    writeFileSync(stale, '{"kind":"storyloom-export"');
+    const live = path.join(cwd, `story.jsonl.partial-${process.ppid}`);
+    writeFileSync(live, 'being written');
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    expect(readdirSync(cwd).filter((name) => name.startsWith('story.jsonl'))).toEqual([
+      'story.jsonl',
+      `story.jsonl.partial-${process.ppid}`,
+    ]);
   });
 
   it('a bible file that holds no JSON object is refused in one line', async () => {

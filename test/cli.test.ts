@@ -209,7 +209,7 @@ describe('the storyloom command', () => {
     [['init', '--data', 'proj'], 1, /already holds a storyloom project/],
     [['init', '--data', 'other', '--bible', 'nope.json'], 1, /nope\.json does not exist/],
     [['import', 'nope.jsonl', '--data', 'proj'], 1, /nope\.jsonl does not exist/],
-    [['fork', '--data', 'proj', '--at', '9', '--as', 'b'], 1, /cannot fork/],
+    [['fork', '--data', 'proj', '--at', '9', '--as', 'b'], 1, /has \d+ scenes: --at must be 1 to \d+/],
     [['fork', '--data', 'proj', '--at', '1', '--as', '../evil'], 2, /must be 1-128 letters/],
     [['status', '--data', 'proj', '--story', 'ghost'], 1, /there is no story "ghost"/],
     [['influence', 'add', '--data', 'proj'], 1, /a vote needs --choice/],

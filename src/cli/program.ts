@@ -16,6 +16,7 @@ import {
   existsSync,
   lstatSync,
   openSync,
+  readdirSync,
   readFileSync,
   readlinkSync,
   readSync,
@@ -168,11 +169,14 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       const state = options.bible
         ? stateFromBibleFile(path.resolve(io.cwd, options.bible), storyId)
         : createStoryFromTemplate(options.template, storyId, systemClock);
-      const project = await openProject(path.resolve(io.cwd, options.data), {
-        formatVersion: 1,
-        storyId,
-        dimensions: 1536,
-      });
+      const root = path.resolve(io.cwd, options.data);
+      // A project whose init was cut short between its project file and its story: finish it (same story id only).
+      const unfinished = existsSync(projectPaths(root).config) ? await openProject(root) : undefined;
+      if (unfinished && (unfinished.project.storyId !== storyId || (await unfinished.store.exists(storyId)))) {
+        unfinished.close();
+        throw new CommandError(`${unfinished.paths.root} already holds a storyloom project: use another --data folder`);
+      }
+      const project = unfinished ?? (await openProject(root, { formatVersion: 1, storyId, dimensions: 1536 }));
       try {
         await project.store.create(state);
         print(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
@@ -553,6 +557,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           // An export written again keeps the permissions of the file it replaces.
           const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
           const partial = `${target}.partial-${process.pid}`;
+          removeStalePartials(target);
           // Ctrl-C or a kill: the partial file goes, then the signal does what it would have done.
           const interrupted = (signal: NodeJS.Signals) => {
             rmSync(partial, { force: true });
@@ -640,6 +645,11 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           print(`Finished the fork of ${storyId} into ${options.as} (${state.sceneCount} scenes)`);
           print(`Continue it with: ${SELF} run --story ${options.as} --data ${options.data}`);
           return;
+        }
+        const { sceneCount } = await project.store.load(storyId);
+        if (options.at > sceneCount) {
+          // Said in the command's 1-based numbering (the store speaks of 0-based indexes).
+          throw new CommandError(`${storyId} has ${sceneCount} scenes: --at must be 1 to ${sceneCount}`);
         }
         const existed = await project.store.exists(options.as);
         if (!existed) markBuildPending(project.paths, options.as, { kind: 'fork', from: storyId });
@@ -764,6 +774,25 @@ async function importAndFinish(
     );
   }
   return { storyId, scenes, again };
+}
+
+/**
+ * Removes what exports of `target` killed before they could clean up left beside it (`<target>.partial-<pid>`, of a
+ * process that no longer runs); a partial file of an export still running is left alone.
+ */
+function removeStalePartials(target: string): void {
+  const prefix = `${path.basename(target)}.partial-`;
+  for (const name of readdirSync(path.dirname(target))) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'ESRCH')
+        rmSync(path.join(path.dirname(target), name), { force: true });
+    }
+  }
 }
 
 /** The story id an export's first line names, or undefined when it is not a storyloom export (refused later). */
