@@ -6,6 +6,7 @@ import {
   GetItemCommand,
   PutItemCommand,
 } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDynamoLocal } from '../../test/support/dynamodb-local.js';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.js';
@@ -310,6 +311,81 @@ if (local.skipReason !== undefined) {
       expect(ConflictError.isInstance(influenceError)).toBe(true);
       expect((influenceError as Error).message).toMatch(/inf-a.*no longer pending/);
       expect((await store.load('reasons')).version).toBe(2);
+    }, 60_000);
+
+    it('a lost race is a ConflictError even when the STATE action met another transaction (TransactionConflict)', async () => {
+      // DynamoDB codes each action alone: while the winner records a publication (a check on STATE), the loser's
+      // STATE action answers TransactionConflict and its scene and snapshot actions ConditionalCheckFailed. The real
+      // stale commit runs against DynamoDB Local; only the STATE action's code of its answer is set to that.
+      const tableName = await freshTable();
+      const document = DynamoDBDocumentClient.from(client!, { marshallOptions: { removeUndefinedValues: true } });
+      const send = document.send.bind(document) as (command: unknown) => Promise<unknown>;
+      Object.assign(document, {
+        send: async (command: { constructor: { name: string } }) => {
+          try {
+            return await send(command);
+          } catch (error) {
+            const reasons = (error as { CancellationReasons?: Array<{ Code?: string }> }).CancellationReasons;
+            if (
+              command.constructor.name === 'TransactWriteCommand' &&
+              reasons?.[0]?.Code === 'ConditionalCheckFailed'
+            ) {
+              reasons[0] = { Code: 'TransactionConflict' };
+            }
+            throw error;
+          }
+        },
+      });
+      const winner = createDynamoStateStore({ client: client!, tableName });
+      const loser = createDynamoStateStore({ client: document as never, tableName });
+      const seen = await commitScenes(winner, await winner.create(makeStoryState('race')), 1);
+      const won = makeNextScene(seen, { id: 'by-winner' });
+      await winner.commitScene('race', {
+        expectedVersion: seen.version,
+        scene: won,
+        nextState: makeNextState(seen, won),
+        consumedInfluenceIds: [],
+      });
+      const lost = makeNextScene(seen, { id: 'by-loser' });
+      const error = await loser
+        .commitScene('race', {
+          expectedVersion: seen.version,
+          scene: lost,
+          nextState: makeNextState(seen, lost),
+          consumedInfluenceIds: [],
+        })
+        .catch((e: unknown) => e);
+      expect(ConflictError.isInstance(error), String(error)).toBe(true);
+      expect((error as ConflictError).isRetryable).toBe(true);
+      expect((await winner.load('race')).sceneId).toBe('by-winner');
+    }, 60_000);
+
+    it('reads a split body back whole when a failed attempt left parts of another cut under the same body', async () => {
+      const tableName = await freshTable();
+      const small = createDynamoStateStore({ client: client!, tableName, itemBodyBytes: 1024 });
+      const initial = await small.create(makeStoryState('parts'));
+      await small.enqueueInfluence(makeInfluence('parts', 'vote'));
+      const first = makeNextScene(initial, { influencesApplied: ['vote'] });
+      const { state } = await small.commitScene('parts', {
+        expectedVersion: 0,
+        scene: first,
+        nextState: makeNextState(initial, first),
+        consumedInfluenceIds: ['vote'],
+      });
+      const scene = makeNextScene(state, { text: incompressibleText(12_000) });
+      const nextState = makeNextState(state, scene);
+      // The first attempt names an influence no longer pending: its 1 KB parts go in, then its transaction is refused.
+      const refused = await small
+        .commitScene('parts', { expectedVersion: 1, scene, nextState, consumedInfluenceIds: ['vote'] })
+        .catch((e: unknown) => e);
+      expect(ConflictError.isInstance(refused), String(refused)).toBe(true);
+      // The same commit by a store that cuts at 4 KB (a restart with another setting, a rolling deploy).
+      const larger = createDynamoStateStore({ client: client!, tableName, itemBodyBytes: 4096 });
+      expect(
+        (await larger.commitScene('parts', { expectedVersion: 1, scene, nextState, consumedInfluenceIds: [] })).created,
+      ).toBe(true);
+      expect(await larger.getScene('parts', scene.id)).toEqual(scene);
+      expect(await small.getScene('parts', scene.id)).toEqual(scene);
     }, 60_000);
 
     it('lists pending influences by receivedAt, then id, as the memory store does, and drops resolved ones', async () => {

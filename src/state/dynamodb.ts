@@ -12,7 +12,7 @@
  * | `SCENEID#<sceneId>` | pointer to the scene's index: makes a scene id unique per story and `getScene` by id cheap |
  * | `INF#<influenceId>` | an influence (JSON); while pending, `lsi1sk = PENDING#<receivedAt>#<id>` |
  * | `PUB#<sceneId>#<target>` | a publication-log entry (JSON) |
- * | `PART#<sk>#<sha256>#<n>` | a slice of a compressed body too large for one item (when no content store is configured) |
+ * | `PART#<sk>#<sha256>-<size>#<n>` | a slice of a compressed body too large for one item (when no content store is configured) |
  *
  * One sparse local secondary index, `lsi1` (`pk`, `lsi1sk`), serves two queries with strongly consistent reads: the
  * pending-influence queue in order, and a chapter's scenes in order with full pages.
@@ -108,8 +108,11 @@ const chapterKey = (chapterId: string, index: string) => `CHAPTER#${chapterId}#$
 const influenceKey = (influenceId: string) => `INF#${influenceId}`;
 const pendingKey = (influence: UserInfluence) => `PENDING#${influence.receivedAt}#${influence.id}`;
 const publicationKey = (sceneId: string, target: string) => `PUB#${sceneId}#${target}`;
-/** Where the parts of one body begin: named for the body's bytes, so two different bodies never share a part. */
-const partsPrefix = (sk: string, sha256: string) => `PART#${sk}#${sha256}#`;
+/**
+ * Where the parts of one body begin: named for the body's bytes and the size it is cut into, so two different
+ * bodies, or one body cut by stores with another `itemBodyBytes` (a rolling deploy), never share a part key.
+ */
+const partsPrefix = (sk: string, sha256: string, partBytes: number) => `PART#${sk}#${sha256}-${partBytes}#`;
 const partKey = (prefix: string, part: number) => `${prefix}${String(part).padStart(4, '0')}`;
 /** A body as the table keeps it: gzip-compressed JSON (a `BundledSnapshot`'s bytes already are). */
 const compress = (value: unknown): Uint8Array => gzipSync(JSON.stringify(value));
@@ -482,12 +485,19 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       // The scene id may have been committed by this very call's earlier attempt, or by a racer: return it.
       const original = await this.committedScene(storyId, scene.id);
       if (original) return { ...original, created: false };
-      if (failed(0)) {
-        const header = await this.liveHeader(storyId);
-        if (!header) {
-          throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`, { cause: error });
-        }
+      // The version is read whatever action 0's code says: DynamoDB reports each action alone, so a STATE item
+      // held by a concurrent transaction answers TransactionConflict while the scene and snapshot actions of the same
+      // lost race answer ConditionalCheckFailed. Only at the expected version is a taken index this scene's fault.
+      const header = await this.liveHeader(storyId);
+      if (!header) {
+        throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`, { cause: error });
+      }
+      if (Number(header.version) !== expectedVersion)
         throw staleVersion(storyId, expectedVersion, Number(header.version));
+      if (reasons.includes('TransactionConflict')) {
+        throw new ConflictError(`A concurrent write to story "${storyId}" interfered with the commit`, {
+          cause: error,
+        });
       }
       if (failed(2) || (scene.index > 0 && failed(previousScene))) {
         // At the expected version, so the state it follows is the snapshot of that version.
@@ -912,7 +922,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       return { attributes: { bodyKey: key, bodySha256: sha256 }, parts: [], bytes: key.length + 200, partBytes: 0 };
     }
     const pk = storyKey(storyId);
-    const prefix = partsPrefix(sk, sha256);
+    const prefix = partsPrefix(sk, sha256, this.bodyLimit);
     const parts: Item[] = [];
     for (let offset = 0, part = 0; offset < bytes.length; offset += this.bodyLimit, part++) {
       parts.push({ pk, sk: partKey(prefix, part), chunk: bytes.subarray(offset, offset + this.bodyLimit) });
@@ -954,8 +964,9 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       // the parts of other bodies a failed commit left for the same key, which end in more than a number.
       const prefix = typeof item.bodyPartsPrefix === 'string' ? item.bodyPartsPrefix : `PART#${String(item.sk)}#`;
       const numberOf = (part: Item) => String(part.sk).slice(prefix.length);
+      // Only the parts this item counts: 0 to bodyParts - 1.
       const parts = (await this.queryPrefix(String(item.pk).slice('STORY#'.length), prefix))
-        .filter((part) => /^\d+$/.test(numberOf(part)))
+        .filter((part) => /^\d+$/.test(numberOf(part)) && Number(numberOf(part)) < Number(item.bodyParts))
         .sort((a, b) => Number(numberOf(a)) - Number(numberOf(b)));
       if (parts.length !== item.bodyParts) {
         throw new ProviderError(`Item ${String(item.sk)} has ${parts.length} of ${item.bodyParts} parts`, {
