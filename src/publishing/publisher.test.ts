@@ -48,6 +48,10 @@ describe('validateEpisode', () => {
     ]);
   });
 
+  it('reads an image of null as no picture, as JSON writes it', () => {
+    expect(validateEpisode({ ...episode, image: null } as unknown as Episode).image).toBeUndefined();
+  });
+
   it('refuses a picture of a type no publisher stores, even one named like a member of every object', () => {
     for (const mediaType of ['text/html', 'constructor', 'toString']) {
       const image = { data: new Uint8Array([1]), mediaType, alt: '' };
@@ -140,6 +144,11 @@ describe('validateEpisode', () => {
       'has a character or entity reference XML does not define',
     ],
     ['an unquoted attribute', inSvg('<rect onload=alert(1) />'), 'is not well-formed XML'],
+    [
+      'a link that pings another server when followed',
+      inSvg('<a href="#top" ping="https://tracker.example/beacon"><rect/></a>'),
+      'pings a URL from a link',
+    ],
     ['an encoding other than UTF-8', `<?xml version="1.0" encoding="ISO-8859-1"?>${inSvg('')}`, 'is not UTF-8'],
     ['a UTF-16 body with a BOM', Buffer.from(`\uFEFF${inSvg('<script>alert(1)</script>')}`, 'utf16le'), 'is not UTF-8'],
     ['a UTF-16 body without a BOM', Buffer.from(inSvg('<script>alert(1)</script>'), 'utf16le'), 'is not UTF-8'],
@@ -169,6 +178,13 @@ describe('validateEpisode', () => {
       inSvg(
         '<g inkscape:label="Layer 1" inkscape:groupmode="layer"><rect/></g>',
         ' xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape"',
+      ),
+    ],
+    [
+      'editor metadata holding a Windows path (not CSS, though it has a backslash)',
+      inSvg(
+        '<g inkscape:label="Layer 1"><rect style="fill:#246"/></g>',
+        ' xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape" inkscape:export-filename="C:\\Users\\mira\\lighthouse.png"',
       ),
     ],
     [

@@ -130,7 +130,8 @@ export function validateEpisode(episode: Episode): ValidEpisode {
     problems.push({ path: 'scene.storyId', message: `must equal story.storyId "${story.data.storyId}"` });
   }
   let image: ValidEpisode['image'];
-  if (episode?.image !== undefined) {
+  // `null` reads as no picture, as JSON often writes it.
+  if (episode?.image != null) {
     const { data, mediaType, alt } = episode.image;
     const extension = Object.hasOwn(EPISODE_IMAGE_TYPES, mediaType)
       ? EPISODE_IMAGE_TYPES[mediaType as keyof typeof EPISODE_IMAGE_TYPES]
@@ -225,6 +226,8 @@ function unsafeAttributeReason(name: string, rawValue: string): string | undefin
     .replace(/^ +| +$/g, '')
     .toLowerCase();
   if (local.startsWith('on')) return 'contains an event-handler attribute';
+  // A link's `ping` sends a request to each URL it lists when the link is followed.
+  if (local === 'ping') return 'pings a URL from a link';
   if (local === 'base') return 'sets a base URL';
   if ((lowerName === 'xmlns' || lowerName.startsWith('xmlns:')) && url === XHTML_NAMESPACE) {
     return 'uses the XHTML namespace';
@@ -234,6 +237,9 @@ function unsafeAttributeReason(name: string, rawValue: string): string | undefin
   }
   if (local === 'attributename' && /(?:^|:)(?:href|src)$/.test(url)) return 'animates a link';
   if (/(?:java|vb)script:|data:text\/html/.test(url.replace(/\s/g, ''))) return 'contains a script URL';
+  // CSS is read from `style` and from presentation attributes, which have no prefix: a prefixed attribute is another
+  // vocabulary's (an editor's metadata, a Windows path in it), and its links were checked above.
+  if (name.includes(':')) return undefined;
   return unsafeCssReason(value);
 }
 
