@@ -136,6 +136,23 @@ describe('an import cut short after its story went in', () => {
   });
 });
 
+describe('an import cut short before its story went in', () => {
+  it('leaves a record that an init of the same story id drops', async () => {
+    const cwd = workspace();
+    // The import's project and record exist, but the kill came before the story did.
+    const data = path.join(cwd, 'copy');
+    const copy = await openProject(data, { formatVersion: 1, storyId: STORY, dimensions: 1536 });
+    markBuildPending(copy.paths, STORY, { kind: 'import', from: STORY });
+    copy.close();
+    const init = await storyloom(cwd, ['init', '--data', 'copy']);
+    expect(init.stderr).toBe('');
+    expect(init.code).toBe(0);
+    expect(await statusOf(cwd, data)).toMatchObject({ scenes: 0, unfinishedBuild: null });
+    const run = await storyloom(cwd, ['run', '--data', 'copy', '--episodes', '1', '--no-images']);
+    expect(run.stdout).not.toContain('Finishing the import');
+  });
+});
+
 describe('a fork cut short after its story went in', () => {
   it('is finished by the same fork again: every scene in its memory and site', async () => {
     const { cwd, data } = await storyWith(3);

@@ -200,7 +200,7 @@ describe('the storyloom command', () => {
   });
 
   it.each([
-    [['run', '--data', 'missing'], 1, /no storyloom project in .*run "storyloom init"/],
+    [['run', '--data', 'missing'], 1, /no storyloom project in .*run "npm run storyloom -- init"/],
     [['run', '--data', 'proj', '--episodes', 'abc'], 2, /--episodes must be a whole number/],
     [['context', '--data', 'proj', '--budget', '100'], 2, /--budget must be a whole number from 256 to 2000000/],
     [['run', '--data', 'proj', '--generator', 'anthropic'], 1, /set ANTHROPIC_API_KEY/],

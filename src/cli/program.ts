@@ -57,6 +57,7 @@ import {
   type ProjectPaths,
   projectPaths,
   readBuildPending,
+  SELF,
 } from './project.js';
 
 /** Where the command writes, and what it reads from its environment; injectable for tests. */
@@ -179,6 +180,8 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       const project = unfinished ?? (await openProject(root, { formatVersion: 1, storyId, dimensions: 1536 }));
       try {
         await project.store.create(state);
+        // A pending-build record of an import killed before its story went in speaks of another story: drop it.
+        clearBuildPending(project.paths, storyId);
         print(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
         print(`Next: ${SELF} run --episodes 3 --data ${options.data}`);
       } finally {
@@ -875,8 +878,11 @@ async function recordStepsDone(project: OpenProject, storyId: string, by: 'fork'
 
 async function requireStory(project: OpenProject, storyId: string): Promise<void> {
   if (!(await project.store.exists(storyId))) {
+    const own = project.project.storyId;
     throw new CommandError(
-      `there is no story "${storyId}" in ${project.paths.root}: check --story, or run "storyloom status"`,
+      storyId === own
+        ? `the project in ${project.paths.root} has no story "${storyId}" (its init was cut short?): run "${SELF} init --data <this folder>" again to create it`
+        : `there is no story "${storyId}" in ${project.paths.root}: check --story (this project's story is "${own}")`,
     );
   }
 }
@@ -1005,12 +1011,6 @@ function gzipFailure(error: unknown, name: string): CommandError | undefined {
 }
 
 /** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
-/**
- * How a user runs this command again, for the hints it prints: `npx storyloom` where it is installed, and the
- * repository's npm script where it runs from source (as `npm run demo` does), where there is no `storyloom` bin.
- */
-const SELF = import.meta.url.endsWith('.ts') ? 'npm run storyloom --' : 'npx storyloom';
-
 /** The installed package's version, read through the package's own exports (`storyloom/package.json`). */
 function packageVersion(): string {
   const manifest = createRequire(import.meta.url)('storyloom/package.json') as { version: string };

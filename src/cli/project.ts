@@ -29,6 +29,12 @@ import { createFilesystemPublisher } from '../publishing/filesystem.js';
 import { type Episode, sceneAltText } from '../publishing/publisher.js';
 import type { StoryStateStore } from '../state/store.js';
 
+/**
+ * How a user runs this command again, for the hints it prints: `npx storyloom` where it is installed, and the
+ * repository's npm script where it runs from source (as `npm run demo` does), where there is no `storyloom` bin.
+ */
+export const SELF = import.meta.url.endsWith('.ts') ? 'npm run storyloom --' : 'npx storyloom';
+
 /** The file that marks a folder as a storyloom project. */
 export const PROJECT_FILE = 'storyloom.json';
 const DATABASE_FILE = 'story.db';
@@ -132,7 +138,7 @@ export function clearBuildPending(paths: ProjectPaths, storyId: string): void {
 export function readProjectFile(paths: ProjectPaths): ProjectFile {
   if (!existsSync(paths.config)) {
     throw new CommandError(
-      `no storyloom project in ${paths.root}: run "storyloom init" there first, or pass --data <folder>`,
+      `no storyloom project in ${paths.root}: run "${SELF} init" there first, or pass --data <folder>`,
     );
   }
   let raw: unknown;
