@@ -11,6 +11,7 @@ import {
   type CharacterState,
   CharacterStateSchema,
   chapterIdFor,
+  LIMITS,
   type Scene,
   type StoryState,
 } from '../state/schema.js';
@@ -643,6 +644,22 @@ describe('ContextManager.getRelevantContext', () => {
     const warm = await reader.getRelevantContext('tale', 'the lamp');
     const cold = await new ContextManager(built.options).getRelevantContext('tale', 'the lamp');
     expect(warm.prompt.stable).toBe(cold.prompt.stable);
+  });
+
+  it('keeps whole sentences of a summary longer than a memory holds', async () => {
+    // A summarizer that overshoots its word limit, as a model may: 120 sentences, about 4,000 characters.
+    const summarizer: Summarizer = {
+      specificationVersion: 'v1',
+      provider: 'verbose',
+      summarize: async () =>
+        Array.from({ length: 120 }, (_, i) => `In part ${i + 1} the keepers faced the bell.`).join(' '),
+    };
+    const built = await buildStory(7, { chapterLength: 4, summarizer });
+    const summary = await built.manager.summarizeChapter('tale', chapterIdFor(0));
+    expect(summary.length).toBeLessThanOrEqual(LIMITS.metadataText);
+    expect(summary).toMatch(/^In part 1 the keepers.* the keepers faced the bell\.$/);
+    const [stored] = await built.options.vectors.fetch('tale', [`summary-${chapterIdFor(0)}`]);
+    expect(stored!.metadata.text).toBe(summary);
   });
 
   it('honours an aborted signal', async () => {

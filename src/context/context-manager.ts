@@ -17,7 +17,7 @@ import {
   toProblems,
   ValidationError,
 } from '../core/errors.js';
-import { clipText } from '../core/text.js';
+import { clipSentences, clipText } from '../core/text.js';
 import {
   type CharacterStatus,
   chapterIdFor,
@@ -2525,8 +2525,8 @@ export class ContextManager {
   }
 
   /**
-   * A summary as the summarizer returned it, checked before anything is written: text that says something, clipped
-   * to what a memory's stored text holds. An empty one would count as covering its chapter, and `prune` would then
+   * A summary as the summarizer returned it, checked before anything is written: text that says something, cut to
+   * the whole sentences that fit what a memory's stored text holds. An empty one would count as covering its chapter, and `prune` would then
    * drop the chapter's scenes with nothing left to tell of them; one longer than the keyword index takes would be
    * written to the vector index alone.
    */
@@ -2547,7 +2547,9 @@ export class ContextManager {
         isRetryable: true,
       });
     }
-    return clipText(trimmed, LIMITS.metadataText);
+    // Past what a memory's text holds, whole sentences are kept: after a prune this may be all that is left of the
+    // chapter, and a summary cut mid-word reads as if the chapter ended there.
+    return clipSentences(trimmed, LIMITS.metadataText);
   }
 
   private async scenesOfChapter(storyId: string, chapterId: string): Promise<Scene[]> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clipText, ellipsize } from './text.js';
+import { clipSentences, clipText, ellipsize } from './text.js';
 
 describe('clipText', () => {
   it('keeps text that fits and cuts the rest to the limit', () => {
@@ -28,5 +28,24 @@ describe('ellipsize', () => {
     const cut = ellipsize(`${'a'.repeat(8)}🌊🌊`, 10);
     expect(cut).toBe(`${'a'.repeat(8)}…`);
     expect(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])/.test(cut)).toBe(false);
+  });
+});
+
+describe('clipSentences', () => {
+  it('keeps whole sentences that fit', () => {
+    const text = 'Mira lit the lamp. Tobin counted the ships. The fog came in over the bay.';
+    expect(clipSentences(text, 200)).toBe(text);
+    expect(clipSentences(text, 50)).toBe('Mira lit the lamp. Tobin counted the ships.');
+    // A sentence end at the very edge of the room, followed by a space in the text, is kept.
+    expect(clipSentences(text, 43)).toBe('Mira lit the lamp. Tobin counted the ships.');
+    // The only sentence end that fits is in the first half of the room: more of the text, cut at a word.
+    expect(clipSentences(text, 42)).toBe('Mira lit the lamp. Tobin counted the…');
+  });
+
+  it('cuts at a word with an ellipsis when no sentence ends in the second half of the room', () => {
+    const text = 'A long sentence without any full stop that goes on and on past the room it has';
+    const cut = clipSentences(text, 30);
+    expect(cut).toBe('A long sentence without any…');
+    expect(cut.length).toBeLessThanOrEqual(30);
   });
 });

@@ -22,3 +22,22 @@ export function ellipsize(text: string, max: number): string {
   if (text.length <= max) return text;
   return `${clipText(text, max - 1).trimEnd()}…`;
 }
+
+/**
+ * `text` cut to at most `max` code units at the end of the last whole sentence that fits, so what is kept reads as
+ * finished; where no sentence ends in the second half of that room, at the last word that fits, with an ellipsis.
+ */
+export function clipSentences(text: string, max: number): string {
+  if (text.length <= max) return text;
+  // One unit past the room, so a sentence end found at the very edge is known to be followed by a space.
+  const window = clipText(text, max + 1);
+  let end = -1;
+  for (const match of window.matchAll(/[.!?…]["'”’)\]]*(?=\s|$)/g)) {
+    const after = match.index + match[0].length;
+    if (after <= max && (after < window.length || window.length === text.length)) end = after;
+  }
+  if (end >= max / 2) return window.slice(0, end);
+  const head = clipText(text, max - 1);
+  const lastSpace = head.search(/\s\S*$/);
+  return `${(lastSpace > 0 ? head.slice(0, lastSpace) : head).trimEnd()}…`;
+}
