@@ -460,6 +460,16 @@ class Engine implements StoryEngine {
           });
           continue;
         }
+        if (!Array.isArray(items)) {
+          this.warn(
+            run.storyId,
+            `influence source "${source.provider}" answered without a list; continuing without it`,
+            {
+              answer: typeof items,
+            },
+          );
+          continue;
+        }
         const handled: string[] = [];
         for (const item of items) {
           if (item?.storyId !== run.storyId) continue;
@@ -477,8 +487,10 @@ class Engine implements StoryEngine {
         // Only after storing: a crash before this line re-delivers, and storage deduplicates by id.
         if (handled.length > 0) {
           try {
-            await source.acknowledge(run.storyId, handled);
+            // Bounded as the pull is (stepTimeoutMs, the run's signal): a source that never answers re-delivers.
+            await this.attempts(run, 'influences', () => source.acknowledge(run.storyId, handled));
           } catch (error) {
+            if (AbortedError.isInstance(error)) throw error;
             this.warn(run.storyId, `influence source "${source.provider}" failed to acknowledge`, {
               error: describeError(error),
             });
@@ -849,7 +861,8 @@ class Engine implements StoryEngine {
       // An abort leaves the step unrecorded, so that the next run does it; it is not a failure of the step.
       if (AbortedError.isInstance(error)) throw error;
       status = 'failed';
-      failure = error;
+      // Whatever was thrown, `undefined` included, is a failure of the step: the report needs a value to hold.
+      failure = error === undefined || error === null ? new StoryloomError('STEP_FAILED', `${step} failed`) : error;
       result = failureRecord(error);
     }
     await beforeRecord?.(status);
@@ -1229,8 +1242,12 @@ class Engine implements StoryEngine {
     try {
       this.onEvent(event);
     } catch (error) {
-      // A broken progress bar or metrics sink must not lose an episode.
-      this.logger.warn('onEvent listener threw', { type: event.type, error: describeError(error) });
+      // A broken progress bar or metrics sink must not lose an episode, nor a logger that fails on top of it.
+      try {
+        this.logger.warn('onEvent listener threw', { type: event.type, error: describeError(error) });
+      } catch {
+        // Nothing left to tell it to.
+      }
     }
   }
 }

@@ -13,6 +13,12 @@ describe('sanitizeAudienceText', () => {
     ['bidi overrides and zero-width characters', 'abc\u202Eevil\u2066x\u200By\uFEFF', 'abcevilxy'],
     ['control characters', 'a\u0000b\u0007c\u009Bd', 'abcd'],
     ['template braces', '{{system}}', '{ {system} }'],
+    ['a triple-stash', '{{{system.prompt}}}', '{ { {system.prompt} } }'],
+    [
+      'variation selectors of both blocks and the Mongolian ones, which can hide bytes behind an emoji',
+      'ok\u{1F600}\u{E0100}\u{E01EF}\uFE0F\u180B\u180F!',
+      'ok\u{1F600}!',
+    ],
     ['line and paragraph separators', 'one\u2028two\u2029three', 'one two three'],
   ])('neutralises %s', (_label, input, expected) => {
     expect(sanitizeAudienceText(input)).toBe(expected);

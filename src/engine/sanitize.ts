@@ -17,12 +17,14 @@ export interface SanitizeOptions {
 export const DEFAULT_AUDIENCE_TEXT_LENGTH = 500;
 
 // C0/C1 controls, DEL, and the format characters that reorder or hide text: bidi embeddings/overrides/isolates,
-// zero-width spaces and joiners, the BOM, the soft hyphen, line and paragraph separators. Tabs and newlines are
-// controls too: they become spaces below, because a newline is how a hostile text fakes a new prompt section.
+// zero-width spaces and joiners, the BOM, the soft hyphen, line and paragraph separators, the variation selectors
+// (both blocks: those of the supplement can carry hidden bytes behind one visible emoji) and the tag characters.
+// Tabs and newlines are controls too: they become spaces below, because a newline is how a hostile text fakes a new
+// prompt section.
 // Built from a string: written as a literal, linters flag the very characters it exists to remove.
 const INVISIBLE = new RegExp(
-  '[\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180e\\u200b-\\u200f\\u2028-\\u202e' +
-    '\\u2060-\\u206f\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff0-\\ufffb]|\\udb40[\\udc00-\\udc7f]',
+  '[\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b-\\u200f\\u2028-\\u202e' +
+    '\\u2060-\\u206f\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff0-\\ufffb]|\\udb40[\\udc00-\\udc7f\\udd00-\\uddef]',
   'g',
 );
 // What a model reads as the start of another conversation turn.
@@ -56,7 +58,9 @@ export function sanitizeAudienceText(text: unknown, options: SanitizeOptions = {
     .replace(/</g, '‹')
     .replace(/>/g, '›')
     // Template and placeholder syntax.
-    .replace(/\{\{|\}\}/g, (match) => (match === '{{' ? '{ {' : '} }'))
+    // Every brace followed by another is spaced from it, so no pair is left however many there are (`{{{x}}}`).
+    .replace(/\{(?=\{)/g, '{ ')
+    .replace(/\}(?=\})/g, '} ')
     // Runs of quotes (`"""`, `'''`) delimit blocks in many prompt styles; a single quote stays a quote.
     .replace(/(["'“”‘’«»])\1{1,}/g, '$1')
     .replace(ROLE_MARKERS, (_match, role: string) => `${role} -`);

@@ -1,0 +1,132 @@
+/**
+ * The engine when what it calls misbehaves: a step that rejects with nothing, an influence source whose
+ * acknowledge never answers or whose pull answers no list, and a listener and a logger that both throw.
+ */
+import { describe, expect, it } from 'vitest';
+import type { InfluenceSource } from '../src/chain/influence-source.js';
+import { createStoryEngine } from '../src/engine/engine.js';
+import type { EngineLogger } from '../src/engine/events.js';
+import type { Publisher } from '../src/publishing/publisher.js';
+import type { UserInfluenceInput } from '../src/state/schema.js';
+import { makeInfluence } from '../src/testing/fixtures.js';
+import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
+
+const vote = (id: string, overrides: Partial<UserInfluenceInput> = {}): UserInfluenceInput =>
+  makeInfluence(STORY_ID, id, { author: `author-${id}`, ...overrides });
+
+/** Rejects after `ms` real milliseconds: a guard so that a run that never settles fails the test instead of hanging. */
+function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let handle: ReturnType<typeof setTimeout> | undefined;
+  const guard = new Promise<never>((_, reject) => {
+    handle = setTimeout(() => reject(new Error(`did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, guard]).finally(() => clearTimeout(handle));
+}
+
+describe('a post-commit step', () => {
+  it('a publisher that rejects with undefined leaves the episode incomplete and the step resumed later', async () => {
+    const { store, clock } = await newWorldStore();
+    let calls = 0;
+    const publisher: Publisher = {
+      specificationVersion: 'v1',
+      provider: 'flaky',
+      target: 'site',
+      capabilities: { idempotent: true },
+      async publish() {
+        calls++;
+        if (calls === 1) return Promise.reject(undefined);
+        return { target: 'site', ids: ['ok'] };
+      },
+    } as unknown as Publisher;
+    const engine = createStoryEngine({ store, clock, generator: createScriptedGenerator(), publishers: [publisher] });
+    const first = await engine.runEpisode(STORY_ID);
+    const log = await store.listPublications(STORY_ID, first.scene.id);
+    expect(log.find((entry) => entry.target === 'publish:site')?.status).toBe('failed');
+    // The result must agree with the log.
+    expect(first.complete).toBe(false);
+    expect(first.failures.map((failure) => failure.step)).toEqual(['publish:site']);
+    // The next run finishes it, before it writes anything new.
+    const second = await engine.runEpisode(STORY_ID);
+    expect(second).toMatchObject({ outcome: 'resumed', complete: true });
+    expect(second.scene.id).toBe(first.scene.id);
+    expect(calls).toBe(2);
+  });
+});
+
+/** An InfluenceSource built from parts, for faults the memory source cannot show. */
+function source(parts: Partial<InfluenceSource> & Pick<InfluenceSource, 'pull'>): InfluenceSource {
+  return {
+    specificationVersion: 'v1',
+    provider: 'test-source',
+    async acknowledge() {},
+    async close() {},
+    ...parts,
+  };
+}
+
+describe('an influence source', () => {
+  it('an acknowledge that never answers does not hold the episode past stepTimeoutMs', async () => {
+    const { store, clock } = await newWorldStore();
+    const hanging = source({
+      pull: async () => [vote('v-1')],
+      acknowledge: () => new Promise<void>(() => {}),
+    });
+    const engine = createStoryEngine({
+      store,
+      clock,
+      generator: createScriptedGenerator(),
+      influenceSources: [hanging],
+      stepTimeoutMs: 50,
+      retry: { maxRetries: 0 },
+    });
+    // 50 ms step limit against a 5 s guard: the outcome does not depend on the machine's speed.
+    const result = await settlesWithin(engine.runEpisode(STORY_ID), 5_000);
+    expect(result.outcome).toBe('created');
+  });
+
+  it('a source whose pull answers null is an outage, not a failed episode', async () => {
+    const { store, clock } = await newWorldStore();
+    const broken = source({ pull: async () => null as unknown as UserInfluenceInput[] });
+    const engine = createStoryEngine({
+      store,
+      clock,
+      generator: createScriptedGenerator(),
+      influenceSources: [broken],
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.outcome).toBe('created');
+  });
+});
+
+describe('events and logging', () => {
+  it('an onEvent that throws never breaks an episode, even with a logger whose warn throws', async () => {
+    const quietButWarnThrows: EngineLogger = {
+      info() {},
+      warn() {
+        throw new Error('log stream closed');
+      },
+      error() {},
+    };
+    const run = async (onEvent?: (event: { type: string; step?: string }) => void) => {
+      const { store, clock } = await newWorldStore();
+      const engine = createStoryEngine({
+        store,
+        clock,
+        generator: createScriptedGenerator(),
+        logger: quietButWarnThrows,
+        ...(onEvent ? { onEvent } : {}),
+      });
+      return engine.runEpisode(STORY_ID).then(
+        (result) => result.outcome,
+        (error: unknown) => `rejected: ${String(error)}`,
+      );
+    };
+    // Control: the logger alone is never asked to warn in this episode.
+    expect(await run()).toBe('created');
+    // A listener that throws once, after the commit: the episode must still be 'created'.
+    const outcome = await run((event) => {
+      if (event.type === 'step.start' && event.step === 'index') throw new Error('progress bar broke');
+    });
+    expect(outcome).toBe('created');
+  });
+});
