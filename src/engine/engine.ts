@@ -43,6 +43,7 @@ import {
   type InfluenceOutcome,
   type InfluencePolicy,
   type InfluenceResolution,
+  influencePolicyProblems,
   resolveInfluences,
   settleInfluences,
 } from './influence-resolution.js';
@@ -321,6 +322,7 @@ class Engine implements StoryEngine {
     if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout <= 0) {
       problems.push({ path: 'stepTimeoutMs', message: 'must be a positive number of milliseconds (or Infinity)' });
     }
+    problems.push(...influencePolicyProblems(options.influencePolicy));
     const skipReason = options.imageSkipReason;
     if (
       skipReason !== undefined &&

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { ValidationError } from '../core/errors.js';
+import { createProceduralNarrator } from '../generation/procedural-narrator.js';
+import { createMemoryStateStore } from '../state/memory.js';
 import { type UserInfluence, UserInfluenceSchema } from '../state/schema.js';
+import { createStoryEngine } from './engine.js';
 import { resolveInfluences, settleInfluences } from './influence-resolution.js';
 
 let minute = 0;
@@ -112,5 +116,35 @@ describe('settleInfluences', () => {
       'n1',
       'n2',
     ]);
+  });
+});
+
+describe('an influence policy', () => {
+  it('is refused with a ValidationError when a number in it would break the vote, by the engine at construction too', () => {
+    const policies = [
+      { maxWeightPerAuthor: Number.NaN },
+      { maxWeightPerAuthor: -1 },
+      { maxWeightPerAuthor: 0 },
+      { maxTextLength: Number.NaN },
+      { maxTextLength: 0 },
+      { maxTextLength: 2.5 },
+      { quadratic: 'yes' },
+    ];
+    for (const policy of policies) {
+      expect(() => resolveInfluences([], policy as never), JSON.stringify(policy)).toThrow(ValidationError);
+      expect(
+        () =>
+          createStoryEngine({
+            store: createMemoryStateStore(),
+            generator: createProceduralNarrator(),
+            influencePolicy: policy as never,
+          }),
+        JSON.stringify(policy),
+      ).toThrow(ValidationError);
+    }
+    // Infinity is no cap, as leaving it out is.
+    expect(() =>
+      resolveInfluences([], { maxWeightPerAuthor: Number.POSITIVE_INFINITY, maxTextLength: 1 }),
+    ).not.toThrow();
   });
 });

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { ValidationError, type ValidationProblem } from '../core/errors.js';
 import { ellipsize } from '../core/text.js';
 import type { ResolvedInfluence } from '../generation/scene-generator.js';
 import type { StateDelta, UserInfluence } from '../state/schema.js';
@@ -22,6 +23,28 @@ export interface InfluencePolicy {
   quadratic?: boolean;
   /** Longest audience text shown to the narrator, in code points. Default 500. */
   maxTextLength?: number;
+}
+
+/**
+ * What is wrong with an influence policy, path by path (empty when nothing is): a cap that is NaN, zero or negative
+ * would turn every weight into NaN or flip the vote, and a text length that is not a positive integer would erase
+ * every suggestion.
+ */
+export function influencePolicyProblems(policy: unknown, path = 'influencePolicy'): ValidationProblem[] {
+  if (policy === undefined) return [];
+  if (typeof policy !== 'object' || policy === null) return [{ path, message: 'must be an object' }];
+  const { maxWeightPerAuthor, quadratic, maxTextLength } = policy as Record<string, unknown>;
+  const problems: ValidationProblem[] = [];
+  if (maxWeightPerAuthor !== undefined && !(typeof maxWeightPerAuthor === 'number' && maxWeightPerAuthor > 0)) {
+    problems.push({ path: `${path}.maxWeightPerAuthor`, message: 'must be a positive number (or Infinity)' });
+  }
+  if (quadratic !== undefined && typeof quadratic !== 'boolean') {
+    problems.push({ path: `${path}.quadratic`, message: 'must be true or false' });
+  }
+  if (maxTextLength !== undefined && !(Number.isInteger(maxTextLength) && (maxTextLength as number) >= 1)) {
+    problems.push({ path: `${path}.maxTextLength`, message: 'must be a whole number of at least 1' });
+  }
+  return problems;
 }
 
 /** One choice of the vote, with what it gathered. */
@@ -70,6 +93,10 @@ export function resolveInfluences(
   pending: readonly UserInfluence[],
   policy: InfluencePolicy = {},
 ): InfluenceResolution {
+  const problems = influencePolicyProblems(policy);
+  if (problems.length > 0) {
+    throw new ValidationError(`Invalid influence policy: ${problems[0]!.path} ${problems[0]!.message}`, { problems });
+  }
   const cap = policy.maxWeightPerAuthor ?? Number.POSITIVE_INFINITY;
   const maxTextLength = policy.maxTextLength;
   const textOptions = maxTextLength === undefined ? {} : { maxLength: maxTextLength };
