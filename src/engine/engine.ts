@@ -14,6 +14,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
+import { quoteAudienceText } from '../context/prompt-layout.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -1365,7 +1366,9 @@ export function buildEpisodeQuery(state: StoryState, resolution: Pick<InfluenceR
   const parts = [
     characters.length > 0 ? `Characters: ${characters.join(', ')}` : '',
     threads.length > 0 ? `Threads: ${threads.join('; ')}` : '',
-    resolution.winner ? `Audience choice: ${resolution.winner.label}` : '',
+    // Quoted as the prompt quotes audience text: the query reaches the task line, where it must read as a reader's
+    // words, not as part of the instruction.
+    resolution.winner ? `Audience choice: ${quoteAudienceText(resolution.winner.label)}` : '',
   ].filter(Boolean);
   return parts.length > 0 ? parts.join('. ') : state.bible.premise;
 }
