@@ -2,8 +2,9 @@
  * `ContextManager`: finds what the next scene must remember and fits it into the model's context window.
  *
  * Retrieval is hybrid (exact names, BM25, vectors, fused and scored by relevance, recency and importance, with MMR);
- * older history lives on as chapter summaries and a synopsis; the prompt is laid out as a stable prefix that stays
- * byte-identical for a whole chapter, followed by a dynamic part, both within a token budget.
+ * older history lives on as chapter summaries and a synopsis; the prompt is laid out as a stable part, which each
+ * episode of a chapter repeats byte for byte as the prefix of its own (the chapter's journal only appends to it),
+ * followed by a dynamic part, both within a token budget.
  *
  * @module
  */

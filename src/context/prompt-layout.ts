@@ -1,6 +1,7 @@
 /**
- * Prompt layout: a stable prefix that stays byte-identical for a whole chapter (ready for prompt caching) and a
- * dynamic part after it, both packed into a token budget by priority, lowering detail before dropping anything.
+ * Prompt layout: a stable prefix that does not change through a chapter (ready for prompt caching; the context manager
+ * appends the chapter's journal to it, so each episode's stable part begins with the previous one's, byte for byte)
+ * and a dynamic part after it, both packed into a token budget by priority, lowering detail before dropping anything.
  *
  * @module
  */
