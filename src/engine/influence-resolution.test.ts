@@ -119,6 +119,26 @@ describe('settleInfluences', () => {
   });
 });
 
+describe('resolveInfluences given what a store would not give it', () => {
+  it('keeps the same one of an id given twice, whatever the order', () => {
+    const at = '2026-01-01T00:00:00.000Z';
+    const north = influence('dup', 'a', { choice: 'north', receivedAt: at });
+    const south = influence('dup', 'a', { choice: 'south', receivedAt: at });
+    const one = resolveInfluences([north, south]);
+    const other = resolveInfluences([south, north]);
+    expect(one.winner?.choice).toBe(other.winner?.choice);
+    expect(one).toEqual(other);
+  });
+
+  it('orders times written with an offset by the moment they name', () => {
+    // 00:30+01:00 is 23:30 the day before in UTC: earlier than 2026-01-01T00:00Z, though it sorts later as text.
+    const late = influence('late', 'a', { choice: 'north', receivedAt: '2026-01-01T00:00:00.000Z' });
+    const early = influence('early', 'b', { choice: 'south', receivedAt: '2026-01-01T00:30:00.000+01:00' });
+    // A tie goes to the earliest vote.
+    expect(resolveInfluences([late, early]).winner?.choice).toBe('south');
+  });
+});
+
 describe('an influence policy', () => {
   it('is refused with a ValidationError when a number in it would break the vote, by the engine at construction too', () => {
     const policies = [

@@ -279,8 +279,14 @@ function publicTally(tally: ChoiceTally): ChoiceTally {
 }
 
 function byArrival(a: UserInfluence, b: UserInfluence): number {
-  if (a.receivedAt !== b.receivedAt) return a.receivedAt < b.receivedAt ? -1 : 1;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  // As instants: a time written with an offset orders by the moment it names (stores keep UTC; callers may not).
+  const at = Date.parse(a.receivedAt) - Date.parse(b.receivedAt);
+  if (at !== 0 && !Number.isNaN(at)) return at < 0 ? -1 : 1;
+  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
+  // One id given twice (a caller that did not deduplicate): which one is kept must not depend on the input's order.
+  const first = JSON.stringify(a);
+  const second = JSON.stringify(b);
+  return first < second ? -1 : first > second ? 1 : 0;
 }
 
 /** Weights are rounded to 1e-9 so that sums come out the same whatever order they were added in. */
