@@ -394,10 +394,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       // a commit already known to fail writes none, so a stale writer does not leave them behind.
       const header = await this.liveHeader(storyId);
       if (Number(header?.version) !== expectedVersion) {
-        const original = await this.committedScene(storyId, scene.id);
-        if (original) return { ...original, created: false };
-        if (!header) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`);
-        throw staleVersion(storyId, expectedVersion, Number(header.version));
+        const replayed = await this.replayOrStale(storyId, scene.id, expectedVersion);
+        if (replayed) return replayed;
       }
       await this.batchWrite(parts.map((Item) => ({ PutRequest: { Item } })));
     }
@@ -476,29 +474,16 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       if (errorName(error) !== 'TransactionCanceledException') throw error;
       const reasons = cancellationCodes(error);
       const failed = (index: number) => reasons[index] === 'ConditionalCheckFailed';
-      if (!reasons.includes('ConditionalCheckFailed')) {
-        // Only transaction conflicts with a concurrent writer: the race is lost, the caller reloads and retries.
-        throw new ConflictError(`A concurrent write to story "${storyId}" interfered with the commit`, {
-          cause: error,
-        });
-      }
-      // The scene id may have been committed by this very call's earlier attempt, or by a racer: return it.
-      const original = await this.committedScene(storyId, scene.id);
-      if (original) return { ...original, created: false };
+      // Only transaction conflicts with a concurrent writer: the race is lost, the caller reloads and retries.
+      const interfered = () =>
+        new ConflictError(`A concurrent write to story "${storyId}" interfered with the commit`, { cause: error });
+      if (!reasons.includes('ConditionalCheckFailed')) throw interfered();
       // The version is read whatever action 0's code says: DynamoDB reports each action alone, so a STATE item
       // held by a concurrent transaction answers TransactionConflict while the scene and snapshot actions of the same
       // lost race answer ConditionalCheckFailed. Only at the expected version is a taken index this scene's fault.
-      const header = await this.liveHeader(storyId);
-      if (!header) {
-        throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`, { cause: error });
-      }
-      if (Number(header.version) !== expectedVersion)
-        throw staleVersion(storyId, expectedVersion, Number(header.version));
-      if (reasons.includes('TransactionConflict')) {
-        throw new ConflictError(`A concurrent write to story "${storyId}" interfered with the commit`, {
-          cause: error,
-        });
-      }
+      const replayed = await this.replayOrStale(storyId, scene.id, expectedVersion, error);
+      if (replayed) return replayed;
+      if (reasons.includes('TransactionConflict')) throw interfered();
       if (failed(2) || (scene.index > 0 && failed(previousScene))) {
         // At the expected version, so the state it follows is the snapshot of that version.
         throw misplacedScene(storyId, scene.index, (await this.readSnapshot(storyId, expectedVersion))?.sceneCount);
@@ -507,6 +492,26 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       if (stale) throw new ConflictError(`Influence "${stale.id}" is no longer pending`, { cause: error });
       throw new ConflictError(`The commit of scene "${scene.id}" lost a race`, { cause: error });
     }
+  }
+
+  /**
+   * What a commit at `expectedVersion` meets when it cannot be written: the original commit of its scene id (made by
+   * an earlier attempt of this call or by a racer, returned with `created: false`), or the `ConflictError` of a story
+   * that is gone or has moved past `expectedVersion`. Undefined when the story still stands at `expectedVersion`.
+   */
+  private async replayOrStale(
+    storyId: string,
+    sceneId: string,
+    expectedVersion: number,
+    cause?: unknown,
+  ): Promise<CommitResult | undefined> {
+    const original = await this.committedScene(storyId, sceneId);
+    if (original) return { ...original, created: false };
+    const header = await this.liveHeader(storyId);
+    if (!header) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`, { cause });
+    if (Number(header.version) !== expectedVersion)
+      throw staleVersion(storyId, expectedVersion, Number(header.version));
+    return undefined;
   }
 
   /** The commit that wrote `sceneId`, read back: its scene and the state right after it. */
