@@ -730,7 +730,7 @@ function exportTarget(target: string, name: string, project: ProjectPaths): stri
   const real = path.join(realpathSync(path.dirname(resolved)), path.basename(resolved));
   const root = realpathSync(project.root);
   const own = [project.config, project.database, `${project.database}-wal`, `${project.database}-shm`].map((file) =>
-    path.join(root, path.relative(project.root, file)),
+    path.join(root, path.basename(file)),
   );
   if (own.includes(real)) {
     throw new CommandError(`cannot write ${name}: it is a file of the project itself; export somewhere else`);
@@ -1010,13 +1010,13 @@ function gzipFailure(error: unknown, name: string): CommandError | undefined {
   });
 }
 
-/** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
 /** The installed package's version, read through the package's own exports (`storyloom/package.json`). */
 function packageVersion(): string {
   const manifest = createRequire(import.meta.url)('storyloom/package.json') as { version: string };
   return manifest.version;
 }
 
+/** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
 function stateFromBibleFile(file: string, storyId: string) {
   if (!existsSync(file)) throw new CommandError(`${file} does not exist: pass a JSON file with a story bible`);
   if (statSync(file).isDirectory()) throw new CommandError(`${file} is a folder: pass a JSON file with a story bible`);
