@@ -192,6 +192,31 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
   const { send } = connection(options);
   const urlOf = (key: string) => (publicBaseUrl ? `${publicBaseUrl}/${key}` : `s3://${options.bucket}/${key}`);
 
+  /** One `PutObject` of `body` under `key`, with its type, its caching and a write condition; returns its ETag. */
+  const put = async (
+    key: string,
+    body: Uint8Array | string,
+    contentType: string,
+    caching: string,
+    condition: { IfMatch?: string; IfNoneMatch?: string },
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> => {
+    const written = await send<{ ETag?: string }>(
+      'PutObject',
+      signal,
+      (sdk) =>
+        new sdk.PutObjectCommand({
+          Bucket: options.bucket,
+          Key: key,
+          Body: body,
+          ContentType: contentType,
+          CacheControl: caching,
+          ...condition,
+        }),
+    );
+    return written.ETag;
+  };
+
   /** Writes `body` under `key` unless something is there already. */
   const putOnce = async (
     key: string,
@@ -206,19 +231,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
       if (!(ProviderError.isInstance(error) && error.status === 404)) throw error;
     }
     try {
-      await send(
-        'PutObject',
-        signal,
-        (sdk) =>
-          new sdk.PutObjectCommand({
-            Bucket: options.bucket,
-            Key: key,
-            Body: body,
-            ContentType: contentType,
-            CacheControl: cacheControl.immutable,
-            IfNoneMatch: '*',
-          }),
-      );
+      await put(key, body, contentType, cacheControl.immutable, { IfNoneMatch: '*' }, signal);
     } catch (error) {
       // 412: created by another run between our check and our put. 409: a concurrent conditional put is in flight.
       if (ProviderError.isInstance(error) && error.status === 412) return;
@@ -300,20 +313,8 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
       }
       const condition = seen === undefined ? { IfNoneMatch: '*' } : seen.etag ? { IfMatch: seen.etag } : {};
       try {
-        const written = await send<{ ETag?: string }>(
-          'PutObject',
-          signal,
-          (sdk) =>
-            new sdk.PutObjectCommand({
-              Bucket: options.bucket,
-              Key: key,
-              Body: body,
-              ContentType: JSON_TYPE,
-              CacheControl: cacheControl.index,
-              ...condition,
-            }),
-        );
-        seen = { etag: written.ETag, text: body, stored: index };
+        const etag = await put(key, body, JSON_TYPE, cacheControl.index, condition, signal);
+        seen = { etag, text: body, stored: index };
       } catch (error) {
         // 412: written by another publish since it was read; 409: a conditional write of it is in flight.
         if (!(ProviderError.isInstance(error) && (error.status === 412 || error.status === 409))) throw error;
