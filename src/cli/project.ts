@@ -95,7 +95,7 @@ export function projectPaths(directory: string): ProjectPaths {
 
 const PendingBuildSchema = z.object({
   kind: z.enum(['import', 'fork']),
-  /** The story whose publication log says which pictures were skipped: the story itself (import), the original (fork). */
+  /** The story whose log says which pictures were skipped: the story itself (an import), the original (a fork). */
   from: z.string().min(1),
   startedAt: z.string(),
 });

@@ -2527,9 +2527,9 @@ export class ContextManager {
 
   /**
    * A summary as the summarizer returned it, checked before anything is written: text that says something, cut to
-   * the whole sentences that fit what a memory's stored text holds. An empty one would count as covering its chapter, and `prune` would then
-   * drop the chapter's scenes with nothing left to tell of them; one longer than the keyword index takes would be
-   * written to the vector index alone.
+   * the whole sentences that fit what a memory's stored text holds. An empty one would count as covering its
+   * chapter, and `prune` would then drop the chapter's scenes with nothing left to tell of them; one longer than the
+   * keyword index takes would be written to the vector index alone.
    */
   private checkSummary(summary: unknown, what: string): string {
     const { provider } = this.summarizer;
