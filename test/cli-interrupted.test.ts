@@ -3,7 +3,7 @@
  * store (the state such a kill leaves is built here by the command's own first steps, stopped there), two runs on
  * one project, and the small refusals that keep a slip from costing the project.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { markBuildPending, openProject, projectPaths } from '../src/cli/project.js';
@@ -249,6 +249,16 @@ describe('slips that cost nothing', () => {
       'story.jsonl',
       `story.jsonl.partial-${process.ppid}`,
     ]);
+  });
+
+  it('a pending-build record removes what a record killed before its rename left beside it', async () => {
+    const { data } = await storyWith(1);
+    const paths = projectPaths(data);
+    const record = paths.pendingOf('branch');
+    mkdirSync(path.dirname(record), { recursive: true });
+    writeFileSync(`${record}.partial-4194999`, '{"kind":');
+    markBuildPending(paths, 'branch', { kind: 'fork', from: STORY });
+    expect(readdirSync(path.dirname(record))).toEqual([path.basename(record)]);
   });
 
   it('a bible file that holds no JSON object is refused in one line', async () => {

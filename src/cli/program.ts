@@ -16,7 +16,6 @@ import {
   existsSync,
   lstatSync,
   openSync,
-  readdirSync,
   readFileSync,
   readlinkSync,
   readSync,
@@ -57,6 +56,7 @@ import {
   type ProjectPaths,
   projectPaths,
   readBuildPending,
+  removeStalePartials,
   SELF,
 } from './project.js';
 
@@ -777,25 +777,6 @@ async function importAndFinish(
     );
   }
   return { storyId, scenes, again };
-}
-
-/**
- * Removes what exports of `target` killed before they could clean up left beside it (`<target>.partial-<pid>`, of a
- * process that no longer runs); a partial file of an export still running is left alone.
- */
-function removeStalePartials(target: string): void {
-  const prefix = `${path.basename(target)}.partial-`;
-  for (const name of readdirSync(path.dirname(target))) {
-    if (!name.startsWith(prefix)) continue;
-    const pid = Number(name.slice(prefix.length));
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-    } catch (error) {
-      if ((error as { code?: unknown }).code === 'ESRCH')
-        rmSync(path.join(path.dirname(target), name), { force: true });
-    }
-  }
 }
 
 /** The story id an export's first line names, or undefined when it is not a storyloom export (refused later). */

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { ContextCache } from '../context/context-cache.js';
@@ -114,8 +114,29 @@ export function markBuildPending(paths: ProjectPaths, storyId: string, build: Om
   const file = paths.pendingOf(storyId);
   mkdirSync(path.dirname(file), { recursive: true });
   const partial = `${file}.partial-${process.pid}`;
+  removeStalePartials(file);
   writeFileSync(partial, `${JSON.stringify({ ...build, startedAt: new Date().toISOString() })}\n`);
   renameSync(partial, file);
+}
+
+/**
+ * Removes what writers of `target` killed before they could rename their work into place left beside it
+ * (`<target>.partial-<pid>`, of a process that no longer runs): an export, a pending-build record. A partial file of
+ * a writer still running is left alone.
+ */
+export function removeStalePartials(target: string): void {
+  const prefix = `${path.basename(target)}.partial-`;
+  for (const name of readdirSync(path.dirname(target))) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'ESRCH')
+        rmSync(path.join(path.dirname(target), name), { force: true });
+    }
+  }
 }
 
 /** The pending build of a story, if a command left one. A record that cannot be read counts as a pending import. */
