@@ -139,6 +139,23 @@ function conditionHolds(actual: unknown, condition: Scalar | FieldCondition): bo
   return true;
 }
 
+/**
+ * Whether a valid filter holds for every record: it names no condition (only `undefined` values), its `$and` parts
+ * all hold for every record, or one of its `$or` branches does. `{ chapterId: options.chapter }` with no chapter is
+ * such a filter, and so is `{ $and: [{}] }`.
+ */
+export function matchesEverything(filter: MetadataFilter): boolean {
+  for (const [key, value] of Object.entries(filter)) {
+    if (value === undefined) continue;
+    if (key === '$and') {
+      if (!(value as MetadataFilter[]).every(matchesEverything)) return false;
+    } else if (key === '$or') {
+      if (!(value as MetadataFilter[]).some(matchesEverything)) return false;
+    } else return false;
+  }
+  return true;
+}
+
 /** Whether `metadata` satisfies `filter`. A missing field satisfies only negative conditions. */
 export function matchesFilter(
   metadata: Readonly<Record<string, unknown>>,

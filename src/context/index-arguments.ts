@@ -6,7 +6,7 @@
  */
 import { throwIfAborted, toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { IdSchema, LIMITS, type VectorMetadata, VectorMetadataSchema } from '../state/schema.js';
-import { type MetadataFilter, validateFilter } from './filter.js';
+import { type MetadataFilter, matchesEverything, validateFilter } from './filter.js';
 
 /** The first problem with its path, and how many more there are. */
 export function describeProblems(problems: readonly ValidationProblem[]): string {
@@ -69,8 +69,9 @@ export function checkKeywordQuery(query: unknown, maxTopK: number): void {
 }
 
 /**
- * Checks a deletion: `{ ids }` or a non-empty `{ filter }`. An empty filter would match every record, so dropping
- * a whole story must go through `deleteStory`, never through a typo.
+ * Checks a deletion: `{ ids }` or a `{ filter }` that names a condition. A filter without one (`{}`, a field set to
+ * `undefined`, `{ $and: [{}] }`) would match every record, so dropping a whole story must go through `deleteStory`,
+ * never through a typo or an option left unset.
  */
 export function checkDeletion(deletion: unknown): { ids: string[] } | { filter: MetadataFilter } {
   if (typeof deletion !== 'object' || deletion === null) {
@@ -82,7 +83,7 @@ export function checkDeletion(deletion: unknown): { ids: string[] } | { filter: 
   }
   if ('filter' in deletion) {
     validateFilter(deletion.filter, 'deletion.filter');
-    if (Object.values(deletion.filter).every((value) => value === undefined)) {
+    if (matchesEverything(deletion.filter)) {
       throw invalidArgument(
         'deletion.filter',
         'must name at least one condition; use deleteStory to drop a whole story',

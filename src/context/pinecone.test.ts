@@ -12,6 +12,8 @@ import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import {
   createPineconeIndex,
   cutBatches,
+  fetchBatches,
+  PINECONE_LIMITS,
   type PineconeQuery,
   type PineconeRecordInput,
   toPineconeFilter,
@@ -122,8 +124,61 @@ describe('Pinecone adapter specifics', () => {
         },
       ],
       [{ characters: { $nin: ['oren'] } }, { characters: { $nin: ['oren'] } }],
+      // What holds for every record is no condition: Pinecone's client refuses `{}` and empty branches.
+      [{}, undefined],
+      [{ chapterId: undefined }, undefined],
+      [{ $and: [{}, { chapterId: undefined }] }, undefined],
+      [{ $or: [{ type: 'scene' }, {}] }, undefined],
+      [{ type: 'scene', $and: [{}] }, { type: { $eq: 'scene' } }],
+      [{ type: 'scene', $or: [{ importance: 1 }, { chapterId: undefined }] }, { type: { $eq: 'scene' } }],
+      [
+        { $and: [{}, { type: 'scene' }, { importance: { $gt: 0.5 } }] },
+        { $and: [{ type: { $eq: 'scene' } }, { importance: { $gt: 0.5 } }] },
+      ],
+      [
+        { $or: [{ type: 'scene' }, { $and: [{}, { importance: 1 }] }] },
+        { $or: [{ type: { $eq: 'scene' } }, { importance: { $eq: 1 } }] },
+      ],
     ];
     for (const [ours, theirs] of table) expect(toPineconeFilter(ours)).toEqual(theirs);
+  });
+
+  it('a query whose filter holds for every record reaches Pinecone without one', async () => {
+    const index = realClientIndex();
+    const storyId = 'no-condition';
+    const vector = Float32Array.from({ length: DIMENSIONS }, (_, i) => i + 1);
+    await index.upsert(storyId, [
+      { id: 'a', values: vector, metadata: { storyId, type: 'scene', timestamp: 1, sourceId: 'a' } },
+    ]);
+    const chapter: string | undefined = undefined;
+    for (const filter of [{ chapterId: chapter }, { chapterId: chapter, $and: [{}] }]) {
+      const matches = await index.query(storyId, { vector, topK: 5, filter });
+      expect(matches.map((match) => match.id)).toEqual(['a']);
+    }
+  });
+
+  it('cuts fetches by the length of the URL the ids make, not by their count alone', async () => {
+    // 100 ids of 128 characters holding ':' take about 39 KB percent-encoded: one request would be refused (431).
+    const ids = Array.from({ length: 100 }, (_, n) => `${String(n).padStart(3, '0')}:${'x:'.repeat(62)}`);
+    expect(ids[0]).toHaveLength(128);
+    const batches = fetchBatches(ids);
+    expect(batches.flat()).toEqual(ids);
+    for (const batch of batches) {
+      const query = batch.map((id) => `&ids=${encodeURIComponent(id)}`).join('');
+      expect(query.length).toBeLessThanOrEqual(PINECONE_LIMITS.maxFetchQueryBytes);
+    }
+    expect(fetchBatches(Array.from({ length: 250 }, (_, n) => `s${n}`)).map((batch) => batch.length)).toEqual([
+      100, 100, 50,
+    ]);
+    const index = realClientIndex();
+    const storyId = 'long-ids';
+    const vector = Float32Array.from({ length: DIMENSIONS }, (_, i) => i + 1);
+    await index.upsert(
+      storyId,
+      ids.map((id) => ({ id, values: vector, metadata: { storyId, type: 'scene', timestamp: 1, sourceId: 'a' } })),
+    );
+    const fetched = await index.fetch(storyId, ids);
+    expect(fetched.map((record) => record.id)).toEqual(ids);
   });
 
   it('retries a 429 and a 500 with the one retry policy, waiting on the injected clock', async () => {

@@ -28,7 +28,7 @@ import {
 } from '../core/errors.js';
 import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js';
 import { type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
-import { type FieldCondition, type MetadataFilter, type Scalar, validateFilter } from './filter.js';
+import { type FieldCondition, type MetadataFilter, matchesEverything, type Scalar, validateFilter } from './filter.js';
 import {
   checkDeletion,
   checkIdList,
@@ -163,6 +163,8 @@ export const PINECONE_LIMITS = Object.freeze({
   maxQueryResultBytes: 4 * 1024 * 1024,
   /** Ids per fetch: they travel in the URL, which servers cap at a few kilobytes. */
   maxFetchIds: 100,
+  /** Bytes of `ids=` query parameters per fetch, percent-encoded (an id of 128 characters can take 384). */
+  maxFetchQueryBytes: 6_000,
   maxDeleteIds: 1_000,
   /** Non-zero entries of one sparse vector on a hybrid (`dotproduct`) index. */
   maxSparseValues: 1_000,
@@ -400,7 +402,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
           namespace: namespaceOf(storyId),
           includeMetadata: true,
           includeValues: query.includeValues === true,
-          ...(filter ? { filter } : {}),
+          ...(filter === undefined ? {} : { filter }),
           ...(sparseVector ? { sparseVector } : {}),
         }),
       );
@@ -427,8 +429,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
       throwIfAborted(fetchOptions?.signal);
       const unique = [...new Set(ids)];
       const found = new Map<string, VectorRecord>();
-      for (let start = 0; start < unique.length; start += PINECONE_LIMITS.maxFetchIds) {
-        const batch = unique.slice(start, start + PINECONE_LIMITS.maxFetchIds);
+      for (const batch of fetchBatches(unique)) {
         const response = await call('fetch', fetchOptions?.signal, (index) =>
           index.fetch({ ids: batch, namespace: namespaceOf(storyId) }),
         );
@@ -554,6 +555,33 @@ export function toProviderError(operation: string, error: unknown, response?: Pi
   );
 }
 
+/**
+ * Cuts ids into fetch requests: at most `maxFetchIds` each, and at most `maxFetchQueryBytes` of query string, as the
+ * ids travel percent-encoded in the URL (`&ids=` and the id). Cutting by count alone sent URLs of 30 KB for ids
+ * holding `:`, which servers refuse (431).
+ */
+export function fetchBatches(
+  ids: readonly string[],
+  maxIds: number = PINECONE_LIMITS.maxFetchIds,
+  maxBytes: number = PINECONE_LIMITS.maxFetchQueryBytes,
+): string[][] {
+  const batches: string[][] = [];
+  let batch: string[] = [];
+  let bytes = 0;
+  for (const id of ids) {
+    const size = encodeURIComponent(id).length + '&ids='.length;
+    if (batch.length > 0 && (batch.length >= maxIds || bytes + size > maxBytes)) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(id);
+    bytes += size;
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
+}
+
 /** A record ready to send, with its estimated JSON size. */
 interface PreparedRecord {
   id: string;
@@ -664,14 +692,22 @@ function restoreValues(values: readonly number[], metadata: Record<string, unkno
  * Pinecone's `$in` and `$nin` take strings and numbers only: a boolean in their list is a `ValidationError` here
  * rather than a 400 from Pinecone (`$eq` and `$ne` take booleans).
  */
-export function toPineconeFilter(filter: MetadataFilter, path = 'filter'): Record<string, unknown> {
+export function toPineconeFilter(filter: MetadataFilter, path = 'filter'): Record<string, unknown> | undefined {
+  // Pinecone (its client already) refuses an empty filter, and `$and` / `$or` of empty ones; the port reads them as
+  // "no condition". So a filter that holds for every record is no filter, and conditions that always hold are left out.
+  if (matchesEverything(filter)) return undefined;
   const parts: Array<Record<string, unknown>> = [];
   for (const [key, value] of Object.entries(filter)) {
     if (value === undefined) continue;
     if (key === '$and' || key === '$or') {
-      parts.push({
-        [key]: (value as MetadataFilter[]).map((part, index) => toPineconeFilter(part, `${path}.${key}.${index}`)),
+      const branches = value as MetadataFilter[];
+      // An `$or` with a branch that always holds always holds itself (and is not reached: checked above).
+      if (key === '$or' && branches.some(matchesEverything)) continue;
+      const translated = branches.flatMap((part, index) => {
+        const branch = toPineconeFilter(part, `${path}.${key}.${index}`);
+        return branch === undefined ? [] : [branch];
       });
+      if (translated.length > 0) parts.push(translated.length === 1 ? translated[0]! : { [key]: translated });
       continue;
     }
     if (typeof value !== 'object' || value === null) {
@@ -692,9 +728,7 @@ export function toPineconeFilter(filter: MetadataFilter, path = 'filter'): Recor
       parts.push({ [key]: { [operator]: operand } });
     }
   }
-  if (parts.length === 1) return parts[0]!;
-  // An empty filter matches everything; Pinecone reads `{}` the same way.
-  return parts.length === 0 ? {} : { $and: parts };
+  return parts.length === 1 ? parts[0]! : { $and: parts };
 }
 
 interface CheckedOptions {

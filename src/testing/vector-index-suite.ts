@@ -224,6 +224,17 @@ const FILTER_TABLE: ReadonlyArray<{ name: string; expectations: ReadonlyArray<[M
     ],
   },
   {
+    name: 'a condition left undefined, and an $and or $or that holds for every record, mean no condition',
+    expectations: [
+      [{}, ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']],
+      [{ chapterId: undefined }, ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']],
+      [{ $and: [{}] }, ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']],
+      [{ type: 'scene', $and: [{ chapterId: undefined }, {}] }, ['f1', 'f2', 'f6']],
+      [{ type: 'scene', $or: [{ chapterId: undefined }, { importance: 1 }] }, ['f1', 'f2', 'f6']],
+      [{ $and: [{ type: 'scene' }, { $or: [{}, { importance: 1 }] }, { importance: { $gte: 0.5 } }] }, ['f1', 'f6']],
+    ],
+  },
+  {
     name: 'a filter that matches nothing',
     expectations: [
       [{ type: 'scene', importance: { $lt: 0.1 } }, []],
@@ -658,6 +669,30 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         assert.deepEqual(sorted(ids(left)), ['f3', 'f4', 'f6']);
         assert.equal(await count(index, storyId), 3);
       });
+    },
+  },
+  {
+    name: 'delete refuses a filter that holds for every record, however it is nested (deleteStory does that)',
+    async run(index) {
+      const storyId = uniqueStoryId('delete-everything');
+      const records = filterFixture(index, storyId);
+      await index.upsert(storyId, records);
+      await eventually(index, async () => assert.equal(await count(index, storyId), 6));
+      const everything: MetadataFilter[] = [
+        {},
+        { chapterId: undefined },
+        { $and: [{}] },
+        { $and: [{ chapterId: undefined }, { $or: [{ type: undefined }] }] },
+        { $or: [{ type: 'scene' }, {}] },
+      ];
+      for (const filter of everything) {
+        await assert.rejects(
+          index.delete(storyId, { filter }),
+          (error: unknown) => ValidationError.isInstance(error),
+          `delete with ${JSON.stringify(filter)}`,
+        );
+      }
+      assert.equal(await count(index, storyId), 6, 'nothing was deleted');
     },
   },
   {
