@@ -429,7 +429,10 @@ export const VectorMetadataSchema = z.object({
   chapterId: IdSchema.optional(),
   /** Chunk number for long scenes split in parts. */
   chunk: z.number().int().min(0).max(10_000).default(0),
-  /** A short excerpt of the text, for display and for lexical re-ranking. */
+  /**
+   * A short excerpt of the text, for display and for lexical re-ranking. An index whose records have a size limit
+   * may keep a shorter prefix of it (Pinecone: the whole metadata within 40 KB as JSON); every other field is kept.
+   */
   text: z.string().max(LIMITS.metadataText).default(''),
 });
 export type VectorMetadata = z.infer<typeof VectorMetadataSchema>;
