@@ -7,6 +7,16 @@
 import { ValidationError } from '../core/errors.js';
 import type { CacheSetOptions } from './cache-driver.js';
 
+/**
+ * The longest TTL a cache accepts, in milliseconds (about 285,000 years): an exact integer in JavaScript, and one
+ * Redis takes as `PX` (it refuses one beyond its 64-bit range, which a driver would report as a failed write on every
+ * call while the memory driver stored it).
+ */
+export const MAX_CACHE_TTL_MS = Number.MAX_SAFE_INTEGER;
+
+/** The longest delay `setTimeout` waits (2^31-1 ms, about 24.8 days): Node fires a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 function invalid(path: string, message: string): ValidationError {
   return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
 }
@@ -25,17 +35,24 @@ export function checkCacheKeys(keys: unknown): asserts keys is string[] {
   });
 }
 
-/** Checks a write's key, value and options; returns its TTL in whole milliseconds, or 0 for none. */
+/**
+ * Checks a write's key, value and options; returns its TTL in whole milliseconds (1 to `MAX_CACHE_TTL_MS`), or 0 for
+ * none.
+ */
 export function checkCacheWrite(key: unknown, value: unknown, options: CacheSetOptions | undefined): number {
   checkCacheKey(key, 'key');
   if (typeof value !== 'string') throw invalid('value', 'must be a string; callers serialize');
   const ttlMs = options?.ttlMs;
   if (ttlMs === undefined) return 0;
-  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
-    throw invalid('options.ttlMs', `must be a positive number of milliseconds, got ${String(ttlMs)}`);
-  }
   // Whole milliseconds (Redis PX takes no fraction); rounding up never expires an entry early.
-  return Math.ceil(ttlMs);
+  const whole = typeof ttlMs === 'number' ? Math.ceil(ttlMs) : Number.NaN;
+  if (!(whole > 0 && whole <= MAX_CACHE_TTL_MS)) {
+    throw invalid(
+      'options.ttlMs',
+      `must be a positive number of milliseconds up to ${MAX_CACHE_TTL_MS}, got ${String(ttlMs)}`,
+    );
+  }
+  return whole;
 }
 
 /** A `ValidationError` for a value the driver cannot hold. */

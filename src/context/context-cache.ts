@@ -7,6 +7,7 @@
 import { ProviderError, ValidationError } from '../core/errors.js';
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
+import { MAX_CACHE_TTL_MS, MAX_TIMER_MS } from './cache-arguments.js';
 import type { CacheDriver } from './cache-driver.js';
 import { newestScenesBefore } from './scene-listing.js';
 
@@ -16,6 +17,9 @@ const FORMAT = 2;
 const isString = (value: unknown): value is string => typeof value === 'string';
 const isStrings = (value: unknown): value is string[] => Array.isArray(value) && value.every(isString);
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
+const isNumber = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
+const isNumbers = (value: unknown): value is Record<string, number> =>
+  isObject(value) && !Array.isArray(value) && Object.values(value).every(isNumber);
 
 /**
  * Whether an entry is shaped as this format writes it, down to the fields the prompt reads: a shared cache may hold
@@ -33,7 +37,9 @@ function wellFormed(entry: FrequentContext): boolean {
         isString(character.role) &&
         isString(character.status) &&
         isString(character.description) &&
-        isObject(character.traits),
+        isNumbers(character.traits) &&
+        isNumber(character.arcProgress) &&
+        (character.lastAppearance === null || isString(character.lastAppearance)),
     ) &&
     Array.isArray(entry.active_plots) &&
     entry.active_plots.every(
@@ -43,6 +49,7 @@ function wellFormed(entry: FrequentContext): boolean {
         isString(plot.title) &&
         isString(plot.summary) &&
         isString(plot.status) &&
+        isNumber(plot.importance) &&
         isStrings(plot.characters) &&
         isStrings(plot.setups),
     ) &&
@@ -126,24 +133,36 @@ export interface ContextCacheStats {
 export interface ContextCacheOptions {
   driver: CacheDriver;
   store: StoryStateStore;
-  /** How long an entry lives. Default 1 hour: keys carry the version, so the TTL only bounds memory. */
+  /**
+   * How long an entry lives, in whole milliseconds up to `Number.MAX_SAFE_INTEGER`. Default 1 hour: keys carry the
+   * version, so the TTL only bounds memory.
+   */
   ttlMs?: number;
   /** Recent scenes kept. Default 5. */
   recentScenes?: number;
   /** Key prefix. Default `storyloom`. */
   prefix?: string;
   /**
-   * Most milliseconds one driver call may take before it counts as failed and is bypassed. Default 1,000: a driver
-   * whose call never returns must not hang a retrieval (the Redis driver bounds its own calls as well).
+   * Most milliseconds one driver call may take before it counts as failed and is bypassed. Default 1,000, at most
+   * 2,147,483,647 (what a Node timer can wait): a driver whose call never returns must not hang a retrieval (the Redis
+   * driver bounds its own calls as well).
    */
   timeoutMs?: number;
-  /** Called when the cache fails and is bypassed. */
-  onError?: (error: unknown, operation: 'get' | 'set') => void;
+  /**
+   * Called when the cache fails and is bypassed: a read (`get`), a write (`set`, the write-back after a miss
+   * included) or `invalidate` (`delete`).
+   */
+  onError?: (error: unknown, operation: 'get' | 'set' | 'delete') => void;
 }
+
+/** What `onError` names: the driver call that failed. */
+type CacheOperation = Parameters<NonNullable<ContextCacheOptions['onError']>>[1];
 
 /**
  * Caches the context every episode needs. Reads never fail because of the cache: a failing driver is bypassed and the
- * context is computed from the store. Concurrent misses on one key compute once (single flight).
+ * context is computed from the store. Concurrent misses on one key compute once (single flight), and a miss returns
+ * as soon as the context is computed: its write-back goes on in the background, bounded like every driver call.
+ * Every caller gets its own copy, which shares nothing with another caller's or with the state.
  *
  * @example
  * ```ts
@@ -160,8 +179,9 @@ export class ContextCache {
   readonly recentScenes: number;
   private readonly prefix: string;
   private readonly timeoutMs: number;
-  private readonly onError: ((error: unknown, operation: 'get' | 'set') => void) | undefined;
-  private readonly inFlight = new Map<string, Promise<FrequentContext>>();
+  private readonly onError: ContextCacheOptions['onError'];
+  /** The computation of each key being computed, resolving to the entry as stored (each caller parses its own copy). */
+  private readonly inFlight = new Map<string, Promise<string>>();
   private readonly counters: ContextCacheStats = { hits: 0, misses: 0, errors: 0, computed: 0 };
 
   constructor(options: ContextCacheOptions) {
@@ -174,18 +194,20 @@ export class ContextCache {
     this.onError = options.onError;
     // Checked here: a ttlMs of 0 made every write fail in the driver, and the cache was bypassed without a word.
     const problems = [
-      ...(Number.isInteger(this.ttlMs) && this.ttlMs > 0
+      // Up to what every driver can hold: Redis refuses a longer PX, and the write-back failed on every miss.
+      ...(Number.isInteger(this.ttlMs) && this.ttlMs > 0 && this.ttlMs <= MAX_CACHE_TTL_MS
         ? []
-        : [{ path: 'ttlMs', message: 'must be a positive integer' }]),
+        : [{ path: 'ttlMs', message: `must be a positive integer up to ${MAX_CACHE_TTL_MS}` }]),
       ...(Number.isInteger(this.recentScenes) && this.recentScenes >= 0 && this.recentScenes <= 100
         ? []
         : [{ path: 'recentScenes', message: 'must be an integer from 0 to 100' }]),
       ...(typeof this.prefix === 'string' && this.prefix.length > 0 && !/[{}]/.test(this.prefix)
         ? []
         : [{ path: 'prefix', message: 'must be a non-empty string without braces' }]),
-      ...(Number.isFinite(this.timeoutMs) && this.timeoutMs > 0
+      // A longer timer fires after 1 ms: every call would time out.
+      ...(typeof this.timeoutMs === 'number' && this.timeoutMs > 0 && this.timeoutMs <= MAX_TIMER_MS
         ? []
-        : [{ path: 'timeoutMs', message: 'must be a positive number' }]),
+        : [{ path: 'timeoutMs', message: `must be a positive number up to ${MAX_TIMER_MS}` }]),
     ];
     if (problems.length > 0) {
       throw new ValidationError(`Invalid ContextCache options: ${problems[0]!.path} ${problems[0]!.message}`, {
@@ -209,22 +231,24 @@ export class ContextCache {
   }
 
   /**
-   * Computes the frequent context of the story's current version and writes it to the cache.
-   * Pass `state` when it is already loaded, to save a read.
+   * Computes the frequent context of the story's current version and writes it to the cache, waiting for the write
+   * (a failed one is reported, not thrown). Pass `state` when it is already loaded, to save a read; a `state` of
+   * another story is a `ValidationError`.
    */
   async cacheFrequentContext(storyId: string, options: { state?: StoryState } = {}): Promise<FrequentContext> {
-    const state = options.state ?? (await this.store.load(storyId));
+    const state = await this.stateOf(storyId, options);
     const context = await this.compute(state);
-    await this.write(this.keyFor(storyId, state.version), context);
+    await this.write(this.keyFor(storyId, state.version), JSON.stringify(context));
     return context;
   }
 
   /**
-   * The frequent context of the story's current version (or of `state`, when given): from the cache when present,
-   * else computed once, however many callers miss at the same time, and cached.
+   * The frequent context of the story's current version (or of `state`, when given; one of another story is a
+   * `ValidationError`): from the cache when present, else computed once, however many callers miss at the same time,
+   * and returned without waiting for its write to the cache.
    */
   async getFrequentContext(storyId: string, options: { state?: StoryState } = {}): Promise<FrequentContext> {
-    const state = options.state ?? (await this.store.load(storyId));
+    const state = await this.stateOf(storyId, options);
     const key = this.keyFor(storyId, state.version);
     const cached = await this.read(key, state);
     if (cached) {
@@ -232,27 +256,52 @@ export class ContextCache {
       return cached;
     }
     this.counters.misses++;
-    const pending = this.inFlight.get(key);
-    if (pending) return pending;
-    const computing = (async () => {
-      try {
-        const context = await this.compute(state);
-        await this.write(key, context);
-        return context;
-      } finally {
-        this.inFlight.delete(key);
-      }
-    })();
-    this.inFlight.set(key, computing);
-    return computing;
+    let computing = this.inFlight.get(key);
+    if (!computing) {
+      computing = this.computeAndWriteBack(key, state);
+      this.inFlight.set(key, computing);
+    }
+    // Each caller its own copy, as on a hit: one that reorders or extends its result changes no other's.
+    return JSON.parse(await computing) as FrequentContext;
   }
 
-  /** Drops every cached version of a story (after an import or a manual edit). */
+  /**
+   * Drops every cached version of a story (after an import or a manual edit). Bounded by `timeoutMs` like every
+   * driver call: a driver that takes longer (a long key walk, a stuck server) is reported to `onError` as a failed
+   * `delete` and left to finish on its own.
+   */
   async invalidate(storyId: string): Promise<void> {
     try {
-      await this.driver.deletePrefix(`${this.prefix}:story:{${storyId}}:`);
+      await this.bounded(this.driver.deletePrefix(`${this.prefix}:story:{${storyId}}:`), 'delete');
     } catch (error) {
-      this.failed(error, 'set');
+      this.failed(error, 'delete');
+    }
+  }
+
+  /** `options.state` once it is known to be of `storyId`, else the story's stored state. */
+  private async stateOf(storyId: string, options: { state?: StoryState }): Promise<StoryState> {
+    const given = options.state;
+    if (given === undefined) return this.store.load(storyId);
+    // Computed, it would be cached under this story's key and served as this story.
+    if (given.storyId !== storyId) {
+      const message = `belongs to "${given.storyId}", not "${storyId}"`;
+      throw new ValidationError(`options.state ${message}`, { problems: [{ path: 'options.state', message }] });
+    }
+    return given;
+  }
+
+  /**
+   * Computes the entry of `key` and starts writing it to the cache; resolves to the entry serialized, without
+   * waiting for the write: a slow or stuck cache must not delay the retrieval that missed it.
+   */
+  private async computeAndWriteBack(key: string, state: StoryState): Promise<string> {
+    try {
+      const serialized = JSON.stringify(await this.compute(state));
+      // write() bounds the call and counts and reports its failure itself; an onError that throws has no caller left.
+      this.write(key, serialized).catch(() => {});
+      return serialized;
+    } finally {
+      this.inFlight.delete(key);
     }
   }
 
@@ -283,16 +332,16 @@ export class ContextCache {
     return null;
   }
 
-  private async write(key: string, context: FrequentContext): Promise<void> {
+  private async write(key: string, serialized: string): Promise<void> {
     try {
-      await this.bounded(this.driver.set(key, JSON.stringify(context), { ttlMs: this.ttlMs }), 'set');
+      await this.bounded(this.driver.set(key, serialized, { ttlMs: this.ttlMs }), 'set');
     } catch (error) {
       this.failed(error, 'set');
     }
   }
 
   /** `call`, or a `ProviderError` once it has taken `timeoutMs` (the call is left to settle on its own). */
-  private bounded<T>(call: Promise<T>, operation: 'get' | 'set'): Promise<T> {
+  private bounded<T>(call: Promise<T>, operation: CacheOperation): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -311,7 +360,7 @@ export class ContextCache {
     return Promise.race([call, timeout]).finally(() => clearTimeout(timer));
   }
 
-  private failed(error: unknown, operation: 'get' | 'set'): void {
+  private failed(error: unknown, operation: CacheOperation): void {
     this.counters.errors++;
     this.onError?.(error, operation);
   }
@@ -324,7 +373,10 @@ export class ContextCache {
   }
 }
 
-/** The frequent context of a state and its most recent scenes (newest first), as `ContextCache` stores it. */
+/**
+ * The frequent context of a state and its most recent scenes (newest first), as `ContextCache` stores it. It shares
+ * no array or object with `state` or the scenes: a caller may change it freely.
+ */
 export function frequentContextOf(state: StoryState, recentScenesNewestFirst: readonly Scene[]): FrequentContext {
   const characters = Object.values(state.characters);
   const main = characters.filter((character) => character.role === 'main');
@@ -339,11 +391,11 @@ export function frequentContextOf(state: StoryState, recentScenesNewestFirst: re
       .map((character) => ({
         id: character.id,
         name: character.name,
-        aliases: character.aliases,
+        aliases: [...character.aliases],
         role: character.role,
         status: character.status,
         description: character.description,
-        traits: character.traits,
+        traits: { ...character.traits },
         arcProgress: character.arcProgress,
         lastAppearance: character.lastAppearance,
       })),
@@ -356,8 +408,8 @@ export function frequentContextOf(state: StoryState, recentScenesNewestFirst: re
         summary: thread.summary,
         status: thread.status,
         importance: thread.importance,
-        characters: thread.characters,
-        setups: thread.setups,
+        characters: [...thread.characters],
+        setups: [...thread.setups],
       })),
     world_rules: [...state.bible.worldRules],
     recent_scenes: [...recentScenesNewestFirst]
@@ -368,8 +420,8 @@ export function frequentContextOf(state: StoryState, recentScenesNewestFirst: re
         chapterId: scene.chapterId,
         title: scene.title,
         summary: scene.summary,
-        characters: scene.characters,
-        locations: scene.locations,
+        characters: [...scene.characters],
+        locations: [...scene.locations],
       })),
   };
 }

@@ -1,7 +1,12 @@
-import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { LRUCache } from 'lru-cache';
+import { describe, expect, it, vi } from 'vitest';
 import { StoryloomError, ValidationError } from '../core/errors.js';
 import { runCacheDriverSuite } from '../testing/cache-driver-suite.js';
 import { ManualClock } from '../testing/manual-clock.js';
+import type { CacheDriver } from './cache-driver.js';
 import { createMemoryCacheDriver } from './memory-cache.js';
 
 const suiteClock = new ManualClock();
@@ -64,6 +69,13 @@ describe('createMemoryCacheDriver', () => {
     expect(await cache.get('b')).toBe('x'.repeat(9));
   });
 
+  it('refuses a maxEntries above 1,000,000, whose slots lru-cache would allocate up front', async () => {
+    // 5,000,000 slots took some 160 MB before the first entry; 1,000,000 take some 30 to 50 MB.
+    expect(() => createMemoryCacheDriver({ maxEntries: 1_000_001 })).toThrow(ValidationError);
+    expect(() => createMemoryCacheDriver({ maxEntries: 5_000_000 })).toThrow(/maxEntries/);
+    await createMemoryCacheDriver({ maxEntries: 1_000_000 }).close();
+  });
+
   it('validates its options', () => {
     expect(() => createMemoryCacheDriver({ maxEntries: 0 })).toThrow(ValidationError);
     expect(() => createMemoryCacheDriver({ maxBytes: -1 })).toThrow(ValidationError);
@@ -82,5 +94,73 @@ describe('createMemoryCacheDriver', () => {
     await cache.close();
     const error = await cache.get('k').catch((caught: unknown) => caught);
     expect(StoryloomError.isInstance(error) && error.code).toBe('CLOSED');
+  });
+});
+
+describe('createMemoryCacheDriver: expired entries give their memory back', () => {
+  // The heap is what a user notices: ContextCache writes one key per story version, and an expired one that is never
+  // read again stayed in the LRU list until evicted as the least recently used.
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const ENTRIES = 40;
+  const megabyte = () => randomBytes(500_000).toString('hex');
+
+  /** Megabytes of heap the cache holds after `act`, with ENTRIES values of 1 MB written under `story:` first. */
+  async function retainedAfter(act: (cache: CacheDriver, clock: ManualClock) => Promise<void>): Promise<number> {
+    const clock = new ManualClock();
+    const cache = createMemoryCacheDriver({ clock });
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < ENTRIES; i++) await cache.set(`story:{s${i}}:frequent:v1`, megabyte(), { ttlMs: 60_000 });
+    await act(cache, clock);
+    gc();
+    const retained = (process.memoryUsage().heapUsed - before) / 1e6;
+    await cache.close();
+    return retained;
+  }
+
+  it('holds them while they live (the measure sees the entries)', async () => {
+    expect(await retainedAfter(async () => {})).toBeGreaterThan(ENTRIES * 0.8);
+  });
+
+  it('drops every expired entry on a later write', async () => {
+    const retained = await retainedAfter(async (cache, clock) => {
+      await clock.advance(61_000);
+      await cache.set('another', 'small', { ttlMs: 60_000 });
+      expect(await cache.get('another')).toBe('small');
+    });
+    expect(retained).toBeLessThan(ENTRIES / 4);
+  });
+
+  it('deletePrefix drops expired entries too, without counting them', async () => {
+    const retained = await retainedAfter(async (cache, clock) => {
+      await clock.advance(61_000);
+      expect(await cache.deletePrefix('story:')).toBe(0);
+    });
+    expect(retained).toBeLessThan(ENTRIES / 4);
+  });
+
+  it('walks the cache for expired entries at most once a second of its clock', async () => {
+    const clock = new ManualClock();
+    const cache = createMemoryCacheDriver({ clock });
+    await clock.advance(1_000);
+    await cache.set('first', 'v'); // the first walk
+    let walks = 0;
+    const counting = vi.spyOn(LRUCache.prototype, 'purgeStale').mockImplementation(function (
+      this: LRUCache<string, string>,
+    ) {
+      walks++;
+      return false;
+    });
+    try {
+      for (let i = 0; i < 100; i++) await cache.set(`k${i}`, 'v', { ttlMs: 10 });
+      expect(walks).toBe(0);
+      await clock.advance(1_000);
+      for (let i = 0; i < 100; i++) await cache.set(`k${i}`, 'v', { ttlMs: 10 });
+      expect(walks).toBe(1);
+    } finally {
+      counting.mockRestore();
+      await cache.close();
+    }
   });
 });

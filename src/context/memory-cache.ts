@@ -22,7 +22,12 @@ import type { CacheDriver, CacheDriverCapabilities, CacheSetOptions } from './ca
  * ```
  */
 export interface MemoryCacheDriverOptions {
-  /** Most entries kept; the least recently used goes first. Default 10,000. */
+  /**
+   * Most entries kept; the least recently used goes first. Default 10,000, at most 1,000,000. `lru-cache` allocates
+   * its bookkeeping for every slot up front, about 30 to 50 bytes each (the more with `maxBytes` and TTLs): some
+   * 0.5 MB at the default, 50 MB at the maximum, whatever the cache holds. A process that needs more entries than
+   * that wants a shared cache (Redis) instead.
+   */
   maxEntries?: number;
   /**
    * Most memory the keys and values may take, counted as UTF-16 bytes (2 per code unit). Unbounded by default.
@@ -34,7 +39,7 @@ export interface MemoryCacheDriverOptions {
 }
 
 const OptionsSchema = z.object({
-  maxEntries: z.number().int().min(1).max(10_000_000).default(10_000),
+  maxEntries: z.number().int().min(1).max(1_000_000).default(10_000),
   maxBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   clock: z
     .custom<Clock>(
@@ -48,6 +53,9 @@ const OptionsSchema = z.object({
     .optional(),
 });
 
+/** Least time between two walks that drop expired entries on write. */
+const PURGE_INTERVAL_MS = 1_000;
+
 const CAPABILITIES: CacheDriverCapabilities = Object.freeze({ shared: false, atomicSetIfAbsent: true });
 
 /**
@@ -55,7 +63,9 @@ const CAPABILITIES: CacheDriverCapabilities = Object.freeze({ shared: false, ato
  *
  * Expiry follows `clock`: the cache reads time only through it, so a test moves time with a `ManualClock` instead
  * of sleeping. An entry expires once more than `ttlMs` milliseconds have passed since it was written, as in Redis.
- * `setIfAbsent` is atomic: JavaScript runs it without interruption.
+ * Expired entries give their memory back: a write drops every expired entry (at most once a second of `clock`, as
+ * that walks the whole cache) and `deletePrefix` drops them all before it looks, while a read drops the one it finds
+ * expired. `setIfAbsent` is atomic: JavaScript runs it without interruption.
  *
  * @example
  * ```ts
@@ -87,6 +97,18 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
     ttlResolution: 0,
   });
   let closed = false;
+  // When expired entries were last dropped: lru-cache drops one only when it is read (or evicted as the least
+  // recently used), so the key of each version a long-running process wrote once would otherwise stay for good.
+  let purgedAt = clock.now();
+
+  const purgeStale = (): void => {
+    purgedAt = clock.now();
+    cache.purgeStale();
+  };
+  /** Drops the expired entries, at most once a second: the walk costs as much as the cache holds. */
+  const purgeStaleNowAndThen = (): void => {
+    if (clock.now() - purgedAt >= PURGE_INTERVAL_MS) purgeStale();
+  };
 
   const open = (operation: string): void => {
     if (closed) throw new ClosedError(`Cannot ${operation}: the memory cache is closed`);
@@ -123,6 +145,7 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
     async set(key, value, setOptions) {
       open('set');
       const ttl = checkWrite(key, value, setOptions);
+      purgeStaleNowAndThen();
       // ttl 0 means "never expires" in lru-cache: a plain set clears an earlier expiry, as SET does in Redis.
       cache.set(key, value, { ttl });
     },
@@ -130,6 +153,7 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
     async setIfAbsent(key, value, setOptions) {
       open('setIfAbsent');
       const ttl = checkWrite(key, value, setOptions);
+      purgeStaleNowAndThen();
       // has() treats an expired entry as absent, so an expired lock can be taken again.
       if (cache.has(key)) return false;
       cache.set(key, value, { ttl });
@@ -151,7 +175,9 @@ export function createMemoryCacheDriver(options: MemoryCacheDriverOptions = {}):
     async deletePrefix(prefix) {
       open('deletePrefix');
       checkCacheKey(prefix, 'prefix');
-      // keys() yields live entries only; collected first because deleting while iterating skips entries.
+      // keys() yields live entries only: the expired ones, matching or not, are dropped first (and not counted; for
+      // the caller they were already gone). Collected first because deleting while iterating skips entries.
+      purgeStale();
       const doomed = [...cache.keys()].filter((key) => key.startsWith(prefix));
       for (const key of doomed) cache.delete(key);
       return doomed.length;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createConnection } from 'node:net';
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProviderError, ValidationError } from '../core/errors.js';
 import { createMemoryStateStore } from '../state/memory.js';
@@ -46,7 +46,7 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(15);
+    expect(counted).toBe(16);
   });
 
   describe('adapter specifics', () => {
@@ -95,6 +95,20 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
       await driver.close();
     });
 
+    it('a reply that refuses the command as sent (WRONGTYPE) is a ProviderError that is not retryable', async () => {
+      const prefix = `sl-test-${randomUUID().slice(0, 8)}:`;
+      const driver = createRedisCacheDriver({ url: REDIS_URL, keyPrefix: prefix });
+      try {
+        await raw.hset(`${prefix}a-hash`, 'field', 'value');
+        const error = await driver.get('a-hash').catch((caught: unknown) => caught);
+        expect(ProviderError.isInstance(error) && error.message).toMatch(/WRONGTYPE/);
+        expect((error as ProviderError).isRetryable).toBe(false);
+      } finally {
+        await raw.del(`${prefix}a-hash`);
+        await driver.close();
+      }
+    });
+
     it('deletes through an injected client that has its own ioredis keyPrefix', async () => {
       const appPrefix = `sl-test-${randomUUID().slice(0, 8)}:`;
       // A client the application owns and shares, namespaced the usual ioredis way.
@@ -126,6 +140,38 @@ describe('createRedisCacheDriver without a server', () => {
     expect(() => createRedisCacheDriver({ url: 'http://x' })).toThrow(/redis:\/\//);
     expect(() => createRedisCacheDriver({ url: REDIS_URL, cluster: { nodes: [] } })).toThrow(/exactly one/);
     expect(() => createRedisCacheDriver({ url: REDIS_URL, commandTimeoutMs: 0 })).toThrow(/commandTimeoutMs/);
+  });
+
+  it('refuses a commandTimeoutMs a Node timer cannot wait, which made every command time out at once', async () => {
+    // setTimeout fires a delay above 2^31-1 ms after 1 ms.
+    for (const commandTimeoutMs of [2 ** 31, 1e12, Number.POSITIVE_INFINITY]) {
+      expect(() => createRedisCacheDriver({ url: REDIS_URL, commandTimeoutMs })).toThrow(/commandTimeoutMs/);
+    }
+    const longest = createRedisCacheDriver({ url: REDIS_URL, commandTimeoutMs: 2_147_483_647 });
+    await longest.close();
+  });
+
+  it('maps an argument Redis refuses to a ProviderError that is not retryable, and keeps others retryable', async () => {
+    // A client whose SET gets the given reply, as ioredis reports one.
+    const replying = (reply: string) =>
+      createRedisCacheDriver({
+        client: { set: async () => Promise.reject(new ReplyError(reply)) } as unknown as Redis,
+      });
+    const outcome = async (reply: string) => {
+      const error = await replying(reply)
+        .set('k', 'v', { ttlMs: 1_000 })
+        .catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error)).toBe(true);
+      return (error as ProviderError).isRetryable;
+    };
+    // The same command gets the same answer: retrying it only delays the caller.
+    expect(await outcome('ERR value is not an integer or out of range')).toBe(false);
+    expect(await outcome("ERR invalid expire time in 'set' command")).toBe(false);
+    expect(await outcome('ERR syntax error')).toBe(false);
+    // These pass by themselves.
+    expect(await outcome('LOADING Redis is loading the dataset in memory')).toBe(true);
+    expect(await outcome('TRYAGAIN Multiple keys request during rehashing of slot')).toBe(true);
+    expect(await outcome('ERR max number of clients reached')).toBe(true);
   });
 
   it('computes the cluster slot of the hash tag only, as Redis does', () => {

@@ -13,7 +13,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { ClosedError, MissingDependencyError, ProviderError, StoryloomError, ValidationError } from '../core/errors.js';
-import { checkCacheKey, checkCacheKeys, checkCacheWrite } from './cache-arguments.js';
+import { checkCacheKey, checkCacheKeys, checkCacheWrite, MAX_TIMER_MS } from './cache-arguments.js';
 import type { CacheDriver, CacheDriverCapabilities } from './cache-driver.js';
 
 /** A connected `ioredis` client: a standalone `Redis` or a `Cluster`. */
@@ -52,7 +52,10 @@ export interface RedisCacheDriverOptions {
   tls?: boolean | ConnectionOptions;
   /** Prepended to every key; `deletePrefix` searches under it too. Default none. */
   keyPrefix?: string;
-  /** Longest wait for one command before it fails with a retryable `ProviderError`. Default 1000 ms. */
+  /**
+   * Longest wait for one command before it fails with a retryable `ProviderError`. Default 1000 ms; at most
+   * 2,147,483,647 (what a Node timer can wait: a longer one fires at once, and every command would time out).
+   */
   commandTimeoutMs?: number;
   /** Extra `ioredis` options for the standalone client created from `url` (ignored with `client`/`cluster`). */
   redisOptions?: RedisOptions;
@@ -79,7 +82,8 @@ function loadIoRedis(): Promise<IoRedisModule> {
  *
  * Every call is bounded by `commandTimeoutMs`, and clients created here use `ioredis`'s `commandTimeout`, one retry
  * per request and a capped reconnect backoff: while Redis is down, calls fail within the timeout (callers such as
- * `ContextCache` then bypass the cache) and the client reconnects by itself once Redis is back.
+ * `ContextCache` then bypass the cache) and the client reconnects by itself once Redis is back. A reply that refuses
+ * the command as sent (`WRONGTYPE`, an argument out of range) is a `ProviderError` that is not retryable.
  *
  * `set` is `SET [PX]`, `setIfAbsent` is `SET NX [PX]` (atomic across processes), `getMany` is `MGET` per cluster
  * slot, `delete` is `UNLINK` per slot, and `deletePrefix` walks `SCAN MATCH` (glob characters in the prefix escaped)
@@ -125,7 +129,10 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
     if (closed) throw new ClosedError(`Cannot ${operation}: the Redis cache driver is closed`);
   };
 
-  /** Runs one Redis call within the timeout, mapping failures to retryable `ProviderError`s. */
+  /**
+   * Runs one Redis call within the timeout, mapping failures to `ProviderError`s: retryable, but for a reply that
+   * refuses the command as sent.
+   */
   const run = async <T>(operation: string, call: (redis: RedisClient) => Promise<T>): Promise<T> => {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -149,7 +156,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       const message = error instanceof Error ? error.message : String(error);
       throw new ProviderError(`Redis ${operation} failed: ${message}${why()}`, {
         provider: 'redis',
-        isRetryable: true,
+        isRetryable: !refusedAsSent(error),
         cause: error,
       });
     } finally {
@@ -292,6 +299,19 @@ function createClient(sdk: IoRedisModule, options: RedisCacheDriverOptions, comm
   return client;
 }
 
+/**
+ * Replies in which Redis refuses a command as it was sent (an argument out of range or malformed, a key holding
+ * another type): sending it again gets the same answer. Other errors (a lost connection, `LOADING`, `BUSY`,
+ * `TRYAGAIN`, `CLUSTERDOWN`, `OOM`, `ERR max number of clients reached`) can pass.
+ */
+const REFUSED_AS_SENT =
+  /^(ERR (value is not an integer or out of range|value is out of range|invalid expire time|syntax error|wrong number of arguments)|WRONGTYPE )/;
+
+/** Whether `error` is a server reply (an ioredis `ReplyError`) that refuses the command as sent. */
+function refusedAsSent(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError' && REFUSED_AS_SENT.test(error.message);
+}
+
 /** The `keyPrefix` an injected ioredis client adds to every key itself ('' for none). */
 function clientKeyPrefix(client: RedisClient): string {
   const options = client.options as { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } };
@@ -380,8 +400,11 @@ function checkOptions(options: RedisCacheDriverOptions): CheckedOptions {
   const keyPrefix = options.keyPrefix ?? '';
   if (typeof keyPrefix !== 'string') problems.push({ path: 'options.keyPrefix', message: 'must be a string' });
   const commandTimeoutMs = options.commandTimeoutMs ?? 1_000;
-  if (typeof commandTimeoutMs !== 'number' || !Number.isFinite(commandTimeoutMs) || commandTimeoutMs <= 0) {
-    problems.push({ path: 'options.commandTimeoutMs', message: 'must be a positive number of milliseconds' });
+  if (typeof commandTimeoutMs !== 'number' || !(commandTimeoutMs > 0 && commandTimeoutMs <= MAX_TIMER_MS)) {
+    problems.push({
+      path: 'options.commandTimeoutMs',
+      message: `must be a positive number of milliseconds up to ${MAX_TIMER_MS}`,
+    });
   }
   if (problems.length > 0) {
     const first = problems[0]!;

@@ -228,6 +228,30 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
       },
     },
     {
+      name: 'a ttl beyond Number.MAX_SAFE_INTEGER ms is a ValidationError; the longest one is stored',
+      async run(cache) {
+        const ns = namespace();
+        // Redis refuses a PX beyond its 64-bit range: a driver that passed one on failed every write, retryably,
+        // while the memory driver stored it. Every driver takes the same range.
+        for (const ttlMs of [Number.MAX_SAFE_INTEGER + 2, 1e19, 2 ** 63]) {
+          await rejectsWith(
+            cache.set(`${ns}a`, 'x', { ttlMs }),
+            ValidationError.isInstance,
+            `ValidationError for ttlMs ${ttlMs}`,
+          );
+          await rejectsWith(
+            cache.setIfAbsent(`${ns}b`, 'x', { ttlMs }),
+            ValidationError.isInstance,
+            `ValidationError for setIfAbsent with ttlMs ${ttlMs}`,
+          );
+        }
+        assert.deepEqual(await cache.getMany([`${ns}a`, `${ns}b`]), [null, null]);
+        await cache.set(`${ns}a`, 'long-lived', { ttlMs: Number.MAX_SAFE_INTEGER });
+        assert.equal(await cache.setIfAbsent(`${ns}b`, 'long-lived', { ttlMs: Number.MAX_SAFE_INTEGER }), true);
+        assert.deepEqual(await cache.getMany([`${ns}a`, `${ns}b`]), ['long-lived', 'long-lived']);
+      },
+    },
+    {
       name: 'large values round-trip unchanged',
       async run(cache) {
         const ns = namespace();
