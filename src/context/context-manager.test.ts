@@ -979,7 +979,15 @@ describe('ContextManager memory upkeep', () => {
         const next = new ContextManager(options);
         const bundle = await next.getRelevantContext('tale', EVENTS[4]!, { k: 3 });
         expect(bundle.similarScenes[0]?.sceneId, `cut at write ${cut}`).toBe(scenes[4]!.id);
-        expect(await snapshot(), `cut at write ${cut}`).toEqual(before);
+        // A rebuild cut between announcing itself (its rebuild record, write 1) and clearing the fingerprint (write
+        // 2) changed nothing else: its record stays until the next rebuild's finish replaces and removes it.
+        const stray = (await options.vectors.fetch('tale', ['meta-rebuild'])).length;
+        expect(stray, `cut at write ${cut}`).toBe(cut === 2 ? 1 : 0);
+        const after = await snapshot();
+        expect(
+          { ...after, byType: { ...after.byType, meta: (after.byType.meta ?? 0) - stray } },
+          `cut at write ${cut}`,
+        ).toEqual(before);
       }
     }
   });

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import {
   AbortedError,
@@ -87,6 +87,11 @@ const LOCATIONS_ID = 'meta-locations';
 const WITNESSED_CHAPTER_WORDS = 150;
 /** The meta record that remembers what `prune` dropped, so that `reindex` does not bring it back. */
 const PRUNED_ID = 'meta-pruned';
+/**
+ * The meta record naming the rebuild under way (a random token): a rebuild writes the fingerprint, which says the
+ * index is whole, only while the record still names it.
+ */
+const REBUILD_ID = 'meta-rebuild';
 /** Most prune marks kept (see `mergePruneMarks`). */
 const MAX_PRUNE_MARKS = 20;
 
@@ -952,7 +957,8 @@ export class ContextManager {
     const fingerprintValues = await this.embedFingerprint(options.signal);
     this.horizonsOf().delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
-    await this.clearForRebuild(storyId, marks, options.signal);
+    const token = randomUUID();
+    await this.clearForRebuild(storyId, marks, token, options.signal);
     this.stablePrefixes.clear();
     this.windowSummaryRecords.clear();
     this.journals.clear();
@@ -995,7 +1001,7 @@ export class ContextManager {
     }
     await this.updateSynopsis(storyId, options.signal);
     await this.saveLocations(storyId, options.signal);
-    await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, options.signal, fingerprintValues);
+    await this.finishRebuild(storyId, token, fingerprintValues, options.signal);
     this.trackKeywords(storyId, done, marks);
     this.verified.set(storyId, SharedWork.done());
     report({ phase: 'done', done: 1, total: 1 });
@@ -1689,13 +1695,55 @@ export class ContextManager {
   }
 
   /**
-   * Empties a story's indexes for a rebuild. The fingerprint goes first, so a rebuild cut short anywhere after it is
-   * started again by the next check; the prune record stays (a backend that cannot delete by filter gets it written
-   * back at once), so such a restart still leaves out what was pruned.
+   * Writes the fingerprint that says a rebuild is complete, unless another rebuild has started since this one cleared
+   * the story (another process, after an upgrade changed the embedder for both): that one cleared what this one
+   * wrote, and only its own finish may say the index is whole. Should it be cut short, the fingerprint stays missing
+   * and the next check rebuilds. This rebuild's record is read and removed before the fingerprint is written, and
+   * read again after: a rebuild that started in between has written its own, and the fingerprint is taken down again
+   * (on an index that reads its own writes; Pinecone may not at once). A superseded rebuild is a retryable
+   * `ConflictError`.
    */
-  private async clearForRebuild(storyId: string, marks: PruneMark[], signal: AbortSignal | undefined): Promise<void> {
+  private async finishRebuild(
+    storyId: string,
+    token: string,
+    fingerprintValues: Float32Array,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const rebuildRecord = async () =>
+      (await this.vectors.fetch(storyId, [REBUILD_ID], signal ? { signal } : {}))[0]?.metadata.text;
+    const conflict = () =>
+      new ConflictError(
+        `Another rebuild of the indexes of "${storyId}" started while this one ran and cleared what it wrote; that one ` +
+          'finishes them, and should it not, the next call rebuilds them again',
+        { isRetryable: true },
+      );
+    const mine = await rebuildRecord();
+    // Missing, it was cleared by another rebuild's deleteStory (about to write its own), or, on an index that may not
+    // read its own writes yet, this one's record has not shown up.
+    if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) throw conflict();
+    await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signal ? { signal } : {});
+    await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, fingerprintValues);
+    if ((await rebuildRecord()) !== undefined) {
+      await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] });
+      throw conflict();
+    }
+  }
+
+  /**
+   * Empties a story's indexes for a rebuild named by `token`. The rebuild record goes first (a rebuild under way
+   * elsewhere then no longer finishes, see `finishRebuild`), then the fingerprint, so a rebuild cut short anywhere
+   * after it is started again by the next check; the prune record stays (a backend that cannot delete by filter gets
+   * it written back at once, with the rebuild record), so such a restart still leaves out what was pruned.
+   */
+  private async clearForRebuild(
+    storyId: string,
+    marks: PruneMark[],
+    token: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     // What this process pruned is known again only from the prune record, which the rebuild applies.
     prunedChapters(this.vectors, this.keywords).delete(storyId);
+    await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal);
     await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signal ? { signal } : {});
     const keepMarks = marks.length > 0 && this.vectors.capabilities.deleteByFilter;
     await Promise.all([
@@ -1704,8 +1752,10 @@ export class ContextManager {
         : this.vectors.deleteStory(storyId, signal ? { signal } : {}),
       this.keywords.deleteStory(storyId, signal ? { signal } : {}),
     ]);
-    if (marks.length > 0 && !keepMarks)
-      await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), signal);
+    if (!keepMarks) {
+      await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal);
+      if (marks.length > 0) await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), signal);
+    }
   }
 
   /** The story's prune marks: none when it was never pruned, or when the record does not parse (a rebuild then keeps more). */
