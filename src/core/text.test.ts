@@ -15,6 +15,33 @@ describe('clipText', () => {
   });
 });
 
+describe('clipText between grapheme clusters', () => {
+  it('keeps an accent on its letter, a vowel sign on its consonant and an emoji sequence whole', () => {
+    // A decomposed "é" is an "e" and a combining accent.
+    expect(clipText('cafe\u0301s', 4)).toBe('caf');
+    expect(clipText('cafe\u0301s', 5)).toBe('cafe\u0301');
+    // Hindi: "स्ते" is one letter of four code points.
+    expect(clipText('नमस्ते', 4)).toBe('नम');
+    // A family is seven code points (eleven code units) joined by zero-width joiners; a flag is two.
+    const family = '👨‍👩‍👧‍👦';
+    expect(clipText(`ab${family}`, 12)).toBe('ab');
+    expect(clipText(`ab${family}c`, 13)).toBe(`ab${family}`);
+    expect(clipText('🇫🇷🇩🇪', 6)).toBe('🇫🇷');
+  });
+
+  it('cuts a first cluster longer than the room between code points, so it never returns nothing', () => {
+    const stacked = `a${'\u0301'.repeat(20)}`;
+    expect(clipText(stacked, 5)).toBe(stacked.slice(0, 5));
+    expect(clipText(`🌊${'\u0301'.repeat(5)}`, 3)).toBe('🌊\u0301');
+    expect(clipText(`🌊${'\u0301'.repeat(5)}`, 2)).toBe('🌊');
+  });
+
+  it('leaves whole clusters to ellipsize and clipSentences', () => {
+    expect(ellipsize(`abc${'e\u0301'.repeat(4)}`, 6)).toBe('abce\u0301…');
+    expect(clipSentences(`xxxx${'e\u0301'.repeat(10)}`, 10)).toBe(`xxxx${'e\u0301'.repeat(2)}…`);
+  });
+});
+
 describe('ellipsize', () => {
   it('keeps text that fits, and ends a cut one in an ellipsis within the limit', () => {
     expect(ellipsize('the lamp', 8)).toBe('the lamp');

@@ -7,13 +7,22 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { StorageError } from '../core/errors.js';
 import { chapterIdFor, type Scene } from '../state/schema.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { createFilesystemPublisher } from './filesystem.js';
 import type { Episode } from './publisher.js';
 
-/** Counts the changes publishes make to the disk; dies at change number `dieAt`. */
-const death = vi.hoisted(() => ({ changes: 0, dieAt: Number.POSITIVE_INFINITY, dead: false }));
+/**
+ * Counts the changes publishes make to the disk; dies at change number `dieAt`. A temporary file whose path matches
+ * `vanish` is removed just before it is renamed into place, as another writer that took it for abandoned would.
+ */
+const death = vi.hoisted(() => ({
+  changes: 0,
+  dieAt: Number.POSITIVE_INFINITY,
+  dead: false,
+  vanish: undefined as RegExp | undefined,
+}));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>();
   const deadly = <F extends (...args: never[]) => Promise<unknown>>(
@@ -32,7 +41,10 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   const never = () => false;
   const overrides = {
     open: deadly(actual.open, (_file, flags) => typeof flags === 'string' && flags.includes('w')),
-    rename: deadly(actual.rename, always),
+    rename: deadly(async (from: Parameters<typeof actual.rename>[0], to: Parameters<typeof actual.rename>[1]) => {
+      if (death.vanish?.test(String(from))) await actual.rm(from, { force: true });
+      return actual.rename(from, to);
+    }, always),
     rm: deadly(actual.rm, always),
     mkdir: deadly(actual.mkdir, never),
     readFile: deadly(actual.readFile, never),
@@ -43,7 +55,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
 });
 
 function revive(dieAt = Number.POSITIVE_INFINITY): void {
-  Object.assign(death, { changes: 0, dieAt, dead: false });
+  Object.assign(death, { changes: 0, dieAt, dead: false, vanish: undefined });
 }
 
 const folders: string[] = [];
@@ -90,7 +102,9 @@ const sites = new Map<string, Map<string, string>>();
 
 /** The site of publishing `episodes` one by one, uninterrupted. */
 async function siteOf(episodes: readonly Episode[]): Promise<Map<string, string>> {
-  const key = episodes.map((episode) => `${episode.scene.id}${episode.image ? '+' : ''}`).join(',');
+  const key = episodes
+    .map(({ scene, image }) => `${scene.id}@${scene.chapterId}/${scene.index}${image ? '+' : ''}`)
+    .join(',');
   const known = sites.get(key);
   if (known) return known;
   const site = await publishedSite(episodes);
@@ -153,6 +167,63 @@ describe('createFilesystemPublisher: a publish that dies part-way', () => {
       await publisher.publish(dying);
       expect(await snapshot(directory), `dying at change ${dieAt}, then publishing it again`).toEqual(complete);
     }
+  });
+
+  it('is repaired when it moved a scene to another chapter or index, whatever change it died at', async () => {
+    const base = episodes.slice(0, 5);
+    const moves: Episode[] = [
+      // The fifth scene, alone in the third chapter, into the second: the third chapter goes.
+      { ...episodes[4]!, scene: { ...episodes[4]!.scene, chapterId: chapterIdFor(1) } },
+      // The second scene into the second chapter.
+      { ...episodes[1]!, scene: { ...episodes[1]!.scene, chapterId: chapterIdFor(1) } },
+      // The second scene to index 9 of its chapter: its old files go.
+      { ...episodes[1]!, scene: { ...episodes[1]!.scene, index: 9 } },
+    ];
+    for (const moved of moves) {
+      const where = `scene ${moved.scene.id} to ${moved.scene.chapterId} at ${moved.scene.index}`;
+      const moveDone = [...base.filter((episode) => episode.scene.id !== moved.scene.id), moved, next];
+      revive();
+      const probe = createFilesystemPublisher({ directory: await tempFolder() });
+      for (const episode of base) await probe.publish(episode);
+      death.changes = 0;
+      await probe.publish(moved);
+      const changes = death.changes;
+
+      for (let dieAt = 1; dieAt <= changes; dieAt++) {
+        const directory = await tempFolder();
+        const publisher = createFilesystemPublisher({ directory });
+        for (const episode of base) await publisher.publish(episode);
+        revive(dieAt);
+        await publisher.publish(moved).catch(() => undefined);
+        expect(death.dead, `${where}: died at change ${dieAt}`).toBe(true);
+        revive();
+        // The move is on the site once the scene's JSON landed (its picture, once that did), as if published.
+        const json = await readFile(path.join(directory, `scenes/${slug(moved.scene)}.json`), 'utf8').catch(() => '{}');
+        const landed = JSON.parse(json).chapterId === moved.scene.chapterId;
+        const [movedAsLanded] = await asLanded(directory, [moved]);
+        await publisher.publish(next);
+        expect(await snapshot(directory), `${where}: died at change ${dieAt}, then publishing the next scene`).toEqual(
+          await siteOf(landed ? [...moveDone.slice(0, -2), movedAsLanded!, next] : [...base, next]),
+        );
+        await publisher.publish(moved);
+        expect(await snapshot(directory), `${where}: died at change ${dieAt}, then moving it again`).toEqual(
+          await siteOf(moveDone),
+        );
+      }
+    }
+  });
+
+  it('reports a temporary file removed under it as a retryable StorageError, and the retry publishes', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    for (const episode of before) await publisher.publish(episode);
+    death.vanish = /[/\\]\.index\.html\.[^/\\]+\.tmp$/;
+    const failure = await publisher.publish(dying).catch((error: unknown) => error);
+    expect(StorageError.isInstance(failure) && failure.isRetryable && failure.reason === 'io').toBe(true);
+    revive();
+    await publisher.publish(dying);
+    await publisher.publish(next);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
   });
 
   it('is repaired when it was a batch, whatever change it died at', async () => {

@@ -1,6 +1,8 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DOMParser, type Element as XmlElement } from '@xmldom/xmldom';
 import { parse } from 'parse5';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -82,6 +84,14 @@ async function snapshot(folder: string): Promise<Map<string, Buffer>> {
   };
   await walk('');
   return files;
+}
+
+/** The files an uninterrupted run of `episodes`, one publish each, writes. */
+async function siteOf(episodes: readonly Episode[]): Promise<Map<string, Buffer>> {
+  const directory = await tempFolder();
+  const publisher = createFilesystemPublisher({ directory });
+  for (const episode of episodes) await publisher.publish(episode);
+  return snapshot(directory);
 }
 
 const slug = (scene: Scene) => `${String(scene.index).padStart(6, '0')}-${scene.id.replaceAll(':', '~')}`;
@@ -1097,6 +1107,264 @@ describe('createFilesystemPublisher: chapters', () => {
     expect(
       [...afterSameChapter.keys()].filter((name) => afterSameChapter.get(name) !== afterNewChapter.get(name)),
     ).toEqual(['chapters/4.html']);
+  });
+});
+
+describe('createFilesystemPublisher: a scene published again at another place', () => {
+  const inChapter = (episode: Episode, chapter: number): Episode => ({
+    ...episode,
+    scene: { ...episode.scene, chapterId: chapterIdFor(chapter) },
+  });
+  const places = async (directory: string) =>
+    (await listedEpisodes(directory)).map((entry) => `${entry.chapterId}/${entry.sceneId}`);
+
+  it('lists a scene published again into another chapter once, where it now is, and a repair agrees', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(5, { chapterLength: 2 });
+    for (const episode of episodes) await publisher.publish(episode);
+    // The second scene edited into the second chapter, then the fifth (alone in the third) too.
+    const moved = [episodes[0]!, inChapter(episodes[1]!, 1), episodes[2]!, episodes[3]!, inChapter(episodes[4]!, 1)];
+    await publisher.publish(moved[1]!);
+    expect(await places(directory)).toEqual([
+      'chapter-0001/tale-s0',
+      'chapter-0002/tale-s1',
+      'chapter-0002/tale-s2',
+      'chapter-0002/tale-s3',
+      'chapter-0003/tale-s4',
+    ]);
+    const titlesOf = (html: string) =>
+      byClass(parseHtml(html).root, 'card').map((card) => textOf(elements(card, 'h3')[0]!));
+    expect(titlesOf(await read(directory, 'chapters/1.html'))).toEqual(['Night 1']);
+    expect(titlesOf(await read(directory, 'index.html'))).toEqual([
+      'Night 5',
+      'Night 4',
+      'Night 3',
+      'Night 2',
+      'Night 1',
+    ]);
+    // The third chapter, left empty, goes: its file and its page.
+    await publisher.publish(moved[4]!);
+    const expected = await siteOf(moved);
+    expect([...expected.keys()].filter((name) => /^(chapters|episodes)\//.test(name)).sort()).toEqual([
+      'chapters/1.html',
+      'chapters/2.html',
+      'episodes/chapter-0001.json',
+      'episodes/chapter-0002.json',
+    ]);
+    expect(await snapshot(directory)).toEqual(expected);
+    // A repair reads every chapter file and finds each scene where the publishes put it.
+    await rm(path.join(directory, 'episodes.json'));
+    await publisher.publish(moved[2]!);
+    expect(await snapshot(directory)).toEqual(expected);
+  });
+
+  it('keeps a scene where its JSON puts it when a repair finds two chapter files listing it', async () => {
+    const episodes = makeEpisodes(4, { chapterLength: 2 });
+    const moved = [episodes[0]!, inChapter(episodes[1]!, 1), episodes[2]!, episodes[3]!];
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    for (const episode of episodes) await publisher.publish(episode);
+    const firstChapter = await read(directory, 'episodes/chapter-0001.json');
+    await publisher.publish(moved[1]!);
+    // What a publish of another process that overlapped the move can leave: the first chapter's file (the first by
+    // name) as that process read it, still listing the scene, and a request for the next publish to repair.
+    await writeFile(path.join(directory, 'episodes/chapter-0001.json'), firstChapter);
+    await writeFile(path.join(directory, '.needs-repair.0a1b2c'), '');
+    await publisher.publish(moved[3]!);
+    expect(await places(directory)).toEqual([
+      'chapter-0001/tale-s0',
+      'chapter-0002/tale-s1',
+      'chapter-0002/tale-s2',
+      'chapter-0002/tale-s3',
+    ]);
+    expect(await snapshot(directory)).toEqual(await siteOf(moved));
+  });
+
+  it("moves a scene published again at another index: its old files and neighbours' links go", async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const withPicture = (episode: Episode): Episode => ({
+      ...episode,
+      image: { data: PNG, mediaType: 'image/png', alt: 'The lamp' },
+    });
+    const episodes = makeEpisodes(4);
+    for (const episode of episodes) await publisher.publish(episode.scene.index === 1 ? withPicture(episode) : episode);
+    const moved = withPicture({ ...episodes[1]!, scene: { ...episodes[1]!.scene, index: 7 } });
+    await publisher.publish(moved);
+    expect(await readSitePublication(directory, 'tale', 'tale-s1')).toEqual([
+      'images/000007-tale-s1.png',
+      'scenes/000007-tale-s1.html',
+      'scenes/000007-tale-s1.json',
+    ]);
+    expect(await snapshot(directory)).toEqual(await siteOf([episodes[0]!, episodes[2]!, episodes[3]!, moved]));
+  });
+});
+
+describe('createFilesystemPublisher: two publishers of one folder', () => {
+  it('runs the publishes of a folder reached through a symlink one at a time with the direct ones', async () => {
+    const real = await tempFolder();
+    const link = path.join(await tempFolder(), 'site');
+    await symlink(real, link);
+    const direct = createFilesystemPublisher({ directory: real });
+    const throughLink = createFilesystemPublisher({ directory: link });
+    const episodes = makeEpisodes(20, { chapterLength: 5 });
+    const outcomes = await Promise.allSettled(
+      episodes.map((episode, index) => (index % 2 ? direct : throughLink).publish(episode)),
+    );
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+    expect(await snapshot(real)).toEqual(await siteOf(episodes));
+  });
+
+  it('leaves the files of another worker thread alone: every publish of two threads succeeds', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const work = await tempFolder();
+    const directory = path.join(work, 'site');
+    const root = fileURLToPath(new URL('../..', import.meta.url));
+    const script = path.join(work, 'thread.mts');
+    await writeFile(
+      script,
+      `import { parentPort, workerData } from 'node:worker_threads';
+import { createFilesystemPublisher } from ${JSON.stringify(path.join(root, 'src/publishing/filesystem.ts'))};
+const publisher = createFilesystemPublisher({ directory: workerData.directory });
+const failures = [];
+for (const episode of workerData.episodes) {
+  try { await publisher.publish(episode); } catch (error) { failures.push(String(error)); }
+}
+parentPort.postMessage(failures);
+`,
+    );
+    const tsx = path.join(root, 'node_modules/tsx/dist/esm/api/index.mjs');
+    const run = (episodes: Episode[]) =>
+      new Promise<string[]>((resolve, reject) => {
+        const worker = new Worker(
+          `import { register } from ${JSON.stringify(tsx)}; register(); await import(${JSON.stringify(script)});`,
+          { eval: true, workerData: { directory, episodes } },
+        );
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+    const episodes = makeEpisodes(30, { chapterLength: 5 });
+    const failures = await Promise.all([
+      run(episodes.filter((_, index) => index % 2 === 0)),
+      run(episodes.filter((_, index) => index % 2 === 1)),
+    ]);
+    expect(failures.flat()).toEqual([]);
+    // Their publishes overlapped: the next one repairs what either overwrote of the other's.
+    await createFilesystemPublisher({ directory }).publish(episodes[29]!);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  }, 60_000);
+
+  it('keeps the files another thread of this process or another host writes until they are stale', async () => {
+    const directory = await tempFolder();
+    const clock = new ManualClock(Date.now());
+    const publisher = createFilesystemPublisher({ directory, clock, staleTempFileMs: 60_000 });
+    const [first, second] = makeEpisodes(2);
+    await publisher.publish(first!);
+    const host = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
+    const otherThread = `.index.html.${process.pid}-${host}-0badf00d.0a1b2c.tmp`;
+    const otherHost = `.feed.atom.999999999-0badf00d-0badf00d.0a1b2d.tmp`;
+    const deadHere = `.style.css.999999999-${host}-0badf00d.0a1b2e.tmp`;
+    const otherThreadMarker = `.publishing.${process.pid}-${host}-0badf00d.0a1b2f`;
+    for (const file of [otherThread, otherHost, deadHere]) await writeFile(path.join(directory, file), '<html><bo');
+    await writeFile(path.join(directory, otherThreadMarker), JSON.stringify({ sceneId: second!.scene.id, index: 1 }));
+    // The marker makes this publish a repair, which removes the markers it finds abandoned.
+    await publisher.publish(second!);
+    let names = (await readdir(directory)).filter((name) => name.startsWith('.'));
+    expect(names).toContain(otherThread);
+    expect(names).toContain(otherHost);
+    expect(names).toContain(otherThreadMarker);
+    expect(names).not.toContain(deadHere);
+    const { mtimeMs } = await stat(path.join(directory, otherThread));
+    clock.advance(mtimeMs - clock.now() + 60_001);
+    await publisher.publish(second!);
+    names = (await readdir(directory)).filter((name) => name.startsWith('.'));
+    expect(names).not.toContain(otherThread);
+    expect(names).not.toContain(otherHost);
+    expect(names).not.toContain(otherThreadMarker);
+  });
+});
+
+describe('createFilesystemPublisher: files lost from the site', () => {
+  it('writes a chapter page removed by hand again, with the removed scene pages of its chapter', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(12, { chapterLength: 3 });
+    for (const episode of episodes.slice(0, 9)) await publisher.publish(episode);
+    await rm(path.join(directory, 'chapters/1.html'));
+    await rm(path.join(directory, `scenes/${slug(episodes[1]!.scene)}.html`));
+    await publisher.publish(episodes[9]!);
+    expect((await snapshot(directory)).keys()).toContain('chapters/1.html');
+    for (const episode of episodes.slice(10)) await publisher.publish(episode);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  });
+
+  it('keeps the roster when story.json is lost and an older scene is published again', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    const newest = episodes[2]!;
+    const renamed = {
+      ...newest,
+      story: {
+        ...newest.story,
+        characters: { ...newest.story.characters, gull: { ...newest.story.characters.gull!, name: 'Captain Gull' } },
+      },
+    };
+    const site = [episodes[0]!, episodes[1]!, renamed];
+    for (const episode of site) await publisher.publish(episode);
+    const roster = await read(directory, 'characters.html');
+    expect(roster).toContain('Captain Gull');
+    await rm(path.join(directory, 'story.json'));
+    // The engine retries the first scene (its log entry was never marked done).
+    await publisher.publish(episodes[0]!);
+    expect(await read(directory, 'characters.html')).toBe(roster);
+    expect(JSON.parse(await read(directory, 'episodes.json')).storyVersion).toBe(renamed.story.version);
+    // The newest state, published again, brings story.json back.
+    await publisher.publish(renamed);
+    expect(await snapshot(directory)).toEqual(await siteOf(site));
+  });
+});
+
+describe('createFilesystemPublisher: excerpts', () => {
+  it('cuts excerpts between grapheme clusters: no accent, conjunct or emoji sequence is split', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const summaries = [
+      // Hindi: a consonant and its vowel sign are one letter.
+      'नमस्ते'.repeat(60),
+      // A decomposed "é": the accent is a combining mark after the "e".
+      `a${'e\u0301'.repeat(200)}`,
+      // A family emoji is seven code points joined by zero-width joiners.
+      `${'x'.repeat(270)}${'👨‍👩‍👧‍👦'.repeat(10)}`,
+      // Plain words are cut between words.
+      'abc '.repeat(100).trim(),
+    ];
+    const episodes = makeEpisodes(4, { scene: (index) => ({ summary: summaries[index]! }) });
+    for (const episode of episodes) await publisher.publish(episode);
+    const boundaries = (text: string) =>
+      new Set(
+        [...new Intl.Segmenter('en', { granularity: 'grapheme' }).segment(text)].map(
+          ({ index, segment }) => index + segment.length,
+        ),
+      );
+    const chapter = JSON.parse(await read(directory, 'episodes/chapter-0001.json'));
+    const excerpts: string[] = chapter.episodes.map((entry: { excerpt: string }) => entry.excerpt);
+    for (const [index, excerpt] of excerpts.entries()) {
+      const kept = excerpt.slice(0, -1);
+      expect(excerpt.endsWith('…'), `summary ${index}`).toBe(true);
+      expect(summaries[index]!.startsWith(kept), `summary ${index}`).toBe(true);
+      expect(boundaries(summaries[index]!).has(kept.length), `summary ${index}`).toBe(true);
+      expect(kept.length, `summary ${index}`).toBeLessThanOrEqual(280);
+    }
+    expect(excerpts[2]).toBe(`${'x'.repeat(270)}…`);
+    expect(excerpts[3]).toBe(`${'abc '.repeat(70).trim()}…`);
+    // The feed's summaries and the pages' descriptions are the same excerpts.
+    const feed = await read(directory, 'feed.atom');
+    for (const excerpt of excerpts) expect(feed).toContain(`<summary type="text">${excerpt}</summary>`);
+    const page = parseHtml(await read(directory, `scenes/${slug(episodes[1]!.scene)}.html`)).root;
+    const description = elements(page, 'meta').find((meta) => attribute(meta, 'name') === 'description');
+    expect(attribute(description!, 'content')).toBe(excerpts[1]);
   });
 });
 

@@ -18,20 +18,31 @@
  *   open (the index shows its newest `indexEpisodes` only), and the roster and the timeline, which show the
  *   story's whole cast and every thread (with the resolved threads the story archived at its thread cap, which
  *   `story.json` keeps: a story at the cap has it read at each publish). No folder is listed but the site's top
- *   level. `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
+ *   level and `chapters/` (one page per chapter, to write again a page lost from it, with the lost scene pages of
+ *   its chapter). `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
+ * - **A scene in one place.** A scene published again into another chapter leaves the chapter that listed it (a
+ *   chapter left empty goes, with its file and its page); one published again at another index of its chapter, or
+ *   of a chapter whose span holds it, leaves its old files, and its old neighbours link to it no more. (The store
+ *   fixes a scene's index and chapter when it is committed: only an edited import or a direct publish moves one.)
  * - **Self-healing catalog.** The catalog is derived data. A publish first leaves a marker file
- *   (`.publishing.<pid>.<random>`) and removes it once everything is written; it lists a scene in its chapter's file
- *   only once the scene's page and its neighbours' pages are written. A marker left behind (a crash), a catalog that
- *   is missing, damaged or disagrees with a chapter file, or a publish that overlapped another process's (it leaves
- *   a `.needs-repair.<random>` file) turns the next publish into a repair: it reads every chapter file, folds back
- *   (with their pages) the scene JSON files no chapter lists, rewrites every chapter and site-wide page, and removes
- *   pages and files no chapter has, so re-publishing after a crash fixes everything.
+ *   (`.publishing.<writer>.<random>`) and removes it once everything is written; it lists a scene in its chapter's
+ *   file only once the scene's page and its neighbours' pages are written. A marker left behind (a crash), a catalog
+ *   that is missing, damaged or disagrees with a chapter file, or a publish that overlapped another process's (it
+ *   leaves a `.needs-repair.<random>` file) turns the next publish into a repair: it reads every chapter file, folds
+ *   back (with their pages) the scene JSON files no chapter lists, keeps a scene two chapter files list (or that the
+ *   dead publish was moving) where its JSON puts it, rewrites every chapter and site-wide page and any missing scene
+ *   page, and removes pages and files no chapter has, so re-publishing after a crash fixes everything. A repair that
+ *   has lost `story.json` and holds only an older state than the site showed leaves the roster, the timeline and
+ *   `story.json` as they are until a state as new comes.
  * - **Crash-safe writes.** Each file is written to a temporary file beside it and renamed into place, so a reader or a
- *   crash never sees half a file. Temporary files left by a dead writer are removed on the next publish (the whole
- *   site's during the repair its marker asks for).
- * - **Serialized per directory.** Publishes into one directory run one at a time within a process (a lock keyed by
- *   the resolved directory, shared by every copy of storyloom loaded in the process). Publishes from two processes
- *   may overlap: the markers show it, and the next publish repairs what one may have overwritten of the other.
+ *   crash never sees half a file. A temporary file and a marker name their writer (its pid, a hash of its host name and
+ *   a random token of its thread); those left by a dead writer are removed on the next publish (the whole site's
+ *   during the repair its marker asks for), those of another live thread or another host only once
+ *   `staleTempFileMs` old.
+ * - **Serialized per directory.** Publishes into one directory run one at a time within a thread (a lock keyed by
+ *   the directory's real path, so a symlink to it is the same directory, and shared by every copy of storyloom
+ *   loaded in the thread). Publishes from two processes or two worker threads may overlap: the markers show it, and
+ *   the next publish repairs what one may have overwritten of the other.
  * - **No injection.** Model and audience text only ever reaches a page through `escapeMarkup` (HTML and XML text and
  *   attributes), URLs are built only from validated ids, no script is emitted, and every page carries a
  *   Content-Security-Policy that forbids scripts anyway. SVG pictures with scripts or external references are refused.
@@ -44,7 +55,8 @@
  * @module
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
@@ -58,6 +70,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
+import { clipText } from '../core/text.js';
 import {
   CharacterStateSchema,
   IdSchema,
@@ -116,7 +129,10 @@ export interface FilesystemPublisherOptions {
    * to the chapter's page, so the index stays small even while a chapter stays open. Default 20.
    */
   indexEpisodes?: number;
-  /** A temporary file older than this is stale even when its writer may still run (a writer on another host). */
+  /**
+   * A temporary file or a publish marker older than this is stale even when its writer may still run (a writer in
+   * another worker thread or on another host, whose death this process cannot see). Default 10 minutes.
+   */
   staleTempFileMs?: number;
   /** Compared with file times to find stale temporary files. Default: the system clock. */
   clock?: Clock;
@@ -229,19 +245,31 @@ const SCENES = 'scenes';
 const CHAPTERS = 'chapters';
 const IMAGES = 'images';
 const TEMP_SUFFIX = '.tmp';
-/** `.<file name>.<pid>.<random hex>.tmp`: the writer's pid tells whether the file is abandoned. */
-const TEMP_PATTERN = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/;
-/** `.publishing.<pid>.<random hex>`: a publish in progress, or one that died before it finished. */
-const MARKER_PATTERN = /^\.publishing\.(\d+)\.[0-9a-f]+$/;
+/**
+ * `.<file name>.<writer>.<random hex>.tmp`: the writer (see `WRITER`) tells whether the file is abandoned. Earlier
+ * versions named the writer by its pid alone.
+ */
+const TEMP_PATTERN = /^\..+\.(\d+(?:-[0-9a-f]{8}-[0-9a-f]{8})?)\.[0-9a-f]+\.tmp$/;
+/** `.publishing.<writer>.<random hex>`: a publish in progress, or one that died before it finished. */
+const MARKER_PATTERN = /^\.publishing\.(\d+(?:-[0-9a-f]{8}-[0-9a-f]{8})?)\.[0-9a-f]+$/;
 /** `.needs-repair.<random hex>`: left by a publish that may have overlapped another process's, or failed half-way. */
 const REPAIR_REQUEST_PATTERN = /^\.needs-repair\.[0-9a-f]+$/;
 const SCENE_FILE_PATTERN = /^(\d+)-(.+)\.(json|html|png|svg|jpg|webp)$/;
 
-/** State shared by every copy of storyloom in the process, so two copies never write one folder at once. */
+/**
+ * State shared by every copy of storyloom in this JavaScript realm (the main thread, or one worker thread), so two
+ * copies never write one folder at once.
+ */
 interface SharedState {
+  /** Keyed by the real path of the folder, so a folder reached through a symlink is still one folder. */
   locks: Map<string, Promise<void>>;
-  /** Temporary files being written and markers of publishes in progress in this process. */
+  /** Temporary files being written and markers of publishes in progress in this realm. */
   inFlightTempFiles: Set<string>;
+  /**
+   * Random, one per realm: worker threads share the pid but neither the locks nor the set above, so a file of this
+   * pid is known abandoned only when it also carries this token. (Absent in the state of an earlier version.)
+   */
+  token?: string;
 }
 const SHARED_KEY = Symbol.for('storyloom.filesystemPublisher');
 const globalRecord = globalThis as Record<symbol, unknown>;
@@ -249,7 +277,16 @@ const shared: SharedState = (globalRecord[SHARED_KEY] as SharedState | undefined
   locks: new Map<string, Promise<void>>(),
   inFlightTempFiles: new Set<string>(),
 };
+shared.token ??= randomBytes(4).toString('hex');
 globalRecord[SHARED_KEY] = shared;
+
+/** A short hash of the host name: a pid says whether its process runs only on the host it was taken on. */
+const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
+/**
+ * `<pid>-<host>-<token>`: who writes a temporary file or a marker, in its name. The file is abandoned when this realm
+ * wrote it and no longer writes it, or its process on this host is gone; otherwise only once it is stale.
+ */
+const WRITER = `${process.pid}-${HOST}-${shared.token}`;
 
 /** Runs `task` once every earlier task for `key` has settled. */
 async function withDirectoryLock<T>(key: string, task: () => Promise<T>): Promise<T> {
@@ -330,6 +367,20 @@ function storageError(error: unknown, file: string): StoryloomError {
   });
 }
 
+/**
+ * A failed rename of a staged file. Its temporary file gone (`ENOENT`) means another writer took it for abandoned
+ * (one on another host, past `staleTempFileMs`) or removed the folder: a retry writes it again.
+ */
+function renameError(error: unknown, file: string): StoryloomError {
+  if ((error as { code?: unknown } | null)?.code !== 'ENOENT') return storageError(error, file);
+  return new StorageError(`Cannot write the site file ${path.basename(file)}: its temporary file was removed`, {
+    reason: 'io',
+    path: file,
+    cause: error,
+    isRetryable: true,
+  });
+}
+
 /** A file to write: its content, and whether the caller knows it differs from what is on disk. */
 interface FileWrite {
   file: string;
@@ -356,7 +407,7 @@ async function stageFile({ file, data, knownToDiffer = false }: FileWrite): Prom
   }
   const temp = path.join(
     path.dirname(file),
-    `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`,
+    `.${path.basename(file)}.${WRITER}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`,
   );
   shared.inFlightTempFiles.add(temp);
   try {
@@ -408,7 +459,7 @@ async function writeFilesAtomic(files: readonly FileWrite[]): Promise<number> {
       try {
         await rename(temp, file);
       } catch (error) {
-        throw storageError(error, file);
+        throw renameError(error, file);
       }
       shared.inFlightTempFiles.delete(temp);
       temps[position] = undefined;
@@ -443,13 +494,27 @@ function isProcessAlive(pid: number): boolean {
 }
 
 /**
- * Whether the temporary file or publish marker `name` in `folder`, written by process `pid`, is abandoned: this
- * process is not writing it and its writer is gone, or it is older than `staleMs` (a writer on another host).
+ * Whether the temporary file or publish marker `name` in `folder`, written by `writer` (`<pid>-<host>-<token>`, or a
+ * bare pid from an earlier version), is abandoned: this realm wrote it and is not writing it now, or its process on
+ * this host is gone, or it is older than `staleMs` (a writer in another worker thread or on another host that died,
+ * or one that hangs).
  */
-async function isAbandoned(folder: string, name: string, pid: number, clock: Clock, staleMs: number): Promise<boolean> {
+async function isAbandoned(
+  folder: string,
+  name: string,
+  writer: string,
+  clock: Clock,
+  staleMs: number,
+): Promise<boolean> {
   const file = path.join(folder, name);
   if (shared.inFlightTempFiles.has(file)) return false;
-  if (pid === process.pid || !isProcessAlive(pid)) return true;
+  if (writer === WRITER) return true;
+  const [pid, host] = writer.split('-');
+  const sameHost = host === undefined || host === HOST;
+  // A bare pid (an earlier version's name) equal to this process's is abandoned, as that version judged it.
+  if (sameHost && (writer === String(process.pid) || (Number(pid) !== process.pid && !isProcessAlive(Number(pid))))) {
+    return true;
+  }
   const info = await stat(file).catch(() => undefined);
   return info !== undefined && clock.now() - info.mtimeMs > staleMs;
 }
@@ -463,7 +528,7 @@ async function removeStaleTempFiles(
 ): Promise<void> {
   for (const name of names) {
     const match = TEMP_PATTERN.exec(name);
-    if (match && (await isAbandoned(folder, name, Number(match[1]), clock, staleMs))) {
+    if (match && (await isAbandoned(folder, name, match[1]!, clock, staleMs))) {
       await rm(path.join(folder, name), { force: true }).catch(() => undefined);
     }
   }
@@ -517,12 +582,15 @@ function displayDate(value: string): string {
   return `${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]} ${date.getUTCFullYear()}`;
 }
 
-/** The first `limit` characters of `text`, cut at a word where possible, never inside a surrogate pair. */
+/**
+ * `text` with its whitespace collapsed, cut to at most `limit` UTF-16 code units and an ellipsis: at the last word
+ * that fits when one ends in the last 40 % of that room, else between two grapheme clusters as `clipText` cuts (an
+ * accent, a conjunct or an emoji sequence is never split).
+ */
 function excerptOf(text: string, limit: number): string {
   const flat = text.replace(/\s+/g, ' ').trim();
-  const characters = Array.from(flat);
-  if (characters.length <= limit) return flat;
-  const cut = characters.slice(0, limit).join('');
+  if (flat.length <= limit) return flat;
+  const cut = clipText(flat, limit);
   const lastSpace = cut.lastIndexOf(' ');
   return `${(lastSpace > limit * 0.6 ? cut.slice(0, lastSpace) : cut).trimEnd()}…`;
 }
@@ -579,20 +647,25 @@ function linkedScenes(story: StorySnapshot): string[] {
   return [...ids].sort();
 }
 
-/** The catalog of a site whose every chapter is known. */
-function catalogOf(storyId: string, story: StorySnapshot, chapters: ReadonlyMap<string, ManifestEpisode[]>): Catalog {
+/** Where the scenes `sceneIds` are published on a site whose every chapter is known. */
+function linksOf(sceneIds: readonly string[], chapters: ReadonlyMap<string, ManifestEpisode[]>): Catalog['links'] {
   const all = [...chapters.values()].flat().sort(compareEpisodes);
   const positions = new Map(all.map((episode, position) => [episode.sceneId, { index: episode.index, position }]));
+  return Object.fromEntries(sceneIds.map((id) => [id, positions.get(id) ?? null]));
+}
+
+/** The catalog of a site whose every chapter is known. */
+function catalogOf(storyId: string, story: StorySnapshot, chapters: ReadonlyMap<string, ManifestEpisode[]>): Catalog {
   return {
     format: CATALOG_FORMAT,
     storyId,
     storyVersion: story.version,
-    episodeCount: all.length,
+    episodeCount: [...chapters.values()].reduce((sum, episodes) => sum + episodes.length, 0),
     fileHashes: {},
     chapters: [...chapters]
       .map(([chapterId, episodes]) => summaryOf(chapterId, episodes))
       .sort((a, b) => compareEpisodes(a.opening, b.opening)),
-    links: Object.fromEntries(linkedScenes(story).map((id) => [id, positions.get(id) ?? null])),
+    links: linksOf(linkedScenes(story), chapters),
   };
 }
 
@@ -642,6 +715,16 @@ class SiteModel {
   readonly changedChapters = new Set<string>();
   /** Whether `story` is newer than `story.json`. */
   storyChanged = false;
+  /**
+   * Whether `story` is older than the state the roster and the timeline show (`story.json` was lost, and an older
+   * scene is published again): those pages and `story.json` are left as they are until a newer state comes.
+   */
+  storyBehind = false;
+  /**
+   * The old places of scenes published again at another index (found by `add`, or by a repair): their files go and
+   * the pages of their neighbours there are redone.
+   */
+  readonly movedFrom: Array<{ sceneId: string; index: number }> = [];
   private readonly episodes = new Map<string, ManifestEpisode[]>();
 
   constructor(
@@ -772,6 +855,7 @@ class SiteModel {
     }
     this.story = story;
     this.storyChanged = true;
+    this.storyBehind = false;
     this.catalog.storyVersion = story.version;
     this.catalog.links = links;
   }
@@ -785,13 +869,53 @@ class SiteModel {
     return found;
   }
 
-  /** Adds or replaces the episode of a scene. Returns whether the site did not hold the scene before. */
+  /**
+   * Where the site lists a scene published again as `key`: looked for in `key`'s chapter, then in the chapters whose
+   * span holds `key`'s place in story order (a scene moved to another chapter at the same index), so no more than the
+   * chapters the publish shows are read; in every chapter when the whole site is in hand (a repair). A scene moved to
+   * another index and another chapter at once is found only by a repair (the store never moves a scene: its index
+   * and chapter are fixed when it is committed).
+   */
+  async placeOf(key: {
+    sceneId: string;
+    index: number;
+    chapterId: string;
+  }): Promise<{ chapterId: string; episode: ManifestEpisode } | undefined> {
+    const own = await this.episodeOf(key.chapterId, key.sceneId);
+    if (own) return { chapterId: key.chapterId, episode: own };
+    for (const chapter of this.catalog.chapters) {
+      if (chapter.chapterId === key.chapterId) continue;
+      const spans = compareEpisodes(chapter.opening, key) <= 0 && compareEpisodes(key, chapter.closing) <= 0;
+      if (!spans && !this.complete) continue;
+      const episode = await this.episodeOf(chapter.chapterId, key.sceneId);
+      if (episode) return { chapterId: chapter.chapterId, episode };
+    }
+    return undefined;
+  }
+
+  /** Takes a scene out of a chapter; a chapter left empty goes from the catalog. */
+  private async remove(chapterId: string, sceneId: string): Promise<void> {
+    const episodes = (await this.episodesOf(chapterId)).filter((episode) => episode.sceneId !== sceneId);
+    this.changedChapters.add(chapterId);
+    if (episodes.length > 0) this.episodes.set(chapterId, episodes);
+    else this.episodes.delete(chapterId);
+    this.catalog.chapters = [
+      ...this.catalog.chapters.filter((chapter) => chapter.chapterId !== chapterId),
+      ...(episodes.length > 0 ? [summaryOf(chapterId, episodes)] : []),
+    ].sort((a, b) => compareEpisodes(a.opening, b.opening));
+  }
+
+  /**
+   * Adds or replaces the episode of a scene. A scene the site lists in another chapter leaves it; one listed at
+   * another index is kept in `movedFrom`, whose files and neighbours' pages the publish redoes. Returns whether the
+   * site did not hold the scene before.
+   */
   async add(entry: ManifestEpisode): Promise<boolean> {
     const { chapterId } = entry;
-    const episodes = [...(await this.episodesOf(chapterId))];
-    const existing = episodes.findIndex((episode) => episode.sceneId === entry.sceneId);
-    if (existing >= 0) episodes[existing] = entry;
-    else episodes.push(entry);
+    const previous = await this.placeOf(entry);
+    if (previous && previous.chapterId !== chapterId) await this.remove(previous.chapterId, entry.sceneId);
+    const episodes = (await this.episodesOf(chapterId)).filter((episode) => episode.sceneId !== entry.sceneId);
+    episodes.push(entry);
     episodes.sort(compareEpisodes);
     this.episodes.set(chapterId, episodes);
     this.changedChapters.add(chapterId);
@@ -800,18 +924,23 @@ class SiteModel {
       ...catalog.chapters.filter((chapter) => chapter.chapterId !== chapterId),
       summaryOf(chapterId, episodes),
     ].sort((a, b) => compareEpisodes(a.opening, b.opening));
-    const added = existing < 0;
-    if (added) {
+    if (!previous) {
       catalog.episodeCount += 1;
       // Every linked scene after the new one moves one place on.
       for (const [id, link] of Object.entries(catalog.links)) {
         if (link && compareEpisodes({ index: link.index, sceneId: id }, entry) > 0) link.position += 1;
       }
+    } else if (previous.episode.index !== entry.index) {
+      this.movedFrom.push(previous.episode);
+      // The scenes between its old and its new place move one place: every linked scene is placed again.
+      for (const [id, link] of Object.entries(catalog.links)) {
+        if (link) link.position = await this.positionOf({ index: link.index, sceneId: id });
+      }
     }
     if (Object.hasOwn(catalog.links, entry.sceneId)) {
       catalog.links[entry.sceneId] = { index: entry.index, position: await this.positionOf(entry) };
     }
-    return added;
+    return !previous;
   }
 
   /** The story the pages show: after `updateStory`, the newest the site has seen. */
@@ -1603,6 +1732,8 @@ interface WholeSite {
   folded: ManifestEpisode[];
   chapterPageNames: string[];
   chapterFileNames: string[];
+  /** The files in `scenes/`. */
+  sceneNames: ReadonlySet<string>;
 }
 
 /** The files one publish writes, in order, and the files it removes, as paths relative to the site folder. */
@@ -1734,53 +1865,100 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
 
   /**
    * Reads the whole site for a repair: every chapter file, the entries of an earlier version's manifest, and every
-   * scene JSON file none of them lists (left by a crash between writes, or by another process), folded back in.
-   * Removes the abandoned temporary files of every folder on the way.
+   * scene JSON file none of them lists (left by a crash between writes, or by another process), folded back in. A
+   * scene listed in two places (a publish that moved it died between two chapter files) is kept where its JSON puts
+   * it, and one a crashed publish (`crashed`) was moving, where the JSON it wrote puts it: the next publish finishes
+   * the move. Removes the abandoned temporary files of every folder on the way.
    */
   async function readWholeSite(
     storyId: string,
     story: StorySnapshot,
     legacy: z.infer<typeof LegacyManifestSchema> | undefined,
+    crashed: ReadonlyArray<{ sceneId: string; index: number }>,
   ): Promise<WholeSite> {
     const sceneNames = await listFolder(scenesFolder, clock, staleMs);
     const imageNames = await listFolder(imagesFolder, clock, staleMs);
     const chapterPageNames = await listFolder(chaptersFolder, clock, staleMs);
     const chapterFileNames = await listFolder(episodesFolder, clock, staleMs);
+    const sceneFiles = new Set(sceneNames);
+    /** The episode of the scene JSON `scenes/<slug>.json`, if it is there and of this story. */
+    const sceneEntry = async (slug: string): Promise<ManifestEpisode | undefined> => {
+      if (!sceneFiles.has(`${slug}.json`)) return undefined;
+      const scene = SceneSchema.safeParse(await readJson(path.join(scenesFolder, `${slug}.json`)));
+      if (!scene.success || scene.data.storyId !== storyId || slugOf(scene.data.index, scene.data.id) !== slug) {
+        return undefined;
+      }
+      const extension = existingImage(imageNames, slug);
+      return entryOf(scene.data, story.characters, extension ? { extension, alt: sceneAltText(scene.data) } : null);
+    };
     const chapters = new Map<string, ManifestEpisode[]>();
-    const knownScenes = new Set<string>();
+    /** The slug each scene is kept at. */
+    const knownScenes = new Map<string, string>();
     const knownSlugs = new Set<string>();
     const keep = (episode: ManifestEpisode): boolean => {
       if (knownScenes.has(episode.sceneId)) return false;
-      knownScenes.add(episode.sceneId);
+      knownScenes.set(episode.sceneId, slugOfEpisode(episode));
       knownSlugs.add(slugOfEpisode(episode));
       chapters.set(episode.chapterId, [...(chapters.get(episode.chapterId) ?? []), episode]);
       return true;
     };
+    // Every place a chapter file (or an earlier version's manifest) lists each scene.
+    const listings = new Map<string, ManifestEpisode[]>();
+    const list = (episode: ManifestEpisode) =>
+      listings.set(episode.sceneId, [...(listings.get(episode.sceneId) ?? []), episode]);
     for (const name of [...chapterFileNames].sort()) {
       if (!name.endsWith('.json')) continue;
       const parsed = ChapterFileSchema.safeParse(await readJson(path.join(episodesFolder, name)));
       if (!parsed.success || parsed.data.storyId !== storyId) continue;
       if (`${EPISODES}/${name}` !== chapterFileOf(parsed.data.chapterId)) continue;
-      for (const episode of parsed.data.episodes) if (episode.chapterId === parsed.data.chapterId) keep(episode);
+      for (const episode of parsed.data.episodes) if (episode.chapterId === parsed.data.chapterId) list(episode);
     }
-    for (const episode of legacy?.episodes ?? []) keep(episode);
+    for (const episode of legacy?.episodes ?? []) list(episode);
+    const crashedAt = new Map(crashed.map((marked) => [marked.sceneId, marked.index]));
+    for (const [sceneId, places] of listings) {
+      const index = crashedAt.get(sceneId);
+      const written = index === undefined ? undefined : await sceneEntry(slugOf(index, sceneId));
+      const same = (place: ManifestEpisode) =>
+        written !== undefined && place.chapterId === written.chapterId && place.index === written.index;
+      if (written && !places.some(same)) keep(written);
+      else if (places.length === 1) keep(places[0]!);
+      else keep(places.find(same) ?? (await placeOfJson(places, sceneEntry)));
+    }
     const folded: ManifestEpisode[] = [];
     for (const name of [...sceneNames].sort()) {
       const match = SCENE_FILE_PATTERN.exec(name);
       if (match?.[3] !== 'json' || knownSlugs.has(`${match[1]}-${match[2]}`)) continue;
-      const scene = SceneSchema.safeParse(await readJson(path.join(scenesFolder, name)));
-      if (!scene.success || scene.data.storyId !== storyId) continue;
-      const slug = slugOf(scene.data.index, scene.data.id);
-      if (`${slug}.json` !== name) continue;
-      const extension = existingImage(imageNames, slug);
-      const image = extension ? { extension, alt: sceneAltText(scene.data) } : null;
-      const entry = entryOf(scene.data, story.characters, image);
-      if (keep(entry)) folded.push(entry);
+      const entry = await sceneEntry(`${match[1]}-${match[2]}`);
+      if (entry && keep(entry)) folded.push(entry);
     }
     for (const episodes of chapters.values()) episodes.sort(compareEpisodes);
     const catalog = catalogOf(storyId, story, chapters);
     const model = new SiteModel(catalog, story, (chapterId) => readChapter(storyId, chapterId), chapters);
-    return { model, folded, chapterPageNames, chapterFileNames };
+    // A crashed publish that moved its scene to another index, kept there: the scene's files at any other index go.
+    for (const { sceneId, index } of crashed) {
+      if (knownScenes.get(sceneId) !== slugOf(index, sceneId)) continue;
+      const oldIndexes = new Set<number>();
+      for (const name of [...sceneNames, ...imageNames]) {
+        const match = SCENE_FILE_PATTERN.exec(name);
+        if (match?.[2] === fileIdOf(sceneId) && Number(match[1]) !== index) oldIndexes.add(Number(match[1]));
+      }
+      for (const oldIndex of oldIndexes) model.movedFrom.push({ sceneId, index: oldIndex });
+    }
+    return { model, folded, chapterPageNames, chapterFileNames, sceneNames: sceneFiles };
+  }
+
+  /**
+   * Of the places chapter files list one scene at (a publish that moved it to another chapter died between two of
+   * them), the one its scene JSON names, which a publish writes first; the first listed when the JSON names none.
+   */
+  async function placeOfJson(
+    places: readonly ManifestEpisode[],
+    sceneEntry: (slug: string) => Promise<ManifestEpisode | undefined>,
+  ): Promise<ManifestEpisode> {
+    for (const place of places) {
+      if ((await sceneEntry(slugOfEpisode(place)))?.chapterId === place.chapterId) return place;
+    }
+    return places[0]!;
   }
 
   /** The site as one publish (or batch) sees it: the model, and what a repair found. */
@@ -1813,12 +1991,17 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     }
     const legacy = loaded.legacy?.story;
     const stored = (await readStoryFile(storyId)) ?? (legacy && { ...legacy, characters: rosterOf(legacy.characters) });
-    const whole = await readWholeSite(
-      storyId,
-      stored && stored.version > story.version ? stored : withArchivedThreads(stored, story),
-      loaded.legacy,
-    );
+    const shown = stored && stored.version > story.version ? stored : withArchivedThreads(stored, story);
     const crashed = await scenesOfMarkers(leftBehind ?? []);
+    const whole = await readWholeSite(storyId, shown, loaded.legacy, crashed);
+    if (catalog && catalog.storyVersion > shown.version) {
+      // `story.json` is lost and an older state is published again: the site keeps what it showed of the newer one.
+      whole.model.storyBehind = true;
+      whole.model.catalog.storyVersion = catalog.storyVersion;
+      // The pages left alone keep their hashes, and the hashes keep their order in the catalog.
+      whole.model.catalog.fileHashes = { ...catalog.fileHashes };
+      whole.model.catalog.links = linksOf(Object.keys(catalog.links), whole.model.complete!);
+    }
     return { model: whole.model, catalogText: loaded.text, previousOrder, repair: { whole, crashed } };
   }
 
@@ -1845,12 +2028,38 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     else {
       // A retry without the picture keeps the one an earlier publish wrote.
       const extension = await pictureOnDisk(slugOf(scene.index, scene.id));
-      const previous = extension && (await model.episodeOf(scene.chapterId, scene.id));
+      const previous =
+        extension &&
+        (await model.placeOf({ sceneId: scene.id, index: scene.index, chapterId: scene.chapterId }))?.episode;
       if (extension) picture = { extension, alt: previous?.image?.alt ?? sceneAltText(scene) };
     }
     const entry = entryOf(scene, story.characters, picture);
     await model.add(entry);
     return entry;
+  }
+
+  /** The chapters of `order` (by id) whose page `chapters/<number>.html` is missing: one listing of that folder. */
+  async function chapterPagesMissing(order: readonly string[]): Promise<string[]> {
+    const names = new Set(await readdir(chaptersFolder).catch(() => [] as string[]));
+    return order.filter((_, position) => !names.has(`${position + 1}.html`));
+  }
+
+  /** The episodes among `episodes` whose page is missing: looked up in `sceneNames` if given, else on the disk. */
+  async function missingScenePages(
+    episodes: readonly ManifestEpisode[],
+    sceneNames: ReadonlySet<string> | undefined,
+  ): Promise<ManifestEpisode[]> {
+    const page = (episode: ManifestEpisode) => `${slugOfEpisode(episode)}.html`;
+    if (sceneNames) return episodes.filter((episode) => !sceneNames.has(page(episode)));
+    const found = await Promise.all(
+      episodes.map((episode) =>
+        stat(path.join(scenesFolder, page(episode))).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    return episodes.filter((_, position) => !found[position]);
   }
 
   /**
@@ -1893,11 +2102,33 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         scenePages.set(renumberedEpisode.sceneId, renumberedEpisode);
       }
     }
+    const remove: string[] = [];
+    // A scene published again at another index: its old files go, and the pages around its old place are redone.
+    const publishedSlugs = new Map(published.map((entry) => [entry.sceneId, slugOfEpisode(entry)]));
+    for (const from of model.movedFrom) {
+      for (const side of ['previous', 'next'] as const) {
+        const neighbour = await model.neighbour(from, side);
+        const found = neighbour && (await model.episodeOf(neighbour.chapterId, neighbour.episode.sceneId));
+        if (found) scenePages.set(found.sceneId, found);
+      }
+      const oldSlug = slugOfEpisode(from);
+      if (publishedSlugs.get(from.sceneId) === oldSlug) continue;
+      remove.push(`${SCENES}/${oldSlug}.json`, `${SCENES}/${oldSlug}.html`);
+      remove.push(...IMAGE_EXTENSIONS.map((extension) => `${IMAGES}/${oldSlug}.${extension}`));
+    }
     if (repair) {
       const crashed = new Set(repair.crashed.map((marked) => marked.sceneId));
       for (const folded of repair.whole.folded) await withNeighbours(folded);
       for (const chapterId of order) {
         for (const held of await model.episodesOf(chapterId)) if (crashed.has(held.sceneId)) await withNeighbours(held);
+      }
+    }
+    // Pages lost from the site (removed by hand, say): the index links to every chapter page, so a missing one is
+    // written again, with the missing scene pages of its chapter. A repair looks at every scene page.
+    const missingChapterPages = repair ? [] : await chapterPagesMissing(order);
+    for (const chapterId of repair ? order : missingChapterPages) {
+      for (const held of await missingScenePages(await model.episodesOf(chapterId), repair?.whole.sceneNames)) {
+        scenePages.set(held.sceneId, held);
       }
     }
     for (const pageEpisode of scenePages.values()) {
@@ -1918,20 +2149,33 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     // Chapter files after the scene pages: a scene a chapter file lists has its page, and its neighbours theirs, so a
     // publish that dies before the end leaves either that, or scene JSON files the repair folds back.
     for (const chapterId of repair ? order : model.changedChapters) {
+      // A chapter its last scene left (published again into another chapter) goes.
+      if (model.numberOf(chapterId) === 0) {
+        remove.push(chapterFileOf(chapterId));
+        continue;
+      }
       const episodes = await model.episodesOf(chapterId);
       files.set(chapterFileOf(chapterId), toJson({ format: CATALOG_FORMAT, storyId, chapterId, episodes }, 'compact'));
     }
 
-    // Chapter pages: the changed and renumbered ones, and the one that was last when a chapter is added (its "next"
-    // link appears). Nothing site-wide is on a chapter page, so the others are left alone.
+    // Chapter pages: the changed, renumbered and missing ones, and the one that was last when a chapter is added (its
+    // "next" link appears) or is last when one goes (its "next" link goes). Nothing site-wide is on a chapter page,
+    // so the others are left alone.
     const lastBefore = previousOrder.at(-1);
     const chapterPages = repair
       ? order
       : new Set([
           ...model.changedChapters,
           ...renumbered,
+          ...missingChapterPages,
           ...(lastBefore !== undefined && order.length !== previousOrder.length ? [lastBefore] : []),
+          ...(order.length < previousOrder.length && order.length > 0 ? [order.at(-1)!] : []),
         ]);
+    if (!repair) {
+      for (let number = order.length + 1; number <= previousOrder.length; number++) {
+        remove.push(`${CHAPTERS}/${number}.html`);
+      }
+    }
     for (const chapterId of chapterPages) {
       const number = model.numberOf(chapterId);
       if (number === 0) continue;
@@ -1950,11 +2194,15 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     const siteWide = new Map<string, string>([
       ['style.css', renderStyle()],
       ['index.html', renderIndex(view, shown, numbered.slice(0, split).reverse(), indexEpisodes)],
-      ['characters.html', renderCharacters(view)],
-      ['threads.html', renderThreads(view)],
+      ...(model.storyBehind
+        ? []
+        : ([
+            ['characters.html', renderCharacters(view)],
+            ['threads.html', renderThreads(view)],
+          ] as const)),
       ['feed.atom', renderFeed(view, await model.newest(feedEntries), baseUrl)],
     ]);
-    if (repair || model.storyChanged) {
+    if ((repair || model.storyChanged) && !model.storyBehind) {
       const storyFile = { format: CATALOG_FORMAT, storyId, story: model.storySnapshot() };
       siteWide.set(STORY_FILE, toJson(storyFile, 'compact'));
     }
@@ -1985,7 +2233,6 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       if (site.catalogText !== undefined) written.add(MANIFEST_FILE);
     }
 
-    const remove: string[] = [];
     if (repair) {
       // A chapter page past the last chapter, or the file of a chapter the site no longer has, would mislead.
       for (const name of repair.whole.chapterPageNames) {
@@ -2101,7 +2348,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     const leftBehind = topLevel.filter((name) => MARKER_PATTERN.test(name));
     const requests = topLevel.filter((name) => REPAIR_REQUEST_PATTERN.test(name));
     // Written before anything is read, so a publish that overlaps this one in another process sees it.
-    const marker = path.join(directory, `.publishing.${process.pid}.${randomBytes(6).toString('hex')}`);
+    const marker = path.join(directory, `.publishing.${WRITER}.${randomBytes(6).toString('hex')}`);
     shared.inFlightTempFiles.add(marker);
     let started = false;
     let keepMarker = false;
@@ -2120,8 +2367,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       if (repaired) {
         for (const name of requests) await rm(path.join(directory, name), { force: true });
         for (const name of leftBehind) {
-          const pid = Number(MARKER_PATTERN.exec(name)![1]);
-          if (await isAbandoned(directory, name, pid, clock, staleMs)) {
+          if (await isAbandoned(directory, name, MARKER_PATTERN.exec(name)![1]!, clock, staleMs)) {
             await rm(path.join(directory, name), { force: true });
           }
         }
@@ -2147,13 +2393,24 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     }
   }
 
-  /** Runs `task` under the directory lock, reporting file-system failures as `StorageError`. */
-  function locked<T>(task: () => Promise<T>): Promise<T> {
-    return withDirectoryLock(directory, async () => {
+  /**
+   * Runs `task` under the lock of the folder's real path (one folder reached through a symlink or two spellings is
+   * still one folder), reporting file-system failures as `StorageError`.
+   */
+  async function locked<T>(task: () => Promise<T>): Promise<T> {
+    const systemErrors = (error: unknown) => (isSystemError(error) ? storageError(error, directory) : error);
+    let key: string;
+    try {
+      await mkdir(directory, { recursive: true });
+      key = await realpath(directory);
+    } catch (error) {
+      throw systemErrors(error);
+    }
+    return withDirectoryLock(key, async () => {
       try {
         return await task();
       } catch (error) {
-        throw isSystemError(error) ? storageError(error, directory) : error;
+        throw systemErrors(error);
       }
     });
   }
