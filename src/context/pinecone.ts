@@ -23,6 +23,7 @@ import {
   ProviderError,
   StoryloomError,
   throwIfAborted,
+  untilAborted,
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
@@ -234,16 +235,6 @@ export function createPineconeFetch(base?: typeof fetch): typeof fetch {
     }
     return response;
   };
-}
-
-/** Settles as `pending` does, or rejects as soon as `signal` fires (a client without our fetch cannot be cut off). */
-function untilAborted<T>(signal: AbortSignal, pending: Promise<T>): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /**

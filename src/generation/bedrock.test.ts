@@ -125,6 +125,37 @@ describe('createBedrockEmbedder: construction', () => {
     ]);
   });
 
+  it('refuses a truncate value Cohere Embed v4 does not take (v3’s START and END), and takes NONE, LEFT and RIGHT', () => {
+    for (const truncate of ['END', 'START', 'right']) {
+      let caught: unknown;
+      try {
+        createBedrockEmbedder({ model: 'cohere.embed-v4:0', truncate: truncate as never });
+      } catch (error) {
+        caught = error;
+      }
+      expect(ValidationError.isInstance(caught), truncate).toBe(true);
+      expect((caught as ValidationError).problems.map((problem) => problem.path)).toEqual(['truncate']);
+    }
+    for (const truncate of ['NONE', 'LEFT', 'RIGHT'] as const) {
+      expect(createBedrockEmbedder({ model: 'cohere.embed-v4:0', truncate }).modelId).toBe('cohere.embed-v4:0');
+    }
+  });
+
+  it('refuses a timeoutMs that is not a number of milliseconds from 1 to 2,147,483,647', () => {
+    for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2_147_483_648, '100' as never]) {
+      expect(() => createBedrockEmbedder({ model: 'cohere.embed-v4:0', timeoutMs }), String(timeoutMs)).toThrow(
+        /timeoutMs must be a number of milliseconds/,
+      );
+      expect(() => createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', timeoutMs })).toThrow(
+        ValidationError,
+      );
+      expect(() => createBedrockSceneGenerator({ model: 'us.anthropic.claude-sonnet-4-5', timeoutMs })).toThrow(
+        ValidationError,
+      );
+    }
+    expect(createBedrockEmbedder({ model: 'cohere.embed-v4:0', timeoutMs: 2_147_483_647 }).dimensions).toBe(1536);
+  });
+
   it('declares what one embed() call accepts', () => {
     expect(createBedrockEmbedder({ model: 'cohere.embed-v4:0' }).maxBatchSize).toBe(96);
     expect(createBedrockEmbedder({ model: 'amazon.titan-embed-text-v1' }).maxBatchSize).toBe(128);
@@ -166,20 +197,17 @@ describe('createBedrockEmbedder: round trips', () => {
     expect(document!.length).toBe(1024);
     expect(Array.from(query!)).not.toEqual(Array.from(document!));
     expect(Array.from(defaulted!)).toEqual(Array.from(document!));
+    const sent = (inputType: string) => ({
+      texts: ['the lamp went dark'],
+      input_type: inputType,
+      embedding_types: ['float'],
+      output_dimension: 1024,
+      truncate: 'RIGHT',
+    });
     expect(standIn.requests.map((request) => request.body)).toEqual([
-      {
-        texts: ['the lamp went dark'],
-        input_type: 'search_document',
-        embedding_types: ['float'],
-        output_dimension: 1024,
-      },
-      { texts: ['the lamp went dark'], input_type: 'search_query', embedding_types: ['float'], output_dimension: 1024 },
-      {
-        texts: ['the lamp went dark'],
-        input_type: 'search_document',
-        embedding_types: ['float'],
-        output_dimension: 1024,
-      },
+      sent('search_document'),
+      sent('search_query'),
+      sent('search_document'),
     ]);
   });
 
@@ -204,6 +232,191 @@ describe('createBedrockEmbedder: round trips', () => {
     expect(standIn.requests).toHaveLength(0);
     expect(await embedder.embed([])).toEqual([]);
   });
+});
+
+describe('createBedrockEmbedder: texts longer than the model takes', () => {
+  const segmenter = new Intl.Segmenter('en', { granularity: 'grapheme' });
+
+  /** The one text the stand-in received, checked to be a start of `text` cut between two grapheme clusters. */
+  function sentPrefixOf(text: string): string {
+    expect(standIn.requests).toHaveLength(1);
+    expect(standIn.requests[0]!.status).toBe(200);
+    const sent = (standIn.requests[0]!.body as { inputText: string }).inputText;
+    expect(text.startsWith(sent)).toBe(true);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(segmenter.segment(text).containing(sent.length)?.index).toBe(sent.length);
+    return sent;
+  }
+
+  it.each(['amazon.titan-embed-text-v1', 'amazon.titan-embed-text-v2:0'] as const)(
+    '%s embeds the start of a 100,000-character text instead of failing',
+    async (model) => {
+      const text = 'The keeper lit the lamp and wrote the storm into the log. '.repeat(1_720); // ~100,000 characters
+      const embedder = createBedrockEmbedder({ model, ...connection() });
+      const [vector] = await embedder.embed([text]);
+      expect(vector!.length).toBe(embedder.dimensions);
+      const sent = sentPrefixOf(text);
+      expect(sent.length).toBeLessThan(text.length);
+      expect(sent.length).toBeLessThanOrEqual(50_000);
+      // The same start, sent alone, gives the same vector: the clipped text is what was embedded.
+      standIn.reset();
+      const [again] = await embedder.embed([sent]);
+      expect(Array.from(again!)).toEqual(Array.from(vector!));
+      expect((standIn.requests[0]!.body as { inputText: string }).inputText).toBe(sent);
+    },
+  );
+
+  it('sends a text Titan takes as it is', async () => {
+    const text = 'A storm at sea. '.repeat(200);
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+    await embedder.embed([text]);
+    expect((standIn.requests[0]!.body as { inputText: string }).inputText).toBe(text);
+  });
+
+  it('counts every character outside ASCII as at least a token, so a CJK text stays within 8,192 tokens', async () => {
+    const text = '灯台守は嵐の夜に灯りをともした。'.repeat(2_000); // 32,000 characters, each about a token
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+    await embedder.embed([text]);
+    expect(sentPrefixOf(text).length).toBeLessThan(8_192);
+  });
+
+  it('counts digits and punctuation as a token each', async () => {
+    const text = '1,2;3.4!5?'.repeat(2_000); // 20,000 characters, all of them tokens on their own
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+    await embedder.embed([text]);
+    expect(sentPrefixOf(text).length).toBeLessThan(8_192);
+  });
+
+  it('never splits a surrogate pair or an emoji sequence where it cuts', async () => {
+    for (const unit of ['👨‍👩‍👧 ', '🐉', 'é'.normalize('NFD')]) {
+      standIn.reset();
+      const text = `${'x'.repeat(7)}${unit.repeat(Math.ceil(60_000 / unit.length))}`;
+      const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+      await embedder.embed([text]);
+      const sent = sentPrefixOf(text);
+      expect(/[\uD800-\uDBFF]$/.test(sent), JSON.stringify(unit)).toBe(false);
+    }
+  });
+
+  it('Cohere v4 asks the service to drop the end of an over-long text, so it is embedded from its start', async () => {
+    const text = 'The keeper lit the lamp. '.repeat(24_000); // 600,000 characters, past v4's 128,000 tokens
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    const [vector] = await embedder.embed([text]);
+    expect(vector!.length).toBe(1536);
+    expect(standIn.requests[0]!.body).toMatchObject({ truncate: 'RIGHT' });
+  });
+
+  it('Cohere v4 sends a truncate it was given, and NONE makes an over-long text fail as the service says', async () => {
+    const text = 'The keeper lit the lamp. '.repeat(24_000);
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', truncate: 'NONE', ...connection() });
+    await expect(embedder.embed([text])).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && error.status === 400,
+    );
+    expect(standIn.requests[0]!.body).toMatchObject({ truncate: 'NONE' });
+  });
+});
+
+describe('createBedrockEmbedder: answers', () => {
+  it('refuses a value beyond float32 range (finite as a double, Infinity once stored) as a ProviderError', async () => {
+    const client = new BedrockRuntimeClient({ ...connection().clientConfig, region: 'us-east-1', maxAttempts: 1 });
+    const realSend = client.send.bind(client);
+    const embedder = createBedrockEmbedder({
+      model: 'amazon.titan-embed-text-v2:0',
+      dimensions: 256,
+      client: {
+        send: async (command: unknown, options?: unknown) => {
+          const output = (await realSend(command as never, options as never)) as { body: Uint8Array };
+          const json = JSON.parse(new TextDecoder().decode(output.body)) as { embedding: number[] };
+          json.embedding[3] = 1e39;
+          return { ...output, body: new TextEncoder().encode(JSON.stringify(json)) };
+        },
+      } as unknown as BedrockRuntimeClient,
+    });
+    await expect(embedder.embed(['the lamp'])).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && /embedding\[3\] is 1e\+39/.test(error.message),
+    );
+  });
+});
+
+describe('Bedrock calls that get no answer', () => {
+  it('times out an attempt after timeoutMs as a retryable ProviderError (TIMEOUT), then retries it', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection(), timeoutMs: 100 });
+    standIn.scheduleErrors(['hang']);
+    const started = performance.now();
+    const [vector] = await embedder.embed(['the lamp']);
+    expect(vector!.length).toBe(1536);
+    expect(standIn.requests.map((request) => request.fault)).toEqual(['hang', undefined]);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+
+  it('gives up with every timed-out attempt once retries run out, for Titan and for pictures', async () => {
+    const embedder = createBedrockEmbedder({
+      model: 'amazon.titan-embed-text-v2:0',
+      ...connection(),
+      retry: { maxRetries: 1, initialDelayMs: 0, maxDelayMs: 0 },
+      timeoutMs: 80,
+    });
+    standIn.scheduleErrors(['hang', 'hang']);
+    const error = await embedder.embed(['the lamp']).catch((caught: unknown) => caught);
+    expect(RetryError.isInstance(error), String(error)).toBe(true);
+    for (const attempt of (error as RetryError).errors) {
+      expect(ProviderError.isInstance(attempt) && attempt.code).toBe('TIMEOUT');
+      expect((attempt as ProviderError).isRetryable).toBe(true);
+    }
+
+    const generator = createBedrockImageGenerator({
+      model: 'stability.stable-image-core-v1:1',
+      ...connection(),
+      retry: { maxRetries: 0 },
+      timeoutMs: 80,
+    });
+    standIn.scheduleErrors(['hang']);
+    const drawing = await generator
+      .generate({ storyId: 's', sceneId: 'scene-1', prompt: 'a lighthouse', seed: 7 })
+      .catch((caught: unknown) => caught);
+    expect(RetryError.isInstance(drawing), String(drawing)).toBe(true);
+    expect(((drawing as RetryError).errors[0] as ProviderError).code).toBe('TIMEOUT');
+  });
+
+  it('an abort during a hung call is an AbortedError, not a timeout', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection(), timeoutMs: 60_000 });
+    standIn.scheduleErrors(['hang']);
+    const controller = new AbortController();
+    const pending = embedder.embed(['the lamp'], { signal: controller.signal });
+    while (standIn.requests.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    controller.abort();
+    await expect(pending).rejects.toSatisfy((error) => AbortedError.isInstance(error));
+    expect(standIn.requests).toHaveLength(1);
+  });
+
+  it('bounds a Claude call on Bedrock by timeoutMs too', async () => {
+    const generator = createBedrockSceneGenerator({
+      model: 'us.anthropic.claude-sonnet-4-5-20250929-v1:0',
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      baseURL: standIn.url,
+      stream: false,
+      retry: { maxRetries: 0 },
+      timeoutMs: 150,
+    });
+    const state = makeStoryState('lighthouse');
+    standIn.scheduleErrors(['hang']);
+    const error = await generator
+      .generate({
+        storyId: state.storyId,
+        sceneId: 'scene-0001',
+        sceneIndex: 0,
+        chapterId: state.chapterId,
+        state,
+        prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
+        influences: [],
+        seed: 1,
+      })
+      .catch((caught: unknown) => caught);
+    const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
+    expect(ProviderError.isInstance(last) && last.isRetryable, String(error)).toBe(true);
+    expect(standIn.requests.map((request) => request.fault)).toEqual(['hang']);
+  }, 5_000);
 });
 
 describe('createBedrockEmbedder: Titan fan-out', () => {
@@ -435,6 +648,45 @@ describe('createBedrockImageGenerator', () => {
     const image = await withManualTime(clock, generator.generate(request));
     expect(image.mediaType).toBe('image/png');
     expect(standIn.requests.map((sent) => sent.status)).toEqual([429, 408, 200]);
+  });
+
+  it('retries an "Inference error" finish reason, which is no content filter, then draws', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    standIn.scheduleErrors(['inference-error']);
+    const image = await generator.generate(request);
+    expect(image.mediaType).toBe('image/png');
+    expect(standIn.requests.map((sent) => sent.fault)).toEqual(['inference-error', undefined]);
+  });
+
+  it('gives up on repeated inference errors with retryable ProviderErrors, never a ContentFilteredError', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    standIn.scheduleErrors(['inference-error', 'inference-error', 'inference-error']);
+    const error = await generator.generate(request).catch((caught: unknown) => caught);
+    expect(RetryError.isInstance(error), String(error)).toBe(true);
+    const attempts = (error as RetryError).errors;
+    expect(attempts).toHaveLength(3);
+    for (const attempt of attempts) {
+      expect(ProviderError.isInstance(attempt) && attempt.isRetryable).toBe(true);
+      expect((attempt as ProviderError).message).toContain('Inference error');
+    }
+  });
+
+  it('draws a JPEG when asked for one, and says so', async () => {
+    const generator = createBedrockImageGenerator({
+      model: 'stability.sd3-5-large-v1:0',
+      outputFormat: 'jpeg',
+      ...connection(),
+    });
+    const image = await generator.generate(request);
+    expect(image.mediaType).toBe('image/jpeg');
+    expect({ width: image.width, height: image.height }).toEqual({ width: 8, height: 8 });
+    expect(standIn.requests[0]!.body).toMatchObject({ output_format: 'jpeg' });
+  });
+
+  it('refuses seed 0, which Stability reads as "pick a random seed", before any call', async () => {
+    const generator = createBedrockImageGenerator({ model: 'stability.stable-image-core-v1:1', ...connection() });
+    await expect(generator.generate({ ...request, seed: 0 })).rejects.toThrow(/seed must be an integer in 1\.\./);
+    expect(standIn.requests).toHaveLength(0);
   });
 
   it('turns bytes that are no image into a ProviderError', async () => {

@@ -10,8 +10,10 @@
  * Every `InvokeModel` call goes through storyloom's one retry policy (`withRetry`): throttling
  * (`ThrottlingException`, `ModelNotReadyException`, 429), timeouts and server errors (`ServiceUnavailableException`,
  * `InternalServerException`, `ModelTimeoutException`, 5xx) are retried with backoff; the SDK client this module
- * builds makes one attempt per call (`maxAttempts: 1`), so retries are not multiplied. Aborts are honoured: the
- * signal is passed to the SDK and to the retry loop.
+ * builds makes one attempt per call (`maxAttempts: 1`), so retries are not multiplied. Each attempt is bounded by
+ * `timeoutMs` (default 60 s): an attempt with no answer by then is cancelled and is a retryable `ProviderError` with
+ * code `TIMEOUT`. Aborts are honoured: the signal is passed to the SDK and to the retry loop, and the caller's abort
+ * is an `AbortedError`, never a timeout.
  *
  * @module
  */
@@ -29,11 +31,12 @@ import {
   ProviderError,
   StoryloomError,
   throwIfAborted,
+  untilAborted,
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
 import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js';
-import { ellipsize } from '../core/text.js';
+import { clipText, ellipsize } from '../core/text.js';
 import {
   type ClaudeClient,
   type ClaudeSceneGeneratorOptions,
@@ -80,6 +83,31 @@ export interface BedrockConnectionOptions {
   clientConfig?: BedrockRuntimeClientConfig;
   /** Retry policy knobs (`maxRetries`, delays, `clock`, ...). The signal comes from each call. */
   retry?: Omit<RetryOptions, 'signal'>;
+  /**
+   * Longest wait for one `InvokeModel` call (one attempt: the retry policy may make more), in ms, from 1 to
+   * 2,147,483,647. Default 60,000. The call is then cancelled and retried as a retryable `ProviderError` with code
+   * `TIMEOUT`. Measured in real time, not on `retry.clock`.
+   *
+   * @example
+   * ```ts
+   * const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', region: 'us-east-1', timeoutMs: 10_000 });
+   * ```
+   */
+  timeoutMs?: number;
+}
+
+/** Default of `timeoutMs`: ample for a Stability picture (tens of seconds), short enough that a hung call ends. */
+const DEFAULT_TIMEOUT_MS = 60_000;
+/** `setTimeout`'s upper bound: a longer delay fires at once. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/** The problem with `timeoutMs`, if any, for the option lists the factories check at construction. */
+function timeoutProblems(timeoutMs: unknown): ValidationProblem[] {
+  if (timeoutMs === undefined) return [];
+  if (typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 1 && timeoutMs <= MAX_TIMEOUT_MS) {
+    return [];
+  }
+  return [{ path: 'timeoutMs', message: `must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}` }];
 }
 
 /** One connection per adapter: the client is built lazily, on the first call, from the loaded SDK. */
@@ -102,23 +130,48 @@ function connect(options: BedrockConnectionOptions, feature: string) {
     return resolved;
   };
 
-  /** Invokes `modelId` with a JSON body once (no retries) and returns the parsed JSON answer. */
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+
+  /**
+   * Invokes `modelId` with a JSON body once (no retries), within `timeoutMs`, and returns the parsed JSON answer. The
+   * SDK gets a signal that fires on the caller's abort and on the timeout; the wait ends then even if an injected
+   * client ignores it.
+   */
   return async function invokeJson(modelId: string, body: unknown, signal: AbortSignal | undefined): Promise<unknown> {
     const { sdk, client } = await resolve();
     throwIfAborted(signal);
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(new Error(`Bedrock ${modelId} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const forwardAbort = () => controller.abort(signal?.reason);
+    if (signal?.aborted) forwardAbort();
+    else signal?.addEventListener('abort', forwardAbort, { once: true });
     let output: InvokeModelCommandOutput;
     try {
-      output = await client.send(
-        new sdk.InvokeModelCommand({
-          modelId,
-          contentType: 'application/json',
-          accept: 'application/json',
-          body: JSON.stringify(body),
-        }),
-        { abortSignal: signal },
-      );
+      const command = new sdk.InvokeModelCommand({
+        modelId,
+        contentType: 'application/json',
+        accept: 'application/json',
+        body: JSON.stringify(body),
+      });
+      output = await untilAborted(controller.signal, client.send(command, { abortSignal: controller.signal }));
     } catch (error) {
+      if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
+      if (timedOut) {
+        throw new ProviderError(`Bedrock ${modelId} did not answer within ${timeoutMs} ms`, {
+          provider: PROVIDER,
+          code: 'TIMEOUT',
+          isRetryable: true,
+          cause: error,
+        });
+      }
       throw toStoryloomError(error, modelId, signal, (options.retry?.clock ?? systemClock).now());
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', forwardAbort);
     }
     const text = new TextDecoder().decode(output.body);
     try {
@@ -238,8 +291,51 @@ export interface BedrockEmbedderOptions extends BedrockConnectionOptions {
   concurrency?: number;
   /** Titan V2 only: ask for unit-length vectors. Default true. */
   normalize?: boolean;
-  /** Cohere only: what the service does with a text longer than the model's limit. Default: the service's (`NONE`, an error). */
+  /**
+   * Cohere only: what the service does with a text longer than the model takes: `RIGHT` (the default) drops its end,
+   * `LEFT` its start, `NONE` makes the call fail with a `ValidationException`. Cohere Embed v3's `START` and `END`
+   * are refused at construction: v4 does not take them.
+   */
   truncate?: 'NONE' | 'LEFT' | 'RIGHT';
+}
+
+/** The values of `truncate` Cohere Embed v4 takes. */
+const COHERE_TRUNCATE_VALUES: readonly string[] = ['NONE', 'LEFT', 'RIGHT'];
+
+/** What Titan G1 and V2 take as `inputText`: 8,192 tokens and 50,000 characters. */
+const TITAN_MAX_CHARACTERS = 50_000;
+const TITAN_MAX_TOKENS = 8_192;
+/** Tokens the estimate may spend: the limit less 512, room for the tokenizer's own marks and the estimate's error. */
+const TITAN_TOKEN_BUDGET = TITAN_MAX_TOKENS - 512;
+
+/**
+ * `text` cut to what Titan takes, keeping its start, as Cohere's `truncate: 'RIGHT'` does (Titan has no such
+ * parameter and fails on a longer text): at most 50,000 characters and an estimated 7,680 tokens. The estimate
+ * over-counts on purpose, since the tokenizer is not published: an ASCII letter or space is half a token (English
+ * runs about 4.7 characters a token on Titan), any other ASCII character (digit, punctuation, line break) a whole
+ * one, any other code point one, and one outside the Basic Multilingual Plane (most emoji) two. The cut falls
+ * between grapheme clusters (`clipText`), so no surrogate pair or emoji sequence is split.
+ */
+function clipForTitan(text: string): string {
+  // Costs are counted in half tokens. No code unit costs more than two, so a text this short fits whatever it holds.
+  const budget = TITAN_TOKEN_BUDGET * 2;
+  if (text.length * 2 <= budget) return text;
+  const limit = Math.min(text.length, TITAN_MAX_CHARACTERS);
+  let spent = 0;
+  let end = 0;
+  while (end < limit) {
+    const code = text.codePointAt(end)!;
+    const width = code > 0xffff ? 2 : 1;
+    const cost = code > 0xffff ? 4 : code >= 0x80 || !isAsciiLetterOrSpace(code) ? 2 : 1;
+    if (spent + cost > budget || end + width > limit) break;
+    spent += cost;
+    end += width;
+  }
+  return end >= text.length ? text : clipText(text, end);
+}
+
+function isAsciiLetterOrSpace(code: number): boolean {
+  return code === 0x20 || (code >= 0x41 && code <= 0x5a) || (code >= 0x61 && code <= 0x7a);
 }
 
 /** The `Embedder` `createBedrockEmbedder` returns, with the settings it resolved. */
@@ -259,10 +355,16 @@ export interface BedrockEmbedder extends Embedder {
  * - **Cohere Embed v4** (`cohere.embed-v4:0`, 256/512/1024/1536) embeds up to 96 texts per call; `inputType`
  *   `document` becomes `search_document` and `query` becomes `search_query`.
  *
+ * A text longer than the model takes is embedded from its start, never a failure: Titan has no truncate parameter,
+ * so each text is clipped before it is sent to at most 50,000 characters and a conservatively estimated 8,192 tokens
+ * less a margin, cut between grapheme clusters, like Cohere's `truncate: 'RIGHT'`; Cohere is sent `truncate: 'RIGHT'`
+ * unless `truncate` says otherwise. The vector then stands for the text's start only.
+ *
  * Options are checked at construction (`ValidationError` listing every problem), including a `dimensions` the
- * model cannot produce and a mismatch with `expectedDimensions`, the dimension of the index. Answers are checked
- * too: a vector of the wrong length or with a non-finite value is a `ProviderError`. Empty texts are rejected
- * (`ValidationError`) before any call, as the service would reject them.
+ * model cannot produce, a mismatch with `expectedDimensions` (the dimension of the index), a `truncate` Cohere Embed
+ * v4 does not take and a `timeoutMs` out of range. Answers are checked too: a vector of the wrong length or with a
+ * value that is not a finite 32-bit float is a `ProviderError`. Empty texts are rejected (`ValidationError`) before
+ * any call, as the service would reject them.
  *
  * @example
  * ```ts
@@ -311,7 +413,15 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
   if (options.normalize !== undefined && options.model !== 'amazon.titan-embed-text-v2:0') {
     problems.push({ path: 'normalize', message: 'is a Titan V2 setting' });
   }
-  if (options.truncate !== undefined && !isCohere) problems.push({ path: 'truncate', message: 'is a Cohere setting' });
+  if (options.truncate !== undefined && !isCohere) {
+    problems.push({ path: 'truncate', message: 'is a Cohere setting' });
+  } else if (options.truncate !== undefined && !COHERE_TRUNCATE_VALUES.includes(options.truncate)) {
+    problems.push({
+      path: 'truncate',
+      message: `must be one of ${COHERE_TRUNCATE_VALUES.join(', ')} (Cohere Embed v4), got ${String(options.truncate)}`,
+    });
+  }
+  problems.push(...timeoutProblems(options.timeoutMs));
   rejectOptions('Invalid Bedrock embedder options', problems);
 
   const modelId = options.model;
@@ -326,19 +436,21 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
     const vector = new Float32Array(dimensions);
     for (let index = 0; index < dimensions; index++) {
       const value = values[index];
-      if (typeof value !== 'number' || !Number.isFinite(value)) {
-        throw invalidResponse(modelId, `${where}[${index}] is ${String(value)}, not a finite number`);
+      if (typeof value === 'number') vector[index] = value;
+      // Checked once stored: a finite double beyond float32's range (1e39) becomes Infinity in the Float32Array.
+      if (typeof value !== 'number' || !Number.isFinite(vector[index])) {
+        throw invalidResponse(modelId, `${where}[${index}] is ${String(value)}, not a finite 32-bit float`);
       }
-      vector[index] = value;
     }
     return vector;
   };
 
   const embedTitan = async (text: string, signal: AbortSignal | undefined): Promise<Float32Array> => {
+    const inputText = clipForTitan(text);
     const body =
       modelId === 'amazon.titan-embed-text-v2:0'
-        ? { inputText: text, dimensions, normalize: options.normalize ?? true }
-        : { inputText: text };
+        ? { inputText, dimensions, normalize: options.normalize ?? true }
+        : { inputText };
     const answer = await withRetry(async (_attempt, attemptSignal) => {
       const json = (await invokeJson(modelId, body, attemptSignal)) as { embedding?: unknown } | null;
       return readVector(json?.embedding, 'embedding');
@@ -356,7 +468,9 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
       input_type: inputType === 'query' ? 'search_query' : 'search_document',
       embedding_types: ['float'],
       output_dimension: dimensions,
-      ...(options.truncate === undefined ? {} : { truncate: options.truncate }),
+      // Sent even when it is the default: the service's own default is not documented for v4, and an over-long text
+      // should be embedded from its start, as Titan's is, not fail.
+      truncate: options.truncate ?? 'RIGHT',
     };
     return withRetry(async (_attempt, attemptSignal) => {
       const json = (await invokeJson(modelId, body, attemptSignal)) as { embeddings?: unknown } | null;
@@ -490,9 +604,12 @@ export interface BedrockImageGeneratorOptions extends BedrockConnectionOptions {
  *
  * Pictures stay consistent across episodes: the prompt is composed by `composeImagePrompt` (the story's style guide
  * first, then the scene, then the appearance of each character in it), and the request's `seed` (derive it with
- * `seedFromSceneId`) is sent as is, so a retried episode draws the same picture. A non-null finish reason (a safety
- * filter) is a `ContentFilteredError`, thrown at once and never retried with the same prompt. The returned bytes are
- * checked to be a PNG or JPEG (`ProviderError` otherwise); `mediaType` says which one arrived.
+ * `seedFromSceneId`) is sent as is, so a retried episode draws the same picture. Seed 0 is refused
+ * (`ValidationError`): Stability reads it as "pick a random seed", which would break that promise. A finish reason
+ * starting `Filter reason:` (a safety filter on the prompt or the picture) is a `ContentFilteredError`, thrown at
+ * once and never retried with the same prompt; any other finish reason (`Inference error`) is a retryable
+ * `ProviderError`, retried like a 5xx. The returned bytes are checked to be a PNG or JPEG (`ProviderError`
+ * otherwise); `mediaType` says which one arrived.
  *
  * @example
  * ```ts
@@ -525,6 +642,7 @@ export function createBedrockImageGenerator(options: BedrockImageGeneratorOption
   if (options.negativePrompt !== undefined && options.negativePrompt.length > MAX_IMAGE_PROMPT_LENGTH) {
     problems.push({ path: 'negativePrompt', message: `must be at most ${MAX_IMAGE_PROMPT_LENGTH} characters` });
   }
+  problems.push(...timeoutProblems(options.timeoutMs));
   rejectOptions('Invalid Bedrock image generator options', problems);
 
   const modelId = options.model;
@@ -538,8 +656,11 @@ export function createBedrockImageGenerator(options: BedrockImageGeneratorOption
       const signal = callOptions.signal;
       throwIfAborted(signal);
       const requestProblems: ValidationProblem[] = [];
-      if (!Number.isInteger(request.seed) || request.seed < 0 || request.seed > MAX_IMAGE_SEED) {
-        requestProblems.push({ path: 'seed', message: `must be an integer in 0..${MAX_IMAGE_SEED}` });
+      if (!Number.isInteger(request.seed) || request.seed < 1 || request.seed > MAX_IMAGE_SEED) {
+        requestProblems.push({
+          path: 'seed',
+          message: `must be an integer in 1..${MAX_IMAGE_SEED} (Stability draws a random picture for 0)`,
+        });
       }
       const prompt = composeImagePrompt({
         request,
@@ -605,11 +726,24 @@ type StabilityOutcome =
       height?: number;
     };
 
+/**
+ * Finish reasons that mean a safety filter matched (`Filter reason: prompt`, `... output image`, `... input image`).
+ * Any other non-null reason (`Inference error`) is a failure of that attempt.
+ */
+const FILTER_REASON = /^Filter reason\b/i;
+
 function readStabilityResponse(modelId: string, json: StabilityResponse | null): StabilityOutcome {
   if (json === null || typeof json !== 'object') throw invalidResponse(modelId, 'the body is not an object');
   const reasons = Array.isArray(json.finish_reasons) ? json.finish_reasons : [];
   const reason = reasons.find((entry) => entry !== null && entry !== undefined);
-  if (reason !== undefined) return { kind: 'filtered', reason: String(reason) };
+  if (reason !== undefined && FILTER_REASON.test(String(reason))) return { kind: 'filtered', reason: String(reason) };
+  if (reason !== undefined) {
+    throw new ProviderError(`Bedrock ${modelId} finished without a picture: ${preview(String(reason))}`, {
+      provider: PROVIDER,
+      status: 200,
+      isRetryable: true,
+    });
+  }
   const images = Array.isArray(json.images) ? json.images : [];
   const encoded = images[0];
   if (typeof encoded !== 'string' || encoded.length === 0) throw invalidResponse(modelId, 'images[0] is missing');
@@ -691,6 +825,11 @@ export interface BedrockSceneGeneratorOptions extends Omit<ClaudeSceneGeneratorO
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** Another endpoint than the regional one (a VPC endpoint, a local stand-in). */
   baseURL?: string;
+  /**
+   * Longest wait for one request (one attempt: the retry policy may make more), in ms, from 1 to 2,147,483,647.
+   * Default: the SDK's (10 minutes). A request with no answer by then is retried as a retryable `ProviderError`.
+   */
+  timeoutMs?: number;
   /** An `AnthropicBedrock` client (or anything with its `messages` shape); the connection options are then ignored. */
   client?: ClaudeClient;
 }
@@ -724,18 +863,19 @@ export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOption
   if (options?.credentials && (!options.credentials.accessKeyId || !options.credentials.secretAccessKey)) {
     problems.push({ path: 'credentials', message: 'needs both accessKeyId and secretAccessKey' });
   }
+  problems.push(...timeoutProblems(options?.timeoutMs));
   rejectOptions('Invalid Bedrock scene generator options', problems);
-  const { region, credentials, baseURL, client, ...rest } = options;
+  const { region, credentials, baseURL, timeoutMs, client, ...rest } = options;
   return createClaudeSceneGenerator({
     ...rest,
-    client: client ?? lazyClaudeBedrockClient({ region, credentials, baseURL }),
+    client: client ?? lazyClaudeBedrockClient({ region, credentials, baseURL, timeoutMs }),
     provider: PROVIDER,
   });
 }
 
 /** Creates the `AnthropicBedrock` client once, on first use, with the SDK's retries off. No `countTokens`. */
 function lazyClaudeBedrockClient(
-  options: Pick<BedrockSceneGeneratorOptions, 'region' | 'credentials' | 'baseURL'>,
+  options: Pick<BedrockSceneGeneratorOptions, 'region' | 'credentials' | 'baseURL' | 'timeoutMs'>,
 ): ClaudeClient {
   return lazyClaudeClient(
     async () => {
@@ -743,6 +883,7 @@ function lazyClaudeBedrockClient(
       const settings: Record<string, unknown> = { maxRetries: 0 };
       if (options.region !== undefined) settings.awsRegion = options.region;
       if (options.baseURL !== undefined) settings.baseURL = options.baseURL;
+      if (options.timeoutMs !== undefined) settings.timeout = options.timeoutMs;
       if (options.credentials) {
         settings.awsAccessKey = options.credentials.accessKeyId;
         settings.awsSecretKey = options.credentials.secretAccessKey;

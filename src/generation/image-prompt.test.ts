@@ -103,11 +103,18 @@ describe('seedFromSceneId', () => {
     for (let index = 0; index < 5_000; index++) {
       const seed = seedFromSceneId(`story-${index % 7}:scene-${index}`);
       expect(Number.isInteger(seed)).toBe(true);
-      expect(seed).toBeGreaterThanOrEqual(0);
+      expect(seed).toBeGreaterThanOrEqual(1);
       expect(seed).toBeLessThanOrEqual(MAX_IMAGE_SEED);
       seeds.add(seed);
     }
     expect(seeds.size).toBeGreaterThan(4_990);
+  });
+
+  it('never derives 0 (a random picture on Stability) nor a seed past the range, even for the ids that hash there', () => {
+    // FNV-1a 32-bit of these ids is 0 and 2^32 - 1, the two hashes that are not usable seeds as they are.
+    expect(seedFromSceneId('scene-acdjmpel')).toBe(1);
+    expect(seedFromSceneId('scene-e4f7ka')).toBe(1);
+    expect(seedFromSceneId('scene-aaqoajjz')).toBe(1);
   });
 
   it('is a stable value, so pictures survive an upgrade of storyloom', () => {

@@ -15,7 +15,10 @@ import type { ImageRequest } from './image-generator.js';
  */
 export const MAX_IMAGE_PROMPT_LENGTH = 10_000;
 
-/** The largest seed Stability models accept: seeds range over 0..4,294,967,294. */
+/**
+ * The largest seed Stability models accept: seeds range over 0..4,294,967,294, where 0 (or no seed) means "pick a
+ * random one", so a repeatable picture needs a seed in 1..4,294,967,294.
+ */
 export const MAX_IMAGE_SEED = 4_294_967_294;
 
 /** Longest style guide kept at the head of a prompt, so a verbose guide cannot crowd out the scene itself. */
@@ -95,9 +98,10 @@ export function composeImagePrompt(input: ComposeImagePromptInput): string {
 }
 
 /**
- * A deterministic seed for a scene's picture: a 32-bit FNV-1a hash of the scene id, folded into Stability's seed
- * range 0..4,294,967,294. The same scene always gets the same seed, so a retried or resumed episode, a fork (whose
- * scenes keep their ids) and an imported copy draw the same picture. `sceneIllustrationRequest` uses it.
+ * A deterministic seed for a scene's picture: a 32-bit FNV-1a hash of the scene id, in 1..4,294,967,294 (never 0,
+ * which Stability reads as "use a random seed"). The same scene always gets the same seed, so a retried or resumed
+ * episode, a fork (whose scenes keep their ids) and an imported copy draw the same picture.
+ * `sceneIllustrationRequest` uses it.
  *
  * @example
  * ```ts
@@ -111,8 +115,9 @@ export function seedFromSceneId(sceneId: string): number {
     hash ^= byte;
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  // 4,294,967,295 (2^32 - 1) is the one 32-bit value outside the range; fold it onto 0.
-  return hash % (MAX_IMAGE_SEED + 1);
+  // 0 (a random picture on Stability) and 2^32 - 1 (past the range) are the two hashes that cannot be used as they
+  // are; both become 1. Every other hash is its own seed, so the seeds of existing scenes do not change.
+  return hash === 0 || hash > MAX_IMAGE_SEED ? 1 : hash;
 }
 
 function collapse(text: string): string {

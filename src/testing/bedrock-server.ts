@@ -4,10 +4,15 @@
  * embedding models Titan G1, Titan V2 and Cohere Embed v4 and the Stability models SD3.5 Large, Stable Image Core
  * and Ultra; it validates request bodies as the service does and answers with AWS-style errors on demand.
  *
+ * Like Bedrock, it refuses a request without credentials (403 `MissingAuthenticationTokenException`): it needs an
+ * `Authorization` header, SigV4 (`AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`, what the SDK
+ * clients send) or a Bedrock API key (`Bearer ...`). It checks the header's form, not the signature.
+ *
  * Built on `node:http` alone: this module imports no SDK.
  *
  * @module
  */
+import { randomInt } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { deflateSync } from 'node:zlib';
@@ -30,7 +35,9 @@ export const BEDROCK_STAND_IN_MODELS = [
  * - `internal`: 500 `InternalServerException`; `unavailable`: 503 `ServiceUnavailableException`;
  * - `malformed-json`: 200 with a body that is not JSON;
  * - `filtered`: (image models) 200 with `finish_reasons: ["Filter reason: prompt"]` and no image;
- * - `garbage-image`: (image models) 200 with base64 bytes that are no image.
+ * - `inference-error`: (image models) 200 with `finish_reasons: ["Inference error"]` and no image;
+ * - `garbage-image`: (image models) 200 with base64 bytes that are no image;
+ * - `hang`: no answer at all, until the client gives up (closes the connection) or the stand-in is closed.
  */
 export type BedrockStandInFault =
   | 'throttling'
@@ -41,7 +48,9 @@ export type BedrockStandInFault =
   | 'unavailable'
   | 'malformed-json'
   | 'filtered'
-  | 'garbage-image';
+  | 'inference-error'
+  | 'garbage-image'
+  | 'hang';
 
 /**
  * A scheduled fault, optionally for one model only, optionally with a `retry-after` header: in seconds
@@ -93,7 +102,7 @@ export interface BedrockStandIn {
 }
 
 const ERRORS: Record<
-  Exclude<BedrockStandInFault, 'malformed-json' | 'filtered' | 'garbage-image'>,
+  Exclude<BedrockStandInFault, 'malformed-json' | 'filtered' | 'inference-error' | 'garbage-image' | 'hang'>,
   { status: number; type: string; message: string }
 > = {
   throttling: {
@@ -123,6 +132,12 @@ const ERRORS: Record<
 const STABILITY_ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
 const MAX_SEED = 4_294_967_294;
 const MAX_PROMPT = 10_000;
+/** Titan G1 and V2 take 8,192 tokens and 50,000 characters of `inputText`. */
+const TITAN_MAX_TOKENS = 8_192;
+const TITAN_MAX_CHARACTERS = 50_000;
+/** Cohere Embed v4's context: a longer text fails unless `truncate` is `LEFT` or `RIGHT`. */
+const COHERE_MAX_TOKENS = 128_000;
+const COHERE_TRUNCATE = ['NONE', 'LEFT', 'RIGHT'];
 
 class RequestProblem extends Error {}
 
@@ -178,11 +193,23 @@ export async function startBedrockStandIn(options: BedrockStandInOptions = {}): 
     }
     const record: BedrockStandInRequest = { modelId, body, headers: { ...request.headers } };
     requests.push(record);
+    // Bedrock authenticates before it looks at anything else, and an unsigned request takes no scheduled fault.
+    if (!isAuthorized(request.headers.authorization)) {
+      record.status = 403;
+      sendError(response, 403, 'MissingAuthenticationTokenException', 'Missing Authentication Token');
+      return;
+    }
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
     try {
       if (latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, latencyMs));
-      const answer = serve(modelId, body, takeFault(modelId), record);
+      const fault = takeFault(modelId);
+      if (fault?.fault === 'hang') {
+        record.fault = 'hang';
+        await new Promise((resolve) => response.once('close', resolve));
+        return;
+      }
+      const answer = serve(modelId, body, fault, record);
       record.status = answer.status;
       response.writeHead(answer.status, answer.headers);
       response.end(answer.body);
@@ -277,8 +304,15 @@ function titanResponse(modelId: string, body: Record<string, unknown>): unknown 
   if (typeof text !== 'string' || text.length === 0) {
     throw new RequestProblem('Malformed input request: expected minLength: 1, actual: 0, please reformat your input');
   }
-  if (text.length > 50_000)
-    throw new RequestProblem('Malformed input request: inputText is longer than 50000 characters');
+  if (text.length > TITAN_MAX_CHARACTERS) {
+    throw new RequestProblem(`Malformed input request: inputText is longer than ${TITAN_MAX_CHARACTERS} characters`);
+  }
+  const tokens = estimateTokens(text);
+  if (tokens > TITAN_MAX_TOKENS) {
+    throw new RequestProblem(
+      `400 Bad Request: Too many input tokens. Max input tokens: ${TITAN_MAX_TOKENS}, request input token count: ${tokens}`,
+    );
+  }
   let dimensions = 1536;
   if (isV2) {
     dimensions = body.dimensions === undefined ? 1024 : (body.dimensions as number);
@@ -292,7 +326,6 @@ function titanResponse(modelId: string, body: Record<string, unknown>): unknown 
     }
   }
   const embedding = Array.from(pseudoEmbedding(text, dimensions, 'titan'));
-  const tokens = Math.max(1, Math.ceil(text.length / 4));
   return isV2
     ? { embedding, inputTextTokenCount: tokens, embeddingsByType: { float: embedding } }
     : { embedding, inputTextTokenCount: tokens };
@@ -310,6 +343,19 @@ function cohereResponse(_modelId: string, body: Record<string, unknown>): unknow
     throw new RequestProblem(`Malformed input request: texts has ${texts.length} items, at most 96 are allowed`);
   if (texts.some((text) => typeof text !== 'string' || text.length === 0)) {
     throw new RequestProblem('Malformed input request: every text must be a non-empty string');
+  }
+  if (body.truncate !== undefined && !COHERE_TRUNCATE.includes(body.truncate as string)) {
+    throw new RequestProblem(
+      `Malformed input request: truncate must be one of ${COHERE_TRUNCATE.join(', ')}, got ${JSON.stringify(body.truncate)}`,
+    );
+  }
+  // v4's default is not documented; the stand-in takes the strict reading (NONE, an error), as v3 documents.
+  const truncates = body.truncate === 'LEFT' || body.truncate === 'RIGHT';
+  const tooLong = (texts as string[]).findIndex((text) => estimateTokens(text) > COHERE_MAX_TOKENS);
+  if (!truncates && tooLong >= 0) {
+    throw new RequestProblem(
+      `Malformed input request: texts[${tooLong}] has more than ${COHERE_MAX_TOKENS} tokens; set truncate to LEFT or RIGHT`,
+    );
   }
   const dimensions = body.output_dimension === undefined ? 1536 : (body.output_dimension as number);
   if (![256, 512, 1024, 1536].includes(dimensions)) {
@@ -355,10 +401,12 @@ function stabilityResponse(
       `Malformed input request: aspect_ratio must be one of ${STABILITY_ASPECT_RATIOS.join(', ')}`,
     );
   }
-  const seed = body.seed === undefined ? 0 : body.seed;
-  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
+  const asked = body.seed === undefined ? 0 : body.seed;
+  if (typeof asked !== 'number' || !Number.isInteger(asked) || asked < 0 || asked > MAX_SEED) {
     throw new RequestProblem(`Malformed input request: seed must be an integer in 0..${MAX_SEED}`);
   }
+  // As on Stability, 0 or no seed means a random one, reported in `seeds`.
+  const seed = asked === 0 ? randomInt(1, MAX_SEED + 1) : asked;
   if (body.output_format !== undefined && !['png', 'jpeg', 'webp'].includes(body.output_format as string)) {
     throw new RequestProblem('Malformed input request: output_format must be one of png, jpeg, webp');
   }
@@ -366,9 +414,26 @@ function stabilityResponse(
     throw new RequestProblem('This stand-in serves only mode "text-to-image"');
   }
   if (fault === 'filtered') return { seeds: [seed], finish_reasons: ['Filter reason: prompt'], images: [] };
+  if (fault === 'inference-error') return { seeds: [seed], finish_reasons: ['Inference error'], images: [] };
   const image =
-    fault === 'garbage-image' ? Buffer.from('this is not an image at all', 'utf8') : tinyPng(seed, body.prompt);
+    fault === 'garbage-image'
+      ? Buffer.from('this is not an image at all', 'utf8')
+      : body.output_format === 'jpeg'
+        ? tinyJpeg(seed, body.prompt)
+        : tinyPng(seed, body.prompt);
   return { seeds: [seed], finish_reasons: [null], images: [image.toString('base64')] };
+}
+
+/** Tokens of `text` as the stand-in counts them: about 4 characters a token, as Bedrock's documentation says. */
+function estimateTokens(text: string): number {
+  return Math.max(1, Math.ceil(text.length / 4));
+}
+
+/** Whether `authorization` has the form of a SigV4 signature or of a Bedrock API key. The signature is not checked. */
+function isAuthorized(authorization: string | undefined): boolean {
+  if (authorization === undefined) return false;
+  if (/^Bearer \S+$/.test(authorization)) return true;
+  return /^AWS4-HMAC-SHA256 Credential=\S+, ?SignedHeaders=\S+, ?Signature=[0-9a-f]+$/.test(authorization);
 }
 
 /**
@@ -433,6 +498,68 @@ function tinyPng(seed: number, prompt: string): Buffer {
     pngChunk('IDAT', deflateSync(raw)),
     pngChunk('IEND', Buffer.alloc(0)),
   ]);
+}
+
+/**
+ * An 8×8 baseline JPEG of one flat colour that follows the seed (and the prompt), so equal seeds give equal bytes:
+ * one block per component (Y, Cb, Cr) holding only its DC coefficient, a quantisation table of ones, and the two
+ * smallest Huffman tables that code it (12 DC sizes in 4 bits each; end-of-block as the one AC symbol, in 1 bit).
+ */
+function tinyJpeg(seed: number, prompt: string): Buffer {
+  const tint = fnv1a(prompt);
+  const levels = [seed & 0xff, (seed >>> 8) & 0xff, ((seed >>> 16) ^ tint) & 0xff];
+  const segment = (marker: number, data: number[]) =>
+    Buffer.from([0xff, marker, (data.length + 2) >> 8, (data.length + 2) & 0xff, ...data]);
+  const bits = new JpegBitWriter();
+  for (const level of levels) {
+    // A flat 8×8 block's DC coefficient is 8 × (sample − 128); the predictor of each component starts at 0.
+    const dc = 8 * (level - 128);
+    const size = dc === 0 ? 0 : Math.floor(Math.log2(Math.abs(dc))) + 1;
+    bits.write(size, 4);
+    if (size > 0) bits.write(dc > 0 ? dc : dc + (1 << size) - 1, size);
+    bits.write(0, 1); // end of block: every AC coefficient is 0
+  }
+  const sizes = new Array<number>(16).fill(0);
+  sizes[3] = 12;
+  const endOfBlockOnly = new Array<number>(16).fill(0);
+  endOfBlockOnly[0] = 1;
+  return Buffer.concat([
+    Buffer.from([0xff, 0xd8]),
+    segment(0xe0, [0x4a, 0x46, 0x49, 0x46, 0x00, 1, 1, 0, 0, 1, 0, 1, 0, 0]), // JFIF 1.01, no thumbnail
+    segment(0xdb, [0x00, ...new Array<number>(64).fill(1)]),
+    segment(0xc0, [8, 0, 8, 0, 8, 3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]),
+    segment(0xc4, [0x00, ...sizes, ...Array.from({ length: 12 }, (_, index) => index)]),
+    segment(0xc4, [0x10, ...endOfBlockOnly, 0x00]),
+    segment(0xda, [3, 1, 0x00, 2, 0x00, 3, 0x00, 0, 63, 0]),
+    bits.finish(),
+    Buffer.from([0xff, 0xd9]),
+  ]);
+}
+
+/** Entropy-coded JPEG data: bits most significant first, padded with ones, a 0x00 stuffed after each 0xff. */
+class JpegBitWriter {
+  private readonly bytes: number[] = [];
+  private current = 0;
+  private count = 0;
+
+  write(value: number, length: number): void {
+    for (let bit = length - 1; bit >= 0; bit--) {
+      this.current = (this.current << 1) | ((value >> bit) & 1);
+      if (++this.count === 8) this.flush();
+    }
+  }
+
+  finish(): Buffer {
+    while (this.count !== 0) this.write(1, 1);
+    return Buffer.from(this.bytes);
+  }
+
+  private flush(): void {
+    this.bytes.push(this.current);
+    if (this.current === 0xff) this.bytes.push(0x00);
+    this.current = 0;
+    this.count = 0;
+  }
 }
 
 function pngChunk(type: string, data: Buffer): Buffer {
