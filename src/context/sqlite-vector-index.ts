@@ -129,8 +129,8 @@ export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorS
  * by score, then id. Upserts, deletes and `deleteStory` are each one transaction. Pass `{ database }` to keep vectors
  * in the same file as the state store.
  *
- * With `mirror` (the default) a story's first query loads its rows into an in-memory index (about 0.3 s for 10,000
- * records of 1536 dimensions; rows were validated when written, so a load only checks each vector's length and norm
+ * With `mirror` (the default) a story's first query loads its rows into an in-memory index (about 0.5 to 1 s for
+ * 10,000 records of 1536 dimensions; rows were validated when written, so a load only checks each vector's length and norm
  * and refuses a damaged record with `StorageError` `corrupt`), and later queries are answered there at the memory
  * index's speed, scores in float64.
  * Each write commits to SQLite first and only then updates the loaded copy, so a failed write leaves both unchanged.

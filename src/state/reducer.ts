@@ -121,7 +121,7 @@ export interface ContinuityIssue {
  * ```ts
  * import { applyDelta, type DeltaResult } from 'storyloom';
  * const result: DeltaResult = applyDelta(state, delta, scene);
- * if (result.ok) await store.commitScene({ expectedVersion: state.version, scene, nextState: result.state, consumedInfluenceIds: [] });
+ * if (result.ok) await store.commitScene(state.storyId, { expectedVersion: state.version, scene, nextState: result.state, consumedInfluenceIds: [] });
  * ```
  */
 export type DeltaResult =
