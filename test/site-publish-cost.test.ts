@@ -47,8 +47,10 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     handle.writeFile = (async (data: string | Uint8Array, ...rest: unknown[]) => {
       if (counting.on) {
         counting.writeBytes += sizeOf(data);
-        // `.<name>.<pid>.<random>.tmp`, renamed to `<name>`.
-        const name = path.basename(String(args[0])).replace(/^\.(.+)\.\d+\.[0-9a-f]+\.tmp$/, '$1');
+        // `.<name>.<writer>.<random>.tmp` (the writer: `<pid>-<host hash>-<token>`), renamed to `<name>`.
+        const name = path
+          .basename(String(args[0]))
+          .replace(/^\.(.+)\.\d+(?:-[0-9a-f]{8}-[0-9a-f]{8})?\.[0-9a-f]+\.tmp$/, '$1');
         counting.writtenTo.set(name, (counting.writtenTo.get(name) ?? 0) + sizeOf(data));
       }
       return (writeFile as (...a: unknown[]) => Promise<void>)(data, ...rest);

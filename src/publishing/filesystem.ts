@@ -18,8 +18,8 @@
  *   open (the index shows its newest `indexEpisodes` only), and the roster and the timeline, which show the
  *   story's whole cast and every thread (with the resolved threads the story archived at its thread cap, which
  *   `story.json` keeps: a story at the cap has it read at each publish). No folder is listed but the site's top
- *   level and `chapters/` (one page per chapter, to write again a page lost from it, with the lost scene pages of
- *   its chapter). `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
+ *   level; the pages of the newest ten chapters are looked up (a `stat` each), and one lost from them is written
+ *   again, with the lost scene pages of its chapter (a repair checks every page). `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
  * - **A scene in one place.** A scene published again into another chapter leaves the chapter that listed it (a
  *   chapter left empty goes, with its file and its page); one published again at another index of its chapter, or
  *   of a chapter whose span holds it, leaves its old files, and its old neighbours link to it no more. (The store
@@ -254,6 +254,8 @@ const TEMP_PATTERN = /^\..+\.(\d+(?:-[0-9a-f]{8}-[0-9a-f]{8})?)\.[0-9a-f]+\.tmp$
 const MARKER_PATTERN = /^\.publishing\.(\d+(?:-[0-9a-f]{8}-[0-9a-f]{8})?)\.[0-9a-f]+$/;
 /** `.needs-repair.<random hex>`: left by a publish that may have overlapped another process's, or failed half-way. */
 const REPAIR_REQUEST_PATTERN = /^\.needs-repair\.[0-9a-f]+$/;
+/** How many of the newest chapters' pages a publish checks are still there (a repair checks them all). */
+const CHAPTER_PAGES_CHECKED = 10;
 const SCENE_FILE_PATTERN = /^(\d+)-(.+)\.(json|html|png|svg|jpg|webp)$/;
 
 /**
@@ -2038,10 +2040,22 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     return entry;
   }
 
-  /** The chapters of `order` (by id) whose page `chapters/<number>.html` is missing: one listing of that folder. */
+  /**
+   * The chapters among the newest `CHAPTER_PAGES_CHECKED` of `order` (by id) whose page `chapters/<number>.html` is
+   * missing: one `stat` each, so a publish costs the same however many chapters the story has.
+   */
   async function chapterPagesMissing(order: readonly string[]): Promise<string[]> {
-    const names = new Set(await readdir(chaptersFolder).catch(() => [] as string[]));
-    return order.filter((_, position) => !names.has(`${position + 1}.html`));
+    const first = Math.max(0, order.length - CHAPTER_PAGES_CHECKED);
+    const checked = order.slice(first);
+    const found = await Promise.all(
+      checked.map((_, offset) =>
+        stat(path.join(chaptersFolder, `${first + offset + 1}.html`)).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    return checked.filter((_, offset) => !found[offset]);
   }
 
   /** The episodes among `episodes` whose page is missing: looked up in `sceneNames` if given, else on the disk. */
@@ -2123,8 +2137,8 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         for (const held of await model.episodesOf(chapterId)) if (crashed.has(held.sceneId)) await withNeighbours(held);
       }
     }
-    // Pages lost from the site (removed by hand, say): the index links to every chapter page, so a missing one is
-    // written again, with the missing scene pages of its chapter. A repair looks at every scene page.
+    // Pages lost from the site (removed by hand, say): the index links to every chapter page, so a missing one of the
+    // newest chapters is written again, with the missing scene pages of its chapter. A repair looks at every page.
     const missingChapterPages = repair ? [] : await chapterPagesMissing(order);
     for (const chapterId of repair ? order : missingChapterPages) {
       for (const held of await missingScenePages(await model.episodesOf(chapterId), repair?.whole.sceneNames)) {
