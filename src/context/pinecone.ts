@@ -15,6 +15,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Index, RecordMetadata } from '@pinecone-database/pinecone';
+import { untilAborted } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -23,7 +24,6 @@ import {
   ProviderError,
   StoryloomError,
   throwIfAborted,
-  untilAborted,
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';

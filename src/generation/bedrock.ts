@@ -23,6 +23,7 @@ import type {
   InvokeModelCommandOutput,
 } from '@aws-sdk/client-bedrock-runtime';
 import type { Embedder, EmbeddingInputType } from '../context/embedder.js';
+import { untilAborted } from '../core/abort.js';
 import { systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -31,7 +32,6 @@ import {
   ProviderError,
   StoryloomError,
   throwIfAborted,
-  untilAborted,
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
