@@ -505,6 +505,37 @@ describe('applyDelta: one issue per code', () => {
     );
   });
 
+  it('SELF_RELATIONSHIP refuses changing one a stored state holds, yet lets a delta remove it', () => {
+    // The state schema accepts a relationship of a character with itself (older states may hold one).
+    const base = baseState();
+    const mara = base.characters.mara!;
+    const state = StoryStateSchema.parse({
+      ...base,
+      characters: {
+        ...base.characters,
+        mara: { ...mara, relationships: { ...mara.relationships, mara: { kind: 'rival' } } },
+      },
+    });
+    const changed = apply(
+      { characterUpdates: [{ id: 'mara', relationships: [{ targetId: 'mara', trust: 0.1 }] }] },
+      {},
+      state,
+    );
+    expectIssue(changed, 'SELF_RELATIONSHIP', 'error', 'delta.characterUpdates.0.relationships.0.targetId');
+    const removed = expectOk(
+      apply({ characterUpdates: [{ id: 'mara', relationships: [{ targetId: 'mara', remove: true }] }] }, {}, state),
+    );
+    expect(removed.characters.mara?.relationships).toEqual(mara.relationships);
+    // Removing one that is not there is a no-op, as for any known character; creating one is still refused.
+    expectOk(apply({ characterUpdates: [{ id: 'oren', relationships: [{ targetId: 'oren', remove: true }] }] }));
+    expectIssue(
+      apply({ charactersIntroduced: [{ id: 'ines', name: 'Ines', relationships: [{ targetId: 'ines' }] }] }),
+      'SELF_RELATIONSHIP',
+      'error',
+      'delta.charactersIntroduced.0.relationships.0.targetId',
+    );
+  });
+
   it('UNKNOWN_RELATIONSHIP_TARGET', () => {
     const result = apply({
       charactersIntroduced: [{ id: 'ines', name: 'Ines', relationships: [{ targetId: 'nobody' }] }],
@@ -827,6 +858,19 @@ describe('applyDelta: purity, determinism and robustness', () => {
     expect(state.characters.mara?.traits.courage).toBe(0.6);
   });
 
+  it('copies world-state values: the next state shares none with the delta or the previous state', () => {
+    const state = baseState();
+    const door = { open: false, keys: ['brass'] };
+    const next = expectOk(apply({ worldStateSet: { door } }, {}, state));
+    expect(next.worldState.door).not.toBe(door);
+    expect(next.worldState.tide).not.toBe(state.worldState.tide);
+    // The generator keeps using its delta, and the caller edits the next state: neither reaches the other.
+    door.keys.push('iron');
+    (next.worldState.tide as { height: number }).height = 9;
+    expect(next.worldState.door).toEqual({ open: false, keys: ['brass'] });
+    expect(state.worldState.tide).toEqual({ height: 3 });
+  });
+
   it('gives deep-equal results for the same inputs, warnings in the same order', () => {
     const state = baseState();
     const scene = sceneFor(state, { characters: ['ines', 'mara'], influencesApplied: ['inf-1'] });
@@ -856,6 +900,19 @@ describe('applyDelta: purity, determinism and robustness', () => {
       },
     ]);
     expect(replay.state).toBe(first);
+  });
+
+  it('recognises a replay before reading its delta: a malformed delta still gives DELTA_ALREADY_APPLIED alone', () => {
+    const state = baseState();
+    const malformed = JSON.parse('{"worldStateSet": {"__proto__": 1}, "threadsOpened": "not a list"}');
+    for (const scene of [sceneFor(state, { id: 'scene-2' }), sceneFor(state, { id: 'scene-x', index: 1 })]) {
+      const replay = applyDelta(state, malformed, scene);
+      expect(replay.ok).toBe(false);
+      expect(replay.issues.map((issue) => issue.code)).toEqual(['DELTA_ALREADY_APPLIED']);
+      expect(replay.state).toBe(state);
+    }
+    // Not a replay: the same delta is reported as usual.
+    expectIssue(apply(malformed), 'INVALID_DELTA', 'error', 'delta.threadsOpened');
   });
 
   it('collects every error in one pass, in a stable order', () => {

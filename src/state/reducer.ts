@@ -148,7 +148,8 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  *   characters introduced, character updates, characters present, threads opened / advanced / resolved, world
  *   state, chapter, influences, limits. `ok` is true exactly when no issue is an error.
  * - A scene that was already applied (`scene.id === state.sceneId`, or `scene.index < state.sceneCount`) yields a
- *   single `DELTA_ALREADY_APPLIED` error and nothing else, so the engine can recognise a replay without noise.
+ *   single `DELTA_ALREADY_APPLIED` error and nothing else, whatever its delta holds (a replay's delta is not even
+ *   read), so the engine can recognise a replay without noise.
  *
  * Semantics where the domain needed a decision:
  * - Introductions are applied first, then updates in order (two updates of one character both apply, the later
@@ -159,7 +160,9 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  * - In one update an absolute value is applied before its relative change; a `traitChanges` entry for a trait the
  *   character does not have starts from 0.5. Results of relative changes are clamped with `VALUE_CLAMPED`.
  * - A relationship change creates the relationship when absent (kind `acquaintance`, affinity 0, trust 0.5,
- *   `since` = this scene); `remove: true` deletes it and ignores the other fields.
+ *   `since` = this scene); `remove: true` deletes it and ignores the other fields. A relationship of a character
+ *   with itself is `SELF_RELATIONSHIP`, except its removal: a state may hold one (the schema accepts it), and
+ *   `remove: true` deletes it.
  * - Advancing a thread replaces its summary when one is given; setups are added before paid-off ones are removed,
  *   and paying off an unknown setup is an `UNKNOWN_SETUP` warning. Resolving appends `Resolution: ...` to the
  *   summary, or replaces the summary with the resolution (warning `SUMMARY_REPLACED`) when both would not fit;
@@ -329,14 +332,17 @@ function reduce(input: StoryState, rawDelta: unknown, rawScene: unknown, issues:
   if (issues.hasErrors) return fail();
 
   const parsedScene = parseGuarded(SceneSchema, rawScene);
+  const scene = parsedScene.ok ? parsedScene.data : undefined;
+  // A replay is recognised before the delta is even read: a retried run gets one DELTA_ALREADY_APPLIED, whatever
+  // else is wrong with the delta it brings back.
+  if (scene !== undefined && reportReplay(state, scene, issues)) return fail();
   if (!parsedScene.ok) reportSchemaProblems(issues, 'INVALID_SCENE', 'scene', parsedScene.problems);
   const parsedDelta = parseGuarded(StateDeltaSchema, rawDelta);
   if (!parsedDelta.ok) reportSchemaProblems(issues, 'INVALID_DELTA', 'delta', parsedDelta.problems);
   else reportUnsafeKeys(rawDelta, issues);
 
-  const scene = parsedScene.ok ? parsedScene.data : undefined;
   const delta = parsedDelta.ok ? parsedDelta.data : undefined;
-  if (scene !== undefined && checkSceneHeader(state, scene, issues) === 'replay') return fail();
+  if (scene !== undefined) checkSceneHeader(state, scene, issues);
   if (delta === undefined) return fail();
 
   const next = applyChanges(state, delta, scene, issues);
@@ -351,7 +357,8 @@ function reduce(input: StoryState, rawDelta: unknown, rawScene: unknown, issues:
     updatedAt: scene.createdAt,
   };
   // The safety net: whatever a check above missed, an invalid state never leaves the reducer. Its output is also
-  // zod's fresh copy, so the caller's result shares no object with the input.
+  // zod's fresh copy, so the caller's result shares no object with the input; world-state values, which the schema
+  // checks without copying, were copied by applyWorldState.
   const validated = parseGuarded(StoryStateSchema, candidate);
   if (!validated.ok) {
     reportSchemaProblems(issues, 'INVALID_NEXT_STATE', 'nextState', validated.problems);
@@ -424,27 +431,39 @@ function reportUnsafeKeys(rawDelta: unknown, issues: IssueList): void {
   eachEntry(delta.characterUpdates, 'delta.characterUpdates', ['traits', 'traitChanges']);
 }
 
-function checkSceneHeader(state: StoryState, scene: Scene, issues: IssueList): 'replay' | 'checked' {
+/**
+ * Reports a scene that was already applied (the last one, or an earlier index) as a single `DELTA_ALREADY_APPLIED`
+ * and returns true. A scene of another story is never a replay: `checkSceneHeader` reports it.
+ */
+function reportReplay(state: StoryState, scene: Scene, issues: IssueList): boolean {
+  if (scene.storyId !== state.storyId) return false;
+  if (scene.id === state.sceneId) {
+    issues.error(
+      'DELTA_ALREADY_APPLIED',
+      'scene.id',
+      `Scene ${quote(scene.id)} is already the last applied scene of the story (version ${state.version})`,
+    );
+    return true;
+  }
+  if (scene.index < state.sceneCount) {
+    issues.error(
+      'DELTA_ALREADY_APPLIED',
+      'scene.index',
+      `Scene index ${scene.index} was already written: the story has ${state.sceneCount} scenes, so the next index is ${state.sceneCount}`,
+    );
+    return true;
+  }
+  return false;
+}
+
+/** Checks the header of a scene that is not a replay (`reportReplay` ran first) against the state. */
+function checkSceneHeader(state: StoryState, scene: Scene, issues: IssueList): void {
   if (scene.storyId !== state.storyId) {
     issues.error(
       'SCENE_STORY_MISMATCH',
       'scene.storyId',
       `Scene belongs to story ${quote(scene.storyId)} but the state is story ${quote(state.storyId)}`,
     );
-  } else if (scene.id === state.sceneId) {
-    issues.error(
-      'DELTA_ALREADY_APPLIED',
-      'scene.id',
-      `Scene ${quote(scene.id)} is already the last applied scene of the story (version ${state.version})`,
-    );
-    return 'replay';
-  } else if (scene.index < state.sceneCount) {
-    issues.error(
-      'DELTA_ALREADY_APPLIED',
-      'scene.index',
-      `Scene index ${scene.index} was already written: the story has ${state.sceneCount} scenes, so the next index is ${state.sceneCount}`,
-    );
-    return 'replay';
   }
   if (scene.index !== state.sceneCount) {
     issues.error(
@@ -467,7 +486,6 @@ function checkSceneHeader(state: StoryState, scene: Scene, issues: IssueList): '
       `Scene must produce state version ${state.version + 1}, got ${scene.stateVersion}`,
     );
   }
-  return 'checked';
 }
 
 /** The parts of the next state the delta decides. */
@@ -745,6 +763,12 @@ function applyRelationshipChanges(
   changes.forEach((change, index) => {
     const at = `${path}.relationships.${index}`;
     const target = change.targetId;
+    if (target === ownerId && change.remove === true) {
+      // The state schema accepts a relationship of a character with itself (refusing it would stop stored states
+      // from loading), so a delta must be able to remove one; creating or changing one stays refused below.
+      relationships.delete(target);
+      return;
+    }
     if (target === ownerId) {
       issues.error(
         'SELF_RELATIONSHIP',
@@ -1028,11 +1052,22 @@ function archiveResolvedThreads(context: Context, delta: StateDelta, threads: Pl
   return threads.filter((thread) => !gone.has(thread.id));
 }
 
+/**
+ * A copy of a world-state value that shares no object with it. The schemas check world values without copying them
+ * (zod copies objects it knows the shape of, not these), so without this the next state would hold the delta's and
+ * the previous state's own objects. The value was just checked to be bounded JSON: structuredClone copies it whole
+ * (own `__proto__` keys and `-0` included), and a primitive needs no copy.
+ */
+function copyWorldValue(value: JsonValue): JsonValue {
+  return typeof value === 'object' && value !== null ? structuredClone(value) : value;
+}
+
 function applyWorldState(context: Context, delta: StateDelta): Record<string, JsonValue> {
   // A Map holds any key, `__proto__` and `constructor` included, without prototype tricks; Object.fromEntries then
   // defines own properties rather than assigning, so no setter of Object.prototype can be reached.
-  const world = new Map<string, JsonValue>(Object.entries(context.state.worldState));
-  for (const [key, value] of Object.entries(delta.worldStateSet)) world.set(key, value);
+  const world = new Map<string, JsonValue>();
+  for (const [key, value] of Object.entries(context.state.worldState)) world.set(key, copyWorldValue(value));
+  for (const [key, value] of Object.entries(delta.worldStateSet)) world.set(key, copyWorldValue(value));
   for (const key of delta.worldStateUnset) world.delete(key);
   if (world.size > LIMITS.worldStateKeys) {
     context.issues.error(
