@@ -98,6 +98,34 @@ describe('an influence source', () => {
   });
 });
 
+describe('a generator that writes fields the delta does not have', () => {
+  it('has them reported as continuity warnings (UNKNOWN_FIELD), and what it got right is committed', async () => {
+    const { store, clock } = await newWorldStore();
+    const scripted = createScriptedGenerator();
+    const typing: typeof scripted = {
+      ...scripted,
+      async generate(request, options) {
+        const generated = await scripted.generate(request, options);
+        // A third-party generator's typo and a change the delta cannot express: parsing drops both.
+        const delta = { ...generated.delta, threadResolved: [{ id: 'drift' }] } as typeof generated.delta;
+        delta.characterUpdates = [{ ...delta.characterUpdates[0]!, name: 'Mira the Bold' } as never];
+        return { ...generated, delta };
+      },
+    };
+    const events: Array<{ type: string; issues?: Array<{ code: string; path: string }> }> = [];
+    const engine = createStoryEngine({ store, clock, generator: typing, onEvent: (event) => events.push(event) });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.outcome).toBe('created');
+    const unknown = result.warnings.filter((issue) => issue.code === 'UNKNOWN_FIELD').map((issue) => issue.path);
+    expect(unknown).toEqual(['delta.characterUpdates.0.name', 'delta.threadResolved']);
+    const warned = events.find((event) => event.type === 'continuity.warning');
+    expect(warned?.issues?.map((issue) => issue.code)).toContain('UNKNOWN_FIELD');
+    const state = await store.load(STORY_ID);
+    expect(state.characters.mira!.name).not.toBe('Mira the Bold');
+    expect(state.plotThreads.find((thread) => thread.id === 'drift')?.status).not.toBe('resolved');
+  });
+});
+
 describe('events and logging', () => {
   it('an onEvent that throws never breaks an episode, even with a logger whose warn throws', async () => {
     const quietButWarnThrows: EngineLogger = {

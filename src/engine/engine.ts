@@ -34,7 +34,7 @@ import type { ImageGenerator, ImageRequest } from '../generation/image-generator
 import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
 import { type EpisodeImage, type Publisher, type PublishResult, sceneAltText } from '../publishing/publisher.js';
-import { applyDelta, assertContinuity, type ContinuityIssue } from '../state/reducer.js';
+import { applyDelta, assertContinuity, type ContinuityIssue, unknownDeltaFields } from '../state/reducer.js';
 import { type Scene, SceneSchema, type StateDelta, StateDeltaSchema, type StoryState } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
 import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
@@ -625,7 +625,10 @@ class Engine implements StoryEngine {
       influencesRejected: outcome.rejected,
     };
     const sceneInput = { ...draft, ...header, influencesApplied: outcome.applied };
-    const { state: nextState, warnings } = assertContinuity(applyDelta(state, delta, sceneInput));
+    const checked = assertContinuity(applyDelta(state, delta, sceneInput));
+    const { state: nextState } = checked;
+    // Fields the parse above dropped (a generator's typo, a change the delta cannot express) are warned of too.
+    const warnings = [...unknownDeltaFields(proposed), ...checked.warnings];
     if (warnings.length > 0) {
       this.emit({ type: 'continuity.warning', storyId: run.storyId, at: this.clock.now(), sceneId, issues: warnings });
       this.logger.warn('continuity warnings', { storyId: run.storyId, sceneId, codes: warnings.map((w) => w.code) });

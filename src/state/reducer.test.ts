@@ -386,6 +386,28 @@ describe('applyDelta: one issue per code', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
+  it('UNKNOWN_FIELD for a field the delta schema does not know, at any depth, and the rest still applies', () => {
+    // A third-party generator's typo, or a change the schema cannot express: zod drops such a field, and the delta
+    // came back ok while nothing changed.
+    const delta = {
+      threadResolved: [{ id: 'quest' }],
+      characterUpdates: [{ id: 'mara', name: 'Mara the Bold', arcProgress: 0.4 }],
+      chapterClosed: null,
+      worldStateSet: { anyKey: { nested: true } },
+    };
+    const result = apply(delta as StateDeltaInput);
+    expectIssue(result, 'UNKNOWN_FIELD', 'warning', 'delta.threadResolved');
+    expectIssue(result, 'UNKNOWN_FIELD', 'warning', 'delta.characterUpdates.0.name');
+    expect(result.issues.filter((issue) => issue.code === 'UNKNOWN_FIELD')).toHaveLength(2);
+    const state = expectOk(result);
+    expect(state.characters.mara!.arcProgress).toBe(0.4);
+    expect(state.worldState.anyKey).toEqual({ nested: true });
+    // A generator that writes another format entirely gets a bounded number of warnings, not one per field.
+    const foreign = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`field${i}`, i]));
+    const flood = apply(foreign as StateDeltaInput);
+    expect(flood.issues.filter((issue) => issue.code === 'UNKNOWN_FIELD')).toHaveLength(20);
+  });
+
   it('SCENE_STORY_MISMATCH', () => {
     expectIssue(apply({}, { storyId: 'other' }), 'SCENE_STORY_MISMATCH', 'error', 'scene.storyId');
   });
@@ -821,6 +843,7 @@ describe('applyDelta: one issue per code', () => {
       'DUPLICATE_INFLUENCE',
       'INFLUENCE_MISMATCH',
       'LIMIT_EXCEEDED',
+      'UNKNOWN_FIELD',
       'INVALID_NEXT_STATE',
       'INTERNAL_ERROR',
     ];

@@ -31,8 +31,8 @@ import {
 /**
  * Every code `applyDelta` can report, in a stable order. Each code always comes with the same severity: the
  * warnings are `VALUE_CLAMPED`, `ARC_REGRESSION`, `KNOWLEDGE_FORGOTTEN`, `THREADS_ARCHIVED`,
- * `CHAPTER_CLOSED_WITH_OPEN_THREADS`, `UNKNOWN_SETUP`, `SETUPS_UNPAID`, `SUMMARY_REPLACED` and
- * `DUPLICATE_INFLUENCE`; every other code is an error.
+ * `CHAPTER_CLOSED_WITH_OPEN_THREADS`, `UNKNOWN_SETUP`, `SETUPS_UNPAID`, `SUMMARY_REPLACED`, `DUPLICATE_INFLUENCE`
+ * and `UNKNOWN_FIELD`; every other code is an error.
  *
  * @example
  * ```ts
@@ -46,6 +46,7 @@ export const CONTINUITY_ISSUE_CODES = [
   'INVALID_DELTA',
   'INVALID_SCENE',
   'UNSAFE_KEY',
+  'UNKNOWN_FIELD',
   'SCENE_STORY_MISMATCH',
   'SCENE_OUT_OF_ORDER',
   'SCENE_CHAPTER_MISMATCH',
@@ -339,7 +340,10 @@ function reduce(input: StoryState, rawDelta: unknown, rawScene: unknown, issues:
   if (!parsedScene.ok) reportSchemaProblems(issues, 'INVALID_SCENE', 'scene', parsedScene.problems);
   const parsedDelta = parseGuarded(StateDeltaSchema, rawDelta);
   if (!parsedDelta.ok) reportSchemaProblems(issues, 'INVALID_DELTA', 'delta', parsedDelta.problems);
-  else reportUnsafeKeys(rawDelta, issues);
+  else {
+    reportUnsafeKeys(rawDelta, issues);
+    reportUnknownFields(StateDeltaSchema, rawDelta, 'delta', issues);
+  }
 
   const delta = parsedDelta.ok ? parsedDelta.data : undefined;
   if (scene !== undefined) checkSceneHeader(state, scene, issues);
@@ -486,6 +490,70 @@ function checkSceneHeader(state: StoryState, scene: Scene, issues: IssueList): v
       `Scene must produce state version ${state.version + 1}, got ${scene.stateVersion}`,
     );
   }
+}
+
+/**
+ * The `UNKNOWN_FIELD` warnings of a delta as a generator wrote it, for a caller that parses the delta itself before
+ * `applyDelta` (parsing drops the fields, and with them the warnings): the engine reports them with the scene's
+ * continuity warnings.
+ *
+ * @example
+ * ```ts
+ * import { unknownDeltaFields } from 'storyloom';
+ * unknownDeltaFields({ threadResolved: [] }); // [{ code: 'UNKNOWN_FIELD', severity: 'warning', path: 'delta.threadResolved', ... }]
+ * ```
+ */
+export function unknownDeltaFields(rawDelta: unknown): ContinuityIssue[] {
+  const issues = new IssueList();
+  reportUnknownFields(StateDeltaSchema, rawDelta, 'delta', issues);
+  return issues.items;
+}
+
+/** Most `UNKNOWN_FIELD` warnings one delta gets: a generator that writes another format would otherwise get hundreds. */
+const MAX_UNKNOWN_FIELD_WARNINGS = 20;
+
+/**
+ * Warns (`UNKNOWN_FIELD`) of every field of the delta, at any depth, that its schema does not know: zod drops them, so
+ * a generator's typo (`threadResolved`) or a change the schema cannot express (a character update's `name`) would
+ * otherwise come back ok while nothing changed. Records with free keys (`worldStateSet`, `traits`) are not walked.
+ */
+function reportUnknownFields(schema: z.ZodType, raw: unknown, path: string, issues: IssueList): void {
+  let reported = 0;
+  const walk = (node: z.ZodType, value: unknown, at: string): void => {
+    if (reported >= MAX_UNKNOWN_FIELD_WARNINGS || typeof value !== 'object' || value === null) return;
+    const def = node._zod.def as {
+      type: string;
+      innerType?: z.ZodType;
+      element?: z.ZodType;
+      shape?: z.ZodRawShape;
+      in?: z.ZodType;
+    };
+    const inner = def.innerType ?? (def.type === 'pipe' ? def.in : undefined);
+    if (inner) {
+      walk(inner, value, at);
+      return;
+    }
+    if (def.type === 'array' && def.element && Array.isArray(value)) {
+      value.forEach((item, index) => {
+        walk(def.element!, item, `${at}.${index}`);
+      });
+      return;
+    }
+    if (def.type !== 'object' || !def.shape || Array.isArray(value)) return;
+    for (const key of Object.keys(value)) {
+      const field = Object.hasOwn(def.shape, key) ? def.shape[key] : undefined;
+      if (field) {
+        walk(field as z.ZodType, (value as Record<string, unknown>)[key], `${at}.${key}`);
+      } else if (key !== '__proto__' && reported++ < MAX_UNKNOWN_FIELD_WARNINGS) {
+        issues.warn(
+          'UNKNOWN_FIELD',
+          `${at}.${key}`,
+          `The field ${quote(key)} is not part of a state delta here and was ignored`,
+        );
+      }
+    }
+  };
+  walk(schema, raw, path);
 }
 
 /** The parts of the next state the delta decides. */
