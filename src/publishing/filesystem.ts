@@ -30,8 +30,9 @@
  *   that is missing, damaged or disagrees with a chapter file, or a publish that overlapped another process's (it
  *   leaves a `.needs-repair.<random>` file) turns the next publish into a repair: it reads every chapter file, folds
  *   back (with their pages) the scene JSON files no chapter lists, keeps a scene two chapter files list (or that the
- *   dead publish was moving) where its JSON puts it, rewrites every chapter and site-wide page and any missing scene
- *   page, and removes pages and files no chapter has, so re-publishing after a crash fixes everything. A repair that
+ *   dead publish was moving) where its JSON puts it, renders every page again (writing those that differ: a publish
+ *   that overlapped another may have written a scene page from a stale view), and removes pages and files no chapter
+ *   has, so re-publishing after a crash or an overlap fixes everything. A repair that
  *   has lost `story.json` and holds only an older state than the site showed leaves the roster, the timeline and
  *   `story.json` as they are until a state as new comes.
  * - **Crash-safe writes.** Each file is written to a temporary file beside it and renamed into place, so a reader or a
@@ -1734,8 +1735,6 @@ interface WholeSite {
   folded: ManifestEpisode[];
   chapterPageNames: string[];
   chapterFileNames: string[];
-  /** The files in `scenes/`. */
-  sceneNames: ReadonlySet<string>;
 }
 
 /** The files one publish writes, in order, and the files it removes, as paths relative to the site folder. */
@@ -1946,7 +1945,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       }
       for (const oldIndex of oldIndexes) model.movedFrom.push({ sceneId, index: oldIndex });
     }
-    return { model, folded, chapterPageNames, chapterFileNames, sceneNames: sceneFiles };
+    return { model, folded, chapterPageNames, chapterFileNames };
   }
 
   /**
@@ -2058,13 +2057,9 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     return checked.filter((_, offset) => !found[offset]);
   }
 
-  /** The episodes among `episodes` whose page is missing: looked up in `sceneNames` if given, else on the disk. */
-  async function missingScenePages(
-    episodes: readonly ManifestEpisode[],
-    sceneNames: ReadonlySet<string> | undefined,
-  ): Promise<ManifestEpisode[]> {
+  /** The episodes among `episodes` whose page is missing on the disk. */
+  async function missingScenePages(episodes: readonly ManifestEpisode[]): Promise<ManifestEpisode[]> {
     const page = (episode: ManifestEpisode) => `${slugOfEpisode(episode)}.html`;
-    if (sceneNames) return episodes.filter((episode) => !sceneNames.has(page(episode)));
     const found = await Promise.all(
       episodes.map((episode) =>
         stat(path.join(scenesFolder, page(episode))).then(
@@ -2079,9 +2074,9 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   /**
    * Everything a publish writes once its scenes are in the model, computed before anything is written: the changed
    * chapter files, `story.json` and the catalog, the pages of the `published` scenes and their neighbours, the
-   * chapter pages whose content or number changed, and the pages of the whole site. A repair also rewrites every
-   * chapter page, redoes the pages of folded-back scenes and of scenes a crashed publish was writing, and removes
-   * pages and files no chapter has. `inHand` holds scenes not to read back.
+   * chapter pages whose content or number changed, and the pages of the whole site. A repair also renders every
+   * chapter page and every scene page again (only those that differ are written), and removes pages and files no
+   * chapter has. `inHand` holds scenes not to read back.
    */
   async function planPages(
     site: OpenSite,
@@ -2131,17 +2126,18 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       remove.push(...IMAGE_EXTENSIONS.map((extension) => `${IMAGES}/${oldSlug}.${extension}`));
     }
     if (repair) {
-      const crashed = new Set(repair.crashed.map((marked) => marked.sceneId));
-      for (const folded of repair.whole.folded) await withNeighbours(folded);
+      // Every scene page is rendered again (those that come out the same are not written): a publish that overlapped
+      // another may have written a page from a stale view (a "next" link to a scene two places on), and a crash may
+      // have left one half done.
       for (const chapterId of order) {
-        for (const held of await model.episodesOf(chapterId)) if (crashed.has(held.sceneId)) await withNeighbours(held);
+        for (const held of await model.episodesOf(chapterId)) scenePages.set(held.sceneId, held);
       }
     }
     // Pages lost from the site (removed by hand, say): the index links to every chapter page, so a missing one of the
-    // newest chapters is written again, with the missing scene pages of its chapter. A repair looks at every page.
+    // newest chapters is written again, with the missing scene pages of its chapter.
     const missingChapterPages = repair ? [] : await chapterPagesMissing(order);
-    for (const chapterId of repair ? order : missingChapterPages) {
-      for (const held of await missingScenePages(await model.episodesOf(chapterId), repair?.whole.sceneNames)) {
+    for (const chapterId of missingChapterPages) {
+      for (const held of await missingScenePages(await model.episodesOf(chapterId))) {
         scenePages.set(held.sceneId, held);
       }
     }
