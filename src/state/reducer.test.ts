@@ -851,6 +851,53 @@ describe('applyDelta: one issue per code', () => {
   });
 });
 
+describe('applyDelta: two spellings of one text (NFC and NFD)', () => {
+  const composed = 'caf\u00e9';
+  const decomposed = 'cafe\u0301';
+
+  it('pays off a setup written in the other spelling', () => {
+    const opened = apply({
+      threadsOpened: [{ id: 'cafe', title: 'The café', setups: [`the ${composed} is haunted`] }],
+    });
+    const state = expectOk(opened);
+    const paid = applyDelta(
+      state,
+      { threadsAdvanced: [{ id: 'cafe', setupsPaidOff: [`the ${decomposed} is haunted`] }] },
+      sceneFor(state),
+    );
+    expect(paid.issues.map((issue) => issue.code)).not.toContain('UNKNOWN_SETUP');
+    expect(expectOk(paid).plotThreads.find((thread) => thread.id === 'cafe')?.setups).toEqual([]);
+  });
+
+  it('keeps one trait, alias and world key under the spelling seen first, the later value winning', () => {
+    const state = expectOk(
+      apply({
+        characterUpdates: [
+          { id: 'mara', traits: { [composed]: 0.2, [decomposed]: 0.9 }, aliasesAdded: [composed, decomposed] },
+        ],
+        worldStateSet: { [composed]: 'open', [decomposed]: 'closed' },
+      }),
+    );
+    const mara = state.characters.mara!;
+    expect(Object.keys(mara.traits).filter((key) => key.normalize('NFC') === composed)).toEqual([composed]);
+    expect(mara.traits[composed]).toBe(0.9);
+    expect(mara.aliases.filter((alias) => alias.normalize('NFC') === composed)).toEqual([composed]);
+    expect(Object.keys(state.worldState).filter((key) => key.normalize('NFC') === composed)).toEqual([composed]);
+    expect(state.worldState[composed]).toBe('closed');
+    // A later scene's change in the other spelling changes that entry; unsetting in it removes it.
+    const later = expectOk(
+      applyDelta(
+        state,
+        { characterUpdates: [{ id: 'mara', traitChanges: { [decomposed]: -0.5 } }], worldStateUnset: [decomposed] },
+        sceneFor(state),
+      ),
+    );
+    expect(later.characters.mara!.traits).toMatchObject({ [composed]: 0.4 });
+    expect(Object.keys(later.characters.mara!.traits)).not.toContain(decomposed);
+    expect(Object.hasOwn(later.worldState, composed)).toBe(false);
+  });
+});
+
 describe('applyDelta: purity, determinism and robustness', () => {
   const busyDelta: StateDeltaInput = {
     charactersIntroduced: [{ id: 'ines', name: 'Ines', relationships: [{ targetId: 'mara', affinity: 0.2 }] }],

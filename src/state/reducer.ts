@@ -153,6 +153,8 @@ const PLACEHOLDER_SCENE_ID = 'invalid-scene';
  *   read), so the engine can recognise a replay without noise.
  *
  * Semantics where the domain needed a decision:
+ * - Two spellings of one text (composed and decomposed Unicode, NFC and NFD) are one: an alias, a knowledge item, a
+ *   setup, a trait name or a world-state key is matched in either, and an entry keeps the spelling it had first.
  * - Introductions are applied first, then updates in order (two updates of one character both apply, the later
  *   one seeing the earlier), then threads opened, advanced and resolved in that order.
  * - Characters in `scene.characters` must exist or be introduced by this delta; one that was dead before the scene
@@ -640,16 +642,55 @@ function clamp(value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value));
 }
 
+/** The form two spellings of one text share: "café" composed (NFC) or decomposed (NFD) is one text. */
+function textKey(text: string): string {
+  return text.normalize('NFC');
+}
+
+/** `existing` and then the `added` items it does not hold yet, two spellings of one text (NFC, NFD) counting as one. */
 function appendUnique(existing: readonly string[], added: readonly string[]): string[] {
   const result = [...existing];
-  const seen = new Set(existing);
+  const seen = new Set(existing.map(textKey));
   for (const item of added) {
-    if (!seen.has(item)) {
-      seen.add(item);
+    const key = textKey(item);
+    if (!seen.has(key)) {
+      seen.add(key);
       result.push(item);
     }
   }
   return result;
+}
+
+/**
+ * A map keyed by names a model writes (traits, world-state keys): two spellings of one name (NFC and NFD) are one
+ * key, kept under the first spelling seen, so a state never holds two entries that look the same.
+ */
+class NameMap<V> {
+  readonly entries = new Map<string, V>();
+  private readonly spellings = new Map<string, string>();
+  constructor(initial: Iterable<[string, V]> = []) {
+    for (const [name, value] of initial) this.set(name, value);
+  }
+  get(name: string): V | undefined {
+    const key = this.spellings.get(textKey(name));
+    return key === undefined ? undefined : this.entries.get(key);
+  }
+  set(name: string, value: V): void {
+    const normal = textKey(name);
+    const key = this.spellings.get(normal) ?? name;
+    this.spellings.set(normal, key);
+    this.entries.set(key, value);
+  }
+  delete(name: string): void {
+    const normal = textKey(name);
+    const key = this.spellings.get(normal);
+    if (key === undefined) return;
+    this.spellings.delete(normal);
+    this.entries.delete(key);
+  }
+  get size(): number {
+    return this.entries.size;
+  }
 }
 
 function introduceCharacters(context: Context, delta: StateDelta): void {
@@ -665,7 +706,7 @@ function introduceCharacters(context: Context, delta: StateDelta): void {
       );
       return;
     }
-    const traits = new Map<string, number>();
+    const traits = new NameMap<number>();
     for (const [trait, value] of Object.entries(intro.traits)) {
       if (!isWithin(value, 0, 1)) {
         issues.error(
@@ -677,7 +718,7 @@ function introduceCharacters(context: Context, delta: StateDelta): void {
       }
       traits.set(trait, value);
     }
-    checkTraitCount(context, traits, `${path}.traits`, intro.id);
+    checkTraitCount(context, traits.entries, `${path}.traits`, intro.id);
     const character: CharacterState = {
       id: intro.id,
       name: intro.name,
@@ -685,7 +726,7 @@ function introduceCharacters(context: Context, delta: StateDelta): void {
       description: intro.description,
       role: intro.role,
       status: intro.status,
-      traits: Object.fromEntries(traits),
+      traits: Object.fromEntries(traits.entries),
       relationships: applyRelationshipChanges(context, intro.id, {}, intro.relationships, path),
       arcProgress: 0,
       introducedIn: context.sceneId,
@@ -745,7 +786,7 @@ function updateCharacters(context: Context, delta: StateDelta): void {
       );
     }
 
-    const traits = new Map(Object.entries(current.traits));
+    const traits = new NameMap(Object.entries(current.traits));
     for (const [trait, value] of Object.entries(update.traits)) {
       if (!isWithin(value, 0, 1)) {
         issues.error(
@@ -769,8 +810,8 @@ function updateCharacters(context: Context, delta: StateDelta): void {
       }
       traits.set(trait, clamped);
     }
-    checkTraitCount(context, traits, `${path}.traits`, update.id);
-    next.traits = Object.fromEntries(traits);
+    checkTraitCount(context, traits.entries, `${path}.traits`, update.id);
+    next.traits = Object.fromEntries(traits.entries);
 
     next.relationships = applyRelationshipChanges(
       context,
@@ -1048,8 +1089,9 @@ function applyThreads(context: Context, delta: StateDelta): PlotThread[] {
       checkKnownCharacters(context, advance.charactersAdded, `${path}.charactersAdded`, advance.id),
     );
     const setups = appendUnique(current.setups, advance.setupsAdded);
+    const held = new Set(setups.map(textKey));
     advance.setupsPaidOff.forEach((setup, setupIndex) => {
-      if (!setups.includes(setup)) {
+      if (!held.has(textKey(setup))) {
         issues.warn(
           'UNKNOWN_SETUP',
           `${path}.setupsPaidOff.${setupIndex}`,
@@ -1057,8 +1099,8 @@ function applyThreads(context: Context, delta: StateDelta): PlotThread[] {
         );
       }
     });
-    const paidOff = new Set(advance.setupsPaidOff);
-    next.setups = setups.filter((setup) => !paidOff.has(setup));
+    const paidOff = new Set(advance.setupsPaidOff.map(textKey));
+    next.setups = setups.filter((setup) => !paidOff.has(textKey(setup)));
     checkThreadSizes(context, next, path);
     threads[position] = next;
   });
@@ -1133,7 +1175,8 @@ function copyWorldValue(value: JsonValue): JsonValue {
 function applyWorldState(context: Context, delta: StateDelta): Record<string, JsonValue> {
   // A Map holds any key, `__proto__` and `constructor` included, without prototype tricks; Object.fromEntries then
   // defines own properties rather than assigning, so no setter of Object.prototype can be reached.
-  const world = new Map<string, JsonValue>();
+  // Two spellings of one key (NFC, NFD) are one key, under the spelling the story had first.
+  const world = new NameMap<JsonValue>();
   for (const [key, value] of Object.entries(context.state.worldState)) world.set(key, copyWorldValue(value));
   for (const [key, value] of Object.entries(delta.worldStateSet)) world.set(key, copyWorldValue(value));
   for (const key of delta.worldStateUnset) world.delete(key);
@@ -1144,7 +1187,7 @@ function applyWorldState(context: Context, delta: StateDelta): Record<string, Js
       `The world state would hold ${world.size} keys; at most ${LIMITS.worldStateKeys} are allowed: unset keys no longer needed (worldStateUnset)`,
     );
   }
-  return Object.fromEntries(world);
+  return Object.fromEntries(world.entries);
 }
 
 function applyInfluences(
