@@ -14,9 +14,6 @@ import type { CacheSetOptions } from './cache-driver.js';
  */
 export const MAX_CACHE_TTL_MS = Number.MAX_SAFE_INTEGER;
 
-/** The longest delay `setTimeout` waits (2^31-1 ms, about 24.8 days): Node fires a longer one after 1 ms. */
-export const MAX_TIMER_MS = 2_147_483_647;
-
 function invalid(path: string, message: string): ValidationError {
   return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
 }

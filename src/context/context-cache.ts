@@ -4,10 +4,11 @@
  *
  * @module
  */
+import { MAX_TIMER_MS } from '../core/abort.js';
 import { ProviderError, ValidationError } from '../core/errors.js';
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
-import { MAX_CACHE_TTL_MS, MAX_TIMER_MS } from './cache-arguments.js';
+import { MAX_CACHE_TTL_MS } from './cache-arguments.js';
 import type { CacheDriver } from './cache-driver.js';
 import { newestScenesBefore } from './scene-listing.js';
 

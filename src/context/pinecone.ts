@@ -15,7 +15,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Index, RecordMetadata } from '@pinecone-database/pinecone';
-import { untilAborted } from '../core/abort.js';
+import { timeoutProblems, untilAborted } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -173,8 +173,6 @@ export const PINECONE_LIMITS = Object.freeze({
 
 /** Default of `timeoutMs`: ample for a query or a 2 MB upsert, short enough that a hung host does not hold a Lambda. */
 const DEFAULT_TIMEOUT_MS = 30_000;
-/** `setTimeout`'s upper bound: a longer delay fires at once. */
-const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** Metadata key of a record's original norm on a `dotproduct` index. */
 const NORM_KEY = 'sl_norm';
@@ -755,12 +753,7 @@ function checkOptions(options: PineconeIndexOptions): CheckedOptions {
     problems.push({ path: 'options.maxRequestBytes', message: 'must be an integer from 1024 to 2 MB' });
   }
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS) {
-    problems.push({
-      path: 'options.timeoutMs',
-      message: `must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`,
-    });
-  }
+  problems.push(...timeoutProblems(timeoutMs, 'options.timeoutMs'));
   if (options.fetch !== undefined && typeof options.fetch !== 'function') {
     problems.push({ path: 'options.fetch', message: 'must be a fetch function' });
   }

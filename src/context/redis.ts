@@ -12,8 +12,9 @@
  */
 import type { ConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import { MAX_TIMER_MS } from '../core/abort.js';
 import { ClosedError, MissingDependencyError, ProviderError, StoryloomError, ValidationError } from '../core/errors.js';
-import { checkCacheKey, checkCacheKeys, checkCacheWrite, MAX_TIMER_MS } from './cache-arguments.js';
+import { checkCacheKey, checkCacheKeys, checkCacheWrite } from './cache-arguments.js';
 import type { CacheDriver, CacheDriverCapabilities } from './cache-driver.js';
 
 /** A connected `ioredis` client: a standalone `Redis` or a `Cluster`. */

@@ -1,6 +1,23 @@
 /**
- * Waiting on calls that may not honour their signal. Internal: not exported from the package.
+ * Waiting: the longest a timer can wait, and waiting on calls that may not honour their signal. Internal: not
+ * exported from the package.
  */
+import type { ValidationProblem } from './errors.js';
+
+/** The longest delay `setTimeout` waits (2^31-1 ms, about 24.8 days): Node fires a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * The problem with a per-request `timeoutMs` option, if any: it must be a number of milliseconds from 1 to
+ * `MAX_TIMER_MS` (a longer one would fire at once). `undefined` (the default) is none.
+ */
+export function timeoutProblems(timeoutMs: unknown, path: string): ValidationProblem[] {
+  if (timeoutMs === undefined) return [];
+  if (typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 1 && timeoutMs <= MAX_TIMER_MS) {
+    return [];
+  }
+  return [{ path, message: `must be a number of milliseconds from 1 to ${MAX_TIMER_MS}` }];
+}
 
 /**
  * `pending`, or a rejection with `signal`'s reason as soon as it fires, whichever comes first: for a call of a client

@@ -23,7 +23,7 @@ import type {
   InvokeModelCommandOutput,
 } from '@aws-sdk/client-bedrock-runtime';
 import type { Embedder, EmbeddingInputType } from '../context/embedder.js';
-import { untilAborted } from '../core/abort.js';
+import { timeoutProblems, untilAborted } from '../core/abort.js';
 import { systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -98,17 +98,6 @@ export interface BedrockConnectionOptions {
 
 /** Default of `timeoutMs`: ample for a Stability picture (tens of seconds), short enough that a hung call ends. */
 const DEFAULT_TIMEOUT_MS = 60_000;
-/** `setTimeout`'s upper bound: a longer delay fires at once. */
-const MAX_TIMEOUT_MS = 2_147_483_647;
-
-/** The problem with `timeoutMs`, if any, for the option lists the factories check at construction. */
-function timeoutProblems(timeoutMs: unknown): ValidationProblem[] {
-  if (timeoutMs === undefined) return [];
-  if (typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 1 && timeoutMs <= MAX_TIMEOUT_MS) {
-    return [];
-  }
-  return [{ path: 'timeoutMs', message: `must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}` }];
-}
 
 /** One connection per adapter: the client is built lazily, on the first call, from the loaded SDK. */
 function connect(options: BedrockConnectionOptions, feature: string) {
@@ -421,7 +410,7 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
       message: `must be one of ${COHERE_TRUNCATE_VALUES.join(', ')} (Cohere Embed v4), got ${String(options.truncate)}`,
     });
   }
-  problems.push(...timeoutProblems(options.timeoutMs));
+  problems.push(...timeoutProblems(options.timeoutMs, 'timeoutMs'));
   rejectOptions('Invalid Bedrock embedder options', problems);
 
   const modelId = options.model;
@@ -642,7 +631,7 @@ export function createBedrockImageGenerator(options: BedrockImageGeneratorOption
   if (options.negativePrompt !== undefined && options.negativePrompt.length > MAX_IMAGE_PROMPT_LENGTH) {
     problems.push({ path: 'negativePrompt', message: `must be at most ${MAX_IMAGE_PROMPT_LENGTH} characters` });
   }
-  problems.push(...timeoutProblems(options.timeoutMs));
+  problems.push(...timeoutProblems(options.timeoutMs, 'timeoutMs'));
   rejectOptions('Invalid Bedrock image generator options', problems);
 
   const modelId = options.model;
@@ -863,7 +852,7 @@ export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOption
   if (options?.credentials && (!options.credentials.accessKeyId || !options.credentials.secretAccessKey)) {
     problems.push({ path: 'credentials', message: 'needs both accessKeyId and secretAccessKey' });
   }
-  problems.push(...timeoutProblems(options?.timeoutMs));
+  problems.push(...timeoutProblems(options?.timeoutMs, 'timeoutMs'));
   rejectOptions('Invalid Bedrock scene generator options', problems);
   const { region, credentials, baseURL, timeoutMs, client, ...rest } = options;
   return createClaudeSceneGenerator({
