@@ -18,6 +18,7 @@ import { createMemoryCacheDriver } from '../context/memory-cache.js';
 import { eachScene } from '../context/scene-listing.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { MissingDependencyError, StoryloomError, ValidationError } from '../core/errors.js';
+import { isProcessAlive } from '../core/process.js';
 import { createStoryEngine, type StoryEngine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
 import type { ImageGenerator } from '../generation/image-generator.js';
@@ -129,13 +130,8 @@ export function removeStalePartials(target: string): void {
   for (const name of readdirSync(path.dirname(target))) {
     if (!name.startsWith(prefix)) continue;
     const pid = Number(name.slice(prefix.length));
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-    } catch (error) {
-      if ((error as { code?: unknown }).code === 'ESRCH')
-        rmSync(path.join(path.dirname(target), name), { force: true });
-    }
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || isProcessAlive(pid)) continue;
+    rmSync(path.join(path.dirname(target), name), { force: true });
   }
 }
 

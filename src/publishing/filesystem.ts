@@ -71,6 +71,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
+import { isProcessAlive } from '../core/process.js';
 import { clipText } from '../core/text.js';
 import {
   CharacterStateSchema,
@@ -485,15 +486,6 @@ async function writeFilesAtomic(files: readonly FileWrite[]): Promise<number> {
  */
 async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<boolean> {
   return (await writeFilesAtomic([{ file, data }])) > 0;
-}
-
-function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === 'EPERM';
-  }
 }
 
 /**
