@@ -15,6 +15,21 @@ import type { ImageRequest } from './image-generator.js';
 import { seedFromSceneId } from './image-prompt.js';
 import type { SceneRequest } from './scene-generator.js';
 
+/** The request for the first scene of a fresh story, as the engine makes it. */
+function openingSceneRequest(): SceneRequest {
+  const state = makeStoryState('lighthouse');
+  return {
+    storyId: state.storyId,
+    sceneId: 'scene-0001',
+    sceneIndex: 0,
+    chapterId: state.chapterId,
+    state,
+    prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
+    influences: [],
+    seed: 1,
+  };
+}
+
 let standIn: BedrockStandIn;
 
 beforeAll(async () => {
@@ -399,20 +414,8 @@ describe('Bedrock calls that get no answer', () => {
       retry: { maxRetries: 0 },
       timeoutMs: 150,
     });
-    const state = makeStoryState('lighthouse');
     standIn.scheduleErrors(['hang']);
-    const error = await generator
-      .generate({
-        storyId: state.storyId,
-        sceneId: 'scene-0001',
-        sceneIndex: 0,
-        chapterId: state.chapterId,
-        state,
-        prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
-        influences: [],
-        seed: 1,
-      })
-      .catch((caught: unknown) => caught);
+    const error = await generator.generate(openingSceneRequest()).catch((caught: unknown) => caught);
     const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
     expect(ProviderError.isInstance(last) && last.isRetryable, String(error)).toBe(true);
     expect(standIn.requests.map((request) => request.fault)).toEqual(['hang']);
@@ -734,17 +737,7 @@ describe('createBedrockSceneGenerator', () => {
       baseURL: standIn.url,
       stream: false,
     });
-    const state = makeStoryState('lighthouse');
-    const request: SceneRequest = {
-      storyId: state.storyId,
-      sceneId: 'scene-0001',
-      sceneIndex: 0,
-      chapterId: state.chapterId,
-      state,
-      prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
-      influences: [],
-      seed: 1,
-    };
+    const request = openingSceneRequest();
     // The stand-in serves no Claude model: it answers 404 ResourceNotFoundException, which is not retried.
     const error = await generator.generate(request).catch((caught: unknown) => caught);
     expect(ProviderError.isInstance(error)).toBe(true);

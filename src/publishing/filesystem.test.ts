@@ -72,6 +72,15 @@ function makeEpisodes(
   return episodes;
 }
 
+/** `episode` with its story's cast member Gull renamed Captain Gull: a newer roster than the one it was made with. */
+function withGullRenamed(episode: Episode): Episode {
+  const { characters } = episode.story;
+  return {
+    ...episode,
+    story: { ...episode.story, characters: { ...characters, gull: { ...characters.gull!, name: 'Captain Gull' } } },
+  };
+}
+
 /** Every file under `folder` (temporary files included), by relative path. */
 async function snapshot(folder: string): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>();
@@ -286,16 +295,7 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     const directory = await tempFolder();
     const publisher = createFilesystemPublisher({ directory });
     const episodes = makeEpisodes(2);
-    const renamed = {
-      ...episodes[1]!,
-      story: {
-        ...episodes[1]!.story,
-        characters: {
-          ...episodes[1]!.story.characters,
-          gull: { ...episodes[1]!.story.characters.gull!, name: 'Captain Gull' },
-        },
-      },
-    };
+    const renamed = withGullRenamed(episodes[1]!);
     await publisher.publish(renamed);
     await publisher.publish(episodes[0]!);
     expect(await read(directory, 'characters.html')).toContain('Captain Gull');
@@ -306,13 +306,7 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     const publisher = createFilesystemPublisher({ directory });
     const episodes = makeEpisodes(3);
     const newest = episodes[2]!;
-    const renamed = {
-      ...newest,
-      story: {
-        ...newest.story,
-        characters: { ...newest.story.characters, gull: { ...newest.story.characters.gull!, name: 'Captain Gull' } },
-      },
-    };
+    const renamed = withGullRenamed(newest);
     // Without serialization both read the empty manifest and the older publish, finishing last, would win.
     await Promise.all([publisher.publish(renamed), publisher.publish(episodes[0]!), publisher.publish(episodes[1]!)]);
     expect(await read(directory, 'characters.html')).toContain('Captain Gull');
@@ -1325,13 +1319,7 @@ describe('createFilesystemPublisher: files lost from the site', () => {
     const publisher = createFilesystemPublisher({ directory });
     const episodes = makeEpisodes(3);
     const newest = episodes[2]!;
-    const renamed = {
-      ...newest,
-      story: {
-        ...newest.story,
-        characters: { ...newest.story.characters, gull: { ...newest.story.characters.gull!, name: 'Captain Gull' } },
-      },
-    };
+    const renamed = withGullRenamed(newest);
     const site = [episodes[0]!, episodes[1]!, renamed];
     for (const episode of site) await publisher.publish(episode);
     const roster = await read(directory, 'characters.html');
