@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
   CreateBucketCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ValidationError } from '../core/errors.js';
+import { ProviderError, ValidationError } from '../core/errors.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { runPublisherSuite } from '../testing/publisher-suite.js';
 import { createS3ContentStore, createS3Publisher } from './s3.js';
@@ -97,6 +98,68 @@ function clientHoldingFirstPutOf(heldKey: string) {
   } as unknown as S3Client;
   return { client: wrapped, reached, release };
 }
+
+/** An error as the AWS SDK raises it for an S3 error response. */
+function s3Error(name: string, status: number, message = name) {
+  return Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status } });
+}
+
+/** A connection reset, as Node raises it when a response or its body is cut off. */
+function connectionReset() {
+  return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+}
+
+type Command = { constructor: { name: string }; input: Record<string, unknown> };
+
+/**
+ * A client with what S3 does and the local server does not: a conditional put is refused with 412 when
+ * `IfNoneMatch: '*'` finds an object or `IfMatch` another ETag, and with 404 NoSuchKey when `IfMatch` finds none; a
+ * key over 1,024 UTF-8 bytes is refused with KeyTooLongError. `intercept` sees every command first and may answer it
+ * (returning a promise) or leave it to S3 (returning undefined); `sent` lists every command.
+ */
+function withS3Semantics(
+  intercept?: (command: Command, forward: () => Promise<unknown>) => Promise<unknown> | undefined,
+) {
+  const sent: Command[] = [];
+  const forward = async (command: Command, options?: unknown) => {
+    const { input } = command;
+    const key = input.Key as string | undefined;
+    if (key !== undefined && Buffer.byteLength(key) > 1024) throw s3Error('KeyTooLongError', 400);
+    if (command.constructor.name === 'PutObjectCommand' && (input.IfNoneMatch || input.IfMatch)) {
+      let etag: string | undefined;
+      try {
+        etag = (await client.send(new HeadObjectCommand({ Bucket: input.Bucket as string, Key: key }))).ETag;
+      } catch (error) {
+        if (!hasStatus(error, 404)) throw error;
+      }
+      if (input.IfMatch && etag === undefined) throw s3Error('NoSuchKey', 404);
+      if (input.IfNoneMatch === '*' ? etag !== undefined : etag !== input.IfMatch) {
+        throw s3Error('PreconditionFailed', 412);
+      }
+    }
+    return client.send(command as never, options as never);
+  };
+  const wrapped = {
+    send(command: Command, options?: unknown) {
+      sent.push(command);
+      return intercept?.(command, () => forward(command, options)) ?? forward(command, options);
+    },
+  } as unknown as S3Client;
+  return { client: wrapped, sent };
+}
+
+/** Whether an AWS SDK error carries HTTP `status`. */
+function hasStatus(error: unknown, status: number): boolean {
+  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === status;
+}
+
+/** Whether `command` is a `PutObject` of `key`. */
+function isPutOf(command: Command, key: string): boolean {
+  return command.constructor.name === 'PutObjectCommand' && command.input.Key === key;
+}
+
+/** The retry policy without its waits: a retry happens at once. */
+const retryAtOnce = { clock: { now: () => 0, sleep: async () => {} } };
 
 function episode(index = 0, sceneOverrides = {}) {
   let state = makeStoryState('tale');
@@ -296,6 +359,128 @@ describe('S3 publisher specifics', () => {
   it('validates the bucket name', () => {
     expect(() => createS3Publisher({ bucket: 'Not A Bucket' })).toThrow(/bucket/);
   });
+
+  it('lists a scene whose index has more than six digits in the story index', async () => {
+    const bucket = await freshBucket();
+    const publisher = createS3Publisher({ bucket, client });
+    const first = episode(0);
+    await publisher.publish(first);
+    const late = await publisher.publish({ ...first, scene: { ...first.scene, id: 'tale-late', index: 1_000_000 } });
+    expect(late.ids).toEqual(['tale/scenes/1000000-tale-late.json']);
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string; index: number }) => [scene.index, scene.id])).toEqual([
+      [0, 'tale-s0'],
+      [1_000_000, 'tale-late'],
+    ]);
+    expect(index.sceneCount).toBe(2);
+  });
+
+  it('percent-encodes each segment of a key in public URLs', async () => {
+    const bucket = await freshBucket();
+    const prefix = 'issue #1 100%/';
+    const publisher = createS3Publisher({ bucket, client, prefix, publicBaseUrl: 'https://cdn.example.com' });
+    const result = await publisher.publish(episode(0));
+    const key = `${prefix}tale/scenes/000000-tale-s0.json`;
+    expect(result.ids).toEqual([key]);
+    expect(result.url).toBe('https://cdn.example.com/issue%20%231%20100%25/tale/scenes/000000-tale-s0.json');
+    expect(decodeURIComponent(new URL(result.url!).pathname)).toBe(`/${key}`);
+    const index = JSON.parse(await readText(bucket, `${prefix}tale/index.json`));
+    expect(index.scenes[0].url).toBe(result.url);
+  });
+});
+
+describe('S3 publisher under the answers of S3 itself', () => {
+  const sceneKey = 'tale/scenes/000000-tale-s0.json';
+
+  it('publishes a scene whose create-only put S3 answered 409 while a racing run stored it', async () => {
+    const bucket = await freshBucket();
+    let raced = false;
+    const { client: racing } = withS3Semantics((command, forward) => {
+      if (raced || !isPutOf(command, sceneKey)) return undefined;
+      raced = true;
+      // Another run's put of the same scene lands while ours is in flight: S3 answers ours 409, to be retried.
+      return forward().then(() => {
+        throw s3Error('ConditionalRequestConflict', 409);
+      });
+    });
+    const result = await createS3Publisher({ bucket, client: racing, retry: retryAtOnce }).publish(episode(0));
+    expect(result.ids).toEqual([sceneKey]);
+    expect(JSON.parse(await readText(bucket, sceneKey)).scene.id).toBe('tale-s0');
+  });
+
+  it('publishes a scene whose put was stored but whose answer was lost', async () => {
+    const bucket = await freshBucket();
+    let dropped = false;
+    const { client: flaky } = withS3Semantics((command, forward) => {
+      if (dropped || !isPutOf(command, sceneKey)) return undefined;
+      dropped = true;
+      return forward().then(() => {
+        throw connectionReset();
+      });
+    });
+    const result = await createS3Publisher({ bucket, client: flaky, retry: retryAtOnce }).publish(episode(0));
+    expect(result.ids).toEqual([sceneKey]);
+    expect(JSON.parse(await readText(bucket, 'tale/index.json')).sceneCount).toBe(1);
+  });
+
+  it('reads and lists again, instead of repeating the write, when S3 answers an index write 409', async () => {
+    const bucket = await freshBucket();
+    const conditions: Array<{ IfMatch?: unknown; IfNoneMatch?: unknown }> = [];
+    const { client: racing } = withS3Semantics((command) => {
+      if (!isPutOf(command, 'tale/index.json')) return undefined;
+      conditions.push({ IfMatch: command.input.IfMatch, IfNoneMatch: command.input.IfNoneMatch });
+      if (conditions.length > 1) return undefined;
+      // Scene 1's publish writes the index while ours is in flight: S3 answers ours 409 ConditionalRequestConflict.
+      return createS3Publisher({ bucket, client: withS3Semantics().client })
+        .publish(episode(1))
+        .then(() => {
+          throw s3Error('ConditionalRequestConflict', 409);
+        });
+    });
+    await createS3Publisher({ bucket, client: racing, retry: retryAtOnce }).publish(episode(0));
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1']);
+    // Read back after the 409, the index already listed both scenes: nothing more to write.
+    expect(conditions).toEqual([{ IfMatch: undefined, IfNoneMatch: '*' }]);
+  });
+
+  it('writes the index create-only when S3 answers 404 to a write of an index deleted since it was read', async () => {
+    const bucket = await freshBucket();
+    await createS3Publisher({ bucket, client }).publish(episode(0));
+    const { ETag } = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'tale/index.json' }));
+    const conditions: Array<{ IfMatch?: unknown; IfNoneMatch?: unknown }> = [];
+    const { client: deleting } = withS3Semantics((command, forward) => {
+      if (!isPutOf(command, 'tale/index.json')) return undefined;
+      conditions.push({ IfMatch: command.input.IfMatch, IfNoneMatch: command.input.IfNoneMatch });
+      if (conditions.length > 1) return undefined;
+      return client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'tale/index.json' })).then(forward);
+    });
+    await createS3Publisher({ bucket, client: deleting }).publish(episode(1));
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1']);
+    expect(conditions).toEqual([
+      { IfMatch: ETag, IfNoneMatch: undefined },
+      { IfMatch: undefined, IfNoneMatch: '*' },
+    ]);
+  });
+
+  it('reads the story index again when its download breaks half-way', async () => {
+    const bucket = await freshBucket();
+    await createS3Publisher({ bucket, client }).publish(episode(0));
+    let broke = false;
+    const { client: breaking } = withS3Semantics((command, forward) => {
+      if (broke || command.constructor.name !== 'GetObjectCommand') return undefined;
+      broke = true;
+      return forward().then((output) => ({
+        ...(output as object),
+        Body: { transformToString: () => Promise.reject(connectionReset()) },
+      }));
+    });
+    await createS3Publisher({ bucket, client: breaking, retry: retryAtOnce }).publish(episode(1));
+    expect(broke).toBe(true);
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1']);
+  });
 });
 
 describe('createS3ContentStore against s3rver', () => {
@@ -310,5 +495,71 @@ describe('createS3ContentStore against s3rver', () => {
     expect(head.ContentType).toBe('text/plain; charset=utf-8');
     await store.put('tale/s0.txt', new Uint8Array([1]));
     expect(await store.get('tale/s0.txt')).toEqual(new Uint8Array([1]));
+  });
+
+  it('refuses, before any request, a key over 1,024 UTF-8 bytes with its prefix, and takes one of exactly that', async () => {
+    const bucket = await freshBucket();
+    const stored: string[] = [];
+    const { client: strict, sent } = withS3Semantics((command) => {
+      if (command.constructor.name !== 'PutObjectCommand') return undefined;
+      // Answered here: the local server keeps keys as file names, which cannot be this long.
+      stored.push(command.input.Key as string);
+      return Promise.resolve({});
+    });
+    const store = createS3ContentStore({ bucket, client: strict, prefix: 'content/' });
+    const isValidationError = (error: unknown) => ValidationError.isInstance(error);
+    const cjk = '龍'.repeat(400); // 400 characters, 1,200 bytes
+    await expect(store.put(cjk, new Uint8Array([1]))).rejects.toSatisfy(isValidationError);
+    await expect(store.get(cjk)).rejects.toSatisfy(isValidationError);
+    await expect(store.put('k'.repeat(1017), new Uint8Array([1]))).rejects.toThrow(/at most 1016 UTF-8 bytes/);
+    const longPrefix = createS3ContentStore({ bucket, client: strict, prefix: `${'p'.repeat(200)}/` });
+    await expect(longPrefix.put('k'.repeat(900), new Uint8Array([1]))).rejects.toSatisfy(isValidationError);
+    expect(sent).toEqual([]);
+    await store.put('k'.repeat(1016), new Uint8Array([1]));
+    expect(stored).toEqual([`content/${'k'.repeat(1016)}`]);
+  });
+
+  it('refuses a prefix that leaves no room for a key', () => {
+    expect(() => createS3ContentStore({ bucket: 'stories', prefix: '龍'.repeat(342) })).toThrow(/options\.prefix/);
+    expect(() => createS3ContentStore({ bucket: 'stories', prefix: 'p'.repeat(1023) })).not.toThrow();
+  });
+
+  it('gets again a body whose download breaks half-way', async () => {
+    const bucket = await freshBucket();
+    const text = 'The lamp turned. '.repeat(30_000);
+    await createS3ContentStore({ bucket, client }).put('tale/big.txt', new TextEncoder().encode(text));
+    let broke = false;
+    const { client: breaking } = withS3Semantics((command, forward) => {
+      if (broke || command.constructor.name !== 'GetObjectCommand') return undefined;
+      broke = true;
+      return forward().then((output) => ({
+        ...(output as object),
+        Body: { transformToByteArray: () => Promise.reject(connectionReset()) },
+      }));
+    });
+    const store = createS3ContentStore({ bucket, client: breaking, retry: retryAtOnce });
+    // Compared as text: a deep equality of half a megabyte of bytes takes seconds.
+    expect(new TextDecoder().decode((await store.get('tale/big.txt')) ?? undefined)).toBe(text);
+    expect(broke).toBe(true);
+  });
+
+  it('returns null for a key found missing on a retry', async () => {
+    const bucket = await freshBucket();
+    let failed = false;
+    const { client: flaky } = withS3Semantics((command) => {
+      if (failed || command.constructor.name !== 'GetObjectCommand') return undefined;
+      failed = true;
+      return Promise.reject(s3Error('InternalError', 500));
+    });
+    const store = createS3ContentStore({ bucket, client: flaky, retry: retryAtOnce });
+    expect(await store.get('tale/missing.txt')).toBeNull();
+    expect(failed).toBe(true);
+  });
+
+  it('throws, instead of reporting the key missing, when the bucket does not exist', async () => {
+    const store = createS3ContentStore({ bucket: 'no-such-bucket-anywhere', client });
+    await expect(store.get('tale/s0.txt')).rejects.toSatisfy(
+      (error) => ProviderError.isInstance(error) && error.status === 404,
+    );
   });
 });

@@ -13,6 +13,7 @@ import {
   ConflictError,
   MissingDependencyError,
   ProviderError,
+  RetryError,
   StoryloomError,
   throwIfAborted,
   ValidationError,
@@ -76,6 +77,12 @@ const DEFAULT_CACHE_CONTROL = {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+/** The longest key S3 takes, in UTF-8 bytes, prefix included. */
+const MAX_KEY_BYTES = 1024;
+
+/** Statuses that answer a conditional request rather than fail it: never hidden in a `RetryError`. */
+const CONDITIONAL_ANSWERS: readonly number[] = [304, 412];
+
 /** How many times a publish reads, lists and writes the story index before it gives up to a retry of the whole step. */
 const INDEX_ATTEMPTS = 10;
 
@@ -104,6 +111,14 @@ export function s3SceneKeys(storyId: string, sceneIndex: number, sceneId: string
   };
 }
 
+/** What one call of `send` adds to the request itself. */
+interface CallOptions<Output, Result> {
+  /** Reads the response (its body stream) inside the retried attempt, so a connection lost mid-body is retried too. */
+  read?: (output: Output) => Promise<Result>;
+  /** More statuses that answer this call (besides 304 and 412): never retried, thrown as the bare `ProviderError`. */
+  answers?: readonly number[];
+}
+
 /** A lazily created client with retried, typed calls. */
 function connection(options: S3ConnectionOptions) {
   let clientLoading: Promise<{ sdk: S3Module; client: S3Client }> | undefined;
@@ -123,19 +138,57 @@ function connection(options: S3ConnectionOptions) {
     });
     return clientLoading;
   };
-  const send = <T>(operation: string, signal: AbortSignal | undefined, build: (sdk: S3Module) => unknown): Promise<T> =>
-    withRetry(
-      async () => {
-        const { sdk, client } = await connect();
-        try {
-          return (await client.send(build(sdk) as never, { abortSignal: signal })) as T;
-        } catch (error) {
-          throw toProviderError(operation, error);
-        }
-      },
-      { ...options.retry, signal },
-    );
+  const shouldRetry = options.retry?.shouldRetry ?? isRetryable;
+  const send = async <Output, Result = Output>(
+    operation: string,
+    signal: AbortSignal | undefined,
+    build: (sdk: S3Module) => unknown,
+    call: CallOptions<Output, Result> = {},
+  ): Promise<Result> => {
+    const answers = [...CONDITIONAL_ANSWERS, ...(call.answers ?? [])];
+    const isAnswer = (error: unknown): error is ProviderError =>
+      ProviderError.isInstance(error) && error.status !== undefined && answers.includes(error.status);
+    try {
+      return await withRetry(
+        async () => {
+          const { sdk, client } = await connect();
+          try {
+            const output = (await client.send(build(sdk) as never, { abortSignal: signal })) as Output;
+            return call.read ? await call.read(output) : (output as unknown as Result);
+          } catch (error) {
+            throw toProviderError(operation, error);
+          }
+        },
+        { ...options.retry, signal, shouldRetry: (error, attempt) => !isAnswer(error) && shouldRetry(error, attempt) },
+      );
+    } catch (error) {
+      // A conditional put retried (after a lost response, or a 409) may meet a 412 from the very write it made or
+      // raced: that is the answer the caller waits for, not a fault to hide in a RetryError.
+      const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
+      if (isAnswer(last)) throw last;
+      throw error;
+    }
+  };
   return { send };
+}
+
+/** `withRetry`'s own rule, for when the options name none. */
+function isRetryable(error: unknown): boolean {
+  return StoryloomError.isInstance(error) && error.isRetryable;
+}
+
+/** Whether `error` is a 404 about the key, not the bucket (`NoSuchKey`, or `NotFound` from a bodiless HEAD). */
+function isMissingKey(error: unknown): boolean {
+  return (
+    ProviderError.isInstance(error) &&
+    error.status === 404 &&
+    (error.cause as { name?: unknown } | undefined)?.name !== 'NoSuchBucket'
+  );
+}
+
+/** A key as a URL path: each segment percent-encoded, so `#`, `?`, `%` and spaces in a prefix stay part of the path. */
+function urlPath(key: string): string {
+  return key.split('/').map(encodeURIComponent).join('/');
 }
 
 /** Maps an AWS SDK error to a `ProviderError` with its HTTP status (throttling and 5xx retryable). */
@@ -161,19 +214,20 @@ function toProviderError(operation: string, error: unknown): StoryloomError {
  * Creates an idempotent S3 `Publisher`.
  *
  * Each scene is written once, under keys that depend only on the story, the scene index and the scene id:
- * `<prefix><storyId>/scenes/<index, 6 digits>-<sceneId>.json` and, with a picture, `…/images/<same>.<ext>`. Those
- * writes are create-only: a `HeadObject` first (some S3 look-alikes ignore conditional puts) and then `PutObject` with
- * `IfNoneMatch: '*'`, where a 412 means another run got there first, which is success. The story index
- * `<prefix><storyId>/index.json` is rewritten by every publish that changes it, from the scenes present in the bucket,
- * and never rolls back to an older story state than the one it shows (a retried publish of an earlier scene keeps the
- * newer title and version). Its write is conditional on the index read before the listing (`IfMatch` on its ETag,
- * `IfNoneMatch: '*'` for the first), and a refused write is read, listed and tried again, so publishes that overlap
- * never drop each other's scenes; after a write the scenes are listed once more and the index rewritten while the
- * listing moved on, which keeps every scene listed even on a look-alike that ignores conditional writes (s3rver);
- * there, overlapping publishes may still leave the older of two story versions. Needs `s3:ListBucket` (S3 answers a
- * missing key with 403 without it). The episode is checked first (`validateEpisode`: ids, the scene's story, the
- * picture's type and SVG safety), so no key is built from an unchecked id. Scene JSON is data: hostile text is stored
- * verbatim, for the site to escape where it renders it.
+ * `<prefix><storyId>/scenes/<index, at least 6 digits>-<sceneId>.json` and, with a picture, `…/images/<same>.<ext>`.
+ * Those writes are create-only: a `HeadObject` first (some S3 look-alikes ignore conditional puts) and then `PutObject`
+ * with `IfNoneMatch: '*'`, where a 412 means another run got there first, which is success, even when it comes to a
+ * retry of the put. The story index `<prefix><storyId>/index.json` is rewritten by every publish that changes it, from
+ * the scenes present in the bucket, and never rolls back to an older story state than the one it shows (a retried
+ * publish of an earlier scene keeps the newer title and version). Its write is conditional on the index read before the
+ * listing (`IfMatch` on its ETag, `IfNoneMatch: '*'` for the first), and a refused write (412, 409 for a write of it in
+ * flight, or 404 when it was deleted since) is read, listed and tried again, so publishes that overlap never drop each
+ * other's scenes; after a write the scenes are listed once more and the index rewritten while the listing moved on,
+ * which keeps every scene listed even on a look-alike that ignores conditional writes (s3rver); there, overlapping
+ * publishes may still leave the older of two story versions. Needs `s3:ListBucket` (S3 answers a missing key with 403
+ * without it). The episode is checked first (`validateEpisode`: ids, the scene's story, the picture's type and SVG
+ * safety), so no key is built from an unchecked id. Scene JSON is data: hostile text is stored verbatim, for the site
+ * to escape where it renders it. Public URLs are `publicBaseUrl` and the key with each path segment percent-encoded.
  *
  * @example
  * ```ts
@@ -190,7 +244,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
   const target = options.target ?? 's3';
   const publicBaseUrl = options.publicBaseUrl?.replace(/\/+$/, '');
   const { send } = connection(options);
-  const urlOf = (key: string) => (publicBaseUrl ? `${publicBaseUrl}/${key}` : `s3://${options.bucket}/${key}`);
+  const urlOf = (key: string) => (publicBaseUrl ? `${publicBaseUrl}/${urlPath(key)}` : `s3://${options.bucket}/${key}`);
 
   /** One `PutObject` of `body` under `key`, with its type, its caching and a write condition; returns its ETag. */
   const put = async (
@@ -200,6 +254,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
     caching: string,
     condition: { IfMatch?: string; IfNoneMatch?: string },
     signal: AbortSignal | undefined,
+    answers: readonly number[] = [],
   ): Promise<string | undefined> => {
     const written = await send<{ ETag?: string }>(
       'PutObject',
@@ -213,6 +268,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
           CacheControl: caching,
           ...condition,
         }),
+      { answers },
     );
     return written.ETag;
   };
@@ -225,15 +281,18 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
     signal: AbortSignal | undefined,
   ): Promise<void> => {
     try {
-      await send('HeadObject', signal, (sdk) => new sdk.HeadObjectCommand({ Bucket: options.bucket, Key: key }));
+      await send('HeadObject', signal, (sdk) => new sdk.HeadObjectCommand({ Bucket: options.bucket, Key: key }), {
+        answers: [404],
+      });
       return;
     } catch (error) {
-      if (!(ProviderError.isInstance(error) && error.status === 404)) throw error;
+      if (!isMissingKey(error)) throw error;
     }
     try {
       await put(key, body, contentType, cacheControl.immutable, { IfNoneMatch: '*' }, signal);
     } catch (error) {
-      // 412: created by another run between our check and our put. 409: a concurrent conditional put is in flight.
+      // 412: created by another run between our check and our put, or by this put when its answer was lost or a 409
+      // (a concurrent conditional put in flight) had it retried.
       if (ProviderError.isInstance(error) && error.status === 412) return;
       throw error;
     }
@@ -256,7 +315,8 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
           }),
       );
       for (const { Key } of page.Contents ?? []) {
-        const match = Key ? /^(\d{6})-(.+)\.json$/.exec(Key.slice(scenesPrefix.length)) : null;
+        // Six digits at least: a scene index from 1,000,000 on simply has more.
+        const match = Key ? /^(\d{6,})-(.+)\.json$/.exec(Key.slice(scenesPrefix.length)) : null;
         if (match && Key) scenes.push({ index: Number(match[1]), id: match[2]!, key: Key, url: urlOf(Key) });
       }
       continuationToken = page.NextContinuationToken;
@@ -267,12 +327,18 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
   /** The story index as stored (its ETag, its text and what a publish keeps of it), or undefined when there is none. */
   const readIndex = async (key: string, storyId: string, signal: AbortSignal | undefined) => {
     try {
-      const object = await send<{ ETag?: string; Body?: { transformToString(): Promise<string> } }>(
+      const { etag, text } = await send(
         'GetObject',
         signal,
         (sdk) => new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }),
+        {
+          read: async (object: { ETag?: string; Body?: { transformToString(): Promise<string> } }) => ({
+            etag: object.ETag,
+            text: (await object.Body?.transformToString()) ?? '',
+          }),
+          answers: [404],
+        },
       );
-      const text = (await object.Body?.transformToString()) ?? '';
       let stored: z.infer<typeof StoredIndexSchema> | undefined;
       try {
         const parsed = StoredIndexSchema.safeParse(JSON.parse(text));
@@ -280,9 +346,9 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
       } catch {
         // Not JSON: rewritten from this publish's story.
       }
-      return { etag: object.ETag, text, stored };
+      return { etag, text, stored };
     } catch (error) {
-      if (ProviderError.isInstance(error) && error.status === 404) return undefined;
+      if (isMissingKey(error)) return undefined;
       throw error;
     }
   };
@@ -313,11 +379,15 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
       }
       const condition = seen === undefined ? { IfNoneMatch: '*' } : seen.etag ? { IfMatch: seen.etag } : {};
       try {
-        const etag = await put(key, body, JSON_TYPE, cacheControl.index, condition, signal);
+        // A 409 comes straight back to this loop: retried with the same condition, it could only meet a 412.
+        const etag = await put(key, body, JSON_TYPE, cacheControl.index, condition, signal, [404, 409]);
         seen = { etag, text: body, stored: index };
       } catch (error) {
-        // 412: written by another publish since it was read; 409: a conditional write of it is in flight.
-        if (!(ProviderError.isInstance(error) && (error.status === 412 || error.status === 409))) throw error;
+        // 412: written by another publish since it was read; 409: a conditional write of it is in flight; 404 (to
+        // `IfMatch`): deleted since it was read, so the next write is create-only.
+        const refused =
+          ProviderError.isInstance(error) && (error.status === 412 || error.status === 409 || isMissingKey(error));
+        if (!refused) throw error;
         seen = await readIndex(key, storyId, signal);
       }
     }
@@ -358,7 +428,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
 /** Options of `createS3ContentStore`. */
 export interface S3ContentStoreOptions extends S3ConnectionOptions {
   bucket: string;
-  /** Prepended to every key, e.g. `content/`. Default none. */
+  /** Prepended to every key, e.g. `content/`; counts towards S3's 1,024-byte key limit. Default none. */
   prefix?: string;
 }
 
@@ -369,7 +439,10 @@ export interface S3ContentStore extends ContentStore {
 
 /**
  * Creates a `ContentStore` on S3: large scene text and other blobs kept outside the state store's item limits.
- * `put` replaces what was under the key; `get` returns null for a missing key.
+ * `put` replaces what was under the key; `get` returns null for a missing key and throws for a missing bucket. A key
+ * is refused with a `ValidationError`, before any request, when it is empty or when the prefix and the key together
+ * exceed S3's 1,024 UTF-8 bytes. `get` reads the whole body inside the retry policy, so a download broken half-way
+ * is retried.
  *
  * @example
  * ```ts
@@ -384,11 +457,11 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
   checkBucket(options);
   const prefix = options.prefix ?? '';
   const { send } = connection(options);
+  const maxKeyBytes = MAX_KEY_BYTES - Buffer.byteLength(prefix);
   const checkKey = (key: unknown): string => {
-    if (typeof key !== 'string' || key.length === 0 || key.length > 900) {
-      throw new ValidationError('key must be a non-empty string of at most 900 characters', {
-        problems: [{ path: 'key', message: 'must be a non-empty string of at most 900 characters' }],
-      });
+    if (typeof key !== 'string' || key.length === 0 || Buffer.byteLength(key) > maxKeyBytes) {
+      const message = `must be a non-empty string of at most ${maxKeyBytes} UTF-8 bytes (S3's 1,024 less the prefix)`;
+      throw new ValidationError(`key ${message}`, { problems: [{ path: 'key', message }] });
     }
     return prefix + key;
   };
@@ -410,14 +483,19 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
     async get(key) {
       const fullKey = checkKey(key);
       try {
-        const object = await send<{ Body?: { transformToByteArray(): Promise<Uint8Array> } }>(
+        return await send(
           'GetObject',
           undefined,
           (sdk) => new sdk.GetObjectCommand({ Bucket: options.bucket, Key: fullKey }),
+          {
+            read: async (object: { Body?: { transformToByteArray(): Promise<Uint8Array> } }) =>
+              object.Body ? await object.Body.transformToByteArray() : new Uint8Array(0),
+            answers: [404],
+          },
         );
-        return object.Body ? await object.Body.transformToByteArray() : new Uint8Array(0);
       } catch (error) {
-        if (ProviderError.isInstance(error) && error.status === 404) return null;
+        // Only the key may be missing: a 404 for the bucket (NoSuchBucket) is a fault, not an empty store.
+        if (isMissingKey(error)) return null;
         throw error;
       }
     },
@@ -434,6 +512,8 @@ function checkBucket(options: { bucket?: unknown; prefix?: unknown }): void {
   }
   if (options?.prefix !== undefined && typeof options.prefix !== 'string') {
     problems.push({ path: 'options.prefix', message: 'must be a string' });
+  } else if (typeof options?.prefix === 'string' && Buffer.byteLength(options.prefix) >= MAX_KEY_BYTES) {
+    problems.push({ path: 'options.prefix', message: `must be under S3's ${MAX_KEY_BYTES}-byte key limit in UTF-8` });
   }
   if (problems.length > 0) {
     throw new ValidationError(`Invalid S3 options: ${problems[0]!.path}: ${problems[0]!.message}`, { problems });
