@@ -1,11 +1,17 @@
 /**
- * The Messages API stand-in itself: cache semantics (minimum prefix, TTL, longest prefix), the error shapes the SDK
- * reads, token counting and the structured-output schema check, all through the real `@anthropic-ai/sdk` client.
+ * The Messages API stand-in itself: cache semantics (minimum prefix, TTL, longest prefix, 1-hour entries, at most 4
+ * breakpoints), the error shapes the SDK reads, token counting, the context window, `max_tokens`, ill-formed Unicode
+ * and the structured-output schema check, all through the real `@anthropic-ai/sdk` client.
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sceneOutputFormat } from '../src/generation/claude-output-schema.js';
-import { type AnthropicStandIn, startAnthropicStandIn, strictSchemaProblems } from '../src/testing/anthropic-server.js';
+import {
+  type AnthropicStandIn,
+  defaultStandInReply,
+  startAnthropicStandIn,
+  strictSchemaProblems,
+} from '../src/testing/anthropic-server.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
 
 const clock = new ManualClock();
@@ -139,5 +145,161 @@ describe('the Anthropic stand-in prompt cache', () => {
     } finally {
       await cacheStandIn.close();
     }
+  });
+});
+
+/** The message of the API error the SDK raised, or a note that it raised none. */
+const refusal = (outcome: unknown) =>
+  outcome instanceof Anthropic.BadRequestError
+    ? { type: outcome.type, message: outcome.apiMessage }
+    : { type: 'no BadRequestError', message: String(outcome) };
+
+describe('the Anthropic stand-in follows the Messages API limits', () => {
+  it('keeps a 1-hour write for an hour, reports it as 1-hour, and splits mixed lifetimes as the API bills them', async () => {
+    standIn.clearCache();
+    const hourly = {
+      model: 'claude-haiku-4-5',
+      max_tokens: 100,
+      system: [
+        {
+          type: 'text' as const,
+          text: 'h'.repeat(8_000),
+          cache_control: { type: 'ephemeral' as const, ttl: '1h' as const },
+        },
+      ],
+      messages: [{ role: 'user' as const, content: 'one' }],
+    };
+    const first = await client.messages.create(hourly);
+    expect(first.usage).toMatchObject({
+      cache_creation_input_tokens: 2_000,
+      cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 2_000 },
+    });
+    // Long past a 5-minute entry's lifetime, the 1-hour entry is still read, and the read renews its hour.
+    await clock.advance(30 * 60_000);
+    expect((await client.messages.create(hourly)).usage.cache_read_input_tokens).toBe(2_000);
+    await clock.advance(59 * 60_000);
+    expect((await client.messages.create(hourly)).usage.cache_read_input_tokens).toBe(2_000);
+    await clock.advance(60 * 60_000 + 1);
+    expect((await client.messages.create(hourly)).usage.cache_creation?.ephemeral_1h_input_tokens).toBe(2_000);
+
+    // A 1-hour breakpoint then a default (5-minute) one: 1-hour up to the first, 5-minute from there to the second.
+    const mixed = await client.messages.create({
+      model: 'claude-haiku-4-5',
+      max_tokens: 100,
+      system: [
+        { type: 'text', text: 'm'.repeat(4_000), cache_control: { type: 'ephemeral', ttl: '1h' } },
+        { type: 'text', text: 'n'.repeat(4_000), cache_control: { type: 'ephemeral' } },
+      ],
+      messages: [{ role: 'user', content: 'two' }],
+    });
+    expect(mixed.usage).toMatchObject({
+      cache_creation_input_tokens: 2_000,
+      cache_creation: { ephemeral_5m_input_tokens: 1_000, ephemeral_1h_input_tokens: 1_000 },
+    });
+  });
+
+  it("refuses more than 4 cache_control breakpoints with the API's message, and does not count a null one", async () => {
+    const marked = (n: number) => ({
+      type: 'text' as const,
+      text: `block ${n}`,
+      cache_control: { type: 'ephemeral' as const },
+    });
+    const five = await client.messages
+      .create({
+        model: 'claude-haiku-4-5',
+        max_tokens: 100,
+        system: [1, 2, 3, 4, 5].map(marked),
+        messages: [{ role: 'user', content: 'x' }],
+      })
+      .catch((caught: unknown) => caught);
+    expect(refusal(five)).toEqual({
+      type: 'invalid_request_error',
+      message: 'A maximum of 4 blocks with cache_control may be provided. Found 5.',
+    });
+    const fourAndNull = await client.messages.create({
+      model: 'claude-haiku-4-5',
+      max_tokens: 100,
+      system: [...[1, 2, 3, 4].map(marked), { type: 'text', text: 'block 5', cache_control: null }],
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(fourAndNull.stop_reason).toBe('end_turn');
+  });
+
+  it('refuses a prompt longer than the context window ("prompt is too long"), 200,000 tokens by default', async () => {
+    const prompt = (chars: number) =>
+      client.messages.create({
+        model: 'claude-haiku-4-5',
+        max_tokens: 100,
+        messages: [{ role: 'user', content: 'z'.repeat(chars) }],
+      });
+    expect((await prompt(800_000)).stop_reason).toBe('end_turn'); // exactly 200,000 tokens
+    expect(refusal(await prompt(800_001).catch((caught: unknown) => caught))).toEqual({
+      type: 'invalid_request_error',
+      message: 'prompt is too long: 200001 tokens > 200000 maximum',
+    });
+    const small = await startAnthropicStandIn({ contextWindowTokens: 10, respond: () => 'ok' });
+    try {
+      const smallClient = new Anthropic({ apiKey: 'test', baseURL: small.url, maxRetries: 0 });
+      const tooLong = await smallClient.messages
+        .create({ model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'y'.repeat(41) }] })
+        .catch((caught: unknown) => caught);
+      expect(refusal(tooLong).message).toBe('prompt is too long: 11 tokens > 10 maximum');
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('stops at max_tokens with stop_reason "max_tokens", streamed or not, cut at the same place', async () => {
+    const long = await startAnthropicStandIn({ respond: () => `abc😀${'wxyz'.repeat(100)}`, streamChunkChars: 7 });
+    try {
+      const longClient = new Anthropic({ apiKey: 'test', baseURL: long.url, maxRetries: 0 });
+      const params = {
+        model: 'claude-haiku-4-5',
+        max_tokens: 10,
+        messages: [{ role: 'user' as const, content: 'go' }],
+      };
+      const whole = await longClient.messages.create(params);
+      expect(whole.stop_reason).toBe('max_tokens');
+      expect(whole.usage.output_tokens).toBe(10);
+      // 10 tokens are 40 characters: 'abc', the emoji's two code units, then 35 of the rest.
+      expect(whole.content).toEqual([{ type: 'text', text: `abc😀${'wxyz'.repeat(8)}wxy` }]);
+      const streamed = await longClient.messages.stream(params).finalMessage();
+      expect(streamed.stop_reason).toBe('max_tokens');
+      expect(streamed.usage.output_tokens).toBe(10);
+      expect(streamed.content).toEqual(whole.content);
+      // The cut never splits a surrogate pair: 4 characters end inside the emoji, so only 'abc' is kept.
+      const tiny = await longClient.messages.create({ ...params, max_tokens: 1 });
+      expect(tiny.content).toEqual([{ type: 'text', text: 'abc' }]);
+    } finally {
+      await long.close();
+    }
+    // The default scene reply is about 500 tokens: a smaller max_tokens cuts it, a larger one does not.
+    const scenes = await startAnthropicStandIn({ respond: (request) => defaultStandInReply(request, 2_000) });
+    try {
+      const scenesClient = new Anthropic({ apiKey: 'test', baseURL: scenes.url, maxRetries: 0 });
+      const ask = (maxTokens: number) =>
+        scenesClient.messages.create({
+          model: 'claude-haiku-4-5',
+          max_tokens: maxTokens,
+          messages: [{ role: 'user', content: 'write' }],
+        });
+      const cut = await ask(50);
+      expect({ stop: cut.stop_reason, output: cut.usage.output_tokens }).toEqual({ stop: 'max_tokens', output: 50 });
+      const whole = await ask(4_000);
+      expect(whole.stop_reason).toBe('end_turn');
+      expect(whole.usage.output_tokens).toBeLessThan(4_000);
+    } finally {
+      await scenes.close();
+    }
+  });
+
+  it("refuses a body holding a lone surrogate, as the API's strict JSON parser does", async () => {
+    const send = (content: string) =>
+      client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content }] });
+    expect(refusal(await send('The Lamp \ud83d').catch((caught: unknown) => caught))).toEqual({
+      type: 'invalid_request_error',
+      message: 'The request body is not valid JSON: no low surrogate in string',
+    });
+    expect((await send('The Lamp 😀')).stop_reason).toBe('end_turn');
   });
 });

@@ -4,13 +4,21 @@
  * prompt-cache fields that behave like the real cache, and failures on demand. Built on `node:http` alone.
  *
  * Tokens are estimated as ⌈characters / 4⌉ of each block's text (or canonical JSON for non-text blocks), so the
- * figures are deterministic.
+ * figures are deterministic. The same estimate sets the limits: a prompt over `contextWindowTokens` is refused with
+ * 400 `prompt is too long: N tokens > M maximum`, and a reply longer than `max_tokens` is cut after
+ * `max_tokens × 4` characters with `stop_reason: "max_tokens"` (streamed or not, the same cut).
  *
  * Cache: the prompt is read as blocks in the order tools → system → messages. For every block carrying
- * `cache_control`, the prefix up to and including it is a cache candidate keyed by the model and the hash of the
- * prefix's canonical JSON (without the `cache_control` markers). The longest candidate written within `ttlMs` is
- * a read (and its lifetime is refreshed); later candidates whose prefix reaches `minPrefixTokens` are written.
- * Everything else is plain input. Below the minimum nothing is cached and no error is raised, as on the real API.
+ * `cache_control` (at most 4, as on the real API), the prefix up to and including it is a cache candidate keyed by
+ * the model and the hash of the prefix's canonical JSON (without the `cache_control` markers). The longest candidate
+ * still alive is a read (and its lifetime is refreshed); later candidates whose prefix reaches `minPrefixTokens` are
+ * written. An entry lives one hour when its block asked `ttl: "1h"`, otherwise `ttlMs`; `usage.cache_creation`
+ * splits the written tokens by lifetime as the API bills them (1-hour up to the last 1-hour breakpoint, 5-minute
+ * after it). Everything else is plain input. Below the minimum nothing is cached and no error is raised, as on the
+ * real API.
+ *
+ * Like the real API, a body holding a lone UTF-16 surrogate (which `JSON.stringify` writes as a bare `\ud83d`
+ * escape) is refused with 400 `The request body is not valid JSON: no low surrogate in string`.
  *
  * @module
  */
@@ -50,13 +58,18 @@ export interface AnthropicStandInOptions {
   /** Writes the model's reply for a `/v1/messages` request. Default: a valid scene built from the request. */
   respond?: (request: AnthropicStandInRequest) => AnthropicStandInReply | Promise<AnthropicStandInReply>;
   cache?: {
-    /** Lifetime of a cache entry, refreshed on every read. Default 5 minutes. */
+    /**
+     * Lifetime of a 5-minute cache entry (a block marked without `ttl`, or `ttl: "5m"`), refreshed on every read.
+     * Default 5 minutes. Entries marked `ttl: "1h"` live one hour.
+     */
     ttlMs?: number;
     /** Shortest prefix that is cached, in tokens. Default 1024. */
     minPrefixTokens?: number;
   };
   /** Time source of the cache. Default the system clock. */
   clock?: Clock;
+  /** Longest prompt accepted, in estimated tokens; a longer one gets 400 "prompt is too long". Default 200,000. */
+  contextWindowTokens?: number;
   /** Characters per streamed text delta. Default 200. */
   streamChunkChars?: number;
   /** Pause between streamed deltas, in real milliseconds. Default 0. */
@@ -76,12 +89,21 @@ export interface AnthropicStandIn {
   close(): Promise<void>;
 }
 
-const estimateTokens = (text: string): number => Math.ceil(text.length / 4);
+/** The stand-in's whole tokenizer: every figure it reports (input, output, cache, limits) is derived from it. */
+const CHARS_PER_TOKEN = 4;
+
+const estimateTokens = (text: string): number => Math.ceil(text.length / CHARS_PER_TOKEN);
 
 type Block = Record<string, unknown>;
 
 /** How many block boundaries before a breakpoint the cache looks at for an earlier hit (about 20 on the real API). */
 const LOOKBACK_BLOCKS = 20;
+
+/** Most `cache_control` breakpoints one request may carry on the real API. */
+const MAX_CACHE_BREAKPOINTS = 4;
+
+/** Lifetime of an entry written by a block marked `ttl: "1h"`. */
+const ONE_HOUR_MS = 3_600_000;
 
 function withoutCacheControl(block: unknown): unknown {
   if (typeof block !== 'object' || block === null || Array.isArray(block)) return block;
@@ -96,12 +118,24 @@ function blockTokens(block: unknown): number {
   return estimateTokens(JSON.stringify(withoutCacheControl(block)));
 }
 
+interface PromptBlock {
+  key: unknown;
+  tokens: number;
+  /** Carries a `cache_control` breakpoint (`null` counts as none, as on the real API). */
+  marked: boolean;
+  /** The breakpoint asked for a one-hour entry. */
+  oneHour: boolean;
+}
+
 /** The prompt as blocks in cache order: tools → system → messages, each with its role for the hash. */
-function promptBlocks(body: Block): Array<{ key: unknown; tokens: number; marked: boolean }> {
-  const blocks: Array<{ key: unknown; tokens: number; marked: boolean }> = [];
+function promptBlocks(body: Block): PromptBlock[] {
+  const blocks: PromptBlock[] = [];
   const push = (scope: string, block: unknown) => {
-    const marked = typeof block === 'object' && block !== null && 'cache_control' in (block as Block);
-    blocks.push({ key: [scope, withoutCacheControl(block)], tokens: blockTokens(block), marked });
+    const cacheControl =
+      typeof block === 'object' && block !== null ? ((block as Block).cache_control as Block | null | undefined) : null;
+    const marked = cacheControl !== undefined && cacheControl !== null;
+    const oneHour = marked && cacheControl.ttl === '1h';
+    blocks.push({ key: [scope, withoutCacheControl(block)], tokens: blockTokens(block), marked, oneHour });
   };
   for (const tool of Array.isArray(body.tools) ? body.tools : []) push('tool', tool);
   if (typeof body.system === 'string') push('system', body.system);
@@ -212,6 +246,36 @@ export function strictSchemaProblems(schema: unknown, path = '$'): string[] {
   return problems;
 }
 
+/**
+ * Cuts a reply where a model stopped by `max_tokens` would, by the stand-in's own estimate, without splitting a
+ * surrogate pair (the real API never returns half a character).
+ */
+function cutAtMaxTokens(text: string, maxTokens: number): { text: string; cut: boolean } {
+  if (estimateTokens(text) <= maxTokens) return { text, cut: false };
+  const end = Math.max(0, maxTokens) * CHARS_PER_TOKEN;
+  const last = text.charCodeAt(end - 1);
+  const pairStart = last >= 0xd800 && last <= 0xdbff;
+  return { text: text.slice(0, pairStart ? end - 1 : end), cut: true };
+}
+
+/** A lone high or low surrogate anywhere in a decoded body: the real API's strict JSON parser refuses it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Why the real API would refuse the body's Unicode, in its own words, or `undefined` when it is well formed. */
+function surrogateProblem(value: unknown): string | undefined {
+  if (typeof value === 'string') {
+    const lone = LONE_SURROGATE.exec(value)?.[0];
+    if (lone === undefined) return undefined;
+    return lone.charCodeAt(0) <= 0xdbff ? 'no low surrogate in string' : 'invalid high surrogate in string';
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  for (const [key, child] of Object.entries(value)) {
+    const problem = surrogateProblem(key) ?? surrogateProblem(child);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
 function hashOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
@@ -248,12 +312,13 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
   const clock = options.clock ?? systemClock;
   const ttlMs = options.cache?.ttlMs ?? 300_000;
   const minPrefixTokens = options.cache?.minPrefixTokens ?? 1_024;
+  const contextWindowTokens = options.contextWindowTokens ?? 200_000;
   const chunkChars = Math.max(1, options.streamChunkChars ?? 200);
   const streamDelayMs = options.streamDelayMs ?? 0;
   const requests: AnthropicStandInRequest[] = [];
   const failures: AnthropicStandInFailure[] = [];
-  /** Cache entries: prefix hash → expiry time. */
-  const cache = new Map<string, number>();
+  /** Cache entries by prefix hash: when each expires, and the lifetime a read renews (that of the block that wrote it). */
+  const cache = new Map<string, { expiresAt: number; lifetimeMs: number }>();
 
   function cacheUsage(body: Block) {
     const blocks = promptBlocks(body);
@@ -275,46 +340,66 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
     search: for (let position = marked.length - 1; position >= 0; position--) {
       const breakpoint = marked[position]!;
       for (let index = breakpoint; index >= Math.max(0, breakpoint - LOOKBACK_BLOCKS + 1); index--) {
-        const hash = hashThrough(index);
-        const expiry = cache.get(hash);
-        if (expiry !== undefined && expiry > now && through[index]! >= minPrefixTokens) {
+        const entry = cache.get(hashThrough(index));
+        if (entry !== undefined && entry.expiresAt > now && through[index]! >= minPrefixTokens) {
           read = through[index]!;
           readBoundary = index;
-          cache.set(hash, now + ttlMs);
+          entry.expiresAt = now + entry.lifetimeMs;
           break search;
         }
       }
     }
+    // Billed as the API documents for mixed lifetimes: 1-hour writes up to the last 1-hour breakpoint written,
+    // 5-minute writes from there to the last breakpoint written.
     let written = read;
+    let writtenOneHour = read;
     for (const breakpoint of marked) {
       if (breakpoint <= readBoundary || through[breakpoint]! < minPrefixTokens) continue;
-      cache.set(hashThrough(breakpoint), now + ttlMs);
+      const oneHour = blocks[breakpoint]!.oneHour;
+      const lifetimeMs = oneHour ? ONE_HOUR_MS : ttlMs;
+      cache.set(hashThrough(breakpoint), { expiresAt: now + lifetimeMs, lifetimeMs });
       written = through[breakpoint]!;
+      if (oneHour) writtenOneHour = written;
     }
     const write = written - read;
-    return { input_tokens: total - read - write, cache_read_input_tokens: read, cache_creation_input_tokens: write };
+    return {
+      input_tokens: total - read - write,
+      cache_read_input_tokens: read,
+      cache_creation_input_tokens: write,
+      cache_creation: {
+        ephemeral_5m_input_tokens: written - writtenOneHour,
+        ephemeral_1h_input_tokens: writtenOneHour - read,
+      },
+    };
   }
 
-  async function handleMessages(request: AnthropicStandInRequest, response: ServerResponse): Promise<void> {
-    const body = request.body as Block;
+  /** The 400 the real API answers before it runs the model, or `undefined` when the request is acceptable. */
+  function requestProblem(body: Block): string | undefined {
     if (typeof body?.model !== 'string' || typeof body.max_tokens !== 'number' || !Array.isArray(body.messages)) {
-      sendError(response, 400, 'invalid_request_error', 'model, max_tokens and messages are required');
-      return;
+      return 'model, max_tokens and messages are required';
+    }
+    const blocks = promptBlocks(body);
+    const breakpoints = blocks.filter((block) => block.marked).length;
+    if (breakpoints > MAX_CACHE_BREAKPOINTS) {
+      return `A maximum of ${MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found ${breakpoints}.`;
+    }
+    const promptTokens = blocks.reduce((sum, block) => sum + block.tokens, 0);
+    if (promptTokens > contextWindowTokens) {
+      return `prompt is too long: ${promptTokens} tokens > ${contextWindowTokens} maximum`;
     }
     const format = (body.output_config as Block | undefined)?.format as Block | undefined;
     if (format) {
       const problems =
         format.type === 'json_schema' ? strictSchemaProblems(format.schema) : ['format.type must be json_schema'];
-      if (problems.length > 0) {
-        sendError(
-          response,
-          400,
-          'invalid_request_error',
-          `output_config.format.schema: ${problems.slice(0, 5).join('; ')}`,
-        );
-        return;
-      }
+      if (problems.length > 0) return `output_config.format.schema: ${problems.slice(0, 5).join('; ')}`;
     }
+    return undefined;
+  }
+
+  async function handleMessages(request: AnthropicStandInRequest, response: ServerResponse): Promise<void> {
+    const body = request.body as Block;
+    const problem = requestProblem(body);
+    if (problem) return sendError(response, 400, 'invalid_request_error', problem);
     const failure = failures.shift();
     if (failure?.kind === 'rate-limit') {
       sendError(response, 429, 'rate_limit_error', 'Number of request tokens has exceeded your rate limit.', {
@@ -325,18 +410,14 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
     if (failure?.kind === 'overloaded') return sendError(response, 529, 'overloaded_error', 'Overloaded');
     if (failure?.kind === 'server-error') return sendError(response, 500, 'api_error', 'Internal server error');
     const reply = failure?.kind === 'refusal' ? '' : await (options.respond ?? defaultStandInReply)(request);
-    const text = typeof reply === 'string' ? reply : JSON.stringify(reply);
+    const maxTokens = body.max_tokens as number;
+    const { text, cut } = cutAtMaxTokens(typeof reply === 'string' ? reply : JSON.stringify(reply), maxTokens);
     const usage = {
       ...cacheUsage(body),
-      output_tokens: Math.max(1, estimateTokens(text)),
-      cache_creation: null as unknown,
+      output_tokens: cut ? maxTokens : Math.max(1, estimateTokens(text)),
       service_tier: 'standard',
     };
-    usage.cache_creation = {
-      ephemeral_5m_input_tokens: usage.cache_creation_input_tokens,
-      ephemeral_1h_input_tokens: 0,
-    };
-    const stopReason = failure?.kind === 'refusal' ? 'refusal' : 'end_turn';
+    const stopReason = failure?.kind === 'refusal' ? 'refusal' : cut ? 'max_tokens' : 'end_turn';
     const id = `msg_${randomUUID().replaceAll('-', '')}`;
     const message = {
       id,
@@ -430,6 +511,9 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
         receivedAt: clock.now(),
       };
       requests.push(request);
+      const illFormed = surrogateProblem(body);
+      if (illFormed)
+        return sendError(response, 400, 'invalid_request_error', `The request body is not valid JSON: ${illFormed}`);
       const authorized =
         Boolean(incoming.headers['x-api-key']) || /^Bearer\s+\S/.test(incoming.headers.authorization ?? '');
       if (!authorized)
