@@ -32,7 +32,11 @@ export interface AnthropicConnectionOptions {
   apiKey?: string;
   /** Default: the SDK's (`ANTHROPIC_BASE_URL` or the public API). A local stand-in in tests. */
   baseURL?: string;
-  /** Per-request timeout in ms. */
+  /**
+   * The SDK's per-request `timeout`, in ms: how long one request may wait for the response's headers (for a reply
+   * that is not streamed, they come with the whole reply). It does not cover a streamed reply after its headers: the
+   * scene generator's `idleTimeoutMs` ends one that stalls. Default: the SDK's (10 minutes).
+   */
   timeout?: number;
   defaultHeaders?: Record<string, string>;
   /** An `Anthropic` client (or anything with its `messages` shape); the options above are then ignored. */

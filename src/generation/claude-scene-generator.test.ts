@@ -2,8 +2,11 @@
  * The Claude scene generator driven through the real `@anthropic-ai/sdk` client against the local Messages API
  * stand-in: structured output, streaming, repairs, retries, refusal, abort, usage, cost and prompt caching.
  */
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_TIMER_MS } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { AbortedError, ContinuityError, ProviderError, RetryError, ValidationError } from '../core/errors.js';
 import { applyDelta, formatIssues } from '../state/reducer.js';
@@ -17,10 +20,13 @@ import {
 import { makeInfluence, makeStoryState } from '../testing/fixtures.js';
 import {
   buildClaudeRequest,
+  type ClaudeClient,
+  type ClaudeMessage,
   checkSceneReply,
   createClaudeSceneGenerator,
   DEFAULT_CLAUDE_PRICES,
   findClaudePrice,
+  toClaudeError,
   usageFromClaude,
 } from './claude-scene-generator.js';
 import type { GenerationProgress, SceneRequest } from './scene-generator.js';
@@ -115,6 +121,85 @@ afterEach(() => {
 
 function client(): Anthropic {
   return new Anthropic({ apiKey: 'test-key', baseURL: standIn.url });
+}
+
+/** Every string of a decoded request body, keys included. */
+function stringsOf(value: unknown): string[] {
+  if (typeof value === 'string') return [value];
+  if (typeof value !== 'object' || value === null) return [];
+  return Object.entries(value).flatMap(([key, child]) => [key, ...stringsOf(child)]);
+}
+
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+/**
+ * A proxy to the stand-in that cuts the next replies, one cut per request: `reset` closes the connection halfway
+ * through the first chunk of the reply, `end` ends the reply cleanly after its first event. Other requests pass.
+ */
+async function startCuttingProxy(
+  target: string,
+): Promise<{ url: string; cuts: Array<'reset' | 'end'>; close(): Promise<void> }> {
+  const cuts: Array<'reset' | 'end'> = [];
+  const server = createServer((incoming, outgoing) => {
+    const cut = cuts.shift();
+    const upstream = httpRequest(
+      new URL(incoming.url ?? '/', target),
+      { method: incoming.method, headers: incoming.headers },
+      (answer) => {
+        outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
+        if (!cut) {
+          answer.pipe(outgoing);
+          return;
+        }
+        let buffered = Buffer.alloc(0);
+        let done = false;
+        answer.on('data', (chunk: Buffer) => {
+          if (done) return;
+          buffered = Buffer.concat([buffered, chunk]);
+          const boundary = buffered.indexOf('\n\n');
+          if (cut === 'end' && boundary < 0) return;
+          done = true;
+          outgoing.write(buffered.subarray(0, cut === 'end' ? boundary + 2 : Math.ceil(buffered.length / 2)));
+          if (cut === 'end') outgoing.end();
+          else outgoing.destroy();
+        });
+      },
+    );
+    incoming.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cuts,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A client whose every call answers `reply` with `stopReason` and a large usage, counting the calls. */
+function answeringClient(reply: string, stopReason: string): ClaudeClient & { calls: number } {
+  const fake = {
+    calls: 0,
+    messages: {
+      create: async (): Promise<ClaudeMessage> => {
+        fake.calls++;
+        return {
+          model: MODEL,
+          content: [{ type: 'text', text: reply }],
+          stop_reason: stopReason,
+          usage: { input_tokens: 20_000, output_tokens: 10_000, cache_read_input_tokens: 170_000 },
+        };
+      },
+      stream: () => {
+        throw new Error('not used');
+      },
+    },
+  };
+  return fake;
 }
 
 describe('the Claude scene generator against the Messages API stand-in', () => {
@@ -281,6 +366,168 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     expect(standIn.requests).toHaveLength(1);
   });
 
+  it('stops at once, without a repair turn, when the prompt filled the context window', async () => {
+    const events: GenerationProgress[] = [];
+    const fake = answeringClient(
+      '{"scene": {"title": "The Lamp", "text": "Mira climbed',
+      'model_context_window_exceeded',
+    );
+    const generator = createClaudeSceneGenerator({ client: fake, model: MODEL, stream: false });
+    const error = await generator
+      .generate(makeRequest(), { onProgress: (event) => events.push(event) })
+      .catch((caught: unknown) => caught);
+    expect(fake.calls).toBe(1);
+    expect(ProviderError.isInstance(error)).toBe(true);
+    expect((error as ProviderError).code).toBe('CONTEXT_WINDOW_EXCEEDED');
+    expect((error as ProviderError).isRetryable).toBe(false);
+    expect((error as ProviderError).message).toMatch(/context window/);
+    expect((error as ProviderError).message).toContain('190000 input tokens');
+    // The spent tokens are still reported, as for a refusal.
+    expect(events.filter((event) => event.type === 'usage')).toHaveLength(1);
+    expect(events.some((event) => event.type === 'repair')).toBe(false);
+  });
+
+  it('repairs a reply holding a lone surrogate instead of accepting it, so no later request is refused', async () => {
+    const request = makeRequest();
+    const broken = validReply();
+    // Half a surrogate pair: on the wire the model's JSON holds the escape "\ud83d".
+    (broken.scene as Record<string, unknown>).title = 'The Lamp \ud83d';
+    replies = [broken, validReply()];
+    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false });
+    const result = await generator.generate(request);
+    expect(result.attempts).toBe(2);
+    expect(result.scene.title).toBe('The Lamp at Dusk');
+    const repair: string = standIn.requests[1]!.body.messages[2].content[0].text;
+    expect(repair).toContain('scene.title: is not well-formed Unicode (a lone surrogate)');
+    // The stand-in refuses ill-formed bodies as the API does; none was sent.
+    expect(
+      standIn.requests.flatMap((sent) => stringsOf(sent.body)).filter((text) => LONE_SURROGATE.test(text)),
+    ).toEqual([]);
+  });
+
+  it('fails at once, without a request or a retry, when the SDK refuses a request locally', async () => {
+    const clock = recordingClock();
+    // Without streaming the SDK refuses a max_tokens this large before sending anything.
+    const generator = createClaudeSceneGenerator({
+      client: client(),
+      model: MODEL,
+      maxTokens: 64_000,
+      stream: false,
+      clock,
+    });
+    const error = await generator.generate(makeRequest()).catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error)).toBe(true);
+    expect((error as ProviderError).code).toBe('PROVIDER_CLIENT');
+    expect((error as ProviderError).isRetryable).toBe(false);
+    expect((error as ProviderError).message).toMatch(/Streaming is required/);
+    expect(standIn.requests).toHaveLength(0);
+    expect(clock.sleeps).toEqual([]);
+  });
+
+  it('refuses a client without messages.stream() unless stream is false', () => {
+    const createOnly = {
+      messages: { create: answeringClient(JSON.stringify(validReply()), 'end_turn').messages.create },
+    } as unknown as ClaudeClient;
+    expect(() => createClaudeSceneGenerator({ client: createOnly, model: MODEL })).toThrow(/messages\.stream\(\)/);
+    expect(() => createClaudeSceneGenerator({ client: createOnly, model: MODEL, stream: false })).not.toThrow();
+  });
+
+  it('ignores a progress listener that throws: the paid call is made once and the scene is written', async () => {
+    const generator = createClaudeSceneGenerator({
+      client: client(),
+      model: MODEL,
+      clock: recordingClock(),
+      onProgress: () => {
+        throw new Error('metrics sink down');
+      },
+    });
+    const result = await generator.generate(makeRequest(), {
+      onProgress: (event) => {
+        if (event.type === 'text') throw new Error('progress bar crashed');
+      },
+    });
+    expect(result.attempts).toBe(1);
+    expect(result.scene.title).toBe('The Lamp at Dusk');
+    expect(standIn.requests).toHaveLength(1);
+  });
+
+  it('retries a reply whose connection was cut or whose stream ended early', async () => {
+    const proxy = await startCuttingProxy(standIn.url);
+    try {
+      const clock = recordingClock();
+      const through = new Anthropic({ apiKey: 'test-key', baseURL: proxy.url });
+      const streamed = createClaudeSceneGenerator({ client: through, model: MODEL, clock });
+      proxy.cuts.push('reset', 'end');
+      await expect(streamed.generate(makeRequest())).resolves.toMatchObject({ attempts: 1 });
+      expect(standIn.requests).toHaveLength(3);
+      expect(clock.sleeps).toHaveLength(2);
+
+      proxy.cuts.push('reset');
+      const created = createClaudeSceneGenerator({ client: through, model: MODEL, clock, stream: false });
+      await expect(created.generate(makeRequest())).resolves.toMatchObject({ attempts: 1 });
+      expect(standIn.requests).toHaveLength(5);
+      expect(clock.sleeps).toHaveLength(3);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('ends an attempt whose stream goes quiet for idleTimeoutMs and retries it as a TIMEOUT', async () => {
+    const stalled = await startAnthropicStandIn({ streamChunkChars: 4, streamDelayMs: 10_000 });
+    try {
+      const clock = recordingClock();
+      const generator = createClaudeSceneGenerator({
+        client: new Anthropic({ apiKey: 'test-key', baseURL: stalled.url }),
+        model: MODEL,
+        idleTimeoutMs: 100,
+        clock,
+        retry: { maxRetries: 1 },
+      });
+      const started = Date.now();
+      const error = await generator.generate(makeRequest()).catch((caught: unknown) => caught);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(RetryError.isInstance(error)).toBe(true);
+      const attempts = (error as RetryError).errors as ProviderError[];
+      expect(attempts.map((attempt) => [attempt.code, attempt.isRetryable])).toEqual([
+        ['TIMEOUT', true],
+        ['TIMEOUT', true],
+      ]);
+      expect(stalled.requests).toHaveLength(2);
+    } finally {
+      await stalled.close();
+    }
+  });
+
+  it('lets a slow stream run past idleTimeoutMs as long as its events keep coming', async () => {
+    const slow = await startAnthropicStandIn({ streamChunkChars: 100, streamDelayMs: 20 });
+    try {
+      const generator = createClaudeSceneGenerator({
+        client: new Anthropic({ apiKey: 'test-key', baseURL: slow.url }),
+        model: MODEL,
+        idleTimeoutMs: 150,
+        retry: { maxRetries: 0 },
+      });
+      const started = Date.now();
+      const result = await generator.generate(makeRequest());
+      expect(Date.now() - started).toBeGreaterThan(150);
+      expect(result.attempts).toBe(1);
+      expect(slow.requests).toHaveLength(1);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('refuses an idleTimeoutMs a timer cannot wait', () => {
+    for (const idleTimeoutMs of [0, -1, Number.NaN, MAX_TIMER_MS + 1]) {
+      expect(() => createClaudeSceneGenerator({ client: client(), model: MODEL, idleTimeoutMs })).toThrow(
+        ValidationError,
+      );
+    }
+    expect(() =>
+      createClaudeSceneGenerator({ client: client(), model: MODEL, idleTimeoutMs: MAX_TIMER_MS }),
+    ).not.toThrow();
+  });
+
   it('rejects with AbortedError when aborted mid-stream, with no unhandled rejection', async () => {
     const slow = await startAnthropicStandIn({ streamChunkChars: 8, streamDelayMs: 5 });
     const unhandled: unknown[] = [];
@@ -319,6 +566,83 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     }
     expect(shares[0]).toBe(0);
     for (const share of shares.slice(1)) expect(share).toBeGreaterThanOrEqual(0.8);
+  });
+});
+
+describe('toClaudeError', () => {
+  const classify = (error: unknown) => {
+    const mapped = toClaudeError(error, 'anthropic');
+    return [mapped.code, mapped.isRetryable];
+  };
+
+  it('retries what the provider or the network did, and nothing that failed on this side', () => {
+    // An error event mid-stream (overloaded while replying): the SDK's APIError without a status.
+    expect(classify(new Anthropic.APIError(undefined, { type: 'overloaded_error' }, 'Overloaded', undefined))).toEqual([
+      'PROVIDER_BAD_RESPONSE',
+      true,
+    ]);
+    // A body that is not JSON, thrown as is or wrapped by the stream.
+    expect(classify(new SyntaxError('Unexpected end of JSON input'))).toEqual(['PROVIDER_BAD_RESPONSE', true]);
+    expect(
+      classify(new Anthropic.AnthropicError('bad event', { cause: new SyntaxError('Unterminated string') })),
+    ).toEqual(['PROVIDER_BAD_RESPONSE', true]);
+    // A connection reset under the reply, as fetch reports it.
+    const reset = new TypeError('terminated', {
+      cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }),
+    });
+    expect(classify(reset)).toEqual(['PROVIDER_CONNECTION', true]);
+    expect(classify(new Anthropic.APIConnectionError({ message: 'Connection error.' }))).toEqual([
+      'PROVIDER_CONNECTION',
+      true,
+    ]);
+    // Local failures: asking again fails the same way.
+    expect(classify(new Anthropic.AnthropicError('Streaming is required for operations that may take longer'))).toEqual(
+      ['PROVIDER_CLIENT', false],
+    );
+    expect(classify(new TypeError('client.messages.stream is not a function'))).toEqual(['PROVIDER_CLIENT', false]);
+    expect(
+      classify(new Anthropic.AnthropicError('listener failed', { cause: new Error('progress bar crashed') })),
+    ).toEqual(['PROVIDER_CLIENT', false]);
+  });
+});
+
+describe('checkSceneReply', () => {
+  const check = (text: string) => checkSceneReply(makeRequest(), text, '2026-03-01T12:00:00.000Z');
+
+  it('finds the JSON in prose that holds braces of its own', () => {
+    const json = JSON.stringify(validReply());
+    expect(check(`Here is the scene {as requested}:\n\n${json}\n\nLet me know {if} you want changes.`).ok).toBe(true);
+    expect(check(`Here is the scene {:\n${json}`).ok).toBe(true);
+    // A stray quote in the prose: read from the prose's brace, the JSON would seem to sit inside a string.
+    expect(check(`Draft {" see below}\n${json}`).ok).toBe(true);
+    expect(check(`Notes {"mood": "quiet"} first, then ${json} and {"more": 1}`).ok).toBe(true);
+    // Braces inside the JSON's strings do not end it early.
+    const braced = validReply();
+    (braced.scene as Record<string, unknown>).text = 'Mira drew a bracket } and a brace { on the glass.';
+    const found = check(`Here it is {really}: ${JSON.stringify(braced)}`);
+    expect(found.ok && found.scene.text).toBe('Mira drew a bracket } and a brace { on the glass.');
+    // Prose with no scene object in it is still refused.
+    expect(check('Here is {nothing} of use {"scene": 1').ok).toBe(false);
+  });
+
+  it('reports every string that is not well-formed Unicode, decoded values and keys included', () => {
+    const reply = validReply();
+    (reply.scene as Record<string, unknown>).title = 'The Lamp \ud83d';
+    // A world-state value travels JSON-encoded: the lone surrogate appears only once it is decoded.
+    (reply.delta as Record<string, unknown>).worldStateSet = [
+      { key: 'weather', value: '"fog \\udc00"' },
+      { key: 'tide\udbff', value: '"high"' },
+    ];
+    const result = check(JSON.stringify(reply));
+    if (result.ok || result.kind !== 'schema') throw new Error('a lone surrogate must be a schema problem');
+    const illFormed = result.problems.filter((problem) => problem.message.includes('lone surrogate'));
+    expect(illFormed.map((problem) => problem.path)).toEqual([
+      'delta.worldStateSet.tide\uFFFD',
+      'delta.worldStateSet.weather',
+      'scene.title',
+    ]);
+    // The repair prompt quoting them can be sent.
+    expect(LONE_SURROGATE.test(result.prompt)).toBe(false);
   });
 });
 

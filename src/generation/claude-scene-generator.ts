@@ -11,7 +11,8 @@
  * 2. the reply is constrained by `output_config.format` (JSON Schema), which works with adaptive/extended thinking,
  *    unlike a forced `tool_choice`;
  * 3. the reply is parsed (tolerating code fences and prose around the JSON), validated by zod, decoded from the wire
- *    form and checked for continuity with `applyDelta` against `request.state`;
+ *    form, checked for well-formed Unicode (a lone surrogate would make every later prompt quoting it unsendable)
+ *    and checked for continuity with `applyDelta` against `request.state`;
  * 4. on a problem, a repair turn quotes every problem exactly; after `maxRepairAttempts` the generator throws a
  *    `ValidationError` or `ContinuityError` carrying them. State is never touched.
  *
@@ -21,6 +22,7 @@
  *
  * @module
  */
+import { timeoutProblems, untilAborted } from '../core/abort.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -82,11 +84,18 @@ export interface ClaudeRequestOptions {
   timeout?: number;
 }
 
-/** A streamed reply, as `client.messages.stream()` returns it. */
+/**
+ * A streamed reply, as `client.messages.stream()` returns it. Besides `text`, the generator listens to the SDK's
+ * `streamEvent` (every event, thinking included), which is how a reply still thinking shows it is alive (see
+ * `idleTimeoutMs`); a stream that ignores that listener is judged by its text deltas alone.
+ */
 export interface ClaudeMessageStream {
   on(event: 'text', listener: (delta: string, snapshot: string) => void): unknown;
   finalMessage(): Promise<ClaudeMessage>;
 }
+
+/** The SDK streams' `streamEvent`, which `ClaudeMessageStream` leaves out so that a stream with `text` alone fits. */
+type StreamEventSource = { on(event: 'streamEvent', listener: () => void): unknown };
 
 /** Request parameters of the Messages API, loosely typed so any SDK's parameter type fits. */
 // biome-ignore lint/suspicious/noExplicitAny: the SDKs' parameter unions are far richer than what is sent here
@@ -210,9 +219,12 @@ export function addUsage(a: Usage, b: Usage): Usage {
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
- * Maps whatever a Claude SDK call threw to a storyloom error: `AbortedError` for an abort, `ProviderError` with the
- * HTTP `status` and `retryAfterMs` for an API error, a retryable `ProviderError` for a connection failure or an
- * unreadable response. A storyloom error passes through.
+ * Maps whatever a Claude SDK call threw to a storyloom error: `AbortedError` for an abort; `ProviderError` with the
+ * HTTP `status` and `retryAfterMs` for an API error; a retryable `ProviderError` for a connection that failed or was
+ * cut (`PROVIDER_CONNECTION`), for a reply that could not be read or an error event in a stream
+ * (`PROVIDER_BAD_RESPONSE`). Anything else failed on this side before the provider answered (the SDK refusing a
+ * request, a client without the method called): a `ProviderError` with code `PROVIDER_CLIENT` that is not retryable,
+ * since asking again fails the same way. A storyloom error passes through.
  */
 export function toClaudeError(error: unknown, provider: string, clock: Clock = systemClock): StoryloomError {
   if (StoryloomError.isInstance(error)) return error;
@@ -241,13 +253,62 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
       cause: error,
     });
   }
-  // A body that is not JSON, a stream cut mid-event: the server misbehaved; asking again usually works.
-  return new ProviderError(`${provider} sent a response that could not be read: ${message}`, {
+  if (causes(error).some(isSocketFailure)) {
+    return new ProviderError(`${provider} connection failed during the reply: ${message}`, {
+      provider,
+      code: 'PROVIDER_CONNECTION',
+      isRetryable: true,
+      cause: error,
+    });
+  }
+  // An error event in a stream (an APIError without a status: overloaded mid-reply), or a body that is not JSON:
+  // the server misbehaved; asking again usually works.
+  if (name === 'APIError' || causes(error).some((link) => link instanceof SyntaxError)) {
+    return new ProviderError(`${provider} sent a response that could not be read: ${message}`, {
+      provider,
+      code: 'PROVIDER_BAD_RESPONSE',
+      isRetryable: true,
+      cause: error,
+    });
+  }
+  return new ProviderError(`${provider} request failed on this side: ${message}`, {
     provider,
-    code: 'PROVIDER_BAD_RESPONSE',
-    isRetryable: true,
+    code: 'PROVIDER_CLIENT',
+    isRetryable: false,
     cause: error,
   });
+}
+
+/** `error` and its causes, nearest first; a few links deep, so a cycle of causes cannot loop. */
+function causes(error: unknown): unknown[] {
+  const chain: unknown[] = [];
+  for (let link = error; link !== undefined && link !== null && chain.length < 8; ) {
+    chain.push(link);
+    link = typeof link === 'object' ? (link as { cause?: unknown }).cause : undefined;
+  }
+  return chain;
+}
+
+/** Error codes of a socket that failed or was closed under a reply (Node's and undici's, which `fetch` uses). */
+const SOCKET_ERROR_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
+
+function isSocketFailure(error: unknown): boolean {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && SOCKET_ERROR_CODES.has(code);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -376,7 +437,14 @@ export type SceneReplyCheck =
 /** Longest reply text read; larger replies are refused before parsing. */
 const MAX_REPLY_CHARS = 2_000_000;
 
-/** Finds the JSON object in a reply: as is, inside a code fence, or between the first `{` and the last `}`. */
+/** Openings (`{`) tried by the balanced-brace search of `extractJson`; bounds its work on a long reply. */
+const MAX_BRACE_STARTS = 64;
+
+/**
+ * Finds the JSON object in a reply: as is, inside a code fence, between the first `{` and the last `}`, or else as
+ * the first balanced `{...}` span that parses to an object with a `scene` key (prose around the JSON may hold braces
+ * of its own: "Here is the scene {as requested}:").
+ */
 export function extractJson(text: string): { ok: true; value: unknown } | { ok: false; message: string } {
   if (text.length > MAX_REPLY_CHARS)
     return { ok: false, message: `the reply is longer than ${MAX_REPLY_CHARS} characters` };
@@ -395,7 +463,61 @@ export function extractJson(text: string): { ok: true; value: unknown } | { ok: 
       if (index === 0) firstError = error instanceof Error ? error.message : String(error);
     }
   }
+  const scene = firstSceneObject(text);
+  if (scene !== undefined) return { ok: true, value: scene };
   return { ok: false, message: `the reply is not valid JSON (${firstError})` };
+}
+
+/** The first balanced `{...}` span of `text` that parses to an object with a `scene` key, from the first few `{`. */
+function firstSceneObject(text: string): unknown {
+  const starts: number[] = [];
+  for (let at = text.indexOf('{'); at >= 0 && starts.length < MAX_BRACE_STARTS; at = text.indexOf('{', at + 1)) {
+    starts.push(at);
+  }
+  // The `}` that closes each start, -1 when none does; a start not in it yet has not been read outside a string.
+  const closing = new Map<number, number>();
+  for (const start of starts) {
+    if (!closing.has(start)) scanBraces(text, start, starts.at(-1)!, closing);
+    const end = closing.get(start)!;
+    if (end < 0) continue; // A stray "{" in the prose may still precede the JSON: try the next one.
+    try {
+      const value: unknown = JSON.parse(text.slice(start, end + 1));
+      if (typeof value === 'object' && value !== null && !Array.isArray(value) && 'scene' in value) return value;
+    } catch {
+      // Prose in braces, or a broken object: try the next opening.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Reads `text` as JSON from the `{` at `start`, skipping braces inside strings, and records in `closing` the `}` that
+ * closes every `{` it reads outside a string up to `lastStart` (-1 for none). A scan from any of those openings
+ * would read the rest of the text the same way and find the same `}`, so one scan serves them all: only an opening
+ * this scan read inside a string (after a stray quote in the prose) needs a scan of its own. The scan stops once
+ * every opening it recorded is closed, so it reads the text once at most.
+ */
+function scanBraces(text: string, start: number, lastStart: number, closing: Map<number, number>): void {
+  const open: number[] = [];
+  // Openings past `lastStart` are only counted: they sit above every recorded one, and none of them is asked about.
+  let unrecorded = 0;
+  let inString = false;
+  for (let at = start; at < text.length; at++) {
+    const char = text.charCodeAt(at);
+    if (inString) {
+      if (char === 0x5c) at++;
+      else if (char === 0x22) inString = false;
+    } else if (char === 0x22) inString = true;
+    else if (char === 0x7b) {
+      if (at <= lastStart) open.push(at);
+      else unrecorded++;
+    } else if (char === 0x7d) {
+      if (unrecorded > 0) unrecorded--;
+      else if (open.length > 0) closing.set(open.pop()!, at);
+      if (open.length === 0 && at >= lastStart) return;
+    }
+  }
+  for (const opening of open) closing.set(opening, -1);
 }
 
 /** Problems quoted per prompt or message; past this one line says how many more, so a prompt stays short. */
@@ -411,10 +533,12 @@ const REPAIR_TAIL =
   'Reply again with the complete corrected JSON object (both "scene" and "delta"), and nothing else. Keep everything that was not wrong.';
 
 /**
- * Checks one reply text against a request: JSON, the scene schema, then continuity through `applyDelta` with a
- * scene built from the draft (id, index, chapter and version from the request). Pure: `request.state` is not touched.
- * The delta's influence lists are checked as the engine settles them: an id the request did not offer is left out
- * of the check, and an id both applied and rejected counts as applied; the returned delta keeps the reply's lists.
+ * Checks one reply text against a request: JSON, the scene schema and well-formed Unicode (a string holding a lone
+ * surrogate is a schema problem: every later prompt quoting it would be refused), then continuity through
+ * `applyDelta` with a scene built from the draft (id, index, chapter and version from the request). Pure:
+ * `request.state` is not touched. The delta's influence lists are checked as the engine settles them: an id the
+ * request did not offer is left out of the check, and an id both applied and rejected counts as applied; the
+ * returned delta keeps the reply's lists.
  *
  * @example
  * ```ts
@@ -426,7 +550,8 @@ const REPAIR_TAIL =
 export function checkSceneReply(request: SceneRequest, text: string, createdAt: string): SceneReplyCheck {
   const json = extractJson(text);
   if (!json.ok) {
-    const problems = [{ path: '(root)', message: json.message }];
+    // The parser's message may quote the reply, lone surrogates included.
+    const problems = [{ path: '(root)', message: wellFormed(json.message) }];
     return {
       ok: false,
       kind: 'schema',
@@ -434,9 +559,16 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
       prompt: `Your reply could not be used: it is not a JSON object.\n${problemLines(problems)}\n${REPAIR_TAIL}`,
     };
   }
-  const parsed = SceneOutputSchema.safeParse(sceneOutputFormat().decode(json.value));
-  if (!parsed.success) {
-    const problems = toProblems(parsed.error.issues);
+  const decoded = sceneOutputFormat().decode(json.value);
+  const parsed = SceneOutputSchema.safeParse(decoded);
+  // A lone surrogate would be committed and quoted in every later prompt, which the API then refuses as ill-formed.
+  const illFormed = illFormedStrings(decoded);
+  if (!parsed.success || illFormed.length > 0) {
+    // Paths quote the reply's keys: written well-formed, so that the repair turn quoting them can be sent.
+    const problems = [...(parsed.success ? [] : toProblems(parsed.error.issues)), ...illFormed].map((problem) => ({
+      path: wellFormed(problem.path),
+      message: wellFormed(problem.message),
+    }));
     return {
       ok: false,
       kind: 'schema',
@@ -467,6 +599,38 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
     };
   }
   return { ok: true, scene: draft, delta, warnings: result.issues };
+}
+
+/** A UTF-16 surrogate that is not half of a pair: in `u` mode a well-formed pair is one code point, not two. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+/** `text` with every lone surrogate replaced by U+FFFD, so that it can be sent back to the API. */
+function wellFormed(text: string): string {
+  return LONE_SURROGATE.test(text) ? text.replace(/\p{Surrogate}/gu, '\uFFFD') : text;
+}
+
+/**
+ * A problem for every string (key or value) of a decoded reply that is not well-formed Unicode. Iterative, so a
+ * deeply nested reply cannot overflow the stack; each value is visited once.
+ */
+function illFormedStrings(value: unknown): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
+  const pending: Array<{ value: unknown; path: string }> = [{ value, path: '' }];
+  const report = (path: string) =>
+    problems.push({ path: path || '(root)', message: 'is not well-formed Unicode (a lone surrogate)' });
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { value: item, path } = next;
+    if (typeof item === 'string') {
+      if (LONE_SURROGATE.test(item)) report(path);
+    } else if (typeof item === 'object' && item !== null) {
+      for (const [key, child] of Object.entries(item)) {
+        const childPath = path ? `${path}.${key}` : key;
+        if (LONE_SURROGATE.test(key)) report(childPath);
+        pending.push({ value: child, path: childPath });
+      }
+    }
+  }
+  return problems.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
 /**
@@ -506,8 +670,19 @@ export interface ClaudeSceneGeneratorOptions {
   prices?: ClaudePriceTable;
   /** Repair turns after the first attempt. Default 2. */
   maxRepairAttempts?: number;
-  /** Stream replies (progress events, no 10-minute non-streaming limit). Default true. */
+  /**
+   * Stream replies (progress events, no 10-minute non-streaming limit). Default true; the client must then have
+   * `messages.stream()`.
+   */
   stream?: boolean;
+  /**
+   * The longest a streamed reply may go without an event (a text or thinking delta, the first one included), in ms,
+   * from 1 to 2,147,483,647. The client's own `timeout` covers only the wait for the response's headers: a reply that
+   * stalls after them would otherwise hang the call forever. An attempt that goes quiet this long is cancelled and is a
+   * retryable `ProviderError` with code `TIMEOUT`. Measured in real time, not on `clock`; not used when `stream` is
+   * false. Default 60000.
+   */
+  idleTimeoutMs?: number;
   /** Passed through as the request's `thinking`, e.g. `{ type: 'adaptive' }`. */
   thinking?: Record<string, unknown>;
   structuredOutput?: ClaudeStructuredOutput;
@@ -524,7 +699,10 @@ function validateOptions(options: ClaudeSceneGeneratorOptions, prices: ClaudePri
   const problems: ValidationProblem[] = [];
   if (!options.client || typeof options.client.messages?.create !== 'function') {
     problems.push({ path: 'client', message: 'must be a Claude client with messages.create()' });
+  } else if (options.stream !== false && typeof options.client.messages.stream !== 'function') {
+    problems.push({ path: 'client', message: 'must have messages.stream() unless stream is false' });
   }
+  problems.push(...timeoutProblems(options.idleTimeoutMs, 'idleTimeoutMs'));
   if (typeof options.model !== 'string' || options.model.trim() === '') {
     problems.push({ path: 'model', message: 'must be a model id' });
   }
@@ -545,6 +723,27 @@ function validateOptions(options: ClaudeSceneGeneratorOptions, prices: ClaudePri
   return unitPrice!;
 }
 
+/** Default of `idleTimeoutMs`: far longer than the API's gaps between events, short enough that a stall ends. */
+const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+
+/** An error the SDK raised itself (`AnthropicError`, no status, no underlying cause), e.g. about a stream's shape. */
+function isBareSdkError(error: unknown): error is Error {
+  return error instanceof Error && error.name === 'AnthropicError' && error.cause === undefined;
+}
+
+/**
+ * Calls a progress listener. One that throws is ignored: a broken progress bar must not fail the call, nor have a
+ * paid call made again by the retry policy.
+ */
+function notify(listener: ((progress: GenerationProgress) => void) | undefined, progress: GenerationProgress): void {
+  if (!listener) return;
+  try {
+    listener(progress);
+  } catch {
+    // Nothing to report it to: the generator has no logger, and the caller's own listener is what failed.
+  }
+}
+
 /** Concatenated text blocks of a reply; thinking blocks are not part of the answer. */
 function replyText(message: ClaudeMessage): string {
   return message.content
@@ -557,8 +756,12 @@ function replyText(message: ClaudeMessage): string {
  * Creates a `SceneGenerator` on Claude from any client with the Messages API shape.
  *
  * Every result carries `usage` summed over all attempts (input, output, cache-write and cache-read tokens) and its
- * cost from the price table. Failures are typed: `ValidationError` or `ContinuityError` after the repairs,
- * `ProviderError` (code `REFUSAL` for a refusal, not retried), `RetryError` when retries ran out, `AbortedError`.
+ * cost from the price table. Failures are typed: `ValidationError` or `ContinuityError` after the repairs;
+ * `ProviderError`, not retried, with code `REFUSAL` for a refusal, `CONTEXT_WINDOW_EXCEEDED` when the prompt filled
+ * the model's context window (no repair turn: it would only grow the prompt) and `PROVIDER_CLIENT` when the call
+ * failed on this side (the SDK refused the request); `RetryError` when retries of a retryable failure (an HTTP 429 or
+ * 5xx, a cut connection, an unreadable reply, a stream quiet for `idleTimeoutMs`: code `TIMEOUT`) ran out;
+ * `AbortedError`. A progress listener that throws is ignored.
  *
  * @example
  * ```ts
@@ -576,27 +779,79 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
   const maxTokens = options.maxTokens ?? 16_000;
   const maxRepairAttempts = options.maxRepairAttempts ?? 2;
   const useStream = options.stream ?? true;
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const clock = options.clock ?? systemClock;
 
+  /** One call, without retries. One retry policy, storyloom's: the SDK's own retries are off for every call. */
   async function callOnce(
     params: ClaudeMessageParams,
     signal: AbortSignal | undefined,
     emit: (progress: GenerationProgress) => void,
   ): Promise<ClaudeMessage> {
-    // One retry policy: storyloom's. The SDK's own retries are off for every call.
-    const requestOptions: ClaudeRequestOptions = { maxRetries: 0, ...(signal ? { signal } : {}) };
+    if (useStream) return streamOnce(params, signal, emit);
     try {
-      if (!useStream) return await client.messages.create(params, requestOptions);
-      const stream = client.messages.stream(params, requestOptions);
-      let characters = 0;
-      stream.on('text', (delta) => {
-        characters += delta.length;
-        emit({ type: 'text', characters });
-      });
-      return await stream.finalMessage();
+      return await client.messages.create(params, { maxRetries: 0, ...(signal ? { signal } : {}) });
     } catch (error) {
       if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason ?? error });
       throw toClaudeError(error, provider, clock);
+    }
+  }
+
+  /**
+   * One streamed call. The SDK gets a signal that fires on the caller's abort and when the stream has been quiet for
+   * `idleTimeoutMs`; the wait ends then even if an injected client ignores it.
+   */
+  async function streamOnce(
+    params: ClaudeMessageParams,
+    signal: AbortSignal | undefined,
+    emit: (progress: GenerationProgress) => void,
+  ): Promise<ClaudeMessage> {
+    const controller = new AbortController();
+    const forwardAbort = () => controller.abort(signal?.reason);
+    if (signal?.aborted) forwardAbort();
+    else signal?.addEventListener('abort', forwardAbort, { once: true });
+    let idle = false;
+    const timer = setTimeout(() => {
+      idle = true;
+      controller.abort(new Error(`${provider} sent nothing for ${idleTimeoutMs} ms`));
+    }, idleTimeoutMs);
+    let events = 0;
+    let characters = 0;
+    try {
+      const stream = client.messages.stream(params, { maxRetries: 0, signal: controller.signal });
+      (stream as unknown as StreamEventSource).on('streamEvent', () => {
+        events++;
+        timer.refresh();
+      });
+      stream.on('text', (delta: string) => {
+        timer.refresh();
+        characters += delta.length;
+        emit({ type: 'text', characters });
+      });
+      return await untilAborted(controller.signal, stream.finalMessage());
+    } catch (error) {
+      if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason ?? error });
+      if (idle) {
+        throw new ProviderError(`${provider} sent nothing for ${idleTimeoutMs} ms: the reply stalled`, {
+          provider,
+          code: 'TIMEOUT',
+          isRetryable: true,
+          cause: error,
+        });
+      }
+      if (events > 0 && isBareSdkError(error)) {
+        // The SDK's own complaint about a stream that began and then ended early, or out of order.
+        throw new ProviderError(`${provider} ended the reply's stream before it was complete: ${error.message}`, {
+          provider,
+          code: 'PROVIDER_BAD_RESPONSE',
+          isRetryable: true,
+          cause: error,
+        });
+      }
+      throw toClaudeError(error, provider, clock);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', forwardAbort);
     }
   }
 
@@ -607,8 +862,8 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
     async generate(request, callOptions = {}): Promise<SceneGenerationResult> {
       const { signal } = callOptions;
       const emit = (progress: GenerationProgress): void => {
-        options.onProgress?.(progress);
-        callOptions.onProgress?.(progress);
+        notify(options.onProgress, progress);
+        notify(callOptions.onProgress, progress);
       };
       throwIfAborted(signal);
       const base = buildClaudeRequest(request, {
@@ -640,6 +895,14 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
             isRetryable: false,
           });
         }
+        if (message.stop_reason === 'model_context_window_exceeded') {
+          // A repair turn would only add to a prompt that already fills the window: the prompt must get shorter.
+          const prompt = spent.inputTokens + spent.cacheReadTokens + spent.cacheWriteTokens;
+          throw new ProviderError(
+            `${provider} stopped at the model's context window (stop reason "model_context_window_exceeded"): the prompt held ${prompt} input tokens; shorten it`,
+            { provider, code: 'CONTEXT_WINDOW_EXCEEDED', isRetryable: false },
+          );
+        }
         const text = replyText(message);
         const check = checkSceneReply(request, text, isoNow(clock));
         if (check.ok) {
@@ -665,8 +928,12 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
             ? last.problems.map((problem) => `${problem.path}: ${problem.message}`)
             : formatIssues(last.issues).split('\n');
         emit({ type: 'repair', attempt: attempt + 1, problems });
+        // Quoted back well-formed: a lone surrogate in the reply would make the API refuse the repair turn itself.
         messages.push(
-          { role: 'assistant', content: [{ type: 'text', text: text.trim() === '' ? '(empty reply)' : text }] },
+          {
+            role: 'assistant',
+            content: [{ type: 'text', text: text.trim() === '' ? '(empty reply)' : wellFormed(text) }],
+          },
           { role: 'user', content: [{ type: 'text', text: last.prompt }] },
         );
         throwIfAborted(signal);
