@@ -35,7 +35,14 @@ import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
 import { type EpisodeImage, type Publisher, type PublishResult, sceneAltText } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue, unknownDeltaFields } from '../state/reducer.js';
-import { type Scene, SceneSchema, type StateDelta, StateDeltaSchema, type StoryState } from '../state/schema.js';
+import {
+  LIMITS,
+  type Scene,
+  SceneSchema,
+  type StateDelta,
+  StateDeltaSchema,
+  type StoryState,
+} from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
 import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
 import { EpisodeIncompleteError, isRetryableStepFailure, type StepFailure } from './episode-errors.js';
@@ -84,6 +91,14 @@ export interface StoryEngineOptions {
   retrieval?: { k?: number; tokenBudget?: number; povCharacterId?: string };
   /** How often a run that lost the commit to another reloads and tries again. Default 3. */
   maxConflictRetries?: number;
+  /**
+   * The most pending influences one scene takes, oldest first; the rest stay pending for later scenes. Every influence
+   * a scene takes is quoted in its prompt, and a story's queue may hold 1,000 of up to about 1,200 characters each:
+   * all of them would overflow a model's context window (the call fails, nothing commits, and every later episode
+   * fails the same way) and cost far more than the scene is worth. A store's own `maxInfluencesPerCommit`, when
+   * lower, wins. An integer from 1 to 1,000. Default 100.
+   */
+  maxInfluencesPerScene?: number;
   /**
    * The longest one attempt of a step may take, in ms: pulling influences, retrieving context, generating, and each
    * step after the commit (index, cache, image, each publisher). An attempt that takes longer is told to stop
@@ -233,6 +248,7 @@ export function seedFrom(...parts: string[]): number {
 const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
 const DEFAULT_STEP_TIMEOUT_MS = 900_000;
+const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -318,6 +334,13 @@ class Engine implements StoryEngine {
     const conflicts = options.maxConflictRetries ?? 3;
     if (!Number.isInteger(conflicts) || conflicts < 0 || conflicts > 100) {
       problems.push({ path: 'maxConflictRetries', message: 'must be an integer from 0 to 100' });
+    }
+    const perScene = options.maxInfluencesPerScene ?? DEFAULT_MAX_INFLUENCES_PER_SCENE;
+    if (!Number.isInteger(perScene) || perScene < 1 || perScene > LIMITS.influenceQueue) {
+      problems.push({
+        path: 'maxInfluencesPerScene',
+        message: `must be an integer from 1 to ${LIMITS.influenceQueue}`,
+      });
     }
     const timeout = options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
     if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout <= 0) {
@@ -522,7 +545,10 @@ class Engine implements StoryEngine {
       });
     }
     const resolution = await this.timed(run, 'resolve', sceneId, async () =>
-      resolveInfluences(takenInfluences(state, this.store), this.options.influencePolicy),
+      resolveInfluences(
+        takenInfluences(state, this.store, this.options.maxInfluencesPerScene ?? DEFAULT_MAX_INFLUENCES_PER_SCENE),
+        this.options.influencePolicy,
+      ),
     );
     throwIfAborted(signal);
     const query = buildEpisodeQuery(state, resolution);
@@ -1259,20 +1285,26 @@ class Engine implements StoryEngine {
 }
 
 /**
- * The pending influences one scene takes: the oldest first, at most as many as the store can resolve in one commit
- * (a store may declare `limits.maxInfluencesPerCommit`, as DynamoDB's does: 90). The rest stay pending for the next
- * scene; taking them all would make every commit fail once the queue outgrows that limit, stalling the story.
+ * The pending influences one scene takes: the oldest first, at most `perScene` (the engine's `maxInfluencesPerScene`,
+ * which keeps the prompt within the model's context window) and at most as many as the store can resolve in one
+ * commit (a store may declare `capabilities.maxInfluencesPerCommit`, as DynamoDB's does: 90). The rest stay pending
+ * for the next scene; taking them all would make every call or commit fail once the queue outgrows either limit,
+ * stalling the story.
  */
-function takenInfluences(state: StoryState, store: StoryStateStore): StoryState['userInfluenceQueue'] {
+function takenInfluences(
+  state: StoryState,
+  store: StoryStateStore,
+  perScene: number,
+): StoryState['userInfluenceQueue'] {
   const declared = store.capabilities.maxInfluencesPerCommit;
+  const cap =
+    declared === undefined || !Number.isInteger(declared) || declared < 1 ? perScene : Math.min(declared, perScene);
   const queue = state.userInfluenceQueue;
-  if (declared === undefined || !Number.isInteger(declared) || declared < 1 || queue.length <= declared) {
-    return queue;
-  }
+  if (queue.length <= cap) return queue;
   const byArrival = [...queue].sort((a, b) =>
     a.receivedAt !== b.receivedAt ? (a.receivedAt < b.receivedAt ? -1 : 1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
   );
-  return byArrival.slice(0, declared);
+  return byArrival.slice(0, cap);
 }
 
 /** A publish step's claim, for a publisher that is not idempotent. */
