@@ -9,7 +9,7 @@ import {
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDynamoLocal } from '../../test/support/dynamodb-local.js';
-import { ConflictError, NotFoundError, ValidationError } from '../core/errors.js';
+import { ConflictError, NotFoundError, ProviderError, ValidationError } from '../core/errors.js';
 import { fixtureTime, makeInfluence, makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { ManualClock } from '../testing/manual-clock.js';
 import { runStoryStateStoreSuite } from '../testing/state-store-suite.js';
@@ -72,6 +72,61 @@ async function collect(lines: AsyncIterable<string>): Promise<string[]> {
   const out: string[] = [];
   for await (const line of lines) out.push(line);
   return out;
+}
+
+/** The export of a story of 60 scenes and 61 snapshots: too many items for one transaction, so it imports in batches. */
+async function batchedStoryLines(storyId: string): Promise<string[]> {
+  const source = createMemoryStateStore();
+  await commitScenes(source, await source.create(makeStoryState(storyId)), 60);
+  return collect(source.exportStory(storyId));
+}
+
+/** A manual clock and retries without delay: a resend goes out at once, and no test waits for real time. */
+function instantRetries(): { clock: ManualClock; retry: DynamoStateStoreOptions['retry'] } {
+  return { clock: new ManualClock(), retry: { initialDelayMs: 0, maxDelayMs: 0 } };
+}
+
+/** A client whose process "dies" after the first batch of an import: every later call fails, clean-up included. */
+function crashAfterFirstBatch(): { client: DynamoDBClient; batches: () => number } {
+  const crashing = makeClient();
+  let batches = 0;
+  crashing.middlewareStack.add(
+    (next) => async (args) => {
+      const input = (args as { input?: Record<string, unknown> }).input ?? {};
+      if ('RequestItems' in input && ++batches > 1) throw Object.assign(new Error('crash'), { name: 'Crash' });
+      if (batches > 1) throw Object.assign(new Error('crash'), { name: 'Crash' });
+      return next(args);
+    },
+    { step: 'initialize', name: 'crashAfterFirstBatch' },
+  );
+  return { client: crashing, batches: () => batches };
+}
+
+/**
+ * A client on which the first call that `matches` goes through in DynamoDB but its answer is lost (a timeout after
+ * the request was sent), so the store's retry policy sends it again. `whileLost` runs in between, as another process
+ * might.
+ */
+function losingOneAnswer(
+  matches: (input: Record<string, unknown>) => boolean,
+  whileLost: () => Promise<void> = async () => {},
+): { client: DynamoDBClient; lost: () => number } {
+  const lossy = makeClient();
+  let lost = 0;
+  lossy.middlewareStack.add(
+    (next) => async (args) => {
+      const input = (args as { input?: Record<string, unknown> }).input ?? {};
+      const result = await next(args);
+      if (lost === 0 && matches(input)) {
+        lost++;
+        await whileLost();
+        throw Object.assign(new Error('socket timed out after the request was sent'), { name: 'TimeoutError' });
+      }
+      return result;
+    },
+    { step: 'initialize', name: 'loseOneAnswer' },
+  );
+  return { client: lossy, lost: () => lost };
 }
 
 /** Text that gzip cannot shrink much: random CJK characters, 3 bytes each in UTF-8. */
@@ -170,11 +225,14 @@ if (local.skipReason !== undefined) {
       expect((await store.commitScene('big', commit)).created).toBe(false);
     }, 60_000);
 
-    /** A story whose compressed state (about 20 KB of random text) is split into parts at `itemBodyBytes: 1024`. */
-    function splitState(storyId: string): StoryState {
+    /**
+     * A story whose compressed state (about 1 KB of random text per character, 20 KB by default) is split into parts
+     * at `itemBodyBytes: 1024`.
+     */
+    function splitState(storyId: string, characterCount = 20): StoryState {
       const base = makeStoryState(storyId);
       const characters = { ...base.characters };
-      for (let i = 0; i < 20; i++) {
+      for (let i = 0; i < characterCount; i++) {
         characters[`c${i}`] = {
           ...base.characters.gull!,
           id: `c${i}`,
@@ -457,23 +515,12 @@ if (local.skipReason !== undefined) {
       await commitScenes(source, initial, 60);
       const lines = await collect(source.exportStory('crash'));
       const tableName = await freshTable();
-      // A client whose process "dies" after the first batch: every later call fails, clean-up included.
-      const crashing = makeClient();
-      let batches = 0;
-      crashing.middlewareStack.add(
-        (next) => async (args) => {
-          const input = (args as { input?: Record<string, unknown> }).input ?? {};
-          if ('RequestItems' in input && ++batches > 1) throw Object.assign(new Error('crash'), { name: 'Crash' });
-          if (batches > 1) throw Object.assign(new Error('crash'), { name: 'Crash' });
-          return next(args);
-        },
-        { step: 'initialize', name: 'crashAfterFirstBatch' },
-      );
+      const crashing = crashAfterFirstBatch();
       const clock = new ManualClock();
-      const dying = createDynamoStateStore({ client: crashing, tableName, clock });
+      const dying = createDynamoStateStore({ client: crashing.client, tableName, clock });
       await expect(dying.importStory(lines)).rejects.toThrow(/crash/);
-      expect(batches).toBeGreaterThan(1);
-      crashing.destroy();
+      expect(crashing.batches()).toBeGreaterThan(1);
+      crashing.client.destroy();
 
       const store = createDynamoStateStore({ client: client!, tableName, clock, importLeaseMs: 60_000 });
       // The first batch is in the table: snapshots 0.. of the story, and its first scenes.
@@ -534,6 +581,248 @@ if (local.skipReason !== undefined) {
       expect(await collect(store.exportStory('retry'))).toEqual(lines);
       flaky.destroy();
     }, 60_000);
+
+    it('history reads of a story whose crashed import left a split body half written return nothing, not an error', async () => {
+      // About 40 KB of compressed state: at itemBodyBytes 1024 snapshot 0 has about 40 parts, and the first batch of
+      // 25 holds its item and only some of them.
+      const source = createMemoryStateStore();
+      await commitScenes(source, await source.create(splitState('half', 40)), 3);
+      const lines = await collect(source.exportStory('half'));
+      const tableName = await freshTable();
+      const crashing = crashAfterFirstBatch();
+      const dying = createDynamoStateStore({
+        client: crashing.client,
+        tableName,
+        itemBodyBytes: 1024,
+        clock: new ManualClock(),
+      });
+      await expect(dying.importStory(lines)).rejects.toThrow(/crash/);
+      crashing.client.destroy();
+      const store = createDynamoStateStore({ client: client!, tableName, itemBodyBytes: 1024 });
+      expect(await store.exists('half')).toBe(false);
+      expect(await store.getStateAt('half', 0)).toBeNull();
+    }, 60_000);
+
+    it('a document client that wraps numbers (unmarshallOptions.wrapNumbers) reads bodies split into parts', async () => {
+      const document = DynamoDBDocumentClient.from(client!, {
+        marshallOptions: { removeUndefinedValues: true },
+        unmarshallOptions: { wrapNumbers: true },
+      });
+      const store = createDynamoStateStore({ client: document, tableName: await freshTable(), itemBodyBytes: 1024 });
+      const state = await store.create(splitState('wrapped'));
+      const scene = makeNextScene(state, { text: incompressibleText(5_000) });
+      const { state: next } = await store.commitScene('wrapped', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      });
+      expect((await store.getScene('wrapped', scene.id))?.text).toBe(scene.text);
+      expect(await store.getStateAt('wrapped', 0)).toEqual(state);
+      expect(await store.load('wrapped')).toEqual(next);
+    }, 60_000);
+
+    it.each([
+      { code: 'ItemCollectionSizeLimitExceeded', errorCode: 'ITEM_COLLECTION_FULL' },
+      { code: 'ValidationError', errorCode: 'PROVIDER' },
+    ])(
+      'a transaction cancelled for $code is a ProviderError no retry mends, not a lost race',
+      async ({ code, errorCode }) => {
+        // DynamoDB's answer when an action fails for `code` while another meets a concurrent transaction (and, when
+        // `failedCondition` is set, that action fails its condition).
+        const faulty = makeClient();
+        let armed = false;
+        let transactions = 0;
+        let failedCondition: number | undefined;
+        faulty.middlewareStack.add(
+          (next) => async (args) => {
+            const input = (args as { input?: { TransactItems?: unknown[] } }).input ?? {};
+            if (!armed || !Array.isArray(input.TransactItems)) return next(args);
+            transactions++;
+            throw Object.assign(new Error(`Transaction cancelled [TransactionConflict, ${code}]`), {
+              name: 'TransactionCanceledException',
+              $fault: 'client',
+              $metadata: { httpStatusCode: 400 },
+              CancellationReasons: input.TransactItems.map((_, index) => ({
+                Code:
+                  index === 0
+                    ? 'TransactionConflict'
+                    : index === 1
+                      ? code
+                      : index === failedCondition
+                        ? 'ConditionalCheckFailed'
+                        : 'None',
+              })),
+            });
+          },
+          { step: 'initialize', name: 'cancelTransactions' },
+        );
+        const store = createDynamoStateStore({ client: faulty, tableName: await freshTable(), ...instantRetries() });
+        const state = await store.create(makeStoryState('full'));
+        armed = true;
+        const scene = makeNextScene(state);
+        const calls = {
+          create: () => store.create(makeStoryState('another')),
+          enqueueInfluence: () => store.enqueueInfluence(makeInfluence('full', 'tx-1')),
+          recordPublication: () =>
+            store.recordPublication({
+              storyId: 'full',
+              sceneId: 'scene-x',
+              target: 'site',
+              status: 'done',
+              result: {},
+            }),
+          commitScene: () =>
+            store.commitScene('full', {
+              expectedVersion: 0,
+              scene,
+              nextState: makeNextState(state, scene),
+              consumedInfluenceIds: [],
+            }),
+        };
+        for (const [name, call] of Object.entries(calls)) {
+          transactions = 0;
+          const error = await call().catch((e: unknown) => e);
+          expect(ProviderError.isInstance(error), `${name}: ${String(error)}`).toBe(true);
+          expect((error as ProviderError).code, name).toBe(errorCode);
+          expect((error as ProviderError).isRetryable, name).toBe(false);
+          // Sent once: the store's own retry policy does not take it for a race either.
+          expect(transactions, name).toBe(1);
+        }
+        // A commit whose scene action also fails its condition: once it is known to be no replay, still the fault.
+        failedCondition = 2;
+        const error = await calls.commitScene().catch((e: unknown) => e);
+        expect(ProviderError.isInstance(error), String(error)).toBe(true);
+        expect((error as ProviderError).code).toBe(errorCode);
+        faulty.destroy();
+      },
+      60_000,
+    );
+
+    it('a batched import whose importing marker is written but its answer lost still imports', async () => {
+      const lines = await batchedStoryLines('lost-marker');
+      const lossy = losingOneAnswer((input) => (input.Item as { importing?: unknown } | undefined)?.importing === true);
+      const store = createDynamoStateStore({
+        client: lossy.client,
+        tableName: await freshTable(),
+        ...instantRetries(),
+      });
+      await store.importStory(lines);
+      expect(lossy.lost()).toBe(1);
+      expect(await collect(store.exportStory('lost-marker'))).toEqual(lines);
+      lossy.client.destroy();
+    }, 60_000);
+
+    it('taking over a crashed import still imports when the takeover is applied but its answer lost', async () => {
+      const lines = await batchedStoryLines('lost-takeover');
+      const tableName = await freshTable();
+      const crashing = crashAfterFirstBatch();
+      const { clock, retry } = instantRetries();
+      await expect(
+        createDynamoStateStore({ client: crashing.client, tableName, clock }).importStory(lines),
+      ).rejects.toThrow(/crash/);
+      crashing.client.destroy();
+      await clock.advance(60_000);
+      const lossy = losingOneAnswer((input) => String(input.ConditionExpression ?? '').includes(':stale'));
+      const store = createDynamoStateStore({ client: lossy.client, tableName, clock, retry, importLeaseMs: 60_000 });
+      await store.importStory(lines);
+      expect(lossy.lost()).toBe(1);
+      expect(await collect(store.exportStory('lost-takeover'))).toEqual(lines);
+      lossy.client.destroy();
+    }, 60_000);
+
+    /** The import's last update: it clears the `importing` marker. */
+    const clearsMarker = (input: Record<string, unknown>) =>
+      String(input.UpdateExpression ?? '').includes('REMOVE #importing');
+
+    it('a batched import whose last update is applied but its answer lost keeps the story it wrote, and takes commits after', async () => {
+      const source = createMemoryStateStore();
+      await commitScenes(source, await source.create(makeStoryState('lost-last')), 60);
+      const lines = await collect(source.exportStory('lost-last'));
+      const lossy = losingOneAnswer(clearsMarker);
+      const store = createDynamoStateStore({
+        client: lossy.client,
+        tableName: await freshTable(),
+        ...instantRetries(),
+      });
+      await store.importStory(lines);
+      expect(lossy.lost()).toBe(1);
+      expect(await collect(store.exportStory('lost-last'))).toEqual(lines);
+      // What the import leaves on the STATE item shows nowhere: the next commit and the export match the memory store.
+      const state = await store.load('lost-last');
+      expect(state).toEqual(await source.load('lost-last'));
+      await commitScenes(store, state, 1);
+      await commitScenes(source, state, 1);
+      expect(await collect(store.exportStory('lost-last'))).toEqual(await collect(source.exportStory('lost-last')));
+      lossy.client.destroy();
+    }, 60_000);
+
+    it('a resend of the last import update, late after a commit, does not wind the story back', async () => {
+      const lines = await batchedStoryLines('late');
+      const tableName = await freshTable();
+      const other = createDynamoStateStore({ client: client!, tableName });
+      let committed: StoryState | undefined;
+      // The import is done but does not know it; meanwhile another process commits the next scene.
+      const lossy = losingOneAnswer(clearsMarker, async () => {
+        committed = await commitScenes(other, await other.load('late'), 1);
+      });
+      const store = createDynamoStateStore({ client: lossy.client, tableName, ...instantRetries() });
+      await store.importStory(lines);
+      expect(committed?.version).toBe(61);
+      expect(await store.load('late')).toEqual(committed);
+      lossy.client.destroy();
+    }, 60_000);
+
+    it.each([
+      { outcome: 'finishes its batches', fails: false },
+      { outcome: 'fails a batch', fails: true },
+    ])(
+      'an import overtaken after its lease that then $outcome deletes nothing of the story that took over',
+      async ({ fails }) => {
+        const lines = await batchedStoryLines('overtaken');
+        const tableName = await freshTable();
+        const clock = new ManualClock();
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        let blocked!: () => void;
+        const started = new Promise<void>((resolve) => {
+          blocked = resolve;
+        });
+        // The first import stalls in its first batch (a long pause, a frozen process) beyond its lease; then that
+        // batch goes through, or fails alone.
+        const slow = makeClient();
+        let stalled = false;
+        slow.middlewareStack.add(
+          (next) => async (args) => {
+            const input = (args as { input?: Record<string, unknown> }).input ?? {};
+            if ('RequestItems' in input && !stalled) {
+              stalled = true;
+              blocked();
+              await gate;
+              if (fails) throw Object.assign(new Error('access denied'), { name: 'AccessDeniedException' });
+            }
+            return next(args);
+          },
+          { step: 'initialize', name: 'stallBatches' },
+        );
+        const first = createDynamoStateStore({ client: slow, tableName, clock, importLeaseMs: 60_000 });
+        const firstImport = first.importStory(lines).catch((error: unknown) => error);
+        await started;
+        await clock.advance(60_000);
+        // Someone runs the import that seemed stuck again: it takes over and finishes.
+        const second = createDynamoStateStore({ client: client!, tableName, clock, importLeaseMs: 60_000 });
+        await second.importStory(lines);
+        release();
+        const error = await firstImport;
+        if (fails) expect(String(error)).toMatch(/access denied/);
+        else expect(ConflictError.isInstance(error), String(error)).toBe(true);
+        expect(await collect(second.exportStory('overtaken'))).toEqual(lines);
+        slow.destroy();
+      },
+      60_000,
+    );
 
     it('the same calls export the same lines as the memory store, the publication log included', async () => {
       /** A story whose publication log is written neither in key order nor grouped by scene. */

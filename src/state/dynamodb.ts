@@ -6,7 +6,7 @@
  *
  * | sk | holds |
  * |---|---|
- * | `STATE` | the current `version` (the state itself is the snapshot of that version); `importing` while an import runs |
+ * | `STATE` | the current `version` (the state itself is the snapshot of that version); `importing` while an import runs, `importedBy` after a batched one |
  * | `SNAP#<version, 16 digits>` | a state snapshot, gzip-compressed JSON |
  * | `SCENE#<index, 16 digits>` | a scene, gzip-compressed JSON; `lsi1sk = CHAPTER#<chapterId>#<index>` |
  * | `SCENEID#<sceneId>` | pointer to the scene's index: makes a scene id unique per story and `getScene` by id cheap |
@@ -121,7 +121,8 @@ const compress = (value: unknown): Uint8Array => gzipSync(JSON.stringify(value))
  * The table `createDynamoStateStore` expects, as the input of `CreateTableCommand`: key `pk`/`sk` (strings), one
  * local secondary index `lsi1` on `lsi1sk` (keys only: a query fetches the rest from the table), on-demand billing.
  * Local, not global, so that the pending-influence queue is read with strong consistency; the price is DynamoDB's
- * 10 GB limit per story (item collection), far above a story's size when long bodies go to a content store.
+ * 10 GB limit per story (item collection), far above a story's size when long bodies go to a content store. A write
+ * past it fails with a `ProviderError` of code `ITEM_COLLECTION_FULL`, not retryable.
  *
  * @example
  * ```ts
@@ -317,11 +318,18 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
    * ask for the `STATE` item beside their own read, so a batched import (running, or cut short by a crash and not
    * yet taken over) shows nothing, as it shows nothing to `load` and `exists`. The two reads run together, so they
    * cost no extra wait; only an import that finishes within those milliseconds can slip through, and then the
-   * answer lacks at most what it wrote last.
+   * answer lacks at most what it wrote last. The read may fail on what an unfinished import left half written (a body
+   * with only some of its parts); that failure is hidden with the rest and surfaces only for a live story. A
+   * `ValidationError` surfaces always: it says the call's arguments or the store's options are wrong, whatever the
+   * story's state.
    */
   private async ifVisible<T>(storyId: string, read: Promise<T>, hidden: T): Promise<T> {
-    const [header, value] = await Promise.all([this.liveHeader(storyId), read]);
-    return header ? value : hidden;
+    const [header, value] = await Promise.allSettled([this.liveHeader(storyId), read]);
+    if (value.status === 'rejected' && ValidationError.isInstance(value.reason)) throw value.reason;
+    if (header.status === 'rejected') throw header.reason;
+    if (!header.value) return hidden;
+    if (value.status === 'rejected') throw value.reason;
+    return value.value;
   }
 
   /** The story's `STATE` item, or null when there is no story or its import has not finished (no story yet). */
@@ -477,12 +485,14 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       // Only transaction conflicts with a concurrent writer: the race is lost, the caller reloads and retries.
       const interfered = () =>
         new ConflictError(`A concurrent write to story "${storyId}" interfered with the commit`, { cause: error });
-      if (!reasons.includes('ConditionalCheckFailed')) throw interfered();
+      const fault = cancellationFault(error, `The commit of scene "${scene.id}" to story "${storyId}"`);
+      if (!reasons.includes('ConditionalCheckFailed')) throw fault ?? interfered();
       // The version is read whatever action 0's code says: DynamoDB reports each action alone, so a STATE item
       // held by a concurrent transaction answers TransactionConflict while the scene and snapshot actions of the same
       // lost race answer ConditionalCheckFailed. Only at the expected version is a taken index this scene's fault.
       const replayed = await this.replayOrStale(storyId, scene.id, expectedVersion, error);
       if (replayed) return replayed;
+      if (fault) throw fault;
       if (reasons.includes('TransactionConflict')) throw interfered();
       if (failed(2) || (scene.index > 0 && failed(previousScene))) {
         // At the expected version, so the state it follows is the snapshot of that version.
@@ -642,6 +652,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       if (story === 'ConditionalCheckFailed') {
         throw new NotFoundError(`Story "${storyId}" does not exist`, { cause: error });
       }
+      const fault = cancellationFault(error, `Writing ${what} to story "${storyId}"`);
+      if (fault) throw fault;
       if (item !== 'ConditionalCheckFailed') {
         throw new ConflictError(`A concurrent write to story "${storyId}" interfered with writing ${what}`, {
           cause: error,
@@ -724,8 +736,9 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
    * Writes a whole story. When it fits one transaction (a `create`, a small fork or import) it is one
    * `TransactWriteItems` and atomic. A larger story cannot be: the `STATE` item is first written with
    * `importing: true` (so the story stays invisible and a second writer gets `ConflictError`), the rest goes in
-   * batches, and the marker is cleared last. A failed import removes what it wrote; one cut short by a crash is
-   * taken over, and its leftovers deleted, by the next create or import of that id once `importLeaseMs` has passed.
+   * batches, and the marker is cleared last. A failed import removes what it wrote while the marker is still its own
+   * (one overtaken after its lease gets `ConflictError` and deletes nothing); one cut short by a crash is taken over,
+   * and its leftovers deleted, by the next create or import of that id once `importLeaseMs` has passed.
    */
   protected async insertStory(bundle: StoryBundle): Promise<void> {
     const storyId = bundle.state.storyId;
@@ -770,9 +783,12 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
           throw new ConflictError(`Story "${storyId}" already exists`, { cause: error });
         }
         if (errorName(error) === 'TransactionCanceledException') {
-          throw new ConflictError(`A concurrent write to story "${storyId}" interfered with its creation`, {
-            cause: error,
-          });
+          throw (
+            cancellationFault(error, `The creation of story "${storyId}"`) ??
+            new ConflictError(`A concurrent write to story "${storyId}" interfered with its creation`, {
+              cause: error,
+            })
+          );
         }
         throw error;
       }
@@ -783,7 +799,10 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         new sdk.document.PutCommand({
           TableName: this.tableName,
           Item: { ...finalState, importing: true, importToken: token, importStartedAt: this.clock.now() },
-          ConditionExpression: 'attribute_not_exists(pk)',
+          // Its own token passes, so a resend after a lost answer finds its own marker rather than "already exists".
+          ConditionExpression: 'attribute_not_exists(pk) OR #token = :token',
+          ExpressionAttributeNames: { '#token': 'importToken' },
+          ExpressionAttributeValues: { ':token': token },
         }),
       );
     } catch (error) {
@@ -795,6 +814,11 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     return this.importInBatches(storyId, items, finalState, token);
   }
 
+  /**
+   * Writes the items, then clears the marker, leaving its token in `importedBy`. A failed import removes what it wrote
+   * (best effort: if that fails too, the lease lets a later import take over), but only while the marker is still its
+   * own: an import overtaken after its lease, or one whose last update went through unanswered, deletes nothing.
+   */
   private async importInBatches(storyId: string, items: Item[], finalState: Item, token: string): Promise<void> {
     const { send, sdk } = await this.ready();
     try {
@@ -803,26 +827,29 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         new sdk.document.UpdateCommand({
           TableName: this.tableName,
           Key: { pk: finalState.pk, sk: STATE_SK },
-          UpdateExpression: 'SET #version = :version REMOVE #importing, #token, #startedAt',
+          UpdateExpression: 'SET #version = :version, #importedBy = :token REMOVE #importing, #token, #startedAt',
           ConditionExpression: '#token = :token',
           ExpressionAttributeNames: {
             '#version': 'version',
             '#importing': 'importing',
             '#token': 'importToken',
             '#startedAt': 'importStartedAt',
+            '#importedBy': 'importedBy',
           },
           ExpressionAttributeValues: { ':version': finalState.version, ':token': token },
         }),
       );
     } catch (error) {
-      // Best effort: remove what this import wrote so the id is free at once. If this fails too (the process is
-      // going down, the network is gone), the lease lets a later import take over.
-      await this.removeStoryItems(storyId, token).catch(() => undefined);
       if (errorName(error) === 'ConditionalCheckFailedException') {
+        // The marker is not ours any more, so neither are the items: delete nothing. If `importedBy` holds our token,
+        // this update went through and a resend after its lost answer met its own work; a commit may have followed
+        // it, so the resend must not apply again (the version would go back), only see that the import is done.
+        if ((await this.liveHeader(storyId))?.importedBy === token) return;
         throw new ConflictError(`The import of story "${storyId}" was taken over by another writer`, {
           cause: error,
         });
       }
+      await this.removeStoryItems(storyId, token).catch(() => undefined);
       throw error;
     }
   }
@@ -837,7 +864,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
           TableName: this.tableName,
           Key: { pk: storyKey(storyId), sk: STATE_SK },
           UpdateExpression: 'SET #token = :token, #startedAt = :now',
-          ConditionExpression: '#token = :stale AND #importing = :true',
+          // Its own token passes, so a resend after a lost answer finds its own claim rather than another writer's.
+          ConditionExpression: '(#token = :stale OR #token = :token) AND #importing = :true',
           ExpressionAttributeNames: {
             '#token': 'importToken',
             '#startedAt': 'importStartedAt',
@@ -861,9 +889,27 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     return token;
   }
 
-  /** Deletes every item of an importing story, the marker last (only while `token` still holds it). */
+  /**
+   * Deletes every item of an importing story, the marker last, only while `token` holds the marker: its lease is
+   * renewed first on that condition (a `ConditionalCheckFailedException` when it is not ours), so no other import
+   * takes the id over while the items go. An error leaves the rest for the next import to take over.
+   */
   private async removeStoryItems(storyId: string, token: string): Promise<void> {
     const { send, sdk } = await this.ready();
+    await send(
+      new sdk.document.UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: storyKey(storyId), sk: STATE_SK },
+        UpdateExpression: 'SET #startedAt = :now',
+        ConditionExpression: '#token = :token AND #importing = :true',
+        ExpressionAttributeNames: {
+          '#token': 'importToken',
+          '#startedAt': 'importStartedAt',
+          '#importing': 'importing',
+        },
+        ExpressionAttributeValues: { ':token': token, ':now': this.clock.now(), ':true': true },
+      }),
+    );
     const keys = await this.queryPrefix(storyId, '', 'pk, sk');
     await this.batchWrite(
       keys.filter((key) => key.sk !== STATE_SK).map((key) => ({ DeleteRequest: { Key: { pk: key.pk, sk: key.sk } } })),
@@ -941,6 +987,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   }
 
   private async decodeBody<T>(item: Item): Promise<T> {
+    const partCount = integerAttribute(item.bodyParts);
     let bytes: Uint8Array;
     if (item.body instanceof Uint8Array) {
       bytes = item.body;
@@ -964,17 +1011,17 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         });
       }
       bytes = stored;
-    } else if (typeof item.bodyParts === 'number') {
+    } else if (partCount !== undefined) {
       // Items written before parts were named for their body keep them at `PART#<sk>#<n>`; that prefix also finds
       // the parts of other bodies a failed commit left for the same key, which end in more than a number.
       const prefix = typeof item.bodyPartsPrefix === 'string' ? item.bodyPartsPrefix : `PART#${String(item.sk)}#`;
       const numberOf = (part: Item) => String(part.sk).slice(prefix.length);
       // Only the parts this item counts: 0 to bodyParts - 1.
       const parts = (await this.queryPrefix(String(item.pk).slice('STORY#'.length), prefix))
-        .filter((part) => /^\d+$/.test(numberOf(part)) && Number(numberOf(part)) < Number(item.bodyParts))
+        .filter((part) => /^\d+$/.test(numberOf(part)) && Number(numberOf(part)) < partCount)
         .sort((a, b) => Number(numberOf(a)) - Number(numberOf(b)));
-      if (parts.length !== item.bodyParts) {
-        throw new ProviderError(`Item ${String(item.sk)} has ${parts.length} of ${item.bodyParts} parts`, {
+      if (parts.length !== partCount) {
+        throw new ProviderError(`Item ${String(item.sk)} has ${parts.length} of ${partCount} parts`, {
           provider: PROVIDER,
           code: 'CORRUPT',
         });
@@ -1110,6 +1157,17 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   }
 }
 
+/**
+ * A numeric attribute as a number, or undefined when it holds no safe integer. A document client built with
+ * `unmarshallOptions.wrapNumbers` reads numbers as `NumberValue` objects (or what its function makes of them), not as
+ * `number`s, so a numeric attribute is read through `Number`, never tested with `typeof`.
+ */
+function integerAttribute(value: unknown): number | undefined {
+  if (value === undefined || value === null || typeof value === 'boolean' || value === '') return undefined;
+  const number = Number(value);
+  return Number.isSafeInteger(number) ? number : undefined;
+}
+
 // ---- errors ---------------------------------------------------------------------------------------------------------
 
 function errorName(error: unknown): string | undefined {
@@ -1139,13 +1197,47 @@ const RETRYABLE_ERRORS = new Set([
 ]);
 const RETRYABLE_CANCELLATIONS = new Set(['ThrottlingError', 'ProvisionedThroughputExceeded', 'TransactionConflict']);
 
+/** The codes of the actions that failed a cancelled transaction (the others answer `None`). */
+function failedActionCodes(error: unknown): string[] {
+  return cancellationCodes(error).filter((code): code is string => code !== undefined && code !== 'None');
+}
+
+/**
+ * The fault a cancelled transaction's reasons name beside failed conditions and races, or undefined when there is
+ * none. A full item collection (`ItemCollectionSizeLimitExceeded`: the story's items passed DynamoDB's 10 GB per
+ * partition key, the price of the local index) or a `ValidationError` does not pass with a retry, and must not pass
+ * for a lost race: the engine answers a `ConflictError` by generating the scene again, a paid call, for ever.
+ */
+function cancellationFault(error: unknown, operation: string): ProviderError | undefined {
+  const faults = [
+    ...new Set(
+      failedActionCodes(error).filter(
+        (code) => code !== 'ConditionalCheckFailed' && !RETRYABLE_CANCELLATIONS.has(code),
+      ),
+    ),
+  ];
+  if (faults.length === 0) return undefined;
+  if (faults.includes('ItemCollectionSizeLimitExceeded')) {
+    return new ProviderError(
+      `${operation} failed: the story's items reached DynamoDB's 10 GB limit per story (item collection); move long bodies to a content store`,
+      { provider: PROVIDER, code: 'ITEM_COLLECTION_FULL', isRetryable: false, cause: error },
+    );
+  }
+  return new ProviderError(`${operation} was refused by DynamoDB: ${faults.join(', ')}`, {
+    provider: PROVIDER,
+    isRetryable: false,
+    cause: error,
+  });
+}
+
 /** Throttling, server errors, dropped connections and transaction conflicts are worth another attempt. */
 function isRetryableAwsError(error: unknown): boolean {
   if (StoryloomError.isInstance(error)) return error.isRetryable;
   const name = errorName(error);
   if (name === 'TransactionCanceledException') {
-    const codes = cancellationCodes(error);
-    return !codes.includes('ConditionalCheckFailed') && codes.some((code) => code && RETRYABLE_CANCELLATIONS.has(code));
+    // Worth another attempt only when every action that failed met a race or throttling, nothing that lasts.
+    const codes = failedActionCodes(error);
+    return codes.length > 0 && codes.every((code) => RETRYABLE_CANCELLATIONS.has(code));
   }
   if (name === 'ConditionalCheckFailedException') return false;
   const code = (error as { code?: unknown } | null)?.code;
@@ -1229,8 +1321,9 @@ function checkOptions(options: DynamoStateStoreOptions): void {
  *   id pointer and the snapshot (each create-only), a check that the previous scene exists, and one update per
  *   resolved influence conditioned on `pending`. The cancellation reasons tell a replayed scene (returned with
  *   `created: false`) from a stale version or a no-longer-pending influence (`ConflictError`) and from a scene index
- *   that is not the story's next (`ValidationError`). A commit resolves at most 90 influences (`ValidationError`
- *   above).
+ *   that is not the story's next (`ValidationError`); a story whose items reached DynamoDB's 10 GB per story gets
+ *   a `ProviderError` of code `ITEM_COLLECTION_FULL`, which no retry mends. A commit resolves at most 90 influences
+ *   (`ValidationError` above).
  * - Bodies are gzip-compressed JSON. One above `itemBodyBytes` goes to `contentStore` when given, else is split into
  *   `PART#` items written just before the transaction, under keys named for the body's bytes: no scene or state is
  *   refused for its length, and the parts cost the transaction no action. A commit that then fails (a racer won)
