@@ -11,7 +11,9 @@ export interface InfluenceSource {
   readonly provider: string;
   /**
    * Influences received since the last call that are ready to count (verified, and finalized on chain).
-   * Delivering one twice is harmless: storage deduplicates by id.
+   * Delivering one twice is harmless: storage deduplicates by id and keeps the first copy; the engine reports (a
+   * `warning` event) a second delivery whose content differs. A text or choice longer than the store keeps is
+   * clipped to fit, with a warning; anything else the schema refuses is acknowledged and reported, never stored.
    */
   pull(storyId: string, options?: { signal?: AbortSignal }): Promise<UserInfluenceInput[]>;
   /** Marks influences as stored, so `pull` does not return them again. */

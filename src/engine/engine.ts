@@ -42,6 +42,9 @@ import {
   type StateDelta,
   StateDeltaSchema,
   type StoryState,
+  type UserInfluence,
+  type UserInfluenceInput,
+  UserInfluenceSchema,
 } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
 import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
@@ -500,7 +503,24 @@ class Engine implements StoryEngine {
         for (const item of items) {
           if (item?.storyId !== run.storyId) continue;
           try {
-            await this.store.enqueueInfluence(item);
+            const { influence, clipped } = clipOverlong(item);
+            if (clipped.length > 0) {
+              this.warn(run.storyId, 'an influence longer than the store keeps was clipped to fit', {
+                id: item.id,
+                fields: clipped,
+              });
+            }
+            const result = await this.store.enqueueInfluence(influence);
+            if (!result.inserted) {
+              const fields = redeliveredDifferences(influence, result.influence);
+              if (fields.length > 0) {
+                this.warn(
+                  run.storyId,
+                  'an influence id was delivered again with different content; the copy stored first is kept',
+                  { id: item.id, fields },
+                );
+              }
+            }
             handled.push(item.id);
             stored++;
           } catch (error) {
@@ -1305,6 +1325,39 @@ function takenInfluences(
     a.receivedAt !== b.receivedAt ? (a.receivedAt < b.receivedAt ? -1 : 1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
   );
   return byArrival.slice(0, cap);
+}
+
+/**
+ * A delivered influence with a text or choice longer than the store keeps cut to fit (grapheme-safe, with an
+ * ellipsis), and the names of the fields cut. Refused whole, such an influence (a paid tip with a long memo) would be
+ * acknowledged at its source and lost without an outcome; cut, it is stored and settled like any other.
+ */
+function clipOverlong(item: UserInfluenceInput): { influence: UserInfluenceInput; clipped: string[] } {
+  const clipped: string[] = [];
+  const influence = { ...item };
+  if (typeof item.text === 'string' && item.text.length > LIMITS.influenceText) {
+    influence.text = ellipsize(item.text, LIMITS.influenceText);
+    clipped.push('text');
+  }
+  if (typeof item.choice === 'string' && item.choice.length > LIMITS.choiceLength) {
+    influence.choice = ellipsize(item.choice, LIMITS.choiceLength);
+    clipped.push('choice');
+  }
+  return { influence, clipped };
+}
+
+/** What a store compares of two deliveries of one influence id: everything its sender says, not when it arrived. */
+const DELIVERED_FIELDS = ['source', 'author', 'kind', 'choice', 'text', 'weight', 'proof'] as const;
+
+/**
+ * The fields in which a delivery of an influence differs from the copy the store already holds under its id (a
+ * forged id, a chain re-organisation, a listener bug): the store keeps the first, and the difference is reported
+ * rather than dropped unseen. Empty when the delivery says the same, as a plain re-delivery does.
+ */
+function redeliveredDifferences(delivered: UserInfluenceInput, stored: UserInfluence): string[] {
+  const parsed = UserInfluenceSchema.safeParse(delivered);
+  if (!parsed.success) return [];
+  return DELIVERED_FIELDS.filter((field) => JSON.stringify(parsed.data[field]) !== JSON.stringify(stored[field]));
 }
 
 /** A publish step's claim, for a publisher that is not idempotent. */
