@@ -4,8 +4,10 @@
  *
  * Votes (and tips that name a choice) are tallied per normalised choice: an author's total weight is capped, then
  * optionally square-rooted (quadratic voting: ten times the money buys about three times the say), and the heaviest
- * choice wins, ties broken deterministically. Suggestions (and tips without a choice) are offered to the narrator,
- * who takes them up or not. Every text is sanitized before any model sees it.
+ * choice wins, ties broken deterministically. Weights that agree to one part in a billion are a tie: three votes of a
+ * third of a capped author's say weigh what one vote of all of it does, though floating point would say otherwise.
+ * Suggestions (and tips without a choice) are offered to the narrator, who takes them up or not. Every text is
+ * sanitized before any model sees it.
  *
  * @module
  */
@@ -53,7 +55,7 @@ export interface ChoiceTally {
   choice: string;
   /** The sanitized wording of the first vote for it, for display. */
   label: string;
-  /** Effective weight after the per-author cap and the quadratic weighting. */
+  /** Effective weight after the per-author cap and the quadratic weighting, rounded to 1e-9 for display. */
   weight: number;
   votes: number;
   authors: number;
@@ -75,7 +77,15 @@ interface Ballot {
   influence: UserInfluence;
   choice: string;
   raw: number;
+  /** Never rounded: rounding each share and summing the rounded shares is how a split vote gained weight. */
   effective: number;
+}
+
+/** A choice's tally while it is counted: `sum` is exact as floating point allows, `weight` is only for display. */
+interface Tally extends ChoiceTally {
+  sum: number;
+  first: Ballot;
+  authorSet: Set<string>;
 }
 
 /**
@@ -142,9 +152,10 @@ export function resolveInfluences(
     let allowed = Math.min(total, cap);
     if (policy.quadratic) allowed = Math.sqrt(allowed);
     const scale = allowed / total;
-    for (const ballot of list) ballot.effective = roundWeight(ballot.raw * scale);
+    for (const ballot of list) ballot.effective = ballot.raw * scale;
   }
-  const tallies = new Map<string, ChoiceTally & { first: Ballot; authorSet: Set<string> }>();
+  // Ballots are in arrival order, so each sum is added up in one order whatever order the queue came in.
+  const tallies = new Map<string, Tally>();
   for (const ballot of ballots) {
     let tally = tallies.get(ballot.choice);
     if (!tally) {
@@ -152,6 +163,7 @@ export function resolveInfluences(
         choice: ballot.choice,
         label: sanitizeAudienceText(ballot.influence.choice, { maxLength: 200 }),
         weight: 0,
+        sum: 0,
         votes: 0,
         authors: 0,
         first: ballot,
@@ -159,7 +171,8 @@ export function resolveInfluences(
       };
       tallies.set(ballot.choice, tally);
     }
-    tally.weight = roundWeight(tally.weight + ballot.effective);
+    tally.sum += ballot.effective;
+    tally.weight = roundWeight(tally.sum);
     tally.votes++;
     tally.authorSet.add(ballot.influence.author);
     tally.authors = tally.authorSet.size;
@@ -168,7 +181,7 @@ export function resolveInfluences(
   // depends on the order a store happened to return the queue in.
   const ranked = [...tallies.values()].sort(
     (a, b) =>
-      b.weight - a.weight ||
+      heavierFirst(a.sum, b.sum) ||
       b.authors - a.authors ||
       byArrival(a.first.influence, b.first.influence) ||
       (a.choice < b.choice ? -1 : a.choice > b.choice ? 1 : 0),
@@ -180,7 +193,7 @@ export function resolveInfluences(
     author: sanitizeAudienceText(ballot.influence.author, { maxLength: 128 }),
     choice: ballot.influence.choice === null ? null : sanitizeAudienceText(ballot.influence.choice, { maxLength: 200 }),
     text: sanitizeAudienceText(ballot.influence.text, textOptions),
-    weight: ballot.effective,
+    weight: roundWeight(ballot.effective),
     winning,
   });
   const influences = [
@@ -289,7 +302,21 @@ function byArrival(a: UserInfluence, b: UserInfluence): number {
   return first < second ? -1 : first > second ? 1 : 0;
 }
 
-/** Weights are rounded to 1e-9 so that sums come out the same whatever order they were added in. */
+/**
+ * Orders two weights heaviest first, with those that agree to one part in a billion tied: an exact tie summed in
+ * floating point (3 × 2/3 against 2, 2·√2 against √8) differs in the last bits, and must go to the tie-break rather
+ * than to rounding noise. The error of a sum of positive weights is a few parts in 10^16 per term, far inside this.
+ * A tolerance is not transitive, but the tallies reach the sort in the order of their first votes, so even a chain of
+ * near-ties is ranked the same whatever order the queue came in.
+ */
+function heavierFirst(a: number, b: number): number {
+  const difference = b - a;
+  return Math.abs(difference) <= TIE_TOLERANCE * Math.max(Math.abs(a), Math.abs(b)) ? 0 : difference;
+}
+
+const TIE_TOLERANCE = 1e-9;
+
+/** What is shown of a weight: 1e-9 hides floating-point noise (2.0000000000000004) without hiding a real difference. */
 function roundWeight(value: number): number {
   return Math.round(value * 1e9) / 1e9;
 }

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { normalizeChoice, sanitizeAudienceText } from './sanitize.js';
 
@@ -20,6 +21,11 @@ describe('sanitizeAudienceText', () => {
       'ok\u{1F600}!',
     ],
     ['line and paragraph separators', 'one\u2028two\u2029three', 'one two three'],
+    [
+      'every other invisible character: the grapheme joiner, shorthand and musical format controls, Egyptian, Arabic, Syriac and Kaithi format marks, and unassigned default-ignorables',
+      'a\u034Fb\u{1BCA0}c\u{1D173}d\u{13430}e\u0600f\u06DDg\u070Fh\u0890i\u08E2j\u{110BD}k\u{110CD}l\u{E0080}m\u{E0FFF}n',
+      'abcdefghijklmn',
+    ],
   ])('neutralises %s', (_label, input, expected) => {
     expect(sanitizeAudienceText(input)).toBe(expected);
   });
@@ -45,5 +51,76 @@ describe('normalizeChoice', () => {
     expect(normalizeChoice('open   the door')).toBe('open the door');
     expect(normalizeChoice('<b>north</b>')).not.toContain('<');
     expect(normalizeChoice('!!!')).toBe('');
+  });
+
+  it('groups spellings that differ only by an invisible character', () => {
+    for (const spelling of [
+      'nor\u034Fth',
+      'nor\u{1D173}th',
+      'nor\u{E0080}th',
+      'nor\u{13430}th',
+      '\u0600north\u{1BCA0}',
+    ]) {
+      expect(normalizeChoice(spelling), JSON.stringify(spelling)).toBe('north');
+    }
+  });
+
+  it('groups compatibility forms, and keeps none of the markup full-width forms stand for', () => {
+    expect(normalizeChoice('Ｓｙｓｔｅｍ: go west')).toBe(normalizeChoice('System: go west'));
+    expect(normalizeChoice('Ｓｙｓｔｅｍ: go west')).toBe('system - go west');
+    expect(normalizeChoice('go ｀west｀ now')).toBe(normalizeChoice('go `west` now'));
+    expect(normalizeChoice('take ｛｛door｝｝ two')).toBe('take { {door} } two');
+    expect(normalizeChoice('＜b＞north＜/b＞')).not.toMatch(/[<>]/);
+    expect(normalizeChoice('the ﬁre')).toBe('the fire');
+  });
+
+  it('case-folds fully and the same in every locale', () => {
+    expect(normalizeChoice('Die Straße')).toBe('die strasse');
+    expect(normalizeChoice('DIE STRASSE')).toBe('die strasse');
+    expect(normalizeChoice('DIE STRAẞE')).toBe('die strasse');
+    // No Turkish rule: a dotted or plain capital I is never a dotless i.
+    expect(normalizeChoice('ISTANBUL')).toBe('istanbul');
+  });
+
+  it('property: the choice shown to the narrator normalises to the same key as the choice cast', () => {
+    // How a settled vote finds its tally again, from the sanitized choice it was shown with.
+    const piece = fc.constantFrom(
+      'ｶﾞ',
+      'ﬁ',
+      'ß',
+      'ẞ',
+      'İ',
+      'Σ',
+      ' ',
+      '`',
+      '｀',
+      '｛',
+      '＜',
+      'Ｓｙｓｔｅｍ：',
+      '"',
+      '＂',
+      '…',
+      '\u200B',
+      'e\u0301',
+      '\uFDFA',
+      'a',
+    );
+    const choice = fc.oneof(
+      fc
+        .array(fc.integer({ min: 0, max: 0x10ffff }), { maxLength: 300 })
+        .map((codePoints) => String.fromCodePoint(...codePoints)),
+      fc.array(piece, { maxLength: 260 }).map((pieces) => pieces.join('')),
+    );
+    fc.assert(
+      fc.property(choice, (cast) => {
+        expect(normalizeChoice(sanitizeAudienceText(cast, { maxLength: 200 }))).toBe(normalizeChoice(cast));
+        expect(normalizeChoice(normalizeChoice(cast))).toBe(normalizeChoice(cast));
+      }),
+      // A fixed seed, as every property test here: a failure replays; change it to explore other draws.
+      { numRuns: 300, seed: 20_260_103 },
+    );
+    // Long enough to be capped, and shorter once NFKC composes the half-width kana: capped before NFKC, as shown.
+    const halfWidth = 'ｶﾞ'.repeat(150);
+    expect(normalizeChoice(sanitizeAudienceText(halfWidth, { maxLength: 200 }))).toBe(normalizeChoice(halfWidth));
   });
 });

@@ -16,25 +16,25 @@ export interface SanitizeOptions {
 /** Default longest audience text, in code points. */
 export const DEFAULT_AUDIENCE_TEXT_LENGTH = 500;
 
-// C0/C1 controls, DEL, and the format characters that reorder or hide text: bidi embeddings/overrides/isolates,
-// zero-width spaces and joiners, the BOM, the soft hyphen, line and paragraph separators, the variation selectors
-// (both blocks: those of the supplement can carry hidden bytes behind one visible emoji) and the tag characters.
-// Tabs and newlines are controls too: they become spaces below, because a newline is how a hostile text fakes a new
+// Every control (C0, C1, DEL), every format character (bidi embeddings, overrides and isolates, zero-width spaces
+// and joiners, the BOM, the soft hyphen, tag characters, Arabic and Egyptian format marks) and every default-ignorable
+// code point (variation selectors of all blocks, Hangul fillers, the combining grapheme joiner, and the ones Unicode
+// reserves for later): all of them are invisible, so they can only split one choice in two or hide bytes from a
+// reader. Properties rather than a list, so that characters a list forgets, or a later Unicode version adds, go too.
+// Joiners inside emoji sequences go with the rest: one visible emoji can carry hidden text behind joiners and
+// selectors, and a suggestion loses nothing a model needs without them.
+// Tabs and newlines are controls too: they become spaces first, because a newline is how a hostile text fakes a new
 // prompt section.
-// Built from a string: written as a literal, linters flag the very characters it exists to remove.
-const INVISIBLE = new RegExp(
-  '[\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b-\\u200f\\u2028-\\u202e' +
-    '\\u2060-\\u206f\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff0-\\ufffb]|\\udb40[\\udc00-\\udc7f\\udd00-\\uddef]',
-  'g',
-);
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 // What a model reads as the start of another conversation turn.
 const ROLE_MARKERS = /\b(human|assistant|system|user|developer)\s*:/gi;
 
 /**
- * Reduces audience text to one plain line that cannot give the model orders by its form: Unicode NFC, control,
- * bidi-override and zero-width characters removed, white space collapsed, prompt delimiters neutralised (backticks
- * and code fences, runs of quotes, XML-like tags, template braces, role markers such as `System:`), and the length
- * capped without splitting a character. What the words *say* is left to the prompt, which marks them as quoted data.
+ * Reduces audience text to one plain line that cannot give the model orders by its form: Unicode NFC, control and
+ * format characters (bidi overrides, zero-width characters) and every other default-ignorable code point removed,
+ * white space collapsed, prompt delimiters neutralised (backticks and code fences, runs of quotes, XML-like tags,
+ * template braces, role markers such as `System:`), and the length capped without splitting a character. What the
+ * words *say* is left to the prompt, which marks them as quoted data.
  *
  * @example
  * ```ts
@@ -73,9 +73,14 @@ export function sanitizeAudienceText(text: unknown, options: SanitizeOptions = {
     .trimEnd()}…`;
 }
 
+/** Longest choice kept, in code points. */
+const CHOICE_LENGTH = 200;
+
 /**
- * Normalises a vote's choice so that `"Open the door!"`, `" open  the door"` and `"OPEN THE DOOR"` count as one
- * choice: sanitized, case-folded, punctuation at the ends removed. Returns '' for a choice with no words.
+ * Normalises a vote's choice so that `"Open the door!"`, `" open  the door"`, `"OPEN THE DOOR"` and the full-width
+ * `"Ｏｐｅｎ ｔｈｅ ｄｏｏｒ"` count as one choice: compatibility forms unified (Unicode NFKC: full-width letters,
+ * ligatures), sanitized (so invisible characters split no choice), fully case-folded (`"Straße"` and `"STRASSE"`
+ * match, the same in every locale), punctuation at the ends removed. Returns '' for a choice with no words.
  *
  * @example
  * ```ts
@@ -84,9 +89,22 @@ export function sanitizeAudienceText(text: unknown, options: SanitizeOptions = {
  * ```
  */
 export function normalizeChoice(choice: unknown): string {
-  return sanitizeAudienceText(choice, { maxLength: 200 })
-    .normalize('NFKC')
-    .toLocaleLowerCase('en-US')
+  // Sanitized once before NFKC, which can turn one character into eighteen: the input is bounded first, and the key is
+  // derived from the very text shown as the choice, so that normalising that text again gives the same key. Sanitized
+  // again after it, because NFKC turns full-width backticks, braces and `Ｓｙｓｔｅｍ:` into the markup they look like.
+  const unified = sanitizeAudienceText(sanitizeAudienceText(choice, { maxLength: CHOICE_LENGTH }).normalize('NFKC'), {
+    maxLength: CHOICE_LENGTH,
+  });
+  return caseFold(unified)
     .replace(/^[\s\p{P}\p{S}]+|[\s\p{P}\p{S}]+$/gu, '')
-    .replace(/\s+/g, ' ');
+    .replace(/\s+/g, ' ')
+    .normalize('NFC');
+}
+
+/**
+ * A full case fold without a locale: lower, upper, lower again maps `ß` and `ẞ` to `ss` as Unicode case folding does
+ * (lower-casing alone keeps `ß`; upper then lower leaves `ẞ` as `ß`), and never applies Turkish rules.
+ */
+function caseFold(text: string): string {
+  return text.toLowerCase().toUpperCase().toLowerCase();
 }
