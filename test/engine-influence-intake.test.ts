@@ -41,7 +41,9 @@ async function engineWith(source: InfluenceSource) {
     onEvent: (event) => events.push(event),
   });
   const warnings = () =>
-    events.flatMap((event) => (event.type === 'warning' ? [{ message: event.message, details: event.details }] : []));
+    events.flatMap((event) =>
+      event.type === 'warning' ? [{ message: event.message, details: event.details ?? {} }] : [],
+    );
   return { store, engine, warnings };
 }
 

@@ -108,14 +108,28 @@ function summarizeSentences(texts: readonly string[], maxWords: number, focus: s
 }
 
 // A sentence ends at . ! ? or … (with closing quotes or brackets), followed by white space; paragraph breaks end one
-// too. Abbreviations split wrongly now and then, which costs a summary a little fluency, never correctness.
-const SENTENCE_END = /(?<=[.!?…]["'”’)\]]*)\s+|\n\s*\n/u;
+// too. Abbreviations split wrongly now and then, which costs a summary a little fluency, never correctness. Matched
+// forwards, the end kept with its sentence: a lookbehind of any length rescans a run of closing quotes or brackets at
+// each of its characters, quadratic in the run.
+const SENTENCE_END = /([.!?…]["'”’)\]]*)\s+|\n\s*\n/gu;
+
+/** `text` cut into sentences at `SENTENCE_END`, each with its end mark and without the white space after it. */
+export function splitSentences(text: string): string[] {
+  const pieces: string[] = [];
+  let start = 0;
+  for (const match of text.matchAll(SENTENCE_END)) {
+    pieces.push(text.slice(start, match.index + (match[1]?.length ?? 0)));
+    start = match.index + match[0].length;
+  }
+  pieces.push(text.slice(start));
+  return pieces;
+}
 
 function splitAll(texts: readonly string[]): Sentence[] {
   const sentences: Sentence[] = [];
   for (const text of texts) {
     let lead = true;
-    for (const raw of text.split(SENTENCE_END)) {
+    for (const raw of splitSentences(text)) {
       const sentenceText = raw.replace(/\s+/g, ' ').trim();
       if (sentenceText === '') continue;
       const terms = new Map<string, number>();

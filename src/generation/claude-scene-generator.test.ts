@@ -25,6 +25,7 @@ import {
   checkSceneReply,
   createClaudeSceneGenerator,
   DEFAULT_CLAUDE_PRICES,
+  extractJson,
   findClaudePrice,
   toClaudeError,
   usageFromClaude,
@@ -603,6 +604,23 @@ describe('toClaudeError', () => {
     expect(
       classify(new Anthropic.AnthropicError('listener failed', { cause: new Error('progress bar crashed') })),
     ).toEqual(['PROVIDER_CLIENT', false]);
+  });
+});
+
+describe('extractJson', () => {
+  it('reads the JSON inside a fence, with or without white space around it', () => {
+    for (const reply of ['```json\n{"a":1}\n```', '```{"a":1}```', 'Here:\n```JSON\n\n\n  {"a":1}  \n```\nDone.']) {
+      expect(extractJson(reply), reply).toEqual({ ok: true, value: { a: 1 } });
+    }
+  });
+
+  // A reply cut off at max_tokens inside a fence of white space: a pattern across the fence backtracked over every
+  // split of the run (about 4 s at 80,000 newlines, growing with the square), so at this size the old reading would
+  // outlast the test's timeout by far; read by index it takes milliseconds.
+  it('gives up on a fence that never closes after a long run of white space, in one pass', () => {
+    const reply = `\`\`\`json${'\n'.repeat(400_000)}and then the reply stopped`;
+    const result = extractJson(reply);
+    expect(result.ok).toBe(false);
   });
 });
 

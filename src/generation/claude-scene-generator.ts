@@ -449,8 +449,14 @@ export function extractJson(text: string): { ok: true; value: unknown } | { ok: 
   if (text.length > MAX_REPLY_CHARS)
     return { ok: false, message: `the reply is longer than ${MAX_REPLY_CHARS} characters` };
   const candidates: string[] = [text.trim()];
-  const fence = /```(?:json)?\s*\n?([\s\S]*?)```/i.exec(text);
-  if (fence?.[1]) candidates.push(fence[1].trim());
+  // Found by index, not by one pattern across the fence: a lazy match after `\s*` backtracks over every split of a
+  // long run of white space when the fence never closes (a reply cut off at max_tokens), quadratic in the reply.
+  const fence = /```(?:json)?/i.exec(text);
+  if (fence) {
+    const from = fence.index + fence[0].length;
+    const close = text.indexOf('```', from);
+    if (close >= 0) candidates.push(text.slice(from, close).trim());
+  }
   const first = text.indexOf('{');
   const last = text.lastIndexOf('}');
   if (first >= 0 && last > first) candidates.push(text.slice(first, last + 1));

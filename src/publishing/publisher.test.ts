@@ -195,4 +195,18 @@ describe('validateEpisode', () => {
   it.each(harmless)('accepts an SVG with %s', (_label, svg) => {
     expect(problemsOf({ ...episode, image: svgImage(svg) })).toEqual([]);
   });
+
+  it('reads a link as a URL parser does: spaces and controls at its ends do not hide what it is', () => {
+    expect(problemsOf({ ...episode, image: svgImage(inSvg('<use href="  #sky  "/>')) })).toEqual([]);
+    expect(problemsOf({ ...episode, image: svgImage(inSvg('<a href=" &#x9;javascript:alert(1) "/>')) })).toEqual([
+      `image.data the SVG ${LINK}`,
+    ]);
+  });
+
+  // Trimmed by a pattern, the spaces inside an attribute were tried one by one against the rest of the run: 15 s at
+  // 80,000 spaces and growing with the square, so at this size the old check would outlast the test's timeout by far.
+  it('checks an attribute holding a long run of spaces in one pass', () => {
+    const svg = inSvg(`<title lang="a${' '.repeat(300_000)}b">lamp</title>`);
+    expect(problemsOf({ ...episode, image: svgImage(svg) })).toEqual([]);
+  });
 });
