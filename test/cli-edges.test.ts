@@ -21,13 +21,14 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { synthesizeExport } from '../bench/story-synthesis.js';
-import { openProject } from '../src/cli/project.js';
+import { folderFailureReason, openProject } from '../src/cli/project.js';
 import { storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
 const cliEntry = path.join(repositoryRoot, 'src/cli/index.ts');
 
 const workspace = temporaryFolders('storyloom-cli-edges-');
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const children: ChildProcess[] = [];
 afterEach(() => {
   for (const child of children.splice(0)) {
@@ -104,6 +105,102 @@ describe('storyloom project folders that cannot be made', () => {
       const init = await storyloom(cwd, ['init', '--data', data]);
       expect(init.stderr, data).toBe(`storyloom: cannot make the project folder ${path.join(cwd, data)}: ${reason}\n`);
       expect(init.code, data).toBe(1);
+    }
+  });
+
+  it('says what a failure to make a folder means: read-only, full, over quota, no permission', () => {
+    expect(folderFailureReason('EROFS')).toBe('read-only file system');
+    expect(folderFailureReason('ENOSPC')).toBe('no space left on the device');
+    expect(folderFailureReason('EDQUOT')).toBe('the disk quota is used up');
+    expect(folderFailureReason('EACCES')).toBe('permission denied');
+    expect(folderFailureReason('ENOENT')).toBe('a link in its path points to a place that does not exist');
+  });
+
+  // Mounting a read-only file system needs root (and a system that allows it); elsewhere the case cannot be made.
+  const canMountReadOnly = isRoot && spawnSync('mount', ['--version'], { stdio: 'ignore' }).status === 0;
+  it.skipIf(!canMountReadOnly)(
+    'a --data on a read-only file system is refused as such (needs root and mount)',
+    async (context) => {
+      const cwd = workspace();
+      const readOnly = path.join(cwd, 'read-only');
+      mkdirSync(readOnly);
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', readOnly]).status !== 0) {
+        context.skip('this system does not let even root mount a file system');
+      }
+      try {
+        for (const data of ['proj', 'nested/proj']) {
+          const init = await storyloom(cwd, ['init', '--data', path.join(readOnly, data)]);
+          expect(init.stderr, data).toBe(
+            `storyloom: cannot make the project folder ${path.join(readOnly, data)}: read-only file system\n`,
+          );
+          expect(init.code, data).toBe(1);
+        }
+      } finally {
+        spawnSync('umount', [readOnly]);
+      }
+    },
+  );
+});
+
+describe('storyloom project files, bible files and flag values', () => {
+  it('a misspelled key in storyloom.json is refused by name, not silently ignored', async () => {
+    const { cwd, data } = await storyWith(1);
+    const file = path.join(data, 'storyloom.json');
+    const project = JSON.parse(readFileSync(file, 'utf8'));
+    // "autoprune" for "autoPrune": the user believes pruning is on.
+    writeFileSync(file, JSON.stringify({ ...project, autoprune: { minAgeScenes: 0 } }));
+    const status = await storyloom(cwd, ['status', '--data', 'proj']);
+    expect(status.stderr).toBe(
+      `storyloom: ${file} is not a storyloom project file (unknown key "autoprune": check the spelling)\n`,
+    );
+    expect(status.code).toBe(1);
+  });
+
+  it('init --bible with a whole initial state keeps the story id it names; --story still wins', async () => {
+    const cwd = workspace();
+    const now = '2025-01-01T00:00:00.000Z';
+    const state = {
+      storyId: 'moon-market',
+      version: 0,
+      chapterId: 'chapter-0001',
+      chapterIndex: 0,
+      sceneId: null,
+      sceneCount: 0,
+      bible: { title: 'Moon Market', premise: 'A night market on the moon.', genre: 'fantasy', tone: 'gentle' },
+      characters: {},
+      worldState: {},
+      plotThreads: [],
+      userInfluenceQueue: [],
+      createdAt: now,
+      updatedAt: now,
+    };
+    writeFileSync(path.join(cwd, 'initial-state.json'), JSON.stringify(state));
+    const storyOf = (data: string) => JSON.parse(readFileSync(path.join(cwd, data, 'storyloom.json'), 'utf8')).storyId;
+    expect((await storyloom(cwd, ['init', '--data', 'a', '--bible', 'initial-state.json'])).code).toBe(0);
+    expect(storyOf('a')).toBe('moon-market');
+    const named = ['init', '--data', 'b', '--bible', 'initial-state.json', '--story', 'market'];
+    expect((await storyloom(cwd, named)).code).toBe(0);
+    expect(storyOf('b')).toBe('market');
+    // A bible without an id (or with one that is not usable) takes the file's name.
+    writeFileSync(path.join(cwd, 'harbour.json'), JSON.stringify({ ...state, storyId: 'not an id!' }));
+    expect((await storyloom(cwd, ['init', '--data', 'c', '--bible', 'harbour.json'])).code).toBe(0);
+    expect(storyOf('c')).toBe('harbour');
+
+    const help = await storyloom(cwd, ['init', '--help']);
+    expect(help.stdout).not.toContain('the project’s story');
+    expect(help.stdout.replace(/\s+/g, ' ')).toContain('default: the storyId of a --bible state');
+  });
+
+  it('influence add --weight that is empty, blank or not a decimal number is a usage error, exit 2', async () => {
+    const { cwd } = await storyWith(1);
+    for (const weight of ['', ' ', '0x10', '1e', 'Infinity', '-1']) {
+      const add = await storyloom(cwd, ['influence', 'add', '--data', 'proj', '--choice', 'x', '--weight', weight]);
+      expect(add.stderr, JSON.stringify(weight)).toContain('--weight must be a number of 0 or more');
+      expect(add.code, JSON.stringify(weight)).toBe(2);
+    }
+    for (const weight of ['0', '2.5', '.5', '3e2']) {
+      const add = await storyloom(cwd, ['influence', 'add', '--data', 'proj', '--choice', 'x', '--weight', weight]);
+      expect(add.code, weight).toBe(0);
     }
   });
 });
@@ -222,6 +319,33 @@ describe('storyloom export and import files', () => {
       expect(imported.stderr, file).toContain(`${file} is not a storyloom export`);
       expect(imported.code, file).toBe(1);
     }
+  });
+
+  it('an import the schema refuses leaves nothing in a new folder, and an existing folder as it was', async () => {
+    const { cwd, data } = await storyWith(2);
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl'])).code).toBe(0);
+    const lines = readFileSync(path.join(cwd, 'story.jsonl'), 'utf8').trim().split('\n');
+    // Valid JSON, end marker and counts intact, one scene the schema refuses.
+    const at = lines.findIndex((line) => line.startsWith('{"kind":"scene"'));
+    lines[at] = lines[at]!.replace(/"index":\d+,/, '"index":-5,');
+    writeFileSync(path.join(cwd, 'bad.jsonl'), `${lines.join('\n')}\n`);
+    mkdirSync(path.join(cwd, 'kept'));
+    writeFileSync(path.join(cwd, 'kept', 'notes.txt'), 'mine\n');
+    // A database without its project file (another story in it) was there before: it stays.
+    expect((await storyloom(cwd, ['init', '--data', 'other', '--story', 'another'])).code).toBe(0);
+    mkdirSync(path.join(cwd, 'orphan'));
+    writeFileSync(path.join(cwd, 'orphan', 'story.db'), readFileSync(path.join(cwd, 'other', 'story.db')));
+    for (const folder of ['copy', 'kept', 'orphan']) {
+      const imported = await storyloom(cwd, ['import', 'bad.jsonl', '--data', folder]);
+      expect(imported.code, folder).toBe(1);
+    }
+    expect(existsSync(path.join(cwd, 'copy'))).toBe(false);
+    expect(readdirSync(path.join(cwd, 'kept'))).toEqual(['notes.txt']);
+    expect(readdirSync(path.join(cwd, 'orphan')).filter((name) => !/-(wal|shm)$/.test(name))).toEqual(['story.db']);
+    // Nothing stands in the way of the sound file (no story under its id made by a hinted "init").
+    const again = await storyloom(cwd, ['import', 'story.jsonl', '--data', 'copy']);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
   });
 
   it('a .gz damaged anywhere is refused in one line before anything is read from it, never a crash', async () => {
@@ -460,10 +584,11 @@ describe('storyloom context and memory commands as a user runs them', () => {
     expect(result.code).toBe(1);
   });
 
-  it('--help documents the exit status (0, 1, 2, 70)', async () => {
+  it('--help documents the exit status (0, 1, 2, 70, 141)', async () => {
     const cwd = workspace();
     const help = await storyloom(cwd, ['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/exit (status|code)/i);
+    expect(help.stdout).toContain('141 "run" stopped after an episode because');
   });
 });

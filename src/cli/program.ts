@@ -22,6 +22,7 @@ import {
   realpathSync,
   renameSync,
   rmSync,
+  type Stats,
   statSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,6 +30,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { pathToFileURL } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { createGunzip, createGzip } from 'node:zlib';
 import { SingleBar } from 'cli-progress';
@@ -66,7 +68,16 @@ export interface CommandIo {
   stderr: NodeJS.WritableStream & { isTTY?: boolean };
   env: NodeJS.ProcessEnv;
   cwd: string;
+  /**
+   * Aborted once the reader of `stdout` has gone away (`storyloom run | head`): from then on nothing more is written
+   * to it, `run` finishes the episode it is in and stops with status 141 (as a tool killed by SIGPIPE would), and
+   * the other commands finish what they write to the project and exit as they would have.
+   */
+  stdoutClosed?: AbortSignal;
 }
+
+/** The exit status of `run` stopped early because the reader of its output went away: 128 + SIGPIPE. */
+const CLOSED_OUTPUT_STATUS = 141;
 
 const DEFAULT_DATA = 'storyloom-data';
 
@@ -107,9 +118,36 @@ function storyIdArgument(value: string): string {
   return value;
 }
 
+/**
+ * A weight written as a plain decimal number of 0 or more: an empty or blank value (an unset variable in a script)
+ * or another notation `Number` would take (`0x10`, `Infinity`) is refused rather than read as something else.
+ */
+function weightArgument(value: string): number {
+  const parsed = Number(value);
+  if (!/^(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(value) || !Number.isFinite(parsed)) {
+    throw new InvalidArgumentError('--weight must be a number of 0 or more, written in decimal');
+  }
+  return parsed;
+}
+
+/**
+ * A word of a command the user is told to run, quoted for a POSIX shell when it holds anything the shell would
+ * split or expand (a folder name with a space, a `$`, a quote), so that the printed command works when pasted.
+ */
+function shellWord(value: string): string {
+  if (/^[\w@%+=:,./-]+$/.test(value)) return value;
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
 /** Builds the command. `run` parses argv and returns the exit code instead of exiting. */
 export function createProgram(io: CommandIo): { run(argv: readonly string[]): Promise<number> } {
-  const print = (line = '') => io.stdout.write(`${line}\n`);
+  /** Writes to stdout unless its reader has gone away (then every write is dropped, as `head` expects). */
+  const write = (text: string) => {
+    if (!io.stdoutClosed?.aborted) io.stdout.write(text);
+  };
+  const print = (line = '') => write(`${line}\n`);
+  /** The status the command ends with when it did not fail: set by `run` when it stopped for a closed output. */
+  let exitStatus = 0;
   const dataOption = () =>
     new Option('-d, --data <folder>', 'the project folder').default(io.env.STORYLOOM_DATA ?? DEFAULT_DATA);
   const storyOption = () =>
@@ -138,7 +176,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
   const program = new Command('storyloom')
     .description('Autonomous, serialized stories: write, remember, steer and publish, one scene at a time.')
     .configureOutput({
-      writeOut: (text) => io.stdout.write(text),
+      writeOut: (text) => write(text),
       writeErr: (text) => io.stderr.write(text),
     })
     .exitOverride()
@@ -147,7 +185,8 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .addHelpText(
       'after',
       '\nExit status: 0 done; 1 the data or the story refused it (one line on stderr says why); 2 a usage error;\n' +
-        '70 an unexpected failure (STORYLOOM_DEBUG=1 prints its stack).',
+        '70 an unexpected failure (STORYLOOM_DEBUG=1 prints its stack); 141 "run" stopped after an episode because\n' +
+        'the reader of its output went away ("| head"): the episodes it wrote are whole.',
     );
 
   program
@@ -160,16 +199,23 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         .default(defaultStoryTemplate.name),
     )
     .option('-b, --bible <file>', 'a JSON file with a story bible, or a whole initial story state')
-    .addOption(storyOption())
+    .addOption(
+      new Option(
+        '-s, --story <id>',
+        'the id of the new story (default: the storyId of a --bible state, else the --bible file’s name, else the template’s name)',
+      ).argParser(storyIdArgument),
+    )
     .action(async (options: { data: string; template: string; bible?: string; story?: string }) => {
-      const storyId =
-        options.story ?? (options.bible ? path.basename(options.bible, path.extname(options.bible)) : options.template);
+      const bibleFile = options.bible ? path.resolve(io.cwd, options.bible) : undefined;
+      const bible = bibleFile ? readBibleFile(bibleFile) : undefined;
+      const storyId = options.story ?? (options.bible && bible ? bibleStoryId(options.bible, bible) : options.template);
       if (!IdSchema.safeParse(storyId).success) {
         throw new CommandError(`"${storyId}" is not a usable story id: pass --story <id>`);
       }
-      const state = options.bible
-        ? stateFromBibleFile(path.resolve(io.cwd, options.bible), storyId)
-        : createStoryFromTemplate(options.template, storyId, systemClock);
+      const state =
+        bibleFile && bible
+          ? stateFromBible(bibleFile, bible, storyId)
+          : createStoryFromTemplate(options.template, storyId, systemClock);
       const root = path.resolve(io.cwd, options.data);
       // A project whose init was cut short between its project file and its story: finish it (same story id only).
       const unfinished = existsSync(projectPaths(root).config) ? await openProject(root) : undefined;
@@ -183,7 +229,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         // A pending-build record of an import killed before its story went in speaks of another story: drop it.
         clearBuildPending(project.paths, storyId);
         print(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
-        print(`Next: ${SELF} run --episodes 3 --data ${options.data}`);
+        print(`Next: ${SELF} run --episodes 3 --data ${shellWord(options.data)}`);
       } finally {
         project.close();
       }
@@ -250,6 +296,8 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             // another run wrote the scene first ('existing': that run finishes its steps): neither is a new episode,
             // so the loop counts only runs that wrote a scene.
             for (let written = 0; written < options.episodes; ) {
+              // Checked only between episodes: the one under way is finished, steps and all, before it stops.
+              if (io.stdoutClosed?.aborted) break;
               const result = await engine.runEpisode(storyId);
               if (result.failures.length > 0) {
                 const failed = result.failures.map((failure) => failure.step).join(', ');
@@ -267,6 +315,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             }
           } finally {
             bar?.stop();
+          }
+          if (io.stdoutClosed?.aborted) {
+            exitStatus = CLOSED_OUTPUT_STATUS;
+            return;
           }
           const state = await project.store.load(storyId);
           print(
@@ -307,9 +359,9 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             return;
           }
           print('──── stable prefix (cached across the chapter) ────');
-          io.stdout.write(bundle.prompt.stable);
+          write(bundle.prompt.stable);
           print('──── dynamic part ────');
-          io.stdout.write(bundle.prompt.dynamic);
+          write(bundle.prompt.dynamic);
           print('──── trace ────');
           for (const item of bundle.trace.included) {
             print(`+ ${item.part.padEnd(7)} ${item.id} [${item.detail}, ${item.tokens} tokens] ${item.reason}`);
@@ -423,17 +475,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .option('-c, --choice <text>', 'the choice voted for')
     .option('-t, --text <text>', 'free text', '')
     .option('-a, --author <name>', 'who asks', 'cli')
-    .option(
-      '-w, --weight <number>',
-      'weight (a tip’s amount)',
-      (value) => {
-        const parsed = Number(value);
-        if (!Number.isFinite(parsed) || parsed < 0)
-          throw new InvalidArgumentError('--weight must be a number of 0 or more');
-        return parsed;
-      },
-      1,
-    )
+    .option('-w, --weight <number>', 'weight (a tip’s amount)', weightArgument, 1)
     .option('--id <id>', 'idempotency key (default: derived from the content and time)')
     .action(
       async (options: {
@@ -554,40 +596,27 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           })(),
         );
         if (options.out) {
-          // Written beside the target and renamed into place once whole: an export cut short (a full disk, Ctrl-C)
-          // never leaves a truncated file under the name, nor replaces an earlier export with one.
           const target = exportTarget(path.resolve(io.cwd, options.out), options.out, project.paths);
-          // An export written again keeps the permissions of the file it replaces.
-          const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
-          const partial = `${target}.partial-${process.pid}`;
-          removeStalePartials(target);
-          // Ctrl-C or a kill: the partial file goes, then the signal does what it would have done.
-          const interrupted = (signal: NodeJS.Signals) => {
-            rmSync(partial, { force: true });
-            process.kill(process.pid, signal);
-          };
-          process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
+          const gzip = /\.gz$/i.test(target.file);
           try {
-            // Opened here, not by the stream: a stream opens its file later, and after a failure could create it
-            // again once it had been removed.
-            const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
-            if (mode !== undefined) chmodSync(partial, mode);
-            if (/\.gz$/i.test(target)) await pipeline(lines, createGzip(), output);
-            else await pipeline(lines, output);
-            renameSync(partial, target);
+            // A pipe, a terminal, /dev/null or /dev/stdout is written into as it is: a rename would put a regular file
+            // in its place (a reader of the pipe would wait for ever), and /dev/stdout has no folder to write beside.
+            if (target.inPlace) await writeExport(lines, createWriteStream(target.file), gzip);
+            else await replaceWithExport(lines, target.file, gzip);
           } catch (error) {
-            rmSync(partial, { force: true });
             const code = (error as { code?: unknown } | null)?.code;
             if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
               throw new CommandError(`cannot write ${options.out}: ${code}`, { cause: error });
             }
             throw error;
-          } finally {
-            process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
           }
           io.stderr.write(`Exported ${storyId} to ${options.out}\n`);
         } else {
-          for await (const chunk of lines) io.stdout.write(chunk as string);
+          for await (const chunk of lines) {
+            // Nobody reads the rest: stop reading the story (the export writes nothing to the project).
+            if (io.stdoutClosed?.aborted) break;
+            write(chunk as string);
+          }
         }
       });
     });
@@ -608,12 +637,21 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       if (!existsSync(paths.config)) {
         // Read whole before a project is made for it: a truncated or foreign file leaves nothing behind.
         const storyId = await checkExportShape(source, file);
+        const made = newProjectFiles(paths);
         const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
+        let abandoned = false;
         try {
           const result = await importAndFinish(project, lines, source, file);
           print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
+        } catch (error) {
+          // Refused before the story went in (a record the schema refuses): a project left without a story would
+          // send the user to "init", whose story would take the export's id and then block its import for good.
+          abandoned = !(await project.store.exists(storyId).catch(() => true));
+          throw error;
         } finally {
           project.close();
+          // What this command made goes, as if it had never run.
+          if (abandoned) for (const leftover of made) rmSync(leftover, { recursive: true, force: true });
         }
         return;
       }
@@ -646,7 +684,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           await finishBuild(project, options.as, pending);
           const state = await project.store.load(options.as);
           print(`Finished the fork of ${storyId} into ${options.as} (${state.sceneCount} scenes)`);
-          print(`Continue it with: ${SELF} run --story ${options.as} --data ${options.data}`);
+          print(`Continue it with: ${SELF} run --story ${shellWord(options.as)} --data ${shellWord(options.data)}`);
           return;
         }
         const { sceneCount } = await project.store.load(storyId);
@@ -665,7 +703,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         }
         await finishBuild(project, options.as, { kind: 'fork', from: storyId });
         print(`Forked ${storyId} after scene ${options.at} into ${options.as} (${forked.sceneCount} scenes)`);
-        print(`Continue it with: ${SELF} run --story ${options.as} --data ${options.data}`);
+        print(`Continue it with: ${SELF} run --story ${shellWord(options.as)} --data ${shellWord(options.data)}`);
       });
     });
 
@@ -685,18 +723,20 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       await program.parseAsync(['run', '--data', options.data, '--episodes', String(options.episodes)], {
         from: 'user',
       });
+      if (exitStatus !== 0) return;
       const storyId = JSON.parse(readFileSync(path.join(root, 'storyloom.json'), 'utf8')).storyId as string;
       const site = path.join(projectPaths(root).siteOf(storyId), 'index.html');
       print('');
-      print(`Done in ${((Date.now() - started) / 1000).toFixed(1)} s. Open the site: file://${site}`);
-      print(`See the prompt of the next scene: ${SELF} context --data ${options.data}`);
+      print(`Done in ${((Date.now() - started) / 1000).toFixed(1)} s. Open the site: ${pathToFileURL(site).href}`);
+      print(`See the prompt of the next scene: ${SELF} context --data ${shellWord(options.data)}`);
     });
 
   return {
     async run(argv) {
+      exitStatus = 0;
       try {
         await program.parseAsync([...argv], { from: 'user' });
-        return 0;
+        return exitStatus;
       } catch (error) {
         return reportError(error, io);
       }
@@ -704,12 +744,61 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
   };
 }
 
+/** Writes an export's lines to `output`, gzip-compressed when asked. */
+async function writeExport(lines: Readable, output: Writable, gzip: boolean): Promise<void> {
+  if (gzip) await pipeline(lines, createGzip(), output);
+  else await pipeline(lines, output);
+}
+
 /**
- * The file an export replaces: `target`, or where it links to (the link stays a link, and the file it names gets
- * the export). A missing folder, a folder, a link to nowhere, or a file of the project itself (its database and
- * the database's journal files, its project file) is a one-line refusal.
+ * Writes an export beside the regular file `target` and renames it into place once whole: an export cut short (a
+ * full disk, Ctrl-C) never leaves a truncated file under the name, nor replaces an earlier export with one. An export
+ * written again keeps the permissions of the file it replaces.
  */
-function exportTarget(target: string, name: string, project: ProjectPaths): string {
+async function replaceWithExport(lines: Readable, target: string, gzip: boolean): Promise<void> {
+  const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
+  const partial = `${target}.partial-${process.pid}`;
+  removeStalePartials(target);
+  // Ctrl-C or a kill: the partial file goes, then the signal does what it would have done.
+  const interrupted = (signal: NodeJS.Signals) => {
+    rmSync(partial, { force: true });
+    process.kill(process.pid, signal);
+  };
+  process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
+  try {
+    // Opened here, not by the stream: a stream opens its file later, and after a failure could create it again once
+    // it had been removed.
+    const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
+    if (mode !== undefined) chmodSync(partial, mode);
+    await writeExport(lines, output, gzip);
+    renameSync(partial, target);
+  } catch (error) {
+    rmSync(partial, { force: true });
+    throw error;
+  } finally {
+    process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
+  }
+}
+
+/** What `file` is once its links are followed, or undefined when it cannot be told (missing, a link to nowhere). */
+function statFollowingLinks(file: string): Stats | undefined {
+  try {
+    return statSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where an export goes. A file that exists and is neither a regular file nor a folder (a named pipe, a terminal, a
+ * device such as /dev/null, /dev/stdout) is written `inPlace`, through `target` as named. Otherwise the file is
+ * `target`, or where it links to (the link stays a link, and the file it names gets the export), and it is replaced
+ * whole. A missing folder, a folder, a link to nowhere, or a file of the project itself (its database and the
+ * database's journal files, its project file) is a one-line refusal.
+ */
+function exportTarget(target: string, name: string, project: ProjectPaths): { file: string; inPlace: boolean } {
+  const existing = statFollowingLinks(target);
+  if (existing && !existing.isFile() && !existing.isDirectory()) return { file: target, inPlace: true };
   let resolved = target;
   if (lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink()) {
     try {
@@ -735,7 +824,23 @@ function exportTarget(target: string, name: string, project: ProjectPaths): stri
   if (own.includes(real)) {
     throw new CommandError(`cannot write ${name}: it is a file of the project itself; export somewhere else`);
   }
-  return resolved;
+  return { file: resolved, inPlace: false };
+}
+
+/**
+ * What opening a new project in `paths` will make, told before it is opened: its project file, its database (with
+ * the database's journal files), its pending-build folder and its folder, each only when it is not there yet. A
+ * command that gives up on the new project removes these, and leaves alone what was there before (a database may
+ * hold stories, a folder other files).
+ */
+function newProjectFiles(paths: ProjectPaths): string[] {
+  const database = [paths.database, `${paths.database}-wal`, `${paths.database}-shm`, `${paths.database}-journal`];
+  return [
+    ...(existsSync(paths.config) ? [] : [paths.config]),
+    ...(existsSync(paths.database) ? [] : database),
+    ...(existsSync(paths.pending) ? [] : [paths.pending]),
+    ...(existsSync(paths.root) ? [] : [paths.root]),
+  ];
 }
 
 /**
@@ -871,8 +976,8 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
 /**
  * Reads a whole export before a new project is made for it, so a truncated or foreign file leaves nothing behind:
  * its header first, its end marker last, and the counts the marker gives. Returns the story id. The import then
- * checks every record in full; a file that passes this and fails that (a record the schema refuses) leaves the new
- * project without a story, and the same command can be run again there with a sound file.
+ * checks every record in full; a file that passes this and fails that (a record the schema refuses) makes the command
+ * remove the new project it began, so the same command can be run again there with a sound file.
  */
 async function checkExportShape(file: string, name: string): Promise<string> {
   const kinds: Record<string, string> = {
@@ -997,8 +1102,8 @@ function packageVersion(): string {
   return manifest.version;
 }
 
-/** A bible file holds a bible (plus optional characters and threads), or a whole initial state. */
-function stateFromBibleFile(file: string, storyId: string) {
+/** A bible file holds a bible (plus optional characters and threads), or a whole initial state: a JSON object. */
+function readBibleFile(file: string): Record<string, unknown> {
   if (!existsSync(file)) throw new CommandError(`${file} does not exist: pass a JSON file with a story bible`);
   if (statSync(file).isDirectory()) throw new CommandError(`${file} is a folder: pass a JSON file with a story bible`);
   let parsed: unknown;
@@ -1010,7 +1115,17 @@ function stateFromBibleFile(file: string, storyId: string) {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new CommandError(`${file} holds no story bible: it must be a JSON object`);
   }
-  const raw = parsed as Record<string, unknown>;
+  return parsed as Record<string, unknown>;
+}
+
+/** The id of a story made from a bible file without `--story`: the id a whole state names, else the file's name. */
+function bibleStoryId(name: string, raw: Record<string, unknown>): string {
+  if (typeof raw.storyId === 'string' && IdSchema.safeParse(raw.storyId).success) return raw.storyId;
+  return path.basename(name, path.extname(name));
+}
+
+/** The initial state of a story made from a bible file's content (`readBibleFile`), under `storyId`. */
+function stateFromBible(file: string, raw: Record<string, unknown>, storyId: string) {
   const now = isoNow(systemClock);
   const bibleInput = (raw.bible ?? raw) as unknown;
   const bible = StoryBibleSchema.safeParse(bibleInput);

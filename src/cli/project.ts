@@ -7,7 +7,17 @@
  *
  * @module
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { ContextCache } from '../context/context-cache.js';
@@ -42,19 +52,22 @@ const DATABASE_FILE = 'story.db';
 const SITE_FOLDER = 'site';
 const PENDING_FOLDER = 'pending';
 
-const ProjectFileSchema = z.object({
-  formatVersion: z.literal(1),
-  storyId: z.string().min(1),
-  dimensions: z.number().int().min(1).max(8192),
-  /** Prune old, unimportant scene memories each time a chapter closes (`ContextManagerOptions.autoPrune`). */
-  autoPrune: z
-    .object({
-      minAgeScenes: z.number().int().min(0).optional(),
-      maxImportance: z.number().min(0).max(1).optional(),
-    })
-    .strict()
-    .optional(),
-});
+const ProjectFileSchema = z
+  .object({
+    formatVersion: z.literal(1),
+    storyId: z.string().min(1),
+    dimensions: z.number().int().min(1).max(8192),
+    /** Prune old, unimportant scene memories each time a chapter closes (`ContextManagerOptions.autoPrune`). */
+    autoPrune: z
+      .object({
+        minAgeScenes: z.number().int().min(0).optional(),
+        maxImportance: z.number().min(0).max(1).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  // A misspelled key ("autoprune") would otherwise be dropped without a word, and its setting silently not apply.
+  .strict();
 export type ProjectFile = z.infer<typeof ProjectFileSchema>;
 
 /** A user-facing failure of the command: one line that says what is wrong and what to do. */
@@ -76,6 +89,8 @@ export interface ProjectPaths {
   sites: string;
   /** The site folder of one story. */
   siteOf(storyId: string): string;
+  /** The folder of the records of unfinished builds. */
+  pending: string;
   /** The record of a story's unfinished build (`markBuildPending`). */
   pendingOf(storyId: string): string;
 }
@@ -89,6 +104,7 @@ export function projectPaths(directory: string): ProjectPaths {
     database: path.join(root, DATABASE_FILE),
     sites: path.join(root, SITE_FOLDER),
     siteOf: (storyId) => path.join(root, SITE_FOLDER, storyId),
+    pending: path.join(root, PENDING_FOLDER),
     // Ids may hold ':', which some file systems refuse in a name.
     pendingOf: (storyId) => path.join(root, PENDING_FOLDER, `${encodeURIComponent(storyId)}.json`),
   };
@@ -166,9 +182,22 @@ export function readProjectFile(paths: ProjectPaths): ProjectFile {
   }
   const parsed = ProjectFileSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new CommandError(`${paths.config} is not a storyloom project file (${parsed.error.issues[0]?.message})`);
+    throw new CommandError(
+      `${paths.config} is not a storyloom project file (${describeIssue(parsed.error.issues[0])})`,
+    );
   }
   return parsed.data;
+}
+
+/** One problem of a project file in words, naming the key it is about (an unknown key: which one, and where). */
+function describeIssue(issue: z.core.$ZodIssue | undefined): string {
+  if (!issue) return 'it is invalid';
+  const where = issue.path.length > 0 ? issue.path.join('.') : '';
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys.map((key) => `"${key}"`).join(', ');
+    return `unknown key${issue.keys.length > 1 ? 's' : ''} ${keys}${where ? ` in ${where}` : ''}: check the spelling`;
+  }
+  return where ? `${where}: ${issue.message}` : issue.message;
 }
 
 /** Creates the project folder (and its parents); a path that cannot be one is a one-line refusal. */
@@ -176,16 +205,52 @@ function makeProjectFolder(root: string): void {
   try {
     mkdirSync(root, { recursive: true });
   } catch (cause) {
-    const code = (cause as { code?: string } | null)?.code;
-    const reason =
-      code === 'EEXIST' || code === 'ENOTDIR'
-        ? 'a file is in the way: name a folder'
-        : code === 'ENOENT'
-          ? 'a link in its path points to a place that does not exist'
-          : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
-            ? 'permission denied'
-            : (cause as Error).message;
+    let code = (cause as { code?: string } | null)?.code;
+    // A recursive mkdir reports ENOENT for more than a missing place: a read-only or full file system too.
+    if (code === 'ENOENT') code = folderFailureCode(root) ?? code;
+    const reason = folderFailureReason(code) ?? (cause as Error).message;
     throw new CommandError(`cannot make the project folder ${root}: ${reason}`, { cause });
+  }
+}
+
+/**
+ * Why `root` cannot be made, after a recursive mkdir said ENOENT: 'ENOENT' when a link in its path points to a
+ * place that does not exist, else the code a plain mkdir of the first missing folder under the nearest existing one
+ * gives (EROFS, ENOSPC, EDQUOT, EACCES, ...). Undefined when that mkdir works after all (the path changed meanwhile).
+ */
+function folderFailureCode(root: string): string | undefined {
+  let missing = path.resolve(root);
+  while (!existsSync(path.dirname(missing)) && path.dirname(missing) !== missing) missing = path.dirname(missing);
+  // There, but not followed to anything: a link to nowhere.
+  if (lstatSync(missing, { throwIfNoEntry: false })) return 'ENOENT';
+  try {
+    mkdirSync(missing);
+  } catch (error) {
+    return (error as { code?: string } | null)?.code;
+  }
+  rmdirSync(missing);
+  return undefined;
+}
+
+/** What a failure to make a folder means to a user, by its error code; undefined for a code without words here. */
+export function folderFailureReason(code: string | undefined): string | undefined {
+  switch (code) {
+    case 'EEXIST':
+    case 'ENOTDIR':
+      return 'a file is in the way: name a folder';
+    case 'ENOENT':
+      return 'a link in its path points to a place that does not exist';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EROFS':
+      return 'read-only file system';
+    case 'ENOSPC':
+      return 'no space left on the device';
+    case 'EDQUOT':
+      return 'the disk quota is used up';
+    default:
+      return undefined;
   }
 }
 

@@ -1,0 +1,143 @@
+/**
+ * Where the `storyloom` command writes, run as a user runs it: an export onto a named pipe, a device or /dev/stdout,
+ * a run whose reader closes early, and the commands it prints for the user to paste into a shell.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { storyloom, temporaryFolders } from './fixtures/cli.js';
+
+const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
+const cliEntry = path.join(repositoryRoot, 'src/cli/index.ts');
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+const hasMkfifo = spawnSync('mkfifo', ['--version'], { stdio: 'ignore' }).status === 0;
+
+const workspace = temporaryFolders('storyloom-cli-output-');
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});
+
+/** A word quoted for sh. */
+const quoted = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
+/** The command as a shell runs it (`npm run storyloom -- ...` is `tsx src/cli/index.ts ...`). */
+const cli = `${quoted(process.execPath)} --import tsx ${quoted(cliEntry)}`;
+
+/** A project with a small story, written offline. */
+async function storyWith(episodes: number): Promise<{ cwd: string; data: string }> {
+  const cwd = workspace();
+  expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+  if (episodes > 0) {
+    const run = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', String(episodes), '--no-images']);
+    expect(run.code).toBe(0);
+  }
+  return { cwd, data: path.join(cwd, 'proj') };
+}
+
+/** How a shell splits a printed command into words. */
+function shellWords(command: string): string[] {
+  return spawnSync('sh', ['-c', `printf '%s\\n' ${command}`], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n');
+}
+
+describe('storyloom export --out onto what is not a regular file', () => {
+  // Skipped where there is no mkfifo to make a named pipe with.
+  it.skipIf(!hasMkfifo)('writes into a named pipe and leaves it a pipe (needs mkfifo)', async () => {
+    const { cwd, data } = await storyWith(2);
+    const fifo = path.join(cwd, 'story.fifo');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    // A reader waits on the pipe, as `storyloom export --out p & gzip < p` would.
+    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(reader);
+    let received = '';
+    reader.stdout!.on('data', (chunk: Buffer) => {
+      received += chunk.toString();
+    });
+    const readerDone = new Promise<void>((resolve) => reader.on('close', () => resolve()));
+    const exported = await storyloom(cwd, ['export', '--data', data, '--out', fifo]);
+    expect(exported.stderr).toBe(`Exported lighthouse-keepers to ${fifo}\n`);
+    expect(exported.code).toBe(0);
+    await readerDone;
+    expect(statSync(fifo).isFIFO(), 'still a named pipe').toBe(true);
+    const lines = received.trim().split('\n');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ kind: 'storyloom-export', storyId: 'lighthouse-keepers' });
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ kind: 'end' });
+  });
+
+  it('writes the export to standard output when --out is /dev/stdout', async () => {
+    const { data } = await storyWith(1);
+    const shell = spawnSync('sh', ['-c', `${cli} export --data ${quoted(data)} --out /dev/stdout | cat`], {
+      cwd: repositoryRoot,
+      encoding: 'utf8',
+    });
+    expect(shell.stderr).toBe('Exported lighthouse-keepers to /dev/stdout\n');
+    expect(shell.status).toBe(0);
+    const lines = shell.stdout.trim().split('\n');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ kind: 'storyloom-export' });
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ kind: 'end' });
+  });
+
+  // Only root can make a device node (and only as root would a rename replace the real /dev/null).
+  it.skipIf(!isRoot)('leaves a character device (as /dev/null) in place (needs root)', async () => {
+    const { cwd, data } = await storyWith(1);
+    // The same device as /dev/null (1, 3), made in the temporary folder so that the real one is never at risk.
+    const device = path.join(cwd, 'null-device');
+    expect(spawnSync('mknod', [device, 'c', '1', '3']).status).toBe(0);
+    const exported = await storyloom(cwd, ['export', '--data', data, '--out', device]);
+    expect(exported.code).toBe(0);
+    expect(statSync(device).isCharacterDevice(), 'still a character device, not a regular file').toBe(true);
+  });
+});
+
+describe('storyloom run whose reader closes early', () => {
+  it('"run | head -n 1" finishes the episode under way, then stops with status 141', async () => {
+    const { data } = await storyWith(0);
+    const shell = spawnSync(
+      'bash',
+      ['-c', `${cli} run --data ${quoted(data)} --episodes 50 --no-images | head -n 1; exit \${PIPESTATUS[0]}`],
+      { cwd: repositoryRoot, encoding: 'utf8' },
+    );
+    expect(shell.stdout).toMatch(/^\[1\] .+ \(created\)\n$/);
+    expect(shell.stderr).toBe('');
+    expect(shell.status, 'stopped as a tool killed by SIGPIPE would').toBe(141);
+    const status = JSON.parse((await storyloom(repositoryRoot, ['status', '--data', data, '--json'])).stdout);
+    // It stopped between two episodes: the last one it wrote is whole, steps and all.
+    expect(status.unfinishedSteps).toEqual([]);
+    expect(status.scenes).toBeGreaterThanOrEqual(1);
+    expect(status.scenes).toBeLessThan(50);
+  }, 60_000);
+});
+
+describe('commands the storyloom command prints for the user to run', () => {
+  it('quotes a --data folder that holds a space or a quote in the hints of init and fork', async () => {
+    const cwd = workspace();
+    const data = path.join(cwd, "Mira's stories");
+    const init = await storyloom(cwd, ['init', '--data', data]);
+    expect(init.code).toBe(0);
+    const next = /^Next: npm run storyloom -- (.*)$/m.exec(init.stdout)?.[1];
+    expect(shellWords(next!)).toEqual(['run', '--episodes', '3', '--data', data]);
+
+    expect((await storyloom(cwd, ['run', '--data', data, '--episodes', '2', '--no-images'])).code).toBe(0);
+    const fork = await storyloom(cwd, ['fork', '--data', data, '--at', '1', '--as', 'branch']);
+    expect(fork.code).toBe(0);
+    const resume = /^Continue it with: npm run storyloom -- (.*)$/m.exec(fork.stdout)?.[1];
+    expect(shellWords(resume!)).toEqual(['run', '--story', 'branch', '--data', data]);
+  });
+
+  it('demo prints a file URL of its site and a context command, for a folder whose name holds "#" and a space', async () => {
+    const cwd = workspace();
+    const data = path.join(cwd, 'demo #1');
+    const demo = await storyloom(cwd, ['demo', '--data', data, '--episodes', '1']);
+    expect(demo.code).toBe(0);
+    const url = /Open the site: (\S+)$/m.exec(demo.stdout)?.[1];
+    expect(fileURLToPath(url!)).toBe(path.join(data, 'site', 'lighthouse-keepers', 'index.html'));
+    expect(readFileSync(fileURLToPath(url!), 'utf8')).toContain('<html');
+    const context = /^See the prompt of the next scene: npm run storyloom -- (.*)$/m.exec(demo.stdout)?.[1];
+    expect(shellWords(context!)).toEqual(['context', '--data', data]);
+  }, 60_000);
+});
