@@ -10,9 +10,9 @@ import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import type { ClaudeClient } from '../src/generation/claude-scene-generator.js';
 import { createClaudeTokenCounter } from '../src/generation/claude-summarizer.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
-import type { Scene, StoryState } from '../src/state/schema.js';
+import { chapterIdFor, type Scene, type StoryState } from '../src/state/schema.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitNextScene } from './fixtures/keepers.js';
+import { commitNextScene, KEEPER_EVENTS, newKeepersStory } from './fixtures/keepers.js';
 
 /** The fixture story `tale` (one long chapter unless said otherwise), over the memory adapters. */
 async function story(extra: Partial<ContextManagerOptions> = {}, overrides: Partial<StoryState> = {}) {
@@ -29,6 +29,28 @@ async function story(extra: Partial<ContextManagerOptions> = {}, overrides: Part
     makeStoryState('tale', { ...overrides, bible: { ...base.bible, chapterLength: 100, ...overrides.bible } }),
   );
   return { store, options, manager: new ContextManager(options), state };
+}
+
+/** The keepers' story with `count` scenes in chapters of `chapterLength`, every scene indexed. */
+async function keepersChapters(count: number, chapterLength: number, overrides: Partial<ContextManagerOptions> = {}) {
+  const { store, options, state: created } = await newKeepersStory(chapterLength, overrides);
+  const manager = new ContextManager(options);
+  let state = created;
+  for (let i = 0; i < count; i++) {
+    const closes = (i + 1) % chapterLength === 0;
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      {
+        title: `Night ${i + 1}`,
+        text: KEEPER_EVENTS[i % KEEPER_EVENTS.length]!,
+        summary: KEEPER_EVENTS[i % KEEPER_EVENTS.length]!,
+      },
+      closes ? { chapterIndex: state.chapterIndex + 1, chapterId: chapterIdFor(state.chapterIndex + 1) } : {},
+      manager,
+    ));
+  }
+  return { manager, state };
 }
 
 describe('token budget and prompt layout', () => {
@@ -134,5 +156,50 @@ describe('token budget and prompt layout', () => {
     }
     // Either the minimum works, or the refusal speaks of the budget the caller gave.
     if (message) expect(message).toMatch(/\b256\b/);
+  });
+
+  it("gives a long focus room in a chapter's first episode as in its second, within the budget", async () => {
+    // About 870 tokens of focus, above minDynamicTokens (600) and well within 8,000 beside a prefix of about 1,500.
+    const query = 'Mira and the lens. '.repeat(150);
+    const second = await keepersChapters(13, 4);
+    const later = await second.manager.getRelevantContext('tale', query);
+    expect(later.prompt.dynamic).toContain('Focus: Mira and the lens.');
+    expect(later.tokens.total).toBeLessThanOrEqual(8_000);
+    // Scene 12 opens chapter 3: the same focus and budget.
+    const first = await keepersChapters(12, 4);
+    const bundle = await first.manager.getRelevantContext('tale', query);
+    expect(bundle.coreState).toMatchObject({ sceneCount: 12, chapterIndex: 3 });
+    expect(bundle.prompt.dynamic).toContain('Focus: Mira and the lens.');
+    expect(bundle.tokens.total).toBeLessThanOrEqual(8_000);
+    // A budget that truly has no room for it is still refused, in the caller's terms.
+    await expect(first.manager.getRelevantContext('tale', query, { tokenBudget: 1_500 })).rejects.toThrow(
+      /tokenBudget 1500 is too small/,
+    );
+  });
+
+  it('shows or traces each of the newest recentScenes scenes at a chapter start, whatever earlierScenes is', async () => {
+    // recentScenes 5 at the start of chapter 3 (scene 12): scenes 7..10 are recent, 11 is where we left off. With
+    // fewer earlier scenes than recent ones, those before the chapter start that the prefix does not show are
+    // recent scenes (retrieval leaves them out).
+    // earlierScenes → how many of 7..10 the prefix does not show (scene 11, the earliest shown, is where we left off).
+    for (const [earlierScenes, recentShown] of [
+      [0, 4],
+      [2, 3],
+      [24, 0],
+    ] as const) {
+      const { manager } = await keepersChapters(12, 4, { earlierScenes, recentScenes: 5 });
+      const bundle = await manager.getRelevantContext('tale', 'the lamp');
+      const included = bundle.trace.included.map((item) => item.id);
+      expect(included).toContain('previous:tale-s11');
+      for (let index = 7; index <= 10; index++) {
+        // Once: as an earlier scene of the prefix or as a recent one, in the prompt.
+        const shownAs = included.filter((item) => /^(earlier|recent):/.test(item) && item.endsWith(`:tale-s${index}`));
+        expect(shownAs, `earlierScenes ${earlierScenes}, scene ${index}`).toHaveLength(1);
+        const prompt = shownAs[0]!.startsWith('earlier:') ? bundle.prompt.stable : bundle.prompt.dynamic;
+        expect(prompt, `earlierScenes ${earlierScenes}, scene ${index}`).toContain(`[${index}] Night ${index + 1}`);
+      }
+      const recent = included.filter((item) => item.startsWith('recent:'));
+      expect(recent.length, `earlierScenes ${earlierScenes}`).toBe(recentShown);
+    }
   });
 });

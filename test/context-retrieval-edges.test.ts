@@ -3,16 +3,37 @@
  * scripts without spaces or told apart by symbols, a slow store under an abort.
  */
 import { describe, expect, it } from 'vitest';
-import { ContextManager } from '../src/context/context-manager.js';
+import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { createHybridRetriever, findNamedEntities } from '../src/context/retrieval.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
+import { chapterIdFor } from '../src/state/schema.js';
 import type { StoryStateStore } from '../src/state/store.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
+import { commitNextScene, KEEPER_EVENTS, newKeepersStory } from './fixtures/keepers.js';
 
 const STORY = 'story-1';
+
+/** The keepers' story with `count` scenes (chapters of `chapterLength`), every scene indexed. */
+async function keepers(count: number, chapterLength: number, overrides: Partial<ContextManagerOptions> = {}) {
+  const { store, options, state: created } = await newKeepersStory(chapterLength, overrides);
+  const manager = new ContextManager(options);
+  let state = created;
+  for (let i = 0; i < count; i++) {
+    const event = KEEPER_EVENTS[i % KEEPER_EVENTS.length]!;
+    const closes = (i + 1) % chapterLength === 0;
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { title: `Night ${i + 1}`, text: `${event} The sea kept its own counsel.`, summary: event, importance: 0.3 },
+      closes ? { chapterIndex: state.chapterIndex + 1, chapterId: chapterIdFor(state.chapterIndex + 1) } : {},
+      manager,
+    ));
+  }
+  return { store, manager, state };
+}
 
 async function smallRetriever() {
   const embedder = createHashingEmbedder({ dimensions: 64 });
@@ -121,5 +142,37 @@ describe('ContextManager.getRelevantContext', () => {
     release();
     await outcome;
     expect(first).toBe('AbortedError');
+  });
+});
+
+describe('ContextManager.getRelevantContext: what retrieval may bring back', () => {
+  it('with summaryChapters 0, every chapter summary competes in retrieval, so a pruned chapter is still recalled', async () => {
+    // No chapter summary in the prefix: each is older than the (empty) window and left to retrieval.
+    const { manager } = await keepers(24, 4, { summaryChapters: 0, earlierScenes: 0 });
+    const pruned = await manager.prune('tale', { minAgeScenes: 0, maxImportance: 1 });
+    expect(pruned.deleted).toBeGreaterThan(0);
+    const bundle = await manager.getRelevantContext('tale', 'the brass key hidden inside the lantern room wall');
+    const kinds = bundle.similarScenes.map((scene) => [scene.kind, scene.sceneId]);
+    // The key was found in chapter 0 (scene 1), whose scenes are pruned: its summary tells of it.
+    expect(kinds).toContainEqual(['chapterSummary', chapterIdFor(0)]);
+    // The synopsis is the prefix's, never a memory.
+    expect(bundle.prompt.stable).toContain('Synopsis:');
+    expect(kinds.map(([, id]) => id)).not.toContain('synopsis');
+  });
+
+  it('treats a query with no searchable word like an empty one, instead of retrieving noise at relevance 1', async () => {
+    const { manager } = await keepers(24, 4, { earlierScenes: 0 });
+    const empty = await manager.getRelevantContext('tale', '   ');
+    expect(empty.similarScenes).toEqual([]);
+    for (const query of ['the of and', '?!', '🌊🌊', '  ...  ']) {
+      const bundle = await manager.getRelevantContext('tale', query);
+      expect(
+        bundle.similarScenes.map((scene) => [scene.sceneId, scene.signals.relevance]),
+        query,
+      ).toEqual([]);
+    }
+    // A word, or a name the exact stage knows, is something to search for.
+    expect((await manager.getRelevantContext('tale', 'the lens')).similarScenes.length).toBeGreaterThan(0);
+    expect((await manager.getRelevantContext('tale', 'Mira?')).similarScenes.length).toBeGreaterThan(0);
   });
 });

@@ -9,14 +9,18 @@ import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
-import { createStoryEngine, type StoryEngineOptions } from '../src/engine/engine.js';
+import { buildEpisodeQuery, createStoryEngine, type StoryEngineOptions } from '../src/engine/engine.js';
 import { buildClaudeRequest } from '../src/generation/claude-scene-generator.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
 import type { SceneGenerator, SceneRequest } from '../src/generation/scene-generator.js';
 import { createStoryFromTemplate } from '../src/generation/story-templates.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
+import { CharacterStateSchema, PlotThreadSchema } from '../src/state/schema.js';
 import type { StoryStateStore } from '../src/state/store.js';
+import { makeStoryState } from '../src/testing/fixtures.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
+import { createMockSceneGenerator } from '../src/testing/mock-generators.js';
+import { commitNextScene, newKeepersStory } from './fixtures/keepers.js';
 import { durableMemoryVectors } from './fixtures/night-watch.js';
 
 const DIM = 128;
@@ -162,5 +166,79 @@ describe('StoryEngine under a point of view', () => {
       expect(bPrompts[i]!.prompt.stable, `episode ${i + 1} stable`).toBe(aPrompts[i]!.prompt.stable);
       expect(bPrompts[i]!.prompt.dynamic, `episode ${i + 1} dynamic`).toBe(aPrompts[i]!.prompt.dynamic);
     }
+  });
+
+  it('does not name in the task a character or thread introduced where the point of view was not', async () => {
+    const { store, options, state: created } = await newKeepersStory(6);
+    const context = new ContextManager(options);
+    let { state } = await commitNextScene(store, created, { characters: ['mira', 'tobin'] }, {}, context);
+    // Scene 1, without Mira: Tobin meets Wren, a smuggler, and a secret thread opens between them.
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { characters: ['tobin', 'wren'], summary: 'Tobin meets a smuggler at the harbour.' },
+      {
+        characters: {
+          ...state.characters,
+          wren: CharacterStateSchema.parse({ id: 'wren', name: 'Wren Hollis', role: 'main' }),
+        },
+        plotThreads: [
+          ...state.plotThreads,
+          PlotThreadSchema.parse({
+            id: 'tunnel',
+            title: 'The smuggler tunnel under the bell',
+            importance: 0.95,
+            characters: ['tobin', 'wren'],
+            openedIn: 'tale-s1',
+            lastAdvancedIn: 'tale-s1',
+          }),
+        ],
+      },
+      context,
+    ));
+    const generator = createMockSceneGenerator({
+      respond: () => ({
+        scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
+        delta: {},
+      }),
+    });
+    const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
+    // The first run finishes the steps of the scenes committed above; the next one writes scene 2.
+    for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
+    const { prompt } = generator.calls[0]!;
+    const text = prompt.stable + prompt.dynamic;
+    expect(text).toContain('from the point of view of Mira Vale');
+    // What Mira knows is still the focus; Wren and the tunnel, which she has never met nor heard of, are not named.
+    expect(prompt.dynamic).toContain('Focus: Characters: Mira Vale. Threads: Why the island drifts');
+    expect(text).not.toContain('Wren');
+    expect(text).not.toContain('smuggler tunnel');
+  });
+
+  it('buildEpisodeQuery under a point of view names only the characters and threads it knows', () => {
+    const main = (id: string, name: string, extra: object = {}) =>
+      CharacterStateSchema.parse({ id, name, role: 'main', ...extra });
+    const state = makeStoryState('tale', {
+      characters: {
+        mira: main('mira', 'Mira Vale', {
+          lastAppearance: 'tale-s7',
+          relationships: { oren: { kind: 'sister', affinity: 0.6, trust: 0.7 } },
+        }),
+        oren: main('oren', 'Oren Vale', { lastAppearance: 'tale-s2' }),
+        tobin: main('tobin', 'Tobin Marsh', { lastAppearance: 'tale-s7' }),
+        wren: main('wren', 'Wren Hollis', { lastAppearance: 'tale-s8' }),
+      },
+      plotThreads: [
+        PlotThreadSchema.parse({ id: 'drift', title: 'Why the island drifts', importance: 0.5, characters: ['mira'] }),
+        PlotThreadSchema.parse({ id: 'tunnel', title: 'The smuggler tunnel', importance: 0.9, characters: ['wren'] }),
+      ],
+    });
+    // The whole story's query, without a point of view.
+    expect(buildEpisodeQuery(state, { winner: null })).toBe(
+      'Characters: Mira Vale, Oren Vale, Tobin Marsh, Wren Hollis. Threads: The smuggler tunnel; Why the island drifts',
+    );
+    // Mira: herself, her sister (a relationship), Tobin (in her last scene, tale-s7); not Wren nor Wren's thread.
+    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira' })).toBe(
+      'Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: Why the island drifts',
+    );
   });
 });

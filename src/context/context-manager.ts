@@ -68,7 +68,7 @@ import {
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import { SharedWork } from './shared-work.js';
 import type { Summarizer } from './summarizer.js';
-import { clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
+import { analyze, clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
 
@@ -308,7 +308,11 @@ const AudienceInputsSchema = z.array(
 
 /** Options of one `getRelevantContext` call. */
 export interface RelevantContextOptions {
-  /** How many similar scenes to retrieve. Default 5. */
+  /**
+   * How many similar scenes to retrieve. Retrieval leaves out the recent scenes (the prompt shows them in order), and
+   * retrieves nothing for a query with nothing to search for (only stop words, punctuation or symbols, and no name
+   * the story knows). Default 5.
+   */
   k?: number;
   /** The most tokens the prompt (stable + dynamic) may take. Default: the manager's `defaultTokenBudget`. */
   tokenBudget?: number;
@@ -473,7 +477,10 @@ export interface ContextManagerOptions {
    * (unless the required task alone is larger). A chapter's first episode may go up to `minDynamicTokens`.
    */
   dynamicRatio?: number;
-  /** The dynamic part's floor in a chapter's first episode, whatever the ratio. Default 600. */
+  /**
+   * The dynamic part's floor in a chapter's first episode, whatever the ratio. Default 600. In every episode the
+   * required task gets its room, when larger, as far as the budget has it.
+   */
   minDynamicTokens?: number;
   /** Scenes before the chapter start kept, at summary detail, in the stable prefix. Default 24. */
   earlierScenes?: number;
@@ -740,8 +747,7 @@ export class ContextManager {
     }));
     const dynamicItems = this.dynamicItems(
       state,
-      stable.chapterStart,
-      journal.sceneIds,
+      new Set([...earlierSceneIds(stable.items), ...journal.sceneIds]),
       journal.left,
       frequent,
       retrieved.scenes,
@@ -756,9 +762,10 @@ export class ContextManager {
     // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode. From a chapter's
     // second episode on, the prefix is what the prompt cache serves, and the ratio holds however small the story still
     // is (only what is required, the task, may go past it). The floor gives a chapter's first episode, whose prefix
-    // is new to the cache anyway, room to work.
+    // is new to the cache anyway, room to work, and the task room in every episode: a long focus the budget has room
+    // for is refused by none.
     const firstOfChapter = state.sceneCount === stable.chapterStart.sceneCount;
-    const floor = firstOfChapter ? this.minDynamicTokens : requiredTokens(dynamicItems, this.tokenizer);
+    const floor = Math.max(firstOfChapter ? this.minDynamicTokens : 0, requiredTokens(dynamicItems, this.tokenizer));
     const dynamicBudget = Math.min(
       budget - stableTokens,
       Math.max(floor, Math.floor(stableTokens * this.dynamicRatio)),
@@ -1839,9 +1846,12 @@ export class ContextManager {
     belowTopK: OmittedItem[];
     timings: RetrievalTimings;
   }> {
-    // The most recent scenes are shown in order in the dynamic part; retrieval looks further back.
+    // The most recent scenes are shown in order in the dynamic part; retrieval looks further back. Scenes the stable
+    // prefix shows as a summary line stay retrievable: a memory brings back the words of the scene that match the
+    // query, which its summary line may not hold.
     const horizon = state.sceneCount - this.recentScenes;
-    if (query.trim() === '' || horizon <= 0) return { scenes: [], dropped: [], belowTopK: [], timings: noTimings() };
+    if (horizon <= 0 || !searchable(query, exact))
+      return { scenes: [], dropped: [], belowTopK: [], timings: noTimings() };
     const scenesOnly: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
     let filter = scenesOnly;
     // A chapter summary tells of what its scenes' characters did together, so a point of view gets scenes only.
@@ -1855,7 +1865,8 @@ export class ContextManager {
         item.id.startsWith('summary:') ? [item.id.slice('summary:'.length)] : [],
       );
       const summaries: MetadataFilter[] = [];
-      if (older > 0) summaries.push({ type: 'summary', sceneIndex: { $lt: older } });
+      // The synopsis is a summary too, but the prefix's: only chapter summaries are memories.
+      if (older > 0) summaries.push({ type: 'summary', sourceId: { $ne: 'synopsis' }, sceneIndex: { $lt: older } });
       if (left.length > 0) summaries.push({ type: 'summary', chapterId: { $in: left } });
       if (summaries.length > 0) filter = { $or: [scenesOnly, ...summaries] };
     }
@@ -1915,11 +1926,13 @@ export class ContextManager {
   /**
    * The scene index below which chapter summaries are older than the stable prefix's window, and so left to
    * retrieval: the last scene index of the oldest summary in the window (its chapter's and every newer one's are at
-   * or above it). 0 when the window reaches back to the first chapter or holds no summary.
+   * or above it). 0 when the window reaches back to the first chapter or holds no summary. With `summaryChapters` 0
+   * the window is empty and every closed chapter is older than it: the chapter start's scene count.
    */
   private async summaryHorizon(state: StoryState): Promise<number> {
     const chapterStart = await this.chapterStartState(state);
     if (chapterStart.chapterIndex - this.summaryChapters <= 0) return 0;
+    if (this.summaryChapters === 0) return chapterStart.sceneCount;
     const records = await this.windowSummaries(state.storyId, chapterStart);
     const indexes = records.flatMap((record) => record.metadata.sceneIndex ?? []);
     return indexes.length > 0 ? Math.min(...indexes) : 0;
@@ -2274,8 +2287,7 @@ export class ContextManager {
 
   private dynamicItems(
     state: StoryState,
-    chapterStart: StoryState,
-    inJournal: ReadonlySet<string>,
+    inPrefix: ReadonlySet<string>,
     pastJournal: readonly ChapterLine[],
     frequent: FrequentContext,
     similar: readonly SimilarScene[],
@@ -2334,17 +2346,13 @@ export class ContextManager {
         reason: 'the end of the previous scene',
       });
     }
-    // Scenes before the chapter start and those in the chapter journal are in the stable prefix already.
-    // A cache may keep more recent scenes than this manager shows; retrieval already covers the older ones.
+    // The earlier scenes and the chapter journal the stable prefix holds are in the prompt already; any other recent
+    // scene (one before the chapter start that `earlierScenes` does not reach, or that the prefix had no room for)
+    // is shown here, since retrieval leaves the newest `recentScenes` out. A cache may keep more recent scenes than
+    // this manager shows; retrieval already covers the older ones.
     const recent = frequent.recent_scenes
       .slice(-this.recentScenes || frequent.recent_scenes.length)
-      .filter(
-        (scene) =>
-          scene.index >= chapterStart.sceneCount &&
-          !inJournal.has(scene.id) &&
-          scene.id !== previous?.id &&
-          sceneWitnessedBy(scene, pov),
-      );
+      .filter((scene) => !inPrefix.has(scene.id) && scene.id !== previous?.id && sceneWitnessedBy(scene, pov));
     // The chapter's scenes that neither the journal (past its share) nor the recent scenes show, nor retrieval
     // brought in: a line each below the recent scenes, so what is cut is traced, not silently lost.
     const shown = new Set([...recent.map((scene) => scene.id), previous?.id, ...similar.map((scene) => scene.sceneId)]);
@@ -2767,6 +2775,29 @@ interface Unit {
   /** What the vector index embeds, when not `text` (a scene chunk without the neighbours it borrows). */
   embeddingText?: string;
   metadata: VectorMetadataInput;
+}
+
+/** The ids of the scenes the packed stable prefix shows as earlier scenes. */
+function earlierSceneIds(items: readonly PackedItem[]): string[] {
+  return items.flatMap((item) => (item.id.startsWith('earlier:') ? [item.id.slice('earlier:'.length)] : []));
+}
+
+/**
+ * Whether a query gives retrieval something to search for: a term as the keyword side reads it (`analyze`: stop
+ * words, punctuation and symbols are none), or a character, thread or location it names. Otherwise every score is
+ * noise (min-max normalisation makes the best of them "relevance 1"), and the query is taken as an empty one.
+ */
+function searchable(
+  query: string,
+  exact: { characters: string[]; threads: string[]; locations: string[]; ids: string[] },
+): boolean {
+  return (
+    exact.characters.length > 0 ||
+    exact.threads.length > 0 ||
+    exact.locations.length > 0 ||
+    exact.ids.length > 0 ||
+    analyze(query).length > 0
+  );
 }
 
 /**

@@ -14,7 +14,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
-import { quoteAudienceText } from '../context/prompt-layout.js';
+import { quoteAudienceText, threadKnownTo } from '../context/prompt-layout.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -571,7 +571,7 @@ class Engine implements StoryEngine {
       ),
     );
     throwIfAborted(signal);
-    const query = buildEpisodeQuery(state, resolution);
+    const query = buildEpisodeQuery(state, resolution, { povCharacterId: this.options.retrieval?.povCharacterId });
     const context = await this.timed(run, 'context', sceneId, () =>
       this.attempts(run, 'context', (attemptSignal) =>
         this.context.getRelevantContext(storyId, query, {
@@ -1434,20 +1434,31 @@ function unfinishedSteps(steps: readonly EngineStep[], log: readonly Publication
  * The retrieval query of an episode: the main characters on stage, the most important open threads and what the
  * audience voted for. Built from the state alone, so it costs the same at scene 10 and at scene 10,000.
  *
+ * The context layer writes the query into the task as its focus, so under a point of view (`povCharacterId`) it
+ * names only what that character knows: itself, the characters it has a relationship with or was last in a scene
+ * with (the state keeps no record of every meeting, so one met longer ago is left out rather than guessed), and the
+ * threads it is in.
+ *
  * @example
  * ```ts
  * import { buildEpisodeQuery, resolveInfluences } from 'storyloom';
- * const query = buildEpisodeQuery(state, resolveInfluences(state.userInfluenceQueue));
+ * const query = buildEpisodeQuery(state, resolveInfluences(state.userInfluenceQueue), { povCharacterId: 'mira' });
  * ```
  */
-export function buildEpisodeQuery(state: StoryState, resolution: Pick<InfluenceResolution, 'winner'>): string {
+export function buildEpisodeQuery(
+  state: StoryState,
+  resolution: Pick<InfluenceResolution, 'winner'>,
+  options: { povCharacterId?: string } = {},
+): string {
+  const pov = options.povCharacterId;
+  const knows = pov === undefined ? () => true : knownToPointOfView(state, pov);
   const characters = Object.values(state.characters)
-    .filter((character) => character.status === 'active' && character.role === 'main')
+    .filter((character) => character.status === 'active' && character.role === 'main' && knows(character.id))
     .sort((a, b) => (a.id < b.id ? -1 : 1))
     .slice(0, 4)
     .map((character) => character.name);
   const threads = state.plotThreads
-    .filter((thread) => thread.status !== 'resolved')
+    .filter((thread) => thread.status !== 'resolved' && threadKnownTo(thread, pov))
     .sort((a, b) => b.importance - a.importance || (a.id < b.id ? -1 : 1))
     .slice(0, 3)
     .map((thread) => thread.title);
@@ -1459,6 +1470,21 @@ export function buildEpisodeQuery(state: StoryState, resolution: Pick<InfluenceR
     resolution.winner ? `Audience choice: ${quoteAudienceText(resolution.winner.label)}` : '',
   ].filter(Boolean);
   return parts.length > 0 ? parts.join('. ') : state.bible.premise;
+}
+
+/**
+ * Whether the point of view `pov` knows a character, as far as the state tells: itself, a character it has a
+ * relationship with, or one present in the last scene it was in (both have that scene as their last appearance).
+ */
+function knownToPointOfView(state: StoryState, pov: string): (characterId: string) => boolean {
+  const self = Object.hasOwn(state.characters, pov) ? state.characters[pov] : undefined;
+  const lastScene = self?.lastAppearance ?? null;
+  return (characterId) => {
+    if (characterId === pov) return true;
+    if (!self) return false;
+    if (Object.hasOwn(self.relationships, characterId)) return true;
+    return lastScene !== null && state.characters[characterId]?.lastAppearance === lastScene;
+  };
 }
 
 function isFilteredRetryError(error: unknown): boolean {
