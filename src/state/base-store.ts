@@ -134,10 +134,10 @@ export abstract class BaseStateStore implements StoryStateStore {
   protected abstract insertStory(bundle: StoryBundle): Promise<void>;
   /**
    * The one atomic, version-conditional write. Must, in one step: return the original commit if `scene.id` exists
-   * (`created: false`); else throw `ConflictError` if the stored version is not `expectedVersion`; else throw
-   * `ValidationError` (`misplacedScene`) if `scene.index` is not the stored `sceneCount` (so scenes stay numbered
-   * 0, 1, 2, ... without a gap or an overwrite); else `ConflictError` if any influence to resolve is no longer
-   * pending; else store scene, state, snapshot and influence outcomes.
+   * (`created: false`; `missingSnapshot` when the state it made is not stored); else throw `ConflictError` if the
+   * stored version is not `expectedVersion`; else throw `ValidationError` (`misplacedScene`) if `scene.index` is not
+   * the stored `sceneCount` (so scenes stay numbered 0, 1, 2, ... without a gap or an overwrite); else `ConflictError`
+   * if any influence to resolve is no longer pending; else store scene, state, snapshot and influence outcomes.
    */
   protected abstract writeCommit(storyId: string, commit: PreparedCommit): Promise<CommitResult>;
   protected abstract readScenes(storyId: string, query: SceneQuery): Promise<Scene[]>;
@@ -450,7 +450,8 @@ export abstract class BaseStateStore implements StoryStateStore {
 /**
  * Parses and checks a whole export before anything is written, so a bad file writes nothing. Each key a story holds
  * once (a snapshot's version, a scene's id and index, an influence's id, a log entry's scene and target) must appear
- * once: a repeated one would overwrite the first on one backend and break the write on another.
+ * once: a repeated one would overwrite the first on one backend and break the write on another. The versions must
+ * be those of a story the stores wrote: see `checkVersions`.
  */
 async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Promise<StoryBundle> {
   let lineNumber = 0;
@@ -573,7 +574,46 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
   if (scenes.length !== state.sceneCount) {
     throw new ValidationError(`Import has ${scenes.length} scenes but the state counts ${state.sceneCount}`);
   }
+  checkVersions(state, stateLine, scenes, seen);
   return { state: { ...state, userInfluenceQueue: [] }, ...bundle, scenes };
+}
+
+/**
+ * Refuses an export whose versions no store could have written. A story starts at version 0 with no scene (`create`)
+ * and each commit adds one scene and one version, and a fork or an import keeps this; so the state's version is its
+ * scene count, scene `i` made version `i + 1`, and no snapshot is past the state. Export and fork read the snapshots
+ * by version number, from 0 up to the state's (or a scene's) version: an import that broke this (a version of 3
+ * million and no scene) made every export take seconds, or never end near 2^53. With it, that walk is as long as the
+ * scenes the export holds. A snapshot may be missing (an export skips one a story lacks), so none is required.
+ */
+function checkVersions(
+  state: StoryState,
+  stateLine: number,
+  scenes: readonly Scene[],
+  lines: { snapshot: ReadonlyMap<number, number>; sceneIndex: ReadonlyMap<number, number> },
+): void {
+  const refuse = (line: number, message: string): never => {
+    throw new ValidationError(`Import line ${line}: ${message}`, { problems: [{ path: `line ${line}`, message }] });
+  };
+  if (state.version !== state.sceneCount) {
+    refuse(
+      stateLine,
+      `the state is at version ${state.version} but counts ${state.sceneCount} scenes (one version per scene)`,
+    );
+  }
+  for (const scene of scenes) {
+    if (scene.stateVersion !== scene.index + 1) {
+      refuse(
+        lines.sceneIndex.get(scene.index)!,
+        `scene ${scene.index} made state version ${scene.stateVersion}, not ${scene.index + 1}`,
+      );
+    }
+  }
+  for (const [version, line] of lines.snapshot) {
+    if (version > state.version) {
+      refuse(line, `the snapshot of version ${version} is past the state's version ${state.version}`);
+    }
+  }
 }
 
 function parseLine<T>(
@@ -651,6 +691,17 @@ export function misplacedScene(storyId: string, index: number, sceneCount?: numb
   return new ValidationError(`Story "${storyId}" has its next scene at index ${expected}, not ${index}`, {
     problems: [{ path: 'scene.index', message: `must be ${expected}, the index of the story's next scene` }],
   });
+}
+
+/**
+ * The `NotFoundError` of a commit replayed (its scene id is stored) whose original result cannot be returned: the
+ * state its scene made is not stored (a story imported from an export that lacked that snapshot), as `fork` says of
+ * the same gap.
+ */
+export function missingSnapshot(storyId: string, scene: Scene): NotFoundError {
+  return new NotFoundError(
+    `The state after scene ${scene.index} of "${storyId}" (version ${scene.stateVersion}) is missing, so the commit of scene "${scene.id}" cannot be returned again`,
+  );
 }
 
 /** Throws the `ConflictError` of a stale commit. */

@@ -9,6 +9,7 @@ import {
   BaseStateStore,
   type BaseStateStoreOptions,
   misplacedScene,
+  missingSnapshot,
   type PreparedCommit,
   type SceneQuery,
   type StoryBundle,
@@ -83,7 +84,9 @@ class MemoryStateStore extends BaseStateStore {
     const existing = story.sceneIds.get(commit.scene.id);
     if (existing !== undefined) {
       const scene = story.scenes[existing]!;
-      return { scene: copy(scene), state: copy(story.snapshots.get(scene.stateVersion)!), created: false };
+      const state = story.snapshots.get(scene.stateVersion);
+      if (!state) throw missingSnapshot(storyId, scene);
+      return { scene: copy(scene), state: copy(state), created: false };
     }
     if (story.state.version !== commit.expectedVersion) {
       throw staleVersion(storyId, commit.expectedVersion, story.state.version);

@@ -9,6 +9,7 @@
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type BetterSqlite3 from 'better-sqlite3';
 import {
@@ -175,7 +176,10 @@ const MIGRATIONS: ReadonlyArray<string> = [
  * ```
  */
 export interface SqliteDatabaseOptions {
-  /** The database file, created when absent; `:memory:` for a private in-memory database. */
+  /**
+   * The database file, created when absent; `:memory:` for a private in-memory database. A path that starts or ends
+   * with white space is refused (`ValidationError`): better-sqlite3 would trim it and open another file.
+   */
   path: string;
   /** Open without writing: every write fails with `StorageError` (`readOnly`), and the file is never migrated. */
   readonly?: boolean;
@@ -216,10 +220,13 @@ export interface SqliteDatabase {
   readonly closed: boolean;
   /**
    * Copies the database, consistently and while it stays in use, to `toPath` (SQLite's online backup). The copy is
-   * a complete, standalone file; open it with `openSqliteDatabase` or restore it with `restoreSqliteBackup`.
+   * a complete, standalone file; open it with `openSqliteDatabase` or restore it with `restoreSqliteBackup`. It
+   * finishes even while other processes keep committing to the file. A missing folder is a `StorageError`
+   * (`cannotOpen`); a path that starts or ends with white space a `ValidationError`; a database closed before or
+   * during the copy a `ClosedError`.
    */
   backup(toPath: string): Promise<void>;
-  /** `PRAGMA integrity_check`: `['ok']` for a sound file, else the problems SQLite found. */
+  /** `PRAGMA integrity_check`: `['ok']` for a sound file, else the problems SQLite found. `ClosedError` once closed. */
   integrityCheck(): string[];
   /** Closes the file. Adapters built on it fail with `ClosedError` afterwards. Safe to call twice. */
   close(): void;
@@ -310,9 +317,10 @@ export function openSqliteDatabase(options: SqliteDatabaseOptions): SqliteDataba
  * handle must never reach an adapter, which expects the current tables.
  */
 function openDatabase(options: SqliteDatabaseOptions, readsOlder: boolean): SqliteDatabase {
-  if (typeof options !== 'object' || options === null || typeof options.path !== 'string' || options.path === '') {
-    throw new ValidationError('openSqliteDatabase needs { path }: a file path, or ":memory:"', {
-      problems: [{ path: 'options.path', message: 'must be a non-empty string' }],
+  const problem = typeof options === 'object' && options !== null ? pathProblem(options.path) : 'must be a string';
+  if (problem !== undefined) {
+    throw new ValidationError(`openSqliteDatabase needs { path }: a file path, or ":memory:" (path ${problem})`, {
+      problems: [{ path: 'options.path', message: problem }],
     });
   }
   const { path } = options;
@@ -383,18 +391,27 @@ function openDatabase(options: SqliteDatabaseOptions, readsOlder: boolean): Sqli
       return !native.open;
     },
     async backup(toPath: string) {
-      if (typeof toPath !== 'string' || toPath === '' || toPath === ':memory:') {
-        throw new ValidationError('backup needs a file path', {
-          problems: [{ path: 'toPath', message: 'must be a file path' }],
-        });
-      }
+      checkFilePath(toPath, 'toPath', 'backup');
+      const closed = (cause?: unknown) =>
+        new ClosedError(`Cannot back up "${path}": the SQLite database is closed`, { cause });
+      if (!native.open) throw closed();
       try {
-        await native.backup(toPath);
+        await copyOnline(native, toPath);
       } catch (cause) {
+        // better-sqlite3 reports a close during the copy, and a missing folder, as bare TypeErrors.
+        if (!native.open) throw closed(cause);
+        if (!existsSync(dirname(toPath))) {
+          throw new StorageError(`Backup of "${path}" to "${toPath}" failed: its folder does not exist`, {
+            reason: 'cannotOpen',
+            path: toPath,
+            cause,
+          });
+        }
         throw toStorageError(cause, toPath, `Backup of "${path}" to "${toPath}" failed`);
       }
     },
     integrityCheck() {
+      if (!native.open) throw new ClosedError(`Cannot check "${path}": the SQLite database is closed`);
       return runIntegrityCheck(native, 'integrity_check');
     },
     close() {
@@ -410,7 +427,9 @@ function openDatabase(options: SqliteDatabaseOptions, readsOlder: boolean): Sqli
  * then copies it to `toPath` with SQLite's backup API (never a plain file copy, which could tear a file in use).
  * `toPath` must not exist, so a restore never overwrites a story by mistake. A backup written by an older storyloom
  * is read as it is, never written, and the copy is migrated to the current schema version; one written by a newer
- * storyloom is refused (`SchemaVersionError`), and so is a damaged one (`StorageError`, `corrupt`).
+ * storyloom is refused (`SchemaVersionError`), and so is a damaged one (`StorageError`, `corrupt`). A path that
+ * starts or ends with white space is a `ValidationError`: better-sqlite3 would trim it, and the restore would write
+ * over the file without the spaces, which the check above never looked at.
  *
  * @example
  * ```ts
@@ -420,6 +439,8 @@ function openDatabase(options: SqliteDatabaseOptions, readsOlder: boolean): Sqli
  * ```
  */
 export async function restoreSqliteBackup(fromPath: string, toPath: string): Promise<void> {
+  checkFilePath(fromPath, 'fromPath', 'restoreSqliteBackup');
+  checkFilePath(toPath, 'toPath', 'restoreSqliteBackup');
   if (existsSync(toPath)) {
     throw new StorageError(`Cannot restore to "${toPath}": the file exists; restore to a new path`, {
       reason: 'cannotOpen',
@@ -441,6 +462,54 @@ export async function restoreSqliteBackup(fromPath: string, toPath: string): Pro
   }
   // Opening the copy puts it in WAL mode, like every file this module writes, and migrates it.
   openSqliteDatabase({ path: toPath, fileMustExist: true }).close();
+}
+
+/**
+ * What is wrong with a path given for a file, if anything. better-sqlite3 trims the file names it is given (opening
+ * and backing up), while the checks here (does the file exist, is it a SQLite file) look at the name as given: with
+ * "story.db " they would check one file and SQLite would write another, and " " would open an anonymous temporary
+ * database instead of a file. So a path whose ends are white space is refused rather than trimmed.
+ */
+function pathProblem(path: unknown): string | undefined {
+  if (typeof path !== 'string' || path === '') return 'must be a non-empty string';
+  if (path.trim() !== path) return 'must not start or end with white space';
+  return undefined;
+}
+
+/** Refuses (`ValidationError`) a path that cannot name a file to write: see `pathProblem`, and `:memory:`. */
+function checkFilePath(path: unknown, label: string, operation: string): void {
+  const problem = path === ':memory:' ? 'must be a file path, not ":memory:"' : pathProblem(path);
+  if (problem !== undefined) {
+    throw new ValidationError(`${operation} needs a file path: ${label} ${problem}`, {
+      problems: [{ path: label, message: problem }],
+    });
+  }
+}
+
+/** Pages an online backup copies per step while nothing else writes: the event loop runs between steps. */
+const BACKUP_PAGES_PER_STEP = 100;
+/** The most pages better-sqlite3 copies in one step: the whole file. */
+const WHOLE_FILE_STEP = 0x7fffffff;
+
+/**
+ * SQLite's online backup, made to finish while other connections keep committing. SQLite starts a backup over from
+ * page 1 whenever another connection changes the file between two steps, so in steps of 100 pages, with another
+ * process committing a scene every few milliseconds, a backup of a large file started over forever. The copy goes in
+ * steps while the file stays quiet, so the event loop keeps running during a long backup; after the first restart
+ * (fewer pages copied than after the step before) the rest goes in one step, which holds one read transaction until
+ * it is done: no commit can restart it, and in WAL mode the writers do not wait for it. (Copying the whole file in one
+ * step from the start would also finish, but would block this process's event loop for the whole copy every time.)
+ */
+function copyOnline(native: NativeDatabase, toPath: string): Promise<unknown> {
+  let copiedBefore = -1;
+  return native.backup(toPath, {
+    progress({ totalPages, remainingPages }) {
+      const copied = totalPages - remainingPages;
+      if (copied <= copiedBefore) return WHOLE_FILE_STEP;
+      copiedBefore = copied;
+      return BACKUP_PAGES_PER_STEP;
+    },
+  });
 }
 
 /**
@@ -484,6 +553,12 @@ function checkFileBeforeOpening(path: string): void {
   }
 }
 
+/**
+ * The file's schema version, read without writing; a file that is not storyloom's is refused. Every file storyloom
+ * has written holds a version of 1 or more and its application id, both set by the same migration transaction, so a
+ * file with a version but not the id (another application that uses `user_version` too), or with a negative
+ * version, belongs to someone else: it is refused here, before the pragmas that follow would write to it.
+ */
 function readVersion(native: NativeDatabase, path: string): number {
   const version = native.pragma('user_version', { simple: true }) as number;
   const applicationId = native.pragma('application_id', { simple: true }) as number;
@@ -492,6 +567,12 @@ function readVersion(native: NativeDatabase, path: string): number {
       reason: 'notADatabase',
       path,
     });
+  }
+  if (version < 0 || (version > 0 && applicationId !== APPLICATION_ID)) {
+    throw new StorageError(
+      `"${path}" is a SQLite database but not a storyloom one (user_version ${version} without storyloom's application_id)`,
+      { reason: 'notADatabase', path },
+    );
   }
   if (version === 0) {
     // A brand-new file has no tables; one that has tables but no storyloom version belongs to someone else.

@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { largeStoryState, rewriteAsVersion4, writeVersion4Story } from '../../test/fixtures/sqlite-versions.js';
 import { createSqliteKeywordIndex } from '../context/sqlite-keyword-index.js';
 import { createSqliteVectorIndex } from '../context/sqlite-vector-index.js';
-import { SchemaVersionError, StorageError, ValidationError } from '../core/errors.js';
+import { ClosedError, NotFoundError, SchemaVersionError, StorageError, ValidationError } from '../core/errors.js';
 import { makeInfluence, makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { runStoryStateStoreSuite } from '../testing/state-store-suite.js';
 import { createSqliteStateStore } from './sqlite.js';
@@ -213,6 +213,85 @@ describe('createSqliteStateStore: files', () => {
     expect(native.pragma('synchronous', { simple: true })).toBe(2); // FULL
     database.close();
   });
+
+  it('a path that starts or ends with white space is refused, never trimmed into another file', async () => {
+    // better-sqlite3 trims file names: "story.db " would have opened, backed up over, or restored over "story.db".
+    const livePath = freshPath('live');
+    const live = await populatedStore(livePath);
+    const liveLines = await exportLines(live, 'saga');
+    const backup = freshPath('backup');
+    await live.backup(backup);
+    const existing = freshPath('existing-copy');
+    await live.backup(existing);
+    const existingBytes = readFileSync(existing);
+    const isValidation = (error: unknown) => ValidationError.isInstance(error);
+
+    for (const given of [' ', '\t', `${livePath} `, ` ${livePath}`, `${freshPath('new')}\n`]) {
+      expect(() => openSqliteDatabase({ path: given }), JSON.stringify(given)).toThrow(ValidationError);
+      expect(() => createSqliteStateStore({ path: given }), JSON.stringify(given)).toThrow(ValidationError);
+    }
+    await expect(live.backup(`${existing} `)).rejects.toSatisfy(isValidation);
+    await expect(live.database.backup(` ${existing}`)).rejects.toSatisfy(isValidation);
+    expect(readFileSync(existing).equals(existingBytes), 'the existing copy is unchanged').toBe(true);
+    expect(existsSync(`${existing} `)).toBe(false);
+
+    const restoredPath = freshPath('restored');
+    await expect(restoreSqliteBackup(backup, `${livePath} `)).rejects.toSatisfy(isValidation);
+    await expect(restoreSqliteBackup(`${backup} `, restoredPath)).rejects.toSatisfy(isValidation);
+    expect(existsSync(restoredPath)).toBe(false);
+    expect(await exportLines(live, 'saga'), 'the live story is untouched').toEqual(liveLines);
+    await live.close();
+  });
+
+  it('a backup into a folder that does not exist is a StorageError (cannotOpen) naming the path', async () => {
+    const store = await populatedStore(freshPath());
+    const toPath = path.join(folder, 'missing-folder', 'copy.db');
+    const error = await store.backup(toPath).catch((e: unknown) => e);
+    expect(StorageError.isInstance(error) && error.reason === 'cannotOpen', String(error)).toBe(true);
+    expect((error as StorageError).path).toBe(toPath);
+    await store.close();
+  });
+
+  it('a closed database refuses backup and integrityCheck with ClosedError, and a close during a backup ends it so', async () => {
+    const database = openSqliteDatabase({ path: freshPath() });
+    database.close();
+    expect(() => database.integrityCheck()).toThrow(ClosedError);
+    await expect(database.backup(freshPath('after-close'))).rejects.toSatisfy(ClosedError.isInstance);
+
+    // About 3 MB, so the copy takes many steps and the close lands between two of them.
+    const file = freshPath('large');
+    const store = createSqliteStateStore({ path: file });
+    let state = await store.create(makeStoryState('saga'));
+    for (let i = 0; i < 20; i++) {
+      const scene = makeNextScene(state, { text: 'x'.repeat(150_000) });
+      ({ state } = await store.commitScene('saga', {
+        expectedVersion: state.version,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      }));
+    }
+    const toPath = freshPath('interrupted');
+    const running = store.backup(toPath);
+    // The copy has started once its file exists; close before it can finish.
+    while (!existsSync(toPath)) await new Promise((resolve) => setImmediate(resolve));
+    store.database.close();
+    await expect(running).rejects.toSatisfy(ClosedError.isInstance);
+    expect(existsSync(toPath), 'the partial copy is removed').toBe(false);
+  });
+
+  it('a store on a shared database takes no calls after its own close(), while the database serves the others', async () => {
+    const database = openSqliteDatabase({ path: ':memory:' });
+    const store = createSqliteStateStore({ database });
+    await store.create(makeStoryState('s1'));
+    await store.close();
+    await expect(store.create(makeStoryState('s2'))).rejects.toSatisfy(ClosedError.isInstance);
+    await expect(store.load('s1')).rejects.toSatisfy(ClosedError.isInstance);
+    await expect(store.backup(freshPath('after-store-close'))).rejects.toSatisfy(ClosedError.isInstance);
+    expect(database.closed).toBe(false);
+    expect((await createSqliteStateStore({ database }).load('s1')).version).toBe(0);
+    database.close();
+  });
 });
 
 describe('createSqliteStateStore: snapshots', () => {
@@ -372,6 +451,19 @@ describe('createSqliteStateStore: snapshots', () => {
     expect((await reopened.getStateAt('saga', 3))?.version).toBe(3);
     await reopened.close();
   });
+
+  it('replaying a commit whose snapshot is not in the file is a NotFoundError, not a crash', async () => {
+    const store = createSqliteStateStore({ path: ':memory:' });
+    const state = await store.create(makeStoryState('saga'));
+    const scene = makeNextScene(state);
+    const commit = { expectedVersion: 0, scene, nextState: makeNextState(state, scene), consumedInfluenceIds: [] };
+    await store.commitScene('saga', commit);
+    nativeOf(store.database).prepare("DELETE FROM snapshots WHERE story_id = 'saga' AND version = 1").run();
+    const error = await store.commitScene('saga', commit).catch((e: unknown) => e);
+    expect(NotFoundError.isInstance(error), String(error)).toBe(true);
+    expect(String(error)).toContain('The state after scene 0 of "saga" (version 1) is missing');
+    await store.close();
+  });
 });
 
 describe('createSqliteStateStore: scenes that disagree with the state', () => {
@@ -503,6 +595,25 @@ describe('createSqliteStateStore: refused files are never written', () => {
     nativeOf(database).pragma('application_id = 42');
     database.close();
     refuse(file, (e) => StorageError.isInstance(e) && e.reason === 'notADatabase');
+  });
+
+  it("another application's database that sets user_version but no application_id is refused", () => {
+    // Every file storyloom writes has its application_id from the migration that sets its version.
+    for (const version of [1, SQLITE_SCHEMA_VERSION - 1, -1]) {
+      const file = freshPath('other-application');
+      const native = new Database(file);
+      native.exec(`CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+        INSERT INTO notes (body) VALUES ('buy milk');
+        PRAGMA user_version = ${version};`);
+      native.close();
+      refuse(file, (e) => StorageError.isInstance(e) && e.reason === 'notADatabase');
+    }
+    // And one with a negative version but no table at all.
+    const empty = freshPath('negative-version');
+    const native = new Database(empty);
+    native.pragma('user_version = -1');
+    native.close();
+    refuse(empty, (e) => StorageError.isInstance(e) && e.reason === 'notADatabase');
   });
 
   it('a directory, or a path in a missing folder, cannot be opened', () => {

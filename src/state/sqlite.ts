@@ -11,6 +11,7 @@ import {
   BaseStateStore,
   type BaseStateStoreOptions,
   misplacedScene,
+  missingSnapshot,
   type PreparedCommit,
   type SceneQuery,
   type StoryBundle,
@@ -112,6 +113,8 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
   readonly capabilities: StoryStateStoreCapabilities = { multiProcess: true, durable: true };
   readonly database: SqliteDatabase;
   private readonly ownsDatabase: boolean;
+  /** Set by `close()`: a store on a shared database stops too, though the database stays open for the others. */
+  private closed = false;
   private readonly db: NativeDatabase;
   private readonly statements: ReturnType<typeof prepareStatements>;
 
@@ -128,7 +131,8 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
     this.statements = prepareStatements(this.db);
   }
 
-  backup(toPath: string): Promise<void> {
+  // Async, so a closed store's refusal is a rejection like every other failure of a backup, not a throw.
+  async backup(toPath: string): Promise<void> {
     this.open('back up');
     return this.database.backup(toPath);
   }
@@ -166,7 +170,8 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
       if (existing) {
         const scene = this.parse<Scene>(existing.scene, 'scene');
         const snapshot = s.readSnapshot.get(storyId, scene.stateVersion) as SnapshotRow | undefined;
-        return { scene, state: this.snapshot(snapshot!), created: false };
+        if (!snapshot) throw missingSnapshot(storyId, scene);
+        return { scene, state: this.snapshot(snapshot), created: false };
       }
       const current = s.readVersion.get(storyId) as { version: number } | undefined;
       if (!current) throw new ConflictError(`Story "${storyId}" does not exist (deleted while in use?)`);
@@ -290,11 +295,14 @@ class SqliteStateStoreImpl extends BaseStateStore implements SqliteStateStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.ownsDatabase) this.database.close();
   }
 
   private open(operation: string): void {
-    if (this.database.closed) throw new ClosedError(`Cannot ${operation}: the SQLite state store is closed`);
+    if (this.closed || this.database.closed) {
+      throw new ClosedError(`Cannot ${operation}: the SQLite state store is closed`);
+    }
   }
 
   private parse<T>(json: string, kind: keyof typeof SHAPES): T {
@@ -382,7 +390,8 @@ function prepareStatements(db: NativeDatabase) {
  * Each commit is one `BEGIN IMMEDIATE` transaction holding every check and write, so a commit happens whole or not
  * at all, even if the process is killed mid-way, and two processes committing on one version see exactly one win.
  * Pass `{ path }` to open (and own) a file, or `{ database }` to share a file opened with `openSqliteDatabase`
- * with the vector and keyword indexes; a store closes only a file it opened.
+ * with the vector and keyword indexes; a store closes only a file it opened, and once closed takes no more calls
+ * (`ClosedError`), even while others still use the file.
  *
  * Throws `StorageError` for a path that cannot be opened, a file that is not a SQLite database or is damaged,
  * `SchemaVersionError` for a file written by a newer storyloom, `MissingDependencyError` when better-sqlite3 is not

@@ -4,7 +4,7 @@
  * @module
  */
 import assert from 'node:assert/strict';
-import { ConflictError, NotFoundError, ValidationError } from '../core/errors.js';
+import { ConflictError, NotFoundError, StoryloomError, ValidationError } from '../core/errors.js';
 import type { StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import { fixtureTime, makeInfluence, makeNextScene, makeNextState, makeStoryState } from './fixtures.js';
@@ -830,6 +830,89 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         assert.match((error as Error).message, /line \d+/, `the error names the line of the repeated ${label}`);
         assert.equal(await target.exists('s1'), false);
       }
+    },
+  },
+  {
+    name: 'an export whose versions no store could have written is refused and writes nothing: a version past the scene count, a snapshot past the state, a scene that made another version',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await commitScenes(store, state, 2);
+      const lines = await collect(store.exportStory('s1'));
+      /** A line of the export, with the fields the edits below touch (each only on its own kind of line). */
+      type ExportRecord = {
+        kind: string;
+        state: StoryState;
+        scene: { index: number; stateVersion: number };
+        counts: Record<string, number>;
+      };
+      const records: ExportRecord[] = lines.map((line) => JSON.parse(line));
+      /** The export with its records `edit`ed, the end marker counting the snapshots left. */
+      const edited = (edit: (records: ExportRecord[]) => ExportRecord[]) => {
+        const copy = edit(structuredClone(records));
+        copy.at(-1)!.counts.snapshots = copy.filter((record) => record.kind === 'snapshot').length;
+        return copy.map((record) => JSON.stringify(record));
+      };
+      /** A story with no scene and no snapshot, its state at `version`: export and fork read every version below. */
+      const bare = (version: number) => [
+        JSON.stringify({ kind: 'storyloom-export', formatVersion: 1, storyId: 's1' }),
+        JSON.stringify({ kind: 'state', state: { ...makeStoryState('s1'), version } }),
+        JSON.stringify({ kind: 'end', counts: { snapshots: 0, scenes: 0, influences: 0, publications: 0 } }),
+      ];
+      const target = await create();
+      for (const [label, refused] of [
+        ['a state at version 3,000,000 with no scene and no snapshot', bare(3_000_000)],
+        ['a state at version 2^53 - 1 with no scene and no snapshot', bare(Number.MAX_SAFE_INTEGER)],
+        [
+          'a state whose version is past its scene count',
+          edited((all) => all.map((r) => (r.kind === 'state' ? { ...r, state: { ...r.state, version: 5 } } : r))),
+        ],
+        [
+          'a scene that made another version',
+          edited((all) =>
+            all.map((r) =>
+              r.kind === 'scene' && r.scene.index === 1
+                ? { ...r, scene: { ...r.scene, stateVersion: Number.MAX_SAFE_INTEGER } }
+                : r,
+            ),
+          ),
+        ],
+        [
+          "a snapshot past the state's version",
+          edited((all) => {
+            const last = all.findLastIndex((r) => r.kind === 'snapshot');
+            const past = { ...all[last]!, state: { ...all[last]!.state, version: 3 } };
+            return [...all.slice(0, last + 1), past, ...all.slice(last + 1)];
+          }),
+        ],
+      ] as const) {
+        await rejectsWith(target.importStory(refused), ValidationError.isInstance, `ValidationError for ${label}`);
+        assert.equal(await target.exists('s1'), false, `nothing written for ${label}`);
+      }
+      // The export as written still imports: each refusal above is its edit's.
+      await target.importStory(lines);
+      assert.deepEqual(await collect(target.exportStory('s1')), lines);
+    },
+  },
+  {
+    name: 'a story imported without the snapshots of its scenes: replaying a commit is a typed error and writes nothing',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      const scene = makeNextScene(state);
+      const commit = { expectedVersion: 0, scene, nextState: makeNextState(state, scene), consumedInfluenceIds: [] };
+      await store.commitScene('s1', commit);
+      await commitScenes(store, await store.load('s1'), 1);
+      // An export skips the snapshots a story lacks, and an import accepts one that lacks some.
+      const records = (await collect(store.exportStory('s1'))).map((line) => JSON.parse(line));
+      const kept = records.filter((record) => record.kind !== 'snapshot' || record.state.version === 0);
+      kept.at(-1).counts.snapshots = 1;
+      const target = await create();
+      await target.importStory(kept.map((record) => JSON.stringify(record)));
+      assert.equal(await target.getStateAt('s1', 1), null);
+      const before = await collect(target.exportStory('s1'));
+      // The scene is stored, so the commit is a replay, whose answer would be the state the scene made.
+      const error = await rejectsWith(target.commitScene('s1', commit), StoryloomError.isInstance, 'a storyloom error');
+      assert.ok(!(error instanceof TypeError), String(error));
+      assert.deepEqual(await collect(target.exportStory('s1')), before);
     },
   },
   {
