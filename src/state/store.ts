@@ -184,7 +184,9 @@ export interface StoryStateStore {
 
   /**
    * Loads an exported story. `ConflictError` if it exists here; `ValidationError` names the first bad line (a
-   * repeated scene id or index, influence id, log entry or snapshot version is one). A refused export writes nothing.
+   * repeated scene id or index, influence id, log entry or snapshot version is one, and so are versions no store
+   * could have written: a state whose version is not its scene count, a scene whose `stateVersion` is not its index
+   * plus one, a snapshot newer than the state). A refused export writes nothing.
    */
   importStory(lines: AsyncIterable<string> | Iterable<string>): Promise<ImportResult>;
 
