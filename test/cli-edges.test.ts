@@ -15,6 +15,8 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -591,4 +593,42 @@ describe('storyloom context and memory commands as a user runs them', () => {
     expect(help.stdout).toMatch(/exit (status|code)/i);
     expect(help.stdout).toContain('141 "run" stopped after an episode because');
   });
+});
+
+describe('storyloom run --generator bedrock', () => {
+  it('leaves credentials to the AWS SDK: a default profile in ~/.aws/credentials is enough', async () => {
+    const cwd = workspace();
+    const home = workspace();
+    mkdirSync(path.join(home, '.aws'));
+    writeFileSync(
+      path.join(home, '.aws', 'credentials'),
+      '[default]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = secret\n',
+    );
+    // Bedrock's front door, as far as this needs it: it records how each request was signed, and serves no model.
+    const authorizations: string[] = [];
+    const server = createServer((request, response) => {
+      authorizations.push(String(request.headers.authorization));
+      response.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"no such model"}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const saved = { ...process.env };
+    // The command runs in this process, and the SDK's credential chain and base URL read the process environment.
+    for (const key of Object.keys(process.env)) if (key.startsWith('AWS_')) delete process.env[key];
+    const env = { HOME: home, AWS_REGION: 'us-east-1', ANTHROPIC_BEDROCK_BASE_URL: url };
+    Object.assign(process.env, env);
+    try {
+      expect((await storyloom(cwd, ['init', '--data', 'p'])).code).toBe(0);
+      const run = await storyloom(cwd, ['run', '--data', 'p', '--generator', 'bedrock', '--no-images'], env);
+      expect(run.stderr).not.toMatch(/needs AWS credentials/);
+      expect(run.code).toBe(1);
+      // Bedrock was called, signed with the profile's key.
+      expect(authorizations.length).toBeGreaterThan(0);
+      expect(authorizations[0]).toContain('Credential=AKIDFROMPROFILE/');
+    } finally {
+      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+      Object.assign(process.env, saved);
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 60_000);
 });

@@ -440,11 +440,8 @@ async function chooseGenerator(options: AssembleOptions): Promise<SceneGenerator
   if (choice === 'bedrock') {
     const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
     if (!region) throw new CommandError('--generator bedrock needs a region: set AWS_REGION');
-    if (!env.AWS_ACCESS_KEY_ID && !env.AWS_PROFILE && !env.AWS_WEB_IDENTITY_TOKEN_FILE) {
-      throw new CommandError(
-        '--generator bedrock needs AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
-      );
-    }
+    // Credentials are the AWS SDK's to find (its default chain: variables, profiles, SSO, container and instance
+    // roles, a Bedrock API key): any check here would refuse some of them.
     let module: typeof import('storyloom/bedrock');
     try {
       module = await import('storyloom/bedrock');
