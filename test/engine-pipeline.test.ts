@@ -10,6 +10,7 @@ import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
 import type { EngineEvent } from '../src/engine/events.js';
 import { seedFromSceneId } from '../src/generation/image-prompt.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
+import type { SceneGenerator } from '../src/generation/scene-generator.js';
 import { createMemoryPublisher } from '../src/publishing/memory.js';
 import { ManualClock } from '../src/testing/manual-clock.js';
 import { createMockImageGenerator, createMockSceneGenerator } from '../src/testing/mock-generators.js';
@@ -22,6 +23,34 @@ import {
 } from './fixtures/engine-world.js';
 
 const newStore = newWorldStore;
+
+/** The scripted generator, held inside `generate` until `open` is called; `entered` resolves once it is there. */
+function gatedGenerator() {
+  const inner = createScriptedGenerator();
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let arrived!: () => void;
+  const entered = new Promise<void>((resolve) => {
+    arrived = resolve;
+  });
+  const gated = {
+    calls: 0,
+    open,
+    entered,
+    generator: {
+      ...inner,
+      async generate(request, options) {
+        gated.calls++;
+        arrived();
+        await gate;
+        return inner.generate(request, options);
+      },
+    } satisfies SceneGenerator,
+  };
+  return gated;
+}
 
 describe('StoryEngine: a 30-episode story', () => {
   it('writes contiguous scenes, resolves every influence with a reason and completes the publication log', async () => {
@@ -137,6 +166,60 @@ describe('StoryEngine: concurrency and idempotency', () => {
     expect(new Set(results.map((result) => result.scene.id)).size).toBe(1);
     expect(generator.calls).toHaveLength(1);
     expect((await store.load(STORY_ID)).sceneCount).toBe(1);
+  });
+
+  it("fails no caller that shares a run for another caller's abort: the run goes on for it", async () => {
+    const { store, clock } = await newStore();
+    const gated = gatedGenerator();
+    const engine = createStoryEngine({ store, generator: gated.generator, clock });
+    const stopping = new AbortController();
+    const first = engine.runEpisode(STORY_ID, { signal: stopping.signal });
+    const second = engine.runEpisode(STORY_ID);
+    await gated.entered;
+    stopping.abort();
+    gated.open();
+    await expect(first).rejects.toThrow(AbortedError);
+    // The second caller never asked to stop: the run went on for it.
+    expect((await second).outcome).toBe('created');
+    expect(gated.calls).toBe(1);
+  });
+
+  it("rejects a caller that joined another's run as soon as it aborts, and the run goes on for the first", async () => {
+    const { store, clock } = await newStore();
+    const gated = gatedGenerator();
+    const engine = createStoryEngine({ store, generator: gated.generator, clock });
+    const first = engine.runEpisode(STORY_ID);
+    const leaving = new AbortController();
+    const second = engine.runEpisode(STORY_ID, { signal: leaving.signal });
+    const settled = second.then(
+      () => 'resolved',
+      (error: unknown) => (AbortedError.isInstance(error) ? 'aborted' : 'failed otherwise'),
+    );
+    await gated.entered;
+    leaving.abort();
+    // Settled while the run is still inside the generator.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await Promise.race([settled, 'still waiting'])).toBe('aborted');
+    gated.open();
+    expect((await first).outcome).toBe('created');
+    expect((await store.load(STORY_ID)).sceneCount).toBe(1);
+  });
+
+  it('stops a run every caller aborted, and a caller that comes after starts a run of its own', async () => {
+    const { store, clock } = await newStore();
+    const gated = gatedGenerator();
+    const engine = createStoryEngine({ store, generator: gated.generator, clock });
+    const callers = [new AbortController(), new AbortController()];
+    const runs = callers.map((caller) => engine.runEpisode(STORY_ID, { signal: caller.signal }));
+    await gated.entered;
+    for (const caller of callers) caller.abort();
+    const later = engine.runEpisode(STORY_ID);
+    gated.open();
+    for (const run of runs) await expect(run).rejects.toThrow(AbortedError);
+    expect((await later).outcome).toBe('created');
+    // The aborted run stopped before its commit; the later caller's run wrote the one scene.
+    expect((await store.load(STORY_ID)).sceneCount).toBe(1);
+    expect(gated.calls).toBe(2);
   });
 
   it('the same idempotency key twice gives one scene; a different key gives another', async () => {

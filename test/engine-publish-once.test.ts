@@ -4,11 +4,12 @@
  * any other unfinished call leaves the step in doubt, reported and never repeated until someone settles it.
  */
 import { describe, expect, it } from 'vitest';
-import { ProviderError, ValidationError } from '../src/core/errors.js';
+import { AbortedError, ProviderError, ValidationError } from '../src/core/errors.js';
 import type { RetryOptions } from '../src/core/retry.js';
 import { assertEpisodeComplete, createStoryEngine, type StoryEngine } from '../src/engine/engine.js';
 import { createStateOnlyContext } from '../src/engine/episode-context.js';
 import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
+import type { EngineEvent } from '../src/engine/events.js';
 import type { Episode, Publisher, PublishResult } from '../src/publishing/publisher.js';
 import type { StoryStateStore } from '../src/state/store.js';
 import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
@@ -17,8 +18,13 @@ const NO_WAIT = { initialDelayMs: 0 };
 /** Longer than any claim holds (a day at most). */
 const A_DAY_AND_MORE = 25 * 60 * 60 * 1000;
 
-/** A post-once publisher (target `social`) that records every call; `behave` decides each call's outcome. */
-function socialPublisher(behave: (call: number, episode: Episode) => Promise<void> | void = () => {}) {
+/**
+ * A post-once publisher (target `social`) that records every call; `behave` decides each call's outcome, and may
+ * answer the engine's signal.
+ */
+function socialPublisher(
+  behave: (call: number, episode: Episode, signal: AbortSignal | undefined) => Promise<void> | void = () => {},
+) {
   const calls: string[] = [];
   const publisher: Publisher & { calls: string[] } = {
     specificationVersion: 'v1',
@@ -26,9 +32,9 @@ function socialPublisher(behave: (call: number, episode: Episode) => Promise<voi
     target: 'social',
     capabilities: { idempotent: false },
     calls,
-    async publish(episode): Promise<PublishResult> {
+    async publish(episode, options = {}): Promise<PublishResult> {
       calls.push(episode.scene.id);
-      await behave(calls.length, episode);
+      await behave(calls.length, episode, options.signal);
       return { target: 'social', url: `https://social.example/${calls.length}`, ids: [`post-${calls.length}`] };
     },
   };
@@ -60,6 +66,7 @@ interface EngineSetup {
   wrap?: (store: StoryStateStore) => StoryStateStore;
   stepTimeoutMs?: number;
   retry?: RetryOptions;
+  onEvent?: (event: EngineEvent) => void;
 }
 
 /** An engine over a fresh world store with `publishers`, retrying once without waiting unless told otherwise. */
@@ -75,6 +82,7 @@ async function engineWith(publishers: Publisher | Publisher[], setup: EngineSetu
       clock: world.clock,
       retry: setup.retry ?? { ...NO_WAIT, maxRetries: 1 },
       ...(setup.stepTimeoutMs === undefined ? {} : { stepTimeoutMs: setup.stepTimeoutMs }),
+      ...(setup.onEvent ? { onEvent: setup.onEvent } : {}),
     });
   return { engine: build(), store, plain: world.store, clock: world.clock, world, build };
 }
@@ -321,15 +329,18 @@ describe('engine: a publisher that is not idempotent, at the edges', () => {
     assertEpisodeComplete(await engine.runEpisode(STORY_ID));
     expect(quiet.calls).toHaveLength(1);
 
-    // Stopped while waiting to retry a call that said nothing went out.
+    // Stopped while waiting to retry a call that said nothing went out (after the call had ended).
     const stopping = new AbortController();
     const refused = socialPublisher((call) => {
       if (call === 1) {
-        stopping.abort();
         throw new ProviderError('the service is down', { provider: 'social', status: 503, isRetryable: true });
       }
     });
-    const second = await engineWith(refused);
+    const second = await engineWith(refused, {
+      onEvent: (event) => {
+        if (event.type === 'step.retry' && event.step === 'publish:social') stopping.abort();
+      },
+    });
     await expect(second.engine.runEpisode(STORY_ID, { signal: stopping.signal })).rejects.toThrow();
     assertEpisodeComplete(await second.engine.runEpisode(STORY_ID));
     expect(refused.calls).toHaveLength(2);
@@ -344,5 +355,197 @@ describe('engine: a publisher that is not idempotent, at the edges', () => {
     const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
     const second = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
     expect(publisher.calls).toEqual([first.scene.id, second.scene.id]);
+  });
+});
+
+/**
+ * A post-once publisher whose calls `hangs` picks answer their signal as many HTTP clients report a dropped
+ * connection: with a retryable provider error, although the request may well have reached the service.
+ */
+function cutShortPublisher(hangs: (call: number) => boolean, onCall: () => void = () => {}) {
+  return socialPublisher((call, _episode, signal) => {
+    if (!hangs(call)) return;
+    onCall();
+    return new Promise<void>((_, reject) => {
+      signal?.addEventListener('abort', () =>
+        reject(new ProviderError('socket hang up', { provider: 'social', isRetryable: true })),
+      );
+    });
+  });
+}
+
+const failureCodes = (result: { failures: Array<{ error?: unknown }> }) =>
+  result.failures.map((failure) => (failure.error as { code?: string }).code);
+
+describe('engine: a publisher that is not idempotent, cut short by the engine', () => {
+  it('is never called again after the step timeout cut its call short, whatever error the call then reports', async () => {
+    const publisher = cutShortPublisher((call) => call === 1);
+    const { engine, clock } = await engineWith(publisher, { stepTimeoutMs: 30 });
+    const first = await engine.runEpisode(STORY_ID);
+    expect(failureCodes(first)).toEqual(['TIMEOUT']);
+    await clock.advance(A_DAY_AND_MORE);
+    await inDoubt(engine);
+    expect(publisher.calls).toHaveLength(1);
+  });
+
+  it('is never called again after the run was aborted during its call, whatever error the call then reports', async () => {
+    const controller = new AbortController();
+    // The request is on the wire when the caller stops the run.
+    const publisher = cutShortPublisher(
+      (call) => call === 1,
+      () => setTimeout(() => controller.abort(), 5),
+    );
+    const { engine, clock } = await engineWith(publisher);
+    await expect(engine.runEpisode(STORY_ID, { signal: controller.signal })).rejects.toThrow(AbortedError);
+    await clock.advance(A_DAY_AND_MORE);
+    await inDoubt(engine);
+    expect(publisher.calls).toHaveLength(1);
+  });
+});
+
+describe('engine: a publisher that is not idempotent, whose call ended with a definite error', () => {
+  const refusedOnce = () =>
+    socialPublisher((call) => {
+      if (call === 1) throw new ProviderError('Bad Request: duplicate content', { provider: 'social', status: 400 });
+    });
+
+  it('is in doubt at once, not in progress, and can be settled without waiting for the claim to lapse', async () => {
+    const publisher = refusedOnce();
+    const { engine } = await engineWith(publisher);
+    const first = await engine.runEpisode(STORY_ID);
+    expect(failureCodes(first)).toEqual(['PROVIDER']);
+    // Within the claim's lease: its holder's call is over, so nobody is publishing the step.
+    await inDoubt(engine);
+    await engine.resolvePublication(STORY_ID, first.scene.id, 'social', 'not-published');
+    assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    expect(publisher.calls).toEqual([first.scene.id, first.scene.id]);
+  });
+
+  it("keeps its holder's error in the log: a run that does not hold the claim writes nothing there", async () => {
+    const publisher = refusedOnce();
+    const { engine, store, clock } = await engineWith(publisher);
+    const first = await engine.runEpisode(STORY_ID);
+    const entry = async () =>
+      (await store.listPublications(STORY_ID, first.scene.id)).find((e) => e.target === 'publish:social');
+    const recorded = await entry();
+    expect(recorded).toMatchObject({ status: 'failed', result: { code: 'PROVIDER', status: 400 } });
+    const second = await inDoubt(engine);
+    // Reported in the result, as a failure of the step…
+    expect(second.steps.find((step) => step.step === 'publish:social')).toMatchObject({ status: 'failed' });
+    await clock.advance(A_DAY_AND_MORE);
+    await inDoubt(engine);
+    // …and the log still says what the call that was made answered.
+    expect(await entry()).toEqual(recorded);
+  });
+
+  it('reads an entry that does not say its call ended (as older versions wrote) as a call that may still be going', async () => {
+    const publisher = refusedOnce();
+    const { engine, clock } = await engineWith(publisher, {
+      wrap: (store) =>
+        new Proxy(store, {
+          get(object, property, receiver) {
+            if (property === 'recordPublication') {
+              return (entry: Parameters<StoryStateStore['recordPublication']>[0]) => {
+                const { callEndedUnderClaim: _, ...result } = entry.result;
+                return object.recordPublication({ ...entry, result });
+              };
+            }
+            const value = Reflect.get(object, property, receiver);
+            return typeof value === 'function' ? value.bind(object) : value;
+          },
+        }),
+    });
+    const first = await engine.runEpisode(STORY_ID);
+    expect(failureCodes(await engine.runEpisode(STORY_ID))).toEqual(['PUBLISH_IN_PROGRESS']);
+    await expect(engine.resolvePublication(STORY_ID, first.scene.id, 'social', 'not-published')).rejects.toThrow(
+      'may still be being published',
+    );
+    await clock.advance(A_DAY_AND_MORE);
+    await inDoubt(engine);
+    expect(publisher.calls).toHaveLength(1);
+  });
+});
+
+/** What a store accepts of one log entry's result, as JSON. */
+const MAX_STORED_RESULT = 16_000;
+/** 100 long ids (asset paths, say): about 20,000 characters of JSON together. */
+const manyLongIds = Array.from({ length: 100 }, (_, index) => `assets/${'x'.repeat(180)}-${index}.webp`);
+
+describe('engine: what the log keeps of a publish', () => {
+  const entryOf = async (store: StoryStateStore, sceneId: string, target: string) =>
+    (await store.listPublications(STORY_ID, sceneId)).find((entry) => entry.target === target);
+
+  it('records a post that went out with a large answer as done, with as many ids as fit and the count of the rest', async () => {
+    const publisher = {
+      ...socialPublisher(),
+      async publish(): Promise<PublishResult> {
+        return { target: 'social', url: 'https://social.example/1', ids: manyLongIds };
+      },
+    };
+    const { engine, store } = await engineWith(publisher);
+    const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    const entry = await entryOf(store, first.scene.id, 'publish:social');
+    expect(entry?.status).toBe('done');
+    const ids = entry?.result.ids as string[];
+    expect(ids.length).toBeGreaterThan(0);
+    expect(ids).toEqual(manyLongIds.slice(0, ids.length));
+    expect(entry?.result.idsLeftOut).toBe(manyLongIds.length - ids.length);
+    expect(JSON.stringify(entry?.result).length).toBeLessThanOrEqual(MAX_STORED_RESULT);
+    expect(assertEpisodeComplete(await engine.runEpisode(STORY_ID)).outcome).toBe('created');
+  });
+
+  it('publishes a scene with an idempotent publisher once, however large its answer', async () => {
+    let calls = 0;
+    const publisher: Publisher = {
+      specificationVersion: 'v1',
+      provider: 'assets',
+      target: 'site',
+      capabilities: { idempotent: true },
+      async publish() {
+        calls++;
+        return { target: 'site', ids: manyLongIds };
+      },
+    };
+    const { engine } = await engineWith(publisher);
+    const outcomes: string[] = [];
+    for (let run = 0; run < 3; run++) outcomes.push(assertEpisodeComplete(await engine.runEpisode(STORY_ID)).outcome);
+    expect(outcomes).toEqual(['created', 'created', 'created']);
+    expect(calls).toBe(3);
+  });
+
+  it('records whatever a publisher answered: a huge url is clipped, an id too long alone and a non-string are left out', async () => {
+    const url = `https://social.example/${'"'.repeat(50_000)}`;
+    const publisher = {
+      ...socialPublisher(),
+      async publish(): Promise<PublishResult> {
+        return { target: 'social', url, ids: ['y'.repeat(20_000), 7 as unknown as string] };
+      },
+    };
+    const { engine, store } = await engineWith(publisher);
+    const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
+    const entry = await entryOf(store, first.scene.id, 'publish:social');
+    expect(entry).toMatchObject({ status: 'done', result: { ids: [], idsLeftOut: 2 } });
+    expect(url.startsWith(String(entry?.result.url).slice(0, -1))).toBe(true);
+    expect(JSON.stringify(entry?.result).length).toBeLessThanOrEqual(MAX_STORED_RESULT);
+  });
+
+  it('settles a step in doubt as published with as many ids and as much url as were found', async () => {
+    const publisher = socialPublisher();
+    const { engine, store, world } = await engineWith(publisher, {
+      wrap: (plain) => crashingOnce(plain, 'publish:social'),
+    });
+    await expect(engine.runEpisode(STORY_ID)).rejects.toThrow('the process died here');
+    await world.clock.advance(A_DAY_AND_MORE);
+    const doubted = await inDoubt(engine);
+    await engine.resolvePublication(STORY_ID, doubted.scene.id, 'social', 'published', {
+      url: `https://social.example/${'z'.repeat(20_000)}`,
+      ids: manyLongIds,
+    });
+    const entry = await entryOf(store, doubted.scene.id, 'publish:social');
+    expect(entry).toMatchObject({ status: 'done', result: { settled: 'published' } });
+    const { ids, idsLeftOut } = entry!.result as { ids: string[]; idsLeftOut: number };
+    expect(ids.length).toBeGreaterThan(0);
+    expect(ids.length + idsLeftOut).toBe(manyLongIds.length);
+    expect(assertEpisodeComplete(await engine.runEpisode(STORY_ID)).outcome).toBe('created');
   });
 });

@@ -9,6 +9,7 @@ import type { Embedder } from '../src/context/embedder.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { MAX_TIMER_MS } from '../src/core/abort.js';
 import { ProviderError, type StoryloomError, ValidationError } from '../src/core/errors.js';
 import { assertEpisodeComplete, createStoryEngine } from '../src/engine/engine.js';
 import { createStateOnlyContext, type EpisodeContext } from '../src/engine/episode-context.js';
@@ -133,16 +134,68 @@ describe('engine: a step that never answers', () => {
     expect(EpisodeIncompleteError.isInstance(error) && error.isRetryable).toBe(true);
   });
 
-  it('refuses a time limit that is not a positive number', async () => {
+  it('refuses a time limit that is not a positive number, or longer than a timer can wait', async () => {
     const { store } = await newWorldStore();
-    for (const stepTimeoutMs of [0, -5, Number.NaN, '100' as unknown as number]) {
+    const thirtyDays = 30 * 24 * 60 * 60 * 1000;
+    for (const stepTimeoutMs of [0, -5, Number.NaN, '100' as unknown as number, MAX_TIMER_MS + 1, thirtyDays]) {
       expect(() => createStoryEngine({ store, generator: createScriptedGenerator(), stepTimeoutMs })).toThrow(
         ValidationError,
       );
     }
-    expect(() =>
-      createStoryEngine({ store, generator: createScriptedGenerator(), stepTimeoutMs: Number.POSITIVE_INFINITY }),
-    ).not.toThrow();
+    for (const stepTimeoutMs of [MAX_TIMER_MS, Number.POSITIVE_INFINITY]) {
+      expect(() => createStoryEngine({ store, generator: createScriptedGenerator(), stepTimeoutMs })).not.toThrow();
+    }
+  });
+
+  it('runs a step that takes a while within the longest time limit a timer can wait', async () => {
+    const { store, clock } = await newWorldStore();
+    const inner = createMemoryPublisher({ target: 'site' });
+    const slow: Publisher = {
+      ...inner,
+      publish: async (episode, options) => {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return inner.publish(episode, options);
+      },
+    };
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      publishers: [slow],
+      clock,
+      stepTimeoutMs: MAX_TIMER_MS,
+      retry: NO_WAIT,
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.failures).toEqual([]);
+  });
+
+  it('skips a cache refresh that never answers at the time limit, without retrying it: the episode is complete', async () => {
+    const { store, clock } = await newWorldStore();
+    let refreshes = 0;
+    const context: EpisodeContext = {
+      ...createStateOnlyContext({ store }),
+      refreshCache: () => {
+        refreshes++;
+        return never();
+      },
+    };
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: createScriptedGenerator(),
+      publishers: [createMemoryPublisher({ target: 'site' })],
+      clock,
+      stepTimeoutMs: 30,
+      retry: { ...NO_WAIT, maxRetries: 2 },
+    });
+    const first = await engine.runEpisode(STORY_ID);
+    expect(first.complete).toBe(true);
+    expect(refreshes).toBe(1);
+    const entry = (await store.listPublications(STORY_ID, first.scene.id)).find((e) => e.target === 'cache');
+    expect(entry?.status).toBe('skipped');
+    expect(String(entry?.result.reason)).toContain('took longer than 30 ms');
+    // The next run writes the next scene rather than resume the cache step.
+    expect((await engine.runEpisode(STORY_ID)).outcome).toBe('created');
   });
 
   it('refuses an imageSkipReason the publication log could not hold, before any episode', async () => {

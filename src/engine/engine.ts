@@ -15,6 +15,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
 import { quoteAudienceText, threadKnownTo } from '../context/prompt-layout.js';
+import { timeoutProblems, untilAborted } from '../core/abort.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -108,7 +109,8 @@ export interface StoryEngineOptions {
    * through its signal, and fails with a retryable `TIMEOUT` error, so a call that never answers cannot hold a
    * long-running process's episodes forever. Default 900000 (15 minutes, Lambda's own ceiling); `Infinity` turns it
    * off. A context step that must first rebuild a large story's indexes (after an embedder change) can take long:
-   * run `reindex` ahead of such a deploy, or raise this. Timed on the system's timers, not `clock`.
+   * run `reindex` ahead of such a deploy, or raise this. Timed on the system's timers, not `clock`: a finite limit is
+   * at most 2147483647 (about 24.8 days), the longest a timer waits.
    */
   stepTimeoutMs?: number;
   /** Aspect ratio of scene pictures (`sceneIllustrationRequest` builds each picture's request). Default `16:9`. */
@@ -117,7 +119,12 @@ export interface StoryEngineOptions {
 
 /** Options of one `runEpisode`. */
 export interface RunEpisodeOptions {
-  /** Stops the run between steps (never in the middle of the commit). */
+  /**
+   * Stops the run between steps (never in the middle of the commit). A call that joined a run already in flight in
+   * this process (same story and key) rejects with `AbortedError` as soon as its signal fires, and the run goes on for
+   * the other callers; it is stopped only when every caller has aborted, and the last caller's promise settles when it
+   * has.
+   */
   signal?: AbortSignal;
   /**
    * Makes the run idempotent: a second run with the same key returns the scene the first produced (finishing its
@@ -183,9 +190,10 @@ export interface StoryEngine {
    * Settles a publish step left in doubt (`PUBLISH_IN_DOUBT`): a publisher that is not idempotent was called for the
    * scene and no outcome was recorded (a crash, a timeout, an error that does not say nothing went out), so the engine
    * will not call it again on its own. After checking the target: `published` records the step as done (with the
-   * `url` and `ids` found there, if given); `not-published` lets the next run call the publisher once more.
-   * `ValidationError` for an unknown target, a step not in doubt, or one whose claim still holds (its run may still
-   * be publishing; `force: true` settles it all the same, for a run known to have stopped).
+   * `url` and `ids` found there, if given, as many as the log keeps); `not-published` lets the next run call the
+   * publisher once more. `ValidationError` for an unknown target, a step not in doubt, or one whose claim still holds
+   * while its run may still be publishing (a call that ended with an error is over at once; `force: true` settles it
+   * all the same, for a run known to have stopped).
    */
   resolvePublication(
     storyId: string,
@@ -284,9 +292,19 @@ export function createStoryEngine(options: StoryEngineOptions): StoryEngine {
   return new Engine(options);
 }
 
+/** A run in flight in this process, and the callers that share it. */
+interface Flight {
+  result: Promise<EpisodeResult>;
+  /** Stops the run: aborted only when every caller has aborted. */
+  controller: AbortController;
+  callers: number;
+  /** How many of the callers have aborted. */
+  abandoned: number;
+}
+
 interface RunContext {
   storyId: string;
-  signal: AbortSignal | undefined;
+  signal: AbortSignal;
   key: string | undefined;
   steps: StepReport[];
   failures: StepFailure[];
@@ -305,7 +323,7 @@ class Engine implements StoryEngine {
   private readonly onEvent: ((event: EngineEvent) => void) | undefined;
   private readonly options: StoryEngineOptions;
   /** Runs in flight in this process, by story and key: a second caller joins the first instead of racing it. */
-  private readonly inFlight = new Map<string, Promise<EpisodeResult>>();
+  private readonly inFlight = new Map<string, Flight>();
   /** The last scene per story whose every step this engine saw logged `done` or `skipped`. */
   private readonly completed = new Map<string, string>();
 
@@ -345,9 +363,11 @@ class Engine implements StoryEngine {
         message: `must be an integer from 1 to ${LIMITS.influenceQueue}`,
       });
     }
-    const timeout = options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
-    if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout <= 0) {
-      problems.push({ path: 'stepTimeoutMs', message: 'must be a positive number of milliseconds (or Infinity)' });
+    // A finite limit must fit a timer: Node fires a longer one after 1 ms, which would time every step out at once.
+    if (options.stepTimeoutMs !== Number.POSITIVE_INFINITY) {
+      for (const problem of timeoutProblems(options.stepTimeoutMs, 'stepTimeoutMs')) {
+        problems.push({ ...problem, message: `${problem.message} (or Infinity)` });
+      }
     }
     problems.push(...influencePolicyProblems(options.influencePolicy));
     const skipReason = options.imageSkipReason;
@@ -392,12 +412,39 @@ class Engine implements StoryEngine {
     // onto one scene anyway, and sharing spares the generator the duplicate calls.
     const flightKey = `${storyId}\u0000${key ?? ''}`;
     const running = this.inFlight.get(flightKey);
-    if (running) return running;
-    const run = this.run({ storyId, signal: runOptions.signal, key, steps: [], failures: [] }).finally(() => {
-      this.inFlight.delete(flightKey);
-    });
-    this.inFlight.set(flightKey, run);
-    return run;
+    // A run that every caller gave up on is stopping: a new caller starts its own rather than inherit that abort.
+    if (running && !running.controller.signal.aborted) return this.join(running, runOptions.signal);
+    const controller = new AbortController();
+    // Started once its first caller has joined, so that a signal already aborted stops it before its first step.
+    const result = Promise.resolve()
+      .then(() => this.run({ storyId, signal: controller.signal, key, steps: [], failures: [] }))
+      .finally(() => {
+        if (this.inFlight.get(flightKey) === flight) this.inFlight.delete(flightKey);
+      });
+    const flight: Flight = { controller, result, callers: 0, abandoned: 0 };
+    this.inFlight.set(flightKey, flight);
+    return this.join(flight, runOptions.signal);
+  }
+
+  /**
+   * One caller's view of a run in flight. The run stops only when every caller has aborted: a caller whose abort
+   * leaves others rejects at once with `AbortedError`, and the last one to abort stops the run and waits for it to
+   * stop (between steps), so that once every caller's promise has settled nothing of the run is still going.
+   */
+  private join(flight: Flight, signal: AbortSignal | undefined): Promise<EpisodeResult> {
+    flight.callers++;
+    if (!signal) return flight.result;
+    const left = new AbortController();
+    const leave = () => {
+      flight.abandoned++;
+      if (flight.abandoned < flight.callers) left.abort(new AbortedError(undefined, { cause: signal.reason }));
+      else flight.controller.abort(signal.reason);
+    };
+    if (signal.aborted) leave();
+    else signal.addEventListener('abort', leave, { once: true });
+    const forget = () => signal.removeEventListener('abort', leave);
+    flight.result.then(forget, forget);
+    return untilAborted(left.signal, flight.result);
   }
 
   private async run(run: RunContext): Promise<EpisodeResult> {
@@ -759,19 +806,32 @@ class Engine implements StoryEngine {
           return { status: 'done', result: {} };
         });
       } else if (step === 'cache') {
-        await this.postStep(run, step, scene, resumed, async () => {
-          try {
-            await this.context.refreshCache?.(run.storyId, story);
-            return { status: 'done', result: {} };
-          } catch (error) {
-            // The cache only saves time; an outage is recorded and never holds the episode back.
-            this.warn(run.storyId, 'the context cache could not be refreshed', {
-              sceneId: scene.id,
-              error: describeError(error),
-            });
-            return { status: 'skipped', result: { reason: `cache refresh failed: ${describeError(error)}` } };
-          }
-        });
+        // The cache only saves time: an outage, or a refresh that never answers, is recorded and never holds the
+        // episode back.
+        const skip = (error: unknown): StepOutcome => {
+          this.warn(run.storyId, 'the context cache could not be refreshed', {
+            sceneId: scene.id,
+            error: describeError(error),
+          });
+          return { status: 'skipped', result: { reason: `cache refresh failed: ${describeError(error)}` } };
+        };
+        await this.postStep(
+          run,
+          step,
+          scene,
+          resumed,
+          async () => {
+            try {
+              // It takes no signal: one that never answers is left behind when the attempt times out.
+              await this.context.refreshCache?.(run.storyId, story);
+              return { status: 'done', result: {} };
+            } catch (error) {
+              return skip(error);
+            }
+          },
+          // A refresh that timed out is skipped too, and not waited for again.
+          { policy: 'once', onFailure: skip },
+        );
       } else if (step === 'image') {
         const outcome = await this.postStep(run, step, scene, resumed, async (signal) => {
           if (!this.images) return { status: 'skipped', result: { reason: this.options.imageSkipReason } };
@@ -818,7 +878,7 @@ class Engine implements StoryEngine {
         }
         await this.postStep(run, step, scene, resumed, async (signal) => ({
           status: 'done',
-          result: publishedRecord(publisher, await call(signal)),
+          result: publishedRecord(publisher.provider, await call(signal)),
         }));
       }
     }
@@ -827,8 +887,9 @@ class Engine implements StoryEngine {
   /**
    * The publish step of a publisher that is not idempotent: claimed in the log first, so that of all the runs that
    * reach it one calls the publisher, and called again by a later run only when every call so far failed saying
-   * nothing went out (a retryable error) or was never made. Otherwise the step stays in doubt until
-   * `resolvePublication` settles it.
+   * nothing went out (a retryable error the call ended with on its own) or was never made. Otherwise the step stays in
+   * doubt until `resolvePublication` settles it. A run that does not hold the claim reports why in its result and
+   * writes nothing: the step's entry in the log is the holder's to write.
    */
   private async publishAtMostOnce(
     run: RunContext,
@@ -839,13 +900,23 @@ class Engine implements StoryEngine {
     call: (signal: AbortSignal | undefined) => Promise<PublishResult>,
   ): Promise<void> {
     throwIfAborted(run.signal);
+    const started = this.clock.now();
     const claim = await this.claim(run.storyId, scene.id, step);
     if (claim.finished) return;
+    if (!claim.claimed) {
+      const error = claim.inProgress
+        ? publishInProgress(step, scene.id, claim)
+        : publishInDoubt(step, run.storyId, scene.id, claim.since);
+      this.reportUnrecorded(run, step, scene, resumed, started, error);
+      return;
+    }
     // Set when the publisher is called, cleared when that call fails saying nothing went out (a retryable error that
     // is not an abort): a call cut short by a timeout or an abort may have published.
     let mayHavePublished = false;
+    // Whether the last call ended on its own (not cut short): then nobody is publishing under this claim any more.
+    let callEnded = false;
     const release = async () => {
-      if (!claim.claimed || mayHavePublished) return;
+      if (mayHavePublished) return;
       await this.store.recordPublication({
         storyId: run.storyId,
         sceneId: scene.id,
@@ -861,27 +932,35 @@ class Engine implements StoryEngine {
         scene,
         resumed,
         async (signal) => {
-          if (!claim.claimed) {
-            throw claim.inProgress
-              ? publishInProgress(step, scene.id, claim)
-              : publishInDoubt(step, run.storyId, scene.id, claim.since);
-          }
           mayHavePublished = true;
+          callEnded = false;
           let published: PublishResult;
           try {
             published = await call(signal);
           } catch (error) {
-            if (StoryloomError.isInstance(error) && error.isRetryable && !AbortedError.isInstance(error)) {
-              mayHavePublished = false;
+            // Only a call that ended before its signal fired says what happened. One that the step's time limit or
+            // the run's abort cut short may have published, whatever it reports: many HTTP clients report the
+            // connection they were told to drop as a retryable error ("socket hang up").
+            if (!signal.aborted) {
+              callEnded = true;
+              if (StoryloomError.isInstance(error) && error.isRetryable && !AbortedError.isInstance(error)) {
+                mayHavePublished = false;
+              }
             }
             throw error;
           }
-          return { status: 'done', result: publishedRecord(publisher, published) };
+          return { status: 'done', result: publishedRecord(publisher.provider, published) };
         },
-        true,
-        // Released before the failure is recorded: a crash between the two leaves the step in doubt, never lost.
-        async (status) => {
-          if (status === 'failed') await release();
+        {
+          policy: 'at-most-once',
+          // Released before the failure is recorded: a crash between the two leaves the step in doubt, never lost.
+          beforeRecord: async (status) => {
+            if (status !== 'failed') return undefined;
+            await release();
+            // Lets other runs and `resolvePublication` see at once that this claim's call is over (in doubt, not in
+            // progress). Entries written before this field existed are read as calls that may still be going.
+            return callEnded ? { callEndedUnderClaim: claim.generation } : undefined;
+          },
         },
       );
     } catch (error) {
@@ -890,17 +969,54 @@ class Engine implements StoryEngine {
     }
   }
 
+  /**
+   * Reports a failed step that this run did not record in the log (it is another run's to record), as `postStep`
+   * reports one it recorded.
+   */
+  private reportUnrecorded(
+    run: RunContext,
+    step: EngineStep,
+    scene: Scene,
+    resumed: boolean,
+    started: number,
+    error: StoryloomError,
+  ): void {
+    this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, sceneId: scene.id, resumed });
+    const durationMs = this.clock.now() - started;
+    run.failures.push({ step, sceneId: scene.id, status: 'failed', error });
+    run.steps.push({ step, sceneId: scene.id, status: 'failed', durationMs, error });
+    this.logger.error('episode step failed', {
+      storyId: run.storyId,
+      sceneId: scene.id,
+      step,
+      ...failureRecord(error),
+    });
+    this.emit({
+      type: 'step.end',
+      storyId: run.storyId,
+      at: this.clock.now(),
+      step,
+      sceneId: scene.id,
+      status: 'failed',
+      durationMs,
+      error,
+    });
+  }
+
   /** Runs one post-commit step with retries and records its outcome. Returns the recorded status. */
   private async postStep(
     run: RunContext,
     step: EngineStep,
     scene: Scene,
     resumed: boolean,
-    execute: (
-      signal: AbortSignal | undefined,
-    ) => Promise<{ status: 'done' | 'skipped'; result: Record<string, unknown> }>,
-    atMostOnce = false,
-    beforeRecord?: (status: StepStatus) => Promise<void>,
+    execute: (signal: AbortSignal) => Promise<StepOutcome>,
+    how: {
+      policy?: AttemptPolicy;
+      /** What a failure of the step (a timeout included, never an abort) is recorded as instead of `failed`. */
+      onFailure?: (error: unknown) => StepOutcome;
+      /** Runs before the outcome is recorded; what it returns is recorded with a failure. */
+      beforeRecord?: (status: StepStatus) => Promise<Record<string, unknown> | undefined>;
+    } = {},
   ): Promise<StepStatus> {
     const started = this.clock.now();
     this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, sceneId: scene.id, resumed });
@@ -908,16 +1024,21 @@ class Engine implements StoryEngine {
     let result: Record<string, unknown>;
     let failure: unknown;
     try {
-      ({ status, result } = await this.attempts(run, step, execute, atMostOnce));
+      ({ status, result } = await this.attempts(run, step, execute, how.policy));
     } catch (error) {
       // An abort leaves the step unrecorded, so that the next run does it; it is not a failure of the step.
       if (AbortedError.isInstance(error)) throw error;
-      status = 'failed';
-      // Whatever was thrown, `undefined` included, is a failure of the step: the report needs a value to hold.
-      failure = error === undefined || error === null ? new StoryloomError('STEP_FAILED', `${step} failed`) : error;
-      result = failureRecord(error);
+      if (how.onFailure) {
+        ({ status, result } = how.onFailure(error));
+      } else {
+        status = 'failed';
+        // Whatever was thrown, `undefined` included, is a failure of the step: the report needs a value to hold.
+        failure = error === undefined || error === null ? new StoryloomError('STEP_FAILED', `${step} failed`) : error;
+        result = failureRecord(error);
+      }
     }
-    await beforeRecord?.(status);
+    const details = await how.beforeRecord?.(status);
+    if (status === 'failed' && details) result = { ...result, ...details };
     await this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result });
     const durationMs = this.clock.now() - started;
     const report: StepReport = { step, sceneId: scene.id, status, durationMs, result };
@@ -945,7 +1066,7 @@ class Engine implements StoryEngine {
    * Claims a publish step of a publisher that is not idempotent before it is called: the first claim of the current
    * generation wins (the log keeps the first `done` of a target), so of all the runs that reach the step, one calls
    * the publisher. The claim holds for as long as its run may still be calling (`claimLeaseMs`); found taken after
-   * that without the step's outcome, the step is in doubt.
+   * that without the step's outcome, or once its holder recorded that its call ended, the step is in doubt.
    */
   private async claim(storyId: string, sceneId: string, step: EngineStep): Promise<Claim> {
     const generation = releasesOf(step, await this.store.listPublications(storyId, sceneId));
@@ -978,9 +1099,10 @@ class Engine implements StoryEngine {
     const leaseUntil = leaseUntilOf(entry);
     if (recorded)
       return { claimed: true, finished: false, inProgress: false, generation, since: entry.recordedAt, leaseUntil };
-    // Another run may have claimed it and finished since.
-    const finished = unfinishedSteps([step], await this.store.listPublications(storyId, sceneId)).length === 0;
-    const inProgress = Date.parse(leaseUntil) > now;
+    // Another run may have claimed it and finished since, or recorded that its call ended.
+    const log = await this.store.listPublications(storyId, sceneId);
+    const finished = unfinishedSteps([step], log).length === 0;
+    const inProgress = Date.parse(leaseUntil) > now && !claimCallEnded(step, generation, log);
     return { claimed: false, finished, inProgress, generation, since: entry.recordedAt, leaseUntil };
   }
 
@@ -1035,7 +1157,7 @@ class Engine implements StoryEngine {
       );
     }
     const leaseUntil = leaseUntilOf(claim);
-    if (Date.parse(leaseUntil) > this.clock.now() && options.force !== true) {
+    if (Date.parse(leaseUntil) > this.clock.now() && !claimCallEnded(step, generation, log) && options.force !== true) {
       throw invalid(
         'target',
         `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${leaseUntil}, or with force: true if that run is known to have stopped`,
@@ -1047,12 +1169,7 @@ class Engine implements StoryEngine {
         sceneId,
         target: step,
         status: 'done',
-        result: {
-          provider: publisher.provider,
-          settled: 'published',
-          ...(options.url === undefined ? {} : { url: options.url }),
-          ids: (options.ids ?? []).slice(0, 100),
-        },
+        result: publishedRecord(publisher.provider, { url: options.url, ids: options.ids ?? [] }, 'published'),
       });
     } else {
       await this.store.recordPublication({
@@ -1211,15 +1328,17 @@ class Engine implements StoryEngine {
   /**
    * Runs a step's call with the retry policy, each attempt within `stepTimeoutMs`. The attempt's signal fires when the
    * run is aborted or the attempt has run out of time; a call that ignores it is left behind, and the attempt fails
-   * with a `TIMEOUT` error all the same: retryable, unless `atMostOnce` (a publisher that is not idempotent, whose
+   * with a `TIMEOUT` error all the same: retryable, unless `at-most-once` (a publisher that is not idempotent, whose
    * call may have published), which also never retries an error that is not retryable, whatever the policy says.
+   * `once` makes a single attempt.
    */
   private attempts<T>(
     run: RunContext,
     step: EngineStep,
     call: (signal: AbortSignal) => Promise<T>,
-    atMostOnce = false,
+    policy: AttemptPolicy = 'retry',
   ): Promise<T> {
+    const atMostOnce = policy === 'at-most-once';
     const limit = this.options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
     return withRetry(
       async (_attempt, runSignal) => {
@@ -1250,27 +1369,25 @@ class Engine implements StoryEngine {
           clearTimeout(handle);
         }
       },
-      this.retryOptions(run, step, atMostOnce),
+      this.retryOptions(run, step, policy),
     );
   }
 
-  private retryOptions(run: RunContext, step: EngineStep, atMostOnce = false): RetryOptions {
+  private retryOptions(run: RunContext, step: EngineStep, policy: AttemptPolicy = 'retry'): RetryOptions {
     const shouldRetry = this.options.retry?.shouldRetry;
     return {
       ...this.options.retry,
       // A call that may have done its work is never made again, whatever the policy says of its error.
-      ...(atMostOnce
+      ...(policy === 'at-most-once'
         ? {
-            // Another run's claim is not waited for here: the next run looks again.
             shouldRetry: (error: unknown, attempt: number) =>
-              StoryloomError.isInstance(error) &&
-              error.isRetryable &&
-              error.code !== 'PUBLISH_IN_PROGRESS' &&
-              (shouldRetry?.(error, attempt) ?? true),
+              StoryloomError.isInstance(error) && error.isRetryable && (shouldRetry?.(error, attempt) ?? true),
           }
-        : {}),
+        : policy === 'once'
+          ? { shouldRetry: () => false }
+          : {}),
       clock: this.clock,
-      ...(run.signal ? { signal: run.signal } : {}),
+      signal: run.signal,
       onRetry: ({ attempt, delayMs, error }) => {
         this.emit({ type: 'step.retry', storyId: run.storyId, at: this.clock.now(), step, attempt, delayMs, error });
         this.logger.warn('retrying episode step', {
@@ -1360,6 +1477,15 @@ function redeliveredDifferences(delivered: UserInfluenceInput, stored: UserInflu
   return DELIVERED_FIELDS.filter((field) => JSON.stringify(parsed.data[field]) !== JSON.stringify(stored[field]));
 }
 
+/** What a post-commit step recorded as done or skipped, with its result. */
+interface StepOutcome {
+  status: 'done' | 'skipped';
+  result: Record<string, unknown>;
+}
+
+/** How a step's calls are tried: by the retry policy, never again once they may have done their work, or once. */
+type AttemptPolicy = 'retry' | 'at-most-once' | 'once';
+
 /** A publish step's claim, for a publisher that is not idempotent. */
 interface Claim {
   /** This run holds the claim and may call the publisher. */
@@ -1394,13 +1520,67 @@ function releasesOf(step: EngineStep, log: readonly PublicationEntry[]): number 
   return generation;
 }
 
-/** What the log keeps of a publish: the provider, the url and the remote ids. */
-function publishedRecord(publisher: Publisher, published: PublishResult): Record<string, unknown> {
-  return {
-    provider: publisher.provider,
-    ...(published.url === undefined ? {} : { url: published.url }),
-    ids: published.ids.slice(0, 100),
-  };
+/**
+ * Whether the holder of a step's claim of `generation` recorded that its call ended (it failed without being cut
+ * short): nobody is publishing under that claim any more, whatever its lease says.
+ */
+function claimCallEnded(step: EngineStep, generation: number, log: readonly PublicationEntry[]): boolean {
+  return log.some(
+    (entry) => entry.target === step && entry.status === 'failed' && entry.result.callEndedUnderClaim === generation,
+  );
+}
+
+/**
+ * The most a publish record takes in the log, as JSON: well within what a store accepts (16,000 characters), so that
+ * a publish that went out is always recorded, whatever its publisher answered.
+ */
+const MAX_PUBLISHED_RECORD_JSON = 12_000;
+const MAX_PUBLISHED_URL_JSON = 2_000;
+const MAX_PROVIDER_JSON = 200;
+const MAX_PUBLISHED_IDS = 100;
+
+/**
+ * What the log keeps of a publish: the provider, the url and the remote ids (`settled` when `resolvePublication`
+ * recorded it). Refused for its size, a publish that went out would never be recorded: an idempotent publisher would
+ * be called again by every later run, and one that is not would be left in doubt. So the url is clipped, ids are kept
+ * in order while the record fits (at most 100), and `idsLeftOut` counts the rest; what is not a string is left out.
+ */
+function publishedRecord(
+  provider: unknown,
+  published: { url?: unknown; ids?: unknown } | undefined,
+  settled?: 'published',
+): Record<string, unknown> {
+  const record: Record<string, unknown> = { provider: clipToJson(String(provider), MAX_PROVIDER_JSON) };
+  if (settled !== undefined) record.settled = settled;
+  if (typeof published?.url === 'string') record.url = clipToJson(published.url, MAX_PUBLISHED_URL_JSON);
+  const offered: unknown[] = Array.isArray(published?.ids) ? published.ids : [];
+  const ids: string[] = [];
+  // Measured with room for the count of ids left out, as the store measures: the JSON text.
+  let size = JSON.stringify({ ...record, ids, idsLeftOut: offered.length }).length;
+  for (const id of offered) {
+    if (ids.length === MAX_PUBLISHED_IDS) break;
+    if (typeof id !== 'string') continue;
+    const cost = JSON.stringify(id).length + 1;
+    if (size + cost > MAX_PUBLISHED_RECORD_JSON) break;
+    ids.push(id);
+    size += cost;
+  }
+  record.ids = ids;
+  if (ids.length < offered.length) record.idsLeftOut = offered.length - ids.length;
+  return record;
+}
+
+/** `text`, clipped (with an ellipsis) until its JSON form takes at most `maxJsonChars` (at least 3). */
+function clipToJson(text: string, maxJsonChars: number): string {
+  let clipped = text;
+  let room = text.length;
+  for (;;) {
+    const size = JSON.stringify(clipped).length;
+    if (size <= maxJsonChars) return clipped;
+    // Escapes make JSON longer than the text: shrink in proportion, and by at least one each time.
+    room = Math.max(1, Math.min(room - 1, Math.floor((room * maxJsonChars) / size)));
+    clipped = ellipsize(text, room);
+  }
 }
 
 /** The failure of a publish step that an earlier run started and never finished: it may or may not have gone out. */
