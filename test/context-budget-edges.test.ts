@@ -104,8 +104,9 @@ describe('token budget and prompt layout', () => {
     // createClaudeTokenCounter's documented use: warm `countTokensExact` with the stable prefix so that `count`
     // returns the exact figure. ContextManager memoizes the prefix's count per story (countStable) and keeps the old
     // estimate, so `tokens.stable` no longer matches what the tokenizer counts for `prompt.stable`. Here the exact
-    // count (one token per character, as for CJK text) is above the ⌈chars / 3⌉ fallback, and the bundle claims to
-    // fit the budget while the tokenizer it was given counts the prompt over it.
+    // count (one token per character, as for CJK text) is above a ⌈chars / 3⌉ fallback (given here: the default one
+    // no longer counts CJK so low), and the bundle claims to fit the budget while the tokenizer it was given counts
+    // the prompt over it.
     const client = {
       messages: {
         create: () => Promise.reject(new Error('not used')),
@@ -117,7 +118,16 @@ describe('token budget and prompt layout', () => {
         }),
       },
     } as unknown as ClaudeClient;
-    const tokenizer = createClaudeTokenCounter({ client, model: 'claude-sonnet-4-6' });
+    const tokenizer = createClaudeTokenCounter({
+      client,
+      model: 'claude-sonnet-4-6',
+      fallback: {
+        specificationVersion: 'v1',
+        provider: 'estimate',
+        exact: false,
+        count: (text) => Math.ceil(text.length / 3),
+      },
+    });
     const description = '灯台の光は決して消えてはならない。島は毎晩北へ一マイル流れる。'.repeat(60);
     const base = makeStoryState('tale');
     const characters = Object.fromEntries(

@@ -121,12 +121,13 @@ export type AnthropicSummarizerOptions = AnthropicConnectionOptions &
  * ```
  */
 export function createAnthropicSummarizer(options: AnthropicSummarizerOptions): Summarizer {
-  const { model, maxTokens, retry, clock } = options;
+  const { model, maxTokens, maxInputTokens, retry, clock } = options;
   return createClaudeSummarizer({
     client: lazyClient(options),
     model,
     provider: 'anthropic',
     ...(maxTokens !== undefined ? { maxTokens } : {}),
+    ...(maxInputTokens !== undefined ? { maxInputTokens } : {}),
     ...(retry !== undefined ? { retry } : {}),
     ...(clock !== undefined ? { clock: clock as Clock } : {}),
   });

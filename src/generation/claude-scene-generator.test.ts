@@ -20,6 +20,7 @@ import {
 import { makeInfluence, makeStoryState } from '../testing/fixtures.js';
 import {
   buildClaudeRequest,
+  CLAUDE_SCENE_INSTRUCTIONS,
   type ClaudeClient,
   type ClaudeMessage,
   checkSceneReply,
@@ -29,6 +30,7 @@ import {
   findClaudePrice,
   toClaudeError,
   usageFromClaude,
+  wellFormedText,
 } from './claude-scene-generator.js';
 import type { GenerationProgress, SceneRequest } from './scene-generator.js';
 
@@ -731,6 +733,40 @@ describe('buildClaudeRequest', () => {
       },
     });
     await expect(generator.generate(makeRequest())).resolves.toMatchObject({ attempts: 1 });
+  });
+
+  it('sends committed text holding a lone surrogate well-formed, so the API accepts the request', async () => {
+    // The scene schema accepts a lone surrogate: another generator, or an imported story, can commit one, and the
+    // prompt quotes committed scenes in its stable and its dynamic part.
+    const base = makeRequest();
+    const stable = `${base.prompt.stable} Earlier: Mira saw the lamp \ud83d.`;
+    const blocks = [base.prompt.stable, ' Earlier: Mira saw the lamp \ud83d', '.'];
+    const dynamic = `Recent scenes: Tobin counted ships \udc00 at dawn. ${base.prompt.dynamic}`;
+    const single = buildClaudeRequest(
+      { ...base, prompt: { ...base.prompt, stable, dynamic } },
+      { model: MODEL, maxTokens: 1_000 },
+    );
+    const split = buildClaudeRequest(
+      { ...base, prompt: { ...base.prompt, stable, stableBlocks: blocks, dynamic } },
+      { model: MODEL, maxTokens: 1_000 },
+    );
+    for (const params of [single, split]) {
+      expect(stringsOf(params).filter((text) => LONE_SURROGATE.test(text))).toEqual([]);
+      expect(params.messages[0].content[0].text).toContain('Tobin counted ships \uFFFD at dawn.');
+    }
+    expect(split.system.map((block: { text: string }) => block.text)).toEqual([
+      CLAUDE_SCENE_INSTRUCTIONS,
+      base.prompt.stable,
+      ' Earlier: Mira saw the lamp \uFFFD',
+      '.',
+    ]);
+    // A whole pair is one character and stays; only halves without their other half are replaced.
+    expect(wellFormedText('\ud83e\uddd9 \ud83d \udc00\ud83d')).toBe('\ud83e\uddd9 \uFFFD \uFFFD\uFFFD');
+    // Sent through the SDK: the stand-in refuses a lone surrogate as the API does (400, not retryable).
+    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false });
+    const result = await generator.generate({ ...base, prompt: { ...base.prompt, stable, dynamic } });
+    expect(result.attempts).toBe(1);
+    expect(standIn.requests[0]!.body.system[1].text).toContain('Mira saw the lamp \uFFFD.');
   });
 
   it('puts the schema in the system prompt instead of output_config in prompt mode', () => {

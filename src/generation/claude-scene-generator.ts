@@ -376,7 +376,9 @@ function audienceBlock(request: SceneRequest): string {
 
 /**
  * Builds the Messages API request for a scene: system = instructions + the stable prefix with a cache breakpoint at
- * its end; user turn = the dynamic part, the audience influence as quoted data, and the scene to write.
+ * its end; user turn = the dynamic part, the audience influence as quoted data, and the scene to write. Every text is
+ * sent well-formed (`wellFormedText`): the prompt quotes committed scenes, and one lone surrogate in them would make
+ * the API refuse every request.
  *
  * @example
  * ```ts
@@ -397,7 +399,10 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
     max_tokens: options.maxTokens,
     system: [{ type: 'text', text: instructions }, ...stableSystemBlocks(request.prompt, cacheControl)],
     messages: [
-      { role: 'user', content: [{ type: 'text', text: request.prompt.dynamic + audienceBlock(request) + task }] },
+      {
+        role: 'user',
+        content: [{ type: 'text', text: wellFormedText(request.prompt.dynamic + audienceBlock(request) + task) }],
+      },
     ],
   };
   if (structuredOutput === 'json-schema') {
@@ -415,13 +420,15 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
 function stableSystemBlocks(prompt: SceneRequest['prompt'], cacheControl: { type: string; ttl?: string }) {
   const blocks = prompt.stableBlocks?.filter((block) => block.length > 0);
   if (!blocks || blocks.length < 2 || blocks.join('') !== prompt.stable) {
-    return [{ type: 'text' as const, text: prompt.stable, cache_control: cacheControl }];
+    return [{ type: 'text' as const, text: wellFormedText(prompt.stable), cache_control: cacheControl }];
   }
-  return blocks.map((text, index) =>
-    index === 0 || index === blocks.length - 1
+  // Each block well-formed on its own: the API reads every block as a separate string.
+  return blocks.map((block, index) => {
+    const text = wellFormedText(block);
+    return index === 0 || index === blocks.length - 1
       ? { type: 'text' as const, text, cache_control: cacheControl }
-      : { type: 'text' as const, text },
-  );
+      : { type: 'text' as const, text };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -557,7 +564,7 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
   const json = extractJson(text);
   if (!json.ok) {
     // The parser's message may quote the reply, lone surrogates included.
-    const problems = [{ path: '(root)', message: wellFormed(json.message) }];
+    const problems = [{ path: '(root)', message: wellFormedText(json.message) }];
     return {
       ok: false,
       kind: 'schema',
@@ -572,8 +579,8 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
   if (!parsed.success || illFormed.length > 0) {
     // Paths quote the reply's keys: written well-formed, so that the repair turn quoting them can be sent.
     const problems = [...(parsed.success ? [] : toProblems(parsed.error.issues)), ...illFormed].map((problem) => ({
-      path: wellFormed(problem.path),
-      message: wellFormed(problem.message),
+      path: wellFormedText(problem.path),
+      message: wellFormedText(problem.message),
     }));
     return {
       ok: false,
@@ -610,8 +617,20 @@ export function checkSceneReply(request: SceneRequest, text: string, createdAt: 
 /** A UTF-16 surrogate that is not half of a pair: in `u` mode a well-formed pair is one code point, not two. */
 const LONE_SURROGATE = /\p{Surrogate}/u;
 
-/** `text` with every lone surrogate replaced by U+FFFD, so that it can be sent back to the API. */
-function wellFormed(text: string): string {
+/**
+ * `text` with every lone UTF-16 surrogate (half of a pair without its other half) replaced by U+FFFD, otherwise
+ * unchanged. The Messages API refuses a request body holding a lone surrogate (400, "no low surrogate in string",
+ * not retryable), and story text can hold one: the scene schema accepts it, so another generator or an imported
+ * story can commit it, and every prompt quoting it would then be refused. Text that is already well-formed costs
+ * one scan.
+ *
+ * @example
+ * ```ts
+ * import { wellFormedText } from 'storyloom/anthropic';
+ * wellFormedText('Mira saw the lamp \ud83d'); // 'Mira saw the lamp \uFFFD'
+ * ```
+ */
+export function wellFormedText(text: string): string {
   return LONE_SURROGATE.test(text) ? text.replace(/\p{Surrogate}/gu, '\uFFFD') : text;
 }
 
@@ -938,9 +957,9 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
         messages.push(
           {
             role: 'assistant',
-            content: [{ type: 'text', text: text.trim() === '' ? '(empty reply)' : wellFormed(text) }],
+            content: [{ type: 'text', text: text.trim() === '' ? '(empty reply)' : wellFormedText(text) }],
           },
-          { role: 'user', content: [{ type: 'text', text: last.prompt }] },
+          { role: 'user', content: [{ type: 'text', text: wellFormedText(last.prompt) }] },
         );
         throwIfAborted(signal);
       }

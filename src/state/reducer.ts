@@ -10,6 +10,7 @@
  */
 import type { z } from 'zod';
 import { ContinuityError } from '../core/errors.js';
+import { clipText } from '../core/text.js';
 import {
   type CharacterState,
   chapterIdFor,
@@ -283,8 +284,8 @@ function quoteList(values: readonly string[]): string {
 
 function describeError(error: unknown): string {
   try {
-    if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 300);
-    return String(error).slice(0, 300);
+    if (error instanceof Error) return clipText(`${error.name}: ${error.message}`, 300);
+    return clipText(String(error), 300);
   } catch {
     return 'an error that cannot be described';
   }
