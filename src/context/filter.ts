@@ -140,9 +140,9 @@ function conditionHolds(actual: unknown, condition: Scalar | FieldCondition): bo
 }
 
 /**
- * Whether a valid filter holds for every record: it names no condition (only `undefined` values), its `$and` parts
- * all hold for every record, or one of its `$or` branches does. `{ chapterId: options.chapter }` with no chapter is
- * such a filter, and so is `{ $and: [{}] }`.
+ * Whether a valid filter holds for every record: it names no condition (only `undefined` values, or operator objects
+ * with no operator, such as `{ type: {} }`), its `$and` parts all hold for every record, or one of its `$or`
+ * branches does. `{ chapterId: options.chapter }` with no chapter is such a filter, and so is `{ $and: [{}] }`.
  */
 export function matchesEverything(filter: MetadataFilter): boolean {
   for (const [key, value] of Object.entries(filter)) {
@@ -151,9 +151,20 @@ export function matchesEverything(filter: MetadataFilter): boolean {
       if (!(value as MetadataFilter[]).every(matchesEverything)) return false;
     } else if (key === '$or') {
       if (!(value as MetadataFilter[]).some(matchesEverything)) return false;
-    } else return false;
+    } else if (!isEmptyCondition(value as Scalar | FieldCondition)) return false;
   }
   return true;
+}
+
+/**
+ * Whether a field's condition names no operator: `{}` (or operators left `undefined`, which `validateFilter` refuses).
+ * It holds for every record, the field present or missing, so an adapter must not send it as a condition: Pinecone
+ * refuses the empty `$and` it would become.
+ */
+function isEmptyCondition(condition: Scalar | FieldCondition | undefined): boolean {
+  if (condition === undefined) return true;
+  if (isScalar(condition)) return false;
+  return Object.values(condition).every((operand) => operand === undefined);
 }
 
 /** Whether `metadata` satisfies `filter`. A missing field satisfies only negative conditions. */
@@ -172,7 +183,9 @@ export function matchesFilter(
       const actual = metadata[key];
       if (actual === undefined) {
         const cond = value as FieldCondition;
-        const onlyNegative = !isScalar(value) && Object.keys(cond).every((op) => op === '$ne' || op === '$nin');
+        const onlyNegative =
+          !isScalar(value) &&
+          Object.entries(cond).every(([op, operand]) => operand === undefined || op === '$ne' || op === '$nin');
         if (!onlyNegative) return false;
         continue;
       }

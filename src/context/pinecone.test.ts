@@ -123,12 +123,54 @@ describe('Pinecone adapter specifics', () => {
           $and: [{ type: { $eq: 'scene' } }, { $or: [{ characters: { $eq: 'mira' } }, { timestamp: { $lte: 5 } }] }],
         },
       ],
-      [{ characters: { $nin: ['oren'] } }, { characters: { $nin: ['oren'] } }],
+      // Pinecone's $ne and $nin hold only where the field is set; the port's hold where it is missing too. Fields
+      // every record has need no more; the lists (left out when empty) and the optional fields need $exists.
+      [
+        { characters: { $nin: ['oren'] } },
+        { $or: [{ characters: { $exists: false } }, { characters: { $nin: ['oren'] } }] },
+      ],
+      [
+        { chapterId: { $ne: 'chapter-0001' }, type: { $ne: 'meta' } },
+        {
+          $and: [
+            { $or: [{ chapterId: { $exists: false } }, { chapterId: { $ne: 'chapter-0001' } }] },
+            { type: { $ne: 'meta' } },
+          ],
+        },
+      ],
+      [
+        { sceneIndex: { $ne: 1, $lt: 3 }, importance: { $nin: [0.5] } },
+        {
+          $and: [
+            { $or: [{ sceneIndex: { $exists: false } }, { sceneIndex: { $ne: 1 } }] },
+            { sceneIndex: { $lt: 3 } },
+            { importance: { $nin: [0.5] } },
+          ],
+        },
+      ],
+      [
+        { $or: [{ themes: { $ne: 'war' } }, { locations: { $nin: ['tower'] } }] },
+        {
+          $or: [
+            { $or: [{ themes: { $exists: false } }, { themes: { $ne: 'war' } }] },
+            { $or: [{ locations: { $exists: false } }, { locations: { $nin: ['tower'] } }] },
+          ],
+        },
+      ],
       // What holds for every record is no condition: Pinecone's client refuses `{}` and empty branches.
       [{}, undefined],
       [{ chapterId: undefined }, undefined],
       [{ $and: [{}, { chapterId: undefined }] }, undefined],
       [{ $or: [{ type: 'scene' }, {}] }, undefined],
+      // An operator object without an operator is no condition either, never an empty $and (a 400 from Pinecone).
+      [{ type: {} }, undefined],
+      [{ $or: [{ importance: {} }, { type: 'summary' }] }, undefined],
+      [{ $and: [{ type: {} }, { chapterId: {} }] }, undefined],
+      [{ type: {}, importance: 1 }, { importance: { $eq: 1 } }],
+      [
+        { $or: [{ type: 'scene' }, { $and: [{ chunk: {} }, { importance: 1 }] }] },
+        { $or: [{ type: { $eq: 'scene' } }, { importance: { $eq: 1 } }] },
+      ],
       [{ type: 'scene', $and: [{}] }, { type: { $eq: 'scene' } }],
       [{ type: 'scene', $or: [{ importance: 1 }, { chapterId: undefined }] }, { type: { $eq: 'scene' } }],
       [
@@ -277,6 +319,28 @@ describe('Pinecone adapter specifics', () => {
       expect((error as Error).name, label).toBe('PineconeBadRequestError');
     }
     expect(standIn.namespaces().r).toBeUndefined();
+  });
+
+  it('stand-in: $ne and $nin skip a record without the field, as on Pinecone; $exists: false finds it', async () => {
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+    const values = Array.from({ length: DIMENSIONS }, (_, i) => i + 1);
+    const namespace = 'missing-field';
+    await sdk.upsert({
+      records: [
+        { id: 'bare', values, metadata: { type: 'plotThread' } },
+        { id: 'set', values, metadata: { type: 'scene', chapterId: 'c2', characters: ['oren'] } },
+      ],
+      namespace,
+    });
+    const found = async (filter: object) =>
+      ((await sdk.query({ vector: values, topK: 5, namespace, filter })).matches ?? []).map((match) => match.id);
+    expect(await found({ chapterId: { $ne: 'c1' } })).toEqual(['set']);
+    expect(await found({ characters: { $nin: ['mira'] } })).toEqual(['set']);
+    expect(await found({ characters: { $exists: false } })).toEqual(['bare']);
+    expect(await found({ $or: [{ chapterId: { $exists: false } }, { chapterId: { $ne: 'c1' } }] })).toEqual([
+      'bare',
+      'set',
+    ]);
   });
 
   it('hybrid: on a dotproduct index, sparse values add to the cosine of the dense part', async () => {

@@ -29,7 +29,14 @@ import {
 } from '../core/errors.js';
 import { parseRetryAfter, type RetryOptions, withRetry } from '../core/retry.js';
 import { type VectorMetadata, VectorMetadataSchema, type VectorRecord } from '../state/schema.js';
-import { type FieldCondition, type MetadataFilter, matchesEverything, type Scalar, validateFilter } from './filter.js';
+import {
+  FILTERABLE_FIELDS,
+  type FieldCondition,
+  type MetadataFilter,
+  matchesEverything,
+  type Scalar,
+  validateFilter,
+} from './filter.js';
 import {
   checkDeletion,
   checkIdList,
@@ -674,16 +681,32 @@ function restoreValues(values: readonly number[], metadata: Record<string, unkno
 }
 
 /**
+ * The filterable fields a stored record can lack: the optional ones (`sceneIndex`, `chapterId`) and the lists, which
+ * `toPineconeMetadata` leaves out when empty. Read from the schema, so a field added there is covered here.
+ */
+const FIELDS_PINECONE_MAY_LACK: ReadonlySet<string> = new Set(
+  FILTERABLE_FIELDS.filter((field) => {
+    const absent = VectorMetadataSchema.shape[field].safeParse(undefined);
+    return absent.success && (absent.data === undefined || (Array.isArray(absent.data) && absent.data.length === 0));
+  }),
+);
+
+/**
  * Our filter in Pinecone's operators. Each field condition with several operators becomes an `$and` of one-operator
  * conditions, and conditions of several fields an `$and`: on list fields every operator is then checked on its own
  * (positive ones by any element, negative ones by none), which is the port's meaning.
+ *
+ * The port lets a missing field satisfy `$ne` and `$nin` (a thread with nobody in it is "not about the villain");
+ * Pinecone matches them only where the field is set. So on a field a record can lack, `$ne` / `$nin` become
+ * `{ $or: [{ field: { $exists: false } }, { field: { $ne: value } }] }`, one level deeper than the condition.
+ *
+ * What holds for every record is no condition: a filter that holds for every record is `undefined` (Pinecone, its
+ * client already, refuses `{}` and an empty `$and`), and such parts are left out of `$and` and `$or`.
  *
  * Pinecone's `$in` and `$nin` take strings and numbers only: a boolean in their list is a `ValidationError` here
  * rather than a 400 from Pinecone (`$eq` and `$ne` take booleans).
  */
 export function toPineconeFilter(filter: MetadataFilter, path = 'filter'): Record<string, unknown> | undefined {
-  // Pinecone (its client already) refuses an empty filter, and `$and` / `$or` of empty ones; the port reads them as
-  // "no condition". So a filter that holds for every record is no filter, and conditions that always hold are left out.
   if (matchesEverything(filter)) return undefined;
   const parts: Array<Record<string, unknown>> = [];
   for (const [key, value] of Object.entries(filter)) {
@@ -714,9 +737,15 @@ export function toPineconeFilter(filter: MetadataFilter, path = 'filter'): Recor
           `Pinecone compares ${operator} with strings and numbers only; use $eq or $ne for a boolean`,
         );
       }
-      parts.push({ [key]: { [operator]: operand } });
+      const condition = { [key]: { [operator]: operand } };
+      const negative = operator === '$ne' || operator === '$nin';
+      parts.push(
+        negative && FIELDS_PINECONE_MAY_LACK.has(key) ? { $or: [{ [key]: { $exists: false } }, condition] } : condition,
+      );
     }
   }
+  // Nothing left (operator objects without an operator): no condition, never an empty `$and`.
+  if (parts.length === 0) return undefined;
   return parts.length === 1 ? parts[0]! : { $and: parts };
 }
 

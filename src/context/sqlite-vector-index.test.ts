@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SNAPSHOTS_BEFORE_VERSION_5 } from '../../test/fixtures/sqlite-versions.js';
 import { StorageError, ValidationError } from '../core/errors.js';
+import { seededRandom } from '../core/seeded-random.js';
 import type { VectorRecordInput } from '../state/schema.js';
 import { nativeOf, openSqliteDatabase, SQLITE_SCHEMA_VERSION } from '../state/sqlite-database.js';
 import { runVectorIndexSuite } from '../testing/vector-index-suite.js';
@@ -218,6 +219,7 @@ function record(id: string, values: number[], storyId = 's'): VectorRecordInput 
 }
 
 const ids = (matches: Array<{ id: string }>) => matches.map((match) => match.id);
+const scored = (matches: Array<{ id: string; score: number }>) => matches.map((match) => [match.id, match.score]);
 
 describe('the in-memory mirror of createSqliteVectorIndex', () => {
   it('sees at the next query what another connection to the file wrote, deleted or dropped', async () => {
@@ -379,6 +381,68 @@ describe('the in-memory mirror of createSqliteVectorIndex', () => {
       });
     }
     await sqlite.close();
+  });
+
+  it('ranks records float32 cannot tell apart by their float64 scores without the mirror, as the memory index does', async () => {
+    // Cosines with [1, 0, 0, 0] of 1 - 5e-13·k²: float32 rounds every one to 1, so sqlite-vec ties them all at
+    // distance 0; ids run the other way, so a tie broken by id would put the farthest first. 80 of them: more than a
+    // fixed number of extra candidates would hold.
+    const records = Array.from({ length: 80 }, (_, i) =>
+      record(`near-${String(79 - i).padStart(2, '0')}`, [1, (i + 1) * 1e-6, 0, 0]),
+    );
+    records.push(record('a', [1, 2e-4, 0, 0]), record('b', [1, 1e-4, 0, 0]), record('far', [1, 1, 0, 0]));
+    const memory = createMemoryVectorIndex({ dimensions: 4 });
+    const sqlite = createSqliteVectorIndex({ path: ':memory:', dimensions: 4, mirror: false });
+    await memory.upsert('s', records);
+    await sqlite.upsert('s', records);
+    const vector = new Float32Array([1, 0, 0, 0]);
+    expect(ids(await sqlite.query('s', { vector, topK: 1 }))).toEqual(['near-79']);
+    for (const topK of [1, 5, 40, 81, 82, 100]) {
+      for (const filter of [undefined, { sourceId: { $in: ['a', 'b', 'far', 'near-00'] } }]) {
+        const expected = await memory.query('s', { vector, topK, filter });
+        const actual = await sqlite.query('s', { vector, topK, filter });
+        // The same ranking and the same scores, to the last bit.
+        expect(scored(actual), `topK ${topK}, filter ${JSON.stringify(filter)}`).toEqual(scored(expected));
+      }
+    }
+    // Only 'a' and 'b' pass: b is the closer one.
+    expect(ids(await sqlite.query('s', { vector, topK: 1, filter: { sourceId: { $in: ['a', 'b'] } } }))).toEqual(['b']);
+    await memory.close();
+    await sqlite.close();
+  });
+
+  it('without the mirror, ranks clusters of near-duplicates in many dimensions as the memory index does', async () => {
+    const dimensions = 384;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+        fc.constantFrom(1e-7, 1e-6, 1e-5, 1e-3),
+        fc.integer({ min: 1, max: 60 }),
+        async (seed, spread, topK) => {
+          const uniform = seededRandom(seed);
+          const random = () => uniform() - 0.5;
+          const base = Array.from({ length: dimensions }, random);
+          const records = Array.from({ length: 60 }, (_, i) =>
+            record(
+              `r${String(i).padStart(2, '0')}`,
+              base.map((value) => value + random() * spread),
+            ),
+          );
+          const memory = createMemoryVectorIndex({ dimensions });
+          const sqlite = createSqliteVectorIndex({ path: ':memory:', dimensions, mirror: false });
+          await memory.upsert('s', records);
+          await sqlite.upsert('s', records);
+          const vector = new Float32Array(base.map((value) => value + random() * spread));
+          // The same ranking and the same scores, to the last bit.
+          expect(scored(await sqlite.query('s', { vector, topK }))).toEqual(
+            scored(await memory.query('s', { vector, topK })),
+          );
+          await memory.close();
+          await sqlite.close();
+        },
+      ),
+      { numRuns: 40, seed: 20_260_101 },
+    );
   });
 
   it('opens a file of schema version 1 and keeps its vectors', async () => {

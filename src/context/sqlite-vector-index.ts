@@ -4,7 +4,8 @@
  * layout), kept in step by write-through and checked against a per-story write counter, so a query costs what the
  * memory index costs while SQLite stays the durable source of truth. Without the mirror, queries run inside SQLite:
  * sqlite-vec's `vec_distance_cosine` over the rows that pass the filter, which becomes SQL on the metadata columns
- * (and a float64 cosine for the rare vectors too long or too short for float32 arithmetic).
+ * (and a float64 cosine for the rare vectors too long or too short for float32 arithmetic), then the rows near the
+ * `topK` cut scored again in float64, as the memory index scores them.
  *
  * @module
  */
@@ -138,9 +139,12 @@ export function sqliteVectorMirrorState(index: VectorIndex): SqliteVectorMirrorS
  * the copy's (one indexed read, skipped while `PRAGMA data_version` shows no other connection committed), so writes
  * from other processes or connections are seen at the next query, at the price of one reload of that story. `fetch`
  * and `stats` use the copy when it is loaded and current. With `mirror: false` every query scans the rows inside
- * SQLite with sqlite-vec's `vec_distance_cosine` (float32 scores, within 1e-6 of the float64 ones); a stored vector
- * whose length is below 1e-15 or above 1e15, where float32 squares would underflow or overflow, is scored in float64
- * instead, so the ranking stays exact at every magnitude the memory index accepts.
+ * SQLite with sqlite-vec's float32 `vec_distance_cosine` (a stored vector whose length is below 1e-15 or above 1e15,
+ * where float32 squares would underflow or overflow, in float64 instead), then scores again in float64 the rows
+ * whose float32 distance is within float32's rounding of the `topK`-th: scores and ranking are the memory index's,
+ * to the last bit, even among records float32 cannot tell apart. The second pass costs a JavaScript call per row it
+ * scores, usually a few beyond `topK`; a story with many near-duplicates of the query (thousands within about
+ * 5e-4 in cosine of each other at 1536 dimensions) pays it for each of them.
  *
  * Opening an index whose name the file already holds only reads; registering a new name takes the write lock once.
  * Throws `ValidationError` for bad options, or when the file already holds this index `name` with other
@@ -309,39 +313,46 @@ export function createSqliteVectorIndex(options: SqliteVectorIndexOptions): Vect
       }
       const condition = filterToSql(query.filter, 'v');
       const includeValues = query.includeValues === true;
-      // float32 squares of a vector longer than about 1e19 overflow and of one shorter than about 1e-19 underflow
-      // (to a NaN or infinite distance, or a wrong one): such rows, told apart by their length (a distance to the
-      // origin) outside 1e-15..1e15, where the squared length stays far from float32's overflow (3.4e38) and its
-      // subnormal range (1.2e-38), are scored in float64. The query is scaled to length 1 first, so its own length
-      // never matters.
-      const sql = `SELECT v.id, v.metadata, ${includeValues ? 'v.embedding' : 'NULL AS embedding'},
-          CASE WHEN vec_distance_l2(v.embedding, ?) BETWEEN 1e-15 AND 1e15 THEN vec_distance_cosine(v.embedding, ?) ELSE ${COSINE_DISTANCE_FUNCTION}(v.embedding, ?) END AS distance
-        FROM vectors AS v
-        WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql}
-        ORDER BY distance IS NULL, distance, v.id LIMIT ?`;
+      // Two passes in one statement. The first ranks every row that passes the filter by sqlite-vec's float32
+      // distance; float32 squares of a vector longer than about 1e19 overflow and of one shorter than about 1e-19
+      // underflow, so rows whose length (a distance to the origin) lies outside 1e-15..1e15 are scored in float64
+      // there already. The query is scaled to length 1 first, so its own length never matters. Float32 cannot tell
+      // apart scores closer than its rounding (near-duplicates tie at distance 0, and the tie would go by id), so the
+      // second pass scores again, in float64 exactly as the memory index does, every row the first put within twice
+      // float32's error of the topK-th distance, and ranks by that: the rows near the cut, usually a few.
+      const sql = `WITH rough AS MATERIALIZED (
+          SELECT v.rowid AS row_id,
+            CASE WHEN vec_distance_l2(v.embedding, ?) BETWEEN 1e-15 AND 1e15 THEN vec_distance_cosine(v.embedding, ?) ELSE ${COSINE_DISTANCE_FUNCTION}(v.embedding, ?) END AS distance
+          FROM vectors AS v
+          WHERE v.index_name = ? AND v.story_id = ? AND ${condition.sql}
+        ),
+        cut AS (SELECT max(distance) + ? AS distance FROM (SELECT distance FROM rough WHERE distance IS NOT NULL ORDER BY distance LIMIT ?))
+        SELECT v.id, v.metadata, ${includeValues ? 'v.embedding' : 'NULL AS embedding'}, ${COSINE_FUNCTION}(v.embedding, ?) AS score
+        FROM rough JOIN vectors AS v ON v.rowid = rough.row_id
+        WHERE rough.distance IS NULL OR rough.distance <= (SELECT distance FROM cut)
+        ORDER BY score IS NULL, score DESC, v.id LIMIT ?`;
+      const exactQuery = toBlob(query.vector);
       const rows = guard(
         () =>
           cached(queryStatements, sql).all(
             origin,
             unitBlob(query.vector, squared),
-            toBlob(query.vector),
+            exactQuery,
             name,
             storyId,
             ...condition.params,
+            2 * float32CosineError(dimensions),
+            query.topK,
+            exactQuery,
             query.topK,
           ),
         'query',
-      ) as Array<{ id: string; metadata: string; embedding: Buffer | null; distance: number | null }>;
+      ) as Array<{ id: string; metadata: string; embedding: Buffer | null; score: number | null }>;
       return rows.map((row): VectorMatch => {
         const where = { path: database.path, kind: 'vector' as const, id: row.id, storyId };
-        // No distance: the stored vector has no finite, non-zero length, which only a damaged file can hold.
-        if (row.distance === null) throw corruptRow(where, 'its vector has no finite, non-zero length');
-        // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
-        const match: VectorMatch = {
-          id: row.id,
-          score: Math.max(-1, Math.min(1, 1 - row.distance)),
-          metadata: parseStoredMetadata(row.metadata, where),
-        };
+        // No score: the stored vector has no finite, non-zero length, which only a damaged file can hold.
+        if (row.score === null) throw corruptRow(where, 'its vector has no finite, non-zero length');
+        const match: VectorMatch = { id: row.id, score: row.score, metadata: parseStoredMetadata(row.metadata, where) };
         if (row.embedding) match.values = storedValues(row.embedding, dimensions, where);
         return match;
       });
@@ -470,40 +481,80 @@ function registerIndex(database: SqliteDatabase, name: string, dimensions: numbe
 /** The SQL function giving the float64 cosine distance of the rows outside float32's safe lengths. */
 const COSINE_DISTANCE_FUNCTION = 'storyloom_cosine_distance';
 
+/** The SQL function giving the float64 cosine that ranks the rows near the cut, as the memory index scores them. */
+const COSINE_FUNCTION = 'storyloom_cosine';
+
 const connectionsWithCosine = new WeakSet<NativeDatabase>();
 
 /**
- * Registers `COSINE_DISTANCE_FUNCTION` on the connection, once: better-sqlite3 refuses to define a function while the
- * connection is iterating a query, which an index created inside a loop over another's rows would otherwise hit.
+ * Registers `COSINE_DISTANCE_FUNCTION` and `COSINE_FUNCTION` on the connection, once: better-sqlite3 refuses to
+ * define a function while the connection is iterating a query, which an index created inside a loop over another's
+ * rows would otherwise hit.
  */
 function registerCosineFunction(db: NativeDatabase): void {
   if (connectionsWithCosine.has(db)) return;
   // Called with a blob, or JSON text (vec_distance_l2, evaluated first on the same row, refuses anything else); text,
   // which only a damaged row holds, has no byteLength and scores null.
   db.function(COSINE_DISTANCE_FUNCTION, { deterministic: true }, cosineDistance as (...values: unknown[]) => unknown);
+  db.function(COSINE_FUNCTION, { deterministic: true }, cosine as (...values: unknown[]) => unknown);
   connectionsWithCosine.add(db);
 }
 
 /**
- * `1 - cosine` of two float32 blobs, summed in float64 as the memory index does, so any finite non-zero float32
- * vector has a length; null (sorted last, reported as damage) when either has none or their sizes differ.
+ * The cosine of two float32 blobs computed as the memory index computes its scores, to the last bit: the query scaled
+ * to length 1, the products with its non-zero coordinates summed in float64 in ascending dimensions, times the stored
+ * vector's inverse length, clamped into [-1, 1]. So without the mirror a query ranks exactly as with it, ties and
+ * all, and any finite non-zero float32 vector has a length. Null (sorted last, reported as damage) when either has
+ * none or their sizes differ.
  */
-function cosineDistance(stored: Buffer, query: Buffer): number | null {
+function cosine(stored: Buffer, query: Buffer): number | null {
   // The query blob always holds the index's dimensions.
   if (stored.byteLength !== query.byteLength) return null;
-  const a = fromBlob(stored);
-  const b = fromBlob(query);
+  const values = viewOfBlob(stored);
+  const weights = queryWeights(query);
+  let squared = 0;
   let dot = 0;
-  let aSquared = 0;
-  let bSquared = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    aSquared += a[i]! * a[i]!;
-    bSquared += b[i]! * b[i]!;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]!;
+    squared += value * value;
+    // The memory index skips the query's zero coordinates; adding their ±0 products to a sum that starts at +0
+    // leaves it bit for bit the same.
+    dot += weights[i]! * value;
   }
-  const cosine = dot / (Math.sqrt(aSquared) * Math.sqrt(bSquared));
-  // Clamped into [-1, 1] with the float32 scores, when the row becomes a match.
-  return Number.isFinite(cosine) ? 1 - cosine : null;
+  const score = dot * (1 / Math.sqrt(squared));
+  return Number.isFinite(score) ? Math.max(-1, Math.min(1, score)) : null;
+}
+
+/** The weights of the last query scored: one query scores many rows in a row, and its length is summed once. */
+let lastQuery: { blob: Buffer; weights: Float64Array } | undefined;
+
+/** The query scaled to length 1 in float64, as the memory index scales it. */
+function queryWeights(query: Buffer): Float64Array {
+  if (lastQuery?.blob.equals(query)) return lastQuery.weights;
+  const direction = fromBlob(query);
+  let squared = 0;
+  for (let i = 0; i < direction.length; i++) squared += direction[i]! * direction[i]!;
+  const inverseNorm = 1 / Math.sqrt(squared);
+  const weights = Float64Array.from(direction, (value) => value * inverseNorm);
+  lastQuery = { blob: Buffer.from(query), weights };
+  return weights;
+}
+
+/** `1 - cosine`: the distance of the rows sqlite-vec cannot score, in the first pass of a query. */
+function cosineDistance(stored: Buffer, query: Buffer): number | null {
+  const similarity = cosine(stored, query);
+  return similarity === null ? null : 1 - similarity;
+}
+
+/**
+ * A bound on how far sqlite-vec's float32 cosine distance can stray from the float64 one, for vectors of `dimensions`
+ * floats whose squares stay in float32's normal range: each of the three sums (dot product and two squared lengths)
+ * is off by at most `dimensions` roundings relative to |a|·|b| (Cauchy-Schwarz), which moves the cosine by at most
+ * twice that, plus a few roundings for the square roots, the division and the query's own rounding to float32.
+ * Taken with room to spare: actual errors are far smaller, and a looser bound only re-scores a few more rows.
+ */
+function float32CosineError(dimensions: number): number {
+  return (3 * dimensions + 16) * 2 ** -24;
 }
 
 /** The query scaled to length 1 (in float64, then stored as float32), so sqlite-vec never squares a huge or tiny one. */

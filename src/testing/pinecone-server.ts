@@ -4,8 +4,9 @@
  * metadata filters) and limits (1,000 records and 2 MB per upsert, 40 KB of metadata per record, metadata values
  * only strings, numbers, booleans and lists of strings, `$in` / `$nin` lists of strings and numbers only, `topK` ≤
  * 10,000, at most 1,000 sparse values per record, no all-zero dense vector on a cosine index), answering invalid
- * requests with HTTP 400 and a Pinecone-shaped error body. Errors such as 429 can be scheduled to test retries.
- * Imports no SDK.
+ * requests with HTTP 400 and a Pinecone-shaped error body. As on Pinecone, a filter's `$ne` and `$nin` match only
+ * records that have the field (`$exists: false` finds the others). Errors such as 429 can be scheduled to test
+ * retries. Imports no SDK.
  *
  * @module
  */
@@ -512,10 +513,14 @@ function matches(metadata: Record<string, unknown>, filter: Filter): boolean {
   return true;
 }
 
-/** One operator on one field. On a list field, positive operators need some element, negative ones none. */
+/**
+ * One operator on one field. On a list field, positive operators need some element, negative ones none. A record
+ * without the field matches no operator but `$exists: false`, `$ne` and `$nin` included, as on Pinecone: "not equal"
+ * needs a value to compare.
+ */
 function holds(actual: unknown, operator: string, operand: unknown): boolean {
   if (operator === '$exists') return (actual !== undefined) === operand;
-  if (actual === undefined) return operator === '$ne' || operator === '$nin';
+  if (actual === undefined) return false;
   const items = Array.isArray(actual) ? actual : [actual];
   switch (operator) {
     case '$eq':

@@ -122,7 +122,11 @@ async function count(index: VectorIndex, storyId: string): Promise<number> {
   return (await index.stats(storyId)).count;
 }
 
-/** Six records whose metadata covers every filterable kind of value; no array is empty, so no backend quirk hides. */
+/**
+ * Seven records whose metadata covers every filterable kind of value, and every way a field can be missing: f7 has
+ * empty lists (which a backend may not store at all) and, like f3 and f4, no `sceneIndex` or `chapterId`. The port
+ * holds a backend to one rule for them: a missing field, or an empty list, satisfies negative conditions only.
+ */
 function filterFixture(index: VectorIndex, storyId: string): VectorRecordInput[] {
   const random = seededRandom(7);
   const record = (id: string, metadata: Partial<VectorMetadataInput>) =>
@@ -132,22 +136,56 @@ function filterFixture(index: VectorIndex, storyId: string): VectorRecordInput[]
       type: 'scene',
       characters: ['mira', 'oren'],
       locations: ['harbor'],
+      themes: ['loyalty'],
       importance: 0.9,
       timestamp: 1_000,
+      sceneIndex: 0,
+      chapterId: 'chapter-0001',
     }),
-    record('f2', { type: 'scene', characters: ['oren'], locations: ['archive'], importance: 0.4, timestamp: 2_000 }),
+    record('f2', {
+      type: 'scene',
+      characters: ['oren'],
+      locations: ['archive'],
+      themes: ['war'],
+      importance: 0.4,
+      timestamp: 2_000,
+      sceneIndex: 1,
+      chapterId: 'chapter-0001',
+    }),
     record('f3', { type: 'character', characters: ['mira'], locations: ['ship'], importance: 0.7, timestamp: 3_000 }),
     record('f4', {
       type: 'plotThread',
       characters: ['kell', 'mira'],
       locations: ['harbor', 'tower'],
+      themes: ['war', 'loyalty'],
       importance: 0.2,
       timestamp: 4_000,
     }),
-    record('f5', { type: 'summary', characters: ['sela'], locations: ['tower'], importance: 0.5, timestamp: 5_000 }),
-    record('f6', { type: 'scene', characters: ['kell'], locations: ['archive'], importance: 1, timestamp: 6_000 }),
+    record('f5', {
+      type: 'summary',
+      characters: ['sela'],
+      locations: ['tower'],
+      importance: 0.5,
+      timestamp: 5_000,
+      sceneIndex: 2,
+      chapterId: 'chapter-0002',
+    }),
+    record('f6', {
+      type: 'scene',
+      characters: ['kell'],
+      locations: ['archive'],
+      themes: ['tide'],
+      importance: 1,
+      timestamp: 6_000,
+      sceneIndex: 3,
+      chapterId: 'chapter-0002',
+    }),
+    // A plot thread nobody has joined yet, set nowhere, in no chapter.
+    record('f7', { type: 'plotThread', characters: [], locations: [], themes: [], importance: 0.6, timestamp: 7_500 }),
   ];
 }
+
+const ALL_FIXTURE_IDS = ['f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7'];
 
 /** Filters of one operator family with the ids of `filterFixture` each one must return. */
 const FILTER_TABLE: ReadonlyArray<{ name: string; expectations: ReadonlyArray<[MetadataFilter, string[]]> }> = [
@@ -168,20 +206,20 @@ const FILTER_TABLE: ReadonlyArray<{ name: string; expectations: ReadonlyArray<[M
   {
     name: '$ne',
     expectations: [
-      [{ type: { $ne: 'scene' } }, ['f3', 'f4', 'f5']],
-      [{ importance: { $ne: 0.9 } }, ['f2', 'f3', 'f4', 'f5', 'f6']],
+      [{ type: { $ne: 'scene' } }, ['f3', 'f4', 'f5', 'f7']],
+      [{ importance: { $ne: 0.9 } }, ['f2', 'f3', 'f4', 'f5', 'f6', 'f7']],
     ],
   },
   {
     name: '$in',
     expectations: [
-      [{ type: { $in: ['character', 'plotThread'] } }, ['f3', 'f4']],
+      [{ type: { $in: ['character', 'plotThread'] } }, ['f3', 'f4', 'f7']],
       [{ timestamp: { $in: [1_000, 6_000, 7_000] } }, ['f1', 'f6']],
     ],
   },
   {
     name: '$nin',
-    expectations: [[{ type: { $nin: ['scene', 'summary'] } }, ['f3', 'f4']]],
+    expectations: [[{ type: { $nin: ['scene', 'summary'] } }, ['f3', 'f4', 'f7']]],
   },
   {
     name: '$gt, $gte, $lt and $lte on numbers',
@@ -191,7 +229,7 @@ const FILTER_TABLE: ReadonlyArray<{ name: string; expectations: ReadonlyArray<[M
       [{ importance: { $lt: 0.4 } }, ['f4']],
       [{ importance: { $lte: 0.4 } }, ['f2', 'f4']],
       [{ timestamp: { $gte: 2_000, $lt: 5_000 } }, ['f2', 'f3', 'f4']],
-      [{ importance: { $gt: 0.3, $lt: 0.8 } }, ['f2', 'f3', 'f5']],
+      [{ importance: { $gt: 0.3, $lt: 0.8 } }, ['f2', 'f3', 'f5', 'f7']],
     ],
   },
   {
@@ -219,18 +257,46 @@ const FILTER_TABLE: ReadonlyArray<{ name: string; expectations: ReadonlyArray<[M
   {
     name: 'negative conditions on array fields exclude records holding the value',
     expectations: [
-      [{ characters: { $ne: 'mira' } }, ['f2', 'f5', 'f6']],
-      [{ characters: { $nin: ['mira', 'kell'] } }, ['f2', 'f5']],
+      [{ characters: { $ne: 'mira' } }, ['f2', 'f5', 'f6', 'f7']],
+      [{ characters: { $nin: ['mira', 'kell'] } }, ['f2', 'f5', 'f7']],
     ],
   },
   {
-    name: 'a condition left undefined, and an $and or $or that holds for every record, mean no condition',
+    name: 'an empty list or a missing field satisfies $ne and $nin, and no positive condition',
     expectations: [
-      [{}, ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']],
-      [{ chapterId: undefined }, ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']],
-      [{ $and: [{}] }, ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']],
+      [{ themes: { $ne: 'war' } }, ['f1', 'f3', 'f5', 'f6', 'f7']],
+      [{ themes: { $nin: ['war', 'tide'] } }, ['f1', 'f3', 'f5', 'f7']],
+      [{ locations: { $nin: ['harbor', 'archive', 'ship', 'tower'] } }, ['f7']],
+      [{ themes: 'war' }, ['f2', 'f4']],
+      [{ chapterId: { $ne: 'chapter-0001' } }, ['f3', 'f4', 'f5', 'f6', 'f7']],
+      [{ chapterId: { $nin: ['chapter-0002'] } }, ['f1', 'f2', 'f3', 'f4', 'f7']],
+      [{ sceneIndex: { $ne: 1 } }, ['f1', 'f3', 'f4', 'f5', 'f6', 'f7']],
+      [{ sceneIndex: { $nin: [0, 3] } }, ['f2', 'f3', 'f4', 'f5', 'f7']],
+      [{ chapterId: { $in: ['chapter-0001', 'chapter-0002'] } }, ['f1', 'f2', 'f5', 'f6']],
+      [{ sceneIndex: { $lt: 2 } }, ['f1', 'f2']],
+      // A positive operator beside the negative one needs the field.
+      [{ sceneIndex: { $ne: 1, $lt: 3 } }, ['f1', 'f5']],
+      [{ type: 'plotThread', characters: { $nin: ['villain'] } }, ['f4', 'f7']],
+      [
+        { $or: [{ characters: { $nin: ['mira', 'oren', 'kell'] } }, { type: 'scene' }] },
+        ['f1', 'f2', 'f5', 'f6', 'f7'],
+      ],
+      [{ $and: [{ chapterId: { $ne: 'chapter-0002' } }, { themes: { $ne: 'loyalty' } }] }, ['f2', 'f3', 'f7']],
+    ],
+  },
+  {
+    name: 'a condition left undefined or without an operator, and an $and or $or that holds for every record, mean no condition',
+    expectations: [
+      [{}, ALL_FIXTURE_IDS],
+      [{ chapterId: undefined }, ALL_FIXTURE_IDS],
+      [{ type: {} }, ALL_FIXTURE_IDS],
+      [{ chapterId: {} }, ALL_FIXTURE_IDS],
+      [{ $and: [{}] }, ALL_FIXTURE_IDS],
       [{ type: 'scene', $and: [{ chapterId: undefined }, {}] }, ['f1', 'f2', 'f6']],
       [{ type: 'scene', $or: [{ chapterId: undefined }, { importance: 1 }] }, ['f1', 'f2', 'f6']],
+      [{ type: 'scene', $or: [{ importance: {} }, { importance: 1 }] }, ['f1', 'f2', 'f6']],
+      [{ $or: [{ importance: {} }, { type: 'summary' }] }, ALL_FIXTURE_IDS],
+      [{ type: 'scene', sceneIndex: {} }, ['f1', 'f2', 'f6']],
       [{ $and: [{ type: 'scene' }, { $or: [{}, { importance: 1 }] }, { importance: { $gte: 0.5 } }] }, ['f1', 'f6']],
     ],
   },
@@ -661,13 +727,33 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
       const storyId = uniqueStoryId('delete-filter');
       const records = filterFixture(index, storyId);
       await index.upsert(storyId, records);
-      await eventually(index, async () => assert.equal(await count(index, storyId), 6));
+      await eventually(index, async () => assert.equal(await count(index, storyId), 7));
       const deleted = await index.delete(storyId, { filter: { $or: [{ type: 'summary' }, { characters: 'oren' }] } });
       assert.ok(deleted === 3 || deleted === -1, `3 deleted (or -1 when unknown), got ${deleted}`);
       await eventually(index, async () => {
         const left = await index.query(storyId, { vector: records[0]!.values, topK: 10 });
-        assert.deepEqual(sorted(ids(left)), ['f3', 'f4', 'f6']);
-        assert.equal(await count(index, storyId), 3);
+        assert.deepEqual(sorted(ids(left)), ['f3', 'f4', 'f6', 'f7']);
+        assert.equal(await count(index, storyId), 4);
+      });
+    },
+  },
+  {
+    name: 'delete by a negative filter also removes the records that lack the field',
+    skipUnless: (index) => (index.capabilities.deleteByFilter ? undefined : 'capabilities.deleteByFilter is false'),
+    async run(index) {
+      const storyId = uniqueStoryId('delete-negative');
+      const records = filterFixture(index, storyId);
+      await index.upsert(storyId, records);
+      await eventually(index, async () => assert.equal(await count(index, storyId), 7));
+      // f3, f4 and f7 have no chapter; f7 has nobody in it.
+      const deleted = await index.delete(storyId, {
+        filter: { chapterId: { $ne: 'chapter-0001' }, characters: { $nin: ['kell'] } },
+      });
+      assert.ok(deleted === 3 || deleted === -1, `3 deleted (or -1 when unknown), got ${deleted}`);
+      await eventually(index, async () => {
+        const left = await index.query(storyId, { vector: records[0]!.values, topK: 10 });
+        assert.deepEqual(sorted(ids(left)), ['f1', 'f2', 'f4', 'f6']);
+        assert.equal(await count(index, storyId), 4);
       });
     },
   },
@@ -677,13 +763,15 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
       const storyId = uniqueStoryId('delete-everything');
       const records = filterFixture(index, storyId);
       await index.upsert(storyId, records);
-      await eventually(index, async () => assert.equal(await count(index, storyId), 6));
+      await eventually(index, async () => assert.equal(await count(index, storyId), 7));
       const everything: MetadataFilter[] = [
         {},
         { chapterId: undefined },
+        { type: {} },
         { $and: [{}] },
         { $and: [{ chapterId: undefined }, { $or: [{ type: undefined }] }] },
         { $or: [{ type: 'scene' }, {}] },
+        { $or: [{ importance: {} }, { type: 'summary' }] },
       ];
       for (const filter of everything) {
         await assert.rejects(
@@ -692,7 +780,7 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
           `delete with ${JSON.stringify(filter)}`,
         );
       }
-      assert.equal(await count(index, storyId), 6, 'nothing was deleted');
+      assert.equal(await count(index, storyId), 7, 'nothing was deleted');
     },
   },
   {
