@@ -856,24 +856,9 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   /** Claims a stale import's marker for a new import, then deletes everything the stale one wrote. */
   private async takeOverImport(storyId: string, staleToken: string): Promise<string> {
-    const { send, sdk } = await this.ready();
     const token = randomUUID();
     try {
-      await send(
-        new sdk.document.UpdateCommand({
-          TableName: this.tableName,
-          Key: { pk: storyKey(storyId), sk: STATE_SK },
-          UpdateExpression: 'SET #token = :token, #startedAt = :now',
-          // Its own token passes, so a resend after a lost answer finds its own claim rather than another writer's.
-          ConditionExpression: '(#token = :stale OR #token = :token) AND #importing = :true',
-          ExpressionAttributeNames: {
-            '#token': 'importToken',
-            '#startedAt': 'importStartedAt',
-            '#importing': 'importing',
-          },
-          ExpressionAttributeValues: { ':token': token, ':now': this.clock.now(), ':stale': staleToken, ':true': true },
-        }),
-      );
+      await this.holdImportMarker(storyId, token, staleToken);
     } catch (error) {
       if (errorName(error) === 'ConditionalCheckFailedException') {
         throw new ConflictError(`Another writer took over the unfinished import of story "${storyId}"`, {
@@ -882,10 +867,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       }
       throw error;
     }
-    const keys = await this.queryPrefix(storyId, '', 'pk, sk');
-    await this.batchWrite(
-      keys.filter((key) => key.sk !== STATE_SK).map((key) => ({ DeleteRequest: { Key: { pk: key.pk, sk: key.sk } } })),
-    );
+    await this.deleteAllButState(storyId);
     return token;
   }
 
@@ -896,24 +878,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
    */
   private async removeStoryItems(storyId: string, token: string): Promise<void> {
     const { send, sdk } = await this.ready();
-    await send(
-      new sdk.document.UpdateCommand({
-        TableName: this.tableName,
-        Key: { pk: storyKey(storyId), sk: STATE_SK },
-        UpdateExpression: 'SET #startedAt = :now',
-        ConditionExpression: '#token = :token AND #importing = :true',
-        ExpressionAttributeNames: {
-          '#token': 'importToken',
-          '#startedAt': 'importStartedAt',
-          '#importing': 'importing',
-        },
-        ExpressionAttributeValues: { ':token': token, ':now': this.clock.now(), ':true': true },
-      }),
-    );
-    const keys = await this.queryPrefix(storyId, '', 'pk, sk');
-    await this.batchWrite(
-      keys.filter((key) => key.sk !== STATE_SK).map((key) => ({ DeleteRequest: { Key: { pk: key.pk, sk: key.sk } } })),
-    );
+    await this.holdImportMarker(storyId, token);
+    await this.deleteAllButState(storyId);
     await send(
       new sdk.document.DeleteCommand({
         TableName: this.tableName,
@@ -922,6 +888,42 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         ExpressionAttributeNames: { '#token': 'importToken' },
         ExpressionAttributeValues: { ':token': token },
       }),
+    );
+  }
+
+  /**
+   * Makes `token` the holder of a story's importing marker with a fresh lease, on condition that the marker is still
+   * importing and held by `token` or, to take it over, by `staleToken`. A resend after a lost answer finds its own
+   * token and passes. `ConditionalCheckFailedException` when another writer holds it.
+   */
+  private async holdImportMarker(storyId: string, token: string, staleToken?: string): Promise<void> {
+    const { send, sdk } = await this.ready();
+    await send(
+      new sdk.document.UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: storyKey(storyId), sk: STATE_SK },
+        UpdateExpression: 'SET #token = :token, #startedAt = :now',
+        ConditionExpression: `${staleToken === undefined ? '#token = :token' : '(#token = :stale OR #token = :token)'} AND #importing = :true`,
+        ExpressionAttributeNames: {
+          '#token': 'importToken',
+          '#startedAt': 'importStartedAt',
+          '#importing': 'importing',
+        },
+        ExpressionAttributeValues: {
+          ':token': token,
+          ':now': this.clock.now(),
+          ':true': true,
+          ...(staleToken === undefined ? {} : { ':stale': staleToken }),
+        },
+      }),
+    );
+  }
+
+  /** Deletes every item of a story but its `STATE` item. */
+  private async deleteAllButState(storyId: string): Promise<void> {
+    const keys = await this.queryPrefix(storyId, '', 'pk, sk');
+    await this.batchWrite(
+      keys.filter((key) => key.sk !== STATE_SK).map((key) => ({ DeleteRequest: { Key: { pk: key.pk, sk: key.sk } } })),
     );
   }
 
