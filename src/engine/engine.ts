@@ -982,24 +982,45 @@ class Engine implements StoryEngine {
     error: StoryloomError,
   ): void {
     this.emit({ type: 'step.start', storyId: run.storyId, at: started, step, sceneId: scene.id, resumed });
+    this.endStep(run, step, scene, started, 'failed', undefined, error);
+  }
+
+  /**
+   * Reports the end of a post-commit step: its report in the run, and for a failure the run's failures and an error
+   * in the log, then the `step.end` event. `result` is what the publication log recorded, if this run recorded it.
+   */
+  private endStep(
+    run: RunContext,
+    step: EngineStep,
+    scene: Scene,
+    started: number,
+    status: StepStatus,
+    result: Record<string, unknown> | undefined,
+    failure: unknown,
+  ): void {
     const durationMs = this.clock.now() - started;
-    run.failures.push({ step, sceneId: scene.id, status: 'failed', error });
-    run.steps.push({ step, sceneId: scene.id, status: 'failed', durationMs, error });
-    this.logger.error('episode step failed', {
-      storyId: run.storyId,
-      sceneId: scene.id,
-      step,
-      ...failureRecord(error),
-    });
+    const report: StepReport = { step, sceneId: scene.id, status, durationMs, ...(result ? { result } : {}) };
+    if (failure !== undefined) {
+      report.error = failure;
+      run.failures.push({ step, sceneId: scene.id, status: 'failed', error: failure });
+      this.logger.error('episode step failed', {
+        storyId: run.storyId,
+        sceneId: scene.id,
+        step,
+        ...(result ?? failureRecord(failure)),
+      });
+    }
+    run.steps.push(report);
     this.emit({
       type: 'step.end',
       storyId: run.storyId,
       at: this.clock.now(),
       step,
       sceneId: scene.id,
-      status: 'failed',
+      status,
       durationMs,
-      error,
+      ...(result ? { result } : {}),
+      ...(failure === undefined ? {} : { error: failure }),
     });
   }
 
@@ -1040,25 +1061,7 @@ class Engine implements StoryEngine {
     const details = await how.beforeRecord?.(status);
     if (status === 'failed' && details) result = { ...result, ...details };
     await this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result });
-    const durationMs = this.clock.now() - started;
-    const report: StepReport = { step, sceneId: scene.id, status, durationMs, result };
-    if (failure !== undefined) {
-      report.error = failure;
-      run.failures.push({ step, sceneId: scene.id, status: 'failed', error: failure });
-      this.logger.error('episode step failed', { storyId: run.storyId, sceneId: scene.id, step, ...result });
-    }
-    run.steps.push(report);
-    this.emit({
-      type: 'step.end',
-      storyId: run.storyId,
-      at: this.clock.now(),
-      step,
-      sceneId: scene.id,
-      status,
-      durationMs,
-      result,
-      ...(failure === undefined ? {} : { error: failure }),
-    });
+    this.endStep(run, step, scene, started, status, result, failure);
     return status;
   }
 
