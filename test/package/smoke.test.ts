@@ -171,9 +171,12 @@ describe('the packed package, installed into an empty project', { timeout: TIMEO
     if (workspace) rmSync(workspace, { recursive: true, force: true });
   });
 
-  it('packs dist/, the README and package.json, and nothing else', () => {
+  it('packs dist/, docs/, the README and package.json, and nothing else', () => {
     const unexpected = packedFiles.filter(
-      (file) => !file.startsWith('dist/') && !['package.json', 'README.md', 'LICENSE'].includes(file),
+      (file) =>
+        !file.startsWith('dist/') &&
+        !file.startsWith('docs/') &&
+        !['package.json', 'README.md', 'LICENSE'].includes(file),
     );
     expect(unexpected).toEqual([]);
     for (const { subpath } of entryPoints) {
@@ -181,6 +184,22 @@ describe('the packed package, installed into an empty project', { timeout: TIMEO
       expect(packedFiles).toContain(target.import.default.replace(/^\.\//, ''));
       expect(packedFiles).toContain(target.require.default.replace(/^\.\//, ''));
     }
+  });
+
+  it('ships every file that the README and docs link to, so their links work in the installed package', () => {
+    const linkers = packedFiles.filter((file) => file.endsWith('.md'));
+    expect(linkers).toContain('README.md');
+    const broken: string[] = [];
+    for (const linker of linkers) {
+      const text = readFileSync(path.join(repositoryRoot, linker), 'utf8');
+      // Inline links and images, [text](target) and ![alt](target), whose target is a path in this package.
+      for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (/^[a-z][a-z0-9+.-]*:|^#|^\//i.test(target!)) continue;
+        const file = path.posix.normalize(path.posix.join(path.posix.dirname(linker), target!.replace(/#.*$/, '')));
+        if (!packedFiles.includes(file)) broken.push(`${linker} -> ${target}`);
+      }
+    }
+    expect(broken).toEqual([]);
   });
 
   it('installs no optional peer dependency', () => {
