@@ -33,6 +33,13 @@ runPublisherSuite(
       return {
         publisher: createFilesystemPublisher({ directory }),
         published: (storyId, sceneId) => readSitePublication(directory, storyId, sceneId),
+        // The scene's JSON: its page also shows the neighbours' links, which a later scene changes.
+        read: async (storyId, sceneId) => {
+          const sceneJson = (await readSitePublication(directory, storyId, sceneId)).find((file) =>
+            file.endsWith('.json'),
+          );
+          return sceneJson ? readFile(path.join(directory, sceneJson), 'utf8') : null;
+        },
       };
     },
   },

@@ -9,12 +9,15 @@ runPublisherSuite(
     name: 'memory',
     create: () => {
       const publisher = createMemoryPublisher();
+      const of = (storyId: string, sceneId: string) =>
+        [...publisher.publications.values()].filter((p) => p.scene.storyId === storyId && p.scene.id === sceneId);
       return {
         publisher,
-        published: async (storyId, sceneId) =>
-          [...publisher.publications.values()]
-            .filter((p) => p.scene.storyId === storyId && p.scene.id === sceneId)
-            .map((p) => p.key),
+        published: async (storyId, sceneId) => of(storyId, sceneId).map((p) => p.key),
+        read: async (storyId, sceneId) =>
+          of(storyId, sceneId)
+            .map((p) => JSON.stringify(p.scene))
+            .join('\n') || null,
       };
     },
   },

@@ -180,17 +180,22 @@ describe('createS3Publisher against s3rver', () => {
       create: async () => {
         const bucket = await freshBucket();
         const publisher = createS3Publisher({ bucket, client, prefix: 'site/' });
+        const published = async (storyId: string, sceneId: string) =>
+          (await keysUnder(bucket, `site/${storyId}/`)).filter((key) => key.includes(`-${sceneId}.`));
         return {
           publisher,
-          published: async (storyId: string, sceneId: string) =>
-            (await keysUnder(bucket, `site/${storyId}/`)).filter((key) => key.includes(`-${sceneId}.`)),
+          published,
+          read: async (storyId: string, sceneId: string) => {
+            const sceneKey = (await published(storyId, sceneId)).find((key) => key.endsWith('.json'));
+            return sceneKey ? readText(bucket, sceneKey) : null;
+          },
         };
       },
     },
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(9);
+    expect(counted).toBe(10);
   });
 });
 

@@ -178,6 +178,7 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
         await advance(TTL_MS * 0.4);
         assert.equal(await cache.get(`${ns}short`), 'gone soon', 'still there before its ttl');
         await advance(TTL_MS * 0.8);
+        assert.equal(await cache.get(`${ns}short`), null, 'get misses once the ttl has passed');
         assert.deepEqual(await cache.getMany([`${ns}short`, `${ns}forever`]), [null, 'stays']);
         assert.equal(await cache.delete([`${ns}short`]), 0, 'an expired key is not counted as deleted');
         assert.equal(await cache.deletePrefix(`${ns}sh`), 0, 'nor by deletePrefix');
@@ -189,8 +190,14 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
       async run(cache) {
         const ns = namespace();
         assert.equal(await cache.setIfAbsent(`${ns}lock`, 'owner-1', { ttlMs: TTL_MS }), true);
+        // A losing attempt late in the holder's ttl changes nothing, its expiry included: the key is free at the
+        // holder's ttl, not a ttl after the loser's attempt.
+        await advance(TTL_MS * 0.6);
         assert.equal(await cache.setIfAbsent(`${ns}lock`, 'owner-2', { ttlMs: TTL_MS }), false);
-        await advance(TTL_MS * 1.2);
+        assert.equal(await cache.get(`${ns}lock`), 'owner-1');
+        await advance(TTL_MS * 0.6);
+        assert.equal(await cache.get(`${ns}lock`), null, 'the key expired at the ttl of the one who set it');
+        assert.deepEqual(await cache.getMany([`${ns}lock`]), [null]);
         assert.equal(await cache.setIfAbsent(`${ns}lock`, 'owner-2', { ttlMs: TTL_MS }), true);
         assert.equal(await cache.get(`${ns}lock`), 'owner-2');
       },
@@ -206,6 +213,8 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
         await cache.set(`${ns}b`, 'short ttl', { ttlMs: TTL_MS });
         await advance(TTL_MS * 1.2);
         assert.deepEqual(await cache.getMany([`${ns}a`, `${ns}b`]), ['without ttl', null]);
+        assert.equal(await cache.get(`${ns}a`), 'without ttl');
+        assert.equal(await cache.get(`${ns}b`), null, 'get misses once the shorter ttl has passed');
       },
     },
     {

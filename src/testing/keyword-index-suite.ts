@@ -340,10 +340,18 @@ export const keywordIndexCases: ReadonlyArray<SuiteCase<KeywordIndex>> = [
     skipUnless: (index) => (index.capabilities.deleteByFilter ? undefined : 'capabilities.deleteByFilter is false'),
     async run(index) {
       const storyId = uniqueStoryId('delete-filter');
+      // Another story holds documents the filter matches too: they stay.
+      const otherStory = uniqueStoryId('delete-filter-other');
+      await index.upsert(otherStory, filterFixture(otherStory));
       await index.upsert(storyId, filterFixture(storyId));
       assert.equal(await index.delete(storyId, { filter: { characters: 'mira' } }), 2);
       assert.deepEqual(sorted(ids(await index.query(storyId, { text: 'lantern', topK: 10 }))), ['k2', 'k4']);
       assert.equal(await index.count(storyId), 2);
+      assert.equal(await index.count(otherStory), 4, 'the other story keeps every document');
+      assert.deepEqual(
+        sorted(ids(await index.query(otherStory, { text: 'lantern', topK: 10, filter: { characters: 'mira' } }))),
+        ['k1', 'k3'],
+      );
     },
   },
   {
@@ -358,6 +366,12 @@ export const keywordIndexCases: ReadonlyArray<SuiteCase<KeywordIndex>> = [
       ]);
       assert.deepEqual(ids(await index.query(storyA, { text: 'glacier', topK: 10 })), ['same-id']);
       assert.deepEqual(await index.query(storyA, { text: 'volcano', topK: 10 }), []);
+      // A filter that B's documents match too (every document is a scene) still reads story A only.
+      for (const filter of [{ type: 'scene' }, { importance: { $gte: 0 } }] as MetadataFilter[]) {
+        const filtered = await index.query(storyA, { text: 'glacier volcano', topK: 10, filter });
+        assert.deepEqual(ids(filtered), ['same-id'], `filter ${JSON.stringify(filter)}`);
+        assert.equal(filtered[0]!.metadata.storyId, storyA);
+      }
       assert.equal(await index.count(storyA), 1);
       assert.equal(await index.count(storyB), 2);
       await index.delete(storyA, { ids: ['same-id'] });

@@ -173,10 +173,21 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       assert.equal(again.created, false);
       assert.deepEqual(again.scene, first.scene);
       assert.deepEqual(again.state, first.state);
+      // Once the story has moved on, a replay still answers with the state that scene made, not the current one.
+      const moved = await commitScenes(store, first.state, 1);
+      const later = await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      });
+      assert.equal(later.created, false);
+      assert.deepEqual(later.scene, first.scene);
+      assert.deepEqual(later.state, first.state);
       const page = await store.listScenes('s1');
-      assert.equal(page.items.length, 1);
+      assert.equal(page.items.length, 2);
       assert.equal(page.items[0]!.text, scene.text);
-      assert.equal((await store.load('s1')).version, 1);
+      assert.deepEqual(await store.load('s1'), moved);
     },
   },
   {
@@ -289,6 +300,24 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       );
       assert.equal((await store.load('s1')).version, 1);
       assert.equal(await store.getScene('s1', second.id), null);
+      assert.equal((await store.getInfluence('s1', 'inf-b'))?.status, 'pending');
+      // Rejecting an influence an earlier scene applied would resolve it twice: refused whole, like consuming it.
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 1,
+          scene: second,
+          nextState: makeNextState(afterFirst, second),
+          consumedInfluenceIds: ['inf-b'],
+          rejectedInfluences: [{ id: 'inf-a', reason: 'too late' }],
+        }),
+        (e) => ConflictError.isInstance(e) || ValidationError.isInstance(e),
+        'ConflictError or ValidationError for rejecting an applied influence',
+      );
+      assert.equal((await store.load('s1')).version, 1);
+      assert.equal(await store.getScene('s1', second.id), null);
+      const applied = await store.getInfluence('s1', 'inf-a');
+      assert.equal(applied?.status, 'applied', 'the influence stays applied');
+      assert.equal(applied?.resolvedIn, first.id);
       assert.equal((await store.getInfluence('s1', 'inf-b'))?.status, 'pending');
       await rejectsWith(
         store.commitScene('s1', {
@@ -971,7 +1000,10 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       assert.equal((await store.load('b')).version, 0);
       assert.deepEqual((await store.listScenes('b')).items, []);
       assert.deepEqual(await store.pendingInfluences('b'), []);
+      assert.equal(await store.getInfluence('b', 'tx'), null, "getInfluence does not find another story's influence");
       assert.equal((await store.enqueueInfluence(makeInfluence('b', 'tx'))).inserted, true);
+      assert.equal((await store.getInfluence('a', 'tx'))?.storyId, 'a');
+      assert.equal((await store.getInfluence('b', 'tx'))?.storyId, 'b');
     },
   },
 ];

@@ -88,12 +88,55 @@ function assertValuesClose(actual: Float32Array | undefined, expected: Float32Ar
 }
 
 /**
+ * What the `VectorIndex` suite needs beyond the common suite options.
+ *
+ * @example
+ * ```ts
+ * import type { VectorIndexSuiteExtras } from 'storyloom/testing';
+ * // An index that may answer without a write for up to 10 s after it.
+ * const extras: VectorIndexSuiteExtras = { consistencyWindowMs: 10_000 };
+ * ```
+ */
+export interface VectorIndexSuiteExtras {
+  /**
+   * For an index whose `capabilities.readAfterWrite` is false: how long after a write returns a read may still answer
+   * without it. A check that something is absent (a refused batch stored nothing, an aborted call changed nothing, a
+   * delete left another story alone) passes at once on such an index whatever it will do, so the suite waits this
+   * long before making it; checks that something is present poll instead. Default 5,000 ms (Pinecone usually shows a
+   * write within seconds). Ignored when `readAfterWrite` is true: such an index is checked without waiting.
+   */
+  consistencyWindowMs?: number;
+}
+
+/** The default of `VectorIndexSuiteExtras.consistencyWindowMs`. */
+const DEFAULT_CONSISTENCY_WINDOW_MS = 5_000;
+
+/** The consistency window of each index the suite created, as its runner declared it. */
+const consistencyWindows = new WeakMap<VectorIndex, number>();
+
+/** How long a read of `index` may lag its writes: 0 for an index that reads its own writes. */
+function consistencyWindow(index: VectorIndex): number {
+  if (index.capabilities.readAfterWrite) return 0;
+  return consistencyWindows.get(index) ?? DEFAULT_CONSISTENCY_WINDOW_MS;
+}
+
+/**
+ * Waits until every write made so far is visible, before a check that something is absent: on an eventually
+ * consistent index, a write that was wrongly accepted (or a delete that reached too far) shows only later.
+ */
+async function settle(index: VectorIndex): Promise<void> {
+  const window = consistencyWindow(index);
+  if (window > 0) await new Promise((resolve) => setTimeout(resolve, window));
+}
+
+/**
  * Runs `check` until it passes. Backends that read their own writes at once get one try; eventually consistent
- * ones (Pinecone) are polled with a bounded backoff, the only place the suite waits for real time.
+ * ones (Pinecone) are polled with a bounded backoff. A passing poll proves presence only: before a check that
+ * something is absent, `settle` first.
  */
 async function eventually(index: VectorIndex, check: () => Promise<void>, timeoutMs = 20_000): Promise<void> {
   if (index.capabilities.readAfterWrite) return check();
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + Math.max(timeoutMs, 2 * consistencyWindow(index));
   for (let delay = 100; ; delay = Math.min(delay * 2, 1_000)) {
     try {
       return await check();
@@ -313,13 +356,18 @@ const filterCases: Array<SuiteCase<VectorIndex>> = FILTER_TABLE.map(({ name, exp
   name: `filter: ${name}`,
   async run(index) {
     const storyId = uniqueStoryId('filter');
+    // Another story holds the same records: a filter selects within its query's story, never across stories.
+    const otherStory = uniqueStoryId('filter-other');
     const records = filterFixture(index, storyId);
+    await index.upsert(otherStory, filterFixture(index, otherStory));
     await index.upsert(storyId, records);
+    await eventually(index, async () => assert.equal(await count(index, otherStory), records.length));
     const query = records[0]!.values;
     for (const [filter, expected] of expectations) {
       await eventually(index, async () => {
         const matches = await index.query(storyId, { vector: query, topK: records.length, filter });
         assert.deepEqual(sorted(ids(matches)), sorted(expected), `filter ${JSON.stringify(filter)}`);
+        for (const match of matches) assert.equal(match.metadata.storyId, storyId, `story of ${match.id}`);
       });
     }
   },
@@ -519,20 +567,28 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         makeRecord(storyB, 'only-b', randomVector(random, index.dimensions)),
       ]);
       await eventually(index, async () => {
+        // Story B's records are visible before story A is read, so a read that reached into B would show them.
+        assert.equal(await count(index, storyB), 2);
+        assert.equal(await count(index, storyA), 1);
         const inA = await index.query(storyA, { vector: shared, topK: 10 });
         assert.deepEqual(ids(inA), ['same-id']);
         assert.equal(inA[0]!.metadata.storyId, storyA);
         assert.equal(inA[0]!.metadata.importance, 0.1);
         assert.deepEqual(ids(await index.fetch(storyA, ['only-b'])), []);
-        assert.equal(await count(index, storyA), 1);
-        assert.equal(await count(index, storyB), 2);
+        // A filter that B's records match too (every record is a scene) still reads story A only.
+        for (const filter of [{ type: 'scene' }, { importance: { $gte: 0 } }] as MetadataFilter[]) {
+          const filtered = await index.query(storyA, { vector: shared, topK: 10, filter });
+          assert.deepEqual(ids(filtered), ['same-id'], `filter ${JSON.stringify(filter)}`);
+          assert.equal(filtered[0]!.metadata.storyId, storyA);
+          assert.equal(filtered[0]!.metadata.importance, 0.1);
+        }
       });
       await index.delete(storyA, { ids: ['same-id'] });
-      await eventually(index, async () => {
-        assert.equal(await count(index, storyA), 0);
-        const [stillInB] = await index.fetch(storyB, ['same-id']);
-        assert.equal(stillInB?.metadata.importance, 0.9);
-      });
+      await eventually(index, async () => assert.equal(await count(index, storyA), 0));
+      await settle(index);
+      const [stillInB] = await index.fetch(storyB, ['same-id']);
+      assert.equal(stillInB?.metadata.importance, 0.9);
+      assert.equal(await count(index, storyB), 2);
     },
   },
   ...filterCases,
@@ -598,13 +654,12 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
       );
       assert.match(error.message, /too-short/, 'the message names the record at fault');
       // Give an eventually consistent backend the time a wrongly accepted write would need to show.
-      await eventually(index, async () => {
-        const fetched = await index.fetch(storyId, ['kept', 'fresh']);
-        assert.deepEqual(ids(fetched), ['kept']);
-        assert.equal(fetched[0]!.metadata.importance, 0.3);
-        assertValuesClose(fetched[0]!.values, kept, 'the earlier record is intact');
-        assert.equal(await count(index, storyId), 1);
-      });
+      await settle(index);
+      const fetched = await index.fetch(storyId, ['kept', 'fresh']);
+      assert.deepEqual(ids(fetched), ['kept']);
+      assert.equal(fetched[0]!.metadata.importance, 0.3);
+      assertValuesClose(fetched[0]!.values, kept, 'the earlier record is intact');
+      assert.equal(await count(index, storyId), 1);
     },
   },
   {
@@ -623,15 +678,18 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         ['minus-infinity', withValue(Number.NEGATIVE_INFINITY)],
         ['zero', new Float32Array(index.dimensions)],
       ];
+      // Each bad record follows a good one in its batch: the batch is refused whole.
+      const good = makeRecord(storyId, 'good', randomVector(random, index.dimensions));
       for (const [id, values] of cases) {
         const error = await rejectsWith(
-          index.upsert(storyId, [makeRecord(storyId, id, values)]),
+          index.upsert(storyId, [good, makeRecord(storyId, id, values)]),
           ValidationError.isInstance,
           `ValidationError for ${id}`,
         );
         assert.match(error.message, new RegExp(id), 'the message names the record at fault');
       }
-      assert.equal(await count(index, storyId), 0);
+      await settle(index);
+      assert.equal(await count(index, storyId), 0, 'nothing of a refused batch is stored');
     },
   },
   {
@@ -646,22 +704,25 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         ['bad-timestamp', { timestamp: -1 }],
         ['bad-characters', { characters: 'mira' }],
       ];
+      // Each bad record follows a good one in its batch: the batch is refused whole.
+      const good = makeRecord(storyId, 'good', values);
       for (const [id, overrides] of bad) {
         const record = makeRecord(storyId, id, values);
         const broken = { ...record, metadata: { ...record.metadata, ...overrides } } as VectorRecordInput;
         const error = await rejectsWith(
-          index.upsert(storyId, [broken]),
+          index.upsert(storyId, [good, broken]),
           ValidationError.isInstance,
           `ValidationError for ${id}`,
         );
         assert.match(error.message, new RegExp(id), 'the message names the record at fault');
       }
       await rejectsWith(
-        index.upsert(storyId, [{ ...makeRecord(storyId, 'bad id!', values) }]),
+        index.upsert(storyId, [good, { ...makeRecord(storyId, 'bad id!', values) }]),
         ValidationError.isInstance,
         'ValidationError for an invalid id',
       );
-      assert.equal(await count(index, storyId), 0);
+      await settle(index);
+      assert.equal(await count(index, storyId), 0, 'nothing of a refused batch is stored');
     },
   },
   {
@@ -725,9 +786,15 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
     skipUnless: (index) => (index.capabilities.deleteByFilter ? undefined : 'capabilities.deleteByFilter is false'),
     async run(index) {
       const storyId = uniqueStoryId('delete-filter');
+      // Another story holds records the filter matches too: they stay.
+      const otherStory = uniqueStoryId('delete-filter-other');
       const records = filterFixture(index, storyId);
+      await index.upsert(otherStory, filterFixture(index, otherStory));
       await index.upsert(storyId, records);
-      await eventually(index, async () => assert.equal(await count(index, storyId), 7));
+      await eventually(index, async () => {
+        assert.equal(await count(index, otherStory), 7);
+        assert.equal(await count(index, storyId), 7);
+      });
       const deleted = await index.delete(storyId, { filter: { $or: [{ type: 'summary' }, { characters: 'oren' }] } });
       assert.ok(deleted === 3 || deleted === -1, `3 deleted (or -1 when unknown), got ${deleted}`);
       await eventually(index, async () => {
@@ -735,6 +802,8 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         assert.deepEqual(sorted(ids(left)), ['f3', 'f4', 'f6', 'f7']);
         assert.equal(await count(index, storyId), 4);
       });
+      await settle(index);
+      assert.equal(await count(index, otherStory), 7, 'the other story keeps every record');
     },
   },
   {
@@ -742,9 +811,15 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
     skipUnless: (index) => (index.capabilities.deleteByFilter ? undefined : 'capabilities.deleteByFilter is false'),
     async run(index) {
       const storyId = uniqueStoryId('delete-negative');
+      // Another story holds records the filter matches too, those lacking the field among them: they stay.
+      const otherStory = uniqueStoryId('delete-negative-other');
       const records = filterFixture(index, storyId);
+      await index.upsert(otherStory, filterFixture(index, otherStory));
       await index.upsert(storyId, records);
-      await eventually(index, async () => assert.equal(await count(index, storyId), 7));
+      await eventually(index, async () => {
+        assert.equal(await count(index, otherStory), 7);
+        assert.equal(await count(index, storyId), 7);
+      });
       // f3, f4 and f7 have no chapter; f7 has nobody in it.
       const deleted = await index.delete(storyId, {
         filter: { chapterId: { $ne: 'chapter-0001' }, characters: { $nin: ['kell'] } },
@@ -755,6 +830,8 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         assert.deepEqual(sorted(ids(left)), ['f1', 'f2', 'f4', 'f6']);
         assert.equal(await count(index, storyId), 4);
       });
+      await settle(index);
+      assert.equal(await count(index, otherStory), 7, 'the other story keeps every record');
     },
   },
   {
@@ -780,6 +857,7 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
           `delete with ${JSON.stringify(filter)}`,
         );
       }
+      await settle(index);
       assert.equal(await count(index, storyId), 7, 'nothing was deleted');
     },
   },
@@ -793,12 +871,14 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
       await index.upsert(doomed, [makeRecord(doomed, 'a', vector), makeRecord(doomed, 'b', vector)]);
       await index.upsert(kept, [makeRecord(kept, 'a', vector)]);
       await eventually(index, async () => assert.equal(await count(index, doomed), 2));
+      await eventually(index, async () => assert.equal(await count(index, kept), 1));
       await index.deleteStory(doomed);
       await eventually(index, async () => {
         assert.equal(await count(index, doomed), 0);
         assert.deepEqual(await index.query(doomed, { vector, topK: 10 }), []);
-        assert.deepEqual(ids(await index.query(kept, { vector, topK: 10 })), ['a']);
       });
+      await settle(index);
+      assert.deepEqual(ids(await index.query(kept, { vector, topK: 10 })), ['a'], 'the other story is intact');
       // The story can be written again afterwards.
       await index.upsert(doomed, [makeRecord(doomed, 'c', vector)]);
       await eventually(index, async () => assert.deepEqual(ids(await index.fetch(doomed, ['a', 'c'])), ['c']));
@@ -963,13 +1043,16 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
         AbortedError.isInstance,
         'AbortedError from query',
       );
-      assert.equal(await count(index, storyId), 0);
+      await settle(index);
+      assert.equal(await count(index, storyId), 0, 'an aborted upsert writes nothing');
       await index.upsert(storyId, [makeRecord(storyId, 'kept', vector)]);
+      await eventually(index, async () => assert.equal(await count(index, storyId), 1));
       await rejectsWith(
         index.deleteStory(storyId, { signal }),
         AbortedError.isInstance,
         'AbortedError from deleteStory',
       );
+      await settle(index);
       assert.equal(await count(index, storyId), 1, 'an aborted deleteStory drops nothing');
     },
   },
@@ -980,7 +1063,9 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
  *
  * `create` must return an index with no records in the stories the suite writes; every case uses its own random
  * story ids, so one shared backend index (a Pinecone index with a namespace per story) serves every case. Cases that
- * need a capability the adapter declares it lacks are skipped with the reason.
+ * need a capability the adapter declares it lacks are skipped with the reason. An index whose
+ * `capabilities.readAfterWrite` is false is given `consistencyWindowMs` (default 5,000 ms) to settle before each
+ * check that something is absent.
  *
  * @example
  * ```ts
@@ -991,6 +1076,22 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
  * runVectorIndexSuite({ describe, it }, { name: 'memory', create: () => createMemoryVectorIndex({ dimensions: 8 }) });
  * ```
  */
-export function runVectorIndexSuite(api: SuiteTestApi, options: SuiteOptions<VectorIndex>): number {
-  return registerSuite(api, 'VectorIndex conformance', vectorIndexCases, options);
+export function runVectorIndexSuite(
+  api: SuiteTestApi,
+  options: SuiteOptions<VectorIndex> & VectorIndexSuiteExtras,
+): number {
+  const { consistencyWindowMs } = options;
+  if (consistencyWindowMs !== undefined && !(Number.isFinite(consistencyWindowMs) && consistencyWindowMs >= 0)) {
+    throw new Error(
+      `VectorIndex conformance: consistencyWindowMs must be a number of ms >= 0, not ${consistencyWindowMs}`,
+    );
+  }
+  return registerSuite(api, 'VectorIndex conformance', vectorIndexCases, {
+    ...options,
+    create: async () => {
+      const index = await options.create();
+      if (consistencyWindowMs !== undefined) consistencyWindows.set(index, consistencyWindowMs);
+      return index;
+    },
+  });
 }
