@@ -83,12 +83,23 @@ describe('packItems', () => {
     const roomy = packItems(items, 1_000, tokenizer);
     expect(roomy.text.indexOf('# Task')).toBeLessThan(roomy.text.indexOf('# Memories'));
     expect(roomy.included.map((item) => item.detail)).toEqual(['full', 'full']);
-    const tight = packItems(items, 24, tokenizer);
+    // The smallest budget that keeps the memory at all keeps its summary; one token less drops it.
+    const keepsMemory = (budget: number) => {
+      try {
+        return packItems(items, budget, tokenizer).included.some((item) => item.id === 'memory');
+      } catch {
+        return false; // too small for the required task
+      }
+    };
+    let tightBudget = 1;
+    while (!keepsMemory(tightBudget)) tightBudget++;
+    expect(tightBudget).toBeLessThan(100);
+    const tight = packItems(items, tightBudget, tokenizer);
     expect(tight.included.map((item) => [item.id, item.detail])).toEqual([
       ['task', 'full'],
       ['memory', 'summary'],
     ]);
-    const tighter = packItems(items, 16, tokenizer);
+    const tighter = packItems(items, tightBudget - 1, tokenizer);
     expect(tighter.included.map((item) => item.id)).toEqual(['task']);
     expect(tighter.omitted).toEqual([{ id: 'memory', section: '# Memories', reason: 'token budget' }]);
   });
@@ -136,5 +147,29 @@ describe('stablePrefixItems: the world state', () => {
   it('leaves the world state out for a point of view', () => {
     const items = stablePrefixItems({ chapterStart: state, chapterSummaries: [], povCharacterId: 'mira' });
     expect(items.some((item) => item.id.startsWith('world-state:'))).toBe(false);
+  });
+});
+
+describe('stablePrefixItems: names of characters not in the story', () => {
+  it('shows the id of a character not (yet) in the story, whatever the id, never what Object.prototype holds', () => {
+    const base = makeStoryState('ids');
+    const state = makeStoryState('ids', {
+      characters: {
+        ...base.characters,
+        mira: {
+          ...base.characters.mira!,
+          relationships: {
+            constructor: { kind: 'rival', affinity: -0.2, trust: 0.1, since: null },
+            tobin: { kind: 'friend', affinity: 0.5, trust: 0.7, since: null },
+          },
+        },
+      },
+      plotThreads: [{ ...base.plotThreads[0]!, characters: ['toString', 'mira'] }],
+    });
+    const items = stablePrefixItems({ chapterStart: state, chapterSummaries: [] });
+    const text = items.map((item) => item.variants[0]).join('\n');
+    expect(text).toContain('Relationships: constructor: rival (affinity -0.20, trust 0.10); Tobin Marsh: friend');
+    expect(text).toContain('Involves: toString, Mira Vale');
+    expect(text).not.toMatch(/Object|function|native code/);
   });
 });

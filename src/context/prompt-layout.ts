@@ -399,7 +399,7 @@ export function characterVariants(
     .filter(([target]) => !tiesKnownOnly || tieKnownTo(character.id, target, povCharacterId))
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([target, relation]) => {
-      const name = state.characters[target]?.name ?? target;
+      const name = nameOf(state, target);
       return `${name}: ${relation.kind} (affinity ${relation.affinity.toFixed(2)}, trust ${relation.trust.toFixed(2)})`;
     })
     .join('; ');
@@ -455,8 +455,13 @@ export function threadKnownTo(thread: PlotThread, povCharacterId: string | undef
   return povCharacterId === undefined || thread.characters.includes(povCharacterId);
 }
 
+/** A character's name, or the id of one not (yet) in the story. Own keys only: "constructor" is an id, not Object. */
+function nameOf(state: StoryState, id: string): string {
+  return Object.hasOwn(state.characters, id) ? state.characters[id]!.name : id;
+}
+
 function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: string): string[] {
-  const names = thread.characters.map((id) => state.characters[id]?.name ?? id).join(', ');
+  const names = thread.characters.map((id) => nameOf(state, id)).join(', ');
   const head = `- [${thread.status}] ${thread.title} (id: ${thread.id}, importance ${thread.importance.toFixed(2)})`;
   const known = threadKnownTo(thread, povCharacterId);
   const full = [
