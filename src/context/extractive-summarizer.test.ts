@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AbortedError, ValidationError } from '../core/errors.js';
 import { createExtractiveSummarizer, splitSentences } from './extractive-summarizer.js';
+import { countWords } from './text-analysis.js';
 
 const chapter = [
   'The lamp failed at midnight. Mira climbed the tower with a lantern and found the wick burned to nothing. ' +
@@ -55,6 +56,49 @@ describe('createExtractiveSummarizer', () => {
     const summary = await summarizer.summarize(chapter, { maxWords: 3 });
     expect(summary.endsWith('…')).toBe(true);
     expect(wordCount(summary)).toBeLessThanOrEqual(3);
+  });
+
+  it('summarizes Japanese and Chinese, whose sentences end at 。！？ with no space, within maxWords', async () => {
+    const japanese = [
+      '灯台守のミラは夜ごとに島が北へ流れるのを見張っていた。',
+      'トビンは地下室で古い手紙の箱を見つけた！',
+      '手紙には最初の灯台守が島を北へ導いたと書かれていた。',
+      'カモメたちは何も言わなかった。',
+    ];
+    const chinese = [
+      '岛屿每晚向北漂移一英里。',
+      '守护者们学会了通过鸟儿来判断早晨！',
+      '米拉在黎明前爬上了灯塔？',
+      '托宾在灯旁睡着了。',
+    ];
+    for (const sentences of [japanese, chinese]) {
+      const text = sentences.join('').repeat(10);
+      const summary = await summarizer.summarize([text], { maxWords: 30 });
+      expect(countWords(summary)).toBeLessThanOrEqual(30);
+      expect(summary.length).toBeLessThan(text.length / 4);
+      // Whole sentences of the source, never a cut.
+      for (const piece of summary.split(' ')) expect(sentences).toContain(piece);
+    }
+  });
+
+  it('cuts a sentence of a script without spaces to maxWords when not even one fits', async () => {
+    const sentence = `${'灯台守のミラは夜ごとに島が北へ流れるのを見張っていた'.repeat(5)}。`;
+    for (const maxWords of [1, 2, 7, 30]) {
+      const summary = await summarizer.summarize([sentence], { maxWords });
+      expect(summary.endsWith('…')).toBe(true);
+      expect(countWords(summary)).toBeLessThanOrEqual(maxWords);
+      expect(sentence.startsWith(summary.slice(0, -1))).toBe(true);
+    }
+  });
+
+  it('stays fast with a large maxWords over many short sentences, and still skips repeats among them', async () => {
+    // Each chosen sentence used to be compared with every one chosen before: 25,000 sentences took over 10 s.
+    const many = Array.from({ length: 25_000 }, (_, i) => `Mira saw w${i}.`).join(' ');
+    const started = performance.now();
+    const summary = await summarizer.summarize([many, 'Mira saw w7!'], { maxWords: 100_000 });
+    expect(performance.now() - started).toBeLessThan(3_000);
+    expect(summary.match(/Mira saw w7[.!]/g)).toHaveLength(1);
+    expect(wordCount(summary)).toBe(75_000);
   });
 
   it('is deterministic', async () => {

@@ -14,7 +14,7 @@
  */
 import { throwIfAborted, ValidationError } from '../core/errors.js';
 import type { Summarizer } from './summarizer.js';
-import { analyze } from './text-analysis.js';
+import { analyze, clipWords, countWords } from './text-analysis.js';
 
 /** Sentences more similar than this (cosine) to a chosen one are redundant. */
 const REDUNDANCY_THRESHOLD = 0.8;
@@ -89,17 +89,27 @@ function summarizeSentences(texts: readonly string[], maxWords: number, focus: s
   scored.sort((a, b) => b.score - a.score || a.index - b.index);
 
   const chosen: number[] = [];
+  // Term → the chosen sentences that hold it, so a candidate is compared only with those it shares a term with.
+  const postings = new Map<string, number[]>();
   let words = 0;
   for (const { index } of scored) {
     const sentence = sentences[index]!;
     if (words + sentence.words > maxWords) continue;
-    if (chosen.some((other) => dot(vectors[other]!, vectors[index]!) > REDUNDANCY_THRESHOLD)) continue;
+    if (isRedundant(vectors[index]!, vectors, postings)) continue;
     chosen.push(index);
+    for (const term of vectors[index]!.keys()) {
+      const holders = postings.get(term);
+      if (holders) holders.push(index);
+      else postings.set(term, [index]);
+    }
     words += sentence.words;
   }
   if (chosen.length === 0) {
-    const best = sentences[scored[0]!.index]!;
-    return `${best.text.split(/\s+/).slice(0, maxWords).join(' ')}…`;
+    // The ellipsis joins the last word, so it adds none; where that word is cut from a script without spaces, one
+    // word less leaves room for it.
+    const best = sentences[scored[0]!.index]!.text;
+    const cut = clipWords(best, maxWords).replace(/ …$/, '…');
+    return countWords(cut) > maxWords ? clipWords(best, maxWords - 1).replace(/ …$/, '…') : cut;
   }
   return chosen
     .sort((a, b) => sentences[a]!.order - sentences[b]!.order)
@@ -107,11 +117,40 @@ function summarizeSentences(texts: readonly string[], maxWords: number, focus: s
     .join(' ');
 }
 
-// A sentence ends at . ! ? or … (with closing quotes or brackets), followed by white space; paragraph breaks end one
-// too. Abbreviations split wrongly now and then, which costs a summary a little fluency, never correctness. Matched
-// forwards, the end kept with its sentence: a lookbehind of any length rescans a run of closing quotes or brackets at
-// each of its characters, quadratic in the run.
-const SENTENCE_END = /([.!?…]["'”’)\]]*)\s+|\n\s*\n/gu;
+/**
+ * Whether a chosen sentence is more similar to `vector` than the threshold. Only a chosen sentence that shares a term
+ * can be; and one that shares only terms holding less than the threshold of `vector`'s weight cannot (its cosine is at
+ * most the norm of those weights), so the longest lists, a character's name in every sentence, are not read.
+ */
+function isRedundant(
+  vector: Map<string, number>,
+  vectors: readonly Map<string, number>[],
+  postings: ReadonlyMap<string, readonly number[]>,
+): boolean {
+  const holders = (term: string) => postings.get(term) ?? [];
+  const terms = [...vector].sort((a, b) => holders(b[0]).length - holders(a[0]).length);
+  const compared = new Set<number>();
+  // A hair under the threshold's square, so that rounding never skips a sentence the full comparison would catch.
+  let skippable = REDUNDANCY_THRESHOLD ** 2 - 1e-9;
+  for (const [term, weight] of terms) {
+    if (weight * weight < skippable) {
+      skippable -= weight * weight;
+      continue;
+    }
+    for (const other of holders(term)) {
+      if (compared.has(other)) continue;
+      compared.add(other);
+      if (dot(vectors[other]!, vector) > REDUNDANCY_THRESHOLD) return true;
+    }
+  }
+  return false;
+}
+
+// A sentence ends at . ! ? or … (with closing quotes or brackets), followed by white space, or at 。！？ (Chinese and
+// Japanese, with no space after them); paragraph breaks end one too. Abbreviations split wrongly now and then, which
+// costs a summary a little fluency, never correctness. Matched forwards, the end kept with its sentence: a lookbehind
+// of any length rescans a run of closing quotes or brackets at each of its characters, quadratic in the run.
+const SENTENCE_END = /([.!?…]["'”’)\]]*(?=\s)|[。！？][」』）"'”’)\]]*)\s*|\n\s*\n/gu;
 
 /** `text` cut into sentences at `SENTENCE_END`, each with its end mark and without the white space after it. */
 export function splitSentences(text: string): string[] {
@@ -137,7 +176,7 @@ function splitAll(texts: readonly string[]): Sentence[] {
       sentences.push({
         text: sentenceText,
         order: sentences.length,
-        words: sentenceText.split(' ').length,
+        words: countWords(sentenceText),
         lead,
         terms,
       });
