@@ -290,6 +290,67 @@ describe('createProceduralNarrator', () => {
     }
   });
 
+  it('reads an influence text of 100,000 "<" in linear time', () => {
+    // An unclosed "<" made the tag pattern rescan to the end of the text from each one: about 10 s for this.
+    const started = performance.now();
+    expect(sanitizeInfluenceText('<'.repeat(100_000))).toBe('');
+    expect(sanitizeInfluenceText(`${'<'.repeat(100_000)}>`)).toBe('');
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(sanitizeInfluenceText('<b>open</b> the <i>door</i>')).toBe('open the door');
+  });
+
+  it('inserts names holding template syntax as they are, in dialogue too', async () => {
+    const state = makeStoryState('hostile-names', {
+      characters: {
+        zed: { id: 'zed', name: 'Zed{Qa|Qb}', role: 'main' },
+        ann: { id: 'ann', name: 'Ann$B', role: 'main' },
+      } as unknown as StoryState['characters'],
+    });
+    const narrator = createProceduralNarrator();
+    const mangled: string[] = [];
+    let named = 0;
+    for (let seed = 0; seed < 40; seed++) {
+      const { scene } = await narrator.generate(requestFor(state, [], seed));
+      // Each name whole, and not doubled by a second fill ("AnnAnn$B").
+      for (const match of scene.text.matchAll(/Zed(?!\{Qa\|Qb\})\S*|Ann(?!\$B)\S*/g)) mangled.push(match[0]);
+      named += scene.text.split('Zed{Qa|Qb}').length - 1;
+    }
+    expect(mangled).toEqual([]);
+    expect(named).toBeGreaterThan(40);
+  });
+
+  it('writes the same scene whatever the key order of the characters and their traits', async () => {
+    // A store may hand a state back with its keys in another order (jsonb sorts them; a map attribute has none).
+    const template = createStoryFromTemplate('lighthouse-keepers', 'order');
+    // Tied top traits: the adjective must not depend on which came first.
+    const state: StoryState = {
+      ...template,
+      characters: Object.fromEntries(
+        Object.entries(template.characters).map(([id, character]) => [
+          id,
+          { ...character, traits: { patience: 0.7, courage: 0.7, humour: 0.7 } },
+        ]),
+      ),
+    };
+    const reversed = <T>(record: Record<string, T>) => Object.fromEntries(Object.entries(record).reverse());
+    const reordered: StoryState = {
+      ...state,
+      characters: Object.fromEntries(
+        Object.entries(state.characters)
+          .reverse()
+          .map(([id, character]) => [id, { ...character, traits: reversed(character.traits) }]),
+      ),
+    };
+    const narrator = createProceduralNarrator();
+    for (let seed = 0; seed < 20; seed++) {
+      const first = await narrator.generate(requestFor(state, [], seed));
+      const second = await narrator.generate(requestFor(reordered, [], seed));
+      expect(JSON.stringify([second.scene, second.delta]), `seed ${seed}`).toBe(
+        JSON.stringify([first.scene, first.delta]),
+      );
+    }
+  });
+
   it('rejects an influence whose text is empty once sanitized, with a reason', async () => {
     const base = makeStoryState('empty');
     const influence = UserInfluenceSchema.parse(makeInfluence('empty', 'blank', { choice: '<b></b>\u0000' }));

@@ -58,10 +58,10 @@ export interface ProceduralNarratorOptions {
  * @example
  * ```ts
  * import { PROCEDURAL_NARRATOR_MODEL_ID } from 'storyloom';
- * console.log(PROCEDURAL_NARRATOR_MODEL_ID); // 'procedural-narrator-v1'
+ * console.log(PROCEDURAL_NARRATOR_MODEL_ID); // 'procedural-narrator-v2'
  * ```
  */
-export const PROCEDURAL_NARRATOR_MODEL_ID = 'procedural-narrator-v1';
+export const PROCEDURAL_NARRATOR_MODEL_ID = 'procedural-narrator-v2';
 
 /**
  * Creates the procedural narrator (`provider: 'procedural'`).
@@ -619,9 +619,12 @@ const MAX_DECISION_LENGTH = 140;
 
 /** Plain, quotable text from audience input: printable words and simple punctuation, at most 140 characters. */
 export function sanitizeInfluenceText(text: string): string {
+  // Past the schema's limit on influence text nothing is the audience's to say; the cut bounds the work on any input.
   const plain = text
+    .slice(0, LIMITS.influenceText)
     .normalize('NFKC')
-    .replace(/<[^>]*>/g, ' ')
+    // A tag holds no "<": from an unclosed "<" the match never rescans to the end of the text.
+    .replace(/<[^<>]*>/g, ' ')
     .replace(/[^\p{L}\p{N}\p{Zs} .,;:!?'’-]/gu, ' ')
     .replace(/\s+/g, ' ')
     .trim()
@@ -788,7 +791,10 @@ function narrate(request: SceneRequest, options: NarrateOptions): { scene: Scene
   const influence = planInfluences(state, request.influences);
 
   // The cast: active characters, weighted by role and by how long they have been off stage.
-  const active = Object.values(state.characters).filter((character) => character.status === 'active');
+  // By id: a store may hand the same state back with its keys in another order, and the scene must not change.
+  const active = Object.values(state.characters)
+    .filter((character) => character.status === 'active')
+    .sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
   const weightOf = (character: CharacterState) =>
     (character.role === 'main' ? 3 : character.role === 'supporting' ? 2 : 1) *
     (character.lastAppearance === null ? 2 : character.lastAppearance === state.sceneId ? 0.5 : 1.3);
@@ -1066,7 +1072,9 @@ function narrate(request: SceneRequest, options: NarrateOptions): { scene: Scene
 
   // ----- Prose -----
   const trait = (member: Cast | undefined): string => {
-    const traits = Object.entries(member?.character?.traits ?? {}).sort((x, y) => y[1] - x[1]);
+    const traits = Object.entries(member?.character?.traits ?? {}).sort(
+      (x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0),
+    );
     const top = traits[0]?.[0];
     const adjectives: Record<string, string> = {
       courage: 'brave',
@@ -1108,6 +1116,9 @@ function narrate(request: SceneRequest, options: NarrateOptions): { scene: Scene
   const listener = speaker === a ? b : a;
   const lines = sentences(DIALOGUE[beat], 3, slots, dice);
   const dialogue: string[] = [];
+  // The lines are filled already (names in them), so they go into the speech templates as slots, never as template
+  // text: a name holding `{a|b}` or `$x` would be read as template syntax a second time.
+  const said = (line: string) => ({ line, spokenLine: spoken(line) });
   if (b && speaker && listener) {
     const swapped = { ...slots, A: speaker.short, B: listener.short };
     // Now and then the speaker names the listener, as people do; it also keeps short lines from recurring verbatim.
@@ -1115,23 +1126,29 @@ function narrate(request: SceneRequest, options: NarrateOptions): { scene: Scene
     dialogue.push(
       fill(
         dice.pick([
-          `“${spoken(lines[0]!)}” $A {said|murmured|announced}.`,
-          `$A {looked at|turned to|glanced at} $B. “${lines[0]}”`,
-          `“${lines[0]}” {It was|That was} $A, {of course|quietly|too loudly}.`,
-          `$A {put down $object|stood at the window|looked up}. “${lines[0]}”`,
+          '“$spokenLine” $A {said|murmured|announced}.',
+          '$A {looked at|turned to|glanced at} $B. “$line”',
+          '“$line” {It was|That was} $A, {of course|quietly|too loudly}.',
+          '$A {put down $object|stood at the window|looked up}. “$line”',
         ]),
-        swapped,
+        { ...swapped, ...said(lines[0]!) },
         dice,
       ),
     );
     dialogue.push(fill(dice.pick(ANSWERS), swapped, dice));
     if (lines[1]) {
       dialogue.push(
-        fill(`“${spoken(lines[1])}” {$A added|$A said after a moment|$A went on, more quietly}.`, swapped, dice),
+        fill(
+          '“$spokenLine” {$A added|$A said after a moment|$A went on, more quietly}.',
+          { ...swapped, ...said(lines[1]) },
+          dice,
+        ),
       );
     }
   } else if (a) {
-    dialogue.push(fill(`“${spoken(lines[0]!)}” $A {said to no one|told $creature|said aloud}.`, slots, dice));
+    dialogue.push(
+      fill('“$spokenLine” $A {said to no one|told $creature|said aloud}.', { ...slots, ...said(lines[0]!) }, dice),
+    );
   }
   paragraphs.dialogue = dialogue;
   if (influence.winner && a) {
