@@ -213,6 +213,18 @@ describe('engine: a step that never answers', () => {
     expect(engine.steps).toContain('image');
     expect((await engine.runEpisode(STORY_ID)).complete).toBe(true);
   });
+
+  it('refuses an imageAspectRatio no image request may carry, before any episode', async () => {
+    const { store } = await newWorldStore();
+    for (const imageAspectRatio of ['constructor', '2:1', '', 1] as unknown as '1:1'[]) {
+      expect(() => createStoryEngine({ store, generator: createScriptedGenerator(), imageAspectRatio })).toThrow(
+        /imageAspectRatio must be one of 1:1, 16:9, 3:2, 4:5, 9:16/,
+      );
+    }
+    expect(() =>
+      createStoryEngine({ store, generator: createScriptedGenerator(), imageAspectRatio: '4:5' }),
+    ).not.toThrow();
+  });
 });
 
 /**

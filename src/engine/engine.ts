@@ -260,6 +260,14 @@ const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
 const DEFAULT_STEP_TIMEOUT_MS = 900_000;
 const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
+/** The aspect ratios an `ImageRequest` may ask for: an image generator is never handed another. */
+const IMAGE_ASPECT_RATIOS: readonly unknown[] = [
+  '1:1',
+  '16:9',
+  '3:2',
+  '4:5',
+  '9:16',
+] satisfies ImageRequest['aspectRatio'][];
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -376,6 +384,10 @@ class Engine implements StoryEngine {
       (typeof skipReason !== 'string' || skipReason.trim() === '' || skipReason.length > MAX_ERROR_TEXT)
     ) {
       problems.push({ path: 'imageSkipReason', message: `must be a text of 1 to ${MAX_ERROR_TEXT} characters` });
+    }
+    const ratio = options.imageAspectRatio;
+    if (ratio !== undefined && !IMAGE_ASPECT_RATIOS.includes(ratio)) {
+      problems.push({ path: 'imageAspectRatio', message: `must be one of ${IMAGE_ASPECT_RATIOS.join(', ')}` });
     }
     if (problems.length > 0) {
       throw new ValidationError(`Invalid story engine options: ${problems[0]!.path} ${problems[0]!.message}`, {

@@ -125,4 +125,16 @@ describe('createProceduralIllustrator', () => {
     expect(() => createProceduralIllustrator({ width: 0 })).toThrow(ValidationError);
     expect(() => createProceduralIllustrator({ format: 'gif' as 'png' })).toThrow(ValidationError);
   });
+
+  it('refuses an aspect ratio it does not know, Object.prototype keys included, rather than guess a size', async () => {
+    const illustrator = createProceduralIllustrator();
+    for (const aspectRatio of ['constructor', 'toString', '__proto__', '2:1', '']) {
+      await expect(
+        illustrator.generate({ ...request, aspectRatio: aspectRatio as '1:1' }),
+        aspectRatio,
+      ).rejects.toThrow(ValidationError);
+    }
+    const tall = await illustrator.generate({ ...request, aspectRatio: '9:16' });
+    expect([tall.width, tall.height]).toEqual([1024, 1820]);
+  });
 });

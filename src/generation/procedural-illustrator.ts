@@ -98,7 +98,8 @@ export function createProceduralIllustrator(options: ProceduralIllustratorOption
   };
 }
 
-const RATIOS: Record<NonNullable<ImageRequest['aspectRatio']>, number> = {
+/** Width over height of each aspect ratio an `ImageRequest` may ask for. */
+const ASPECT_RATIOS: Readonly<Record<NonNullable<ImageRequest['aspectRatio']>, number>> = {
   '1:1': 1,
   '16:9': 16 / 9,
   '3:2': 3 / 2,
@@ -107,9 +108,16 @@ const RATIOS: Record<NonNullable<ImageRequest['aspectRatio']>, number> = {
 };
 
 function sizeFor(request: ImageRequest, width: number, height: number): { width: number; height: number } {
-  const ratio = request.aspectRatio ? RATIOS[request.aspectRatio] : undefined;
-  if (ratio === undefined) return { width, height };
-  return { width, height: Math.max(16, Math.min(4096, Math.round(width / ratio))) };
+  const name = request.aspectRatio;
+  if (name === undefined) return { width, height };
+  // Own keys only: "constructor" would find Object's and draw a picture of height NaN.
+  if (!Object.hasOwn(ASPECT_RATIOS, name)) {
+    const message = `must be one of ${Object.keys(ASPECT_RATIOS).join(', ')}`;
+    throw new ValidationError(`aspectRatio ${message}, got ${String(name)}`, {
+      problems: [{ path: 'aspectRatio', message }],
+    });
+  }
+  return { width, height: Math.max(16, Math.min(4096, Math.round(width / ASPECT_RATIOS[name]))) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
