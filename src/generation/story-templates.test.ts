@@ -25,6 +25,26 @@ describe('story templates', () => {
     expect(storyTemplates['lighthouse-keepers']!.characters.mira!.traits!.courage).toBe(0.7);
   });
 
+  it('is frozen all the way down: editing a template throws and never changes a later story', () => {
+    const template = storyTemplates['lighthouse-keepers']!;
+    expect(() => {
+      template.bible.chapterLength = 3;
+    }).toThrow(TypeError);
+    expect(() => template.bible.worldRules.push('The lamp may go dark.')).toThrow(TypeError);
+    expect(() => {
+      template.characters.mira!.traits!.courage = 0;
+    }).toThrow(TypeError);
+    expect(() => {
+      (template.worldState.locations as string[])[0] = 'elsewhere';
+    }).toThrow(TypeError);
+    const later = createStoryFromTemplate('lighthouse-keepers', 'later', clock);
+    expect(later.bible.chapterLength).toBe(8);
+    expect(later.bible.worldRules).not.toContain('The lamp may go dark.');
+    expect(later.characters.mira!.traits.courage).toBe(0.7);
+    // The default template is the same frozen object.
+    expect(Object.isFrozen(defaultStoryTemplate.plotThreads[0])).toBe(true);
+  });
+
   it('refuses an unknown template or an invalid id with a ValidationError naming the choices', () => {
     expect(() => createStoryFromTemplate('nope', 'x', clock)).toThrow(/lighthouse-keepers/);
     expect(() => createStoryFromTemplate('toString', 'x', clock)).toThrow(ValidationError);

@@ -234,7 +234,18 @@ const cartographersDebt: StoryTemplate = {
 };
 
 /**
- * The built-in templates, by name. `lighthouse-keepers` is the default.
+ * Freezes `value` and everything it holds: every story made from a template shares it, so an edit to a nested part
+ * (a caller tuning "its" `bible.chapterLength`) would change every later story.
+ */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const inner of Object.values(Object.freeze(value))) deepFreeze(inner);
+  }
+  return value;
+}
+
+/**
+ * The built-in templates, by name, frozen all the way down. `lighthouse-keepers` is the default.
  *
  * @example
  * ```ts
@@ -242,7 +253,7 @@ const cartographersDebt: StoryTemplate = {
  * for (const template of Object.values(storyTemplates)) console.log(template.name, '-', template.description);
  * ```
  */
-export const storyTemplates: Readonly<Record<string, StoryTemplate>> = Object.freeze({
+export const storyTemplates: Readonly<Record<string, StoryTemplate>> = deepFreeze({
   [lighthouseKeepers.name]: lighthouseKeepers,
   [glasshouseShip.name]: glasshouseShip,
   [cartographersDebt.name]: cartographersDebt,
