@@ -82,7 +82,10 @@ export interface StoryEngineOptions {
   /** Time for scene timestamps, event timings and retry waits. Default: the system clock. */
   clock?: Clock;
   logger?: EngineLogger;
-  /** Called before and after every step. An exception thrown here is logged, never allowed to break an episode. */
+  /**
+   * Called before and after every step, and not awaited. An exception thrown here, or a promise it returns that
+   * rejects (an async listener), is logged, never allowed to break an episode.
+   */
   onEvent?: (event: EngineEvent) => void;
   /** How votes are weighed. */
   influencePolicy?: InfluencePolicy;
@@ -1423,15 +1426,22 @@ class Engine implements StoryEngine {
 
   private emit(event: EngineEvent): void {
     if (!this.onEvent) return;
-    try {
-      this.onEvent(event);
-    } catch (error) {
-      // A broken progress bar or metrics sink must not lose an episode, nor a logger that fails on top of it.
+    // A broken progress bar or metrics sink must not lose an episode, nor a logger that fails on top of it. An async
+    // listener's rejection is caught too: left unhandled, it would end a Node.js process between two steps.
+    const warn = (error: unknown) => {
       try {
         this.logger.warn('onEvent listener threw', { type: event.type, error: describeError(error) });
       } catch {
         // Nothing left to tell it to.
       }
+    };
+    try {
+      const returned: unknown = this.onEvent(event);
+      if (typeof (returned as PromiseLike<unknown> | undefined)?.then === 'function') {
+        Promise.resolve(returned).catch(warn);
+      }
+    } catch (error) {
+      warn(error);
     }
   }
 }
