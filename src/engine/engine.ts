@@ -29,6 +29,7 @@ import {
   throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
+import { callListener } from '../core/listener.js';
 import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
 import { ellipsize } from '../core/text.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
@@ -1425,24 +1426,11 @@ class Engine implements StoryEngine {
   }
 
   private emit(event: EngineEvent): void {
-    if (!this.onEvent) return;
     // A broken progress bar or metrics sink must not lose an episode, nor a logger that fails on top of it. An async
     // listener's rejection is caught too: left unhandled, it would end a Node.js process between two steps.
-    const warn = (error: unknown) => {
-      try {
-        this.logger.warn('onEvent listener threw', { type: event.type, error: describeError(error) });
-      } catch {
-        // Nothing left to tell it to.
-      }
-    };
-    try {
-      const returned: unknown = this.onEvent(event);
-      if (typeof (returned as PromiseLike<unknown> | undefined)?.then === 'function') {
-        Promise.resolve(returned).catch(warn);
-      }
-    } catch (error) {
-      warn(error);
-    }
+    callListener(this.onEvent, event, (error) =>
+      this.logger.warn('onEvent listener threw', { type: event.type, error: describeError(error) }),
+    );
   }
 }
 

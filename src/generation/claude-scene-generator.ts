@@ -34,6 +34,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
+import { callListener } from '../core/listener.js';
 import { type RetryOptions, retryAfterFromError, withRetry } from '../core/retry.js';
 import { applyDelta, type ContinuityIssue, formatIssues } from '../state/reducer.js';
 import type { StateDelta } from '../state/schema.js';
@@ -757,16 +758,11 @@ function isBareSdkError(error: unknown): error is Error {
 }
 
 /**
- * Calls a progress listener. One that throws is ignored: a broken progress bar must not fail the call, nor have a
- * paid call made again by the retry policy.
+ * Calls a progress listener. One that throws, or an async one that rejects, is ignored: a broken progress bar must not
+ * fail the call, nor have a paid call made again by the retry policy. (The generator has no logger to tell.)
  */
 function notify(listener: ((progress: GenerationProgress) => void) | undefined, progress: GenerationProgress): void {
-  if (!listener) return;
-  try {
-    listener(progress);
-  } catch {
-    // Nothing to report it to: the generator has no logger, and the caller's own listener is what failed.
-  }
+  callListener(listener, progress);
 }
 
 /** Concatenated text blocks of a reply; thinking blocks are not part of the answer. */

@@ -387,3 +387,31 @@ describe('createProceduralNarrator', () => {
     }
   });
 });
+
+describe('createProceduralNarrator progress', () => {
+  it('keeps a progress listener that throws or rejects from failing the scene, leaving nothing unhandled', async () => {
+    const saved = process.listeners('unhandledRejection');
+    process.removeAllListeners('unhandledRejection');
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', record);
+    try {
+      const narrator = createProceduralNarrator({ seed: 3 });
+      const request = requestFor(createStoryFromTemplate('lighthouse-keepers', 'listener-tale'));
+      const plain = await narrator.generate(request);
+      const thrown = await narrator.generate(request, {
+        onProgress: () => {
+          throw new Error('broken progress bar');
+        },
+      });
+      const rejected = await narrator.generate(request, { onProgress: async () => Promise.reject(new Error('down')) });
+      expect(thrown.scene.text).toBe(plain.scene.text);
+      expect(rejected.scene.text).toBe(plain.scene.text);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    } finally {
+      process.off('unhandledRejection', record);
+      for (const listener of saved) process.on('unhandledRejection', listener);
+    }
+    expect(unhandled).toEqual([]);
+  });
+});

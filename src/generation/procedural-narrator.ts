@@ -14,6 +14,7 @@
  */
 import { hashFeature } from '../context/hashing-embedder.js';
 import { throwIfAborted, ValidationError } from '../core/errors.js';
+import { callListener } from '../core/listener.js';
 import { ellipsize } from '../core/text.js';
 import {
   type CharacterState,
@@ -99,9 +100,10 @@ export function createProceduralNarrator(options: ProceduralNarratorOptions = {}
     modelId: PROCEDURAL_NARRATOR_MODEL_ID,
     async generate(request, generateOptions = {}): Promise<SceneGenerationResult> {
       throwIfAborted(generateOptions.signal);
-      generateOptions.onProgress?.({ type: 'attempt', attempt: 1 });
+      // A listener that throws or rejects is ignored, as the Claude generator does: progress never fails a scene.
+      callListener(generateOptions.onProgress, { type: 'attempt', attempt: 1 });
       const { scene, delta } = narrate(request, { seed, chapterLength, maxActiveCharacters });
-      generateOptions.onProgress?.({ type: 'text', characters: scene.text.length });
+      callListener(generateOptions.onProgress, { type: 'text', characters: scene.text.length });
       return { scene, delta, usage: emptyUsage(), modelId: PROCEDURAL_NARRATOR_MODEL_ID, attempts: 1 };
     },
   };
