@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { MAX_TIMER_MS } from './abort.js';
 import { AbortedError } from './errors.js';
 
 /** What storyloom needs to know about time: now, and waiting. */
@@ -14,7 +15,10 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-/** The real clock: `Date.now()` and `setTimeout`. */
+/**
+ * The real clock: `Date.now()` and `setTimeout`. A wait longer than one timer can hold (`MAX_TIMER_MS`, about 24.8
+ * days; Node fires a longer timer after 1 ms) is waited out in timers of at most that length, one after the other.
+ */
 export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms, signal) =>
@@ -23,14 +27,27 @@ export const systemClock: Clock = {
         reject(new AbortedError(undefined, { cause: signal.reason }));
         return;
       }
+      let left = ms;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const onAbort = () => {
         clearTimeout(timer);
         reject(new AbortedError(undefined, { cause: signal?.reason }));
       };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
+      // Counted down rather than read off the wall clock: each timer waits at least its share, so the whole wait never
+      // ends early, whatever the system time does meanwhile.
+      const wait = () => {
+        const share = Math.min(left, MAX_TIMER_MS);
+        left -= share;
+        timer = setTimeout(() => {
+          if (left > 0) {
+            wait();
+            return;
+          }
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        }, share);
+      };
+      wait();
       signal?.addEventListener('abort', onAbort, { once: true });
     }),
 };

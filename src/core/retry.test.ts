@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Clock } from './clock.js';
 import { AbortedError, NotFoundError, ProviderError, RetryError, ValidationError } from './errors.js';
-import { backoffDelay, parseRetryAfter, retryAfterFromError, withRetry } from './retry.js';
+import { backoffDelay, parseRetryAfter, retryAfterFromError, retryOptionsProblems, withRetry } from './retry.js';
 
 /**
  * A clock that never waits for real: `sleep` records the delay and moves time forward at once, or, while `hold` is
@@ -219,6 +219,46 @@ describe('withRetry', () => {
     ]);
   });
 
+  describe('options', () => {
+    it('refuses options it cannot honour with a ValidationError, before the first attempt', async () => {
+      for (const [options, path] of [
+        // NaN retried without end; a jitter of 2 waited a negative time.
+        [{ maxRetries: Number.NaN }, 'retry.maxRetries'],
+        [{ maxRetries: -1 }, 'retry.maxRetries'],
+        [{ maxRetries: 1.5 }, 'retry.maxRetries'],
+        [{ maxRetries: Number.POSITIVE_INFINITY }, 'retry.maxRetries'],
+        [{ initialDelayMs: -1 }, 'retry.initialDelayMs'],
+        [{ initialDelayMs: Number.POSITIVE_INFINITY }, 'retry.initialDelayMs'],
+        [{ maxDelayMs: Number.NaN }, 'retry.maxDelayMs'],
+        [{ maxRetryAfterMs: -5 }, 'retry.maxRetryAfterMs'],
+        [{ jitter: 2 }, 'retry.jitter'],
+        [{ jitter: -0.5 }, 'retry.jitter'],
+        [{ maxRetries: '3' }, 'retry.maxRetries'],
+      ] as const) {
+        const clock = new FakeClock();
+        const { operation, attempts } = scripted([overloaded(), overloaded()], 'ok');
+        const error = await withRetry(operation, { clock, ...(options as object) }).catch((caught) => caught);
+        expect(ValidationError.isInstance(error), JSON.stringify(options)).toBe(true);
+        expect((error as ValidationError).problems.map((problem) => problem.path)).toEqual([path]);
+        expect(attempts).toEqual([]);
+        expect(clock.sleeps).toEqual([]);
+      }
+    });
+
+    it('takes Infinity as no bound for maxDelayMs and maxRetryAfterMs', async () => {
+      const clock = new FakeClock();
+      const throttled = new ProviderError('come back tomorrow', {
+        provider: 'test',
+        status: 429,
+        retryAfterMs: 86_400_000,
+      });
+      const { operation } = scripted([overloaded(), throttled], 'ok');
+      const options = { clock, random: () => 0, maxDelayMs: Number.POSITIVE_INFINITY };
+      await expect(withRetry(operation, { ...options, maxRetryAfterMs: Number.POSITIVE_INFINITY })).resolves.toBe('ok');
+      expect(clock.sleeps).toEqual([500, 86_400_000]);
+    });
+  });
+
   describe('retry-after', () => {
     it('honours a retryAfterMs field instead of the backoff', async () => {
       const clock = new FakeClock();
@@ -387,8 +427,74 @@ describe('parseRetryAfter', () => {
     ['garbage', 'soon', 'later', undefined],
     ['seconds with a unit', undefined, '5s', undefined],
     ['empty', '', '', undefined],
+    ['seconds with two points', undefined, '1.2.3', undefined],
+    // `Date.parse` reads each of these as a day in 2001, long past: "retry now".
+    ['a word and a number', undefined, 'soon 2', undefined],
+    ['three letters and a number', undefined, 'abc 1', undefined],
+    ['a day name and a number', undefined, 'Mon 1', undefined],
+    ['an IMF-fixdate with a day that does not exist', undefined, 'Thu, 31 Feb 2026 12:00:07 GMT', undefined],
+    ['an IMF-fixdate in another zone', undefined, 'Thu, 15 Jan 2026 12:00:07 PST', undefined],
+    ['an IMF-fixdate at hour 25', undefined, 'Thu, 15 Jan 2026 25:00:07 GMT', undefined],
+    ['an IMF-fixdate at hour 24', undefined, 'Thu, 15 Jan 2026 24:00:00 GMT', undefined],
+    ['an IMF-fixdate with a leap second', undefined, 'Thu, 15 Jan 2026 12:00:60 GMT', 60_000],
+    ['RFC 850', undefined, 'Thursday, 15-Jan-26 12:00:07 GMT', 7000],
+    ['asctime', undefined, 'Thu Jan 15 12:00:07 2026', 7000],
+    ['asctime with a one-digit day', undefined, 'Thu Jan  8 12:00:07 2026', 0],
+    ['an IMF-fixdate with spaces around it', undefined, '  Thu, 15 Jan 2026 12:00:09 GMT ', 9000],
   ])('%s', (_case, retryAfterMs, retryAfter, expected) => {
     expect(parseRetryAfter(retryAfterMs, retryAfter, now)).toBe(expected);
+  });
+});
+
+describe('parseRetryAfter: HTTP dates', () => {
+  const now = Date.UTC(2026, 0, 15, 12, 0, 0);
+
+  it('reads an asctime date as GMT, as HTTP means it, in any time zone of the host', () => {
+    const zone = process.env.TZ;
+    process.env.TZ = 'America/New_York';
+    try {
+      expect(parseRetryAfter(undefined, 'Thu Jan 15 12:00:07 2026', now)).toBe(7000);
+    } finally {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
+    }
+  });
+
+  it('reads a two-digit RFC 850 year as the nearest year at most 50 years ahead', () => {
+    // Seen in 2026: 75 is 2075 (49 years ahead), 94 is 1994 (2094 would be 68 years ahead), so a date long past.
+    const in2075 = parseRetryAfter(undefined, 'Tuesday, 15-Jan-75 12:00:00 GMT', now);
+    expect(in2075).toBe(Date.UTC(2075, 0, 15, 12) - now);
+    expect(parseRetryAfter(undefined, 'Sunday, 06-Nov-94 08:49:37 GMT', now)).toBe(0);
+  });
+});
+
+describe('retryOptionsProblems', () => {
+  it('finds nothing wrong with the defaults, an empty object or valid bounds', () => {
+    expect(retryOptionsProblems(undefined)).toEqual([]);
+    expect(retryOptionsProblems({})).toEqual([]);
+    expect(
+      retryOptionsProblems({
+        maxRetries: 0,
+        initialDelayMs: 0,
+        maxDelayMs: Number.POSITIVE_INFINITY,
+        jitter: 1,
+        maxRetryAfterMs: 0,
+      }),
+    ).toEqual([]);
+  });
+
+  it('lists every problem, under the path given', () => {
+    expect(
+      retryOptionsProblems(
+        { maxRetries: Number.NaN, jitter: 1.5, maxRetryAfterMs: -1, maxDelayMs: 10 },
+        'engine.retry',
+      ),
+    ).toEqual([
+      { path: 'engine.retry.maxRetries', message: 'must be a whole number, 0 or more' },
+      { path: 'engine.retry.jitter', message: 'must be a number from 0 to 1' },
+      { path: 'engine.retry.maxRetryAfterMs', message: 'must be a number of milliseconds, 0 or more (or Infinity)' },
+    ]);
+    expect(retryOptionsProblems('fast' as never)).toEqual([{ path: 'retry', message: 'must be an object' }]);
   });
 });
 
