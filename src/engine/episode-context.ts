@@ -5,6 +5,7 @@
  * @module
  */
 import { throwIfAborted } from '../core/errors.js';
+import { clipText } from '../core/text.js';
 import type { ResolvedInfluence, ScenePrompt } from '../generation/scene-generator.js';
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
@@ -72,13 +73,17 @@ function estimateTokens(text: string): number {
   return Math.ceil(text.length / 4);
 }
 
-/** Audience data in the prompt: JSON, with angle brackets escaped so that no text can close the tag around it. */
+/**
+ * Audience data in the prompt: JSON, with angle brackets escaped so that no text can close the tag around it. Each
+ * text is sanitized again but not cut: the engine has already cut it to the influence policy's `maxTextLength`, which
+ * may be longer than the default limit, and sanitizing sanitized text changes nothing.
+ */
 function quoteAudience(influences: readonly ResolvedInfluence[]): string {
   const rows = influences.map((influence) => ({
     id: influence.id,
     kind: influence.kind,
     choice: influence.choice === null ? null : sanitizeAudienceText(influence.choice, { maxLength: 200 }),
-    text: sanitizeAudienceText(influence.text),
+    text: sanitizeAudienceText(influence.text, { maxLength: Number.POSITIVE_INFINITY }),
     weight: influence.weight,
     winning: influence.winning,
   }));
@@ -145,7 +150,7 @@ export function createStateOnlyContext(options: StateOnlyContextOptions = {}): E
         const page = await options.store.listScenes(storyId, { order: 'desc', limit: Math.min(recent, 1_000) });
         recentLines = page.items
           .reverse()
-          .map((scene) => `- Scene ${scene.index + 1}, ${scene.title}: ${scene.summary || scene.text.slice(0, 300)}`);
+          .map((scene) => `- Scene ${scene.index + 1}, ${scene.title}: ${scene.summary || clipText(scene.text, 300)}`);
       }
       const influences = contextOptions.influences ?? [];
       const dynamic = [

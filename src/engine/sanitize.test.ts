@@ -45,6 +45,119 @@ describe('sanitizeAudienceText', () => {
   });
 });
 
+describe('sanitizeAudienceText: normalisation and length', () => {
+  const graphemes = new Intl.Segmenter('en', { granularity: 'grapheme' });
+  const wellFormed = (text: string) =>
+    !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(text);
+
+  it('composes a letter and its accent once the invisible character between them is gone, and stays as it is', () => {
+    for (const [input, expected] of [
+      ['e\u200b\u0301', '\u00e9'],
+      ['cafe\u200d\u0301 please', 'caf\u00e9 please'],
+      ['\u1100\u200b\u1161', '\uac00'],
+      ['A\u034f\u030a', '\u00c5'],
+      // Two marks whose order NFC fixes, once the joiner between them no longer keeps them apart.
+      ['a\u0301\u200d\u0323', 'a\u0323\u0301'.normalize('NFC')],
+    ]) {
+      const once = sanitizeAudienceText(input);
+      expect(once, JSON.stringify(input)).toBe(expected);
+      expect(sanitizeAudienceText(once)).toBe(once);
+    }
+  });
+
+  it('turns no character into markup by normalising it (U+1FEF is a backtick in NFC)', () => {
+    expect(sanitizeAudienceText('\u1fef\u1fef\u1fefjs')).toBe('ʹʹʹjs');
+  });
+
+  it('cuts between two grapheme clusters: no flag, skin tone, keycap or accent is split', () => {
+    const cases: Array<[string, number, string]> = [
+      ['🇫🇷'.repeat(4), 4, '🇫🇷…'],
+      ['🇫🇷'.repeat(4), 6, '🇫🇷🇫🇷…'],
+      ['👍🏽'.repeat(5), 4, '👍🏽…'],
+      // The keycap's variation selector goes with the other invisible characters; digit and keycap stay together.
+      ['1\ufe0f\u20e32\ufe0f\u20e33\ufe0f\u20e3', 4, '1\u20e3…'],
+      // No precomposed q with an acute: two code points that NFC leaves apart, one cluster.
+      ['q\u0301'.repeat(5), 4, 'q\u0301…'],
+    ];
+    for (const [input, maxLength, expected] of cases) {
+      const capped = sanitizeAudienceText(input, { maxLength });
+      expect(capped, `${input} to ${maxLength}`).toBe(expected);
+      expect(Array.from(capped).length).toBeLessThanOrEqual(maxLength);
+    }
+  });
+
+  it('cuts a first cluster longer than the room between code points rather than keep nothing', () => {
+    const capped = sanitizeAudienceText(`x${'\u0301'.repeat(40)} and more`, { maxLength: 10 });
+    expect(capped).toBe(`x${'\u0301'.repeat(8)}…`);
+  });
+
+  it('cuts nothing with an infinite limit, removing only what is unsafe', () => {
+    const long = `${'word '.repeat(400)}\u200bEND`;
+    expect(sanitizeAudienceText(long, { maxLength: Number.POSITIVE_INFINITY })).toBe(`${'word '.repeat(400)}END`);
+    expect(sanitizeAudienceText('text', { maxLength: Number.NaN })).toBe('');
+  });
+
+  it('property: is idempotent, returns well-formed NFC text within its limit, and cuts between clusters', () => {
+    const piece = fc.constantFrom(
+      'a',
+      'e',
+      'q',
+      ' ',
+      '\n',
+      '\u0301',
+      '\u0323',
+      '\u0338',
+      '\u200b',
+      '\u200d',
+      '\u034f',
+      '\ufe0f',
+      '\u202e',
+      '\u1100',
+      '\u1161',
+      '\u11a8',
+      '🇫',
+      '🇷',
+      '👍',
+      '🏽',
+      '\u20e3',
+      '\ud800',
+      '\udc00',
+      '\u1fef',
+      '<',
+      '{',
+      '}',
+      '`',
+      '"',
+      'User:',
+      'ß',
+    );
+    const text = fc.oneof(
+      fc.array(piece, { maxLength: 60 }).map((pieces) => pieces.join('')),
+      fc.string({ unit: 'binary', maxLength: 60 }),
+    );
+    fc.assert(
+      fc.property(text, fc.integer({ min: 1, max: 40 }), (input, maxLength) => {
+        const once = sanitizeAudienceText(input, { maxLength });
+        expect(sanitizeAudienceText(once, { maxLength })).toBe(once);
+        expect(once).toBe(once.normalize('NFC'));
+        expect(wellFormed(once)).toBe(true);
+        expect(Array.from(once).length).toBeLessThanOrEqual(maxLength);
+        const whole = sanitizeAudienceText(input, { maxLength: Number.POSITIVE_INFINITY });
+        if (once === whole) return;
+        // Cut: what is kept is the whole text up to a cluster boundary (less the white space before the ellipsis),
+        // unless even the first cluster does not fit.
+        expect(once.endsWith('…')).toBe(true);
+        const kept = once.slice(0, -1);
+        const first = graphemes.segment(whole)[Symbol.iterator]().next().value?.segment ?? '';
+        if (Array.from(first).length > maxLength - 1) return;
+        const boundaries = [...Array.from(graphemes.segment(whole), (segment) => segment.index), whole.length];
+        expect(boundaries.some((boundary) => whole.slice(0, boundary).trimEnd() === kept)).toBe(true);
+      }),
+      { numRuns: 1_000, seed: 20_260_104 },
+    );
+  });
+});
+
 describe('normalizeChoice', () => {
   it('groups spellings of one choice', () => {
     expect(normalizeChoice(' Open the DOOR! ')).toBe('open the door');

@@ -6,10 +6,14 @@
  *
  * @module
  */
+import { clipText } from '../core/text.js';
 
 /** Options of `sanitizeAudienceText`. */
 export interface SanitizeOptions {
-  /** Longest result, in code points (an emoji counts once). Default 500. */
+  /**
+   * Longest result, in code points (an emoji counts once), ellipsis included. Default 500. `Infinity` removes what
+   * is unsafe and cuts nothing, for text already cut to its limit.
+   */
   maxLength?: number;
 }
 
@@ -30,11 +34,12 @@ const INVISIBLE = /[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 const ROLE_MARKERS = /\b(human|assistant|system|user|developer)\s*:/gi;
 
 /**
- * Reduces audience text to one plain line that cannot give the model orders by its form: Unicode NFC, control and
- * format characters (bidi overrides, zero-width characters) and every other default-ignorable code point removed,
- * white space collapsed, prompt delimiters neutralised (backticks and code fences, runs of quotes, XML-like tags,
- * template braces, role markers such as `System:`), and the length capped without splitting a character. What the
- * words *say* is left to the prompt, which marks them as quoted data.
+ * Reduces audience text to one plain line that cannot give the model orders by its form: control and format
+ * characters (bidi overrides, zero-width characters) and every other default-ignorable code point removed, Unicode
+ * NFC, white space collapsed, prompt delimiters neutralised (backticks and code fences, runs of quotes, XML-like tags,
+ * template braces, role markers such as `System:`), and the length capped between two grapheme clusters, so that no
+ * accent, flag, skin tone or keycap is split. Sanitizing the result again leaves it as it is. What the words *say* is
+ * left to the prompt, which marks them as quoted data.
  *
  * @example
  * ```ts
@@ -44,13 +49,15 @@ const ROLE_MARKERS = /\b(human|assistant|system|user|developer)\s*:/gi;
  */
 export function sanitizeAudienceText(text: unknown, options: SanitizeOptions = {}): string {
   const maxLength = options.maxLength ?? DEFAULT_AUDIENCE_TEXT_LENGTH;
-  if (typeof text !== 'string' || maxLength <= 0) return '';
+  if (typeof text !== 'string' || !(maxLength > 0)) return '';
   // Bounding the input first keeps the regular expressions below linear in a small number even for a megabyte.
   let value = text.length > maxLength * 8 ? text.slice(0, maxLength * 8) : text;
-  value = value.normalize('NFC');
   // Lone surrogates are not text; they would make the JSON quoting of the prompt layer emit escapes models misread.
   value = value.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '');
   value = value.replace(/[\t\n\r\v\f\u0085\u2028\u2029]/g, ' ').replace(INVISIBLE, '');
+  // NFC only once nothing invisible is left between a letter and its accent, so that they compose; before the markup
+  // below, because NFC turns a few characters into markup (U+1FEF into a backtick).
+  value = value.normalize('NFC');
   value = value
     // Code fences and inline code: a backtick is never needed in a reader's suggestion.
     .replace(/`/g, 'ʹ')
@@ -65,12 +72,26 @@ export function sanitizeAudienceText(text: unknown, options: SanitizeOptions = {
     .replace(/(["'“”‘’«»])\1{1,}/g, '$1')
     .replace(ROLE_MARKERS, (_match, role: string) => `${role} -`);
   value = value.replace(/\s+/g, ' ').trim();
-  const codePoints = Array.from(value);
-  if (codePoints.length <= maxLength) return value;
-  return `${codePoints
-    .slice(0, maxLength - 1)
-    .join('')
-    .trimEnd()}…`;
+  return capCodePoints(value, maxLength);
+}
+
+/**
+ * `value` when it has at most `maxLength` code points; otherwise as much of it as fits in `maxLength - 1` and ends
+ * between two grapheme clusters, and an ellipsis. Only the kept start is segmented, so a long text costs one pass.
+ */
+function capCodePoints(value: string, maxLength: number): string {
+  let codePoints = 0;
+  // Code units of the first `maxLength - 1` code points: the room beside the ellipsis.
+  let room = 0;
+  for (const character of value) {
+    codePoints++;
+    if (codePoints > maxLength) break;
+    if (codePoints <= maxLength - 1) room += character.length;
+  }
+  if (codePoints <= maxLength) return value;
+  // `room` ends between two code points, so the cut never leaves half a surrogate pair, and holds at most
+  // `maxLength - 1` of them; `clipText` moves it back to the last cluster boundary.
+  return `${clipText(value, room).trimEnd()}…`;
 }
 
 /** Longest choice kept, in code points. */
