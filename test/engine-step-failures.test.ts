@@ -225,6 +225,23 @@ describe('engine: a step that never answers', () => {
       createStoryEngine({ store, generator: createScriptedGenerator(), imageAspectRatio: '4:5' }),
     ).not.toThrow();
   });
+
+  it('refuses retry options it cannot honour, before any episode', async () => {
+    const { store } = await newWorldStore();
+    const bad: Array<[Record<string, number>, string]> = [
+      [{ maxRetries: Number.NaN }, 'retry.maxRetries'],
+      [{ maxRetries: -1 }, 'retry.maxRetries'],
+      [{ jitter: 2 }, 'retry.jitter'],
+      [{ initialDelayMs: Number.POSITIVE_INFINITY }, 'retry.initialDelayMs'],
+    ];
+    for (const [retry, path] of bad) {
+      const attempt = () => createStoryEngine({ store, generator: createScriptedGenerator(), retry });
+      expect(attempt).toThrow(ValidationError);
+      expect(attempt).toThrow(path);
+    }
+    const engine = createStoryEngine({ store, generator: createScriptedGenerator(), retry: { maxRetries: 0 } });
+    expect((await engine.runEpisode(STORY_ID)).complete).toBe(true);
+  });
 });
 
 /**

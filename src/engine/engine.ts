@@ -30,7 +30,7 @@ import {
   ValidationError,
 } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
-import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
+import { RETRY_DEFAULTS, type RetryOptions, retryOptionsProblems, withRetry } from '../core/retry.js';
 import { ellipsize } from '../core/text.js';
 import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
 import { sceneIllustrationRequest } from '../generation/image-prompt.js';
@@ -389,6 +389,8 @@ class Engine implements StoryEngine {
     ) {
       problems.push({ path: 'imageSkipReason', message: `must be a text of 1 to ${MAX_ERROR_TEXT} characters` });
     }
+    // A NaN maxRetries (a number read from an unset environment variable) would make every claim's lease NaN.
+    problems.push(...retryOptionsProblems(options.retry));
     const ratio = options.imageAspectRatio;
     if (ratio !== undefined && !IMAGE_ASPECT_RATIOS.includes(ratio)) {
       problems.push({ path: 'imageAspectRatio', message: `must be one of ${IMAGE_ASPECT_RATIOS.join(', ')}` });
