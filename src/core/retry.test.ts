@@ -522,3 +522,24 @@ describe('retryAfterFromError', () => {
     }
   });
 });
+
+describe('withRetry onRetry', () => {
+  it('goes on retrying when the onRetry listener throws', async () => {
+    let calls = 0;
+    const result = await withRetry(
+      async () => {
+        calls++;
+        if (calls < 3) throw overloaded();
+        return 'done';
+      },
+      {
+        initialDelayMs: 0,
+        onRetry: () => {
+          throw new Error('broken metrics');
+        },
+      },
+    );
+    expect(result).toBe('done');
+    expect(calls).toBe(3);
+  });
+});

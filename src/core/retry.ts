@@ -14,6 +14,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from './errors.js';
+import { callListener } from './listener.js';
 
 /** The knobs of the retry policy; the same on every client of storyloom. */
 export interface RetryOptions {
@@ -36,7 +37,7 @@ export interface RetryOptions {
   random?: () => number;
   /** Whether `error` is worth another attempt. Default: `error.isRetryable` for storyloom errors, else false. */
   shouldRetry?: (error: unknown, attempt: number) => boolean;
-  /** Called before each wait, for logs and metrics. */
+  /** Called before each wait, for logs and metrics; one that throws (or an async one that rejects) is ignored. */
   onRetry?: (event: { attempt: number; delayMs: number; error: unknown }) => void;
 }
 
@@ -239,7 +240,7 @@ export async function withRetry<T>(
         );
       }
       const delayMs = requested ?? backoffDelay(attempt + 1, options);
-      options.onRetry?.({ attempt: attempt + 1, delayMs, error });
+      callListener(options.onRetry, { attempt: attempt + 1, delayMs, error });
       await clock.sleep(delayMs, options.signal);
     }
   }
