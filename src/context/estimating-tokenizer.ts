@@ -68,8 +68,8 @@ const TOKENS_PER_RARE_PAIR = 0.8;
 /**
  * The 371 of the 676 ASCII letter pairs (case aside) that few tokens of two published vocabularies span: fewer than
  * 300 of the 176,494 all-letter tokens of cl100k_base and o200k_base together hold the pair. One bit each at
- * `first * 26 + second`. Charging such a pair keeps invented names and all-letter ids above both tokenizers' counts,
- * for about 1 % more on English prose.
+ * `first * 26 + second`; `bench/letter-pairs.ts` rebuilds it. Charging such a pair lifts invented names and
+ * all-letter ids to the tokenizers' counts (see the module notes), for about 1 % more on English prose.
  */
 const RARE_LETTER_PAIRS = Uint8Array.from(
   atob(
