@@ -19,12 +19,14 @@ import {
   ValidationError,
 } from '../core/errors.js';
 import { clipSentences, clipText } from '../core/text.js';
+import { parseOrThrow } from '../state/base-store.js';
 import {
   type CharacterStatus,
   chapterIdFor,
   LIMITS,
   type PlotThread,
   type Scene,
+  SceneSchema,
   type StoryState,
   type VectorMetadataInput,
   type VectorRecord,
@@ -185,11 +187,40 @@ interface OwnPrune {
   horizon: KeywordHorizon | undefined;
 }
 
-/** Per vector index and story, the prunes of this process, run one at a time (see `ContextManager.prune`). */
-const PRUNE_QUEUES = new WeakMap<VectorIndex, Map<string, Promise<void>>>();
+/**
+ * Per vector index and story, the prunes and rebuilds of this process, run one at a time: each prune merges its bound
+ * into the record the previous one wrote (two at once would read the same record, and the later write would drop the
+ * earlier bound), and a rebuild would bring back what a prune made during it dropped.
+ */
+const UPKEEP_QUEUES = new WeakMap<VectorIndex, Map<string, Promise<void>>>();
 
-function pruneQueue(index: VectorIndex): Map<string, Promise<void>> {
-  return entryOf(PRUNE_QUEUES, index, () => new Map());
+/**
+ * `work`, once the prunes and rebuilds of the story queued before it are over. A caller whose `signal` fires stops
+ * waiting at once; the queue then moves on, and the work, told by the same signal, stops at its next step that checks
+ * it (one stuck in a call that never answers must not hold up every later prune or rebuild of the story).
+ */
+function inTurn<T>(
+  vectors: VectorIndex,
+  storyId: string,
+  signal: AbortSignal | undefined,
+  work: () => Promise<T>,
+): Promise<T> {
+  throwIfAborted(signal);
+  const queue = entryOf(UPKEEP_QUEUES, vectors, () => new Map<string, Promise<void>>());
+  const previous = queue.get(storyId) ?? Promise.resolve();
+  const outcome = waitUnlessAborted(
+    previous.then(() => {
+      throwIfAborted(signal);
+      return work();
+    }),
+    signal,
+  );
+  const over = previous.then(() => outcome.catch(() => {})) as Promise<void>;
+  queue.set(storyId, over);
+  over.then(() => {
+    if (queue.get(storyId) === over) queue.delete(storyId);
+  });
+  return outcome;
 }
 
 /**
@@ -236,9 +267,18 @@ interface SharedScene {
   stateVersion: number;
 }
 
-/** Adds `mark` to `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance). */
+/** Whether `mark` is a prune mark: numbers (not strings or objects that would compare as numbers), in range. */
+function isPruneMark(mark: Partial<PruneMark> | null): mark is PruneMark {
+  const importance = mark?.maxImportance;
+  return Number.isFinite(mark?.before) && Number.isFinite(importance) && importance! >= 0 && importance! <= 1;
+}
+
+/**
+ * Adds `mark` to `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance). Only
+ * well-formed marks take part: one that is not would otherwise cover, and so erase, the bounds of earlier prunes.
+ */
 function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMark[] {
-  const all = [...marks, mark];
+  const all = [...marks, mark].filter(isPruneMark);
   const kept = all.filter(
     (candidate, index) =>
       !all.some(
@@ -265,13 +305,26 @@ function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImpor
   // A misspelt bound (`minAge`) would prune with the default instead, and what prune drops stays dropped.
   refuseUnknownKeys(policy, PRUNE_POLICY_KEYS, 'prune policy option', 'is not a prune policy option');
   const maxImportance = policy.maxImportance ?? 0.4;
-  if (!(maxImportance >= 0 && maxImportance <= 1)) {
-    throw new ValidationError(`maxImportance must be a number from 0 to 1, got ${maxImportance}`);
+  // A number, not what compares as one ('0.5', true, [0.5]): the bound is written to the prune record as given.
+  if (typeof maxImportance !== 'number' || !(maxImportance >= 0 && maxImportance <= 1)) {
+    throw new ValidationError(`maxImportance must be a number from 0 to 1, got ${String(maxImportance)}`, {
+      problems: [{ path: 'maxImportance', message: 'must be a number from 0 to 1' }],
+    });
   }
   return {
     minAgeScenes: checkInteger(policy.minAgeScenes ?? 200, 'minAgeScenes', 0, Number.MAX_SAFE_INTEGER),
     maxImportance,
   };
+}
+
+/** The marks of a prune record: none without one, or when it does not parse (a rebuild then keeps more). */
+function marksOf(record: VectorRecord | undefined): PruneMark[] {
+  try {
+    const parsed: unknown = JSON.parse(record?.metadata.text || '[]');
+    return Array.isArray(parsed) ? parsed.filter(isPruneMark) : [];
+  } catch {
+    return [];
+  }
 }
 
 /** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
@@ -825,14 +878,34 @@ export class ContextManager {
 
   /**
    * Indexes a committed scene: its chunks in both indexes, the characters and threads it touched, and, when the
-   * scene closed its chapter, the chapter summary and the synopsis. Idempotent: ids are deterministic.
-   * Pass `state`, the state after the scene, so characters and threads are indexed as they now stand.
+   * scene closed its chapter, the chapter summary and the synopsis. Idempotent: ids are deterministic; chunks of a
+   * longer earlier text are deleted, and a scene that `prune` dropped stays out. Pass `state`, the state after the
+   * scene, so characters and threads are indexed as they now stand. An abort rejects at once (`AbortedError`); the
+   * call under way keeps the signal, and the work stops at its next step.
    */
   async indexScene(scene: Scene, options: { state?: StoryState; signal?: AbortSignal } = {}): Promise<void> {
-    const state = options.state ?? (await this.store.load(scene.storyId));
-    await this.ensureWritable(scene.storyId, options.signal, scene.id);
-    const previous = scene.index > 0 ? await this.previousScene(scene) : null;
+    // A scene as a store commits it: an empty text would be written as a memory that says nothing.
+    parseOrThrow(SceneSchema, scene, 'scene');
+    throwIfAborted(options.signal);
+    return waitUnlessAborted(this.indexNow(scene, options), options.signal);
+  }
+
+  private async indexNow(scene: Scene, options: { state?: StoryState; signal?: AbortSignal }): Promise<void> {
+    const { storyId } = scene;
+    const state = options.state ?? (await this.store.load(storyId));
+    if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
+    await this.ensureWritable(storyId, options.signal, scene.id);
+    // A scene of a closed chapter (the one that closed it, or an old one indexed again) is left out where the prune
+    // record drops it, as a rebuild leaves it out.
+    const [previous, records] = await Promise.all([
+      scene.index > 0 ? this.previousScene(scene) : null,
+      scene.chapterId === state.chapterId ? [] : this.vectors.fetch(storyId, [PRUNED_ID, summaryId(scene.chapterId)]),
+    ]);
     const units = this.sceneUnits(scene, state, previous);
+    const chunks = units.length;
+    const summary = records.find((record) => record.id !== PRUNED_ID);
+    const marks = marksOf(records.find((record) => record.id === PRUNED_ID));
+    if (summary && prunedBy(marks, summary.metadata.sceneIndex!, scene.importance)) units.length = 0;
     // The first scene also brings in the cast and threads the story was created with, which no scene may name yet.
     const first = scene.index === 0;
     for (const character of Object.values(state.characters)) {
@@ -842,36 +915,44 @@ export class ContextManager {
         character.introducedIn === scene.id ||
         character.lastAppearance === scene.id
       ) {
-        units.push(this.characterUnit(scene.storyId, character, scene));
+        units.push(this.characterUnit(storyId, character, scene));
       }
     }
     for (const thread of state.plotThreads) {
       if (first || [thread.openedIn, thread.lastAdvancedIn, thread.resolvedIn].includes(scene.id)) {
-        units.push(this.threadUnit(scene.storyId, thread, state, scene));
+        units.push(this.threadUnit(storyId, thread, state, scene));
       }
     }
-    await this.writeUnits(scene.storyId, units, options.signal);
+    // The chunk past the last one is there only when an earlier text of the scene was longer.
+    const [, [stale]] = await Promise.all([
+      this.writeUnits(storyId, units, options.signal),
+      this.vectors.fetch(storyId, [chunkId(scene.id, chunks)]),
+    ]);
+    if (stale) {
+      const filter: MetadataFilter = { type: 'scene', sourceId: scene.id, chunk: { $gte: chunks } };
+      await Promise.all([this.deleteMatching(filter, storyId), this.keywords.delete(storyId, { filter })]);
+    }
     // Only a full thread list can have been made room in: elsewhere nothing is archived, and nothing is read.
     if (state.plotThreads.length >= LIMITS.plotThreads) await this.forgetArchivedThreads(scene, state, options.signal);
-    const horizon = this.horizonsOf().get(scene.storyId);
+    const horizon = this.horizonsOf().get(storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
     // Saved when the record, as this process last read or wrote it, lacks one of the scene's locations or names it
     // as last seen earlier (it keeps the most recently named), and again while an earlier save of this process has
     // not gone through (a failed index step is retried).
-    this.learnLocations(scene.storyId, scene.locations, scene.index);
-    const known = this.locations.get(scene.storyId);
-    const stored = this.storedLocations.get(scene.storyId);
+    this.learnLocations(storyId, scene.locations, scene.index);
+    const known = this.locations.get(storyId);
+    const stored = this.storedLocations.get(storyId);
     const unsaved = scene.locations.some(
       (location) => known?.has(location) && (stored?.get(location) ?? -1) < known.get(location)!,
     );
-    if (unsaved || this.unsavedLocations.has(scene.storyId)) {
-      this.unsavedLocations.add(scene.storyId);
-      await this.saveLocations(scene.storyId, options.signal);
+    if (unsaved || this.unsavedLocations.has(storyId)) {
+      this.unsavedLocations.add(storyId);
+      await this.saveLocations(storyId, options.signal);
     }
     if (state.chapterId !== scene.chapterId && state.sceneCount === scene.index + 1) {
-      await this.summarizeChapter(scene.storyId, scene.chapterId, { signal: options.signal });
-      if (this.autoPrune) await this.prune(scene.storyId, { ...this.autoPrune, signal: options.signal });
+      await this.summarizeChapter(storyId, scene.chapterId, { signal: options.signal });
+      if (this.autoPrune) await this.prune(storyId, { ...this.autoPrune, signal: options.signal });
     }
   }
 
@@ -936,13 +1017,14 @@ export class ContextManager {
    * Runs by itself when the embedder's model or dimensions differ from the stored fingerprint. Scene memories that
    * `prune` dropped stay out (`pruned` counts them): each prune records what it dropped, as a bound on scene index
    * and importance, and the rebuild applies the same bounds, so nothing that has aged since is dropped with them.
+   * Waits for the story's prunes and rebuilds under way in this process.
    */
   async reindex(
     storyId: string,
     options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void } = {},
   ): Promise<{ scenes: number; records: number; pruned: number }> {
     try {
-      return await this.rebuild(storyId, options);
+      return await inTurn(this.vectors, storyId, options.signal, () => this.rebuild(storyId, options));
     } catch (error) {
       // A rebuild cut short (aborted, an embedder failing half-way) leaves the fingerprint deleted: the next call of
       // this manager checks again and finishes it, as a new process would, instead of serving the half-built index.
@@ -957,15 +1039,25 @@ export class ContextManager {
     options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void },
   ): Promise<{ scenes: number; records: number; pruned: number }> {
     const report = options.onProgress ?? (() => {});
+    const { signal } = options;
     const state = await this.store.load(storyId);
-    const marks = await this.pruneMarks(storyId, options.signal);
-    // The embedder is tried before anything is cleared: one that answers with the wrong dimensions or NaN would
-    // otherwise leave the story with no memory at all, and every later call would clear it again.
-    const fingerprintValues = await this.embedFingerprint(options.signal);
+    const marks = await this.pruneMarks(storyId, signal);
+    // The embedder is tried before anything is cleared, in one call holding the fingerprint and the first scenes'
+    // units up to a full batch (written after the clear, which lists the scenes again so as to include any committed
+    // meanwhile): one that answers with the wrong dimensions or NaN, or fails on a full batch, would otherwise leave
+    // the story with no memory at all, and every later call would clear it again.
+    const room = this.embedder.maxBatchSize - 1;
+    const probe: Unit[] = [];
+    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
+      probe.push(...page.units);
+      if (probe.length >= room) break;
+    }
+    const fingerprintValues = await this.embedFingerprint(signal, probe.slice(0, room));
+    throwIfAborted(signal);
     this.horizonsOf().delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
     const token = randomUUID();
-    await this.clearForRebuild(storyId, marks, token, options.signal);
+    await this.clearForRebuild(storyId, marks, token, signal);
     this.stablePrefixes.clear();
     this.windowSummaryRecords.clear();
     this.journals.clear();
@@ -973,11 +1065,12 @@ export class ContextManager {
     let records = 0;
     let done = 0;
     let pruned = 0;
-    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, options.signal)) {
-      records += await this.writeUnits(storyId, page.units, options.signal, false);
+    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
+      records += await this.writeUnits(storyId, page.units, signal, false);
       done += page.scenes;
       pruned += page.pruned;
-      report({ phase: 'scenes', done, total: state.sceneCount });
+      // Scenes committed meanwhile are listed too: the total grows with them.
+      report({ phase: 'scenes', done, total: Math.max(done, state.sceneCount) });
     }
     // Read again: a scene committed (and indexed, then cleared) while the rebuild ran may have closed a chapter or
     // changed the cast, and the scenes just read include it.
@@ -986,29 +1079,29 @@ export class ContextManager {
     records += await this.writeUnits(
       storyId,
       characters.map((character) => this.characterUnit(storyId, character, null)),
-      options.signal,
+      signal,
       false,
     );
     report({ phase: 'characters', done: characters.length, total: characters.length });
     records += await this.writeUnits(
       storyId,
       latest.plotThreads.map((thread) => this.threadUnit(storyId, thread, latest, null)),
-      options.signal,
+      signal,
       false,
     );
     report({ phase: 'threads', done: latest.plotThreads.length, total: latest.plotThreads.length });
     for (let chapter = 0; chapter < latest.chapterIndex; chapter++) {
-      throwIfAborted(options.signal);
+      throwIfAborted(signal);
       const chapterId = chapterIdFor(chapter);
       if ((await this.scenesOfChapter(storyId, chapterId)).length > 0) {
-        await this.writeChapterSummary(storyId, chapterId, options.signal);
+        await this.writeChapterSummary(storyId, chapterId, signal);
         records++;
       }
       report({ phase: 'summaries', done: chapter + 1, total: latest.chapterIndex });
     }
-    await this.updateSynopsis(storyId, options.signal);
-    await this.saveLocations(storyId, options.signal);
-    await this.finishRebuild(storyId, token, fingerprintValues, options.signal);
+    await this.updateSynopsis(storyId, signal);
+    await this.saveLocations(storyId, signal);
+    await this.finishRebuild(storyId, token, fingerprintValues, signal);
     this.trackKeywords(storyId, done, marks);
     this.verified.set(storyId, SharedWork.done());
     report({ phase: 'done', done: 1, total: 1 });
@@ -1063,27 +1156,17 @@ export class ContextManager {
   }
 
   /**
-   * Drops the vectors and keyword entries of old, unimportant scenes, but only in chapters a stored summary covers,
-   * so old history is represented at lower detail rather than forgotten. Returns what was dropped. What it drops
-   * stays dropped through a later `reindex` (a `meta` record keeps the bounds).
+   * Drops the vectors and keyword entries of old, unimportant scenes, but only in chapters a stored summary covers
+   * (up to the first chapter without one), so old history is represented at lower detail rather than forgotten.
+   * Returns what was dropped. What it drops stays dropped through a later `reindex` (a `meta` record keeps the
+   * bounds). Waits for the story's prunes and rebuilds under way in this process.
    */
   async prune(storyId: string, given: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
     // `null` is the default policy, as for getRelevantContext's options.
     const policy: PrunePolicy = given ?? {};
     const checked = checkPrunePolicy(policy);
-    // One at a time per story in this process: each merges its bound into the record the previous one wrote, so
-    // none is lost (two at once would read the same record, and the later write would drop the earlier bound).
-    const queue = pruneQueue(this.vectors);
-    const run = (queue.get(storyId) ?? Promise.resolve()).then(() => this.pruneNow(storyId, checked, policy.signal));
-    const settled = run.then(
-      () => {},
-      () => {},
-    );
-    queue.set(storyId, settled);
-    settled.then(() => {
-      if (queue.get(storyId) === settled) queue.delete(storyId);
-    });
-    return run;
+    // In turn with the story's other prunes and its rebuilds (an automatic one included), see `inTurn`.
+    return inTurn(this.vectors, storyId, policy.signal, () => this.pruneNow(storyId, checked, policy.signal));
   }
 
   private async pruneNow(
@@ -1097,9 +1180,17 @@ export class ContextManager {
       storyId,
       Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
     );
-    // Summaries cover every chapter that ends before `covered`; the chapter still being written has none.
+    // Summaries cover the chapters before `covered`: the unbroken run of them from the first chapter. A chapter whose
+    // summary is missing (its index step failed) ends the run, so the bound in the prune record, which a rebuild and
+    // a keyword fill apply to every chapter below it, never reaches a chapter whose scenes this prune keeps.
+    const lastIndexes = new Map(summaries.map((summary) => [summary.id, summary.metadata.sceneIndex ?? -1]));
     let covered = 0;
-    for (const summary of summaries) covered = Math.max(covered, (summary.metadata.sceneIndex ?? -1) + 1);
+    for (let chapter = 0; chapter < state.chapterIndex; chapter++) {
+      const chapterId = chapterIdFor(chapter);
+      const last = lastIndexes.get(summaryId(chapterId));
+      if (last !== undefined) covered = Math.max(covered, last + 1);
+      else if ((await this.scenesOfChapter(storyId, chapterId)).length > 0) break;
+    }
     const before = Math.min(horizon, covered);
     let recorded: OwnPrune | undefined;
     const { ownPrunes } = keywordSides(this.keywords);
@@ -1666,9 +1757,10 @@ export class ContextManager {
     await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, values);
   }
 
-  /** The fingerprint record's vector: the fingerprint embedded, checked like every other embedding. */
-  private async embedFingerprint(signal: AbortSignal | undefined): Promise<Float32Array> {
-    const [values] = await embedInBatches(this.embedder, [this.fingerprint], { inputType: 'document', signal });
+  /** The fingerprint record's vector: the fingerprint embedded (with `units`, a rebuild's trial), checked. */
+  private async embedFingerprint(signal: AbortSignal | undefined, units: readonly Unit[] = []): Promise<Float32Array> {
+    const texts = [this.fingerprint, ...units.map((unit) => unit.embeddingText ?? unit.text)];
+    const [values] = await embedInBatches(this.embedder, texts, { inputType: 'document', signal });
     return values!;
   }
 
@@ -1767,21 +1859,7 @@ export class ContextManager {
 
   /** The story's prune marks: none when it was never pruned, or when the record does not parse (a rebuild then keeps more). */
   private async pruneMarks(storyId: string, signal?: AbortSignal): Promise<PruneMark[]> {
-    const [record] = await this.vectors.fetch(storyId, [PRUNED_ID], signal ? { signal } : {});
-    if (!record?.metadata.text) return [];
-    try {
-      const parsed: unknown = JSON.parse(record.metadata.text);
-      if (!Array.isArray(parsed)) return [];
-      return parsed.filter(
-        (mark): mark is PruneMark =>
-          typeof mark === 'object' &&
-          mark !== null &&
-          Number.isFinite(mark.before) &&
-          Number.isFinite(mark.maxImportance),
-      );
-    } catch {
-      return [];
-    }
+    return marksOf((await this.vectors.fetch(storyId, [PRUNED_ID], signal ? { signal } : {}))[0]);
   }
 
   private exactMatches(state: StoryState, query: string) {
