@@ -237,3 +237,23 @@ describe('ContextManager: a point of view within the current chapter', () => {
     expect(now.prompt.stable).not.toContain('secret rival');
   });
 });
+
+describe('ContextManager: ids that are names of Object.prototype', () => {
+  it('names a relationship to "constructor", someone not in the cast yet, by its id, never as "Object"', async () => {
+    const { store, manager, state: created } = await newStory();
+    const rival = { kind: 'rival', affinity: -0.5, trust: 0.2, since: null };
+    const { state } = await commit(store, manager, created, ['mira'], (before) => ({
+      characters: {
+        ...before.characters,
+        mira: { ...before.characters.mira!, relationships: { constructor: rival } },
+      },
+    }));
+    expect(state.characters.mira!.relationships).toHaveProperty('constructor');
+    for (const options of [{}, { povCharacterId: 'mira' }]) {
+      const { prompt } = await manager.getRelevantContext('tale', 'the lamp at night', options);
+      const text = `${prompt.stable}\n${prompt.dynamic}`;
+      expect(text).toContain('constructor');
+      expect(text).not.toMatch(/\bObject\b/);
+    }
+  });
+});

@@ -23,6 +23,7 @@ import { parseOrThrow } from '../state/base-store.js';
 import {
   type CharacterStatus,
   chapterIdFor,
+  characterOf,
   LIMITS,
   type PlotThread,
   type Scene,
@@ -2103,7 +2104,7 @@ export class ContextManager {
     }
     if (base) for (const [id, shared] of base.last) if (!last.has(id)) last.set(id, shared);
     if (complete && (!earlier || earlier.before <= before)) remember(this.sharedScenes, key, { before, last }, 256);
-    const relationships = chapterStart.characters[pov]?.relationships ?? {};
+    const relationships = characterOf(chapterStart, pov)?.relationships ?? {};
     const byName = cast.filter((id) => !last.has(id) && Object.hasOwn(relationships, id));
     const versions = [...new Set(cast.flatMap((id) => (last.has(id) ? [last.get(id)!.stateVersion] : [])))];
     const [states, beginning] = await Promise.all([
@@ -2116,11 +2117,11 @@ export class ContextManager {
       const shared = last.get(id);
       if (shared) {
         known.set(id, {
-          sheet: stateAt.get(shared.stateVersion)?.characters[id] ?? null,
+          sheet: characterOf(stateAt.get(shared.stateVersion) ?? { characters: {} }, id) ?? null,
           lastSharedScene: shared.index,
         });
       } else if (byName.includes(id)) {
-        known.set(id, { sheet: beginning?.characters[id] ?? null, lastSharedScene: null });
+        known.set(id, { sheet: (beginning && characterOf(beginning, id)) ?? null, lastSharedScene: null });
       }
     }
     return known;
@@ -2322,7 +2323,7 @@ export class ContextManager {
     const present = new Set(scene.characters);
     const changes = before && after ? changesSince(before, after, pov, present).map((line) => line.variants[0]!) : [];
     // With their ids: the narrator refers to characters by id, and one met in this chapter has no sheet yet.
-    const names = scene.characters.map((id) => `${(after ?? state).characters[id]?.name ?? id} (${id})`).join(', ');
+    const names = scene.characters.map((id) => `${characterOf(after ?? state, id)?.name ?? id} (${id})`).join(', ');
     const text = [
       `[${scene.index}] ${scene.title}: ${scene.summary || firstSentence(scene.text)}`,
       names ? `  Present: ${names}.` : '',
@@ -2334,7 +2335,7 @@ export class ContextManager {
     const statuses =
       before && after
         ? scene.characters.flatMap((id) => {
-            const status = after.characters[id]?.status;
+            const status = characterOf(after, id)?.status;
             return status ? [[id, status] as const] : [];
           })
         : [];
@@ -2376,7 +2377,7 @@ export class ContextManager {
     deathsUnknownToPov: readonly string[],
   ): PromptItem[] {
     const items: PromptItem[] = [];
-    const povName = pov ? state.characters[pov]?.name : undefined;
+    const povName = pov ? characterOf(state, pov)?.name : undefined;
     items.push({
       id: 'task',
       section: '# Task',
@@ -2480,7 +2481,7 @@ export class ContextManager {
 
   private sceneUnits(scene: Scene, state: StoryState, previous: Scene | null): Unit[] {
     const chunks = chunkWords(scene.text, this.chunkWords);
-    const names = scene.characters.map((id) => state.characters[id]?.name ?? id);
+    const names = scene.characters.map((id) => characterOf(state, id)?.name ?? id);
     const labels = [scene.title, ...names, ...scene.locations];
     return chunks.map((chunk, index) => {
       const unit: IndexableUnit = {
@@ -2541,7 +2542,7 @@ export class ContextManager {
     const text = [
       `${thread.title} (${thread.status})`,
       thread.summary,
-      thread.characters.map((id) => state.characters[id]?.name ?? id).join(', '),
+      thread.characters.map((id) => characterOf(state, id)?.name ?? id).join(', '),
       thread.setups.join(' '),
     ]
       .filter(Boolean)
@@ -2891,7 +2892,7 @@ function deathsNotShown(
 ): string[] {
   const named = new Set([...Object.keys(chapterStart.characters), ...journalSeen.keys()]);
   return [...named].flatMap((id) => {
-    const now = state.characters[id];
+    const now = characterOf(state, id);
     if (id === pov || now?.status !== 'dead') return [];
     const shown = journalSeen.get(id) ?? acquaintances.get(id)?.sheet?.status;
     return shown === 'dead' ? [] : [`${now.name} (${id})`];
@@ -2927,7 +2928,7 @@ function changesSince(
   const lines: Array<{ id: string; variants: string[] }> = [];
   for (const character of Object.values(now.characters)) {
     if (pov !== undefined && present && character.id !== pov && !present.has(character.id)) continue;
-    const before = start.characters[character.id];
+    const before = characterOf(start, character.id);
     if (!before) {
       const facts = [character.description, character.appearance].filter(Boolean).join(' ');
       lines.push({
@@ -2949,7 +2950,7 @@ function changesSince(
       if (!tieKnownTo(character.id, target, pov)) continue;
       const old = before.relationships[target];
       if (!old || old.kind !== relation.kind || old.affinity !== relation.affinity) {
-        const name = now.characters[target]?.name ?? target;
+        const name = characterOf(now, target)?.name ?? target;
         changes.push(`${relation.kind} of ${name} (affinity ${relation.affinity.toFixed(2)})`);
       }
     }

@@ -38,6 +38,7 @@ import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generat
 import { type EpisodeImage, type Publisher, type PublishResult, sceneAltText } from '../publishing/publisher.js';
 import { applyDelta, assertContinuity, type ContinuityIssue, unknownDeltaFields } from '../state/reducer.js';
 import {
+  characterOf,
   LIMITS,
   type Scene,
   SceneSchema,
@@ -1678,7 +1679,7 @@ function knownToPointOfView(state: StoryState, pov: string): (characterId: strin
     if (characterId === pov) return true;
     if (!self) return false;
     if (Object.hasOwn(self.relationships, characterId)) return true;
-    return lastScene !== null && state.characters[characterId]?.lastAppearance === lastScene;
+    return lastScene !== null && characterOf(state, characterId)?.lastAppearance === lastScene;
   };
 }
 

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { CharacterState, Scene, StoryBible, StoryState } from '../state/schema.js';
+import { type CharacterState, characterOf, type Scene, type StoryBible, type StoryState } from '../state/schema.js';
 import type { ImageRequest } from './image-generator.js';
 
 /**
@@ -176,7 +176,7 @@ export function sceneIllustrationRequest(
     mood: scene.mood,
     themes: scene.themes,
     characters: scene.characters.map((id) => {
-      const character = story.characters[id];
+      const character = characterOf(story, id);
       return {
         id,
         name: character?.name ?? id,

@@ -475,6 +475,14 @@ export function domainJsonSchemas(): Record<string, unknown> {
   };
 }
 
+/**
+ * The character `id` of `state`, or undefined when it has none: an own key only, so that an id such as
+ * "constructor" (a valid id, and a relationship may name someone not yet in the cast) never finds `Object`'s.
+ */
+export function characterOf(state: Pick<StoryState, 'characters'>, id: string): CharacterState | undefined {
+  return Object.hasOwn(state.characters, id) ? state.characters[id] : undefined;
+}
+
 /** The id of chapter number `index` (0-based): `chapter-0001` for the first. Stable and sortable. */
 export function chapterIdFor(index: number): string {
   return `chapter-${String(index + 1).padStart(4, '0')}`;
