@@ -479,3 +479,21 @@ describe('an abort while a dependency does not answer (memory)', () => {
     expect((await world.manager.prune('tale', { minAgeScenes: 0, maxImportance: 0.5 })).deleted).toBe(8);
   }, 2_000);
 });
+
+describe.each(backends)('a reindex progress listener that throws (%s)', (backend) => {
+  it('does not stop the rebuild half-way, its index cleared', async () => {
+    const world = await newWorld(backend);
+    for (let index = 0; index < CHAPTER_LENGTH + 1; index++) await commit(world);
+    const before = await vectorIds(world);
+    expect(before.length).toBeGreaterThan(0);
+    const phases: string[] = [];
+    await world.manager.reindex('tale', {
+      onProgress: ({ phase }) => {
+        phases.push(phase);
+        throw new Error('broken progress bar');
+      },
+    });
+    expect(phases.at(-1)).toBe('done');
+    expect(await vectorIds(world)).toEqual(before);
+  });
+});

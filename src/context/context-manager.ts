@@ -18,6 +18,7 @@ import {
   toProblems,
   ValidationError,
 } from '../core/errors.js';
+import { callListener } from '../core/listener.js';
 import { clipSentences, clipText } from '../core/text.js';
 import { parseOrThrow } from '../state/base-store.js';
 import {
@@ -1018,7 +1019,8 @@ export class ContextManager {
    * Runs by itself when the embedder's model or dimensions differ from the stored fingerprint. Scene memories that
    * `prune` dropped stay out (`pruned` counts them): each prune records what it dropped, as a bound on scene index
    * and importance, and the rebuild applies the same bounds, so nothing that has aged since is dropped with them.
-   * Waits for the story's prunes and rebuilds under way in this process.
+   * Waits for the story's prunes and rebuilds under way in this process. `onProgress` is told of each phase; one that
+   * throws (or rejects) is ignored, never leaving the rebuild half-done.
    */
   async reindex(
     storyId: string,
@@ -1039,7 +1041,8 @@ export class ContextManager {
     storyId: string,
     options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void },
   ): Promise<{ scenes: number; records: number; pruned: number }> {
-    const report = options.onProgress ?? (() => {});
+    // A progress listener that throws (or rejects) must not stop a rebuild half-way, its index cleared.
+    const report = (progress: ReindexProgress) => callListener(options.onProgress, progress);
     const { signal } = options;
     const state = await this.store.load(storyId);
     const marks = await this.pruneMarks(storyId, signal);
