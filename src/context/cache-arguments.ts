@@ -18,10 +18,24 @@ function invalid(path: string, message: string): ValidationError {
   return new ValidationError(`${path}: ${message}`, { problems: [{ path, message }] });
 }
 
-/** A key or prefix: a non-empty string. */
+/** A surrogate code unit without its pair: in Unicode mode, the only text `\p{Cs}` matches. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Whether `text` holds a lone surrogate (is not well-formed UTF-16): encoded as UTF-8, as Redis stores keys, each
+ * becomes U+FFFD, so two such texts that differ there become one.
+ */
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}
+
+/** A key or prefix: a non-empty string of well-formed UTF-16. */
 export function checkCacheKey(key: unknown, path: string): asserts key is string {
   // An empty key or prefix is a bug upstream; an empty prefix would empty a shared cache of every story's entries.
   if (typeof key !== 'string' || key.length === 0) throw invalid(path, 'must be a non-empty string');
+  // Encoded as UTF-8 (Redis), every lone surrogate becomes U+FFFD: two distinct keys would share one entry, while
+  // a driver that keeps strings kept them apart. Refused by every driver, so all behave alike.
+  if (hasLoneSurrogate(key)) throw invalid(path, 'must be well-formed UTF-16 (it holds a lone surrogate)');
 }
 
 /** An array of keys, each a non-empty string. */

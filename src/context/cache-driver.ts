@@ -20,7 +20,9 @@ export interface CacheSetOptions {
 
 /**
  * String values under string keys with optional expiry. Callers serialize; drivers never interpret values.
- * A driver may fail (network); callers such as `ContextCache` treat a failing cache as a miss.
+ * A driver may fail (network); callers such as `ContextCache` treat a failing cache as a miss. Keys and prefixes are
+ * non-empty, well-formed UTF-16: the bundled drivers refuse others with a `ValidationError` (a store that encodes
+ * keys as UTF-8, as Redis does, would turn each lone surrogate into U+FFFD and merge distinct keys).
  */
 export interface CacheDriver {
   readonly specificationVersion: 'v1';

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { commitScenes } from '../../test/fixtures/keepers.js';
-import { ProviderError, ValidationError } from '../core/errors.js';
+import { AbortedError, ProviderError, ValidationError } from '../core/errors.js';
 import { createMemoryStateStore } from '../state/memory.js';
+import type { StoryState } from '../state/schema.js';
+import type { StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import type { CacheDriver } from './cache-driver.js';
 import { ContextCache } from './context-cache.js';
@@ -41,6 +43,42 @@ function drivenBy(overrides: Partial<CacheDriver>, inner: CacheDriver = createMe
 
 /** Resolves once every pending promise reaction has run (a macrotask later). */
 const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** `store` whose `listScenes` calls (numbered from 1) go through `wrap`. */
+function withListScenes(
+  store: StoryStateStore,
+  wrap: (
+    call: number,
+    real: () => ReturnType<StoryStateStore['listScenes']>,
+  ) => ReturnType<StoryStateStore['listScenes']>,
+): StoryStateStore {
+  let calls = 0;
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      if (property === 'listScenes') {
+        return (...args: Parameters<StoryStateStore['listScenes']>) => wrap(++calls, () => target.listScenes(...args));
+      }
+      return Reflect.get(target, property, receiver);
+    },
+  });
+}
+
+/** A store read that never answers (a dead socket). */
+const never = () => new Promise<never>(() => {});
+
+/** Follows `promise`: `outcome` is its value or error once settled, `undefined` while it is pending. */
+function watch<T>(promise: Promise<T>): { outcome: { value: T } | { error: unknown } | undefined } {
+  const watched: { outcome: { value: T } | { error: unknown } | undefined } = { outcome: undefined };
+  promise.then(
+    (value) => {
+      watched.outcome = { value };
+    },
+    (error: unknown) => {
+      watched.outcome = { error };
+    },
+  );
+  return watched;
+}
 
 describe('ContextCache', () => {
   afterEach(() => {
@@ -342,5 +380,194 @@ describe('ContextCache', () => {
     // The well-formed entry (each spoiled one replaced by it) is a hit.
     await cache.getFrequentContext('tale');
     expect(cache.stats().hits).toBe(1);
+  });
+
+  it('shares a computation that never answers for buildTimeoutMs only, and leaves no timer behind', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { store } = await storyWithScenes(3);
+    let reads = 0;
+    // The first store read never answers; every later one does.
+    const flaky = withListScenes(store, (call, real) => {
+      reads = call;
+      return call === 1 ? never() : real();
+    });
+    const cache = new ContextCache({ driver: createMemoryCacheDriver(), store: flaky, buildTimeoutMs: 500 });
+    const state = await store.load('tale');
+    const starter = watch(cache.getFrequentContext('tale', { state }));
+    await settled();
+    const joiner = watch(cache.getFrequentContext('tale', { state }));
+    await vi.advanceTimersByTimeAsync(499);
+    expect(joiner.outcome).toBeUndefined();
+    expect(reads).toBe(1);
+    // Past buildTimeoutMs the joiner stops waiting for the hung computation and computes on its own.
+    await vi.advanceTimersByTimeAsync(1);
+    await settled();
+    expect(reads).toBe(2);
+    expect(joiner.outcome).toEqual({ value: expect.objectContaining({ version: 3 }) });
+    // The caller that started it waits for its own store read, as it would without a cache.
+    expect(starter.outcome).toBeUndefined();
+    expect(vi.getTimerCount()).toBe(0);
+
+    // Of a version nobody has cached: a caller that arrives after buildTimeoutMs starts afresh instead of joining.
+    const other = await storyWithScenes(2);
+    const hangsOnce = withListScenes(other.store, (call, real) => (call === 1 ? never() : real()));
+    const second = new ContextCache({ driver: createMemoryCacheDriver(), store: hangsOnce, buildTimeoutMs: 500 });
+    void second.getFrequentContext('tale');
+    await settled();
+    await vi.advanceTimersByTimeAsync(500);
+    const later = watch(second.getFrequentContext('tale'));
+    await settled();
+    expect(later.outcome).toEqual({ value: expect.objectContaining({ version: 2 }) });
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('releases an aborted caller at once without failing the others, and a computation all gave up on is not joined', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { store } = await storyWithScenes(3);
+    let reads = 0;
+    const flaky = withListScenes(store, (call, real) => {
+      reads = call;
+      return call === 1 ? never() : real();
+    });
+    const cache = new ContextCache({ driver: createMemoryCacheDriver(), store: flaky });
+    const state = await store.load('tale');
+    const first = new AbortController();
+    const second = new AbortController();
+    const a = watch(cache.getFrequentContext('tale', { state, signal: first.signal }));
+    const b = watch(cache.getFrequentContext('tale', { state, signal: second.signal }));
+    await settled();
+    first.abort(new Error('step timed out'));
+    await settled();
+    expect(a.outcome && 'error' in a.outcome && AbortedError.isInstance(a.outcome.error)).toBe(true);
+    expect(b.outcome).toBeUndefined();
+    second.abort();
+    await settled();
+    expect(b.outcome && 'error' in b.outcome && AbortedError.isInstance(b.outcome.error)).toBe(true);
+    // No one waits for the hung computation any more: the next caller computes afresh, without waiting for
+    // buildTimeoutMs (no timer moved).
+    const next = watch(cache.getFrequentContext('tale', { state }));
+    await settled();
+    expect(next.outcome).toEqual({ value: expect.objectContaining({ version: 3 }) });
+    expect(reads).toBe(2);
+    // A signal that has already fired is refused before any work.
+    const aborted = cache.getFrequentContext('tale', { state, signal: AbortSignal.abort() });
+    await expect(aborted).rejects.toSatisfy((error: unknown) => AbortedError.isInstance(error));
+  });
+
+  it('computes apart two states of one version from two timelines, each caller getting its own', async () => {
+    const { store } = await storyWithScenes(2);
+    const a = await store.load('tale');
+    // A story restored from a backup reaches the same version with another state (another commit time).
+    const b: StoryState = {
+      ...a,
+      updatedAt: new Date(Date.parse(a.updatedAt) + 86_400_000).toISOString(),
+      bible: { ...a.bible, worldRules: ['Only timeline B holds this rule'] },
+    };
+    const cache = new ContextCache({ driver: createMemoryCacheDriver(), store });
+    const [fromA, fromB] = await Promise.all([
+      cache.getFrequentContext('tale', { state: a }),
+      cache.getFrequentContext('tale', { state: b }),
+    ]);
+    expect(fromA.updatedAt).toBe(a.updatedAt);
+    expect(fromA.world_rules).toEqual(a.bible.worldRules);
+    expect(fromB.updatedAt).toBe(b.updatedAt);
+    expect(fromB.world_rules).toEqual(['Only timeline B holds this rule']);
+    expect(cache.stats().computed).toBe(2);
+  });
+
+  it('leaves no entry behind invalidate(): a write issued before it is removed once it lands', async () => {
+    const { store } = await storyWithScenes(2);
+    const inner = createMemoryCacheDriver();
+    const landings: Array<() => void> = [];
+    // Writes land only when the test says so: after the invalidation.
+    const slowSet = drivenBy(
+      {
+        set: (key, value, options) =>
+          new Promise<void>((resolve, reject) => {
+            landings.push(() => inner.set(key, value, options).then(resolve, reject));
+          }),
+      },
+      inner,
+    );
+    const cache = new ContextCache({ driver: slowSet, store, timeoutMs: 60_000 });
+    await cache.getFrequentContext('tale'); // a miss: returns, its write-back still under way
+    const caching = cache.cacheFrequentContext('tale'); // a fill, its write still under way
+    await settled();
+    expect(landings).toHaveLength(2);
+    await cache.invalidate('tale');
+    for (const land of landings) land();
+    await caching;
+    await settled();
+    expect(await inner.get(cache.keyFor('tale', 2))).toBeNull();
+    expect(cache.stats().errors).toBe(0);
+  });
+
+  it('does not let a caller after invalidate() join a computation begun before it, nor that one write', async () => {
+    const { store } = await storyWithScenes(2);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The first computation's store read waits for the test; later ones answer at once.
+    const gated = withListScenes(store, (call, real) => (call === 1 ? gate.then(real) : real()));
+    const inner = createMemoryCacheDriver();
+    let writes = 0;
+    const counting = drivenBy(
+      {
+        set: (key, value, options) => {
+          writes++;
+          return inner.set(key, value, options);
+        },
+      },
+      inner,
+    );
+    const cache = new ContextCache({ driver: counting, store: gated });
+    const before = cache.getFrequentContext('tale');
+    await settled();
+    await cache.invalidate('tale');
+    const after = watch(cache.getFrequentContext('tale'));
+    await settled();
+    expect(after.outcome).toEqual({ value: expect.objectContaining({ version: 2 }) });
+    expect(cache.stats().computed).toBe(2);
+    expect(writes).toBe(1);
+    release();
+    expect((await before).version).toBe(2);
+    await settled();
+    // The computation begun before the invalidation was not written back.
+    expect(writes).toBe(1);
+  });
+
+  it('never fails a read, a fill or an invalidation because onError throws or rejects', async () => {
+    const { store } = await storyWithScenes(2);
+    for (const onError of [
+      () => {
+        throw new Error('metrics client down');
+      },
+      async () => {
+        throw new Error('metrics client down, asynchronously');
+      },
+    ]) {
+      const cache = new ContextCache({ driver: failingDriver(), store, onError });
+      expect((await cache.getFrequentContext('tale')).recent_scenes).toHaveLength(2);
+      expect((await cache.cacheFrequentContext('tale')).recent_scenes).toHaveLength(2);
+      await expect(cache.invalidate('tale')).resolves.toBeUndefined();
+      await settled();
+      expect(cache.stats().errors).toBe(4); // get, the write-back's set, the fill's set, delete
+    }
+  });
+
+  it('refuses a buildTimeoutMs a Node timer cannot wait, and a prefix that is not well-formed UTF-16', async () => {
+    const { store } = await storyWithScenes(1);
+    const driver = createMemoryCacheDriver();
+    for (const options of [
+      { buildTimeoutMs: 0 },
+      { buildTimeoutMs: -1 },
+      { buildTimeoutMs: Number.NaN },
+      { buildTimeoutMs: 2 ** 31 },
+      { prefix: 'app\uD800' },
+    ]) {
+      expect(() => new ContextCache({ driver, store, ...options })).toThrow(ValidationError);
+    }
+    expect(() => new ContextCache({ driver, store, buildTimeoutMs: 2_147_483_647, prefix: 'app😀' })).not.toThrow();
   });
 });

@@ -5,10 +5,11 @@
  * @module
  */
 import { MAX_TIMER_MS } from '../core/abort.js';
-import { ProviderError, ValidationError } from '../core/errors.js';
+import { AbortedError, ProviderError, throwIfAborted, ValidationError } from '../core/errors.js';
+import { callListener } from '../core/listener.js';
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
-import { MAX_CACHE_TTL_MS } from './cache-arguments.js';
+import { hasLoneSurrogate, MAX_CACHE_TTL_MS } from './cache-arguments.js';
 import type { CacheDriver } from './cache-driver.js';
 import { newestScenesBefore } from './scene-listing.js';
 
@@ -150,20 +151,59 @@ export interface ContextCacheOptions {
    */
   timeoutMs?: number;
   /**
+   * Most milliseconds concurrent misses of one state share one computation of its frequent context. A computation
+   * that has run this long without an answer (a store read on a dead socket) is no longer joined: a caller that
+   * arrives later computes afresh, and one that joined it stops waiting for it and computes on its own. The caller
+   * that started it waits for its own store read, as it would without a cache. Default 5,000, at most 2,147,483,647.
+   */
+  buildTimeoutMs?: number;
+  /**
    * Called when the cache fails and is bypassed: a read (`get`), a write (`set`, the write-back after a miss
-   * included) or `invalidate` (`delete`).
+   * included) or `invalidate` (`delete`, a write-back that landed after `invalidate` removed again included). A
+   * listener that throws, or returns a promise that rejects, is ignored.
    */
   onError?: (error: unknown, operation: 'get' | 'set' | 'delete') => void;
+}
+
+/** Options of one `getFrequentContext` call. */
+export interface GetFrequentContextOptions {
+  /** The state to read the context of, when already loaded (one of another story is a `ValidationError`). */
+  state?: StoryState;
+  /**
+   * Stops this caller's wait with an `AbortedError` as soon as it fires. A computation other callers share goes on
+   * for them; one that every caller gave up on is no longer joined.
+   */
+  signal?: AbortSignal;
 }
 
 /** What `onError` names: the driver call that failed. */
 type CacheOperation = Parameters<NonNullable<ContextCacheOptions['onError']>>[1];
 
+/** Work of one story under way (a computation and its write): `invalidate` marks it stale so none of it lands after. */
+interface Ticket {
+  readonly storyId: string;
+  stale: boolean;
+}
+
+/** One computation of a state's frequent context, shared by the misses that arrive while it runs. */
+interface Build {
+  readonly storyId: string;
+  /** Its key in the table of computations under way. */
+  readonly flight: string;
+  /** Settles with the entry serialized (each caller parses its own copy). */
+  readonly promise: Promise<string>;
+  /** Fires once the computation has run `buildTimeoutMs` without settling: its joiners stop waiting for it. */
+  readonly expired: AbortSignal;
+  /** Callers waiting for it. */
+  waiters: number;
+}
+
 /**
  * Caches the context every episode needs. Reads never fail because of the cache: a failing driver is bypassed and the
- * context is computed from the store. Concurrent misses on one key compute once (single flight), and a miss returns
- * as soon as the context is computed: its write-back goes on in the background, bounded like every driver call.
- * Every caller gets its own copy, which shares nothing with another caller's or with the state.
+ * context is computed from the store. Concurrent misses of one state compute once (single flight, for up to
+ * `buildTimeoutMs`: a computation that hangs is not joined past it), and a miss returns as soon as the context is
+ * computed: its write-back goes on in the background, bounded like every driver call. Every caller gets its own copy,
+ * which shares nothing with another caller's or with the state.
  *
  * @example
  * ```ts
@@ -180,9 +220,15 @@ export class ContextCache {
   readonly recentScenes: number;
   private readonly prefix: string;
   private readonly timeoutMs: number;
+  private readonly buildTimeoutMs: number;
   private readonly onError: ContextCacheOptions['onError'];
-  /** The computation of each key being computed, resolving to the entry as stored (each caller parses its own copy). */
-  private readonly inFlight = new Map<string, Promise<string>>();
+  /**
+   * The computations under way, by key and commit time: states of one version from two timelines (a story restored
+   * from a backup) are computed apart, each caller getting its own state's context.
+   */
+  private readonly inFlight = new Map<string, Build>();
+  /** The computations and writes under way, per story (bounded by the work under way, not by the stories seen). */
+  private readonly underWay = new Map<string, Set<Ticket>>();
   private readonly counters: ContextCacheStats = { hits: 0, misses: 0, errors: 0, computed: 0 };
 
   constructor(options: ContextCacheOptions) {
@@ -192,6 +238,7 @@ export class ContextCache {
     this.recentScenes = options.recentScenes ?? 5;
     this.prefix = options.prefix ?? 'storyloom';
     this.timeoutMs = options.timeoutMs ?? 1_000;
+    this.buildTimeoutMs = options.buildTimeoutMs ?? 5_000;
     this.onError = options.onError;
     // Checked here: a ttlMs of 0 made every write fail in the driver, and the cache was bypassed without a word.
     const problems = [
@@ -202,13 +249,20 @@ export class ContextCache {
       ...(Number.isInteger(this.recentScenes) && this.recentScenes >= 0 && this.recentScenes <= 100
         ? []
         : [{ path: 'recentScenes', message: 'must be an integer from 0 to 100' }]),
-      ...(typeof this.prefix === 'string' && this.prefix.length > 0 && !/[{}]/.test(this.prefix)
+      // Every key would hold a lone surrogate, which the drivers refuse: the cache would fail on every call.
+      ...(typeof this.prefix === 'string' &&
+      this.prefix.length > 0 &&
+      !/[{}]/.test(this.prefix) &&
+      !hasLoneSurrogate(this.prefix)
         ? []
-        : [{ path: 'prefix', message: 'must be a non-empty string without braces' }]),
+        : [{ path: 'prefix', message: 'must be a non-empty string of well-formed UTF-16 without braces' }]),
       // A longer timer fires after 1 ms: every call would time out.
       ...(typeof this.timeoutMs === 'number' && this.timeoutMs > 0 && this.timeoutMs <= MAX_TIMER_MS
         ? []
         : [{ path: 'timeoutMs', message: `must be a positive number up to ${MAX_TIMER_MS}` }]),
+      ...(typeof this.buildTimeoutMs === 'number' && this.buildTimeoutMs > 0 && this.buildTimeoutMs <= MAX_TIMER_MS
+        ? []
+        : [{ path: 'buildTimeoutMs', message: `must be a positive number up to ${MAX_TIMER_MS}` }]),
     ];
     if (problems.length > 0) {
       throw new ValidationError(`Invalid ContextCache options: ${problems[0]!.path} ${problems[0]!.message}`, {
@@ -237,41 +291,59 @@ export class ContextCache {
    * another story is a `ValidationError`.
    */
   async cacheFrequentContext(storyId: string, options: { state?: StoryState } = {}): Promise<FrequentContext> {
-    const state = await this.stateOf(storyId, options);
-    const context = await this.compute(state);
-    await this.write(this.keyFor(storyId, state.version), JSON.stringify(context));
+    const ticket = this.begin(storyId);
+    let state: StoryState;
+    let context: FrequentContext;
+    try {
+      state = await this.stateOf(storyId, options);
+      context = await this.compute(state);
+    } catch (error) {
+      this.end(ticket);
+      throw error;
+    }
+    await this.write(this.keyFor(storyId, state.version), JSON.stringify(context), ticket);
     return context;
   }
 
   /**
    * The frequent context of the story's current version (or of `state`, when given; one of another story is a
-   * `ValidationError`): from the cache when present, else computed once, however many callers miss at the same time,
-   * and returned without waiting for its write to the cache.
+   * `ValidationError`): from the cache when present, else computed once, however many callers miss the same state at
+   * the same time (for up to `buildTimeoutMs`), and returned without waiting for its write to the cache. A `signal`
+   * that fires ends this caller's wait at once with an `AbortedError`.
    */
-  async getFrequentContext(storyId: string, options: { state?: StoryState } = {}): Promise<FrequentContext> {
-    const state = await this.stateOf(storyId, options);
+  async getFrequentContext(storyId: string, options: GetFrequentContextOptions = {}): Promise<FrequentContext> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    const state = await unlessAborted(this.stateOf(storyId, options), signal);
     const key = this.keyFor(storyId, state.version);
-    const cached = await this.read(key, state);
+    const cached = await unlessAborted(this.read(key, state), signal);
     if (cached) {
       this.counters.hits++;
       return cached;
     }
     this.counters.misses++;
-    let computing = this.inFlight.get(key);
-    if (!computing) {
-      computing = this.computeAndWriteBack(key, state);
-      this.inFlight.set(key, computing);
+    const flight = `${key}\u0000${state.updatedAt}`;
+    for (;;) {
+      const joined = this.inFlight.get(flight);
+      const build = joined ?? this.startBuild(flight, key, state);
+      const serialized = await this.wait(build, joined !== undefined, signal);
+      // Each caller its own copy, as on a hit: one that reorders or extends its result changes no other's.
+      if (serialized !== undefined) return JSON.parse(serialized) as FrequentContext;
+      // The build joined ran past buildTimeoutMs: no longer shared, and this caller computes on its own.
     }
-    // Each caller its own copy, as on a hit: one that reorders or extends its result changes no other's.
-    return JSON.parse(await computing) as FrequentContext;
   }
 
   /**
-   * Drops every cached version of a story (after an import or a manual edit). Bounded by `timeoutMs` like every
-   * driver call: a driver that takes longer (a long key walk, a stuck server) is reported to `onError` as a failed
-   * `delete` and left to finish on its own.
+   * Drops every cached version of a story (after an import or a manual edit). A computation of the story under way
+   * is no longer joined and is not written (its callers still get it), and a write issued before this call that
+   * lands after it is removed again. Bounded by `timeoutMs` like every driver call: a driver that takes longer (a
+   * long key walk, a stuck server) is reported to `onError` as a failed `delete` and left to finish on its own.
    */
   async invalidate(storyId: string): Promise<void> {
+    for (const ticket of this.underWay.get(storyId) ?? []) ticket.stale = true;
+    for (const [flight, build] of this.inFlight) {
+      if (build.storyId === storyId) this.inFlight.delete(flight);
+    }
     try {
       await this.bounded(this.driver.deletePrefix(`${this.prefix}:story:{${storyId}}:`), 'delete');
     } catch (error) {
@@ -291,19 +363,104 @@ export class ContextCache {
     return given;
   }
 
+  /** A ticket for work of `storyId` that `invalidate` must be able to mark stale; `end` it once the work is over. */
+  private begin(storyId: string): Ticket {
+    const ticket: Ticket = { storyId, stale: false };
+    const tickets = this.underWay.get(storyId);
+    if (tickets) tickets.add(ticket);
+    else this.underWay.set(storyId, new Set([ticket]));
+    return ticket;
+  }
+
+  private end(ticket: Ticket): void {
+    const tickets = this.underWay.get(ticket.storyId);
+    if (!tickets?.delete(ticket)) return;
+    if (tickets.size === 0) this.underWay.delete(ticket.storyId);
+  }
+
+  /**
+   * Starts computing the entry of `key` for `state`, shared under `flight` until it settles, runs `buildTimeoutMs`,
+   * or is given up by every caller; its one timer is cleared when it settles.
+   */
+  private startBuild(flight: string, key: string, state: StoryState): Build {
+    const expiry = new AbortController();
+    const promise = this.computeAndWriteBack(key, state);
+    const build: Build = { storyId: state.storyId, flight, promise, expired: expiry.signal, waiters: 0 };
+    const timer = setTimeout(() => {
+      this.forget(build);
+      expiry.abort();
+    }, this.buildTimeoutMs);
+    timer.unref?.();
+    this.inFlight.set(flight, build);
+    const settle = () => {
+      clearTimeout(timer);
+      this.forget(build);
+    };
+    // Every caller may have stopped waiting (aborted): the failure is theirs, not an unhandled rejection.
+    promise.then(settle, settle);
+    return build;
+  }
+
+  /** Drops `build` from the computations callers join, unless another has taken its place. */
+  private forget(build: Build): void {
+    if (this.inFlight.get(build.flight) === build) this.inFlight.delete(build.flight);
+  }
+
+  /**
+   * The entry `build` computes, or `undefined` once it has run `buildTimeoutMs` (for a caller that `joined` it; the
+   * caller that started it waits for its own store read). A `signal` that fires rejects with an `AbortedError`, and
+   * a computation every caller gave up on is no longer joined.
+   */
+  private wait(build: Build, joined: boolean, signal: AbortSignal | undefined): Promise<string | undefined> {
+    throwIfAborted(signal);
+    build.waiters++;
+    return new Promise<string | undefined>((resolve, reject) => {
+      let waiting = true;
+      const leave = (): boolean => {
+        if (!waiting) return false;
+        waiting = false;
+        build.waiters--;
+        signal?.removeEventListener('abort', onAbort);
+        build.expired.removeEventListener('abort', onExpired);
+        return true;
+      };
+      const onAbort = () => {
+        if (!leave()) return;
+        reject(new AbortedError(undefined, { cause: signal?.reason }));
+        if (build.waiters === 0) this.forget(build);
+      };
+      const onExpired = () => {
+        if (leave()) resolve(undefined);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (joined) build.expired.addEventListener('abort', onExpired, { once: true });
+      build.promise.then(
+        (serialized) => {
+          if (leave()) resolve(serialized);
+        },
+        (error: unknown) => {
+          if (leave()) reject(error);
+        },
+      );
+    });
+  }
+
   /**
    * Computes the entry of `key` and starts writing it to the cache; resolves to the entry serialized, without
    * waiting for the write: a slow or stuck cache must not delay the retrieval that missed it.
    */
   private async computeAndWriteBack(key: string, state: StoryState): Promise<string> {
+    const ticket = this.begin(state.storyId);
+    let serialized: string;
     try {
-      const serialized = JSON.stringify(await this.compute(state));
-      // write() bounds the call and counts and reports its failure itself; an onError that throws has no caller left.
-      this.write(key, serialized).catch(() => {});
-      return serialized;
-    } finally {
-      this.inFlight.delete(key);
+      serialized = JSON.stringify(await this.compute(state));
+    } catch (error) {
+      this.end(ticket);
+      throw error;
     }
+    // write() bounds the call and counts and reports its failure itself; it never rejects.
+    void this.write(key, serialized, ticket);
+    return serialized;
   }
 
   private async read(key: string, state: StoryState): Promise<FrequentContext | null> {
@@ -333,11 +490,45 @@ export class ContextCache {
     return null;
   }
 
-  private async write(key: string, serialized: string): Promise<void> {
+  /**
+   * Writes `serialized` under `key`, unless `invalidate` marked the work stale meanwhile, and ends `ticket` once the
+   * driver's call has settled. A write that lands after `invalidate` (issued just before it) is deleted again,
+   * whenever it lands, past `timeoutMs` included: it may hold a state the invalidation was meant to drop.
+   */
+  private async write(key: string, serialized: string, ticket: Ticket): Promise<void> {
+    if (ticket.stale) {
+      this.end(ticket);
+      return;
+    }
+    let call: Promise<void>;
     try {
-      await this.bounded(this.driver.set(key, serialized, { ttlMs: this.ttlMs }), 'set');
+      call = this.driver.set(key, serialized, { ttlMs: this.ttlMs });
+    } catch (error) {
+      this.end(ticket);
+      this.failed(error, 'set');
+      return;
+    }
+    call
+      .then(
+        () => {
+          if (ticket.stale) void this.retract(key);
+        },
+        () => {},
+      )
+      .finally(() => this.end(ticket));
+    try {
+      await this.bounded(call, 'set');
     } catch (error) {
       this.failed(error, 'set');
+    }
+  }
+
+  /** Deletes an entry written after `invalidate`; a failure is counted and reported as a `delete`. */
+  private async retract(key: string): Promise<void> {
+    try {
+      await this.bounded(this.driver.delete([key]), 'delete');
+    } catch (error) {
+      this.failed(error, 'delete');
     }
   }
 
@@ -363,7 +554,9 @@ export class ContextCache {
 
   private failed(error: unknown, operation: CacheOperation): void {
     this.counters.errors++;
-    this.onError?.(error, operation);
+    // A listener that throws must not fail the read it watches: reads never fail because of the cache.
+    const onError = this.onError;
+    callListener(onError && ((failure: unknown) => onError(failure, operation)), error);
   }
 
   private async compute(state: StoryState): Promise<FrequentContext> {
@@ -372,6 +565,17 @@ export class ContextCache {
     const recent = await newestScenesBefore(this.store, state.storyId, state.sceneCount, this.recentScenes);
     return frequentContextOf(state, recent);
   }
+}
+
+/** `promise`, or an `AbortedError` as soon as `signal` fires (the work goes on, unwatched). */
+function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortedError(undefined, { cause: signal.reason }));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /**

@@ -782,7 +782,7 @@ export class ContextManager {
     const stablePrefix = this.stablePrefix(state, budget, pov);
     const [[frequent, cacheTime], [stable, chapterTime], [retrieved], [previous]] = await waitUnlessAborted(
       Promise.all([
-        timed(() => this.frequentContext(state)),
+        timed(() => this.frequentContext(state, options.signal)),
         timed(() => stablePrefix),
         timed(() => this.retrieveScenes(state, query, k, exact, pov, options.signal, stablePrefix)),
         timed(() => (state.sceneId ? this.store.getScene(storyId, state.sceneId) : Promise.resolve(null))),
@@ -2139,8 +2139,9 @@ export class ContextManager {
     return null;
   }
 
-  private async frequentContext(state: StoryState): Promise<FrequentContext> {
-    if (this.cache) return this.cache.getFrequentContext(state.storyId, { state });
+  private async frequentContext(state: StoryState, signal: AbortSignal | undefined): Promise<FrequentContext> {
+    // The signal releases this call from a computation it shares with others (one stuck on a dead socket, say).
+    if (this.cache) return this.cache.getFrequentContext(state.storyId, { state, ...(signal ? { signal } : {}) });
     const count = Math.max(1, this.recentScenes);
     return frequentContextOf(state, await newestScenesBefore(this.store, state.storyId, state.sceneCount, count));
   }

@@ -88,6 +88,25 @@ describe('createMemoryCacheDriver', () => {
     expect(await cache.get('k')).toBeNull();
   });
 
+  it('refuses keys and prefixes that are not well-formed UTF-16, as the Redis driver does', async () => {
+    const cache = createMemoryCacheDriver();
+    for (const call of [
+      () => cache.set('k\uD800', 'v'),
+      () => cache.setIfAbsent('k\uDC00', 'v'),
+      () => cache.get('k\uD800'),
+      () => cache.getMany(['fine', 'k\uD800']),
+      () => cache.delete(['k\uD800']),
+      () => cache.deletePrefix('\uD83D'),
+    ]) {
+      const error = await call().catch((caught: unknown) => caught);
+      expect(ValidationError.isInstance(error) && error.message).toMatch(/well-formed UTF-16/);
+    }
+    // A character outside the Basic Multilingual Plane is a surrogate pair: well-formed.
+    await cache.set('story:😀', 'v');
+    expect(await cache.get('story:😀')).toBe('v');
+    expect(await cache.deletePrefix('story:\uD83D\uDE00')).toBe(1);
+  });
+
   it('refuses every call once closed', async () => {
     const cache = createMemoryCacheDriver();
     await cache.set('k', 'v');

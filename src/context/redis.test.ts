@@ -109,6 +109,28 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
       }
     });
 
+    it('deletePrefix removes keys under the prefix whose bytes are not UTF-8, past a multi-byte client keyPrefix', async () => {
+      // Another client wrote a key of raw bytes; read as a string it would come back altered and survive the UNLINK.
+      const appPrefix = `sl-test-${randomUUID().slice(0, 8)}-ü:`;
+      const client = new Redis(REDIS_URL, { keyPrefix: appPrefix, maxRetriesPerRequest: 1 });
+      const driver = createRedisCacheDriver({ client, keyPrefix: 'cache-✓:' });
+      const binary = Buffer.concat([Buffer.from(`${appPrefix}cache-✓:story:{s}:`), Buffer.from([0xff, 0xfe])]);
+      const neighbour = `${appPrefix}cache-✓:story:{t}:kept`;
+      try {
+        await raw.set(binary, 'foreign');
+        await raw.set(neighbour, 'kept');
+        await driver.set('story:{s}:plain', 'mine');
+        expect(await driver.deletePrefix('story:{s}:')).toBe(2);
+        expect(await raw.exists(binary)).toBe(0);
+        expect(await raw.get(`${appPrefix}cache-✓:story:{s}:plain`)).toBeNull();
+        expect(await raw.get(neighbour)).toBe('kept');
+      } finally {
+        await raw.del(binary, neighbour, `${appPrefix}cache-✓:story:{s}:plain`);
+        await driver.close();
+        client.disconnect();
+      }
+    });
+
     it('deletes through an injected client that has its own ioredis keyPrefix', async () => {
       const appPrefix = `sl-test-${randomUUID().slice(0, 8)}:`;
       // A client the application owns and shares, namespaced the usual ioredis way.
@@ -135,6 +157,26 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
 });
 
 describe('createRedisCacheDriver without a server', () => {
+  it('refuses keys, prefixes and a keyPrefix that are not well-formed UTF-16, which UTF-8 would merge', async () => {
+    // Sent as UTF-8, 'k\uD800' and 'k\uD801' both become 'k\uFFFD': one entry for two keys.
+    const driver = createRedisCacheDriver({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 300 });
+    try {
+      for (const call of [
+        () => driver.set('k\uD800', 'v'),
+        () => driver.setIfAbsent('k\uDC00', 'v'),
+        () => driver.get('k\uD800'),
+        () => driver.getMany(['fine', 'k\uD800']),
+        () => driver.delete(['k\uD800']),
+        () => driver.deletePrefix('story:{\uD83D}:'),
+      ]) {
+        await expect(call()).rejects.toSatisfy(ValidationError.isInstance);
+      }
+    } finally {
+      await driver.close();
+    }
+    expect(() => createRedisCacheDriver({ url: REDIS_URL, keyPrefix: 'app\uD800:' })).toThrow(/well-formed/);
+  });
+
   it('validates its options', () => {
     expect(() => createRedisCacheDriver({})).toThrow(ValidationError);
     expect(() => createRedisCacheDriver({ url: 'http://x' })).toThrow(/redis:\/\//);

@@ -14,7 +14,7 @@ import type { ConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { MAX_TIMER_MS } from '../core/abort.js';
 import { ClosedError, MissingDependencyError, ProviderError, StoryloomError, ValidationError } from '../core/errors.js';
-import { checkCacheKey, checkCacheKeys, checkCacheWrite } from './cache-arguments.js';
+import { checkCacheKey, checkCacheKeys, checkCacheWrite, hasLoneSurrogate } from './cache-arguments.js';
 import type { CacheDriver, CacheDriverCapabilities } from './cache-driver.js';
 
 /** A connected `ioredis` client: a standalone `Redis` or a `Cluster`. */
@@ -228,8 +228,10 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       // A walk of a large keyspace takes longer than one command: each SCAN and UNLINK gets its own timeout.
       const redis = await run('connect', async (connected) => connected);
       // ioredis adds a client's own `keyPrefix` to keys but not to SCAN patterns, and SCAN returns keys with it: the
-      // pattern gets it added, the keys found get it taken off before UNLINK adds it again.
+      // pattern gets it added, the keys found get it taken off (in bytes) before UNLINK adds it again. Keys are walked
+      // as bytes: one another client wrote that is not UTF-8 would come back altered as a string, and survive.
       const clientPrefix = clientKeyPrefix(redis);
+      const clientPrefixBytes = Buffer.byteLength(clientPrefix, 'utf8');
       const pattern = `${escapeGlob(clientPrefix + full(prefix))}*`;
       // Until a cluster client has learned the cluster's layout it knows only its seed nodes: a command first.
       if (isCluster(redis) && redis.status !== 'ready') await run('PING', (cluster) => cluster.ping());
@@ -238,10 +240,10 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       for (const node of nodes) {
         let cursor = '0';
         do {
-          const [next, found] = await run('SCAN', () => node.scan(cursor, 'MATCH', pattern, 'COUNT', BATCH));
-          cursor = next;
+          const [next, found] = await run('SCAN', () => node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', BATCH));
+          cursor = next.toString();
           for (let start = 0; start < found.length; start += BATCH) {
-            const batch = found.slice(start, start + BATCH).map((key) => key.slice(clientPrefix.length));
+            const batch = found.slice(start, start + BATCH).map((key) => key.subarray(clientPrefixBytes));
             deleted += await run('UNLINK', () => unlink(redis, batch));
           }
         } while (cursor !== '0');
@@ -325,7 +327,7 @@ function isCluster(client: RedisClient): client is Cluster {
 }
 
 /** UNLINK in one command per cluster slot; returns how many keys existed. */
-async function unlink(redis: RedisClient, keys: readonly string[]): Promise<number> {
+async function unlink(redis: RedisClient, keys: ReadonlyArray<string | Buffer>): Promise<number> {
   if (keys.length === 0) return 0;
   if (!isCluster(redis)) return redis.unlink(...keys);
   const counts = await Promise.all(
@@ -335,7 +337,7 @@ async function unlink(redis: RedisClient, keys: readonly string[]): Promise<numb
 }
 
 /** Positions of `keys` grouped by cluster slot, in first-seen order. */
-function groupBySlot(keys: readonly string[]): number[][] {
+function groupBySlot(keys: ReadonlyArray<string | Buffer>): number[][] {
   const groups = new Map<number, number[]>();
   keys.forEach((key, position) => {
     const slot = clusterSlot(key);
@@ -346,9 +348,12 @@ function groupBySlot(keys: readonly string[]): number[][] {
   return [...groups.values()];
 }
 
-/** The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key when it has none. */
-export function clusterSlot(key: string): number {
-  const bytes = Buffer.from(key, 'utf8');
+/**
+ * The Redis Cluster slot of a key (a string, taken as UTF-8, or its bytes): CRC16 (XMODEM) of its hash tag, or of the
+ * whole key when it has none.
+ */
+export function clusterSlot(key: string | Uint8Array): number {
+  const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key;
   let start = 0;
   let end = bytes.length;
   const open = bytes.indexOf(0x7b); // {
@@ -400,6 +405,10 @@ function checkOptions(options: RedisCacheDriverOptions): CheckedOptions {
   }
   const keyPrefix = options.keyPrefix ?? '';
   if (typeof keyPrefix !== 'string') problems.push({ path: 'options.keyPrefix', message: 'must be a string' });
+  else if (hasLoneSurrogate(keyPrefix)) {
+    // Sent as UTF-8, two prefixes that differ only there would share their keys.
+    problems.push({ path: 'options.keyPrefix', message: 'must be well-formed UTF-16 (it holds a lone surrogate)' });
+  }
   const commandTimeoutMs = options.commandTimeoutMs ?? 1_000;
   if (typeof commandTimeoutMs !== 'number' || !(commandTimeoutMs > 0 && commandTimeoutMs <= MAX_TIMER_MS)) {
     problems.push({
