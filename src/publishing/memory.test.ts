@@ -35,4 +35,17 @@ describe('createMemoryPublisher', () => {
     expect([...publisher.publications.values()][0]!.requests).toBe(2);
     expect(publisher.target).toBe('preview');
   });
+
+  it('keeps a scene published again at another index once, as it was first published', async () => {
+    const publisher = createMemoryPublisher();
+    const state = makeStoryState('tale');
+    const scene = makeNextScene(state);
+    const first = await publisher.publish({ story: makeNextState(state, scene), scene });
+    const moved = { ...scene, index: 3 };
+    const again = await publisher.publish({ story: makeNextState(state, moved), scene: moved });
+    expect(again.ids).toEqual(first.ids);
+    expect(publisher.publications.size).toBe(1);
+    const [held] = publisher.publications.values();
+    expect(held).toMatchObject({ scene: { index: scene.index }, requests: 2 });
+  });
 });

@@ -34,7 +34,9 @@ export interface MemoryPublisherOptions {
 }
 
 /**
- * A publisher that keeps each scene once, under a deterministic key, in memory. It checks each episode as the other
+ * A publisher that keeps each scene once, under a deterministic key (its story's and its own id), in memory: the
+ * first publish of a scene is kept, and publishing it again (with other text, or at another index) only counts the
+ * request. It checks each episode as the other
  * publishers do (`validateEpisode`), so a wiring check catches an episode they would refuse.
  *
  * @example
@@ -56,7 +58,8 @@ export function createMemoryPublisher(options: MemoryPublisherOptions = {}): Mem
     async publish(episode: Episode, publishOptions = {}): Promise<PublishResult> {
       throwIfAborted(publishOptions.signal);
       const { scene, image } = validateEpisode(episode);
-      const key = `${scene.storyId}/scenes/${String(scene.index).padStart(6, '0')}-${scene.id}`;
+      // By the scene's id alone: a scene published again at another index is still one publication.
+      const key = `${scene.storyId}/scenes/${scene.id}`;
       const existing = publications.get(key);
       if (existing) existing.requests++;
       else {
