@@ -122,8 +122,21 @@ async function publishedSite(episodes: readonly Episode[]): Promise<Map<string, 
 const slug = (scene: Scene) => `${String(scene.index).padStart(6, '0')}-${scene.id}`;
 
 /**
+ * `site` without the pictures of scenes whose JSON never landed: a publish that dies between a scene's picture and
+ * its JSON leaves the picture, which no page shows, until the scene is published again (the engine retries it).
+ */
+function withoutUnlistedPictures(site: Map<string, string>): Map<string, string> {
+  return new Map(
+    [...site].filter(([name]) => {
+      const picture = /^images[/\\](.+)\.(?:png|svg|jpg|webp)$/.exec(name);
+      return !picture || site.has(path.join('scenes', `${picture[1]}.json`));
+    }),
+  );
+}
+
+/**
  * The episodes as far as a dead publish got to write them: a scene whose JSON never landed is not on the site, and
- * one whose picture never landed is there without it (the JSON is written first, then the picture).
+ * one whose JSON landed has its picture (the picture is written first, then the JSON).
  */
 async function asLanded(directory: string, dying: readonly Episode[]): Promise<Episode[]> {
   const scenes = new Set(await readdir(path.join(directory, 'scenes')));
@@ -160,9 +173,10 @@ describe('createFilesystemPublisher: a publish that dies part-way', () => {
       // The next scene's publish repairs the site: the dying scene is on it as if published, once its JSON landed.
       const landed = await asLanded(directory, [dying]);
       await publisher.publish(next);
-      expect(await snapshot(directory), `dying at change ${dieAt}, then publishing the next scene`).toEqual(
-        await siteOf([...before, ...landed, next]),
-      );
+      expect(
+        withoutUnlistedPictures(await snapshot(directory)),
+        `dying at change ${dieAt}, then publishing the next scene`,
+      ).toEqual(await siteOf([...before, ...landed, next]));
       // The engine publishes the dying scene again: the site is the one an uninterrupted run writes.
       await publisher.publish(dying);
       expect(await snapshot(directory), `dying at change ${dieAt}, then publishing it again`).toEqual(complete);
@@ -202,9 +216,10 @@ describe('createFilesystemPublisher: a publish that dies part-way', () => {
         const landed = JSON.parse(json).chapterId === moved.scene.chapterId;
         const [movedAsLanded] = await asLanded(directory, [moved]);
         await publisher.publish(next);
-        expect(await snapshot(directory), `${where}: died at change ${dieAt}, then publishing the next scene`).toEqual(
-          await siteOf(landed ? [...moveDone.slice(0, -2), movedAsLanded!, next] : [...base, next]),
-        );
+        expect(
+          withoutUnlistedPictures(await snapshot(directory)),
+          `${where}: died at change ${dieAt}, then publishing the next scene`,
+        ).toEqual(await siteOf(landed ? [...moveDone.slice(0, -2), movedAsLanded!, next] : [...base, next]));
         await publisher.publish(moved);
         expect(await snapshot(directory), `${where}: died at change ${dieAt}, then moving it again`).toEqual(
           await siteOf(moveDone),
@@ -246,7 +261,7 @@ describe('createFilesystemPublisher: a publish that dies part-way', () => {
       const landed = await asLanded(directory, episodes.slice(2, 5));
       await publisher.publish(next);
       // Every scene whose JSON landed is on the site, with its page and its neighbours' links.
-      expect(await snapshot(directory), `dying at change ${dieAt}`).toEqual(
+      expect(withoutUnlistedPictures(await snapshot(directory)), `dying at change ${dieAt}`).toEqual(
         await siteOf([...episodes.slice(0, 2), ...landed, next]),
       );
       await publisher.publishMany(episodes.slice(2, 5));

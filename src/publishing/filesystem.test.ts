@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -643,7 +643,11 @@ describe('createFilesystemPublisher: pictures', () => {
       { data: PNG, mediaType: 'image/png', extension: 'png' },
       { data: SVG, mediaType: 'image/svg+xml', extension: 'svg' },
       { data: Uint8Array.of(0xff, 0xd8, 0xff, 0xd9), mediaType: 'image/jpeg', extension: 'jpg' },
-      { data: Uint8Array.of(0x52, 0x49, 0x46, 0x46), mediaType: 'image/webp', extension: 'webp' },
+      {
+        data: new TextEncoder().encode('RIFF\u0004\u0000\u0000\u0000WEBP'),
+        mediaType: 'image/webp',
+        extension: 'webp',
+      },
     ];
     for (const [index, image] of images.entries()) {
       await publisher.publish({ ...episodes[index]!, image: { ...image, alt: `Picture ${index}` } });
@@ -1391,5 +1395,102 @@ describe('readSitePublication', () => {
     await mkdir(path.join(directory, 'scenes'), { recursive: true });
     await writeFile(path.join(directory, 'scenes', '000000-..json'), '{}');
     expect(await readSitePublication(directory, 'tale', '..')).toEqual([]);
+  });
+});
+
+describe('createFilesystemPublisher: a folder whose catalog is lost', () => {
+  it("refuses another story, taking the owner from story.json, a chapter file or a scene's JSON", async () => {
+    for (const lose of [
+      ['episodes.json'],
+      ['episodes.json', 'story.json'],
+      ['episodes.json', 'story.json', 'episodes'],
+    ]) {
+      const directory = await tempFolder();
+      const publisher = createFilesystemPublisher({ directory });
+      for (const episode of makeEpisodes(3, { storyId: 'first' })) await publisher.publish(episode);
+      for (const relative of lose) await rm(path.join(directory, relative), { recursive: true, force: true });
+      const before = await snapshot(directory);
+      const outcome = await publisher.publish(makeEpisodes(1, { storyId: 'second' })[0]!).then(
+        () => 'published',
+        (error: unknown) => (ConflictError.isInstance(error) ? error.message : String(error)),
+      );
+      expect(outcome, lose.join(' + ')).toBe(
+        'The folder already holds the site of story "first"; publish story "second" into another folder',
+      );
+      expect(await snapshot(directory), lose.join(' + ')).toEqual(before);
+    }
+  });
+});
+
+describe('createFilesystemPublisher: noncharacters', () => {
+  it('leaves out the noncharacters of every plane, so every page parses without error', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const odd = 'a\uFDD0b\uFDEFc\u{1FFFE}d\u{10FFFF}e\u{5FFFF}f\uFFFEg';
+    const [episode] = makeEpisodes(1, { scene: () => ({ title: `T ${odd}`, text: odd, summary: odd }) });
+    await publisher.publish({ ...episode!, image: { data: PNG, mediaType: 'image/png', alt: odd } });
+    const page = await read(directory, `scenes/${slug(episode!.scene)}.html`);
+    expect(parseHtml(page).errors).toEqual([]);
+    expect(textOf(elements(parseHtml(page).root, 'h1')[0]!)).toBe('T abcdefg');
+    // Only the noncharacters go: the characters beside them in their planes stay.
+    const near = '\uFDCF\uFDF0\u{1FFFD}\u{10FFFD}';
+    const [other] = makeEpisodes(1, { scene: () => ({ title: near }) });
+    await publisher.publish(other!);
+    expect(textOf(elements(parseHtml(await read(directory, `scenes/${slug(other!.scene)}.html`)).root, 'h1')[0]!)).toBe(
+      near,
+    );
+  });
+});
+
+describe('createFilesystemPublisher: chapter file names on every file system', () => {
+  const reserved = /^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$/i;
+
+  it('gives chapters whose ids differ only by case, or are device names, distinct and portable file names', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const ids = ['Part-A', 'part-a', 'PART-A', 'CON', 'nul', 'Aux.json', 'com1', 'LPT9', 'chapter-0001'];
+    const episodes = makeEpisodes(ids.length);
+    for (const [position, chapterId] of ids.entries()) {
+      await publisher.publish({ ...episodes[position]!, scene: { ...episodes[position]!.scene, chapterId } });
+    }
+    const names = await readdir(path.join(directory, 'episodes'));
+    expect(names).toHaveLength(ids.length);
+    expect(new Set(names.map((name) => name.toLowerCase())).size).toBe(names.length);
+    expect(names.filter((name) => reserved.test(name))).toEqual([]);
+    // An id that was already a safe name keeps it: the sites of earlier versions are found as they are.
+    expect(names).toContain('chapter-0001.json');
+    // Every scene is listed once, in its own chapter, and a repair reads the same.
+    const chapters = async () =>
+      Object.fromEntries(
+        (
+          JSON.parse(await read(directory, 'episodes.json')).chapters as Array<{ chapterId: string; count: number }>
+        ).map((chapter) => [chapter.chapterId, chapter.count]),
+      );
+    expect(await chapters()).toEqual(Object.fromEntries(ids.map((id) => [id, 1])));
+    const before = await snapshot(directory);
+    await writeFile(path.join(directory, '.needs-repair.0a'), '');
+    await publisher.publish(episodes.at(-1)!.scene.chapterId === 'chapter-0001' ? episodes.at(-1)! : episodes.at(-1)!);
+    expect(await chapters()).toEqual(Object.fromEntries(ids.map((id) => [id, 1])));
+    expect([...(await snapshot(directory)).keys()].sort()).toEqual([...before.keys()].sort());
+  });
+
+  it('finds the chapter file an earlier version wrote under the id itself, and moves it to its new name', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3).map((episode) => ({
+      ...episode,
+      scene: { ...episode.scene, chapterId: 'Part-A' },
+    }));
+    for (const episode of episodes.slice(0, 2))
+      await publisher.publish({ ...episode, image: { data: PNG, mediaType: 'image/png', alt: 'custom' } });
+    const [current] = (await readdir(path.join(directory, 'episodes'))).filter((name) => name !== 'chapter-0001.json');
+    // The site as an earlier version left it: the chapter file named by the id.
+    await rename(path.join(directory, 'episodes', current!), path.join(directory, 'episodes', 'Part-A.json'));
+    await publisher.publish(episodes[2]!);
+    expect(await readdir(path.join(directory, 'episodes'))).toEqual([current]);
+    const listed = JSON.parse(await read(directory, `episodes/${current}`)).episodes;
+    expect(listed.map((episode: { sceneId: string }) => episode.sceneId)).toEqual(episodes.map((e) => e.scene.id));
+    // What only the chapter file knew (a picture's own alt text) is kept.
+    expect(listed[0].image).toEqual({ extension: 'png', alt: 'custom' });
   });
 });

@@ -314,9 +314,13 @@ async function withDirectoryLock<T>(key: string, task: () => Promise<T>): Promis
 // Escaping. Hand-written on purpose: the root entry may import only zod and lru-cache (see docs/architecture.md),
 // and XML 1.0 also needs the control characters removed, which the small escaping packages do not do.
 
-/** Characters HTML and XML 1.0 both refuse in text: C0/C1 controls except tab, LF and CR, and U+FFFE/U+FFFF. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: these are the characters HTML and XML 1.0 cannot hold
-const FORBIDDEN_CHARACTERS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\uFFFE\uFFFF]/g;
+/**
+ * Characters HTML and XML 1.0 refuse or warn about in text: C0/C1 controls except tab, LF and CR, and the
+ * noncharacters (U+FDD0 to U+FDEF, and the last two code points of every plane, U+FFFE/U+FFFF to U+10FFFE/U+10FFFF).
+ */
+const FORBIDDEN_CHARACTERS =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are the characters HTML and XML 1.0 cannot hold
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\uFDD0-\uFDEF\uFFFE\uFFFF\u{1FFFE}\u{1FFFF}\u{2FFFE}\u{2FFFF}\u{3FFFE}\u{3FFFF}\u{4FFFE}\u{4FFFF}\u{5FFFE}\u{5FFFF}\u{6FFFE}\u{6FFFF}\u{7FFFE}\u{7FFFF}\u{8FFFE}\u{8FFFF}\u{9FFFE}\u{9FFFF}\u{AFFFE}\u{AFFFF}\u{BFFFE}\u{BFFFF}\u{CFFFE}\u{CFFFF}\u{DFFFE}\u{DFFFF}\u{EFFFE}\u{EFFFF}\u{FFFFE}\u{FFFFF}\u{10FFFE}\u{10FFFF}]/gu;
 const MARKUP_ESCAPES: Readonly<Record<string, string>> = {
   '&': '&amp;',
   '<': '&lt;',
@@ -344,6 +348,26 @@ function slugOf(index: number, sceneId: string): string {
 }
 
 const slugOfEpisode = (episode: { index: number; sceneId: string }) => slugOf(episode.index, episode.sceneId);
+
+/** A name Windows reserves for a device, whatever its case and extension (`CON`, `nul.json`, `COM1`, ...). */
+const RESERVED_NAME = /^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$/i;
+
+/**
+ * The file name (without `.json`) of a chapter's file. An id of lowercase letters, digits and `._:-` that is no device
+ * name keeps the name earlier versions gave it (`fileIdOf`: the engine's `chapter-0001`). Any other id (one with an
+ * uppercase letter, which a case-insensitive file system would confuse with its lowercase twin, or a device name)
+ * is written `=<id in lowercase>=<which letters were uppercase, a bit mask in base 36>`: `=` is in no id, so the name
+ * is never another id's, never a device name, unique whatever the file system's case rules, and reversible.
+ */
+function chapterFileIdOf(chapterId: string): string {
+  const fileId = fileIdOf(chapterId);
+  if (!/[A-Z]/.test(fileId) && !RESERVED_NAME.test(fileId)) return fileId;
+  let mask = 0n;
+  for (let position = fileId.length - 1; position >= 0; position--) {
+    mask = (mask << 1n) | (/[A-Z]/.test(fileId[position]!) ? 1n : 0n);
+  }
+  return `=${fileId.toLowerCase()}=${mask.toString(36)}`;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Files.
@@ -1780,7 +1804,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   const imagesFolder = path.join(directory, IMAGES);
   const chaptersFolder = path.join(directory, CHAPTERS);
   const episodesFolder = path.join(directory, EPISODES);
-  const chapterFileOf = (chapterId: string) => `${EPISODES}/${fileIdOf(chapterId)}.json`;
+  const chapterFileOf = (chapterId: string) => `${EPISODES}/${chapterFileIdOf(chapterId)}.json`;
 
   /** The catalog when it is readable, or the manifest of an earlier version to carry over. */
   async function loadCatalog(
@@ -1795,7 +1819,11 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     }
     const catalog = CatalogSchema.safeParse(raw);
     const legacy = catalog.success ? undefined : LegacyManifestSchema.safeParse(raw);
-    const owner = catalog.success ? catalog.data.storyId : legacy?.success ? legacy.data.storyId : storyId;
+    const owner = catalog.success
+      ? catalog.data.storyId
+      : legacy?.success
+        ? legacy.data.storyId
+        : ((await ownerOfFiles()) ?? storyId);
     if (owner !== storyId) {
       throw new ConflictError(
         `The folder already holds the site of story "${owner}"; publish story "${storyId}" into another folder`,
@@ -1807,6 +1835,29 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       ...(catalog.success ? { catalog: catalog.data, text } : {}),
       ...(legacy?.success ? { legacy: legacy.data } : {}),
     };
+  }
+
+  /**
+   * The story the site's other files belong to, for a folder whose catalog is lost or damaged: `story.json`, else the
+   * first chapter file, else the first scene JSON that reads. Read only then, so the repair that rebuilds the catalog
+   * never takes over another story's site.
+   */
+  async function ownerOfFiles(): Promise<string | undefined> {
+    const story = StoryFileSchema.safeParse(await readJson(path.join(directory, STORY_FILE)));
+    if (story.success) return story.data.storyId;
+    const candidates: Array<[string, z.ZodType<{ storyId: string }>]> = [
+      [episodesFolder, ChapterFileSchema],
+      [scenesFolder, SceneSchema],
+    ];
+    for (const [folder, schema] of candidates) {
+      const names = await readdir(folder).catch(() => [] as string[]);
+      for (const name of names.sort()) {
+        if (!name.endsWith('.json') || TEMP_PATTERN.test(name)) continue;
+        const parsed = schema.safeParse(await readJson(path.join(folder, name)));
+        if (parsed.success) return parsed.data.storyId;
+      }
+    }
+    return undefined;
   }
 
   async function readChapter(storyId: string, chapterId: string): Promise<ManifestEpisode[] | undefined> {
@@ -1895,18 +1946,40 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       chapters.set(episode.chapterId, [...(chapters.get(episode.chapterId) ?? []), episode]);
       return true;
     };
+    /**
+     * `episode` with the picture `images/` holds for it: a chapter file written by a writer that overlapped another
+     * may say a scene has no picture when the other had written it by then. The alt text a listing gives is kept;
+     * a picture it did not know is described as its scene is.
+     */
+    const withPictureOnDisk = async (episode: ManifestEpisode): Promise<ManifestEpisode> => {
+      const slug = slugOfEpisode(episode);
+      const extension = existingImage(imageNames, slug);
+      if (!extension) return episode.image ? { ...episode, image: null } : episode;
+      if (episode.image) {
+        return episode.image.extension === extension ? episode : { ...episode, image: { ...episode.image, extension } };
+      }
+      const alt = (await sceneEntry(slug))?.image?.alt ?? sceneAltText({ imagePrompt: '', title: episode.title });
+      return { ...episode, image: { extension, alt } };
+    };
     // Every place a chapter file (or an earlier version's manifest) lists each scene.
     const listings = new Map<string, ManifestEpisode[]>();
-    const list = (episode: ManifestEpisode) =>
+    const list = async (listed: ManifestEpisode) => {
+      const episode = await withPictureOnDisk(listed);
       listings.set(episode.sceneId, [...(listings.get(episode.sceneId) ?? []), episode]);
+    };
+    const chapterFileSet = new Set(chapterFileNames);
     for (const name of [...chapterFileNames].sort()) {
       if (!name.endsWith('.json')) continue;
       const parsed = ChapterFileSchema.safeParse(await readJson(path.join(episodesFolder, name)));
       if (!parsed.success || parsed.data.storyId !== storyId) continue;
-      if (`${EPISODES}/${name}` !== chapterFileOf(parsed.data.chapterId)) continue;
-      for (const episode of parsed.data.episodes) if (episode.chapterId === parsed.data.chapterId) list(episode);
+      // A chapter file is read under its own name, or under the one an earlier version gave it (the repair moves it).
+      const own = chapterFileOf(parsed.data.chapterId);
+      const earlier = `${EPISODES}/${fileIdOf(parsed.data.chapterId)}.json`;
+      const hasOwn = chapterFileSet.has(own.slice(EPISODES.length + 1));
+      if (`${EPISODES}/${name}` !== own && (hasOwn || `${EPISODES}/${name}` !== earlier)) continue;
+      for (const episode of parsed.data.episodes) if (episode.chapterId === parsed.data.chapterId) await list(episode);
     }
-    for (const episode of legacy?.episodes ?? []) list(episode);
+    for (const episode of legacy?.episodes ?? []) await list(episode);
     const crashedAt = new Map(crashed.map((marked) => [marked.sceneId, marked.index]));
     for (const [sceneId, places] of listings) {
       const index = crashedAt.get(sceneId);
@@ -1998,11 +2071,13 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     return { model: whole.model, catalogText: loaded.text, previousOrder, repair: { whole, crashed } };
   }
 
-  /** Writes a scene's JSON and picture: the first files of its publish, from which a repair can rebuild the rest. */
+  /**
+   * Writes a scene's picture and JSON: the first files of its publish, from which a repair can rebuild the rest. The
+   * picture comes first, so a scene JSON another writer sees (and a repair folds back) has its picture in place.
+   */
   async function writeSceneFiles(episode: ValidEpisode): Promise<void> {
     const { scene, image } = episode;
     const slug = slugOf(scene.index, scene.id);
-    await writeFileAtomic(path.join(scenesFolder, `${slug}.json`), toJson(scene));
     if (image) {
       await writeFileAtomic(path.join(imagesFolder, `${slug}.${image.extension}`), image.data);
       // One picture per scene: a picture of another type from an earlier publish goes.
@@ -2010,6 +2085,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         if (extension !== image.extension) await rm(path.join(imagesFolder, `${slug}.${extension}`), { force: true });
       }
     }
+    await writeFileAtomic(path.join(scenesFolder, `${slug}.json`), toJson(scene));
   }
 
   /** Takes a published scene into the model: its story state, then its episode. Returns the episode. */

@@ -33,7 +33,7 @@ describe('validateEpisode', () => {
   };
 
   it('returns the parsed episode, its picture with the extension it is stored under', () => {
-    const data = new Uint8Array([0x89, 0x50, 0x4e, 0x47]);
+    const data = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     const valid = validateEpisode({ ...episode, image: { data, mediaType: 'image/png', alt: 'a lamp' } });
     expect(valid.scene).toEqual(scene);
     expect(valid.image).toMatchObject({ mediaType: 'image/png', extension: 'png', alt: 'a lamp' });
@@ -46,6 +46,41 @@ describe('validateEpisode', () => {
     expect(problemsOf({ ...episode, scene: { ...scene, id: 'x/../../other/index' } })).toEqual([
       expect.stringMatching(/^scene\.id /),
     ]);
+  });
+
+  it('refuses a picture whose bytes are not of its declared type: markup a browser would sniff above all', () => {
+    const text = (value: string) => new TextEncoder().encode(value);
+    const png = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13);
+    const jpeg = Uint8Array.of(0xff, 0xd8, 0xff, 0xe0, 0, 16);
+    const webp = text('RIFF\u0004\u0000\u0000\u0000WEBPVP8 ');
+    const svg = text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>');
+    for (const [data, mediaType] of [
+      [svg, 'image/png'],
+      [svg, 'image/jpeg'],
+      [svg, 'image/webp'],
+      [text('<html><script>alert(1)</script></html>'), 'image/jpeg'],
+      [png, 'image/webp'],
+      [png, 'image/jpeg'],
+      [jpeg, 'image/png'],
+      [webp, 'image/png'],
+      [text('RIFF\u0004\u0000\u0000\u0000WAVEfmt '), 'image/webp'],
+      [png.subarray(0, 3), 'image/png'],
+    ] as const) {
+      expect(problemsOf({ ...episode, image: { data, mediaType, alt: '' } }), mediaType).toEqual([
+        `image.data must be the bytes of a ${mediaType} picture`,
+      ]);
+    }
+    // PNG bytes labelled SVG go through the SVG check, which refuses them.
+    expect(problemsOf({ ...episode, image: { data: png, mediaType: 'image/svg+xml', alt: '' } })).toEqual([
+      'image.data the SVG is not UTF-8',
+    ]);
+    for (const [data, mediaType] of [
+      [png, 'image/png'],
+      [jpeg, 'image/jpeg'],
+      [webp, 'image/webp'],
+    ] as const) {
+      expect(validateEpisode({ ...episode, image: { data, mediaType, alt: '' } }).image?.mediaType).toBe(mediaType);
+    }
   });
 
   it('reads an image of null as no picture, as JSON writes it', () => {

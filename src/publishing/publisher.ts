@@ -94,6 +94,19 @@ export const EPISODE_IMAGE_TYPES = {
   'image/webp': 'webp',
 } as const;
 
+/** Whether `data` starts as a picture of each raster type does (its magic bytes). */
+const RASTER_SIGNATURES: Readonly<Record<Exclude<EpisodeImageExtension, 'svg'>, (data: Uint8Array) => boolean>> = {
+  // `\x89PNG`: the first half of the signature, enough that no browser reads the file as markup.
+  png: (data) => startsWith(data, [0x89, 0x50, 0x4e, 0x47]),
+  jpg: (data) => startsWith(data, [0xff, 0xd8, 0xff]),
+  // `RIFF`, the file's size (any four bytes), `WEBP`.
+  webp: (data) => startsWith(data, [0x52, 0x49, 0x46, 0x46]) && startsWith(data.subarray(8), [0x57, 0x45, 0x42, 0x50]),
+};
+
+function startsWith(data: Uint8Array, prefix: readonly number[]): boolean {
+  return data.byteLength >= prefix.length && prefix.every((byte, position) => data[position] === byte);
+}
+
 /** The file extension a picture of an accepted media type is stored under. */
 export type EpisodeImageExtension = (typeof EPISODE_IMAGE_TYPES)[keyof typeof EPISODE_IMAGE_TYPES];
 
@@ -107,8 +120,10 @@ export interface ValidEpisode {
 /**
  * Checks an episode before a publisher writes anything, so that no key or path is ever built from an unchecked id:
  * the scene and the story must match their schemas (ids hold only letters, digits and `._:-`), the scene must belong
- * to the story, and a picture must be non-empty bytes of one of `EPISODE_IMAGE_TYPES`. An SVG picture must be UTF-8
- * and free of anything that runs code or loads another resource when a reader opens it on its own (scripts,
+ * to the story, and a picture must be non-empty bytes of one of `EPISODE_IMAGE_TYPES` whose first bytes are those of
+ * its type (a PNG, JPEG or WebP signature: `\x89PNG`, `FF D8 FF`, `RIFF....WEBP`; anything else, an SVG or HTML among
+ * them, is refused under those labels, since a browser would sniff it and could run it as markup). An SVG picture must
+ * be UTF-8 and free of anything that runs code or loads another resource when a reader opens it on its own (scripts,
  * `foreignObject`, event handlers, links other than `#fragments` and raster `data:` images, CSS `url()` other than
  * `#fragments`, `@import`, DTD declarations): the check refuses what it cannot read for sure, such as CSS escapes and
  * markup that is not well-formed XML. Returns the parsed episode; throws a `ValidationError` that lists every problem.
@@ -144,6 +159,10 @@ export function validateEpisode(episode: Episode): ValidEpisode {
     } else if (extension === 'svg' && isBytes) {
       const reason = unsafeSvgReason(data);
       if (reason) problems.push({ path: 'image.data', message: `the SVG ${reason}` });
+    } else if (isBytes && extension !== 'svg' && !RASTER_SIGNATURES[extension](data)) {
+      // A browser sniffs a file whose bytes are not of its declared type: markup labelled a PNG could run as HTML or
+      // SVG when a reader opens the picture on its own, and no check of ours would have read it as markup.
+      problems.push({ path: 'image.data', message: `must be the bytes of a ${mediaType} picture` });
     }
     if (typeof alt !== 'string') problems.push({ path: 'image.alt', message: 'must be a string' });
     if (extension) image = { ...episode.image, extension };
