@@ -65,6 +65,7 @@ describe('validateEpisode', () => {
       [webp, 'image/png'],
       [text('RIFF\u0004\u0000\u0000\u0000WAVEfmt '), 'image/webp'],
       [png.subarray(0, 3), 'image/png'],
+      [png.subarray(0, 4), 'image/png'], // `\x89PNG` alone: not the whole signature
     ] as const) {
       expect(problemsOf({ ...episode, image: { data, mediaType, alt: '' } }), mediaType).toEqual([
         `image.data must be the bytes of a ${mediaType} picture`,

@@ -96,8 +96,8 @@ export const EPISODE_IMAGE_TYPES = {
 
 /** Whether `data` starts as a picture of each raster type does (its magic bytes). */
 const RASTER_SIGNATURES: Readonly<Record<Exclude<EpisodeImageExtension, 'svg'>, (data: Uint8Array) => boolean>> = {
-  // `\x89PNG`: the first half of the signature, enough that no browser reads the file as markup.
-  png: (data) => startsWith(data, [0x89, 0x50, 0x4e, 0x47]),
+  // `\x89PNG\r\n\x1a\n`.
+  png: (data) => startsWith(data, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
   jpg: (data) => startsWith(data, [0xff, 0xd8, 0xff]),
   // `RIFF`, the file's size (any four bytes), `WEBP`.
   webp: (data) => startsWith(data, [0x52, 0x49, 0x46, 0x46]) && startsWith(data.subarray(8), [0x57, 0x45, 0x42, 0x50]),
@@ -121,9 +121,9 @@ export interface ValidEpisode {
  * Checks an episode before a publisher writes anything, so that no key or path is ever built from an unchecked id:
  * the scene and the story must match their schemas (ids hold only letters, digits and `._:-`), the scene must belong
  * to the story, and a picture must be non-empty bytes of one of `EPISODE_IMAGE_TYPES` whose first bytes are those of
- * its type (a PNG, JPEG or WebP signature: `\x89PNG`, `FF D8 FF`, `RIFF....WEBP`; anything else, an SVG or HTML among
- * them, is refused under those labels, since a browser would sniff it and could run it as markup). An SVG picture must
- * be UTF-8 and free of anything that runs code or loads another resource when a reader opens it on its own (scripts,
+ * its type (a PNG, JPEG or WebP signature: `\x89PNG\r\n\x1a\n`, `FF D8 FF`, `RIFF....WEBP`; anything else, an SVG
+ * or HTML among them, is refused under those labels, since a browser would sniff it and could run it as markup). An
+ * SVG picture must be UTF-8 and free of anything that runs code or loads another resource when a reader opens it on its own (scripts,
  * `foreignObject`, event handlers, links other than `#fragments` and raster `data:` images, CSS `url()` other than
  * `#fragments`, `@import`, DTD declarations): the check refuses what it cannot read for sure, such as CSS escapes and
  * markup that is not well-formed XML. Returns the parsed episode; throws a `ValidationError` that lists every problem.

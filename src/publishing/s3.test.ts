@@ -204,7 +204,7 @@ describe('S3 publisher specifics', () => {
     const bucket = await freshBucket();
     const publisher = createS3Publisher({ bucket, client, publicBaseUrl: 'https://cdn.example.com/' });
     const first = episode(0);
-    const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
+    const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3]);
     const result = await publisher.publish({ ...first, image: { data: png, mediaType: 'image/png', alt: 'lamp' } });
     await publisher.publish(episode(1));
     expect(result).toEqual({
