@@ -32,7 +32,7 @@ import {
 import { callListener } from '../core/listener.js';
 import { RETRY_DEFAULTS, type RetryOptions, retryOptionsProblems, withRetry } from '../core/retry.js';
 import { ellipsize } from '../core/text.js';
-import type { ImageGenerator, ImageRequest } from '../generation/image-generator.js';
+import { IMAGE_ASPECT_RATIOS, type ImageGenerator, type ImageRequest } from '../generation/image-generator.js';
 import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import type { SceneDraft, SceneGenerator, SceneRequest, Usage } from '../generation/scene-generator.js';
 import { type EpisodeImage, type Publisher, type PublishResult, sceneAltText } from '../publishing/publisher.js';
@@ -265,14 +265,6 @@ const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
 const DEFAULT_STEP_TIMEOUT_MS = 900_000;
 const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
-/** The aspect ratios an `ImageRequest` may ask for: an image generator is never handed another. */
-const IMAGE_ASPECT_RATIOS: readonly unknown[] = [
-  '1:1',
-  '16:9',
-  '3:2',
-  '4:5',
-  '9:16',
-] satisfies ImageRequest['aspectRatio'][];
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -393,7 +385,7 @@ class Engine implements StoryEngine {
     // A NaN maxRetries (a number read from an unset environment variable) would make every claim's lease NaN.
     problems.push(...retryOptionsProblems(options.retry));
     const ratio = options.imageAspectRatio;
-    if (ratio !== undefined && !IMAGE_ASPECT_RATIOS.includes(ratio)) {
+    if (ratio !== undefined && !(IMAGE_ASPECT_RATIOS as readonly unknown[]).includes(ratio)) {
       problems.push({ path: 'imageAspectRatio', message: `must be one of ${IMAGE_ASPECT_RATIOS.join(', ')}` });
     }
     if (problems.length > 0) {

@@ -4,6 +4,9 @@
  * @module
  */
 
+/** The aspect ratios an `ImageRequest` may ask for: an image generator is never handed another. */
+export const IMAGE_ASPECT_RATIOS = ['1:1', '16:9', '3:2', '4:5', '9:16'] as const;
+
 /** What an image generator is asked to draw. */
 export interface ImageRequest {
   storyId: string;
@@ -14,7 +17,7 @@ export interface ImageRequest {
   style?: string;
   /** Deterministic seed, derived from the scene id so a retry draws the same picture. */
   seed: number;
-  aspectRatio?: '1:1' | '16:9' | '3:2' | '4:5' | '9:16';
+  aspectRatio?: (typeof IMAGE_ASPECT_RATIOS)[number];
   /** Scene metadata an offline illustrator composes from. */
   title?: string;
   mood?: string;
