@@ -352,16 +352,32 @@ const FILTER_TABLE: ReadonlyArray<{ name: string; expectations: ReadonlyArray<[M
   },
 ];
 
+/**
+ * The filter fixture written to a story named after `name`, and to a second story beside it: a filter or a delete by
+ * filter must select within its own story, though the other story's records match it too. Returns once both are
+ * visible.
+ */
+async function filterFixtureBesideAnother(
+  index: VectorIndex,
+  name: string,
+): Promise<{ storyId: string; otherStory: string; records: VectorRecordInput[] }> {
+  const storyId = uniqueStoryId(name);
+  const otherStory = uniqueStoryId(`${name}-other`);
+  const records = filterFixture(index, storyId);
+  await index.upsert(otherStory, filterFixture(index, otherStory));
+  await index.upsert(storyId, records);
+  await eventually(index, async () => {
+    assert.equal(await count(index, otherStory), records.length);
+    assert.equal(await count(index, storyId), records.length);
+  });
+  return { storyId, otherStory, records };
+}
+
 const filterCases: Array<SuiteCase<VectorIndex>> = FILTER_TABLE.map(({ name, expectations }) => ({
   name: `filter: ${name}`,
   async run(index) {
-    const storyId = uniqueStoryId('filter');
     // Another story holds the same records: a filter selects within its query's story, never across stories.
-    const otherStory = uniqueStoryId('filter-other');
-    const records = filterFixture(index, storyId);
-    await index.upsert(otherStory, filterFixture(index, otherStory));
-    await index.upsert(storyId, records);
-    await eventually(index, async () => assert.equal(await count(index, otherStory), records.length));
+    const { storyId, records } = await filterFixtureBesideAnother(index, 'filter');
     const query = records[0]!.values;
     for (const [filter, expected] of expectations) {
       await eventually(index, async () => {
@@ -785,16 +801,8 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
     name: 'delete by filter removes the matching records only',
     skipUnless: (index) => (index.capabilities.deleteByFilter ? undefined : 'capabilities.deleteByFilter is false'),
     async run(index) {
-      const storyId = uniqueStoryId('delete-filter');
       // Another story holds records the filter matches too: they stay.
-      const otherStory = uniqueStoryId('delete-filter-other');
-      const records = filterFixture(index, storyId);
-      await index.upsert(otherStory, filterFixture(index, otherStory));
-      await index.upsert(storyId, records);
-      await eventually(index, async () => {
-        assert.equal(await count(index, otherStory), 7);
-        assert.equal(await count(index, storyId), 7);
-      });
+      const { storyId, otherStory, records } = await filterFixtureBesideAnother(index, 'delete-filter');
       const deleted = await index.delete(storyId, { filter: { $or: [{ type: 'summary' }, { characters: 'oren' }] } });
       assert.ok(deleted === 3 || deleted === -1, `3 deleted (or -1 when unknown), got ${deleted}`);
       await eventually(index, async () => {
@@ -810,16 +818,8 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
     name: 'delete by a negative filter also removes the records that lack the field',
     skipUnless: (index) => (index.capabilities.deleteByFilter ? undefined : 'capabilities.deleteByFilter is false'),
     async run(index) {
-      const storyId = uniqueStoryId('delete-negative');
       // Another story holds records the filter matches too, those lacking the field among them: they stay.
-      const otherStory = uniqueStoryId('delete-negative-other');
-      const records = filterFixture(index, storyId);
-      await index.upsert(otherStory, filterFixture(index, otherStory));
-      await index.upsert(storyId, records);
-      await eventually(index, async () => {
-        assert.equal(await count(index, otherStory), 7);
-        assert.equal(await count(index, storyId), 7);
-      });
+      const { storyId, otherStory, records } = await filterFixtureBesideAnother(index, 'delete-negative');
       // f3, f4 and f7 have no chapter; f7 has nobody in it.
       const deleted = await index.delete(storyId, {
         filter: { chapterId: { $ne: 'chapter-0001' }, characters: { $nin: ['kell'] } },
