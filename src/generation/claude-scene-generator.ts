@@ -757,14 +757,6 @@ function isBareSdkError(error: unknown): error is Error {
   return error instanceof Error && error.name === 'AnthropicError' && error.cause === undefined;
 }
 
-/**
- * Calls a progress listener. One that throws, or an async one that rejects, is ignored: a broken progress bar must not
- * fail the call, nor have a paid call made again by the retry policy. (The generator has no logger to tell.)
- */
-function notify(listener: ((progress: GenerationProgress) => void) | undefined, progress: GenerationProgress): void {
-  callListener(listener, progress);
-}
-
 /** Concatenated text blocks of a reply; thinking blocks are not part of the answer. */
 function replyText(message: ClaudeMessage): string {
   return message.content
@@ -882,9 +874,11 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
     modelId: model,
     async generate(request, callOptions = {}): Promise<SceneGenerationResult> {
       const { signal } = callOptions;
+      // A listener that throws, or an async one that rejects, is ignored: a broken progress bar must not fail the
+      // call, nor have a paid call made again by the retry policy. (The generator has no logger to tell.)
       const emit = (progress: GenerationProgress): void => {
-        notify(options.onProgress, progress);
-        notify(callOptions.onProgress, progress);
+        callListener(options.onProgress, progress);
+        callListener(callOptions.onProgress, progress);
       };
       throwIfAborted(signal);
       const base = buildClaudeRequest(request, {
