@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { MAX_TIMER_MS } from '../core/abort.js';
+import { MAX_TIMER_MS, waitUnlessAborted } from '../core/abort.js';
 import { AbortedError, ProviderError, throwIfAborted, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
 import type { Scene, StoryState } from '../state/schema.js';
@@ -314,9 +314,9 @@ export class ContextCache {
   async getFrequentContext(storyId: string, options: GetFrequentContextOptions = {}): Promise<FrequentContext> {
     const { signal } = options;
     throwIfAborted(signal);
-    const state = await unlessAborted(this.stateOf(storyId, options), signal);
+    const state = await waitUnlessAborted(this.stateOf(storyId, options), signal);
     const key = this.keyFor(storyId, state.version);
-    const cached = await unlessAborted(this.read(key, state), signal);
+    const cached = await waitUnlessAborted(this.read(key, state), signal);
     if (cached) {
       this.counters.hits++;
       return cached;
@@ -565,17 +565,6 @@ export class ContextCache {
     const recent = await newestScenesBefore(this.store, state.storyId, state.sceneCount, this.recentScenes);
     return frequentContextOf(state, recent);
   }
-}
-
-/** `promise`, or an `AbortedError` as soon as `signal` fires (the work goes on, unwatched). */
-function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortedError(undefined, { cause: signal.reason }));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /**

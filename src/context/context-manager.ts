@@ -10,14 +10,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import {
-  AbortedError,
-  ConflictError,
-  ProviderError,
-  throwIfAborted,
-  toProblems,
-  ValidationError,
-} from '../core/errors.js';
+import { waitUnlessAborted } from '../core/abort.js';
+import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
 import { clipSentences, clipText } from '../core/text.js';
 import { parseOrThrow } from '../state/base-store.js';
@@ -2829,26 +2823,6 @@ function parseLocations(record: VectorRecord | undefined): Map<string, number> {
   } catch {
     return locations;
   }
-}
-
-/** `promise`, or an `AbortedError` as soon as `signal` fires: for waiting on work shared with other callers. */
-function waitUnlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AbortedError(undefined, { cause: signal.reason }));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortedError(undefined, { cause: signal.reason }));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 interface Unit {

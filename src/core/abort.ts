@@ -2,7 +2,7 @@
  * Waiting: the longest a timer can wait, and waiting on calls that may not honour their signal. Internal: not
  * exported from the package.
  */
-import type { ValidationProblem } from './errors.js';
+import { AbortedError, type ValidationProblem } from './errors.js';
 
 /** The longest delay `setTimeout` waits (2^31-1 ms, about 24.8 days): Node fires a longer one after 1 ms. */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -29,5 +29,20 @@ export function untilAborted<T>(signal: AbortSignal, pending: Promise<T>): Promi
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
     pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/**
+ * `promise`, or an `AbortedError` (caused by the signal's reason) as soon as `signal` fires, whichever comes first:
+ * for waiting on work shared with other callers, which one caller's abort must not stop. The work goes on, unwatched
+ * (its failure then handled here, never left unhandled).
+ */
+export function waitUnlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortedError(undefined, { cause: signal.reason }));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
