@@ -21,6 +21,7 @@ import {
   newWorldStore,
   STORY_ID,
 } from './fixtures/engine-world.js';
+import { captureUnhandledRejections } from './support/unhandled.js';
 
 const newStore = newWorldStore;
 
@@ -424,30 +425,21 @@ describe('StoryEngine: failures', () => {
   });
 
   it('an async onEvent listener that rejects is logged, and leaves no unhandled rejection to end the process', async () => {
-    // The runner's own handler is set aside while the episode runs, so a rejection left unhandled is seen here.
-    const saved = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    const unhandled: unknown[] = [];
-    const record = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', record);
     const warnings: string[] = [];
-    try {
-      const { store, clock } = await newStore();
-      const engine = createStoryEngine({
-        store,
-        generator: createScriptedGenerator(),
-        clock,
-        onEvent: async () => {
-          throw new Error('metrics sink down');
-        },
-        logger: { info() {}, warn: (message) => warnings.push(message), error() {} },
-      });
-      expect((await engine.runEpisode(STORY_ID)).outcome).toBe('created');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    } finally {
-      process.off('unhandledRejection', record);
-      for (const listener of saved) process.on('unhandledRejection', listener as (reason: unknown) => void);
-    }
+    const { store, clock } = await newStore();
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      clock,
+      onEvent: async () => {
+        throw new Error('metrics sink down');
+      },
+      logger: { info() {}, warn: (message) => warnings.push(message), error() {} },
+    });
+    const { result, unhandled } = await captureUnhandledRejections(() => engine.runEpisode(STORY_ID), {
+      settleMs: 50,
+    });
+    expect(result.outcome).toBe('created');
     expect(unhandled).toEqual([]);
     expect(warnings).toContain('onEvent listener threw');
   });

@@ -6,6 +6,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { captureUnhandledRejections } from '../../test/support/unhandled.js';
 import { MAX_TIMER_MS } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { AbortedError, ContinuityError, ProviderError, RetryError, ValidationError } from '../core/errors.js';
@@ -533,27 +534,27 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
 
   it('rejects with AbortedError when aborted mid-stream, with no unhandled rejection', async () => {
     const slow = await startAnthropicStandIn({ streamChunkChars: 8, streamDelayMs: 5 });
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
     try {
       const controller = new AbortController();
       const generator = createClaudeSceneGenerator({
         client: new Anthropic({ apiKey: 'test-key', baseURL: slow.url }),
         model: MODEL,
       });
-      const pending = generator.generate(makeRequest(), {
-        signal: controller.signal,
-        onProgress: (event) => {
-          if (event.type === 'text' && event.characters > 40) controller.abort(new Error('reader left'));
-        },
-      });
-      const error = await pending.catch((caught: unknown) => caught);
+      const { result: error, unhandled } = await captureUnhandledRejections(
+        () =>
+          generator
+            .generate(makeRequest(), {
+              signal: controller.signal,
+              onProgress: (event) => {
+                if (event.type === 'text' && event.characters > 40) controller.abort(new Error('reader left'));
+              },
+            })
+            .catch((caught: unknown) => caught),
+        { settleMs: 50 },
+      );
       expect(AbortedError.isInstance(error)).toBe(true);
-      await new Promise((resolve) => setTimeout(resolve, 50));
       expect(unhandled).toEqual([]);
     } finally {
-      process.off('unhandledRejection', onUnhandled);
       await slow.close();
     }
   });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { captureUnhandledRejections } from '../../test/support/unhandled.js';
 import { ValidationError } from '../core/errors.js';
 import { applyDelta } from '../state/reducer.js';
 import { LIMITS, type StoryState, UserInfluenceSchema } from '../state/schema.js';
@@ -390,28 +391,19 @@ describe('createProceduralNarrator', () => {
 
 describe('createProceduralNarrator progress', () => {
   it('keeps a progress listener that throws or rejects from failing the scene, leaving nothing unhandled', async () => {
-    const saved = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    const unhandled: unknown[] = [];
-    const record = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', record);
-    try {
-      const narrator = createProceduralNarrator({ seed: 3 });
-      const request = requestFor(createStoryFromTemplate('lighthouse-keepers', 'listener-tale'));
-      const plain = await narrator.generate(request);
-      const thrown = await narrator.generate(request, {
+    const narrator = createProceduralNarrator({ seed: 3 });
+    const request = requestFor(createStoryFromTemplate('lighthouse-keepers', 'listener-tale'));
+    const plain = await narrator.generate(request);
+    const { result, unhandled } = await captureUnhandledRejections(async () => ({
+      thrown: await narrator.generate(request, {
         onProgress: () => {
           throw new Error('broken progress bar');
         },
-      });
-      const rejected = await narrator.generate(request, { onProgress: async () => Promise.reject(new Error('down')) });
-      expect(thrown.scene.text).toBe(plain.scene.text);
-      expect(rejected.scene.text).toBe(plain.scene.text);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    } finally {
-      process.off('unhandledRejection', record);
-      for (const listener of saved) process.on('unhandledRejection', listener);
-    }
+      }),
+      rejected: await narrator.generate(request, { onProgress: async () => Promise.reject(new Error('down')) }),
+    }));
+    expect(result.thrown.scene.text).toBe(plain.scene.text);
+    expect(result.rejected.scene.text).toBe(plain.scene.text);
     expect(unhandled).toEqual([]);
   });
 });
