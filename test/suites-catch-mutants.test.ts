@@ -859,7 +859,7 @@ const validTtl = (ttlMs: number | undefined) => ttlMs === undefined || (ttlMs > 
 
 type CacheMutant = (clock: ManualClock) => CacheDriver;
 const cacheMutants: Record<
-  'ignoresTtl' | 'nonAtomicSetIfAbsent' | 'losingSetIfAbsentExtendsTtl' | 'getServesExpired',
+  'ignoresTtl' | 'nonAtomicSetIfAbsent' | 'losingSetIfAbsentExtendsTtl' | 'getServesExpired' | 'mergesLoneSurrogates',
   CacheMutant
 > = {
   ignoresTtl: (clock) => {
@@ -919,6 +919,19 @@ const cacheMutants: Record<
         for (const key of [...near.keys()]) if (key.startsWith(prefix)) near.delete(key);
         return inner.deletePrefix(prefix);
       },
+    });
+  },
+  mergesLoneSurrogates: (clock) => {
+    const inner = createMemoryCacheDriver({ clock });
+    // Keys stored as UTF-8 bytes, as Redis stores them, with no check: each lone surrogate becomes U+FFFD.
+    const stored = (key: string) => Buffer.from(key, 'utf8').toString('utf8');
+    return delegateCache(inner, {
+      get: (key) => inner.get(stored(key)),
+      getMany: (keys) => inner.getMany(keys.map(stored)),
+      set: (key, value, options) => inner.set(stored(key), value, options),
+      setIfAbsent: (key, value, options) => inner.setIfAbsent(stored(key), value, options),
+      delete: (keys) => inner.delete(keys.map(stored)),
+      deletePrefix: (prefix) => inner.deletePrefix(stored(prefix)),
     });
   },
 };
@@ -1011,6 +1024,22 @@ describe('the CacheDriver suite catches broken drivers', () => {
       await expectCaught(
         'get misses once the ttl has passed',
         await runSuite(cacheRegister(cacheMutants.getServesExpired)),
+        await cacheBaseline(),
+      );
+    },
+    SUITE_TIMEOUT_MS,
+  );
+
+  it(
+    'a driver that stores keys as UTF-8 and merges keys differing in a lone surrogate',
+    async () => {
+      const cache = cacheMutants.mergesLoneSurrogates(new ManualClock());
+      await cache.set('k\uD800', 'high');
+      await cache.set('k\uDC00', 'low');
+      expect(await cache.get('k\uD800')).toBe('low');
+      await expectCaught(
+        'keys with a lone surrogate are refused with a ValidationError, or kept apart: never merged',
+        await runSuite(cacheRegister(cacheMutants.mergesLoneSurrogates)),
         await cacheBaseline(),
       );
     },

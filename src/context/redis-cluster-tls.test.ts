@@ -54,7 +54,7 @@ describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver agains
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(15);
+    expect(counted).toBe(16);
   });
 
   it('getMany groups keys by the slot of the key it sends, prefix included', async () => {
@@ -154,7 +154,7 @@ describe.skipIf(tls.skipReason !== undefined)('createRedisCacheDriver over TLS',
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(15);
+    expect(counted).toBe(16);
   });
 
   it('refuses a server its CA does not vouch for, and says why', async () => {
@@ -196,6 +196,6 @@ describe.skipIf(tlsCluster.skipReason !== undefined)('createRedisCacheDriver ove
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(15);
+    expect(counted).toBe(16);
   });
 });

@@ -46,7 +46,7 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
   );
 
   it('runs every case of the suite', () => {
-    expect(counted).toBe(15);
+    expect(counted).toBe(16);
   });
 
   describe('adapter specifics', () => {

@@ -274,6 +274,40 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
         assert.equal(await cache.get(`${ns}clé:ñandú:🐉`), null);
       },
     },
+    {
+      name: 'keys with a lone surrogate are refused with a ValidationError, or kept apart: never merged',
+      async run(cache) {
+        const ns = namespace();
+        // Encoded as UTF-8 (as Redis stores keys), each of these would become `${ns}\uFFFD`: one entry for all three.
+        const high = `${ns}\uD800`;
+        const low = `${ns}\uDC00`;
+        const replacement = `${ns}\uFFFD`;
+        await cache.set(replacement, 'replacement');
+        const refused = async (call: Promise<unknown>): Promise<boolean> => {
+          try {
+            await call;
+            return false;
+          } catch (error) {
+            assert.ok(ValidationError.isInstance(error), `expected a ValidationError or success, got ${String(error)}`);
+            return true;
+          }
+        };
+        if (await refused(cache.set(high, 'high'))) {
+          assert.equal(await cache.get(replacement), 'replacement', 'a refused write changes nothing');
+        } else {
+          if (!(await refused(cache.set(low, 'low')))) {
+            assert.equal(await cache.get(high), 'high', 'two keys differing in a lone surrogate are two entries');
+            assert.equal(await cache.get(low), 'low', 'two keys differing in a lone surrogate are two entries');
+          }
+          assert.equal(await cache.get(replacement), 'replacement', 'a lone surrogate is not U+FFFD');
+        }
+        // A prefix with a lone surrogate must not delete the keys it would name once encoded.
+        if (!(await refused(cache.deletePrefix(`${ns}\uDBFF`)))) {
+          assert.equal(await cache.get(replacement), 'replacement', 'deletePrefix of a lone surrogate kept U+FFFD');
+        }
+        assert.equal(await cache.get(replacement), 'replacement');
+      },
+    },
   ];
 }
 
