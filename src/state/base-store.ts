@@ -4,6 +4,8 @@
  *
  * @module
  */
+
+import { isDeepStrictEqual } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, NotFoundError, toProblems, ValidationError } from '../core/errors.js';
@@ -459,6 +461,7 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
   let state: StoryState | undefined;
   let stateLine = 0;
   let ended = false;
+  let newest: { snapshot: StoryState; line: number } | undefined;
   const bundle: Omit<StoryBundle, 'state'> = { snapshots: [], scenes: [], influences: [], publications: [] };
   const fail = (message: string, cause?: unknown): never => {
     throw new ValidationError(`Import line ${lineNumber}: ${message}`, {
@@ -517,6 +520,8 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
         sameStory(snapshot.storyId);
         once(seen.snapshot, snapshot.version, `the snapshot of version ${snapshot.version}`);
         bundle.snapshots.push(bundleSnapshot(snapshot));
+        // Only the newest is kept parsed: it must be the state itself (checked once the state is known).
+        if (!newest || snapshot.version > newest.snapshot.version) newest = { snapshot, line: lineNumber };
         break;
       }
       case 'scene': {
@@ -575,6 +580,18 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
     throw new ValidationError(`Import has ${scenes.length} scenes but the state counts ${state.sceneCount}`);
   }
   checkVersions(state, stateLine, scenes, seen);
+  // The snapshot of the state's version is the state: were they to differ, a store that answers `getStateAt`, a
+  // replayed commit or a fork from the snapshot would tell another story than `load`. The queue is left out (the
+  // export writes the state's empty; each influence is its own record).
+  if (
+    newest?.snapshot.version === state.version &&
+    !isDeepStrictEqual({ ...newest.snapshot, userInfluenceQueue: [] }, { ...state, userInfluenceQueue: [] })
+  ) {
+    throw new ValidationError(
+      `Import line ${newest.line}: the snapshot of version ${state.version} differs from the state on line ${stateLine}`,
+      { problems: [{ path: `line ${newest.line}`, message: `differs from the state of the same version` }] },
+    );
+  }
   return { state: { ...state, userInfluenceQueue: [] }, ...bundle, scenes };
 }
 

@@ -862,7 +862,7 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
     },
   },
   {
-    name: 'an export whose versions no store could have written is refused and writes nothing: a version past the scene count, a snapshot past the state, a scene that made another version',
+    name: 'an export whose versions no store could have written is refused and writes nothing: a version past the scene count, a snapshot past the state or differing from it, a scene that made another version',
     async run(store, { create }) {
       const state = await store.create(makeStoryState('s1'));
       await commitScenes(store, state, 2);
@@ -912,6 +912,17 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
             const past = { ...all[last]!, state: { ...all[last]!.state, version: 3 } };
             return [...all.slice(0, last + 1), past, ...all.slice(last + 1)];
           }),
+        ],
+        [
+          // getStateAt, a replayed commit and a fork read the snapshot; load reads the state.
+          "the snapshot of the state's version telling another story than the state",
+          edited((all) =>
+            all.map((r) =>
+              r.kind === 'snapshot' && r.state.version === 2
+                ? { ...r, state: { ...r.state, bible: { ...r.state.bible, title: 'Another tale' } } }
+                : r,
+            ),
+          ),
         ],
       ] as const) {
         await rejectsWith(target.importStory(refused), ValidationError.isInstance, `ValidationError for ${label}`);
