@@ -186,6 +186,7 @@ describe('createFilesystemPublisher: options', () => {
         feedEntries: 0,
         indexChapters: 1.5,
         indexEpisodes: 0,
+        scenePagesPerWrite: 0,
       });
     } catch (error) {
       caught = error;
@@ -197,6 +198,7 @@ describe('createFilesystemPublisher: options', () => {
       'feedEntries',
       'indexChapters',
       'indexEpisodes',
+      'scenePagesPerWrite',
       'target',
     ]);
   });

@@ -20,6 +20,8 @@
  *   `story.json` keeps: a story at the cap has it read at each publish). No folder is listed but the site's top
  *   level; the pages of the newest ten chapters are looked up (a `stat` each), and one lost from them is written
  *   again, with the lost scene pages of its chapter (a repair checks every page). `publishMany` writes the site-wide pages once for a whole batch (an imported or forked story).
+ *   A batch and a repair, which write a page per scene, render the scene pages `scenePagesPerWrite` at a time as they
+ *   write them: the memory they take does not grow with the story either.
  * - **A scene in one place.** A scene published again into another chapter leaves the chapter that listed it (a
  *   chapter left empty goes, with its file and its page); one published again at another index of its chapter, or
  *   of a chapter whose span holds it, leaves its old files, and its old neighbours link to it no more. (The store
@@ -136,6 +138,12 @@ export interface FilesystemPublisherOptions {
    * another worker thread or on another host, whose death this process cannot see). Default 10 minutes.
    */
   staleTempFileMs?: number;
+  /**
+   * How many scene pages a publish renders before it writes them. A repair renders every scene page again, and a
+   * batch (an imported story) renders one per scene: they are rendered and written this many at a time, so a story of
+   * any length is published in bounded memory. Default 256.
+   */
+  scenePagesPerWrite?: number;
   /** Compared with file times to find stale temporary files. Default: the system clock. */
   clock?: Clock;
 }
@@ -258,6 +266,11 @@ const MARKER_PATTERN = /^\.publishing\.(\d+(?:-[0-9a-f]{8}-[0-9a-f]{8})?)\.[0-9a
 const REPAIR_REQUEST_PATTERN = /^\.needs-repair\.[0-9a-f]+$/;
 /** How many of the newest chapters' pages a publish checks are still there (a repair checks them all). */
 const CHAPTER_PAGES_CHECKED = 10;
+/**
+ * How many scene pages a publish renders before it writes them, by default: enough for the staging to overlap its
+ * writes, few enough that the pages held at once stay a few megabytes however long the story is.
+ */
+const SCENE_PAGES_PER_WRITE = 256;
 const SCENE_FILE_PATTERN = /^(\d+)-(.+)\.(json|html|png|svg|jpg|webp)$/;
 
 /**
@@ -460,8 +473,9 @@ const STAGING_CONCURRENCY = 16;
 /**
  * Writes files through temporary files and renames, so each file is always either old or new, never half-written,
  * and leaves a file that already holds exactly its content alone. The contents are written and synced together;
- * the renames then happen one by one in the given order, so a crash leaves a prefix of the files in place. Returns
- * how many files were written.
+ * the renames then happen one by one in the given order, so a crash leaves a prefix of the files in place (and of
+ * the files of successive calls, each of which returns only once its renames are done). Returns how many files were
+ * written.
  */
 async function writeFilesAtomic(files: readonly FileWrite[]): Promise<number> {
   const temps: Array<string | undefined> = new Array(files.length).fill(undefined);
@@ -1626,8 +1640,9 @@ export interface FilesystemPublisher extends Publisher {
    * Publishes many scenes of one story, leaving the site exactly as `publish` would one after the other, but writes
    * each scene's files as it comes and the pages of the whole site (index, chapters, roster, timeline, feed) once at
    * the end: building the site of an imported or forked story costs the same per scene however long it is. Episodes
-   * are taken one at a time, so an async iterable need not hold every picture in memory. Returns what `publish`
-   * would have returned for each. Should it fail half-way, the next publish repairs the site.
+   * are taken one at a time, so an async iterable need not hold every picture in memory, and the scene pages are
+   * rendered and written a few hundred at a time (`scenePagesPerWrite`). Returns what `publish` would have returned
+   * for each. Should it fail half-way, the next publish repairs the site.
    *
    * @example
    * ```ts
@@ -1695,6 +1710,16 @@ function validateOptions(options: FilesystemPublisherOptions): ValidationProblem
   ) {
     problems.push({ path: 'staleTempFileMs', message: 'must be a non-negative number of milliseconds' });
   }
+  if (
+    options.scenePagesPerWrite !== undefined &&
+    !(
+      Number.isInteger(options.scenePagesPerWrite) &&
+      options.scenePagesPerWrite >= 1 &&
+      options.scenePagesPerWrite <= 10_000
+    )
+  ) {
+    problems.push({ path: 'scenePagesPerWrite', message: 'must be an integer from 1 to 10000' });
+  }
   return problems;
 }
 
@@ -1753,8 +1778,22 @@ interface WholeSite {
   chapterFileNames: string[];
 }
 
-/** The files one publish writes, in order, and the files it removes, as paths relative to the site folder. */
+/** A scene page a publish writes: its episode and its navigation, known before anything is written. */
+interface ScenePagePlan {
+  episode: ManifestEpisode;
+  chapter: number;
+  previous: EpisodeLink | undefined;
+  next: EpisodeLink | undefined;
+}
+
+/**
+ * What one publish writes, in order, and the files it removes, as paths relative to the site folder. The scene pages
+ * come first; they are rendered (from `view`) only as they are written, a few at a time, so a publish that writes
+ * every scene page of a long story (a repair, a batch) never holds them all. Then `files`, in their order.
+ */
 interface PublishPlan {
+  view: SiteView;
+  scenePages: ScenePagePlan[];
   files: Map<string, string | Uint8Array>;
   remove: string[];
   /** Files known to differ from what is on disk: written without being read back. */
@@ -1792,6 +1831,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   const indexEpisodes = options.indexEpisodes ?? 20;
   const clock = options.clock ?? systemClock;
   const staleMs = options.staleTempFileMs ?? 10 * 60_000;
+  const scenePagesPerWrite = options.scenePagesPerWrite ?? SCENE_PAGES_PER_WRITE;
   const baseUrl = options.baseUrl
     ? options.baseUrl.endsWith('/')
       ? options.baseUrl
@@ -2140,17 +2180,13 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
   }
 
   /**
-   * Everything a publish writes once its scenes are in the model, computed before anything is written: the changed
+   * Everything a publish writes once its scenes are in the model, decided before anything is written: the changed
    * chapter files, `story.json` and the catalog, the pages of the `published` scenes and their neighbours, the
    * chapter pages whose content or number changed, and the pages of the whole site. A repair also renders every
    * chapter page and every scene page again (only those that differ are written), and removes pages and files no
-   * chapter has. `inHand` holds scenes not to read back.
+   * chapter has. The scene pages are planned (their navigation found) but rendered only as `writePlan` writes them.
    */
-  async function planPages(
-    site: OpenSite,
-    published: readonly ManifestEpisode[],
-    inHand: ReadonlyMap<string, Scene>,
-  ): Promise<PublishPlan> {
+  async function planPages(site: OpenSite, published: readonly ManifestEpisode[]): Promise<PublishPlan> {
     const { model, previousOrder, repair } = site;
     const storyId = model.catalog.storyId;
     const order = model.catalog.chapters.map((chapter) => chapter.chapterId);
@@ -2209,19 +2245,18 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         scenePages.set(held.sceneId, held);
       }
     }
+    // Their navigation is found now, while a chapter file that disagrees with the catalog can still turn the publish
+    // into a repair: nothing is written yet.
+    const scenePagePlans: ScenePagePlan[] = [];
     for (const pageEpisode of scenePages.values()) {
-      const pageScene = inHand.get(pageEpisode.sceneId) ?? (await readScene(pageEpisode));
-      if (!pageScene) continue;
       const previous = await model.neighbour(pageEpisode, 'previous');
       const next = await model.neighbour(pageEpisode, 'next');
-      files.set(
-        `${SCENES}/${slugOfEpisode(pageEpisode)}.html`,
-        renderScenePage(view, pageScene, pageEpisode, {
-          chapter: model.numberOf(pageEpisode.chapterId),
-          previous: previous?.episode,
-          next: next?.episode,
-        }),
-      );
+      scenePagePlans.push({
+        episode: pageEpisode,
+        chapter: model.numberOf(pageEpisode.chapterId),
+        previous: previous?.episode,
+        next: next?.episode,
+      });
     }
 
     // Chapter files after the scene pages: a scene a chapter file lists has its page, and its neighbours theirs, so a
@@ -2322,7 +2357,35 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         if (!chapterFiles.has(`${EPISODES}/${name}`)) remove.push(`${EPISODES}/${name}`);
       }
     }
-    return { files, remove, knownChanged: written };
+    return { view, scenePages: scenePagePlans, files, remove, knownChanged: written };
+  }
+
+  /**
+   * Writes what `plan` names, in its order: the scene pages first, rendered and written `scenePagesPerWrite` at a
+   * time (each round's renames done before the next round renders), then the other files, then the removals. A
+   * scene whose JSON cannot be read keeps the page it has. `inHand` holds scenes not to read back.
+   */
+  async function writePlan(plan: PublishPlan, inHand: ReadonlyMap<string, Scene>): Promise<void> {
+    for (let start = 0; start < plan.scenePages.length; start += scenePagesPerWrite) {
+      const round: FileWrite[] = [];
+      for (const page of plan.scenePages.slice(start, start + scenePagesPerWrite)) {
+        const scene = inHand.get(page.episode.sceneId) ?? (await readScene(page.episode));
+        if (!scene) continue;
+        round.push({
+          file: path.join(scenesFolder, `${slugOfEpisode(page.episode)}.html`),
+          data: renderScenePage(plan.view, scene, page.episode, page),
+        });
+      }
+      await writeFilesAtomic(round);
+    }
+    await writeFilesAtomic(
+      [...plan.files].map(([relative, data]) => ({
+        file: path.join(directory, relative),
+        data,
+        knownToDiffer: plan.knownChanged.has(relative),
+      })),
+    );
+    for (const relative of plan.remove) await rm(path.join(directory, relative), { force: true });
   }
 
   /** The scenes that the publishes which left `markers` behind were writing (a batch names none). */
@@ -2389,20 +2452,13 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     if (!site) return { results, repaired: false };
     let plan: PublishPlan;
     try {
-      plan = await planPages(site, published, inHand);
+      plan = await planPages(site, published);
     } catch (error) {
       if (!(error instanceof SiteOutOfStep) || site.repair) throw error;
       await repairInstead();
-      plan = await planPages(site!, published, inHand);
+      plan = await planPages(site!, published);
     }
-    await writeFilesAtomic(
-      [...plan.files].map(([relative, data]) => ({
-        file: path.join(directory, relative),
-        data,
-        knownToDiffer: plan.knownChanged.has(relative),
-      })),
-    );
-    for (const relative of plan.remove) await rm(path.join(directory, relative), { force: true });
+    await writePlan(plan, inHand);
     return { results, repaired: site.repair !== undefined };
   }
 
