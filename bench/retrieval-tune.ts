@@ -8,7 +8,11 @@
  * @module
  */
 import { createHashingEmbedder, type HashingEmbedderOptions } from '../src/context/hashing-embedder.js';
-import type { ComposeIndexTextOptions, HybridRetrieverOptions } from '../src/context/retrieval.js';
+import {
+  type ComposeIndexTextOptions,
+  DEFAULT_COMPOSE_OPTIONS,
+  type HybridRetrieverOptions,
+} from '../src/context/retrieval.js';
 import { loadDatasets, type Method, runRetrievalBenchmark } from './retrieval.js';
 
 interface TuneConfig {
@@ -30,8 +34,14 @@ const range = /^(\d+)-(\d+)$/.exec(select);
 const indexes = range
   ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
   : undefined;
-const datasets = loadDatasets(path, format, indexes);
-for (const config of JSON.parse(raw) as TuneConfig[]) {
+const configs = JSON.parse(raw) as TuneConfig[];
+// Loaded once, with the widest neighbour window any configuration reads (each reads as many as it asks for).
+const widest = Math.max(
+  DEFAULT_COMPOSE_OPTIONS.maxNeighbours,
+  ...configs.map((config) => config.compose?.maxNeighbours ?? 0),
+);
+const datasets = loadDatasets(path, format, indexes, { maxNeighbours: widest });
+for (const config of configs) {
   const embedder = createHashingEmbedder(config.embedder);
   const line: string[] = [];
   for (const dataset of datasets) {

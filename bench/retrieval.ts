@@ -34,6 +34,7 @@ import {
   composeEmbeddingText,
   composeIndexText,
   createHybridRetriever,
+  DEFAULT_COMPOSE_OPTIONS,
   type HybridRetrieverOptions,
 } from '../src/context/retrieval.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
@@ -141,6 +142,13 @@ export function recallOf(gold: readonly string[], retrieved: readonly string[]):
  */
 export async function runRetrievalBenchmark(dataset: BenchDataset, config: BenchConfig): Promise<RecallResult[]> {
   const embedder = config.embedder ?? createHashingEmbedder();
+  const wanted =
+    (config.compose ?? COMPOSE_BY_UNIT[dataset.unit]).maxNeighbours ?? DEFAULT_COMPOSE_OPTIONS.maxNeighbours;
+  if (dataset.neighbours !== undefined && wanted > dataset.neighbours) {
+    throw new Error(
+      `compose.maxNeighbours ${wanted} reads more neighbours than the ${dataset.unit} units were loaded with (${dataset.neighbours}): load them with loadDatasets(file, format, select, compose)`,
+    );
+  }
   const methods = config.methods ?? METHODS;
   const unknown = methods.filter((method) => !(METHODS as readonly string[]).includes(method));
   if (unknown.length > 0) throw new Error(`Unknown method ${unknown.join(', ')}: methods are ${METHODS.join(', ')}`);
@@ -305,10 +313,19 @@ export const COMPOSE_BY_UNIT: Record<BenchDataset['unit'], ComposeIndexTextOptio
   section: { minCharacters: 0 },
 };
 
-/** Loads the datasets a `--file` / `--format` pair names. */
-export function loadDatasets(file: string, format: string, select?: number[]): BenchDataset[] {
+/**
+ * Loads the datasets a `--file` / `--format` pair names, their units carrying as many neighbours as `compose` (the
+ * index-text options the benchmark will run with, `COMPOSE_BY_UNIT` when not given) reads.
+ */
+export function loadDatasets(
+  file: string,
+  format: string,
+  select?: number[],
+  compose?: ComposeIndexTextOptions,
+): BenchDataset[] {
   if (format === 'locomo') {
-    const { turns, sessions } = loadLocomo(readLocomo(file, select));
+    const neighbours = (compose ?? COMPOSE_BY_UNIT.turn).maxNeighbours ?? DEFAULT_COMPOSE_OPTIONS.maxNeighbours;
+    const { turns, sessions } = loadLocomo(readLocomo(file, select), { neighbours });
     return [turns, sessions];
   }
   if (format === 'fairytaleqa') return [loadFairytaleQa(file)];
@@ -427,7 +444,7 @@ async function main(): Promise<void> {
   const embedder = cache ?? base;
   const retriever = values.retriever ? (JSON.parse(values.retriever) as HybridRetrieverOptions) : undefined;
   const compose = values.compose ? (JSON.parse(values.compose) as ComposeIndexTextOptions) : undefined;
-  const datasets = loadDatasets(values.file, values.format, select);
+  const datasets = loadDatasets(values.file, values.format, select, compose);
   const results: RecallResult[] = [];
   for (const dataset of datasets) {
     const config: BenchConfig = { ks: ks ?? DEFAULT_KS[dataset.unit], embedder };

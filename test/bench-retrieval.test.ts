@@ -192,6 +192,94 @@ describe('LoCoMo loader', () => {
       ['groups', 2, 0.5],
     ]);
   });
+
+  it('reads turn ids and evidence through one spelling, so a file writing D1:01 or d1:1 throughout still matches', async () => {
+    for (const [first, second] of [
+      ['D1:01', 'D1:02'],
+      ['d1:1', 'd1:2'],
+    ] as const) {
+      const file = writeJson(`ids-${first.replace(':', '-')}.json`, [
+        {
+          sample_id: 'ids',
+          conversation: {
+            session_1: [
+              { speaker: 'Ana', dia_id: first, text: 'I adopted a grey kitten called Pebble.' },
+              { speaker: 'Ben', dia_id: second, text: 'I ran the Boston marathon.' },
+            ],
+          },
+          qa: [{ question: 'What is the kitten called?', evidence: [first], category: 1 }],
+        },
+      ]);
+      const { turns, sessions } = loadLocomo(readLocomo(file));
+      expect(
+        turns.corpora[0]!.units.map((unit) => unit.id),
+        first,
+      ).toEqual(['D1:1', 'D1:2']);
+      expect(turns.questions[0]!.gold, first).toEqual(['D1:1']);
+      expect(sessions.questions[0]!.gold, first).toEqual(['S1']);
+      const embedder = createHashingEmbedder({ dimensions: 64 });
+      // Dense returns both turns at k = 2: the gold turn is found.
+      const [row] = await runRetrievalBenchmark(turns, { ks: [2], methods: ['dense'], embedder });
+      expect(row!.recall, first).toBe(1);
+    }
+  });
+
+  it('finds every turn id in an evidence string however it is separated, and keeps ghosts as misses', () => {
+    expect(cleanEvidence('D1:3 D1:4')).toEqual(['D1:3', 'D1:4']);
+    expect(cleanEvidence('D1:3 and D1:04')).toEqual(['D1:3', 'D1:4']);
+    expect(cleanEvidence(['d2:7', ' D:3:1 '])).toEqual(['D2:7', 'D3:1']);
+    expect(cleanEvidence('see above')).toEqual(['see above']);
+    const file = writeJson('spaced-evidence.json', [
+      { ...conversation, qa: [{ question: 'Kitten and vase?', evidence: 'D1:1 D2:1 D7:7', category: 1 }] },
+    ]);
+    const { turns, sessions } = loadLocomo(readLocomo(file));
+    expect(turns.questions[0]!.gold).toEqual(['D1:1', 'D2:1', 'D7:7']);
+    // D7:7 names no turn: it stays in the gold list and can only miss.
+    expect(sessions.questions[0]!.gold).toEqual(['S1', 'S2', 'missing:D7:7']);
+  });
+
+  it('reads a file that starts with a byte-order mark', () => {
+    const file = join(folder, 'bom.json');
+    writeFileSync(file, `\uFEFF${JSON.stringify([conversation])}`);
+    expect(loadLocomo(readLocomo(file)).turns.questions).toHaveLength(4);
+  });
+
+  it('reads a numeric sample_id as the corpus id', () => {
+    const { turns } = loadLocomo([{ ...conversation, sample_id: 26 }]);
+    expect(turns.corpora.map((corpus) => corpus.id)).toEqual(['26']);
+    expect(turns.questions.every((question) => question.corpusId === '26')).toBe(true);
+  });
+
+  it('gives each turn only the neighbours the index text reads, however long its session', async () => {
+    const count = 3_000;
+    const said = (i: number) => `turn ${i} is about item ${i * 7} in the little shop on the corner`;
+    const turnsOf = Array.from({ length: count }, (_, i) => ({
+      speaker: i % 2 ? 'Ana' : 'Ben',
+      dia_id: `D1:${i + 1}`,
+      text: said(i),
+    }));
+    const long = {
+      sample_id: 'long',
+      conversation: { session_1_date_time: 'noon', session_1: turnsOf },
+      qa: [{ question: 'Which turn is about item 7?', evidence: ['D1:2'], category: 1 }],
+    };
+    const { turns } = loadLocomo([long]);
+    const units = turns.corpora[0]!.units;
+    const carried = units.reduce((sum, unit) => sum + (unit.before?.length ?? 0) + (unit.after?.length ?? 0), 0);
+    expect(carried).toBeLessThanOrEqual(count * 2 * 2);
+    // The nearest neighbours, nearest last before and nearest first after, as composeIndexText reads them.
+    const line = (i: number) => `${i % 2 ? 'Ana' : 'Ben'}: ${said(i)}`;
+    expect(units[1_000]!.before).toEqual([line(998), line(999)]);
+    expect(units[1_000]!.after).toEqual([line(1_001), line(1_002)]);
+    expect(units[0]!.before).toEqual([]);
+    expect(units[count - 1]!.after).toEqual([]);
+    // Indexing with more neighbours than the units carry is refused, not quietly measured on fewer.
+    const wider = { ks: [1], methods: ['bm25' as const], compose: { maxNeighbours: 3 } };
+    await expect(runRetrievalBenchmark(turns, wider)).rejects.toThrow(/maxNeighbours 3 .* loaded with \(2\)/);
+    const file = writeJson('long.json', [long]);
+    const [loaded] = loadDatasets(file, 'locomo', undefined, { maxNeighbours: 3 });
+    expect(loaded!.corpora[0]!.units[1_000]!.before).toEqual([line(997), line(998), line(999)]);
+  });
 });
 
 describe('FairytaleQA loader', () => {
@@ -248,6 +336,92 @@ describe('FairytaleQA loader', () => {
     const fromFile = loadFairytaleQa(join(questions, 'tiny-questions.csv'));
     expect(fromFile.questions).toHaveLength(2);
     expect(loadDatasets(join(stories, 'tiny-story.csv'), 'fairytaleqa')[0]!.corpora).toHaveLength(1);
+  });
+
+  it('reads a cor_section written as a float ("3.0") as that section', () => {
+    expect(parseSections('3.0, 4.00')).toEqual(['S3', 'S4']);
+    expect(parseSections('3.5')).toEqual(['missing:3.5']);
+  });
+
+  describe('the published layout', () => {
+    const questionsCsv =
+      'question_id,local-or-sum,cor_section,attribute1,attribute2,question,ex-or-im1,answer1\n' +
+      '1,local,2,setting,,Where did the owl hoot at midnight?,explicit,the old oak tree\n' +
+      '2,local,1.0,action,,What did the miller grind?,explicit,corn\n';
+    const sectionCsv =
+      'section,text\n1,"The miller ground corn all day, and his wife baked bread."\n' +
+      '2,"An owl hooted from the old oak tree at midnight."\n';
+    // The same story split into sentences: same file name, no section column.
+    const sentenceCsv =
+      'document_id,text\nowl,"The miller ground corn all day, and his wife baked bread."\n' +
+      'owl,An owl hooted from the old oak tree at midnight.\n';
+    const write = (path: string, text: string) => {
+      mkdirSync(join(path, '..'), { recursive: true });
+      writeFileSync(path, text);
+      return path;
+    };
+    /** One story in every folder of `root` the published layout has, under `group` (a split or an origin). */
+    const publish = (root: string, group: string) => {
+      write(join(root, 'questions', group, 'owl-questions.csv'), questionsCsv);
+      write(join(root, 'section-stories', group, 'owl-story.csv'), sectionCsv);
+      write(join(root, 'sentence-stories', group, 'owl-story.csv'), sentenceCsv);
+    };
+    const sections = (path: string) => loadFairytaleQa(path).corpora.map((corpus) => corpus.units.map((u) => u.id));
+
+    it('reads section-stories/, never sentence-stories/, in data-by-train-split/ (a test split too) and data-by-origin/', () => {
+      const repository = join(folder, 'FairytaleQAData');
+      const split = join(repository, 'data-by-train-split');
+      publish(split, 'test');
+      write(join(split, 'section-stories', 'all', 'owl-story.csv'), sectionCsv);
+      const origin = join(repository, 'data-by-origin');
+      publish(origin, 'first-round');
+      for (const path of [
+        split,
+        join(split, 'questions', 'test'),
+        join(split, 'questions', 'test', 'owl-questions.csv'),
+        join(split, 'sentence-stories', 'test', 'owl-story.csv'),
+        origin,
+        repository,
+      ]) {
+        expect(sections(path), path).toEqual([['S1', 'S2']]);
+      }
+      const dataset = loadFairytaleQa(origin);
+      // "1.0" is section 1, as the story file's own "1.0" would be.
+      expect(dataset.questions.map((q) => q.gold)).toEqual([['S2'], ['S1']]);
+      // Also with the folders the other way round: <origin>/questions/, <origin>/section-stories/, ...
+      const nested = join(folder, 'by-origin-nested', 'first-round');
+      write(join(nested, 'questions', 'owl-questions.csv'), questionsCsv);
+      write(join(nested, 'section-stories', 'owl-story.csv'), sectionCsv);
+      write(join(nested, 'sentence-stories', 'owl-story.csv'), sentenceCsv);
+      expect(sections(join(folder, 'by-origin-nested'))).toEqual([['S1', 'S2']]);
+      expect(sections(join(nested, 'questions', 'owl-questions.csv'))).toEqual([['S1', 'S2']]);
+    });
+
+    it('scores the published layout end to end', () => {
+      const root = join(folder, 'published', 'data-by-train-split');
+      publish(root, 'test');
+      const run = benchRetrieval(
+        ...['--file', root, '--format', 'fairytaleqa', '--json'],
+        ...['--k', '1', '--methods', 'bm25'],
+      );
+      expect(run.status, run.stderr).toBe(0);
+      const report = JSON.parse(run.stdout) as { results: Array<{ recall: number; questions: number }> };
+      expect(report.results).toMatchObject([{ recall: 1, questions: 2 }]);
+    });
+
+    it('refuses questions whose story has no sections, naming the files, rather than scoring them as misses', () => {
+      const sentencesOnly = join(folder, 'sentences-only');
+      write(join(sentencesOnly, 'questions', 'test', 'owl-questions.csv'), questionsCsv);
+      const story = write(join(sentencesOnly, 'sentence-stories', 'test', 'owl-story.csv'), sentenceCsv);
+      const questionsFile = join(sentencesOnly, 'questions', 'test', 'owl-questions.csv');
+      expect(refusal('--file', sentencesOnly, '--format', 'fairytaleqa', '--json', '--k', '1')).toBe(
+        `FairytaleQA story owl: ${story} has no "section" and "text" columns (sentence-level?), so the questions of ${questionsFile}, which name sections, could only miss`,
+      );
+      const unnumbered = join(folder, 'unnumbered');
+      const empty = write(join(unnumbered, 'owl-story.csv'), 'section,text\n,The miller.\nfirst,The owl.\n');
+      write(join(unnumbered, 'owl-questions.csv'), questionsCsv);
+      expect(() => loadFairytaleQa(unnumbered)).toThrow(`${empty}: no numbered section in its "section" column`);
+    });
   });
 });
 
@@ -395,5 +569,21 @@ describe('bench:retrieval options', () => {
       'session bm25',
       'session langchain-bm25',
     ]);
+  });
+});
+
+describe('npm run bench:retrieval', () => {
+  it('prints only the JSON object on stdout when run through npm, as the command is spelt', () => {
+    // Without the npm settings of a surrounding `npm test`: the project's own .npmrc is what is tested.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)));
+    const run = spawnSync(
+      'npm',
+      ['run', 'bench:retrieval', '--', '--file', locomoFile, '--format', 'locomo', '--json', '--k', '1'],
+      { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as { dataset: string; results: Array<{ unit: string }> };
+    expect(report.dataset).toBe('locomo');
+    expect(report.results.map((row) => row.unit)).toContain('session');
   });
 });

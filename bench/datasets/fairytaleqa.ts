@@ -2,7 +2,10 @@
  * FairytaleQA loader: `<story>-story.csv` (columns `section,text`; a section may span several rows, which are
  * joined) and `<story>-questions.csv` (`cor_section` like `3` or `5, 6`, `attribute1` as the category). Accepts a
  * single file of either kind (its partner is looked up beside it or in the sibling `section-stories` / `questions`
- * folder) or a folder searched recursively.
+ * folder) or a folder searched recursively: a split or origin folder, `data-by-train-split/` or `data-by-origin/` of
+ * the published layout (`questions/`, `section-stories/` and `sentence-stories/`, each with one folder per split or
+ * origin), or the whole repository. The sentence-level story files share the section files' names but have no
+ * `section` column; they are never read as a story's sections.
  *
  * @module
  */
@@ -62,20 +65,33 @@ export function parseCsv(text: string, source = 'CSV'): string[][] {
   return rows.filter((cells) => cells.some((cell) => cell.trim().length > 0));
 }
 
-function records(file: string): Array<Record<string, string>> {
+function table(file: string): { columns: string[]; rows: Array<Record<string, string>> } {
   const [header, ...rows] = parseCsv(readFileSync(file, 'utf8'), file);
-  if (!header) return [];
-  const names = header.map((name) => name.trim());
-  return rows.map((cells) => Object.fromEntries(names.map((name, index) => [name, cells[index] ?? ''])));
+  const columns = (header ?? []).map((name) => name.trim());
+  return {
+    columns,
+    rows: rows.map((cells) => Object.fromEntries(columns.map((name, index) => [name, cells[index] ?? '']))),
+  };
 }
 
-/** Section numbers from `cor_section`: `"5, 6"` → `['S5', 'S6']`; unparsable text is kept (a miss). */
+/** The columns a story file must have to be read as sections (the sentence-level files have `document_id,text`). */
+const SECTION_COLUMNS = ['section', 'text'];
+
+function hasSectionColumns(file: string): boolean {
+  const { columns } = table(file);
+  return SECTION_COLUMNS.every((column) => columns.includes(column));
+}
+
+/**
+ * Section numbers from `cor_section`: `"5, 6"` → `['S5', 'S6']`; `"3.0"` (a number that went through a float) →
+ * `['S3']`; unparsable text is kept (a miss).
+ */
 export function parseSections(raw: string): string[] {
   const parts = raw
     .split(/[,;\s]+/)
     .map((part) => part.trim())
     .filter((part) => part.length > 0);
-  return [...new Set(parts.map((part) => (/^\d+$/.test(part) ? `S${Number(part)}` : `missing:${part}`)))];
+  return [...new Set(parts.map((part) => (/^\d+(\.0+)?$/.test(part) ? `S${Number(part)}` : `missing:${part}`)))];
 }
 
 function walk(folder: string, out: string[]): void {
@@ -86,42 +102,82 @@ function walk(folder: string, out: string[]): void {
   }
 }
 
-/** Finds the story/questions pairs under a path (file or folder). */
+/** Whether a file lies under a `section-stories` folder of the published layout. */
+const inSectionStories = (file: string) => file.split(/[\\/]/).slice(0, -1).includes('section-stories');
+
+/**
+ * Finds the story/questions pairs under a path (file or folder). When several story files bear one story's name
+ * (the published layout's `section-stories/` and `sentence-stories/`, or `section-stories/all/` beside a split), the
+ * one in the questions file's own layout is taken, then one under `section-stories/`, and only ever one with
+ * `section` and `text` columns. A questions file whose story exists only without those columns is an error naming
+ * both: read as it stands, every one of its questions would be a miss.
+ */
 export function findFairytalePairs(path: string): Array<{ story: string; storyFile: string; questionsFile: string }> {
   const files: string[] = [];
   if (statSync(path).isDirectory()) walk(path, files);
   else files.push(path);
-  const stories = new Map<string, string>();
+  const stories = new Map<string, string[]>();
   const questions = new Map<string, string>();
   for (const file of files) {
     const name = basename(file);
-    if (name.endsWith(STORY_SUFFIX)) stories.set(name.slice(0, -STORY_SUFFIX.length), file);
-    else if (name.endsWith(QUESTIONS_SUFFIX)) questions.set(name.slice(0, -QUESTIONS_SUFFIX.length), file);
+    if (name.endsWith(STORY_SUFFIX)) {
+      const story = name.slice(0, -STORY_SUFFIX.length);
+      stories.set(story, [...(stories.get(story) ?? []), file]);
+    } else if (name.endsWith(QUESTIONS_SUFFIX)) questions.set(name.slice(0, -QUESTIONS_SUFFIX.length), file);
   }
-  // A lone file: look for its partner beside it, or in the sibling folder of the published layout.
-  for (const [story, file] of [...questions]) {
-    if (stories.has(story)) continue;
-    const partner = partnerOf(file, `${story}${STORY_SUFFIX}`, 'questions', 'section-stories');
-    if (partner) stories.set(story, partner);
-  }
-  for (const [story, file] of [...stories]) {
+  // A lone story file: look for its questions beside it, or in the sibling folder of the published layout.
+  for (const [story, storyFiles] of stories) {
     if (questions.has(story)) continue;
-    const partner = partnerOf(file, `${story}${QUESTIONS_SUFFIX}`, 'section-stories', 'questions');
-    if (partner) questions.set(story, partner);
+    for (const file of storyFiles) {
+      const partner = partnerOf(
+        file,
+        `${story}${QUESTIONS_SUFFIX}`,
+        ['section-stories', 'sentence-stories'],
+        'questions',
+      );
+      if (partner) {
+        questions.set(story, partner);
+        break;
+      }
+    }
   }
   const pairs: Array<{ story: string; storyFile: string; questionsFile: string }> = [];
-  for (const [story, storyFile] of [...stories].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const questionsFile = questions.get(story);
-    if (questionsFile) pairs.push({ story, storyFile, questionsFile });
+  for (const [story, questionsFile] of [...questions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const found = stories.get(story) ?? [];
+    const candidates = [
+      ...new Set([
+        ...partnersOf(questionsFile, `${story}${STORY_SUFFIX}`, ['questions'], 'section-stories'),
+        ...found.filter(inSectionStories),
+        ...found,
+      ]),
+    ];
+    if (candidates.length === 0) continue;
+    const storyFile = candidates.find(hasSectionColumns);
+    if (!storyFile) {
+      const have = candidates.length === 1 ? 'has' : 'have';
+      throw new Error(
+        `FairytaleQA story ${story}: ${candidates.join(', ')} ${have} no "section" and "text" columns (sentence-level?), so the questions of ${questionsFile}, which name sections, could only miss`,
+      );
+    }
+    pairs.push({ story, storyFile, questionsFile });
   }
   return pairs;
 }
 
-function partnerOf(file: string, name: string, from: string, to: string): string | undefined {
+/**
+ * Where a file's partner `name` would be: beside it; in the sibling `to` folder of the published layout
+ * (`<root>/<from>/<split>/` → `<root>/<to>/<split>/`); or, for a file directly in a `from` folder, in the `to` folder
+ * beside that one. Only those that exist, in that order.
+ */
+function partnersOf(file: string, name: string, from: readonly string[], to: string): string[] {
   const folder = dirname(file);
   const candidates = [join(folder, name), join(dirname(dirname(folder)), to, basename(folder), name)];
-  if (basename(folder) === from) candidates.push(join(dirname(folder), to, name));
-  return candidates.find((candidate) => existsSync(candidate));
+  if (from.includes(basename(folder))) candidates.push(join(dirname(folder), to, name));
+  return candidates.filter((candidate) => existsSync(candidate));
+}
+
+function partnerOf(file: string, name: string, from: readonly string[], to: string): string | undefined {
+  return partnersOf(file, name, from, to)[0];
 }
 
 /**
@@ -138,13 +194,18 @@ export function loadFairytaleQa(path: string): BenchDataset {
     const corpusId = safeId(pair.story);
     const sections = new Map<number, string[]>();
     let current: number | undefined;
-    for (const row of records(pair.storyFile)) {
+    for (const row of table(pair.storyFile).rows) {
       const number = Number.parseInt(row.section ?? '', 10);
       if (Number.isFinite(number)) current = number;
       if (current === undefined) continue;
       const texts = sections.get(current) ?? [];
       texts.push((row.text ?? '').trim());
       sections.set(current, texts);
+    }
+    if (sections.size === 0) {
+      throw new Error(
+        `${pair.storyFile}: no numbered section in its "section" column, so the questions of ${pair.questionsFile} could only miss`,
+      );
     }
     const ordered = [...sections.entries()].sort(([a], [b]) => a - b);
     const texts = ordered.map(([, parts]) => parts.join('\n'));
@@ -157,7 +218,7 @@ export function loadFairytaleQa(path: string): BenchDataset {
         after: texts.slice(index + 1),
       })),
     });
-    for (const row of records(pair.questionsFile)) {
+    for (const row of table(pair.questionsFile).rows) {
       const gold = parseSections(row.cor_section ?? '');
       const question = (row.question ?? '').trim();
       if (gold.length === 0 || question.length === 0) {

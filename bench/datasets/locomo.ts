@@ -6,38 +6,49 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_COMPOSE_OPTIONS } from '../../src/context/retrieval.js';
 import type { BenchCorpus, BenchDataset, BenchQuestion, BenchUnit } from './types.js';
 
 interface LocomoTurn {
   speaker?: string;
-  dia_id?: string;
+  dia_id?: unknown;
   text?: string;
   blip_caption?: string;
 }
 
 interface LocomoConversation {
-  sample_id?: string;
+  sample_id?: unknown;
   conversation: Record<string, unknown>;
   qa?: Array<{ question?: string; evidence?: unknown; category?: unknown }>;
 }
 
+/** A turn id as written in LoCoMo data, dirty forms included: `D30:05`, `D:11:26`, `d1:1`, `D1 : 3`. */
+const TURN_ID = /D\s*:?\s*(\d+)\s*:\s*(\d+)/gi;
+const WHOLE_TURN_ID = new RegExp(`^\\s*${TURN_ID.source}\\s*$`, 'i');
+
+/** A number as written, without leading zeros (`05` → `5`), exact however many digits it has. */
+const withoutLeadingZeros = (digits: string) => digits.replace(/^0+(?=\d)/, '');
+
 /**
- * Cleans one raw evidence entry into turn ids: `"D8:6; D9:17"` → `D8:6`, `D9:17`; `"D:11:26"` → `D11:26`;
- * `"D30:05"` → `D30:5`; a nested list is flattened. Anything that does not parse is kept as it is (it will not
- * match a turn, so it counts as a miss, never silently dropped).
+ * The one spelling of a turn id that turn ids and evidence are both read into, so that a file spelling its ids one
+ * way throughout still matches: `D30:05` → `D30:5`, `d1:1` → `D1:1`, `D:11:26` → `D11:26`. Anything else is returned
+ * trimmed but otherwise as it is.
+ */
+export function normaliseTurnId(raw: string): string {
+  const match = WHOLE_TURN_ID.exec(raw);
+  return match ? `D${withoutLeadingZeros(match[1]!)}:${withoutLeadingZeros(match[2]!)}` : raw.trim();
+}
+
+/**
+ * Cleans one raw evidence entry into turn ids: every turn id in it, however it is separated (`"D8:6; D9:17"`,
+ * `"D1:3 D1:4"`) or spelt (`"D:11:26"`, `"D30:05"`), through `normaliseTurnId`; a nested list is flattened. An entry
+ * with no turn id in it is kept as it is (it will not match a turn, so it counts as a miss, never silently dropped).
  */
 export function cleanEvidence(raw: unknown): string[] {
   if (Array.isArray(raw)) return raw.flatMap(cleanEvidence);
   if (typeof raw !== 'string') return [String(raw)];
-  const parts = raw
-    .split(/[;,]/)
-    .map((part) => part.trim())
-    .filter((part) => part.length > 0);
-  if (parts.length === 0) return [raw];
-  return parts.map((part) => {
-    const match = /^D\s*:?\s*(\d+)\s*:\s*(\d+)$/i.exec(part);
-    return match ? `D${Number(match[1])}:${Number(match[2])}` : part;
-  });
+  const ids = raw.match(TURN_ID);
+  return ids ? ids.map(normaliseTurnId) : [raw.trim() || raw];
 }
 
 /** The session number of a turn id (`D3:12` → 3), or undefined. */
@@ -97,7 +108,8 @@ export function readLocomo(path: string, select?: readonly number[]): LocomoConv
   for (const file of files) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(file, 'utf8'));
+      // A byte-order mark is not JSON, but editors on Windows write one; it says nothing about the data.
+      parsed = JSON.parse(readFileSync(file, 'utf8').replace(/^\uFEFF/, ''));
     } catch (error) {
       throw new Error(`${file} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
     }
@@ -122,15 +134,29 @@ export function readLocomo(path: string, select?: readonly number[]): LocomoConv
   return list.filter((_, index) => select.includes(index));
 }
 
+/** How `loadLocomo` builds its units. */
+export interface LoadLocomoOptions {
+  /**
+   * How many neighbouring turns on each side a turn carries (`before` / `after`): as many as `composeIndexText` reads
+   * (its `maxNeighbours`), default that of `DEFAULT_COMPOSE_OPTIONS`. Carrying every turn of a long session would
+   * cost memory growing with the square of its length.
+   */
+  neighbours?: number;
+}
+
 /**
  * The conversations as turn-level and session-level datasets. A conversation without sessions keeps its questions
  * (an empty corpus: they are misses, as any evidence naming a missing turn is). No question with evidence at all is
- * an error: there would be nothing to measure.
+ * an error: there would be nothing to measure. Turn ids and evidence are both read through `normaliseTurnId`.
  */
-export function loadLocomo(conversations: readonly LocomoConversation[]): {
+export function loadLocomo(
+  conversations: readonly LocomoConversation[],
+  options: LoadLocomoOptions = {},
+): {
   turns: BenchDataset;
   sessions: BenchDataset;
 } {
+  const window = options.neighbours ?? DEFAULT_COMPOSE_OPTIONS.maxNeighbours;
   const turnCorpora: BenchCorpus[] = [];
   const sessionCorpora: BenchCorpus[] = [];
   const turnQuestions: BenchQuestion[] = [];
@@ -139,7 +165,8 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
   const usedIds = new Set<string>();
   conversations.forEach((conversation, position) => {
     // Two files may reuse a sample id; each conversation is its own corpus, so a repeat gets its position appended.
-    let corpusId = safeId(conversation.sample_id ?? `conversation-${position}`);
+    // A sample id may be written as a number (26) as well as a string ("conv-26").
+    let corpusId = safeId(String(conversation.sample_id ?? `conversation-${position}`));
     if (usedIds.has(corpusId)) corpusId = safeId(`${corpusId}-${position}`);
     usedIds.add(corpusId);
     const sessions = sessionsOf(conversation.conversation);
@@ -147,22 +174,19 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
     const sessionUnits: BenchUnit[] = [];
     for (const session of sessions) {
       const texts = session.turns.map(turnText);
+      const neighbours = session.turns.map(neighbour);
       session.turns.forEach((turn, index) => {
-        if (!turn.dia_id) return;
+        if (turn.dia_id === undefined || turn.dia_id === null || turn.dia_id === '') return;
         turnUnits.push({
-          id: turn.dia_id,
+          id: normaliseTurnId(String(turn.dia_id)),
           group: `S${session.number}`,
           text: texts[index]!,
           labels: [turn.speaker ?? '', session.date],
-          before: session.turns.slice(0, index).map((other) => neighbour(other)),
-          after: session.turns.slice(index + 1).map((other) => neighbour(other)),
+          before: neighbours.slice(Math.max(0, index - window), index),
+          after: neighbours.slice(index + 1, index + 1 + window),
         });
       });
-      sessionUnits.push({
-        id: `S${session.number}`,
-        text: session.turns.map((turn) => `${turn.speaker ?? ''}: ${turnText(turn)}`).join('\n'),
-        labels: [session.date],
-      });
+      sessionUnits.push({ id: `S${session.number}`, text: neighbours.join('\n'), labels: [session.date] });
     }
     turnCorpora.push({ id: corpusId, units: turnUnits });
     sessionCorpora.push({ id: corpusId, units: sessionUnits });
@@ -190,7 +214,14 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
     throw new Error(`No usable LoCoMo question (${skipped} without a question or evidence naming turns like "D1:3")`);
   }
   return {
-    turns: { dataset: 'locomo', unit: 'turn', corpora: turnCorpora, questions: turnQuestions, skipped },
+    turns: {
+      dataset: 'locomo',
+      unit: 'turn',
+      corpora: turnCorpora,
+      questions: turnQuestions,
+      skipped,
+      neighbours: window,
+    },
     sessions: {
       dataset: 'locomo',
       unit: 'session',
@@ -198,6 +229,7 @@ export function loadLocomo(conversations: readonly LocomoConversation[]): {
       members: turnCorpora,
       questions: sessionQuestions,
       skipped,
+      neighbours: window,
     },
   };
 }

@@ -40,4 +40,9 @@ export interface BenchDataset {
   members?: BenchCorpus[];
   /** Questions left out because they name no evidence at all (nothing to recall). */
   skipped: number;
+  /**
+   * The most neighbours on each side its units (and members) carry in `before` / `after`, when they carry only a
+   * window of them: indexing with a larger `maxNeighbours` would quietly index less than asked for.
+   */
+  neighbours?: number;
 }
