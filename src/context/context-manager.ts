@@ -59,6 +59,7 @@ import {
   type HybridRetriever,
   type HybridRetrieverOptions,
   type IndexableUnit,
+  isSearchableQuery,
   noTimings,
   type RetrievalSignals,
   type RetrievalTimings,
@@ -66,7 +67,7 @@ import {
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import { SharedWork } from './shared-work.js';
 import type { Summarizer } from './summarizer.js';
-import { analyze, clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
+import { clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
 
@@ -2840,21 +2841,14 @@ function earlierSceneIds(items: readonly PackedItem[]): string[] {
 }
 
 /**
- * Whether a query gives retrieval something to search for: a term as the keyword side reads it (`analyze`: stop
- * words, punctuation and symbols are none), or a character, thread or location it names. Otherwise every score is
- * noise (min-max normalisation makes the best of them "relevance 1"), and the query is taken as an empty one.
+ * Whether a query gives retrieval something to search for (`isSearchableQuery`), a thread it names included: the
+ * retriever sees threads only through their scenes' ids. Otherwise the query is taken as an empty one.
  */
 function searchable(
   query: string,
   exact: { characters: string[]; threads: string[]; locations: string[]; ids: string[] },
 ): boolean {
-  return (
-    exact.characters.length > 0 ||
-    exact.threads.length > 0 ||
-    exact.locations.length > 0 ||
-    exact.ids.length > 0 ||
-    analyze(query).length > 0
-  );
+  return exact.threads.length > 0 || isSearchableQuery(query, exact);
 }
 
 /**

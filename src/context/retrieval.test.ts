@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { ValidationError } from '../core/errors.js';
 import type { VectorMetadataInput } from '../state/schema.js';
 import type { Embedder } from './embedder.js';
 import { createHashingEmbedder } from './hashing-embedder.js';
@@ -10,6 +11,8 @@ import {
   createHybridRetriever,
   findNamedEntities,
   type HybridRetrieverOptions,
+  isSearchableQuery,
+  type RetrievalTimings,
   reciprocalRankFusion,
 } from './retrieval.js';
 
@@ -26,6 +29,11 @@ async function setup(
   options?: HybridRetrieverOptions,
   embedder: Embedder = createHashingEmbedder({ dimensions: 256 }),
 ) {
+  return createHybridRetriever({ ...(await indexesOf(docs, embedder)), options });
+}
+
+/** Both indexes holding `docs`, and the embedder they were embedded with. */
+async function indexesOf(docs: Doc[], embedder: Embedder = createHashingEmbedder({ dimensions: 256 })) {
   const vectors = createMemoryVectorIndex({ dimensions: embedder.dimensions });
   const keywords = createMemoryKeywordIndex();
   const values = await embedder.embed(docs.map((doc) => doc.text));
@@ -44,7 +52,7 @@ async function setup(
     STORY,
     docs.map((doc) => ({ id: doc.id, text: doc.text, metadata: metadata(doc) })),
   );
-  return createHybridRetriever({ vectors, keywords, embedder, options });
+  return { vectors, keywords, embedder };
 }
 
 describe('reciprocalRankFusion', () => {
@@ -470,6 +478,30 @@ describe('createHybridRetriever', () => {
     expect(expanded.candidates.find((c) => c.id === 'sea')?.signals.lexical).toBeUndefined();
   });
 
+  it('searches a query too long to repeat for lexical feedback once, as it is, instead of refusing it', async () => {
+    const words = 'lamp key stone harbour bell gull storm net compass peach whale choir'.split(' ');
+    const corpus: Doc[] = Array.from({ length: 40 }, (_, i) => {
+      const text = `${words[i % 12]} ${words[(i * 5) % 12]} ${words[(i * 7) % 12]} scene ${i}`;
+      return { id: `d${String(i).padStart(2, '0')}`, text, metadata: { text } };
+    });
+    const long = (length: number) =>
+      Array.from({ length: Math.ceil(length / 4) }, (_, i) => words[i % 12])
+        .join(' ')
+        .slice(0, length);
+    // Both within the keyword index's 200,000 characters, which the first search accepts; the expansion repeats
+    // the query `queryWeight` times (2: 300,000 characters; 10: 200,010) before its new terms.
+    for (const [length, queryWeight] of [
+      [150_000, 2],
+      [20_001, 10],
+    ] as const) {
+      const feedback = await setup(corpus, { lexicalFeedback: { documents: 3, queryWeight } });
+      const query = { query: long(length), k: 5 };
+      const result = await feedback.retrieve(STORY, query);
+      const plain = await (await setup(corpus)).retrieve(STORY, query);
+      expect(result.candidates.map((c) => [c.id, c.score])).toEqual(plain.candidates.map((c) => [c.id, c.score]));
+    }
+  });
+
   it('ranks the unit that holds the query terms close together above one that holds them far apart', async () => {
     // Same words, same length, so BM25 cannot tell 'far' from 'near'; only 'near' says "red stone".
     const withText = (id: string, text: string): Doc => ({ id, text, metadata: { text } });
@@ -524,6 +556,22 @@ describe('createHybridRetriever', () => {
     ];
     const { candidates } = await (await setup(corpus)).retrieve(STORY, { query: 'the red stone', k: 2 });
     expect(candidates.find((c) => c.id === 'near')!.signals.proximity).toBe(1);
+  });
+
+  it('proximity re-scores the best fused candidates, ties by id, however many are asked for', async () => {
+    // Twelve units of the same text tie on every score: the `candidates` re-scored are those first by id.
+    const corpus: Doc[] = Array.from({ length: 12 }, (_, i) => {
+      const text = 'The red stone lay by the well.';
+      return { id: `u${String(11 - i).padStart(2, '0')}`, text, metadata: { text } };
+    });
+    for (const candidates of [1, 5, 11, 12, 40]) {
+      const retriever = await setup(corpus, { mmr: { lambda: 1 }, proximity: { weight: 0.2, candidates } });
+      const result = await retriever.retrieve(STORY, { query: 'red stone', k: 12 });
+      const rescored = result.candidates.filter((c) => c.signals.proximity !== undefined).map((c) => c.id);
+      expect(rescored).toEqual(
+        Array.from({ length: Math.min(candidates, 12) }, (_, i) => `u${String(i).padStart(2, '0')}`),
+      );
+    }
   });
 
   it('reports per-stage timings', async () => {
@@ -586,6 +634,144 @@ describe('createHybridRetriever', () => {
       expect(slowLexical.lexical).toBeGreaterThanOrEqual(195);
       expect(slowLexical.vector).toBeLessThan(slowLexical.lexical);
     }
+  });
+
+  it('charges every search to its stage: the exact-match search, and the narrower rounds of a widened pool', async () => {
+    // A clock that moves only while an index is searched (100 a vector search, 10 a keyword search): every other
+    // step takes no time, so the stages must add up to the total exactly.
+    let clock = 0;
+    const now = vi.spyOn(performance, 'now').mockImplementation(() => clock);
+    const stages = (t: RetrievalTimings) => t.embed + t.vector + t.lexical + t.fuse + t.proximity + t.score + t.mmr;
+    const counted = async (corpus: Doc[]) => {
+      const parts = await indexesOf(corpus);
+      const calls = { vector: 0, lexical: 0 };
+      const retriever = createHybridRetriever({
+        ...parts,
+        vectors: {
+          ...parts.vectors,
+          query: (storyId, query) => {
+            calls.vector++;
+            clock += 100;
+            return parts.vectors.query(storyId, query);
+          },
+        },
+        keywords: {
+          ...parts.keywords,
+          query: (storyId, query) => {
+            calls.lexical++;
+            clock += 10;
+            return parts.keywords.query(storyId, query);
+          },
+        },
+      });
+      return { retriever, calls };
+    };
+    try {
+      // Few units name Tomas, so the exact-match search runs after the two first ones.
+      const tagged = await counted([
+        ...docs,
+        { id: 'tomas-scene', text: 'He counted coins by candlelight.', metadata: { characters: ['tomas'] } },
+      ]);
+      const exact = await tagged.retriever.retrieve(STORY, {
+        query: 'silver key',
+        k: 2,
+        exact: { characters: ['tomas'] },
+      });
+      expect(tagged.calls).toEqual({ vector: 2, lexical: 1 });
+      expect(exact.timings).toMatchObject({ vector: 200, lexical: 10, total: 210 });
+      expect(stages(exact.timings)).toBe(exact.timings.total);
+
+      // Two long scenes' chunks fill the first pool, so it widens: every round searches both indexes.
+      const chunks: Doc[] = ['long-a', 'long-b'].flatMap((source) =>
+        Array.from({ length: 60 }, (_, i) => ({
+          id: `${source}:${String(i).padStart(2, '0')}`,
+          text: `the dragon dragon circled the harbour, part ${i}`,
+          metadata: { sourceId: source, chunk: i },
+        })),
+      );
+      const short: Doc[] = Array.from({ length: 4 }, (_, i) => ({
+        id: `short-${i}`,
+        text: `a dragon over tower ${i}`,
+      }));
+      const widened = await counted([...chunks, ...short]);
+      const { timings } = await widened.retriever.retrieve(STORY, { query: 'dragon', k: 5, distinct: 'sourceId' });
+      expect(widened.calls.vector).toBeGreaterThanOrEqual(2);
+      expect(timings.vector).toBe(100 * widened.calls.vector);
+      expect(timings.lexical).toBe(10 * widened.calls.lexical);
+      expect(stages(timings)).toBe(timings.total);
+    } finally {
+      now.mockRestore();
+    }
+  });
+
+  it('retrieves nothing for a query with nothing to search for, unless it names exact matches', async () => {
+    const tagged: Doc[] = [
+      ...docs,
+      { id: 'tomas-scene', text: 'He counted coins by candlelight.', metadata: { characters: ['tomas'] } },
+    ];
+    const parts = await indexesOf(tagged);
+    let searches = 0;
+    const retriever = createHybridRetriever({
+      ...parts,
+      embedder: {
+        ...parts.embedder,
+        embed: (texts, options) => {
+          if (options?.inputType === 'query') searches++;
+          return parts.embedder.embed(texts, options);
+        },
+      },
+    });
+    // Without a term every score is noise, and min-max scaling made the best of it "relevance 1".
+    for (const query of ['', '   ', 'the of and', '!!!', '🦊🦊']) {
+      expect(isSearchableQuery(query)).toBe(false);
+      const result = await retriever.retrieve(STORY, { query, k: 3 });
+      expect(result, JSON.stringify(query)).toMatchObject({ candidates: [], dropped: [], runnersUp: [] });
+      expect((await retriever.retrieveGroups(STORY, { query, k: 3 })).groups).toEqual([]);
+      // Still a request: checked as any other.
+      await expect(retriever.retrieve(STORY, { query, k: 0 })).rejects.toBeInstanceOf(ValidationError);
+    }
+    expect(searches).toBe(0);
+    // A name the exact stage knows is something to search for; an empty list of them is not.
+    expect(isSearchableQuery('the of and', { characters: ['tomas'] })).toBe(true);
+    const named = await retriever.retrieve(STORY, { query: 'the of and', k: 2, exact: { characters: ['tomas'] } });
+    expect(named.candidates[0]).toMatchObject({ id: 'tomas-scene', signals: { exact: true } });
+    const none = await retriever.retrieve(STORY, { query: 'the of and', k: 2, exact: { characters: [], ids: [] } });
+    expect(none.candidates).toEqual([]);
+    expect(isSearchableQuery('the dragon')).toBe(true);
+  });
+
+  it('refuses exact matches that are not lists of names, instead of matching their letters or ignoring them', async () => {
+    const retriever = await setup(docs);
+    const refused = async (exact: unknown) => {
+      const error = await retriever.retrieve(STORY, { query: 'dragon', k: 2, exact: exact as never }).then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error, JSON.stringify(exact)).toBeInstanceOf(ValidationError);
+      return (error as ValidationError).problems?.[0]?.path;
+    };
+    // A string where a list belongs was spread into its letters.
+    expect(await refused({ characters: 'mira' })).toBe('query.exact.characters');
+    expect(await refused('mira')).toBe('query.exact');
+    expect(await refused(null)).toBe('query.exact');
+    expect(await refused(['mira'])).toBe('query.exact');
+    expect(await refused({ characters: [''] })).toBe('query.exact.characters.0');
+    expect(await refused({ locations: ['harbour', 7] })).toBe('query.exact.locations.1');
+    expect(await refused({ ids: 'dragon' })).toBe('query.exact.ids');
+    expect(await refused({ themes: { $in: ['x'] } })).toBe('query.exact.themes');
+    // A misspelt or unsupported field would be ignored.
+    expect(await refused({ character: ['mira'] })).toBe('query.exact.character');
+    expect(await refused({ threads: ['t1'] })).toBe('query.exact.threads');
+    // Lists that become `$in` filters hold at most 1,000 names, as a filter does.
+    const many = Array.from({ length: 1_001 }, (_, i) => `name-${i}`);
+    expect(await refused({ characters: many })).toBe('query.exact.characters');
+    // Well-formed: an absent field, an empty list, and more than 1,000 ids (fetched, not filtered).
+    const fine = await retriever.retrieve(STORY, {
+      query: 'dragon',
+      k: 2,
+      exact: { characters: undefined, locations: [], ids: [...many, 'dragon'] },
+    });
+    expect(fine.candidates.find((c) => c.id === 'dragon')?.signals.exact).toBe(true);
   });
 
   it('honours an aborted signal and validates the request', async () => {

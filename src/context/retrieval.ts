@@ -10,7 +10,7 @@
  */
 import { z } from 'zod';
 import { throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
-import type { VectorMetadata } from '../state/schema.js';
+import { LIMITS, type VectorMetadata } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import { checkEmbeddings, type Embedder } from './embedder.js';
 import { type MetadataFilter, validateFilter } from './filter.js';
@@ -19,7 +19,7 @@ import type { KeywordIndex } from './keyword-index.js';
 import { selectByMmr } from './mmr.js';
 import { proximityScores } from './term-proximity.js';
 import { analyze, foldText, SPACELESS_SCRIPT, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
-import { descending, insertBounded } from './top-k.js';
+import { descending, insertBounded, TopKHeap } from './top-k.js';
 import type { VectorIndex } from './vector-index.js';
 
 /** How dense and lexical rankings are combined. */
@@ -267,10 +267,15 @@ export interface GroupRetrievalResult {
 
 /** A hybrid retriever over one vector index, one keyword index and one embedder. */
 export interface HybridRetriever {
+  /**
+   * The `k` best units for a query. A query with no term to search for and no exact match (`isSearchableQuery`)
+   * finds nothing, without a search.
+   */
   retrieve(storyId: string, query: RetrievalQuery): Promise<RetrievalResult>;
   /**
    * The `k` best groups (chapters by default; see `HybridRetrieverOptions.grouping`) for a query, ranked by the
-   * evidence of their member units. Units without the grouping field are ignored.
+   * evidence of their member units. Units without the grouping field are ignored; a query with nothing to search
+   * for finds none.
    */
   retrieveGroups(storyId: string, query: RetrievalQuery): Promise<GroupRetrievalResult>;
 }
@@ -408,7 +413,10 @@ export function createHybridRetriever(config: {
   // The Porter stems of the words the proximity stage has met, kept between queries.
   const stems = new Map<string, string>();
 
-  /** Searches, fuses and scores: every candidate, best first. */
+  /**
+   * Searches, fuses and scores a request that `checkRequest` passed and that has something to search for: every
+   * candidate, best first.
+   */
   const rank = async (
     storyId: string,
     request: RetrievalQuery,
@@ -417,15 +425,11 @@ export function createHybridRetriever(config: {
   ): Promise<{
     scored: ScoredEntry[];
     timings: RetrievalTimings;
-    started: number;
     pool: number;
     full: boolean;
     queryVector: Float32Array;
   }> => {
-    const started = performance.now();
-    checkRequest(request);
     const { query, k, filter, exact, now, signal } = request;
-    throwIfAborted(signal);
     // The pool never asks an index for more than it answers (10,000 on every backend): a large k (or `candidates`)
     // otherwise became the index's own topK error.
     const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
@@ -493,6 +497,7 @@ export function createHybridRetriever(config: {
       let found = 0;
       for (const match of denseMatches) if (isExact(match.metadata)) found++;
       if (found < exactTopK) {
+        const begin = performance.now();
         exactMatches = await vectors.query(storyId, {
           vector: queryVector,
           topK: exactTopK,
@@ -501,14 +506,16 @@ export function createHybridRetriever(config: {
           sharedMetadata: true,
           signal,
         });
+        timings.vector += performance.now() - begin;
       }
     }
     throwIfAborted(signal);
 
     if (options.lexicalFeedback.documents > 0 && lexicalMatches.length > 0) {
+      // The whole lexical feedback (choosing the terms, the second search) is the lexical side's.
+      const begin = performance.now();
       const expanded = expandQuery(query, lexicalMatches, options.lexicalFeedback);
       if (expanded !== undefined) {
-        const begin = performance.now();
         lexicalMatches = await keywords.query(storyId, {
           text: expanded,
           topK: poolSize,
@@ -516,12 +523,14 @@ export function createHybridRetriever(config: {
           sharedMetadata: true,
           signal,
         });
-        timings.lexical += performance.now() - begin;
         throwIfAborted(signal);
       }
+      timings.lexical += performance.now() - begin;
     }
 
     if (options.feedback.documents > 0 && options.feedback.weight > 0) {
+      // The whole dense feedback (seeds, their vectors, the second search) is the vector side's.
+      const begin = performance.now();
       const seeds = firstFusion(denseMatches, lexicalMatches, options.fusion).slice(0, options.feedback.documents);
       const known = new Map(denseMatches.map((match) => [match.id, match.values]));
       const missing = seeds.filter((id) => !known.get(id));
@@ -534,7 +543,6 @@ export function createHybridRetriever(config: {
         options.feedback.weight,
       );
       if (feedbackVector) {
-        const begin = performance.now();
         denseMatches = await vectors.query(storyId, {
           vector: feedbackVector,
           topK: poolSize,
@@ -543,9 +551,9 @@ export function createHybridRetriever(config: {
           sharedMetadata: true,
           signal,
         });
-        timings.vector += performance.now() - begin;
         throwIfAborted(signal);
       }
+      timings.vector += performance.now() - begin;
     }
 
     mark = performance.now();
@@ -603,25 +611,41 @@ export function createHybridRetriever(config: {
     timings.score = performance.now() - mark;
     // Either search filled the pool: there may be more matches beyond it.
     const full = denseMatches.length >= poolSize || lexicalMatches.length >= poolSize;
-    return { scored, timings, started, pool: poolSize, full, queryVector };
+    return { scored, timings, pool: poolSize, full, queryVector };
+  };
+
+  /** Checks a request; the time it was started at, or undefined when it has nothing to search for. */
+  const start = (request: RetrievalQuery): number | undefined => {
+    const started = performance.now();
+    checkRequest(request);
+    throwIfAborted(request.signal);
+    // Without a term or an exact match every score is noise, and min-max scaling would make the best of it
+    // "relevance 1": a query with nothing to search for finds nothing.
+    return isSearchableQuery(request.query, request.exact) ? started : undefined;
   };
 
   return {
     async retrieve(storyId, request) {
+      const started = start(request);
+      if (started === undefined) return { candidates: [], dropped: [], runnersUp: [], timings: noTimings() };
       const grouped = grouping.weight > 0;
-      let ranked = await rank(storyId, request, grouped); // checks the request first
+      let ranked = await rank(storyId, request, grouped);
       const { k, signal } = request;
-      const { started } = ranked;
       let scored = request.distinct === 'sourceId' ? bestPerSource(ranked.scored) : ranked.scored;
       // Long sources (a long scene's many chunks) can fill the pool with few sources: widen it until k distinct
       // sources are in, or the searches hold no more.
       const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
       while (request.distinct === 'sourceId' && scored.length < k && ranked.full && ranked.pool < maxPool) {
+        const earlier = ranked.timings;
         ranked = await rank(storyId, request, grouped, {
           pool: Math.min(maxPool, ranked.pool * 4),
           queryVector: ranked.queryVector,
-          embedTime: ranked.timings.embed,
+          embedTime: earlier.embed,
         });
+        // The narrower rounds' work counts too: `total` holds it. The query was embedded once.
+        for (const stage of ['vector', 'lexical', 'fuse', 'proximity', 'score'] as const) {
+          ranked.timings[stage] += earlier[stage];
+        }
         scored = bestPerSource(ranked.scored);
       }
       const { timings } = ranked;
@@ -654,7 +678,9 @@ export function createHybridRetriever(config: {
     },
 
     async retrieveGroups(storyId, request) {
-      const { scored, timings, started } = await rank(storyId, request, true);
+      const started = start(request);
+      if (started === undefined) return { groups: [], timings: noTimings() };
+      const { scored, timings } = await rank(storyId, request, true);
       const mark = performance.now();
       const groups = rankGroups(scored, grouping)
         .slice(0, request.k)
@@ -792,13 +818,14 @@ function addProximityEvidence(
 ): void {
   const terms = analyze(query);
   if (new Set(terms).size < 2 || pool.length === 0) return;
-  // The best `candidates` by one insertion pass: the pool holds up to 400 entries and only a few are wanted, so a
-  // full sort cost more than the scoring.
-  const best: PoolEntry[] = [];
-  const before = (a: PoolEntry, b: PoolEntry) => a.fused > b.fused || (a.fused === b.fused && a.id < b.id);
+  // The best `candidates` (a higher fused score, then a smaller id) by a bounded heap: the pool usually holds a few
+  // hundred entries of which a few are wanted, so a full sort cost more than the scoring; and at a large k (up to
+  // 30,000 wanted of up to 20,000) an insertion pass shifted its list for every entry.
+  const heap = new TopKHeap<PoolEntry>(proximity.candidates);
   for (const candidate of pool) {
-    if (candidate.metadata.text.length > 0) insertBounded(best, candidate, proximity.candidates, before);
+    if (candidate.metadata.text.length > 0) heap.offer(candidate.fused, candidate.id, candidate);
   }
+  const best = heap.takeSorted().map(({ item }) => item);
   const top = best[0]?.fused ?? 0;
   if (top <= 0) return;
   const scores = proximityScores(
@@ -847,7 +874,9 @@ function firstFusion(
  * `documents` best hits gives every term its share of the hit's words times the hit's share of the hits' scores;
  * the sum is multiplied by the term's rarity among all hits (`ln(1 + hits / hits containing it)`), so words every
  * hit shares (speaker names, the query's own topic word) do not crowd out the informative ones. Terms already in
- * the query are skipped. Returns undefined when nothing is to be added.
+ * the query are skipped. Returns undefined when nothing is to be added, and when the expanded text would be longer
+ * than a keyword index takes (`LIMITS.sceneText`): the query alone passed the first search, and a query that long
+ * is searched once, as it is, rather than refused for the copies feedback made of it.
  */
 function expandQuery(
   query: string,
@@ -895,7 +924,9 @@ function expandQuery(
     .sort((a, b) => b.weight - a.weight || (a.term < b.term ? -1 : 1))
     .slice(0, feedback.terms);
   if (chosen.length === 0) return undefined;
-  return [...Array.from({ length: feedback.queryWeight }, () => query), ...chosen.map((item) => item.word)].join(' ');
+  const expanded = [...Array.from({ length: feedback.queryWeight }, () => query), ...chosen.map((item) => item.word)];
+  const length = expanded.reduce((sum, part) => sum + part.length, expanded.length - 1);
+  return length <= LIMITS.sceneText ? expanded.join(' ') : undefined;
 }
 
 /** `q/|q| + weight · mean(d/|d|)`, or undefined when no document vector is known. */
@@ -1083,6 +1114,7 @@ function checkRequest(request: RetrievalQuery): void {
     throw problem('query.k', `must be an integer from 1 to 10000, got ${String(request.k)}`);
   }
   if (request.filter !== undefined) validateFilter(request.filter, 'query.filter');
+  if (request.exact !== undefined) checkExactMatches(request.exact, problem);
   if (request.distinct !== undefined && request.distinct !== 'sourceId') {
     throw problem('query.distinct', `must be 'sourceId' when given, got ${String(request.distinct)}`);
   }
@@ -1096,6 +1128,52 @@ function checkRequest(request: RetrievalQuery): void {
       }
     }
   }
+}
+
+const EXACT_FIELDS = ['ids', 'characters', 'locations', 'themes'] as const;
+
+/**
+ * Checks `query.exact`: an object whose fields are lists of non-empty strings. A string where a list belongs was
+ * spread into its letters (`'mira'` matched `m`, `i`, `r` and `a`), and anything else was silently ignored. The lists
+ * of characters, locations and themes become `$in` filters, which hold at most 1,000 values; ids are fetched, in as
+ * many requests as the vector index needs.
+ */
+function checkExactMatches(exact: unknown, problem: (path: string, message: string) => ValidationError): void {
+  if (typeof exact !== 'object' || exact === null || Array.isArray(exact)) {
+    throw problem('query.exact', 'must be an object of ids, characters, locations and themes');
+  }
+  for (const [field, values] of Object.entries(exact)) {
+    const at = `query.exact.${field}`;
+    if (!(EXACT_FIELDS as readonly string[]).includes(field)) {
+      throw problem(at, `unknown field; exact matches are by ${EXACT_FIELDS.join(', ')}`);
+    }
+    // An absent optional field (`{ ids: options.ids }`) asks for nothing, as in a filter.
+    if (values === undefined) continue;
+    if (!Array.isArray(values)) throw problem(at, `must be an array of strings, got ${typeof values}`);
+    if (field !== 'ids' && values.length > 1_000) throw problem(at, 'must hold at most 1000 values');
+    values.forEach((value: unknown, index: number) => {
+      if (typeof value !== 'string' || value.length === 0)
+        throw problem(`${at}.${index}`, 'must be a non-empty string');
+    });
+  }
+}
+
+/**
+ * Whether a query gives retrieval something to search for: a term as the keyword side reads it (stop words,
+ * punctuation and symbols are none), or an exact match it asks for. A query without either retrieves nothing: every
+ * score would be noise, and normalisation would make the best of it "relevance 1".
+ *
+ * @example
+ * ```ts
+ * import { isSearchableQuery } from 'storyloom';
+ * isSearchableQuery('Where did Mira hide the key?'); // true
+ * isSearchableQuery('and then?'); // false: stop words only
+ * isSearchableQuery('and then?', { characters: ['mira'] }); // true
+ * ```
+ */
+export function isSearchableQuery(query: string, exact?: ExactMatches): boolean {
+  if (exact && EXACT_FIELDS.some((field) => (exact[field]?.length ?? 0) > 0)) return true;
+  return analyze(query).length > 0;
 }
 
 /** A unit of text to index (a scene, a dialogue turn, a section) with what surrounds it. */
