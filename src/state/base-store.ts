@@ -7,10 +7,13 @@
 
 import { isDeepStrictEqual } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { z } from 'zod';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, NotFoundError, toProblems, ValidationError } from '../core/errors.js';
+import { clipText } from '../core/text.js';
 import {
   IdSchema,
+  LIMITS,
   type Scene,
   SceneSchema,
   type StoryState,
@@ -109,6 +112,10 @@ export const EXPORT_FORMAT_VERSION = 1;
 
 const MAX_PAGE = 1_000;
 const MAX_PUBLICATION_RESULT_CHARS = 16_000;
+/** A publication target: ASCII, so every backend orders the log the same (code units and UTF-8 bytes agree). */
+const PUBLICATION_TARGET = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
+/** An ISO 8601 time, as the schemas take them. */
+const IsoTimeSchema = z.iso.datetime({ offset: true });
 
 /** Options common to every store. */
 export interface BaseStateStoreOptions {
@@ -229,8 +236,7 @@ export abstract class BaseStateStore implements StoryStateStore {
         message: `must count the scene (scene.index + 1 = ${scene.index + 1})`,
       });
     }
-    const rejected = input.rejectedInfluences ?? [];
-    const consumed = input.consumedInfluenceIds ?? [];
+    const { consumed, rejected } = checkOutcomes(input, problems);
     const outcomeIds = [...consumed, ...rejected.map((r) => r.id)];
     if (new Set(outcomeIds).size !== outcomeIds.length) {
       problems.push({ path: 'consumedInfluenceIds', message: 'an influence may be resolved once per commit' });
@@ -249,7 +255,13 @@ export abstract class BaseStateStore implements StoryStateStore {
     for (const { id, reason } of rejected) {
       const influence = await this.readInfluence(storyId, id);
       if (!influence) throw new ValidationError(`Influence "${id}" does not exist in story "${storyId}"`);
-      resolvedInfluences.push({ ...influence, status: 'rejected', resolvedIn: scene.id, reason: reason.slice(0, 500) });
+      // Cut between characters: a lone half of a surrogate pair would not survive a backend's UTF-8 round trip.
+      resolvedInfluences.push({
+        ...influence,
+        status: 'rejected',
+        resolvedIn: scene.id,
+        reason: clipText(reason, LIMITS.shortText),
+      });
     }
     return this.writeCommit(storyId, {
       expectedVersion: input.expectedVersion,
@@ -291,11 +303,8 @@ export abstract class BaseStateStore implements StoryStateStore {
   async enqueueInfluence(influence: UserInfluenceInput): Promise<EnqueueResult> {
     const parsed = parseOrThrow(UserInfluenceSchema, influence, 'influence');
     // Whatever status the caller sent, a new influence starts pending: only a commit resolves it.
-    // Times are kept in UTC so that every backend orders the queue the same way. A time near year 0 or 9999 can
-    // leave those years once moved to UTC, and `toISOString` then writes a signed six-digit year ("+010000-…") that
-    // sorts before every other time and that the schema (and so `importStory`) refuses.
-    const receivedAt = new Date(parsed.receivedAt).toISOString();
-    if (!/^\d{4}-/.test(receivedAt)) {
+    const receivedAt = inUtc(parsed.receivedAt);
+    if (receivedAt === undefined) {
       throw new ValidationError(
         `Invalid influence: receivedAt ${parsed.receivedAt} is outside years 0000-9999 in UTC`,
         {
@@ -321,31 +330,7 @@ export abstract class BaseStateStore implements StoryStateStore {
   async recordPublication(
     entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string },
   ): Promise<RecordPublicationResult> {
-    checkId(entry.storyId, 'storyId');
-    checkId(entry.sceneId, 'sceneId');
-    if (typeof entry.target !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/.test(entry.target)) {
-      throw new ValidationError('target must be 1-128 characters of letters, digits and "._:/-"');
-    }
-    if (!PUBLICATION_STATUSES.includes(entry.status as PublicationStatus)) {
-      throw new ValidationError(`status must be one of ${PUBLICATION_STATUSES.join(', ')}`);
-    }
-    let serialized: string;
-    try {
-      serialized = JSON.stringify(entry.result ?? {});
-    } catch (cause) {
-      throw new ValidationError('result must be JSON-serializable', { cause });
-    }
-    if (serialized.length > MAX_PUBLICATION_RESULT_CHARS) {
-      throw new ValidationError(`result must serialize to at most ${MAX_PUBLICATION_RESULT_CHARS} characters`);
-    }
-    return this.writePublication({
-      storyId: entry.storyId,
-      sceneId: entry.sceneId,
-      target: entry.target,
-      status: entry.status,
-      result: JSON.parse(serialized) as Record<string, unknown>,
-      recordedAt: entry.recordedAt ?? isoNow(this.clock),
-    });
+    return this.writePublication(toPublicationEntry({ ...entry, recordedAt: entry.recordedAt ?? isoNow(this.clock) }));
   }
 
   async listPublications(storyId: string, sceneId: string): Promise<PublicationEntry[]> {
@@ -397,6 +382,12 @@ export abstract class BaseStateStore implements StoryStateStore {
     return state;
   }
 
+  /**
+   * The story as it stood at the state read first, whatever is committed while the lines stream (the command line
+   * exports from a file a running engine may be committing to): no snapshot past that state's version, no scene past
+   * its scene count, no log entry of a later scene, and an influence a later scene resolved as still pending. Without
+   * this cut the file would hold more scenes than its state counts, and no store would import it.
+   */
   async *exportStory(storyId: string): AsyncIterable<string> {
     checkId(storyId, 'storyId');
     const state = await this.readState(storyId);
@@ -410,15 +401,34 @@ export abstract class BaseStateStore implements StoryStateStore {
       counts.snapshots++;
       yield JSON.stringify({ kind: 'snapshot', state: snapshot });
     }
+    const exportedScenes = new Set<string>();
     for await (const scene of this.allScenes(storyId)) {
+      if (scene.index >= state.sceneCount) break;
+      exportedScenes.add(scene.id);
       counts.scenes++;
       yield JSON.stringify({ kind: 'scene', scene });
     }
-    for (const influence of await this.readAllInfluences(storyId)) {
+    // Every scene up to the cut is exported, so a stored scene that is not was committed past it. An id no scene has
+    // (a log entry may name one) is not past the cut: it is exported as it stands.
+    const pastCut = new Map<string, boolean>();
+    const isPastCut = async (sceneId: string | null): Promise<boolean> => {
+      if (sceneId === null || exportedScenes.has(sceneId)) return false;
+      let past = pastCut.get(sceneId);
+      if (past === undefined) {
+        past = (await this.readScene(storyId, sceneId)) !== null;
+        pastCut.set(sceneId, past);
+      }
+      return past;
+    };
+    for (const stored of await this.readAllInfluences(storyId)) {
+      const influence: UserInfluence = (await isPastCut(stored.resolvedIn))
+        ? { ...stored, status: 'pending', reason: null, resolvedIn: null }
+        : stored;
       counts.influences++;
       yield JSON.stringify({ kind: 'influence', influence });
     }
     for (const entry of await this.readAllPublications(storyId)) {
+      if (await isPastCut(entry.sceneId)) continue;
       counts.publications++;
       yield JSON.stringify({ kind: 'publication', entry });
     }
@@ -453,7 +463,10 @@ export abstract class BaseStateStore implements StoryStateStore {
  * Parses and checks a whole export before anything is written, so a bad file writes nothing. Each key a story holds
  * once (a snapshot's version, a scene's id and index, an influence's id, a log entry's scene and target) must appear
  * once: a repeated one would overwrite the first on one backend and break the write on another. The versions must
- * be those of a story the stores wrote: see `checkVersions`.
+ * be those of a story the stores wrote (see `checkVersions`), each influence's outcome must agree with the scenes
+ * (see `checkInfluenceOutcomes`), and each record is held to what the method that writes it accepts: an influence's
+ * time is moved to UTC as `enqueueInfluence` moves it, a log entry is checked and rebuilt as `recordPublication`
+ * does.
  */
 async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Promise<StoryBundle> {
   let lineNumber = 0;
@@ -462,6 +475,8 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
   let stateLine = 0;
   let ended = false;
   let newest: { snapshot: StoryState; line: number } | undefined;
+  /** The scene each snapshot names, by version: all that is kept of the snapshots but the newest. */
+  const snapshotScenes = new Map<number, string | null>();
   const bundle: Omit<StoryBundle, 'state'> = { snapshots: [], scenes: [], influences: [], publications: [] };
   const fail = (message: string, cause?: unknown): never => {
     throw new ValidationError(`Import line ${lineNumber}: ${message}`, {
@@ -519,6 +534,12 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
         const snapshot = parseLine(StoryStateSchema, record.state, fail);
         sameStory(snapshot.storyId);
         once(seen.snapshot, snapshot.version, `the snapshot of version ${snapshot.version}`);
+        if (snapshot.sceneCount !== snapshot.version) {
+          fail(
+            `the snapshot of version ${snapshot.version} counts ${snapshot.sceneCount} scenes (one version per scene)`,
+          );
+        }
+        snapshotScenes.set(snapshot.version, snapshot.sceneId);
         bundle.snapshots.push(bundleSnapshot(snapshot));
         // Only the newest is kept parsed: it must be the state itself (checked once the state is known).
         if (!newest || snapshot.version > newest.snapshot.version) newest = { snapshot, line: lineNumber };
@@ -536,7 +557,18 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
         const influence = parseLine(UserInfluenceSchema, record.influence, fail);
         sameStory(influence.storyId);
         once(seen.influence, influence.id, `influence "${influence.id}"`);
-        bundle.influences.push(influence);
+        const receivedAt = inUtc(influence.receivedAt);
+        if (receivedAt === undefined) fail(`receivedAt ${influence.receivedAt} is outside years 0000-9999 in UTC`);
+        if (influence.status === 'pending' && influence.resolvedIn !== null) {
+          fail(`influence "${influence.id}" is pending but resolved in scene "${influence.resolvedIn}"`);
+        }
+        if (influence.status !== 'pending' && influence.resolvedIn === null) {
+          fail(`influence "${influence.id}" is ${influence.status} but names no scene that resolved it`);
+        }
+        if (influence.status === 'rejected' && influence.reason === null) {
+          fail(`influence "${influence.id}" is rejected but gives no reason`);
+        }
+        bundle.influences.push({ ...influence, receivedAt: receivedAt! });
         break;
       }
       case 'publication': {
@@ -579,7 +611,8 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
   if (scenes.length !== state.sceneCount) {
     throw new ValidationError(`Import has ${scenes.length} scenes but the state counts ${state.sceneCount}`);
   }
-  checkVersions(state, stateLine, scenes, seen);
+  checkVersions(state, stateLine, scenes, { ...seen, snapshotScenes });
+  checkInfluenceOutcomes(bundle.influences, seen);
   // The snapshot of the state's version is the state: were they to differ, a store that answers `getStateAt`, a
   // replayed commit or a fork from the snapshot would tell another story than `load`. The queue is left out (the
   // export writes the state's empty; each influence is its own record).
@@ -598,16 +631,24 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
 /**
  * Refuses an export whose versions no store could have written. A story starts at version 0 with no scene (`create`)
  * and each commit adds one scene and one version, and a fork or an import keeps this; so the state's version is its
- * scene count, scene `i` made version `i + 1`, and no snapshot is past the state. Export and fork read the snapshots
- * by version number, from 0 up to the state's (or a scene's) version: an import that broke this (a version of 3
- * million and no scene) made every export take seconds, or never end near 2^53. With it, that walk is as long as the
- * scenes the export holds. A snapshot may be missing (an export skips one a story lacks), so none is required.
+ * scene count, scene `i` made version `i + 1`, no snapshot is past the state, and each state (the current one and
+ * every snapshot) names the scene that made it, none at version 0. A snapshot that told another count or scene would
+ * pass to a fork taken there, whose next commit would land past a gap on one backend and be refused for ever on
+ * another. Export and fork read the snapshots by version number, from 0 up to the state's (or a scene's) version: an
+ * import that broke this (a version of 3 million and no scene) made every export take seconds, or never end near
+ * 2^53. With it, that walk is as long as the scenes the export holds. A snapshot may be missing (an export skips one
+ * a story lacks), so none is required.
  */
 function checkVersions(
   state: StoryState,
   stateLine: number,
   scenes: readonly Scene[],
-  lines: { snapshot: ReadonlyMap<number, number>; sceneIndex: ReadonlyMap<number, number> },
+  lines: {
+    snapshot: ReadonlyMap<number, number>;
+    sceneIndex: ReadonlyMap<number, number>;
+    /** The scene each snapshot names, by version. */
+    snapshotScenes: ReadonlyMap<number, string | null>;
+  },
 ): void {
   const refuse = (line: number, message: string): never => {
     throw new ValidationError(`Import line ${line}: ${message}`, { problems: [{ path: `line ${line}`, message }] });
@@ -616,6 +657,13 @@ function checkVersions(
     refuse(
       stateLine,
       `the state is at version ${state.version} but counts ${state.sceneCount} scenes (one version per scene)`,
+    );
+  }
+  const lastScene = scenes.at(-1)?.id ?? null;
+  if (state.sceneId !== lastScene) {
+    refuse(
+      stateLine,
+      `the state names scene ${JSON.stringify(state.sceneId)}, not its last, ${JSON.stringify(lastScene)}`,
     );
   }
   for (const scene of scenes) {
@@ -629,6 +677,33 @@ function checkVersions(
   for (const [version, line] of lines.snapshot) {
     if (version > state.version) {
       refuse(line, `the snapshot of version ${version} is past the state's version ${state.version}`);
+    }
+    // The state's version is its scene count, so every scene up to this version is here.
+    const maker = version === 0 ? null : scenes[version - 1]!.id;
+    const named = lines.snapshotScenes.get(version) ?? null;
+    if (named !== maker) {
+      refuse(
+        line,
+        `the snapshot of version ${version} names scene ${JSON.stringify(named)}, not ${JSON.stringify(maker)}, the one that made it`,
+      );
+    }
+  }
+}
+
+/**
+ * Refuses influences whose outcome the scenes contradict. Each line was checked on its own (a pending influence names
+ * no scene, an applied or rejected one names the scene that resolved it, a rejected one gives its reason); that scene
+ * must also be one of the story's, or the story would speak of a scene it does not have.
+ */
+function checkInfluenceOutcomes(
+  influences: readonly UserInfluence[],
+  lines: { influence: ReadonlyMap<string, number>; sceneId: ReadonlyMap<string, number> },
+): void {
+  for (const influence of influences) {
+    if (influence.resolvedIn !== null && !lines.sceneId.has(influence.resolvedIn)) {
+      const line = lines.influence.get(influence.id)!;
+      const message = `influence "${influence.id}" is ${influence.status} in scene "${influence.resolvedIn}", which the story does not have`;
+      throw new ValidationError(`Import line ${line}: ${message}`, { problems: [{ path: `line ${line}`, message }] });
     }
   }
 }
@@ -646,21 +721,104 @@ function parseLine<T>(
   return result.data;
 }
 
-function parsePublication(value: unknown, fail: (message: string) => never): PublicationEntry {
-  const entry = value as Partial<PublicationEntry> | undefined;
-  if (
-    !entry ||
-    !IdSchema.safeParse(entry.storyId).success ||
-    !IdSchema.safeParse(entry.sceneId).success ||
-    typeof entry.target !== 'string' ||
-    !PUBLICATION_STATUSES.includes(entry.status as PublicationStatus) ||
-    typeof entry.result !== 'object' ||
-    entry.result === null ||
-    typeof entry.recordedAt !== 'string'
-  ) {
-    return fail('invalid publication entry');
+/** A log entry of an export, held to what `recordPublication` accepts. */
+function parsePublication(value: unknown, fail: (message: string, cause?: unknown) => never): PublicationEntry {
+  if (typeof value !== 'object' || value === null) return fail('invalid publication entry: expected an object');
+  try {
+    return toPublicationEntry(value);
+  } catch (error) {
+    if (!ValidationError.isInstance(error)) throw error;
+    return fail(`invalid publication entry: ${error.message}`, error);
   }
-  return entry as PublicationEntry;
+}
+
+/**
+ * A log entry as every store keeps it, checked and rebuilt from its known fields (whatever else the input carried
+ * is left out): what `recordPublication` writes and `importStory` reads alike, so an entry one takes the other
+ * takes too. The result is kept as its JSON round trip gives it, and must still be an object after it (a `toJSON`
+ * may turn it into a string); the time must be an ISO 8601 time, as the schemas' are.
+ */
+function toPublicationEntry(entry: { [K in keyof PublicationEntry]?: unknown }): PublicationEntry {
+  const storyId = checkId(entry.storyId, 'storyId');
+  const sceneId = checkId(entry.sceneId, 'sceneId');
+  const { target, status, recordedAt } = entry;
+  if (typeof target !== 'string' || !PUBLICATION_TARGET.test(target)) {
+    throw new ValidationError('target must be 1-128 characters of letters, digits and "._:/-"');
+  }
+  if (!PUBLICATION_STATUSES.includes(status as PublicationStatus)) {
+    throw new ValidationError(`status must be one of ${PUBLICATION_STATUSES.join(', ')}`);
+  }
+  let serialized: string | undefined;
+  try {
+    serialized = JSON.stringify(entry.result ?? {});
+  } catch (cause) {
+    throw new ValidationError('result must be JSON-serializable', { cause });
+  }
+  if (serialized !== undefined && serialized.length > MAX_PUBLICATION_RESULT_CHARS) {
+    throw new ValidationError(`result must serialize to at most ${MAX_PUBLICATION_RESULT_CHARS} characters`);
+  }
+  const result: unknown = serialized === undefined ? undefined : JSON.parse(serialized);
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) {
+    throw new ValidationError('result must be a JSON object');
+  }
+  if (!IsoTimeSchema.safeParse(recordedAt).success) {
+    throw new ValidationError('recordedAt must be an ISO 8601 time');
+  }
+  return {
+    storyId,
+    sceneId,
+    target,
+    status: status as PublicationStatus,
+    result: result as Record<string, unknown>,
+    recordedAt: recordedAt as string,
+  };
+}
+
+/**
+ * `time` in UTC, so that every backend orders the influence queue the same way; undefined when that leaves years
+ * 0000-9999. A time near year 0 or 9999 can leave them once moved to UTC, and `toISOString` then writes a signed
+ * six-digit year ("+010000-…") that sorts before every other time and that the schema (and so `importStory`) refuses.
+ */
+function inUtc(time: string): string | undefined {
+  const utc = new Date(time).toISOString();
+  return /^\d{4}-/.test(utc) ? utc : undefined;
+}
+
+/**
+ * The influence outcomes of a commit, each checked before any is read: an id must be an id and a reason a string,
+ * or the backend's lookup or the reason's cut would fail with an untyped error. Adds what is wrong to `problems`, and
+ * returns the outcomes only when nothing is (the commit goes no further otherwise).
+ */
+function checkOutcomes(
+  input: CommitSceneInput,
+  problems: Array<{ path: string; message: string }>,
+): { consumed: string[]; rejected: Array<{ id: string; reason: string }> } {
+  const before = problems.length;
+  const consumed: unknown = input.consumedInfluenceIds ?? [];
+  const rejected: unknown = input.rejectedInfluences ?? [];
+  if (!Array.isArray(consumed)) problems.push({ path: 'consumedInfluenceIds', message: 'must be an array of ids' });
+  else {
+    consumed.forEach((id, index) => {
+      if (!IdSchema.safeParse(id).success) {
+        problems.push({ path: `consumedInfluenceIds.${index}`, message: 'must be an influence id' });
+      }
+    });
+  }
+  if (!Array.isArray(rejected)) problems.push({ path: 'rejectedInfluences', message: 'must be an array' });
+  else {
+    rejected.forEach((outcome: unknown, index) => {
+      const fields: Partial<Record<string, unknown>> = typeof outcome === 'object' && outcome !== null ? outcome : {};
+      const { id, reason } = fields;
+      if (!IdSchema.safeParse(id).success) {
+        problems.push({ path: `rejectedInfluences.${index}.id`, message: 'must be an influence id' });
+      }
+      if (typeof reason !== 'string') {
+        problems.push({ path: `rejectedInfluences.${index}.reason`, message: 'must be a string' });
+      }
+    });
+  }
+  if (problems.length > before) return { consumed: [], rejected: [] };
+  return { consumed: consumed as string[], rejected: rejected as Array<{ id: string; reason: string }> };
 }
 
 /** Validates with a zod schema, throwing a `ValidationError` that lists every problem under `label`. */

@@ -31,7 +31,10 @@ export interface CommitSceneInput {
   nextState: StoryState;
   /** Pending influences the scene applied; they become `applied`. */
   consumedInfluenceIds: string[];
-  /** Pending influences the scene turned down, each with its reason; they become `rejected`. */
+  /**
+   * Pending influences the scene turned down, each with its reason; they become `rejected`. A reason longer than 500
+   * characters is cut between two characters.
+   */
   rejectedInfluences?: Array<{ id: string; reason: string }>;
 }
 
@@ -131,7 +134,8 @@ export interface StoryStateStore {
    * A stale `expectedVersion` gives `ConflictError`; committing an already committed scene id returns the original
    * commit with `created: false` and writes nothing. A scene that is not the story's next one (its index already
    * taken, or past a gap) or a `nextState` that does not follow from it is a `ValidationError` and writes nothing:
-   * scenes stay numbered 0, 1, 2, ... so the story always exports and imports.
+   * scenes stay numbered 0, 1, 2, ... so the story always exports and imports. So is an influence id that is not an
+   * id, or a rejection without a reason string.
    */
   commitScene(storyId: string, input: CommitSceneInput): Promise<CommitResult>;
 
@@ -158,7 +162,9 @@ export interface StoryStateStore {
 
   /**
    * Records the outcome of a step for a scene and target. The first `done` or `skipped` write wins; a `failed` entry
-   * may be replaced. `NotFoundError` for no story.
+   * may be replaced. `NotFoundError` for no story. `ValidationError` unless the target is 1-128 characters of letters,
+   * digits and `._:/-`, the result is still a JSON object once through `JSON.stringify` (a `toJSON` may make it
+   * something else) and under 16 KB as JSON, and `recordedAt`, when given, is an ISO 8601 time.
    */
   recordPublication(
     entry: Omit<PublicationEntry, 'recordedAt'> & { recordedAt?: string },
@@ -178,15 +184,20 @@ export interface StoryStateStore {
 
   /**
    * The whole story as JSON lines, portable between backends: the same story exports the same lines on every
-   * backend (the publication log by scene id, then target).
+   * backend (the publication log by scene id, then target). The lines hold the story as it stood when the export
+   * began, whatever is committed while they are read: no scene, snapshot or log entry of a later commit, and an
+   * influence a later scene resolved as still pending.
    */
   exportStory(storyId: string): AsyncIterable<string>;
 
   /**
    * Loads an exported story. `ConflictError` if it exists here; `ValidationError` names the first bad line (a
    * repeated scene id or index, influence id, log entry or snapshot version is one, and so are versions no store
-   * could have written: a state whose version is not its scene count, a scene whose `stateVersion` is not its index
-   * plus one, a snapshot newer than the state). A refused export writes nothing.
+   * could have written: a state or snapshot whose version is not its scene count or that does not name the scene
+   * that made it, a scene whose `stateVersion` is not its index plus one, a snapshot newer than the state). So is an
+   * influence whose outcome the scenes contradict (applied or rejected in no scene of the story, pending in one,
+   * rejected without a reason) and a log entry `recordPublication` would refuse. Influence times are kept in UTC, as
+   * `enqueueInfluence` keeps them. A refused export writes nothing.
    */
   importStory(lines: AsyncIterable<string> | Iterable<string>): Promise<ImportResult>;
 

@@ -58,6 +58,40 @@ async function collect(lines: AsyncIterable<string>): Promise<string[]> {
   return out;
 }
 
+/** The export `lines` with `records` of one kind added before the end marker, which counts them. */
+function withRecords(
+  lines: readonly string[],
+  kind: 'influence' | 'publication',
+  values: readonly unknown[],
+): string[] {
+  const records = lines.map((line) => JSON.parse(line));
+  const added = values.map((value) => (kind === 'influence' ? { kind, influence: value } : { kind, entry: value }));
+  const end = records.pop();
+  end.counts[kind === 'influence' ? 'influences' : 'publications'] += values.length;
+  return [...records, ...added, end].map((record) => JSON.stringify(record));
+}
+
+/** The export `lines` with each record of `kind` passed through `edit`. */
+function editRecords<T>(lines: readonly string[], kind: string, edit: (record: T) => void): string[] {
+  return lines.map((line) => {
+    const record = JSON.parse(line);
+    if (record.kind === kind) edit(record);
+    return JSON.stringify(record);
+  });
+}
+
+/** An influence record as an export writes it, pending unless `overrides` says otherwise. */
+function exportedInfluence(storyId: string, id: string, overrides: Record<string, unknown> = {}) {
+  return {
+    ...makeInfluence(storyId, id),
+    proof: { type: 'none' },
+    status: 'pending',
+    reason: null,
+    resolvedIn: null,
+    ...overrides,
+  };
+}
+
 /** The cases of the `StoryStateStore` suite, exported so tools can list them. */
 export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
   {
@@ -330,6 +364,48 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         'ValidationError for an unknown influence',
       );
       assert.equal((await store.load('s1')).version, 1);
+    },
+  },
+  {
+    name: 'influence outcomes of the wrong shape are a ValidationError and write nothing; a long reason is cut between characters',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-b'));
+      const scene = makeNextScene(state);
+      const commit = { expectedVersion: 0, scene, nextState: makeNextState(state, scene), consumedInfluenceIds: [] };
+      // What the types allow a JavaScript caller (or an `as`) to send.
+      const wrong: Array<[string, Record<string, unknown>]> = [
+        ['a rejection without a reason', { rejectedInfluences: [{ id: 'inf-a' }] }],
+        ['a rejection whose reason is a number', { rejectedInfluences: [{ id: 'inf-a', reason: 7 }] }],
+        ['a rejection whose id is an object', { rejectedInfluences: [{ id: {}, reason: 'no' }] }],
+        ['a rejection that is null', { rejectedInfluences: [null] }],
+        ['an empty influence id', { consumedInfluenceIds: [''] }],
+        ['a number as influence id', { consumedInfluenceIds: [7] }],
+        ['an object as influence id', { consumedInfluenceIds: [{}] }],
+        ['undefined as influence id', { consumedInfluenceIds: [undefined] }],
+        ['one id instead of a list', { consumedInfluenceIds: 'inf-a' }],
+      ];
+      for (const [label, outcomes] of wrong) {
+        await rejectsWith(
+          store.commitScene('s1', { ...commit, ...outcomes } as typeof commit),
+          ValidationError.isInstance,
+          `ValidationError for ${label}`,
+        );
+      }
+      assert.equal((await store.load('s1')).version, 0);
+      assert.equal(await store.getScene('s1', scene.id), null);
+      assert.equal((await store.getInfluence('s1', 'inf-a'))?.status, 'pending');
+      // 499 letters and an emoji (two code units) do not fit 500: the emoji goes whole, not half of it.
+      await store.commitScene('s1', {
+        ...commit,
+        rejectedInfluences: [
+          { id: 'inf-a', reason: `${'x'.repeat(499)}\u{1F600} and more` },
+          { id: 'inf-b', reason: 'y'.repeat(600) },
+        ],
+      });
+      assert.equal((await store.getInfluence('s1', 'inf-a'))?.reason, 'x'.repeat(499));
+      assert.equal((await store.getInfluence('s1', 'inf-b'))?.reason, 'y'.repeat(500));
     },
   },
   {
@@ -677,6 +753,52 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
     },
   },
   {
+    name: 'recordPublication refuses a result that is no JSON object once serialized and a recordedAt that is no ISO time',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      const sceneId = (await commitScenes(store, state, 1)).sceneId!;
+      type Entry = Parameters<StoryStateStore['recordPublication']>[0];
+      const refused: Array<[string, Record<string, unknown>]> = [
+        ['a string result', { result: 'posted' }],
+        ['a number result', { result: 42 }],
+        ['an array result', { result: ['posted'] }],
+        ['a result whose toJSON gives a string', { result: { toJSON: () => 'posted' } }],
+        ['a function as result', { result: () => 'posted' }],
+        ['a number as recordedAt', { recordedAt: 1_767_225_600_000 }],
+        ['recordedAt that is no time', { recordedAt: 'yesterday' }],
+      ];
+      for (const [label, fields] of refused) {
+        await rejectsWith(
+          store.recordPublication({
+            storyId: 's1',
+            sceneId,
+            target: 'site',
+            status: 'done',
+            result: {},
+            ...fields,
+          } as Entry),
+          ValidationError.isInstance,
+          `ValidationError for ${label}`,
+        );
+      }
+      assert.deepEqual(await store.listPublications('s1', sceneId), []);
+      // What it takes, it keeps as its JSON round trip gives it, and the story's export imports.
+      const { entry } = await store.recordPublication({
+        storyId: 's1',
+        sceneId,
+        target: 'site',
+        status: 'done',
+        result: { toJSON: () => ({ url: 'https://example.org/1' }) },
+        recordedAt: fixtureTime(1),
+      });
+      assert.deepEqual(entry.result, { url: 'https://example.org/1' });
+      const lines = await collect(store.exportStory('s1'));
+      const target = await create();
+      await target.importStory(lines);
+      assert.deepEqual(await target.listPublications('s1', sceneId), [entry]);
+    },
+  },
+  {
     name: 'concurrent finished writes of one publication: exactly one is recorded',
     async run(store) {
       const state = await store.create(makeStoryState('s1'));
@@ -773,6 +895,48 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
     },
   },
   {
+    name: 'an export taken while a scene commits holds the story as it stood when it began, and imports',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-b'));
+      const current = await commitScenes(store, state, 2);
+      await store.recordPublication({
+        storyId: 's1',
+        sceneId: current.sceneId!,
+        target: 'site',
+        status: 'done',
+        result: {},
+      });
+      const before = await store.load('s1');
+      const lines: string[] = [];
+      const reading = store.exportStory('s1')[Symbol.asyncIterator]();
+      for (let i = 0; i < 2; i++) lines.push((await reading.next()).value as string); // the header and the state
+      // The engine commits meanwhile: a scene that resolves both influences, and logs a step of it.
+      const late = makeNextScene(current, { influencesApplied: ['inf-a'] });
+      await store.commitScene('s1', {
+        expectedVersion: current.version,
+        scene: late,
+        nextState: makeNextState(current, late),
+        consumedInfluenceIds: ['inf-a'],
+        rejectedInfluences: [{ id: 'inf-b', reason: 'off-topic' }],
+      });
+      await store.recordPublication({ storyId: 's1', sceneId: late.id, target: 'site', status: 'done', result: {} });
+      for (let next = await reading.next(); !next.done; next = await reading.next()) lines.push(next.value);
+      const target = await create();
+      const summary = await target.importStory(lines);
+      assert.deepEqual(summary, { storyId: 's1', scenes: 2, influences: 2, publications: 1 });
+      assert.deepEqual(await target.load('s1'), before, 'the story as it stood, both influences still pending');
+      assert.equal(await target.getStateAt('s1', 3), null);
+      assert.equal(await target.getScene('s1', late.id), null);
+      assert.deepEqual(await target.listPublications('s1', late.id), []);
+      assert.deepEqual(await collect(target.exportStory('s1')), lines);
+      // The store itself moved on.
+      assert.equal((await store.getInfluence('s1', 'inf-a'))?.resolvedIn, late.id);
+      assert.equal((await store.load('s1')).version, 3);
+    },
+  },
+  {
     name: 'the export lists the publication log by scene id, then target, whatever order it was written in',
     async run(store) {
       await store.create(makeStoryState('s1'));
@@ -862,10 +1026,10 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
     },
   },
   {
-    name: 'an export whose versions no store could have written is refused and writes nothing: a version past the scene count, a snapshot past the state or differing from it, a scene that made another version',
+    name: 'an export whose versions no store could have written is refused and writes nothing: a version past the scene count, a snapshot past the state or differing from it, a scene that made another version, a state naming another scene than the one that made it',
     async run(store, { create }) {
       const state = await store.create(makeStoryState('s1'));
-      await commitScenes(store, state, 2);
+      await commitScenes(store, state, 3);
       const lines = await collect(store.exportStory('s1'));
       /** A line of the export, with the fields the edits below touch (each only on its own kind of line). */
       type ExportRecord = {
@@ -881,6 +1045,16 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         copy.at(-1)!.counts.snapshots = copy.filter((record) => record.kind === 'snapshot').length;
         return copy.map((record) => JSON.stringify(record));
       };
+      /** The export with the states of `versions` (the current one is `'state'`) changed by `change`. */
+      const states = (versions: ReadonlyArray<number | 'state'>, change: Partial<StoryState>) =>
+        edited((all) =>
+          all.map((r) =>
+            (r.kind === 'state' && versions.includes('state')) ||
+            (r.kind === 'snapshot' && versions.includes(r.state.version))
+              ? { ...r, state: { ...r.state, ...change } }
+              : r,
+          ),
+        );
       /** A story with no scene and no snapshot, its state at `version`: export and fork read every version below. */
       const bare = (version: number) => [
         JSON.stringify({ kind: 'storyloom-export', formatVersion: 1, storyId: 's1' }),
@@ -891,10 +1065,14 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       for (const [label, refused] of [
         ['a state at version 3,000,000 with no scene and no snapshot', bare(3_000_000)],
         ['a state at version 2^53 - 1 with no scene and no snapshot', bare(Number.MAX_SAFE_INTEGER)],
-        [
-          'a state whose version is past its scene count',
-          edited((all) => all.map((r) => (r.kind === 'state' ? { ...r, state: { ...r.state, version: 5 } } : r))),
-        ],
+        ['a state whose version is past its scene count', states(['state'], { version: 5 })],
+        // A fork taken at a snapshot starts from it: its next commit would land past a gap, or never be accepted.
+        ['a snapshot counting more scenes than its version', states([1], { sceneCount: 7 })],
+        ['a snapshot counting fewer scenes than its version', states([2], { sceneCount: 1 })],
+        ['a snapshot naming another scene than the one that made it', states([1], { sceneId: 'elsewhere' })],
+        ['a snapshot naming an earlier scene', states([2], { sceneId: 's1-s0' })],
+        ['the snapshot of version 0 naming a scene', states([0], { sceneId: 's1-s0' })],
+        ['a state (and its snapshot) naming another scene than its last', states(['state', 3], { sceneId: 's1-s1' })],
         [
           'a scene that made another version',
           edited((all) =>
@@ -909,7 +1087,7 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
           "a snapshot past the state's version",
           edited((all) => {
             const last = all.findLastIndex((r) => r.kind === 'snapshot');
-            const past = { ...all[last]!, state: { ...all[last]!.state, version: 3 } };
+            const past = { ...all[last]!, state: { ...all[last]!.state, version: 4, sceneCount: 4 } };
             return [...all.slice(0, last + 1), past, ...all.slice(last + 1)];
           }),
         ],
@@ -918,7 +1096,7 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
           "the snapshot of the state's version telling another story than the state",
           edited((all) =>
             all.map((r) =>
-              r.kind === 'snapshot' && r.state.version === 2
+              r.kind === 'snapshot' && r.state.version === 3
                 ? { ...r, state: { ...r.state, bible: { ...r.state.bible, title: 'Another tale' } } }
                 : r,
             ),
@@ -931,6 +1109,111 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       // The export as written still imports: each refusal above is its edit's.
       await target.importStory(lines);
       assert.deepEqual(await collect(target.exportStory('s1')), lines);
+    },
+  },
+  {
+    name: 'an imported influence is kept as the store keeps its own: its time in UTC, an outcome the scenes agree with',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      const scene = makeNextScene(state, { influencesApplied: ['inf-a'] });
+      await store.commitScene('s1', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: ['inf-a'],
+      });
+      const lines = await collect(store.exportStory('s1'));
+      // 05:00 at +05:00 is midnight UTC: before an influence received at 01:00 UTC, as the queue must say.
+      const target = await create();
+      await target.importStory(
+        withRecords(lines, 'influence', [
+          exportedInfluence('s1', 'z-imported', { receivedAt: '2026-01-01T05:00:00+05:00' }),
+        ]),
+      );
+      await target.enqueueInfluence(makeInfluence('s1', 'a-later', { receivedAt: '2026-01-01T01:00:00Z' }));
+      assert.deepEqual(
+        (await target.pendingInfluences('s1')).map((i) => [i.id, i.receivedAt]),
+        [
+          ['z-imported', '2026-01-01T00:00:00.000Z'],
+          ['a-later', '2026-01-01T01:00:00.000Z'],
+        ],
+      );
+      type InfluenceRecord = { influence: Record<string, unknown> };
+      const refused: Array<[string, string[]]> = [
+        [
+          'a time that leaves years 0000-9999 once in UTC',
+          withRecords(lines, 'influence', [
+            exportedInfluence('s1', 'far', { receivedAt: '9999-12-31T23:30:00-02:00' }),
+          ]),
+        ],
+        [
+          'a rejected influence without a reason',
+          editRecords<InfluenceRecord>(lines, 'influence', (r) => Object.assign(r.influence, { status: 'rejected' })),
+        ],
+        [
+          'an influence applied in a scene the story does not have',
+          editRecords<InfluenceRecord>(lines, 'influence', (r) =>
+            Object.assign(r.influence, { resolvedIn: 'no-such' }),
+          ),
+        ],
+        [
+          'an influence applied in no scene',
+          editRecords<InfluenceRecord>(lines, 'influence', (r) => Object.assign(r.influence, { resolvedIn: null })),
+        ],
+        [
+          'a pending influence resolved in a scene',
+          editRecords<InfluenceRecord>(lines, 'influence', (r) => Object.assign(r.influence, { status: 'pending' })),
+        ],
+      ];
+      for (const [label, edited] of refused) {
+        const other = await create();
+        await rejectsWith(other.importStory(edited), ValidationError.isInstance, `ValidationError for ${label}`);
+        assert.equal(await other.exists('s1'), false, `nothing written for ${label}`);
+      }
+      // Rejected in a scene of the story, with a reason, it imports: each refusal above is its edit's.
+      const rejected = editRecords<InfluenceRecord>(lines, 'influence', (r) =>
+        Object.assign(r.influence, { status: 'rejected', reason: 'off-topic' }),
+      );
+      await (await create()).importStory(rejected);
+    },
+  },
+  {
+    name: 'an imported log entry is held to what recordPublication accepts, and keeps only its known fields',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      const sceneId = (await commitScenes(store, state, 1)).sceneId!;
+      const lines = await collect(store.exportStory('s1'));
+      const entry = { storyId: 's1', sceneId, target: 'site', status: 'done', result: {}, recordedAt: fixtureTime(1) };
+      const refused: Array<[string, Record<string, unknown>]> = [
+        ['an empty target', { target: '' }],
+        ['a target with a space', { target: 'bad target!' }],
+        ['a target of 100,000 characters', { target: 'x'.repeat(100_000) }],
+        // Backends order text apart past ASCII (code units in memory, UTF-8 bytes in SQLite and DynamoDB).
+        ['a target outside ASCII', { target: 'caf\u00e9' }],
+        ['a result of 200 KB', { result: { blob: 'x'.repeat(200_000) } }],
+        ['a result that is an array', { result: ['posted'] }],
+        ['recordedAt that is no time', { recordedAt: 'yesterday' }],
+        ['a status no step ends with', { status: 'pending' }],
+        ['an entry that is no object', { entry: 'site' }],
+      ];
+      for (const [label, change] of refused) {
+        const other = await create();
+        const value = 'entry' in change ? change.entry : { ...entry, ...change };
+        const error = await rejectsWith(
+          other.importStory(withRecords(lines, 'publication', [value])),
+          ValidationError.isInstance,
+          `ValidationError for ${label}`,
+        );
+        assert.match((error as Error).message, /line \d+/, `the error names the line of ${label}`);
+        assert.equal(await other.exists('s1'), false, `nothing written for ${label}`);
+      }
+      const target = await create();
+      await target.importStory(withRecords(lines, 'publication', [{ ...entry, secret: 'kept nowhere' }]));
+      const [stored] = await target.listPublications('s1', sceneId);
+      assert.deepEqual(stored, entry);
+      const again = await collect(target.exportStory('s1'));
+      assert.deepEqual(again, withRecords(lines, 'publication', [entry]));
     },
   },
   {
