@@ -169,13 +169,15 @@ describe('engine: a step that never answers', () => {
     expect(result.failures).toEqual([]);
   });
 
-  it('skips a cache refresh that never answers at the time limit, without retrying it: the episode is complete', async () => {
+  it('skips a cache refresh that never answers at the time limit, without retrying it, telling it through its signal: the episode is complete', async () => {
     const { store, clock } = await newWorldStore();
     let refreshes = 0;
+    const signals: AbortSignal[] = [];
     const context: EpisodeContext = {
       ...createStateOnlyContext({ store }),
-      refreshCache: () => {
+      refreshCache: (_storyId, _state, options) => {
         refreshes++;
+        if (options?.signal) signals.push(options.signal);
         return never();
       },
     };
@@ -194,6 +196,8 @@ describe('engine: a step that never answers', () => {
     const entry = (await store.listPublications(STORY_ID, first.scene.id)).find((e) => e.target === 'cache');
     expect(entry?.status).toBe('skipped');
     expect(String(entry?.result.reason)).toContain('took longer than 30 ms');
+    // The refresh left behind was told to stop.
+    expect(signals.map((signal) => signal.aborted)).toEqual([true]);
     // The next run writes the next scene rather than resume the cache step.
     expect((await engine.runEpisode(STORY_ID)).outcome).toBe('created');
   });

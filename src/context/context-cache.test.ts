@@ -454,6 +454,37 @@ describe('ContextCache', () => {
     await expect(aborted).rejects.toSatisfy((error: unknown) => AbortedError.isInstance(error));
   });
 
+  it('cacheFrequentContext ends at once on abort while its computation hangs, and writes nothing of it', async () => {
+    const { store } = await storyWithScenes(3);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The store read waits for the gate: a refresh stuck on a slow store.
+    const slow = withListScenes(store, async (_call, real) => {
+      await gate;
+      return real();
+    });
+    const driver = createMemoryCacheDriver();
+    const cache = new ContextCache({ driver, store: slow });
+    const state = await store.load('tale');
+    const controller = new AbortController();
+    const refresh = watch(cache.cacheFrequentContext('tale', { state, signal: controller.signal }));
+    await settled();
+    expect(refresh.outcome).toBeUndefined();
+    controller.abort(new Error('step timed out'));
+    await settled();
+    expect(refresh.outcome && 'error' in refresh.outcome && AbortedError.isInstance(refresh.outcome.error)).toBe(true);
+    // The computation finishing afterwards writes nothing: the next read is a miss.
+    release();
+    await settled();
+    expect(await driver.get(cache.keyFor('tale', state.version))).toBeNull();
+    // A signal that has already fired is refused before any work.
+    await expect(cache.cacheFrequentContext('tale', { state, signal: AbortSignal.abort() })).rejects.toSatisfy(
+      (error: unknown) => AbortedError.isInstance(error),
+    );
+  });
+
   it('computes apart two states of one version from two timelines, each caller getting its own', async () => {
     const { store } = await storyWithScenes(2);
     const a = await store.load('tale');

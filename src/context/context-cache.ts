@@ -288,20 +288,23 @@ export class ContextCache {
   /**
    * Computes the frequent context of the story's current version and writes it to the cache, waiting for the write
    * (a failed one is reported, not thrown). Pass `state` when it is already loaded, to save a read; a `state` of
-   * another story is a `ValidationError`.
+   * another story is a `ValidationError`. A `signal` that fires ends the call at once with an `AbortedError`; what it
+   * was computing is then not written (a write already sent is left to its driver's timeout).
    */
-  async cacheFrequentContext(storyId: string, options: { state?: StoryState } = {}): Promise<FrequentContext> {
+  async cacheFrequentContext(storyId: string, options: GetFrequentContextOptions = {}): Promise<FrequentContext> {
+    const { signal } = options;
+    throwIfAborted(signal);
     const ticket = this.begin(storyId);
     let state: StoryState;
     let context: FrequentContext;
     try {
-      state = await this.stateOf(storyId, options);
-      context = await this.compute(state);
+      state = await waitUnlessAborted(this.stateOf(storyId, options), signal);
+      context = await waitUnlessAborted(this.compute(state), signal);
     } catch (error) {
       this.end(ticket);
       throw error;
     }
-    await this.write(this.keyFor(storyId, state.version), JSON.stringify(context), ticket);
+    await waitUnlessAborted(this.write(this.keyFor(storyId, state.version), JSON.stringify(context), ticket), signal);
     return context;
   }
 

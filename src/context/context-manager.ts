@@ -955,10 +955,11 @@ export class ContextManager {
 
   /**
    * Writes the frequent context of `state` to the cache, so the next episode starts warm. A cache outage is
-   * swallowed by `ContextCache`; without a cache this does nothing.
+   * swallowed by `ContextCache`; without a cache this does nothing. A `signal` that fires ends it at once with an
+   * `AbortedError`, writing nothing it had not sent yet.
    */
-  async refreshCache(storyId: string, state: StoryState): Promise<void> {
-    await this.cache?.cacheFrequentContext(storyId, { state });
+  async refreshCache(storyId: string, state: StoryState, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.cache?.cacheFrequentContext(storyId, { state, ...(options.signal ? { signal: options.signal } : {}) });
   }
 
   /** Indexes (or re-indexes) one character as it stands in the state. */

@@ -831,10 +831,10 @@ class Engine implements StoryEngine {
           step,
           scene,
           resumed,
-          async () => {
+          async (signal) => {
             try {
-              // It takes no signal: one that never answers is left behind when the attempt times out.
-              await this.context.refreshCache?.(run.storyId, story);
+              // One that never answers is told through the signal, and left behind, when the attempt times out.
+              await this.context.refreshCache?.(run.storyId, story, { signal });
               return { status: 'done', result: {} };
             } catch (error) {
               return skip(error);

@@ -45,8 +45,11 @@ export interface EpisodeContext {
   ): Promise<{ prompt: ScenePrompt; tokens?: { total: number; stable: number } }>;
   /** Indexes a committed scene (embeddings, keywords); idempotent per scene. */
   indexScene(scene: Scene, options?: { signal?: AbortSignal; state?: StoryState }): Promise<void>;
-  /** Refreshes the frequent-context cache for the committed state; must never throw for a cache outage. */
-  refreshCache?(storyId: string, state: StoryState): Promise<void>;
+  /**
+   * Refreshes the frequent-context cache for the committed state; must never throw for a cache outage. `signal` fires
+   * when the engine stops waiting (the step's attempt timed out, or the run was aborted): stop then.
+   */
+  refreshCache?(storyId: string, state: StoryState, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 /** Options of `createStateOnlyContext`. */
