@@ -94,6 +94,18 @@ describe('the storyloom command', () => {
     expect(JSON.parse(json.stdout).tokens.budget).toBe(8000);
   });
 
+  it('without --query, shows the prompt of the next episode: its own query, with the memories it retrieves', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '9', '--no-images']);
+    const json = await storyloom(cwd, ['context', '--data', 'proj', '--json']);
+    expect(json.code).toBe(0);
+    const bundle = JSON.parse(json.stdout);
+    // The episode query names the main characters: a scene older than the recent ones is retrieved for it.
+    expect(bundle.similarScenes.length).toBeGreaterThan(0);
+    expect(bundle.prompt.dynamic).toMatch(/Characters: /);
+  });
+
   it('shows, prunes and rebuilds the story’s memory', async () => {
     const cwd = workspace();
     await storyloom(cwd, ['init', '--data', 'proj']);

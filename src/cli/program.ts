@@ -37,7 +37,9 @@ import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, StoryloomError, ValidationError } from '../core/errors.js';
+import { buildEpisodeQuery } from '../engine/engine.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
+import { resolveInfluences } from '../engine/influence-resolution.js';
 import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
 import { EXPORT_FORMAT } from '../state/base-store.js';
 import {
@@ -333,7 +335,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .description('show the prompt the next scene would get, with its trace and token counts')
     .addOption(dataOption())
     .addOption(storyOption())
-    .option('-q, --query <text>', 'what the next scene is about', '')
+    .option(
+      '-q, --query <text>',
+      "what the next scene is about (default: the next episode's own query, from its main characters, open threads and the audience's leading choice)",
+    )
     .option('-k, --k <count>', 'similar scenes to retrieve', positiveInteger('--k', 100), 5)
     .option('--budget <tokens>', 'token budget of the prompt', positiveInteger('--budget', 2_000_000, 256), 8_000)
     .option('--pov <characterId>', 'only what this character witnessed or knows')
@@ -342,14 +347,22 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       async (options: {
         data: string;
         story?: string;
-        query: string;
+        query?: string;
         k: number;
         budget: number;
         pov?: string;
         json?: boolean;
       }) => {
         await withStory(options, async (project, storyId) => {
-          const bundle = await project.context.getRelevantContext(storyId, options.query, {
+          // Without --query, the query the engine builds for the next episode, so the prompt shown is the one it gets
+          // (with over 100 pending influences, the engine resolves the oldest 100 of them; this resolves them all).
+          let query = options.query;
+          if (query === undefined) {
+            const state = await project.store.load(storyId);
+            const resolution = resolveInfluences(state.userInfluenceQueue);
+            query = buildEpisodeQuery(state, resolution, options.pov ? { povCharacterId: options.pov } : {});
+          }
+          const bundle = await project.context.getRelevantContext(storyId, query, {
             k: options.k,
             tokenBudget: options.budget,
             ...(options.pov ? { povCharacterId: options.pov } : {}),

@@ -207,8 +207,10 @@ interface Build {
  *
  * @example
  * ```ts
- * import { ContextCache, createMemoryCacheDriver, createMemoryStateStore } from 'storyloom';
- * const cache = new ContextCache({ driver: createMemoryCacheDriver(), store: createMemoryStateStore() });
+ * import { ContextCache, createMemoryCacheDriver, createMemoryStateStore, createStoryFromTemplate } from 'storyloom';
+ * const store = createMemoryStateStore();
+ * await store.create(createStoryFromTemplate('lighthouse-keepers', 'lighthouse'));
+ * const cache = new ContextCache({ driver: createMemoryCacheDriver(), store });
  * const frequent = await cache.getFrequentContext('lighthouse');
  * ```
  */

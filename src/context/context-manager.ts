@@ -572,10 +572,13 @@ export interface ContextManagerOptions {
  *   createMemoryKeywordIndex,
  *   createMemoryStateStore,
  *   createMemoryVectorIndex,
+ *   createStoryFromTemplate,
  * } from 'storyloom';
  *
+ * const store = createMemoryStateStore();
+ * await store.create(createStoryFromTemplate('lighthouse-keepers', 'lighthouse'));
  * const context = new ContextManager({
- *   store: createMemoryStateStore(),
+ *   store,
  *   vectors: createMemoryVectorIndex({ dimensions: 1536 }),
  *   keywords: createMemoryKeywordIndex(),
  *   embedder: createHashingEmbedder({ dimensions: 1536 }),

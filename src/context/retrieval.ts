@@ -1217,7 +1217,7 @@ export const DEFAULT_COMPOSE_OPTIONS = Object.freeze({ minCharacters: 700, maxNe
  * ```ts
  * import { composeIndexText } from 'storyloom';
  * composeIndexText({ text: 'Yes, last week!', labels: ['Mira'], before: ['Did you visit the archive?'] });
- * // 'Mira: Yes, last week!\nDid you visit the archive?'
+ * // 'Did you visit the archive?\nMira: Yes, last week!'
  * ```
  */
 export function composeIndexText(unit: IndexableUnit, options: ComposeIndexTextOptions = {}): string {

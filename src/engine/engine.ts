@@ -279,9 +279,16 @@ const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
  *
  * @example
  * ```ts
- * import { createMemoryPublisher, createMemoryStateStore, createProceduralNarrator, createStoryEngine } from 'storyloom';
+ * import {
+ *   createMemoryPublisher,
+ *   createMemoryStateStore,
+ *   createProceduralNarrator,
+ *   createStoryEngine,
+ *   createStoryFromTemplate,
+ * } from 'storyloom';
  *
  * const store = createMemoryStateStore();
+ * await store.create(createStoryFromTemplate('lighthouse-keepers', 'lighthouse'));
  * const engine = createStoryEngine({
  *   store,
  *   generator: createProceduralNarrator({ seed: 1 }),

@@ -107,8 +107,9 @@ export interface ImportResult {
  *
  * @example
  * ```ts
- * import { createMemoryStateStore } from 'storyloom';
+ * import { createMemoryStateStore, createStoryFromTemplate } from 'storyloom';
  * const store = createMemoryStateStore();
+ * await store.create(createStoryFromTemplate('lighthouse-keepers', 'my-story'));
  * const state = await store.load('my-story');
  * ```
  */
