@@ -158,6 +158,25 @@ describe('storyloom project files, bible files and flag values', () => {
     expect(status.code).toBe(1);
   });
 
+  it('a storyloom.json of a newer format says to upgrade storyloom, in one line, exit 1', async () => {
+    const { cwd, data } = await storyWith(1);
+    const file = path.join(data, 'storyloom.json');
+    const project = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...project, formatVersion: 2, aSettingOfFormat2: true }));
+    const status = await storyloom(cwd, ['status', '--data', 'proj']);
+    expect(status.stderr).toBe(
+      `storyloom: ${file} was written by a newer storyloom (format 2; this version reads 1): upgrade storyloom to open the project\n`,
+    );
+    expect(status.code).toBe(1);
+    // A format that no storyloom writes is still no project file of its.
+    for (const formatVersion of [0, 1.5, '2']) {
+      writeFileSync(file, JSON.stringify({ ...project, formatVersion }));
+      const refused = await storyloom(cwd, ['status', '--data', 'proj']);
+      expect(refused.stderr, String(formatVersion)).toContain('is not a storyloom project file (formatVersion');
+      expect(refused.code).toBe(1);
+    }
+  });
+
   it('init --bible with a whole initial state keeps the story id it names; --story still wins', async () => {
     const cwd = workspace();
     const now = '2025-01-01T00:00:00.000Z';
@@ -350,6 +369,52 @@ describe('storyloom export and import files', () => {
     expect(again.code).toBe(0);
   });
 
+  it('an import without the snapshots of some scenes publishes every scene, each with the nearest state after it', async () => {
+    const { cwd, data } = await storyWith(6);
+    expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl'])).code).toBe(0);
+    // The store takes an export that keeps only some snapshots (bench/story-synthesis.ts writes such files). Here:
+    // those after scenes 3 and 6, and the one after scene 3 names Mira otherwise, so a page tells which state it used.
+    const renamed = 'Mira of the Third Night';
+    const lines = readFileSync(path.join(cwd, 'story.jsonl'), 'utf8').trim().split('\n');
+    let snapshots = 0;
+    const sparse = lines.flatMap((line) => {
+      const record = JSON.parse(line);
+      if (record.kind === 'snapshot') {
+        if (![0, 3, 6].includes(record.state.version)) return [];
+        snapshots++;
+        if (record.state.version === 3) record.state.characters.mira.name = renamed;
+      }
+      if (record.kind === 'end') record.counts.snapshots = snapshots;
+      return [JSON.stringify(record)];
+    });
+    writeFileSync(path.join(cwd, 'sparse.jsonl'), `${sparse.join('\n')}\n`);
+    const imported = await storyloom(cwd, ['import', 'sparse.jsonl', '--data', 'copy']);
+    expect(imported.stderr).toBe('');
+    expect(imported.stdout).toContain('Imported lighthouse-keepers: 6 scenes');
+    const status = JSON.parse((await storyloom(cwd, ['status', '--data', 'copy', '--json'])).stdout);
+    expect(status).toMatchObject({ unfinishedSteps: [], unfinishedBuild: null });
+    const scenes = path.join(cwd, 'copy', 'site', 'lighthouse-keepers', 'scenes');
+    const pages = readdirSync(scenes)
+      .filter((name) => name.endsWith('.html'))
+      .sort();
+    expect(pages).toHaveLength(6);
+    // Mira's name on each page where she is on stage: the state after scene 3 for scenes 1-3, after 6 for 4-6.
+    const shown = pages.flatMap((page, index) => {
+      const chip = readFileSync(path.join(scenes, page), 'utf8').match(/#character-mira" dir="auto">([^<]+)</);
+      return chip ? [[index + 1, chip[1]] as const] : [];
+    });
+    expect(shown.some(([scene]) => scene < 3)).toBe(true);
+    expect(shown.some(([scene]) => scene > 3 && scene < 6)).toBe(true);
+    for (const [scene, name] of shown) expect(name, `scene ${scene}`).toBe(scene <= 3 ? renamed : 'Mira Vale');
+    // A fork needs the state after its scene: where the import lacks it, a refusal in the command's numbering.
+    const fork = await storyloom(cwd, ['fork', '--data', 'copy', '--at', '2', '--as', 'branch']);
+    expect(fork.stderr).toBe(
+      'storyloom: lighthouse-keepers keeps no state after scene 2 (it was imported without it): fork at another scene\n',
+    );
+    expect(fork.code).toBe(1);
+    expect((await storyloom(cwd, ['fork', '--data', 'copy', '--at', '3', '--as', 'branch'])).code).toBe(0);
+  });
+
   it('a .gz damaged anywhere is refused in one line before anything is read from it, never a crash', async () => {
     const { cwd, data } = await storyWith(6);
     expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl.gz'])).code).toBe(0);
@@ -454,6 +519,35 @@ describe('storyloom export and import files', () => {
     }
     expect(readFileSync(target, 'utf8')).toBe('an earlier export\n');
     expect(readdirSync(cwd).sort(), 'no export and no partial file').toEqual(['proj', 'story.jsonl']);
+  });
+});
+
+describe('storyloom status', () => {
+  it('counts the pending influences past the 1,000 a loaded state holds, and says "10000+" past what it counts', async () => {
+    const cwd = workspace();
+    expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+    expect((await storyloom(cwd, ['influence', 'add', '--data', 'proj', '--choice', 'open the door'])).code).toBe(0);
+    const lines = (await storyloom(cwd, ['export', '--data', 'proj'])).stdout.trim().split('\n');
+    const influence = JSON.parse(lines.find((line) => line.startsWith('{"kind":"influence"'))!);
+    /** The story with `count` pending votes, imported into a new project `folder`. */
+    const importWith = async (folder: string, count: number) => {
+      const votes = Array.from({ length: count }, (_, i) =>
+        JSON.stringify({ ...influence, influence: { ...influence.influence, id: `vote-${i}` } }),
+      );
+      const rest = lines.filter((line) => !line.startsWith('{"kind":"influence"'));
+      const end = JSON.parse(rest.pop()!);
+      end.counts.influences = count;
+      writeFileSync(path.join(cwd, `${folder}.jsonl`), `${[...rest, ...votes, JSON.stringify(end)].join('\n')}\n`);
+      expect((await storyloom(cwd, ['import', `${folder}.jsonl`, '--data', folder])).code).toBe(0);
+    };
+    await importWith('some', 1_001);
+    const some = await storyloom(cwd, ['status', '--data', 'some', '--json']);
+    expect(JSON.parse(some.stdout)).toMatchObject({ pendingInfluences: 1_001, pendingInfluencesExact: true });
+    expect((await storyloom(cwd, ['status', '--data', 'some'])).stdout).toContain('Pending influences: 1001\n');
+    await importWith('many', 10_001);
+    const many = await storyloom(cwd, ['status', '--data', 'many', '--json']);
+    expect(JSON.parse(many.stdout)).toMatchObject({ pendingInfluences: 10_000, pendingInfluencesExact: false });
+    expect((await storyloom(cwd, ['status', '--data', 'many'])).stdout).toContain('Pending influences: 10000+\n');
   });
 });
 

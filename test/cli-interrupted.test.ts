@@ -3,7 +3,7 @@
  * store (the state such a kill leaves is built here by the command's own first steps, stopped there), two runs on
  * one project, and the small refusals that keep a slip from costing the project.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { markBuildPending, openProject, projectPaths } from '../src/cli/project.js';
@@ -151,6 +151,44 @@ describe('an import cut short before its story went in', () => {
     const run = await storyloom(cwd, ['run', '--data', 'copy', '--episodes', '1', '--no-images']);
     expect(run.stdout).not.toContain('Finishing the import');
   });
+
+  it("of another story than the project's: status and run say to run the same import again, which then works", async () => {
+    const { cwd } = await storyWith(2);
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    // Renamed in the file, so the story is not the one "init" would make (as for any story but the demo's).
+    const text = readFileSync(path.join(cwd, 'story.jsonl'), 'utf8').replaceAll(`"${STORY}"`, '"saga"');
+    writeFileSync(path.join(cwd, 'saga.jsonl'), text);
+    const copy = await openProject(path.join(cwd, 'copy'), { formatVersion: 1, storyId: 'saga', dimensions: 1536 });
+    markBuildPending(copy.paths, 'saga', { kind: 'import', from: 'saga' });
+    copy.close();
+    for (const command of [['status'], ['run', '--episodes', '1']]) {
+      const refused = await storyloom(cwd, [...command, '--data', 'copy']);
+      expect(refused.stderr, command[0]).toBe(
+        `storyloom: the import of "saga" into ${path.join(cwd, 'copy')} was cut short before its story went in: run the same import again ("npm run storyloom -- import <file> --data <this folder>")\n`,
+      );
+      expect(refused.code, command[0]).toBe(1);
+    }
+    const again = await storyloom(cwd, ['import', 'saga.jsonl', '--data', 'copy']);
+    expect(again.stderr).toBe('');
+    expect(again.stdout).toContain('Imported saga: 2 scenes');
+    expect(await statusOf(cwd, 'copy', 'saga')).toMatchObject({ scenes: 2, unfinishedBuild: null });
+  });
+});
+
+describe('a fork cut short before its story went in', () => {
+  it('status of the fork says to run the same fork again, and that command works', async () => {
+    const { cwd, data } = await storyWith(3);
+    markBuildPending(projectPaths(data), 'branch', { kind: 'fork', from: STORY, at: 2 });
+    const refused = await storyloom(cwd, ['status', '--data', 'proj', '--story', 'branch']);
+    const again = `fork --story ${STORY} --at 2 --as branch --data <this folder>`;
+    expect(refused.stderr).toBe(
+      `storyloom: the fork of "${STORY}" into "branch" in ${data} was cut short before its story went in: run the same fork again ("npm run storyloom -- ${again}")\n`,
+    );
+    expect(refused.code).toBe(1);
+    const forked = await storyloom(cwd, again.replace('<this folder>', 'proj').split(' '));
+    expect(forked.stderr).toBe('');
+    expect(forked.stdout).toContain(`Forked ${STORY} after scene 2 into branch (2 scenes)`);
+  });
 });
 
 describe('a fork cut short after its story went in', () => {
@@ -165,6 +203,13 @@ describe('a fork cut short after its story went in', () => {
       project.close();
     }
     expect((await statusOf(cwd, data, 'branch')).unfinishedBuild).toBe('fork');
+    // Another --at is another fork: refused, not taken for this one (a record without its --at has the fork's scenes).
+    const other = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '1', '--as', 'branch']);
+    expect(other.stderr).toBe(
+      `storyloom: the fork of ${STORY} into branch that was cut short was at --at 3, not 1: run it again with --at 3 to finish it, or fork into another --as\n`,
+    );
+    expect(other.code).toBe(1);
+    expect((await statusOf(cwd, data, 'branch')).unfinishedBuild).toBe('fork');
     const again = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '3', '--as', 'branch']);
     expect(again.stderr).toBe('');
     expect(again.code).toBe(0);
@@ -174,6 +219,22 @@ describe('a fork cut short after its story went in', () => {
     // A finished fork is not finished again: the id is taken.
     const taken = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '3', '--as', 'branch']);
     expect(taken.code).toBe(1);
+  });
+
+  it('keeps its --at: a fork whose build failed is not finished by a fork at another scene', async () => {
+    const { cwd, data } = await storyWith(3);
+    // A file where the fork's site goes: the new story goes in, its site cannot be built.
+    writeFileSync(path.join(data, 'site', 'branch'), 'not a folder');
+    const failed = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '2', '--as', 'branch']);
+    expect(failed.code).not.toBe(0);
+    rmSync(path.join(data, 'site', 'branch'));
+    const other = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '3', '--as', 'branch']);
+    expect(other.stderr).toContain('was at --at 2, not 3');
+    expect(other.code).toBe(1);
+    const again = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '2', '--as', 'branch']);
+    expect(again.stderr).toBe('');
+    expect(again.stdout).toContain(`Finished the fork of ${STORY} into branch (2 scenes)`);
+    expect(scenePages(data, 'branch')).toHaveLength(2);
   });
 });
 

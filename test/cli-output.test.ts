@@ -3,7 +3,7 @@
  * a run whose reader closes early, and the commands it prints for the user to paste into a shell.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -92,6 +92,69 @@ describe('storyloom export --out onto what is not a regular file', () => {
     expect(exported.code).toBe(0);
     expect(statSync(device).isCharacterDevice(), 'still a character device, not a regular file').toBe(true);
   });
+});
+
+/** What an import left in a project folder of the copy it makes of a pipe. */
+const importCopies = (folder: string) => readdirSync(folder).filter((name) => name.startsWith('.import-copy'));
+
+describe('storyloom import from what is not a regular file', () => {
+  it('"storyloom export | storyloom import /dev/stdin" copies the story through a pipe, and leaves no copy behind', async () => {
+    const { cwd, data } = await storyWith(2);
+    const copy = path.join(cwd, 'copy');
+    const piped = spawnSync(
+      'sh',
+      ['-c', `${cli} export --data ${quoted(data)} | ${cli} import /dev/stdin --data ${quoted(copy)}`],
+      { cwd: repositoryRoot, encoding: 'utf8' },
+    );
+    expect(piped.stderr).toBe('');
+    expect(piped.stdout).toBe(`Imported lighthouse-keepers: 2 scenes into a new project in ${copy}\n`);
+    expect(piped.status).toBe(0);
+    expect(importCopies(copy)).toEqual([]);
+    const status = JSON.parse((await storyloom(cwd, ['status', '--data', copy, '--json'])).stdout);
+    expect(status).toMatchObject({ scenes: 2, unfinishedSteps: [], unfinishedBuild: null });
+    const pages = readdirSync(path.join(copy, 'site', 'lighthouse-keepers', 'scenes'));
+    expect(pages.filter((name) => name.endsWith('.html'))).toHaveLength(2);
+    // Piped text that is no export: one line, and the folder made to hold its copy is gone.
+    const other = path.join(cwd, 'other');
+    const foreign = spawnSync('sh', ['-c', `echo hello | ${cli} import /dev/stdin --data ${quoted(other)}`], {
+      cwd: repositoryRoot,
+      encoding: 'utf8',
+    });
+    expect(foreign.stderr).toBe('storyloom: /dev/stdin is not a storyloom export\n');
+    expect(foreign.status).toBe(1);
+    expect(existsSync(other)).toBe(false);
+  }, 60_000);
+
+  it.skipIf(!hasMkfifo)(
+    'imports a gzip-compressed export from a named pipe, and removes its copy (needs mkfifo)',
+    async () => {
+      const { cwd } = await storyWith(2);
+      expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl.gz'])).code).toBe(0);
+      const fifo = path.join(cwd, 'story.fifo');
+      expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+      /** Imports into `copy` what a writer of the pipe gives it, as `cat <what> > story.fifo & import story.fifo`. */
+      const importThroughPipe = (what: string) => {
+        children.push(spawn('sh', ['-c', `${what} > story.fifo`], { cwd, stdio: 'ignore' }));
+        return storyloom(cwd, ['import', fifo, '--data', 'copy']);
+      };
+      const imported = await importThroughPipe('cat story.jsonl.gz');
+      expect(imported.stderr).toBe('');
+      expect(imported.stdout).toContain('Imported lighthouse-keepers: 2 scenes into a new project');
+      const copy = path.join(cwd, 'copy');
+      expect(importCopies(copy)).toEqual([]);
+      // A stream cut short is refused in one line, and its copy goes with it.
+      const cut = await importThroughPipe('head -c 100 story.jsonl.gz');
+      expect(cut.stderr).toMatch(/^storyloom: .*story\.fifo is a damaged or truncated gzip file .*\n$/);
+      expect(cut.code).toBe(1);
+      expect(importCopies(copy)).toEqual([]);
+      // What an import killed while it copied left is removed by the next one (no process has that pid).
+      writeFileSync(path.join(copy, '.import-copy.partial-4194999'), '{"kind":"storyloom-export"');
+      const again = await importThroughPipe('cat story.jsonl.gz');
+      expect(again.stdout).toContain('lighthouse-keepers was imported before (2 scenes)');
+      expect(again.code).toBe(0);
+      expect(importCopies(copy)).toEqual([]);
+    },
+  );
 });
 
 describe('storyloom run whose reader closes early', () => {

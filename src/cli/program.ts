@@ -36,7 +36,7 @@ import { createGunzip, createGzip } from 'node:zlib';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
-import { ConflictError, StoryloomError, ValidationError } from '../core/errors.js';
+import { ConflictError, NotFoundError, StoryloomError, ValidationError } from '../core/errors.js';
 import { buildEpisodeQuery } from '../engine/engine.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { resolveInfluences } from '../engine/influence-resolution.js';
@@ -53,6 +53,7 @@ import {
   CommandError,
   clearBuildPending,
   type GeneratorChoice,
+  makeProjectFolder,
   markBuildPending,
   type OpenProject,
   openProject,
@@ -554,6 +555,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             step: entry.target,
             reason: typeof entry.result.reason === 'string' ? entry.result.reason : '',
           }));
+        const pendingInfluences = await countPendingInfluences(project, state);
         const summary = {
           storyId,
           title: state.bible.title,
@@ -562,7 +564,8 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           chapter: state.chapterId,
           characters: Object.values(state.characters).map((c) => `${c.name} (${c.status})`),
           openThreads: state.plotThreads.filter((t) => t.status !== 'resolved').map((t) => t.title),
-          pendingInfluences: state.userInfluenceQueue.length,
+          pendingInfluences: pendingInfluences.count,
+          pendingInfluencesExact: pendingInfluences.exact,
           lastScene: last ? { index: last.index, title: last.title, summary: last.summary } : null,
           unfinishedSteps: unfinished,
           unfinishedBuild: pending?.kind ?? null,
@@ -578,7 +581,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         );
         print(`Characters: ${summary.characters.join(', ')}`);
         print(`Open threads: ${summary.openThreads.join('; ') || 'none'}`);
-        print(`Pending influences: ${summary.pendingInfluences}`);
+        print(`Pending influences: ${summary.pendingInfluences}${summary.pendingInfluencesExact ? '' : '+'}`);
         if (summary.lastScene) print(`Last scene: [${summary.lastScene.index + 1}] ${summary.lastScene.title}`);
         if (pending) {
           print(
@@ -640,42 +643,59 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     .argument('<file>', 'the JSON lines file, or the same gzip-compressed')
     .addOption(dataOption())
     .action(async (file: string, options: { data: string }) => {
-      const source = path.resolve(io.cwd, file);
-      if (!existsSync(source)) throw new CommandError(`${file} does not exist`);
-      if (statSync(source).isDirectory()) throw new CommandError(`${file} is a folder: name an export file`);
+      const named = path.resolve(io.cwd, file);
+      if (!existsSync(named)) throw new CommandError(`${file} does not exist`);
+      const stats = statSync(named);
+      if (stats.isDirectory()) throw new CommandError(`${file} is a folder: name an export file`);
       const paths = projectPaths(path.resolve(io.cwd, options.data));
-      // Opened where it is read: a stream created before another await may flow and end unread.
-      const lines = () => exportFileLines(source, file);
-      await checkGzipFile(source, file);
-      if (!existsSync(paths.config)) {
-        // Read whole before a project is made for it: a truncated or foreign file leaves nothing behind.
-        const storyId = await checkExportShape(source, file);
-        const made = newProjectFiles(paths);
-        const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
-        let abandoned = false;
-        try {
-          const result = await importAndFinish(project, lines, source, file);
-          print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
-        } catch (error) {
-          // Refused before the story went in (a record the schema refuses): a project left without a story would
-          // send the user to "init", whose story would take the export's id and then block its import for good.
-          abandoned = !(await project.store.exists(storyId).catch(() => true));
-          throw error;
-        } finally {
-          project.close();
-          // What this command made goes, as if it had never run.
-          if (abandoned) for (const leftover of made) rmSync(leftover, { recursive: true, force: true });
+      // What a new project would make, told before the copy of a pipe makes the folder.
+      const made = newProjectFiles(paths);
+      // A pipe (`/dev/stdin`, `<(gunzip -c ...)`, a named pipe) is read once, from its start: it is copied into the
+      // project folder first, as the import reads its file several times over.
+      const copy = stats.isFile() ? undefined : await copyIntoProject(named, file, paths.root);
+      const source = copy ?? named;
+      try {
+        await withFileRemovedOnInterrupt(copy, async () => {
+          // Opened where it is read: a stream created before another await may flow and end unread.
+          const lines = () => exportFileLines(source, file);
+          await checkGzipFile(source, file);
+          if (!existsSync(paths.config)) {
+            // Read whole before a project is made for it: a truncated or foreign file leaves nothing behind.
+            const storyId = await checkExportShape(source, file);
+            const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
+            let abandoned = false;
+            try {
+              const result = await importAndFinish(project, lines, source, file);
+              print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
+            } catch (error) {
+              // Refused before the story went in (a record the schema refuses): a project left without a story would
+              // send the user to "init", whose story would take the export's id and then block its import for good.
+              abandoned = !(await project.store.exists(storyId).catch(() => true));
+              throw error;
+            } finally {
+              project.close();
+              // What this command made goes, as if it had never run.
+              if (abandoned) for (const leftover of made) rmSync(leftover, { recursive: true, force: true });
+            }
+            return;
+          }
+          await withProject(options.data, async (project) => {
+            const result = await importAndFinish(project, lines, source, file);
+            print(
+              result.again
+                ? `${result.storyId} was imported before (${result.scenes} scenes); its memory and site are built again`
+                : `Imported ${result.storyId}: ${result.scenes} scenes`,
+            );
+          });
+        });
+      } finally {
+        if (copy) {
+          rmSync(copy, { force: true });
+          // A folder made only to hold the copy of a file refused before a project was made in it goes too.
+          if (made.includes(paths.root) && !existsSync(paths.config))
+            rmSync(paths.root, { recursive: true, force: true });
         }
-        return;
       }
-      await withProject(options.data, async (project) => {
-        const result = await importAndFinish(project, lines, source, file);
-        print(
-          result.again
-            ? `${result.storyId} was imported before (${result.scenes} scenes); its memory and site are built again`
-            : `Imported ${result.storyId}: ${result.scenes} scenes`,
-        );
-      });
     });
 
   program
@@ -693,7 +713,15 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       await withStory(options, async (project, storyId) => {
         const pending = readBuildPending(project.paths, options.as);
         if (pending?.kind === 'fork' && pending.from === storyId && (await project.store.exists(options.as))) {
-          // The same fork, cut short after the new story went in: finish its memory and site.
+          // A fork cut short after the new story went in, which shares its scenes up to its --at (a record written
+          // before --at was kept in it leaves the fork's own scene count to tell).
+          const at = pending.at ?? (await project.store.load(options.as)).sceneCount;
+          if (at !== options.at) {
+            throw new CommandError(
+              `the fork of ${storyId} into ${options.as} that was cut short was at --at ${at}, not ${options.at}: run it again with --at ${at} to finish it, or fork into another --as`,
+            );
+          }
+          // The same fork: finish its memory and site.
           await finishBuild(project, options.as, pending);
           const state = await project.store.load(options.as);
           print(`Finished the fork of ${storyId} into ${options.as} (${state.sceneCount} scenes)`);
@@ -706,12 +734,19 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           throw new CommandError(`${storyId} has ${sceneCount} scenes: --at must be 1 to ${sceneCount}`);
         }
         const existed = await project.store.exists(options.as);
-        if (!existed) markBuildPending(project.paths, options.as, { kind: 'fork', from: storyId });
+        if (!existed) markBuildPending(project.paths, options.as, { kind: 'fork', from: storyId, at: options.at });
         let forked: StoryState;
         try {
           forked = await project.store.fork(storyId, options.at - 1, options.as);
         } catch (error) {
           if (!existed && !(await project.store.exists(options.as))) clearBuildPending(project.paths, options.as);
+          if (NotFoundError.isInstance(error) && (await project.store.getStateAt(storyId, options.at)) === null) {
+            // Said in the command's 1-based numbering, as --at is (the store's message speaks of 0-based indexes).
+            throw new CommandError(
+              `${storyId} keeps no state after scene ${options.at} (it was imported without it): fork at another scene`,
+              { cause: error },
+            );
+          }
           throw error;
         }
         await finishBuild(project, options.as, { kind: 'fork', from: storyId });
@@ -772,25 +807,63 @@ async function replaceWithExport(lines: Readable, target: string, gzip: boolean)
   const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
   const partial = `${target}.partial-${process.pid}`;
   removeStalePartials(target);
-  // Ctrl-C or a kill: the partial file goes, then the signal does what it would have done.
-  const interrupted = (signal: NodeJS.Signals) => {
+  try {
+    await withFileRemovedOnInterrupt(partial, async () => {
+      // Opened here, not by the stream: a stream opens its file later, and after a failure could create it again
+      // once it had been removed.
+      const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
+      if (mode !== undefined) chmodSync(partial, mode);
+      await writeExport(lines, output, gzip);
+      renameSync(partial, target);
+    });
+  } catch (error) {
     rmSync(partial, { force: true });
+    throw error;
+  }
+}
+
+/** Runs `work`; Ctrl-C or a kill meanwhile removes `file` (when given), then the signal does what it would have done. */
+async function withFileRemovedOnInterrupt<T>(file: string | undefined, work: () => Promise<T>): Promise<T> {
+  if (file === undefined) return work();
+  const interrupted = (signal: NodeJS.Signals) => {
+    rmSync(file, { force: true });
     process.kill(process.pid, signal);
   };
   process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
   try {
-    // Opened here, not by the stream: a stream opens its file later, and after a failure could create it again once
-    // it had been removed.
-    const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
-    if (mode !== undefined) chmodSync(partial, mode);
-    await writeExport(lines, output, gzip);
-    renameSync(partial, target);
-  } catch (error) {
-    rmSync(partial, { force: true });
-    throw error;
+    return await work();
   } finally {
     process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
   }
+}
+
+/** The name, in the project folder, of the copy an import makes of a pipe (with `.partial-<pid>` after it). */
+const IMPORT_COPY = '.import-copy';
+
+/**
+ * Copies what `source` (a pipe, a device) gives, streamed to its end, into a new file in the project folder `root`
+ * (made when missing), and returns that file; the caller removes it. A copy an import killed half-way left there
+ * is removed first. A failure to read or write is a one-line refusal, and leaves no copy.
+ */
+async function copyIntoProject(source: string, name: string, root: string): Promise<string> {
+  makeProjectFolder(root);
+  const target = path.join(root, IMPORT_COPY);
+  removeStalePartials(target);
+  const copy = `${target}.partial-${process.pid}`;
+  try {
+    await withFileRemovedOnInterrupt(copy, () =>
+      // Opened here, not by the stream, for the reason `replaceWithExport` gives.
+      pipeline(createReadStream(source), createWriteStream(copy, { fd: openSync(copy, 'w') })),
+    );
+  } catch (error) {
+    rmSync(copy, { force: true });
+    const code = (error as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+      throw new CommandError(`cannot copy ${name} into ${root} to import it: ${code}`, { cause: error });
+    }
+    throw error;
+  }
+  return copy;
 }
 
 /** What `file` is once its links are followed, or undefined when it cannot be told (missing, a link to nowhere). */
@@ -975,8 +1048,39 @@ async function recordStepsDone(project: OpenProject, storyId: string, by: 'fork'
   }
 }
 
+/** What `load` puts in a state's queue at most; a queue that long may have more behind it. */
+const LOADED_QUEUE = 1_000;
+/** The most pending influences `pendingInfluences` gives in one call (it has no cursor to read on from). */
+const COUNTED_QUEUE = 10_000;
+
+/**
+ * How many influences of a story are pending: the loaded state's queue when it is shorter than `load` makes it, else
+ * as many as the store gives in one call, `exact: false` when that is full (there may be more).
+ */
+async function countPendingInfluences(
+  project: OpenProject,
+  state: StoryState,
+): Promise<{ count: number; exact: boolean }> {
+  const loaded = state.userInfluenceQueue.length;
+  if (loaded < LOADED_QUEUE) return { count: loaded, exact: true };
+  const count = (await project.store.pendingInfluences(state.storyId, { limit: COUNTED_QUEUE })).length;
+  return { count, exact: count < COUNTED_QUEUE };
+}
+
 async function requireStory(project: OpenProject, storyId: string): Promise<void> {
   if (!(await project.store.exists(storyId))) {
+    const cutShort = readBuildPending(project.paths, storyId);
+    if (cutShort?.kind === 'import') {
+      throw new CommandError(
+        `the import of "${storyId}" into ${project.paths.root} was cut short before its story went in: run the same import again ("${SELF} import <file> --data <this folder>")`,
+      );
+    }
+    if (cutShort?.kind === 'fork') {
+      const again = ['fork', '--story', cutShort.from, ...(cutShort.at ? ['--at', String(cutShort.at)] : [])];
+      throw new CommandError(
+        `the fork of "${cutShort.from}" into "${storyId}" in ${project.paths.root} was cut short before its story went in: run the same fork again ("${SELF} ${again.map(shellWord).join(' ')} --as ${shellWord(storyId)} --data <this folder>")`,
+      );
+    }
     const own = project.project.storyId;
     throw new CommandError(
       storyId === own
@@ -1079,7 +1183,8 @@ function isGzipFile(file: string): boolean {
   const head = Buffer.alloc(2);
   const descriptor = openSync(file, 'r');
   try {
-    readSync(descriptor, head, 0, 2, 0);
+    // Read from where a freshly opened file starts, without a position: a file that cannot seek refuses one.
+    readSync(descriptor, head, 0, 2, null);
   } finally {
     closeSync(descriptor);
   }

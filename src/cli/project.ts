@@ -38,6 +38,7 @@ import { createProceduralNarrator } from '../generation/procedural-narrator.js';
 import type { SceneGenerator } from '../generation/scene-generator.js';
 import { createFilesystemPublisher } from '../publishing/filesystem.js';
 import { type Episode, sceneAltText } from '../publishing/publisher.js';
+import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 
 /**
@@ -52,9 +53,12 @@ const DATABASE_FILE = 'story.db';
 const SITE_FOLDER = 'site';
 const PENDING_FOLDER = 'pending';
 
+/** The version of `storyloom.json` this storyloom writes and reads; a file of a higher one is a newer storyloom's. */
+const FORMAT_VERSION = 1;
+
 const ProjectFileSchema = z
   .object({
-    formatVersion: z.literal(1),
+    formatVersion: z.literal(FORMAT_VERSION),
     storyId: z.string().min(1),
     dimensions: z.number().int().min(1).max(8192),
     /** Prune old, unimportant scene memories each time a chapter closes (`ContextManagerOptions.autoPrune`). */
@@ -114,6 +118,11 @@ const PendingBuildSchema = z.object({
   kind: z.enum(['import', 'fork']),
   /** The story whose log says which pictures were skipped: the story itself (an import), the original (a fork). */
   from: z.string().min(1),
+  /**
+   * A fork's `--at` (its last shared scene, 1-based), so that running it again with another `--at` is refused rather
+   * than taken for the same fork. Absent in records written before it was kept, and in an import's.
+   */
+  at: z.number().int().min(1).optional(),
   startedAt: z.string(),
 });
 /**
@@ -180,6 +189,12 @@ export function readProjectFile(paths: ProjectPaths): ProjectFile {
   } catch (cause) {
     throw new CommandError(`${paths.config} is not valid JSON: fix or delete it`, { cause });
   }
+  const formatVersion = (raw as { formatVersion?: unknown } | null)?.formatVersion;
+  if (typeof formatVersion === 'number' && Number.isSafeInteger(formatVersion) && formatVersion > FORMAT_VERSION) {
+    throw new CommandError(
+      `${paths.config} was written by a newer storyloom (format ${formatVersion}; this version reads ${FORMAT_VERSION}): upgrade storyloom to open the project`,
+    );
+  }
   const parsed = ProjectFileSchema.safeParse(raw);
   if (!parsed.success) {
     throw new CommandError(
@@ -201,7 +216,7 @@ function describeIssue(issue: z.core.$ZodIssue | undefined): string {
 }
 
 /** Creates the project folder (and its parents); a path that cannot be one is a one-line refusal. */
-function makeProjectFolder(root: string): void {
+export function makeProjectFolder(root: string): void {
   try {
     mkdirSync(root, { recursive: true });
   } catch (cause) {
@@ -317,6 +332,8 @@ export interface OpenProject {
    * filtered prompt) goes out without a picture, as it first did, and the story's own log records that skip with
    * the same reason. `from` is the story the scenes came from: the story itself by default (an import brings its
    * log), the original for a fork (whose scenes keep their ids). A scene with no `image` entry gets its picture.
+   * Every scene is published: one whose snapshot the store lacks (an import may) is shown with the nearest state after
+   * it.
    */
   publishAll(storyId: string, options?: { from?: string }): Promise<number>;
   close(): void;
@@ -363,10 +380,10 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
       const from = options.from ?? storyId;
       const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
       const illustrator = createProceduralIllustrator({ format: 'png' });
+      const stateAfter = stateAfterEachScene(store, storyId);
       async function* episodes(): AsyncGenerator<Episode> {
         for await (const scene of eachScene(store, storyId, { limit: 100 })) {
-          const story = await store.getStateAt(storyId, scene.stateVersion);
-          if (!story) continue;
+          const story = await stateAfter(scene);
           const skipped = (await store.listPublications(from, scene.id)).find(
             (entry) => entry.target === 'image' && entry.status === 'skipped',
           );
@@ -411,6 +428,33 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     close() {
       database.close();
     },
+  };
+}
+
+/**
+ * The state a scene's page and picture are made from, for the scenes of a story taken oldest first: the state the
+ * scene left (its snapshot). An import may lack some snapshots (an export written without them is accepted), and
+ * then the nearest state after the scene stands in: it holds every character the scene brought on stage, under the
+ * names and looks the story gave them next, where an earlier state would lack the newcomers. The current state is the
+ * last resort. The state found ahead is kept for the scenes up to it, so each snapshot is read about once, and no
+ * more than that state and the current one are held.
+ */
+function stateAfterEachScene(store: StoryStateStore, storyId: string): (scene: Scene) => Promise<StoryState> {
+  let current: StoryState | undefined;
+  /** The nearest state found after a scene without a snapshot: no version from that scene's up to it has one. */
+  let ahead: StoryState | undefined;
+  return async (scene) => {
+    if (ahead && scene.stateVersion <= ahead.version) return ahead;
+    ahead = undefined;
+    const own = await store.getStateAt(storyId, scene.stateVersion);
+    if (own) return own;
+    // Its pending influences play no part in a page.
+    current ??= { ...(await store.load(storyId)), userInfluenceQueue: [] };
+    for (let version = scene.stateVersion + 1; version < current.version && !ahead; version++) {
+      ahead = (await store.getStateAt(storyId, version)) ?? undefined;
+    }
+    ahead ??= current;
+    return ahead;
   };
 }
 
