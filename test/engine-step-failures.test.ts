@@ -10,7 +10,7 @@ import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { MAX_TIMER_MS } from '../src/core/abort.js';
-import { ProviderError, type StoryloomError, ValidationError } from '../src/core/errors.js';
+import { AbortedError, ProviderError, type StoryloomError, ValidationError } from '../src/core/errors.js';
 import { assertEpisodeComplete, createStoryEngine } from '../src/engine/engine.js';
 import { createStateOnlyContext, type EpisodeContext } from '../src/engine/episode-context.js';
 import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
@@ -200,6 +200,43 @@ describe('engine: a step that never answers', () => {
     expect(signals.map((signal) => signal.aborted)).toEqual([true]);
     // The next run writes the next scene rather than resume the cache step.
     expect((await engine.runEpisode(STORY_ID)).outcome).toBe('created');
+  });
+
+  it('leaves the cache step unrecorded when the run is aborted during its refresh, so the next run refreshes', async () => {
+    const { store, clock } = await newWorldStore();
+    const controller = new AbortController();
+    let refreshes = 0;
+    const context: EpisodeContext = {
+      ...createStateOnlyContext({ store }),
+      refreshCache: (_storyId, _state, options) => {
+        refreshes++;
+        // The first refresh answers only when told to stop; the next one at once.
+        if (refreshes > 1) return Promise.resolve();
+        return new Promise<void>((_, reject) => {
+          options?.signal?.addEventListener('abort', () => reject(new AbortedError('refresh stopped')), { once: true });
+          controller.abort(new Error('the operator stopped the run'));
+        });
+      },
+    };
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: createScriptedGenerator(),
+      publishers: [createMemoryPublisher({ target: 'site' })],
+      clock,
+      retry: NO_WAIT,
+    });
+    await expect(engine.runEpisode(STORY_ID, { signal: controller.signal })).rejects.toSatisfy((error: unknown) =>
+      AbortedError.isInstance(error),
+    );
+    const sceneId = (await store.load(STORY_ID)).sceneId!;
+    const logged = async () => (await store.listPublications(STORY_ID, sceneId)).find((e) => e.target === 'cache');
+    expect(await logged()).toBeUndefined();
+    // The next run resumes the episode and refreshes the cache it left.
+    const resumed = await engine.runEpisode(STORY_ID);
+    expect(resumed.outcome).not.toBe('created');
+    expect(refreshes).toBe(2);
+    expect((await logged())?.status).toBe('done');
   });
 
   it('refuses an imageSkipReason the publication log could not hold, before any episode', async () => {
