@@ -612,7 +612,7 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
     throw new ValidationError(`Import has ${scenes.length} scenes but the state counts ${state.sceneCount}`);
   }
   checkVersions(state, stateLine, scenes, { ...seen, snapshotScenes });
-  checkInfluenceOutcomes(bundle.influences, seen);
+  bundle.influences = pendingPastTheCut(bundle.influences, scenes);
   // The snapshot of the state's version is the state: were they to differ, a store that answers `getStateAt`, a
   // replayed commit or a fork from the snapshot would tell another story than `load`. The queue is left out (the
   // export writes the state's empty; each influence is its own record).
@@ -691,21 +691,19 @@ function checkVersions(
 }
 
 /**
- * Refuses influences whose outcome the scenes contradict. Each line was checked on its own (a pending influence names
- * no scene, an applied or rejected one names the scene that resolved it, a rejected one gives its reason); that scene
- * must also be one of the story's, or the story would speak of a scene it does not have.
+ * Influences resolved by a scene the file does not hold, as still pending. Each line was checked on its own (a
+ * pending influence names no scene, an applied or rejected one names the scene that resolved it, a rejected one gives
+ * its reason). An export cuts the story at the state it read first, and writes an influence a later scene resolved as
+ * pending; an export of an earlier storyloom could hold one resolved by a scene committed as it streamed, past its
+ * cut. Either way the scene is not in the story, so the influence waits for one that is, as it did at the cut.
  */
-function checkInfluenceOutcomes(
-  influences: readonly UserInfluence[],
-  lines: { influence: ReadonlyMap<string, number>; sceneId: ReadonlyMap<string, number> },
-): void {
-  for (const influence of influences) {
-    if (influence.resolvedIn !== null && !lines.sceneId.has(influence.resolvedIn)) {
-      const line = lines.influence.get(influence.id)!;
-      const message = `influence "${influence.id}" is ${influence.status} in scene "${influence.resolvedIn}", which the story does not have`;
-      throw new ValidationError(`Import line ${line}: ${message}`, { problems: [{ path: `line ${line}`, message }] });
-    }
-  }
+function pendingPastTheCut(influences: readonly UserInfluence[], scenes: readonly Scene[]): UserInfluence[] {
+  const sceneIds = new Set(scenes.map((scene) => scene.id));
+  return influences.map((influence) =>
+    influence.resolvedIn !== null && !sceneIds.has(influence.resolvedIn)
+      ? { ...influence, status: 'pending', resolvedIn: null, reason: null }
+      : influence,
+  );
 }
 
 function parseLine<T>(
@@ -721,11 +719,27 @@ function parseLine<T>(
   return result.data;
 }
 
-/** A log entry of an export, held to what `recordPublication` accepts. */
+/**
+ * A log entry of an export, held to what `recordPublication` accepts. Earlier storyloom versions stored two things
+ * it now refuses, and their exports must still import: a time in another form than ISO 8601 with an offset (read by
+ * `Date`, in UTC when it names no zone) and a result that is JSON but not an object (kept as `{ value }`).
+ */
 function parsePublication(value: unknown, fail: (message: string, cause?: unknown) => never): PublicationEntry {
   if (typeof value !== 'object' || value === null) return fail('invalid publication entry: expected an object');
+  const entry: { [K in keyof PublicationEntry]?: unknown } = { ...value };
+  const { recordedAt, result } = entry;
+  if (typeof recordedAt === 'string' && !IsoTimeSchema.safeParse(recordedAt).success) {
+    // Without an offset, `Date` would read it in the machine's zone: it is taken in UTC, the same everywhere.
+    const withOffset = /(?:[zZ]|[+-]\d\d:?\d\d)$/.test(recordedAt) ? recordedAt : `${recordedAt}Z`;
+    const time = Number.isFinite(Date.parse(withOffset)) ? Date.parse(withOffset) : Date.parse(recordedAt);
+    const utc = Number.isFinite(time) ? inUtc(new Date(time).toISOString()) : undefined;
+    if (utc !== undefined) entry.recordedAt = utc;
+  }
+  if (result !== undefined && result !== null && (typeof result !== 'object' || Array.isArray(result))) {
+    entry.result = { value: result };
+  }
   try {
-    return toPublicationEntry(value);
+    return toPublicationEntry(entry);
   } catch (error) {
     if (!ValidationError.isInstance(error)) throw error;
     return fail(`invalid publication entry: ${error.message}`, error);
