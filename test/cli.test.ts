@@ -94,6 +94,40 @@ describe('the storyloom command', () => {
     expect(JSON.parse(json.stdout).tokens.budget).toBe(8000);
   });
 
+  it('without --query, names the audience choice of the influences the next episode takes (the oldest 100)', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    // 100 early votes for the cellar, then 50 later and ten times heavier ones for the tower.
+    const vote = (choice: string, id: string, weight: number) =>
+      storyloom(cwd, [
+        'influence',
+        'add',
+        '--data',
+        'proj',
+        '--choice',
+        choice,
+        '--id',
+        id,
+        '--author',
+        id,
+        '--weight',
+        String(weight),
+      ]);
+    for (let i = 0; i < 100; i++)
+      expect((await vote('search the cellar', `a-${String(i).padStart(3, '0')}`, 1)).code).toBe(0);
+    for (let i = 0; i < 50; i++)
+      expect((await vote('climb the tower', `b-${String(i).padStart(3, '0')}`, 10)).code).toBe(0);
+    const shown = JSON.parse((await storyloom(cwd, ['context', '--data', 'proj', '--json'])).stdout) as {
+      query: string;
+    };
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '1', '--no-images'])).code).toBe(0);
+    const status = JSON.parse((await storyloom(cwd, ['status', '--data', 'proj', '--json'])).stdout);
+    // The episode took the 100 cellar votes; the tower votes wait for the next: the query shown was its query.
+    expect(status.pendingInfluences).toBe(50);
+    expect(shown.query).toContain('search the cellar');
+    expect(shown.query).not.toContain('climb the tower');
+  });
+
   it('without --query, shows the prompt of the next episode: its own query, with the memories it retrieves', async () => {
     const cwd = workspace();
     await storyloom(cwd, ['init', '--data', 'proj']);

@@ -37,7 +37,7 @@ import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, NotFoundError, StoryloomError, ValidationError } from '../core/errors.js';
-import { buildEpisodeQuery } from '../engine/engine.js';
+import { buildEpisodeQuery, takenInfluences } from '../engine/engine.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { resolveInfluences } from '../engine/influence-resolution.js';
 import { createStoryFromTemplate, defaultStoryTemplate, storyTemplates } from '../generation/story-templates.js';
@@ -355,12 +355,12 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         json?: boolean;
       }) => {
         await withStory(options, async (project, storyId) => {
-          // Without --query, the query the engine builds for the next episode, so the prompt shown is the one it gets
-          // (with over 100 pending influences, the engine resolves the oldest 100 of them; this resolves them all).
+          // Without --query, the query the engine builds for the next episode, from the influences it will take (the
+          // oldest, as many as one scene takes), so the prompt shown is the one it gets.
           let query = options.query;
           if (query === undefined) {
             const state = await project.store.load(storyId);
-            const resolution = resolveInfluences(state.userInfluenceQueue);
+            const resolution = resolveInfluences(takenInfluences(state, project.store));
             query = buildEpisodeQuery(state, resolution, options.pov ? { povCharacterId: options.pov } : {});
           }
           const bundle = await project.context.getRelevantContext(storyId, query, {

@@ -1446,10 +1446,10 @@ class Engine implements StoryEngine {
  * for the next scene; taking them all would make every call or commit fail once the queue outgrows either limit,
  * stalling the story.
  */
-function takenInfluences(
+export function takenInfluences(
   state: StoryState,
-  store: StoryStateStore,
-  perScene: number,
+  store: Pick<StoryStateStore, 'capabilities'>,
+  perScene: number = DEFAULT_MAX_INFLUENCES_PER_SCENE,
 ): StoryState['userInfluenceQueue'] {
   const declared = store.capabilities.maxInfluencesPerCommit;
   const cap =
