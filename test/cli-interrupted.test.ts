@@ -226,7 +226,11 @@ describe('a fork cut short after its story went in', () => {
     // A file where the fork's site goes: the new story goes in, its site cannot be built.
     writeFileSync(path.join(data, 'site', 'branch'), 'not a folder');
     const failed = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '2', '--as', 'branch']);
-    expect(failed.code).not.toBe(0);
+    expect(failed.code).toBe(1);
+    // One line that says the story is in, and how to finish it.
+    expect(failed.stderr.trim().split('\n')).toHaveLength(1);
+    expect(failed.stderr).toContain('branch is forked from');
+    expect(failed.stderr).toContain('Run the same fork again to finish it');
     rmSync(path.join(data, 'site', 'branch'));
     const other = await storyloom(cwd, ['fork', '--data', 'proj', '--at', '3', '--as', 'branch']);
     expect(other.stderr).toContain('was at --at 2, not 3');

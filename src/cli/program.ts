@@ -749,7 +749,16 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           }
           throw error;
         }
-        await finishBuild(project, options.as, { kind: 'fork', from: storyId });
+        try {
+          await finishBuild(project, options.as, { kind: 'fork', from: storyId });
+        } catch (error) {
+          // The story is in: the same fork, run again, finds it and finishes the build (as an import says).
+          const reason = error instanceof Error ? error.message : String(error);
+          throw new CommandError(
+            `${options.as} is forked from ${storyId} (${forked.sceneCount} scenes), but building its memory and site failed: ${reason}. Run the same fork again to finish it`,
+            { cause: error, exitCode: StoryloomError.isInstance(error) ? 1 : 70 },
+          );
+        }
         print(`Forked ${storyId} after scene ${options.at} into ${options.as} (${forked.sceneCount} scenes)`);
         print(`Continue it with: ${SELF} run --story ${shellWord(options.as)} --data ${shellWord(options.data)}`);
       });
