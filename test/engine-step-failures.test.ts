@@ -202,6 +202,30 @@ describe('engine: a step that never answers', () => {
     expect((await engine.runEpisode(STORY_ID)).outcome).toBe('created');
   });
 
+  it('skips a refresh that stops on an abort of its own (the run not aborted), and publishes the episode', async () => {
+    const { store, clock } = await newWorldStore();
+    const context: EpisodeContext = {
+      ...createStateOnlyContext({ store }),
+      // A refresh bounded by a signal of its own, which fires: an AbortedError the run did not cause.
+      refreshCache: async () => {
+        throw new AbortedError('the refresh ran past its own bound');
+      },
+    };
+    const engine = createStoryEngine({
+      store,
+      context,
+      generator: createScriptedGenerator(),
+      publishers: [createMemoryPublisher({ target: 'site' })],
+      clock,
+      retry: NO_WAIT,
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.complete).toBe(true);
+    const log = await store.listPublications(STORY_ID, result.scene.id);
+    expect(log.find((e) => e.target === 'cache')?.status).toBe('skipped');
+    expect(log.find((e) => e.target === 'publish:site')?.status).toBe('done');
+  });
+
   it('leaves the cache step unrecorded when the run is aborted during its refresh, so the next run refreshes', async () => {
     const { store, clock } = await newWorldStore();
     const controller = new AbortController();

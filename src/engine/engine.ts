@@ -844,9 +844,9 @@ class Engine implements StoryEngine {
               await this.context.refreshCache?.(run.storyId, story, { signal });
               return { status: 'done', result: {} };
             } catch (error) {
-              // The run's abort leaves the step unrecorded (as every step), so the next run refreshes; an abort by
-              // the attempt's time limit becomes the attempt's timeout, skipped below.
-              if (AbortedError.isInstance(error)) throw error;
+              // The run's abort leaves the step unrecorded (as every step), so the next run refreshes. Any other
+              // abort (the attempt's time limit, a bound of the refresh's own) is a failed refresh, skipped.
+              if (AbortedError.isInstance(error) && run.signal.aborted) throw error;
               return skip(error);
             }
           },

@@ -731,7 +731,12 @@ function parsePublication(value: unknown, fail: (message: string, cause?: unknow
   if (typeof recordedAt === 'string' && !IsoTimeSchema.safeParse(recordedAt).success) {
     // Without an offset, `Date` would read it in the machine's zone: it is taken in UTC, the same everywhere.
     const withOffset = /(?:[zZ]|[+-]\d\d:?\d\d)$/.test(recordedAt) ? recordedAt : `${recordedAt}Z`;
-    const time = Number.isFinite(Date.parse(withOffset)) ? Date.parse(withOffset) : Date.parse(recordedAt);
+    // Another form is read only when it names its zone: read in the machine's, it would differ from one to another.
+    const time = Number.isFinite(Date.parse(withOffset))
+      ? Date.parse(withOffset)
+      : /\b(?:GMT|UTC)\b|[+-]\d\d:?\d\d\b/i.test(recordedAt)
+        ? Date.parse(recordedAt)
+        : Number.NaN;
     const utc = Number.isFinite(time) ? inUtc(new Date(time).toISOString()) : undefined;
     if (utc !== undefined) entry.recordedAt = utc;
   }

@@ -1241,6 +1241,29 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         (await legacy.listPublications('s2', sceneId)).map((e) => [e.result, e.recordedAt]),
         [[{ value: 'posted' }, '2026-11-27T10:00:00.000Z']],
       );
+      // Another form is taken when it names its zone; without one it would be read in the machine's, and is refused.
+      await legacy.importStory(
+        withRecords(
+          lines.map((line) => line.replaceAll('"s1"', '"s3"')),
+          'publication',
+          [{ ...entry, storyId: 's3', recordedAt: 'Fri, 27 Nov 2026 10:00:00 GMT' }],
+        ),
+      );
+      assert.deepEqual(
+        (await legacy.listPublications('s3', sceneId)).map((e) => e.recordedAt),
+        ['2026-11-27T10:00:00.000Z'],
+      );
+      await rejectsWith(
+        legacy.importStory(
+          withRecords(
+            lines.map((line) => line.replaceAll('"s1"', '"s4"')),
+            'publication',
+            [{ ...entry, storyId: 's4', recordedAt: '11/27/2026, 10:00:00 AM' }],
+          ),
+        ),
+        ValidationError.isInstance,
+        'ValidationError for a time in no zone that is not ISO 8601',
+      );
     },
   },
   {
