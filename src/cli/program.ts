@@ -355,17 +355,18 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         json?: boolean;
       }) => {
         await withStory(options, async (project, storyId) => {
-          // Without --query, the query the engine builds for the next episode, from the influences it will take (the
-          // oldest, as many as one scene takes), so the prompt shown is the one it gets.
-          let query = options.query;
-          if (query === undefined) {
-            const state = await project.store.load(storyId);
-            const resolution = resolveInfluences(takenInfluences(state, project.store));
-            query = buildEpisodeQuery(state, resolution, options.pov ? { povCharacterId: options.pov } : {});
-          }
+          // As the engine asks for the next episode's context: with the influences it will take (the oldest, as
+          // many as one scene takes), resolved, and without --query its own episode query, so the prompt shown is
+          // the one the narrator gets.
+          const state = await project.store.load(storyId);
+          const resolution = resolveInfluences(takenInfluences(state, project.store));
+          const query =
+            options.query ?? buildEpisodeQuery(state, resolution, options.pov ? { povCharacterId: options.pov } : {});
           const bundle = await project.context.getRelevantContext(storyId, query, {
             k: options.k,
             tokenBudget: options.budget,
+            state,
+            influences: resolution.influences,
             ...(options.pov ? { povCharacterId: options.pov } : {}),
           });
           if (options.json) {
@@ -1085,9 +1086,10 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
       );
     }
     if (cutShort?.kind === 'fork') {
-      const again = ['fork', '--story', cutShort.from, ...(cutShort.at ? ['--at', String(cutShort.at)] : [])];
+      // A record of an earlier version keeps no --at: the command names where it goes.
+      const at = cutShort.at === undefined ? '<the scene it forked at>' : shellWord(String(cutShort.at));
       throw new CommandError(
-        `the fork of "${cutShort.from}" into "${storyId}" in ${project.paths.root} was cut short before its story went in: run the same fork again ("${SELF} ${again.map(shellWord).join(' ')} --as ${shellWord(storyId)} --data <this folder>")`,
+        `the fork of "${cutShort.from}" into "${storyId}" in ${project.paths.root} was cut short before its story went in: run the same fork again ("${SELF} fork --story ${shellWord(cutShort.from)} --at ${at} --as ${shellWord(storyId)} --data <this folder>")`,
       );
     }
     const own = project.project.storyId;
