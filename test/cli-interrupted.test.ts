@@ -1,15 +1,17 @@
 /**
  * The command when it is cut short or meets another run: an import or a fork killed after its story went into the
  * store (the state such a kill leaves is built here by the command's own first steps, stopped there), two runs on
- * one project, and the small refusals that keep a slip from costing the project.
+ * one project, an import from a pipe stopped while it copies or meeting another import's copy, and the small refusals
+ * that keep a slip from costing the project.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { markBuildPending, openProject, projectPaths } from '../src/cli/project.js';
 import type { SceneGenerator } from '../src/generation/scene-generator.js';
 import { makeNextScene, makeNextState } from '../src/testing/fixtures.js';
-import { storyloom, temporaryFolders } from './fixtures/cli.js';
+import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
 
 /**
  * A hook the offline narrator calls once before it writes a scene: lets a test make "another `storyloom run`" commit
@@ -37,6 +39,8 @@ vi.mock('../src/generation/procedural-narrator.js', async (importOriginal) => {
 
 const STORY = 'lighthouse-keepers';
 const workspace = temporaryFolders('storyloom-cli-interrupted-');
+const processes = childProcesses();
+const hasMkfifo = spawnSync('mkfifo', ['--version'], { stdio: 'ignore' }).status === 0;
 
 /** A project `proj` in a fresh folder with `episodes` scenes written offline, without pictures (faster). */
 async function storyWith(episodes: number): Promise<{ cwd: string; data: string }> {
@@ -173,6 +177,116 @@ describe('an import cut short before its story went in', () => {
     expect(again.stdout).toContain('Imported saga: 2 scenes');
     expect(await statusOf(cwd, 'copy', 'saga')).toMatchObject({ scenes: 2, unfinishedBuild: null });
   });
+});
+
+/** The copies of a pipe an import is making, or left, in a project folder. */
+const importCopies = (folder: string) =>
+  existsSync(folder)
+    ? readdirSync(folder)
+        .filter((name) => name.startsWith('.import-copy'))
+        .sort()
+    : [];
+
+/** A project with a story of one scene, exported: its folder, and the export's text. */
+async function exportedStory(): Promise<{ cwd: string; text: Buffer }> {
+  const { cwd } = await storyWith(1);
+  expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+  return { cwd, text: readFileSync(path.join(cwd, 'story.jsonl')) };
+}
+
+/** How much of the export a slow producer writes before it waits. */
+const FIRST_PART = 200;
+
+/**
+ * A named pipe `name` in `cwd` whose producer has written the first part of `text` and waits, as a slow network
+ * copy does: an import of it is copying once its copy holds that part. `finish` writes the rest and ends the pipe.
+ */
+function slowPipe(cwd: string, name: string, text: Buffer): { fifo: string; finish(): void } {
+  const fifo = path.join(cwd, name);
+  expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+  const producer = processes.producerOf(fifo);
+  producer.write(text.subarray(0, FIRST_PART));
+  return { fifo, finish: () => producer.end(text.subarray(FIRST_PART)) };
+}
+
+/** The one copy an import into `folder` is making, once it holds the first part of its pipe. */
+function copyUnderWay(folder: string): Promise<string> {
+  return vi.waitFor(
+    () => {
+      const copies = importCopies(folder);
+      expect(copies).toHaveLength(1);
+      expect(statSync(path.join(folder, copies[0]!)).size).toBe(FIRST_PART);
+      return copies[0]!;
+    },
+    { timeout: 20_000, interval: 20 },
+  );
+}
+
+// Skipped where there is no mkfifo to make a named pipe with.
+describe.skipIf(!hasMkfifo)('an import from a pipe cut short while it copies (needs mkfifo)', () => {
+  it('Ctrl-C or a kill removes the folder it made to hold the copy, and keeps a folder it did not make', async () => {
+    const { cwd, text } = await exportedStory();
+    const made = path.join(cwd, 'copy');
+    const mine = path.join(cwd, 'mine');
+    mkdirSync(mine);
+    for (const [folder, signal] of [
+      [made, 'SIGINT'],
+      [mine, 'SIGTERM'],
+    ] as const) {
+      const { fifo } = slowPipe(cwd, `${signal}.fifo`, text);
+      const importing = processes.storyloom(['import', fifo, '--data', folder]);
+      await copyUnderWay(folder);
+      importing.child.kill(signal);
+      const ended = await importing.done;
+      expect(ended.signal, 'stopped by the signal, as the signal would').toBe(signal);
+      expect(existsSync(folder) ? readdirSync(folder) : 'no folder', signal).toEqual(
+        folder === made ? 'no folder' : [],
+      );
+    }
+  }, 60_000);
+
+  it('the next import removes the copy of one killed while it copied, and leaves a copy made on another machine or in another container alone', async () => {
+    const { cwd, text } = await exportedStory();
+    const data = path.join(cwd, 'copy');
+    // An import killed outright while it copies (no handler runs) leaves its copy.
+    const killed = slowPipe(cwd, 'killed.fifo', text);
+    const importing = processes.storyloom(['import', killed.fifo, '--data', data]);
+    const left = await copyUnderWay(data);
+    importing.child.kill('SIGKILL');
+    expect((await importing.done).signal).toBe('SIGKILL');
+    expect(importCopies(data)).toEqual([left]);
+    // Copies of imports elsewhere on a shared folder, whose pids (no process has them here) say nothing here: one
+    // named by an older storyloom (by its pid alone), one by another machine or container, being written now...
+    const elsewhere = ['.import-copy.partial-4194999', '.import-copy.partial-0123456789ab-4194999-00c0ffee'];
+    for (const name of elsewhere) writeFileSync(path.join(data, name), '{"kind":"storyloom-export"');
+    // ...and one that nothing has written for two days: its import is gone, wherever it ran.
+    const abandoned = path.join(data, '.import-copy.partial-0123456789ab-4194998-00c0ffee');
+    writeFileSync(abandoned, '{"kind":"storyloom-export"');
+    const twoDaysAgo = new Date(Date.now() - 2 * 24 * 60 * 60 * 1000);
+    utimesSync(abandoned, twoDaysAgo, twoDaysAgo);
+
+    const whole = slowPipe(cwd, 'whole.fifo', text);
+    whole.finish();
+    const imported = await storyloom(cwd, ['import', whole.fifo, '--data', data]);
+    expect(imported.stderr).toBe('');
+    expect(imported.stdout).toContain(`Imported ${STORY}: 1 scenes into a new project`);
+    expect(importCopies(data)).toEqual(elsewhere.sort());
+  }, 60_000);
+
+  it('is refused in one line when another command removes its copy before it is read', async () => {
+    const { cwd, text } = await exportedStory();
+    const data = path.join(cwd, 'copy');
+    const pipe = slowPipe(cwd, 'story.fifo', text);
+    const importing = storyloom(cwd, ['import', pipe.fifo, '--data', data]);
+    rmSync(path.join(data, await copyUnderWay(data)));
+    pipe.finish();
+    const refused = await importing;
+    expect(refused.stderr).toBe(
+      `storyloom: the copy of ${pipe.fifo} this import made in ${data} was removed by another command before it was read: run the import again\n`,
+    );
+    expect(refused.code).toBe(1);
+    expect(existsSync(data), 'the folder made for the copy is gone').toBe(false);
+  }, 60_000);
 });
 
 describe('a fork cut short before its story went in', () => {

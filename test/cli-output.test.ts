@@ -3,11 +3,11 @@
  * a run whose reader closes early, and the commands it prints for the user to paste into a shell.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { storyloom, temporaryFolders } from './fixtures/cli.js';
+import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
 const cliEntry = path.join(repositoryRoot, 'src/cli/index.ts');
@@ -15,6 +15,7 @@ const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const hasMkfifo = spawnSync('mkfifo', ['--version'], { stdio: 'ignore' }).status === 0;
 
 const workspace = temporaryFolders('storyloom-cli-output-');
+const processes = childProcesses();
 const children: ChildProcess[] = [];
 afterEach(() => {
   for (const child of children.splice(0)) {
@@ -125,6 +126,23 @@ describe('storyloom import from what is not a regular file', () => {
     expect(existsSync(other)).toBe(false);
   }, 60_000);
 
+  it('reads /dev/stdin, /dev/fd/0 and /proc/self/fd/0 when they are the pipe a Node.js parent gives (a socket pair)', async () => {
+    const { cwd } = await storyWith(1);
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    const text = readFileSync(path.join(cwd, 'story.jsonl'));
+    // Linux names the process's own descriptors under /proc/self/fd too.
+    for (const name of ['/dev/stdin', '/dev/fd/0', ...(existsSync('/proc/self/fd') ? ['/proc/self/fd/0'] : [])]) {
+      const copy = path.join(cwd, `copy${name.replaceAll('/', '-')}`);
+      const importing = processes.storyloom(['import', name, '--data', copy], 'pipe');
+      importing.child.stdin!.end(text);
+      const ended = await importing.done;
+      expect(ended.stderr, name).toBe('');
+      expect(ended.stdout, name).toBe(`Imported lighthouse-keepers: 1 scenes into a new project in ${copy}\n`);
+      expect(ended.code, name).toBe(0);
+      expect(importCopies(copy), name).toEqual([]);
+    }
+  }, 60_000);
+
   it.skipIf(!hasMkfifo)(
     'imports a gzip-compressed export from a named pipe, and removes its copy (needs mkfifo)',
     async () => {
@@ -147,8 +165,11 @@ describe('storyloom import from what is not a regular file', () => {
       expect(cut.stderr).toMatch(/^storyloom: .*story\.fifo is a damaged or truncated gzip file .*\n$/);
       expect(cut.code).toBe(1);
       expect(importCopies(copy)).toEqual([]);
-      // What an import killed while it copied left is removed by the next one (no process has that pid).
-      writeFileSync(path.join(copy, '.import-copy.partial-4194999'), '{"kind":"storyloom-export"');
+      // What an import killed while it copied left, untouched for two days, is removed by the next one.
+      const abandoned = path.join(copy, '.import-copy.partial-4194999');
+      writeFileSync(abandoned, '{"kind":"storyloom-export"');
+      const twoDaysAgo = new Date(Date.now() - 2 * 24 * 60 * 60 * 1000);
+      utimesSync(abandoned, twoDaysAgo, twoDaysAgo);
       const again = await importThroughPipe('cat story.jsonl.gz');
       expect(again.stdout).toContain('lighthouse-keepers was imported before (2 scenes)');
       expect(again.code).toBe(0);

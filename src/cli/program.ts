@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -16,16 +16,19 @@ import {
   existsSync,
   lstatSync,
   openSync,
+  readdirSync,
   readFileSync,
   readlinkSync,
   readSync,
   realpathSync,
   renameSync,
+  rmdirSync,
   rmSync,
   type Stats,
   statSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -37,6 +40,7 @@ import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, NotFoundError, StoryloomError, ValidationError } from '../core/errors.js';
+import { isProcessAlive } from '../core/process.js';
 import { buildEpisodeQuery, takenInfluences } from '../engine/engine.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { resolveInfluences } from '../engine/influence-resolution.js';
@@ -651,12 +655,14 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       const paths = projectPaths(path.resolve(io.cwd, options.data));
       // What a new project would make, told before the copy of a pipe makes the folder.
       const made = newProjectFiles(paths);
+      // Removed on Ctrl-C or a kill when it holds nothing else than the copy, as a refusal would remove it.
+      const madeFolder = made.includes(paths.root) ? paths.root : undefined;
       // A pipe (`/dev/stdin`, `<(gunzip -c ...)`, a named pipe) is read once, from its start: it is copied into the
       // project folder first, as the import reads its file several times over.
-      const copy = stats.isFile() ? undefined : await copyIntoProject(named, file, paths.root);
+      const copy = stats.isFile() ? undefined : await copyIntoProject(named, file, paths.root, madeFolder);
       const source = copy ?? named;
       try {
-        await withFileRemovedOnInterrupt(copy, async () => {
+        await withFileRemovedOnInterrupt(copy, madeFolder, async () => {
           // Opened where it is read: a stream created before another await may flow and end unread.
           const lines = () => exportFileLines(source, file);
           await checkGzipFile(source, file);
@@ -689,6 +695,15 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             );
           });
         });
+      } catch (error) {
+        if (copy !== undefined && !existsSync(copy) && hasErrorCode(error, 'ENOENT')) {
+          // Removed by another command on the same folder (an older storyloom elsewhere on a shared volume could).
+          throw new CommandError(
+            `the copy of ${file} this import made in ${paths.root} was removed by another command before it was read: run the import again`,
+            { cause: error },
+          );
+        }
+        throw error;
       } finally {
         if (copy) {
           rmSync(copy, { force: true });
@@ -818,7 +833,7 @@ async function replaceWithExport(lines: Readable, target: string, gzip: boolean)
   const partial = `${target}.partial-${process.pid}`;
   removeStalePartials(target);
   try {
-    await withFileRemovedOnInterrupt(partial, async () => {
+    await withFileRemovedOnInterrupt(partial, undefined, async () => {
       // Opened here, not by the stream: a stream opens its file later, and after a failure could create it again
       // once it had been removed.
       const output = createWriteStream(partial, { fd: openSync(partial, 'w') });
@@ -832,11 +847,19 @@ async function replaceWithExport(lines: Readable, target: string, gzip: boolean)
   }
 }
 
-/** Runs `work`; Ctrl-C or a kill meanwhile removes `file` (when given), then the signal does what it would have done. */
-async function withFileRemovedOnInterrupt<T>(file: string | undefined, work: () => Promise<T>): Promise<T> {
+/**
+ * Runs `work`; Ctrl-C or a kill meanwhile removes `file` (when given), then `folder` (when given) if nothing else is
+ * left in it, then the signal does what it would have done.
+ */
+async function withFileRemovedOnInterrupt<T>(
+  file: string | undefined,
+  folder: string | undefined,
+  work: () => Promise<T>,
+): Promise<T> {
   if (file === undefined) return work();
   const interrupted = (signal: NodeJS.Signals) => {
     rmSync(file, { force: true });
+    if (folder !== undefined) removeIfEmpty(folder);
     process.kill(process.pid, signal);
   };
   process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
@@ -847,26 +870,106 @@ async function withFileRemovedOnInterrupt<T>(file: string | undefined, work: () 
   }
 }
 
-/** The name, in the project folder, of the copy an import makes of a pipe (with `.partial-<pid>` after it). */
+/** Removes `folder` when it is empty; one that holds anything (a project file, what the user put there) is kept. */
+function removeIfEmpty(folder: string): void {
+  try {
+    rmdirSync(folder);
+  } catch {
+    // Not empty, or already gone.
+  }
+}
+
+/** The start of the name of the copy an import makes of a pipe in the project folder; see `copyIntoProject`. */
 const IMPORT_COPY = '.import-copy';
+/** How long a copy whose pid cannot be judged here must lie untouched before an import takes it for abandoned. */
+const ABANDONED_COPY_AGE_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Where a pid names the same process as it does for this one, as a short hash: this machine since it started (Linux's
+ * boot id, which a container shares with its host) and this pid namespace (each container counts its own pids, even
+ * under its host's name). Where neither can be read, the host name alone stands for both.
+ */
+function pidScope(): string {
+  const readOrEmpty = (read: () => string) => {
+    try {
+      return read().trim();
+    } catch {
+      return '';
+    }
+  };
+  const machine = readOrEmpty(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8'));
+  const namespace = readOrEmpty(() => readlinkSync('/proc/self/ns/pid'));
+  return createHash('sha256').update([hostname(), machine, namespace].join('\n')).digest('hex').slice(0, 12);
+}
+
+/**
+ * Removes from `root` the copies that imports killed half-way left (`.import-copy.partial-<scope>-<pid>-<random>`).
+ * A pid says whether its import still runs only within its scope (`pidScope`): a copy of this one goes once its
+ * process no longer runs. A copy of another scope (another machine or container importing into a shared folder), or
+ * one an older storyloom named by its pid alone, goes only once nothing has written it for a day: an import writes its
+ * copy as the pipe gives it and reads it only until its story is in, so a day untouched is no running import's.
+ */
+function removeAbandonedImportCopies(root: string, scope: string): void {
+  const prefix = `${IMPORT_COPY}.partial-`;
+  for (const name of readdirSync(root)) {
+    if (!name.startsWith(prefix)) continue;
+    const file = path.join(root, name);
+    const [copyScope, pidText] = name.slice(prefix.length).split('-');
+    let abandoned: boolean;
+    if (copyScope === scope) {
+      const pid = Number(pidText);
+      abandoned = Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isProcessAlive(pid);
+    } else {
+      const written = lstatSync(file, { throwIfNoEntry: false })?.mtimeMs;
+      abandoned = written !== undefined && Date.now() - written > ABANDONED_COPY_AGE_MS;
+    }
+    if (abandoned) rmSync(file, { force: true });
+  }
+}
+
+/**
+ * The descriptor `file` names when it is one of this process's own (`/dev/stdin`, `/dev/fd/N`, `/proc/self/fd/N`).
+ * Such a descriptor is read as it is: opened again by its name, a socket (the pipe a Node.js parent gives) refuses.
+ */
+function ownDescriptor(file: string): number | undefined {
+  const standard = ['/dev/stdin', '/dev/stdout', '/dev/stderr'].indexOf(file);
+  if (standard >= 0) return standard;
+  const numbered = /^\/(?:dev\/fd|proc\/self\/fd)\/(\d+)$/.exec(file);
+  return numbered ? Number(numbered[1]) : undefined;
+}
 
 /**
  * Copies what `source` (a pipe, a device) gives, streamed to its end, into a new file in the project folder `root`
- * (made when missing), and returns that file; the caller removes it. A copy an import killed half-way left there
- * is removed first. A failure to read or write is a one-line refusal, and leaves no copy.
+ * (made when missing), and returns that file; the caller removes it. Copies that imports killed half-way left there are
+ * removed first. A failure to read or write is a one-line refusal, and leaves no copy; `madeFolder`, the folder this
+ * command made for the project, goes too (on such a refusal, Ctrl-C or a kill) when nothing else is in it.
  */
-async function copyIntoProject(source: string, name: string, root: string): Promise<string> {
+async function copyIntoProject(
+  source: string,
+  name: string,
+  root: string,
+  madeFolder: string | undefined,
+): Promise<string> {
   makeProjectFolder(root);
-  const target = path.join(root, IMPORT_COPY);
-  removeStalePartials(target);
-  const copy = `${target}.partial-${process.pid}`;
+  const scope = pidScope();
+  removeAbandonedImportCopies(root, scope);
+  // Unique beyond the pid, which an import in another scope may have too.
+  const copy = path.join(root, `${IMPORT_COPY}.partial-${scope}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const descriptor = ownDescriptor(source);
   try {
-    await withFileRemovedOnInterrupt(copy, () =>
-      // Opened here, not by the stream, for the reason `replaceWithExport` gives.
-      pipeline(createReadStream(source), createWriteStream(copy, { fd: openSync(copy, 'w') })),
+    await withFileRemovedOnInterrupt(copy, madeFolder, () =>
+      pipeline(
+        // Not closed here: the descriptor is the process's own.
+        descriptor === undefined
+          ? createReadStream(source)
+          : createReadStream(source, { fd: descriptor, autoClose: false }),
+        // Opened here, not by the stream, for the reason `replaceWithExport` gives.
+        createWriteStream(copy, { fd: openSync(copy, 'w') }),
+      ),
     );
   } catch (error) {
     rmSync(copy, { force: true });
+    if (madeFolder !== undefined) removeIfEmpty(madeFolder);
     const code = (error as { code?: unknown } | null)?.code;
     if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
       throw new CommandError(`cannot copy ${name} into ${root} to import it: ${code}`, { cause: error });
@@ -874,6 +977,16 @@ async function copyIntoProject(source: string, name: string, root: string): Prom
     throw error;
   }
   return copy;
+}
+
+/** Whether `error`, or an error it was caused by, carries the system error code `code`. */
+function hasErrorCode(error: unknown, code: string): boolean {
+  let cause = error;
+  for (let depth = 0; depth < 10 && typeof cause === 'object' && cause !== null; depth++) {
+    if ((cause as { code?: unknown }).code === code) return true;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 /** What `file` is once its links are followed, or undefined when it cannot be told (missing, a link to nowhere). */
