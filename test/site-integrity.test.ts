@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createFilesystemPublisher } from '../src/publishing/filesystem.js';
 import type { Episode } from '../src/publishing/publisher.js';
 import { chapterIdFor } from '../src/state/schema.js';
-import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
+import { makeSiteEpisodes, siteSnapshot } from './fixtures/site.js';
 
 /** Awaited before each open for writing and each rename, so a test can hold one writer at a chosen point. */
 const fault = vi.hoisted(() => ({
@@ -41,38 +41,10 @@ async function tempFolder(): Promise<string> {
   return folder;
 }
 
-const SVG = new TextEncoder().encode(
-  '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="9"><rect width="16" height="9" fill="#246"/></svg>',
-);
-
 /** `count` episodes in chapters of three; those `picture` picks carry an SVG described by their title. */
-function makeEpisodes(count: number, picture: (index: number) => boolean): Episode[] {
-  let state = makeStoryState('tale');
-  const episodes: Episode[] = [];
-  for (let index = 0; index < count; index++) {
-    const chapterIndex = Math.floor(index / 3);
-    state = { ...state, chapterIndex, chapterId: chapterIdFor(chapterIndex) };
-    const scene = makeNextScene(state, { title: `Night ${index + 1}` });
-    state = makeNextState(state, scene);
-    episodes.push({
-      story: state,
-      scene,
-      ...(picture(index) ? { image: { data: SVG, mediaType: 'image/svg+xml', alt: scene.title } } : {}),
-    });
-  }
-  return episodes;
-}
-
-/** Every file under `folder`, hidden ones included, by relative path (posix separators). */
-async function snapshot(folder: string): Promise<Map<string, string>> {
-  const files = new Map<string, string>();
-  for (const entry of await readdir(folder, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    files.set(path.relative(folder, file).split(path.sep).join('/'), await readFile(file, 'utf8'));
-  }
-  return new Map([...files].sort(([a], [b]) => (a < b ? -1 : 1)));
-}
+const makeEpisodes = (count: number, picture: (index: number) => boolean): Episode[] =>
+  makeSiteEpisodes(count, { chapterSize: 3, picture });
+const snapshot = siteSnapshot;
 
 async function siteOf(episodes: readonly Episode[]): Promise<Map<string, string>> {
   const directory = await tempFolder();

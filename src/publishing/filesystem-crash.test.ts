@@ -7,9 +7,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { makeSiteEpisodes, siteSnapshot } from '../../test/fixtures/site.js';
 import { StorageError } from '../core/errors.js';
 import { chapterIdFor, type Scene } from '../state/schema.js';
-import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { createFilesystemPublisher } from './filesystem.js';
 import type { Episode } from './publisher.js';
 
@@ -69,34 +69,9 @@ async function tempFolder(): Promise<string> {
   return folder;
 }
 
-const SVG = new TextEncoder().encode(
-  '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="9"><rect width="16" height="9" fill="#246"/></svg>',
-);
-
 /** `count` episodes in chapters of two, each with a picture described by its title. */
-function makeEpisodes(count: number): Episode[] {
-  let state = makeStoryState('tale');
-  const episodes: Episode[] = [];
-  for (let index = 0; index < count; index++) {
-    const chapterIndex = Math.floor(index / 2);
-    state = { ...state, chapterIndex, chapterId: chapterIdFor(chapterIndex) };
-    const scene = makeNextScene(state, { title: `Night ${index + 1}` });
-    state = makeNextState(state, scene);
-    episodes.push({ story: state, scene, image: { data: SVG, mediaType: 'image/svg+xml', alt: scene.title } });
-  }
-  return episodes;
-}
-
-/** Every file under `folder`, hidden ones included, by relative path. */
-async function snapshot(folder: string): Promise<Map<string, string>> {
-  const files = new Map<string, string>();
-  for (const entry of await readdir(folder, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    files.set(path.relative(folder, file), await readFile(file, 'utf8'));
-  }
-  return new Map([...files].sort(([a], [b]) => (a < b ? -1 : 1)));
-}
+const makeEpisodes = (count: number): Episode[] => makeSiteEpisodes(count, { chapterSize: 2, picture: () => true });
+const snapshot = siteSnapshot;
 
 const sites = new Map<string, Map<string, string>>();
 
