@@ -24,7 +24,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { synthesizeExport } from '../bench/story-synthesis.js';
 import { folderFailureReason, openProject } from '../src/cli/project.js';
-import { storyloom, temporaryFolders } from './fixtures/cli.js';
+import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
 const cliEntry = path.join(repositoryRoot, 'src/cli/index.ts');
@@ -38,26 +38,9 @@ afterEach(() => {
   }
 });
 
-/** The command as a real process (`npm run storyloom -- ...` is `tsx src/cli/index.ts ...`). */
-function startCli(args: string[], cwd = repositoryRoot) {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
-    cwd,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  child.stderr!.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    (resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
-  );
-  return { child, done };
-}
+/** The command as a real process (`npm run storyloom -- ...` is `tsx src/cli/index.ts ...`), run from the repository. */
+const processes = childProcesses();
+const startCli = (args: string[]) => processes.storyloom(args);
 
 /** A project with a small story, written offline. */
 async function storyWith(episodes: number): Promise<{ cwd: string; data: string }> {
