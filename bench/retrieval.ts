@@ -445,6 +445,8 @@ async function main(): Promise<void> {
   const retriever = values.retriever ? (JSON.parse(values.retriever) as HybridRetrieverOptions) : undefined;
   const compose = values.compose ? (JSON.parse(values.compose) as ComposeIndexTextOptions) : undefined;
   const datasets = loadDatasets(values.file, values.format, select, compose);
+  // What was left out is said on stderr: stdout holds the results alone.
+  for (const note of new Set(datasets.flatMap((dataset) => dataset.notes ?? []))) console.error(note);
   const results: RecallResult[] = [];
   for (const dataset of datasets) {
     const config: BenchConfig = { ks: ks ?? DEFAULT_KS[dataset.unit], embedder };

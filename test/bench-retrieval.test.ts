@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -336,6 +336,21 @@ describe('FairytaleQA loader', () => {
     const fromFile = loadFairytaleQa(join(questions, 'tiny-questions.csv'));
     expect(fromFile.questions).toHaveLength(2);
     expect(loadDatasets(join(stories, 'tiny-story.csv'), 'fairytaleqa')[0]!.corpora).toHaveLength(1);
+  });
+
+  it('tells on stderr of a questions file with no story file, and scores the rest', () => {
+    const partial = join(folder, 'fairytale-partial');
+    mkdirSync(join(partial, 'questions', 'train'), { recursive: true });
+    mkdirSync(join(partial, 'section-stories', 'train'), { recursive: true });
+    cpSync(join(stories, 'tiny-story.csv'), join(partial, 'section-stories', 'train', 'tiny-story.csv'));
+    cpSync(join(questions, 'tiny-questions.csv'), join(partial, 'questions', 'train', 'tiny-questions.csv'));
+    cpSync(join(questions, 'tiny-questions.csv'), join(partial, 'questions', 'train', 'orphan-questions.csv'));
+    const run = benchRetrieval('--file', partial, '--format', 'fairytaleqa', '--json', '--methods', 'bm25');
+    expect(run.status, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout);
+    expect(report.results[0].questions).toBe(2);
+    expect(run.stderr).toContain('1 FairytaleQA questions file(s) have no story file');
+    expect(run.stderr).toContain('orphan-questions.csv');
   });
 
   it('reads a cor_section written as a float ("3.0") as that section', () => {

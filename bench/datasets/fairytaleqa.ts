@@ -112,7 +112,10 @@ const inSectionStories = (file: string) => file.split(/[\\/]/).slice(0, -1).incl
  * `section` and `text` columns. A questions file whose story exists only without those columns is an error naming
  * both: read as it stands, every one of its questions would be a miss.
  */
-export function findFairytalePairs(path: string): Array<{ story: string; storyFile: string; questionsFile: string }> {
+export function findFairytalePairs(
+  path: string,
+  unpaired: string[] = [],
+): Array<{ story: string; storyFile: string; questionsFile: string }> {
   const files: string[] = [];
   if (statSync(path).isDirectory()) walk(path, files);
   else files.push(path);
@@ -151,7 +154,11 @@ export function findFairytalePairs(path: string): Array<{ story: string; storyFi
         ...found,
       ]),
     ];
-    if (candidates.length === 0) continue;
+    if (candidates.length === 0) {
+      // Told, not scored: its questions have no sections to find.
+      unpaired.push(questionsFile);
+      continue;
+    }
     const storyFile = candidates.find(hasSectionColumns);
     if (!storyFile) {
       const have = candidates.length === 1 ? 'has' : 'have';
@@ -188,7 +195,8 @@ export function loadFairytaleQa(path: string): BenchDataset {
   const corpora: BenchCorpus[] = [];
   const questions: BenchQuestion[] = [];
   let skipped = 0;
-  const pairs = findFairytalePairs(path);
+  const unpaired: string[] = [];
+  const pairs = findFairytalePairs(path, unpaired);
   if (pairs.length === 0) throw new Error(`No FairytaleQA story/questions pairs found in ${path}`);
   for (const pair of pairs) {
     const corpusId = safeId(pair.story);
@@ -231,5 +239,11 @@ export function loadFairytaleQa(path: string): BenchDataset {
   if (questions.length === 0) {
     throw new Error(`No usable FairytaleQA question in ${path} (${skipped} without a question or a cor_section)`);
   }
-  return { dataset: 'fairytaleqa', unit: 'section', corpora, questions, skipped };
+  const notes =
+    unpaired.length === 0
+      ? []
+      : [
+          `${unpaired.length} FairytaleQA questions file(s) have no story file beside them or in the sibling folder and were left out: ${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''}`,
+        ];
+  return { dataset: 'fairytaleqa', unit: 'section', corpora, questions, skipped, notes };
 }

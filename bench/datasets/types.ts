@@ -45,4 +45,6 @@ export interface BenchDataset {
    * window of them: indexing with a larger `maxNeighbours` would quietly index less than asked for.
    */
   neighbours?: number;
+  /** What the loader left out of the files it was given, each said in one line (the command prints them on stderr). */
+  notes?: string[];
 }
