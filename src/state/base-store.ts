@@ -7,12 +7,12 @@
 
 import { isDeepStrictEqual } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { z } from 'zod';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, NotFoundError, toProblems, ValidationError } from '../core/errors.js';
 import { clipText } from '../core/text.js';
 import {
   IdSchema,
+  IsoTimeSchema,
   LIMITS,
   type Scene,
   SceneSchema,
@@ -110,12 +110,13 @@ export const EXPORT_FORMAT = 'storyloom-export';
 /** Bump when the export format changes incompatibly; importers refuse newer versions. */
 export const EXPORT_FORMAT_VERSION = 1;
 
+/** The outcome of an influence no scene has resolved yet: a new one, or one resolved past an export's cut. */
+const UNRESOLVED = { status: 'pending', reason: null, resolvedIn: null } as const;
+
 const MAX_PAGE = 1_000;
 const MAX_PUBLICATION_RESULT_CHARS = 16_000;
 /** A publication target: ASCII, so every backend orders the log the same (code units and UTF-8 bytes agree). */
 const PUBLICATION_TARGET = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
-/** An ISO 8601 time, as the schemas take them. */
-const IsoTimeSchema = z.iso.datetime({ offset: true });
 
 /** Options common to every store. */
 export interface BaseStateStoreOptions {
@@ -312,7 +313,7 @@ export abstract class BaseStateStore implements StoryStateStore {
         },
       );
     }
-    return this.insertInfluence({ ...parsed, receivedAt, status: 'pending', reason: null, resolvedIn: null });
+    return this.insertInfluence({ ...parsed, receivedAt, ...UNRESOLVED });
   }
 
   async pendingInfluences(storyId: string, options: { limit?: number } = {}): Promise<UserInfluence[]> {
@@ -421,9 +422,7 @@ export abstract class BaseStateStore implements StoryStateStore {
       return past;
     };
     for (const stored of await this.readAllInfluences(storyId)) {
-      const influence: UserInfluence = (await isPastCut(stored.resolvedIn))
-        ? { ...stored, status: 'pending', reason: null, resolvedIn: null }
-        : stored;
+      const influence: UserInfluence = (await isPastCut(stored.resolvedIn)) ? { ...stored, ...UNRESOLVED } : stored;
       counts.influences++;
       yield JSON.stringify({ kind: 'influence', influence });
     }
@@ -700,9 +699,7 @@ function checkVersions(
 function pendingPastTheCut(influences: readonly UserInfluence[], scenes: readonly Scene[]): UserInfluence[] {
   const sceneIds = new Set(scenes.map((scene) => scene.id));
   return influences.map((influence) =>
-    influence.resolvedIn !== null && !sceneIds.has(influence.resolvedIn)
-      ? { ...influence, status: 'pending', resolvedIn: null, reason: null }
-      : influence,
+    influence.resolvedIn !== null && !sceneIds.has(influence.resolvedIn) ? { ...influence, ...UNRESOLVED } : influence,
   );
 }
 

@@ -45,7 +45,8 @@ export const IdSchema = z
 
 const name = z.string().trim().min(1).max(LIMITS.nameLength);
 const shortText = z.string().max(LIMITS.shortText);
-const isoDate = z.iso.datetime({ offset: true });
+/** An ISO 8601 time with its offset (or `Z`), as every time of the domain model is written. */
+export const IsoTimeSchema = z.iso.datetime({ offset: true });
 const unit = z.number().min(0).max(1);
 const tag = z.string().trim().min(1).max(LIMITS.nameLength);
 
@@ -204,7 +205,7 @@ export const UserInfluenceSchema = z.object({
   choice: z.string().max(LIMITS.choiceLength).nullable().default(null),
   text: z.string().max(LIMITS.influenceText).default(''),
   weight: z.number().min(0).max(1e12).default(1),
-  receivedAt: isoDate,
+  receivedAt: IsoTimeSchema,
   proof: InfluenceProofSchema.default({ type: 'none' }),
   status: InfluenceStatusSchema.default('pending'),
   /** Why it was rejected, or how it was applied. */
@@ -251,8 +252,8 @@ export const StoryStateSchema = z
     plotThreads: z.array(PlotThreadSchema).max(LIMITS.plotThreads),
     /** The pending influences: a read view filled by `StoryStateStore.load`; influences are stored on their own. */
     userInfluenceQueue: z.array(UserInfluenceSchema).max(LIMITS.influenceQueue).default([]),
-    createdAt: isoDate,
-    updatedAt: isoDate,
+    createdAt: IsoTimeSchema,
+    updatedAt: IsoTimeSchema,
   })
   .superRefine((state, context) => {
     for (const [key, character] of Object.entries(state.characters)) {
@@ -297,7 +298,7 @@ export const SceneSchema = z.object({
   mood: z.string().max(60).default(''),
   importance: unit.default(0.5),
   imagePrompt: z.string().max(LIMITS.description).default(''),
-  createdAt: isoDate,
+  createdAt: IsoTimeSchema,
   /** The state version this scene produced. */
   stateVersion: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
   influencesApplied: z.array(IdSchema).max(LIMITS.influencesPerScene).default([]),
