@@ -5,23 +5,11 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ContextCache } from '../src/context/context-cache.js';
-import { ContextManager } from '../src/context/context-manager.js';
-import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryCacheDriver } from '../src/context/memory-cache.js';
-import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
-import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { createStoryEngine } from '../src/engine/engine.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
-import { createMemoryStateStore } from '../src/state/memory.js';
 import type { StoryStateStore } from '../src/state/store.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitScenes } from './fixtures/keepers.js';
-
-async function storyWithScenes(count: number) {
-  const store = createMemoryStateStore();
-  const state = await commitScenes(store, await store.create(makeStoryState('tale')), count);
-  return { store, state };
-}
+import { managerWith, storyWithScenes } from './fixtures/keepers.js';
 
 /**
  * `store` as the cache sees it: each `listScenes` call never answers while `hanging()` is true (a read on a dead
@@ -37,17 +25,6 @@ function hangingWhile(store: StoryStateStore, hanging: () => boolean): StoryStat
       }
       return Reflect.get(target, property, receiver);
     },
-  });
-}
-
-function managerWith(store: StoryStateStore, cache: ContextCache): ContextManager {
-  const dimensions = 64;
-  return new ContextManager({
-    store,
-    vectors: createMemoryVectorIndex({ dimensions }),
-    keywords: createMemoryKeywordIndex(),
-    embedder: createHashingEmbedder({ dimensions }),
-    cache,
   });
 }
 

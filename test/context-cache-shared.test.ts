@@ -8,29 +8,13 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { CacheDriver } from '../src/context/cache-driver.js';
 import { ContextCache } from '../src/context/context-cache.js';
-import { ContextManager } from '../src/context/context-manager.js';
-import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryCacheDriver } from '../src/context/memory-cache.js';
-import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
-import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { ValidationError } from '../src/core/errors.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { createSqliteStateStore } from '../src/state/sqlite.js';
 import { restoreSqliteBackup } from '../src/state/sqlite-database.js';
-import type { StoryStateStore } from '../src/state/store.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitScenes } from './fixtures/keepers.js';
-
-function managerWith(store: StoryStateStore, cache: ContextCache): ContextManager {
-  const dimensions = 64;
-  return new ContextManager({
-    store,
-    vectors: createMemoryVectorIndex({ dimensions }),
-    keywords: createMemoryKeywordIndex(),
-    embedder: createHashingEmbedder({ dimensions }),
-    cache,
-  });
-}
+import { commitScenes, managerWith } from './fixtures/keepers.js';
 
 /** Resolves to 'timeout' if `promise` has not settled within `ms`. */
 function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {

@@ -1,19 +1,12 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { commitScenes } from '../../test/fixtures/keepers.js';
+import { commitScenes, storyWithScenes } from '../../test/fixtures/keepers.js';
 import { AbortedError, ProviderError, ValidationError } from '../core/errors.js';
-import { createMemoryStateStore } from '../state/memory.js';
 import type { StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import type { CacheDriver } from './cache-driver.js';
 import { ContextCache } from './context-cache.js';
 import { createMemoryCacheDriver } from './memory-cache.js';
-
-async function storyWithScenes(count: number) {
-  const store = createMemoryStateStore();
-  const state = await commitScenes(store, await store.create(makeStoryState('tale')), count);
-  return { store, state };
-}
 
 function failingDriver(): CacheDriver & { calls: number } {
   const fail = async () => {
