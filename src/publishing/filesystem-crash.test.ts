@@ -121,87 +121,104 @@ async function asLanded(directory: string, dying: readonly Episode[]): Promise<E
     .map((episode) => (images.has(`${slug(episode.scene)}.svg`) ? episode : { ...episode, image: undefined }));
 }
 
+/**
+ * The tests that kill a publish at each of its disk changes, one run per change: about 16 s alone, and more than
+ * twice that on two cores shared with the rest of the suite. Their bound is their own, so that a slow machine fails
+ * none of them by the clock (each assertion stays as it is).
+ */
+const EXHAUSTIVE_TIMEOUT_MS = 180_000;
+
 describe('createFilesystemPublisher: a publish that dies part-way', () => {
   const episodes = makeEpisodes(6);
   // Scene 5 opens chapter 3 (its publish also changes chapter 2's page); scene 6 is the next publish.
   const [before, dying, next] = [episodes.slice(0, 4), episodes[4]!, episodes[5]!];
 
-  it('is repaired by the next publish, whatever change it died at', async () => {
-    const complete = await siteOf(episodes);
-    revive();
-    const probe = createFilesystemPublisher({ directory: await tempFolder() });
-    for (const episode of before) await probe.publish(episode);
-    death.changes = 0;
-    await probe.publish(dying);
-    const changes = death.changes;
-    expect(changes).toBeGreaterThan(10);
-
-    for (let dieAt = 1; dieAt <= changes; dieAt++) {
-      const directory = await tempFolder();
-      const publisher = createFilesystemPublisher({ directory });
-      for (const episode of before) await publisher.publish(episode);
-      revive(dieAt);
-      // Dying at the very last change (the marker's removal), the publish had done its work and may report it.
-      await publisher.publish(dying).catch(() => undefined);
-      expect(death.dead, `died at change ${dieAt}`).toBe(true);
-      revive();
-      // The next scene's publish repairs the site: the dying scene is on it as if published, once its JSON landed.
-      const landed = await asLanded(directory, [dying]);
-      await publisher.publish(next);
-      expect(
-        withoutUnlistedPictures(await snapshot(directory)),
-        `dying at change ${dieAt}, then publishing the next scene`,
-      ).toEqual(await siteOf([...before, ...landed, next]));
-      // The engine publishes the dying scene again: the site is the one an uninterrupted run writes.
-      await publisher.publish(dying);
-      expect(await snapshot(directory), `dying at change ${dieAt}, then publishing it again`).toEqual(complete);
-    }
-  });
-
-  it('is repaired when it moved a scene to another chapter or index, whatever change it died at', async () => {
-    const base = episodes.slice(0, 5);
-    const moves: Episode[] = [
-      // The fifth scene, alone in the third chapter, into the second: the third chapter goes.
-      { ...episodes[4]!, scene: { ...episodes[4]!.scene, chapterId: chapterIdFor(1) } },
-      // The second scene into the second chapter.
-      { ...episodes[1]!, scene: { ...episodes[1]!.scene, chapterId: chapterIdFor(1) } },
-      // The second scene to index 9 of its chapter: its old files go.
-      { ...episodes[1]!, scene: { ...episodes[1]!.scene, index: 9 } },
-    ];
-    for (const moved of moves) {
-      const where = `scene ${moved.scene.id} to ${moved.scene.chapterId} at ${moved.scene.index}`;
-      const moveDone = [...base.filter((episode) => episode.scene.id !== moved.scene.id), moved, next];
+  it(
+    'is repaired by the next publish, whatever change it died at',
+    async () => {
+      const complete = await siteOf(episodes);
       revive();
       const probe = createFilesystemPublisher({ directory: await tempFolder() });
-      for (const episode of base) await probe.publish(episode);
+      for (const episode of before) await probe.publish(episode);
       death.changes = 0;
-      await probe.publish(moved);
+      await probe.publish(dying);
       const changes = death.changes;
+      expect(changes).toBeGreaterThan(10);
 
       for (let dieAt = 1; dieAt <= changes; dieAt++) {
         const directory = await tempFolder();
         const publisher = createFilesystemPublisher({ directory });
-        for (const episode of base) await publisher.publish(episode);
+        for (const episode of before) await publisher.publish(episode);
         revive(dieAt);
-        await publisher.publish(moved).catch(() => undefined);
-        expect(death.dead, `${where}: died at change ${dieAt}`).toBe(true);
+        // Dying at the very last change (the marker's removal), the publish had done its work and may report it.
+        await publisher.publish(dying).catch(() => undefined);
+        expect(death.dead, `died at change ${dieAt}`).toBe(true);
         revive();
-        // The move is on the site once the scene's JSON landed (its picture, once that did), as if published.
-        const json = await readFile(path.join(directory, `scenes/${slug(moved.scene)}.json`), 'utf8').catch(() => '{}');
-        const landed = JSON.parse(json).chapterId === moved.scene.chapterId;
-        const [movedAsLanded] = await asLanded(directory, [moved]);
+        // The next scene's publish repairs the site: the dying scene is on it as if published, once its JSON landed.
+        const landed = await asLanded(directory, [dying]);
         await publisher.publish(next);
         expect(
           withoutUnlistedPictures(await snapshot(directory)),
-          `${where}: died at change ${dieAt}, then publishing the next scene`,
-        ).toEqual(await siteOf(landed ? [...moveDone.slice(0, -2), movedAsLanded!, next] : [...base, next]));
-        await publisher.publish(moved);
-        expect(await snapshot(directory), `${where}: died at change ${dieAt}, then moving it again`).toEqual(
-          await siteOf(moveDone),
-        );
+          `dying at change ${dieAt}, then publishing the next scene`,
+        ).toEqual(await siteOf([...before, ...landed, next]));
+        // The engine publishes the dying scene again: the site is the one an uninterrupted run writes.
+        await publisher.publish(dying);
+        expect(await snapshot(directory), `dying at change ${dieAt}, then publishing it again`).toEqual(complete);
       }
-    }
-  });
+    },
+    EXHAUSTIVE_TIMEOUT_MS,
+  );
+
+  it(
+    'is repaired when it moved a scene to another chapter or index, whatever change it died at',
+    async () => {
+      const base = episodes.slice(0, 5);
+      const moves: Episode[] = [
+        // The fifth scene, alone in the third chapter, into the second: the third chapter goes.
+        { ...episodes[4]!, scene: { ...episodes[4]!.scene, chapterId: chapterIdFor(1) } },
+        // The second scene into the second chapter.
+        { ...episodes[1]!, scene: { ...episodes[1]!.scene, chapterId: chapterIdFor(1) } },
+        // The second scene to index 9 of its chapter: its old files go.
+        { ...episodes[1]!, scene: { ...episodes[1]!.scene, index: 9 } },
+      ];
+      for (const moved of moves) {
+        const where = `scene ${moved.scene.id} to ${moved.scene.chapterId} at ${moved.scene.index}`;
+        const moveDone = [...base.filter((episode) => episode.scene.id !== moved.scene.id), moved, next];
+        revive();
+        const probe = createFilesystemPublisher({ directory: await tempFolder() });
+        for (const episode of base) await probe.publish(episode);
+        death.changes = 0;
+        await probe.publish(moved);
+        const changes = death.changes;
+
+        for (let dieAt = 1; dieAt <= changes; dieAt++) {
+          const directory = await tempFolder();
+          const publisher = createFilesystemPublisher({ directory });
+          for (const episode of base) await publisher.publish(episode);
+          revive(dieAt);
+          await publisher.publish(moved).catch(() => undefined);
+          expect(death.dead, `${where}: died at change ${dieAt}`).toBe(true);
+          revive();
+          // The move is on the site once the scene's JSON landed (its picture, once that did), as if published.
+          const json = await readFile(path.join(directory, `scenes/${slug(moved.scene)}.json`), 'utf8').catch(
+            () => '{}',
+          );
+          const landed = JSON.parse(json).chapterId === moved.scene.chapterId;
+          const [movedAsLanded] = await asLanded(directory, [moved]);
+          await publisher.publish(next);
+          expect(
+            withoutUnlistedPictures(await snapshot(directory)),
+            `${where}: died at change ${dieAt}, then publishing the next scene`,
+          ).toEqual(await siteOf(landed ? [...moveDone.slice(0, -2), movedAsLanded!, next] : [...base, next]));
+          await publisher.publish(moved);
+          expect(await snapshot(directory), `${where}: died at change ${dieAt}, then moving it again`).toEqual(
+            await siteOf(moveDone),
+          );
+        }
+      }
+    },
+    EXHAUSTIVE_TIMEOUT_MS,
+  );
 
   it('reports a temporary file removed under it as a retryable StorageError, and the retry publishes', async () => {
     const directory = await tempFolder();
@@ -216,31 +233,35 @@ describe('createFilesystemPublisher: a publish that dies part-way', () => {
     expect(await snapshot(directory)).toEqual(await siteOf(episodes));
   });
 
-  it('is repaired when it was a batch, whatever change it died at', async () => {
-    const complete = await siteOf(episodes);
-    revive();
-    const probe = createFilesystemPublisher({ directory: await tempFolder() });
-    await probe.publishMany(episodes.slice(0, 2));
-    death.changes = 0;
-    await probe.publishMany(episodes.slice(2, 5));
-    const changes = death.changes;
-
-    for (let dieAt = 1; dieAt <= changes; dieAt++) {
-      const directory = await tempFolder();
-      const publisher = createFilesystemPublisher({ directory });
-      await publisher.publishMany(episodes.slice(0, 2));
-      revive(dieAt);
-      await publisher.publishMany(episodes.slice(2, 5)).catch(() => undefined);
-      expect(death.dead, `died at change ${dieAt}`).toBe(true);
+  it(
+    'is repaired when it was a batch, whatever change it died at',
+    async () => {
+      const complete = await siteOf(episodes);
       revive();
-      const landed = await asLanded(directory, episodes.slice(2, 5));
-      await publisher.publish(next);
-      // Every scene whose JSON landed is on the site, with its page and its neighbours' links.
-      expect(withoutUnlistedPictures(await snapshot(directory)), `dying at change ${dieAt}`).toEqual(
-        await siteOf([...episodes.slice(0, 2), ...landed, next]),
-      );
-      await publisher.publishMany(episodes.slice(2, 5));
-      expect(await snapshot(directory), `dying at change ${dieAt}, then the batch again`).toEqual(complete);
-    }
-  });
+      const probe = createFilesystemPublisher({ directory: await tempFolder() });
+      await probe.publishMany(episodes.slice(0, 2));
+      death.changes = 0;
+      await probe.publishMany(episodes.slice(2, 5));
+      const changes = death.changes;
+
+      for (let dieAt = 1; dieAt <= changes; dieAt++) {
+        const directory = await tempFolder();
+        const publisher = createFilesystemPublisher({ directory });
+        await publisher.publishMany(episodes.slice(0, 2));
+        revive(dieAt);
+        await publisher.publishMany(episodes.slice(2, 5)).catch(() => undefined);
+        expect(death.dead, `died at change ${dieAt}`).toBe(true);
+        revive();
+        const landed = await asLanded(directory, episodes.slice(2, 5));
+        await publisher.publish(next);
+        // Every scene whose JSON landed is on the site, with its page and its neighbours' links.
+        expect(withoutUnlistedPictures(await snapshot(directory)), `dying at change ${dieAt}`).toEqual(
+          await siteOf([...episodes.slice(0, 2), ...landed, next]),
+        );
+        await publisher.publishMany(episodes.slice(2, 5));
+        expect(await snapshot(directory), `dying at change ${dieAt}, then the batch again`).toEqual(complete);
+      }
+    },
+    EXHAUSTIVE_TIMEOUT_MS,
+  );
 });
