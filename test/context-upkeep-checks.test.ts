@@ -196,6 +196,38 @@ describe('a reindex cut short', () => {
   });
 });
 
+describe('a rebuild asks the embedder once per text', () => {
+  it("reuses the vectors of its trial call for the first units it writes, and writes the vectors a fresh embedding gives", async () => {
+    const base = createHashingEmbedder({ dimensions: DIMENSIONS });
+    const asked = new Map<string, number>();
+    // A small batch, so the trial call covers some scenes and the rest are embedded as they are written.
+    const counting = wrapEmbedder(
+      base,
+      async (texts, options) => {
+        for (const text of texts) asked.set(text, (asked.get(text) ?? 0) + 1);
+        return base.embed(texts, options);
+      },
+      { maxBatchSize: 4 },
+    );
+    const story = await build(6, { embedder: counting });
+    const [probe] = await base.embed(['the lighthouse'], { inputType: 'query' });
+    const ids = (await story.options.vectors.query('tale', { vector: probe!, topK: 10_000 })).map((match) => match.id);
+    expect(ids.length).toBeGreaterThan(6);
+    const before = await story.options.vectors.fetch('tale', ids);
+    asked.clear();
+    const result = await story.manager.reindex('tale');
+    expect(result.scenes).toBe(6);
+    const repeated = [...asked].filter(([, count]) => count > 1);
+    expect(repeated).toEqual([]);
+    // Every record is back with the vector it had: the reused vectors belong to the units they were made for.
+    const after = await story.options.vectors.fetch('tale', ids);
+    expect(after.map((record) => record.id)).toEqual(ids);
+    for (const [index, record] of after.entries()) {
+      expect(Array.from(record.values), record.id).toEqual(Array.from(before[index]!.values));
+    }
+  });
+});
+
 describe('chunking of long scenes', () => {
   it('splits a long scene of verse lines without sentence punctuation into chunks', async () => {
     const story = await build(1);

@@ -1049,13 +1049,19 @@ export class ContextManager {
     // units up to a full batch (written after the clear, which lists the scenes again so as to include any committed
     // meanwhile): one that answers with the wrong dimensions or NaN, or fails on a full batch, would otherwise leave
     // the story with no memory at all, and every later call would clear it again.
+    // The trial's vectors are kept, by text, for the first write: a paid embedder is not asked for them twice.
     const room = this.embedder.maxBatchSize - 1;
     const probe: Unit[] = [];
     for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
       probe.push(...page.units);
       if (probe.length >= room) break;
     }
-    const fingerprintValues = await this.embedFingerprint(signal, probe.slice(0, room));
+    const trialTexts = probe.slice(0, room).map(embeddingTextOf);
+    const [fingerprintValues, ...trialValues] = await embedInBatches(this.embedder, [this.fingerprint, ...trialTexts], {
+      inputType: 'document',
+      ...(signal ? { signal } : {}),
+    });
+    const embedded = new Map(trialTexts.map((text, index) => [text, trialValues[index]!]));
     throwIfAborted(signal);
     this.horizonsOf().delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
@@ -1069,7 +1075,8 @@ export class ContextManager {
     let done = 0;
     let pruned = 0;
     for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
-      records += await this.writeUnits(storyId, page.units, signal, false);
+      records += await this.writeUnits(storyId, page.units, signal, false, embedded);
+      embedded.clear();
       done += page.scenes;
       pruned += page.pruned;
       // Scenes committed meanwhile are listed too: the total grows with them.
@@ -1104,7 +1111,7 @@ export class ContextManager {
     }
     await this.updateSynopsis(storyId, signal);
     await this.saveLocations(storyId, signal);
-    await this.finishRebuild(storyId, token, fingerprintValues, signal);
+    await this.finishRebuild(storyId, token, fingerprintValues!, signal);
     this.trackKeywords(storyId, done, marks);
     this.verified.set(storyId, SharedWork.done());
     report({ phase: 'done', done: 1, total: 1 });
@@ -1760,10 +1767,9 @@ export class ContextManager {
     await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, values);
   }
 
-  /** The fingerprint record's vector: the fingerprint embedded (with `units`, a rebuild's trial), checked. */
-  private async embedFingerprint(signal: AbortSignal | undefined, units: readonly Unit[] = []): Promise<Float32Array> {
-    const texts = [this.fingerprint, ...units.map((unit) => unit.embeddingText ?? unit.text)];
-    const [values] = await embedInBatches(this.embedder, texts, { inputType: 'document', signal });
+  /** The fingerprint record's vector: the fingerprint embedded, checked. */
+  private async embedFingerprint(signal: AbortSignal | undefined): Promise<Float32Array> {
+    const [values] = await embedInBatches(this.embedder, [this.fingerprint], { inputType: 'document', signal });
     return values!;
   }
 
@@ -2567,21 +2573,28 @@ export class ContextManager {
   }
 
   /** Embeds units in the embedder's batches and writes them to both indexes. Returns how many were written. */
+  /**
+   * Embeds and writes `units` to both indexes. `embedded`: vectors already made for some of their embedding texts (a
+   * rebuild's trial call), used instead of asking the embedder again.
+   */
   private async writeUnits(
     storyId: string,
     units: readonly Unit[],
     signal: AbortSignal | undefined,
     invalidate = true,
+    embedded?: ReadonlyMap<string, Float32Array>,
   ): Promise<number> {
     if (units.length === 0) return 0;
-    const vectors = await embedInBatches(
+    const texts = units.map(embeddingTextOf);
+    const fresh = await embedInBatches(
       this.embedder,
-      units.map((unit) => unit.embeddingText ?? unit.text),
+      texts.filter((text) => !embedded?.has(text)),
       { inputType: 'document', ...(signal ? { signal } : {}) },
     );
+    let next = 0;
     const records: VectorRecordInput[] = units.map((unit, index) => ({
       id: unit.id,
-      values: nonZero(vectors[index]!),
+      values: nonZero(embedded?.get(texts[index]!) ?? fresh[next++]!),
       metadata: unit.metadata,
     }));
     const batch = Math.max(1, this.vectors.capabilities.maxUpsertBatch);
@@ -2837,6 +2850,11 @@ interface Unit {
   /** What the vector index embeds, when not `text` (a scene chunk without the neighbours it borrows). */
   embeddingText?: string;
   metadata: VectorMetadataInput;
+}
+
+/** The text of a unit that the vector index embeds. */
+function embeddingTextOf(unit: Unit): string {
+  return unit.embeddingText ?? unit.text;
 }
 
 /** The ids of the scenes the packed stable prefix shows as earlier scenes. */
