@@ -197,7 +197,7 @@ describe('a reindex cut short', () => {
 });
 
 describe('a rebuild asks the embedder once per text', () => {
-  it("reuses the vectors of its trial call for the first units it writes, and writes the vectors a fresh embedding gives", async () => {
+  it('reuses the vectors of its trial call for the first units it writes, and writes the vectors a fresh embedding gives', async () => {
     const base = createHashingEmbedder({ dimensions: DIMENSIONS });
     const asked = new Map<string, number>();
     // A small batch, so the trial call covers some scenes and the rest are embedded as they are written.
