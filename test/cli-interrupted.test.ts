@@ -289,6 +289,38 @@ describe.skipIf(!hasMkfifo)('an import from a pipe cut short while it copies (ne
   }, 60_000);
 });
 
+describe.skipIf(!hasMkfifo)('an import from a pipe refused in a folder it made (needs mkfifo)', () => {
+  it('leaves the copy another import is making in the same folder, and the folder with it', async () => {
+    const { cwd, text } = await exportedStory();
+    const lines = text.toString('utf8').split('\n');
+    const sceneLine = lines.findIndex((line) => line.includes('"kind":"scene"'));
+    expect(sceneLine).toBeGreaterThan(0);
+    // A scene the schema refuses: the import is refused after the project is made, before the story goes in.
+    const damaged = lines.map((line, index) =>
+      index === sceneLine ? line.replace(/"text":"[^"]*"/, '"text":7') : line,
+    );
+    expect(damaged[sceneLine]).not.toBe(lines[sceneLine]);
+    const cases = {
+      'not an export': Buffer.from(`${'x'.repeat(FIRST_PART)}\n`),
+      'a scene the schema refuses': Buffer.from(damaged.join('\n')),
+    };
+    for (const [label, content] of Object.entries(cases)) {
+      const data = path.join(cwd, label.replaceAll(' ', '-'));
+      const pipe = slowPipe(cwd, `${label.replaceAll(' ', '-')}.fifo`, content);
+      const importing = storyloom(cwd, ['import', pipe.fifo, '--data', data]);
+      await copyUnderWay(data);
+      // Another import into the same new folder, on another machine, copying its pipe meanwhile.
+      const other = '.import-copy.partial-0123456789ab-4194999-00c0ffee';
+      writeFileSync(path.join(data, other), '{"kind":"storyloom-export"');
+      pipe.finish();
+      const refused = await importing;
+      expect(refused.code, label).toBe(1);
+      expect(refused.stderr, label).not.toBe('');
+      expect(readdirSync(data), label).toEqual([other]);
+    }
+  }, 60_000);
+});
+
 describe('a fork cut short before its story went in', () => {
   it('status of the fork says to run the same fork again, and that command works', async () => {
     const { cwd, data } = await storyWith(3);

@@ -681,8 +681,14 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
               throw error;
             } finally {
               project.close();
-              // What this command made goes, as if it had never run.
-              if (abandoned) for (const leftover of made) rmSync(leftover, { recursive: true, force: true });
+              // What this command made goes, as if it had never run; the folder only once nothing else is in it (an
+              // import into the same new folder may be copying its pipe there meanwhile).
+              if (abandoned) {
+                for (const leftover of made) {
+                  if (leftover !== paths.root) rmSync(leftover, { recursive: true, force: true });
+                }
+                if (made.includes(paths.root)) removeIfEmpty(paths.root);
+              }
             }
             return;
           }
@@ -707,9 +713,9 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       } finally {
         if (copy) {
           rmSync(copy, { force: true });
-          // A folder made only to hold the copy of a file refused before a project was made in it goes too.
-          if (made.includes(paths.root) && !existsSync(paths.config))
-            rmSync(paths.root, { recursive: true, force: true });
+          // A folder made only to hold the copy of a file refused before a project was made in it goes too, once
+          // nothing else is in it.
+          if (made.includes(paths.root) && !existsSync(paths.config)) removeIfEmpty(paths.root);
         }
       }
     });
