@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { markBuildPending, openProject, projectPaths } from '../src/cli/project.js';
+import { markBuildPending, openProject, partialFileFor, projectPaths } from '../src/cli/project.js';
 import type { SceneGenerator } from '../src/generation/scene-generator.js';
 import { makeNextScene, makeNextState } from '../src/testing/fixtures.js';
 import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
@@ -178,6 +178,26 @@ describe('an import cut short before its story went in', () => {
     expect(await statusOf(cwd, 'copy', 'saga')).toMatchObject({ scenes: 2, unfinishedBuild: null });
   });
 });
+
+/**
+ * Partial files beside `target` as writers leave them: `stale`, of a process of this machine that no longer runs
+ * (`dead`); `live`, of one that runs (this test's parent); `elsewhere`, written just now by an older storyloom (named by
+ * its pid alone) and by a process on another machine or in another container, whose pids say nothing here; `old`, of
+ * another machine and untouched for two days.
+ */
+function partialsBeside(target: string, dead: number) {
+  // The name this process would give, with another pid: the scope is this machine's.
+  const ours = partialFileFor(target);
+  const withPid = (pid: number) => ours.replace(`-${process.pid}-`, `-${pid}-`);
+  const stale = withPid(dead);
+  const live = withPid(process.ppid);
+  const elsewhere = [`${target}.partial-${dead}`, `${target}.partial-0123456789ab-${dead}-00c0ffee`];
+  const old = `${target}.partial-0123456789ab-${dead + 1}-00c0ffee`;
+  for (const file of [stale, live, ...elsewhere, old]) writeFileSync(file, '{"kind":');
+  const twoDaysAgo = new Date(Date.now() - 2 * 24 * 60 * 60 * 1000);
+  utimesSync(old, twoDaysAgo, twoDaysAgo);
+  return { stale, live, elsewhere, old };
+}
 
 /** The copies of a pipe an import is making, or left, in a project folder. */
 const importCopies = (folder: string) =>
@@ -448,28 +468,32 @@ describe('slips that cost nothing', () => {
     expect((await statusOf(cwd, 'proj')).scenes).toBe(1);
   });
 
-  it('an export removes what an export of the same file killed half-way left beside it', async () => {
+  it('an export removes what an export of the same file killed half-way left beside it, and leaves what a running export writes', async () => {
     const { cwd } = await storyWith(1);
+    const target = path.join(cwd, 'story.jsonl');
     // A pid no process can have: above the largest Linux allows (2^22 = 4194304) and macOS (99998).
-    const stale = path.join(cwd, 'story.jsonl.partial-4194999');
-    writeFileSync(stale, '{"kind":"storyloom-export"');
-    const live = path.join(cwd, `story.jsonl.partial-${process.ppid}`);
-    writeFileSync(live, 'being written');
+    const dead = 4_194_999;
+    const { stale, live, elsewhere, old } = partialsBeside(target, dead);
     expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
-    expect(readdirSync(cwd).filter((name) => name.startsWith('story.jsonl'))).toEqual([
-      'story.jsonl',
-      `story.jsonl.partial-${process.ppid}`,
-    ]);
+    expect(existsSync(stale), 'the partial file of a process of this machine that no longer runs').toBe(false);
+    expect(existsSync(old), 'a partial file nothing has written for two days').toBe(false);
+    expect(
+      readdirSync(cwd)
+        .filter((name) => name.startsWith('story.jsonl'))
+        .sort(),
+    ).toEqual(['story.jsonl', ...[live, ...elsewhere].map((file) => path.basename(file))].sort());
   });
 
-  it('a pending-build record removes what a record killed before its rename left beside it', async () => {
+  it('a pending-build record removes what a record killed before its rename left beside it, and leaves what a running command writes', async () => {
     const { data } = await storyWith(1);
     const paths = projectPaths(data);
     const record = paths.pendingOf('branch');
     mkdirSync(path.dirname(record), { recursive: true });
-    writeFileSync(`${record}.partial-4194999`, '{"kind":');
+    const { live, elsewhere } = partialsBeside(record, 4_194_999);
     markBuildPending(paths, 'branch', { kind: 'fork', from: STORY });
-    expect(readdirSync(path.dirname(record))).toEqual([path.basename(record)]);
+    expect(readdirSync(path.dirname(record)).sort()).toEqual(
+      [record, live, ...elsewhere].map((file) => path.basename(file)).sort(),
+    );
   });
 
   it('a bible file that holds no JSON object is refused in one line', async () => {

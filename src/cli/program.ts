@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -16,7 +16,6 @@ import {
   existsSync,
   lstatSync,
   openSync,
-  readdirSync,
   readFileSync,
   readlinkSync,
   readSync,
@@ -28,7 +27,6 @@ import {
   statSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
-import { hostname } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -40,7 +38,6 @@ import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isoNow, systemClock } from '../core/clock.js';
 import { ConflictError, NotFoundError, StoryloomError, ValidationError } from '../core/errors.js';
-import { isProcessAlive } from '../core/process.js';
 import { buildEpisodeQuery, takenInfluences } from '../engine/engine.js';
 import type { EngineEvent, EngineStep } from '../engine/events.js';
 import { resolveInfluences } from '../engine/influence-resolution.js';
@@ -63,6 +60,7 @@ import {
   openProject,
   type PendingBuild,
   type ProjectPaths,
+  partialFileFor,
   projectPaths,
   readBuildPending,
   removeStalePartials,
@@ -836,7 +834,7 @@ async function writeExport(lines: Readable, output: Writable, gzip: boolean): Pr
  */
 async function replaceWithExport(lines: Readable, target: string, gzip: boolean): Promise<void> {
   const mode = existsSync(target) ? statSync(target).mode & 0o7777 : undefined;
-  const partial = `${target}.partial-${process.pid}`;
+  const partial = partialFileFor(target);
   removeStalePartials(target);
   try {
     await withFileRemovedOnInterrupt(partial, undefined, async () => {
@@ -887,52 +885,6 @@ function removeIfEmpty(folder: string): void {
 
 /** The start of the name of the copy an import makes of a pipe in the project folder; see `copyIntoProject`. */
 const IMPORT_COPY = '.import-copy';
-/** How long a copy whose pid cannot be judged here must lie untouched before an import takes it for abandoned. */
-const ABANDONED_COPY_AGE_MS = 24 * 60 * 60 * 1000;
-
-/**
- * Where a pid names the same process as it does for this one, as a short hash: this machine since it started (Linux's
- * boot id, which a container shares with its host) and this pid namespace (each container counts its own pids, even
- * under its host's name). Where neither can be read, the host name alone stands for both.
- */
-function pidScope(): string {
-  const readOrEmpty = (read: () => string) => {
-    try {
-      return read().trim();
-    } catch {
-      return '';
-    }
-  };
-  const machine = readOrEmpty(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8'));
-  const namespace = readOrEmpty(() => readlinkSync('/proc/self/ns/pid'));
-  return createHash('sha256').update([hostname(), machine, namespace].join('\n')).digest('hex').slice(0, 12);
-}
-
-/**
- * Removes from `root` the copies that imports killed half-way left (`.import-copy.partial-<scope>-<pid>-<random>`).
- * A pid says whether its import still runs only within its scope (`pidScope`): a copy of this one goes once its
- * process no longer runs. A copy of another scope (another machine or container importing into a shared folder), or
- * one an older storyloom named by its pid alone, goes only once nothing has written it for a day: an import writes its
- * copy as the pipe gives it and reads it only until its story is in, so a day untouched is no running import's.
- */
-function removeAbandonedImportCopies(root: string, scope: string): void {
-  const prefix = `${IMPORT_COPY}.partial-`;
-  for (const name of readdirSync(root)) {
-    if (!name.startsWith(prefix)) continue;
-    const file = path.join(root, name);
-    const [copyScope, pidText] = name.slice(prefix.length).split('-');
-    let abandoned: boolean;
-    if (copyScope === scope) {
-      const pid = Number(pidText);
-      abandoned = Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isProcessAlive(pid);
-    } else {
-      const written = lstatSync(file, { throwIfNoEntry: false })?.mtimeMs;
-      abandoned = written !== undefined && Date.now() - written > ABANDONED_COPY_AGE_MS;
-    }
-    if (abandoned) rmSync(file, { force: true });
-  }
-}
-
 /**
  * The descriptor `file` names when it is one of this process's own (`/dev/stdin`, `/dev/fd/N`, `/proc/self/fd/N`).
  * Such a descriptor is read as it is: opened again by its name, a socket (the pipe a Node.js parent gives) refuses.
@@ -957,10 +909,9 @@ async function copyIntoProject(
   madeFolder: string | undefined,
 ): Promise<string> {
   makeProjectFolder(root);
-  const scope = pidScope();
-  removeAbandonedImportCopies(root, scope);
-  // Unique beyond the pid, which an import in another scope may have too.
-  const copy = path.join(root, `${IMPORT_COPY}.partial-${scope}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const target = path.join(root, IMPORT_COPY);
+  removeStalePartials(target);
+  const copy = partialFileFor(target);
   const descriptor = ownDescriptor(source);
   try {
     await withFileRemovedOnInterrupt(copy, madeFolder, () =>

@@ -7,17 +7,20 @@
  *
  * @module
  */
+import { createHash, randomBytes } from 'node:crypto';
 import {
   existsSync,
   lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   rmdirSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { ContextCache } from '../context/context-cache.js';
@@ -139,24 +142,67 @@ export type PendingBuild = z.infer<typeof PendingBuildSchema>;
 export function markBuildPending(paths: ProjectPaths, storyId: string, build: Omit<PendingBuild, 'startedAt'>): void {
   const file = paths.pendingOf(storyId);
   mkdirSync(path.dirname(file), { recursive: true });
-  const partial = `${file}.partial-${process.pid}`;
+  const partial = partialFileFor(file);
   removeStalePartials(file);
   writeFileSync(partial, `${JSON.stringify({ ...build, startedAt: new Date().toISOString() })}\n`);
   renameSync(partial, file);
 }
 
+/** How long a partial file whose writer cannot be judged here must lie untouched before it counts as abandoned. */
+const ABANDONED_PARTIAL_AGE_MS = 24 * 60 * 60 * 1000;
+
 /**
- * Removes what writers of `target` killed before they could rename their work into place left beside it
- * (`<target>.partial-<pid>`, of a process that no longer runs): an export, a pending-build record. A partial file of
- * a writer still running is left alone.
+ * Where a pid names the same process as it does for this one, as a short hash: this machine since it started (Linux's
+ * boot id, which a container shares with its host) and this pid namespace (each container counts its own pids, even
+ * under its host's name). Where neither can be read, the host name alone stands for both.
+ */
+function pidScope(): string {
+  const readOrEmpty = (read: () => string) => {
+    try {
+      return read().trim();
+    } catch {
+      return '';
+    }
+  };
+  const machine = readOrEmpty(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8'));
+  const namespace = readOrEmpty(() => readlinkSync('/proc/self/ns/pid'));
+  return createHash('sha256').update([hostname(), machine, namespace].join('\n')).digest('hex').slice(0, 12);
+}
+
+/**
+ * A new name beside `target` for a writer's work before it is renamed into place:
+ * `<target>.partial-<scope>-<pid>-<random>`. Unique beyond the pid, which a process in another container writing to
+ * the same shared folder may have too; `removeStalePartials` reads the scope and pid back.
+ */
+export function partialFileFor(target: string): string {
+  return `${target}.partial-${pidScope()}-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Removes what writers of `target` killed before they could rename their work into place left beside it (see
+ * `partialFileFor`): an export, a pending-build record, an import's copy of a pipe. A pid says whether its writer
+ * still runs only within its scope (`pidScope`): a partial file of this scope goes once its process no longer runs.
+ * One of another scope (another machine or container writing into a shared folder), or one an older storyloom named
+ * by its pid alone, goes only once nothing has written it for a day: a writer writes its partial file until it
+ * renames it, so a day untouched is no running writer's.
  */
 export function removeStalePartials(target: string): void {
   const prefix = `${path.basename(target)}.partial-`;
-  for (const name of readdirSync(path.dirname(target))) {
+  const folder = path.dirname(target);
+  const scope = pidScope();
+  for (const name of readdirSync(folder)) {
     if (!name.startsWith(prefix)) continue;
-    const pid = Number(name.slice(prefix.length));
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || isProcessAlive(pid)) continue;
-    rmSync(path.join(path.dirname(target), name), { force: true });
+    const file = path.join(folder, name);
+    const [partialScope, pidText] = name.slice(prefix.length).split('-');
+    let abandoned: boolean;
+    if (partialScope === scope) {
+      const pid = Number(pidText);
+      abandoned = Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isProcessAlive(pid);
+    } else {
+      const written = lstatSync(file, { throwIfNoEntry: false })?.mtimeMs;
+      abandoned = written !== undefined && Date.now() - written > ABANDONED_PARTIAL_AGE_MS;
+    }
+    if (abandoned) rmSync(file, { force: true });
   }
 }
 
