@@ -121,11 +121,13 @@ export type AnthropicSummarizerOptions = AnthropicConnectionOptions &
  * ```
  */
 export function createAnthropicSummarizer(options: AnthropicSummarizerOptions): Summarizer {
-  const { model, maxTokens, maxInputTokens, retry, clock } = options;
+  const { model, maxTokens, maxInputTokens, retry, clock, onUsage, prices } = options;
   return createClaudeSummarizer({
     client: lazyClient(options),
     model,
     provider: 'anthropic',
+    ...(onUsage !== undefined ? { onUsage } : {}),
+    ...(prices !== undefined ? { prices } : {}),
     ...(maxTokens !== undefined ? { maxTokens } : {}),
     ...(maxInputTokens !== undefined ? { maxInputTokens } : {}),
     ...(retry !== undefined ? { retry } : {}),

@@ -206,6 +206,50 @@ describe('createClaudeSummarizer', () => {
     expect(capped.sent.map((params) => params.max_tokens)).toEqual([21_333]);
   });
 
+  it('reports the priced usage of every reply, the one cut short and asked again included', async () => {
+    const { client } = scripted([
+      { ...cut, usage: { input_tokens: 1_000, output_tokens: 256 } },
+      { ...whole, usage: { input_tokens: 1_000, output_tokens: 40, cache_read_input_tokens: 500 } },
+    ]);
+    const reported: Array<{ usage: Record<string, number>; model: string }> = [];
+    const summarizer = createClaudeSummarizer({
+      client,
+      model: MODEL,
+      onUsage: (usage, reply) => reported.push({ usage: { ...usage }, model: reply.model }),
+    });
+    await summarizer.summarize(['Mira lit the lamp. Tobin counted the ships.'], { maxWords: 120 });
+    // claude-haiku: $1 input, $5 output, $0.10 cache reads per million tokens.
+    expect(reported).toEqual([
+      {
+        model: MODEL,
+        usage: { inputTokens: 1_000, outputTokens: 256, cacheWriteTokens: 0, cacheReadTokens: 0, costUsd: 0.00228 },
+      },
+      {
+        model: MODEL,
+        usage: { inputTokens: 1_000, outputTokens: 40, cacheWriteTokens: 0, cacheReadTokens: 500, costUsd: 0.00125 },
+      },
+    ]);
+  });
+
+  it('summarizes on when the usage listener throws, and refuses at construction a model it cannot price', async () => {
+    const { client } = scripted([whole]);
+    const summary = await createClaudeSummarizer({
+      client,
+      model: MODEL,
+      onUsage: () => {
+        throw new Error('the meter is down');
+      },
+    }).summarize(['Mira lit the lamp.'], { maxWords: 120 });
+    expect(summary).toBe('Mira lit the lamp; Tobin counted the ships.');
+    expect(() => createClaudeSummarizer({ client, model: 'my-fine-tune', onUsage: () => {} })).toThrow(ValidationError);
+    // Without a listener, no price is needed; with one, a price of its own serves.
+    expect(() => createClaudeSummarizer({ client, model: 'my-fine-tune' })).not.toThrow();
+    const price = { inputPerMTok: 2, outputPerMTok: 8, cacheWritePerMTok: 2.5, cacheReadPerMTok: 0.2 };
+    expect(() =>
+      createClaudeSummarizer({ client, model: 'my-fine-tune', onUsage: () => {}, prices: { 'my-fine': price } }),
+    ).not.toThrow();
+  });
+
   it('refuses a maxTokens or maxInputTokens every call would fail with, at construction', () => {
     const { client } = scripted([]);
     for (const maxTokens of [0, -5, 1.5, Number.NaN]) {

@@ -13,15 +13,21 @@ import type { Summarizer } from '../context/summarizer.js';
 import type { Tokenizer } from '../context/tokenizer.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { ProviderError, throwIfAborted, ValidationError, type ValidationProblem } from '../core/errors.js';
+import { callListener } from '../core/listener.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
 import { clipSentences, clipText } from '../core/text.js';
 import {
   type ClaudeClient,
   type ClaudeMessage,
+  type ClaudePriceTable,
   type ClaudeRequestOptions,
+  DEFAULT_CLAUDE_PRICES,
+  findClaudePrice,
   toClaudeError,
+  usageFromClaude,
   wellFormedText,
 } from './claude-scene-generator.js';
+import type { Usage } from './scene-generator.js';
 
 /** Options of `createClaudeSummarizer`. */
 export interface ClaudeSummarizerOptions {
@@ -43,6 +49,17 @@ export interface ClaudeSummarizerOptions {
    * `max_tokens` it stays within Claude's 200,000-token context window.
    */
   maxInputTokens?: number;
+  /**
+   * Told the token usage and cost of every reply, as the narrator reports its own (a summary may take several
+   * requests: batches of a long chapter, a reply cut short asked again with more room), so that spend on memory is
+   * counted beside the narrator's. Priced from `prices`; a listener that throws is ignored.
+   */
+  onUsage?: (usage: Usage, reply: { model: string }) => void;
+  /**
+   * Prices keyed by model-id prefix, over `DEFAULT_CLAUDE_PRICES` (see there). With `onUsage`, `model` must match an
+   * entry, as the scene generator's must.
+   */
+  prices?: ClaudePriceTable;
   provider?: string;
   retry?: Omit<RetryOptions, 'signal' | 'clock'>;
   clock?: Clock;
@@ -181,6 +198,16 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
   requireText(options.model, 'model', problems);
   requirePositiveInteger(options.maxTokens, 'maxTokens', problems);
   requirePositiveInteger(options.maxInputTokens, 'maxInputTokens', problems, MIN_MAX_INPUT_TOKENS);
+  if (options.onUsage !== undefined && typeof options.onUsage !== 'function') {
+    problems.push({ path: 'onUsage', message: 'must be a function' });
+  }
+  const unitPrice =
+    typeof options.model === 'string'
+      ? findClaudePrice(options.model, { ...DEFAULT_CLAUDE_PRICES, ...options.prices })
+      : undefined;
+  if (options.onUsage !== undefined && !unitPrice && typeof options.model === 'string' && options.model.trim() !== '') {
+    problems.push({ path: 'prices', message: `has no entry whose prefix matches model "${options.model}"` });
+  }
   if (problems.length > 0) {
     const paths = problems.map((problem) => problem.path).join(', ');
     throw new ValidationError(`Invalid Claude summarizer options: ${paths}`, { problems });
@@ -199,11 +226,21 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
     return withRetry(
       async () => {
         const requestOptions: ClaudeRequestOptions = { maxRetries: 0, ...(signal ? { signal } : {}) };
+        let message: ClaudeMessage;
         try {
-          return (await options.client.messages.create(params, requestOptions)) as ClaudeMessage;
+          message = (await options.client.messages.create(params, requestOptions)) as ClaudeMessage;
         } catch (error) {
           throw toClaudeError(error, provider, clock);
         }
+        // Every reply is paid for, the ones refused below (cut short, empty) too.
+        if (options.onUsage && unitPrice) {
+          const usage = usageFromClaude(message?.usage ?? {}, unitPrice);
+          callListener(
+            (reported: Usage) => options.onUsage!(reported, { model: message?.model || options.model }),
+            usage,
+          );
+        }
+        return message;
       },
       { ...options.retry, signal, clock },
     );
