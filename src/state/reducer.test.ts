@@ -226,6 +226,21 @@ describe('applyDelta: happy paths', () => {
     expect(next.characters.oren?.lastAppearance).toBe('scene-3');
   });
 
+  it("changes a character's appearance, and leaves it as it was when an update does not name it", () => {
+    const scarred = expectOk(
+      apply(
+        { characterUpdates: [{ id: 'mara', appearance: 'A burn scar runs down her left cheek.' }] },
+        { characters: ['mara', 'oren'] },
+      ),
+    );
+    expect(scarred.characters.mara?.appearance).toBe('A burn scar runs down her left cheek.');
+    const before = expectOk(apply({}, { characters: ['mara'] })).characters.mara?.appearance;
+    const untouched = expectOk(
+      apply({ characterUpdates: [{ id: 'mara', arcProgress: 0.4 }] }, { characters: ['mara'] }),
+    );
+    expect(untouched.characters.mara?.appearance).toBe(before);
+  });
+
   it('removes a relationship with remove: true', () => {
     const next = expectOk(
       apply({ characterUpdates: [{ id: 'mara', relationships: [{ targetId: 'oren', remove: true }] }] }),

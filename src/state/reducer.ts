@@ -777,6 +777,7 @@ function updateCharacters(context: Context, delta: StateDelta): void {
     }
     if (update.description !== undefined) next.description = update.description;
     if (update.role !== undefined) next.role = update.role;
+    if (update.appearance !== undefined) next.appearance = update.appearance;
 
     next.aliases = appendUnique(current.aliases, update.aliasesAdded);
     if (next.aliases.length > LIMITS.aliases) {

@@ -351,6 +351,8 @@ export const CharacterUpdateSchema = z.object({
   arcProgress: z.number().optional(),
   knowledgeAdded: z.array(shortText).max(LIMITS.knowledge).default([]),
   role: CharacterRoleSchema.optional(),
+  /** How the character now looks (a scar, grey hair, new clothes), replacing the sheet's: pictures draw it from here. */
+  appearance: z.string().max(LIMITS.shortText).optional(),
 });
 
 /** A thread opened by a scene. */
