@@ -10,36 +10,13 @@ import { assertEpisodeComplete, createStoryEngine, type StoryEngine } from '../s
 import { createStateOnlyContext } from '../src/engine/episode-context.js';
 import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
 import type { EngineEvent } from '../src/engine/events.js';
-import type { Episode, Publisher, PublishResult } from '../src/publishing/publisher.js';
+import type { Publisher, PublishResult } from '../src/publishing/publisher.js';
 import type { StoryStateStore } from '../src/state/store.js';
-import { createScriptedGenerator, newWorldStore, STORY_ID } from './fixtures/engine-world.js';
+import { createScriptedGenerator, newWorldStore, STORY_ID, socialPublisher } from './fixtures/engine-world.js';
 
 const NO_WAIT = { initialDelayMs: 0 };
 /** Longer than any claim holds (a day at most). */
 const A_DAY_AND_MORE = 25 * 60 * 60 * 1000;
-
-/**
- * A post-once publisher (target `social`) that records every call; `behave` decides each call's outcome, and may
- * answer the engine's signal.
- */
-function socialPublisher(
-  behave: (call: number, episode: Episode, signal: AbortSignal | undefined) => Promise<void> | void = () => {},
-) {
-  const calls: string[] = [];
-  const publisher: Publisher & { calls: string[] } = {
-    specificationVersion: 'v1',
-    provider: 'social',
-    target: 'social',
-    capabilities: { idempotent: false },
-    calls,
-    async publish(episode, options = {}): Promise<PublishResult> {
-      calls.push(episode.scene.id);
-      await behave(calls.length, episode, options.signal);
-      return { target: 'social', url: `https://social.example/${calls.length}`, ids: [`post-${calls.length}`] };
-    },
-  };
-  return publisher;
-}
 
 /** The store, with one `recordPublication` of `target` failing as a crash would stop the process there. */
 function crashingOnce(store: StoryStateStore, target: string): StoryStateStore {

@@ -263,6 +263,71 @@ describe('engine: a step that never answers', () => {
     expect((await logged())?.status).toBe('done');
   });
 
+  // A refresh stopped by the run's abort rarely throws a storyloom error: the platform's `signal.throwIfAborted()`
+  // throws the signal's reason (a DOMException `AbortError` by default), and a client may report its own error.
+  const abortedRefreshErrors: Array<[string, (signal: AbortSignal) => unknown]> = [
+    [
+      'the DOMException AbortError of signal.throwIfAborted()',
+      (signal) => {
+        try {
+          signal.throwIfAborted();
+        } catch (error) {
+          return error;
+        }
+      },
+    ],
+    ['a client error of its own', () => new Error('socket closed')],
+  ];
+  for (const [what, errorFor] of abortedRefreshErrors) {
+    it(`leaves the cache step unrecorded when the run's abort stops its refresh with ${what}`, async () => {
+      const { store, clock } = await newWorldStore();
+      const controller = new AbortController();
+      let refreshes = 0;
+      const thrown: unknown[] = [];
+      const context: EpisodeContext = {
+        ...createStateOnlyContext({ store }),
+        refreshCache: (_storyId, _state, options) => {
+          refreshes++;
+          if (refreshes > 1) return Promise.resolve();
+          return new Promise<void>((_, reject) => {
+            const signal = options!.signal!;
+            signal.addEventListener(
+              'abort',
+              () => {
+                const error = errorFor(signal);
+                thrown.push(error);
+                reject(error);
+              },
+              { once: true },
+            );
+            // Aborted without a reason: the signal's reason is a DOMException named AbortError.
+            controller.abort();
+          });
+        },
+      };
+      const engine = createStoryEngine({
+        store,
+        context,
+        generator: createScriptedGenerator(),
+        publishers: [createMemoryPublisher({ target: 'site' })],
+        clock,
+        retry: NO_WAIT,
+      });
+      await expect(engine.runEpisode(STORY_ID, { signal: controller.signal })).rejects.toSatisfy(
+        (error: unknown) => AbortedError.isInstance(error) && error.cause === thrown[0],
+      );
+      expect(thrown).toHaveLength(1);
+      expect(AbortedError.isInstance(thrown[0])).toBe(false);
+      const sceneId = (await store.load(STORY_ID)).sceneId!;
+      const logged = async () => (await store.listPublications(STORY_ID, sceneId)).find((e) => e.target === 'cache');
+      expect(await logged()).toBeUndefined();
+      const resumed = await engine.runEpisode(STORY_ID);
+      expect(resumed.outcome).toBe('resumed');
+      expect(refreshes).toBe(2);
+      expect((await logged())?.status).toBe('done');
+    });
+  }
+
   it('refuses an imageSkipReason the publication log could not hold, before any episode', async () => {
     const { store } = await newWorldStore();
     for (const imageSkipReason of ['', '  ', 'x'.repeat(1_001), null, 7] as unknown as string[]) {

@@ -118,6 +118,20 @@ export interface StoryEngineOptions {
    * at most 2147483647 (about 24.8 days), the longest a timer waits.
    */
   stepTimeoutMs?: number;
+  /**
+   * How far apart the clocks of the processes that run a story's episodes may be, in ms. The claim a run takes on the
+   * publish step of a publisher that is not idempotent carries a lease written on that run's clock; every other run,
+   * and `resolvePublication`, counts the claim as held until its lease plus this allowance on its own clock. Without
+   * it, a process whose clock runs ahead would take a claim whose holder is still calling for lapsed: report the step
+   * in doubt, and let `resolvePublication` settle it as not published without `force`, so that the next run posts a
+   * second time. Settling without `force` is safe only as far as the clocks agree within this allowance.
+   *
+   * Default 300000 (5 minutes): hosts kept by NTP or a cloud time service agree within milliseconds, and 5 minutes is
+   * the tolerance Kerberos and AWS request signing allow by default, so a host further off than that already fails
+   * its cloud calls. It costs only that a step left by a crashed run is reported in progress (retryable) rather than
+   * in doubt for 5 more minutes. A number of ms from 0 to 86400000 (a day).
+   */
+  maxClockSkewMs?: number;
   /** Aspect ratio of scene pictures (`sceneIllustrationRequest` builds each picture's request). Default `16:9`. */
   imageAspectRatio?: ImageRequest['aspectRatio'];
 }
@@ -197,8 +211,10 @@ export interface StoryEngine {
    * will not call it again on its own. After checking the target: `published` records the step as done (with the
    * `url` and `ids` found there, if given, as many as the log keeps); `not-published` lets the next run call the
    * publisher once more. `ValidationError` for an unknown target, a step not in doubt, or one whose claim still holds
-   * while its run may still be publishing (a call that ended with an error is over at once; `force: true` settles it
-   * all the same, for a run known to have stopped).
+   * while its run may still be publishing (a call that ended with an error, or in the abort of its run, is over at
+   * once; `force: true` settles it all the same, for a run known to have stopped). A claim holds for its lease, on
+   * its holder's clock, and `maxClockSkewMs` more on this engine's: settling without `force` assumes the clocks agree
+   * within that allowance.
    */
   resolvePublication(
     storyId: string,
@@ -265,6 +281,7 @@ const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
 const DEFAULT_STEP_TIMEOUT_MS = 900_000;
 const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
+const DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60 * 1000;
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -380,6 +397,10 @@ class Engine implements StoryEngine {
       for (const problem of timeoutProblems(options.stepTimeoutMs, 'stepTimeoutMs')) {
         problems.push({ ...problem, message: `${problem.message} (or Infinity)` });
       }
+    }
+    const skew = options.maxClockSkewMs;
+    if (skew !== undefined && !(typeof skew === 'number' && skew >= 0 && skew <= MAX_CLAIM_LEASE_MS)) {
+      problems.push({ path: 'maxClockSkewMs', message: `must be a number of ms from 0 to ${MAX_CLAIM_LEASE_MS}` });
     }
     problems.push(...influencePolicyProblems(options.influencePolicy));
     const skipReason = options.imageSkipReason;
@@ -844,9 +865,12 @@ class Engine implements StoryEngine {
               await this.context.refreshCache?.(run.storyId, story, { signal });
               return { status: 'done', result: {} };
             } catch (error) {
-              // The run's abort leaves the step unrecorded (as every step), so the next run refreshes. Any other
-              // abort (the attempt's time limit, a bound of the refresh's own) is a failed refresh, skipped.
-              if (AbortedError.isInstance(error) && run.signal.aborted) throw error;
+              // The run's abort leaves the step unrecorded (as every step), so the next run refreshes, whatever the
+              // refresh threw on its way out (a platform `AbortError`, the caller's reason, a client's own error).
+              // Any other abort (the attempt's time limit, a bound of the refresh's own) is a failed refresh, skipped.
+              if (run.signal.aborted) {
+                throw AbortedError.isInstance(error) ? error : new AbortedError(undefined, { cause: error });
+              }
               return skip(error);
             }
           },
@@ -925,9 +949,11 @@ class Engine implements StoryEngine {
     const claim = await this.claim(run.storyId, scene.id, step);
     if (claim.finished) return;
     if (!claim.claimed) {
-      const error = claim.inProgress
-        ? publishInProgress(step, scene.id, claim)
-        : publishInDoubt(step, run.storyId, scene.id, claim.since);
+      const error = claim.contended
+        ? publishContended(step, scene.id)
+        : claim.inProgress
+          ? publishInProgress(step, scene.id, claim)
+          : publishInDoubt(step, run.storyId, scene.id, claim.since);
       this.reportUnrecorded(run, step, scene, resumed, started, error);
       return;
     }
@@ -936,6 +962,9 @@ class Engine implements StoryEngine {
     let mayHavePublished = false;
     // Whether the last call ended on its own (not cut short): then nobody is publishing under this claim any more.
     let callEnded = false;
+    // Whether the publisher's call is under way: from the call until its promise settles, whatever the step's time
+    // limit did meanwhile (a call that ignores its signal is left behind, still going, when the attempt times out).
+    let calling = false;
     const release = async () => {
       if (mayHavePublished) return;
       await this.store.recordPublication({
@@ -955,6 +984,7 @@ class Engine implements StoryEngine {
         async (signal) => {
           mayHavePublished = true;
           callEnded = false;
+          calling = true;
           let published: PublishResult;
           try {
             published = await call(signal);
@@ -969,6 +999,8 @@ class Engine implements StoryEngine {
               }
             }
             throw error;
+          } finally {
+            calling = false;
           }
           return { status: 'done', result: publishedRecord(publisher.provider, published) };
         },
@@ -985,8 +1017,52 @@ class Engine implements StoryEngine {
         },
       );
     } catch (error) {
-      if (AbortedError.isInstance(error)) await release().catch(() => {});
+      // An abort leaves the step unrecorded (`postStep`). Before any call, or after calls that all said nothing went
+      // out, the claim is released for the next run. After a call that may have published and has settled since (it
+      // answered the abort, or threw an abort of its own), nobody is calling under the claim any more: that is
+      // recorded as a definite error's end is, so the step is in doubt at once, not "in progress" until the lease
+      // lapses, and `resolvePublication` settles it without `force`. A call still under way (left behind by the
+      // step's time limit) records nothing: the claim's lease covers it.
+      if (AbortedError.isInstance(error)) {
+        if (!mayHavePublished) await release().catch(() => {});
+        else if (!calling) await this.recordCallEndedByAbort(run, step, scene, claim.generation, error);
+      }
       throw error;
+    }
+  }
+
+  /**
+   * Records that the claim's call of a publish step ended under a run that was aborted: a `failed` entry saying the
+   * call is over, as one that ended with a definite error writes. The publisher may have published, so the claim is
+   * not released: the step is in doubt. A write that fails leaves the step as before, held until the lease lapses.
+   */
+  private async recordCallEndedByAbort(
+    run: RunContext,
+    step: EngineStep,
+    scene: Scene,
+    generation: number,
+    error: AbortedError,
+  ): Promise<void> {
+    try {
+      await this.store.recordPublication({
+        storyId: run.storyId,
+        sceneId: scene.id,
+        target: step,
+        status: 'failed',
+        result: { ...failureRecord(error), callEndedUnderClaim: generation },
+      });
+      this.warn(
+        run.storyId,
+        `a call of ${step} that may have published ended in an abort; it is in doubt until resolvePublication settles it`,
+        { sceneId: scene.id, step },
+      );
+    } catch (recordError) {
+      this.logger.warn('could not record the end of an aborted publish call', {
+        storyId: run.storyId,
+        sceneId: scene.id,
+        step,
+        error: describeError(recordError),
+      });
     }
   }
 
@@ -1089,45 +1165,69 @@ class Engine implements StoryEngine {
   /**
    * Claims a publish step of a publisher that is not idempotent before it is called: the first claim of the current
    * generation wins (the log keeps the first `done` of a target), so of all the runs that reach the step, one calls
-   * the publisher. The claim holds for as long as its run may still be calling (`claimLeaseMs`); found taken after
-   * that without the step's outcome, or once its holder recorded that its call ended, the step is in doubt.
+   * the publisher. The claim holds for as long as its run may still be calling (`claimLeaseMs`, on the holder's
+   * clock) and `maxClockSkewMs` more; found taken after that without the step's outcome, or once its holder recorded
+   * that its call ended, the step is in doubt. A claim lost to one that was released since (its call said nothing
+   * went out) is tried again at the next generation, a few times: the step is not in doubt for a released claim.
    */
   private async claim(storyId: string, sceneId: string, step: EngineStep): Promise<Claim> {
-    const generation = releasesOf(step, await this.store.listPublications(storyId, sceneId));
-    const target = claimTarget(step, generation);
-    const now = this.clock.now();
-    const nonce = randomUUID();
-    let entry: PublicationEntry;
-    let recorded: boolean;
-    try {
-      ({ recorded, entry } = await this.store.recordPublication({
-        storyId,
-        sceneId,
-        target,
-        status: 'done',
-        result: {
-          claimedAt: new Date(now).toISOString(),
-          leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
-          nonce,
-        },
-      }));
-    } catch (error) {
-      // The answer may be what was lost, not the write: the log says whose claim it is.
-      const found = (await this.store.listPublications(storyId, sceneId).catch(() => [])).find(
-        (candidate) => candidate.target === target,
-      );
-      if (!found) throw error;
-      entry = found;
-      recorded = found.result.nonce === nonce;
+    let log = await this.store.listPublications(storyId, sceneId);
+    for (let attempt = 1; ; attempt++) {
+      const generation = releasesOf(step, log);
+      const target = claimTarget(step, generation);
+      const now = this.clock.now();
+      const nonce = randomUUID();
+      let entry: PublicationEntry;
+      let recorded: boolean;
+      try {
+        ({ recorded, entry } = await this.store.recordPublication({
+          storyId,
+          sceneId,
+          target,
+          status: 'done',
+          result: {
+            claimedAt: new Date(now).toISOString(),
+            leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
+            nonce,
+          },
+        }));
+      } catch (error) {
+        // The answer may be what was lost, not the write: the log says whose claim it is.
+        const found = (await this.store.listPublications(storyId, sceneId).catch(() => [])).find(
+          (candidate) => candidate.target === target,
+        );
+        if (!found) throw error;
+        entry = found;
+        recorded = found.result.nonce === nonce;
+      }
+      const leaseUntil = leaseUntilOf(entry);
+      const holdsUntil = this.claimHoldsUntil(leaseUntil);
+      const claim = { generation, since: entry.recordedAt, leaseUntil, holdsUntil, contended: false };
+      if (recorded) return { ...claim, claimed: true, finished: false, inProgress: false };
+      // Another run may have claimed it and finished since, recorded that its call ended, or released it.
+      log = await this.store.listPublications(storyId, sceneId);
+      const finished = unfinishedSteps([step], log).length === 0;
+      if (!finished && releasesOf(step, log) > generation) {
+        // The claim this one lost to was released since it read the log: its call said nothing went out, or someone
+        // settled it so. Its call ending is no doubt of this run's; the step is free at the next generation.
+        if (attempt < MAX_CLAIM_ATTEMPTS) continue;
+        return { ...claim, contended: true, claimed: false, finished: false, inProgress: true };
+      }
+      const inProgress = Date.parse(holdsUntil) > now && !claimCallEnded(step, generation, log);
+      return { ...claim, claimed: false, finished, inProgress };
     }
-    const leaseUntil = leaseUntilOf(entry);
-    if (recorded)
-      return { claimed: true, finished: false, inProgress: false, generation, since: entry.recordedAt, leaseUntil };
-    // Another run may have claimed it and finished since, or recorded that its call ended.
-    const log = await this.store.listPublications(storyId, sceneId);
-    const finished = unfinishedSteps([step], log).length === 0;
-    const inProgress = Date.parse(leaseUntil) > now && !claimCallEnded(step, generation, log);
-    return { claimed: false, finished, inProgress, generation, since: entry.recordedAt, leaseUntil };
+  }
+
+  /**
+   * Until when a claim whose lease (on its holder's clock) ends at `leaseUntil` holds on this engine's clock: the
+   * lease and `maxClockSkewMs` more. An unreadable lease is returned as it is (it holds no longer than it did).
+   */
+  private claimHoldsUntil(leaseUntil: string): string {
+    const lease = Date.parse(leaseUntil);
+    if (Number.isNaN(lease)) return leaseUntil;
+    const held = lease + (this.options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS);
+    // Past the last time a Date holds, the claim holds for good: no clock reaches it.
+    return new Date(Math.min(held, MAX_DATE_MS)).toISOString();
   }
 
   /**
@@ -1180,11 +1280,13 @@ class Engine implements StoryEngine {
         `"${target}": ${step} of scene "${sceneId}" is not in doubt: the publisher has not been called for it${generation > 0 ? ' since it last said nothing went out' : ''}, and the next run calls it`,
       );
     }
-    const leaseUntil = leaseUntilOf(claim);
-    if (Date.parse(leaseUntil) > this.clock.now() && !claimCallEnded(step, generation, log) && options.force !== true) {
+    // Held until its lease plus the clock skew allowed: a lease written on a clock behind this one has not lapsed
+    // yet for its holder, who may still be calling. Settling without force assumes the clocks agree within that.
+    const holdsUntil = this.claimHoldsUntil(leaseUntilOf(claim));
+    if (Date.parse(holdsUntil) > this.clock.now() && !claimCallEnded(step, generation, log) && options.force !== true) {
       throw invalid(
         'target',
-        `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${leaseUntil}, or with force: true if that run is known to have stopped`,
+        `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${holdsUntil} (its lease and the clock skew allowed), or with force: true if that run is known to have stopped`,
       );
     }
     if (outcome === 'published') {
@@ -1514,13 +1616,21 @@ interface Claim {
   inProgress: boolean;
   /** How many times the step was released (its publisher said nothing went out, or someone settled it so). */
   generation: number;
-  /** When the claim was made, and until when it holds. */
+  /** When the claim was made, and until when its lease runs, on the clock of the run that made it. */
   since: string;
   leaseUntil: string;
+  /** Until when the claim holds on this engine's clock: its lease and the clock skew allowed (`maxClockSkewMs`). */
+  holdsUntil: string;
+  /** Claims of the step kept being taken and released by other runs while this one tried: the next run looks again. */
+  contended: boolean;
 }
 
 /** Longest a claim holds: past it, a claim without an outcome is in doubt however long its run's policy allows. */
 const MAX_CLAIM_LEASE_MS = 24 * 60 * 60 * 1000;
+/** How many generations of a step's claim one run tries when those it loses to are released under it. */
+const MAX_CLAIM_ATTEMPTS = 3;
+/** The farthest time from the epoch a `Date` holds, in ms. */
+const MAX_DATE_MS = 8.64e15;
 
 const claimTarget = (step: EngineStep, generation: number) => `claim:${step}:${generation}`;
 const releaseTarget = (step: EngineStep, generation: number) => `release:${step}:${generation}`;
@@ -1615,7 +1725,16 @@ function publishInDoubt(step: EngineStep, storyId: string, sceneId: string, sinc
 function publishInProgress(step: EngineStep, sceneId: string, claim: Claim): StoryloomError {
   return new StoryloomError(
     'PUBLISH_IN_PROGRESS',
-    `${step} of scene "${sceneId}" is being published by the run that claimed it at ${claim.since} (its claim holds until ${claim.leaseUntil}); this run leaves it to that one`,
+    `${step} of scene "${sceneId}" is being published by the run that claimed it at ${claim.since} (its claim holds until ${claim.holdsUntil}: its lease and the clock skew allowed); this run leaves it to that one`,
+    { isRetryable: true },
+  );
+}
+
+/** The failure of a run whose claims of a step other runs kept taking and releasing: the next run looks again. */
+function publishContended(step: EngineStep, sceneId: string): StoryloomError {
+  return new StoryloomError(
+    'PUBLISH_IN_PROGRESS',
+    `${step} of scene "${sceneId}" was claimed by other runs ${MAX_CLAIM_ATTEMPTS} times while this run tried, each released since; this run leaves it to the next run`,
     { isRetryable: true },
   );
 }

@@ -69,7 +69,8 @@ export interface PublisherCapabilities {
  *
  * A publisher that is not idempotent is called at most once per scene. The engine claims the step in the log first,
  * so of all the runs that reach it (a retried Lambda beside the first, say) one calls it; another run that finds the
- * claim while its holder may still be calling (the holder's time limits and retry waits, a day at most) reports
+ * claim while its holder may still be calling (the holder's time limits and retry waits, a day at most, and the clock
+ * skew the engine allows, `maxClockSkewMs`) reports
  * `PUBLISH_IN_PROGRESS` (retryable) and leaves it. A failure with a retryable error, from a call that ended before
  * the step's time limit or the run's abort cut it short, means nothing went out: the engine retries it (never any other error, whatever its retry policy says), and once retries run out, or the run is
  * stopped before a call, it releases the claim for a later run. Any other outcome without `done` (a crash, a step
