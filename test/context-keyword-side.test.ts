@@ -90,6 +90,42 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
   });
 
+  it('a call lists the prune records (a filtered query) only when a prune was made since it last did', async () => {
+    const storyId = 'prune-listing';
+    const { store, vectors, lambda, engine } = await setup(storyId);
+    for (let e = 0; e < 12; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    let listings = 0;
+    const counted = new Proxy(vectors, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver);
+        if (key !== 'query') return value;
+        return (id: string, query: Parameters<typeof vectors.query>[1]) => {
+          if (query.filter?.sourceId === 'pruned') listings++;
+          return vectors.query(id, query);
+        };
+      },
+    });
+    const server = processOver(store, counted);
+    // The first call fills the side; the second lists the records for its check.
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    listings = 0;
+    for (const query of QUERIES) await server.context.getRelevantContext(storyId, query);
+    expect(listings, 'calls with no prune since').toBe(0);
+    expect((await lambda.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 })).deleted).toBeGreaterThan(0);
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    expect(listings, 'the call after a prune made elsewhere').toBeGreaterThan(0);
+    const cold = processOver(store, vectors);
+    expect(await lexical(server.keywords, storyId)).toEqual(
+      (await cold.context.getRelevantContext(storyId, 'the lamp'), await lexical(cold.keywords, storyId)),
+    );
+    // The call after the refill still catches the side up once (a catch-up lists the records of its own).
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    listings = 0;
+    for (const query of QUERIES) await server.context.getRelevantContext(storyId, query);
+    expect(listings, 'calls after that').toBe(0);
+  });
+
   it('an autoPrune in the index step of a scene the server already caught up with leaves its keyword side too', async () => {
     const storyId = 'audit-autoprune';
     const { clock, store, vectors } = await nightWatchStory(storyId);

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
 import type { Embedder } from '../src/context/embedder.js';
+import { createExtractiveSummarizer } from '../src/context/extractive-summarizer.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import type { Summarizer } from '../src/context/summarizer.js';
 import { StoryloomError } from '../src/core/errors.js';
@@ -225,6 +226,87 @@ describe('a rebuild asks the embedder once per text', () => {
     for (const [index, record] of after.entries()) {
       expect(Array.from(record.values), record.id).toEqual(Array.from(before[index]!.values));
     }
+  });
+
+  it('reuses them when the trial call reaches past the first page of scenes', async () => {
+    const base = createHashingEmbedder({ dimensions: DIMENSIONS });
+    const asked = new Map<string, number>();
+    const counting = wrapEmbedder(
+      base,
+      async (texts, options) => {
+        for (const text of texts) asked.set(text, (asked.get(text) ?? 0) + 1);
+        return base.embed(texts, options);
+      },
+      { maxBatchSize: 512 },
+    );
+    const story = await newStory({ embedder: counting });
+    // The store lists 200 scenes a page: a trial of up to 511 units covers these 250 scenes over two pages.
+    for (let i = 0; i < 250; i++) {
+      await commit(
+        story,
+        { text: `${EVENTS[i % EVENTS.length]} The sea kept its counsel on night ${i + 1}.` },
+        { index: false },
+      );
+    }
+    const result = await story.manager.reindex('tale');
+    expect(result.scenes).toBe(250);
+    expect([...asked].filter(([, count]) => count > 1)).toEqual([]);
+    expect((await story.manager.stats('tale')).byType.scene).toBe(250);
+  });
+});
+
+describe('a rebuild keeps the chapter summaries it finds', () => {
+  function countingSummarizer() {
+    const extractive = createExtractiveSummarizer();
+    const counter = { calls: 0 };
+    const summarizer: Summarizer = {
+      ...extractive,
+      summarize: (texts, options) => {
+        counter.calls++;
+        return extractive.summarize(texts, options);
+      },
+    };
+    return { summarizer, counter };
+  }
+  const summaryIds = ['summary-synopsis', summaryIdOf(0), summaryIdOf(1)];
+  function summaryIdOf(chapter: number) {
+    return `summary-${chapterIdFor(chapter)}`;
+  }
+
+  it('writes the stored summaries and synopsis again without asking the summarizer, as they were', async () => {
+    const { summarizer, counter } = countingSummarizer();
+    const story = await build(10, { summarizer }); // two chapters closed
+    expect(counter.calls).toBe(4); // each chapter and the synopsis after it
+    const before = await story.options.vectors.fetch('tale', summaryIds);
+    expect(before.map((record) => record.id)).toEqual(summaryIds);
+    const statsBefore = await story.manager.stats('tale');
+    counter.calls = 0;
+    await story.manager.reindex('tale');
+    expect(counter.calls, 'summarizer calls of the rebuild').toBe(0);
+    expect(await story.manager.stats('tale')).toEqual(statsBefore);
+    const after = await story.options.vectors.fetch('tale', summaryIds);
+    for (const [index, record] of after.entries()) {
+      expect(record.metadata, record.id).toEqual(before[index]!.metadata);
+      expect(Array.from(record.values), record.id).toEqual(Array.from(before[index]!.values));
+    }
+    const keywordSummaries = await story.options.keywords.query('tale', {
+      text: 'keeper lamp sea',
+      topK: 10,
+      filter: { type: 'summary' },
+    });
+    expect(keywordSummaries.map((hit) => hit.id).sort()).toEqual([...summaryIds].sort());
+  });
+
+  it('summarizes a chapter whose summary is missing, and makes the synopsis again', async () => {
+    const { summarizer, counter } = countingSummarizer();
+    const story = await build(10, { summarizer });
+    const before = await story.options.vectors.fetch('tale', [summaryIdOf(1)]);
+    await story.options.vectors.delete('tale', { ids: [summaryIdOf(1)] });
+    counter.calls = 0;
+    await story.manager.reindex('tale');
+    expect(counter.calls).toBe(2);
+    const [summary] = await story.options.vectors.fetch('tale', [summaryIdOf(1)]);
+    expect(summary?.metadata).toEqual(before[0]!.metadata);
   });
 });
 

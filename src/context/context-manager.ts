@@ -84,13 +84,40 @@ const SYNOPSIS_ID = 'summary-synopsis';
 const LOCATIONS_ID = 'meta-locations';
 /** The most words of a chapter told from a point of view (about a chapter summary's length). */
 const WITNESSED_CHAPTER_WORDS = 150;
-/** The meta record that remembers what `prune` dropped, so that `reindex` does not bring it back. */
+/**
+ * The single meta record in which earlier versions kept every prune mark (read, merged and written whole by each
+ * prune). A prune now writes its mark to a record of its own (`pruneRecordId`), which is what this version relies on;
+ * it still writes this one too, merged as before, for processes of an earlier version during a rolling deploy (they
+ * read only this one), and reads it with the others. Two prunes at once may lose a mark here, never in their own
+ * records; compaction neither deletes it nor counts on it.
+ */
 const PRUNED_ID = 'meta-pruned';
+/** The `sourceId` of every prune record, the legacy one included: they are listed by it. */
+const PRUNED_SOURCE = 'pruned';
+/** Most prune records one listing reads (compaction keeps far fewer, see `COMPACT_PRUNE_RECORDS`). */
+const MAX_PRUNE_RECORDS = 1_000;
+/**
+ * From how many prune records on a prune deletes those another covers (one more call; with `autoPrune` at every
+ * chapter close, each prune's mark covers the one before, so the records are compacted every few chapters).
+ */
+const COMPACT_PRUNE_RECORDS = 8;
 /**
  * The meta record naming the rebuild under way (a random token): a rebuild writes the fingerprint, which says the
- * index is whole, only while the record still names it.
+ * index is whole, only while the record still names it, and writes nothing more once it names another.
  */
 const REBUILD_ID = 'meta-rebuild';
+/**
+ * How long a rebuild record without a fingerprint is taken for a rebuild still under way elsewhere. Past it (the
+ * process that wrote it was killed: a Lambda at its timeout), a process that checked the story earlier checks it
+ * again and rebuilds it. Longer than a Lambda may run; a rebuild that fails removes its record at once.
+ */
+const ABANDONED_REBUILD_MS = 30 * 60 * 1_000;
+/** Marks the options of an automatic rebuild: made only if the fingerprint is still not this manager's (see `reindex`). */
+const UNLESS_CURRENT = Symbol('unlessCurrent');
+/** `{ signal }` when there is one, for an index call. */
+function signalOf(options: { signal?: AbortSignal | undefined }): { signal?: AbortSignal } {
+  return options.signal ? { signal: options.signal } : {};
+}
 /** Most prune marks kept (see `mergePruneMarks`). */
 const MAX_PRUNE_MARKS = 20;
 
@@ -225,10 +252,18 @@ function inTurn<T>(
  * deletions were carried out under (the prune record is written before the deletions, so it cannot tell a finished
  * prune from one cut short). A later prune passes over them: with `autoPrune` a prune runs at every chapter close,
  * and going over every old chapter again (three calls per chapter on Pinecone) made each one cost more than the last.
+ * Trusted only while the fingerprint record is the one it was made under (`since`): a rebuild, in any process, clears
+ * the story and writes a new one, and may have written back what a prune here deleted while it ran.
  */
-const PRUNED_CHAPTERS = new WeakMap<VectorIndex, WeakMap<KeywordIndex, Map<string, Map<string, number>>>>();
+const PRUNED_CHAPTERS = new WeakMap<
+  VectorIndex,
+  WeakMap<KeywordIndex, Map<string, { since: string | undefined; chapters: Map<string, number> }>>
+>();
 
-function prunedChapters(vectors: VectorIndex, keywords: KeywordIndex): Map<string, Map<string, number>> {
+function prunedChapters(
+  vectors: VectorIndex,
+  keywords: KeywordIndex,
+): Map<string, { since: string | undefined; chapters: Map<string, number> }> {
   return entryOf(
     entryOf(PRUNED_CHAPTERS, vectors, () => new WeakMap()),
     keywords,
@@ -270,12 +305,17 @@ function isPruneMark(mark: Partial<PruneMark> | null): mark is PruneMark {
   return Number.isFinite(mark?.before) && Number.isFinite(importance) && importance! >= 0 && importance! <= 1;
 }
 
+/** Whether `other` covers `mark`: a prune by `other` drops everything a prune by `mark` drops. */
+function covers(other: PruneMark, mark: PruneMark): boolean {
+  return other.before >= mark.before && other.maxImportance >= mark.maxImportance;
+}
+
 /**
- * Adds `mark` to `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance). Only
+ * `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance), in order of bound. Only
  * well-formed marks take part: one that is not would otherwise cover, and so erase, the bounds of earlier prunes.
  */
-function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMark[] {
-  const all = [...marks, mark].filter(isPruneMark);
+function mergePruneMarks(marks: readonly PruneMark[]): PruneMark[] {
+  const all = marks.filter(isPruneMark);
   const kept = all.filter(
     (candidate, index) =>
       !all.some(
@@ -286,7 +326,7 @@ function mergePruneMarks(marks: readonly PruneMark[], mark: PruneMark): PruneMar
           (other.before > candidate.before || other.maxImportance > candidate.maxImportance || otherIndex > index),
       ),
   );
-  kept.sort((a, b) => a.before - b.before);
+  kept.sort((a, b) => a.before - b.before || a.maxImportance - b.maxImportance);
   // Past the cap (many prunes with ever lower importances), the marks with the lowest bounds are forgotten: a
   // reindex then keeps a few memories that prune dropped, and never drops one that prune kept.
   return kept.slice(Math.max(0, kept.length - MAX_PRUNE_MARKS));
@@ -315,13 +355,47 @@ function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImpor
 }
 
 /** The marks of a prune record: none without one, or when it does not parse (a rebuild then keeps more). */
-function marksOf(record: VectorRecord | undefined): PruneMark[] {
+function marksOf(record: { metadata: { text?: string } } | undefined): PruneMark[] {
   try {
     const parsed: unknown = JSON.parse(record?.metadata.text || '[]');
     return Array.isArray(parsed) ? parsed.filter(isPruneMark) : [];
   } catch {
     return [];
   }
+}
+
+/**
+ * The id of the prune record of `mark`: derived from the mark alone, so two prunes at once write two records (or, of
+ * the same mark, the same one) instead of one reading, merging and overwriting what the other wrote.
+ */
+function pruneRecordId(mark: PruneMark): string {
+  return `meta-pruned-${mark.before}-${mark.maxImportance}`;
+}
+
+/**
+ * The prune records that `records` (a listing of them) lets a prune delete: those of one mark that another record of
+ * one mark covers (the legacy record is neither deleted nor counted on: a write there may have lost a mark). Never one
+ * whose mark no other covers, so concurrent compactions cannot lose a bound: a record of one mark is deleted only for
+ * another with a different, covering mark, so whatever one deletes, a record covering it stays.
+ */
+function coveredPruneRecords(records: readonly { id: string; marks: readonly PruneMark[] }[]): string[] {
+  const own = records.filter((record) => record.id !== PRUNED_ID && record.marks.length === 1);
+  return own
+    .filter((record) => own.some((other) => other.id !== record.id && covers(other.marks[0]!, record.marks[0]!)))
+    .map((record) => record.id);
+}
+
+/**
+ * Which rebuild (or first write) the fingerprint record comes from: a new token each time one is written, so a
+ * process can tell that the story was rebuilt since it last looked. `undefined` without a fingerprint.
+ */
+function rebuildOf(fingerprint: VectorRecord | undefined): string | undefined {
+  return fingerprint && `${fingerprint.metadata.sourceId}@${fingerprint.metadata.timestamp}`;
+}
+
+/** Whether a process that checked the story earlier should take a missing fingerprint for a rebuild under way. */
+function rebuildUnderWay(rebuild: VectorRecord | undefined, now: number): boolean {
+  return rebuild !== undefined && now - rebuild.metadata.timestamp < ABANDONED_REBUILD_MS;
 }
 
 /** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
@@ -613,6 +687,8 @@ export class ContextManager {
   private readonly fingerprint: string;
   /** Per story, the fingerprint check (with any rebuild it started): done, or under way and shared. */
   private readonly verified = new Map<string, SharedWork<void>>();
+  /** Per story, the prune marks last listed for a call's check, and the merged record's stamp they were listed at. */
+  private readonly listedMarks = new Map<string, { stamp: string; marks: PruneMark[] }>();
   private readonly chapterStarts = new Map<string, StoryState>();
   /**
    * The last stable text counted per story, with its token count. Consecutive calls within an episode (and within
@@ -748,15 +824,21 @@ export class ContextManager {
     // A process with its own keyword side checks each call whether a prune made elsewhere changed what it must hold;
     // the read runs beside the state's.
     const marksNow = this.horizonsOf().has(storyId)
-      ? this.pruneMarks(storyId, options.signal).then(
+      ? this.pruneMarksForCall(storyId, options.signal).then(
           (marks) => JSON.stringify(marks),
           () => undefined,
         )
+      : undefined;
+    // A check made earlier holds only while the fingerprint is there, or a rebuild is under way elsewhere: read beside
+    // the state (a read that fails leaves the check as it is).
+    const abandoned = this.verified.get(storyId)?.settled
+      ? this.forgetAbandonedCheck(storyId, options.signal).catch(() => false)
       : undefined;
     const loadStart = performance.now();
     // A slow store (a read stuck on the network) must not outlast the caller's abort.
     const state = options.state ?? (await waitUnlessAborted(this.store.load(storyId), options.signal));
     const loadTime = performance.now() - loadStart;
+    if (abandoned) await waitUnlessAborted(abandoned, options.signal);
     if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
     const pov = options.povCharacterId;
     // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
@@ -897,14 +979,14 @@ export class ContextManager {
     await this.ensureWritable(storyId, options.signal, scene.id);
     // A scene of a closed chapter (the one that closed it, or an old one indexed again) is left out where the prune
     // record drops it, as a rebuild leaves it out.
-    const [previous, records] = await Promise.all([
+    const closed = scene.chapterId !== state.chapterId;
+    const [previous, [summary], marks] = await Promise.all([
       scene.index > 0 ? this.previousScene(scene) : null,
-      scene.chapterId === state.chapterId ? [] : this.vectors.fetch(storyId, [PRUNED_ID, summaryId(scene.chapterId)]),
+      closed ? this.vectors.fetch(storyId, [summaryId(scene.chapterId)]) : [],
+      closed ? this.pruneMarks(storyId, options.signal) : [],
     ]);
     const units = this.sceneUnits(scene, state, previous);
     const chunks = units.length;
-    const summary = records.find((record) => record.id !== PRUNED_ID);
-    const marks = marksOf(records.find((record) => record.id === PRUNED_ID));
     if (summary && prunedBy(marks, summary.metadata.sceneIndex!, scene.importance)) units.length = 0;
     // The first scene also brings in the cast and threads the story was created with, which no scene may name yet.
     const first = scene.index === 0;
@@ -1018,15 +1100,25 @@ export class ContextManager {
    * Runs by itself when the embedder's model or dimensions differ from the stored fingerprint. Scene memories that
    * `prune` dropped stay out (`pruned` counts them): each prune records what it dropped, as a bound on scene index
    * and importance, and the rebuild applies the same bounds, so nothing that has aged since is dropped with them.
-   * Waits for the story's prunes and rebuilds under way in this process. `onProgress` is told of each phase; one that
-   * throws (or rejects) is ignored, never leaving the rebuild half-done.
+   * A prune made in another process while the rebuild runs stays made. The chapter summaries and the synopsis are
+   * kept as stored (embedded again); the summarizer is asked only for those missing. Waits for the story's prunes and
+   * rebuilds under way in this process; an automatic rebuild that waited for this one is not made again. Another
+   * rebuild starting meanwhile (another process) stops this one at its next write with a retryable `ConflictError`.
+   * `onProgress` is told of each phase; one that throws (or rejects) is ignored, never leaving the rebuild half-done.
    */
   async reindex(
     storyId: string,
     options: { signal?: AbortSignal; onProgress?: (progress: ReindexProgress) => void } = {},
   ): Promise<{ scenes: number; records: number; pruned: number }> {
+    const unlessCurrent = (options as { [UNLESS_CURRENT]?: boolean })[UNLESS_CURRENT] === true;
     try {
-      return await inTurn(this.vectors, storyId, options.signal, () => this.rebuild(storyId, options));
+      return await inTurn(this.vectors, storyId, options.signal, async () => {
+        if (unlessCurrent) {
+          const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID], signalOf(options));
+          if (stored?.metadata.text === this.fingerprint) return { scenes: 0, records: 0, pruned: 0 };
+        }
+        return this.rebuild(storyId, options);
+      });
     } catch (error) {
       // A rebuild cut short (aborted, an embedder failing half-way) leaves the fingerprint deleted: the next call of
       // this manager checks again and finishes it, as a new process would, instead of serving the half-built index.
@@ -1034,6 +1126,15 @@ export class ContextManager {
       if (this.verified.get(storyId)?.settled) this.verified.delete(storyId);
       throw error;
     }
+  }
+
+  /**
+   * The automatic rebuild of a fingerprint check, in turn with the story's other prunes and rebuilds: once its turn
+   * comes, the fingerprint is read again, and a rebuild that finished meanwhile (a `reindex` of this manager, or
+   * another process's) is not made a second time.
+   */
+  private async rebuildUnlessCurrent(storyId: string, signal: AbortSignal | undefined): Promise<void> {
+    await this.reindex(storyId, { ...(signal ? { signal } : {}), [UNLESS_CURRENT]: true } as { signal?: AbortSignal });
   }
 
   private async rebuild(
@@ -1044,15 +1145,16 @@ export class ContextManager {
     const report = (progress: ReindexProgress) => callListener(options.onProgress, progress);
     const { signal } = options;
     const state = await this.store.load(storyId);
-    const marks = await this.pruneMarks(storyId, signal);
+    let marks = await this.pruneMarks(storyId, signal);
     // The embedder is tried before anything is cleared, in one call holding the fingerprint and the first scenes'
     // units up to a full batch (written after the clear, which lists the scenes again so as to include any committed
     // meanwhile): one that answers with the wrong dimensions or NaN, or fails on a full batch, would otherwise leave
     // the story with no memory at all, and every later call would clear it again.
-    // The trial's vectors are kept, by text, for the first write: a paid embedder is not asked for them twice.
+    // The trial's vectors are kept, by text, until the units they were made for are written (which may be pages
+    // later): a paid embedder is not asked for them twice.
     const room = this.embedder.maxBatchSize - 1;
     const probe: Unit[] = [];
-    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
+    for await (const page of this.rebuiltSceneUnits(storyId, state, () => marks, signal)) {
       probe.push(...page.units);
       if (probe.length >= room) break;
     }
@@ -1062,74 +1164,187 @@ export class ContextManager {
       ...(signal ? { signal } : {}),
     });
     const embedded = new Map(trialTexts.map((text, index) => [text, trialValues[index]!]));
+    // The chapter summaries and the synopsis as stored: written again (embedded anew), they spare a summarizer call
+    // each (a model call in production), and say what they said. Read before the clear removes them.
+    const kept = new Map(
+      (
+        await this.vectors.fetch(
+          storyId,
+          [
+            ...Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
+            SYNOPSIS_ID,
+          ],
+          signal ? { signal } : {},
+        )
+      ).map((record) => [record.id, record]),
+    );
     throwIfAborted(signal);
     this.horizonsOf().delete(storyId);
     report({ phase: 'clear', done: 0, total: 1 });
     const token = randomUUID();
-    await this.clearForRebuild(storyId, marks, token, signal);
-    this.stablePrefixes.clear();
-    this.windowSummaryRecords.clear();
-    this.journals.clear();
-    report({ phase: 'clear', done: 1, total: 1 });
-    let records = 0;
-    let done = 0;
-    let pruned = 0;
-    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
-      records += await this.writeUnits(storyId, page.units, signal, false, embedded);
-      embedded.clear();
-      done += page.scenes;
-      pruned += page.pruned;
-      // Scenes committed meanwhile are listed too: the total grows with them.
-      report({ phase: 'scenes', done, total: Math.max(done, state.sceneCount) });
+    // Every write below first checks that this rebuild is still the story's (see `checkRebuild`).
+    const guard = () => this.checkRebuild(storyId, token, signal);
+    try {
+      await this.clearForRebuild(storyId, marks, token, signal);
+      this.stablePrefixes.clear();
+      this.windowSummaryRecords.clear();
+      this.journals.clear();
+      report({ phase: 'clear', done: 1, total: 1 });
+      let records = 0;
+      let done = 0;
+      let pruned = 0;
+      const lastOfChapter = new Map<string, number>();
+      const firstMarks = JSON.stringify(marks);
+      let marksMoved = false;
+      // The prune record is read again before each page: a prune elsewhere meanwhile drops from the pages still to come.
+      const refreshMarks = async () => {
+        marks = await this.pruneMarks(storyId, signal);
+        if (JSON.stringify(marks) !== firstMarks) marksMoved = true;
+      };
+      for await (const page of this.rebuiltSceneUnits(
+        storyId,
+        state,
+        () => marks,
+        signal,
+        refreshMarks,
+        lastOfChapter,
+      )) {
+        records += await this.writeUnits(storyId, page.units, signal, {
+          invalidate: false,
+          guard,
+          ...(embedded.size > 0 ? { embedded } : {}),
+        });
+        done += page.scenes;
+        pruned += page.pruned;
+        // Scenes committed meanwhile are listed too: the total grows with them.
+        report({ phase: 'scenes', done, total: Math.max(done, state.sceneCount) });
+      }
+      // Read again: a scene committed (and indexed, then cleared) while the rebuild ran may have closed a chapter or
+      // changed the cast, and the scenes just read include it.
+      const latest = await this.store.load(storyId);
+      const characters = Object.values(latest.characters);
+      records += await this.writeUnits(
+        storyId,
+        characters.map((character) => this.characterUnit(storyId, character, null)),
+        signal,
+        { invalidate: false, guard },
+      );
+      report({ phase: 'characters', done: characters.length, total: characters.length });
+      records += await this.writeUnits(
+        storyId,
+        latest.plotThreads.map((thread) => this.threadUnit(storyId, thread, latest, null)),
+        signal,
+        { invalidate: false, guard },
+      );
+      report({ phase: 'threads', done: latest.plotThreads.length, total: latest.plotThreads.length });
+      records += await this.rebuildSummaries(storyId, latest, kept, signal, guard, report);
+      await this.saveLocations(storyId, signal);
+      // A prune elsewhere after a page was listed (or after the last one) dropped memories this rebuild has written
+      // since: its bound is applied now, as the prune itself may have run its deletions before those writes.
+      await refreshMarks();
+      if (marksMoved) pruned += await this.dropByMarks(storyId, marks, lastOfChapter, signal);
+      await this.finishRebuild(storyId, token, fingerprintValues!, signal);
+      this.trackKeywords(storyId, done, marks);
+      this.verified.set(storyId, SharedWork.done());
+      report({ phase: 'done', done: 1, total: 1 });
+      return { scenes: done, records, pruned };
+    } catch (error) {
+      // A rebuild that fails takes its record down (unless another has replaced it), so that processes which checked
+      // the story earlier do not take the missing fingerprint for a rebuild still under way, and check it again.
+      // With the fingerprint still there (cut short before it was deleted), the record misleads no one and stays.
+      await this.fingerprintRecords(storyId)
+        .then(([fingerprint, record]) =>
+          !fingerprint && record?.metadata.text === token
+            ? this.vectors.delete(storyId, { ids: [REBUILD_ID] })
+            : undefined,
+        )
+        .catch(() => {});
+      throw error;
     }
-    // Read again: a scene committed (and indexed, then cleared) while the rebuild ran may have closed a chapter or
-    // changed the cast, and the scenes just read include it.
-    const latest = await this.store.load(storyId);
-    const characters = Object.values(latest.characters);
-    records += await this.writeUnits(
-      storyId,
-      characters.map((character) => this.characterUnit(storyId, character, null)),
-      signal,
-      false,
-    );
-    report({ phase: 'characters', done: characters.length, total: characters.length });
-    records += await this.writeUnits(
-      storyId,
-      latest.plotThreads.map((thread) => this.threadUnit(storyId, thread, latest, null)),
-      signal,
-      false,
-    );
-    report({ phase: 'threads', done: latest.plotThreads.length, total: latest.plotThreads.length });
+  }
+
+  /**
+   * The rebuild's chapter summaries and synopsis: those stored before the clear written again (embedded by this
+   * embedder, in batches), the rest made by the summarizer: a chapter without a stored summary, or with one made
+   * before the chapter had all its scenes, and the synopsis when a summary was made anew or the stored one is older
+   * than the newest summary. Returns how many records were written.
+   */
+  private async rebuildSummaries(
+    storyId: string,
+    latest: StoryState,
+    kept: ReadonlyMap<string, VectorRecord>,
+    signal: AbortSignal | undefined,
+    guard: () => Promise<void>,
+    report: (progress: ReindexProgress) => void,
+  ): Promise<number> {
+    const units: Unit[] = [];
+    let records = 0;
+    let madeAnew = false;
+    let reach = -1;
     for (let chapter = 0; chapter < latest.chapterIndex; chapter++) {
       throwIfAborted(signal);
       const chapterId = chapterIdFor(chapter);
-      if ((await this.scenesOfChapter(storyId, chapterId)).length > 0) {
-        await this.writeChapterSummary(storyId, chapterId, signal);
-        records++;
+      const scenes = await this.scenesOfChapter(storyId, chapterId);
+      const last = scenes.at(-1);
+      if (last) {
+        const stored = kept.get(summaryId(chapterId));
+        if (stored?.metadata.text && stored.metadata.sceneIndex === last.index) {
+          units.push(this.chapterSummaryUnit(storyId, chapterId, scenes, stored.metadata.text));
+        } else {
+          await this.writeChapterSummary(storyId, chapterId, signal, guard);
+          records++;
+          madeAnew = true;
+        }
+        reach = Math.max(reach, last.index);
       }
       report({ phase: 'summaries', done: chapter + 1, total: latest.chapterIndex });
     }
-    await this.updateSynopsis(storyId, signal);
-    await this.saveLocations(storyId, signal);
-    await this.finishRebuild(storyId, token, fingerprintValues!, signal);
-    this.trackKeywords(storyId, done, marks);
-    this.verified.set(storyId, SharedWork.done());
-    report({ phase: 'done', done: 1, total: 1 });
-    return { scenes: done, records, pruned };
+    const synopsis = kept.get(SYNOPSIS_ID);
+    const synopsisKept = !madeAnew && synopsis?.metadata.text && (synopsis.metadata.sceneIndex ?? -1) >= reach;
+    if (synopsisKept) units.push({ id: SYNOPSIS_ID, text: synopsis.metadata.text, metadata: synopsis.metadata });
+    records += await this.writeUnits(storyId, units, signal, { guard });
+    if (!synopsisKept) await this.updateSynopsis(storyId, signal, guard);
+    return records;
+  }
+
+  /**
+   * Deletes, from both indexes, the scene memories `marks` drop among the chapters a rebuild wrote (`lastOfChapter`:
+   * each chapter's last scene index). Returns how many vectors went.
+   */
+  private async dropByMarks(
+    storyId: string,
+    marks: readonly PruneMark[],
+    lastOfChapter: ReadonlyMap<string, number>,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
+    let deleted = 0;
+    for (const [chapterId, lastIndex] of lastOfChapter) {
+      throwIfAborted(signal);
+      const bound = Math.max(-1, ...marks.filter((mark) => lastIndex < mark.before).map((mark) => mark.maxImportance));
+      if (bound <= 0) continue;
+      const filter: MetadataFilter = { type: 'scene', chapterId, importance: { $lt: bound } };
+      deleted += await this.deleteMatching(filter, storyId);
+      await this.keywords.delete(storyId, { filter }, signal ? { signal } : {});
+    }
+    return deleted;
   }
 
   /**
    * The units of a story's scenes as a rebuild writes them, a page of scenes at a time, less what prune dropped
    * (`marks`). Whether a chapter was pruned depends on its last scene, so a chapter's units wait until the chapter
-   * ends, unless it already reaches past every mark's bound. Learns the locations the scenes name.
+   * ends, unless it already reaches past every mark's bound. Learns the locations the scenes name. `marksNow` gives
+   * the marks to apply, read after `beforePage` (which may read them again) has run for the page; `lastOfChapter`,
+   * when given, learns each chapter's last scene index.
    */
   private async *rebuiltSceneUnits(
     storyId: string,
     state: StoryState,
-    marks: readonly PruneMark[],
+    marksNow: () => readonly PruneMark[],
     signal: AbortSignal | undefined,
+    beforePage?: () => Promise<void>,
+    lastOfChapter?: Map<string, number>,
   ): AsyncGenerator<{ units: Unit[]; scenes: number; pruned: number; last: string | undefined }> {
-    const bound = Math.max(0, ...marks.map((mark) => mark.before));
+    let marks = marksNow();
     let previous: Scene | null = null;
     let chapter: { id: string; lastIndex: number; units: Unit[] } | undefined;
     let pruned = 0;
@@ -1145,6 +1360,9 @@ export class ContextManager {
     let cursor: string | undefined;
     do {
       throwIfAborted(signal);
+      await beforePage?.();
+      marks = marksNow();
+      const bound = Math.max(0, ...marks.map((mark) => mark.before));
       const page = await this.store.listScenes(storyId, cursor ? { limit: 200, cursor } : { limit: 200 });
       const units: Unit[] = [];
       const prunedBefore = pruned;
@@ -1154,6 +1372,7 @@ export class ContextManager {
           chapter = { id: scene.chapterId, lastIndex: scene.index, units: [] };
         }
         chapter.lastIndex = scene.index;
+        lastOfChapter?.set(scene.chapterId, scene.index);
         chapter.units.push(...this.sceneUnits(scene, state, previous));
         if (scene.index >= bound) release(units);
         previous = scene;
@@ -1186,10 +1405,12 @@ export class ContextManager {
   ): Promise<{ chapters: string[]; deleted: number }> {
     const state = await this.store.load(storyId);
     const horizon = state.sceneCount - minAge;
-    const summaries = await this.vectors.fetch(
-      storyId,
-      Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
-    );
+    const fetched = await this.vectors.fetch(storyId, [
+      ...Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
+      FINGERPRINT_ID,
+    ]);
+    const summaries = fetched.filter((record) => record.id !== FINGERPRINT_ID);
+    const since = rebuildOf(fetched.find((record) => record.id === FINGERPRINT_ID));
     // Summaries cover the chapters before `covered`: the unbroken run of them from the first chapter. A chapter whose
     // summary is missing (its index step failed) ends the run, so the bound in the prune record, which a rebuild and
     // a keyword fill apply to every chapter below it, never reaches a chapter whose scenes this prune keeps.
@@ -1207,8 +1428,11 @@ export class ContextManager {
     try {
       if (before > 0) {
         // Recorded first: should the deletions below be cut short, a reindex still leaves out what they would drop.
-        const previous = await this.pruneMarks(storyId);
-        const marks = mergePruneMarks(previous, { before, maxImportance });
+        // The mark goes to a record of its own: a prune elsewhere at the same time writes its own, and neither is lost.
+        const listed = await this.pruneRecords(storyId, signal);
+        const previous = mergePruneMarks(listed.flatMap((record) => record.marks));
+        const mark = { before, maxImportance };
+        const marks = mergePruneMarks([...previous, mark]);
         // A call meanwhile must not take this prune for one made elsewhere (and refill the whole side for it), as
         // long as the side it finds is the one this prune drops from (a fill under way makes a new one).
         recorded = {
@@ -1217,9 +1441,17 @@ export class ContextManager {
           horizon: this.horizonsOf().get(storyId),
         };
         ownPrunes.set(storyId, recorded);
-        await this.writeMeta(storyId, PRUNED_ID, 'pruned', recorded.marks, signal);
+        const id = pruneRecordId(mark);
+        await this.writeMeta(storyId, id, PRUNED_SOURCE, JSON.stringify([mark]), signal);
+        await this.writeMeta(storyId, PRUNED_ID, PRUNED_SOURCE, recorded.marks, signal, undefined, Date.now());
+        // The records this one (or another read) covers are no longer needed; one no other covers is never deleted.
+        const covered =
+          listed.length + 1 >= COMPACT_PRUNE_RECORDS
+            ? coveredPruneRecords([...listed.filter((record) => record.id !== id), { id, marks: [mark] }])
+            : [];
+        if (covered.length > 0) await this.vectors.delete(storyId, { ids: covered }, signal ? { signal } : {});
       }
-      return await this.dropPruned(storyId, summaries, before, maxImportance, signal, recorded, state);
+      return await this.dropPruned(storyId, summaries, before, maxImportance, signal, recorded, state, since);
     } finally {
       if (recorded && ownPrunes.get(storyId) === recorded) ownPrunes.delete(storyId);
     }
@@ -1234,15 +1466,18 @@ export class ContextManager {
     signal: AbortSignal | undefined,
     recorded: OwnPrune | undefined,
     state: StoryState,
+    since: string | undefined,
   ): Promise<{ chapters: string[]; deleted: number }> {
     const chapters: string[] = [];
     let deleted = 0;
     const registry = prunedChapters(this.vectors, this.keywords);
-    let done = registry.get(storyId);
-    if (!done) {
-      done = new Map();
-      remember(registry, storyId, done, 4_096);
+    let entry = registry.get(storyId);
+    // Without a fingerprint (a rebuild under way) nothing is trusted: that rebuild may write back what is deleted here.
+    if (!entry || entry.since !== since || since === undefined) {
+      entry = { since, chapters: new Map() };
+      remember(registry, storyId, entry, 4_096);
     }
+    const done = entry.chapters;
     for (const summary of summaries) {
       throwIfAborted(signal);
       const chapterId = summary.metadata.chapterId;
@@ -1379,22 +1614,59 @@ export class ContextManager {
    * another embedder since this one checked (a deploy that changed the model, with old containers still running);
    * vectors of the old model written into the new index could not be found by its queries, so the write is refused
    * with a `ConflictError` rather than made, and rather than rebuilding back (two deployments would take turns).
-   * A missing fingerprint (a rebuild under way elsewhere) does not stop the write.
+   * A missing fingerprint does not stop the write while a rebuild is under way elsewhere; with no rebuild under way
+   * (one failed, or was killed long enough ago), the check is made again, and rebuilds the story.
    */
   private async ensureWritable(storyId: string, signal: AbortSignal | undefined, indexing?: string): Promise<void> {
     // A check made by this call has just read the fingerprint: only one made earlier is read again.
-    if (await this.ensureFingerprint(storyId, signal, indexing)) await this.confirmFingerprint(storyId);
+    if ((await this.ensureFingerprint(storyId, signal, indexing)) && (await this.confirmFingerprint(storyId))) {
+      await this.ensureFingerprint(storyId, signal, indexing);
+    }
   }
 
-  private async confirmFingerprint(storyId: string): Promise<void> {
-    const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
-    if (!stored || stored.metadata.text === this.fingerprint) return;
+  /**
+   * Reads the fingerprint again for a check made earlier. Returns true when it forgot that check: the fingerprint is
+   * missing and no rebuild is under way (see `forgetAbandonedCheck`).
+   */
+  private async confirmFingerprint(storyId: string): Promise<boolean> {
+    const [stored] = await this.fingerprintRecords(storyId);
+    if (!stored) return this.forgetAbandonedCheck(storyId);
+    if (stored.metadata.text === this.fingerprint) return false;
     // The check stays cached: checking again would rebuild the story back for this manager's embedder.
     throw new ConflictError(
       `The indexes of "${storyId}" were rebuilt for another embedder (${stored.metadata.text}); this manager embeds ` +
         `with ${this.fingerprint}. Run it with the embedder the indexes were built for, or reindex deliberately.`,
       { isRetryable: false },
     );
+  }
+
+  /** The story's fingerprint and rebuild records, each `undefined` when missing. */
+  private async fingerprintRecords(
+    storyId: string,
+    signal?: AbortSignal,
+  ): Promise<[VectorRecord | undefined, VectorRecord | undefined]> {
+    const records = await this.vectors.fetch(storyId, [FINGERPRINT_ID, REBUILD_ID], signal ? { signal } : {});
+    return [records.find((record) => record.id === FINGERPRINT_ID), records.find((record) => record.id === REBUILD_ID)];
+  }
+
+  /**
+   * With the fingerprint missing: forgets the check made earlier, unless a rebuild is under way (its record is there,
+   * and recent). The index was then left half-built (a rebuild failed, or was killed), and the next check rebuilds it,
+   * instead of this process serving it as it is. Only a missing fingerprint is checked again: one of another embedder
+   * stays refused (see `ensureWritable`), so two deployments never take turns rebuilding the story. Returns whether
+   * the check was forgotten.
+   */
+  private async forgetAbandonedCheck(storyId: string, signal?: AbortSignal): Promise<boolean> {
+    const abandoned = async () => {
+      const [stored, rebuild] = await this.fingerprintRecords(storyId, signal);
+      return !stored && !rebuildUnderWay(rebuild, Date.now());
+    };
+    // Read twice: a rebuild finishing elsewhere removes its record just before it writes the fingerprint.
+    if (!(await abandoned()) || !(await abandoned())) return false;
+    const check = this.verified.get(storyId);
+    if (!check?.settled) return false;
+    this.verified.delete(storyId);
+    return true;
   }
 
   /**
@@ -1450,7 +1722,7 @@ export class ContextManager {
               { isRetryable: false },
             );
           }
-          await this.reindex(storyId, { signal });
+          await this.rebuildUnlessCurrent(storyId, signal);
         } else {
           await this.writeFingerprint(storyId, signal);
           // A story without scenes: this process's keyword side holds all of it, so far.
@@ -1479,7 +1751,7 @@ export class ContextManager {
     const marks = await this.pruneMarks(storyId, signal);
     let scenes = 0;
     let last: string | undefined;
-    for await (const page of this.rebuiltSceneUnits(storyId, state, marks, signal)) {
+    for await (const page of this.rebuiltSceneUnits(storyId, state, () => marks, signal)) {
       await this.keywords.upsert(storyId, page.units.map(keywordDocument), signal ? { signal } : {});
       scenes += page.scenes;
       last = page.last ?? last;
@@ -1764,7 +2036,7 @@ export class ContextManager {
 
   private async writeFingerprint(storyId: string, signal: AbortSignal | undefined): Promise<void> {
     const values = await this.embedFingerprint(signal);
-    await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, values);
+    await this.writeMeta(storyId, FINGERPRINT_ID, `fingerprint-${randomUUID()}`, this.fingerprint, signal, values);
   }
 
   /** The fingerprint record's vector: the fingerprint embedded, checked. */
@@ -1781,6 +2053,7 @@ export class ContextManager {
     text: string,
     signal: AbortSignal | undefined,
     values?: Float32Array,
+    timestamp = 0,
   ): Promise<void> {
     await this.vectors.upsert(
       storyId,
@@ -1788,7 +2061,7 @@ export class ContextManager {
         {
           id,
           values: values ? nonZero(values) : firstAxis(this.embedder.dimensions),
-          metadata: { storyId, type: 'meta', timestamp: 0, sourceId, importance: 0, text },
+          metadata: { storyId, type: 'meta', timestamp, sourceId, importance: 0, text },
         },
       ],
       signal ? { signal } : {},
@@ -1819,18 +2092,13 @@ export class ContextManager {
   ): Promise<void> {
     const rebuildRecord = async () =>
       (await this.vectors.fetch(storyId, [REBUILD_ID], signal ? { signal } : {}))[0]?.metadata.text;
-    const conflict = () =>
-      new ConflictError(
-        `Another rebuild of the indexes of "${storyId}" started while this one ran and cleared what it wrote; that one ` +
-          'finishes them, and should it not, the next call rebuilds them again',
-        { isRetryable: true },
-      );
+    const conflict = () => this.supersededRebuild(storyId);
     const mine = await rebuildRecord();
     // Missing, it was cleared by another rebuild's deleteStory (about to write its own), or, on an index that may not
     // read its own writes yet, this one's record has not shown up.
     if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) throw conflict();
     await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signal ? { signal } : {});
-    await this.writeMeta(storyId, FINGERPRINT_ID, 'fingerprint', this.fingerprint, signal, fingerprintValues);
+    await this.writeMeta(storyId, FINGERPRINT_ID, `fingerprint-${token}`, this.fingerprint, signal, fingerprintValues);
     if ((await rebuildRecord()) !== undefined) {
       await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] });
       throw conflict();
@@ -1839,9 +2107,10 @@ export class ContextManager {
 
   /**
    * Empties a story's indexes for a rebuild named by `token`. The rebuild record goes first (a rebuild under way
-   * elsewhere then no longer finishes, see `finishRebuild`), then the fingerprint, so a rebuild cut short anywhere
-   * after it is started again by the next check; the prune record stays (a backend that cannot delete by filter gets
-   * it written back at once, with the rebuild record), so such a restart still leaves out what was pruned.
+   * elsewhere then no longer writes, see `checkRebuild`), then the fingerprint, so a rebuild cut short anywhere after
+   * it is started again by the next check. The prune records stay, those written meanwhile by a prune elsewhere
+   * included: the records are never deleted, or, on a backend that cannot delete by filter, the ones read just before
+   * the story is emptied (and those the rebuild knows) are written back at once, with the rebuild record.
    */
   private async clearForRebuild(
     storyId: string,
@@ -1849,26 +2118,94 @@ export class ContextManager {
     token: string,
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    // What this process pruned is known again only from the prune record, which the rebuild applies.
+    // What this process pruned is known again only from the prune records, which the rebuild applies.
     prunedChapters(this.vectors, this.keywords).delete(storyId);
-    await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal);
+    await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal, undefined, Date.now());
     await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signal ? { signal } : {});
-    const keepMarks = marks.length > 0 && this.vectors.capabilities.deleteByFilter;
+    if (this.vectors.capabilities.deleteByFilter) {
+      await Promise.all([
+        this.vectors.delete(storyId, { filter: { type: { $ne: 'meta' } } }, signal ? { signal } : {}),
+        this.keywords.deleteStory(storyId, signal ? { signal } : {}),
+      ]);
+      return;
+    }
+    const stored = await this.pruneMarks(storyId, signal);
     await Promise.all([
-      keepMarks
-        ? this.vectors.delete(storyId, { filter: { type: { $ne: 'meta' } } }, signal ? { signal } : {})
-        : this.vectors.deleteStory(storyId, signal ? { signal } : {}),
+      this.vectors.deleteStory(storyId, signal ? { signal } : {}),
       this.keywords.deleteStory(storyId, signal ? { signal } : {}),
     ]);
-    if (!keepMarks) {
-      await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal);
-      if (marks.length > 0) await this.writeMeta(storyId, PRUNED_ID, 'pruned', JSON.stringify(marks), signal);
+    await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal, undefined, Date.now());
+    const union = mergePruneMarks([...stored, ...marks]);
+    for (const mark of union) {
+      await this.writeMeta(storyId, pruneRecordId(mark), PRUNED_SOURCE, JSON.stringify([mark]), signal);
+    }
+    if (union.length > 0) {
+      await this.writeMeta(storyId, PRUNED_ID, PRUNED_SOURCE, JSON.stringify(union), signal, undefined, Date.now());
     }
   }
 
-  /** The story's prune marks: none when it was never pruned, or when the record does not parse (a rebuild then keeps more). */
+  /**
+   * Before a rebuild writes: a `ConflictError` (retryable) when its record no longer names it. Another rebuild has
+   * started since (and cleared, or will clear, what this one wrote), or has finished: vectors written now could be
+   * another embedder's under its fingerprint. Missing, the record counts as replaced, except on an index that may not
+   * read its own writes yet (see `finishRebuild`).
+   */
+  private async checkRebuild(storyId: string, token: string, signal: AbortSignal | undefined): Promise<void> {
+    const [record] = await this.vectors.fetch(storyId, [REBUILD_ID], signal ? { signal } : {});
+    const mine = record?.metadata.text;
+    if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) {
+      throw this.supersededRebuild(storyId);
+    }
+  }
+
+  private supersededRebuild(storyId: string): ConflictError {
+    return new ConflictError(
+      `Another rebuild of the indexes of "${storyId}" started while this one ran and cleared what it wrote; that one ` +
+        'finishes them, and should it not, the next call rebuilds them again',
+      { isRetryable: true },
+    );
+  }
+
+  /**
+   * The story's prune records (the legacy single record included), each with its marks: listed by one filtered query
+   * over the meta records' fixed vector, which every backend answers (at most `MAX_PRUNE_RECORDS`, within every
+   * backend's `maxTopK`).
+   */
+  private async pruneRecords(
+    storyId: string,
+    signal?: AbortSignal,
+  ): Promise<Array<{ id: string; marks: PruneMark[] }>> {
+    const matches = await this.vectors.query(storyId, {
+      vector: firstAxis(this.embedder.dimensions),
+      topK: Math.min(MAX_PRUNE_RECORDS, this.vectors.capabilities.maxTopK),
+      filter: { type: 'meta', sourceId: PRUNED_SOURCE },
+      ...(signal ? { signal } : {}),
+    });
+    return matches.map((match) => ({ id: match.id, marks: marksOf(match) }));
+  }
+
+  /**
+   * The story's prune marks, merged from every prune record: none when it was never pruned; a record that does not
+   * parse adds none (a rebuild then keeps more).
+   */
   private async pruneMarks(storyId: string, signal?: AbortSignal): Promise<PruneMark[]> {
-    return marksOf((await this.vectors.fetch(storyId, [PRUNED_ID], signal ? { signal } : {}))[0]);
+    return mergePruneMarks((await this.pruneRecords(storyId, signal)).flatMap((record) => record.marks));
+  }
+
+  /**
+   * The story's prune marks for the check each retrieval makes, listed again only when the merged record changed
+   * since they were last listed. The listing is a filtered query, as costly as a retrieval's own vector search on the
+   * in-process indexes; the merged record is one fetch by id, and every prune rewrites it after its own record, with
+   * its time (`Date.now()`), so a prune made anywhere changes it.
+   */
+  private async pruneMarksForCall(storyId: string, signal?: AbortSignal): Promise<PruneMark[]> {
+    const [merged] = await this.vectors.fetch(storyId, [PRUNED_ID], signal ? { signal } : {});
+    const stamp = merged ? `${merged.metadata.timestamp}\n${merged.metadata.text}` : '';
+    const listed = this.listedMarks.get(storyId);
+    if (listed?.stamp === stamp) return listed.marks;
+    const marks = await this.pruneMarks(storyId, signal);
+    this.listedMarks.set(storyId, { stamp, marks });
+    return marks;
   }
 
   private exactMatches(state: StoryState, query: string) {
@@ -2572,33 +2909,45 @@ export class ContextManager {
     };
   }
 
-  /** Embeds units in the embedder's batches and writes them to both indexes. Returns how many were written. */
   /**
-   * Embeds and writes `units` to both indexes. `embedded`: vectors already made for some of their embedding texts (a
-   * rebuild's trial call), used instead of asking the embedder again.
+   * Embeds `units` in the embedder's batches and writes them to both indexes. Returns how many were written.
+   * `invalidate`: whether written summaries make the cached prefixes stale (true unless a rebuild, which clears them,
+   * writes). `embedded`: vectors already made for some embedding texts (a rebuild's trial call), used instead of asking
+   * the embedder again, and taken out of the map as they are used. `guard`: run once the vectors are made, before
+   * each write (a rebuild's check that it is still the story's).
    */
   private async writeUnits(
     storyId: string,
     units: readonly Unit[],
     signal: AbortSignal | undefined,
-    invalidate = true,
-    embedded?: ReadonlyMap<string, Float32Array>,
+    {
+      invalidate = true,
+      embedded,
+      guard,
+    }: { invalidate?: boolean; embedded?: Map<string, Float32Array>; guard?: () => Promise<void> } = {},
   ): Promise<number> {
     if (units.length === 0) return 0;
-    const texts = units.map(embeddingTextOf);
+    const reused = units.map((unit) => {
+      const text = embeddingTextOf(unit);
+      const values = embedded?.get(text);
+      // Once used, an entry goes: a text seen again (the same unit in a later page) is embedded again.
+      if (values) embedded!.delete(text);
+      return values;
+    });
     const fresh = await embedInBatches(
       this.embedder,
-      texts.filter((text) => !embedded?.has(text)),
+      units.filter((_, index) => reused[index] === undefined).map(embeddingTextOf),
       { inputType: 'document', ...(signal ? { signal } : {}) },
     );
     let next = 0;
     const records: VectorRecordInput[] = units.map((unit, index) => ({
       id: unit.id,
-      values: nonZero(embedded?.get(texts[index]!) ?? fresh[next++]!),
+      values: nonZero(reused[index] ?? fresh[next++]!),
       metadata: unit.metadata,
     }));
     const batch = Math.max(1, this.vectors.capabilities.maxUpsertBatch);
     for (let start = 0; start < records.length; start += batch) {
+      await guard?.();
       await this.vectors.upsert(storyId, records.slice(start, start + batch), signal ? { signal } : {});
     }
     await this.keywords.upsert(storyId, units.map(keywordDocument), signal ? { signal } : {});
@@ -2609,7 +2958,11 @@ export class ContextManager {
     return units.length;
   }
 
-  private async updateSynopsis(storyId: string, signal: AbortSignal | undefined): Promise<void> {
+  private async updateSynopsis(
+    storyId: string,
+    signal: AbortSignal | undefined,
+    guard?: () => Promise<void>,
+  ): Promise<void> {
     const state = await this.store.load(storyId);
     if (state.chapterIndex === 0) return;
     const ids = Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter)));
@@ -2637,10 +2990,16 @@ export class ContextManager {
         },
       ],
       signal,
+      guard ? { guard } : {},
     );
   }
 
-  private async writeChapterSummary(storyId: string, chapterId: string, signal: AbortSignal | undefined) {
+  private async writeChapterSummary(
+    storyId: string,
+    chapterId: string,
+    signal: AbortSignal | undefined,
+    guard?: () => Promise<void>,
+  ) {
     const scenes = await this.scenesOfChapter(storyId, chapterId);
     if (scenes.length === 0) throw new ValidationError(`Chapter "${chapterId}" of "${storyId}" has no scenes`);
     const summary = this.checkSummary(
@@ -2650,32 +3009,36 @@ export class ContextManager {
       ),
       `the summary of ${chapterId}`,
     );
-    const last = scenes.at(-1)!;
-    const distinct = (values: string[]) => [...new Set(values)].slice(0, LIMITS.sceneTags);
     await this.writeUnits(
       storyId,
-      [
-        {
-          id: summaryId(chapterId),
-          text: `${chapterId}: ${summary}`,
-          metadata: {
-            storyId,
-            type: 'summary',
-            timestamp: Date.parse(last.createdAt),
-            characters: distinct(scenes.flatMap((scene) => scene.characters)),
-            locations: distinct(scenes.flatMap((scene) => scene.locations)),
-            themes: distinct(scenes.flatMap((scene) => scene.themes)),
-            importance: Math.max(...scenes.map((scene) => scene.importance)),
-            sourceId: chapterId,
-            sceneIndex: last.index,
-            chapterId,
-            text: clipText(summary, LIMITS.metadataText),
-          },
-        },
-      ],
+      [this.chapterSummaryUnit(storyId, chapterId, scenes, summary)],
       signal,
+      guard ? { guard } : {},
     );
     return summary;
+  }
+
+  /** The unit of a chapter's summary: `summary` (checked), described by the chapter's `scenes`. */
+  private chapterSummaryUnit(storyId: string, chapterId: string, scenes: readonly Scene[], summary: string): Unit {
+    const last = scenes.at(-1)!;
+    const distinct = (values: string[]) => [...new Set(values)].slice(0, LIMITS.sceneTags);
+    return {
+      id: summaryId(chapterId),
+      text: `${chapterId}: ${summary}`,
+      metadata: {
+        storyId,
+        type: 'summary',
+        timestamp: Date.parse(last.createdAt),
+        characters: distinct(scenes.flatMap((scene) => scene.characters)),
+        locations: distinct(scenes.flatMap((scene) => scene.locations)),
+        themes: distinct(scenes.flatMap((scene) => scene.themes)),
+        importance: Math.max(...scenes.map((scene) => scene.importance)),
+        sourceId: chapterId,
+        sceneIndex: last.index,
+        chapterId,
+        text: clipText(summary, LIMITS.metadataText),
+      },
+    };
   }
 
   /**
