@@ -116,9 +116,8 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     await server.context.getRelevantContext(storyId, 'the lamp');
     expect(listings, 'the call after a prune made elsewhere').toBeGreaterThan(0);
     const cold = processOver(store, vectors);
-    expect(await lexical(server.keywords, storyId)).toEqual(
-      (await cold.context.getRelevantContext(storyId, 'the lamp'), await lexical(cold.keywords, storyId)),
-    );
+    await cold.context.getRelevantContext(storyId, 'the lamp');
+    expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
     // The call after the refill still catches the side up once (a catch-up lists the records of its own).
     await server.context.getRelevantContext(storyId, 'the lamp');
     listings = 0;
