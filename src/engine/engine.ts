@@ -15,7 +15,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
 import { quoteAudienceText, threadKnownTo } from '../context/prompt-layout.js';
-import { timeoutProblems, untilAborted } from '../core/abort.js';
+import { timeoutProblems, untilAborted, waitUnlessAborted } from '../core/abort.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -51,7 +51,13 @@ import {
 } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
 import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
-import { EpisodeIncompleteError, isRetryableStepFailure, type StepFailure } from './episode-errors.js';
+import {
+  EpisodeIncompleteError,
+  isRetryableStepFailure,
+  type StepFailure,
+  type StoreOperation,
+  StoreTimeoutError,
+} from './episode-errors.js';
 import { type EngineEvent, type EngineLogger, type EngineStep, type StepStatus, silentLogger } from './events.js';
 import {
   type InfluenceOutcome,
@@ -116,8 +122,23 @@ export interface StoryEngineOptions {
    * off. A context step that must first rebuild a large story's indexes (after an embedder change) can take long:
    * run `reindex` ahead of such a deploy, or raise this. Timed on the system's timers, not `clock`: a finite limit is
    * at most 2147483647 (about 24.8 days), the longest a timer waits.
+   *
+   * One limit serves every step, and the default equals Lambda's ceiling, so in a Lambda it never fires before the
+   * function is killed: pass `runEpisode` a signal that fires ahead of the end instead
+   * (`AbortSignal.timeout(context.getRemainingTimeInMillis() - 10_000)`), which stops the run cleanly.
    */
   stepTimeoutMs?: number;
+  /**
+   * The longest the engine waits for one call of the state store, in ms (loading the story, reading a scene or the
+   * publication log, storing an influence, recording a step, the commit). A call that takes longer fails the run
+   * with a retryable `StoreTimeoutError` (code `TIMEOUT`), so a store whose connection stalled cannot hold a run,
+   * nor its caller, forever. The store port takes no signal: the call is left behind, still going, and may land
+   * later, which the engine's design makes safe (see `RunEpisodeOptions.signal`). A commit that times out is in doubt
+   * and is never made again in the same run: the next run finds it landed, or commits at the same version under the
+   * same scene id. Default 30000; `Infinity` turns it off; a finite limit is at most 2147483647. Timed on the
+   * system's timers, not `clock`.
+   */
+  storeTimeoutMs?: number;
   /**
    * How far apart the clocks of the processes that run a story's episodes may be, in ms. The claim a run takes on the
    * publish step of a publisher that is not idempotent carries a lease written on that run's clock; every other run,
@@ -139,10 +160,27 @@ export interface StoryEngineOptions {
 /** Options of one `runEpisode`. */
 export interface RunEpisodeOptions {
   /**
-   * Stops the run between steps (never in the middle of the commit). A call that joined a run already in flight in
-   * this process (same story and key) rejects with `AbortedError` as soon as its signal fires, and the run goes on for
-   * the other callers; it is stopped only when every caller has aborted, and the last caller's promise settles when it
-   * has.
+   * Stops the run between steps, and ends a wait for the state store at once: a run parked in a store call that does
+   * not answer settles with `AbortedError` when the signal fires. It never splits the commit, which is one atomic
+   * write that lands whole or not at all. A call that joined a run already in flight in this process (same story and
+   * key) rejects with `AbortedError` as soon as its signal fires, and the run goes on for the other callers; it is
+   * stopped only when every caller has aborted, and the last caller's promise settles when it has.
+   *
+   * Once that promise has settled, what may still be in flight:
+   * - the one store call the run was waiting for when the signal fired (or that timed out: `storeTimeoutMs`), which
+   *   the engine cannot stop (the port takes no signal). It may still land, and that is safe. A late commit lands at
+   *   most once per version (its scene id is fixed by story, version and key, and it is version-conditional) and
+   *   resolves the influences it took in the same atomic write: the next run either finds the scene and finishes
+   *   its steps, or commits at that version itself, the first of the two to land winning and the other writing
+   *   nothing. A late entry of the publication log says what the run did or meant to do (a step that finished; a
+   *   key's claim of the scene it commits, believed only once that scene exists); a late claim of a publish step,
+   *   with no call made under it, reads as in progress for its lease and then in doubt until `resolvePublication`,
+   *   as after a crash, never as published twice. A late influence is stored once, by its id.
+   * - a step's call left behind by its attempt's time limit (`stepTimeoutMs`): it was told through its signal. A call
+   *   that ignores the signal holds the run until that limit, since the step's outcome is not known before.
+   *
+   * What the run records on its way out (the release of a publish claim before any call, the end of a call cut
+   * short) is waited for within `storeTimeoutMs`, so the promise may settle up to that long after the signal.
    */
   signal?: AbortSignal;
   /**
@@ -280,6 +318,7 @@ export function seedFrom(...parts: string[]): number {
 const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
 const DEFAULT_STEP_TIMEOUT_MS = 900_000;
+const DEFAULT_STORE_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60 * 1000;
 
@@ -393,8 +432,9 @@ class Engine implements StoryEngine {
       });
     }
     // A finite limit must fit a timer: Node fires a longer one after 1 ms, which would time every step out at once.
-    if (options.stepTimeoutMs !== Number.POSITIVE_INFINITY) {
-      for (const problem of timeoutProblems(options.stepTimeoutMs, 'stepTimeoutMs')) {
+    for (const path of ['stepTimeoutMs', 'storeTimeoutMs'] as const) {
+      if (options[path] === Number.POSITIVE_INFINITY) continue;
+      for (const problem of timeoutProblems(options[path], path)) {
         problems.push({ ...problem, message: `${problem.message} (or Infinity)` });
       }
     }
@@ -468,7 +508,9 @@ class Engine implements StoryEngine {
   /**
    * One caller's view of a run in flight. The run stops only when every caller has aborted: a caller whose abort
    * leaves others rejects at once with `AbortedError`, and the last one to abort stops the run and waits for it to
-   * stop (between steps), so that once every caller's promise has settled nothing of the run is still going.
+   * stop: between steps, or at once in a wait for the store (which the abort ends). Once every caller's promise has
+   * settled the run takes no further step; only a call it stopped waiting for may still be going (a store call, or a
+   * step's call past its time limit), as `RunEpisodeOptions.signal` says, and why that is safe.
    */
   private join(flight: Flight, signal: AbortSignal | undefined): Promise<EpisodeResult> {
     flight.callers++;
@@ -501,9 +543,11 @@ class Engine implements StoryEngine {
       const maxConflicts = this.options.maxConflictRetries ?? 3;
       for (let attempt = 0; ; attempt++) {
         throwIfAborted(run.signal);
-        const state = await this.timed(run, 'load', undefined, () => this.store.load(storyId));
+        const state = await this.timed(run, 'load', undefined, () =>
+          this.stored(run.signal, 'load', () => this.store.load(storyId)),
+        );
         if (run.key !== undefined) {
-          const found = await this.findKeyedScene(storyId, run.key);
+          const found = await this.findKeyedScene(run, run.key);
           if (found) return await this.finishFound(run, found, state, started);
         }
         // Resume first: the last committed scene's unfinished steps come before any new scene, so that readers
@@ -511,9 +555,12 @@ class Engine implements StoryEngine {
         // A scene whose steps this engine saw finish needs no log read: a `done` entry is never undone. This keeps
         // the steady-state cost of an episode independent of how long the publication log has grown.
         if (state.sceneId !== null && this.completed.get(storyId) !== state.sceneId) {
-          const last = await this.store.getScene(storyId, state.sceneId);
+          const lastId = state.sceneId;
+          const last = await this.stored(run.signal, 'getScene', () => this.store.getScene(storyId, lastId));
           if (!last) throw new NotFoundError(`Scene "${state.sceneId}" of story "${storyId}" is missing`);
-          const log = await this.store.listPublications(storyId, last.id);
+          const log = await this.stored(run.signal, 'listPublications', () =>
+            this.store.listPublications(storyId, last.id),
+          );
           const unfinished = unfinishedSteps(this.steps, log);
           if (unfinished.length > 0) {
             await this.runPostSteps(run, last, state, unfinished, log, true);
@@ -534,10 +581,11 @@ class Engine implements StoryEngine {
           if (run.key === undefined) {
             // Another run committed first. An unkeyed run wanted "the next episode", and that is it; its writer
             // is finishing its steps (or the next run will), so this run only reports it.
-            const latest = await this.store.load(storyId);
-            if (latest.version > state.version && latest.sceneId !== null) {
-              const scene = await this.store.getScene(storyId, latest.sceneId);
-              if (scene) return this.finish(run, 'existing', scene, await this.isComplete(scene), started);
+            const latest = await this.stored(run.signal, 'load', () => this.store.load(storyId));
+            const latestId = latest.sceneId;
+            if (latest.version > state.version && latestId !== null) {
+              const scene = await this.stored(run.signal, 'getScene', () => this.store.getScene(storyId, latestId));
+              if (scene) return this.finish(run, 'existing', scene, await this.isComplete(run, scene), started);
             }
           }
           // A keyed run still owes its own scene: go round again at the new version.
@@ -596,7 +644,9 @@ class Engine implements StoryEngine {
                 fields: clipped,
               });
             }
-            const result = await this.store.enqueueInfluence(influence);
+            const result = await this.stored(run.signal, 'enqueueInfluence', () =>
+              this.store.enqueueInfluence(influence),
+            );
             if (!result.inserted) {
               const fields = redeliveredDifferences(influence, result.influence);
               if (fields.length > 0) {
@@ -642,13 +692,16 @@ class Engine implements StoryEngine {
       // a crash anywhere later, the lookup finds the claim and checks whether that scene exists; because a keyed
       // scene id carries the key's hash, its existence proves this key wrote it. One claim per version, never
       // overwritten, so a stale concurrent run cannot erase the claim of one that committed.
-      await this.store.recordPublication({
-        storyId,
-        sceneId: idempotencyRecordId(storyId, run.key),
-        target: `claim:${version}`,
-        status: 'done',
-        result: { sceneId, version },
-      });
+      const recordId = idempotencyRecordId(storyId, run.key);
+      await this.stored(signal, 'recordPublication', () =>
+        this.store.recordPublication({
+          storyId,
+          sceneId: recordId,
+          target: `claim:${version}`,
+          status: 'done',
+          result: { sceneId, version },
+        }),
+      );
     }
     const resolution = await this.timed(run, 'resolve', sceneId, async () =>
       resolveInfluences(
@@ -698,20 +751,27 @@ class Engine implements StoryEngine {
     );
     // The last chance to stop: from here the commit either happens entirely or not at all.
     throwIfAborted(signal);
+    // Never made twice in one run: a commit whose answer did not come in time may still land, so it is in doubt, and
+    // the run fails (retryable). The next run loads and finds the scene committed (and finishes its steps) or not
+    // (and commits at the same version, under the same scene id: should the late commit land first, that commit
+    // answers `created: false` or a conflict, and one scene is kept). Either way the influences are resolved once,
+    // in the one commit that lands.
     const commit = await this.timed(run, 'commit', sceneId, () =>
-      this.store.commitScene(storyId, {
-        expectedVersion: state.version,
-        scene,
-        nextState,
-        consumedInfluenceIds: outcome.applied,
-        rejectedInfluences: outcome.rejected,
-      }),
+      this.stored(signal, 'commitScene', () =>
+        this.store.commitScene(storyId, {
+          expectedVersion: state.version,
+          scene,
+          nextState,
+          consumedInfluenceIds: outcome.applied,
+          rejectedInfluences: outcome.rejected,
+        }),
+      ),
     );
     if (!commit.created) {
       // A concurrent run with the same scene id (same version, same key) committed first; it runs the steps.
-      return this.finish(run, 'existing', commit.scene, await this.isComplete(commit.scene), started);
+      return this.finish(run, 'existing', commit.scene, await this.isComplete(run, commit.scene), started);
     }
-    if (run.key !== undefined) await this.confirmKey(storyId, run.key, commit.scene.id);
+    if (run.key !== undefined) await this.confirmKey(run, run.key, commit.scene.id);
     await this.runPostSteps(run, commit.scene, commit.state, this.steps, [], false);
     const result = this.finish(run, 'created', commit.scene, run.failures.length === 0, started);
     result.influences = outcome;
@@ -771,8 +831,10 @@ class Engine implements StoryEngine {
   // -------------------------------------------------------------------------------------------------------------
   // Idempotency keys: the record lives in the publication log under `run-<hash>` (see `idempotencyRecordId`).
 
-  private async findKeyedScene(storyId: string, key: string): Promise<Scene | null> {
-    const entries = await this.store.listPublications(storyId, idempotencyRecordId(storyId, key));
+  private async findKeyedScene(run: RunContext, key: string): Promise<Scene | null> {
+    const { storyId, signal } = run;
+    const recordId = idempotencyRecordId(storyId, key);
+    const entries = await this.stored(signal, 'listPublications', () => this.store.listPublications(storyId, recordId));
     const confirmed = entries.find((entry) => entry.target === 'scene' && entry.status === 'done');
     const candidates = confirmed
       ? [confirmed]
@@ -782,24 +844,27 @@ class Engine implements StoryEngine {
     for (const entry of candidates) {
       const sceneId = entry.result.sceneId;
       if (typeof sceneId !== 'string') continue;
-      const scene = await this.store.getScene(storyId, sceneId);
+      const scene = await this.stored(signal, 'getScene', () => this.store.getScene(storyId, sceneId));
       if (scene) {
         // The crash window between the commit and the confirmation closes here.
-        if (!confirmed) await this.confirmKey(storyId, key, scene.id);
+        if (!confirmed) await this.confirmKey(run, key, scene.id);
         return scene;
       }
     }
     return null;
   }
 
-  private async confirmKey(storyId: string, key: string, sceneId: string): Promise<void> {
-    await this.store.recordPublication({
-      storyId,
-      sceneId: idempotencyRecordId(storyId, key),
-      target: 'scene',
-      status: 'done',
-      result: { sceneId },
-    });
+  private async confirmKey(run: RunContext, key: string, sceneId: string): Promise<void> {
+    const { storyId } = run;
+    await this.stored(run.signal, 'recordPublication', () =>
+      this.store.recordPublication({
+        storyId,
+        sceneId: idempotencyRecordId(storyId, key),
+        target: 'scene',
+        status: 'done',
+        result: { sceneId },
+      }),
+    );
   }
 
   private async finishFound(
@@ -808,13 +873,17 @@ class Engine implements StoryEngine {
     current: StoryState,
     started: number,
   ): Promise<EpisodeResult> {
-    const log = await this.store.listPublications(run.storyId, scene.id);
+    const log = await this.stored(run.signal, 'listPublications', () =>
+      this.store.listPublications(run.storyId, scene.id),
+    );
     const unfinished = unfinishedSteps(this.steps, log);
     if (unfinished.length > 0) {
       const state =
         scene.id === current.sceneId
           ? current
-          : ((await this.store.getStateAt(run.storyId, scene.stateVersion)) ?? current);
+          : ((await this.stored(run.signal, 'getStateAt', () =>
+              this.store.getStateAt(run.storyId, scene.stateVersion),
+            )) ?? current);
       await this.runPostSteps(run, scene, state, unfinished, log, true);
     }
     return this.finish(run, 'existing', scene, run.failures.length === 0, started);
@@ -946,7 +1015,7 @@ class Engine implements StoryEngine {
   ): Promise<void> {
     throwIfAborted(run.signal);
     const started = this.clock.now();
-    const claim = await this.claim(run.storyId, scene.id, step);
+    const claim = await this.claim(run, scene.id, step);
     if (claim.finished) return;
     if (!claim.claimed) {
       const error = claim.contended
@@ -967,13 +1036,15 @@ class Engine implements StoryEngine {
     let calling = false;
     const release = async () => {
       if (mayHavePublished) return;
-      await this.store.recordPublication({
-        storyId: run.storyId,
-        sceneId: scene.id,
-        target: releaseTarget(step, claim.generation),
-        status: 'done',
-        result: { reason: 'nothing went out' },
-      });
+      await this.stored(run.signal, 'recordPublication', () =>
+        this.store.recordPublication({
+          storyId: run.storyId,
+          sceneId: scene.id,
+          target: releaseTarget(step, claim.generation),
+          status: 'done',
+          result: { reason: 'nothing went out' },
+        }),
+      );
     };
     try {
       await this.postStep(
@@ -1044,13 +1115,15 @@ class Engine implements StoryEngine {
     error: AbortedError,
   ): Promise<void> {
     try {
-      await this.store.recordPublication({
-        storyId: run.storyId,
-        sceneId: scene.id,
-        target: step,
-        status: 'failed',
-        result: { ...failureRecord(error), callEndedUnderClaim: generation },
-      });
+      await this.stored(run.signal, 'recordPublication', () =>
+        this.store.recordPublication({
+          storyId: run.storyId,
+          sceneId: scene.id,
+          target: step,
+          status: 'failed',
+          result: { ...failureRecord(error), callEndedUnderClaim: generation },
+        }),
+      );
       this.warn(
         run.storyId,
         `a call of ${step} that may have published ended in an abort; it is in doubt until resolvePublication settles it`,
@@ -1157,7 +1230,9 @@ class Engine implements StoryEngine {
     }
     const details = await how.beforeRecord?.(status);
     if (status === 'failed' && details) result = { ...result, ...details };
-    await this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result });
+    await this.stored(run.signal, 'recordPublication', () =>
+      this.store.recordPublication({ storyId: run.storyId, sceneId: scene.id, target: step, status, result }),
+    );
     this.endStep(run, step, scene, started, status, result, failure);
     return status;
   }
@@ -1170,8 +1245,10 @@ class Engine implements StoryEngine {
    * that its call ended, the step is in doubt. A claim lost to one that was released since (its call said nothing
    * went out) is tried again at the next generation, a few times: the step is not in doubt for a released claim.
    */
-  private async claim(storyId: string, sceneId: string, step: EngineStep): Promise<Claim> {
-    let log = await this.store.listPublications(storyId, sceneId);
+  private async claim(run: RunContext, sceneId: string, step: EngineStep): Promise<Claim> {
+    const { storyId, signal } = run;
+    const readLog = () => this.stored(signal, 'listPublications', () => this.store.listPublications(storyId, sceneId));
+    let log = await readLog();
     for (let attempt = 1; ; attempt++) {
       const generation = releasesOf(step, log);
       const target = claimTarget(step, generation);
@@ -1180,22 +1257,24 @@ class Engine implements StoryEngine {
       let entry: PublicationEntry;
       let recorded: boolean;
       try {
-        ({ recorded, entry } = await this.store.recordPublication({
-          storyId,
-          sceneId,
-          target,
-          status: 'done',
-          result: {
-            claimedAt: new Date(now).toISOString(),
-            leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
-            nonce,
-          },
-        }));
+        ({ recorded, entry } = await this.stored(signal, 'recordPublication', () =>
+          this.store.recordPublication({
+            storyId,
+            sceneId,
+            target,
+            status: 'done',
+            result: {
+              claimedAt: new Date(now).toISOString(),
+              leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
+              nonce,
+            },
+          }),
+        ));
       } catch (error) {
-        // The answer may be what was lost, not the write: the log says whose claim it is.
-        const found = (await this.store.listPublications(storyId, sceneId).catch(() => [])).find(
-          (candidate) => candidate.target === target,
-        );
+        // The answer may be what was lost, not the write: the log says whose claim it is. After the run's abort (which
+        // ends the wait for the write) this read is waited for within `storeTimeoutMs` alone, so that a claim of this
+        // run's that landed is released as the abort of a claimed step always releases it.
+        const found = (await readLog().catch(() => [])).find((candidate) => candidate.target === target);
         if (!found) throw error;
         entry = found;
         recorded = found.result.nonce === nonce;
@@ -1205,7 +1284,7 @@ class Engine implements StoryEngine {
       const claim = { generation, since: entry.recordedAt, leaseUntil, holdsUntil, contended: false };
       if (recorded) return { ...claim, claimed: true, finished: false, inProgress: false };
       // Another run may have claimed it and finished since, recorded that its call ended, or released it.
-      log = await this.store.listPublications(storyId, sceneId);
+      log = await readLog();
       const finished = unfinishedSteps([step], log).length === 0;
       if (!finished && releasesOf(step, log) > generation) {
         // The claim this one lost to was released since it read the log: its call said nothing went out, or someone
@@ -1268,7 +1347,7 @@ class Engine implements StoryEngine {
       throw invalid('options.ids', 'must be an array of strings');
     }
     const step: EngineStep = `publish:${target}`;
-    const log = await this.store.listPublications(storyId, sceneId);
+    const log = await this.stored(undefined, 'listPublications', () => this.store.listPublications(storyId, sceneId));
     if (unfinishedSteps([step], log).length === 0) {
       throw invalid('target', `"${target}": ${step} of scene "${sceneId}" is already finished`);
     }
@@ -1289,23 +1368,23 @@ class Engine implements StoryEngine {
         `"${target}": ${step} of scene "${sceneId}" may still be being published by the run that claimed it at ${claim.recordedAt}; settle it after ${holdsUntil} (its lease and the clock skew allowed), or with force: true if that run is known to have stopped`,
       );
     }
-    if (outcome === 'published') {
-      await this.store.recordPublication({
-        storyId,
-        sceneId,
-        target: step,
-        status: 'done',
-        result: publishedRecord(publisher.provider, { url: options.url, ids: options.ids ?? [] }, 'published'),
-      });
-    } else {
-      await this.store.recordPublication({
-        storyId,
-        sceneId,
-        target: releaseTarget(step, generation),
-        status: 'done',
-        result: { reason: 'settled: not published' },
-      });
-    }
+    const settled =
+      outcome === 'published'
+        ? {
+            storyId,
+            sceneId,
+            target: step,
+            status: 'done' as const,
+            result: publishedRecord(publisher.provider, { url: options.url, ids: options.ids ?? [] }, 'published'),
+          }
+        : {
+            storyId,
+            sceneId,
+            target: releaseTarget(step, generation),
+            status: 'done' as const,
+            result: { reason: 'settled: not published' },
+          };
+    await this.stored(undefined, 'recordPublication', () => this.store.recordPublication(settled));
   }
 
   private block(run: RunContext, step: EngineStep, scene: Scene, blockedBy: EngineStep): void {
@@ -1378,8 +1457,10 @@ class Engine implements StoryEngine {
 
   // -------------------------------------------------------------------------------------------------------------
 
-  private async isComplete(scene: Scene): Promise<boolean> {
-    const log = await this.store.listPublications(scene.storyId, scene.id);
+  private async isComplete(run: RunContext, scene: Scene): Promise<boolean> {
+    const log = await this.stored(run.signal, 'listPublications', () =>
+      this.store.listPublications(scene.storyId, scene.id),
+    );
     return unfinishedSteps(this.steps, log).length === 0;
   }
 
@@ -1497,6 +1578,26 @@ class Engine implements StoryEngine {
       },
       this.retryOptions(run, step, policy),
     );
+  }
+
+  /**
+   * Waits for a call of the store for at most `storeTimeoutMs`, failing with a retryable `StoreTimeoutError` after
+   * that, and, given the run's signal, no longer than until it fires (`AbortedError`). The port takes no signal, so
+   * the call itself cannot be stopped: it is left behind, still going, and may land later (see
+   * `RunEpisodeOptions.signal` for why that is safe). A call made once the signal has already fired (the record of a
+   * step that finished, the release of a claim on the way out) is waited for within the time limit alone: that is
+   * what keeps what an abort records.
+   */
+  private stored<T>(signal: AbortSignal | undefined, operation: StoreOperation, call: () => Promise<T>): Promise<T> {
+    const limit = this.options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
+    const pending = new Promise<T>((resolve) => resolve(call()));
+    const waited = waitUnlessAborted(pending, signal?.aborted ? undefined : signal);
+    if (!Number.isFinite(limit)) return waited;
+    const timer = new AbortController();
+    const handle = setTimeout(() => timer.abort(new StoreTimeoutError(operation, limit)), limit);
+    // A pending time limit must not keep a finished process alive.
+    handle.unref?.();
+    return untilAborted(timer.signal, waited).finally(() => clearTimeout(handle));
   }
 
   private retryOptions(run: RunContext, step: EngineStep, policy: AttemptPolicy = 'retry'): RetryOptions {

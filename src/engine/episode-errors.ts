@@ -65,3 +65,49 @@ export class EpisodeIncompleteError extends StoryloomError {
     return StoryloomError.isInstance(error) && error.name === 'EpisodeIncompleteError';
   }
 }
+
+/** A call of the state store that the engine waits for, and so bounds by `storeTimeoutMs`. */
+export type StoreOperation =
+  | 'load'
+  | 'getScene'
+  | 'getStateAt'
+  | 'listPublications'
+  | 'enqueueInfluence'
+  | 'recordPublication'
+  | 'commitScene';
+
+/**
+ * A call of the state store did not answer within the engine's `storeTimeoutMs` (a stalled connection): the engine
+ * stopped waiting and failed the run. Retryable: the next run starts from what the store holds. The port takes no
+ * signal, so the call was left behind and may still land; a write that does (`commitScene`, `recordPublication`,
+ * `enqueueInfluence`) lands as the run meant it, and the next run reads it: a scene committed late is resumed, never
+ * written a second time (its id is fixed by the story and the version, and the commit is version-conditional).
+ *
+ * @example
+ * ```ts
+ * import { StoreTimeoutError } from 'storyloom';
+ * try { await engine.runEpisode('lighthouse') } catch (error) {
+ *   if (StoreTimeoutError.isInstance(error)) console.log(error.operation, error.timeoutMs, error.isRetryable);
+ * }
+ * ```
+ */
+export class StoreTimeoutError extends StoryloomError {
+  /** The store method that did not answer. */
+  readonly operation: StoreOperation;
+  readonly timeoutMs: number;
+  constructor(operation: StoreOperation, timeoutMs: number) {
+    const doubt =
+      operation === 'commitScene'
+        ? ': the commit is in doubt (it may still land); the next run finds it landed, or commits at the same version'
+        : '';
+    super('TIMEOUT', `The state store's ${operation} did not answer within ${timeoutMs} ms${doubt}`, {
+      isRetryable: true,
+    });
+    this.name = 'StoreTimeoutError';
+    this.operation = operation;
+    this.timeoutMs = timeoutMs;
+  }
+  static override isInstance(error: unknown): error is StoreTimeoutError {
+    return StoryloomError.isInstance(error) && error.name === 'StoreTimeoutError';
+  }
+}
