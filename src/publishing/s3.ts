@@ -9,7 +9,9 @@
  */
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { z } from 'zod';
+import { timeoutProblems, untilAborted } from '../core/abort.js';
 import {
+  AbortedError,
   ConflictError,
   MissingDependencyError,
   ProviderError,
@@ -44,8 +46,26 @@ export interface S3ConnectionOptions {
   endpoint?: string;
   /** Path-style URLs (`endpoint/bucket/key`), which most look-alikes need. */
   forcePathStyle?: boolean;
-  /** The retry policy of every call (throttling and 5xx are retried). */
+  /** The retry policy of every call (throttling, 5xx and timeouts are retried). */
   retry?: Omit<RetryOptions, 'signal'>;
+  /**
+   * How long one attempt of one S3 call may go without progress, in ms; measured in real time, not on `retry.clock`.
+   * It bounds the wait for the response headers (an upload included), then each pause in the download of a body,
+   * so a body of many megabytes that keeps arriving is never cut off, while a peer that accepts the connection and
+   * never answers, or stalls half-way through a body, is. The attempt is then cancelled and fails with a retryable
+   * `ProviderError` of code `TIMEOUT`, which `retry` tries again. Default 30,000: S3 answers in well under a second,
+   * and the margin covers uploading a body of several megabytes. It holds whether or not the caller passes a signal,
+   * and for a `client` you built too (its handler is given the signal; the wait ends even if it ignores it). A client
+   * built here also gets `requestHandler: { connectionTimeout: 3_000, socketTimeout: timeoutMs }`; give one you build
+   * the same, since the AWS SDK's handler sets no timeout by default.
+   *
+   * @example
+   * ```ts
+   * import { createS3ContentStore } from 'storyloom/s3';
+   * const content = createS3ContentStore({ bucket: 'my-stories', timeoutMs: 10_000 });
+   * ```
+   */
+  timeoutMs?: number;
 }
 
 /**
@@ -83,6 +103,15 @@ const MAX_KEY_BYTES = 1024;
 /** Statuses that answer a conditional request rather than fail it: never hidden in a `RetryError`. */
 const CONDITIONAL_ANSWERS: readonly number[] = [304, 412];
 
+/**
+ * Default of `timeoutMs`: S3 answers in milliseconds, so 30 s without progress means a peer that will never answer,
+ * while leaving room to upload a body of several megabytes.
+ */
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** How long the client built here waits for a TCP connection: a healthy endpoint accepts in milliseconds. */
+const CONNECTION_TIMEOUT_MS = 3_000;
+
 /** How many times a publish reads, lists and writes the story index before it gives up to a retry of the whole step. */
 const INDEX_ATTEMPTS = 10;
 
@@ -113,7 +142,10 @@ export function s3SceneKeys(storyId: string, sceneIndex: number, sceneId: string
 
 /** What one call of `send` adds to the request itself. */
 interface CallOptions<Output, Result> {
-  /** Reads the response (its body stream) inside the retried attempt, so a connection lost mid-body is retried too. */
+  /**
+   * Reads the response (its body stream) inside the retried attempt, so a connection lost or stalled mid-body is
+   * retried too.
+   */
   read?: (output: Output) => Promise<Result>;
   /** More statuses that answer this call (besides 304 and 412): never retried, thrown as the bare `ProviderError`. */
   answers?: readonly number[];
@@ -121,6 +153,7 @@ interface CallOptions<Output, Result> {
 
 /** A lazily created client with retried, typed calls. */
 function connection(options: S3ConnectionOptions) {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   let clientLoading: Promise<{ sdk: S3Module; client: S3Client }> | undefined;
   const connect = () => {
     clientLoading ??= loadS3().then((sdk) => {
@@ -133,6 +166,8 @@ function connection(options: S3ConnectionOptions) {
         responseChecksumValidation: 'WHEN_REQUIRED',
         // One retry policy: storyloom's.
         maxAttempts: 1,
+        // The SDK's handler has no timeout by default: these close a socket that never connects or goes quiet.
+        requestHandler: { connectionTimeout: Math.min(CONNECTION_TIMEOUT_MS, timeoutMs), socketTimeout: timeoutMs },
       };
       return { sdk, client: options.client ?? new sdk.S3Client(config) };
     });
@@ -148,19 +183,77 @@ function connection(options: S3ConnectionOptions) {
     const answers = [...CONDITIONAL_ANSWERS, ...(call.answers ?? [])];
     const isAnswer = (error: unknown): error is ProviderError =>
       ProviderError.isInstance(error) && error.status !== undefined && answers.includes(error.status);
+    /**
+     * One attempt, bounded by `timeoutMs` without progress: the SDK gets a signal that fires then or on the caller's
+     * abort, and the wait (for the answer, then for the body) ends then even if the handler ignores it.
+     */
+    const attempt = async (): Promise<Result> => {
+      const { sdk, client } = await connect();
+      throwIfAborted(signal);
+      const controller = new AbortController();
+      let timedOut = false;
+      let body: { destroy?: (error?: Error) => void } | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let settled = false;
+      const armTimer = () => {
+        clearTimeout(timer);
+        if (settled) return;
+        timer = setTimeout(() => {
+          timedOut = true;
+          const reason = new Error(`S3 ${operation} made no progress for ${timeoutMs} ms`);
+          controller.abort(reason);
+          // A body already handed over is no longer the handler's to close.
+          body?.destroy?.(reason);
+        }, timeoutMs);
+      };
+      const forwardAbort = () => controller.abort(signal?.reason);
+      if (signal?.aborted) forwardAbort();
+      else signal?.addEventListener('abort', forwardAbort, { once: true });
+      armTimer();
+      try {
+        const output = (await untilAborted(
+          controller.signal,
+          client.send(build(sdk) as never, { abortSignal: controller.signal }),
+        )) as Output;
+        if (!call.read) return output as unknown as Result;
+        const reading = call.read(output);
+        // Each chunk of the body is progress: a large download that keeps arriving is not cut off. Only a Node stream
+        // that `read` already set flowing is watched, so the watcher takes no chunk from it.
+        const stream = (output as { Body?: unknown }).Body as
+          | {
+              on?: (event: 'data', listener: () => void) => void;
+              destroy?: (error?: Error) => void;
+              readableFlowing?: boolean | null;
+            }
+          | undefined;
+        if (typeof stream?.on === 'function' && stream.readableFlowing === true) {
+          body = stream;
+          stream.on('data', armTimer);
+        }
+        return await untilAborted(controller.signal, reading);
+      } catch (error) {
+        if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
+        if (timedOut) {
+          throw new ProviderError(`S3 ${operation} made no progress for ${timeoutMs} ms`, {
+            provider: 's3',
+            code: 'TIMEOUT',
+            isRetryable: true,
+            cause: error,
+          });
+        }
+        throw toProviderError(operation, error);
+      } finally {
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', forwardAbort);
+      }
+    };
     try {
-      return await withRetry(
-        async () => {
-          const { sdk, client } = await connect();
-          try {
-            const output = (await client.send(build(sdk) as never, { abortSignal: signal })) as Output;
-            return call.read ? await call.read(output) : (output as unknown as Result);
-          } catch (error) {
-            throw toProviderError(operation, error);
-          }
-        },
-        { ...options.retry, signal, shouldRetry: (error, attempt) => !isAnswer(error) && shouldRetry(error, attempt) },
-      );
+      return await withRetry(attempt, {
+        ...options.retry,
+        signal,
+        shouldRetry: (error, attempt) => !isAnswer(error) && shouldRetry(error, attempt),
+      });
     } catch (error) {
       // A conditional put retried (after a lost response, or a 409) may meet a 412 from the very write it made or
       // raced: that is the answer the caller waits for, not a fault to hide in a RetryError.
@@ -206,6 +299,8 @@ function toProviderError(operation: string, error: unknown): StoryloomError {
     provider: 's3',
     status,
     cause: error,
+    // The SDK handler's own connection and socket timeouts, when a client sets them.
+    ...(failure.name === 'TimeoutError' ? { code: 'TIMEOUT' } : {}),
     ...(throttled ? { isRetryable: true } : status === undefined ? { isRetryable: true } : {}),
   });
 }
@@ -238,7 +333,7 @@ function toProviderError(operation: string, error: unknown): StoryloomError {
  * ```
  */
 export function createS3Publisher(options: S3PublisherOptions): Publisher {
-  checkBucket(options);
+  checkOptions(options);
   const prefix = options.prefix ?? '';
   const cacheControl = { ...DEFAULT_CACHE_CONTROL, ...options.cacheControl };
   const target = options.target ?? 's3';
@@ -454,7 +549,7 @@ export interface S3ContentStore extends ContentStore {
  * ```
  */
 export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentStore {
-  checkBucket(options);
+  checkOptions(options);
   const prefix = options.prefix ?? '';
   const { send } = connection(options);
   const maxKeyBytes = MAX_KEY_BYTES - Buffer.byteLength(prefix);
@@ -502,7 +597,7 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
   };
 }
 
-function checkBucket(options: { bucket?: unknown; prefix?: unknown }): void {
+function checkOptions(options: { bucket?: unknown; prefix?: unknown; timeoutMs?: unknown }): void {
   const problems: Array<{ path: string; message: string }> = [];
   if (typeof options?.bucket !== 'string' || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(options.bucket)) {
     problems.push({
@@ -515,6 +610,7 @@ function checkBucket(options: { bucket?: unknown; prefix?: unknown }): void {
   } else if (typeof options?.prefix === 'string' && Buffer.byteLength(options.prefix) >= MAX_KEY_BYTES) {
     problems.push({ path: 'options.prefix', message: `must be under S3's ${MAX_KEY_BYTES}-byte key limit in UTF-8` });
   }
+  problems.push(...timeoutProblems(options?.timeoutMs, 'options.timeoutMs'));
   if (problems.length > 0) {
     throw new ValidationError(`Invalid S3 options: ${problems[0]!.path}: ${problems[0]!.message}`, { problems });
   }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { connect, createServer, type Socket } from 'node:net';
 import {
   DeleteTableCommand,
   DescribeTableCommand,
@@ -127,6 +128,57 @@ function losingOneAnswer(
     { step: 'initialize', name: 'loseOneAnswer' },
   );
   return { client: lossy, lost: () => lost };
+}
+
+/**
+ * A TCP proxy to DynamoDB Local that passes everything through, except that once `loseNext(operation)` is called the
+ * answer to the next request of that operation (`TransactWriteItems`, say) is swallowed: DynamoDB applies the
+ * request, and the client hears nothing, as behind a connection that goes half-open. `lostAnswers()` are what
+ * DynamoDB answered to the requests whose answers the client never heard.
+ */
+async function proxyLosingOneAnswer(target: string) {
+  const upstream = new URL(target);
+  const sockets = new Set<Socket>();
+  let armed: string | undefined;
+  const lostAnswers: string[] = [];
+  const server = createServer((downstream) => {
+    const backend = connect(Number(upstream.port), upstream.hostname);
+    let lost: number | undefined;
+    for (const socket of [downstream, backend]) {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        sockets.delete(socket);
+        downstream.destroy();
+        backend.destroy();
+      });
+    }
+    downstream.on('data', (chunk: Buffer) => {
+      // The operation is named in the request's headers, which come in the request's first chunk.
+      const header = new RegExp(`^x-amz-target: *DynamoDB_20120810\\.${armed}\r$`, 'im');
+      if (armed !== undefined && lost === undefined && header.test(chunk.toString('latin1'))) {
+        armed = undefined;
+        lost = lostAnswers.push('') - 1;
+      }
+      backend.write(chunk);
+    });
+    backend.on('data', (chunk: Buffer) => {
+      if (lost === undefined) downstream.write(chunk);
+      else lostAnswers[lost] += chunk.toString('latin1');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    loseNext: (operation: string) => {
+      armed = operation;
+    },
+    lostAnswers: () => lostAnswers,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 /** Text that gzip cannot shrink much: random CJK characters, 3 bytes each in UTF-8. */
@@ -884,6 +936,50 @@ if (local.skipReason !== undefined) {
     it('validates its options', () => {
       expect(() => createDynamoStateStore({ tableName: 'x' })).toThrow(ValidationError);
       expect(() => createDynamoStateStore({ tableName: 'stories', itemBodyBytes: 10 })).toThrow(/itemBodyBytes/);
+      expect(() => createDynamoStateStore({ tableName: 'stories', timeoutMs: 0 })).toThrow(/timeoutMs/);
     });
+
+    it('a commit applied by DynamoDB whose answer never comes times out, is sent again, and is reported committed', async () => {
+      const proxy = await proxyLosingOneAnswer(local.endpoint!);
+      // A client with no timeout of its own: only the store's `timeoutMs` ends the wait for the lost answer.
+      const behindProxy = new DynamoDBClient({
+        endpoint: proxy.endpoint,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+        maxAttempts: 1,
+      });
+      const store = createDynamoStateStore({
+        client: behindProxy,
+        tableName: await freshTable(),
+        timeoutMs: 1_000,
+        ...instantRetries(),
+      });
+      const state = await store.create(makeStoryState('half-open'));
+      const scene = makeNextScene(state);
+      const nextState = makeNextState(state, scene);
+      proxy.loseNext('TransactWriteItems');
+      const result = await store.commitScene('half-open', {
+        expectedVersion: 0,
+        scene,
+        nextState,
+        consumedInfluenceIds: [],
+      });
+      // DynamoDB did apply the first attempt: the resend carries the same ClientRequestToken and is answered as done.
+      expect(proxy.lostAnswers()).toHaveLength(1);
+      expect(proxy.lostAnswers()[0]).toMatch(/^HTTP\/1\.1 200/);
+      expect(result).toEqual({ scene, state: nextState, created: true });
+      expect(await store.load('half-open')).toEqual(nextState);
+      expect((await store.listScenes('half-open')).items.map((s) => s.id)).toEqual([scene.id]);
+
+      // The same for an influence: a resend of the write that landed is no duplicate and no conflict.
+      proxy.loseNext('TransactWriteItems');
+      const enqueued = await store.enqueueInfluence(makeInfluence('half-open', 'vote-1'));
+      expect(proxy.lostAnswers()).toHaveLength(2);
+      expect(proxy.lostAnswers()[1]).toMatch(/^HTTP\/1\.1 200/);
+      expect(enqueued.inserted).toBe(true);
+      expect((await store.pendingInfluences('half-open')).map((i) => i.id)).toEqual(['vote-1']);
+      await proxy.close();
+      behindProxy.destroy();
+    }, 60_000);
   });
 }

@@ -36,6 +36,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { timeoutProblems, untilAborted } from '../core/abort.js';
 import {
   ConflictError,
   MissingDependencyError,
@@ -98,6 +99,14 @@ const PAD = 16;
 const MAX_PADDED = '9'.repeat(PAD);
 const BATCH_WRITE_SIZE = 25;
 const DEFAULT_IMPORT_LEASE_MS = 15 * 60_000;
+/**
+ * Default of `timeoutMs`: DynamoDB answers in milliseconds, and even a 4 MB transaction in well under a second, so
+ * 10 s without an answer means a connection that will never answer (a half-open socket, a stalled load balancer), not
+ * a slow one. Three attempts then end in about half a minute, not at a Lambda's 15-minute limit.
+ */
+const DEFAULT_TIMEOUT_MS = 10_000;
+/** How long the client built here waits for a TCP connection: a healthy endpoint accepts in milliseconds. */
+const CONNECTION_TIMEOUT_MS = 3_000;
 
 const pad = (value: number) => String(value).padStart(PAD, '0');
 const storyKey = (storyId: string) => `STORY#${storyId}`;
@@ -241,7 +250,12 @@ export interface DynamoStateStoreOptions extends BaseStateStoreOptions {
   tableName: string;
   /**
    * A ready client (plain or document). Build it with `maxAttempts: 1` so storyloom's retry policy is the only one.
-   * When absent, one is built from `region` and `endpoint` (and closed by `close()`).
+   * The store bounds every call by `timeoutMs` whatever the client: it passes an abort signal to `send` and stops
+   * waiting when it fires, even if the client's handler ignores it. The AWS SDK's own handler sets no timeout by
+   * default, so give yours `requestHandler: { connectionTimeout: 3_000, socketTimeout: <timeoutMs> }` as well (a
+   * `requestTimeout` alone only logs a warning unless `throwOnRequestTimeout: true`, and does not cover the body):
+   * a custom handler that ignores the signal would otherwise keep the hung socket open after the store gave up.
+   * When absent, one is built from `region` and `endpoint`, with those timeouts (and closed by `close()`).
    */
   client?: DynamoDBClient | DynamoDBDocumentClient;
   /** Region of the client built when `client` is absent. */
@@ -261,6 +275,19 @@ export interface DynamoStateStoreOptions extends BaseStateStoreOptions {
   importLeaseMs?: number;
   /** The retry policy for throttling and server errors (storyloom's `withRetry`; the client's own is off). */
   retry?: Omit<RetryOptions, 'clock' | 'shouldRetry' | 'signal'>;
+  /**
+   * The longest one attempt of one DynamoDB call may take, in ms, answer included; measured in real time, not on
+   * `clock`. Default 10,000: DynamoDB answers in milliseconds, so an attempt that takes longer is talking to a peer that
+   * will never answer. The attempt is then cancelled and fails with a retryable `ProviderError` of code `TIMEOUT`,
+   * which `retry` tries again; every write is safe to send again (see `createDynamoStateStore`).
+   *
+   * @example
+   * ```ts
+   * import { createDynamoStateStore } from 'storyloom/dynamodb';
+   * const store = createDynamoStateStore({ tableName: 'stories', timeoutMs: 5_000, retry: { maxRetries: 3 } });
+   * ```
+   */
+  timeoutMs?: number;
 }
 
 /** A `StoryStateStore` on DynamoDB. */
@@ -1053,10 +1080,13 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   private async connect(): Promise<Context> {
     const sdk = await loadSdk('createDynamoStateStore');
+    const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     let client = this.options.client;
     if (!client) {
       const created = new sdk.client.DynamoDBClient({
         maxAttempts: 1,
+        // The SDK's handler has no timeout by default: these close a socket that never connects or goes quiet.
+        requestHandler: { connectionTimeout: Math.min(CONNECTION_TIMEOUT_MS, timeoutMs), socketTimeout: timeoutMs },
         ...(this.options.region ? { region: this.options.region } : {}),
         ...(this.options.endpoint ? { endpoint: this.options.endpoint } : {}),
       });
@@ -1070,9 +1100,42 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
           marshallOptions: { removeUndefinedValues: true },
         });
     const retry = this.options.retry ?? {};
+    /**
+     * One attempt, bounded by `timeoutMs`: the SDK gets a signal that fires then, and the wait ends then even if the
+     * handler ignores it. Faults come out typed; conditional failures come out as the SDK raised them, for the
+     * callers to read their reasons.
+     */
+    const attempt = async <T>(command: unknown): Promise<T> => {
+      const operation = commandName(command);
+      const controller = new AbortController();
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort(new Error(`DynamoDB ${operation} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      try {
+        return await untilAborted(
+          controller.signal,
+          document.send(command as never, { abortSignal: controller.signal }) as Promise<T>,
+        );
+      } catch (error) {
+        if (timedOut) {
+          throw new ProviderError(`DynamoDB ${operation} did not answer within ${timeoutMs} ms`, {
+            provider: PROVIDER,
+            code: 'TIMEOUT',
+            isRetryable: true,
+            cause: error,
+          });
+        }
+        if (isConditionalAnswer(error)) throw error;
+        throw toProviderError(error, operation);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
     const send = async <T>(command: unknown): Promise<T> => {
       try {
-        return (await withRetry(() => document.send(command as never) as Promise<T>, {
+        return (await withRetry(() => attempt<T>(command), {
           ...retry,
           clock: this.clock,
           shouldRetry: isRetryableAwsError,
@@ -1080,8 +1143,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       } catch (error) {
         // Conditional failures are answers, not faults: hand them to the caller as they came.
         const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
-        const name = errorName(last);
-        if (name === 'ConditionalCheckFailedException' || name === 'TransactionCanceledException') throw last;
+        if (isConditionalAnswer(last)) throw last;
         if (StoryloomError.isInstance(error)) throw error;
         throw toProviderError(error, commandName(command));
       }
@@ -1178,6 +1240,12 @@ function errorName(error: unknown): string | undefined {
   return typeof name === 'string' ? name : undefined;
 }
 
+/** A condition that failed (or a cancelled transaction): an answer for the caller to read, not a fault. */
+function isConditionalAnswer(error: unknown): boolean {
+  const name = errorName(error);
+  return name === 'ConditionalCheckFailedException' || name === 'TransactionCanceledException';
+}
+
 function cancellationCodes(error: unknown): Array<string | undefined> {
   const reasons = (error as { CancellationReasons?: Array<{ Code?: string }> }).CancellationReasons ?? [];
   return reasons.map((reason) => reason?.Code);
@@ -1257,6 +1325,8 @@ function toProviderError(error: unknown, operation: string): ProviderError {
     provider: PROVIDER,
     cause: error,
     isRetryable: isRetryableAwsError(error),
+    // The SDK handler's own connection and socket timeouts, when a client sets them.
+    ...(name === 'TimeoutError' ? { code: 'TIMEOUT' } : {}),
     ...(status === undefined ? {} : { status }),
   });
 }
@@ -1301,6 +1371,7 @@ function checkOptions(options: DynamoStateStoreOptions): void {
   if (lease !== undefined && (!Number.isFinite(lease) || lease < 0)) {
     problems.push({ path: 'importLeaseMs', message: 'must be a non-negative number of milliseconds' });
   }
+  problems.push(...timeoutProblems(options.timeoutMs, 'timeoutMs'));
   const content = options.contentStore;
   if (content !== undefined && (typeof content?.put !== 'function' || typeof content?.get !== 'function')) {
     problems.push({ path: 'contentStore', message: 'must have put(key, bytes) and get(key)' });
@@ -1332,8 +1403,14 @@ function checkOptions(options: DynamoStateStoreOptions): void {
  *   leaves its parts behind, unreferenced.
  * - `create`, and `fork`/`importStory` of a story that fits one transaction, are atomic; a larger import is written
  *   in batches behind an `importing` marker that keeps the story invisible until it is complete.
- * - Retries: storyloom's `withRetry` handles throttling, server errors and transaction conflicts; a client built here
- *   has `maxAttempts: 1` so the SDK does not retry as well. Reads are strongly consistent.
+ * - Retries: storyloom's `withRetry` handles throttling, server errors, transaction conflicts and timeouts; a client
+ *   built here has `maxAttempts: 1` so the SDK does not retry as well. Reads are strongly consistent.
+ * - Timeouts: each attempt of each call is bounded by `timeoutMs` (default 10 s), so a peer that accepts the
+ *   connection and never answers costs a few attempts, not a Lambda's whole run; the last failure is typed, code
+ *   `TIMEOUT`. Sending a write again after an attempt whose answer never came is safe: each transaction carries one
+ *   `ClientRequestToken` for all its attempts (DynamoDB applies it once and answers the resend as done, for 10
+ *   minutes), and the single-item writes of an import are conditioned on the import's own token, so a resend of
+ *   one that landed passes or is recognised as done.
  *
  * The AWS SDK packages are optional peers, loaded on first use: without them the first call fails with
  * `MissingDependencyError` (`npm install @aws-sdk/client-dynamodb @aws-sdk/lib-dynamodb`).
