@@ -77,6 +77,21 @@ describe('createAnthropicSummarizer', () => {
   });
 });
 
+describe('per-attempt bounds', () => {
+  it('reach the summarizer, the token counter and the scene generator, checked at construction', () => {
+    // Given through the factories, an out-of-range bound is refused: it was handed to what applies it.
+    expect(() => createAnthropicSummarizer({ ...connection(), model: 'claude-haiku-4-5', timeoutMs: 0 })).toThrow(
+      /timeoutMs/,
+    );
+    expect(() => createAnthropicTokenizer({ ...connection(), model: 'claude-sonnet-4-6', timeoutMs: 0 })).toThrow(
+      /timeoutMs/,
+    );
+    expect(() =>
+      createAnthropicSceneGenerator({ ...connection(), model: 'claude-sonnet-4-6', stream: false, replyTimeoutMs: 0 }),
+    ).toThrow(/replyTimeoutMs/);
+  });
+});
+
 describe('createAnthropicTokenizer', () => {
   it('counts exactly through count_tokens and remembers the count for the synchronous count', async () => {
     const tokenizer = createAnthropicTokenizer({ ...connection(), model: 'claude-sonnet-4-6' });

@@ -33,9 +33,11 @@ export interface AnthropicConnectionOptions {
   /** Default: the SDK's (`ANTHROPIC_BASE_URL` or the public API). A local stand-in in tests. */
   baseURL?: string;
   /**
-   * The SDK's per-request `timeout`, in ms: how long one request may wait for the response's headers (for a reply
-   * that is not streamed, they come with the whole reply). It does not cover a streamed reply after its headers: the
-   * scene generator's `idleTimeoutMs` ends one that stalls. Default: the SDK's (10 minutes).
+   * The SDK's per-request `timeout`, in ms: how long one request may wait for the response's headers, and no longer.
+   * It does not cover the body after them, streamed or not: a server may send its headers at once and the reply
+   * later, or never. What bounds the rest: the scene generator's `idleTimeoutMs` (a streamed reply) or
+   * `replyTimeoutMs` (`stream: false`), and the `timeoutMs` of the summarizer and of the token counter. Default: the
+   * SDK's (10 minutes).
    */
   timeout?: number;
   defaultHeaders?: Record<string, string>;
@@ -121,7 +123,7 @@ export type AnthropicSummarizerOptions = AnthropicConnectionOptions &
  * ```
  */
 export function createAnthropicSummarizer(options: AnthropicSummarizerOptions): Summarizer {
-  const { model, maxTokens, maxInputTokens, retry, clock, onUsage, prices } = options;
+  const { model, maxTokens, maxInputTokens, timeoutMs, retry, clock, onUsage, prices } = options;
   return createClaudeSummarizer({
     client: lazyClient(options),
     model,
@@ -130,6 +132,7 @@ export function createAnthropicSummarizer(options: AnthropicSummarizerOptions): 
     ...(prices !== undefined ? { prices } : {}),
     ...(maxTokens !== undefined ? { maxTokens } : {}),
     ...(maxInputTokens !== undefined ? { maxInputTokens } : {}),
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     ...(retry !== undefined ? { retry } : {}),
     ...(clock !== undefined ? { clock: clock as Clock } : {}),
   });

@@ -532,6 +532,50 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     ).not.toThrow();
   });
 
+  it('with stream: false, ends an attempt with no whole reply within replyTimeoutMs as a retryable TIMEOUT', async () => {
+    // A client that never answers and ignores its signal: the wait must end anyway.
+    const signals: AbortSignal[] = [];
+    const hung: ClaudeClient = {
+      messages: {
+        create: (_params, options) => {
+          signals.push(options!.signal!);
+          return new Promise<never>(() => {});
+        },
+        stream: () => {
+          throw new Error('not used');
+        },
+      },
+    };
+    const clock = recordingClock();
+    const generator = createClaudeSceneGenerator({
+      client: hung,
+      model: MODEL,
+      stream: false,
+      replyTimeoutMs: 50,
+      clock,
+      retry: { maxRetries: 1 },
+    });
+    const error = await generator.generate(makeRequest()).catch((caught: unknown) => caught);
+    expect(RetryError.isInstance(error)).toBe(true);
+    const attempts = (error as RetryError).errors as ProviderError[];
+    expect(attempts.map((attempt) => [attempt.code, attempt.isRetryable])).toEqual([
+      ['TIMEOUT', true],
+      ['TIMEOUT', true],
+    ]);
+    expect(signals.map((signal) => signal.aborted)).toEqual([true, true]);
+  });
+
+  it('refuses a replyTimeoutMs a timer cannot wait', () => {
+    for (const replyTimeoutMs of [0, -1, Number.NaN, MAX_TIMER_MS + 1]) {
+      expect(() =>
+        createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false, replyTimeoutMs }),
+      ).toThrow(/replyTimeoutMs/);
+    }
+    expect(() =>
+      createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false, replyTimeoutMs: MAX_TIMER_MS }),
+    ).not.toThrow();
+  });
+
   it('rejects with AbortedError when aborted mid-stream, with no unhandled rejection', async () => {
     const slow = await startAnthropicStandIn({ streamChunkChars: 8, streamDelayMs: 5 });
     try {

@@ -313,6 +313,90 @@ function isSocketFailure(error: unknown): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Calls that are not streamed.
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The least time one non-streamed attempt is given by default: room for a long prompt to be read (up to a full
+ * context window) and a short reply written, with margin for a slow network.
+ */
+const MIN_NON_STREAMING_TIMEOUT_MS = 120_000;
+
+/**
+ * Output tokens an hour that the Anthropic SDK plans on when it decides whether a non-streamed request may be sent
+ * (it refuses one whose `max_tokens` would take longer than 10 minutes at this rate).
+ */
+const SDK_PLANNED_TOKENS_PER_HOUR = 128_000;
+
+/**
+ * The default bound of one non-streamed attempt whose reply may hold `maxTokens` output tokens: 120 s, or the time
+ * the SDK itself plans for that many tokens when longer (28 ms a token; 450 s for 16,000, at most 10 minutes for
+ * what it sends without streaming). A reply that takes longer than the SDK expects is stalled, not slow.
+ *
+ * @internal
+ */
+export function nonStreamingTimeoutMs(maxTokens: number): number {
+  return Math.max(MIN_NON_STREAMING_TIMEOUT_MS, Math.ceil((maxTokens * 3_600_000) / SDK_PLANNED_TOKENS_PER_HOUR));
+}
+
+/** How `callClaudeWithin` bounds and reports one call. */
+interface ClaudeCallBounds {
+  /** From the request to the whole reply, in ms; measured in real time. */
+  timeoutMs: number;
+  /** The caller's signal: its abort ends the call as an `AbortedError`, never as a timeout. */
+  signal: AbortSignal | undefined;
+  provider: string;
+  clock: Clock;
+  /** What was asked, for the timeout's message (e.g. `the summary`). */
+  what: string;
+}
+
+/**
+ * One call that is not streamed (`messages.create`, `messages.countTokens`), bounded by `timeoutMs` from the request
+ * to the whole reply. The SDK's own `timeout` covers the wait for the response's headers only; a body that stalls
+ * after them would hold the call until the HTTP client's inactivity timer (5 minutes a read, never for a trickle).
+ * The call gets a signal that fires on the caller's abort and at the timeout, and the wait ends then even if an
+ * injected client ignores that signal. A timed-out attempt is a retryable `ProviderError` with code `TIMEOUT`, so the
+ * retry policy around it applies; other failures are mapped by `toClaudeError`.
+ *
+ * @internal
+ */
+export async function callClaudeWithin<T>(
+  call: (signal: AbortSignal) => PromiseLike<T>,
+  bounds: ClaudeCallBounds,
+): Promise<T> {
+  const { timeoutMs, signal, provider, what } = bounds;
+  const controller = new AbortController();
+  const forwardAbort = () => controller.abort(signal?.reason);
+  if (signal?.aborted) forwardAbort();
+  else signal?.addEventListener('abort', forwardAbort, { once: true });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new Error(`${provider} did not complete ${what} within ${timeoutMs} ms`));
+  }, timeoutMs);
+  try {
+    // Through `then`, so a client that throws instead of rejecting is mapped the same way.
+    const pending = Promise.resolve().then(() => call(controller.signal));
+    return await untilAborted(controller.signal, pending);
+  } catch (error) {
+    if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason ?? error });
+    if (timedOut) {
+      throw new ProviderError(`${provider} did not complete ${what} within ${timeoutMs} ms: the reply stalled`, {
+        provider,
+        code: 'TIMEOUT',
+        isRetryable: true,
+        cause: error,
+      });
+    }
+    throw toClaudeError(error, provider, bounds.clock);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', forwardAbort);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The request.
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -706,9 +790,19 @@ export interface ClaudeSceneGeneratorOptions {
    * from 1 to 2,147,483,647. The client's own `timeout` covers only the wait for the response's headers: a reply that
    * stalls after them would otherwise hang the call forever. An attempt that goes quiet this long is cancelled and is a
    * retryable `ProviderError` with code `TIMEOUT`. Measured in real time, not on `clock`; not used when `stream` is
-   * false. Default 60000.
+   * false (see `replyTimeoutMs`). Default 60000.
    */
   idleTimeoutMs?: number;
+  /**
+   * With `stream: false`, the longest one attempt may take from the request to the whole reply, in ms, from 1 to
+   * 2,147,483,647. A reply that is not streamed shows nothing until it is complete, so it is bounded in total rather
+   * than by `idleTimeoutMs`; the client's own `timeout` covers only the wait for the headers, and a body that stalls
+   * after them would otherwise hold the call for minutes, or forever at a trickle. An attempt that takes longer is
+   * cancelled and is a retryable `ProviderError` with code `TIMEOUT`. Measured in real time, not on `clock`; not used
+   * when streaming. Default: 120 s, or the time the Anthropic SDK plans for `maxTokens` output tokens when longer
+   * (28 ms a token: 450 s for the default 16,000).
+   */
+  replyTimeoutMs?: number;
   /** Passed through as the request's `thinking`, e.g. `{ type: 'adaptive' }`. */
   thinking?: Record<string, unknown>;
   structuredOutput?: ClaudeStructuredOutput;
@@ -729,6 +823,7 @@ function validateOptions(options: ClaudeSceneGeneratorOptions, prices: ClaudePri
     problems.push({ path: 'client', message: 'must have messages.stream() unless stream is false' });
   }
   problems.push(...timeoutProblems(options.idleTimeoutMs, 'idleTimeoutMs'));
+  problems.push(...timeoutProblems(options.replyTimeoutMs, 'replyTimeoutMs'));
   if (typeof options.model !== 'string' || options.model.trim() === '') {
     problems.push({ path: 'model', message: 'must be a model id' });
   }
@@ -773,8 +868,8 @@ function replyText(message: ClaudeMessage): string {
  * `ProviderError`, not retried, with code `REFUSAL` for a refusal, `CONTEXT_WINDOW_EXCEEDED` when the prompt filled
  * the model's context window (no repair turn: it would only grow the prompt) and `PROVIDER_CLIENT` when the call
  * failed on this side (the SDK refused the request); `RetryError` when retries of a retryable failure (an HTTP 429 or
- * 5xx, a cut connection, an unreadable reply, a stream quiet for `idleTimeoutMs`: code `TIMEOUT`) ran out;
- * `AbortedError`. A progress listener that throws is ignored.
+ * 5xx, a cut connection, an unreadable reply, a stream quiet for `idleTimeoutMs` or a reply not streamed that took
+ * longer than `replyTimeoutMs`: code `TIMEOUT`) ran out; `AbortedError`. A progress listener that throws is ignored.
  *
  * @example
  * ```ts
@@ -793,6 +888,7 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
   const maxRepairAttempts = options.maxRepairAttempts ?? 2;
   const useStream = options.stream ?? true;
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  const replyTimeoutMs = options.replyTimeoutMs ?? nonStreamingTimeoutMs(maxTokens);
   const clock = options.clock ?? systemClock;
 
   /** One call, without retries. One retry policy, storyloom's: the SDK's own retries are off for every call. */
@@ -802,12 +898,13 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
     emit: (progress: GenerationProgress) => void,
   ): Promise<ClaudeMessage> {
     if (useStream) return streamOnce(params, signal, emit);
-    try {
-      return await client.messages.create(params, { maxRetries: 0, ...(signal ? { signal } : {}) });
-    } catch (error) {
-      if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason ?? error });
-      throw toClaudeError(error, provider, clock);
-    }
+    return callClaudeWithin((bounded) => client.messages.create(params, { maxRetries: 0, signal: bounded }), {
+      timeoutMs: replyTimeoutMs,
+      signal,
+      provider,
+      clock,
+      what: 'the scene',
+    });
   }
 
   /**

@@ -10,7 +10,8 @@ import { runInNewContext } from 'node:vm';
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEstimatingTokenizer } from '../context/estimating-tokenizer.js';
-import { ProviderError, ValidationError } from '../core/errors.js';
+import { MAX_TIMER_MS } from '../core/abort.js';
+import { AbortedError, ProviderError, RetryError, ValidationError } from '../core/errors.js';
 import { LIMITS } from '../state/schema.js';
 import { type AnthropicStandIn, startAnthropicStandIn } from '../testing/anthropic-server.js';
 import type { ClaudeClient, ClaudeMessage } from './claude-scene-generator.js';
@@ -52,6 +53,39 @@ function contentOf(params: Record<string, unknown>): string {
 function estimatedInput(params: Record<string, unknown>): number {
   return estimate.count(String(params.system)) + estimate.count(contentOf(params));
 }
+
+/**
+ * A client whose calls never settle, whatever their signal does (as an injected client may behave), recording the
+ * signal each call was given.
+ */
+function unanswering() {
+  const signals: AbortSignal[] = [];
+  const never = (_params: unknown, options?: { signal?: AbortSignal }) => {
+    signals.push(options!.signal!);
+    return new Promise<never>(() => {});
+  };
+  const client: ClaudeClient = {
+    messages: {
+      create: never,
+      countTokens: never,
+      stream: () => {
+        throw new Error('not used');
+      },
+    },
+  };
+  return { client, signals };
+}
+
+/** The codes and retryability of the attempts of a call that failed after its retries. */
+function attemptCodes(error: unknown): Array<[string, boolean]> {
+  expect(RetryError.isInstance(error)).toBe(true);
+  return (error as RetryError).errors.map((attempt) => [
+    (attempt as ProviderError).code,
+    (attempt as ProviderError).isRetryable,
+  ]);
+}
+
+const NO_WAIT = { initialDelayMs: 1, maxDelayMs: 1 };
 
 const cut = { content: [{ type: 'text', text: 'Mira lit the lamp and then' }], stop_reason: 'max_tokens' };
 const whole = { content: [{ type: 'text', text: 'Mira lit the lamp; Tobin counted the ships.' }] };
@@ -264,6 +298,45 @@ describe('createClaudeSummarizer', () => {
     );
   });
 
+  it('ends an attempt with no reply within timeoutMs as a retryable TIMEOUT, even if the client ignores its signal', async () => {
+    const { client, signals } = unanswering();
+    const summarizer = createClaudeSummarizer({
+      client,
+      model: MODEL,
+      timeoutMs: 50,
+      retry: { maxRetries: 1, ...NO_WAIT },
+    });
+    const error = await summarizer
+      .summarize(['Mira lit the lamp.'], { maxWords: 20 })
+      .catch((caught: unknown) => caught);
+    expect(attemptCodes(error)).toEqual([
+      ['TIMEOUT', true],
+      ['TIMEOUT', true],
+    ]);
+    // Each attempt's request was told to stop.
+    expect(signals.map((signal) => signal.aborted)).toEqual([true, true]);
+  });
+
+  it("reports the caller's abort of a hung attempt as an AbortedError, not a timeout", async () => {
+    const { client, signals } = unanswering();
+    const summarizer = createClaudeSummarizer({ client, model: MODEL, retry: NO_WAIT });
+    const controller = new AbortController();
+    const pending = summarizer.summarize(['Mira lit the lamp.'], { maxWords: 20, signal: controller.signal });
+    controller.abort(new Error('the episode was cancelled'));
+    const error = await pending.catch((caught: unknown) => caught);
+    expect(AbortedError.isInstance(error)).toBe(true);
+    expect(signals).toHaveLength(1);
+    expect(signals[0]!.aborted).toBe(true);
+  });
+
+  it('refuses a timeoutMs a timer cannot wait, at construction', () => {
+    const { client } = scripted([]);
+    for (const timeoutMs of [0, -1, Number.NaN, MAX_TIMER_MS + 1]) {
+      expect(() => createClaudeSummarizer({ client, model: MODEL, timeoutMs })).toThrow(/timeoutMs/);
+    }
+    expect(createClaudeSummarizer({ client, model: MODEL, timeoutMs: MAX_TIMER_MS }).provider).toBe('anthropic');
+  });
+
   it('refuses a focus that leaves no room for the texts in maxInputTokens, without a request', async () => {
     const { client, sent } = scripted([whole]);
     const error = await createClaudeSummarizer({ client, model: MODEL, maxInputTokens: 1_000 })
@@ -429,6 +502,25 @@ describe('createClaudeTokenCounter', () => {
     expect(retainedMb).toBeLessThan(6);
     const again = `${11} ${'The keepers trimmed the wick and watched the sea. '.repeat(40_000)}`.slice(0, 2_000_000);
     expect(counter.count(again)).toBe(2_000_000);
+  });
+
+  it('ends a count with no reply within timeoutMs as a retryable TIMEOUT and keeps counting by estimate', async () => {
+    const { client, signals } = unanswering();
+    const counter = createClaudeTokenCounter({
+      client,
+      model: 'claude-sonnet-4-6',
+      timeoutMs: 50,
+      retry: { maxRetries: 1, ...NO_WAIT },
+    });
+    const before = counter.count('Mira lit the lamp.');
+    const error = await counter.countTokensExact('Mira lit the lamp.').catch((caught: unknown) => caught);
+    expect(attemptCodes(error)).toEqual([
+      ['TIMEOUT', true],
+      ['TIMEOUT', true],
+    ]);
+    expect(signals.map((signal) => signal.aborted)).toEqual([true, true]);
+    expect(counter.count('Mira lit the lamp.')).toBe(before);
+    expect(() => createClaudeTokenCounter({ client, model: 'claude-sonnet-4-6', timeoutMs: 0 })).toThrow(/timeoutMs/);
   });
 
   it('refuses a cacheSize that is not a positive integer and a fallback without count, at construction', () => {

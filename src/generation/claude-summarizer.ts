@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { createEstimatingTokenizer } from '../context/estimating-tokenizer.js';
 import type { Summarizer } from '../context/summarizer.js';
 import type { Tokenizer } from '../context/tokenizer.js';
+import { timeoutProblems } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { ProviderError, throwIfAborted, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
@@ -20,10 +21,10 @@ import {
   type ClaudeClient,
   type ClaudeMessage,
   type ClaudePriceTable,
-  type ClaudeRequestOptions,
+  callClaudeWithin,
   DEFAULT_CLAUDE_PRICES,
   findClaudePrice,
-  toClaudeError,
+  nonStreamingTimeoutMs,
   usageFromClaude,
   wellFormedText,
 } from './claude-scene-generator.js';
@@ -60,6 +61,16 @@ export interface ClaudeSummarizerOptions {
    * entry, as the scene generator's must.
    */
   prices?: ClaudePriceTable;
+  /**
+   * The longest one request (one attempt: the retry policy may make more) may take from being sent to the whole reply,
+   * in ms, from 1 to 2,147,483,647. The client's own `timeout` covers only the wait for the response's headers: a
+   * reply whose body stalls after them would otherwise hold the summary for minutes, or forever at a trickle. An
+   * attempt that takes longer is cancelled and is a retryable `ProviderError` with code `TIMEOUT`. Measured in real
+   * time, not on `clock`. Default: 120 s, which leaves a request of a full `maxInputTokens` time to be read and a
+   * summary of a few hundred words time to be written, or, for a request whose `max_tokens` the Anthropic SDK expects
+   * to take longer (it plans 28 ms a token), that time.
+   */
+  timeoutMs?: number;
   provider?: string;
   retry?: Omit<RetryOptions, 'signal' | 'clock'>;
   clock?: Clock;
@@ -178,9 +189,10 @@ function requirePositiveInteger(value: unknown, path: string, problems: Validati
 }
 
 /**
- * A `Summarizer` on Claude: one non-streaming call per summary, through storyloom's retry policy, or, for texts
- * longer than one request may carry (`maxInputTokens`), a summary of batch summaries. Every text is sent
- * well-formed (`wellFormedText`), and a reply longer than `maxWords` words is cut to whole sentences within them.
+ * A `Summarizer` on Claude: one non-streaming call per summary (each attempt bounded by `timeoutMs`), through
+ * storyloom's retry policy, or, for texts longer than one request may carry (`maxInputTokens`), a summary of batch
+ * summaries. Every text is sent well-formed (`wellFormedText`), and a reply longer than `maxWords` words is cut to
+ * whole sentences within them.
  *
  * @example
  * ```ts
@@ -198,6 +210,7 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
   requireText(options.model, 'model', problems);
   requirePositiveInteger(options.maxTokens, 'maxTokens', problems);
   requirePositiveInteger(options.maxInputTokens, 'maxInputTokens', problems, MIN_MAX_INPUT_TOKENS);
+  problems.push(...timeoutProblems(options.timeoutMs, 'timeoutMs'));
   if (options.onUsage !== undefined && typeof options.onUsage !== 'function') {
     problems.push({ path: 'onUsage', message: 'must be a function' });
   }
@@ -223,15 +236,13 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
       system: SUMMARY_SYSTEM,
       messages: [{ role: 'user', content }],
     };
+    const timeoutMs = options.timeoutMs ?? nonStreamingTimeoutMs(maxTokens);
     return withRetry(
       async () => {
-        const requestOptions: ClaudeRequestOptions = { maxRetries: 0, ...(signal ? { signal } : {}) };
-        let message: ClaudeMessage;
-        try {
-          message = (await options.client.messages.create(params, requestOptions)) as ClaudeMessage;
-        } catch (error) {
-          throw toClaudeError(error, provider, clock);
-        }
+        const message: ClaudeMessage = await callClaudeWithin(
+          (bounded) => options.client.messages.create(params, { maxRetries: 0, signal: bounded }),
+          { timeoutMs, signal, provider, clock, what: 'the summary' },
+        );
         // Every reply is paid for, the ones refused below (cut short, empty) too.
         if (options.onUsage && unitPrice) {
           const usage = usageFromClaude(message?.usage ?? {}, unitPrice);
@@ -355,10 +366,22 @@ export interface ClaudeTokenCounterOptions {
    * digest of its text, not the text. Default 1000.
    */
   cacheSize?: number;
+  /**
+   * The longest one `count_tokens` request (one attempt: the retry policy may make more) may take from being sent to
+   * the whole reply, in ms, from 1 to 2,147,483,647. The client's own `timeout` covers only the wait for the
+   * response's headers. An attempt that takes longer is cancelled and is a retryable `ProviderError` with code
+   * `TIMEOUT`. Measured in real time, not on `clock`. Default 30000: counting generates nothing and usually answers
+   * within a second, so this leaves ample room for uploading a prompt of a full context window over a slow link while a
+   * caller packing a prompt is not held for minutes.
+   */
+  timeoutMs?: number;
   provider?: string;
   retry?: Omit<RetryOptions, 'signal' | 'clock'>;
   clock?: Clock;
 }
+
+/** Default of the token counter's `timeoutMs`. */
+const DEFAULT_COUNT_TIMEOUT_MS = 30_000;
 
 /**
  * The default fallback. The offline estimate alone counts plain English at 3.5 characters per token, lower than the
@@ -408,6 +431,7 @@ export function createClaudeTokenCounter(options: ClaudeTokenCounterOptions): Cl
   }
   requireText(options.model, 'model', problems);
   requirePositiveInteger(options.cacheSize, 'cacheSize', problems);
+  problems.push(...timeoutProblems(options.timeoutMs, 'timeoutMs'));
   if (
     options.fallback !== undefined &&
     (typeof options.fallback !== 'object' || options.fallback === null || typeof options.fallback.count !== 'function')
@@ -422,6 +446,7 @@ export function createClaudeTokenCounter(options: ClaudeTokenCounterOptions): Cl
   const cacheSize = options.cacheSize ?? 1_000;
   const provider = options.provider ?? 'anthropic';
   const clock = options.clock ?? systemClock;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_COUNT_TIMEOUT_MS;
   // In order of use, least recent first: a Map iterates in insertion order, so a hit is moved to the end.
   const exactCounts = new Map<string, number>();
   const recall = (key: string): number | undefined => {
@@ -454,16 +479,15 @@ export function createClaudeTokenCounter(options: ClaudeTokenCounterOptions): Cl
       // Well-formed: the API refuses a body holding a lone surrogate (400, not retryable).
       const content = wellFormedText(text);
       const result = await withRetry(
-        async () => {
-          try {
-            return await options.client.messages.countTokens!(
-              { model: options.model, messages: [{ role: 'user', content }] },
-              { maxRetries: 0, ...(signal ? { signal } : {}) },
-            );
-          } catch (error) {
-            throw toClaudeError(error, provider, clock);
-          }
-        },
+        () =>
+          callClaudeWithin(
+            (bounded) =>
+              options.client.messages.countTokens!(
+                { model: options.model, messages: [{ role: 'user', content }] },
+                { maxRetries: 0, signal: bounded },
+              ),
+            { timeoutMs, signal, provider, clock, what: 'the token count' },
+          ),
         { ...options.retry, signal, clock },
       );
       exactCounts.delete(key);
