@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createConnection } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { Redis, ReplyError } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProviderError, ValidationError } from '../core/errors.js';
@@ -177,6 +177,43 @@ describe('createRedisCacheDriver without a server', () => {
     expect(() => createRedisCacheDriver({ url: REDIS_URL, keyPrefix: 'app\uD800:' })).toThrow(/well-formed/);
   });
 
+  it("a command a server never answers fails with code TIMEOUT, whichever timer (the driver's or ioredis's) fires first", async () => {
+    // A server that accepts connections and never says a word: every command, the connection's handshake too, waits.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as { port: number };
+    const driver = createRedisCacheDriver({ url: `redis://127.0.0.1:${port}`, commandTimeoutMs: 200 });
+    try {
+      const calls = [
+        () => driver.get('a'),
+        () => driver.set('a', 'v'),
+        () => driver.getMany(['a', 'b']),
+        () => driver.setIfAbsent('a', 'v', { ttlMs: 1_000 }),
+        () => driver.delete(['a']),
+        () => driver.get('b'),
+        () => driver.set('b', 'v', { ttlMs: 1_000 }),
+        () => driver.get('c'),
+      ];
+      const codes: string[] = [];
+      for (const call of calls) {
+        const error = await call().catch((caught: unknown) => caught);
+        expect(ProviderError.isInstance(error)).toBe(true);
+        expect((error as ProviderError).isRetryable).toBe(true);
+        codes.push((error as ProviderError).code);
+      }
+      expect(codes).toEqual(calls.map(() => 'TIMEOUT'));
+    } finally {
+      await driver.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  }, 30_000);
+
   it('validates its options', () => {
     expect(() => createRedisCacheDriver({})).toThrow(ValidationError);
     expect(() => createRedisCacheDriver({ url: 'http://x' })).toThrow(/redis:\/\//);
@@ -214,6 +251,16 @@ describe('createRedisCacheDriver without a server', () => {
     expect(await outcome('LOADING Redis is loading the dataset in memory')).toBe(true);
     expect(await outcome('TRYAGAIN Multiple keys request during rehashing of slot')).toBe(true);
     expect(await outcome('ERR max number of clients reached')).toBe(true);
+  });
+
+  it("maps an injected client's own commandTimeout to code TIMEOUT, retryable", async () => {
+    // ioredis rejects with this plain Error when its commandTimeout fires, whatever figure the application chose.
+    const driver = createRedisCacheDriver({
+      client: { get: async () => Promise.reject(new Error('Command timed out')) } as unknown as Redis,
+    });
+    const error = await driver.get('k').catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error) && error.code).toBe('TIMEOUT');
+    expect((error as ProviderError).isRetryable).toBe(true);
   });
 
   it('computes the cluster slot of the hash tag only, as Redis does', () => {

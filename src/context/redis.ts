@@ -132,7 +132,9 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
 
   /**
    * Runs one Redis call within the timeout, mapping failures to `ProviderError`s: retryable, but for a reply that
-   * refuses the command as sent.
+   * refuses the command as sent. A timeout has code `TIMEOUT` whichever timer noticed it: the driver's, or the
+   * client's own `commandTimeout` (set to the same figure on a client created here, any figure on one injected), which
+   * may fire first, and also fails commands queued behind a connection handshake that timed out.
    */
   const run = async <T>(operation: string, call: (redis: RedisClient) => Promise<T>): Promise<T> => {
     let timer: NodeJS.Timeout | undefined;
@@ -155,6 +157,14 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
     } catch (error) {
       if (StoryloomError.isInstance(error)) throw error;
       const message = error instanceof Error ? error.message : String(error);
+      if (isCommandTimeout(error)) {
+        throw new ProviderError(`Redis ${operation} timed out: ${message}${why()}`, {
+          provider: 'redis',
+          code: 'TIMEOUT',
+          isRetryable: true,
+          cause: error,
+        });
+      }
       throw new ProviderError(`Redis ${operation} failed: ${message}${why()}`, {
         provider: 'redis',
         isRetryable: !refusedAsSent(error),
@@ -313,6 +323,14 @@ const REFUSED_AS_SENT =
 /** Whether `error` is a server reply (an ioredis `ReplyError`) that refuses the command as sent. */
 function refusedAsSent(error: unknown): boolean {
   return error instanceof Error && error.name === 'ReplyError' && REFUSED_AS_SENT.test(error.message);
+}
+
+/**
+ * Whether `error` is ioredis's own `commandTimeout` firing: a plain `Error` whose message is exactly this, the only
+ * mark it carries.
+ */
+function isCommandTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === 'Command timed out';
 }
 
 /** The `keyPrefix` an injected ioredis client adds to every key itself ('' for none). */
