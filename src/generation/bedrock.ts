@@ -817,7 +817,8 @@ export interface BedrockSceneGeneratorOptions extends Omit<ClaudeSceneGeneratorO
   /**
    * Longest wait for the response headers of one request (one attempt: the retry policy may make more), in ms, from
    * 1 to 2,147,483,647. Default: the SDK's (10 minutes). A request with no answer by then is retried as a retryable
-   * `ProviderError`. A streamed reply that stalls after its headers is ended by the generator's `idleTimeoutMs`.
+   * `ProviderError`. A streamed reply that stalls after its headers is ended by the generator's `idleTimeoutMs`, one
+   * not streamed (`stream: false`) by its `replyTimeoutMs`.
    */
   timeoutMs?: number;
   /** An `AnthropicBedrock` client (or anything with its `messages` shape); the connection options are then ignored. */
