@@ -125,6 +125,36 @@ describe('ContextManager: the keyword side of a process whose vectors outlive it
     expect(listings, 'calls after that').toBe(0);
   });
 
+  it('a prune made elsewhere that the listing does not show yet (queries lagging writes, as on Pinecone) still leaves this side', async () => {
+    const storyId = 'prune-listing-lag';
+    const { store, vectors, lambda, engine } = await setup(storyId);
+    for (let e = 0; e < 12; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    // This process's view of the shared index: while `lagging`, its filtered query does not list the prune records,
+    // though a fetch by id already sees the merged record the prune rewrote.
+    let lagging = false;
+    const lagged = new Proxy(vectors, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver);
+        if (key !== 'query') return value;
+        return async (id: string, query: Parameters<typeof vectors.query>[1]) => {
+          const matches = await vectors.query(id, query);
+          return lagging && query.filter?.sourceId === 'pruned' ? [] : matches;
+        };
+      },
+    });
+    const server = processOver(store, lagged);
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    expect((await lambda.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 })).deleted).toBeGreaterThan(0);
+    lagging = true;
+    await server.context.getRelevantContext(storyId, 'the lamp');
+    lagging = false;
+    for (const query of QUERIES) await server.context.getRelevantContext(storyId, query);
+    const cold = processOver(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the lamp');
+    expect(await lexical(server.keywords, storyId)).toEqual(await lexical(cold.keywords, storyId));
+  });
+
   it('an autoPrune in the index step of a scene the server already caught up with leaves its keyword side too', async () => {
     const storyId = 'audit-autoprune';
     const { clock, store, vectors } = await nightWatchStory(storyId);

@@ -257,6 +257,54 @@ describe('a rebuild that fails half-way in another process', () => {
   });
 });
 
+describe('a process that checked the story before, while another process rebuilds it', () => {
+  it('takes a rebuild finishing (its record removed, its fingerprint not yet written) for one under way, and rebuilds nothing', async () => {
+    const file = newFile();
+    await writeStory(file, 12);
+    const embeddedByA = countingEmbedder(oldModel());
+    const a = processOn(file, embeddedByA.embedder);
+    await a.manager.getRelevantContext('tale', 'the brass key in the lantern room');
+    // B (a `memory reindex`): its fingerprint write waits at a gate, after its rebuild record was removed.
+    const atFingerprint = gate();
+    const b = processOn(file, oldModel(), (vectors) =>
+      withMembers(vectors, {
+        upsert: async (...args: Parameters<VectorIndex['upsert']>) => {
+          if (args[1].some((record) => record.id === 'meta-fingerprint')) await atFingerprint.wait();
+          return vectors.upsert(...args);
+        },
+      }),
+    );
+    const rebuild = b.manager.reindex('tale');
+    await atFingerprint.arrived;
+    const before = embeddedByA.texts.length;
+    const bundle = await a.manager.getRelevantContext('tale', 'the brass key in the lantern room');
+    atFingerprint.release();
+    await expect(rebuild).resolves.toMatchObject({ scenes: 12 });
+    expect(embeddedByA.texts.slice(before), 'texts A embedded besides its query').toHaveLength(1);
+    expect(bundle.similarScenes.length).toBeGreaterThan(0);
+    closeAll(a, b);
+  });
+
+  it('reads the fingerprint again at most every few seconds, not at every call', async () => {
+    const file = newFile();
+    await writeStory(file, 8);
+    let fingerprintReads = 0;
+    const a = processOn(file, oldModel(), (vectors) =>
+      withMembers(vectors, {
+        fetch: async (...args: Parameters<VectorIndex['fetch']>) => {
+          if (args[1].includes('meta-fingerprint')) fingerprintReads++;
+          return vectors.fetch(...args);
+        },
+      }),
+    );
+    await a.manager.getRelevantContext('tale', 'the brass key in the lantern room');
+    fingerprintReads = 0;
+    for (let call = 0; call < 20; call++) await a.manager.getRelevantContext('tale', 'the lantern room');
+    expect(fingerprintReads).toBeLessThanOrEqual(1);
+    closeAll(a);
+  });
+});
+
 describe('a rebuild for the old embedder that loses to the new embedder’s rebuild', () => {
   it('stops at its next write with a retryable conflict, writing no old-model vector under the new fingerprint', async () => {
     const file = newFile();

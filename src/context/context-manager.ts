@@ -108,10 +108,19 @@ const COMPACT_PRUNE_RECORDS = 8;
 const REBUILD_ID = 'meta-rebuild';
 /**
  * How long a rebuild record without a fingerprint is taken for a rebuild still under way elsewhere. Past it (the
- * process that wrote it was killed: a Lambda at its timeout), a process that checked the story earlier checks it
- * again and rebuilds it. Longer than a Lambda may run; a rebuild that fails removes its record at once.
+ * process that wrote it was killed: a Lambda at its timeout, a container stopped), a process that checked the story
+ * earlier checks it again and rebuilds it. Far longer than a Lambda may run, and than a rebuild of a large story
+ * takes; a rebuild still running past it is superseded (it ends with a retryable `ConflictError`, and the one that
+ * superseded it finishes). A rebuild that fails marks its record at once (`FAILED_REBUILD_TIME`).
  */
-const ABANDONED_REBUILD_MS = 30 * 60 * 1_000;
+const ABANDONED_REBUILD_MS = 2 * 60 * 60 * 1_000;
+/**
+ * How often a retrieval of a process without a keyword side of its own reads the fingerprint again for a check made
+ * earlier, at most (one fetch; a process with its own side reads it with the prune record it reads at every call).
+ */
+const FINGERPRINT_RECHECK_MS = 10_000;
+/** The time a failed rebuild writes into its record: it is under way nowhere, whatever the clocks say. */
+const FAILED_REBUILD_TIME = 0;
 /** Marks the options of an automatic rebuild: made only if the fingerprint is still not this manager's (see `reindex`). */
 const UNLESS_CURRENT = Symbol('unlessCurrent');
 /** `{ signal }` when there is one, for an index call. */
@@ -393,9 +402,15 @@ function rebuildOf(fingerprint: VectorRecord | undefined): string | undefined {
   return fingerprint && `${fingerprint.metadata.sourceId}@${fingerprint.metadata.timestamp}`;
 }
 
-/** Whether a process that checked the story earlier should take a missing fingerprint for a rebuild under way. */
+/**
+ * Whether a process that checked the story earlier should take a missing fingerprint for a rebuild under way: its
+ * record is there and recent, or missing (a rebuild finishing removes its record just before it writes the
+ * fingerprint; one that fails marks its record instead, see `FAILED_REBUILD_TIME`).
+ */
 function rebuildUnderWay(rebuild: VectorRecord | undefined, now: number): boolean {
-  return rebuild !== undefined && now - rebuild.metadata.timestamp < ABANDONED_REBUILD_MS;
+  if (rebuild === undefined) return true;
+  const started = rebuild.metadata.timestamp;
+  return started !== FAILED_REBUILD_TIME && now - started < ABANDONED_REBUILD_MS;
 }
 
 /** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
@@ -687,6 +702,8 @@ export class ContextManager {
   private readonly fingerprint: string;
   /** Per story, the fingerprint check (with any rebuild it started): done, or under way and shared. */
   private readonly verified = new Map<string, SharedWork<void>>();
+  /** Per story, when a retrieval last read the fingerprint again for a check made earlier (`Date.now()`). */
+  private readonly fingerprintReads = new Map<string, number>();
   /** Per story, the prune marks last listed for a call's check, and the merged record's stamp they were listed at. */
   private readonly listedMarks = new Map<string, { stamp: string; marks: PruneMark[] }>();
   private readonly chapterStarts = new Map<string, StoryState>();
@@ -821,18 +838,48 @@ export class ContextManager {
       }
     }
     throwIfAborted(options.signal);
-    // A process with its own keyword side checks each call whether a prune made elsewhere changed what it must hold;
-    // the read runs beside the state's.
-    const marksNow = this.horizonsOf().has(storyId)
-      ? this.pruneMarksForCall(storyId, options.signal).then(
-          (marks) => JSON.stringify(marks),
-          () => undefined,
-        )
+    // A process with its own keyword side checks each call whether a prune made elsewhere changed what it must hold,
+    // and a check made earlier holds only while the fingerprint is there, or a rebuild is under way elsewhere. Their
+    // records are read in one fetch, beside the state's read; a read that fails leaves both as they are.
+    const checkMarks = this.horizonsOf().has(storyId);
+    // The fingerprint beside the prune record costs nothing more; alone, it is read at most every few seconds.
+    const now = Date.now();
+    const checkFingerprint =
+      this.verified.get(storyId)?.settled === true &&
+      (checkMarks || now - (this.fingerprintReads.get(storyId) ?? 0) >= FINGERPRINT_RECHECK_MS);
+    if (checkFingerprint) this.fingerprintReads.set(storyId, now);
+    const meta =
+      checkMarks || checkFingerprint
+        ? this.vectors.fetch(
+            storyId,
+            [...(checkMarks ? [PRUNED_ID] : []), ...(checkFingerprint ? [FINGERPRINT_ID, REBUILD_ID] : [])],
+            options.signal ? { signal: options.signal } : {},
+          )
+        : undefined;
+    const marksNow = checkMarks
+      ? meta!
+          .then((records) =>
+            this.pruneMarksForCall(
+              storyId,
+              records.find((record) => record.id === PRUNED_ID),
+              options.signal,
+            ),
+          )
+          .then(
+            (marks) => JSON.stringify(marks),
+            () => undefined,
+          )
       : undefined;
-    // A check made earlier holds only while the fingerprint is there, or a rebuild is under way elsewhere: read beside
-    // the state (a read that fails leaves the check as it is).
-    const abandoned = this.verified.get(storyId)?.settled
-      ? this.forgetAbandonedCheck(storyId, options.signal).catch(() => false)
+    const abandoned = checkFingerprint
+      ? meta!
+          .then((records) =>
+            this.forgetAbandonedCheck(
+              storyId,
+              records.find((record) => record.id === FINGERPRINT_ID),
+              records.find((record) => record.id === REBUILD_ID),
+            ),
+          )
+          .catch(() => false)
       : undefined;
     const loadStart = performance.now();
     // A slow store (a read stuck on the network) must not outlast the caller's abort.
@@ -1249,13 +1296,14 @@ export class ContextManager {
       report({ phase: 'done', done: 1, total: 1 });
       return { scenes: done, records, pruned };
     } catch (error) {
-      // A rebuild that fails takes its record down (unless another has replaced it), so that processes which checked
-      // the story earlier do not take the missing fingerprint for a rebuild still under way, and check it again.
-      // With the fingerprint still there (cut short before it was deleted), the record misleads no one and stays.
+      // A rebuild that fails marks its record as failed (unless another has replaced it), so that processes which
+      // checked the story earlier do not take the missing fingerprint for a rebuild still under way, and check it
+      // again. (Not removed: a missing record beside a missing fingerprint is a rebuild finishing.) With the
+      // fingerprint still there (cut short before it was deleted), the record misleads no one and stays.
       await this.fingerprintRecords(storyId)
         .then(([fingerprint, record]) =>
           !fingerprint && record?.metadata.text === token
-            ? this.vectors.delete(storyId, { ids: [REBUILD_ID] })
+            ? this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, undefined, undefined, FAILED_REBUILD_TIME)
             : undefined,
         )
         .catch(() => {});
@@ -1629,8 +1677,8 @@ export class ContextManager {
    * missing and no rebuild is under way (see `forgetAbandonedCheck`).
    */
   private async confirmFingerprint(storyId: string): Promise<boolean> {
-    const [stored] = await this.fingerprintRecords(storyId);
-    if (!stored) return this.forgetAbandonedCheck(storyId);
+    const [stored, rebuild] = await this.fingerprintRecords(storyId);
+    if (!stored) return this.forgetAbandonedCheck(storyId, stored, rebuild);
     if (stored.metadata.text === this.fingerprint) return false;
     // The check stays cached: checking again would rebuild the story back for this manager's embedder.
     throw new ConflictError(
@@ -1650,19 +1698,18 @@ export class ContextManager {
   }
 
   /**
-   * With the fingerprint missing: forgets the check made earlier, unless a rebuild is under way (its record is there,
-   * and recent). The index was then left half-built (a rebuild failed, or was killed), and the next check rebuilds it,
-   * instead of this process serving it as it is. Only a missing fingerprint is checked again: one of another embedder
-   * stays refused (see `ensureWritable`), so two deployments never take turns rebuilding the story. Returns whether
-   * the check was forgotten.
+   * Given the fingerprint and rebuild records as just read: with the fingerprint missing, forgets the check made
+   * earlier, unless a rebuild is under way (see `rebuildUnderWay`). The index was then left half-built (a rebuild
+   * failed, or was killed), and the next check rebuilds it, instead of this process serving it as it is. Only a
+   * missing fingerprint is checked again: one of another embedder stays refused (see `ensureWritable`), so two
+   * deployments never take turns rebuilding the story. Returns whether the check was forgotten.
    */
-  private async forgetAbandonedCheck(storyId: string, signal?: AbortSignal): Promise<boolean> {
-    const abandoned = async () => {
-      const [stored, rebuild] = await this.fingerprintRecords(storyId, signal);
-      return !stored && !rebuildUnderWay(rebuild, Date.now());
-    };
-    // Read twice: a rebuild finishing elsewhere removes its record just before it writes the fingerprint.
-    if (!(await abandoned()) || !(await abandoned())) return false;
+  private async forgetAbandonedCheck(
+    storyId: string,
+    fingerprint: VectorRecord | undefined,
+    rebuild: VectorRecord | undefined,
+  ): Promise<boolean> {
+    if (fingerprint || rebuildUnderWay(rebuild, Date.now())) return false;
     const check = this.verified.get(storyId);
     if (!check?.settled) return false;
     this.verified.delete(storyId);
@@ -2198,12 +2245,18 @@ export class ContextManager {
    * in-process indexes; the merged record is one fetch by id, and every prune rewrites it after its own record, with
    * its time (`Date.now()`), so a prune made anywhere changes it.
    */
-  private async pruneMarksForCall(storyId: string, signal?: AbortSignal): Promise<PruneMark[]> {
-    const [merged] = await this.vectors.fetch(storyId, [PRUNED_ID], signal ? { signal } : {});
+  private async pruneMarksForCall(
+    storyId: string,
+    merged: VectorRecord | undefined,
+    signal?: AbortSignal,
+  ): Promise<PruneMark[]> {
     const stamp = merged ? `${merged.metadata.timestamp}\n${merged.metadata.text}` : '';
     const listed = this.listedMarks.get(storyId);
     if (listed?.stamp === stamp) return listed.marks;
-    const marks = await this.pruneMarks(storyId, signal);
+    // The merged record holds the mark of the prune that last wrote it: on an index whose queries lag its writes
+    // (Pinecone), the listing may not show that prune's own record yet, and the marks kept under this stamp must not
+    // miss it.
+    const marks = mergePruneMarks([...(await this.pruneMarks(storyId, signal)), ...marksOf(merged)]);
     this.listedMarks.set(storyId, { stamp, marks });
     return marks;
   }
