@@ -81,6 +81,32 @@ function expectInDoubt(result: EpisodeResult) {
   expect(incomplete.isRetryable).toBe(false);
 }
 
+describe('engine claims: a run aborted while its claim is being written', () => {
+  it('releases the claim once it lands (nothing went out), so the next run publishes the scene once', async () => {
+    const { store: inner, clock } = await newWorldStore();
+    const controller = new AbortController();
+    const landing = gate();
+    // The claim's write is on its way (a DynamoDB write under way) when the caller's deadline fires; it lands after.
+    const store = beforeEachWrite(inner, async (entry) => {
+      if (entry.target !== 'claim:publish:social:0') return;
+      setTimeout(() => controller.abort(new Error('deadline ahead')), 0);
+      setTimeout(landing.open, 20);
+      await landing.opened;
+    });
+    const publisher = socialPublisher();
+    await expect(
+      engineOver(store, clock, publisher).runEpisode(STORY_ID, { signal: controller.signal }),
+    ).rejects.toSatisfy((error: unknown) => AbortedError.isInstance(error));
+    const sceneId = (await inner.load(STORY_ID)).sceneId!;
+    const targets = (await inner.listPublications(STORY_ID, sceneId)).map((entry) => entry.target);
+    expect(targets).toEqual(expect.arrayContaining(['claim:publish:social:0', 'release:publish:social:0']));
+    expect(publisher.calls).toEqual([]);
+    const next = await engineOver(inner, clock, publisher).runEpisode(STORY_ID);
+    expect(failureCodes(next)).toEqual([]);
+    expect(publisher.calls).toEqual([sceneId]);
+  });
+});
+
 describe('engine claims: a run aborted while the publisher is being called', () => {
   // Two ways a publisher honours the abort: an AbortedError, or what an HTTP client says of a dropped connection.
   const answers: Array<[string, () => Error]> = [

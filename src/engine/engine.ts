@@ -135,8 +135,9 @@ export interface StoryEngineOptions {
    * nor its caller, forever. The store port takes no signal: the call is left behind, still going, and may land
    * later, which the engine's design makes safe (see `RunEpisodeOptions.signal`). A commit that times out is in doubt
    * and is never made again in the same run: the next run finds it landed, or commits at the same version under the
-   * same scene id. Default 30000; `Infinity` turns it off; a finite limit is at most 2147483647. Timed on the
-   * system's timers, not `clock`.
+   * same scene id. Default 60000, above what a store's own bounds and retries take first (the DynamoDB store: three
+   * attempts of 10 s each and the waits between them); `Infinity` turns it off; a finite limit is at most
+   * 2147483647. Timed on the system's timers, not `clock`.
    */
   storeTimeoutMs?: number;
   /**
@@ -318,7 +319,7 @@ export function seedFrom(...parts: string[]): number {
 const MAX_IDEMPOTENCY_KEY = 1_000;
 const MAX_ERROR_TEXT = 1_000;
 const DEFAULT_STEP_TIMEOUT_MS = 900_000;
-const DEFAULT_STORE_TIMEOUT_MS = 30_000;
+const DEFAULT_STORE_TIMEOUT_MS = 60_000;
 const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60 * 1000;
 
@@ -1257,7 +1258,10 @@ class Engine implements StoryEngine {
       let entry: PublicationEntry;
       let recorded: boolean;
       try {
-        ({ recorded, entry } = await this.stored(signal, 'recordPublication', () =>
+        // Waited for within `storeTimeoutMs` alone, not the run's abort: a claim write the abort cut short would land
+        // after the run had gone, claimed by nobody, and hold the step until its lease lapsed, then leave it in doubt
+        // with nothing sent. Answered, a claim of this run's is released by the abort's check in `attempts`.
+        ({ recorded, entry } = await this.stored(undefined, 'recordPublication', () =>
           this.store.recordPublication({
             storyId,
             sceneId,
@@ -1271,9 +1275,7 @@ class Engine implements StoryEngine {
           }),
         ));
       } catch (error) {
-        // The answer may be what was lost, not the write: the log says whose claim it is. After the run's abort (which
-        // ends the wait for the write) this read is waited for within `storeTimeoutMs` alone, so that a claim of this
-        // run's that landed is released as the abort of a claimed step always releases it.
+        // The answer may be what was lost, not the write (or the write timed out): the log says whose claim it is.
         const found = (await readLog().catch(() => [])).find((candidate) => candidate.target === target);
         if (!found) throw error;
         entry = found;
