@@ -161,6 +161,39 @@ describe('DynamoDB state store against a peer that never finishes answering', ()
     }
   }
 
+  it(
+    'allows a write the time to upload it besides timeoutMs (a large commit is not cut off while it is still being sent)',
+    async () => {
+      // A client of the caller's, without timeouts of its own: the store's bound is the one that ends the attempt.
+      const { store, close } = open(peers.silent, 'given without timeouts');
+      const state = makeStoryState('tale');
+      // About 190 KB of scene that compression cannot shrink much (the store keeps scenes gzip-compressed): 100 ms
+      // more at least at the slowest upload the bound allows for (1 MB/s).
+      let seed = 7;
+      const letter = () => {
+        seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+        return String.fromCharCode(97 + (seed % 26));
+      };
+      const text = Array.from({ length: 190_000 }, (_, i) => (i % 7 === 6 ? ' ' : letter())).join('');
+      const scene = makeNextScene(state, { text });
+      const error = await rejection(
+        store.commitScene('tale', {
+          expectedVersion: 0,
+          scene,
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        }),
+      );
+      expectTimedOutTwice(error, 'dynamodb');
+      const bounds = (error as RetryError).errors.map((attempt) =>
+        Number(/within (\d+) ms/.exec((attempt as Error).message)?.[1]),
+      );
+      for (const bound of bounds) expect(bound).toBeGreaterThanOrEqual(TIMEOUT_MS + 100);
+      await close();
+    },
+    CASE_TIMEOUT_MS,
+  );
+
   it('refuses a timeoutMs that is not a number of milliseconds from 1', () => {
     for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
       expect(() => createDynamoStateStore({ tableName: 'stories', timeoutMs })).toThrow(ValidationError);

@@ -100,11 +100,19 @@ const MAX_PADDED = '9'.repeat(PAD);
 const BATCH_WRITE_SIZE = 25;
 const DEFAULT_IMPORT_LEASE_MS = 15 * 60_000;
 /**
- * Default of `timeoutMs`: DynamoDB answers in milliseconds, and even a 4 MB transaction in well under a second, so
- * 10 s without an answer means a connection that will never answer (a half-open socket, a stalled load balancer), not
- * a slow one. Three attempts then end in about half a minute, not at a Lambda's 15-minute limit.
+ * Default of `timeoutMs`: DynamoDB answers in milliseconds, so 10 s without an answer means a connection that will
+ * never answer (a half-open socket, a stalled load balancer), not a slow one. A write is allowed the time to upload it
+ * besides (`UPLOAD_BYTES_PER_MS`). Three attempts of a read or a commit of a few hundred KB then end in about half a
+ * minute, not at a Lambda's 15-minute limit.
  */
 const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * The slowest upload a write's bound allows for, in bytes per ms (1 MB/s, a slow home uplink): a batch of an import
+ * (25 items of up to 400 KB) or a large transaction is not cut off while it is still being sent.
+ */
+const UPLOAD_BYTES_PER_MS = 1_000;
+/** The calls that carry items to DynamoDB, whose bound grows with their size. */
+const WRITES = new Set(['BatchWrite', 'TransactWrite', 'Put', 'Update']);
 /** How long the client built here waits for a TCP connection: a healthy endpoint accepts in milliseconds. */
 const CONNECTION_TIMEOUT_MS = 3_000;
 
@@ -278,7 +286,8 @@ export interface DynamoStateStoreOptions extends BaseStateStoreOptions {
   /**
    * The longest one attempt of one DynamoDB call may take, in ms, answer included; measured in real time, not on
    * `clock`. Default 10,000: DynamoDB answers in milliseconds, so an attempt that takes longer is talking to a peer that
-   * will never answer. The attempt is then cancelled and fails with a retryable `ProviderError` of code `TIMEOUT`,
+   * will never answer. A write (a commit, a batch of an import) is allowed besides the time to upload it at 1 MB/s,
+   * reckoned from its size. The attempt is then cancelled and fails with a retryable `ProviderError` of code `TIMEOUT`,
    * which `retry` tries again; every write is safe to send again (see `createDynamoStateStore`).
    *
    * @example
@@ -1107,12 +1116,13 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
      */
     const attempt = async <T>(command: unknown): Promise<T> => {
       const operation = commandName(command);
+      const bound = timeoutMs + (WRITES.has(operation) ? uploadAllowance(command) : 0);
       const controller = new AbortController();
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        controller.abort(new Error(`DynamoDB ${operation} did not answer within ${timeoutMs} ms`));
-      }, timeoutMs);
+        controller.abort(new Error(`DynamoDB ${operation} did not answer within ${bound} ms`));
+      }, bound);
       try {
         return await untilAborted(
           controller.signal,
@@ -1120,7 +1130,7 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         );
       } catch (error) {
         if (timedOut) {
-          throw new ProviderError(`DynamoDB ${operation} did not answer within ${timeoutMs} ms`, {
+          throw new ProviderError(`DynamoDB ${operation} did not answer within ${bound} ms`, {
             provider: PROVIDER,
             code: 'TIMEOUT',
             isRetryable: true,
@@ -1238,6 +1248,33 @@ function errorName(error: unknown): string | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const { name } = error as { name?: unknown };
   return typeof name === 'string' ? name : undefined;
+}
+
+/** The time a write may take to upload at `UPLOAD_BYTES_PER_MS`, in ms, from the size of its input. */
+function uploadAllowance(command: unknown): number {
+  return Math.ceil(roughSize((command as { input?: unknown }).input, 0) / UPLOAD_BYTES_PER_MS);
+}
+
+/**
+ * About how many bytes `value` takes on the wire: its strings' lengths, its binary values' sizes (sent in base64, a
+ * third more), a few bytes for anything else. Deep structures past a few levels more than DynamoDB allows count as
+ * nothing more.
+ */
+function roughSize(value: unknown, depth: number): number {
+  if (typeof value === 'string') return value.length + 2;
+  if (value instanceof Uint8Array) return Math.ceil((value.byteLength * 4) / 3) + 2;
+  if (typeof value !== 'object' || value === null || depth > 40) return 8;
+  let size = 2;
+  if (Array.isArray(value)) {
+    for (const item of value) size += roughSize(item, depth + 1) + 1;
+    return size;
+  }
+  if (value instanceof Set) {
+    for (const item of value) size += roughSize(item, depth + 1) + 1;
+    return size;
+  }
+  for (const [key, item] of Object.entries(value)) size += key.length + 3 + roughSize(item, depth + 1);
+  return size;
 }
 
 /** A condition that failed (or a cancelled transaction): an answer for the caller to read, not a fault. */
