@@ -403,6 +403,53 @@ describe('createMemoryVectorIndex: dimension-major scoring', () => {
     expect((await index.query('s1', { vector: query, topK: 1 }))[0]?.id).toBe('a');
   });
 
+  describe('large partitions, ranked by a sampled bound first', () => {
+    // From 2,048 records on, with topK at most a sixteenth of them, the index keeps only the records at or above a
+    // bound estimated from a sample of 256 evenly spaced ones; the ranking must be the full one's all the same.
+    const size = 4_096;
+    const idOf = (position: number) => `r${String(position).padStart(4, '0')}`;
+
+    async function indexOf(values: (position: number) => number[]) {
+      const index = createMemoryVectorIndex({ dimensions: 2, initialCapacity: 1 });
+      await index.upsert(
+        's1',
+        Array.from({ length: size }, (_, position) => record(idOf(position), values(position))),
+      );
+      return index;
+    }
+
+    /** The k best of the whole partition, as the heap over every record ranks them (topK too large to sample). */
+    async function fullRanking(index: Awaited<ReturnType<typeof indexOf>>, vector: number[], topK: number) {
+      const all = await index.query('s1', { vector: Float32Array.from(vector), topK: size });
+      return all.slice(0, topK).map(({ id, score }) => ({ id, score }));
+    }
+
+    it('returns the full ranking, ties broken by id', async () => {
+      // Few distinct directions: long runs of equal cosines straddle every cut.
+      const index = await indexOf((position) => [1, (position * 7919) % 13]);
+      for (const topK of [1, 40, 166, 256]) {
+        const matches = await index.query('s1', { vector: Float32Array.from([0.3, 1]), topK });
+        expect(matches.map(({ id, score }) => ({ id, score }))).toEqual(await fullRanking(index, [0.3, 1], topK));
+      }
+    });
+
+    it('falls back to ranking every record when the sample puts the bound too high', async () => {
+      // The sampled slots (every 16th) hold the closest records, so the bound lets fewer than topK through.
+      const index = await indexOf((position) =>
+        position % 16 === 0 ? [1, 1 + position / size] : [1, -position / size],
+      );
+      const matches = await index.query('s1', { vector: Float32Array.from([0, 1]), topK: 200 });
+      expect(matches).toHaveLength(200);
+      expect(matches.map(({ id, score }) => ({ id, score }))).toEqual(await fullRanking(index, [0, 1], 200));
+    });
+
+    it('returns the full ranking when every record scores the same', async () => {
+      const index = await indexOf(() => [1, 1]);
+      const matches = await index.query('s1', { vector: Float32Array.from([1, 1]), topK: 100 });
+      expect(matches.map((match) => match.id)).toEqual(Array.from({ length: 100 }, (_, position) => idOf(position)));
+    });
+  });
+
   it('checks the filter only on records good enough to be kept, with the same result as filtering first', async () => {
     const index = createMemoryVectorIndex({ dimensions: 2, initialCapacity: 1 });
     const ids = Array.from({ length: 30 }, (_, position) => `r${String(position).padStart(2, '0')}`);

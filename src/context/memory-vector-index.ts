@@ -274,6 +274,8 @@ class Partition {
   /** Scratch of a ranking: each live slot's cosine, and a copy of them that selection reorders. */
   private cosines = new Float64Array(0);
   private selection = new Float64Array(0);
+  /** Scratch of `bestBySample`: the slots of the records it kept. */
+  private keptSlots = new Int32Array(0);
 
   constructor(
     private readonly dimensions: number,
@@ -364,6 +366,10 @@ class Partition {
     const size = this.size;
     const inverseNorms = this.inverseNorms;
     const ids = this.ids;
+    if (passes === undefined && topK > 0 && size >= SAMPLED_FROM && topK * 16 <= size) {
+      const picked = this.bestBySample(scores, topK);
+      if (picked !== undefined) return picked;
+    }
     if (passes === undefined && size > 4 * topK && topK > 0) {
       // Find the k-th best cosine first (linear), then sort only the records at or above it (about k; more only on
       // ties): the same result as a heap over every record, without a heap step per record that beat its worst.
@@ -405,6 +411,57 @@ class Partition {
       threshold = best.threshold;
     }
     return best.takeSorted();
+  }
+
+  /**
+   * `best` without a filter over a large partition, in one pass over the records instead of three (cosines stored,
+   * partitioned by `kthLargest`, scanned again for the picks; speed, bench:context). A lower bound on the k-th best
+   * cosine is estimated from an evenly spaced sample first; the one pass then keeps only the records at or above it
+   * (a few times `topK`), and the exact k-th best is selected among those. Every record at or above the true k-th
+   * best is at or above the bound, so the picks, and their order after the sort, are exactly `best`'s. Undefined
+   * when the bound let fewer than `topK` records through (an unlucky sample): the caller then ranks every record.
+   */
+  private bestBySample(
+    scores: Float64Array,
+    topK: number,
+  ): Array<{ score: number; id: string; item: number }> | undefined {
+    const size = this.size;
+    const inverseNorms = this.inverseNorms;
+    if (this.cosines.length < size) {
+      this.cosines = new Float64Array(this.capacity);
+      this.selection = new Float64Array(this.capacity);
+    }
+    if (this.keptSlots.length < size) this.keptSlots = new Int32Array(this.capacity);
+    // `cosines` holds the kept records' cosines and `keptSlots` their slots; `selection` is reordered by selection.
+    const { cosines, selection, keptSlots } = this;
+    const step = size / SAMPLE_SIZE;
+    for (let i = 0; i < SAMPLE_SIZE; i++) {
+      const slot = Math.floor(i * step);
+      SAMPLE[i] = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
+    }
+    // The same margin as `kthLargest`'s own sample: about twice the expected rank, plus a few.
+    const rank = Math.min(SAMPLE_SIZE, Math.ceil((2 * topK * SAMPLE_SIZE) / size) + 4);
+    const bound = kthLargest(SAMPLE, SAMPLE_SIZE, rank);
+    let kept = 0;
+    for (let slot = 0; slot < size; slot++) {
+      // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
+      const cosine = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
+      if (cosine < bound) continue;
+      cosines[kept] = cosine;
+      selection[kept] = cosine;
+      keptSlots[kept++] = slot;
+    }
+    if (kept < topK) return undefined;
+    const threshold = kthLargest(selection, kept, topK);
+    const ids = this.ids;
+    const picked: Array<{ score: number; id: string; item: number }> = [];
+    for (let at = 0; at < kept; at++) {
+      const score = cosines[at]!;
+      if (score >= threshold) picked.push({ score, id: ids[keptSlots[at]!]!, item: keptSlots[at]! });
+    }
+    picked.sort(byRank);
+    if (picked.length > topK) picked.length = topK;
+    return picked;
   }
 
   /**
@@ -468,6 +525,12 @@ class Partition {
     this.generation++;
   }
 }
+
+/** From this many records on (and `topK` at most a sixteenth of them), `best` ranks by a sampled bound first. */
+const SAMPLED_FROM = 2_048;
+const SAMPLE_SIZE = 256;
+/** Scratch of `bestBySample`'s sample: shared, as every search runs to its end synchronously. */
+const SAMPLE = new Float64Array(SAMPLE_SIZE);
 
 function sameValues(a: Float32Array | undefined, b: Float32Array): boolean {
   if (a === undefined || a.length !== b.length) return false;
