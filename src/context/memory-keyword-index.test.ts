@@ -134,6 +134,50 @@ describe('createMemoryKeywordIndex', () => {
     );
   });
 
+  describe('many matching documents, ranked by a sampled bound first', () => {
+    // From 2,048 matching documents on, with topK at most a sixteenth of them, the index keeps only those at or
+    // above a bound estimated from 256 evenly spaced ones; the ranking must be the full one's all the same.
+    const size = 4_096;
+    const idOf = (position: number) => `d${String(position).padStart(4, '0')}`;
+
+    async function indexOf(text: (position: number) => string) {
+      const index = createMemoryKeywordIndex();
+      await index.upsert(
+        's1',
+        Array.from({ length: size }, (_, position) => doc(idOf(position), text(position))),
+      );
+      return index;
+    }
+
+    /** The k best of every match, as the heap over all of them ranks them (topK too large to sample). */
+    async function fullRanking(index: Awaited<ReturnType<typeof indexOf>>, text: string, topK: number) {
+      return (await index.query('s1', { text, topK: size })).slice(0, topK);
+    }
+
+    it('returns the full ranking, ties broken by id', async () => {
+      // Few distinct term frequencies and lengths: long runs of equal scores straddle every cut.
+      const index = await indexOf(
+        (position) => `${'lantern '.repeat(1 + (position % 3))}${'harbor '.repeat(position % 5)}tide`,
+      );
+      for (const topK of [1, 40, 166, 256]) {
+        expect(await index.query('s1', { text: 'lantern harbor', topK })).toEqual(
+          await fullRanking(index, 'lantern harbor', topK),
+        );
+      }
+    });
+
+    it('falls back to ranking every match when the sample puts the bound too high', async () => {
+      // A one-term query walks the documents in the order stored: the sampled ones (every 16th) say the term most,
+      // each a different number of times, so only the few best of the sample reach the bound.
+      const index = await indexOf((position) =>
+        position % 16 === 0 ? 'lantern '.repeat(3 + position / 16) : 'lantern tide',
+      );
+      const matches = await index.query('s1', { text: 'lantern', topK: 200 });
+      expect(matches).toHaveLength(200);
+      expect(matches).toEqual(await fullRanking(index, 'lantern', 200));
+    });
+  });
+
   it('weighs a term asked twice twice', async () => {
     const index = createMemoryKeywordIndex();
     await index.upsert('s1', [doc('a', 'wolf'), doc('b', 'moon'), doc('c', 'river')]);
