@@ -221,6 +221,18 @@ describe('analyze', () => {
   it('gives the same terms for a query in another case or accent style', () => {
     expect(analyze('CAFÉS Naïve')).toEqual(analyze('cafes naive'));
   });
+
+  it('gives every caller a list of its own, however often the same text is analysed', () => {
+    // Short texts (queries) are remembered between calls: a caller changing its list must not change the next one's.
+    const first = analyze('Where did the dragons hide the lantern?');
+    expect(first).toEqual(['dragon', 'hide', 'lantern']);
+    first.push('changed');
+    first[0] = 'changed';
+    expect(analyze('Where did the dragons hide the lantern?')).toEqual(['dragon', 'hide', 'lantern']);
+    expect(analyze('Where did the dragons hide the lantern?')).not.toBe(
+      analyze('Where did the dragons hide the lantern?'),
+    );
+  });
 });
 
 describe('clipWords and lastWords', () => {

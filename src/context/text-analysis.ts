@@ -137,13 +137,33 @@ function pushSpacelessWords(word: string, words: string[]): void {
  * ```
  */
 export function analyze(text: string): string[] {
+  const short = text.length <= RECENT_MAX_LENGTH;
+  if (short) {
+    const known = RECENT_ANALYSES.get(text);
+    if (known !== undefined) return known.slice();
+  }
   const terms: string[] = [];
   for (const word of tokenizeWords(text)) {
     if (STOP_WORDS.has(word)) continue;
     terms.push(stem(word));
   }
+  if (short) {
+    if (RECENT_ANALYSES.size >= RECENT_LIMIT) RECENT_ANALYSES.clear();
+    RECENT_ANALYSES.set(text, terms.slice());
+  }
   return terms;
 }
+
+/**
+ * The terms of short texts analysed lately (queries, names), each returned as a copy so every caller owns its list.
+ * One retrieval analyses its query several times, in stages and behind ports that cannot share a result (the
+ * searchable-query check of the context manager and of the retriever, the keyword index, the proximity stage), and
+ * tokenizing and stemming a query cost more than finding it here (speed, bench:context). Documents, longer, are
+ * analysed once each and are not remembered.
+ */
+const RECENT_ANALYSES = new Map<string, string[]>();
+const RECENT_LIMIT = 64;
+const RECENT_MAX_LENGTH = 400;
 
 /**
  * English stop words, folded the way `tokenizeWords` folds text (contractions lose their apostrophe). Close to the
