@@ -175,8 +175,9 @@ describe('the storyloom command', () => {
     expect(reindex.code).toBe(0);
     expect(reindex.stdout).toContain('Reindexed lighthouse-keepers: 14 scenes');
     expect(reindex.stdout).toContain(`(${deleted} pruned scene memories left out)`);
-    // What prune dropped stays out; the one new record is what remembers it.
-    expect(pruned.byType.meta).toBe(before.byType.meta + 1);
+    // What prune dropped stays out; the two new records remember it: the prune's own, and the merged one that
+    // processes of earlier versions read.
+    expect(pruned.byType.meta).toBe(before.byType.meta + 2);
     expect((await statsOf()).byType).toEqual(pruned.byType);
 
     const bad = await storyloom(cwd, ['memory', 'prune', '--data', 'proj', '--max-importance', '1.5']);
@@ -196,7 +197,8 @@ describe('the storyloom command', () => {
     expect((await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '14', '--no-images'])).code).toBe(0);
     const stats = JSON.parse((await storyloom(cwd, ['memory', 'stats', '--data', 'proj', '--json'])).stdout);
     expect(stats.byType.summary).toBeGreaterThanOrEqual(2); // closed chapters and the synopsis
-    expect(stats.byType.meta).toBe(3); // the fingerprint, the known locations and the prune record
+    // The fingerprint, the known locations, and the prune's own record and the merged one.
+    expect(stats.byType.meta).toBe(4);
     expect(stats.byType.scene).toBeGreaterThan(0); // the open chapter
     expect(stats.byType.scene).toBeLessThan(14);
 
