@@ -4,7 +4,7 @@
  * ends such a wait at once; and a commit whose answer came too late, but which lands all the same, is neither written
  * a second time nor resolves an influence twice: the next runs pick it up and finish the episode.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MAX_TIMER_MS } from '../src/core/abort.js';
 import { AbortedError, ValidationError } from '../src/core/errors.js';
 import { createStoryEngine, type StoryEngineOptions } from '../src/engine/engine.js';
@@ -162,6 +162,52 @@ describe('engine: a state store call that never answers', () => {
       expect(() => createStoryEngine({ store, generator: createScriptedGenerator(), storeTimeoutMs })).not.toThrow();
     }
   });
+});
+
+describe('engine: the claim of a post-once publish step whose write timed out and lands later', () => {
+  it('is released once it lands (nothing was sent under it), so the next run publishes the scene once', async () => {
+    const { store: inner, clock } = await newWorldStore();
+    let land!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      land = resolve;
+    });
+    let landed: Promise<unknown> | undefined;
+    // The claim's write reaches the store only after the engine stopped waiting for it.
+    const store = new Proxy(inner, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver);
+        if (property !== 'recordPublication') return typeof value === 'function' ? value.bind(target) : value;
+        return (entry: Parameters<StoryStateStore['recordPublication']>[0]) => {
+          if (entry.target !== 'claim:publish:social:0' || landed) return inner.recordPublication(entry);
+          landed = gate.then(() => inner.recordPublication(entry));
+          return landed;
+        };
+      },
+    });
+    const publisher = socialPublisher();
+    const options = (over: StoryStateStore): StoryEngineOptions => ({
+      store: over,
+      context: createStateOnlyContext({ store: inner }),
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      retry: NO_WAIT,
+      storeTimeoutMs: 50,
+    });
+    const error = await rejection(createStoryEngine(options(store)).runEpisode(STORY_ID));
+    expect(error).toMatchObject({ code: 'TIMEOUT', operation: 'recordPublication' });
+    const sceneId = (await inner.load(STORY_ID)).sceneId!;
+    land();
+    await landed;
+    // The release is written once the late claim has landed.
+    await vi.waitFor(async () => {
+      const targets = (await inner.listPublications(STORY_ID, sceneId)).map((entry) => entry.target);
+      expect(targets).toEqual(expect.arrayContaining(['claim:publish:social:0', 'release:publish:social:0']));
+    });
+    const next = await createStoryEngine(options(inner)).runEpisode(STORY_ID);
+    expect(next.failures).toEqual([]);
+    expect(publisher.calls).toEqual([sceneId]);
+  }, 10_000);
 });
 
 describe("engine: the caller's abort while the run waits for the store", () => {

@@ -175,8 +175,9 @@ export interface RunEpisodeOptions {
    *   its steps, or commits at that version itself, the first of the two to land winning and the other writing
    *   nothing. A late entry of the publication log says what the run did or meant to do (a step that finished; a
    *   key's claim of the scene it commits, believed only once that scene exists); a late claim of a publish step,
-   *   with no call made under it, reads as in progress for its lease and then in doubt until `resolvePublication`,
-   *   as after a crash, never as published twice. A late influence is stored once, by its id.
+   *   with no call made under it, is released once it lands (should the process end first, it reads as in progress
+   *   for its lease and then in doubt until `resolvePublication`, as after a crash), never published twice. A late
+   *   influence is stored once, by its id.
    * - a step's call left behind by its attempt's time limit (`stepTimeoutMs`): it was told through its signal. A call
    *   that ignores the signal holds the run until that limit, since the step's outcome is not known before.
    *
@@ -1257,27 +1258,31 @@ class Engine implements StoryEngine {
       const nonce = randomUUID();
       let entry: PublicationEntry;
       let recorded: boolean;
+      const writing = Promise.resolve().then(() =>
+        this.store.recordPublication({
+          storyId,
+          sceneId,
+          target,
+          status: 'done',
+          result: {
+            claimedAt: new Date(now).toISOString(),
+            leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
+            nonce,
+          },
+        }),
+      );
       try {
         // Waited for within `storeTimeoutMs` alone, not the run's abort: a claim write the abort cut short would land
         // after the run had gone, claimed by nobody, and hold the step until its lease lapsed, then leave it in doubt
         // with nothing sent. Answered, a claim of this run's is released by the abort's check in `attempts`.
-        ({ recorded, entry } = await this.stored(undefined, 'recordPublication', () =>
-          this.store.recordPublication({
-            storyId,
-            sceneId,
-            target,
-            status: 'done',
-            result: {
-              claimedAt: new Date(now).toISOString(),
-              leaseUntil: new Date(now + this.claimLeaseMs()).toISOString(),
-              nonce,
-            },
-          }),
-        ));
+        ({ recorded, entry } = await this.stored(undefined, 'recordPublication', () => writing));
       } catch (error) {
         // The answer may be what was lost, not the write (or the write timed out): the log says whose claim it is.
         const found = (await readLog().catch(() => [])).find((candidate) => candidate.target === target);
-        if (!found) throw error;
+        if (!found) {
+          if (error instanceof StoreTimeoutError) this.releaseLateClaim(run, sceneId, step, generation, nonce, writing);
+          throw error;
+        }
         entry = found;
         recorded = found.result.nonce === nonce;
       }
@@ -1297,6 +1302,41 @@ class Engine implements StoryEngine {
       const inProgress = Date.parse(holdsUntil) > now && !claimCallEnded(step, generation, log);
       return { ...claim, claimed: false, finished, inProgress };
     }
+  }
+
+  /**
+   * A claim write this run stopped waiting for (`storeTimeoutMs`) may still land, after the run has failed: claimed by
+   * nobody, it would hold the step for its lease and then leave it in doubt, with nothing sent. Should it land as this
+   * run's claim, it is released (no call was made under it), so the next run publishes.
+   */
+  private releaseLateClaim(
+    run: RunContext,
+    sceneId: string,
+    step: EngineStep,
+    generation: number,
+    nonce: string,
+    writing: Promise<{ recorded: boolean; entry: PublicationEntry }>,
+  ): void {
+    writing
+      .then(({ recorded, entry }) =>
+        recorded && entry.result.nonce === nonce
+          ? this.store.recordPublication({
+              storyId: run.storyId,
+              sceneId,
+              target: releaseTarget(step, generation),
+              status: 'done',
+              result: { reason: 'nothing went out' },
+            })
+          : undefined,
+      )
+      .catch((error: unknown) => {
+        this.logger.warn('could not release a publish claim that landed after its run gave up on it', {
+          storyId: run.storyId,
+          sceneId,
+          step,
+          error: describeError(error),
+        });
+      });
   }
 
   /**
