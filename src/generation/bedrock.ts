@@ -23,7 +23,7 @@ import type {
   InvokeModelCommandOutput,
 } from '@aws-sdk/client-bedrock-runtime';
 import type { Embedder, EmbeddingInputType } from '../context/embedder.js';
-import { timeoutProblems, untilAborted } from '../core/abort.js';
+import { attemptWithin, timeoutProblems } from '../core/abort.js';
 import { systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -129,39 +129,24 @@ function connect(options: BedrockConnectionOptions, feature: string) {
   return async function invokeJson(modelId: string, body: unknown, signal: AbortSignal | undefined): Promise<unknown> {
     const { sdk, client } = await resolve();
     throwIfAborted(signal);
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort(new Error(`Bedrock ${modelId} did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const forwardAbort = () => controller.abort(signal?.reason);
-    if (signal?.aborted) forwardAbort();
-    else signal?.addEventListener('abort', forwardAbort, { once: true });
-    let output: InvokeModelCommandOutput;
-    try {
-      const command = new sdk.InvokeModelCommand({
-        modelId,
-        contentType: 'application/json',
-        accept: 'application/json',
-        body: JSON.stringify(body),
-      });
-      output = await untilAborted(controller.signal, client.send(command, { abortSignal: controller.signal }));
-    } catch (error) {
-      if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
-      if (timedOut) {
-        throw new ProviderError(`Bedrock ${modelId} did not answer within ${timeoutMs} ms`, {
-          provider: PROVIDER,
-          code: 'TIMEOUT',
-          isRetryable: true,
-          cause: error,
+    const output: InvokeModelCommandOutput = await attemptWithin(
+      (attemptSignal) => {
+        const command = new sdk.InvokeModelCommand({
+          modelId,
+          contentType: 'application/json',
+          accept: 'application/json',
+          body: JSON.stringify(body),
         });
-      }
-      throw toStoryloomError(error, modelId, signal, (options.retry?.clock ?? systemClock).now());
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', forwardAbort);
-    }
+        return client.send(command, { abortSignal: attemptSignal });
+      },
+      {
+        timeoutMs,
+        signal,
+        provider: PROVIDER,
+        timeoutMessage: `Bedrock ${modelId} did not answer within ${timeoutMs} ms`,
+        failed: (error) => toStoryloomError(error, modelId, signal, (options.retry?.clock ?? systemClock).now()),
+      },
+    );
     const text = new TextDecoder().decode(output.body);
     try {
       return JSON.parse(text) as unknown;

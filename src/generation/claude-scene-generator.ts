@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { timeoutProblems, untilAborted } from '../core/abort.js';
+import { attemptWithin, timeoutProblems, untilAborted } from '../core/abort.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
 import {
   AbortedError,
@@ -361,39 +361,18 @@ interface ClaudeCallBounds {
  *
  * @internal
  */
-export async function callClaudeWithin<T>(
+export function callClaudeWithin<T>(
   call: (signal: AbortSignal) => PromiseLike<T>,
   bounds: ClaudeCallBounds,
 ): Promise<T> {
   const { timeoutMs, signal, provider, what } = bounds;
-  const controller = new AbortController();
-  const forwardAbort = () => controller.abort(signal?.reason);
-  if (signal?.aborted) forwardAbort();
-  else signal?.addEventListener('abort', forwardAbort, { once: true });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort(new Error(`${provider} did not complete ${what} within ${timeoutMs} ms`));
-  }, timeoutMs);
-  try {
-    // Through `then`, so a client that throws instead of rejecting is mapped the same way.
-    const pending = Promise.resolve().then(() => call(controller.signal));
-    return await untilAborted(controller.signal, pending);
-  } catch (error) {
-    if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason ?? error });
-    if (timedOut) {
-      throw new ProviderError(`${provider} did not complete ${what} within ${timeoutMs} ms: the reply stalled`, {
-        provider,
-        code: 'TIMEOUT',
-        isRetryable: true,
-        cause: error,
-      });
-    }
-    throw toClaudeError(error, provider, bounds.clock);
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', forwardAbort);
-  }
+  return attemptWithin(call, {
+    timeoutMs,
+    signal,
+    provider,
+    timeoutMessage: `${provider} did not complete ${what} within ${timeoutMs} ms: the reply stalled`,
+    failed: (error) => toClaudeError(error, provider, bounds.clock),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

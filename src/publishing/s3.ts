@@ -9,9 +9,8 @@
  */
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { z } from 'zod';
-import { timeoutProblems, untilAborted } from '../core/abort.js';
+import { attemptWithin, timeoutProblems } from '../core/abort.js';
 import {
-  AbortedError,
   ConflictError,
   MissingDependencyError,
   ProviderError,
@@ -184,69 +183,47 @@ function connection(options: S3ConnectionOptions) {
     const isAnswer = (error: unknown): error is ProviderError =>
       ProviderError.isInstance(error) && error.status !== undefined && answers.includes(error.status);
     /**
-     * One attempt, bounded by `timeoutMs` without progress: the SDK gets a signal that fires then or on the caller's
-     * abort, and the wait (for the answer, then for the body) ends then even if the handler ignores it.
+     * One attempt, bounded by `timeoutMs` without progress (`attemptWithin`): the wait for the answer, then for the
+     * body, ends then even if the handler ignores the attempt's signal.
      */
     const attempt = async (): Promise<Result> => {
       const { sdk, client } = await connect();
       throwIfAborted(signal);
-      const controller = new AbortController();
-      let timedOut = false;
-      let body: { destroy?: (error?: Error) => void } | undefined;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      let settled = false;
-      const armTimer = () => {
-        clearTimeout(timer);
-        if (settled) return;
-        timer = setTimeout(() => {
-          timedOut = true;
-          const reason = new Error(`S3 ${operation} made no progress for ${timeoutMs} ms`);
-          controller.abort(reason);
-          // A body already handed over is no longer the handler's to close.
-          body?.destroy?.(reason);
-        }, timeoutMs);
-      };
-      const forwardAbort = () => controller.abort(signal?.reason);
-      if (signal?.aborted) forwardAbort();
-      else signal?.addEventListener('abort', forwardAbort, { once: true });
-      armTimer();
-      try {
-        const output = (await untilAborted(
-          controller.signal,
-          client.send(build(sdk) as never, { abortSignal: controller.signal }),
-        )) as Output;
-        if (!call.read) return output as unknown as Result;
-        const reading = call.read(output);
-        // Each chunk of the body is progress: a large download that keeps arriving is not cut off. Only a Node stream
-        // that `read` already set flowing is watched, so the watcher takes no chunk from it.
-        const stream = (output as { Body?: unknown }).Body as
-          | {
-              on?: (event: 'data', listener: () => void) => void;
-              destroy?: (error?: Error) => void;
-              readableFlowing?: boolean | null;
-            }
-          | undefined;
-        if (typeof stream?.on === 'function' && stream.readableFlowing === true) {
-          body = stream;
-          stream.on('data', armTimer);
-        }
-        return await untilAborted(controller.signal, reading);
-      } catch (error) {
-        if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
-        if (timedOut) {
-          throw new ProviderError(`S3 ${operation} made no progress for ${timeoutMs} ms`, {
-            provider: 's3',
-            code: 'TIMEOUT',
-            isRetryable: true,
-            cause: error,
-          });
-        }
-        throw toProviderError(operation, error);
-      } finally {
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', forwardAbort);
-      }
+      return attemptWithin(
+        async (attemptSignal, progress) => {
+          const output = (await client.send(build(sdk) as never, { abortSignal: attemptSignal })) as Output;
+          if (!call.read) return output as unknown as Result;
+          const reading = call.read(output);
+          // Each chunk of the body is progress: a large download that keeps arriving is not cut off. Only a Node
+          // stream that `read` already set flowing is watched, so the watcher takes no chunk from it.
+          const stream = (output as { Body?: unknown }).Body as
+            | {
+                on?: (event: 'data', listener: () => void) => void;
+                destroy?: (error?: Error) => void;
+                readableFlowing?: boolean | null;
+              }
+            | undefined;
+          if (typeof stream?.on === 'function' && stream.readableFlowing === true) {
+            stream.on('data', progress);
+            // A body already handed over is no longer the handler's to close: the time limit closes it.
+            attemptSignal.addEventListener(
+              'abort',
+              () => {
+                if (!signal?.aborted) stream.destroy?.(attemptSignal.reason);
+              },
+              { once: true },
+            );
+          }
+          return reading;
+        },
+        {
+          timeoutMs,
+          signal,
+          provider: 's3',
+          timeoutMessage: `S3 ${operation} made no progress for ${timeoutMs} ms`,
+          failed: (error) => toProviderError(operation, error),
+        },
+      );
     };
     try {
       return await withRetry(attempt, {

@@ -36,7 +36,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { timeoutProblems, untilAborted } from '../core/abort.js';
+import { attemptWithin, timeoutProblems } from '../core/abort.js';
 import {
   ConflictError,
   MissingDependencyError,
@@ -1110,38 +1110,18 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         });
     const retry = this.options.retry ?? {};
     /**
-     * One attempt, bounded by `timeoutMs`: the SDK gets a signal that fires then, and the wait ends then even if the
-     * handler ignores it. Faults come out typed; conditional failures come out as the SDK raised them, for the
-     * callers to read their reasons.
+     * One attempt, bounded by `timeoutMs` and a write's upload time (`attemptWithin`). Faults come out typed;
+     * conditional failures come out as the SDK raised them, for the callers to read their reasons.
      */
-    const attempt = async <T>(command: unknown): Promise<T> => {
+    const attempt = <T>(command: unknown): Promise<T> => {
       const operation = commandName(command);
       const bound = timeoutMs + (WRITES.has(operation) ? uploadAllowance(command) : 0);
-      const controller = new AbortController();
-      let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        controller.abort(new Error(`DynamoDB ${operation} did not answer within ${bound} ms`));
-      }, bound);
-      try {
-        return await untilAborted(
-          controller.signal,
-          document.send(command as never, { abortSignal: controller.signal }) as Promise<T>,
-        );
-      } catch (error) {
-        if (timedOut) {
-          throw new ProviderError(`DynamoDB ${operation} did not answer within ${bound} ms`, {
-            provider: PROVIDER,
-            code: 'TIMEOUT',
-            isRetryable: true,
-            cause: error,
-          });
-        }
-        if (isConditionalAnswer(error)) throw error;
-        throw toProviderError(error, operation);
-      } finally {
-        clearTimeout(timer);
-      }
+      return attemptWithin((signal) => document.send(command as never, { abortSignal: signal }) as Promise<T>, {
+        timeoutMs: bound,
+        provider: PROVIDER,
+        timeoutMessage: `DynamoDB ${operation} did not answer within ${bound} ms`,
+        failed: (error) => (isConditionalAnswer(error) ? error : toProviderError(error, operation)),
+      });
     };
     const send = async <T>(command: unknown): Promise<T> => {
       try {
