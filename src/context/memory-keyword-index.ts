@@ -19,7 +19,7 @@ import {
 } from './index-arguments.js';
 import type { KeywordIndex, KeywordIndexCapabilities, KeywordMatch } from './keyword-index.js';
 import { analyze } from './text-analysis.js';
-import { bestPassing, byRank, kthLargest, TopKHeap } from './top-k.js';
+import { bestPassing, byRank, kthLargest, sampledLowerBound, TopKHeap } from './top-k.js';
 
 /**
  * Options of `createMemoryKeywordIndex`: the two BM25 constants.
@@ -274,7 +274,7 @@ class KeywordPartition {
   private selection = new Float64Array(0);
   /** Scratch of one search: the slots it scored, in the order first touched. */
   private touched = new Int32Array(0);
-  /** Scratch of `bestBySample`: the slots it kept, in the order touched. */
+  /** Scratch of `bestAbove`: the slots it kept, in the order touched. */
   private keptSlots = new Int32Array(0);
 
   put(prepared: PreparedDocument): void {
@@ -399,29 +399,13 @@ class KeywordPartition {
     passes: ((document: StoredDocument) => boolean) | undefined,
   ): Array<{ score: number; id: string; item: StoredDocument }> {
     const { scores, bySlot } = this;
-    if (passes === undefined && topK > 0 && count >= SAMPLED_FROM && topK * 16 <= count) {
-      const picked = this.bestBySample(touched, count, topK);
-      if (picked !== undefined) return picked;
-    }
     if (passes === undefined && count > 4 * topK && topK > 0) {
-      // Common words touch most of the story: find the k-th best score first (linear), then sort only the
-      // candidates at or above it (about k; more only on ties). Same result as a heap over every candidate, in
-      // a fraction of the time: a heap step per candidate that beat its worst so far cost more than the search.
-      if (this.selection.length < count) this.selection = new Float64Array(this.scores.length);
-      const selection = this.selection;
-      for (let at = 0; at < count; at++) selection[at] = scores[touched[at]!]!;
-      const threshold = kthLargest(selection, count, topK);
-      const picked: Array<{ score: number; id: string; item: StoredDocument }> = [];
-      for (let at = 0; at < count; at++) {
-        const slot = touched[at]!;
-        const score = scores[slot]!;
-        if (score < threshold) continue;
-        const document = bySlot[slot]!;
-        picked.push({ score, id: document.id, item: document });
-      }
-      picked.sort(byRank);
-      if (picked.length > topK) picked.length = topK;
-      return picked;
+      // Common words touch most of the story: a heap step per candidate that beat its worst so far cost more than
+      // the search. One pass keeps the few at or above a sampled bound instead.
+      const bound = sampledLowerBound(count, topK, (at) => scores[touched[at]!]!);
+      return (
+        this.bestAbove(touched, count, topK, bound) ?? this.bestAbove(touched, count, topK, Number.NEGATIVE_INFINITY)!
+      );
     }
     const best = new TopKHeap<StoredDocument>(Math.min(topK, count));
     let threshold = best.threshold;
@@ -439,27 +423,22 @@ class KeywordPartition {
   }
 
   /**
-   * `best` without a filter over many touched slots, in one pass over them instead of three (scores copied,
-   * partitioned by `kthLargest`, read again for the picks; speed, bench:context). A lower bound on the k-th best
-   * score is estimated from an evenly spaced sample first; the one pass keeps only the slots at or above it (a few
-   * times `topK`), and the exact k-th best is selected among those. Every slot at or above the true k-th best is at
-   * or above the bound, so the picks, and their order after the sort, are exactly `best`'s. Undefined when the bound
-   * let fewer than `topK` through (an unlucky sample): the caller then ranks every slot.
+   * `best` without a filter, in one pass over the touched slots (speed, bench:context): only the slots scoring at
+   * least `bound` (`sampledLowerBound`'s estimate, a few times `topK` of them; every slot at `-Infinity`) are kept,
+   * and the exact k-th best is selected among those, so only about `topK` are sorted. Whenever `topK` or more are
+   * kept, the picks and their order are exactly those of a heap over every slot. Undefined when fewer are kept (an
+   * unlucky sample): the caller then asks again at `-Infinity`.
    */
-  private bestBySample(
+  private bestAbove(
     touched: Int32Array,
     count: number,
     topK: number,
+    bound: number,
   ): Array<{ score: number; id: string; item: StoredDocument }> | undefined {
     const { scores, bySlot } = this;
     if (this.selection.length < count) this.selection = new Float64Array(this.scores.length);
     if (this.keptSlots.length < count) this.keptSlots = new Int32Array(this.scores.length);
     const { selection, keptSlots } = this;
-    const step = count / SAMPLE_SIZE;
-    for (let i = 0; i < SAMPLE_SIZE; i++) SAMPLE[i] = scores[touched[Math.floor(i * step)]!]!;
-    // The same margin as `kthLargest`'s own sample: about twice the expected rank, plus a few.
-    const rank = Math.min(SAMPLE_SIZE, Math.ceil((2 * topK * SAMPLE_SIZE) / count) + 4);
-    const bound = kthLargest(SAMPLE, SAMPLE_SIZE, rank);
     let kept = 0;
     for (let at = 0; at < count; at++) {
       const slot = touched[at]!;
@@ -506,12 +485,6 @@ class KeywordPartition {
     this.searches = 0;
   }
 }
-
-/** From this many touched slots on (and `topK` at most a sixteenth of them), `best` ranks by a sampled bound first. */
-const SAMPLED_FROM = 2_048;
-const SAMPLE_SIZE = 256;
-/** Scratch of `bestBySample`'s sample: shared, as every search runs to its end synchronously. */
-const SAMPLE = new Float64Array(SAMPLE_SIZE);
 
 /**
  * One story's BM25 partition filled with terms that were analysed already: the SQLite keyword index's in-memory

@@ -24,7 +24,7 @@ import {
   inspectVector,
   invalidArgument,
 } from './index-arguments.js';
-import { bestPassing, byRank, kthLargest, TopKHeap } from './top-k.js';
+import { bestPassing, byRank, kthLargest, sampledLowerBound, TopKHeap } from './top-k.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorIndexStats, VectorMatch } from './vector-index.js';
 
 /**
@@ -274,7 +274,7 @@ class Partition {
   /** Scratch of a ranking: each live slot's cosine, and a copy of them that selection reorders. */
   private cosines = new Float64Array(0);
   private selection = new Float64Array(0);
-  /** Scratch of `bestBySample`: the slots of the records it kept. */
+  /** Scratch of `bestAbove`: the slots of the records it kept. */
   private keptSlots = new Int32Array(0);
 
   constructor(
@@ -366,33 +366,12 @@ class Partition {
     const size = this.size;
     const inverseNorms = this.inverseNorms;
     const ids = this.ids;
-    if (passes === undefined && topK > 0 && size >= SAMPLED_FROM && topK * 16 <= size) {
-      const picked = this.bestBySample(scores, topK);
-      if (picked !== undefined) return picked;
-    }
     if (passes === undefined && size > 4 * topK && topK > 0) {
-      // Find the k-th best cosine first (linear), then sort only the records at or above it (about k; more only on
-      // ties): the same result as a heap over every record, without a heap step per record that beat its worst.
-      if (this.cosines.length < size) {
-        this.cosines = new Float64Array(this.capacity);
-        this.selection = new Float64Array(this.capacity);
-      }
-      const { cosines, selection } = this;
-      for (let slot = 0; slot < size; slot++) {
-        // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
-        const cosine = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
-        cosines[slot] = cosine;
-        selection[slot] = cosine;
-      }
-      const threshold = kthLargest(selection, size, topK);
-      const picked: Array<{ score: number; id: string; item: number }> = [];
-      for (let slot = 0; slot < size; slot++) {
-        const score = cosines[slot]!;
-        if (score >= threshold) picked.push({ score, id: ids[slot]!, item: slot });
-      }
-      picked.sort(byRank);
-      if (picked.length > topK) picked.length = topK;
-      return picked;
+      // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
+      const bound = sampledLowerBound(size, topK, (slot) =>
+        Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!)),
+      );
+      return this.bestAbove(scores, topK, bound) ?? this.bestAbove(scores, topK, Number.NEGATIVE_INFINITY)!;
     }
     const best = new TopKHeap<number>(Math.min(topK, size));
     let threshold = best.threshold;
@@ -414,16 +393,16 @@ class Partition {
   }
 
   /**
-   * `best` without a filter over a large partition, in one pass over the records instead of three (cosines stored,
-   * partitioned by `kthLargest`, scanned again for the picks; speed, bench:context). A lower bound on the k-th best
-   * cosine is estimated from an evenly spaced sample first; the one pass then keeps only the records at or above it
-   * (a few times `topK`), and the exact k-th best is selected among those. Every record at or above the true k-th
-   * best is at or above the bound, so the picks, and their order after the sort, are exactly `best`'s. Undefined
-   * when the bound let fewer than `topK` records through (an unlucky sample): the caller then ranks every record.
+   * `best` without a filter, in one pass over the records (speed, bench:context): only the records whose cosine is at
+   * least `bound` (`sampledLowerBound`'s estimate, a few times `topK` of them; every record at `-Infinity`) are kept,
+   * and the exact k-th best is selected among those, so only about `topK` are sorted. Whenever `topK` or more are
+   * kept, the picks and their order are exactly those of a heap over every record. Undefined when fewer are kept (an
+   * unlucky sample): the caller then asks again at `-Infinity`.
    */
-  private bestBySample(
+  private bestAbove(
     scores: Float64Array,
     topK: number,
+    bound: number,
   ): Array<{ score: number; id: string; item: number }> | undefined {
     const size = this.size;
     const inverseNorms = this.inverseNorms;
@@ -434,17 +413,8 @@ class Partition {
     if (this.keptSlots.length < size) this.keptSlots = new Int32Array(this.capacity);
     // `cosines` holds the kept records' cosines and `keptSlots` their slots; `selection` is reordered by selection.
     const { cosines, selection, keptSlots } = this;
-    const step = size / SAMPLE_SIZE;
-    for (let i = 0; i < SAMPLE_SIZE; i++) {
-      const slot = Math.floor(i * step);
-      SAMPLE[i] = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
-    }
-    // The same margin as `kthLargest`'s own sample: about twice the expected rank, plus a few.
-    const rank = Math.min(SAMPLE_SIZE, Math.ceil((2 * topK * SAMPLE_SIZE) / size) + 4);
-    const bound = kthLargest(SAMPLE, SAMPLE_SIZE, rank);
     let kept = 0;
     for (let slot = 0; slot < size; slot++) {
-      // Rounding can push |cosine| a hair past 1; the port promises [-1, 1].
       const cosine = Math.max(-1, Math.min(1, scores[slot]! * inverseNorms[slot]!));
       if (cosine < bound) continue;
       cosines[kept] = cosine;
@@ -525,12 +495,6 @@ class Partition {
     this.generation++;
   }
 }
-
-/** From this many records on (and `topK` at most a sixteenth of them), `best` ranks by a sampled bound first. */
-const SAMPLED_FROM = 2_048;
-const SAMPLE_SIZE = 256;
-/** Scratch of `bestBySample`'s sample: shared, as every search runs to its end synchronously. */
-const SAMPLE = new Float64Array(SAMPLE_SIZE);
 
 function sameValues(a: Float32Array | undefined, b: Float32Array): boolean {
   if (a === undefined || a.length !== b.length) return false;

@@ -207,15 +207,11 @@ export function probeSize(k: number, total: number): number {
  */
 export function kthLargest(values: Float64Array, length: number, k: number): number {
   if (k < 1 || k > length) throw new RangeError(`k must be within 1..${length}, got ${k}`);
-  if (length >= SAMPLE_FROM && k * 16 <= length) {
-    // Speed (bench:context, 10,000 cosines for k about 166): estimate a value a little below the k-th largest from
-    // an evenly spaced sample, move every value at or above it to the front in one pass, and select among those
-    // only. Whenever at least k values are there, the k-th largest is the k-th largest among them; an unlucky
-    // sample falls through to the whole range, which still holds every value.
-    const step = length / SAMPLE_SIZE;
-    for (let i = 0; i < SAMPLE_SIZE; i++) sample[i] = values[Math.floor(i * step)]!;
-    const rank = Math.min(SAMPLE_SIZE, Math.ceil((2 * k * SAMPLE_SIZE) / length) + 4);
-    const estimate = quickselect(sample, SAMPLE_SIZE, rank);
+  // Speed (bench:context, 10,000 cosines for k about 166): move every value at or above the sampled estimate to the
+  // front in one pass and select among those only. Whenever at least k values are there, the k-th largest is the
+  // k-th largest among them; an unlucky sample falls through to the whole range, which still holds every value.
+  const estimate = sampledLowerBound(length, k, (at) => values[at]!);
+  if (estimate > Number.NEGATIVE_INFINITY) {
     let count = 0;
     for (let i = 0; i < length; i++) {
       const value = values[i]!;
@@ -229,9 +225,34 @@ export function kthLargest(values: Float64Array, length: number, k: number): num
   return quickselect(values, length, k);
 }
 
-/** From this many values on, `kthLargest` narrows the range with a sample first. */
+/**
+ * A value a little below the `k`-th largest of `length` values (`1 ≤ k`), estimated from an evenly spaced sample of
+ * them read through `valueAt`; `-Infinity` when a sample would say little (fewer than 2,048 values, or `k` above a
+ * sixteenth of them). It is an estimate, not a promise: a caller keeps the values at or above it, and when at least
+ * `k` are kept they hold every one of the `k` largest, ties included, so the `k` best among them are the `k` best of
+ * all; when fewer are kept (an unlucky sample) the caller ranks every value. Lets a ranking keep a few times `k`
+ * candidates in one pass instead of storing and partitioning every value first.
+ *
+ * @example
+ * ```ts
+ * const scores = Float64Array.from({ length: 10_000 }, (_, at) => Math.sin(at));
+ * const bound = sampledLowerBound(scores.length, 10, (at) => scores[at]!);
+ * scores.filter((score) => score >= bound).length; // a few times 10, among them the 10 largest
+ * ```
+ */
+export function sampledLowerBound(length: number, k: number, valueAt: (at: number) => number): number {
+  if (length < SAMPLE_FROM || k * 16 > length) return Number.NEGATIVE_INFINITY;
+  const step = length / SAMPLE_SIZE;
+  for (let i = 0; i < SAMPLE_SIZE; i++) sample[i] = valueAt(Math.floor(i * step));
+  // About twice the rank the k-th largest is expected at in the sample, plus a few: the margin against bad luck.
+  const rank = Math.min(SAMPLE_SIZE, Math.ceil((2 * k * SAMPLE_SIZE) / length) + 4);
+  return quickselect(sample, SAMPLE_SIZE, rank);
+}
+
+/** From this many values on, a sample narrows the range first (`sampledLowerBound`). */
 const SAMPLE_FROM = 2_048;
 const SAMPLE_SIZE = 256;
+/** Scratch of the sample: shared, as every ranking runs to its end synchronously. */
 const sample = new Float64Array(SAMPLE_SIZE);
 
 /** The `k`-th largest of `values[0..length)` by quickselect (`1 ≤ k ≤ length`), reordering them. */
