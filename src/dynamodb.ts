@@ -25,6 +25,7 @@ export {
   type MemoryContentStore,
 } from './state/content-store.js';
 export {
+  type CreateStoryTableOptions,
   createDynamoStateStore,
   createStoryTable,
   DYNAMODB_STORE_LIMITS,

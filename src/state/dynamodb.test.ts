@@ -10,7 +10,7 @@ import {
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDynamoLocal } from '../../test/support/dynamodb-local.js';
-import { ConflictError, NotFoundError, ProviderError, ValidationError } from '../core/errors.js';
+import { AbortedError, ConflictError, NotFoundError, ProviderError, ValidationError } from '../core/errors.js';
 import { fixtureTime, makeInfluence, makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { ManualClock } from '../testing/manual-clock.js';
 import { runStoryStateStoreSuite } from '../testing/state-store-suite.js';
@@ -983,3 +983,107 @@ if (local.skipReason !== undefined) {
     }, 60_000);
   });
 }
+
+describe('createStoryTable against a peer that misbehaves', () => {
+  /** A client double: `answer` says what each command gets, by its name; `calls` counts them. */
+  function scriptedClient(answer: (operation: string) => unknown) {
+    const calls: string[] = [];
+    const client = {
+      send: async (command: { constructor: { name: string } }) => {
+        const operation = command.constructor.name.replace(/Command$/, '');
+        calls.push(operation);
+        const answered = answer(operation);
+        if (answered instanceof Error) throw answered;
+        return answered;
+      },
+    } as unknown as DynamoDBClient;
+    return { client, calls };
+  }
+
+  function awsError(name: string, status: number): Error {
+    return Object.assign(new Error(`${name} from the service`), { name, $metadata: { httpStatusCode: status } });
+  }
+
+  it('ends with a retryable TIMEOUT when the peer accepts the connection and never answers', async () => {
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    // No timeout of the client's own: only createStoryTable's `timeoutMs` can end the wait.
+    const silent = new DynamoDBClient({
+      endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+      maxAttempts: 1,
+    });
+    try {
+      const error = await createStoryTable(silent, 'stories', { timeoutMs: 200 }).catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'TIMEOUT', isRetryable: true });
+      expect((error as Error).message).toMatch(/CreateTable did not answer within 200 ms/);
+    } finally {
+      silent.destroy();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 15_000);
+
+  it('a table that never becomes ACTIVE is a typed, retryable TIMEOUT after maxWaitSeconds', async () => {
+    const { client: creating, calls } = scriptedClient((operation) =>
+      operation === 'DescribeTable' ? { Table: { TableStatus: 'CREATING' } } : {},
+    );
+    const error = await createStoryTable(creating, 'stories', { maxWaitSeconds: 2 }).catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'TIMEOUT', isRetryable: true });
+    expect((error as Error).message).toMatch(/did not become ACTIVE within 2 s/);
+    expect(calls[0]).toBe('CreateTable');
+    expect(calls.filter((operation) => operation === 'DescribeTable').length).toBeGreaterThanOrEqual(1);
+  }, 15_000);
+
+  it('a failure no retry can mend ends the wait at once, as the typed error it is', async () => {
+    const { client: denied, calls } = scriptedClient((operation) =>
+      operation === 'DescribeTable' ? awsError('AccessDeniedException', 400) : awsError('ResourceInUseException', 400),
+    );
+    const started = Date.now();
+    // The waiter reads every failure as "not yet": without the stop it would poll for the whole 300 s.
+    const error = await createStoryTable(denied, 'stories', { maxWaitSeconds: 300 }).catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error)).toBe(true);
+    expect(error).toMatchObject({ isRetryable: false, status: 400 });
+    expect((error as Error).message).toMatch(/DescribeTable failed: AccessDeniedException/);
+    expect(calls).toEqual(['CreateTable', 'DescribeTable']);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 15_000);
+
+  it('an existing table, and one that appears after a poll that found none, are waited for without a failure', async () => {
+    let describes = 0;
+    const { client: appearing, calls } = scriptedClient((operation) => {
+      if (operation === 'CreateTable') return awsError('ResourceInUseException', 400);
+      describes++;
+      return describes === 1 ? awsError('ResourceNotFoundException', 400) : { Table: { TableStatus: 'ACTIVE' } };
+    });
+    await createStoryTable(appearing, 'stories', { maxWaitSeconds: 10 });
+    expect(calls).toEqual(['CreateTable', 'DescribeTable', 'DescribeTable']);
+  }, 15_000);
+
+  it('an abort ends the wait with an AbortedError', async () => {
+    const { client: creating } = scriptedClient((operation) =>
+      operation === 'DescribeTable' ? { Table: { TableStatus: 'CREATING' } } : {},
+    );
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('shutting down')), 50);
+    const error = await createStoryTable(creating, 'stories', { signal: controller.signal }).catch(
+      (caught: unknown) => caught,
+    );
+    expect(AbortedError.isInstance(error)).toBe(true);
+  }, 15_000);
+
+  it('validates its options', async () => {
+    const { client: unused, calls } = scriptedClient(() => ({}));
+    await expect(createStoryTable(unused, 'stories', { timeoutMs: 0 })).rejects.toThrow(ValidationError);
+    await expect(createStoryTable(unused, 'stories', { maxWaitSeconds: 1 })).rejects.toThrow(/maxWaitSeconds/);
+    await expect(createStoryTable(unused, 'stories', { maxWaitSeconds: 3e6 })).rejects.toThrow(/maxWaitSeconds/);
+    expect(calls).toEqual([]);
+  });
+});

@@ -44,6 +44,7 @@ import {
   ProviderError,
   RetryError,
   StoryloomError,
+  throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
 import { type RetryOptions, withRetry } from '../core/retry.js';
@@ -210,8 +211,24 @@ function loadSdk(feature: string): Promise<Sdk> {
   return sdkPromise;
 }
 
+/** Options of `createStoryTable`. */
+export interface CreateStoryTableOptions {
+  /** The longest to wait for the table to become ACTIVE, in seconds (2 to 86,400). Default 300. */
+  maxWaitSeconds?: number;
+  /**
+   * The longest the `CreateTable` call and each `DescribeTable` poll may go unanswered, in ms (default 10 s, as the
+   * store's `timeoutMs`): the AWS SDK's handler sets no timeout of its own, and its waiter checks `maxWaitSeconds` only
+   * between polls, so one hung call would otherwise hang the setup for good.
+   */
+  timeoutMs?: number;
+  /** Stops the call and the wait; the promise then rejects with an `AbortedError`. */
+  signal?: AbortSignal;
+}
+
 /**
  * Creates the story table if it does not exist (an existing table is left as it is) and waits until it is ACTIVE.
+ * Every call to DynamoDB is bounded by `timeoutMs`, and the whole wait by `maxWaitSeconds`: a peer that stops
+ * answering is a retryable `ProviderError` (`TIMEOUT`), never a hang.
  *
  * @example
  * ```ts
@@ -223,26 +240,84 @@ function loadSdk(feature: string): Promise<Sdk> {
 export async function createStoryTable(
   client: DynamoDBClient | DynamoDBDocumentClient,
   tableName: string,
-  options: { maxWaitSeconds?: number } = {},
+  options: CreateStoryTableOptions = {},
 ): Promise<void> {
-  const sdk = await loadSdk('createStoryTable');
-  const raw = client as DynamoDBClient;
-  try {
-    await raw.send(new sdk.client.CreateTableCommand(storyTableDefinition(tableName)));
-  } catch (error) {
-    if (errorName(error) !== 'ResourceInUseException') throw toProviderError(error, `CreateTable ${tableName}`);
+  const problems = timeoutProblems(options.timeoutMs, 'timeoutMs');
+  const maxWaitSeconds = options.maxWaitSeconds ?? 300;
+  // At least the waiter's first delay (1 s) and more; at most a day, far within what one timer holds.
+  if (typeof maxWaitSeconds !== 'number' || !(maxWaitSeconds >= 2 && maxWaitSeconds <= 86_400)) {
+    problems.push({ path: 'maxWaitSeconds', message: 'must be a number of seconds from 2 to 86400' });
   }
-  const waited = await sdk.client.waitUntilTableExists(
-    { client: raw, maxWaitTime: options.maxWaitSeconds ?? 300, minDelay: 1, maxDelay: 5 },
-    { TableName: tableName },
-  );
-  if (waited.state !== 'SUCCESS') {
-    throw new ProviderError(`Table "${tableName}" did not become ACTIVE (${waited.state})`, {
+  if (problems.length > 0) {
+    throw new ValidationError(
+      `Invalid createStoryTable options: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`,
+      {
+        problems,
+      },
+    );
+  }
+  const { signal } = options;
+  throwIfAborted(signal);
+  const sdk = await loadSdk('createStoryTable');
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  // The waiter polls through this client and reads every failure as "not yet": a failure no retry can mend (missing
+  // permission, a bad table name) ends the wait at once instead of after `maxWaitSeconds`.
+  const stop = new AbortController();
+  let fatal: unknown;
+  const send = async (command: object): Promise<unknown> => {
+    const operation = commandName(command);
+    try {
+      return await attemptWithin(
+        (attemptSignal) => (client as DynamoDBClient).send(command as never, { abortSignal: attemptSignal }),
+        {
+          timeoutMs,
+          signal,
+          provider: PROVIDER,
+          timeoutMessage: `DynamoDB ${operation} did not answer within ${timeoutMs} ms`,
+          // The waiter and the create below read these two by name.
+          failed: (error) => (TABLE_STATES.has(errorName(error) ?? '') ? error : toProviderError(error, operation)),
+        },
+      );
+    } catch (error) {
+      if (!TABLE_STATES.has(errorName(error) ?? '') && !(ProviderError.isInstance(error) && error.isRetryable)) {
+        fatal ??= error;
+        stop.abort();
+      }
+      throw error;
+    }
+  };
+  try {
+    await send(new sdk.client.CreateTableCommand(storyTableDefinition(tableName)));
+  } catch (error) {
+    if (errorName(error) !== 'ResourceInUseException') throw error;
+  }
+  const deadline = AbortSignal.timeout(maxWaitSeconds * 1_000);
+  try {
+    await sdk.client.waitUntilTableExists(
+      {
+        client: { send } as unknown as DynamoDBClient,
+        maxWaitTime: maxWaitSeconds,
+        minDelay: 1,
+        maxDelay: 5,
+        // The waiter checks `maxWaitTime` only between polls; the deadline also ends a poll under way.
+        abortSignal: AbortSignal.any([stop.signal, deadline, ...(signal ? [signal] : [])]),
+      },
+      { TableName: tableName },
+    );
+  } catch (error) {
+    throwIfAborted(signal);
+    if (fatal !== undefined) throw fatal;
+    throw new ProviderError(`Table "${tableName}" did not become ACTIVE within ${maxWaitSeconds} s`, {
       provider: PROVIDER,
+      code: 'TIMEOUT',
       isRetryable: true,
+      cause: error,
     });
   }
 }
+
+/** What the table calls answer while the table is being made: states, not faults. */
+const TABLE_STATES = new Set(['ResourceInUseException', 'ResourceNotFoundException']);
 
 /**
  * Options of `createDynamoStateStore`.
