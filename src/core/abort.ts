@@ -49,7 +49,10 @@ export function waitUnlessAborted<T>(promise: Promise<T>, signal: AbortSignal | 
 
 /** How `attemptWithin` bounds one attempt and names its failures. */
 export interface AttemptBounds {
-  /** The longest the attempt may go without progress, in ms; measured in real time, not on a `Clock`. */
+  /**
+   * The longest the attempt may go without progress, in ms; measured in real time, not on a `Clock`. Beyond
+   * `MAX_TIMER_MS` it waits `MAX_TIMER_MS`.
+   */
   timeoutMs: number;
   /** The caller's signal: its abort ends the attempt as an `AbortedError`, never as a timeout. */
   signal?: AbortSignal | undefined;
@@ -80,10 +83,15 @@ export async function attemptWithin<T>(
   const arm = () => {
     clearTimeout(timer);
     if (settled) return;
-    timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort(new Error(bounds.timeoutMessage));
-    }, timeoutMs);
+    // Clamped: a caller may add an allowance to a `timeoutMs` already at the timer's limit, and Node fires a longer
+    // delay after 1 ms, which would time out every attempt at once.
+    timer = setTimeout(
+      () => {
+        timedOut = true;
+        controller.abort(new Error(bounds.timeoutMessage));
+      },
+      Math.min(timeoutMs, MAX_TIMER_MS),
+    );
   };
   const forwardAbort = () => controller.abort(signal?.reason);
   if (signal?.aborted) forwardAbort();

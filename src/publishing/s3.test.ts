@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
@@ -566,5 +567,40 @@ describe('createS3ContentStore against s3rver', () => {
     await expect(store.get('tale/s0.txt')).rejects.toSatisfy(
       (error) => ProviderError.isInstance(error) && error.status === 404,
     );
+  });
+});
+
+describe('S3 content store with a client that ignores the attempt signal', () => {
+  it('closes, unread, a body that arrives after its attempt timed out, and gets the object again', async () => {
+    let lateReads = 0;
+    const late = Object.assign(new Readable({ read() {} }), {
+      transformToByteArray: async () => {
+        lateReads++;
+        return new Uint8Array([0]);
+      },
+    });
+    const fresh = new Uint8Array([1, 2, 3]);
+    let answerLate!: (output: unknown) => void;
+    let calls = 0;
+    const ignoring = {
+      send() {
+        calls++;
+        if (calls === 1) {
+          return new Promise((resolve) => {
+            answerLate = resolve;
+          });
+        }
+        // Only a timed-out first attempt is retried: its answer arrives now, after the attempt ended.
+        answerLate({ Body: late });
+        return Promise.resolve({ Body: { transformToByteArray: async () => fresh } });
+      },
+    } as unknown as S3Client;
+    const store = createS3ContentStore({ bucket: 'stories', client: ignoring, timeoutMs: 1, retry: retryAtOnce });
+    expect(await store.get('tale/s0.txt')).toEqual(fresh);
+    // The abandoned attempt's continuation has run by now.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(calls).toBe(2);
+    expect(lateReads).toBe(0);
+    expect(late.destroyed).toBe(true);
   });
 });

@@ -192,17 +192,24 @@ function connection(options: S3ConnectionOptions) {
       return attemptWithin(
         async (attemptSignal, progress) => {
           const output = (await client.send(build(sdk) as never, { abortSignal: attemptSignal })) as Output;
-          if (!call.read) return output as unknown as Result;
-          const reading = call.read(output);
-          // Each chunk of the body is progress: a large download that keeps arriving is not cut off. Only a Node
-          // stream that `read` already set flowing is watched, so the watcher takes no chunk from it.
-          const stream = (output as { Body?: unknown }).Body as
+          const stream = (output as { Body?: unknown } | undefined)?.Body as
             | {
                 on?: (event: 'data', listener: () => void) => void;
                 destroy?: (error?: Error) => void;
                 readableFlowing?: boolean | null;
               }
             | undefined;
+          // An answer that comes after the attempt ended (from a handler that ignores its signal) has no reader: the
+          // attempt has already failed, and a retry of it downloads the body again, so this one is closed unread.
+          // Closed without an error: a stream destroyed with one emits it, and nothing listens to an unread body.
+          if (attemptSignal.aborted) {
+            stream?.destroy?.();
+            throw attemptSignal.reason;
+          }
+          if (!call.read) return output as unknown as Result;
+          const reading = call.read(output);
+          // Each chunk of the body is progress: a large download that keeps arriving is not cut off. Only a Node
+          // stream that `read` already set flowing is watched, so the watcher takes no chunk from it.
           if (typeof stream?.on === 'function' && stream.readableFlowing === true) {
             stream.on('data', progress);
             // A body already handed over is no longer the handler's to close: the time limit closes it.
