@@ -210,6 +210,139 @@ describe('engine: the claim of a post-once publish step whose write timed out an
   }, 10_000);
 });
 
+/**
+ * `inner`, except that the first write of the social step's claim is held back until `land()` and then lands (the
+ * default) or fails without writing anything; `failRelease` makes the store refuse the claim's release. `logger`
+ * collects what the engine warns of (`warnings`) and what it logs at debug level (`debugs`).
+ */
+function heldClaimWrite(
+  inner: StoryStateStore,
+  options: { onWrite?: () => void; landing?: 'lands' | 'fails'; failRelease?: boolean } = {},
+) {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let held: Promise<unknown> | undefined;
+  const store = new Proxy(inner, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== 'recordPublication') return typeof value === 'function' ? value.bind(target) : value;
+      return (entry: Parameters<StoryStateStore['recordPublication']>[0]) => {
+        if (options.failRelease && entry.target === 'release:publish:social:0') {
+          return Promise.reject(new Error('the store refused the release'));
+        }
+        if (entry.target !== 'claim:publish:social:0' || held) return inner.recordPublication(entry);
+        options.onWrite?.();
+        held = gate.then(() =>
+          options.landing === 'fails'
+            ? Promise.reject(new Error('connection reset before the write reached the table'))
+            : inner.recordPublication(entry),
+        );
+        return held;
+      };
+    },
+  });
+  const warnings: string[] = [];
+  const debugs: string[] = [];
+  const logger = {
+    debug: (message: string) => debugs.push(message),
+    info() {},
+    warn: (message: string) => warnings.push(message),
+    error() {},
+  };
+  return {
+    store,
+    logger,
+    warnings,
+    debugs,
+    /** Lets the held write land (or fail); waits for its outcome. */
+    async land(): Promise<void> {
+      if (!held) throw new Error('no claim write was held');
+      open();
+      await held.catch(() => {});
+    },
+  };
+}
+
+describe("engine: the caller's abort while a publish claim's write is parked", () => {
+  it('settles the run with AbortedError well within the store time limit; the claim is released once it lands', async () => {
+    const { store: inner, clock } = await newWorldStore();
+    const controller = new AbortController();
+    // The claim's write is parked (a stalled connection) when the caller's deadline fires.
+    const held = heldClaimWrite(inner, {
+      onWrite: () => setTimeout(() => controller.abort(new Error('deadline ahead of the function limit')), 10),
+    });
+    const publisher = socialPublisher();
+    const options = (over: StoryStateStore): StoryEngineOptions => ({
+      store: over,
+      context: createStateOnlyContext({ store: inner }),
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      retry: NO_WAIT,
+      storeTimeoutMs: 5_000,
+    });
+    const started = performance.now();
+    const error = await rejection(
+      createStoryEngine(options(held.store)).runEpisode(STORY_ID, { signal: controller.signal }),
+    );
+    const elapsed = performance.now() - started;
+    expect(AbortedError.isInstance(error)).toBe(true);
+    // The parked write is given half a second past the abort, not the store time limit.
+    expect(elapsed).toBeLessThan(2_000);
+    expect(publisher.calls).toEqual([]);
+    const sceneId = (await inner.load(STORY_ID)).sceneId!;
+
+    await held.land();
+    await vi.waitFor(async () => {
+      const targets = (await inner.listPublications(STORY_ID, sceneId)).map((entry) => entry.target);
+      expect(targets).toEqual(expect.arrayContaining(['claim:publish:social:0', 'release:publish:social:0']));
+    });
+    const next = await createStoryEngine(options(inner)).runEpisode(STORY_ID);
+    expect(next.failures).toEqual([]);
+    expect(next.complete).toBe(true);
+    expect(publisher.calls).toEqual([sceneId]);
+  }, 15_000);
+});
+
+describe('engine: a publish claim write that timed out and then failed', () => {
+  const run = async (landing: 'lands' | 'fails', failRelease = false) => {
+    const { store: inner, clock } = await newWorldStore();
+    const held = heldClaimWrite(inner, { landing, failRelease });
+    const error = await rejection(
+      createStoryEngine({
+        store: held.store,
+        context: createStateOnlyContext({ store: inner }),
+        generator: createScriptedGenerator(),
+        publishers: [socialPublisher()],
+        clock,
+        retry: NO_WAIT,
+        storeTimeoutMs: 50,
+        logger: held.logger,
+      }).runEpisode(STORY_ID),
+    );
+    expect(error).toMatchObject({ code: 'TIMEOUT', operation: 'recordPublication' });
+    await held.land();
+    return held;
+  };
+
+  it('is not reported as a claim that landed and could not be released: nothing landed', async () => {
+    const held = await run('fails');
+    // Whatever the engine says of the failed write, it has said it once the write has failed.
+    await vi.waitFor(() => expect([...held.debugs, ...held.warnings]).not.toEqual([]));
+    expect(held.warnings).toEqual([]);
+    expect(held.debugs).toHaveLength(1);
+  });
+
+  it('warns when a claim that landed late could not be released', async () => {
+    const held = await run('lands', true);
+    await vi.waitFor(() =>
+      expect(held.warnings).toEqual(['could not release a publish claim that landed after its run gave up on it']),
+    );
+  });
+});
+
 describe("engine: the caller's abort while the run waits for the store", () => {
   it('settles the run with AbortedError at once, however long the store time limit', async () => {
     const { store: inner, clock } = await newWorldStore();

@@ -162,10 +162,13 @@ export interface StoryEngineOptions {
 export interface RunEpisodeOptions {
   /**
    * Stops the run between steps, and ends a wait for the state store at once: a run parked in a store call that does
-   * not answer settles with `AbortedError` when the signal fires. It never splits the commit, which is one atomic
-   * write that lands whole or not at all. A call that joined a run already in flight in this process (same story and
-   * key) rejects with `AbortedError` as soon as its signal fires, and the run goes on for the other callers; it is
-   * stopped only when every caller has aborted, and the last caller's promise settles when it has.
+   * not answer settles with `AbortedError` when the signal fires. The write of a publish step's claim (a publisher that
+   * is not idempotent) is given half a second more, never past `storeTimeoutMs`: answered by then, a claim of the
+   * run's is released before the run settles, which a process frozen once its handler returns (a Lambda) could not do
+   * later. It never splits the commit, which is one atomic write that lands whole or not at all. A call that joined a
+   * run already in flight in this process (same story and key) rejects with `AbortedError` as soon as its signal
+   * fires, and the run goes on for the other callers; it is stopped only when every caller has aborted, and the last
+   * caller's promise settles when it has.
    *
    * Once that promise has settled, what may still be in flight:
    * - the one store call the run was waiting for when the signal fired (or that timed out: `storeTimeoutMs`), which
@@ -1254,6 +1257,8 @@ class Engine implements StoryEngine {
     for (let attempt = 1; ; attempt++) {
       const generation = releasesOf(step, log);
       const target = claimTarget(step, generation);
+      // An abort that has fired stops the run before its claim is written, so that there is none to release.
+      throwIfAborted(signal);
       const now = this.clock.now();
       const nonce = randomUUID();
       let entry: PublicationEntry;
@@ -1271,20 +1276,47 @@ class Engine implements StoryEngine {
           },
         }),
       );
+      // Timed from the start of the write, whether or not the run's abort ends the wait for it first.
+      const bounded = this.stored(undefined, 'recordPublication', () => writing);
       try {
-        // Waited for within `storeTimeoutMs` alone, not the run's abort: a claim write the abort cut short would land
-        // after the run had gone, claimed by nobody, and hold the step until its lease lapsed, then leave it in doubt
-        // with nothing sent. Answered, a claim of this run's is released by the abort's check in `attempts`.
-        ({ recorded, entry } = await this.stored(undefined, 'recordPublication', () => writing));
+        ({ recorded, entry } = await waitUnlessAborted(bounded, signal));
       } catch (error) {
-        // The answer may be what was lost, not the write (or the write timed out): the log says whose claim it is.
-        const found = (await readLog().catch(() => [])).find((candidate) => candidate.target === target);
-        if (!found) {
-          if (error instanceof StoreTimeoutError) this.releaseLateClaim(run, sceneId, step, generation, nonce, writing);
-          throw error;
+        if (signal?.aborted) {
+          // A store that answers soon lets the run release a claim of its own before it settles (the abort's check in
+          // `attempts`), which a process frozen once its handler returns (a Lambda) would never do. One that does not
+          // answer must not hold the run past its caller's deadline: should the claim land later as this run's, it
+          // is released then, and the log is not read, which would be one more wait.
+          const answer = await answeredWithin(bounded, ABORTED_CLAIM_WRITE_GRACE_MS);
+          if (!answer) this.releaseLateClaim(run, sceneId, step, generation, nonce, writing);
+          if (!answer?.recorded) {
+            throw AbortedError.isInstance(error) ? error : new AbortedError(undefined, { cause: signal.reason });
+          }
+          ({ recorded, entry } = answer);
+        } else {
+          // A write that failed wrote nothing to release; one that timed out may land later.
+          const releaseIfLate = () => {
+            if (error instanceof StoreTimeoutError) {
+              this.releaseLateClaim(run, sceneId, step, generation, nonce, writing);
+            }
+          };
+          // The answer may be what was lost, not the write (or the write timed out): the log says whose claim it is.
+          // An unreadable log says nothing of it; the run's abort, firing meanwhile, ends the run as it ends any wait.
+          let found: PublicationEntry | undefined;
+          try {
+            found = (await readLog()).find((candidate) => candidate.target === target);
+          } catch (readError) {
+            if (AbortedError.isInstance(readError)) {
+              releaseIfLate();
+              throw readError;
+            }
+          }
+          if (!found) {
+            releaseIfLate();
+            throw error;
+          }
+          entry = found;
+          recorded = found.result.nonce === nonce;
         }
-        entry = found;
-        recorded = found.result.nonce === nonce;
       }
       const leaseUntil = leaseUntilOf(entry);
       const holdsUntil = this.claimHoldsUntil(leaseUntil);
@@ -1305,9 +1337,11 @@ class Engine implements StoryEngine {
   }
 
   /**
-   * A claim write this run stopped waiting for (`storeTimeoutMs`) may still land, after the run has failed: claimed by
-   * nobody, it would hold the step for its lease and then leave it in doubt, with nothing sent. Should it land as this
-   * run's claim, it is released (no call was made under it), so the next run publishes.
+   * A claim write this run stopped waiting for (`storeTimeoutMs`, or its abort) may still land, after the run has
+   * gone: claimed by nobody, it would hold the step for its lease and then leave it in doubt, with nothing sent. Should
+   * it land as this run's claim, it is released (no call was made under it), so the next run publishes. A write that
+   * fails is no release that failed, and is not warned of: it wrote nothing, or (its answer lost on the way back) a
+   * claim that reads as one left by a crash.
    */
   private releaseLateClaim(
     run: RunContext,
@@ -1317,26 +1351,33 @@ class Engine implements StoryEngine {
     nonce: string,
     writing: Promise<{ recorded: boolean; entry: PublicationEntry }>,
   ): void {
-    writing
-      .then(({ recorded, entry }) =>
-        recorded && entry.result.nonce === nonce
-          ? this.store.recordPublication({
-              storyId: run.storyId,
-              sceneId,
-              target: releaseTarget(step, generation),
-              status: 'done',
-              result: { reason: 'nothing went out' },
-            })
-          : undefined,
-      )
-      .catch((error: unknown) => {
-        this.logger.warn('could not release a publish claim that landed after its run gave up on it', {
-          storyId: run.storyId,
-          sceneId,
-          step,
-          error: describeError(error),
-        });
-      });
+    // Nobody awaits what follows: a logger that throws must not end the process with an unhandled rejection.
+    const log = (level: 'warn' | 'debug', message: string, error: unknown) => {
+      try {
+        this.logger[level]?.(message, { storyId: run.storyId, sceneId, step, error: describeError(error) });
+      } catch {
+        // The log is lost; the run's outcome is not.
+      }
+    };
+    writing.then(
+      (landed) =>
+        Promise.resolve()
+          .then(() =>
+            landed.recorded && landed.entry.result.nonce === nonce
+              ? this.store.recordPublication({
+                  storyId: run.storyId,
+                  sceneId,
+                  target: releaseTarget(step, generation),
+                  status: 'done',
+                  result: { reason: 'nothing went out' },
+                })
+              : undefined,
+          )
+          .catch((error: unknown) =>
+            log('warn', 'could not release a publish claim that landed after its run gave up on it', error),
+          ),
+      (error: unknown) => log('debug', 'a publish claim write that its run gave up on failed', error),
+    );
   }
 
   /**
@@ -1772,8 +1813,27 @@ interface Claim {
 const MAX_CLAIM_LEASE_MS = 24 * 60 * 60 * 1000;
 /** How many generations of a step's claim one run tries when those it loses to are released under it. */
 const MAX_CLAIM_ATTEMPTS = 3;
+/**
+ * How much longer a claim write under way when the run's abort fires is waited for (never past `storeTimeoutMs`), in
+ * ms: long enough for a store that is answering (a single write takes milliseconds), short enough to leave a caller
+ * whose deadline is near the time to settle.
+ */
+const ABORTED_CLAIM_WRITE_GRACE_MS = 500;
 /** The farthest time from the epoch a `Date` holds, in ms. */
 const MAX_DATE_MS = 8.64e15;
+
+/**
+ * What `pending` resolves to if it does within `ms`; `undefined` if it rejects or takes longer (it goes on, and its
+ * rejection is handled). Timed on the system's timers, as the store's time limit is.
+ */
+function answeredWithin<T>(pending: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise<T | undefined>((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    // A pending wait must not keep a finished process alive.
+    timer.unref?.();
+    pending.then(resolve, () => resolve(undefined)).finally(() => clearTimeout(timer));
+  });
+}
 
 const claimTarget = (step: EngineStep, generation: number) => `claim:${step}:${generation}`;
 const releaseTarget = (step: EngineStep, generation: number) => `release:${step}:${generation}`;
