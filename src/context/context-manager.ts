@@ -35,6 +35,7 @@ import { createEstimatingTokenizer } from './estimating-tokenizer.js';
 import { createExtractiveSummarizer } from './extractive-summarizer.js';
 import type { MetadataFilter } from './filter.js';
 import type { KeywordDocument, KeywordIndex } from './keyword-index.js';
+import { capLocations, locationsText, parseLocations } from './known-locations.js';
 import {
   type Acquaintance,
   firstSentence,
@@ -50,6 +51,15 @@ import {
   tieKnownTo,
 } from './prompt-layout.js';
 import {
+  coveredPruneRecords,
+  marksOf,
+  mergePruneMarks,
+  PRUNED_ID,
+  type PruneMark,
+  prunedBy,
+  pruneRecordId,
+} from './prune-marks.js';
+import {
   composeEmbeddingText,
   composeIndexText,
   createHybridRetriever,
@@ -64,12 +74,15 @@ import {
   type RetrievalSignals,
   type RetrievalTimings,
 } from './retrieval.js';
+import { chunkWords } from './scene-chunks.js';
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import { SharedWork } from './shared-work.js';
 import type { Summarizer } from './summarizer.js';
-import { clipWords, countWords, lastWords, SPACELESS_SCRIPT } from './text-analysis.js';
+import { clipWords, lastWords } from './text-analysis.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
+
+export { chunkWords } from './scene-chunks.js';
 
 /**
  * Bump when what is indexed for a unit changes: a stored fingerprint that differs triggers a reindex. 2: scene chunks
@@ -84,14 +97,6 @@ const SYNOPSIS_ID = 'summary-synopsis';
 const LOCATIONS_ID = 'meta-locations';
 /** The most words of a chapter told from a point of view (about a chapter summary's length). */
 const WITNESSED_CHAPTER_WORDS = 150;
-/**
- * The single meta record in which earlier versions kept every prune mark (read, merged and written whole by each
- * prune). A prune now writes its mark to a record of its own (`pruneRecordId`), which is what this version relies on;
- * it still writes this one too, merged as before, for processes of an earlier version during a rolling deploy (they
- * read only this one), and reads it with the others. Two prunes at once may lose a mark here, never in their own
- * records; compaction neither deletes it nor counts on it.
- */
-const PRUNED_ID = 'meta-pruned';
 /** The `sourceId` of every prune record, the legacy one included: they are listed by it. */
 const PRUNED_SOURCE = 'pruned';
 /** Most prune records one listing reads (compaction keeps far fewer, see `COMPACT_PRUNE_RECORDS`). */
@@ -121,23 +126,15 @@ const ABANDONED_REBUILD_MS = 2 * 60 * 60 * 1_000;
 const FINGERPRINT_RECHECK_MS = 10_000;
 /** The time a failed rebuild writes into its record: it is under way nowhere, whatever the clocks say. */
 const FAILED_REBUILD_TIME = 0;
-/** Marks the options of an automatic rebuild: made only if the fingerprint is still not this manager's (see `reindex`). */
+/**
+ * Marks the options of an automatic rebuild: made only if the fingerprint is still not this manager's (see `reindex`).
+ * An option of `reindex` rather than a private path beside it, so that the automatic rebuild goes through `reindex`,
+ * and whatever wraps `reindex` on an instance (to follow its progress, say) sees that rebuild too.
+ */
 const UNLESS_CURRENT = Symbol('unlessCurrent');
 /** `{ signal }` when there is one, for an index call. */
 function signalOf(options: { signal?: AbortSignal | undefined }): { signal?: AbortSignal } {
   return options.signal ? { signal: options.signal } : {};
-}
-/** Most prune marks kept (see `mergePruneMarks`). */
-const MAX_PRUNE_MARKS = 20;
-
-/**
- * What one `prune` dropped: the scene memories (below `maxImportance`) of the summarised chapters whose last scene
- * comes before scene index `before`. An absolute bound, so a later `reindex` drops exactly these and nothing that
- * has aged since.
- */
-interface PruneMark {
-  before: number;
-  maxImportance: number;
 }
 
 /** Every option `getRelevantContext` takes: the compiler keeps it in step with `RelevantContextOptions`. */
@@ -308,39 +305,6 @@ interface SharedScene {
   stateVersion: number;
 }
 
-/** Whether `mark` is a prune mark: numbers (not strings or objects that would compare as numbers), in range. */
-function isPruneMark(mark: Partial<PruneMark> | null): mark is PruneMark {
-  const importance = mark?.maxImportance;
-  return Number.isFinite(mark?.before) && Number.isFinite(importance) && importance! >= 0 && importance! <= 1;
-}
-
-/** Whether `other` covers `mark`: a prune by `other` drops everything a prune by `mark` drops. */
-function covers(other: PruneMark, mark: PruneMark): boolean {
-  return other.before >= mark.before && other.maxImportance >= mark.maxImportance;
-}
-
-/**
- * `marks`, leaving out any mark another one covers (a larger-or-equal bound and importance), in order of bound. Only
- * well-formed marks take part: one that is not would otherwise cover, and so erase, the bounds of earlier prunes.
- */
-function mergePruneMarks(marks: readonly PruneMark[]): PruneMark[] {
-  const all = marks.filter(isPruneMark);
-  const kept = all.filter(
-    (candidate, index) =>
-      !all.some(
-        (other, otherIndex) =>
-          otherIndex !== index &&
-          other.before >= candidate.before &&
-          other.maxImportance >= candidate.maxImportance &&
-          (other.before > candidate.before || other.maxImportance > candidate.maxImportance || otherIndex > index),
-      ),
-  );
-  kept.sort((a, b) => a.before - b.before || a.maxImportance - b.maxImportance);
-  // Past the cap (many prunes with ever lower importances), the marks with the lowest bounds are forgotten: a
-  // reindex then keeps a few memories that prune dropped, and never drops one that prune kept.
-  return kept.slice(Math.max(0, kept.length - MAX_PRUNE_MARKS));
-}
-
 /** A prune policy with its defaults filled in; a `ValidationError` for values out of range. */
 function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImportance: number } {
   if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) {
@@ -363,37 +327,6 @@ function checkPrunePolicy(policy: PrunePolicy): { minAgeScenes: number; maxImpor
   };
 }
 
-/** The marks of a prune record: none without one, or when it does not parse (a rebuild then keeps more). */
-function marksOf(record: { metadata: { text?: string } } | undefined): PruneMark[] {
-  try {
-    const parsed: unknown = JSON.parse(record?.metadata.text || '[]');
-    return Array.isArray(parsed) ? parsed.filter(isPruneMark) : [];
-  } catch {
-    return [];
-  }
-}
-
-/**
- * The id of the prune record of `mark`: derived from the mark alone, so two prunes at once write two records (or, of
- * the same mark, the same one) instead of one reading, merging and overwriting what the other wrote.
- */
-function pruneRecordId(mark: PruneMark): string {
-  return `meta-pruned-${mark.before}-${mark.maxImportance}`;
-}
-
-/**
- * The prune records that `records` (a listing of them) lets a prune delete: those of one mark that another record of
- * one mark covers (the legacy record is neither deleted nor counted on: a write there may have lost a mark). Never one
- * whose mark no other covers, so concurrent compactions cannot lose a bound: a record of one mark is deleted only for
- * another with a different, covering mark, so whatever one deletes, a record covering it stays.
- */
-function coveredPruneRecords(records: readonly { id: string; marks: readonly PruneMark[] }[]): string[] {
-  const own = records.filter((record) => record.id !== PRUNED_ID && record.marks.length === 1);
-  return own
-    .filter((record) => own.some((other) => other.id !== record.id && covers(other.marks[0]!, record.marks[0]!)))
-    .map((record) => record.id);
-}
-
 /**
  * Which rebuild (or first write) the fingerprint record comes from: a new token each time one is written, so a
  * process can tell that the story was rebuilt since it last looked. `undefined` without a fingerprint.
@@ -411,11 +344,6 @@ function rebuildUnderWay(rebuild: VectorRecord | undefined, now: number): boolea
   if (rebuild === undefined) return true;
   const started = rebuild.metadata.timestamp;
   return started !== FAILED_REBUILD_TIME && now - started < ABANDONED_REBUILD_MS;
-}
-
-/** Whether a scene memory of a chapter whose last scene is `lastIndex`, of `importance`, was pruned by `marks`. */
-function prunedBy(marks: readonly PruneMark[], lastIndex: number, importance: number): boolean {
-  return marks.some((mark) => lastIndex < mark.before && importance < mark.maxImportance);
 }
 
 /** Id prefix of an audience influence's item in the packed prompt and its trace. */
@@ -853,7 +781,7 @@ export class ContextManager {
         ? this.vectors.fetch(
             storyId,
             [...(checkMarks ? [PRUNED_ID] : []), ...(checkFingerprint ? [FINGERPRINT_ID, REBUILD_ID] : [])],
-            options.signal ? { signal: options.signal } : {},
+            signalOf(options),
           )
         : undefined;
     const marksNow = checkMarks
@@ -1091,7 +1019,7 @@ export class ContextManager {
    * `AbortedError`, writing nothing it had not sent yet.
    */
   async refreshCache(storyId: string, state: StoryState, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await this.cache?.cacheFrequentContext(storyId, { state, ...(options.signal ? { signal: options.signal } : {}) });
+    await this.cache?.cacheFrequentContext(storyId, { state, ...signalOf(options) });
   }
 
   /** Indexes (or re-indexes) one character as it stands in the state. */
@@ -1115,7 +1043,7 @@ export class ContextManager {
       .filter((thread) => !live.has(thread.id))
       .map((thread) => prefixedId('thread-', thread.id));
     if (ids.length === 0) return;
-    const options = signal ? { signal } : {};
+    const options = signalOf({ signal });
     await Promise.all([
       this.vectors.delete(scene.storyId, { ids }, options),
       this.keywords.delete(scene.storyId, { ids }, options),
@@ -1181,7 +1109,7 @@ export class ContextManager {
    * another process's) is not made a second time.
    */
   private async rebuildUnlessCurrent(storyId: string, signal: AbortSignal | undefined): Promise<void> {
-    await this.reindex(storyId, { ...(signal ? { signal } : {}), [UNLESS_CURRENT]: true } as { signal?: AbortSignal });
+    await this.reindex(storyId, { ...signalOf({ signal }), [UNLESS_CURRENT]: true } as { signal?: AbortSignal });
   }
 
   private async rebuild(
@@ -1208,7 +1136,7 @@ export class ContextManager {
     const trialTexts = probe.slice(0, room).map(embeddingTextOf);
     const [fingerprintValues, ...trialValues] = await embedInBatches(this.embedder, [this.fingerprint, ...trialTexts], {
       inputType: 'document',
-      ...(signal ? { signal } : {}),
+      ...signalOf({ signal }),
     });
     const embedded = new Map(trialTexts.map((text, index) => [text, trialValues[index]!]));
     // The chapter summaries and the synopsis as stored: written again (embedded anew), they spare a summarizer call
@@ -1221,7 +1149,7 @@ export class ContextManager {
             ...Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
             SYNOPSIS_ID,
           ],
-          signal ? { signal } : {},
+          signalOf({ signal }),
         )
       ).map((record) => [record.id, record]),
     );
@@ -1372,7 +1300,7 @@ export class ContextManager {
       if (bound <= 0) continue;
       const filter: MetadataFilter = { type: 'scene', chapterId, importance: { $lt: bound } };
       deleted += await this.deleteMatching(filter, storyId);
-      await this.keywords.delete(storyId, { filter }, signal ? { signal } : {});
+      await this.keywords.delete(storyId, { filter }, signalOf({ signal }));
     }
     return deleted;
   }
@@ -1497,7 +1425,7 @@ export class ContextManager {
           listed.length + 1 >= COMPACT_PRUNE_RECORDS
             ? coveredPruneRecords([...listed.filter((record) => record.id !== id), { id, marks: [mark] }])
             : [];
-        if (covered.length > 0) await this.vectors.delete(storyId, { ids: covered }, signal ? { signal } : {});
+        if (covered.length > 0) await this.vectors.delete(storyId, { ids: covered }, signalOf({ signal }));
       }
       return await this.dropPruned(storyId, summaries, before, maxImportance, signal, recorded, state, since);
     } finally {
@@ -1693,7 +1621,7 @@ export class ContextManager {
     storyId: string,
     signal?: AbortSignal,
   ): Promise<[VectorRecord | undefined, VectorRecord | undefined]> {
-    const records = await this.vectors.fetch(storyId, [FINGERPRINT_ID, REBUILD_ID], signal ? { signal } : {});
+    const records = await this.vectors.fetch(storyId, [FINGERPRINT_ID, REBUILD_ID], signalOf({ signal }));
     return [records.find((record) => record.id === FINGERPRINT_ID), records.find((record) => record.id === REBUILD_ID)];
   }
 
@@ -1799,7 +1727,7 @@ export class ContextManager {
     let scenes = 0;
     let last: string | undefined;
     for await (const page of this.rebuiltSceneUnits(storyId, state, () => marks, signal)) {
-      await this.keywords.upsert(storyId, page.units.map(keywordDocument), signal ? { signal } : {});
+      await this.keywords.upsert(storyId, page.units.map(keywordDocument), signalOf({ signal }));
       scenes += page.scenes;
       last = page.last ?? last;
     }
@@ -1835,7 +1763,7 @@ export class ContextManager {
         await this.vectors.fetch(
           storyId,
           [...units.map((unit) => unit.id), ...chapters.map(summaryId), SYNOPSIS_ID],
-          signal ? { signal } : {},
+          signalOf({ signal }),
         )
       ).map((record) => [record.id, record]),
     );
@@ -1846,7 +1774,7 @@ export class ContextManager {
     }));
     const summaries = this.summaryDocuments(stored, chapters);
     documents.push(...summaries.documents);
-    await this.keywords.upsert(storyId, documents, signal ? { signal } : {});
+    await this.keywords.upsert(storyId, documents, signalOf({ signal }));
     return summaries.awaited;
   }
 
@@ -1897,12 +1825,12 @@ export class ContextManager {
         await this.vectors.fetch(
           storyId,
           [...chapters.map(summaryId), SYNOPSIS_ID, ...(sceneUnit ? [sceneUnit] : [])],
-          signal ? { signal } : {},
+          signalOf({ signal }),
         )
       ).map((record) => [record.id, record]),
     );
     const { documents, awaited } = this.summaryDocuments(stored, chapters);
-    await this.keywords.upsert(storyId, documents, signal ? { signal } : {});
+    await this.keywords.upsert(storyId, documents, signalOf({ signal }));
     const indexed = sceneUnit !== undefined && stored.has(sceneUnit);
     if (indexed) await this.upsertKeywordRecords(storyId, state, [], signal);
     const reach = Math.max(
@@ -2111,7 +2039,7 @@ export class ContextManager {
           metadata: { storyId, type: 'meta', timestamp, sourceId, importance: 0, text },
         },
       ],
-      signal ? { signal } : {},
+      signalOf({ signal }),
     );
   }
 
@@ -2138,13 +2066,13 @@ export class ContextManager {
     signal: AbortSignal | undefined,
   ): Promise<void> {
     const rebuildRecord = async () =>
-      (await this.vectors.fetch(storyId, [REBUILD_ID], signal ? { signal } : {}))[0]?.metadata.text;
+      (await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal })))[0]?.metadata.text;
     const conflict = () => this.supersededRebuild(storyId);
     const mine = await rebuildRecord();
     // Missing, it was cleared by another rebuild's deleteStory (about to write its own), or, on an index that may not
     // read its own writes yet, this one's record has not shown up.
     if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) throw conflict();
-    await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signal ? { signal } : {});
+    await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signalOf({ signal }));
     await this.writeMeta(storyId, FINGERPRINT_ID, `fingerprint-${token}`, this.fingerprint, signal, fingerprintValues);
     if ((await rebuildRecord()) !== undefined) {
       await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] });
@@ -2168,18 +2096,18 @@ export class ContextManager {
     // What this process pruned is known again only from the prune records, which the rebuild applies.
     prunedChapters(this.vectors, this.keywords).delete(storyId);
     await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal, undefined, Date.now());
-    await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signal ? { signal } : {});
+    await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signalOf({ signal }));
     if (this.vectors.capabilities.deleteByFilter) {
       await Promise.all([
-        this.vectors.delete(storyId, { filter: { type: { $ne: 'meta' } } }, signal ? { signal } : {}),
-        this.keywords.deleteStory(storyId, signal ? { signal } : {}),
+        this.vectors.delete(storyId, { filter: { type: { $ne: 'meta' } } }, signalOf({ signal })),
+        this.keywords.deleteStory(storyId, signalOf({ signal })),
       ]);
       return;
     }
     const stored = await this.pruneMarks(storyId, signal);
     await Promise.all([
-      this.vectors.deleteStory(storyId, signal ? { signal } : {}),
-      this.keywords.deleteStory(storyId, signal ? { signal } : {}),
+      this.vectors.deleteStory(storyId, signalOf({ signal })),
+      this.keywords.deleteStory(storyId, signalOf({ signal })),
     ]);
     await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal, undefined, Date.now());
     const union = mergePruneMarks([...stored, ...marks]);
@@ -2198,7 +2126,7 @@ export class ContextManager {
    * read its own writes yet (see `finishRebuild`).
    */
   private async checkRebuild(storyId: string, token: string, signal: AbortSignal | undefined): Promise<void> {
-    const [record] = await this.vectors.fetch(storyId, [REBUILD_ID], signal ? { signal } : {});
+    const [record] = await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal }));
     const mine = record?.metadata.text;
     if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) {
       throw this.supersededRebuild(storyId);
@@ -2226,7 +2154,7 @@ export class ContextManager {
       vector: firstAxis(this.embedder.dimensions),
       topK: Math.min(MAX_PRUNE_RECORDS, this.vectors.capabilities.maxTopK),
       filter: { type: 'meta', sourceId: PRUNED_SOURCE },
-      ...(signal ? { signal } : {}),
+      ...signalOf({ signal }),
     });
     return matches.map((match) => ({ id: match.id, marks: marksOf(match) }));
   }
@@ -2359,7 +2287,7 @@ export class ContextManager {
       filter,
       exact: exactMatches,
       now: { sceneIndex: state.sceneCount, timestamp: Date.parse(state.updatedAt) },
-      ...(signal ? { signal } : {}),
+      ...signalOf({ signal }),
     });
     // The filter holds for every candidate (exact ids included) and each scene comes once: its best chunk.
     const scenes = result.candidates.map((candidate): SimilarScene => {
@@ -2536,7 +2464,7 @@ export class ContextManager {
 
   private async frequentContext(state: StoryState, signal: AbortSignal | undefined): Promise<FrequentContext> {
     // The signal releases this call from a computation it shares with others (one stuck on a dead socket, say).
-    if (this.cache) return this.cache.getFrequentContext(state.storyId, { state, ...(signal ? { signal } : {}) });
+    if (this.cache) return this.cache.getFrequentContext(state.storyId, { state, ...signalOf({ signal }) });
     const count = Math.max(1, this.recentScenes);
     return frequentContextOf(state, await newestScenesBefore(this.store, state.storyId, state.sceneCount, count));
   }
@@ -2990,7 +2918,7 @@ export class ContextManager {
     const fresh = await embedInBatches(
       this.embedder,
       units.filter((_, index) => reused[index] === undefined).map(embeddingTextOf),
-      { inputType: 'document', ...(signal ? { signal } : {}) },
+      { inputType: 'document', ...signalOf({ signal }) },
     );
     let next = 0;
     const records: VectorRecordInput[] = units.map((unit, index) => ({
@@ -3001,9 +2929,9 @@ export class ContextManager {
     const batch = Math.max(1, this.vectors.capabilities.maxUpsertBatch);
     for (let start = 0; start < records.length; start += batch) {
       await guard?.();
-      await this.vectors.upsert(storyId, records.slice(start, start + batch), signal ? { signal } : {});
+      await this.vectors.upsert(storyId, records.slice(start, start + batch), signalOf({ signal }));
     }
-    await this.keywords.upsert(storyId, units.map(keywordDocument), signal ? { signal } : {});
+    await this.keywords.upsert(storyId, units.map(keywordDocument), signalOf({ signal }));
     if (invalidate && units.some((unit) => unit.metadata.type === 'summary')) {
       this.stablePrefixes.clear();
       this.windowSummaryRecords.clear();
@@ -3022,7 +2950,7 @@ export class ContextManager {
     const summaries = (await this.vectors.fetch(storyId, ids)).map((record) => record.metadata.text).filter(Boolean);
     if (summaries.length === 0) return;
     const synopsis = this.checkSummary(
-      await this.summarizer.summarize(summaries, { maxWords: 200, ...(signal ? { signal } : {}) }),
+      await this.summarizer.summarize(summaries, { maxWords: 200, ...signalOf({ signal }) }),
       'the synopsis',
     );
     await this.writeUnits(
@@ -3058,7 +2986,7 @@ export class ContextManager {
     const summary = this.checkSummary(
       await this.summarizer.summarize(
         scenes.map((scene) => `${scene.title}. ${scene.summary || firstSentence(scene.text)}`),
-        { maxWords: 120, ...(signal ? { signal } : {}) },
+        { maxWords: 120, ...signalOf({ signal }) },
       ),
       `the summary of ${chapterId}`,
     );
@@ -3192,7 +3120,7 @@ export class ContextManager {
    */
   private async refreshLocations(storyId: string, version: number, signal: AbortSignal | undefined): Promise<void> {
     if ((this.locationsReadAt.get(storyId) ?? -1) >= version) return;
-    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signal ? { signal } : {});
+    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signalOf({ signal }));
     const stored = parseLocations(record);
     this.mergeLocations(storyId, stored);
     remember(this.storedLocations, storyId, stored, 4_096);
@@ -3204,58 +3132,12 @@ export class ContextManager {
    * have added some since this one read it.
    */
   private async saveLocations(storyId: string, signal: AbortSignal | undefined): Promise<void> {
-    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signal ? { signal } : {});
+    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signalOf({ signal }));
     this.mergeLocations(storyId, parseLocations(record));
     const known = this.locations.get(storyId)!;
     if (known.size > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', locationsText(known), signal);
     remember(this.storedLocations, storyId, new Map(known), 4_096);
     this.unsavedLocations.delete(storyId);
-  }
-}
-
-/** The record's text: `[name, scene index]` pairs, least recently named first. */
-function locationsText(known: ReadonlyMap<string, number>): string {
-  return JSON.stringify(orderedLocations(known));
-}
-
-function orderedLocations(known: ReadonlyMap<string, number>): Array<[string, number]> {
-  return [...known].sort(([a, i], [b, j]) => i - j || (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/** The most recently named locations that the record's text holds; ties keep names in order. */
-function capLocations(known: ReadonlyMap<string, number>): Map<string, number> {
-  const ordered = orderedLocations(known);
-  let size = JSON.stringify(ordered).length;
-  let first = 0;
-  while (size > LIMITS.metadataText && first < ordered.length) size -= JSON.stringify(ordered[first++]).length + 1;
-  return new Map(ordered.slice(first));
-}
-
-/**
- * The locations a `meta-locations` record holds, with the last scene that named each; none when it is missing or does
- * not parse. A record of plain names (written before the scene indexes were kept) counts them as named before any scene.
- */
-function parseLocations(record: VectorRecord | undefined): Map<string, number> {
-  const locations = new Map<string, number>();
-  if (!record?.metadata.text) return locations;
-  try {
-    const parsed: unknown = JSON.parse(record.metadata.text);
-    if (!Array.isArray(parsed)) return locations;
-    // Plain names are in the old record's order, least recently named first: numbered below any scene, in that order.
-    for (const [position, entry] of parsed.entries()) {
-      if (typeof entry === 'string') locations.set(entry, position - parsed.length);
-      else if (
-        Array.isArray(entry) &&
-        typeof entry[0] === 'string' &&
-        typeof entry[1] === 'number' &&
-        Number.isFinite(entry[1])
-      ) {
-        locations.set(entry[0], Math.max(entry[1], locations.get(entry[0]) ?? Number.NEGATIVE_INFINITY));
-      }
-    }
-    return locations;
-  } catch {
-    return locations;
   }
 }
 
@@ -3405,92 +3287,6 @@ function changesSince(
     }
   }
   return lines;
-}
-
-/**
- * Splits text into chunks of about `size` words, at paragraph or sentence ends where possible. A sentence too long
- * for one chunk (verse without full stops, a scene with no break at all) is split at line ends, then between words,
- * then between characters. Text in scripts written without spaces (Chinese, Japanese, Thai, ...) counts a word per two
- * characters, ends its sentences at 。！？ without a space after them, and is joined without one; no chunk holds
- * more than `12 × size` characters.
- */
-export function chunkWords(text: string, size: number): string[] {
-  const maxCharacters = size * 12;
-  const sentences = text
-    .split(/(?<=[.!?…]["”’)]?)\s+|(?<=[。！？][」』”’）]?)|\n{2,}/)
-    .filter((part) => part.trim().length > 0)
-    .flatMap((sentence) => splitSentence(sentence.trim(), size, maxCharacters));
-  const chunks: string[] = [];
-  let current = '';
-  let count = 0;
-  for (const sentence of sentences) {
-    const words = countWords(sentence);
-    if (count > 0 && (count + words > size || current.length + 1 + sentence.length > maxCharacters)) {
-      chunks.push(current);
-      current = '';
-      count = 0;
-    }
-    current = current === '' ? sentence : `${current}${CLOSED_WITHOUT_SPACE.test(current) ? '' : ' '}${sentence}`;
-    count += words;
-  }
-  if (current !== '') chunks.push(current);
-  return chunks.length > 0 ? chunks : [text];
-}
-
-/** A sentence that ends in a script written without spaces (or its punctuation) is followed by the next without one. */
-const CLOSED_WITHOUT_SPACE = new RegExp(`(?:${SPACELESS_SCRIPT.source}|[。！？」』）])$`, 'u');
-
-/** `sentence` as it is when it fits one chunk, else in pieces that do: split at line ends, then words, then characters. */
-function splitSentence(sentence: string, size: number, maxCharacters: number): string[] {
-  if (sentence.length <= maxCharacters && countWords(sentence) <= size) return [sentence];
-  // Atoms with the separator that goes before each: lines, a line too long in words, a word too long in characters.
-  const atoms: Array<{ text: string; before: string }> = [];
-  for (const line of sentence.split(/\s*\n\s*/)) {
-    if (line === '') continue;
-    if (line.length <= maxCharacters && countWords(line) <= size) {
-      atoms.push({ text: line, before: '\n' });
-      continue;
-    }
-    let first = true;
-    for (const word of line.split(/\s+/)) {
-      if (word === '') continue;
-      const pieces = splitCharacters(word, SPACELESS_SCRIPT.test(word) ? size * 2 : maxCharacters);
-      pieces.forEach((piece, index) => {
-        atoms.push({ text: piece, before: index > 0 ? '' : first ? '\n' : ' ' });
-      });
-      first = false;
-    }
-  }
-  const pieces: string[] = [];
-  let current = '';
-  let count = 0;
-  for (const atom of atoms) {
-    const words = countWords(atom.text);
-    if (
-      current !== '' &&
-      (count + words > size || current.length + atom.before.length + atom.text.length > maxCharacters)
-    ) {
-      pieces.push(current);
-      current = '';
-      count = 0;
-    }
-    current = current === '' ? atom.text : `${current}${atom.before}${atom.text}`;
-    count += words;
-  }
-  if (current !== '') pieces.push(current);
-  return pieces;
-}
-
-/** `word` in pieces of at most `length` UTF-16 code units, never between the halves of a surrogate pair. */
-function splitCharacters(word: string, length: number): string[] {
-  const pieces: string[] = [];
-  let at = 0;
-  while (at < word.length) {
-    const piece = clipText(word.slice(at), length);
-    pieces.push(piece);
-    at += piece.length;
-  }
-  return pieces;
 }
 
 function chunkId(sceneId: string, chunk: number): string {
