@@ -266,7 +266,7 @@ function heldClaimWrite(
 }
 
 describe("engine: the caller's abort while a publish claim's write is parked", () => {
-  it('settles the run with AbortedError well within the store time limit; the claim is released once it lands', async () => {
+  it('settles the run with AbortedError, not after the store time limit; the claim is released once it lands', async () => {
     const { store: inner, clock } = await newWorldStore();
     const controller = new AbortController();
     // The claim's write is parked (a stalled connection) when the caller's deadline fires.
@@ -281,16 +281,14 @@ describe("engine: the caller's abort while a publish claim's write is parked", (
       publishers: [publisher],
       clock,
       retry: NO_WAIT,
-      storeTimeoutMs: 5_000,
+      // Far past the case's own time limit: a run that waited for it would fail the case.
+      storeTimeoutMs: 120_000,
     });
-    const started = performance.now();
     const error = await rejection(
       createStoryEngine(options(held.store)).runEpisode(STORY_ID, { signal: controller.signal }),
     );
-    const elapsed = performance.now() - started;
-    expect(AbortedError.isInstance(error)).toBe(true);
     // The parked write is given half a second past the abort, not the store time limit.
-    expect(elapsed).toBeLessThan(2_000);
+    expect(AbortedError.isInstance(error)).toBe(true);
     expect(publisher.calls).toEqual([]);
     const sceneId = (await inner.load(STORY_ID)).sceneId!;
 
