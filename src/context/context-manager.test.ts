@@ -330,7 +330,7 @@ describe('ContextManager.getRelevantContext', () => {
     }
   });
 
-  it('with a point of view, shows a thread it is not in by title and status only, in the prefix and the journal', async () => {
+  it('with a point of view, a thread it is not in: left out of the prefix if never seen, by status only in the journal', async () => {
     // Scene 1 is Tobin's alone: he hides a key, and the generator opens a thread whose summary and setup retell it.
     const secret = 'Tobin hid the brass key inside the lantern room wall';
     const { store, options, ...story } = await newStory(4);
@@ -368,7 +368,9 @@ describe('ContextManager.getRelevantContext', () => {
     }));
     const mira = await manager.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     const prompt = mira.prompt.stable + mira.prompt.dynamic;
-    expect(prompt).toContain('[open] The hidden key (id: key');
+    // Opened in a scene she was not in: not in her view of the chapter start, and the trace says why.
+    expect(mira.prompt.stable).not.toContain('The hidden key (id: key');
+    expect(mira.trace.omitted.find((item) => item.id === 'thread:key')?.reason).toMatch(/mira never saw it/);
     expect(prompt).toContain('Thread "The hidden key" (key): open → advancing.');
     expect(prompt).not.toContain(secret);
     expect(prompt).not.toContain('the key opens the sunken bell');

@@ -39,6 +39,7 @@ import { capLocations, locationsText, parseLocations } from './known-locations.j
 import {
   type Acquaintance,
   firstSentence,
+  type KnownThread,
   type OmittedItem,
   type PackedItem,
   type PromptItem,
@@ -97,6 +98,16 @@ const SYNOPSIS_ID = 'summary-synopsis';
 const LOCATIONS_ID = 'meta-locations';
 /** The most words of a chapter told from a point of view (about a chapter summary's length). */
 const WITNESSED_CHAPTER_WORDS = 150;
+/**
+ * The most scenes looked at per plot thread to find the last one a point of view saw change it: a thread changed
+ * more often than that since it last saw it is left out of its prompt rather than read back further.
+ */
+const THREAD_SIGHTING_STEPS = 20;
+/**
+ * How many scenes back from a chapter start are listed, at most, for a thread whose own record does not name the
+ * scene that last changed it (a state written by other means than the reducer).
+ */
+const THREAD_SCAN_SCENES = 1_000;
 /** The `sourceId` of every prune record, the legacy one included: they are listed by it. */
 const PRUNED_SOURCE = 'pruned';
 /** Most prune records one listing reads (compaction keeps far fewer, see `COMPACT_PRUNE_RECORDS`). */
@@ -385,14 +396,20 @@ export interface RelevantContextOptions {
   tokenBudget?: number;
   /**
    * Only what this character witnessed or knows: scenes it is in (retrieved, earlier, in the chapter journal, and
-   * the previous scene's ending only when it was there), its own knowledge and no one else's, and the summary and
-   * setups only of plot threads it is in. Chapter summaries and the synopsis tell everything, so older chapters are
-   * told by the summaries of the scenes it was in instead, and the synopsis is left out (the trace says why).
+   * the previous scene's ending only when it was there), and its own knowledge and no one else's. Chapter summaries
+   * and the synopsis tell everything, so older chapters are told by the summaries of the scenes it was in instead,
+   * and the synopsis is left out (the trace says why).
    * Another character's sheet is shown as it was at the last scene the two shared, with its tie to this character
    * alone; one known by a relationship but never met in a scene, as the story began; one never met by name, id and
    * role. A death it has not seen stays unknown to it, and the task says that character cannot appear. The journal
-   * tells changes only to characters present in each scene. It scopes `similarScenes` and `prompt`; `coreState` and
-   * `cachedContext` stay the whole story's.
+   * tells changes only to characters present in each scene.
+   * A plot thread is shown as it stood right after the last scene, before the chapter, that this character witnessed
+   * and that opened, advanced or resolved it: an advance, a resolution or a cast change it did not witness stays
+   * unknown to it, and a thread it never saw opened or advanced is left out (the trace says why). A thread the story
+   * began with is known as it stood then, if this character is in its cast. The journal tells a thread's change in
+   * each scene it witnessed. Of a thread it knows, the summary and setups show only if it is in the thread's cast.
+   * It scopes `similarScenes` and `prompt`; `coreState` and `cachedContext` stay the whole story's. A string, the id
+   * of a character of the story; anything else (`null` included) is refused.
    */
   povCharacterId?: string;
   signal?: AbortSignal;
@@ -660,6 +677,8 @@ export class ContextManager {
    * `before` that the two were in together. A later chapter start reads only the scenes since.
    */
   private readonly sharedScenes = new Map<string, { before: number; last: Map<string, SharedScene> }>();
+  /** Per story, point of view and chapter start (its state version): the plot threads it knows (`knownThreads`). */
+  private readonly threadSightings = new Map<string, ThreadSightings>();
   /**
    * Whole journals by story, state version, chapter start, point of view and budget. A state version fixes the
    * chapter's scenes (committed scenes never change), so repeated calls at one version (a re-asked episode, readers'
@@ -755,6 +774,15 @@ export class ContextManager {
     );
     const k = checkInteger(options.k ?? 5, 'k', 1, 100);
     const budget = checkInteger(options.tokenBudget ?? this.defaultTokenBudget, 'tokenBudget', 256, 2_000_000);
+    // `null` (a JavaScript caller's "none") must not pass for a point of view: a character may have the id "null",
+    // and a point of view that is not a string would be taken for none further on, giving the whole story.
+    const requested: unknown = options.povCharacterId;
+    if (requested !== undefined && typeof requested !== 'string') {
+      throw new ValidationError(
+        `povCharacterId must be the id of a character (a string) or left out; ${requested === null ? 'null' : `a ${typeof requested}`} is not a character id`,
+        { problems: [{ path: 'povCharacterId', message: 'must be a string, the id of a character' }] },
+      );
+    }
     if (typeof query !== 'string' || query.length > LIMITS.description * 4) {
       throw new ValidationError(`query must be a string of at most ${LIMITS.description * 4} characters`);
     }
@@ -818,7 +846,9 @@ export class ContextManager {
     const pov = options.povCharacterId;
     // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
     if (pov !== undefined && !Object.hasOwn(state.characters, pov)) {
-      throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`);
+      throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
+        problems: [{ path: 'povCharacterId', message: `is not a character of "${storyId}"` }],
+      });
     }
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
@@ -865,7 +895,7 @@ export class ContextManager {
       influences,
       query,
       pov,
-      pov && stable.acquaintances
+      pov !== undefined && stable.acquaintances
         ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, journal.seen, pov)
         : [],
     );
@@ -2260,7 +2290,7 @@ export class ContextManager {
     const scenesOnly: MetadataFilter = { type: 'scene', sceneIndex: { $lt: horizon } };
     let filter = scenesOnly;
     // A chapter summary tells of what its scenes' characters did together, so a point of view gets scenes only.
-    if (pov) scenesOnly.characters = { $in: [pov] };
+    if (pov !== undefined) scenesOnly.characters = { $in: [pov] };
     else {
       // Summaries older than the prefix's window are left to retrieval, and so are those of the window that the
       // packed prefix had no room for: the scenes of a pruned chapter live on only in its summary, which must stay
@@ -2453,6 +2483,71 @@ export class ContextManager {
     return known;
   }
 
+  /**
+   * The plot threads of `chapterStart` that `pov` knows, each as it stood right after the last scene before the
+   * chapter that `pov` witnessed and that opened, advanced or resolved it (`KnownThread`), and the others as left out,
+   * with why. A thread's record names the scene that last changed it; the state before that scene holds its previous
+   * version, which names the scene before, and so on back to one `pov` witnessed. A scene is taken to change a thread
+   * only when the thread differs between the states before and after it, so a record that names the wrong scene (a
+   * state written by other means than the reducer) is checked against the scenes themselves, newest first. Read once
+   * per chapter start and point of view; the states and scenes read are shared by the threads.
+   */
+  private async knownThreads(chapterStart: StoryState, pov: string): Promise<ThreadSightings> {
+    const { storyId } = chapterStart;
+    const key = `${storyId}\u0000${pov}\u0000${chapterStart.version}`;
+    const cached = this.threadSightings.get(key);
+    if (cached) return cached;
+    const states = new Map<number, Promise<StoryState | null>>();
+    const scenes = new Map<string, Promise<Scene | null>>();
+    let beginning: Promise<StoryState | null> | undefined;
+    const history: StoryHistory = {
+      stateAt: (version) => {
+        if (version === chapterStart.version) return Promise.resolve(chapterStart);
+        let state = states.get(version);
+        if (!state) {
+          state = this.store.getStateAt(storyId, version);
+          states.set(version, state);
+        }
+        return state;
+      },
+      scene: (id) => {
+        let scene = scenes.get(id);
+        if (!scene) {
+          scene = this.store.getScene(storyId, id);
+          scenes.set(id, scene);
+        }
+        return scene;
+      },
+      sceneAt: scenesByIndex(this.store, storyId, chapterStart.sceneCount, THREAD_SCAN_SCENES),
+      beginning: () => {
+        beginning ??= this.initialState(chapterStart);
+        return beginning;
+      },
+    };
+    const section = `# Plot threads at the start of ${chapterStart.chapterId}`;
+    const sightings = await Promise.all(
+      chapterStart.plotThreads.map((thread) => lastSighting(thread, pov, chapterStart.sceneCount, history)),
+    );
+    const result: ThreadSightings = { known: new Map(), omitted: [] };
+    chapterStart.plotThreads.forEach((thread, position) => {
+      const sighting = sightings[position]!;
+      if (sighting !== 'unseen' && sighting !== 'untraced') {
+        result.known.set(thread.id, sighting);
+        return;
+      }
+      result.omitted.push({
+        id: `thread:${thread.id}`,
+        section,
+        reason:
+          sighting === 'unseen'
+            ? `${pov} never saw it opened or advanced`
+            : `the stored history does not tell whether ${pov} saw it opened or advanced`,
+      });
+    });
+    remember(this.threadSightings, key, result, 64);
+    return result;
+  }
+
   /** The state a story began with: the one its first scene was written against (or `chapterStart`, before any). */
   private async initialState(chapterStart: StoryState): Promise<StoryState | null> {
     if (chapterStart.sceneCount === 0) return chapterStart;
@@ -2498,39 +2593,47 @@ export class ContextManager {
     // Chapter summaries and the synopsis tell all that happened, witnessed or not. A point of view gets, for each
     // chapter of the window, the summaries of the scenes its character was in instead, and no synopsis.
     const earlierScenes = await this.scenesBefore(state, chapterStart.sceneCount);
-    const chapterSummaries = pov
-      ? await this.witnessedChapters(state.storyId, chapterStart, pov, new Set(earlierScenes.map((scene) => scene.id)))
-      : window.flatMap((record) =>
-          record.metadata.text
-            ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }]
-            : [],
-        );
-    const unwitnessed: OmittedItem[] = pov
-      ? [
-          ...(synopsis
-            ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
-            : []),
-          ...(Object.keys(chapterStart.worldState).length > 0
-            ? [
-                {
-                  id: 'world-state',
-                  section: `# World state at the start of ${chapterStart.chapterId}`,
-                  reason: `nothing says which of its facts ${pov} knows`,
-                },
-              ]
-            : []),
-          ...earlierScenes
-            .filter((scene) => !sceneWitnessedBy(scene, pov))
-            .map((scene) => ({
-              id: `earlier:${scene.id}`,
-              section: '# Earlier scenes',
-              reason: `${pov} was not there`,
-            })),
-        ]
-      : [];
+    const chapterSummaries =
+      pov !== undefined
+        ? await this.witnessedChapters(
+            state.storyId,
+            chapterStart,
+            pov,
+            new Set(earlierScenes.map((scene) => scene.id)),
+          )
+        : window.flatMap((record) =>
+            record.metadata.text
+              ? [{ chapterId: record.id.slice('summary-'.length), summary: record.metadata.text }]
+              : [],
+          );
+    const unwitnessed: OmittedItem[] =
+      pov !== undefined
+        ? [
+            ...(synopsis
+              ? [{ id: 'synopsis', section: '# The story so far', reason: `tells what ${pov} did not witness` }]
+              : []),
+            ...(Object.keys(chapterStart.worldState).length > 0
+              ? [
+                  {
+                    id: 'world-state',
+                    section: `# World state at the start of ${chapterStart.chapterId}`,
+                    reason: `nothing says which of its facts ${pov} knows`,
+                  },
+                ]
+              : []),
+            ...earlierScenes
+              .filter((scene) => !sceneWitnessedBy(scene, pov))
+              .map((scene) => ({
+                id: `earlier:${scene.id}`,
+                section: '# Earlier scenes',
+                reason: `${pov} was not there`,
+              })),
+          ]
+        : [];
     // With one summarized chapter (or a summarizer that returns its input whole) the synopsis is a chapter's summary
     // word for word: told once.
-    const twin = synopsis && !pov ? chapterSummaries.find(({ summary }) => summary === synopsis) : undefined;
+    const twin =
+      synopsis && pov === undefined ? chapterSummaries.find(({ summary }) => summary === synopsis) : undefined;
     if (twin) {
       unwitnessed.push({
         id: 'synopsis',
@@ -2538,14 +2641,19 @@ export class ContextManager {
         reason: `the same text as the summary of ${twin.chapterId}`,
       });
     }
-    const acquaintances = pov ? await this.acquaintances(chapterStart, pov) : undefined;
+    const [acquaintances, threads] =
+      pov !== undefined
+        ? await Promise.all([this.acquaintances(chapterStart, pov), this.knownThreads(chapterStart, pov)])
+        : [undefined, undefined];
+    if (threads) unwitnessed.push(...threads.omitted);
     const items = stablePrefixItems({
       chapterStart,
       chapterSummaries,
       earlierScenes,
-      ...(synopsis && !pov && !twin ? { synopsis } : {}),
-      ...(pov ? { povCharacterId: pov } : {}),
+      ...(synopsis && pov === undefined && !twin ? { synopsis } : {}),
+      ...(pov !== undefined ? { povCharacterId: pov } : {}),
       ...(acquaintances ? { acquaintances } : {}),
+      ...(threads ? { knownThreads: threads.known } : {}),
     });
     const share = Math.floor(budget * this.stableShare);
     const packed = inTermsOfBudget(budget, `the stable prefix (stableShare × tokenBudget = ${share} tokens)`, () =>
@@ -2704,7 +2812,7 @@ export class ContextManager {
     deathsUnknownToPov: readonly string[],
   ): PromptItem[] {
     const items: PromptItem[] = [];
-    const povName = pov ? characterOf(state, pov)?.name : undefined;
+    const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
     items.push({
       id: 'task',
       section: '# Task',
@@ -2712,7 +2820,9 @@ export class ContextManager {
       variants: [
         [
           `Write scene ${state.sceneCount + 1} (index ${state.sceneCount}) of ${state.chapterId}.`,
-          povName ? `Tell it from the point of view of ${povName} (${pov}): only what they witness or know.` : '',
+          pov !== undefined
+            ? `Tell it from the point of view of ${povName ?? pov} (${pov}): only what they witness or know.`
+            : '',
           // The story's continuity still holds where the point of view does not know it: the dead do not act.
           deathsUnknownToPov.length > 0
             ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${deathsUnknownToPov.join(', ')}.`
@@ -3169,6 +3279,147 @@ function searchable(
   exact: { characters: string[]; threads: string[]; locations: string[]; ids: string[] },
 ): boolean {
   return exact.threads.length > 0 || isSearchableQuery(query, exact);
+}
+
+/** The plot threads a point of view knows at a chapter start, and those it does not, as left out of its prompt. */
+interface ThreadSightings {
+  known: Map<string, KnownThread>;
+  omitted: OmittedItem[];
+}
+
+/** The reads of a story's history that the threads of one chapter start share (see `knownThreads`). */
+interface StoryHistory {
+  /** The state as it stood right after `version`, or null when not stored. */
+  stateAt(version: number): Promise<StoryState | null>;
+  scene(id: string): Promise<Scene | null>;
+  /** The scene of index `index` (below the chapter start), or null past the scenes listed. */
+  sceneAt(index: number): Promise<Scene | null>;
+  /** The state the story began with. */
+  beginning(): Promise<StoryState | null>;
+}
+
+/**
+ * A reader of the scenes below index `below` by index, listed newest first as far as they are asked for and at most
+ * `reach` of them. The threads of a chapter start ask for them concurrently: one listing serves them all, in turn.
+ */
+function scenesByIndex(
+  store: StoryStateStore,
+  storyId: string,
+  below: number,
+  reach: number,
+): (index: number) => Promise<Scene | null> {
+  const byIndex = new Map<number, Scene>();
+  let lowest = below;
+  let listing: AsyncGenerator<Scene> | undefined;
+  let exhausted = false;
+  let turn: Promise<unknown> = Promise.resolve();
+  return (index) => {
+    const read = turn.then(async () => {
+      listing ??= eachScene(store, storyId, { order: 'desc', limit: 200 });
+      while (!exhausted && lowest > index && below - lowest < reach) {
+        const next = await listing.next();
+        if (next.done) {
+          exhausted = true;
+          break;
+        }
+        if (next.value.index >= below) continue;
+        byIndex.set(next.value.index, next.value);
+        lowest = Math.min(lowest, next.value.index);
+      }
+      return byIndex.get(index) ?? null;
+    });
+    turn = read.catch(() => undefined);
+    return read;
+  };
+}
+
+/**
+ * The thread as `pov` last saw it, by the rule of `KnownThread`: `'unseen'` when it never saw a scene open, advance or
+ * resolve it, `'untraced'` when the stored history (states missing, or more than `THREAD_SIGHTING_STEPS` scenes to
+ * look at) does not tell. Both leave the thread out: leaving out never tells the point of view too much.
+ */
+async function lastSighting(
+  thread: PlotThread,
+  pov: string,
+  chapterStartScenes: number,
+  history: StoryHistory,
+): Promise<KnownThread | 'unseen' | 'untraced'> {
+  /** The thread as the story began, known only to a character in its cast then. */
+  const fromBeginning = (first: PlotThread | undefined): KnownThread | 'unseen' =>
+    first?.characters.includes(pov) ? { thread: first, lastWitnessedScene: null } : 'unseen';
+  // The version of the thread being traced, as it stood just before the scene of index `below`.
+  let current = thread;
+  let below = chapterStartScenes;
+  let steps = THREAD_SIGHTING_STEPS;
+  for (;;) {
+    let change: { scene: Scene; before: PlotThread | undefined; after: PlotThread } | undefined;
+    if (steps-- <= 0) return 'untraced';
+    // The scene the thread's record names as its last change, if it holds: the thread left it as it is now.
+    const named = current.resolvedIn ?? current.lastAdvancedIn ?? current.openedIn;
+    if (named === null) {
+      const beginning = await history.beginning();
+      if (!beginning) return 'untraced';
+      const first = threadOf(beginning, thread.id);
+      if (sameThread(first, current)) return fromBeginning(first);
+    } else {
+      const scene = await history.scene(named);
+      if (scene && scene.index < below) {
+        const [before, after] = await Promise.all([
+          history.stateAt(scene.stateVersion - 1),
+          history.stateAt(scene.stateVersion),
+        ]);
+        const then = after ? threadOf(after, thread.id) : undefined;
+        const earlier = before ? threadOf(before, thread.id) : undefined;
+        if (before && then && sameThread(then, current) && !sameThread(earlier, then)) {
+          change = { scene, before: earlier, after: then };
+        }
+      }
+    }
+    // Otherwise the record is wrong: the scenes, newest first, tell which one last changed the thread.
+    for (let index = below - 1; !change; index--) {
+      if (index < 0) {
+        const beginning = await history.beginning();
+        return beginning ? fromBeginning(threadOf(beginning, thread.id)) : 'untraced';
+      }
+      if (steps-- <= 0) return 'untraced';
+      const scene = await history.sceneAt(index);
+      if (!scene) return 'untraced';
+      const [before, after] = await Promise.all([
+        history.stateAt(scene.stateVersion - 1),
+        history.stateAt(scene.stateVersion),
+      ]);
+      if (!before || !after) return 'untraced';
+      const then = threadOf(after, thread.id);
+      const earlier = threadOf(before, thread.id);
+      if (sameThread(earlier, then)) continue;
+      // Gone after the scene yet there later: it came back by other means than a scene, which no one witnessed.
+      if (!then) return 'unseen';
+      change = { scene, before: earlier, after: then };
+    }
+    if (sceneWitnessedBy(change.scene, pov)) return { thread: change.after, lastWitnessedScene: change.scene.index };
+    // Opened in a scene `pov` was not in: nothing of it is known to `pov`.
+    if (!change.before) return 'unseen';
+    current = change.before;
+    below = change.scene.index;
+  }
+}
+
+function threadOf(state: StoryState, id: string): PlotThread | undefined {
+  return state.plotThreads.find((thread) => thread.id === id);
+}
+
+/** Whether two versions of a thread are the same, whatever order a store gave their keys in. */
+function sameThread(a: PlotThread | undefined, b: PlotThread | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    inner !== null && typeof inner === 'object' && !Array.isArray(inner)
+      ? Object.fromEntries(Object.entries(inner).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : inner,
+  );
 }
 
 /**

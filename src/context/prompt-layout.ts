@@ -213,6 +213,12 @@ export interface StablePrefixInput {
    * role alone, as not met; without it, every sheet is shown as at the chapter start.
    */
   acquaintances?: ReadonlyMap<string, Acquaintance>;
+  /**
+   * With `povCharacterId`: the plot threads of the chapter start that character knows, by id, each as it last saw it
+   * (see `KnownThread`). A thread not in it is left out of the prompt, and so is every thread when it is not given:
+   * even a thread's title and cast tell what happened in scenes the character may not have witnessed.
+   */
+  knownThreads?: ReadonlyMap<string, KnownThread>;
 }
 
 /** What a point of view knows of another character. */
@@ -228,8 +234,23 @@ export interface Acquaintance {
 }
 
 /**
+ * What a point of view knows of a plot thread: the thread as it stood right after the last scene before the chapter
+ * that the point of view witnessed (`sceneWitnessedBy`) and that opened, advanced or resolved it. What happened to the
+ * thread after that scene, in scenes it was not in, stays unknown to it: a later summary, setup, cast member, status
+ * or resolution. A thread the story began with and no witnessed scene touched is known as it stood then, and only to
+ * a character in its cast then.
+ */
+export interface KnownThread {
+  /** The thread as the point of view last saw it. Its summary and setups still show only if it is in its cast. */
+  thread: PlotThread;
+  /** The index of the scene it last saw the thread change in, or `null` for a thread known as the story began. */
+  lastWitnessedScene: number | null;
+}
+
+/**
  * The items of the stable prefix: instructions, bible, world rules, characters, threads and the world state as of the
- * chapter start.
+ * chapter start. Under a point of view (`povCharacterId`), the threads are those of `knownThreads` alone, each as that
+ * character last saw it, and the world state is left out.
  */
 export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
   const state = input.chapterStart;
@@ -308,19 +329,30 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
     }
     items.push(item);
   }
-  const threads = [...state.plotThreads].sort(compareThreads);
-  for (const thread of threads) {
+  // A point of view knows a thread as the last scene it saw change it left it: what came after was out of its sight.
+  const shown: KnownThread[] =
+    pov === undefined
+      ? state.plotThreads.map((thread) => ({ thread, lastWitnessedScene: null }))
+      : state.plotThreads.flatMap((thread) => input.knownThreads?.get(thread.id) ?? []);
+  shown.sort((a, b) => compareThreads(a.thread, b.thread));
+  for (const { thread, lastWitnessedScene } of shown) {
+    const reason = `${thread.status} thread, importance ${thread.importance}`;
     items.push({
       id: `thread:${thread.id}`,
       section: `# Plot threads at the start of ${state.chapterId}`,
       priority: thread.status === 'resolved' ? 30 : 50 + Math.round(thread.importance * 30),
-      variants: threadVariants(thread, state, input.povCharacterId),
-      reason: `${thread.status} thread, importance ${thread.importance}`,
+      variants: threadVariants(thread, state, pov),
+      reason:
+        pov === undefined
+          ? reason
+          : lastWitnessedScene === null
+            ? `${reason}, as ${pov} knew it when the story began`
+            : `${reason}, as ${pov} last saw it (scene ${lastWitnessedScene})`,
     });
   }
   // The world as it stood when the chapter began (the journal tells what changed since). Not for a point of view:
   // nothing says which of these facts its character knows.
-  if (input.povCharacterId === undefined) {
+  if (pov === undefined) {
     for (const key of Object.keys(state.worldState).sort()) {
       const name = /^[\p{L}\p{N}_.:/ -]{1,120}$/u.test(key) && key.trim() === key ? key : JSON.stringify(key);
       const value = JSON.stringify(state.worldState[key]);
@@ -342,7 +374,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       reason: 'story synopsis: older history at low detail',
     });
   }
-  const earlier = (input.earlierScenes ?? []).filter((scene) => sceneWitnessedBy(scene, input.povCharacterId));
+  const earlier = (input.earlierScenes ?? []).filter((scene) => sceneWitnessedBy(scene, pov));
   earlier.forEach((scene, position) => {
     items.push({
       id: `earlier:${scene.id}`,
@@ -353,7 +385,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       reason: 'a scene of the near past, before this chapter',
     });
   });
-  const seenBy = input.povCharacterId ? ` (as ${input.povCharacterId} saw it)` : '';
+  const seenBy = pov === undefined ? '' : ` (as ${pov} saw it)`;
   input.chapterSummaries.forEach(({ chapterId, summary }, index) => {
     const age = input.chapterSummaries.length - index;
     items.push({
@@ -362,9 +394,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       // Recent chapters matter more; older ones survive as one line when space is short.
       priority: 65 - Math.min(age, 30),
       variants: [`${chapterId}${seenBy}: ${summary}`, `${chapterId}${seenBy}: ${firstSentence(summary)}`],
-      reason: input.povCharacterId
-        ? `what ${input.povCharacterId} witnessed of ${chapterId}`
-        : `summary of ${chapterId}`,
+      reason: pov === undefined ? `summary of ${chapterId}` : `what ${pov} witnessed of ${chapterId}`,
     });
   });
   return items;
@@ -449,7 +479,10 @@ export function sceneWitnessedBy(
 
 /**
  * Whether a point of view may read a thread's summary and setups: they tell what happened in its scenes, so only a
- * character the thread involves does. Every point of view sees a thread's title, status and cast.
+ * character the thread involves does. Under a point of view the prompt asks it of the thread as that character last
+ * saw it (`KnownThread`), and shows a thread at all only if it saw a scene open, advance or resolve it: right after
+ * such a scene in the chapter journal, as the last such scene left it in the stable prefix. The state alone cannot
+ * tell which scenes a character saw; applied to the current state, this says only whether the thread involves it.
  */
 export function threadKnownTo(thread: PlotThread, povCharacterId: string | undefined): boolean {
   return povCharacterId === undefined || thread.characters.includes(povCharacterId);
