@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { waitUnlessAborted } from '../core/abort.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
-import { clipSentences, clipText } from '../core/text.js';
+import { clipSentences, clipText, ellipsize } from '../core/text.js';
 import { parseOrThrow } from '../state/base-store.js';
 import {
   type CharacterStatus,
@@ -50,6 +50,7 @@ import {
   stablePrefixItems,
   threadKnownTo,
   tieKnownTo,
+  worldKeyName,
 } from './prompt-layout.js';
 import {
   coveredPruneRecords,
@@ -896,8 +897,9 @@ export class ContextManager {
       query,
       pov,
       pov !== undefined && stable.acquaintances
-        ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, journal.seen, pov)
+        ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, journal.seenInChapter, pov)
         : [],
+      journal.untold,
     );
     // Keep the dynamic part small beside the cacheable prefix: it is paid in full on every episode. From a chapter's
     // second episode on, the prefix is what the prompt cache serves, and the ratio holds however small the story still
@@ -2694,6 +2696,8 @@ export class ContextManager {
       included: [],
       seen: new Map(),
       left: [],
+      untold: [],
+      seenInChapter: new Map(),
       unwitnessed: [],
     };
     if (state.sceneCount === chapterStart.sceneCount) return empty;
@@ -2714,22 +2718,29 @@ export class ContextManager {
     const included: PackedItem[] = [];
     const seen = new Map<string, CharacterStatus>();
     const left: ChapterLine[] = [];
+    const leftScenes: Scene[] = [];
+    const untold: UntoldChanges[] = [];
     for (const scene of scenes) {
       // Past the share, the rest of the chapter goes to the dynamic part: the journal is the prefix, and stays one.
       if (left.length > 0) {
         left.push(chapterLine(scene));
+        leftScenes.push(scene);
         continue;
       }
       const entry = await this.journalEntry(state, scene, pov);
       const tokens = this.tokenizer.count(entry.text) + 1;
       if (used + tokens > budget) {
         left.push(chapterLine(scene));
+        leftScenes.push(scene);
         continue;
       }
       blocks.push(blocks.length === 0 ? `${header}${entry.text}\n` : `${entry.text}\n`);
       used += tokens;
       sceneIds.add(scene.id);
       for (const [id, status] of entry.statuses) seen.set(id, status);
+      if (entry.changes.length > JOURNAL_ENTRY_CHANGES) {
+        untold.push({ scene: chapterLine(scene), lines: entry.changes.slice(JOURNAL_ENTRY_CHANGES) });
+      }
       included.push({
         id: `journal:${scene.id}`,
         section: 'journal',
@@ -2738,9 +2749,26 @@ export class ContextManager {
         reason: 'a scene of this chapter',
       });
     }
+    // What the scenes past the share changed: read together, each scene's entry being cached for the next calls.
+    const pastShare = await Promise.all(leftScenes.map((scene) => this.journalEntry(state, scene, pov)));
+    const seenInChapter = new Map(seen);
+    pastShare.forEach((entry, position) => {
+      for (const [id, status] of entry.statuses) seenInChapter.set(id, status);
+      if (entry.changes.length > 0) untold.push({ scene: left[position]!, lines: entry.changes });
+    });
     const journal =
       blocks.length > 0 || left.length > 0
-        ? { text: blocks.join(''), blocks, sceneIds, included, seen, left, unwitnessed }
+        ? {
+            text: blocks.join(''),
+            blocks,
+            sceneIds,
+            included,
+            seen,
+            left,
+            untold,
+            seenInChapter,
+            unwitnessed,
+          }
         : { ...empty, unwitnessed };
     remember(this.journals, key, journal, 64);
     return journal;
@@ -2756,13 +2784,13 @@ export class ContextManager {
       this.store.getStateAt(scene.storyId, scene.stateVersion),
     ]);
     const present = new Set(scene.characters);
-    const changes = before && after ? changesSince(before, after, pov, present).map((line) => line.variants[0]!) : [];
+    const changes = before && after ? changesSince(before, after, pov, present) : [];
     // With their ids: the narrator refers to characters by id, and one met in this chapter has no sheet yet.
     const names = scene.characters.map((id) => `${characterOf(after ?? state, id)?.name ?? id} (${id})`).join(', ');
     const text = [
       `[${scene.index}] ${scene.title}: ${scene.summary || firstSentence(scene.text)}`,
       names ? `  Present: ${names}.` : '',
-      ...changes.slice(0, 12).map((line) => `  ${line.slice(0, 300)}`),
+      ...changes.slice(0, JOURNAL_ENTRY_CHANGES).map((line) => `  ${clipText(line.variants[0]!, 300)}`),
     ]
       .filter(Boolean)
       .join('\n');
@@ -2774,7 +2802,7 @@ export class ContextManager {
             return status ? [[id, status] as const] : [];
           })
         : [];
-    const entry = { text, statuses };
+    const entry = { text, statuses, changes };
     remember(this.journalEntries, key, entry, 4_096);
     return entry;
   }
@@ -2810,8 +2838,18 @@ export class ContextManager {
     query: string,
     pov: string | undefined,
     deathsUnknownToPov: readonly string[],
+    untold: readonly UntoldChanges[],
   ): PromptItem[] {
     const items: PromptItem[] = [];
+    // A death the journal does not tell (its scene past the journal's share) is as binding as the task: the dead do
+    // not act. The rest of what those scenes changed is told below, within the budget.
+    const diedUntold = untold.flatMap(({ scene, lines }) =>
+      lines.flatMap((line) =>
+        line.died && characterOf(state, line.died.id)?.status === 'dead'
+          ? [`${line.died.name} (${line.died.id}) in [${scene.index}]`]
+          : [],
+      ),
+    );
     const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
     items.push({
       id: 'task',
@@ -2826,6 +2864,9 @@ export class ContextManager {
           // The story's continuity still holds where the point of view does not know it: the dead do not act.
           deathsUnknownToPov.length > 0
             ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${deathsUnknownToPov.join(', ')}.`
+            : '',
+          diedUntold.length > 0
+            ? `Dead, though the journal above does not say so (they cannot appear or act): ${diedUntold.join(', ')}.`
             : '',
           query.trim() ? `Focus: ${query.trim()}` : '',
         ]
@@ -2885,6 +2926,20 @@ export class ContextManager {
         });
       });
     lines(middle, 'chapter', '# Earlier in this chapter', 62, 'a scene of this chapter past the journal');
+    // What those scenes changed, and what an entry left out past its dozen: newer scenes first, all above the scene
+    // lines, since the characters, threads and world the prompt shows are otherwise those of the journal's last scene.
+    untold.forEach(({ scene, lines: changes }, position) => {
+      items.push({
+        id: `changes:${scene.id}`,
+        section: '# Changes the journal does not tell',
+        priority: 80 + (position / Math.max(1, untold.length)) * 5,
+        variants: [
+          [`[${scene.index}] ${scene.title}`, ...changes.map((line) => line.variants[0]!)].join('\n'),
+          [`[${scene.index}] ${scene.title}`, ...changes.map((line) => line.variants.at(-1)!)].join('\n'),
+        ],
+        reason: 'what a scene of this chapter changed, past the journal',
+      });
+    });
     lines(recent, 'recent', '# Recent scenes', 70, 'recent scene');
     similar.forEach((scene, rank) => {
       if (scene.kind === 'chapterSummary') {
@@ -3466,9 +3521,9 @@ function changesSince(
   now: StoryState,
   pov: string | undefined,
   present?: ReadonlySet<string>,
-): Array<{ id: string; variants: string[] }> {
+): ChangeLine[] {
   if (start.version === now.version) return [];
-  const lines: Array<{ id: string; variants: string[] }> = [];
+  const lines: ChangeLine[] = [];
   for (const character of Object.values(now.characters)) {
     if (pov !== undefined && present && character.id !== pov && !present.has(character.id)) continue;
     const before = characterOf(start, character.id);
@@ -3509,6 +3564,9 @@ function changesSince(
           `- ${character.name}: ${changes.join('; ')}`,
           `- ${character.name}: ${changes.slice(0, 2).join('; ')}`,
         ],
+        ...(character.status === 'dead' && before.status !== 'dead'
+          ? { died: { id: character.id, name: character.name } }
+          : {}),
       });
     }
   }
@@ -3533,7 +3591,10 @@ function changesSince(
     if (before !== after) {
       lines.push({
         id: `world:${key}`,
-        variants: [`- World: ${key} = ${after ?? '(unset)'}`.slice(0, 600), `- World: ${key} changed`],
+        variants: [
+          `- World: ${worldKeyName(key)} = ${after === undefined ? '(unset)' : ellipsize(after, 560)}`,
+          `- World: ${worldKeyName(key)} changed`,
+        ],
       });
     }
   }
@@ -3592,8 +3653,29 @@ interface ChapterJournal {
   seen: Map<string, CharacterStatus>;
   /** The chapter's scenes past the journal's share, oldest first: the dynamic part lists them (or traces them out). */
   left: ChapterLine[];
+  /**
+   * What the journal does not tell of what its scenes changed: every change of a scene past its share, and those of
+   * an entry past the dozen it shows. Oldest first; the dynamic part tells them.
+   */
+  untold: UntoldChanges[];
+  /** `seen`, and then the status each character was left in by the last of the `untold` scenes it was present in. */
+  seenInChapter: Map<string, CharacterStatus>;
   /** The chapter's scenes a point of view was not in, for the trace. */
   unwitnessed: OmittedItem[];
+}
+
+/** The changes of one scene of the chapter that the journal does not tell. */
+interface UntoldChanges {
+  scene: ChapterLine;
+  lines: readonly ChangeLine[];
+}
+
+/** One line of what a scene changed (`changesSince`): its fullest wording first. */
+interface ChangeLine {
+  id: string;
+  variants: string[];
+  /** Set on the line of a character the scene left dead who was alive before it. */
+  died?: { id: string; name: string };
 }
 
 /** A scene of the chapter as a line: its index, title and summary. */
@@ -3608,7 +3690,12 @@ interface ChapterLine {
 interface JournalEntry {
   text: string;
   statuses: ReadonlyArray<readonly [string, CharacterStatus]>;
+  /** Every change the scene made that the entry may tell (as `changesSince` gives them); `text` shows the first dozen. */
+  changes: readonly ChangeLine[];
 }
+
+/** The most changes a journal entry shows; the dynamic part tells the rest. */
+const JOURNAL_ENTRY_CHANGES = 12;
 
 /**
  * `pack()`, with a refusal for too small a budget said in terms of the caller's `tokenBudget`: the layout packs each

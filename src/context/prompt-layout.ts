@@ -354,7 +354,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
   // nothing says which of these facts its character knows.
   if (pov === undefined) {
     for (const key of Object.keys(state.worldState).sort()) {
-      const name = /^[\p{L}\p{N}_.:/ -]{1,120}$/u.test(key) && key.trim() === key ? key : JSON.stringify(key);
+      const name = worldKeyName(key);
       const value = JSON.stringify(state.worldState[key]);
       items.push({
         id: `world-state:${key}`,
@@ -509,6 +509,14 @@ function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: 
     .filter(Boolean)
     .join('\n');
   return [full, summary, head];
+}
+
+/**
+ * A world-state key as the prompt names it: as it is when plain (letters, digits and a few marks, no edge spaces),
+ * quoted as JSON otherwise, so that a key holding a line break or a " = " cannot break the line it is on.
+ */
+export function worldKeyName(key: string): string {
+  return /^[\p{L}\p{N}_.:/ -]{1,120}$/u.test(key) && key.trim() === key ? key : JSON.stringify(key);
 }
 
 /** The first sentence of a text (or its first 200 characters). */

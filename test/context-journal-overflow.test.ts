@@ -1,0 +1,124 @@
+/**
+ * What a long chapter changed after its journal is full. The stable part shows the cast, threads and world as the
+ * chapter began, and the chapter journal tells what each scene changed, within its share of the budget (and at most
+ * a dozen changes a scene). A scene past that share, or a change past that dozen, must still reach the narrator: a
+ * death it does not see lets the dead act. Those changes go to the dynamic part, never into the stable prefix, which
+ * must stay the prefix of every later prompt of the chapter.
+ */
+import { describe, expect, it } from 'vitest';
+import { ContextManager } from '../src/context/context-manager.js';
+import type { StoryState } from '../src/state/schema.js';
+import { commitNextScene, newKeepersStory } from './fixtures/keepers.js';
+
+/** A long summary, so that a few journal entries fill the journal's share. */
+const longNight = (night: number) =>
+  `Night ${night} on the island. ${'The lamp turned and the gulls slept on the rocks below while the sea kept its counsel. '.repeat(3)}`;
+
+/** The death of Old Gull and a broken lamp, in a scene Mira and Old Gull are in. */
+const stormNight = (state: StoryState) => ({
+  characters: { ...state.characters, gull: { ...state.characters.gull!, status: 'dead' as const } },
+  worldState: { ...state.worldState, lamp: 'broken' },
+});
+
+/** A story of one long chapter: `before` quiet nights, the storm night, then `after` quiet nights. */
+async function longChapter(before: number, after: number) {
+  const { store, options, state: created } = await newKeepersStory(60);
+  const manager = new ContextManager(options);
+  let state = created;
+  for (let night = 0; night < before; night++) {
+    ({ state } = await commitNextScene(store, state, { summary: longNight(night) }, {}, manager));
+  }
+  ({ state } = await commitNextScene(
+    store,
+    state,
+    { characters: ['mira', 'gull'], summary: 'A storm night.' },
+    stormNight(state),
+    manager,
+  ));
+  for (let night = 0; night < after; night++) {
+    ({ state } = await commitNextScene(store, state, { summary: longNight(before + 1 + night) }, {}, manager));
+  }
+  return { store, manager, state };
+}
+
+describe('changes of a long chapter past its journal', () => {
+  it('a death and a world change in a scene past the journal share reach the prompt, in its dynamic part', async () => {
+    const { manager } = await longChapter(18, 6);
+    const bundle = await manager.getRelevantContext('tale', 'the lamp');
+    // The storm night is past the journal: the journal does not tell it.
+    expect(bundle.prompt.stable).not.toMatch(/A storm night/);
+    expect(bundle.prompt.dynamic).toMatch(/Old Gull: now dead/);
+    expect(bundle.prompt.dynamic).toMatch(/lamp = "broken"/);
+    const item = bundle.trace.included.find((included) => included.id.startsWith('changes:'));
+    expect(item?.part).toBe('dynamic');
+  });
+
+  it('the stable part stays the prefix of the next episode of the chapter', async () => {
+    const { store, manager, state } = await longChapter(18, 6);
+    const first = await manager.getRelevantContext('tale', 'the lamp');
+    await commitNextScene(store, state, { summary: longNight(40) }, {}, manager);
+    const second = await manager.getRelevantContext('tale', 'the lamp');
+    expect(`${second.prompt.stable}${second.prompt.dynamic}`.startsWith(first.prompt.stable)).toBe(true);
+    expect(second.prompt.dynamic).toMatch(/Old Gull: now dead/);
+  });
+
+  it('a change past the dozen a journal entry shows reaches the prompt', async () => {
+    const { store, options, state: created } = await newKeepersStory(60);
+    const manager = new ContextManager(options);
+    // A death and fourteen world facts: the entry shows a dozen changes, the death first and the facts in key order.
+    const worldState = Object.fromEntries(Array.from({ length: 14 }, (_, i) => [`fact-${i}`, i]));
+    const { state } = await commitNextScene(
+      store,
+      created,
+      { characters: ['mira', 'gull'], summary: 'A night of many changes.' },
+      { worldState, characters: stormNight(created).characters },
+      manager,
+    );
+    await commitNextScene(store, state, { summary: 'A quiet night.' }, {}, manager);
+    const bundle = await manager.getRelevantContext('tale', 'the lamp');
+    // The journal tells the scene, but only its first dozen changes: fact-7 to fact-9 come after them.
+    expect(bundle.prompt.stable).toMatch(/A night of many changes/);
+    expect(bundle.prompt.stable).not.toMatch(/fact-9 = 9/);
+    expect(bundle.prompt.dynamic).toMatch(/fact-9 = 9/);
+  });
+
+  it('under a point of view, a death it witnessed past the journal reaches the prompt; one it did not is not told', async () => {
+    const { store, options, state: created } = await newKeepersStory(60);
+    const manager = new ContextManager(options);
+    let state = created;
+    for (let night = 0; night < 18; night++) {
+      ({ state } = await commitNextScene(
+        store,
+        state,
+        { characters: ['mira', 'tobin'], summary: longNight(night) },
+        {},
+        manager,
+      ));
+    }
+    // Tobin is not there when Old Gull dies; Mira is.
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { characters: ['mira', 'gull'], summary: 'A storm night.' },
+      stormNight(state),
+      manager,
+    ));
+    for (let night = 0; night < 6; night++) {
+      ({ state } = await commitNextScene(
+        store,
+        state,
+        { characters: ['mira', 'tobin'], summary: longNight(30 + night) },
+        {},
+        manager,
+      ));
+    }
+    const mira = await manager.getRelevantContext('tale', 'the lamp', { povCharacterId: 'mira' });
+    expect(mira.prompt.dynamic).toMatch(/Old Gull: now dead/);
+    expect(mira.prompt.dynamic).toMatch(/lamp = "broken"/);
+    const tobin = await manager.getRelevantContext('tale', 'the lamp', { povCharacterId: 'tobin' });
+    const tobinPrompt = `${tobin.prompt.stable}${tobin.prompt.dynamic}`;
+    expect(tobinPrompt).not.toMatch(/now dead|A storm night|broken/);
+    // The story's continuity still holds for him: the dead cannot act, without saying why.
+    expect(tobinPrompt).toMatch(/cannot appear or act[^\n]*Old Gull/);
+  });
+});
