@@ -2575,10 +2575,18 @@ export class ContextManager {
       scene = first;
       break;
     }
-    const start = scene ? ((await this.store.getStateAt(state.storyId, scene.stateVersion - 1)) ?? state) : state;
-    const snapshot = { ...start, userInfluenceQueue: [] };
-    // Only cache once the chapter has a scene: before that, the "start" is whatever the current state is.
-    if (scene) remember(this.chapterStarts, key, snapshot, 256);
+    let start = scene ? await this.store.getStateAt(state.storyId, scene.stateVersion - 1) : state;
+    if (scene && !start) {
+      // Not stored (an import may lack snapshots): the state the chapter's first scene left stands in, set back to
+      // before that scene, which the journal then tells. The live state would give each process, and each episode of
+      // a cold one, a prefix of its own, and show the chapter's later facts as its start.
+      const after = await this.store.getStateAt(state.storyId, scene.stateVersion);
+      if (after) start = { ...after, sceneCount: scene.index };
+    }
+    const snapshot = { ...(start ?? state), userInfluenceQueue: [] };
+    // Only cache once the chapter has a scene (before that, the "start" is whatever the current state is), and a start
+    // that was stored: the live state is the last resort, taken again on each call.
+    if (scene && start) remember(this.chapterStarts, key, snapshot, 256);
     return snapshot;
   }
 
