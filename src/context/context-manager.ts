@@ -109,6 +109,8 @@ const THREAD_SIGHTING_STEPS = 20;
  * scene that last changed it (a state written by other means than the reducer).
  */
 const THREAD_SCAN_SCENES = 1_000;
+/** How many of a chapter's scenes are tried, at most, for a stored state to stand in for a chapter start not stored. */
+const MISSING_START_SCAN = 32;
 /** The `sourceId` of every prune record, the legacy one included: they are listed by it. */
 const PRUNED_SOURCE = 'pruned';
 /** Most prune records one listing reads (compaction keeps far fewer, see `COMPACT_PRUNE_RECORDS`). */
@@ -2570,23 +2572,25 @@ export class ContextManager {
     const key = `${state.storyId}\u0000${state.chapterId}`;
     const cached = this.chapterStarts.get(key);
     if (cached) return cached;
-    let scene: Scene | undefined;
-    for await (const first of eachScene(this.store, state.storyId, { chapterId: state.chapterId, limit: 1 })) {
-      scene = first;
-      break;
-    }
-    let start = scene ? await this.store.getStateAt(state.storyId, scene.stateVersion - 1) : state;
-    if (scene && !start) {
-      // Not stored (an import may lack snapshots): the state the chapter's first scene left stands in, set back to
-      // before that scene, which the journal then tells. The live state would give each process, and each episode of
-      // a cold one, a prefix of its own, and show the chapter's later facts as its start.
-      const after = await this.store.getStateAt(state.storyId, scene.stateVersion);
-      if (after) start = { ...after, sceneCount: scene.index };
+    let start: StoryState | null = state;
+    let first = true;
+    let scanned = 0;
+    for await (const scene of eachScene(this.store, state.storyId, { chapterId: state.chapterId, limit: 16 })) {
+      if (first) {
+        first = false;
+        start = await this.store.getStateAt(state.storyId, scene.stateVersion - 1);
+        if (start) break;
+      }
+      // Not stored (an import may lack snapshots): the earliest stored state the chapter's scenes left stands in, as
+      // it is, its scenes counting as before the chapter. The live state would give each process (and each episode
+      // of a cold one) a stable part of its own, and show the chapter's latest facts as its start.
+      start = await this.store.getStateAt(state.storyId, scene.stateVersion);
+      if (start || ++scanned >= MISSING_START_SCAN) break;
     }
     const snapshot = { ...(start ?? state), userInfluenceQueue: [] };
-    // Only cache once the chapter has a scene (before that, the "start" is whatever the current state is), and a start
-    // that was stored: the live state is the last resort, taken again on each call.
-    if (scene && start) remember(this.chapterStarts, key, snapshot, 256);
+    // Cached once the chapter has a scene (before, the "start" is whatever the current state is); the live state, the
+    // last resort when nothing the chapter left is stored, is cached too, so a process keeps one stable part.
+    if (!first) remember(this.chapterStarts, key, snapshot, 256);
     return snapshot;
   }
 
