@@ -7,7 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ContextManager } from '../src/context/context-manager.js';
-import type { StoryState } from '../src/state/schema.js';
+import { CharacterStateSchema, type StoryState } from '../src/state/schema.js';
+import { makeStoryState } from '../src/testing/fixtures.js';
 import { commitNextScene, newKeepersStory } from './fixtures/keepers.js';
 
 /** A long summary, so that a few journal entries fill the journal's share. */
@@ -120,5 +121,104 @@ describe('changes of a long chapter past its journal', () => {
     expect(tobinPrompt).not.toMatch(/now dead|A storm night|broken/);
     // The story's continuity still holds for him: the dead cannot act, without saying why.
     expect(tobinPrompt).toMatch(/cannot appear or act[^\n]*Old Gull/);
+  });
+});
+
+describe('the cost and size of what the journal does not tell', () => {
+  /** A chapter of 10 long nights, then 40 more, in each of which one of 40 sailors is present and the first `deaths` die. */
+  async function battleChapter(deaths: number) {
+    const base = makeStoryState('tale');
+    const sailors = Object.fromEntries(
+      Array.from({ length: 40 }, (_, i) => [
+        `sailor-${i}`,
+        CharacterStateSchema.parse({ id: `sailor-${i}`, name: `Sailor Number ${i}`, role: 'minor' }),
+      ]),
+    );
+    const { store, options } = await newKeepersStory(200);
+    let state = await store.create(
+      makeStoryState('battle', {
+        bible: { ...base.bible, chapterLength: 200 },
+        characters: { ...base.characters, ...sailors },
+      }),
+    );
+    const manager = new ContextManager(options);
+    for (let night = 0; night < 10; night++) {
+      ({ state } = await commitNextScene(
+        store,
+        state,
+        { characters: ['mira'], summary: longNight(night) },
+        {},
+        manager,
+      ));
+    }
+    for (let i = 0; i < 40; i++) {
+      const sailor = `sailor-${i}`;
+      ({ state } = await commitNextScene(
+        store,
+        state,
+        { characters: ['mira', sailor], summary: `Night ${10 + i}.` },
+        i < deaths
+          ? { characters: { ...state.characters, [sailor]: { ...state.characters[sailor]!, status: 'dead' as const } } }
+          : {},
+        manager,
+      ));
+    }
+    return manager;
+  }
+
+  it('the task names a bounded number of the dead, so a budget that lays out the chapter still does', async () => {
+    const quiet = await battleChapter(0);
+    const battle = await battleChapter(40);
+    let smallest = Number.NaN;
+    for (let budget = 256; budget < 20_000; budget += 32) {
+      const laidOut = await quiet.getRelevantContext('battle', 'the lamp', { tokenBudget: budget }).then(
+        () => true,
+        () => false,
+      );
+      if (laidOut) {
+        smallest = budget;
+        break;
+      }
+    }
+    expect(Number.isFinite(smallest)).toBe(true);
+    const bundle = await battle.getRelevantContext('battle', 'the lamp', { tokenBudget: smallest });
+    const task = bundle.prompt.dynamic.split('\n').find((line) => line.startsWith('Dead, though'));
+    expect(task).toMatch(/Sailor Number 0 \(sailor-0\).*and 28 more\.$/);
+    // With room (the default budget), every death is told: by the journal, or by the changes it does not tell.
+    const roomy = await battle.getRelevantContext('battle', 'the lamp');
+    const told = `${roomy.prompt.stable}${roomy.prompt.dynamic}`;
+    for (let i = 0; i < 40; i++) expect(told).toContain(`Sailor Number ${i}: now dead`);
+  });
+
+  it('a long chapter past the journal share costs a few state reads, not two per scene', async () => {
+    const { store, options, state: created } = await newKeepersStory(1_000);
+    let state = created;
+    for (let night = 0; night < 300; night++) {
+      ({ state } = await commitNextScene(store, state, { characters: ['mira'], summary: longNight(night) }));
+    }
+    await new ContextManager(options).reindex('tale');
+    let reads = 0;
+    const counted = new Proxy(store, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function') return value;
+        if (property === 'getStateAt') {
+          return (...args: unknown[]) => {
+            reads++;
+            return (value as (...given: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        return value.bind(target);
+      },
+    });
+    const cold = () => new ContextManager({ ...options, store: counted });
+    await cold().getRelevantContext('tale', 'the lamp');
+    // The journal's own entries read two each (they fit its share, a handful), the changes past it one.
+    const withoutPov = reads;
+    expect(withoutPov).toBeLessThan(40);
+    reads = 0;
+    await cold().getRelevantContext('tale', 'the lamp', { povCharacterId: 'mira' });
+    // A point of view is told the newest scenes past the share, each scene's own: a bounded number.
+    expect(reads).toBeLessThan(withoutPov + 2 * 24 + 10);
   });
 });

@@ -158,3 +158,34 @@ describe('a chapter whose starting state is not stored', () => {
     );
   });
 });
+
+describe('a thread whose record names a scene not stored', () => {
+  it('is known to a point of view in its cast from the start as it stood then, if nothing changed it', async () => {
+    const base = makeStoryState('tale');
+    const {
+      store,
+      manager,
+      state: created,
+    } = await threadStory(
+      {
+        plotThreads: [
+          {
+            ...base.plotThreads[0]!,
+            summary: 'The island drifts a little further east each night.',
+            // A prologue the story was imported with, not one of its scenes.
+            openedIn: 'prologue',
+          },
+        ],
+      },
+      60,
+    );
+    let state = created;
+    for (let night = 0; night < 25; night++) ({ state } = await commitDelta(store, manager, state, ['mira', 'tobin']));
+    ({ state } = await commitDelta(store, manager, state, ['mira'], CLOSE));
+    ({ state } = await commitDelta(store, manager, state, ['mira']));
+    expect((await manager.getRelevantContext('tale', 'the lamp')).prompt.stable).toContain('(id: drift');
+    const mira = await manager.getRelevantContext('tale', 'the lamp', { povCharacterId: 'mira' });
+    expect(mira.prompt.stable).toContain('(id: drift');
+    expect(mira.prompt.stable).toContain('The island drifts a little further east each night.');
+  });
+});

@@ -109,6 +109,8 @@ const THREAD_SIGHTING_STEPS = 20;
  * scene that last changed it (a state written by other means than the reducer).
  */
 const THREAD_SCAN_SCENES = 1_000;
+/** How many store reads the walk of a chapter start's threads has under way at once. */
+const THREAD_READS_AT_ONCE = 8;
 /** How many of a chapter's scenes are tried, at most, for a stored state to stand in for a chapter start not stored. */
 const MISSING_START_SCAN = 32;
 /** The `sourceId` of every prune record, the legacy one included: they are listed by it. */
@@ -2504,12 +2506,29 @@ export class ContextManager {
     const states = new Map<number, Promise<StoryState | null>>();
     const scenes = new Map<string, Promise<Scene | null>>();
     let beginning: Promise<StoryState | null> | undefined;
+    // A few reads at a time: a new process walking the threads of a long story must not burst a remote store.
+    let reading = 0;
+    const waiting: Array<() => void> = [];
+    const gated = <T>(read: () => Promise<T>): Promise<T> =>
+      new Promise<T>((resolve, reject) => {
+        const start = () => {
+          reading++;
+          read()
+            .then(resolve, reject)
+            .finally(() => {
+              reading--;
+              waiting.shift()?.();
+            });
+        };
+        if (reading < THREAD_READS_AT_ONCE) start();
+        else waiting.push(start);
+      });
     const history: StoryHistory = {
       stateAt: (version) => {
         if (version === chapterStart.version) return Promise.resolve(chapterStart);
         let state = states.get(version);
         if (!state) {
-          state = this.store.getStateAt(storyId, version);
+          state = gated(() => this.store.getStateAt(storyId, version));
           states.set(version, state);
         }
         return state;
@@ -2517,7 +2536,7 @@ export class ContextManager {
       scene: (id) => {
         let scene = scenes.get(id);
         if (!scene) {
-          scene = this.store.getScene(storyId, id);
+          scene = gated(() => this.store.getScene(storyId, id));
           scenes.set(id, scene);
         }
         return scene;
@@ -2751,7 +2770,11 @@ export class ContextManager {
       sceneIds.add(scene.id);
       for (const [id, status] of entry.statuses) seen.set(id, status);
       if (entry.changes.length > JOURNAL_ENTRY_CHANGES) {
-        untold.push({ scene: chapterLine(scene), lines: entry.changes.slice(JOURNAL_ENTRY_CHANGES) });
+        untold.push({
+          id: `changes:${scene.id}`,
+          heading: `[${scene.index}] ${scene.title}`,
+          lines: entry.changes.slice(JOURNAL_ENTRY_CHANGES),
+        });
       }
       included.push({
         id: `journal:${scene.id}`,
@@ -2761,13 +2784,38 @@ export class ContextManager {
         reason: 'a scene of this chapter',
       });
     }
-    // What the scenes past the share changed: read together, each scene's entry being cached for the next calls.
-    const pastShare = await Promise.all(leftScenes.map((scene) => this.journalEntry(state, scene, pov)));
     const seenInChapter = new Map(seen);
-    pastShare.forEach((entry, position) => {
-      for (const [id, status] of entry.statuses) seenInChapter.set(id, status);
-      if (entry.changes.length > 0) untold.push({ scene: left[position]!, lines: entry.changes });
-    });
+    if (leftScenes.length > 0 && pov === undefined) {
+      // What the scenes past the share changed, as one comparison of the state the journal's last scene left with the
+      // current one: a single read, however long the chapter.
+      const last = scenes[scenes.indexOf(leftScenes[0]!) - 1];
+      const base = last ? await this.store.getStateAt(state.storyId, last.stateVersion) : chapterStart;
+      const lines = base ? changesSince(base, state, undefined) : [];
+      if (lines.length > 0) {
+        untold.push({
+          id: `changes:after:${last?.id ?? chapterStart.chapterId}`,
+          heading: last ? `After [${last.index}] ${last.title}` : `Since ${chapterStart.chapterId} began`,
+          lines,
+        });
+      }
+    } else if (leftScenes.length > 0) {
+      // A point of view knows only the changes of the scenes it was in: each scene's own, the newest few (read a few
+      // at a time), each entry kept for the next calls. A death in an older one stays in the task's "cannot appear".
+      const told = leftScenes.slice(-POV_PAST_SHARE_SCENES);
+      const entries: JournalEntry[] = [];
+      for (let at = 0; at < told.length; at += 4) {
+        entries.push(
+          ...(await Promise.all(told.slice(at, at + 4).map((scene) => this.journalEntry(state, scene, pov)))),
+        );
+      }
+      entries.forEach((entry, position) => {
+        const scene = told[position]!;
+        for (const [id, status] of entry.statuses) seenInChapter.set(id, status);
+        if (entry.changes.length > 0) {
+          untold.push({ id: `changes:${scene.id}`, heading: `[${scene.index}] ${scene.title}`, lines: entry.changes });
+        }
+      });
+    }
     const journal =
       blocks.length > 0 || left.length > 0
         ? {
@@ -2855,13 +2903,22 @@ export class ContextManager {
     const items: PromptItem[] = [];
     // A death the journal does not tell (its scene past the journal's share) is as binding as the task: the dead do
     // not act. The rest of what those scenes changed is told below, within the budget.
-    const diedUntold = untold.flatMap(({ scene, lines }) =>
-      lines.flatMap((line) =>
-        line.died && characterOf(state, line.died.id)?.status === 'dead'
-          ? [`${line.died.name} (${line.died.id}) in [${scene.index}]`]
-          : [],
+    const diedUntold = [
+      ...new Set(
+        untold.flatMap(({ lines }) =>
+          lines.flatMap((line) =>
+            line.died && characterOf(state, line.died.id)?.status === 'dead'
+              ? [`${line.died.name} (${line.died.id})`]
+              : [],
+          ),
+        ),
       ),
-    );
+    ];
+    // Bounded, since the task is required: a chapter of many deaths must not make a budget too small.
+    const deathsNamed =
+      diedUntold.length > TASK_DEATHS
+        ? `${diedUntold.slice(0, TASK_DEATHS).join(', ')} and ${diedUntold.length - TASK_DEATHS} more`
+        : diedUntold.join(', ');
     const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
     items.push({
       id: 'task',
@@ -2878,7 +2935,7 @@ export class ContextManager {
             ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${deathsUnknownToPov.join(', ')}.`
             : '',
           diedUntold.length > 0
-            ? `Dead, though the journal above does not say so (they cannot appear or act): ${diedUntold.join(', ')}.`
+            ? `Dead, though the journal above does not say so (they cannot appear or act): ${deathsNamed}.`
             : '',
           query.trim() ? `Focus: ${query.trim()}` : '',
         ]
@@ -2940,14 +2997,14 @@ export class ContextManager {
     lines(middle, 'chapter', '# Earlier in this chapter', 62, 'a scene of this chapter past the journal');
     // What those scenes changed, and what an entry left out past its dozen: newer scenes first, all above the scene
     // lines, since the characters, threads and world the prompt shows are otherwise those of the journal's last scene.
-    untold.forEach(({ scene, lines: changes }, position) => {
+    untold.forEach(({ id, heading, lines: changes }, position) => {
       items.push({
-        id: `changes:${scene.id}`,
+        id,
         section: '# Changes the journal does not tell',
         priority: 80 + (position / Math.max(1, untold.length)) * 5,
         variants: [
-          [`[${scene.index}] ${scene.title}`, ...changes.map((line) => line.variants[0]!)].join('\n'),
-          [`[${scene.index}] ${scene.title}`, ...changes.map((line) => line.variants.at(-1)!)].join('\n'),
+          [heading, ...changes.map((line) => line.variants[0]!)].join('\n'),
+          [heading, ...changes.map((line) => line.variants.at(-1)!)].join('\n'),
         ],
         reason: 'what a scene of this chapter changed, past the journal',
       });
@@ -3442,6 +3499,13 @@ async function lastSighting(
         }
       }
     }
+    // A record naming no scene that holds (one not stored, say) of a thread as it stood when the story began: known as
+    // it stood then, without reading the scenes back.
+    if (!change && named !== null) {
+      const beginning = await history.beginning();
+      const first = beginning ? threadOf(beginning, thread.id) : undefined;
+      if (first && sameThread(first, current)) return fromBeginning(first);
+    }
     // Otherwise the record is wrong: the scenes, newest first, tell which one last changed the thread.
     for (let index = below - 1; !change; index--) {
       if (index < 0) {
@@ -3676,9 +3740,11 @@ interface ChapterJournal {
   unwitnessed: OmittedItem[];
 }
 
-/** The changes of one scene of the chapter that the journal does not tell. */
+/** Changes of the chapter that the journal does not tell: one scene's, or all since the journal's last scene. */
 interface UntoldChanges {
-  scene: ChapterLine;
+  id: string;
+  /** What they are the changes of: `[index] title` of a scene, or the scene they come after. */
+  heading: string;
   lines: readonly ChangeLine[];
 }
 
@@ -3708,6 +3774,10 @@ interface JournalEntry {
 
 /** The most changes a journal entry shows; the dynamic part tells the rest. */
 const JOURNAL_ENTRY_CHANGES = 12;
+/** The most scenes past the journal's share whose changes a point of view is told (the newest). */
+const POV_PAST_SHARE_SCENES = 24;
+/** The most deaths the task names; the changes below name them all, within the budget. */
+const TASK_DEATHS = 12;
 
 /**
  * `pack()`, with a refusal for too small a budget said in terms of the caller's `tokenBudget`: the layout packs each
