@@ -190,6 +190,17 @@ describe('the cost and size of what the journal does not tell', () => {
     for (let i = 0; i < 40; i++) expect(told).toContain(`Sailor Number ${i}: now dead`);
   });
 
+  it('under a tight budget the changes go a line at a time, not all or nothing', async () => {
+    const battle = await battleChapter(40);
+    const bundle = await battle.getRelevantContext('battle', 'the lamp', { tokenBudget: 3_000 });
+    const placed = bundle.trace.included.filter((item) => item.id.startsWith('changes:'));
+    const cut = bundle.trace.omitted.filter((item) => item.id.startsWith('changes:'));
+    expect(placed.length).toBeGreaterThan(0);
+    expect(cut.length).toBeGreaterThan(0);
+    // The deaths go in before the other changes.
+    expect(placed.every((item) => /^changes:changed-character:sailor-/.test(item.id))).toBe(true);
+  });
+
   it('a long chapter past the journal share costs a few state reads, not two per scene', async () => {
     const { store, options, state: created } = await newKeepersStory(1_000);
     let state = created;

@@ -111,8 +111,6 @@ const THREAD_SIGHTING_STEPS = 20;
 const THREAD_SCAN_SCENES = 1_000;
 /** How many store reads the walk of a chapter start's threads has under way at once. */
 const THREAD_READS_AT_ONCE = 8;
-/** How many of a chapter's scenes are tried, at most, for a stored state to stand in for a chapter start not stored. */
-const MISSING_START_SCAN = 32;
 /** The `sourceId` of every prune record, the legacy one included: they are listed by it. */
 const PRUNED_SOURCE = 'pruned';
 /** Most prune records one listing reads (compaction keeps far fewer, see `COMPACT_PRUNE_RECORDS`). */
@@ -901,7 +899,14 @@ export class ContextManager {
       query,
       pov,
       pov !== undefined && stable.acquaintances
-        ? deathsNotShown(state, stable.chapterStart, stable.acquaintances, journal.seenInChapter, pov)
+        ? deathsNotShown(
+            state,
+            stable.chapterStart,
+            stable.acquaintances,
+            journal.seenInChapter,
+            journal.metInChapter,
+            pov,
+          )
         : [],
       journal.untold,
     );
@@ -2513,7 +2518,9 @@ export class ContextManager {
       new Promise<T>((resolve, reject) => {
         const start = () => {
           reading++;
-          read()
+          // Through `then`: a read that throws instead of rejecting must still give its slot back.
+          Promise.resolve()
+            .then(read)
             .then(resolve, reject)
             .finally(() => {
               reading--;
@@ -2593,7 +2600,6 @@ export class ContextManager {
     if (cached) return cached;
     let start: StoryState | null = state;
     let first = true;
-    let scanned = 0;
     for await (const scene of eachScene(this.store, state.storyId, { chapterId: state.chapterId, limit: 16 })) {
       if (first) {
         first = false;
@@ -2604,7 +2610,7 @@ export class ContextManager {
       // it is, its scenes counting as before the chapter. The live state would give each process (and each episode
       // of a cold one) a stable part of its own, and show the chapter's latest facts as its start.
       start = await this.store.getStateAt(state.storyId, scene.stateVersion);
-      if (start || ++scanned >= MISSING_START_SCAN) break;
+      if (start) break;
     }
     const snapshot = { ...(start ?? state), userInfluenceQueue: [] };
     // Cached once the chapter has a scene (before, the "start" is whatever the current state is); the live state, the
@@ -2729,6 +2735,7 @@ export class ContextManager {
       left: [],
       untold: [],
       seenInChapter: new Map(),
+      metInChapter: new Set(),
       unwitnessed: [],
     };
     if (state.sceneCount === chapterStart.sceneCount) return empty;
@@ -2788,16 +2795,20 @@ export class ContextManager {
     if (leftScenes.length > 0 && pov === undefined) {
       // What the scenes past the share changed, as one comparison of the state the journal's last scene left with the
       // current one: a single read, however long the chapter.
-      const last = scenes[scenes.indexOf(leftScenes[0]!) - 1];
-      const base = last ? await this.store.getStateAt(state.storyId, last.stateVersion) : chapterStart;
-      const lines = base ? changesSince(base, state, undefined) : [];
-      if (lines.length > 0) {
+      const journalEnd = scenes[scenes.indexOf(leftScenes[0]!) - 1];
+      // The state the journal's last scene left; not stored (an import may lack it), the chapter start serves.
+      const stored = journalEnd ? await this.store.getStateAt(state.storyId, journalEnd.stateVersion) : null;
+      const last = stored ? journalEnd : undefined;
+      const lines = changesSince(stored ?? chapterStart, state, undefined);
+      // A change a line: under a tight budget the deaths and the newest stay, the rest go first.
+      lines.forEach((line) => {
         untold.push({
-          id: `changes:after:${last?.id ?? chapterStart.chapterId}`,
-          heading: last ? `After [${last.index}] ${last.title}` : `Since ${chapterStart.chapterId} began`,
-          lines,
+          id: `changes:${line.id}`,
+          heading: '',
+          lines: [line],
+          reason: `changed since ${last ? `[${last.index}] ${last.title}, the journal's last scene` : `${chapterStart.chapterId} began`}`,
         });
-      }
+      });
     } else if (leftScenes.length > 0) {
       // A point of view knows only the changes of the scenes it was in: each scene's own, the newest few (read a few
       // at a time), each entry kept for the next calls. A death in an older one stays in the task's "cannot appear".
@@ -2827,6 +2838,7 @@ export class ContextManager {
             left,
             untold,
             seenInChapter,
+            metInChapter: new Set(scenes.flatMap((scene) => scene.characters)),
             unwitnessed,
           }
         : { ...empty, unwitnessed };
@@ -2914,11 +2926,10 @@ export class ContextManager {
         ),
       ),
     ];
-    // Bounded, since the task is required: a chapter of many deaths must not make a budget too small.
-    const deathsNamed =
-      diedUntold.length > TASK_DEATHS
-        ? `${diedUntold.slice(0, TASK_DEATHS).join(', ')} and ${diedUntold.length - TASK_DEATHS} more`
-        : diedUntold.join(', ');
+    // The two lists of the dead share one bound: the task is required, and a chapter of many deaths must not make a
+    // budget too small.
+    const deathsNamed = namedBounded(diedUntold, TASK_DEATHS);
+    const unknownNamed = namedBounded(deathsUnknownToPov, Math.max(1, TASK_DEATHS - diedUntold.length));
     const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
     items.push({
       id: 'task',
@@ -2932,7 +2943,7 @@ export class ContextManager {
             : '',
           // The story's continuity still holds where the point of view does not know it: the dead do not act.
           deathsUnknownToPov.length > 0
-            ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${deathsUnknownToPov.join(', ')}.`
+            ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${unknownNamed}.`
             : '',
           diedUntold.length > 0
             ? `Dead, though the journal above does not say so (they cannot appear or act): ${deathsNamed}.`
@@ -2997,16 +3008,17 @@ export class ContextManager {
     lines(middle, 'chapter', '# Earlier in this chapter', 62, 'a scene of this chapter past the journal');
     // What those scenes changed, and what an entry left out past its dozen: newer scenes first, all above the scene
     // lines, since the characters, threads and world the prompt shows are otherwise those of the journal's last scene.
-    untold.forEach(({ id, heading, lines: changes }, position) => {
+    untold.forEach(({ id, heading, lines: changes, reason }, position) => {
+      const died = changes.some((line) => line.died);
       items.push({
         id,
         section: '# Changes the journal does not tell',
-        priority: 80 + (position / Math.max(1, untold.length)) * 5,
+        priority: (died ? 86 : 80) + (position / Math.max(1, untold.length)) * 4,
         variants: [
-          [heading, ...changes.map((line) => line.variants[0]!)].join('\n'),
-          [heading, ...changes.map((line) => line.variants.at(-1)!)].join('\n'),
+          [heading, ...changes.map((line) => line.variants[0]!)].filter(Boolean).join('\n'),
+          [heading, ...changes.map((line) => line.variants.at(-1)!)].filter(Boolean).join('\n'),
         ],
-        reason: 'what a scene of this chapter changed, past the journal',
+        reason: reason ?? 'what a scene of this chapter changed, past the journal',
       });
     });
     lines(recent, 'recent', '# Recent scenes', 70, 'recent scene');
@@ -3557,14 +3569,21 @@ function canonicalJson(value: unknown): string {
  * The characters the point of view's prompt names (the chapter start's cast, and those present in its journal) who
  * are dead now while the prompt last shows them otherwise (alive when last seen, or not met), as "Name (id)".
  */
+/** At most `most` of `names`, then how many more, for the required task. */
+function namedBounded(names: readonly string[], most: number): string {
+  return names.length > most ? `${names.slice(0, most).join(', ')} and ${names.length - most} more` : names.join(', ');
+}
+
 function deathsNotShown(
   state: StoryState,
   chapterStart: StoryState,
   acquaintances: ReadonlyMap<string, Acquaintance>,
   journalSeen: ReadonlyMap<string, CharacterStatus>,
+  metInChapter: ReadonlySet<string>,
   pov: string,
 ): string[] {
-  const named = new Set([...Object.keys(chapterStart.characters), ...journalSeen.keys()]);
+  // Those met in the chapter count too: one met and dead in a scene whose changes it is not told of is still dead.
+  const named = new Set([...Object.keys(chapterStart.characters), ...journalSeen.keys(), ...metInChapter]);
   return [...named].flatMap((id) => {
     const now = characterOf(state, id);
     if (id === pov || now?.status !== 'dead') return [];
@@ -3609,8 +3628,10 @@ function changesSince(
         id: `new-character:${character.id}`,
         variants: [
           `- New: ${character.name} (id: ${character.id}), ${character.role}, ${character.status}. ${facts}`,
-          `- New: ${character.name} (id: ${character.id}), ${character.role}`,
+          `- New: ${character.name} (id: ${character.id}), ${character.role}, ${character.status}`,
         ],
+        // Met and dead within the changes told: as binding as any other death.
+        ...(character.status === 'dead' ? { died: { id: character.id, name: character.name } } : {}),
       });
       continue;
     }
@@ -3736,16 +3757,20 @@ interface ChapterJournal {
   untold: UntoldChanges[];
   /** `seen`, and then the status each character was left in by the last of the `untold` scenes it was present in. */
   seenInChapter: Map<string, CharacterStatus>;
+  /** Every character present in a scene of the chapter that the journal covers (a point of view's: those it was in). */
+  metInChapter: Set<string>;
   /** The chapter's scenes a point of view was not in, for the trace. */
   unwitnessed: OmittedItem[];
 }
 
-/** Changes of the chapter that the journal does not tell: one scene's, or all since the journal's last scene. */
+/** Changes of the chapter that the journal does not tell: one scene's, or one since the journal's last scene. */
 interface UntoldChanges {
   id: string;
-  /** What they are the changes of: `[index] title` of a scene, or the scene they come after. */
+  /** What they are the changes of (`[index] title` of a scene), on a line of its own; empty for a change alone. */
   heading: string;
   lines: readonly ChangeLine[];
+  /** Why it is in the prompt, for the trace, when not "what a scene of this chapter changed, past the journal". */
+  reason?: string;
 }
 
 /** One line of what a scene changed (`changesSince`): its fullest wording first. */
