@@ -3,15 +3,11 @@
  * and of the walk of a point of view's plot threads: each a way a death, or the same prompt in every process, was lost.
  */
 import { describe, expect, it } from 'vitest';
-import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
-import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
-import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
-import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { CharacterStateSchema, type StoryState } from '../src/state/schema.js';
-import type { StoryStateStore } from '../src/state/store.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitNextScene, KEEPER_DIMENSIONS, newKeepersStory } from './fixtures/keepers.js';
+import { commitNextScene, importedWithout, memoryOptions, newKeepersStory } from './fixtures/keepers.js';
 
 const longNight = (night: number) =>
   `Night ${night} on the island. ${'The lamp turned and the gulls slept on the rocks below while the sea kept its counsel. '.repeat(3)}`;
@@ -19,34 +15,6 @@ const longNight = (night: number) =>
 const withDead = (state: StoryState, id: string) => ({
   characters: { ...state.characters, [id]: { ...state.characters[id]!, status: 'dead' as const } },
 });
-
-function optionsFor(store: StoryStateStore): ContextManagerOptions {
-  return {
-    store,
-    vectors: createMemoryVectorIndex({ dimensions: KEEPER_DIMENSIONS }),
-    keywords: createMemoryKeywordIndex(),
-    embedder: createHashingEmbedder({ dimensions: KEEPER_DIMENSIONS }),
-  };
-}
-
-/** A copy of the story in a new store, without the snapshots of the versions `versions` picks. */
-async function importedWithout(store: StoryStateStore, storyId: string, versions: (version: number) => boolean) {
-  const lines: string[] = [];
-  for await (const line of store.exportStory(storyId)) lines.push(line);
-  let dropped = 0;
-  const kept = lines.filter((line) => {
-    const record = JSON.parse(line);
-    const drop = record.kind === 'snapshot' && versions(record.state.version);
-    if (drop) dropped++;
-    return !drop;
-  });
-  const end = JSON.parse(kept.pop()!);
-  end.counts.snapshots -= dropped;
-  kept.push(JSON.stringify(end));
-  const imported = createMemoryStateStore();
-  await imported.importStory(kept);
-  return imported;
-}
 
 const taskOf = (dynamic: string) => dynamic.split('\n# ')[0]!;
 
@@ -108,7 +76,7 @@ describe('no point of view: the net comparison past the journal', () => {
       .id.slice(8);
     const last = (await store.getScene('tale', lastId))!;
     const imported = await importedWithout(store, 'tale', (version) => version === last.stateVersion);
-    const cold = new ContextManager(optionsFor(imported));
+    const cold = new ContextManager(memoryOptions(imported));
     await cold.reindex('tale');
     const bundle = await cold.getRelevantContext('tale', 'the lamp');
     // Same journal, same scenes past it: only one snapshot is missing.
@@ -129,7 +97,7 @@ describe('the thread walk gate', () => {
       openedIn: `lost-${i}`,
     }));
     let state = await inner.create(makeStoryState('tale', { plotThreads: threads }));
-    const options = optionsFor(inner);
+    const options = memoryOptions(inner);
     const manager = new ContextManager(options);
     for (let i = 0; i < 2; i++) ({ state } = await commitNextScene(inner, state, {}, {}, manager));
     const unhandled: unknown[] = [];
@@ -176,7 +144,7 @@ describe('the chapter-start stand-in in cold processes', () => {
     const coldBlocks: string[] = [];
     let live = await imported.load('tale');
     for (let episode = 0; episode < 3; episode++) {
-      const cold = new ContextManager(optionsFor(imported));
+      const cold = new ContextManager(memoryOptions(imported));
       if (episode === 0) await cold.reindex('tale');
       const bundle = await cold.getRelevantContext('tale', 'the lamp');
       coldBlocks.push(bundle.prompt.stableBlocks[0]!);

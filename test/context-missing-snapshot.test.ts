@@ -4,26 +4,13 @@
  * chapter (or prompt caching never hits), and a point of view must learn nothing from the state that stands in.
  */
 import { describe, expect, it } from 'vitest';
-import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
-import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
-import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
-import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { applyDelta, assertContinuity } from '../src/state/reducer.js';
 import type { Scene, StateDeltaInput, StoryState } from '../src/state/schema.js';
 import type { StoryStateStore } from '../src/state/store.js';
 import { makeNextScene, makeStoryState } from '../src/testing/fixtures.js';
-
-const DIMENSIONS = 256;
-
-function optionsFor(store: StoryStateStore): ContextManagerOptions {
-  return {
-    store,
-    vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
-    keywords: createMemoryKeywordIndex(),
-    embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
-  };
-}
+import { importedWithout, memoryOptions } from './fixtures/keepers.js';
 
 /** A story of chapters of `chapterLength` scenes, with a manager over the memory defaults. */
 async function threadStory(overrides: Partial<StoryState> = {}, chapterLength = 4) {
@@ -36,7 +23,7 @@ async function threadStory(overrides: Partial<StoryState> = {}, chapterLength = 
       ...overrides,
     }),
   );
-  const options = optionsFor(store);
+  const options = memoryOptions(store);
   return { store, state, options, manager: new ContextManager(options) };
 }
 
@@ -63,25 +50,6 @@ async function commitDelta(
   return { state: committed, scene: made };
 }
 
-/** A copy of the story in a new store, without the snapshots of the versions `versions` picks. */
-async function importedWithout(store: StoryStateStore, versions: (version: number) => boolean) {
-  const lines: string[] = [];
-  for await (const line of store.exportStory('tale')) lines.push(line);
-  let dropped = 0;
-  const kept = lines.filter((line) => {
-    const record = JSON.parse(line);
-    const drop = record.kind === 'snapshot' && versions(record.state.version);
-    if (drop) dropped++;
-    return !drop;
-  });
-  const end = JSON.parse(kept.pop()!);
-  end.counts.snapshots -= dropped;
-  kept.push(JSON.stringify(end));
-  const imported = createMemoryStateStore();
-  await imported.importStory(kept);
-  return imported;
-}
-
 /** Closes the chapter. */
 const CLOSE: StateDeltaInput = { chapterClosed: { summary: '' } };
 const promptOf = (bundle: { prompt: { stable: string; dynamic: string } }) =>
@@ -98,8 +66,8 @@ async function twoChapters() {
 
 describe('a chapter whose starting state is not stored', () => {
   it('lays out the same stable part in a warm and in a new process, episode after episode', async () => {
-    const imported = await importedWithout(await twoChapters(), (version) => version === 4);
-    const options = optionsFor(imported);
+    const imported = await importedWithout(await twoChapters(), 'tale', (version) => version === 4);
+    const options = memoryOptions(imported);
     const warm = new ContextManager(options);
     await warm.reindex('tale');
     let state = await imported.load('tale');
@@ -123,8 +91,8 @@ describe('a chapter whose starting state is not stored', () => {
   });
 
   it("with neither it nor the first scene's state stored, a later stored state stands in, alike in every process", async () => {
-    const imported = await importedWithout(await twoChapters(), (version) => version === 4 || version === 5);
-    const options = optionsFor(imported);
+    const imported = await importedWithout(await twoChapters(), 'tale', (version) => version === 4 || version === 5);
+    const options = memoryOptions(imported);
     const warm = new ContextManager(options);
     await warm.reindex('tale');
     let state = await imported.load('tale');
@@ -150,9 +118,9 @@ describe('a chapter whose starting state is not stored', () => {
     expect(promptOf(await manager.getRelevantContext('tale', 'the lamp', { povCharacterId: 'mira' }))).not.toContain(
       'SECRET',
     );
-    const imported = await importedWithout(store, (version) => version === 0);
+    const imported = await importedWithout(store, 'tale', (version) => version === 0);
     expect(await imported.getStateAt('tale', 0)).toBeNull();
-    const cold = new ContextManager(optionsFor(imported));
+    const cold = new ContextManager(memoryOptions(imported));
     expect(promptOf(await cold.getRelevantContext('tale', 'the lamp', { povCharacterId: 'mira' }))).not.toContain(
       'SECRET',
     );

@@ -4,10 +4,7 @@
  * covered in src/context/context-manager.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { ContextManager, type ContextManagerOptions } from '../src/context/context-manager.js';
-import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
-import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
-import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { applyDelta, assertContinuity } from '../src/state/reducer.js';
 import {
@@ -21,24 +18,14 @@ import {
 } from '../src/state/schema.js';
 import type { StoryStateStore } from '../src/state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
-
-const DIMENSIONS = 256;
-
-function optionsFor(store: StoryStateStore): ContextManagerOptions {
-  return {
-    store,
-    vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
-    keywords: createMemoryKeywordIndex(),
-    embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
-  };
-}
+import { importedWithout, memoryOptions } from './fixtures/keepers.js';
 
 async function newStory() {
   const store = createMemoryStateStore();
   const state = await store.create(
     makeStoryState('tale', { bible: { ...makeStoryState('tale').bible, chapterLength: 4 } }),
   );
-  const options = optionsFor(store);
+  const options = memoryOptions(store);
   return { store, state, options, manager: new ContextManager(options) };
 }
 
@@ -61,25 +48,6 @@ async function commit(
   ).state;
   await manager.indexScene(scene, { state: committed });
   return { state: committed, scene };
-}
-
-/**
- * The story imported into a new store from its export less the state snapshot of `version`: `exportStory` skips a
- * missing snapshot and `importStory` accepts such an export.
- */
-async function importedWithout(store: StoryStateStore, version: number): Promise<StoryStateStore> {
-  const lines: string[] = [];
-  for await (const line of store.exportStory('tale')) lines.push(line);
-  const kept = lines.filter((line) => {
-    const record = JSON.parse(line);
-    return !(record.kind === 'snapshot' && record.state.version === version);
-  });
-  const end = JSON.parse(kept.pop()!);
-  end.counts.snapshots -= 1;
-  kept.push(JSON.stringify(end));
-  const imported = createMemoryStateStore();
-  await imported.importStory(kept);
-  return imported;
 }
 
 /** The state change of a scene that closes the chapter: the story moves on to chapter `index`. */
@@ -177,10 +145,10 @@ describe('ContextManager: a point of view within the current chapter', () => {
     const shared = state.version;
     ({ state } = await commit(store, manager, state, ['mira'], closeChapter(1)));
     ({ state } = await commit(store, manager, state, ['mira']));
-    const imported = await importedWithout(store, shared);
+    const imported = await importedWithout(store, 'tale', (version) => version === shared);
     expect(await imported.getStateAt('tale', shared)).toBeNull();
 
-    const cold = new ContextManager(optionsFor(imported));
+    const cold = new ContextManager(memoryOptions(imported));
     const seen = await cold.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     // Scene 0 has Mira and Tobin together: the prompt must not tell the narrator they never met.
     expect(seen.prompt.stable).toContain('Mira and Tobin keep watch, night 1.');
@@ -198,10 +166,10 @@ describe('ContextManager: a point of view within the current chapter', () => {
     const gap = state.version;
     ({ state } = await commit(store, manager, state, ['mira', 'gull'], change('gull', { status: 'dead' })));
     // The story comes back from an export lacking one snapshot: the state before the death scene.
-    const imported = await importedWithout(store, gap);
+    const imported = await importedWithout(store, 'tale', (version) => version === gap);
     expect(await imported.getStateAt('tale', gap)).toBeNull();
 
-    const cold = new ContextManager(optionsFor(imported));
+    const cold = new ContextManager(memoryOptions(imported));
     const seen = await cold.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     const prompt = `${seen.prompt.stable}\n${seen.prompt.dynamic}`;
     // Old Gull is dead now.
@@ -277,7 +245,7 @@ async function newThreadStory() {
       ],
     }),
   );
-  return { store, state, manager: new ContextManager(optionsFor(store)) };
+  return { store, state, manager: new ContextManager(memoryOptions(store)) };
 }
 
 /** Commits one more scene with `characters` present, its state change made by the reducer from `delta`. */
@@ -524,8 +492,8 @@ describe('ContextManager: plot threads as the point of view last saw them', () =
     const gap = state.version;
     ({ state } = await commitDelta(store, manager, state, ['mira'], CLOSE));
     ({ state } = await commitDelta(store, manager, state, ['mira']));
-    const imported = await importedWithout(store, gap);
-    const cold = new ContextManager(optionsFor(imported));
+    const imported = await importedWithout(store, 'tale', (version) => version === gap);
+    const cold = new ContextManager(memoryOptions(imported));
     const seen = await cold.getRelevantContext('tale', 'the lamp at night', { povCharacterId: 'mira' });
     expect(seen.prompt.stable).not.toContain('(id: drift');
     expect(seen.trace.omitted).toContainEqual(expect.objectContaining({ id: 'thread:drift' }));
@@ -588,7 +556,7 @@ describe('ContextManager: a point of view that is not a string', () => {
         [String(pov)]: CharacterStateSchema.parse({ id: String(pov), name: 'The Automaton', role: 'main' }),
       },
     });
-    const manager = new ContextManager(optionsFor(store));
+    const manager = new ContextManager(memoryOptions(store));
     let { state } = await commit(store, manager, created, [String(pov), 'mira']);
     ({ state } = await commit(store, manager, state, ['tobin'], closeChapter(1)));
     ({ state } = await commit(store, manager, state, ['tobin']));
