@@ -161,3 +161,132 @@ describe('the chapter-start stand-in in cold processes', () => {
     expect(new Set(coldBlocks).size).toBe(1);
   });
 });
+
+const told = (bundle: { prompt: { stable: string; dynamic: string } }) =>
+  `${bundle.prompt.stable}${bundle.prompt.dynamic}`;
+const GULL_DEAD = /Old Gull[^\n]*dead|Dead[^\n]*Old Gull/;
+
+describe('a death in a journal scene whose state snapshot is missing', () => {
+  /** 3 quiet nights, Old Gull dies on night 4 (its snapshot dropped on import), then `after` more nights. */
+  async function story(after: number, summary: (night: number) => string = () => 'A quiet night.') {
+    const { store, state: created } = await newKeepersStory(200);
+    let state = created;
+    for (let night = 0; night < 3; night++)
+      ({ state } = await commitNextScene(store, state, { summary: summary(night) }));
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { characters: ['mira', 'gull'], summary: 'A storm night.' },
+      withDead(state, 'gull'),
+    ));
+    const deathVersion = state.version;
+    for (let night = 0; night < after; night++)
+      ({ state } = await commitNextScene(store, state, { summary: summary(10 + night) }));
+    return importedWithout(store, 'tale', (version) => version === deathVersion);
+  }
+
+  it('is told, though the journal entry of its scene cannot tell it (the journal within its share)', async () => {
+    const imported = await story(3);
+    const cold = new ContextManager(memoryOptions(imported));
+    await cold.reindex('tale');
+    // The chapter start shows "Old Gull — supporting, active"; the changes since it, taken from there, say otherwise.
+    expect(told(await cold.getRelevantContext('tale', 'the lamp'))).toMatch(GULL_DEAD);
+  });
+
+  it('is told when the chapter runs past the journal share too', async () => {
+    const imported = await story(24, longNight);
+    const cold = new ContextManager(memoryOptions(imported));
+    await cold.reindex('tale');
+    const bundle = await cold.getRelevantContext('tale', 'the lamp');
+    // Past the share: the journal's last scene left a stored state, compared with the current one (no change).
+    expect(bundle.trace.included.some((item) => item.id.startsWith('chapter:'))).toBe(true);
+    expect(told(bundle)).toMatch(GULL_DEAD);
+  });
+});
+
+describe('the required task under a point of view', () => {
+  /** 10 long nights, then 40 nights in each of which one of 40 sailors (long names) is present and dies. */
+  async function battle(deaths: number, nameLength: number) {
+    const base = makeStoryState('battle');
+    const sailors = Object.fromEntries(
+      Array.from({ length: 40 }, (_, i) => [
+        `sailor-${i}`,
+        CharacterStateSchema.parse({
+          id: `sailor-${i}`,
+          name: `Sailor ${i} ${'of the Northern Isles and the Grey Harbour '.repeat(4)}`.slice(0, nameLength).trim(),
+          role: 'minor',
+        }),
+      ]),
+    );
+    const { store, options } = await newKeepersStory(200);
+    let state = await store.create(
+      makeStoryState('battle', {
+        bible: { ...base.bible, chapterLength: 200 },
+        characters: { ...base.characters, ...sailors },
+      }),
+    );
+    for (let night = 0; night < 10; night++)
+      ({ state } = await commitNextScene(store, state, { characters: ['mira'], summary: longNight(night) }));
+    for (let i = 0; i < 40; i++) {
+      const sailor = `sailor-${i}`;
+      ({ state } = await commitNextScene(
+        store,
+        state,
+        { characters: ['mira', sailor], summary: `Night ${10 + i}.` },
+        i < deaths ? withDead(state, sailor) : {},
+      ));
+    }
+    return { options, store, state };
+  }
+
+  it('under a point of view the task names at most 12 of the dead, both lists together', async () => {
+    const { options, store, state: battleState } = await battle(40, 20);
+    let state = battleState;
+    // Tobin and Old Gull die where Mira is not.
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { characters: ['tobin', 'gull'], summary: 'Far away.' },
+      {
+        characters: {
+          ...state.characters,
+          tobin: { ...state.characters.tobin!, status: 'dead' as const },
+          gull: { ...state.characters.gull!, status: 'dead' as const },
+        },
+      },
+    ));
+    const manager = new ContextManager(options);
+    const bundle = await manager.getRelevantContext('battle', 'the lamp', { povCharacterId: 'mira' });
+    const task = bundle.prompt.dynamic.split('\n# ')[0]!;
+    const named = task.match(/\((sailor-\d+|tobin|gull)\)/g) ?? [];
+    expect(named.length).toBeLessThanOrEqual(12);
+  });
+});
+
+describe('ids of the changes the journal does not tell', () => {
+  it('are unique in one packing', async () => {
+    const { store, options, state: created } = await newKeepersStory(60);
+    let state = created;
+    // A scene whose id reads like a change line's, with more changes than its journal entry shows.
+    const many = Object.fromEntries(Array.from({ length: 14 }, (_, i) => [`fact-${i}`, i]));
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { id: 'world:tide', summary: 'Many changes.' },
+      { worldState: { ...state.worldState, ...many } },
+    ));
+    for (let night = 0; night < 24; night++)
+      ({ state } = await commitNextScene(store, state, { summary: longNight(night) }));
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { summary: 'The tide turns.' },
+      { worldState: { ...state.worldState, tide: 'high' } },
+    ));
+    const manager = new ContextManager(options);
+    await manager.reindex('tale');
+    const bundle = await manager.getRelevantContext('tale', 'the lamp');
+    const ids = bundle.trace.included.filter((item) => item.id.startsWith('changes:')).map((item) => item.id);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+});

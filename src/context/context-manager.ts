@@ -655,6 +655,8 @@ export class ContextManager {
   /** Per story, the prune marks last listed for a call's check, and the merged record's stamp they were listed at. */
   private readonly listedMarks = new Map<string, { stamp: string; marks: PruneMark[] }>();
   private readonly chapterStarts = new Map<string, StoryState>();
+  /** Per story and chapter, the search for its start under way (`chapterStartState`). */
+  private readonly chapterStartSearches = new Map<string, Promise<{ start: StoryState; found: boolean }>>();
   /**
    * The last stable text counted per story, with its token count. Consecutive calls within an episode (and within
    * a chapter, until the journal grows) repeat the same prefix of tens of thousands of characters; comparing it with
@@ -2598,25 +2600,48 @@ export class ContextManager {
     const key = `${state.storyId}\u0000${state.chapterId}`;
     const cached = this.chapterStarts.get(key);
     if (cached) return cached;
-    let start: StoryState | null = state;
-    let first = true;
-    for await (const scene of eachScene(this.store, state.storyId, { chapterId: state.chapterId, limit: 16 })) {
-      if (first) {
-        first = false;
-        start = await this.store.getStateAt(state.storyId, scene.stateVersion - 1);
-        if (start) break;
-      }
-      // Not stored (an import may lack snapshots): the earliest stored state the chapter's scenes left stands in, as
-      // it is, its scenes counting as before the chapter. The live state would give each process (and each episode
-      // of a cold one) a stable part of its own, and show the chapter's latest facts as its start.
-      start = await this.store.getStateAt(state.storyId, scene.stateVersion);
-      if (start) break;
-    }
-    const snapshot = { ...(start ?? state), userInfluenceQueue: [] };
+    // The search under way is shared: the stable prefix and the summary horizon ask for it at once.
+    const pending = this.chapterStartSearches.get(key);
+    if (pending) return (await pending).start;
+    const search = this.searchChapterStart(state).finally(() => this.chapterStartSearches.delete(key));
+    this.chapterStartSearches.set(key, search);
+    const { start, found } = await search;
     // Cached once the chapter has a scene (before, the "start" is whatever the current state is); the live state, the
     // last resort when nothing the chapter left is stored, is cached too, so a process keeps one stable part.
-    if (!first) remember(this.chapterStarts, key, snapshot, 256);
-    return snapshot;
+    if (found) remember(this.chapterStarts, key, start, 256);
+    return start;
+  }
+
+  /**
+   * The state the chapter of `state` began with, `found` once the chapter has a scene. Not stored (an import may lack
+   * snapshots), the earliest stored state that one of the chapter's scenes left stands in, as it is (its scenes count
+   * as before the chapter), the same in every process: the live state would give each process (and each episode of a
+   * cold one) a stable part of its own, and show the chapter's latest facts as its start. Looked for a page of scenes
+   * at a time, the page's states read together.
+   */
+  private async searchChapterStart(state: StoryState): Promise<{ start: StoryState; found: boolean }> {
+    const clean = (start: StoryState) => ({ ...start, userInfluenceQueue: [] });
+    let first: Scene | undefined;
+    let page: Scene[] = [];
+    const readPage = async (): Promise<StoryState | null> => {
+      const states = await Promise.all(page.map((scene) => this.store.getStateAt(state.storyId, scene.stateVersion)));
+      page = [];
+      return states.find((candidate) => candidate !== null) ?? null;
+    };
+    for await (const scene of eachScene(this.store, state.storyId, { chapterId: state.chapterId, limit: 16 })) {
+      if (!first) {
+        first = scene;
+        const start = await this.store.getStateAt(state.storyId, scene.stateVersion - 1);
+        if (start) return { start: clean(start), found: true };
+      }
+      page.push(scene);
+      if (page.length === 16) {
+        const start = await readPage();
+        if (start) return { start: clean(start), found: true };
+      }
+    }
+    const start = page.length > 0 ? await readPage() : null;
+    return { start: clean(start ?? state), found: first !== undefined };
   }
 
   private async stablePrefix(state: StoryState, budget: number, pov: string | undefined) {
@@ -2758,6 +2783,8 @@ export class ContextManager {
     const left: ChapterLine[] = [];
     const leftScenes: Scene[] = [];
     const untold: UntoldChanges[] = [];
+    // Whether an entry of the journal could not tell its scene's changes (see `JournalEntry.blind`).
+    let blind = false;
     for (const scene of scenes) {
       // Past the share, the rest of the chapter goes to the dynamic part: the journal is the prefix, and stays one.
       if (left.length > 0) {
@@ -2774,11 +2801,12 @@ export class ContextManager {
       }
       blocks.push(blocks.length === 0 ? `${header}${entry.text}\n` : `${entry.text}\n`);
       used += tokens;
+      blind ||= entry.blind;
       sceneIds.add(scene.id);
       for (const [id, status] of entry.statuses) seen.set(id, status);
       if (entry.changes.length > JOURNAL_ENTRY_CHANGES) {
         untold.push({
-          id: `changes:${scene.id}`,
+          id: `changes:scene:${scene.id}`,
           heading: `[${scene.index}] ${scene.title}`,
           lines: entry.changes.slice(JOURNAL_ENTRY_CHANGES),
         });
@@ -2792,10 +2820,11 @@ export class ContextManager {
       });
     }
     const seenInChapter = new Map(seen);
-    if (leftScenes.length > 0 && pov === undefined) {
+    if ((leftScenes.length > 0 || blind) && pov === undefined) {
       // What the scenes past the share changed, as one comparison of the state the journal's last scene left with the
-      // current one: a single read, however long the chapter.
-      const journalEnd = scenes[scenes.indexOf(leftScenes[0]!) - 1];
+      // current one: a single read, however long the chapter. With an entry that could not tell its changes, the
+      // comparison starts at the chapter start, so that none of them (a death) goes untold.
+      const journalEnd = blind ? undefined : scenes[scenes.indexOf(leftScenes[0]!) - 1];
       // The state the journal's last scene left; not stored (an import may lack it), the chapter start serves.
       const stored = journalEnd ? await this.store.getStateAt(state.storyId, journalEnd.stateVersion) : null;
       const last = stored ? journalEnd : undefined;
@@ -2803,13 +2832,13 @@ export class ContextManager {
       // A change a line: under a tight budget the deaths and the newest stay, the rest go first.
       lines.forEach((line) => {
         untold.push({
-          id: `changes:${line.id}`,
+          id: `changes:net:${line.id}`,
           heading: '',
           lines: [line],
           reason: `changed since ${last ? `[${last.index}] ${last.title}, the journal's last scene` : `${chapterStart.chapterId} began`}`,
         });
       });
-    } else if (leftScenes.length > 0) {
+    } else if (leftScenes.length > 0 && pov !== undefined) {
       // A point of view knows only the changes of the scenes it was in: each scene's own, the newest few (read a few
       // at a time), each entry kept for the next calls. A death in an older one stays in the task's "cannot appear".
       const told = leftScenes.slice(-POV_PAST_SHARE_SCENES);
@@ -2823,7 +2852,11 @@ export class ContextManager {
         const scene = told[position]!;
         for (const [id, status] of entry.statuses) seenInChapter.set(id, status);
         if (entry.changes.length > 0) {
-          untold.push({ id: `changes:${scene.id}`, heading: `[${scene.index}] ${scene.title}`, lines: entry.changes });
+          untold.push({
+            id: `changes:scene:${scene.id}`,
+            heading: `[${scene.index}] ${scene.title}`,
+            lines: entry.changes,
+          });
         }
       });
     }
@@ -2874,7 +2907,7 @@ export class ContextManager {
             return status ? [[id, status] as const] : [];
           })
         : [];
-    const entry = { text, statuses, changes };
+    const entry = { text, statuses, changes, blind: !before || !after };
     remember(this.journalEntries, key, entry, 4_096);
     return entry;
   }
@@ -2919,40 +2952,38 @@ export class ContextManager {
       ...new Set(
         untold.flatMap(({ lines }) =>
           lines.flatMap((line) =>
-            line.died && characterOf(state, line.died.id)?.status === 'dead'
-              ? [`${line.died.name} (${line.died.id})`]
-              : [],
+            line.died && characterOf(state, line.died.id)?.status === 'dead' ? [line.died.id] : [],
           ),
         ),
       ),
     ];
-    // The two lists of the dead share one bound: the task is required, and a chapter of many deaths must not make a
-    // budget too small.
-    const deathsNamed = namedBounded(diedUntold, TASK_DEATHS);
-    const unknownNamed = namedBounded(deathsUnknownToPov, Math.max(1, TASK_DEATHS - diedUntold.length));
+    // The two lists of the dead share one bound, and the task has a last wording with their ids alone: it is required,
+    // and a chapter of many deaths (of long names) must not make a budget too small.
+    const unknownRoom = Math.max(0, TASK_DEATHS - diedUntold.length);
     const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
+    const task = (name: (id: string) => string) =>
+      [
+        `Write scene ${state.sceneCount + 1} (index ${state.sceneCount}) of ${state.chapterId}.`,
+        pov !== undefined
+          ? `Tell it from the point of view of ${povName ?? pov} (${pov}): only what they witness or know.`
+          : '',
+        // The story's continuity still holds where the point of view does not know it: the dead do not act.
+        deathsUnknownToPov.length > 0
+          ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${namedBounded(deathsUnknownToPov.map(name), unknownRoom)}.`
+          : '',
+        diedUntold.length > 0
+          ? `Dead, though the journal above does not say so (they cannot appear or act): ${namedBounded(diedUntold.map(name), TASK_DEATHS)}.`
+          : '',
+        query.trim() ? `Focus: ${query.trim()}` : '',
+      ]
+        .filter(Boolean)
+        .join('\n');
+    const named = (id: string) => `${characterOf(state, id)?.name ?? id} (${id})`;
     items.push({
       id: 'task',
       section: '# Task',
       priority: 100,
-      variants: [
-        [
-          `Write scene ${state.sceneCount + 1} (index ${state.sceneCount}) of ${state.chapterId}.`,
-          pov !== undefined
-            ? `Tell it from the point of view of ${povName ?? pov} (${pov}): only what they witness or know.`
-            : '',
-          // The story's continuity still holds where the point of view does not know it: the dead do not act.
-          deathsUnknownToPov.length > 0
-            ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${unknownNamed}.`
-            : '',
-          diedUntold.length > 0
-            ? `Dead, though the journal above does not say so (they cannot appear or act): ${deathsNamed}.`
-            : '',
-          query.trim() ? `Focus: ${query.trim()}` : '',
-        ]
-          .filter(Boolean)
-          .join('\n'),
-      ],
+      variants: [...new Set([task(named), task((id) => id)])],
       reason: 'always: what to write now',
       required: true,
     });
@@ -3567,11 +3598,14 @@ function canonicalJson(value: unknown): string {
 
 /**
  * The characters the point of view's prompt names (the chapter start's cast, and those present in its journal) who
- * are dead now while the prompt last shows them otherwise (alive when last seen, or not met), as "Name (id)".
+ * are dead now while the prompt last shows them otherwise (alive when last seen, or not met), by id.
  */
 /** At most `most` of `names`, then how many more, for the required task. */
 function namedBounded(names: readonly string[], most: number): string {
-  return names.length > most ? `${names.slice(0, most).join(', ')} and ${names.length - most} more` : names.join(', ');
+  if (names.length <= most) return names.join(', ');
+  return most === 0
+    ? `${names.length} not named here`
+    : `${names.slice(0, most).join(', ')} and ${names.length - most} more`;
 }
 
 function deathsNotShown(
@@ -3588,7 +3622,7 @@ function deathsNotShown(
     const now = characterOf(state, id);
     if (id === pov || now?.status !== 'dead') return [];
     const shown = journalSeen.get(id) ?? acquaintances.get(id)?.sheet?.status;
-    return shown === 'dead' ? [] : [`${now.name} (${id})`];
+    return shown === 'dead' ? [] : [id];
   });
 }
 
@@ -3795,6 +3829,8 @@ interface JournalEntry {
   statuses: ReadonlyArray<readonly [string, CharacterStatus]>;
   /** Every change the scene made that the entry may tell (as `changesSince` gives them); `text` shows the first dozen. */
   changes: readonly ChangeLine[];
+  /** The state before or after the scene is not stored (an import may lack it): the entry cannot tell its changes. */
+  blind: boolean;
 }
 
 /** The most changes a journal entry shows; the dynamic part tells the rest. */
