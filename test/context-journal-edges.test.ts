@@ -261,6 +261,26 @@ describe('the required task under a point of view', () => {
     const named = task.match(/\((sailor-\d+|tobin|gull)\)/g) ?? [];
     expect(named.length).toBeLessThanOrEqual(12);
   });
+
+  it('the deaths it does not know are named first: nothing else tells them, while its own are told below too', async () => {
+    const { options, store, state: battleState } = await battle(40, 20);
+    // Tobin dies far from Mira, after the 40 deaths she saw.
+    const { state } = await commitNextScene(
+      store,
+      battleState,
+      { characters: ['tobin'], summary: 'Far away.' },
+      withDead(battleState, 'tobin'),
+    );
+    expect(state.characters.tobin!.status).toBe('dead');
+    const bundle = await new ContextManager(options).getRelevantContext('battle', 'the lamp', {
+      povCharacterId: 'mira',
+    });
+    const task = bundle.prompt.dynamic.split('\n# ')[0]!;
+    expect(told(bundle)).not.toMatch(/Tobin[^\n]*dead/);
+    expect(task).toMatch(/cannot appear or act[^\n]*\(tobin\)/);
+    // The sailors she saw die: told by their change items.
+    expect(bundle.prompt.dynamic).toMatch(/now dead/);
+  });
 });
 
 describe('ids of the changes the journal does not tell', () => {

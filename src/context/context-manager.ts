@@ -2959,7 +2959,9 @@ export class ContextManager {
     ];
     // The two lists of the dead share one bound, and the task has a last wording with their ids alone: it is required,
     // and a chapter of many deaths (of long names) must not make a budget too small.
-    const unknownRoom = Math.max(0, TASK_DEATHS - diedUntold.length);
+    // The deaths the point of view does not know come first: the task is the only place that tells them, while those
+    // past the journal are also told by their change items below.
+    const diedRoom = Math.max(0, TASK_DEATHS - Math.min(deathsUnknownToPov.length, TASK_DEATHS));
     const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
     const task = (name: (id: string) => string) =>
       [
@@ -2969,10 +2971,10 @@ export class ContextManager {
           : '',
         // The story's continuity still holds where the point of view does not know it: the dead do not act.
         deathsUnknownToPov.length > 0
-          ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${namedBounded(deathsUnknownToPov.map(name), unknownRoom)}.`
+          ? `These characters cannot appear or act in it (the story's continuity; ${povName} does not know why): ${namedBounded(deathsUnknownToPov.map(name), TASK_DEATHS)}.`
           : '',
         diedUntold.length > 0
-          ? `Dead, though the journal above does not say so (they cannot appear or act): ${namedBounded(diedUntold.map(name), TASK_DEATHS)}.`
+          ? `Dead, though the journal above does not say so (they cannot appear or act): ${namedBounded(diedUntold.map(name), diedRoom)}.`
           : '',
         query.trim() ? `Focus: ${query.trim()}` : '',
       ]
@@ -3604,7 +3606,7 @@ function canonicalJson(value: unknown): string {
 function namedBounded(names: readonly string[], most: number): string {
   if (names.length <= most) return names.join(', ');
   return most === 0
-    ? `${names.length} not named here`
+    ? `${names.length}, told below`
     : `${names.slice(0, most).join(', ')} and ${names.length - most} more`;
 }
 
