@@ -9,6 +9,7 @@
  * @module
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { waitUnlessAborted } from '../core/abort.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
@@ -3505,7 +3506,8 @@ function scenesByIndex(
 /**
  * The thread as `pov` last saw it, by the rule of `KnownThread`: `'unseen'` when it never saw a scene open, advance or
  * resolve it, `'untraced'` when the stored history (states missing, or more than `THREAD_SIGHTING_STEPS` scenes to
- * look at) does not tell. Both leave the thread out: leaving out never tells the point of view too much.
+ * look at) does not tell. Both leave the thread out: leaving out never tells the point of view too much. Versions of a
+ * thread are compared with `isDeepStrictEqual`, whatever order a store gave their keys in.
  */
 async function lastSighting(
   thread: PlotThread,
@@ -3529,7 +3531,7 @@ async function lastSighting(
       const beginning = await history.beginning();
       if (!beginning) return 'untraced';
       const first = threadOf(beginning, thread.id);
-      if (sameThread(first, current)) return fromBeginning(first);
+      if (isDeepStrictEqual(first, current)) return fromBeginning(first);
     } else {
       const scene = await history.scene(named);
       if (scene && scene.index < below) {
@@ -3539,7 +3541,7 @@ async function lastSighting(
         ]);
         const then = after ? threadOf(after, thread.id) : undefined;
         const earlier = before ? threadOf(before, thread.id) : undefined;
-        if (before && then && sameThread(then, current) && !sameThread(earlier, then)) {
+        if (before && then && isDeepStrictEqual(then, current) && !isDeepStrictEqual(earlier, then)) {
           change = { scene, before: earlier, after: then };
         }
       }
@@ -3549,7 +3551,7 @@ async function lastSighting(
     if (!change && named !== null) {
       const beginning = await history.beginning();
       const first = beginning ? threadOf(beginning, thread.id) : undefined;
-      if (first && sameThread(first, current)) return fromBeginning(first);
+      if (first && isDeepStrictEqual(first, current)) return fromBeginning(first);
     }
     // Otherwise the record is wrong: the scenes, newest first, tell which one last changed the thread.
     for (let index = below - 1; !change; index--) {
@@ -3567,7 +3569,7 @@ async function lastSighting(
       if (!before || !after) return 'untraced';
       const then = threadOf(after, thread.id);
       const earlier = threadOf(before, thread.id);
-      if (sameThread(earlier, then)) continue;
+      if (isDeepStrictEqual(earlier, then)) continue;
       // Gone after the scene yet there later: it came back by other means than a scene, which no one witnessed.
       if (!then) return 'unseen';
       change = { scene, before: earlier, after: then };
@@ -3582,20 +3584,6 @@ async function lastSighting(
 
 function threadOf(state: StoryState, id: string): PlotThread | undefined {
   return state.plotThreads.find((thread) => thread.id === id);
-}
-
-/** Whether two versions of a thread are the same, whatever order a store gave their keys in. */
-function sameThread(a: PlotThread | undefined, b: PlotThread | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return canonicalJson(a) === canonicalJson(b);
-}
-
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, inner: unknown) =>
-    inner !== null && typeof inner === 'object' && !Array.isArray(inner)
-      ? Object.fromEntries(Object.entries(inner).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : inner,
-  );
 }
 
 /**
