@@ -12,6 +12,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { waitUnlessAborted } from '../core/abort.js';
+import { mapWithConcurrency } from '../core/concurrency.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
 import { clipSentences, clipText, ellipsize } from '../core/text.js';
@@ -2843,12 +2844,7 @@ export class ContextManager {
       // A point of view knows only the changes of the scenes it was in: each scene's own, the newest few (read a few
       // at a time), each entry kept for the next calls. A death in an older one stays in the task's "cannot appear".
       const told = leftScenes.slice(-POV_PAST_SHARE_SCENES);
-      const entries: JournalEntry[] = [];
-      for (let at = 0; at < told.length; at += 4) {
-        entries.push(
-          ...(await Promise.all(told.slice(at, at + 4).map((scene) => this.journalEntry(state, scene, pov)))),
-        );
-      }
+      const entries = await mapWithConcurrency(told, 4, undefined, (scene) => this.journalEntry(state, scene, pov));
       entries.forEach((entry, position) => {
         const scene = told[position]!;
         for (const [id, status] of entry.statuses) seenInChapter.set(id, status);
