@@ -267,16 +267,9 @@ export async function createStoryTable(
   const send = async (command: object): Promise<unknown> => {
     const operation = commandName(command);
     try {
-      return await attemptWithin(
-        (attemptSignal) => (client as DynamoDBClient).send(command as never, { abortSignal: attemptSignal }),
-        {
-          timeoutMs,
-          signal,
-          provider: PROVIDER,
-          timeoutMessage: `DynamoDB ${operation} did not answer within ${timeoutMs} ms`,
-          // The waiter and the create below read these two by name.
-          failed: (error) => (TABLE_STATES.has(errorName(error) ?? '') ? error : toProviderError(error, operation)),
-        },
+      // The waiter and the create below read these two by name.
+      return await sendWithin(client as DynamoDBClient, command, timeoutMs, signal, (error) =>
+        TABLE_STATES.has(errorName(error) ?? '') ? error : toProviderError(error, operation),
       );
     } catch (error) {
       if (!TABLE_STATES.has(errorName(error) ?? '') && !(ProviderError.isInstance(error) && error.isRetryable)) {
@@ -314,6 +307,26 @@ export async function createStoryTable(
       cause: error,
     });
   }
+}
+
+/**
+ * One call of `command` through `client`, bounded by `timeoutMs` and `signal` (`attemptWithin`): a timeout is a
+ * retryable `ProviderError` (`TIMEOUT`), any other failure what `failed` makes of it.
+ */
+function sendWithin(
+  client: { send(command: never, options: { abortSignal: AbortSignal }): Promise<unknown> },
+  command: unknown,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  failed: (error: unknown) => unknown,
+): Promise<unknown> {
+  return attemptWithin((abortSignal) => client.send(command as never, { abortSignal }), {
+    timeoutMs,
+    signal,
+    provider: PROVIDER,
+    timeoutMessage: `DynamoDB ${commandName(command)} did not answer within ${timeoutMs} ms`,
+    failed,
+  });
 }
 
 /** What the table calls answer while the table is being made: states, not faults. */
@@ -1191,12 +1204,9 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     const attempt = <T>(command: unknown): Promise<T> => {
       const operation = commandName(command);
       const bound = timeoutMs + (WRITES.has(operation) ? uploadAllowance(command) : 0);
-      return attemptWithin((signal) => document.send(command as never, { abortSignal: signal }) as Promise<T>, {
-        timeoutMs: bound,
-        provider: PROVIDER,
-        timeoutMessage: `DynamoDB ${operation} did not answer within ${bound} ms`,
-        failed: (error) => (isConditionalAnswer(error) ? error : toProviderError(error, operation)),
-      });
+      return sendWithin(document, command, bound, undefined, (error) =>
+        isConditionalAnswer(error) ? error : toProviderError(error, operation),
+      ) as Promise<T>;
     };
     const send = async <T>(command: unknown): Promise<T> => {
       try {
