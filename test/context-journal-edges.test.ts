@@ -5,16 +5,17 @@
 import { describe, expect, it } from 'vitest';
 import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
-import { CharacterStateSchema, type StoryState } from '../src/state/schema.js';
+import { CharacterStateSchema } from '../src/state/schema.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitNextScene, importedWithout, memoryOptions, newKeepersStory } from './fixtures/keepers.js';
-
-const longNight = (night: number) =>
-  `Night ${night} on the island. ${'The lamp turned and the gulls slept on the rocks below while the sea kept its counsel. '.repeat(3)}`;
-
-const withDead = (state: StoryState, id: string) => ({
-  characters: { ...state.characters, [id]: { ...state.characters[id]!, status: 'dead' as const } },
-});
+import {
+  battleStory,
+  commitNextScene,
+  importedWithout,
+  longNight,
+  memoryOptions,
+  newKeepersStory,
+  withDead,
+} from './fixtures/keepers.js';
 
 const taskOf = (dynamic: string) => dynamic.split('\n# ')[0]!;
 
@@ -205,42 +206,8 @@ describe('a death in a journal scene whose state snapshot is missing', () => {
 });
 
 describe('the required task under a point of view', () => {
-  /** 10 long nights, then 40 nights in each of which one of 40 sailors (long names) is present and dies. */
-  async function battle(deaths: number, nameLength: number) {
-    const base = makeStoryState('battle');
-    const sailors = Object.fromEntries(
-      Array.from({ length: 40 }, (_, i) => [
-        `sailor-${i}`,
-        CharacterStateSchema.parse({
-          id: `sailor-${i}`,
-          name: `Sailor ${i} ${'of the Northern Isles and the Grey Harbour '.repeat(4)}`.slice(0, nameLength).trim(),
-          role: 'minor',
-        }),
-      ]),
-    );
-    const { store, options } = await newKeepersStory(200);
-    let state = await store.create(
-      makeStoryState('battle', {
-        bible: { ...base.bible, chapterLength: 200 },
-        characters: { ...base.characters, ...sailors },
-      }),
-    );
-    for (let night = 0; night < 10; night++)
-      ({ state } = await commitNextScene(store, state, { characters: ['mira'], summary: longNight(night) }));
-    for (let i = 0; i < 40; i++) {
-      const sailor = `sailor-${i}`;
-      ({ state } = await commitNextScene(
-        store,
-        state,
-        { characters: ['mira', sailor], summary: `Night ${10 + i}.` },
-        i < deaths ? withDead(state, sailor) : {},
-      ));
-    }
-    return { options, store, state };
-  }
-
   it('under a point of view the task names at most 12 of the dead, both lists together', async () => {
-    const { options, store, state: battleState } = await battle(40, 20);
+    const { options, store, state: battleState } = await battleStory(40);
     let state = battleState;
     // Tobin and Old Gull die where Mira is not.
     ({ state } = await commitNextScene(
@@ -263,7 +230,7 @@ describe('the required task under a point of view', () => {
   });
 
   it('the deaths it does not know are named first: nothing else tells them, while its own are told below too', async () => {
-    const { options, store, state: battleState } = await battle(40, 20);
+    const { options, store, state: battleState } = await battleStory(40);
     // Tobin dies far from Mira, after the 40 deaths she saw.
     const { state } = await commitNextScene(
       store,

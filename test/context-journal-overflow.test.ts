@@ -7,13 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ContextManager } from '../src/context/context-manager.js';
-import { CharacterStateSchema, type StoryState } from '../src/state/schema.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitNextScene, newKeepersStory } from './fixtures/keepers.js';
-
-/** A long summary, so that a few journal entries fill the journal's share. */
-const longNight = (night: number) =>
-  `Night ${night} on the island. ${'The lamp turned and the gulls slept on the rocks below while the sea kept its counsel. '.repeat(3)}`;
+import type { StoryState } from '../src/state/schema.js';
+import { battleStory, commitNextScene, longNight, newKeepersStory } from './fixtures/keepers.js';
 
 /** The death of Old Gull and a broken lamp, in a scene Mira and Old Gull are in. */
 const stormNight = (state: StoryState) => ({
@@ -125,50 +120,9 @@ describe('changes of a long chapter past its journal', () => {
 });
 
 describe('the cost and size of what the journal does not tell', () => {
-  /** A chapter of 10 long nights, then 40 more, in each of which one of 40 sailors is present and the first `deaths` die. */
-  async function battleChapter(deaths: number) {
-    const base = makeStoryState('tale');
-    const sailors = Object.fromEntries(
-      Array.from({ length: 40 }, (_, i) => [
-        `sailor-${i}`,
-        CharacterStateSchema.parse({ id: `sailor-${i}`, name: `Sailor Number ${i}`, role: 'minor' }),
-      ]),
-    );
-    const { store, options } = await newKeepersStory(200);
-    let state = await store.create(
-      makeStoryState('battle', {
-        bible: { ...base.bible, chapterLength: 200 },
-        characters: { ...base.characters, ...sailors },
-      }),
-    );
-    const manager = new ContextManager(options);
-    for (let night = 0; night < 10; night++) {
-      ({ state } = await commitNextScene(
-        store,
-        state,
-        { characters: ['mira'], summary: longNight(night) },
-        {},
-        manager,
-      ));
-    }
-    for (let i = 0; i < 40; i++) {
-      const sailor = `sailor-${i}`;
-      ({ state } = await commitNextScene(
-        store,
-        state,
-        { characters: ['mira', sailor], summary: `Night ${10 + i}.` },
-        i < deaths
-          ? { characters: { ...state.characters, [sailor]: { ...state.characters[sailor]!, status: 'dead' as const } } }
-          : {},
-        manager,
-      ));
-    }
-    return manager;
-  }
-
   it('the task names a bounded number of the dead, so a budget that lays out the chapter still does', async () => {
-    const quiet = await battleChapter(0);
-    const battle = await battleChapter(40);
+    const quiet = (await battleStory(0)).manager;
+    const battle = (await battleStory(40)).manager;
     let smallest = Number.NaN;
     for (let budget = 256; budget < 20_000; budget += 32) {
       const laidOut = await quiet.getRelevantContext('battle', 'the lamp', { tokenBudget: budget }).then(
@@ -191,7 +145,7 @@ describe('the cost and size of what the journal does not tell', () => {
   });
 
   it('under a tight budget the changes go a line at a time, not all or nothing', async () => {
-    const battle = await battleChapter(40);
+    const battle = (await battleStory(40)).manager;
     const bundle = await battle.getRelevantContext('battle', 'the lamp', { tokenBudget: 3_000 });
     const placed = bundle.trace.included.filter((item) => item.id.startsWith('changes:'));
     const cut = bundle.trace.omitted.filter((item) => item.id.startsWith('changes:'));
