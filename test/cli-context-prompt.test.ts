@@ -53,6 +53,32 @@ describe('storyloom context', () => {
   });
 });
 
+describe('storyloom context --pov', () => {
+  it("shows the point of view's prompt, its focus naming only threads it knows, and refuses a stranger", async () => {
+    const cwd = workspace();
+    expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '4', '--no-images'])).code).toBe(0);
+    const shown = await storyloom(cwd, ['context', '--data', 'proj', '--pov', 'tobin', '--json']);
+    expect(shown.stderr).toBe('');
+    expect(shown.code).toBe(0);
+    const bundle = JSON.parse(shown.stdout) as { prompt: { stable: string; dynamic: string } };
+    expect(bundle.prompt.dynamic).toContain('from the point of view of');
+    // Every thread the focus names is one the prompt shows the point of view, by the title it shows: in the thread
+    // section, or in a journal line of a scene it was in.
+    const focus = /^Focus: .*?Threads: (.*?)(?:\. Audience choice|$)/m.exec(bundle.prompt.dynamic)?.[1];
+    const titles = focus?.split('; ') ?? [];
+    expect(titles.length).toBeGreaterThan(0);
+    const text = bundle.prompt.stable + bundle.prompt.dynamic;
+    for (const title of titles) {
+      const quoted = title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      expect(text).toMatch(new RegExp(`\\] ${quoted} \\(id: |Thread "${quoted}"`));
+    }
+    const stranger = await storyloom(cwd, ['context', '--data', 'proj', '--pov', 'nobody']);
+    expect(stranger.code).not.toBe(0);
+    expect(stranger.stderr).toContain('povCharacterId "nobody" is not a character');
+  });
+});
+
 describe('a fork cut short before its story went in', () => {
   it('recorded by an earlier version (no --at): the command status gives names where --at goes', async () => {
     const cwd = workspace();

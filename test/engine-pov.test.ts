@@ -9,6 +9,7 @@ import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
+import { AbortedError, ValidationError } from '../src/core/errors.js';
 import { buildEpisodeQuery, createStoryEngine, type StoryEngineOptions } from '../src/engine/engine.js';
 import { buildClaudeRequest } from '../src/generation/claude-scene-generator.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
@@ -214,6 +215,70 @@ describe('StoryEngine under a point of view', () => {
     expect(text).not.toContain('smuggler tunnel');
   });
 
+  it('does not name in the focus a thread of its cast it never saw, nor a title it never heard', async () => {
+    const { store, options, state: created } = await newKeepersStory(6);
+    const context = new ContextManager(options);
+    let { state } = await commitNextScene(store, created, { characters: ['mira', 'tobin'] }, {}, context);
+    // Scene 1, without Mira: the drift thread is renamed, and a tunnel thread opens with Mira in its cast.
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { characters: ['tobin'], summary: 'Tobin charts the drift alone.' },
+      {
+        plotThreads: [
+          { ...state.plotThreads[0]!, title: 'The course the island keeps', lastAdvancedIn: 'tale-s1' },
+          PlotThreadSchema.parse({
+            id: 'tunnel',
+            title: 'The smuggler tunnel under the bell',
+            importance: 0.95,
+            characters: ['tobin', 'mira'],
+            openedIn: 'tale-s1',
+            lastAdvancedIn: 'tale-s1',
+          }),
+        ],
+      },
+      context,
+    ));
+    const known = await context.threadsKnownTo('tale', 'mira');
+    expect(known.map((thread) => [thread.id, thread.title])).toEqual([['drift', 'Why the island drifts']]);
+    const generator = createMockSceneGenerator({
+      respond: () => ({
+        scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
+        delta: {},
+      }),
+    });
+    const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
+    for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
+    const { prompt } = generator.calls[0]!;
+    // Both threads have Mira in their cast; she knows one, by the title she last heard.
+    expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale\. Threads: Why the island drifts$/m);
+    const text = prompt.stable + prompt.dynamic;
+    expect(text).not.toContain('smuggler tunnel');
+    expect(text).not.toContain('The course the island keeps');
+    // Without a point of view, both are the focus, by their titles now.
+    expect(buildEpisodeQuery(state, { winner: null })).toContain(
+      'Threads: The smuggler tunnel under the bell; The course the island keeps',
+    );
+  });
+
+  it('threadsKnownTo refuses what is not a character of the story, and follows an abort', async () => {
+    const { store, options, state: created } = await newKeepersStory(6);
+    const context = new ContextManager(options);
+    await commitNextScene(store, created, { characters: ['mira'] }, {}, context);
+    for (const pov of ['nobody', 'constructor', null, 7]) {
+      const error = await context.threadsKnownTo('tale', pov as string).catch((caught: unknown) => caught);
+      expect(ValidationError.isInstance(error), String(pov)).toBe(true);
+    }
+    const other = makeStoryState('elsewhere');
+    await expect(context.threadsKnownTo('tale', 'mira', { state: other })).rejects.toThrow(/belongs to "elsewhere"/);
+    const controller = new AbortController();
+    controller.abort(new Error('stop'));
+    await expect(context.threadsKnownTo('tale', 'mira', { signal: controller.signal })).rejects.toSatisfy(
+      (error: unknown) => AbortedError.isInstance(error),
+    );
+    expect((await context.threadsKnownTo('tale', 'mira')).map((thread) => thread.id)).toEqual(['drift']);
+  });
+
   it('buildEpisodeQuery under a point of view names only the characters and threads it knows', () => {
     const main = (id: string, name: string, extra: object = {}) =>
       CharacterStateSchema.parse({ id, name, role: 'main', ...extra });
@@ -239,6 +304,21 @@ describe('StoryEngine under a point of view', () => {
     // Mira: herself, her sister (a relationship), Tobin (in her last scene, tale-s7); not Wren nor Wren's thread.
     expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira' })).toBe(
       'Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: Why the island drifts',
+    );
+    // With the threads she knows (from the context layer): each by the title she knows; none known, none named.
+    const known = [{ id: 'drift', title: 'The island that wanders' }];
+    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', knownThreads: known })).toBe(
+      'Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: The island that wanders',
+    );
+    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', knownThreads: [] })).toBe(
+      'Characters: Mira Vale, Oren Vale, Tobin Marsh',
+    );
+    // Known threads outside its cast stay out, and without a point of view the option changes nothing.
+    expect(
+      buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', knownThreads: state.plotThreads }),
+    ).toBe('Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: Why the island drifts');
+    expect(buildEpisodeQuery(state, { winner: null }, { knownThreads: [] })).toBe(
+      buildEpisodeQuery(state, { winner: null }),
     );
   });
 });

@@ -362,8 +362,16 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           // the one the narrator gets.
           const state = await project.store.load(storyId);
           const resolution = resolveInfluences(takenInfluences(state, project.store));
+          const pov = options.pov;
           const query =
-            options.query ?? buildEpisodeQuery(state, resolution, options.pov ? { povCharacterId: options.pov } : {});
+            options.query ??
+            buildEpisodeQuery(
+              state,
+              resolution,
+              pov
+                ? { povCharacterId: pov, knownThreads: await project.context.threadsKnownTo(storyId, pov, { state }) }
+                : {},
+            );
           const bundle = await project.context.getRelevantContext(storyId, query, {
             k: options.k,
             tokenBudget: options.budget,

@@ -979,6 +979,46 @@ export class ContextManager {
   }
 
   /**
+   * The plot threads of `storyId` that `povCharacterId` knows, each as it stood right after the last scene that the
+   * character witnessed and that opened, advanced or resolved it, in the state's order. A thread it never saw so (one
+   * it was added to in a scene it was not in, say), or whose history the stored states do not tell, is left out:
+   * leaving out never tells a point of view too much. What a query written for the point of view may name: the
+   * engine's episode query names the threads of its cast among these (see `buildEpisodeQuery`). Reads the story's
+   * history as the prompt's thread section does, once per state and point of view in a process.
+   *
+   * @example
+   * ```ts
+   * const known = await manager.threadsKnownTo('lighthouse-keepers', 'mira');
+   * console.log(known.map((thread) => thread.title));
+   * ```
+   */
+  async threadsKnownTo(
+    storyId: string,
+    povCharacterId: string,
+    options: { state?: StoryState; signal?: AbortSignal } = {},
+  ): Promise<PlotThread[]> {
+    if (typeof povCharacterId !== 'string') {
+      throw new ValidationError('povCharacterId must be the id of a character (a string)', {
+        problems: [{ path: 'povCharacterId', message: 'must be a string, the id of a character' }],
+      });
+    }
+    throwIfAborted(options.signal);
+    const state = options.state ?? (await waitUnlessAborted(this.store.load(storyId), options.signal));
+    if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
+    if (!Object.hasOwn(state.characters, povCharacterId)) {
+      throw new ValidationError(`povCharacterId "${povCharacterId}" is not a character of "${storyId}"`, {
+        problems: [{ path: 'povCharacterId', message: `is not a character of "${storyId}"` }],
+      });
+    }
+    // The walk the thread section makes at a chapter start, made at the state itself: every scene before it counts.
+    const { known } = await waitUnlessAborted(this.knownThreads(state, povCharacterId), options.signal);
+    return state.plotThreads.flatMap((thread) => {
+      const sighting = known.get(thread.id);
+      return sighting ? [sighting.thread] : [];
+    });
+  }
+
+  /**
    * Indexes a committed scene: its chunks in both indexes, the characters and threads it touched, and, when the
    * scene closed its chapter, the chapter summary and the synopsis. Idempotent: ids are deterministic; chunks of a
    * longer earlier text are deleted, and a scene that `prune` dropped stays out. Pass `state`, the state after the

@@ -40,6 +40,7 @@ import { applyDelta, assertContinuity, type ContinuityIssue, unknownDeltaFields 
 import {
   characterOf,
   LIMITS,
+  type PlotThread,
   type Scene,
   SceneSchema,
   type StateDelta,
@@ -715,16 +716,26 @@ class Engine implements StoryEngine {
       ),
     );
     throwIfAborted(signal);
-    const query = buildEpisodeQuery(state, resolution, { povCharacterId: this.options.retrieval?.povCharacterId });
+    const pov = this.options.retrieval?.povCharacterId;
     const context = await this.timed(run, 'context', sceneId, () =>
-      this.attempts(run, 'context', (attemptSignal) =>
-        this.context.getRelevantContext(storyId, query, {
+      this.attempts(run, 'context', async (attemptSignal) => {
+        // Under a point of view the focus names only the threads it knows, which a context layer that reads the
+        // story's history can tell; the state alone cannot (a thread it was added to unseen is in its cast).
+        const knownThreads =
+          pov !== undefined && this.context.threadsKnownTo
+            ? await this.context.threadsKnownTo(storyId, pov, { state, signal: attemptSignal })
+            : undefined;
+        const query = buildEpisodeQuery(state, resolution, {
+          povCharacterId: pov,
+          ...(knownThreads ? { knownThreads } : {}),
+        });
+        return this.context.getRelevantContext(storyId, query, {
           ...this.options.retrieval,
           state,
           influences: resolution.influences,
           signal: attemptSignal,
-        }),
-      ),
+        });
+      }),
     );
     throwIfAborted(signal);
     const request: SceneRequest = {
@@ -1950,6 +1961,18 @@ function unfinishedSteps(steps: readonly EngineStep[], log: readonly Publication
   return steps.filter((step) => !finished.has(step));
 }
 
+/** Options of `buildEpisodeQuery`. */
+export interface EpisodeQueryOptions {
+  /** Name only what this character knows. */
+  povCharacterId?: string;
+  /**
+   * Under a point of view, the threads it knows, as it knows them (`ContextManager.threadsKnownTo`): a thread of its
+   * cast is named only when it is among them, by the title it knows. Without them, every thread of its cast is named,
+   * a thread it was added to in a scene it was not in too (the state alone does not tell).
+   */
+  knownThreads?: readonly Pick<PlotThread, 'id' | 'title'>[];
+}
+
 /**
  * The retrieval query of an episode: the main characters on stage, the most important open threads and what the
  * audience voted for. Built from the state alone, so it costs the same at scene 10 and at scene 10,000.
@@ -1957,7 +1980,7 @@ function unfinishedSteps(steps: readonly EngineStep[], log: readonly Publication
  * The context layer writes the query into the task as its focus, so under a point of view (`povCharacterId`) it
  * names only what that character knows: itself, the characters it has a relationship with or was last in a scene
  * with (the state keeps no record of every meeting, so one met longer ago is left out rather than guessed), and the
- * threads it is in.
+ * threads it is in, among `knownThreads` when given (the engine passes them when its context layer can tell them).
  *
  * @example
  * ```ts
@@ -1968,7 +1991,7 @@ function unfinishedSteps(steps: readonly EngineStep[], log: readonly Publication
 export function buildEpisodeQuery(
   state: StoryState,
   resolution: Pick<InfluenceResolution, 'winner'>,
-  options: { povCharacterId?: string } = {},
+  options: EpisodeQueryOptions = {},
 ): string {
   const pov = options.povCharacterId;
   const knows = pov === undefined ? () => true : knownToPointOfView(state, pov);
@@ -1977,11 +2000,16 @@ export function buildEpisodeQuery(
     .sort((a, b) => (a.id < b.id ? -1 : 1))
     .slice(0, 4)
     .map((character) => character.name);
+  // Under a point of view, each thread by the title it knows it by.
+  const seen =
+    pov !== undefined && options.knownThreads
+      ? new Map(options.knownThreads.map((thread) => [thread.id, thread]))
+      : undefined;
   const threads = state.plotThreads
-    .filter((thread) => thread.status !== 'resolved' && threadKnownTo(thread, pov))
+    .filter((thread) => thread.status !== 'resolved' && threadKnownTo(thread, pov) && (!seen || seen.has(thread.id)))
     .sort((a, b) => b.importance - a.importance || (a.id < b.id ? -1 : 1))
     .slice(0, 3)
-    .map((thread) => thread.title);
+    .map((thread) => seen?.get(thread.id)?.title ?? thread.title);
   const parts = [
     characters.length > 0 ? `Characters: ${characters.join(', ')}` : '',
     threads.length > 0 ? `Threads: ${threads.join('; ')}` : '',

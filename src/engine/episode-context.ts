@@ -7,7 +7,7 @@
 import { throwIfAborted } from '../core/errors.js';
 import { clipText } from '../core/text.js';
 import type { ResolvedInfluence, ScenePrompt } from '../generation/scene-generator.js';
-import type { Scene, StoryState } from '../state/schema.js';
+import type { PlotThread, Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import { sanitizeAudienceText } from './sanitize.js';
 
@@ -45,6 +45,16 @@ export interface EpisodeContext {
   ): Promise<{ prompt: ScenePrompt; tokens?: { total: number; stable: number } }>;
   /** Indexes a committed scene (embeddings, keywords); idempotent per scene. */
   indexScene(scene: Scene, options?: { signal?: AbortSignal; state?: StoryState }): Promise<void>;
+  /**
+   * The plot threads a point of view knows, as it knows them (`ContextManager.threadsKnownTo`). Optional: with it, the
+   * engine's episode query under a point of view names only those among the threads of its cast (see
+   * `buildEpisodeQuery`); without it, every thread of its cast.
+   */
+  threadsKnownTo?(
+    storyId: string,
+    povCharacterId: string,
+    options: { state?: StoryState; signal?: AbortSignal },
+  ): Promise<readonly Pick<PlotThread, 'id' | 'title'>[]>;
   /**
    * Refreshes the frequent-context cache for the committed state; must never throw for a cache outage. `signal` fires
    * when the engine stops waiting (the step's attempt timed out, or the run was aborted): stop then.
