@@ -88,7 +88,13 @@ async function main(): Promise<void> {
     }
     const state: StoryState = await store.load(STORY);
     const resolution = resolveInfluences(state.userInfluenceQueue);
-    const bundle = await context.getRelevantContext(STORY, buildEpisodeQuery(state, resolution), {
+    // The engine's query: under a point of view, naming only what that character knows.
+    const query = buildEpisodeQuery(
+      state,
+      resolution,
+      POV ? { povCharacterId: POV, knownThreads: await context.threadsKnownTo(STORY, POV, { state }) } : {},
+    );
+    const bundle = await context.getRelevantContext(STORY, query, {
       state,
       influences: resolution.influences,
       ...(POV ? { povCharacterId: POV } : {}),
