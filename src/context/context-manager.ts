@@ -1011,7 +1011,15 @@ export class ContextManager {
       });
     }
     // The walk the thread section makes at a chapter start, made at the state itself: every scene before it counts.
-    const { known } = await waitUnlessAborted(this.knownThreads(state, povCharacterId), options.signal);
+    // It stops where a thread's history reaches the chapter start unchanged: from there on it is that walk's, which
+    // the prompt reads anyway, so a new process reads the history before the chapter once.
+    const walk = async () => {
+      const chapterStart = await this.chapterStartState(state);
+      if (chapterStart.version === state.version) return this.knownThreads(state, povCharacterId);
+      const base = await this.knownThreads(chapterStart, povCharacterId);
+      return this.knownThreads(state, povCharacterId, { state: chapterStart, sightings: base });
+    };
+    const { known } = await waitUnlessAborted(walk(), options.signal);
     return state.plotThreads.flatMap((thread) => {
       const sighting = known.get(thread.id);
       return sighting ? [sighting.thread] : [];
@@ -2547,9 +2555,15 @@ export class ContextManager {
    * state written by other means than the reducer) is checked against the scenes themselves, newest first. Read once
    * per chapter start and point of view; the states and scenes read are shared by the threads.
    */
-  private async knownThreads(chapterStart: StoryState, pov: string): Promise<ThreadSightings> {
+  private async knownThreads(
+    chapterStart: StoryState,
+    pov: string,
+    base?: { state: StoryState; sightings: ThreadSightings },
+  ): Promise<ThreadSightings> {
     const { storyId } = chapterStart;
-    const key = `${storyId}\u0000${pov}\u0000${chapterStart.version}`;
+    // A walk cut short at a base has a key of its own: the thread section of a chapter start is always walked whole,
+    // the same in every process.
+    const key = `${storyId}\u0000${pov}\u0000${chapterStart.version}${base ? `\u0000${base.state.version}` : ''}`;
     const cached = this.threadSightings.get(key);
     if (cached) return cached;
     const states = new Map<number, Promise<StoryState | null>>();
@@ -2600,11 +2614,20 @@ export class ContextManager {
     };
     const section = `# Plot threads at the start of ${chapterStart.chapterId}`;
     const sightings = await Promise.all(
-      chapterStart.plotThreads.map((thread) => lastSighting(thread, pov, chapterStart.sceneCount, history)),
+      chapterStart.plotThreads.map((thread) =>
+        lastSighting(
+          thread,
+          pov,
+          chapterStart.sceneCount,
+          history,
+          base && { sceneCount: base.state.sceneCount, state: base.state, sightings: base.sightings.byThread },
+        ),
+      ),
     );
-    const result: ThreadSightings = { known: new Map(), omitted: [] };
+    const result: ThreadSightings = { known: new Map(), omitted: [], byThread: new Map() };
     chapterStart.plotThreads.forEach((thread, position) => {
       const sighting = sightings[position]!;
+      result.byThread.set(thread.id, sighting);
       if (sighting !== 'unseen' && sighting !== 'untraced') {
         result.known.set(thread.id, sighting);
         return;
@@ -3491,6 +3514,8 @@ function searchable(
 interface ThreadSightings {
   known: Map<string, KnownThread>;
   omitted: OmittedItem[];
+  /** Each thread's sighting, by id (`lastSighting`). */
+  byThread: Map<string, KnownThread | 'unseen' | 'untraced'>;
 }
 
 /** The reads of a story's history that the threads of one chapter start share (see `knownThreads`). */
@@ -3550,7 +3575,17 @@ async function lastSighting(
   pov: string,
   chapterStartScenes: number,
   history: StoryHistory,
+  base?: {
+    sceneCount: number;
+    state: StoryState;
+    sightings: ReadonlyMap<string, KnownThread | 'unseen' | 'untraced'>;
+  },
 ): Promise<KnownThread | 'unseen' | 'untraced'> {
+  // The thread as the base (an earlier state, walked already) holds it: where the walk, not yet past the base, finds
+  // the thread just as the base holds it, the rest of the walk is the base's (a scene that changed the thread in
+  // between would have left its id in the record; a state written otherwise at worst shows the older sighting).
+  const atBase = base && threadOf(base.state, thread.id);
+  const baseSighting = atBase && base.sightings.get(thread.id);
   /** The thread as the story began, known only to a character in its cast then. */
   const fromBeginning = (first: PlotThread | undefined): KnownThread | 'unseen' =>
     first?.characters.includes(pov) ? { thread: first, lastWitnessedScene: null } : 'unseen';
@@ -3560,6 +3595,7 @@ async function lastSighting(
   let steps = THREAD_SIGHTING_STEPS;
   for (;;) {
     let change: { scene: Scene; before: PlotThread | undefined; after: PlotThread } | undefined;
+    if (baseSighting && below >= base!.sceneCount && isDeepStrictEqual(current, atBase)) return baseSighting;
     if (steps-- <= 0) return 'untraced';
     // The scene the thread's record names as its last change, if it holds: the thread left it as it is now.
     const named = current.resolvedIn ?? current.lastAdvancedIn ?? current.openedIn;
