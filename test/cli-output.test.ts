@@ -5,8 +5,10 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createProgram } from '../src/cli/program.js';
 import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
@@ -194,6 +196,37 @@ describe('storyloom run whose reader closes early', () => {
     expect(status.unfinishedSteps).toEqual([]);
     expect(status.scenes).toBeGreaterThanOrEqual(1);
     expect(status.scenes).toBeLessThan(50);
+  }, 60_000);
+});
+
+describe('storyloom run whose reader closes right after the first line', () => {
+  it('stops after the episode whose line found the reader gone, not one later', async () => {
+    const { cwd, data } = await storyWith(0);
+    // A pipe whose reader read one line and left: every later write fails with EPIPE, reported as a stream reports
+    // it (after the write call has returned), and the bin's handler turns that into the closed-output signal.
+    const stdoutClosed = new AbortController();
+    const lines: string[] = [];
+    const stdout = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        if (lines.length >= 1) {
+          callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+          return;
+        }
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EPIPE') stdoutClosed.abort();
+    });
+    const stderr = new Writable({ write: (_chunk, _encoding, callback) => callback() });
+    const program = createProgram({ stdout, stderr, env: {}, cwd, stdoutClosed: stdoutClosed.signal });
+    expect(await program.run(['run', '--data', data, '--episodes', '6', '--no-images'])).toBe(141);
+    expect(lines).toEqual([expect.stringMatching(/^\[1\] .+ \(created\)\n$/)]);
+    const status = JSON.parse((await storyloom(cwd, ['status', '--data', data, '--json'])).stdout);
+    // Episode 2's line was the first the reader did not take: episode 2 is whole, and no third was begun.
+    expect(status.scenes).toBe(2);
+    expect(status.unfinishedSteps).toEqual([]);
   }, 60_000);
 });
 

@@ -313,6 +313,9 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
               if (!bar) {
                 const by = result.outcome === 'existing' ? 'written by another run' : result.outcome;
                 print(`[${result.scene.index + 1}] ${result.scene.title} (${by})`);
+                // A write to a reader that has gone fails after the call returns: its error is given a turn to
+                // arrive, so that the check above stops the loop before another episode, not one later.
+                await new Promise((resolve) => setImmediate(resolve));
               }
               if (result.outcome !== 'created') continue;
               written++;
