@@ -16,6 +16,22 @@ const chapter = [
 const wordCount = (text: string) => text.split(/\s+/).filter(Boolean).length;
 
 describe('createExtractiveSummarizer', () => {
+  it('refuses texts that are not strings (scenes passed whole) with a ValidationError naming the entry', async () => {
+    const summarizer = createExtractiveSummarizer();
+    const scenes = [{ text: 'Mira lit the lamp.' }] as unknown as string[];
+    await expect(summarizer.summarize(scenes, { maxWords: 20 })).rejects.toSatisfy(
+      (error: unknown) =>
+        ValidationError.isInstance(error) &&
+        error.problems[0]?.path === 'texts.0' &&
+        error.message.includes("pass each scene's text"),
+    );
+    await expect(summarizer.summarize('Mira.' as unknown as string[], { maxWords: 20 })).rejects.toSatisfy(
+      (error: unknown) => ValidationError.isInstance(error) && error.problems[0]?.path === 'texts',
+    );
+  });
+
+  const summarizer = createExtractiveSummarizer();
+
   const summarizer = createExtractiveSummarizer();
 
   it('keeps whole sentences of the input, in their original order, within maxWords', async () => {

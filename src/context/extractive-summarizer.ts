@@ -13,7 +13,7 @@
  * @module
  */
 import { throwIfAborted, ValidationError } from '../core/errors.js';
-import type { Summarizer } from './summarizer.js';
+import { checkSummarizerTexts, type Summarizer } from './summarizer.js';
 import { analyze, clipWords, countWords } from './text-analysis.js';
 
 /** Sentences more similar than this (cosine) to a chosen one are redundant. */
@@ -41,7 +41,7 @@ interface Sentence {
  * ```ts
  * import { createExtractiveSummarizer } from 'storyloom';
  * const summarizer = createExtractiveSummarizer();
- * const summary = await summarizer.summarize(chapterScenes, { maxWords: 120, focus: 'Mira' });
+ * const summary = await summarizer.summarize(chapterScenes.map((scene) => scene.text), { maxWords: 120, focus: 'Mira' });
  * ```
  */
 export function createExtractiveSummarizer(): Summarizer {
@@ -50,6 +50,7 @@ export function createExtractiveSummarizer(): Summarizer {
     provider: 'extractive',
     async summarize(texts, options) {
       throwIfAborted(options.signal);
+      checkSummarizerTexts(texts);
       const maxWords = options.maxWords;
       if (!Number.isInteger(maxWords) || maxWords < 1) {
         throw new ValidationError(`maxWords must be a positive integer, got ${String(maxWords)}`, {

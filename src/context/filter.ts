@@ -41,6 +41,7 @@ export interface FieldCondition {
  *
  * @example
  * ```ts
+ * import type { MetadataFilter } from 'storyloom';
  * const filter: MetadataFilter = { type: 'scene', characters: { $in: ['mira'] }, importance: { $gte: 0.5 } };
  * ```
  */

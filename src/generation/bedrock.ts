@@ -91,6 +91,7 @@ export interface BedrockConnectionOptions {
    *
    * @example
    * ```ts
+   * import { createBedrockEmbedder } from 'storyloom/bedrock';
    * const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', region: 'us-east-1', timeoutMs: 10_000 });
    * ```
    */

@@ -91,6 +91,18 @@ const cut = { content: [{ type: 'text', text: 'Mira lit the lamp and then' }], s
 const whole = { content: [{ type: 'text', text: 'Mira lit the lamp; Tobin counted the ships.' }] };
 
 describe('createClaudeSummarizer', () => {
+  it('refuses texts that are not strings (scenes passed whole) before any call, with a ValidationError', async () => {
+    const { client, sent } = scripted([{ content: [{ type: 'text', text: 'A summary.' }] }]);
+    const summarizer = createClaudeSummarizer({ client, model: MODEL });
+    for (const texts of [[{ text: 'Mira lit the lamp.' }], ['fine', null], 'Mira lit the lamp.']) {
+      const error = await summarizer
+        .summarize(texts as unknown as string[], { maxWords: 20 })
+        .catch((caught: unknown) => caught);
+      expect(ValidationError.isInstance(error), JSON.stringify(texts)).toBe(true);
+    }
+    expect(sent).toEqual([]);
+  });
+
   it('asks once more with four times the room when a reply is cut off at the default limit', async () => {
     const { client, sent } = scripted([cut, whole]);
     const summarizer = createClaudeSummarizer({ client, model: MODEL });

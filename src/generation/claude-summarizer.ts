@@ -9,7 +9,7 @@
 
 import { createHash } from 'node:crypto';
 import { createEstimatingTokenizer } from '../context/estimating-tokenizer.js';
-import type { Summarizer } from '../context/summarizer.js';
+import { checkSummarizerTexts, type Summarizer } from '../context/summarizer.js';
 import type { Tokenizer } from '../context/tokenizer.js';
 import { timeoutProblems } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
@@ -199,7 +199,7 @@ function requirePositiveInteger(value: unknown, path: string, problems: Validati
  * import Anthropic from '@anthropic-ai/sdk';
  * import { createClaudeSummarizer } from 'storyloom/anthropic';
  * const summarizer = createClaudeSummarizer({ client: new Anthropic(), model: 'claude-haiku-4-5' });
- * const summary = await summarizer.summarize(chapterScenes, { maxWords: 200 });
+ * const summary = await summarizer.summarize(chapterScenes.map((scene) => scene.text), { maxWords: 200 });
  * ```
  */
 export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summarizer {
@@ -307,6 +307,7 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
     provider,
     async summarize(texts, { maxWords, focus, signal }) {
       throwIfAborted(signal);
+      checkSummarizerTexts(texts);
       if (!Number.isInteger(maxWords) || maxWords < 1) {
         throw new ValidationError('maxWords must be a positive integer', {
           problems: [{ path: 'maxWords', message: 'must be a positive integer' }],
