@@ -75,6 +75,7 @@ describe('a Pinecone host that never answers', () => {
   });
   afterAll(() => hung.close());
 
+  // The case timeout bounds both hung attempts: far above timeoutMs, far below the 30 s default they would wait.
   it('times a request out after timeoutMs, closes its connection, retries it and reports a retryable TIMEOUT', {
     timeout: 5_000,
   }, async () => {
@@ -86,24 +87,24 @@ describe('a Pinecone host that never answers', () => {
       timeoutMs: 100,
       retry: { maxRetries: 1, initialDelayMs: 1, maxDelayMs: 1 },
     });
-    const started = performance.now();
     const error = await index
       .query('hung-story', { vector: record('hung-story', 'q').values, topK: 1 })
       .catch((caught: unknown) => caught);
-    const elapsed = performance.now() - started;
     expect(RetryError.isInstance(error), String(error)).toBe(true);
     const attempts = (error as RetryError).errors;
     expect(attempts).toHaveLength(2);
     for (const attempt of attempts) {
       expect(ProviderError.isInstance(attempt) && attempt.code).toBe('TIMEOUT');
       expect((attempt as ProviderError).isRetryable).toBe(true);
+      // Our timer ended the attempt, not another one: the error names timeoutMs.
+      expect((attempt as ProviderError).message).toBe('Pinecone query timed out after 100 ms');
     }
-    expect(elapsed).toBeLessThan(1_500);
     const sent = hung.requests.slice(before);
     expect(sent.map((request) => request.path)).toEqual(['/query', '/query']);
     await within(1_000, Promise.all(sent.map((request) => request.closed)), 'closing the timed-out connections');
   });
 
+  // The case timeout bounds the six aborted calls: without the abort each would wait out the 30 s default timeoutMs.
   it('an abort rejects every data-plane call at once with AbortedError and closes its connection', {
     timeout: 5_000,
   }, async () => {
@@ -122,12 +123,10 @@ describe('a Pinecone host that never answers', () => {
       const count = hung.requests.length;
       const pending = run(controller.signal).catch((caught: unknown) => caught);
       await within(1_000, hung.received(count + 1), `${name} reaching the host`);
-      const started = performance.now();
       controller.abort(reason);
       const error = await within(1_000, pending, `${name} returning after the abort`);
       expect(AbortedError.isInstance(error), `${name}: ${String(error)}`).toBe(true);
       expect((error as AbortedError).cause, name).toBe(reason);
-      expect(performance.now() - started, name).toBeLessThan(500);
       await within(1_000, hung.requests.at(-1)!.closed, `closing the connection of ${name}`);
       // Aborted, not retried: one request per call.
       expect(hung.requests.length, name).toBe(count + 1);

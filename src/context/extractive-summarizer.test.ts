@@ -32,8 +32,6 @@ describe('createExtractiveSummarizer', () => {
 
   const summarizer = createExtractiveSummarizer();
 
-  const summarizer = createExtractiveSummarizer();
-
   it('keeps whole sentences of the input, in their original order, within maxWords', async () => {
     const summary = await summarizer.summarize(chapter, { maxWords: 40 });
     expect(wordCount(summary)).toBeLessThanOrEqual(40);
@@ -107,14 +105,15 @@ describe('createExtractiveSummarizer', () => {
     }
   });
 
-  it('stays fast with a large maxWords over many short sentences, and still skips repeats among them', async () => {
+  // The case timeout is the guard: this takes a second or two; comparing each pick with all before it, minutes.
+  it('stays linear with a large maxWords over many short sentences, and still skips repeats among them', {
+    timeout: 60_000,
+  }, async () => {
     // Each chosen sentence used to be compared with every one chosen before: 25,000 sentences took over 10 s.
-    const many = Array.from({ length: 25_000 }, (_, i) => `Mira saw w${i}.`).join(' ');
-    const started = performance.now();
-    const summary = await summarizer.summarize([many, 'Mira saw w7!'], { maxWords: 100_000 });
-    expect(performance.now() - started).toBeLessThan(3_000);
+    const many = Array.from({ length: 100_000 }, (_, i) => `Mira saw w${i}.`).join(' ');
+    const summary = await summarizer.summarize([many, 'Mira saw w7!'], { maxWords: 400_000 });
     expect(summary.match(/Mira saw w7[.!]/g)).toHaveLength(1);
-    expect(wordCount(summary)).toBe(75_000);
+    expect(wordCount(summary)).toBe(300_000);
   });
 
   it('is deterministic', async () => {

@@ -354,14 +354,27 @@ describe('createBedrockEmbedder: answers', () => {
 });
 
 describe('Bedrock calls that get no answer', () => {
-  it('times out an attempt after timeoutMs as a retryable ProviderError (TIMEOUT), then retries it', async () => {
-    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection(), timeoutMs: 100 });
+  // The case timeout bounds the hung attempt: far above timeoutMs, far below the 60 s default it would otherwise wait.
+  it('times out an attempt after timeoutMs as a retryable ProviderError (TIMEOUT), then retries it', {
+    timeout: 5_000,
+  }, async () => {
+    const retried: unknown[] = [];
+    const embedder = createBedrockEmbedder({
+      model: 'cohere.embed-v4:0',
+      ...connection(),
+      retry: { ...connection().retry, onRetry: ({ error }) => retried.push(error) },
+      timeoutMs: 100,
+    });
     standIn.scheduleErrors(['hang']);
-    const started = performance.now();
     const [vector] = await embedder.embed(['the lamp']);
     expect(vector!.length).toBe(1536);
     expect(standIn.requests.map((request) => request.fault)).toEqual(['hang', undefined]);
-    expect(performance.now() - started).toBeLessThan(2_000);
+    // Our timer ended the hung attempt, not another one: the error names timeoutMs.
+    expect(retried).toHaveLength(1);
+    const [timedOut] = retried;
+    expect(ProviderError.isInstance(timedOut) && timedOut.code).toBe('TIMEOUT');
+    expect((timedOut as ProviderError).isRetryable).toBe(true);
+    expect((timedOut as ProviderError).message).toBe('Bedrock cohere.embed-v4:0 did not answer within 100 ms');
   });
 
   it('gives up with every timed-out attempt once retries run out, for Titan and for pictures', async () => {

@@ -476,7 +476,10 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     }
   });
 
-  it('ends an attempt whose stream goes quiet for idleTimeoutMs and retries it as a TIMEOUT', async () => {
+  // The case timeout bounds both stalled attempts: far above idleTimeoutMs, below the stand-in's 10 s between events.
+  it('ends an attempt whose stream goes quiet for idleTimeoutMs and retries it as a TIMEOUT', {
+    timeout: 5_000,
+  }, async () => {
     const stalled = await startAnthropicStandIn({ streamChunkChars: 4, streamDelayMs: 10_000 });
     try {
       const clock = recordingClock();
@@ -487,14 +490,13 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
         clock,
         retry: { maxRetries: 1 },
       });
-      const started = Date.now();
       const error = await generator.generate(makeRequest()).catch((caught: unknown) => caught);
-      expect(Date.now() - started).toBeLessThan(5_000);
       expect(RetryError.isInstance(error)).toBe(true);
       const attempts = (error as RetryError).errors as ProviderError[];
-      expect(attempts.map((attempt) => [attempt.code, attempt.isRetryable])).toEqual([
-        ['TIMEOUT', true],
-        ['TIMEOUT', true],
+      // The idle timer ended each attempt, not the client's own timeout: the error names idleTimeoutMs.
+      expect(attempts.map((attempt) => [attempt.code, attempt.isRetryable, attempt.message])).toEqual([
+        ['TIMEOUT', true, 'anthropic sent nothing for 100 ms: the reply stalled'],
+        ['TIMEOUT', true, 'anthropic sent nothing for 100 ms: the reply stalled'],
       ]);
       expect(stalled.requests).toHaveLength(2);
     } finally {
@@ -503,17 +505,24 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
   });
 
   it('lets a slow stream run past idleTimeoutMs as long as its events keep coming', async () => {
-    const slow = await startAnthropicStandIn({ streamChunkChars: 100, streamDelayMs: 20 });
+    const streamDelayMs = 20;
+    const idleTimeoutMs = 150;
+    const slow = await startAnthropicStandIn({ streamChunkChars: 100, streamDelayMs });
     try {
       const generator = createClaudeSceneGenerator({
         client: new Anthropic({ apiKey: 'test-key', baseURL: slow.url }),
         model: MODEL,
-        idleTimeoutMs: 150,
+        idleTimeoutMs,
         retry: { maxRetries: 0 },
       });
-      const started = Date.now();
-      const result = await generator.generate(makeRequest());
-      expect(Date.now() - started).toBeGreaterThan(150);
+      let deltas = 0;
+      const result = await generator.generate(makeRequest(), {
+        onProgress: (event) => {
+          if (event.type === 'text') deltas++;
+        },
+      });
+      // The stand-in pauses streamDelayMs after each delta: the stream outlasted two idle timeouts, and was not cut.
+      expect(deltas * streamDelayMs).toBeGreaterThan(2 * idleTimeoutMs);
       expect(result.attempts).toBe(1);
       expect(slow.requests).toHaveLength(1);
     } finally {
