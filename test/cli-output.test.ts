@@ -200,34 +200,45 @@ describe('storyloom run whose reader closes early', () => {
 });
 
 describe('storyloom run whose reader closes right after the first line', () => {
-  it('stops after the episode whose line found the reader gone, not one later', async () => {
-    const { cwd, data } = await storyWith(0);
-    // A pipe whose reader read one line and left: every later write fails with EPIPE, reported as a stream reports
-    // it (after the write call has returned), and the bin's handler turns that into the closed-output signal.
-    const stdoutClosed = new AbortController();
-    const lines: string[] = [];
-    const stdout = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        if (lines.length >= 1) {
-          callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
-          return;
-        }
-        lines.push(chunk.toString());
-        callback();
-      },
-    });
-    stdout.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'EPIPE') stdoutClosed.abort();
-    });
-    const stderr = new Writable({ write: (_chunk, _encoding, callback) => callback() });
-    const program = createProgram({ stdout, stderr, env: {}, cwd, stdoutClosed: stdoutClosed.signal });
-    expect(await program.run(['run', '--data', data, '--episodes', '6', '--no-images'])).toBe(141);
-    expect(lines).toEqual([expect.stringMatching(/^\[1\] .+ \(created\)\n$/)]);
-    const status = JSON.parse((await storyloom(cwd, ['status', '--data', data, '--json'])).stdout);
-    // Episode 2's line was the first the reader did not take: episode 2 is whole, and no third was begun.
-    expect(status.scenes).toBe(2);
-    expect(status.unfinishedSteps).toEqual([]);
-  }, 60_000);
+  it.each([
+    ['stderr a pipe too', false],
+    ['a progress bar on a terminal stderr', true],
+  ])(
+    'stops after the episode whose line found the reader gone, not one later (%s)',
+    async (_, terminal) => {
+      const { cwd, data } = await storyWith(0);
+      // A pipe whose reader read one line and left: every later write fails with EPIPE, reported as a stream reports
+      // it (after the write call has returned), and the bin's handler turns that into the closed-output signal.
+      const stdoutClosed = new AbortController();
+      const lines: string[] = [];
+      const stdout = new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          if (lines.length >= 1) {
+            callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+            return;
+          }
+          lines.push(chunk.toString());
+          callback();
+        },
+      });
+      stdout.on('error', (error: NodeJS.ErrnoException) => {
+        if (error.code === 'EPIPE') stdoutClosed.abort();
+      });
+      // On a terminal, stderr draws the bar; the pipe still gets a line per episode, which is how the run learns.
+      const stderr = Object.assign(new Writable({ write: (_chunk, _encoding, callback) => callback() }), {
+        isTTY: terminal,
+        columns: 80,
+      });
+      const program = createProgram({ stdout, stderr, env: {}, cwd, stdoutClosed: stdoutClosed.signal });
+      expect(await program.run(['run', '--data', data, '--episodes', '6', '--no-images'])).toBe(141);
+      expect(lines).toEqual([expect.stringMatching(/^\[1\] .+ \(created\)\n$/)]);
+      const status = JSON.parse((await storyloom(cwd, ['status', '--data', data, '--json'])).stdout);
+      // Episode 2's line was the first the reader did not take: episode 2 is whole, and no third was begun.
+      expect(status.scenes).toBe(2);
+      expect(status.unfinishedSteps).toEqual([]);
+    },
+    60_000,
+  );
 });
 
 describe('commands the storyloom command prints for the user to run', () => {

@@ -310,7 +310,9 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
                   `scene ${result.scene.index + 1} was written but ${failed} failed: run again to finish`,
                 );
               }
-              if (!bar) {
+              // A line per episode unless the bar shows them on the same terminal: a pipe (`| head`) gets its lines,
+              // and a write to it is how the run learns that its reader has gone.
+              if (!bar || !io.stdout.isTTY) {
                 const by = result.outcome === 'existing' ? 'written by another run' : result.outcome;
                 print(`[${result.scene.index + 1}] ${result.scene.title} (${by})`);
                 // A write to a reader that has gone fails after the call returns: its error is given a turn to
