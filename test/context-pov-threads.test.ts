@@ -142,7 +142,7 @@ describe('ContextManager.threadsKnownTo', () => {
         (scene) => scene.chapterId === state.chapterId,
       )?.stateVersion;
       if (chapterStartVersion === undefined || chapterStartVersion - 1 === state.version) continue;
-      const before = (reads: number[]) => reads.filter((version) => version < chapterStartVersion - 1).length;
+      const beforeChapter = (reads: number[]) => reads.filter((version) => version < chapterStartVersion - 1).length;
       for (const pov of POVS) {
         const resolution = resolveInfluences(state.userInfluenceQueue);
         // The prompt alone, in a new process.
@@ -161,8 +161,8 @@ describe('ContextManager.threadsKnownTo', () => {
           buildEpisodeQuery(state, resolution, { povCharacterId: pov, knownThreads }),
           { state, povCharacterId: pov },
         );
-        expect(before(both.reads), `${pov} at scene ${state.sceneCount}`).toBe(before(alone.reads));
-        if (before(alone.reads) > 0) checked++;
+        expect(beforeChapter(both.reads), `${pov} at scene ${state.sceneCount}`).toBe(beforeChapter(alone.reads));
+        if (beforeChapter(alone.reads) > 0) checked++;
       }
     }
     expect(checked).toBeGreaterThan(4);
