@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     const query = buildEpisodeQuery(
       state,
       resolution,
-      POV ? { povCharacterId: POV, knownThreads: await context.threadsKnownTo(STORY, POV, { state }) } : {},
+      POV ? { povCharacterId: POV, known: await context.knownTo(STORY, POV, { state }) } : {},
     );
     const bundle = await context.getRelevantContext(STORY, query, {
       state,

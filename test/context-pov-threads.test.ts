@@ -1,5 +1,5 @@
 /**
- * `ContextManager.threadsKnownTo` against a reference: the story's scenes replayed in order, each thread known to a
+ * `ContextManager.knownTo`'s threads against a reference: the story's scenes replayed in order, each thread known to a
  * point of view as the last scene it witnessed that changed the thread left it (or as the story began, to a character
  * in its cast then). And what it costs a new process: the history before the chapter is read once, for the prompt's
  * thread section and the call alike.
@@ -89,7 +89,7 @@ function countingStates(inner: StoryStateStore) {
   return { store, reads };
 }
 
-describe('ContextManager.threadsKnownTo', () => {
+describe('ContextManager.knownTo: threads', () => {
   it('gives each thread as the point of view last saw it change, in a warm process and a new one', {
     timeout: 120_000,
   }, async () => {
@@ -105,7 +105,7 @@ describe('ContextManager.threadsKnownTo', () => {
           ['warm', context],
           ['new', fresh],
         ] as const) {
-          const known = await manager.threadsKnownTo(STORY, pov, { state });
+          const known = (await manager.knownTo(STORY, pov, { state })).threads;
           const byId = new Map(known.map((thread) => [thread.id, thread]));
           for (const thread of state.plotThreads) {
             const where = `${label} ${pov} at scene ${state.sceneCount}, thread ${thread.id}`;
@@ -155,12 +155,11 @@ describe('ContextManager.threadsKnownTo', () => {
         // As the engine asks: the threads it knows, then the prompt.
         const both = countingStates(store);
         const manager = new ContextManager({ store: both.store, ...options });
-        const knownThreads = await manager.threadsKnownTo(STORY, pov, { state });
-        await manager.getRelevantContext(
-          STORY,
-          buildEpisodeQuery(state, resolution, { povCharacterId: pov, knownThreads }),
-          { state, povCharacterId: pov },
-        );
+        const known = await manager.knownTo(STORY, pov, { state });
+        await manager.getRelevantContext(STORY, buildEpisodeQuery(state, resolution, { povCharacterId: pov, known }), {
+          state,
+          povCharacterId: pov,
+        });
         expect(beforeChapter(both.reads), `${pov} at scene ${state.sceneCount}`).toBe(beforeChapter(alone.reads));
         if (beforeChapter(alone.reads) > 0) checked++;
       }

@@ -209,8 +209,9 @@ describe('StoryEngine under a point of view', () => {
     const { prompt } = generator.calls[0]!;
     const text = prompt.stable + prompt.dynamic;
     expect(text).toContain('from the point of view of Mira Vale');
-    // What Mira knows is still the focus; Wren and the tunnel, which she has never met nor heard of, are not named.
-    expect(prompt.dynamic).toContain('Focus: Characters: Mira Vale. Threads: Why the island drifts');
+    // What Mira knows is still the focus (Tobin, whom she met in scene 0, included); Wren and the tunnel, which she has
+    // never met nor heard of, are not named.
+    expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale, Tobin Marsh\. Threads: Why the island drifts$/m);
     expect(text).not.toContain('Wren');
     expect(text).not.toContain('smuggler tunnel');
   });
@@ -239,8 +240,8 @@ describe('StoryEngine under a point of view', () => {
       },
       context,
     ));
-    const known = await context.threadsKnownTo('tale', 'mira');
-    expect(known.map((thread) => [thread.id, thread.title])).toEqual([['drift', 'Why the island drifts']]);
+    const known = await context.knownTo('tale', 'mira');
+    expect(known.threads.map((thread) => [thread.id, thread.title])).toEqual([['drift', 'Why the island drifts']]);
     const generator = createMockSceneGenerator({
       respond: () => ({
         scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
@@ -251,7 +252,7 @@ describe('StoryEngine under a point of view', () => {
     for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
     const { prompt } = generator.calls[0]!;
     // Both threads have Mira in their cast; she knows one, by the title she last heard.
-    expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale\. Threads: Why the island drifts$/m);
+    expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale, Tobin Marsh\. Threads: Why the island drifts$/m);
     const text = prompt.stable + prompt.dynamic;
     expect(text).not.toContain('smuggler tunnel');
     expect(text).not.toContain('The course the island keeps');
@@ -261,22 +262,87 @@ describe('StoryEngine under a point of view', () => {
     );
   });
 
-  it('threadsKnownTo refuses what is not a character of the story, and follows an abort', async () => {
+  it('does not name in the focus a character given a relationship to it in a scene it was not in', async () => {
+    const { store, options, state: created } = await newKeepersStory(6);
+    const context = new ContextManager(options);
+    let { state } = await commitNextScene(store, created, { characters: ['mira', 'tobin'] }, {}, context);
+    // Scene 1, without Mira: Vex arrives, and the scene gives Mira a tie to Vex.
+    const mira = state.characters.mira!;
+    ({ state } = await commitNextScene(
+      store,
+      state,
+      { characters: ['tobin', 'vex'], summary: 'A stranger lands at night.' },
+      {
+        characters: {
+          ...state.characters,
+          mira: {
+            ...mira,
+            relationships: { ...mira.relationships, vex: { kind: 'rival', affinity: -0.4, trust: 0.1, since: null } },
+          },
+          vex: CharacterStateSchema.parse({ id: 'vex', name: 'Vex the Hidden', role: 'main' }),
+        },
+      },
+      context,
+    ));
+    expect((await context.knownTo('tale', 'mira')).characterIds).not.toContain('vex');
+    // The query as the state alone suggests it names Vex (a relationship); the engine asks its context layer instead.
+    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira' })).toContain('Vex the Hidden');
+    const generator = createMockSceneGenerator({
+      respond: () => ({
+        scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
+        delta: {},
+      }),
+    });
+    const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
+    for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
+    const { prompt } = generator.calls[0]!;
+    expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale, Tobin Marsh\. /m);
+    expect(prompt.stable + prompt.dynamic).not.toContain('Vex');
+  });
+
+  it('fails the episode with a ValidationError when a context layer answers knownTo with something else', async () => {
+    const { store, options, state: created } = await newKeepersStory(6);
+    const manager = new ContextManager(options);
+    await commitNextScene(store, created, { characters: ['mira'] }, {}, manager);
+    for (const answer of [null, { threads: [] }, { characterIds: ['mira'], threads: [null] }, []]) {
+      const generator = createMockSceneGenerator({
+        respond: () => ({ scene: { title: 'T', text: 'Text.', summary: 'S.', characters: ['mira'] }, delta: {} }),
+      });
+      const context = {
+        getRelevantContext: manager.getRelevantContext.bind(manager),
+        indexScene: manager.indexScene.bind(manager),
+        knownTo: async () => answer as never,
+      };
+      const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
+      let error: unknown;
+      for (let run = 0; run < 3 && error === undefined; run++) {
+        error = await engine.runEpisode('tale').then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+      }
+      expect(ValidationError.isInstance(error), `${JSON.stringify(answer)}: ${String(error)}`).toBe(true);
+      expect(String(error)).toContain('context.knownTo must return');
+      expect(generator.calls).toHaveLength(0);
+    }
+  });
+
+  it('knownTo refuses what is not a character of the story, and follows an abort', async () => {
     const { store, options, state: created } = await newKeepersStory(6);
     const context = new ContextManager(options);
     await commitNextScene(store, created, { characters: ['mira'] }, {}, context);
     for (const pov of ['nobody', 'constructor', null, 7]) {
-      const error = await context.threadsKnownTo('tale', pov as string).catch((caught: unknown) => caught);
+      const error = await context.knownTo('tale', pov as string).catch((caught: unknown) => caught);
       expect(ValidationError.isInstance(error), String(pov)).toBe(true);
     }
     const other = makeStoryState('elsewhere');
-    await expect(context.threadsKnownTo('tale', 'mira', { state: other })).rejects.toThrow(/belongs to "elsewhere"/);
+    await expect(context.knownTo('tale', 'mira', { state: other })).rejects.toThrow(/belongs to "elsewhere"/);
     const controller = new AbortController();
     controller.abort(new Error('stop'));
-    await expect(context.threadsKnownTo('tale', 'mira', { signal: controller.signal })).rejects.toSatisfy(
-      (error: unknown) => AbortedError.isInstance(error),
+    await expect(context.knownTo('tale', 'mira', { signal: controller.signal })).rejects.toSatisfy((error: unknown) =>
+      AbortedError.isInstance(error),
     );
-    expect((await context.threadsKnownTo('tale', 'mira')).map((thread) => thread.id)).toEqual(['drift']);
+    expect((await context.knownTo('tale', 'mira')).threads.map((thread) => thread.id)).toEqual(['drift']);
   });
 
   it('buildEpisodeQuery under a point of view names only the characters and threads it knows', () => {
@@ -305,19 +371,30 @@ describe('StoryEngine under a point of view', () => {
     expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira' })).toBe(
       'Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: Why the island drifts',
     );
-    // With the threads she knows (from the context layer): each by the title she knows; none known, none named.
-    const known = [{ id: 'drift', title: 'The island that wanders' }];
-    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', knownThreads: known })).toBe(
+    // With what she knows (from the context layer): each thread by the title she knows; only the characters named.
+    const known = {
+      characterIds: ['mira', 'oren', 'tobin'],
+      threads: [{ id: 'drift', title: 'The island that wanders' }],
+    };
+    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', known })).toBe(
       'Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: The island that wanders',
     );
-    expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', knownThreads: [] })).toBe(
-      'Characters: Mira Vale, Oren Vale, Tobin Marsh',
-    );
-    // Known threads outside its cast stay out, and without a point of view the option changes nothing.
     expect(
-      buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira', knownThreads: state.plotThreads }),
+      buildEpisodeQuery(
+        state,
+        { winner: null },
+        { povCharacterId: 'mira', known: { characterIds: ['mira', 'wren'], threads: [] } },
+      ),
+    ).toBe('Characters: Mira Vale, Wren Hollis');
+    // Known threads outside her cast stay out, and without a point of view the option changes nothing.
+    expect(
+      buildEpisodeQuery(
+        state,
+        { winner: null },
+        { povCharacterId: 'mira', known: { ...known, threads: state.plotThreads } },
+      ),
     ).toBe('Characters: Mira Vale, Oren Vale, Tobin Marsh. Threads: Why the island drifts');
-    expect(buildEpisodeQuery(state, { winner: null }, { knownThreads: [] })).toBe(
+    expect(buildEpisodeQuery(state, { winner: null }, { known: { characterIds: [], threads: [] } })).toBe(
       buildEpisodeQuery(state, { winner: null }),
     );
   });

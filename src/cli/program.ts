@@ -373,9 +373,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             buildEpisodeQuery(
               state,
               resolution,
-              pov
-                ? { povCharacterId: pov, knownThreads: await project.context.threadsKnownTo(storyId, pov, { state }) }
-                : {},
+              pov ? { povCharacterId: pov, known: await project.context.knownTo(storyId, pov, { state }) } : {},
             );
           const bundle = await project.context.getRelevantContext(storyId, query, {
             k: options.k,

@@ -499,6 +499,14 @@ export interface ContextBundle {
   trace: ContextTrace;
 }
 
+/** What a point of view knows of a story now (`ContextManager.knownTo`). */
+export interface PointOfViewKnowledge {
+  /** The characters it knows, itself included, in the state's order. */
+  characterIds: string[];
+  /** The plot threads it knows, each as it last saw it, in the state's order. */
+  threads: PlotThread[];
+}
+
 /** Progress of `reindex`. */
 export interface ReindexProgress {
   phase: 'clear' | 'scenes' | 'characters' | 'threads' | 'summaries' | 'done';
@@ -684,6 +692,8 @@ export class ContextManager {
    * `before` that the two were in together. A later chapter start reads only the scenes since.
    */
   private readonly sharedScenes = new Map<string, { before: number; last: Map<string, SharedScene> }>();
+  /** Per story, point of view and chapter start: the characters it knows there (`acquaintances`), read or reading. */
+  private readonly acquaintancesAt = new Map<string, Promise<Map<string, Acquaintance>>>();
   /** Per story, point of view and chapter start (its state version): the plot threads it knows (`knownThreads`). */
   private readonly threadSightings = new Map<string, ThreadSightings>();
   /**
@@ -979,24 +989,26 @@ export class ContextManager {
   }
 
   /**
-   * The plot threads of `storyId` that `povCharacterId` knows, each as it stood right after the last scene that the
-   * character witnessed and that opened, advanced or resolved it, in the state's order. A thread it never saw so (one
-   * it was added to in a scene it was not in, say), or whose history the stored states do not tell, is left out:
-   * leaving out never tells a point of view too much. What a query written for the point of view may name: the
-   * engine's episode query names the threads of its cast among these (see `buildEpisodeQuery`). Reads the story's
-   * history as the prompt's thread section does, once per state and point of view in a process.
+   * What `povCharacterId` knows of `storyId` now, by the rules its prompt follows: the characters (itself; those it
+   * shared a scene with, or has a relationship with at the chapter start; those present in the chapter's scenes it
+   * was in), and the plot threads, each as it stood right after the last scene that the character witnessed and that
+   * opened, advanced or resolved it, in the state's order. A thread it never saw so (one it was added to in a scene it
+   * was not in, say), or whose history the stored states do not tell, is left out, as is a character met only in
+   * scenes it was not in: leaving out never tells a point of view too much. What a query written for the point of
+   * view may name: the engine's episode query names these only (see `buildEpisodeQuery`). Reads the story's history
+   * as the prompt does, and shares those reads with it.
    *
    * @example
    * ```ts
-   * const known = await manager.threadsKnownTo('lighthouse-keepers', 'mira');
-   * console.log(known.map((thread) => thread.title));
+   * const known = await manager.knownTo('lighthouse-keepers', 'mira');
+   * console.log(known.characterIds, known.threads.map((thread) => thread.title));
    * ```
    */
-  async threadsKnownTo(
+  async knownTo(
     storyId: string,
     povCharacterId: string,
     options: { state?: StoryState; signal?: AbortSignal } = {},
-  ): Promise<PlotThread[]> {
+  ): Promise<PointOfViewKnowledge> {
     if (typeof povCharacterId !== 'string') {
       throw new ValidationError('povCharacterId must be the id of a character (a string)', {
         problems: [{ path: 'povCharacterId', message: 'must be a string, the id of a character' }],
@@ -1005,25 +1017,44 @@ export class ContextManager {
     throwIfAborted(options.signal);
     const state = options.state ?? (await waitUnlessAborted(this.store.load(storyId), options.signal));
     if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
-    if (!Object.hasOwn(state.characters, povCharacterId)) {
-      throw new ValidationError(`povCharacterId "${povCharacterId}" is not a character of "${storyId}"`, {
+    const pov = povCharacterId;
+    if (!Object.hasOwn(state.characters, pov)) {
+      throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
         problems: [{ path: 'povCharacterId', message: `is not a character of "${storyId}"` }],
       });
     }
-    // The walk the thread section makes at a chapter start, made at the state itself: every scene before it counts.
-    // It stops where a thread's history reaches the chapter start unchanged: from there on it is that walk's, which
-    // the prompt reads anyway, so a new process reads the history before the chapter once.
-    const walk = async () => {
+    const work = async () => {
       const chapterStart = await this.chapterStartState(state);
-      if (chapterStart.version === state.version) return this.knownThreads(state, povCharacterId);
-      const base = await this.knownThreads(chapterStart, povCharacterId);
-      return this.knownThreads(state, povCharacterId, { state: chapterStart, sightings: base });
+      const inChapter = chapterStart.version !== state.version;
+      const [acquaintances, chapter, sightings] = await Promise.all([
+        this.acquaintances(chapterStart, pov),
+        inChapter ? this.scenesOfChapter(storyId, state.chapterId) : Promise.resolve([]),
+        // The walk the thread section makes at a chapter start, made at the state itself: every scene before it
+        // counts. It stops where a thread's history reaches the chapter start unchanged: from there on it is that
+        // walk's, which the prompt reads anyway, so a new process reads the history before the chapter once.
+        inChapter
+          ? this.knownThreads(chapterStart, pov).then((base) =>
+              this.knownThreads(state, pov, { state: chapterStart, sightings: base }),
+            )
+          : this.knownThreads(state, pov),
+      ]);
+      const met = new Set(
+        chapter
+          .filter(
+            (scene) =>
+              scene.index >= chapterStart.sceneCount && scene.index < state.sceneCount && sceneWitnessedBy(scene, pov),
+          )
+          .flatMap((scene) => scene.characters),
+      );
+      return {
+        characterIds: Object.keys(state.characters).filter((id) => id === pov || acquaintances.has(id) || met.has(id)),
+        threads: state.plotThreads.flatMap((thread) => {
+          const sighting = sightings.known.get(thread.id);
+          return sighting ? [sighting.thread] : [];
+        }),
+      };
     };
-    const { known } = await waitUnlessAborted(walk(), options.signal);
-    return state.plotThreads.flatMap((thread) => {
-      const sighting = known.get(thread.id);
-      return sighting ? [sighting.thread] : [];
-    });
+    return waitUnlessAborted(work(), options.signal);
   }
 
   /**
@@ -2497,7 +2528,21 @@ export class ContextManager {
    * Reads the scenes newest first, back to the last ones it read for this point of view, or, in a new process, until
    * every character is placed (the whole story when one was never met).
    */
-  private async acquaintances(chapterStart: StoryState, pov: string): Promise<Map<string, Acquaintance>> {
+  private acquaintances(chapterStart: StoryState, pov: string): Promise<Map<string, Acquaintance>> {
+    // Once per chapter start and point of view: the prompt and `knownTo` ask for the same, in every episode.
+    const key = `${chapterStart.storyId}\u0000${pov}\u0000${chapterStart.version}`;
+    const cached = this.acquaintancesAt.get(key);
+    if (cached) return cached;
+    const reading = this.readAcquaintances(chapterStart, pov);
+    remember(this.acquaintancesAt, key, reading, 64);
+    // A read that failed is not kept: the next call reads again.
+    reading.catch(() => {
+      if (this.acquaintancesAt.get(key) === reading) this.acquaintancesAt.delete(key);
+    });
+    return reading;
+  }
+
+  private async readAcquaintances(chapterStart: StoryState, pov: string): Promise<Map<string, Acquaintance>> {
     const { storyId } = chapterStart;
     const before = chapterStart.sceneCount;
     const key = `${storyId}\u0000${pov}`;

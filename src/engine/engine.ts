@@ -40,7 +40,6 @@ import { applyDelta, assertContinuity, type ContinuityIssue, unknownDeltaFields 
 import {
   characterOf,
   LIMITS,
-  type PlotThread,
   type Scene,
   SceneSchema,
   type StateDelta,
@@ -51,7 +50,7 @@ import {
   UserInfluenceSchema,
 } from '../state/schema.js';
 import type { PublicationEntry, StoryStateStore } from '../state/store.js';
-import { createStateOnlyContext, type EpisodeContext } from './episode-context.js';
+import { createStateOnlyContext, type EpisodeContext, type PointOfViewKnown } from './episode-context.js';
 import {
   EpisodeIncompleteError,
   isRetryableStepFailure,
@@ -719,16 +718,13 @@ class Engine implements StoryEngine {
     const pov = this.options.retrieval?.povCharacterId;
     const context = await this.timed(run, 'context', sceneId, () =>
       this.attempts(run, 'context', async (attemptSignal) => {
-        // Under a point of view the focus names only the threads it knows, which a context layer that reads the
-        // story's history can tell; the state alone cannot (a thread it was added to unseen is in its cast).
-        const knownThreads =
-          pov !== undefined && this.context.threadsKnownTo
-            ? await this.context.threadsKnownTo(storyId, pov, { state, signal: attemptSignal })
+        // Under a point of view the focus names only what it knows, which a context layer that reads the story's
+        // history can tell; the state alone cannot (a thread it was added to unseen is in its cast).
+        const known =
+          pov !== undefined && this.context.knownTo
+            ? checkedKnowledge(await this.context.knownTo(storyId, pov, { state, signal: attemptSignal }))
             : undefined;
-        const query = buildEpisodeQuery(state, resolution, {
-          povCharacterId: pov,
-          ...(knownThreads ? { knownThreads } : {}),
-        });
+        const query = buildEpisodeQuery(state, resolution, { povCharacterId: pov, ...(known ? { known } : {}) });
         return this.context.getRelevantContext(storyId, query, {
           ...this.options.retrieval,
           state,
@@ -1966,11 +1962,38 @@ export interface EpisodeQueryOptions {
   /** Name only what this character knows. */
   povCharacterId?: string;
   /**
-   * Under a point of view, the threads it knows, as it knows them (`ContextManager.threadsKnownTo`): a thread of its
-   * cast is named only when it is among them, by the title it knows. Without them, every thread of its cast is named,
-   * a thread it was added to in a scene it was not in too (the state alone does not tell).
+   * Under a point of view, what it knows (`ContextManager.knownTo`): a character is named only when among its
+   * `characterIds`, a thread of its cast only when among its `threads`, by the title it knows. Without it, what the
+   * state alone suggests: itself, the characters it has a relationship with or was last in a scene with, and every
+   * thread of its cast (one introduced, or a relationship given, where it was not can then be named).
    */
-  knownThreads?: readonly Pick<PlotThread, 'id' | 'title'>[];
+  known?: PointOfViewKnown;
+}
+
+/**
+ * What a context layer's `knownTo` returned, checked: a layer written by hand that returns something else fails the
+ * episode with a `ValidationError` that names it (not a `TypeError` from deep inside the query).
+ */
+function checkedKnowledge(known: unknown): PointOfViewKnown {
+  const value = known as Partial<PointOfViewKnown> | null;
+  const fine =
+    typeof value === 'object' &&
+    value !== null &&
+    Array.isArray(value.characterIds) &&
+    value.characterIds.every((id) => typeof id === 'string') &&
+    Array.isArray(value.threads) &&
+    value.threads.every(
+      (thread) =>
+        typeof thread === 'object' &&
+        thread !== null &&
+        typeof thread.id === 'string' &&
+        typeof thread.title === 'string',
+    );
+  if (fine) return value as PointOfViewKnown;
+  throw new ValidationError(
+    'context.knownTo must return { characterIds: string[], threads: Array<{ id: string, title: string }> }',
+    { problems: [{ path: 'context.knownTo', message: 'returned something else' }] },
+  );
 }
 
 /**
@@ -1980,7 +2003,7 @@ export interface EpisodeQueryOptions {
  * The context layer writes the query into the task as its focus, so under a point of view (`povCharacterId`) it
  * names only what that character knows: itself, the characters it has a relationship with or was last in a scene
  * with (the state keeps no record of every meeting, so one met longer ago is left out rather than guessed), and the
- * threads it is in, among `knownThreads` when given (the engine passes them when its context layer can tell them).
+ * threads it is in; with `known` (the engine passes it when its context layer can tell it), only what that says.
  *
  * @example
  * ```ts
@@ -1994,7 +2017,9 @@ export function buildEpisodeQuery(
   options: EpisodeQueryOptions = {},
 ): string {
   const pov = options.povCharacterId;
-  const knows = pov === undefined ? () => true : knownToPointOfView(state, pov);
+  const knownIds = pov !== undefined && options.known ? new Set(options.known.characterIds) : undefined;
+  const knows =
+    pov === undefined ? () => true : knownIds ? (id: string) => knownIds.has(id) : knownToPointOfView(state, pov);
   const characters = Object.values(state.characters)
     .filter((character) => character.status === 'active' && character.role === 'main' && knows(character.id))
     .sort((a, b) => (a.id < b.id ? -1 : 1))
@@ -2002,8 +2027,8 @@ export function buildEpisodeQuery(
     .map((character) => character.name);
   // Under a point of view, each thread by the title it knows it by.
   const seen =
-    pov !== undefined && options.knownThreads
-      ? new Map(options.knownThreads.map((thread) => [thread.id, thread]))
+    pov !== undefined && options.known
+      ? new Map(options.known.threads.map((thread) => [thread.id, thread]))
       : undefined;
   const threads = state.plotThreads
     .filter((thread) => thread.status !== 'resolved' && threadKnownTo(thread, pov) && (!seen || seen.has(thread.id)))

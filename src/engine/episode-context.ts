@@ -24,6 +24,14 @@ export interface EpisodeContextOptions {
   influences?: ResolvedInfluence[];
 }
 
+/** What a point of view knows, as a context layer tells the engine (`EpisodeContext.knownTo`). */
+export interface PointOfViewKnown {
+  /** The ids of the characters it knows. */
+  readonly characterIds: readonly string[];
+  /** The plot threads it knows, each with the title it knows it by. */
+  readonly threads: readonly Pick<PlotThread, 'id' | 'title'>[];
+}
+
 /**
  * The context layer as the engine uses it. `ContextManager` fits it; so does `createStateOnlyContext()`.
  *
@@ -46,15 +54,16 @@ export interface EpisodeContext {
   /** Indexes a committed scene (embeddings, keywords); idempotent per scene. */
   indexScene(scene: Scene, options?: { signal?: AbortSignal; state?: StoryState }): Promise<void>;
   /**
-   * The plot threads a point of view knows, as it knows them (`ContextManager.threadsKnownTo`). Optional: with it, the
-   * engine's episode query under a point of view names only those among the threads of its cast (see
-   * `buildEpisodeQuery`); without it, every thread of its cast.
+   * What a point of view knows now: the characters and the plot threads, as it knows them (`ContextManager.knownTo`).
+   * Optional: with it, the engine's episode query under a point of view names only those (see `buildEpisodeQuery`);
+   * without it, what the state alone suggests (a character or thread introduced where the point of view was not can
+   * then be named).
    */
-  threadsKnownTo?(
+  knownTo?(
     storyId: string,
     povCharacterId: string,
     options: { state?: StoryState; signal?: AbortSignal },
-  ): Promise<readonly Pick<PlotThread, 'id' | 'title'>[]>;
+  ): Promise<PointOfViewKnown>;
   /**
    * Refreshes the frequent-context cache for the committed state; must never throw for a cache outage. `signal` fires
    * when the engine stops waiting (the step's attempt timed out, or the run was aborted): stop then.
