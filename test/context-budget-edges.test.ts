@@ -7,9 +7,9 @@ import { ContextManager, type ContextManagerOptions } from '../src/context/conte
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { ValidationError } from '../src/core/errors.js';
 import type { ClaudeClient } from '../src/generation/claude-scene-generator.js';
 import { createClaudeTokenCounter } from '../src/generation/claude-summarizer.js';
-import { ValidationError } from '../src/core/errors.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { chapterIdFor, type Scene, type StoryState } from '../src/state/schema.js';
 import { makeStoryState } from '../src/testing/fixtures.js';

@@ -84,11 +84,17 @@ const inDoubt = (engine: StoryEngine) =>
 
 describe('engine: a publisher that is not idempotent', () => {
   it('is called once per scene, after its claim is in the log', async () => {
-    const publisher = socialPublisher();
+    // What the log holds of the step's claims at the moment the publisher is called.
+    const claimsAtCall: string[][] = [];
+    const publisher = socialPublisher(async (_call, episode) => {
+      const log = await store.listPublications(STORY_ID, episode.scene.id);
+      claimsAtCall.push(log.map((entry) => entry.target).filter((target) => target.startsWith('claim:publish:social')));
+    });
     const { engine, store } = await engineWith(publisher);
     const first = assertEpisodeComplete(await engine.runEpisode(STORY_ID));
     assertEpisodeComplete(await engine.runEpisode(STORY_ID));
     expect(publisher.calls).toHaveLength(2);
+    expect(claimsAtCall).toEqual([['claim:publish:social:0'], ['claim:publish:social:0']]);
     const log = await store.listPublications(STORY_ID, first.scene.id);
     expect(log.map((entry) => entry.target).sort()).toEqual([...engine.steps, 'claim:publish:social:0'].sort());
   });

@@ -142,6 +142,8 @@ describe('ContextManager.getRelevantContext', () => {
     const { manager, scenes } = await buildStory(12, { recentScenes: 3 });
     const bundle = await manager.getRelevantContext('tale', 'Mira mapped the coastline as it shifted north', { k: 5 });
     const recentIds = scenes.slice(-3).map((scene) => scene.id);
+    // Older scenes are still retrieved: an empty retrieval would pass the check below on its own.
+    expect(bundle.similarScenes.length).toBeGreaterThan(0);
     for (const similar of bundle.similarScenes) expect(recentIds).not.toContain(similar.sceneId);
     expect(bundle.prompt.dynamic).toContain('# Where we left off');
   });
@@ -237,6 +239,7 @@ describe('ContextManager.getRelevantContext', () => {
   it('never exceeds the token budget, or refuses a budget too small for the required parts', async () => {
     const { manager } = await buildStory(10);
     const tokenizer = createEstimatingTokenizer();
+    const outcomes = { fitted: 0, refused: 0 };
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 256, max: 6_000 }),
@@ -255,14 +258,19 @@ describe('ContextManager.getRelevantContext', () => {
               budget,
             );
             if (bundle.trace.omitted.length === 0) expect(bundle.similarScenes.length).toBeLessThanOrEqual(k);
+            outcomes.fitted++;
           } catch (error) {
             expect((error as { code?: string }).code).toBe('VALIDATION');
             expect(String(error)).toMatch(/token budget/i);
+            outcomes.refused++;
           }
         },
       ),
       { numRuns: 150, seed: 7 },
     );
+    // Both sides ran: a manager that refused every budget would pass the checks above alone.
+    expect(outcomes.fitted).toBeGreaterThan(0);
+    expect(outcomes.refused).toBeGreaterThan(0);
   });
 
   it('lowers detail before dropping, and reports what it cut', async () => {
@@ -295,6 +303,7 @@ describe('ContextManager.getRelevantContext', () => {
       k: 5,
     });
     const absent = new Set([1, 2, 5, 11].map((index) => scenes[index]!.id));
+    expect(bundle.similarScenes.length).toBeGreaterThan(0);
     for (const similar of bundle.similarScenes) expect(absent.has(similar.sceneId)).toBe(false);
     expect(bundle.prompt.dynamic).not.toContain('Tobin found a brass key');
     // Nor anywhere else in the prompt: chapter 1's summary and the synopsis tell scene 1 too, so they stay out.
@@ -320,7 +329,39 @@ describe('ContextManager.getRelevantContext', () => {
     // Without a point of view they are there.
     const omniscient = await manager.getRelevantContext('tale', 'the brass key hidden in the lantern room', { k: 5 });
     expect(omniscient.prompt.stable).toContain('Tobin found a brass key');
-    expect(bundle.prompt.stable + bundle.prompt.dynamic).not.toContain('the key opens the sunken bell');
+    // Others' knowledge: the sheets are drawn as of the chapter's start, which lacks the secret `withSecret` gave
+    // Tobin, so no prompt above could show it either way. A story whose sheets hold it tells it without a point of
+    // view and hides it from Mira's.
+    const secretStore = createMemoryStateStore();
+    const base = makeStoryState('tale');
+    const secretStart = await secretStore.create(
+      makeStoryState('tale', {
+        characters: {
+          ...base.characters,
+          tobin: { ...base.characters.tobin!, knowledge: ['the key opens the sunken bell'] },
+        },
+      }),
+    );
+    const secretManager = new ContextManager({
+      ...options,
+      store: secretStore,
+      vectors: createMemoryVectorIndex({ dimensions: DIMENSIONS }),
+      keywords: createMemoryKeywordIndex(),
+    });
+    // Mira meets Tobin in a scene that closes the chapter, so the next chapter's sheets show her his.
+    const meeting = makeNextScene(secretStart, { characters: ['mira', 'tobin'] });
+    const met = await secretStore.commitScene('tale', {
+      expectedVersion: secretStart.version,
+      scene: meeting,
+      nextState: makeNextState(secretStart, meeting, { chapterIndex: 1, chapterId: chapterIdFor(1) }),
+      consumedInfluenceIds: [],
+    });
+    await secretManager.indexScene(meeting, { state: met.state });
+    const secretTold = await secretManager.getRelevantContext('tale', 'the brass key');
+    expect(secretTold.prompt.stable + secretTold.prompt.dynamic).toContain('the key opens the sunken bell');
+    const secretHidden = await secretManager.getRelevantContext('tale', 'the brass key', { povCharacterId: 'mira' });
+    expect(secretHidden.prompt.stable).toContain('## Tobin Marsh (id: tobin)');
+    expect(secretHidden.prompt.stable + secretHidden.prompt.dynamic).not.toContain('the key opens the sunken bell');
     // Unknown ids, those of Object.prototype's members included, are refused.
     for (const povCharacterId of ['nobody', 'constructor', 'toString', '__proto__']) {
       await expect(manager.getRelevantContext('tale', 'x', { povCharacterId })).rejects.toMatchObject({
@@ -998,7 +1039,9 @@ describe('ContextManager memory upkeep', () => {
     const { options } = await buildStory(12, { chapterLength: 2 });
     // Six closed chapters; the prefix summarises the newest two, so chapters 1 to 4 are left to retrieval.
     const manager = new ContextManager({ ...options, summaryChapters: 2 });
-    const pruned = await manager.prune('tale', { minAgeScenes: 0, maxImportance: 1 });
+    // Every scene goes but the important one (scene 1, of chapter 1): what is left for a retrieval that may not
+    // recall summaries.
+    const pruned = await manager.prune('tale', { minAgeScenes: 0, maxImportance: 0.5 });
     expect(pruned.chapters).toContain('chapter-0001');
     const query = 'Mira polished the great lens while gulls wheeled';
     const bundle = await manager.getRelevantContext('tale', query, { k: 3, tokenBudget: 8_000 });
@@ -1012,10 +1055,11 @@ describe('ContextManager memory upkeep', () => {
       expect(['chapter-0001', 'chapter-0002', 'chapter-0003', 'chapter-0004']).toContain(memory.sceneId);
     }
     // A point of view gets scenes only; the default window (50 chapters) shows every summary in the prefix instead.
+    // Both still retrieve the scene the prune kept: with nothing retrieved, the checks of kind would hold on their own.
     const pov = await manager.getRelevantContext('tale', query, { k: 3, povCharacterId: 'mira' });
-    expect(pov.similarScenes.every((memory) => memory.kind === 'scene')).toBe(true);
+    expect(pov.similarScenes.map((memory) => [memory.kind, memory.index])).toEqual([['scene', 1]]);
     const wide = await new ContextManager(options).getRelevantContext('tale', query, { k: 3 });
-    expect(wide.similarScenes.every((memory) => memory.kind === 'scene')).toBe(true);
+    expect(wide.similarScenes.map((memory) => [memory.kind, memory.index])).toEqual([['scene', 1]]);
     expect(wide.prompt.stable).toMatch(/chapter-0001: /);
   });
 

@@ -41,7 +41,12 @@ const tls = await startLocalRedis({ tls: true });
 const tlsCluster = await startLocalRedis({ cluster: true, tls: true });
 afterAll(() => Promise.all([cluster.stop(), tls.stop(), tlsCluster.stop()]));
 
-describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver against a 3-master Redis Cluster', () => {
+/** A describe's title, with the reason it is skipped when its servers could not be started. */
+const titled = (title: string, skipReason: string | undefined) =>
+  skipReason === undefined ? title : `${title} [skipped: ${skipReason}]`;
+
+const clusterTitle = titled('createRedisCacheDriver against a 3-master Redis Cluster', cluster.skipReason);
+describe.skipIf(cluster.skipReason !== undefined)(clusterTitle, () => {
   const nodes = cluster.nodes!;
   const counted = runCacheDriverSuite(
     { describe, it },
@@ -140,7 +145,8 @@ describe.skipIf(cluster.skipReason !== undefined)('createRedisCacheDriver agains
   });
 });
 
-describe.skipIf(tls.skipReason !== undefined)('createRedisCacheDriver over TLS', () => {
+const tlsTitle = titled('createRedisCacheDriver over TLS', tls.skipReason);
+describe.skipIf(tls.skipReason !== undefined)(tlsTitle, () => {
   const port = () => tls.nodes![0]!.port;
   const counted = runCacheDriverSuite(
     { describe, it },
@@ -179,7 +185,8 @@ describe.skipIf(tls.skipReason !== undefined)('createRedisCacheDriver over TLS',
   });
 });
 
-describe.skipIf(tlsCluster.skipReason !== undefined)('createRedisCacheDriver over TLS to a cluster', () => {
+const tlsClusterTitle = titled('createRedisCacheDriver over TLS to a cluster', tlsCluster.skipReason);
+describe.skipIf(tlsCluster.skipReason !== undefined)(tlsClusterTitle, () => {
   const counted = runCacheDriverSuite(
     { describe, it },
     {
