@@ -1,6 +1,9 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_ANTHROPIC_MODEL, DEFAULT_BEDROCK_MODEL } from '../src/cli/project.js';
+import { startAnthropicStandIn } from '../src/testing/anthropic-server.js';
 import { storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const workspace = temporaryFolders('storyloom-cli-');
@@ -285,4 +288,32 @@ describe('the storyloom command', () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/storyloom\.json is not valid JSON/);
   });
+});
+
+describe('the storyloom command with --generator anthropic', () => {
+  it('asks for a current model by default: one the installed Anthropic SDK does not list as deprecated', async () => {
+    // The SDK's own table of deprecated models and their end-of-life dates: a retired model answers 404.
+    const sdk = path.dirname(createRequire(import.meta.url).resolve('@anthropic-ai/sdk'));
+    const table = readFileSync(path.join(sdk, 'internal/data/deprecated-models.js'), 'utf8');
+    const deprecated = [...table.matchAll(/'([\w.-]+)': '[^']*\d{4}'/g)].map((match) => match[1]);
+    expect(deprecated.length).toBeGreaterThan(0);
+    expect(deprecated).not.toContain(DEFAULT_ANTHROPIC_MODEL);
+    // The Bedrock default is the same model through an inference profile.
+    expect(DEFAULT_BEDROCK_MODEL).toBe(`global.anthropic.${DEFAULT_ANTHROPIC_MODEL}`);
+
+    const standIn = await startAnthropicStandIn();
+    try {
+      const cwd = workspace();
+      expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+      const env = { ANTHROPIC_API_KEY: 'test-key', ANTHROPIC_BASE_URL: standIn.url };
+      const run = await storyloom(cwd, ['run', '--data', 'proj', '-g', 'anthropic', '-n', '1', '--no-images'], env);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      const models = standIn.requests.filter((request) => request.path === '/v1/messages').map((r) => r.body.model);
+      expect(models.length).toBeGreaterThan(0);
+      expect(new Set(models)).toEqual(new Set([DEFAULT_ANTHROPIC_MODEL]));
+    } finally {
+      await standIn.close();
+    }
+  }, 60_000);
 });

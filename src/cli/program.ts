@@ -53,6 +53,8 @@ import {
 import {
   CommandError,
   clearBuildPending,
+  DEFAULT_ANTHROPIC_MODEL,
+  DEFAULT_BEDROCK_MODEL,
   type GeneratorChoice,
   makeProjectFolder,
   markBuildPending,
@@ -251,7 +253,10 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         .choices(['procedural', 'anthropic', 'bedrock'])
         .default('procedural'),
     )
-    .option('-m, --model <id>', 'the model id for --generator anthropic|bedrock')
+    .option(
+      '-m, --model <id>',
+      `the model id for --generator anthropic|bedrock (default: $STORYLOOM_MODEL, else ${DEFAULT_ANTHROPIC_MODEL} | ${DEFAULT_BEDROCK_MODEL})`,
+    )
     .option(
       '--no-images',
       'publish without a picture the scenes this run writes or finishes (later runs do not draw one)',

@@ -385,6 +385,17 @@ export interface OpenProject {
   close(): void;
 }
 
+/**
+ * The Claude model of `--generator anthropic` without `--model` or `STORYLOOM_MODEL`: a current one, which the
+ * Anthropic SDK does not list as deprecated (a test checks it against the installed SDK's list).
+ */
+export const DEFAULT_ANTHROPIC_MODEL = 'claude-sonnet-4-6';
+/**
+ * The same model on `--generator bedrock`: through the global cross-region inference profile, as Bedrock serves
+ * current Claude models on demand only through a profile.
+ */
+export const DEFAULT_BEDROCK_MODEL = 'global.anthropic.claude-sonnet-4-6';
+
 /** Opens the project in `directory` (which must exist unless `create` is given the initial project file). */
 export async function openProject(directory: string, create?: ProjectFile): Promise<OpenProject> {
   const paths = projectPaths(directory);
@@ -523,7 +534,7 @@ async function chooseGenerator(options: AssembleOptions): Promise<SceneGenerator
     }
     return module.createAnthropicSceneGenerator({
       apiKey,
-      model: options.model ?? env.STORYLOOM_MODEL ?? 'claude-sonnet-4-5',
+      model: options.model ?? env.STORYLOOM_MODEL ?? DEFAULT_ANTHROPIC_MODEL,
       ...(env.ANTHROPIC_BASE_URL ? { baseURL: env.ANTHROPIC_BASE_URL } : {}),
     });
   }
@@ -540,7 +551,7 @@ async function chooseGenerator(options: AssembleOptions): Promise<SceneGenerator
     }
     return module.createBedrockSceneGenerator({
       region,
-      model: options.model ?? env.STORYLOOM_MODEL ?? 'anthropic.claude-sonnet-4-5-20250929-v1:0',
+      model: options.model ?? env.STORYLOOM_MODEL ?? DEFAULT_BEDROCK_MODEL,
     });
   }
   throw new ValidationError(`unknown generator "${String(choice)}"`);
