@@ -2198,7 +2198,10 @@ export class ContextManager {
     if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) throw conflict();
     await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signalOf({ signal }));
     await this.writeMeta(storyId, FINGERPRINT_ID, `fingerprint-${token}`, this.fingerprint, signal, fingerprintValues);
-    if ((await rebuildRecord()) !== undefined) {
+    // Another rebuild's record (its own token) means it started meanwhile; this one's record, still read after its
+    // delete, is an index that does not read its own writes yet (Pinecone is eventually consistent).
+    const after = await rebuildRecord();
+    if (after !== undefined && after !== token) {
       await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] });
       throw conflict();
     }
