@@ -77,6 +77,7 @@ import {
   noTimings,
   type RetrievalSignals,
   type RetrievalTimings,
+  recordsPerResponse,
 } from './retrieval.js';
 import { chunkWords } from './scene-chunks.js';
 import { eachScene, newestScenesBefore } from './scene-listing.js';
@@ -1628,15 +1629,22 @@ export class ContextManager {
     let countsExact = true;
     const sceneVectors: Float32Array[] = [];
     const sceneMatches: VectorMatch[] = [];
-    const { maxTopK, maxQueryResultBytes } = this.vectors.capabilities;
-    // How many records one response can carry: metadata (text included) at most ~12 KB as JSON, values ~24 bytes
-    // each. Without a cap, one listing per type carries everything with its values.
-    const fitting = (bytes: number) =>
+    const { maxTopK, maxQueryResultBytes, maxMetadataBytes } = this.vectors.capabilities;
+    // How many records one response can carry: metadata (text included) as large as the index lets a record carry
+    // (about 12 KB as JSON where it does not say), values ~24 bytes each. Without a cap, one listing per type carries
+    // everything with its values.
+    const fitting = (valueBytes: number) =>
       maxQueryResultBytes === undefined
         ? Number.MAX_SAFE_INTEGER
-        : Math.max(1, Math.floor(maxQueryResultBytes / bytes));
-    const countTopK = Math.max(1, Math.min(count, maxTopK, fitting(RECORD_METADATA_BYTES)));
-    const valuesTopK = Math.max(1, Math.min(count, maxTopK, fitting(RECORD_METADATA_BYTES + 24 * dimensions)));
+        : Math.min(
+            recordsPerResponse(
+              { maxQueryResultBytes, maxMetadataBytes: maxMetadataBytes ?? RECORD_METADATA_BYTES },
+              valueBytes,
+            ),
+            Number.MAX_SAFE_INTEGER,
+          );
+    const countTopK = Math.max(1, Math.min(count, maxTopK, fitting(0)));
+    const valuesTopK = Math.max(1, Math.min(count, maxTopK, fitting(24 * dimensions)));
     // Scenes last: their count is what the other types leave of the total.
     for (const type of ['character', 'plotThread', 'summary', 'meta', 'scene'] as const) {
       throwIfAborted(options.signal);

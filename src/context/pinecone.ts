@@ -361,6 +361,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
       maxUpsertBatch: PINECONE_LIMITS.maxUpsertRecords,
       maxTopK: PINECONE_LIMITS.maxTopK,
       maxQueryResultBytes: PINECONE_LIMITS.maxQueryResultBytes,
+      maxMetadataBytes: PINECONE_LIMITS.maxMetadataBytes,
       deleteByFilter: true,
       readAfterWrite: false,
       durable: true,
@@ -624,7 +625,10 @@ export function cutBatches<T extends { id: string }>(
 
 /**
  * Our metadata in Pinecone's terms: only strings, numbers, booleans and lists of strings; no undefined and no empty
- * list (they read back as their defaults); `text` shortened so the whole stays within `maxBytes` (40 KB).
+ * list (they read back as their defaults); `text` shortened so the whole stays within `maxBytes` (40 KB). A record
+ * whose other fields alone pass it (a scene's 64 places and 64 themes of long CJK names, which the schema allows)
+ * first loses its last themes, then its last places, as few as it takes: never its characters, which a point of view
+ * filters on.
  */
 export function toPineconeMetadata(
   metadata: VectorMetadata,
@@ -639,6 +643,13 @@ export function toPineconeMetadata(
     } else out[key] = value as string | number;
   }
   Object.assign(out, extra);
+  const withoutText = () => Buffer.byteLength(JSON.stringify({ ...out, text: '' }), 'utf8');
+  for (const key of ['themes', 'locations'] as const) {
+    const tags = out[key];
+    if (!Array.isArray(tags)) continue;
+    while (tags.length > 0 && withoutText() > maxBytes) tags.pop();
+    if (tags.length === 0) delete out[key];
+  }
   let size = Buffer.byteLength(JSON.stringify(out), 'utf8');
   if (size > maxBytes && typeof out.text === 'string') {
     const codePoints = [...out.text];

@@ -20,7 +20,7 @@ import { selectByMmr } from './mmr.js';
 import { proximityScores } from './term-proximity.js';
 import { analyze, foldText, SPACELESS_SCRIPT, STOP_WORDS, stem, tokenizeWords } from './text-analysis.js';
 import { descending, insertBounded, TopKHeap } from './top-k.js';
-import type { VectorIndex } from './vector-index.js';
+import type { VectorIndex, VectorIndexCapabilities } from './vector-index.js';
 
 /** How dense and lexical rankings are combined. */
 export type FusionMethod = 'rrf' | 'combsum';
@@ -413,6 +413,10 @@ export function createHybridRetriever(config: {
   // The Porter stems of the words the proximity stage has met, kept between queries.
   const stems = new Map<string, string>();
 
+  /** The most any one search of the pool may ask for: what both indexes answer, and what one response holds. */
+  const largestPool = () =>
+    Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK, recordsPerResponse(vectors.capabilities));
+
   /**
    * Searches, fuses and scores a request that `checkRequest` passed and that has something to search for: every
    * candidate, best first.
@@ -430,9 +434,9 @@ export function createHybridRetriever(config: {
     queryVector: Float32Array;
   }> => {
     const { query, k, filter, exact, now, signal } = request;
-    // The pool never asks an index for more than it answers (10,000 on every backend): a large k (or `candidates`)
-    // otherwise became the index's own topK error.
-    const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
+    // The pool never asks an index for more than it answers (10,000 on every backend, fewer where a response's size
+    // is capped): a large k (or `candidates`) otherwise became the index's own error.
+    const maxPool = largestPool();
     const basePool = Math.min(maxPool, options.candidates ?? Math.max(4 * k, 40));
     const poolSize = Math.min(
       maxPool,
@@ -545,7 +549,8 @@ export function createHybridRetriever(config: {
       if (feedbackVector) {
         denseMatches = await vectors.query(storyId, {
           vector: feedbackVector,
-          topK: poolSize,
+          // With their values: fewer of them fit one response where its size is capped.
+          topK: Math.min(poolSize, recordsPerResponse(vectors.capabilities, VALUE_JSON_BYTES * vectors.dimensions)),
           filter,
           includeValues: true,
           sharedMetadata: true,
@@ -634,7 +639,7 @@ export function createHybridRetriever(config: {
       let scored = request.distinct === 'sourceId' ? bestPerSource(ranked.scored) : ranked.scored;
       // Long sources (a long scene's many chunks) can fill the pool with few sources: widen it until k distinct
       // sources are in, or the searches hold no more.
-      const maxPool = Math.min(vectors.capabilities.maxTopK, keywords.capabilities.maxTopK);
+      const maxPool = largestPool();
       while (request.distinct === 'sourceId' && scored.length < k && ranked.full && ranked.pool < maxPool) {
         const earlier = ranked.timings;
         ranked = await rank(storyId, request, grouped, {
@@ -1355,3 +1360,27 @@ function phraseOf(name: string): { phrase: string; literal: string | undefined }
 const PHRASES = new Map<string, { phrase: string; literal: string | undefined }>();
 /** Characters a name may hold that its words leave out and that tell it apart: not spaces, apostrophes, dots, hyphens. */
 const SYMBOLS = /[^\p{L}\p{N}\p{M}\s'\u2019\u02BC.\-\u2010\u2011,]/u;
+
+/** Bytes one vector value may take in a JSON response (a float with its sign, digits and exponent, and a comma). */
+const VALUE_JSON_BYTES = 24;
+/** Bytes a match takes besides its metadata and values: its id, score and the JSON around them. */
+const MATCH_OVERHEAD_BYTES = 512;
+
+/**
+ * How many records one query response surely holds where the index caps its size (`maxQueryResultBytes`) and the
+ * metadata a record may carry (`maxMetadataBytes`): Pinecone answers a response past 4 MB with an error, and a
+ * record may carry 40 KB. `valueBytes`: what each match's values add. Without both caps, no bound.
+ *
+ * @example
+ * ```ts
+ * recordsPerResponse({ maxQueryResultBytes: 4 * 1024 * 1024, maxMetadataBytes: 40_960 }); // 101
+ * ```
+ */
+export function recordsPerResponse(
+  capabilities: Pick<VectorIndexCapabilities, 'maxQueryResultBytes' | 'maxMetadataBytes'>,
+  valueBytes = 0,
+): number {
+  const { maxQueryResultBytes, maxMetadataBytes } = capabilities;
+  if (maxQueryResultBytes === undefined || maxMetadataBytes === undefined) return Number.POSITIVE_INFINITY;
+  return Math.max(1, Math.floor(maxQueryResultBytes / (maxMetadataBytes + valueBytes + MATCH_OVERHEAD_BYTES)));
+}

@@ -23,6 +23,11 @@ export interface VectorIndexCapabilities {
    * many records, with their values or metadata, asks for few enough to stay under it. Absent: no cap.
    */
   maxQueryResultBytes?: number;
+  /**
+   * Largest metadata one record may carry, in bytes as JSON (Pinecone: 40 KB). With `maxQueryResultBytes`, how many
+   * records one query can surely return: the retriever's pool and `ContextManager.stats` ask for no more.
+   */
+  maxMetadataBytes?: number;
 }
 
 /** One search hit. `score` is cosine similarity in [-1, 1], higher is closer. */
