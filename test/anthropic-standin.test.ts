@@ -107,6 +107,28 @@ describe('the Anthropic stand-in', () => {
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(Anthropic.BadRequestError);
   });
+
+  it('refuses an empty text block, with or without a breakpoint on it, as the real API does', async () => {
+    const refused = async (system: Anthropic.TextBlockParam[]) =>
+      client.messages
+        .create({ model: 'claude-haiku-4-5', max_tokens: 10, system, messages: [{ role: 'user', content: 'x' }] })
+        .then(
+          () => 'accepted',
+          (error: unknown) => (error instanceof Anthropic.BadRequestError ? error.message : String(error)),
+        );
+    expect(await refused([{ type: 'text', text: '', cache_control: { type: 'ephemeral' } }])).toMatch(
+      /cache_control cannot be set for empty text blocks/,
+    );
+    expect(
+      await refused([
+        { type: 'text', text: 'You narrate.' },
+        { type: 'text', text: '' },
+      ]),
+    ).toMatch(/text content blocks must be non-empty/);
+    expect(await refused([{ type: 'text', text: 'You narrate.', cache_control: { type: 'ephemeral' } }])).toBe(
+      'accepted',
+    );
+  });
 });
 
 describe('the Anthropic stand-in prompt cache', () => {

@@ -461,7 +461,7 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
   const params: ClaudeMessageParams = {
     model: options.model,
     max_tokens: options.maxTokens,
-    system: [{ type: 'text', text: instructions }, ...stableSystemBlocks(request.prompt, cacheControl)],
+    system: systemBlocks(instructions, request.prompt, cacheControl),
     messages: [
       {
         role: 'user',
@@ -474,6 +474,20 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
   }
   if (options.thinking) params.thinking = options.thinking;
   return params;
+}
+
+/**
+ * The system blocks: the instructions, then the stable part. The API refuses a breakpoint (or any block) on empty
+ * text, so an empty stable part (a context layer that puts everything in the dynamic part) adds no block, and the
+ * breakpoint goes on the instructions.
+ */
+function systemBlocks(
+  instructions: string,
+  prompt: SceneRequest['prompt'],
+  cacheControl: { type: string; ttl?: string },
+): ClaudeMessageParams['system'] {
+  if (prompt.stable.length === 0) return [{ type: 'text', text: instructions, cache_control: cacheControl }];
+  return [{ type: 'text', text: instructions }, ...stableSystemBlocks(prompt, cacheControl)];
 }
 
 /**

@@ -378,6 +378,17 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
     if (typeof body?.model !== 'string' || typeof body.max_tokens !== 'number' || !Array.isArray(body.messages)) {
       return 'model, max_tokens and messages are required';
     }
+    // As the real API: no text block may be empty, and a breakpoint on one is named as such.
+    const textBlocks = [
+      ...(Array.isArray(body.system) ? body.system : []),
+      ...body.messages.flatMap((message: Block) => (Array.isArray(message?.content) ? message.content : [])),
+    ].filter((block: Block) => block?.type === 'text');
+    const empty = textBlocks.find((block: Block) => block.text === '');
+    if (empty) {
+      return empty.cache_control
+        ? 'cache_control cannot be set for empty text blocks'
+        : 'text content blocks must be non-empty';
+    }
     const blocks = promptBlocks(body);
     const breakpoints = blocks.filter((block) => block.marked).length;
     if (breakpoints > MAX_CACHE_BREAKPOINTS) {
