@@ -2,8 +2,11 @@
  * The Claude scene generator driven through the real `@anthropic-ai/sdk` client against the local Messages API
  * stand-in: structured output, streaming, repairs, retries, refusal, abort, usage, cost and prompt caching.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureUnhandledRejections } from '../../test/support/unhandled.js';
@@ -848,6 +851,27 @@ describe('prices', () => {
     expect(findClaudePrice('claude-opus-4-5')).toBe(DEFAULT_CLAUDE_PRICES['claude-opus']);
     expect(findClaudePrice('us.anthropic.claude-haiku-4-5-20251001-v1:0')).toBe(DEFAULT_CLAUDE_PRICES['claude-haiku']);
     expect(findClaudePrice('gpt-4')).toBeUndefined();
+  });
+
+  it("has a price for every Claude model the installed SDK names, at the current generations' published rates", () => {
+    const sdk = path.dirname(createRequire(import.meta.url).resolve('@anthropic-ai/sdk'));
+    const types = readFileSync(path.join(sdk, 'resources/messages/messages.d.ts'), 'utf8');
+    const line = /export type Model = ([^;]+);/.exec(types)![1]!;
+    const models = [...line.matchAll(/'(claude-[\w-]+)'/g)].map((match) => match[1]!);
+    expect(models.length).toBeGreaterThan(10);
+    for (const model of models) expect(findClaudePrice(model), model).toBeDefined();
+    // Input / output / cache read, US$ per million tokens, from Anthropic's model pages.
+    const rates = (model: string) => {
+      const unit = findClaudePrice(model)!;
+      return [unit.inputPerMTok, unit.outputPerMTok, unit.cacheReadPerMTok].map((rate) => Number(rate.toFixed(6)));
+    };
+    expect(rates('claude-sonnet-5')).toEqual([2, 10, 0.2]);
+    expect(rates('claude-sonnet-5-5')).toEqual([2, 10, 0.2]);
+    expect(rates('claude-opus-5')).toEqual([5, 25, 0.5]);
+    expect(rates('claude-opus-5-5')).toEqual([4, 20, 0.2]);
+    expect(rates('claude-fable-5-1')).toEqual([10, 50, 1]);
+    expect(rates('claude-sonnet-4-6')).toEqual([3, 15, 0.3]);
+    expect(rates('global.anthropic.claude-sonnet-4-6')).toEqual([3, 15, 0.3]);
   });
 
   it('price 1-hour cache writes at 2 × input and 5-minute ones at 1.25 ×, as the reply splits them', () => {

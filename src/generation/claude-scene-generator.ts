@@ -143,8 +143,10 @@ const price = (input: number, output: number): ClaudePrice => ({
 
 /**
  * List prices of the Claude families (US$ per million tokens), as published by Anthropic when this table was
- * written. Override or extend through the `prices` option; a Bedrock id (`us.anthropic.claude-…`) is matched from
- * its `claude-` part.
+ * written (November 2026; a test checks that every model id the installed SDK names has one). Override or extend
+ * through the `prices` option; a Bedrock id (`us.anthropic.claude-…`) is matched from its `claude-` part. Claude
+ * Haiku 5.5 is priced at its rate for prompts up to 100,000 tokens (longer prompts cost five times as much).
+ * Opus 5.5 and Haiku 5.5 read the cache at 0.05 × and 0.1 × input.
  *
  * @example
  * ```ts
@@ -153,7 +155,12 @@ const price = (input: number, output: number): ClaudePrice => ({
  * ```
  */
 export const DEFAULT_CLAUDE_PRICES: ClaudePriceTable = {
+  'claude-fable': price(10, 50),
+  'claude-mythos': price(10, 50),
   'claude-opus': price(5, 25),
+  'claude-opus-5-5': { ...price(4, 20), cacheReadPerMTok: 0.2 },
+  'claude-sonnet-5': price(2, 10),
+  'claude-haiku-5': price(0.1, 0.5),
   'claude-opus-4-0': price(15, 75),
   'claude-opus-4-1': price(15, 75),
   'claude-opus-4-2025': price(15, 75),
