@@ -9,6 +9,7 @@ import { sceneOutputFormat } from '../src/generation/claude-output-schema.js';
 import {
   type AnthropicStandIn,
   defaultStandInReply,
+  minCacheablePrefixTokens,
   startAnthropicStandIn,
   strictSchemaProblems,
 } from '../src/testing/anthropic-server.js';
@@ -323,5 +324,34 @@ describe('the Anthropic stand-in follows the Messages API limits', () => {
       message: 'The request body is not valid JSON: no low surrogate in string',
     });
     expect((await send('The Lamp 😀')).stop_reason).toBe('end_turn');
+  });
+});
+
+describe("the Anthropic stand-in's minimum cacheable prefix", () => {
+  it("is each model's own by default: a 2,000-token prefix caches on Sonnet 4.6, not on Haiku 4.5", async () => {
+    const own = await startAnthropicStandIn({ respond: () => 'ok' });
+    try {
+      const ownClient = new Anthropic({ apiKey: 'test-key', baseURL: own.url, maxRetries: 0 });
+      const stable = 'The lighthouse keepers keep their watch through the long winter night. '.repeat(115);
+      const twice = async (model: string) => {
+        const ask = () =>
+          ownClient.messages.create({
+            model,
+            max_tokens: 10,
+            system: [{ type: 'text', text: stable, cache_control: { type: 'ephemeral' } }],
+            messages: [{ role: 'user', content: 'next' }],
+          });
+        await ask();
+        return (await ask()).usage.cache_read_input_tokens ?? 0;
+      };
+      expect(await twice('claude-sonnet-4-6')).toBeGreaterThan(1_900);
+      expect(await twice('claude-haiku-4-5')).toBe(0);
+    } finally {
+      await own.close();
+    }
+    expect(minCacheablePrefixTokens('claude-haiku-4-5-20251001')).toBe(4_096);
+    expect(minCacheablePrefixTokens('us.anthropic.claude-opus-4-6-v1')).toBe(4_096);
+    expect(minCacheablePrefixTokens('claude-3-5-haiku-latest')).toBe(2_048);
+    expect(minCacheablePrefixTokens('claude-sonnet-5-5')).toBe(1_024);
   });
 });

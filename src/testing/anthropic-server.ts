@@ -63,7 +63,11 @@ export interface AnthropicStandInOptions {
      * Default 5 minutes. Entries marked `ttl: "1h"` live one hour.
      */
     ttlMs?: number;
-    /** Shortest prefix that is cached, in tokens. Default 1024. */
+    /**
+     * Shortest prefix that is cached, in tokens, for every model. Default: each model's own minimum, as Anthropic
+     * documents it (`minCacheablePrefixTokens`): 4,096 for Claude Haiku 4.5 and Opus 4.5 / 4.6, 2,048 for Haiku 3
+     * and 3.5, 1,024 for the others.
+     */
     minPrefixTokens?: number;
   };
   /** Time source of the cache. Default the system clock. */
@@ -101,6 +105,23 @@ const LOOKBACK_BLOCKS = 20;
 
 /** Most `cache_control` breakpoints one request may carry on the real API. */
 const MAX_CACHE_BREAKPOINTS = 4;
+
+/**
+ * The shortest prefix `model` caches, in tokens, as Anthropic's prompt-caching documentation gives it: below it a
+ * breakpoint caches nothing, without an error.
+ *
+ * @example
+ * ```ts
+ * import { minCacheablePrefixTokens } from 'storyloom/testing';
+ * minCacheablePrefixTokens('claude-haiku-4-5'); // 4096
+ * ```
+ */
+export function minCacheablePrefixTokens(model: string): number {
+  const id = model.slice(Math.max(0, model.indexOf('claude-')));
+  if (/^claude-(haiku-4-5|opus-4-5|opus-4-6)/.test(id)) return 4_096;
+  if (/^claude-(3-haiku|3-5-haiku|haiku-3)/.test(id)) return 2_048;
+  return 1_024;
+}
 
 /** Lifetime of an entry written by a block marked `ttl: "1h"`. */
 const ONE_HOUR_MS = 3_600_000;
@@ -311,7 +332,7 @@ function sendError(response: ServerResponse, status: number, type: string, messa
 export async function startAnthropicStandIn(options: AnthropicStandInOptions = {}): Promise<AnthropicStandIn> {
   const clock = options.clock ?? systemClock;
   const ttlMs = options.cache?.ttlMs ?? 300_000;
-  const minPrefixTokens = options.cache?.minPrefixTokens ?? 1_024;
+  const minPrefixOf = (model: string) => options.cache?.minPrefixTokens ?? minCacheablePrefixTokens(model);
   const contextWindowTokens = options.contextWindowTokens ?? 200_000;
   const chunkChars = Math.max(1, options.streamChunkChars ?? 200);
   const streamDelayMs = options.streamDelayMs ?? 0;
@@ -332,6 +353,7 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
       through.push(running);
     }
     const hashThrough = (index: number) => hashOf([model, blocks.slice(0, index + 1).map((b) => b.key)]);
+    const minPrefixTokens = minPrefixOf(model);
     const marked = blocks.flatMap((block, index) => (block.marked ? [index] : []));
     // Like the real API: from each breakpoint, the longest earlier prefix still cached is read, checking every block
     // boundary up to 20 blocks back; writes happen only at breakpoints.
