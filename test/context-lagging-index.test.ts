@@ -8,10 +8,12 @@ import { ContextManager } from '../src/context/context-manager.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
 import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js';
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
+import { createPineconeIndex } from '../src/context/pinecone.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
-import { commitScenes } from './fixtures/keepers.js';
+import { startPineconeStandIn } from '../src/testing/pinecone-server.js';
+import { commitNextScene, commitScenes } from './fixtures/keepers.js';
 
 const DIMENSIONS = 64;
 
@@ -87,4 +89,51 @@ describe('memory upkeep on an eventually consistent vector index', () => {
       expect(phases).toEqual([]);
     },
   );
+});
+
+describe('memory upkeep on the Pinecone stand-in with writes seen late (visibilityLag)', () => {
+  it('the stand-in shows a write to reads only after as many more requests', async () => {
+    const standIn = await startPineconeStandIn({ dimension: 4, visibilityLag: 2 });
+    try {
+      const index = createPineconeIndex({ host: standIn.url, apiKey: 'local', dimensions: 4 });
+      const values = Float32Array.from([1, 0, 0, 0]);
+      await index.upsert('s', [
+        { id: 'a', values, metadata: { storyId: 's', type: 'scene', sourceId: 'a', timestamp: 0, text: 'A.' } },
+      ]);
+      expect(await index.fetch('s', ['a'])).toEqual([]);
+      expect((await index.fetch('s', ['a'])).map((record) => record.id)).toEqual(['a']);
+      await index.delete('s', { ids: ['a'] });
+      expect((await index.fetch('s', ['a'])).map((record) => record.id)).toEqual(['a']);
+      standIn.catchUp();
+      expect(await index.fetch('s', ['a'])).toEqual([]);
+    } finally {
+      await standIn.close();
+    }
+  });
+
+  it.each([1, 3, 8])('indexes, reindexes and retrieves, a new process rebuilding nothing (lag %i)', async (lag) => {
+    const standIn = await startPineconeStandIn({ dimension: DIMENSIONS, visibilityLag: lag });
+    try {
+      const store = createMemoryStateStore();
+      const embedder = createHashingEmbedder({ dimensions: DIMENSIONS });
+      const vectors = createPineconeIndex({ host: standIn.url, apiKey: 'local', dimensions: DIMENSIONS });
+      const manager = new ContextManager({ store, vectors, embedder, keywords: createMemoryKeywordIndex() });
+      let state = await store.create(makeStoryState('tale'));
+      for (let scene = 0; scene < 8; scene++) ({ state } = await commitNextScene(store, state, {}, {}, manager));
+      expect((await manager.reindex('tale')).scenes).toBe(8);
+      standIn.catchUp();
+      let rebuilds = 0;
+      const next = new ContextManager({ store, vectors, embedder, keywords: createMemoryKeywordIndex() });
+      const original = next.reindex.bind(next);
+      next.reindex = (storyId, given) => {
+        rebuilds++;
+        return original(storyId, given);
+      };
+      const bundle = await next.getRelevantContext('tale', 'the lamp');
+      expect(bundle.similarScenes.length).toBeGreaterThan(0);
+      expect(rebuilds).toBe(0);
+    } finally {
+      await standIn.close();
+    }
+  });
 });

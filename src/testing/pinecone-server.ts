@@ -40,6 +40,12 @@ export interface PineconeStandInOptions {
   limits?: Partial<PineconeStandInLimits>;
   /** Port to listen on. Default an ephemeral one. */
   port?: number;
+  /**
+   * How many further requests a write (upsert, delete) waits before reads (query, fetch, stats) see it, in order.
+   * Pinecone is eventually consistent: "there can be a slight delay before new or changed records are visible to
+   * queries". Default 0: at once.
+   */
+  visibilityLag?: number;
 }
 
 /** A request as the stand-in received it. */
@@ -77,6 +83,8 @@ export interface PineconeStandIn {
   scheduleErrors(errors: PineconeScheduledError[]): void;
   /** Records per namespace, read directly (not through the API). */
   namespaces(): Record<string, number>;
+  /** Makes every write received so far visible (with `visibilityLag`). */
+  catchUp(): void;
   close(): Promise<void>;
 }
 
@@ -136,6 +144,18 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
   const data = new Map<string, Map<string, StoredRecord>>();
   const requests: PineconeStandInRequest[] = [];
   const scheduled: PineconeScheduledError[] = [];
+  const lag = options.visibilityLag ?? 0;
+  if (!Number.isInteger(lag) || lag < 0) throw new RangeError(`visibilityLag must be a whole number, got ${lag}`);
+  /** Writes received and not yet visible, with the request count they arrived at. */
+  const invisible: Array<{ at: number; apply: () => void }> = [];
+  let served = 0;
+  const write = (apply: () => void) => {
+    if (lag === 0) apply();
+    else invisible.push({ at: served, apply });
+  };
+  const showDue = (all = false) => {
+    while (invisible.length > 0 && (all || served - invisible[0]!.at >= lag)) invisible.shift()!.apply();
+  };
 
   const namespace = (name: unknown): string => {
     if (name === undefined || name === null) return '';
@@ -153,12 +173,14 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       // Pinecone checks the whole request before it writes any of it.
       const checked = vectors.map((vector: unknown) => checkRecord(vector));
       const name = namespace(body.namespace);
-      let records = data.get(name);
-      if (!records) {
-        records = new Map();
-        data.set(name, records);
-      }
-      for (const record of checked) records.set(record.id, record);
+      write(() => {
+        let records = data.get(name);
+        if (!records) {
+          records = new Map();
+          data.set(name, records);
+        }
+        for (const record of checked) records.set(record.id, record);
+      });
       return { upsertedCount: checked.length };
     },
 
@@ -220,20 +242,30 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       if (modes.length !== 1) throw bad('give exactly one of ids, deleteAll or filter');
       if (!records) throw new RequestError(404, GRPC.NOT_FOUND, `Namespace not found: ${JSON.stringify(name)}`);
       if (body.deleteAll === true) {
-        data.delete(name);
+        write(() => data.delete(name));
         return {};
       }
+      let remove: (records: Map<string, StoredRecord>) => void;
       if (body.ids !== undefined) {
         const ids = body.ids;
         if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw bad('ids must be a list of ids');
         if (ids.length > limits.maxIdsPerRequest) throw bad(`at most ${limits.maxIdsPerRequest} ids per delete`);
-        for (const id of ids) records.delete(id);
+        remove = (records) => {
+          for (const id of ids) records.delete(id);
+        };
       } else {
         const filter = checkFilter(body.filter, 'filter');
         if (Object.keys(filter).length === 0) throw bad('filter must not be empty');
-        for (const [id, record] of records) if (matches(record.metadata ?? {}, filter)) records.delete(id);
+        remove = (records) => {
+          for (const [id, record] of records) if (matches(record.metadata ?? {}, filter)) records.delete(id);
+        };
       }
-      if (records.size === 0) data.delete(name);
+      write(() => {
+        const now = data.get(name);
+        if (!now) return;
+        remove(now);
+        if (now.size === 0) data.delete(name);
+      });
       return {};
     },
 
@@ -371,6 +403,8 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       status: 200,
     };
     requests.push(entry);
+    served++;
+    showDue();
     const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
       entry.status = status;
       response.writeHead(status, { 'content-type': 'application/json', ...headers });
@@ -436,6 +470,9 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    catchUp() {
+      showDue(true);
+    },
     scheduleErrors(errors) {
       scheduled.push(...errors);
     },
