@@ -653,6 +653,22 @@ describe('toClaudeError', () => {
       'PROVIDER_BAD_RESPONSE',
       true,
     ]);
+    // The same as the stream sends it (an error event naming its type), with the response's request id: said so.
+    const headers = new Headers({ 'request-id': 'req_mid_1' });
+    const body = (type: string) => ({ type: 'error', error: { type, message: 'Overloaded' } });
+    const overloaded = toClaudeError(
+      new Anthropic.APIError(undefined, body('overloaded_error'), undefined, headers),
+      'anthropic',
+    );
+    expect([overloaded.code, overloaded.isRetryable]).toEqual(['PROVIDER_BAD_RESPONSE', true]);
+    expect(overloaded.message).toBe(
+      'anthropic reported overloaded_error in the middle of its reply (request-id req_mid_1): Overloaded',
+    );
+    // One the API would answer the same way again is not retried.
+    expect(classify(new Anthropic.APIError(undefined, body('invalid_request_error'), undefined, headers))).toEqual([
+      'PROVIDER_BAD_RESPONSE',
+      false,
+    ]);
     // A body that is not JSON, thrown as is or wrapped by the stream.
     expect(classify(new SyntaxError('Unexpected end of JSON input'))).toEqual(['PROVIDER_BAD_RESPONSE', true]);
     expect(

@@ -230,7 +230,8 @@ export function addUsage(a: Usage, b: Usage): Usage {
  * Maps whatever a Claude SDK call threw to a storyloom error: `AbortedError` for an abort; `ProviderError` with the
  * HTTP `status` and `retryAfterMs` for an API error; a retryable `ProviderError` for a connection that failed or was
  * cut (`PROVIDER_CONNECTION`), for a reply that could not be read or an error event in a stream
- * (`PROVIDER_BAD_RESPONSE`). Anything else failed on this side before the provider answered (the SDK refusing a
+ * (`PROVIDER_BAD_RESPONSE`; an event naming its type is told by it and the request's id, and one the API would answer
+ * the same way again, an invalid request say, is not retryable). Anything else failed on this side before the provider answered (the SDK refusing a
  * request, a client without the method called): a `ProviderError` with code `PROVIDER_CLIENT` that is not retryable,
  * since asking again fails the same way. A storyloom error passes through.
  */
@@ -269,8 +270,22 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
       cause: error,
     });
   }
-  // An error event in a stream (an APIError without a status: overloaded mid-reply), or a body that is not JSON:
-  // the server misbehaved; asking again usually works.
+  // An error event in a stream (an APIError without a status: overloaded mid-reply) names its type: said as such,
+  // with the request's id for the provider's support.
+  if (name === 'APIError' && typeof record.type === 'string') {
+    const requestId = (error as { requestID?: unknown }).requestID;
+    const id = typeof requestId === 'string' ? ` (request-id ${requestId})` : '';
+    const apiMessage = (error as { apiMessage?: unknown }).apiMessage;
+    const said = typeof apiMessage === 'string' ? apiMessage : message;
+    return new ProviderError(`${provider} reported ${record.type} in the middle of its reply${id}: ${said}`, {
+      provider,
+      code: 'PROVIDER_BAD_RESPONSE',
+      // The API's own errors that a second try may not meet; a request it found invalid fails the same way again.
+      isRetryable: !/^(invalid_request|authentication|permission|not_found|request_too_large)_error$/.test(record.type),
+      cause: error,
+    });
+  }
+  // A body that is not JSON, or an error event without a type: the server misbehaved; asking again usually works.
   if (name === 'APIError' || causes(error).some((link) => link instanceof SyntaxError)) {
     return new ProviderError(`${provider} sent a response that could not be read: ${message}`, {
       provider,
