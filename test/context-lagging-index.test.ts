@@ -137,3 +137,85 @@ describe('memory upkeep on the Pinecone stand-in with writes seen late (visibili
     }
   });
 });
+
+/** A clock whose waits end at once: the re-reads of a late index are counted in requests here, not in time. */
+const instant = { now: () => Date.now(), sleep: async () => {} };
+
+/** A reindex of `storyId` cut short once its scenes are being written (an embedder blip, a Lambda timeout). */
+async function failedReindex(manager: ContextManager, storyId: string) {
+  const controller = new AbortController();
+  const outcome = await manager
+    .reindex(storyId, {
+      signal: controller.signal,
+      onProgress: (progress) => progress.phase === 'scenes' && controller.abort(),
+    })
+    .then(
+      () => 'finished',
+      (error: Error) => error.name,
+    );
+  expect(outcome).toBe('AbortedError');
+}
+
+describe('rebuilds after another on an index that shows writes late', () => {
+  it.each([1, 2, 4, 8, 12])(
+    'a second reindex right after the first, and one after a failed one, finish (lag %i)',
+    async (lag) => {
+      const store = createMemoryStateStore();
+      await commitScenes(store, await store.create(makeStoryState('tale')), 6);
+      const inner = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+      const replica = lagging(inner, lag);
+      const embedder = createHashingEmbedder({ dimensions: DIMENSIONS });
+      const manager = new ContextManager({
+        store,
+        vectors: replica.index,
+        embedder,
+        keywords: createMemoryKeywordIndex(),
+        clock: instant,
+      });
+      const outcomes: string[] = [];
+      const outcome = (work: Promise<unknown>) =>
+        work.then(
+          () => 'ok',
+          (error: Error) => error.name,
+        );
+      outcomes.push(await outcome(manager.reindex('tale')));
+      outcomes.push(await outcome(manager.reindex('tale')));
+      await failedReindex(manager, 'tale');
+      outcomes.push(await outcome(manager.reindex('tale')));
+      await failedReindex(manager, 'tale');
+      // The next retrieval rebuilds the story itself.
+      outcomes.push(await outcome(manager.getRelevantContext('tale', 'the lamp')));
+      outcomes.push(await outcome(manager.getRelevantContext('tale', 'the lamp')));
+      expect(outcomes).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+      await replica.catchUp();
+      const [fingerprint] = await inner.fetch('tale', ['meta-fingerprint']);
+      expect(fingerprint?.metadata.type).toBe('meta');
+    },
+  );
+
+  it.each([3, 8])(
+    'on the Pinecone stand-in: after a failed rebuild, reindex, retrieval and a new process work (lag %i)',
+    async (lag) => {
+      const standIn = await startPineconeStandIn({ dimension: DIMENSIONS, visibilityLag: lag });
+      try {
+        const store = createMemoryStateStore();
+        const embedder = createHashingEmbedder({ dimensions: DIMENSIONS });
+        const vectors = createPineconeIndex({ host: standIn.url, apiKey: 'local', dimensions: DIMENSIONS });
+        const options = { store, vectors, embedder, clock: instant };
+        const manager = new ContextManager({ ...options, keywords: createMemoryKeywordIndex() });
+        let state = await store.create(makeStoryState('tale'));
+        for (let scene = 0; scene < 8; scene++) ({ state } = await commitNextScene(store, state, {}, {}, manager));
+        standIn.catchUp();
+        await failedReindex(manager, 'tale');
+        standIn.catchUp();
+        expect((await manager.reindex('tale')).scenes).toBe(8);
+        expect((await manager.getRelevantContext('tale', 'the lamp')).similarScenes.length).toBeGreaterThan(0);
+        standIn.catchUp();
+        const fresh = new ContextManager({ ...options, keywords: createMemoryKeywordIndex() });
+        expect((await fresh.getRelevantContext('tale', 'the lamp')).similarScenes.length).toBeGreaterThan(0);
+      } finally {
+        await standIn.close();
+      }
+    },
+  );
+});

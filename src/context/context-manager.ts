@@ -12,6 +12,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { waitUnlessAborted } from '../core/abort.js';
+import { type Clock, systemClock } from '../core/clock.js';
 import { mapWithConcurrency } from '../core/concurrency.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
@@ -144,6 +145,11 @@ const FINGERPRINT_RECHECK_MS = 10_000;
 /** The time a failed rebuild writes into its record: it is under way nowhere, whatever the clocks say. */
 const FAILED_REBUILD_TIME = 0;
 /**
+ * The waits, in ms, between reads of a rebuild record that names another rebuild, on an index that shows writes late:
+ * an older record still seen gives way to this one's within them (about 11 s in all, 15 more reads).
+ */
+const REBUILD_RECORD_REREADS = [50, 100, 200, 400, 800, ...Array.from({ length: 10 }, () => 1_000)];
+/**
  * Marks the options of an automatic rebuild: made only if the fingerprint is still not this manager's (see `reindex`).
  * An option of `reindex` rather than a private path beside it, so that the automatic rebuild goes through `reindex`,
  * and whatever wraps `reindex` on an instance (to follow its progress, say) sees that rebuild too.
@@ -200,6 +206,7 @@ const OPTION_KEYS: Record<keyof ContextManagerOptions, true> = {
   summaryChapters: true,
   autoPrune: true,
   autoReindex: true,
+  clock: true,
 };
 
 /** Per keyword index: how far each story's side reaches, and the catch-up under way (see `keepKeywordsUp`). */
@@ -606,6 +613,11 @@ export interface ContextManagerOptions {
    * otherwise each rebuild the story for their own embedder in turn.
    */
   autoReindex?: boolean;
+  /**
+   * Time source of the manager's waits: between reads of a rebuild record on an index that shows writes late (see
+   * `reindex`). Default the system clock.
+   */
+  clock?: Clock;
 }
 
 /**
@@ -656,6 +668,12 @@ export class ContextManager {
   private readonly summaryChapters: number;
   private readonly autoPrune: { minAgeScenes: number; maxImportance: number } | undefined;
   private readonly autoReindex: boolean;
+  private readonly clock: Clock;
+  /**
+   * The stories whose indexes a rebuild of this manager cleared and has not finished (it failed, or runs): their
+   * fingerprint is gone. An index that shows writes late may still show it; this manager knows better, and rebuilds.
+   */
+  private readonly clearing = new Set<string>();
   /** Per story and chapter start: the stored summaries of the chapters the stable prefix shows. */
   private readonly windowSummaryRecords = new Map<string, Promise<VectorRecord[]>>();
   private readonly fingerprint: string;
@@ -761,6 +779,12 @@ export class ContextManager {
       });
     }
     this.autoReindex = options.autoReindex ?? true;
+    if (options.clock !== undefined && typeof options.clock?.sleep !== 'function') {
+      throw new ValidationError('clock must have now() and sleep()', {
+        problems: [{ path: 'clock', message: 'must be a Clock' }],
+      });
+    }
+    this.clock = options.clock ?? systemClock;
     this.fingerprint = JSON.stringify({
       embedder: `${this.embedder.provider}:${this.embedder.modelId}`,
       dimensions: this.embedder.dimensions,
@@ -1215,7 +1239,9 @@ export class ContextManager {
       return await inTurn(this.vectors, storyId, options.signal, async () => {
         if (unlessCurrent) {
           const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID], signalOf(options));
-          if (stored?.metadata.text === this.fingerprint) return { scenes: 0, records: 0, pruned: 0 };
+          if (stored?.metadata.text === this.fingerprint && !this.clearing.has(storyId)) {
+            return { scenes: 0, records: 0, pruned: 0 };
+          }
         }
         return this.rebuild(storyId, options);
       });
@@ -1795,7 +1821,7 @@ export class ContextManager {
       };
       const shared: SharedWork<void> = new SharedWork(async (signal) => {
         const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID], { signal });
-        if (stored?.metadata.text === this.fingerprint) {
+        if (stored?.metadata.text === this.fingerprint && !this.clearing.has(storyId)) {
           // A durable vector index (Pinecone) beside an in-process keyword index: a new process finds the vectors
           // and an empty keyword side, which would leave retrieval to the vectors alone.
           if (this.keywords.capabilities.durable) return;
@@ -1825,7 +1851,7 @@ export class ContextManager {
         if (holdsRecords ? await this.store.exists(storyId) : await this.hasScenes(storyId, indexing)) {
           if (!this.autoReindex) {
             throw new ConflictError(
-              `The indexes of "${storyId}" ${stored ? `were built for ${stored.metadata.text}` : 'hold no fingerprint (a rebuild was cut short, or they were built before fingerprints)'}; this manager embeds with ${this.fingerprint} and autoReindex is off: run reindex("${storyId}") (storyloom memory reindex) with the embedder the story should use.`,
+              `The indexes of "${storyId}" ${stored && !this.clearing.has(storyId) ? `were built for ${stored.metadata.text}` : 'hold no fingerprint (a rebuild was cut short, or they were built before fingerprints)'}; this manager embeds with ${this.fingerprint} and autoReindex is off: run reindex("${storyId}") (storyloom memory reindex) with the embedder the story should use.`,
               { isRetryable: false },
             );
           }
@@ -2200,16 +2226,17 @@ export class ContextManager {
     const rebuildRecord = async () =>
       (await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal })))[0]?.metadata.text;
     const conflict = () => this.supersededRebuild(storyId);
-    const mine = await rebuildRecord();
     // Missing, it was cleared by another rebuild's deleteStory (about to write its own), or, on an index that may not
-    // read its own writes yet, this one's record has not shown up.
-    if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) throw conflict();
+    // read its own writes yet, this one's record has not shown up (see `rebuildRecordSeen`).
+    if ((await this.rebuildRecordSeen(storyId, token, signal)) !== 'mine') throw conflict();
     await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signalOf({ signal }));
     await this.writeMeta(storyId, FINGERPRINT_ID, `fingerprint-${token}`, this.fingerprint, signal, fingerprintValues);
+    this.clearing.delete(storyId);
     // Another rebuild's record (its own token) means it started meanwhile; this one's record, still read after its
-    // delete, is an index that does not read its own writes yet (Pinecone is eventually consistent).
+    // delete, is an index that does not read its own writes yet (Pinecone is eventually consistent), as is an older
+    // record read again (see `rebuildRecordSeen`).
     const after = await rebuildRecord();
-    if (after !== undefined && after !== token) {
+    if (after !== undefined && after !== token && (await this.rebuildRecordSeen(storyId, token, signal)) !== 'mine') {
       await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] });
       throw conflict();
     }
@@ -2231,6 +2258,8 @@ export class ContextManager {
     // What this process pruned is known again only from the prune records, which the rebuild applies.
     prunedChapters(this.vectors, this.keywords).delete(storyId);
     await this.writeMeta(storyId, REBUILD_ID, 'rebuild', token, signal, undefined, Date.now());
+    // From here until it finishes, the story's fingerprint is gone, whatever a late read of it says (see `clearing`).
+    this.clearing.add(storyId);
     await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] }, signalOf({ signal }));
     if (this.vectors.capabilities.deleteByFilter) {
       await Promise.all([
@@ -2261,10 +2290,28 @@ export class ContextManager {
    * read its own writes yet (see `finishRebuild`).
    */
   private async checkRebuild(storyId: string, token: string, signal: AbortSignal | undefined): Promise<void> {
-    const [record] = await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal }));
-    const mine = record?.metadata.text;
-    if (mine === undefined ? this.vectors.capabilities.readAfterWrite !== false : mine !== token) {
-      throw this.supersededRebuild(storyId);
+    if ((await this.rebuildRecordSeen(storyId, token, signal)) !== 'mine') throw this.supersededRebuild(storyId);
+  }
+
+  /**
+   * Whose rebuild record the index holds, as the rebuild named by `token` sees it: `'mine'`, or `'another'` (a rebuild
+   * started since, which took the story over). On an index that shows writes late (Pinecone is eventually
+   * consistent), a missing record is this one's not seen yet, and another token may be an older record still seen
+   * (one that failed, or that finished and was deleted): it is read again, a few times over about ten seconds, and
+   * counts as another's only if it stays.
+   */
+  private async rebuildRecordSeen(
+    storyId: string,
+    token: string,
+    signal: AbortSignal | undefined,
+  ): Promise<'mine' | 'another'> {
+    const late = this.vectors.capabilities.readAfterWrite === false;
+    for (let attempt = 0; ; attempt++) {
+      const [record] = await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal }));
+      const seen = record?.metadata.text;
+      if (seen === token || (seen === undefined && late)) return 'mine';
+      if (!late || attempt >= REBUILD_RECORD_REREADS.length) return 'another';
+      await this.clock.sleep(REBUILD_RECORD_REREADS[attempt]!, signal);
     }
   }
 
