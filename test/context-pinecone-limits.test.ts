@@ -10,7 +10,7 @@ import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js
 import { createPineconeIndex, PINECONE_LIMITS } from '../src/context/pinecone.js';
 import { recordsPerResponse } from '../src/context/retrieval.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
-import type { Scene } from '../src/state/schema.js';
+import { chapterIdFor, type Scene, type StoryState } from '../src/state/schema.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../src/testing/fixtures.js';
 import { type PineconeStandIn, startPineconeStandIn } from '../src/testing/pinecone-server.js';
 
@@ -21,9 +21,10 @@ beforeAll(async () => {
 });
 afterAll(() => standIn.close());
 
-async function story(storyId: string) {
+async function story(storyId: string, chapterLength?: number) {
   const store = createMemoryStateStore();
-  await store.create(makeStoryState(storyId));
+  const initial = makeStoryState(storyId);
+  await store.create(chapterLength ? { ...initial, bible: { ...initial.bible, chapterLength } } : initial);
   const vectors = createPineconeIndex({ host: standIn.url, apiKey: 'local', dimensions: DIMENSIONS });
   const context = new ContextManager({
     store,
@@ -31,13 +32,13 @@ async function story(storyId: string) {
     keywords: createMemoryKeywordIndex(),
     embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
   });
-  const commit = async (overrides: Partial<Scene>) => {
+  const commit = async (overrides: Partial<Scene>, next: Partial<StoryState> = {}) => {
     const state = await store.load(storyId);
     const scene = makeNextScene(state, overrides);
     const committed = await store.commitScene(storyId, {
       expectedVersion: state.version,
       scene,
-      nextState: makeNextState(state, scene),
+      nextState: makeNextState(state, scene, next),
       consumedInfluenceIds: [],
     });
     await context.indexScene(scene, { state: committed.state });
@@ -105,5 +106,30 @@ describe('the context manager within Pinecone limits', () => {
     const statsFrom = standIn.requests.length;
     await context.stats('heavy');
     expect(refusedSince(statsFrom)).toEqual([]);
+  });
+
+  it('prunes a summarized chapter of heavy scenes without asking for more than one response holds', async () => {
+    const { context, commit } = await story('heavy-prune', 3);
+    const sentence = 'The keeper climbed the stair and counted the lamps of the harbour one by one. ';
+    const text = sentence.repeat(Math.floor(200_000 / sentence.length));
+    const locations = Array.from({ length: 64 }, (_, index) =>
+      `Place ${index} ${'of the long harbour '.repeat(6)}`.slice(0, 120),
+    );
+    const characters = Array.from({ length: 64 }, (_, index) => `character-${index}-${'x'.repeat(110)}`);
+    const themes = Array.from({ length: 64 }, (_, index) =>
+      `Theme ${index} ${'duty and loss at sea '.repeat(6)}`.slice(0, 120),
+    );
+    // Chapter 1 (scenes 0-2) closes and is summarized; its scenes are old enough once scene 5 is in.
+    for (let scene = 0; scene < 6; scene++) {
+      await commit(
+        { text, characters, locations, themes, importance: 0.2 },
+        scene === 2 ? { chapterId: chapterIdFor(1), chapterIndex: 1 } : {},
+      );
+    }
+    const from = standIn.requests.length;
+    const pruned = await context.prune('heavy-prune', { minAgeScenes: 1, maxImportance: 0.5 });
+    expect(refusedSince(from)).toEqual([]);
+    expect(pruned.chapters).toEqual([chapterIdFor(0)]);
+    expect(pruned.deleted).toBeGreaterThan(0);
   });
 });

@@ -1514,8 +1514,9 @@ export class ContextManager {
   /**
    * Drops the vectors and keyword entries of old, unimportant scenes, but only in chapters a stored summary covers
    * (up to the first chapter without one), so old history is represented at lower detail rather than forgotten.
-   * Returns what was dropped. What it drops stays dropped through a later `reindex` (a `meta` record keeps the
-   * bounds). Waits for the story's prunes and rebuilds under way in this process.
+   * Returns what was dropped (`deleted` counts vectors; on Pinecone, which deletes by filter without saying how many,
+   * it counts at most what one query response holds per chapter, 101). What it drops stays dropped through a later
+   * `reindex` (a `meta` record keeps the bounds). Waits for the story's prunes and rebuilds under way in this process.
    */
   async prune(storyId: string, given: PrunePolicy = {}): Promise<{ chapters: string[]; deleted: number }> {
     // `null` is the default policy, as for getRelevantContext's options.
@@ -3525,13 +3526,17 @@ export class ContextManager {
     return listed.length;
   }
 
-  /** The ids of the story's vectors that match `filter` (as many as one query returns). */
+  /**
+   * The ids of the story's vectors that match `filter`: as many as one query returns, and one response surely holds
+   * (Pinecone answers a larger one with an error; it deletes by filter, so its listing only counts, at most that).
+   */
   private async matchingIds(filter: MetadataFilter, storyId: string): Promise<string[]> {
     const { count, dimensions } = await this.vectors.stats(storyId);
     if (count === 0) return [];
+    const { capabilities } = this.vectors;
     const matches = await this.vectors.query(storyId, {
       vector: firstAxis(dimensions),
-      topK: Math.min(count, this.vectors.capabilities.maxTopK),
+      topK: Math.min(count, capabilities.maxTopK, recordsPerResponse(capabilities)),
       filter,
     });
     return matches.map((match) => match.id);
