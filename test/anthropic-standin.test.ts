@@ -126,6 +126,12 @@ describe('the Anthropic stand-in', () => {
         { type: 'text', text: '' },
       ]),
     ).toMatch(/text content blocks must be non-empty/);
+    expect(
+      await refused([
+        { type: 'text', text: 'You narrate.' },
+        { type: 'text', text: '\n ' },
+      ]),
+    ).toMatch(/text content blocks must contain non-whitespace text/);
     expect(await refused([{ type: 'text', text: 'You narrate.', cache_control: { type: 'ephemeral' } }])).toBe(
       'accepted',
     );

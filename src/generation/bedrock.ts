@@ -752,7 +752,7 @@ function loadClaudeBedrockSdk(): Promise<ClaudeBedrockSdk> {
 /** Options of `createBedrockSceneGenerator`: where Bedrock is, plus every option of the Claude scene generator. */
 export interface BedrockSceneGeneratorOptions extends Omit<ClaudeSceneGeneratorOptions, 'client' | 'provider'> {
   /**
-   * A Bedrock model or inference-profile id, e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0`. ARNs are
+   * A Bedrock model or inference-profile id, e.g. `global.anthropic.claude-sonnet-4-6`. ARNs are
    * rejected: `@anthropic-ai/bedrock-sdk` 1.x does not accept ARN-form model ids.
    */
   model: string;
@@ -785,7 +785,7 @@ export interface BedrockSceneGeneratorOptions extends Omit<ClaudeSceneGeneratorO
  *
  * const generator = createBedrockSceneGenerator({
  *   region: 'us-east-1',
- *   model: 'us.anthropic.claude-sonnet-4-5-20250929-v1:0',
+ *   model: 'global.anthropic.claude-sonnet-4-6',
  * });
  * const { scene, delta, usage } = await generator.generate(request);
  * ```
@@ -796,7 +796,7 @@ export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOption
     problems.push({
       path: 'model',
       message:
-        'is an ARN; @anthropic-ai/bedrock-sdk 1.x needs a model or inference-profile id such as us.anthropic.claude-sonnet-4-5-20250929-v1:0',
+        'is an ARN; @anthropic-ai/bedrock-sdk 1.x needs a model or inference-profile id such as global.anthropic.claude-sonnet-4-6',
     });
   }
   if (options?.credentials && (!options.credentials.accessKeyId || !options.credentials.secretAccessKey)) {

@@ -210,17 +210,23 @@ function answeringClient(reply: string, stopReason: string): ClaudeClient & { ca
 }
 
 describe('the Claude scene generator against the Messages API stand-in', () => {
-  it('writes from a prompt whose stable part is empty: no empty block, the breakpoint on the instructions', async () => {
-    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false });
-    const request = makeRequest(storyWithInfluence(), 0);
-    expect(request.prompt.stable).toBe('');
-    const result = await generator.generate(request);
-    expect(result.attempts).toBe(1);
-    const system = standIn.requests.at(-1)!.body.system as Array<{ text: string; cache_control?: unknown }>;
-    expect(system).toHaveLength(1);
-    expect(system[0]!.text.length).toBeGreaterThan(0);
-    expect(system[0]!.cache_control).toEqual({ type: 'ephemeral' });
-  });
+  it.each([
+    ['empty', ''],
+    ['white space alone', '\n  \n'],
+  ])(
+    'writes from a prompt whose stable part is %s: no such block, the breakpoint on the instructions',
+    async (_, stable) => {
+      const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false });
+      const request = makeRequest(storyWithInfluence(), 0);
+      request.prompt = { ...request.prompt, stable, stableBlocks: [stable] };
+      const result = await generator.generate(request);
+      expect(result.attempts).toBe(1);
+      const system = standIn.requests.at(-1)!.body.system as Array<{ text: string; cache_control?: unknown }>;
+      expect(system).toHaveLength(1);
+      expect(system[0]!.text.length).toBeGreaterThan(0);
+      expect(system[0]!.cache_control).toEqual({ type: 'ephemeral' });
+    },
+  );
 
   it('writes a scene with structured output, decodes it and prices the usage', async () => {
     const clock = recordingClock();

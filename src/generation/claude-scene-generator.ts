@@ -499,8 +499,8 @@ export function buildClaudeRequest(request: SceneRequest, options: BuildClaudeRe
 }
 
 /**
- * The system blocks: the instructions, then the stable part. The API refuses a breakpoint (or any block) on empty
- * text, so an empty stable part (a context layer that puts everything in the dynamic part) adds no block, and the
+ * The system blocks: the instructions, then the stable part. The API refuses a breakpoint (or any block) on text
+ * that is empty or white space alone, so such a stable part (a context layer that puts everything in the dynamic part) adds no block, and the
  * breakpoint goes on the instructions.
  */
 function systemBlocks(
@@ -508,7 +508,7 @@ function systemBlocks(
   prompt: SceneRequest['prompt'],
   cacheControl: { type: string; ttl?: string },
 ): ClaudeMessageParams['system'] {
-  if (prompt.stable.length === 0) return [{ type: 'text', text: instructions, cache_control: cacheControl }];
+  if (!/\S/.test(prompt.stable)) return [{ type: 'text', text: instructions, cache_control: cacheControl }];
   return [{ type: 'text', text: instructions }, ...stableSystemBlocks(prompt, cacheControl)];
 }
 
@@ -518,7 +518,7 @@ function systemBlocks(
  * cache at a block boundary (the API looks back about 20 blocks from a breakpoint).
  */
 function stableSystemBlocks(prompt: SceneRequest['prompt'], cacheControl: { type: string; ttl?: string }) {
-  const blocks = prompt.stableBlocks?.filter((block) => block.length > 0);
+  const blocks = prompt.stableBlocks?.filter((block) => /\S/.test(block));
   if (!blocks || blocks.length < 2 || blocks.join('') !== prompt.stable) {
     return [{ type: 'text' as const, text: wellFormedText(prompt.stable), cache_control: cacheControl }];
   }
@@ -785,7 +785,7 @@ function withOfferedInfluences(request: SceneRequest, delta: StateDelta): StateD
 export interface ClaudeSceneGeneratorOptions {
   /** An `Anthropic` or `AnthropicBedrock` client, or anything with the same `messages` shape. */
   client: ClaudeClient;
-  /** Model id, e.g. `claude-sonnet-4-6` or a Bedrock id such as `us.anthropic.claude-sonnet-4-5-20250929-v1:0`. */
+  /** Model id, e.g. `claude-sonnet-4-6` or a Bedrock id such as `global.anthropic.claude-sonnet-4-6`. */
   model: string;
   /** `max_tokens` of each call. Default 16000. */
   maxTokens?: number;

@@ -411,6 +411,9 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
         ? 'cache_control cannot be set for empty text blocks'
         : 'text content blocks must be non-empty';
     }
+    if (textBlocks.some((block: Block) => typeof block.text === 'string' && !/\S/.test(block.text))) {
+      return 'text content blocks must contain non-whitespace text';
+    }
     const blocks = promptBlocks(body);
     const breakpoints = blocks.filter((block) => block.marked).length;
     if (breakpoints > MAX_CACHE_BREAKPOINTS) {
