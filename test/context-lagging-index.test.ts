@@ -10,10 +10,12 @@ import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js
 import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import { createPineconeIndex } from '../src/context/pinecone.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
+import { createStoryEngine } from '../src/engine/engine.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
 import { startPineconeStandIn } from '../src/testing/pinecone-server.js';
 import { commitNextScene, commitScenes } from './fixtures/keepers.js';
+import { countingFills, nightWatchGenerator, nightWatchStory, processOver } from './fixtures/night-watch.js';
 
 const DIMENSIONS = 64;
 
@@ -41,7 +43,8 @@ function lagging(inner: VectorIndex, lag: number) {
     upsert: (storyId, records) => later(() => inner.upsert(storyId, structuredClone(records))),
     delete: async (storyId, deletion) => {
       await later(() => inner.delete(storyId, deletion));
-      return 'ids' in deletion && deletion.ids ? deletion.ids.length : 0;
+      // As Pinecone: a deletion by filter does not say how many it deleted.
+      return 'ids' in deletion && deletion.ids ? deletion.ids.length : -1;
     },
     deleteStory: (storyId) => later(() => inner.deleteStory(storyId)),
     fetch: async (storyId, ids, options) => {
@@ -216,6 +219,37 @@ describe('rebuilds after another on an index that shows writes late', () => {
       } finally {
         await standIn.close();
       }
+    },
+  );
+});
+
+describe('a keyword side of its own beside vectors that show writes late', () => {
+  it.each([1, 6, 12])(
+    'takes its own prune, read back late, for no prune made elsewhere: no refill (lag %i)',
+    async (lag) => {
+      const storyId = 'lag-prune';
+      const { clock, store, vectors: durable } = await nightWatchStory(storyId);
+      const replica = lagging(durable, lag);
+      const counting = countingFills(store);
+      const server = processOver(counting.store, replica.index, { clock: instant });
+      const engine = createStoryEngine({ store, context: server.context, generator: nightWatchGenerator(), clock });
+      for (let episode = 0; episode < 12; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+      await replica.catchUp();
+      await server.context.getRelevantContext(storyId, 'the lamp');
+      const before = counting.fills();
+      const pruned = await server.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 });
+      expect(pruned.deleted).toBeGreaterThan(0);
+      for (let call = 0; call < 6; call++)
+        await server.context.getRelevantContext(storyId, 'The sea was calm', { k: 12 });
+      expect(counting.fills() - before).toBe(0);
+      // And it holds what a new process holds.
+      await replica.catchUp();
+      const warm = await server.context.getRelevantContext(storyId, 'The sea was calm', { k: 12 });
+      const cold = await processOver(store, replica.index).context.getRelevantContext(storyId, 'The sea was calm', {
+        k: 12,
+      });
+      const shown = (bundle: typeof warm) => bundle.similarScenes.map((scene) => `${scene.kind}:${scene.index}`);
+      expect(shown(warm)).toEqual(shown(cold));
     },
   );
 });

@@ -2026,6 +2026,21 @@ export class ContextManager {
   }
 
   /**
+   * Whether the prune marks read (`marks`, as JSON) tell of a prune this keyword side has not applied: neither this
+   * process's own, nor bounds the side already holds or exceeds. Prunes only add marks, so a listing the side's marks
+   * cover is an older one, read late from an index that shows writes late (Pinecone): refilling the side from it
+   * would bring back what the side's newer marks dropped.
+   */
+  private prunedElsewhere(storyId: string, marks: string, horizon: KeywordHorizon): boolean {
+    if (marks === horizon.marks || this.isOwnPrune(storyId, marks, horizon)) return false;
+    const held = JSON.parse(horizon.marks) as PruneMark[];
+    const read = JSON.parse(marks) as PruneMark[];
+    return !read.every((mark) =>
+      held.some((kept) => kept.before >= mark.before && kept.maxImportance >= mark.maxImportance),
+    );
+  }
+
+  /**
    * Whether this process keeps its own keyword side beside vectors that other processes write too: a durable
    * vector index (Pinecone) with an in-process keyword index. Such a side is filled once and then kept up with the
    * story (`keepKeywordsUp`).
@@ -2061,8 +2076,7 @@ export class ContextManager {
     if (horizon) {
       const { awaited } = horizon;
       const awaiting = awaited.chapters.length > 0 || awaited.synopsisFrom !== null || awaited.scene !== null;
-      const pruned =
-        marksNow !== undefined && marksNow !== horizon.marks && !this.isOwnPrune(storyId, marksNow, horizon);
+      const pruned = marksNow !== undefined && this.prunedElsewhere(storyId, marksNow, horizon);
       if (state.sceneCount <= horizon.scenes && !awaiting && !pruned) return;
     }
     let pending = this.catchUpsOf().get(storyId);
@@ -2122,7 +2136,7 @@ export class ContextManager {
     const marks = await this.pruneMarks(storyId, signal);
     const marksText = JSON.stringify(marks);
     // A prune under way in this process drops from this side as it goes: only one made elsewhere needs a refill.
-    if (marksText !== horizon.marks && !this.isOwnPrune(storyId, marksText, horizon)) {
+    if (this.prunedElsewhere(storyId, marksText, horizon)) {
       await this.keywords.deleteStory(storyId);
       await this.rebuildKeywords(storyId, signal);
       return;
