@@ -253,3 +253,35 @@ describe('a keyword side of its own beside vectors that show writes late', () =>
     },
   );
 });
+
+describe('a new process right after a rebuild, on an index that shows writes late', () => {
+  it.each([1, 6, 12])('finds the rebuild finished instead of rebuilding the story again (lag %i)', async (lag) => {
+    const store = createMemoryStateStore();
+    await commitScenes(store, await store.create(makeStoryState('tale')), 6);
+    const inner = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+    const replica = lagging(inner, lag);
+    const embedder = createHashingEmbedder({ dimensions: DIMENSIONS });
+    const options = { store, vectors: replica.index, embedder, clock: instant };
+    await new ContextManager({ ...options, keywords: createMemoryKeywordIndex() }).reindex('tale');
+    // Straight after, with the rebuild's last writes not shown yet.
+    let embedded = 0;
+    const counted = {
+      ...embedder,
+      embed: (texts: string[], given?: Parameters<typeof embedder.embed>[1]) => {
+        embedded += texts.length;
+        return embedder.embed(texts, given);
+      },
+    };
+    let rebuilds = 0;
+    const next = new ContextManager({ ...options, embedder: counted, keywords: createMemoryKeywordIndex() });
+    const original = next.reindex.bind(next);
+    next.reindex = (storyId, given) => {
+      rebuilds++;
+      return original(storyId, given);
+    };
+    expect((await next.getRelevantContext('tale', 'the lamp')).similarScenes.length).toBeGreaterThan(0);
+    expect(rebuilds).toBe(0);
+    // The query alone was embedded.
+    expect(embedded).toBe(1);
+  });
+});

@@ -1821,7 +1821,7 @@ export class ContextManager {
         if (this.verified.get(storyId) === shared) this.verified.delete(storyId);
       };
       const shared: SharedWork<void> = new SharedWork(async (signal) => {
-        const [stored] = await this.vectors.fetch(storyId, [FINGERPRINT_ID], { signal });
+        const stored = await this.fingerprintRead(storyId, signal);
         if (stored?.metadata.text === this.fingerprint && !this.clearing.has(storyId)) {
           // A durable vector index (Pinecone) beside an in-process keyword index: a new process finds the vectors
           // and an empty keyword side, which would leave retrieval to the vectors alone.
@@ -2326,6 +2326,31 @@ export class ContextManager {
       const seen = record?.metadata.text;
       if (seen === token || (seen === undefined && late)) return 'mine';
       if (!late || attempt >= REBUILD_RECORD_REREADS.length) return 'another';
+      await this.clock.sleep(REBUILD_RECORD_REREADS[attempt]!, signal);
+    }
+  }
+
+  /**
+   * The story's fingerprint record. On an index that shows writes late, one that is missing (or another embedder's)
+   * while a rebuild record that did not fail is visible may be a rebuild that just finished, its fingerprint not
+   * shown yet: it is read again, as `rebuildRecordSeen` reads, until it shows or the rebuild record goes, so that a
+   * process starting right after a rebuild does not rebuild the story a second time.
+   */
+  private async fingerprintRead(storyId: string, signal: AbortSignal | undefined): Promise<VectorRecord | undefined> {
+    const late = this.vectors.capabilities.readAfterWrite === false && !this.clearing.has(storyId);
+    // A rebuild removes its record just before it writes the fingerprint: once its record was seen, neither seen is
+    // that rebuild finishing too.
+    let seenRebuild = false;
+    for (let attempt = 0; ; attempt++) {
+      const records = await this.vectors.fetch(storyId, late ? [FINGERPRINT_ID, REBUILD_ID] : [FINGERPRINT_ID], {
+        ...signalOf({ signal }),
+      });
+      const stored = records.find((record) => record.id === FINGERPRINT_ID);
+      const rebuild = records.find((record) => record.id === REBUILD_ID);
+      seenRebuild ||= rebuild !== undefined && rebuild.metadata.timestamp !== FAILED_REBUILD_TIME;
+      const finishing = seenRebuild && (rebuild === undefined || rebuild.metadata.timestamp !== FAILED_REBUILD_TIME);
+      if (!late || stored?.metadata.text === this.fingerprint || !finishing) return stored;
+      if (attempt >= REBUILD_RECORD_REREADS.length) return stored;
       await this.clock.sleep(REBUILD_RECORD_REREADS[attempt]!, signal);
     }
   }
