@@ -884,14 +884,8 @@ export class ContextManager {
     const state = options.state ?? (await waitUnlessAborted(this.store.load(storyId), options.signal));
     const loadTime = performance.now() - loadStart;
     if (abandoned) await waitUnlessAborted(abandoned, options.signal);
-    if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
     const pov = options.povCharacterId;
-    // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
-    if (pov !== undefined && !Object.hasOwn(state.characters, pov)) {
-      throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
-        problems: [{ path: 'povCharacterId', message: `is not a character of "${storyId}"` }],
-      });
-    }
+    checkStateAndPointOfView(storyId, state, pov);
     const fingerprintStart = performance.now();
     await this.ensureFingerprint(storyId, options.signal);
     const keywordsStart = performance.now();
@@ -1041,13 +1035,8 @@ export class ContextManager {
     }
     throwIfAborted(options.signal);
     const state = options.state ?? (await waitUnlessAborted(this.store.load(storyId), options.signal));
-    if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
     const pov = povCharacterId;
-    if (!Object.hasOwn(state.characters, pov)) {
-      throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
-        problems: [{ path: 'povCharacterId', message: `is not a character of "${storyId}"` }],
-      });
-    }
+    checkStateAndPointOfView(storyId, state, pov);
     const work = async () => {
       const chapterStart = await this.chapterStartState(state);
       const inChapter = chapterStart.version !== state.version;
@@ -1658,20 +1647,15 @@ export class ContextManager {
     const sceneMatches: VectorMatch[] = [];
     const { maxTopK, maxQueryResultBytes, maxMetadataBytes } = this.vectors.capabilities;
     // How many records one response can carry: metadata (text included) as large as the index lets a record carry
-    // (about 12 KB as JSON where it does not say), values ~24 bytes each. Without a cap, one listing per type carries
-    // everything with its values.
-    const fitting = (valueBytes: number) =>
-      maxQueryResultBytes === undefined
-        ? Number.MAX_SAFE_INTEGER
-        : Math.min(
-            recordsPerResponse(
-              { maxQueryResultBytes, maxMetadataBytes: maxMetadataBytes ?? RECORD_METADATA_BYTES },
-              valueBytes,
-            ),
-            Number.MAX_SAFE_INTEGER,
-          );
+    // (about 12 KB as JSON where it does not say), with or without the values. Without a cap, one listing per type
+    // carries everything with its values.
+    const fitting = (withValues: number) =>
+      recordsPerResponse(
+        { maxQueryResultBytes, maxMetadataBytes: maxMetadataBytes ?? RECORD_METADATA_BYTES },
+        withValues,
+      );
     const countTopK = Math.max(1, Math.min(count, maxTopK, fitting(0)));
-    const valuesTopK = Math.max(1, Math.min(count, maxTopK, fitting(24 * dimensions)));
+    const valuesTopK = Math.max(1, Math.min(count, maxTopK, fitting(dimensions)));
     // Scenes last: their count is what the other types leave of the total.
     for (const type of ['character', 'plotThread', 'summary', 'meta', 'scene'] as const) {
       throwIfAborted(options.signal);
@@ -2238,8 +2222,6 @@ export class ContextManager {
     fingerprintValues: Float32Array,
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    const rebuildRecord = async () =>
-      (await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal })))[0]?.metadata.text;
     const conflict = () => this.supersededRebuild(storyId);
     // Missing, it was cleared by another rebuild's deleteStory (about to write its own), or, on an index that may not
     // read its own writes yet, this one's record has not shown up (see `rebuildRecordSeen`).
@@ -2247,11 +2229,10 @@ export class ContextManager {
     await this.vectors.delete(storyId, { ids: [REBUILD_ID] }, signalOf({ signal }));
     await this.writeMeta(storyId, FINGERPRINT_ID, `fingerprint-${token}`, this.fingerprint, signal, fingerprintValues);
     this.clearing.delete(storyId);
-    // Another rebuild's record (its own token) means it started meanwhile; this one's record, still read after its
-    // delete, is an index that does not read its own writes yet (Pinecone is eventually consistent), as is an older
-    // record read again (see `rebuildRecordSeen`).
-    const after = await rebuildRecord();
-    if (after !== undefined && after !== token && (await this.rebuildRecordSeen(storyId, token, signal)) !== 'mine') {
+    // Another rebuild's record (its own token) means it started meanwhile; none, now that this one deleted its own, is
+    // no other rebuild; this one's record, still read after its delete, is an index that does not read its own writes
+    // yet (Pinecone is eventually consistent), as is an older record read again (see `rebuildRecordSeen`).
+    if ((await this.rebuildRecordSeen(storyId, token, signal, { deleted: true })) !== 'mine') {
       await this.vectors.delete(storyId, { ids: [FINGERPRINT_ID] });
       throw conflict();
     }
@@ -2313,18 +2294,20 @@ export class ContextManager {
    * started since, which took the story over). On an index that shows writes late (Pinecone is eventually
    * consistent), a missing record is this one's not seen yet, and another token may be an older record still seen
    * (one that failed, or that finished and was deleted): it is read again, a few times over about ten seconds, and
-   * counts as another's only if it stays.
+   * counts as another's only if it stays. With `deleted` (this rebuild has deleted its record), a missing one is
+   * this rebuild's on every index.
    */
   private async rebuildRecordSeen(
     storyId: string,
     token: string,
     signal: AbortSignal | undefined,
+    { deleted = false }: { deleted?: boolean } = {},
   ): Promise<'mine' | 'another'> {
     const late = this.vectors.capabilities.readAfterWrite === false;
     for (let attempt = 0; ; attempt++) {
       const [record] = await this.vectors.fetch(storyId, [REBUILD_ID], signalOf({ signal }));
       const seen = record?.metadata.text;
-      if (seen === token || (seen === undefined && late)) return 'mine';
+      if (seen === token || (seen === undefined && (late || deleted))) return 'mine';
       if (!late || attempt >= REBUILD_RECORD_REREADS.length) return 'another';
       await this.clock.sleep(REBUILD_RECORD_REREADS[attempt]!, signal);
     }
@@ -2342,9 +2325,11 @@ export class ContextManager {
     // that rebuild finishing too.
     let seenRebuild = false;
     for (let attempt = 0; ; attempt++) {
-      const records = await this.vectors.fetch(storyId, late ? [FINGERPRINT_ID, REBUILD_ID] : [FINGERPRINT_ID], {
-        ...signalOf({ signal }),
-      });
+      const records = await this.vectors.fetch(
+        storyId,
+        late ? [FINGERPRINT_ID, REBUILD_ID] : [FINGERPRINT_ID],
+        signalOf({ signal }),
+      );
       const stored = records.find((record) => record.id === FINGERPRINT_ID);
       const rebuild = records.find((record) => record.id === REBUILD_ID);
       seenRebuild ||= rebuild !== undefined && rebuild.metadata.timestamp !== FAILED_REBUILD_TIME;
@@ -3798,6 +3783,17 @@ async function lastSighting(
     if (!change.before) return 'unseen';
     current = change.before;
     below = change.scene.index;
+  }
+}
+
+/** Refuses a state of another story, and a point of view that is not a character of it. */
+function checkStateAndPointOfView(storyId: string, state: StoryState, pov: string | undefined): void {
+  if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
+  // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
+  if (pov !== undefined && !Object.hasOwn(state.characters, pov)) {
+    throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
+      problems: [{ path: 'povCharacterId', message: `is not a character of "${storyId}"` }],
+    });
   }
 }
 

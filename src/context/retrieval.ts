@@ -550,7 +550,7 @@ export function createHybridRetriever(config: {
         denseMatches = await vectors.query(storyId, {
           vector: feedbackVector,
           // With their values: fewer of them fit one response where its size is capped.
-          topK: Math.min(poolSize, recordsPerResponse(vectors.capabilities, VALUE_JSON_BYTES * vectors.dimensions)),
+          topK: Math.min(poolSize, recordsPerResponse(vectors.capabilities, vectors.dimensions)),
           filter,
           includeValues: true,
           sharedMetadata: true,
@@ -1369,7 +1369,8 @@ const MATCH_OVERHEAD_BYTES = 512;
 /**
  * How many records one query response surely holds where the index caps its size (`maxQueryResultBytes`) and the
  * metadata a record may carry (`maxMetadataBytes`): Pinecone answers a response past 4 MB with an error, and a
- * record may carry 40 KB. `valueBytes`: what each match's values add. Without both caps, no bound.
+ * record may carry 40 KB. `withValues`: the dimensions of the values each match carries, if it does. Without both
+ * caps, no bound.
  *
  * @example
  * ```ts
@@ -1378,9 +1379,10 @@ const MATCH_OVERHEAD_BYTES = 512;
  */
 export function recordsPerResponse(
   capabilities: Pick<VectorIndexCapabilities, 'maxQueryResultBytes' | 'maxMetadataBytes'>,
-  valueBytes = 0,
+  withValues = 0,
 ): number {
   const { maxQueryResultBytes, maxMetadataBytes } = capabilities;
   if (maxQueryResultBytes === undefined || maxMetadataBytes === undefined) return Number.POSITIVE_INFINITY;
-  return Math.max(1, Math.floor(maxQueryResultBytes / (maxMetadataBytes + valueBytes + MATCH_OVERHEAD_BYTES)));
+  const matchBytes = maxMetadataBytes + VALUE_JSON_BYTES * withValues + MATCH_OVERHEAD_BYTES;
+  return Math.max(1, Math.floor(maxQueryResultBytes / matchBytes));
 }
