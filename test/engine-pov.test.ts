@@ -78,6 +78,22 @@ async function oneProcess(durable = false): Promise<SceneRequest[]> {
   return prompts;
 }
 
+/**
+ * The prompt the engine gives the narrator for the next scene of "tale" from Mira's point of view: the first runs
+ * finish the steps of the scenes committed by hand, the next one writes a scene.
+ */
+async function nextPromptOfMira(store: StoryStateStore, context: StoryEngineOptions['context']) {
+  const generator = createMockSceneGenerator({
+    respond: () => ({
+      scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
+      delta: {},
+    }),
+  });
+  const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
+  for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
+  return generator.calls[0]!.prompt;
+}
+
 describe('StoryEngine under a point of view', () => {
   it('a long-lived process and a new process per episode give the same prompts', async () => {
     const aPrompts = await oneProcess();
@@ -197,16 +213,7 @@ describe('StoryEngine under a point of view', () => {
       },
       context,
     ));
-    const generator = createMockSceneGenerator({
-      respond: () => ({
-        scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
-        delta: {},
-      }),
-    });
-    const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
-    // The first run finishes the steps of the scenes committed above; the next one writes scene 2.
-    for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
-    const { prompt } = generator.calls[0]!;
+    const prompt = await nextPromptOfMira(store, context);
     const text = prompt.stable + prompt.dynamic;
     expect(text).toContain('from the point of view of Mira Vale');
     // What Mira knows is still the focus (Tobin, whom she met in scene 0, included); Wren and the tunnel, which she has
@@ -242,15 +249,7 @@ describe('StoryEngine under a point of view', () => {
     ));
     const known = await context.knownTo('tale', 'mira');
     expect(known.threads.map((thread) => [thread.id, thread.title])).toEqual([['drift', 'Why the island drifts']]);
-    const generator = createMockSceneGenerator({
-      respond: () => ({
-        scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
-        delta: {},
-      }),
-    });
-    const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
-    for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
-    const { prompt } = generator.calls[0]!;
+    const prompt = await nextPromptOfMira(store, context);
     // Both threads have Mira in their cast; she knows one, by the title she last heard.
     expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale, Tobin Marsh\. Threads: Why the island drifts$/m);
     const text = prompt.stable + prompt.dynamic;
@@ -287,15 +286,7 @@ describe('StoryEngine under a point of view', () => {
     expect((await context.knownTo('tale', 'mira')).characterIds).not.toContain('vex');
     // The query as the state alone suggests it names Vex (a relationship); the engine asks its context layer instead.
     expect(buildEpisodeQuery(state, { winner: null }, { povCharacterId: 'mira' })).toContain('Vex the Hidden');
-    const generator = createMockSceneGenerator({
-      respond: () => ({
-        scene: { title: 'Dawn', text: 'The sun rose over the lamp.', summary: 'Dawn.', characters: ['mira'] },
-        delta: {},
-      }),
-    });
-    const engine = createStoryEngine({ store, context, generator, retrieval: { povCharacterId: 'mira' } });
-    for (let run = 0; run < 3 && generator.calls.length === 0; run++) await engine.runEpisode('tale');
-    const { prompt } = generator.calls[0]!;
+    const prompt = await nextPromptOfMira(store, context);
     expect(prompt.dynamic).toMatch(/^Focus: Characters: Mira Vale, Tobin Marsh\. /m);
     expect(prompt.stable + prompt.dynamic).not.toContain('Vex');
   });
