@@ -21,7 +21,7 @@ beforeAll(async () => {
 });
 afterAll(() => standIn.close());
 
-async function story(storyId: string, chapterLength?: number) {
+async function story(storyId: string, chapterLength?: number, chunkWords?: number) {
   const store = createMemoryStateStore();
   const initial = makeStoryState(storyId);
   await store.create(chapterLength ? { ...initial, bible: { ...initial.bible, chapterLength } } : initial);
@@ -31,6 +31,7 @@ async function story(storyId: string, chapterLength?: number) {
     vectors,
     keywords: createMemoryKeywordIndex(),
     embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+    ...(chunkWords ? { chunkWords } : {}),
   });
   const commit = async (overrides: Partial<Scene>, next: Partial<StoryState> = {}) => {
     const state = await store.load(storyId);
@@ -106,6 +107,41 @@ describe('the context manager within Pinecone limits', () => {
     const statsFrom = standIn.requests.length;
     await context.stats('heavy');
     expect(refusedSince(statsFrom)).toEqual([]);
+  });
+
+  it('finds k scenes when one response holds the chunks of fewer: the next page asks for the scenes not found', async () => {
+    // 20 words a chunk and scenes of about 2,400 words: 120 chunks each, so the 101 records one response holds may
+    // all be one scene's, and the keyword side's (capped alike) another's.
+    const { context, commit } = await story('many-chunks', undefined, 20);
+    const words = ['keeper', 'lamp', 'harbour', 'stair', 'tide', 'gull', 'rope', 'brass', 'fog', 'bell'];
+    const scenes: Scene[] = [];
+    for (let scene = 0; scene < 20; scene++) {
+      const sentences = Array.from(
+        { length: 200 },
+        (_, index) =>
+          `The ${words[(scene + index) % words.length]} and the ${words[(scene * 3 + index) % words.length]} of night ${scene} waited by the sea.`,
+      );
+      scenes.push(await commit({ text: sentences.join(' '), title: `Night ${scene}` }));
+    }
+    const from = standIn.requests.length;
+    const bundle = await context.getRelevantContext('many-chunks', 'the keeper and the lamp by the sea', { k: 10 });
+    expect(refusedSince(from)).toEqual([]);
+    const found = bundle.similarScenes.filter((scene) => scene.kind === 'scene').map((scene) => scene.sceneId);
+    expect(new Set(found).size).toBe(found.length);
+    expect(found).toHaveLength(10);
+    // Older scenes only (the latest are the prompt's own), each a scene of this story.
+    const older = new Set(scenes.slice(0, -5).map((scene) => scene.id));
+    for (const id of found) expect(older.has(id)).toBe(true);
+    // Paged, not asked for more than one response holds.
+    const most = recordsPerResponse({
+      maxQueryResultBytes: PINECONE_LIMITS.maxQueryResultBytes,
+      maxMetadataBytes: PINECONE_LIMITS.maxMetadataBytes,
+    });
+    const sceneQueries = standIn.requests
+      .slice(from)
+      .filter((request) => request.path === '/query' && JSON.stringify(request.body).includes('"scene"'));
+    for (const request of sceneQueries) expect((request.body as { topK: number }).topK).toBeLessThanOrEqual(most);
+    expect(sceneQueries.some((request) => JSON.stringify(request.body).includes('$nin'))).toBe(true);
   });
 
   it('prunes a summarized chapter of heavy scenes without asking for more than one response holds', async () => {

@@ -416,6 +416,56 @@ describe('createHybridRetriever', () => {
     expect(new Set(few.candidates.map((c) => c.metadata.sourceId)).size).toBe(6);
   });
 
+  it('pages past what one response holds: the next search asks for the sources not found, ranked below them', async () => {
+    // Two long sources' chunks fill every pool one response allows (about 16 records here), before four short ones.
+    const chunks: Doc[] = ['long-a', 'long-b'].flatMap((source) =>
+      Array.from({ length: 60 }, (_, i) => ({
+        id: `${source}:${String(i).padStart(2, '0')}`,
+        text: `the dragon dragon circled the harbour, part ${i}`,
+        metadata: { sourceId: source, chunk: i },
+      })),
+    );
+    const short: Doc[] = Array.from({ length: 4 }, (_, i) => ({
+      id: `short-${i}`,
+      text: `a dragon flew over tower ${i} in the evening rain`,
+    }));
+    const parts = await indexesOf([...chunks, ...short]);
+    const filters: unknown[] = [];
+    const vectors = new Proxy(parts.vectors, {
+      get(target, property, receiver) {
+        if (property === 'capabilities') {
+          return { ...target.capabilities, maxQueryResultBytes: 20 * 1024, maxMetadataBytes: 1024 };
+        }
+        if (property === 'query') {
+          return (storyId: string, query: Parameters<typeof target.query>[1]) => {
+            filters.push(query.filter);
+            return target.query(storyId, query);
+          };
+        }
+        const value = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const retriever = createHybridRetriever({ ...parts, vectors });
+    const { candidates } = await retriever.retrieve(STORY, {
+      query: 'dragon',
+      k: 5,
+      distinct: 'sourceId',
+      filter: { type: 'scene' },
+    });
+    const sources = candidates.map((candidate) => candidate.metadata.sourceId);
+    expect(new Set(sources).size).toBe(5);
+    expect(sources).toEqual(expect.arrayContaining(['long-a', 'long-b']));
+    // The later page asked for what the first had not found, within the request's own filter.
+    expect(filters).toContainEqual({ $and: [{ type: 'scene' }, { sourceId: { $nin: ['long-a', 'long-b'] } }] });
+    // And what it found ranks below what the first page found.
+    const finalOf = (source: string) => candidates.find((c) => c.metadata.sourceId === source)!.signals.final;
+    const lowestLong = Math.min(finalOf('long-a'), finalOf('long-b'));
+    for (const source of sources.filter((source) => source.startsWith('short-'))) {
+      expect(finalOf(source)).toBeLessThanOrEqual(lowestLong);
+    }
+  });
+
   it('lifts a unit whose chapter is about the query above an equally matching stray one', async () => {
     // 'harbour-3' and 'stray' match the query equally; only 'harbour-3' sits in a chapter full of harbour scenes.
     const chaptered: Doc[] = [

@@ -638,20 +638,35 @@ export function createHybridRetriever(config: {
       const { k, signal } = request;
       let scored = request.distinct === 'sourceId' ? bestPerSource(ranked.scored) : ranked.scored;
       // Long sources (a long scene's many chunks) can fill the pool with few sources: widen it until k distinct
-      // sources are in, or the searches hold no more.
+      // sources are in, or the searches hold no more. The narrower rounds' work counts too (`total` holds it); the
+      // query was embedded once.
       const maxPool = largestPool();
-      while (request.distinct === 'sourceId' && scored.length < k && ranked.full && ranked.pool < maxPool) {
-        const earlier = ranked.timings;
-        ranked = await rank(storyId, request, grouped, {
-          pool: Math.min(maxPool, ranked.pool * 4),
+      const widen = async (pool: number, filter: MetadataFilter | undefined) => {
+        const next = await rank(storyId, filter === request.filter ? request : { ...request, filter }, grouped, {
+          pool,
           queryVector: ranked.queryVector,
-          embedTime: earlier.embed,
+          embedTime: ranked.timings.embed,
         });
-        // The narrower rounds' work counts too: `total` holds it. The query was embedded once.
         for (const stage of ['vector', 'lexical', 'fuse', 'proximity', 'score'] as const) {
-          ranked.timings[stage] += earlier[stage];
+          next.timings[stage] += ranked.timings[stage];
         }
+        return next;
+      };
+      while (request.distinct === 'sourceId' && scored.length < k && ranked.full && ranked.pool < maxPool) {
+        ranked = await widen(Math.min(maxPool, ranked.pool * 4), request.filter);
         scored = bestPerSource(ranked.scored);
+      }
+      // The pool cannot widen further (one response holds so many records: Pinecone's 4 MB): the next page asks both
+      // indexes for the sources not found yet. What it finds ranks below everything found before, having been
+      // outside both searches' pools, and its final scores are scaled under the last one found so that the order
+      // says so. Each page adds a source or ends the paging.
+      for (let page = 0; request.distinct === 'sourceId' && scored.length < k && ranked.full && page < k; page++) {
+        const found = new Set(scored.map((candidate) => candidate.metadata.sourceId));
+        const notFound: MetadataFilter = { sourceId: { $nin: [...found] } };
+        ranked = await widen(maxPool, request.filter ? { $and: [request.filter, notFound] } : notFound);
+        const added = bestPerSource(ranked.scored).filter((candidate) => !found.has(candidate.metadata.sourceId));
+        if (added.length === 0) break;
+        scored = [...scored, ...scaledBelow(added, scored.at(-1)?.final ?? 0)];
       }
       const { timings } = ranked;
       const mark = performance.now();
@@ -695,6 +710,17 @@ export function createHybridRetriever(config: {
       return { groups, timings };
     },
   };
+}
+
+/**
+ * A later page's candidates, best first, with their final scores scaled so that the best of them equals `floor`
+ * (the last candidate found before them) and their order is kept: MMR and the trace then rank them after every
+ * earlier one, as their being outside the earlier pools says.
+ */
+function scaledBelow(page: readonly ScoredEntry[], floor: number): ScoredEntry[] {
+  const top = page[0]?.final ?? 0;
+  const factor = top > 0 ? Math.min(1, floor / top) : 0;
+  return page.map((candidate) => ({ ...candidate, final: candidate.final * factor }));
 }
 
 /** The first (best) candidate of each `metadata.sourceId`, in order. */
