@@ -4,6 +4,7 @@
  * `Authorization` header of SigV4's form (the stand-in checks the form, not the signature), as the SDK's do.
  */
 import { inflateSync } from 'node:zlib';
+import { EventStreamCodec } from '@smithy/eventstream-codec';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type BedrockStandIn, startBedrockStandIn } from '../src/testing/bedrock-server.js';
 
@@ -28,8 +29,9 @@ async function invoke(
   modelId: string,
   body: unknown,
   headers: Record<string, string> = SIGNED,
+  operation: 'invoke' | 'invoke-with-response-stream' = 'invoke',
 ): Promise<{ status: number; headers: Headers; json: unknown }> {
-  const response = await fetch(`${standIn.url}/model/${encodeURIComponent(modelId)}/invoke`, {
+  const response = await fetch(`${standIn.url}/model/${encodeURIComponent(modelId)}/${operation}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
@@ -47,6 +49,53 @@ async function invoke(
 function expectValidationError(result: { status: number; headers: Headers }): void {
   expect(result.status).toBe(400);
   expect(result.headers.get('x-amzn-errortype')).toMatch(/^ValidationException:/);
+}
+
+const CLAUDE = 'global.anthropic.claude-sonnet-4-6';
+const CLAUDE_BODY = {
+  anthropic_version: 'bedrock-2023-05-31',
+  max_tokens: 1_000,
+  messages: [{ role: 'user', content: 'Write the opening scene.' }],
+};
+
+const codec = new EventStreamCodec(
+  (bytes: Uint8Array) => Buffer.from(bytes).toString('utf8'),
+  (text: string) => new Uint8Array(Buffer.from(text, 'utf8')),
+);
+
+interface Frame {
+  headers: Record<string, string>;
+  payload: unknown;
+}
+
+/** A streamed call, its body cut into AWS event-stream messages (each prefixed by its total length) and decoded. */
+async function invokeStream(
+  modelId: string,
+  body: unknown,
+): Promise<{ status: number; headers: Headers; frames: Frame[] }> {
+  const response = await fetch(`${standIn.url}/model/${encodeURIComponent(modelId)}/invoke-with-response-stream`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...SIGNED },
+    body: JSON.stringify(body),
+  });
+  const bytes = Buffer.from(await response.arrayBuffer());
+  const frames: Frame[] = [];
+  if (response.headers.get('content-type') !== 'application/vnd.amazon.eventstream') {
+    return { status: response.status, headers: response.headers, frames };
+  }
+  for (let offset = 0; offset < bytes.length; ) {
+    const length = bytes.readUInt32BE(offset);
+    const message = codec.decode(bytes.subarray(offset, offset + length));
+    const headers = Object.fromEntries(
+      Object.entries(message.headers).map(([name, header]) => [name, String(header.value)]),
+    );
+    const json = JSON.parse(Buffer.from(message.body).toString('utf8')) as { bytes?: string };
+    const payload =
+      headers[':message-type'] === 'event' ? JSON.parse(Buffer.from(json.bytes!, 'base64').toString('utf8')) : json;
+    frames.push({ headers, payload });
+    offset += length;
+  }
+  return { status: response.status, headers: response.headers, frames };
 }
 
 describe('Bedrock stand-in: request validation', () => {
@@ -95,6 +144,21 @@ describe('Bedrock stand-in: request validation', () => {
       'cohere.embed-v4:0',
       { texts: ['The keeper lit the lamp. '.repeat(24_000)], input_type: 'search_document', truncate: 'NONE' },
     ],
+    ['Stability with output_format webp', 'stability.stable-image-core-v1:1', { prompt: 'x', output_format: 'webp' }],
+    ['Stability with an unknown key', 'stability.stable-image-ultra-v1:1', { prompt: 'x', style_preset: 'anime' }],
+    [
+      'Cohere with an unknown key',
+      'cohere.embed-v4:0',
+      { texts: ['a'], input_type: 'search_query', model: 'embed-v4.0' },
+    ],
+    ['Titan V2 with embeddingTypes int4', 'amazon.titan-embed-text-v2:0', { inputText: 'a', embeddingTypes: ['int4'] }],
+    ['Titan V2 with empty embeddingTypes', 'amazon.titan-embed-text-v2:0', { inputText: 'a', embeddingTypes: [] }],
+    ['Claude with a model key', CLAUDE, { ...CLAUDE_BODY, model: 'claude-sonnet-4-6' }],
+    ['Claude with a stream key', CLAUDE, { ...CLAUDE_BODY, stream: true }],
+    ['Claude with the Messages API’s version', CLAUDE, { ...CLAUDE_BODY, anthropic_version: '2023-06-01' }],
+    ['Claude without anthropic_version', CLAUDE, { max_tokens: 10, messages: CLAUDE_BODY.messages }],
+    ['Claude without max_tokens', CLAUDE, { anthropic_version: 'bedrock-2023-05-31', messages: CLAUDE_BODY.messages }],
+    ['Claude without messages', CLAUDE, { anthropic_version: 'bedrock-2023-05-31', max_tokens: 10 }],
   ])('rejects %s with a 400 ValidationException', async (_name, modelId, body) => {
     expectValidationError(await invoke(modelId, body));
   });
@@ -133,10 +197,148 @@ describe('Bedrock stand-in: request validation', () => {
     expect(result.status).toBe(200);
   });
 
-  it('answers 404 ResourceNotFoundException for a model it does not serve', async () => {
-    const result = await invoke('stability.sdxl-v1', { prompt: 'x' });
-    expect(result.status).toBe(404);
-    expect(result.headers.get('x-amzn-errortype')).toMatch(/^ResourceNotFoundException:/);
+  it('answers a model id it does not serve as Bedrock does: 400 ValidationException', async () => {
+    for (const modelId of ['stability.sdxl-v1', 'amazon.titan-embed-text-v9:0', 'us.amazon.titan-embed-text-v2:0']) {
+      const result = await invoke(modelId, { prompt: 'x' });
+      expectValidationError(result);
+      expect(result.json).toEqual({ message: 'The provided model identifier is invalid.' });
+    }
+  });
+
+  it('refuses the Messages API’s own keys in a Claude body in Bedrock’s words', async () => {
+    const result = await invoke(CLAUDE, { ...CLAUDE_BODY, model: 'claude-sonnet-4-6' });
+    expect(String((result.json as { message: string }).message)).toContain('extraneous key [model] is not permitted');
+  });
+
+  it('refuses a body over 25,000,000 bytes, on either operation', async () => {
+    const body = { texts: ['the lamp '.repeat(2_800_000)], input_type: 'search_document', truncate: 'RIGHT' };
+    const result = await invoke('cohere.embed-v4:0', body);
+    expectValidationError(result);
+    expect(String((result.json as { message: string }).message)).toContain(
+      'Member must have length less than or equal to 25000000',
+    );
+    const streamed = await invoke(
+      CLAUDE,
+      { ...CLAUDE_BODY, system: 'x'.repeat(25_000_000) },
+      SIGNED,
+      'invoke-with-response-stream',
+    );
+    expectValidationError(streamed);
+  });
+
+  it('takes Titan V2 embeddingTypes float and binary, and answers both', async () => {
+    const result = await invoke('amazon.titan-embed-text-v2:0', {
+      inputText: 'the lamp',
+      dimensions: 256,
+      embeddingTypes: ['float', 'binary'],
+    });
+    expect(result.status).toBe(200);
+    const byType = (result.json as { embeddingsByType: { float: number[]; binary: number[] } }).embeddingsByType;
+    expect(byType.float).toHaveLength(256);
+    expect(byType.binary).toEqual(byType.float.map((value) => (value > 0 ? 1 : 0)));
+  });
+
+  it('serves Cohere v4 through its inference profiles', async () => {
+    for (const prefix of ['us', 'eu', 'apac', 'global']) {
+      const result = await invoke(`${prefix}.cohere.embed-v4:0`, { texts: ['a'], input_type: 'search_query' });
+      expect(result.status).toBe(200);
+    }
+  });
+
+  it('sends an x-amzn-RequestId (a UUID) with every answer, as recorded, and records unknown routes too', async () => {
+    const ok = await invoke('amazon.titan-embed-text-v1', { inputText: 'x' });
+    standIn.scheduleErrors(['throttling']);
+    const throttled = await invoke('amazon.titan-embed-text-v1', { inputText: 'x' });
+    const unsigned = await invoke('amazon.titan-embed-text-v1', { inputText: 'x' }, {});
+    const unknown = await fetch(`${standIn.url}/model/amazon.titan-embed-text-v1/converse-everything`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...SIGNED },
+      body: '{}',
+    });
+    const ids = [ok, throttled, unsigned, unknown].map((answer) => answer.headers.get('x-amzn-requestid'));
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(4);
+    expect(standIn.requests.map((request) => [request.requestId, request.status])).toEqual([
+      [ids[0], 200],
+      [ids[1], 429],
+      [ids[2], 403],
+      [ids[3], 404],
+    ]);
+    expect(standIn.requests[3]).toMatchObject({
+      modelId: '',
+      route: 'POST /model/amazon.titan-embed-text-v1/converse-everything',
+    });
+    expect(standIn.requests[3]!.operation).toBeUndefined();
+  });
+});
+
+describe('Bedrock stand-in: Claude', () => {
+  it('answers InvokeModel with a Messages reply', async () => {
+    const result = await invoke('anthropic.claude-3-haiku-20240307-v1:0', CLAUDE_BODY);
+    expect(result.status).toBe(200);
+    expect(result.json).toMatchObject({
+      type: 'message',
+      role: 'assistant',
+      stop_reason: 'end_turn',
+      content: [{ type: 'text', text: expect.stringContaining('"title":"The Next Scene"') }],
+      usage: { input_tokens: 6, cache_read_input_tokens: 0 },
+    });
+  });
+
+  it('streams the reply as chunk events of base64 Messages events, ending with Bedrock’s metrics', async () => {
+    const { status, headers, frames } = await invokeStream(CLAUDE, CLAUDE_BODY);
+    expect(status).toBe(200);
+    expect(headers.get('x-amzn-requestid')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(frames.every((frame) => frame.headers[':message-type'] === 'event')).toBe(true);
+    expect(frames.every((frame) => frame.headers[':event-type'] === 'chunk')).toBe(true);
+    const types = frames.map((frame) => (frame.payload as { type: string }).type);
+    expect(types[0]).toBe('message_start');
+    expect(types.slice(-3)).toEqual(['content_block_stop', 'message_delta', 'message_stop']);
+    const text = frames
+      .map((frame) => frame.payload as { type: string; delta?: { text?: string } })
+      .filter((event) => event.type === 'content_block_delta')
+      .map((event) => event.delta!.text)
+      .join('');
+    expect(JSON.parse(text)).toMatchObject({ scene: { title: 'The Next Scene' } });
+    expect(frames.at(-1)!.payload).toMatchObject({
+      'amazon-bedrock-invocationMetrics': { inputTokenCount: 6, outputTokenCount: expect.any(Number) },
+    });
+    expect(standIn.requests[0]).toMatchObject({ operation: 'InvokeModelWithResponseStream', status: 200 });
+  });
+
+  it('ends a stream with an exception message after the scheduled number of chunks', async () => {
+    standIn.scheduleErrors([{ fault: 'stream-validation', afterChunks: 2 }]);
+    const { status, frames } = await invokeStream(CLAUDE, CLAUDE_BODY);
+    expect(status).toBe(200);
+    expect(frames).toHaveLength(3);
+    expect(frames.slice(0, 2).map((frame) => frame.headers[':event-type'])).toEqual(['chunk', 'chunk']);
+    expect(frames[2]).toEqual({
+      headers: {
+        ':message-type': 'exception',
+        ':exception-type': 'validationException',
+        ':content-type': 'application/json',
+      },
+      payload: { message: 'Input is too long for requested model.' },
+    });
+  });
+
+  it('keeps a stream fault for the next streamed request, past requests that are not streamed', async () => {
+    standIn.scheduleErrors(['stream-throttling']);
+    expect((await invoke(CLAUDE, CLAUDE_BODY)).status).toBe(200);
+    const { frames } = await invokeStream(CLAUDE, CLAUDE_BODY);
+    expect(frames.map((frame) => frame.headers[':exception-type']).filter(Boolean)).toEqual(['throttlingException']);
+    expect(standIn.requests.map((request) => request.fault)).toEqual([undefined, 'stream-throttling']);
+  });
+
+  it('refuses to stream an embedding model', async () => {
+    expectValidationError(
+      await invoke(
+        'cohere.embed-v4:0',
+        { texts: ['a'], input_type: 'search_query' },
+        SIGNED,
+        'invoke-with-response-stream',
+      ),
+    );
   });
 });
 
@@ -281,12 +483,19 @@ describe('Bedrock stand-in: scheduled faults', () => {
   it('keeps a fault aimed at one model for that model', async () => {
     standIn.scheduleErrors([{ fault: 'filtered', modelId: 'stability.stable-image-ultra-v1:1' }]);
     expect((await invoke('cohere.embed-v4:0', { texts: ['a'], input_type: 'search_query' })).status).toBe(200);
-    const filtered = (await invoke('stability.stable-image-ultra-v1:1', { prompt: 'x' })).json as {
-      finish_reasons: string[];
-      images: string[];
-    };
-    expect(filtered.finish_reasons).toEqual(['Filter reason: prompt']);
-    expect(filtered.images).toEqual([]);
+    const filtered = (await invoke('stability.stable-image-ultra-v1:1', { prompt: 'x' })).json;
+    // The documented shape: the reason alone.
+    expect(filtered).toEqual({ finish_reasons: ['Filter reason: prompt'] });
+  });
+
+  it('answers model-error with 424 ModelErrorException and service-quota with 400 ServiceQuotaExceededException', async () => {
+    standIn.scheduleErrors(['model-error', 'service-quota']);
+    const modelError = await invoke('amazon.titan-embed-text-v1', { inputText: 'x' });
+    expect(modelError.status).toBe(424);
+    expect(modelError.headers.get('x-amzn-errortype')).toMatch(/^ModelErrorException:/);
+    const quota = await invoke('amazon.titan-embed-text-v1', { inputText: 'x' });
+    expect(quota.status).toBe(400);
+    expect(quota.headers.get('x-amzn-errortype')).toMatch(/^ServiceQuotaExceededException:/);
   });
 
   it('answers "Inference error" as a finish reason with no image', async () => {

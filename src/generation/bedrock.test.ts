@@ -247,6 +247,38 @@ describe('createBedrockEmbedder: round trips', () => {
     expect(standIn.requests).toHaveLength(0);
     expect(await embedder.embed([])).toEqual([]);
   });
+
+  it('Cohere v4 through an inference profile: sent under the profile id, read with the model’s settings', async () => {
+    for (const model of ['us.cohere.embed-v4:0', 'eu.cohere.embed-v4:0', 'global.cohere.embed-v4:0'] as const) {
+      const embedder = createBedrockEmbedder({ model, dimensions: 512, ...connection() });
+      expect(embedder.maxBatchSize).toBe(96);
+      const [vector] = await embedder.embed(['the lamp'], { inputType: 'query' });
+      expect(vector!.length).toBe(512);
+    }
+    expect(standIn.requests.map((request) => [request.modelId, request.status])).toEqual([
+      ['us.cohere.embed-v4:0', 200],
+      ['eu.cohere.embed-v4:0', 200],
+      ['global.cohere.embed-v4:0', 200],
+    ]);
+    expect(() => createBedrockEmbedder({ model: 'us.amazon.titan-embed-text-v2:0' as never })).toThrow(ValidationError);
+  });
+
+  it('Cohere v4 splits a batch whose body would pass 25,000,000 bytes, keeping the order of the vectors', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', dimensions: 256, ...connection() });
+    const texts = Array.from({ length: 96 }, (_, index) =>
+      `scene ${index} `.padEnd(300_000, 'the keeper lit the lamp '),
+    );
+    const vectors = await embedder.embed(texts);
+    expect(vectors).toHaveLength(96);
+    const sizes = standIn.requests.map((request) => Buffer.byteLength(JSON.stringify(request.body)));
+    expect(sizes.length).toBeGreaterThan(1);
+    expect(sizes.every((size) => size <= 25_000_000)).toBe(true);
+    expect(standIn.requests.every((request) => request.status === 200)).toBe(true);
+    const sent = standIn.requests.flatMap((request) => (request.body as { texts: string[] }).texts);
+    expect(sent).toEqual(texts);
+    const [last] = await embedder.embed([texts[95]!]);
+    expect(Array.from(vectors[95]!)).toEqual(Array.from(last!));
+  }, 60_000);
 });
 
 describe('createBedrockEmbedder: texts longer than the model takes', () => {
@@ -511,6 +543,32 @@ describe('createBedrockEmbedder: failures', () => {
     expect((retryError.errors[0] as ProviderError).message).toContain('ThrottlingException');
   });
 
+  it('retries a 424 ModelErrorException ("Try your request again"), then succeeds', async () => {
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+    standIn.scheduleErrors(['model-error']);
+    const [vector] = await embedder.embed(['the lamp']);
+    expect(vector!.length).toBe(1024);
+    expect(standIn.requests.map((request) => request.status)).toEqual([424, 200]);
+  });
+
+  it('does not retry a ServiceQuotaExceededException', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    standIn.scheduleErrors(['service-quota']);
+    await expect(embedder.embed(['x'])).rejects.toSatisfy(
+      (error) =>
+        ProviderError.isInstance(error) && !error.isRetryable && /ServiceQuotaExceededException/.test(error.message),
+    );
+    expect(standIn.requests).toHaveLength(1);
+  });
+
+  it('names the request id Bedrock gave the failed call', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
+    standIn.scheduleErrors(['validation']);
+    const error = await embedder.embed(['x']).catch((caught: unknown) => caught);
+    expect(standIn.requests[0]!.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect((error as ProviderError).message).toContain(`(request-id ${standIn.requests[0]!.requestId})`);
+  });
+
   it('does not retry a ValidationException', async () => {
     const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', ...connection() });
     standIn.scheduleErrors(['validation']);
@@ -750,17 +808,15 @@ describe('createBedrockSceneGenerator', () => {
       baseURL: standIn.url,
       stream: false,
     });
-    const request = openingSceneRequest();
-    // The stand-in serves no Claude model: it answers 404 ResourceNotFoundException, which is not retried.
-    const error = await generator.generate(request).catch((caught: unknown) => caught);
-    expect(ProviderError.isInstance(error)).toBe(true);
-    expect((error as ProviderError).status).toBe(404);
-    expect((error as ProviderError).provider).toBe('amazon-bedrock');
+    const result = await generator.generate(openingSceneRequest());
+    expect(result.scene.title).toBe('The Next Scene');
     expect(standIn.requests).toHaveLength(1);
     const sent = standIn.requests[0]!;
-    expect(sent.modelId).toBe(model);
-    expect(sent.body).toMatchObject({ anthropic_version: expect.any(String), max_tokens: 16_000 });
+    expect(sent).toMatchObject({ modelId: model, operation: 'InvokeModel', status: 200 });
+    // Bedrock takes this one version and refuses the Messages API's own ("Invalid API version").
+    expect(sent.body).toMatchObject({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 16_000 });
     expect(sent.body).not.toHaveProperty('model');
+    expect(sent.body).not.toHaveProperty('stream');
     expect(String(sent.headers.authorization)).toMatch(/^AWS4-HMAC-SHA256 Credential=test\//);
   });
 });

@@ -9,7 +9,10 @@
  *
  * Every `InvokeModel` call goes through storyloom's one retry policy (`withRetry`): throttling
  * (`ThrottlingException`, `ModelNotReadyException`, 429), timeouts and server errors (`ServiceUnavailableException`,
- * `InternalServerException`, `ModelTimeoutException`, 5xx) are retried with backoff; the SDK client this module
+ * `InternalServerException`, `ModelTimeoutException`, `ModelErrorException` (424, "Try your request again"), 5xx)
+ * are retried with backoff; a refused request (`ValidationException`, `AccessDeniedException`,
+ * `ResourceNotFoundException`, `ServiceQuotaExceededException`) is not. Errors carry the service's request id
+ * (`x-amzn-RequestId`) in their message. The SDK client this module
  * builds makes one attempt per call (`maxAttempts: 1`), so retries are not multiplied. Each attempt is bounded by
  * `timeoutMs` (default 60 s): an attempt with no answer by then is cancelled and is a retryable `ProviderError` with
  * code `TIMEOUT`. Aborts are honoured: the signal is passed to the SDK and to the retry loop, and the caller's abort
@@ -170,6 +173,8 @@ const RETRYABLE_ERROR_NAMES = new Set([
   'ServiceUnavailableException',
   'InternalServerException',
   'ModelTimeoutException',
+  // 424: the model failed on this input this time; the service's own message says to try again.
+  'ModelErrorException',
   'TimeoutError',
 ]);
 /** Socket errors worth another attempt: the request may never have reached the service. */
@@ -190,7 +195,7 @@ function toStoryloomError(
     name?: string;
     message?: string;
     code?: string;
-    $metadata?: { httpStatusCode?: number };
+    $metadata?: { httpStatusCode?: number; requestId?: string };
     $response?: { headers?: Record<string, string | undefined> };
   };
   if (signal?.aborted || record.name === 'AbortError') return new AbortedError(undefined, { cause: error });
@@ -203,7 +208,9 @@ function toStoryloomError(
     (record.code !== undefined && RETRYABLE_NETWORK_CODES.has(record.code)) ||
     status === 429 ||
     (status !== undefined && status >= 500);
-  return new ProviderError(`Bedrock ${modelId} failed: ${name}: ${record.message ?? String(error)}`, {
+  const requestId = record.$metadata?.requestId;
+  const id = requestId ? ` (request-id ${requestId})` : '';
+  return new ProviderError(`Bedrock ${modelId} failed${id}: ${name}: ${record.message ?? String(error)}`, {
     provider: PROVIDER,
     status,
     retryAfterMs,
@@ -234,8 +241,20 @@ function rejectOptions(what: string, problems: ValidationProblem[]): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Embeddings
 
-/** Embedding models on Bedrock this adapter speaks to. */
-export type BedrockEmbeddingModel = 'amazon.titan-embed-text-v1' | 'amazon.titan-embed-text-v2:0' | 'cohere.embed-v4:0';
+/** The geographic prefixes of Bedrock's cross-Region (system-defined) inference profiles. */
+export type BedrockInferenceProfilePrefix = 'us' | 'eu' | 'apac' | 'global';
+
+/**
+ * Embedding models on Bedrock this adapter speaks to: by model id, and Cohere Embed v4 also through its cross-Region
+ * inference profiles (`us.cohere.embed-v4:0`, `eu.`, `apac.`, `global.`). Titan's embedding models have none.
+ */
+export type BedrockEmbeddingModel =
+  | 'amazon.titan-embed-text-v1'
+  | 'amazon.titan-embed-text-v2:0'
+  | 'cohere.embed-v4:0'
+  | `${BedrockInferenceProfilePrefix}.cohere.embed-v4:0`;
+
+type EmbeddingBaseModel = 'amazon.titan-embed-text-v1' | 'amazon.titan-embed-text-v2:0' | 'cohere.embed-v4:0';
 
 interface EmbeddingModelSpec {
   /** Output sizes the model can produce; the first is its default. */
@@ -244,11 +263,24 @@ interface EmbeddingModelSpec {
   maxBatchSize: number;
 }
 
-const EMBEDDING_MODELS: Readonly<Record<BedrockEmbeddingModel, EmbeddingModelSpec>> = {
+const EMBEDDING_MODELS: Readonly<Record<EmbeddingBaseModel, EmbeddingModelSpec>> = {
   'amazon.titan-embed-text-v1': { dimensions: [1536], maxBatchSize: 128 },
   'amazon.titan-embed-text-v2:0': { dimensions: [1024, 512, 256], maxBatchSize: 128 },
   'cohere.embed-v4:0': { dimensions: [1536, 1024, 512, 256], maxBatchSize: 96 },
 };
+
+/** Models served through an inference profile as well as by their own id. */
+const PROFILED_EMBEDDING_MODELS: readonly string[] = ['cohere.embed-v4:0'];
+const INFERENCE_PROFILE_PREFIX = /^(?:us|eu|apac|global)\./;
+
+/** The model an embedding model id stands for: the id itself, or an inference profile's id without its prefix. */
+function embeddingBaseModel(model: string): string {
+  const base = String(model).replace(INFERENCE_PROFILE_PREFIX, '');
+  return base !== model && PROFILED_EMBEDDING_MODELS.includes(base) ? base : model;
+}
+
+/** The largest `InvokeModel` body Bedrock takes, in bytes. */
+const MAX_INVOKE_BODY_BYTES = 25_000_000;
 
 /** Options of `createBedrockEmbedder`. */
 export interface BedrockEmbedderOptions extends BedrockConnectionOptions {
@@ -328,8 +360,10 @@ export interface BedrockEmbedder extends Embedder {
  *   256/512/1024) embed one text per `InvokeModel` call. `maxBatchSize` reports what one `embed()` accepts (128), not
  *   the API's one-text limit: `embed()` fans the texts out with at most `concurrency` calls in flight and stops
  *   launching new ones after the first failure. The input type has no effect on Titan.
- * - **Cohere Embed v4** (`cohere.embed-v4:0`, 256/512/1024/1536) embeds up to 96 texts per call; `inputType`
- *   `document` becomes `search_document` and `query` becomes `search_query`.
+ * - **Cohere Embed v4** (`cohere.embed-v4:0`, or an inference profile such as `global.cohere.embed-v4:0`;
+ *   256/512/1024/1536) embeds up to 96 texts per call, fewer when 96 would pass Bedrock's 25,000,000-byte body (the
+ *   batch is then split by size, in order); `inputType` `document` becomes `search_document` and `query` becomes
+ *   `search_query`.
  *
  * A text longer than the model takes is embedded from its start, never a failure: Titan has no truncate parameter,
  * so each text is clipped before it is sent to at most 50,000 characters and a conservatively estimated 8,192 tokens
@@ -358,9 +392,15 @@ export interface BedrockEmbedder extends Embedder {
  */
 export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockEmbedder {
   const problems: ValidationProblem[] = [];
-  const spec = EMBEDDING_MODELS[options.model] as EmbeddingModelSpec | undefined;
+  const baseModel = embeddingBaseModel(options.model);
+  const spec = Object.hasOwn(EMBEDDING_MODELS, baseModel)
+    ? EMBEDDING_MODELS[baseModel as EmbeddingBaseModel]
+    : undefined;
   if (!spec) {
-    problems.push({ path: 'model', message: `must be one of ${Object.keys(EMBEDDING_MODELS).join(', ')}` });
+    problems.push({
+      path: 'model',
+      message: `must be one of ${Object.keys(EMBEDDING_MODELS).join(', ')}, or cohere.embed-v4:0 behind an inference profile (us., eu., apac., global.)`,
+    });
     rejectOptions('Invalid Bedrock embedder options', problems);
   }
   const model = spec as EmbeddingModelSpec;
@@ -381,7 +421,7 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
       }`,
     });
   }
-  const isCohere = options.model === 'cohere.embed-v4:0';
+  const isCohere = baseModel === 'cohere.embed-v4:0';
   const concurrency = isCohere ? 1 : (options.concurrency ?? 4);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     problems.push({ path: 'concurrency', message: `must be an integer in 1..64, got ${options.concurrency}` });
@@ -434,20 +474,15 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
     return answer;
   };
 
-  const embedCohere = async (
+  const truncate = options.truncate ?? 'RIGHT';
+
+  /** One Cohere call: `texts` in one body, which `embedCohere` keeps within the service's body limit. */
+  const embedCohereBatch = async (
     texts: readonly string[],
     inputType: EmbeddingInputType,
     signal: AbortSignal | undefined,
   ): Promise<Float32Array[]> => {
-    const body = {
-      texts,
-      input_type: inputType === 'query' ? 'search_query' : 'search_document',
-      embedding_types: ['float'],
-      output_dimension: dimensions,
-      // Sent even when it is the default: the service's own default is not documented for v4, and an over-long text
-      // should be embedded from its start, as Titan's is, not fail.
-      truncate: options.truncate ?? 'RIGHT',
-    };
+    const body = cohereBody(texts, inputType);
     return withRetry(async (_attempt, attemptSignal) => {
       const json = (await invokeJson(modelId, body, attemptSignal)) as { embeddings?: unknown } | null;
       // `embedding_types` asks for `{ float: [[...]] }`; a bare list is the older `embeddings_floats` shape.
@@ -459,6 +494,56 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
       }
       return list.map((values, index) => readVector(values, `embeddings.float[${index}]`));
     }, retry(signal));
+  };
+
+  const cohereBody = (texts: readonly string[], inputType: EmbeddingInputType) => ({
+    texts,
+    input_type: inputType === 'query' ? 'search_query' : 'search_document',
+    embedding_types: ['float'],
+    output_dimension: dimensions,
+    // Sent even when it is the default: the service's own default is not documented for v4, and an over-long text
+    // should be embedded from its start, as Titan's is, not fail.
+    truncate,
+  });
+
+  /**
+   * Embeds up to 96 texts in as few calls as fit Bedrock's 25,000,000-byte body: texts are sent whole (the service
+   * truncates them by tokens), so 96 long ones can pass that size, and the batch is then split by encoded size, in
+   * order. A text too large for a body of its own is cut to fit at the end `truncate` drops (its start is kept for
+   * `RIGHT`, its end for `LEFT`), which the service would drop anyway; with `NONE` it is sent whole and fails as the
+   * service says.
+   */
+  const embedCohere = async (
+    texts: readonly string[],
+    inputType: EmbeddingInputType,
+    signal: AbortSignal | undefined,
+  ): Promise<Float32Array[]> => {
+    const encoder = new TextEncoder();
+    const bytesOf = (text: string) => encoder.encode(JSON.stringify(text)).length;
+    // The body without texts, plus 1 byte a text for the comma that separates it from the next.
+    const room = MAX_INVOKE_BODY_BYTES - encoder.encode(JSON.stringify(cohereBody([], inputType))).length;
+    const batches: string[][] = [];
+    let batch: string[] = [];
+    let used = 0;
+    for (const original of texts) {
+      let text = original;
+      let size = bytesOf(text) + 1;
+      if (size > room && truncate !== 'NONE') {
+        text = fitCohereText(text, room - 1, truncate, bytesOf);
+        size = bytesOf(text) + 1;
+      }
+      if (batch.length > 0 && used + size > room) {
+        batches.push(batch);
+        batch = [];
+        used = 0;
+      }
+      batch.push(text);
+      used += size;
+    }
+    if (batch.length > 0) batches.push(batch);
+    const vectors: Float32Array[] = [];
+    for (const part of batches) vectors.push(...(await embedCohereBatch(part, inputType, signal)));
+    return vectors;
   };
 
   return {
@@ -489,6 +574,31 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
       return mapWithConcurrency(texts, concurrency, signal, (text, itemSignal) => embedTitan(text, itemSignal));
     },
   };
+}
+
+/**
+ * `text` cut until its JSON encoding takes at most `maxBytes`: its start kept for `RIGHT` (between grapheme clusters),
+ * its end for `LEFT` (never half a surrogate pair).
+ */
+function fitCohereText(
+  text: string,
+  maxBytes: number,
+  truncate: 'LEFT' | 'RIGHT',
+  bytesOf: (text: string) => number,
+): string {
+  let fitted = text;
+  for (let size = bytesOf(fitted); size > maxBytes; size = bytesOf(fitted)) {
+    // Proportional, a little under: a few rounds at most, whatever the mix of one- to six-byte characters.
+    const keep = Math.max(0, Math.floor(fitted.length * (maxBytes / size) * 0.99) - 1);
+    if (truncate === 'RIGHT') fitted = clipText(fitted, keep);
+    else {
+      let start = fitted.length - keep;
+      const first = fitted.charCodeAt(start);
+      if (first >= 0xdc00 && first <= 0xdfff) start++;
+      fitted = fitted.slice(start);
+    }
+  }
+  return fitted;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -734,6 +844,9 @@ function jpegSize(data: Uint8Array): { width?: number; height?: number } {
 
 const CLAUDE_SDK_PACKAGE = '@anthropic-ai/bedrock-sdk';
 
+/** The one `anthropic_version` Bedrock accepts in a Claude request body. */
+const BEDROCK_ANTHROPIC_VERSION = 'bedrock-2023-05-31';
+
 type ClaudeBedrockSdk = { default: new (options: Record<string, unknown>) => unknown };
 
 let claudeSdkPromise: Promise<ClaudeBedrockSdk> | undefined;
@@ -812,14 +925,23 @@ export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOption
   });
 }
 
-/** Creates the `AnthropicBedrock` client once, on first use, with the SDK's retries off. No `countTokens`. */
+/**
+ * Creates the `AnthropicBedrock` client once, on first use, with the SDK's retries off and Bedrock's
+ * `anthropic_version`. No `countTokens`.
+ */
 function lazyClaudeBedrockClient(
   options: Pick<BedrockSceneGeneratorOptions, 'region' | 'credentials' | 'baseURL' | 'timeoutMs'>,
 ): ClaudeClient {
   return lazyClaudeClient(
     async () => {
       const sdk = await loadClaudeBedrockSdk();
-      const settings: Record<string, unknown> = { maxRetries: 0 };
+      // The client copies the `anthropic-version` header into the body's `anthropic_version`, and the Anthropic SDK
+      // sets that header to the Messages API's own version; Bedrock documents one value only for the body's field
+      // (InvokeModel's Claude request: "The value must be bedrock-2023-05-31").
+      const settings: Record<string, unknown> = {
+        maxRetries: 0,
+        defaultHeaders: { 'anthropic-version': BEDROCK_ANTHROPIC_VERSION },
+      };
       if (options.region !== undefined) settings.awsRegion = options.region;
       if (options.baseURL !== undefined) settings.baseURL = options.baseURL;
       if (options.timeoutMs !== undefined) settings.timeout = options.timeoutMs;

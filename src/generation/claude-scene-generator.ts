@@ -231,7 +231,7 @@ export function addUsage(a: Usage, b: Usage): Usage {
  * HTTP `status` and `retryAfterMs` for an API error; a retryable `ProviderError` for a connection that failed or was
  * cut (`PROVIDER_CONNECTION`), for a reply that could not be read or an error event in a stream
  * (`PROVIDER_BAD_RESPONSE`; an event naming its type is told by it and the request's id, and one the API would answer
- * the same way again, an invalid request say, is not retryable). Anything else failed on this side before the provider answered (the SDK refusing a
+ * the same way again, an invalid request say, or Bedrock's `validationException`, is not retryable). Anything else failed on this side before the provider answered (the SDK refusing a
  * request, a client without the method called): a `ProviderError` with code `PROVIDER_CLIENT` that is not retryable,
  * since asking again fails the same way. A storyloom error passes through.
  */
@@ -271,17 +271,16 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
     });
   }
   // An error event in a stream (an APIError without a status: overloaded mid-reply) names its type: said as such,
-  // with the request's id for the provider's support.
+  // with the request's id for the provider's support (Bedrock's `x-amzn-requestid` where there is no `request-id`).
   if (name === 'APIError' && typeof record.type === 'string') {
-    const requestId = (error as { requestID?: unknown }).requestID;
-    const id = typeof requestId === 'string' ? ` (request-id ${requestId})` : '';
+    const requestId = streamRequestId(error);
+    const id = requestId === undefined ? '' : ` (request-id ${requestId})`;
     const apiMessage = (error as { apiMessage?: unknown }).apiMessage;
     const said = typeof apiMessage === 'string' ? apiMessage : message;
     return new ProviderError(`${provider} reported ${record.type} in the middle of its reply${id}: ${said}`, {
       provider,
       code: 'PROVIDER_BAD_RESPONSE',
-      // The API's own errors that a second try may not meet; a request it found invalid fails the same way again.
-      isRetryable: !/^(invalid_request|authentication|permission|not_found|request_too_large)_error$/.test(record.type),
+      isRetryable: !NOT_RETRYABLE_STREAM_ERRORS.test(record.type),
       cause: error,
     });
   }
@@ -300,6 +299,26 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
     isRetryable: false,
     cause: error,
   });
+}
+
+/**
+ * Error types of a stream that a second try fails the same way: the Anthropic API's (snake_case) for a request it
+ * found invalid, unauthorised or too large, and Bedrock's, which `@anthropic-ai/bedrock-sdk` names after the
+ * exception message's camel-cased `:exception-type` (`validationException`: "Input is too long for requested model.").
+ * Throttling, `modelStreamErrorException`, `internalServerException` and `serviceUnavailableException` may pass on a
+ * second try.
+ */
+const NOT_RETRYABLE_STREAM_ERRORS =
+  /^(?:(?:invalid_request|authentication|permission|not_found|request_too_large)_error|(?:validation|accessDenied|resourceNotFound|serviceQuotaExceeded)Exception)$/;
+
+/** The request id of a stream's error: the Anthropic API's `request-id`, else Bedrock's `x-amzn-requestid`. */
+function streamRequestId(error: unknown): string | undefined {
+  const { requestID, headers } = error as { requestID?: unknown; headers?: unknown };
+  if (typeof requestID === 'string' && requestID !== '') return requestID;
+  const get = (headers as { get?: unknown } | null | undefined)?.get;
+  if (typeof get !== 'function') return undefined;
+  const amazon: unknown = get.call(headers, 'x-amzn-requestid');
+  return typeof amazon === 'string' && amazon !== '' ? amazon : undefined;
 }
 
 /** `error` and its causes, nearest first; a few links deep, so a cycle of causes cannot loop. */

@@ -1,23 +1,39 @@
 /**
- * A local stand-in for the Amazon Bedrock runtime's `InvokeModel` call, so tests run the real
- * `@aws-sdk/client-bedrock-runtime` client over the real protocol, offline and without credentials. It serves the
- * embedding models Titan G1, Titan V2 and Cohere Embed v4 and the Stability models SD3.5 Large, Stable Image Core
- * and Ultra; it validates request bodies as the service does and answers with AWS-style errors on demand.
+ * A local stand-in for the Amazon Bedrock runtime's `InvokeModel` and `InvokeModelWithResponseStream` calls, so tests
+ * run the real `@aws-sdk/client-bedrock-runtime` and `@anthropic-ai/bedrock-sdk` clients over the real protocol,
+ * offline and without credentials. It serves the embedding models Titan G1, Titan V2 and Cohere Embed v4 (and Cohere's
+ * `us.` / `eu.` / `apac.` / `global.` inference profiles), the Stability models SD3.5 Large, Stable Image Core and
+ * Ultra, and Claude (`anthropic.claude-…` and its inference profiles, e.g. `global.anthropic.claude-sonnet-4-6`); it
+ * validates request bodies as the service does and answers with AWS-style errors on demand. Every answer carries an
+ * `x-amzn-RequestId` header (a UUID), as the service's do.
+ *
+ * Claude's replies are Messages API replies, scripted like those of the Anthropic API stand-in (`respond`, default
+ * `defaultStandInReply`); streamed, each Messages event is one `chunk` event of an `application/vnd.amazon.eventstream`
+ * body (`{"bytes": base64(JSON of the event)}`), and a stream fault ends the body with an `exception` message after a
+ * given number of chunks. Streamed answers are encoded with `@smithy/eventstream-codec` (the codec the AWS SDK and
+ * `@anthropic-ai/bedrock-sdk` decode them with), an optional peer dependency loaded only when a stream is answered.
  *
  * Like Bedrock, it refuses a request without credentials (403 `MissingAuthenticationTokenException`): it needs an
  * `Authorization` header, SigV4 (`AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`, what the SDK
  * clients send) or a Bedrock API key (`Bearer ...`). It checks the header's form, not the signature.
  *
- * Built on `node:http` alone: this module imports no SDK.
+ * Built on `node:http`: this module imports no SDK.
  *
  * @module
  */
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { deflateSync } from 'node:zlib';
+import { MissingDependencyError } from '../core/errors.js';
+import {
+  type AnthropicStandInReply,
+  type AnthropicStandInRequest,
+  defaultStandInReply,
+  strictSchemaProblems,
+} from './anthropic-server.js';
 
-/** Model ids the stand-in serves. */
+/** Embedding and image model ids the stand-in serves; Claude ids are recognised by their form (`isClaudeModelId`). */
 export const BEDROCK_STAND_IN_MODELS = [
   'amazon.titan-embed-text-v1',
   'amazon.titan-embed-text-v2:0',
@@ -27,49 +43,112 @@ export const BEDROCK_STAND_IN_MODELS = [
   'stability.stable-image-ultra-v1:1',
 ] as const;
 
+/** Geographic prefixes of Bedrock's cross-Region (system-defined) inference profiles. */
+const INFERENCE_PROFILE_PREFIX = /^(?:us|eu|apac|global)\./;
+
+/** Models served under an inference profile as well as by their own id. */
+const PROFILED_MODELS: readonly string[] = ['cohere.embed-v4:0'];
+
+/** A Claude model id or inference-profile id, e.g. `anthropic.claude-3-haiku-20240307-v1:0`, `global.anthropic.claude-sonnet-4-6`. */
+const CLAUDE_MODEL_ID = /^(?:(?:us|eu|apac|global)\.)?anthropic\.claude-[a-z0-9][a-z0-9.:-]*$/;
+
 /**
  * A failure the stand-in answers with instead of serving a request:
  *
  * - `throttling`: 429 `ThrottlingException`; `model-not-ready`: 429 `ModelNotReadyException`;
  * - `validation`: 400 `ValidationException`; `model-timeout`: 408 `ModelTimeoutException`;
+ * - `model-error`: 424 `ModelErrorException`; `service-quota`: 400 `ServiceQuotaExceededException`;
  * - `internal`: 500 `InternalServerException`; `unavailable`: 503 `ServiceUnavailableException`;
  * - `malformed-json`: 200 with a body that is not JSON;
- * - `filtered`: (image models) 200 with `finish_reasons: ["Filter reason: prompt"]` and no image;
+ * - `filtered`: (image models) 200 with `{ "finish_reasons": ["Filter reason: prompt"] }` alone, as documented;
  * - `inference-error`: (image models) 200 with `finish_reasons: ["Inference error"]` and no image;
  * - `garbage-image`: (image models) 200 with base64 bytes that are no image;
- * - `hang`: no answer at all, until the client gives up (closes the connection) or the stand-in is closed.
+ * - `hang`: no answer at all, until the client gives up (closes the connection) or the stand-in is closed;
+ * - (streamed Claude requests only; a request not streamed passes them by) `stream-throttling`,
+ *   `stream-model-stream-error`, `stream-validation`, `stream-internal`: a 200 stream that ends, after `afterChunks`
+ *   chunks (default 1, the `message_start`), with an exception message `throttlingException`,
+ *   `modelStreamErrorException`, `validationException` ("Input is too long for requested model.") or
+ *   `internalServerException`.
  */
 export type BedrockStandInFault =
   | 'throttling'
   | 'model-not-ready'
   | 'validation'
   | 'model-timeout'
+  | 'model-error'
+  | 'service-quota'
   | 'internal'
   | 'unavailable'
   | 'malformed-json'
   | 'filtered'
   | 'inference-error'
   | 'garbage-image'
-  | 'hang';
+  | 'hang'
+  | BedrockStandInStreamFault;
+
+/** The faults a streamed Claude request meets in the middle of its stream. */
+export type BedrockStandInStreamFault =
+  | 'stream-throttling'
+  | 'stream-model-stream-error'
+  | 'stream-validation'
+  | 'stream-internal';
 
 /**
  * A scheduled fault, optionally for one model only, optionally with a `retry-after` header: in seconds
- * (`retryAfterSeconds`), or as given (`retryAfter`, e.g. an HTTP date).
+ * (`retryAfterSeconds`), or as given (`retryAfter`, e.g. an HTTP date). `afterChunks` places a stream fault: the
+ * number of `chunk` events sent before the exception (default 1).
  */
 export type BedrockStandInFaultSpec =
   | BedrockStandInFault
-  | { fault: BedrockStandInFault; modelId?: string; retryAfterSeconds?: number; retryAfter?: string };
+  | {
+      fault: BedrockStandInFault;
+      modelId?: string;
+      retryAfterSeconds?: number;
+      retryAfter?: string;
+      afterChunks?: number;
+    };
 
-/** One request the stand-in received, in arrival order. */
+/** One request the stand-in received, in arrival order, unknown routes included. */
 export interface BedrockStandInRequest {
+  /** The model id of the path, or `''` for a path that names no operation. */
   modelId: string;
+  /** The operation the path names, or undefined for an unknown route. */
+  operation?: 'InvokeModel' | 'InvokeModelWithResponseStream';
+  /** The request's method and path, e.g. `POST /model/cohere.embed-v4:0/invoke`. */
+  route: string;
   /** The parsed JSON body, or undefined when it did not parse. */
   body: unknown;
   headers: Record<string, string | string[] | undefined>;
+  /** The `x-amzn-RequestId` sent back. */
+  requestId: string;
   /** The fault answered, when one was scheduled for this request. */
   fault?: BedrockStandInFault;
   /** The HTTP status sent back. */
   status?: number;
+}
+
+/** Token usage of a Claude reply, as the Messages API reports it. */
+export interface BedrockStandInClaudeUsage {
+  input_tokens: number;
+  output_tokens: number;
+  cache_creation_input_tokens: number;
+  cache_read_input_tokens: number;
+}
+
+/** How the stand-in answers Claude. */
+export interface BedrockStandInClaudeOptions {
+  /**
+   * Writes the model's reply, as `respond` of the Anthropic API stand-in does: an object (sent as its JSON text) or
+   * raw text. Default `defaultStandInReply`: a valid scene shaped by the request's `output_config.format` schema.
+   */
+  respond?: (request: AnthropicStandInRequest) => AnthropicStandInReply | Promise<AnthropicStandInReply>;
+  /**
+   * The usage reported, over the stand-in's estimate (⌈characters / 4⌉ of the prompt's text for input, of the reply
+   * for output, no cache).
+   */
+  usage?: (request: AnthropicStandInRequest) => Partial<BedrockStandInClaudeUsage>;
+  /** Characters per streamed text delta. Default 200. */
+  streamChunkChars?: number;
 }
 
 /** Options of `startBedrockStandIn`. */
@@ -81,6 +160,8 @@ export interface BedrockStandInOptions {
    * This is server latency, not a test sleeping.
    */
   latencyMs?: number;
+  /** How Claude replies. */
+  claude?: BedrockStandInClaudeOptions;
 }
 
 /** A running stand-in. */
@@ -102,7 +183,10 @@ export interface BedrockStandIn {
 }
 
 const ERRORS: Record<
-  Exclude<BedrockStandInFault, 'malformed-json' | 'filtered' | 'inference-error' | 'garbage-image' | 'hang'>,
+  Exclude<
+    BedrockStandInFault,
+    'malformed-json' | 'filtered' | 'inference-error' | 'garbage-image' | 'hang' | BedrockStandInStreamFault
+  >,
   { status: number; type: string; message: string }
 > = {
   throttling: {
@@ -121,6 +205,16 @@ const ERRORS: Record<
     type: 'ModelTimeoutException',
     message: 'Model has timed out in processing the request.',
   },
+  'model-error': {
+    status: 424,
+    type: 'ModelErrorException',
+    message: 'The system encountered an unexpected error during processing. Try your request again.',
+  },
+  'service-quota': {
+    status: 400,
+    type: 'ServiceQuotaExceededException',
+    message: 'Your request exceeds the service quota for your account.',
+  },
   internal: { status: 500, type: 'InternalServerException', message: 'The server encountered an internal error.' },
   unavailable: {
     status: 503,
@@ -129,21 +223,66 @@ const ERRORS: Record<
   },
 };
 
+/** The exception message each stream fault ends its stream with (`:exception-type` is camel-cased on the wire). */
+const STREAM_EXCEPTIONS: Record<BedrockStandInStreamFault, { type: string; message: string }> = {
+  'stream-throttling': {
+    type: 'throttlingException',
+    message: 'Too many requests, please wait before trying again.',
+  },
+  'stream-model-stream-error': {
+    type: 'modelStreamErrorException',
+    message: 'An error occurred while streaming the response. Retry your request.',
+  },
+  'stream-validation': { type: 'validationException', message: 'Input is too long for requested model.' },
+  'stream-internal': { type: 'internalServerException', message: 'The server encountered an internal error.' },
+};
+
+function isStreamFault(fault: BedrockStandInFault): fault is BedrockStandInStreamFault {
+  return fault in STREAM_EXCEPTIONS;
+}
+
+/** The largest `InvokeModel` body the service takes, in bytes. */
+const MAX_BODY_BYTES = 25_000_000;
 const STABILITY_ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
 const MAX_SEED = 4_294_967_294;
 const MAX_PROMPT = 10_000;
 /** Titan G1 and V2 take 8,192 tokens and 50,000 characters of `inputText`. */
 const TITAN_MAX_TOKENS = 8_192;
 const TITAN_MAX_CHARACTERS = 50_000;
+const TITAN_EMBEDDING_TYPES = ['float', 'binary'];
 /** Cohere Embed v4's context: a longer text fails unless `truncate` is `LEFT` or `RIGHT`. */
 const COHERE_MAX_TOKENS = 128_000;
 const COHERE_TRUNCATE = ['NONE', 'LEFT', 'RIGHT'];
+const COHERE_KEYS = [
+  'texts',
+  'images',
+  'inputs',
+  'input_type',
+  'truncate',
+  'embedding_types',
+  'output_dimension',
+  'max_tokens',
+];
+const STABILITY_KEYS = ['prompt', 'negative_prompt', 'aspect_ratio', 'seed', 'output_format'];
+/** SD3.5 Large also takes image-to-image settings, which the stand-in refuses through `mode`. */
+const SD35_KEYS = [...STABILITY_KEYS, 'mode', 'image', 'strength'];
+/** The one `anthropic_version` Bedrock takes for Claude. */
+const BEDROCK_ANTHROPIC_VERSION = 'bedrock-2023-05-31';
 
 class RequestProblem extends Error {}
 
+/** The base model a served id stands for (an inference profile without its prefix), or undefined when not served. */
+function servedModel(modelId: string): string | undefined {
+  if ((BEDROCK_STAND_IN_MODELS as readonly string[]).includes(modelId)) return modelId;
+  const base = modelId.replace(INFERENCE_PROFILE_PREFIX, '');
+  if (base !== modelId && PROFILED_MODELS.includes(base)) return base;
+  return CLAUDE_MODEL_ID.test(modelId) ? 'claude' : undefined;
+}
+
 /**
  * Starts a Bedrock runtime stand-in on 127.0.0.1. Point the real client at it with `endpoint: standIn.url`, fake
- * credentials, and an HTTP/1.1 handler (the client defaults to HTTP/2).
+ * credentials, and an HTTP/1.1 handler (the client defaults to HTTP/2); point `AnthropicBedrock` at it with
+ * `baseURL: standIn.url`.
  *
  * @example
  * ```ts
@@ -160,6 +299,7 @@ class RequestProblem extends Error {}
  *   maxAttempts: 1,
  * });
  * standIn.scheduleErrors(['throttling']); // the next call gets a 429 ThrottlingException
+ * standIn.scheduleErrors([{ fault: 'stream-throttling', afterChunks: 2 }]); // a Claude stream cut by an exception
  * // ... run the code under test ...
  * await standIn.close();
  * ```
@@ -171,48 +311,63 @@ export async function startBedrockStandIn(options: BedrockStandInOptions = {}): 
   let maxInFlight = 0;
   const latencyMs = options.latencyMs ?? 0;
 
-  const takeFault = (modelId: string) => {
-    const index = faults.findIndex((entry) => entry.modelId === undefined || entry.modelId === modelId);
+  /** The first fault for this model; a stream fault waits for a streamed request. */
+  const takeFault = (modelId: string, streamed: boolean) => {
+    const index = faults.findIndex(
+      (entry) =>
+        (entry.modelId === undefined || entry.modelId === modelId) && (streamed || !isStreamFault(entry.fault)),
+    );
     return index < 0 ? undefined : faults.splice(index, 1)[0];
   };
 
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const raw = await readBody(request);
     const url = new URL(request.url ?? '/', 'http://localhost');
-    const match = /^\/model\/([^/]+)\/invoke$/.exec(url.pathname);
-    if (request.method !== 'POST' || !match) {
-      sendError(response, 404, 'UnknownOperationException', `No route for ${request.method} ${url.pathname}`);
-      return;
-    }
-    const modelId = decodeURIComponent(match[1]!);
+    const match = /^\/model\/([^/]+)\/(invoke|invoke-with-response-stream)$/.exec(url.pathname);
     let body: unknown;
     try {
       body = JSON.parse(raw.toString('utf8'));
     } catch {
       body = undefined;
     }
-    const record: BedrockStandInRequest = { modelId, body, headers: { ...request.headers } };
+    const streamed = match?.[2] === 'invoke-with-response-stream';
+    const record: BedrockStandInRequest = {
+      modelId: match ? decodeURIComponent(match[1]!) : '',
+      ...(match ? { operation: streamed ? 'InvokeModelWithResponseStream' : 'InvokeModel' } : {}),
+      route: `${request.method} ${url.pathname}`,
+      body,
+      headers: { ...request.headers },
+      requestId: randomUUID(),
+    };
     requests.push(record);
+    const send = (answer: Answer) => {
+      record.status = answer.status;
+      response.writeHead(answer.status, { ...answer.headers, 'x-amzn-RequestId': record.requestId });
+      response.end(answer.body);
+    };
+    if (request.method !== 'POST' || !match) {
+      send(errorAnswer(404, 'UnknownOperationException', `No route for ${request.method} ${url.pathname}`));
+      return;
+    }
+    const modelId = record.modelId;
     // Bedrock authenticates before it looks at anything else, and an unsigned request takes no scheduled fault.
     if (!isAuthorized(request.headers.authorization)) {
-      record.status = 403;
-      sendError(response, 403, 'MissingAuthenticationTokenException', 'Missing Authentication Token');
+      send(errorAnswer(403, 'MissingAuthenticationTokenException', 'Missing Authentication Token'));
       return;
     }
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
     try {
       if (latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, latencyMs));
-      const fault = takeFault(modelId);
+      const fault = takeFault(modelId, streamed);
       if (fault?.fault === 'hang') {
         record.fault = 'hang';
         await new Promise((resolve) => response.once('close', resolve));
         return;
       }
-      const answer = serve(modelId, body, fault, record);
-      record.status = answer.status;
-      response.writeHead(answer.status, answer.headers);
-      response.end(answer.body);
+      const answer = await serve(modelId, raw.length, body, fault, record, streamed, options.claude ?? {});
+      if ('events' in answer) await sendStream(response, record, answer);
+      else send(answer);
     } finally {
       inFlight--;
     }
@@ -220,8 +375,11 @@ export async function startBedrockStandIn(options: BedrockStandInOptions = {}): 
 
   const server = createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
-      if (!response.headersSent) sendError(response, 500, 'InternalServerException', String(error));
-      else response.destroy();
+      if (!response.headersSent) {
+        const answer = errorAnswer(500, 'InternalServerException', String(error));
+        response.writeHead(answer.status, { ...answer.headers, 'x-amzn-RequestId': randomUUID() });
+        response.end(answer.body);
+      } else response.destroy();
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -261,12 +419,21 @@ interface Answer {
   body: string;
 }
 
-function serve(
+/** A streamed Claude reply: its Messages events, and the exception that cuts it, if one was scheduled. */
+interface StreamAnswer {
+  events: unknown[];
+  exception?: { type: string; message: string; afterChunks: number };
+}
+
+async function serve(
   modelId: string,
+  bodyBytes: number,
   body: unknown,
   fault: Exclude<BedrockStandInFaultSpec, BedrockStandInFault> | undefined,
   record: BedrockStandInRequest,
-): Answer {
+  streamed: boolean,
+  claude: BedrockStandInClaudeOptions,
+): Promise<Answer | StreamAnswer> {
   if (fault) record.fault = fault.fault;
   if (fault && fault.fault in ERRORS) {
     const spec = ERRORS[fault.fault as keyof typeof ERRORS];
@@ -275,18 +442,32 @@ function serve(
   if (fault?.fault === 'malformed-json') {
     return { status: 200, headers: { 'content-type': 'application/json' }, body: '{"embedding": [0.1, 0.2,' };
   }
-  if (!(BEDROCK_STAND_IN_MODELS as readonly string[]).includes(modelId)) {
-    return errorAnswer(404, 'ResourceNotFoundException', `Model ${modelId} is not served by this stand-in.`);
+  if (bodyBytes > MAX_BODY_BYTES) {
+    return errorAnswer(
+      400,
+      'ValidationException',
+      `1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to ${MAX_BODY_BYTES}`,
+    );
+  }
+  const served = servedModel(modelId);
+  if (served === undefined) return errorAnswer(400, 'ValidationException', 'The provided model identifier is invalid.');
+  if (streamed && served !== 'claude') {
+    return errorAnswer(400, 'ValidationException', `The model ${modelId} does not support response streaming.`);
   }
   if (body === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) {
     return errorAnswer(400, 'ValidationException', 'Malformed input request: the body must be a JSON object.');
   }
+  const object = body as Record<string, unknown>;
   try {
-    const payload = modelId.startsWith('stability.')
-      ? stabilityResponse(modelId, body as Record<string, unknown>, fault?.fault)
-      : modelId.startsWith('cohere.')
-        ? cohereResponse(modelId, body as Record<string, unknown>)
-        : titanResponse(modelId, body as Record<string, unknown>);
+    if (served === 'claude') {
+      const streamFault = fault && isStreamFault(fault.fault) ? fault : undefined;
+      return await claudeResponse(record, object, streamed, claude, streamFault);
+    }
+    const payload = served.startsWith('stability.')
+      ? stabilityResponse(served, object, fault?.fault)
+      : served.startsWith('cohere.')
+        ? cohereResponse(served, object)
+        : titanResponse(served, object);
     return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) };
   } catch (error) {
     if (error instanceof RequestProblem) return errorAnswer(400, 'ValidationException', error.message);
@@ -294,12 +475,229 @@ function serve(
   }
 }
 
+/** Refuses, as Bedrock does, a key the model's schema does not list. */
+function refuseExtraKeys(body: Record<string, unknown>, allowed: readonly string[]): void {
+  const extra = Object.keys(body).filter((key) => !allowed.includes(key));
+  if (extra.length > 0) {
+    throw new RequestProblem(
+      `Malformed input request: ${extra.map((key) => `#: extraneous key [${key}] is not permitted`).join('')}, please reformat your input and try again.`,
+    );
+  }
+}
+
+/** Tokens the stand-in counts for a prompt's content: a string, or blocks (text counted as text, others as JSON). */
+function contentTokens(content: unknown): number {
+  if (typeof content === 'string') return Math.ceil(content.length / 4);
+  if (!Array.isArray(content)) return 0;
+  return content.reduce<number>((sum, block) => {
+    const text = (block as { text?: unknown } | null)?.text;
+    return sum + Math.ceil((typeof text === 'string' ? text : JSON.stringify(block)).length / 4);
+  }, 0);
+}
+
+async function claudeResponse(
+  record: BedrockStandInRequest,
+  body: Record<string, unknown>,
+  streamed: boolean,
+  options: BedrockStandInClaudeOptions,
+  streamFault: Exclude<BedrockStandInFaultSpec, BedrockStandInFault> | undefined,
+): Promise<Answer | StreamAnswer> {
+  // As Bedrock: the model and streaming are chosen by the path, so the Messages API's own keys are refused.
+  const extra = ['model', 'stream'].filter((key) => key in body);
+  if (extra.length > 0) {
+    throw new RequestProblem(
+      `Malformed input request: ${extra.map((key) => `#: extraneous key [${key}] is not permitted`).join('')}, please reformat your input and try again.`,
+    );
+  }
+  const missing = ['anthropic_version', 'max_tokens', 'messages'].filter((key) => !(key in body));
+  if (missing.length > 0) {
+    throw new RequestProblem(
+      `Malformed input request: ${missing.map((key) => `#: required key [${key}] not found`).join('')}, please reformat your input and try again.`,
+    );
+  }
+  if (body.anthropic_version !== BEDROCK_ANTHROPIC_VERSION) {
+    throw new RequestProblem(`Invalid API version: ${String(body.anthropic_version)}`);
+  }
+  const maxTokens = body.max_tokens;
+  if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1) {
+    throw new RequestProblem('Malformed input request: #/max_tokens: expected type: Integer, minimum 1');
+  }
+  if (!Array.isArray(body.messages) || body.messages.length === 0) {
+    throw new RequestProblem('Malformed input request: #/messages: expected minimum item count: 1');
+  }
+  const format = (body.output_config as { format?: { type?: unknown; schema?: unknown } } | undefined)?.format;
+  if (format) {
+    const problems =
+      format.type === 'json_schema' ? strictSchemaProblems(format.schema) : ['format.type must be json_schema'];
+    if (problems.length > 0)
+      throw new RequestProblem(`output_config.format.schema: ${problems.slice(0, 5).join('; ')}`);
+  }
+  const request: AnthropicStandInRequest = {
+    method: 'POST',
+    path: record.route.slice(record.route.indexOf(' ') + 1),
+    headers: record.headers,
+    body,
+    receivedAt: Date.now(),
+  };
+  const reply = await (options.respond ?? defaultStandInReply)(request);
+  const full = typeof reply === 'string' ? reply : JSON.stringify(reply);
+  // Cut where a model stopped by max_tokens would, by the same estimate, without splitting a surrogate pair.
+  const cut = Math.ceil(full.length / 4) > maxTokens;
+  let text = full;
+  if (cut) {
+    const end = maxTokens * 4;
+    const last = full.charCodeAt(end - 1);
+    text = full.slice(0, last >= 0xd800 && last <= 0xdbff ? end - 1 : end);
+  }
+  const messages = body.messages as Array<{ content?: unknown }>;
+  const usage: BedrockStandInClaudeUsage = {
+    input_tokens:
+      contentTokens(body.system) + messages.reduce((sum, message) => sum + contentTokens(message?.content), 0),
+    output_tokens: cut ? maxTokens : Math.max(1, Math.ceil(text.length / 4)),
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: 0,
+    ...options.usage?.(request),
+  };
+  const stopReason = cut ? 'max_tokens' : 'end_turn';
+  const message = {
+    id: `msg_bdrk_${randomUUID().replaceAll('-', '')}`,
+    type: 'message',
+    role: 'assistant',
+    model: record.modelId.replace(INFERENCE_PROFILE_PREFIX, '').replace(/^anthropic\./, ''),
+    content: text === '' ? [] : [{ type: 'text', text }],
+    stop_reason: stopReason,
+    stop_sequence: null,
+    usage,
+  };
+  if (!streamed) {
+    return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(message) };
+  }
+  const chunkChars = Math.max(1, options.streamChunkChars ?? 200);
+  const events: unknown[] = [
+    {
+      type: 'message_start',
+      message: { ...message, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } },
+    },
+  ];
+  if (text !== '') {
+    events.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+    for (let at = 0; at < text.length; at += chunkChars) {
+      events.push({
+        type: 'content_block_delta',
+        index: 0,
+        delta: { type: 'text_delta', text: text.slice(at, at + chunkChars) },
+      });
+    }
+    events.push({ type: 'content_block_stop', index: 0 });
+  }
+  events.push(
+    {
+      type: 'message_delta',
+      delta: { stop_reason: stopReason, stop_sequence: null },
+      usage: { output_tokens: usage.output_tokens },
+    },
+    {
+      type: 'message_stop',
+      // Bedrock adds its own metrics to the last event.
+      'amazon-bedrock-invocationMetrics': {
+        inputTokenCount: usage.input_tokens,
+        outputTokenCount: usage.output_tokens,
+        invocationLatency: 0,
+        firstByteLatency: 0,
+        cacheReadInputTokenCount: usage.cache_read_input_tokens,
+        cacheWriteInputTokenCount: usage.cache_creation_input_tokens,
+      },
+    },
+  );
+  if (!streamFault) return { events };
+  return {
+    events,
+    exception: {
+      ...STREAM_EXCEPTIONS[streamFault.fault as BedrockStandInStreamFault],
+      afterChunks: Math.max(0, streamFault.afterChunks ?? 1),
+    },
+  };
+}
+
+type EventStreamCodec = InstanceType<typeof import('@smithy/eventstream-codec').EventStreamCodec>;
+
+const EVENT_STREAM_CODEC_PACKAGE = '@smithy/eventstream-codec';
+let codecPromise: Promise<EventStreamCodec> | undefined;
+
+/** Loads the event-stream codec once, on the first streamed answer; a missing package names itself. */
+function loadEventStreamCodec(): Promise<EventStreamCodec> {
+  codecPromise ??= import('@smithy/eventstream-codec').then(
+    (module) =>
+      new module.EventStreamCodec(
+        (bytes: Uint8Array) => Buffer.from(bytes).toString('utf8'),
+        (text: string) => new Uint8Array(Buffer.from(text, 'utf8')),
+      ),
+    (error: unknown) => {
+      codecPromise = undefined;
+      throw new MissingDependencyError(
+        EVENT_STREAM_CODEC_PACKAGE,
+        'The Bedrock stand-in’s streamed answers (InvokeModelWithResponseStream)',
+        { cause: error },
+      );
+    },
+  );
+  return codecPromise;
+}
+
+/**
+ * Sends a streamed Claude reply as Bedrock frames it: one `chunk` event per Messages event, its payload
+ * `{"bytes": base64(JSON)}`; a scheduled exception replaces the rest after `afterChunks` chunks.
+ */
+async function sendStream(
+  response: ServerResponse,
+  record: BedrockStandInRequest,
+  answer: StreamAnswer,
+): Promise<void> {
+  const codec = await loadEventStreamCodec();
+  const stringHeader = (value: string) => ({ type: 'string' as const, value });
+  record.status = 200;
+  response.writeHead(200, {
+    'content-type': 'application/vnd.amazon.eventstream',
+    'x-amzn-RequestId': record.requestId,
+    'x-amzn-bedrock-content-type': 'application/json',
+  });
+  let closed = false;
+  response.on('close', () => {
+    closed = true;
+  });
+  const limit = answer.exception ? Math.min(answer.exception.afterChunks, answer.events.length) : answer.events.length;
+  for (let index = 0; index < limit && !closed; index++) {
+    const bytes = Buffer.from(JSON.stringify(answer.events[index]), 'utf8').toString('base64');
+    response.write(
+      codec.encode({
+        headers: {
+          ':message-type': stringHeader('event'),
+          ':event-type': stringHeader('chunk'),
+          ':content-type': stringHeader('application/json'),
+        },
+        body: new Uint8Array(Buffer.from(JSON.stringify({ bytes }), 'utf8')),
+      }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  if (answer.exception && !closed) {
+    response.write(
+      codec.encode({
+        headers: {
+          ':message-type': stringHeader('exception'),
+          ':exception-type': stringHeader(answer.exception.type),
+          ':content-type': stringHeader('application/json'),
+        },
+        body: new Uint8Array(Buffer.from(JSON.stringify({ message: answer.exception.message }), 'utf8')),
+      }),
+    );
+  }
+  response.end();
+}
+
 function titanResponse(modelId: string, body: Record<string, unknown>): unknown {
   const isV2 = modelId === 'amazon.titan-embed-text-v2:0';
-  const allowed = isV2 ? ['inputText', 'dimensions', 'normalize', 'embeddingTypes'] : ['inputText'];
-  const extra = Object.keys(body).filter((key) => !allowed.includes(key));
-  if (extra.length > 0)
-    throw new RequestProblem(`Malformed input request: extraneous key [${extra[0]}] is not permitted`);
+  refuseExtraKeys(body, isV2 ? ['inputText', 'dimensions', 'normalize', 'embeddingTypes'] : ['inputText']);
   const text = body.inputText;
   if (typeof text !== 'string' || text.length === 0) {
     throw new RequestProblem('Malformed input request: expected minLength: 1, actual: 0, please reformat your input');
@@ -324,14 +722,30 @@ function titanResponse(modelId: string, body: Record<string, unknown>): unknown 
     if (body.normalize !== undefined && typeof body.normalize !== 'boolean') {
       throw new RequestProblem('Malformed input request: normalize must be a boolean');
     }
+    const types = body.embeddingTypes;
+    if (
+      types !== undefined &&
+      (!Array.isArray(types) ||
+        types.length === 0 ||
+        types.some((type) => !TITAN_EMBEDDING_TYPES.includes(type as string)))
+    ) {
+      throw new RequestProblem(
+        `Malformed input request: embeddingTypes must be a non-empty subset of ${TITAN_EMBEDDING_TYPES.join(', ')}`,
+      );
+    }
   }
   const embedding = Array.from(pseudoEmbedding(text, dimensions, 'titan'));
-  return isV2
-    ? { embedding, inputTextTokenCount: tokens, embeddingsByType: { float: embedding } }
-    : { embedding, inputTextTokenCount: tokens };
+  if (!isV2) return { embedding, inputTextTokenCount: tokens };
+  const types = (body.embeddingTypes as string[] | undefined) ?? ['float'];
+  const embeddingsByType: Record<string, number[]> = {};
+  if (types.includes('float')) embeddingsByType.float = embedding;
+  // Binary: one 0 or 1 per dimension, by the sign of the value.
+  if (types.includes('binary')) embeddingsByType.binary = embedding.map((value) => (value > 0 ? 1 : 0));
+  return { embedding, inputTextTokenCount: tokens, embeddingsByType };
 }
 
 function cohereResponse(_modelId: string, body: Record<string, unknown>): unknown {
+  refuseExtraKeys(body, COHERE_KEYS);
   const inputTypes = ['search_document', 'search_query', 'classification', 'clustering'];
   if (typeof body.input_type !== 'string' || !inputTypes.includes(body.input_type)) {
     throw new RequestProblem(`Malformed input request: input_type must be one of ${inputTypes.join(', ')}`);
@@ -383,6 +797,7 @@ function stabilityResponse(
   body: Record<string, unknown>,
   fault: BedrockStandInFault | undefined,
 ): unknown {
+  refuseExtraKeys(body, modelId === 'stability.sd3-5-large-v1:0' ? SD35_KEYS : STABILITY_KEYS);
   if (typeof body.prompt !== 'string' || body.prompt.trim().length === 0) {
     throw new RequestProblem('Malformed input request: prompt must be a non-empty string');
   }
@@ -407,13 +822,14 @@ function stabilityResponse(
   }
   // As on Stability, 0 or no seed means a random one, reported in `seeds`.
   const seed = asked === 0 ? randomInt(1, MAX_SEED + 1) : asked;
-  if (body.output_format !== undefined && !['png', 'jpeg', 'webp'].includes(body.output_format as string)) {
-    throw new RequestProblem('Malformed input request: output_format must be one of png, jpeg, webp');
+  if (body.output_format !== undefined && !['png', 'jpeg'].includes(body.output_format as string)) {
+    throw new RequestProblem('Malformed input request: output_format must be one of png, jpeg');
   }
   if (modelId === 'stability.sd3-5-large-v1:0' && body.mode !== undefined && body.mode !== 'text-to-image') {
     throw new RequestProblem('This stand-in serves only mode "text-to-image"');
   }
-  if (fault === 'filtered') return { seeds: [seed], finish_reasons: ['Filter reason: prompt'], images: [] };
+  // The filtered answer as Bedrock documents it: the reason alone, no seeds and no images.
+  if (fault === 'filtered') return { finish_reasons: ['Filter reason: prompt'] };
   if (fault === 'inference-error') return { seeds: [seed], finish_reasons: ['Inference error'], images: [] };
   const image =
     fault === 'garbage-image'
@@ -594,12 +1010,6 @@ function errorAnswer(status: number, type: string, message: string, retryAfter?:
   };
   if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
   return { status, headers, body: JSON.stringify({ message }) };
-}
-
-function sendError(response: ServerResponse, status: number, type: string, message: string): void {
-  const answer = errorAnswer(status, type, message);
-  response.writeHead(answer.status, answer.headers);
-  response.end(answer.body);
 }
 
 function readBody(request: IncomingMessage): Promise<Buffer> {

@@ -62,28 +62,40 @@ function packageProblem(name: string, allowed: readonly string[], rules: Rules):
   return `"${name}" is not declared in package.json`;
 }
 
-/** Every module specifier in `source`: static and type imports, re-exports, `import()`, `require()`, `import('x').T`. */
-function importsOf(fileName: string, source: string): string[] {
+/**
+ * Every module specifier in `source`: static and type imports, re-exports, `import()`, `require()`, `import('x').T`.
+ * `lazy` holds the specifiers that only an `import()` call or a type names: they load nothing when the file loads.
+ */
+function importsOf(fileName: string, source: string, lazy = new Set<string>()): string[] {
   const sourceFile = ts.createSourceFile(fileName, source, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
   const found: string[] = [];
+  const eager = new Set<string>();
+  const add = (specifier: string, loads: boolean) => {
+    found.push(specifier);
+    if (loads) eager.add(specifier);
+  };
   const visit = (node: ts.Node): void => {
     if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier) {
-      if (ts.isStringLiteral(node.moduleSpecifier)) found.push(node.moduleSpecifier.text);
+      const typeOnly = ts.isImportDeclaration(node) ? node.importClause?.isTypeOnly === true : node.isTypeOnly;
+      if (ts.isStringLiteral(node.moduleSpecifier)) add(node.moduleSpecifier.text, !typeOnly);
     } else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference)) {
       const expression = node.moduleReference.expression;
-      if (ts.isStringLiteral(expression)) found.push(expression.text);
+      if (ts.isStringLiteral(expression)) add(expression.text, true);
     } else if (ts.isCallExpression(node)) {
       const [argument] = node.arguments;
       const isImportCall = node.expression.kind === ts.SyntaxKind.ImportKeyword;
       const isRequireCall = ts.isIdentifier(node.expression) && node.expression.text === 'require';
-      if ((isImportCall || isRequireCall) && argument && ts.isStringLiteralLike(argument)) found.push(argument.text);
+      if ((isImportCall || isRequireCall) && argument && ts.isStringLiteralLike(argument)) {
+        add(argument.text, isRequireCall);
+      }
     } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument)) {
       const literal = node.argument.literal;
-      if (ts.isStringLiteral(literal)) found.push(literal.text);
+      if (ts.isStringLiteral(literal)) add(literal.text, false);
     }
     ts.forEachChild(node, visit);
   };
   visit(sourceFile);
+  for (const specifier of found) if (!eager.has(specifier)) lazy.add(specifier);
   return found;
 }
 
@@ -132,17 +144,20 @@ function findViolations(files: ReadonlyMap<string, string>, rules: Rules): strin
   const violations: string[] = [];
   const paths = new Set(files.keys());
   const entryFiles = new Map(Object.entries(rules.entries).map(([name, file]) => [file, subpathOf(name)]));
-  const graph = new Map<string, { local: string[]; packages: string[] }>();
+  // `lazyPeers`: optional peers a testing file loads only through `import()` (or names only as types).
+  const graph = new Map<string, { local: string[]; packages: string[]; lazyPeers: string[] }>();
 
   for (const [file, source] of files) {
     const folder = folderOf(file);
     const vendor = vendorOf(file);
     const local: string[] = [];
     const packages: string[] = [];
+    const lazyPeers: string[] = [];
+    const lazy = new Set<string>();
     if (folder !== ENTRY_FOLDER && !(folder in LAYERS)) {
       violations.push(`${file}: folder "src/${folder}" has no place in the layering of DESIGN.md`);
     }
-    for (const specifier of importsOf(file, source)) {
+    for (const specifier of importsOf(file, source, lazy)) {
       if (specifier.startsWith('.')) {
         const target = resolveRelative(file, specifier, paths);
         if (target === undefined) {
@@ -176,7 +191,8 @@ function findViolations(files: ReadonlyMap<string, string>, rules: Rules): strin
         }
       } else if (!isBuiltin(specifier)) {
         const name = packageNameOf(specifier);
-        packages.push(name);
+        if (folder === 'testing' && lazy.has(specifier) && rules.peerDependencies.includes(name)) lazyPeers.push(name);
+        else packages.push(name);
         const allowed =
           vendor !== undefined
             ? rules.installable
@@ -187,7 +203,7 @@ function findViolations(files: ReadonlyMap<string, string>, rules: Rules): strin
         if (problem !== undefined) violations.push(`${file} imports "${specifier}": ${problem}`);
       }
     }
-    graph.set(file, { local, packages });
+    graph.set(file, { local, packages, lazyPeers });
   }
 
   // What each entry that is not a vendor subpath pulls in, transitively, with the chain of files that leads there.
@@ -199,7 +215,8 @@ function findViolations(files: ReadonlyMap<string, string>, rules: Rules): strin
       continue;
     }
     // `storyloom/testing` must load with runtime dependencies alone; only `storyloom/testing/arbitraries` may pull
-    // in an optional peer (fast-check).
+    // in an optional peer (fast-check). A testing file may still `import()` an optional peer where it is used (the
+    // Bedrock stand-in's event-stream codec): loading the entry does not load it (`lazyPeers`, never counted here).
     const allowedPackages =
       subpath === 'testing/arbitraries' ? [...rules.dependencies, ...rules.peerDependencies] : rules.dependencies;
     const via = new Map<string, string | undefined>([[entryFile, undefined]]);
@@ -287,8 +304,13 @@ describe('layering (DESIGN.md import rules)', () => {
       ['src/index.ts', "export * from './state/memory.js';\nexport * from './context/cache.js';"],
       ['src/sqlite.ts', "export * from './state/sqlite.js';"],
       ['src/redis.ts', "export * from './context/redis.js';"],
-      ['src/testing/index.ts', "export * from './suite.js';"],
+      ['src/testing/index.ts', "export * from './suite.js';\nexport * from './stand-in.js';"],
       ['src/testing/suite.ts', "import fc from 'fast-check';\nimport { x } from '../state/memory.js';"],
+      // Lazy: a peer loaded by import() or named as a type only loads nothing with the entry.
+      [
+        'src/testing/stand-in.ts',
+        "type C = import('ioredis').Redis;\nconst load = () => import('ioredis');\nimport type { R } from 'ioredis';",
+      ],
       ['src/core/errors.ts', "import type { StoryState } from '../state/schema.js';"],
       ['src/state/schema.ts', "import { z } from 'zod';\nimport { it } from 'vitest';"],
       ['src/state/memory.ts', "import { z } from 'zod';\nimport { ContextCache } from '../context/cache.js';"],
