@@ -16,6 +16,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { mapWithConcurrency } from '../core/concurrency.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
+import { singleLine } from '../core/single-line.js';
 import { clipSentences, clipText, ellipsize } from '../core/text.js';
 import { parseOrThrow } from '../state/base-store.js';
 import {
@@ -3000,7 +3001,7 @@ export class ContextManager {
       if (entry.changes.length > JOURNAL_ENTRY_CHANGES) {
         untold.push({
           id: `changes:scene:${scene.id}`,
-          heading: `[${scene.index}] ${scene.title}`,
+          heading: `[${scene.index}] ${singleLine(scene.title)}`,
           lines: entry.changes.slice(JOURNAL_ENTRY_CHANGES),
         });
       }
@@ -3042,7 +3043,7 @@ export class ContextManager {
         if (entry.changes.length > 0) {
           untold.push({
             id: `changes:scene:${scene.id}`,
-            heading: `[${scene.index}] ${scene.title}`,
+            heading: `[${scene.index}] ${singleLine(scene.title)}`,
             lines: entry.changes,
           });
         }
@@ -3079,9 +3080,11 @@ export class ContextManager {
     const present = new Set(scene.characters);
     const changes = before && after ? changesSince(before, after, pov, present) : [];
     // With their ids: the narrator refers to characters by id, and one met in this chapter has no sheet yet.
-    const names = scene.characters.map((id) => `${characterOf(after ?? state, id)?.name ?? id} (${id})`).join(', ');
+    const names = scene.characters
+      .map((id) => `${singleLine(characterOf(after ?? state, id)?.name ?? id)} (${id})`)
+      .join(', ');
     const text = [
-      `[${scene.index}] ${scene.title}: ${scene.summary || firstSentence(scene.text)}`,
+      `[${scene.index}] ${singleLine(scene.title)}: ${scene.summary || firstSentence(scene.text)}`,
       names ? `  Present: ${names}.` : '',
       ...changes.slice(0, JOURNAL_ENTRY_CHANGES).map((line) => `  ${clipText(line.variants[0]!, 300)}`),
     ]
@@ -3150,7 +3153,8 @@ export class ContextManager {
     // The deaths the point of view does not know come first: the task is the only place that tells them, while those
     // past the journal are also told by their change items below.
     const diedRoom = Math.max(0, TASK_DEATHS - Math.min(deathsUnknownToPov.length, TASK_DEATHS));
-    const povName = pov !== undefined ? characterOf(state, pov)?.name : undefined;
+    const povCharacter = pov !== undefined ? characterOf(state, pov) : undefined;
+    const povName = povCharacter ? singleLine(povCharacter.name) : undefined;
     const task = (name: (id: string) => string) =>
       [
         `Write scene ${state.sceneCount + 1} (index ${state.sceneCount}) of ${state.chapterId}.`,
@@ -3164,11 +3168,11 @@ export class ContextManager {
         diedUntold.length > 0
           ? `Dead, though the journal above does not say so (they cannot appear or act): ${namedBounded(diedUntold.map(name), diedRoom)}.`
           : '',
-        query.trim() ? `Focus: ${query.trim()}` : '',
+        query.trim() ? `Focus: ${singleLine(query.trim())}` : '',
       ]
         .filter(Boolean)
         .join('\n');
-    const named = (id: string) => `${characterOf(state, id)?.name ?? id} (${id})`;
+    const named = (id: string) => `${singleLine(characterOf(state, id)?.name ?? id)} (${id})`;
     items.push({
       id: 'task',
       section: '# Task',
@@ -3197,9 +3201,9 @@ export class ContextManager {
         section: '# Where we left off',
         priority: 90,
         variants: [
-          `${previous.title}: ${previous.summary}\n…${tail}`,
-          `${previous.title}: ${previous.summary}`,
-          `${previous.title}`,
+          `${singleLine(previous.title)}: ${previous.summary}\n…${tail}`,
+          `${singleLine(previous.title)}: ${previous.summary}`,
+          singleLine(previous.title),
         ],
         reason: 'the end of the previous scene',
       });
@@ -3222,7 +3226,10 @@ export class ContextManager {
           id: `${id}:${scene.id}`,
           section,
           priority: base + (position / Math.max(1, scenes.length)) * 5,
-          variants: [`[${scene.index}] ${scene.title}: ${scene.summary}`, `[${scene.index}] ${scene.title}`],
+          variants: [
+            `[${scene.index}] ${singleLine(scene.title)}: ${scene.summary}`,
+            `[${scene.index}] ${singleLine(scene.title)}`,
+          ],
           reason,
         });
       });
@@ -3263,9 +3270,9 @@ export class ContextManager {
         section: '# Memories that may matter',
         priority: 60 - rank,
         variants: [
-          `[${scene.index}] ${scene.title}\n${clipWords(scene.excerpt, 90)}`,
-          `[${scene.index}] ${scene.title}: ${firstSentence(scene.excerpt)}`,
-          `[${scene.index}] ${scene.title}`,
+          `[${scene.index}] ${singleLine(scene.title)}\n${clipWords(scene.excerpt, 90)}`,
+          `[${scene.index}] ${singleLine(scene.title)}: ${firstSentence(scene.excerpt)}`,
+          `[${scene.index}] ${singleLine(scene.title)}`,
         ],
         reason: `retrieved: score ${scene.score.toFixed(3)} (relevance ${scene.signals.relevance.toFixed(2)}, recency ${scene.signals.recency.toFixed(2)}, importance ${scene.signals.importance.toFixed(2)}${scene.signals.exact ? ', named in the query' : ''})`,
       });
@@ -3300,7 +3307,11 @@ export class ContextManager {
           sceneIndex: scene.index,
           chapterId: scene.chapterId,
           chunk: index,
-          text: clipText(`${scene.title}\n${scene.summary ? `${scene.summary}\n` : ''}${chunk}`, LIMITS.metadataText),
+          // The title is the first line: retrieval reads it back as the title.
+          text: clipText(
+            `${singleLine(scene.title)}\n${scene.summary ? `${scene.summary}\n` : ''}${chunk}`,
+            LIMITS.metadataText,
+          ),
         },
       };
     });
@@ -3452,7 +3463,7 @@ export class ContextManager {
     if (scenes.length === 0) throw new ValidationError(`Chapter "${chapterId}" of "${storyId}" has no scenes`);
     const summary = this.checkSummary(
       await this.summarizer.summarize(
-        scenes.map((scene) => `${scene.title}. ${scene.summary || firstSentence(scene.text)}`),
+        scenes.map((scene) => `${singleLine(scene.title)}. ${scene.summary || firstSentence(scene.text)}`),
         { maxWords: 120, ...signalOf({ signal }) },
       ),
       `the summary of ${chapterId}`,
@@ -3866,8 +3877,8 @@ function changesSince(
       lines.push({
         id: `new-character:${character.id}`,
         variants: [
-          `- New: ${character.name} (id: ${character.id}), ${character.role}, ${character.status}. ${facts}`,
-          `- New: ${character.name} (id: ${character.id}), ${character.role}, ${character.status}`,
+          `- New: ${singleLine(character.name)} (id: ${character.id}), ${character.role}, ${character.status}. ${facts}`,
+          `- New: ${singleLine(character.name)} (id: ${character.id}), ${character.role}, ${character.status}`,
         ],
         // Met and dead within the changes told: as binding as any other death.
         ...(character.status === 'dead' ? { died: { id: character.id, name: character.name } } : {}),
@@ -3877,28 +3888,28 @@ function changesSince(
     const changes: string[] = [];
     if (before.status !== character.status) changes.push(`now ${character.status}`);
     for (const [trait, value] of Object.entries(character.traits)) {
-      if (before.traits[trait] !== value) changes.push(`${trait} ${value.toFixed(2)}`);
+      if (before.traits[trait] !== value) changes.push(`${singleLine(trait)} ${value.toFixed(2)}`);
     }
     for (const [target, relation] of Object.entries(character.relationships)) {
       // As in the character sheets: a point of view sees another's tie to itself alone.
       if (!tieKnownTo(character.id, target, pov)) continue;
       const old = before.relationships[target];
       if (!old || old.kind !== relation.kind || old.affinity !== relation.affinity) {
-        const name = characterOf(now, target)?.name ?? target;
-        changes.push(`${relation.kind} of ${name} (affinity ${relation.affinity.toFixed(2)})`);
+        const name = singleLine(characterOf(now, target)?.name ?? target);
+        changes.push(`${singleLine(relation.kind)} of ${name} (affinity ${relation.affinity.toFixed(2)})`);
       }
     }
     if (before.arcProgress !== character.arcProgress) changes.push(`arc ${character.arcProgress.toFixed(2)}`);
     if (pov === undefined || pov === character.id) {
       const learned = character.knowledge.filter((fact) => !before.knowledge.includes(fact));
-      if (learned.length > 0) changes.push(`learned: ${learned.join(' | ')}`);
+      if (learned.length > 0) changes.push(`learned: ${learned.map(singleLine).join(' | ')}`);
     }
     if (changes.length > 0) {
       lines.push({
         id: `changed-character:${character.id}`,
         variants: [
-          `- ${character.name}: ${changes.join('; ')}`,
-          `- ${character.name}: ${changes.slice(0, 2).join('; ')}`,
+          `- ${singleLine(character.name)}: ${changes.join('; ')}`,
+          `- ${singleLine(character.name)}: ${changes.slice(0, 2).join('; ')}`,
         ],
         ...(character.status === 'dead' && before.status !== 'dead'
           ? { died: { id: character.id, name: character.name } }
@@ -3914,8 +3925,8 @@ function changesSince(
       lines.push({
         id: `thread-change:${thread.id}`,
         variants: [
-          `- Thread "${thread.title}" (${thread.id}): ${what}.${summary}`,
-          `- Thread "${thread.title}": ${what}`,
+          `- Thread "${singleLine(thread.title)}" (${thread.id}): ${what}.${summary}`,
+          `- Thread "${singleLine(thread.title)}": ${what}`,
         ],
       });
     }

@@ -2,10 +2,14 @@
  * Prompt layout: a stable prefix that does not change through a chapter (ready for prompt caching; the context manager
  * appends the chapter's journal to it, so each episode's stable part begins with the previous one's, byte for byte)
  * and a dynamic part after it, both packed into a token budget by priority, lowering detail before dropping anything.
+ * A single-line field (a name, an alias, a title, a rule, a genre) is shown on one line whatever it holds
+ * (`singleLine`), so that none can start a line that poses as a section of the prompt; descriptions, summaries and
+ * scene text keep their lines.
  *
  * @module
  */
 import { ValidationError } from '../core/errors.js';
+import { singleLine } from '../core/single-line.js';
 import { clipText, ellipsize } from '../core/text.js';
 import type { CharacterState, PlotThread, StoryState } from '../state/schema.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -270,15 +274,15 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       priority: 95,
       variants: [
         [
-          `Title: ${bible.title}`,
+          `Title: ${singleLine(bible.title)}`,
           `Premise: ${bible.premise}`,
-          `Genre: ${bible.genre}. Tone: ${bible.tone}.`,
-          bible.style ? `Visual style: ${bible.style}` : '',
+          `Genre: ${singleLine(bible.genre)}. Tone: ${singleLine(bible.tone)}.`,
+          bible.style ? `Visual style: ${singleLine(bible.style)}` : '',
           `Chapters run about ${bible.chapterLength} scenes.`,
         ]
           .filter(Boolean)
           .join('\n'),
-        `Title: ${bible.title}. ${bible.premise}`,
+        `Title: ${singleLine(bible.title)}. ${bible.premise}`,
       ],
       reason: 'always: the frame of the story',
       required: true,
@@ -289,7 +293,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       id: `rule:${index}`,
       section: '# World rules',
       priority: 90,
-      variants: [`- ${rule}`],
+      variants: [`- ${singleLine(rule)}`],
       reason: 'world rule',
     });
   });
@@ -307,7 +311,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
     };
     if (acquaintances && pov !== undefined && character.id !== pov) {
       const known = acquaintances.get(character.id);
-      const who = `- ${character.name} (id: ${character.id}), ${character.role}`;
+      const who = `- ${singleLine(character.name)} (id: ${character.id}), ${character.role}`;
       const met = known?.lastSharedScene ?? null;
       if (known?.sheet) {
         item.priority = known.sheet.status === 'dead' ? rank - 20 : rank;
@@ -381,7 +385,10 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
       section: '# Earlier scenes',
       // The nearer to the chapter start, the more it matters.
       priority: 55 + (position / Math.max(1, earlier.length)) * 10,
-      variants: [`[${scene.index}] ${scene.title}: ${scene.summary}`, `[${scene.index}] ${scene.title}`],
+      variants: [
+        `[${scene.index}] ${singleLine(scene.title)}: ${scene.summary}`,
+        `[${scene.index}] ${singleLine(scene.title)}`,
+      ],
       reason: 'a scene of the near past, before this chapter',
     });
   });
@@ -420,29 +427,29 @@ export function characterVariants(
   povCharacterId?: string,
   tiesKnownOnly = false,
 ): string[] {
-  const head = `## ${character.name} (id: ${character.id}) — ${character.role}, ${character.status}`;
+  const name = singleLine(character.name);
+  const head = `## ${name} (id: ${character.id}) — ${character.role}, ${character.status}`;
   const traits = Object.entries(character.traits)
     .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([name, value]) => `${name} ${value.toFixed(2)}`)
+    .map(([trait, value]) => `${singleLine(trait)} ${value.toFixed(2)}`)
     .join(', ');
   const relationships = Object.entries(character.relationships)
     .filter(([target]) => !tiesKnownOnly || tieKnownTo(character.id, target, povCharacterId))
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([target, relation]) => {
-      const name = nameOf(state, target);
-      return `${name}: ${relation.kind} (affinity ${relation.affinity.toFixed(2)}, trust ${relation.trust.toFixed(2)})`;
+      return `${nameOf(state, target)}: ${singleLine(relation.kind)} (affinity ${relation.affinity.toFixed(2)}, trust ${relation.trust.toFixed(2)})`;
     })
     .join('; ');
   const showKnowledge = povCharacterId === undefined || povCharacterId === character.id;
   const full = [
     head,
-    character.aliases.length > 0 ? `Also called: ${character.aliases.join(', ')}` : '',
+    character.aliases.length > 0 ? `Also called: ${character.aliases.map(singleLine).join(', ')}` : '',
     character.description ? `Description: ${character.description}` : '',
-    character.appearance ? `Appearance: ${character.appearance}` : '',
+    character.appearance ? `Appearance: ${singleLine(character.appearance)}` : '',
     traits ? `Traits: ${traits}` : '',
     relationships ? `Relationships: ${relationships}` : '',
     `Arc progress: ${character.arcProgress.toFixed(2)}`,
-    showKnowledge && character.knowledge.length > 0 ? `Knows: ${character.knowledge.join(' | ')}` : '',
+    showKnowledge && character.knowledge.length > 0 ? `Knows: ${character.knowledge.map(singleLine).join(' | ')}` : '',
   ]
     .filter(Boolean)
     .join('\n');
@@ -453,7 +460,7 @@ export function characterVariants(
   ]
     .filter(Boolean)
     .join('\n');
-  const line = `- ${character.name} (${character.id}), ${character.role}, ${character.status}`;
+  const line = `- ${name} (${character.id}), ${character.role}, ${character.status}`;
   return [full, summary, line];
 }
 
@@ -488,20 +495,23 @@ export function threadKnownTo(thread: PlotThread, povCharacterId: string | undef
   return povCharacterId === undefined || thread.characters.includes(povCharacterId);
 }
 
-/** A character's name, or the id of one not (yet) in the story. Own keys only: "constructor" is an id, not Object. */
+/**
+ * A character's name on one line, or the id of one not (yet) in the story. Own keys only: "constructor" is an id, not
+ * Object.
+ */
 function nameOf(state: StoryState, id: string): string {
-  return Object.hasOwn(state.characters, id) ? state.characters[id]!.name : id;
+  return Object.hasOwn(state.characters, id) ? singleLine(state.characters[id]!.name) : id;
 }
 
 function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: string): string[] {
   const names = thread.characters.map((id) => nameOf(state, id)).join(', ');
-  const head = `- [${thread.status}] ${thread.title} (id: ${thread.id}, importance ${thread.importance.toFixed(2)})`;
+  const head = `- [${thread.status}] ${singleLine(thread.title)} (id: ${thread.id}, importance ${thread.importance.toFixed(2)})`;
   const known = threadKnownTo(thread, povCharacterId);
   const full = [
     head,
     known && thread.summary ? `  ${thread.summary}` : '',
     names ? `  Involves: ${names}` : '',
-    known && thread.setups.length > 0 ? `  Unpaid setups: ${thread.setups.join(' | ')}` : '',
+    known && thread.setups.length > 0 ? `  Unpaid setups: ${thread.setups.map(singleLine).join(' | ')}` : '',
   ]
     .filter(Boolean)
     .join('\n');

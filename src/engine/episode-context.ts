@@ -5,6 +5,7 @@
  * @module
  */
 import { throwIfAborted } from '../core/errors.js';
+import { singleLine } from '../core/single-line.js';
 import { clipText } from '../core/text.js';
 import type { ResolvedInfluence, ScenePrompt } from '../generation/scene-generator.js';
 import type { PlotThread, Scene, StoryState } from '../state/schema.js';
@@ -116,7 +117,8 @@ function quoteAudience(influences: readonly ResolvedInfluence[]): string {
  * A context layer with no index and no cache: the prompt is built from the state alone (bible, characters, open
  * threads, world state, the last few scene summaries, the quoted audience input). `stable` holds what cannot change
  * within a chapter (instructions, bible, world rules, the chapter), so it is a byte-identical prefix for prompt
- * caching; everything else is `dynamic`. `indexScene` does nothing.
+ * caching; everything else is `dynamic`. Names, titles and rules are shown on one line each, whatever they hold, so
+ * none can start a section of its own. `indexScene` does nothing.
  *
  * @example
  * ```ts
@@ -138,14 +140,14 @@ export function createStateOnlyContext(options: StateOnlyContextOptions = {}): E
         instructions,
         '',
         '# Story bible',
-        `Title: ${bible.title}`,
+        `Title: ${singleLine(bible.title)}`,
         `Premise: ${bible.premise}`,
-        `Genre: ${bible.genre}`,
-        `Tone: ${bible.tone}`,
-        ...(bible.style ? [`Visual style: ${bible.style}`] : []),
+        `Genre: ${singleLine(bible.genre)}`,
+        `Tone: ${singleLine(bible.tone)}`,
+        ...(bible.style ? [`Visual style: ${singleLine(bible.style)}`] : []),
         '',
         '# World rules',
-        ...(bible.worldRules.length > 0 ? bible.worldRules.map((rule) => `- ${rule}`) : ['(none)']),
+        ...(bible.worldRules.length > 0 ? bible.worldRules.map((rule) => `- ${singleLine(rule)}`) : ['(none)']),
         '',
         `# Chapter ${state.chapterIndex + 1} (${state.chapterId})`,
       ].join('\n');
@@ -155,16 +157,16 @@ export function createStateOnlyContext(options: StateOnlyContextOptions = {}): E
         .sort((a, b) => roleRank(a.role) - roleRank(b.role) || (a.id < b.id ? -1 : 1))
         .map((character) => {
           const traits = Object.entries(character.traits)
-            .map(([name, value]) => `${name} ${value}`)
+            .map(([trait, value]) => `${singleLine(trait)} ${value}`)
             .join(', ');
-          return `- ${character.id} (${character.name}), ${character.role}, ${character.status}${character.description ? `: ${character.description}` : ''}${traits ? ` [${traits}]` : ''}`;
+          return `- ${character.id} (${singleLine(character.name)}), ${character.role}, ${character.status}${character.description ? `: ${character.description}` : ''}${traits ? ` [${traits}]` : ''}`;
         });
       const threads = state.plotThreads
         .filter((thread) => thread.status !== 'resolved')
         .sort((a, b) => b.importance - a.importance || (a.id < b.id ? -1 : 1))
         .map(
           (thread) =>
-            `- ${thread.id}: ${thread.title} (${thread.status})${thread.summary ? `: ${thread.summary}` : ''}`,
+            `- ${thread.id}: ${singleLine(thread.title)} (${thread.status})${thread.summary ? `: ${thread.summary}` : ''}`,
         );
       let recentLines: string[] = [];
       if (options.store && recent > 0 && state.sceneCount > 0) {
@@ -172,7 +174,10 @@ export function createStateOnlyContext(options: StateOnlyContextOptions = {}): E
         const page = await options.store.listScenes(storyId, { order: 'desc', limit: Math.min(recent, 1_000) });
         recentLines = page.items
           .reverse()
-          .map((scene) => `- Scene ${scene.index + 1}, ${scene.title}: ${scene.summary || clipText(scene.text, 300)}`);
+          .map(
+            (scene) =>
+              `- Scene ${scene.index + 1}, ${singleLine(scene.title)}: ${scene.summary || clipText(scene.text, 300)}`,
+          );
       }
       const influences = contextOptions.influences ?? [];
       const dynamic = [
@@ -194,7 +199,7 @@ export function createStateOnlyContext(options: StateOnlyContextOptions = {}): E
         '</audience_input>',
         '',
         '# Task',
-        `Write scene ${state.sceneCount + 1}. Focus: ${query}`,
+        `Write scene ${state.sceneCount + 1}. Focus: ${singleLine(query)}`,
       ].join('\n');
       const stableTokens = estimateTokens(stable);
       return {

@@ -36,6 +36,7 @@ import {
 } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
 import { type RetryOptions, retryAfterFromError, withRetry } from '../core/retry.js';
+import { singleLine } from '../core/single-line.js';
 import { applyDelta, type ContinuityIssue, formatIssues } from '../state/reducer.js';
 import type { StateDelta } from '../state/schema.js';
 import { sceneOutputFormat } from './claude-output-schema.js';
@@ -656,7 +657,10 @@ function scanBraces(text: string, start: number, lastStart: number, closing: Map
 const MAX_QUOTED_PROBLEMS = 50;
 
 function problemLines(problems: readonly ValidationProblem[]): string {
-  const lines = problems.slice(0, MAX_QUOTED_PROBLEMS).map((problem) => `- ${problem.path}: ${problem.message}`);
+  // A path quotes the reply's keys, which may hold line breaks: each problem stays on its own one line.
+  const lines = problems
+    .slice(0, MAX_QUOTED_PROBLEMS)
+    .map((problem) => `- ${singleLine(problem.path)}: ${singleLine(problem.message)}`);
   if (problems.length > MAX_QUOTED_PROBLEMS) lines.push(`- ... and ${problems.length - MAX_QUOTED_PROBLEMS} more`);
   return lines.join('\n');
 }

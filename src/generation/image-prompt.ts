@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { singleLine } from '../core/single-line.js';
 import { type CharacterState, characterOf, type Scene, type StoryBible, type StoryState } from '../state/schema.js';
 import type { ImageRequest } from './image-generator.js';
 
@@ -120,8 +121,9 @@ export function seedFromSceneId(sceneId: string): number {
   return hash === 0 || hash > MAX_IMAGE_SEED ? 1 : hash;
 }
 
+/** `text` on one line with single spaces: control characters (NEL U+0085 among them) count as spaces too. */
 function collapse(text: string): string {
-  return text.replace(/\s+/g, ' ').trim();
+  return singleLine(text).replace(/\s+/g, ' ').trim();
 }
 
 function withPeriod(text: string): string {

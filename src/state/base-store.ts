@@ -184,6 +184,7 @@ export abstract class BaseStateStore implements StoryStateStore {
     if (parsed.version !== 0) problems.push({ path: 'state.version', message: 'must be 0 for a new story' });
     if (parsed.sceneCount !== 0) problems.push({ path: 'state.sceneCount', message: 'must be 0 for a new story' });
     if (parsed.sceneId !== null) problems.push({ path: 'state.sceneId', message: 'must be null for a new story' });
+    problems.push(...timeProblems(parsed, 'state'));
     if (problems.length > 0) {
       throw new ValidationError(`Invalid state: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`, {
         problems,
@@ -237,6 +238,7 @@ export abstract class BaseStateStore implements StoryStateStore {
         message: `must count the scene (scene.index + 1 = ${scene.index + 1})`,
       });
     }
+    problems.push(...timeProblems(scene, 'scene'), ...timeProblems(nextState, 'nextState'));
     const { consumed, rejected } = checkOutcomes(input, problems);
     const outcomeIds = [...consumed, ...rejected.map((r) => r.id)];
     if (new Set(outcomeIds).size !== outcomeIds.length) {
@@ -436,6 +438,13 @@ export abstract class BaseStateStore implements StoryStateStore {
 
   async importStory(lines: AsyncIterable<string> | Iterable<string>): Promise<ImportResult> {
     const bundle = await parseExport(lines);
+    const problems = [
+      ...timeProblems(bundle.state, 'state'),
+      ...bundle.scenes.flatMap((scene) => timeProblems(scene, `scene ${scene.index}`)),
+    ];
+    if (problems.length > 0) {
+      throw new ValidationError(`Invalid import: ${problems[0]!.path} ${problems[0]!.message}`, { problems });
+    }
     await this.insertStory(bundle);
     return {
       storyId: bundle.state.storyId,
@@ -798,6 +807,24 @@ function toPublicationEntry(entry: { [K in keyof PublicationEntry]?: unknown }):
 function inUtc(time: string): string | undefined {
   const utc = new Date(time).toISOString();
   return /^\d{4}-/.test(utc) ? utc : undefined;
+}
+
+/**
+ * The times of a scene or state (`createdAt`, and a state's `updatedAt`) that leave years 0000-9999 once moved to UTC,
+ * as problems under `path`: the site would write them with a signed six-digit year, which is not RFC 3339 and sorts
+ * before every other time. The schema accepts them, so a story already stored with one stays readable; they are refused
+ * where a story is written (create, commit, import), as an influence's time is.
+ */
+function timeProblems(
+  record: { createdAt: string; updatedAt?: string },
+  path: string,
+): Array<{ path: string; message: string }> {
+  return (['createdAt', 'updatedAt'] as const).flatMap((field) => {
+    const time = record[field];
+    return time !== undefined && inUtc(time) === undefined
+      ? [{ path: `${path}.${field}`, message: `${time} is outside years 0000-9999 in UTC` }]
+      : [];
+  });
 }
 
 /**

@@ -10,6 +10,7 @@
  */
 import type { z } from 'zod';
 import { ContinuityError } from '../core/errors.js';
+import { singleLine } from '../core/single-line.js';
 import { clipText } from '../core/text.js';
 import {
   type CharacterState,
@@ -234,7 +235,8 @@ export function assertContinuity(result: DeltaResult): { state: StoryState; warn
 
 /**
  * Formats issues one per line (`error UNKNOWN_CHARACTER at scene.characters.2: ...`), for model repair prompts and
- * CLI output. Line breaks inside a message are flattened so each issue stays on its own line.
+ * CLI output. Line breaks and control characters inside a path or message become spaces, so each issue stays on its
+ * own line.
  *
  * @example
  * ```ts
@@ -245,12 +247,11 @@ export function assertContinuity(result: DeltaResult): { state: StoryState; warn
  */
 export function formatIssues(issues: ContinuityIssue[]): string {
   return issues
-    .map((issue) => `${issue.severity} ${issue.code} at ${oneLine(issue.path)}: ${oneLine(issue.message)}`)
+    .map(
+      (issue) =>
+        `${issue.severity} ${issue.code} at ${singleLine(String(issue.path))}: ${singleLine(String(issue.message))}`,
+    )
     .join('\n');
-}
-
-function oneLine(text: string): string {
-  return String(text).replace(/[\r\n\u2028\u2029]+/g, ' ');
 }
 
 class IssueList {

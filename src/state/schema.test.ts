@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { makeStoryState } from '../testing/fixtures.js';
-import { domainJsonSchemas, StoryStateSchema, UserInfluenceSchema, WorldValueSchema } from './schema.js';
+import { ValidationError } from '../core/errors.js';
+import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
+import { createMemoryStateStore } from './memory.js';
+import {
+  domainJsonSchemas,
+  IsoTimeSchema,
+  SceneSchema,
+  StoryStateSchema,
+  UserInfluenceSchema,
+  WorldValueSchema,
+} from './schema.js';
 
 describe('domain schemas', () => {
   it('rejects a deeply nested world value without overflowing the stack', () => {
@@ -58,5 +67,116 @@ describe('domain schemas', () => {
     const scene = schemas.Scene as { type: string; required: string[] };
     expect(scene.type).toBe('object');
     expect(scene.required).toContain('text');
+  });
+});
+
+describe('times outside years 0000-9999 in UTC', () => {
+  // Both are years 0000-9999 as written, and leave them once moved to UTC (+010000-01-01T11:59:59Z, -000001-12-31T23:00Z).
+  const PAST_9999 = '9999-12-31T23:59:59-12:00';
+  const BEFORE_0000 = '0000-01-01T00:00:00+01:00';
+
+  /** The ValidationError `action` fails with, or a failure when it resolves or fails otherwise. */
+  async function refusal(action: () => Promise<unknown>): Promise<ValidationError> {
+    const error = await action().then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+    if (!ValidationError.isInstance(error)) throw new Error(`expected a ValidationError, got ${String(error)}`);
+    return error;
+  }
+
+  it('are read by the schemas, so a story stored with one stays readable', () => {
+    const state = makeStoryState('tale', { updatedAt: PAST_9999 });
+    expect(IsoTimeSchema.safeParse(PAST_9999).success).toBe(true);
+    expect(StoryStateSchema.safeParse(state).success).toBe(true);
+    expect(SceneSchema.safeParse(makeNextScene(state, { createdAt: BEFORE_0000 })).success).toBe(true);
+  });
+
+  it('are refused for a new story, naming the field', async () => {
+    const store = createMemoryStateStore();
+    const error = await refusal(() => store.create(makeStoryState('tale', { createdAt: BEFORE_0000 })));
+    expect(error.problems).toEqual([
+      { path: 'state.createdAt', message: `${BEFORE_0000} is outside years 0000-9999 in UTC` },
+    ]);
+    expect(await store.exists('tale')).toBe(false);
+    // The last instant of year 9999 and the first of year 0000, in UTC, are in.
+    const edge = await store.create(
+      makeStoryState('tale', { createdAt: '0000-01-01T00:00:00Z', updatedAt: '9999-12-31T23:59:59+00:00' }),
+    );
+    expect(edge.updatedAt).toBe('9999-12-31T23:59:59+00:00');
+  });
+
+  it('are refused for a committed scene and the state it leaves, naming each field, and nothing is written', async () => {
+    const store = createMemoryStateStore();
+    const state = await store.create(makeStoryState('tale'));
+    const scene = makeNextScene(state, { createdAt: PAST_9999 });
+    const error = await refusal(() =>
+      store.commitScene('tale', {
+        expectedVersion: state.version,
+        scene,
+        nextState: makeNextState(state, scene, { updatedAt: BEFORE_0000 }),
+        consumedInfluenceIds: [],
+      }),
+    );
+    expect(error.problems).toEqual([
+      { path: 'scene.createdAt', message: `${PAST_9999} is outside years 0000-9999 in UTC` },
+      { path: 'nextState.updatedAt', message: `${BEFORE_0000} is outside years 0000-9999 in UTC` },
+    ]);
+    expect(error.message).toContain('scene.createdAt');
+    expect((await store.load('tale')).version).toBe(0);
+    expect(await store.getScene('tale', scene.id)).toBeNull();
+  });
+
+  it('are refused in an imported story, naming the scene or state, and nothing is written', async () => {
+    const source = createMemoryStateStore();
+    const state = await source.create(makeStoryState('tale'));
+    const scene = makeNextScene(state);
+    await source.commitScene('tale', {
+      expectedVersion: state.version,
+      scene,
+      nextState: makeNextState(state, scene),
+      consumedInfluenceIds: [],
+    });
+    const lines: string[] = [];
+    for await (const line of source.exportStory('tale')) lines.push(line);
+    const edited = (
+      edit: (record: {
+        kind: string;
+        scene?: { createdAt: string };
+        state?: { createdAt: string; version: number };
+      }) => void,
+    ) =>
+      lines.map((line) => {
+        const record = JSON.parse(line);
+        edit(record);
+        return JSON.stringify(record);
+      });
+
+    const target = createMemoryStateStore();
+    const late = await refusal(() =>
+      target.importStory(
+        edited((record) => {
+          if (record.kind === 'scene') record.scene!.createdAt = PAST_9999;
+        }),
+      ),
+    );
+    expect(late.problems).toEqual([
+      { path: 'scene 0.createdAt', message: `${PAST_9999} is outside years 0000-9999 in UTC` },
+    ]);
+    // The story's creation time, in the state and in every snapshot alike (the newest snapshot must be the state).
+    const early = await refusal(() =>
+      target.importStory(
+        edited((record) => {
+          if (record.kind === 'state' || record.kind === 'snapshot') record.state!.createdAt = BEFORE_0000;
+        }),
+      ),
+    );
+    expect(early.problems).toEqual([
+      { path: 'state.createdAt', message: `${BEFORE_0000} is outside years 0000-9999 in UTC` },
+    ]);
+    expect(await target.exists('tale')).toBe(false);
+    // The export as it was imports.
+    await target.importStory(lines);
+    expect((await target.load('tale')).sceneCount).toBe(1);
   });
 });
