@@ -3274,7 +3274,7 @@ export class ContextManager {
           `[${scene.index}] ${singleLine(scene.title)}: ${firstSentence(scene.excerpt)}`,
           `[${scene.index}] ${singleLine(scene.title)}`,
         ],
-        reason: `retrieved: score ${scene.score.toFixed(3)} (relevance ${scene.signals.relevance.toFixed(2)}, recency ${scene.signals.recency.toFixed(2)}, importance ${scene.signals.importance.toFixed(2)}${scene.signals.exact ? ', named in the query' : ''})`,
+        reason: `retrieved: score ${scene.score.toFixed(3)} (relevance ${scene.signals.relevance.toFixed(2)}, recency ${scene.signals.recency.toFixed(2)}, importance ${scene.signals.importance.toFixed(2)}${scene.signals.exact ? ', named in the query' : ''}${scene.signals.page ? `, page ${scene.signals.page} of the search` : ''})`,
       });
     });
     return items;

@@ -55,6 +55,8 @@ export type MetadataFilter = {
 /** How deep `$and` / `$or` may nest, and how many branches each may hold. */
 const MAX_FILTER_DEPTH = 8;
 const MAX_FILTER_BRANCHES = 100;
+/** How many values an `$in` or `$nin` list may hold. */
+export const MAX_FILTER_VALUES = 1_000;
 
 const OPERATORS = new Set(['$eq', '$ne', '$in', '$nin', '$gt', '$gte', '$lt', '$lte']);
 const FIELDS = new Set<string>(FILTERABLE_FIELDS);
@@ -90,7 +92,7 @@ export function validateFilter(filter: unknown, path = 'filter', depth = 0): ass
       if (!OPERATORS.has(operator)) fail(opAt, `unknown operator "${operator}"`);
       if (operator === '$in' || operator === '$nin') {
         if (!Array.isArray(operand) || !operand.every(isScalar)) fail(opAt, 'must be an array of scalars');
-        if (operand.length > 1_000) fail(opAt, 'must hold at most 1000 values');
+        if (operand.length > MAX_FILTER_VALUES) fail(opAt, `must hold at most ${MAX_FILTER_VALUES} values`);
       } else if (operator === '$eq' || operator === '$ne') {
         if (!isScalar(operand)) fail(opAt, 'must be a string, number or boolean');
       } else if (typeof operand !== 'number' || !Number.isFinite(operand)) {

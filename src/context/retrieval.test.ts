@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { ValidationError } from '../core/errors.js';
 import type { VectorMetadataInput } from '../state/schema.js';
 import type { Embedder } from './embedder.js';
+import type { MetadataFilter } from './filter.js';
 import { createHashingEmbedder } from './hashing-embedder.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
@@ -36,7 +37,10 @@ async function setup(
 async function indexesOf(docs: Doc[], embedder: Embedder = createHashingEmbedder({ dimensions: 256 })) {
   const vectors = createMemoryVectorIndex({ dimensions: embedder.dimensions });
   const keywords = createMemoryKeywordIndex();
-  const values = await embedder.embed(docs.map((doc) => doc.text));
+  const values: Float32Array[] = [];
+  for (let start = 0; start < docs.length; start += embedder.maxBatchSize) {
+    values.push(...(await embedder.embed(docs.slice(start, start + embedder.maxBatchSize).map((doc) => doc.text))));
+  }
   const metadata = (doc: Doc): VectorMetadataInput => ({
     storyId: STORY,
     type: 'scene',
@@ -416,22 +420,9 @@ describe('createHybridRetriever', () => {
     expect(new Set(few.candidates.map((c) => c.metadata.sourceId)).size).toBe(6);
   });
 
-  it('pages past what one response holds: the next search asks for the sources not found, ranked below them', async () => {
-    // Two long sources' chunks fill every pool one response allows (about 16 records here), before four short ones.
-    const chunks: Doc[] = ['long-a', 'long-b'].flatMap((source) =>
-      Array.from({ length: 60 }, (_, i) => ({
-        id: `${source}:${String(i).padStart(2, '0')}`,
-        text: `the dragon dragon circled the harbour, part ${i}`,
-        metadata: { sourceId: source, chunk: i },
-      })),
-    );
-    const short: Doc[] = Array.from({ length: 4 }, (_, i) => ({
-      id: `short-${i}`,
-      text: `a dragon flew over tower ${i} in the evening rain`,
-    }));
-    const parts = await indexesOf([...chunks, ...short]);
-    const filters: unknown[] = [];
-    const vectors = new Proxy(parts.vectors, {
+  /** `vectors` declaring that one response holds about 16 records (as Pinecone's 4 MB caps it), its filters noted. */
+  const cappedVectors = (vectors: VectorIndex, filters: unknown[] = []): VectorIndex =>
+    new Proxy(vectors, {
       get(target, property, receiver) {
         if (property === 'capabilities') {
           return { ...target.capabilities, maxQueryResultBytes: 20 * 1024, maxMetadataBytes: 1024 };
@@ -446,7 +437,25 @@ describe('createHybridRetriever', () => {
         return typeof value === 'function' ? value.bind(target) : value;
       },
     });
-    const retriever = createHybridRetriever({ ...parts, vectors });
+  /** Two long sources whose chunks fill every pool one response allows, and `shorts` short ones. */
+  const longAndShort = (shorts: number, chunksEach = 60): Doc[] => [
+    ...['long-a', 'long-b'].flatMap((source) =>
+      Array.from({ length: chunksEach }, (_, i) => ({
+        id: `${source}:${String(i).padStart(2, '0')}`,
+        text: `the dragon dragon circled the harbour, part ${i}`,
+        metadata: { sourceId: source, chunk: i },
+      })),
+    ),
+    ...Array.from({ length: shorts }, (_, i) => ({
+      id: `short-${i}`,
+      text: `a dragon flew over tower ${i} in the evening rain`,
+    })),
+  ];
+
+  it('pages past what one response holds: the next search asks for the sources not found, after them', async () => {
+    const parts = await indexesOf(longAndShort(4));
+    const filters: unknown[] = [];
+    const retriever = createHybridRetriever({ ...parts, vectors: cappedVectors(parts.vectors, filters) });
     const { candidates } = await retriever.retrieve(STORY, {
       query: 'dragon',
       k: 5,
@@ -457,13 +466,61 @@ describe('createHybridRetriever', () => {
     expect(new Set(sources).size).toBe(5);
     expect(sources).toEqual(expect.arrayContaining(['long-a', 'long-b']));
     // The later page asked for what the first had not found, within the request's own filter.
-    expect(filters).toContainEqual({ $and: [{ type: 'scene' }, { sourceId: { $nin: ['long-a', 'long-b'] } }] });
-    // And what it found ranks below what the first page found.
-    const finalOf = (source: string) => candidates.find((c) => c.metadata.sourceId === source)!.signals.final;
-    const lowestLong = Math.min(finalOf('long-a'), finalOf('long-b'));
+    expect(filters).toContainEqual({ type: 'scene', sourceId: { $nin: ['long-a', 'long-b'] } });
+    // What it found comes after what the first page found, and says which page found it.
+    const signalsOf = (source: string) => candidates.find((c) => c.metadata.sourceId === source)!.signals;
+    const lowestLong = Math.min(signalsOf('long-a').final, signalsOf('long-b').final);
+    expect(signalsOf('long-a').page).toBeUndefined();
     for (const source of sources.filter((source) => source.startsWith('short-'))) {
-      expect(finalOf(source)).toBeLessThanOrEqual(lowestLong);
+      expect(signalsOf(source).final).toBeLessThanOrEqual(lowestLong);
+      expect(signalsOf(source).page).toBe(2);
     }
+  });
+
+  it('pages a request whose filter nests as deep as a filter may, exact matches and all', async () => {
+    const parts = await indexesOf(longAndShort(4));
+    const retriever = createHybridRetriever({ ...parts, vectors: cappedVectors(parts.vectors) });
+    // Eight levels of $and, the most validateFilter allows: the page's condition must not add a ninth.
+    let filter: MetadataFilter = { type: 'scene' };
+    for (let level = 0; level < 8; level++) filter = { $and: [filter] };
+    const { candidates } = await retriever.retrieve(STORY, { query: 'dragon', k: 5, distinct: 'sourceId', filter });
+    expect(new Set(candidates.map((candidate) => candidate.metadata.sourceId)).size).toBe(5);
+    // And with the exact search beside it, which joins its own condition to the filter.
+    const named = await createHybridRetriever({
+      ...(await indexesOf(
+        longAndShort(4).map((doc) => ({ ...doc, metadata: { ...doc.metadata, characters: ['mira'] } })),
+      )),
+    });
+    const exact = await named.retrieve(STORY, {
+      query: 'dragon',
+      k: 5,
+      distinct: 'sourceId',
+      filter,
+      exact: { characters: ['mira'] },
+    });
+    expect(exact.candidates.length).toBeGreaterThan(0);
+  });
+
+  it('stops paging, with fewer than k, once the sources found are more than one filter can name', async () => {
+    // 1,100 sources of two chunks each; about 16 records a response: past 1,000 sources found, a further page's
+    // $nin would hold more values than a filter may.
+    const docs: Doc[] = Array.from({ length: 1_100 }, (_, source) =>
+      [0, 1].map((chunk) => ({
+        id: `s${source}:${chunk}`,
+        text: `the dragon circled tower ${source}, part ${chunk}`,
+        metadata: { sourceId: `s${source}`, chunk },
+      })),
+    ).flat();
+    const parts = await indexesOf(docs);
+    const retriever = createHybridRetriever({
+      ...parts,
+      vectors: cappedVectors(parts.vectors),
+      options: { mmr: { lambda: 1 } },
+    });
+    const { candidates } = await retriever.retrieve(STORY, { query: 'dragon', k: 1_050, distinct: 'sourceId' });
+    expect(candidates.length).toBeGreaterThan(1_000);
+    expect(candidates.length).toBeLessThan(1_050);
+    expect(new Set(candidates.map((candidate) => candidate.metadata.sourceId)).size).toBe(candidates.length);
   });
 
   it('lifts a unit whose chapter is about the query above an equally matching stray one', async () => {

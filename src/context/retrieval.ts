@@ -13,7 +13,7 @@ import { throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { LIMITS, type VectorMetadata } from '../state/schema.js';
 import { compileFilter } from './compiled-filter.js';
 import { checkEmbeddings, type Embedder } from './embedder.js';
-import { type MetadataFilter, validateFilter } from './filter.js';
+import { MAX_FILTER_VALUES, type MetadataFilter, validateFilter } from './filter.js';
 import { copyMetadata } from './index-arguments.js';
 import type { KeywordIndex } from './keyword-index.js';
 import { selectByMmr } from './mmr.js';
@@ -190,8 +190,17 @@ export interface RetrievalSignals {
   group?: number;
   /** The term-proximity evidence in [0, 1] (already part of `fused`), when the candidate was re-scored for it. */
   proximity?: number;
-  /** α·relevance + β·recency + γ·importance + exact boost (+ group boost): the order before MMR. */
+  /**
+   * α·relevance + β·recency + γ·importance + exact boost (+ group boost): the order before MMR. On a later `page`,
+   * scaled under every candidate of the earlier pages.
+   */
   final: number;
+  /**
+   * The page of the search that found the candidate, when past the first (2, 3, ...): the first could not hold k
+   * sources within what one response of the index holds, and the next asked for the sources it had not found. Its
+   * other signals are measured within its page.
+   */
+  page?: number;
   /** The MMR score when the candidate was chosen, if MMR ran. */
   mmr?: number;
 }
@@ -505,7 +514,7 @@ export function createHybridRetriever(config: {
         exactMatches = await vectors.query(storyId, {
           vector: queryVector,
           topK: exactTopK,
-          filter: filter ? { $and: [filter, exactFilter] } : exactFilter,
+          filter: joined(filter, exactFilter),
           includeValues: false,
           sharedMetadata: true,
           signal,
@@ -657,16 +666,17 @@ export function createHybridRetriever(config: {
         scored = bestPerSource(ranked.scored);
       }
       // The pool cannot widen further (one response holds so many records: Pinecone's 4 MB): the next page asks both
-      // indexes for the sources not found yet. What it finds ranks below everything found before, having been
-      // outside both searches' pools, and its final scores are scaled under the last one found so that the order
-      // says so. Each page adds a source or ends the paging.
-      for (let page = 0; request.distinct === 'sourceId' && scored.length < k && ranked.full && page < k; page++) {
+      // indexes for the sources not found yet. What it finds comes after everything found before, having been
+      // outside both searches' pools: its final scores are scaled under the last one found, and it carries its page
+      // (`signals.page`). Each page adds a source or ends the paging, as does a list of sources found too long for one
+      // filter (`$nin` holds at most 1,000 values): the request then gets fewer than k, as without paging.
+      for (let page = 2; request.distinct === 'sourceId' && scored.length < k && ranked.full; page++) {
         const found = new Set(scored.map((candidate) => candidate.metadata.sourceId));
-        const notFound: MetadataFilter = { sourceId: { $nin: [...found] } };
-        ranked = await widen(maxPool, request.filter ? { $and: [request.filter, notFound] } : notFound);
+        if (found.size > MAX_FILTER_VALUES) break;
+        ranked = await widen(maxPool, joined(request.filter, { sourceId: { $nin: [...found] } }));
         const added = bestPerSource(ranked.scored).filter((candidate) => !found.has(candidate.metadata.sourceId));
         if (added.length === 0) break;
-        scored = [...scored, ...scaledBelow(added, scored.at(-1)?.final ?? 0)];
+        scored = [...scored, ...onLaterPage(added, scored.at(-1)?.final ?? 0, page)];
       }
       const { timings } = ranked;
       const mark = performance.now();
@@ -713,14 +723,27 @@ export function createHybridRetriever(config: {
 }
 
 /**
- * A later page's candidates, best first, with their final scores scaled so that the best of them equals `floor`
- * (the last candidate found before them) and their order is kept: MMR and the trace then rank them after every
- * earlier one, as their being outside the earlier pools says.
+ * A later page's candidates, best first, marked with their page and with their final scores scaled so that the best
+ * of them equals `floor` (the last candidate found before them) and their order is kept: the pool stays in order of
+ * `final`, as MMR takes it, and they come after every earlier candidate before diversity (MMR may still choose one
+ * that is less alike the rest over an earlier one). Their other signals are measured within their page.
  */
-function scaledBelow(page: readonly ScoredEntry[], floor: number): ScoredEntry[] {
-  const top = page[0]?.final ?? 0;
+function onLaterPage(entries: readonly ScoredEntry[], floor: number, page: number): ScoredEntry[] {
+  const top = entries[0]?.final ?? 0;
   const factor = top > 0 ? Math.min(1, floor / top) : 0;
-  return page.map((candidate) => ({ ...candidate, final: candidate.final * factor }));
+  return entries.map((candidate) => ({ ...candidate, final: candidate.final * factor, page }));
+}
+
+/**
+ * Both `filter` and `condition`, nested no deeper than the deeper of them where that can be (a request's filter may
+ * already nest as deep as `validateFilter` allows, and wrapping it in one more `$and` would pass that): the
+ * condition's fields join the filter's own when none of them is there already, else the filter's top-level `$and`.
+ */
+function joined(filter: MetadataFilter | undefined, condition: MetadataFilter): MetadataFilter {
+  if (filter === undefined) return condition;
+  const record = filter as Record<string, unknown>;
+  if (Object.keys(condition).every((key) => record[key] === undefined)) return { ...filter, ...condition };
+  return { ...filter, $and: [...(filter.$and ?? []), condition] };
 }
 
 /** The first (best) candidate of each `metadata.sourceId`, in order. */
@@ -805,6 +828,7 @@ interface PoolEntry {
   group: number | undefined;
   proximity: number | undefined;
   final: number | undefined;
+  page: number | undefined;
 }
 
 /**
@@ -827,6 +851,7 @@ function newPoolEntry(id: string, metadata: VectorMetadata): PoolEntry {
     group: undefined,
     proximity: undefined,
     final: undefined,
+    page: undefined,
   };
 }
 
@@ -1147,6 +1172,7 @@ function toCandidate(entry: ScoredEntry): RetrievedCandidate {
   };
   if (entry.group !== undefined) signals.group = entry.group;
   if (entry.proximity !== undefined) signals.proximity = entry.proximity;
+  if (entry.page !== undefined) signals.page = entry.page;
   if (entry.dense) signals.dense = { ...entry.dense };
   if (entry.lexical) signals.lexical = { ...entry.lexical };
   // The pool holds the indexes' own metadata objects (queried with `sharedMetadata`); what leaves the retriever is a
