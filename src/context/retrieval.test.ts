@@ -16,6 +16,7 @@ import {
   type RetrievalTimings,
   reciprocalRankFusion,
 } from './retrieval.js';
+import type { VectorIndex } from './vector-index.js';
 
 const STORY = 'story-1';
 
