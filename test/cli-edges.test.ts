@@ -23,7 +23,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { synthesizeExport } from '../bench/story-synthesis.js';
-import { folderFailureReason, openProject } from '../src/cli/project.js';
+import { folderFailureReason, openProject, projectPaths } from '../src/cli/project.js';
 import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
@@ -708,4 +708,83 @@ describe('storyloom run --generator bedrock', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   }, 60_000);
+});
+
+describe('storyloom site folders of ids a file system may confuse', () => {
+  it('forks into an id that differs from the original by case alone, where case is ignored (a link stands in for it)', async () => {
+    const { cwd, data } = await storyWith(2);
+    const sites = path.join(data, 'site');
+    const original = path.join(sites, 'lighthouse-keepers');
+    const originalPages = readdirSync(path.join(original, 'scenes')).sort();
+    // What macOS (APFS, by default) and Windows do: "Lighthouse-keepers" finds the folder "lighthouse-keepers".
+    symlinkSync(original, path.join(sites, 'Lighthouse-keepers'));
+    const fork = await storyloom(cwd, ['fork', '--data', data, '--at', '1', '--as', 'Lighthouse-keepers']);
+    expect(fork.stderr).toBe('');
+    expect(fork.code).toBe(0);
+    const status = await storyloom(cwd, ['status', '--data', data, '--story', 'Lighthouse-keepers', '--json']);
+    const site = path.join(sites, '=lighthouse-keepers=1');
+    expect(JSON.parse(status.stdout)).toMatchObject({ site: path.join(site, 'index.html'), unfinishedSteps: [] });
+    expect(readdirSync(path.join(site, 'scenes')).filter((name) => name.endsWith('.html'))).toHaveLength(1);
+    // The original's site is its own still.
+    expect(readdirSync(path.join(original, 'scenes')).sort()).toEqual(originalPages);
+    expect(JSON.parse(readFileSync(path.join(original, 'story.json'), 'utf8')).storyId).toBe('lighthouse-keepers');
+  });
+
+  it('keeps serving a site folder or a pending record an earlier version named by the id as it is', () => {
+    const root = workspace();
+    const paths = projectPaths(root);
+    mkdirSync(path.join(root, 'site', 'tale'), { recursive: true });
+    // Nothing under either name: the new one.
+    expect(paths.siteOf('Tale')).toBe(path.join(root, 'site', '=tale=1'));
+    expect(paths.siteOf('tale')).toBe(path.join(root, 'site', 'tale'));
+    // A folder of the same name in another case only (a case-insensitive file system), or a link to another
+    // story's folder, is not this story's.
+    symlinkSync(path.join(root, 'site', 'tale'), path.join(root, 'site', 'Tale'));
+    expect(paths.siteOf('Tale')).toBe(path.join(root, 'site', '=tale=1'));
+    rmSync(path.join(root, 'site', 'Tale'));
+    // A folder an earlier version made for "Tale" itself.
+    mkdirSync(path.join(root, 'site', 'Tale'));
+    expect(paths.siteOf('Tale')).toBe(path.join(root, 'site', 'Tale'));
+    // Once the new name is there, it is used.
+    mkdirSync(path.join(root, 'site', '=tale=1'));
+    expect(paths.siteOf('Tale')).toBe(path.join(root, 'site', '=tale=1'));
+
+    mkdirSync(path.join(root, 'pending'));
+    expect(paths.pendingOf('Tale:1')).toBe(path.join(root, 'pending', '=tale~1=1.json'));
+    writeFileSync(path.join(root, 'pending', 'Tale%3A1.json'), '{}\n');
+    expect(paths.pendingOf('Tale:1')).toBe(path.join(root, 'pending', 'Tale%3A1.json'));
+  });
+});
+
+describe('storyloom story text on the terminal', () => {
+  it('shows control sequences and bidi overrides of an imported story as escapes; --json keeps them', async () => {
+    const { cwd, data } = await storyWith(1);
+    const exported = await storyloom(cwd, ['export', '--data', data]);
+    expect(exported.code).toBe(0);
+    const records = exported.stdout
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    // OSC 0 sets the window's title, CSI 2J clears the screen, and RLO reverses the rest of the line.
+    const hostile = 'Keepers\u001b]0;owned\u0007\u001b[2J\u202e';
+    const state = records.find((record) => record.kind === 'state').state;
+    const edited = exported.stdout.replaceAll(JSON.stringify(state.bible.title), JSON.stringify(hostile));
+    expect(edited).not.toBe(exported.stdout);
+    writeFileSync(path.join(cwd, 'edited.jsonl'), edited);
+    expect((await storyloom(cwd, ['import', 'edited.jsonl', '--data', 'other'])).code).toBe(0);
+
+    const status = await storyloom(cwd, ['status', '--data', 'other']);
+    expect(status.code).toBe(0);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test checks that no control character is printed
+    expect(status.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+    expect(status.stdout).toContain('Keepers\\u001b]0;owned\\u0007\\u001b[2J\\u202e (lighthouse-keepers)');
+    const json = await storyloom(cwd, ['status', '--data', 'other', '--json']);
+    expect(JSON.parse(json.stdout).title).toBe(hostile);
+
+    const context = await storyloom(cwd, ['context', '--data', 'other']);
+    expect(context.code).toBe(0);
+    expect(context.stdout).toContain('\n');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test checks that no control character is printed
+    expect(context.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+  });
 });

@@ -28,7 +28,6 @@ import {
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
@@ -146,6 +145,25 @@ function shellWord(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
+/** Every control character (C0, DEL, C1) and every bidi embedding, override and isolate control. */
+const TERMINAL_CONTROLS = /[\p{Cc}\u202A-\u202E\u2066-\u2069]/gu;
+/** The same but newline and tab. */
+const TERMINAL_CONTROLS_BUT_LINES = /(?![\n\t])[\p{Cc}\u202A-\u202E\u2066-\u2069]/gu;
+
+/**
+ * Story text (a title, a name, a prompt: written by a model, or brought in by an import) as it may be shown on a
+ * terminal: each control character written as its escape (`\u001b`). ESC starts the sequences that set a window's
+ * title, clear the screen or rewrite what is shown, and a bidi override or isolate reorders the rest of the line.
+ * Newlines and tabs stay where the text is `multiline` (a prompt). Output of `--json` is written as it is: JSON writes
+ * control characters as escapes itself.
+ */
+function terminalText(text: string, options: { multiline?: boolean } = {}): string {
+  return text.replace(
+    options.multiline ? TERMINAL_CONTROLS_BUT_LINES : TERMINAL_CONTROLS,
+    (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** Builds the command. `run` parses argv and returns the exit code instead of exiting. */
 export function createProgram(io: CommandIo): { run(argv: readonly string[]): Promise<number> } {
   /** Writes to stdout unless its reader has gone away (then every write is dropped, as `head` expects). */
@@ -153,6 +171,8 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
     if (!io.stdoutClosed?.aborted) io.stdout.write(text);
   };
   const print = (line = '') => write(`${line}\n`);
+  /** Prints a line that holds story text: see `terminalText`. */
+  const printText = (line: string) => print(terminalText(line));
   /** The status the command ends with when it did not fail: set by `run` when it stopped for a closed output. */
   let exitStatus = 0;
   const dataOption = () =>
@@ -235,7 +255,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
         await project.store.create(state);
         // A pending-build record of an import killed before its story went in speaks of another story: drop it.
         clearBuildPending(project.paths, storyId);
-        print(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
+        printText(`Created "${state.bible.title}" (${storyId}) in ${project.paths.root}`);
         print(`Next: ${SELF} run --episodes 3 --data ${shellWord(options.data)}`);
       } finally {
         project.close();
@@ -319,7 +339,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
               // and a write to it is how the run learns that its reader has gone.
               if (!bar || !io.stdout.isTTY) {
                 const by = result.outcome === 'existing' ? 'written by another run' : result.outcome;
-                print(`[${result.scene.index + 1}] ${result.scene.title} (${by})`);
+                printText(`[${result.scene.index + 1}] ${result.scene.title} (${by})`);
                 // A write to a reader that has gone fails after the call returns: its error is given a turn to
                 // arrive, so that the check above stops the loop before another episode, not one later.
                 await new Promise((resolve) => setImmediate(resolve));
@@ -392,14 +412,14 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             return;
           }
           print('──── stable prefix (cached across the chapter) ────');
-          write(bundle.prompt.stable);
+          write(terminalText(bundle.prompt.stable, { multiline: true }));
           print('──── dynamic part ────');
-          write(bundle.prompt.dynamic);
+          write(terminalText(bundle.prompt.dynamic, { multiline: true }));
           print('──── trace ────');
           for (const item of bundle.trace.included) {
-            print(`+ ${item.part.padEnd(7)} ${item.id} [${item.detail}, ${item.tokens} tokens] ${item.reason}`);
+            printText(`+ ${item.part.padEnd(7)} ${item.id} [${item.detail}, ${item.tokens} tokens] ${item.reason}`);
           }
-          for (const item of bundle.trace.omitted) print(`- ${item.part.padEnd(7)} ${item.id}: ${item.reason}`);
+          for (const item of bundle.trace.omitted) printText(`- ${item.part.padEnd(7)} ${item.id}: ${item.reason}`);
           const t = bundle.tokens;
           print(`tokens: ${t.total} of ${t.budget} (stable ${t.stable}, dynamic ${t.dynamic})`);
           print(
@@ -595,13 +615,13 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           print(JSON.stringify(summary, null, 2));
           return;
         }
-        print(
+        printText(
           `${summary.title} (${storyId}): ${summary.scenes} scenes, ${summary.chapter}, version ${summary.version}`,
         );
-        print(`Characters: ${summary.characters.join(', ')}`);
-        print(`Open threads: ${summary.openThreads.join('; ') || 'none'}`);
+        printText(`Characters: ${summary.characters.join(', ')}`);
+        printText(`Open threads: ${summary.openThreads.join('; ') || 'none'}`);
         print(`Pending influences: ${summary.pendingInfluences}${summary.pendingInfluencesExact ? '' : '+'}`);
-        if (summary.lastScene) print(`Last scene: [${summary.lastScene.index + 1}] ${summary.lastScene.title}`);
+        if (summary.lastScene) printText(`Last scene: [${summary.lastScene.index + 1}] ${summary.lastScene.title}`);
         if (pending) {
           print(
             `Unfinished ${pending.kind}: the memory and site of its scenes were not all built (run the same ${pending.kind} again, or "run", to finish)`,
@@ -611,7 +631,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
           print(`Unfinished steps of the last scene: ${unfinished.join(', ')} (run again to finish)`);
         if (skipped.length > 0) {
           const steps = skipped.map(({ step, reason }) => (reason ? `${step} (${reason})` : step));
-          print(`Skipped steps of the last scene: ${steps.join(', ')}`);
+          printText(`Skipped steps of the last scene: ${steps.join(', ')}`);
         }
         print(`Site: ${summary.site}`);
       });
@@ -678,15 +698,16 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
       try {
         await withFileRemovedOnInterrupt(copy, madeFolder, async () => {
           // Opened where it is read: a stream created before another await may flow and end unread.
-          const lines = () => exportFileLines(source, file);
+          const maxLineLength = exportLineCap(io.env);
+          const lines = () => exportFileLines(source, file, maxLineLength);
           await checkGzipFile(source, file);
           if (!existsSync(paths.config)) {
             // Read whole before a project is made for it: a truncated or foreign file leaves nothing behind.
-            const storyId = await checkExportShape(source, file);
+            const storyId = await checkExportShape(lines(), file);
             const project = await openProject(paths.root, { formatVersion: 1, storyId, dimensions: 1536 });
             let abandoned = false;
             try {
-              const result = await importAndFinish(project, lines, source, file);
+              const result = await importAndFinish(project, lines);
               print(`Imported ${result.storyId}: ${result.scenes} scenes into a new project in ${paths.root}`);
             } catch (error) {
               // Refused before the story went in (a record the schema refuses): a project left without a story would
@@ -707,7 +728,7 @@ export function createProgram(io: CommandIo): { run(argv: readonly string[]): Pr
             return;
           }
           await withProject(options.data, async (project) => {
-            const result = await importAndFinish(project, lines, source, file);
+            const result = await importAndFinish(project, lines);
             print(
               result.again
                 ? `${result.storyId} was imported before (${result.scenes} scenes); its memory and site are built again`
@@ -1032,21 +1053,19 @@ function newProjectFiles(paths: ProjectPaths): string[] {
  */
 async function importAndFinish(
   project: OpenProject,
-  lines: () => AsyncIterable<string>,
-  source: string,
-  file: string,
+  lines: () => AsyncIterable<string> & { close(): void },
 ): Promise<{ storyId: string; scenes: number; again: boolean }> {
   let storyId: string;
   let scenes: number;
   let again = false;
   // Recorded before the story goes in, so that a kill after it leaves the build pending for `status` and `run`.
-  const exported = await exportedStoryId(source, file);
+  const exported = await exportedStoryId(lines());
   const fresh = exported !== undefined && !(await project.store.exists(exported));
   if (fresh) markBuildPending(project.paths, exported, { kind: 'import', from: exported });
   try {
     ({ storyId, scenes } = await project.store.importStory(lines()));
   } catch (error) {
-    const same = ConflictError.isInstance(error) ? await importedBefore(project, source, file) : undefined;
+    const same = ConflictError.isInstance(error) ? await importedBefore(project, lines()) : undefined;
     if (!same) {
       if (fresh && !(await project.store.exists(exported))) clearBuildPending(project.paths, exported);
       throw error;
@@ -1067,8 +1086,7 @@ async function importAndFinish(
 }
 
 /** The story id an export's first line names, or undefined when it is not a storyloom export (refused later). */
-async function exportedStoryId(source: string, file: string): Promise<string | undefined> {
-  const reader = exportFileLines(source, file);
+async function exportedStoryId(reader: AsyncIterable<string> & { close(): void }): Promise<string | undefined> {
   try {
     for await (const raw of reader) {
       if (raw.trim() === '') continue;
@@ -1098,11 +1116,9 @@ async function finishBuild(project: OpenProject, storyId: string, build: Omit<Pe
 /** The story of an export when the project already holds it at the very state the file ends with. */
 async function importedBefore(
   project: OpenProject,
-  source: string,
-  file: string,
+  reader: AsyncIterable<string> & { close(): void },
 ): Promise<{ storyId: string; scenes: number } | undefined> {
   let exported: StoryState | undefined;
-  const reader = exportFileLines(source, file);
   try {
     for await (const raw of reader) {
       const record = JSON.parse(raw) as { kind?: unknown; state?: unknown };
@@ -1193,7 +1209,7 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
  * checks every record in full; a file that passes this and fails that (a record the schema refuses) makes the command
  * remove the new project it began, so the same command can be run again there with a sound file.
  */
-async function checkExportShape(file: string, name: string): Promise<string> {
+async function checkExportShape(lines: AsyncIterable<string>, name: string): Promise<string> {
   const kinds: Record<string, string> = {
     snapshot: 'snapshots',
     scene: 'scenes',
@@ -1203,7 +1219,7 @@ async function checkExportShape(file: string, name: string): Promise<string> {
   const counts: Record<string, number> = { snapshots: 0, scenes: 0, influences: 0, publications: 0 };
   let storyId: string | undefined;
   let end: Record<string, unknown> | undefined;
-  for await (const raw of exportFileLines(file, name)) {
+  for await (const raw of lines) {
     const text = raw.trim();
     if (text === '') continue;
     let record: { kind?: unknown; storyId?: unknown; counts?: unknown } | null = null;
@@ -1224,9 +1240,12 @@ async function checkExportShape(file: string, name: string): Promise<string> {
         string,
         unknown
       >;
-    } else {
-      const kind = kinds[String(record.kind)];
-      if (kind !== undefined) counts[kind]!++;
+    } else if (typeof record === 'object' && typeof record.kind === 'string' && Object.hasOwn(kinds, record.kind)) {
+      counts[kinds[record.kind]!]!++;
+    } else if (typeof record !== 'object' || record.kind !== 'state') {
+      // Refused here rather than after the whole file is read: a small compressed file of a short line repeated
+      // holds millions of them.
+      throw new CommandError(`${name} is damaged: a line is not a record of an export`);
     }
   }
   if (storyId === undefined) throw new CommandError(`${name} is empty`);
@@ -1242,10 +1261,46 @@ async function checkExportShape(file: string, name: string): Promise<string> {
 }
 
 /**
- * The lines of an export file, inflated when it is gzip-compressed (told by its first two bytes, whatever its name).
- * A damaged or truncated compressed file fails the reading with a `CommandError` naming it.
+ * The longest line, in UTF-16 code units (what a string's length counts), that an import reads: 2^28, half of the
+ * longest string V8 can hold (2^29 - 24), so a line is refused with a message well before a string of it cannot be
+ * made. The longest line an export writes is a story state (a `state` or `snapshot` record): at every maximum of the
+ * schema's `LIMITS` (500 characters with 200 relationships and 200 facts each, 500 plot threads, 500 world-state
+ * values, a full bible) it is 165,990,744 code units, so the cap leaves a margin of 1.6 times that largest possible
+ * state, which no story comes near.
  */
-function exportFileLines(file: string, name: string): AsyncIterable<string> & { close(): void } {
+const MAX_EXPORT_LINE_LENGTH = 2 ** 28;
+
+/**
+ * How many blank lines an import lets through. An export writes none (one record a line, each ended by a newline, the
+ * last one too); a few, added by an editor or by joining files, are skipped as before. Past that, a small compressed
+ * file of nothing but newlines (30 KB inflates to 30 million of them) would keep the command busy for minutes.
+ */
+const MAX_BLANK_LINES = 1_000;
+
+/**
+ * The line cap of this run: `MAX_EXPORT_LINE_LENGTH`, or a lower one a test sets through an undocumented variable, so
+ * that it can reach the cap with a small file.
+ */
+function exportLineCap(env: NodeJS.ProcessEnv): number {
+  const lowered = Number(env.STORYLOOM_INTERNAL_MAX_IMPORT_LINE ?? Number.NaN);
+  return Number.isSafeInteger(lowered) && lowered > 0
+    ? Math.min(lowered, MAX_EXPORT_LINE_LENGTH)
+    : MAX_EXPORT_LINE_LENGTH;
+}
+
+function lineTooLong(name: string, maxLineLength: number, cause?: unknown): CommandError {
+  return new CommandError(
+    `${name} is damaged: a line is longer than ${maxLineLength.toLocaleString('en-US')} characters, which no export writes`,
+    { cause },
+  );
+}
+
+/**
+ * The lines of an export file, inflated when it is gzip-compressed (told by its first two bytes, whatever its name).
+ * A damaged or truncated compressed file fails the reading with a `CommandError` naming it, and so do a line longer
+ * than `maxLineLength` and more blank lines than `MAX_BLANK_LINES`.
+ */
+function exportFileLines(file: string, name: string, maxLineLength: number): AsyncIterable<string> & { close(): void } {
   const source = createReadStream(file);
   let input: Readable = source;
   if (isGzipFile(file)) {
@@ -1255,9 +1310,9 @@ function exportFileLines(file: string, name: string): AsyncIterable<string> & { 
     pipeline(source, createGunzip(), inflated).catch(() => {});
     input = inflated;
   }
-  const reader = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+  // Decoded as a whole: a character whose bytes two chunks share is not split.
+  input.setEncoding('utf8');
   const close = () => {
-    reader.close();
     input.destroy();
     source.destroy();
   };
@@ -1265,14 +1320,59 @@ function exportFileLines(file: string, name: string): AsyncIterable<string> & { 
     close,
     async *[Symbol.asyncIterator]() {
       try {
-        yield* reader;
+        yield* boundedLines(input, name, maxLineLength);
       } catch (error) {
+        // A string past V8's limit, were the cap ever above it.
+        if (error instanceof RangeError) throw lineTooLong(name, maxLineLength, error);
         throw gzipFailure(error, name) ?? error;
       } finally {
         close();
       }
     },
   };
+}
+
+/**
+ * The lines of `chunks` (each without its `\n`, nor the `\r` of a CRLF), refused past `maxLineLength` code units
+ * before a string that long is made, and past `MAX_BLANK_LINES` blank ones. A last line without a newline is a line;
+ * the newline that ends the last line does not start another.
+ */
+async function* boundedLines(
+  chunks: AsyncIterable<string>,
+  name: string,
+  maxLineLength: number,
+): AsyncGenerator<string> {
+  /** The pieces of the line being read, and their length. */
+  let pieces: string[] = [];
+  let length = 0;
+  let blankLines = 0;
+  const add = (piece: string) => {
+    if (length + piece.length > maxLineLength) throw lineTooLong(name, maxLineLength);
+    pieces.push(piece);
+    length += piece.length;
+  };
+  const take = (): string => {
+    const joined = pieces.length === 1 ? pieces[0]! : pieces.join('');
+    pieces = [];
+    length = 0;
+    const line = joined.endsWith('\r') ? joined.slice(0, -1) : joined;
+    if (line.trim() === '' && ++blankLines > MAX_BLANK_LINES) {
+      throw new CommandError(
+        `${name} is damaged: it holds more than ${MAX_BLANK_LINES.toLocaleString('en-US')} blank lines, and an export writes none`,
+      );
+    }
+    return line;
+  };
+  for await (const chunk of chunks) {
+    let start = 0;
+    for (let end = chunk.indexOf('\n'); end !== -1; end = chunk.indexOf('\n', start)) {
+      add(chunk.slice(start, end));
+      yield take();
+      start = end + 1;
+    }
+    if (start < chunk.length) add(chunk.slice(start));
+  }
+  if (length > 0) yield take();
 }
 
 /** Whether a file is gzip-compressed, by its first two bytes (whatever its name). */
@@ -1381,7 +1481,8 @@ function reportError(error: unknown, io: CommandIo): number {
     }
     return error.exitCode === 0 ? 0 : 2;
   }
-  const line = (text: string) => io.stderr.write(`storyloom: ${text.replace(/\s*\n\s*/g, ' ')}\n`);
+  // A message may quote story text (a name, a title) or a file's content.
+  const line = (text: string) => io.stderr.write(`storyloom: ${terminalText(text.replace(/\s*\n\s*/g, ' '))}\n`);
   if (CommandError.isInstance(error) && error instanceof CommandError) {
     line(error.message);
     return error.exitCode;

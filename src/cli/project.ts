@@ -18,6 +18,7 @@ import {
   renameSync,
   rmdirSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { hostname } from 'node:os';
@@ -31,6 +32,7 @@ import { createMemoryCacheDriver } from '../context/memory-cache.js';
 import { eachScene } from '../context/scene-listing.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { MissingDependencyError, StoryloomError, ValidationError } from '../core/errors.js';
+import { caseDistinctFileId } from '../core/file-names.js';
 import { isProcessAlive } from '../core/process.js';
 import { createStoryEngine, type StoryEngine } from '../engine/engine.js';
 import type { EngineEvent } from '../engine/events.js';
@@ -94,7 +96,11 @@ export interface ProjectPaths {
   database: string;
   /** The folder of all sites: one sub-folder per story (a fork gets its own). */
   sites: string;
-  /** The site folder of one story. */
+  /**
+   * The site folder of one story: `site/<the id as caseDistinctFileId names it>`, the id itself for a lowercase id
+   * without `:` (`site/lighthouse-keepers`). A folder an earlier storyloom named by the id as it is keeps serving the
+   * story while no folder has the new name.
+   */
   siteOf(storyId: string): string;
   /** The folder of the records of unfinished builds. */
   pending: string;
@@ -110,11 +116,42 @@ export function projectPaths(directory: string): ProjectPaths {
     config: path.join(root, PROJECT_FILE),
     database: path.join(root, DATABASE_FILE),
     sites: path.join(root, SITE_FOLDER),
-    siteOf: (storyId) => path.join(root, SITE_FOLDER, storyId),
+    siteOf: (storyId) => ownEntry(path.join(root, SITE_FOLDER), caseDistinctFileId(storyId), storyId),
     pending: path.join(root, PENDING_FOLDER),
-    // Ids may hold ':', which some file systems refuse in a name.
-    pendingOf: (storyId) => path.join(root, PENDING_FOLDER, `${encodeURIComponent(storyId)}.json`),
+    // Ids may hold ':', which some file systems refuse in a name, and differ by case alone, which some ignore.
+    pendingOf: (storyId) =>
+      ownEntry(
+        path.join(root, PENDING_FOLDER),
+        `${caseDistinctFileId(storyId)}.json`,
+        `${encodeURIComponent(storyId)}.json`,
+      ),
   };
+}
+
+/**
+ * `folder/name`, or `folder/legacyName` where an earlier storyloom named the entry so and nothing has the new name
+ * yet: a project made before keeps its site and its records. The old name counts only when the folder lists it
+ * exactly and it is not another entry under a second name: on a case-insensitive file system `Tale` finds the folder
+ * of `tale`, which is not the story `Tale`'s (the listing shows `tale`, as does a link from one name to the other).
+ */
+function ownEntry(folder: string, name: string, legacyName: string): string {
+  const current = path.join(folder, name);
+  if (legacyName === name || existsSync(current)) return current;
+  let names: string[];
+  try {
+    names = readdirSync(folder);
+  } catch {
+    return current;
+  }
+  if (!names.includes(legacyName)) return current;
+  const legacy = statSync(path.join(folder, legacyName), { throwIfNoEntry: false });
+  if (!legacy) return current;
+  const shared = names.some((other) => {
+    if (other === legacyName) return false;
+    const stats = statSync(path.join(folder, other), { throwIfNoEntry: false });
+    return stats !== undefined && stats.dev === legacy.dev && stats.ino === legacy.ino;
+  });
+  return shared ? current : path.join(folder, legacyName);
 }
 
 const PendingBuildSchema = z.object({

@@ -794,7 +794,10 @@ describe('createFilesystemPublisher: escaping', () => {
     const scene = episodes[0]!.scene;
     const { root } = parseHtml(await read(directory, `scenes/${slug(scene)}.html`));
     expect(textOf(elements(root, 'h1')[0]!)).toBe(hostile.title);
-    expect(textOf(elements(root, 'title')[0]!)).toBe(`${hostile.title} · <script>document.title</script>`);
+    // Each value isolated (FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE), as no markup can be in a title.
+    expect(textOf(elements(root, 'title')[0]!)).toBe(
+      `\u2068${hostile.title}\u2069 · \u2068<script>document.title</script>\u2069`,
+    );
     const prose = textOf(byClass(root, 'prose')[0]!);
     expect(prose).toContain('He said "onmouseover=alert(1)" and ]]></text><evil/> & left.');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the test checks that control characters are gone
@@ -826,6 +829,53 @@ describe('createFilesystemPublisher: escaping', () => {
     expect(atomChildren(feed, 'title')[0]!.textContent).toBe('<script>document.title</script>');
     const entryTitles = atomChildren(feed, 'entry').map((entry) => atomChildren(entry, 'title')[0]!.textContent);
     expect(entryTitles).toEqual([hostile.title, hostile.title]);
+  });
+});
+
+describe('createFilesystemPublisher: bidi isolation', () => {
+  const RLO = '\u202e';
+  const LRI = '\u2066';
+  const FSI = '\u2068';
+  const PDI = '\u2069';
+
+  it('isolates genre and tone from each other on the index, so an override in one cannot reverse the other', async () => {
+    const directory = await tempFolder();
+    const base = makeStoryState('tale');
+    const [episode] = makeEpisodes(1, { story: { bible: { ...base.bible, genre: `fantasy${RLO}`, tone: 'wistful' } } });
+    await createFilesystemPublisher({ directory }).publish(episode!);
+    const { root, errors } = parseHtml(await read(directory, 'index.html'));
+    expect(errors).toEqual([]);
+    const eyebrow = byClass(root, 'eyebrow')[0]!;
+    expect(elements(eyebrow, 'bdi').map(textOf)).toEqual([`fantasy${RLO}`, 'wistful']);
+    expect(textOf(eyebrow)).toBe(`fantasy${RLO} · wistful`);
+  });
+
+  it('closes every override and isolate a title opens before the site title that follows it in <title>', async () => {
+    const directory = await tempFolder();
+    const base = makeStoryState('tale');
+    // A PDI with nothing to close (it would end the isolate early), an override, and an isolate left open.
+    const title = `${PDI}${RLO}Night${LRI}one`;
+    const [episode] = makeEpisodes(1, {
+      story: { bible: { ...base.bible, title: 'Keepers' } },
+      scene: () => ({ title }),
+    });
+    await createFilesystemPublisher({ directory }).publish(episode!);
+    const page = parseHtml(await read(directory, `scenes/${slug(episode!.scene)}.html`)).root;
+    const shown = textOf(elements(page, 'title')[0]!);
+    expect(shown).toBe(`${FSI}${RLO}Night${LRI}one${PDI}${PDI} · ${FSI}Keepers${PDI}`);
+    // Every isolate the scene's title opens, ours included, is closed before " · ": the closing PDI ends the override.
+    const [sceneTitle] = shown.split(' · ');
+    let open = 0;
+    for (const character of sceneTitle!) {
+      if (character === FSI || character === LRI) open++;
+      if (character === PDI) {
+        expect(open).toBeGreaterThan(0);
+        open--;
+      }
+    }
+    expect(open).toBe(0);
+    const index = parseHtml(await read(directory, 'index.html')).root;
+    expect(textOf(elements(index, 'title')[0]!)).toBe(`${FSI}Keepers${PDI}`);
   });
 });
 

@@ -73,6 +73,7 @@ import {
   ValidationError,
   type ValidationProblem,
 } from '../core/errors.js';
+import { caseDistinctFileId, colonFreeFileId } from '../core/file-names.js';
 import { isProcessAlive } from '../core/process.js';
 import { clipText } from '../core/text.js';
 import {
@@ -348,13 +349,40 @@ function escapeMarkup(text: string): string {
 }
 const esc = escapeMarkup;
 
-// ---------------------------------------------------------------------------------------------------------------
-// Paths. Ids match IdSchema (letters, digits and `._:-`); `:` is not allowed in Windows file names, so it becomes `~`,
-// which no id contains: the mapping is reversible and the slug needs no URL encoding.
+const FIRST_STRONG_ISOLATE = '\u2068';
+const POP_DIRECTIONAL_ISOLATE = '\u2069';
+/** Left-to-right, right-to-left and first-strong isolate: each opens an isolate that a POP DIRECTIONAL ISOLATE closes. */
+const ISOLATE_INITIATORS = /[\u2066-\u2068]/;
 
-function fileIdOf(sceneId: string): string {
-  return sceneId.replaceAll(':', '~');
+/**
+ * Story text for a place that holds no markup (a page's `<title>`), isolated from the text around it as `<bdi>`
+ * isolates it in the body: between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE, the plain-text form of `<bdi>`
+ * that Unicode's bidi algorithm (UAX #9) and the W3C's advice on bidi text give for text without markup. The closing
+ * isolate ends every embedding and override opened after its opening one (UAX #9, X6a), so an RLO in a scene's title
+ * cannot reverse the site's title after it, and the direction of the value is its own (the first strong letter), as
+ * `dir="auto"` gives in the body. A PDI of the value that would close the isolate early is dropped, and each isolate
+ * the value leaves open is closed before the final PDI. Stripping the controls instead would lose what a title means
+ * by them; a closing PDF alone would not keep an RTL title's neutrals from joining the text after it.
+ */
+function isolatedText(text: string): string {
+  let open = 0;
+  let balanced = '';
+  for (const character of text) {
+    if (ISOLATE_INITIATORS.test(character)) open++;
+    else if (character === POP_DIRECTIONAL_ISOLATE) {
+      if (open === 0) continue;
+      open--;
+    }
+    balanced += character;
+  }
+  return `${FIRST_STRONG_ISOLATE}${balanced}${POP_DIRECTIONAL_ISOLATE.repeat(open + 1)}`;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Paths. Ids match IdSchema (letters, digits and `._:-`); `:` is not allowed in Windows file names, so it becomes `~`
+// (`colonFreeFileId`), and a chapter's file is named so that ids differing by case stay apart (`caseDistinctFileId`).
+
+const fileIdOf = colonFreeFileId;
 
 function slugOf(index: number, sceneId: string): string {
   return `${String(index).padStart(6, '0')}-${fileIdOf(sceneId)}`;
@@ -362,25 +390,12 @@ function slugOf(index: number, sceneId: string): string {
 
 const slugOfEpisode = (episode: { index: number; sceneId: string }) => slugOf(episode.index, episode.sceneId);
 
-/** A name Windows reserves for a device, whatever its case and extension (`CON`, `nul.json`, `COM1`, ...). */
-const RESERVED_NAME = /^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$/i;
-
 /**
  * The file name (without `.json`) of a chapter's file. An id of lowercase letters, digits and `._:-` that is no device
- * name keeps the name earlier versions gave it (`fileIdOf`: the engine's `chapter-0001`). Any other id (one with an
- * uppercase letter, which a case-insensitive file system would confuse with its lowercase twin, or a device name)
- * is written `=<id in lowercase>=<which letters were uppercase, a bit mask in base 36>`: `=` is in no id, so the name
- * is never another id's, never a device name, unique whatever the file system's case rules, and reversible.
+ * name keeps the name earlier versions gave it (`fileIdOf`: the engine's `chapter-0001`); any other is written as
+ * `caseDistinctFileId` writes it.
  */
-function chapterFileIdOf(chapterId: string): string {
-  const fileId = fileIdOf(chapterId);
-  if (!/[A-Z]/.test(fileId) && !RESERVED_NAME.test(fileId)) return fileId;
-  let mask = 0n;
-  for (let position = fileId.length - 1; position >= 0; position--) {
-    mask = (mask << 1n) | (/[A-Z]/.test(fileId[position]!) ? 1n : 0n);
-  }
-  return `=${fileId.toLowerCase()}=${mask.toString(36)}`;
-}
+const chapterFileIdOf = caseDistinctFileId;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Files.
@@ -1124,7 +1139,7 @@ ${link(number - 1, 'prev')}
 ${link(number + 1, 'next')}
 </nav>`;
   return layout(site, {
-    title: `Chapter ${number} · ${site.siteTitle}`,
+    title: `Chapter ${number} · ${isolatedText(site.siteTitle)}`,
     description: first ? `Chapter ${number}: ${first.excerpt}` : `Chapter ${number}`,
     root: '../',
     section: 'chapter',
@@ -1191,7 +1206,7 @@ ${navLink(previous, 'prev')}
 ${navLink(next, 'next')}
 </nav>`;
   return layout(site, {
-    title: `${scene.title} · ${site.siteTitle}`,
+    title: `${isolatedText(scene.title)} · ${isolatedText(site.siteTitle)}`,
     description: episode.excerpt,
     root: '../',
     section: 'scene',
@@ -1248,14 +1263,14 @@ ${earlier
       ? `<p class="actions"><a class="button primary" href="${sceneHref(latest, '')}">Read the latest episode</a> <a class="button" href="${sceneHref(first, '')}">Start from the beginning</a></p>`
       : '';
   const body = `<section class="hero">
-<p class="eyebrow">${esc(story.genre)} · ${esc(story.tone)}</p>
+<p class="eyebrow"><bdi>${esc(story.genre)}</bdi> · <bdi>${esc(story.tone)}</bdi></p>
 <h1 dir="auto">${esc(site.siteTitle)}</h1>
 <p class="lede" dir="auto">${esc(story.premise)}</p>
 ${actions}
 </section>
 ${sections}${archive ? `\n${archive}` : ''}`;
   return layout(site, {
-    title: site.siteTitle,
+    title: isolatedText(site.siteTitle),
     description: excerptOf(story.premise, 200),
     root: '',
     section: 'episodes',
@@ -1338,7 +1353,7 @@ ${seen.length ? `<p class="muted small">${seen.join('; ')}.</p>` : ''}
 ${cards || '<p class="muted">No characters yet.</p>'}
 </div>`;
   return layout(site, {
-    title: `Characters · ${site.siteTitle}`,
+    title: `Characters · ${isolatedText(site.siteTitle)}`,
     description: `The characters of ${site.story.title}.`,
     root: '',
     section: 'characters',
@@ -1405,7 +1420,7 @@ ${axis}
 ${rows || '<li class="muted">No plot threads yet.</li>'}
 </ol>`;
   return layout(site, {
-    title: `Plot threads · ${site.siteTitle}`,
+    title: `Plot threads · ${isolatedText(site.siteTitle)}`,
     description: `The plot threads of ${site.story.title}.`,
     root: '',
     section: 'threads',
