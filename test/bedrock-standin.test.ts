@@ -226,6 +226,31 @@ describe('Bedrock stand-in: request validation', () => {
     expectValidationError(streamed);
   });
 
+  it('refuses a Claude body over 20,000,000 bytes, Claude’s payload limit, and takes one of exactly that size', async () => {
+    const frame = Buffer.byteLength(JSON.stringify({ ...CLAUDE_BODY, system: '' }));
+    const ofSize = (bytes: number) => ({ ...CLAUDE_BODY, system: 'x'.repeat(bytes - frame) });
+    expect((await invoke(CLAUDE, ofSize(20_000_000))).status).toBe(200);
+    const over = await invoke(CLAUDE, ofSize(20_000_001));
+    expectValidationError(over);
+    expect(String((over.json as { message: string }).message)).toContain(
+      'Member must have length less than or equal to 20000000',
+    );
+    expectValidationError(await invoke(CLAUDE, ofSize(20_000_001), SIGNED, 'invoke-with-response-stream'));
+    // The 25,000,000-byte limit of other models stays theirs.
+    const cohere = { texts: ['x'.repeat(20_000_001)], input_type: 'search_document', truncate: 'RIGHT' };
+    expect((await invoke('cohere.embed-v4:0', cohere)).status).toBe(200);
+    expect(standIn.requests.map((request) => request.status)).toEqual([200, 400, 400, 200]);
+  });
+
+  it('refuses a Claude body holding a lone surrogate, as the Messages API does', async () => {
+    const result = await invoke(CLAUDE, {
+      ...CLAUDE_BODY,
+      messages: [{ role: 'user', content: 'The lamp \ud83d went out.' }],
+    });
+    expectValidationError(result);
+    expect(String((result.json as { message: string }).message)).toContain('no low surrogate in string');
+  });
+
   it('takes Titan V2 embeddingTypes float and binary, and answers both', async () => {
     const result = await invoke('amazon.titan-embed-text-v2:0', {
       inputText: 'the lamp',
@@ -304,6 +329,23 @@ describe('Bedrock stand-in: Claude', () => {
       'amazon-bedrock-invocationMetrics': { inputTokenCount: 6, outputTokenCount: expect.any(Number) },
     });
     expect(standIn.requests[0]).toMatchObject({ operation: 'InvokeModelWithResponseStream', status: 200 });
+  });
+
+  it('streams the events the Messages API streams, a ping after the text block opens included', async () => {
+    const { frames } = await invokeStream(CLAUDE, CLAUDE_BODY);
+    const events = frames.map((frame) => frame.payload as { type: string });
+    expect(events.map((event) => event.type).filter((type) => type !== 'content_block_delta')).toEqual([
+      'message_start',
+      'content_block_start',
+      'ping',
+      'content_block_stop',
+      'message_delta',
+      'message_stop',
+    ]);
+    // The final usage, input and cache included, as the Messages API's message_delta reports it.
+    expect(events.find((event) => event.type === 'message_delta')).toMatchObject({
+      usage: { input_tokens: 6, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 },
+    });
   });
 
   it('ends a stream with an exception message after the scheduled number of chunks', async () => {

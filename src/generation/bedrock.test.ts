@@ -2,6 +2,7 @@
  * The Bedrock adapters against the local Bedrock stand-in, through the real `@aws-sdk/client-bedrock-runtime`
  * client over HTTP/1.1.
  */
+import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
 import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { type BedrockStandIn, startBedrockStandIn } from '../testing/bedrock-ser
 import { makeStoryState } from '../testing/fixtures.js';
 import { ManualClock } from '../testing/manual-clock.js';
 import { createBedrockEmbedder, createBedrockImageGenerator, createBedrockSceneGenerator } from './bedrock.js';
+import { createClaudeSceneGenerator } from './claude-scene-generator.js';
 import type { ImageRequest } from './image-generator.js';
 import { seedFromSceneId } from './image-prompt.js';
 import type { SceneRequest } from './scene-generator.js';
@@ -278,6 +280,33 @@ describe('createBedrockEmbedder: round trips', () => {
     expect(sent).toEqual(texts);
     const [last] = await embedder.embed([texts[95]!]);
     expect(Array.from(vectors[95]!)).toEqual(Array.from(last!));
+  }, 60_000);
+
+  it('Cohere v4 sends a batch whose body is exactly 25,000,000 bytes in one request, and splits one a byte longer', async () => {
+    const embedder = createBedrockEmbedder({ model: 'cohere.embed-v4:0', dimensions: 256, ...connection() });
+    const frame = Buffer.byteLength(
+      JSON.stringify({
+        texts: [],
+        input_type: 'search_document',
+        embedding_types: ['float'],
+        output_dimension: 256,
+        truncate: 'RIGHT',
+      }),
+    );
+    // Two texts, each with its quotes, and the comma between them fill the body to the limit.
+    const characters = 25_000_000 - frame - 1 - 4;
+    const first = 'a'.repeat(Math.floor(characters / 2));
+    const second = 'b'.repeat(characters - first.length);
+    const bodySizes = () => standIn.requests.map((request) => Buffer.byteLength(JSON.stringify(request.body)));
+
+    await embedder.embed([first, second]);
+    expect(bodySizes()).toEqual([25_000_000]);
+    expect(standIn.requests[0]!.status).toBe(200);
+
+    standIn.reset();
+    await embedder.embed([first, `${second}b`]);
+    expect(standIn.requests.map((request) => (request.body as { texts: string[] }).texts.length)).toEqual([1, 1]);
+    expect(standIn.requests.every((request) => request.status === 200)).toBe(true);
   }, 60_000);
 });
 
@@ -818,5 +847,79 @@ describe('createBedrockSceneGenerator', () => {
     expect(sent.body).not.toHaveProperty('model');
     expect(sent.body).not.toHaveProperty('stream');
     expect(String(sent.headers.authorization)).toMatch(/^AWS4-HMAC-SHA256 Credential=test\//);
+  });
+
+  /** An `AnthropicBedrock` client as a user builds it, pointed at the stand-in. */
+  const ownClient = () =>
+    new AnthropicBedrock({
+      awsRegion: 'us-east-1',
+      awsAccessKey: 'test',
+      awsSecretKey: 'test',
+      baseURL: standIn.url,
+      maxRetries: 0,
+    });
+
+  it('sends the anthropic_version Bedrock takes through a client of the user’s own, streamed or not', async () => {
+    const generators = [
+      createBedrockSceneGenerator({ model, client: ownClient(), stream: false }),
+      createBedrockSceneGenerator({ model, client: ownClient() }),
+      // The Anthropic entry's generator, which knows the client by its class.
+      createClaudeSceneGenerator({ model, client: ownClient() }),
+      createClaudeSceneGenerator({ model, client: ownClient(), stream: false }),
+    ];
+    for (const generator of generators) {
+      const result = await generator.generate(openingSceneRequest());
+      expect(result.scene.title).toBe('The Next Scene');
+    }
+    expect(standIn.requests.map((request) => [request.operation, request.status])).toEqual([
+      ['InvokeModel', 200],
+      ['InvokeModelWithResponseStream', 200],
+      ['InvokeModelWithResponseStream', 200],
+      ['InvokeModel', 200],
+    ]);
+    for (const request of standIn.requests) {
+      expect(request.body).toMatchObject({ anthropic_version: 'bedrock-2023-05-31' });
+    }
+  });
+
+  it('retries a 424 ModelErrorException, as the service asks, through its own client or the user’s', async () => {
+    const retry = { initialDelayMs: 0, maxDelayMs: 0 };
+    const generators = [
+      createBedrockSceneGenerator({
+        model,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+        baseURL: standIn.url,
+        retry,
+      }),
+      createClaudeSceneGenerator({ model, client: ownClient(), stream: false, retry }),
+    ];
+    for (const generator of generators) {
+      standIn.reset();
+      standIn.scheduleErrors([{ fault: 'model-error', modelId: model }]);
+      const result = await generator.generate(openingSceneRequest());
+      expect(result.scene.title).toBe('The Next Scene');
+      expect(standIn.requests.map((request) => [request.fault, request.status])).toEqual([
+        ['model-error', 424],
+        [undefined, 200],
+      ]);
+    }
+  });
+
+  it('names the request id of a refused request, and does not retry it', async () => {
+    const generator = createBedrockSceneGenerator({
+      model,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      baseURL: standIn.url,
+      retry: { initialDelayMs: 0, maxDelayMs: 0 },
+    });
+    standIn.scheduleErrors(['validation']);
+    const error = await generator.generate(openingSceneRequest()).catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error), String(error)).toBe(true);
+    const provider = error as ProviderError;
+    expect([provider.status, provider.isRetryable]).toEqual([400, false]);
+    expect(provider.message).toContain(`request-id ${standIn.requests[0]!.requestId}`);
+    expect(standIn.requests).toHaveLength(1);
   });
 });

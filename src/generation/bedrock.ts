@@ -520,8 +520,8 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
   ): Promise<Float32Array[]> => {
     const encoder = new TextEncoder();
     const bytesOf = (text: string) => encoder.encode(JSON.stringify(text)).length;
-    // The body without texts, plus 1 byte a text for the comma that separates it from the next.
-    const room = MAX_INVOKE_BODY_BYTES - encoder.encode(JSON.stringify(cohereBody([], inputType))).length;
+    // What the texts may take of the body: each is counted with a comma, and n texts are parted by n − 1 of them.
+    const room = MAX_INVOKE_BODY_BYTES - encoder.encode(JSON.stringify(cohereBody([], inputType))).length + 1;
     const batches: string[][] = [];
     let batch: string[] = [];
     let used = 0;
@@ -844,9 +844,6 @@ function jpegSize(data: Uint8Array): { width?: number; height?: number } {
 
 const CLAUDE_SDK_PACKAGE = '@anthropic-ai/bedrock-sdk';
 
-/** The one `anthropic_version` Bedrock accepts in a Claude request body. */
-const BEDROCK_ANTHROPIC_VERSION = 'bedrock-2023-05-31';
-
 type ClaudeBedrockSdk = { default: new (options: Record<string, unknown>) => unknown };
 
 let claudeSdkPromise: Promise<ClaudeBedrockSdk> | undefined;
@@ -889,8 +886,9 @@ export interface BedrockSceneGeneratorOptions extends Omit<ClaudeSceneGeneratorO
 /**
  * A `SceneGenerator` on Claude through Amazon Bedrock: the same core as `storyloom/anthropic` (structured output,
  * repair turns, prompt caching, priced usage, storyloom's retry policy) over an `AnthropicBedrock` client created
- * on first use with its own retries off. Bedrock has no token-counting endpoint, so the client offers no
- * `countTokens`.
+ * on first use with its own retries off. Every request, through `client` too, carries Bedrock's `anthropic_version`
+ * (`bedrock-2023-05-31`); a 424 `ModelErrorException` is retried, and errors name the request's
+ * `x-amzn-RequestId`. Bedrock has no token-counting endpoint, so the client offers no `countTokens`.
  *
  * @example
  * ```ts
@@ -926,8 +924,8 @@ export function createBedrockSceneGenerator(options: BedrockSceneGeneratorOption
 }
 
 /**
- * Creates the `AnthropicBedrock` client once, on first use, with the SDK's retries off and Bedrock's
- * `anthropic_version`. No `countTokens`.
+ * Creates the `AnthropicBedrock` client once, on first use, with the SDK's retries off. No `countTokens`. (Bedrock's
+ * `anthropic_version` goes with each request, for a client given in `client` too: see `claudeRequestOptions`.)
  */
 function lazyClaudeBedrockClient(
   options: Pick<BedrockSceneGeneratorOptions, 'region' | 'credentials' | 'baseURL' | 'timeoutMs'>,
@@ -935,13 +933,7 @@ function lazyClaudeBedrockClient(
   return lazyClaudeClient(
     async () => {
       const sdk = await loadClaudeBedrockSdk();
-      // The client copies the `anthropic-version` header into the body's `anthropic_version`, and the Anthropic SDK
-      // sets that header to the Messages API's own version; Bedrock documents one value only for the body's field
-      // (InvokeModel's Claude request: "The value must be bedrock-2023-05-31").
-      const settings: Record<string, unknown> = {
-        maxRetries: 0,
-        defaultHeaders: { 'anthropic-version': BEDROCK_ANTHROPIC_VERSION },
-      };
+      const settings: Record<string, unknown> = { maxRetries: 0 };
       if (options.region !== undefined) settings.awsRegion = options.region;
       if (options.baseURL !== undefined) settings.baseURL = options.baseURL;
       if (options.timeoutMs !== undefined) settings.timeout = options.timeoutMs;

@@ -7,6 +7,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import AnthropicBedrock, { AnthropicBedrockMantle } from '@anthropic-ai/bedrock-sdk';
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureUnhandledRejections } from '../../test/support/unhandled.js';
@@ -28,6 +29,7 @@ import {
   type ClaudeClient,
   type ClaudeMessage,
   checkSceneReply,
+  claudeRequestOptions,
   createClaudeSceneGenerator,
   DEFAULT_CLAUDE_PRICES,
   extractJson,
@@ -697,6 +699,51 @@ describe('toClaudeError', () => {
     expect(
       classify(new Anthropic.AnthropicError('listener failed', { cause: new Error('progress bar crashed') })),
     ).toEqual(['PROVIDER_CLIENT', false]);
+  });
+
+  it('retries a 424 from Bedrock and names its request id; an Anthropic API status error is told as before', () => {
+    const body = { message: 'The system encountered an unexpected error during processing. Try your request again.' };
+    const fromBedrock = new Anthropic.APIError(424, body, undefined, new Headers({ 'x-amzn-requestid': 'b7-424' }));
+    for (const provider of ['amazon-bedrock', 'anthropic']) {
+      const mapped = toClaudeError(fromBedrock, provider) as ProviderError;
+      expect([mapped.status, mapped.isRetryable]).toEqual([424, true]);
+      expect(mapped.message).toMatch(new RegExp(`^${provider} request failed \\(request-id b7-424\\): 424 `));
+    }
+    // Bedrock by name, with the headers lost on the way: retried all the same.
+    expect(
+      toClaudeError(new Anthropic.APIError(424, body, undefined, new Headers()), 'amazon-bedrock').isRetryable,
+    ).toBe(true);
+    const refused = toClaudeError(
+      new Anthropic.APIError(400, body, undefined, new Headers({ 'x-amzn-requestid': 'b7-400' })),
+      'amazon-bedrock',
+    );
+    expect([refused.isRetryable, refused.message.includes('(request-id b7-400)')]).toEqual([false, true]);
+    const fromAnthropic = new Anthropic.APIError(424, body, undefined, new Headers({ 'request-id': 'req_1' }));
+    const mapped = toClaudeError(fromAnthropic, 'anthropic');
+    expect([mapped.isRetryable, mapped.message]).toEqual([false, `anthropic request failed: ${fromAnthropic.message}`]);
+  });
+});
+
+describe('claudeRequestOptions', () => {
+  const bedrockVersion = { maxRetries: 0, headers: { 'anthropic-version': 'bedrock-2023-05-31' } };
+  const credentials = { awsRegion: 'us-east-1', awsAccessKey: 'test', awsSecretKey: 'test' };
+
+  it('sends Bedrock’s anthropic_version through an AnthropicBedrock client or to the provider amazon-bedrock', () => {
+    class OwnBedrock extends AnthropicBedrock {}
+    expect(claudeRequestOptions(new AnthropicBedrock(credentials), undefined)).toEqual(bedrockVersion);
+    expect(claudeRequestOptions(new OwnBedrock(credentials), 'anthropic')).toEqual(bedrockVersion);
+    const wrapped: ClaudeClient = { messages: new AnthropicBedrock(credentials).messages };
+    expect(claudeRequestOptions(wrapped, 'amazon-bedrock')).toEqual(bedrockVersion);
+  });
+
+  it('leaves the Anthropic API and Bedrock’s Messages endpoint (AnthropicBedrockMantle) their own version', () => {
+    expect(claudeRequestOptions(new Anthropic({ apiKey: 'test' }), undefined)).toEqual({ maxRetries: 0 });
+    const mantle = new AnthropicBedrockMantle({
+      awsRegion: 'us-east-1',
+      awsAccessKey: 'test',
+      awsSecretAccessKey: 'test',
+    });
+    expect(claudeRequestOptions(mantle as unknown as ClaudeClient, undefined)).toEqual({ maxRetries: 0 });
   });
 });
 

@@ -84,6 +84,8 @@ export interface ClaudeRequestOptions {
   signal?: AbortSignal;
   maxRetries?: number;
   timeout?: number;
+  /** Headers of this request, over the client's own. */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -227,9 +229,44 @@ export function addUsage(a: Usage, b: Usage): Usage {
 // Errors.
 // ---------------------------------------------------------------------------------------------------------------
 
+/** The provider name of Claude on Amazon Bedrock, as `storyloom/bedrock` reports it. */
+const BEDROCK_PROVIDER = 'amazon-bedrock';
+
+/**
+ * What every request of a Claude call carries besides its signal: the SDK's own retries off (storyloom's policy is the
+ * only one) and, for Bedrock, the `anthropic-version` header Bedrock takes. `@anthropic-ai/bedrock-sdk` copies that
+ * header into the body's `anthropic_version`, and the Anthropic SDK under it sets the header to the Messages API's
+ * version, which Bedrock does not take (its Claude request: "The value must be bedrock-2023-05-31"); a request's own
+ * header wins over the client's. A request goes to Bedrock when `provider` is `amazon-bedrock` or the client is an
+ * `AnthropicBedrock` (or a subclass), known by its class's name.
+ *
+ * @internal
+ */
+export function claudeRequestOptions(client: ClaudeClient, provider: string | undefined): ClaudeRequestOptions {
+  if (provider !== BEDROCK_PROVIDER && !isAnthropicBedrock(client)) return { maxRetries: 0 };
+  return { maxRetries: 0, headers: { 'anthropic-version': 'bedrock-2023-05-31' } };
+}
+
+/**
+ * Whether `client` was made by `AnthropicBedrock` or a subclass; not by `AnthropicBedrockMantle`, whose endpoint speaks
+ * the Messages API itself and takes its version.
+ */
+function isAnthropicBedrock(client: object): boolean {
+  for (
+    let prototype = Object.getPrototypeOf(client);
+    prototype !== null;
+    prototype = Object.getPrototypeOf(prototype)
+  ) {
+    if ((prototype as { constructor?: { name?: unknown } }).constructor?.name === 'AnthropicBedrock') return true;
+  }
+  return false;
+}
+
 /**
  * Maps whatever a Claude SDK call threw to a storyloom error: `AbortedError` for an abort; `ProviderError` with the
- * HTTP `status` and `retryAfterMs` for an API error; a retryable `ProviderError` for a connection that failed or was
+ * HTTP `status` and `retryAfterMs` for an API error (from Bedrock, known by `provider` `amazon-bedrock` or by the
+ * answer's `x-amzn-RequestId`, with the request's id in the message, and a 424 `ModelErrorException` retryable, as
+ * the service's "Try your request again" says); a retryable `ProviderError` for a connection that failed or was
  * cut (`PROVIDER_CONNECTION`), for a reply that could not be read or an error event in a stream
  * (`PROVIDER_BAD_RESPONSE`; an event naming its type is told by it and the request's id, and one the API would answer
  * the same way again, an invalid request say, or Bedrock's `validationException`, is not retryable). Anything else failed on this side before the provider answered (the SDK refusing a
@@ -248,10 +285,13 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
   const message = typeof record.message === 'string' ? record.message : String(error);
   if (name === 'APIUserAbortError' || name === 'AbortError') return new AbortedError(undefined, { cause: error });
   if (typeof record.status === 'number') {
-    return new ProviderError(`${provider} request failed: ${message}`, {
+    const bedrock = provider === BEDROCK_PROVIDER || amazonRequestId(error) !== undefined;
+    const requestId = bedrock ? requestIdOf(error) : undefined;
+    return new ProviderError(`${provider} request failed${requestId ? ` (request-id ${requestId})` : ''}: ${message}`, {
       provider,
       status: record.status,
       retryAfterMs: retryAfterFromError(error, clock.now()),
+      ...(bedrock && record.status === 424 ? { isRetryable: true } : {}),
       cause: error,
     });
   }
@@ -274,7 +314,7 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
   // An error event in a stream (an APIError without a status: overloaded mid-reply) names its type: said as such,
   // with the request's id for the provider's support (Bedrock's `x-amzn-requestid` where there is no `request-id`).
   if (name === 'APIError' && typeof record.type === 'string') {
-    const requestId = streamRequestId(error);
+    const requestId = requestIdOf(error);
     const id = requestId === undefined ? '' : ` (request-id ${requestId})`;
     const apiMessage = (error as { apiMessage?: unknown }).apiMessage;
     const said = typeof apiMessage === 'string' ? apiMessage : message;
@@ -312,10 +352,15 @@ export function toClaudeError(error: unknown, provider: string, clock: Clock = s
 const NOT_RETRYABLE_STREAM_ERRORS =
   /^(?:(?:invalid_request|authentication|permission|not_found|request_too_large)_error|(?:validation|accessDenied|resourceNotFound|serviceQuotaExceeded)Exception)$/;
 
-/** The request id of a stream's error: the Anthropic API's `request-id`, else Bedrock's `x-amzn-requestid`. */
-function streamRequestId(error: unknown): string | undefined {
-  const { requestID, headers } = error as { requestID?: unknown; headers?: unknown };
-  if (typeof requestID === 'string' && requestID !== '') return requestID;
+/** The request id of an SDK error: the Anthropic API's `request-id`, else Bedrock's `x-amzn-requestid`. */
+function requestIdOf(error: unknown): string | undefined {
+  const { requestID } = error as { requestID?: unknown };
+  return typeof requestID === 'string' && requestID !== '' ? requestID : amazonRequestId(error);
+}
+
+/** Bedrock's `x-amzn-requestid` among an SDK error's response headers, which only an answer of AWS carries. */
+function amazonRequestId(error: unknown): string | undefined {
+  const headers = (error as { headers?: unknown }).headers;
   const get = (headers as { get?: unknown } | null | undefined)?.get;
   if (typeof get !== 'function') return undefined;
   const amazon: unknown = get.call(headers, 'x-amzn-requestid');
@@ -806,13 +851,20 @@ function withOfferedInfluences(request: SceneRequest, delta: StateDelta): StateD
 
 /** Options of `createClaudeSceneGenerator`. */
 export interface ClaudeSceneGeneratorOptions {
-  /** An `Anthropic` or `AnthropicBedrock` client, or anything with the same `messages` shape. */
+  /**
+   * An `Anthropic` or `AnthropicBedrock` client, or anything with the same `messages` shape. An `AnthropicBedrock`
+   * client is known by its class's name and sent Bedrock's `anthropic_version`; one that is wrapped, or whose class a
+   * bundler renamed, needs `provider: 'amazon-bedrock'` for that.
+   */
   client: ClaudeClient;
   /** Model id, e.g. `claude-sonnet-4-6` or a Bedrock id such as `global.anthropic.claude-sonnet-4-6`. */
   model: string;
   /** `max_tokens` of each call. Default 16000. */
   maxTokens?: number;
-  /** Provider name reported by the generator and its errors. Default `anthropic`. */
+  /**
+   * Provider name reported by the generator and its errors. Default `anthropic`. `amazon-bedrock` (what
+   * `storyloom/bedrock` gives) sends every request with Bedrock's `anthropic_version`, whatever the client.
+   */
   provider?: string;
   /** Prices by model-id prefix; merged over `DEFAULT_CLAUDE_PRICES`. */
   prices?: ClaudePriceTable;
@@ -928,6 +980,7 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const replyTimeoutMs = options.replyTimeoutMs ?? nonStreamingTimeoutMs(maxTokens);
   const clock = options.clock ?? systemClock;
+  const requestOptions = claudeRequestOptions(client, options.provider);
 
   /** One call, without retries. One retry policy, storyloom's: the SDK's own retries are off for every call. */
   async function callOnce(
@@ -936,7 +989,7 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
     emit: (progress: GenerationProgress) => void,
   ): Promise<ClaudeMessage> {
     if (useStream) return streamOnce(params, signal, emit);
-    return callClaudeWithin((bounded) => client.messages.create(params, { maxRetries: 0, signal: bounded }), {
+    return callClaudeWithin((bounded) => client.messages.create(params, { ...requestOptions, signal: bounded }), {
       timeoutMs: replyTimeoutMs,
       signal,
       provider,
@@ -966,7 +1019,7 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
     let events = 0;
     let characters = 0;
     try {
-      const stream = client.messages.stream(params, { maxRetries: 0, signal: controller.signal });
+      const stream = client.messages.stream(params, { ...requestOptions, signal: controller.signal });
       (stream as unknown as StreamEventSource).on('streamEvent', () => {
         events++;
         timer.refresh();

@@ -7,6 +7,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEstimatingTokenizer } from '../context/estimating-tokenizer.js';
@@ -14,6 +15,7 @@ import { MAX_TIMER_MS } from '../core/abort.js';
 import { AbortedError, ProviderError, RetryError, ValidationError } from '../core/errors.js';
 import { LIMITS } from '../state/schema.js';
 import { type AnthropicStandIn, startAnthropicStandIn } from '../testing/anthropic-server.js';
+import { type BedrockStandIn, startBedrockStandIn } from '../testing/bedrock-server.js';
 import type { ClaudeClient, ClaudeMessage } from './claude-scene-generator.js';
 import { createClaudeSummarizer, createClaudeTokenCounter } from './claude-summarizer.js';
 
@@ -419,6 +421,30 @@ describe('createClaudeSummarizer', () => {
       const summary = await summarizer().summarize(['A long saga.'], { maxWords: 3_000 });
       expect(summary.split(/\s+/).length).toBeLessThanOrEqual(3_000);
       expect(standIn.requests.at(-1)!.body.max_tokens).toBe(21_333);
+    });
+  });
+
+  describe('against the Bedrock stand-in, through a user’s own AnthropicBedrock client', () => {
+    let standIn: BedrockStandIn;
+    beforeAll(async () => {
+      standIn = await startBedrockStandIn({ claude: { respond: () => 'Mira lit the lamp.' } });
+    });
+    afterAll(() => standIn.close());
+
+    it('sends the anthropic_version Bedrock takes, not the Messages API one', async () => {
+      const client = new AnthropicBedrock({
+        awsRegion: 'us-east-1',
+        awsAccessKey: 'test',
+        awsSecretKey: 'test',
+        baseURL: standIn.url,
+        maxRetries: 0,
+      });
+      const summarizer = createClaudeSummarizer({ client, model: 'global.anthropic.claude-haiku-4-5' });
+      expect(await summarizer.summarize(['Mira climbed the tower at dusk.'], { maxWords: 20 })).toBe(
+        'Mira lit the lamp.',
+      );
+      expect(standIn.requests.map((request) => request.status)).toEqual([200]);
+      expect(standIn.requests[0]!.body).toMatchObject({ anthropic_version: 'bedrock-2023-05-31' });
     });
   });
 });

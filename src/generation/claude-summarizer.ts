@@ -22,6 +22,7 @@ import {
   type ClaudeMessage,
   type ClaudePriceTable,
   callClaudeWithin,
+  claudeRequestOptions,
   DEFAULT_CLAUDE_PRICES,
   findClaudePrice,
   nonStreamingTimeoutMs,
@@ -32,6 +33,11 @@ import type { Usage } from './scene-generator.js';
 
 /** Options of `createClaudeSummarizer`. */
 export interface ClaudeSummarizerOptions {
+  /**
+   * An `Anthropic` or `AnthropicBedrock` client, or anything with the same `messages.create`. An `AnthropicBedrock`
+   * client is known by its class's name and sent Bedrock's `anthropic_version`; one that is wrapped, or whose class a
+   * bundler renamed, needs `provider: 'amazon-bedrock'` for that.
+   */
   client: ClaudeClient;
   /** A cheaper model than the narrator's is usually enough, e.g. `claude-haiku-4-5`. */
   model: string;
@@ -71,6 +77,10 @@ export interface ClaudeSummarizerOptions {
    * to take longer (it plans 28 ms a token), that time.
    */
   timeoutMs?: number;
+  /**
+   * Provider name reported by the summarizer and its errors. Default `anthropic`. `amazon-bedrock` sends every request
+   * with Bedrock's `anthropic_version`, whatever the client.
+   */
   provider?: string;
   retry?: Omit<RetryOptions, 'signal' | 'clock'>;
   clock?: Clock;
@@ -228,6 +238,7 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
   const provider = options.provider ?? 'anthropic';
   const clock = options.clock ?? systemClock;
   const maxInputTokens = options.maxInputTokens ?? DEFAULT_MAX_INPUT_TOKENS;
+  const requestOptions = claudeRequestOptions(options.client, options.provider);
 
   const request = (content: string, maxTokens: number, signal: AbortSignal | undefined) => {
     const params = {
@@ -240,7 +251,7 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
     return withRetry(
       async () => {
         const message: ClaudeMessage = await callClaudeWithin(
-          (bounded) => options.client.messages.create(params, { maxRetries: 0, signal: bounded }),
+          (bounded) => options.client.messages.create(params, { ...requestOptions, signal: bounded }),
           { timeoutMs, signal, provider, clock, what: 'the summary' },
         );
         // Every reply is paid for, the ones refused below (cut short, empty) too.

@@ -26,6 +26,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type Clock, systemClock } from '../core/clock.js';
+import { estimateTokens, messageAndEvents, surrogateProblem } from './messages-reply.js';
 
 /** A failure the stand-in produces for the next request instead of a normal reply. */
 export type AnthropicStandInFailure =
@@ -92,11 +93,6 @@ export interface AnthropicStandIn {
   clearCache(): void;
   close(): Promise<void>;
 }
-
-/** The stand-in's whole tokenizer: every figure it reports (input, output, cache, limits) is derived from it. */
-const CHARS_PER_TOKEN = 4;
-
-const estimateTokens = (text: string): number => Math.ceil(text.length / CHARS_PER_TOKEN);
 
 type Block = Record<string, unknown>;
 
@@ -267,36 +263,6 @@ export function strictSchemaProblems(schema: unknown, path = '$'): string[] {
   return problems;
 }
 
-/**
- * Cuts a reply where a model stopped by `max_tokens` would, by the stand-in's own estimate, without splitting a
- * surrogate pair (the real API never returns half a character).
- */
-function cutAtMaxTokens(text: string, maxTokens: number): { text: string; cut: boolean } {
-  if (estimateTokens(text) <= maxTokens) return { text, cut: false };
-  const end = Math.max(0, maxTokens) * CHARS_PER_TOKEN;
-  const last = text.charCodeAt(end - 1);
-  const pairStart = last >= 0xd800 && last <= 0xdbff;
-  return { text: text.slice(0, pairStart ? end - 1 : end), cut: true };
-}
-
-/** A lone high or low surrogate anywhere in a decoded body: the real API's strict JSON parser refuses it. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-/** Why the real API would refuse the body's Unicode, in its own words, or `undefined` when it is well formed. */
-function surrogateProblem(value: unknown): string | undefined {
-  if (typeof value === 'string') {
-    const lone = LONE_SURROGATE.exec(value)?.[0];
-    if (lone === undefined) return undefined;
-    return lone.charCodeAt(0) <= 0xdbff ? 'no low surrogate in string' : 'invalid high surrogate in string';
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  for (const [key, child] of Object.entries(value)) {
-    const problem = surrogateProblem(key) ?? surrogateProblem(child);
-    if (problem) return problem;
-  }
-  return undefined;
-}
-
 function hashOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
@@ -446,25 +412,18 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
     if (failure?.kind === 'overloaded') return sendError(response, 529, 'overloaded_error', 'Overloaded');
     if (failure?.kind === 'server-error') return sendError(response, 500, 'api_error', 'Internal server error');
     const reply = failure?.kind === 'refusal' ? '' : await (options.respond ?? defaultStandInReply)(request);
-    const maxTokens = body.max_tokens as number;
-    const { text, cut } = cutAtMaxTokens(typeof reply === 'string' ? reply : JSON.stringify(reply), maxTokens);
-    const usage = {
-      ...cacheUsage(body),
-      output_tokens: cut ? maxTokens : Math.max(1, estimateTokens(text)),
-      service_tier: 'standard',
-    };
-    const stopReason = failure?.kind === 'refusal' ? 'refusal' : cut ? 'max_tokens' : 'end_turn';
     const id = `msg_${randomUUID().replaceAll('-', '')}`;
-    const message = {
-      id,
-      type: 'message',
-      role: 'assistant',
-      model: body.model,
-      content: text === '' ? [] : [{ type: 'text', text }],
-      stop_reason: stopReason,
-      stop_sequence: null,
-      usage,
-    };
+    const { message, events } = messageAndEvents(
+      typeof reply === 'string' ? reply : JSON.stringify(reply),
+      body.max_tokens as number,
+      chunkChars,
+      {
+        id,
+        model: body.model,
+        usage: (outputTokens) => ({ ...cacheUsage(body), output_tokens: outputTokens, service_tier: 'standard' }),
+        refusal: failure?.kind === 'refusal',
+      },
+    );
     if (body.stream !== true) {
       if (failure?.kind === 'malformed-body') {
         response.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomUUID()}` });
@@ -489,42 +448,17 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
       response.write(`event: ${event}\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
       await new Promise((resolve) => (streamDelayMs > 0 ? setTimeout(resolve, streamDelayMs) : setImmediate(resolve)));
     };
-    await send('message_start', {
-      type: 'message_start',
-      message: { ...message, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } },
-    });
+    const [start, ...rest] = events;
+    await send('message_start', start);
     if (failure?.kind === 'malformed-body') {
       await send('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"te');
       response.end();
       return;
     }
-    if (text !== '') {
-      await send('content_block_start', {
-        type: 'content_block_start',
-        index: 0,
-        content_block: { type: 'text', text: '' },
-      });
-      await send('ping', { type: 'ping' });
-      for (let at = 0; at < text.length && !closed; at += chunkChars) {
-        await send('content_block_delta', {
-          type: 'content_block_delta',
-          index: 0,
-          delta: { type: 'text_delta', text: text.slice(at, at + chunkChars) },
-        });
-      }
-      await send('content_block_stop', { type: 'content_block_stop', index: 0 });
+    for (const event of rest) {
+      if (closed) break;
+      await send(event.type, event);
     }
-    await send('message_delta', {
-      type: 'message_delta',
-      delta: { stop_reason: stopReason, stop_sequence: null },
-      usage: {
-        output_tokens: usage.output_tokens,
-        input_tokens: usage.input_tokens,
-        cache_creation_input_tokens: usage.cache_creation_input_tokens,
-        cache_read_input_tokens: usage.cache_read_input_tokens,
-      },
-    });
-    await send('message_stop', { type: 'message_stop' });
     response.end();
   }
 

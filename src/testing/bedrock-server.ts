@@ -8,7 +8,9 @@
  * `x-amzn-RequestId` header (a UUID), as the service's do.
  *
  * Claude's replies are Messages API replies, scripted like those of the Anthropic API stand-in (`respond`, default
- * `defaultStandInReply`); streamed, each Messages event is one `chunk` event of an `application/vnd.amazon.eventstream`
+ * `defaultStandInReply`) and built as it builds its own (the same cut at `max_tokens`, the same events); a Claude body
+ * is refused over 20,000,000 bytes (Claude's payload limit on Bedrock) or with a lone surrogate, as the Messages API
+ * refuses it. Streamed, each Messages event is one `chunk` event of an `application/vnd.amazon.eventstream`
  * body (`{"bytes": base64(JSON of the event)}`), and a stream fault ends the body with an `exception` message after a
  * given number of chunks. Streamed answers are encoded with `@smithy/eventstream-codec` (the codec the AWS SDK and
  * `@anthropic-ai/bedrock-sdk` decode them with), an optional peer dependency loaded only when a stream is answered.
@@ -32,6 +34,7 @@ import {
   defaultStandInReply,
   strictSchemaProblems,
 } from './anthropic-server.js';
+import { messageAndEvents, surrogateProblem } from './messages-reply.js';
 
 /** Embedding and image model ids the stand-in serves; Claude ids are recognised by their form (`isClaudeModelId`). */
 export const BEDROCK_STAND_IN_MODELS = [
@@ -243,6 +246,11 @@ function isStreamFault(fault: BedrockStandInFault): fault is BedrockStandInStrea
 
 /** The largest `InvokeModel` body the service takes, in bytes. */
 const MAX_BODY_BYTES = 25_000_000;
+/**
+ * The largest Claude body: "The maximum size of the payload you can send in a request is 20MB" (Bedrock's Claude
+ * request and response page), in the decimal megabytes of the service's own 25,000,000-byte constraint.
+ */
+const MAX_CLAUDE_BODY_BYTES = 20_000_000;
 const STABILITY_ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'];
 const MAX_SEED = 4_294_967_294;
 const MAX_PROMPT = 10_000;
@@ -442,14 +450,15 @@ async function serve(
   if (fault?.fault === 'malformed-json') {
     return { status: 200, headers: { 'content-type': 'application/json' }, body: '{"embedding": [0.1, 0.2,' };
   }
-  if (bodyBytes > MAX_BODY_BYTES) {
+  const served = servedModel(modelId);
+  const maxBodyBytes = served === 'claude' ? MAX_CLAUDE_BODY_BYTES : MAX_BODY_BYTES;
+  if (bodyBytes > maxBodyBytes) {
     return errorAnswer(
       400,
       'ValidationException',
-      `1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to ${MAX_BODY_BYTES}`,
+      `1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to ${maxBodyBytes}`,
     );
   }
-  const served = servedModel(modelId);
   if (served === undefined) return errorAnswer(400, 'ValidationException', 'The provided model identifier is invalid.');
   if (streamed && served !== 'claude') {
     return errorAnswer(400, 'ValidationException', `The model ${modelId} does not support response streaming.`);
@@ -515,6 +524,8 @@ async function claudeResponse(
       `Malformed input request: ${missing.map((key) => `#: required key [${key}] not found`).join('')}, please reformat your input and try again.`,
     );
   }
+  const illFormed = surrogateProblem(body);
+  if (illFormed) throw new RequestProblem(`Malformed input request: the body is not valid JSON: ${illFormed}`);
   if (body.anthropic_version !== BEDROCK_ANTHROPIC_VERSION) {
     throw new RequestProblem(`Invalid API version: ${String(body.anthropic_version)}`);
   }
@@ -540,75 +551,40 @@ async function claudeResponse(
     receivedAt: Date.now(),
   };
   const reply = await (options.respond ?? defaultStandInReply)(request);
-  const full = typeof reply === 'string' ? reply : JSON.stringify(reply);
-  // Cut where a model stopped by max_tokens would, by the same estimate, without splitting a surrogate pair.
-  const cut = Math.ceil(full.length / 4) > maxTokens;
-  let text = full;
-  if (cut) {
-    const end = maxTokens * 4;
-    const last = full.charCodeAt(end - 1);
-    text = full.slice(0, last >= 0xd800 && last <= 0xdbff ? end - 1 : end);
-  }
   const messages = body.messages as Array<{ content?: unknown }>;
-  const usage: BedrockStandInClaudeUsage = {
-    input_tokens:
-      contentTokens(body.system) + messages.reduce((sum, message) => sum + contentTokens(message?.content), 0),
-    output_tokens: cut ? maxTokens : Math.max(1, Math.ceil(text.length / 4)),
-    cache_creation_input_tokens: 0,
-    cache_read_input_tokens: 0,
-    ...options.usage?.(request),
-  };
-  const stopReason = cut ? 'max_tokens' : 'end_turn';
-  const message = {
-    id: `msg_bdrk_${randomUUID().replaceAll('-', '')}`,
-    type: 'message',
-    role: 'assistant',
-    model: record.modelId.replace(INFERENCE_PROFILE_PREFIX, '').replace(/^anthropic\./, ''),
-    content: text === '' ? [] : [{ type: 'text', text }],
-    stop_reason: stopReason,
-    stop_sequence: null,
-    usage,
-  };
+  const { message, events } = messageAndEvents(
+    typeof reply === 'string' ? reply : JSON.stringify(reply),
+    maxTokens,
+    Math.max(1, options.streamChunkChars ?? 200),
+    {
+      id: `msg_bdrk_${randomUUID().replaceAll('-', '')}`,
+      model: record.modelId.replace(INFERENCE_PROFILE_PREFIX, '').replace(/^anthropic\./, ''),
+      usage: (outputTokens): BedrockStandInClaudeUsage => ({
+        input_tokens:
+          contentTokens(body.system) + messages.reduce((sum, turn) => sum + contentTokens(turn?.content), 0),
+        output_tokens: outputTokens,
+        cache_creation_input_tokens: 0,
+        cache_read_input_tokens: 0,
+        ...options.usage?.(request),
+      }),
+    },
+  );
   if (!streamed) {
     return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(message) };
   }
-  const chunkChars = Math.max(1, options.streamChunkChars ?? 200);
-  const events: unknown[] = [
-    {
-      type: 'message_start',
-      message: { ...message, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } },
+  const { usage } = message;
+  // Bedrock adds its own metrics to the last event.
+  events.push({
+    ...events.pop()!,
+    'amazon-bedrock-invocationMetrics': {
+      inputTokenCount: usage.input_tokens,
+      outputTokenCount: usage.output_tokens,
+      invocationLatency: 0,
+      firstByteLatency: 0,
+      cacheReadInputTokenCount: usage.cache_read_input_tokens,
+      cacheWriteInputTokenCount: usage.cache_creation_input_tokens,
     },
-  ];
-  if (text !== '') {
-    events.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
-    for (let at = 0; at < text.length; at += chunkChars) {
-      events.push({
-        type: 'content_block_delta',
-        index: 0,
-        delta: { type: 'text_delta', text: text.slice(at, at + chunkChars) },
-      });
-    }
-    events.push({ type: 'content_block_stop', index: 0 });
-  }
-  events.push(
-    {
-      type: 'message_delta',
-      delta: { stop_reason: stopReason, stop_sequence: null },
-      usage: { output_tokens: usage.output_tokens },
-    },
-    {
-      type: 'message_stop',
-      // Bedrock adds its own metrics to the last event.
-      'amazon-bedrock-invocationMetrics': {
-        inputTokenCount: usage.input_tokens,
-        outputTokenCount: usage.output_tokens,
-        invocationLatency: 0,
-        firstByteLatency: 0,
-        cacheReadInputTokenCount: usage.cache_read_input_tokens,
-        cacheWriteInputTokenCount: usage.cache_creation_input_tokens,
-      },
-    },
-  );
+  });
   if (!streamFault) return { events };
   return {
     events,
