@@ -256,6 +256,9 @@ describe('createBedrockEmbedder: round trips', () => {
       expect(embedder.maxBatchSize).toBe(96);
       const [vector] = await embedder.embed(['the lamp'], { inputType: 'query' });
       expect(vector!.length).toBe(512);
+      // The model that makes the vectors, not the route: an index's fingerprint names it, so moving to a profile
+      // of the same model rebuilds nothing.
+      expect(embedder.modelId).toBe('cohere.embed-v4:0');
     }
     expect(standIn.requests.map((request) => [request.modelId, request.status])).toEqual([
       ['us.cohere.embed-v4:0', 200],

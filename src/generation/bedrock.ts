@@ -348,6 +348,7 @@ function isAsciiLetterOrSpace(code: number): boolean {
 
 /** The `Embedder` `createBedrockEmbedder` returns, with the settings it resolved. */
 export interface BedrockEmbedder extends Embedder {
+  /** The model that makes the vectors: `model` as given, or, for an inference profile, the model it routes to. */
   readonly modelId: BedrockEmbeddingModel;
   /** Titan: `InvokeModel` calls in flight at once; Cohere: 1 (one call per `embed()`). */
   readonly concurrency: number;
@@ -440,8 +441,12 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
   problems.push(...timeoutProblems(options.timeoutMs, 'timeoutMs'));
   rejectOptions('Invalid Bedrock embedder options', problems);
 
-  const modelId = options.model;
-  const invokeJson = connect(options, `The Bedrock embedder (${modelId})`);
+  // What is invoked (a model id, or an inference profile that routes to it) and the model that makes the vectors:
+  // `modelId`, part of the index's fingerprint, names the model, so that moving to a profile of the same model
+  // rebuilds no index.
+  const invokedId = options.model;
+  const modelId = baseModel as BedrockEmbeddingModel;
+  const invokeJson = connect(options, `The Bedrock embedder (${invokedId})`);
   const retry = (signal: AbortSignal | undefined) => ({ ...options.retry, signal });
 
   const readVector = (values: unknown, where: string): Float32Array => {
@@ -468,7 +473,7 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
         ? { inputText, dimensions, normalize: options.normalize ?? true }
         : { inputText };
     const answer = await withRetry(async (_attempt, attemptSignal) => {
-      const json = (await invokeJson(modelId, body, attemptSignal)) as { embedding?: unknown } | null;
+      const json = (await invokeJson(invokedId, body, attemptSignal)) as { embedding?: unknown } | null;
       return readVector(json?.embedding, 'embedding');
     }, retry(signal));
     return answer;
@@ -484,7 +489,7 @@ export function createBedrockEmbedder(options: BedrockEmbedderOptions): BedrockE
   ): Promise<Float32Array[]> => {
     const body = cohereBody(texts, inputType);
     return withRetry(async (_attempt, attemptSignal) => {
-      const json = (await invokeJson(modelId, body, attemptSignal)) as { embeddings?: unknown } | null;
+      const json = (await invokeJson(invokedId, body, attemptSignal)) as { embeddings?: unknown } | null;
       // `embedding_types` asks for `{ float: [[...]] }`; a bare list is the older `embeddings_floats` shape.
       const embeddings = json?.embeddings;
       const list = Array.isArray(embeddings) ? embeddings : (embeddings as { float?: unknown } | undefined)?.float;
