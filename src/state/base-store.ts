@@ -541,6 +541,9 @@ async function parseExport(lines: AsyncIterable<string> | Iterable<string>): Pro
       case 'snapshot': {
         const snapshot = parseLine(StoryStateSchema, record.state, fail);
         sameStory(snapshot.storyId);
+        // As the state's and the scenes' (checked by importStory): a time past year 9999 in UTC is refused.
+        const [badTime] = timeProblems(snapshot, 'snapshot');
+        if (badTime) fail(`${badTime.path}: ${badTime.message}`);
         once(seen.snapshot, snapshot.version, `the snapshot of version ${snapshot.version}`);
         if (snapshot.sceneCount !== snapshot.version) {
           fail(

@@ -163,7 +163,8 @@ describe('times outside years 0000-9999 in UTC', () => {
     expect(late.problems).toEqual([
       { path: 'scene 0.createdAt', message: `${PAST_9999} is outside years 0000-9999 in UTC` },
     ]);
-    // The story's creation time, in the state and in every snapshot alike (the newest snapshot must be the state).
+    // The story's creation time, in the state and in every snapshot alike (the newest snapshot must be the state):
+    // refused at the first snapshot that holds it.
     const early = await refusal(() =>
       target.importStory(
         edited((record) => {
@@ -171,9 +172,17 @@ describe('times outside years 0000-9999 in UTC', () => {
         }),
       ),
     );
-    expect(early.problems).toEqual([
-      { path: 'state.createdAt', message: `${BEFORE_0000} is outside years 0000-9999 in UTC` },
-    ]);
+    expect(early.problems).toHaveLength(1);
+    expect(early.problems[0]!.message).toBe(`snapshot.createdAt: ${BEFORE_0000} is outside years 0000-9999 in UTC`);
+    // An older snapshot alone, which the state does not repeat, is refused too.
+    const older = await refusal(() =>
+      target.importStory(
+        edited((record) => {
+          if (record.kind === 'snapshot' && record.state!.version === 0) record.state!.createdAt = PAST_9999;
+        }),
+      ),
+    );
+    expect(older.problems[0]!.message).toBe(`snapshot.createdAt: ${PAST_9999} is outside years 0000-9999 in UTC`);
     expect(await target.exists('tale')).toBe(false);
     // The export as it was imports.
     await target.importStory(lines);
