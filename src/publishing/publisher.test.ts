@@ -48,6 +48,16 @@ describe('validateEpisode', () => {
     ]);
   });
 
+  it('refuses times that leave years 0000-9999 in UTC, which no page or feed can write as RFC 3339', () => {
+    expect(problemsOf({ ...episode, scene: { ...scene, createdAt: '9999-12-31T23:59:59-12:00' } })).toEqual([
+      'scene.createdAt 9999-12-31T23:59:59-12:00 is outside years 0000-9999 in UTC',
+    ]);
+    expect(problemsOf({ ...episode, story: { ...episode.story, updatedAt: '0000-01-01T00:00:00+01:00' } })).toEqual([
+      'story.updatedAt 0000-01-01T00:00:00+01:00 is outside years 0000-9999 in UTC',
+    ]);
+    expect(problemsOf({ ...episode, scene: { ...scene, createdAt: '9999-12-31T23:59:59Z' } })).toEqual([]);
+  });
+
   it('refuses a picture whose bytes are not of its declared type: markup a browser would sniff above all', () => {
     const text = (value: string) => new TextEncoder().encode(value);
     const png = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13);

@@ -6,6 +6,7 @@
  */
 import { toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { ellipsize } from '../core/text.js';
+import { timeProblems } from '../state/base-store.js';
 import { type Scene, SceneSchema, type StoryState, StoryStateSchema } from '../state/schema.js';
 
 /** An image that goes with a scene. */
@@ -145,6 +146,10 @@ export function validateEpisode(episode: Episode): ValidEpisode {
   if (scene.success && story.success && scene.data.storyId !== story.data.storyId) {
     problems.push({ path: 'scene.storyId', message: `must equal story.storyId "${story.data.storyId}"` });
   }
+  // Pages and feeds write times in UTC with a four-digit year: one outside years 0000-9999 has none (the stores
+  // refuse such times; a publisher called directly may still be handed one).
+  if (scene.success) problems.push(...timeProblems(scene.data, 'scene'));
+  if (story.success) problems.push(...timeProblems(story.data, 'story'));
   let image: ValidEpisode['image'];
   // `null` reads as no picture, as JSON often writes it.
   if (episode?.image != null) {

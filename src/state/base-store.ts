@@ -816,9 +816,10 @@ function inUtc(time: string): string | undefined {
  * The times of a scene or state (`createdAt`, and a state's `updatedAt`) that leave years 0000-9999 once moved to UTC,
  * as problems under `path`: the site would write them with a signed six-digit year, which is not RFC 3339 and sorts
  * before every other time. The schema accepts them, so a story already stored with one stays readable; they are refused
- * where a story is written (create, commit, import), as an influence's time is.
+ * where a story is written (create, commit, import), as an influence's time is, and by the publishers. Internal: not
+ * exported from the package.
  */
-function timeProblems(
+export function timeProblems(
   record: { createdAt: string; updatedAt?: string },
   path: string,
 ): Array<{ path: string; message: string }> {
