@@ -6,8 +6,8 @@
  */
 import { toProblems, ValidationError, type ValidationProblem } from '../core/errors.js';
 import { ellipsize } from '../core/text.js';
-import { timeProblems } from '../state/base-store.js';
 import { type Scene, SceneSchema, type StoryState, StoryStateSchema } from '../state/schema.js';
+import { timeProblems } from '../state/times.js';
 
 /** An image that goes with a scene. */
 export interface EpisodeImage {
