@@ -192,6 +192,36 @@ describe('engine claims: a run aborted while the publisher is being called', () 
   });
 });
 
+describe('engine claims: a claim write answered with an error', () => {
+  it('reads the log and finds the claim another run holds: it is in progress there, and the publisher is called once', async () => {
+    const { store: plain, clock } = await newWorldStore();
+    const callStarted = gate();
+    const callAnswers = gate();
+    const publisherA = socialPublisher(async () => {
+      callStarted.open();
+      await callAnswers.opened;
+    });
+    // Run B's claim write fails outright (it writes nothing): only the log can say whose claim stands.
+    const storeB = beforeEachWrite(plain, (entry) => {
+      if (entry.target === 'claim:publish:social:0') throw new Error('connection reset by peer');
+    });
+    const publisherB = socialPublisher();
+    const engineA = engineOver(plain, clock, publisherA);
+    const engineB = engineOver(storeB, clock, publisherB);
+    const runA = engineA.runEpisode(STORY_ID);
+    await callStarted.opened; // A holds generation 0 and is calling
+    const resultB = await engineB.runEpisode(STORY_ID);
+    expect(resultB.outcome).toBe('resumed');
+    expect(resultB.complete).toBe(false);
+    expect(failureCodes(resultB)).toEqual(['PUBLISH_IN_PROGRESS']);
+    expect(publisherB.calls).toEqual([]);
+    callAnswers.open();
+    const resultA = assertEpisodeComplete(await runA);
+    expect([...publisherA.calls, ...publisherB.calls]).toEqual([resultA.scene.id]);
+    expect((await stepEntry(plain, resultA.scene.id))?.status).toBe('done');
+  });
+});
+
 describe('engine claims: a claim lost to one released since', () => {
   it('claims the next generation and publishes, never reporting the released one in doubt', async () => {
     const { store: plain, clock } = await newWorldStore();

@@ -241,6 +241,66 @@ describe('StoryEngine: concurrency and idempotency', () => {
     expect((await store.load(STORY_ID)).sceneCount).toBe(2);
   });
 
+  it('an unkeyed run that loses the commit race to a keyed run reports that scene and writes none of its own', async () => {
+    const { store, clock } = await newStore();
+    const keyed = createStoryEngine({ store, generator: createScriptedGenerator(), clock });
+    let keyedResult: EpisodeResult | undefined;
+    // Just before the unkeyed run commits, a keyed run writes a whole episode at the same version.
+    const racing = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property === 'commitScene') {
+          return async (...args: Parameters<typeof store.commitScene>) => {
+            keyedResult ??= await keyed.runEpisode(STORY_ID, { idempotencyKey: 'first' });
+            return target.commitScene(...args);
+          };
+        }
+        const value = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const generator = createScriptedGenerator();
+    const unkeyed = createStoryEngine({ store: racing, generator, clock });
+    const result = await unkeyed.runEpisode(STORY_ID);
+    expect(keyedResult?.outcome).toBe('created');
+    expect(result.outcome).toBe('existing');
+    expect(result.scene.id).toBe(keyedResult?.scene.id);
+    expect(generator.calls).toHaveLength(1);
+    expect((await store.load(STORY_ID)).sceneCount).toBe(1);
+  });
+
+  it('a keyed run that first finishes the unfinished scene before it still writes its own', async () => {
+    const { store, clock } = await newStore();
+    const flaky = createMemoryPublisher({ target: 'social' });
+    let down = true;
+    const engine = createStoryEngine({
+      store,
+      generator: createScriptedGenerator(),
+      publishers: [
+        {
+          ...flaky,
+          publish: (episode, options) => (down ? Promise.reject(new Error('503')) : flaky.publish(episode, options)),
+        },
+      ],
+      clock,
+      retry: { maxRetries: 0 },
+    });
+    const first = await engine.runEpisode(STORY_ID, { idempotencyKey: 'a' });
+    expect(first.outcome).toBe('created');
+    expect(first.complete).toBe(false);
+    down = false;
+    const second = await engine.runEpisode(STORY_ID, { idempotencyKey: 'b' });
+    expect(second.outcome).toBe('created');
+    expect(second.scene.id).not.toBe(first.scene.id);
+    expect(second.scene.index).toBe(1);
+    expect(second.complete).toBe(true);
+    // Both scenes went out, the first before the second.
+    expect([...flaky.publications.values()].map((publication) => publication.scene.id)).toEqual([
+      first.scene.id,
+      second.scene.id,
+    ]);
+    expect((await store.load(STORY_ID)).sceneCount).toBe(2);
+  });
+
   it('concurrent runs with two different keys write two scenes', async () => {
     const { store, clock } = await newStore();
     const generator = createScriptedGenerator();
@@ -303,6 +363,27 @@ describe('StoryEngine: failures', () => {
     expect(good.publications.size).toBe(1);
     expect([...good.publications.values()][0]!.requests).toBe(1);
     expect(flaky.publications.size).toBe(1);
+  });
+
+  it('a picture step logged as skipped is finished: a new engine writes the next scene instead of resuming', async () => {
+    const { store, clock } = await newStore();
+    const publisher = createMemoryPublisher({ target: 'site' });
+    const options = {
+      store,
+      generator: createScriptedGenerator(),
+      publishers: [publisher],
+      clock,
+      imageSkipReason: 'no images',
+    };
+    const first = assertEpisodeComplete(await createStoryEngine(options).runEpisode(STORY_ID));
+    const log = await store.listPublications(STORY_ID, first.scene.id);
+    expect(log.find((entry) => entry.target === 'image')?.status).toBe('skipped');
+    // Another process: an engine that never saw the first scene's steps finish.
+    const next = await createStoryEngine(options).runEpisode(STORY_ID);
+    expect(next.outcome).toBe('created');
+    expect(next.scene.id).not.toBe(first.scene.id);
+    expect(next.steps.filter((step) => step.sceneId === first.scene.id)).toEqual([]);
+    expect(publisher.publications.size).toBe(2);
   });
 
   it('a failed image blocks publishing until it is drawn; resumed publishing gets the same picture', async () => {
