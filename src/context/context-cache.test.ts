@@ -5,7 +5,7 @@ import type { StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import type { CacheDriver } from './cache-driver.js';
-import { ContextCache } from './context-cache.js';
+import { ContextCache, frequentContextOf } from './context-cache.js';
 import { createMemoryCacheDriver } from './memory-cache.js';
 
 function failingDriver(): CacheDriver & { calls: number } {
@@ -180,6 +180,19 @@ describe('ContextCache', () => {
     }
     expect(cache.stats().hits).toBe(0);
     expect(cache.keyFor('tale', 1)).toMatch(/:frequent:f\d+:r5:v1$/);
+  });
+
+  it('treats an entry that names another version than its key as a miss', async () => {
+    const { store } = await storyWithScenes(2);
+    const driver = createMemoryCacheDriver();
+    const cache = new ContextCache({ driver, store });
+    const current = await cache.cacheFrequentContext('tale');
+    expect(current.version).toBe(2);
+    // Well-formed, of this story and commit time, but of version 1: written under the key of version 2.
+    await driver.set(cache.keyFor('tale', 2), JSON.stringify({ ...current, version: 1 }));
+    const read = await cache.getFrequentContext('tale');
+    expect(read.version).toBe(2);
+    expect(cache.stats()).toMatchObject({ hits: 0, misses: 1 });
   });
 
   it('refuses a timeoutMs a Node timer cannot wait and a ttlMs no driver can hold', async () => {
@@ -593,5 +606,29 @@ describe('ContextCache', () => {
       expect(() => new ContextCache({ driver, store, ...options })).toThrow(ValidationError);
     }
     expect(() => new ContextCache({ driver, store, buildTimeoutMs: 2_147_483_647, prefix: 'app😀' })).not.toThrow();
+  });
+});
+
+describe('frequentContextOf', () => {
+  it('lists the plot threads not yet resolved as the active plots', () => {
+    const base = makeStoryState('tale');
+    const state = makeStoryState('tale', {
+      plotThreads: [
+        { ...base.plotThreads[0]!, id: 'done', title: 'The lost bell', status: 'resolved', importance: 0.9 },
+        { ...base.plotThreads[0]!, id: 'drift', status: 'open', importance: 0.5 },
+      ],
+    });
+    expect(frequentContextOf(state, []).active_plots.map((plot) => plot.id)).toEqual(['drift']);
+  });
+
+  it('puts no dead character in the spotlight of a story without main characters', () => {
+    const base = makeStoryState('tale');
+    const state = makeStoryState('tale', {
+      characters: {
+        gull: { ...base.characters.gull!, role: 'supporting', status: 'active' },
+        ghost: { ...base.characters.gull!, id: 'ghost', name: 'The Ghost', role: 'supporting', status: 'dead' },
+      },
+    });
+    expect(frequentContextOf(state, []).main_characters.map((character) => character.id)).toEqual(['gull']);
   });
 });

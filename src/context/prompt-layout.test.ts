@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { makeStoryState } from '../testing/fixtures.js';
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
-import { type PromptItem, packItems, stablePrefixItems } from './prompt-layout.js';
+import { type PromptItem, packItems, requiredTokens, stablePrefixItems } from './prompt-layout.js';
+import type { Tokenizer } from './tokenizer.js';
 
 const SECTIONS = ['instructions', '# Task', '# Memories that may matter', '# Recent scenes', '# Audience input'];
 
@@ -102,6 +103,104 @@ describe('packItems', () => {
     const tighter = packItems(items, tightBudget - 1, tokenizer);
     expect(tighter.included.map((item) => item.id)).toEqual(['task']);
     expect(tighter.omitted).toEqual([{ id: 'memory', section: '# Memories', reason: 'token budget' }]);
+  });
+});
+
+describe('packItems with a tokenizer that is not additive', () => {
+  // One token a character, and 20 more for every blank line: the blank lines between sections cost more than the
+  // packer's per-item accounting (which charges a heading and its blank line at plain cost) expects.
+  const joinCosts: Tokenizer = {
+    specificationVersion: 'v1',
+    provider: 'test',
+    exact: true,
+    count: (text) => text.length + 20 * (text.split('\n\n').length - 1),
+  };
+  const item = (id: string, section: string, priority: number, text: string, required = false): PromptItem => ({
+    id,
+    section,
+    priority,
+    variants: [text],
+    reason: 'r',
+    required,
+  });
+
+  it('trims the whole text into the budget from the lowest priority, keeping the required items', () => {
+    const items = [item('task', '# T', 100, 'task', true), item('a', '# A', 50, 'aa'), item('b', '# B', 10, 'bb')];
+    // Each fits by the per-item count (9 + 7 + 7 tokens), but the three sections render at 25 characters and two
+    // blank lines: 65 tokens. Without 'b' they render at 17 characters and one blank line: 37.
+    const packed = packItems(items, 45, joinCosts);
+    expect(packed.tokens).toBe(joinCosts.count(packed.text));
+    expect(packed.tokens).toBeLessThanOrEqual(45);
+    expect(packed.included.map((included) => included.id)).toEqual(['task', 'a']);
+    expect(packed.omitted.map((omitted) => omitted.id)).toEqual(['b']);
+  });
+
+  it('refuses, rather than drop a required item, when the required items alone render over the budget', () => {
+    const items = [item('r1', '# R1', 100, 'r1', true), item('r2', '# R2', 90, 'r2', true), item('o', '# O', 50, 'o')];
+    // 9 + 9 + 7 tokens by the per-item count, all fitting 30; the two required ones alone render at 37.
+    expect(() => packItems(items, 30, joinCosts)).toThrow(/required items alone take 37 tokens/);
+  });
+});
+
+describe('packItems: the order of the output', () => {
+  it('renders sections in first-seen order and items in their given order, whatever their priorities', () => {
+    const items: PromptItem[] = [
+      { id: 'low', section: '# First', priority: 10, variants: ['low text'], reason: 'r' },
+      { id: 'high', section: '# Second', priority: 90, variants: ['high text'], reason: 'r' },
+      { id: 'mid', section: '# First', priority: 50, variants: ['mid text'], reason: 'r' },
+    ];
+    const { text, included } = packItems(items, 1_000, createEstimatingTokenizer());
+    expect(included.map((packed) => packed.id)).toEqual(['low', 'high', 'mid']);
+    expect(text.indexOf('# First')).toBeLessThan(text.indexOf('# Second'));
+    expect(text.indexOf('low text')).toBeLessThan(text.indexOf('mid text'));
+    expect(text.indexOf('mid text')).toBeLessThan(text.indexOf('# Second'));
+  });
+});
+
+describe('requiredTokens', () => {
+  it('is the budget packItems needs for the required items at their least detail', () => {
+    const tokenizer = createEstimatingTokenizer();
+    const items: PromptItem[] = [
+      {
+        id: 'memory',
+        section: '# T',
+        priority: 50,
+        variants: [`${'long '.repeat(200)}memory`, 'short'],
+        reason: 'r',
+        required: true,
+      },
+      { id: 'extra', section: '# T', priority: 10, variants: ['an optional line'], reason: 'r' },
+    ];
+    const needed = requiredTokens(items, tokenizer);
+    const packed = packItems(items, needed, tokenizer);
+    expect(packed.included.map((included) => [included.id, included.detail])).toEqual([['memory', 'summary']]);
+    expect(() => packItems(items, needed - 1, tokenizer)).toThrow(/token budget of \d+ is too small/);
+  });
+});
+
+describe('stablePrefixItems: priorities', () => {
+  it('ranks the summary of a more recent chapter above an older one', () => {
+    const chapterSummaries = [1, 2, 3, 4, 5].map((n) => ({
+      chapterId: `chapter-000${n}`,
+      summary: `What happened in chapter ${n}.`,
+    }));
+    const items = stablePrefixItems({ chapterStart: makeStoryState('prio'), chapterSummaries });
+    const priorities = chapterSummaries.map(
+      ({ chapterId }) => items.find((item) => item.id === `summary:${chapterId}`)!.priority,
+    );
+    for (let at = 1; at < priorities.length; at++) expect(priorities[at]).toBeGreaterThan(priorities[at - 1]!);
+  });
+
+  it('ranks a dead main character below a living one', () => {
+    const base = makeStoryState('prio');
+    const state = makeStoryState('prio', {
+      characters: { ...base.characters, tobin: { ...base.characters.tobin!, status: 'dead' } },
+    });
+    const items = stablePrefixItems({ chapterStart: state, chapterSummaries: [] });
+    const priorityOf = (id: string) => items.find((item) => item.id === `character:${id}`)!.priority;
+    expect(state.characters.mira!.role).toBe('main');
+    expect(state.characters.tobin!.role).toBe('main');
+    expect(priorityOf('tobin')).toBeLessThan(priorityOf('mira'));
   });
 });
 

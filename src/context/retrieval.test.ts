@@ -169,6 +169,26 @@ describe('createHybridRetriever', () => {
     expect(byImportance.candidates.every((c) => c.signals.recency === 1)).toBe(true);
   });
 
+  it('halves recency every halfLifeMs of timestamp age when scene indexes are unknown', async () => {
+    const day = 24 * 3_600_000;
+    // Same text, no scene index: only the timestamp tells them apart. By id alone 'older' would come first.
+    const twins: Doc[] = [
+      { id: 'older', text: 'The lantern went out in the tower.', metadata: { timestamp: 0 } },
+      { id: 'recent', text: 'The lantern went out in the tower.', metadata: { timestamp: 7 * day } },
+    ];
+    const { candidates } = await (await setup(twins, { mmr: { lambda: 1 } })).retrieve(STORY, {
+      query: 'lantern tower',
+      k: 2,
+      now: { timestamp: 14 * day },
+    });
+    expect(candidates.map((c) => c.id)).toEqual(['recent', 'older']);
+    // The default half-life is 7 days: one half-life old counts 0.5, two count 0.25.
+    expect(candidates[0]!.signals.recency).toBeCloseTo(0.5);
+    expect(candidates[1]!.signals.recency).toBeCloseTo(0.25);
+    // With the default recency weight β = 0.15, the gap in final score is β times the gap in recency.
+    expect(candidates[0]!.signals.final - candidates[1]!.signals.final).toBeCloseTo(0.15 * (0.5 - 0.25));
+  });
+
   it('drops a near-duplicate with MMR and says why', async () => {
     const withCopy: Doc[] = [
       { id: 'a', text: 'Mira hid the silver key beneath the loose floorboard of the archive.' },
@@ -370,6 +390,31 @@ describe('createHybridRetriever', () => {
     expect(result.candidates.find((c) => c.id === 'market')!.signals.exact).toBe(true);
   });
 
+  it('holds the exact search by character to a filter on characters too (a point of view)', async () => {
+    // The point of view is Mira's: the filter keeps her scenes only. Naming Tobin boosts her scenes he is in, and
+    // must not bring in one she never witnessed.
+    const cast: Doc[] = [
+      { id: 'both', text: 'Tobin handed Mira the sealed letter.', metadata: { characters: ['mira', 'tobin'] } },
+      { id: 'tobin-alone', text: 'Tobin read the letter alone.', metadata: { characters: ['tobin'] } },
+      ...Array.from({ length: 50 }, (_, i) => ({
+        id: `mira-${String(i).padStart(2, '0')}`,
+        text: `Mira walked the shore on day ${i}.`,
+        metadata: { characters: ['mira'] },
+      })),
+    ];
+    const retriever = await setup(cast, { mmr: { lambda: 1 } });
+    const result = await retriever.retrieve(STORY, {
+      query: 'Tobin letter',
+      k: 5,
+      filter: { characters: { $in: ['mira'] } },
+      exact: { characters: ['tobin'] },
+    });
+    const seen = [...result.candidates, ...result.runnersUp];
+    expect(seen.map((c) => c.id)).not.toContain('tobin-alone');
+    for (const candidate of seen) expect(candidate.metadata.characters, candidate.id).toContain('mira');
+    expect(result.candidates.find((c) => c.id === 'both')?.signals.exact).toBe(true);
+  });
+
   it("keeps one candidate per source with distinct: 'sourceId', so k counts sources", async () => {
     const chunked: Doc[] = [
       { id: 'key:0', text: 'Mira hid the silver key in the archive.', metadata: { sourceId: 'key', chunk: 0 } },
@@ -411,22 +456,46 @@ describe('createHybridRetriever', () => {
         return hashing.embed(texts, options);
       },
     };
-    const retriever = await setup([...chunks, ...short], undefined, embedder);
+    const parts = await indexesOf([...chunks, ...short], embedder);
+    // The vector searches asked, by pool size and filter.
+    const searches: Array<{ topK: number; filter: unknown }> = [];
+    const retriever = createHybridRetriever({
+      ...parts,
+      vectors: {
+        ...parts.vectors,
+        query: (storyId, query) => {
+          searches.push({ topK: query.topK, filter: query.filter });
+          return parts.vectors.query(storyId, query);
+        },
+      },
+    });
     const { candidates } = await retriever.retrieve(STORY, { query: 'dragon', k: 5, distinct: 'sourceId' });
     expect(queries).toEqual(['dragon']);
     expect(candidates).toHaveLength(5);
     expect(new Set(candidates.map((c) => c.metadata.sourceId)).size).toBe(5);
+    // Widened, not paged: the first pool is the grouping default (100 at k = 5), each later one larger, all under
+    // the request's own (absent) filter, and every candidate found on the first page of its search.
+    expect(searches.length).toBeGreaterThanOrEqual(2);
+    expect(searches[0]!.topK).toBe(100);
+    for (let at = 1; at < searches.length; at++) {
+      expect(searches[at]!.topK).toBeGreaterThan(searches[at - 1]!.topK);
+    }
+    expect(searches.map((search) => search.filter)).toEqual(searches.map(() => undefined));
+    expect(candidates.every((c) => c.signals.page === undefined)).toBe(true);
     // Fewer sources than k in the whole story: all of them, and no endless widening.
     const few = await retriever.retrieve(STORY, { query: 'dragon', k: 10, distinct: 'sourceId' });
     expect(new Set(few.candidates.map((c) => c.metadata.sourceId)).size).toBe(6);
   });
 
-  /** `vectors` declaring that one response holds about 16 records (as Pinecone's 4 MB caps it), its filters noted. */
-  const cappedVectors = (vectors: VectorIndex, filters: unknown[] = []): VectorIndex =>
+  /**
+   * `vectors` declaring that one response holds about 16 records (as Pinecone's 4 MB caps it), or as many as
+   * `resultBytes` allows at 1 KB of metadata a record, its filters noted.
+   */
+  const cappedVectors = (vectors: VectorIndex, filters: unknown[] = [], resultBytes = 20 * 1024): VectorIndex =>
     new Proxy(vectors, {
       get(target, property, receiver) {
         if (property === 'capabilities') {
-          return { ...target.capabilities, maxQueryResultBytes: 20 * 1024, maxMetadataBytes: 1024 };
+          return { ...target.capabilities, maxQueryResultBytes: resultBytes, maxMetadataBytes: 1024 };
         }
         if (property === 'query') {
           return (storyId: string, query: Parameters<typeof target.query>[1]) => {
@@ -500,6 +569,49 @@ describe('createHybridRetriever', () => {
       exact: { characters: ['mira'] },
     });
     expect(exact.candidates.length).toBeGreaterThan(0);
+  });
+
+  it('pages a filter that already names the sources it allows, and finds none outside them', async () => {
+    // The request's filter holds `sourceId: { $in }` (a point of view's scenes); the page's `$nin` must narrow it,
+    // never replace it. The sources outside it match the query best.
+    const allowed = ['long-a', 'long-b', 'short-0', 'short-1', 'short-2'];
+    const outside: Doc[] = Array.from({ length: 4 }, (_, i) => ({
+      id: `outside-${i}`,
+      text: `dragon dragon dragon ${i}`,
+    }));
+    const parts = await indexesOf([...longAndShort(3), ...outside]);
+    const filters: unknown[] = [];
+    const retriever = createHybridRetriever({ ...parts, vectors: cappedVectors(parts.vectors, filters) });
+    const { candidates, runnersUp } = await retriever.retrieve(STORY, {
+      query: 'dragon',
+      k: 5,
+      distinct: 'sourceId',
+      filter: { sourceId: { $in: allowed } },
+    });
+    // It did page: a later search excluded what the first had found.
+    expect(JSON.stringify(filters)).toContain('$nin');
+    for (const candidate of [...candidates, ...runnersUp]) expect(allowed).toContain(candidate.metadata.sourceId);
+    expect(candidates.map((candidate) => candidate.metadata.sourceId).sort()).toEqual(allowed);
+  });
+
+  it('pages on when exactly as many sources were found as one filter can name', async () => {
+    // One response holds 1,000 records (1,536,000 bytes at 1 KB of metadata and 512 bytes of overhead each), each
+    // source is one record, and no unit holds the query's word: the first search finds exactly 1,000 sources, and a
+    // page's `$nin` may name all 1,000.
+    const docs: Doc[] = Array.from({ length: 1_003 }, (_, source) => ({
+      id: `s${String(source).padStart(4, '0')}`,
+      text: `the tower ${source} stood by the sea`,
+    }));
+    const parts = await indexesOf(docs);
+    const filters: unknown[] = [];
+    const retriever = createHybridRetriever({
+      ...parts,
+      vectors: cappedVectors(parts.vectors, filters, 1_536_000),
+      options: { mmr: { lambda: 1 } },
+    });
+    const { candidates } = await retriever.retrieve(STORY, { query: 'dragon', k: 1_002, distinct: 'sourceId' });
+    expect(candidates).toHaveLength(1_002);
+    expect(candidates.filter((candidate) => candidate.signals.page === 2).length).toBeGreaterThan(0);
   });
 
   it('stops paging, with fewer than k, once the sources found are more than one filter can name', async () => {
