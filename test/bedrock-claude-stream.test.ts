@@ -6,25 +6,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ProviderError, RetryError } from '../src/core/errors.js';
 import { createBedrockSceneGenerator } from '../src/generation/bedrock.js';
-import type { SceneRequest } from '../src/generation/scene-generator.js';
 import { type BedrockStandIn, startBedrockStandIn } from '../src/testing/bedrock-server.js';
-import { makeStoryState } from '../src/testing/fixtures.js';
+import { openingSceneRequest } from './support/scene-request.js';
 
 const MODEL = 'global.anthropic.claude-sonnet-4-6';
-
-function openingSceneRequest(): SceneRequest {
-  const state = makeStoryState('lighthouse');
-  return {
-    storyId: state.storyId,
-    sceneId: 'scene-0001',
-    sceneIndex: 0,
-    chapterId: state.chapterId,
-    state,
-    prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
-    influences: [],
-    seed: 1,
-  };
-}
 
 let standIn: BedrockStandIn;
 beforeAll(async () => {

@@ -6,31 +6,15 @@ import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
 import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { openingSceneRequest } from '../../test/support/scene-request.js';
 import { embedInBatches } from '../context/embedder.js';
 import { AbortedError, ContentFilteredError, ProviderError, RetryError, ValidationError } from '../core/errors.js';
 import { type BedrockStandIn, startBedrockStandIn } from '../testing/bedrock-server.js';
-import { makeStoryState } from '../testing/fixtures.js';
 import { ManualClock } from '../testing/manual-clock.js';
 import { createBedrockEmbedder, createBedrockImageGenerator, createBedrockSceneGenerator } from './bedrock.js';
 import { createClaudeSceneGenerator } from './claude-scene-generator.js';
 import type { ImageRequest } from './image-generator.js';
 import { seedFromSceneId } from './image-prompt.js';
-import type { SceneRequest } from './scene-generator.js';
-
-/** The request for the first scene of a fresh story, as the engine makes it. */
-function openingSceneRequest(): SceneRequest {
-  const state = makeStoryState('lighthouse');
-  return {
-    storyId: state.storyId,
-    sceneId: 'scene-0001',
-    sceneIndex: 0,
-    chapterId: state.chapterId,
-    state,
-    prompt: { stable: 'Story bible.', dynamic: 'Write the opening scene.' },
-    influences: [],
-    seed: 1,
-  };
-}
 
 let standIn: BedrockStandIn;
 
