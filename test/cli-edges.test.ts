@@ -24,6 +24,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { synthesizeExport } from '../bench/story-synthesis.js';
 import { folderFailureReason, openProject, projectPaths } from '../src/cli/project.js';
+import { ValidationError } from '../src/core/errors.js';
 import { childProcesses, storyloom, temporaryFolders } from './fixtures/cli.js';
 
 const repositoryRoot = fileURLToPath(new URL('../', import.meta.url));
@@ -753,6 +754,20 @@ describe('storyloom site folders of ids a file system may confuse', () => {
     expect(paths.pendingOf('Tale:1')).toBe(path.join(root, 'pending', '=tale~1=1.json'));
     writeFileSync(path.join(root, 'pending', 'Tale%3A1.json'), '{}\n');
     expect(paths.pendingOf('Tale:1')).toBe(path.join(root, 'pending', 'Tale%3A1.json'));
+  });
+
+  it('refuses a name that is, on this file system, the folder an earlier version made for another story', () => {
+    const root = workspace();
+    const paths = projectPaths(root);
+    // An earlier version made site/Tale for the story "Tale"; on a case-insensitive file system site/tale is that
+    // folder too (emulated by a link): the story "tale" must not publish into it.
+    mkdirSync(path.join(root, 'site', 'Tale'), { recursive: true });
+    symlinkSync(path.join(root, 'site', 'Tale'), path.join(root, 'site', 'tale'));
+    expect(() => paths.siteOf('tale')).toThrow(ValidationError);
+    expect(() => paths.siteOf('tale')).toThrow(/site\/Tale, which an earlier storyloom made for another story/);
+    // Once that folder is moved away, "tale" has its own.
+    rmSync(path.join(root, 'site', 'tale'));
+    expect(paths.siteOf('tale')).toBe(path.join(root, 'site', 'tale'));
   });
 });
 

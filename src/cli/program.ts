@@ -154,8 +154,8 @@ const TERMINAL_CONTROLS_BUT_LINES = /(?![\n\t])[\p{Cc}\u202A-\u202E\u2066-\u2069
  * Story text (a title, a name, a prompt: written by a model, or brought in by an import) as it may be shown on a
  * terminal: each control character written as its escape (`\u001b`). ESC starts the sequences that set a window's
  * title, clear the screen or rewrite what is shown, and a bidi override or isolate reorders the rest of the line.
- * Newlines and tabs stay where the text is `multiline` (a prompt). Output of `--json` is written as it is: JSON writes
- * control characters as escapes itself.
+ * Newlines and tabs stay where the text is `multiline` (a prompt). Output of `--json` is written as stored: JSON
+ * escapes the C0 controls (ESC among them), not C1 controls or bidi overrides, which a reader of it must treat as data.
  */
 function terminalText(text: string, options: { multiline?: boolean } = {}): string {
   return text.replace(

@@ -130,28 +130,40 @@ export function projectPaths(directory: string): ProjectPaths {
 
 /**
  * `folder/name`, or `folder/legacyName` where an earlier storyloom named the entry so and nothing has the new name
- * yet: a project made before keeps its site and its records. The old name counts only when the folder lists it
- * exactly and it is not another entry under a second name: on a case-insensitive file system `Tale` finds the folder
- * of `tale`, which is not the story `Tale`'s (the listing shows `tale`, as does a link from one name to the other).
+ * yet: a project made before keeps its site and its records. An entry counts as a name's own only when the folder
+ * lists it by exactly that name and it is not another entry under a second name: on a case-insensitive file system
+ * `Tale` finds the folder of `tale` (the listing shows `tale`, as does a link from one name to the other). When the
+ * new name itself is another entry's so (an earlier storyloom made `Tale` for the story `Tale`, and this is the story
+ * `tale`), the story cannot have an entry of its own there: a `ValidationError` says which entry to move.
  */
 function ownEntry(folder: string, name: string, legacyName: string): string {
   const current = path.join(folder, name);
-  if (legacyName === name || existsSync(current)) return current;
   let names: string[];
   try {
     names = readdirSync(folder);
   } catch {
     return current;
   }
-  if (!names.includes(legacyName)) return current;
-  const legacy = statSync(path.join(folder, legacyName), { throwIfNoEntry: false });
-  if (!legacy) return current;
-  const shared = names.some((other) => {
-    if (other === legacyName) return false;
-    const stats = statSync(path.join(folder, other), { throwIfNoEntry: false });
-    return stats !== undefined && stats.dev === legacy.dev && stats.ino === legacy.ino;
-  });
-  return shared ? current : path.join(folder, legacyName);
+  /** The other entries of the folder that are `entry` under another name. */
+  const aliasesOf = (entry: string): string[] => {
+    const stats = statSync(path.join(folder, entry), { throwIfNoEntry: false });
+    if (!stats) return [];
+    return names.filter((other) => {
+      if (other === entry) return false;
+      const otherStats = statSync(path.join(folder, other), { throwIfNoEntry: false });
+      return otherStats !== undefined && otherStats.dev === stats.dev && otherStats.ino === stats.ino;
+    });
+  };
+  if (existsSync(current)) {
+    const others = names.includes(name) ? aliasesOf(name) : names.filter((other) => other.toLowerCase() === name);
+    if (others.length === 0) return current;
+    throw new ValidationError(
+      `${current} is also ${path.join(folder, others[0]!)}, which an earlier storyloom made for another story whose id differs in case only: move that one away (this version names it differently) and run the command again`,
+      { problems: [{ path: current, message: 'is the entry of another story on this file system' }] },
+    );
+  }
+  if (legacyName === name || !names.includes(legacyName)) return current;
+  return aliasesOf(legacyName).length > 0 ? current : path.join(folder, legacyName);
 }
 
 const PendingBuildSchema = z.object({

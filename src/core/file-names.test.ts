@@ -15,6 +15,11 @@ describe('caseDistinctFileId', () => {
     expect(caseDistinctFileId('Lighthouse-keepers')).toBe('=lighthouse-keepers=1');
   });
 
+  it('never gives a name that ends in a dot, which Windows drops ("tale." would be "tale")', () => {
+    for (const id of ['tale.', 'Tale.', 'con.', 'a..']) expect(caseDistinctFileId(id).endsWith('.')).toBe(false);
+    expect(caseDistinctFileId('tale.')).not.toBe(caseDistinctFileId('tale'));
+  });
+
   it('writes ":" as "~" and never gives a Windows device name', () => {
     expect(caseDistinctFileId('tx:42')).toBe('tx~42');
     expect(colonFreeFileId('Tx:42')).toBe('Tx~42');

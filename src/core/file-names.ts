@@ -22,7 +22,8 @@ export function colonFreeFileId(id: string): string {
  * The name (without an extension) of a file or folder that stands for `id`, distinct from every other id's on any
  * file system. An id of lowercase letters, digits and `._-` that is no device name is its own name (the engine's
  * `chapter-0001`, a story's `lighthouse-keepers`), and `:` becomes `~` (`colonFreeFileId`). Any other id (one with an
- * uppercase letter, which a case-insensitive file system would confuse with its lowercase twin, or a device name) is
+ * uppercase letter, which a case-insensitive file system would confuse with its lowercase twin, a device name, or one
+ * ending in a dot, which Windows drops) is
  * written `=<id in lowercase>=<which letters were uppercase, a bit mask in base 36>`: `=` is in no id, so the name is
  * never another id's, never a device name, unique whatever the file system's case rules, and reversible.
  *
@@ -33,7 +34,9 @@ export function colonFreeFileId(id: string): string {
  */
 export function caseDistinctFileId(id: string): string {
   const fileId = colonFreeFileId(id);
-  if (!/[A-Z]/.test(fileId) && !RESERVED_NAME.test(fileId)) return fileId;
+  // Windows also drops a name's trailing dot ("tale." is "tale" there): such an id takes the long form, which ends
+  // in its mask.
+  if (!/[A-Z]/.test(fileId) && !RESERVED_NAME.test(fileId) && !fileId.endsWith('.')) return fileId;
   let mask = 0n;
   for (let position = fileId.length - 1; position >= 0; position--) {
     mask = (mask << 1n) | (/[A-Z]/.test(fileId[position]!) ? 1n : 0n);
