@@ -146,10 +146,11 @@ export function validateEpisode(episode: Episode): ValidEpisode {
   if (scene.success && story.success && scene.data.storyId !== story.data.storyId) {
     problems.push({ path: 'scene.storyId', message: `must equal story.storyId "${story.data.storyId}"` });
   }
-  // Pages and feeds write times in UTC with a four-digit year: one outside years 0000-9999 has none (the stores
-  // refuse such times; a publisher called directly may still be handed one).
+  // Pages and feeds write the times they show in UTC with a four-digit year (a scene's creation, the story's last
+  // update): one outside years 0000-9999 has none (the stores refuse such times; a publisher called directly may still
+  // be handed one).
   if (scene.success) problems.push(...timeProblems(scene.data, 'scene'));
-  if (story.success) problems.push(...timeProblems(story.data, 'story'));
+  if (story.success) problems.push(...timeProblems(story.data, 'story', ['updatedAt']));
   let image: ValidEpisode['image'];
   // `null` reads as no picture, as JSON often writes it.
   if (episode?.image != null) {

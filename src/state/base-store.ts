@@ -239,7 +239,9 @@ export abstract class BaseStateStore implements StoryStateStore {
         message: `must count the scene (scene.index + 1 = ${scene.index + 1})`,
       });
     }
-    problems.push(...timeProblems(scene, 'scene'), ...timeProblems(nextState, 'nextState'));
+    // The times this commit writes: the state's createdAt is carried over (a story stored with one out of range
+    // before such times were refused must still take scenes).
+    problems.push(...timeProblems(scene, 'scene'), ...timeProblems(nextState, 'nextState', ['updatedAt']));
     const { consumed, rejected } = checkOutcomes(input, problems);
     const outcomeIds = [...consumed, ...rejected.map((r) => r.id)];
     if (new Set(outcomeIds).size !== outcomeIds.length) {

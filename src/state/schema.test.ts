@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../core/errors.js';
+import { validateEpisode } from '../publishing/publisher.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
+import { bundleSnapshot, type StoryBundle } from './base-store.js';
 import { createMemoryStateStore } from './memory.js';
 import {
   domainJsonSchemas,
@@ -125,6 +127,31 @@ describe('times outside years 0000-9999 in UTC', () => {
     expect(error.message).toContain('scene.createdAt');
     expect((await store.load('tale')).version).toBe(0);
     expect(await store.getScene('tale', scene.id)).toBeNull();
+  });
+
+  it('leave a story stored with one before they were refused able to take scenes and publish them', async () => {
+    const store = createMemoryStateStore();
+    const stored = makeStoryState('tale', { createdAt: PAST_9999 });
+    // What an earlier storyloom stored: create had no time check then.
+    await (store as unknown as { insertStory(bundle: StoryBundle): Promise<void> }).insertStory({
+      state: stored,
+      snapshots: [bundleSnapshot(stored)],
+      scenes: [],
+      influences: [],
+      publications: [],
+    });
+    const state = await store.load('tale');
+    expect(state.createdAt).toBe(PAST_9999);
+    const scene = makeNextScene(state);
+    const committed = await store.commitScene('tale', {
+      expectedVersion: state.version,
+      scene,
+      nextState: makeNextState(state, scene),
+      consumedInfluenceIds: [],
+    });
+    expect(committed.state.version).toBe(1);
+    // Publishers write the scene's time and the story's last update, never its creation.
+    expect(validateEpisode({ story: committed.state, scene }).scene.id).toBe(scene.id);
   });
 
   it('are refused in an imported story, naming the scene or state, and nothing is written', async () => {

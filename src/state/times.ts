@@ -15,16 +15,18 @@ export function inUtc(time: string): string | undefined {
 }
 
 /**
- * The times of a scene or state (`createdAt`, and a state's `updatedAt`) that leave years 0000-9999 once moved to UTC,
- * as problems under `path`: the site would write them with a signed six-digit year, which is not RFC 3339 and sorts
- * before every other time. The schema accepts them, so a story already stored with one stays readable; they are refused
- * where a story is written (create, commit, import), as an influence's time is, and by the publishers.
+ * The times of a scene or state (`createdAt`, and a state's `updatedAt`; or those of `fields`) that leave years
+ * 0000-9999 once moved to UTC, as problems under `path`: the site would write them with a signed six-digit year, which
+ * is not RFC 3339 and sorts before every other time. The schema accepts them, so a story already stored with one stays
+ * readable; they are refused where they are written (a story's creation and import; a commit's scene and the state's
+ * `updatedAt`, not the `createdAt` it carries over), as an influence's time is, and where the publishers write them.
  */
 export function timeProblems(
   record: { createdAt: string; updatedAt?: string },
   path: string,
+  fields: ReadonlyArray<'createdAt' | 'updatedAt'> = ['createdAt', 'updatedAt'],
 ): Array<{ path: string; message: string }> {
-  return (['createdAt', 'updatedAt'] as const).flatMap((field) => {
+  return fields.flatMap((field) => {
     const time = record[field];
     return time !== undefined && inUtc(time) === undefined
       ? [{ path: `${path}.${field}`, message: `${time} is outside years 0000-9999 in UTC` }]
