@@ -16,7 +16,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { mapWithConcurrency } from '../core/concurrency.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
-import { singleLine } from '../core/single-line.js';
+import { oneLineJson, singleLine } from '../core/single-line.js';
 import { clipSentences, clipText, ellipsize } from '../core/text.js';
 import { parseOrThrow } from '../state/base-store.js';
 import {
@@ -3933,8 +3933,8 @@ function changesSince(
   }
   const keys = new Set([...Object.keys(start.worldState), ...Object.keys(now.worldState)]);
   for (const key of [...keys].sort()) {
-    const before = JSON.stringify(start.worldState[key]);
-    const after = JSON.stringify(now.worldState[key]);
+    const before = oneLineJson(start.worldState[key]);
+    const after = oneLineJson(now.worldState[key]);
     if (before !== after) {
       lines.push({
         id: `world:${key}`,

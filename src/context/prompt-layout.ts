@@ -9,7 +9,7 @@
  * @module
  */
 import { ValidationError } from '../core/errors.js';
-import { singleLine } from '../core/single-line.js';
+import { oneLineJson, singleLine } from '../core/single-line.js';
 import { clipText, ellipsize } from '../core/text.js';
 import type { CharacterState, PlotThread, StoryState } from '../state/schema.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -359,7 +359,7 @@ export function stablePrefixItems(input: StablePrefixInput): PromptItem[] {
   if (pov === undefined) {
     for (const key of Object.keys(state.worldState).sort()) {
       const name = worldKeyName(key);
-      const value = JSON.stringify(state.worldState[key]);
+      const value = oneLineJson(state.worldState[key]) ?? 'null';
       items.push({
         id: `world-state:${key}`,
         section: `# World state at the start of ${state.chapterId}`,
@@ -526,7 +526,7 @@ function threadVariants(thread: PlotThread, state: StoryState, povCharacterId?: 
  * quoted as JSON otherwise, so that a key holding a line break or a " = " cannot break the line it is on.
  */
 export function worldKeyName(key: string): string {
-  return /^[\p{L}\p{N}_.:/ -]{1,120}$/u.test(key) && key.trim() === key ? key : JSON.stringify(key);
+  return /^[\p{L}\p{N}_.:/ -]{1,120}$/u.test(key) && key.trim() === key ? key : oneLineJson(key)!;
 }
 
 /** The first sentence of a text (or its first 200 characters). */

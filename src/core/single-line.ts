@@ -18,3 +18,16 @@ const LINE_BREAKS_AND_CONTROLS = /[\p{Cc}\u2028\u2029]+/gu;
 export function singleLine(text: string): string {
   return text.replace(LINE_BREAKS_AND_CONTROLS, ' ');
 }
+
+/** The characters `JSON.stringify` leaves as they are that end a line for some reader, or control one: DEL and C1. */
+const RAW_IN_JSON = /[\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * `JSON.stringify(value)` on one line: it escapes C0 controls and line feeds, but leaves NEL (U+0085), the line and
+ * paragraph separators and the other C1 controls as they are, which some readers break a line at. Those are escaped
+ * too (`\u2028`), which JSON reads back as the same value. `undefined` for a value JSON has no text for.
+ */
+export function oneLineJson(value: unknown): string | undefined {
+  const json = JSON.stringify(value);
+  return json?.replace(RAW_IN_JSON, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

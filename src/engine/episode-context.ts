@@ -5,7 +5,7 @@
  * @module
  */
 import { throwIfAborted } from '../core/errors.js';
-import { singleLine } from '../core/single-line.js';
+import { oneLineJson, singleLine } from '../core/single-line.js';
 import { clipText } from '../core/text.js';
 import type { ResolvedInfluence, ScenePrompt } from '../generation/scene-generator.js';
 import type { PlotThread, Scene, StoryState } from '../state/schema.js';
@@ -188,7 +188,7 @@ export function createStateOnlyContext(options: StateOnlyContextOptions = {}): E
         ...(threads.length > 0 ? threads : ['(none)']),
         '',
         '# World state',
-        JSON.stringify(state.worldState),
+        oneLineJson(state.worldState),
         '',
         '# Recent scenes',
         ...(recentLines.length > 0 ? recentLines : ['(this is the first scene)']),
