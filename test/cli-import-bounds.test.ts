@@ -99,6 +99,29 @@ describe('storyloom import: bounds on what it reads', () => {
     expect(existsSync(path.join(cwd, 'copy'))).toBe(false);
   });
 
+  it('refuses a record of a known kind without its payload, or a scene repeated, at once', async () => {
+    const cwd = workspace();
+    const bare = path.join(cwd, 'bare.jsonl.gz');
+    await gzipExport(bare, function* () {
+      yield '{"kind":"state","state":{}}\n';
+      yield '{"kind":"scene"}\n'.repeat(1_000_000);
+    });
+    const refusedBare = await storyloom(cwd, ['import', bare, '--data', 'copy']);
+    expect(refusedBare.stderr).toBe(`storyloom: ${bare} is damaged: a scene record without its scene\n`);
+    expect(refusedBare.code).toBe(1);
+    const repeated = path.join(cwd, 'repeated.jsonl.gz');
+    await gzipExport(repeated, function* () {
+      yield '{"kind":"state","state":{}}\n';
+      yield '{"kind":"scene","scene":{"index":0}}\n'.repeat(1_000_000);
+    });
+    const refusedRepeated = await storyloom(cwd, ['import', repeated, '--data', 'copy']);
+    expect(refusedRepeated.stderr).toBe(
+      `storyloom: ${repeated} is damaged: its scene 2 is not the scene of index 1, as an export writes it\n`,
+    );
+    expect(refusedRepeated.code).toBe(1);
+    expect(existsSync(path.join(cwd, 'copy'))).toBe(false);
+  });
+
   it('still imports an export with CRLF line ends, a few blank lines and no newline after its last line', async () => {
     const cwd = workspace();
     expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);

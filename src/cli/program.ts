@@ -1203,6 +1203,14 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
   }
 }
 
+/** The field that holds each kind of export record's payload. */
+const PAYLOADS: Readonly<Record<string, string>> = {
+  snapshot: 'state',
+  scene: 'scene',
+  influence: 'influence',
+  publication: 'entry',
+};
+
 /**
  * Reads a whole export before a new project is made for it, so a truncated or foreign file leaves nothing behind:
  * its header first, its end marker last, and the counts the marker gives. Returns the story id. The import then
@@ -1241,6 +1249,18 @@ async function checkExportShape(lines: AsyncIterable<string>, name: string): Pro
         unknown
       >;
     } else if (typeof record === 'object' && typeof record.kind === 'string' && Object.hasOwn(kinds, record.kind)) {
+      // Each record carries its payload, and an export writes its scenes in order from the first: a short record
+      // repeated (a small compressed file can hold millions) is refused at its first line or at its second.
+      const payload = (record as Record<string, unknown>)[PAYLOADS[record.kind]!];
+      if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+        throw new CommandError(`${name} is damaged: a ${record.kind} record without its ${PAYLOADS[record.kind]}`);
+      }
+      const scenesBefore = counts.scenes ?? 0;
+      if (record.kind === 'scene' && (payload as { index?: unknown }).index !== scenesBefore) {
+        throw new CommandError(
+          `${name} is damaged: its scene ${scenesBefore + 1} is not the scene of index ${scenesBefore}, as an export writes it`,
+        );
+      }
       counts[kinds[record.kind]!]!++;
     } else if (typeof record !== 'object' || record.kind !== 'state') {
       // Refused here rather than after the whole file is read: a small compressed file of a short line repeated
