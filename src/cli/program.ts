@@ -1203,12 +1203,12 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
   }
 }
 
-/** The field that holds each kind of export record's payload. */
-const PAYLOADS: Readonly<Record<string, string>> = {
-  snapshot: 'state',
-  scene: 'scene',
-  influence: 'influence',
-  publication: 'entry',
+/** The records an export holds several of, by kind: the end marker's name for their count, their payload's field. */
+const COUNTED_RECORDS: Readonly<Record<string, { count: string; payload: string }>> = {
+  snapshot: { count: 'snapshots', payload: 'state' },
+  scene: { count: 'scenes', payload: 'scene' },
+  influence: { count: 'influences', payload: 'influence' },
+  publication: { count: 'publications', payload: 'entry' },
 };
 
 /**
@@ -1218,13 +1218,9 @@ const PAYLOADS: Readonly<Record<string, string>> = {
  * remove the new project it began, so the same command can be run again there with a sound file.
  */
 async function checkExportShape(lines: AsyncIterable<string>, name: string): Promise<string> {
-  const kinds: Record<string, string> = {
-    snapshot: 'snapshots',
-    scene: 'scenes',
-    influence: 'influences',
-    publication: 'publications',
-  };
-  const counts: Record<string, number> = { snapshots: 0, scenes: 0, influences: 0, publications: 0 };
+  const counts: Record<string, number> = Object.fromEntries(
+    Object.values(COUNTED_RECORDS).map(({ count }) => [count, 0]),
+  );
   let storyId: string | undefined;
   let end: Record<string, unknown> | undefined;
   for await (const raw of lines) {
@@ -1248,20 +1244,25 @@ async function checkExportShape(lines: AsyncIterable<string>, name: string): Pro
         string,
         unknown
       >;
-    } else if (typeof record === 'object' && typeof record.kind === 'string' && Object.hasOwn(kinds, record.kind)) {
+    } else if (
+      typeof record === 'object' &&
+      typeof record.kind === 'string' &&
+      Object.hasOwn(COUNTED_RECORDS, record.kind)
+    ) {
       // Each record carries its payload, and an export writes its scenes in order from the first: a short record
       // repeated (a small compressed file can hold millions) is refused at its first line or at its second.
-      const payload = (record as Record<string, unknown>)[PAYLOADS[record.kind]!];
+      const { count, payload: field } = COUNTED_RECORDS[record.kind]!;
+      const payload = (record as Record<string, unknown>)[field];
       if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-        throw new CommandError(`${name} is damaged: a ${record.kind} record without its ${PAYLOADS[record.kind]}`);
+        throw new CommandError(`${name} is damaged: a ${record.kind} record without its ${field}`);
       }
-      const scenesBefore = counts.scenes ?? 0;
-      if (record.kind === 'scene' && (payload as { index?: unknown }).index !== scenesBefore) {
+      const seen = counts[count]!;
+      if (record.kind === 'scene' && (payload as { index?: unknown }).index !== seen) {
         throw new CommandError(
-          `${name} is damaged: its scene ${scenesBefore + 1} is not the scene of index ${scenesBefore}, as an export writes it`,
+          `${name} is damaged: its scene ${seen + 1} is not the scene of index ${seen}, as an export writes it`,
         );
       }
-      counts[kinds[record.kind]!]!++;
+      counts[count] = seen + 1;
     } else if (typeof record !== 'object' || record.kind !== 'state') {
       // Refused here rather than after the whole file is read: a small compressed file of a short line repeated
       // holds millions of them.
