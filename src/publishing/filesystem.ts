@@ -391,9 +391,9 @@ function slugOf(index: number, sceneId: string): string {
 const slugOfEpisode = (episode: { index: number; sceneId: string }) => slugOf(episode.index, episode.sceneId);
 
 /**
- * The file name (without `.json`) of a chapter's file. An id of lowercase letters, digits and `._:-` that is no device
- * name keeps the name earlier versions gave it (`fileIdOf`: the engine's `chapter-0001`); any other is written as
- * `caseDistinctFileId` writes it.
+ * The file name (without `.json`) of a chapter's file, as `caseDistinctFileId` writes it: an id of lowercase letters,
+ * digits and `._:-` that is no device name and does not end in a dot keeps the name earlier versions gave it (the
+ * engine's `chapter-0001`).
  */
 const chapterFileIdOf = caseDistinctFileId;
 
