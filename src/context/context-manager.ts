@@ -3196,15 +3196,12 @@ export class ContextManager {
     // Under a point of view, where the story left off is told only if the character was there.
     if (previous && sceneWitnessedBy(previous, pov)) {
       const tail = lastWords(previous.text, 60);
+      const title = singleLine(previous.title);
       items.push({
         id: `previous:${previous.id}`,
         section: '# Where we left off',
         priority: 90,
-        variants: [
-          `${singleLine(previous.title)}: ${previous.summary}\n…${tail}`,
-          `${singleLine(previous.title)}: ${previous.summary}`,
-          singleLine(previous.title),
-        ],
+        variants: [`${title}: ${previous.summary}\n…${tail}`, `${title}: ${previous.summary}`, title],
         reason: 'the end of the previous scene',
       });
     }
@@ -3222,14 +3219,12 @@ export class ContextManager {
     // A line each, newer ones above older ones in priority: 62-67 below the recent scenes' 70-75.
     const lines = (scenes: readonly ChapterLine[], id: string, section: string, base: number, reason: string) =>
       scenes.forEach((scene, position) => {
+        const heading = `[${scene.index}] ${singleLine(scene.title)}`;
         items.push({
           id: `${id}:${scene.id}`,
           section,
           priority: base + (position / Math.max(1, scenes.length)) * 5,
-          variants: [
-            `[${scene.index}] ${singleLine(scene.title)}: ${scene.summary}`,
-            `[${scene.index}] ${singleLine(scene.title)}`,
-          ],
+          variants: [`${heading}: ${scene.summary}`, heading],
           reason,
         });
       });
@@ -3265,14 +3260,15 @@ export class ContextManager {
         });
         return;
       }
+      const heading = `[${scene.index}] ${singleLine(scene.title)}`;
       items.push({
         id: `scene:${scene.sceneId}`,
         section: '# Memories that may matter',
         priority: 60 - rank,
         variants: [
-          `[${scene.index}] ${singleLine(scene.title)}\n${clipWords(scene.excerpt, 90)}`,
-          `[${scene.index}] ${singleLine(scene.title)}: ${firstSentence(scene.excerpt)}`,
-          `[${scene.index}] ${singleLine(scene.title)}`,
+          `${heading}\n${clipWords(scene.excerpt, 90)}`,
+          `${heading}: ${firstSentence(scene.excerpt)}`,
+          heading,
         ],
         reason: `retrieved: score ${scene.score.toFixed(3)} (relevance ${scene.signals.relevance.toFixed(2)}, recency ${scene.signals.recency.toFixed(2)}, importance ${scene.signals.importance.toFixed(2)}${scene.signals.exact ? ', named in the query' : ''}${scene.signals.page ? `, page ${scene.signals.page} of the search` : ''})`,
       });
