@@ -38,6 +38,7 @@ import {
   usageFromClaude,
   wellFormedText,
 } from './claude-scene-generator.js';
+import { createClaudeSummarizer } from './claude-summarizer.js';
 import type { GenerationProgress, SceneRequest } from './scene-generator.js';
 
 const MODEL = 'claude-sonnet-4-6';
@@ -744,6 +745,19 @@ describe('claudeRequestOptions', () => {
       awsSecretAccessKey: 'test',
     });
     expect(claudeRequestOptions(mantle as unknown as ClaudeClient, undefined)).toEqual({ maxRetries: 0 });
+  });
+
+  it('reports amazon-bedrock for an AnthropicBedrock client unless told otherwise, anthropic for any other', () => {
+    const model = 'global.anthropic.claude-sonnet-4-6';
+    const onBedrock = new AnthropicBedrock(credentials);
+    expect(createClaudeSceneGenerator({ client: onBedrock, model }).provider).toBe('amazon-bedrock');
+    expect(createClaudeSummarizer({ client: onBedrock, model }).provider).toBe('amazon-bedrock');
+    expect(createClaudeSceneGenerator({ client: onBedrock, model, provider: 'my-gateway' }).provider).toBe(
+      'my-gateway',
+    );
+    const anthropic = new Anthropic({ apiKey: 'test' });
+    expect(createClaudeSceneGenerator({ client: anthropic, model: 'claude-sonnet-4-6' }).provider).toBe('anthropic');
+    expect(createClaudeSummarizer({ client: anthropic, model: 'claude-sonnet-4-6' }).provider).toBe('anthropic');
   });
 });
 

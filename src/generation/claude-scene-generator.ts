@@ -248,6 +248,16 @@ export function claudeRequestOptions(client: ClaudeClient, provider: string | un
 }
 
 /**
+ * The provider name a Claude generator or summarizer reports: the one given, else `amazon-bedrock` for an
+ * `AnthropicBedrock` client (known as `claudeRequestOptions` knows it) and `anthropic` for any other.
+ *
+ * @internal
+ */
+export function claudeProviderName(client: ClaudeClient, provider: string | undefined): string {
+  return provider ?? (isAnthropicBedrock(client) ? BEDROCK_PROVIDER : 'anthropic');
+}
+
+/**
  * Whether `client` was made by `AnthropicBedrock` or a subclass; not by `AnthropicBedrockMantle`, whose endpoint speaks
  * the Messages API itself and takes its version.
  */
@@ -862,7 +872,8 @@ export interface ClaudeSceneGeneratorOptions {
   /** `max_tokens` of each call. Default 16000. */
   maxTokens?: number;
   /**
-   * Provider name reported by the generator and its errors. Default `anthropic`. `amazon-bedrock` (what
+   * Provider name reported by the generator and its errors. Default `anthropic`, or `amazon-bedrock` for an
+   * `AnthropicBedrock` client. `amazon-bedrock` (what
    * `storyloom/bedrock` gives) sends every request with Bedrock's `anthropic_version`, whatever the client.
    */
   provider?: string;
@@ -973,7 +984,7 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
   const prices: ClaudePriceTable = { ...DEFAULT_CLAUDE_PRICES, ...options.prices };
   const unitPrice = validateOptions(options, prices);
   const { client, model } = options;
-  const provider = options.provider ?? 'anthropic';
+  const provider = claudeProviderName(client, options.provider);
   const maxTokens = options.maxTokens ?? 16_000;
   const maxRepairAttempts = options.maxRepairAttempts ?? 2;
   const useStream = options.stream ?? true;

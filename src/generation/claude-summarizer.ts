@@ -22,6 +22,7 @@ import {
   type ClaudeMessage,
   type ClaudePriceTable,
   callClaudeWithin,
+  claudeProviderName,
   claudeRequestOptions,
   DEFAULT_CLAUDE_PRICES,
   findClaudePrice,
@@ -78,7 +79,8 @@ export interface ClaudeSummarizerOptions {
    */
   timeoutMs?: number;
   /**
-   * Provider name reported by the summarizer and its errors. Default `anthropic`. `amazon-bedrock` sends every request
+   * Provider name reported by the summarizer and its errors. Default `anthropic`, or `amazon-bedrock` for an
+   * `AnthropicBedrock` client. `amazon-bedrock` sends every request
    * with Bedrock's `anthropic_version`, whatever the client.
    */
   provider?: string;
@@ -235,7 +237,7 @@ export function createClaudeSummarizer(options: ClaudeSummarizerOptions): Summar
     const paths = problems.map((problem) => problem.path).join(', ');
     throw new ValidationError(`Invalid Claude summarizer options: ${paths}`, { problems });
   }
-  const provider = options.provider ?? 'anthropic';
+  const provider = claudeProviderName(options.client, options.provider);
   const clock = options.clock ?? systemClock;
   const maxInputTokens = options.maxInputTokens ?? DEFAULT_MAX_INPUT_TOKENS;
   const requestOptions = claudeRequestOptions(options.client, options.provider);
