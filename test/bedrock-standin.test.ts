@@ -298,6 +298,18 @@ describe('Bedrock stand-in: request validation', () => {
 });
 
 describe('Bedrock stand-in: Claude', () => {
+  it('serves Claude by model id and through every geography’s inference profile, and nothing else prefixed', async () => {
+    const served = ['us', 'eu', 'apac', 'global', 'us-gov', 'jp', 'au'].map(
+      (prefix) => `${prefix}.anthropic.claude-sonnet-4-5-20250929-v1:0`,
+    );
+    for (const modelId of ['anthropic.claude-sonnet-4-5-20250929-v1:0', ...served]) {
+      expect((await invoke(modelId, CLAUDE_BODY)).status, modelId).toBe(200);
+    }
+    for (const modelId of ['xx.anthropic.claude-sonnet-4-6', 'global.us.anthropic.claude-sonnet-4-6']) {
+      expectValidationError(await invoke(modelId, CLAUDE_BODY));
+    }
+  });
+
   it('answers InvokeModel with a Messages reply', async () => {
     const result = await invoke('anthropic.claude-3-haiku-20240307-v1:0', CLAUDE_BODY);
     expect(result.status).toBe(200);

@@ -52,8 +52,13 @@ const INFERENCE_PROFILE_PREFIX = /^(?:us|eu|apac|global)\./;
 /** Models served under an inference profile as well as by their own id. */
 const PROFILED_MODELS: readonly string[] = ['cohere.embed-v4:0'];
 
-/** A Claude model id or inference-profile id, e.g. `anthropic.claude-3-haiku-20240307-v1:0`, `global.anthropic.claude-sonnet-4-6`. */
-const CLAUDE_MODEL_ID = /^(?:(?:us|eu|apac|global)\.)?anthropic\.claude-[a-z0-9][a-z0-9.:-]*$/;
+/**
+ * A Claude model id or inference-profile id, e.g. `anthropic.claude-3-haiku-20240307-v1:0`,
+ * `global.anthropic.claude-sonnet-4-6`, `jp.anthropic.claude-sonnet-4-5-20250929-v1:0`: Claude has profiles in more
+ * geographies than Cohere Embed v4 (US GovCloud, Japan, Australia).
+ */
+const CLAUDE_MODEL_ID = /^(?:(?:us|eu|apac|global|us-gov|jp|au)\.)?anthropic\.claude-[a-z0-9][a-z0-9.:-]*$/;
+const CLAUDE_PROFILE_PREFIX = /^(?:us|eu|apac|global|us-gov|jp|au)\./;
 
 /**
  * A failure the stand-in answers with instead of serving a request:
@@ -558,7 +563,7 @@ async function claudeResponse(
     Math.max(1, options.streamChunkChars ?? 200),
     {
       id: `msg_bdrk_${randomUUID().replaceAll('-', '')}`,
-      model: record.modelId.replace(INFERENCE_PROFILE_PREFIX, '').replace(/^anthropic\./, ''),
+      model: record.modelId.replace(CLAUDE_PROFILE_PREFIX, '').replace(/^anthropic\./, ''),
       usage: (outputTokens): BedrockStandInClaudeUsage => ({
         input_tokens:
           contentTokens(body.system) + messages.reduce((sum, turn) => sum + contentTokens(turn?.content), 0),
