@@ -122,6 +122,31 @@ describe('storyloom import: bounds on what it reads', () => {
     expect(existsSync(path.join(cwd, 'copy'))).toBe(false);
   });
 
+  it('refuses an influence, a publication or a snapshot repeated at its second line, not after reading them all', async () => {
+    const cwd = workspace();
+    const records = [
+      ['{"kind":"influence","influence":{"id":"sig-1"}}', 'influence "sig-1"'],
+      [
+        '{"kind":"publication","entry":{"sceneId":"s1","target":"site:html"}}',
+        'the publication of scene "s1" to "site:html"',
+      ],
+      ['{"kind":"snapshot","state":{"version":3}}', 'the snapshot of version 3'],
+    ];
+    for (const [line, named] of records) {
+      const file = path.join(cwd, 'repeated.jsonl.gz');
+      await gzipExport(file, function* () {
+        yield '{"kind":"state","state":{}}\n';
+        // Valid records of another id before the repeats: only the same one twice is refused.
+        yield `${line!.replace('sig-1', 'sig-0').replace('"s1"', '"s0"').replace(':3}', ':2}')}\n`;
+        yield `${line}\n`.repeat(1_000_000);
+      });
+      const refused = await storyloom(cwd, ['import', file, '--data', 'copy']);
+      expect(refused.stderr).toBe(`storyloom: ${file} is damaged: it holds ${named} twice\n`);
+      expect(refused.code).toBe(1);
+      expect(existsSync(path.join(cwd, 'copy'))).toBe(false);
+    }
+  });
+
   it('still imports an export with CRLF line ends, a few blank lines and no newline after its last line', async () => {
     const cwd = workspace();
     expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);

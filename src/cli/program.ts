@@ -1203,12 +1203,33 @@ async function requireStory(project: OpenProject, storyId: string): Promise<void
   }
 }
 
-/** The records an export holds several of, by kind: the end marker's name for their count, their payload's field. */
-const COUNTED_RECORDS: Readonly<Record<string, { count: string; payload: string }>> = {
-  snapshot: { count: 'snapshots', payload: 'state' },
+/**
+ * The records an export holds several of, by kind: the end marker's name for their count, their payload's field, and
+ * for the kinds an export writes each of once, what names one (undefined where the payload lacks it: the import's full
+ * check refuses that). Scenes are told apart by their order instead.
+ */
+const COUNTED_RECORDS: Readonly<
+  Record<string, { count: string; payload: string; name?: (payload: Record<string, unknown>) => string | undefined }>
+> = {
+  snapshot: {
+    count: 'snapshots',
+    payload: 'state',
+    name: ({ version }) => (typeof version === 'number' ? `the snapshot of version ${version}` : undefined),
+  },
   scene: { count: 'scenes', payload: 'scene' },
-  influence: { count: 'influences', payload: 'influence' },
-  publication: { count: 'publications', payload: 'entry' },
+  influence: {
+    count: 'influences',
+    payload: 'influence',
+    name: ({ id }) => (typeof id === 'string' ? `influence ${JSON.stringify(id)}` : undefined),
+  },
+  publication: {
+    count: 'publications',
+    payload: 'entry',
+    name: ({ sceneId, target }) =>
+      typeof sceneId === 'string' && typeof target === 'string'
+        ? `the publication of scene ${JSON.stringify(sceneId)} to ${JSON.stringify(target)}`
+        : undefined,
+  },
 };
 
 /**
@@ -1221,6 +1242,8 @@ async function checkExportShape(lines: AsyncIterable<string>, name: string): Pro
   const counts: Record<string, number> = Object.fromEntries(
     Object.values(COUNTED_RECORDS).map(({ count }) => [count, 0]),
   );
+  // What names each snapshot, influence and publication read so far (their names differ from kind to kind).
+  const names = new Set<string>();
   let storyId: string | undefined;
   let end: Record<string, unknown> | undefined;
   for await (const raw of lines) {
@@ -1249,12 +1272,17 @@ async function checkExportShape(lines: AsyncIterable<string>, name: string): Pro
       typeof record.kind === 'string' &&
       Object.hasOwn(COUNTED_RECORDS, record.kind)
     ) {
-      // Each record carries its payload, and an export writes its scenes in order from the first: a short record
-      // repeated (a small compressed file can hold millions) is refused at its first line or at its second.
-      const { count, payload: field } = COUNTED_RECORDS[record.kind]!;
+      // Each record carries its payload, an export writes its scenes in order from the first and every other record
+      // once: a record repeated (a small compressed file can hold millions) is refused at its first line or its second.
+      const { count, payload: field, name: nameOf } = COUNTED_RECORDS[record.kind]!;
       const payload = (record as Record<string, unknown>)[field];
       if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
         throw new CommandError(`${name} is damaged: a ${record.kind} record without its ${field}`);
+      }
+      const named = nameOf?.(payload as Record<string, unknown>);
+      if (named !== undefined) {
+        if (names.has(named)) throw new CommandError(`${name} is damaged: it holds ${named} twice`);
+        names.add(named);
       }
       const seen = counts[count]!;
       if (record.kind === 'scene' && (payload as { index?: unknown }).index !== seen) {
