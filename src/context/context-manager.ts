@@ -9,15 +9,14 @@
  * @module
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { waitUnlessAborted } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { mapWithConcurrency } from '../core/concurrency.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
-import { oneLineJson, singleLine } from '../core/single-line.js';
-import { clipSentences, clipText, ellipsize } from '../core/text.js';
+import { singleLine } from '../core/single-line.js';
+import { clipSentences, clipText } from '../core/text.js';
 import { parseOrThrow } from '../state/base-store.js';
 import {
   type CharacterStatus,
@@ -43,7 +42,6 @@ import { capLocations, locationsText, parseLocations } from './known-locations.j
 import {
   type Acquaintance,
   firstSentence,
-  type KnownThread,
   type OmittedItem,
   type PackedItem,
   type PromptItem,
@@ -52,9 +50,6 @@ import {
   requiredTokens,
   sceneWitnessedBy,
   stablePrefixItems,
-  threadKnownTo,
-  tieKnownTo,
-  worldKeyName,
 } from './prompt-layout.js';
 import {
   coveredPruneRecords,
@@ -84,8 +79,10 @@ import {
 import { chunkWords } from './scene-chunks.js';
 import { eachScene, newestScenesBefore } from './scene-listing.js';
 import { SharedWork } from './shared-work.js';
+import { type ChangeLine, changesSince } from './state-changes.js';
 import type { Summarizer } from './summarizer.js';
 import { clipWords, lastWords } from './text-analysis.js';
+import { lastSighting, type StoryHistory, scenesByIndex, type ThreadSightings } from './thread-sightings.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { VectorIndex, VectorMatch } from './vector-index.js';
 
@@ -104,11 +101,6 @@ const SYNOPSIS_ID = 'summary-synopsis';
 const LOCATIONS_ID = 'meta-locations';
 /** The most words of a chapter told from a point of view (about a chapter summary's length). */
 const WITNESSED_CHAPTER_WORDS = 150;
-/**
- * The most scenes looked at per plot thread to find the last one a point of view saw change it: a thread changed
- * more often than that since it last saw it is left out of its prompt rather than read back further.
- */
-const THREAD_SIGHTING_STEPS = 20;
 /**
  * How many scenes back from a chapter start are listed, at most, for a thread whose own record does not name the
  * scene that last changed it (a state written by other means than the reducer).
@@ -3649,150 +3641,6 @@ function searchable(
   return exact.threads.length > 0 || isSearchableQuery(query, exact);
 }
 
-/** The plot threads a point of view knows at a chapter start, and those it does not, as left out of its prompt. */
-interface ThreadSightings {
-  known: Map<string, KnownThread>;
-  omitted: OmittedItem[];
-  /** Each thread's sighting, by id (`lastSighting`). */
-  byThread: Map<string, KnownThread | 'unseen' | 'untraced'>;
-}
-
-/** The reads of a story's history that the threads of one chapter start share (see `knownThreads`). */
-interface StoryHistory {
-  /** The state as it stood right after `version`, or null when not stored. */
-  stateAt(version: number): Promise<StoryState | null>;
-  scene(id: string): Promise<Scene | null>;
-  /** The scene of index `index` (below the chapter start), or null past the scenes listed. */
-  sceneAt(index: number): Promise<Scene | null>;
-  /** The state the story began with. */
-  beginning(): Promise<StoryState | null>;
-}
-
-/**
- * A reader of the scenes below index `below` by index, listed newest first as far as they are asked for and at most
- * `reach` of them. The threads of a chapter start ask for them concurrently: one listing serves them all, in turn.
- */
-function scenesByIndex(
-  store: StoryStateStore,
-  storyId: string,
-  below: number,
-  reach: number,
-): (index: number) => Promise<Scene | null> {
-  const byIndex = new Map<number, Scene>();
-  let lowest = below;
-  let listing: AsyncGenerator<Scene> | undefined;
-  let exhausted = false;
-  let turn: Promise<unknown> = Promise.resolve();
-  return (index) => {
-    const read = turn.then(async () => {
-      listing ??= eachScene(store, storyId, { order: 'desc', limit: 200 });
-      while (!exhausted && lowest > index && below - lowest < reach) {
-        const next = await listing.next();
-        if (next.done) {
-          exhausted = true;
-          break;
-        }
-        if (next.value.index >= below) continue;
-        byIndex.set(next.value.index, next.value);
-        lowest = Math.min(lowest, next.value.index);
-      }
-      return byIndex.get(index) ?? null;
-    });
-    turn = read.catch(() => undefined);
-    return read;
-  };
-}
-
-/**
- * The thread as `pov` last saw it, by the rule of `KnownThread`: `'unseen'` when it never saw a scene open, advance or
- * resolve it, `'untraced'` when the stored history (states missing, or more than `THREAD_SIGHTING_STEPS` scenes to
- * look at) does not tell. Both leave the thread out: leaving out never tells the point of view too much. Versions of a
- * thread are compared with `isDeepStrictEqual`, whatever order a store gave their keys in.
- */
-async function lastSighting(
-  thread: PlotThread,
-  pov: string,
-  chapterStartScenes: number,
-  history: StoryHistory,
-  base?: {
-    sceneCount: number;
-    state: StoryState;
-    sightings: ReadonlyMap<string, KnownThread | 'unseen' | 'untraced'>;
-  },
-): Promise<KnownThread | 'unseen' | 'untraced'> {
-  // The thread as the base (an earlier state, walked already) holds it: where the walk, not yet past the base, finds
-  // the thread just as the base holds it, the rest of the walk is the base's (a scene that changed the thread in
-  // between would have left its id in the record; a state written otherwise at worst shows the older sighting).
-  const atBase = base && threadOf(base.state, thread.id);
-  const baseSighting = atBase && base.sightings.get(thread.id);
-  /** The thread as the story began, known only to a character in its cast then. */
-  const fromBeginning = (first: PlotThread | undefined): KnownThread | 'unseen' =>
-    first?.characters.includes(pov) ? { thread: first, lastWitnessedScene: null } : 'unseen';
-  // The version of the thread being traced, as it stood just before the scene of index `below`.
-  let current = thread;
-  let below = chapterStartScenes;
-  let steps = THREAD_SIGHTING_STEPS;
-  for (;;) {
-    let change: { scene: Scene; before: PlotThread | undefined; after: PlotThread } | undefined;
-    if (baseSighting && below >= base!.sceneCount && isDeepStrictEqual(current, atBase)) return baseSighting;
-    if (steps-- <= 0) return 'untraced';
-    // The scene the thread's record names as its last change, if it holds: the thread left it as it is now.
-    const named = current.resolvedIn ?? current.lastAdvancedIn ?? current.openedIn;
-    if (named === null) {
-      const beginning = await history.beginning();
-      if (!beginning) return 'untraced';
-      const first = threadOf(beginning, thread.id);
-      if (isDeepStrictEqual(first, current)) return fromBeginning(first);
-    } else {
-      const scene = await history.scene(named);
-      if (scene && scene.index < below) {
-        const [before, after] = await Promise.all([
-          history.stateAt(scene.stateVersion - 1),
-          history.stateAt(scene.stateVersion),
-        ]);
-        const then = after ? threadOf(after, thread.id) : undefined;
-        const earlier = before ? threadOf(before, thread.id) : undefined;
-        if (before && then && isDeepStrictEqual(then, current) && !isDeepStrictEqual(earlier, then)) {
-          change = { scene, before: earlier, after: then };
-        }
-      }
-    }
-    // A record naming no scene that holds (one not stored, say) of a thread as it stood when the story began: known as
-    // it stood then, without reading the scenes back.
-    if (!change && named !== null) {
-      const beginning = await history.beginning();
-      const first = beginning ? threadOf(beginning, thread.id) : undefined;
-      if (first && isDeepStrictEqual(first, current)) return fromBeginning(first);
-    }
-    // Otherwise the record is wrong: the scenes, newest first, tell which one last changed the thread.
-    for (let index = below - 1; !change; index--) {
-      if (index < 0) {
-        const beginning = await history.beginning();
-        return beginning ? fromBeginning(threadOf(beginning, thread.id)) : 'untraced';
-      }
-      if (steps-- <= 0) return 'untraced';
-      const scene = await history.sceneAt(index);
-      if (!scene) return 'untraced';
-      const [before, after] = await Promise.all([
-        history.stateAt(scene.stateVersion - 1),
-        history.stateAt(scene.stateVersion),
-      ]);
-      if (!before || !after) return 'untraced';
-      const then = threadOf(after, thread.id);
-      const earlier = threadOf(before, thread.id);
-      if (isDeepStrictEqual(earlier, then)) continue;
-      // Gone after the scene yet there later: it came back by other means than a scene, which no one witnessed.
-      if (!then) return 'unseen';
-      change = { scene, before: earlier, after: then };
-    }
-    if (sceneWitnessedBy(change.scene, pov)) return { thread: change.after, lastWitnessedScene: change.scene.index };
-    // Opened in a scene `pov` was not in: nothing of it is known to `pov`.
-    if (!change.before) return 'unseen';
-    current = change.before;
-    below = change.scene.index;
-  }
-}
-
 /** Refuses a state of another story, and a point of view that is not a character of it. */
 function checkStateAndPointOfView(storyId: string, state: StoryState, pov: string | undefined): void {
   if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
@@ -3804,14 +3652,6 @@ function checkStateAndPointOfView(storyId: string, state: StoryState, pov: strin
   }
 }
 
-function threadOf(state: StoryState, id: string): PlotThread | undefined {
-  return state.plotThreads.find((thread) => thread.id === id);
-}
-
-/**
- * The characters the point of view's prompt names (the chapter start's cast, and those present in its journal) who
- * are dead now while the prompt last shows them otherwise (alive when last seen, or not met), by id.
- */
 /** At most `most` of `names`, then how many more, for the required task. */
 function namedBounded(names: readonly string[], most: number): string {
   if (names.length <= most) return names.join(', ');
@@ -3820,6 +3660,10 @@ function namedBounded(names: readonly string[], most: number): string {
     : `${names.slice(0, most).join(', ')} and ${names.length - most} more`;
 }
 
+/**
+ * The characters the point of view's prompt names (the chapter start's cast, and those present in its journal) who
+ * are dead now while the prompt last shows them otherwise (alive when last seen, or not met), by id.
+ */
 function deathsNotShown(
   state: StoryState,
   chapterStart: StoryState,
@@ -3851,97 +3695,6 @@ function toAudienceInput(influence: StoryState['userInfluenceQueue'][number]): A
     text: influence.text,
     weight: influence.weight,
   };
-}
-
-/**
- * What changed between `start` and `now`, one line per change. Under a point of view, changes to characters only
- * where the point of view could see them: the characters `present` in the scene (and itself).
- */
-function changesSince(
-  start: StoryState,
-  now: StoryState,
-  pov: string | undefined,
-  present?: ReadonlySet<string>,
-): ChangeLine[] {
-  if (start.version === now.version) return [];
-  const lines: ChangeLine[] = [];
-  for (const character of Object.values(now.characters)) {
-    if (pov !== undefined && present && character.id !== pov && !present.has(character.id)) continue;
-    const before = characterOf(start, character.id);
-    if (!before) {
-      const facts = [character.description, character.appearance].filter(Boolean).join(' ');
-      lines.push({
-        id: `new-character:${character.id}`,
-        variants: [
-          `- New: ${singleLine(character.name)} (id: ${character.id}), ${character.role}, ${character.status}. ${facts}`,
-          `- New: ${singleLine(character.name)} (id: ${character.id}), ${character.role}, ${character.status}`,
-        ],
-        // Met and dead within the changes told: as binding as any other death.
-        ...(character.status === 'dead' ? { died: { id: character.id, name: character.name } } : {}),
-      });
-      continue;
-    }
-    const changes: string[] = [];
-    if (before.status !== character.status) changes.push(`now ${character.status}`);
-    for (const [trait, value] of Object.entries(character.traits)) {
-      if (before.traits[trait] !== value) changes.push(`${singleLine(trait)} ${value.toFixed(2)}`);
-    }
-    for (const [target, relation] of Object.entries(character.relationships)) {
-      // As in the character sheets: a point of view sees another's tie to itself alone.
-      if (!tieKnownTo(character.id, target, pov)) continue;
-      const old = before.relationships[target];
-      if (!old || old.kind !== relation.kind || old.affinity !== relation.affinity) {
-        const name = singleLine(characterOf(now, target)?.name ?? target);
-        changes.push(`${singleLine(relation.kind)} of ${name} (affinity ${relation.affinity.toFixed(2)})`);
-      }
-    }
-    if (before.arcProgress !== character.arcProgress) changes.push(`arc ${character.arcProgress.toFixed(2)}`);
-    if (pov === undefined || pov === character.id) {
-      const learned = character.knowledge.filter((fact) => !before.knowledge.includes(fact));
-      if (learned.length > 0) changes.push(`learned: ${learned.map(singleLine).join(' | ')}`);
-    }
-    if (changes.length > 0) {
-      lines.push({
-        id: `changed-character:${character.id}`,
-        variants: [
-          `- ${singleLine(character.name)}: ${changes.join('; ')}`,
-          `- ${singleLine(character.name)}: ${changes.slice(0, 2).join('; ')}`,
-        ],
-        ...(character.status === 'dead' && before.status !== 'dead'
-          ? { died: { id: character.id, name: character.name } }
-          : {}),
-      });
-    }
-  }
-  for (const thread of now.plotThreads) {
-    const before = start.plotThreads.find((candidate) => candidate.id === thread.id);
-    if (!before || before.status !== thread.status || before.summary !== thread.summary) {
-      const what = before ? `${before.status} → ${thread.status}` : `opened (${thread.status})`;
-      const summary = threadKnownTo(thread, pov) && thread.summary ? ` ${thread.summary}` : '';
-      lines.push({
-        id: `thread-change:${thread.id}`,
-        variants: [
-          `- Thread "${singleLine(thread.title)}" (${thread.id}): ${what}.${summary}`,
-          `- Thread "${singleLine(thread.title)}": ${what}`,
-        ],
-      });
-    }
-  }
-  const keys = new Set([...Object.keys(start.worldState), ...Object.keys(now.worldState)]);
-  for (const key of [...keys].sort()) {
-    const before = oneLineJson(start.worldState[key]);
-    const after = oneLineJson(now.worldState[key]);
-    if (before !== after) {
-      lines.push({
-        id: `world:${key}`,
-        variants: [
-          `- World: ${worldKeyName(key)} = ${after === undefined ? '(unset)' : ellipsize(after, 560)}`,
-          `- World: ${worldKeyName(key)} changed`,
-        ],
-      });
-    }
-  }
-  return lines;
 }
 
 function chunkId(sceneId: string, chunk: number): string {
@@ -4017,14 +3770,6 @@ interface UntoldChanges {
   lines: readonly ChangeLine[];
   /** Why it is in the prompt, for the trace, when not "what a scene of this chapter changed, past the journal". */
   reason?: string;
-}
-
-/** One line of what a scene changed (`changesSince`): its fullest wording first. */
-interface ChangeLine {
-  id: string;
-  variants: string[];
-  /** Set on the line of a character the scene left dead who was alive before it. */
-  died?: { id: string; name: string };
 }
 
 /** A scene of the chapter as a line: its index, title and summary. */
