@@ -15,13 +15,15 @@ import type { Episode } from './publisher.js';
 
 /**
  * Counts the changes publishes make to the disk; dies at change number `dieAt`. A temporary file whose path matches
- * `vanish` is removed just before it is renamed into place, as another writer that took it for abandoned would.
+ * `vanish` is removed just before it is renamed into place, as another writer that took it for abandoned would; one
+ * whose path matches `fail` cannot be opened for writing (a disk error), while every other call goes on.
  */
 const death = vi.hoisted(() => ({
   changes: 0,
   dieAt: Number.POSITIVE_INFINITY,
   dead: false,
   vanish: undefined as RegExp | undefined,
+  fail: undefined as RegExp | undefined,
 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>();
@@ -40,7 +42,15 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   const always = () => true;
   const never = () => false;
   const overrides = {
-    open: deadly(actual.open, (_file, flags) => typeof flags === 'string' && flags.includes('w')),
+    open: deadly(
+      async (...args: Parameters<typeof actual.open>) => {
+        if (death.fail?.test(String(args[0]))) {
+          throw Object.assign(new Error(`EIO: i/o error, open '${String(args[0])}'`), { code: 'EIO' });
+        }
+        return actual.open(...args);
+      },
+      (_file, flags) => typeof flags === 'string' && flags.includes('w'),
+    ),
     rename: deadly(async (from: Parameters<typeof actual.rename>[0], to: Parameters<typeof actual.rename>[1]) => {
       if (death.vanish?.test(String(from))) await actual.rm(from, { force: true });
       return actual.rename(from, to);
@@ -55,7 +65,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
 });
 
 function revive(dieAt = Number.POSITIVE_INFINITY): void {
-  Object.assign(death, { changes: 0, dieAt, dead: false, vanish: undefined });
+  Object.assign(death, { changes: 0, dieAt, dead: false, vanish: undefined, fail: undefined });
 }
 
 const folders: string[] = [];
@@ -227,6 +237,20 @@ describe('createFilesystemPublisher: a publish that dies part-way', () => {
     death.vanish = /[/\\]\.index\.html\.[^/\\]+\.tmp$/;
     const failure = await publisher.publish(dying).catch((error: unknown) => error);
     expect(StorageError.isInstance(failure) && failure.isRetryable && failure.reason === 'io').toBe(true);
+    revive();
+    await publisher.publish(dying);
+    await publisher.publish(next);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  });
+
+  it('reports a file it could not write as a StorageError, and the next publish writes it', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    for (const episode of before) await publisher.publish(episode);
+    death.fail = /[/\\]\.index\.html\.[^/\\]+\.tmp$/;
+    // The other files of the publish were written: only a failure the engine sees makes it publish the scene again.
+    const failure = await publisher.publish(dying).catch((error: unknown) => error);
+    expect(StorageError.isInstance(failure) && failure.reason === 'io').toBe(true);
     revive();
     await publisher.publish(dying);
     await publisher.publish(next);

@@ -341,6 +341,20 @@ describe('createFilesystemPublisher: idempotency and crash safety', () => {
     expect((await snapshot(directory)).keys()).not.toContain(expect.stringMatching(/\.tmp$/));
   });
 
+  it('runs a publish that arrives while another waits its turn after that one, not beside it', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    const first = publisher.publish(episodes[0]!);
+    const second = publisher.publish(episodes[1]!);
+    await first;
+    // The second publish has the folder now; the third comes after it was queued, and must wait for it all the same.
+    await Promise.all([second, publisher.publish(episodes[2]!)]);
+    // Overlapping publishes would have left a request for a repair.
+    expect((await readdir(directory)).filter((name) => name.startsWith('.'))).toEqual([]);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  });
+
   it('removes temporary files left by a dead writer and keeps those of a live one until they are stale', async () => {
     const directory = await tempFolder();
     const clock = new ManualClock(Date.now());
@@ -517,6 +531,32 @@ describe('createFilesystemPublisher: the catalog', () => {
     const uninterrupted = createFilesystemPublisher({ directory: reference });
     for (const episode of episodes) await uninterrupted.publish(episode);
     expect(await snapshot(directory)).toEqual(await snapshot(reference));
+  });
+
+  it('repairs a catalog whose numbers disagree with each other', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    for (const episode of episodes.slice(0, 2)) await publisher.publish(episode);
+    const catalog = JSON.parse(await read(directory, 'episodes.json'));
+    await writeFile(
+      path.join(directory, 'episodes.json'),
+      JSON.stringify({ ...catalog, episodeCount: catalog.episodeCount + 5 }),
+    );
+    await publisher.publish(episodes[2]!);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  });
+
+  it('renumbers the pages of the chapter that was first when an earlier chapter arrives', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(6, { chapterLength: 2 });
+    // Chapters 2 and 3 come first, numbered 1 and 2; chapter 1 then makes them 2 and 3.
+    for (const index of [2, 3, 4, 5, 0, 1]) await publisher.publish(episodes[index]!);
+    const titlesOf = (html: string) =>
+      byClass(parseHtml(html).root, 'card').map((card) => textOf(elements(card, 'h3')[0]!));
+    expect(titlesOf(await read(directory, 'chapters/2.html'))).toEqual(['Night 3', 'Night 4']);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
   });
 
   it('carries a site of the earlier single-manifest format over', async () => {
@@ -1256,6 +1296,20 @@ describe('createFilesystemPublisher: a scene published again at another place', 
     ]);
     expect(await snapshot(directory)).toEqual(await siteOf([episodes[0]!, episodes[2]!, episodes[3]!, moved]));
   });
+
+  it('keeps the files of a scene that one batch moves to another index and back', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(3);
+    for (const episode of episodes) await publisher.publish(episode);
+    const away = { ...episodes[1]!, scene: { ...episodes[1]!.scene, index: 7 } };
+    await publisher.publishMany([away, episodes[1]!]);
+    expect(await readSitePublication(directory, 'tale', 'tale-s1')).toEqual([
+      'scenes/000001-tale-s1.html',
+      'scenes/000001-tale-s1.json',
+    ]);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  });
 });
 
 describe('createFilesystemPublisher: two publishers of one folder', () => {
@@ -1374,6 +1428,19 @@ describe('createFilesystemPublisher: files lost from the site', () => {
     await publisher.publish(episodes[9]!);
     expect((await snapshot(directory)).keys()).toContain('chapters/1.html');
     for (const episode of episodes.slice(10)) await publisher.publish(episode);
+    expect(await snapshot(directory)).toEqual(await siteOf(episodes));
+  });
+
+  it('writes again the removed pages of chapters among the ten newest of a story of more than ten', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(12, { chapterLength: 1 });
+    await publisher.publishMany(episodes);
+    for (const page of ['chapters/10.html', 'chapters/11.html', `scenes/${slug(episodes[9]!.scene)}.html`]) {
+      await rm(path.join(directory, page));
+    }
+    // The newest scene again (a retry): it writes its own chapter's page, and finds the others missing.
+    await publisher.publish(episodes[11]!);
     expect(await snapshot(directory)).toEqual(await siteOf(episodes));
   });
 

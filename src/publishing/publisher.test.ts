@@ -154,6 +154,11 @@ describe('validateEpisode', () => {
       inSvg(`<rect fill="url( 'https://tracker.example/x')"/>`),
       'loads a resource through CSS url()',
     ],
+    [
+      'an external image-set() in a style sheet, which needs no url()',
+      inSvg('<style>svg { background-image: image-set("https://tracker.example/x.png" 1x) }</style>'),
+      'loads a resource through CSS',
+    ],
     ['an external image', inSvg('<image href="https://tracker.example/x.png"/>'), LINK],
     ['an SVG data image', inSvg('<image href="data:image/svg+xml,&lt;svg onload=alert(1)&gt;"/>'), LINK],
     [

@@ -9,6 +9,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -412,6 +413,63 @@ describe('S3 publisher under the answers of S3 itself', () => {
     const result = await createS3Publisher({ bucket, client: racing, retry: retryAtOnce }).publish(episode(0));
     expect(result.ids).toEqual([sceneKey]);
     expect(JSON.parse(await readText(bucket, sceneKey)).scene.id).toBe('tale-s0');
+  });
+
+  it('leaves a scene another run stored between its check and its put as that run stored it', async () => {
+    const bucket = await freshBucket();
+    const theirs = `${JSON.stringify({ storyId: 'tale', scene: { id: 'tale-s0', title: 'As the other run wrote it' } })}\n`;
+    let raced = false;
+    const { client: racing } = withS3Semantics((command, forward) => {
+      if (raced || !isPutOf(command, sceneKey)) return undefined;
+      raced = true;
+      // Our HeadObject found nothing; another run's put of the same scene lands before ours.
+      return client.send(new PutObjectCommand({ Bucket: bucket, Key: sceneKey, Body: theirs })).then(forward);
+    });
+    const result = await createS3Publisher({ bucket, client: racing }).publish(episode(0));
+    expect(result.ids).toEqual([sceneKey]);
+    // Create-only: the object readers and caches already have is never replaced.
+    expect(await readText(bucket, sceneKey)).toBe(theirs);
+  });
+
+  it('writes no scene JSON, which would link to a missing picture, when its picture cannot be stored', async () => {
+    const bucket = await freshBucket();
+    const imageKey = 'tale/images/000000-tale-s0.png';
+    const { client: refusing } = withS3Semantics((command) =>
+      isPutOf(command, imageKey) ? Promise.reject(s3Error('AccessDenied', 403)) : undefined,
+    );
+    const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3]);
+    const publishing = createS3Publisher({ bucket, client: refusing }).publish({
+      ...episode(0),
+      image: { data: png, mediaType: 'image/png', alt: 'lamp' },
+    });
+    await expect(publishing).rejects.toSatisfy((error) => ProviderError.isInstance(error) && error.status === 403);
+    expect(await keysUnder(bucket, 'tale/')).toEqual([]);
+  });
+
+  it('lists every scene in the story index when S3 answers the listing a page at a time', async () => {
+    const bucket = await freshBucket();
+    // One key per page, as S3 pages a listing of more than 1,000 keys (the local server pages none).
+    const { client: paging } = withS3Semantics((command) => {
+      if (command.constructor.name !== 'ListObjectsV2Command') return undefined;
+      const { Bucket, Prefix, ContinuationToken } = command.input as {
+        Bucket: string;
+        Prefix: string;
+        ContinuationToken?: string;
+      };
+      return client.send(new ListObjectsV2Command({ Bucket, Prefix })).then(({ Contents = [] }) => {
+        const at = Number(ContinuationToken ?? 0);
+        return {
+          Contents: Contents.slice(at, at + 1),
+          IsTruncated: at + 1 < Contents.length,
+          NextContinuationToken: at + 1 < Contents.length ? String(at + 1) : undefined,
+        };
+      });
+    });
+    const publisher = createS3Publisher({ bucket, client: paging });
+    for (const index of [0, 1, 2]) await publisher.publish(episode(index));
+    const index = JSON.parse(await readText(bucket, 'tale/index.json'));
+    expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1', 'tale-s2']);
+    expect(index.sceneCount).toBe(3);
   });
 
   it('publishes a scene whose put was stored but whose answer was lost', async () => {
