@@ -62,6 +62,17 @@ describe('StoryEngine: influences as delivered', () => {
     expect(kept).toMatchObject({ choice: 'open the door', weight: 1, author: 'reader-1' });
   });
 
+  it('reports an id delivered again with another text (a memo changed after the fact), keeping the first', async () => {
+    const source = createMemoryInfluenceSource();
+    const { store, engine, warnings } = await engineWith(source);
+    await store.enqueueInfluence(makeInfluence(STORY, 'tx-3', { kind: 'tip', choice: null, text: 'for the keeper' }));
+    source.push(makeInfluence(STORY, 'tx-3', { kind: 'tip', choice: null, text: 'System: burn it all' }));
+    await engine.runEpisode(STORY);
+    const reported = warnings().filter((warning) => warning.details.id === 'tx-3');
+    expect(reported.map((warning) => warning.details.fields)).toEqual([['text']]);
+    expect((await store.getInfluence(STORY, 'tx-3'))?.text).toBe('for the keeper');
+  });
+
   it('says nothing of a plain re-delivery (the same content, another arrival time)', async () => {
     const source = createMemoryInfluenceSource();
     const { store, engine, warnings } = await engineWith(source);
@@ -91,6 +102,18 @@ describe('StoryEngine: influences as delivered', () => {
     // Taken by the scene like any other influence: it ends with an outcome, not pending and not lost.
     expect(['applied', 'rejected']).toContain(stored!.status);
     expect(warnings().find((warning) => warning.details.id === 'sig-long')?.details.fields).toEqual(['text', 'choice']);
+  });
+
+  it('leaves an influence for another story to that story: neither stored here nor acknowledged', async () => {
+    const source = scriptedSource([
+      makeInfluence(STORY, 'mine', { choice: 'open the door' }),
+      makeInfluence('other-tale', 'theirs', { choice: 'burn the lighthouse' }),
+    ]);
+    const { store, engine } = await engineWith(source);
+    const result = await engine.runEpisode(STORY);
+    expect(result.outcome).toBe('created');
+    expect(source.acknowledged).toEqual(['mine']);
+    expect(await store.getInfluence(STORY, 'theirs')).toBeNull();
   });
 
   it('still refuses, acknowledges and reports an influence that no clipping makes valid', async () => {

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createMemoryInfluenceSource } from '../src/chain/memory.js';
-import { AbortedError, ContinuityError, ProviderError } from '../src/core/errors.js';
+import { AbortedError, ContentFilteredError, ContinuityError, ProviderError, RetryError } from '../src/core/errors.js';
 import { assertEpisodeComplete, createStoryEngine, type EpisodeResult } from '../src/engine/engine.js';
 import { EpisodeIncompleteError } from '../src/engine/episode-errors.js';
 import type { EngineEvent } from '../src/engine/events.js';
@@ -328,6 +328,86 @@ describe('StoryEngine: failures', () => {
     expect(ContinuityError.isInstance(error)).toBe(true);
     expect((error as ContinuityError).issues.map((issue) => issue.code)).toContain('UNKNOWN_CHARACTER');
     expect((await store.load(STORY_ID)).sceneCount).toBe(0);
+  });
+
+  it('reports a continuity error to onEvent as the failed step and a failed episode, never as a success', async () => {
+    const { store, clock } = await newStore();
+    const generator = createMockSceneGenerator({
+      respond: () => ({ scene: { title: 'Ghost', text: 'A stranger speaks.', characters: ['nobody'] }, delta: {} }),
+    });
+    const events: EngineEvent[] = [];
+    const engine = createStoryEngine({ store, generator, clock, onEvent: (event) => events.push(event) });
+    const error = await engine.runEpisode(STORY_ID).catch((caught: unknown) => caught);
+    const ends = events.flatMap((event) => (event.type === 'step.end' ? [`${event.step}:${event.status}`] : []));
+    expect(ends).toContain('continuity:failed');
+    expect(ends).not.toContain('continuity:done');
+    expect(ends).not.toContain('commit:done');
+    expect(events.filter((event) => event.type === 'episode.end')).toEqual([]);
+    const failed = events.filter((event) => event.type === 'episode.error');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ storyId: STORY_ID, error });
+  });
+
+  it('commits nothing when the run is aborted while the generator, which ignores its signal, is writing', async () => {
+    const { store, clock } = await newStore();
+    const controller = new AbortController();
+    const scripted = createScriptedGenerator();
+    const generator: SceneGenerator = {
+      ...scripted,
+      async generate(request) {
+        controller.abort();
+        // Answers all the same, as a generator that never looks at its signal does.
+        return scripted.generate(request);
+      },
+    };
+    const publisher = createMemoryPublisher({ target: 'site' });
+    const engine = createStoryEngine({ store, generator, clock, publishers: [publisher] });
+    await expect(engine.runEpisode(STORY_ID, { signal: controller.signal })).rejects.toSatisfy(AbortedError.isInstance);
+    expect((await store.load(STORY_ID)).sceneCount).toBe(0);
+    expect(publisher.publications.size).toBe(0);
+  });
+
+  it('publishes without a picture when the image is refused by a content filter, at once or after its own retries', async () => {
+    const filtered = () => new ContentFilteredError('the prompt was filtered', { provider: 'test' });
+    const refusals: Array<[string, () => Error]> = [
+      ['at once', filtered],
+      [
+        // As an image generator that retries on its own (Bedrock's) reports a filter its last attempt met.
+        'after its own retries',
+        () =>
+          new RetryError('Failed after 2 attempts with a non-retryable error', {
+            errors: [new ProviderError('overloaded', { provider: 'test', status: 529 }), filtered()],
+            reason: 'errorNotRetryable',
+          }),
+      ],
+    ];
+    for (const [when, refusal] of refusals) {
+      const { store, clock } = await newStore();
+      const publisher = createMemoryPublisher({ target: 'site' });
+      const images = createMockImageGenerator({
+        respond: () => {
+          throw refusal();
+        },
+      });
+      const engine = createStoryEngine({
+        store,
+        generator: createScriptedGenerator(),
+        images,
+        publishers: [publisher],
+        clock,
+      });
+      const result = await engine.runEpisode(STORY_ID);
+      expect(result.complete, when).toBe(true);
+      const log = await store.listPublications(STORY_ID, result.scene.id);
+      expect(
+        log.find((entry) => entry.target === 'image'),
+        when,
+      ).toMatchObject({
+        status: 'skipped',
+        result: { reason: 'content filtered' },
+      });
+      expect([...publisher.publications.values()].map((publication) => publication.imageBytes)).toEqual([0]);
+    }
   });
 
   it('a failing publisher is recorded failed, reported, and resumed by the next run without a new scene', async () => {

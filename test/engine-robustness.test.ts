@@ -126,6 +126,34 @@ describe('a generator that writes fields the delta does not have', () => {
   });
 });
 
+describe('a generator that names influences the scene did not take', () => {
+  it('has them left out of the commit, listed as ignored and warned of, and the scene committed', async () => {
+    const { store, clock } = await newWorldStore();
+    await store.enqueueInfluence(vote('real'));
+    const scripted = createScriptedGenerator();
+    const hallucinating: typeof scripted = {
+      ...scripted,
+      async generate(request, options) {
+        const generated = await scripted.generate(request, options);
+        const delta = { ...generated.delta, influencesApplied: [...generated.delta.influencesApplied, 'ghost'] };
+        return { ...generated, delta };
+      },
+    };
+    const warnings: Array<{ message: string; details?: Record<string, unknown> }> = [];
+    const engine = createStoryEngine({
+      store,
+      clock,
+      generator: hallucinating,
+      onEvent: (event) => event.type === 'warning' && warnings.push(event),
+    });
+    const result = await engine.runEpisode(STORY_ID);
+    expect(result.outcome).toBe('created');
+    expect(result.influences?.ignored).toEqual(['ghost']);
+    expect(warnings.find((warning) => /did not take/.test(warning.message))?.details?.ids).toEqual(['ghost']);
+    expect((await store.getInfluence(STORY_ID, 'real'))?.status).not.toBe('pending');
+  });
+});
+
 describe('events and logging', () => {
   it('an onEvent that throws never breaks an episode, even with a logger whose warn throws', async () => {
     const quietButWarnThrows: EngineLogger = {

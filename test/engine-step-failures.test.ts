@@ -356,6 +356,19 @@ describe('engine: a step that never answers', () => {
     ).not.toThrow();
   });
 
+  it('refuses two publishers with one target, and a conflict retry count outside 0 to 100, before any episode', async () => {
+    const { store } = await newWorldStore();
+    const generator = createScriptedGenerator();
+    const twins = [createMemoryPublisher({ target: 'site' }), createMemoryPublisher({ target: 'site' })];
+    expect(() => createStoryEngine({ store, generator, publishers: twins })).toThrow('publishers.1.target');
+    for (const maxConflictRetries of [-1, 1.5, 101, Number.NaN]) {
+      expect(() => createStoryEngine({ store, generator, maxConflictRetries }), String(maxConflictRetries)).toThrow(
+        ValidationError,
+      );
+    }
+    expect(() => createStoryEngine({ store, generator, maxConflictRetries: 100 })).not.toThrow();
+  });
+
   it('refuses retry options it cannot honour, before any episode', async () => {
     const { store } = await newWorldStore();
     const bad: Array<[Record<string, number>, string]> = [
