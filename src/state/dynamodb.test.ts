@@ -6,6 +6,7 @@ import {
   DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
+  QueryCommand,
 } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -275,6 +276,43 @@ if (local.skipReason !== undefined) {
       expect((await store.load('big')).version).toBe(1);
       // Replayed, it returns the original and rewrites nothing.
       expect((await store.commitScene('big', commit)).created).toBe(false);
+    }, 60_000);
+
+    it('a stale commit of a body split into parts writes no parts: it is refused before they go in', async () => {
+      const store = await freshStore({ itemBodyBytes: 1024 });
+      const state = await store.create(makeStoryState('stale-parts'));
+      const partCount = async () =>
+        (
+          await client!.send(
+            new QueryCommand({
+              TableName: store.tableName,
+              KeyConditionExpression: 'pk = :pk AND begins_with(sk, :part)',
+              ExpressionAttributeValues: { ':pk': { S: 'STORY#stale-parts' }, ':part': { S: 'PART#' } },
+              Select: 'COUNT',
+            }),
+          )
+        ).Count;
+      const winner = makeNextScene(state, { text: incompressibleText(4_000) });
+      await store.commitScene('stale-parts', {
+        expectedVersion: 0,
+        scene: winner,
+        nextState: makeNextState(state, winner),
+        consumedInfluenceIds: [],
+      });
+      const stored = await partCount();
+      expect(stored).toBeGreaterThan(1);
+      const stale = makeNextScene(state, { id: 'stale', text: incompressibleText(4_000) });
+      const error = await store
+        .commitScene('stale-parts', {
+          expectedVersion: 0,
+          scene: stale,
+          nextState: makeNextState(state, stale),
+          consumedInfluenceIds: [],
+        })
+        .catch((e: unknown) => e);
+      expect(ConflictError.isInstance(error), String(error)).toBe(true);
+      expect((error as ConflictError).actualVersion).toBe(1);
+      expect(await partCount()).toBe(stored);
     }, 60_000);
 
     /**
@@ -605,7 +643,43 @@ if (local.skipReason !== undefined) {
       expect(await store.importStory(smallerLines)).toMatchObject({ storyId: 'crash', scenes: 2 });
       expect((await store.listScenes('crash', { limit: 1000 })).items.map((s) => s.index)).toEqual([0, 1]);
       expect(await store.getStateAt('crash', 30)).toBeNull();
+      // The crashed import's first batch held the snapshots of versions 0 to 24: those past the new story are gone.
+      expect(await store.getStateAt('crash', 20)).toBeNull();
       expect(await collect(store.exportStory('crash'))).toEqual(smallerLines);
+    }, 60_000);
+
+    it('a commit to a story whose import was cut short is refused and writes nothing: the story does not exist yet', async () => {
+      // No scene yet and 120 pending influences: too many items for one transaction, so the import goes in batches.
+      const source = createMemoryStateStore();
+      await source.create(makeStoryState('unfinished'));
+      for (let i = 0; i < 120; i++) {
+        await source.enqueueInfluence(makeInfluence('unfinished', `inf-${String(i).padStart(3, '0')}`));
+      }
+      const lines = await collect(source.exportStory('unfinished'));
+      const tableName = await freshTable();
+      const crashing = crashAfterFirstBatch();
+      const dying = createDynamoStateStore({ client: crashing.client, tableName, clock: new ManualClock() });
+      await expect(dying.importStory(lines)).rejects.toThrow(/crash/);
+      crashing.client.destroy();
+      const store = createDynamoStateStore({ client: client!, tableName });
+      const initial = await source.load('unfinished');
+      const scene = makeNextScene(initial);
+      const error = await store
+        .commitScene('unfinished', {
+          expectedVersion: 0,
+          scene,
+          nextState: makeNextState({ ...initial, userInfluenceQueue: [] }, scene),
+          consumedInfluenceIds: [],
+        })
+        .catch((e: unknown) => e);
+      expect(ConflictError.isInstance(error), String(error)).toBe(true);
+      const written = await client!.send(
+        new GetItemCommand({
+          TableName: tableName,
+          Key: { pk: { S: 'STORY#unfinished' }, sk: { S: `SCENE#${'0'.repeat(16)}` } },
+        }),
+      );
+      expect(written.Item).toBeUndefined();
     }, 60_000);
 
     it('a failed import removes what it wrote, so the id is free at once', async () => {

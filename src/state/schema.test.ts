@@ -108,6 +108,15 @@ describe('times outside years 0000-9999 in UTC', () => {
     expect(edge.updatedAt).toBe('9999-12-31T23:59:59+00:00');
   });
 
+  it("are refused in a new story's updatedAt too, naming the field", async () => {
+    const store = createMemoryStateStore();
+    const error = await refusal(() => store.create(makeStoryState('tale', { updatedAt: PAST_9999 })));
+    expect(error.problems).toEqual([
+      { path: 'state.updatedAt', message: `${PAST_9999} is outside years 0000-9999 in UTC` },
+    ]);
+    expect(await store.exists('tale')).toBe(false);
+  });
+
   it('are refused for a committed scene and the state it leaves, naming each field, and nothing is written', async () => {
     const store = createMemoryStateStore();
     const state = await store.create(makeStoryState('tale'));

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { ConflictError, NotFoundError, StoryloomError, ValidationError } from '../core/errors.js';
 import type { StoryState } from '../state/schema.js';
-import type { StoryStateStore } from '../state/store.js';
+import type { CommitSceneInput, StoryStateStore } from '../state/store.js';
 import { fixtureTime, makeInfluence, makeNextScene, makeNextState, makeStoryState } from './fixtures.js';
 import { registerSuite, type SuiteCase, type SuiteOptions, type SuiteTestApi } from './suite.js';
 
@@ -367,6 +367,75 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
     },
   },
   {
+    name: 'an influence an earlier scene rejected is resolved once: applying or rejecting it again fails whole and writes nothing',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      const first = makeNextScene(state);
+      const afterFirst = (
+        await store.commitScene('s1', {
+          expectedVersion: 0,
+          scene: first,
+          nextState: makeNextState(state, first),
+          consumedInfluenceIds: [],
+          rejectedInfluences: [{ id: 'inf-a', reason: 'off-topic' }],
+        })
+      ).state;
+      const second = makeNextScene(afterFirst, { influencesApplied: ['inf-a'] });
+      const again: Array<[string, Pick<CommitSceneInput, 'consumedInfluenceIds' | 'rejectedInfluences'>]> = [
+        ['applying', { consumedInfluenceIds: ['inf-a'] }],
+        ['rejecting again', { consumedInfluenceIds: [], rejectedInfluences: [{ id: 'inf-a', reason: 'still no' }] }],
+      ];
+      for (const [label, outcomes] of again) {
+        await rejectsWith(
+          store.commitScene('s1', {
+            expectedVersion: 1,
+            scene: second,
+            nextState: makeNextState(afterFirst, second),
+            ...outcomes,
+          }),
+          (e) => ConflictError.isInstance(e) || ValidationError.isInstance(e),
+          `ConflictError or ValidationError for ${label} a rejected influence`,
+        );
+      }
+      assert.equal((await store.load('s1')).version, 1);
+      assert.equal(await store.getScene('s1', second.id), null);
+      const rejected = await store.getInfluence('s1', 'inf-a');
+      assert.deepEqual(
+        [rejected?.status, rejected?.reason, rejected?.resolvedIn],
+        ['rejected', 'off-topic', first.id],
+        'the influence keeps its first outcome',
+      );
+    },
+  },
+  {
+    name: 'a commit that resolves one influence twice, or rejects one that does not exist, is a ValidationError and writes nothing',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      const scene = makeNextScene(state);
+      const commit = { expectedVersion: 0, scene, nextState: makeNextState(state, scene), consumedInfluenceIds: [] };
+      const twice: Array<[string, Partial<CommitSceneInput>]> = [
+        [
+          'applied and rejected at once',
+          { consumedInfluenceIds: ['inf-a'], rejectedInfluences: [{ id: 'inf-a', reason: 'no' }] },
+        ],
+        ['applied twice', { consumedInfluenceIds: ['inf-a', 'inf-a'] }],
+        ['rejected that does not exist', { rejectedInfluences: [{ id: 'never-enqueued', reason: 'no' }] }],
+      ];
+      for (const [label, outcomes] of twice) {
+        await rejectsWith(
+          store.commitScene('s1', { ...commit, ...outcomes }),
+          ValidationError.isInstance,
+          `ValidationError for an influence ${label}`,
+        );
+      }
+      assert.equal((await store.load('s1')).version, 0);
+      assert.equal(await store.getScene('s1', scene.id), null);
+      assert.equal((await store.getInfluence('s1', 'inf-a'))?.status, 'pending');
+    },
+  },
+  {
     name: 'influence outcomes of the wrong shape are a ValidationError and write nothing; a long reason is cut between characters',
     async run(store) {
       const state = await store.create(makeStoryState('s1'));
@@ -443,7 +512,30 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         ValidationError.isInstance,
         'ValidationError for a next state that does not count the scene',
       );
+      // A state naming another scene, or a scene claiming another version, would make a replay answer with the wrong
+      // state and the story's export no longer import.
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 0,
+          scene,
+          nextState: makeNextState(state, scene, { sceneId: 'another-scene' }),
+          consumedInfluenceIds: [],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for a next state that names another scene',
+      );
+      await rejectsWith(
+        store.commitScene('s1', {
+          expectedVersion: 0,
+          scene: { ...scene, stateVersion: 2 },
+          nextState: makeNextState(state, scene),
+          consumedInfluenceIds: [],
+        }),
+        ValidationError.isInstance,
+        'ValidationError for a scene that made another version',
+      );
       assert.equal((await store.load('s1')).version, 0);
+      assert.equal(await store.getScene('s1', scene.id), null);
     },
   },
   {
@@ -564,6 +656,23 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         ValidationError.isInstance,
         'ValidationError for a forged cursor',
       );
+    },
+  },
+  {
+    name: 'a page that ends with the last scene has no nextCursor, even when it is exactly full',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      await commitScenes(store, state, 4);
+      for (const order of ['asc', 'desc'] as const) {
+        const whole = await store.listScenes('s1', { limit: 4, order });
+        assert.equal(whole.items.length, 4);
+        assert.equal(whole.nextCursor, undefined, `no cursor past a full last page (${order})`);
+        const first = await store.listScenes('s1', { limit: 2, order });
+        assert.ok(first.nextCursor, `a cursor after the first of two pages (${order})`);
+        const last = await store.listScenes('s1', { limit: 2, order, cursor: first.nextCursor });
+        assert.equal(last.items.length, 2);
+        assert.equal(last.nextCursor, undefined, `no cursor after the second of two pages (${order})`);
+      }
     },
   },
   {
@@ -750,6 +859,28 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         'NotFoundError for an unknown story',
       );
       assert.deepEqual(await store.listPublications('missing', sceneId), []);
+    },
+  },
+  {
+    name: 'a skipped step is finished like a done one: a later write for its scene and target is not recorded',
+    async run(store) {
+      const state = await store.create(makeStoryState('s1'));
+      const sceneId = (await commitScenes(store, state, 1)).sceneId!;
+      const skipped = await store.recordPublication({
+        storyId: 's1',
+        sceneId,
+        target: 'image',
+        status: 'skipped',
+        result: { why: 'no picture' },
+      });
+      assert.equal(skipped.recorded, true);
+      for (const status of ['done', 'failed'] as const) {
+        const later = await store.recordPublication({ storyId: 's1', sceneId, target: 'image', status, result: {} });
+        assert.equal(later.recorded, false, `a ${status} write after skipped is not recorded`);
+        assert.deepEqual(later.entry, skipped.entry);
+      }
+      assert.deepEqual(await store.listPublications('s1', sceneId), [skipped.entry]);
+      assert.deepEqual(await store.unfinishedPublications('s1', sceneId, ['image']), []);
     },
   },
   {
@@ -1286,6 +1417,13 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
       const error = await rejectsWith(target.commitScene('s1', commit), StoryloomError.isInstance, 'a storyloom error');
       assert.ok(!(error instanceof TypeError), String(error));
       assert.deepEqual(await collect(target.exportStory('s1')), before);
+      // A fork there would start from an older state than its scenes: refused, as the replay is, and nothing written.
+      await rejectsWith(
+        target.fork('s1', 0, 'branch'),
+        NotFoundError.isInstance,
+        'NotFoundError for a fork at a scene whose state is missing',
+      );
+      assert.equal(await target.exists('branch'), false);
     },
   },
   {
@@ -1318,6 +1456,40 @@ export const storyStateStoreCases: ReadonlyArray<SuiteCase<StoryStateStore>> = [
         'ValidationError (a scene missing)',
       );
       assert.equal(await target.exists('s1'), false);
+    },
+  },
+  {
+    name: 'an export that lost a line its end marker counts, or has a record after the end marker, is refused and writes nothing',
+    async run(store, { create }) {
+      const state = await store.create(makeStoryState('s1'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-a'));
+      await store.enqueueInfluence(makeInfluence('s1', 'inf-b'));
+      const sceneId = (await commitScenes(store, state, 2)).sceneId!;
+      await store.recordPublication({ storyId: 's1', sceneId, target: 'site', status: 'done', result: {} });
+      const lines = await collect(store.exportStory('s1'));
+      /** The export without its first line of `kind`: nothing but the end marker's count tells it is gone. */
+      const without = (kind: string) => {
+        const at = lines.findIndex((line) => JSON.parse(line).kind === kind);
+        return lines.filter((_, index) => index !== at);
+      };
+      const influence = lines.find((line) => JSON.parse(line).kind === 'influence')!;
+      const target = await create();
+      for (const [label, refused] of [
+        ['an influence line lost', without('influence')],
+        ['a log entry lost', without('publication')],
+        ['an older snapshot lost', without('snapshot')],
+        ['an influence after the end marker', [...lines, influence.replaceAll('"inf-a"', '"inf-late"')]],
+      ] as const) {
+        const error = await rejectsWith(
+          target.importStory(refused),
+          ValidationError.isInstance,
+          `ValidationError for ${label}`,
+        );
+        assert.match((error as Error).message, /line \d+/, `the error names the line of ${label}`);
+        assert.equal(await target.exists('s1'), false, `nothing written for ${label}`);
+      }
+      await target.importStory(lines);
+      assert.deepEqual(await collect(target.exportStory('s1')), lines);
     },
   },
   {
