@@ -7,7 +7,9 @@ import { ContextManager, type ContextManagerOptions } from '../src/context/conte
 import type { Embedder } from '../src/context/embedder.js';
 import { createExtractiveSummarizer } from '../src/context/extractive-summarizer.js';
 import { createHashingEmbedder } from '../src/context/hashing-embedder.js';
+import { createMemoryVectorIndex } from '../src/context/memory-vector-index.js';
 import type { Summarizer } from '../src/context/summarizer.js';
+import type { VectorIndex } from '../src/context/vector-index.js';
 import { StoryloomError } from '../src/core/errors.js';
 import { chapterIdFor, type Scene, type StoryState } from '../src/state/schema.js';
 import type { StoryStateStore } from '../src/state/store.js';
@@ -197,6 +199,29 @@ describe('a reindex cut short', () => {
   });
 });
 
+describe('indexing and a rebuild stay within what one call takes', () => {
+  it('never send the embedder more texts than its maxBatchSize, or the vector index more records than its maxUpsertBatch', async () => {
+    // The hashing embedder refuses a call of more texts than its maxBatchSize.
+    const embedder = createHashingEmbedder({ dimensions: DIMENSIONS, maxBatchSize: 2 });
+    const memory = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+    const upserts: number[] = [];
+    const vectors: VectorIndex = {
+      ...memory,
+      capabilities: { ...memory.capabilities, maxUpsertBatch: 3 },
+      upsert: (storyId, records, options) => {
+        upserts.push(records.length);
+        return memory.upsert(storyId, records, options);
+      },
+    };
+    // The first scene brings in the whole cast and every thread; chapters close and are summarised.
+    const story = await build(6, { embedder, vectors });
+    expect(await story.manager.reindex('tale')).toMatchObject({ scenes: 6 });
+    expect((await story.manager.stats('tale')).byType.scene).toBe(6);
+    expect(upserts.length).toBeGreaterThan(0);
+    expect(Math.max(...upserts)).toBeLessThanOrEqual(3);
+  });
+});
+
 describe('a rebuild asks the embedder once per text', () => {
   it('reuses the vectors of its trial call for the first units it writes, and writes the vectors a fresh embedding gives', async () => {
     const base = createHashingEmbedder({ dimensions: DIMENSIONS });
@@ -307,6 +332,22 @@ describe('a rebuild keeps the chapter summaries it finds', () => {
     expect(counter.calls).toBe(2);
     const [summary] = await story.options.vectors.fetch('tale', [summaryIdOf(1)]);
     expect(summary?.metadata).toEqual(before[0]!.metadata);
+  });
+
+  it('summarizes again a chapter whose stored summary was made before its last scene', async () => {
+    const { summarizer, counter } = countingSummarizer();
+    const story = await build(3, { summarizer });
+    // Chapter 1 summarised early, at scene 2; scene 3 then closes it, and its index step never runs.
+    await story.manager.summarizeChapter('tale', chapterIdFor(0));
+    const [early] = await story.options.vectors.fetch('tale', [summaryIdOf(0)]);
+    expect(early?.metadata.text).not.toContain('logbook');
+    await commit(story, {}, { index: false });
+    counter.calls = 0;
+    await story.manager.reindex('tale');
+    expect(counter.calls).toBe(2); // the chapter and the synopsis
+    // The summary prune trusts to tell of the whole chapter tells of its last scene too.
+    const [summary] = await story.options.vectors.fetch('tale', [summaryIdOf(0)]);
+    expect(summary?.metadata).toMatchObject({ sceneIndex: 3, text: expect.stringContaining(EVENTS[3]!) });
   });
 });
 
@@ -450,5 +491,11 @@ describe('fingerprint across processes', () => {
     expect(() => new ContextManager({ ...story.options, autoReindex: 'no' as unknown as boolean })).toThrow(
       /autoReindex must be true or false/,
     );
+  });
+
+  it('with autoReindex off, indexes a new story from its first scene: an index still empty has nothing to rebuild', async () => {
+    const story = await build(0, { autoReindex: false });
+    for (let i = 0; i < 3; i++) await commit(story);
+    expect((await story.manager.stats('tale')).byType.scene).toBe(3);
   });
 });

@@ -210,6 +210,31 @@ describe.each(backends)('prune policies that are not numbers (%s)', (backend) =>
   });
 });
 
+describe.each(backends)('the default prune policy (%s)', (backend) => {
+  it('drops only scenes below importance 0.4, and a reindex keeps the scene of exactly 0.4 it kept', async () => {
+    const world = await newWorld(backend);
+    // Chapter 1: a quiet scene, one at the bound, one just above it, and an important one.
+    for (const importance of [0.35, 0.4, 0.45, 0.9]) await commit(world, { importance });
+    for (let i = 0; i < 5; i++) await commit(world, { importance: 0.9 }); // chapter 2 closes, scene 8 opens chapter 3
+    const [quiet, atBound, above] = world.scenes;
+    expect(await world.manager.prune('tale', { minAgeScenes: 0 })).toEqual({ chapters: [chapterIdFor(0)], deleted: 1 });
+    const kept = await sceneIds(world);
+    expect(kept).not.toContain(`scene-${quiet!.id}-c0`);
+    expect(kept).toContain(`scene-${atBound!.id}-c0`);
+    expect(kept).toContain(`scene-${above!.id}-c0`);
+    await world.manager.reindex('tale');
+    expect(await sceneIds(world), 'the reindex dropped a scene the prune kept').toEqual(kept);
+  });
+
+  it('keeps every scene of the last 200', async () => {
+    const world = await newWorld(backend);
+    for (let i = 0; i < 24; i++) await commit(world); // six chapters closed and summarised, every scene at 0.2
+    const all = await sceneIds(world);
+    expect(await world.manager.prune('tale', { maxImportance: 0.5 })).toEqual({ chapters: [], deleted: 0 });
+    expect(await sceneIds(world)).toEqual(all);
+  });
+});
+
 describe.each(backends)('a prune and a rebuild of one story in one process (%s)', (backend) => {
   /** Scenes 0 to 7 fill two summarised chapters; scene 8 opens the third, which no prune reaches. */
   const survivors = (world: World) => world.scenes.slice(8).map((scene) => `scene-${scene.id}-c0`);
@@ -391,6 +416,20 @@ describe.each(backends)('indexScene (%s)', (backend) => {
       `scene-${scene.id}-c0`,
     ]);
     expect(await keywordChunks(world, scene)).toEqual([`scene-${scene.id}-c0`]);
+  });
+
+  it('writes a scene the prune kept when its index step is retried after that prune, in both indexes', async () => {
+    const world = await newWorld(backend);
+    for (let i = 0; i < 4; i++) await commit(world);
+    const late = await commit(world, {}, false); // scene 4: its index step failed, to be retried
+    for (let i = 0; i < 7; i++) await commit(world); // chapters 2 and 3 close
+    // Chapter 1 (scenes 0 to 3) goes; chapter 2 (4 to 7) ends too recently and is kept, scene 4 with it.
+    expect((await world.manager.prune('tale', { minAgeScenes: 5, maxImportance: 0.5 })).chapters).toEqual([
+      chapterIdFor(0),
+    ]);
+    await world.manager.indexScene(late, { state: world.states.get('tale')! });
+    expect(await sceneIds(world)).toContain(`scene-${late.id}-c0`);
+    expect(await keywordChunks(world, late)).toEqual([`scene-${late.id}-c0`]);
   });
 
   it('leaves out a scene a prune dropped when it is indexed again, and later prunes keep it out', async () => {

@@ -15,7 +15,7 @@ import {
   type Scene,
   type StoryState,
 } from '../state/schema.js';
-import type { StoryStateStore } from '../state/store.js';
+import type { ListScenesOptions, StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { ContextCache } from './context-cache.js';
 import { ContextManager, type ContextManagerOptions, chunkWords } from './context-manager.js';
@@ -27,6 +27,7 @@ import { createMemoryCacheDriver } from './memory-cache.js';
 import { createMemoryKeywordIndex } from './memory-keyword-index.js';
 import { createMemoryVectorIndex } from './memory-vector-index.js';
 import type { Summarizer } from './summarizer.js';
+import { countWords } from './text-analysis.js';
 
 interface Built {
   store: StoryStateStore;
@@ -52,6 +53,20 @@ function suggestions(count: number, text: string) {
 type StoryOverrides = Partial<ContextManagerOptions> & { chapterLength?: number; absentMira?: number[] };
 
 const newStory = (chapterLength: number) => newKeepersStory(chapterLength);
+
+/** `store`, listing at most `size` scenes a page (a legal page: only the last one lacks a `nextCursor`). */
+function shortPages(store: StoryStateStore, size: number): StoryStateStore {
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      if (property === 'listScenes') {
+        return (storyId: string, options: ListScenesOptions = {}) =>
+          target.listScenes(storyId, { ...options, limit: Math.min(options.limit ?? size, size) });
+      }
+      const value = Reflect.get(target, property, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
 
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
 async function buildStory(count: number, overrides: StoryOverrides = {}): Promise<Built> {
@@ -774,6 +789,16 @@ describe('ContextManager memory upkeep', () => {
     expect(after.byType.scene).toBe(before.byType.scene);
   });
 
+  it('rebuilds the index by itself when chunkWords changes, so every scene is chunked alike', async () => {
+    const built = await buildStory(6);
+    expect((await built.manager.stats('tale')).byType.scene).toBe(6);
+    const finer = new ContextManager({ ...built.options, chunkWords: 20 });
+    await finer.getRelevantContext('tale', 'the brass key');
+    const chunks = built.scenes.reduce((sum, scene) => sum + chunkWords(scene.text, 20).length, 0);
+    expect(chunks).toBeGreaterThan(6);
+    expect((await finer.stats('tale')).byType.scene).toBe(chunks);
+  });
+
   it("shares an automatic rebuild between callers: one caller's abort stops only its own wait", async () => {
     const built = await buildStory(6);
     const base = createHashingEmbedder({ dimensions: DIMENSIONS, seed: 99 });
@@ -899,6 +924,99 @@ describe('ContextManager memory upkeep', () => {
       expect(bundle.similarScenes.map((memory) => memory.sceneId)).not.toContain(scenes[0]!.id);
       expect(await indexed()).toEqual(before);
     }
+  });
+
+  it('keeps a chapter the prune kept through a reindex, wherever the store ends a page within it', async () => {
+    const built = await buildStory(8, { chapterLength: 4 });
+    // Chapter 1 (scenes 0 to 3) goes; chapter 2 (4 to 7) ends too recently and is kept.
+    const result = await built.manager.prune('tale', { minAgeScenes: 2, maxImportance: 0.5 });
+    expect(result.chapters).toEqual(['chapter-0001']);
+    const indexed = async () =>
+      (
+        await built.options.vectors.fetch(
+          'tale',
+          built.scenes.map((scene) => `scene-${scene.id}-c0`),
+        )
+      )
+        .map((record) => record.metadata.sceneIndex)
+        .sort((a, b) => a! - b!);
+    expect(await indexed()).toEqual([1, 4, 5, 6, 7]);
+    // Pages of three scenes: the second ends at scene 5, half-way through chapter 2.
+    const manager = new ContextManager({ ...built.options, store: shortPages(built.store, 3) });
+    expect(await manager.reindex('tale')).toMatchObject({ scenes: 8, pruned: 3 });
+    expect(await indexed()).toEqual([1, 4, 5, 6, 7]);
+  });
+
+  it('a rebuild drops what a prune in another process recorded while it wrote, though that prune deleted first', async () => {
+    const built = await buildStory(8, { chapterLength: 4 });
+    const { vectors } = built.options;
+    const hold = () => {
+      let open!: () => void;
+      let arrive!: () => void;
+      const opened = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const arrived = new Promise<void>((resolve) => {
+        arrive = resolve;
+      });
+      let held = false;
+      return {
+        open,
+        arrived,
+        wait: () => {
+          if (held) return Promise.resolve();
+          held = true;
+          arrive();
+          return opened;
+        },
+      };
+    };
+    // Process A's prune waits once it has read the chapter summaries, before it lists and writes the prune records.
+    const pruneHeld = hold();
+    const a = new ContextManager({
+      ...built.options,
+      vectors: {
+        ...vectors,
+        query: async (...args: Parameters<typeof vectors.query>) => {
+          if (JSON.stringify(args[1].filter).includes('"pruned"')) await pruneHeld.wait();
+          return vectors.query(...args);
+        },
+      },
+    });
+    // Process B's rebuild waits at its first write of scenes: it has cleared the story and read the prune records.
+    const writeHeld = hold();
+    const b = new ContextManager({
+      ...built.options,
+      vectors: {
+        ...vectors,
+        upsert: async (...args: Parameters<typeof vectors.upsert>) => {
+          if (args[1].some((record) => record.metadata.type === 'scene')) await writeHeld.wait();
+          return vectors.upsert(...args);
+        },
+      },
+    });
+    const pruning = a.prune('tale', { minAgeScenes: 4, maxImportance: 0.5 });
+    await pruneHeld.arrived;
+    const rebuilding = b.reindex('tale');
+    await writeHeld.arrived;
+    // A records chapter 1 as pruned and deletes its scenes (the rebuild has cleared them); B then writes them back.
+    pruneHeld.open();
+    await pruning;
+    writeHeld.open();
+    await rebuilding;
+    const indexed = async () =>
+      (
+        await vectors.fetch(
+          'tale',
+          built.scenes.map((scene) => `scene-${scene.id}-c0`),
+        )
+      )
+        .map((record) => record.metadata.sceneIndex)
+        .sort((x, y) => x! - y!);
+    expect(await indexed(), 'the memories the prune recorded as dropped are back').toEqual([1, 4, 5, 6, 7]);
+    // As a later rebuild has it.
+    await new ContextManager(built.options).reindex('tale');
+    expect(await indexed()).toEqual([1, 4, 5, 6, 7]);
   });
 
   it('prunes by itself as chapters close, with autoPrune', async () => {
@@ -1286,6 +1404,23 @@ describe('ContextManager memory upkeep', () => {
     }
   });
 
+  it('indexing an old scene again asks the summarizer for nothing: its chapter was summarized as it closed', async () => {
+    const extractive = createExtractiveSummarizer();
+    let calls = 0;
+    const summarizer: Summarizer = {
+      ...extractive,
+      summarize: (texts, options) => {
+        calls++;
+        return extractive.summarize(texts, options);
+      },
+    };
+    const { manager, scenes, state } = await buildStory(8, { chapterLength: 4, summarizer });
+    expect(calls).toBe(4); // each chapter as it closed, and the synopsis after it
+    calls = 0;
+    for (const scene of [scenes[3]!, scenes[2]!]) await manager.indexScene(scene, { state }); // chapter 1's
+    expect(calls).toBe(0);
+  });
+
   it('indexing the same scene twice changes nothing', async () => {
     const { manager, scenes, state } = await buildStory(4);
     const before = await manager.stats('tale');
@@ -1301,6 +1436,14 @@ describe('chunkWords', () => {
     expect(chunks.length).toBeGreaterThan(4);
     for (const chunk of chunks) expect(chunk.split(/\s+/).length).toBeLessThanOrEqual(56);
     expect(chunks.join(' ')).toBe(text);
+  });
+
+  it('puts at most the given number of words in a chunk of text written with spaces', () => {
+    // Sentences of one to nine words.
+    const text = Array.from({ length: 60 }, (_, i) => `${'word '.repeat(i % 9)}end${i}.`).join(' ');
+    const chunks = chunkWords(text, 20);
+    expect(chunks.join(' ')).toBe(text);
+    for (const chunk of chunks) expect(countWords(chunk)).toBeLessThanOrEqual(20);
   });
 
   it('keeps every character, and bounds every chunk in words and characters, whatever the text', () => {

@@ -66,6 +66,15 @@ describe('createExtractiveSummarizer', () => {
     expect(summary).toContain('Mira trimmed the wick');
   });
 
+  it('fills the word budget with whole sentences that fit, past a better one too long for it, up to exactly maxWords', async () => {
+    const texts = [
+      'Mira lit the lamp.',
+      'Tobin mended the nets.',
+      'Mira lit the lamp and Tobin mended the nets by the long sea wall.',
+    ];
+    expect(await summarizer.summarize(texts, { maxWords: 8 })).toBe('Mira lit the lamp. Tobin mended the nets.');
+  });
+
   it('cuts the best sentence when not even one fits', async () => {
     const summary = await summarizer.summarize(chapter, { maxWords: 3 });
     expect(summary.endsWith('…')).toBe(true);
