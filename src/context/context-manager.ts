@@ -40,7 +40,7 @@ import { createEstimatingTokenizer } from './estimating-tokenizer.js';
 import { createExtractiveSummarizer } from './extractive-summarizer.js';
 import type { MetadataFilter } from './filter.js';
 import type { KeywordDocument, KeywordIndex } from './keyword-index.js';
-import { capLocations, locationsText, parseLocations } from './known-locations.js';
+import { KnownLocations } from './known-locations.js';
 import {
   type Acquaintance,
   firstSentence,
@@ -692,25 +692,20 @@ export class ContextManager {
    * questions between episodes) skip listing and filtering the chapter's scenes. Read-only for callers.
    */
   private readonly journals = new Map<string, ChapterJournal>();
-  /**
-   * Per story, the locations scenes have named, each with the index of the last scene that named it: the most
-   * recently named, as many as the meta record holds.
-   */
-  private readonly locations = new Map<string, Map<string, number>>();
+  /** The locations scenes have named, per story, and their `meta` record. */
+  private readonly knownLocations: KnownLocations;
   /** Whether the vector index counts what a delete by filter removed; learnt from the first one. */
   private deleteCounts: boolean | undefined;
-  /** The state version at which each story's known locations were last read from their record. */
-  private readonly locationsReadAt = new Map<string, number>();
-  /** Per story, the `meta-locations` record as this process last read or wrote it. */
-  private readonly storedLocations = new Map<string, ReadonlyMap<string, number>>();
-  /** Stories whose learned locations this process has not yet saved. */
-  private readonly unsavedLocations = new Set<string>();
 
   constructor(options: ContextManagerOptions) {
     // A misspelt option (`recentScene`, `autoprune`) would otherwise be left at its default without a word.
     refuseUnknownKeys(options ?? {}, OPTION_KEYS, 'ContextManager option', 'is not an option of ContextManager');
     this.store = options.store;
     this.history = new ChapterHistory(options.store);
+    this.knownLocations = new KnownLocations({
+      read: async (storyId, signal) => (await this.vectors.fetch(storyId, [LOCATIONS_ID], signalOf({ signal })))[0],
+      write: (storyId, text, signal) => this.writeMeta(storyId, LOCATIONS_ID, 'locations', text, signal),
+    });
     this.vectors = options.vectors;
     this.keywords = options.keywords;
     this.embedder = options.embedder;
@@ -863,7 +858,7 @@ export class ContextManager {
     const keywordsStart = performance.now();
     await this.keepKeywordsUp(state, options.signal, marksNow && (await waitUnlessAborted(marksNow, options.signal)));
     const keywordsTime = performance.now() - keywordsStart;
-    await waitUnlessAborted(this.refreshLocations(storyId, state.version, options.signal), options.signal);
+    await waitUnlessAborted(this.knownLocations.refresh(storyId, state.version, options.signal), options.signal);
     const fingerprintTime = performance.now() - fingerprintStart - keywordsTime;
 
     const exact = this.exactMatches(state, query);
@@ -1104,19 +1099,7 @@ export class ContextManager {
     const horizon = this.horizonsOf().get(storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
-    // Saved when the record, as this process last read or wrote it, lacks one of the scene's locations or names it
-    // as last seen earlier (it keeps the most recently named), and again while an earlier save of this process has
-    // not gone through (a failed index step is retried).
-    this.learnLocations(storyId, scene.locations, scene.index);
-    const known = this.locations.get(storyId);
-    const stored = this.storedLocations.get(storyId);
-    const unsaved = scene.locations.some(
-      (location) => known?.has(location) && (stored?.get(location) ?? -1) < known.get(location)!,
-    );
-    if (unsaved || this.unsavedLocations.has(storyId)) {
-      this.unsavedLocations.add(storyId);
-      await this.saveLocations(storyId, options.signal);
-    }
+    await this.knownLocations.learnFromScene(storyId, scene.locations, scene.index, options.signal);
     if (state.chapterId !== scene.chapterId && state.sceneCount === scene.index + 1) {
       await this.summarizeChapter(storyId, scene.chapterId, { signal: options.signal });
       if (this.autoPrune) await this.prune(storyId, { ...this.autoPrune, signal: options.signal });
@@ -1325,7 +1308,7 @@ export class ContextManager {
       );
       report({ phase: 'threads', done: latest.plotThreads.length, total: latest.plotThreads.length });
       records += await this.rebuildSummaries(storyId, latest, kept, signal, guard, report);
-      await this.saveLocations(storyId, signal);
+      await this.knownLocations.save(storyId, signal);
       // A prune elsewhere after a page was listed (or after the last one) dropped memories this rebuild has written
       // since: its bound is applied now, as the prune itself may have run its deletions before those writes.
       await refreshMarks();
@@ -1464,7 +1447,7 @@ export class ContextManager {
         chapter.units.push(...this.sceneUnits(scene, state, previous));
         if (scene.index >= bound) release(units);
         previous = scene;
-        this.learnLocations(storyId, scene.locations, scene.index);
+        this.knownLocations.learn(storyId, scene.locations, scene.index);
       }
       if (!page.nextCursor) release(units);
       yield { units, scenes: page.items.length, pruned: pruned - prunedBefore, last: page.items.at(-1)?.id };
@@ -2115,7 +2098,7 @@ export class ContextManager {
       lastOfChapter.set(scene.chapterId, scene.index);
       if (scene.index >= from) {
         units.push(...this.sceneUnits(scene, state, previous));
-        this.learnLocations(storyId, scene.locations, scene.index);
+        this.knownLocations.learn(storyId, scene.locations, scene.index);
       }
       previous = scene;
     }
@@ -2380,7 +2363,7 @@ export class ContextManager {
       query,
       state.plotThreads.map((thread) => ({ id: thread.id, names: [thread.title] })),
     );
-    const known = [...(this.locations.get(state.storyId)?.keys() ?? [])];
+    const known = this.knownLocations.names(state.storyId);
     const locations = findNamedEntities(
       query,
       known.map((location) => ({ id: location, names: [location] })),
@@ -3320,51 +3303,6 @@ export class ContextManager {
       filter,
     });
     return matches.map((match) => match.id);
-  }
-
-  /**
-   * Adds locations as named by scene `index` (a later naming wins over an earlier one), and drops the least recently
-   * named beyond what the meta record holds.
-   */
-  private learnLocations(storyId: string, locations: Iterable<string>, index: number): void {
-    this.mergeLocations(
-      storyId,
-      Array.from(locations, (location) => [location, index] as const),
-    );
-  }
-
-  private mergeLocations(storyId: string, entries: Iterable<readonly [string, number]>): void {
-    const known = new Map(this.locations.get(storyId));
-    for (const [location, index] of entries) {
-      if ((known.get(location) ?? Number.NEGATIVE_INFINITY) < index) known.set(location, index);
-    }
-    this.locations.set(storyId, capLocations(known));
-  }
-
-  /**
-   * Reads the known locations again when the story has moved on since this process last read them: another process
-   * may have indexed scenes that named new ones. Once per state version, so a call at the same version reads nothing.
-   */
-  private async refreshLocations(storyId: string, version: number, signal: AbortSignal | undefined): Promise<void> {
-    if ((this.locationsReadAt.get(storyId) ?? -1) >= version) return;
-    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signalOf({ signal }));
-    const stored = parseLocations(record);
-    this.mergeLocations(storyId, stored);
-    remember(this.storedLocations, storyId, stored, 4_096);
-    remember(this.locationsReadAt, storyId, version, 4_096);
-  }
-
-  /**
-   * Writes the known locations to their meta record, merged first with the record as stored: another process may
-   * have added some since this one read it.
-   */
-  private async saveLocations(storyId: string, signal: AbortSignal | undefined): Promise<void> {
-    const [record] = await this.vectors.fetch(storyId, [LOCATIONS_ID], signalOf({ signal }));
-    this.mergeLocations(storyId, parseLocations(record));
-    const known = this.locations.get(storyId)!;
-    if (known.size > 0) await this.writeMeta(storyId, LOCATIONS_ID, 'locations', locationsText(known), signal);
-    remember(this.storedLocations, storyId, new Map(known), 4_096);
-    this.unsavedLocations.delete(storyId);
   }
 }
 
