@@ -165,6 +165,23 @@ describe('createMemoryVectorIndex', () => {
     expect((await index.stats('s1')).count).toBe(129);
   });
 
+  it('keeps the smallest ids when the topK cut falls among equal scores, whatever order they were written in', async () => {
+    const index = createMemoryVectorIndex({ dimensions: 3 });
+    // Identical vectors score exactly alike. Written largest id first, each later tie must displace a kept one.
+    await index.upsert('s1', [
+      record('tie-d', [1, 1, 0]),
+      record('tie-c', [1, 1, 0]),
+      record('tie-b', [1, 1, 0]),
+      record('tie-a', [1, 1, 0]),
+      record('best', [1, 0, 0]),
+    ]);
+    const vector = Float32Array.from([1, 0.2, 0]);
+    const top = async (topK: number) => (await index.query('s1', { vector, topK })).map((match) => match.id);
+    expect(await top(2)).toEqual(['best', 'tie-a']);
+    expect(await top(3)).toEqual(['best', 'tie-a', 'tie-b']);
+    expect(await top(5)).toEqual(['best', 'tie-a', 'tie-b', 'tie-c', 'tie-d']);
+  });
+
   it('answers like a brute-force full sort after any sequence of upserts and deletes', async () => {
     const operation = fc.oneof(
       fc.record({

@@ -203,6 +203,61 @@ describe('Pinecone adapter specifics', () => {
     }
   });
 
+  it('reads and drops a story only in its own namespace, under the prefix', async () => {
+    const prefixed = realClientIndex({ namespacePrefix: 'tenant-b-' });
+    const bare = realClientIndex();
+    const storyId = 'prefix-scope';
+    await prefixed.upsert(storyId, [record(storyId, 'mine-1'), record(storyId, 'mine-2', {}, 2)]);
+    await bare.upsert(storyId, [record(storyId, 'theirs', {}, 3)]);
+    expect((await prefixed.stats(storyId)).count).toBe(2);
+    const vector = record(storyId, 'probe').values;
+    expect((await prefixed.query(storyId, { vector, topK: 10 })).map((match) => match.id).sort()).toEqual([
+      'mine-1',
+      'mine-2',
+    ]);
+    await prefixed.delete(storyId, { ids: ['mine-1', 'theirs'] });
+    expect((await prefixed.fetch(storyId, ['mine-1', 'mine-2'])).map((found) => found.id)).toEqual(['mine-2']);
+    await prefixed.deleteStory(storyId);
+    expect(standIn.namespaces()[`tenant-b-${storyId}`] ?? 0).toBe(0);
+    expect((await prefixed.stats(storyId)).count).toBe(0);
+    // The story of the same id without the prefix is another tenant's: untouched.
+    expect((await bare.fetch(storyId, ['theirs'])).map((found) => found.id)).toEqual(['theirs']);
+  });
+
+  it('reports a delete Pinecone refuses, and passes over only the 404 of a namespace that holds nothing', async () => {
+    let refuse = false;
+    const index = createPineconeIndex({
+      host: standIn.url,
+      apiKey: 'local-key',
+      dimensions: DIMENSIONS,
+      retry: { initialDelayMs: 1, maxDelayMs: 5 },
+      fetch: async (input, init) => {
+        const url = input instanceof Request ? input.url : String(input);
+        if (refuse && url.endsWith('/vectors/delete')) {
+          const body = JSON.stringify({ code: 7, message: 'Permission denied', details: [] });
+          return new Response(body, { status: 403, headers: { 'content-type': 'application/json' } });
+        }
+        return fetch(input, init);
+      },
+    });
+    const storyId = 'refused-delete';
+    await index.upsert(storyId, [record(storyId, 'a')]);
+    refuse = true;
+    const deletes = [
+      () => index.delete(storyId, { ids: ['a'] }),
+      () => index.delete(storyId, { filter: { type: 'scene' } }),
+      () => index.deleteStory(storyId),
+    ];
+    for (const remove of deletes) {
+      const error = await remove().catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error) && error.status).toBe(403);
+    }
+    refuse = false;
+    expect(standIn.namespaces()[storyId]).toBe(1);
+    await expect(index.deleteStory('never-written')).resolves.toBeUndefined();
+    await expect(index.delete('never-written', { ids: ['a'] })).resolves.toBe(-1);
+  });
+
   it('cuts fetches by the length of the URL the ids make, not by their count alone', async () => {
     // 100 ids of 128 characters holding ':' take about 39 KB percent-encoded: one request would be refused (431).
     const ids = Array.from({ length: 100 }, (_, n) => `${String(n).padStart(3, '0')}:${'x:'.repeat(62)}`);

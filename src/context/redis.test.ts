@@ -85,6 +85,20 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
       }
     });
 
+    it('deletePrefix removes every key under the prefix when they take more than one SCAN step', async () => {
+      const driver = createRedisCacheDriver({ url: REDIS_URL, keyPrefix: `sl-test-${randomUUID().slice(0, 8)}:` });
+      try {
+        // 1,500 keys: a SCAN step (COUNT 500) covers about 500 buckets of a table of at least 2,048.
+        const keys = Array.from({ length: 1_500 }, (_, at) => `story:{s1}:frequent:v${at}`);
+        // With a ttl, so a failing run leaves nothing behind for long.
+        await Promise.all(keys.map((key) => driver.set(key, 'stale', { ttlMs: 60_000 })));
+        expect(await driver.deletePrefix('story:{s1}:')).toBe(keys.length);
+        expect((await driver.getMany(keys)).filter((value) => value !== null)).toEqual([]);
+      } finally {
+        await driver.close();
+      }
+    });
+
     // The case timeout bounds the call: far above commandTimeoutMs, far below ioredis's default 20 retries a request.
     it('a call fails fast with a retryable ProviderError when nothing listens', { timeout: 3_000 }, async () => {
       const driver = createRedisCacheDriver({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 300 });

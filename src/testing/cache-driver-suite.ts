@@ -174,6 +174,7 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
       async run(cache) {
         const ns = namespace();
         await cache.set(`${ns}short`, 'gone soon', { ttlMs: TTL_MS });
+        await cache.set(`${ns}unread`, 'gone unseen', { ttlMs: TTL_MS });
         await cache.set(`${ns}forever`, 'stays');
         await advance(TTL_MS * 0.4);
         assert.equal(await cache.get(`${ns}short`), 'gone soon', 'still there before its ttl');
@@ -181,6 +182,7 @@ export function cacheDriverCases(extras: CacheDriverSuiteExtras = {}): Array<Sui
         assert.equal(await cache.get(`${ns}short`), null, 'get misses once the ttl has passed');
         assert.deepEqual(await cache.getMany([`${ns}short`, `${ns}forever`]), [null, 'stays']);
         assert.equal(await cache.delete([`${ns}short`]), 0, 'an expired key is not counted as deleted');
+        assert.equal(await cache.delete([`${ns}unread`]), 0, 'nor one that was never read after it expired');
         assert.equal(await cache.deletePrefix(`${ns}sh`), 0, 'nor by deletePrefix');
       },
     },

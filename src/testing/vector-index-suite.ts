@@ -1028,6 +1028,25 @@ export const vectorIndexCases: ReadonlyArray<SuiteCase<VectorIndex>> = [
     },
   },
   {
+    name: 'delete by more ids than one request of a backend takes removes every one of them',
+    async run(index) {
+      const storyId = uniqueStoryId('big-delete');
+      const random = seededRandom(67);
+      // 2,500: more than two of Pinecone's requests (1,000 ids each) and a part of a third.
+      const records = Array.from({ length: 2_500 }, (_, i) =>
+        makeRecord(storyId, `d${String(i).padStart(5, '0')}`, randomVector(random, index.dimensions)),
+      );
+      await index.upsert(storyId, records);
+      await eventually(index, async () => assert.equal(await count(index, storyId), records.length));
+      const deleted = await index.delete(storyId, { ids: records.map((record) => record.id) });
+      assert.ok(deleted === records.length || deleted === -1, `${records.length} deleted, got ${deleted}`);
+      await eventually(index, async () => {
+        assert.equal(await count(index, storyId), 0);
+        assert.deepEqual(ids(await index.fetch(storyId, ids(records))), []);
+      });
+    },
+  },
+  {
     name: 'an aborted signal rejects with AbortedError and writes nothing',
     async run(index) {
       const storyId = uniqueStoryId('aborted');
