@@ -350,6 +350,13 @@ describe('createBedrockEmbedder: texts longer than the model takes', () => {
     expect(sentPrefixOf(text).length).toBeLessThan(8_192);
   });
 
+  it('counts a character outside the Basic Multilingual Plane (most emoji) as two tokens', async () => {
+    const text = '🐉'.repeat(30_000); // 60,000 code units, each emoji at least two tokens
+    const embedder = createBedrockEmbedder({ model: 'amazon.titan-embed-text-v2:0', ...connection() });
+    await embedder.embed([text]);
+    expect([...sentPrefixOf(text)].length * 2).toBeLessThanOrEqual(8_192);
+  });
+
   it('never splits a surrogate pair or an emoji sequence where it cuts', async () => {
     for (const unit of ['👨‍👩‍👧 ', '🐉', 'é'.normalize('NFD')]) {
       standIn.reset();
@@ -527,6 +534,31 @@ describe('createBedrockEmbedder: failures', () => {
     expect(vector!.length).toBe(1536);
     expect(standIn.requests.map((request) => request.status)).toEqual([429, 429, 503, 500, 200]);
     expect(clock.sleeps).toEqual([500, 1000, 2000, 4000]);
+  });
+
+  it('retries a 500 that names no exception of the service (a proxy in the way), then succeeds', async () => {
+    const client = new BedrockRuntimeClient({ ...connection().clientConfig, region: 'us-east-1', maxAttempts: 1 });
+    const realSend = client.send.bind(client);
+    let calls = 0;
+    const embedder = createBedrockEmbedder({
+      model: 'cohere.embed-v4:0',
+      ...connection(),
+      client: {
+        send: (command: never, options?: never) => {
+          calls++;
+          if (calls > 1) return realSend(command, options);
+          return Promise.reject(
+            Object.assign(new Error('Internal Server Error'), {
+              name: 'UnknownError',
+              $metadata: { httpStatusCode: 500 },
+            }),
+          );
+        },
+      } as unknown as BedrockRuntimeClient,
+    });
+    const [vector] = await embedder.embed(['the tide turns']);
+    expect(vector!.length).toBe(1536);
+    expect(calls).toBe(2);
   });
 
   it('honours retry-after from a throttled answer', async () => {
@@ -707,6 +739,21 @@ describe('createBedrockImageGenerator', () => {
     });
     await generator.generate({ ...request, style: undefined });
     expect(String((standIn.requests[0]!.body as { prompt: string }).prompt)).toMatch(/^Style: woodcut print/);
+  });
+
+  it('lets a request’s own aspect ratio and negative prompt win over the generator’s', async () => {
+    const generator = createBedrockImageGenerator({
+      model: 'stability.stable-image-core-v1:1',
+      aspectRatio: '1:1',
+      negativePrompt: 'text, watermark',
+      ...connection(),
+    });
+    await generator.generate({ ...request, aspectRatio: '9:16', negativePrompt: 'crowds' });
+    await generator.generate({ ...request, aspectRatio: undefined });
+    expect(standIn.requests.map((sent) => sent.body)).toMatchObject([
+      { aspect_ratio: '9:16', negative_prompt: 'crowds' },
+      { aspect_ratio: '1:1', negative_prompt: 'text, watermark' },
+    ]);
   });
 
   it('throws ContentFilteredError for a filtered result, after exactly one request', async () => {

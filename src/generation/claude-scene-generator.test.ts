@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import AnthropicBedrock, { AnthropicBedrockMantle } from '@anthropic-ai/bedrock-sdk';
 import Anthropic from '@anthropic-ai/sdk';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { captureUnhandledRejections } from '../../test/support/unhandled.js';
 import { MAX_TIMER_MS } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
@@ -28,6 +28,8 @@ import {
   CLAUDE_SCENE_INSTRUCTIONS,
   type ClaudeClient,
   type ClaudeMessage,
+  type ClaudeMessageParams,
+  type ClaudeMessageStream,
   checkSceneReply,
   claudeRequestOptions,
   createClaudeSceneGenerator,
@@ -212,6 +214,31 @@ function answeringClient(reply: string, stopReason: string): ClaudeClient & { ca
   return fake;
 }
 
+/** A client (not streamed) that answers `replies` in turn, each with `usage`, recording every request. */
+function scriptedClient(
+  replies: string[],
+  usage: ClaudeMessage['usage'],
+): ClaudeClient & { sent: ClaudeMessageParams[] } {
+  const sent: ClaudeMessageParams[] = [];
+  return {
+    sent,
+    messages: {
+      create: async (params): Promise<ClaudeMessage> => {
+        sent.push(params);
+        return {
+          model: MODEL,
+          content: [{ type: 'text', text: replies.shift() ?? '' }],
+          stop_reason: 'end_turn',
+          usage,
+        };
+      },
+      stream: () => {
+        throw new Error('not used');
+      },
+    },
+  };
+}
+
 describe('the Claude scene generator against the Messages API stand-in', () => {
   it.each([
     ['empty', ''],
@@ -350,6 +377,64 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     expect((error as ValidationError).problems.map((problem) => problem.path)).toEqual(
       expect.arrayContaining(['scene.title', 'scene.text']),
     );
+  });
+
+  it('reports the usage and cost of every attempt, the one repaired included, not of the last alone', async () => {
+    const usage = { input_tokens: 10_000, output_tokens: 2_000, cache_read_input_tokens: 50_000 };
+    const fake = scriptedClient(
+      [JSON.stringify(validReply({ characters: ['ghost'] })), JSON.stringify(validReply())],
+      usage,
+    );
+    const generator = createClaudeSceneGenerator({ client: fake, model: MODEL, stream: false });
+    const result = await generator.generate(makeRequest());
+    expect(result.attempts).toBe(2);
+    const once = usageFromClaude(usage, findClaudePrice(MODEL)!);
+    expect(result.usage).toMatchObject({ inputTokens: 20_000, outputTokens: 4_000, cacheReadTokens: 100_000 });
+    expect(result.usage.costUsd).toBeCloseTo(2 * once.costUsd, 12);
+  });
+
+  it('prices cache writes at the 1-hour rate when it asked for 1-hour entries and the reply does not split them', async () => {
+    // As Bedrock may report it: cache writes without `cache_creation`.
+    const fake = scriptedClient([JSON.stringify(validReply())], {
+      input_tokens: 0,
+      output_tokens: 0,
+      cache_creation_input_tokens: 1_000_000,
+    });
+    const generator = createClaudeSceneGenerator({ client: fake, model: MODEL, stream: false, cacheTtl: '1h' });
+    const { usage } = await generator.generate(makeRequest());
+    // $3 per million input tokens on Sonnet: 1-hour writes at 2 ×, not the 5-minute 1.25 ×.
+    expect(usage.costUsd).toBeCloseTo(6, 9);
+  });
+
+  it('asks for 1-hour cache entries when cacheTtl is 1h, and prices the writes at that rate', async () => {
+    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false, cacheTtl: '1h' });
+    const { usage } = await generator.generate(makeRequest());
+    const system = standIn.requests[0]!.body.system as Array<{ cache_control?: unknown }>;
+    expect(system.at(-1)!.cache_control).toEqual({ type: 'ephemeral', ttl: '1h' });
+    // The stand-in wrote 1-hour entries, as the API would: billed at 2 × input.
+    const unit = findClaudePrice(MODEL)!;
+    expect(usage.cacheWriteTokens).toBeGreaterThan(5_000);
+    expect(usage.costUsd).toBeCloseTo(
+      (usage.inputTokens * unit.inputPerMTok +
+        usage.outputTokens * unit.outputPerMTok +
+        usage.cacheWriteTokens * 2 * unit.inputPerMTok) /
+        1e6,
+      12,
+    );
+  });
+
+  it('tells the model, in the repair turn, that its reply was cut off at max_tokens and must be shorter', async () => {
+    const long = validReply();
+    (long.scene as Record<string, unknown>).text = 'Mira climbed the stairs again. '.repeat(200);
+    replies = [long, validReply()];
+    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false, maxTokens: 1_000 });
+    const events: GenerationProgress[] = [];
+    const result = await generator.generate(makeRequest(), { onProgress: (event) => events.push(event) });
+    expect(result.attempts).toBe(2);
+    const repair: string = standIn.requests[1]!.body.messages[2].content[0].text;
+    expect(repair).toContain('cut off at the output limit: write a shorter scene');
+    const problems = events.flatMap((event) => (event.type === 'repair' ? event.problems : []));
+    expect(problems).toContain('(root): the reply was cut off at max_tokens (1000): write a shorter scene');
   });
 
   it('honours retry-after on 429 and retries 529 and 500, through the injected clock', async () => {
@@ -554,6 +639,66 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     }
   });
 
+  it('keeps a reply alive while it is still thinking: every stream event, not text alone, counts', async () => {
+    vi.useFakeTimers();
+    try {
+      let streams = 0;
+      // A reply that thinks for 10 idle timeouts, one stream event (a thinking delta) every half timeout, then writes.
+      const thinking: ClaudeClient = {
+        messages: {
+          create: () => Promise.reject(new Error('not used')),
+          stream: () => {
+            streams++;
+            const listeners: Record<string, Array<(...args: unknown[]) => void>> = {};
+            const emit = (event: string, ...args: unknown[]) => {
+              for (const listener of listeners[event] ?? []) listener(...args);
+            };
+            const text = JSON.stringify(validReply());
+            const final = new Promise<ClaudeMessage>((resolve) => {
+              let ticks = 0;
+              const tick = () => {
+                emit('streamEvent');
+                if (++ticks < 20) {
+                  setTimeout(tick, 50);
+                  return;
+                }
+                emit('text', text, text);
+                resolve({
+                  model: MODEL,
+                  content: [{ type: 'text', text }],
+                  stop_reason: 'end_turn',
+                  usage: { input_tokens: 1, output_tokens: 1 },
+                });
+              };
+              setTimeout(tick, 50);
+            });
+            return {
+              on(event: string, listener: (...args: unknown[]) => void) {
+                listeners[event] = [...(listeners[event] ?? []), listener];
+                return this;
+              },
+              finalMessage: () => final,
+            } as ClaudeMessageStream;
+          },
+        },
+      };
+      const generator = createClaudeSceneGenerator({
+        client: thinking,
+        model: MODEL,
+        idleTimeoutMs: 100,
+        clock: recordingClock(),
+        retry: { maxRetries: 0 },
+      });
+      const pending = generator.generate(makeRequest()).catch((caught: unknown) => caught);
+      await vi.advanceTimersByTimeAsync(1_100);
+      // Not ended as a stall: the scene is written by the one request.
+      expect(await pending).toMatchObject({ attempts: 1, scene: { title: 'The Lamp at Dusk' } });
+      expect(streams).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('refuses an idleTimeoutMs a timer cannot wait', () => {
     for (const idleTimeoutMs of [0, -1, Number.NaN, MAX_TIMER_MS + 1]) {
       expect(() => createClaudeSceneGenerator({ client: client(), model: MODEL, idleTimeoutMs })).toThrow(
@@ -636,6 +781,22 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     }
   });
 
+  it('reads the chapter-constant part from the cache when the journal after it changed', async () => {
+    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, stream: false });
+    const constant = makeRequest().prompt.stable;
+    const withJournal = (entry: string): SceneRequest => {
+      const request = makeRequest();
+      request.prompt = { ...request.prompt, stable: constant + entry, stableBlocks: [constant, entry] };
+      return request;
+    };
+    await generator.generate(withJournal(' Journal: Mira lit the lamp.'));
+    // Another journal (a rewritten chapter, another point of view): only the part before it is shared.
+    const { usage } = await generator.generate(withJournal(' Journal: Tobin sailed at dawn.'));
+    const system = standIn.requests[1]!.body.system as Array<{ cache_control?: unknown }>;
+    expect(system.map((block) => block.cache_control !== undefined)).toEqual([false, true, true]);
+    expect(usage.cacheReadTokens).toBeGreaterThan(5_000);
+  });
+
   it('reads at least 80 % of input tokens from the cache from the second request on', async () => {
     const generator = createClaudeSceneGenerator({ client: client(), model: MODEL });
     const shares: number[] = [];
@@ -673,11 +834,29 @@ describe('toClaudeError', () => {
     expect(overloaded.message).toBe(
       'anthropic reported overloaded_error in the middle of its reply (request-id req_mid_1): Overloaded',
     );
-    // One the API would answer the same way again is not retried.
-    expect(classify(new Anthropic.APIError(undefined, body('invalid_request_error'), undefined, headers))).toEqual([
-      'PROVIDER_BAD_RESPONSE',
-      false,
-    ]);
+    // One the API would answer the same way again is not retried: the Anthropic API's and Bedrock's.
+    for (const type of [
+      'invalid_request_error',
+      'authentication_error',
+      'permission_error',
+      'not_found_error',
+      'request_too_large_error',
+      'validationException',
+      'accessDeniedException',
+      'resourceNotFoundException',
+      'serviceQuotaExceededException',
+    ]) {
+      expect(classify(new Anthropic.APIError(undefined, body(type), undefined, headers)), type).toEqual([
+        'PROVIDER_BAD_RESPONSE',
+        false,
+      ]);
+    }
+    for (const type of ['throttlingException', 'modelStreamErrorException', 'internalServerException', 'api_error']) {
+      expect(classify(new Anthropic.APIError(undefined, body(type), undefined, headers)), type).toEqual([
+        'PROVIDER_BAD_RESPONSE',
+        true,
+      ]);
+    }
     // A body that is not JSON, thrown as is or wrapped by the stream.
     expect(classify(new SyntaxError('Unexpected end of JSON input'))).toEqual(['PROVIDER_BAD_RESPONSE', true]);
     expect(

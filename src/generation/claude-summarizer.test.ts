@@ -236,6 +236,13 @@ describe('createClaudeSummarizer', () => {
     });
     expect(cut.split(/\s+/).length).toBeLessThanOrEqual(120);
     expect(cut.endsWith('…')).toBe(true);
+    // One word over is over: a reply of maxWords + 1 words is cut too.
+    const overByOne = Array.from({ length: 121 }, (_, index) => `wave${index}`).join(' ');
+    const { client: third } = scripted([{ content: [{ type: 'text', text: overByOne }] }]);
+    const trimmed = await createClaudeSummarizer({ client: third, model: MODEL }).summarize(['The sea.'], {
+      maxWords: 120,
+    });
+    expect(trimmed.split(/\s+/).length).toBeLessThanOrEqual(120);
   });
 
   it('asks again with no more room than the SDK sends without streaming', async () => {
@@ -513,6 +520,9 @@ describe('createClaudeTokenCounter', () => {
       expect(counter.count(stable)).toBe(stable.length); // read every episode
       await counter.countTokensExact(`The dynamic part of episode ${episode}.`);
     }
+    // Two counts kept, no more: the stable part and the last dynamic part; the one before it is forgotten.
+    expect(counter.count('The dynamic part of episode 4.')).toBe('The dynamic part of episode 4.'.length);
+    expect(counter.count('The dynamic part of episode 3.')).not.toBe('The dynamic part of episode 3.'.length);
     // Fetched once: each read kept it, while the dynamic parts pushed each other out.
     expect(counted.filter((length) => length === stable.length)).toHaveLength(1);
     await counter.countTokensExact(stable);

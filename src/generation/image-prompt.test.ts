@@ -80,6 +80,25 @@ describe('composeImagePrompt', () => {
       maxLength: 30,
     });
     expect(small).toBe('A short scene.');
+
+    // A description is taken whole or not at all, even a character short of fitting.
+    const whole = 'A short scene. Characters: Mara: tall, red scarf, salt-white hair.';
+    for (const maxLength of [whole.length - 2, whole.length - 1, whole.length]) {
+      const near = composeImagePrompt({
+        request: { prompt: 'A short scene', characters: [{ id: 'mara', name: 'Mara' }] },
+        characters,
+        maxLength,
+      });
+      expect(near, String(maxLength)).toBe(maxLength >= whole.length ? whole : 'A short scene.');
+    }
+  });
+
+  it('never leaves half of a surrogate pair where it cuts', () => {
+    for (const maxLength of [101, 102]) {
+      const prompt = composeImagePrompt({ request: { prompt: '🐉'.repeat(200) }, maxLength });
+      expect(prompt.length).toBeLessThanOrEqual(maxLength);
+      expect(/\p{Surrogate}/u.test(prompt)).toBe(false);
+    }
   });
 
   it('caps a very long style guide so it cannot crowd out the scene', () => {

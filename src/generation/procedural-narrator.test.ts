@@ -237,6 +237,29 @@ describe('createProceduralNarrator', () => {
     expect(state.plotThreads.some((thread) => thread.id === 'old-0')).toBe(false);
   });
 
+  it('gives a newcomer a fresh id when a character of the same first name and one of the same full name exist', async () => {
+    // Nobody on stage: the scene introduces someone.
+    const base = makeStoryState('namesakes');
+    const offStage = Object.fromEntries(
+      Object.entries(base.characters).map(([id, character]) => [id, { ...character, status: 'absent' as const }]),
+    );
+    const narrator = createProceduralNarrator();
+    const first = await step(narrator, { ...base, characters: offStage });
+    const newcomer = first.output.delta.charactersIntroduced[0]!;
+    // A long story met that name before: both the first-name id and the full-name id are taken.
+    const fullNameId = newcomer.name.toLowerCase().replace(/[^a-z0-9]+/g, '-');
+    const namesake = (id: string) => ({ ...offStage.gull!, id, name: newcomer.name });
+    const crowded: StoryState = {
+      ...base,
+      characters: { ...offStage, [newcomer.id]: namesake(newcomer.id), [fullNameId]: namesake(fullNameId) },
+    };
+    const again = await step(narrator, crowded);
+    const introduced = again.output.delta.charactersIntroduced[0]!;
+    expect(introduced.name).toBe(newcomer.name);
+    expect(Object.hasOwn(crowded.characters, introduced.id)).toBe(false);
+    expect(again.result.ok).toBe(true);
+  });
+
   it('takes the winning influence into the story as the characters’ decision and rejects the others with reasons', async () => {
     const base = makeStoryState('influence');
     const queue = [
