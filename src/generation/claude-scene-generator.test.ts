@@ -469,6 +469,18 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     expect(last.status).toBe(529);
   });
 
+  it('retries a reply whose body came back empty, streamed or not, and writes the scene with the next request', async () => {
+    for (const stream of [true, false]) {
+      standIn.requests.length = 0;
+      standIn.scheduleErrors(['empty-body']);
+      const clock = recordingClock();
+      const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, clock, stream });
+      await expect(generator.generate(makeRequest()), `stream: ${stream}`).resolves.toMatchObject({ attempts: 1 });
+      expect(standIn.requests, `stream: ${stream}`).toHaveLength(2);
+      expect(clock.sleeps, `stream: ${stream}`).toHaveLength(1);
+    }
+  });
+
   it('does not retry a refusal', async () => {
     standIn.scheduleErrors(['refusal']);
     const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, clock: recordingClock() });

@@ -949,6 +949,9 @@ function validateOptions(options: ClaudeSceneGeneratorOptions, prices: ClaudePri
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 /** An error the SDK raised itself (`AnthropicError`, no status, no underlying cause), e.g. about a stream's shape. */
+/** The SDK's words for a streamed reply whose body held no event at all. */
+const EMPTY_STREAM = /request ended without sending any chunks/;
+
 function isBareSdkError(error: unknown): error is Error {
   return error instanceof Error && error.name === 'AnthropicError' && error.cause === undefined;
 }
@@ -1051,8 +1054,9 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
           cause: error,
         });
       }
-      if (events > 0 && isBareSdkError(error)) {
-        // The SDK's own complaint about a stream that began and then ended early, or out of order.
+      if (isBareSdkError(error) && (events > 0 || EMPTY_STREAM.test(error.message))) {
+        // The SDK's own complaint about a stream that began and then ended early, or out of order, or that ended
+        // before its first event (an empty body, a proxy that cut it): the provider's side, not this request's.
         throw new ProviderError(`${provider} ended the reply's stream before it was complete: ${error.message}`, {
           provider,
           code: 'PROVIDER_BAD_RESPONSE',

@@ -38,6 +38,8 @@ export type AnthropicStandInFailure =
   | { kind: 'server-error' }
   /** 200 whose body is not JSON (for a streamed request: an event whose data is not JSON). */
   | { kind: 'malformed-body' }
+  /** 200 with an empty body, no event for a streamed request (a proxy that cut the reply before its first byte). */
+  | { kind: 'empty-body' }
   /** A normal reply with `stop_reason: "refusal"`. */
   | { kind: 'refusal' };
 
@@ -425,6 +427,11 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
       },
     );
     if (body.stream !== true) {
+      if (failure?.kind === 'empty-body') {
+        response.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomUUID()}` });
+        response.end();
+        return;
+      }
       if (failure?.kind === 'malformed-body') {
         response.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomUUID()}` });
         response.end(`{"id":"${id}","type":"message","content":[{"type":"text","text":"trunc`);
@@ -448,6 +455,10 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
       response.write(`event: ${event}\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
       await new Promise((resolve) => (streamDelayMs > 0 ? setTimeout(resolve, streamDelayMs) : setImmediate(resolve)));
     };
+    if (failure?.kind === 'empty-body') {
+      response.end();
+      return;
+    }
     const [start, ...rest] = events;
     await send('message_start', start);
     if (failure?.kind === 'malformed-body') {
