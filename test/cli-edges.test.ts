@@ -331,8 +331,9 @@ describe('storyloom export and import files', () => {
     expect((await storyloom(cwd, ['export', '--data', data, '--out', 'story.jsonl'])).code).toBe(0);
     const lines = readFileSync(path.join(cwd, 'story.jsonl'), 'utf8').trim().split('\n');
     // Valid JSON, end marker and counts intact, one scene the schema refuses.
+    // (Its index stays: a scene out of order is refused by the first read, before a project is made.)
     const at = lines.findIndex((line) => line.startsWith('{"kind":"scene"'));
-    lines[at] = lines[at]!.replace(/"index":\d+,/, '"index":-5,');
+    lines[at] = lines[at]!.replace(/"title":"[^"]*"/, '"title":42');
     writeFileSync(path.join(cwd, 'bad.jsonl'), `${lines.join('\n')}\n`);
     mkdirSync(path.join(cwd, 'kept'));
     writeFileSync(path.join(cwd, 'kept', 'notes.txt'), 'mine\n');
@@ -343,6 +344,7 @@ describe('storyloom export and import files', () => {
     for (const folder of ['copy', 'kept', 'orphan']) {
       const imported = await storyloom(cwd, ['import', 'bad.jsonl', '--data', folder]);
       expect(imported.code, folder).toBe(1);
+      expect(imported.stderr, folder).toMatch(/title/);
     }
     expect(existsSync(path.join(cwd, 'copy'))).toBe(false);
     expect(readdirSync(path.join(cwd, 'kept'))).toEqual(['notes.txt']);
@@ -503,6 +505,27 @@ describe('storyloom export and import files', () => {
     }
     expect(readFileSync(target, 'utf8')).toBe('an earlier export\n');
     expect(readdirSync(cwd).sort(), 'no export and no partial file').toEqual(['proj', 'story.jsonl']);
+  });
+});
+
+describe('storyloom run whose step fails', () => {
+  it('exits 1 naming the scene and the step, and the next run finishes that step', async () => {
+    const cwd = workspace();
+    expect((await storyloom(cwd, ['init', '--data', 'proj'])).code).toBe(0);
+    // A file where the story's site folder goes: publishing the site fails.
+    const site = path.join(cwd, 'proj', 'site', 'lighthouse-keepers');
+    rmSync(site, { recursive: true, force: true });
+    mkdirSync(path.dirname(site), { recursive: true });
+    writeFileSync(site, 'in the way\n');
+    const failed = await storyloom(cwd, ['run', '--data', 'proj', '--no-images']);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/^storyloom: scene 1 was written but publish:site failed: run again to finish\n$/);
+
+    rmSync(site);
+    const again = await storyloom(cwd, ['run', '--data', 'proj', '--episodes', '1', '--no-images']);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(existsSync(path.join(site, 'index.html'))).toBe(true);
   });
 });
 
@@ -801,5 +824,39 @@ describe('storyloom story text on the terminal', () => {
     expect(context.stdout).toContain('\n');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the test checks that no control character is printed
     expect(context.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+  });
+
+  it("shows control sequences in the text of an imported scene, in the prompt's dynamic part, as escapes", async () => {
+    const { cwd, data } = await storyWith(1);
+    const exported = await storyloom(cwd, ['export', '--data', data]);
+    const scene = exported.stdout
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line))
+      .find((record) => record.kind === 'scene').scene;
+    // The end of the last scene's text is where the next one picks up: the dynamic part quotes it.
+    const hostile = `${scene.text} \u001b[2J\u009b2J\u202e`;
+    const edited = exported.stdout.replace(JSON.stringify(scene.text), JSON.stringify(hostile));
+    expect(edited).not.toBe(exported.stdout);
+    writeFileSync(path.join(cwd, 'edited.jsonl'), edited);
+    expect((await storyloom(cwd, ['import', 'edited.jsonl', '--data', 'other'])).code).toBe(0);
+
+    const context = await storyloom(cwd, ['context', '--data', 'other']);
+    expect(context.code).toBe(0);
+    const dynamic = context.stdout.split('──── dynamic part ────')[1]!;
+    expect(dynamic).toContain('\\u001b[2J\\u009b2J\\u202e');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test checks that no control character is printed
+    expect(context.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+  });
+
+  it('shows story text an error quotes from an export file as escapes on stderr', async () => {
+    const cwd = workspace();
+    // JSON escapes ESC, not C1 controls (CSI is U+009B) nor bidi overrides: the id reaches the message as it is.
+    const repeated = `${JSON.stringify({ kind: 'influence', influence: { id: 'v\u009b2J\u202e' } })}\n`;
+    const header = `${JSON.stringify({ kind: 'storyloom-export', formatVersion: 1, storyId: 'tale' })}\n`;
+    writeFileSync(path.join(cwd, 'hostile.jsonl'), `${header}${repeated}${repeated}`);
+    const refused = await storyloom(cwd, ['import', 'hostile.jsonl', '--data', 'copy']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toBe('storyloom: hostile.jsonl is damaged: it holds influence "v\\u009b2J\\u202e" twice\n');
   });
 });

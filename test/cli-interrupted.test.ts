@@ -121,6 +121,20 @@ describe('an import cut short after its story went in', () => {
     expect(await statusOf(cwd, copy)).toMatchObject({ unfinishedSteps: [], unfinishedBuild: null });
   });
 
+  it('still shows as unfinished when its record cannot be read, and the next run finishes it', async () => {
+    const { cwd } = await storyWith(2);
+    expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
+    const copy = await importCutShort(cwd);
+    // A record this version cannot read (a newer storyloom's, say) still marks the build unfinished.
+    writeFileSync(projectPaths(copy).pendingOf(STORY), '{"kind":"merge","from":"elsewhere"}\n');
+    expect((await statusOf(cwd, copy)).unfinishedBuild).toBe('import');
+    const run = await storyloom(cwd, ['run', '--data', copy, '--episodes', '1', '--no-images']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`Finishing the import of ${STORY} first`);
+    expect(scenePages(copy, STORY)).toHaveLength(3);
+    expect(await statusOf(cwd, copy)).toMatchObject({ scenes: 3, unfinishedBuild: null });
+  });
+
   it('leaves no pending build when the file is refused before anything went in', async () => {
     const { cwd } = await storyWith(1);
     expect((await storyloom(cwd, ['export', '--data', 'proj', '--out', 'story.jsonl'])).code).toBe(0);
@@ -458,6 +472,27 @@ describe('two runs on one project', () => {
 });
 
 describe('slips that cost nothing', () => {
+  it('an import or a fork onto a story the project holds is refused, and leaves that story as it was', async () => {
+    const { cwd, data } = await storyWith(2);
+    const before = await statusOf(cwd, data);
+    // Another story under the same id, at the same version: another project's, written with another seed.
+    expect((await storyloom(cwd, ['init', '--data', 'other'])).code).toBe(0);
+    const other = await storyloom(cwd, ['run', '--data', 'other', '--episodes', '2', '--no-images', '--seed', '7']);
+    expect(other.code).toBe(0);
+    expect((await storyloom(cwd, ['export', '--data', 'other', '--out', 'other.jsonl'])).code).toBe(0);
+    const imported = await storyloom(cwd, ['import', 'other.jsonl', '--data', data]);
+    expect(imported.code).toBe(1);
+    expect(imported.stderr).toMatch(/already exists/);
+    expect(await statusOf(cwd, data)).toEqual(before);
+
+    expect((await storyloom(cwd, ['fork', '--data', data, '--at', '1', '--as', 'branch'])).code).toBe(0);
+    const branch = await statusOf(cwd, data, 'branch');
+    const again = await storyloom(cwd, ['fork', '--data', data, '--at', '2', '--as', 'branch']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/already exists/);
+    expect(await statusOf(cwd, data, 'branch')).toEqual(branch);
+  });
+
   it('an export onto the project’s own files is refused, and the project is untouched', async () => {
     const { cwd } = await storyWith(1);
     for (const own of ['story.db', 'story.db-wal', 'storyloom.json']) {

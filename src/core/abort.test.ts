@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { attemptWithin, MAX_TIMER_MS } from './abort.js';
-import { ProviderError } from './errors.js';
+import { AbortedError, ProviderError } from './errors.js';
 
 /** Bounds of one attempt whose other failures pass through unchanged. */
 const bounds = (timeoutMs: number) => ({
@@ -37,5 +37,50 @@ describe('attemptWithin with a timeoutMs beyond the longest timer', () => {
     await vi.advanceTimersByTimeAsync(1);
     await attempt;
     expect(ProviderError.isInstance(outcome) && outcome.code === 'TIMEOUT').toBe(true);
+  });
+});
+
+describe("attemptWithin and the caller's abort", () => {
+  it('ends at once as an AbortedError when the signal fired before the attempt, though the call ignores its signal', async () => {
+    const caller = new AbortController();
+    caller.abort(new Error('deploy'));
+    const given: AbortSignal[] = [];
+    let answer: (value: string) => void = () => {};
+    const attempt = attemptWithin(
+      (signal) => {
+        given.push(signal);
+        return new Promise<string>((resolve) => {
+          answer = resolve;
+        });
+      },
+      { ...bounds(60_000), signal: caller.signal },
+    ).catch((error: unknown) => error);
+    await new Promise((resolve) => setImmediate(resolve));
+    // The call answers only now: by then the attempt has already ended.
+    answer('answered after the abort');
+    const outcome = await attempt;
+    expect(AbortedError.isInstance(outcome)).toBe(true);
+    expect((outcome as AbortedError).cause).toBe(caller.signal.reason);
+    expect(given.every((signal) => signal.aborted)).toBe(true);
+  });
+
+  it("ends as an AbortedError, not as what `failed` makes of the call's failure, when the caller aborts under way", async () => {
+    const caller = new AbortController();
+    const attempt = attemptWithin(
+      (signal) =>
+        new Promise<never>((_resolve, reject) => {
+          signal.addEventListener('abort', () => reject(new Error('socket closed')), { once: true });
+        }),
+      {
+        ...bounds(60_000),
+        signal: caller.signal,
+        failed: (error: unknown) =>
+          new ProviderError('connection lost', { provider: 'test', isRetryable: true, cause: error }),
+      },
+    ).catch((error: unknown) => error);
+    caller.abort(new Error('deploy'));
+    const outcome = await attempt;
+    expect(AbortedError.isInstance(outcome)).toBe(true);
+    expect((outcome as AbortedError).isRetryable).toBe(false);
   });
 });

@@ -9,6 +9,7 @@ import {
   NotFoundError,
   ProviderError,
   RetryError,
+  StorageError,
   StoryloomError,
   throwIfAborted,
   toProblems,
@@ -181,6 +182,15 @@ describe('storyloom errors', () => {
     expect(error.attempts).toBe(3);
     expect(error.cause).toBe(errors[2]);
     expect(error.reason).toBe('errorNotRetryable');
+  });
+
+  it('StorageError is retryable only for a busy write lock, unless told otherwise', () => {
+    const retryable = (reason: StorageError['reason']) => new StorageError('failed', { reason }).isRetryable;
+    expect(retryable('busy')).toBe(true);
+    for (const reason of ['cannotOpen', 'notADatabase', 'corrupt', 'readOnly', 'io'] as const) {
+      expect(retryable(reason), reason).toBe(false);
+    }
+    expect(new StorageError('vanished', { reason: 'io', isRetryable: true }).isRetryable).toBe(true);
   });
 
   it('MissingDependencyError says what to install', () => {

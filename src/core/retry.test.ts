@@ -332,6 +332,27 @@ describe('withRetry', () => {
       await expect(withRetry(again.operation, { clock: lenient, maxRetryAfterMs: 300_000 })).resolves.toBe('ok');
       expect(lenient.sleeps).toEqual([120_000]);
     });
+
+    it('waits a retry-after of exactly maxRetryAfterMs: the bound is allowed', async () => {
+      // "Retry-After: 60" is what providers commonly send, and 60 s is the default bound.
+      const clock = new FakeClock();
+      const { operation, attempts } = scripted([withHeaders({ 'retry-after': '60' })], 'ok');
+      await expect(withRetry(operation, { clock })).resolves.toBe('ok');
+      expect(attempts).toEqual([0, 1]);
+      expect(clock.sleeps).toEqual([60_000]);
+    });
+
+    it('never retries a non-retryable error, even one that carries a retry-after', async () => {
+      const clock = new FakeClock();
+      const badRequest = Object.assign(
+        new ProviderError('bad request', { provider: 'test', status: 400, retryAfterMs: 1000 }),
+        { headers: { 'retry-after': '1' } },
+      );
+      const { operation, attempts } = scripted([badRequest], 'never');
+      await expect(withRetry(operation, { clock })).rejects.toBe(badRequest);
+      expect(attempts).toEqual([0]);
+      expect(clock.sleeps).toEqual([]);
+    });
   });
 
   describe('abort', () => {

@@ -34,6 +34,8 @@ describe('clipText between grapheme clusters', () => {
     expect(clipText(stacked, 5)).toBe(stacked.slice(0, 5));
     expect(clipText(`🌊${'\u0301'.repeat(5)}`, 3)).toBe('🌊\u0301');
     expect(clipText(`🌊${'\u0301'.repeat(5)}`, 2)).toBe('🌊');
+    // One code unit of room and an astral character first: nothing, never half of the character.
+    expect(clipText(`🌊${'\u0301'.repeat(5)}`, 1)).toBe('');
   });
 
   it('leaves whole clusters to ellipsize and clipSentences', () => {
