@@ -481,6 +481,19 @@ describe('the Claude scene generator against the Messages API stand-in', () => {
     }
   });
 
+  it('asks once, and says to turn streaming off, when a streamed request is answered with the whole reply', async () => {
+    standIn.requests.length = 0;
+    standIn.scheduleErrors(['not-streamed']);
+    const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, clock: recordingClock() });
+    const error = await generator.generate(makeRequest()).catch((caught: unknown) => caught);
+    expect(ProviderError.isInstance(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'PROVIDER_BAD_RESPONSE', isRetryable: false });
+    expect((error as Error).message).toContain('application/json, not a stream');
+    expect((error as Error).message).toContain('stream: false');
+    // The reply was written, and billed, once: asking again would pay for it again.
+    expect(standIn.requests).toHaveLength(1);
+  });
+
   it('does not retry a refusal', async () => {
     standIn.scheduleErrors(['refusal']);
     const generator = createClaudeSceneGenerator({ client: client(), model: MODEL, clock: recordingClock() });

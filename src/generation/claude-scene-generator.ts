@@ -873,7 +873,7 @@ export interface ClaudeSceneGeneratorOptions {
   maxTokens?: number;
   /**
    * Provider name reported by the generator and its errors. Default `anthropic`, or `amazon-bedrock` for an
-   * `AnthropicBedrock` client. `amazon-bedrock` (what
+   * `AnthropicBedrock` client (not for an `AnthropicBedrockMantle`, which speaks the Messages API itself: name it here). `amazon-bedrock` (what
    * `storyloom/bedrock` gives) sends every request with Bedrock's `anthropic_version`, whatever the client.
    */
   provider?: string;
@@ -948,10 +948,13 @@ function validateOptions(options: ClaudeSceneGeneratorOptions, prices: ClaudePri
 /** Default of `idleTimeoutMs`: far longer than the API's gaps between events, short enough that a stall ends. */
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
-/** An error the SDK raised itself (`AnthropicError`, no status, no underlying cause), e.g. about a stream's shape. */
 /** The SDK's words for a streamed reply whose body held no event at all. */
 const EMPTY_STREAM = /request ended without sending any chunks/;
 
+/** The media types a streamed reply comes in: the Messages API's server-sent events, Bedrock's event stream. */
+const STREAM_MEDIA_TYPES = /^\s*(?:text\/event-stream|application\/vnd\.amazon\.eventstream)\s*(?:;|$)/i;
+
+/** An error the SDK raised itself (`AnthropicError`, no status, no underlying cause), e.g. about a stream's shape. */
 function isBareSdkError(error: unknown): error is Error {
   return error instanceof Error && error.name === 'AnthropicError' && error.cause === undefined;
 }
@@ -1032,8 +1035,9 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
     }, idleTimeoutMs);
     let events = 0;
     let characters = 0;
+    let stream: ClaudeMessageStream | undefined;
     try {
-      const stream = client.messages.stream(params, { ...requestOptions, signal: controller.signal });
+      stream = client.messages.stream(params, { ...requestOptions, signal: controller.signal });
       (stream as unknown as StreamEventSource).on('streamEvent', () => {
         events++;
         timer.refresh();
@@ -1053,6 +1057,18 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
           isRetryable: true,
           cause: error,
         });
+      }
+      // The reply's media type, once the SDK has it (an injected client's stream may not say).
+      const mediaType = (stream as { response?: Response | null } | undefined)?.response?.headers.get('content-type');
+      if (isBareSdkError(error) && events === 0 && EMPTY_STREAM.test(error.message) && mediaType) {
+        if (!STREAM_MEDIA_TYPES.test(mediaType)) {
+          // A whole reply to a streamed request (a gateway that does not stream): written and billed, and asking
+          // again would be billed again for the same answer.
+          throw new ProviderError(
+            `${provider} answered a streamed request with ${mediaType}, not a stream: the endpoint does not stream (create the generator with stream: false)`,
+            { provider, code: 'PROVIDER_BAD_RESPONSE', isRetryable: false, cause: error },
+          );
+        }
       }
       if (isBareSdkError(error) && (events > 0 || EMPTY_STREAM.test(error.message))) {
         // The SDK's own complaint about a stream that began and then ended early, or out of order, or that ended

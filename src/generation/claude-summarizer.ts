@@ -80,7 +80,7 @@ export interface ClaudeSummarizerOptions {
   timeoutMs?: number;
   /**
    * Provider name reported by the summarizer and its errors. Default `anthropic`, or `amazon-bedrock` for an
-   * `AnthropicBedrock` client. `amazon-bedrock` sends every request
+   * `AnthropicBedrock` client (not for an `AnthropicBedrockMantle`, which speaks the Messages API itself: name it here). `amazon-bedrock` sends every request
    * with Bedrock's `anthropic_version`, whatever the client.
    */
   provider?: string;

@@ -40,6 +40,8 @@ export type AnthropicStandInFailure =
   | { kind: 'malformed-body' }
   /** 200 with an empty body, no event for a streamed request (a proxy that cut the reply before its first byte). */
   | { kind: 'empty-body' }
+  /** A streamed request answered with the whole reply as JSON, as a gateway that does not stream answers it. */
+  | { kind: 'not-streamed' }
   /** A normal reply with `stop_reason: "refusal"`. */
   | { kind: 'refusal' };
 
@@ -426,7 +428,7 @@ export async function startAnthropicStandIn(options: AnthropicStandInOptions = {
         refusal: failure?.kind === 'refusal',
       },
     );
-    if (body.stream !== true) {
+    if (body.stream !== true || failure?.kind === 'not-streamed') {
       if (failure?.kind === 'empty-body') {
         response.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomUUID()}` });
         response.end();
