@@ -1,5 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -12,7 +14,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ProviderError, ValidationError } from '../core/errors.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { runPublisherSuite } from '../testing/publisher-suite.js';
@@ -544,6 +546,66 @@ describe('S3 publisher under the answers of S3 itself', () => {
     expect(broke).toBe(true);
     const index = JSON.parse(await readText(bucket, 'tale/index.json'));
     expect(index.scenes.map((scene: { id: string }) => scene.id)).toEqual(['tale-s0', 'tale-s1']);
+  });
+});
+
+describe('S3 puts through the client the adapter builds', () => {
+  /** A proxy in front of the local server that notes each request's method, path and headers as they went out. */
+  async function notingProxy() {
+    const seen: Array<{ method: string; path: string; headers: IncomingHttpHeaders }> = [];
+    const { port } = new URL(endpoint);
+    const proxy = createServer((incoming, outgoing) => {
+      seen.push({ method: incoming.method!, path: incoming.url!, headers: incoming.headers });
+      const forwarded = httpRequest(
+        { host: '127.0.0.1', port, method: incoming.method, path: incoming.url, headers: incoming.headers },
+        (answer) => {
+          outgoing.writeHead(answer.statusCode!, answer.headers);
+          answer.pipe(outgoing);
+        },
+      );
+      incoming.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    return { url, seen, close: () => new Promise((resolve) => proxy.close(resolve)) };
+  }
+
+  it('sends a CRC32 checksum with every put, as S3 requires in a bucket with Object Lock, and stores each whole', async () => {
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'S3RVER');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'S3RVER');
+    const proxy = await notingProxy();
+    try {
+      const bucket = await freshBucket();
+      const connection = { bucket, endpoint: proxy.url, region: 'us-east-1', forcePathStyle: true };
+      const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...Array(70_000).fill(7)]);
+      await createS3Publisher(connection).publish({
+        ...episode(0),
+        image: { data: png, mediaType: 'image/png', alt: 'lamp' },
+      });
+      const bytes = new TextEncoder().encode('龍 '.repeat(30_000));
+      const content = createS3ContentStore({ ...connection, prefix: 'content/' });
+      await content.put('tale/s0.txt', bytes);
+      const puts = proxy.seen.filter((request) => request.method === 'PUT');
+      expect(puts.map((request) => request.path.split('?')[0])).toEqual([
+        `/${bucket}/tale/images/000000-tale-s0.png`,
+        `/${bucket}/tale/scenes/000000-tale-s0.json`,
+        `/${bucket}/tale/index.json`,
+        `/${bucket}/content/tale/s0.txt`,
+      ]);
+      for (const put of puts) {
+        expect(put.headers['x-amz-checksum-crc32'], put.path).toMatch(/^[A-Za-z0-9+/]{6}==$/);
+        // A header, not an aws-chunked trailer (which look-alike servers store corrupted).
+        expect(put.headers['content-encoding'], put.path).toBeUndefined();
+      }
+      expect(await content.get('tale/s0.txt')).toEqual(bytes);
+      const picture = await client.send(
+        new GetObjectCommand({ Bucket: bucket, Key: 'tale/images/000000-tale-s0.png' }),
+      );
+      expect(await picture.Body!.transformToByteArray()).toEqual(png);
+    } finally {
+      vi.unstubAllEnvs();
+      await proxy.close();
+    }
   });
 });
 

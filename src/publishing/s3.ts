@@ -35,6 +35,14 @@ function loadS3(): Promise<S3Module> {
   return sdkLoading;
 }
 
+/**
+ * The checksum every put carries. S3 refuses a put without one (`Content-MD5` or `x-amz-checksum-*`) to a bucket
+ * with Object Lock, a default retention included, and the client here asks for checksums only where named
+ * (`requestChecksumCalculation: 'WHEN_REQUIRED'`). Every body is a string or bytes, so the SDK sends it as a header
+ * (not an aws-chunked trailer, which look-alike servers store corrupted).
+ */
+const PUT_CHECKSUM = 'CRC32';
+
 /** Where the S3 client comes from: one you built, or settings to build one. */
 export interface S3ConnectionOptions {
   /** A client you built. Set `requestChecksumCalculation: 'WHEN_REQUIRED'` on it when talking to an S3 look-alike. */
@@ -160,7 +168,8 @@ function connection(options: S3ConnectionOptions) {
         ...(options.region ? { region: options.region } : {}),
         ...(options.endpoint ? { endpoint: options.endpoint } : {}),
         ...(options.forcePathStyle ? { forcePathStyle: true } : {}),
-        // Checksums only where S3 requires them: look-alikes store streamed, checksummed bodies corrupted.
+        // Checksums only where asked for: look-alikes store streamed (aws-chunked), checksummed bodies corrupted.
+        // Every put asks for one (PUT_CHECKSUM), sent as a header, since every body here is whole in memory.
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
         // One retry policy: storyloom's.
@@ -345,6 +354,8 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
           Body: body,
           ContentType: contentType,
           CacheControl: caching,
+          // Named, so it is sent whatever the client's requestChecksumCalculation: see PUT_CHECKSUM.
+          ChecksumAlgorithm: PUT_CHECKSUM,
           ...condition,
         }),
       { answers },
@@ -556,7 +567,13 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
         'PutObject',
         undefined,
         (sdk) =>
-          new sdk.PutObjectCommand({ Bucket: options.bucket, Key: fullKey, Body: bytes, ContentType: contentType }),
+          new sdk.PutObjectCommand({
+            Bucket: options.bucket,
+            Key: fullKey,
+            Body: bytes,
+            ContentType: contentType,
+            ChecksumAlgorithm: PUT_CHECKSUM,
+          }),
       );
     },
     async get(key) {
