@@ -39,7 +39,8 @@ async function spreadOverMasters(driver: CacheDriver, raw: Cluster, keyPrefix: s
 const cluster = await startLocalRedis({ cluster: true });
 const tls = await startLocalRedis({ tls: true });
 const tlsCluster = await startLocalRedis({ cluster: true, tls: true });
-afterAll(() => Promise.all([cluster.stop(), tls.stop(), tlsCluster.stop()]));
+const oneNode = await startLocalRedis({ cluster: true, masters: 1 });
+afterAll(() => Promise.all([cluster.stop(), tls.stop(), tlsCluster.stop(), oneNode.stop()]));
 
 /** A describe's title, with the reason it is skipped when its servers could not be started. */
 const titled = (title: string, skipReason: string | undefined) =>
@@ -141,6 +142,42 @@ describe.skipIf(cluster.skipReason !== undefined)(clusterTitle, () => {
       await writer.deletePrefix('spread:').catch(() => 0);
       await writer.close();
       raw.disconnect();
+    }
+  });
+});
+
+const oneNodeTitle = titled(
+  'createRedisCacheDriver by url to a one-node server in cluster mode (ElastiCache Serverless shows itself so)',
+  oneNode.skipReason,
+);
+describe.skipIf(oneNode.skipReason !== undefined)(oneNodeTitle, () => {
+  const url = () => `redis://127.0.0.1:${oneNode.nodes![0]!.port}`;
+  const counted = runCacheDriverSuite(
+    { describe, it },
+    {
+      name: 'redis-one-node-cluster-by-url',
+      create: () => createRedisCacheDriver({ url: url(), keyPrefix: prefixOf() }),
+      destroy: (driver) => driver.close(),
+      advanceTime: wait,
+    },
+  );
+
+  it('runs every case of the suite', () => {
+    expect(counted).toBe(16);
+  });
+
+  it('reads, deletes and deletes by prefix keys of many slots, one slot a command once the server refuses more', async () => {
+    const driver = createRedisCacheDriver({ url: url(), keyPrefix: prefixOf() });
+    try {
+      const keys = Array.from({ length: 40 }, (_, i) => `spread:${i}`);
+      expect(new Set(keys.map((key) => clusterSlot(key))).size).toBeGreaterThan(1);
+      for (const key of keys) await driver.set(key, key, { ttlMs: 60_000 });
+      expect(await driver.getMany(keys)).toEqual(keys);
+      expect(await driver.delete(keys.slice(0, 10))).toBe(10);
+      expect(await driver.deletePrefix('spread:')).toBe(30);
+      expect((await driver.getMany(keys)).filter((value) => value !== null)).toEqual([]);
+    } finally {
+      await driver.close();
     }
   });
 });

@@ -85,6 +85,34 @@ describeRedis('createRedisCacheDriver against a real Redis', () => {
       }
     });
 
+    it('sends at most 500 keys a command, however many one call names (ElastiCache Serverless takes under 4,000 arguments)', async () => {
+      const raw = new Redis(REDIS_URL);
+      const sizes: Record<string, number[]> = { mget: [], unlink: [] };
+      // The real client, with the number of keys of each MGET and UNLINK noted.
+      const noting = new Proxy(raw, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (property !== 'mget' && property !== 'unlink') return value;
+          return (...keys: unknown[]) => {
+            sizes[property]!.push(keys.flat().length);
+            return (value as (...args: unknown[]) => unknown).apply(target, keys);
+          };
+        },
+      });
+      const driver = createRedisCacheDriver({ client: noting, keyPrefix: `sl-test-${randomUUID().slice(0, 8)}:` });
+      try {
+        // One story's keys: one hash tag, one slot.
+        const keys = Array.from({ length: 1_200 }, (_, at) => `story:{s1}:k${at}`);
+        await Promise.all(keys.map((key) => driver.set(key, key, { ttlMs: 60_000 })));
+        expect(await driver.getMany(keys)).toEqual(keys);
+        expect(await driver.delete(keys)).toBe(keys.length);
+        expect(sizes).toEqual({ mget: [500, 500, 200], unlink: [500, 500, 200] });
+      } finally {
+        await driver.close();
+        raw.disconnect();
+      }
+    });
+
     it('deletePrefix removes every key under the prefix when they take more than one SCAN step', async () => {
       const driver = createRedisCacheDriver({ url: REDIS_URL, keyPrefix: `sl-test-${randomUUID().slice(0, 8)}:` });
       try {

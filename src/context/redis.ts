@@ -41,7 +41,11 @@ export interface RedisCacheDriverOptions {
    * still bounds each call by `commandTimeoutMs`.
    */
   client?: RedisClient;
-  /** `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. */
+  /**
+   * `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. A server in cluster mode reached this way
+   * (ElastiCache Serverless shows every slot on one node) works too: once it refuses a command across slots, the
+   * driver sends one slot a command.
+   */
   url?: string;
   /**
    * Redis Cluster (ElastiCache cluster mode, ElastiCache Serverless): the seed nodes and any `ioredis` cluster
@@ -105,6 +109,8 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
   const ownsClient = options.client === undefined;
   let clientLoading: Promise<RedisClient> | undefined = options.client ? Promise.resolve(options.client) : undefined;
   let closed = false;
+  /** Whether this driver's multi-key commands go one slot each (`inGroups`): always to a cluster client. */
+  const slots: SlotMode = { bySlot: false };
   // Why the connection is down, while it is: a command that fails for want of a connection says why (a certificate
   // the CA does not vouch for, a refused port) instead of only "max retries reached" or "timed out".
   let connectionError: Error | undefined;
@@ -195,16 +201,12 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       return run('MGET', async (redis) => {
         // The slot is the sent key's, prefix included: a prefix can move a key without a hash tag to another slot.
         const sent = keys.map(full);
-        const groups = isCluster(redis) ? groupBySlot(sent) : [sent.map((_, index) => index)];
         const values: Array<string | null> = new Array(keys.length).fill(null);
-        await Promise.all(
-          groups.map(async (positions) => {
-            const found = await redis.mget(positions.map((position) => sent[position]!));
-            positions.forEach((position, i) => {
-              values[position] = found[i] ?? null;
-            });
-          }),
-        );
+        for (const [positions, found] of await inGroups(redis, slots, sent, (group) => redis.mget(group))) {
+          positions.forEach((position, i) => {
+            values[position] = found[i] ?? null;
+          });
+        }
         return values;
       });
     },
@@ -229,7 +231,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
       checkCacheKeys(keys);
       const unique = [...new Set(keys)];
       if (unique.length === 0) return 0;
-      return run('UNLINK', (redis) => unlink(redis, unique.map(full)));
+      return run('UNLINK', (redis) => unlink(redis, slots, unique.map(full)));
     },
 
     async deletePrefix(prefix) {
@@ -254,7 +256,7 @@ export function createRedisCacheDriver(options: RedisCacheDriverOptions): CacheD
           cursor = next.toString();
           for (let start = 0; start < found.length; start += BATCH) {
             const batch = found.slice(start, start + BATCH).map((key) => key.subarray(clientPrefixBytes));
-            deleted += await run('UNLINK', () => unlink(redis, batch));
+            deleted += await run('UNLINK', () => unlink(redis, slots, batch));
           }
         } while (cursor !== '0');
       }
@@ -318,7 +320,7 @@ function createClient(sdk: IoRedisModule, options: RedisCacheDriverOptions, comm
  * `TRYAGAIN`, `CLUSTERDOWN`, `OOM`, `ERR max number of clients reached`) can pass.
  */
 const REFUSED_AS_SENT =
-  /^(ERR (value is not an integer or out of range|value is out of range|invalid expire time|syntax error|wrong number of arguments)|WRONGTYPE )/;
+  /^(ERR (value is not an integer or out of range|value is out of range|invalid expire time|syntax error|wrong number of arguments)|WRONGTYPE |CROSSSLOT )/;
 
 /** Whether `error` is a server reply (an ioredis `ReplyError`) that refuses the command as sent. */
 function refusedAsSent(error: unknown): boolean {
@@ -344,14 +346,52 @@ function isCluster(client: RedisClient): client is Cluster {
   return (client as Cluster).isCluster === true;
 }
 
-/** UNLINK in one command per cluster slot; returns how many keys existed. */
-async function unlink(redis: RedisClient, keys: ReadonlyArray<string | Buffer>): Promise<number> {
+/** Whether multi-key commands of a driver's standalone client go one per slot (see `inGroups`). */
+interface SlotMode {
+  bySlot: boolean;
+}
+
+/** A server's refusal of a command whose keys are in more than one slot. */
+function isCrossSlot(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError' && /^CROSSSLOT /.test(error.message);
+}
+
+/**
+ * Sends a multi-key command for `keys` in groups, with the positions of each group's keys: at most `BATCH` keys a
+ * command (ElastiCache Serverless refuses a request of 4,000 arguments or more), and, to a cluster, one slot per
+ * command. A standalone client learns that its server runs in cluster mode (ElastiCache Serverless shows every slot
+ * on one node, so a client given its `url` is standalone) from the first CROSSSLOT refusal: that call, and every later
+ * one of the driver, is sent one slot per command.
+ */
+async function inGroups<T>(
+  redis: RedisClient,
+  mode: SlotMode,
+  keys: ReadonlyArray<string | Buffer>,
+  send: (group: Array<string | Buffer>) => Promise<T>,
+): Promise<Array<readonly [number[], T]>> {
+  const attempt = () => {
+    const groups = isCluster(redis) || mode.bySlot ? groupBySlot(keys) : [keys.map((_, position) => position)];
+    const batches = groups.flatMap((group) =>
+      Array.from({ length: Math.ceil(group.length / BATCH) }, (_, at) => group.slice(at * BATCH, (at + 1) * BATCH)),
+    );
+    return Promise.all(
+      batches.map(async (positions) => [positions, await send(positions.map((position) => keys[position]!))] as const),
+    );
+  };
+  try {
+    return await attempt();
+  } catch (error) {
+    if (isCluster(redis) || mode.bySlot || !isCrossSlot(error)) throw error;
+    mode.bySlot = true;
+    return attempt();
+  }
+}
+
+/** UNLINK in one command per group of `inGroups`; returns how many keys existed. */
+async function unlink(redis: RedisClient, mode: SlotMode, keys: ReadonlyArray<string | Buffer>): Promise<number> {
   if (keys.length === 0) return 0;
-  if (!isCluster(redis)) return redis.unlink(...keys);
-  const counts = await Promise.all(
-    groupBySlot(keys).map((positions) => redis.unlink(...positions.map((position) => keys[position]!))),
-  );
-  return counts.reduce((total, count) => total + count, 0);
+  const counts = await inGroups(redis, mode, keys, (group) => redis.unlink(...group));
+  return counts.reduce((total, [, count]) => total + count, 0);
 }
 
 /** Positions of `keys` grouped by cluster slot, in first-seen order. */

@@ -136,8 +136,8 @@ async function makeCertificates(folder: string): Promise<{ ca: string; cert: str
 }
 
 /**
- * Starts `masters` Redis servers; with `cluster`, joins them into one cluster (slots spread evenly, no replicas) and
- * waits for `cluster_state:ok`; with `tls`, they listen only on TLS (the cluster bus too) with a fresh CA.
+ * Starts `masters` Redis servers; with `cluster`, joins them into one cluster (slots spread evenly, no replicas; one
+ * master owns them all) and waits for `cluster_state:ok`; with `tls`, they listen only on TLS (the cluster bus too) with a fresh CA.
  */
 export async function startLocalRedis(options: {
   cluster?: boolean;
@@ -193,15 +193,30 @@ export async function startLocalRedis(options: {
     for (const port of ports) await waitForPort(port, deadline);
     if (options.cluster) {
       const tlsArgs = certificates ? ['--tls', '--cacert', certificates.caFile] : [];
-      await run('redis-cli', [
-        ...tlsArgs,
-        '--cluster',
-        'create',
-        ...ports.map((port) => `127.0.0.1:${port}`),
-        '--cluster-replicas',
-        '0',
-        '--cluster-yes',
-      ]);
+      if (masters === 1) {
+        // One node owning every slot, as ElastiCache Serverless shows itself (`--cluster create` needs three).
+        await run('redis-cli', [
+          ...tlsArgs,
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(ports[0]),
+          'cluster',
+          'addslotsrange',
+          '0',
+          '16383',
+        ]);
+      } else {
+        await run('redis-cli', [
+          ...tlsArgs,
+          '--cluster',
+          'create',
+          ...ports.map((port) => `127.0.0.1:${port}`),
+          '--cluster-replicas',
+          '0',
+          '--cluster-yes',
+        ]);
+      }
       for (const port of ports) {
         while (true) {
           const info = await run('redis-cli', [...tlsArgs, '-h', '127.0.0.1', '-p', String(port), 'cluster', 'info']);
