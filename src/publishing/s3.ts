@@ -532,7 +532,8 @@ export interface S3ContentStore extends ContentStore {
  * `put` replaces what was under the key; `get` returns null for a missing key and throws for a missing bucket. A key
  * is refused with a `ValidationError`, before any request, when it is empty or when the prefix and the key together
  * exceed S3's 1,024 UTF-8 bytes. `get` reads the whole body inside the retry policy, so a download broken half-way
- * is retried.
+ * is retried. Needs `s3:GetObject`, `s3:PutObject` and `s3:ListBucket`: without the last, S3 answers a missing key
+ * with 403, not 404, and `get` throws that `ProviderError` instead of returning null.
  *
  * @example
  * ```ts
