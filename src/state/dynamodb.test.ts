@@ -182,6 +182,43 @@ async function proxyLosingOneAnswer(target: string) {
   };
 }
 
+/**
+ * A client on which `answer` sees each call (its operation, `BatchWriteItem` say, and input) before DynamoDB does: it
+ * throws what the service would answer where DynamoDB Local never does, or returns to let the call through.
+ */
+function answeringFirst(answer: (operation: string, input: Record<string, unknown>) => void): DynamoDBClient {
+  const answering = makeClient();
+  answering.middlewareStack.add(
+    (next, context) => async (args) => {
+      answer(
+        String(context.commandName).replace(/Command$/, ''),
+        (args as { input?: Record<string, unknown> }).input ?? {},
+      );
+      return next(args);
+    },
+    { step: 'initialize', name: 'answerFirst' },
+  );
+  return answering;
+}
+
+/** An error as the AWS SDK raises it for a service's answer of `status`. */
+function serviceError(name: string, status: number, fields: Record<string, unknown> = {}): Error {
+  return Object.assign(new Error(`${name} from the service`), {
+    name,
+    $fault: status >= 500 ? 'server' : 'client',
+    $metadata: { httpStatusCode: status },
+    ...fields,
+  });
+}
+
+/** A `TransactionCanceledException` for `input`'s actions: action i failed for `codes[i]`, the rest answer None. */
+function cancelled(input: Record<string, unknown>, codes: string[]): Error {
+  const actions = input.TransactItems as unknown[];
+  return serviceError('TransactionCanceledException', 400, {
+    CancellationReasons: actions.map((_, index) => ({ Code: codes[index] ?? 'None' })),
+  });
+}
+
 /** Text that gzip cannot shrink much: random CJK characters, 3 bytes each in UTF-8. */
 function incompressibleText(characters: number): string {
   const codes = new Uint16Array(characters);
@@ -824,6 +861,219 @@ if (local.skipReason !== undefined) {
       },
       60_000,
     );
+
+    it.each([
+      { reasons: ['ThrottlingError', 'ProvisionedThroughputExceeded'], outcome: 'a retryable THROTTLED ProviderError' },
+      { reasons: ['TransactionConflict', 'ThrottlingError'], outcome: 'a ConflictError' },
+    ])(
+      'a transaction cancelled for $reasons after every retry is $outcome and writes nothing',
+      async ({ reasons }) => {
+        // DynamoDB's answer when a partition is past its capacity (1,000 write units a second, on-demand too):
+        // nothing is written and no racer won, so the engine must not generate the scene again as after a lost race.
+        let armed = false;
+        let transactions = 0;
+        const throttled = answeringFirst((operation, input) => {
+          if (!armed || operation !== 'TransactWriteItems') return;
+          transactions++;
+          throw cancelled(input, reasons);
+        });
+        const store = createDynamoStateStore({ client: throttled, tableName: await freshTable(), ...instantRetries() });
+        const state = await store.create(makeStoryState('busy'));
+        armed = true;
+        const scene = makeNextScene(state);
+        const calls = {
+          commitScene: () =>
+            store.commitScene('busy', {
+              expectedVersion: 0,
+              scene,
+              nextState: makeNextState(state, scene),
+              consumedInfluenceIds: [],
+            }),
+          enqueueInfluence: () => store.enqueueInfluence(makeInfluence('busy', 'tx-1')),
+          create: () => store.create(makeStoryState('another')),
+        };
+        const throttledOnly = !reasons.includes('TransactionConflict');
+        for (const [name, call] of Object.entries(calls)) {
+          transactions = 0;
+          const error = await call().catch((e: unknown) => e);
+          if (throttledOnly) {
+            expect(ProviderError.isInstance(error), `${name}: ${String(error)}`).toBe(true);
+            expect(error, name).toMatchObject({ code: 'THROTTLED', isRetryable: true });
+          } else {
+            expect(ConflictError.isInstance(error), `${name}: ${String(error)}`).toBe(true);
+          }
+          // The store's own retry policy sent it three times first.
+          expect(transactions, name).toBe(3);
+        }
+        armed = false;
+        expect(await store.load('busy')).toEqual(state);
+        expect((await store.listScenes('busy')).items).toEqual([]);
+        expect(await store.pendingInfluences('busy')).toEqual([]);
+        expect(await store.exists('another')).toBe(false);
+        throttled.destroy();
+      },
+      60_000,
+    );
+
+    it('an import whose first batches DynamoDB refuses whole for throttling waits and finishes', async () => {
+      const lines = await batchedStoryLines('throttled');
+      let refused = 0;
+      // DynamoDB refuses a BatchWriteItem whole when it can process none of its items: three times, one more than the
+      // store's retry policy sends one call.
+      const throttled = answeringFirst((operation) => {
+        if (operation !== 'BatchWriteItem' || refused >= 3) return;
+        refused++;
+        throw serviceError('ProvisionedThroughputExceededException', 400);
+      });
+      const store = createDynamoStateStore({ client: throttled, tableName: await freshTable(), ...instantRetries() });
+      await store.importStory(lines);
+      expect(refused).toBe(3);
+      expect(await collect(store.exportStory('throttled'))).toEqual(lines);
+      throttled.destroy();
+    }, 60_000);
+
+    it('a call refused for a clock the SDK has just corrected is sent again, and the first call of a store succeeds', async () => {
+      let refused = 0;
+      // The SDK corrects its clock offset from the refusal's Date header and marks the error; its own retry would
+      // send it again, but the store's clients make one attempt each.
+      const skewed = answeringFirst(() => {
+        if (refused > 0) return;
+        refused++;
+        throw serviceError('InvalidSignatureException', 400, {
+          $metadata: { httpStatusCode: 400, clockSkewCorrected: true },
+        });
+      });
+      const store = createDynamoStateStore({ client: skewed, tableName: await freshTable(), ...instantRetries() });
+      const state = await store.create(makeStoryState('skewed'));
+      expect(refused).toBe(1);
+      expect(await store.load('skewed')).toEqual(state);
+      skewed.destroy();
+    }, 60_000);
+
+    it('a cancelled transaction goes again under a new ClientRequestToken, one whose answer was lost under the same', async () => {
+      let armed = false;
+      const tokens: unknown[] = [];
+      let failure: ((input: Record<string, unknown>) => Error) | undefined;
+      const client = answeringFirst((operation, input) => {
+        if (!armed || operation !== 'TransactWriteItems') return;
+        tokens.push(input.ClientRequestToken);
+        const fail = failure;
+        failure = undefined;
+        if (fail) throw fail(input);
+      });
+      const store = createDynamoStateStore({ client, tableName: await freshTable(), ...instantRetries() });
+      const state = await store.create(makeStoryState('tokens'));
+      armed = true;
+      // Cancelled: nothing was applied, so the resend is a new request.
+      failure = (input) => cancelled(input, ['TransactionConflict']);
+      const scene = makeNextScene(state);
+      const nextState = makeNextState(state, scene);
+      const result = await store.commitScene('tokens', {
+        expectedVersion: 0,
+        scene,
+        nextState,
+        consumedInfluenceIds: [],
+      });
+      expect(result).toEqual({ scene, state: nextState, created: true });
+      expect(tokens).toHaveLength(2);
+      expect(typeof tokens[1]).toBe('string');
+      expect(tokens[1]).not.toBe(tokens[0]);
+      // No answer: the first attempt may have been applied, so the resend keeps its token.
+      tokens.length = 0;
+      failure = () => serviceError('TimeoutError', 500);
+      expect((await store.enqueueInfluence(makeInfluence('tokens', 'vote'))).inserted).toBe(true);
+      expect(tokens).toHaveLength(2);
+      expect(tokens[1]).toBe(tokens[0]);
+      expect(await store.getStateAt('tokens', 1)).toEqual(nextState);
+      expect((await store.pendingInfluences('tokens')).map((i) => i.id)).toEqual(['vote']);
+      client.destroy();
+    }, 60_000);
+
+    it.each(['a commit of a body split into parts', 'an import'])(
+      'a BatchWriteItem refused for a full item collection fails %s with ITEM_COLLECTION_FULL, not retryable',
+      async (what) => {
+        let refused = 0;
+        const full = answeringFirst((operation, input) => {
+          if (operation !== 'BatchWriteItem' || !JSON.stringify(input.RequestItems).includes('PutRequest')) return;
+          refused++;
+          throw serviceError('ItemCollectionSizeLimitExceededException', 400);
+        });
+        const store = createDynamoStateStore({
+          client: full,
+          tableName: await freshTable(),
+          itemBodyBytes: 1024,
+          ...instantRetries(),
+        });
+        let call: () => Promise<unknown>;
+        if (what === 'an import') {
+          const lines = await batchedStoryLines('full');
+          call = () => store.importStory(lines);
+        } else {
+          const state = await store.create(makeStoryState('full'));
+          const scene = makeNextScene(state, { text: incompressibleText(4_000) });
+          call = () =>
+            store.commitScene('full', {
+              expectedVersion: 0,
+              scene,
+              nextState: makeNextState(state, scene),
+              consumedInfluenceIds: [],
+            });
+        }
+        const error = await call().catch((e: unknown) => e);
+        expect(ProviderError.isInstance(error), String(error)).toBe(true);
+        expect(error).toMatchObject({ code: 'ITEM_COLLECTION_FULL', isRetryable: false });
+        expect((error as Error).message).toMatch(/10 GB limit per story/);
+        expect(refused).toBe(1);
+        full.destroy();
+      },
+      60_000,
+    );
+
+    it('a read that finds STATE or a scene id before the item written with it reads again; one never found is CORRUPT', async () => {
+      // Two GetItems see another process's commit only read-committed: STATE (or a scene's id pointer) may already be
+      // seen while the snapshot (or the scene) written in the same transaction is not. The next `hidden.count` reads
+      // of a key starting with `hidden.prefix` answer without the item.
+      let hidden = { prefix: '', count: 0 };
+      let reads = 0;
+      const lagging = makeClient();
+      lagging.middlewareStack.add(
+        (next) => async (args) => {
+          // The store's document client: keys come unmarshalled.
+          const input = (args as { input?: { Key?: { sk?: unknown } } }).input ?? {};
+          const result = await next(args);
+          if (hidden.prefix === '' || !String(input.Key?.sk).startsWith(hidden.prefix)) return result;
+          reads++;
+          if (hidden.count === 0) return result;
+          hidden.count--;
+          const { Item: _, ...output } = result.output as unknown as Record<string, unknown>;
+          return { ...result, output: output as unknown as typeof result.output };
+        },
+        { step: 'initialize', name: 'hideItems' },
+      );
+      const store = createDynamoStateStore({ client: lagging, tableName: await freshTable(), ...instantRetries() });
+      const initial = await store.create(makeStoryState('lagging'));
+      const scene = makeNextScene(initial);
+      const commit = { expectedVersion: 0, scene, nextState: makeNextState(initial, scene), consumedInfluenceIds: [] };
+      const committed = await store.commitScene('lagging', commit);
+      hidden = { prefix: 'SNAP#', count: 1 };
+      reads = 0;
+      expect(await store.load('lagging')).toEqual(committed.state);
+      expect(reads).toBe(2);
+      // A replay whose scene is not seen at first is still recognised as the original, not taken for a stale commit.
+      hidden = { prefix: 'SCENE#', count: 1 };
+      reads = 0;
+      expect(await store.commitScene('lagging', commit)).toEqual({ ...committed, created: false });
+      expect(reads).toBe(2);
+      // A snapshot still missing after the retry policy's attempts: the story is corrupt, as before.
+      hidden = { prefix: 'SNAP#', count: Number.POSITIVE_INFINITY };
+      reads = 0;
+      const error = await store.load('lagging').catch((e: unknown) => e);
+      expect(ProviderError.isInstance(error), String(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'CORRUPT', isRetryable: false });
+      expect((error as Error).message).toMatch(/at version 1 but its snapshot is missing/);
+      expect(reads).toBe(3);
+      lagging.destroy();
+    }, 60_000);
 
     it('a batched import whose importing marker is written but its answer lost still imports', async () => {
       const lines = await batchedStoryLines('lost-marker');

@@ -47,7 +47,7 @@ import {
   throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
-import { type RetryOptions, withRetry } from '../core/retry.js';
+import { backoffDelay, RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
@@ -489,16 +489,35 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   // ---- state ------------------------------------------------------------------------------------------------------
 
   protected async readState(storyId: string): Promise<StoryState | null> {
-    const header = await this.liveHeader(storyId);
-    if (!header) return null;
-    const snapshot = await this.get(storyKey(storyId), snapshotKey(Number(header.version)));
-    if (!snapshot) {
-      throw new ProviderError(`Story "${storyId}" is at version ${header.version} but its snapshot is missing`, {
+    let version: unknown;
+    const snapshot = await this.untilVisible(async () => {
+      const header = await this.liveHeader(storyId);
+      if (!header) return null;
+      version = header.version;
+      return (await this.get(storyKey(storyId), snapshotKey(Number(version)))) ?? undefined;
+    });
+    if (snapshot === undefined) {
+      throw new ProviderError(`Story "${storyId}" is at version ${version} but its snapshot is missing`, {
         provider: PROVIDER,
         code: 'CORRUPT',
       });
     }
-    return this.decodeBody<StoryState>(snapshot);
+    return snapshot && this.decodeBody<StoryState>(snapshot);
+  }
+
+  /**
+   * What `read` finds, read again (with the store's retry policy) while it is undefined: an item that another points
+   * to and was written in the same transaction, not found. Two reads see a concurrent transaction only read-committed,
+   * so a pair of reads that overlaps another process's commit may find its `STATE` item (or a scene's id pointer)
+   * before the item written with it; a moment later both are there. Undefined still after the last attempt.
+   */
+  private async untilVisible<T>(read: () => Promise<T | undefined>): Promise<T | undefined> {
+    const maxRetries = this.options.retry?.maxRetries ?? RETRY_DEFAULTS.maxRetries;
+    for (let attempt = 0; ; attempt++) {
+      const value = await read();
+      if (value !== undefined || attempt >= maxRetries) return value;
+      await this.clock.sleep(backoffDelay(attempt + 1, this.options.retry));
+    }
   }
 
   protected async readSnapshot(storyId: string, version: number): Promise<StoryState | null> {
@@ -594,7 +613,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       );
     }
     try {
-      // One token for every attempt: if an attempt committed but its answer was lost, the retry succeeds as a no-op.
+      // One token, kept by `send` for the resend after an attempt whose answer was lost: if that attempt committed,
+      // the resend succeeds as a no-op. Only a cancelled attempt, which applied nothing, is sent again under a new one.
       await send(
         new sdk.document.TransactWriteCommand({
           TransactItems: actions as never,
@@ -650,10 +670,16 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   /** The commit that wrote `sceneId`, read back: its scene and the state right after it. */
   private async committedScene(storyId: string, sceneId: string): Promise<Omit<CommitResult, 'created'> | null> {
-    const scene = await this.readScene(storyId, sceneId);
-    if (!scene) return null;
-    const state = await this.readSnapshot(storyId, scene.stateVersion);
-    return state ? { scene, state } : null;
+    const pointer = await this.get(storyKey(storyId), sceneIdKey(sceneId));
+    if (!pointer) return null;
+    // The pointer, the scene and the snapshot after it are written in one transaction, which may still be under way.
+    const committed = await this.untilVisible(async () => {
+      const item = await this.get(storyKey(storyId), sceneKey(Number(pointer.sceneIndex)));
+      const scene = item && (await this.decodeBody<Scene>(item));
+      const state = scene && (await this.readSnapshot(storyId, scene.stateVersion));
+      return scene && state ? { scene, state } : undefined;
+    });
+    return committed ?? null;
   }
 
   // ---- scenes -----------------------------------------------------------------------------------------------------
@@ -752,7 +778,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   ): Promise<T | null> {
     const { send, sdk } = await this.ready();
     try {
-      // One token for every attempt: if an attempt went through but its answer was lost, the retry is a no-op.
+      // One token, kept by `send` for the resend after an attempt whose answer was lost: if that attempt went through,
+      // the resend is a no-op. Only a cancelled attempt, which applied nothing, is sent again under a new one.
       await send(
         new sdk.document.TransactWriteCommand({
           TransactItems: [
@@ -1209,12 +1236,21 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
       ) as Promise<T>;
     };
     const send = async <T>(command: unknown): Promise<T> => {
+      let current = command;
+      const once = async (): Promise<T> => {
+        try {
+          return await attempt<T>(current);
+        } catch (error) {
+          // A cancelled transaction applied nothing, so it goes again as a new request, under a new token: DynamoDB
+          // documents what a resend of a token answers after a call that succeeded, not after one it cancelled.
+          // After any other failure the attempt may have been applied with its answer lost, and the same token is
+          // what makes its resend a no-op.
+          if (errorName(error) === 'TransactionCanceledException') current = withNewToken(current);
+          throw error;
+        }
+      };
       try {
-        return (await withRetry(() => attempt<T>(command), {
-          ...retry,
-          clock: this.clock,
-          shouldRetry: isRetryableAwsError,
-        })) as T;
+        return await withRetry(once, { ...retry, clock: this.clock, shouldRetry: isRetryableAwsError });
       } catch (error) {
         // Conditional failures are answers, not faults: hand them to the caller as they came.
         const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
@@ -1265,7 +1301,10 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
     });
   }
 
-  /** Writes requests 25 at a time, retrying what DynamoDB leaves unprocessed (with the store's retry policy). */
+  /**
+   * Writes requests 25 at a time, retrying what DynamoDB leaves unprocessed (with the store's retry policy), and a
+   * batch it refuses whole for throttling as well.
+   */
   private async batchWrite(requests: Item[]): Promise<void> {
     const { send, sdk } = await this.ready();
     for (let offset = 0; offset < requests.length; offset += BATCH_WRITE_SIZE) {
@@ -1274,7 +1313,19 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         async () => {
           const output = await send<{ UnprocessedItems?: Record<string, Item[]> }>(
             new sdk.document.BatchWriteCommand({ RequestItems: { [this.tableName]: pending } } as never),
-          );
+          ).catch((error: unknown) => {
+            // DynamoDB refuses the whole batch for throttling when it can process none of its items: the same as
+            // every item left unprocessed, so given the same patience, not the end of an import after `send`'s own
+            // few attempts (a `RetryError`, which no retry would take up).
+            const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
+            if (!(ProviderError.isInstance(last) && last.code === 'THROTTLED')) throw error;
+            throw new ProviderError(`A batch of ${pending.length} writes was throttled`, {
+              provider: PROVIDER,
+              code: 'THROTTLED',
+              isRetryable: true,
+              cause: error,
+            });
+          });
           const unprocessed = output.UnprocessedItems?.[this.tableName] ?? [];
           if (unprocessed.length > 0) {
             pending = unprocessed;
@@ -1353,10 +1404,14 @@ function cancellationCodes(error: unknown): Array<string | undefined> {
   return reasons.map((reason) => reason?.Code);
 }
 
-const RETRYABLE_ERRORS = new Set([
+/** The names of DynamoDB's throttling errors: the table or its partition is past its capacity for now. */
+const THROTTLING_ERRORS = new Set([
   'ProvisionedThroughputExceededException',
   'ThrottlingException',
   'RequestLimitExceeded',
+]);
+const RETRYABLE_ERRORS = new Set([
+  ...THROTTLING_ERRORS,
   'InternalServerError',
   'ServiceUnavailable',
   'TransactionInProgressException',
@@ -1366,35 +1421,54 @@ const RETRYABLE_ERRORS = new Set([
   'ECONNREFUSED',
   'EPIPE',
   'ETIMEDOUT',
+  // What the AWS SDK counts as network errors: a name that did not resolve this time, a route that is down.
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
 ]);
-const RETRYABLE_CANCELLATIONS = new Set(['ThrottlingError', 'ProvisionedThroughputExceeded', 'TransactionConflict']);
+/** The cancellation reasons of a transaction throttled for capacity. */
+const THROTTLED_CANCELLATIONS = new Set(['ThrottlingError', 'ProvisionedThroughputExceeded']);
+const RETRYABLE_CANCELLATIONS = new Set([...THROTTLED_CANCELLATIONS, 'TransactionConflict']);
 
 /** The codes of the actions that failed a cancelled transaction (the others answer `None`). */
 function failedActionCodes(error: unknown): string[] {
   return cancellationCodes(error).filter((code): code is string => code !== undefined && code !== 'None');
 }
 
+/** The error of a write refused because the story's items reached DynamoDB's 10 GB per partition key. */
+function itemCollectionFull(operation: string, cause: unknown): ProviderError {
+  return new ProviderError(
+    `${operation} failed: the story's items reached DynamoDB's 10 GB limit per story (item collection); move long bodies to a content store`,
+    { provider: PROVIDER, code: 'ITEM_COLLECTION_FULL', isRetryable: false, cause },
+  );
+}
+
 /**
  * The fault a cancelled transaction's reasons name beside failed conditions and races, or undefined when there is
  * none. A full item collection (`ItemCollectionSizeLimitExceeded`: the story's items passed DynamoDB's 10 GB per
  * partition key, the price of the local index) or a `ValidationError` does not pass with a retry, and must not pass
- * for a lost race: the engine answers a `ConflictError` by generating the scene again, a paid call, for ever.
+ * for a lost race: the engine answers a `ConflictError` by generating the scene again, a paid call, for ever. Nor must
+ * a transaction cancelled only for throttling (DynamoDB's answer under too little capacity, on-demand tables included:
+ * one partition, which a story with a local index is, serves at most 1,000 write units a second): nothing was written
+ * and no one won, so it is a retryable `ProviderError` of code `THROTTLED`, which a later attempt of the same commit
+ * mends without a new scene.
  */
 function cancellationFault(error: unknown, operation: string): ProviderError | undefined {
+  const failed = failedActionCodes(error);
   const faults = [
-    ...new Set(
-      failedActionCodes(error).filter(
-        (code) => code !== 'ConditionalCheckFailed' && !RETRYABLE_CANCELLATIONS.has(code),
-      ),
-    ),
+    ...new Set(failed.filter((code) => code !== 'ConditionalCheckFailed' && !RETRYABLE_CANCELLATIONS.has(code))),
   ];
-  if (faults.length === 0) return undefined;
-  if (faults.includes('ItemCollectionSizeLimitExceeded')) {
-    return new ProviderError(
-      `${operation} failed: the story's items reached DynamoDB's 10 GB limit per story (item collection); move long bodies to a content store`,
-      { provider: PROVIDER, code: 'ITEM_COLLECTION_FULL', isRetryable: false, cause: error },
-    );
+  if (faults.length === 0) {
+    if (failed.length === 0 || !failed.every((code) => THROTTLED_CANCELLATIONS.has(code))) return undefined;
+    return new ProviderError(`${operation} was throttled by DynamoDB (${[...new Set(failed)].join(', ')})`, {
+      provider: PROVIDER,
+      code: 'THROTTLED',
+      isRetryable: true,
+      cause: error,
+    });
   }
+  if (faults.includes('ItemCollectionSizeLimitExceeded')) return itemCollectionFull(operation, error);
   return new ProviderError(`${operation} was refused by DynamoDB: ${faults.join(', ')}`, {
     provider: PROVIDER,
     isRetryable: false,
@@ -1402,7 +1476,10 @@ function cancellationFault(error: unknown, operation: string): ProviderError | u
   });
 }
 
-/** Throttling, server errors, dropped connections and transaction conflicts are worth another attempt. */
+/**
+ * Throttling, server errors, dropped connections, transaction conflicts and a request refused for a clock the SDK has
+ * since corrected are worth another attempt.
+ */
 function isRetryableAwsError(error: unknown): boolean {
   if (StoryloomError.isInstance(error)) return error.isRetryable;
   const name = errorName(error);
@@ -1412,6 +1489,11 @@ function isRetryableAwsError(error: unknown): boolean {
     return codes.length > 0 && codes.every((code) => RETRYABLE_CANCELLATIONS.has(code));
   }
   if (name === 'ConditionalCheckFailedException') return false;
+  // Refused for the host's clock, which the SDK has just corrected: the next attempt is signed with the right time.
+  // The SDK's own retry would send it again, but the store's clients make one attempt (`maxAttempts: 1`).
+  if ((error as { $metadata?: { clockSkewCorrected?: unknown } } | null)?.$metadata?.clockSkewCorrected === true) {
+    return true;
+  }
   const code = (error as { code?: unknown } | null)?.code;
   if ((name && RETRYABLE_ERRORS.has(name)) || (typeof code === 'string' && RETRYABLE_ERRORS.has(code))) return true;
   const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
@@ -1422,6 +1504,8 @@ function toProviderError(error: unknown, operation: string): ProviderError {
   if (ProviderError.isInstance(error)) return error;
   const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
   const name = errorName(error) ?? 'Error';
+  // A single write (a batch of parts or of an import, an import's marker) refused for a full item collection.
+  if (name === 'ItemCollectionSizeLimitExceededException') return itemCollectionFull(`DynamoDB ${operation}`, error);
   const message = error instanceof Error ? error.message : String(error);
   return new ProviderError(`DynamoDB ${operation} failed: ${name}: ${message}`, {
     provider: PROVIDER,
@@ -1429,8 +1513,17 @@ function toProviderError(error: unknown, operation: string): ProviderError {
     isRetryable: isRetryableAwsError(error),
     // The SDK handler's own connection and socket timeouts, when a client sets them.
     ...(name === 'TimeoutError' ? { code: 'TIMEOUT' } : {}),
+    ...(THROTTLING_ERRORS.has(name) ? { code: 'THROTTLED' } : {}),
     ...(status === undefined ? {} : { status }),
   });
+}
+
+/** The same command with a new `ClientRequestToken`, or `command` itself when it carries none. */
+function withNewToken(command: unknown): unknown {
+  const { input } = command as { input?: Item };
+  if (typeof input?.ClientRequestToken !== 'string') return command;
+  const Command = (command as { constructor: new (input: Item) => unknown }).constructor;
+  return new Command({ ...input, ClientRequestToken: randomUUID() });
 }
 
 function commandName(command: unknown): string {
@@ -1505,14 +1598,18 @@ function checkOptions(options: DynamoStateStoreOptions): void {
  *   leaves its parts behind, unreferenced.
  * - `create`, and `fork`/`importStory` of a story that fits one transaction, are atomic; a larger import is written
  *   in batches behind an `importing` marker that keeps the story invisible until it is complete.
- * - Retries: storyloom's `withRetry` handles throttling, server errors, transaction conflicts and timeouts; a client
- *   built here has `maxAttempts: 1` so the SDK does not retry as well. Reads are strongly consistent.
+ * - Retries: storyloom's `withRetry` handles throttling, server errors, transaction conflicts, timeouts and a request
+ *   refused for a clock the SDK has just corrected; a client built here has `maxAttempts: 1` so the SDK does not retry
+ *   as well. A transaction (a commit, an influence, a create) still cancelled for throttling after its retries is a
+ *   retryable `ProviderError` of code `THROTTLED`, not a `ConflictError`: no racer won. A batch of an import or of a
+ *   body's parts refused whole for throttling is tried again as its unprocessed items are. Reads are strongly
+ *   consistent.
  * - Timeouts: each attempt of each call is bounded by `timeoutMs` (default 10 s), so a peer that accepts the
  *   connection and never answers costs a few attempts, not a Lambda's whole run; the last failure is typed, code
- *   `TIMEOUT`. Sending a write again after an attempt whose answer never came is safe: each transaction carries one
- *   `ClientRequestToken` for all its attempts (DynamoDB applies it once and answers the resend as done, for 10
- *   minutes), and the single-item writes of an import are conditioned on the import's own token, so a resend of
- *   one that landed passes or is recognised as done.
+ *   `TIMEOUT`. Sending a write again after an attempt whose answer never came is safe: a transaction is sent again
+ *   with the same `ClientRequestToken` (DynamoDB applies it once and answers the resend as done, for 10 minutes; only
+ *   a cancelled attempt, which applied nothing, goes again under a new token), and the single-item writes of an
+ *   import are conditioned on the import's own token, so a resend of one that landed passes or is recognised as done.
  *
  * The AWS SDK packages are optional peers, loaded on first use: without them the first call fails with
  * `MissingDependencyError` (`npm install @aws-sdk/client-dynamodb @aws-sdk/lib-dynamodb`).
