@@ -40,7 +40,8 @@ const cluster = await startLocalRedis({ cluster: true });
 const tls = await startLocalRedis({ tls: true });
 const tlsCluster = await startLocalRedis({ cluster: true, tls: true });
 const oneNode = await startLocalRedis({ cluster: true, masters: 1 });
-afterAll(() => Promise.all([cluster.stop(), tls.stop(), tlsCluster.stop(), oneNode.stop()]));
+const byHostname = await startLocalRedis({ cluster: true, masters: 1, tls: true, hostnames: true });
+afterAll(() => Promise.all([cluster.stop(), tls.stop(), tlsCluster.stop(), oneNode.stop(), byHostname.stop()]));
 
 /** A describe's title, with the reason it is skipped when its servers could not be started. */
 const titled = (title: string, skipReason: string | undefined) =>
@@ -176,6 +177,29 @@ describe.skipIf(oneNode.skipReason !== undefined)(oneNodeTitle, () => {
       expect(await driver.delete(keys.slice(0, 10))).toBe(10);
       expect(await driver.deletePrefix('spread:')).toBe(30);
       expect((await driver.getMany(keys)).filter((value) => value !== null)).toEqual([]);
+    } finally {
+      await driver.close();
+    }
+  });
+});
+
+const byHostnameTitle = titled(
+  'createRedisCacheDriver over TLS to a cluster whose certificate names its hostname alone, as ElastiCache’s does',
+  byHostname.skipReason,
+);
+describe.skipIf(byHostname.skipReason !== undefined)(byHostnameTitle, () => {
+  it('connects by the hostname it was given, not an address it resolves to, which the certificate does not name', async () => {
+    const nodes = byHostname.nodes!;
+    expect(nodes[0]!.host).toBe('localhost');
+    const driver = createRedisCacheDriver({
+      cluster: { nodes },
+      tls: { ca: byHostname.ca! },
+      keyPrefix: prefixOf(),
+      commandTimeoutMs: 2_000,
+    });
+    try {
+      await driver.set('story:{s1}:k', 'v', { ttlMs: 60_000 });
+      expect(await driver.get('story:{s1}:k')).toBe('v');
     } finally {
       await driver.close();
     }

@@ -83,7 +83,10 @@ async function missingTool(tools: string[]): Promise<string | undefined> {
 }
 
 /** A CA and a server certificate for `localhost` and `127.0.0.1`, both P-256, valid for a day. */
-async function makeCertificates(folder: string): Promise<{ ca: string; cert: string; key: string; caFile: string }> {
+async function makeCertificates(
+  folder: string,
+  hostnameOnly: boolean,
+): Promise<{ ca: string; cert: string; key: string; caFile: string }> {
   const file = (name: string) => path.join(folder, name);
   const curve = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   await run('openssl', [
@@ -109,7 +112,7 @@ async function makeCertificates(folder: string): Promise<{ ca: string; cert: str
     '-subj',
     '/CN=localhost',
   ]);
-  await writeFile(file('san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  await writeFile(file('san.ext'), `subjectAltName=DNS:localhost${hostnameOnly ? '' : ',IP:127.0.0.1'}\n`);
   await run('openssl', [
     'x509',
     '-req',
@@ -143,7 +146,13 @@ export async function startLocalRedis(options: {
   cluster?: boolean;
   tls?: boolean;
   masters?: number;
+  /**
+   * Named only as `localhost`, as ElastiCache names its nodes by hostname: the certificate names no IP, a cluster's
+   * nodes announce the hostname, and `nodes` give it.
+   */
+  hostnames?: boolean;
 }): Promise<LocalRedis> {
+  const host = options.hostnames ? 'localhost' : '127.0.0.1';
   const masters = options.cluster ? (options.masters ?? 3) : 1;
   const tools = ['redis-server', ...(options.cluster ? ['redis-cli'] : []), ...(options.tls ? ['openssl'] : [])];
   const missing = await missingTool(tools);
@@ -168,7 +177,7 @@ export async function startLocalRedis(options: {
     await rm(folder, { recursive: true, force: true });
   };
   try {
-    const certificates = options.tls ? await makeCertificates(folder) : undefined;
+    const certificates = options.tls ? await makeCertificates(folder, options.hostnames === true) : undefined;
     const taken = new Set<number>();
     const ports: number[] = [];
     for (let i = 0; i < masters; i++) ports.push(await freePort(taken));
@@ -185,6 +194,9 @@ export async function startLocalRedis(options: {
       }
       if (options.cluster) {
         args.push('--cluster-enabled', 'yes', '--cluster-config-file', path.join(folder, `nodes-${port}.conf`));
+        if (options.hostnames) {
+          args.push('--cluster-announce-hostname', host, '--cluster-preferred-endpoint-type', 'hostname');
+        }
       }
       const child = spawn('redis-server', args, { stdio: 'ignore' });
       children.push(child);
@@ -198,7 +210,7 @@ export async function startLocalRedis(options: {
         await run('redis-cli', [
           ...tlsArgs,
           '-h',
-          '127.0.0.1',
+          host,
           '-p',
           String(ports[0]),
           'cluster',
@@ -219,7 +231,7 @@ export async function startLocalRedis(options: {
       }
       for (const port of ports) {
         while (true) {
-          const info = await run('redis-cli', [...tlsArgs, '-h', '127.0.0.1', '-p', String(port), 'cluster', 'info']);
+          const info = await run('redis-cli', [...tlsArgs, '-h', host, '-p', String(port), 'cluster', 'info']);
           if (info.includes('cluster_state:ok')) break;
           if (Date.now() > deadline) throw new Error(`the cluster did not become ready: ${info}`);
           await new Promise((resolve) => setTimeout(resolve, 100));
@@ -227,7 +239,7 @@ export async function startLocalRedis(options: {
       }
     }
     return {
-      nodes: ports.map((port) => ({ host: '127.0.0.1', port })),
+      nodes: ports.map((port) => ({ host, port })),
       ...(certificates ? { ca: certificates.ca } : {}),
       stop,
     };
