@@ -47,7 +47,7 @@ import {
   throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
-import { backoffDelay, RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
+import { type RetryOptions, withRetry } from '../core/retry.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
@@ -489,35 +489,18 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   // ---- state ------------------------------------------------------------------------------------------------------
 
   protected async readState(storyId: string): Promise<StoryState | null> {
-    let version: unknown;
-    const snapshot = await this.untilVisible(async () => {
-      const header = await this.liveHeader(storyId);
-      if (!header) return null;
-      version = header.version;
-      return (await this.get(storyKey(storyId), snapshotKey(Number(version)))) ?? undefined;
-    });
-    if (snapshot === undefined) {
-      throw new ProviderError(`Story "${storyId}" is at version ${version} but its snapshot is missing`, {
+    const header = await this.liveHeader(storyId);
+    if (!header) return null;
+    // Written in the transaction that moved STATE to this version: a strongly consistent GetItem is serializable with
+    // a transaction, so once STATE shows the version, its snapshot is there to read.
+    const snapshot = await this.get(storyKey(storyId), snapshotKey(Number(header.version)));
+    if (!snapshot) {
+      throw new ProviderError(`Story "${storyId}" is at version ${header.version} but its snapshot is missing`, {
         provider: PROVIDER,
         code: 'CORRUPT',
       });
     }
-    return snapshot && this.decodeBody<StoryState>(snapshot);
-  }
-
-  /**
-   * What `read` finds, read again (with the store's retry policy) while it is undefined: an item that another points
-   * to and was written in the same transaction, not found. Two reads see a concurrent transaction only read-committed,
-   * so a pair of reads that overlaps another process's commit may find its `STATE` item (or a scene's id pointer)
-   * before the item written with it; a moment later both are there. Undefined still after the last attempt.
-   */
-  private async untilVisible<T>(read: () => Promise<T | undefined>): Promise<T | undefined> {
-    const maxRetries = this.options.retry?.maxRetries ?? RETRY_DEFAULTS.maxRetries;
-    for (let attempt = 0; ; attempt++) {
-      const value = await read();
-      if (value !== undefined || attempt >= maxRetries) return value;
-      await this.clock.sleep(backoffDelay(attempt + 1, this.options.retry));
-    }
+    return this.decodeBody<StoryState>(snapshot);
   }
 
   protected async readSnapshot(storyId: string, version: number): Promise<StoryState | null> {
@@ -670,16 +653,10 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
 
   /** The commit that wrote `sceneId`, read back: its scene and the state right after it. */
   private async committedScene(storyId: string, sceneId: string): Promise<Omit<CommitResult, 'created'> | null> {
-    const pointer = await this.get(storyKey(storyId), sceneIdKey(sceneId));
-    if (!pointer) return null;
-    // The pointer, the scene and the snapshot after it are written in one transaction, which may still be under way.
-    const committed = await this.untilVisible(async () => {
-      const item = await this.get(storyKey(storyId), sceneKey(Number(pointer.sceneIndex)));
-      const scene = item && (await this.decodeBody<Scene>(item));
-      const state = scene && (await this.readSnapshot(storyId, scene.stateVersion));
-      return scene && state ? { scene, state } : undefined;
-    });
-    return committed ?? null;
+    const scene = await this.readScene(storyId, sceneId);
+    if (!scene) return null;
+    const state = await this.readSnapshot(storyId, scene.stateVersion);
+    return state ? { scene, state } : null;
   }
 
   // ---- scenes -----------------------------------------------------------------------------------------------------
@@ -1451,8 +1428,9 @@ function itemCollectionFull(operation: string, cause: unknown): ProviderError {
  * for a lost race: the engine answers a `ConflictError` by generating the scene again, a paid call, for ever. Nor must
  * a transaction cancelled only for throttling (DynamoDB's answer under too little capacity, on-demand tables included:
  * one partition, which a story with a local index is, serves at most 1,000 write units a second): nothing was written
- * and no one won, so it is a retryable `ProviderError` of code `THROTTLED`, which a later attempt of the same commit
- * mends without a new scene.
+ * and no one won, so it is a retryable `ProviderError` of code `THROTTLED`: the run fails, retryable, and the next
+ * one writes the scene (a `ConflictError` made the engine write it again at once, up to its conflict retries, into
+ * the same hot partition).
  */
 function cancellationFault(error: unknown, operation: string): ProviderError | undefined {
   const failed = failedActionCodes(error);
@@ -1602,8 +1580,8 @@ function checkOptions(options: DynamoStateStoreOptions): void {
  *   refused for a clock the SDK has just corrected; a client built here has `maxAttempts: 1` so the SDK does not retry
  *   as well. A transaction (a commit, an influence, a create) still cancelled for throttling after its retries is a
  *   retryable `ProviderError` of code `THROTTLED`, not a `ConflictError`: no racer won. A batch of an import or of a
- *   body's parts refused whole for throttling is tried again as its unprocessed items are. Reads are strongly
- *   consistent.
+ *   body's parts refused whole for throttling is tried again, as unprocessed items are, each time after the store's
+ *   own attempts of one call. Reads are strongly consistent.
  * - Timeouts: each attempt of each call is bounded by `timeoutMs` (default 10 s), so a peer that accepts the
  *   connection and never answers costs a few attempts, not a Lambda's whole run; the last failure is typed, code
  *   `TIMEOUT`. Sending a write again after an attempt whose answer never came is safe: a transaction is sent again
