@@ -4,7 +4,7 @@
  * machine's `redis-server` (see `test/support/redis-local.ts`).
  */
 import { randomUUID } from 'node:crypto';
-import { Cluster } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startLocalRedis } from '../../test/support/redis-local.js';
 import { ProviderError } from '../core/errors.js';
@@ -165,6 +165,66 @@ describe.skipIf(oneNode.skipReason !== undefined)(oneNodeTitle, () => {
 
   it('runs every case of the suite', () => {
     expect(counted).toBe(16);
+  });
+
+  it('mends the refusal in every call that meets it: two at once on a new driver both answer', async () => {
+    const driver = createRedisCacheDriver({ url: url(), keyPrefix: prefixOf() });
+    try {
+      const first = Array.from({ length: 8 }, (_, i) => `a:${i}`);
+      const second = Array.from({ length: 8 }, (_, i) => `b:${i}`);
+      for (const key of [...first, ...second]) await driver.set(key, key, { ttlMs: 60_000 });
+      expect(await Promise.all([driver.getMany(first), driver.getMany(second)])).toEqual([first, second]);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('counts every key a delete removed, those of the batches the server took before it refused one included', async () => {
+    const driver = createRedisCacheDriver({ url: url(), keyPrefix: prefixOf() });
+    try {
+      // 500 keys of one slot (a batch the server takes whole), then 20 of many slots (a batch it refuses).
+      const keys = [
+        ...Array.from({ length: 500 }, (_, i) => `story:{t}:k${i}`),
+        ...Array.from({ length: 20 }, (_, i) => `spread:${i}`),
+      ];
+      for (const key of keys) await driver.set(key, key, { ttlMs: 60_000 });
+      expect(await driver.delete(keys)).toBe(keys.length);
+      expect((await driver.getMany(keys)).filter((value) => value !== null)).toEqual([]);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('groups keys by the slot they go out to, a keyPrefix of the client’s own included', async () => {
+    const clientPrefix = `${prefixOf()}app:`;
+    const keyPrefix = 'drv:';
+    // Two keys in one slot as the driver names them, in two once the client adds its own prefix: grouped by the
+    // driver's names, they would go out in one MGET across two slots.
+    const first = 'k0';
+    let second = '';
+    for (let n = 1; n < 1_000_000 && !second; n++) {
+      const candidate = `k${n}`;
+      if (
+        clusterSlot(keyPrefix + candidate) === clusterSlot(keyPrefix + first) &&
+        clusterSlot(clientPrefix + keyPrefix + candidate) !== clusterSlot(clientPrefix + keyPrefix + first)
+      ) {
+        second = candidate;
+      }
+    }
+    expect(second).not.toBe('');
+    const client = new Redis(url(), { keyPrefix: clientPrefix });
+    const driver = createRedisCacheDriver({ client, keyPrefix });
+    try {
+      await driver.set(first, 'one', { ttlMs: 60_000 });
+      await driver.set(second, 'two', { ttlMs: 60_000 });
+      // A third key of another slot makes the first MGET cross slots, whatever the pair does.
+      await driver.set('other', 'three', { ttlMs: 60_000 });
+      expect(await driver.getMany([first, second, 'other'])).toEqual(['one', 'two', 'three']);
+      expect(await driver.delete([first, second, 'other'])).toBe(3);
+    } finally {
+      await driver.close();
+      client.disconnect();
+    }
   });
 
   it('reads, deletes and deletes by prefix keys of many slots, one slot a command once the server refuses more', async () => {

@@ -360,8 +360,9 @@ function isCrossSlot(error: unknown): boolean {
  * Sends a multi-key command for `keys` in groups, with the positions of each group's keys: at most `BATCH` keys a
  * command (ElastiCache Serverless refuses a request of 4,000 arguments or more), and, to a cluster, one slot per
  * command. A standalone client learns that its server runs in cluster mode (ElastiCache Serverless shows every slot
- * on one node, so a client given its `url` is standalone) from the first CROSSSLOT refusal: that call, and every later
- * one of the driver, is sent one slot per command.
+ * on one node, so a client given its `url` is standalone) from a CROSSSLOT refusal: the batches refused are sent again
+ * one slot a command (only those: the others were carried out, a delete counted), and so is every later call of the
+ * driver. Each call decides by what its own batches were sent as, so two calls that both meet the refusal both mend it.
  */
 async function inGroups<T>(
   redis: RedisClient,
@@ -369,22 +370,35 @@ async function inGroups<T>(
   keys: ReadonlyArray<string | Buffer>,
   send: (group: Array<string | Buffer>) => Promise<T>,
 ): Promise<Array<readonly [number[], T]>> {
-  const attempt = () => {
-    const groups = isCluster(redis) || mode.bySlot ? groupBySlot(keys) : [keys.map((_, position) => position)];
-    const batches = groups.flatMap((group) =>
+  // A key's slot is that of the key as it goes out: ioredis adds a client's own `keyPrefix` as it sends.
+  const clientPrefix = Buffer.from(clientKeyPrefix(redis), 'utf8');
+  const bySlot = (positions: readonly number[]) =>
+    groupBySlot(positions.map((position) => Buffer.concat([clientPrefix, Buffer.from(keys[position]!)]))).map((group) =>
+      group.map((at) => positions[at]!),
+    );
+  const batchesOf = (groups: readonly number[][]) =>
+    groups.flatMap((group) =>
       Array.from({ length: Math.ceil(group.length / BATCH) }, (_, at) => group.slice(at * BATCH, (at + 1) * BATCH)),
     );
-    return Promise.all(
-      batches.map(async (positions) => [positions, await send(positions.map((position) => keys[position]!))] as const),
-    );
-  };
-  try {
-    return await attempt();
-  } catch (error) {
-    if (isCluster(redis) || mode.bySlot || !isCrossSlot(error)) throw error;
-    mode.bySlot = true;
-    return attempt();
-  }
+  const sendBatch = async (positions: number[]) =>
+    [positions, await send(positions.map((position) => keys[position]!))] as const;
+  const all = keys.map((_, position) => position);
+  if (isCluster(redis) || mode.bySlot) return Promise.all(batchesOf(bySlot(all)).map(sendBatch));
+  const batches = batchesOf([all]);
+  const settled = await Promise.allSettled(batches.map(sendBatch));
+  const done: Array<readonly [number[], T]> = [];
+  const refused: number[] = [];
+  settled.forEach((outcome, at) => {
+    if (outcome.status === 'fulfilled') done.push(outcome.value);
+    else if (isCrossSlot(outcome.reason)) refused.push(...batches[at]!);
+  });
+  const failed = settled.find(
+    (outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected' && !isCrossSlot(outcome.reason),
+  );
+  if (failed) throw failed.reason;
+  if (refused.length === 0) return done;
+  mode.bySlot = true;
+  return [...done, ...(await Promise.all(batchesOf(bySlot(refused)).map(sendBatch)))];
 }
 
 /** UNLINK in one command per group of `inGroups`; returns how many keys existed. */
