@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { attemptWithin, timeoutProblems } from '../core/abort.js';
@@ -36,12 +37,14 @@ function loadS3(): Promise<S3Module> {
 }
 
 /**
- * The checksum every put carries. S3 refuses a put without one (`Content-MD5` or `x-amz-checksum-*`) to a bucket
- * with Object Lock, a default retention included, and the client here asks for checksums only where named
- * (`requestChecksumCalculation: 'WHEN_REQUIRED'`). Every body is a string or bytes, so the SDK sends it as a header
- * (not an aws-chunked trailer, which look-alike servers store corrupted).
+ * The `Content-MD5` every put carries: S3 refuses a put without it or an `x-amz-checksum-*` header in a bucket with
+ * Object Lock, a default retention included, and the client here asks for checksums only where named
+ * (`requestChecksumCalculation: 'WHEN_REQUIRED'`). MD5 rather than the SDK's CRC32, because S3 look-alikes take it
+ * where several refuse the newer header (Backblaze B2, OVH); it is always a header, never an aws-chunked trailer.
  */
-const PUT_CHECKSUM = 'CRC32';
+function contentMd5(body: Uint8Array | string): string {
+  return createHash('md5').update(body).digest('base64');
+}
 
 /** Where the S3 client comes from: one you built, or settings to build one. */
 export interface S3ConnectionOptions {
@@ -169,7 +172,7 @@ function connection(options: S3ConnectionOptions) {
         ...(options.endpoint ? { endpoint: options.endpoint } : {}),
         ...(options.forcePathStyle ? { forcePathStyle: true } : {}),
         // Checksums only where asked for: look-alikes store streamed (aws-chunked), checksummed bodies corrupted.
-        // Every put asks for one (PUT_CHECKSUM), sent as a header, since every body here is whole in memory.
+        // Every put carries its Content-MD5 (`contentMd5`).
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
         // One retry policy: storyloom's.
@@ -354,8 +357,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
           Body: body,
           ContentType: contentType,
           CacheControl: caching,
-          // Named, so it is sent whatever the client's requestChecksumCalculation: see PUT_CHECKSUM.
-          ChecksumAlgorithm: PUT_CHECKSUM,
+          ContentMD5: contentMd5(body),
           ...condition,
         }),
       { answers },
@@ -573,7 +575,7 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
             Key: fullKey,
             Body: bytes,
             ContentType: contentType,
-            ChecksumAlgorithm: PUT_CHECKSUM,
+            ContentMD5: contentMd5(bytes),
           }),
       );
     },
