@@ -920,6 +920,19 @@ describe('createFilesystemPublisher: bidi isolation', () => {
 });
 
 describe('createFilesystemPublisher: Atom feed', () => {
+  it('isolates a title that holds a bidi override, so it cannot run on into what a reader shows next; plain ones stay plain', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(2, { scene: (index) => (index === 0 ? { title: 'Lamp \u202eon' } : {}) });
+    for (const episode of episodes) await publisher.publish(episode);
+    const { document, problems } = parseXml(await read(directory, 'feed.atom'));
+    expect(problems).toEqual([]);
+    const titles = atomChildren(document.documentElement!, 'entry').map(
+      (entry) => atomChildren(entry, 'title')[0]!.textContent,
+    );
+    expect(titles).toEqual(['Night 2', '\u2068Lamp \u202eon\u2069']);
+  });
+
   it('has the required Atom 1.0 elements, stable ids and updated times from the scenes', async () => {
     const directory = await tempFolder();
     const publisher = createFilesystemPublisher({ directory, baseUrl: 'https://example.com/tale/', feedEntries: 3 });
@@ -1049,6 +1062,55 @@ describe('createFilesystemPublisher: story pages', () => {
     expect(attribute(byClass(threads[1]!, 'span')[0]!, 'class')).toBe('span l-0 w-76');
     expect(attribute(byClass(threads[0]!, 'span')[0]!, 'class')).toBe('span l-26 w-74');
     expect(textOf(threads[0]!)).toContain('Who lit it?');
+  });
+});
+
+describe('createFilesystemPublisher: roster and thread prose', () => {
+  it('starts each "seen in" and "opened in" line with a capital, whichever part it starts with, and keeps paragraphs', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(2);
+    const [s0, s1] = episodes.map((episode) => episode.scene);
+    const last = episodes[1]!;
+    const story = {
+      ...last.story,
+      characters: {
+        ...last.story.characters,
+        // Met before the story began: never introduced in a scene.
+        gull: {
+          ...last.story.characters.gull!,
+          introducedIn: null,
+          lastAppearance: s1!.id,
+          description: 'Keeper of the light.\n\nOnce a sailor.',
+        },
+      },
+      plotThreads: [
+        {
+          ...last.story.plotThreads[0]!,
+          id: 'drift',
+          summary: 'The lamp drifts.\n\nResolution: it was the tide.',
+          openedIn: null,
+          lastAdvancedIn: s0!.id,
+          resolvedIn: null,
+        },
+      ],
+    };
+    await publisher.publish(episodes[0]!);
+    await publisher.publish({ ...last, story });
+    const roster = parseHtml(await read(directory, 'characters.html')).root;
+    const gull = byClass(roster, 'character').find((section) => attribute(section, 'id') === 'character-gull')!;
+    expect(textOf(gull)).toMatch(/Last seen in Episode 2\./);
+    expect(elements(byClass(gull, 'description')[0]!, 'p').map(textOf)).toEqual([
+      'Keeper of the light.',
+      'Once a sailor.',
+    ]);
+    const threads = parseHtml(await read(directory, 'threads.html')).root;
+    const drift = byClass(threads, 'thread')[0]!;
+    expect(textOf(drift)).toMatch(/Advanced in Episode 1\./);
+    expect(elements(byClass(drift, 'summary')[0]!, 'p').map(textOf)).toEqual([
+      'The lamp drifts.',
+      'Resolution: it was the tide.',
+    ]);
   });
 });
 

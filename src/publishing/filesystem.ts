@@ -1154,6 +1154,12 @@ function chips(label: string, values: readonly string[]): string {
     .join('')}</ul></div>`;
 }
 
+/** The parts of a sentence that are there, the first one starting with a capital letter. */
+function sentence(parts: readonly string[]): string[] {
+  const [first, ...rest] = parts.filter(Boolean);
+  return first === undefined ? [] : [first.charAt(0).toUpperCase() + first.slice(1), ...rest];
+}
+
 function paragraphsOf(text: string): string {
   return text
     .split(/\r?\n\s*\r?\n/)
@@ -1330,14 +1336,14 @@ function renderCharacters(site: SiteView): string {
       const aliases = character.aliases.length
         ? `<p class="aliases">Also known as ${character.aliases.map((alias) => `<bdi>${esc(alias)}</bdi>`).join(', ')}</p>`
         : '';
-      const seen = [
-        character.introducedIn ? `First seen in ${sceneLink(site, character.introducedIn, '')}` : '',
+      const seen = sentence([
+        character.introducedIn ? `first seen in ${sceneLink(site, character.introducedIn, '')}` : '',
         character.lastAppearance ? `last seen in ${sceneLink(site, character.lastAppearance, '')}` : '',
-      ].filter(Boolean);
+      ]);
       return `<section class="character status-${character.status}" id="character-${esc(character.id)}">
 <header class="character-head"><h2 dir="auto">${esc(character.name)}</h2><span class="badge role">${character.role}</span><span class="badge status status-${character.status}">${character.status}</span></header>
 ${aliases}
-${character.description ? `<p dir="auto">${esc(character.description)}</p>` : ''}
+${character.description ? `<div class="description" dir="auto">${paragraphsOf(character.description)}</div>` : ''}
 <p class="arc"><span class="trait-name">Arc</span>${bar(character.arcProgress, `arc progress ${twoDecimals(character.arcProgress)}`)}<span class="value">${Math.round(character.arcProgress * 100)}%</span></p>
 ${traitList}
 ${relationshipTable}
@@ -1387,11 +1393,11 @@ function renderThreads(site: SiteView): string {
       );
       const left = percentStep(start / count);
       const width = Math.max(2, Math.min(100 - left, percentStep((end - start + 1) / count)));
-      const links = [
-        thread.openedIn ? `Opened in ${sceneLink(site, thread.openedIn, '')}` : '',
+      const links = sentence([
+        thread.openedIn ? `opened in ${sceneLink(site, thread.openedIn, '')}` : '',
         thread.lastAdvancedIn ? `advanced in ${sceneLink(site, thread.lastAdvancedIn, '')}` : '',
         thread.resolvedIn ? `resolved in ${sceneLink(site, thread.resolvedIn, '')}` : '',
-      ].filter(Boolean);
+      ]);
       const setups = thread.setups.length
         ? `<details><summary>${thread.setups.length} ${thread.setups.length === 1 ? 'promise' : 'promises'} still to keep</summary><ul>${thread.setups
             .map((setup) => `<li dir="auto">${esc(setup)}</li>`)
@@ -1399,7 +1405,7 @@ function renderThreads(site: SiteView): string {
         : '';
       return `<li class="thread status-${thread.status}" id="thread-${esc(thread.id)}">
 <div class="thread-head"><span class="badge status status-${thread.status}">${thread.status}</span><h2 dir="auto">${esc(thread.title)}</h2><span class="importance"><span class="importance-label">importance</span>${bar(thread.importance, `importance ${twoDecimals(thread.importance)}`)}</span></div>
-${thread.summary ? `<p dir="auto">${esc(thread.summary)}</p>` : ''}
+${thread.summary ? `<div class="summary" dir="auto">${paragraphsOf(thread.summary)}</div>` : ''}
 <div class="track" role="img" aria-label="from episode ${start + 1} to episode ${end + 1}"><span class="span l-${left} w-${width}"></span></div>
 ${links.length ? `<p class="muted small">${links.join(' · ')}.</p>` : ''}
 ${setups}
@@ -1428,6 +1434,15 @@ ${rows || '<li class="muted">No plot threads yet.</li>'}
   });
 }
 
+/**
+ * A feed's text value: as it is, or, when it holds a bidi embedding, override or isolate, isolated (`isolatedText`), so
+ * that one left open cannot run into what a feed reader shows after it. Plain text stays plain: a reader that shows
+ * the isolates' invisible marks as boxes sees none in an ordinary title.
+ */
+function feedText(text: string): string {
+  return /[\u202a-\u202e\u2066-\u2069]/.test(text) ? isolatedText(text) : text;
+}
+
 /** `feed.atom`, of the `newest` episodes (newest first). */
 function renderFeed(site: SiteView, newest: readonly ManifestEpisode[], baseUrl: string | undefined): string {
   // The newest scene's time, not the wall clock: regenerating the feed does not change it.
@@ -1442,7 +1457,7 @@ function renderFeed(site: SiteView, newest: readonly ManifestEpisode[], baseUrl:
       const time = isoTime(episode.createdAt);
       return `  <entry>
     <id>urn:storyloom:scene:${esc(site.storyId)}:${esc(episode.sceneId)}</id>
-    <title type="text">${esc(episode.title)}</title>
+    <title type="text">${esc(feedText(episode.title))}</title>
     <updated>${time}</updated>
     <published>${time}</published>
     <link rel="alternate" type="text/html" href="${sceneHref(episode, '')}"/>
@@ -1453,10 +1468,10 @@ function renderFeed(site: SiteView, newest: readonly ManifestEpisode[], baseUrl:
   return `<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"${base}>
   <id>urn:storyloom:story:${esc(site.storyId)}</id>
-  <title type="text">${esc(site.siteTitle)}</title>
-  <subtitle type="text">${esc(site.story.premise)}</subtitle>
+  <title type="text">${esc(feedText(site.siteTitle))}</title>
+  <subtitle type="text">${esc(feedText(site.story.premise))}</subtitle>
   <updated>${updated}</updated>
-  <author><name>${esc(site.siteTitle)}</name></author>
+  <author><name>${esc(feedText(site.siteTitle))}</name></author>
   <link rel="self" type="application/atom+xml" href="feed.atom"/>
   <link rel="alternate" type="text/html" href="index.html"/>
   <generator>storyloom</generator>
