@@ -211,6 +211,32 @@ describe('the storyloom command', () => {
     expect(refused.stderr).toContain('not a storyloom project file');
   });
 
+  it('gives the sites the public URL and the language the project file names', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    const file = path.join(cwd, 'proj', 'storyloom.json');
+    const project = JSON.parse(readFileSync(file, 'utf8'));
+    const site = { baseUrl: 'https://stories.example.org/sites', language: 'pt-BR' };
+    writeFileSync(file, JSON.stringify({ ...project, site }));
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--no-images'])).code).toBe(0);
+    const folder = path.join(cwd, 'proj', 'site', project.storyId);
+    expect(readFileSync(path.join(folder, 'index.html'), 'utf8')).toContain('<html lang="pt-BR">');
+    // Each story's site is its folder under the URL, so the feed's links resolve wherever it is read.
+    expect(readFileSync(path.join(folder, 'feed.atom'), 'utf8')).toContain(
+      `xml:base="https://stories.example.org/sites/${project.storyId}/"`,
+    );
+    for (const bad of [
+      { language: 'Portuguese!' },
+      { baseUrl: 'stories.example.org' },
+      { baseurl: 'https://x.org/' },
+    ]) {
+      writeFileSync(file, JSON.stringify({ ...project, site: bad }));
+      const refused = await storyloom(cwd, ['status', '--data', 'proj']);
+      expect(refused.code, JSON.stringify(bad)).toBe(1);
+      expect(refused.stderr, JSON.stringify(bad)).toContain('not a storyloom project file');
+    }
+  });
+
   it('exports, imports into a new project, and forks', async () => {
     const cwd = workspace();
     await storyloom(cwd, ['init', '--data', 'a']);

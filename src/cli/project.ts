@@ -74,6 +74,30 @@ const ProjectFileSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * The reader sites: `baseUrl`, the public URL the project's `site/` folder is served from (each story's site is
+     * its folder under it, so its feed's links are absolute), and `language`, the pages' `lang` (default `en`).
+     */
+    site: z
+      .object({
+        baseUrl: z
+          .string()
+          .refine((value) => {
+            try {
+              const url = new URL(value);
+              return ['http:', 'https:'].includes(url.protocol) && url.search === '' && url.hash === '';
+            } catch {
+              return false;
+            }
+          }, 'must be an absolute http(s) URL without query or fragment')
+          .optional(),
+        language: z
+          .string()
+          .regex(/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/, 'must be a language tag such as "en" or "pt-BR"')
+          .optional(),
+      })
+      .strict()
+      .optional(),
   })
   // A misspelled key ("autoprune") would otherwise be dropped without a word, and its setting silently not apply.
   .strict();
@@ -476,6 +500,17 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     ...(project.autoPrune ? { autoPrune: project.autoPrune } : {}),
   });
   if (create) writeProjectFile(paths, project);
+  /** The publisher's options the project file sets for the site of `storyId`: its public URL and its language. */
+  const siteOptions = (storyId: string): { baseUrl?: string; language?: string } => {
+    const { baseUrl, language } = project.site ?? {};
+    const folder = path.basename(paths.siteOf(storyId));
+    return {
+      ...(baseUrl
+        ? { baseUrl: new URL(`${encodeURIComponent(folder)}/`, baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`).href }
+        : {}),
+      ...(language ? { language } : {}),
+    };
+  };
   return {
     paths,
     project,
@@ -484,7 +519,7 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     keywords,
     async publishAll(storyId, options = {}) {
       const from = options.from ?? storyId;
-      const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId) });
+      const publisher = createFilesystemPublisher({ directory: paths.siteOf(storyId), ...siteOptions(storyId) });
       const illustrator = createProceduralIllustrator({ format: 'png' });
       const stateAfter = stateAfterEachScene(store, storyId);
       async function* episodes(): AsyncGenerator<Episode> {
@@ -519,6 +554,7 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
       const publisher = createFilesystemPublisher({
         directory: paths.siteOf(storyId),
         clock: options.clock ?? systemClock,
+        ...siteOptions(storyId),
       });
       return createStoryEngine({
         store,
