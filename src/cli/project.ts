@@ -41,7 +41,7 @@ import { sceneIllustrationRequest } from '../generation/image-prompt.js';
 import { createProceduralIllustrator } from '../generation/procedural-illustrator.js';
 import { createProceduralNarrator } from '../generation/procedural-narrator.js';
 import type { SceneGenerator } from '../generation/scene-generator.js';
-import { createFilesystemPublisher } from '../publishing/filesystem.js';
+import { createFilesystemPublisher, LANGUAGE_TAG } from '../publishing/filesystem.js';
 import { type Episode, sceneAltText } from '../publishing/publisher.js';
 import type { Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
@@ -91,10 +91,7 @@ const ProjectFileSchema = z
             }
           }, 'must be an absolute http(s) URL without query or fragment')
           .optional(),
-        language: z
-          .string()
-          .regex(/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/, 'must be a language tag such as "en" or "pt-BR"')
-          .optional(),
+        language: z.string().regex(LANGUAGE_TAG, 'must be a language tag such as "en" or "pt-BR"').optional(),
       })
       .strict()
       .optional(),

@@ -98,6 +98,13 @@ import {
 } from './publisher.js';
 
 /**
+ * A language tag as the pages' `lang` takes it (`en`, `pt-BR`), as `language` is checked against.
+ *
+ * @internal
+ */
+export const LANGUAGE_TAG = /^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/;
+
+/**
  * Options of `createFilesystemPublisher`.
  *
  * @example
@@ -1713,7 +1720,7 @@ function validateOptions(options: FilesystemPublisherOptions): ValidationProblem
   if (options.target !== undefined && !IdSchema.safeParse(options.target).success) {
     problems.push({ path: 'target', message: 'must be an id: letters, digits, ".", "_", ":" and "-"' });
   }
-  if (options.language !== undefined && !/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(options.language)) {
+  if (options.language !== undefined && !LANGUAGE_TAG.test(options.language)) {
     problems.push({ path: 'language', message: 'must be a language tag such as "en" or "pt-BR"' });
   }
   if (
