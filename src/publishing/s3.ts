@@ -347,6 +347,8 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
     signal: AbortSignal | undefined,
     answers: readonly number[] = [],
   ): Promise<string | undefined> => {
+    // Once, not in `build`, which each attempt calls again.
+    const md5 = contentMd5(body);
     const written = await send<{ ETag?: string }>(
       'PutObject',
       signal,
@@ -357,7 +359,7 @@ export function createS3Publisher(options: S3PublisherOptions): Publisher {
           Body: body,
           ContentType: contentType,
           CacheControl: caching,
-          ContentMD5: contentMd5(body),
+          ContentMD5: md5,
           ...condition,
         }),
       { answers },
@@ -566,6 +568,7 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
           problems: [{ path: 'bytes', message: 'must be a Uint8Array' }],
         });
       }
+      const md5 = contentMd5(bytes);
       await send(
         'PutObject',
         undefined,
@@ -575,7 +578,7 @@ export function createS3ContentStore(options: S3ContentStoreOptions): S3ContentS
             Key: fullKey,
             Body: bytes,
             ContentType: contentType,
-            ContentMD5: contentMd5(bytes),
+            ContentMD5: md5,
           }),
       );
     },
