@@ -1060,15 +1060,19 @@ export function createClaudeSceneGenerator(options: ClaudeSceneGeneratorOptions)
       }
       // The reply's media type, once the SDK has it (an injected client's stream may not say).
       const mediaType = (stream as { response?: Response | null } | undefined)?.response?.headers.get('content-type');
-      if (isBareSdkError(error) && events === 0 && EMPTY_STREAM.test(error.message) && mediaType) {
-        if (!STREAM_MEDIA_TYPES.test(mediaType)) {
-          // A whole reply to a streamed request (a gateway that does not stream): written and billed, and asking
-          // again would be billed again for the same answer.
-          throw new ProviderError(
-            `${provider} answered a streamed request with ${mediaType}, not a stream: the endpoint does not stream (create the generator with stream: false)`,
-            { provider, code: 'PROVIDER_BAD_RESPONSE', isRetryable: false, cause: error },
-          );
-        }
+      if (
+        isBareSdkError(error) &&
+        events === 0 &&
+        EMPTY_STREAM.test(error.message) &&
+        mediaType &&
+        !STREAM_MEDIA_TYPES.test(mediaType)
+      ) {
+        // A whole reply to a streamed request (a gateway that does not stream): written and billed, and asking again
+        // would be billed again for the same answer.
+        throw new ProviderError(
+          `${provider} answered a streamed request with ${mediaType}, not a stream: the endpoint does not stream (create the generator with stream: false)`,
+          { provider, code: 'PROVIDER_BAD_RESPONSE', isRetryable: false, cause: error },
+        );
       }
       if (isBareSdkError(error) && (events > 0 || EMPTY_STREAM.test(error.message))) {
         // The SDK's own complaint about a stream that began and then ended early, or out of order, or that ended
