@@ -68,6 +68,13 @@ function shortPages(store: StoryStateStore, size: number): StoryStateStore {
   });
 }
 
+/** The indexes of the scenes of `built` whose first chunk the vector index holds, in order. */
+async function indexedSceneIndexes(built: Built): Promise<Array<number | undefined>> {
+  const ids = built.scenes.map((scene) => `scene-${scene.id}-c0`);
+  const records = await built.options.vectors.fetch('tale', ids);
+  return records.map((record) => record.metadata.sceneIndex).sort((a, b) => a! - b!);
+}
+
 /** A story of `count` scenes with distinct events, every scene committed and indexed. */
 async function buildStory(count: number, overrides: StoryOverrides = {}): Promise<Built> {
   const store = overrides.store ?? createMemoryStateStore();
@@ -931,15 +938,7 @@ describe('ContextManager memory upkeep', () => {
     // Chapter 1 (scenes 0 to 3) goes; chapter 2 (4 to 7) ends too recently and is kept.
     const result = await built.manager.prune('tale', { minAgeScenes: 2, maxImportance: 0.5 });
     expect(result.chapters).toEqual(['chapter-0001']);
-    const indexed = async () =>
-      (
-        await built.options.vectors.fetch(
-          'tale',
-          built.scenes.map((scene) => `scene-${scene.id}-c0`),
-        )
-      )
-        .map((record) => record.metadata.sceneIndex)
-        .sort((a, b) => a! - b!);
+    const indexed = () => indexedSceneIndexes(built);
     expect(await indexed()).toEqual([1, 4, 5, 6, 7]);
     // Pages of three scenes: the second ends at scene 5, half-way through chapter 2.
     const manager = new ContextManager({ ...built.options, store: shortPages(built.store, 3) });
@@ -1004,15 +1003,7 @@ describe('ContextManager memory upkeep', () => {
     await pruning;
     writeHeld.open();
     await rebuilding;
-    const indexed = async () =>
-      (
-        await vectors.fetch(
-          'tale',
-          built.scenes.map((scene) => `scene-${scene.id}-c0`),
-        )
-      )
-        .map((record) => record.metadata.sceneIndex)
-        .sort((x, y) => x! - y!);
+    const indexed = () => indexedSceneIndexes(built);
     expect(await indexed(), 'the memories the prune recorded as dropped are back').toEqual([1, 4, 5, 6, 7]);
     // As a later rebuild has it.
     await new ContextManager(built.options).reindex('tale');
