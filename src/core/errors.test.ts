@@ -1,6 +1,7 @@
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, expectTypeOf, it, vi } from 'vitest';
 import {
   AbortedError,
+  ClosedError,
   ConflictError,
   ContentFilteredError,
   ContinuityError,
@@ -221,6 +222,27 @@ describe('storyloom errors', () => {
     }
     expect(AbortedError.isInstance(thrown)).toBe(true);
     expect((thrown as AbortedError).cause).toBe(reason);
+  });
+
+  it('narrowing with one class keeps the others in the else branch (a type check: the project typecheck fails if not)', () => {
+    // A class that adds no field of its own was the same type as StoryloomError, so the branch after its guard was
+    // `never` and `error.code` there did not compile; ContentFilteredError was a supertype of ProviderError likewise.
+    const kind = (error: StoryloomError): string => {
+      if (NotFoundError.isInstance(error)) return 'missing';
+      if (ClosedError.isInstance(error)) return 'closed';
+      if (AbortedError.isInstance(error)) return 'aborted';
+      return error.code;
+    };
+    const status = (error: ProviderError): number | string | undefined =>
+      ContentFilteredError.isInstance(error) ? 'filtered' : error.status;
+    expect(kind(new NotFoundError('gone'))).toBe('missing');
+    expect(kind(new ClosedError('closed'))).toBe('closed');
+    expect(kind(new AbortedError())).toBe('aborted');
+    expect(kind(new ConflictError('moved'))).toBe('CONFLICT');
+    expect(status(new ProviderError('down', { provider: 'p', status: 503 }))).toBe(503);
+    expectTypeOf<NotFoundError>().not.toEqualTypeOf<StoryloomError>();
+    expectTypeOf<ClosedError>().not.toEqualTypeOf<AbortedError>();
+    expectTypeOf<ProviderError>().not.toMatchTypeOf<ContentFilteredError>();
   });
 
   it('toProblems turns zod-style issue paths into dotted paths', () => {

@@ -3,7 +3,9 @@
  *
  * Every error carries a stable `code`, says whether retrying can help (`isRetryable`) and keeps its `cause`.
  * `isInstance()` checks a `Symbol.for` marker instead of `instanceof`, so it still works when two copies of
- * storyloom are installed side by side (a Lambda layer and a bundled copy, say).
+ * storyloom are installed side by side (a Lambda layer and a bundled copy, say). Each class declares its `name` as a
+ * literal type, which makes it a type of its own: without it, a class that adds no field (`NotFoundError`) would be the
+ * same type as `StoryloomError`, and the branch after `if (NotFoundError.isInstance(error)) return` would be `never`.
  *
  * @module
  */
@@ -62,6 +64,7 @@ function hasName(error: unknown, name: string): boolean {
 
 /** A write lost a race: the stored version is not the one the caller expected, or the record already exists. */
 export class ConflictError extends StoryloomError {
+  declare name: 'ConflictError';
   readonly expectedVersion: number | undefined;
   readonly actualVersion: number | undefined;
   constructor(
@@ -80,6 +83,7 @@ export class ConflictError extends StoryloomError {
 
 /** The story, scene or record asked for does not exist. */
 export class NotFoundError extends StoryloomError {
+  declare name: 'NotFoundError';
   constructor(message: string, options: StoryloomErrorOptions = {}) {
     super('NOT_FOUND', message, options);
     this.name = 'NotFoundError';
@@ -97,6 +101,7 @@ export interface ValidationProblem {
 
 /** An input does not match its schema or an option is invalid. `problems` lists every reason. */
 export class ValidationError extends StoryloomError {
+  declare name: 'ValidationError';
   readonly problems: ValidationProblem[];
   constructor(message: string, options: StoryloomErrorOptions & { problems?: ValidationProblem[] } = {}) {
     super('VALIDATION', message, options);
@@ -110,6 +115,7 @@ export class ValidationError extends StoryloomError {
 
 /** A proposed scene breaks the story's continuity (a dead character speaks, a resolved thread advances, ...). */
 export class ContinuityError extends StoryloomError {
+  declare name: 'ContinuityError';
   readonly issues: IssueLike[];
   constructor(message: string, options: StoryloomErrorOptions & { issues: IssueLike[] }) {
     super('CONTINUITY', message, options);
@@ -123,6 +129,7 @@ export class ContinuityError extends StoryloomError {
 
 /** A remote provider (Anthropic, AWS, Pinecone, ...) failed. `status` is the HTTP status when there was one. */
 export class ProviderError extends StoryloomError {
+  declare name: 'ProviderError';
   readonly provider: string;
   readonly status: number | undefined;
   /** Milliseconds the provider asked us to wait before retrying, when it said. */
@@ -153,6 +160,7 @@ export function isRetryableStatus(status: number | undefined): boolean {
 
 /** A provider refused to produce content because a safety filter matched. Retrying the same input will not help. */
 export class ContentFilteredError extends StoryloomError {
+  declare name: 'ContentFilteredError';
   readonly provider: string;
   constructor(message: string, options: StoryloomErrorOptions & { provider: string }) {
     super('CONTENT_FILTERED', message, { cause: options.cause, isRetryable: false });
@@ -172,6 +180,7 @@ export type RetryGiveUpReason = 'maxRetriesExceeded' | 'errorNotRetryable' | 're
 
 /** Every attempt of a retried call failed. `errors` holds each attempt's error, oldest first. */
 export class RetryError extends StoryloomError {
+  declare name: 'RetryError';
   readonly errors: unknown[];
   readonly attempts: number;
   readonly reason: RetryGiveUpReason;
@@ -189,6 +198,7 @@ export class RetryError extends StoryloomError {
 
 /** An optional package that a subpath entry needs is not installed. The message says what to install. */
 export class MissingDependencyError extends StoryloomError {
+  declare name: 'MissingDependencyError';
   readonly packageName: string;
   constructor(packageName: string, feature: string, options: StoryloomErrorOptions = {}) {
     super(
@@ -206,6 +216,7 @@ export class MissingDependencyError extends StoryloomError {
 
 /** The adapter was closed with `close()`; it accepts no further calls. */
 export class ClosedError extends StoryloomError {
+  declare name: 'ClosedError';
   constructor(message: string, options: StoryloomErrorOptions = {}) {
     super('CLOSED', message, options);
     this.name = 'ClosedError';
@@ -217,6 +228,7 @@ export class ClosedError extends StoryloomError {
 
 /** The operation was cancelled through its `AbortSignal`. */
 export class AbortedError extends StoryloomError {
+  declare name: 'AbortedError';
   constructor(message = 'The operation was aborted', options: StoryloomErrorOptions = {}) {
     super('ABORTED', message, options);
     this.name = 'AbortedError';
@@ -273,6 +285,7 @@ export type StorageFailure =
  * ```
  */
 export class StorageError extends StoryloomError {
+  declare name: 'StorageError';
   readonly reason: StorageFailure;
   readonly path: string | undefined;
   constructor(message: string, options: StoryloomErrorOptions & { reason: StorageFailure; path?: string }) {
@@ -299,6 +312,7 @@ export class StorageError extends StoryloomError {
  * ```
  */
 export class SchemaVersionError extends StoryloomError {
+  declare name: 'SchemaVersionError';
   readonly fileVersion: number;
   readonly supportedVersion: number;
   readonly path: string | undefined;

@@ -46,6 +46,7 @@ export function isRetryableStepFailure(error: unknown): boolean {
  * ```
  */
 export class EpisodeIncompleteError extends StoryloomError {
+  declare name: 'EpisodeIncompleteError';
   readonly storyId: string;
   readonly sceneId: string;
   readonly failures: StepFailure[];
@@ -92,6 +93,7 @@ export type StoreOperation =
  * ```
  */
 export class StoreTimeoutError extends StoryloomError {
+  declare name: 'StoreTimeoutError';
   /** The store method that did not answer. */
   readonly operation: StoreOperation;
   readonly timeoutMs: number;
