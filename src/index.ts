@@ -46,12 +46,12 @@ export * from './context/vector-index.js';
 export * from './core/clock.js';
 export * from './core/errors.js';
 export * from './core/retry.js';
+export * from './core/sanitize.js';
 export * from './engine/engine.js';
 export * from './engine/episode-context.js';
 export * from './engine/episode-errors.js';
 export * from './engine/events.js';
 export * from './engine/influence-resolution.js';
-export * from './engine/sanitize.js';
 export * from './generation/image-generator.js';
 export * from './generation/image-prompt.js';
 export {

@@ -10,7 +10,7 @@ import { clipText } from '../core/text.js';
 import type { ResolvedInfluence, ScenePrompt } from '../generation/scene-generator.js';
 import type { PlotThread, Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
-import { sanitizeAudienceText } from './sanitize.js';
+import { sanitizeAudienceText } from '../core/sanitize.js';
 
 /** Options of `EpisodeContext.getRelevantContext`. */
 export interface EpisodeContextOptions {

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { clipText } from '../core/text.js';
+import { clipText } from './text.js';
 
 /** Options of `sanitizeAudienceText`. */
 export interface SanitizeOptions {
