@@ -11,7 +11,15 @@ import {
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDynamoLocal } from '../../test/support/dynamodb-local.js';
-import { AbortedError, ConflictError, NotFoundError, ProviderError, ValidationError } from '../core/errors.js';
+import {
+  AbortedError,
+  ConflictError,
+  NotFoundError,
+  ProviderError,
+  RetryError,
+  ValidationError,
+} from '../core/errors.js';
+import { backoffDelay, RETRY_DEFAULTS } from '../core/retry.js';
 import { fixtureTime, makeInfluence, makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { ManualClock } from '../testing/manual-clock.js';
 import { runStoryStateStoreSuite } from '../testing/state-store-suite.js';
@@ -86,6 +94,24 @@ async function batchedStoryLines(storyId: string): Promise<string[]> {
 /** A manual clock and retries without delay: a resend goes out at once, and no test waits for real time. */
 function instantRetries(): { clock: ManualClock; retry: DynamoStateStoreOptions['retry'] } {
   return { clock: new ManualClock(), retry: { initialDelayMs: 0, maxDelayMs: 0 } };
+}
+
+/**
+ * What `work` ends with (its value, or the error it rejects with), run to its end on `clock`: each backoff wait it
+ * starts is passed at once, so a test sees the waits a retry policy asked for (`clock.sleeps`) without waiting them.
+ */
+async function outcomeOn(clock: ManualClock, work: Promise<unknown>): Promise<unknown> {
+  let settled = false;
+  const outcome = work
+    .catch((error: unknown) => error)
+    .finally(() => {
+      settled = true;
+    });
+  while (!settled) {
+    await clock.runAll();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return outcome;
 }
 
 /** A client whose process "dies" after the first batch of an import: every later call fails, clean-up included. */
@@ -931,6 +957,169 @@ if (local.skipReason !== undefined) {
       expect(await collect(store.exportStory('throttled'))).toEqual(lines);
       throttled.destroy();
     }, 60_000);
+
+    it.each([
+      { answer: 'refuses whole for throttling', throttled: true },
+      { answer: 'leaves items unprocessed in', throttled: false },
+    ])(
+      'a batch DynamoDB $answer every time is sent 9 times, each after one wait of one backoff, then fails retryable THROTTLED',
+      async ({ throttled }) => {
+        const lines = await batchedStoryLines('busy');
+        let sends = 0;
+        const client = makeClient();
+        client.middlewareStack.add(
+          (next, context) => async (args) => {
+            if (context.commandName !== 'BatchWriteItemCommand') return next(args);
+            const [table, requests] = Object.entries(
+              (args as { input: { RequestItems: Record<string, Array<{ PutRequest?: unknown }>> } }).input.RequestItems,
+            )[0]!;
+            // The import's batches; the deletes of its clean-up go through.
+            if (requests[0]?.PutRequest === undefined) return next(args);
+            sends++;
+            if (throttled) throw serviceError('ProvisionedThroughputExceededException', 400);
+            // Everything is written but DynamoDB says the first request was not: the store sends it again.
+            const result = await next(args);
+            (result.output as { UnprocessedItems?: unknown }).UnprocessedItems = { [table]: requests.slice(0, 1) };
+            return result;
+          },
+          { step: 'initialize', name: 'throttleBatches' },
+        );
+        const clock = new ManualClock();
+        const retry = { initialDelayMs: 100, maxDelayMs: 800, jitter: 0 };
+        const store = createDynamoStateStore({ client, tableName: await freshTable(), clock, retry });
+        const error = await outcomeOn(clock, store.importStory(lines));
+        // The batch loop's 8 retries, each attempt one send: not the store's 3 attempts of a call inside each of them.
+        expect(sends).toBe(9);
+        // One backoff from the first resend to the last, whatever DynamoDB's answer; none inside an attempt.
+        expect(clock.sleeps).toEqual(Array.from({ length: 8 }, (_, i) => backoffDelay(i + 1, retry)));
+        expect(ProviderError.isInstance(error), String(error)).toBe(true);
+        expect(error).toMatchObject({ code: 'THROTTLED', isRetryable: true, provider: 'dynamodb' });
+        const { cause } = error as ProviderError;
+        expect(RetryError.isInstance(cause) && cause.attempts).toBe(9);
+        // The failed import removed what it wrote: the id is free.
+        expect(await store.exists('busy')).toBe(false);
+        client.destroy();
+      },
+      60_000,
+    );
+
+    it('a batch refused whole for throttling every time is sent retry.maxRetries + 1 times when that is set', async () => {
+      const lines = await batchedStoryLines('busy');
+      let sends = 0;
+      const throttled = answeringFirst((operation) => {
+        if (operation !== 'BatchWriteItem') return;
+        sends++;
+        throw serviceError('ThrottlingException', 400);
+      });
+      const { clock } = instantRetries();
+      const retry = { initialDelayMs: 0, maxDelayMs: 0, maxRetries: 3 };
+      const store = createDynamoStateStore({ client: throttled, tableName: await freshTable(), clock, retry });
+      const error = await store.importStory(lines).catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ code: 'THROTTLED', isRetryable: true });
+      expect(sends).toBe(retry.maxRetries + 1);
+      throttled.destroy();
+    }, 60_000);
+
+    it('a batch that meets other faults is retried by the same loop, as often as the store retries one call', async () => {
+      const lines = await batchedStoryLines('faulty');
+      // Per send of a BatchWriteItem, what DynamoDB answers: a throttled batch, a server error, or (past the list) the
+      // batch written.
+      let script: string[] = [];
+      let sends = 0;
+      const faulty = answeringFirst((operation) => {
+        if (operation !== 'BatchWriteItem') return;
+        const answer = script[sends++];
+        if (answer === 'throttled') throw serviceError('ProvisionedThroughputExceededException', 400);
+        if (answer === 'fault') throw serviceError('InternalServerError', 500);
+      });
+      const store = createDynamoStateStore({ client: faulty, tableName: await freshTable(), ...instantRetries() });
+
+      // Throttling and faults in one batch share its loop: the batch is written, and the import finishes.
+      script = ['throttled', 'throttled', 'throttled', 'throttled', 'fault', 'fault'];
+      await store.importStory(lines);
+      expect(sends).toBeGreaterThan(script.length);
+      expect(await collect(store.exportStory('faulty'))).toEqual(lines);
+
+      // A fault that lasts ends the batch after the store's attempts of one call, as retries that ran out.
+      const second = await batchedStoryLines('faulty-2');
+      script = Array.from({ length: 20 }, () => 'fault');
+      sends = 0;
+      const error = await store.importStory(second).catch((caught: unknown) => caught);
+      expect(sends).toBe(RETRY_DEFAULTS.maxRetries + 1);
+      expect(RetryError.isInstance(error), String(error)).toBe(true);
+      expect(error).toMatchObject({ reason: 'maxRetriesExceeded', attempts: sends });
+      expect(
+        (error as RetryError).errors.every((attempt) => ProviderError.isInstance(attempt) && attempt.status === 500),
+      ).toBe(true);
+      expect(await store.exists('faulty-2')).toBe(false);
+      faulty.destroy();
+    }, 60_000);
+
+    it.each(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded'])(
+      'a write DynamoDB refuses whole with %s after every retry is a retryable THROTTLED ProviderError, not a RetryError',
+      async (name) => {
+        // Refused whole, not cancelled: nothing was written and no racer won, as for a transaction cancelled for
+        // throttling, and the caller (the engine's run, a scheduler) must read it the same way: try again later.
+        let refusing: string | undefined;
+        let sends = 0;
+        const throttled = answeringFirst((operation) => {
+          if (operation !== refusing) return;
+          sends++;
+          throw serviceError(name, 400);
+        });
+        const store = createDynamoStateStore({ client: throttled, tableName: await freshTable(), ...instantRetries() });
+        const state = await store.create(makeStoryState('busy'));
+        const scene = makeNextScene(state);
+        const lines = await batchedStoryLines('imported');
+        const calls: Array<[operation: string, call: string, () => Promise<unknown>]> = [
+          [
+            'TransactWriteItems',
+            'commitScene',
+            () =>
+              store.commitScene('busy', {
+                expectedVersion: 0,
+                scene,
+                nextState: makeNextState(state, scene),
+                consumedInfluenceIds: [],
+              }),
+          ],
+          ['TransactWriteItems', 'enqueueInfluence', () => store.enqueueInfluence(makeInfluence('busy', 'tx-1'))],
+          ['TransactWriteItems', 'create', () => store.create(makeStoryState('another'))],
+          ['PutItem', 'importStory (its importing marker)', () => store.importStory(lines)],
+        ];
+        for (const [operation, call, run] of calls) {
+          refusing = operation;
+          sends = 0;
+          const error = await run().catch((caught: unknown) => caught);
+          expect(ProviderError.isInstance(error), `${call}: ${String(error)}`).toBe(true);
+          expect(error, call).toMatchObject({
+            code: 'THROTTLED',
+            isRetryable: true,
+            provider: 'dynamodb',
+            status: 400,
+          });
+          // The store's own attempts, each one throttled, are kept as the cause.
+          const { cause } = error as ProviderError;
+          expect(RetryError.isInstance(cause), call).toBe(true);
+          expect((cause as RetryError).attempts, call).toBe(RETRY_DEFAULTS.maxRetries + 1);
+          expect(sends, call).toBe(RETRY_DEFAULTS.maxRetries + 1);
+        }
+        // A read keeps the RetryError of every retry that ran out: the engine retries the steps that read the store,
+        // and would read each throttled item three times more.
+        refusing = 'GetItem';
+        const read = await store.load('busy').catch((caught: unknown) => caught);
+        expect(RetryError.isInstance(read), String(read)).toBe(true);
+        expect(read).toMatchObject({ reason: 'maxRetriesExceeded', cause: { code: 'THROTTLED' } });
+        refusing = undefined;
+        expect(await store.load('busy')).toEqual(state);
+        expect((await store.listScenes('busy')).items).toEqual([]);
+        expect(await store.pendingInfluences('busy')).toEqual([]);
+        expect(await store.exists('another')).toBe(false);
+        expect(await store.exists('imported')).toBe(false);
+        throttled.destroy();
+      },
+      60_000,
+    );
 
     it('a call refused for a clock the SDK has just corrected is sent again, and the first call of a store succeeds', async () => {
       let refused = 0;

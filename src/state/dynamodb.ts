@@ -47,7 +47,7 @@ import {
   throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
-import { type RetryOptions, withRetry } from '../core/retry.js';
+import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
@@ -99,6 +99,12 @@ const INDEX_NAME = 'lsi1';
 const PAD = 16;
 const MAX_PADDED = '9'.repeat(PAD);
 const BATCH_WRITE_SIZE = 25;
+/**
+ * Retries of one batch of writes while DynamoDB throttles it (refused whole, or items left unprocessed), unless
+ * `retry.maxRetries` says otherwise: an import of thousands of items meets a busy partition more often than a single
+ * call does, and giving up means removing what the import wrote and starting it again.
+ */
+const BATCH_MAX_RETRIES = 8;
 const DEFAULT_IMPORT_LEASE_MS = 15 * 60_000;
 /**
  * Default of `timeoutMs`: DynamoDB answers in milliseconds, so 10 s without an answer means a connection that will
@@ -114,6 +120,13 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const UPLOAD_BYTES_PER_MS = 1_000;
 /** The calls that carry items to DynamoDB, whose bound grows with their size. */
 const WRITES = new Set(['BatchWrite', 'TransactWrite', 'Put', 'Update']);
+/**
+ * The calls that change the table: one still throttled after its retries ends as a retryable `THROTTLED`
+ * (`throttledAfterRetries`). Not the reads: the engine runs its context and post-commit steps, which read the store,
+ * under a retry policy of its own, and would take a retryable error as a reason to run the whole step again, each
+ * throttled read sent three times per run of the step.
+ */
+const TABLE_WRITES = new Set([...WRITES, 'Delete']);
 /** How long the client built here waits for a TCP connection: a healthy endpoint accepts in milliseconds. */
 const CONNECTION_TIMEOUT_MS = 3_000;
 
@@ -369,7 +382,10 @@ export interface DynamoStateStoreOptions extends BaseStateStoreOptions {
   itemBodyBytes?: number;
   /** How long an unfinished import blocks its story id before another import or create may take over. Default 15 min. */
   importLeaseMs?: number;
-  /** The retry policy for throttling and server errors (storyloom's `withRetry`; the client's own is off). */
+  /**
+   * The retry policy for throttling and server errors (storyloom's `withRetry`; the client's own is off). A batch of
+   * writes still throttled by DynamoDB is retried 8 times unless `maxRetries` is set (see `createDynamoStateStore`).
+   */
   retry?: Omit<RetryOptions, 'clock' | 'shouldRetry' | 'signal'>;
   /**
    * The longest one attempt of one DynamoDB call may take, in ms, answer included; measured in real time, not on
@@ -409,7 +425,13 @@ interface EncodedBody {
 
 interface Context {
   sdk: Sdk;
+  /** A call under the store's retry policy. */
   send: <T>(command: unknown) => Promise<T>;
+  /**
+   * One attempt of a call, unretried, for a caller that runs its own retry loop (`batchWrite`): through `send`, each of
+   * the loop's attempts would be several, and the two bounds would multiply.
+   */
+  sendOnce: <T>(command: unknown) => Promise<T>;
 }
 
 class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
@@ -1232,11 +1254,14 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         // Conditional failures are answers, not faults: hand them to the caller as they came.
         const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
         if (isConditionalAnswer(last)) throw last;
+        const operation = commandName(command);
+        const throttled = TABLE_WRITES.has(operation) && throttledAfterRetries(error, `DynamoDB ${operation}`);
+        if (throttled) throw throttled;
         if (StoryloomError.isInstance(error)) throw error;
-        throw toProviderError(error, commandName(command));
+        throw toProviderError(error, operation);
       }
     };
-    return { sdk, send };
+    return { sdk, send, sendOnce: attempt };
   }
 
   private async get(pk: string, sk: string): Promise<Item | null> {
@@ -1279,41 +1304,51 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   }
 
   /**
-   * Writes requests 25 at a time, retrying what DynamoDB leaves unprocessed (with the store's retry policy), and a
-   * batch it refuses whole for throttling as well.
+   * Writes requests 25 at a time, each batch under one loop of the store's retry policy whose every attempt is one send
+   * (`sendOnce`). DynamoDB refuses a batch whole for throttling when it can process none of its items, and leaves
+   * items unprocessed when it can process only some: the same answer, past its capacity for now, so both are sent
+   * again after the same backoff, up to `BATCH_MAX_RETRIES` + 1 sends (9; `retry.maxRetries` + 1 when set). Through
+   * `send`, whose own attempts would run inside each of the loop's, a batch refused whole would go out 3 × 9 times.
+   * Any other retryable fault (a dropped connection, a server error, a timeout) is retried by the same loop, but only
+   * as often as the store retries any one call (`retry.maxRetries`, default 2): against a peer that has stopped
+   * answering, 9 attempts of `timeoutMs` plus the upload allowance each would hold an import, or a commit's parts, for
+   * minutes. Sending a batch again is safe: its puts write whole items, its deletes remove keys. Still throttled at the
+   * end, the batch fails with a retryable `ProviderError` of code `THROTTLED`, as a single call does
+   * (`throttledAfterRetries`).
    */
   private async batchWrite(requests: Item[]): Promise<void> {
-    const { send, sdk } = await this.ready();
+    const { sendOnce, sdk } = await this.ready();
+    const retry = this.options.retry ?? {};
+    const faultRetries = retry.maxRetries ?? RETRY_DEFAULTS.maxRetries;
     for (let offset = 0; offset < requests.length; offset += BATCH_WRITE_SIZE) {
       let pending = requests.slice(offset, offset + BATCH_WRITE_SIZE);
-      await withRetry(
-        async () => {
-          const output = await send<{ UnprocessedItems?: Record<string, Item[]> }>(
-            new sdk.document.BatchWriteCommand({ RequestItems: { [this.tableName]: pending } } as never),
-          ).catch((error: unknown) => {
-            // DynamoDB refuses the whole batch for throttling when it can process none of its items: the same as
-            // every item left unprocessed, so given the same patience, not the end of an import after `send`'s own
-            // few attempts (a `RetryError`, which no retry would take up).
-            const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
-            if (!(ProviderError.isInstance(last) && last.code === 'THROTTLED')) throw error;
-            throw new ProviderError(`A batch of ${pending.length} writes was throttled`, {
-              provider: PROVIDER,
-              code: 'THROTTLED',
-              isRetryable: true,
-              cause: error,
-            });
-          });
-          const unprocessed = output.UnprocessedItems?.[this.tableName] ?? [];
-          if (unprocessed.length > 0) {
-            pending = unprocessed;
-            throw new ProviderError(`${unprocessed.length} batch writes were left unprocessed`, {
-              provider: PROVIDER,
-              isRetryable: true,
-            });
-          }
-        },
-        { maxRetries: 8, ...this.options.retry, clock: this.clock },
-      );
+      let faults = 0;
+      try {
+        await withRetry(
+          async () => {
+            const output = await sendOnce<{ UnprocessedItems?: Record<string, Item[]> }>(
+              new sdk.document.BatchWriteCommand({ RequestItems: { [this.tableName]: pending } } as never),
+            );
+            const unprocessed = output.UnprocessedItems?.[this.tableName] ?? [];
+            if (unprocessed.length > 0) {
+              pending = unprocessed;
+              throw new ProviderError(`${unprocessed.length} batch writes were left unprocessed`, {
+                provider: PROVIDER,
+                code: 'THROTTLED',
+                isRetryable: true,
+              });
+            }
+          },
+          {
+            maxRetries: BATCH_MAX_RETRIES,
+            ...retry,
+            clock: this.clock,
+            shouldRetry: (error) => isRetryableAwsError(error) && (isThrottled(error) || ++faults <= faultRetries),
+          },
+        );
+      } catch (error) {
+        throw throttledAfterRetries(error, `A batch of ${pending.length} writes`) ?? faultRetriesSpent(error) ?? error;
+      }
     }
   }
 
@@ -1478,6 +1513,47 @@ function isRetryableAwsError(error: unknown): boolean {
   return typeof status === 'number' && status >= 500;
 }
 
+/** Whether `error` is DynamoDB's answer that the table or its partition is past its capacity for now. */
+function isThrottled(error: unknown): boolean {
+  return ProviderError.isInstance(error) && error.code === 'THROTTLED';
+}
+
+/**
+ * What a write still throttled after every attempt its retry policy allows fails with: a retryable `ProviderError` of
+ * code `THROTTLED`, the `RetryError` of its attempts as `cause`; undefined when the retries ended any other way. As a
+ * transaction cancelled for throttling (`cancellationFault`): nothing was written and nothing is broken, so the caller
+ * may try again later (the engine's run fails retryable, a scheduler runs it again). Left as the `RetryError`, whose
+ * `isRetryable` is false, the same throttling of the same commit read as a fault no retry mends when DynamoDB refused
+ * the request whole (`ThrottlingException`, `ProvisionedThroughputExceededException`, `RequestLimitExceeded`) rather
+ * than cancelled it.
+ */
+function throttledAfterRetries(error: unknown, what: string): ProviderError | undefined {
+  if (!RetryError.isInstance(error) || error.reason !== 'maxRetriesExceeded') return undefined;
+  const last = error.errors.at(-1);
+  if (!ProviderError.isInstance(last) || !isThrottled(last)) return undefined;
+  return new ProviderError(`${what} was still throttled after ${error.attempts} attempts: ${last.message}`, {
+    provider: PROVIDER,
+    code: 'THROTTLED',
+    isRetryable: true,
+    cause: error,
+    ...(last.status === undefined ? {} : { status: last.status }),
+  });
+}
+
+/**
+ * A batch's retries stopped by its budget for faults other than throttling (`batchWrite`) as the `RetryError` they
+ * are: retries that ran out (`maxRetriesExceeded`), as `send` reports them, not an error no retry mends (which is how
+ * `withRetry` reports a `shouldRetry` that said no). Undefined when the loop stopped for any other reason.
+ */
+function faultRetriesSpent(error: unknown): RetryError | undefined {
+  if (RetryError.isInstance(error) && error.reason !== 'errorNotRetryable') return undefined;
+  const errors = RetryError.isInstance(error) ? error.errors : [error];
+  const last = errors.at(-1);
+  if (!isRetryableAwsError(last)) return undefined;
+  const message = last instanceof Error ? last.message : String(last);
+  return new RetryError(`Failed after ${errors.length} attempts: ${message}`, { errors, reason: 'maxRetriesExceeded' });
+}
+
 function toProviderError(error: unknown, operation: string): ProviderError {
   if (ProviderError.isInstance(error)) return error;
   const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
@@ -1578,10 +1654,15 @@ function checkOptions(options: DynamoStateStoreOptions): void {
  *   in batches behind an `importing` marker that keeps the story invisible until it is complete.
  * - Retries: storyloom's `withRetry` handles throttling, server errors, transaction conflicts, timeouts and a request
  *   refused for a clock the SDK has just corrected; a client built here has `maxAttempts: 1` so the SDK does not retry
- *   as well. A transaction (a commit, an influence, a create) still cancelled for throttling after its retries is a
- *   retryable `ProviderError` of code `THROTTLED`, not a `ConflictError`: no racer won. A batch of an import or of a
- *   body's parts refused whole for throttling is tried again, as unprocessed items are, each time after the store's
- *   own attempts of one call. Reads are strongly consistent.
+ *   as well. A write still throttled after its retries (refused with `ThrottlingException`,
+ *   `ProvisionedThroughputExceededException` or `RequestLimitExceeded`, or a transaction cancelled for throttling) is a
+ *   retryable `ProviderError` of code `THROTTLED`, the `RetryError` of its attempts as `cause` when there is one: not
+ *   a `ConflictError` (no racer won), nor a `RetryError`, which is not retryable; the table is only past its capacity
+ *   for now. A batch of an import or of a body's parts is one loop whose every attempt is one send: refused whole for
+ *   throttling or with items left unprocessed, it is sent up to 9 times (`retry.maxRetries` + 1 when set), after the
+ *   same backoff either way; any other fault in a batch is retried as often as in one call. Other retries that run
+ *   out, a read's throttling included, end in a `RetryError` holding every attempt's error. Reads are strongly
+ *   consistent.
  * - Timeouts: each attempt of each call is bounded by `timeoutMs` (default 10 s), so a peer that accepts the
  *   connection and never answers costs a few attempts, not a Lambda's whole run; the last failure is typed, code
  *   `TIMEOUT`. Sending a write again after an attempt whose answer never came is safe: a transaction is sent again
