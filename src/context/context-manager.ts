@@ -386,6 +386,12 @@ const AudienceInputsSchema = z.array(
   }),
 );
 
+/**
+ * The bounds of `getRelevantContext`'s `k` (memories) and `tokenBudget` (tokens), both whole numbers. The engine checks
+ * its `retrieval` options against them when it is built.
+ */
+export const RETRIEVAL_BOUNDS = { k: { min: 1, max: 100 }, tokenBudget: { min: 256, max: 2_000_000 } } as const;
+
 /** Options of one `getRelevantContext` call. */
 export interface RelevantContextOptions {
   /**
@@ -793,8 +799,13 @@ export class ContextManager {
       'is not an option of getRelevantContext',
       'options.',
     );
-    const k = checkInteger(options.k ?? 5, 'k', 1, 100);
-    const budget = checkInteger(options.tokenBudget ?? this.defaultTokenBudget, 'tokenBudget', 256, 2_000_000);
+    const k = checkInteger(options.k ?? 5, 'k', RETRIEVAL_BOUNDS.k.min, RETRIEVAL_BOUNDS.k.max);
+    const budget = checkInteger(
+      options.tokenBudget ?? this.defaultTokenBudget,
+      'tokenBudget',
+      RETRIEVAL_BOUNDS.tokenBudget.min,
+      RETRIEVAL_BOUNDS.tokenBudget.max,
+    );
     // `null` (a JavaScript caller's "none") must not pass for a point of view: a character may have the id "null",
     // and a point of view that is not a string would be taken for none further on, giving the whole story.
     const requested: unknown = options.povCharacterId;

@@ -14,6 +14,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
+import { RETRIEVAL_BOUNDS } from '../context/context-manager.js';
 import { quoteAudienceText, threadKnownTo } from '../context/prompt-layout.js';
 import { timeoutProblems, untilAborted, waitUnlessAborted } from '../core/abort.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
@@ -68,7 +69,10 @@ import {
   settleInfluences,
 } from './influence-resolution.js';
 
-/** Options of `createStoryEngine`. Only `store` and `generator` are required. */
+/**
+ * Options of `createStoryEngine`. Only `store` and `generator` are required. A key that is not one of these is refused
+ * (`ValidationError`), so that a misspelt option (`publisher` for `publishers`) is not left at its default unseen.
+ */
 export interface StoryEngineOptions {
   store: StoryStateStore;
   generator: SceneGenerator;
@@ -102,6 +106,9 @@ export interface StoryEngineOptions {
   /**
    * Passed to `getRelevantContext`: how many memories, the token budget, and a point of view (`povCharacterId`: every
    * scene is written from what that character witnessed or knows; a context layer without points of view ignores it).
+   * Checked when the engine is built, against the bounds `ContextManager.getRelevantContext` sets (`k` an integer
+   * from 1 to 100, `tokenBudget` one from 256 to 2,000,000, `povCharacterId` a string), so that a value every
+   * episode would fail on is refused up front; other keys are refused too.
    */
   retrieval?: { k?: number; tokenBudget?: number; povCharacterId?: string };
   /** How often a run that lost the commit to another reloads and tries again. Default 3. */
@@ -246,8 +253,11 @@ export interface EpisodeResult {
 export interface StoryEngine {
   /** The post-commit steps, in order: the publication log targets a scene must have to be complete. */
   readonly steps: readonly EngineStep[];
-  /** Runs (or finishes) one episode of `storyId`. */
-  runEpisode(storyId: string, options?: RunEpisodeOptions): Promise<EpisodeResult>;
+  /**
+   * Runs (or finishes) one episode of `storyId`. `options` left out or `null` is no options; anything else that is
+   * not an object is refused with a `ValidationError`.
+   */
+  runEpisode(storyId: string, options?: RunEpisodeOptions | null): Promise<EpisodeResult>;
   /**
    * Settles a publish step left in doubt (`PUBLISH_IN_DOUBT`): a publisher that is not idempotent was called for the
    * scene and no outcome was recorded (a crash, a timeout, an error that does not say nothing went out), so the engine
@@ -257,14 +267,14 @@ export interface StoryEngine {
    * while its run may still be publishing (a call that ended with an error, or in the abort of its run, is over at
    * once; `force: true` settles it all the same, for a run known to have stopped). A claim holds for its lease, on
    * its holder's clock, and `maxClockSkewMs` more on this engine's: settling without `force` assumes the clocks agree
-   * within that allowance.
+   * within that allowance. `options` left out or `null` is no options.
    */
   resolvePublication(
     storyId: string,
     sceneId: string,
     target: string,
     outcome: 'published' | 'not-published',
-    options?: { url?: string; ids?: string[]; force?: boolean },
+    options?: { url?: string; ids?: string[]; force?: boolean } | null,
   ): Promise<void>;
 }
 
@@ -326,6 +336,112 @@ const DEFAULT_STEP_TIMEOUT_MS = 900_000;
 const DEFAULT_STORE_TIMEOUT_MS = 60_000;
 const DEFAULT_MAX_INFLUENCES_PER_SCENE = 100;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60 * 1000;
+
+/** Every option `createStoryEngine` takes: the compiler keeps it in step with `StoryEngineOptions`. */
+const ENGINE_OPTION_KEYS: Record<keyof StoryEngineOptions, true> = {
+  store: true,
+  generator: true,
+  context: true,
+  images: true,
+  imageSkipReason: true,
+  publishers: true,
+  influenceSources: true,
+  clock: true,
+  logger: true,
+  onEvent: true,
+  influencePolicy: true,
+  retry: true,
+  retrieval: true,
+  maxConflictRetries: true,
+  maxInfluencesPerScene: true,
+  stepTimeoutMs: true,
+  storeTimeoutMs: true,
+  maxClockSkewMs: true,
+  imageAspectRatio: true,
+};
+
+type RetrievalOptions = NonNullable<StoryEngineOptions['retrieval']>;
+
+/** Every key of `retrieval`: the compiler keeps it in step with `StoryEngineOptions['retrieval']`. */
+const RETRIEVAL_OPTION_KEYS: Record<keyof RetrievalOptions, true> = {
+  k: true,
+  tokenBudget: true,
+  povCharacterId: true,
+};
+
+type OptionProblem = { path: string; message: string };
+
+/**
+ * A problem for each key of `value` that `known` does not hold, each saying which known key it is likely a slip for
+ * (`publisher` → `publishers`) when one is near: a misspelt option is refused rather than left at its default.
+ */
+function unknownKeyProblems(
+  value: object,
+  known: object,
+  problem: string,
+  pathPrefix: string,
+  elsewhere: (key: string) => string | undefined = () => undefined,
+): OptionProblem[] {
+  const knownKeys = Object.keys(known);
+  return Object.keys(value)
+    .filter((key) => !Object.hasOwn(known, key))
+    .map((key) => {
+      const nearest = nearestKey(key, knownKeys);
+      const hint = nearest !== undefined ? ` (did you mean "${nearest}"?)` : (elsewhere(key) ?? '');
+      return { path: `${pathPrefix}${key}`, message: `${problem}${hint}` };
+    });
+}
+
+/**
+ * The known key `key` most likely stands for, by the slips made most: the same in another case (`Clock`), a plural
+ * or singular (`publisher`), a unit left off (`stepTimeout` for `stepTimeoutMs`).
+ */
+function nearestKey(key: string, knownKeys: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  if (lower.length < 3) return undefined;
+  return knownKeys.find((candidate) => {
+    const known = candidate.toLowerCase();
+    return (
+      known === lower ||
+      known === `${lower}s` ||
+      `${known}s` === lower ||
+      (known.startsWith(lower) && known.length - lower.length <= 2)
+    );
+  });
+}
+
+/**
+ * What is wrong with the engine's `retrieval` options: keys it does not pass on, and values `getRelevantContext`
+ * would refuse at every episode. `null` is no options, as it is for `getRelevantContext`.
+ */
+function retrievalProblems(retrieval: unknown): OptionProblem[] {
+  if (retrieval === undefined || retrieval === null) return [];
+  if (typeof retrieval !== 'object' || Array.isArray(retrieval)) {
+    return [{ path: 'retrieval', message: 'must be an object' }];
+  }
+  const problems = unknownKeyProblems(
+    retrieval,
+    RETRIEVAL_OPTION_KEYS,
+    `is not a retrieval option (${Object.keys(RETRIEVAL_OPTION_KEYS).join(', ')})`,
+    'retrieval.',
+  );
+  const given = retrieval as Record<string, unknown>;
+  for (const name of ['k', 'tokenBudget'] as const) {
+    const value = given[name];
+    const { min, max } = RETRIEVAL_BOUNDS[name];
+    if (value !== undefined && !(Number.isInteger(value) && (value as number) >= min && (value as number) <= max)) {
+      problems.push({
+        path: `retrieval.${name}`,
+        message: `must be an integer from ${min} to ${max}, got ${typeof value === 'number' ? value : typeof value}`,
+      });
+    }
+  }
+  // `null` must not pass for a point of view: getRelevantContext refuses it, and the episode query would name it.
+  if (given.povCharacterId !== undefined && typeof given.povCharacterId !== 'string') {
+    problems.push({ path: 'retrieval.povCharacterId', message: 'must be a string, the id of a character' });
+  }
+  return problems;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -403,6 +519,12 @@ class Engine implements StoryEngine {
   constructor(options: StoryEngineOptions) {
     const problems: Array<{ path: string; message: string }> = [];
     if (!options || typeof options !== 'object') throw new ValidationError('createStoryEngine needs an options object');
+    // First, so that a misspelt key leads the message rather than the "missing" option it was meant to be.
+    problems.push(
+      ...unknownKeyProblems(options, ENGINE_OPTION_KEYS, 'is not an option of createStoryEngine', '', (key) =>
+        Object.hasOwn(RETRIEVAL_OPTION_KEYS, key) ? ` (it belongs in retrieval: { ${key} })` : undefined,
+      ),
+    );
     if (!options.store || typeof options.store.commitScene !== 'function') {
       problems.push({ path: 'store', message: 'must be a StoryStateStore' });
     }
@@ -457,6 +579,7 @@ class Engine implements StoryEngine {
     }
     // A NaN maxRetries (a number read from an unset environment variable) would make every claim's lease NaN.
     problems.push(...retryOptionsProblems(options.retry));
+    problems.push(...retrievalProblems(options.retrieval));
     const ratio = options.imageAspectRatio;
     if (ratio !== undefined && !(IMAGE_ASPECT_RATIOS as readonly unknown[]).includes(ratio)) {
       problems.push({ path: 'imageAspectRatio', message: `must be one of ${IMAGE_ASPECT_RATIOS.join(', ')}` });
@@ -483,7 +606,16 @@ class Engine implements StoryEngine {
     this.steps = steps;
   }
 
-  runEpisode(storyId: string, runOptions: RunEpisodeOptions = {}): Promise<EpisodeResult> {
+  runEpisode(storyId: string, given: RunEpisodeOptions | null = {}): Promise<EpisodeResult> {
+    // `null` is "no options", as JavaScript callers often write it (and as `getRelevantContext` reads it).
+    const runOptions: RunEpisodeOptions = given ?? {};
+    if (typeof runOptions !== 'object' || Array.isArray(runOptions)) {
+      return Promise.reject(
+        new ValidationError('runEpisode options must be an object', {
+          problems: [{ path: 'options', message: 'must be an object' }],
+        }),
+      );
+    }
     const key = runOptions.idempotencyKey;
     if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY)) {
       return Promise.reject(
@@ -1419,16 +1551,18 @@ class Engine implements StoryEngine {
     sceneId: string,
     target: string,
     outcome: 'published' | 'not-published',
-    options: { url?: string; ids?: string[]; force?: boolean } = {},
+    given: { url?: string; ids?: string[]; force?: boolean } | null = {},
   ): Promise<void> {
     const invalid = (path: string, message: string) =>
       new ValidationError(`Cannot settle the publication: ${path} ${message}`, { problems: [{ path, message }] });
+    // `null` is "no options", as it is for `runEpisode`.
+    const options = given ?? {};
     const publisher = this.publishers.find((candidate) => candidate.target === target);
     if (!publisher) throw invalid('target', `names no publisher of this engine ("${String(target)}")`);
     if (outcome !== 'published' && outcome !== 'not-published') {
       throw invalid('outcome', 'must be "published" or "not-published"');
     }
-    if (typeof options !== 'object' || options === null) throw invalid('options', 'must be an object');
+    if (typeof options !== 'object' || Array.isArray(options)) throw invalid('options', 'must be an object');
     if (options.url !== undefined && typeof options.url !== 'string') throw invalid('options.url', 'must be a string');
     if (
       options.ids !== undefined &&
