@@ -196,18 +196,29 @@ export class RetryError extends StoryloomError {
   }
 }
 
-/** An optional package that a subpath entry needs is not installed. The message says what to install. */
+/**
+ * Optional packages that a subpath entry needs are not installed. The message says what to install: every missing
+ * package at once, so that installing what it names is enough.
+ */
 export class MissingDependencyError extends StoryloomError {
   declare name: 'MissingDependencyError';
+  /** What to install: the missing package, or the missing packages separated by spaces (`npm install <packageName>`). */
   readonly packageName: string;
-  constructor(packageName: string, feature: string, options: StoryloomErrorOptions = {}) {
+  /** Each missing package. */
+  readonly packageNames: readonly string[];
+  constructor(packageName: string | readonly string[], feature: string, options: StoryloomErrorOptions = {}) {
+    const names = typeof packageName === 'string' ? [packageName] : [...packageName];
+    const install = names.join(' ');
     super(
       'MISSING_DEPENDENCY',
-      `${feature} needs the optional package "${packageName}". Install it with: npm install ${packageName}`,
+      names.length === 1
+        ? `${feature} needs the optional package "${install}". Install it with: npm install ${install}`
+        : `${feature} needs the optional packages ${names.map((name) => `"${name}"`).join(' and ')}. Install them with: npm install ${install}`,
       options,
     );
     this.name = 'MissingDependencyError';
-    this.packageName = packageName;
+    this.packageName = install;
+    this.packageNames = names;
   }
   static override isInstance(error: unknown): error is MissingDependencyError {
     return hasName(error, 'MissingDependencyError');

@@ -39,7 +39,6 @@ import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { attemptWithin, timeoutProblems } from '../core/abort.js';
 import {
   ConflictError,
-  MissingDependencyError,
   NotFoundError,
   ProviderError,
   RetryError,
@@ -47,6 +46,7 @@ import {
   throwIfAborted,
   ValidationError,
 } from '../core/errors.js';
+import { importPackages } from '../core/optional-import.js';
 import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
 import {
   BaseStateStore,
@@ -201,26 +201,18 @@ interface Sdk {
 
 let sdkPromise: Promise<Sdk> | undefined;
 
-/** Loads the optional SDK packages once; a missing one becomes a `MissingDependencyError` naming it. */
+/**
+ * Loads the optional SDK packages once. Those missing become one `MissingDependencyError` naming them all, so that one
+ * install command is enough (the two are installed together, or neither is).
+ */
 function loadSdk(feature: string): Promise<Sdk> {
-  const load = <T>(name: string, importer: () => Promise<T>) =>
-    importer().catch((error: unknown) => {
-      const code = (error as { code?: unknown } | null)?.code;
-      if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
-        throw new MissingDependencyError(name, feature, { cause: error });
-      }
-      throw error;
-    });
-  sdkPromise ??= Promise.all([
-    load(CLIENT_PACKAGE, () => import('@aws-sdk/client-dynamodb')),
-    load(DOCUMENT_PACKAGE, () => import('@aws-sdk/lib-dynamodb')),
-  ]).then(
-    ([client, document]) => ({ client, document }),
-    (error: unknown) => {
-      sdkPromise = undefined;
-      throw error;
-    },
-  );
+  sdkPromise ??= importPackages(feature, {
+    client: [CLIENT_PACKAGE, () => import('@aws-sdk/client-dynamodb')],
+    document: [DOCUMENT_PACKAGE, () => import('@aws-sdk/lib-dynamodb')],
+  }).catch((error: unknown) => {
+    sdkPromise = undefined;
+    throw error;
+  });
   return sdkPromise;
 }
 
