@@ -87,9 +87,8 @@ describe('a Pinecone host that never answers', () => {
       timeoutMs: 100,
       retry: { maxRetries: 1, initialDelayMs: 1, maxDelayMs: 1 },
     });
-    const error = await index
-      .query('hung-story', { vector: record('hung-story', 'q').values, topK: 1 })
-      .catch((caught: unknown) => caught);
+    // A fetch: a query's first request is the adapter's one check of the index's dimension and metric.
+    const error = await index.fetch('hung-story', ['q']).catch((caught: unknown) => caught);
     expect(RetryError.isInstance(error), String(error)).toBe(true);
     const attempts = (error as RetryError).errors;
     expect(attempts).toHaveLength(2);
@@ -97,10 +96,10 @@ describe('a Pinecone host that never answers', () => {
       expect(ProviderError.isInstance(attempt) && attempt.code).toBe('TIMEOUT');
       expect((attempt as ProviderError).isRetryable).toBe(true);
       // Our timer ended the attempt, not another one: the error names timeoutMs.
-      expect((attempt as ProviderError).message).toBe('Pinecone query timed out after 100 ms');
+      expect((attempt as ProviderError).message).toBe('Pinecone fetch timed out after 100 ms');
     }
     const sent = hung.requests.slice(before);
-    expect(sent.map((request) => request.path)).toEqual(['/query', '/query']);
+    expect(sent.map((request) => request.path)).toEqual(['/vectors/fetch', '/vectors/fetch']);
     await within(1_000, Promise.all(sent.map((request) => request.closed)), 'closing the timed-out connections');
   });
 
@@ -138,11 +137,10 @@ describe('a Pinecone host that never answers', () => {
     const first = new AbortController();
     const second = new AbortController();
     const count = hung.requests.length;
-    const vector = record('s', 'a').values;
-    const pendingFirst = index.query('s', { vector, topK: 1, signal: first.signal }).catch((caught: unknown) => caught);
+    const pendingFirst = index.fetch('s', ['a'], { signal: first.signal }).catch((caught: unknown) => caught);
     const pendingSecond = index.stats('s', { signal: second.signal }).catch((caught: unknown) => caught);
     await within(1_000, hung.received(count + 2), 'both calls reaching the host');
-    const [queryRequest, statsRequest] = ['/query', '/describe_index_stats'].map(
+    const [queryRequest, statsRequest] = ['/vectors/fetch', '/namespaces/s'].map(
       (path) => hung.requests.slice(count).find((request) => request.path === path)!,
     );
     first.abort();
@@ -292,7 +290,10 @@ describe('Pinecone over the stand-in', () => {
     const before = standIn.requests.length;
     await probeIndex.upsert(storyId, records.slice(0, 1));
     await probeIndex.upsert(storyId, records.slice(0, 2));
-    const [one, two] = standIn.requests.slice(before).map((request) => request.bodyBytes);
+    const [one, two] = standIn.requests
+      .slice(before)
+      .filter((request) => request.path === '/vectors/upsert')
+      .map((request) => request.bodyBytes);
     const perRecord = two! - one!;
     // A limit that a fixed 300-byte allowance for the body around the records fills exactly with 10 records.
     const limit = 300 + 10 * perRecord;

@@ -233,7 +233,7 @@ describe('Pinecone adapter specifics', () => {
       retry: { initialDelayMs: 1, maxDelayMs: 5 },
       fetch: async (input, init) => {
         const url = input instanceof Request ? input.url : String(input);
-        if (refuse && url.endsWith('/vectors/delete')) {
+        if (refuse && /\/(vectors\/delete|namespaces\/.+)$/.test(url)) {
           const body = JSON.stringify({ code: 7, message: 'Permission denied', details: [] });
           return new Response(body, { status: 403, headers: { 'content-type': 'application/json' } });
         }
@@ -488,5 +488,266 @@ describe('Pinecone query response cap', () => {
     expect(stats.countsExact).toBe(true);
     expect(stats.sampled).toBe(20);
     expect(stats.norms.min).toBeGreaterThan(0);
+  });
+});
+
+/** An adapter that builds its own client (so its fetch reads the bodies the SDK drops) on `host`. */
+function ownClientIndex(host: string, options: Partial<Parameters<typeof createPineconeIndex>[0]> = {}) {
+  return createPineconeIndex({
+    host,
+    apiKey: 'local-key',
+    dimensions: DIMENSIONS,
+    retry: { initialDelayMs: 1, maxDelayMs: 5 },
+    ...options,
+  });
+}
+
+/** The requests `standIn` received since `from`, as `METHOD path`. */
+const sentSince = (server: PineconeStandIn, from: number) =>
+  server.requests.slice(from).map((request) => `${request.method} ${request.path}`);
+
+describe('Pinecone 404s: a missing namespace is nothing to delete, any other 404 is a failure', () => {
+  it('a misspelt index name (the control plane answers 404) fails every delete and the count', async () => {
+    const controlPlane: string[] = [];
+    const index = createPineconeIndex({
+      // Unique: the SDK keeps the hosts it found per key and index name for the whole process.
+      indexName: `no-such-index-${process.pid}`,
+      apiKey: 'local-key',
+      dimensions: DIMENSIONS,
+      retry: { maxRetries: 0 },
+      fetch: async (input, init) => {
+        const url = input instanceof Request ? input.url : String(input);
+        if (new URL(url).pathname.startsWith('/indexes/')) {
+          controlPlane.push(url);
+          const body = JSON.stringify({ error: { code: 'NOT_FOUND', message: 'Index not found' }, status: 404 });
+          return new Response(body, { status: 404, headers: { 'content-type': 'application/json' } });
+        }
+        return fetch(input, init);
+      },
+    });
+    const calls: Array<[string, () => Promise<unknown>]> = [
+      ['deleteStory', () => index.deleteStory('erase-me')],
+      ['delete by ids', () => index.delete('erase-me', { ids: ['a'] })],
+      ['delete by filter', () => index.delete('erase-me', { filter: { type: 'scene' } })],
+      ['stats', () => index.stats('erase-me')],
+    ];
+    for (const [name, run] of calls) {
+      const error = await run().catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error), `${name}: ${String(error)}`).toBe(true);
+      expect((error as ProviderError).status, name).toBe(404);
+      expect((error as ProviderError).isRetryable, name).toBe(false);
+    }
+    expect(controlPlane).toHaveLength(calls.length);
+  });
+
+  it('a 404 of the data plane that does not say "Namespace not found" fails too', async () => {
+    const index = ownClientIndex(standIn.url, {
+      fetch: async (input, init) => {
+        const url = input instanceof Request ? input.url : String(input);
+        if (/\/(vectors\/delete|namespaces\/.+)$/.test(url)) {
+          // What a host without the route (or a proxy in front of the wrong host) answers.
+          const body = JSON.stringify({ code: 5, message: 'Not Found', details: [] });
+          return new Response(body, { status: 404, headers: { 'content-type': 'application/json' } });
+        }
+        return fetch(input, init);
+      },
+    });
+    for (const run of [
+      () => index.deleteStory('no-route'),
+      () => index.delete('no-route', { ids: ['a'] }),
+      () => index.stats('no-route'),
+    ]) {
+      const error = await run().catch((caught: unknown) => caught);
+      expect(ProviderError.isInstance(error) && error.status, String(error)).toBe(404);
+    }
+  });
+
+  it("the stand-in's 404 for a namespace that does not exist is Pinecone's, and the adapter passes over it", async () => {
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+    const from = standIn.requests.length;
+    await expect(sdk.deleteMany({ ids: ['a'], namespace: 'never-there' })).rejects.toThrow(/404/);
+    await expect(sdk.deleteNamespace('never-there')).rejects.toThrow(/404/);
+    await expect(sdk.describeNamespace('never-there')).rejects.toThrow(/404/);
+    const answers = standIn.requests.slice(from);
+    expect(answers.map((request) => request.status)).toEqual([404, 404, 404]);
+    // With a client of its own and with one given as index (whose fetch it cannot read: the SDK's message names the route).
+    for (const index of [ownClientIndex(standIn.url), realClientIndex()]) {
+      await expect(index.deleteStory('never-there')).resolves.toBeUndefined();
+      await expect(index.delete('never-there', { ids: ['a'] })).resolves.toBe(-1);
+      await expect(index.delete('never-there', { filter: { type: 'scene' } })).resolves.toBe(-1);
+      await expect(index.stats('never-there')).resolves.toEqual({ count: 0, dimensions: DIMENSIONS });
+    }
+  });
+});
+
+describe("Pinecone: the index's metric and dimension are checked against the options", () => {
+  it('refuses a cosine adapter on a dotproduct index before writing, naming both metrics', async () => {
+    const dotproduct = await startPineconeStandIn({ dimension: DIMENSIONS, metric: 'dotproduct' });
+    try {
+      const index = ownClientIndex(dotproduct.url);
+      for (const run of [
+        () => index.upsert('m', [record('m', 'a')]),
+        () => index.query('m', { vector: record('m', 'a').values, topK: 1 }),
+      ]) {
+        const error = await run().catch((caught: unknown) => caught);
+        expect(ValidationError.isInstance(error), String(error)).toBe(true);
+        expect((error as ValidationError).message).toMatch(/cosine/);
+        expect((error as ValidationError).message).toMatch(/dotproduct/);
+        expect((error as ValidationError).problems.map((problem) => problem.path)).toEqual(['options.metric']);
+      }
+      expect(dotproduct.requests.some((request) => request.path === '/vectors/upsert')).toBe(false);
+      expect(dotproduct.namespaces().m).toBeUndefined();
+      // The matching adapter works.
+      await ownClientIndex(dotproduct.url, { metric: 'dotproduct' }).upsert('m', [record('m', 'a')]);
+      expect(dotproduct.namespaces().m).toBe(1);
+    } finally {
+      await dotproduct.close();
+    }
+  });
+
+  it('refuses a dimension the index does not have, naming both', async () => {
+    const index = ownClientIndex(standIn.url, { dimensions: DIMENSIONS * 2 });
+    const wide = { ...record('wide', 'a'), values: new Float32Array(DIMENSIONS * 2).fill(0.5) };
+    const error = await index.upsert('wide', [wide]).catch((caught: unknown) => caught);
+    expect(ValidationError.isInstance(error), String(error)).toBe(true);
+    expect((error as ValidationError).problems).toEqual([
+      { path: 'options.dimensions', message: `is ${DIMENSIONS * 2}, the index's is ${DIMENSIONS}` },
+    ]);
+    expect(standIn.namespaces().wide).toBeUndefined();
+  });
+
+  it('reads the index once per instance, and again after a read that failed', async () => {
+    const index = ownClientIndex(standIn.url, { retry: { maxRetries: 0 } });
+    const from = standIn.requests.length;
+    standIn.scheduleErrors([{ status: 503, path: '/describe_index_stats' }]);
+    await expect(index.upsert('once', [record('once', 'a')])).rejects.toThrow(/503/);
+    await index.upsert('once', [record('once', 'a')]);
+    await index.query('once', { vector: record('once', 'a').values, topK: 1 });
+    await index.upsert('once', [record('once', 'b', {}, 2)]);
+    expect(sentSince(standIn, from)).toEqual([
+      'POST /describe_index_stats',
+      'POST /describe_index_stats',
+      'POST /vectors/upsert',
+      'POST /query',
+      'POST /vectors/upsert',
+    ]);
+  });
+});
+
+describe('Pinecone stats read the one namespace', () => {
+  it("counts one story among many without listing the index's namespaces", async () => {
+    const index = realClientIndex({ namespacePrefix: 'many-' });
+    for (let story = 0; story < 20; story++) {
+      await index.upsert(
+        `s${story}`,
+        [record(`s${story}`, 'a'), record(`s${story}`, 'b', {}, 2)].slice(0, 1 + (story % 2)),
+      );
+    }
+    const from = standIn.requests.length;
+    expect(await index.stats('s7')).toEqual({ count: 2, dimensions: DIMENSIONS });
+    expect(await index.stats('s8')).toEqual({ count: 1, dimensions: DIMENSIONS });
+    expect(await index.stats('s99')).toEqual({ count: 0, dimensions: DIMENSIONS });
+    expect(sentSince(standIn, from)).toEqual([
+      'GET /namespaces/many-s7',
+      'GET /namespaces/many-s8',
+      'GET /namespaces/many-s99',
+    ]);
+  });
+
+  it("the stand-in's namespace description has the spec's shape and sees writes as late as its other reads", async () => {
+    const late = await startPineconeStandIn({ dimension: DIMENSIONS, visibilityLag: 2 });
+    try {
+      const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'late', host: late.url });
+      await sdk.upsert({ records: [{ id: 'a', values: [...record('x', 'a').values] }], namespace: 'ns/1 é' });
+      // One request after the write: not visible yet, so no namespace.
+      await expect(sdk.describeNamespace('ns/1 é')).rejects.toThrow(/404/);
+      expect(await sdk.describeNamespace('ns/1 é')).toMatchObject({ name: 'ns/1 é', recordCount: 1 });
+      const raw = late.requests.at(-1)!;
+      expect(raw.path).toBe(`/namespaces/${encodeURIComponent('ns/1 é')}`);
+    } finally {
+      await late.close();
+    }
+  });
+});
+
+describe('Pinecone hybrid: an empty sparse vector is no sparse vector', () => {
+  let hybrid: PineconeStandIn;
+  beforeAll(async () => {
+    hybrid = await startPineconeStandIn({ dimension: DIMENSIONS, metric: 'dotproduct' });
+  });
+  afterAll(() => hybrid.close());
+
+  it('the stand-in refuses empty sparse values with a 400, as the API does, on upserts and queries', async () => {
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'hybrid', host: hybrid.url });
+    const values = [...record('x', 'a').values];
+    const upsert = await sdk
+      .upsert({ records: [{ id: 'a', values, sparseValues: { indices: [], values: [] } }], namespace: 'empty' })
+      .catch((caught: unknown) => caught);
+    expect((upsert as Error).name).toBe('PineconeBadRequestError');
+    // The SDK refuses an empty query vector itself; sent raw, the stand-in refuses it too.
+    const response = await fetch(`${hybrid.url}/query`, {
+      method: 'POST',
+      headers: { 'api-key': 'k', 'content-type': 'application/json' },
+      body: JSON.stringify({ vector: values, topK: 1, namespace: 'empty', sparseVector: { indices: [], values: [] } }),
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ code: 3 });
+    expect(hybrid.namespaces().empty).toBeUndefined();
+  });
+
+  it('upserts a record with empty sparse values as a dense one, and queries with one dense-only', async () => {
+    const index = ownClientIndex(hybrid.url, { metric: 'dotproduct' });
+    const empty = { indices: [], values: [] };
+    const from = hybrid.requests.length;
+    await index.upsert('empty-sparse', [
+      { ...record('empty-sparse', 'no-terms'), sparseValues: empty },
+      { ...record('empty-sparse', 'terms', {}, 2), sparseValues: { indices: [3], values: [0.5] } },
+    ] as PineconeRecordInput[]);
+    const upsert = hybrid.requests.slice(from).find((request) => request.path === '/vectors/upsert');
+    const sent = (upsert!.body as { vectors: Array<{ id: string; sparseValues?: unknown }> }).vectors;
+    expect(sent.map((vector) => [vector.id, vector.sparseValues !== undefined])).toEqual([
+      ['no-terms', false],
+      ['terms', true],
+    ]);
+    const matches = await index.query('empty-sparse', {
+      vector: record('empty-sparse', 'no-terms').values,
+      topK: 2,
+      sparseVector: empty,
+    } as PineconeQuery);
+    expect(matches[0]).toMatchObject({ id: 'no-terms' });
+    expect(matches[0]!.score).toBeCloseTo(1, 5);
+    const query = hybrid.requests.findLast((request) => request.path === '/query');
+    expect(query?.body).not.toHaveProperty('sparseVector');
+  });
+});
+
+describe('Pinecone deleteStory deletes the namespace, which deleting every record leaves', () => {
+  it('sends DELETE /namespaces/{namespace}; afterwards the namespace is gone, not empty', async () => {
+    const index = realClientIndex({ namespacePrefix: 'erase-' });
+    await index.upsert('story', [record('story', 'a'), record('story', 'b', {}, 2)]);
+    const from = standIn.requests.length;
+    await index.deleteStory('story');
+    expect(sentSince(standIn, from)).toEqual(['DELETE /namespaces/erase-story']);
+    expect(standIn.namespaces()).not.toHaveProperty('erase-story');
+    expect((await index.stats('story')).count).toBe(0);
+    // Again: nothing left to delete, and no error.
+    await expect(index.deleteStory('story')).resolves.toBeUndefined();
+  });
+
+  it('the stand-in keeps a namespace whose records are all deleted, as Pinecone does', async () => {
+    const sdk = new Pinecone({ apiKey: 'k', maxRetries: 0 }).index({ name: 'local', host: standIn.url });
+    const values = [...record('x', 'a').values];
+    for (const namespace of ['kept-by-ids', 'kept-by-delete-all']) {
+      await sdk.upsert({ records: [{ id: 'a', values }], namespace });
+    }
+    await sdk.deleteMany({ ids: ['a'], namespace: 'kept-by-ids' });
+    await sdk.deleteAll({ namespace: 'kept-by-delete-all' });
+    for (const namespace of ['kept-by-ids', 'kept-by-delete-all']) {
+      expect(standIn.namespaces()[namespace], namespace).toBe(0);
+      expect(await sdk.describeNamespace(namespace)).toMatchObject({ name: namespace, recordCount: 0 });
+      await sdk.deleteNamespace(namespace);
+      expect(standIn.namespaces(), namespace).not.toHaveProperty(namespace);
+      await expect(sdk.describeNamespace(namespace)).rejects.toThrow(/404/);
+    }
   });
 });

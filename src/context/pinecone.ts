@@ -6,7 +6,8 @@
  * Every request runs under a timeout and the caller's `AbortSignal`. Both reach the socket through the `fetchApi`
  * the SDK accepts: the adapter hands its client a fetch that reads the current attempt's signal from an
  * `AsyncLocalStorage` (one client serves concurrent calls, so the signal cannot be a closure), and that keeps the
- * status and `retry-after` of a failed response, which the SDK's errors drop.
+ * status, URL, `retry-after` and body of a failed response, which the SDK's errors drop (the body and URL tell a
+ * story's missing namespace, nothing to delete, from a missing index).
  *
  * The SDK is imported on first use, so a missing package surfaces as a `MissingDependencyError` that says what to
  * install instead of a module-resolution crash at import time.
@@ -50,7 +51,7 @@ import {
 } from './index-arguments.js';
 import type { VectorIndex, VectorIndexCapabilities, VectorMatch, VectorQuery } from './vector-index.js';
 
-/** Sparse values of a record or query, for hybrid search on a `dotproduct` index. */
+/** Sparse values of a record or query, for hybrid search on a `dotproduct` index; empty ones mean none. */
 export interface SparseValues {
   indices: number[];
   values: number[];
@@ -85,7 +86,8 @@ export interface PineconeIndexOptions {
    * A data-plane client you built. Create its `Pinecone` with `maxRetries: 0` (this adapter retries with storyloom's
    * policy and the SDK's own retries would multiply it) and with `fetchApi: createPineconeFetch()`: without it the
    * adapter cannot reach the connection, so a timed-out or aborted call still returns on time but its request runs
-   * on in the background, and `retry-after` is not seen.
+   * on in the background, `retry-after` is not seen, the index's metric is not checked (its dimension still is), and
+   * a 404 of a delete is told from a missing namespace by its route alone.
    *
    * @example
    * ```ts
@@ -106,7 +108,10 @@ export interface PineconeIndexOptions {
    * created: with neither, `createPineconeIndex` throws a `ValidationError`.
    */
   apiKey?: string;
-  /** Length of every vector; must equal the index's dimension and the embedder's. */
+  /**
+   * Length of every vector; must equal the index's dimension and the embedder's. Checked against the index before the
+   * first upsert or query: a mismatch is a `ValidationError` naming both.
+   */
   dimensions: number;
   /** Prepended to the story id to name its namespace. Default none. */
   namespacePrefix?: string;
@@ -114,7 +119,9 @@ export interface PineconeIndexOptions {
    * The index's metric. Default `cosine`. With `dotproduct` the adapter stores unit vectors (and each record's norm in
    * metadata, to give `fetch` the values back as given), so dense scores are still cosine similarities, and accepts
    * sparse values for hybrid search: `sparseValues` on upserted records and `sparseVector` on queries (see
-   * `PineconeRecordInput`, `PineconeQuery`). A hybrid score is the cosine plus the sparse dot product.
+   * `PineconeRecordInput`, `PineconeQuery`). A hybrid score is the cosine plus the sparse dot product; an empty sparse
+   * vector (a sparse encoder that found no term) is no sparse part. Must be the index's: checked before the first
+   * upsert or query, a mismatch is a `ValidationError` naming both.
    */
   metric?: 'cosine' | 'dotproduct';
   /**
@@ -199,8 +206,15 @@ function loadPinecone(): Promise<PineconeModule> {
 interface Exchange {
   /** Fires on the caller's abort and on the attempt's timeout. */
   signal: AbortSignal;
-  /** The last response that was not a success, when the last request got one. */
-  failure?: { status: number; retryAfter: string | undefined; retryAfterMs: string | undefined };
+  /** The last response that was not a success, when the last request got one, with the URL that answered it. */
+  failure?: { status: number; url: string; retryAfter: string | undefined; retryAfterMs: string | undefined };
+  /**
+   * The last response's JSON body, when it failed (its gRPC `code` and `message` tell a missing namespace from a
+   * missing index, which the SDK's errors do not) or when `keepBody` asks for it.
+   */
+  body?: { code?: unknown; message?: unknown; metric?: unknown } | undefined;
+  /** Set by the index check: the SDK drops the `metric` of the index description, so the fetch keeps the body. */
+  keepBody?: boolean;
 }
 
 /** The attempt a request belongs to: the SDK's client is shared by concurrent calls, so it is found by context. */
@@ -228,15 +242,23 @@ export function createPineconeFetch(base?: typeof fetch): typeof fetch {
     const send = base ?? globalThis.fetch;
     const exchange = exchanges.getStore();
     if (!exchange) return send(input, init);
-    exchange.failure = undefined;
+    exchange.failure = exchange.body = undefined;
     const signal = init?.signal ? AbortSignal.any([init.signal, exchange.signal]) : exchange.signal;
     const response = await send(input, { ...init, signal });
     if (!response.ok) {
       exchange.failure = {
         status: response.status,
+        url: input instanceof Request ? input.url : String(input),
         retryAfter: response.headers.get('retry-after') ?? undefined,
         retryAfterMs: response.headers.get('retry-after-ms') ?? undefined,
       };
+    }
+    // Read from a clone, so the SDK still reads its own; a body that is not JSON is no body.
+    if (!response.ok || exchange.keepBody) {
+      exchange.body = await response
+        .clone()
+        .json()
+        .catch(() => undefined);
     }
     return response;
   };
@@ -249,8 +271,11 @@ export function createPineconeFetch(base?: typeof fetch): typeof fetch {
  * larger than 1,000 records or 2 MB is sent as several requests, so a failure in a later request can leave the earlier
  * ones written, and upserting the same records again repairs it. Pinecone is eventually consistent: a read right
  * after a write may not see it (`capabilities.readAfterWrite` is false). `delete` returns -1 (Pinecone does not say
- * how many it deleted). Every call takes a `signal`; each request is bounded by `timeoutMs` (see
- * `PineconeIndexOptions`).
+ * how many it deleted). `stats` reads the story's namespace alone, and `deleteStory` deletes the namespace (not only
+ * its records, which would leave it counting against the index's cap on namespaces); a story that has none holds
+ * nothing, but any other 404 (a misspelt index name) is a `ProviderError`. The first upsert or query of an instance
+ * reads the index's dimension and metric, and refuses options that differ. Every call takes a `signal`; each request
+ * is bounded by `timeoutMs` (see `PineconeIndexOptions`).
  *
  * @example
  * ```ts
@@ -293,11 +318,14 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
     if (closed) throw new ClosedError(`Cannot ${operation}: the Pinecone index is closed`);
   };
 
-  /** One request, bounded by the timeout and the caller's signal; failures become typed errors. */
+  /**
+   * One request, bounded by the timeout and the caller's signal; failures become typed errors. `run` gets the attempt's
+   * exchange, to read what the fetch kept of the response.
+   */
   const attempt = async <T>(
     operation: string,
     signal: AbortSignal | undefined,
-    run: (index: Index<RecordMetadata>) => Promise<T>,
+    run: (index: Index<RecordMetadata>, exchange: Exchange) => Promise<T>,
   ): Promise<T> => {
     const controller = new AbortController();
     let timedOut = false;
@@ -312,7 +340,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
     try {
       return await untilAborted(
         controller.signal,
-        exchanges.run(exchange, async () => run(await client())),
+        exchanges.run(exchange, async () => run(await client(), exchange)),
       );
     } catch (error) {
       if (signal?.aborted) throw new AbortedError(undefined, { cause: signal.reason });
@@ -343,7 +371,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
   const call = <T>(
     operation: string,
     signal: AbortSignal | undefined,
-    run: (index: Index<RecordMetadata>) => Promise<T>,
+    run: (index: Index<RecordMetadata>, exchange: Exchange) => Promise<T>,
   ): Promise<T> =>
     withRetry(() => attempt(operation, signal, run), {
       ...options.retry,
@@ -352,6 +380,32 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
     });
 
   const namespaceOf = (storyId: string) => namespacePrefix + storyId;
+
+  /** The index's dimension and metric, once read (a read that failed is not kept: the next call reads again). */
+  let described: Record<string, unknown> | undefined;
+
+  /**
+   * Refuses options that do not match the index, before the first upsert or query: with the wrong metric the adapter
+   * stores and scores vectors wrongly with no error at all (a cosine adapter on a `dotproduct` index clamps scores to
+   * ±1), and a wrong dimension fails every request. Read once per instance from the index's stats (calls that start
+   * before the first read answers make their own). Under a client built without `createPineconeFetch` the metric is
+   * out of reach (the SDK drops it) and only the dimension is checked.
+   */
+  const checkIndex = async (signal: AbortSignal | undefined): Promise<void> => {
+    described ??= await call('describeIndexStats', signal, async (index, exchange) => {
+      exchange.keepBody = true;
+      const { dimension } = await index.describeIndexStats();
+      return { dimensions: dimension, metric: exchange.body?.metric };
+    });
+    // Each option against the index's value, where the index told it.
+    const problems = Object.entries({ dimensions, metric }).flatMap(([key, value]) => {
+      const found = described?.[key];
+      return found === undefined || found === value
+        ? []
+        : [{ path: `options.${key}`, message: `is ${value}, the index's is ${String(found)}` }];
+    });
+    if (problems[0]) throw optionsError(problems);
+  };
 
   return {
     specificationVersion: 'v1',
@@ -372,6 +426,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
       checkStoryId(storyId);
       throwIfAborted(upsertOptions?.signal);
       const prepared = prepareRecords(storyId, records, dimensions, metric);
+      await checkIndex(upsertOptions?.signal);
       const namespace = namespaceOf(storyId);
       for (const batch of cutBatches(prepared, PINECONE_LIMITS.maxUpsertRecords, maxRequestBytes, namespace)) {
         throwIfAborted(upsertOptions?.signal);
@@ -392,6 +447,7 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
         query.sparseVector === undefined ? undefined : checkSparse(query.sparseVector, metric, 'query.sparseVector');
       const filter = query.filter === undefined ? undefined : toPineconeFilter(query.filter, 'query.filter');
       const vector = Array.from(query.vector, (value) => (metric === 'dotproduct' ? value / norm : value));
+      await checkIndex(query.signal);
       const response = await call('query', query.signal, (index) =>
         index.query({
           vector,
@@ -457,14 +513,14 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
         const unique = [...new Set(target.ids)];
         for (let start = 0; start < unique.length; start += PINECONE_LIMITS.maxDeleteIds) {
           const batch = unique.slice(start, start + PINECONE_LIMITS.maxDeleteIds);
-          await ignoreMissingNamespace(
-            call('delete', deleteOptions?.signal, (index) => index.deleteMany({ ids: batch, namespace })),
+          await call('delete', deleteOptions?.signal, (index, exchange) =>
+            unlessNamespaceMissing(index.deleteMany({ ids: batch, namespace }), exchange),
           );
         }
       } else {
         const filter = toPineconeFilter(target.filter, 'deletion.filter');
-        await ignoreMissingNamespace(
-          call('delete', deleteOptions?.signal, (index) => index.deleteMany({ filter, namespace })),
+        await call('delete', deleteOptions?.signal, (index, exchange) =>
+          unlessNamespaceMissing(index.deleteMany({ filter, namespace }), exchange),
         );
       }
       return -1;
@@ -474,16 +530,23 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
       open('read stats');
       checkStoryId(storyId);
       throwIfAborted(statsOptions?.signal);
-      const description = await call('describeIndexStats', statsOptions?.signal, (index) => index.describeIndexStats());
-      return { count: description.namespaces?.[namespaceOf(storyId)]?.recordCount ?? 0, dimensions };
+      // The story's namespace alone: the index's stats list every namespace of the index (hundreds of kilobytes with
+      // thousands of stories), under a rate limit that every story shares.
+      const description = await call('describeNamespace', statsOptions?.signal, (index, exchange) =>
+        unlessNamespaceMissing(index.describeNamespace(namespaceOf(storyId)), exchange),
+      );
+      return { count: Number(description?.recordCount ?? 0), dimensions };
     },
 
     async deleteStory(storyId, deleteOptions?: { signal?: AbortSignal }) {
       open('delete a story');
       checkStoryId(storyId);
       throwIfAborted(deleteOptions?.signal);
-      const namespace = namespaceOf(storyId);
-      await ignoreMissingNamespace(call('deleteAll', deleteOptions?.signal, (index) => index.deleteAll({ namespace })));
+      // The namespace itself, not only its records (`deleteAll` leaves it, and it keeps counting against the index's
+      // cap on namespaces).
+      await call('deleteNamespace', deleteOptions?.signal, (index, exchange) =>
+        unlessNamespaceMissing(index.deleteNamespace(namespaceOf(storyId)), exchange),
+      );
     },
 
     async close() {
@@ -492,14 +555,26 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
   };
 }
 
-/** A namespace with no records does not exist for Pinecone: deleting from it is a 404 that means "nothing to do". */
-async function ignoreMissingNamespace(pending: Promise<unknown>): Promise<void> {
-  try {
-    await pending;
-  } catch (error) {
-    if (ProviderError.isInstance(error) && error.status === 404) return;
+/**
+ * `pending`, or undefined when it failed because the story's namespace does not exist (a story never written, or
+ * deleted), which a delete or a count takes for "nothing there". That is Pinecone's 404 with gRPC code 5, "Namespace
+ * not found", from the data plane's delete or namespace routes, and no other 404: one from the control plane (a
+ * misspelt index name, so nothing was deleted at all) or from a route the host lacks is a failure. Under a client
+ * built without `createPineconeFetch` the body is out of reach, and a 404 of those routes (named in the SDK's message)
+ * is taken as the namespace's.
+ */
+function unlessNamespaceMissing<T>(pending: Promise<T>, exchange: Exchange): Promise<T | undefined> {
+  return pending.catch((error: unknown) => {
+    const { failure, body } = exchange;
+    const url = failure ? failure.url : /A call to (\S+) returned HTTP status 404/.exec(String(error))?.[1];
+    if (
+      /\/(vectors\/delete|namespaces\/[^/]+)$/.test(url ?? '') &&
+      (!failure || (failure.status === 404 && body?.code === 5 && /namespace not found/i.test(String(body.message))))
+    ) {
+      return undefined;
+    }
     throw error;
-  }
+  });
 }
 
 const STATUS_BY_ERROR_NAME: Readonly<Record<string, number>> = {
@@ -812,15 +887,23 @@ function checkOptions(options: PineconeIndexOptions): CheckedOptions {
       });
     } else apiKey = given;
   }
-  if (problems.length > 0) {
-    throw new ValidationError(`Invalid Pinecone index options: ${problems[0]!.path}: ${problems[0]!.message}`, {
-      problems,
-    });
-  }
+  if (problems[0]) throw optionsError(problems);
   return { dimensions, namespacePrefix, metric, maxRequestBytes, timeoutMs, apiKey };
 }
 
-function checkSparse(sparse: unknown, metric: string, path: string): SparseValues {
+/** Options that are wrong, or that do not match the index: a `ValidationError` named by the first problem. */
+function optionsError(problems: ValidationProblem[]): ValidationError {
+  return new ValidationError(`Invalid Pinecone index options: ${problems[0]!.path}: ${problems[0]!.message}`, {
+    problems,
+  });
+}
+
+/**
+ * Checked sparse values, or undefined for an empty vector (a sparse encoder that found no term): Pinecone refuses
+ * empty `indices` (its whole upsert batch, with a 400) and the SDK refuses an empty query vector, where no sparse part
+ * is what the caller means.
+ */
+function checkSparse(sparse: unknown, metric: string, path: string): SparseValues | undefined {
   if (metric !== 'dotproduct') throw invalidArgument(path, "sparse values need an index with metric 'dotproduct'");
   const { indices, values } = (sparse ?? {}) as Partial<SparseValues>;
   if (
@@ -842,7 +925,7 @@ function checkSparse(sparse: unknown, metric: string, path: string): SparseValue
       `has ${indices.length} non-zero values; Pinecone accepts at most ${PINECONE_LIMITS.maxSparseValues}`,
     );
   }
-  return { indices: [...indices], values: [...values] };
+  return indices.length > 0 ? { indices: [...indices], values: [...values] } : undefined;
 }
 
 function prepareRecords(

@@ -1,12 +1,14 @@
 /**
  * A local stand-in for one Pinecone index's data plane, on `node:http`: the calls `@pinecone-database/pinecone`
- * makes for upsert, query, fetch, delete and index stats, with Pinecone's semantics (exact search, namespaces,
- * metadata filters) and limits (1,000 records and 2 MB per upsert, 40 KB of metadata per record, metadata values
- * only strings, numbers, booleans and lists of strings, `$in` / `$nin` lists of strings and numbers only, `topK` ≤
- * 10,000, at most 1,000 sparse values per record, no all-zero dense vector on a cosine index), answering invalid
- * requests with HTTP 400 and a Pinecone-shaped error body. As on Pinecone, a filter's `$ne` and `$nin` match only
- * records that have the field (`$exists: false` finds the others). Errors such as 429 can be scheduled to test
- * retries. Imports no SDK.
+ * makes for upsert, query, fetch, delete, index stats and describing and deleting a namespace, with Pinecone's
+ * semantics (exact search, namespaces, metadata filters) and limits (1,000 records and 2 MB per upsert, 40 KB of
+ * metadata per record, metadata values only strings, numbers, booleans and lists of strings, `$in` / `$nin` lists of
+ * strings and numbers only, `topK` ≤ 10,000, from 1 to 1,000 sparse values per sparse vector, no all-zero dense
+ * vector on a cosine index), answering invalid requests with HTTP 400 and a Pinecone-shaped error body. As on
+ * Pinecone, a filter's `$ne` and `$nin` match only records that have the field (`$exists: false` finds the others), a
+ * namespace exists from its first upsert until it is deleted (`DELETE /namespaces/{namespace}`: deleting its records,
+ * all of them included, leaves it), and a delete or describe of a namespace that does not exist is a 404 with gRPC
+ * code 5, "Namespace not found". Errors such as 429 can be scheduled to test retries. Imports no SDK.
  *
  * @module
  */
@@ -81,7 +83,7 @@ export interface PineconeStandIn {
   readonly requests: PineconeStandInRequest[];
   /** Answers the next matching requests with these errors, in order. */
   scheduleErrors(errors: PineconeScheduledError[]): void;
-  /** Records per namespace, read directly (not through the API). */
+  /** Records per namespace, read directly (not through the API): an empty namespace that was not deleted is 0. */
   namespaces(): Record<string, number>;
   /** Makes every write received so far visible (with `visibilityLag`). */
   catchUp(): void;
@@ -120,6 +122,9 @@ class RequestError extends Error {
 
 const bad = (message: string) => new RequestError(400, GRPC.INVALID_ARGUMENT, message);
 
+/** Pinecone's answer to a delete or describe of a namespace that does not exist. */
+const namespaceNotFound = () => new RequestError(404, GRPC.NOT_FOUND, 'Namespace not found');
+
 /**
  * Starts a Pinecone data-plane stand-in on 127.0.0.1.
  *
@@ -142,6 +147,11 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
   const metric = options.metric ?? 'cosine';
   const limits: PineconeStandInLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const data = new Map<string, Map<string, StoredRecord>>();
+  /**
+   * The namespaces that exist as of the writes received, visible or not: a delete is checked against them, as it is
+   * applied after the writes before it (a delete of a namespace just written to deletes, never answers 404).
+   */
+  const existing = new Set<string>();
   const requests: PineconeStandInRequest[] = [];
   const scheduled: PineconeScheduledError[] = [];
   const lag = options.visibilityLag ?? 0;
@@ -163,7 +173,10 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
     return name;
   };
 
-  const handlers: Record<string, (body: Record<string, unknown>, query: Record<string, string[]>) => unknown> = {
+  const handlers: Record<
+    string,
+    (body: Record<string, unknown>, query: Record<string, string[]>, pathNamespace: string) => unknown
+  > = {
     'POST /vectors/upsert': (body) => {
       const vectors = body.vectors;
       if (!Array.isArray(vectors) || vectors.length === 0) throw bad('vectors must be a non-empty list');
@@ -173,6 +186,7 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       // Pinecone checks the whole request before it writes any of it.
       const checked = vectors.map((vector: unknown) => checkRecord(vector));
       const name = namespace(body.namespace);
+      existing.add(name);
       write(() => {
         let records = data.get(name);
         if (!records) {
@@ -237,16 +251,13 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
 
     'POST /vectors/delete': (body) => {
       const name = namespace(body.namespace);
-      const records = data.get(name);
       const modes = [body.ids !== undefined, body.deleteAll === true, body.filter !== undefined].filter(Boolean);
       if (modes.length !== 1) throw bad('give exactly one of ids, deleteAll or filter');
-      if (!records) throw new RequestError(404, GRPC.NOT_FOUND, `Namespace not found: ${JSON.stringify(name)}`);
-      if (body.deleteAll === true) {
-        write(() => data.delete(name));
-        return {};
-      }
+      if (!existing.has(name)) throw namespaceNotFound();
       let remove: (records: Map<string, StoredRecord>) => void;
-      if (body.ids !== undefined) {
+      if (body.deleteAll === true) {
+        remove = (records) => records.clear();
+      } else if (body.ids !== undefined) {
         const ids = body.ids;
         if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw bad('ids must be a list of ids');
         if (ids.length > limits.maxIdsPerRequest) throw bad(`at most ${limits.maxIdsPerRequest} ids per delete`);
@@ -260,12 +271,23 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
           for (const [id, record] of records) if (matches(record.metadata ?? {}, filter)) records.delete(id);
         };
       }
+      // The namespace stays, empty or not: only deleting it removes it.
       write(() => {
         const now = data.get(name);
-        if (!now) return;
-        remove(now);
-        if (now.size === 0) data.delete(name);
+        if (now) remove(now);
       });
+      return {};
+    },
+
+    'GET /namespaces/{namespace}': (_body, _query, name) => {
+      const records = data.get(name);
+      if (!records) throw namespaceNotFound();
+      return { name, record_count: records.size };
+    },
+
+    'DELETE /namespaces/{namespace}': (_body, _query, name) => {
+      if (!existing.delete(name)) throw namespaceNotFound();
+      write(() => data.delete(name));
       return {};
     },
 
@@ -302,6 +324,8 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
     if (!Array.isArray(indices) || !Array.isArray(values) || indices.length !== values.length) {
       throw bad(`${path} must have indices and values of the same length`);
     }
+    // The API's SparseValues holds at least one entry: an empty one is refused, and an upsert with it fails whole.
+    if (indices.length === 0) throw bad(`${path} must have at least one index and value`);
     if (!indices.every((index) => Number.isInteger(index) && index >= 0 && index < 2 ** 32)) {
       throw bad(`${path}.indices must be unsigned 32-bit integers`);
     }
@@ -435,7 +459,9 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
       );
     }
     if (!request.headers['api-key']) return sendError(401, 16, 'Api-Key header is missing');
-    const handler = handlers[`${entry.method} ${url.pathname}`];
+    // The one route with a parameter: the namespace, percent-encoded as one path segment.
+    const namespaceRoute = /^\/namespaces\/([^/]+)$/.exec(url.pathname);
+    const handler = handlers[`${entry.method} ${namespaceRoute ? '/namespaces/{namespace}' : url.pathname}`];
     if (!handler) return sendError(404, GRPC.NOT_FOUND, `No route for ${entry.method} ${url.pathname}`);
     if (raw.length > limits.maxRequestBytes) {
       return sendError(
@@ -454,7 +480,7 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
     }
     entry.body = body;
     try {
-      send(200, handler(body, query));
+      send(200, handler(body, query, namespaceRoute ? decodeURIComponent(namespaceRoute[1]!) : ''));
     } catch (error) {
       if (error instanceof RequestError) return sendError(error.status, error.grpcCode, error.message);
       sendError(500, GRPC.INTERNAL, error instanceof Error ? error.message : String(error));
