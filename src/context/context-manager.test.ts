@@ -789,6 +789,43 @@ describe('ContextManager.getRelevantContext', () => {
     await expect(manager.prune('tale', 200 as never)).rejects.toMatchObject({ code: 'VALIDATION' });
   });
 
+  it('refuses a missing port, or a CacheDriver where the ContextCache goes, when it is built', async () => {
+    const { options } = await newStory(4);
+    const problemsOf = (given: unknown) => {
+      try {
+        new ContextManager(given as ContextManagerOptions);
+      } catch (error) {
+        expect(error).toMatchObject({ code: 'VALIDATION' });
+        return (error as { problems: Array<{ path: string; message: string }> }).problems.map((p) => p.path);
+      }
+      throw new Error('accepted');
+    };
+    // Each was a TypeError at construction or at the first call ("getFrequentContext is not a function").
+    expect(problemsOf({})).toEqual(['store', 'vectors', 'keywords', 'embedder']);
+    expect(problemsOf({ ...options, embedder: undefined })).toEqual(['embedder']);
+    expect(problemsOf({ ...options, cache: createMemoryCacheDriver() })).toEqual(['cache']);
+    expect(problemsOf({ ...options, tokenizer: {} })).toEqual(['tokenizer']);
+    expect(() => new ContextManager({ ...options, cache: null as never })).not.toThrow();
+  });
+
+  it('names the field of every refused argument, and quotes a value of the wrong type as it is', async () => {
+    const { manager } = await buildStory(3);
+    const refusal = (promise: Promise<unknown>) =>
+      promise.then(
+        () => expect.unreachable(),
+        (error) => error,
+      );
+    const long = await refusal(manager.getRelevantContext('tale', 'x'.repeat(8_001)));
+    expect(long.problems).toEqual([{ path: 'query', message: expect.stringContaining('8000') }]);
+    await expect(manager.getRelevantContext('tale', 'x'.repeat(8_000), { tokenBudget: 50_000 })).resolves.toBeDefined();
+    const state = await createMemoryStateStore().create(makeStoryState('other'));
+    const foreign = await refusal(manager.getRelevantContext('tale', 'the lamp', { state }));
+    expect(foreign.problems).toEqual([{ path: 'state', message: expect.stringContaining('"other"') }]);
+    const text = await refusal(manager.getRelevantContext('tale', 'the lamp', { k: '5' as never }));
+    expect(text.message).toBe('k must be an integer from 1 to 100, got "5"');
+    expect(text.problems).toEqual([{ path: 'k', message: 'must be an integer from 1 to 100' }]);
+  });
+
   it('refuses a misspelt getRelevantContext option instead of laying out the whole story', async () => {
     const { manager } = await buildStory(3);
     // A JavaScript caller (or options spread in from elsewhere) with one letter wrong.

@@ -397,10 +397,13 @@ export interface RelevantContextOptions {
   /**
    * How many similar scenes to retrieve. Retrieval leaves out the recent scenes (the prompt shows them in order), and
    * retrieves nothing for a query with nothing to search for (only stop words, punctuation or symbols, and no name
-   * the story knows). Default 5.
+   * the story knows). A whole number from 1 to 100 (`RETRIEVAL_BOUNDS`). Default 5.
    */
   k?: number;
-  /** The most tokens the prompt (stable + dynamic) may take. Default: the manager's `defaultTokenBudget`. */
+  /**
+   * The most tokens the prompt (stable + dynamic) may take: a whole number from 256 to 2,000,000. Default: the
+   * manager's `defaultTokenBudget`.
+   */
   tokenBudget?: number;
   /**
    * Only what this character witnessed or knows: scenes it is in (retrieved, earlier, in the chapter journal, and
@@ -718,6 +721,7 @@ export class ContextManager {
   constructor(options: ContextManagerOptions) {
     // A misspelt option (`recentScene`, `autoprune`) would otherwise be left at its default without a word.
     refuseUnknownKeys(options ?? {}, OPTION_KEYS, 'ContextManager option', 'is not an option of ContextManager');
+    checkPorts(options);
     this.store = options.store;
     this.history = new ChapterHistory(options.store);
     this.knownLocations = new KnownLocations({
@@ -740,10 +744,16 @@ export class ContextManager {
     this.stableShare = options.stableShare ?? 0.6;
     this.journalShare = options.journalShare ?? 0.2;
     if (!(this.stableShare > 0 && this.journalShare >= 0 && this.stableShare + this.journalShare < 1)) {
-      throw new ValidationError('stableShare and journalShare must be positive and add up to less than 1');
+      throw new ValidationError('stableShare and journalShare must be positive and add up to less than 1', {
+        problems: [{ path: 'stableShare', message: 'with journalShare, must be positive and add up to less than 1' }],
+      });
     }
     this.dynamicRatio = options.dynamicRatio ?? 0.25;
-    if (!(this.dynamicRatio > 0)) throw new ValidationError('dynamicRatio must be greater than 0');
+    if (!(this.dynamicRatio > 0)) {
+      throw new ValidationError('dynamicRatio must be greater than 0', {
+        problems: [{ path: 'dynamicRatio', message: 'must be greater than 0' }],
+      });
+    }
     this.minDynamicTokens = checkInteger(options.minDynamicTokens ?? 600, 'minDynamicTokens', 0, 2_000_000);
     this.earlierScenes = checkInteger(options.earlierScenes ?? 24, 'earlierScenes', 0, 500);
     this.chunkWords = checkInteger(options.chunkWords ?? 300, 'chunkWords', 20, 5_000);
@@ -780,7 +790,9 @@ export class ContextManager {
 
   /**
    * The context for the next scene of `storyId`, focused by `query` (what the scene is about: focus characters,
-   * the thread to advance, the audience's choice).
+   * the thread to advance, the audience's choice; at most 8,000 characters). Bad input (a query too long, `k` or
+   * `tokenBudget` out of `RETRIEVAL_BOUNDS`, an unknown option or point of view) is a `ValidationError` whose
+   * `problems` name each field.
    */
   async getRelevantContext(storyId: string, query: string, given: RelevantContextOptions = {}): Promise<ContextBundle> {
     const started = performance.now();
@@ -816,7 +828,8 @@ export class ContextManager {
       );
     }
     if (typeof query !== 'string' || query.length > LIMITS.description * 4) {
-      throw new ValidationError(`query must be a string of at most ${LIMITS.description * 4} characters`);
+      const message = `must be a string of at most ${LIMITS.description * 4} characters`;
+      throw new ValidationError(`query ${message}`, { problems: [{ path: 'query', message }] });
     }
     if (options.influences !== undefined) {
       const parsed = AudienceInputsSchema.safeParse(options.influences);
@@ -1078,7 +1091,11 @@ export class ContextManager {
   private async indexNow(scene: Scene, options: { state?: StoryState; signal?: AbortSignal }): Promise<void> {
     const { storyId } = scene;
     const state = options.state ?? (await this.store.load(storyId));
-    if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
+    if (state.storyId !== storyId) {
+      throw new ValidationError(`options.state belongs to "${state.storyId}"`, {
+        problems: [{ path: 'state', message: `is the state of "${state.storyId}", not of "${storyId}"` }],
+      });
+    }
     await this.ensureWritable(storyId, options.signal, scene.id);
     // A scene of a closed chapter (the one that closed it, or an old one indexed again) is left out where the prune
     // record drops it, as a rebuild leaves it out.
@@ -3367,7 +3384,11 @@ function searchable(
 
 /** Refuses a state of another story, and a point of view that is not a character of it. */
 function checkStateAndPointOfView(storyId: string, state: StoryState, pov: string | undefined): void {
-  if (state.storyId !== storyId) throw new ValidationError(`options.state belongs to "${state.storyId}"`);
+  if (state.storyId !== storyId) {
+    throw new ValidationError(`options.state belongs to "${state.storyId}"`, {
+      problems: [{ path: 'state', message: `is the state of "${state.storyId}", not of "${storyId}"` }],
+    });
+  }
   // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
   if (pov !== undefined && !Object.hasOwn(state.characters, pov)) {
     throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
@@ -3456,11 +3477,61 @@ function nonZero(values: Float32Array): Float32Array {
 
 function checkInteger(value: number, name: string, min: number, max: number): number {
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ValidationError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`, {
+    // Quoted as JSON: a string "5" would otherwise read as the 5 it is not.
+    throw new ValidationError(`${name} must be an integer from ${min} to ${max}, got ${describeValue(value)}`, {
       problems: [{ path: name, message: `must be an integer from ${min} to ${max}` }],
     });
   }
   return value;
+}
+
+/** A value as an error message quotes it: JSON where that says what it is (`"5"`, `null`), else its `String`. */
+function describeValue(value: unknown): string {
+  if (typeof value === 'number' || typeof value === 'bigint' || value === undefined) return String(value);
+  try {
+    return JSON.stringify(value)?.slice(0, 80) ?? String(value);
+  } catch {
+    return typeof value;
+  }
+}
+
+/**
+ * The ports a manager cannot work without, checked when it is built, so that a missing one is a `ValidationError`
+ * naming it rather than a `TypeError` at the first call (or, for a `CacheDriver` given where a `ContextCache` goes,
+ * at every call).
+ */
+function checkPorts(options: ContextManagerOptions): void {
+  const given = (options ?? {}) as unknown as Record<string, unknown>;
+  const has = (name: string, ...methods: string[]) => {
+    const port = given[name] as Record<string, unknown> | null | undefined;
+    return typeof port === 'object' && port !== null && methods.every((method) => typeof port[method] === 'function');
+  };
+  const problems: Array<{ path: string; message: string }> = [];
+  if (!has('store', 'load')) problems.push({ path: 'store', message: 'must be a StoryStateStore' });
+  if (!has('vectors', 'query', 'upsert')) problems.push({ path: 'vectors', message: 'must be a VectorIndex' });
+  if (!has('keywords', 'query', 'upsert')) problems.push({ path: 'keywords', message: 'must be a KeywordIndex' });
+  if (!has('embedder', 'embed') || !Number.isInteger((given.embedder as Embedder).dimensions)) {
+    problems.push({ path: 'embedder', message: 'must be an Embedder' });
+  }
+  if (given.cache !== undefined && given.cache !== null && !has('cache', 'getFrequentContext')) {
+    problems.push({
+      path: 'cache',
+      message: 'must be a ContextCache (new ContextCache({ driver, store })), not the CacheDriver it stores in',
+    });
+  }
+  if (given.tokenizer != null && !has('tokenizer', 'count'))
+    problems.push({ path: 'tokenizer', message: 'must be a Tokenizer' });
+  if (given.summarizer != null && !has('summarizer', 'summarize')) {
+    problems.push({ path: 'summarizer', message: 'must be a Summarizer' });
+  }
+  if (problems.length > 0) {
+    throw new ValidationError(
+      `Invalid ContextManager options: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`,
+      {
+        problems,
+      },
+    );
+  }
 }
 
 /** The chapter journal of one call: its text, its blocks, the scenes it holds and what it included. */
