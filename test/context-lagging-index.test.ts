@@ -285,3 +285,45 @@ describe('a new process right after a rebuild, on an index that shows writes lat
     expect(embedded).toBe(1);
   });
 });
+
+describe('counts that trail the index (Pinecone: "vector count may lag behind updates")', () => {
+  /** `inner`, read late in its counts alone: `stats` says `count()`, whatever the index holds. */
+  function staleCount(inner: VectorIndex, count: () => number): VectorIndex {
+    return {
+      ...inner,
+      capabilities: { ...inner.capabilities, readAfterWrite: false },
+      stats: async (storyId, options) => ({ ...(await inner.stats(storyId, options)), count: count() }),
+    };
+  }
+
+  it('lists by what a query and a response allow, not by the count, for stats and for a prune', async () => {
+    const storyId = 'stale-count';
+    const { clock, store, vectors } = await nightWatchStory(storyId);
+    const honest = processOver(store, vectors, { clock: instant });
+    const engine = createStoryEngine({ store, context: honest.context, generator: nightWatchGenerator(), clock });
+    for (let episode = 0; episode < 12; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const truth = await honest.context.stats(storyId);
+    const listed = Object.values(truth.byType).reduce((total, n) => total + n, 0);
+    expect(truth.total).toBe(listed);
+
+    // A count of 8 while the index holds more: each type was listed 8 at most, the scenes made up from the total.
+    let stale = 8;
+    const late = processOver(
+      store,
+      staleCount(vectors, () => stale),
+      { clock: instant },
+    );
+    const seen = await late.context.stats(storyId);
+    expect(seen.byType).toEqual(truth.byType);
+    expect(seen.total).toBe(listed);
+
+    // A count of 0 (a namespace whose writes the count has not caught up with): the prune deleted, and says so.
+    stale = 0;
+    const scenes = async () => (await honest.context.stats(storyId)).byType.scene!;
+    const before = await scenes();
+    const pruned = await late.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 });
+    const removed = before - (await scenes());
+    expect(removed).toBeGreaterThan(0);
+    expect(pruned.deleted).toBe(removed);
+  });
+});

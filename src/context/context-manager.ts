@@ -540,7 +540,8 @@ export interface VectorSpaceStats {
   byType: Record<string, number>;
   /**
    * False when a type other than scenes has more records than one query lists (`maxTopK`): its count, and so the
-   * scene count derived from the total, is then a bound, not exact.
+   * scene count derived from the total, is then a bound, not exact. On an index whose counts may lag its writes
+   * (`readAfterWrite: false`: Pinecone), `total` is at least the sum of `byType`.
    */
   countsExact: boolean;
   /** Over the records listed with their values (see `ContextManager.stats`). */
@@ -1649,14 +1650,19 @@ export class ContextManager {
         { maxQueryResultBytes, maxMetadataBytes: maxMetadataBytes ?? RECORD_METADATA_BYTES },
         withValues,
       );
-    const countTopK = Math.max(1, Math.min(count, maxTopK, fitting(0)));
-    const valuesTopK = Math.max(1, Math.min(count, maxTopK, fitting(dimensions)));
+    // On an index whose counts may lag its writes (Pinecone's describe-stats count trails what its queries return), the
+    // count bounds nothing: each listing is as long as a query and a response allow, and the total is at least what
+    // the listings found.
+    const late = this.vectors.capabilities.readAfterWrite === false;
+    const bound = late ? Number.POSITIVE_INFINITY : count;
+    const countTopK = Math.max(1, Math.min(bound, maxTopK, fitting(0)));
+    const valuesTopK = Math.max(1, Math.min(bound, maxTopK, fitting(dimensions)));
     // Scenes last: their count is what the other types leave of the total.
     for (const type of ['character', 'plotThread', 'summary', 'meta', 'scene'] as const) {
       throwIfAborted(options.signal);
       let listed = 0;
       let withValues: VectorMatch[] = [];
-      if (count > 0) {
+      if (count > 0 || late) {
         const oneListing = valuesTopK >= countTopK;
         const matches = await this.vectors.query(storyId, {
           vector: probe,
@@ -1674,7 +1680,7 @@ export class ContextManager {
               includeValues: true,
             });
       }
-      const full = count > 0 && listed === countTopK && countTopK < count;
+      const full = listed === countTopK && (late || countTopK < count);
       if (type === 'scene') byType[type] = full ? Math.max(listed, count - others) : listed;
       else {
         byType[type] = listed;
@@ -1708,9 +1714,10 @@ export class ContextManager {
       const [, second] = await this.vectors.query(storyId, { vector, topK: 2, filter: { type: 'scene' } });
       if (second && second.score >= 0.95) duplicates++;
     }
-    const [fingerprint] = count === 0 ? [] : await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
+    const [fingerprint] = count === 0 && !late ? [] : await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
+    const listedTotal = Object.values(byType).reduce((total, n) => total + n, 0);
     return {
-      total: count,
+      total: late ? Math.max(count, listedTotal) : count,
       dimensions,
       byType,
       countsExact,
@@ -3341,11 +3348,16 @@ export class ContextManager {
    */
   private async matchingIds(filter: MetadataFilter, storyId: string): Promise<string[]> {
     const { count, dimensions } = await this.vectors.stats(storyId);
-    if (count === 0) return [];
     const { capabilities } = this.vectors;
+    // A count that may lag the index's writes (Pinecone) bounds nothing: it may say 0, or fewer than there are.
+    const late = capabilities.readAfterWrite === false;
+    if (count === 0 && !late) return [];
     const matches = await this.vectors.query(storyId, {
       vector: firstAxis(dimensions),
-      topK: Math.min(count, capabilities.maxTopK, recordsPerResponse(capabilities)),
+      topK: Math.max(
+        1,
+        Math.min(late ? Number.POSITIVE_INFINITY : count, capabilities.maxTopK, recordsPerResponse(capabilities)),
+      ),
       filter,
     });
     return matches.map((match) => match.id);
