@@ -2,7 +2,7 @@
  * The Redis `CacheDriver` (ElastiCache, ElastiCache Serverless, any Redis 6+), on `ioredis`.
  *
  * Standalone and Cluster. Keys are written as given (after `keyPrefix`): callers put a `{storyId}` hash tag in them
- * (`ContextCache` does: `storyloom:story:{id}:frequent:f1:v3`), so every key of one story sits in one cluster slot and
+ * (`ContextCache` does: `storyloom:story:{<story id>}:frequent:...`, see `ContextCache.keyFor`), so every key of one story sits in one cluster slot and
  * multi-key commands work; `getMany` and `delete` across slots are split into one command per slot.
  *
  * The SDK is imported on first use, so a missing `ioredis` surfaces as a `MissingDependencyError` that says what to

@@ -132,7 +132,9 @@ export interface StoryEngineOptions {
    *
    * One limit serves every step, and the default equals Lambda's ceiling, so in a Lambda it never fires before the
    * function is killed: pass `runEpisode` a signal that fires ahead of the end instead
-   * (`AbortSignal.timeout(context.getRemainingTimeInMillis() - 10_000)`), which stops the run cleanly.
+   * (`AbortSignal.timeout(Math.max(1, left - Math.min(10_000, Math.floor(left / 10))))`, `left` the function's
+   * `getRemainingTimeInMillis()`; a bare `left - 10_000` throws when 10 s or less are left), which stops the run
+   * cleanly.
    */
   stepTimeoutMs?: number;
   /**
@@ -198,7 +200,9 @@ export interface RunEpisodeOptions {
   /**
    * Makes the run idempotent: a second run with the same key returns the scene the first produced (finishing its
    * unfinished steps) instead of writing another. For a scheduler that delivers at least once, use the story and
-   * the scheduled time (EventBridge's execution id changes per attempt).
+   * the scheduled time (EventBridge's execution id changes per attempt). Every run first finishes the steps the last
+   * committed scene left unfinished: without a key that is the whole run (`resumed`); with a new key the run then
+   * writes its own scene, once those steps are done.
    */
   idempotencyKey?: string;
 }
