@@ -206,6 +206,23 @@ describe('engine calls given null options', () => {
     expect((await store.load(STORY_ID)).sceneCount).toBe(1);
   });
 
+  it('runEpisode refuses a misspelt option, which would make the run unkeyed and let a redelivery write twice', async () => {
+    const { store } = await newWorldStore();
+    const engine = createStoryEngine({ store, generator: createScriptedGenerator() });
+    const error = await engine
+      .runEpisode(STORY_ID, { idempotencykey: 'lighthouse@2026-11-28T06' } as never)
+      .catch((caught: unknown) => caught);
+    expect(ValidationError.isInstance(error) && error.problems).toEqual([
+      { path: 'options.idempotencykey', message: expect.stringContaining('did you mean "idempotencyKey"?') },
+    ]);
+    expect((await store.load(STORY_ID)).sceneCount).toBe(0);
+    // Spelt right, the same delivery twice writes one scene.
+    const first = await engine.runEpisode(STORY_ID, { idempotencyKey: 'lighthouse@2026-11-28T06' });
+    const again = await engine.runEpisode(STORY_ID, { idempotencyKey: 'lighthouse@2026-11-28T06', signal: undefined });
+    expect([first.outcome, again.outcome]).toEqual(['created', 'existing']);
+    expect((await store.load(STORY_ID)).sceneCount).toBe(1);
+  });
+
   it('resolvePublication reads null as no options, and refuses options that are not an object', async () => {
     const { store, clock } = await newWorldStore();
     // The first call fails in a way that does not say nothing went out: the step is left for someone to settle.

@@ -364,6 +364,9 @@ const ENGINE_OPTION_KEYS: Record<keyof StoryEngineOptions, true> = {
   imageAspectRatio: true,
 };
 
+/** Every option of `runEpisode`: the compiler keeps it in step with `RunEpisodeOptions`. */
+const RUN_OPTION_KEYS: Record<keyof RunEpisodeOptions, true> = { signal: true, idempotencyKey: true };
+
 type RetrievalOptions = NonNullable<StoryEngineOptions['retrieval']>;
 
 /** Every key of `retrieval`: the compiler keeps it in step with `StoryEngineOptions['retrieval']`. */
@@ -617,6 +620,15 @@ class Engine implements StoryEngine {
       return Promise.reject(
         new ValidationError('runEpisode options must be an object', {
           problems: [{ path: 'options', message: 'must be an object' }],
+        }),
+      );
+    }
+    // A misspelt key (`idempotencykey`) would make the run unkeyed: under a scheduler that delivers twice, two scenes.
+    const unknown = unknownKeyProblems(runOptions, RUN_OPTION_KEYS, 'is not an option of runEpisode', 'options.');
+    if (unknown.length > 0) {
+      return Promise.reject(
+        new ValidationError(`runEpisode: ${unknown.map((p) => `${p.path} ${p.message}`).join('; ')}`, {
+          problems: unknown,
         }),
       );
     }
