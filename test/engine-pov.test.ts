@@ -256,6 +256,7 @@ describe('StoryEngine under a point of view', () => {
     expect(text).not.toContain('smuggler tunnel');
     expect(text).not.toContain('The course the island keeps');
     // Without a point of view, both are the focus, by their titles now.
+    expect(buildEpisodeQuery(state, { winner: null }, null)).toBe(buildEpisodeQuery(state, { winner: null }));
     expect(buildEpisodeQuery(state, { winner: null })).toContain(
       'Threads: The smuggler tunnel under the bell; The course the island keeps',
     );

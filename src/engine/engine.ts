@@ -2164,8 +2164,10 @@ function checkedKnowledge(known: unknown): PointOfViewKnown {
 export function buildEpisodeQuery(
   state: StoryState,
   resolution: Pick<InfluenceResolution, 'winner'>,
-  options: EpisodeQueryOptions = {},
+  given: EpisodeQueryOptions | null = {},
 ): string {
+  // `null` is "no options", as for the engine's own calls.
+  const options = given ?? {};
   const pov = options.povCharacterId;
   const knownIds = pov !== undefined && options.known ? new Set(options.known.characterIds) : undefined;
   const knows =
