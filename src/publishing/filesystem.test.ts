@@ -12,7 +12,7 @@ import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixture
 import { ManualClock } from '../testing/manual-clock.js';
 import { runPublisherSuite } from '../testing/publisher-suite.js';
 import { createFilesystemPublisher, readSitePublication } from './filesystem.js';
-import type { Episode } from './publisher.js';
+import { type Episode, sceneAltText } from './publisher.js';
 
 const folders: string[] = [];
 async function tempFolder(): Promise<string> {
@@ -124,6 +124,42 @@ async function listedEpisodes(folder: string): Promise<Array<{ sceneId: string; 
   }
   expect(listed).toHaveLength(catalog.episodeCount);
   return listed;
+}
+
+/**
+ * Rewrites the catalog of the site in `directory` as storyloom wrote it before feed keys, picture sizes and revision
+ * times: `storyloom-site/2` in `episodes.json`, `story.json` and every chapter file, no `feedKey`, and episodes
+ * without `revisedAt` or a picture's `width` and `height`. The rest (the layout, the compact JSON) is that format's.
+ */
+async function asEarlierFormat(directory: string): Promise<void> {
+  const rewrite = async (relative: string, change: (value: Record<string, unknown>) => void) => {
+    const value = JSON.parse(await read(directory, relative));
+    value.format = 'storyloom-site/2';
+    change(value);
+    await writeFile(path.join(directory, relative), `${JSON.stringify(value)}\n`);
+  };
+  await rewrite('episodes.json', (catalog) => {
+    delete catalog.feedKey;
+  });
+  await rewrite('story.json', () => undefined);
+  for (const name of await readdir(path.join(directory, 'episodes'))) {
+    await rewrite(`episodes/${name}`, (chapter) => {
+      for (const episode of chapter.episodes as Array<Record<string, { width?: number; height?: number } | null>>) {
+        delete episode.revisedAt;
+        delete episode.image?.width;
+        delete episode.image?.height;
+      }
+    });
+  }
+}
+
+/** The `<id>` of a feed and those of its entries, in the feed's order. */
+function feedIds(feedXml: string): { feed: string; entries: string[] } {
+  const feed = parseXml(feedXml).document.documentElement!;
+  return {
+    feed: atomChildren(feed, 'id')[0]!.textContent!,
+    entries: atomChildren(feed, 'entry').map((entry) => atomChildren(entry, 'id')[0]!.textContent!),
+  };
 }
 
 // A small parse5 tree walker: enough to read elements, attributes and text.
@@ -561,10 +597,14 @@ describe('createFilesystemPublisher: the catalog', () => {
 
   it('carries a site of the earlier single-manifest format over', async () => {
     const episodes = makeEpisodes(4, { chapterLength: 2 });
+    // A site published before feed keys keeps its feed ids, as one of the catalog format before them does.
     const reference = await tempFolder();
     const publisher = createFilesystemPublisher({ directory: reference });
-    for (const episode of episodes) await publisher.publish(episode);
+    for (const episode of episodes.slice(0, 3)) await publisher.publish(episode);
+    await asEarlierFormat(reference);
+    await publisher.publish(episodes[3]!);
     const expected = await snapshot(reference);
+    expect(feedIds(expected.get('feed.atom')!.toString()).feed).toBe('urn:storyloom:story:tale');
 
     const directory = await tempFolder();
     const migrating = createFilesystemPublisher({ directory });
@@ -719,6 +759,140 @@ describe('createFilesystemPublisher: pictures', () => {
     const retry = await publisher.publish(episode!);
     expect(retry.ids).toContain(`images/${name}.svg`);
     expect(await read(directory, `scenes/${name}.html`)).toContain('alt="second"');
+  });
+
+  /** A PNG's signature and IHDR chunk: all a browser needs to know the picture's size. */
+  function pngOf(width: number, height: number): Uint8Array {
+    const bytes = Buffer.alloc(33);
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes, 0);
+    bytes.writeUInt32BE(13, 8);
+    bytes.write('IHDR', 12, 'latin1');
+    bytes.writeUInt32BE(width, 16);
+    bytes.writeUInt32BE(height, 20);
+    bytes.set([8, 6, 0, 0, 0], 24);
+    return new Uint8Array(bytes);
+  }
+
+  /** A JPEG's segments up to its frame header, with an Exif orientation when given. */
+  function jpegOf(width: number, height: number, orientation?: number): Uint8Array {
+    const segment = (marker: number, body: Buffer) => {
+      const head = Buffer.from([0xff, marker, 0, 0]);
+      head.writeUInt16BE(body.length + 2, 2);
+      return Buffer.concat([head, body]);
+    };
+    const parts = [Buffer.from([0xff, 0xd8]), segment(0xe0, Buffer.from('JFIF\0\x01\x01\0\0\x01\0\x01\0\0', 'latin1'))];
+    if (orientation !== undefined) {
+      // Little-endian TIFF: header, one IFD of one entry (tag 0x0112, SHORT, count 1), no next IFD.
+      const tiff = Buffer.alloc(26);
+      tiff.write('II', 0, 'latin1');
+      tiff.writeUInt16LE(42, 2);
+      tiff.writeUInt32LE(8, 4);
+      tiff.writeUInt16LE(1, 8);
+      tiff.writeUInt16LE(0x0112, 10);
+      tiff.writeUInt16LE(3, 12);
+      tiff.writeUInt32LE(1, 14);
+      tiff.writeUInt16LE(orientation, 18);
+      parts.push(segment(0xe1, Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff])));
+    }
+    parts.push(segment(0xdb, Buffer.alloc(65)));
+    const frame = Buffer.from([8, 0, 0, 0, 0, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    frame.writeUInt16BE(height, 1);
+    frame.writeUInt16BE(width, 3);
+    parts.push(segment(0xc0, frame), Buffer.from([0xff, 0xd9]));
+    return new Uint8Array(Buffer.concat(parts));
+  }
+
+  /** A WebP of one chunk (`VP8 `, `VP8L` or `VP8X`), as far as its header. */
+  function webpOf(chunk: 'VP8 ' | 'VP8L' | 'VP8X', width: number, height: number): Uint8Array {
+    const body = Buffer.alloc(10);
+    if (chunk === 'VP8 ') {
+      body.set([0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+      body.writeUInt16LE(width, 6);
+      body.writeUInt16LE(height, 8);
+    } else if (chunk === 'VP8L') {
+      body[0] = 0x2f;
+      body.writeUInt32LE(((width - 1) | ((height - 1) << 14)) >>> 0, 1);
+    } else {
+      body.writeUIntLE(width - 1, 4, 3);
+      body.writeUIntLE(height - 1, 7, 3);
+    }
+    const header = Buffer.alloc(20);
+    header.write('RIFF', 0, 'latin1');
+    header.writeUInt32LE(12 + body.length, 4);
+    header.write(`WEBP${chunk}`, 8, 'latin1');
+    header.writeUInt32LE(body.length, 16);
+    return new Uint8Array(Buffer.concat([header, body]));
+  }
+
+  const svgOf = (rootAttributes: string) =>
+    new TextEncoder().encode(
+      `<?xml version="1.0"?>\n<!-- <svg width="1" height="1"> --><svg xmlns="http://www.w3.org/2000/svg" ${rootAttributes}><rect width="5" height="5"/></svg>`,
+    );
+
+  it('gives each picture the width and height its bytes say, and none when they say none', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const pictures: Array<{ data: Uint8Array; mediaType: string; size: [number, number] | null }> = [
+      { data: pngOf(1024, 576), mediaType: 'image/png', size: [1024, 576] },
+      { data: jpegOf(800, 600), mediaType: 'image/jpeg', size: [800, 600] },
+      // Orientation 6: shown turned a quarter, as browsers show it.
+      { data: jpegOf(800, 600, 6), mediaType: 'image/jpeg', size: [600, 800] },
+      { data: jpegOf(800, 600, 3), mediaType: 'image/jpeg', size: [800, 600] },
+      { data: webpOf('VP8 ', 640, 360), mediaType: 'image/webp', size: [640, 360] },
+      { data: webpOf('VP8L', 300, 200), mediaType: 'image/webp', size: [300, 200] },
+      { data: webpOf('VP8X', 1920, 1080), mediaType: 'image/webp', size: [1920, 1080] },
+      { data: svgOf('width="320" height="180px"'), mediaType: 'image/svg+xml', size: [320, 180] },
+      { data: svgOf('viewBox="0 0 400 300"'), mediaType: 'image/svg+xml', size: [400, 300] },
+      { data: svgOf("width='640' viewBox='0,0,16,9'"), mediaType: 'image/svg+xml', size: [640, 360] },
+      { data: svgOf('width="100%" height="100%"'), mediaType: 'image/svg+xml', size: null },
+      // A JPEG cut before its frame header.
+      { data: jpegOf(800, 600).subarray(0, 40), mediaType: 'image/jpeg', size: null },
+    ];
+    const episodes = makeEpisodes(pictures.length);
+    for (const [index, { data, mediaType }] of pictures.entries()) {
+      await publisher.publish({ ...episodes[index]!, image: { data, mediaType, alt: `Picture ${index}` } });
+    }
+    const sizesOnPages = async () => {
+      const sizes = [];
+      for (const { scene } of episodes) {
+        const [img] = elements(parseHtml(await read(directory, `scenes/${slug(scene)}.html`)).root, 'img');
+        const [width, height] = [attribute(img!, 'width'), attribute(img!, 'height')];
+        sizes.push(width === undefined && height === undefined ? null : [Number(width), Number(height)]);
+      }
+      return sizes;
+    };
+    expect(await sizesOnPages()).toEqual(pictures.map((picture) => picture.size));
+    // Pages rendered again without the pictures' bytes (a repair renders every one) keep them.
+    await rm(path.join(directory, 'episodes.json'));
+    await publisher.publish(episodes[0]!);
+    expect(await sizesOnPages()).toEqual(pictures.map((picture) => picture.size));
+    // As does the page of a scene whose retry comes without its picture, whose neighbour's page is redone.
+    await publisher.publish(episodes[1]!);
+    expect(await sizesOnPages()).toEqual(pictures.map((picture) => picture.size));
+  });
+
+  it('describes a picture by its scene, not by the image prompt it came with, and keeps an alt text of its own', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const style = 'ink and watercolour, muted blues';
+    const episodes = makeEpisodes(3, {
+      scene: (index) => ({ imagePrompt: `${style}. The lamp room at dusk, scene ${index + 1}.` }),
+    });
+    const alts = [sceneAltText(episodes[0]!.scene), '', 'Mira lights the lamp in the rain'];
+    for (const [index, alt] of alts.entries()) {
+      await publisher.publish({ ...episodes[index]!, image: { data: PNG, mediaType: 'image/png', alt } });
+    }
+    const altOf = async (index: number) => {
+      const page = await read(directory, `scenes/${slug(episodes[index]!.scene)}.html`);
+      return attribute(
+        byClass(parseHtml(page).root, 'scene-picture').flatMap((figure) => elements(figure, 'img'))[0]!,
+        'alt',
+      );
+    };
+    expect(await altOf(0)).toBe(`Illustration: ${episodes[0]!.scene.title}`);
+    expect(await altOf(0)).not.toContain(style);
+    expect(await altOf(1)).toBe(`Illustration: ${episodes[1]!.scene.title}`);
+    expect(await altOf(2)).toBe('Mira lights the lamp in the rain');
   });
 
   it('refuses an SVG that could run a script or load a resource', async () => {
@@ -944,7 +1118,9 @@ describe('createFilesystemPublisher: Atom feed', () => {
     expect(feed.localName).toBe('feed');
     expect(feed.namespaceURI).toBe(ATOM);
     expect(feed.getAttribute('xml:base')).toBe('https://example.com/tale/');
-    expect(atomChildren(feed, 'id')[0]!.textContent).toBe('urn:storyloom:story:tale');
+    // A new site's ids carry its key (see the feed id tests): unique across sites, stable across publishes.
+    const feedId = atomChildren(feed, 'id')[0]!.textContent!;
+    expect(feedId).toMatch(/^urn:storyloom:site:[0-9a-f]{16}$/);
     expect(atomChildren(feed, 'title')[0]!.textContent).toBe('The Lighthouse Keepers');
     expect(atomChildren(atomChildren(feed, 'author')[0]!, 'name')[0]!.textContent).toBeTruthy();
     expect(atomChildren(feed, 'updated')[0]!.textContent).toBe(new Date(episodes[4]!.scene.createdAt).toISOString());
@@ -954,7 +1130,7 @@ describe('createFilesystemPublisher: Atom feed', () => {
     expect(entries).toHaveLength(3);
     for (const [position, entry] of entries.entries()) {
       const scene = episodes[4 - position]!.scene;
-      expect(atomChildren(entry, 'id')[0]!.textContent).toBe(`urn:storyloom:scene:tale:${scene.id}`);
+      expect(atomChildren(entry, 'id')[0]!.textContent).toBe(`${feedId}:scene:${scene.id}`);
       expect(atomChildren(entry, 'title')[0]!.textContent).toBe(scene.title);
       expect(atomChildren(entry, 'updated')[0]!.textContent).toBe(new Date(scene.createdAt).toISOString());
       const link = atomChildren(entry, 'link')[0]!;
@@ -963,6 +1139,162 @@ describe('createFilesystemPublisher: Atom feed', () => {
         `https://example.com/tale/scenes/${slug(scene)}.html`,
       );
       expect(atomChildren(entry, 'summary')[0]!.textContent).toBe(scene.summary);
+    }
+  });
+});
+
+describe('createFilesystemPublisher: feed updated times', () => {
+  /** The `updated` and `published` of each entry of the feed in `directory`, by entry title, and the feed's. */
+  async function feedTimes(directory: string) {
+    const feed = parseXml(await read(directory, 'feed.atom')).document.documentElement!;
+    const text = (parent: XmlElement, name: string) => atomChildren(parent, name)[0]!.textContent!;
+    return {
+      updated: text(feed, 'updated'),
+      entries: Object.fromEntries(
+        atomChildren(feed, 'entry').map((entry) => [
+          text(entry, 'title'),
+          { updated: text(entry, 'updated'), published: text(entry, 'published') },
+        ]),
+      ),
+    };
+  }
+
+  it('moves an entry and the feed to the time a publish changed its title, and keeps them through anything else', async () => {
+    const directory = await tempFolder();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const publisher = createFilesystemPublisher({ directory, clock });
+    const episodes = makeEpisodes(3);
+    for (const episode of episodes) await publisher.publish(episode);
+    const created = (index: number) => new Date(episodes[index]!.scene.createdAt).toISOString();
+    expect((await feedTimes(directory)).updated).toBe(created(2));
+
+    await clock.advance(60_000);
+    const revisedAt = new Date(clock.now()).toISOString();
+    const renamed = { ...episodes[1]!, scene: { ...episodes[1]!.scene, title: 'The Lamp Relit' } };
+    await publisher.publish(renamed);
+    const revised = await feedTimes(directory);
+    expect(revised.entries['The Lamp Relit']).toEqual({ updated: revisedAt, published: created(1) });
+    expect(revised.entries['Night 3']).toEqual({ updated: created(2), published: created(2) });
+    expect(revised.updated).toBe(revisedAt);
+    const feed = await read(directory, 'feed.atom');
+
+    // Later publishes that change nothing the feed shows (a retry, a picture, another process, the scene's
+    // neighbour) and a repair keep every time: nothing here reads the wall clock.
+    await clock.advance(60_000);
+    await publisher.publish(renamed);
+    await publisher.publish({ ...renamed, image: { data: PNG, mediaType: 'image/png', alt: 'The lamp' } });
+    await createFilesystemPublisher({ directory, clock }).publish(renamed);
+    await rm(path.join(directory, 'episodes.json'));
+    await publisher.publish(episodes[2]!);
+    expect(await read(directory, 'feed.atom')).toBe(feed);
+
+    // A new summary is a change too.
+    await clock.advance(60_000);
+    await publisher.publish({ ...renamed, scene: { ...renamed.scene, summary: 'Mira relights the lamp.' } });
+    expect((await feedTimes(directory)).entries['The Lamp Relit']!.updated).toBe(new Date(clock.now()).toISOString());
+  });
+
+  it('moves an entry when its scene is published again at another index, which changes its link', async () => {
+    const directory = await tempFolder();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const publisher = createFilesystemPublisher({ directory, clock });
+    const episodes = makeEpisodes(2);
+    for (const episode of episodes) await publisher.publish(episode);
+    await publisher.publish({ ...episodes[0]!, scene: { ...episodes[0]!.scene, index: 5 } });
+    const times = await feedTimes(directory);
+    expect(times.entries['Night 1']!.updated).toBe(new Date(clock.now()).toISOString());
+    expect(times.entries['Night 2']!.updated).toBe(times.entries['Night 2']!.published);
+  });
+
+  it('reads the listings of an earlier version, which have no revision times, and revises them', async () => {
+    const directory = await tempFolder();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const publisher = createFilesystemPublisher({ directory, clock });
+    const episodes = makeEpisodes(2);
+    for (const episode of episodes) await publisher.publish(episode);
+    await asEarlierFormat(directory);
+    await publisher.publish({ ...episodes[0]!, scene: { ...episodes[0]!.scene, title: 'Dawn' } });
+    expect((await feedTimes(directory)).entries.Dawn!.updated).toBe(new Date(clock.now()).toISOString());
+    expect((await listedEpisodes(directory)).map((episode) => episode.sceneId)).toEqual(['tale-s0', 'tale-s1']);
+  });
+});
+
+describe('createFilesystemPublisher: feed ids', () => {
+  const feedOf = async (directory: string) => feedIds(await read(directory, 'feed.atom'));
+
+  it('gives two separately created stories of one id different ids, each stable however its site is rebuilt', async () => {
+    const first = makeEpisodes(3);
+    // The same story id and scenes, in a story created at another time (another project from the same template).
+    const second = makeEpisodes(3, { story: { createdAt: '2026-03-04T05:06:07.000Z' } });
+    const [one, two] = [await tempFolder(), await tempFolder()];
+    for (const episode of first) await createFilesystemPublisher({ directory: one }).publish(episode);
+    await createFilesystemPublisher({ directory: two }).publishMany(second);
+    const ids = await feedOf(one);
+    expect(ids.feed).toMatch(/^urn:storyloom:site:[0-9a-f]{16}$/);
+    expect(ids.entries).toEqual(first.map((episode) => `${ids.feed}:scene:${episode.scene.id}`).reverse());
+    const other = await feedOf(two);
+    expect(other.feed).not.toBe(ids.feed);
+    expect(other.entries.filter((id) => ids.entries.includes(id))).toEqual([]);
+    expect(JSON.parse(await read(one, 'episodes.json'))).toMatchObject({ format: 'storyloom-site/3' });
+
+    // Published again, by another publisher, and repaired with its catalog and story file lost: the same ids.
+    const publisher = createFilesystemPublisher({ directory: one });
+    await publisher.publish(first[1]!);
+    await rm(path.join(one, 'episodes.json'));
+    await rm(path.join(one, 'story.json'));
+    await publisher.publish(first[2]!);
+    expect(await feedOf(one)).toEqual(ids);
+    // Built again from the store into a new folder (an import, a deleted site), in one batch: the same ids.
+    const rebuilt = await tempFolder();
+    await createFilesystemPublisher({ directory: rebuilt }).publishMany(first);
+    expect(await feedOf(rebuilt)).toEqual(ids);
+    // Every later state of the story carries its creation time however it spells it: the key is the same.
+    const respelled = await tempFolder();
+    const offset = makeEpisodes(3, { story: { createdAt: '2026-01-01T01:00:00+01:00' } });
+    await createFilesystemPublisher({ directory: respelled }).publishMany(offset);
+    expect(await feedOf(respelled)).toEqual(ids);
+  });
+
+  it('gives a fork, a story of another id from the same state, ids of its own', async () => {
+    const original = makeEpisodes(2);
+    const forked = makeEpisodes(2, { storyId: 'branch' });
+    const [one, two] = [await tempFolder(), await tempFolder()];
+    await createFilesystemPublisher({ directory: one }).publishMany(original);
+    await createFilesystemPublisher({ directory: two }).publishMany(forked);
+    expect((await feedOf(two)).feed).not.toBe((await feedOf(one)).feed);
+  });
+
+  it('keeps the ids of a site published before feed keys, through new scenes and repairs', async () => {
+    const directory = await tempFolder();
+    const publisher = createFilesystemPublisher({ directory });
+    const episodes = makeEpisodes(5, { chapterLength: 2 });
+    for (const episode of episodes.slice(0, 2)) await publisher.publish(episode);
+    await asEarlierFormat(directory);
+    // A page past the last chapter: a repair removes it, a publish that reads the catalog as it is leaves it.
+    await writeFile(path.join(directory, 'chapters/9.html'), '');
+    const earlierIds = (count: number) => ({
+      feed: 'urn:storyloom:story:tale',
+      entries: episodes
+        .slice(0, count)
+        .map((episode) => `urn:storyloom:scene:tale:${episode.scene.id}`)
+        .reverse(),
+    });
+    await publisher.publish(episodes[2]!);
+    expect(await feedOf(directory)).toEqual(earlierIds(3));
+    expect(await readdir(path.join(directory, 'chapters'))).toContain('9.html');
+    const catalog = JSON.parse(await read(directory, 'episodes.json'));
+    expect(catalog.format).toBe('storyloom-site/2');
+    expect(catalog).not.toHaveProperty('feedKey');
+    // The catalog lost: the story file says the format. Both lost: the chapter files do.
+    await rm(path.join(directory, 'episodes.json'));
+    await publisher.publish(episodes[3]!);
+    expect(await feedOf(directory)).toEqual(earlierIds(4));
+    await rm(path.join(directory, 'episodes.json'));
+    await rm(path.join(directory, 'story.json'));
+    await publisher.publish(episodes[4]!);
+    expect(await feedOf(directory)).toEqual(earlierIds(5));
+    for (const file of ['episodes.json', 'story.json', 'episodes/chapter-0003.json']) {
+      expect(JSON.parse(await read(directory, file)).format, file).toBe('storyloom-site/2');
     }
   });
 });
@@ -1356,7 +1688,15 @@ describe('createFilesystemPublisher: a scene published again at another place', 
       'scenes/000007-tale-s1.html',
       'scenes/000007-tale-s1.json',
     ]);
-    expect(await snapshot(directory)).toEqual(await siteOf([episodes[0]!, episodes[2]!, episodes[3]!, moved]));
+    // The site is that of the scene published there first, but for its feed entry (and the catalog that lists it):
+    // its link changed, so it is revised (see the feed's updated times).
+    const catalogAndFeed = /^(feed\.atom|episodes\.json|episodes\/)/;
+    const pages = (files: Map<string, Buffer>) => new Map([...files].filter(([name]) => !catalogAndFeed.test(name)));
+    const expected = await siteOf([episodes[0]!, episodes[2]!, episodes[3]!, moved]);
+    expect(pages(await snapshot(directory))).toEqual(pages(expected));
+    const listed = await listedEpisodes(directory);
+    expect(listed.find((episode) => episode.sceneId === 'tale-s1')).toHaveProperty('revisedAt');
+    expect(listed.filter((episode) => Object.hasOwn(episode, 'revisedAt'))).toHaveLength(1);
   });
 
   it('keeps the files of a scene that one batch moves to another index and back', async () => {
@@ -1672,6 +2012,6 @@ describe('createFilesystemPublisher: chapter file names on every file system', (
     const listed = JSON.parse(await read(directory, `episodes/${current}`)).episodes;
     expect(listed.map((episode: { sceneId: string }) => episode.sceneId)).toEqual(episodes.map((e) => e.scene.id));
     // What only the chapter file knew (a picture's own alt text) is kept.
-    expect(listed[0].image).toEqual({ extension: 'png', alt: 'custom' });
+    expect(listed[0].image).toEqual({ extension: 'png', alt: 'custom', width: 1, height: 1 });
   });
 });

@@ -6,8 +6,10 @@
  * How it stays correct:
  *
  * - **Idempotent per scene.** Every path is derived from the scene's index and id; every byte is derived from the
- *   scene, the story state and the options (dates come from `scene.createdAt`, never the wall clock), so publishing
- *   the same scene twice leaves byte-identical files. A file whose content is unchanged is not rewritten.
+ *   scene, the story state, the options and the catalog (dates come from `scene.createdAt`; the one time taken from
+ *   the clock, a feed entry's revision, is taken when a publish changes the scene's title, excerpt or link, and kept
+ *   in the catalog from then on), so publishing the same scene twice leaves byte-identical files. A file whose
+ *   content is unchanged is not rewritten.
  * - **The same work at every length.** The catalog is split: `episodes.json` names the chapters (one line each)
  *   and the scenes the roster and the timeline link to, `episodes/<chapter id>.json` lists one chapter's episodes,
  *   and `story.json` holds the story state the roster and the timeline show. A publish reads the catalog and the few
@@ -152,7 +154,10 @@ export interface FilesystemPublisherOptions {
    * any length is published in bounded memory. Default 256.
    */
   scenePagesPerWrite?: number;
-  /** Compared with file times to find stale temporary files. Default: the system clock. */
+  /**
+   * Compared with file times to find stale temporary files, and the time a scene's feed entry is revised at when it
+   * is published again with another title, excerpt or link (its Atom `updated`). Default: the system clock.
+   */
   clock?: Clock;
 }
 
@@ -174,7 +179,23 @@ type StorySnapshot = z.infer<typeof StorySnapshotSchema>;
 type ImageExtension = EpisodeImageExtension;
 const IMAGE_EXTENSIONS: readonly ImageExtension[] = Object.values(EPISODE_IMAGE_TYPES);
 
-/** One published scene as the manifest lists it: everything the story pages need without reading the scene. */
+/** The largest width or height a page gives a picture: a size beyond it is no picture's. */
+const MAX_PIXELS = 1_000_000;
+/** A picture's width or height, as a page's `<img>` takes it. */
+const PixelsSchema = z.number().int().min(1).max(MAX_PIXELS);
+
+/**
+ * One published scene as the manifest lists it: everything the story pages need without reading the scene.
+ *
+ * - `image.alt` is the alt text the picture came with (the scene page shows `pictureAlt` of it); `image.width` and
+ *   `image.height` are its size in pixels, read from its bytes when it was written (`pictureSize`), so a page rendered
+ *   later without them gives its `<img>` a size. Absent when it could not be read, and in earlier versions' listings.
+ * - `revisedAt` is when a publish last changed what the feed shows of the scene (its title, its excerpt or its link),
+ *   at the publisher's clock: the entry's Atom `updated`. Absent until the scene is published again with such a
+ *   change, and in earlier versions' listings; a publish that changes none of them keeps it, so the feed stays the same.
+ *
+ * (Written here rather than beside each field: the bundle keeps comments inside an expression.)
+ */
 const ManifestEpisodeSchema = z.object({
   sceneId: IdSchema,
   index: z.number().int().min(0),
@@ -185,8 +206,14 @@ const ManifestEpisodeSchema = z.object({
   /** The names of the characters present, as the story knew them when the scene was published. */
   cast: z.array(z.object({ id: IdSchema, name: z.string() })),
   image: z
-    .object({ extension: z.enum(IMAGE_EXTENSIONS as [ImageExtension, ...ImageExtension[]]), alt: z.string() })
+    .object({
+      extension: z.enum(IMAGE_EXTENSIONS as [ImageExtension, ...ImageExtension[]]),
+      alt: z.string(),
+      width: PixelsSchema.optional(),
+      height: PixelsSchema.optional(),
+    })
     .nullable(),
+  revisedAt: z.iso.datetime().optional(),
 });
 type ManifestEpisode = z.infer<typeof ManifestEpisodeSchema>;
 
@@ -210,24 +237,40 @@ type ChapterSummary = z.infer<typeof ChapterSummarySchema>;
 const SceneLinkSchema = z.object({ index: z.number().int().min(0), position: z.number().int().min(0) }).nullable();
 type SceneLink = z.infer<typeof SceneLinkSchema>;
 
-const CATALOG_FORMAT = 'storyloom-site/2';
+/**
+ * The format of a site first published before feed keys: its feed and entry ids name the story by its id alone
+ * (`urn:storyloom:story:<story id>`, `urn:storyloom:scene:<story id>:<scene id>`). Such a site keeps this format,
+ * and these ids, for good: changing a feed's ids makes a feed reader show every entry again as new.
+ */
+const SITE_FORMAT_STORY_IDS = 'storyloom-site/2';
+/** The format of the sites this version starts: their feed ids carry the site's `feedKey` (`feedKeyOf`). */
+const CATALOG_FORMAT = 'storyloom-site/3';
+const SiteFormatSchema = z.enum([SITE_FORMAT_STORY_IDS, CATALOG_FORMAT]);
+type SiteFormat = z.infer<typeof SiteFormatSchema>;
 /**
  * `episodes.json`: the chapters in reading order, and the scenes the roster and the timeline link to. The story
- * state they show is in `story.json`, at `storyVersion`.
+ * state they show is in `story.json`, at `storyVersion`. Its `format` says which feed ids the site gives: a site of
+ * the current format records its `feedKey`, one of the earlier format has none.
  */
-const CatalogSchema = z.object({
-  format: z.literal(CATALOG_FORMAT),
-  storyId: IdSchema,
-  storyVersion: z.number().int().min(0),
-  episodeCount: z.number().int().min(0),
-  /**
-   * The SHA-256 of each site-wide file as last written (`index.html`, `story.json`, ...): these change with almost
-   * every publish, so they are written without being read back first, and one that has not changed is left alone.
-   */
-  fileHashes: z.record(z.string(), z.string()),
-  chapters: z.array(ChapterSummarySchema),
-  links: z.record(IdSchema, SceneLinkSchema),
-});
+const CatalogSchema = z
+  .object({
+    format: SiteFormatSchema,
+    feedKey: z
+      .string()
+      .regex(/^[0-9a-f]{16}$/)
+      .optional(),
+    storyId: IdSchema,
+    storyVersion: z.number().int().min(0),
+    episodeCount: z.number().int().min(0),
+    /**
+     * The SHA-256 of each site-wide file as last written (`index.html`, `story.json`, ...): these change with almost
+     * every publish, so they are written without being read back first, and one that has not changed is left alone.
+     */
+    fileHashes: z.record(z.string(), z.string()),
+    chapters: z.array(ChapterSummarySchema),
+    links: z.record(IdSchema, SceneLinkSchema),
+  })
+  .refine((catalog) => (catalog.format === CATALOG_FORMAT) === (catalog.feedKey !== undefined));
 type Catalog = z.infer<typeof CatalogSchema>;
 
 /**
@@ -235,14 +278,14 @@ type Catalog = z.infer<typeof CatalogSchema>;
  * older state is published again (it must not roll the roster back): a publish of the newest state has it in hand.
  */
 const StoryFileSchema = z.object({
-  format: z.literal(CATALOG_FORMAT),
+  format: SiteFormatSchema,
   storyId: IdSchema,
   story: StorySnapshotSchema,
 });
 
 /** `episodes/<chapter id>.json`: one chapter's episodes in story order. */
 const ChapterFileSchema = z.object({
-  format: z.literal(CATALOG_FORMAT),
+  format: SiteFormatSchema,
   storyId: IdSchema,
   chapterId: IdSchema,
   episodes: z.array(ManifestEpisodeSchema).min(1),
@@ -709,10 +752,37 @@ function linksOf(sceneIds: readonly string[], chapters: ReadonlyMap<string, Mani
   return Object.fromEntries(sceneIds.map((id) => [id, positions.get(id) ?? null]));
 }
 
+/** Which feed ids a site gives: its format, and the key its feed ids carry when the format has one. */
+type FeedIds = Pick<Catalog, 'format' | 'feedKey'>;
+
+/**
+ * The key a new site's feed ids carry (`urn:storyloom:site:<key>`): 16 hex digits of the SHA-256 of the story's id and
+ * the time its state says it was created (`StoryState.createdAt`). Feed ids must be unique across sites, and the
+ * story id alone is not: every project started from one template has the same one, and an aggregator that merges
+ * feeds would take their entries for one another. The creation time tells such stories apart, and a fork gets a key
+ * of its own from its new id. It is taken from the story rather than drawn at random because the key must survive
+ * what rebuilds a site: every later state of the story carries the same creation time (the store keeps it through
+ * every commit, and an export and its import carry it over), so a site repaired after its catalog was lost, or
+ * built again from the store (the command's import and fork, a deleted folder published again), gives its entries
+ * the ids they had. The site records the key in its catalog when it is first written and keeps it from then on.
+ */
+function feedKeyOf(story: Pick<StoryState, 'storyId' | 'createdAt'>): string {
+  // The instant, however the state spells it (an offset, or `Z`): another spelling of the same time is the same story.
+  const time = Date.parse(story.createdAt);
+  const created = Number.isNaN(time) ? story.createdAt : new Date(time).toISOString();
+  return createHash('sha256').update(`${story.storyId}\n${created}`).digest('hex').slice(0, 16);
+}
+
 /** The catalog of a site whose every chapter is known. */
-function catalogOf(storyId: string, story: StorySnapshot, chapters: ReadonlyMap<string, ManifestEpisode[]>): Catalog {
+function catalogOf(
+  storyId: string,
+  story: StorySnapshot,
+  chapters: ReadonlyMap<string, ManifestEpisode[]>,
+  ids: FeedIds,
+): Catalog {
   return {
-    format: CATALOG_FORMAT,
+    format: ids.format,
+    ...(ids.feedKey === undefined ? {} : { feedKey: ids.feedKey }),
     storyId,
     storyVersion: story.version,
     episodeCount: [...chapters.values()].reduce((sum, episodes) => sum + episodes.length, 0),
@@ -748,6 +818,8 @@ class SiteOutOfStep extends Error {
 /** What the pages need to know about the whole site. */
 interface SiteView {
   storyId: string;
+  /** The key of the feed's ids; undefined on a site of the earlier format, whose ids name the story by its id alone. */
+  feedKey: string | undefined;
   story: StorySnapshot;
   siteTitle: string;
   language: string;
@@ -1012,6 +1084,7 @@ class SiteModel {
       .reduce<EpisodeLink | undefined>((max, ref) => (!max || compareEpisodes(ref, max) > 0 ? ref : max), undefined);
     return {
       storyId: catalog.storyId,
+      feedKey: catalog.feedKey,
       story,
       siteTitle: siteTitle ?? story.title,
       language,
@@ -1176,6 +1249,25 @@ function paragraphsOf(text: string): string {
     .join('\n');
 }
 
+/**
+ * The alt text of a scene's picture on its page. What publishers are handed by default (`sceneAltText`, as the engine
+ * and the command give it) is the scene's image prompt: words for the image model, which the narrators open with the
+ * story's style guide ("ink and watercolour, muted blues. ...") and fill with moods and how each character looks, and
+ * which a screen reader would read out on every scene. Neither the picture request nor the generated image holds a
+ * caption of its own, so a picture described by that default (or by nothing) is named by its scene instead, as a
+ * reader wants it: `Illustration: <title>`. An alt text the caller wrote otherwise is a real description: it is kept.
+ */
+function pictureAlt(scene: Scene, given: string): string {
+  const byDefault =
+    given === '' || given === sceneAltText(scene) || given === sceneAltText({ ...scene, imagePrompt: '' });
+  return byDefault ? `Illustration: ${feedText(scene.title)}` : given;
+}
+
+/** ` width="…" height="…"` for a picture whose size is known, so the text does not move when it loads; else nothing. */
+function pictureDimensions(image: ManifestEpisode['image']): string {
+  return image?.width && image.height ? ` width="${image.width}" height="${image.height}"` : '';
+}
+
 /** `scenes/<slug>.html`, with links to the episodes before and after it in story order. */
 function renderScenePage(
   site: SiteView,
@@ -1205,7 +1297,7 @@ function renderScenePage(
 <h1 dir="auto">${esc(scene.title)}</h1>
 ${scene.summary.trim() ? `<p class="lede" dir="auto">${esc(scene.summary)}</p>` : ''}
 </header>
-${picture ? `<figure class="scene-picture"><img src="${esc(picture)}" alt="${esc(episode.image?.alt ?? '')}"></figure>` : ''}
+${picture ? `<figure class="scene-picture"><img src="${esc(picture)}" alt="${esc(pictureAlt(scene, episode.image?.alt ?? ''))}"${pictureDimensions(episode.image)}></figure>` : ''}
 <div class="prose" dir="auto">
 ${paragraphsOf(scene.text)}
 </div>
@@ -1450,31 +1542,42 @@ function feedText(text: string): string {
   return /[\u202a-\u202e\u2066-\u2069]/.test(text) ? isolatedText(text) : text;
 }
 
+/**
+ * An entry's Atom `updated`: the last time a publish changed what the feed shows of it (`revisedAt`), else its
+ * scene's time; never before its `published`.
+ */
+function entryUpdated(episode: ManifestEpisode): string {
+  // RFC 3339 times in UTC with four-digit years: in order as text.
+  return [episode.createdAt, episode.revisedAt ?? episode.createdAt].map(isoTime).sort()[1]!;
+}
+
 /** `feed.atom`, of the `newest` episodes (newest first). */
 function renderFeed(site: SiteView, newest: readonly ManifestEpisode[], baseUrl: string | undefined): string {
-  // The newest scene's time, not the wall clock: regenerating the feed does not change it.
-  const updated =
-    newest
-      .map((episode) => isoTime(episode.createdAt))
-      .sort()
-      .at(-1) ?? '1970-01-01T00:00:00.000Z';
+  // The newest change among the entries, from stored times, not the wall clock: regenerating the feed keeps it.
+  const updated = newest.map(entryUpdated).sort().at(-1) ?? '1970-01-01T00:00:00.000Z';
   const base = baseUrl ? ` xml:base="${esc(baseUrl)}"` : '';
+  // A site of the earlier format keeps the ids it gave (see `SITE_FORMAT_STORY_IDS`); a new one's carry its key.
+  const feedId =
+    site.feedKey === undefined ? `urn:storyloom:story:${esc(site.storyId)}` : `urn:storyloom:site:${site.feedKey}`;
+  const entryId = (sceneId: string) =>
+    site.feedKey === undefined
+      ? `urn:storyloom:scene:${esc(site.storyId)}:${esc(sceneId)}`
+      : `${feedId}:scene:${esc(sceneId)}`;
   const entryXml = newest
-    .map((episode) => {
-      const time = isoTime(episode.createdAt);
-      return `  <entry>
-    <id>urn:storyloom:scene:${esc(site.storyId)}:${esc(episode.sceneId)}</id>
+    .map(
+      (episode) => `  <entry>
+    <id>${entryId(episode.sceneId)}</id>
     <title type="text">${esc(feedText(episode.title))}</title>
-    <updated>${time}</updated>
-    <published>${time}</published>
+    <updated>${entryUpdated(episode)}</updated>
+    <published>${isoTime(episode.createdAt)}</published>
     <link rel="alternate" type="text/html" href="${sceneHref(episode, '')}"/>
     <summary type="text">${esc(episode.excerpt)}</summary>
-  </entry>`;
-    })
+  </entry>`,
+    )
     .join('\n');
   return `<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"${base}>
-  <id>urn:storyloom:story:${esc(site.storyId)}</id>
+  <id>${feedId}</id>
   <title type="text">${esc(feedText(site.siteTitle))}</title>
   <subtitle type="text">${esc(feedText(site.story.premise))}</subtitle>
   <updated>${updated}</updated>
@@ -1796,6 +1899,95 @@ function entryOf(
   };
 }
 
+/** A picture's size in pixels. */
+type PictureSize = { width: number; height: number };
+
+/**
+ * The size a browser shows a picture at, read from its bytes: for a PNG, its IHDR chunk (which the format puts
+ * first); for a JPEG, its frame header, turned when its Exif orientation turns the picture a quarter (as browsers
+ * show it); for a WebP, the header of its first chunk (`VP8 `, `VP8L` or `VP8X`); for an SVG, its root element's
+ * `width` and `height` in pixels, or its `viewBox` for what they leave out. The image generators return PNG, JPEG,
+ * WebP and SVG, and a publisher is handed only the bytes. Undefined when the bytes do not say (an SVG sized in `%` or
+ * `em`, a truncated file): a page then gives no size rather than a wrong one.
+ */
+function pictureSize(data: Uint8Array, extension: ImageExtension): PictureSize | undefined {
+  const bytes = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const at = (offset: number, size: 1 | 2 | 3 | 4, littleEndian = false) => {
+    // Out of the bytes (or at no offset, NaN): no number, so every check on it fails.
+    if (!(offset >= 0 && offset + size <= data.byteLength)) return Number.NaN;
+    if (size === 1) return bytes.getUint8(offset);
+    if (size === 2) return bytes.getUint16(offset, littleEndian);
+    if (size === 4) return bytes.getUint32(offset, littleEndian);
+    return bytes.getUint16(offset, true) + bytes.getUint8(offset + 2) * 0x10000;
+  };
+  const ascii = (offset: number) => String.fromCharCode(...data.subarray(offset, offset + 4));
+  const sized = (width: number, height: number, turned = false): PictureSize | undefined => {
+    const [w, h] = [Math.round(width), Math.round(height)];
+    if (!(w >= 1 && h >= 1 && w <= MAX_PIXELS && h <= MAX_PIXELS)) return undefined;
+    return turned ? { width: h, height: w } : { width: w, height: h };
+  };
+  if (extension === 'png') return ascii(12) === 'IHDR' ? sized(at(16, 4), at(20, 4)) : undefined;
+  if (extension === 'webp') {
+    const chunk = ascii(12);
+    if (chunk === 'VP8 ' && at(23, 2) === 0x9d01 && at(25, 1) === 0x2a) {
+      return sized(at(26, 2, true) & 0x3fff, at(28, 2, true) & 0x3fff);
+    }
+    if (chunk === 'VP8L' && at(20, 1) === 0x2f) {
+      const bits = at(21, 4, true);
+      return sized((bits & 0x3fff) + 1, ((bits >>> 14) & 0x3fff) + 1);
+    }
+    return chunk === 'VP8X' ? sized(at(24, 3) + 1, at(27, 3) + 1) : undefined;
+  }
+  if (extension === 'jpg') {
+    let turned = false;
+    // Segment by segment from the start of image (FF D8) to the first frame header (SOF0-SOF15 but DHT, JPG, DAC).
+    for (let offset = 2; at(offset, 1) === 0xff; ) {
+      const marker = at(offset + 1, 1);
+      if (marker === 0xff) offset += 1;
+      else if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd8)) offset += 2;
+      else if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+        return sized(at(offset + 7, 2), at(offset + 5, 2), turned);
+      } else if (marker === 0xd9 || marker === 0xda || Number.isNaN(marker)) return undefined;
+      else {
+        if (marker === 0xe1 && ascii(offset + 4) === 'Exif') turned = exifTurnsQuarter(at, offset + 10);
+        offset += 2 + at(offset + 2, 2);
+      }
+    }
+    return undefined;
+  }
+  // An SVG: the root is the first `svg` element once comments are out of the way.
+  const text = new TextDecoder().decode(data).replace(/<!--[\s\S]*?-->/g, '');
+  const root = /<(?:[\w.-]+:)?svg[\s/>](?:[^>"']|"[^"]*"|'[^']*')*>/.exec(text)?.[0] ?? '';
+  const pixels = (name: string) =>
+    Number(new RegExp(`\\s${name}\\s*=\\s*(["'])\\s*([\\d.]+)(?:px)?\\s*\\1`).exec(root)?.[2] ?? Number.NaN);
+  const box =
+    /\sviewBox\s*=\s*(["'])([^"']*)\1/
+      .exec(root)?.[2]
+      ?.trim()
+      .split(/[\s,]+/)
+      .map(Number) ?? [];
+  const ratio = box.length === 4 ? box[2]! / box[3]! : Number.NaN;
+  let [width, height] = [pixels('width'), pixels('height')];
+  if (Number.isNaN(width)) width = Number.isNaN(height) ? (box[2] ?? Number.NaN) : height * ratio;
+  if (Number.isNaN(height)) height = width / ratio;
+  return sized(width, height);
+}
+
+/**
+ * Whether the Exif block of a JPEG, its TIFF header at `tiff`, holds an orientation (tag 0x0112 of its first IFD) of 5
+ * to 8: the picture is shown turned a quarter, its width and height swapped.
+ */
+function exifTurnsQuarter(at: (offset: number, size: 2 | 4, littleEndian?: boolean) => number, tiff: number): boolean {
+  const little = at(tiff, 2) === 0x4949;
+  const directory = tiff + at(tiff + 4, 4, little);
+  const count = at(directory, 2, little);
+  for (let entry = 0; entry < count; entry++) {
+    const field = directory + 2 + entry * 12;
+    if (at(field, 2, little) === 0x0112) return at(field + 8, 2, little) >= 5;
+  }
+  return false;
+}
+
 /** The picture already on disk for `slug`, if any. */
 function existingImage(imageNames: readonly string[], slug: string): ImageExtension | undefined {
   return IMAGE_EXTENSIONS.find((extension) => imageNames.includes(`${slug}.${extension}`));
@@ -1948,11 +2140,14 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     return ordered ? episodes : undefined;
   }
 
-  /** The story `story.json` holds, if it is readable and of `storyId` (and of `version`, when given). */
-  async function readStoryFile(storyId: string, version?: number): Promise<StorySnapshot | undefined> {
+  /** What `story.json` holds, if it is readable and of `storyId` (and of `version`, when given). */
+  async function readStoryFile(
+    storyId: string,
+    version?: number,
+  ): Promise<z.infer<typeof StoryFileSchema> | undefined> {
     const parsed = StoryFileSchema.safeParse(await readJson(path.join(directory, STORY_FILE)));
     if (!parsed.success || parsed.data.storyId !== storyId) return undefined;
-    return version === undefined || parsed.data.story.version === version ? parsed.data.story : undefined;
+    return version === undefined || parsed.data.story.version === version ? parsed.data : undefined;
   }
 
   async function readScene(episode: ManifestEpisode): Promise<Scene | undefined> {
@@ -1989,13 +2184,16 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
    * scene JSON file none of them lists (left by a crash between writes, or by another process), folded back in. A
    * scene listed in two places (a publish that moved it died between two chapter files) is kept where its JSON puts
    * it, and one a crashed publish (`crashed`) was moving, where the JSON it wrote puts it: the next publish finishes
-   * the move. Removes the abandoned temporary files of every folder on the way.
+   * the move. Removes the abandoned temporary files of every folder on the way. The site's feed ids are `ids`: of
+   * `ids.format` when it is known, else of the earlier format when a chapter file of it is there (a site of that
+   * format that lost its catalog and its story file), else of the current one, with `ids.feedKey`.
    */
   async function readWholeSite(
     storyId: string,
     story: StorySnapshot,
     legacy: z.infer<typeof LegacyManifestSchema> | undefined,
     crashed: ReadonlyArray<{ sceneId: string; index: number }>,
+    ids: { format: SiteFormat | undefined; feedKey: string },
   ): Promise<WholeSite> {
     const sceneNames = await listFolder(scenesFolder, clock, staleMs);
     const imageNames = await listFolder(imagesFolder, clock, staleMs);
@@ -2010,7 +2208,12 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         return undefined;
       }
       const extension = existingImage(imageNames, slug);
-      return entryOf(scene.data, story.characters, extension ? { extension, alt: sceneAltText(scene.data) } : null);
+      const picture = extension && {
+        extension,
+        alt: sceneAltText(scene.data),
+        ...(await pictureSizeOnDisk(slug, extension)),
+      };
+      return entryOf(scene.data, story.characters, picture || null);
     };
     const chapters = new Map<string, ManifestEpisode[]>();
     /** The slug each scene is kept at. */
@@ -2026,17 +2229,18 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     /**
      * `episode` with the picture `images/` holds for it: a chapter file written by a writer that overlapped another
      * may say a scene has no picture when the other had written it by then. The alt text a listing gives is kept;
-     * a picture it did not know is described as its scene is.
+     * a picture it did not know is described as its scene is, and its size read from it.
      */
     const withPictureOnDisk = async (episode: ManifestEpisode): Promise<ManifestEpisode> => {
       const slug = slugOfEpisode(episode);
       const extension = existingImage(imageNames, slug);
       if (!extension) return episode.image ? { ...episode, image: null } : episode;
-      if (episode.image) {
-        return episode.image.extension === extension ? episode : { ...episode, image: { ...episode.image, extension } };
-      }
-      const alt = (await sceneEntry(slug))?.image?.alt ?? sceneAltText({ imagePrompt: '', title: episode.title });
-      return { ...episode, image: { extension, alt } };
+      if (episode.image?.extension === extension) return episode;
+      const alt =
+        episode.image?.alt ??
+        (await sceneEntry(slug))?.image?.alt ??
+        sceneAltText({ imagePrompt: '', title: episode.title });
+      return { ...episode, image: { extension, alt, ...(await pictureSizeOnDisk(slug, extension)) } };
     };
     // Every place a chapter file (or an earlier version's manifest) lists each scene.
     const listings = new Map<string, ManifestEpisode[]>();
@@ -2045,10 +2249,12 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       listings.set(episode.sceneId, [...(listings.get(episode.sceneId) ?? []), episode]);
     };
     const chapterFileSet = new Set(chapterFileNames);
+    let format = ids.format;
     for (const name of [...chapterFileNames].sort()) {
       if (!name.endsWith('.json')) continue;
       const parsed = ChapterFileSchema.safeParse(await readJson(path.join(episodesFolder, name)));
       if (!parsed.success || parsed.data.storyId !== storyId) continue;
+      if (parsed.data.format === SITE_FORMAT_STORY_IDS) format ??= SITE_FORMAT_STORY_IDS;
       // A chapter file is read under its own name, or under the one an earlier version gave it (the repair moves it).
       const own = chapterFileOf(parsed.data.chapterId);
       const earlier = `${EPISODES}/${fileIdOf(parsed.data.chapterId)}.json`;
@@ -2063,7 +2269,8 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       const written = index === undefined ? undefined : await sceneEntry(slugOf(index, sceneId));
       const same = (place: ManifestEpisode) =>
         written !== undefined && place.chapterId === written.chapterId && place.index === written.index;
-      if (written && !places.some(same)) keep(written);
+      // The crashed publish moved the scene: it is where its JSON puts it, revised as that publish would have.
+      if (written && !places.some(same)) keep(revisionOf(places[0], written));
       else if (places.length === 1) keep(places[0]!);
       else keep(places.find(same) ?? (await placeOfJson(places, sceneEntry)));
     }
@@ -2075,7 +2282,12 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       if (entry && keep(entry)) folded.push(entry);
     }
     for (const episodes of chapters.values()) episodes.sort(compareEpisodes);
-    const catalog = catalogOf(storyId, story, chapters);
+    const catalog = catalogOf(
+      storyId,
+      story,
+      chapters,
+      format === SITE_FORMAT_STORY_IDS ? { format } : { format: CATALOG_FORMAT, feedKey: ids.feedKey },
+    );
     const model = new SiteModel(catalog, story, (chapterId) => readChapter(storyId, chapterId), chapters);
     // A crashed publish that moved its scene to another index, kept there: the scene's files at any other index go.
     for (const { sceneId, index } of crashed) {
@@ -2114,11 +2326,15 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     repair?: { whole: WholeSite; crashed: ReadonlyArray<{ sceneId: string }> };
   }
 
-  /** The site read cheaply from its catalog, or as a whole when it needs a repair (`leftBehind` given). */
+  /**
+   * The site read cheaply from its catalog, or as a whole when it needs a repair (`leftBehind` given). `feedKey` is
+   * the key of the story published (`feedKeyOf`): a site that has no catalog yet takes it.
+   */
   async function openSite(
     storyId: string,
     loaded: Awaited<ReturnType<typeof loadCatalog>>,
     story: StorySnapshot,
+    feedKey: string,
     leftBehind: readonly string[] | undefined,
   ): Promise<OpenSite> {
     const { catalog } = loaded;
@@ -2127,16 +2343,21 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       // A copy: should a file disagree, the repair starts again from the catalog as it was read.
       const model = new SiteModel(
         structuredClone(catalog),
-        () => readStoryFile(storyId, catalog.storyVersion),
+        async () => (await readStoryFile(storyId, catalog.storyVersion))?.story,
         (chapterId) => readChapter(storyId, chapterId),
       );
       return { model, catalogText: loaded.text, previousOrder };
     }
     const legacy = loaded.legacy?.story;
-    const stored = (await readStoryFile(storyId)) ?? (legacy && { ...legacy, characters: rosterOf(legacy.characters) });
+    const storyFile = await readStoryFile(storyId);
+    const stored = storyFile?.story ?? (legacy && { ...legacy, characters: rosterOf(legacy.characters) });
     const shown = stored && stored.version > story.version ? stored : withArchivedThreads(stored, story);
     const crashed = await scenesOfMarkers(leftBehind ?? []);
-    const whole = await readWholeSite(storyId, shown, loaded.legacy, crashed);
+    // The site keeps the feed ids it gave: those its catalog says, or, with the catalog lost, those of the format its
+    // story file, an earlier version's manifest or (in `readWholeSite`) its chapter files were written in.
+    const format = catalog?.format ?? storyFile?.format ?? (loaded.legacy ? SITE_FORMAT_STORY_IDS : undefined);
+    const ids = { format, feedKey: catalog?.feedKey ?? feedKey };
+    const whole = await readWholeSite(storyId, shown, loaded.legacy, crashed, ids);
     if (catalog && catalog.storyVersion > shown.version) {
       // `story.json` is lost and an older state is published again: the site keeps what it showed of the newer one.
       whole.model.storyBehind = true;
@@ -2165,23 +2386,59 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     await writeFileAtomic(path.join(scenesFolder, `${slug}.json`), toJson(scene));
   }
 
-  /** Takes a published scene into the model: its story state, then its episode. Returns the episode. */
-  async function absorb(model: SiteModel, episode: ValidEpisode): Promise<ManifestEpisode> {
+  /** The size of the picture `images/<slug>.<extension>` on disk, when it can be read. */
+  async function pictureSizeOnDisk(slug: string, extension: ImageExtension): Promise<PictureSize | undefined> {
+    const data = await readFile(path.join(imagesFolder, `${slug}.${extension}`)).catch(() => undefined);
+    return data && pictureSize(data, extension);
+  }
+
+  /**
+   * Takes a published scene into the model: its story state, then its episode. Returns the episode. `before` keeps,
+   * for each scene this publish (or batch) takes in, the episode the site listed for it before: the entry is revised
+   * (`revisedAt`, at the publisher's clock) when what the feed shows of it differs from that, and keeps the time it
+   * had otherwise, so a retry, or a batch that moves a scene and back, revises nothing.
+   */
+  async function absorb(
+    model: SiteModel,
+    episode: ValidEpisode,
+    before: Map<string, ManifestEpisode | undefined>,
+  ): Promise<ManifestEpisode> {
     const { scene, story, image } = episode;
     await model.updateStory(snapshotOf(story), scene.id, locatePublished);
+    const slug = slugOf(scene.index, scene.id);
+    const previous = (await model.placeOf({ sceneId: scene.id, index: scene.index, chapterId: scene.chapterId }))
+      ?.episode;
+    if (!before.has(scene.id)) before.set(scene.id, previous);
     let picture: ManifestEpisode['image'] = null;
-    if (image) picture = { extension: image.extension, alt: image.alt };
+    if (image) picture = { extension: image.extension, alt: image.alt, ...pictureSize(image.data, image.extension) };
     else {
-      // A retry without the picture keeps the one an earlier publish wrote.
-      const extension = await pictureOnDisk(slugOf(scene.index, scene.id));
-      const previous =
-        extension &&
-        (await model.placeOf({ sceneId: scene.id, index: scene.index, chapterId: scene.chapterId }))?.episode;
-      if (extension) picture = { extension, alt: previous?.image?.alt ?? sceneAltText(scene) };
+      // A retry without the picture keeps the one an earlier publish wrote, and the size it recorded of it.
+      const extension = await pictureOnDisk(slug);
+      const known = previous?.image?.extension === extension ? previous?.image : undefined;
+      if (extension) {
+        const size = known?.width && known.height ? { width: known.width, height: known.height } : undefined;
+        picture = {
+          extension,
+          alt: previous?.image?.alt ?? sceneAltText(scene),
+          ...(size ?? (await pictureSizeOnDisk(slug, extension))),
+        };
+      }
     }
-    const entry = entryOf(scene, story.characters, picture);
+    const entry = revisionOf(before.get(scene.id), entryOf(scene, story.characters, picture));
     await model.add(entry);
     return entry;
+  }
+
+  /**
+   * `entry`, revised now (at the publisher's clock, so a test can fix it) when what the feed shows of it (its title,
+   * its excerpt, its link) differs from `listed`, what the site listed before; else with the revision `listed` had.
+   */
+  function revisionOf(listed: ManifestEpisode | undefined, entry: ManifestEpisode): ManifestEpisode {
+    const { revisedAt: _, ...unrevised } = entry;
+    const changed =
+      listed && (listed.title !== entry.title || listed.excerpt !== entry.excerpt || listed.index !== entry.index);
+    const revisedAt = changed ? new Date(clock.now()).toISOString() : listed?.revisedAt;
+    return revisedAt === undefined ? unrevised : { ...unrevised, revisedAt };
   }
 
   /**
@@ -2305,7 +2562,8 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
         continue;
       }
       const episodes = await model.episodesOf(chapterId);
-      files.set(chapterFileOf(chapterId), toJson({ format: CATALOG_FORMAT, storyId, chapterId, episodes }, 'compact'));
+      const { format } = model.catalog;
+      files.set(chapterFileOf(chapterId), toJson({ format, storyId, chapterId, episodes }, 'compact'));
     }
 
     // Chapter pages: the changed, renumbered and missing ones, and the one that was last when a chapter is added (its
@@ -2353,7 +2611,7 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       ['feed.atom', renderFeed(view, await model.newest(feedEntries), baseUrl)],
     ]);
     if ((repair || model.storyChanged) && !model.storyBehind) {
-      const storyFile = { format: CATALOG_FORMAT, storyId, story: model.storySnapshot() };
+      const storyFile = { format: model.catalog.format, storyId, story: model.storySnapshot() };
       siteWide.set(STORY_FILE, toJson(storyFile, 'compact'));
     }
     // Known by their hashes: a changed file is written without being read back, an unchanged one left alone (if it
@@ -2448,10 +2706,12 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
     const results: PublishResult[] = [];
     const published: ManifestEpisode[] = [];
     const inHand = new Map<string, Scene>();
+    const before = new Map<string, ManifestEpisode | undefined>();
     let newest: StorySnapshot | undefined;
+    let feedKey: string | undefined;
     let site: OpenSite | undefined;
     const repairInstead = async () => {
-      site = await openSite(storyId, loaded, newest!, leftBehind ?? []);
+      site = await openSite(storyId, loaded, newest!, feedKey!, leftBehind ?? []);
       await site.model.updateStory(newest!, '', locatePublished);
       for (const entry of published) await site.model.add(entry);
     };
@@ -2468,14 +2728,15 @@ export function createFilesystemPublisher(options: FilesystemPublisherOptions): 
       await writeSceneFiles(episode);
       const snapshot = snapshotOf(episode.story);
       if (!newest || snapshot.version >= newest.version) newest = snapshot;
-      site ??= await openSite(storyId, loaded, snapshot, leftBehind);
+      feedKey ??= feedKeyOf(episode.story);
+      site ??= await openSite(storyId, loaded, snapshot, feedKey, leftBehind);
       let entry: ManifestEpisode;
       try {
-        entry = await absorb(site.model, episode);
+        entry = await absorb(site.model, episode, before);
       } catch (error) {
         if (!(error instanceof SiteOutOfStep) || site.repair) throw error;
         await repairInstead();
-        entry = await absorb(site!.model, episode);
+        entry = await absorb(site!.model, episode, before);
       }
       published.push(entry);
       // A single scene is kept to render its page; a batch's scenes are read back, so it holds none in memory.
