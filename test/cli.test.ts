@@ -237,6 +237,39 @@ describe('the storyloom command', () => {
     }
   });
 
+  it('gives the sites the title the project file names, and refuses one that is empty, too long or not one line', async () => {
+    const cwd = workspace();
+    await storyloom(cwd, ['init', '--data', 'proj']);
+    const file = path.join(cwd, 'proj', 'storyloom.json');
+    const project = JSON.parse(readFileSync(file, 'utf8'));
+    const title = 'Tales & Lights of the <North>';
+    writeFileSync(file, JSON.stringify({ ...project, site: { title } }));
+    expect((await storyloom(cwd, ['run', '--data', 'proj', '--no-images'])).code).toBe(0);
+    const folder = path.join(cwd, 'proj', 'site', project.storyId);
+    const escaped = 'Tales &amp; Lights of the &lt;North&gt;';
+    expect(readFileSync(path.join(folder, 'index.html'), 'utf8')).toContain(
+      `<a class="brand" href="index.html" dir="auto">${escaped}</a>`,
+    );
+    expect(readFileSync(path.join(folder, 'feed.atom'), 'utf8')).toContain(`<title type="text">${escaped}</title>`);
+    for (const [bad, problem] of [
+      ['', 'site.title: must not be empty'],
+      ['   ', 'site.title: must not be empty'],
+      ['Tales\nof the North', 'site.title: must be one line'],
+      ['Tales\u2028of the North', 'site.title: must be one line'],
+      ['T'.repeat(201), 'site.title: must be at most 200 characters'],
+      [42, 'site.title'],
+    ] as const) {
+      writeFileSync(file, JSON.stringify({ ...project, site: { title: bad } }));
+      const refused = await storyloom(cwd, ['status', '--data', 'proj']);
+      expect(refused.code, JSON.stringify(bad)).toBe(1);
+      expect(refused.stderr, JSON.stringify(bad)).toContain('not a storyloom project file');
+      expect(refused.stderr, JSON.stringify(bad)).toContain(problem);
+    }
+    // At the bound, it is taken.
+    writeFileSync(file, JSON.stringify({ ...project, site: { title: 'T'.repeat(200) } }));
+    expect((await storyloom(cwd, ['status', '--data', 'proj'])).code).toBe(0);
+  });
+
   it('exports, imports into a new project, and forks', async () => {
     const cwd = workspace();
     await storyloom(cwd, ['init', '--data', 'a']);

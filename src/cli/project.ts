@@ -76,7 +76,8 @@ const ProjectFileSchema = z
       .optional(),
     /**
      * The reader sites: `baseUrl`, the public URL the project's `site/` folder is served from (each story's site is
-     * its folder under it, so its feed's links are absolute), and `language`, the pages' `lang` (default `en`).
+     * its folder under it, so its feed's links are absolute), `language`, the pages' `lang` (default `en`), and
+     * `title`, the title their headers and feeds show (default: each story bible's title).
      */
     site: z
       .object({
@@ -92,6 +93,13 @@ const ProjectFileSchema = z
           }, 'must be an absolute http(s) URL without query or fragment')
           .optional(),
         language: z.string().regex(LANGUAGE_TAG, 'must be a language tag such as "en" or "pt-BR"').optional(),
+        // One line of at most the 200 characters the publisher takes: a header and a feed title hold no line break.
+        title: z
+          .string()
+          .max(200, 'must be at most 200 characters')
+          .refine((value) => value.trim() !== '', 'must not be empty')
+          .refine((value) => !/[\p{Cc}\u2028\u2029]/u.test(value), 'must be one line, without control characters')
+          .optional(),
       })
       .strict()
       .optional(),
@@ -498,15 +506,16 @@ export async function openProject(directory: string, create?: ProjectFile): Prom
     ...(project.autoPrune ? { autoPrune: project.autoPrune } : {}),
   });
   if (create) writeProjectFile(paths, project);
-  /** The publisher's options the project file sets for the site of `storyId`: its public URL and its language. */
-  const siteOptions = (storyId: string): { baseUrl?: string; language?: string } => {
-    const { baseUrl, language } = project.site ?? {};
+  /** The publisher's options the project file sets for the site of `storyId`: its public URL, language and title. */
+  const siteOptions = (storyId: string): { baseUrl?: string; language?: string; siteTitle?: string } => {
+    const { baseUrl, language, title } = project.site ?? {};
     const folder = path.basename(paths.siteOf(storyId));
     return {
       ...(baseUrl
         ? { baseUrl: new URL(`${encodeURIComponent(folder)}/`, baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`).href }
         : {}),
       ...(language ? { language } : {}),
+      ...(title === undefined ? {} : { siteTitle: title }),
     };
   };
   return {
