@@ -5,12 +5,12 @@
  * @module
  */
 import { throwIfAborted } from '../core/errors.js';
+import { sanitizeAudienceText } from '../core/sanitize.js';
 import { oneLineJson, singleLine } from '../core/single-line.js';
 import { clipText } from '../core/text.js';
 import type { ResolvedInfluence, ScenePrompt } from '../generation/scene-generator.js';
 import type { PlotThread, Scene, StoryState } from '../state/schema.js';
 import type { StoryStateStore } from '../state/store.js';
-import { sanitizeAudienceText } from '../core/sanitize.js';
 
 /** Options of `EpisodeContext.getRelevantContext`. */
 export interface EpisodeContextOptions {

@@ -12,10 +12,10 @@
  * @module
  */
 import { ValidationError, type ValidationProblem } from '../core/errors.js';
+import { normalizeChoice, sanitizeAudienceText } from '../core/sanitize.js';
 import { ellipsize } from '../core/text.js';
 import type { ResolvedInfluence } from '../generation/scene-generator.js';
 import type { StateDelta, UserInfluence } from '../state/schema.js';
-import { normalizeChoice, sanitizeAudienceText } from '../core/sanitize.js';
 
 /** The voting policy of `resolveInfluences`. */
 export interface InfluencePolicy {

@@ -10,9 +10,10 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { makeSiteEpisodes, siteSnapshot } from '../../test/fixtures/site.js';
 import { StorageError } from '../core/errors.js';
 import { chapterIdFor, type Scene } from '../state/schema.js';
+import { ManualClock } from '../testing/manual-clock.js';
 import { createFilesystemPublisher } from './filesystem.js';
 import type { Episode } from './publisher.js';
-import { ManualClock } from '../testing/manual-clock.js';
+
 /** One time for every publish: a scene moved to another index is revised, at the same time in every site. */
 const clock = new ManualClock(Date.UTC(2026, 5, 1));
 
