@@ -326,4 +326,33 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
     expect(removed).toBeGreaterThan(0);
     expect(pruned.deleted).toBe(removed);
   });
+
+  it('a count of 0 hides nothing from stats, nor from a prune on an index whose deletes by filter count nothing', async () => {
+    const storyId = 'zero-count';
+    const { clock, store, vectors } = await nightWatchStory(storyId);
+    const honest = processOver(store, vectors, { clock: instant });
+    const engine = createStoryEngine({ store, context: honest.context, generator: nightWatchGenerator(), clock });
+    for (let episode = 0; episode < 12; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const truth = await honest.context.stats(storyId);
+    // As Pinecone: the count trails the writes (here it still says 0), and a delete by filter answers -1, so the
+    // manager lists what matches to say how many it deleted.
+    const pineconeLike: VectorIndex = {
+      ...staleCount(vectors, () => 0),
+      delete: async (id, deletion) => {
+        const deleted = await vectors.delete(id, deletion);
+        return 'filter' in deletion && deletion.filter ? -1 : deleted;
+      },
+    };
+    const late = processOver(store, pineconeLike, { clock: instant });
+    const seen = await late.context.stats(storyId);
+    expect(seen.byType).toEqual(truth.byType);
+    expect(seen.total).toBe(truth.total);
+    const scenes = async () => (await honest.context.stats(storyId)).byType.scene!;
+    const before = await scenes();
+    const pruned = await late.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 });
+    const removed = before - (await scenes());
+    expect(removed).toBeGreaterThan(0);
+    expect(pruned.deleted).toBe(removed);
+    expect(pruned.chapters.length).toBeGreaterThan(0);
+  });
 });

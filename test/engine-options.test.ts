@@ -197,7 +197,8 @@ describe('engine calls given null options', () => {
     const result = await engine.runEpisode(STORY_ID, null);
     expect(result.outcome).toBe('created');
     expect(result.complete).toBe(true);
-    for (const options of ['lighthouse@2026', ['key'], 7]) {
+    // Falsy ones too: `runEpisode(id, key && { idempotencyKey: key })` with an empty key must not run unkeyed.
+    for (const options of ['lighthouse@2026', ['key'], 7, '', false, 0]) {
       await expect(engine.runEpisode(STORY_ID, options as never), JSON.stringify(options)).rejects.toSatisfy(
         (error: unknown) => ValidationError.isInstance(error) && paths(error).join() === 'options',
       );

@@ -1,6 +1,7 @@
 import { Pinecone } from '@pinecone-database/pinecone';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProviderError, RetryError, ValidationError } from '../core/errors.js';
+import { RETRY_DEFAULTS } from '../core/retry.js';
 import { createMemoryStateStore } from '../state/memory.js';
 import type { VectorRecordInput } from '../state/schema.js';
 import { ManualClock } from '../testing/manual-clock.js';
@@ -577,6 +578,29 @@ describe('Pinecone 404s: a missing namespace is nothing to delete, any other 404
       await expect(index.delete('never-there', { filter: { type: 'scene' } })).resolves.toBe(-1);
       await expect(index.stats('never-there')).resolves.toEqual({ count: 0, dimensions: DIMENSIONS });
     }
+  });
+
+  it('under a client given as index, a failure that is not a 404 fails the delete and the count, and deletes nothing', async () => {
+    // The adapter cannot read this client's responses: only a 404 of the namespace routes (named in the SDK's message)
+    // may pass for a missing namespace. A server error must not pass for "nothing to delete" and leave the story.
+    const index = realClientIndex();
+    await index.upsert('kept', [record('kept', 'a'), record('kept', 'b', {}, 2)]);
+    const failing = (path: string) =>
+      Array.from({ length: RETRY_DEFAULTS.maxRetries + 1 }, () => ({ status: 500 as const, path }));
+    const calls: Array<[string, string, () => Promise<unknown>]> = [
+      ['deleteStory', '/namespaces/kept', () => index.deleteStory('kept')],
+      ['delete by ids', '/vectors/delete', () => index.delete('kept', { ids: ['a'] })],
+      ['delete by filter', '/vectors/delete', () => index.delete('kept', { filter: { type: 'scene' } })],
+      ['stats', '/namespaces/kept', () => index.stats('kept')],
+    ];
+    for (const [name, path, run] of calls) {
+      standIn.scheduleErrors(failing(path));
+      const error = await run().catch((caught: unknown) => caught);
+      expect(RetryError.isInstance(error), `${name}: ${String(error)}`).toBe(true);
+      expect(error, name).toMatchObject({ reason: 'maxRetriesExceeded', attempts: RETRY_DEFAULTS.maxRetries + 1 });
+    }
+    expect(standIn.namespaces().kept).toBe(2);
+    expect(await index.stats('kept')).toEqual({ count: 2, dimensions: DIMENSIONS });
   });
 });
 

@@ -773,8 +773,17 @@ describe('createFilesystemPublisher: pictures', () => {
     return new Uint8Array(bytes);
   }
 
-  /** A JPEG's segments up to its frame header, with an Exif orientation when given. */
-  function jpegOf(width: number, height: number, orientation?: number): Uint8Array {
+  /**
+   * A JPEG's segments up to its frame header, with an Exif orientation when given (in the TIFF byte order `byteOrder`,
+   * little-endian by default; cameras and phones write either), and a Huffman table segment before a progressive
+   * frame header (SOF2) when `progressive`, as progressive encoders lay it out.
+   */
+  function jpegOf(
+    width: number,
+    height: number,
+    orientation?: number,
+    { byteOrder = 'II', progressive = false }: { byteOrder?: 'II' | 'MM'; progressive?: boolean } = {},
+  ): Uint8Array {
     const segment = (marker: number, body: Buffer) => {
       const head = Buffer.from([0xff, marker, 0, 0]);
       head.writeUInt16BE(body.length + 2, 2);
@@ -782,23 +791,30 @@ describe('createFilesystemPublisher: pictures', () => {
     };
     const parts = [Buffer.from([0xff, 0xd8]), segment(0xe0, Buffer.from('JFIF\0\x01\x01\0\0\x01\0\x01\0\0', 'latin1'))];
     if (orientation !== undefined) {
-      // Little-endian TIFF: header, one IFD of one entry (tag 0x0112, SHORT, count 1), no next IFD.
+      // TIFF: header, one IFD of one entry (tag 0x0112, SHORT, count 1), no next IFD.
       const tiff = Buffer.alloc(26);
-      tiff.write('II', 0, 'latin1');
-      tiff.writeUInt16LE(42, 2);
-      tiff.writeUInt32LE(8, 4);
-      tiff.writeUInt16LE(1, 8);
-      tiff.writeUInt16LE(0x0112, 10);
-      tiff.writeUInt16LE(3, 12);
-      tiff.writeUInt32LE(1, 14);
-      tiff.writeUInt16LE(orientation, 18);
+      const [u16, u32] =
+        byteOrder === 'II'
+          ? [tiff.writeUInt16LE.bind(tiff), tiff.writeUInt32LE.bind(tiff)]
+          : [tiff.writeUInt16BE.bind(tiff), tiff.writeUInt32BE.bind(tiff)];
+      tiff.write(byteOrder, 0, 'latin1');
+      u16(42, 2);
+      u32(8, 4);
+      u16(1, 8);
+      u16(0x0112, 10);
+      u16(3, 12);
+      u32(1, 14);
+      u16(orientation, 18);
       parts.push(segment(0xe1, Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff])));
     }
     parts.push(segment(0xdb, Buffer.alloc(65)));
+    // A DHT (0xc4) sits among the frame markers' codes but is no frame header: its bytes are no size.
+    if (progressive)
+      parts.push(segment(0xc4, Buffer.from([0x00, 0x00, 0x01, 0x05, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01])));
     const frame = Buffer.from([8, 0, 0, 0, 0, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
     frame.writeUInt16BE(height, 1);
     frame.writeUInt16BE(width, 3);
-    parts.push(segment(0xc0, frame), Buffer.from([0xff, 0xd9]));
+    parts.push(segment(progressive ? 0xc2 : 0xc0, frame), Buffer.from([0xff, 0xd9]));
     return new Uint8Array(Buffer.concat(parts));
   }
 
@@ -838,6 +854,16 @@ describe('createFilesystemPublisher: pictures', () => {
       // Orientation 6: shown turned a quarter, as browsers show it.
       { data: jpegOf(800, 600, 6), mediaType: 'image/jpeg', size: [600, 800] },
       { data: jpegOf(800, 600, 3), mediaType: 'image/jpeg', size: [800, 600] },
+      // Every orientation that turns a quarter (5 to 8, mirrored or not), and Exif in big-endian order (as phones write).
+      ...[5, 7, 8].map((orientation) => ({
+        data: jpegOf(800, 600, orientation),
+        mediaType: 'image/jpeg',
+        size: [600, 800] as [number, number],
+      })),
+      { data: jpegOf(800, 600, 6, { byteOrder: 'MM' }), mediaType: 'image/jpeg', size: [600, 800] },
+      { data: jpegOf(800, 600, 1, { byteOrder: 'MM' }), mediaType: 'image/jpeg', size: [800, 600] },
+      // A progressive JPEG, its Huffman tables before its frame header.
+      { data: jpegOf(1024, 768, undefined, { progressive: true }), mediaType: 'image/jpeg', size: [1024, 768] },
       { data: webpOf('VP8 ', 640, 360), mediaType: 'image/webp', size: [640, 360] },
       { data: webpOf('VP8L', 300, 200), mediaType: 'image/webp', size: [300, 200] },
       { data: webpOf('VP8X', 1920, 1080), mediaType: 'image/webp', size: [1920, 1080] },
@@ -1216,6 +1242,21 @@ describe('createFilesystemPublisher: feed updated times', () => {
     await publisher.publish({ ...episodes[0]!, scene: { ...episodes[0]!.scene, title: 'Dawn' } });
     expect((await feedTimes(directory)).entries.Dawn!.updated).toBe(new Date(clock.now()).toISOString());
     expect((await listedEpisodes(directory)).map((episode) => episode.sceneId)).toEqual(['tale-s0', 'tale-s1']);
+  });
+
+  it("never puts an entry's updated before its published, when the publisher's clock is behind the scene's time", async () => {
+    // The scene's time comes from the engine's clock, the revision from the publisher's: they need not agree.
+    const directory = await tempFolder();
+    const episodes = makeEpisodes(2);
+    const sceneTime = Date.parse(episodes[1]!.scene.createdAt);
+    const clock = new ManualClock(sceneTime - 86_400_000);
+    const publisher = createFilesystemPublisher({ directory, clock });
+    for (const episode of episodes) await publisher.publish(episode);
+    await publisher.publish({ ...episodes[1]!, scene: { ...episodes[1]!.scene, title: 'Retitled' } });
+    const times = await feedTimes(directory);
+    const published = new Date(sceneTime).toISOString();
+    expect(times.entries.Retitled).toEqual({ updated: published, published });
+    expect(times.updated >= published).toBe(true);
   });
 });
 

@@ -1055,6 +1055,25 @@ if (local.skipReason !== undefined) {
       faulty.destroy();
     }, 60_000);
 
+    it('each batch of an import has its own budget for faults: a blip in every batch does not end the import', async () => {
+      const lines = await batchedStoryLines('blips');
+      // Every batch fails twice with a server error, then goes through: within the store's retries of one call
+      // (RETRY_DEFAULTS.maxRetries, 2) for each batch, however many batches the import has.
+      let sends = 0;
+      const blipping = answeringFirst((operation) => {
+        if (operation !== 'BatchWriteItem') return;
+        sends++;
+        if (sends % 3 !== 0) throw serviceError('InternalServerError', 500);
+      });
+      const store = createDynamoStateStore({ client: blipping, tableName: await freshTable(), ...instantRetries() });
+      await store.importStory(lines);
+      // More than one batch met its two faults.
+      expect(sends / 3).toBeGreaterThan(1);
+      expect(sends % 3).toBe(0);
+      expect(await collect(store.exportStory('blips'))).toEqual(lines);
+      blipping.destroy();
+    }, 60_000);
+
     it.each(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded'])(
       'a write DynamoDB refuses whole with %s after every retry is a retryable THROTTLED ProviderError, not a RetryError',
       async (name) => {
