@@ -110,7 +110,7 @@ export type ProjectFile = z.infer<typeof ProjectFileSchema>;
 
 /** A user-facing failure of the command: one line that says what is wrong and what to do. */
 export class CommandError extends StoryloomError {
-  declare name: 'CommandError';
+  declare private readonly commandErrorBrand: never;
   readonly exitCode: number;
   constructor(message: string, options: { exitCode?: number; cause?: unknown } = {}) {
     super('COMMAND', message, { cause: options.cause });

@@ -240,6 +240,16 @@ describe('storyloom errors', () => {
     expect(kind(new AbortedError())).toBe('aborted');
     expect(kind(new ConflictError('moved'))).toBe('CONFLICT');
     expect(status(new ProviderError('down', { provider: 'p', status: 503 }))).toBe(503);
+    // A subclass of a user's may still name itself, and a name may still be set.
+    class HttpNotFound extends NotFoundError {
+      constructor() {
+        super('no such page');
+        this.name = 'HttpNotFound';
+      }
+    }
+    const renamed: StoryloomError = new HttpNotFound();
+    expect(kind(renamed)).toBe('NOT_FOUND');
+    expect(renamed.name).toBe('HttpNotFound');
     expectTypeOf<NotFoundError>().not.toEqualTypeOf<StoryloomError>();
     expectTypeOf<ClosedError>().not.toEqualTypeOf<AbortedError>();
     expectTypeOf<ProviderError>().not.toMatchTypeOf<ContentFilteredError>();

@@ -3,9 +3,11 @@
  *
  * Every error carries a stable `code`, says whether retrying can help (`isRetryable`) and keeps its `cause`.
  * `isInstance()` checks a `Symbol.for` marker instead of `instanceof`, so it still works when two copies of
- * storyloom are installed side by side (a Lambda layer and a bundled copy, say). Each class declares its `name` as a
- * literal type, which makes it a type of its own: without it, a class that adds no field (`NotFoundError`) would be the
- * same type as `StoryloomError`, and the branch after `if (NotFoundError.isInstance(error)) return` would be `never`.
+ * storyloom are installed side by side (a Lambda layer and a bundled copy, say). Each class declares a private brand
+ * (type only, nothing at run time), which makes it a type of its own: without it, a class that adds no field
+ * (`NotFoundError`) would be the same type as `StoryloomError`, and the branch after
+ * `if (NotFoundError.isInstance(error)) return` would be `never`. A brand rather than a literal `name`, so that a
+ * subclass of yours may still name itself.
  *
  * @module
  */
@@ -64,7 +66,7 @@ function hasName(error: unknown, name: string): boolean {
 
 /** A write lost a race: the stored version is not the one the caller expected, or the record already exists. */
 export class ConflictError extends StoryloomError {
-  declare name: 'ConflictError';
+  declare private readonly conflictErrorBrand: never;
   readonly expectedVersion: number | undefined;
   readonly actualVersion: number | undefined;
   constructor(
@@ -83,7 +85,7 @@ export class ConflictError extends StoryloomError {
 
 /** The story, scene or record asked for does not exist. */
 export class NotFoundError extends StoryloomError {
-  declare name: 'NotFoundError';
+  declare private readonly notFoundErrorBrand: never;
   constructor(message: string, options: StoryloomErrorOptions = {}) {
     super('NOT_FOUND', message, options);
     this.name = 'NotFoundError';
@@ -101,7 +103,7 @@ export interface ValidationProblem {
 
 /** An input does not match its schema or an option is invalid. `problems` lists every reason. */
 export class ValidationError extends StoryloomError {
-  declare name: 'ValidationError';
+  declare private readonly validationErrorBrand: never;
   readonly problems: ValidationProblem[];
   constructor(message: string, options: StoryloomErrorOptions & { problems?: ValidationProblem[] } = {}) {
     super('VALIDATION', message, options);
@@ -115,7 +117,7 @@ export class ValidationError extends StoryloomError {
 
 /** A proposed scene breaks the story's continuity (a dead character speaks, a resolved thread advances, ...). */
 export class ContinuityError extends StoryloomError {
-  declare name: 'ContinuityError';
+  declare private readonly continuityErrorBrand: never;
   readonly issues: IssueLike[];
   constructor(message: string, options: StoryloomErrorOptions & { issues: IssueLike[] }) {
     super('CONTINUITY', message, options);
@@ -129,7 +131,7 @@ export class ContinuityError extends StoryloomError {
 
 /** A remote provider (Anthropic, AWS, Pinecone, ...) failed. `status` is the HTTP status when there was one. */
 export class ProviderError extends StoryloomError {
-  declare name: 'ProviderError';
+  declare private readonly providerErrorBrand: never;
   readonly provider: string;
   readonly status: number | undefined;
   /** Milliseconds the provider asked us to wait before retrying, when it said. */
@@ -160,7 +162,7 @@ export function isRetryableStatus(status: number | undefined): boolean {
 
 /** A provider refused to produce content because a safety filter matched. Retrying the same input will not help. */
 export class ContentFilteredError extends StoryloomError {
-  declare name: 'ContentFilteredError';
+  declare private readonly contentFilteredErrorBrand: never;
   readonly provider: string;
   constructor(message: string, options: StoryloomErrorOptions & { provider: string }) {
     super('CONTENT_FILTERED', message, { cause: options.cause, isRetryable: false });
@@ -180,7 +182,7 @@ export type RetryGiveUpReason = 'maxRetriesExceeded' | 'errorNotRetryable' | 're
 
 /** Every attempt of a retried call failed. `errors` holds each attempt's error, oldest first. */
 export class RetryError extends StoryloomError {
-  declare name: 'RetryError';
+  declare private readonly retryErrorBrand: never;
   readonly errors: unknown[];
   readonly attempts: number;
   readonly reason: RetryGiveUpReason;
@@ -201,7 +203,7 @@ export class RetryError extends StoryloomError {
  * package at once, so that installing what it names is enough.
  */
 export class MissingDependencyError extends StoryloomError {
-  declare name: 'MissingDependencyError';
+  declare private readonly missingDependencyErrorBrand: never;
   /** What to install: the missing package, or the missing packages separated by spaces (`npm install <packageName>`). */
   readonly packageName: string;
   /** Each missing package. */
@@ -227,7 +229,7 @@ export class MissingDependencyError extends StoryloomError {
 
 /** The adapter was closed with `close()`; it accepts no further calls. */
 export class ClosedError extends StoryloomError {
-  declare name: 'ClosedError';
+  declare private readonly closedErrorBrand: never;
   constructor(message: string, options: StoryloomErrorOptions = {}) {
     super('CLOSED', message, options);
     this.name = 'ClosedError';
@@ -239,7 +241,7 @@ export class ClosedError extends StoryloomError {
 
 /** The operation was cancelled through its `AbortSignal`. */
 export class AbortedError extends StoryloomError {
-  declare name: 'AbortedError';
+  declare private readonly abortedErrorBrand: never;
   constructor(message = 'The operation was aborted', options: StoryloomErrorOptions = {}) {
     super('ABORTED', message, options);
     this.name = 'AbortedError';
@@ -296,7 +298,7 @@ export type StorageFailure =
  * ```
  */
 export class StorageError extends StoryloomError {
-  declare name: 'StorageError';
+  declare private readonly storageErrorBrand: never;
   readonly reason: StorageFailure;
   readonly path: string | undefined;
   constructor(message: string, options: StoryloomErrorOptions & { reason: StorageFailure; path?: string }) {
@@ -323,7 +325,7 @@ export class StorageError extends StoryloomError {
  * ```
  */
 export class SchemaVersionError extends StoryloomError {
-  declare name: 'SchemaVersionError';
+  declare private readonly schemaVersionErrorBrand: never;
   readonly fileVersion: number;
   readonly supportedVersion: number;
   readonly path: string | undefined;

@@ -46,7 +46,7 @@ export function isRetryableStepFailure(error: unknown): boolean {
  * ```
  */
 export class EpisodeIncompleteError extends StoryloomError {
-  declare name: 'EpisodeIncompleteError';
+  declare private readonly episodeIncompleteErrorBrand: never;
   readonly storyId: string;
   readonly sceneId: string;
   readonly failures: StepFailure[];
@@ -93,7 +93,7 @@ export type StoreOperation =
  * ```
  */
 export class StoreTimeoutError extends StoryloomError {
-  declare name: 'StoreTimeoutError';
+  declare private readonly storeTimeoutErrorBrand: never;
   /** The store method that did not answer. */
   readonly operation: StoreOperation;
   readonly timeoutMs: number;
