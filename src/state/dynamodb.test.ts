@@ -1140,6 +1140,23 @@ if (local.skipReason !== undefined) {
       60_000,
     );
 
+    it('a write that met another fault before its throttling stays a RetryError: that attempt may have been applied', async () => {
+      // A server error's write may have landed with its answer lost, so "nothing was written" does not hold, and the
+      // retryable THROTTLED (which says so) is kept for writes throttled on every attempt.
+      let sends = 0;
+      const client = answeringFirst((operation) => {
+        if (operation !== 'TransactWriteItems') return;
+        sends++;
+        throw sends === 1 ? serviceError('InternalServerError', 500) : serviceError('ThrottlingException', 400);
+      });
+      const store = createDynamoStateStore({ client, tableName: await freshTable(), ...instantRetries() });
+      const error = await store.enqueueInfluence(makeInfluence('busy', 'tx-1')).catch((caught: unknown) => caught);
+      expect(RetryError.isInstance(error), String(error)).toBe(true);
+      expect(error).toMatchObject({ reason: 'maxRetriesExceeded', cause: { code: 'THROTTLED' } });
+      expect(sends).toBe(RETRY_DEFAULTS.maxRetries + 1);
+      client.destroy();
+    });
+
     it('a call refused for a clock the SDK has just corrected is sent again, and the first call of a store succeeds', async () => {
       let refused = 0;
       // The SDK corrects its clock offset from the refusal's Date header and marks the error; its own retry would

@@ -1247,7 +1247,8 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
         const last = RetryError.isInstance(error) ? error.errors.at(-1) : error;
         if (isConditionalAnswer(last)) throw last;
         const operation = commandName(command);
-        const throttled = TABLE_WRITES.has(operation) && throttledAfterRetries(error, `DynamoDB ${operation}`);
+        const throttled =
+          TABLE_WRITES.has(operation) && throttledAfterRetries(error, `DynamoDB ${operation}`, { everyAttempt: true });
         if (throttled) throw throttled;
         if (StoryloomError.isInstance(error)) throw error;
         throw toProviderError(error, operation);
@@ -1339,7 +1340,11 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
           },
         );
       } catch (error) {
-        throw throttledAfterRetries(error, `A batch of ${pending.length} writes`) ?? faultRetriesSpent(error) ?? error;
+        throw (
+          throttledAfterRetries(error, `A batch of ${pending.length} writes`, { everyAttempt: false }) ??
+          faultRetriesSpent(error) ??
+          error
+        );
       }
     }
   }
@@ -1519,10 +1524,18 @@ function isThrottled(error: unknown): boolean {
  * the request whole (`ThrottlingException`, `ProvisionedThroughputExceededException`, `RequestLimitExceeded`) rather
  * than cancelled it.
  */
-function throttledAfterRetries(error: unknown, what: string): ProviderError | undefined {
+function throttledAfterRetries(
+  error: unknown,
+  what: string,
+  { everyAttempt }: { everyAttempt: boolean },
+): ProviderError | undefined {
   if (!RetryError.isInstance(error) || error.reason !== 'maxRetriesExceeded') return undefined;
   const last = error.errors.at(-1);
   if (!ProviderError.isInstance(last) || !isThrottled(last)) return undefined;
+  // A single write that met another fault first (a timeout, a dropped connection) may have been applied then, its
+  // answer lost: that is not "nothing was written", and it stays the RetryError it is. A batch's writes are whole
+  // items put or keys deleted, the same again however often they land, so its last answer is what counts.
+  if (everyAttempt && !error.errors.every(isThrottled)) return undefined;
   return new ProviderError(`${what} was still throttled after ${error.attempts} attempts: ${last.message}`, {
     provider: PROVIDER,
     code: 'THROTTLED',
