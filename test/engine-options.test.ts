@@ -118,6 +118,12 @@ describe('createStoryEngine: retrieval values', () => {
   it('refuses a k or a token budget every episode would fail on, when it is built', async () => {
     const { store } = await newWorldStore();
     const generator = createScriptedGenerator();
+    const context = new ContextManager({
+      store,
+      vectors: createMemoryVectorIndex({ dimensions: 64 }),
+      keywords: createMemoryKeywordIndex(),
+      embedder: createHashingEmbedder({ dimensions: 64 }),
+    });
     const refused: Array<[Record<string, unknown>, string]> = [
       [{ k: 0 }, 'retrieval.k'],
       [{ k: 101 }, 'retrieval.k'],
@@ -132,14 +138,25 @@ describe('createStoryEngine: retrieval values', () => {
       [{ povCharacterId: 7 }, 'retrieval.povCharacterId'],
     ];
     for (const [retrieval, path] of refused) {
-      const error = refusal(() => createStoryEngine({ store, generator, retrieval } as StoryEngineOptions));
+      const error = refusal(() => createStoryEngine({ store, generator, context, retrieval } as StoryEngineOptions));
       expect(paths(error), JSON.stringify(retrieval)).toEqual([path]);
     }
-    expect(paths(refusal(() => createStoryEngine({ store, generator, retrieval: 'k=5' } as never)))).toEqual([
+    expect(paths(refusal(() => createStoryEngine({ store, generator, context, retrieval: 'k=5' } as never)))).toEqual([
       'retrieval',
     ]);
     for (const retrieval of [{ k: 1, tokenBudget: 256 }, { k: 100, tokenBudget: 2_000_000 }, {}, null]) {
-      expect(() => createStoryEngine({ store, generator, retrieval } as StoryEngineOptions)).not.toThrow();
+      expect(() => createStoryEngine({ store, generator, context, retrieval } as StoryEngineOptions)).not.toThrow();
+    }
+    // Another context layer (here the state-only default, which ignores both) has bounds of its own: only whole
+    // numbers from 1 are asked for.
+    for (const retrieval of [{ k: 200 }, { tokenBudget: 128 }]) {
+      expect(() => createStoryEngine({ store, generator, retrieval })).not.toThrow();
+    }
+    for (const [retrieval, path] of [
+      [{ k: 0 }, 'retrieval.k'],
+      [{ tokenBudget: 2.5 }, 'retrieval.tokenBudget'],
+    ] as const) {
+      expect(paths(refusal(() => createStoryEngine({ store, generator, retrieval })))).toEqual([path]);
     }
   });
 

@@ -19,7 +19,7 @@ import {
 import type { ListScenesOptions, StoryStateStore } from '../state/store.js';
 import { makeNextScene, makeNextState, makeStoryState } from '../testing/fixtures.js';
 import { ContextCache } from './context-cache.js';
-import { ContextManager, type ContextManagerOptions, chunkWords } from './context-manager.js';
+import { ContextManager, type ContextManagerOptions, chunkWords, RETRIEVAL_BOUNDS } from './context-manager.js';
 import { createEstimatingTokenizer } from './estimating-tokenizer.js';
 import { createExtractiveSummarizer } from './extractive-summarizer.js';
 import { createHashingEmbedder } from './hashing-embedder.js';
@@ -842,6 +842,11 @@ describe('ContextManager.getRelevantContext', () => {
     const text = await refusal(manager.getRelevantContext('tale', 'the lamp', { k: '5' as never }));
     expect(text.message).toBe('k must be an integer from 1 to 100, got "5"');
     expect(text.problems).toEqual([{ path: 'k', message: 'must be an integer from 1 to 100' }]);
+    // The bounds every manager checks cannot be moved by a caller.
+    expect(() => {
+      (RETRIEVAL_BOUNDS.k as { max: number }).max = 0;
+    }).toThrow(TypeError);
+    expect(RETRIEVAL_BOUNDS.k.max).toBe(100);
   });
 
   it('refuses a misspelt getRelevantContext option instead of laying out the whole story', async () => {

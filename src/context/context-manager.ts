@@ -388,9 +388,19 @@ const AudienceInputsSchema = z.array(
 
 /**
  * The bounds of `getRelevantContext`'s `k` (memories) and `tokenBudget` (tokens), both whole numbers. The engine checks
- * its `retrieval` options against them when it is built.
+ * its `retrieval` options against them when it is built with a `ContextManager`. Frozen: they are what every manager
+ * checks.
+ *
+ * @example
+ * ```ts
+ * import { RETRIEVAL_BOUNDS } from 'storyloom';
+ * const k = Math.min(Math.max(Number(process.env.MEMORIES ?? 5), RETRIEVAL_BOUNDS.k.min), RETRIEVAL_BOUNDS.k.max);
+ * ```
  */
-export const RETRIEVAL_BOUNDS = { k: { min: 1, max: 100 }, tokenBudget: { min: 256, max: 2_000_000 } } as const;
+export const RETRIEVAL_BOUNDS = Object.freeze({
+  k: Object.freeze({ min: 1, max: 100 }),
+  tokenBudget: Object.freeze({ min: 256, max: 2_000_000 }),
+} as const);
 
 /** Options of one `getRelevantContext` call. */
 export interface RelevantContextOptions {

@@ -14,7 +14,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { InfluenceSource } from '../chain/influence-source.js';
-import { RETRIEVAL_BOUNDS } from '../context/context-manager.js';
+import { ContextManager, RETRIEVAL_BOUNDS } from '../context/context-manager.js';
 import { quoteAudienceText, threadKnownTo } from '../context/prompt-layout.js';
 import { timeoutProblems, untilAborted, waitUnlessAborted } from '../core/abort.js';
 import { type Clock, isoNow, systemClock } from '../core/clock.js';
@@ -106,9 +106,10 @@ export interface StoryEngineOptions {
   /**
    * Passed to `getRelevantContext`: how many memories, the token budget, and a point of view (`povCharacterId`: every
    * scene is written from what that character witnessed or knows; a context layer without points of view ignores it).
-   * Checked when the engine is built, against the bounds `ContextManager.getRelevantContext` sets (`k` an integer
-   * from 1 to 100, `tokenBudget` one from 256 to 2,000,000, `povCharacterId` a string), so that a value every
-   * episode would fail on is refused up front; other keys are refused too.
+   * Checked when the engine is built, so that a value every episode would fail on is refused up front: with a
+   * `ContextManager` as `context`, against the bounds its `getRelevantContext` sets (`RETRIEVAL_BOUNDS`: `k` an
+   * integer from 1 to 100, `tokenBudget` one from 256 to 2,000,000), with another context layer as whole numbers
+   * from 1; `povCharacterId` a string. Other keys are refused too.
    */
   retrieval?: { k?: number; tokenBudget?: number; povCharacterId?: string };
   /** How often a run that lost the commit to another reloads and tries again. Default 3. */
@@ -421,7 +422,7 @@ function nearestKey(key: string, knownKeys: readonly string[]): string | undefin
  * What is wrong with the engine's `retrieval` options: keys it does not pass on, and values `getRelevantContext`
  * would refuse at every episode. `null` is no options, as it is for `getRelevantContext`.
  */
-function retrievalProblems(retrieval: unknown): OptionProblem[] {
+function retrievalProblems(retrieval: unknown, context: unknown): OptionProblem[] {
   if (retrieval === undefined || retrieval === null) return [];
   if (typeof retrieval !== 'object' || Array.isArray(retrieval)) {
     return [{ path: 'retrieval', message: 'must be an object' }];
@@ -433,9 +434,12 @@ function retrievalProblems(retrieval: unknown): OptionProblem[] {
     'retrieval.',
   );
   const given = retrieval as Record<string, unknown>;
+  // The bounds of `ContextManager.getRelevantContext` hold for a ContextManager; another context layer (one of yours,
+  // or the state-only default, which ignores both) is only held to whole numbers from 1.
+  const bounded = context instanceof ContextManager;
   for (const name of ['k', 'tokenBudget'] as const) {
     const value = given[name];
-    const { min, max } = RETRIEVAL_BOUNDS[name];
+    const { min, max } = bounded ? RETRIEVAL_BOUNDS[name] : { min: 1, max: Number.MAX_SAFE_INTEGER };
     if (value !== undefined && !(Number.isInteger(value) && (value as number) >= min && (value as number) <= max)) {
       problems.push({
         path: `retrieval.${name}`,
@@ -586,7 +590,7 @@ class Engine implements StoryEngine {
     }
     // A NaN maxRetries (a number read from an unset environment variable) would make every claim's lease NaN.
     problems.push(...retryOptionsProblems(options.retry));
-    problems.push(...retrievalProblems(options.retrieval));
+    problems.push(...retrievalProblems(options.retrieval, options.context));
     const ratio = options.imageAspectRatio;
     if (ratio !== undefined && !(IMAGE_ASPECT_RATIOS as readonly unknown[]).includes(ratio)) {
       problems.push({ path: 'imageAspectRatio', message: `must be one of ${IMAGE_ASPECT_RATIOS.join(', ')}` });
