@@ -640,21 +640,35 @@ describe("Pinecone: the index's metric and dimension are checked against the opt
     expect(standIn.namespaces().wide).toBeUndefined();
   });
 
-  it('reads the index once per instance, and again after a read that failed', async () => {
+  it('reads the index once per instance; a read that a retry could mend lets the call go ahead, and is made again', async () => {
     const index = ownClientIndex(standIn.url, { retry: { maxRetries: 0 } });
     const from = standIn.requests.length;
-    standIn.scheduleErrors([{ status: 503, path: '/describe_index_stats' }]);
-    await expect(index.upsert('once', [record('once', 'a')])).rejects.toThrow(/503/);
+    // The stats route rate-limited, then down: the check is a safeguard, not the call, and the upsert is made.
+    standIn.scheduleErrors([
+      { status: 429, path: '/describe_index_stats' },
+      { status: 503, path: '/describe_index_stats' },
+    ]);
+    await index.upsert('once', [record('once', 'a')]);
+    await index.upsert('once', [record('once', 'a')]);
     await index.upsert('once', [record('once', 'a')]);
     await index.query('once', { vector: record('once', 'a').values, topK: 1 });
     await index.upsert('once', [record('once', 'b', {}, 2)]);
     expect(sentSince(standIn, from)).toEqual([
       'POST /describe_index_stats',
+      'POST /vectors/upsert',
+      'POST /describe_index_stats',
+      'POST /vectors/upsert',
       'POST /describe_index_stats',
       'POST /vectors/upsert',
       'POST /query',
       'POST /vectors/upsert',
     ]);
+    // A refusal no retry mends (the key cannot read the index) fails the call, and nothing is written.
+    const refused = ownClientIndex(standIn.url, { retry: { maxRetries: 0 } });
+    standIn.scheduleErrors([{ status: 403, path: '/describe_index_stats' }]);
+    const before = standIn.requests.length;
+    await expect(refused.upsert('once', [record('once', 'c')])).rejects.toThrow(/403/);
+    expect(sentSince(standIn, before)).toEqual(['POST /describe_index_stats']);
   });
 });
 

@@ -273,7 +273,8 @@ export function createPineconeFetch(base?: typeof fetch): typeof fetch {
  * after a write may not see it (`capabilities.readAfterWrite` is false). `delete` returns -1 (Pinecone does not say
  * how many it deleted). `stats` reads the story's namespace alone, and `deleteStory` deletes the namespace (not only
  * its records, which would leave it counting against the index's cap on namespaces); a story that has none holds
- * nothing, but any other 404 (a misspelt index name) is a `ProviderError`. The first upsert or query of an instance
+ * nothing, but any other 404 (a misspelt index name) is a `ProviderError`. Both use the namespace routes of API
+ * 2026-04, which serverless indexes have and pod-based ones do not: the adapter is for serverless indexes. The first upsert or query of an instance
  * reads the index's dimension and metric, and refuses options that differ. Every call takes a `signal`; each request
  * is bounded by `timeoutMs` (see `PineconeIndexOptions`).
  *
@@ -381,22 +382,31 @@ export function createPineconeIndex(options: PineconeIndexOptions): PineconeVect
 
   const namespaceOf = (storyId: string) => namespacePrefix + storyId;
 
-  /** The index's dimension and metric, once read (a read that failed is not kept: the next call reads again). */
+  /** The index's dimension and metric, once read. */
   let described: Record<string, unknown> | undefined;
 
   /**
    * Refuses options that do not match the index, before the first upsert or query: with the wrong metric the adapter
    * stores and scores vectors wrongly with no error at all (a cosine adapter on a `dotproduct` index clamps scores to
-   * ±1), and a wrong dimension fails every request. Read once per instance from the index's stats (calls that start
-   * before the first read answers make their own). Under a client built without `createPineconeFetch` the metric is
-   * out of reach (the SDK drops it) and only the dimension is checked.
+   * ±1), and a wrong dimension fails every request. Read once per instance from the index's stats, in one attempt
+   * under the call's own signal (calls that start before the first read answers make their own). The check is a
+   * safeguard, not the call: should its attempt fail in a way a retry can mend (the stats route rate-limited, a
+   * timeout), the call goes ahead unchecked and a later one reads again. Under a client built without
+   * `createPineconeFetch` the metric is out of reach (the SDK drops it) and only the dimension is checked.
    */
   const checkIndex = async (signal: AbortSignal | undefined): Promise<void> => {
-    described ??= await call('describeIndexStats', signal, async (index, exchange) => {
-      exchange.keepBody = true;
-      const { dimension } = await index.describeIndexStats();
-      return { dimensions: dimension, metric: exchange.body?.metric };
-    });
+    if (!described) {
+      try {
+        described = await attempt('describeIndexStats', signal, async (index, exchange) => {
+          exchange.keepBody = true;
+          const { dimension } = await index.describeIndexStats();
+          return { dimensions: dimension, metric: exchange.body?.metric };
+        });
+      } catch (error) {
+        if (AbortedError.isInstance(error) || !(StoryloomError.isInstance(error) && error.isRetryable)) throw error;
+        return;
+      }
+    }
     // Each option against the index's value, where the index told it.
     const problems = Object.entries({ dimensions, metric }).flatMap(([key, value]) => {
       const found = described?.[key];
