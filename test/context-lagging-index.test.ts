@@ -287,6 +287,32 @@ describe('a new process right after a rebuild, on an index that shows writes lat
 });
 
 describe('counts that trail the index (Pinecone: "vector count may lag behind updates")', () => {
+  it('reads a story with no records with one query, not a listing of every type', async () => {
+    const store = createMemoryStateStore();
+    await store.create(makeStoryState('empty'));
+    const inner = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+    let queries = 0;
+    const vectors: VectorIndex = {
+      ...inner,
+      capabilities: { ...inner.capabilities, readAfterWrite: false },
+      query: (storyId, query) => {
+        queries++;
+        return inner.query(storyId, query);
+      },
+    };
+    const manager = new ContextManager({
+      store,
+      vectors,
+      keywords: createMemoryKeywordIndex(),
+      embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+      autoReindex: false,
+    });
+    const stats = await manager.stats('empty');
+    expect(stats.total).toBe(0);
+    expect(Object.values(stats.byType).every((n) => n === 0)).toBe(true);
+    expect(queries).toBe(1);
+  });
+
   /** `inner`, read late in its counts alone: `stats` says `count()`, whatever the index holds. */
   function staleCount(inner: VectorIndex, count: () => number): VectorIndex {
     return {

@@ -1667,12 +1667,15 @@ export class ContextManager {
     const bound = late ? Number.POSITIVE_INFINITY : count;
     const countTopK = Math.max(1, Math.min(bound, maxTopK, fitting(0)));
     const valuesTopK = Math.max(1, Math.min(bound, maxTopK, fitting(dimensions)));
+    // A count of 0 that may lag is checked by one query for any record: a story with none is not listed type by type.
+    const empty =
+      count === 0 && (!late || (await this.vectors.query(storyId, { vector: probe, topK: 1 })).length === 0);
     // Scenes last: their count is what the other types leave of the total.
     for (const type of ['character', 'plotThread', 'summary', 'meta', 'scene'] as const) {
       throwIfAborted(options.signal);
       let listed = 0;
       let withValues: VectorMatch[] = [];
-      if (count > 0 || late) {
+      if (!empty) {
         const oneListing = valuesTopK >= countTopK;
         const matches = await this.vectors.query(storyId, {
           vector: probe,
@@ -1724,7 +1727,7 @@ export class ContextManager {
       const [, second] = await this.vectors.query(storyId, { vector, topK: 2, filter: { type: 'scene' } });
       if (second && second.score >= 0.95) duplicates++;
     }
-    const [fingerprint] = count === 0 && !late ? [] : await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
+    const [fingerprint] = empty ? [] : await this.vectors.fetch(storyId, [FINGERPRINT_ID]);
     const listedTotal = Object.values(byType).reduce((total, n) => total + n, 0);
     return {
       total: late ? Math.max(count, listedTotal) : count,

@@ -67,7 +67,8 @@ export interface PineconeStandInRequest {
 
 /** An error to answer instead of serving, for the next request (to `path`, when given). */
 export interface PineconeScheduledError {
-  status: 429 | 500 | 503;
+  /** 403: the key may not do this (a key scoped to other indexes); 429 a rate limit; 500 and 503 the service. */
+  status: 403 | 429 | 500 | 503;
   path?: string;
   /** Sent as `retry-after`, in seconds. */
   retryAfterSeconds?: number;
@@ -108,7 +109,14 @@ const DEFAULT_LIMITS: PineconeStandInLimits = {
 };
 
 /** gRPC-style status codes Pinecone's data plane puts in its error bodies. */
-const GRPC = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, RESOURCE_EXHAUSTED: 8, INTERNAL: 13, UNAVAILABLE: 14 } as const;
+const GRPC = {
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
 
 class RequestError extends Error {
   constructor(
@@ -450,6 +458,9 @@ export async function startPineconeStandIn(options: PineconeStandInOptions): Pro
           'RESOURCE_EXHAUSTED: Request rate limit exceeded for this namespace. Retry after a short wait.',
           headers,
         );
+      }
+      if (error!.status === 403) {
+        return sendError(403, GRPC.PERMISSION_DENIED, 'The API key is not permitted to perform this action', headers);
       }
       return sendError(
         error!.status,
