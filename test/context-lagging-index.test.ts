@@ -322,13 +322,18 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
     };
   }
 
-  it('lists by what a query and a response allow, not by the count, for stats and for a prune', async () => {
-    const storyId = 'stale-count';
+  /** Twelve nights of `storyId` on an index that counts right, and its stats there. */
+  async function twelveNights(storyId: string) {
     const { clock, store, vectors } = await nightWatchStory(storyId);
     const honest = processOver(store, vectors, { clock: instant });
     const engine = createStoryEngine({ store, context: honest.context, generator: nightWatchGenerator(), clock });
     for (let episode = 0; episode < 12; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
-    const truth = await honest.context.stats(storyId);
+    return { store, vectors, honest, truth: await honest.context.stats(storyId) };
+  }
+
+  it('lists by what a query and a response allow, not by the count, for stats and for a prune', async () => {
+    const storyId = 'stale-count';
+    const { store, vectors, honest, truth } = await twelveNights(storyId);
     const listed = Object.values(truth.byType).reduce((total, n) => total + n, 0);
     expect(truth.total).toBe(listed);
 
@@ -355,11 +360,7 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
 
   it('a count of 0 hides nothing from stats, nor from a prune on an index whose deletes by filter count nothing', async () => {
     const storyId = 'zero-count';
-    const { clock, store, vectors } = await nightWatchStory(storyId);
-    const honest = processOver(store, vectors, { clock: instant });
-    const engine = createStoryEngine({ store, context: honest.context, generator: nightWatchGenerator(), clock });
-    for (let episode = 0; episode < 12; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
-    const truth = await honest.context.stats(storyId);
+    const { store, vectors, honest, truth } = await twelveNights(storyId);
     // As Pinecone: the count trails the writes (here it still says 0), and a delete by filter answers -1, so the
     // manager lists what matches to say how many it deleted.
     const pineconeLike: VectorIndex = {
