@@ -1175,6 +1175,28 @@ if (local.skipReason !== undefined) {
       skewed.destroy();
     }, 60_000);
 
+    it('exists reads the STATE item alone, not the snapshot of the whole state', async () => {
+      const keys: string[] = [];
+      let recording = false;
+      const client = answeringFirst((operation, input) => {
+        if (recording && operation === 'GetItem') keys.push(String((input.Key as { sk?: unknown } | undefined)?.sk));
+      });
+      const store = createDynamoStateStore({ client, tableName: await freshTable(), ...instantRetries() });
+      const state = await store.create(makeStoryState('present'));
+      const scene = makeNextScene(state);
+      await store.commitScene('present', {
+        expectedVersion: 0,
+        scene,
+        nextState: makeNextState(state, scene),
+        consumedInfluenceIds: [],
+      });
+      recording = true;
+      expect(await store.exists('present')).toBe(true);
+      expect(await store.exists('absent')).toBe(false);
+      expect(keys).toEqual(['STATE', 'STATE']);
+      client.destroy();
+    });
+
     it('a cancelled transaction goes again under a new ClientRequestToken, one whose answer was lost under the same', async () => {
       let armed = false;
       const tokens: unknown[] = [];

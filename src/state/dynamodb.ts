@@ -51,6 +51,7 @@ import { RETRY_DEFAULTS, type RetryOptions, withRetry } from '../core/retry.js';
 import {
   BaseStateStore,
   type BaseStateStoreOptions,
+  checkId,
   misplacedScene,
   type PreparedCommit,
   type SceneQuery,
@@ -474,6 +475,15 @@ class DynamoStateStoreImpl extends BaseStateStore implements DynamoStateStore {
   private async liveHeader(storyId: string): Promise<Item | null> {
     const header = await this.get(storyKey(storyId), STATE_SK);
     return header && header.importing !== true ? header : null;
+  }
+
+  /**
+   * Whether the story is there: its `STATE` item alone, not the snapshot `load` decodes (the whole state, which grows
+   * with the story: a read unit per 4 KB of it, on every call).
+   */
+  override async exists(storyId: string): Promise<boolean> {
+    checkId(storyId, 'storyId');
+    return (await this.liveHeader(storyId)) !== null;
   }
 
   override listScenes(storyId: string, options?: ListScenesOptions): Promise<Page<Scene>> {
