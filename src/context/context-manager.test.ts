@@ -13,6 +13,7 @@ import {
   CharacterStateSchema,
   chapterIdFor,
   LIMITS,
+  PlotThreadSchema,
   type Scene,
   type StoryState,
 } from '../state/schema.js';
@@ -847,6 +848,51 @@ describe('ContextManager.getRelevantContext', () => {
       (RETRIEVAL_BOUNDS.k as { max: number }).max = 0;
     }).toThrow(TypeError);
     expect(RETRIEVAL_BOUNDS.k.max).toBe(100);
+  });
+
+  it('fetches the scenes of at most four threads a query names, open ones and the newest first', async () => {
+    // A long story reuses a title: eight resolved threads "A debt to be paid" and one open. Naming it fetched the
+    // three scenes of every one of them, on every call.
+    const store = createMemoryStateStore();
+    const debt = (i: number, status: 'open' | 'resolved') =>
+      PlotThreadSchema.parse({
+        id: `debt-${i}`,
+        title: 'A debt to be paid',
+        status,
+        openedIn: `scene-o${i}`,
+        lastAdvancedIn: `scene-a${i}`,
+        ...(status === 'resolved' ? { resolvedIn: `scene-r${i}` } : {}),
+      });
+    const threads = [...Array.from({ length: 8 }, (_, i) => debt(i, 'resolved')), debt(8, 'open')];
+    // Far enough into the story that retrieval looks back (past the recent scenes the prompt shows in order).
+    let state = await store.create(makeStoryState('tale'));
+    ({ state } = await commitNext(store, state, {}, { plotThreads: threads }));
+    for (let i = 0; i < 9; i++) ({ state } = await commitNext(store, state));
+    expect(state.plotThreads).toHaveLength(9);
+    const inner = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+    const fetched: string[] = [];
+    const vectors = {
+      ...inner,
+      fetch: (storyId: string, ids: string[], options?: { signal?: AbortSignal }) => {
+        fetched.push(...ids.filter((id) => id.startsWith('scene-')));
+        return inner.fetch(storyId, ids, options);
+      },
+    };
+    const manager = new ContextManager({
+      store,
+      vectors,
+      keywords: createMemoryKeywordIndex(),
+      embedder: createHashingEmbedder({ dimensions: DIMENSIONS }),
+    });
+    await manager.getRelevantContext('tale', 'who still owes on A debt to be paid?');
+    const named = new Set(fetched);
+    expect(named.size).toBeLessThanOrEqual(4 * 3);
+    // The open thread's scenes, and the newest resolved ones'.
+    // (A scene's first chunk is `scene-<scene id>-c0`.)
+    expect([...named]).toEqual(
+      expect.arrayContaining(['scene-scene-o8-c0', 'scene-scene-a8-c0', 'scene-scene-r7-c0', 'scene-scene-r5-c0']),
+    );
+    expect([...named].some((id) => id.startsWith('scene-scene-o4'))).toBe(false);
   });
 
   it('refuses a misspelt getRelevantContext option instead of laying out the whole story', async () => {

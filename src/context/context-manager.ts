@@ -2428,9 +2428,20 @@ export class ContextManager {
       query,
       known.map((location) => ({ id: location, names: [location] })),
     );
+    // The scenes of the threads named, at most `NAMED_THREAD_SCENES` threads': a title a long story reuses ("A debt to
+    // be paid" eight times over) would otherwise fetch the scenes of every thread that ever bore it. Open threads
+    // first, then the newest (later in the state's list).
+    const position = new Map(state.plotThreads.map((thread, index) => [thread.id, index]));
+    const named = threads
+      .map((threadId) => state.plotThreads[position.get(threadId)!]!)
+      .sort(
+        (a, b) =>
+          Number(a.status === 'resolved') - Number(b.status === 'resolved') ||
+          position.get(b.id)! - position.get(a.id)!,
+      )
+      .slice(0, NAMED_THREAD_SCENES);
     const sceneIds = new Set<string>();
-    for (const threadId of threads) {
-      const thread = state.plotThreads.find((candidate) => candidate.id === threadId)!;
+    for (const thread of named) {
       for (const sceneId of [thread.openedIn, thread.lastAdvancedIn, thread.resolvedIn]) {
         if (sceneId) sceneIds.add(chunkId(sceneId, 0));
       }
@@ -3610,6 +3621,8 @@ interface JournalEntry {
   blind: boolean;
 }
 
+/** The most threads named in a query whose scenes the exact stage fetches (three scenes each at most). */
+const NAMED_THREAD_SCENES = 4;
 /** The most changes a journal entry shows; the dynamic part tells the rest. */
 const JOURNAL_ENTRY_CHANGES = 12;
 /** The most scenes past the journal's share whose changes a point of view is told (the newest). */
