@@ -794,7 +794,14 @@ describe('ContextManager.getRelevantContext', () => {
   it('refuses misspelt options and prune policies instead of running on defaults', async () => {
     const { options, store } = await newStory(4);
     expect(() => new ContextManager({ ...options, recentScene: 2 } as never)).toThrow(
-      expect.objectContaining({ code: 'VALIDATION', message: 'Unknown ContextManager option: recentScene' }),
+      expect.objectContaining({
+        code: 'VALIDATION',
+        message: 'Unknown ContextManager option: recentScene',
+        // The same check as the engine's options: a near miss names the option it was likely meant to be.
+        problems: [
+          { path: 'recentScene', message: 'is not an option of ContextManager (did you mean "recentScenes"?)' },
+        ],
+      }),
     );
     expect(() => new ContextManager({ ...options, autoPrune: { minAge: 10 } } as never)).toThrow(
       expect.objectContaining({ code: 'VALIDATION', message: 'Unknown prune policy option: minAge' }),

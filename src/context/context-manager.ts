@@ -15,6 +15,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { mapWithConcurrency } from '../core/concurrency.js';
 import { ConflictError, ProviderError, throwIfAborted, toProblems, ValidationError } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
+import { describeValue, unknownKeyProblems } from '../core/option-keys.js';
 import { sanitizeAudienceText } from '../core/sanitize.js';
 import { singleLine } from '../core/single-line.js';
 import { clipSentences, clipText } from '../core/text.js';
@@ -167,11 +168,10 @@ const PRUNE_POLICY_KEYS: Record<keyof PrunePolicy, true> = { minAgeScenes: true,
  * been, `problem`: what each one is not): a misspelt option is refused rather than left at its default.
  */
 function refuseUnknownKeys(value: object, known: object, noun: string, problem: string, pathPrefix = ''): void {
-  const unknown = Object.keys(value).filter((key) => !Object.hasOwn(known, key));
-  if (unknown.length === 0) return;
-  throw new ValidationError(`Unknown ${noun}${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`, {
-    problems: unknown.map((key) => ({ path: `${pathPrefix}${key}`, message: problem })),
-  });
+  const problems = unknownKeyProblems(value, known, problem, pathPrefix);
+  if (problems.length === 0) return;
+  const unknown = problems.map((entry) => entry.path.slice(pathPrefix.length));
+  throw new ValidationError(`Unknown ${noun}${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`, { problems });
 }
 
 /** Every option `ContextManager` takes: the compiler keeps it in step with `ContextManagerOptions`. */
@@ -3519,16 +3519,6 @@ function checkInteger(value: number, name: string, min: number, max: number): nu
     });
   }
   return value;
-}
-
-/** A value as an error message quotes it: JSON where that says what it is (`"5"`, `null`), else its `String`. */
-function describeValue(value: unknown): string {
-  if (typeof value === 'number' || typeof value === 'bigint' || value === undefined) return String(value);
-  try {
-    return JSON.stringify(value)?.slice(0, 80) ?? String(value);
-  } catch {
-    return typeof value;
-  }
 }
 
 /**

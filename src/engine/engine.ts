@@ -29,8 +29,10 @@ import {
   StoryloomError,
   throwIfAborted,
   ValidationError,
+  type ValidationProblem,
 } from '../core/errors.js';
 import { callListener } from '../core/listener.js';
+import { describeValue, unknownKeyProblems } from '../core/option-keys.js';
 import { RETRY_DEFAULTS, type RetryOptions, retryOptionsProblems, withRetry } from '../core/retry.js';
 import { ellipsize } from '../core/text.js';
 import { IMAGE_ASPECT_RATIOS, type ImageGenerator, type ImageRequest } from '../generation/image-generator.js';
@@ -377,52 +379,11 @@ const RETRIEVAL_OPTION_KEYS: Record<keyof RetrievalOptions, true> = {
   povCharacterId: true,
 };
 
-type OptionProblem = { path: string; message: string };
-
-/**
- * A problem for each key of `value` that `known` does not hold, each saying which known key it is likely a slip for
- * (`publisher` → `publishers`) when one is near: a misspelt option is refused rather than left at its default.
- */
-function unknownKeyProblems(
-  value: object,
-  known: object,
-  problem: string,
-  pathPrefix: string,
-  elsewhere: (key: string) => string | undefined = () => undefined,
-): OptionProblem[] {
-  const knownKeys = Object.keys(known);
-  return Object.keys(value)
-    .filter((key) => !Object.hasOwn(known, key))
-    .map((key) => {
-      const nearest = nearestKey(key, knownKeys);
-      const hint = nearest !== undefined ? ` (did you mean "${nearest}"?)` : (elsewhere(key) ?? '');
-      return { path: `${pathPrefix}${key}`, message: `${problem}${hint}` };
-    });
-}
-
-/**
- * The known key `key` most likely stands for, by the slips made most: the same in another case (`Clock`), a plural
- * or singular (`publisher`), a unit left off (`stepTimeout` for `stepTimeoutMs`).
- */
-function nearestKey(key: string, knownKeys: readonly string[]): string | undefined {
-  const lower = key.toLowerCase();
-  if (lower.length < 3) return undefined;
-  return knownKeys.find((candidate) => {
-    const known = candidate.toLowerCase();
-    return (
-      known === lower ||
-      known === `${lower}s` ||
-      `${known}s` === lower ||
-      (known.startsWith(lower) && known.length - lower.length <= 2)
-    );
-  });
-}
-
 /**
  * What is wrong with the engine's `retrieval` options: keys it does not pass on, and values `getRelevantContext`
  * would refuse at every episode. `null` is no options, as it is for `getRelevantContext`.
  */
-function retrievalProblems(retrieval: unknown, context: unknown): OptionProblem[] {
+function retrievalProblems(retrieval: unknown, context: unknown): ValidationProblem[] {
   if (retrieval === undefined || retrieval === null) return [];
   if (typeof retrieval !== 'object' || Array.isArray(retrieval)) {
     return [{ path: 'retrieval', message: 'must be an object' }];
@@ -443,7 +404,7 @@ function retrievalProblems(retrieval: unknown, context: unknown): OptionProblem[
     if (value !== undefined && !(Number.isInteger(value) && (value as number) >= min && (value as number) <= max)) {
       problems.push({
         path: `retrieval.${name}`,
-        message: `must be an integer from ${min} to ${max}, got ${typeof value === 'number' ? value : typeof value}`,
+        message: `must be an integer from ${min} to ${max}, got ${describeValue(value)}`,
       });
     }
   }
