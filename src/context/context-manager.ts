@@ -1102,11 +1102,7 @@ export class ContextManager {
   private async indexNow(scene: Scene, options: { state?: StoryState; signal?: AbortSignal }): Promise<void> {
     const { storyId } = scene;
     const state = options.state ?? (await this.store.load(storyId));
-    if (state.storyId !== storyId) {
-      throw new ValidationError(`options.state belongs to "${state.storyId}"`, {
-        problems: [{ path: 'state', message: `is the state of "${state.storyId}", not of "${storyId}"` }],
-      });
-    }
+    checkStateOf(storyId, state);
     await this.ensureWritable(storyId, options.signal, scene.id);
     // A scene of a closed chapter (the one that closed it, or an old one indexed again) is left out where the prune
     // record drops it, as a rebuild leaves it out.
@@ -3418,13 +3414,18 @@ function searchable(
   return exact.threads.length > 0 || isSearchableQuery(query, exact);
 }
 
-/** Refuses a state of another story, and a point of view that is not a character of it. */
-function checkStateAndPointOfView(storyId: string, state: StoryState, pov: string | undefined): void {
+/** Refuses a state of another story. */
+function checkStateOf(storyId: string, state: StoryState): void {
   if (state.storyId !== storyId) {
     throw new ValidationError(`options.state belongs to "${state.storyId}"`, {
       problems: [{ path: 'state', message: `is the state of "${state.storyId}", not of "${storyId}"` }],
     });
   }
+}
+
+/** Refuses a state of another story, and a point of view that is not a character of it. */
+function checkStateAndPointOfView(storyId: string, state: StoryState, pov: string | undefined): void {
+  checkStateOf(storyId, state);
   // Own keys only: an id such as "constructor" would otherwise find Object.prototype's members.
   if (pov !== undefined && !Object.hasOwn(state.characters, pov)) {
     throw new ValidationError(`povCharacterId "${pov}" is not a character of "${storyId}"`, {
@@ -3539,7 +3540,7 @@ function checkPorts(options: ContextManagerOptions): void {
   if (!has('embedder', 'embed') || !Number.isInteger((given.embedder as Embedder).dimensions)) {
     problems.push({ path: 'embedder', message: 'must be an Embedder' });
   }
-  if (given.cache !== undefined && given.cache !== null && !has('cache', 'getFrequentContext')) {
+  if (given.cache != null && !has('cache', 'getFrequentContext')) {
     problems.push({
       path: 'cache',
       message: 'must be a ContextCache (new ContextCache({ driver, store })), not the CacheDriver it stores in',
