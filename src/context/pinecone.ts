@@ -274,9 +274,9 @@ export function createPineconeFetch(base?: typeof fetch): typeof fetch {
  * how many it deleted). `stats` reads the story's namespace alone, and `deleteStory` deletes the namespace (not only
  * its records, which would leave it counting against the index's cap on namespaces); a story that has none holds
  * nothing, but any other 404 (a misspelt index name) is a `ProviderError`. Both use the namespace routes of API
- * 2026-04, which serverless indexes have and pod-based ones do not: the adapter is for serverless indexes. The first upsert or query of an instance
- * reads the index's dimension and metric, and refuses options that differ. Every call takes a `signal`; each request
- * is bounded by `timeoutMs` (see `PineconeIndexOptions`).
+ * 2026-04, which serverless indexes have and pod-based ones do not: the adapter is for serverless indexes. The first
+ * upsert or query of an instance reads the index's dimension and metric, and refuses options that differ. Every call
+ * takes a `signal`; each request is bounded by `timeoutMs` (see `PineconeIndexOptions`).
  *
  * @example
  * ```ts
