@@ -331,6 +331,20 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
     return { store, vectors, honest, truth: await honest.context.stats(storyId) };
   }
 
+  /**
+   * Prunes `storyId` through `late` and checks that it says how many scene memories it dropped, as counted through
+   * `honest`, an index that counts right.
+   */
+  async function pruneCounted(storyId: string, honest: ContextManager, late: ContextManager) {
+    const scenes = async () => (await honest.stats(storyId)).byType.scene!;
+    const before = await scenes();
+    const pruned = await late.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 });
+    const removed = before - (await scenes());
+    expect(removed).toBeGreaterThan(0);
+    expect(pruned.deleted).toBe(removed);
+    return pruned;
+  }
+
   it('lists by what a query and a response allow, not by the count, for stats and for a prune', async () => {
     const storyId = 'stale-count';
     const { store, vectors, honest, truth } = await twelveNights(storyId);
@@ -350,12 +364,7 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
 
     // A count of 0 (a namespace whose writes the count has not caught up with): the prune deleted, and says so.
     stale = 0;
-    const scenes = async () => (await honest.context.stats(storyId)).byType.scene!;
-    const before = await scenes();
-    const pruned = await late.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 });
-    const removed = before - (await scenes());
-    expect(removed).toBeGreaterThan(0);
-    expect(pruned.deleted).toBe(removed);
+    await pruneCounted(storyId, honest.context, late.context);
   });
 
   it('a count of 0 hides nothing from stats, nor from a prune on an index whose deletes by filter count nothing', async () => {
@@ -374,12 +383,7 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
     const seen = await late.context.stats(storyId);
     expect(seen.byType).toEqual(truth.byType);
     expect(seen.total).toBe(truth.total);
-    const scenes = async () => (await honest.context.stats(storyId)).byType.scene!;
-    const before = await scenes();
-    const pruned = await late.context.prune(storyId, { minAgeScenes: 4, maxImportance: 0.5 });
-    const removed = before - (await scenes());
-    expect(removed).toBeGreaterThan(0);
-    expect(pruned.deleted).toBe(removed);
+    const pruned = await pruneCounted(storyId, honest.context, late.context);
     expect(pruned.chapters.length).toBeGreaterThan(0);
   });
 });
