@@ -15,6 +15,7 @@ import { createProceduralNarrator } from '../src/generation/procedural-narrator.
 import { createStoryFromTemplate } from '../src/generation/story-templates.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { chapterIdFor } from '../src/state/schema.js';
+import type { StoryStateStore } from '../src/state/store.js';
 
 /** A story of `episodes` offline episodes (chapters of 8), and the vector index's delete calls counted. */
 async function longStory(episodes: number) {
@@ -22,6 +23,17 @@ async function longStory(episodes: number) {
   const store = createMemoryStateStore();
   await store.create(createStoryFromTemplate('lighthouse-keepers', storyId));
   const memory = createMemoryVectorIndex({ dimensions: 256 });
+  const { context, vectors, deletes } = processOver(store, memory);
+  const engine = createStoryEngine({ store, context, generator: createProceduralNarrator({ seed: 1 }) });
+  for (let episode = 0; episode < episodes; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+  return { storyId, store, memory, vectors, context, engine, deletes };
+}
+
+/**
+ * What a process of its own sees of the story: a context manager over the same stored vectors through an index object
+ * of its own (what a process knows, it keeps per index object) and a keyword index of its own, its deletes counted.
+ */
+function processOver(store: StoryStateStore, memory: VectorIndex) {
   const deletes = { count: 0 };
   const vectors: VectorIndex = {
     ...memory,
@@ -42,9 +54,7 @@ async function longStory(episodes: number) {
     keywords: createMemoryKeywordIndex(),
     embedder: createHashingEmbedder({ dimensions: 256 }),
   });
-  const engine = createStoryEngine({ store, context, generator: createProceduralNarrator({ seed: 1 }) });
-  for (let episode = 0; episode < episodes; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
-  return { storyId, vectors, context, engine, deletes };
+  return { context, vectors, deletes };
 }
 
 describe('a chapter summary the stable prefix has no room for', () => {
@@ -94,5 +104,50 @@ describe('prune in a long story', () => {
     deletes.count = 0;
     await context.prune(storyId, { ...policy, maxImportance: 0.8 });
     expect(deletes.count).toBeGreaterThanOrEqual(firstDeletes);
+  });
+
+  it('in a new process, passes over the chapters a finished prune elsewhere dropped, unless the story was rebuilt since', async () => {
+    const { storyId, store, memory, context, engine } = await longStory(64);
+    const policy = { minAgeScenes: 8, maxImportance: 0.6 };
+    expect((await context.prune(storyId, policy)).chapters).toHaveLength(7);
+    for (let episode = 0; episode < 16; episode++) await engine.runEpisode(storyId);
+
+    // A higher bound than any finished one is work in every old chapter.
+    const higher = processOver(store, memory);
+    const raised = await higher.context.prune(storyId, { ...policy, maxImportance: 0.7 });
+    expect(raised.deleted).toBeGreaterThan(0);
+    expect(higher.deletes.count).toBeGreaterThanOrEqual(9);
+
+    // The next process visits only what no finished prune reached: nothing at the same bound.
+    const next = processOver(store, memory);
+    const again = await next.context.prune(storyId, policy);
+    expect(again).toEqual({ chapters: [], deleted: 0 });
+    expect(next.deletes.count).toBe(0);
+
+    // A prune cut short finished nothing: the process after it visits every old chapter again.
+    const cut = processOver(store, memory);
+    const controller = new AbortController();
+    const { delete: remove } = cut.vectors;
+    cut.vectors.delete = async (...args) => {
+      const removed = await remove(...args);
+      controller.abort();
+      return removed;
+    };
+    await expect(
+      cut.context.prune(storyId, { ...policy, maxImportance: 0.9, signal: controller.signal }),
+    ).rejects.toThrow();
+    const after = processOver(store, memory);
+    const finished = await after.context.prune(storyId, { ...policy, maxImportance: 0.9 });
+    expect(finished.chapters.length, 'the chapters the cut prune did not reach').toBeGreaterThan(0);
+    expect(after.deletes.count).toBeGreaterThanOrEqual(9);
+
+    // A reindex writes a new fingerprint record: what was finished before it is not trusted after it.
+    await after.context.reindex(storyId);
+    const rebuilt = processOver(store, memory);
+    await rebuilt.context.prune(storyId, { ...policy, maxImportance: 0.9 });
+    expect(rebuilt.deletes.count).toBeGreaterThanOrEqual(9);
+    const settled = processOver(store, memory);
+    await settled.context.prune(storyId, { ...policy, maxImportance: 0.9 });
+    expect(settled.deletes.count).toBe(0);
   });
 });

@@ -58,8 +58,13 @@ import {
 } from './prompt-layout.js';
 import {
   coveredPruneRecords,
+  finishedFor,
+  finishedMarks,
+  finishedRecordText,
   marksOf,
   mergePruneMarks,
+  PRUNE_DONE_ID,
+  PRUNE_DONE_SOURCE,
   PRUNED_ID,
   type PruneMark,
   prunedBy,
@@ -272,7 +277,8 @@ function inTurn<T>(
  * prune from one cut short). A later prune passes over them: with `autoPrune` a prune runs at every chapter close,
  * and going over every old chapter again (three calls per chapter on Pinecone) made each one cost more than the last.
  * Trusted only while the fingerprint record is the one it was made under (`since`): a rebuild, in any process, clears
- * the story and writes a new one, and may have written back what a prune here deleted while it ran.
+ * the story and writes a new one, and may have written back what a prune here deleted while it ran. A prune that
+ * finishes also records its mark as done (`PRUNE_DONE_ID`, under the same rule), which other processes read.
  */
 const PRUNED_CHAPTERS = new WeakMap<
   VectorIndex,
@@ -1527,9 +1533,14 @@ export class ContextManager {
     const fetched = await this.vectors.fetch(storyId, [
       ...Array.from({ length: state.chapterIndex }, (_, chapter) => summaryId(chapterIdFor(chapter))),
       FINGERPRINT_ID,
+      PRUNE_DONE_ID,
     ]);
-    const summaries = fetched.filter((record) => record.id !== FINGERPRINT_ID);
+    const summaries = fetched.filter((record) => record.id !== FINGERPRINT_ID && record.id !== PRUNE_DONE_ID);
     const since = rebuildOf(fetched.find((record) => record.id === FINGERPRINT_ID));
+    const finished = finishedMarks(
+      fetched.find((record) => record.id === PRUNE_DONE_ID),
+      since,
+    );
     // Summaries cover the chapters before `covered`: the unbroken run of them from the first chapter. A chapter whose
     // summary is missing (its index step failed) ends the run, so the bound in the prune record, which a rebuild and
     // a keyword fill apply to every chapter below it, never reaches a chapter whose scenes this prune keeps.
@@ -1570,7 +1581,25 @@ export class ContextManager {
             : [];
         if (covered.length > 0) await this.vectors.delete(storyId, { ids: covered }, signalOf({ signal }));
       }
-      return await this.dropPruned(storyId, summaries, before, maxImportance, signal, recorded, state, since);
+      const dropped = await this.dropPruned(
+        storyId,
+        summaries,
+        before,
+        maxImportance,
+        signal,
+        recorded,
+        state,
+        since,
+        finished,
+      );
+      // Every chapter this mark reaches is done (here or by an earlier finished prune): a prune in another process
+      // need not visit them again, as long as the story is not rebuilt meanwhile.
+      const mark = { before, maxImportance };
+      if (since !== undefined && before > 0 && !finishedFor(finished, before - 1, maxImportance)) {
+        const text = finishedRecordText(since, [...finished, mark]);
+        await this.writeMeta(storyId, PRUNE_DONE_ID, PRUNE_DONE_SOURCE, text, signal);
+      }
+      return dropped;
     } finally {
       if (recorded && ownPrunes.get(storyId) === recorded) ownPrunes.delete(storyId);
     }
@@ -1586,6 +1615,7 @@ export class ContextManager {
     recorded: OwnPrune | undefined,
     state: StoryState,
     since: string | undefined,
+    finished: readonly PruneMark[],
   ): Promise<{ chapters: string[]; deleted: number }> {
     const chapters: string[] = [];
     let deleted = 0;
@@ -1602,7 +1632,7 @@ export class ContextManager {
       const chapterId = summary.metadata.chapterId;
       const lastIndex = summary.metadata.sceneIndex ?? Number.MAX_SAFE_INTEGER;
       if (!chapterId || lastIndex >= before) continue;
-      if ((done.get(chapterId) ?? -1) >= maxImportance) continue;
+      if ((done.get(chapterId) ?? -1) >= maxImportance || finishedFor(finished, lastIndex, maxImportance)) continue;
       const filter: MetadataFilter = { type: 'scene', chapterId, importance: { $lt: maxImportance } };
       const removedVectors = await this.deleteMatching(filter, storyId);
       await this.keywords.delete(storyId, { filter });

@@ -97,3 +97,46 @@ export function coveredPruneRecords(records: readonly { id: string; marks: reado
 export function prunedBy(marks: readonly PruneMark[], lastIndex: number, importance: number): boolean {
   return marks.some((mark) => lastIndex < mark.before && importance < mark.maxImportance);
 }
+
+/**
+ * The meta record of the prunes that finished: which marks' deletions were all carried out, and under which
+ * fingerprint record (`since`, see `rebuildOf`). A prune record is written before its deletions, so it cannot tell a
+ * finished prune from one cut short; this one is written after them. With it, a prune in a new process (a daily
+ * Lambda, at every chapter close with `autoPrune`) passes over the chapters an earlier one finished, instead of
+ * querying and deleting in every old chapter again. Read, merged and written whole: two prunes at once may lose each
+ * other's entry, which only makes a later prune visit those chapters again.
+ */
+export const PRUNE_DONE_ID = 'meta-prune-done';
+/** Its `sourceId`: not the prune records' own, so their listing never reads it as one. */
+export const PRUNE_DONE_SOURCE = 'prune-done';
+
+/**
+ * The finished marks a done record holds, if it was written under the fingerprint record `since`; none otherwise (a
+ * rebuild since may have written back what those prunes deleted), without a fingerprint, or when it does not parse.
+ */
+export function finishedMarks(
+  record: { metadata: { text?: string } } | undefined,
+  since: string | undefined,
+): PruneMark[] {
+  if (since === undefined || !record?.metadata.text) return [];
+  try {
+    const parsed = JSON.parse(record.metadata.text) as { since?: unknown; marks?: unknown };
+    if (parsed?.since !== since || !Array.isArray(parsed.marks)) return [];
+    return mergePruneMarks(parsed.marks as PruneMark[]);
+  } catch {
+    return [];
+  }
+}
+
+/** The text of a done record: `marks`, finished under the fingerprint record `since`. */
+export function finishedRecordText(since: string, marks: readonly PruneMark[]): string {
+  return JSON.stringify({ since, marks: mergePruneMarks(marks) });
+}
+
+/**
+ * Whether a prune of the chapter ending at scene `lastIndex`, below `maxImportance`, has nothing left to do after the
+ * finished `marks`: one of them reaches past the chapter with the same or a higher importance bound.
+ */
+export function finishedFor(marks: readonly PruneMark[], lastIndex: number, maxImportance: number): boolean {
+  return marks.some((mark) => lastIndex < mark.before && mark.maxImportance >= maxImportance);
+}
