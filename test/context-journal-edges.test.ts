@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { ContextManager } from '../src/context/context-manager.js';
 import { createMemoryStateStore } from '../src/state/memory.js';
 import { CharacterStateSchema } from '../src/state/schema.js';
+import type { StoryStateStore } from '../src/state/store.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
 import {
   battleStory,
@@ -275,5 +276,28 @@ describe('ids of the changes the journal does not tell', () => {
     const bundle = await manager.getRelevantContext('tale', 'the lamp');
     const ids = bundle.trace.included.filter((item) => item.id.startsWith('changes:')).map((item) => item.id);
     expect(new Set(ids).size).toBe(ids.length);
+  });
+});
+
+describe('the chapter journal in a new process', () => {
+  it('reads each stored state of the chapter once: the state after a scene is the one before the next', async () => {
+    const { store, options, state: created } = await newKeepersStory(40);
+    const manager = new ContextManager(options);
+    let state = created;
+    for (let night = 0; night < 12; night++) ({ state } = await commitNextScene(store, state, {}, {}, manager));
+    const reads = new Map<number, number>();
+    const counted: StoryStateStore = Object.create(store, {
+      getStateAt: {
+        value: (storyId: string, version: number) => {
+          reads.set(version, (reads.get(version) ?? 0) + 1);
+          return store.getStateAt(storyId, version);
+        },
+      },
+    });
+    const fresh = new ContextManager({ ...options, store: counted });
+    const bundle = await fresh.getRelevantContext('tale', 'the lamp');
+    expect(bundle.trace.included.filter((item) => item.section === 'journal')).toHaveLength(12);
+    // Versions 1 to 11 are each the state after one scene and before the next.
+    for (let version = 1; version < state.version; version++) expect(reads.get(version), `version ${version}`).toBe(1);
   });
 });

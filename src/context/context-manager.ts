@@ -2794,6 +2794,17 @@ export class ContextManager {
       (scene) => scene.index >= chapterStart.sceneCount,
     );
     const scenes = chapter.filter((scene) => sceneWitnessedBy(scene, pov));
+    // Each stored state is read once: a scene's entry compares the state before it with the one after it, and the
+    // state after a scene is, as a rule, the one before the next (a new process reads the chapter's entries at once).
+    const states = new Map<number, Promise<StoryState | null>>();
+    const stateAt = (version: number) => {
+      let read = states.get(version);
+      if (!read) {
+        read = this.store.getStateAt(state.storyId, version);
+        states.set(version, read);
+      }
+      return read;
+    };
     const unwitnessed: OmittedItem[] = chapter
       .filter((scene) => !sceneWitnessedBy(scene, pov))
       .map((scene) => ({ id: `journal:${scene.id}`, section: 'journal', reason: `${pov} was not there` }));
@@ -2815,7 +2826,7 @@ export class ContextManager {
         leftScenes.push(scene);
         continue;
       }
-      const entry = await this.journalEntry(state, scene, pov);
+      const entry = await this.journalEntry(state, scene, pov, stateAt);
       const tokens = this.tokenizer.count(entry.text) + 1;
       if (used + tokens > budget) {
         left.push(chapterLine(scene));
@@ -2849,7 +2860,7 @@ export class ContextManager {
       // comparison starts at the chapter start, so that none of them (a death) goes untold.
       const journalEnd = blind ? undefined : scenes[scenes.indexOf(leftScenes[0]!) - 1];
       // The state the journal's last scene left; not stored (an import may lack it), the chapter start serves.
-      const stored = journalEnd ? await this.store.getStateAt(state.storyId, journalEnd.stateVersion) : null;
+      const stored = journalEnd ? await stateAt(journalEnd.stateVersion) : null;
       const last = stored ? journalEnd : undefined;
       const lines = changesSince(stored ?? chapterStart, state, undefined);
       // A change a line: under a tight budget the deaths and the newest stay, the rest go first.
@@ -2865,7 +2876,9 @@ export class ContextManager {
       // A point of view knows only the changes of the scenes it was in: each scene's own, the newest few (read a few
       // at a time), each entry kept for the next calls. A death in an older one stays in the task's "cannot appear".
       const told = leftScenes.slice(-POV_PAST_SHARE_SCENES);
-      const entries = await mapWithConcurrency(told, 4, undefined, (scene) => this.journalEntry(state, scene, pov));
+      const entries = await mapWithConcurrency(told, 4, undefined, (scene) =>
+        this.journalEntry(state, scene, pov, stateAt),
+      );
       entries.forEach((entry, position) => {
         const scene = told[position]!;
         for (const [id, status] of entry.statuses) seenInChapter.set(id, status);
@@ -2898,14 +2911,16 @@ export class ContextManager {
   }
 
   /** A scene's journal entry, and the status each character present was left in (as the entry lets one see it). */
-  private async journalEntry(state: StoryState, scene: Scene, pov: string | undefined): Promise<JournalEntry> {
+  private async journalEntry(
+    state: StoryState,
+    scene: Scene,
+    pov: string | undefined,
+    stateAt: (version: number) => Promise<StoryState | null>,
+  ): Promise<JournalEntry> {
     const key = `${scene.storyId}\u0000${scene.id}\u0000${pov ?? ''}`;
     const cached = this.journalEntries.get(key);
     if (cached !== undefined) return cached;
-    const [before, after] = await Promise.all([
-      this.store.getStateAt(scene.storyId, scene.stateVersion - 1),
-      this.store.getStateAt(scene.storyId, scene.stateVersion),
-    ]);
+    const [before, after] = await Promise.all([stateAt(scene.stateVersion - 1), stateAt(scene.stateVersion)]);
     const present = new Set(scene.characters);
     const changes = before && after ? changesSince(before, after, pov, present) : [];
     // With their ids: the narrator refers to characters by id, and one met in this chapter has no sheet yet.
