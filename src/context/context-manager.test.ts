@@ -924,6 +924,36 @@ describe('ContextManager.getRelevantContext', () => {
 });
 
 describe('ContextManager memory upkeep', () => {
+  it('indexes the newest scene beside the one before it without reading a state snapshot, an older one as before', async () => {
+    const { store, options, state: created } = await newKeepersStory(40);
+    let stateReads = 0;
+    const counted: StoryStateStore = Object.create(store, {
+      getStateAt: {
+        value: (storyId: string, version: number) => {
+          stateReads++;
+          return store.getStateAt(storyId, version);
+        },
+      },
+    });
+    const manager = new ContextManager({ ...options, store: counted });
+    const first = await commitNext(store, created, { summary: 'The zanzibar clock stopped at midnight.' }, {}, manager);
+    const second = await commitNext(store, first.state, { summary: 'Mira wound the clock again.' }, {}, manager);
+    expect(stateReads, 'the snapshot of a state grows with the story').toBe(0);
+    // The newest scene's keyword text borrows the one before it, as a rebuild writes it.
+    const borrowing = async () =>
+      (await options.keywords.query('tale', { text: 'zanzibar', topK: 5 })).map((match) => match.id).sort();
+    const expected = [`scene-${first.scene.id}-c0`, `scene-${second.scene.id}-c0`].sort();
+    expect(await borrowing()).toEqual(expected);
+
+    // Indexed again once it is no longer the newest, it finds the scene before it through the state before it.
+    const third = await commitNext(store, second.state, {}, {}, manager);
+    expect(stateReads).toBe(0);
+    await options.keywords.deleteStory('tale');
+    await manager.indexScene(second.scene, { state: third.state });
+    expect(stateReads).toBe(1);
+    expect(await borrowing()).toEqual([`scene-${second.scene.id}-c0`]);
+  });
+
   it('rebuilds the index by itself when the embedder changes', async () => {
     const built = await buildStory(8);
     const before = await built.manager.stats('tale');

@@ -1114,7 +1114,7 @@ export class ContextManager {
     // record drops it, as a rebuild leaves it out.
     const closed = scene.chapterId !== state.chapterId;
     const [previous, [summary], marks] = await Promise.all([
-      scene.index > 0 ? this.previousScene(scene) : null,
+      scene.index > 0 ? this.previousScene(scene, state) : null,
       closed ? this.vectors.fetch(storyId, [summaryId(scene.chapterId)]) : [],
       closed ? this.pruneMarks(storyId, options.signal) : [],
     ]);
@@ -3380,8 +3380,16 @@ export class ContextManager {
     return scenes;
   }
 
-  /** The scene before `scene`: the one the state before it names. */
-  private async previousScene(scene: Scene): Promise<Scene | null> {
+  /**
+   * The scene before `scene`: for the story's newest scene (the one an episode indexes), the second of the newest two,
+   * read together; for an older one, the one the state before it names (a state snapshot grows with the story, and
+   * a listing would read every scene since).
+   */
+  private async previousScene(scene: Scene, state: StoryState): Promise<Scene | null> {
+    if (scene.index === state.sceneCount - 1) {
+      const [newest, previous] = await newestScenesBefore(this.store, scene.storyId, scene.index + 1, 2);
+      if (newest?.id === scene.id && previous?.index === scene.index - 1) return previous;
+    }
     const before = await this.store.getStateAt(scene.storyId, scene.stateVersion - 1);
     return before?.sceneId ? this.store.getScene(scene.storyId, before.sceneId) : null;
   }
