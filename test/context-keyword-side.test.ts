@@ -326,4 +326,28 @@ describe('ContextManager: a keyword index shared by several managers of one proc
     await cold.context.getRelevantContext(storyId, 'the brass key');
     expect(await sortedIds(keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
   });
+
+  it("a new process reads the cast once when the newest scene's index step had run before its fill", async () => {
+    const storyId = 'cast-once';
+    const { store, vectors, engine } = await setup(storyId);
+    for (let e = 0; e < 5; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    const state = await store.load(storyId);
+    const castIds = new Set(Object.keys(state.characters).map((id) => `character-${id}`));
+    expect(castIds.size).toBeGreaterThan(0);
+    let castReads = 0;
+    const counted = withMembers(vectors, {
+      fetch: (...args: Parameters<typeof vectors.fetch>) => {
+        if (args[1].some((id) => castIds.has(id))) castReads++;
+        return vectors.fetch(...args);
+      },
+    });
+    const cold = processOver(store, counted);
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    await cold.context.getRelevantContext(storyId, 'Mira at Salt Market');
+    expect(castReads, 'the fill read the cast with what the newest index step wrote').toBe(1);
+    // Nothing is missing for it: the side is a fill's, as another new process makes it.
+    const other = processOver(store, vectors);
+    await other.context.getRelevantContext(storyId, 'the brass key');
+    expect(await sortedIds(cold.keywords, storyId)).toEqual(await sortedIds(other.keywords, storyId));
+  });
 });

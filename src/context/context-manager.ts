@@ -1918,25 +1918,26 @@ export class ContextManager {
     throwIfAborted(signal);
     const latest = await this.store.load(storyId);
     const chapters = Array.from({ length: latest.chapterIndex }, (_, chapter) => chapterIdFor(chapter));
-    const awaited = await this.upsertKeywordRecords(storyId, latest, chapters, signal);
+    const awaited = await this.upsertKeywordRecords(storyId, latest, chapters, signal, last);
     // Only the newest closed chapter's summary can still be on its way (another process's index step); an older one
     // missing stays missing until a reindex.
     const newest = latest.chapterIndex > 0 ? chapterIdFor(latest.chapterIndex - 1) : undefined;
     awaited.chapters = awaited.chapters.filter((chapterId) => chapterId === newest);
-    awaited.scene = last ?? null;
     this.trackKeywords(storyId, scenes, marks, awaited);
   }
 
   /**
    * Characters and threads as `state` has them (with the vector side's metadata), and the summaries of `chapters`
    * and the synopsis as the vector index keeps them (made again, each would cost a summarizer call), into the
-   * keyword index.
+   * keyword index. With `scene` (the newest scene read from the store), whether its index step has run is read in
+   * the same fetch: if it has, the characters and threads read carry what it wrote, and the scene is not awaited.
    */
   private async upsertKeywordRecords(
     storyId: string,
     state: StoryState,
     chapters: readonly string[],
     signal: AbortSignal | undefined,
+    scene?: string,
   ): Promise<KeywordAwaited> {
     const units = [
       ...Object.values(state.characters).map((character) => this.characterUnit(storyId, character, null)),
@@ -1946,7 +1947,12 @@ export class ContextManager {
       (
         await this.vectors.fetch(
           storyId,
-          [...units.map((unit) => unit.id), ...chapters.map(summaryId), SYNOPSIS_ID],
+          [
+            ...units.map((unit) => unit.id),
+            ...chapters.map(summaryId),
+            SYNOPSIS_ID,
+            ...(scene ? [chunkId(scene, 0)] : []),
+          ],
           signalOf({ signal }),
         )
       ).map((record) => [record.id, record]),
@@ -1959,7 +1965,8 @@ export class ContextManager {
     const summaries = this.summaryDocuments(stored, chapters);
     documents.push(...summaries.documents);
     await this.keywords.upsert(storyId, documents, signalOf({ signal }));
-    return summaries.awaited;
+    const indexed = scene !== undefined && stored.has(chunkId(scene, 0));
+    return { ...summaries.awaited, scene: indexed ? null : (scene ?? null) };
   }
 
   /**
@@ -2197,13 +2204,13 @@ export class ContextManager {
     });
     await this.keywords.upsert(storyId, kept.map(keywordDocument), { signal });
     const closed = [...new Set([...horizon.awaited.chapters, ...chapters])].filter((id) => id !== state.chapterId);
-    const awaited = await this.upsertKeywordRecords(storyId, state, closed, signal);
+    const awaited = await this.upsertKeywordRecords(storyId, state, closed, signal, scenes.at(-1)?.id);
     const reached = (scenes.at(-1)?.index ?? from - 1) + 1;
     // indexScene in this process may have moved it on meanwhile: never move it back.
     const current = this.horizonsOf().get(storyId);
     if (current) {
       current.scenes = Math.max(current.scenes, reached);
-      current.awaited = { ...awaited, scene: scenes.at(-1)?.id ?? null };
+      current.awaited = awaited;
     }
   }
 
