@@ -350,4 +350,30 @@ describe('ContextManager: a keyword index shared by several managers of one proc
     await other.context.getRelevantContext(storyId, 'the brass key');
     expect(await sortedIds(cold.keywords, storyId)).toEqual(await sortedIds(other.keywords, storyId));
   });
+
+  it('a prune that finds a prune done elsewhere still drops the chapter from its own side, whose listing lagged', async () => {
+    const storyId = 'done-elsewhere';
+    const { store, vectors, engine } = await setup(storyId);
+    for (let e = 0; e < 12; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    // The server's queries do not show prune records yet (an index whose queries lag its writes); its fetches do.
+    let lagging = false;
+    const seen = withMembers(vectors, {
+      query: async (...args: Parameters<typeof vectors.query>) => {
+        const matches = await vectors.query(...args);
+        return lagging ? matches.filter((match) => !match.id.startsWith('meta-pruned')) : matches;
+      },
+    });
+    const server = processOver(store, seen);
+    await server.context.getRelevantContext(storyId, 'the brass key');
+    const policy = { minAgeScenes: 4, maxImportance: 0.5 };
+    const elsewhere = processOver(store, vectors);
+    expect((await elsewhere.context.prune(storyId, policy)).deleted).toBeGreaterThan(0);
+    lagging = true;
+    await server.context.prune(storyId, policy);
+    lagging = false;
+    await server.context.getRelevantContext(storyId, 'the brass key');
+    const cold = processOver(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    expect(await sortedIds(server.keywords, storyId)).toEqual(await sortedIds(cold.keywords, storyId));
+  });
 });

@@ -150,4 +150,48 @@ describe('prune in a long story', () => {
     await settled.context.prune(storyId, { ...policy, maxImportance: 0.9 });
     expect(settled.deletes.count).toBe(0);
   });
+
+  it('trusts no done record under a fingerprint record of an earlier version, which every rebuild of theirs writes alike', async () => {
+    const { storyId, store, memory } = await longStory(64);
+    // As an earlier version writes it: the same source and time at every rebuild.
+    const [fingerprint] = await memory.fetch(storyId, ['meta-fingerprint']);
+    await memory.upsert(storyId, [
+      { ...fingerprint!, metadata: { ...fingerprint!.metadata, sourceId: 'fingerprint', timestamp: 0 } },
+    ]);
+    const policy = { minAgeScenes: 8, maxImportance: 0.6 };
+    const first = processOver(store, memory);
+    expect((await first.context.prune(storyId, policy)).deleted).toBeGreaterThan(0);
+    expect(await memory.fetch(storyId, ['meta-prune-done']), 'no record under such a fingerprint').toEqual([]);
+    // A record claiming every chapter under that fingerprint (written by a version that trusted it) is passed over.
+    await memory.upsert(storyId, [
+      {
+        id: 'meta-prune-done',
+        values: fingerprint!.values,
+        metadata: {
+          storyId,
+          type: 'meta',
+          timestamp: 0,
+          sourceId: 'prune-done',
+          importance: 0,
+          text: JSON.stringify({ since: 'fingerprint@0', marks: [{ before: 1_000, maxImportance: 1 }] }),
+        },
+      },
+    ]);
+    const next = processOver(store, memory);
+    await next.context.prune(storyId, policy);
+    expect(next.deletes.count).toBeGreaterThanOrEqual(7);
+  });
+
+  it('finishes a prune whose done record cannot be written: the record only spares later prunes work', async () => {
+    const { storyId, store, memory } = await longStory(64);
+    const failing = processOver(store, memory);
+    const { upsert } = failing.vectors;
+    failing.vectors.upsert = async (...args) => {
+      if (args[1].some((record) => record.id === 'meta-prune-done')) throw new Error('write refused');
+      return upsert(...args);
+    };
+    const pruned = await failing.context.prune(storyId, { minAgeScenes: 8, maxImportance: 0.6 });
+    expect(pruned.deleted).toBeGreaterThan(0);
+    expect(await memory.fetch(storyId, ['meta-prune-done'])).toEqual([]);
+  });
 });

@@ -1536,10 +1536,14 @@ export class ContextManager {
       PRUNE_DONE_ID,
     ]);
     const summaries = fetched.filter((record) => record.id !== FINGERPRINT_ID && record.id !== PRUNE_DONE_ID);
-    const since = rebuildOf(fetched.find((record) => record.id === FINGERPRINT_ID));
+    const fingerprint = fetched.find((record) => record.id === FINGERPRINT_ID);
+    const since = rebuildOf(fingerprint);
+    // The done record is trusted only under a fingerprint record that names one write of it: earlier versions wrote
+    // every fingerprint alike (and a rebuild of theirs keeps meta records), so theirs cannot tell a rebuild since.
+    const doneSince = fingerprint?.metadata.sourceId?.startsWith('fingerprint-') ? since : undefined;
     const finished = finishedMarks(
       fetched.find((record) => record.id === PRUNE_DONE_ID),
-      since,
+      doneSince,
     );
     // Summaries cover the chapters before `covered`: the unbroken run of them from the first chapter. A chapter whose
     // summary is missing (its index step failed) ends the run, so the bound in the prune record, which a rebuild and
@@ -1594,10 +1598,11 @@ export class ContextManager {
       );
       // Every chapter this mark reaches is done (here or by an earlier finished prune): a prune in another process
       // need not visit them again, as long as the story is not rebuilt meanwhile.
+      // Only a saving: a failed write leaves a later prune to visit these chapters again, and fails nothing done.
       const mark = { before, maxImportance };
-      if (since !== undefined && before > 0 && !finishedFor(finished, before - 1, maxImportance)) {
-        const text = finishedRecordText(since, [...finished, mark]);
-        await this.writeMeta(storyId, PRUNE_DONE_ID, PRUNE_DONE_SOURCE, text, signal);
+      if (doneSince !== undefined && before > 0 && !finishedFor(finished, before - 1, maxImportance)) {
+        const text = finishedRecordText(doneSince, [...finished, mark]);
+        await this.writeMeta(storyId, PRUNE_DONE_ID, PRUNE_DONE_SOURCE, text, signal).catch(() => {});
       }
       return dropped;
     } finally {
@@ -1632,9 +1637,13 @@ export class ContextManager {
       const chapterId = summary.metadata.chapterId;
       const lastIndex = summary.metadata.sceneIndex ?? Number.MAX_SAFE_INTEGER;
       if (!chapterId || lastIndex >= before) continue;
-      if ((done.get(chapterId) ?? -1) >= maxImportance || finishedFor(finished, lastIndex, maxImportance)) continue;
+      if ((done.get(chapterId) ?? -1) >= maxImportance) continue;
       const filter: MetadataFilter = { type: 'scene', chapterId, importance: { $lt: maxImportance } };
-      const removedVectors = await this.deleteMatching(filter, storyId);
+      // A prune finished elsewhere did the vectors' part; this process's keyword side may still hold the chapter (a
+      // listing that lags may not show that prune's record, which would have had the side refilled).
+      const removedVectors = finishedFor(finished, lastIndex, maxImportance)
+        ? 0
+        : await this.deleteMatching(filter, storyId);
       await this.keywords.delete(storyId, { filter });
       if (removedVectors > 0) chapters.push(chapterId);
       deleted += removedVectors;
