@@ -77,5 +77,17 @@ describe('ContextManager at the thread cap', () => {
     const rebuilt = await manager.stats(STORY);
     expect(rebuilt.byType.plotThread).toBe(state.plotThreads.length);
     expect(incremental.byType.plotThread).toBe(rebuilt.byType.plotThread);
+
+    // A scene at the cap that opens no thread archives none: its index step reads no state (the one before it is
+    // the largest snapshot of a long story).
+    const { getStateAt } = store;
+    let stateReads = 0;
+    store.getStateAt = (...args) => {
+      stateReads++;
+      return getStateAt.apply(store, args);
+    };
+    await step({ threadsAdvanced: [{ id: 'fresh-a', summary: 'fresh-a moves on.' }] });
+    expect(state.plotThreads).toHaveLength(500);
+    expect(stateReads).toBe(0);
   });
 });

@@ -924,14 +924,44 @@ describe('ContextManager.getRelevantContext', () => {
 });
 
 describe('ContextManager memory upkeep', () => {
+  it("writes a scene's first chunk after its cast and threads, which another process reads once it sees that chunk", async () => {
+    const { store, options, state: created } = await newKeepersStory(40);
+    const memory = createMemoryVectorIndex({ dimensions: DIMENSIONS });
+    const upserted: string[][] = [];
+    const vectors = Object.create(memory, {
+      capabilities: { value: { ...memory.capabilities, maxUpsertBatch: 1 } },
+      upsert: {
+        value: (...args: Parameters<typeof memory.upsert>) => {
+          upserted.push(args[1].map((record) => record.id));
+          return memory.upsert(...args);
+        },
+      },
+    });
+    const manager = new ContextManager({ ...options, vectors });
+    const { state } = await commitNext(store, created, {}, {}, manager);
+    upserted.length = 0;
+    const { scene } = await commitNext(store, state, { characters: ['mira'] }, {}, manager);
+    // Its memories, not the meta records upkeep writes after them (the locations named).
+    const writes = upserted.flat().filter((id) => !id.startsWith('meta-'));
+    expect(writes).toContain('character-mira');
+    expect(writes.at(-1)).toBe(`scene-${scene.id}-c0`);
+  });
+
   it('indexes the newest scene beside the one before it without reading a state snapshot, an older one as before', async () => {
     const { store, options, state: created } = await newKeepersStory(40);
     let stateReads = 0;
+    let listings = 0;
     const counted: StoryStateStore = Object.create(store, {
       getStateAt: {
         value: (storyId: string, version: number) => {
           stateReads++;
           return store.getStateAt(storyId, version);
+        },
+      },
+      listScenes: {
+        value: (storyId: string, options?: ListScenesOptions) => {
+          listings++;
+          return store.listScenes(storyId, options);
         },
       },
     });
@@ -951,6 +981,17 @@ describe('ContextManager memory upkeep', () => {
     await options.keywords.deleteStory('tale');
     await manager.indexScene(second.scene, { state: third.state });
     expect(stateReads).toBe(1);
+    expect(await borrowing()).toEqual([`scene-${second.scene.id}-c0`]);
+
+    // With the state it left (a resumed step of an older scene), one page of the newest scenes shows it is not the
+    // newest: no listing down to it through every scene since.
+    let state = third.state;
+    for (let night = 0; night < 6; night++) ({ state } = await commitNext(store, state));
+    await options.keywords.deleteStory('tale');
+    listings = 0;
+    await manager.indexScene(second.scene, { state: second.state });
+    expect(listings).toBe(1);
+    expect(stateReads).toBe(2);
     expect(await borrowing()).toEqual([`scene-${second.scene.id}-c0`]);
   });
 

@@ -1138,6 +1138,10 @@ export class ContextManager {
         units.push(this.threadUnit(storyId, thread, state, scene));
       }
     }
+    // The scene's first chunk goes last: another process takes it for the sign that this step has written the cast
+    // and threads (see `upsertKeywordRecords`), which a write in several batches must not give before they are in.
+    const head = units[0]?.id === chunkId(scene.id, 0) ? units.shift() : undefined;
+    if (head) units.push(head);
     // The chunk past the last one is there only when an earlier text of the scene was longer.
     const [, [stale]] = await Promise.all([
       this.writeUnits(storyId, units, options.signal),
@@ -1147,8 +1151,14 @@ export class ContextManager {
       const filter: MetadataFilter = { type: 'scene', sourceId: scene.id, chunk: { $gte: chunks } };
       await Promise.all([this.deleteMatching(filter, storyId), this.keywords.delete(storyId, { filter })]);
     }
-    // Only a full thread list can have been made room in: elsewhere nothing is archived, and nothing is read.
-    if (state.plotThreads.length >= LIMITS.plotThreads) await this.forgetArchivedThreads(scene, state, options.signal);
+    // Only a full thread list can have been made room in, and only for threads the scene opened: elsewhere nothing
+    // is archived, and nothing is read (the state before the scene is the largest snapshot of a long story).
+    if (
+      state.plotThreads.length >= LIMITS.plotThreads &&
+      state.plotThreads.some((thread) => thread.openedIn === scene.id)
+    ) {
+      await this.forgetArchivedThreads(scene, state, options.signal);
+    }
     const horizon = this.horizonsOf().get(storyId);
     if (horizon?.scenes === scene.index) horizon.scenes++;
     if (horizon?.awaited.scene === scene.id) horizon.awaited.scene = null;
@@ -3399,12 +3409,13 @@ export class ContextManager {
 
   /**
    * The scene before `scene`: for the story's newest scene (the one an episode indexes), the second of the newest two,
-   * read together; for an older one, the one the state before it names (a state snapshot grows with the story, and
-   * a listing would read every scene since).
+   * read together in one page; otherwise (an older scene, a short page) the one the state before it names (a state
+   * snapshot grows with the story, and a listing would read every scene since).
    */
   private async previousScene(scene: Scene, state: StoryState): Promise<Scene | null> {
     if (scene.index === state.sceneCount - 1) {
-      const [newest, previous] = await newestScenesBefore(this.store, scene.storyId, scene.index + 1, 2);
+      // One page only: when the store has moved past `state`, a listing down to the scene would read every newer one.
+      const [newest, previous] = (await this.store.listScenes(scene.storyId, { order: 'desc', limit: 2 })).items;
       if (newest?.id === scene.id && previous?.index === scene.index - 1) return previous;
     }
     const before = await this.store.getStateAt(scene.storyId, scene.stateVersion - 1);
