@@ -297,8 +297,9 @@ describe('the chapter journal in a new process', () => {
     const fresh = new ContextManager({ ...options, store: counted });
     const bundle = await fresh.getRelevantContext('tale', 'the lamp');
     expect(bundle.trace.included.filter((item) => item.section === 'journal')).toHaveLength(12);
-    // Versions 1 to 11 are each the state after one scene and before the next.
-    for (let version = 1; version < state.version; version++) expect(reads.get(version), `version ${version}`).toBe(1);
+    // Version 0 is the chapter's start, which the call has read to lay out the prefix; versions 1 to 11 are each the
+    // state after one scene and before the next.
+    for (let version = 0; version < state.version; version++) expect(reads.get(version), `version ${version}`).toBe(1);
     // The state after the newest scene is the one the call has.
     expect(reads.get(state.version), 'the current version').toBeUndefined();
   });

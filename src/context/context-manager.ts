@@ -2822,8 +2822,12 @@ export class ContextManager {
     const scenes = chapter.filter((scene) => sceneWitnessedBy(scene, pov));
     // Each stored state is read once: a scene's entry compares the state before it with the one after it, and the
     // state after a scene is, as a rule, the one before the next (a new process reads the chapter's entries at once).
-    // The state of this call is the one its newest scene left.
-    const states = new Map<number, Promise<StoryState | null>>([[state.version, Promise.resolve(state)]]);
+    // The state of this call is the one its newest scene left, and the chapter start is the state of its version (less
+    // the influence queue, which no entry reads).
+    const states = new Map<number, Promise<StoryState | null>>([
+      [chapterStart.version, Promise.resolve(chapterStart)],
+      [state.version, Promise.resolve(state)],
+    ]);
     const stateAt = (version: number) => {
       let read = states.get(version);
       if (!read) {
