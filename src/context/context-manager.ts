@@ -1607,8 +1607,8 @@ export class ContextManager {
         finished,
       );
       // Every chapter this mark reaches is done (here or by an earlier finished prune): a prune in another process
-      // need not visit them again, as long as the story is not rebuilt meanwhile.
-      // Only a saving: a failed write leaves a later prune to visit these chapters again, and fails nothing done.
+      // need not visit them again, as long as the story is not rebuilt meanwhile. Only a saving: a failed write leaves
+      // a later prune to visit these chapters again, and fails nothing that was done.
       const mark = { before, maxImportance };
       if (doneSince !== undefined && before > 0 && !finishedFor(finished, before - 1, maxImportance)) {
         const text = finishedRecordText(doneSince, [...finished, mark]);
