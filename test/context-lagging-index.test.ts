@@ -15,7 +15,13 @@ import { createMemoryStateStore } from '../src/state/memory.js';
 import { makeStoryState } from '../src/testing/fixtures.js';
 import { startPineconeStandIn } from '../src/testing/pinecone-server.js';
 import { commitNextScene, commitScenes } from './fixtures/keepers.js';
-import { countingFills, nightWatchGenerator, nightWatchStory, processOver } from './fixtures/night-watch.js';
+import {
+  countingFills,
+  nightWatchGenerator,
+  nightWatchStory,
+  processOver,
+  withMembers,
+} from './fixtures/night-watch.js';
 
 const DIMENSIONS = 64;
 
@@ -386,4 +392,52 @@ describe('counts that trail the index (Pinecone: "vector count may lag behind up
     const pruned = await pruneCounted(storyId, honest.context, late.context);
     expect(pruned.chapters.length).toBeGreaterThan(0);
   });
+});
+
+describe('prunes in new processes on an index that shows writes late', () => {
+  /** The ids of a story's scene memories, read directly. */
+  const sceneIds = async (vectors: VectorIndex, storyId: string) =>
+    (
+      await vectors.query(storyId, {
+        vector: Float32Array.from({ length: DIMENSIONS }, (_, i) => (i === 0 ? 1 : 0)),
+        topK: 10_000,
+        filter: { type: 'scene' },
+      })
+    )
+      .map((match) => match.id)
+      .sort();
+
+  it.each([1, 4, 12])(
+    'leave the memories the same prunes leave where writes show at once, done records and all (lag %i)',
+    async (lag) => {
+      const storyId = 'lag-done';
+      const run = async (late: boolean) => {
+        const { clock, store, vectors: durable } = await nightWatchStory(storyId);
+        const replica = late ? lagging(durable, lag) : { index: durable, catchUp: async () => {} };
+        const writer = processOver(store, replica.index, { clock: instant });
+        const engine = createStoryEngine({ store, context: writer.context, generator: nightWatchGenerator(), clock });
+        for (let episode = 0; episode < 16; episode++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+        await replica.catchUp();
+        const before = await sceneIds(durable, storyId);
+        // Each prune in a process of its own (an index object of its own), as daily Lambdas would run them; the
+        // night watch's scenes weigh 0.2 or 0.9, so the higher bound drops more.
+        for (const maxImportance of [0.5, 0.5, 0.95, 0.95, 0.5]) {
+          const process = processOver(store, withMembers(replica.index, {}), { clock: instant });
+          await process.context.prune(storyId, { minAgeScenes: 4, maxImportance });
+        }
+        await replica.catchUp();
+        const after = await sceneIds(durable, storyId);
+        // Exactly what the prune records drop: a rebuild, which applies them, leaves the same.
+        await processOver(store, durable, { clock: instant }).context.reindex(storyId);
+        return { before, after, rebuilt: await sceneIds(durable, storyId) };
+      };
+      const prompt = await run(false);
+      const late = await run(true);
+      expect(prompt.after.length).toBeLessThan(prompt.before.length);
+      expect(prompt.rebuilt).toEqual(prompt.after);
+      expect(late.rebuilt).toEqual(late.after);
+      expect(late.before).toEqual(prompt.before);
+      expect(late.after).toEqual(prompt.after);
+    },
+  );
 });
