@@ -351,6 +351,33 @@ describe('ContextManager: a keyword index shared by several managers of one proc
     expect(await sortedIds(cold.keywords, storyId)).toEqual(await sortedIds(other.keywords, storyId));
   });
 
+  it("a new process whose fill comes between the newest scene's commit and its index step takes in what that step writes", async () => {
+    const storyId = 'fill-before-step';
+    const { clock, store, vectors, lambda, engine } = await setup(storyId);
+    for (let e = 0; e < 2; e++) expect((await engine.runEpisode(storyId)).complete).toBe(true);
+    // The episode Lambda commits a scene and is killed before its index step, which a later run resumes.
+    let resume: (() => Promise<void>) | undefined;
+    const crashing: EpisodeContext = {
+      getRelevantContext: lambda.context.getRelevantContext.bind(lambda.context),
+      indexScene: async (...args: Parameters<EpisodeContext['indexScene']>) => {
+        resume = () => lambda.context.indexScene(...args);
+        throw new Error('the Lambda was killed');
+      },
+    };
+    const killed = createStoryEngine({ store, context: crashing, generator: nightWatchGenerator(), clock });
+    expect((await killed.runEpisode(storyId)).complete).toBe(false);
+    const server = processOver(store, vectors);
+    await server.context.getRelevantContext(storyId, 'the brass key');
+    await resume!();
+    await server.context.getRelevantContext(storyId, 'the brass key');
+    // The cast as the index step left it (which scene last touched each character), as a new process reads it.
+    const cold = processOver(store, vectors);
+    await cold.context.getRelevantContext(storyId, 'the brass key');
+    const documents = async (keywords: ReturnType<typeof createMemoryKeywordIndex>) =>
+      (await keywords.query(storyId, { text: words, topK: 1_000 })).map((m) => [m.id, m.metadata]);
+    expect(await documents(server.keywords)).toEqual(await documents(cold.keywords));
+  });
+
   it('a prune that finds a prune done elsewhere still drops the chapter from its own side, whose listing lagged', async () => {
     const storyId = 'done-elsewhere';
     const { store, vectors, engine } = await setup(storyId);

@@ -118,11 +118,19 @@ describe('prune in a long story', () => {
     expect(raised.deleted).toBeGreaterThan(0);
     expect(higher.deletes.count).toBeGreaterThanOrEqual(9);
 
-    // The next process visits only what no finished prune reached: nothing at the same bound.
+    // The next process visits only what no finished prune reached: nothing at the same bound; with no chapter newly
+    // done, it does not write the done record again.
     const next = processOver(store, memory);
+    let doneWrites = 0;
+    const { upsert } = next.vectors;
+    next.vectors.upsert = async (...args) => {
+      if (args[1].some((record) => record.id === 'meta-prune-done')) doneWrites++;
+      return upsert(...args);
+    };
     const again = await next.context.prune(storyId, policy);
     expect(again).toEqual({ chapters: [], deleted: 0 });
     expect(next.deletes.count).toBe(0);
+    expect(doneWrites, 'the done record already covers every chapter it reached').toBe(0);
 
     // A prune cut short finished nothing: the process after it visits every old chapter again.
     const cut = processOver(store, memory);
@@ -149,6 +157,38 @@ describe('prune in a long story', () => {
     const settled = processOver(store, memory);
     await settled.context.prune(storyId, { ...policy, maxImportance: 0.9 });
     expect(settled.deletes.count).toBe(0);
+  });
+
+  it('keeps what earlier prunes finished when a later one reaches further at a lower bound', async () => {
+    const { storyId, store, memory, context, engine } = await longStory(64);
+    const policy = { minAgeScenes: 8, maxImportance: 0.9 };
+    expect((await context.prune(storyId, policy)).chapters).toHaveLength(7);
+    for (let episode = 0; episode < 16; episode++) await engine.runEpisode(storyId);
+    // Two more chapters are old enough: another process prunes them at a lower bound (the others are done).
+    const lower = processOver(store, memory);
+    const pruned = await lower.context.prune(storyId, { ...policy, maxImportance: 0.6 });
+    expect(pruned.chapters).toEqual([chapterIdFor(7), chapterIdFor(8)]);
+    // A prune at the first bound has work only in the two chapters the first prune did not reach.
+    const next = processOver(store, memory);
+    const again = await next.context.prune(storyId, policy);
+    expect(again.chapters).toEqual([chapterIdFor(7), chapterIdFor(8)]);
+    expect(next.deletes.count).toBeLessThanOrEqual(2);
+  });
+
+  it('records nothing as done when a deletion fails part way: the process after it finishes the chapters left', async () => {
+    const { storyId, store, memory } = await longStory(64);
+    const policy = { minAgeScenes: 8, maxImportance: 0.6 };
+    const failing = processOver(store, memory);
+    const { delete: remove } = failing.vectors;
+    failing.vectors.delete = async (...args) => {
+      if (failing.deletes.count > 2) throw new Error('delete refused');
+      return remove(...args);
+    };
+    await expect(failing.context.prune(storyId, policy)).rejects.toThrow('delete refused');
+    const after = processOver(store, memory);
+    const finished = await after.context.prune(storyId, policy);
+    expect(finished.chapters.length, 'the chapters the failed prune did not reach').toBeGreaterThan(0);
+    expect(finished.deleted).toBeGreaterThan(0);
   });
 
   it('trusts no done record under a fingerprint record of an earlier version, which every rebuild of theirs writes alike', async () => {

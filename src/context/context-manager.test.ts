@@ -979,8 +979,10 @@ describe('ContextManager memory upkeep', () => {
     const third = await commitNext(store, second.state, {}, {}, manager);
     expect(stateReads).toBe(0);
     await options.keywords.deleteStory('tale');
+    listings = 0;
     await manager.indexScene(second.scene, { state: third.state });
     expect(stateReads).toBe(1);
+    expect(listings, 'its state says it is not the newest: no page of the newest is read').toBe(0);
     expect(await borrowing()).toEqual([`scene-${second.scene.id}-c0`]);
 
     // With the state it left (a resumed step of an older scene), one page of the newest scenes shows it is not the
