@@ -218,8 +218,12 @@ function keywordSides(index: KeywordIndex) {
   return entryOf(KEYWORD_SIDES, index, () => ({ horizons: new Map(), catchUps: new Map(), ownPrunes: new Map() }));
 }
 
-/** The entry of `key` in a per-index registry, created on first use. */
-function entryOf<K extends object, V>(registry: WeakMap<K, V>, key: K, create: () => V): V {
+/** The entry of `key` in a registry (per index, or a memo of one call), created on first use. */
+function entryOf<K, V>(
+  registry: { get(key: K): V | undefined; set(key: K, value: V): unknown },
+  key: K,
+  create: () => V,
+): V {
   let entry = registry.get(key);
   if (entry === undefined) {
     entry = create();
@@ -2828,14 +2832,7 @@ export class ContextManager {
       [chapterStart.version, Promise.resolve(chapterStart)],
       [state.version, Promise.resolve(state)],
     ]);
-    const stateAt = (version: number) => {
-      let read = states.get(version);
-      if (!read) {
-        read = this.store.getStateAt(state.storyId, version);
-        states.set(version, read);
-      }
-      return read;
-    };
+    const stateAt = (version: number) => entryOf(states, version, () => this.store.getStateAt(state.storyId, version));
     const unwitnessed: OmittedItem[] = chapter
       .filter((scene) => !sceneWitnessedBy(scene, pov))
       .map((scene) => ({ id: `journal:${scene.id}`, section: 'journal', reason: `${pov} was not there` }));
