@@ -73,7 +73,7 @@ import { createMemoryKeywordIndex } from '../src/context/memory-keyword-index.js
 import { createPineconeIndex } from '../src/context/pinecone.js';
 import { createRedisCacheDriver } from '../src/context/redis.js';
 import type { VectorIndex } from '../src/context/vector-index.js';
-import type { Clock } from '../src/core/clock.js';
+import { type Clock, systemClock } from '../src/core/clock.js';
 import { assertEpisodeComplete, createStoryEngine, type StoryEngine } from '../src/engine/engine.js';
 import type { EngineEvent } from '../src/engine/events.js';
 import { createProceduralNarrator } from '../src/generation/procedural-narrator.js';
@@ -498,7 +498,7 @@ async function dispose(instances: Instances): Promise<void> {
 async function runMode(mode: Mode, endpoint: string, redis: RedisMeter, workDir: string): Promise<ModeResult> {
   const manual = new ManualClock(Date.UTC(2026, 0, 1, 6));
   // Time from the manual clock, waits (a retry's backoff) real: nothing here advances the clock during an episode.
-  const clock: Clock = { now: () => manual.now(), sleep: (ms, signal) => realSleep(ms, signal) };
+  const clock: Clock = { now: () => manual.now(), sleep: systemClock.sleep };
   const standIn = await startPineconeStandIn({ dimension: DIMENSIONS });
   const storyId = `cost-${mode}`;
   const setting: Setting = {
@@ -582,21 +582,6 @@ async function runMode(mode: Mode, endpoint: string, redis: RedisMeter, workDir:
     await standIn.close();
   }
   return { mode, wallSeconds: Number(((performance.now() - started) / 1000).toFixed(1)), episodes, failures };
-}
-
-function realSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 // ---- figures ------------------------------------------------------------------------------------------------------
